@@ -1,0 +1,1 @@
+//! Shared helpers of ironsa's benchmarks and handshake generator.

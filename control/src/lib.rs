@@ -1,0 +1,12 @@
+//! ironsa's IKE protocol core.
+//!
+//! Sans-IO: every state machine takes `(now, datagram)` and returns datagrams to
+//! send, timer deadlines and events. No sockets, no clocks, no threads live here.
+#![forbid(unsafe_code)]
+
+pub mod crypto;
+pub mod error;
+pub mod proposal;
+pub mod wire;
+
+pub use error::Error;

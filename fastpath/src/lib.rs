@@ -1,0 +1,1 @@
+//! ironsa's ESP data plane.

@@ -60,43 +60,241 @@ pub enum KeGroup {
 
 impl EncrAlg {
     /// IANA transform ID.
-    pub fn transform_id(self) -> u16 { todo!("crypto helper") }
+    pub fn transform_id(self) -> u16 {
+        match self {
+            EncrAlg::AesCbc { .. } => 12,
+            EncrAlg::AesGcm16 { .. } => 20,
+            EncrAlg::ChaCha20Poly1305 => 28,
+        }
+    }
+
     /// Value of the Key Length attribute to send (None for fixed-key ciphers).
-    pub fn key_length_attribute(self) -> Option<u16> { todo!("crypto helper") }
-    /// Parses a transform ID and optional Key Length attribute.
-    pub fn from_transform(id: u16, key_length: Option<u16>) -> Option<Self> { todo!("crypto helper") }
+    pub fn key_length_attribute(self) -> Option<u16> {
+        match self {
+            EncrAlg::AesCbc { key_bits } | EncrAlg::AesGcm16 { key_bits } => Some(key_bits),
+            EncrAlg::ChaCha20Poly1305 => None,
+        }
+    }
+
+    /// Parses a transform ID and optional Key Length attribute. AES requires
+    /// the attribute (RFC 7296 §3.3.5) with 128, 192 or 256.
+    pub fn from_transform(id: u16, key_length: Option<u16>) -> Option<Self> {
+        match (id, key_length) {
+            (12, Some(k @ (128 | 192 | 256))) => Some(EncrAlg::AesCbc { key_bits: k }),
+            (20, Some(k @ (128 | 192 | 256))) => Some(EncrAlg::AesGcm16 { key_bits: k }),
+            (28, None) => Some(EncrAlg::ChaCha20Poly1305),
+            _ => None,
+        }
+    }
+
     /// True for AEAD ciphers (no separate integrity transform).
-    pub fn is_aead(self) -> bool { todo!("crypto helper") }
-    /// Bytes of key material taken from prf+ / KEYMAT (key plus salt for AEADs:
-    /// AES-GCM 16/24/32 + 4, ChaCha20-Poly1305 32 + 4).
-    pub fn keymat_len(self) -> usize { todo!("crypto helper") }
+    pub fn is_aead(self) -> bool {
+        !matches!(self, EncrAlg::AesCbc { .. })
+    }
+
+    /// Bytes of the cipher key proper (without salt).
+    pub fn key_len(self) -> usize {
+        match self {
+            EncrAlg::AesCbc { key_bits } | EncrAlg::AesGcm16 { key_bits } => usize::from(key_bits) / 8,
+            EncrAlg::ChaCha20Poly1305 => 32,
+        }
+    }
+
+    /// Bytes of key material taken from prf+ / KEYMAT (key plus 4-byte salt
+    /// for AEADs: RFC 5282 §7.1, RFC 7634 §2).
+    pub fn keymat_len(self) -> usize {
+        if self.is_aead() { self.key_len() + 4 } else { self.key_len() }
+    }
+
+    /// strongSwan-style name, e.g. `aes256gcm16`.
+    pub fn name(self) -> String {
+        match self {
+            EncrAlg::AesCbc { key_bits } => format!("aes{key_bits}"),
+            EncrAlg::AesGcm16 { key_bits } => format!("aes{key_bits}gcm16"),
+            EncrAlg::ChaCha20Poly1305 => "chacha20poly1305".to_string(),
+        }
+    }
 }
 
 impl IntegAlg {
     /// IANA transform ID.
-    pub fn transform_id(self) -> u16 { todo!("crypto helper") }
+    pub fn transform_id(self) -> u16 {
+        match self {
+            IntegAlg::HmacSha256_128 => 12,
+            IntegAlg::HmacSha384_192 => 13,
+            IntegAlg::HmacSha512_256 => 14,
+        }
+    }
+
     /// Parses a transform ID.
-    pub fn from_transform(id: u16) -> Option<Self> { todo!("crypto helper") }
-    /// Key length in bytes.
-    pub fn key_len(self) -> usize { todo!("crypto helper") }
+    pub fn from_transform(id: u16) -> Option<Self> {
+        match id {
+            12 => Some(IntegAlg::HmacSha256_128),
+            13 => Some(IntegAlg::HmacSha384_192),
+            14 => Some(IntegAlg::HmacSha512_256),
+            _ => None,
+        }
+    }
+
+    /// Key length in bytes (RFC 4868 §2.1.1: the hash output size).
+    pub fn key_len(self) -> usize {
+        match self {
+            IntegAlg::HmacSha256_128 => 32,
+            IntegAlg::HmacSha384_192 => 48,
+            IntegAlg::HmacSha512_256 => 64,
+        }
+    }
+
     /// Truncated ICV length in bytes.
-    pub fn icv_len(self) -> usize { todo!("crypto helper") }
+    pub fn icv_len(self) -> usize {
+        match self {
+            IntegAlg::HmacSha256_128 => 16,
+            IntegAlg::HmacSha384_192 => 24,
+            IntegAlg::HmacSha512_256 => 32,
+        }
+    }
+
+    /// strongSwan-style name, e.g. `sha256`.
+    pub fn name(self) -> &'static str {
+        match self {
+            IntegAlg::HmacSha256_128 => "sha256",
+            IntegAlg::HmacSha384_192 => "sha384",
+            IntegAlg::HmacSha512_256 => "sha512",
+        }
+    }
 }
 
 impl PrfAlg {
     /// IANA transform ID.
-    pub fn transform_id(self) -> u16 { todo!("crypto helper") }
+    pub fn transform_id(self) -> u16 {
+        match self {
+            PrfAlg::HmacSha256 => 5,
+            PrfAlg::HmacSha384 => 6,
+            PrfAlg::HmacSha512 => 7,
+        }
+    }
+
     /// Parses a transform ID.
-    pub fn from_transform(id: u16) -> Option<Self> { todo!("crypto helper") }
+    pub fn from_transform(id: u16) -> Option<Self> {
+        match id {
+            5 => Some(PrfAlg::HmacSha256),
+            6 => Some(PrfAlg::HmacSha384),
+            7 => Some(PrfAlg::HmacSha512),
+            _ => None,
+        }
+    }
+
     /// Output (and preferred key) length in bytes.
-    pub fn output_len(self) -> usize { todo!("crypto helper") }
+    pub fn output_len(self) -> usize {
+        match self {
+            PrfAlg::HmacSha256 => 32,
+            PrfAlg::HmacSha384 => 48,
+            PrfAlg::HmacSha512 => 64,
+        }
+    }
+
+    /// strongSwan-style name, e.g. `prfsha256`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PrfAlg::HmacSha256 => "prfsha256",
+            PrfAlg::HmacSha384 => "prfsha384",
+            PrfAlg::HmacSha512 => "prfsha512",
+        }
+    }
+
+    /// The PRF that pairs with an integrity algorithm (strongSwan derives the
+    /// PRF this way when a proposal string names none).
+    pub fn for_integ(integ: IntegAlg) -> Self {
+        match integ {
+            IntegAlg::HmacSha256_128 => PrfAlg::HmacSha256,
+            IntegAlg::HmacSha384_192 => PrfAlg::HmacSha384,
+            IntegAlg::HmacSha512_256 => PrfAlg::HmacSha512,
+        }
+    }
 }
 
 impl KeGroup {
     /// IANA transform ID (group number).
-    pub fn number(self) -> u16 { todo!("crypto helper") }
+    pub fn number(self) -> u16 {
+        match self {
+            KeGroup::Modp2048 => 14,
+            KeGroup::Modp3072 => 15,
+            KeGroup::Modp4096 => 16,
+            KeGroup::Ecp256 => 19,
+            KeGroup::Ecp384 => 20,
+            KeGroup::Curve25519 => 31,
+            KeGroup::MlKem768 => 35,
+        }
+    }
+
     /// Parses a group number.
-    pub fn from_number(n: u16) -> Option<Self> { todo!("crypto helper") }
-    /// Length of the initiator's public value in bytes.
-    pub fn public_len(self) -> usize { todo!("crypto helper") }
+    pub fn from_number(n: u16) -> Option<Self> {
+        match n {
+            14 => Some(KeGroup::Modp2048),
+            15 => Some(KeGroup::Modp3072),
+            16 => Some(KeGroup::Modp4096),
+            19 => Some(KeGroup::Ecp256),
+            20 => Some(KeGroup::Ecp384),
+            31 => Some(KeGroup::Curve25519),
+            35 => Some(KeGroup::MlKem768),
+            _ => None,
+        }
+    }
+
+    /// Length of the initiator's public value in bytes (for ML-KEM-768 the
+    /// encapsulation key; the responder's ciphertext is 1088 bytes).
+    pub fn public_len(self) -> usize {
+        match self {
+            KeGroup::Modp2048 => 256,
+            KeGroup::Modp3072 => 384,
+            KeGroup::Modp4096 => 512,
+            KeGroup::Ecp256 => 64,
+            KeGroup::Ecp384 => 96,
+            KeGroup::Curve25519 => 32,
+            KeGroup::MlKem768 => 1184,
+        }
+    }
+
+    /// strongSwan-style name, e.g. `x25519`, `modp2048`, `ecp256`, `mlkem768`.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeGroup::Modp2048 => "modp2048",
+            KeGroup::Modp3072 => "modp3072",
+            KeGroup::Modp4096 => "modp4096",
+            KeGroup::Ecp256 => "ecp256",
+            KeGroup::Ecp384 => "ecp384",
+            KeGroup::Curve25519 => "x25519",
+            KeGroup::MlKem768 => "mlkem768",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transform_ids_round_trip() {
+        for e in [
+            EncrAlg::AesCbc { key_bits: 128 },
+            EncrAlg::AesCbc { key_bits: 256 },
+            EncrAlg::AesGcm16 { key_bits: 128 },
+            EncrAlg::AesGcm16 { key_bits: 256 },
+            EncrAlg::ChaCha20Poly1305,
+        ] {
+            assert_eq!(EncrAlg::from_transform(e.transform_id(), e.key_length_attribute()), Some(e));
+        }
+        assert_eq!(EncrAlg::from_transform(20, None), None, "AES without key length is invalid");
+        assert_eq!(EncrAlg::from_transform(12, Some(100)), None);
+        for i in [IntegAlg::HmacSha256_128, IntegAlg::HmacSha384_192, IntegAlg::HmacSha512_256] {
+            assert_eq!(IntegAlg::from_transform(i.transform_id()), Some(i));
+        }
+        for p in [PrfAlg::HmacSha256, PrfAlg::HmacSha384, PrfAlg::HmacSha512] {
+            assert_eq!(PrfAlg::from_transform(p.transform_id()), Some(p));
+        }
+        for n in [14, 15, 16, 19, 20, 31, 35] {
+            assert_eq!(KeGroup::from_number(n).map(KeGroup::number), Some(n));
+        }
+        assert_eq!(EncrAlg::AesGcm16 { key_bits: 256 }.keymat_len(), 36);
+    }
 }

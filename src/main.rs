@@ -1,6 +1,246 @@
 //! `ironsa`: the IPsec concentrator daemon and its command-line interface.
 #![forbid(unsafe_code)]
 
-fn main() {
-    println!("ironsa {}", env!("CARGO_PKG_VERSION"));
+mod config_file;
+mod control_socket;
+mod daemon;
+mod dataplane;
+mod metrics;
+mod registry;
+mod shard;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use control_socket::Request;
+use tracing::{error, info, warn};
+use tracing_subscriber::{reload, EnvFilter};
+
+/// ironsa: carrier-grade IPsec concentrator.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Control socket of the running daemon.
+    #[arg(long, global = true, default_value = "/run/ironsa.sock")]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the daemon in the foreground.
+    Run {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validates a configuration file without starting.
+    Check {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Lists IKE and CHILD SAs.
+    Sas {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows counters.
+    Stats {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Initiates a connection.
+    Initiate {
+        /// Connection name.
+        connection: String,
+    },
+    /// Deletes IKE SAs of a connection, or one by SPI.
+    Terminate {
+        /// Connection name.
+        #[arg(long)]
+        connection: Option<String>,
+        /// Local IKE SPI (hex).
+        #[arg(long)]
+        spi: Option<String>,
+    },
+    /// Rekeys an IKE SA, or one of its CHILD_SAs.
+    Rekey {
+        /// Local IKE SPI (hex).
+        spi: String,
+        /// Inbound SPI of the CHILD_SA (hex).
+        #[arg(long)]
+        child: Option<String>,
+    },
+    /// Re-reads the configuration (like SIGHUP).
+    Reload,
+    /// Changes the log filter (e.g. `debug`, `info,control=trace`).
+    LogLevel {
+        /// The filter.
+        filter: String,
+    },
+}
+
+fn print_sas(data: &serde_json::Value) {
+    let Ok(list) = serde_json::from_value::<Vec<registry::SaSummary>>(data.clone()) else {
+        println!("{data}");
+        return;
+    };
+    for sa in &list {
+        println!(
+            "{}: {} {} {}[{}] <-> {}[{}] {}_i {}_r shard {}",
+            sa.connection,
+            sa.state,
+            sa.role,
+            sa.local,
+            "",
+            sa.remote,
+            sa.peer_id.clone().unwrap_or_default(),
+            sa.spi_i,
+            sa.spi_r,
+            sa.shard
+        );
+        if let Some(a) = &sa.algorithms {
+            println!("  {a}{}", if sa.nat_t { " (NAT-T)" } else { "" });
+        }
+        for c in &sa.children {
+            println!(
+                "  {}: {} {} ESP SPIs in {} out {} {}{}{}",
+                c.name,
+                c.state,
+                c.mode,
+                c.spi_in,
+                c.spi_out,
+                c.encr,
+                c.integ.as_ref().map(|i| format!("/{i}")).unwrap_or_default(),
+                c.pfs.as_ref().map(|g| format!("/{g}")).unwrap_or_default()
+            );
+            println!("    {} === {}", c.local_ts.join(","), c.remote_ts.join(","));
+            if let Some(k) = &c.counters {
+                println!("    in {} pkts {} bytes, out {} pkts {} bytes, drops {}", k.packets_in, k.bytes_in, k.packets_out, k.bytes_out, k.drops);
+            }
+        }
+    }
+    println!("{} IKE SAs", list.len());
+}
+
+fn client(socket: &std::path::Path, req: Request, json: bool, sas: bool) -> ExitCode {
+    match control_socket::call(socket, &req) {
+        Ok(r) if r.ok => {
+            let data = r.data.unwrap_or(serde_json::Value::Null);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&data).unwrap_or_default());
+            } else if sas {
+                print_sas(&data);
+            } else if let Some(s) = data.as_str() {
+                println!("{s}");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&data).unwrap_or_default());
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            eprintln!("error: {}", r.error.unwrap_or_default());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config_path: PathBuf) -> ExitCode {
+    let cfg = match config_file::DaemonConfig::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let filter = EnvFilter::try_from_env("IRONSA_LOG").unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
+    let (filter, handle) = reload::Layer::new(filter);
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_target(false)).init();
+    for w in &cfg.warnings {
+        warn!(file = %config_path.display(), line = w.line, key = %w.key, "{}", w.message);
+    }
+    let log_reload: daemon::LogReload = Box::new(move |f: &str| {
+        let new = EnvFilter::try_new(f).map_err(|e| e.to_string())?;
+        handle.reload(new).map_err(|e| e.to_string())
+    });
+    let dataplane: Arc<dyn dataplane::DataPlane> = Arc::new(dataplane::NoDataPlane::default());
+    let socket = cfg.control_socket.clone();
+    let metrics = cfg.metrics;
+    let d = match daemon::Daemon::start(cfg, config_path, dataplane, log_reload) {
+        Ok(d) => d,
+        Err(e) => {
+            error!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = control_socket::spawn(d.clone(), &socket) {
+        error!("control socket {}: {e}", socket.display());
+        d.shutdown();
+        return ExitCode::FAILURE;
+    }
+    if let Some(addr) = metrics {
+        if let Err(e) = metrics::spawn(d.clone(), addr) {
+            warn!("metrics endpoint {addr}: {e}");
+        }
+    }
+    let mut signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("signals: {e}");
+            d.shutdown();
+            return ExitCode::FAILURE;
+        }
+    };
+    for sig in signals.forever() {
+        if sig == signal_hook::consts::SIGHUP {
+            match d.reload() {
+                Ok(m) => info!("{m}"),
+                Err(e) => warn!("reload failed: {e}"),
+            }
+        } else {
+            info!("shutting down: deleting SAs");
+            d.shutdown();
+            let _ = std::fs::remove_file(&socket);
+            break;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run(config),
+        Command::Check { config } => match config_file::DaemonConfig::load(&config) {
+            Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("warning: {}:{}: {}: {}", config.display(), w.line, w.key, w.message);
+                }
+                println!("{}: OK ({} connections, {} shards)", config.display(), c.connections.len(), c.shards);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Sas { json } => client(&cli.socket, Request::Sas, json, true),
+        Command::Stats { json } => client(&cli.socket, Request::Stats, json, false),
+        Command::Initiate { connection } => client(&cli.socket, Request::Initiate { connection }, false, false),
+        Command::Terminate { connection, spi } => client(&cli.socket, Request::Terminate { connection, spi }, false, false),
+        Command::Rekey { spi, child } => client(&cli.socket, Request::Rekey { spi, child }, false, false),
+        Command::Reload => client(&cli.socket, Request::Reload, false, false),
+        Command::LogLevel { filter } => client(&cli.socket, Request::LogLevel { filter }, false, false),
+    }
 }

@@ -4,7 +4,13 @@
 //! send, timer deadlines and events. No sockets, no clocks, no threads live here.
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod cookie;
 pub mod crypto;
+pub mod endpoint;
+pub mod ike_sa;
+pub mod nat;
+pub mod ts;
 pub mod error;
 pub mod proposal;
 pub mod wire;

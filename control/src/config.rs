@@ -1,0 +1,189 @@
+//! The configuration model of the IKE core: connections, identities,
+//! authentication and selectors. Parsing files into it lives in the daemon,
+//! which owns file/line error reporting.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+use crate::proposal::{EspProposal, IkeProposal};
+use crate::wire::ikev2::{IdType, Identification, TrafficSelector};
+
+/// How this side proves its identity, and how it checks the peer's.
+#[derive(Clone)]
+pub enum AuthConfig {
+    /// Pre-shared key (the same secret on both sides).
+    Psk(Arc<Zeroizing<Vec<u8>>>),
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthConfig::Psk(_) => f.write_str("Psk(<secret>)"),
+        }
+    }
+}
+
+/// An identity as configured: a concrete ID, or any ID (`%any`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentityMatch {
+    /// Accept any identity the peer presents.
+    Any,
+    /// Accept exactly this identity.
+    Exact(Identification),
+}
+
+impl IdentityMatch {
+    /// True if `presented` is acceptable.
+    pub fn matches(&self, presented: &Identification) -> bool {
+        match self {
+            IdentityMatch::Any => true,
+            IdentityMatch::Exact(id) => id == presented,
+        }
+    }
+}
+
+/// Parses a strongSwan-style identity string into a wire identification:
+/// `a@b` is an RFC 822 address, `@host` or a name an FQDN, an address an IP ID.
+pub fn parse_identity(s: &str) -> Identification {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return match ip {
+            IpAddr::V4(v4) => Identification { id_type: IdType::IPV4_ADDR, data: v4.octets().to_vec() },
+            IpAddr::V6(v6) => Identification { id_type: IdType::IPV6_ADDR, data: v6.octets().to_vec() },
+        };
+    }
+    if let Some(fqdn) = s.strip_prefix('@') {
+        return Identification { id_type: IdType::FQDN, data: fqdn.as_bytes().to_vec() };
+    }
+    if s.contains('@') {
+        return Identification { id_type: IdType::RFC822_ADDR, data: s.as_bytes().to_vec() };
+    }
+    Identification { id_type: IdType::FQDN, data: s.as_bytes().to_vec() }
+}
+
+/// Renders an identification for logs and listings.
+pub fn display_identity(id: &Identification) -> String {
+    match id.id_type {
+        IdType::IPV4_ADDR if id.data.len() == 4 => {
+            IpAddr::from(<[u8; 4]>::try_from(id.data.as_slice()).unwrap_or_default()).to_string()
+        }
+        IdType::IPV6_ADDR if id.data.len() == 16 => {
+            IpAddr::from(<[u8; 16]>::try_from(id.data.as_slice()).unwrap_or_default()).to_string()
+        }
+        IdType::FQDN | IdType::RFC822_ADDR => String::from_utf8_lossy(&id.data).into_owned(),
+        _ => format!("{:?}:{}", id.id_type, id.data.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+    }
+}
+
+/// Tunnel or transport mode of a CHILD_SA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpsecMode {
+    /// Tunnel mode (the default).
+    Tunnel,
+    /// Transport mode (USE_TRANSPORT_MODE).
+    Transport,
+}
+
+/// Lifetimes of an SA: rekey after `rekey` minus up to `jitter`; hard expiry
+/// (delete) at `rekey + over`. `rekey` zero disables rekeying.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lifetime {
+    /// Time until the soft lifetime (rekey).
+    pub rekey: Duration,
+    /// Maximum random reduction of `rekey`, so peers do not rekey together.
+    pub jitter: Duration,
+    /// Time after `rekey` until the hard lifetime.
+    pub over: Duration,
+}
+
+impl Lifetime {
+    /// A lifetime with strongSwan's default shape: jitter 10%, over 10%.
+    pub fn rekey_after(rekey: Duration) -> Self {
+        Self { rekey, jitter: rekey / 10, over: rekey / 10 }
+    }
+}
+
+/// A CHILD_SA template of a connection.
+#[derive(Clone, Debug)]
+pub struct ChildConfig {
+    /// Name of the child (for operators and swanctl-like listings).
+    pub name: String,
+    /// Acceptable ESP proposals in preference order.
+    pub esp_proposals: Vec<EspProposal>,
+    /// Our side's traffic selectors.
+    pub local_ts: Vec<TrafficSelector>,
+    /// The peer's side's traffic selectors.
+    pub remote_ts: Vec<TrafficSelector>,
+    /// Tunnel or transport mode.
+    pub mode: IpsecMode,
+    /// Rekey schedule.
+    pub lifetime: Lifetime,
+}
+
+/// One connection: what we negotiate with a peer (or a class of peers).
+#[derive(Clone, Debug)]
+pub struct ConnectionConfig {
+    /// Name of the connection.
+    pub name: String,
+    /// Peer addresses accepted or contacted (`None` = any peer, road warriors).
+    pub remote_addrs: Option<Vec<IpAddr>>,
+    /// Our identity.
+    pub local_id: Identification,
+    /// The identity the peer must present.
+    pub remote_id: IdentityMatch,
+    /// Our authentication.
+    pub local_auth: AuthConfig,
+    /// How the peer must authenticate.
+    pub remote_auth: AuthConfig,
+    /// Acceptable IKE proposals in preference order.
+    pub ike_proposals: Vec<IkeProposal>,
+    /// CHILD_SA templates; the first is negotiated with IKE_AUTH.
+    pub children: Vec<ChildConfig>,
+    /// IKE SA rekey schedule.
+    pub ike_lifetime: Lifetime,
+    /// Dead-peer-detection interval (liveness check after this much silence).
+    pub dpd_delay: Option<Duration>,
+    /// Whether we offer and accept IKE fragmentation (RFC 7383).
+    pub fragmentation: bool,
+    /// Largest IKE datagram we send before fragmenting (IP payload size).
+    pub fragment_size: usize,
+    /// Send INITIAL_CONTACT in IKE_AUTH when initiating.
+    pub initial_contact: bool,
+    /// The peer's NAT-T port when it is not the endpoint default (4500).
+    pub remote_nat_port: Option<u16>,
+    /// Retransmission: initial timeout.
+    pub retransmit_timeout: Duration,
+    /// Retransmission: number of retransmits before giving up.
+    pub retransmit_tries: u32,
+    /// Retransmission: backoff base (timeout = base^n * initial).
+    pub retransmit_base: f64,
+}
+
+impl ConnectionConfig {
+    /// A connection with defaults for everything but names, identities and auth.
+    pub fn new(name: &str, local_id: Identification, remote_id: IdentityMatch, psk: &[u8]) -> Self {
+        let psk = AuthConfig::Psk(Arc::new(Zeroizing::new(psk.to_vec())));
+        Self {
+            name: name.to_string(),
+            remote_addrs: None,
+            local_id,
+            remote_id,
+            local_auth: psk.clone(),
+            remote_auth: psk,
+            ike_proposals: Vec::new(),
+            children: Vec::new(),
+            ike_lifetime: Lifetime::rekey_after(Duration::from_secs(4 * 3600)),
+            dpd_delay: None,
+            fragmentation: true,
+            fragment_size: 1280,
+            initial_contact: true,
+            remote_nat_port: None,
+            retransmit_timeout: Duration::from_secs(4),
+            retransmit_tries: 5,
+            retransmit_base: 1.8,
+        }
+    }
+}

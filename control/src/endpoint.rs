@@ -1,0 +1,388 @@
+//! The endpoint: demultiplexes datagrams to IKE SAs by SPI and decides
+//! admission of new IKE_SA_INIT requests (accept / demand a COOKIE / drop),
+//! as quinn's `Endpoint` does for connections.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use crate::config::ConnectionConfig;
+use crate::cookie::CookieJar;
+use crate::ike_sa::{sa_init, Context, Event, IkeSa, Task, Transmit};
+use crate::wire::ikev2::{self, ExchangeType, NotifyType, Payload};
+use crate::Error;
+
+/// Anti-DoS and capacity settings of an endpoint.
+#[derive(Clone, Debug)]
+pub struct AdmissionConfig {
+    /// Half-open SAs above which COOKIEs are demanded (0 = always).
+    pub cookie_threshold: usize,
+    /// Keep demanding cookies this long after the count fell below the threshold.
+    pub cookie_calm_down: Duration,
+    /// Half-open SAs allowed per source address before its requests are dropped.
+    pub per_source_half_open: usize,
+    /// Hard cap on half-open SAs (memory bound under any flood).
+    pub max_half_open: usize,
+    /// Cookie secret rotation interval.
+    pub cookie_rotation: Duration,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            cookie_threshold: 1_000,
+            cookie_calm_down: Duration::from_secs(10),
+            per_source_half_open: 64,
+            max_half_open: 100_000,
+            cookie_rotation: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Counters of an endpoint (monotonic).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// IKE_SA_INIT requests received that created no state yet.
+    pub init_requests: u64,
+    /// COOKIE notifies sent.
+    pub cookies_sent: u64,
+    /// Requests that carried a valid cookie.
+    pub cookies_valid: u64,
+    /// Requests dropped for an invalid cookie.
+    pub cookies_invalid: u64,
+    /// Requests dropped by the per-source limit.
+    pub dropped_per_source: u64,
+    /// Requests dropped by the global half-open cap.
+    pub dropped_capacity: u64,
+    /// Requests rejected (NO_PROPOSAL_CHOSEN, INVALID_KE_PAYLOAD, ...).
+    pub init_rejected: u64,
+    /// IKE SAs established.
+    pub established: u64,
+    /// Datagrams that could not be decoded or matched no SA.
+    pub dropped_invalid: u64,
+}
+
+/// A set of IKE SAs behind one group of sockets (one shard of the daemon).
+pub struct Endpoint {
+    ctx: Context,
+    admission: AdmissionConfig,
+    sas: HashMap<u64, IkeSa>,
+    init_index: HashMap<(u64, SocketAddr), u64>,
+    half_open: HashMap<u64, (u64, SocketAddr)>,
+    scheduled: HashMap<u64, Instant>,
+    per_source: HashMap<IpAddr, usize>,
+    cookies: CookieJar,
+    cookie_mode_until: Option<Instant>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<(u64, Event)>,
+    spi_prefix: u64,
+    spi_prefix_bits: u32,
+    stats: EndpointStats,
+}
+
+impl Endpoint {
+    /// A new endpoint. Our SPIs carry `shard` in their top `shard_bits` bits so a
+    /// sharded driver can route every later message to its owner.
+    pub fn new(now: Instant, mut ctx: Context, admission: AdmissionConfig, shard: u64, shard_bits: u32) -> Self {
+        ctx.spi_prefix = if shard_bits == 0 { 0 } else { shard << (64 - shard_bits) };
+        ctx.spi_prefix_bits = shard_bits;
+        let cookies = CookieJar::new(now, admission.cookie_rotation, admission.cookie_rotation / 2);
+        Self {
+            ctx,
+            admission,
+            sas: HashMap::new(),
+            init_index: HashMap::new(),
+            half_open: HashMap::new(),
+            scheduled: HashMap::new(),
+            per_source: HashMap::new(),
+            cookies,
+            cookie_mode_until: None,
+            timers: BinaryHeap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            spi_prefix: if shard_bits == 0 { 0 } else { shard << (64 - shard_bits) },
+            spi_prefix_bits: shard_bits,
+            stats: EndpointStats::default(),
+        }
+    }
+
+    /// The shared context (connections, allocators).
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Replaces the connection list (reload); existing SAs keep their config.
+    pub fn set_connections(&mut self, connections: Vec<Arc<ConnectionConfig>>) {
+        self.ctx.connections = Arc::new(connections);
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &EndpointStats {
+        &self.stats
+    }
+
+    /// Number of half-open (not yet authenticated) responder SAs.
+    pub fn half_open(&self) -> usize {
+        self.half_open.len()
+    }
+
+    /// Number of IKE SAs.
+    pub fn len(&self) -> usize {
+        self.sas.len()
+    }
+
+    /// True if there are no IKE SAs.
+    pub fn is_empty(&self) -> bool {
+        self.sas.is_empty()
+    }
+
+    /// The IKE SA whose local SPI is `spi`.
+    pub fn sa(&self, spi: u64) -> Option<&IkeSa> {
+        self.sas.get(&spi)
+    }
+
+    /// All IKE SAs.
+    pub fn sas(&self) -> impl Iterator<Item = &IkeSa> {
+        self.sas.values()
+    }
+
+    /// A fresh local SPI carrying this endpoint's shard prefix.
+    pub fn new_spi(&self) -> u64 {
+        loop {
+            let spi = self.ctx.new_ike_spi();
+            if !self.sas.contains_key(&spi) {
+                return spi;
+            }
+        }
+    }
+
+    /// True if our SPI `spi` belongs to this endpoint's shard.
+    pub fn owns_spi(&self, spi: u64) -> bool {
+        self.spi_prefix_bits == 0 || (spi >> (64 - self.spi_prefix_bits)) == (self.spi_prefix >> (64 - self.spi_prefix_bits))
+    }
+
+    /// Starts an IKE SA with `config` towards `remote`; returns its local SPI.
+    pub fn initiate(&mut self, now: Instant, config: Arc<ConnectionConfig>, local: SocketAddr, remote: SocketAddr) -> Result<u64, Error> {
+        let spi = self.new_spi();
+        let sa = IkeSa::initiate(now, config, self.ctx.clone(), local, remote, spi)?;
+        self.sas.insert(spi, sa);
+        self.after(now, spi);
+        Ok(spi)
+    }
+
+    /// Queues a task (rekey, delete, DPD, new child) on an IKE SA.
+    pub fn queue(&mut self, now: Instant, spi: u64, task: Task) -> bool {
+        let Some(sa) = self.sas.get_mut(&spi) else { return false };
+        sa.queue(now, task);
+        self.after(now, spi);
+        true
+    }
+
+    /// Deletes an IKE SA gracefully (DELETE to the peer).
+    pub fn delete(&mut self, now: Instant, spi: u64) -> bool {
+        let Some(sa) = self.sas.get_mut(&spi) else { return false };
+        sa.delete(now);
+        self.after(now, spi);
+        true
+    }
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event, with the local SPI of the IKE SA it comes from.
+    pub fn poll_event(&mut self) -> Option<(u64, Event)> {
+        self.events.pop_front()
+    }
+
+    /// The earliest deadline of any SA (or of cookie mode ending).
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Runs every timer that is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((t, spi))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            if self.scheduled.get(&spi) != Some(&t) {
+                continue;
+            }
+            self.scheduled.remove(&spi);
+            let due = self.sas.get(&spi).and_then(|sa| sa.poll_timeout()).is_some_and(|d| d <= now);
+            if due {
+                if let Some(sa) = self.sas.get_mut(&spi) {
+                    sa.handle_timeout(now);
+                }
+                self.after(now, spi);
+            }
+        }
+    }
+
+    fn cookies_required(&mut self, now: Instant) -> bool {
+        if self.half_open.len() >= self.admission.cookie_threshold {
+            self.cookie_mode_until = Some(now + self.admission.cookie_calm_down);
+            return true;
+        }
+        self.cookie_mode_until.is_some_and(|u| now < u)
+    }
+
+    /// Handles one received datagram (without the non-ESP marker).
+    pub fn handle(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, datagram: &[u8]) {
+        let msg = match ikev2::decode_message(datagram) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.dropped_invalid += 1;
+                debug!(peer = %remote, "undecodable IKE datagram: {e}");
+                return;
+            }
+        };
+        let h = msg.header;
+        if h.exchange == ExchangeType::IKE_SA_INIT && h.spi_r == 0 && !h.is_response() && h.is_initiator() {
+            if let Some(&spi) = self.init_index.get(&(h.spi_i, remote)) {
+                if let Some(sa) = self.sas.get_mut(&spi) {
+                    sa.handle_message(now, local, remote, datagram, msg);
+                }
+                self.after(now, spi);
+                return;
+            }
+            self.handle_new_init(now, local, remote, datagram, msg);
+            return;
+        }
+        let our_spi = if h.is_initiator() { h.spi_r } else { h.spi_i };
+        match self.sas.get_mut(&our_spi) {
+            Some(sa) => {
+                sa.handle_message(now, local, remote, datagram, msg);
+                self.after(now, our_spi);
+            }
+            None => {
+                self.stats.dropped_invalid += 1;
+                debug!(peer = %remote, spi = format_args!("{our_spi:016x}"), "message for unknown IKE SA");
+            }
+        }
+    }
+
+    fn handle_new_init(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, datagram: &[u8], msg: ikev2::Message) {
+        self.stats.init_requests += 1;
+        let h = msg.header;
+        if self.half_open.len() >= self.admission.max_half_open {
+            self.stats.dropped_capacity += 1;
+            return;
+        }
+        if self.per_source.get(&remote.ip()).copied().unwrap_or(0) >= self.admission.per_source_half_open {
+            self.stats.dropped_per_source += 1;
+            debug!(peer = %remote, "per-source half-open limit reached, dropping IKE_SA_INIT");
+            return;
+        }
+        if self.cookies_required(now) {
+            let nonce = msg.payloads.iter().find_map(|p| match p {
+                Payload::Nonce(n) => Some(n.clone()),
+                _ => None,
+            });
+            let Some(ni) = nonce else {
+                self.stats.dropped_invalid += 1;
+                return;
+            };
+            let cookie = match msg.payloads.first() {
+                Some(Payload::Notify(n)) if n.ty == NotifyType::COOKIE => Some(n.data.clone()),
+                _ => None,
+            };
+            match cookie {
+                Some(c) if self.cookies.verify(now, &c, &ni, remote.ip(), h.spi_i) => {
+                    self.stats.cookies_valid += 1;
+                }
+                other => {
+                    if other.is_some() {
+                        self.stats.cookies_invalid += 1;
+                    }
+                    let c = self.cookies.make(now, &ni, remote.ip(), h.spi_i);
+                    let response = sa_init::stateless_response(&h, crate::ike_sa::notify_payload(NotifyType::COOKIE, c));
+                    self.stats.cookies_sent += 1;
+                    self.transmits.push_back(Transmit { local, remote, non_esp_marker: false, data: response });
+                    return;
+                }
+            }
+        }
+        let spi = self.new_spi();
+        match IkeSa::respond_init(now, &self.ctx, local, remote, datagram, &msg, spi) {
+            Ok(sa) => {
+                self.init_index.insert((h.spi_i, remote), spi);
+                self.half_open.insert(spi, (h.spi_i, remote));
+                *self.per_source.entry(remote.ip()).or_default() += 1;
+                self.sas.insert(spi, sa);
+                self.after(now, spi);
+            }
+            Err(rej) => {
+                self.stats.init_rejected += 1;
+                info!(peer = %remote, "IKE_SA_INIT rejected: {}", rej.error);
+                if let Some(r) = rej.response {
+                    self.transmits.push_back(Transmit { local, remote, non_esp_marker: false, data: r });
+                }
+            }
+        }
+    }
+
+    /// Collects an SA's output and keeps the indexes and timers right.
+    fn after(&mut self, now: Instant, spi: u64) {
+        let Some(sa) = self.sas.get_mut(&spi) else { return };
+        while let Some(t) = sa.poll_transmit() {
+            self.transmits.push_back(t);
+        }
+        let mut successor = None;
+        while let Some(e) = sa.poll_event() {
+            match &e {
+                Event::IkeSaUp { .. } => self.stats.established += 1,
+                Event::IkeSaRekeyed { .. } => successor = sa.take_successor(),
+                _ => {}
+            }
+            self.events.push_back((spi, e));
+        }
+        let half_open = sa.is_half_open();
+        let closed = sa.is_closed();
+        let deadline = sa.poll_timeout();
+        if !half_open {
+            if let Some((spi_i, remote)) = self.half_open.remove(&spi) {
+                self.init_index.remove(&(spi_i, remote));
+                if let Some(n) = self.per_source.get_mut(&remote.ip()) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.per_source.remove(&remote.ip());
+                    }
+                }
+            }
+        }
+        if closed {
+            self.sas.remove(&spi);
+            self.scheduled.remove(&spi);
+        } else {
+            match deadline {
+                Some(d) if self.scheduled.get(&spi) != Some(&d) => {
+                    self.scheduled.insert(spi, d);
+                    self.timers.push(Reverse((d, spi)));
+                }
+                Some(_) => {}
+                None => {
+                    self.scheduled.remove(&spi);
+                }
+            }
+        }
+        if let Some(mut new) = successor {
+            let new_spi = new.local_spi();
+            if self.sas.contains_key(&new_spi) {
+                warn!("rekeyed IKE SA SPI collides with an existing one; dropping the new SA");
+                new.close(crate::ike_sa::DownReason::Failed("SPI collision".into()));
+            } else {
+                self.sas.insert(new_spi, new);
+                self.after(now, new_spi);
+            }
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The IKE_AUTH exchange (RFC 7296 §1.2, §2.15): authentication of both
+//! peers and the first CHILD_SA.
+
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use super::create_child::{self, ChildRequest};
+use super::{find_notify, notify, schedule, AuthContext, DownReason, Event, IkeSa, RequestKind, State};
+use crate::config::{display_identity, AuthConfig, ConnectionConfig};
+use crate::crypto::auth::{psk_auth, signed_octets, verify_psk_auth};
+use crate::wire::ikev2::{AuthMethod, ExchangeType, Identification, NotifyType, Payload};
+
+/// The first child proposed in our IKE_AUTH request.
+pub(crate) struct PendingChild {
+    pub request: Option<ChildRequest>,
+}
+
+/// The ID payload body that AUTH covers: ID type, three reserved bytes, data.
+pub(crate) fn id_body(id: &Identification) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + id.data.len());
+    v.extend_from_slice(&[id.id_type.0, 0, 0, 0]);
+    v.extend_from_slice(&id.data);
+    v
+}
+
+fn psk_of(auth: &AuthConfig) -> &[u8] {
+    match auth {
+        AuthConfig::Psk(k) => k.as_slice(),
+    }
+}
+
+/// Initiator: sends IKE_AUTH right after IKE_SA_INIT completed.
+pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
+    let State::Authenticating(ctx) = &sa.state else { return };
+    let Some(keys) = sa.keys.as_ref() else { return };
+    let prf = keys.suite.prf;
+    let cfg = sa.config.clone();
+    let octets = signed_octets(&ctx.our_init, &ctx.nr, prf, &keys.sk_pi, &id_body(&cfg.local_id));
+    let auth = psk_auth(prf, psk_of(&cfg.local_auth), &octets);
+    let mut payloads = vec![Payload::IdI(cfg.local_id.clone())];
+    if cfg.initial_contact {
+        payloads.push(notify(NotifyType::INITIAL_CONTACT, Vec::new()));
+    }
+    if let crate::config::IdentityMatch::Exact(idr) = &cfg.remote_id {
+        payloads.push(Payload::IdR(idr.clone()));
+    }
+    payloads.push(Payload::Auth { method: AuthMethod::SHARED_KEY_MIC, data: auth });
+    let request = if cfg.children.is_empty() {
+        None
+    } else {
+        let req = create_child::build_child_request(sa, 0, None, None);
+        payloads.extend(req.payloads.iter().cloned());
+        Some(req)
+    };
+    sa.send_request(now, ExchangeType::IKE_AUTH, payloads, RequestKind::Auth(PendingChild { request }));
+}
+
+/// Initiator: processes the IKE_AUTH response.
+pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>, pending: PendingChild) {
+    let State::Authenticating(ctx) = std::mem::replace(&mut sa.state, State::Closed) else { return };
+    let idr = inner.iter().find_map(|p| match p {
+        Payload::IdR(id) => Some(id.clone()),
+        _ => None,
+    });
+    let auth = inner.iter().find_map(|p| match p {
+        Payload::Auth { method, data } => Some((*method, data.clone())),
+        _ => None,
+    });
+    let (Some(idr), Some((method, auth))) = (idr, auth) else {
+        let why = super::error_notify(&inner).map(|n| n.ty);
+        warn!(connection = %sa.config.name, peer = %sa.remote, notify = ?why, "IKE_AUTH failed: responder sent no IDr/AUTH");
+        release_pending(sa, &pending);
+        sa.close(why.map_or(DownReason::Failed("IKE_AUTH response without AUTH".into()), DownReason::PeerError));
+        return;
+    };
+    let cfg = sa.config.clone();
+    if !cfg.remote_id.matches(&idr) {
+        warn!(connection = %cfg.name, presented = %display_identity(&idr), expected = ?cfg.remote_id, "responder identity not acceptable");
+        release_pending(sa, &pending);
+        sa.close(DownReason::Failed(format!("responder identity {} not acceptable", display_identity(&idr))));
+        return;
+    }
+    let Some(keys) = sa.keys.as_ref() else { return };
+    let octets = signed_octets(&ctx.peer_init, &ctx.ni, keys.suite.prf, &keys.sk_pr, &id_body(&idr));
+    let ok = method == AuthMethod::SHARED_KEY_MIC && verify_psk_auth(keys.suite.prf, psk_of(&cfg.remote_auth), &octets, &auth);
+    if !ok {
+        warn!(connection = %cfg.name, peer = %sa.remote, method = %method, "responder AUTH does not verify (wrong pre-shared key?)");
+        release_pending(sa, &pending);
+        sa.close(DownReason::Failed("responder authentication failed".into()));
+        return;
+    }
+    establish(sa, now, idr, false);
+    if let Some(req) = pending.request {
+        create_child::finish_child_initiator(sa, now, &inner, req, &ctx.ni, &ctx.nr, None);
+    }
+}
+
+fn release_pending(sa: &IkeSa, pending: &PendingChild) {
+    if let Some(r) = &pending.request {
+        sa.ctx.child_spis.release(r.spi_in);
+    }
+}
+
+fn establish(sa: &mut IkeSa, now: Instant, peer_id: Identification, initial_contact: bool) {
+    sa.state = State::Established;
+    sa.last_inbound = now;
+    let (rekey, expire) = schedule(now, &sa.config.ike_lifetime);
+    sa.rekey_at = rekey;
+    sa.expire_at = expire;
+    info!(
+        connection = %sa.config.name,
+        peer = %sa.remote,
+        id = %display_identity(&peer_id),
+        spi_i = format_args!("{:016x}", sa.spi_i),
+        spi_r = format_args!("{:016x}", sa.spi_r),
+        "IKE SA established"
+    );
+    sa.peer_id = Some(peer_id.clone());
+    if let Some(keys) = &sa.keys {
+        sa.events.push_back(Event::IkeSaUp {
+            spis: (sa.spi_i, sa.spi_r),
+            peer_id,
+            suite: keys.suite,
+            connection: sa.config.name.clone(),
+            initial_contact,
+        });
+    }
+}
+
+/// Picks the connection for the initiator's identities, preferring the one chosen at IKE_SA_INIT.
+fn select_connection(sa: &IkeSa, idi: &Identification, idr: Option<&Identification>) -> Option<std::sync::Arc<ConnectionConfig>> {
+    let fits = |c: &ConnectionConfig| {
+        c.remote_id.matches(idi)
+            && idr.is_none_or(|r| *r == c.local_id)
+            && c.remote_addrs.as_ref().is_none_or(|a| a.contains(&sa.remote.ip()))
+            && sa.keys.as_ref().is_some_and(|k| {
+                crate::proposal::accept_ike_response(&c.ike_proposals, &sa_suite_proposal(k.suite)).is_ok()
+            })
+    };
+    if fits(&sa.config) {
+        return Some(sa.config.clone());
+    }
+    sa.ctx.connections.iter().find(|c| fits(c)).cloned()
+}
+
+fn sa_suite_proposal(suite: crate::crypto::IkeSuite) -> crate::wire::ikev2::Proposal {
+    crate::proposal::IkeProposal {
+        encr: vec![suite.encr],
+        integ: suite.integ.into_iter().collect(),
+        prf: vec![suite.prf],
+        ke: vec![suite.ke],
+    }
+    .to_wire(1, &[])
+}
+
+/// Responder: processes the IKE_AUTH request and answers it.
+pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<Payload>) {
+    let State::Authenticating(ctx) = std::mem::replace(&mut sa.state, State::Closed) else { return };
+    let mut idi = None;
+    let mut idr = None;
+    let mut auth = None;
+    for p in &inner {
+        match p {
+            Payload::IdI(id) => idi = Some(id.clone()),
+            Payload::IdR(id) => idr = Some(id.clone()),
+            Payload::Auth { method, data } => auth = Some((*method, data.clone())),
+            _ => {}
+        }
+    }
+    let (Some(idi), Some((method, auth))) = (idi, auth) else {
+        warn!(peer = %sa.remote, "IKE_AUTH request without IDi or AUTH (EAP is not supported)");
+        sa.send_response(ExchangeType::IKE_AUTH, mid, vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())]);
+        sa.close(DownReason::Failed("IKE_AUTH without IDi/AUTH".into()));
+        return;
+    };
+    let Some(cfg) = select_connection(sa, &idi, idr.as_ref()) else {
+        warn!(peer = %sa.remote, id = %display_identity(&idi), "no connection matches the initiator's identity");
+        sa.send_response(ExchangeType::IKE_AUTH, mid, vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())]);
+        sa.close(DownReason::Failed(format!("no connection for identity {}", display_identity(&idi))));
+        return;
+    };
+    sa.config = cfg.clone();
+    let Some(keys) = sa.keys.as_ref() else { return };
+    let prf = keys.suite.prf;
+    let octets = signed_octets(&ctx.peer_init, &ctx.nr, prf, &keys.sk_pi, &id_body(&idi));
+    let ok = method == AuthMethod::SHARED_KEY_MIC && verify_psk_auth(prf, psk_of(&cfg.remote_auth), &octets, &auth);
+    if !ok {
+        warn!(
+            connection = %cfg.name,
+            peer = %sa.remote,
+            id = %display_identity(&idi),
+            method = %method,
+            "initiator AUTH does not verify (wrong pre-shared key or method)"
+        );
+        sa.send_response(ExchangeType::IKE_AUTH, mid, vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())]);
+        sa.close(DownReason::Failed("initiator authentication failed".into()));
+        return;
+    }
+    let our_octets = signed_octets(&ctx.our_init, &ctx.ni, prf, &keys.sk_pr, &id_body(&cfg.local_id));
+    let our_auth = psk_auth(prf, psk_of(&cfg.local_auth), &our_octets);
+    let initial_contact = find_notify(&inner, NotifyType::INITIAL_CONTACT).is_some();
+    let mut response = vec![
+        Payload::IdR(cfg.local_id.clone()),
+        Payload::Auth { method: AuthMethod::SHARED_KEY_MIC, data: our_auth },
+    ];
+    establish(sa, now, idi, initial_contact);
+    let has_child = inner.iter().any(|p| matches!(p, Payload::Sa(_)));
+    if has_child {
+        let AuthContext { ni, nr, .. } = &ctx;
+        match create_child::respond_child(sa, now, &inner, ni, nr, None, None) {
+            Ok(payloads) => response.extend(payloads),
+            Err(n) => response.push(n),
+        }
+    }
+    sa.send_response(ExchangeType::IKE_AUTH, mid, response);
+}

@@ -1,0 +1,761 @@
+//! CHILD_SA negotiation (in IKE_AUTH and CREATE_CHILD_SA), CHILD_SA rekey
+//! with optional PFS, IKE SA rekey, and the rekey-collision rules of §2.8.1.
+
+use std::time::Instant;
+
+use tracing::{debug, info, warn};
+
+use super::child::{ChildSa, ChildSaInstall, ChildState, DirectionKeys};
+use super::{find_notify, notify, schedule, Event, IkeSa, RequestKind, Role, State, Task};
+use crate::config::IpsecMode;
+use crate::crypto::keys::{derive_child_sa_keys, derive_rekeyed_ike_sa_keys};
+use crate::crypto::{self, KeGroup, KeyExchange};
+use crate::proposal::{self, EspProposal};
+use crate::ts;
+use crate::wire::ikev2::{ExchangeType, Notify, NotifyType, Payload, ProtocolId, TrafficSelector};
+
+/// A CHILD_SA request of ours, kept until the response arrives.
+pub(crate) struct ChildRequest {
+    /// Template index in the connection.
+    pub template: usize,
+    /// Our new inbound SPI.
+    pub spi_in: u32,
+    /// The payloads proposing it (SA, TSi, TSr, notifies).
+    pub payloads: Vec<Payload>,
+    /// Inbound SPI of the child this replaces, if a rekey.
+    pub rekey_of: Option<u32>,
+    /// Our PFS key exchange, if any.
+    pub ke: Option<KeyExchange>,
+    /// Our nonce (CREATE_CHILD_SA only).
+    pub ni: Vec<u8>,
+    /// Selectors proposed.
+    pub tsi: Vec<TrafficSelector>,
+    /// Selectors proposed.
+    pub tsr: Vec<TrafficSelector>,
+}
+
+/// An outstanding CREATE_CHILD_SA request.
+pub(crate) enum Pending {
+    /// New or rekeyed CHILD_SA.
+    Child(ChildRequest),
+    /// IKE SA rekey: our new SPI, KE and nonce.
+    Ike { new_spi: u64, ke: KeyExchange, ni: Vec<u8> },
+}
+
+fn nonce() -> Vec<u8> {
+    let mut n = vec![0u8; super::sa_init::NONCE_LEN];
+    if crypto::random::fill(&mut n).is_err() {
+        // The RNG never fails on supported platforms; an all-zero nonce would
+        // be unsafe, so fall back to a hash of the time-independent counter.
+        n.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+    }
+    n
+}
+
+fn esp_without_ke(p: &[EspProposal]) -> Vec<EspProposal> {
+    p.iter().map(|e| EspProposal { ke: Vec::new(), ..e.clone() }).collect()
+}
+
+/// Builds the payloads proposing a child from template `template` (IKE_AUTH
+/// when `ni_ke` is None: no nonce, no KE, no PFS).
+pub(crate) fn build_child_request(
+    sa: &IkeSa,
+    template: usize,
+    rekey_of: Option<&ChildSa>,
+    create_child: Option<(Vec<u8>, Option<KeyExchange>)>,
+) -> ChildRequest {
+    let t = &sa.config.children[template];
+    let spi_in = sa.ctx.child_spis.allocate();
+    let in_auth = create_child.is_none();
+    let ours = if in_auth { esp_without_ke(&t.esp_proposals) } else { t.esp_proposals.clone() };
+    let proposals = ours.iter().enumerate().map(|(i, p)| p.to_wire((i + 1) as u8, spi_in)).collect();
+    let (tsi, tsr) = match rekey_of {
+        Some(c) => (c.local_ts.clone(), c.remote_ts.clone()),
+        None => (t.local_ts.clone(), t.remote_ts.clone()),
+    };
+    let mut payloads = Vec::new();
+    if let Some(old) = rekey_of {
+        payloads.push(Payload::Notify(Notify {
+            protocol: ProtocolId::ESP,
+            spi: old.spi_in.to_be_bytes().to_vec(),
+            ty: NotifyType::REKEY_SA,
+            data: Vec::new(),
+        }));
+    }
+    if t.mode == IpsecMode::Transport {
+        payloads.push(notify(NotifyType::USE_TRANSPORT_MODE, Vec::new()));
+    }
+    payloads.push(Payload::Sa(proposals));
+    let (ni, ke) = match create_child {
+        Some((ni, ke)) => {
+            payloads.push(Payload::Nonce(ni.clone()));
+            if let Some(k) = &ke {
+                payloads.push(Payload::Ke { group: k.group().number(), data: k.public_value().to_vec() });
+            }
+            (ni, ke)
+        }
+        None => (Vec::new(), None),
+    };
+    payloads.push(Payload::TsI(tsi.clone()));
+    payloads.push(Payload::TsR(tsr.clone()));
+    ChildRequest { template, spi_in, payloads, rekey_of: rekey_of.map(|c| c.spi_in), ke, ni, tsi, tsr }
+}
+
+/// Creates the child record and emits ChildSaInstalled.
+#[allow(clippy::too_many_arguments)]
+fn install_child(
+    sa: &mut IkeSa,
+    now: Instant,
+    template: usize,
+    spi_in: u32,
+    spi_out: u32,
+    sel: &proposal::SelectedEsp,
+    mode: IpsecMode,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+    ni: &[u8],
+    nr: &[u8],
+    shared: Option<&[u8]>,
+    we_initiated: bool,
+    rekey_of: Option<u32>,
+) {
+    let Some(keys) = sa.keys.as_ref() else { return };
+    let k = derive_child_sa_keys(keys.suite.prf, &keys.sk_d, shared, ni, nr, sel.encr, sel.integ);
+    let (out_e, out_a, in_e, in_a) = if we_initiated {
+        (k.encr_i.clone(), k.integ_i.clone(), k.encr_r.clone(), k.integ_r.clone())
+    } else {
+        (k.encr_r.clone(), k.integ_r.clone(), k.encr_i.clone(), k.integ_i.clone())
+    };
+    let t = &sa.config.children[template];
+    let (rekey_at, expire_at) = schedule(now, &t.lifetime);
+    let child = ChildSa {
+        name: t.name.clone(),
+        template,
+        spi_in,
+        spi_out,
+        encr: sel.encr,
+        integ: sel.integ,
+        pfs: sel.ke,
+        esn: sel.esn,
+        mode,
+        local_ts: local_ts.clone(),
+        remote_ts: remote_ts.clone(),
+        state: ChildState::Installed,
+        installed_at: now,
+        rekey_at,
+        expire_at,
+    };
+    let udp_encap = sa.udp_encapsulation();
+    let (mut local, mut remote) = (sa.local, sa.remote);
+    if !udp_encap {
+        local.set_port(0);
+        remote.set_port(0);
+    }
+    info!(
+        connection = %sa.config.name,
+        child = %child.name,
+        spi_in = format_args!("{spi_in:08x}"),
+        spi_out = format_args!("{spi_out:08x}"),
+        encr = %sel.encr.name(),
+        local_ts = %local_ts.iter().map(ts::display).collect::<Vec<_>>().join(","),
+        remote_ts = %remote_ts.iter().map(ts::display).collect::<Vec<_>>().join(","),
+        "CHILD_SA installed"
+    );
+    sa.events.push_back(Event::ChildSaInstalled(Box::new(ChildSaInstall {
+        ike_spis: (sa.spi_i, sa.spi_r),
+        connection: sa.config.name.clone(),
+        name: child.name.clone(),
+        spi_in,
+        spi_out,
+        encr: sel.encr,
+        integ: sel.integ,
+        pfs: sel.ke,
+        esn: sel.esn,
+        mode,
+        local_ts,
+        remote_ts,
+        local,
+        remote,
+        udp_encap,
+        inbound: DirectionKeys { encr: in_e, integ: in_a },
+        outbound: DirectionKeys { encr: out_e, integ: out_a },
+        rekey_of,
+    })));
+    sa.children.push(child);
+}
+
+/// Exchange initiator: processes the child part of an IKE_AUTH or CREATE_CHILD_SA response.
+pub(crate) fn finish_child_initiator(
+    sa: &mut IkeSa,
+    now: Instant,
+    inner: &[Payload],
+    req: ChildRequest,
+    ni: &[u8],
+    nr: &[u8],
+    shared: Option<&[u8]>,
+) -> bool {
+    let t = sa.config.children[req.template].clone();
+    let fail = |sa: &mut IkeSa, why: String| {
+        warn!(connection = %sa.config.name, child = %t.name, "CHILD_SA not established: {why}");
+        sa.ctx.child_spis.release(req.spi_in);
+        sa.events.push_back(Event::ChildSaFailed { name: t.name.clone(), reason: why });
+        false
+    };
+    if let Some(n) = super::error_notify(inner) {
+        return fail(sa, format!("peer answered {}", n.ty));
+    }
+    let chosen = inner.iter().find_map(|p| match p {
+        Payload::Sa(props) => Some(props),
+        _ => None,
+    });
+    let tsi = inner.iter().find_map(|p| match p {
+        Payload::TsI(t) => Some(t.clone()),
+        _ => None,
+    });
+    let tsr = inner.iter().find_map(|p| match p {
+        Payload::TsR(t) => Some(t.clone()),
+        _ => None,
+    });
+    let (Some(chosen), Some(tsi), Some(tsr)) = (chosen, tsi, tsr) else {
+        return fail(sa, "response lacks SA, TSi or TSr".into());
+    };
+    if chosen.len() != 1 {
+        return fail(sa, format!("peer chose {} proposals", chosen.len()));
+    }
+    let ours = if req.ni.is_empty() { esp_without_ke(&t.esp_proposals) } else { t.esp_proposals.clone() };
+    let sel = match proposal::accept_esp_response(&ours, &chosen[0]) {
+        Ok(s) => s,
+        Err(m) => return fail(sa, format!("peer chose a proposal we did not offer: {m}")),
+    };
+    if sel.ke.is_some() != shared.is_some() {
+        return fail(sa, "PFS key exchange missing or unexpected".into());
+    }
+    if !ts::all_within(&tsi, &req.tsi) || !ts::all_within(&tsr, &req.tsr) {
+        return fail(sa, "peer narrowed the traffic selectors outside what we proposed".into());
+    }
+    let transport = find_notify(inner, NotifyType::USE_TRANSPORT_MODE).is_some();
+    let mode = if transport && t.mode == IpsecMode::Transport { IpsecMode::Transport } else { IpsecMode::Tunnel };
+    if mode != t.mode {
+        return fail(sa, "peer refused transport mode".into());
+    }
+    install_child(sa, now, req.template, req.spi_in, sel.peer_spi, &sel, mode, tsi, tsr, ni, nr, shared, true, req.rekey_of);
+    true
+}
+
+/// Exchange responder: negotiates a child from the request payloads.
+/// Returns the payloads to answer with (SA, [KEr], TSi, TSr, ...) or an error notify.
+pub(crate) fn respond_child(
+    sa: &mut IkeSa,
+    now: Instant,
+    inner: &[Payload],
+    ni: &[u8],
+    nr: &[u8],
+    create_child: Option<&mut Option<Payload>>,
+    rekey: Option<(usize, u32)>,
+) -> Result<Vec<Payload>, Payload> {
+    let offered = inner.iter().find_map(|p| match p {
+        Payload::Sa(props) => Some(props),
+        _ => None,
+    });
+    let tsi = inner.iter().find_map(|p| match p {
+        Payload::TsI(t) => Some(t),
+        _ => None,
+    });
+    let tsr = inner.iter().find_map(|p| match p {
+        Payload::TsR(t) => Some(t),
+        _ => None,
+    });
+    let (Some(offered), Some(tsi), Some(tsr)) = (offered, tsi, tsr) else {
+        warn!(peer = %sa.remote, "child request lacks SA, TSi or TSr");
+        return Err(notify(NotifyType::INVALID_SYNTAX, Vec::new()));
+    };
+    let in_auth = create_child.is_none();
+    let transport = find_notify(inner, NotifyType::USE_TRANSPORT_MODE).is_some();
+    let templates: Vec<usize> = match rekey {
+        Some((t, _)) => vec![t],
+        None => (0..sa.config.children.len()).collect(),
+    };
+    let mut ts_ok = None;
+    let mut mismatch = None;
+    for idx in templates {
+        let t = &sa.config.children[idx];
+        let n_tsi = ts::narrow(tsi, &t.remote_ts);
+        let n_tsr = ts::narrow(tsr, &t.local_ts);
+        if n_tsi.is_empty() || n_tsr.is_empty() {
+            continue;
+        }
+        ts_ok.get_or_insert(idx);
+        let ours = if in_auth { esp_without_ke(&t.esp_proposals) } else { t.esp_proposals.clone() };
+        match proposal::select_esp(&ours, offered) {
+            Ok(sel) => {
+                let mode = if transport && t.mode == IpsecMode::Transport { IpsecMode::Transport } else { IpsecMode::Tunnel };
+                if mode != t.mode {
+                    mismatch = Some(format!("child '{}' requires transport mode, peer asked for tunnel", t.name));
+                    continue;
+                }
+                return finish_child_responder(sa, now, idx, sel, mode, n_tsr, n_tsi, inner, ni, nr, create_child, rekey);
+            }
+            Err(m) => {
+                mismatch.get_or_insert(format!("child '{}': {m}", t.name));
+            }
+        }
+    }
+    match (ts_ok, mismatch) {
+        (None, _) => {
+            warn!(
+                connection = %sa.config.name,
+                peer_tsi = %tsi.iter().map(ts::display).collect::<Vec<_>>().join(","),
+                peer_tsr = %tsr.iter().map(ts::display).collect::<Vec<_>>().join(","),
+                "traffic selectors unacceptable for every child of the connection"
+            );
+            Err(notify(NotifyType::TS_UNACCEPTABLE, Vec::new()))
+        }
+        (Some(_), m) => {
+            warn!(connection = %sa.config.name, "no ESP proposal chosen: {}", m.unwrap_or_default());
+            Err(notify(NotifyType::NO_PROPOSAL_CHOSEN, Vec::new()))
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish_child_responder(
+    sa: &mut IkeSa,
+    now: Instant,
+    template: usize,
+    mut sel: proposal::SelectedEsp,
+    mode: IpsecMode,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+    inner: &[Payload],
+    ni: &[u8],
+    nr: &[u8],
+    create_child: Option<&mut Option<Payload>>,
+    rekey: Option<(usize, u32)>,
+) -> Result<Vec<Payload>, Payload> {
+    let mut shared = None;
+    let mut ke_payload = None;
+    if let Some(g) = sel.ke {
+        let kei = inner.iter().find_map(|p| match p {
+            Payload::Ke { group, data } => Some((*group, data)),
+            _ => None,
+        });
+        match kei {
+            Some((group, data)) if group == g.number() => match KeyExchange::respond(g, data) {
+                Ok((ker, s)) => {
+                    shared = Some(s);
+                    ke_payload = Some(Payload::Ke { group, data: ker });
+                }
+                Err(e) => {
+                    warn!(peer = %sa.remote, "bad PFS public value: {e}");
+                    return Err(notify(NotifyType::INVALID_SYNTAX, Vec::new()));
+                }
+            },
+            _ => {
+                return Err(notify(NotifyType::INVALID_KE_PAYLOAD, g.number().to_be_bytes().to_vec()));
+            }
+        }
+    }
+    let spi_in = sa.ctx.child_spis.allocate();
+    sel.proposal.spi = spi_in.to_be_bytes().to_vec();
+    let mut out = vec![Payload::Sa(vec![sel.proposal.clone()])];
+    if let Some(slot) = create_child {
+        *slot = ke_payload;
+    }
+    out.push(Payload::TsI(remote_ts.clone()));
+    out.push(Payload::TsR(local_ts.clone()));
+    if mode == IpsecMode::Transport {
+        out.push(notify(NotifyType::USE_TRANSPORT_MODE, Vec::new()));
+    }
+    install_child(
+        sa,
+        now,
+        template,
+        spi_in,
+        sel.peer_spi,
+        &sel,
+        mode,
+        local_ts,
+        remote_ts,
+        ni,
+        nr,
+        shared.as_deref().map(|v| v.as_slice()),
+        false,
+        rekey.map(|(_, old)| old),
+    );
+    Ok(out)
+}
+
+fn pfs_group(sa: &IkeSa, template: usize) -> Option<KeGroup> {
+    sa.config.children[template].esp_proposals.first().and_then(|p| p.ke.first().copied())
+}
+
+/// Starts a CREATE_CHILD_SA for a new child from template `idx`.
+pub(crate) fn start_new_child(sa: &mut IkeSa, now: Instant, idx: usize) {
+    if idx >= sa.config.children.len() {
+        return;
+    }
+    let ke = match pfs_group(sa, idx).map(KeyExchange::generate).transpose() {
+        Ok(k) => k,
+        Err(e) => {
+            warn!("cannot start PFS key exchange: {e}");
+            return;
+        }
+    };
+    let req = build_child_request(sa, idx, None, Some((nonce(), ke)));
+    let payloads = req.payloads.clone();
+    sa.send_request(now, ExchangeType::CREATE_CHILD_SA, payloads, RequestKind::CreateChild(Pending::Child(req)));
+}
+
+/// Starts rekeying the child whose inbound SPI is `spi_in`.
+pub(crate) fn start_rekey_child(sa: &mut IkeSa, now: Instant, spi_in: u32) {
+    let Some(pos) = sa.children.iter().position(|c| c.spi_in == spi_in && c.state == ChildState::Installed) else {
+        return;
+    };
+    let template = sa.children[pos].template;
+    let ke = match pfs_group(sa, template).map(KeyExchange::generate).transpose() {
+        Ok(k) => k,
+        Err(e) => {
+            warn!("cannot start PFS key exchange: {e}");
+            return;
+        }
+    };
+    let req = build_child_request(sa, template, Some(&sa.children[pos]), Some((nonce(), ke)));
+    sa.children[pos].state = ChildState::Rekeying;
+    debug!(spi_in = format_args!("{spi_in:08x}"), "rekeying CHILD_SA");
+    let payloads = req.payloads.clone();
+    sa.send_request(now, ExchangeType::CREATE_CHILD_SA, payloads, RequestKind::CreateChild(Pending::Child(req)));
+}
+
+/// Starts rekeying the IKE SA itself.
+pub(crate) fn start_rekey_ike(sa: &mut IkeSa, now: Instant) {
+    let Some(keys) = sa.keys.as_ref() else { return };
+    let group = keys.suite.ke;
+    let ke = match KeyExchange::generate(group) {
+        Ok(k) => k,
+        Err(e) => {
+            warn!("cannot start IKE rekey key exchange: {e}");
+            return;
+        }
+    };
+    let new_spi = sa.ctx.new_ike_spi();
+    let ni = nonce();
+    // Offer our proposals, the current suite's group first so the peer need not ask for another.
+    let proposals = sa
+        .config
+        .ike_proposals
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut p = p.clone();
+            if let Some(pos) = p.ke.iter().position(|g| *g == group) {
+                p.ke.swap(0, pos);
+            }
+            p.to_wire((i + 1) as u8, &new_spi.to_be_bytes())
+        })
+        .collect();
+    let payloads = vec![
+        Payload::Sa(proposals),
+        Payload::Nonce(ni.clone()),
+        Payload::Ke { group: group.number(), data: ke.public_value().to_vec() },
+    ];
+    debug!("rekeying IKE SA");
+    sa.send_request(now, ExchangeType::CREATE_CHILD_SA, payloads, RequestKind::CreateChild(Pending::Ike { new_spi, ke, ni }));
+}
+
+/// Processes the response to our CREATE_CHILD_SA request.
+pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>, pending: Pending) {
+    let nr = inner.iter().find_map(|p| match p {
+        Payload::Nonce(n) => Some(n.clone()),
+        _ => None,
+    });
+    let ker = inner.iter().find_map(|p| match p {
+        Payload::Ke { group, data } => Some((*group, data.clone())),
+        _ => None,
+    });
+    match pending {
+        Pending::Child(mut req) => {
+            let rekey_of = req.rekey_of;
+            let our_ni = req.ni.clone();
+            let error = super::error_notify(&inner).map(|n| n.ty);
+            let shared = match (req.ke.take(), ker) {
+                (Some(k), Some((group, data))) if group == k.group().number() && error.is_none() => match k.finish(&data) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        warn!("bad PFS public value from peer: {e}");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            let ok = match &nr {
+                Some(nr) if error.is_none() => {
+                    finish_child_initiator(sa, now, &inner, req, &our_ni, nr, shared.as_deref().map(|v| v.as_slice()))
+                }
+                _ => {
+                    let name = sa.config.children[req.template].name.clone();
+                    sa.ctx.child_spis.release(req.spi_in);
+                    let why = error.map_or("response without nonce".to_string(), |e| format!("peer answered {e}"));
+                    warn!(connection = %sa.config.name, child = %name, "CREATE_CHILD_SA failed: {why}");
+                    sa.events.push_back(Event::ChildSaFailed { name, reason: why });
+                    false
+                }
+            };
+            if let Some(old) = rekey_of {
+                let collision = sa.collisions.iter().position(|c| c.old_spi_in == old).map(|i| sa.collisions.remove(i));
+                if ok {
+                    let our_new = sa.children.last().map(|c| c.spi_in);
+                    if let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == old) {
+                        c.state = ChildState::Rekeyed;
+                    }
+                    match (collision, our_new, nr) {
+                        (Some(col), Some(our_new), Some(nr)) => {
+                            // §2.8.1: the SA created with the lowest of the four
+                            // nonces is redundant; its creator deletes it, the
+                            // creator of the survivor deletes the old SA.
+                            let ours_min = std::cmp::min(our_ni.clone(), nr);
+                            let peers_min = std::cmp::min(col.nonces.0.clone(), col.nonces.1.clone());
+                            if ours_min < peers_min {
+                                debug!("rekey collision: our new CHILD_SA is redundant, deleting it");
+                                sa.tasks.push_front(Task::DeleteChild(our_new));
+                            } else {
+                                debug!("rekey collision: the peer's new CHILD_SA is redundant, deleting the old one");
+                                sa.tasks.push_front(Task::DeleteChild(old));
+                            }
+                        }
+                        _ => sa.tasks.push_front(Task::DeleteChild(old)),
+                    }
+                } else if let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == old) {
+                    if c.state == ChildState::Rekeying {
+                        // The peer rekeyed it (collision) or refused: retry later if still ours.
+                        c.state = if collision.is_some() { ChildState::Rekeyed } else { ChildState::Installed };
+                        if collision.is_none() {
+                            c.rekey_at = Some(now + std::time::Duration::from_secs(30));
+                        }
+                    }
+                }
+            }
+        }
+        Pending::Ike { new_spi, ke, ni } => {
+            let chosen = inner.iter().find_map(|p| match p {
+                Payload::Sa(props) => props.first().cloned(),
+                _ => None,
+            });
+            let result = (|| {
+                if let Some(n) = super::error_notify(&inner) {
+                    return Err(format!("peer answered {}", n.ty));
+                }
+                let chosen = chosen.ok_or("no SA")?;
+                let nr = nr.ok_or("no nonce")?;
+                let (group, data) = ker.ok_or("no KE")?;
+                let sel = proposal::accept_ike_response(&sa.config.ike_proposals, &chosen).map_err(|m| m.to_string())?;
+                if group != ke.group().number() || sel.suite.ke != ke.group() {
+                    return Err("KE group differs from the one proposed".to_string());
+                }
+                let peer_spi = <[u8; 8]>::try_from(chosen.spi.as_slice()).map_err(|_| "peer SPI is not 8 bytes")?;
+                let shared = ke.finish(&data).map_err(|e| e.to_string())?;
+                Ok((sel, u64::from_be_bytes(peer_spi), nr, shared))
+            })();
+            match result {
+                Ok((sel, peer_spi, nr, shared)) => {
+                    make_successor(sa, now, Role::Initiator, new_spi, peer_spi, sel.suite, &ni, &nr, &shared);
+                    sa.tasks.clear();
+                    sa.tasks.push_front(Task::DeleteIke);
+                }
+                Err(why) => {
+                    warn!(connection = %sa.config.name, "IKE SA rekey failed: {why}");
+                    sa.rekey_at = Some(now + std::time::Duration::from_secs(30));
+                }
+            }
+        }
+    }
+}
+
+/// Builds the IKE SA that replaces `sa` after a rekey and moves the children to it.
+#[allow(clippy::too_many_arguments)]
+fn make_successor(
+    sa: &mut IkeSa,
+    now: Instant,
+    role: Role,
+    spi_i: u64,
+    spi_r: u64,
+    suite: crypto::IkeSuite,
+    ni: &[u8],
+    nr: &[u8],
+    shared: &[u8],
+) {
+    let Some(old) = sa.keys.as_ref() else { return };
+    let keys = derive_rekeyed_ike_sa_keys(&suite, old.suite.prf, &old.sk_d, shared, ni, nr, spi_i, spi_r);
+    let mut new = IkeSa::blank(role, now, sa.config.clone(), sa.ctx.clone(), sa.local, sa.remote, spi_i, spi_r, State::Established);
+    new.nat_t = sa.nat_t;
+    new.nat_local = sa.nat_local;
+    new.nat_remote = sa.nat_remote;
+    new.peer_fragmentation = sa.peer_fragmentation;
+    new.peer_id = sa.peer_id.clone();
+    if let Err(e) = super::sa_init::install_keys(&mut new, suite, keys) {
+        warn!("cannot install rekeyed IKE SA keys: {e}");
+        return;
+    }
+    let (rekey, expire) = schedule(now, &sa.config.ike_lifetime);
+    new.rekey_at = rekey;
+    new.expire_at = expire;
+    new.children = std::mem::take(&mut sa.children);
+    let new_local_spi = new.local_spi();
+    info!(
+        connection = %sa.config.name,
+        old_spi_i = format_args!("{:016x}", sa.spi_i),
+        new_spi_i = format_args!("{spi_i:016x}"),
+        new_spi_r = format_args!("{spi_r:016x}"),
+        "IKE SA rekeyed"
+    );
+    sa.events.push_back(Event::IkeSaRekeyed { old: (sa.spi_i, sa.spi_r), new: (spi_i, spi_r), new_local_spi });
+    sa.rekey_at = None;
+    sa.expire_at = None;
+    sa.successor = Some(Box::new(new));
+}
+
+/// Processes a CREATE_CHILD_SA request from the peer.
+pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<Payload>) {
+    let ni = inner.iter().find_map(|p| match p {
+        Payload::Nonce(n) => Some(n.clone()),
+        _ => None,
+    });
+    let Some(ni) = ni.filter(|n| (16..=256).contains(&n.len())) else {
+        sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())]);
+        return;
+    };
+    let ike_rekey = inner.iter().any(|p| matches!(p, Payload::Sa(props) if props.first().is_some_and(|p| p.protocol == ProtocolId::IKE)));
+    if ike_rekey {
+        respond_rekey_ike(sa, now, mid, &inner, &ni);
+        return;
+    }
+    if sa.successor.is_some() {
+        sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, vec![notify(NotifyType::TEMPORARY_FAILURE, Vec::new())]);
+        return;
+    }
+    let mut rekey = None;
+    if let Some(n) = find_notify(&inner, NotifyType::REKEY_SA) {
+        let spi = <[u8; 4]>::try_from(n.spi.as_slice()).map(u32::from_be_bytes).ok();
+        match spi.and_then(|s| sa.children.iter().position(|c| c.spi_out == s)) {
+            Some(pos) => {
+                let c = &sa.children[pos];
+                if c.state == ChildState::Deleting {
+                    sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, vec![notify(NotifyType::TEMPORARY_FAILURE, Vec::new())]);
+                    return;
+                }
+                rekey = Some((c.template, c.spi_in));
+            }
+            None => {
+                let mut n = notify(NotifyType::CHILD_SA_NOT_FOUND, Vec::new());
+                if let (Payload::Notify(nn), Some(s)) = (&mut n, spi) {
+                    nn.protocol = ProtocolId::ESP;
+                    nn.spi = s.to_be_bytes().to_vec();
+                }
+                sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, vec![n]);
+                return;
+            }
+        }
+    }
+    let nr = nonce();
+    let mut ke_slot = None;
+    match respond_child(sa, now, &inner, &ni, &nr, Some(&mut ke_slot), rekey) {
+        Ok(child_payloads) => {
+            let mut out = Vec::with_capacity(child_payloads.len() + 2);
+            let mut child_payloads = child_payloads.into_iter();
+            if let Some(first) = child_payloads.next() {
+                out.push(first);
+            }
+            out.push(Payload::Nonce(nr.clone()));
+            if let Some(ke) = ke_slot {
+                out.push(ke);
+            }
+            out.extend(child_payloads);
+            if let Some((_, old)) = rekey {
+                let new_spi = sa.children.last().map(|c| c.spi_in);
+                if let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == old) {
+                    if c.state == ChildState::Rekeying {
+                        // Simultaneous rekey (§2.8.1): resolved when our response arrives.
+                        if let Some(new_spi) = new_spi {
+                            sa.collisions.push(Collision { old_spi_in: old, peer_new_spi_in: new_spi, nonces: (ni.clone(), nr.clone()) });
+                        }
+                    } else {
+                        c.state = ChildState::Rekeyed;
+                    }
+                }
+            }
+            sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, out);
+        }
+        Err(n) => sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, vec![n]),
+    }
+}
+
+/// A CHILD_SA rekey of the peer that crossed ours.
+#[derive(Debug, Clone)]
+pub(crate) struct Collision {
+    /// Our inbound SPI of the child both sides rekeyed.
+    pub old_spi_in: u32,
+    /// Our inbound SPI of the child the peer's exchange created.
+    pub peer_new_spi_in: u32,
+    /// (Ni, Nr) of the peer's exchange.
+    pub nonces: (Vec<u8>, Vec<u8>),
+}
+
+fn respond_rekey_ike(sa: &mut IkeSa, now: Instant, mid: u32, inner: &[Payload], ni: &[u8]) {
+    let offered = inner.iter().find_map(|p| match p {
+        Payload::Sa(props) => Some(props),
+        _ => None,
+    });
+    let kei = inner.iter().find_map(|p| match p {
+        Payload::Ke { group, data } => Some((*group, data)),
+        _ => None,
+    });
+    let busy = sa.outstanding.as_ref().is_some_and(|o| matches!(o.kind, RequestKind::CreateChild(Pending::Ike { .. })))
+        || sa.successor.is_some()
+        || sa.children.iter().any(|c| c.state == ChildState::Rekeying);
+    if busy {
+        debug!("IKE rekey request while we are rekeying: TEMPORARY_FAILURE");
+        sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, vec![notify(NotifyType::TEMPORARY_FAILURE, Vec::new())]);
+        return;
+    }
+    let (Some(offered), Some((group, kei))) = (offered, kei) else {
+        sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())]);
+        return;
+    };
+    let sel = match proposal::select_ike(&sa.config.ike_proposals, offered) {
+        Ok(s) => s,
+        Err(m) => {
+            warn!(connection = %sa.config.name, "IKE rekey: no proposal chosen: {m}");
+            sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, vec![notify(NotifyType::NO_PROPOSAL_CHOSEN, Vec::new())]);
+            return;
+        }
+    };
+    if sel.suite.ke.number() != group {
+        sa.send_response(
+            ExchangeType::CREATE_CHILD_SA,
+            mid,
+            vec![notify(NotifyType::INVALID_KE_PAYLOAD, sel.suite.ke.number().to_be_bytes().to_vec())],
+        );
+        return;
+    }
+    let Ok(peer_spi) = <[u8; 8]>::try_from(sel.proposal.spi.as_slice()).map(u64::from_be_bytes) else {
+        sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())]);
+        return;
+    };
+    let (ker, shared) = match KeyExchange::respond(sel.suite.ke, kei) {
+        Ok(x) => x,
+        Err(e) => {
+            warn!("bad KE value in IKE rekey: {e}");
+            sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())]);
+            return;
+        }
+    };
+    let our_spi = sa.ctx.new_ike_spi();
+    let nr = nonce();
+    let mut echo = sel.proposal.clone();
+    echo.spi = our_spi.to_be_bytes().to_vec();
+    make_successor(sa, now, Role::Responder, peer_spi, our_spi, sel.suite, ni, &nr, &shared);
+    sa.send_response(
+        ExchangeType::CREATE_CHILD_SA,
+        mid,
+        vec![Payload::Sa(vec![echo]), Payload::Nonce(nr), Payload::Ke { group, data: ker }],
+    );
+}

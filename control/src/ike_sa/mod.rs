@@ -1,0 +1,866 @@
+//! One IKE SA's state machine (RFC 7296), sans-IO.
+//!
+//! An [`IkeSa`] is fed datagrams with [`IkeSa::handle`] and the passing of
+//! time with [`IkeSa::handle_timeout`]; it produces datagrams
+//! ([`IkeSa::poll_transmit`]), its next deadline ([`IkeSa::poll_timeout`]) and
+//! events ([`IkeSa::poll_event`]). Exchanges live in their own modules:
+//! [`sa_init`], [`auth`], [`create_child`], [`informational`].
+
+pub mod auth;
+pub mod child;
+pub mod create_child;
+pub mod informational;
+pub mod sa_init;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
+
+use crate::config::{ConnectionConfig, Lifetime};
+use crate::crypto::{IkeSuite, SkCipher};
+use crate::wire::ikev2::{
+    self, sk, ExchangeType, FragmentReassembler, Header, Identification, Notify, NotifyType, Payload, ProtocolId,
+    FLAG_INITIATOR, FLAG_RESPONSE,
+};
+use crate::Error;
+
+pub use child::{ChildSa, ChildSaInstall, ChildState, DirectionKeys};
+
+/// Which end of the IKE SA we are: the original initiator or the responder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// We sent the first IKE_SA_INIT.
+    Initiator,
+    /// We answered it.
+    Responder,
+}
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Our address (selects the socket).
+    pub local: SocketAddr,
+    /// The peer's address.
+    pub remote: SocketAddr,
+    /// True when sent on a NAT-T socket: the driver prepends the 4-byte non-ESP marker.
+    pub non_esp_marker: bool,
+    /// The IKE message.
+    pub data: Vec<u8>,
+}
+
+/// Why an IKE SA went down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DownReason {
+    /// We or the peer deleted it.
+    Deleted,
+    /// Replaced by a rekeyed IKE SA.
+    Rekeyed,
+    /// The peer did not answer.
+    Timeout,
+    /// The negotiation failed (message explains why).
+    Failed(String),
+    /// The peer sent an error notify.
+    PeerError(NotifyType),
+    /// Hard lifetime expired.
+    Expired,
+}
+
+/// What the state machine tells its driver.
+#[derive(Debug)]
+pub enum Event {
+    /// The IKE SA is authenticated and usable.
+    IkeSaUp {
+        /// (initiator SPI, responder SPI).
+        spis: (u64, u64),
+        /// The peer's authenticated identity.
+        peer_id: Identification,
+        /// Negotiated algorithms.
+        suite: IkeSuite,
+        /// Connection name.
+        connection: String,
+        /// The peer sent INITIAL_CONTACT: older SAs with this identity are stale.
+        initial_contact: bool,
+    },
+    /// The IKE SA is gone; its children are gone too (ChildSaDeleted events precede this).
+    IkeSaDown {
+        /// (initiator SPI, responder SPI).
+        spis: (u64, u64),
+        /// Why.
+        reason: DownReason,
+    },
+    /// A rekey produced a new IKE SA; take it with [`IkeSa::take_successor`].
+    IkeSaRekeyed {
+        /// SPIs of the old SA.
+        old: (u64, u64),
+        /// SPIs of the new SA.
+        new: (u64, u64),
+        /// Our SPI in the new SA.
+        new_local_spi: u64,
+    },
+    /// A CHILD_SA is ready: install it in the fastpath.
+    ChildSaInstalled(Box<ChildSaInstall>),
+    /// A CHILD_SA is gone: remove it from the fastpath.
+    ChildSaDeleted {
+        /// Our inbound SPI.
+        spi_in: u32,
+        /// Our outbound SPI.
+        spi_out: u32,
+    },
+    /// A CHILD_SA could not be negotiated (the IKE SA stays up).
+    ChildSaFailed {
+        /// Child template name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Hands out inbound CHILD_SA SPIs that are unique on this gateway.
+pub trait SpiAllocator: Send + Sync {
+    /// A fresh SPI, never 0..=255 (reserved, RFC 4303 §2.1).
+    fn allocate(&self) -> u32;
+    /// Returns an SPI that is no longer used.
+    fn release(&self, spi: u32);
+}
+
+/// Random SPIs (fine for tests and small deployments; the daemon uses a set-backed allocator).
+#[derive(Debug, Default)]
+pub struct RandomSpis;
+
+impl SpiAllocator for RandomSpis {
+    fn allocate(&self) -> u32 {
+        loop {
+            let v = crate::crypto::random::u32().unwrap_or(0x1000_0000 ^ 0x5a5a);
+            if v > 255 {
+                return v;
+            }
+        }
+    }
+    fn release(&self, _spi: u32) {}
+}
+
+/// Shared, read-only context of IKE SAs: the connections and allocators.
+#[derive(Clone)]
+pub struct Context {
+    /// All configured connections (responders pick among them).
+    pub connections: Arc<Vec<Arc<ConnectionConfig>>>,
+    /// Inbound CHILD_SA SPI allocator.
+    pub child_spis: Arc<dyn SpiAllocator>,
+    /// Our NAT-T port (4500 in production).
+    pub local_nat_port: u16,
+    /// Peers' NAT-T port (4500 in production; tests use others).
+    pub remote_nat_port: u16,
+    /// Time after which a half-open responder SA is dropped.
+    pub half_open_timeout: Duration,
+    /// Fixed high bits of every IKE SPI we pick (the shard id of a sharded driver).
+    pub spi_prefix: u64,
+    /// How many high bits `spi_prefix` occupies.
+    pub spi_prefix_bits: u32,
+}
+
+impl Context {
+    /// A fresh random IKE SPI carrying the prefix.
+    pub fn new_ike_spi(&self) -> u64 {
+        loop {
+            let r = crate::crypto::random::u64().unwrap_or(1);
+            let mask = if self.spi_prefix_bits == 0 { u64::MAX } else { u64::MAX >> self.spi_prefix_bits };
+            let spi = self.spi_prefix | (r & mask);
+            if spi != 0 {
+                return spi;
+            }
+        }
+    }
+}
+
+impl Context {
+    /// A context for these connections with default ports and timeouts.
+    pub fn new(connections: Vec<Arc<ConnectionConfig>>) -> Self {
+        Self {
+            connections: Arc::new(connections),
+            child_spis: Arc::new(RandomSpis),
+            local_nat_port: 4500,
+            remote_nat_port: 4500,
+            half_open_timeout: Duration::from_secs(30),
+            spi_prefix: 0,
+            spi_prefix_bits: 0,
+        }
+    }
+}
+
+/// Negotiated keys of an established (or authenticating) IKE SA.
+pub(crate) struct SaKeys {
+    pub suite: IkeSuite,
+    pub sk_d: Zeroizing<Vec<u8>>,
+    pub sk_pi: Zeroizing<Vec<u8>>,
+    pub sk_pr: Zeroizing<Vec<u8>>,
+    pub outbound: SkCipher,
+    pub inbound: SkCipher,
+}
+
+/// Data kept between IKE_SA_INIT and IKE_AUTH.
+pub(crate) struct AuthContext {
+    /// Our IKE_SA_INIT message (what our AUTH signs).
+    pub our_init: Vec<u8>,
+    /// The peer's IKE_SA_INIT message (what the peer's AUTH signs).
+    pub peer_init: Vec<u8>,
+    /// Initiator nonce.
+    pub ni: Vec<u8>,
+    /// Responder nonce.
+    pub nr: Vec<u8>,
+}
+
+/// Where the IKE SA is in its life.
+pub(crate) enum State {
+    /// Initiator: IKE_SA_INIT sent, waiting for the response.
+    InitSent(sa_init::InitSent),
+    /// Initiator: IKE_AUTH sent; responder: waiting for IKE_AUTH.
+    Authenticating(AuthContext),
+    /// Authenticated.
+    Established,
+    /// Gone; the driver may drop the object.
+    Closed,
+}
+
+/// What an outstanding request of ours is for.
+pub(crate) enum RequestKind {
+    /// IKE_SA_INIT (initiator).
+    Init,
+    /// IKE_AUTH (initiator) with the first child's proposal.
+    Auth(auth::PendingChild),
+    /// CREATE_CHILD_SA.
+    CreateChild(create_child::Pending),
+    /// INFORMATIONAL.
+    Informational(informational::Pending),
+}
+
+/// An outstanding request and its retransmission state.
+pub(crate) struct Outstanding {
+    pub message_id: u32,
+    pub datagrams: Vec<Vec<u8>>,
+    pub kind: RequestKind,
+    pub tries: u32,
+    pub deadline: Instant,
+}
+
+/// Work queued until the request window is free.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Task {
+    /// Negotiate a new CHILD_SA from the template at this index.
+    CreateChild(usize),
+    /// Rekey the child with this inbound SPI.
+    RekeyChild(u32),
+    /// Rekey the IKE SA.
+    RekeyIke,
+    /// Delete the child with this inbound SPI.
+    DeleteChild(u32),
+    /// Delete the IKE SA.
+    DeleteIke,
+    /// Liveness check.
+    Dpd,
+}
+
+/// One IKE SA.
+pub struct IkeSa {
+    pub(crate) role: Role,
+    pub(crate) spi_i: u64,
+    pub(crate) spi_r: u64,
+    pub(crate) local: SocketAddr,
+    pub(crate) remote: SocketAddr,
+    /// True once IKE moved to the NAT-T ports.
+    pub(crate) nat_t: bool,
+    /// NAT detected in front of us / in front of the peer.
+    pub(crate) nat_local: bool,
+    pub(crate) nat_remote: bool,
+    pub(crate) config: Arc<ConnectionConfig>,
+    pub(crate) ctx: Context,
+    pub(crate) state: State,
+    pub(crate) keys: Option<SaKeys>,
+    pub(crate) next_request_id: u32,
+    pub(crate) outstanding: Option<Outstanding>,
+    pub(crate) expected_request_id: u32,
+    pub(crate) cached_response: Option<(u32, Vec<Vec<u8>>)>,
+    pub(crate) tasks: VecDeque<Task>,
+    pub(crate) children: Vec<ChildSa>,
+    pub(crate) transmits: VecDeque<Transmit>,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) reassembler: FragmentReassembler,
+    pub(crate) peer_fragmentation: bool,
+    pub(crate) peer_id: Option<Identification>,
+    pub(crate) created_at: Instant,
+    pub(crate) last_inbound: Instant,
+    pub(crate) rekey_at: Option<Instant>,
+    pub(crate) expire_at: Option<Instant>,
+    pub(crate) successor: Option<Box<IkeSa>>,
+    pub(crate) collisions: Vec<create_child::Collision>,
+    /// Set on an IKE SA that replaced another by rekey: children to adopt.
+    pub(crate) down_reported: bool,
+}
+
+/// Random jittered deadline for a lifetime starting at `now`.
+pub(crate) fn schedule(now: Instant, lifetime: &Lifetime) -> (Option<Instant>, Option<Instant>) {
+    if lifetime.rekey.is_zero() {
+        return (None, None);
+    }
+    let jitter_ms = lifetime.jitter.as_millis() as u64;
+    let cut = if jitter_ms > 0 {
+        crate::crypto::random::u64().map(|r| r % jitter_ms).unwrap_or(0)
+    } else {
+        0
+    };
+    let rekey = lifetime.rekey.saturating_sub(Duration::from_millis(cut));
+    (Some(now + rekey), Some(now + lifetime.rekey + lifetime.over))
+}
+
+impl IkeSa {
+    pub(crate) fn blank(
+        role: Role,
+        now: Instant,
+        config: Arc<ConnectionConfig>,
+        ctx: Context,
+        local: SocketAddr,
+        remote: SocketAddr,
+        spi_i: u64,
+        spi_r: u64,
+        state: State,
+    ) -> Self {
+        Self {
+            role,
+            spi_i,
+            spi_r,
+            local,
+            remote,
+            nat_t: false,
+            nat_local: false,
+            nat_remote: false,
+            config,
+            ctx,
+            state,
+            keys: None,
+            next_request_id: 0,
+            outstanding: None,
+            expected_request_id: 0,
+            cached_response: None,
+            tasks: VecDeque::new(),
+            children: Vec::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            reassembler: FragmentReassembler::new(),
+            peer_fragmentation: false,
+            peer_id: None,
+            created_at: now,
+            last_inbound: now,
+            rekey_at: None,
+            expire_at: None,
+            successor: None,
+            collisions: Vec::new(),
+            down_reported: false,
+        }
+    }
+
+    /// Our role in this IKE SA.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// (initiator SPI, responder SPI).
+    pub fn spis(&self) -> (u64, u64) {
+        (self.spi_i, self.spi_r)
+    }
+
+    /// Our SPI: the one the peer puts in our half of the header.
+    pub fn local_spi(&self) -> u64 {
+        match self.role {
+            Role::Initiator => self.spi_i,
+            Role::Responder => self.spi_r,
+        }
+    }
+
+    /// Our current address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The peer's current address.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// The connection this SA belongs to.
+    pub fn config(&self) -> &Arc<ConnectionConfig> {
+        &self.config
+    }
+
+    /// The authenticated peer identity, once established.
+    pub fn peer_id(&self) -> Option<&Identification> {
+        self.peer_id.as_ref()
+    }
+
+    /// The negotiated suite, once keys exist.
+    pub fn suite(&self) -> Option<IkeSuite> {
+        self.keys.as_ref().map(|k| k.suite)
+    }
+
+    /// True once IKE_AUTH completed.
+    pub fn is_established(&self) -> bool {
+        matches!(self.state, State::Established)
+    }
+
+    /// True when the SA is finished and can be dropped.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// True while the IKE_SA_INIT/IKE_AUTH handshake is still running.
+    pub fn is_half_open(&self) -> bool {
+        matches!(self.state, State::InitSent(_) | State::Authenticating(_))
+    }
+
+    /// The CHILD_SAs.
+    pub fn children(&self) -> &[ChildSa] {
+        &self.children
+    }
+
+    /// True if IKE and ESP use UDP encapsulation (NAT detected).
+    pub fn udp_encapsulation(&self) -> bool {
+        self.nat_local || self.nat_remote
+    }
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event for the driver.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The new IKE SA created by a rekey, to be registered by the driver.
+    pub fn take_successor(&mut self) -> Option<IkeSa> {
+        self.successor.take().map(|b| *b)
+    }
+
+    /// Queues work (rekey, delete, DPD, new child); it starts when the request window is free.
+    pub fn queue(&mut self, now: Instant, task: Task) {
+        if !self.tasks.contains(&task) {
+            self.tasks.push_back(task);
+        }
+        self.start_next_task(now);
+    }
+
+    /// The earliest instant at which [`IkeSa::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut consider = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |c: Instant| c.min(x)));
+            }
+        };
+        if matches!(self.state, State::Closed) {
+            return None;
+        }
+        consider(self.outstanding.as_ref().map(|o| o.deadline));
+        match self.state {
+            State::Established => {
+                consider(self.rekey_at);
+                consider(self.expire_at);
+                if let Some(d) = self.config.dpd_delay {
+                    if self.outstanding.is_none() {
+                        consider(Some(self.last_inbound + d));
+                    }
+                }
+                for c in &self.children {
+                    if c.state == ChildState::Installed {
+                        consider(c.rekey_at);
+                    }
+                    consider(c.expire_at);
+                }
+            }
+            State::Authenticating(_) if self.role == Role::Responder => {
+                consider(Some(self.created_at + self.ctx.half_open_timeout));
+            }
+            _ => {}
+        }
+        t
+    }
+
+    /// Handles the passing of time: retransmissions, rekeys, DPD, expiry.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if matches!(self.state, State::Closed) {
+            return;
+        }
+        if let Some(o) = self.outstanding.as_mut() {
+            if now >= o.deadline {
+                if o.tries >= self.config.retransmit_tries {
+                    warn!(
+                        connection = %self.config.name,
+                        peer = %self.remote,
+                        message_id = o.message_id,
+                        "peer did not answer after {} retransmissions, giving up on the IKE SA",
+                        o.tries
+                    );
+                    self.close(DownReason::Timeout);
+                    return;
+                }
+                o.tries += 1;
+                let backoff = self.config.retransmit_base.powi(o.tries as i32);
+                o.deadline = now + self.config.retransmit_timeout.mul_f64(backoff);
+                debug!(message_id = o.message_id, try_ = o.tries, "retransmitting request");
+                let datagrams = o.datagrams.clone();
+                for d in datagrams {
+                    self.push_transmit(d);
+                }
+            }
+        }
+        match self.state {
+            State::Authenticating(_) if self.role == Role::Responder => {
+                if now >= self.created_at + self.ctx.half_open_timeout {
+                    info!(peer = %self.remote, "half-open IKE SA timed out waiting for IKE_AUTH");
+                    self.close(DownReason::Timeout);
+                }
+                return;
+            }
+            State::Established => {}
+            _ => return,
+        }
+        if self.expire_at.is_some_and(|e| now >= e) {
+            info!(connection = %self.config.name, "IKE SA hard lifetime expired");
+            self.close(DownReason::Expired);
+            return;
+        }
+        if self.rekey_at.is_some_and(|r| now >= r) {
+            self.rekey_at = None;
+            self.queue(now, Task::RekeyIke);
+        }
+        let mut expired = Vec::new();
+        let mut rekey = Vec::new();
+        for c in &mut self.children {
+            if c.expire_at.is_some_and(|e| now >= e) {
+                expired.push(c.spi_in);
+            } else if c.state == ChildState::Installed && c.rekey_at.is_some_and(|r| now >= r) {
+                c.rekey_at = None;
+                rekey.push(c.spi_in);
+            }
+        }
+        for spi in expired {
+            self.queue(now, Task::DeleteChild(spi));
+        }
+        for spi in rekey {
+            self.queue(now, Task::RekeyChild(spi));
+        }
+        if let Some(d) = self.config.dpd_delay {
+            if self.outstanding.is_none() && now >= self.last_inbound + d {
+                self.queue(now, Task::Dpd);
+            }
+        }
+        self.start_next_task(now);
+    }
+
+    /// Handles one received datagram (without the non-ESP marker).
+    pub fn handle(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, datagram: &[u8]) {
+        let msg = match ikev2::decode_message(datagram) {
+            Ok(m) => m,
+            Err(e) => {
+                debug!(peer = %remote, "dropping undecodable IKE message: {e}");
+                return;
+            }
+        };
+        self.handle_message(now, local, remote, datagram, msg);
+    }
+
+    /// Handles a message already decoded by the endpoint.
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        datagram: &[u8],
+        msg: ikev2::Message,
+    ) {
+        if matches!(self.state, State::Closed) {
+            return;
+        }
+        let from_initiator = msg.header.is_initiator();
+        if from_initiator != (self.role == Role::Responder) {
+            debug!(peer = %remote, "dropping message with wrong Initiator flag");
+            return;
+        }
+        if msg.header.is_response() {
+            self.handle_response(now, local, remote, datagram, msg);
+        } else {
+            self.handle_request(now, local, remote, datagram, msg);
+        }
+    }
+
+    fn handle_response(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, datagram: &[u8], msg: ikev2::Message) {
+        let Some(out) = self.outstanding.as_ref() else {
+            debug!("dropping response with no outstanding request");
+            return;
+        };
+        if out.message_id != msg.header.message_id {
+            debug!(got = msg.header.message_id, want = out.message_id, "dropping response with unexpected message ID");
+            return;
+        }
+        if msg.header.exchange == ExchangeType::IKE_SA_INIT {
+            if matches!(self.state, State::InitSent(_)) {
+                sa_init::handle_response(self, now, local, remote, datagram, msg);
+            }
+            return;
+        }
+        let Some(inner) = self.open(datagram, &msg) else { return };
+        self.after_authentic_inbound(now, local, remote);
+        let Some(out) = self.outstanding.take() else { return };
+        match out.kind {
+            RequestKind::Init => {}
+            RequestKind::Auth(pending) => auth::handle_response(self, now, inner, pending),
+            RequestKind::CreateChild(pending) => create_child::handle_response(self, now, inner, pending),
+            RequestKind::Informational(pending) => informational::handle_response(self, now, inner, pending),
+        }
+        self.start_next_task(now);
+    }
+
+    fn handle_request(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, datagram: &[u8], msg: ikev2::Message) {
+        let mid = msg.header.message_id;
+        if let Some((cached_mid, datagrams)) = &self.cached_response {
+            if *cached_mid == mid {
+                // Retransmitted request: answer from the cache. For fragmented
+                // requests only fragment 1 triggers it (RFC 7383 §2.6.1).
+                let first_fragment = msg.payloads.iter().all(|p| !matches!(p, Payload::Skf { number, .. } if *number != 1));
+                if first_fragment {
+                    debug!(message_id = mid, "retransmitted request, resending cached response");
+                    for d in datagrams.clone() {
+                        self.push_transmit(d);
+                    }
+                }
+                return;
+            }
+        }
+        if mid != self.expected_request_id {
+            debug!(got = mid, want = self.expected_request_id, "dropping request outside the window");
+            return;
+        }
+        if msg.header.exchange == ExchangeType::IKE_SA_INIT {
+            return;
+        }
+        if !matches!(self.state, State::Established | State::Authenticating(_)) {
+            return;
+        }
+        let Some(inner) = self.open(datagram, &msg) else { return };
+        self.after_authentic_inbound(now, local, remote);
+        if let Some(Payload::Unknown { ty, .. }) = inner.iter().find(|p| matches!(p, Payload::Unknown { critical: true, .. })) {
+            warn!(payload = ty.0, "peer sent an unsupported critical payload");
+            let n = notify(NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD, vec![ty.0]);
+            self.send_response(msg.header.exchange, mid, vec![n]);
+            return;
+        }
+        match (msg.header.exchange, &self.state) {
+            (ExchangeType::IKE_AUTH, State::Authenticating(_)) if self.role == Role::Responder => {
+                auth::handle_request(self, now, mid, inner)
+            }
+            (ExchangeType::CREATE_CHILD_SA, State::Established) => create_child::handle_request(self, now, mid, inner),
+            (ExchangeType::INFORMATIONAL, State::Established) => informational::handle_request(self, now, mid, inner),
+            (ex, _) => {
+                debug!(exchange = %ex, "request not valid in this state");
+                self.send_response(ex, mid, vec![notify(NotifyType::INVALID_SYNTAX, vec![])]);
+            }
+        }
+        self.start_next_task(now);
+    }
+
+    /// Decrypts the SK payload, or adds an SKF fragment; None until a whole message is there.
+    fn open(&mut self, datagram: &[u8], msg: &ikev2::Message) -> Option<Vec<Payload>> {
+        let keys = self.keys.as_ref()?;
+        let result = match msg.payloads.last() {
+            Some(Payload::Sk { .. }) => sk::open_message(datagram, &keys.inbound).map(Some),
+            Some(Payload::Skf { .. }) => self.reassembler.push(datagram, &keys.inbound),
+            _ => {
+                debug!("dropping message without encrypted payload");
+                return None;
+            }
+        };
+        match result {
+            Ok(Some(inner)) => {
+                self.reassembler = FragmentReassembler::new();
+                Some(inner)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                debug!(peer = %self.remote, "dropping message: {e}");
+                None
+            }
+        }
+    }
+
+    /// Bookkeeping after a message passed its integrity check.
+    fn after_authentic_inbound(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr) {
+        self.last_inbound = now;
+        if !self.nat_t && local.port() == self.ctx.local_nat_port && local.port() != self.local.port() {
+            // The initiator moved to the NAT-T port (RFC 7296 §2.23): answer there.
+            self.nat_t = true;
+            self.local = local;
+            self.remote = remote;
+        } else if remote != self.remote && (self.nat_local || self.nat_remote) {
+            info!(old = %self.remote, new = %remote, "peer address changed behind NAT, following it");
+            self.remote = remote;
+            self.local = local;
+        }
+    }
+
+    /// Starts the next queued task if no request is outstanding.
+    pub(crate) fn start_next_task(&mut self, now: Instant) {
+        while self.outstanding.is_none() && matches!(self.state, State::Established) {
+            let Some(task) = self.tasks.pop_front() else { return };
+            match task {
+                Task::CreateChild(idx) => create_child::start_new_child(self, now, idx),
+                Task::RekeyChild(spi) => create_child::start_rekey_child(self, now, spi),
+                Task::RekeyIke => create_child::start_rekey_ike(self, now),
+                Task::DeleteChild(spi) => informational::start_delete_child(self, now, spi),
+                Task::DeleteIke => informational::start_delete_ike(self, now),
+                Task::Dpd => informational::start_dpd(self, now),
+            }
+        }
+    }
+
+    pub(crate) fn header(&self, exchange: ExchangeType, message_id: u32, response: bool) -> Header {
+        let mut flags = 0;
+        if self.role == Role::Initiator {
+            flags |= FLAG_INITIATOR;
+        }
+        if response {
+            flags |= FLAG_RESPONSE;
+        }
+        Header {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            next_payload: ikev2::PayloadType::NONE,
+            major_version: 2,
+            minor_version: 0,
+            exchange,
+            flags,
+            message_id,
+            length: 0,
+        }
+    }
+
+    /// Encrypts `inner` into one SK datagram or, when the peer supports it and
+    /// the message is large, into SKF fragments.
+    fn protect(&self, header: &Header, inner: &[Payload]) -> Result<Vec<Vec<u8>>, Error> {
+        let keys = self.keys.as_ref().ok_or_else(|| Error::InvalidSyntax("no keys".into()))?;
+        let whole = sk::seal_message(header, inner, &keys.outbound)?;
+        let limit = self.config.fragment_size.saturating_sub(if self.remote.is_ipv4() { 28 } else { 48 });
+        if self.peer_fragmentation && self.config.fragmentation && whole.len() > limit {
+            Ok(sk::seal_fragments(header, inner, &keys.outbound, limit)?)
+        } else {
+            Ok(vec![whole])
+        }
+    }
+
+    /// Sends a new encrypted request and makes it the outstanding one.
+    pub(crate) fn send_request(&mut self, now: Instant, exchange: ExchangeType, inner: Vec<Payload>, kind: RequestKind) {
+        let mid = self.next_request_id;
+        let header = self.header(exchange, mid, false);
+        let datagrams = match self.protect(&header, &inner) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!("cannot encode request: {e}");
+                return;
+            }
+        };
+        self.next_request_id = self.next_request_id.wrapping_add(1);
+        for d in &datagrams {
+            self.push_transmit(d.clone());
+        }
+        self.outstanding = Some(Outstanding {
+            message_id: mid,
+            datagrams,
+            kind,
+            tries: 0,
+            deadline: now + self.config.retransmit_timeout,
+        });
+    }
+
+    /// Sends (and caches) an encrypted response to request `mid`.
+    pub(crate) fn send_response(&mut self, exchange: ExchangeType, mid: u32, inner: Vec<Payload>) {
+        let header = self.header(exchange, mid, true);
+        let datagrams = match self.protect(&header, &inner) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!("cannot encode response: {e}");
+                return;
+            }
+        };
+        for d in &datagrams {
+            self.push_transmit(d.clone());
+        }
+        self.cached_response = Some((mid, datagrams));
+        self.expected_request_id = mid.wrapping_add(1);
+    }
+
+    pub(crate) fn push_transmit(&mut self, data: Vec<u8>) {
+        self.transmits.push_back(Transmit { local: self.local, remote: self.remote, non_esp_marker: self.nat_t, data });
+    }
+
+    /// Moves IKE to the NAT-T ports (RFC 7296 §2.23).
+    pub(crate) fn float_to_nat_t(&mut self) {
+        if !self.nat_t {
+            self.nat_t = true;
+            self.local.set_port(self.ctx.local_nat_port);
+            self.remote.set_port(self.config.remote_nat_port.unwrap_or(self.ctx.remote_nat_port));
+        }
+    }
+
+    /// Ends the SA at once, without telling the peer: reports deleted children, then the IKE SA itself.
+    pub fn close(&mut self, reason: DownReason) {
+        for c in self.children.drain(..) {
+            self.ctx.child_spis.release(c.spi_in);
+            self.events.push_back(Event::ChildSaDeleted { spi_in: c.spi_in, spi_out: c.spi_out });
+        }
+        self.outstanding = None;
+        self.tasks.clear();
+        if !self.down_reported {
+            self.down_reported = true;
+            self.events.push_back(Event::IkeSaDown { spis: (self.spi_i, self.spi_r), reason });
+        }
+        self.state = State::Closed;
+    }
+
+    /// Initiates a graceful delete of the whole IKE SA (DELETE to the peer).
+    pub fn delete(&mut self, now: Instant) {
+        if matches!(self.state, State::Established) {
+            self.tasks.clear();
+            self.queue(now, Task::DeleteIke);
+        } else {
+            self.close(DownReason::Deleted);
+        }
+    }
+}
+
+/// A Notify payload without SPI (for drivers and the endpoint).
+pub fn notify_payload(ty: NotifyType, data: Vec<u8>) -> Payload {
+    notify(ty, data)
+}
+
+/// A Notify payload without SPI.
+pub(crate) fn notify(ty: NotifyType, data: Vec<u8>) -> Payload {
+    Payload::Notify(Notify { protocol: ProtocolId::NONE, spi: Vec::new(), ty, data })
+}
+
+/// Finds a notify of a type among payloads.
+pub(crate) fn find_notify(payloads: &[Payload], ty: NotifyType) -> Option<&Notify> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Notify(n) if n.ty == ty => Some(n),
+        _ => None,
+    })
+}
+
+/// The first error notify among payloads, if any.
+pub(crate) fn error_notify(payloads: &[Payload]) -> Option<&Notify> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Notify(n) if n.ty.is_error() => Some(n),
+        _ => None,
+    })
+}

@@ -1,0 +1,418 @@
+//! The IKE_SA_INIT exchange (RFC 7296 §1.2): both roles, with COOKIE and
+//! INVALID_KE_PAYLOAD retries on the initiator side and NAT detection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{debug, info, warn};
+
+use super::{find_notify, notify, AuthContext, Context, DownReason, IkeSa, Outstanding, RequestKind, Role, SaKeys, State};
+use crate::config::ConnectionConfig;
+use crate::crypto::{self, keys::derive_ike_sa_keys, KeGroup, KeyExchange, SkCipher};
+use crate::nat::nat_detection_hash;
+use crate::proposal::{self, IkeProposal};
+use crate::wire::ikev2::{self, ExchangeType, Header, Message, NotifyType, Payload, FLAG_RESPONSE};
+use crate::Error;
+
+/// Nonce length we send (RFC 7296 §2.10: at least half the PRF key size, at least 16).
+pub const NONCE_LEN: usize = 32;
+const MAX_COOKIE_ROUNDS: u8 = 3;
+const MAX_KE_ROUNDS: u8 = 2;
+
+/// Initiator state between sending IKE_SA_INIT and receiving its response.
+pub(crate) struct InitSent {
+    ke: KeyExchange,
+    ni: Vec<u8>,
+    cookie: Option<Vec<u8>>,
+    cookie_rounds: u8,
+    ke_rounds: u8,
+    request: Vec<u8>,
+}
+
+fn random_nonce() -> Result<Vec<u8>, Error> {
+    let mut n = vec![0u8; NONCE_LEN];
+    crypto::random::fill(&mut n)?;
+    Ok(n)
+}
+
+fn nonce_ok(n: &[u8]) -> bool {
+    (16..=256).contains(&n.len())
+}
+
+impl IkeSa {
+    /// Starts an IKE SA as initiator: sends IKE_SA_INIT for `config` to `remote`.
+    /// `spi_i` is our SPI (the driver picks it, e.g. with the shard encoded in it).
+    pub fn initiate(
+        now: Instant,
+        config: Arc<ConnectionConfig>,
+        ctx: Context,
+        local: SocketAddr,
+        remote: SocketAddr,
+        spi_i: u64,
+    ) -> Result<IkeSa, Error> {
+        let group = config
+            .ike_proposals
+            .first()
+            .and_then(|p| p.ke.first().copied())
+            .ok_or_else(|| Error::Config(format!("connection '{}' has no IKE proposal with a key exchange", config.name)))?;
+        let ke = KeyExchange::generate(group)?;
+        let ni = random_nonce()?;
+        let state = State::InitSent(InitSent { ke, ni, cookie: None, cookie_rounds: 0, ke_rounds: 0, request: Vec::new() });
+        let mut sa = IkeSa::blank(Role::Initiator, now, config, ctx, local, remote, spi_i, 0, state);
+        sa.send_init(now);
+        info!(connection = %sa.config.name, peer = %remote, "initiating IKE SA");
+        Ok(sa)
+    }
+
+    fn send_init(&mut self, now: Instant) {
+        let State::InitSent(st) = &mut self.state else { return };
+        let mut payloads = Vec::new();
+        if let Some(c) = &st.cookie {
+            payloads.push(notify(NotifyType::COOKIE, c.clone()));
+        }
+        let proposals = self
+            .config
+            .ike_proposals
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p.to_wire((i + 1) as u8, &[]))
+            .collect();
+        payloads.push(Payload::Sa(proposals));
+        payloads.push(Payload::Ke { group: st.ke.group().number(), data: st.ke.public_value().to_vec() });
+        payloads.push(Payload::Nonce(st.ni.clone()));
+        payloads.push(notify(NotifyType::NAT_DETECTION_SOURCE_IP, nat_detection_hash(self.spi_i, 0, self.local)));
+        payloads.push(notify(NotifyType::NAT_DETECTION_DESTINATION_IP, nat_detection_hash(self.spi_i, 0, self.remote)));
+        if self.config.fragmentation {
+            payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, Vec::new()));
+        }
+        let header = Header {
+            spi_i: self.spi_i,
+            spi_r: 0,
+            next_payload: ikev2::PayloadType::NONE,
+            major_version: 2,
+            minor_version: 0,
+            exchange: ExchangeType::IKE_SA_INIT,
+            flags: ikev2::FLAG_INITIATOR,
+            message_id: 0,
+            length: 0,
+        };
+        let request = ikev2::encode_message(&header, &payloads);
+        st.request = request.clone();
+        self.next_request_id = 1;
+        self.push_transmit(request.clone());
+        self.outstanding = Some(Outstanding {
+            message_id: 0,
+            datagrams: vec![request],
+            kind: RequestKind::Init,
+            tries: 0,
+            deadline: now + self.config.retransmit_timeout,
+        });
+    }
+}
+
+/// Initiator: processes the IKE_SA_INIT response.
+pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, _local: SocketAddr, _remote: SocketAddr, datagram: &[u8], msg: Message) {
+    let payloads = &msg.payloads;
+    // COOKIE: retry with it (RFC 7296 §2.6).
+    if let Some(c) = find_notify(payloads, NotifyType::COOKIE) {
+        if let State::InitSent(st) = &mut sa.state {
+            if st.cookie_rounds >= MAX_COOKIE_ROUNDS || c.data.is_empty() || c.data.len() > 64 {
+                warn!(peer = %sa.remote, "responder keeps demanding cookies, giving up");
+                sa.close(DownReason::Failed("too many COOKIE rounds".into()));
+                return;
+            }
+            st.cookie_rounds += 1;
+            st.cookie = Some(c.data.clone());
+            debug!(peer = %sa.remote, "responder demands a cookie, retrying IKE_SA_INIT with it");
+        }
+        sa.outstanding = None;
+        sa.send_init(now);
+        return;
+    }
+    if let Some(n) = find_notify(payloads, NotifyType::INVALID_KE_PAYLOAD) {
+        let wanted = (n.data.len() == 2).then(|| u16::from_be_bytes([n.data[0], n.data[1]]));
+        let acceptable = wanted
+            .and_then(KeGroup::from_number)
+            .filter(|g| sa.config.ike_proposals.iter().any(|p| p.ke.contains(g)));
+        let State::InitSent(st) = &mut sa.state else { return };
+        match acceptable {
+            Some(g) if st.ke_rounds < MAX_KE_ROUNDS && g != st.ke.group() => {
+                info!(peer = %sa.remote, group = g.name(), "responder asks for another key exchange group, retrying");
+                match KeyExchange::generate(g) {
+                    Ok(ke) => st.ke = ke,
+                    Err(e) => {
+                        sa.close(DownReason::Failed(e.to_string()));
+                        return;
+                    }
+                }
+                st.ke_rounds += 1;
+                sa.outstanding = None;
+                sa.send_init(now);
+            }
+            _ => {
+                warn!(peer = %sa.remote, wanted = ?wanted, "INVALID_KE_PAYLOAD asks for a group we do not accept");
+                sa.close(DownReason::PeerError(NotifyType::INVALID_KE_PAYLOAD));
+            }
+        }
+        return;
+    }
+    if let Some(n) = super::error_notify(payloads) {
+        warn!(connection = %sa.config.name, peer = %sa.remote, notify = %n.ty, "IKE_SA_INIT rejected by peer");
+        sa.close(DownReason::PeerError(n.ty));
+        return;
+    }
+    match process_response(sa, datagram, &msg) {
+        Ok(()) => {
+            sa.outstanding = None;
+            if sa.nat_local || sa.nat_remote {
+                debug!(local_nat = sa.nat_local, remote_nat = sa.nat_remote, "NAT detected, moving to NAT-T port");
+                sa.float_to_nat_t();
+            }
+            super::auth::start(sa, now);
+        }
+        Err(e) => {
+            warn!(connection = %sa.config.name, peer = %sa.remote, "IKE_SA_INIT response unacceptable: {e}");
+            sa.close(DownReason::Failed(e.to_string()));
+        }
+    }
+}
+
+fn process_response(sa: &mut IkeSa, datagram: &[u8], msg: &Message) -> Result<(), Error> {
+    let mut sa_payload = None;
+    let mut ke_payload = None;
+    let mut nonce = None;
+    for p in &msg.payloads {
+        match p {
+            Payload::Sa(props) => sa_payload = Some(props),
+            Payload::Ke { group, data } => ke_payload = Some((*group, data)),
+            Payload::Nonce(n) => nonce = Some(n),
+            Payload::Unknown { critical: true, ty, .. } => return Err(Error::UnsupportedCriticalPayload(ty.0)),
+            _ => {}
+        }
+    }
+    let props = sa_payload.ok_or_else(|| Error::InvalidSyntax("IKE_SA_INIT response without SA".into()))?;
+    let (group, ker) = ke_payload.ok_or_else(|| Error::InvalidSyntax("IKE_SA_INIT response without KE".into()))?;
+    let nr = nonce.ok_or_else(|| Error::InvalidSyntax("IKE_SA_INIT response without nonce".into()))?;
+    if !nonce_ok(nr) {
+        return Err(Error::InvalidSyntax(format!("responder nonce of {} bytes", nr.len())));
+    }
+    if props.len() != 1 {
+        return Err(Error::InvalidSyntax(format!("responder chose {} proposals", props.len())));
+    }
+    if msg.header.spi_r == 0 {
+        return Err(Error::InvalidSyntax("responder SPI is zero".into()));
+    }
+    let selected = proposal::accept_ike_response(&sa.config.ike_proposals, &props[0])
+        .map_err(|m| Error::NoProposalChosen(m.to_string()))?;
+    let State::InitSent(st) = std::mem::replace(&mut sa.state, State::Closed) else {
+        return Err(Error::InvalidSyntax("not waiting for IKE_SA_INIT".into()));
+    };
+    if group != st.ke.group().number() || selected.suite.ke != st.ke.group() {
+        sa.state = State::InitSent(st);
+        return Err(Error::InvalidKePayload { offered: group, wanted: selected.suite.ke.number() });
+    }
+    sa.spi_r = msg.header.spi_r;
+    let InitSent { ke, ni, request, .. } = st;
+    let shared = ke.finish(ker)?;
+    let keys = derive_ike_sa_keys(&selected.suite, &shared, &ni, nr, sa.spi_i, sa.spi_r);
+    // NAT detection: the responder hashed what it saw as source/destination.
+    let src_ok = nat_hashes(&msg.payloads, NotifyType::NAT_DETECTION_SOURCE_IP);
+    let dst_ok = nat_hashes(&msg.payloads, NotifyType::NAT_DETECTION_DESTINATION_IP);
+    if !src_ok.is_empty() && !dst_ok.is_empty() {
+        let expect_src = nat_detection_hash(sa.spi_i, sa.spi_r, sa.remote);
+        let expect_dst = nat_detection_hash(sa.spi_i, sa.spi_r, sa.local);
+        sa.nat_remote = !src_ok.iter().any(|h| **h == expect_src);
+        sa.nat_local = !dst_ok.iter().any(|h| **h == expect_dst);
+    }
+    sa.peer_fragmentation = find_notify(&msg.payloads, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
+    install_keys(sa, selected.suite, keys)?;
+    sa.state = State::Authenticating(AuthContext { our_init: request, peer_init: datagram.to_vec(), ni, nr: nr.clone() });
+    Ok(())
+}
+
+fn nat_hashes(payloads: &[Payload], ty: NotifyType) -> Vec<&Vec<u8>> {
+    payloads
+        .iter()
+        .filter_map(|p| match p {
+            Payload::Notify(n) if n.ty == ty => Some(&n.data),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Builds the SK ciphers from fresh IKE SA keys for our role.
+pub(crate) fn install_keys(sa: &mut IkeSa, suite: crypto::IkeSuite, keys: crypto::IkeSaKeys) -> Result<(), Error> {
+    let (out_e, out_a, in_e, in_a) = match sa.role {
+        Role::Initiator => (&keys.sk_ei, &keys.sk_ai, &keys.sk_er, &keys.sk_ar),
+        Role::Responder => (&keys.sk_er, &keys.sk_ar, &keys.sk_ei, &keys.sk_ai),
+    };
+    let outbound = SkCipher::new(suite.encr, suite.integ, out_e, out_a)?;
+    let inbound = SkCipher::new(suite.encr, suite.integ, in_e, in_a)?;
+    sa.keys = Some(SaKeys {
+        suite,
+        sk_d: keys.sk_d.clone(),
+        sk_pi: keys.sk_pi.clone(),
+        sk_pr: keys.sk_pr.clone(),
+        outbound,
+        inbound,
+    });
+    Ok(())
+}
+
+/// A stateless answer to an IKE_SA_INIT request (error notify or COOKIE demand).
+pub fn stateless_response(request: &Header, payload: Payload) -> Vec<u8> {
+    let header = Header {
+        spi_i: request.spi_i,
+        spi_r: 0,
+        next_payload: ikev2::PayloadType::NONE,
+        major_version: 2,
+        minor_version: 0,
+        exchange: ExchangeType::IKE_SA_INIT,
+        flags: FLAG_RESPONSE,
+        message_id: 0,
+        length: 0,
+    };
+    ikev2::encode_message(&header, &[payload])
+}
+
+/// Why a responder did not create an IKE SA for an IKE_SA_INIT request.
+#[derive(Debug)]
+pub struct InitRejected {
+    /// The error (for logs and counters).
+    pub error: Error,
+    /// A stateless response to send, if any.
+    pub response: Option<Vec<u8>>,
+}
+
+fn reject(msg: &Message, error: Error) -> InitRejected {
+    let response = match &error {
+        Error::InvalidKePayload { wanted, .. } => Some(stateless_response(
+            &msg.header,
+            notify(NotifyType::INVALID_KE_PAYLOAD, wanted.to_be_bytes().to_vec()),
+        )),
+        e => e.notify().map(|n| stateless_response(&msg.header, notify(n, Vec::new()))),
+    };
+    InitRejected { error, response }
+}
+
+fn addr_matches(cfg: &ConnectionConfig, remote: SocketAddr) -> bool {
+    cfg.remote_addrs.as_ref().is_none_or(|a| a.contains(&remote.ip()))
+}
+
+impl IkeSa {
+    /// Responder: answers an IKE_SA_INIT request and creates the half-open SA,
+    /// or rejects it (with a stateless response where the RFC wants one).
+    /// Cookie admission happens before this, in the endpoint.
+    pub fn respond_init(
+        now: Instant,
+        ctx: &Context,
+        local: SocketAddr,
+        remote: SocketAddr,
+        datagram: &[u8],
+        msg: &Message,
+        spi_r: u64,
+    ) -> Result<IkeSa, InitRejected> {
+        let h = &msg.header;
+        if h.spi_r != 0 || h.message_id != 0 || h.is_response() || !h.is_initiator() {
+            return Err(InitRejected { error: Error::InvalidSyntax("not an initial IKE_SA_INIT request".into()), response: None });
+        }
+        let mut offered = None;
+        let mut ke = None;
+        let mut nonce = None;
+        for p in &msg.payloads {
+            match p {
+                Payload::Sa(props) => offered = Some(props),
+                Payload::Ke { group, data } => ke = Some((*group, data)),
+                Payload::Nonce(n) => nonce = Some(n),
+                Payload::Unknown { critical: true, ty, .. } => {
+                    return Err(reject(msg, Error::UnsupportedCriticalPayload(ty.0)));
+                }
+                _ => {}
+            }
+        }
+        let (Some(offered), Some((ke_group, kei)), Some(ni)) = (offered, ke, nonce) else {
+            return Err(reject(msg, Error::InvalidSyntax("IKE_SA_INIT request lacks SA, KE or nonce".into())));
+        };
+        if !nonce_ok(ni) {
+            return Err(reject(msg, Error::InvalidSyntax(format!("initiator nonce of {} bytes", ni.len()))));
+        }
+        // Pick the connection and proposal; prefer the group the initiator already sent.
+        let mut first_mismatch = None;
+        let mut chosen = None;
+        for cfg in ctx.connections.iter().filter(|c| addr_matches(c, remote)) {
+            if let Some(g) = KeGroup::from_number(ke_group) {
+                let restricted: Vec<IkeProposal> = cfg
+                    .ike_proposals
+                    .iter()
+                    .filter(|p| p.ke.contains(&g))
+                    .map(|p| IkeProposal { ke: vec![g], ..p.clone() })
+                    .collect();
+                if let Ok(sel) = proposal::select_ike(&restricted, offered) {
+                    chosen = Some((cfg.clone(), sel));
+                    break;
+                }
+            }
+            match proposal::select_ike(&cfg.ike_proposals, offered) {
+                Ok(sel) => {
+                    chosen = Some((cfg.clone(), sel));
+                    break;
+                }
+                Err(m) => {
+                    if first_mismatch.is_none() {
+                        first_mismatch = Some(format!("connection '{}': {m}", cfg.name));
+                    }
+                }
+            }
+        }
+        let Some((config, selected)) = chosen else {
+            let why = first_mismatch.unwrap_or_else(|| format!("no connection accepts peer {}", remote.ip()));
+            warn!(peer = %remote, "IKE_SA_INIT: no proposal chosen: {why}");
+            return Err(reject(msg, Error::NoProposalChosen(why)));
+        };
+        if selected.suite.ke.number() != ke_group {
+            info!(peer = %remote, sent = ke_group, wanted = selected.suite.ke.number(), "asking initiator for another KE group");
+            return Err(reject(msg, Error::InvalidKePayload { offered: ke_group, wanted: selected.suite.ke.number() }));
+        }
+        let (ker, shared) = KeyExchange::respond(selected.suite.ke, kei).map_err(|e| {
+            warn!(peer = %remote, "bad KE public value: {e}");
+            reject(msg, Error::InvalidSyntax(format!("bad KE value: {e}")))
+        })?;
+        let nr = random_nonce().map_err(|e| InitRejected { error: e, response: None })?;
+        let keys = derive_ike_sa_keys(&selected.suite, &shared, ni, &nr, h.spi_i, spi_r);
+        let mut sa = IkeSa::blank(Role::Responder, now, config, ctx.clone(), local, remote, h.spi_i, spi_r, State::Closed);
+        let src = nat_hashes(&msg.payloads, NotifyType::NAT_DETECTION_SOURCE_IP);
+        let dst = nat_hashes(&msg.payloads, NotifyType::NAT_DETECTION_DESTINATION_IP);
+        if !src.is_empty() && !dst.is_empty() {
+            let expect_src = nat_detection_hash(h.spi_i, 0, remote);
+            let expect_dst = nat_detection_hash(h.spi_i, 0, local);
+            sa.nat_remote = !src.iter().any(|x| **x == expect_src);
+            sa.nat_local = !dst.iter().any(|x| **x == expect_dst);
+        }
+        sa.peer_fragmentation = find_notify(&msg.payloads, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
+        let mut payloads = vec![
+            Payload::Sa(vec![selected.proposal.clone()]),
+            Payload::Ke { group: selected.suite.ke.number(), data: ker },
+            Payload::Nonce(nr.clone()),
+            notify(NotifyType::NAT_DETECTION_SOURCE_IP, nat_detection_hash(h.spi_i, spi_r, local)),
+            notify(NotifyType::NAT_DETECTION_DESTINATION_IP, nat_detection_hash(h.spi_i, spi_r, remote)),
+        ];
+        if sa.config.fragmentation && sa.peer_fragmentation {
+            payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, Vec::new()));
+        }
+        let header = sa.header(ExchangeType::IKE_SA_INIT, 0, true);
+        let response = ikev2::encode_message(&header, &payloads);
+        install_keys(&mut sa, selected.suite, keys).map_err(|e| InitRejected { error: e, response: None })?;
+        sa.state = State::Authenticating(AuthContext {
+            our_init: response.clone(),
+            peer_init: datagram.to_vec(),
+            ni: ni.clone(),
+            nr,
+        });
+        sa.expected_request_id = 1;
+        sa.cached_response = Some((0, vec![response.clone()]));
+        sa.push_transmit(response);
+        debug!(peer = %remote, connection = %sa.config.name, "IKE_SA_INIT answered");
+        Ok(sa)
+    }
+}

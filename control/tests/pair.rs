@@ -1,0 +1,462 @@
+//! An in-memory initiator/responder pair with virtual time, loss,
+//! duplication and reordering: the whole IKEv2 state machine without sockets.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use control::config::{parse_identity, ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime};
+use control::endpoint::{AdmissionConfig, Endpoint};
+use control::ike_sa::{ChildSaInstall, Context, DownReason, Event, Task, Transmit};
+use control::proposal::{parse_esp_proposals, parse_ike_proposals};
+use control::ts::parse_selector;
+
+const A: &str = "192.0.2.1:500";
+const B: &str = "192.0.2.2:500";
+
+/// Deterministic pseudo-random numbers for the lossy network.
+struct XorShift(u64);
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+struct Net {
+    loss: u64,
+    dup: u64,
+    reorder: u64,
+    rng: XorShift,
+}
+
+impl Net {
+    fn perfect() -> Self {
+        Net { loss: 0, dup: 0, reorder: 0, rng: XorShift(0x9e37_79b9_7f4a_7c15) }
+    }
+}
+
+#[derive(Default)]
+struct Seen {
+    up: Vec<(u64, u64)>,
+    down: Vec<DownReason>,
+    installed: Vec<ChildSaInstall>,
+    deleted: Vec<(u32, u32)>,
+    failed: Vec<String>,
+    rekeyed: usize,
+}
+
+struct Pair {
+    now: Instant,
+    a: Endpoint,
+    b: Endpoint,
+    a_seen: Seen,
+    b_seen: Seen,
+    net: Net,
+    datagrams: u64,
+}
+
+fn conn(name: &str, local: &str, remote: &str, ike: &str, esp: &str, psk: &[u8]) -> ConnectionConfig {
+    let mut c = ConnectionConfig::new(name, parse_identity(local), IdentityMatch::Exact(parse_identity(remote)), psk);
+    c.ike_proposals = parse_ike_proposals(ike).unwrap();
+    c.retransmit_timeout = Duration::from_secs(1);
+    c.retransmit_tries = 6;
+    c.children.push(ChildConfig {
+        name: format!("{name}-child"),
+        esp_proposals: parse_esp_proposals(esp).unwrap(),
+        local_ts: vec![],
+        remote_ts: vec![],
+        mode: IpsecMode::Tunnel,
+        lifetime: Lifetime::rekey_after(Duration::from_secs(3600)),
+    });
+    c
+}
+
+fn with_ts(mut c: ConnectionConfig, local: &str, remote: &str) -> ConnectionConfig {
+    c.children[0].local_ts = vec![parse_selector(local).unwrap()];
+    c.children[0].remote_ts = vec![parse_selector(remote).unwrap()];
+    c
+}
+
+fn default_pair(ike: &str, esp: &str) -> (ConnectionConfig, ConnectionConfig) {
+    let a = with_ts(conn("a", "a@test", "b@test", ike, esp, b"a-long-random-test-secret"), "10.1.0.0/24", "10.2.0.0/24");
+    let b = with_ts(conn("b", "b@test", "a@test", ike, esp, b"a-long-random-test-secret"), "10.2.0.0/24", "10.1.0.0/24");
+    (a, b)
+}
+
+impl Pair {
+    fn new(a: ConnectionConfig, b: ConnectionConfig, admission_b: AdmissionConfig) -> (Self, Arc<ConnectionConfig>) {
+        let now = Instant::now();
+        let a = Arc::new(a);
+        let b = Arc::new(b);
+        let ea = Endpoint::new(now, Context::new(vec![a.clone()]), AdmissionConfig::default(), 0, 0);
+        let eb = Endpoint::new(now, Context::new(vec![b]), admission_b, 0, 0);
+        (Pair { now, a: ea, b: eb, a_seen: Seen::default(), b_seen: Seen::default(), net: Net::perfect(), datagrams: 0 }, a)
+    }
+
+    fn collect(ep: &mut Endpoint, seen: &mut Seen) {
+        while let Some((_, e)) = ep.poll_event() {
+            match e {
+                Event::IkeSaUp { spis, .. } => seen.up.push(spis),
+                Event::IkeSaDown { reason, .. } => seen.down.push(reason),
+                Event::ChildSaInstalled(c) => seen.installed.push(*c),
+                Event::ChildSaDeleted { spi_in, spi_out } => seen.deleted.push((spi_in, spi_out)),
+                Event::ChildSaFailed { reason, .. } => seen.failed.push(reason),
+                Event::IkeSaRekeyed { .. } => seen.rekeyed += 1,
+            }
+        }
+    }
+
+    /// Moves datagrams and time until nothing is left to do or `limit` passes.
+    fn run(&mut self, limit: Duration) {
+        let end = self.now + limit;
+        let mut in_flight: VecDeque<(bool, Transmit)> = VecDeque::new();
+        loop {
+            while let Some(t) = self.a.poll_transmit() {
+                in_flight.push_back((true, t));
+            }
+            while let Some(t) = self.b.poll_transmit() {
+                in_flight.push_back((false, t));
+            }
+            Self::collect(&mut self.a, &mut self.a_seen);
+            Self::collect(&mut self.b, &mut self.b_seen);
+            if let Some((from_a, t)) = in_flight.pop_front() {
+                if self.net.rng.chance(self.net.reorder) && !in_flight.is_empty() {
+                    in_flight.push_back((from_a, t));
+                    continue;
+                }
+                if self.net.rng.chance(self.net.loss) {
+                    continue;
+                }
+                let copies = if self.net.rng.chance(self.net.dup) { 2 } else { 1 };
+                for _ in 0..copies {
+                    self.datagrams += 1;
+                    let (to, local, remote) = if from_a { (&mut self.b, t.remote, t.local) } else { (&mut self.a, t.remote, t.local) };
+                    to.handle(self.now, local, remote, &t.data);
+                }
+                continue;
+            }
+            let next = [self.a.poll_timeout(), self.b.poll_timeout()].into_iter().flatten().min();
+            match next {
+                Some(t) if t <= end => {
+                    // Do not run far-future timers (rekeys) unless asked to.
+                    if t > self.now + Duration::from_secs(120) && limit <= Duration::from_secs(120) {
+                        return;
+                    }
+                    self.now = self.now.max(t);
+                    self.a.handle_timeout(self.now);
+                    self.b.handle_timeout(self.now);
+                }
+                _ => return,
+            }
+        }
+    }
+
+    fn a_spi(&self) -> u64 {
+        self.a.sas().next().map(|s| s.local_spi()).expect("initiator SA")
+    }
+}
+
+fn establish(ike: &str, esp: &str) -> Pair {
+    let (a, b) = default_pair(ike, esp);
+    let (mut p, conn) = Pair::new(a, b, AdmissionConfig::default());
+    p.a.initiate(p.now, conn, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+    p.run(Duration::from_secs(60));
+    p
+}
+
+fn assert_children_match(a: &ChildSaInstall, b: &ChildSaInstall) {
+    assert_eq!(a.spi_in, b.spi_out);
+    assert_eq!(a.spi_out, b.spi_in);
+    assert_eq!(*a.outbound.encr, *b.inbound.encr);
+    assert_eq!(*a.inbound.encr, *b.outbound.encr);
+    assert_eq!(*a.outbound.integ, *b.inbound.integ);
+    assert_ne!(*a.inbound.encr, *a.outbound.encr, "directions must use different keys");
+    assert_eq!(a.encr, b.encr);
+    assert_eq!(a.local_ts, b.remote_ts);
+    assert_eq!(a.remote_ts, b.local_ts);
+}
+
+#[test]
+fn psk_x25519_aes256gcm_establishes_with_child() {
+    let p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    assert_eq!(p.a_seen.up.len(), 1, "initiator up");
+    assert_eq!(p.b_seen.up.len(), 1, "responder up");
+    assert_eq!(p.a_seen.up[0], p.b_seen.up[0], "both agree on the IKE SPIs");
+    assert_eq!(p.a_seen.installed.len(), 1);
+    assert_eq!(p.b_seen.installed.len(), 1);
+    assert_children_match(&p.a_seen.installed[0], &p.b_seen.installed[0]);
+    assert_eq!(p.a_seen.installed[0].outbound.encr.len(), 36);
+    assert!(p.a.sas().all(|s| s.is_established()));
+    assert!(p.b.sas().all(|s| s.is_established()));
+}
+
+#[test]
+fn modp2048_cbc_sha256_establishes() {
+    let p = establish("aes128-sha256-modp2048", "aes128-sha256");
+    assert_eq!(p.a_seen.installed.len(), 1);
+    assert_eq!(p.b_seen.installed.len(), 1);
+    assert_children_match(&p.a_seen.installed[0], &p.b_seen.installed[0]);
+    assert_eq!(p.a_seen.installed[0].outbound.integ.len(), 32);
+}
+
+#[test]
+fn wrong_psk_fails_authentication_on_both_sides() {
+    let (a, mut b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    b = conn("b", "b@test", "a@test", "aes256gcm16-prfsha256-x25519", "aes256gcm16", b"another-secret-entirely");
+    let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
+    p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+    p.run(Duration::from_secs(60));
+    assert!(p.a_seen.up.is_empty() && p.b_seen.up.is_empty());
+    assert_eq!(p.a_seen.down, vec![DownReason::PeerError(control::wire::ikev2::NotifyType::AUTHENTICATION_FAILED)]);
+    assert_eq!(p.b.len(), 0, "responder dropped the failed SA");
+}
+
+#[test]
+fn no_common_proposal_is_reported() {
+    let (a, _) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let (_, b) = default_pair("aes128-sha256-modp2048", "aes128-sha256");
+    let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
+    p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.a_seen.down, vec![DownReason::PeerError(control::wire::ikev2::NotifyType::NO_PROPOSAL_CHOSEN)]);
+    assert_eq!(p.b.stats().init_rejected, 1);
+}
+
+#[test]
+fn invalid_ke_payload_retry_with_the_responders_group() {
+    let (mut a, mut b) = default_pair("aes256gcm16-prfsha256-ecp256-x25519", "aes256gcm16");
+    a.ike_proposals = parse_ike_proposals("aes256gcm16-prfsha256-ecp256-x25519").unwrap();
+    b.ike_proposals = parse_ike_proposals("aes256gcm16-prfsha256-x25519").unwrap();
+    let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
+    p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.a_seen.up.len(), 1);
+    assert_eq!(p.b.stats().init_rejected, 1, "one INVALID_KE_PAYLOAD round");
+}
+
+#[test]
+fn cookie_challenge_is_answered() {
+    let (a, b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let adm = AdmissionConfig { cookie_threshold: 0, ..AdmissionConfig::default() };
+    let (mut p, c) = Pair::new(a, b, adm);
+    p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.a_seen.up.len(), 1);
+    assert_eq!(p.b.stats().cookies_sent, 1);
+    assert_eq!(p.b.stats().cookies_valid, 1);
+}
+
+#[test]
+fn lossy_duplicating_reordering_network_still_establishes() {
+    for seed in 1..=20u64 {
+        let (a, b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+        let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
+        p.net = Net { loss: 25, dup: 20, reorder: 20, rng: XorShift(seed * 0x2545_f491_4f6c_dd1d) };
+        p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+        p.run(Duration::from_secs(110));
+        if p.a_seen.up.len() == 1 {
+            assert_eq!(p.b_seen.up.len(), 1, "seed {seed}");
+            assert_eq!(p.a_seen.installed.len(), 1, "seed {seed}");
+            assert_eq!(p.b_seen.installed.len(), 1, "seed {seed}");
+            assert_children_match(&p.a_seen.installed[0], &p.b_seen.installed[0]);
+        } else {
+            // Only acceptable when every retransmission was lost.
+            assert_eq!(p.a_seen.down, vec![DownReason::Timeout], "seed {seed}");
+        }
+    }
+}
+
+#[test]
+fn traffic_selectors_are_narrowed() {
+    let a = with_ts(
+        conn("a", "a@test", "b@test", "aes256gcm16-prfsha256-x25519", "aes256gcm16", b"a-long-random-test-secret"),
+        "0.0.0.0/0",
+        "0.0.0.0/0",
+    );
+    let b = with_ts(
+        conn("b", "b@test", "a@test", "aes256gcm16-prfsha256-x25519", "aes256gcm16", b"a-long-random-test-secret"),
+        "10.2.0.0/24",
+        "10.1.0.0/24",
+    );
+    let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
+    p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+    p.run(Duration::from_secs(60));
+    let ca = &p.a_seen.installed[0];
+    assert_eq!(ca.local_ts, vec![parse_selector("10.1.0.0/24").unwrap()]);
+    assert_eq!(ca.remote_ts, vec![parse_selector("10.2.0.0/24").unwrap()]);
+}
+
+#[test]
+fn disjoint_selectors_give_ts_unacceptable_but_keep_ike() {
+    let a = with_ts(
+        conn("a", "a@test", "b@test", "aes256gcm16-prfsha256-x25519", "aes256gcm16", b"a-long-random-test-secret"),
+        "10.9.0.0/24",
+        "10.8.0.0/24",
+    );
+    let (_, b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
+    p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.a_seen.up.len(), 1);
+    assert!(p.a_seen.installed.is_empty());
+    assert_eq!(p.a_seen.failed.len(), 1);
+    assert!(p.a_seen.failed[0].contains("TS_UNACCEPTABLE"), "{:?}", p.a_seen.failed);
+}
+
+#[test]
+fn child_rekey_with_pfs_replaces_the_child() {
+    let mut p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16-x25519");
+    let old = p.a_seen.installed[0].spi_in;
+    let spi = p.a_spi();
+    p.a.queue(p.now, spi, Task::RekeyChild(old));
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.a_seen.installed.len(), 2);
+    assert_eq!(p.b_seen.installed.len(), 2);
+    assert_children_match(&p.a_seen.installed[1], &p.b_seen.installed[1]);
+    assert_eq!(p.a_seen.installed[1].pfs, Some(control::crypto::KeGroup::Curve25519));
+    assert_eq!(p.a_seen.installed[1].rekey_of, Some(old));
+    assert_ne!(*p.a_seen.installed[1].outbound.encr, *p.a_seen.installed[0].outbound.encr);
+    assert_eq!(p.a_seen.deleted, vec![(old, p.a_seen.installed[0].spi_out)]);
+    assert_eq!(p.b_seen.deleted.len(), 1);
+    assert_eq!(p.a.sas().next().unwrap().children().len(), 1);
+    assert_eq!(p.b.sas().next().unwrap().children().len(), 1);
+}
+
+#[test]
+fn simultaneous_child_rekey_leaves_one_child() {
+    let mut p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let a_old = p.a_seen.installed[0].spi_in;
+    let b_old = p.b_seen.installed[0].spi_in;
+    let a_spi = p.a_spi();
+    let b_spi = p.b.sas().next().unwrap().local_spi();
+    p.a.queue(p.now, a_spi, Task::RekeyChild(a_old));
+    p.b.queue(p.now, b_spi, Task::RekeyChild(b_old));
+    p.run(Duration::from_secs(60));
+    let ca = p.a.sas().next().unwrap().children();
+    let cb = p.b.sas().next().unwrap().children();
+    assert_eq!(ca.len(), 1, "initiator keeps exactly one child");
+    assert_eq!(cb.len(), 1, "responder keeps exactly one child");
+    assert_eq!(ca[0].spi_in, cb[0].spi_out);
+    assert_eq!(ca[0].spi_out, cb[0].spi_in);
+}
+
+#[test]
+fn ike_rekey_moves_children_to_the_new_sa() {
+    let mut p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let old = p.a_seen.up[0];
+    let spi = p.a_spi();
+    p.a.queue(p.now, spi, Task::RekeyIke);
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.a_seen.rekeyed, 1);
+    assert_eq!(p.b_seen.rekeyed, 1);
+    assert_eq!(p.a.len(), 1, "old IKE SA gone after its DELETE");
+    assert_eq!(p.b.len(), 1);
+    let na = p.a.sas().next().unwrap();
+    let nb = p.b.sas().next().unwrap();
+    assert_ne!(na.spis(), old);
+    assert_eq!(na.spis(), nb.spis());
+    assert_eq!(na.children().len(), 1);
+    assert_eq!(nb.children().len(), 1);
+    assert!(p.a_seen.deleted.is_empty(), "children survive an IKE rekey");
+    // The new SA works: a DPD exchange and a child rekey over it.
+    let child = na.children()[0].spi_in;
+    let new_spi = na.local_spi();
+    p.a.queue(p.now, new_spi, Task::RekeyChild(child));
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.a_seen.installed.len(), 2);
+    assert_eq!(p.b_seen.installed.len(), 2);
+}
+
+#[test]
+fn responder_can_rekey_the_ike_sa_too() {
+    let mut p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let b_spi = p.b.sas().next().unwrap().local_spi();
+    p.b.queue(p.now, b_spi, Task::RekeyIke);
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.a.len(), 1);
+    assert_eq!(p.b.len(), 1);
+    assert_eq!(p.a.sas().next().unwrap().spis(), p.b.sas().next().unwrap().spis());
+}
+
+#[test]
+fn delete_and_dpd() {
+    let mut p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let spi = p.a_spi();
+    let before = p.datagrams;
+    p.a.queue(p.now, spi, Task::Dpd);
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.datagrams, before + 2, "one DPD request and its response");
+    assert!(p.a.sas().next().unwrap().is_established());
+    p.a.delete(p.now, spi);
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.a.len(), 0);
+    assert_eq!(p.b.len(), 0);
+    assert_eq!(p.a_seen.down, vec![DownReason::Deleted]);
+    assert_eq!(p.b_seen.down, vec![DownReason::Deleted]);
+    assert_eq!(p.a_seen.deleted.len(), 1);
+    assert_eq!(p.b_seen.deleted.len(), 1);
+}
+
+#[test]
+fn dead_peer_is_detected() {
+    let (mut a, b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    a.dpd_delay = Some(Duration::from_secs(10));
+    let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
+    p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+    p.run(Duration::from_secs(5));
+    assert_eq!(p.a_seen.up.len(), 1);
+    p.net.loss = 100;
+    p.run(Duration::from_secs(400));
+    assert_eq!(p.a_seen.down, vec![DownReason::Timeout]);
+}
+
+#[test]
+fn large_ike_auth_is_fragmented() {
+    let (mut a, mut b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    // Many selectors make IKE_AUTH large; a small fragment size forces SKF.
+    for i in 0..40u8 {
+        a.children[0].local_ts.push(parse_selector(&format!("10.1.{i}.0/24")).unwrap());
+        b.children[0].remote_ts.push(parse_selector(&format!("10.1.{i}.0/24")).unwrap());
+    }
+    a.fragment_size = 400;
+    b.fragment_size = 400;
+    let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
+    p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.a_seen.installed.len(), 1);
+    assert!(p.datagrams > 6, "IKE_AUTH went as several fragments ({} datagrams)", p.datagrams);
+}
+
+#[test]
+fn garbage_never_disturbs_an_established_sa() {
+    let mut p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let spis = p.a_seen.up[0];
+    let mut rng = XorShift(7);
+    let remote: SocketAddr = A.parse().unwrap();
+    let local: SocketAddr = B.parse().unwrap();
+    for len in 0..400usize {
+        let mut d: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        if len >= 28 && len % 2 == 0 {
+            // Aim at the real SA: right SPIs, random rest.
+            d[..8].copy_from_slice(&spis.0.to_be_bytes());
+            d[8..16].copy_from_slice(&spis.1.to_be_bytes());
+            d[17] = 0x20;
+            d[24..28].copy_from_slice(&(len as u32).to_be_bytes());
+        }
+        p.b.handle(p.now, local, remote, &d);
+    }
+    p.run(Duration::from_secs(10));
+    assert!(p.b.sas().next().unwrap().is_established());
+    let spi = p.a_spi();
+    p.a.queue(p.now, spi, Task::Dpd);
+    p.run(Duration::from_secs(10));
+    assert!(p.a.sas().next().unwrap().is_established());
+    assert!(p.b_seen.down.is_empty());
+}

@@ -1,0 +1,529 @@
+//! The daemon's TOML configuration: parsing into the control core's model,
+//! with errors that name the file, the line and the key.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use control::config::{parse_identity, ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime};
+use control::endpoint::AdmissionConfig;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A configuration error, located in the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Io {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A syntax or type error, or an invalid value.
+    #[error("{file}:{line}: {key}: {message}")]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The key (dotted path) at fault.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A warning about a configuration that works but is risky.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// 1-based line.
+    pub line: usize,
+    /// The key.
+    pub key: String,
+    /// The warning.
+    pub message: String,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
+    dos: RawDos,
+    #[serde(default)]
+    fastpath: RawFastpath,
+    #[serde(default)]
+    connection: Vec<Spanned<RawConnection>>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    listen: Option<Vec<Spanned<String>>>,
+    ike_port: Option<u16>,
+    nat_port: Option<u16>,
+    shards: Option<usize>,
+    control_socket: Option<String>,
+    metrics: Option<Spanned<String>>,
+    log_level: Option<String>,
+    keylog: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDos {
+    cookie_threshold: Option<usize>,
+    cookie_calm_down: Option<Spanned<toml::Value>>,
+    per_source_half_open: Option<usize>,
+    max_half_open: Option<usize>,
+    cookie_rotation: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFastpath {
+    backend: Option<Spanned<String>>,
+    hw_profile: Option<String>,
+    tun_name: Option<String>,
+    workers: Option<usize>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawConnection {
+    name: Spanned<String>,
+    #[serde(default)]
+    remote_addrs: Vec<Spanned<String>>,
+    remote_port: Option<u16>,
+    remote_nat_port: Option<u16>,
+    local_id: Spanned<String>,
+    remote_id: Spanned<String>,
+    auth: Option<Spanned<String>>,
+    psk: Option<Spanned<String>>,
+    ike_proposals: Spanned<String>,
+    ike_rekey: Option<Spanned<toml::Value>>,
+    dpd_delay: Option<Spanned<toml::Value>>,
+    fragmentation: Option<bool>,
+    fragment_size: Option<usize>,
+    start_action: Option<Spanned<String>>,
+    #[serde(default)]
+    child: Vec<Spanned<RawChild>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawChild {
+    name: Spanned<String>,
+    local_ts: Vec<Spanned<String>>,
+    remote_ts: Vec<Spanned<String>>,
+    esp_proposals: Spanned<String>,
+    mode: Option<Spanned<String>>,
+    rekey: Option<Spanned<toml::Value>>,
+}
+
+/// What to do with a connection at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartAction {
+    /// Wait for the peer.
+    None,
+    /// Initiate at start.
+    Start,
+}
+
+/// One connection with its daemon-level settings.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    /// The control core's model.
+    pub config: Arc<ConnectionConfig>,
+    /// Peer IKE port (500 by default).
+    pub remote_port: u16,
+    /// Initiate at start?
+    pub start_action: StartAction,
+}
+
+/// Fastpath backend selection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FastpathBackend {
+    /// No data plane: IKE only (CHILD_SAs are negotiated but not installed anywhere).
+    None,
+    /// The software fastpath (TUN + UDP/raw sockets).
+    Software,
+}
+
+/// The whole daemon configuration.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Addresses to listen on.
+    pub listen: Vec<IpAddr>,
+    /// IKE port.
+    pub ike_port: u16,
+    /// NAT-T port.
+    pub nat_port: u16,
+    /// Number of control-plane shards.
+    pub shards: usize,
+    /// Control socket path.
+    pub control_socket: PathBuf,
+    /// Prometheus endpoint.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Initial log level / filter.
+    pub log_level: String,
+    /// Where to write Wireshark decryption keys (off when None).
+    pub keylog: Option<PathBuf>,
+    /// Anti-DoS thresholds.
+    pub admission: AdmissionConfig,
+    /// Data-plane backend.
+    pub fastpath: FastpathBackend,
+    /// Hardware profile file, if any.
+    pub hw_profile: Option<PathBuf>,
+    /// TUN device name for the software fastpath.
+    pub tun_name: String,
+    /// Fastpath worker threads.
+    pub fastpath_workers: usize,
+    /// Connections.
+    pub connections: Vec<Connection>,
+    /// Risky but valid settings.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+/// Parses a duration: an integer number of seconds or a string such as `30s`, `10m`, `4h`, `1d`.
+pub fn parse_duration(v: &toml::Value) -> Result<Duration, String> {
+    match v {
+        toml::Value::Integer(i) if *i >= 0 => Ok(Duration::from_secs(*i as u64)),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (num, unit) = s.split_at(split);
+            let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a duration (e.g. 30s, 10m, 4h)"))?;
+            let mult = match unit.trim() {
+                "" | "s" => 1,
+                "m" => 60,
+                "h" => 3600,
+                "d" => 86400,
+                u => return Err(format!("unknown duration unit '{u}' (use s, m, h or d)")),
+            };
+            Ok(Duration::from_secs(n.saturating_mul(mult)))
+        }
+        other => Err(format!("expected a duration, found {}", other.type_str())),
+    }
+}
+
+/// Rough entropy estimate of a PSK in bits (character classes × length).
+fn psk_entropy_bits(psk: &str) -> f64 {
+    let mut classes = 0.0;
+    if psk.chars().any(|c| c.is_ascii_lowercase()) {
+        classes += 26.0;
+    }
+    if psk.chars().any(|c| c.is_ascii_uppercase()) {
+        classes += 26.0;
+    }
+    if psk.chars().any(|c| c.is_ascii_digit()) {
+        classes += 10.0;
+    }
+    if psk.chars().any(|c| !c.is_ascii_alphanumeric()) {
+        classes += 32.0;
+    }
+    let distinct = {
+        let mut v: Vec<char> = psk.chars().collect();
+        v.sort_unstable();
+        v.dedup();
+        v.len() as f64
+    };
+    let per_char = f64::log2(f64::max(classes, 2.0)).min(f64::log2(distinct.max(2.0)) + 1.0);
+    per_char * psk.chars().count() as f64
+}
+
+impl DaemonConfig {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: path.to_path_buf(), source })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses configuration text; `path` is used in error messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let file = path.to_path_buf();
+        let err = |offset: usize, key: &str, message: String| ConfigError::Invalid {
+            file: file.clone(),
+            line: line_of(text, offset),
+            key: key.to_string(),
+            message,
+        };
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            let msg = e.message().to_string();
+            let key = msg
+                .split('`')
+                .nth(1)
+                .map(str::to_string)
+                .unwrap_or_else(|| "(syntax)".to_string());
+            err(offset, &key, msg)
+        })?;
+        let mut warnings = Vec::new();
+        let listen = match &raw.daemon.listen {
+            None => vec!["0.0.0.0".parse().expect("literal"), "::".parse().expect("literal")],
+            Some(list) => list
+                .iter()
+                .map(|s| s.get_ref().parse::<IpAddr>().map_err(|_| err(s.span().start, "daemon.listen", format!("'{}' is not an IP address", s.get_ref()))))
+                .collect::<Result<_, _>>()?,
+        };
+        let metrics = match &raw.daemon.metrics {
+            None => None,
+            Some(m) => Some(m.get_ref().parse().map_err(|_| err(m.span().start, "daemon.metrics", format!("'{}' is not ADDRESS:PORT", m.get_ref())))?),
+        };
+        let dur = |v: &Option<Spanned<toml::Value>>, key: &str, default: Duration| -> Result<Duration, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(s) => parse_duration(s.get_ref()).map_err(|m| err(s.span().start, key, m)),
+            }
+        };
+        let d = AdmissionConfig::default();
+        let admission = AdmissionConfig {
+            cookie_threshold: raw.dos.cookie_threshold.unwrap_or(d.cookie_threshold),
+            cookie_calm_down: dur(&raw.dos.cookie_calm_down, "dos.cookie_calm_down", d.cookie_calm_down)?,
+            per_source_half_open: raw.dos.per_source_half_open.unwrap_or(d.per_source_half_open),
+            max_half_open: raw.dos.max_half_open.unwrap_or(d.max_half_open),
+            cookie_rotation: dur(&raw.dos.cookie_rotation, "dos.cookie_rotation", d.cookie_rotation)?,
+        };
+        let fastpath = match &raw.fastpath.backend {
+            None => FastpathBackend::None,
+            Some(b) => match b.get_ref().as_str() {
+                "none" => FastpathBackend::None,
+                "software" => FastpathBackend::Software,
+                other => {
+                    return Err(err(b.span().start, "fastpath.backend", format!("unknown backend '{other}' (none, software)")));
+                }
+            },
+        };
+        let mut connections = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for c in &raw.connection {
+            let at = c.span().start;
+            let c = c.get_ref();
+            let name = c.name.get_ref().clone();
+            let key = |k: &str| format!("connection.{name}.{k}");
+            if !names.insert(name.clone()) {
+                return Err(err(c.name.span().start, "connection.name", format!("duplicate connection name '{name}'")));
+            }
+            let mut remote_addrs = Vec::new();
+            let mut any = false;
+            for a in &c.remote_addrs {
+                if a.get_ref() == "%any" {
+                    any = true;
+                } else {
+                    remote_addrs.push(a.get_ref().parse::<IpAddr>().map_err(|_| {
+                        err(a.span().start, &key("remote_addrs"), format!("'{}' is not an IP address or %any", a.get_ref()))
+                    })?);
+                }
+            }
+            let auth = c.auth.as_ref().map(|a| a.get_ref().as_str()).unwrap_or("psk");
+            if auth != "psk" {
+                let a = c.auth.as_ref().map(|a| a.span().start).unwrap_or(at);
+                return Err(err(a, &key("auth"), format!("unsupported auth '{auth}' (psk)")));
+            }
+            let psk = c.psk.as_ref().ok_or_else(|| err(at, &key("psk"), "auth = psk needs a psk".into()))?;
+            let psk_text = psk.get_ref();
+            if psk_text.len() < 20 || psk_entropy_bits(psk_text) < 100.0 {
+                warnings.push(ConfigWarning {
+                    line: line_of(text, psk.span().start),
+                    key: key("psk"),
+                    message: format!(
+                        "pre-shared key is weak (~{:.0} bits): anyone who captures one IKE_AUTH exchange can guess it offline; use at least 20 random characters",
+                        psk_entropy_bits(psk_text)
+                    ),
+                });
+            }
+            let remote_id = if c.remote_id.get_ref() == "%any" {
+                IdentityMatch::Any
+            } else {
+                IdentityMatch::Exact(parse_identity(c.remote_id.get_ref()))
+            };
+            let mut cfg = ConnectionConfig::new(&name, parse_identity(c.local_id.get_ref()), remote_id, psk_text.as_bytes());
+            cfg.remote_addrs = if any || remote_addrs.is_empty() { None } else { Some(remote_addrs) };
+            cfg.ike_proposals = control::proposal::parse_ike_proposals(c.ike_proposals.get_ref())
+                .map_err(|e| err(c.ike_proposals.span().start, &key("ike_proposals"), e.to_string()))?;
+            if let Some(r) = &c.ike_rekey {
+                cfg.ike_lifetime = Lifetime::rekey_after(parse_duration(r.get_ref()).map_err(|m| err(r.span().start, &key("ike_rekey"), m))?);
+            }
+            if let Some(d) = &c.dpd_delay {
+                let v = parse_duration(d.get_ref()).map_err(|m| err(d.span().start, &key("dpd_delay"), m))?;
+                cfg.dpd_delay = (!v.is_zero()).then_some(v);
+            }
+            cfg.remote_nat_port = c.remote_nat_port;
+            if let Some(f) = c.fragmentation {
+                cfg.fragmentation = f;
+            }
+            if let Some(s) = c.fragment_size {
+                if !(576..=65535).contains(&s) {
+                    return Err(err(at, &key("fragment_size"), format!("{s} is outside 576..65535")));
+                }
+                cfg.fragment_size = s;
+            }
+            for ch in &c.child {
+                let ch = ch.get_ref();
+                let cname = ch.name.get_ref().clone();
+                let ckey = |k: &str| format!("connection.{name}.child.{cname}.{k}");
+                let ts = |list: &Vec<Spanned<String>>, k: &str| -> Result<Vec<_>, ConfigError> {
+                    list.iter()
+                        .map(|s| control::ts::parse_selector(s.get_ref()).map_err(|m| err(s.span().start, &ckey(k), m)))
+                        .collect()
+                };
+                let mode = match ch.mode.as_ref().map(|m| (m.span().start, m.get_ref().as_str())) {
+                    None | Some((_, "tunnel")) => IpsecMode::Tunnel,
+                    Some((_, "transport")) => IpsecMode::Transport,
+                    Some((o, other)) => return Err(err(o, &ckey("mode"), format!("unknown mode '{other}' (tunnel, transport)"))),
+                };
+                let lifetime = match &ch.rekey {
+                    None => Lifetime::rekey_after(Duration::from_secs(3600)),
+                    Some(r) => Lifetime::rekey_after(parse_duration(r.get_ref()).map_err(|m| err(r.span().start, &ckey("rekey"), m))?),
+                };
+                cfg.children.push(ChildConfig {
+                    name: cname.clone(),
+                    esp_proposals: control::proposal::parse_esp_proposals(ch.esp_proposals.get_ref())
+                        .map_err(|e| err(ch.esp_proposals.span().start, &ckey("esp_proposals"), e.to_string()))?,
+                    local_ts: ts(&ch.local_ts, "local_ts")?,
+                    remote_ts: ts(&ch.remote_ts, "remote_ts")?,
+                    mode,
+                    lifetime,
+                });
+            }
+            let start_action = match c.start_action.as_ref().map(|s| (s.span().start, s.get_ref().as_str())) {
+                None | Some((_, "none")) => StartAction::None,
+                Some((_, "start")) => StartAction::Start,
+                Some((o, other)) => return Err(err(o, &key("start_action"), format!("unknown start_action '{other}' (none, start)"))),
+            };
+            if start_action == StartAction::Start && cfg.remote_addrs.is_none() {
+                return Err(err(at, &key("start_action"), "start needs a concrete remote_addrs entry".into()));
+            }
+            connections.push(Connection { config: Arc::new(cfg), remote_port: c.remote_port.unwrap_or(500), start_action });
+        }
+        let shards = match raw.daemon.shards {
+            None | Some(0) => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            Some(n) => n.min(64),
+        };
+        if let Some(k) = &raw.daemon.keylog {
+            warnings.push(ConfigWarning {
+                line: 1,
+                key: "daemon.keylog".into(),
+                message: format!("writing IKE and ESP keys to {k}: anyone who can read that file can decrypt all traffic; use only for debugging"),
+            });
+        }
+        Ok(DaemonConfig {
+            file,
+            listen,
+            ike_port: raw.daemon.ike_port.unwrap_or(500),
+            nat_port: raw.daemon.nat_port.unwrap_or(4500),
+            shards,
+            control_socket: PathBuf::from(raw.daemon.control_socket.unwrap_or_else(|| "/run/ironsa.sock".into())),
+            metrics,
+            log_level: raw.daemon.log_level.unwrap_or_else(|| "info".into()),
+            keylog: raw.daemon.keylog.map(PathBuf::from),
+            admission,
+            fastpath,
+            hw_profile: raw.fastpath.hw_profile.map(PathBuf::from),
+            tun_name: raw.fastpath.tun_name.unwrap_or_else(|| "ironsa0".into()),
+            fastpath_workers: raw.fastpath.workers.unwrap_or(1).max(1),
+            connections,
+            warnings,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[daemon]
+listen = ["127.0.0.1"]
+ike_port = 5600
+nat_port = 5601
+shards = 2
+control_socket = "/tmp/x.sock"
+
+[dos]
+cookie_threshold = 10
+cookie_calm_down = "5s"
+
+[[connection]]
+name = "rw"
+remote_addrs = ["%any"]
+local_id = "gw@example.org"
+remote_id = "%any"
+psk = "Zq8#kP2!vR9@wX4$yT7&uN1*"
+ike_proposals = "aes256gcm16-prfsha256-x25519"
+dpd_delay = "30s"
+
+[[connection.child]]
+name = "net"
+local_ts = ["10.1.0.0/16"]
+remote_ts = ["0.0.0.0/0"]
+esp_proposals = "aes256gcm16"
+"#;
+
+    fn bad(text: &str) -> (usize, String, String) {
+        match DaemonConfig::parse(Path::new("t.toml"), text) {
+            Err(ConfigError::Invalid { line, key, message, .. }) => (line, key, message),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn good_config_parses() {
+        let c = DaemonConfig::parse(Path::new("t.toml"), GOOD).unwrap();
+        assert_eq!(c.ike_port, 5600);
+        assert_eq!(c.shards, 2);
+        assert_eq!(c.admission.cookie_threshold, 10);
+        assert_eq!(c.admission.cookie_calm_down, Duration::from_secs(5));
+        assert_eq!(c.connections.len(), 1);
+        let conn = &c.connections[0].config;
+        assert!(conn.remote_addrs.is_none());
+        assert_eq!(conn.remote_id, IdentityMatch::Any);
+        assert_eq!(conn.dpd_delay, Some(Duration::from_secs(30)));
+        assert_eq!(conn.children[0].name, "net");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let (line, key, msg) = bad(&GOOD.replace("aes256gcm16-prfsha256-x25519", "aes256gcm16-prfsha256-x99999"));
+        assert_eq!(line, 20);
+        assert_eq!(key, "connection.rw.ike_proposals");
+        assert!(msg.contains("x99999"), "{msg}");
+        let (line, key, _) = bad(&GOOD.replace("\"10.1.0.0/16\"", "\"10.1.0.0/99\""));
+        assert_eq!((line, key.as_str()), (25, "connection.rw.child.net.local_ts"));
+        let (line, key, _) = bad(&GOOD.replace("dpd_delay = \"30s\"", "dpd_delay = \"30 parsecs\""));
+        assert_eq!((line, key.as_str()), (21, "connection.rw.dpd_delay"));
+        let (line, key, _) = bad(&GOOD.replace("shards = 2", "shardz = 2"));
+        assert_eq!((line, key.as_str()), (6, "shardz"));
+        let (line, _, _) = bad(&GOOD.replace("ike_port = 5600", "ike_port = \"x\""));
+        assert_eq!(line, 4);
+        let (_, key, _) = bad(&GOOD.replace("[\"127.0.0.1\"]", "[\"127.0.0.300\"]"));
+        assert_eq!(key, "daemon.listen");
+    }
+
+    #[test]
+    fn weak_psk_warns() {
+        let c = DaemonConfig::parse(Path::new("t.toml"), &GOOD.replace("Zq8#kP2!vR9@wX4$yT7&uN1*", "secret")).unwrap();
+        assert_eq!(c.warnings.len(), 1);
+        assert_eq!(c.warnings[0].key, "connection.rw.psk");
+        assert_eq!(c.warnings[0].line, 19);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration(&toml::Value::String("4h".into())), Ok(Duration::from_secs(14400)));
+        assert_eq!(parse_duration(&toml::Value::Integer(7)), Ok(Duration::from_secs(7)));
+        assert!(parse_duration(&toml::Value::String("4y".into())).is_err());
+        assert!(parse_duration(&toml::Value::Boolean(true)).is_err());
+    }
+}

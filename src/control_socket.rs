@@ -1,0 +1,165 @@
+//! The local control socket: one JSON request per line, one JSON answer per line.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+
+use control::ike_sa::Task;
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+
+use crate::daemon::Daemon;
+
+/// A request on the control socket.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    /// List IKE and CHILD SAs.
+    Sas,
+    /// Counters.
+    Stats,
+    /// Initiate a connection.
+    Initiate {
+        /// Connection name.
+        connection: String,
+    },
+    /// Delete IKE SAs.
+    Terminate {
+        /// Connection name.
+        connection: Option<String>,
+        /// Local IKE SPI (hex).
+        spi: Option<String>,
+    },
+    /// Rekey an IKE SA (or one of its children by inbound SPI).
+    Rekey {
+        /// Local IKE SPI (hex).
+        spi: String,
+        /// Child inbound SPI (hex); the IKE SA when absent.
+        child: Option<String>,
+    },
+    /// Re-read the configuration.
+    Reload,
+    /// Change the log filter.
+    LogLevel {
+        /// tracing filter, e.g. `debug` or `control=trace`.
+        filter: String,
+    },
+}
+
+/// An answer on the control socket.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Response {
+    /// Success?
+    pub ok: bool,
+    /// The result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn ok(v: impl Serialize) -> Response {
+    Response { ok: true, data: serde_json::to_value(v).ok(), error: None }
+}
+
+fn fail(e: impl ToString) -> Response {
+    Response { ok: false, data: None, error: Some(e.to_string()) }
+}
+
+fn parse_hex(s: &str) -> Result<u64, String> {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|_| format!("'{s}' is not a hex SPI"))
+}
+
+/// Executes one request.
+pub fn execute(daemon: &Daemon, req: Request) -> Response {
+    match req {
+        Request::Sas => ok(daemon.list_sas()),
+        Request::Stats => ok(serde_json::json!({
+            "shards": daemon.stats(),
+            "peers": daemon.peers(),
+        })),
+        Request::Initiate { connection } => daemon.initiate(&connection).map_or_else(fail, ok),
+        Request::Terminate { connection, spi } => {
+            let spi = match spi.as_deref().map(parse_hex).transpose() {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            if connection.is_none() && spi.is_none() {
+                return fail("terminate needs a connection or an SPI");
+            }
+            ok(serde_json::json!({ "deleted": daemon.terminate(connection, spi) }))
+        }
+        Request::Rekey { spi, child } => {
+            let spi = match parse_hex(&spi) {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            let task = match child {
+                None => Task::RekeyIke,
+                Some(c) => match u32::from_str_radix(c.trim_start_matches("0x"), 16) {
+                    Ok(c) => Task::RekeyChild(c),
+                    Err(_) => return fail(format!("'{c}' is not a hex SPI")),
+                },
+            };
+            if daemon.task(spi, task) { ok("rekey started") } else { fail("no such IKE SA") }
+        }
+        Request::Reload => daemon.reload().map_or_else(fail, ok),
+        Request::LogLevel { filter } => daemon.set_log_level(&filter).map_or_else(fail, ok),
+    }
+}
+
+fn serve(daemon: &Daemon, stream: UnixStream) -> std::io::Result<()> {
+    let mut writer = stream.try_clone()?;
+    for line in BufReader::new(stream).lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let resp = match serde_json::from_str::<Request>(&line) {
+            Ok(r) => execute(daemon, r),
+            Err(e) => fail(format!("bad request: {e}")),
+        };
+        let mut out = serde_json::to_vec(&resp).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+        out.push(b'\n');
+        writer.write_all(&out)?;
+    }
+    Ok(())
+}
+
+/// Listens on `path` (replacing a stale socket) and serves requests on a thread per client.
+pub fn spawn(daemon: Arc<Daemon>, path: &Path) -> std::io::Result<()> {
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::thread::Builder::new().name("ironsa-control".into()).spawn(move || {
+        for stream in listener.incoming() {
+            match stream {
+                Ok(s) => {
+                    let d = daemon.clone();
+                    let _ = std::thread::Builder::new().name("ironsa-client".into()).spawn(move || {
+                        if let Err(e) = serve(&d, s) {
+                            debug!("control client: {e}");
+                        }
+                    });
+                }
+                Err(e) => warn!("control socket: {e}"),
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// Client side: sends one request and returns the answer.
+pub fn call(path: &Path, req: &Request) -> Result<Response, String> {
+    let mut s = UnixStream::connect(path).map_err(|e| format!("cannot connect to {}: {e} (is ironsa running?)", path.display()))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    s.write_all(&line).map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    BufReader::new(s).read_line(&mut answer).map_err(|e| e.to_string())?;
+    serde_json::from_str(&answer).map_err(|e| format!("bad answer: {e}"))
+}

@@ -1,0 +1,215 @@
+//! The running daemon: shards, the data plane and the operations the CLI
+//! and the control socket call.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use control::ike_sa::Task;
+use tracing::{info, warn};
+
+use crate::config_file::{DaemonConfig, StartAction};
+use crate::dataplane::DataPlane;
+use crate::registry::{Registry, SaSummary};
+use crate::shard::{self, Shard, ShardConfig, ShardHandle, ShardMsg, ShardStats};
+
+/// Changes the log filter at run time.
+pub type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// The daemon's shared state.
+pub struct Daemon {
+    shards: Arc<Vec<ShardHandle>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    config: Mutex<DaemonConfig>,
+    config_path: PathBuf,
+    dataplane: Arc<dyn DataPlane>,
+    registry: Arc<Registry>,
+    log_reload: LogReload,
+}
+
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Daemon {
+    /// Starts the shards.
+    pub fn start(config: DaemonConfig, config_path: PathBuf, dataplane: Arc<dyn DataPlane>, log_reload: LogReload) -> std::io::Result<Arc<Self>> {
+        let n = config.shards.clamp(1, 1 << shard::SHARD_BITS);
+        let mut prepared = Vec::new();
+        let mut handles = Vec::new();
+        for id in 0..n {
+            let (poll, handle, rx) = shard::prepare(id)?;
+            prepared.push((poll, rx));
+            handles.push(handle);
+        }
+        let handles = Arc::new(handles);
+        let registry = Arc::new(Registry::default());
+        let conns: Vec<_> = config.connections.iter().map(|c| c.config.clone()).collect();
+        let remote_nat_port = config.nat_port;
+        let mut threads = Vec::new();
+        for (id, (poll, rx)) in prepared.into_iter().enumerate() {
+            let shard = Shard::new(
+                ShardConfig {
+                    id,
+                    listen: config.listen.clone(),
+                    ike_port: config.ike_port,
+                    nat_port: config.nat_port,
+                    connections: conns.clone(),
+                    admission: config.admission.clone(),
+                    remote_nat_port,
+                },
+                poll,
+                rx,
+                handles.clone(),
+                dataplane.clone(),
+                registry.clone(),
+            )?;
+            threads.push(std::thread::Builder::new().name(format!("ironsa-shard-{id}")).spawn(move || shard.run())?);
+        }
+        info!(shards = n, listen = ?config.listen, ike_port = config.ike_port, nat_port = config.nat_port, "ironsa started");
+        let daemon = Arc::new(Daemon {
+            shards: handles,
+            threads: Mutex::new(threads),
+            config: Mutex::new(config),
+            config_path,
+            dataplane,
+            registry,
+            log_reload,
+        });
+        let starts: Vec<String> = daemon
+            .config
+            .lock()
+            .map(|c| c.connections.iter().filter(|c| c.start_action == StartAction::Start).map(|c| c.config.name.clone()).collect())
+            .unwrap_or_default();
+        for name in starts {
+            if let Err(e) = daemon.initiate(&name) {
+                warn!(connection = %name, "start_action: {e}");
+            }
+        }
+        Ok(daemon)
+    }
+
+    /// The data plane.
+    pub fn dataplane(&self) -> &Arc<dyn DataPlane> {
+        &self.dataplane
+    }
+
+    /// Number of distinct authenticated peers.
+    pub fn peers(&self) -> usize {
+        self.registry.peers()
+    }
+
+    fn ask<T>(&self, make: impl Fn(mpsc::Sender<T>) -> ShardMsg) -> Vec<T> {
+        let mut rxs = Vec::new();
+        for s in self.shards.iter() {
+            let (tx, rx) = mpsc::channel();
+            if s.send(make(tx)) {
+                rxs.push(rx);
+            }
+        }
+        rxs.into_iter().filter_map(|rx| rx.recv_timeout(REPLY_TIMEOUT).ok()).collect()
+    }
+
+    /// All IKE SAs of all shards.
+    pub fn list_sas(&self) -> Vec<SaSummary> {
+        let mut v: Vec<SaSummary> = self.ask(ShardMsg::List).into_iter().flatten().collect();
+        v.sort_by(|a, b| (a.connection.as_str(), a.spi_i.as_str()).cmp(&(b.connection.as_str(), b.spi_i.as_str())));
+        v
+    }
+
+    /// Counters of every shard.
+    pub fn stats(&self) -> Vec<ShardStats> {
+        self.ask(ShardMsg::Stats)
+    }
+
+    /// Initiates the named connection to its first remote address.
+    pub fn initiate(&self, name: &str) -> Result<String, String> {
+        let (conn, local, remote) = {
+            let cfg = self.config.lock().map_err(|_| "config lock poisoned")?;
+            let c = cfg.connections.iter().find(|c| c.config.name == name).ok_or_else(|| format!("no connection '{name}'"))?;
+            let remote_ip = c
+                .config
+                .remote_addrs
+                .as_ref()
+                .and_then(|a| a.first().copied())
+                .ok_or_else(|| format!("connection '{name}' has no concrete remote address"))?;
+            let local_ip: IpAddr = cfg
+                .listen
+                .iter()
+                .find(|l| l.is_ipv4() == remote_ip.is_ipv4())
+                .copied()
+                .ok_or_else(|| "no listen address of the peer's family".to_string())?;
+            (c.config.clone(), SocketAddr::new(local_ip, cfg.ike_port), SocketAddr::new(remote_ip, c.remote_port))
+        };
+        let shard = &self.shards[0];
+        let (tx, rx) = mpsc::channel();
+        shard.send(ShardMsg::Initiate { config: conn, local, remote, reply: tx });
+        let spi = rx.recv_timeout(REPLY_TIMEOUT).map_err(|_| "shard did not answer".to_string())??;
+        Ok(format!("initiating {name} to {remote}, local SPI {spi:016x}"))
+    }
+
+    /// Deletes IKE SAs by connection name or by SPI (hex, either side).
+    pub fn terminate(&self, connection: Option<String>, spi: Option<u64>) -> usize {
+        let (tx_all, rx_all) = mpsc::channel();
+        for s in self.shards.iter() {
+            s.send(ShardMsg::Terminate { spi, connection: connection.clone(), reply: tx_all.clone() });
+        }
+        drop(tx_all);
+        rx_all.iter().take(self.shards.len()).sum()
+    }
+
+    /// Queues a rekey/DPD on the SA with local SPI `spi`.
+    pub fn task(&self, spi: u64, task: Task) -> bool {
+        let owner = shard::owner_of(spi, self.shards.len());
+        let (tx, rx) = mpsc::channel();
+        self.shards[owner].send(ShardMsg::Task { spi, task, reply: tx });
+        rx.recv_timeout(REPLY_TIMEOUT).unwrap_or(false)
+    }
+
+    /// Re-reads the configuration file and applies its connections.
+    pub fn reload(&self) -> Result<String, String> {
+        let new = DaemonConfig::load(&self.config_path).map_err(|e| e.to_string())?;
+        for w in &new.warnings {
+            warn!(line = w.line, key = %w.key, "{}", w.message);
+        }
+        let conns: Vec<_> = new.connections.iter().map(|c| c.config.clone()).collect();
+        let n = conns.len();
+        for s in self.shards.iter() {
+            s.send(ShardMsg::Reload(conns.clone()));
+        }
+        if let Ok(mut c) = self.config.lock() {
+            c.connections = new.connections;
+        }
+        Ok(format!("reloaded {n} connections from {}", self.config_path.display()))
+    }
+
+    /// Changes the log filter.
+    pub fn set_log_level(&self, filter: &str) -> Result<String, String> {
+        (self.log_reload)(filter)?;
+        Ok(format!("log level set to {filter}"))
+    }
+
+    /// Sends DELETE for every SA and waits for the shards to stop.
+    pub fn shutdown(&self) {
+        for s in self.shards.iter() {
+            s.send(ShardMsg::Shutdown);
+        }
+        let threads = self.threads.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        for t in threads {
+            let _ = t.join();
+        }
+        info!("ironsa stopped");
+    }
+
+    /// Blocks until every shard thread has ended.
+    pub fn wait(&self) {
+        loop {
+            let done = self.threads.lock().map(|t| t.iter().all(|h| h.is_finished())).unwrap_or(true);
+            if done {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The seam between the control plane and a data plane: CHILD_SA events go
+//! in, ESP packets from the NAT-T socket go in, counters come out.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use control::ike_sa::{ChildSaInstall, Event, RandomSpis, SpiAllocator};
+use serde::{Deserialize, Serialize};
+
+/// Per-CHILD_SA counters shown by `ironsa sas`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChildCounters {
+    /// Packets received (decrypted).
+    pub packets_in: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Packets sent (encrypted).
+    pub packets_out: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Packets dropped on this SA (replay, ICV failure...).
+    pub drops: u64,
+}
+
+/// What the daemon needs from a data plane.
+pub trait DataPlane: Send + Sync {
+    /// Installs a negotiated CHILD_SA (both directions) and its policies.
+    fn install(&self, child: &ChildSaInstall);
+    /// Removes a CHILD_SA.
+    fn remove(&self, spi_in: u32, spi_out: u32);
+    /// An ESP-in-UDP packet that arrived on a control-plane NAT-T socket.
+    fn esp_received(&self, local: SocketAddr, remote: SocketAddr, packet: &[u8]);
+    /// Every IKE event, for logging or key export.
+    fn ike_event(&self, _event: &Event) {}
+    /// Counters of a CHILD_SA by inbound SPI.
+    fn child_counters(&self, _spi_in: u32) -> Option<ChildCounters> {
+        None
+    }
+    /// The allocator of inbound SPIs (unique across the gateway).
+    fn spi_allocator(&self) -> Arc<dyn SpiAllocator> {
+        Arc::new(RandomSpis)
+    }
+    /// Prometheus lines for the data plane.
+    fn metrics(&self) -> String {
+        String::new()
+    }
+}
+
+/// IKE only: CHILD_SAs are negotiated and listed but carry no traffic.
+#[derive(Default)]
+pub struct NoDataPlane {
+    installed: dashmap::DashMap<u32, u32>,
+}
+
+impl DataPlane for NoDataPlane {
+    fn install(&self, child: &ChildSaInstall) {
+        self.installed.insert(child.spi_in, child.spi_out);
+    }
+    fn remove(&self, spi_in: u32, _spi_out: u32) {
+        self.installed.remove(&spi_in);
+    }
+    fn esp_received(&self, _local: SocketAddr, _remote: SocketAddr, _packet: &[u8]) {}
+    fn metrics(&self) -> String {
+        format!("# HELP ironsa_child_sas_installed CHILD_SAs known to the data plane\n# TYPE ironsa_child_sas_installed gauge\nironsa_child_sas_installed {}\n", self.installed.len())
+    }
+}

@@ -1,0 +1,176 @@
+//! Cross-shard indexes: which shard holds which IKE SAs of a peer identity
+//! (for INITIAL_CONTACT and duplicate SAs), and the SA listings the CLI shows.
+
+use std::time::Instant;
+
+use control::config::display_identity;
+use control::ike_sa::IkeSa;
+use control::ts;
+use control::wire::ikev2::Identification;
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::dataplane::{ChildCounters, DataPlane};
+
+/// Peer identity → (shard, local SPI) of its established IKE SAs.
+#[derive(Default)]
+pub struct Registry {
+    by_peer: DashMap<Identification, Vec<(usize, u64)>>,
+    by_spi: DashMap<(usize, u64), Identification>,
+}
+
+impl Registry {
+    /// Records an established SA; with INITIAL_CONTACT returns the peer's older SAs to delete.
+    pub fn established(&self, peer: &Identification, shard: usize, spi: u64, initial_contact: bool) -> Vec<(usize, u64)> {
+        let mut entry = self.by_peer.entry(peer.clone()).or_default();
+        let stale = if initial_contact { std::mem::take(&mut *entry) } else { Vec::new() };
+        entry.push((shard, spi));
+        drop(entry);
+        self.by_spi.insert((shard, spi), peer.clone());
+        for s in &stale {
+            self.by_spi.remove(s);
+        }
+        stale
+    }
+
+    /// Forgets an SA.
+    pub fn gone(&self, shard: usize, spi: u64) {
+        if let Some((_, peer)) = self.by_spi.remove(&(shard, spi)) {
+            if let Some(mut v) = self.by_peer.get_mut(&peer) {
+                v.retain(|x| *x != (shard, spi));
+            }
+            self.by_peer.remove_if(&peer, |_, v| v.is_empty());
+        }
+    }
+
+    /// Moves an SA's record to its rekeyed successor.
+    pub fn rekeyed(&self, shard: usize, old: u64, new: u64) {
+        if let Some((_, peer)) = self.by_spi.remove(&(shard, old)) {
+            if let Some(mut v) = self.by_peer.get_mut(&peer) {
+                for x in v.iter_mut() {
+                    if *x == (shard, old) {
+                        *x = (shard, new);
+                    }
+                }
+            }
+            self.by_spi.insert((shard, new), peer);
+        }
+    }
+
+    /// Number of distinct authenticated peers.
+    pub fn peers(&self) -> usize {
+        self.by_peer.len()
+    }
+}
+
+/// One CHILD_SA as listed by `ironsa sas`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChildSummary {
+    /// Child name.
+    pub name: String,
+    /// State.
+    pub state: String,
+    /// Mode.
+    pub mode: String,
+    /// Our inbound SPI (hex).
+    pub spi_in: String,
+    /// Our outbound SPI (hex).
+    pub spi_out: String,
+    /// Encryption.
+    pub encr: String,
+    /// Integrity.
+    pub integ: Option<String>,
+    /// PFS group.
+    pub pfs: Option<String>,
+    /// ESN in use.
+    pub esn: bool,
+    /// Our selectors.
+    pub local_ts: Vec<String>,
+    /// The peer's selectors.
+    pub remote_ts: Vec<String>,
+    /// Seconds since installed.
+    pub installed_secs: u64,
+    /// Seconds until rekey.
+    pub rekey_in_secs: Option<u64>,
+    /// Fastpath counters, when a fastpath is running.
+    pub counters: Option<ChildCounters>,
+}
+
+/// One IKE SA as listed by `ironsa sas`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SaSummary {
+    /// Owning shard.
+    pub shard: usize,
+    /// Connection name.
+    pub connection: String,
+    /// State.
+    pub state: String,
+    /// Our role.
+    pub role: String,
+    /// Initiator SPI (hex).
+    pub spi_i: String,
+    /// Responder SPI (hex).
+    pub spi_r: String,
+    /// Our address.
+    pub local: String,
+    /// Peer address.
+    pub remote: String,
+    /// Peer identity.
+    pub peer_id: Option<String>,
+    /// IKE algorithms.
+    pub algorithms: Option<String>,
+    /// UDP encapsulation in use.
+    pub nat_t: bool,
+    /// CHILD_SAs.
+    pub children: Vec<ChildSummary>,
+}
+
+impl SaSummary {
+    /// Snapshot of an SA.
+    pub fn of(sa: &IkeSa, shard: usize, now: Instant, dp: &dyn DataPlane) -> Self {
+        let state = if sa.is_established() {
+            "ESTABLISHED"
+        } else if sa.is_half_open() {
+            "CONNECTING"
+        } else {
+            "DELETING"
+        };
+        let (spi_i, spi_r) = sa.spis();
+        SaSummary {
+            shard,
+            connection: sa.config().name.clone(),
+            state: state.into(),
+            role: format!("{:?}", sa.role()).to_lowercase(),
+            spi_i: format!("{spi_i:016x}"),
+            spi_r: format!("{spi_r:016x}"),
+            local: sa.local_addr().to_string(),
+            remote: sa.remote_addr().to_string(),
+            peer_id: sa.peer_id().map(display_identity),
+            algorithms: sa.suite().map(|s| {
+                let integ = s.integ.map(|i| format!("-{}", i.name())).unwrap_or_default();
+                format!("{}{}-{}-{}", s.encr.name(), integ, s.prf.name(), s.ke.name())
+            }),
+            nat_t: sa.udp_encapsulation(),
+            children: sa
+                .children()
+                .iter()
+                .map(|c| ChildSummary {
+                    name: c.name.clone(),
+                    state: format!("{:?}", c.state).to_uppercase(),
+                    mode: format!("{:?}", c.mode).to_uppercase(),
+                    spi_in: format!("{:08x}", c.spi_in),
+                    spi_out: format!("{:08x}", c.spi_out),
+                    encr: c.encr.name(),
+                    integ: c.integ.map(|i| i.name().to_string()),
+                    pfs: c.pfs.map(|g| g.name().to_string()),
+                    esn: c.esn,
+                    local_ts: c.local_ts.iter().map(ts::display).collect(),
+                    remote_ts: c.remote_ts.iter().map(ts::display).collect(),
+                    installed_secs: now.saturating_duration_since(c.installed_at).as_secs(),
+                    rekey_in_secs: c.rekey_at.map(|r| r.saturating_duration_since(now).as_secs()),
+                    counters: dp.child_counters(c.spi_in),
+                })
+                .collect(),
+        }
+    }
+}

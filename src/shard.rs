@@ -1,0 +1,475 @@
+//! One control-plane shard: a mio event loop with its own UDP sockets
+//! (SO_REUSEPORT on the IKE and NAT-T ports), its own IKE SAs (an
+//! [`Endpoint`]) and timers. The shard id lives in the top bits of our IKE
+//! SPIs; a datagram that reaches the wrong shard is handed to its owner.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use control::config::ConnectionConfig;
+use control::endpoint::{AdmissionConfig, Endpoint, EndpointStats};
+use control::ike_sa::{Context, Event, Task};
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tracing::{debug, info, warn};
+
+use crate::dataplane::DataPlane;
+use crate::registry::{Registry, SaSummary};
+
+const WAKER: Token = Token(usize::MAX);
+/// Bits of the IKE SPI that carry the shard id.
+pub const SHARD_BITS: u32 = 6;
+const MAX_DATAGRAM: usize = 65_535;
+
+/// A request to a shard from another thread.
+pub enum ShardMsg {
+    /// A datagram that arrived at another shard but belongs to this one.
+    Datagram {
+        /// Our address it was sent to.
+        local: SocketAddr,
+        /// The sender.
+        remote: SocketAddr,
+        /// The IKE message (marker stripped).
+        data: Vec<u8>,
+    },
+    /// Start an IKE SA.
+    Initiate {
+        /// The connection.
+        config: Arc<ConnectionConfig>,
+        /// Our address.
+        local: SocketAddr,
+        /// The peer.
+        remote: SocketAddr,
+        /// Answer: our SPI or why not.
+        reply: Sender<Result<u64, String>>,
+    },
+    /// Delete IKE SAs (by local SPI, or all of a connection, or all).
+    Terminate {
+        /// Our SPI.
+        spi: Option<u64>,
+        /// Connection name.
+        connection: Option<String>,
+        /// Answer: how many were deleted.
+        reply: Sender<usize>,
+    },
+    /// Queue a task on an SA (rekey, DPD).
+    Task {
+        /// Our SPI.
+        spi: u64,
+        /// The task.
+        task: Task,
+        /// Answer: found or not.
+        reply: Sender<bool>,
+    },
+    /// List the SAs.
+    List(Sender<Vec<SaSummary>>),
+    /// Counters.
+    Stats(Sender<ShardStats>),
+    /// New connection list (reload).
+    Reload(Vec<Arc<ConnectionConfig>>),
+    /// Delete every SA, then stop.
+    Shutdown,
+}
+
+/// Counters of one shard.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ShardStats {
+    /// Endpoint counters.
+    #[serde(flatten)]
+    pub endpoint: EndpointStatsSer,
+    /// IKE SAs held.
+    pub ike_sas: usize,
+    /// Half-open SAs.
+    pub half_open: usize,
+    /// CHILD_SAs held.
+    pub child_sas: usize,
+    /// Datagrams received.
+    pub rx_datagrams: u64,
+    /// Datagrams sent.
+    pub tx_datagrams: u64,
+    /// Datagrams handed to another shard.
+    pub forwarded: u64,
+    /// Handshake failures by reason.
+    pub failures: HashMap<String, u64>,
+}
+
+/// Serializable copy of [`EndpointStats`].
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct EndpointStatsSer {
+    /// IKE_SA_INIT requests for new SAs.
+    pub init_requests: u64,
+    /// COOKIE notifies sent.
+    pub cookies_sent: u64,
+    /// Valid cookies received.
+    pub cookies_valid: u64,
+    /// Invalid cookies received.
+    pub cookies_invalid: u64,
+    /// Dropped by the per-source limit.
+    pub dropped_per_source: u64,
+    /// Dropped by the half-open cap.
+    pub dropped_capacity: u64,
+    /// Rejected IKE_SA_INIT requests.
+    pub init_rejected: u64,
+    /// IKE SAs established.
+    pub established: u64,
+    /// Undecodable or unmatched datagrams.
+    pub dropped_invalid: u64,
+}
+
+impl From<&EndpointStats> for EndpointStatsSer {
+    fn from(s: &EndpointStats) -> Self {
+        Self {
+            init_requests: s.init_requests,
+            cookies_sent: s.cookies_sent,
+            cookies_valid: s.cookies_valid,
+            cookies_invalid: s.cookies_invalid,
+            dropped_per_source: s.dropped_per_source,
+            dropped_capacity: s.dropped_capacity,
+            init_rejected: s.init_rejected,
+            established: s.established,
+            dropped_invalid: s.dropped_invalid,
+        }
+    }
+}
+
+/// How to reach a shard from other threads.
+#[derive(Clone)]
+pub struct ShardHandle {
+    tx: Sender<ShardMsg>,
+    waker: Arc<Waker>,
+}
+
+impl ShardHandle {
+    /// Sends a message and wakes the shard.
+    pub fn send(&self, msg: ShardMsg) -> bool {
+        self.tx.send(msg).is_ok() && self.waker.wake().is_ok()
+    }
+}
+
+/// Settings a shard starts with.
+pub struct ShardConfig {
+    /// This shard's id.
+    pub id: usize,
+    /// Addresses to listen on.
+    pub listen: Vec<std::net::IpAddr>,
+    /// IKE port.
+    pub ike_port: u16,
+    /// NAT-T port.
+    pub nat_port: u16,
+    /// Connections.
+    pub connections: Vec<Arc<ConnectionConfig>>,
+    /// Anti-DoS.
+    pub admission: AdmissionConfig,
+    /// Peers' NAT-T port.
+    pub remote_nat_port: u16,
+}
+
+struct BoundSocket {
+    socket: UdpSocket,
+    local: SocketAddr,
+    nat: bool,
+}
+
+/// A shard's event loop state.
+pub struct Shard {
+    id: usize,
+    poll: Poll,
+    sockets: Vec<BoundSocket>,
+    rx: Receiver<ShardMsg>,
+    peers: Arc<Vec<ShardHandle>>,
+    endpoint: Endpoint,
+    dataplane: Arc<dyn DataPlane>,
+    registry: Arc<Registry>,
+    stats: ShardStats,
+    shutting_down: Option<Instant>,
+}
+
+fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    s.set_reuse_port(true)?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.bind(&addr.into())?;
+    Ok(UdpSocket::from_std(s.into()))
+}
+
+/// Creates the shard's channel and waker before the loop runs (so all handles exist first).
+pub fn prepare(id: usize) -> io::Result<(Poll, ShardHandle, Receiver<ShardMsg>)> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let (tx, rx) = mpsc::channel();
+    let _ = id;
+    Ok((poll, ShardHandle { tx, waker }, rx))
+}
+
+/// The shard owning our SPI `spi`.
+pub fn owner_of(spi: u64, shards: usize) -> usize {
+    ((spi >> (64 - SHARD_BITS)) as usize) % shards.max(1)
+}
+
+impl Shard {
+    /// Binds the sockets and builds the endpoint.
+    pub fn new(
+        cfg: ShardConfig,
+        poll: Poll,
+        rx: Receiver<ShardMsg>,
+        peers: Arc<Vec<ShardHandle>>,
+        dataplane: Arc<dyn DataPlane>,
+        registry: Arc<Registry>,
+    ) -> io::Result<Self> {
+        let mut sockets = Vec::new();
+        for ip in &cfg.listen {
+            for (port, nat) in [(cfg.ike_port, false), (cfg.nat_port, true)] {
+                let addr = SocketAddr::new(*ip, port);
+                let mut socket = bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))?;
+                let token = Token(sockets.len());
+                poll.registry().register(&mut socket, token, Interest::READABLE)?;
+                // charon (and RFC 3948 on 4500) marks IKE with a non-ESP marker on
+                // every port but 500; so do we.
+                let nat = nat || port != 500;
+                sockets.push(BoundSocket { socket, local: addr, nat });
+            }
+        }
+        let mut ctx = Context::new(cfg.connections);
+        ctx.local_nat_port = cfg.nat_port;
+        ctx.remote_nat_port = cfg.remote_nat_port;
+        ctx.child_spis = dataplane.spi_allocator();
+        let endpoint = Endpoint::new(Instant::now(), ctx, cfg.admission, cfg.id as u64, SHARD_BITS);
+        Ok(Self {
+            id: cfg.id,
+            poll,
+            sockets,
+            rx,
+            peers,
+            endpoint,
+            dataplane,
+            registry,
+            stats: ShardStats::default(),
+            shutting_down: None,
+        })
+    }
+
+    /// Runs the loop until shutdown completes.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let now = Instant::now();
+            let mut timeout = self.endpoint.poll_timeout().map(|t| t.saturating_duration_since(now));
+            if self.shutting_down.is_some() {
+                timeout = Some(timeout.map_or(Duration::from_millis(50), |t| t.min(Duration::from_millis(50))));
+            }
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    warn!(shard = self.id, "poll failed: {e}");
+                }
+                continue;
+            }
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    continue;
+                }
+                self.drain_socket(ev.token().0, &mut buf);
+            }
+            self.drain_channel();
+            let now = Instant::now();
+            self.endpoint.handle_timeout(now);
+            self.flush();
+            if let Some(since) = self.shutting_down {
+                if self.endpoint.is_empty() || now.duration_since(since) > Duration::from_secs(3) {
+                    info!(shard = self.id, remaining = self.endpoint.len(), "shard stopped");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn drain_socket(&mut self, idx: usize, buf: &mut [u8]) {
+        loop {
+            let Some(s) = self.sockets.get(idx) else { return };
+            let (len, remote) = match s.socket.recv_from(buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    debug!("recv failed: {e}");
+                    return;
+                }
+            };
+            let local = s.local;
+            let nat = s.nat;
+            self.stats.rx_datagrams += 1;
+            let data = &buf[..len];
+            if nat {
+                if len == 1 && data[0] == 0xff {
+                    continue; // NAT keepalive (RFC 3948 §2.3)
+                }
+                if len >= 4 && data[..4] == [0, 0, 0, 0] {
+                    let ike = data[4..].to_vec();
+                    self.dispatch(local, remote, &ike);
+                } else if len >= 8 {
+                    self.dataplane.esp_received(local, remote, data);
+                }
+            } else {
+                let ike = data.to_vec();
+                self.dispatch(local, remote, &ike);
+            }
+            self.flush();
+        }
+    }
+
+    fn dispatch(&mut self, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
+        if data.len() >= 28 {
+            let spi_i = u64::from_be_bytes(data[0..8].try_into().unwrap_or_default());
+            let spi_r = u64::from_be_bytes(data[8..16].try_into().unwrap_or_default());
+            let from_initiator = data[19] & 0x08 != 0;
+            let ours = if from_initiator { spi_r } else { spi_i };
+            if ours != 0 {
+                let owner = owner_of(ours, self.peers.len());
+                if owner != self.id {
+                    self.stats.forwarded += 1;
+                    self.peers[owner].send(ShardMsg::Datagram { local, remote, data: data.to_vec() });
+                    return;
+                }
+            }
+        }
+        self.endpoint.handle(Instant::now(), local, remote, data);
+    }
+
+    fn drain_channel(&mut self) {
+        while let Ok(msg) = self.rx.try_recv() {
+            let now = Instant::now();
+            match msg {
+                ShardMsg::Datagram { local, remote, data } => self.endpoint.handle(now, local, remote, &data),
+                ShardMsg::Initiate { config, local, remote, reply } => {
+                    let r = self.endpoint.initiate(now, config, local, remote).map_err(|e| e.to_string());
+                    let _ = reply.send(r);
+                }
+                ShardMsg::Terminate { spi, connection, reply } => {
+                    let targets: Vec<u64> = self
+                        .endpoint
+                        .sas()
+                        .filter(|sa| spi.is_none_or(|s| sa.local_spi() == s))
+                        .filter(|sa| connection.as_ref().is_none_or(|c| &sa.config().name == c))
+                        .map(|sa| sa.local_spi())
+                        .collect();
+                    for s in &targets {
+                        self.endpoint.delete(now, *s);
+                    }
+                    let _ = reply.send(targets.len());
+                }
+                ShardMsg::Task { spi, task, reply } => {
+                    let _ = reply.send(self.endpoint.queue(now, spi, task));
+                }
+                ShardMsg::List(reply) => {
+                    let list = self.endpoint.sas().map(|sa| SaSummary::of(sa, self.id, now, &*self.dataplane)).collect();
+                    let _ = reply.send(list);
+                }
+                ShardMsg::Stats(reply) => {
+                    let mut s = self.stats.clone();
+                    s.endpoint = self.endpoint.stats().into();
+                    s.ike_sas = self.endpoint.len();
+                    s.half_open = self.endpoint.half_open();
+                    s.child_sas = self.endpoint.sas().map(|sa| sa.children().len()).sum();
+                    let _ = reply.send(s);
+                }
+                ShardMsg::Reload(conns) => self.reload(now, conns),
+                ShardMsg::Shutdown => {
+                    if self.shutting_down.is_none() {
+                        self.shutting_down = Some(now);
+                        let all: Vec<u64> = self.endpoint.sas().map(|sa| sa.local_spi()).collect();
+                        for s in all {
+                            self.endpoint.delete(now, s);
+                        }
+                    }
+                }
+            }
+            self.flush();
+        }
+    }
+
+    /// Applies a new connection list: SAs of removed or changed connections are
+    /// deleted, SAs of unchanged connections are untouched.
+    fn reload(&mut self, now: Instant, conns: Vec<Arc<ConnectionConfig>>) {
+        let stale: Vec<u64> = self
+            .endpoint
+            .sas()
+            .filter(|sa| {
+                let old = sa.config();
+                !conns.iter().any(|n| n.name == old.name && format!("{n:?}") == format!("{old:?}"))
+            })
+            .map(|sa| sa.local_spi())
+            .collect();
+        for s in &stale {
+            self.endpoint.delete(now, *s);
+        }
+        info!(shard = self.id, connections = conns.len(), deleted = stale.len(), "configuration reloaded");
+        self.endpoint.set_connections(conns);
+    }
+
+    fn flush(&mut self) {
+        while let Some((spi, ev)) = self.endpoint.poll_event() {
+            match &ev {
+                Event::ChildSaInstalled(c) => self.dataplane.install(c),
+                Event::ChildSaDeleted { spi_in, spi_out } => self.dataplane.remove(*spi_in, *spi_out),
+                Event::IkeSaUp { peer_id, initial_contact, .. } => {
+                    let stale = self.registry.established(peer_id, self.id, spi, *initial_contact);
+                    for (shard, old) in stale {
+                        if shard == self.id {
+                            self.endpoint.delete(Instant::now(), old);
+                        } else {
+                            let (tx, _rx) = mpsc::channel();
+                            self.peers[shard].send(ShardMsg::Terminate { spi: Some(old), connection: None, reply: tx });
+                        }
+                    }
+                }
+                Event::IkeSaDown { reason, .. } => {
+                    self.registry.gone(self.id, spi);
+                    if let control::ike_sa::DownReason::Failed(_) | control::ike_sa::DownReason::PeerError(_) | control::ike_sa::DownReason::Timeout = reason {
+                        let key = match reason {
+                            control::ike_sa::DownReason::PeerError(n) => format!("{n}"),
+                            control::ike_sa::DownReason::Timeout => "timeout".into(),
+                            _ => "failed".into(),
+                        };
+                        *self.stats.failures.entry(key).or_default() += 1;
+                    }
+                }
+                Event::IkeSaRekeyed { new_local_spi, .. } => self.registry.rekeyed(self.id, spi, *new_local_spi),
+                Event::ChildSaFailed { .. } => {}
+            }
+            self.dataplane.ike_event(&ev);
+        }
+        while let Some(t) = self.endpoint.poll_transmit() {
+            let sock = self
+                .sockets
+                .iter()
+                .find(|s| s.local == t.local)
+                .or_else(|| self.sockets.iter().find(|s| s.local.port() == t.local.port() && s.local.is_ipv4() == t.local.is_ipv4()));
+            let Some(sock) = sock else {
+                warn!(local = %t.local, "no socket for local address");
+                continue;
+            };
+            let res = if sock.nat {
+                let mut d = Vec::with_capacity(t.data.len() + 4);
+                d.extend_from_slice(&[0, 0, 0, 0]);
+                d.extend_from_slice(&t.data);
+                sock.socket.send_to(&d, t.remote)
+            } else {
+                sock.socket.send_to(&t.data, t.remote)
+            };
+            match res {
+                Ok(_) => self.stats.tx_datagrams += 1,
+                Err(e) => debug!(remote = %t.remote, "send failed: {e}"),
+            }
+        }
+    }
+}

@@ -333,3 +333,180 @@ fn parser_handles_empty_and_rejects_malformed_output() {
     // Garbage line.
     assert!(parse_list_sas("list-sa event {\n  what is this\n}\n").is_err());
 }
+
+/// Two IKE-only charons on loopback with the given connection factory
+/// `conn(local_port, remote_port, is_a)`; returns (a, b) after start.
+fn loopback_pair(
+    name: &str,
+    conn: impl Fn(u16, u16, bool) -> Connection,
+    setup_a: impl FnOnce(support::CharonBuilder) -> support::CharonBuilder,
+    setup_b: impl FnOnce(support::CharonBuilder) -> support::CharonBuilder,
+) -> (Charon, Charon) {
+    let (port_a, nat_a) = free_udp_port_pair().unwrap();
+    let (port_b, nat_b) = free_udp_port_pair().unwrap();
+    let a = setup_a(Charon::builder(&format!("{name}-a")).ports(port_a, nat_a).connection(conn(port_a, port_b, true)))
+        .start()
+        .unwrap();
+    let b = setup_b(Charon::builder(&format!("{name}-b")).ports(port_b, nat_b).connection(conn(port_b, port_a, false)))
+        .start()
+        .unwrap();
+    (a, b)
+}
+
+#[test]
+fn ikev1_aggressive_psk_needs_the_responder_setting() {
+    let started = Instant::now();
+    let conn = |lp, rp, is_a: bool| {
+        let (me, peer) = if is_a { ("a@ironsa.test", "b@ironsa.test") } else { ("b@ironsa.test", "a@ironsa.test") };
+        Connection::new("v1", "127.0.0.1", "127.0.0.1")
+            .version(support::IkeVersion::V1)
+            .aggressive(true)
+            .local_port(lp)
+            .remote_port(rp)
+            .proposals(&["aes256-sha256-modp2048"])
+            .local(AuthRound::psk(me))
+            .remote(AuthRound::psk(peer))
+    };
+    let secret = || Secret::psk("ab", &["a@ironsa.test", "b@ironsa.test"], PSK);
+    let (a, b) = loopback_pair(
+        "v1aggr",
+        conn,
+        |b| b.secret(secret()),
+        |b| b.secret(secret()).setting("i_dont_care_about_security_and_use_aggressive_mode_psk", "yes"),
+    );
+    check(&[&a, &b], || {
+        a.swanctl().initiate(Target::Ike("v1"), Duration::from_secs(10))?;
+        let sas_a = a.swanctl().list_sas()?;
+        let sas_b = b.swanctl().wait_for_sas(Duration::from_secs(3), |s| s.iter().any(|sa| sa.state == "ESTABLISHED"))?;
+        let (ia, ib) = (single_established(&sas_a), single_established(&sas_b));
+        assert_mirror(ia, ib);
+        assert_eq!((ia.version, ib.version), (1, 1));
+        assert_eq!(ia.encr_alg.as_deref(), Some("AES_CBC"));
+        assert_eq!(ia.integ_alg.as_deref(), Some("HMAC_SHA2_256_128"));
+        assert_eq!(ia.dh_group.as_deref(), Some("MODP_2048"));
+        assert!(a.log_contains("AGGRESSIVE"), "aggressive mode was used");
+        Ok(())
+    });
+    drop((a, b));
+
+    // Without the setting a strongSwan responder refuses aggressive mode PSK (both
+    // connections still need `aggressive = yes`).
+    let (a, b) = loopback_pair("v1refuse", conn, |b| b.secret(secret()), |b| b.secret(secret()));
+    let refused = a.swanctl().initiate(Target::Ike("v1"), Duration::from_secs(4));
+    if refused.is_ok() {
+        a.dump_log();
+        b.dump_log();
+        panic!("aggressive mode PSK must be refused without the responder setting");
+    }
+    assert!(b.swanctl().list_sas().unwrap().iter().all(|sa| sa.state != "ESTABLISHED"));
+    assert!(b.log_contains("Aggressive Mode PSK disabled for security reasons"), "{}", b.log_tail(30));
+    eprintln!("timing: total {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn ed25519_and_rsa_certificates_through_an_intermediate_chain() {
+    let started = Instant::now();
+    let pki = Pki::new().unwrap();
+    let root = pki.root_ca("root", KeyType::Rsa(3072)).unwrap();
+    let chain = pki.intermediate_chain(&root, "int", 2, KeyType::EcdsaP384).unwrap();
+    assert_eq!(chain.len(), 2);
+    assert!(chain.iter().all(|c| c.is_ca));
+    let a_cert = pki
+        .end_entity(&chain[1], "a-ee", KeyType::Ed25519, &[San::Dns("a.ironsa.test".into()), San::Email("a@ironsa.test".into())])
+        .unwrap();
+    let b_cert = pki.end_entity(&root, "b-ee", KeyType::Rsa(2048), &[San::Dns("b.ironsa.test".into())]).unwrap();
+    assert!(std::fs::read_to_string(&a_cert.key_pem).unwrap().starts_with("-----BEGIN PRIVATE KEY-----\n"));
+    assert!(std::fs::read_to_string(&b_cert.key_pem).unwrap().starts_with("-----BEGIN RSA PRIVATE KEY-----\n"));
+    let gen_done = Instant::now();
+    let conn = |lp, rp, is_a: bool| {
+        let (me, peer, cert) =
+            if is_a { ("a.ironsa.test", "b.ironsa.test", "a-ee.crt") } else { ("b.ironsa.test", "a.ironsa.test", "b-ee.crt") };
+        Connection::new("chain", "127.0.0.1", "127.0.0.1")
+            .local_port(lp)
+            .remote_port(rp)
+            .proposals(&["aes256gcm16-prfsha384-ecp384"])
+            .local(AuthRound::pubkey(me).cert(cert))
+            .remote(AuthRound::pubkey(peer))
+    };
+    // A holds the intermediates and must send them; B trusts only the root.
+    let (a, b) = loopback_pair(
+        "chain",
+        conn,
+        |b| b.identity(&a_cert).ca(&root).cert(&chain[0]).cert(&chain[1]),
+        |b| b.identity(&b_cert).ca(&root),
+    );
+    check(&[&a, &b], || {
+        a.swanctl().initiate(Target::Ike("chain"), Duration::from_secs(10))?;
+        let sas_a = a.swanctl().list_sas()?;
+        let sas_b = b.swanctl().wait_for_sas(Duration::from_secs(3), |s| s.iter().any(|sa| sa.state == "ESTABLISHED"))?;
+        let (ia, ib) = (single_established(&sas_a), single_established(&sas_b));
+        assert_mirror(ia, ib);
+        assert_eq!(ia.dh_group.as_deref(), Some("ECP_384"));
+        assert_eq!(ia.prf_alg.as_deref(), Some("PRF_HMAC_SHA2_384"));
+        assert!(b.log_contains("authentication of 'a.ironsa.test' with ED25519 successful"), "Ed25519 signature checked");
+        assert!(b.log_contains("CN=int-2"), "B saw the intermediate sent by A");
+        assert!(a.log_contains("authentication of 'b.ironsa.test' with RSA"), "RSA signature checked");
+        Ok(())
+    });
+    eprintln!("timing: pki {:?}, charons+IKE {:?}", gen_done - started, gen_done.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn big_rsa4096_chain_forces_ike_fragmentation() {
+    let started = Instant::now();
+    let pki = Pki::new().unwrap();
+    let (root, chain, ee) = pki.big_chain("big", 1, &[San::Dns("a.ironsa.test".into())]).unwrap();
+    let cert_bytes: u64 = [&chain[0], &ee].iter().map(|c| std::fs::metadata(&c.cert_der).unwrap().len()).sum();
+    assert!(cert_bytes > 1500, "chain certificates are {cert_bytes} bytes");
+    let gen_done = Instant::now();
+    let secret = || Secret::psk("ab", &["a.ironsa.test", "b@ironsa.test"], PSK);
+    let conn = |lp, rp, is_a: bool| {
+        let c = Connection::new("big", "127.0.0.1", "127.0.0.1")
+            .local_port(lp)
+            .remote_port(rp)
+            .proposals(&["aes256gcm16-prfsha256-x25519"])
+            .fragmentation("yes");
+        if is_a {
+            c.local(AuthRound::pubkey("a.ironsa.test").cert("big-ee.crt")).remote(AuthRound::psk("b@ironsa.test"))
+        } else {
+            c.local(AuthRound::psk("b@ironsa.test")).remote(AuthRound::pubkey("a.ironsa.test"))
+        }
+    };
+    let (a, b) = loopback_pair(
+        "big",
+        conn,
+        |b| b.identity(&ee).cert(&chain[0]).ca(&root).secret(secret()).setting("fragment_size", "1280"),
+        |b| b.ca(&root).secret(secret()),
+    );
+    check(&[&a, &b], || {
+        a.swanctl().initiate(Target::Ike("big"), Duration::from_secs(10))?;
+        let sas_b = b.swanctl().wait_for_sas(Duration::from_secs(3), |s| s.iter().any(|sa| sa.state == "ESTABLISHED"))?;
+        single_established(&sas_b);
+        assert!(a.log_contains("splitting IKE message"), "IKE_AUTH was fragmented");
+        assert!(b.log_contains("IKE message reassembled") || b.log_contains("reassembled fragmented IKE message"));
+        Ok(())
+    });
+    eprintln!("timing: pki {:?}, charons+IKE {:?}", gen_done - started, gen_done.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn drop_during_panic_stops_charon_deletes_namespaces_and_keeps_the_log() {
+    let seen = std::sync::Mutex::new(None);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let ns = NetnsPair::new().unwrap();
+        let c = Charon::builder("doomed").kernel(KernelBackend::Libipsec { netns: ns.a.name().into() }).start().unwrap();
+        *seen.lock().unwrap() = Some((c.pid().unwrap(), ns.a.name().to_string(), ns.b.name().to_string(), c.log_path()));
+        panic!("deliberate failure to exercise cleanup");
+    }));
+    assert!(result.is_err());
+    let (pid, ns_a, ns_b, log) = seen.lock().unwrap().take().unwrap();
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "charon {pid} still running");
+    let list = String::from_utf8(support::util::run("ip", &["netns", "list"]).unwrap().stdout).unwrap();
+    assert!(!list.contains(&ns_a) && !list.contains(&ns_b), "namespaces left: {list}");
+    assert!(log.exists(), "log kept after a panic");
+    assert!(std::fs::read_to_string(&log).unwrap().contains("charon"), "log has content");
+    std::fs::remove_dir_all(log.parent().unwrap()).unwrap();
+}

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use support::netns::{INNER_A, INNER_B, OUTER_A, OUTER_B, SUBNET_A, SUBNET_B};
 use support::util::free_udp_port_pair;
 use support::{
-    AuthRound, Charon, Child, Connection, IkeSaInfo, KernelBackend, KeyType, NetnsPair, Pki, San, Secret, Target,
-    parse_list_sas,
+    AuthRound, Charon, Child, Connection, IkeSaInfo, KernelBackend, KeyType, NetnsPair, Pki, San,
+    Secret, Target, parse_list_sas,
 };
 
 const PSK: &str = "a-long-random-test-secret-for-ironsa";
@@ -47,8 +47,14 @@ fn assert_mirror(init: &IkeSaInfo, resp: &IkeSaInfo) {
     assert_eq!(init.responder_spi, resp.responder_spi);
     assert_eq!(init.local_spi(), resp.remote_spi());
     assert_eq!(init.remote_spi(), resp.local_spi());
-    assert_eq!((init.local_host, init.local_port), (resp.remote_host, resp.remote_port));
-    assert_eq!((init.remote_host, init.remote_port), (resp.local_host, resp.local_port));
+    assert_eq!(
+        (init.local_host, init.local_port),
+        (resp.remote_host, resp.remote_port)
+    );
+    assert_eq!(
+        (init.remote_host, init.remote_port),
+        (resp.local_host, resp.local_port)
+    );
     assert_eq!(init.local_id, resp.remote_id);
     assert_eq!(init.remote_id, resp.local_id);
     assert_eq!(init.encr_alg, resp.encr_alg);
@@ -88,9 +94,12 @@ fn ikev2_psk_x25519_aes256gcm_between_two_charons_on_loopback() {
         .unwrap();
     let up = Instant::now();
     check(&[&a, &b], || {
-        a.swanctl().initiate(Target::Ike("psk"), Duration::from_secs(10))?;
+        a.swanctl()
+            .initiate(Target::Ike("psk"), Duration::from_secs(10))?;
         let sas_a = a.swanctl().list_sas()?;
-        let sas_b = b.swanctl().wait_for_sas(Duration::from_secs(3), |s| s.iter().any(|sa| sa.state == "ESTABLISHED"))?;
+        let sas_b = b.swanctl().wait_for_sas(Duration::from_secs(3), |s| {
+            s.iter().any(|sa| sa.state == "ESTABLISHED")
+        })?;
         let (ia, ib) = (single_established(&sas_a), single_established(&sas_b));
         assert_mirror(ia, ib);
         assert_eq!(ia.version, 2);
@@ -101,15 +110,23 @@ fn ikev2_psk_x25519_aes256gcm_between_two_charons_on_loopback() {
         assert_eq!(ia.integ_alg, None);
         assert_eq!(ia.prf_alg.as_deref(), Some("PRF_HMAC_SHA2_256"));
         assert_eq!(ia.dh_group.as_deref(), Some("CURVE_25519"));
-        assert!(ia.children.is_empty(), "IKE-only initiate must not create children");
+        assert!(
+            ia.children.is_empty(),
+            "IKE-only initiate must not create children"
+        );
 
         // Terminating on one side removes the SA on both.
         a.swanctl().terminate(Target::Ike("psk"))?;
         assert!(a.swanctl().list_sas()?.is_empty());
-        b.swanctl().wait_for_sas(Duration::from_secs(3), |s| s.is_empty())?;
+        b.swanctl()
+            .wait_for_sas(Duration::from_secs(3), |s| s.is_empty())?;
         Ok(())
     });
-    eprintln!("timing: start {:?}, initiate+checks {:?}", up - started, up.elapsed());
+    eprintln!(
+        "timing: start {:?}, initiate+checks {:?}",
+        up - started,
+        up.elapsed()
+    );
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
@@ -118,13 +135,33 @@ fn ikev2_ecdsa_certificates_from_pki_helper() {
     let started = Instant::now();
     let pki = Pki::new().unwrap();
     let root = pki.root_ca("root", KeyType::EcdsaP256).unwrap();
-    let a_cert = pki.end_entity(&root, "a-ee", KeyType::EcdsaP256, &[San::Email("a@ironsa.test".into())]).unwrap();
+    let a_cert = pki
+        .end_entity(
+            &root,
+            "a-ee",
+            KeyType::EcdsaP256,
+            &[San::Email("a@ironsa.test".into())],
+        )
+        .unwrap();
     let b_cert = pki
-        .end_entity(&root, "b-ee", KeyType::EcdsaP384, &[San::Dns("b.ironsa.test".into()), San::Ip(LOOPBACK)])
+        .end_entity(
+            &root,
+            "b-ee",
+            KeyType::EcdsaP384,
+            &[San::Dns("b.ironsa.test".into()), San::Ip(LOOPBACK)],
+        )
         .unwrap();
     for f in [&root, &a_cert, &b_cert] {
-        assert!(std::fs::read_to_string(&f.cert_pem).unwrap().starts_with("-----BEGIN CERTIFICATE-----\n"));
-        assert!(std::fs::read_to_string(&f.key_pem).unwrap().starts_with("-----BEGIN EC PRIVATE KEY-----\n"));
+        assert!(
+            std::fs::read_to_string(&f.cert_pem)
+                .unwrap()
+                .starts_with("-----BEGIN CERTIFICATE-----\n")
+        );
+        assert!(
+            std::fs::read_to_string(&f.key_pem)
+                .unwrap()
+                .starts_with("-----BEGIN EC PRIVATE KEY-----\n")
+        );
         assert_eq!(std::fs::read(&f.cert_der).unwrap()[0], 0x30, "DER SEQUENCE");
     }
     let gen_done = Instant::now();
@@ -160,9 +197,12 @@ fn ikev2_ecdsa_certificates_from_pki_helper() {
         .start()
         .unwrap();
     check(&[&a, &b], || {
-        a.swanctl().initiate(Target::Ike("cert"), Duration::from_secs(10))?;
+        a.swanctl()
+            .initiate(Target::Ike("cert"), Duration::from_secs(10))?;
         let sas_a = a.swanctl().list_sas()?;
-        let sas_b = b.swanctl().wait_for_sas(Duration::from_secs(3), |s| s.iter().any(|sa| sa.state == "ESTABLISHED"))?;
+        let sas_b = b.swanctl().wait_for_sas(Duration::from_secs(3), |s| {
+            s.iter().any(|sa| sa.state == "ESTABLISHED")
+        })?;
         let (ia, ib) = (single_established(&sas_a), single_established(&sas_b));
         assert_mirror(ia, ib);
         assert_eq!(ia.local_id, "a@ironsa.test");
@@ -170,14 +210,24 @@ fn ikev2_ecdsa_certificates_from_pki_helper() {
         assert_eq!(ia.encr_alg.as_deref(), Some("AES_GCM_16"));
         assert_eq!(ia.encr_keysize, Some(128));
         assert_eq!(ia.dh_group.as_deref(), Some("ECP_256"));
-        assert!(a.log_contains("authentication of 'C=CH, O=ironsa test, CN=b-ee' with ECDSA"), "B signs with its P-384 key");
-        assert!(b.log_contains("authentication of 'a@ironsa.test' with ECDSA"), "A signs with its P-256 key");
+        assert!(
+            a.log_contains("authentication of 'C=CH, O=ironsa test, CN=b-ee' with ECDSA"),
+            "B signs with its P-384 key"
+        );
+        assert!(
+            b.log_contains("authentication of 'a@ironsa.test' with ECDSA"),
+            "A signs with its P-256 key"
+        );
         if std::env::var_os("IRONSA_PRINT_SAS").is_some() {
             eprintln!("{}", a.swanctl().list_sas_text()?);
         }
         Ok(())
     });
-    eprintln!("timing: pki {:?}, charons+IKE {:?}", gen_done - started, gen_done.elapsed());
+    eprintln!(
+        "timing: pki {:?}, charons+IKE {:?}",
+        gen_done - started,
+        gen_done.elapsed()
+    );
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
@@ -192,24 +242,54 @@ fn libipsec_child_sa_between_two_namespaces_carries_ping() {
             .proposals(&["aes256-sha256-x25519"])
             .local(AuthRound::psk(me))
             .remote(AuthRound::psk(peer))
-            .child(Child::new("tun", lts, rts).mode("tunnel").esp_proposals(&["aes256gcm16-x25519", "aes128-sha256"]))
+            .child(
+                Child::new("tun", lts, rts)
+                    .mode("tunnel")
+                    .esp_proposals(&["aes256gcm16-x25519", "aes128-sha256"]),
+            )
     };
     let a = Charon::builder("libipsec-a")
-        .kernel(KernelBackend::Libipsec { netns: ns.a.name().into() })
-        .connection(conn(OUTER_A, OUTER_B, "a@ironsa.test", "b@ironsa.test", SUBNET_A, SUBNET_B))
+        .kernel(KernelBackend::Libipsec {
+            netns: ns.a.name().into(),
+        })
+        .connection(conn(
+            OUTER_A,
+            OUTER_B,
+            "a@ironsa.test",
+            "b@ironsa.test",
+            SUBNET_A,
+            SUBNET_B,
+        ))
         .secret(secret())
         .start()
         .unwrap();
     let b = Charon::builder("libipsec-b")
-        .kernel(KernelBackend::Libipsec { netns: ns.b.name().into() })
-        .connection(conn(OUTER_B, OUTER_A, "b@ironsa.test", "a@ironsa.test", SUBNET_B, SUBNET_A))
+        .kernel(KernelBackend::Libipsec {
+            netns: ns.b.name().into(),
+        })
+        .connection(conn(
+            OUTER_B,
+            OUTER_A,
+            "b@ironsa.test",
+            "a@ironsa.test",
+            SUBNET_B,
+            SUBNET_A,
+        ))
         .secret(secret())
         .start()
         .unwrap();
     let charons_up = Instant::now();
-    let ping = || ns.a.exec_bounded(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", INNER_A, INNER_B], Duration::from_secs(8));
+    let ping = || {
+        ns.a.exec_bounded(
+            &[
+                "ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", INNER_A, INNER_B,
+            ],
+            Duration::from_secs(8),
+        )
+    };
     check(&[&a, &b], || {
-        a.swanctl().initiate(Target::Child("tun"), Duration::from_secs(10))?;
+        a.swanctl()
+            .initiate(Target::Child("tun"), Duration::from_secs(10))?;
         let tunnel_up = charons_up.elapsed();
         ping()?;
         let sas_a = a.swanctl().list_sas()?;
@@ -220,33 +300,59 @@ fn libipsec_child_sa_between_two_namespaces_carries_ping() {
         let (ca, cb) = (ia.installed_children(), ib.installed_children());
         assert_eq!((ca.len(), cb.len()), (1, 1), "{sas_a:#?} {sas_b:#?}");
         let (ca, cb) = (ca[0], cb[0]);
-        assert_eq!((ca.name.as_str(), ca.mode.as_str(), ca.protocol.as_str()), ("tun", "TUNNEL", "ESP"));
+        assert_eq!(
+            (ca.name.as_str(), ca.mode.as_str(), ca.protocol.as_str()),
+            ("tun", "TUNNEL", "ESP")
+        );
         assert!(ca.encap);
         assert_eq!(ca.spi_in, cb.spi_out);
         assert_eq!(ca.spi_out, cb.spi_in);
         assert_eq!(ca.encr_alg.as_deref(), Some("AES_GCM_16"));
         assert_eq!(ca.encr_keysize, Some(256));
-        assert_eq!(ca.dh_group, None, "the first CHILD_SA comes from IKE_AUTH, without PFS");
+        assert_eq!(
+            ca.dh_group, None,
+            "the first CHILD_SA comes from IKE_AUTH, without PFS"
+        );
         assert_eq!(ca.local_ts, vec![SUBNET_A.to_string()]);
         assert_eq!(ca.remote_ts, vec![SUBNET_B.to_string()]);
-        assert!(ca.packets_out >= 3 && ca.packets_in >= 3, "ping went through the tunnel: {ca:#?}");
+        assert!(
+            ca.packets_out >= 3 && ca.packets_in >= 3,
+            "ping went through the tunnel: {ca:#?}"
+        );
         assert_eq!(cb.packets_in, ca.packets_out);
 
         // Rekey with PFS: new SPIs, x25519, traffic keeps flowing.
         a.swanctl().rekey(Target::Child("tun"))?;
         let sas_a = a.swanctl().wait_for_sas(Duration::from_secs(3), |s| {
-            s.iter().flat_map(|sa| sa.installed_children()).any(|c| c.spi_in != ca.spi_in)
+            s.iter()
+                .flat_map(|sa| sa.installed_children())
+                .any(|c| c.spi_in != ca.spi_in)
         })?;
-        let fresh = sas_a[0].installed_children().into_iter().find(|c| c.spi_in != ca.spi_in).cloned();
+        let fresh = sas_a[0]
+            .installed_children()
+            .into_iter()
+            .find(|c| c.spi_in != ca.spi_in)
+            .cloned();
         let fresh = fresh.ok_or_else(|| support::HarnessError::Usage("no rekeyed child".into()))?;
         assert_eq!(fresh.dh_group.as_deref(), Some("CURVE_25519"));
         ping()?;
         let sas_b = b.swanctl().list_sas()?;
-        let cb2 = sas_b[0].children.iter().find(|c| c.spi_in == fresh.spi_out).cloned();
-        let cb2 = cb2.ok_or_else(|| support::HarnessError::Usage(format!("B lacks the rekeyed child: {sas_b:#?}")))?;
+        let cb2 = sas_b[0]
+            .children
+            .iter()
+            .find(|c| c.spi_in == fresh.spi_out)
+            .cloned();
+        let cb2 = cb2.ok_or_else(|| {
+            support::HarnessError::Usage(format!("B lacks the rekeyed child: {sas_b:#?}"))
+        })?;
         assert_eq!(cb2.state, "INSTALLED");
         assert!(cb2.packets_in >= 3, "{cb2:#?}");
-        eprintln!("timing: charons up {:?}, tunnel up {:?}, total {:?}", charons_up - started, tunnel_up, started.elapsed());
+        eprintln!(
+            "timing: charons up {:?}, tunnel up {:?}, total {:?}",
+            charons_up - started,
+            tunnel_up,
+            started.elapsed()
+        );
         Ok(())
     });
     assert!(started.elapsed() < Duration::from_secs(30));
@@ -254,15 +360,24 @@ fn libipsec_child_sa_between_two_namespaces_carries_ping() {
 
 #[test]
 fn parser_reads_libipsec_initiator_fixture() {
-    let sas = parse_list_sas(include_str!("support/fixtures/list_sas_libipsec_initiator.txt")).unwrap();
+    let sas = parse_list_sas(include_str!(
+        "support/fixtures/list_sas_libipsec_initiator.txt"
+    ))
+    .unwrap();
     assert_eq!(sas.len(), 1);
     let sa = &sas[0];
     assert_eq!(sa.name, "c");
-    assert_eq!((sa.unique_id, sa.version, sa.state.as_str()), (1, 2, "ESTABLISHED"));
+    assert_eq!(
+        (sa.unique_id, sa.version, sa.state.as_str()),
+        (1, 2, "ESTABLISHED")
+    );
     assert_eq!(sa.local_host, "10.99.0.1".parse::<IpAddr>().unwrap());
     assert_eq!((sa.local_port, sa.remote_port), (4500, 4500));
     assert_eq!(sa.remote_host, "10.99.0.2".parse::<IpAddr>().unwrap());
-    assert_eq!((sa.local_id.as_str(), sa.remote_id.as_str()), ("a@test", "b@test"));
+    assert_eq!(
+        (sa.local_id.as_str(), sa.remote_id.as_str()),
+        ("a@test", "b@test")
+    );
     assert!(sa.initiator);
     assert_eq!(sa.initiator_spi, 0x6e45af10edb776e3);
     assert_eq!(sa.responder_spi, 0x40a2dea494fd381d);
@@ -275,28 +390,63 @@ fn parser_reads_libipsec_initiator_fixture() {
     assert_eq!(sa.dh_group.as_deref(), Some("CURVE_25519"));
     assert_eq!(sa.children.len(), 1);
     let c = &sa.children[0];
-    assert_eq!((c.key.as_str(), c.name.as_str(), c.unique_id, c.reqid), ("ch-1", "ch", 1, 1));
-    assert_eq!((c.state.as_str(), c.mode.as_str(), c.protocol.as_str()), ("INSTALLED", "TUNNEL", "ESP"));
+    assert_eq!(
+        (c.key.as_str(), c.name.as_str(), c.unique_id, c.reqid),
+        ("ch-1", "ch", 1, 1)
+    );
+    assert_eq!(
+        (c.state.as_str(), c.mode.as_str(), c.protocol.as_str()),
+        ("INSTALLED", "TUNNEL", "ESP")
+    );
     assert!(c.encap);
     assert_eq!((c.spi_in, c.spi_out), (0x25444ab0, 0x0c786cd8));
-    assert_eq!((c.encr_alg.as_deref(), c.encr_keysize, c.integ_alg.as_deref()), (Some("AES_GCM_16"), Some(256), None));
+    assert_eq!(
+        (
+            c.encr_alg.as_deref(),
+            c.encr_keysize,
+            c.integ_alg.as_deref()
+        ),
+        (Some("AES_GCM_16"), Some(256), None)
+    );
     assert_eq!(c.dh_group, None);
-    assert_eq!((c.bytes_in, c.packets_in, c.bytes_out, c.packets_out), (252, 3, 252, 3));
+    assert_eq!(
+        (c.bytes_in, c.packets_in, c.bytes_out, c.packets_out),
+        (252, 3, 252, 3)
+    );
     assert_eq!(c.local_ts, vec!["10.1.0.0/24"]);
     assert_eq!(c.remote_ts, vec!["10.2.0.0/24"]);
 }
 
 #[test]
 fn parser_reads_rekeyed_responder_fixture() {
-    let sas = parse_list_sas(include_str!("support/fixtures/list_sas_libipsec_responder_rekeyed.txt")).unwrap();
+    let sas = parse_list_sas(include_str!(
+        "support/fixtures/list_sas_libipsec_responder_rekeyed.txt"
+    ))
+    .unwrap();
     assert_eq!(sas.len(), 1);
     let sa = &sas[0];
     assert!(!sa.initiator);
     assert_eq!(sa.local_spi(), sa.responder_spi);
     assert_eq!(sa.children.len(), 2);
     let (old, new) = (&sa.children[0], &sa.children[1]);
-    assert_eq!((old.key.as_str(), old.state.as_str(), old.spi_in, old.spi_out), ("ch-1", "DELETED", 0x0c786cd8, 0x25444ab0));
-    assert_eq!((new.key.as_str(), new.state.as_str(), new.spi_in, new.spi_out), ("ch-2", "INSTALLED", 0x3370e741, 0x7f32b4b2));
+    assert_eq!(
+        (
+            old.key.as_str(),
+            old.state.as_str(),
+            old.spi_in,
+            old.spi_out
+        ),
+        ("ch-1", "DELETED", 0x0c786cd8, 0x25444ab0)
+    );
+    assert_eq!(
+        (
+            new.key.as_str(),
+            new.state.as_str(),
+            new.spi_in,
+            new.spi_out
+        ),
+        ("ch-2", "INSTALLED", 0x3370e741, 0x7f32b4b2)
+    );
     assert_eq!(new.dh_group.as_deref(), Some("CURVE_25519"));
     assert_eq!((new.packets_in, new.bytes_in), (2, 168));
     assert_eq!(sa.installed_children().len(), 1);
@@ -325,7 +475,10 @@ fn parser_handles_empty_and_rejects_malformed_output() {
     // Unbalanced closing brace.
     assert!(parse_list_sas("}\n").is_err());
     // Non-hex SPI.
-    assert!(parse_list_sas(&good.replace("initiator-spi = 6e45af10edb776e3", "initiator-spi = zz")).is_err());
+    assert!(
+        parse_list_sas(&good.replace("initiator-spi = 6e45af10edb776e3", "initiator-spi = zz"))
+            .is_err()
+    );
     // SPI too large for u32.
     assert!(parse_list_sas(&good.replace("spi-in = 25444ab0", "spi-in = 125444ab0")).is_err());
     // Missing required field.
@@ -344,12 +497,20 @@ fn loopback_pair(
 ) -> (Charon, Charon) {
     let (port_a, nat_a) = free_udp_port_pair().unwrap();
     let (port_b, nat_b) = free_udp_port_pair().unwrap();
-    let a = setup_a(Charon::builder(&format!("{name}-a")).ports(port_a, nat_a).connection(conn(port_a, port_b, true)))
-        .start()
-        .unwrap();
-    let b = setup_b(Charon::builder(&format!("{name}-b")).ports(port_b, nat_b).connection(conn(port_b, port_a, false)))
-        .start()
-        .unwrap();
+    let a = setup_a(
+        Charon::builder(&format!("{name}-a"))
+            .ports(port_a, nat_a)
+            .connection(conn(port_a, port_b, true)),
+    )
+    .start()
+    .unwrap();
+    let b = setup_b(
+        Charon::builder(&format!("{name}-b"))
+            .ports(port_b, nat_b)
+            .connection(conn(port_b, port_a, false)),
+    )
+    .start()
+    .unwrap();
     (a, b)
 }
 
@@ -357,7 +518,11 @@ fn loopback_pair(
 fn ikev1_aggressive_psk_needs_the_responder_setting() {
     let started = Instant::now();
     let conn = |lp, rp, is_a: bool| {
-        let (me, peer) = if is_a { ("a@ironsa.test", "b@ironsa.test") } else { ("b@ironsa.test", "a@ironsa.test") };
+        let (me, peer) = if is_a {
+            ("a@ironsa.test", "b@ironsa.test")
+        } else {
+            ("b@ironsa.test", "a@ironsa.test")
+        };
         Connection::new("v1", "127.0.0.1", "127.0.0.1")
             .version(support::IkeVersion::V1)
             .aggressive(true)
@@ -372,12 +537,20 @@ fn ikev1_aggressive_psk_needs_the_responder_setting() {
         "v1aggr",
         conn,
         |b| b.secret(secret()),
-        |b| b.secret(secret()).setting("i_dont_care_about_security_and_use_aggressive_mode_psk", "yes"),
+        |b| {
+            b.secret(secret()).setting(
+                "i_dont_care_about_security_and_use_aggressive_mode_psk",
+                "yes",
+            )
+        },
     );
     check(&[&a, &b], || {
-        a.swanctl().initiate(Target::Ike("v1"), Duration::from_secs(10))?;
+        a.swanctl()
+            .initiate(Target::Ike("v1"), Duration::from_secs(10))?;
         let sas_a = a.swanctl().list_sas()?;
-        let sas_b = b.swanctl().wait_for_sas(Duration::from_secs(3), |s| s.iter().any(|sa| sa.state == "ESTABLISHED"))?;
+        let sas_b = b.swanctl().wait_for_sas(Duration::from_secs(3), |s| {
+            s.iter().any(|sa| sa.state == "ESTABLISHED")
+        })?;
         let (ia, ib) = (single_established(&sas_a), single_established(&sas_b));
         assert_mirror(ia, ib);
         assert_eq!((ia.version, ib.version), (1, 1));
@@ -391,15 +564,32 @@ fn ikev1_aggressive_psk_needs_the_responder_setting() {
 
     // Without the setting a strongSwan responder refuses aggressive mode PSK (both
     // connections still need `aggressive = yes`).
-    let (a, b) = loopback_pair("v1refuse", conn, |b| b.secret(secret()), |b| b.secret(secret()));
-    let refused = a.swanctl().initiate(Target::Ike("v1"), Duration::from_secs(4));
+    let (a, b) = loopback_pair(
+        "v1refuse",
+        conn,
+        |b| b.secret(secret()),
+        |b| b.secret(secret()),
+    );
+    let refused = a
+        .swanctl()
+        .initiate(Target::Ike("v1"), Duration::from_secs(4));
     if refused.is_ok() {
         a.dump_log();
         b.dump_log();
         panic!("aggressive mode PSK must be refused without the responder setting");
     }
-    assert!(b.swanctl().list_sas().unwrap().iter().all(|sa| sa.state != "ESTABLISHED"));
-    assert!(b.log_contains("Aggressive Mode PSK disabled for security reasons"), "{}", b.log_tail(30));
+    assert!(
+        b.swanctl()
+            .list_sas()
+            .unwrap()
+            .iter()
+            .all(|sa| sa.state != "ESTABLISHED")
+    );
+    assert!(
+        b.log_contains("Aggressive Mode PSK disabled for security reasons"),
+        "{}",
+        b.log_tail(30)
+    );
     eprintln!("timing: total {:?}", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(30));
 }
@@ -409,19 +599,47 @@ fn ed25519_and_rsa_certificates_through_an_intermediate_chain() {
     let started = Instant::now();
     let pki = Pki::new().unwrap();
     let root = pki.root_ca("root", KeyType::Rsa(3072)).unwrap();
-    let chain = pki.intermediate_chain(&root, "int", 2, KeyType::EcdsaP384).unwrap();
+    let chain = pki
+        .intermediate_chain(&root, "int", 2, KeyType::EcdsaP384)
+        .unwrap();
     assert_eq!(chain.len(), 2);
     assert!(chain.iter().all(|c| c.is_ca));
     let a_cert = pki
-        .end_entity(&chain[1], "a-ee", KeyType::Ed25519, &[San::Dns("a.ironsa.test".into()), San::Email("a@ironsa.test".into())])
+        .end_entity(
+            &chain[1],
+            "a-ee",
+            KeyType::Ed25519,
+            &[
+                San::Dns("a.ironsa.test".into()),
+                San::Email("a@ironsa.test".into()),
+            ],
+        )
         .unwrap();
-    let b_cert = pki.end_entity(&root, "b-ee", KeyType::Rsa(2048), &[San::Dns("b.ironsa.test".into())]).unwrap();
-    assert!(std::fs::read_to_string(&a_cert.key_pem).unwrap().starts_with("-----BEGIN PRIVATE KEY-----\n"));
-    assert!(std::fs::read_to_string(&b_cert.key_pem).unwrap().starts_with("-----BEGIN RSA PRIVATE KEY-----\n"));
+    let b_cert = pki
+        .end_entity(
+            &root,
+            "b-ee",
+            KeyType::Rsa(2048),
+            &[San::Dns("b.ironsa.test".into())],
+        )
+        .unwrap();
+    assert!(
+        std::fs::read_to_string(&a_cert.key_pem)
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----\n")
+    );
+    assert!(
+        std::fs::read_to_string(&b_cert.key_pem)
+            .unwrap()
+            .starts_with("-----BEGIN RSA PRIVATE KEY-----\n")
+    );
     let gen_done = Instant::now();
     let conn = |lp, rp, is_a: bool| {
-        let (me, peer, cert) =
-            if is_a { ("a.ironsa.test", "b.ironsa.test", "a-ee.crt") } else { ("b.ironsa.test", "a.ironsa.test", "b-ee.crt") };
+        let (me, peer, cert) = if is_a {
+            ("a.ironsa.test", "b.ironsa.test", "a-ee.crt")
+        } else {
+            ("b.ironsa.test", "a.ironsa.test", "b-ee.crt")
+        };
         Connection::new("chain", "127.0.0.1", "127.0.0.1")
             .local_port(lp)
             .remote_port(rp)
@@ -433,23 +651,44 @@ fn ed25519_and_rsa_certificates_through_an_intermediate_chain() {
     let (a, b) = loopback_pair(
         "chain",
         conn,
-        |b| b.identity(&a_cert).ca(&root).cert(&chain[0]).cert(&chain[1]),
+        |b| {
+            b.identity(&a_cert)
+                .ca(&root)
+                .cert(&chain[0])
+                .cert(&chain[1])
+        },
         |b| b.identity(&b_cert).ca(&root),
     );
     check(&[&a, &b], || {
-        a.swanctl().initiate(Target::Ike("chain"), Duration::from_secs(10))?;
+        a.swanctl()
+            .initiate(Target::Ike("chain"), Duration::from_secs(10))?;
         let sas_a = a.swanctl().list_sas()?;
-        let sas_b = b.swanctl().wait_for_sas(Duration::from_secs(3), |s| s.iter().any(|sa| sa.state == "ESTABLISHED"))?;
+        let sas_b = b.swanctl().wait_for_sas(Duration::from_secs(3), |s| {
+            s.iter().any(|sa| sa.state == "ESTABLISHED")
+        })?;
         let (ia, ib) = (single_established(&sas_a), single_established(&sas_b));
         assert_mirror(ia, ib);
         assert_eq!(ia.dh_group.as_deref(), Some("ECP_384"));
         assert_eq!(ia.prf_alg.as_deref(), Some("PRF_HMAC_SHA2_384"));
-        assert!(b.log_contains("authentication of 'a.ironsa.test' with ED25519 successful"), "Ed25519 signature checked");
-        assert!(b.log_contains("CN=int-2"), "B saw the intermediate sent by A");
-        assert!(a.log_contains("authentication of 'b.ironsa.test' with RSA"), "RSA signature checked");
+        assert!(
+            b.log_contains("authentication of 'a.ironsa.test' with ED25519 successful"),
+            "Ed25519 signature checked"
+        );
+        assert!(
+            b.log_contains("CN=int-2"),
+            "B saw the intermediate sent by A"
+        );
+        assert!(
+            a.log_contains("authentication of 'b.ironsa.test' with RSA"),
+            "RSA signature checked"
+        );
         Ok(())
     });
-    eprintln!("timing: pki {:?}, charons+IKE {:?}", gen_done - started, gen_done.elapsed());
+    eprintln!(
+        "timing: pki {:?}, charons+IKE {:?}",
+        gen_done - started,
+        gen_done.elapsed()
+    );
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
@@ -457,9 +696,17 @@ fn ed25519_and_rsa_certificates_through_an_intermediate_chain() {
 fn big_rsa4096_chain_forces_ike_fragmentation() {
     let started = Instant::now();
     let pki = Pki::new().unwrap();
-    let (root, chain, ee) = pki.big_chain("big", 1, &[San::Dns("a.ironsa.test".into())]).unwrap();
-    let cert_bytes: u64 = [&chain[0], &ee].iter().map(|c| std::fs::metadata(&c.cert_der).unwrap().len()).sum();
-    assert!(cert_bytes > 1500, "chain certificates are {cert_bytes} bytes");
+    let (root, chain, ee) = pki
+        .big_chain("big", 1, &[San::Dns("a.ironsa.test".into())])
+        .unwrap();
+    let cert_bytes: u64 = [&chain[0], &ee]
+        .iter()
+        .map(|c| std::fs::metadata(&c.cert_der).unwrap().len())
+        .sum();
+    assert!(
+        cert_bytes > 1500,
+        "chain certificates are {cert_bytes} bytes"
+    );
     let gen_done = Instant::now();
     let secret = || Secret::psk("ab", &["a.ironsa.test", "b@ironsa.test"], PSK);
     let conn = |lp, rp, is_a: bool| {
@@ -469,26 +716,47 @@ fn big_rsa4096_chain_forces_ike_fragmentation() {
             .proposals(&["aes256gcm16-prfsha256-x25519"])
             .fragmentation("yes");
         if is_a {
-            c.local(AuthRound::pubkey("a.ironsa.test").cert("big-ee.crt")).remote(AuthRound::psk("b@ironsa.test"))
+            c.local(AuthRound::pubkey("a.ironsa.test").cert("big-ee.crt"))
+                .remote(AuthRound::psk("b@ironsa.test"))
         } else {
-            c.local(AuthRound::psk("b@ironsa.test")).remote(AuthRound::pubkey("a.ironsa.test"))
+            c.local(AuthRound::psk("b@ironsa.test"))
+                .remote(AuthRound::pubkey("a.ironsa.test"))
         }
     };
     let (a, b) = loopback_pair(
         "big",
         conn,
-        |b| b.identity(&ee).cert(&chain[0]).ca(&root).secret(secret()).setting("fragment_size", "1280"),
+        |b| {
+            b.identity(&ee)
+                .cert(&chain[0])
+                .ca(&root)
+                .secret(secret())
+                .setting("fragment_size", "1280")
+        },
         |b| b.ca(&root).secret(secret()),
     );
     check(&[&a, &b], || {
-        a.swanctl().initiate(Target::Ike("big"), Duration::from_secs(10))?;
-        let sas_b = b.swanctl().wait_for_sas(Duration::from_secs(3), |s| s.iter().any(|sa| sa.state == "ESTABLISHED"))?;
+        a.swanctl()
+            .initiate(Target::Ike("big"), Duration::from_secs(10))?;
+        let sas_b = b.swanctl().wait_for_sas(Duration::from_secs(3), |s| {
+            s.iter().any(|sa| sa.state == "ESTABLISHED")
+        })?;
         single_established(&sas_b);
-        assert!(a.log_contains("splitting IKE message"), "IKE_AUTH was fragmented");
-        assert!(b.log_contains("IKE message reassembled") || b.log_contains("reassembled fragmented IKE message"));
+        assert!(
+            a.log_contains("splitting IKE message"),
+            "IKE_AUTH was fragmented"
+        );
+        assert!(
+            b.log_contains("IKE message reassembled")
+                || b.log_contains("reassembled fragmented IKE message")
+        );
         Ok(())
     });
-    eprintln!("timing: pki {:?}, charons+IKE {:?}", gen_done - started, gen_done.elapsed());
+    eprintln!(
+        "timing: pki {:?}, charons+IKE {:?}",
+        gen_done - started,
+        gen_done.elapsed()
+    );
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
@@ -497,16 +765,36 @@ fn drop_during_panic_stops_charon_deletes_namespaces_and_keeps_the_log() {
     let seen = std::sync::Mutex::new(None);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let ns = NetnsPair::new().unwrap();
-        let c = Charon::builder("doomed").kernel(KernelBackend::Libipsec { netns: ns.a.name().into() }).start().unwrap();
-        *seen.lock().unwrap() = Some((c.pid().unwrap(), ns.a.name().to_string(), ns.b.name().to_string(), c.log_path()));
+        let c = Charon::builder("doomed")
+            .kernel(KernelBackend::Libipsec {
+                netns: ns.a.name().into(),
+            })
+            .start()
+            .unwrap();
+        *seen.lock().unwrap() = Some((
+            c.pid().unwrap(),
+            ns.a.name().to_string(),
+            ns.b.name().to_string(),
+            c.log_path(),
+        ));
         panic!("deliberate failure to exercise cleanup");
     }));
     assert!(result.is_err());
     let (pid, ns_a, ns_b, log) = seen.lock().unwrap().take().unwrap();
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "charon {pid} still running");
-    let list = String::from_utf8(support::util::run("ip", &["netns", "list"]).unwrap().stdout).unwrap();
-    assert!(!list.contains(&ns_a) && !list.contains(&ns_b), "namespaces left: {list}");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "charon {pid} still running"
+    );
+    let list =
+        String::from_utf8(support::util::run("ip", &["netns", "list"]).unwrap().stdout).unwrap();
+    assert!(
+        !list.contains(&ns_a) && !list.contains(&ns_b),
+        "namespaces left: {list}"
+    );
     assert!(log.exists(), "log kept after a panic");
-    assert!(std::fs::read_to_string(&log).unwrap().contains("charon"), "log has content");
+    assert!(
+        std::fs::read_to_string(&log).unwrap().contains("charon"),
+        "log has content"
+    );
     std::fs::remove_dir_all(log.parent().unwrap()).unwrap();
 }

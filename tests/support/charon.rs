@@ -22,8 +22,8 @@ pub const CHARON_BIN: &str = "/usr/lib/ipsec/charon";
 
 /// swanctl credential folders created (empty) in every instance.
 const SWANCTL_DIRS: &[&str] = &[
-    "x509", "x509ca", "x509ocsp", "x509aa", "x509ac", "x509crl", "pubkey", "private", "rsa", "ecdsa", "bliss",
-    "pkcs8", "pkcs12",
+    "x509", "x509ca", "x509ocsp", "x509aa", "x509ac", "x509crl", "pubkey", "private", "rsa",
+    "ecdsa", "bliss", "pkcs8", "pkcs12",
 ];
 
 /// Plugins every instance loads (before the kernel backend).
@@ -56,7 +56,9 @@ fn conf_insert(tree: &mut BTreeMap<String, ConfNode>, dotted: &str, value: &str)
             tree.insert(dotted.to_string(), ConfNode::Value(value.to_string()));
         }
         Some((head, rest)) => {
-            let node = tree.entry(head.to_string()).or_insert_with(|| ConfNode::Section(BTreeMap::new()));
+            let node = tree
+                .entry(head.to_string())
+                .or_insert_with(|| ConfNode::Section(BTreeMap::new()));
             if let ConfNode::Value(_) = node {
                 *node = ConfNode::Section(BTreeMap::new());
             }
@@ -139,7 +141,8 @@ impl CharonBuilder {
 
     /// Copies `src` into `swanctl/<subdir>/<file_name>` before start.
     pub fn file(mut self, subdir: &str, file_name: &str, src: &Path) -> Self {
-        self.files.push((subdir.into(), file_name.into(), src.to_path_buf()));
+        self.files
+            .push((subdir.into(), file_name.into(), src.to_path_buf()));
         self
     }
 
@@ -150,7 +153,8 @@ impl CharonBuilder {
         let crt = format!("{}.crt", cert.name);
         let key = format!("{}.key", cert.name);
         let dir = cert.key_type.swanctl_dir();
-        self.file("x509", &crt, &cert.cert_der).file(dir, &key, &cert.key_der)
+        self.file("x509", &crt, &cert.cert_der)
+            .file(dir, &key, &cert.key_der)
     }
 
     /// Installs a trusted CA (or intermediate) certificate as `x509ca/<name>.crt`.
@@ -199,12 +203,18 @@ impl CharonBuilder {
         let mut defaults: Vec<(String, String)> = vec![
             ("load_modular".into(), "no".into()),
             ("load".into(), plugins),
-            ("install_routes".into(), if libipsec { "yes" } else { "no" }.into()),
+            (
+                "install_routes".into(),
+                if libipsec { "yes" } else { "no" }.into(),
+            ),
             ("install_virtual_ip".into(), "no".into()),
             ("retransmit_tries".into(), "2".into()),
             ("retransmit_timeout".into(), "2".into()),
             ("plugins.vici.socket".into(), vici.clone()),
-            ("filelog.main.path".into(), dir.join("charon.log").display().to_string()),
+            (
+                "filelog.main.path".into(),
+                dir.join("charon.log").display().to_string(),
+            ),
             ("filelog.main.append".into(), "yes".into()),
             ("filelog.main.flush_line".into(), "yes".into()),
             ("filelog.main.time_format".into(), quote("%H:%M:%S")),
@@ -221,7 +231,11 @@ impl CharonBuilder {
             conf_insert(&mut tree, k, v);
         }
         for (subsys, level) in &self.log_levels {
-            conf_insert(&mut tree, &format!("filelog.main.{subsys}"), &level.to_string());
+            conf_insert(
+                &mut tree,
+                &format!("filelog.main.{subsys}"),
+                &level.to_string(),
+            );
         }
         let mut out = String::from("charon {\n");
         conf_render(&tree, 2, &mut out);
@@ -239,11 +253,16 @@ impl CharonBuilder {
         let root = dir.path().to_path_buf();
         let swanctl_dir = root.join("swanctl");
         for sub in SWANCTL_DIRS {
-            std::fs::create_dir_all(swanctl_dir.join(sub)).map_err(io_err("create swanctl dirs"))?;
+            std::fs::create_dir_all(swanctl_dir.join(sub))
+                .map_err(io_err("create swanctl dirs"))?;
         }
         for (sub, name, src) in &self.files {
             let dst = swanctl_dir.join(sub).join(name);
-            std::fs::copy(src, &dst).map_err(io_err(format!("copy {} -> {}", src.display(), dst.display())))?;
+            std::fs::copy(src, &dst).map_err(io_err(format!(
+                "copy {} -> {}",
+                src.display(),
+                dst.display()
+            )))?;
         }
         let ports = match (&self.backend, self.ports) {
             (_, Some(p)) => Some(p),
@@ -251,10 +270,13 @@ impl CharonBuilder {
             (KernelBackend::Libipsec { .. }, None) => None,
         };
         let conf_path = root.join("strongswan.conf");
-        std::fs::write(&conf_path, self.strongswan_conf(&root, ports)).map_err(io_err("write strongswan.conf"))?;
-        std::fs::write(swanctl_dir.join("swanctl.conf"), self.conf.render()).map_err(io_err("write swanctl.conf"))?;
+        std::fs::write(&conf_path, self.strongswan_conf(&root, ports))
+            .map_err(io_err("write strongswan.conf"))?;
+        std::fs::write(swanctl_dir.join("swanctl.conf"), self.conf.render())
+            .map_err(io_err("write swanctl.conf"))?;
 
-        let stdout = std::fs::File::create(root.join("stdout.log")).map_err(io_err("create stdout.log"))?;
+        let stdout =
+            std::fs::File::create(root.join("stdout.log")).map_err(io_err("create stdout.log"))?;
         let stderr = stdout.try_clone().map_err(io_err("clone stdout.log"))?;
         let script = format!("mount -t tmpfs tmpfs /run && exec {CHARON_BIN}");
         let mut cmd = match &self.backend {
@@ -269,8 +291,14 @@ impl CharonBuilder {
                 c
             }
         };
-        cmd.env("STRONGSWAN_CONF", &conf_path).stdin(Stdio::null()).stdout(stdout).stderr(stderr);
-        let child = cmd.spawn().map_err(|source| HarnessError::Spawn { command: CHARON_BIN.into(), source })?;
+        cmd.env("STRONGSWAN_CONF", &conf_path)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        let child = cmd.spawn().map_err(|source| HarnessError::Spawn {
+            command: CHARON_BIN.into(),
+            source,
+        })?;
 
         let swanctl = Swanctl::new(conf_path, swanctl_dir);
         let mut charon = Charon {
@@ -366,7 +394,10 @@ impl Charon {
         let deadline = Instant::now() + limit;
         while !self.log_contains(needle) {
             if Instant::now() >= deadline {
-                return Err(HarnessError::Timeout(format!("{}: log line {needle:?} not seen in {limit:?}", self.name)));
+                return Err(HarnessError::Timeout(format!(
+                    "{}: log line {needle:?} not seen in {limit:?}",
+                    self.name
+                )));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -375,7 +406,12 @@ impl Charon {
 
     /// The last `lines` lines of the log, with a header naming this instance.
     pub fn log_tail(&self, lines: usize) -> String {
-        format!("==== charon {} ({}) last {lines} log lines ====\n{}", self.name, self.log_path().display(), tail_file(&self.log_path(), lines))
+        format!(
+            "==== charon {} ({}) last {lines} log lines ====\n{}",
+            self.name,
+            self.log_path().display(),
+            tail_file(&self.log_path(), lines)
+        )
     }
 
     /// Prints [`Charon::log_tail`] (100 lines) to stderr; call it on a failure path.
@@ -400,7 +436,8 @@ impl Charon {
 
     /// Replaces swanctl.conf with `conf` and reloads everything.
     pub fn reload(&mut self, conf: SwanctlConf) -> Result<String> {
-        std::fs::write(self.swanctl.swanctl_dir.join("swanctl.conf"), conf.render()).map_err(io_err("write swanctl.conf"))?;
+        std::fs::write(self.swanctl.swanctl_dir.join("swanctl.conf"), conf.render())
+            .map_err(io_err("write swanctl.conf"))?;
         self.conf = conf;
         self.load_all()
     }
@@ -429,7 +466,10 @@ impl Charon {
             }
             if Instant::now() >= deadline {
                 self.dump_log();
-                return Err(HarnessError::Timeout(format!("charon {}: VICI not answering after {limit:?}", self.name)));
+                return Err(HarnessError::Timeout(format!(
+                    "charon {}: VICI not answering after {limit:?}",
+                    self.name
+                )));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -437,7 +477,9 @@ impl Charon {
 
     /// Stops charon: SIGTERM, SIGKILL after 2 s. Idempotent.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         if let Ok(None) = child.try_wait() {
             let _ = run("kill", &["-TERM", &child.id().to_string()]);
             let deadline = Instant::now() + Duration::from_secs(2);
@@ -463,7 +505,11 @@ impl Drop for Charon {
         if keep {
             if let Some(dir) = self.dir.take() {
                 let path = dir.keep();
-                eprintln!("harness: kept charon {} directory {}", self.name, path.display());
+                eprintln!(
+                    "harness: kept charon {} directory {}",
+                    self.name,
+                    path.display()
+                );
             }
         }
     }

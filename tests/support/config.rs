@@ -29,12 +29,20 @@ pub struct AuthRound {
 impl AuthRound {
     /// Pre-shared-key authentication with the given identity.
     pub fn psk(id: &str) -> Self {
-        Self { auth: "psk".into(), id: Some(id.into()), ..Self::default() }
+        Self {
+            auth: "psk".into(),
+            id: Some(id.into()),
+            ..Self::default()
+        }
     }
 
     /// Public-key authentication with the given identity (e.g. a SAN or DN).
     pub fn pubkey(id: &str) -> Self {
-        Self { auth: "pubkey".into(), id: Some(id.into()), ..Self::default() }
+        Self {
+            auth: "pubkey".into(),
+            id: Some(id.into()),
+            ..Self::default()
+        }
     }
 
     /// Adds a certificate file name (relative to `swanctl/x509/`).
@@ -138,7 +146,12 @@ impl Child {
         kv(out, indent + 2, "remote_ts", &self.remote_ts.join(","));
         opt(out, indent + 2, "mode", &self.mode);
         if !self.esp_proposals.is_empty() {
-            kv(out, indent + 2, "esp_proposals", &self.esp_proposals.join(","));
+            kv(
+                out,
+                indent + 2,
+                "esp_proposals",
+                &self.esp_proposals.join(","),
+            );
         }
         opt(out, indent + 2, "start_action", &self.start_action);
         opt(out, indent + 2, "rekey_time", &self.rekey_time);
@@ -312,11 +325,30 @@ impl Connection {
         let p = " ".repeat(indent);
         let i = indent + 2;
         let _ = writeln!(out, "{p}{} {{", self.name);
-        kv(out, i, "version", if self.version == IkeVersion::V1 { "1" } else { "2" });
+        kv(
+            out,
+            i,
+            "version",
+            if self.version == IkeVersion::V1 {
+                "1"
+            } else {
+                "2"
+            },
+        );
         kv(out, i, "local_addrs", &self.local_addrs.join(","));
         kv(out, i, "remote_addrs", &self.remote_addrs.join(","));
-        opt(out, i, "local_port", &self.local_port.map(|p| p.to_string()));
-        opt(out, i, "remote_port", &self.remote_port.map(|p| p.to_string()));
+        opt(
+            out,
+            i,
+            "local_port",
+            &self.local_port.map(|p| p.to_string()),
+        );
+        opt(
+            out,
+            i,
+            "remote_port",
+            &self.remote_port.map(|p| p.to_string()),
+        );
         if !self.proposals.is_empty() {
             kv(out, i, "proposals", &self.proposals.join(","));
         }
@@ -349,9 +381,17 @@ impl Connection {
 #[derive(Debug, Clone)]
 pub enum Secret {
     /// `ike<suffix> { id-N = ..., secret = "..." }`: a PSK shared by the given ids.
-    Ike { name: String, ids: Vec<String>, secret: String },
+    Ike {
+        name: String,
+        ids: Vec<String>,
+        secret: String,
+    },
     /// `private<suffix> { file = ..., secret = ... }`: an (encrypted) private key.
-    Private { name: String, file: String, secret: Option<String> },
+    Private {
+        name: String,
+        file: String,
+        secret: Option<String>,
+    },
 }
 
 impl Secret {

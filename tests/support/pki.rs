@@ -25,9 +25,24 @@ pub enum KeyType {
 impl KeyType {
     fn gen_args(self) -> Vec<String> {
         match self {
-            Self::EcdsaP256 => vec!["--type".into(), "ecdsa".into(), "--size".into(), "256".into()],
-            Self::EcdsaP384 => vec!["--type".into(), "ecdsa".into(), "--size".into(), "384".into()],
-            Self::Rsa(bits) => vec!["--type".into(), "rsa".into(), "--size".into(), bits.to_string()],
+            Self::EcdsaP256 => vec![
+                "--type".into(),
+                "ecdsa".into(),
+                "--size".into(),
+                "256".into(),
+            ],
+            Self::EcdsaP384 => vec![
+                "--type".into(),
+                "ecdsa".into(),
+                "--size".into(),
+                "384".into(),
+            ],
+            Self::Rsa(bits) => vec![
+                "--type".into(),
+                "rsa".into(),
+                "--size".into(),
+                bits.to_string(),
+            ],
             Self::Ed25519 => vec!["--type".into(), "ed25519".into()],
         }
     }
@@ -112,7 +127,10 @@ pub struct Pki {
 impl Pki {
     /// A new empty workspace.
     pub fn new() -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("ironsa-pki-").tempdir().map_err(io_err("pki tempdir"))?;
+        let dir = tempfile::Builder::new()
+            .prefix("ironsa-pki-")
+            .tempdir()
+            .map_err(io_err("pki tempdir"))?;
         Ok(Self { dir })
     }
 
@@ -137,19 +155,29 @@ impl Pki {
         args.extend(["--outform".into(), "der".into()]);
         let der = self.pki(&args)?;
         if der.is_empty() {
-            return Err(HarnessError::Parse(format!("pki --gen produced no key for {name}")));
+            return Err(HarnessError::Parse(format!(
+                "pki --gen produced no key for {name}"
+            )));
         }
         let der_path = self.write(&format!("{name}.key.der"), &der)?;
-        let pem_path = self.write(&format!("{name}.key.pem"), pem(key_type.pem_label(), &der).as_bytes())?;
+        let pem_path = self.write(
+            &format!("{name}.key.pem"),
+            pem(key_type.pem_label(), &der).as_bytes(),
+        )?;
         Ok((der_path, pem_path))
     }
 
     fn write_cert(&self, name: &str, der: &[u8]) -> Result<(PathBuf, PathBuf)> {
         if der.is_empty() {
-            return Err(HarnessError::Parse(format!("pki produced no certificate for {name}")));
+            return Err(HarnessError::Parse(format!(
+                "pki produced no certificate for {name}"
+            )));
         }
         let der_path = self.write(&format!("{name}.crt.der"), der)?;
-        let pem_path = self.write(&format!("{name}.crt.pem"), pem("CERTIFICATE", der).as_bytes())?;
+        let pem_path = self.write(
+            &format!("{name}.crt.pem"),
+            pem("CERTIFICATE", der).as_bytes(),
+        )?;
         Ok((der_path, pem_path))
     }
 
@@ -173,11 +201,28 @@ impl Pki {
         ];
         let der = self.pki(&args)?;
         let (cert_der, cert_pem) = self.write_cert(name, &der)?;
-        Ok(CertFiles { name: name.into(), key_type, dn, sans: Vec::new(), key_der, key_pem, cert_der, cert_pem, is_ca: true })
+        Ok(CertFiles {
+            name: name.into(),
+            key_type,
+            dn,
+            sans: Vec::new(),
+            key_der,
+            key_pem,
+            cert_der,
+            cert_pem,
+            is_ca: true,
+        })
     }
 
     /// A certificate for a fresh key, issued by `issuer`; a CA if `is_ca`.
-    pub fn issue(&self, issuer: &CertFiles, name: &str, key_type: KeyType, sans: &[San], is_ca: bool) -> Result<CertFiles> {
+    pub fn issue(
+        &self,
+        issuer: &CertFiles,
+        name: &str,
+        key_type: KeyType,
+        sans: &[San],
+        is_ca: bool,
+    ) -> Result<CertFiles> {
         let (key_der, key_pem) = self.gen_key(name, key_type)?;
         let dn = format!("C=CH, O=ironsa test, CN={name}");
         let mut args = vec![
@@ -205,17 +250,39 @@ impl Pki {
         }
         let der = self.pki(&args)?;
         let (cert_der, cert_pem) = self.write_cert(name, &der)?;
-        Ok(CertFiles { name: name.into(), key_type, dn, sans: sans.to_vec(), key_der, key_pem, cert_der, cert_pem, is_ca })
+        Ok(CertFiles {
+            name: name.into(),
+            key_type,
+            dn,
+            sans: sans.to_vec(),
+            key_der,
+            key_pem,
+            cert_der,
+            cert_pem,
+            is_ca,
+        })
     }
 
     /// An end-entity certificate issued by `issuer`.
-    pub fn end_entity(&self, issuer: &CertFiles, name: &str, key_type: KeyType, sans: &[San]) -> Result<CertFiles> {
+    pub fn end_entity(
+        &self,
+        issuer: &CertFiles,
+        name: &str,
+        key_type: KeyType,
+        sans: &[San],
+    ) -> Result<CertFiles> {
         self.issue(issuer, name, key_type, sans, false)
     }
 
     /// `depth` intermediate CAs below `root`, each issued by the previous one
     /// (`<prefix>-1` ... `<prefix>-depth`); the last one issues end entities.
-    pub fn intermediate_chain(&self, root: &CertFiles, prefix: &str, depth: usize, key_type: KeyType) -> Result<Vec<CertFiles>> {
+    pub fn intermediate_chain(
+        &self,
+        root: &CertFiles,
+        prefix: &str,
+        depth: usize,
+        key_type: KeyType,
+    ) -> Result<Vec<CertFiles>> {
         let mut chain: Vec<CertFiles> = Vec::with_capacity(depth);
         for n in 1..=depth {
             let issuer = chain.last().unwrap_or(root);
@@ -228,9 +295,15 @@ impl Pki {
     /// A hierarchy whose certificates alone exceed ~1500 bytes in IKE_AUTH:
     /// RSA-4096 root, `depth` RSA-4096 intermediates and an RSA-4096 end entity
     /// with the given SANs. Returns (root, intermediates, end entity).
-    pub fn big_chain(&self, prefix: &str, depth: usize, sans: &[San]) -> Result<(CertFiles, Vec<CertFiles>, CertFiles)> {
+    pub fn big_chain(
+        &self,
+        prefix: &str,
+        depth: usize,
+        sans: &[San],
+    ) -> Result<(CertFiles, Vec<CertFiles>, CertFiles)> {
         let root = self.root_ca(&format!("{prefix}-root"), KeyType::Rsa(4096))?;
-        let chain = self.intermediate_chain(&root, &format!("{prefix}-int"), depth, KeyType::Rsa(4096))?;
+        let chain =
+            self.intermediate_chain(&root, &format!("{prefix}-int"), depth, KeyType::Rsa(4096))?;
         let issuer = chain.last().unwrap_or(&root);
         let ee = self.end_entity(issuer, &format!("{prefix}-ee"), KeyType::Rsa(4096), sans)?;
         Ok((root, chain, ee))
@@ -254,7 +327,11 @@ pub fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for (i, shift) in [18u32, 12, 6, 0].iter().enumerate() {
             if i <= chunk.len() {

@@ -85,7 +85,9 @@ pub fn parse_vici_pretty(text: &str) -> Result<Vec<(String, ViciNode)>> {
         } else if let Some(key) = line.strip_suffix(" =") {
             // An empty value prints as `key = ` (trailing space trimmed above).
             match stack.last_mut() {
-                Some(Frame::Section(_, entries)) => entries.push((key.to_string(), ViciNode::Value(String::new()))),
+                Some(Frame::Section(_, entries)) => {
+                    entries.push((key.to_string(), ViciNode::Value(String::new())))
+                }
                 _ => return Err(err("value outside a section")),
             }
         } else {
@@ -93,11 +95,15 @@ pub fn parse_vici_pretty(text: &str) -> Result<Vec<(String, ViciNode)>> {
         }
     }
     if stack.len() != 1 {
-        return Err(HarnessError::Parse("unterminated section or list at end of input".into()));
+        return Err(HarnessError::Parse(
+            "unterminated section or list at end of input".into(),
+        ));
     }
     match stack.pop() {
         Some(Frame::Section(_, entries)) => Ok(entries),
-        _ => Err(HarnessError::Parse("internal: root is not a section".into())),
+        _ => Err(HarnessError::Parse(
+            "internal: root is not a section".into(),
+        )),
     }
 }
 
@@ -192,17 +198,28 @@ pub struct IkeSaInfo {
 impl IkeSaInfo {
     /// Our SPI.
     pub fn local_spi(&self) -> u64 {
-        if self.initiator { self.initiator_spi } else { self.responder_spi }
+        if self.initiator {
+            self.initiator_spi
+        } else {
+            self.responder_spi
+        }
     }
 
     /// The peer's SPI.
     pub fn remote_spi(&self) -> u64 {
-        if self.initiator { self.responder_spi } else { self.initiator_spi }
+        if self.initiator {
+            self.responder_spi
+        } else {
+            self.initiator_spi
+        }
     }
 
     /// Children in state `INSTALLED`.
     pub fn installed_children(&self) -> Vec<&ChildSaInfo> {
-        self.children.iter().filter(|c| c.state == "INSTALLED").collect()
+        self.children
+            .iter()
+            .filter(|c| c.state == "INSTALLED")
+            .collect()
     }
 }
 
@@ -213,7 +230,10 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn new(ctx: String, entries: &'a [(String, ViciNode)]) -> Self {
-        Self { ctx, values: entries.iter().map(|(k, v)| (k.as_str(), v)).collect() }
+        Self {
+            ctx,
+            values: entries.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+        }
     }
 
     fn opt(&self, key: &str) -> Option<&'a str> {
@@ -224,13 +244,21 @@ impl<'a> Fields<'a> {
     }
 
     fn req(&self, key: &str) -> Result<&'a str> {
-        self.opt(key).ok_or_else(|| HarnessError::Parse(format!("{}: missing `{key}`", self.ctx)))
+        self.opt(key)
+            .ok_or_else(|| HarnessError::Parse(format!("{}: missing `{key}`", self.ctx)))
     }
 
     fn num<T: TryFrom<u64>>(&self, key: &str, radix16: bool) -> Result<Option<T>> {
-        let Some(v) = self.opt(key) else { return Ok(None) };
-        let parsed = if radix16 { u64::from_str_radix(v, 16) } else { v.parse::<u64>() };
-        let n = parsed.map_err(|e| HarnessError::Parse(format!("{}: `{key}` = {v:?}: {e}", self.ctx)))?;
+        let Some(v) = self.opt(key) else {
+            return Ok(None);
+        };
+        let parsed = if radix16 {
+            u64::from_str_radix(v, 16)
+        } else {
+            v.parse::<u64>()
+        };
+        let n = parsed
+            .map_err(|e| HarnessError::Parse(format!("{}: `{key}` = {v:?}: {e}", self.ctx)))?;
         T::try_from(n)
             .map(Some)
             .map_err(|_| HarnessError::Parse(format!("{}: `{key}` = {v:?} out of range", self.ctx)))
@@ -243,7 +271,8 @@ impl<'a> Fields<'a> {
 
     fn ip(&self, key: &str) -> Result<IpAddr> {
         let v = self.req(key)?;
-        v.parse().map_err(|e| HarnessError::Parse(format!("{}: `{key}` = {v:?}: {e}", self.ctx)))
+        v.parse()
+            .map_err(|e| HarnessError::Parse(format!("{}: `{key}` = {v:?}: {e}", self.ctx)))
     }
 
     fn list(&self, key: &str) -> Vec<String> {
@@ -289,13 +318,13 @@ fn parse_ike(name: &str, entries: &[(String, ViciNode)]) -> Result<IkeSaInfo> {
     let f = Fields::new(format!("IKE_SA {name}"), entries);
     let mut children = Vec::new();
     if let Some(node) = f.values.get("child-sas") {
-        let section = node
-            .section()
-            .ok_or_else(|| HarnessError::Parse(format!("IKE_SA {name}: child-sas is not a section")))?;
+        let section = node.section().ok_or_else(|| {
+            HarnessError::Parse(format!("IKE_SA {name}: child-sas is not a section"))
+        })?;
         for (key, child) in section {
-            let child = child
-                .section()
-                .ok_or_else(|| HarnessError::Parse(format!("IKE_SA {name}: child {key} is not a section")))?;
+            let child = child.section().ok_or_else(|| {
+                HarnessError::Parse(format!("IKE_SA {name}: child {key} is not a section"))
+            })?;
             children.push(parse_child(key, child)?);
         }
     }
@@ -334,9 +363,9 @@ pub fn parse_list_sas(text: &str) -> Result<Vec<IkeSaInfo>> {
             .section()
             .ok_or_else(|| HarnessError::Parse("list-sa event is not a section".into()))?;
         for (ike_name, ike) in section {
-            let ike = ike
-                .section()
-                .ok_or_else(|| HarnessError::Parse(format!("IKE_SA {ike_name} is not a section")))?;
+            let ike = ike.section().ok_or_else(|| {
+                HarnessError::Parse(format!("IKE_SA {ike_name} is not a section"))
+            })?;
             out.push(parse_ike(ike_name, ike)?);
         }
     }

@@ -45,7 +45,11 @@ pub struct Swanctl {
 impl Swanctl {
     /// A wrapper for the given configuration paths.
     pub fn new(strongswan_conf: PathBuf, swanctl_dir: PathBuf) -> Self {
-        Self { strongswan_conf, swanctl_dir, default_timeout: Duration::from_secs(5) }
+        Self {
+            strongswan_conf,
+            swanctl_dir,
+            default_timeout: Duration::from_secs(5),
+        }
     }
 
     /// Runs `swanctl ARGS` bounded by `limit`; returns stdout on success.

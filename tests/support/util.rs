@@ -12,11 +12,22 @@ use std::time::Duration;
 #[derive(Debug)]
 pub enum HarnessError {
     /// A command could not be spawned.
-    Spawn { command: String, source: std::io::Error },
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
     /// A command exited unsuccessfully (124 = killed by `timeout`).
-    Failed { command: String, status: Option<i32>, stdout: String, stderr: String },
+    Failed {
+        command: String,
+        status: Option<i32>,
+        stdout: String,
+        stderr: String,
+    },
     /// Filesystem error while preparing configuration.
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     /// Output that could not be parsed.
     Parse(String),
     /// Something did not happen within its deadline.
@@ -29,10 +40,19 @@ impl fmt::Display for HarnessError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Spawn { command, source } => write!(f, "cannot spawn `{command}`: {source}"),
-            Self::Failed { command, status, stdout, stderr } => write!(
+            Self::Failed {
+                command,
+                status,
+                stdout,
+                stderr,
+            } => write!(
                 f,
                 "`{command}` failed (status {status:?}{})\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-                if *status == Some(124) { ", timed out" } else { "" }
+                if *status == Some(124) {
+                    ", timed out"
+                } else {
+                    ""
+                }
             ),
             Self::Io { context, source } => write!(f, "{context}: {source}"),
             Self::Parse(msg) => write!(f, "parse error: {msg}"),
@@ -75,11 +95,17 @@ pub fn run_bounded<S: AsRef<OsStr>>(
     let command = describe(program, &args);
     let secs = format!("{:.3}", limit.as_secs_f64().max(0.1));
     let mut cmd = Command::new("timeout");
-    cmd.arg("--kill-after=1").arg(&secs).arg(program).args(&args);
+    cmd.arg("--kill-after=1")
+        .arg(&secs)
+        .arg(program)
+        .args(&args);
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let out = cmd.output().map_err(|source| HarnessError::Spawn { command: command.clone(), source })?;
+    let out = cmd.output().map_err(|source| HarnessError::Spawn {
+        command: command.clone(),
+        source,
+    })?;
     if out.status.success() {
         Ok(out)
     } else {

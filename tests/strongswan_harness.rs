@@ -693,7 +693,7 @@ fn ed25519_and_rsa_certificates_through_an_intermediate_chain() {
 }
 
 #[test]
-fn big_rsa4096_chain_forces_ike_fragmentation() {
+fn big_rsa_chain_forces_ike_fragmentation() {
     let started = Instant::now();
     let pki = Pki::new().unwrap();
     let (root, chain, ee) = pki
@@ -743,12 +743,13 @@ fn big_rsa4096_chain_forces_ike_fragmentation() {
         })?;
         single_established(&sas_b);
         assert!(
-            a.log_contains("splitting IKE message"),
+            a.log_contains("sending issuer cert \"C=CH, O=ironsa test, CN=big-int-1\"")
+                && a.log_contains("splitting IKE message"),
             "IKE_AUTH was fragmented"
         );
         assert!(
-            b.log_contains("IKE message reassembled")
-                || b.log_contains("reassembled fragmented IKE message")
+            b.log_contains("reassembled fragmented IKE message"),
+            "B reassembled IKE_AUTH"
         );
         Ok(())
     });
@@ -797,4 +798,91 @@ fn drop_during_panic_stops_charon_deletes_namespaces_and_keeps_the_log() {
         "log has content"
     );
     std::fs::remove_dir_all(log.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn strongswan_conf_rendering_applies_settings_and_log_levels() {
+    let builder = Charon::builder("render")
+        .kernel(KernelBackend::Libipsec {
+            netns: "unused".into(),
+        })
+        .setting("dos_protection", "yes")
+        .setting("cookie_threshold", "3")
+        .setting("retransmit_tries", "5")
+        .setting("plugins.kernel-libipsec.allow_peer_ts", "yes")
+        .log_level("chd", 4)
+        .log_level("ike", 1);
+    let text = builder.strongswan_conf(std::path::Path::new("/x"), Some((5500, 5501)));
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    for want in [
+        "dos_protection = yes",
+        "cookie_threshold = 3",
+        "retransmit_tries = 5",
+        "allow_peer_ts = yes",
+        "kernel-libipsec {",
+        "vici {",
+        "socket = unix:///x/charon.vici",
+        "chd = 4",
+        "ike = 1",
+        "port = 5500",
+        "port_nat_t = 5501",
+        "install_routes = yes",
+        "path = /x/charon.log",
+    ] {
+        assert!(lines.contains(&want), "missing {want:?} in\n{text}");
+    }
+    assert!(
+        !lines.contains(&"retransmit_tries = 2"),
+        "setting overrides the default"
+    );
+    assert!(
+        !lines.contains(&"ike = 2"),
+        "log level overrides the default"
+    );
+    let load = lines.iter().find(|l| l.starts_with("load = ")).unwrap();
+    assert!(
+        load.contains("kernel-libipsec kernel-netlink"),
+        "libipsec listed before netlink: {load}"
+    );
+    assert_eq!(text.matches('{').count(), text.matches('}').count());
+
+    let conf = support::SwanctlConf {
+        connections: vec![
+            Connection::new("c", "10.99.0.1", "10.99.0.2")
+                .version(support::IkeVersion::V1)
+                .aggressive(true)
+                .proposals(&["aes128-sha256-modp2048", "aes256-sha384-ecp384"])
+                .rekey_time("30s")
+                .dpd_delay("5s")
+                .local(AuthRound::psk("a@x"))
+                .remote(AuthRound::pubkey("C=CH, CN=b").cacert("ca.crt"))
+                .child(
+                    Child::new("k", "10.1.0.0/24", "10.2.0.0/24")
+                        .start_action("trap")
+                        .rekey_time("10s"),
+                ),
+        ],
+        secrets: vec![Secret::psk("s", &["a@x", "b@x"], "p\"w")],
+    };
+    let text = conf.render();
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    for want in [
+        "version = 1",
+        "aggressive = yes",
+        "mobike = no",
+        "fragmentation = yes",
+        "proposals = aes128-sha256-modp2048,aes256-sha384-ecp384",
+        "rekey_time = 30s",
+        "dpd_delay = 5s",
+        "id = \"C=CH, CN=b\"",
+        "cacerts = ca.crt",
+        "start_action = trap",
+        "rekey_time = 10s",
+        "ike-s {",
+        "id-0 = a@x",
+        "secret = \"p\\\"w\"",
+    ] {
+        assert!(lines.contains(&want), "missing {want:?} in\n{text}");
+    }
+    assert_eq!(text.matches('{').count(), text.matches('}').count());
 }

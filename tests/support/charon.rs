@@ -187,7 +187,9 @@ impl CharonBuilder {
         self
     }
 
-    fn strongswan_conf(&self, dir: &Path, ports: Option<(u16, u16)>) -> String {
+    /// The strongswan.conf text this builder writes for instance directory `dir`
+    /// and (`port`, `port_nat_t`) if given.
+    pub fn strongswan_conf(&self, dir: &Path, ports: Option<(u16, u16)>) -> String {
         let mut tree = BTreeMap::new();
         let libipsec = matches!(self.backend, KernelBackend::Libipsec { .. });
         let mut plugins = BASE_PLUGINS.to_string();

@@ -886,3 +886,95 @@ fn strongswan_conf_rendering_applies_settings_and_log_levels() {
     }
     assert_eq!(text.matches('{').count(), text.matches('}').count());
 }
+
+/// Documents charon 5.9.8's framing on non-500 ports, which any peer of a
+/// custom-port charon must follow: on every port other than 500 charon sends
+/// and expects the 4-byte non-ESP marker (RFC 3948), like on port 4500.
+/// A datagram from a non-500 source port without the marker is read as ESP
+/// and silently dropped; from port 500 it must come without the marker.
+#[test]
+fn charon_uses_non_esp_marker_on_every_port_but_500() {
+    use std::net::UdpSocket;
+    let started = Instant::now();
+    // A fake peer socket receives a real IKE_SA_INIT from charon A.
+    let fake = UdpSocket::bind("127.0.0.1:0").unwrap();
+    fake.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let fake_port = fake.local_addr().unwrap().port();
+    let (port_a, nat_a) = free_udp_port_pair().unwrap();
+    let (port_b, nat_b) = free_udp_port_pair().unwrap();
+    let conn = |lp: u16, rp: u16, me: &str, peer: &str| {
+        Connection::new("m", "127.0.0.1", "127.0.0.1")
+            .local_port(lp)
+            .remote_port(rp)
+            .proposals(&["aes256gcm16-prfsha256-x25519"])
+            .local(AuthRound::psk(me))
+            .remote(AuthRound::psk(peer))
+    };
+    let secret = || Secret::psk("ab", &["a@ironsa.test", "b@ironsa.test"], PSK);
+    let a = Charon::builder("marker-a")
+        .ports(port_a, nat_a)
+        .connection(conn(port_a, fake_port, "a@ironsa.test", "b@ironsa.test"))
+        .secret(secret())
+        .start()
+        .unwrap();
+    let b = Charon::builder("marker-b")
+        .ports(port_b, nat_b)
+        .connection(conn(port_b, port_a, "b@ironsa.test", "a@ironsa.test"))
+        .secret(secret())
+        .start()
+        .unwrap();
+    // Fire and forget: the initiation fails since nobody answers.
+    let swanctl = a.swanctl().clone();
+    let initiator =
+        std::thread::spawn(move || swanctl.initiate(Target::Ike("m"), Duration::from_secs(2)));
+    let mut buf = [0u8; 4096];
+    let (len, from) = fake.recv_from(&mut buf).unwrap();
+    assert_eq!(from.port(), port_a);
+    assert_eq!(
+        &buf[..4],
+        &[0, 0, 0, 0],
+        "charon prepends the non-ESP marker towards port {fake_port}"
+    );
+    let ike = buf[4..len].to_vec();
+    assert_eq!((ike[17], ike[18]), (0x20, 34), "IKEv2 IKE_SA_INIT");
+
+    // Replay it (fresh initiator SPIs) to B from an ephemeral port.
+    let probe = |n: u8, marker: bool| -> bool {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        let mut pkt = if marker { vec![0u8; 4] } else { Vec::new() };
+        let mut msg = ike.clone();
+        msg[..8].copy_from_slice(&[0x42, n, 1, 2, 3, 4, 5, 6]);
+        pkt.extend_from_slice(&msg);
+        sock.send_to(&pkt, ("127.0.0.1", port_b)).unwrap();
+        let mut resp = [0u8; 4096];
+        match sock.recv_from(&mut resp) {
+            Ok((rlen, _)) => {
+                assert!(
+                    rlen > 4 && resp[..4] == [0, 0, 0, 0],
+                    "reply carries the marker"
+                );
+                assert_eq!(resp[4..12], msg[..8], "reply to our SPI");
+                true
+            }
+            Err(_) => false,
+        }
+    };
+    let with_marker = probe(1, true);
+    let without_marker = probe(2, false);
+    let _ = initiator.join();
+    if !with_marker || without_marker {
+        a.dump_log();
+        b.dump_log();
+    }
+    assert!(
+        with_marker,
+        "charon answers a marked IKE_SA_INIT from an ephemeral port"
+    );
+    assert!(
+        !without_marker,
+        "charon drops an unmarked IKE_SA_INIT from an ephemeral port"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}

@@ -6,6 +6,13 @@
 //! tmpfs on /run: `unshare -m` on the host ([`KernelBackend::Netlink`], IKE only:
 //! the CI kernel has no ESP) or `ip netns exec` for [`KernelBackend::Libipsec`]
 //! (user-space ESP over a TUN device inside a test-owned namespace).
+//!
+//! Framing on custom ports (verified on 5.9.8, see the test
+//! `charon_uses_non_esp_marker_on_every_port_but_500`): charon's socket-default
+//! prepends the 4-byte non-ESP marker to IKE messages sent to any port other than
+//! 500 and expects it on messages from any source port other than 500; unmarked
+//! IKE from a non-500 port is taken for ESP and silently dropped. A peer talking
+//! to a custom-port charon from a custom port must therefore frame IKE as on 4500.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,169 @@
+//! Throw-away network namespaces for tests (names `ironsa-<pid>-<seq>-<side>`).
+//!
+//! Tests only send traffic inside their own namespaces; dropping a namespace
+//! removes its interfaces (and the veth peer) with it.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use super::util::{HarnessError, Result, next_seq, run, run_bounded};
+
+/// Outer (veth) address of side A.
+pub const OUTER_A: &str = "10.99.0.1";
+/// Outer (veth) address of side B.
+pub const OUTER_B: &str = "10.99.0.2";
+/// Inner (protected) address of side A, on `lo`.
+pub const INNER_A: &str = "10.1.0.1";
+/// Inner (protected) address of side B, on `lo`.
+pub const INNER_B: &str = "10.2.0.1";
+/// Protected subnet of side A.
+pub const SUBNET_A: &str = "10.1.0.0/24";
+/// Protected subnet of side B.
+pub const SUBNET_B: &str = "10.2.0.0/24";
+
+/// One network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates namespace `name` with `lo` up.
+    pub fn create(name: &str) -> Result<Self> {
+        run("ip", &["netns", "add", name])?;
+        let ns = Self {
+            name: name.to_string(),
+        };
+        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The namespace name (for `ip netns exec`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs a command inside the namespace (10 s bound); fails on non-zero exit.
+    pub fn exec<S: AsRef<OsStr>>(&self, argv: &[S]) -> Result<Output> {
+        self.exec_bounded(argv, Duration::from_secs(10))
+    }
+
+    /// Runs a command inside the namespace, bounded by `limit`.
+    pub fn exec_bounded<S: AsRef<OsStr>>(&self, argv: &[S], limit: Duration) -> Result<Output> {
+        let mut args: Vec<&OsStr> = vec![
+            OsStr::new("netns"),
+            OsStr::new("exec"),
+            OsStr::new(&self.name),
+        ];
+        args.extend(argv.iter().map(|a| a.as_ref()));
+        run_bounded("ip", &args, &[], limit)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Kill leftover processes (e.g. a ping) so the namespace can go away.
+        if let Ok(out) = run("ip", &["netns", "pids", &self.name]) {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = run("kill", &["-KILL", pid]);
+            }
+        }
+        if let Err(e) = run("ip", &["netns", "delete", &self.name]) {
+            eprintln!("harness: cannot delete netns {}: {e}", self.name);
+        }
+    }
+}
+
+/// Two namespaces `a` and `b` joined by a veth pair: A has [`OUTER_A`]/24 on its
+/// veth and [`INNER_A`]/32 on `lo`; B has [`OUTER_B`] and [`INNER_B`].
+#[derive(Debug)]
+pub struct NetnsPair {
+    /// Side A.
+    pub a: Netns,
+    /// Side B.
+    pub b: Netns,
+    /// veth interface name inside A.
+    pub veth_a: String,
+    /// veth interface name inside B.
+    pub veth_b: String,
+}
+
+impl NetnsPair {
+    /// Creates the pair with unique names; removes stale `ironsa-*` namespaces left
+    /// by dead test processes first.
+    pub fn new() -> Result<Self> {
+        remove_stale_namespaces();
+        let pid = std::process::id();
+        let seq = next_seq();
+        let a = Netns::create(&format!("ironsa-{pid}-{seq}-a"))?;
+        let b = Netns::create(&format!("ironsa-{pid}-{seq}-b"))?;
+        // Interface names are limited to 15 bytes; create them inside A directly so
+        // they never exist in the host namespace under a possibly clashing name.
+        let veth_a = format!("va{pid}x{seq}");
+        let veth_b = format!("vb{pid}x{seq}");
+        if veth_a.len() > 15 {
+            return Err(HarnessError::Usage(format!("veth name too long: {veth_a}")));
+        }
+        a.exec(&[
+            "ip",
+            "link",
+            "add",
+            &veth_a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &veth_b,
+            "netns",
+            b.name(),
+        ])?;
+        a.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{OUTER_A}/24"),
+            "dev",
+            &veth_a,
+        ])?;
+        a.exec(&["ip", "link", "set", &veth_a, "up"])?;
+        a.exec(&["ip", "addr", "add", &format!("{INNER_A}/32"), "dev", "lo"])?;
+        b.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{OUTER_B}/24"),
+            "dev",
+            &veth_b,
+        ])?;
+        b.exec(&["ip", "link", "set", &veth_b, "up"])?;
+        b.exec(&["ip", "addr", "add", &format!("{INNER_B}/32"), "dev", "lo"])?;
+        Ok(Self {
+            a,
+            b,
+            veth_a,
+            veth_b,
+        })
+    }
+}
+
+/// Deletes namespaces named `ironsa-<pid>-<seq>-<a|b>` whose process is gone.
+fn remove_stale_namespaces() {
+    let Ok(out) = run("ip", &["netns", "list"]) else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let parts: Vec<&str> = name.split('-').collect();
+        if parts.len() != 4 || parts[0] != "ironsa" || !matches!(parts[3], "a" | "b") {
+            continue;
+        }
+        let (Ok(pid), Ok(_)) = (parts[1].parse::<u32>(), parts[2].parse::<u32>()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = run("ip", &["netns", "delete", name]);
+        }
+    }
+}

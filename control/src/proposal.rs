@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use crate::crypto::{EncrAlg, IkeSuite, IntegAlg, KeGroup, PrfAlg};
-use crate::wire::ikev2::{ProtocolId, Proposal, Transform, TransformAttribute, TransformType};
+use crate::wire::ikev2::{Proposal, ProtocolId, Transform, TransformAttribute, TransformType};
 
 /// One configured IKE proposal: all listed algorithms are acceptable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,7 +80,9 @@ pub enum ProposalError {
     #[error("proposal '{0}' needs an integrity algorithm")]
     MissingInteg(String),
     /// An integrity algorithm with AEAD encryption in an ESP proposal.
-    #[error("integrity algorithm '{token}' is not allowed with AEAD encryption in proposal '{proposal}'")]
+    #[error(
+        "integrity algorithm '{token}' is not allowed with AEAD encryption in proposal '{proposal}'"
+    )]
     IntegWithAead {
         /// The token.
         token: String,
@@ -168,11 +170,15 @@ fn parse_one(p: &str) -> Result<Parsed, ProposalError> {
         }
         match parse_token(token) {
             None => {
-                return Err(ProposalError::UnknownToken { token: token.to_string(), proposal: p.to_string() });
+                return Err(ProposalError::UnknownToken {
+                    token: token.to_string(),
+                    proposal: p.to_string(),
+                });
             }
             Some(Token::Encr(e)) => push_unique(&mut out.encr, e),
             Some(Token::Integ(i)) => {
-                out.first_integ_token.get_or_insert_with(|| token.to_string());
+                out.first_integ_token
+                    .get_or_insert_with(|| token.to_string());
                 push_unique(&mut out.integ, i);
             }
             Some(Token::Prf(f)) => {
@@ -208,7 +214,11 @@ pub fn parse_ike_proposals(s: &str) -> Result<Vec<IkeProposal>, ProposalError> {
         .map(|p| {
             let mut parsed = parse_one(p)?;
             if let Some(token) = parsed.first_esn_token {
-                return Err(ProposalError::NotAllowed { token, kind: "IKE", proposal: p.to_string() });
+                return Err(ProposalError::NotAllowed {
+                    token,
+                    kind: "IKE",
+                    proposal: p.to_string(),
+                });
             }
             let aead = parsed.encr[0].is_aead();
             if parsed.prf.is_empty() {
@@ -227,7 +237,12 @@ pub fn parse_ike_proposals(s: &str) -> Result<Vec<IkeProposal>, ProposalError> {
             if parsed.ke.is_empty() {
                 return Err(ProposalError::MissingKe(p.to_string()));
             }
-            Ok(IkeProposal { encr: parsed.encr, integ: parsed.integ, prf: parsed.prf, ke: parsed.ke })
+            Ok(IkeProposal {
+                encr: parsed.encr,
+                integ: parsed.integ,
+                prf: parsed.prf,
+                ke: parsed.ke,
+            })
         })
         .collect()
 }
@@ -241,18 +256,34 @@ pub fn parse_esp_proposals(s: &str) -> Result<Vec<EspProposal>, ProposalError> {
         .map(|p| {
             let parsed = parse_one(p)?;
             if let Some(token) = parsed.first_prf_token {
-                return Err(ProposalError::NotAllowed { token, kind: "ESP", proposal: p.to_string() });
+                return Err(ProposalError::NotAllowed {
+                    token,
+                    kind: "ESP",
+                    proposal: p.to_string(),
+                });
             }
             let aead = parsed.encr[0].is_aead();
             if aead {
                 if let Some(token) = parsed.first_integ_token {
-                    return Err(ProposalError::IntegWithAead { token, proposal: p.to_string() });
+                    return Err(ProposalError::IntegWithAead {
+                        token,
+                        proposal: p.to_string(),
+                    });
                 }
             } else if parsed.integ.is_empty() {
                 return Err(ProposalError::MissingInteg(p.to_string()));
             }
-            let esn = if parsed.esn.is_empty() { vec![false] } else { parsed.esn };
-            Ok(EspProposal { encr: parsed.encr, integ: parsed.integ, ke: parsed.ke, esn })
+            let esn = if parsed.esn.is_empty() {
+                vec![false]
+            } else {
+                parsed.esn
+            };
+            Ok(EspProposal {
+                encr: parsed.encr,
+                integ: parsed.integ,
+                ke: parsed.ke,
+                esn,
+            })
         })
         .collect()
 }
@@ -261,12 +292,20 @@ fn encr_transform(e: EncrAlg) -> Transform {
     Transform {
         ty: TransformType::ENCR,
         id: e.transform_id(),
-        attributes: e.key_length_attribute().map(TransformAttribute::KeyLength).into_iter().collect(),
+        attributes: e
+            .key_length_attribute()
+            .map(TransformAttribute::KeyLength)
+            .into_iter()
+            .collect(),
     }
 }
 
 fn plain_transform(ty: TransformType, id: u16) -> Transform {
-    Transform { ty, id, attributes: Vec::new() }
+    Transform {
+        ty,
+        id,
+        attributes: Vec::new(),
+    }
 }
 
 fn esn_id(esn: bool) -> u16 {
@@ -277,10 +316,27 @@ impl IkeProposal {
     /// The SA payload proposal (protocol IKE) offering all algorithms.
     pub fn to_wire(&self, number: u8, spi: &[u8]) -> Proposal {
         let mut transforms: Vec<Transform> = self.encr.iter().map(|e| encr_transform(*e)).collect();
-        transforms.extend(self.prf.iter().map(|p| plain_transform(TransformType::PRF, p.transform_id())));
-        transforms.extend(self.integ.iter().map(|i| plain_transform(TransformType::INTEG, i.transform_id())));
-        transforms.extend(self.ke.iter().map(|k| plain_transform(TransformType::KE, k.number())));
-        Proposal { number, protocol: ProtocolId::IKE, spi: spi.to_vec(), transforms }
+        transforms.extend(
+            self.prf
+                .iter()
+                .map(|p| plain_transform(TransformType::PRF, p.transform_id())),
+        );
+        transforms.extend(
+            self.integ
+                .iter()
+                .map(|i| plain_transform(TransformType::INTEG, i.transform_id())),
+        );
+        transforms.extend(
+            self.ke
+                .iter()
+                .map(|k| plain_transform(TransformType::KE, k.number())),
+        );
+        Proposal {
+            number,
+            protocol: ProtocolId::IKE,
+            spi: spi.to_vec(),
+            transforms,
+        }
     }
 }
 
@@ -289,17 +345,40 @@ impl EspProposal {
     /// ESN transform is always present.
     pub fn to_wire(&self, number: u8, spi: u32) -> Proposal {
         let mut transforms: Vec<Transform> = self.encr.iter().map(|e| encr_transform(*e)).collect();
-        transforms.extend(self.integ.iter().map(|i| plain_transform(TransformType::INTEG, i.transform_id())));
-        transforms.extend(self.ke.iter().map(|k| plain_transform(TransformType::KE, k.number())));
-        let esn = if self.esn.is_empty() { vec![false] } else { self.esn.clone() };
-        transforms.extend(esn.into_iter().map(|e| plain_transform(TransformType::ESN, esn_id(e))));
-        Proposal { number, protocol: ProtocolId::ESP, spi: spi.to_be_bytes().to_vec(), transforms }
+        transforms.extend(
+            self.integ
+                .iter()
+                .map(|i| plain_transform(TransformType::INTEG, i.transform_id())),
+        );
+        transforms.extend(
+            self.ke
+                .iter()
+                .map(|k| plain_transform(TransformType::KE, k.number())),
+        );
+        let esn = if self.esn.is_empty() {
+            vec![false]
+        } else {
+            self.esn.clone()
+        };
+        transforms.extend(
+            esn.into_iter()
+                .map(|e| plain_transform(TransformType::ESN, esn_id(e))),
+        );
+        Proposal {
+            number,
+            protocol: ProtocolId::ESP,
+            spi: spi.to_be_bytes().to_vec(),
+            transforms,
+        }
     }
 
     /// The same proposal without PFS groups (CHILD_SAs created with IKE_AUTH
     /// have no KE payload, RFC 7296 §1.2).
     pub fn without_pfs(&self) -> EspProposal {
-        EspProposal { ke: Vec::new(), ..self.clone() }
+        EspProposal {
+            ke: Vec::new(),
+            ..self.clone()
+        }
     }
 }
 
@@ -325,7 +404,9 @@ impl fmt::Display for EspProposal {
         join_names(&mut parts, &self.integ, |i| i.name().to_string());
         join_names(&mut parts, &self.ke, |k| k.name().to_string());
         if self.esn != [false] {
-            join_names(&mut parts, &self.esn, |e| if *e { "esn".into() } else { "noesn".into() });
+            join_names(&mut parts, &self.esn, |e| {
+                if *e { "esn".into() } else { "noesn".into() }
+            });
         }
         f.write_str(&parts.join("-"))
     }
@@ -393,8 +474,6 @@ struct Offer {
     prf: Vec<PrfAlg>,
     ke: Vec<KeGroup>,
     esn: Vec<bool>,
-    /// All transforms as (type, id, key length) for rendering.
-    raw: Vec<(TransformType, u16, Option<u16>)>,
     /// KE transform IDs as sent (0 = NONE).
     ke_ids: Vec<u16>,
     /// Transform types that make the proposal unacceptable (unknown types,
@@ -407,7 +486,6 @@ fn offer_of(p: &Proposal) -> Offer {
     let mut addke: BTreeSet<u8> = BTreeSet::new();
     let mut addke_none: BTreeSet<u8> = BTreeSet::new();
     for t in &p.transforms {
-        o.raw.push((t.ty, t.id, t.key_length()));
         if t.ty == TransformType::KE {
             o.ke_ids.push(t.id);
         }
@@ -430,11 +508,14 @@ fn offer_of(p: &Proposal) -> Offer {
                     addke_none.insert(ty);
                 }
             }
-            other => o.blocking.push(format!("unknown transform type {}", other.0)),
+            other => o
+                .blocking
+                .push(format!("unknown transform type {}", other.0)),
         }
     }
     for ty in addke.difference(&addke_none) {
-        o.blocking.push(format!("additional key exchange {} without NONE", ty - 5));
+        o.blocking
+            .push(format!("additional key exchange {} without NONE", ty - 5));
     }
     o
 }
@@ -500,8 +581,16 @@ fn transform_name(ty: TransformType, id: u16, key: Option<u16>) -> String {
 
 /// Renders a peer proposal in strongSwan syntax (unknown IDs as `TYPE_id`).
 fn render_peer(p: &Proposal) -> String {
-    let names: Vec<String> = p.transforms.iter().map(|t| transform_name(t.ty, t.id, t.key_length())).collect();
-    let body = if names.is_empty() { "(no transforms)".to_string() } else { names.join("-") };
+    let names: Vec<String> = p
+        .transforms
+        .iter()
+        .map(|t| transform_name(t.ty, t.id, t.key_length()))
+        .collect();
+    let body = if names.is_empty() {
+        "(no transforms)".to_string()
+    } else {
+        names.join("-")
+    };
     if p.protocol == ProtocolId::IKE || p.protocol == ProtocolId::ESP {
         body
     } else {
@@ -509,7 +598,7 @@ fn render_peer(p: &Proposal) -> String {
     }
 }
 
-fn names_of_type(offered: &[Proposal], ty: TransformType) -> Vec<String> {
+fn names_of_type(offered: &[&Proposal], ty: TransformType) -> Vec<String> {
     let mut v = Vec::new();
     for p in offered {
         for t in p.transforms.iter().filter(|t| t.ty == ty) {
@@ -519,30 +608,11 @@ fn names_of_type(offered: &[Proposal], ty: TransformType) -> Vec<String> {
     v
 }
 
-/// Builds the "no common X: peer ..., we ..." reason over all proposals.
-fn overlap_reason(
-    offered: &[Proposal],
-    offers: &[Offer],
-    checks: &[(&str, TransformType, bool, Vec<String>)],
-) -> String {
-    let mut parts = Vec::new();
-    for (label, ty, overlap, ours) in checks {
-        if !overlap {
-            let peer = names_of_type(offered, *ty);
-            let peer = if peer.is_empty() { "nothing".to_string() } else { peer.join(", ") };
-            parts.push(format!("no common {label}: peer {peer}, we {}", ours.join(", ")));
-        }
-    }
-    for o in offers {
-        for b in &o.blocking {
-            push_unique(&mut parts, format!("peer proposal has {b}"));
-        }
-    }
-    if parts.is_empty() {
-        "no single proposal of the peer combines the algorithms we accept".to_string()
-    } else {
-        parts.join("; ")
-    }
+/// A transform type on which our proposals and some peer offers do not overlap.
+struct Gap {
+    label: &'static str,
+    ty: TransformType,
+    ours: Vec<String>,
 }
 
 fn mismatch<P: fmt::Display>(offered: &[Proposal], ours: &[P], reason: String) -> Mismatch {
@@ -553,7 +623,10 @@ fn mismatch<P: fmt::Display>(offered: &[Proposal], ours: &[P], reason: String) -
     }
 }
 
-fn unique_names<T: Copy + PartialEq>(items: impl Iterator<Item = T>, name: impl Fn(T) -> String) -> Vec<String> {
+fn unique_names<T: Copy + PartialEq>(
+    items: impl Iterator<Item = T>,
+    name: impl Fn(T) -> String,
+) -> Vec<String> {
     let mut v = Vec::new();
     for i in items {
         push_unique(&mut v, name(i));
@@ -561,98 +634,217 @@ fn unique_names<T: Copy + PartialEq>(items: impl Iterator<Item = T>, name: impl 
     v
 }
 
-fn any_overlap<T: PartialEq>(ours: impl Iterator<Item = T>, theirs: &[&[T]]) -> bool {
+/// True if any algorithm of `ours` appears in any of the offers' lists.
+fn overlaps<T: PartialEq + Copy>(
+    ours: impl Iterator<Item = T>,
+    offers: &[&Offer],
+    list: fn(&Offer) -> &[T],
+) -> bool {
     let ours: Vec<T> = ours.collect();
-    theirs.iter().any(|t| t.iter().any(|x| ours.contains(x)))
+    offers
+        .iter()
+        .any(|o| list(o).iter().any(|x| ours.contains(x)))
+}
+
+/// Explains why nothing matched: first the types without any overlap over
+/// all peer proposals; if every type overlaps somewhere, what each peer
+/// proposal lacks.
+fn explain(usable: &[&Proposal], offers: &[Offer], gaps: impl Fn(&[&Offer]) -> Vec<Gap>) -> String {
+    let all: Vec<&Offer> = offers.iter().collect();
+    let mut parts: Vec<String> = gaps(&all)
+        .into_iter()
+        .map(|g| {
+            let peer = names_of_type(usable, g.ty);
+            let peer = if peer.is_empty() {
+                "nothing".to_string()
+            } else {
+                peer.join(", ")
+            };
+            format!(
+                "no common {}: peer {peer}, we {}",
+                g.label,
+                g.ours.join(", ")
+            )
+        })
+        .collect();
+    if parts.is_empty() {
+        for (p, o) in usable.iter().zip(offers) {
+            let labels: Vec<&str> = gaps(&[o]).iter().map(|g| g.label).collect();
+            if !labels.is_empty() {
+                parts.push(format!(
+                    "peer proposal {} has no common {}",
+                    p.number,
+                    labels.join(", ")
+                ));
+            }
+        }
+    }
+    for o in offers {
+        for b in &o.blocking {
+            push_unique(&mut parts, format!("peer proposal has {b}"));
+        }
+    }
+    if parts.is_empty() {
+        "no single proposal of ours matches a single proposal of the peer".to_string()
+    } else {
+        parts.join("; ")
+    }
 }
 
 fn ike_spi_ok(spi: &[u8]) -> bool {
     spi.is_empty() || spi.len() == 8
 }
 
-/// Matches one of our IKE proposals against one peer offer.
-fn match_ike(ours: &IkeProposal, o: &Offer) -> Option<IkeSuite> {
+fn index_of<T: PartialEq>(list: &[T], x: &T) -> usize {
+    list.iter().position(|a| a == x).unwrap_or(usize::MAX)
+}
+
+/// Matches one of our IKE proposals against one peer offer; returns the
+/// suite and its rank (our preference index per type, lower is better).
+fn match_ike(ours: &IkeProposal, o: &Offer) -> Option<(IkeSuite, [usize; 4])> {
     if !o.blocking.is_empty() {
         return None;
     }
     let encr = first_common(&ours.encr, &o.encr)?;
-    let integ = if encr.is_aead() { None } else { Some(first_common(&ours.integ, &o.integ)?) };
+    let integ = if encr.is_aead() {
+        None
+    } else {
+        Some(first_common(&ours.integ, &o.integ)?)
+    };
     let prf = first_common(&ours.prf, &o.prf)?;
     let ke = first_common(&ours.ke, &o.ke)?;
-    Some(IkeSuite { encr, integ, prf, ke })
+    let rank = [
+        index_of(&ours.encr, &encr),
+        integ.map_or(0, |i| index_of(&ours.integ, &i)),
+        index_of(&ours.prf, &prf),
+        index_of(&ours.ke, &ke),
+    ];
+    Some((
+        IkeSuite {
+            encr,
+            integ,
+            prf,
+            ke,
+        },
+        rank,
+    ))
 }
 
 fn ike_wire(suite: &IkeSuite, number: u8, spi: &[u8]) -> Proposal {
-    let mut transforms = vec![encr_transform(suite.encr), plain_transform(TransformType::PRF, suite.prf.transform_id())];
+    let mut transforms = vec![
+        encr_transform(suite.encr),
+        plain_transform(TransformType::PRF, suite.prf.transform_id()),
+    ];
     if let Some(i) = suite.integ {
         transforms.push(plain_transform(TransformType::INTEG, i.transform_id()));
     }
     transforms.push(plain_transform(TransformType::KE, suite.ke.number()));
-    Proposal { number, protocol: ProtocolId::IKE, spi: spi.to_vec(), transforms }
+    Proposal {
+        number,
+        protocol: ProtocolId::IKE,
+        spi: spi.to_vec(),
+        transforms,
+    }
+}
+
+/// Picks, for one of our proposals, the peer proposal giving our most
+/// preferred algorithms (ties: the peer's earlier proposal).
+fn best<'a, M, R: Ord>(
+    usable: &[&'a Proposal],
+    offers: &[Offer],
+    matcher: impl Fn(&Offer) -> Option<(M, R)>,
+) -> Option<(M, &'a Proposal)> {
+    let mut found: Option<(M, R, &Proposal)> = None;
+    for (p, o) in usable.iter().zip(offers) {
+        if let Some((m, rank)) = matcher(o) {
+            if found.as_ref().is_none_or(|(_, r, _)| rank < *r) {
+                found = Some((m, rank, p));
+            }
+        }
+    }
+    found.map(|(m, _, p)| (m, p))
+}
+
+fn ike_gaps(ours: &[IkeProposal], offers: &[&Offer]) -> Vec<Gap> {
+    let encr = || ours.iter().flat_map(|p| p.encr.iter().copied());
+    let integ = || ours.iter().flat_map(|p| p.integ.iter().copied());
+    let prf = || ours.iter().flat_map(|p| p.prf.iter().copied());
+    let ke = || ours.iter().flat_map(|p| p.ke.iter().copied());
+    let mut gaps = Vec::new();
+    if !overlaps(encr(), offers, |o| &o.encr) {
+        gaps.push(Gap {
+            label: "ENCR",
+            ty: TransformType::ENCR,
+            ours: unique_names(encr(), EncrAlg::name),
+        });
+    }
+    // Integrity matters only if both sides have a non-AEAD cipher.
+    let peer_classic = offers.iter().any(|o| o.encr.iter().any(|e| !e.is_aead()));
+    if encr().any(|e| !e.is_aead()) && peer_classic && !overlaps(integ(), offers, |o| &o.integ) {
+        gaps.push(Gap {
+            label: "INTEG",
+            ty: TransformType::INTEG,
+            ours: unique_names(integ(), |i| i.name().into()),
+        });
+    }
+    if !overlaps(prf(), offers, |o| &o.prf) {
+        gaps.push(Gap {
+            label: "PRF",
+            ty: TransformType::PRF,
+            ours: unique_names(prf(), |p| p.name().into()),
+        });
+    }
+    if !overlaps(ke(), offers, |o| &o.ke) {
+        gaps.push(Gap {
+            label: "KE",
+            ty: TransformType::KE,
+            ours: unique_names(ke(), |k| k.name().into()),
+        });
+    }
+    gaps
 }
 
 /// Responder side: picks the IKE suite from the peer's SA payload proposals.
+///
+/// Our proposals are tried in our order; for each, every peer proposal is
+/// matched by taking our most preferred algorithm of each type that it
+/// contains, and the peer proposal that gives our most preferred result wins.
 pub fn select_ike(ours: &[IkeProposal], offered: &[Proposal]) -> Result<SelectedIke, Mismatch> {
-    let usable: Vec<&Proposal> =
-        offered.iter().filter(|p| p.protocol == ProtocolId::IKE && ike_spi_ok(&p.spi)).collect();
+    let usable: Vec<&Proposal> = offered
+        .iter()
+        .filter(|p| p.protocol == ProtocolId::IKE && ike_spi_ok(&p.spi))
+        .collect();
     let offers: Vec<Offer> = usable.iter().map(|p| offer_of(p)).collect();
     for our in ours {
-        for (p, o) in usable.iter().zip(&offers) {
-            if let Some(suite) = match_ike(our, o) {
-                return Ok(SelectedIke { suite, proposal: ike_wire(&suite, p.number, &p.spi) });
-            }
+        if let Some((suite, p)) = best(&usable, &offers, |o| match_ike(our, o)) {
+            return Ok(SelectedIke {
+                suite,
+                proposal: ike_wire(&suite, p.number, &p.spi),
+            });
         }
     }
     let reason = if usable.is_empty() {
         "peer offered no IKE proposal (protocol IKE, SPI of 0 or 8 bytes)".to_string()
     } else {
-        let aead_only = ours.iter().all(|p| p.encr.iter().all(|e| e.is_aead()));
-        let peer_non_aead: Vec<bool> = offers.iter().map(|o| o.encr.iter().any(|e| !e.is_aead())).collect();
-        let integ_needed = !aead_only && peer_non_aead.iter().any(|b| *b);
-        let mut checks = vec![
-            (
-                "ENCR",
-                TransformType::ENCR,
-                any_overlap(ours.iter().flat_map(|p| p.encr.iter().copied()), &offers.iter().map(|o| &o.encr[..]).collect::<Vec<_>>()),
-                unique_names(ours.iter().flat_map(|p| p.encr.iter().copied()), |e| e.name()),
-            ),
-            (
-                "PRF",
-                TransformType::PRF,
-                any_overlap(ours.iter().flat_map(|p| p.prf.iter().copied()), &offers.iter().map(|o| &o.prf[..]).collect::<Vec<_>>()),
-                unique_names(ours.iter().flat_map(|p| p.prf.iter().copied()), |p| p.name().into()),
-            ),
-            (
-                "KE",
-                TransformType::KE,
-                any_overlap(ours.iter().flat_map(|p| p.ke.iter().copied()), &offers.iter().map(|o| &o.ke[..]).collect::<Vec<_>>()),
-                unique_names(ours.iter().flat_map(|p| p.ke.iter().copied()), |k| k.name().into()),
-            ),
-        ];
-        if integ_needed {
-            checks.insert(
-                1,
-                (
-                    "INTEG",
-                    TransformType::INTEG,
-                    any_overlap(ours.iter().flat_map(|p| p.integ.iter().copied()), &offers.iter().map(|o| &o.integ[..]).collect::<Vec<_>>()),
-                    unique_names(ours.iter().flat_map(|p| p.integ.iter().copied()), |i| i.name().into()),
-                ),
-            );
-        }
-        let owned: Vec<Proposal> = usable.iter().map(|p| (*p).clone()).collect();
-        overlap_reason(&owned, &offers, &checks)
+        explain(&usable, &offers, |o| ike_gaps(ours, o))
     };
     Err(mismatch(offered, ours, reason))
 }
 
-/// Matches one of our ESP proposals against one peer offer.
-fn match_esp(ours: &EspProposal, o: &Offer) -> Option<(EncrAlg, Option<IntegAlg>, Option<KeGroup>, bool)> {
+/// The algorithms of a matched ESP proposal.
+type EspMatch = (EncrAlg, Option<IntegAlg>, Option<KeGroup>, bool);
+
+/// Matches one of our ESP proposals against one peer offer, with its rank.
+fn match_esp(ours: &EspProposal, o: &Offer) -> Option<(EspMatch, [usize; 4])> {
     if !o.blocking.is_empty() {
         return None;
     }
     let encr = first_common(&ours.encr, &o.encr)?;
-    let integ = if encr.is_aead() { None } else { Some(first_common(&ours.integ, &o.integ)?) };
+    let integ = if encr.is_aead() {
+        None
+    } else {
+        Some(first_common(&ours.integ, &o.integ)?)
+    };
     let ke = if ours.ke.is_empty() {
         // No PFS: fine if the peer offers no KE, or offers NONE among others.
         if !o.ke_ids.is_empty() && !o.ke_ids.contains(&0) {
@@ -663,17 +855,17 @@ fn match_esp(ours: &EspProposal, o: &Offer) -> Option<(EncrAlg, Option<IntegAlg>
         Some(first_common(&ours.ke, &o.ke)?)
     };
     let esn = first_common(&ours.esn, &o.esn)?;
-    Some((encr, integ, ke, esn))
+    let rank = [
+        index_of(&ours.encr, &encr),
+        integ.map_or(0, |i| index_of(&ours.integ, &i)),
+        ke.map_or(0, |k| index_of(&ours.ke, &k)),
+        index_of(&ours.esn, &esn),
+    ];
+    Some(((encr, integ, ke, esn), rank))
 }
 
-fn esp_wire(
-    encr: EncrAlg,
-    integ: Option<IntegAlg>,
-    ke: Option<KeGroup>,
-    esn: bool,
-    number: u8,
-    spi: &[u8],
-) -> Proposal {
+fn esp_wire(m: EspMatch, number: u8, spi: &[u8]) -> Proposal {
+    let (encr, integ, ke, esn) = m;
     let mut transforms = vec![encr_transform(encr)];
     if let Some(i) = integ {
         transforms.push(plain_transform(TransformType::INTEG, i.transform_id()));
@@ -682,7 +874,12 @@ fn esp_wire(
         transforms.push(plain_transform(TransformType::KE, k.number()));
     }
     transforms.push(plain_transform(TransformType::ESN, esn_id(esn)));
-    Proposal { number, protocol: ProtocolId::ESP, spi: spi.to_vec(), transforms }
+    Proposal {
+        number,
+        protocol: ProtocolId::ESP,
+        spi: spi.to_vec(),
+        transforms,
+    }
 }
 
 fn esp_spi(spi: &[u8]) -> Option<u32> {
@@ -690,66 +887,81 @@ fn esp_spi(spi: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(b))
 }
 
-/// Responder side: picks the ESP suite from the peer's SA payload proposals.
+fn esp_gaps(ours: &[EspProposal], offers: &[&Offer]) -> Vec<Gap> {
+    let encr = || ours.iter().flat_map(|p| p.encr.iter().copied());
+    let integ = || ours.iter().flat_map(|p| p.integ.iter().copied());
+    let ke = || ours.iter().flat_map(|p| p.ke.iter().copied());
+    let esn = || ours.iter().flat_map(|p| p.esn.iter().copied());
+    let mut gaps = Vec::new();
+    if !overlaps(encr(), offers, |o| &o.encr) {
+        gaps.push(Gap {
+            label: "ENCR",
+            ty: TransformType::ENCR,
+            ours: unique_names(encr(), EncrAlg::name),
+        });
+    }
+    let peer_classic = offers.iter().any(|o| o.encr.iter().any(|e| !e.is_aead()));
+    if encr().any(|e| !e.is_aead()) && peer_classic && !overlaps(integ(), offers, |o| &o.integ) {
+        gaps.push(Gap {
+            label: "INTEG",
+            ty: TransformType::INTEG,
+            ours: unique_names(integ(), |i| i.name().into()),
+        });
+    }
+    let no_pfs = ours.iter().any(|p| p.ke.is_empty());
+    let ke_ok = overlaps(ke(), offers, |o| &o.ke)
+        || (no_pfs
+            && offers
+                .iter()
+                .any(|o| o.ke_ids.is_empty() || o.ke_ids.contains(&0)));
+    if !ke_ok {
+        let mut names = unique_names(ke(), |k| k.name().into());
+        if no_pfs {
+            names.push("none".into());
+        }
+        gaps.push(Gap {
+            label: "KE",
+            ty: TransformType::KE,
+            ours: names,
+        });
+    }
+    if !overlaps(esn(), offers, |o| &o.esn) {
+        let names = unique_names(esn(), |e| if e { "esn".into() } else { "noesn".into() });
+        gaps.push(Gap {
+            label: "ESN",
+            ty: TransformType::ESN,
+            ours: names,
+        });
+    }
+    gaps
+}
+
+/// Responder side: picks the ESP suite from the peer's SA payload proposals,
+/// with the same preference rules as [`select_ike`].
 pub fn select_esp(ours: &[EspProposal], offered: &[Proposal]) -> Result<SelectedEsp, Mismatch> {
-    let usable: Vec<(&Proposal, u32)> = offered
+    let usable: Vec<&Proposal> = offered
         .iter()
-        .filter(|p| p.protocol == ProtocolId::ESP)
-        .filter_map(|p| esp_spi(&p.spi).map(|s| (p, s)))
+        .filter(|p| p.protocol == ProtocolId::ESP && esp_spi(&p.spi).is_some())
         .collect();
-    let offers: Vec<Offer> = usable.iter().map(|(p, _)| offer_of(p)).collect();
+    let offers: Vec<Offer> = usable.iter().map(|p| offer_of(p)).collect();
     for our in ours {
-        for ((p, spi), o) in usable.iter().zip(&offers) {
-            if let Some((encr, integ, ke, esn)) = match_esp(our, o) {
-                return Ok(SelectedEsp {
-                    encr,
-                    integ,
-                    ke,
-                    esn,
-                    peer_spi: *spi,
-                    proposal: esp_wire(encr, integ, ke, esn, p.number, &p.spi),
-                });
-            }
+        if let Some((m, p)) = best(&usable, &offers, |o| match_esp(our, o)) {
+            let (encr, integ, ke, esn) = m;
+            let peer_spi = esp_spi(&p.spi).unwrap_or_default();
+            return Ok(SelectedEsp {
+                encr,
+                integ,
+                ke,
+                esn,
+                peer_spi,
+                proposal: esp_wire(m, p.number, &p.spi),
+            });
         }
     }
     let reason = if usable.is_empty() {
         "peer offered no ESP proposal (protocol ESP, 4-byte SPI)".to_string()
     } else {
-        let all = |f: fn(&Offer) -> &[EncrAlg]| offers.iter().map(f).collect::<Vec<_>>();
-        let ours_encr = || ours.iter().flat_map(|p| p.encr.iter().copied());
-        let mut checks = vec![(
-            "ENCR",
-            TransformType::ENCR,
-            any_overlap(ours_encr(), &all(|o| &o.encr)),
-            unique_names(ours_encr(), |e| e.name()),
-        )];
-        let integ_needed = ours_encr().any(|e| !e.is_aead()) && offers.iter().any(|o| o.encr.iter().any(|e| !e.is_aead()));
-        if integ_needed {
-            checks.push((
-                "INTEG",
-                TransformType::INTEG,
-                any_overlap(ours.iter().flat_map(|p| p.integ.iter().copied()), &offers.iter().map(|o| &o.integ[..]).collect::<Vec<_>>()),
-                unique_names(ours.iter().flat_map(|p| p.integ.iter().copied()), |i| i.name().into()),
-            ));
-        }
-        let pfs = ours.iter().any(|p| !p.ke.is_empty());
-        let no_pfs = ours.iter().any(|p| p.ke.is_empty());
-        let ke_ok = (pfs
-            && any_overlap(ours.iter().flat_map(|p| p.ke.iter().copied()), &offers.iter().map(|o| &o.ke[..]).collect::<Vec<_>>()))
-            || (no_pfs && offers.iter().any(|o| o.ke_ids.is_empty() || o.ke_ids.contains(&0)));
-        let mut ke_names = unique_names(ours.iter().flat_map(|p| p.ke.iter().copied()), |k| k.name().into());
-        if no_pfs {
-            ke_names.push("none".into());
-        }
-        checks.push(("KE", TransformType::KE, ke_ok, ke_names));
-        checks.push((
-            "ESN",
-            TransformType::ESN,
-            any_overlap(ours.iter().flat_map(|p| p.esn.iter().copied()), &offers.iter().map(|o| &o.esn[..]).collect::<Vec<_>>()),
-            unique_names(ours.iter().flat_map(|p| p.esn.iter().copied()), |e| if e { "esn".into() } else { "noesn".into() }),
-        ));
-        let owned: Vec<Proposal> = usable.iter().map(|(p, _)| (*p).clone()).collect();
-        overlap_reason(&owned, &offers, &checks)
+        explain(&usable, &offers, |o| esp_gaps(ours, o))
     };
     Err(mismatch(offered, ours, reason))
 }
@@ -763,7 +975,10 @@ fn check_single(chosen: &Proposal) -> Result<(), String> {
             return Err(format!("responder chose more than one {} transform", t.ty));
         }
         if t.has_unknown_attributes() {
-            return Err(format!("responder's {} transform has unknown attributes", t.ty));
+            return Err(format!(
+                "responder's {} transform has unknown attributes",
+                t.ty
+            ));
         }
     }
     Ok(())
@@ -783,16 +998,27 @@ fn recognized(t: &Transform, esp: bool) -> bool {
 }
 
 /// Initiator side: check that the responder's single chosen proposal is one we offered.
-pub fn accept_ike_response(ours: &[IkeProposal], chosen: &Proposal) -> Result<SelectedIke, Mismatch> {
+pub fn accept_ike_response(
+    ours: &[IkeProposal],
+    chosen: &Proposal,
+) -> Result<SelectedIke, Mismatch> {
     let fail = |reason: String| Err(mismatch(std::slice::from_ref(chosen), ours, reason));
     if chosen.protocol != ProtocolId::IKE || !ike_spi_ok(&chosen.spi) {
-        return fail(format!("responder chose protocol {} with a {}-byte SPI", chosen.protocol, chosen.spi.len()));
+        return fail(format!(
+            "responder chose protocol {} with a {}-byte SPI",
+            chosen.protocol,
+            chosen.spi.len()
+        ));
     }
     if let Err(e) = check_single(chosen) {
         return fail(e);
     }
     let o = offer_of(chosen);
-    if o.encr.len() != 1 || o.prf.len() != 1 || o.ke.len() != 1 || chosen.transforms.iter().any(|t| !recognized(t, false)) {
+    if o.encr.len() != 1
+        || o.prf.len() != 1
+        || o.ke.len() != 1
+        || chosen.transforms.iter().any(|t| !recognized(t, false))
+    {
         return fail("responder's proposal does not hold exactly one known ENCR, PRF and KE (and INTEG unless AEAD)".into());
     }
     let encr_ok = |p: &IkeProposal| p.encr.contains(&o.encr[0]);
@@ -804,28 +1030,56 @@ pub fn accept_ike_response(ours: &[IkeProposal], chosen: &Proposal) -> Result<Se
             _ => false,
         };
         if integ_ok && our.prf.contains(&o.prf[0]) && our.ke.contains(&o.ke[0]) {
-            let suite = IkeSuite { encr: o.encr[0], integ, prf: o.prf[0], ke: o.ke[0] };
-            return Ok(SelectedIke { suite, proposal: chosen.clone() });
+            let suite = IkeSuite {
+                encr: o.encr[0],
+                integ,
+                prf: o.prf[0],
+                ke: o.ke[0],
+            };
+            return Ok(SelectedIke {
+                suite,
+                proposal: chosen.clone(),
+            });
         }
     }
     fail("responder chose algorithms that none of our proposals contains".into())
 }
 
 /// Initiator side: check that the responder's chosen ESP proposal is one we offered.
-pub fn accept_esp_response(ours: &[EspProposal], chosen: &Proposal) -> Result<SelectedEsp, Mismatch> {
+pub fn accept_esp_response(
+    ours: &[EspProposal],
+    chosen: &Proposal,
+) -> Result<SelectedEsp, Mismatch> {
     let fail = |reason: String| Err(mismatch(std::slice::from_ref(chosen), ours, reason));
     let Some(peer_spi) = esp_spi(&chosen.spi).filter(|_| chosen.protocol == ProtocolId::ESP) else {
-        return fail(format!("responder chose protocol {} with a {}-byte SPI", chosen.protocol, chosen.spi.len()));
+        return fail(format!(
+            "responder chose protocol {} with a {}-byte SPI",
+            chosen.protocol,
+            chosen.spi.len()
+        ));
     };
     if let Err(e) = check_single(chosen) {
         return fail(e);
     }
     let o = offer_of(chosen);
-    if o.encr.len() != 1 || o.esn.len() != 1 || chosen.transforms.iter().any(|t| !recognized(t, true)) {
-        return fail("responder's proposal does not hold exactly one known ENCR and ESN transform".into());
+    if o.encr.len() != 1
+        || o.esn.len() != 1
+        || chosen.transforms.iter().any(|t| !recognized(t, true))
+    {
+        return fail(
+            "responder's proposal does not hold exactly one known ENCR and ESN transform".into(),
+        );
     }
-    let (encr, integ, ke, esn) = (o.encr[0], o.integ.first().copied(), o.ke.first().copied(), o.esn[0]);
-    for our in ours.iter().filter(|p| p.encr.contains(&encr) && p.esn.contains(&esn)) {
+    let (encr, integ, ke, esn) = (
+        o.encr[0],
+        o.integ.first().copied(),
+        o.ke.first().copied(),
+        o.esn[0],
+    );
+    for our in ours
+        .iter()
+        .filter(|p| p.encr.contains(&encr) && p.esn.contains(&esn))
+    {
         let integ_ok = match (encr.is_aead(), integ) {
             (true, None) => true,
             (false, Some(i)) => our.integ.contains(&i),
@@ -836,7 +1090,14 @@ pub fn accept_esp_response(ours: &[EspProposal], chosen: &Proposal) -> Result<Se
             None => our.ke.is_empty(),
         };
         if integ_ok && ke_ok {
-            return Ok(SelectedEsp { encr, integ, ke, esn, peer_spi, proposal: chosen.clone() });
+            return Ok(SelectedEsp {
+                encr,
+                integ,
+                ke,
+                esn,
+                peer_spi,
+                proposal: chosen.clone(),
+            });
         }
     }
     fail("responder chose algorithms that none of our proposals contains".into())

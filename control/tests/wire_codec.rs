@@ -59,7 +59,9 @@ fn decodes_hand_assembled_ike_sa_init() {
     assert!(!msg.header.is_response());
     assert_eq!(msg.header.length as usize, bytes.len());
     assert_eq!(msg.payloads.len(), 5);
-    let Payload::Sa(props) = &msg.payloads[0] else { panic!("SA first") };
+    let Payload::Sa(props) = &msg.payloads[0] else {
+        panic!("SA first")
+    };
     assert_eq!(props.len(), 1);
     assert_eq!(props[0].number, 1);
     assert_eq!(props[0].protocol, ProtocolId::IKE);
@@ -67,18 +69,34 @@ fn decodes_hand_assembled_ike_sa_init() {
     assert_eq!(
         props[0].transforms,
         vec![
-            Transform { ty: TransformType::ENCR, id: 20, attributes: vec![TransformAttribute::KeyLength(256)] },
-            Transform { ty: TransformType::PRF, id: 5, attributes: vec![] },
-            Transform { ty: TransformType::KE, id: 31, attributes: vec![] },
+            Transform {
+                ty: TransformType::ENCR,
+                id: 20,
+                attributes: vec![TransformAttribute::KeyLength(256)]
+            },
+            Transform {
+                ty: TransformType::PRF,
+                id: 5,
+                attributes: vec![]
+            },
+            Transform {
+                ty: TransformType::KE,
+                id: 31,
+                attributes: vec![]
+            },
         ]
     );
     assert!(matches!(&msg.payloads[1], Payload::Ke { group: 31, data } if data.len() == 32));
     assert!(matches!(&msg.payloads[2], Payload::Nonce(n) if n.len() == 32));
-    let Payload::Notify(n) = &msg.payloads[3] else { panic!("notify") };
+    let Payload::Notify(n) = &msg.payloads[3] else {
+        panic!("notify")
+    };
     assert_eq!(n.ty, NotifyType::NAT_DETECTION_SOURCE_IP);
     assert_eq!(n.protocol, ProtocolId::NONE);
     assert_eq!(n.data, vec![0x11; 20]);
-    let Payload::Notify(n) = &msg.payloads[4] else { panic!("notify") };
+    let Payload::Notify(n) = &msg.payloads[4] else {
+        panic!("notify")
+    };
     assert_eq!(n.ty, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED);
     assert!(n.data.is_empty());
     // Encoding gives back the very same bytes.
@@ -126,11 +144,20 @@ fn header_checks() {
     assert_eq!(decode_message(&b).unwrap().header.minor_version, 1);
     let mut b = ike_sa_init_bytes();
     b.push(0);
-    assert!(matches!(decode_message(&b), Err(WireError::BadLength { .. })), "length field != datagram");
+    assert!(
+        matches!(decode_message(&b), Err(WireError::BadLength { .. })),
+        "length field != datagram"
+    );
     let mut b = ike_sa_init_bytes();
     b[24..28].copy_from_slice(&u32::MAX.to_be_bytes());
-    assert!(matches!(decode_message(&b), Err(WireError::BadLength { .. })));
-    assert!(matches!(decode_message(&[0u8; 10]), Err(WireError::Truncated { .. })));
+    assert!(matches!(
+        decode_message(&b),
+        Err(WireError::BadLength { .. })
+    ));
+    assert!(matches!(
+        decode_message(&[0u8; 10]),
+        Err(WireError::Truncated { .. })
+    ));
 }
 
 fn header() -> Header {
@@ -165,10 +192,16 @@ fn payload_length_errors() {
     // Zero-length payload.
     let mut m = raw_message(41, &[0, 0, 0x40, 0x2e]);
     m[30..32].copy_from_slice(&0u16.to_be_bytes());
-    assert!(matches!(decode_message(&m), Err(WireError::BadLength { .. })));
+    assert!(matches!(
+        decode_message(&m),
+        Err(WireError::BadLength { .. })
+    ));
     // Length 0xFFFF points past the end.
     m[30..32].copy_from_slice(&0xffffu16.to_be_bytes());
-    assert!(matches!(decode_message(&m), Err(WireError::BadLength { .. })));
+    assert!(matches!(
+        decode_message(&m),
+        Err(WireError::BadLength { .. })
+    ));
     // Trailing bytes after the last payload.
     let mut m = raw_message(41, &[0, 0, 0x40, 0x2e, 0xaa]);
     m[30..32].copy_from_slice(&8u16.to_be_bytes());
@@ -176,7 +209,10 @@ fn payload_length_errors() {
     // Next payload promised but missing.
     let mut m = raw_message(41, &[0, 0, 0x40, 0x2e]);
     m[28] = 41;
-    assert!(matches!(decode_message(&m), Err(WireError::Truncated { .. })));
+    assert!(matches!(
+        decode_message(&m),
+        Err(WireError::Truncated { .. })
+    ));
 }
 
 #[test]
@@ -192,12 +228,22 @@ fn unknown_payloads_are_kept_with_critical_bit() {
     let mut m = raw_message(200, b"hello");
     m[29] = 0x80;
     let msg = decode_message(&m).unwrap();
-    assert_eq!(msg.payloads, vec![Payload::Unknown { ty: PayloadType(200), critical: true, body: b"hello".to_vec() }]);
+    assert_eq!(
+        msg.payloads,
+        vec![Payload::Unknown {
+            ty: PayloadType(200),
+            critical: true,
+            body: b"hello".to_vec()
+        }]
+    );
     assert_eq!(encode_message(&msg.header, &msg.payloads), m);
     // Reserved bits of known payloads are ignored.
     let mut m = raw_message(43, b"vid");
     m[29] = 0xff;
-    assert_eq!(decode_message(&m).unwrap().payloads, vec![Payload::VendorId(b"vid".to_vec())]);
+    assert_eq!(
+        decode_message(&m).unwrap().payloads,
+        vec![Payload::VendorId(b"vid".to_vec())]
+    );
 }
 
 fn sa_body(proposals: &[Proposal]) -> Vec<u8> {
@@ -212,8 +258,16 @@ fn esp_proposal(number: u8) -> Proposal {
         protocol: ProtocolId::ESP,
         spi: vec![1, 2, 3, 4],
         transforms: vec![
-            Transform { ty: TransformType::ENCR, id: 20, attributes: vec![TransformAttribute::KeyLength(128)] },
-            Transform { ty: TransformType::ESN, id: 0, attributes: vec![] },
+            Transform {
+                ty: TransformType::ENCR,
+                id: 20,
+                attributes: vec![TransformAttribute::KeyLength(128)],
+            },
+            Transform {
+                ty: TransformType::ESN,
+                id: 0,
+                attributes: vec![],
+            },
         ],
     }
 }
@@ -247,8 +301,20 @@ fn sa_substructure_checks() {
     assert!(decode_message(&raw_message(33, &b)).is_err());
     // Numbering must start at 1 and not skip.
     assert!(decode_message(&raw_message(33, &sa_body(&[esp_proposal(2)]))).is_err());
-    assert!(decode_message(&raw_message(33, &sa_body(&[esp_proposal(1), esp_proposal(3)]))).is_err());
-    assert!(decode_message(&raw_message(33, &sa_body(&[esp_proposal(1), esp_proposal(1)]))).is_ok());
+    assert!(
+        decode_message(&raw_message(
+            33,
+            &sa_body(&[esp_proposal(1), esp_proposal(3)])
+        ))
+        .is_err()
+    );
+    assert!(
+        decode_message(&raw_message(
+            33,
+            &sa_body(&[esp_proposal(1), esp_proposal(1)])
+        ))
+        .is_ok()
+    );
     // SPI size 8 for ESP is invalid.
     let mut p = esp_proposal(1);
     p.spi = vec![0; 8];
@@ -285,7 +351,10 @@ fn traffic_selector_checks() {
     let mut out = Vec::new();
     encode_payloads(&[Payload::TsI(vec![ts.clone()])], &mut out);
     let body = out[4..].to_vec();
-    assert_eq!(decode_message(&raw_message(44, &body)).unwrap().payloads, vec![Payload::TsI(vec![ts])]);
+    assert_eq!(
+        decode_message(&raw_message(44, &body)).unwrap().payloads,
+        vec![Payload::TsI(vec![ts])]
+    );
     let mut b = body.clone();
     b[4] = 9; // unknown TS type
     assert!(decode_message(&raw_message(44, &b)).is_err());
@@ -334,12 +403,15 @@ fn delete_and_notify_checks() {
 #[test]
 fn sk_must_be_last() {
     let h = header();
-    let sk = Payload::Sk { first_inner: PayloadType::IDI, body: vec![0; 40] };
+    let sk = Payload::Sk {
+        first_inner: PayloadType::IDI,
+        body: vec![0; 40],
+    };
     let m = encode_message(&h, &[Payload::VendorId(b"x".to_vec()), sk.clone()]);
     let msg = decode_message(&m).unwrap();
     assert_eq!(msg.payloads[1], sk);
     // SK followed by another payload.
-    let mut bad = encode_message(&h, &[sk.clone()]);
+    let mut bad = encode_message(&h, std::slice::from_ref(&sk));
     bad.extend_from_slice(&[0, 0, 0, 4]);
     let len = bad.len() as u32;
     bad[24..28].copy_from_slice(&len.to_be_bytes());
@@ -353,10 +425,21 @@ fn sk_must_be_last() {
 #[test]
 fn skf_number_checks() {
     let h = header();
-    for (number, total, ok) in [(1, 1, true), (2, 3, true), (0, 1, false), (1, 0, false), (4, 3, false)] {
+    for (number, total, ok) in [
+        (1, 1, true),
+        (2, 3, true),
+        (0, 1, false),
+        (1, 0, false),
+        (4, 3, false),
+    ] {
         let m = encode_message(
             &h,
-            &[Payload::Skf { first_inner: PayloadType::NONE, number, total, body: vec![0; 30] }],
+            &[Payload::Skf {
+                first_inner: PayloadType::NONE,
+                number,
+                total,
+                body: vec![0; 30],
+            }],
         );
         assert_eq!(decode_message(&m).is_ok(), ok, "{number}/{total}");
     }
@@ -371,21 +454,45 @@ fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
 fn attribute() -> impl Strategy<Value = TransformAttribute> {
     prop_oneof![
         any::<u16>().prop_map(TransformAttribute::KeyLength),
-        ((0u16..0x8000).prop_filter("not key length", |t| *t != 14), any::<[u8; 2]>())
-            .prop_map(|(ty, v)| TransformAttribute::Other { ty, tv: true, value: v.to_vec() }),
-        (0u16..0x8000, bytes(20)).prop_map(|(ty, value)| TransformAttribute::Other { ty, tv: false, value }),
+        (
+            (0u16..0x8000).prop_filter("not key length", |t| *t != 14),
+            any::<[u8; 2]>()
+        )
+            .prop_map(|(ty, v)| TransformAttribute::Other {
+                ty,
+                tv: true,
+                value: v.to_vec()
+            }),
+        (0u16..0x8000, bytes(20)).prop_map(|(ty, value)| TransformAttribute::Other {
+            ty,
+            tv: false,
+            value
+        }),
     ]
 }
 
 fn transform() -> impl Strategy<Value = Transform> {
-    (1u8..8, any::<u16>(), proptest::collection::vec(attribute(), 0..3))
-        .prop_map(|(ty, id, attributes)| Transform { ty: TransformType(ty), id, attributes })
+    (
+        1u8..8,
+        any::<u16>(),
+        proptest::collection::vec(attribute(), 0..3),
+    )
+        .prop_map(|(ty, id, attributes)| Transform {
+            ty: TransformType(ty),
+            id,
+            attributes,
+        })
 }
 
 fn proposals() -> impl Strategy<Value = Vec<Proposal>> {
     proptest::collection::vec(
         (
-            prop_oneof![Just((ProtocolId::IKE, 0)), Just((ProtocolId::IKE, 8)), Just((ProtocolId::ESP, 4)), Just((ProtocolId::AH, 4))],
+            prop_oneof![
+                Just((ProtocolId::IKE, 0)),
+                Just((ProtocolId::IKE, 8)),
+                Just((ProtocolId::ESP, 4)),
+                Just((ProtocolId::AH, 4))
+            ],
             any::<u64>(),
             proptest::collection::vec(transform(), 0..6),
             any::<bool>(),
@@ -399,7 +506,12 @@ fn proposals() -> impl Strategy<Value = Vec<Proposal>> {
                 if number == 0 || !same {
                     number += 1;
                 }
-                Proposal { number, protocol, spi: spi.to_be_bytes()[..spi_len].to_vec(), transforms }
+                Proposal {
+                    number,
+                    protocol,
+                    spi: spi.to_be_bytes()[..spi_len].to_vec(),
+                    transforms,
+                }
             })
             .collect()
     })
@@ -417,20 +529,27 @@ fn ts() -> impl Strategy<Value = TrafficSelector> {
                 .prop_map(|(a, b)| (IpAddr::V6(Ipv6Addr::from(a)), IpAddr::V6(Ipv6Addr::from(b)))),
         ],
     )
-        .prop_map(|(ip_protocol, start_port, end_port, (start_addr, end_addr))| TrafficSelector {
-            ip_protocol,
-            start_port,
-            end_port,
-            start_addr,
-            end_addr,
-        })
+        .prop_map(
+            |(ip_protocol, start_port, end_port, (start_addr, end_addr))| TrafficSelector {
+                ip_protocol,
+                start_port,
+                end_port,
+                start_addr,
+                end_addr,
+            },
+        )
 }
 
 fn id() -> impl Strategy<Value = Identification> {
-    (any::<u8>(), bytes(40)).prop_map(|(t, data)| Identification { id_type: IdType(t), data })
+    (any::<u8>(), bytes(40)).prop_map(|(t, data)| Identification {
+        id_type: IdType(t),
+        data,
+    })
 }
 
-const KNOWN: [u8; 18] = [0, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 53];
+const KNOWN: [u8; 18] = [
+    0, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 53,
+];
 
 fn payload() -> impl Strategy<Value = Payload> {
     prop_oneof![
@@ -438,20 +557,38 @@ fn payload() -> impl Strategy<Value = Payload> {
         (any::<u16>(), bytes(300)).prop_map(|(group, data)| Payload::Ke { group, data }),
         id().prop_map(Payload::IdI),
         id().prop_map(Payload::IdR),
-        (any::<u8>(), bytes(100)).prop_map(|(e, data)| Payload::Cert { encoding: CertEncoding(e), data }),
-        (any::<u8>(), bytes(100)).prop_map(|(e, data)| Payload::CertReq { encoding: CertEncoding(e), data }),
-        (any::<u8>(), bytes(100)).prop_map(|(m, data)| Payload::Auth { method: AuthMethod(m), data }),
+        (any::<u8>(), bytes(100)).prop_map(|(e, data)| Payload::Cert {
+            encoding: CertEncoding(e),
+            data
+        }),
+        (any::<u8>(), bytes(100)).prop_map(|(e, data)| Payload::CertReq {
+            encoding: CertEncoding(e),
+            data
+        }),
+        (any::<u8>(), bytes(100)).prop_map(|(m, data)| Payload::Auth {
+            method: AuthMethod(m),
+            data
+        }),
         proptest::collection::vec(any::<u8>(), 16..=256).prop_map(Payload::Nonce),
-        (any::<u8>(), prop_oneof![Just(0usize), Just(4), Just(8)], any::<u64>(), any::<u16>(), bytes(64)).prop_map(
-            |(p, spi_len, spi, ty, data)| Payload::Notify(Notify {
+        (
+            any::<u8>(),
+            prop_oneof![Just(0usize), Just(4), Just(8)],
+            any::<u64>(),
+            any::<u16>(),
+            bytes(64)
+        )
+            .prop_map(|(p, spi_len, spi, ty, data)| Payload::Notify(Notify {
                 protocol: ProtocolId(p),
                 spi: spi.to_be_bytes()[..spi_len].to_vec(),
                 ty: NotifyType(ty),
                 data
-            })
-        ),
+            })),
         prop_oneof![
-            Just(Delete { protocol: ProtocolId::IKE, spi_size: 0, spis: vec![] }),
+            Just(Delete {
+                protocol: ProtocolId::IKE,
+                spi_size: 0,
+                spis: vec![]
+            }),
             proptest::collection::vec(any::<[u8; 4]>(), 0..10).prop_map(|s| Delete {
                 protocol: ProtocolId::ESP,
                 spi_size: 4,
@@ -462,19 +599,37 @@ fn payload() -> impl Strategy<Value = Payload> {
         bytes(64).prop_map(Payload::VendorId),
         proptest::collection::vec(ts(), 1..6).prop_map(Payload::TsI),
         proptest::collection::vec(ts(), 1..6).prop_map(Payload::TsR),
-        (any::<u8>(), proptest::collection::vec((0u16..0x8000, bytes(20)), 0..5)).prop_map(|(c, a)| Payload::Cp {
-            cfg_type: CfgType(c),
-            attributes: a.into_iter().map(|(ty, value)| ConfigAttribute { ty, value }).collect()
-        }),
+        (
+            any::<u8>(),
+            proptest::collection::vec((0u16..0x8000, bytes(20)), 0..5)
+        )
+            .prop_map(|(c, a)| Payload::Cp {
+                cfg_type: CfgType(c),
+                attributes: a
+                    .into_iter()
+                    .map(|(ty, value)| ConfigAttribute { ty, value })
+                    .collect()
+            }),
         bytes(100).prop_map(Payload::Eap),
-        (any::<u8>().prop_filter("unknown type", |t| !KNOWN.contains(t)), any::<bool>(), bytes(50))
-            .prop_map(|(ty, critical, body)| Payload::Unknown { ty: PayloadType(ty), critical, body }),
+        (
+            any::<u8>().prop_filter("unknown type", |t| !KNOWN.contains(t)),
+            any::<bool>(),
+            bytes(50)
+        )
+            .prop_map(|(ty, critical, body)| Payload::Unknown {
+                ty: PayloadType(ty),
+                critical,
+                body
+            }),
     ]
 }
 
 fn encrypted() -> impl Strategy<Value = Payload> {
     prop_oneof![
-        (any::<u8>(), bytes(100)).prop_map(|(f, body)| Payload::Sk { first_inner: PayloadType(f), body }),
+        (any::<u8>(), bytes(100)).prop_map(|(f, body)| Payload::Sk {
+            first_inner: PayloadType(f),
+            body
+        }),
         (any::<u8>(), 1u16..100, bytes(100)).prop_map(|(f, total, body)| Payload::Skf {
             first_inner: PayloadType(f),
             number: 1 + total / 2,
@@ -485,19 +640,27 @@ fn encrypted() -> impl Strategy<Value = Payload> {
 }
 
 fn any_header() -> impl Strategy<Value = Header> {
-    (any::<u64>(), any::<u64>(), 0u8..16, any::<u8>(), any::<u8>(), any::<u32>()).prop_map(
-        |(spi_i, spi_r, minor_version, exchange, flags, message_id)| Header {
-            spi_i,
-            spi_r,
-            next_payload: PayloadType::NONE,
-            major_version: 2,
-            minor_version,
-            exchange: ExchangeType(exchange),
-            flags,
-            message_id,
-            length: 0,
-        },
+    (
+        any::<u64>(),
+        any::<u64>(),
+        0u8..16,
+        any::<u8>(),
+        any::<u8>(),
+        any::<u32>(),
     )
+        .prop_map(
+            |(spi_i, spi_r, minor_version, exchange, flags, message_id)| Header {
+                spi_i,
+                spi_r,
+                next_payload: PayloadType::NONE,
+                major_version: 2,
+                minor_version,
+                exchange: ExchangeType(exchange),
+                flags,
+                message_id,
+                length: 0,
+            },
+        )
 }
 
 proptest! {

@@ -2,7 +2,9 @@
 //! AES-256-CBC with HMAC-SHA-256-128 (block 16).
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use aws_lc_rs::cipher::{AES_256, DecryptingKey, DecryptionContext, EncryptingKey, EncryptionContext, UnboundCipherKey};
+use aws_lc_rs::cipher::{
+    AES_256, DecryptingKey, DecryptionContext, EncryptingKey, EncryptionContext, UnboundCipherKey,
+};
 use aws_lc_rs::iv::FixedLength;
 use aws_lc_rs::{constant_time, hmac, rand};
 use control::wire::WireError;
@@ -18,7 +20,10 @@ struct Gcm {
 
 impl Gcm {
     fn new(seed: u8) -> Self {
-        Gcm { key: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[seed; 32]).unwrap()), salt: [seed, 1, 2, 3] }
+        Gcm {
+            key: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[seed; 32]).unwrap()),
+            salt: [seed, 1, 2, 3],
+        }
     }
     fn nonce(&self, iv: &[u8]) -> Nonce {
         let mut n = [0u8; 12];
@@ -38,7 +43,13 @@ impl SkProtect for Gcm {
     fn block_len(&self) -> usize {
         1
     }
-    fn seal(&self, aad: &[u8], iv: &mut [u8], data: &mut [u8], icv: &mut [u8]) -> Result<(), WireError> {
+    fn seal(
+        &self,
+        aad: &[u8],
+        iv: &mut [u8],
+        data: &mut [u8],
+        icv: &mut [u8],
+    ) -> Result<(), WireError> {
         rand::fill(iv).map_err(|_| WireError::IntegrityCheckFailed)?;
         let tag = self
             .key
@@ -67,7 +78,10 @@ struct CbcHmac {
 
 impl CbcHmac {
     fn new(seed: u8) -> Self {
-        CbcHmac { enc: [seed; 32], mac: hmac::Key::new(hmac::HMAC_SHA256, &[seed ^ 0x5a; 32]) }
+        CbcHmac {
+            enc: [seed; 32],
+            mac: hmac::Key::new(hmac::HMAC_SHA256, &[seed ^ 0x5a; 32]),
+        }
     }
     fn tag(&self, aad: &[u8], iv: &[u8], data: &[u8]) -> [u8; 16] {
         let mut ctx = hmac::Context::with_key(&self.mac);
@@ -90,7 +104,13 @@ impl SkProtect for CbcHmac {
     fn block_len(&self) -> usize {
         16
     }
-    fn seal(&self, aad: &[u8], iv: &mut [u8], data: &mut [u8], icv: &mut [u8]) -> Result<(), WireError> {
+    fn seal(
+        &self,
+        aad: &[u8],
+        iv: &mut [u8],
+        data: &mut [u8],
+        icv: &mut [u8],
+    ) -> Result<(), WireError> {
         rand::fill(iv).map_err(|_| WireError::IntegrityCheckFailed)?;
         let key = EncryptingKey::cbc(UnboundCipherKey::new(&AES_256, &self.enc).unwrap()).unwrap();
         let iv16: [u8; 16] = iv.try_into().unwrap();
@@ -126,11 +146,20 @@ fn header() -> Header {
 
 fn inner(n: usize) -> Vec<Payload> {
     let mut v = vec![
-        Payload::IdI(Identification { id_type: IdType::FQDN, data: b"initiator.example".to_vec() }),
-        Payload::Auth { method: AuthMethod::SHARED_KEY_MIC, data: vec![0xab; 32] },
+        Payload::IdI(Identification {
+            id_type: IdType::FQDN,
+            data: b"initiator.example".to_vec(),
+        }),
+        Payload::Auth {
+            method: AuthMethod::SHARED_KEY_MIC,
+            data: vec![0xab; 32],
+        },
     ];
     for i in 0..n {
-        v.push(Payload::Cert { encoding: CertEncoding::X509_SIGNATURE, data: vec![i as u8; 700] });
+        v.push(Payload::Cert {
+            encoding: CertEncoding::X509_SIGNATURE,
+            data: vec![i as u8; 700],
+        });
     }
     v.push(Payload::Notify(Notify {
         protocol: ProtocolId::NONE,
@@ -153,7 +182,9 @@ fn sk_round_trip_and_layout() {
             let bytes = seal_message(&header(), &payloads, sk.as_ref()).unwrap();
             let msg = decode_message(&bytes).unwrap();
             assert_eq!(msg.header.next_payload, PayloadType::SK);
-            let Some(Payload::Sk { first_inner, body }) = msg.payloads.last() else { panic!("SK") };
+            let Some(Payload::Sk { first_inner, body }) = msg.payloads.last() else {
+                panic!("SK")
+            };
             assert_eq!(*first_inner, PayloadType::IDI);
             let data_len = body.len() - sk.iv_len() - sk.icv_len();
             assert_eq!(data_len % sk.block_len(), 0);
@@ -167,8 +198,13 @@ fn empty_inner_chain() {
     for sk in transforms() {
         let bytes = seal_message(&header(), &[], sk.as_ref()).unwrap();
         assert_eq!(decode_message(&bytes).unwrap().payloads[0], {
-            let Payload::Sk { body, .. } = &decode_message(&bytes).unwrap().payloads[0] else { panic!() };
-            Payload::Sk { first_inner: PayloadType::NONE, body: body.clone() }
+            let Payload::Sk { body, .. } = &decode_message(&bytes).unwrap().payloads[0] else {
+                panic!()
+            };
+            Payload::Sk {
+                first_inner: PayloadType::NONE,
+                body: body.clone(),
+            }
         });
         assert_eq!(open_message(&bytes, sk.as_ref()).unwrap(), vec![]);
     }
@@ -182,15 +218,28 @@ fn every_bit_flip_fails_integrity() {
             let mut b = bytes.clone();
             b[i] ^= 0x01;
             // Header/length changes may fail decoding first; anything else is an ICV failure.
-            assert!(open_message(&b, sk.as_ref()).is_err(), "flip at {i} accepted");
+            assert!(
+                open_message(&b, sk.as_ref()).is_err(),
+                "flip at {i} accepted"
+            );
             if i >= HEADER_LEN + 4 {
-                assert_eq!(open_message(&b, sk.as_ref()), Err(WireError::IntegrityCheckFailed), "byte {i}");
+                assert_eq!(
+                    open_message(&b, sk.as_ref()),
+                    Err(WireError::IntegrityCheckFailed),
+                    "byte {i}"
+                );
             }
         }
         // Wrong key.
-        let other: Box<dyn SkProtect> =
-            if sk.block_len() == 1 { Box::new(Gcm::new(8)) } else { Box::new(CbcHmac::new(8)) };
-        assert_eq!(open_message(&bytes, other.as_ref()), Err(WireError::IntegrityCheckFailed));
+        let other: Box<dyn SkProtect> = if sk.block_len() == 1 {
+            Box::new(Gcm::new(8))
+        } else {
+            Box::new(CbcHmac::new(8))
+        };
+        assert_eq!(
+            open_message(&bytes, other.as_ref()),
+            Err(WireError::IntegrityCheckFailed)
+        );
     }
 }
 
@@ -198,7 +247,13 @@ fn every_bit_flip_fails_integrity() {
 fn bad_pad_length_is_rejected() {
     // Seal a plaintext whose last byte (the pad length) exceeds the plaintext.
     let sk = Gcm::new(1);
-    let mut m = encode_message(&header(), &[Payload::Sk { first_inner: PayloadType::NONE, body: vec![0; 8 + 3 + 16] }]);
+    let mut m = encode_message(
+        &header(),
+        &[Payload::Sk {
+            first_inner: PayloadType::NONE,
+            body: vec![0; 8 + 3 + 16],
+        }],
+    );
     let n = m.len();
     let (aad, rest) = m.split_at_mut(HEADER_LEN + 4);
     let (iv, rest) = rest.split_at_mut(8);
@@ -206,14 +261,23 @@ fn bad_pad_length_is_rejected() {
     data.copy_from_slice(&[0, 0, 5]);
     sk.seal(aad, iv, data, icv).unwrap();
     assert_eq!(m.len(), n);
-    assert!(matches!(open_message(&m, &sk), Err(WireError::Invalid { .. })));
+    assert!(matches!(
+        open_message(&m, &sk),
+        Err(WireError::Invalid { .. })
+    ));
 }
 
 #[test]
 fn short_sk_bodies() {
     for sk in transforms() {
         for len in 0..(sk.iv_len() + sk.icv_len() + 1) {
-            let m = encode_message(&header(), &[Payload::Sk { first_inner: PayloadType::NONE, body: vec![0; len] }]);
+            let m = encode_message(
+                &header(),
+                &[Payload::Sk {
+                    first_inner: PayloadType::NONE,
+                    body: vec![0; len],
+                }],
+            );
             assert!(open_message(&m, sk.as_ref()).is_err());
         }
     }
@@ -230,10 +294,25 @@ fn fragments_round_trip_in_any_order() {
         for (i, f) in frags.iter().enumerate() {
             assert!(f.len() <= 576);
             let msg = decode_message(f).unwrap();
-            let Payload::Skf { first_inner, number, total, .. } = &msg.payloads[0] else { panic!() };
+            let Payload::Skf {
+                first_inner,
+                number,
+                total,
+                ..
+            } = &msg.payloads[0]
+            else {
+                panic!()
+            };
             assert_eq!(usize::from(*number), i + 1);
             assert_eq!(usize::from(*total), frags.len());
-            assert_eq!(*first_inner, if i == 0 { PayloadType::IDI } else { PayloadType::NONE });
+            assert_eq!(
+                *first_inner,
+                if i == 0 {
+                    PayloadType::IDI
+                } else {
+                    PayloadType::NONE
+                }
+            );
         }
         // In order.
         let mut r = FragmentReassembler::new();
@@ -260,7 +339,10 @@ fn single_fragment_and_tiny_limits() {
     let sk = Gcm::new(3);
     let frags = seal_fragments(&header(), &inner(0), &sk, 1280).unwrap();
     assert_eq!(frags.len(), 1);
-    assert_eq!(FragmentReassembler::new().push(&frags[0], &sk).unwrap(), Some(inner(0)));
+    assert_eq!(
+        FragmentReassembler::new().push(&frags[0], &sk).unwrap(),
+        Some(inner(0))
+    );
     // No room for data.
     assert!(seal_fragments(&header(), &inner(0), &sk, 28 + 8 + 8 + 16 + 1).is_err());
     let frags = seal_fragments(&header(), &inner(0), &sk, 28 + 8 + 8 + 16 + 2).unwrap();
@@ -324,7 +406,10 @@ fn forged_and_oversized_fragments_are_rejected() {
     // More than MAX_FRAGMENTS.
     let many = seal_fragments(&header(), &inner(40), &sk, 400).unwrap();
     assert!(many.len() > usize::from(MAX_FRAGMENTS));
-    assert!(matches!(FragmentReassembler::new().push(&many[0], &sk), Err(WireError::Invalid { .. })));
+    assert!(matches!(
+        FragmentReassembler::new().push(&many[0], &sk),
+        Err(WireError::Invalid { .. })
+    ));
 
     // More than MAX_REASSEMBLED_LEN bytes in 64 fragments.
     let huge = seal_fragments(&header(), &inner(100), &sk, 1500).unwrap();

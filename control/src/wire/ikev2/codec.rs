@@ -46,18 +46,28 @@ fn be32(b: &[u8], at: usize) -> u32 {
 
 fn need(what: &'static str, buf: &[u8], n: usize) -> Result<(), WireError> {
     if buf.len() < n {
-        Err(WireError::Truncated { what, need: n, have: buf.len() })
+        Err(WireError::Truncated {
+            what,
+            need: n,
+            have: buf.len(),
+        })
     } else {
         Ok(())
     }
 }
 
 fn invalid(what: &'static str, detail: impl Into<String>) -> WireError {
-    WireError::Invalid { what, detail: detail.into() }
+    WireError::Invalid {
+        what,
+        detail: detail.into(),
+    }
 }
 
 fn bad_len(what: &'static str, detail: impl Into<String>) -> WireError {
-    WireError::BadLength { what, detail: detail.into() }
+    WireError::BadLength {
+        what,
+        detail: detail.into(),
+    }
 }
 
 /// Decodes the fixed 28-byte header (no check against the datagram length).
@@ -68,8 +78,12 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, WireError> {
         return Err(WireError::UnsupportedVersion(major_version));
     }
     Ok(Header {
-        spi_i: u64::from_be_bytes([buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], buf[6], buf[7]]),
-        spi_r: u64::from_be_bytes([buf[8], buf[9], buf[10], buf[11], buf[12], buf[13], buf[14], buf[15]]),
+        spi_i: u64::from_be_bytes([
+            buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], buf[6], buf[7],
+        ]),
+        spi_r: u64::from_be_bytes([
+            buf[8], buf[9], buf[10], buf[11], buf[12], buf[13], buf[14], buf[15],
+        ]),
         next_payload: PayloadType(buf[16]),
         major_version,
         minor_version: buf[17] & 0x0f,
@@ -86,7 +100,11 @@ pub fn decode_message(datagram: &[u8]) -> Result<Message, WireError> {
     if header.length as usize != datagram.len() {
         return Err(bad_len(
             "IKE header",
-            format!("length field says {} bytes, datagram has {}", header.length, datagram.len()),
+            format!(
+                "length field says {} bytes, datagram has {}",
+                header.length,
+                datagram.len()
+            ),
         ));
     }
     let payloads = decode_chain(header.next_payload, &datagram[HEADER_LEN..], true)?;
@@ -99,7 +117,11 @@ pub fn decode_payloads(first: PayloadType, buf: &[u8]) -> Result<Vec<Payload>, W
     decode_chain(first, buf, false)
 }
 
-fn decode_chain(first: PayloadType, mut buf: &[u8], outer: bool) -> Result<Vec<Payload>, WireError> {
+fn decode_chain(
+    first: PayloadType,
+    mut buf: &[u8],
+    outer: bool,
+) -> Result<Vec<Payload>, WireError> {
     let mut payloads = Vec::new();
     let mut next = first;
     while next != PayloadType::NONE {
@@ -108,22 +130,34 @@ fn decode_chain(first: PayloadType, mut buf: &[u8], outer: bool) -> Result<Vec<P
         let critical = buf[1] & 0x80 != 0;
         let len = usize::from(be16(buf, 2));
         if len < GENERIC_PAYLOAD_HEADER_LEN {
-            return Err(bad_len("generic payload header", format!("payload {next} has length {len} < 4")));
+            return Err(bad_len(
+                "generic payload header",
+                format!("payload {next} has length {len} < 4"),
+            ));
         }
         if len > buf.len() {
             return Err(bad_len(
                 "generic payload header",
-                format!("payload {next} has length {len}, only {} bytes remain", buf.len()),
+                format!(
+                    "payload {next} has length {len}, only {} bytes remain",
+                    buf.len()
+                ),
             ));
         }
         let body = &buf[GENERIC_PAYLOAD_HEADER_LEN..len];
         buf = &buf[len..];
         if next == PayloadType::SK || next == PayloadType::SKF {
             if !outer {
-                return Err(invalid("payload chain", format!("{next} payload inside an encrypted payload")));
+                return Err(invalid(
+                    "payload chain",
+                    format!("{next} payload inside an encrypted payload"),
+                ));
             }
             if !buf.is_empty() {
-                return Err(invalid("payload chain", format!("{next} payload is not the last payload")));
+                return Err(invalid(
+                    "payload chain",
+                    format!("{next} payload is not the last payload"),
+                ));
             }
             payloads.push(decode_encrypted(next, following, body)?);
             return Ok(payloads);
@@ -132,22 +166,40 @@ fn decode_chain(first: PayloadType, mut buf: &[u8], outer: bool) -> Result<Vec<P
         next = following;
     }
     if !buf.is_empty() {
-        return Err(bad_len("payload chain", format!("{} bytes after the last payload", buf.len())));
+        return Err(bad_len(
+            "payload chain",
+            format!("{} bytes after the last payload", buf.len()),
+        ));
     }
     Ok(payloads)
 }
 
-fn decode_encrypted(ty: PayloadType, first_inner: PayloadType, body: &[u8]) -> Result<Payload, WireError> {
+fn decode_encrypted(
+    ty: PayloadType,
+    first_inner: PayloadType,
+    body: &[u8],
+) -> Result<Payload, WireError> {
     if ty == PayloadType::SK {
-        return Ok(Payload::Sk { first_inner, body: body.to_vec() });
+        return Ok(Payload::Sk {
+            first_inner,
+            body: body.to_vec(),
+        });
     }
     need("SKF payload", body, 4)?;
     let number = be16(body, 0);
     let total = be16(body, 2);
     if number == 0 || total == 0 || number > total {
-        return Err(invalid("SKF payload", format!("fragment number {number} of total {total}")));
+        return Err(invalid(
+            "SKF payload",
+            format!("fragment number {number} of total {total}"),
+        ));
     }
-    Ok(Payload::Skf { first_inner, number, total, body: body[4..].to_vec() })
+    Ok(Payload::Skf {
+        first_inner,
+        number,
+        total,
+        body: body[4..].to_vec(),
+    })
 }
 
 fn decode_body(ty: PayloadType, critical: bool, body: &[u8]) -> Result<Payload, WireError> {
@@ -155,25 +207,40 @@ fn decode_body(ty: PayloadType, critical: bool, body: &[u8]) -> Result<Payload, 
         PayloadType::SA => Payload::Sa(decode_sa(body)?),
         PayloadType::KE => {
             need("KE payload", body, 4)?;
-            Payload::Ke { group: be16(body, 0), data: body[4..].to_vec() }
+            Payload::Ke {
+                group: be16(body, 0),
+                data: body[4..].to_vec(),
+            }
         }
         PayloadType::IDI => Payload::IdI(decode_id(body)?),
         PayloadType::IDR => Payload::IdR(decode_id(body)?),
         PayloadType::CERT => {
             need("CERT payload", body, 1)?;
-            Payload::Cert { encoding: CertEncoding(body[0]), data: body[1..].to_vec() }
+            Payload::Cert {
+                encoding: CertEncoding(body[0]),
+                data: body[1..].to_vec(),
+            }
         }
         PayloadType::CERTREQ => {
             need("CERTREQ payload", body, 1)?;
-            Payload::CertReq { encoding: CertEncoding(body[0]), data: body[1..].to_vec() }
+            Payload::CertReq {
+                encoding: CertEncoding(body[0]),
+                data: body[1..].to_vec(),
+            }
         }
         PayloadType::AUTH => {
             need("AUTH payload", body, 4)?;
-            Payload::Auth { method: AuthMethod(body[0]), data: body[4..].to_vec() }
+            Payload::Auth {
+                method: AuthMethod(body[0]),
+                data: body[4..].to_vec(),
+            }
         }
         PayloadType::NONCE => {
             if !(NONCE_MIN_LEN..=NONCE_MAX_LEN).contains(&body.len()) {
-                return Err(bad_len("Nonce payload", format!("nonce of {} bytes, must be 16..=256", body.len())));
+                return Err(bad_len(
+                    "Nonce payload",
+                    format!("nonce of {} bytes, must be 16..=256", body.len()),
+                ));
             }
             Payload::Nonce(body.to_vec())
         }
@@ -184,13 +251,20 @@ fn decode_body(ty: PayloadType, critical: bool, body: &[u8]) -> Result<Payload, 
         PayloadType::TSR => Payload::TsR(decode_ts(body)?),
         PayloadType::CP => decode_cp(body)?,
         PayloadType::EAP => Payload::Eap(body.to_vec()),
-        _ => Payload::Unknown { ty, critical, body: body.to_vec() },
+        _ => Payload::Unknown {
+            ty,
+            critical,
+            body: body.to_vec(),
+        },
     })
 }
 
 fn decode_id(body: &[u8]) -> Result<Identification, WireError> {
     need("ID payload", body, 4)?;
-    Ok(Identification { id_type: IdType(body[0]), data: body[4..].to_vec() })
+    Ok(Identification {
+        id_type: IdType(body[0]),
+        data: body[4..].to_vec(),
+    })
 }
 
 fn expected_spi_size(protocol: ProtocolId, size: usize) -> bool {
@@ -215,12 +289,18 @@ fn decode_sa(mut body: &[u8]) -> Result<Vec<Proposal>, WireError> {
         let spi_size = usize::from(body[6]);
         let num_transforms = usize::from(body[7]);
         if marker != LAST && marker != MORE_PROPOSALS {
-            return Err(invalid("proposal", format!("substructure marker {marker}, expected 0 or 2")));
+            return Err(invalid(
+                "proposal",
+                format!("substructure marker {marker}, expected 0 or 2"),
+            ));
         }
         if len < 8 + spi_size || len > body.len() {
             return Err(bad_len(
                 "proposal",
-                format!("length {len} with SPI size {spi_size}, {} bytes remain", body.len()),
+                format!(
+                    "length {len} with SPI size {spi_size}, {} bytes remain",
+                    body.len()
+                ),
             ));
         }
         let expected = match proposals.last() {
@@ -228,20 +308,38 @@ fn decode_sa(mut body: &[u8]) -> Result<Vec<Proposal>, WireError> {
             Some(prev) => number == prev.number || Some(number) == prev.number.checked_add(1),
         };
         if !expected {
-            return Err(invalid("proposal", format!("proposal number {number} out of sequence")));
+            return Err(invalid(
+                "proposal",
+                format!("proposal number {number} out of sequence"),
+            ));
         }
         if !expected_spi_size(protocol, spi_size) {
-            return Err(invalid("proposal", format!("SPI size {spi_size} for protocol {protocol}")));
+            return Err(invalid(
+                "proposal",
+                format!("SPI size {spi_size} for protocol {protocol}"),
+            ));
         }
         let spi = body[8..8 + spi_size].to_vec();
         let transforms = decode_transforms(&body[8 + spi_size..len], num_transforms)?;
-        proposals.push(Proposal { number, protocol, spi, transforms });
+        proposals.push(Proposal {
+            number,
+            protocol,
+            spi,
+            transforms,
+        });
         body = &body[len..];
         match (marker, body.is_empty()) {
             (LAST, true) => return Ok(proposals),
             (MORE_PROPOSALS, false) => {}
-            (LAST, false) => return Err(invalid("proposal", "bytes follow the proposal marked last")),
-            _ => return Err(invalid("proposal", "proposal marked 'more' is the last one")),
+            (LAST, false) => {
+                return Err(invalid("proposal", "bytes follow the proposal marked last"));
+            }
+            _ => {
+                return Err(invalid(
+                    "proposal",
+                    "proposal marked 'more' is the last one",
+                ));
+            }
         }
     }
 }
@@ -257,11 +355,17 @@ fn decode_transforms(mut buf: &[u8], count: usize) -> Result<Vec<Transform>, Wir
         if marker != expected_marker {
             return Err(invalid(
                 "transform",
-                format!("substructure marker {marker} on transform {} of {count}", i + 1),
+                format!(
+                    "substructure marker {marker} on transform {} of {count}",
+                    i + 1
+                ),
             ));
         }
         if len < 8 || len > buf.len() {
-            return Err(bad_len("transform", format!("length {len}, {} bytes remain", buf.len())));
+            return Err(bad_len(
+                "transform",
+                format!("length {len}, {} bytes remain", buf.len()),
+            ));
         }
         transforms.push(Transform {
             ty: TransformType(buf[4]),
@@ -271,7 +375,10 @@ fn decode_transforms(mut buf: &[u8], count: usize) -> Result<Vec<Transform>, Wir
         buf = &buf[len..];
     }
     if !buf.is_empty() {
-        return Err(bad_len("proposal", format!("{} bytes after {count} transforms", buf.len())));
+        return Err(bad_len(
+            "proposal",
+            format!("{} bytes after {count} transforms", buf.len()),
+        ));
     }
     Ok(transforms)
 }
@@ -287,13 +394,21 @@ fn decode_attributes(mut buf: &[u8]) -> Result<Vec<TransformAttribute>, WireErro
             attributes.push(if ty == ATTR_KEY_LENGTH {
                 TransformAttribute::KeyLength(value)
             } else {
-                TransformAttribute::Other { ty, tv: true, value: value.to_be_bytes().to_vec() }
+                TransformAttribute::Other {
+                    ty,
+                    tv: true,
+                    value: value.to_be_bytes().to_vec(),
+                }
             });
             buf = &buf[4..];
         } else {
             let len = usize::from(be16(buf, 2));
             need("transform attribute value", &buf[4..], len)?;
-            attributes.push(TransformAttribute::Other { ty, tv: false, value: buf[4..4 + len].to_vec() });
+            attributes.push(TransformAttribute::Other {
+                ty,
+                tv: false,
+                value: buf[4..4 + len].to_vec(),
+            });
             buf = &buf[4 + len..];
         }
     }
@@ -335,11 +450,22 @@ fn decode_delete(body: &[u8]) -> Result<Delete, WireError> {
     if spis_bytes.len() != count * size {
         return Err(bad_len(
             "Delete payload",
-            format!("{count} SPIs of {size} bytes, but {} bytes follow", spis_bytes.len()),
+            format!(
+                "{count} SPIs of {size} bytes, but {} bytes follow",
+                spis_bytes.len()
+            ),
         ));
     }
-    let spis = if size == 0 { Vec::new() } else { spis_bytes.chunks(size).map(<[u8]>::to_vec).collect() };
-    Ok(Delete { protocol, spi_size, spis })
+    let spis = if size == 0 {
+        Vec::new()
+    } else {
+        spis_bytes.chunks(size).map(<[u8]>::to_vec).collect()
+    };
+    Ok(Delete {
+        protocol,
+        spi_size,
+        spis,
+    })
 }
 
 fn decode_ts(body: &[u8]) -> Result<Vec<TrafficSelector>, WireError> {
@@ -357,10 +483,18 @@ fn decode_ts(body: &[u8]) -> Result<Vec<TrafficSelector>, WireError> {
         let expected = match ts_type {
             TsType::IPV4_ADDR_RANGE => 16,
             TsType::IPV6_ADDR_RANGE => 40,
-            other => return Err(invalid("traffic selector", format!("unknown TS type {}", other.0))),
+            other => {
+                return Err(invalid(
+                    "traffic selector",
+                    format!("unknown TS type {}", other.0),
+                ));
+            }
         };
         if len != expected {
-            return Err(bad_len("traffic selector", format!("{ts_type} with length {len}, must be {expected}")));
+            return Err(bad_len(
+                "traffic selector",
+                format!("{ts_type} with length {len}, must be {expected}"),
+            ));
         }
         need("traffic selector", buf, len)?;
         let (start_addr, end_addr) = if expected == 16 {
@@ -384,7 +518,10 @@ fn decode_ts(body: &[u8]) -> Result<Vec<TrafficSelector>, WireError> {
         buf = &buf[len..];
     }
     if !buf.is_empty() {
-        return Err(bad_len("TS payload", format!("{} bytes after {count} selectors", buf.len())));
+        return Err(bad_len(
+            "TS payload",
+            format!("{} bytes after {count} selectors", buf.len()),
+        ));
     }
     Ok(selectors)
 }
@@ -399,10 +536,16 @@ fn decode_cp(body: &[u8]) -> Result<Payload, WireError> {
         let ty = be16(buf, 0) & 0x7fff;
         let len = usize::from(be16(buf, 2));
         need("configuration attribute value", &buf[4..], len)?;
-        attributes.push(ConfigAttribute { ty, value: buf[4..4 + len].to_vec() });
+        attributes.push(ConfigAttribute {
+            ty,
+            value: buf[4..4 + len].to_vec(),
+        });
         buf = &buf[4 + len..];
     }
-    Ok(Payload::Cp { cfg_type, attributes })
+    Ok(Payload::Cp {
+        cfg_type,
+        attributes,
+    })
 }
 
 // ---------------------------------------------------------------- encoding
@@ -417,7 +560,10 @@ struct Encoder {
 impl Encoder {
     fn put_u16_len(&mut self, out: &mut [u8], at: usize, len: usize, what: &'static str) {
         let v = u16::try_from(len).unwrap_or_else(|_| {
-            self.overflow.get_or_insert(bad_len(what, format!("{len} bytes do not fit a 16-bit length")));
+            self.overflow.get_or_insert(bad_len(
+                what,
+                format!("{len} bytes do not fit a 16-bit length"),
+            ));
             u16::MAX
         });
         out[at..at + 2].copy_from_slice(&v.to_be_bytes());
@@ -425,14 +571,20 @@ impl Encoder {
 
     fn count_u8(&mut self, n: usize, what: &'static str) -> u8 {
         u8::try_from(n).unwrap_or_else(|_| {
-            self.overflow.get_or_insert(invalid(what, format!("{n} entries do not fit an 8-bit count")));
+            self.overflow.get_or_insert(invalid(
+                what,
+                format!("{n} entries do not fit an 8-bit count"),
+            ));
             u8::MAX
         })
     }
 
     fn count_u16(&mut self, n: usize, what: &'static str) -> u16 {
         u16::try_from(n).unwrap_or_else(|_| {
-            self.overflow.get_or_insert(invalid(what, format!("{n} entries do not fit a 16-bit count")));
+            self.overflow.get_or_insert(invalid(
+                what,
+                format!("{n} entries do not fit a 16-bit count"),
+            ));
             u16::MAX
         })
     }
@@ -441,7 +593,9 @@ impl Encoder {
         for (i, p) in payloads.iter().enumerate() {
             let next = match p {
                 Payload::Sk { first_inner, .. } | Payload::Skf { first_inner, .. } => *first_inner,
-                _ => payloads.get(i + 1).map_or(PayloadType::NONE, Payload::payload_type),
+                _ => payloads
+                    .get(i + 1)
+                    .map_or(PayloadType::NONE, Payload::payload_type),
             };
             let start = out.len();
             let critical = match p {
@@ -453,7 +607,9 @@ impl Encoder {
             let len = out.len() - start;
             self.put_u16_len(out, start + 2, len, "payload");
         }
-        payloads.first().map_or(PayloadType::NONE, Payload::payload_type)
+        payloads
+            .first()
+            .map_or(PayloadType::NONE, Payload::payload_type)
     }
 
     fn body(&mut self, p: &Payload, out: &mut Vec<u8>) {
@@ -476,7 +632,9 @@ impl Encoder {
                 out.extend_from_slice(&[method.0, 0, 0, 0]);
                 out.extend_from_slice(data);
             }
-            Payload::Nonce(data) | Payload::VendorId(data) | Payload::Eap(data) => out.extend_from_slice(data),
+            Payload::Nonce(data) | Payload::VendorId(data) | Payload::Eap(data) => {
+                out.extend_from_slice(data)
+            }
             Payload::Notify(n) => {
                 let spi_size = self.count_u8(n.spi.len(), "Notify SPI");
                 out.push(n.protocol.0);
@@ -495,12 +653,20 @@ impl Encoder {
             }
             Payload::TsI(ts) | Payload::TsR(ts) => self.ts(ts, out),
             Payload::Sk { body, .. } | Payload::Unknown { body, .. } => out.extend_from_slice(body),
-            Payload::Skf { number, total, body, .. } => {
+            Payload::Skf {
+                number,
+                total,
+                body,
+                ..
+            } => {
                 out.extend_from_slice(&number.to_be_bytes());
                 out.extend_from_slice(&total.to_be_bytes());
                 out.extend_from_slice(body);
             }
-            Payload::Cp { cfg_type, attributes } => {
+            Payload::Cp {
+                cfg_type,
+                attributes,
+            } => {
                 out.extend_from_slice(&[cfg_type.0, 0, 0, 0]);
                 for a in attributes {
                     let at = out.len();
@@ -516,14 +682,22 @@ impl Encoder {
     fn sa(&mut self, proposals: &[Proposal], out: &mut Vec<u8>) {
         for (i, p) in proposals.iter().enumerate() {
             let start = out.len();
-            let marker = if i + 1 == proposals.len() { LAST } else { MORE_PROPOSALS };
+            let marker = if i + 1 == proposals.len() {
+                LAST
+            } else {
+                MORE_PROPOSALS
+            };
             let spi_size = self.count_u8(p.spi.len(), "proposal SPI");
             let count = self.count_u8(p.transforms.len(), "proposal transforms");
             out.extend_from_slice(&[marker, 0, 0, 0, p.number, p.protocol.0, spi_size, count]);
             out.extend_from_slice(&p.spi);
             for (j, t) in p.transforms.iter().enumerate() {
                 let tstart = out.len();
-                let tmarker = if j + 1 == p.transforms.len() { LAST } else { MORE_TRANSFORMS };
+                let tmarker = if j + 1 == p.transforms.len() {
+                    LAST
+                } else {
+                    MORE_TRANSFORMS
+                };
                 out.extend_from_slice(&[tmarker, 0, 0, 0, t.ty.0, 0]);
                 out.extend_from_slice(&t.id.to_be_bytes());
                 for a in &t.attributes {
@@ -543,10 +717,16 @@ impl Encoder {
                 out.extend_from_slice(&(AF_BIT | ATTR_KEY_LENGTH).to_be_bytes());
                 out.extend_from_slice(&k.to_be_bytes());
             }
-            TransformAttribute::Other { ty, tv: true, value } => {
+            TransformAttribute::Other {
+                ty,
+                tv: true,
+                value,
+            } => {
                 if value.len() != 2 {
-                    self.overflow
-                        .get_or_insert(invalid("transform attribute", "TV attribute value must be 2 bytes"));
+                    self.overflow.get_or_insert(invalid(
+                        "transform attribute",
+                        "TV attribute value must be 2 bytes",
+                    ));
                 }
                 out.extend_from_slice(&(AF_BIT | (ty & 0x7fff)).to_be_bytes());
                 let mut v = [0u8; 2];
@@ -555,7 +735,11 @@ impl Encoder {
                 }
                 out.extend_from_slice(&v);
             }
-            TransformAttribute::Other { ty, tv: false, value } => {
+            TransformAttribute::Other {
+                ty,
+                tv: false,
+                value,
+            } => {
                 let at = out.len();
                 out.extend_from_slice(&(ty & 0x7fff).to_be_bytes());
                 out.extend_from_slice(&[0, 0]);
@@ -582,8 +766,10 @@ impl Encoder {
                 }
                 (a, b) => {
                     if a.is_ipv4() != b.is_ipv4() {
-                        self.overflow
-                            .get_or_insert(invalid("traffic selector", "start and end address families differ"));
+                        self.overflow.get_or_insert(invalid(
+                            "traffic selector",
+                            "start and end address families differ",
+                        ));
                     }
                     let v6 = |ip: IpAddr| match ip {
                         IpAddr::V4(v4) => v4.to_ipv6_mapped(),
@@ -611,8 +797,18 @@ fn encode_header(header: &Header, next_payload: PayloadType, length: u32, out: &
 }
 
 /// Writes `header` with the given next payload and length (used by the SK code).
-pub(crate) fn write_header(header: &Header, next_payload: PayloadType, length: usize, out: &mut Vec<u8>) {
-    encode_header(header, next_payload, u32::try_from(length).unwrap_or(u32::MAX), out);
+pub(crate) fn write_header(
+    header: &Header,
+    next_payload: PayloadType,
+    length: usize,
+    out: &mut Vec<u8>,
+) {
+    encode_header(
+        header,
+        next_payload,
+        u32::try_from(length).unwrap_or(u32::MAX),
+        out,
+    );
 }
 
 /// Encodes a payload chain; returns the type of the first payload
@@ -628,7 +824,10 @@ pub fn encode_payloads(payloads: &[Payload], out: &mut Vec<u8>) -> PayloadType {
 /// Like [`encode_payloads`], but reports fields that do not fit or values
 /// that cannot be represented (TV attribute not 2 bytes, mixed-family TS).
 /// `out` is left unchanged on error.
-pub fn try_encode_payloads(payloads: &[Payload], out: &mut Vec<u8>) -> Result<PayloadType, WireError> {
+pub fn try_encode_payloads(
+    payloads: &[Payload],
+    out: &mut Vec<u8>,
+) -> Result<PayloadType, WireError> {
     let mut enc = Encoder::default();
     let start = out.len();
     let first = enc.payloads(payloads, out);

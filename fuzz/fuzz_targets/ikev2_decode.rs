@@ -2,7 +2,9 @@
 //! decodes must survive an encode/decode round trip unchanged.
 #![no_main]
 
-use control::wire::ikev2::{decode_message, decode_payloads, encode_message, encode_payloads, PayloadType};
+use control::wire::ikev2::{
+    PayloadType, decode_message, decode_payloads, encode_message, encode_payloads,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(payloads) = decode_payloads(PayloadType(first), rest) {
             let mut out = Vec::new();
             let ty = encode_payloads(&payloads, &mut out);
-            assert_eq!(decode_payloads(ty, &out).expect("re-encoded chain must decode"), payloads);
+            assert_eq!(
+                decode_payloads(ty, &out).expect("re-encoded chain must decode"),
+                payloads
+            );
         }
     }
 });

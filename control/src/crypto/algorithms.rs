@@ -54,7 +54,7 @@ pub enum KeGroup {
     Ecp384,
     /// Curve25519 (31).
     Curve25519,
-    /// ML-KEM-768 (35), RFC 9370 additional key exchange.
+    /// ML-KEM-768 (36), RFC 9370 additional key exchange.
     MlKem768,
 }
 
@@ -223,7 +223,7 @@ impl KeGroup {
             KeGroup::Ecp256 => 19,
             KeGroup::Ecp384 => 20,
             KeGroup::Curve25519 => 31,
-            KeGroup::MlKem768 => 35,
+            KeGroup::MlKem768 => 36,
         }
     }
 
@@ -236,7 +236,7 @@ impl KeGroup {
             19 => Some(KeGroup::Ecp256),
             20 => Some(KeGroup::Ecp384),
             31 => Some(KeGroup::Curve25519),
-            35 => Some(KeGroup::MlKem768),
+            36 => Some(KeGroup::MlKem768),
             _ => None,
         }
     }
@@ -292,7 +292,7 @@ mod tests {
         for p in [PrfAlg::HmacSha256, PrfAlg::HmacSha384, PrfAlg::HmacSha512] {
             assert_eq!(PrfAlg::from_transform(p.transform_id()), Some(p));
         }
-        for n in [14, 15, 16, 19, 20, 31, 35] {
+        for n in [14, 15, 16, 19, 20, 31, 36] {
             assert_eq!(KeGroup::from_number(n).map(KeGroup::number), Some(n));
         }
         assert_eq!(EncrAlg::AesGcm16 { key_bits: 256 }.keymat_len(), 36);

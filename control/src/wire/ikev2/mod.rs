@@ -9,6 +9,9 @@ pub mod codec;
 pub mod sk;
 pub mod types;
 
-pub use codec::{decode_message, decode_payloads, encode_message, encode_payloads, Message};
-pub use sk::{FragmentReassembler, SkProtect};
+pub use codec::{
+    Message, decode_header, decode_message, decode_payloads, encode_message, encode_payloads,
+    try_encode_message, try_encode_payloads,
+};
+pub use sk::{FragmentReassembler, SkProtect, open_message, seal_fragments, seal_message};
 pub use types::*;

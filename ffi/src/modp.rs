@@ -85,7 +85,11 @@ impl Bn {
         // SAFETY: `out` is a valid writable buffer of `out.len()` bytes and
         // `self.0` a valid BIGNUM; BN_bn2bin_padded returns 0 if it does not fit.
         let ok = unsafe { sys::BN_bn2bin_padded(out.as_mut_ptr(), out.len(), self.as_ptr()) };
-        if ok == 1 { Ok(()) } else { Err(ModpError::Library("BN_bn2bin_padded")) }
+        if ok == 1 {
+            Ok(())
+        } else {
+            Err(ModpError::Library("BN_bn2bin_padded"))
+        }
     }
 
     /// `self` compared with `other`: -1, 0 or 1.
@@ -161,7 +165,9 @@ impl ModpGroup {
             ModpPrime::Modp3072 => &MODP3072,
             ModpPrime::Modp4096 => &MODP4096,
         };
-        cell.get_or_init(|| ModpGroup::new(prime)).as_ref().map_err(|e| *e)
+        cell.get_or_init(|| ModpGroup::new(prime))
+            .as_ref()
+            .map_err(|e| *e)
     }
 
     /// Builds a group from aws-lc's copy of the RFC 3526 prime.
@@ -187,7 +193,8 @@ impl ModpGroup {
         // SAFETY: `prime` is a valid odd modulus and `ctx` valid scratch; a null
         // return is handled.
         let mont = unsafe { sys::BN_MONT_CTX_new_consttime(prime.as_ptr(), ctx.0.as_ptr()) };
-        let mont = MontCtx(NonNull::new(mont).ok_or(ModpError::Library("BN_MONT_CTX_new_consttime"))?);
+        let mont =
+            MontCtx(NonNull::new(mont).ok_or(ModpError::Library("BN_MONT_CTX_new_consttime"))?);
         let prime_minus_one = Bn::new()?;
         // SAFETY: both BIGNUMs are valid and distinct; BN_copy returns null on failure.
         if unsafe { sys::BN_copy(prime_minus_one.0.as_ptr(), prime.as_ptr()) }.is_null() {
@@ -198,7 +205,13 @@ impl ModpGroup {
             return Err(ModpError::Library("BN_sub_word"));
         }
         let generator = Bn::from_be(&[2])?;
-        Ok(ModpGroup { prime, prime_minus_one, generator, mont, len })
+        Ok(ModpGroup {
+            prime,
+            prime_minus_one,
+            generator,
+            mont,
+            len,
+        })
     }
 
     /// Length of the prime, public values and shared secrets in bytes.
@@ -217,7 +230,10 @@ impl ModpGroup {
     /// (RFC 6989 §2.1).
     fn parse_public(&self, y: &[u8]) -> Result<Bn, ModpError> {
         if y.len() != self.len {
-            return Err(ModpError::Length { expected: self.len, got: y.len() });
+            return Err(ModpError::Length {
+                expected: self.len,
+                got: y.len(),
+            });
         }
         let bn = Bn::from_be(y)?;
         let one = Bn::from_be(&[1])?;
@@ -235,7 +251,10 @@ impl ModpGroup {
     /// `out = base^exp mod p` in constant time with respect to `exp`.
     fn modexp(&self, base: &Bn, exp: &[u8], out: &mut [u8]) -> Result<(), ModpError> {
         if out.len() != self.len {
-            return Err(ModpError::Length { expected: self.len, got: out.len() });
+            return Err(ModpError::Length {
+                expected: self.len,
+                got: out.len(),
+            });
         }
         let exp = Bn::from_be(exp)?;
         let result = Bn::new()?;

@@ -18,7 +18,11 @@ const M2048_SHARED: &str = "87971ea5ac859de2f4992206db223a4f7fc19681448d2ba98aed
 #[test]
 fn modp2048_known_answer() {
     let group = ModpGroup::get(ModpPrime::Modp2048).unwrap();
-    assert_eq!(group.prime().unwrap(), h(M2048_FULLPRIME), "aws-lc prime differs from RFC 3526");
+    assert_eq!(
+        group.prime().unwrap(),
+        h(M2048_FULLPRIME),
+        "aws-lc prime differs from RFC 3526"
+    );
     let ke = KeyExchange::from_private_for_test(KeGroup::Modp2048, &h(M2048_X)).unwrap();
     assert_eq!(ke.public_value(), &h(M2048_GX)[..]);
     let shared = ke.finish(&h(M2048_PEER)).unwrap();
@@ -26,7 +30,8 @@ fn modp2048_known_answer() {
 }
 
 const M3072_FULLPRIME: &str = "ffffffffffffffffc90fdaa22168c234c4c6628b80dc1cd129024e088a67cc74020bbea63b139b22514a08798e3404ddef9519b3cd3a431b302b0a6df25f14374fe1356d6d51c245e485b576625e7ec6f44c42e9a637ed6b0bff5cb6f406b7edee386bfb5a899fa5ae9f24117c4b1fe649286651ece45b3dc2007cb8a163bf0598da48361c55d39a69163fa8fd24cf5f83655d23dca3ad961c62f356208552bb9ed529077096966d670c354e4abc9804f1746c08ca18217c32905e462e36ce3be39e772c180e86039b2783a2ec07a28fb5c55df06f4c52c9de2bcbf6955817183995497cea956ae515d2261898fa051015728e5a8aaac42dad33170d04507a33a85521abdf1cba64ecfb850458dbef0a8aea71575d060c7db3970f85a6e1e4c7abf5ae8cdb0933d71e8c94e04a25619dcee3d2261ad2ee6bf12ffa06d98a0864d87602733ec86a64521f2b18177b200cbbe117577a615d6c770988c0bad946e208e24fa074e5ab3143db5bfce0fd108e4b82d120a93ad2caffffffffffffffff";
-const M3072_X: &str = "e32c502d861e9b9f3b99b1847ccaa3f9f844cc90d2972f4134f73ffe3b5d17a5e32c502d861e9b9f";
+const M3072_X: &str =
+    "e32c502d861e9b9f3b99b1847ccaa3f9f844cc90d2972f4134f73ffe3b5d17a5e32c502d861e9b9f";
 const M3072_GX: &str = "4dfbdffae90d24f8810e2c01326bb574785421c8cb2370f954580faeee32a766888129f17457bcbceb64036c4e04396024c04e57783a71468b9a78cde60869adcb82455ae66c22871eb0b28c45f49d9dac56c2f35044fa2aac1333e33d41d9816312fff73b0fcda173aef95ccabb2ab6b53b2fcb1dad64f7b24ce81a87bb547a621436646f4388cb5ab4ede00881d3f76108a9ef08b8493b2e2ee2c0b91187ce0398efb5a39669f82a6e944bd82adff7ed4d685e5141f050f7bd66dfcf2758fcce6c8d99db904c942d585e961a2e602287a1a2ab4dbcd87906a12e674bb8fd72fdf62f9d2fd72c8ee1f0a2a16c65048852fa036011b80c4350bc47b976a48d11f077bfab0afa65af6a9564c8e51829b562fbcc1f96fcd1972bab708965ac5d2566c658b54c1dea147b22766ea9a80da37478d865a088ff443e0fde247fb074ba656ecaf90bfce3212bad876a51bf30a21d0b9069acd9324b481f65cd87292d22307ced93249265888ea89257b5317c940ef1631c5718f1ed860c8aaffb8e8485";
 const M3072_PEER: &str = "08b95fd8453ae4d5730ed24a8d34820340ba5eaf797ee30b7cc3a86801342d040247e18cf206e027b27f9813670c71169aa2f868286330da9d05dceda63484b046f1e13925f7d0b50d7307552ab3c445ae9e69db0f12bc9c95ece147492847c7621dd4b4ab18ddce2bd036ba7210c8aaf69452c2b00f75e8b25a2fc3bc82639eee7e7d101e3d89474dd50623bce9080506840c165901f7e2052045d10a8ab1a7eaf6cc759396b92fe0f6046d4f9d91755d359ef88d6841a389c4a1d5afa13cc1b09c92294798a4a1df5046fd7d8d2667f297af89a5524e0ff70c5096dc74f46b42dac0b2cef58b18f0cbaca3aed6c7b774bcfd5c7c2ff43cb1f956599b4521ee970487ade66bd98cc652336b9720fd3d2416090ac2f67983a407fbf188df4443bc3362968bfd81e70d2624da0de46521de5d88ec80e499c7b9442127407e0475bcffdb37cc31bbca601ae471efd084ed380ee9b9f7980d0d1ee48b4a343e40ac08627f9edb88af192a09ae9dd3f6c46d2d3236544f4cc2b8084cc121c0ab910e";
 const M3072_SHARED: &str = "ba53a15411d44aadbdb7c19cc0f7883d7e7c154da6471252d5c0b3d33c15dba5eed88282f5e906f8ec9164f24f7fa767ab01752e3d2d7f82d216a4ec3e16c09ab5e0d50a3f73b3f6e7f3ea41c4cf4c93c40229f3d39e5883205292e4102b56d1fa6496eec6ee5a6a483c3a9c4f44b3111062d7bdd98a44d809c89f7c9fbab7f511825076eb434f95f5fec8d4f8b4e23266f0d5bc9f4c2b85d9620f7f657c03d2c85568c2899dc4d0b2b92f8f4affe6219e1199a40b01538823c5106be7fa4273c87e21ee0e3f3e4c9d97def506e99ff063b3cde3803eeddff240fd01d6b575c0c9348908c444e8a1cab706039ac2f02621db4574c514727c3b10d0efc85949da5e77a1a2467e874b00bcc3ea1de2bf3ae0e066becc6dcf283f7dc463bbeb8172dc681bbd3f8ca325cfda41b49dfe9e0142b43be99be65c8fcd48f6238f74c10abc002ca94749f4071c1a4e98879a4a6c3b21c91e594b8459911cc26320b163f73eb961d5ec03a450ba5bc71ca56309e6c750ab488a1d47d01d654d30ec33cf51";
@@ -34,7 +39,11 @@ const M3072_SHARED: &str = "ba53a15411d44aadbdb7c19cc0f7883d7e7c154da6471252d5c0
 #[test]
 fn modp3072_known_answer() {
     let group = ModpGroup::get(ModpPrime::Modp3072).unwrap();
-    assert_eq!(group.prime().unwrap(), h(M3072_FULLPRIME), "aws-lc prime differs from RFC 3526");
+    assert_eq!(
+        group.prime().unwrap(),
+        h(M3072_FULLPRIME),
+        "aws-lc prime differs from RFC 3526"
+    );
     let ke = KeyExchange::from_private_for_test(KeGroup::Modp3072, &h(M3072_X)).unwrap();
     assert_eq!(ke.public_value(), &h(M3072_GX)[..]);
     let shared = ke.finish(&h(M3072_PEER)).unwrap();
@@ -50,7 +59,11 @@ const M4096_SHARED: &str = "521f2c5ccec9242a3c020acc372a174fc708d3b4887fdfaabf19
 #[test]
 fn modp4096_known_answer() {
     let group = ModpGroup::get(ModpPrime::Modp4096).unwrap();
-    assert_eq!(group.prime().unwrap(), h(M4096_FULLPRIME), "aws-lc prime differs from RFC 3526");
+    assert_eq!(
+        group.prime().unwrap(),
+        h(M4096_FULLPRIME),
+        "aws-lc prime differs from RFC 3526"
+    );
     let ke = KeyExchange::from_private_for_test(KeGroup::Modp4096, &h(M4096_X)).unwrap();
     assert_eq!(ke.public_value(), &h(M4096_GX)[..]);
     let shared = ke.finish(&h(M4096_PEER)).unwrap();
@@ -92,7 +105,14 @@ fn modp_rfc6989_rejects_out_of_range_values() {
         let zero = vec![0u8; len];
         let one = add_small(&zero, 1);
         let two = add_small(&zero, 2);
-        let bad = [zero, one, sub_one(&p), p.clone(), add_small(&p, 1), vec![0xff; len]];
+        let bad = [
+            zero,
+            one,
+            sub_one(&p),
+            p.clone(),
+            add_small(&p, 1),
+            vec![0xff; len],
+        ];
         for value in &bad {
             let ke = KeyExchange::generate(group).unwrap();
             assert!(
@@ -100,7 +120,10 @@ fn modp_rfc6989_rejects_out_of_range_values() {
                 "{group:?} finish accepted a bad value"
             );
             assert!(
-                matches!(KeyExchange::respond(group, value), Err(CryptoError::InvalidPublicValue(_))),
+                matches!(
+                    KeyExchange::respond(group, value),
+                    Err(CryptoError::InvalidPublicValue(_))
+                ),
                 "{group:?} respond accepted a bad value"
             );
         }
@@ -110,10 +133,16 @@ fn modp_rfc6989_rejects_out_of_range_values() {
         assert!(KeyExchange::respond(group, &sub_one(&sub_one(&p))).is_ok());
         // Exact length: no short (unpadded) or long values.
         let ke = KeyExchange::generate(group).unwrap();
-        assert!(matches!(ke.finish(&two[1..]), Err(CryptoError::InvalidPublicValue(_))));
+        assert!(matches!(
+            ke.finish(&two[1..]),
+            Err(CryptoError::InvalidPublicValue(_))
+        ));
         let mut long = vec![0u8];
         long.extend_from_slice(&two);
-        assert!(matches!(KeyExchange::respond(group, &long), Err(CryptoError::InvalidPublicValue(_))));
+        assert!(matches!(
+            KeyExchange::respond(group, &long),
+            Err(CryptoError::InvalidPublicValue(_))
+        ));
     }
 }
 
@@ -122,7 +151,8 @@ fn modp_both_sides_agree() {
     for group in [KeGroup::Modp2048, KeGroup::Modp3072, KeGroup::Modp4096] {
         let initiator = KeyExchange::generate(group).unwrap();
         assert_eq!(initiator.public_value().len(), group.public_len());
-        let (response, responder_secret) = KeyExchange::respond(group, initiator.public_value()).unwrap();
+        let (response, responder_secret) =
+            KeyExchange::respond(group, initiator.public_value()).unwrap();
         assert_eq!(response.len(), group.public_len());
         let initiator_secret = initiator.finish(&response).unwrap();
         assert_eq!(initiator_secret.len(), group.public_len());

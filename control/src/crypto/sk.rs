@@ -42,19 +42,23 @@ enum Mode {
         /// Messages sealed so far; IV = iv_start + sealed (mod 2^64).
         sealed: AtomicU64,
     },
-    Cbc {
-        encrypt: EncryptingKey,
-        decrypt: DecryptingKey,
-        mac: hmac::Key,
-        icv_len: usize,
-    },
+    /// Boxed: the AES key schedules are large and CBC is the rare case.
+    Cbc(Box<CbcKeys>),
+}
+
+/// AES-CBC encryption and decryption key schedules plus the HMAC key.
+struct CbcKeys {
+    encrypt: EncryptingKey,
+    decrypt: DecryptingKey,
+    mac: hmac::Key,
+    icv_len: usize,
 }
 
 impl std::fmt::Debug for SkCipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mode = match self.mode {
             Mode::Aead { .. } => "aead",
-            Mode::Cbc { .. } => "cbc+hmac",
+            Mode::Cbc(_) => "cbc+hmac",
         };
         f.debug_struct("SkCipher")
             .field("mode", &mode)
@@ -139,12 +143,12 @@ impl SkCipher {
                     IntegAlg::HmacSha384_192 => hmac::HMAC_SHA384,
                     IntegAlg::HmacSha512_256 => hmac::HMAC_SHA512,
                 };
-                Mode::Cbc {
+                Mode::Cbc(Box::new(CbcKeys {
                     encrypt,
                     decrypt,
                     mac: hmac::Key::new(hash, integ_key),
                     icv_len: integ.icv_len(),
-                }
+                }))
             }
         };
         Ok(SkCipher { mode })
@@ -206,21 +210,21 @@ impl SkProtect for SkCipher {
     fn iv_len(&self) -> usize {
         match self.mode {
             Mode::Aead { .. } => AEAD_IV_LEN,
-            Mode::Cbc { .. } => AES_BLOCK_LEN,
+            Mode::Cbc(_) => AES_BLOCK_LEN,
         }
     }
 
     fn icv_len(&self) -> usize {
         match self.mode {
             Mode::Aead { .. } => AEAD_ICV_LEN,
-            Mode::Cbc { icv_len, .. } => icv_len,
+            Mode::Cbc(ref cbc) => cbc.icv_len,
         }
     }
 
     fn block_len(&self) -> usize {
         match self.mode {
             Mode::Aead { .. } => 1,
-            Mode::Cbc { .. } => AES_BLOCK_LEN,
+            Mode::Cbc(_) => AES_BLOCK_LEN,
         }
     }
 
@@ -264,12 +268,13 @@ impl SkProtect for SkCipher {
                 icv.copy_from_slice(tag.as_ref());
                 Ok(())
             }
-            Mode::Cbc {
-                encrypt,
-                mac,
-                icv_len,
-                ..
-            } => {
+            Mode::Cbc(cbc) => {
+                let CbcKeys {
+                    encrypt,
+                    mac,
+                    icv_len,
+                    ..
+                } = &**cbc;
                 if iv.len() != AES_BLOCK_LEN {
                     return Err(length_error("SK payload IV", iv.len(), AES_BLOCK_LEN));
                 }
@@ -304,12 +309,13 @@ impl SkProtect for SkCipher {
                     .map_err(|_| WireError::IntegrityCheckFailed)?;
                 Ok(())
             }
-            Mode::Cbc {
-                decrypt,
-                mac,
-                icv_len,
-                ..
-            } => {
+            Mode::Cbc(cbc) => {
+                let CbcKeys {
+                    decrypt,
+                    mac,
+                    icv_len,
+                    ..
+                } = &**cbc;
                 let iv: [u8; AES_BLOCK_LEN] = iv
                     .try_into()
                     .map_err(|_| length_error("SK payload IV", iv.len(), AES_BLOCK_LEN))?;

@@ -863,3 +863,77 @@ fn sk_cipher_rejects_bad_keys_and_unaligned_cbc_data() {
     assert!(sk.seal(b"", &mut iv, &mut data, &mut icv).is_err());
     assert!(sk.open(b"", &iv, &mut data, &icv).is_err());
 }
+
+// ---------------------------------------------------------------- NIST CAVS SP 800-135 IKEv2 KDF
+
+/// A NIST CAVS SP 800-135 IKEv2 (SHA-256) sample, as redistributed in NSS's
+/// `ike-sha256-vectors.h`: SKEYSEED, the first 132 bytes of DKM, and the
+/// rekeyed SKEYSEED.
+#[test]
+fn cavs_sp800_135_ikev2_sha256() {
+    let ni = h("3f302be1abcb28e1");
+    let nr = h("8c332ee006064c9b");
+    let gir = h("0f4d257d7a58fc4545c7d7a88119eee5d5c9690c5b4c989171d3abbfd99d1d29");
+    let gir_new = h("25f3b12d6f282739256e39bf54eda53b60ffcf379bb7bcc90c27b4c4c578616c");
+    let (spi_i, spi_r) = (0x40da_c39e_1e1a_8640u64, 0x8619_a1cf_9a6e_4c07u64);
+    let skeyseed = h("5f00d1bd2c58ec224b1e6b71fa0f19a1faa7a193952c444411b47c1a9d8ba6fe");
+    let dkm = h(concat!(
+        "0b137d669b0947d7d026d593f0305ad401ff0c471357d695778a9c7f4b4869ece98aca531",
+        "188d16041b3bb936d2dbb3b4993a6e768a809160de45d0283f273a6cdf6854379e31be72b",
+        "8d3d1fa990cf9c5b015ca9f918a7df6253c958114a09d4e1c19bdcd4db14b29d98db1a74a",
+        "d405c588662c14a04d0d36aa4ab55e90f8986d12d4aad"
+    ));
+    let skeyseed_rekey = h("2d63f6debc92048b4fef3889c4c99ca67d6496e0fac14a2bca9a2d6566ff2398");
+
+    let mut nonces = ni.clone();
+    nonces.extend_from_slice(&nr);
+    assert_eq!(&PrfAlg::HmacSha256.prf(&nonces, &[&gir])[..], &skeyseed[..]);
+    let seed = [&ni[..], &nr[..], &spi_i.to_be_bytes(), &spi_r.to_be_bytes()];
+    assert_eq!(
+        &PrfAlg::HmacSha256.prf_plus(&skeyseed, &seed, 132)[..],
+        &dkm[..]
+    );
+
+    // The same through derive_ike_sa_keys: the keys concatenated in order are DKM.
+    let suite = IkeSuite {
+        encr: EncrAlg::AesCbc { key_bits: 128 },
+        integ: Some(IntegAlg::HmacSha256_128),
+        prf: PrfAlg::HmacSha256,
+        ke: KeGroup::Ecp256,
+    };
+    let keys = derive_ike_sa_keys(&suite, &gir, &ni, &nr, spi_i, spi_r);
+    let all = [
+        &keys.sk_d,
+        &keys.sk_ai,
+        &keys.sk_ar,
+        &keys.sk_ei,
+        &keys.sk_er,
+        &keys.sk_pi,
+        &keys.sk_pr,
+    ]
+    .iter()
+    .flat_map(|k| k.iter().copied())
+    .collect::<Vec<u8>>();
+    assert_eq!(&all[..132], &dkm[..]);
+
+    // Rekey: SKEYSEED' = prf(SK_d, g^ir(new) | Ni | Nr); SK_d' = first block of prf+(SKEYSEED', ...).
+    assert_eq!(
+        &PrfAlg::HmacSha256.prf(&dkm[..32], &[&gir_new, &ni, &nr])[..],
+        &skeyseed_rekey[..]
+    );
+    let rekeyed = derive_rekeyed_ike_sa_keys(
+        &suite,
+        PrfAlg::HmacSha256,
+        &dkm[..32],
+        &gir_new,
+        &ni,
+        &nr,
+        spi_i,
+        spi_r,
+    );
+    let first_block = PrfAlg::HmacSha256.prf(
+        &skeyseed_rekey,
+        &[&ni, &nr, &spi_i.to_be_bytes(), &spi_r.to_be_bytes(), &[1]],
+    );
+    assert_eq!(&rekeyed.sk_d[..], &first_block[..]);
+}

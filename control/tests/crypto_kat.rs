@@ -937,3 +937,12 @@ fn cavs_sp800_135_ikev2_sha256() {
     );
     assert_eq!(&rekeyed.sk_d[..], &first_block[..]);
 }
+
+#[test]
+fn crypto_state_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<SkCipher>();
+    assert_send_sync::<KeyExchange>();
+    assert_send_sync::<control::crypto::IkeSaKeys>();
+    assert_send_sync::<control::crypto::ChildSaKeys>();
+}

@@ -1,1 +1,3 @@
 //! Bindings to the system DPDK 22.11. Everything here is behind the `dpdk` feature.
+
+pub mod modp;

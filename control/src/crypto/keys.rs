@@ -47,13 +47,69 @@ pub struct ChildSaKeys {
     pub integ_r: Zeroizing<Vec<u8>>,
 }
 
+impl IkeSuite {
+    /// Total bytes of prf+ output for the seven IKE SA keys.
+    fn keymat_len(&self) -> usize {
+        let p = self.prf.output_len();
+        let a = self.integ.map_or(0, IntegAlg::key_len);
+        let e = self.encr.keymat_len();
+        3 * p + 2 * a + 2 * e
+    }
+}
+
+/// Splits prf+(SKEYSEED, Ni | Nr | SPIi | SPIr) into the seven keys.
+fn ike_sa_keys_from_skeyseed(
+    suite: &IkeSuite,
+    skeyseed: &[u8],
+    ni: &[u8],
+    nr: &[u8],
+    spi_i: u64,
+    spi_r: u64,
+) -> IkeSaKeys {
+    let p = suite.prf.output_len();
+    let a = suite.integ.map_or(0, IntegAlg::key_len);
+    let e = suite.encr.keymat_len();
+    let keymat = suite.prf.prf_plus(
+        skeyseed,
+        &[ni, nr, &spi_i.to_be_bytes(), &spi_r.to_be_bytes()],
+        suite.keymat_len(),
+    );
+    let mut rest: &[u8] = &keymat;
+    let mut take = |n: usize| {
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Zeroizing::new(head.to_vec())
+    };
+    IkeSaKeys {
+        sk_d: take(p),
+        sk_ai: take(a),
+        sk_ar: take(a),
+        sk_ei: take(e),
+        sk_er: take(e),
+        sk_pi: take(p),
+        sk_pr: take(p),
+    }
+}
+
 /// SKEYSEED = prf(Ni | Nr, g^ir), then {SK_d, SK_ai, ...} = prf+(SKEYSEED, Ni | Nr | SPIi | SPIr).
-pub fn derive_ike_sa_keys(suite: &IkeSuite, shared: &[u8], ni: &[u8], nr: &[u8], spi_i: u64, spi_r: u64) -> IkeSaKeys {
-    todo!("crypto helper")
+pub fn derive_ike_sa_keys(
+    suite: &IkeSuite,
+    shared: &[u8],
+    ni: &[u8],
+    nr: &[u8],
+    spi_i: u64,
+    spi_r: u64,
+) -> IkeSaKeys {
+    let mut nonces = Zeroizing::new(Vec::with_capacity(ni.len() + nr.len()));
+    nonces.extend_from_slice(ni);
+    nonces.extend_from_slice(nr);
+    let skeyseed = suite.prf.prf(&nonces, &[shared]);
+    ike_sa_keys_from_skeyseed(suite, &skeyseed, ni, nr, spi_i, spi_r)
 }
 
 /// IKE SA rekey (§2.18): SKEYSEED = prf(SK_d(old), g^ir(new) | Ni | Nr) with the
 /// old SA's PRF, then prf+ with the new suite's PRF.
+#[allow(clippy::too_many_arguments)]
 pub fn derive_rekeyed_ike_sa_keys(
     suite: &IkeSuite,
     old_prf: PrfAlg,
@@ -64,7 +120,8 @@ pub fn derive_rekeyed_ike_sa_keys(
     spi_i: u64,
     spi_r: u64,
 ) -> IkeSaKeys {
-    todo!("crypto helper")
+    let skeyseed = old_prf.prf(old_sk_d, &[shared, ni, nr]);
+    ike_sa_keys_from_skeyseed(suite, &skeyseed, ni, nr, spi_i, spi_r)
 }
 
 /// KEYMAT = prf+(SK_d, [g^ir(new) |] Ni | Nr), split as encr_i, integ_i, encr_r, integ_r (§2.17).
@@ -77,5 +134,19 @@ pub fn derive_child_sa_keys(
     encr: EncrAlg,
     integ: Option<IntegAlg>,
 ) -> ChildSaKeys {
-    todo!("crypto helper")
+    let e = encr.keymat_len();
+    let a = integ.map_or(0, IntegAlg::key_len);
+    let keymat = prf.prf_plus(sk_d, &[shared.unwrap_or(&[]), ni, nr], 2 * (e + a));
+    let mut rest: &[u8] = &keymat;
+    let mut take = |n: usize| {
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Zeroizing::new(head.to_vec())
+    };
+    ChildSaKeys {
+        encr_i: take(e),
+        integ_i: take(a),
+        encr_r: take(e),
+        integ_r: take(a),
+    }
 }

@@ -258,7 +258,7 @@ fn lossy_duplicating_reordering_network_still_establishes() {
     for seed in 1..=20u64 {
         let (a, b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
         let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
-        p.net = Net { loss: 25, dup: 20, reorder: 20, rng: XorShift(seed * 0x2545_f491_4f6c_dd1d) };
+        p.net = Net { loss: 25, dup: 20, reorder: 20, rng: XorShift(seed.wrapping_mul(0x2545_f491_4f6c_dd1d)) };
         p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
         p.run(Duration::from_secs(110));
         if p.a_seen.up.len() == 1 {

@@ -6,6 +6,7 @@
 
 pub mod crypto;
 pub mod error;
+pub mod pki;
 pub mod proposal;
 pub mod wire;
 

@@ -9,7 +9,8 @@ use super::PkiError;
 use super::der::{self, Tlv};
 
 /// A known attribute type: display name, accepted aliases, OID arcs and the
-/// string type used when encoding it.
+/// string type used when encoding it. Like strongSwan, PrintableString
+/// falls back to UTF8String when the value has other characters.
 struct AttrType {
     name: &'static str,
     aliases: &'static [&'static str],
@@ -19,11 +20,11 @@ struct AttrType {
 
 const ATTR_TYPES: &[AttrType] = &[
     AttrType { name: "C", aliases: &["C", "countryName"], arcs: &[2, 5, 4, 6], string_tag: der::TAG_PRINTABLE_STRING },
-    AttrType { name: "ST", aliases: &["ST", "S", "stateOrProvinceName"], arcs: &[2, 5, 4, 8], string_tag: der::TAG_UTF8_STRING },
-    AttrType { name: "L", aliases: &["L", "localityName"], arcs: &[2, 5, 4, 7], string_tag: der::TAG_UTF8_STRING },
-    AttrType { name: "O", aliases: &["O", "organizationName"], arcs: &[2, 5, 4, 10], string_tag: der::TAG_UTF8_STRING },
-    AttrType { name: "OU", aliases: &["OU", "organizationalUnitName"], arcs: &[2, 5, 4, 11], string_tag: der::TAG_UTF8_STRING },
-    AttrType { name: "CN", aliases: &["CN", "commonName"], arcs: &[2, 5, 4, 3], string_tag: der::TAG_UTF8_STRING },
+    AttrType { name: "ST", aliases: &["ST", "S", "stateOrProvinceName"], arcs: &[2, 5, 4, 8], string_tag: der::TAG_PRINTABLE_STRING },
+    AttrType { name: "L", aliases: &["L", "localityName"], arcs: &[2, 5, 4, 7], string_tag: der::TAG_PRINTABLE_STRING },
+    AttrType { name: "O", aliases: &["O", "organizationName"], arcs: &[2, 5, 4, 10], string_tag: der::TAG_PRINTABLE_STRING },
+    AttrType { name: "OU", aliases: &["OU", "organizationalUnitName"], arcs: &[2, 5, 4, 11], string_tag: der::TAG_PRINTABLE_STRING },
+    AttrType { name: "CN", aliases: &["CN", "commonName"], arcs: &[2, 5, 4, 3], string_tag: der::TAG_PRINTABLE_STRING },
     AttrType {
         name: "E",
         aliases: &["E", "Email", "emailAddress"],
@@ -37,14 +38,14 @@ const ATTR_TYPES: &[AttrType] = &[
         string_tag: der::TAG_IA5_STRING,
     },
     AttrType { name: "serialNumber", aliases: &["serialNumber"], arcs: &[2, 5, 4, 5], string_tag: der::TAG_PRINTABLE_STRING },
-    AttrType { name: "SN", aliases: &["SN", "surname"], arcs: &[2, 5, 4, 4], string_tag: der::TAG_UTF8_STRING },
-    AttrType { name: "G", aliases: &["G", "givenName"], arcs: &[2, 5, 4, 42], string_tag: der::TAG_UTF8_STRING },
-    AttrType { name: "T", aliases: &["T", "title"], arcs: &[2, 5, 4, 12], string_tag: der::TAG_UTF8_STRING },
+    AttrType { name: "SN", aliases: &["SN", "surname"], arcs: &[2, 5, 4, 4], string_tag: der::TAG_PRINTABLE_STRING },
+    AttrType { name: "G", aliases: &["G", "givenName"], arcs: &[2, 5, 4, 42], string_tag: der::TAG_PRINTABLE_STRING },
+    AttrType { name: "T", aliases: &["T", "title"], arcs: &[2, 5, 4, 12], string_tag: der::TAG_PRINTABLE_STRING },
     AttrType {
         name: "UID",
         aliases: &["UID", "userid"],
         arcs: &[0, 9, 2342, 19200300, 100, 1, 1],
-        string_tag: der::TAG_UTF8_STRING,
+        string_tag: der::TAG_PRINTABLE_STRING,
     },
 ];
 
@@ -179,7 +180,7 @@ impl DistinguishedName {
                 .find(|t| t.aliases.iter().any(|a| a.eq_ignore_ascii_case(key)))
                 .ok_or_else(|| invalid(format!("unknown attribute type '{key}'")))?;
             let mut tag = attr.string_tag;
-            let printable = value.bytes().all(|b| b.is_ascii_alphanumeric() || b" '()+,-./:=?*".contains(&b));
+            let printable = value.bytes().all(|b| b.is_ascii_alphanumeric() || b" '()+,-./:=?".contains(&b));
             if tag == der::TAG_PRINTABLE_STRING && !printable {
                 tag = der::TAG_UTF8_STRING;
             }
@@ -262,8 +263,12 @@ mod tests {
         assert_eq!(dn.to_string(), "C=CH, O=strongSwan, CN=moon.strongswan.org");
         let again = DistinguishedName::from_der(dn.as_der()).unwrap();
         assert_eq!(again, dn);
-        // C is a PrintableString, CN a UTF8String.
+        // Printable values are PrintableStrings, others UTF8Strings (as strongSwan does).
         assert_eq!(&dn.as_der()[..13], &[0x30, 0x40, 0x31, 0x0b, 0x30, 0x09, 0x06, 0x03, 0x55, 0x04, 0x06, 0x13, 0x02]);
+        let utf8 = DistinguishedName::parse("CN=M\u{fc}ller").unwrap();
+        assert_eq!(utf8.as_der()[11], 0x0c);
+        let wild = DistinguishedName::parse("CN=*").unwrap();
+        assert_eq!(wild.as_der()[11], 0x0c);
     }
 
     #[test]

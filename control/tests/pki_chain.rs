@@ -196,10 +196,25 @@ fn too_deep() {
 
 #[test]
 fn path_len_and_ca_flag() {
-    // int has pathLen 0: it may not issue another CA that then issues an end entity.
-    // deep-2 (a CA) is not issued by int, so emulate with a trust store whose anchor
-    // is int and an intermediate below it: none exists, so check the pathLen rule
-    // through the deep chain instead: trust deep-0 and use deep-1..deep-9 pathless.
+    // int has pathLenConstraint 0, yet issued sub-ca, which issued ee-pathlen.
+    let err = verify_chain(&store(), &cert("ee-pathlen.pem"), &[cert("sub-ca.pem"), cert("int.pem")], now()).unwrap_err();
+    assert_eq!(
+        err,
+        PkiError::PathLenExceeded {
+            subject: "C=CH, O=ironsa, OU=Intermediate, CN=ironsa Intermediate CA".into(),
+            path_len: 0
+        }
+    );
+    // With sub-ca itself trusted the path is fine.
+    let mut s = TrustStore::new();
+    s.add(cert("sub-ca.pem")).unwrap();
+    verify_chain(&s, &cert("ee-pathlen.pem"), &[], now()).unwrap();
+
+    // An end entity cannot act as a CA, neither in a path nor as an anchor.
+    let err = verify_chain(&store(), &cert("ee-by-non-ca.pem"), &[cert("ee-p256.pem"), cert("int.pem")], now())
+        .unwrap_err();
+    assert!(matches!(err, PkiError::NotCa { .. }), "{err}");
+    assert!(err.to_string().contains("'C=CH, O=ironsa, CN=moon.example.com' is not a CA"), "{err}");
     let mut s = TrustStore::new();
     assert!(matches!(s.add(cert("ee-p256.pem")), Err(PkiError::NotCa { .. })));
     s.add(cert("int.pem")).unwrap();

@@ -89,6 +89,21 @@ pub ee-p256.key | $PKI --issue --cacert deep-9.pem --cakey deep-9.key --lifetime
 cat deep-1.pem deep-2.pem deep-3.pem deep-4.pem deep-5.pem deep-6.pem deep-7.pem deep-8.pem deep-9.pem > deep-chain.pem
 rm -f deep-*.key deep-[1-9].pem
 
+# --- Constraint violations ------------------------------------------------
+# A CA below the pathlen-0 intermediate, and an end entity under it.
+gen ecdsa 256 > sub-ca.key
+pub sub-ca.key | $PKI --issue --cacert int.pem --cakey int.key --ca --lifetime $L \
+    --dn "C=CH, O=ironsa, CN=Sub CA below pathlen 0" --outform pem > sub-ca.pem 2>/dev/null
+pub ee-p384.key | $PKI --issue --cacert sub-ca.pem --cakey sub-ca.key --lifetime $L \
+    --dn "C=CH, O=ironsa, CN=pathlen.example.com" --outform pem > ee-pathlen.pem 2>/dev/null
+rm -f sub-ca.key
+# An end entity "issued" by another end entity (no cA flag). pki refuses
+# to do that, so openssl signs it.
+openssl req -new -key ee-p384.key -subj "/C=CH/O=ironsa/CN=not-a-ca.example.com" -out by-non-ca.csr
+openssl x509 -req -in by-non-ca.csr -CA ee-p256.pem -CAkey ee-p256.key -days $L -set_serial 7 \
+    -sha256 -out ee-by-non-ca.pem 2>/dev/null
+rm -f by-non-ca.csr
+
 # --- DER copies ---------------------------------------------------------------
 openssl x509 -in ca-rsa.pem -outform DER -out ca-rsa.der
 openssl x509 -in ee-p256.pem -outform DER -out ee-p256.der

@@ -17,7 +17,11 @@ fn parses_like_strongswan() {
         ("moon.strongswan.org", IdType::FQDN, b"moon.strongswan.org"),
         ("@@carol", IdType::RFC822_ADDR, b"carol"),
         ("10.0.0.1", IdType::IPV4_ADDR, &[10, 0, 0, 1]),
-        ("::1", IdType::IPV6_ADDR, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+        (
+            "::1",
+            IdType::IPV6_ADDR,
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        ),
         ("@#0102ff", IdType::KEY_ID, &[1, 2, 0xff]),
         ("@1.2.3.4", IdType::FQDN, b"1.2.3.4"),
     ];
@@ -46,18 +50,31 @@ fn dn_identity_encodes_der() {
     );
     let dn = DistinguishedName::from_der(&w.data).unwrap();
     assert_eq!(dn.to_string(), "C=CH, O=strongSwan, CN=moon");
-    let all = wire("C=CH, ST=ZH, L=Zurich, O=strongSwan, OU=Test, CN=moon, E=moon@example.com, DC=org, serialNumber=7");
+    let all = wire(
+        "C=CH, ST=ZH, L=Zurich, O=strongSwan, OU=Test, CN=moon, E=moon@example.com, DC=org, serialNumber=7",
+    );
     let back = Identity::from_wire(&all).unwrap();
     assert_eq!(
         back.to_string(),
         "C=CH, ST=ZH, L=Zurich, O=strongSwan, OU=Test, CN=moon, E=moon@example.com, DC=org, serialNumber=7"
     );
-    assert_eq!(Identity::parse("emailAddress=x@y").unwrap().to_string(), "E=x@y");
+    assert_eq!(
+        Identity::parse("emailAddress=x@y").unwrap().to_string(),
+        "E=x@y"
+    );
 }
 
 #[test]
 fn display_round_trips() {
-    for s in ["a@test", "moon.strongswan.org", "10.0.0.1", "2001:db8::1", "C=CH, O=strongSwan, CN=moon", "%any", "@#0102"] {
+    for s in [
+        "a@test",
+        "moon.strongswan.org",
+        "10.0.0.1",
+        "2001:db8::1",
+        "C=CH, O=strongSwan, CN=moon",
+        "%any",
+        "@#0102",
+    ] {
         let id = Identity::parse(s).unwrap();
         assert_eq!(id.to_string(), s);
         assert_eq!(Identity::parse(&id.to_string()).unwrap(), id);
@@ -71,22 +88,50 @@ fn display_round_trips() {
 #[test]
 fn from_wire_validates() {
     let bad = [
-        Identification { id_type: IdType::IPV4_ADDR, data: vec![1, 2, 3] },
-        Identification { id_type: IdType::IPV6_ADDR, data: vec![0; 4] },
-        Identification { id_type: IdType::FQDN, data: vec![0xff, 0xfe] },
-        Identification { id_type: IdType::DER_ASN1_DN, data: vec![0x30, 0x05, 0x31] },
-        Identification { id_type: IdType::DER_ASN1_DN, data: vec![] },
+        Identification {
+            id_type: IdType::IPV4_ADDR,
+            data: vec![1, 2, 3],
+        },
+        Identification {
+            id_type: IdType::IPV6_ADDR,
+            data: vec![0; 4],
+        },
+        Identification {
+            id_type: IdType::FQDN,
+            data: vec![0xff, 0xfe],
+        },
+        Identification {
+            id_type: IdType::DER_ASN1_DN,
+            data: vec![0x30, 0x05, 0x31],
+        },
+        Identification {
+            id_type: IdType::DER_ASN1_DN,
+            data: vec![],
+        },
     ];
     for id in &bad {
         assert!(Identity::from_wire(id).is_err(), "{id:?}");
     }
-    let other = Identification { id_type: IdType::DER_ASN1_GN, data: vec![1, 2] };
-    assert!(matches!(Identity::from_wire(&other).unwrap(), Identity::Other { .. }));
+    let other = Identification {
+        id_type: IdType::DER_ASN1_GN,
+        data: vec![1, 2],
+    };
+    assert!(matches!(
+        Identity::from_wire(&other).unwrap(),
+        Identity::Other { .. }
+    ));
     assert_eq!(
-        Identity::from_wire(&Identification { id_type: IdType::IPV4_ADDR, data: vec![192, 0, 2, 1] }).unwrap(),
+        Identity::from_wire(&Identification {
+            id_type: IdType::IPV4_ADDR,
+            data: vec![192, 0, 2, 1]
+        })
+        .unwrap(),
         Identity::Ipv4(Ipv4Addr::new(192, 0, 2, 1))
     );
-    assert_eq!(Identity::parse("::1").unwrap(), Identity::Ipv6(Ipv6Addr::LOCALHOST));
+    assert_eq!(
+        Identity::parse("::1").unwrap(),
+        Identity::Ipv6(Ipv6Addr::LOCALHOST)
+    );
 }
 
 #[test]
@@ -122,22 +167,62 @@ fn matching_table() {
         ("*.example.com", "x@moon.example.com", false),
         ("*", "anything.at.all", true),
         // DNs: semantic comparison
-        ("C=CH, O=strongSwan, CN=moon", "C=CH, O=strongSwan, CN=moon", true),
-        ("C=CH, O=strongSwan, CN=moon", "c=ch,o=STRONGSWAN,cn=Moon", true),
-        ("C=CH, O=strongSwan, CN=moon", "C=CH,  O=strongSwan,   CN=moon", true),
-        ("C=CH, O=strongSwan, CN=moon", "C=CH, O=strongSwan, CN=sun", false),
-        ("C=CH, O=strongSwan, CN=moon", "O=strongSwan, C=CH, CN=moon", false),
-        ("C=CH, O=strongSwan, CN=moon", "C=CH, O=strongSwan, OU=x, CN=moon", false),
+        (
+            "C=CH, O=strongSwan, CN=moon",
+            "C=CH, O=strongSwan, CN=moon",
+            true,
+        ),
+        (
+            "C=CH, O=strongSwan, CN=moon",
+            "c=ch,o=STRONGSWAN,cn=Moon",
+            true,
+        ),
+        (
+            "C=CH, O=strongSwan, CN=moon",
+            "C=CH,  O=strongSwan,   CN=moon",
+            true,
+        ),
+        (
+            "C=CH, O=strongSwan, CN=moon",
+            "C=CH, O=strongSwan, CN=sun",
+            false,
+        ),
+        (
+            "C=CH, O=strongSwan, CN=moon",
+            "O=strongSwan, C=CH, CN=moon",
+            false,
+        ),
+        (
+            "C=CH, O=strongSwan, CN=moon",
+            "C=CH, O=strongSwan, OU=x, CN=moon",
+            false,
+        ),
         ("C=CH, O=strongSwan, CN=moon", "C=CH, O=strongSwan", false),
         ("C=CH, O=strongSwan, CN=moon", "moon", false),
-        ("C=CH, O=strongSwan, CN=*", "C=CH, O=strongSwan, CN=carol", true),
+        (
+            "C=CH, O=strongSwan, CN=*",
+            "C=CH, O=strongSwan, CN=carol",
+            true,
+        ),
         ("C=CH, O=*, CN=*", "C=CH, O=Other, CN=carol", true),
-        ("C=CH, O=strongSwan, CN=*", "C=DE, O=strongSwan, CN=carol", false),
-        ("C=CH, O=strongSwan, CN=*", "C=CH, O=strongSwan, OU=a, CN=carol", false),
+        (
+            "C=CH, O=strongSwan, CN=*",
+            "C=DE, O=strongSwan, CN=carol",
+            false,
+        ),
+        (
+            "C=CH, O=strongSwan, CN=*",
+            "C=CH, O=strongSwan, OU=a, CN=carol",
+            false,
+        ),
     ];
     for (pattern, presented, expected) in cases {
         let p = Identity::parse(pattern).unwrap();
-        assert_eq!(p.matches(&wire(presented)), *expected, "{pattern} vs {presented}");
+        assert_eq!(
+            p.matches(&wire(presented)),
+            *expected,
+            "{pattern} vs {presented}"
+        );
     }
     assert!(Identity::parse("*.example.com").unwrap().is_wildcard());
     assert!(Identity::parse("C=CH, CN=*").unwrap().is_wildcard());
@@ -152,14 +237,23 @@ fn dn_string_types_compare_semantically() {
     let ia5 = "3019310b3009060355040616024348310a30080603550403160178";
     let pattern = Identity::parse("C=CH, CN=x").unwrap();
     for h in [utf8, printable, ia5] {
-        let id = Identification { id_type: IdType::DER_ASN1_DN, data: hex::decode(h).unwrap() };
+        let id = Identification {
+            id_type: IdType::DER_ASN1_DN,
+            data: hex::decode(h).unwrap(),
+        };
         assert!(pattern.matches(&id), "{h}");
     }
     // A BMPString value.
     let odd = "301b310b3009060355040613024348310c300a06035504031e03007800";
-    let id = Identification { id_type: IdType::DER_ASN1_DN, data: hex::decode(odd).unwrap() };
+    let id = Identification {
+        id_type: IdType::DER_ASN1_DN,
+        data: hex::decode(odd).unwrap(),
+    };
     assert!(!pattern.matches(&id), "odd-length BMPString must not match");
     let bmp = "301a310b3009060355040613024348310b300906035504031e020078";
-    let id = Identification { id_type: IdType::DER_ASN1_DN, data: hex::decode(bmp).unwrap() };
+    let id = Identification {
+        id_type: IdType::DER_ASN1_DN,
+        data: hex::decode(bmp).unwrap(),
+    };
     assert!(pattern.matches(&id));
 }

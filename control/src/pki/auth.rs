@@ -27,10 +27,15 @@ pub fn supported_hash_algorithms() -> Vec<u16> {
 }
 
 /// RFC 7427 AUTH data: 1-byte length, AlgorithmIdentifier DER, signature.
-fn digital_signature(key: &PrivateKey, alg: SignatureAlgorithm, octets: &[u8]) -> Result<(AuthMethod, Vec<u8>), PkiError> {
+fn digital_signature(
+    key: &PrivateKey,
+    alg: SignatureAlgorithm,
+    octets: &[u8],
+) -> Result<(AuthMethod, Vec<u8>), PkiError> {
     let alg_id = alg.to_der();
-    let len = u8::try_from(alg_id.len())
-        .map_err(|_| PkiError::UnsupportedAlgorithm("AlgorithmIdentifier longer than 255 bytes".into()))?;
+    let len = u8::try_from(alg_id.len()).map_err(|_| {
+        PkiError::UnsupportedAlgorithm("AlgorithmIdentifier longer than 255 bytes".into())
+    })?;
     let sig = key.sign(alg, octets)?;
     let mut data = Vec::with_capacity(1 + alg_id.len() + sig.len());
     data.push(len);
@@ -50,13 +55,19 @@ fn digital_signature(key: &PrivateKey, alg: SignatureAlgorithm, octets: &[u8]) -
 /// produced because aws-lc-rs offers no SHA-1 signing: an RSA key facing a
 /// peer without RFC 7427 gets [`PkiError::UnsupportedAuthMethod`], as does
 /// Ed25519 if the peer did not announce Identity.
-pub fn sign_auth(key: &PrivateKey, octets: &[u8], peer_hashes: &[u16]) -> Result<(AuthMethod, Vec<u8>), PkiError> {
+pub fn sign_auth(
+    key: &PrivateKey,
+    octets: &[u8],
+    peer_hashes: &[u16],
+) -> Result<(AuthMethod, Vec<u8>), PkiError> {
     match key.key_type() {
         KeyType::Ed25519 => {
             if peer_hashes.contains(&HASH_IDENTITY) {
                 digital_signature(key, SignatureAlgorithm::Ed25519, octets)
             } else {
-                Err(PkiError::NoCommonHash("Ed25519 (peer did not announce the Identity hash)".into()))
+                Err(PkiError::NoCommonHash(
+                    "Ed25519 (peer did not announce the Identity hash)".into(),
+                ))
             }
         }
         KeyType::EcdsaP256 => {
@@ -74,14 +85,22 @@ pub fn sign_auth(key: &PrivateKey, octets: &[u8], peer_hashes: &[u16]) -> Result
             }
         }
         KeyType::Rsa(_) => {
-            let hash = [(HASH_SHA256, HashAlg::Sha256), (HASH_SHA384, HashAlg::Sha384), (HASH_SHA512, HashAlg::Sha512)]
-                .into_iter()
-                .find(|(id, _)| peer_hashes.contains(id));
+            let hash = [
+                (HASH_SHA256, HashAlg::Sha256),
+                (HASH_SHA384, HashAlg::Sha384),
+                (HASH_SHA512, HashAlg::Sha512),
+            ]
+            .into_iter()
+            .find(|(id, _)| peer_hashes.contains(id));
             match hash {
-                Some((_, h)) if key.rsa_pss() => digital_signature(key, SignatureAlgorithm::RsaPss(h), octets),
+                Some((_, h)) if key.rsa_pss() => {
+                    digital_signature(key, SignatureAlgorithm::RsaPss(h), octets)
+                }
                 Some((_, h)) => digital_signature(key, SignatureAlgorithm::RsaPkcs1(h), octets),
                 None => Err(PkiError::UnsupportedAuthMethod {
-                    method: "RSA_SIG (PKCS#1 v1.5 SHA-1 signing is unavailable; peer lacks RFC 7427)".into(),
+                    method:
+                        "RSA_SIG (PKCS#1 v1.5 SHA-1 signing is unavailable; peer lacks RFC 7427)"
+                            .into(),
                     key: key.key_type().to_string(),
                 }),
             }
@@ -95,39 +114,65 @@ pub fn sign_auth(key: &PrivateKey, octets: &[u8], peer_hashes: &[u16]) -> Result
 /// ECDSA_SHA384_P384 (raw r||s, RFC 4754) and DIGITAL_SIGNATURE (RFC 7427:
 /// RSA PKCS#1 v1.5 and RSA-PSS with SHA-2, ECDSA with SHA-2, Ed25519). Any
 /// malformed input or mismatch is an error; it never panics.
-pub fn verify_auth(cert: &Certificate, method: AuthMethod, auth_data: &[u8], octets: &[u8]) -> Result<(), PkiError> {
+pub fn verify_auth(
+    cert: &Certificate,
+    method: AuthMethod,
+    auth_data: &[u8],
+    octets: &[u8],
+) -> Result<(), PkiError> {
     let key = cert.public_key()?;
-    let wrong_key = || PkiError::UnsupportedAuthMethod { method: method.to_string(), key: key.kind() };
+    let wrong_key = || PkiError::UnsupportedAuthMethod {
+        method: method.to_string(),
+        key: key.kind(),
+    };
     match method {
         AuthMethod::RSA_SIG => match key {
-            PublicKey::Rsa { .. } => SignatureAlgorithm::RsaPkcs1(HashAlg::Sha1).verify(key, octets, auth_data),
+            PublicKey::Rsa { .. } => {
+                SignatureAlgorithm::RsaPkcs1(HashAlg::Sha1).verify(key, octets, auth_data)
+            }
             _ => Err(wrong_key()),
         },
         AuthMethod::ECDSA_SHA256_P256 | AuthMethod::ECDSA_SHA384_P384 => {
-            let (alg, point, len): (&'static signature::EcdsaVerificationAlgorithm, _, usize) = match (method, key) {
-                (AuthMethod::ECDSA_SHA256_P256, PublicKey::EcP256(p)) => (&signature::ECDSA_P256_SHA256_FIXED, p, 64),
-                (AuthMethod::ECDSA_SHA384_P384, PublicKey::EcP384(p)) => (&signature::ECDSA_P384_SHA384_FIXED, p, 96),
-                _ => return Err(wrong_key()),
-            };
+            let (alg, point, len): (&'static signature::EcdsaVerificationAlgorithm, _, usize) =
+                match (method, key) {
+                    (AuthMethod::ECDSA_SHA256_P256, PublicKey::EcP256(p)) => {
+                        (&signature::ECDSA_P256_SHA256_FIXED, p, 64)
+                    }
+                    (AuthMethod::ECDSA_SHA384_P384, PublicKey::EcP384(p)) => {
+                        (&signature::ECDSA_P384_SHA384_FIXED, p, 96)
+                    }
+                    _ => return Err(wrong_key()),
+                };
             if auth_data.len() != len {
-                return Err(PkiError::BadSignature(format!("{method} signature must be {len} bytes, got {}", auth_data.len())));
+                return Err(PkiError::BadSignature(format!(
+                    "{method} signature must be {len} bytes, got {}",
+                    auth_data.len()
+                )));
             }
             UnparsedPublicKey::new(alg, point)
                 .verify(octets, auth_data)
                 .map_err(|_| PkiError::BadSignature(format!("{method} signature does not verify")))
         }
         AuthMethod::DIGITAL_SIGNATURE => {
-            let (&len, rest) = auth_data
-                .split_first()
-                .ok_or_else(|| PkiError::BadSignature("empty DIGITAL_SIGNATURE AUTH data".into()))?;
+            let (&len, rest) = auth_data.split_first().ok_or_else(|| {
+                PkiError::BadSignature("empty DIGITAL_SIGNATURE AUTH data".into())
+            })?;
             let len = usize::from(len);
             if rest.len() <= len {
-                return Err(PkiError::BadSignature("DIGITAL_SIGNATURE AUTH data shorter than its AlgorithmIdentifier".into()));
+                return Err(PkiError::BadSignature(
+                    "DIGITAL_SIGNATURE AUTH data shorter than its AlgorithmIdentifier".into(),
+                ));
             }
             let (alg_id, sig) = rest.split_at(len);
             let alg = SignatureAlgorithm::from_der(alg_id)?;
-            if matches!(alg, SignatureAlgorithm::RsaPkcs1(HashAlg::Sha1) | SignatureAlgorithm::Ecdsa(HashAlg::Sha1)) {
-                return Err(PkiError::UnsupportedAlgorithm("SHA-1 in DIGITAL_SIGNATURE (not announced)".into()));
+            if matches!(
+                alg,
+                SignatureAlgorithm::RsaPkcs1(HashAlg::Sha1)
+                    | SignatureAlgorithm::Ecdsa(HashAlg::Sha1)
+            ) {
+                return Err(PkiError::UnsupportedAlgorithm(
+                    "SHA-1 in DIGITAL_SIGNATURE (not announced)".into(),
+                ));
             }
             alg.verify(key, octets, sig)
         }
@@ -138,7 +183,11 @@ pub fn verify_auth(cert: &Certificate, method: AuthMethod, auth_data: &[u8], oct
 /// CERTREQ contents for our trust anchors: the concatenated SHA-1 hashes of
 /// their subjectPublicKeys (RFC 7296 §3.7).
 pub fn certreq_hashes(store: &TrustStore) -> Vec<u8> {
-    store.certificates().iter().flat_map(|c| c.public_key_sha1()).collect()
+    store
+        .certificates()
+        .iter()
+        .flat_map(|c| c.public_key_sha1())
+        .collect()
 }
 
 /// Picks the first of `candidates` whose chain (through `intermediates`,
@@ -157,7 +206,10 @@ pub fn select_by_certreq<'a>(
     candidates.iter().find(|cand| {
         let mut current: &Certificate = cand;
         for _ in 0..=MAX_PATH_DEPTH {
-            if current.authority_key_id().is_some_and(|aki| wanted.contains(&aki)) {
+            if current
+                .authority_key_id()
+                .is_some_and(|aki| wanted.contains(&aki))
+            {
                 return true;
             }
             let Some(issuer) = intermediates

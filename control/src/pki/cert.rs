@@ -36,11 +36,20 @@ impl PublicKey {
     /// Parses a DER SubjectPublicKeyInfo.
     pub fn from_spki(spki: &[u8]) -> Result<Self, PkiError> {
         let seq = der::expect_only(spki, der::TAG_SEQUENCE, "SubjectPublicKeyInfo")?;
-        let (alg, rest) = der::expect(seq.content, der::TAG_SEQUENCE, "SubjectPublicKeyInfo algorithm")?;
+        let (alg, rest) = der::expect(
+            seq.content,
+            der::TAG_SEQUENCE,
+            "SubjectPublicKeyInfo algorithm",
+        )?;
         let bits = der::expect_only(rest, der::TAG_BIT_STRING, "subjectPublicKey")?;
         let key = match bits.content.split_first() {
             Some((0, key)) => key,
-            _ => return Err(PkiError::Malformed { what: "subjectPublicKey", detail: "bad BIT STRING".into() }),
+            _ => {
+                return Err(PkiError::Malformed {
+                    what: "subjectPublicKey",
+                    detail: "bad BIT STRING".into(),
+                });
+            }
         };
         let (oid, params) = der::expect(alg.content, der::TAG_OID, "public key algorithm")?;
         let is = |arcs: &[u32]| oid.content == der::oid_content(arcs).as_slice();
@@ -48,11 +57,17 @@ impl PublicKey {
             let rsa = der::expect_only(key, der::TAG_SEQUENCE, "RSAPublicKey")?;
             let (n, _) = der::expect(rsa.content, der::TAG_INTEGER, "RSA modulus")?;
             let n = n.content.iter().skip_while(|&&b| b == 0).count();
-            return Ok(PublicKey::Rsa { pkcs1: key.to_vec(), bits: n * 8 });
+            return Ok(PublicKey::Rsa {
+                pkcs1: key.to_vec(),
+                bits: n * 8,
+            });
         }
         if is(sigalg::OID_ED25519) {
             if key.len() != 32 || !params.is_empty() {
-                return Err(PkiError::Malformed { what: "Ed25519 public key", detail: "expected 32 bytes".into() });
+                return Err(PkiError::Malformed {
+                    what: "Ed25519 public key",
+                    detail: "expected 32 bytes".into(),
+                });
             }
             return Ok(PublicKey::Ed25519(key.to_vec()));
         }
@@ -64,14 +79,23 @@ impl PublicKey {
                 } else if curve.content == der::oid_content(sigalg::OID_P384).as_slice() {
                     (97, PublicKey::EcP384)
                 } else {
-                    return Err(PkiError::UnsupportedAlgorithm(format!("EC curve {}", der::oid_to_string(curve.content))));
+                    return Err(PkiError::UnsupportedAlgorithm(format!(
+                        "EC curve {}",
+                        der::oid_to_string(curve.content)
+                    )));
                 };
             if key.len() != expected_len || key[0] != 0x04 {
-                return Err(PkiError::Malformed { what: "EC public key", detail: "expected an uncompressed point".into() });
+                return Err(PkiError::Malformed {
+                    what: "EC public key",
+                    detail: "expected an uncompressed point".into(),
+                });
             }
             return Ok(make(key.to_vec()));
         }
-        Err(PkiError::UnsupportedAlgorithm(format!("public key algorithm {}", der::oid_to_string(oid.content))))
+        Err(PkiError::UnsupportedAlgorithm(format!(
+            "public key algorithm {}",
+            der::oid_to_string(oid.content)
+        )))
     }
 
     /// The raw key bytes (the subjectPublicKey BIT STRING contents).
@@ -139,7 +163,10 @@ pub struct Certificate {
 }
 
 fn x509_err(e: impl std::fmt::Display) -> PkiError {
-    PkiError::Malformed { what: "X.509 certificate", detail: e.to_string() }
+    PkiError::Malformed {
+        what: "X.509 certificate",
+        detail: e.to_string(),
+    }
 }
 
 impl Certificate {
@@ -152,7 +179,12 @@ impl Certificate {
         let sig = der::expect_only(rest, der::TAG_BIT_STRING, "signatureValue")?;
         let signature = match sig.content.split_first() {
             Some((0, s)) => s.to_vec(),
-            _ => return Err(PkiError::Malformed { what: "signatureValue", detail: "bad BIT STRING".into() }),
+            _ => {
+                return Err(PkiError::Malformed {
+                    what: "signatureValue",
+                    detail: "bad BIT STRING".into(),
+                });
+            }
         };
         // The TBS is the first element of the outer content, which ends the input.
         let tbs_start = data.len() - outer.content.len();
@@ -174,7 +206,9 @@ impl Certificate {
             for name in &san.value.general_names {
                 match name {
                     GeneralName::DNSName(s) => sans.push(SubjectAltName::Dns((*s).to_string())),
-                    GeneralName::RFC822Name(s) => sans.push(SubjectAltName::Email((*s).to_string())),
+                    GeneralName::RFC822Name(s) => {
+                        sans.push(SubjectAltName::Email((*s).to_string()))
+                    }
                     GeneralName::IPAddress(b) => {
                         if let Ok(a) = <[u8; 4]>::try_from(*b) {
                             sans.push(SubjectAltName::Ip(IpAddr::from(a)));
@@ -191,11 +225,17 @@ impl Certificate {
         for ext in x509.extensions() {
             let oid = ext.oid.as_bytes();
             if oid == der::oid_content(OID_AUTHORITY_KEY_ID).as_slice() {
-                if let x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) = ext.parsed_extension() {
+                if let x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) =
+                    ext.parsed_extension()
+                {
                     authority_key_id = aki.key_identifier.as_ref().map(|k| k.0.to_vec());
                 }
             }
-            if ext.critical && !KNOWN_EXTENSIONS.iter().any(|k| der::oid_content(k).as_slice() == oid) {
+            if ext.critical
+                && !KNOWN_EXTENSIONS
+                    .iter()
+                    .any(|k| der::oid_content(k).as_slice() == oid)
+            {
                 unhandled_critical.push(der::oid_to_string(oid));
             }
         }
@@ -235,7 +275,11 @@ impl Certificate {
 
     /// Parses a file that holds either PEM (one or more certificates) or one DER certificate.
     pub fn load(data: &[u8]) -> Result<Vec<Self>, PkiError> {
-        if der::looks_like_pem(data) { Certificate::from_pem(data) } else { Ok(vec![Certificate::from_der(data)?]) }
+        if der::looks_like_pem(data) {
+            Certificate::from_pem(data)
+        } else {
+            Ok(vec![Certificate::from_der(data)?])
+        }
     }
 
     /// The DER encoding (for CERT payloads).
@@ -355,10 +399,11 @@ impl Certificate {
     pub fn verify_signed_by(&self, issuer: &Certificate) -> Result<(), PkiError> {
         let alg = self.signature_algorithm()?;
         let key = issuer.public_key()?;
-        alg.verify(key, self.tbs_der(), &self.signature).map_err(|_| PkiError::BadCertificateSignature {
-            subject: self.subject.to_string(),
-            issuer: issuer.subject.to_string(),
-        })
+        alg.verify(key, self.tbs_der(), &self.signature)
+            .map_err(|_| PkiError::BadCertificateSignature {
+                subject: self.subject.to_string(),
+                issuer: issuer.subject.to_string(),
+            })
     }
 
     /// Whether the certificate is bound to `id`, as strongSwan requires: a
@@ -371,12 +416,14 @@ impl Certificate {
         };
         match identity {
             Identity::Dn(dn) => dn.semantic_eq(&self.subject),
-            Identity::Fqdn(name) => {
-                self.sans.iter().any(|s| matches!(s, SubjectAltName::Dns(d) if d.eq_ignore_ascii_case(&name)))
-            }
-            Identity::Email(name) => {
-                self.sans.iter().any(|s| matches!(s, SubjectAltName::Email(e) if e.eq_ignore_ascii_case(&name)))
-            }
+            Identity::Fqdn(name) => self
+                .sans
+                .iter()
+                .any(|s| matches!(s, SubjectAltName::Dns(d) if d.eq_ignore_ascii_case(&name))),
+            Identity::Email(name) => self
+                .sans
+                .iter()
+                .any(|s| matches!(s, SubjectAltName::Email(e) if e.eq_ignore_ascii_case(&name))),
             Identity::Ipv4(a) => self.sans.contains(&SubjectAltName::Ip(IpAddr::V4(a))),
             Identity::Ipv6(a) => self.sans.contains(&SubjectAltName::Ip(IpAddr::V6(a))),
             Identity::KeyId(k) => k == self.public_key_sha1(),

@@ -22,7 +22,10 @@ impl TrustStore {
     /// end-entity certificate is never configured as a CA by mistake.
     pub fn add(&mut self, ca: Certificate) -> Result<(), PkiError> {
         if !ca.is_ca() {
-            return Err(PkiError::NotCa { subject: ca.subject().to_string(), issued: "(trust store)".into() });
+            return Err(PkiError::NotCa {
+                subject: ca.subject().to_string(),
+                issued: "(trust store)".into(),
+            });
         }
         if !self.cas.iter().any(|c| c.der() == ca.der()) {
             self.cas.push(ca);
@@ -53,22 +56,38 @@ impl TrustStore {
 
 /// Checks that `ca` may have issued `issued`, which sits `below` CA
 /// certificates under it (0 when `issued` is the end entity).
-fn check_issuer(ca: &Certificate, issued: &Certificate, below: usize, now_unix: u64) -> Result<(), PkiError> {
+fn check_issuer(
+    ca: &Certificate,
+    issued: &Certificate,
+    below: usize,
+    now_unix: u64,
+) -> Result<(), PkiError> {
     issued.verify_signed_by(ca)?;
     ca.check_validity(now_unix)?;
     if !ca.is_ca() {
-        return Err(PkiError::NotCa { subject: ca.subject().to_string(), issued: issued.subject().to_string() });
+        return Err(PkiError::NotCa {
+            subject: ca.subject().to_string(),
+            issued: issued.subject().to_string(),
+        });
     }
     if !ca.may_sign_certificates() {
-        return Err(PkiError::KeyUsage { subject: ca.subject().to_string() });
+        return Err(PkiError::KeyUsage {
+            subject: ca.subject().to_string(),
+        });
     }
     if let Some(path_len) = ca.path_len()
         && below > path_len as usize
     {
-        return Err(PkiError::PathLenExceeded { subject: ca.subject().to_string(), path_len });
+        return Err(PkiError::PathLenExceeded {
+            subject: ca.subject().to_string(),
+            path_len,
+        });
     }
     if let Some(oid) = ca.unhandled_critical_extensions().first() {
-        return Err(PkiError::UnsupportedCriticalExtension { subject: ca.subject().to_string(), oid: oid.clone() });
+        return Err(PkiError::UnsupportedCriticalExtension {
+            subject: ca.subject().to_string(),
+            oid: oid.clone(),
+        });
     }
     Ok(())
 }
@@ -101,7 +120,11 @@ pub fn verify_chain(
     for depth in 0..MAX_PATH_DEPTH {
         // The most informative failure seen for an issuer candidate at this level.
         let mut failure: Option<PkiError> = None;
-        for anchor in store.cas.iter().filter(|c| c.subject().semantic_eq(current.issuer())) {
+        for anchor in store
+            .cas
+            .iter()
+            .filter(|c| c.subject().semantic_eq(current.issuer()))
+        {
             match check_issuer(anchor, current, depth, now_unix) {
                 Ok(()) => return Ok(()),
                 Err(e) => failure = Some(e),
@@ -109,7 +132,10 @@ pub fn verify_chain(
         }
         let mut next = None;
         for (i, cand) in intermediates.iter().enumerate() {
-            if used[i] || !cand.subject().semantic_eq(current.issuer()) || cand.der() == current.der() {
+            if used[i]
+                || !cand.subject().semantic_eq(current.issuer())
+                || cand.der() == current.der()
+            {
                 continue;
             }
             match check_issuer(cand, current, depth, now_unix) {
@@ -126,13 +152,19 @@ pub fn verify_chain(
                 current = &intermediates[i];
                 // A self-issued intermediate that is not trusted cannot lead further.
                 if current.subject().semantic_eq(current.issuer()) {
-                    return Err(PkiError::NoTrustedCa { issuer: current.issuer().to_string() });
+                    return Err(PkiError::NoTrustedCa {
+                        issuer: current.issuer().to_string(),
+                    });
                 }
             }
             None => {
-                return Err(failure.unwrap_or_else(|| PkiError::NoTrustedCa { issuer: current.issuer().to_string() }));
+                return Err(failure.unwrap_or_else(|| PkiError::NoTrustedCa {
+                    issuer: current.issuer().to_string(),
+                }));
             }
         }
     }
-    Err(PkiError::PathTooDeep { max: MAX_PATH_DEPTH })
+    Err(PkiError::PathTooDeep {
+        max: MAX_PATH_DEPTH,
+    })
 }

@@ -46,17 +46,24 @@ pub struct Tlv<'a> {
 }
 
 fn malformed(what: &'static str, detail: impl Into<String>) -> PkiError {
-    PkiError::Malformed { what, detail: detail.into() }
+    PkiError::Malformed {
+        what,
+        detail: detail.into(),
+    }
 }
 
 /// Reads one DER element from the front of `input`; returns it and the rest.
 /// Only definite lengths up to 4 length octets and single-byte tags are accepted.
 pub fn read_tlv<'a>(input: &'a [u8], what: &'static str) -> Result<(Tlv<'a>, &'a [u8]), PkiError> {
-    let (&tag, after_tag) = input.split_first().ok_or_else(|| malformed(what, "unexpected end of data"))?;
+    let (&tag, after_tag) = input
+        .split_first()
+        .ok_or_else(|| malformed(what, "unexpected end of data"))?;
     if tag & 0x1f == 0x1f {
         return Err(malformed(what, "multi-byte tags are not supported"));
     }
-    let (&first, mut rest) = after_tag.split_first().ok_or_else(|| malformed(what, "missing length"))?;
+    let (&first, mut rest) = after_tag
+        .split_first()
+        .ok_or_else(|| malformed(what, "missing length"))?;
     let len = if first < 0x80 {
         usize::from(first)
     } else {
@@ -78,18 +85,35 @@ pub fn read_tlv<'a>(input: &'a [u8], what: &'static str) -> Result<(Tlv<'a>, &'a
         len
     };
     if rest.len() < len {
-        return Err(malformed(what, format!("element needs {len} bytes, {} available", rest.len())));
+        return Err(malformed(
+            what,
+            format!("element needs {len} bytes, {} available", rest.len()),
+        ));
     }
     let header_len = input.len() - rest.len();
     let (content, tail) = rest.split_at(len);
-    Ok((Tlv { tag, content, raw: &input[..header_len + len] }, tail))
+    Ok((
+        Tlv {
+            tag,
+            content,
+            raw: &input[..header_len + len],
+        },
+        tail,
+    ))
 }
 
 /// Reads one element that must carry `tag`.
-pub fn expect<'a>(input: &'a [u8], tag: u8, what: &'static str) -> Result<(Tlv<'a>, &'a [u8]), PkiError> {
+pub fn expect<'a>(
+    input: &'a [u8],
+    tag: u8,
+    what: &'static str,
+) -> Result<(Tlv<'a>, &'a [u8]), PkiError> {
     let (tlv, rest) = read_tlv(input, what)?;
     if tlv.tag != tag {
-        return Err(malformed(what, format!("expected tag 0x{tag:02x}, found 0x{:02x}", tlv.tag)));
+        return Err(malformed(
+            what,
+            format!("expected tag 0x{tag:02x}, found 0x{:02x}", tlv.tag),
+        ));
     }
     Ok((tlv, rest))
 }
@@ -181,7 +205,10 @@ pub fn oid_to_string(content: &[u8]) -> String {
             v = 0;
         }
     }
-    arcs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(".")
+    arcs.iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Lower-case hex of `data`.
@@ -212,12 +239,16 @@ pub fn looks_like_pem(data: &[u8]) -> bool {
 /// Parses every PEM block in `data`. Headers inside blocks (`Proc-Type:`)
 /// are rejected since encrypted PEM is not supported.
 pub fn parse_pem(data: &[u8]) -> Result<Vec<PemBlock>, PkiError> {
-    let text = std::str::from_utf8(data).map_err(|_| PkiError::Pem("PEM input is not valid UTF-8".into()))?;
+    let text = std::str::from_utf8(data)
+        .map_err(|_| PkiError::Pem("PEM input is not valid UTF-8".into()))?;
     let mut blocks = Vec::new();
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
         let line = line.trim();
-        let Some(label) = line.strip_prefix("-----BEGIN ").and_then(|l| l.strip_suffix("-----")) else {
+        let Some(label) = line
+            .strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
+        else {
             continue;
         };
         let end = format!("-----END {label}-----");
@@ -230,15 +261,23 @@ pub fn parse_pem(data: &[u8]) -> Result<Vec<PemBlock>, PkiError> {
                 break;
             }
             if body.contains(':') {
-                return Err(PkiError::Pem(format!("encrypted or annotated PEM block '{label}' is not supported")));
+                return Err(PkiError::Pem(format!(
+                    "encrypted or annotated PEM block '{label}' is not supported"
+                )));
             }
             b64.push_str(body);
         }
         if !closed {
-            return Err(PkiError::Pem(format!("PEM block '{label}' has no END line")));
+            return Err(PkiError::Pem(format!(
+                "PEM block '{label}' has no END line"
+            )));
         }
-        let der = base64_decode(&b64).ok_or_else(|| PkiError::Pem(format!("PEM block '{label}' has invalid base64")))?;
-        blocks.push(PemBlock { label: label.to_string(), der });
+        let der = base64_decode(&b64)
+            .ok_or_else(|| PkiError::Pem(format!("PEM block '{label}' has invalid base64")))?;
+        blocks.push(PemBlock {
+            label: label.to_string(),
+            der,
+        });
     }
     if blocks.is_empty() {
         return Err(PkiError::Pem("no PEM block found".into()));
@@ -313,14 +352,20 @@ mod tests {
         let t = expect_only(&enc, TAG_OCTET_STRING, "x").unwrap();
         assert_eq!(t.content, &content[..]);
         assert!(read_tlv(&enc[..100], "x").is_err());
-        assert!(read_tlv(&[0x30, 0x81, 0x05, 0, 0, 0, 0, 0], "x").is_err(), "non-minimal");
+        assert!(
+            read_tlv(&[0x30, 0x81, 0x05, 0, 0, 0, 0, 0], "x").is_err(),
+            "non-minimal"
+        );
         assert!(read_tlv(&[0x30, 0x80], "x").is_err(), "indefinite");
         assert!(read_tlv(&[], "x").is_err());
     }
 
     #[test]
     fn oid_encoding() {
-        assert_eq!(oid_content(&[1, 2, 840, 113549, 1, 1, 11]), [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 1, 11]);
+        assert_eq!(
+            oid_content(&[1, 2, 840, 113549, 1, 1, 11]),
+            [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 1, 11]
+        );
         assert_eq!(oid_to_string(&oid_content(&[2, 5, 4, 3])), "2.5.4.3");
     }
 

@@ -19,12 +19,42 @@ struct AttrType {
 }
 
 const ATTR_TYPES: &[AttrType] = &[
-    AttrType { name: "C", aliases: &["C", "countryName"], arcs: &[2, 5, 4, 6], string_tag: der::TAG_PRINTABLE_STRING },
-    AttrType { name: "ST", aliases: &["ST", "S", "stateOrProvinceName"], arcs: &[2, 5, 4, 8], string_tag: der::TAG_PRINTABLE_STRING },
-    AttrType { name: "L", aliases: &["L", "localityName"], arcs: &[2, 5, 4, 7], string_tag: der::TAG_PRINTABLE_STRING },
-    AttrType { name: "O", aliases: &["O", "organizationName"], arcs: &[2, 5, 4, 10], string_tag: der::TAG_PRINTABLE_STRING },
-    AttrType { name: "OU", aliases: &["OU", "organizationalUnitName"], arcs: &[2, 5, 4, 11], string_tag: der::TAG_PRINTABLE_STRING },
-    AttrType { name: "CN", aliases: &["CN", "commonName"], arcs: &[2, 5, 4, 3], string_tag: der::TAG_PRINTABLE_STRING },
+    AttrType {
+        name: "C",
+        aliases: &["C", "countryName"],
+        arcs: &[2, 5, 4, 6],
+        string_tag: der::TAG_PRINTABLE_STRING,
+    },
+    AttrType {
+        name: "ST",
+        aliases: &["ST", "S", "stateOrProvinceName"],
+        arcs: &[2, 5, 4, 8],
+        string_tag: der::TAG_PRINTABLE_STRING,
+    },
+    AttrType {
+        name: "L",
+        aliases: &["L", "localityName"],
+        arcs: &[2, 5, 4, 7],
+        string_tag: der::TAG_PRINTABLE_STRING,
+    },
+    AttrType {
+        name: "O",
+        aliases: &["O", "organizationName"],
+        arcs: &[2, 5, 4, 10],
+        string_tag: der::TAG_PRINTABLE_STRING,
+    },
+    AttrType {
+        name: "OU",
+        aliases: &["OU", "organizationalUnitName"],
+        arcs: &[2, 5, 4, 11],
+        string_tag: der::TAG_PRINTABLE_STRING,
+    },
+    AttrType {
+        name: "CN",
+        aliases: &["CN", "commonName"],
+        arcs: &[2, 5, 4, 3],
+        string_tag: der::TAG_PRINTABLE_STRING,
+    },
     AttrType {
         name: "E",
         aliases: &["E", "Email", "emailAddress"],
@@ -37,10 +67,30 @@ const ATTR_TYPES: &[AttrType] = &[
         arcs: &[0, 9, 2342, 19200300, 100, 1, 25],
         string_tag: der::TAG_IA5_STRING,
     },
-    AttrType { name: "serialNumber", aliases: &["serialNumber"], arcs: &[2, 5, 4, 5], string_tag: der::TAG_PRINTABLE_STRING },
-    AttrType { name: "SN", aliases: &["SN", "surname"], arcs: &[2, 5, 4, 4], string_tag: der::TAG_PRINTABLE_STRING },
-    AttrType { name: "G", aliases: &["G", "givenName"], arcs: &[2, 5, 4, 42], string_tag: der::TAG_PRINTABLE_STRING },
-    AttrType { name: "T", aliases: &["T", "title"], arcs: &[2, 5, 4, 12], string_tag: der::TAG_PRINTABLE_STRING },
+    AttrType {
+        name: "serialNumber",
+        aliases: &["serialNumber"],
+        arcs: &[2, 5, 4, 5],
+        string_tag: der::TAG_PRINTABLE_STRING,
+    },
+    AttrType {
+        name: "SN",
+        aliases: &["SN", "surname"],
+        arcs: &[2, 5, 4, 4],
+        string_tag: der::TAG_PRINTABLE_STRING,
+    },
+    AttrType {
+        name: "G",
+        aliases: &["G", "givenName"],
+        arcs: &[2, 5, 4, 42],
+        string_tag: der::TAG_PRINTABLE_STRING,
+    },
+    AttrType {
+        name: "T",
+        aliases: &["T", "title"],
+        arcs: &[2, 5, 4, 12],
+        string_tag: der::TAG_PRINTABLE_STRING,
+    },
     AttrType {
         name: "UID",
         aliases: &["UID", "userid"],
@@ -70,7 +120,11 @@ impl Atv {
                 if self.value.len() % 2 != 0 {
                     return None;
                 }
-                let units: Vec<u16> = self.value.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+                let units: Vec<u16> = self
+                    .value
+                    .chunks(2)
+                    .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                    .collect();
                 String::from_utf16(&units).ok()
             }
             der::TAG_UNIVERSAL_STRING => {
@@ -109,7 +163,10 @@ impl Atv {
 
 /// Case-folds and collapses internal whitespace (RFC 5280 §7.1, simplified).
 fn normalize(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 /// A distinguished name: its DER encoding plus the parsed RDN sequence.
@@ -131,27 +188,43 @@ impl DistinguishedName {
             let mut atvs = Vec::new();
             let mut inner = set.content;
             if inner.is_empty() {
-                return Err(PkiError::Malformed { what: "relative distinguished name", detail: "empty RDN".into() });
+                return Err(PkiError::Malformed {
+                    what: "relative distinguished name",
+                    detail: "empty RDN".into(),
+                });
             }
             while !inner.is_empty() {
-                let (seq, tail): (Tlv<'_>, _) = der::expect(inner, der::TAG_SEQUENCE, "attribute type and value")?;
+                let (seq, tail): (Tlv<'_>, _) =
+                    der::expect(inner, der::TAG_SEQUENCE, "attribute type and value")?;
                 inner = tail;
                 let (oid, value_rest) = der::expect(seq.content, der::TAG_OID, "attribute type")?;
                 let (value, trailing) = der::read_tlv(value_rest, "attribute value")?;
                 if !trailing.is_empty() || oid.content.is_empty() {
-                    return Err(PkiError::Malformed { what: "attribute type and value", detail: "bad structure".into() });
+                    return Err(PkiError::Malformed {
+                        what: "attribute type and value",
+                        detail: "bad structure".into(),
+                    });
                 }
-                atvs.push(Atv { oid: oid.content.to_vec(), tag: value.tag, value: value.content.to_vec() });
+                atvs.push(Atv {
+                    oid: oid.content.to_vec(),
+                    tag: value.tag,
+                    value: value.content.to_vec(),
+                });
             }
             rdns.push(atvs);
         }
-        Ok(Self { der: der_bytes.to_vec(), rdns })
+        Ok(Self {
+            der: der_bytes.to_vec(),
+            rdns,
+        })
     }
 
     /// Parses a strongSwan-style DN string such as `C=CH, O=strongSwan, CN=moon`
     /// (RDNs in encoding order, `,` separated, `\,` escapes a comma).
     pub fn parse(s: &str) -> Result<Self, PkiError> {
-        let invalid = |detail: String| PkiError::InvalidIdentity(format!("distinguished name '{s}': {detail}"));
+        let invalid = |detail: String| {
+            PkiError::InvalidIdentity(format!("distinguished name '{s}': {detail}"))
+        };
         let mut parts = Vec::new();
         let mut current = String::new();
         let mut chars = s.chars();
@@ -170,7 +243,9 @@ impl DistinguishedName {
         let mut rdns = Vec::new();
         for part in parts {
             let part = part.trim();
-            let (key, value) = part.split_once('=').ok_or_else(|| invalid(format!("'{part}' is not TYPE=value")))?;
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| invalid(format!("'{part}' is not TYPE=value")))?;
             let (key, value) = (key.trim(), value.trim());
             if value.is_empty() {
                 return Err(invalid(format!("empty value for '{key}'")));
@@ -180,7 +255,9 @@ impl DistinguishedName {
                 .find(|t| t.aliases.iter().any(|a| a.eq_ignore_ascii_case(key)))
                 .ok_or_else(|| invalid(format!("unknown attribute type '{key}'")))?;
             let mut tag = attr.string_tag;
-            let printable = value.bytes().all(|b| b.is_ascii_alphanumeric() || b" '()+,-./:=?".contains(&b));
+            let printable = value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b" '()+,-./:=?".contains(&b));
             if tag == der::TAG_PRINTABLE_STRING && !printable {
                 tag = der::TAG_UTF8_STRING;
             }
@@ -191,9 +268,16 @@ impl DistinguishedName {
             let mut atv = der::tlv(der::TAG_OID, &oid);
             atv.extend(der::tlv(tag, value.as_bytes()));
             content.extend(der::tlv(der::TAG_SET, &der::tlv(der::TAG_SEQUENCE, &atv)));
-            rdns.push(vec![Atv { oid, tag, value: value.as_bytes().to_vec() }]);
+            rdns.push(vec![Atv {
+                oid,
+                tag,
+                value: value.as_bytes().to_vec(),
+            }]);
         }
-        Ok(Self { der: der::tlv(der::TAG_SEQUENCE, &content), rdns })
+        Ok(Self {
+            der: der::tlv(der::TAG_SEQUENCE, &content),
+            rdns,
+        })
     }
 
     /// The DER encoding.
@@ -220,7 +304,10 @@ impl DistinguishedName {
 
     /// Whether any attribute value is the wildcard `*`.
     pub fn has_wildcards(&self) -> bool {
-        self.rdns.iter().flatten().any(|a| a.text().as_deref() == Some("*"))
+        self.rdns
+            .iter()
+            .flatten()
+            .any(|a| a.text().as_deref() == Some("*"))
     }
 
     fn compare(&self, other: &DistinguishedName, wildcard: bool) -> bool {
@@ -243,7 +330,10 @@ impl fmt::Display for DistinguishedName {
             match atv.text() {
                 Some(t) => {
                     // Like strongSwan, unprintable characters become '?'.
-                    let shown: String = t.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
+                    let shown: String = t
+                        .chars()
+                        .map(|c| if c.is_control() { '?' } else { c })
+                        .collect();
                     write!(f, "{}={}", atv.type_name(), shown)?
                 }
                 None => write!(f, "{}=#{}", atv.type_name(), der::hex(&atv.value))?,
@@ -264,7 +354,12 @@ mod tests {
         let again = DistinguishedName::from_der(dn.as_der()).unwrap();
         assert_eq!(again, dn);
         // Printable values are PrintableStrings, others UTF8Strings (as strongSwan does).
-        assert_eq!(&dn.as_der()[..13], &[0x30, 0x40, 0x31, 0x0b, 0x30, 0x09, 0x06, 0x03, 0x55, 0x04, 0x06, 0x13, 0x02]);
+        assert_eq!(
+            &dn.as_der()[..13],
+            &[
+                0x30, 0x40, 0x31, 0x0b, 0x30, 0x09, 0x06, 0x03, 0x55, 0x04, 0x06, 0x13, 0x02
+            ]
+        );
         let utf8 = DistinguishedName::parse("CN=M\u{fc}ller").unwrap();
         assert_eq!(utf8.as_der()[11], 0x0c);
         let wild = DistinguishedName::parse("CN=*").unwrap();
@@ -273,7 +368,8 @@ mod tests {
 
     #[test]
     fn aliases_and_escapes() {
-        let dn = DistinguishedName::parse("emailAddress=a@b.c, DC=org, serialNumber=42, OU=a\\, b").unwrap();
+        let dn = DistinguishedName::parse("emailAddress=a@b.c, DC=org, serialNumber=42, OU=a\\, b")
+            .unwrap();
         assert_eq!(dn.to_string(), "E=a@b.c, DC=org, serialNumber=42, OU=a, b");
         assert!(DistinguishedName::parse("XX=1").is_err());
         assert!(DistinguishedName::parse("CN=").is_err());

@@ -50,7 +50,11 @@ impl Identity {
             return decode_hex(hex)
                 .filter(|b| !b.is_empty())
                 .map(Identity::KeyId)
-                .ok_or_else(|| PkiError::InvalidIdentity(format!("'{s}': KEY_ID needs an even number of hex digits")));
+                .ok_or_else(|| {
+                    PkiError::InvalidIdentity(format!(
+                        "'{s}': KEY_ID needs an even number of hex digits"
+                    ))
+                });
         }
         if let Some(email) = s.strip_prefix("@@") {
             return non_empty(email, s).map(|e| Identity::Email(e.to_string()));
@@ -87,14 +91,21 @@ impl Identity {
             IdType::RFC822_ADDR => Ok(Identity::Email(text()?)),
             IdType::DER_ASN1_DN => DistinguishedName::from_der(&id.data).map(Identity::Dn),
             IdType::KEY_ID => Ok(Identity::KeyId(id.data.clone())),
-            other => Ok(Identity::Other { id_type: other, data: id.data.clone() }),
+            other => Ok(Identity::Other {
+                id_type: other,
+                data: id.data.clone(),
+            }),
         }
     }
 
     /// Encodes the identity as ID payload contents. `%any` has no encoding.
     pub fn to_wire(&self) -> Result<Identification, PkiError> {
         let (id_type, data) = match self {
-            Identity::Any => return Err(PkiError::InvalidIdentity("%any cannot be sent as an identity".into())),
+            Identity::Any => {
+                return Err(PkiError::InvalidIdentity(
+                    "%any cannot be sent as an identity".into(),
+                ));
+            }
             Identity::Ipv4(a) => (IdType::IPV4_ADDR, a.octets().to_vec()),
             Identity::Ipv6(a) => (IdType::IPV6_ADDR, a.octets().to_vec()),
             Identity::Fqdn(s) => (IdType::FQDN, s.as_bytes().to_vec()),
@@ -127,7 +138,9 @@ impl Identity {
             return false;
         };
         match (self, &other) {
-            (Identity::Fqdn(p), Identity::Fqdn(v)) | (Identity::Email(p), Identity::Email(v)) => glob_match(p, v),
+            (Identity::Fqdn(p), Identity::Fqdn(v)) | (Identity::Email(p), Identity::Email(v)) => {
+                glob_match(p, v)
+            }
             (Identity::Dn(p), Identity::Dn(v)) => p.matches_pattern(v),
             (a, b) => a == b,
         }
@@ -136,7 +149,9 @@ impl Identity {
 
 fn non_empty<'a>(v: &'a str, whole: &str) -> Result<&'a str, PkiError> {
     if v.is_empty() {
-        Err(PkiError::InvalidIdentity(format!("'{whole}' is empty after its prefix")))
+        Err(PkiError::InvalidIdentity(format!(
+            "'{whole}' is empty after its prefix"
+        )))
     } else {
         Ok(v)
     }
@@ -147,7 +162,10 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 || !s.is_ascii() {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
 }
 
 /// Case-insensitive match where `*` in `pattern` matches any run of characters.

@@ -60,7 +60,12 @@ pub struct PrivateKey {
 
 impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PrivateKey({}, rsa_pss: {})", self.key_type(), self.rsa_pss)
+        write!(
+            f,
+            "PrivateKey({}, rsa_pss: {})",
+            self.key_type(),
+            self.rsa_pss
+        )
     }
 }
 
@@ -71,7 +76,11 @@ fn rejected(what: &str, e: impl fmt::Display) -> PkiError {
 impl PrivateKey {
     /// Loads a key from PEM (first private-key block) or DER.
     pub fn load(data: &[u8]) -> Result<Self, PkiError> {
-        if der::looks_like_pem(data) { Self::from_pem(data) } else { Self::from_der(data) }
+        if der::looks_like_pem(data) {
+            Self::from_pem(data)
+        } else {
+            Self::from_der(data)
+        }
     }
 
     /// Loads the first `PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY` PEM block.
@@ -82,7 +91,9 @@ impl PrivateKey {
                 "RSA PRIVATE KEY" => return Self::from_pkcs1(&block.der),
                 "EC PRIVATE KEY" => return Self::from_sec1(&block.der),
                 "ENCRYPTED PRIVATE KEY" => {
-                    return Err(PkiError::KeyRejected("encrypted private keys are not supported".into()));
+                    return Err(PkiError::KeyRejected(
+                        "encrypted private keys are not supported".into(),
+                    ));
                 }
                 _ => {}
             }
@@ -99,7 +110,10 @@ impl PrivateKey {
             der::TAG_SEQUENCE => Self::from_pkcs8(data),
             der::TAG_INTEGER => Self::from_pkcs1(data),
             der::TAG_OCTET_STRING => Self::from_sec1(data),
-            t => Err(PkiError::Malformed { what: "private key", detail: format!("unrecognised structure (tag 0x{t:02x})") }),
+            t => Err(PkiError::Malformed {
+                what: "private key",
+                detail: format!("unrecognised structure (tag 0x{t:02x})"),
+            }),
         }
     }
 
@@ -116,17 +130,29 @@ impl PrivateKey {
             let curve = der::expect_only(params, der::TAG_OID, "EC curve")?;
             Self::ecdsa(data, curve_is_p384(curve.content)?)?
         } else if is(sigalg::OID_ED25519) {
-            KeyPairs::Ed25519(Ed25519KeyPair::from_pkcs8_maybe_unchecked(data).map_err(|e| rejected("Ed25519 PKCS#8", e))?)
+            KeyPairs::Ed25519(
+                Ed25519KeyPair::from_pkcs8_maybe_unchecked(data)
+                    .map_err(|e| rejected("Ed25519 PKCS#8", e))?,
+            )
         } else {
-            return Err(PkiError::UnsupportedAlgorithm(format!("private key algorithm {}", der::oid_to_string(oid.content))));
+            return Err(PkiError::UnsupportedAlgorithm(format!(
+                "private key algorithm {}",
+                der::oid_to_string(oid.content)
+            )));
         };
-        Ok(Self { pairs, rsa_pss: false })
+        Ok(Self {
+            pairs,
+            rsa_pss: false,
+        })
     }
 
     /// Loads a PKCS#1 `RSAPrivateKey`.
     pub fn from_pkcs1(data: &[u8]) -> Result<Self, PkiError> {
         let pair = RsaKeyPair::from_der(data).map_err(|e| rejected("RSA private key", e))?;
-        Ok(Self { pairs: KeyPairs::Rsa(pair), rsa_pss: false })
+        Ok(Self {
+            pairs: KeyPairs::Rsa(pair),
+            rsa_pss: false,
+        })
     }
 
     /// Loads a SEC1 `ECPrivateKey` (curve P-256 or P-384, named in the key).
@@ -149,20 +175,35 @@ impl PrivateKey {
             None => match secret.content.len() {
                 32 => false,
                 48 => true,
-                n => return Err(PkiError::KeyRejected(format!("EC private key of {n} bytes without curve"))),
+                n => {
+                    return Err(PkiError::KeyRejected(format!(
+                        "EC private key of {n} bytes without curve"
+                    )));
+                }
             },
         };
-        Ok(Self { pairs: Self::ecdsa(data, p384)?, rsa_pss: false })
+        Ok(Self {
+            pairs: Self::ecdsa(data, p384)?,
+            rsa_pss: false,
+        })
     }
 
     fn ecdsa(data: &[u8], p384: bool) -> Result<KeyPairs, PkiError> {
         let (asn1_alg, fixed_alg) = if p384 {
-            (&signature::ECDSA_P384_SHA384_ASN1_SIGNING, &signature::ECDSA_P384_SHA384_FIXED_SIGNING)
+            (
+                &signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+                &signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+            )
         } else {
-            (&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+            (
+                &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            )
         };
-        let asn1 = EcdsaKeyPair::from_private_key_der(asn1_alg, data).map_err(|e| rejected("EC private key", e))?;
-        let fixed = EcdsaKeyPair::from_private_key_der(fixed_alg, data).map_err(|e| rejected("EC private key", e))?;
+        let asn1 = EcdsaKeyPair::from_private_key_der(asn1_alg, data)
+            .map_err(|e| rejected("EC private key", e))?;
+        let fixed = EcdsaKeyPair::from_private_key_der(fixed_alg, data)
+            .map_err(|e| rejected("EC private key", e))?;
         Ok(KeyPairs::Ecdsa { p384, asn1, fixed })
     }
 
@@ -190,11 +231,16 @@ impl PrivateKey {
     /// The matching public key.
     pub fn public_key(&self) -> PublicKey {
         match &self.pairs {
-            KeyPairs::Rsa(k) => {
-                PublicKey::Rsa { pkcs1: k.public_key().as_ref().to_vec(), bits: k.public_modulus_len() * 8 }
-            }
-            KeyPairs::Ecdsa { p384: false, asn1, .. } => PublicKey::EcP256(asn1.public_key().as_ref().to_vec()),
-            KeyPairs::Ecdsa { p384: true, asn1, .. } => PublicKey::EcP384(asn1.public_key().as_ref().to_vec()),
+            KeyPairs::Rsa(k) => PublicKey::Rsa {
+                pkcs1: k.public_key().as_ref().to_vec(),
+                bits: k.public_modulus_len() * 8,
+            },
+            KeyPairs::Ecdsa {
+                p384: false, asn1, ..
+            } => PublicKey::EcP256(asn1.public_key().as_ref().to_vec()),
+            KeyPairs::Ecdsa {
+                p384: true, asn1, ..
+            } => PublicKey::EcP384(asn1.public_key().as_ref().to_vec()),
             KeyPairs::Ed25519(k) => PublicKey::Ed25519(k.public_key().as_ref().to_vec()),
         }
     }
@@ -225,16 +271,30 @@ impl PrivateKey {
                     }
                 };
                 let mut sig = Zeroizing::new(vec![0u8; k.public_modulus_len()]);
-                k.sign(encoding, &SystemRandom::new(), msg, &mut sig).map_err(fail)?;
+                k.sign(encoding, &SystemRandom::new(), msg, &mut sig)
+                    .map_err(fail)?;
                 Ok(sig.to_vec())
             }
             (KeyPairs::Ecdsa { p384, asn1, .. }, SignatureAlgorithm::Ecdsa(h))
-                if h == if *p384 { HashAlg::Sha384 } else { HashAlg::Sha256 } =>
+                if h == if *p384 {
+                    HashAlg::Sha384
+                } else {
+                    HashAlg::Sha256
+                } =>
             {
-                Ok(asn1.sign(&SystemRandom::new(), msg).map_err(fail)?.as_ref().to_vec())
+                Ok(asn1
+                    .sign(&SystemRandom::new(), msg)
+                    .map_err(fail)?
+                    .as_ref()
+                    .to_vec())
             }
-            (KeyPairs::Ed25519(k), SignatureAlgorithm::Ed25519) => Ok(k.sign(msg).as_ref().to_vec()),
-            _ => Err(PkiError::UnsupportedAlgorithm(format!("{alg:?} with a {} key", self.key_type()))),
+            (KeyPairs::Ed25519(k), SignatureAlgorithm::Ed25519) => {
+                Ok(k.sign(msg).as_ref().to_vec())
+            }
+            _ => Err(PkiError::UnsupportedAlgorithm(format!(
+                "{alg:?} with a {} key",
+                self.key_type()
+            ))),
         }
     }
 
@@ -246,7 +306,10 @@ impl PrivateKey {
                 .map_err(|e| PkiError::Signing(format!("ECDSA: {e}")))?
                 .as_ref()
                 .to_vec()),
-            _ => Err(PkiError::UnsupportedAlgorithm(format!("raw ECDSA with a {} key", self.key_type()))),
+            _ => Err(PkiError::UnsupportedAlgorithm(format!(
+                "raw ECDSA with a {} key",
+                self.key_type()
+            ))),
         }
     }
 }
@@ -257,6 +320,9 @@ fn curve_is_p384(oid: &[u8]) -> Result<bool, PkiError> {
     } else if oid == der::oid_content(sigalg::OID_P384).as_slice() {
         Ok(true)
     } else {
-        Err(PkiError::UnsupportedAlgorithm(format!("EC curve {}", der::oid_to_string(oid))))
+        Err(PkiError::UnsupportedAlgorithm(format!(
+            "EC curve {}",
+            der::oid_to_string(oid)
+        )))
     }
 }

@@ -60,9 +60,14 @@ impl HashAlg {
     }
 
     fn from_oid(oid: &[u8]) -> Option<Self> {
-        [HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512]
-            .into_iter()
-            .find(|h| der::oid_content(h.oid()) == oid)
+        [
+            HashAlg::Sha1,
+            HashAlg::Sha256,
+            HashAlg::Sha384,
+            HashAlg::Sha512,
+        ]
+        .into_iter()
+        .find(|h| der::oid_content(h.oid()) == oid)
     }
 
     /// `SEQUENCE { hash OID, NULL }`.
@@ -102,10 +107,22 @@ impl SignatureAlgorithm {
         let oid = oid.content;
         let no_params = params.is_empty() || params == [der::TAG_NULL, 0];
         let simple = [
-            (OID_SHA1_WITH_RSA, SignatureAlgorithm::RsaPkcs1(HashAlg::Sha1)),
-            (OID_SHA256_WITH_RSA, SignatureAlgorithm::RsaPkcs1(HashAlg::Sha256)),
-            (OID_SHA384_WITH_RSA, SignatureAlgorithm::RsaPkcs1(HashAlg::Sha384)),
-            (OID_SHA512_WITH_RSA, SignatureAlgorithm::RsaPkcs1(HashAlg::Sha512)),
+            (
+                OID_SHA1_WITH_RSA,
+                SignatureAlgorithm::RsaPkcs1(HashAlg::Sha1),
+            ),
+            (
+                OID_SHA256_WITH_RSA,
+                SignatureAlgorithm::RsaPkcs1(HashAlg::Sha256),
+            ),
+            (
+                OID_SHA384_WITH_RSA,
+                SignatureAlgorithm::RsaPkcs1(HashAlg::Sha384),
+            ),
+            (
+                OID_SHA512_WITH_RSA,
+                SignatureAlgorithm::RsaPkcs1(HashAlg::Sha512),
+            ),
             (OID_ECDSA_SHA256, SignatureAlgorithm::Ecdsa(HashAlg::Sha256)),
             (OID_ECDSA_SHA384, SignatureAlgorithm::Ecdsa(HashAlg::Sha384)),
             (OID_ECDSA_SHA512, SignatureAlgorithm::Ecdsa(HashAlg::Sha512)),
@@ -113,14 +130,20 @@ impl SignatureAlgorithm {
         ];
         if let Some((_, alg)) = simple.iter().find(|(arcs, _)| is_oid(oid, arcs)) {
             if !no_params {
-                return Err(PkiError::Malformed { what: "AlgorithmIdentifier", detail: "unexpected parameters".into() });
+                return Err(PkiError::Malformed {
+                    what: "AlgorithmIdentifier",
+                    detail: "unexpected parameters".into(),
+                });
             }
             return Ok(*alg);
         }
         if is_oid(oid, OID_RSASSA_PSS) {
             return parse_pss_params(params);
         }
-        Err(unsupported(format!("signature algorithm {}", der::oid_to_string(oid))))
+        Err(unsupported(format!(
+            "signature algorithm {}",
+            der::oid_to_string(oid)
+        )))
     }
 
     /// The DER AlgorithmIdentifier, as used in RFC 7427 AUTH data; RSA-PSS
@@ -150,7 +173,10 @@ impl SignatureAlgorithm {
                 mgf.extend(h.algorithm_identifier());
                 let mut p = der::tlv(0xa0, &h.algorithm_identifier());
                 p.extend(der::tlv(0xa1, &der::tlv(der::TAG_SEQUENCE, &mgf)));
-                p.extend(der::tlv(0xa2, &der::tlv(der::TAG_INTEGER, &[h.output_len() as u8])));
+                p.extend(der::tlv(
+                    0xa2,
+                    &der::tlv(der::TAG_INTEGER, &[h.output_len() as u8]),
+                ));
                 (OID_RSASSA_PSS, Some(der::tlv(der::TAG_SEQUENCE, &p)))
             }
         };
@@ -204,7 +230,10 @@ impl SignatureAlgorithm {
             ),
             (SignatureAlgorithm::Ed25519, PublicKey::Ed25519(k)) => (&signature::ED25519, k),
             (alg, key) => {
-                return Err(PkiError::BadSignature(format!("{alg:?} signature cannot be made by a {} key", key.kind())));
+                return Err(PkiError::BadSignature(format!(
+                    "{alg:?} signature cannot be made by a {} key",
+                    key.kind()
+                )));
             }
         };
         UnparsedPublicKey::new(alg, key_bytes)
@@ -216,7 +245,10 @@ impl SignatureAlgorithm {
 /// RSASSA-PSS-params (RFC 4055): accepted when the MGF1 hash equals the
 /// message hash, the salt length equals the hash length and trailerField is 1.
 fn parse_pss_params(params: &[u8]) -> Result<SignatureAlgorithm, PkiError> {
-    let bad = |d: &str| PkiError::Malformed { what: "RSASSA-PSS parameters", detail: d.to_string() };
+    let bad = |d: &str| PkiError::Malformed {
+        what: "RSASSA-PSS parameters",
+        detail: d.to_string(),
+    };
     let seq = der::expect_only(params, der::TAG_SEQUENCE, "RSASSA-PSS parameters")?;
     let mut hash = HashAlg::Sha1;
     let mut mgf_hash = HashAlg::Sha1;
@@ -234,9 +266,13 @@ fn parse_pss_params(params: &[u8]) -> Result<SignatureAlgorithm, PkiError> {
             0xa0 => hash = parse_hash_alg_id(field.content)?,
             0xa1 => {
                 let mgf = der::expect_only(field.content, der::TAG_SEQUENCE, "maskGenAlgorithm")?;
-                let (oid, mgf_params) = der::expect(mgf.content, der::TAG_OID, "maskGenAlgorithm OID")?;
+                let (oid, mgf_params) =
+                    der::expect(mgf.content, der::TAG_OID, "maskGenAlgorithm OID")?;
                 if !is_oid(oid.content, OID_MGF1) {
-                    return Err(unsupported(format!("mask generation function {}", der::oid_to_string(oid.content))));
+                    return Err(unsupported(format!(
+                        "mask generation function {}",
+                        der::oid_to_string(oid.content)
+                    )));
                 }
                 mgf_hash = parse_hash_alg_id(mgf_params)?;
             }
@@ -260,10 +296,14 @@ fn parse_pss_params(params: &[u8]) -> Result<SignatureAlgorithm, PkiError> {
         return Err(unsupported("RSA-PSS with SHA-1"));
     }
     if mgf_hash != hash {
-        return Err(unsupported(format!("RSA-PSS with MGF1 hash {mgf_hash:?} differing from {hash:?}")));
+        return Err(unsupported(format!(
+            "RSA-PSS with MGF1 hash {mgf_hash:?} differing from {hash:?}"
+        )));
     }
     if salt_len as usize != hash.output_len() {
-        return Err(unsupported(format!("RSA-PSS salt length {salt_len} (only the hash length is supported)")));
+        return Err(unsupported(format!(
+            "RSA-PSS salt length {salt_len} (only the hash length is supported)"
+        )));
     }
     Ok(SignatureAlgorithm::RsaPss(hash))
 }
@@ -272,9 +312,13 @@ fn parse_hash_alg_id(data: &[u8]) -> Result<HashAlg, PkiError> {
     let seq = der::expect_only(data, der::TAG_SEQUENCE, "hash AlgorithmIdentifier")?;
     let (oid, params) = der::expect(seq.content, der::TAG_OID, "hash OID")?;
     if !(params.is_empty() || params == [der::TAG_NULL, 0]) {
-        return Err(PkiError::Malformed { what: "hash AlgorithmIdentifier", detail: "unexpected parameters".into() });
+        return Err(PkiError::Malformed {
+            what: "hash AlgorithmIdentifier",
+            detail: "unexpected parameters".into(),
+        });
     }
-    HashAlg::from_oid(oid.content).ok_or_else(|| unsupported(format!("hash {}", der::oid_to_string(oid.content))))
+    HashAlg::from_oid(oid.content)
+        .ok_or_else(|| unsupported(format!("hash {}", der::oid_to_string(oid.content))))
 }
 
 #[cfg(test)]
@@ -298,9 +342,18 @@ mod tests {
     #[test]
     fn rfc7427_appendix_a_encodings() {
         // RFC 7427 A.1.3 sha256WithRSAEncryption, A.3.1 ecdsa-with-sha256, Ed25519 (RFC 8420).
-        assert_eq!(der::hex(&SignatureAlgorithm::RsaPkcs1(HashAlg::Sha256).to_der()), "300d06092a864886f70d01010b0500");
-        assert_eq!(der::hex(&SignatureAlgorithm::Ecdsa(HashAlg::Sha256).to_der()), "300a06082a8648ce3d040302");
-        assert_eq!(der::hex(&SignatureAlgorithm::Ed25519.to_der()), "300506032b6570");
+        assert_eq!(
+            der::hex(&SignatureAlgorithm::RsaPkcs1(HashAlg::Sha256).to_der()),
+            "300d06092a864886f70d01010b0500"
+        );
+        assert_eq!(
+            der::hex(&SignatureAlgorithm::Ecdsa(HashAlg::Sha256).to_der()),
+            "300a06082a8648ce3d040302"
+        );
+        assert_eq!(
+            der::hex(&SignatureAlgorithm::Ed25519.to_der()),
+            "300506032b6570"
+        );
         // RSA-PSS SHA-256, salt 32 (the RFC 7427 A.4.3 example uses the same layout).
         assert_eq!(
             der::hex(&SignatureAlgorithm::RsaPss(HashAlg::Sha256).to_der()),

@@ -162,6 +162,9 @@ fn valid_chains() {
     verify_chain(&s, &cert("ee-rsa.pem"), &int, now()).unwrap();
     verify_chain(&s, &cert("ee-ed25519.pem"), &[], now()).unwrap();
     verify_chain(&s, &cert("int.pem"), &[], now()).unwrap();
+    s.verify_chain(&cert("ee-rsa.pem"), &int, now()).unwrap();
+    // A trust anchor presented as the end entity.
+    verify_chain(&s, &cert("ca-ecdsa.pem"), &[], now()).unwrap();
 }
 
 #[test]

@@ -4,6 +4,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use control::pki::{DistinguishedName, Identity};
 use control::wire::ikev2::types::{IdType, Identification};
+use proptest::prelude::*;
 
 fn wire(s: &str) -> Identification {
     Identity::parse(s).unwrap().to_wire().unwrap()
@@ -256,4 +257,37 @@ fn dn_string_types_compare_semantically() {
         data: hex::decode(bmp).unwrap(),
     };
     assert!(pattern.matches(&id));
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_strings_never_panic(s in "\\PC{0,60}") {
+        if let Ok(id) = Identity::parse(&s) {
+            let _ = id.to_string();
+            if let Ok(w) = id.to_wire() {
+                prop_assert!(id.matches(&w) || id.is_wildcard() || matches!(id, Identity::Dn(_)));
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_id_payloads_never_panic(t in 0u8..12, data in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let w = Identification { id_type: IdType(t), data };
+        if let Ok(id) = Identity::from_wire(&w) {
+            let _ = id.to_string();
+            prop_assert!(id.matches(&w));
+        }
+        let _ = Identity::parse("C=CH, CN=*").unwrap().matches(&w);
+        let _ = Identity::parse("*.example.com").unwrap().matches(&w);
+    }
+
+    #[test]
+    fn dn_strings_round_trip(cn in "[a-zA-Z0-9 .-]{1,20}", o in "[a-zA-Z0-9]{1,10}") {
+        let s = format!("C=CH, O={o}, CN={}", cn.trim());
+        prop_assume!(!cn.trim().is_empty());
+        let dn = DistinguishedName::parse(&s).unwrap();
+        let back = DistinguishedName::from_der(dn.as_der()).unwrap();
+        prop_assert!(back.semantic_eq(&dn));
+        prop_assert_eq!(back.to_string(), s);
+    }
 }

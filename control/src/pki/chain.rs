@@ -52,6 +52,16 @@ impl TrustStore {
     pub fn is_empty(&self) -> bool {
         self.cas.is_empty()
     }
+
+    /// Validates `end_entity` against this store; see [`verify_chain`].
+    pub fn verify_chain(
+        &self,
+        end_entity: &Certificate,
+        intermediates: &[Certificate],
+        now_unix: u64,
+    ) -> Result<(), PkiError> {
+        verify_chain(self, end_entity, intermediates, now_unix)
+    }
 }
 
 /// Checks that `ca` may have issued `issued`, which sits `below` CA

@@ -94,6 +94,17 @@ fn der_and_pem_agree() {
     assert_eq!(cert("ee-p256.der").der(), data("ee-p256.der").as_slice());
     let many = Certificate::load(&data("deep-chain.pem")).unwrap();
     assert_eq!(many.len(), 9);
+    // A file mixing a key and certificates yields just the certificates.
+    let mut mixed = data("ee-p256.key");
+    mixed.extend(data("ee-p256.pem"));
+    mixed.extend(data("int.pem"));
+    let certs = Certificate::load(&mixed).unwrap();
+    assert_eq!(certs.len(), 2);
+    assert_eq!(certs[1], cert("int.pem"));
+    let mut s = TrustStore::new();
+    assert_eq!(s.add_pem_or_der(&data("ca-rsa.pem")).unwrap(), 1);
+    assert_eq!(s.add_pem_or_der(&data("ca-rsa.der")).unwrap(), 1);
+    assert_eq!(s.certificates().len(), 1, "duplicates are stored once");
 }
 
 #[test]

@@ -12,6 +12,7 @@ pub mod ike_sa;
 pub mod nat;
 pub mod ts;
 pub mod error;
+pub mod pki;
 pub mod proposal;
 pub mod wire;
 

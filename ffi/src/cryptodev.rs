@@ -231,7 +231,9 @@ impl CryptoDev {
             })?;
         }
         // SAFETY: device configured with its queue pairs.
-        check("rte_cryptodev_start", unsafe { sys::rte_cryptodev_start(self.id) })?;
+        check("rte_cryptodev_start", unsafe {
+            sys::rte_cryptodev_start(self.id)
+        })?;
         Ok((0..queue_pairs)
             .map(|qp| CryptoQueuePair { dev: self.id, qp })
             .collect())
@@ -268,7 +270,14 @@ impl SessionPool {
         let cname = c_string("session pool name", name)?;
         // SAFETY: EAL initialised; cname NUL-terminated.
         let ptr = unsafe {
-            sys::rte_cryptodev_sym_session_pool_create(cname.as_ptr(), count, elt_size, 0, 0, socket)
+            sys::rte_cryptodev_sym_session_pool_create(
+                cname.as_ptr(),
+                count,
+                elt_size,
+                0,
+                0,
+                socket,
+            )
         };
         Ok(SessionPool {
             pool: Arc::new(RawPool::from_created(
@@ -416,7 +425,13 @@ pub struct CryptoOpPool {
 
 impl CryptoOpPool {
     /// Create a pool of `count` ops with a per-lcore cache of `cache`.
-    pub fn new(_eal: &Eal, name: &str, count: u32, cache: u32, socket: i32) -> Result<CryptoOpPool> {
+    pub fn new(
+        _eal: &Eal,
+        name: &str,
+        count: u32,
+        cache: u32,
+        socket: i32,
+    ) -> Result<CryptoOpPool> {
         let cname = c_string("crypto op pool name", name)?;
         // SAFETY: EAL initialised; cname NUL-terminated.
         let ptr = unsafe {
@@ -438,8 +453,9 @@ impl CryptoOpPool {
     pub fn alloc(&self) -> Result<CryptoOp> {
         // SAFETY: self.pool is a live symmetric op pool.
         let op = unsafe { sys::ironsa_crypto_sym_op_alloc(self.pool.as_ptr()) };
-        let ptr = NonNull::new(op)
-            .ok_or_else(|| Error::from_code("rte_crypto_op_alloc", crate::mempool::libc_enomem()))?;
+        let ptr = NonNull::new(op).ok_or_else(|| {
+            Error::from_code("rte_crypto_op_alloc", crate::mempool::libc_enomem())
+        })?;
         let mut op = CryptoOp { ptr };
         op.session_slot_write(std::ptr::null());
         Ok(op)
@@ -492,12 +508,20 @@ impl CryptoOp {
     fn session_slot_read(&mut self) -> *const SessionInner {
         // SAFETY: the first PRIV_SESSION_BYTES of the private area hold a
         // (possibly unaligned) pointer written by session_slot_write.
-        unsafe { self.priv_area().cast::<*const SessionInner>().read_unaligned() }
+        unsafe {
+            self.priv_area()
+                .cast::<*const SessionInner>()
+                .read_unaligned()
+        }
     }
 
     fn session_slot_write(&mut self, p: *const SessionInner) {
         // SAFETY: see session_slot_read; the slot is ours to write.
-        unsafe { self.priv_area().cast::<*const SessionInner>().write_unaligned(p) }
+        unsafe {
+            self.priv_area()
+                .cast::<*const SessionInner>()
+                .write_unaligned(p)
+        }
     }
 
     /// Release the session reference held by the op, if any.

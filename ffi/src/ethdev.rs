@@ -194,8 +194,12 @@ impl EthPort {
     pub fn info(&self) -> Result<PortInfo> {
         let info = self.raw_info()?;
         // SAFETY: immutable globals defined by the shim.
-        let (rx_sec, tx_sec) =
-            unsafe { (sys::ironsa_rx_offload_security, sys::ironsa_tx_offload_security) };
+        let (rx_sec, tx_sec) = unsafe {
+            (
+                sys::ironsa_rx_offload_security,
+                sys::ironsa_tx_offload_security,
+            )
+        };
         Ok(PortInfo {
             id: self.id,
             name: self.name()?,
@@ -236,8 +240,7 @@ impl EthPort {
         }
         let mut conf = sys::rte_eth_conf::default();
         // SAFETY: immutable globals defined by the shim.
-        let wanted_rss =
-            unsafe { sys::ironsa_rss_ip | sys::ironsa_rss_udp | sys::ironsa_rss_tcp };
+        let wanted_rss = unsafe { sys::ironsa_rss_ip | sys::ironsa_rss_udp | sys::ironsa_rss_tcp };
         let rss_hf = wanted_rss & info.flow_type_rss_offloads;
         if config.rss && config.rx_queues > 1 && rss_hf != 0 {
             conf.rxmode.mq_mode = sys::RTE_ETH_MQ_RX_RSS;
@@ -272,15 +275,27 @@ impl EthPort {
             // SAFETY: port configured with tx_queues queues; NULL txconf means
             // driver defaults.
             check("rte_eth_tx_queue_setup", unsafe {
-                sys::rte_eth_tx_queue_setup(self.id, q, config.tx_descriptors, socket, std::ptr::null())
+                sys::rte_eth_tx_queue_setup(
+                    self.id,
+                    q,
+                    config.tx_descriptors,
+                    socket,
+                    std::ptr::null(),
+                )
             })?;
         }
         Ok(PortQueues {
             rx: (0..config.rx_queues)
-                .map(|queue| RxQueue { port: self.id, queue })
+                .map(|queue| RxQueue {
+                    port: self.id,
+                    queue,
+                })
                 .collect(),
             tx: (0..config.tx_queues)
-                .map(|queue| TxQueue { port: self.id, queue })
+                .map(|queue| TxQueue {
+                    port: self.id,
+                    queue,
+                })
                 .collect(),
         })
     }
@@ -288,7 +303,9 @@ impl EthPort {
     /// Start the port (after `configure`).
     pub fn start(&self) -> Result<()> {
         // SAFETY: self.id is a valid port.
-        check("rte_eth_dev_start", unsafe { sys::rte_eth_dev_start(self.id) })?;
+        check("rte_eth_dev_start", unsafe {
+            sys::rte_eth_dev_start(self.id)
+        })?;
         Ok(())
     }
 
@@ -304,7 +321,9 @@ impl EthPort {
     /// Stop the port. Bursts on its queues then return nothing.
     pub fn stop(&self) -> Result<()> {
         // SAFETY: self.id is a valid port.
-        check("rte_eth_dev_stop", unsafe { sys::rte_eth_dev_stop(self.id) })?;
+        check("rte_eth_dev_stop", unsafe {
+            sys::rte_eth_dev_stop(self.id)
+        })?;
         Ok(())
     }
 
@@ -312,7 +331,9 @@ impl EthPort {
     pub fn stats(&self) -> Result<PortStats> {
         let mut s = sys::rte_eth_stats::default();
         // SAFETY: s is a valid out struct.
-        check("rte_eth_stats_get", unsafe { sys::rte_eth_stats_get(self.id, &mut s) })?;
+        check("rte_eth_stats_get", unsafe {
+            sys::rte_eth_stats_get(self.id, &mut s)
+        })?;
         Ok(PortStats {
             ipackets: s.ipackets,
             opackets: s.opackets,
@@ -331,7 +352,9 @@ impl EthPort {
     /// Reset the counters.
     pub fn reset_stats(&self) -> Result<()> {
         // SAFETY: self.id is a valid port.
-        check("rte_eth_stats_reset", unsafe { sys::rte_eth_stats_reset(self.id) })?;
+        check("rte_eth_stats_reset", unsafe {
+            sys::rte_eth_stats_reset(self.id)
+        })?;
         Ok(())
     }
 
@@ -339,7 +362,9 @@ impl EthPort {
     pub fn mac_address(&self) -> Result<[u8; 6]> {
         let mut addr = sys::rte_ether_addr::default();
         // SAFETY: addr is a valid out struct.
-        check("rte_eth_macaddr_get", unsafe { sys::rte_eth_macaddr_get(self.id, &mut addr) })?;
+        check("rte_eth_macaddr_get", unsafe {
+            sys::rte_eth_macaddr_get(self.id, &mut addr)
+        })?;
         Ok(addr.addr_bytes)
     }
 
@@ -403,7 +428,8 @@ impl TxQueue {
         }
         // SAFETY: raw holds n valid mbufs owned by `pkts`; &mut self makes this
         // the only user of (port, queue).
-        let sent = unsafe { sys::ironsa_eth_tx_burst(self.port, self.queue, raw.as_mut_ptr(), n as u16) };
+        let sent =
+            unsafe { sys::ironsa_eth_tx_burst(self.port, self.queue, raw.as_mut_ptr(), n as u16) };
         let sent = usize::from(sent).min(n);
         // The driver now owns the first `sent` mbufs: forget them without freeing.
         for m in pkts.drain(..sent) {

@@ -193,7 +193,8 @@ impl Mbuf {
         // SAFETY: self.ptr is a valid mbuf; the constant is an immutable global.
         let flag = unsafe { sys::ironsa_mbuf_f_rx_rss_hash };
         // SAFETY: self.ptr is a valid mbuf.
-        (self.ol_flags() & flag != 0).then(|| unsafe { sys::ironsa_pktmbuf_rss_hash(self.ptr.as_ptr()) })
+        (self.ol_flags() & flag != 0)
+            .then(|| unsafe { sys::ironsa_pktmbuf_rss_hash(self.ptr.as_ptr()) })
     }
 }
 

@@ -40,8 +40,7 @@ impl Ring {
     /// Enqueue mbufs from the front of `pkts`; enqueued ones are removed from
     /// `pkts`. Returns how many were enqueued (fewer when the ring is full).
     pub fn enqueue_burst(&self, pkts: &mut Vec<Mbuf>) -> usize {
-        let raw: Vec<*mut std::os::raw::c_void> =
-            pkts.iter().map(|m| m.as_ptr().cast()).collect();
+        let raw: Vec<*mut std::os::raw::c_void> = pkts.iter().map(|m| m.as_ptr().cast()).collect();
         let n = u32::try_from(raw.len()).unwrap_or(u32::MAX);
         // SAFETY: raw holds n valid pointers; the ring is MP-safe.
         let done = unsafe { sys::ironsa_ring_enqueue_burst(self.ptr.as_ptr(), raw.as_ptr(), n) };

@@ -209,7 +209,7 @@ impl CryptoDev {
             )));
         }
         let socket = self.socket_id();
-        let conf = sys::rte_cryptodev_config {
+        let mut conf = sys::rte_cryptodev_config {
             socket_id: socket,
             nb_queue_pairs: queue_pairs,
             ff_disable: 0,
@@ -217,7 +217,7 @@ impl CryptoDev {
         // SAFETY: conf is fully initialised; DPDK copies it. The device must
         // be stopped, which DPDK checks and reports as an error.
         check("rte_cryptodev_configure", unsafe {
-            sys::rte_cryptodev_configure(self.id, &conf as *const _ as *mut _)
+            sys::rte_cryptodev_configure(self.id, &mut conf)
         })?;
         for qp in 0..queue_pairs {
             let qp_conf = sys::rte_cryptodev_qp_conf {
@@ -462,6 +462,21 @@ impl CryptoOpPool {
     }
 }
 
+/// Where an AEAD operation reads and writes inside its mbuf (first segment).
+#[derive(Debug, Clone, Copy)]
+pub struct AeadParams<'a> {
+    /// Offset of the data to encrypt/decrypt.
+    pub data_offset: u32,
+    /// Length of the data to encrypt/decrypt.
+    pub data_len: u32,
+    /// Offset of the ICV: written on encrypt, verified on decrypt.
+    pub digest_offset: u32,
+    /// IV (nonce); its length must match the session.
+    pub iv: &'a [u8],
+    /// AAD; its length must match the session.
+    pub aad: &'a [u8],
+}
+
 /// Outcome of a processed operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpStatus {
@@ -534,20 +549,22 @@ impl CryptoOp {
         }
     }
 
-    /// Prepare an AEAD operation on `mbuf`: process `data_len` bytes at
-    /// `data_offset`, ICV at `digest_offset` (written on encrypt, checked on
-    /// decrypt), with `iv` and `aad` whose lengths must match the session.
-    /// The op takes ownership of the mbuf; any previous mbuf is freed.
+    /// Prepare an AEAD operation on `mbuf` as described by `params`. The op
+    /// takes ownership of the mbuf (any previous one is freed); on error the
+    /// given mbuf is freed and the op is left unchanged.
     pub fn set_aead(
         &mut self,
         session: &SymSession,
         mbuf: Mbuf,
-        data_offset: u32,
-        data_len: u32,
-        digest_offset: u32,
-        iv: &[u8],
-        aad: &[u8],
+        params: &AeadParams<'_>,
     ) -> Result<()> {
+        let AeadParams {
+            data_offset,
+            data_len,
+            digest_offset,
+            iv,
+            aad,
+        } = *params;
         if iv.len() != usize::from(session.iv_len) || aad.len() != usize::from(session.aad_len) {
             return Err(Error::InvalidArgument(format!(
                 "IV {} / AAD {} bytes, session expects {} / {}",

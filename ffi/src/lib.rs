@@ -64,8 +64,8 @@ mod security;
 
 #[cfg(feature = "dpdk")]
 pub use cryptodev::{
-    AeadCaps, AeadDirection, CryptoDev, CryptoDevInfo, CryptoOp, CryptoOpPool, CryptoQueuePair,
-    MAX_AAD_LEN, MAX_CRYPTO_BURST, OpStatus, ParamRange, SessionPool, SymSession,
+    AeadCaps, AeadDirection, AeadParams, CryptoDev, CryptoDevInfo, CryptoOp, CryptoOpPool,
+    CryptoQueuePair, MAX_AAD_LEN, MAX_CRYPTO_BURST, OpStatus, ParamRange, SessionPool, SymSession,
 };
 #[cfg(feature = "dpdk")]
 pub use eal::{Eal, LcoreInfo};

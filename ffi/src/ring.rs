@@ -1,9 +1,11 @@
 //! Lock-free rings of mbufs (`rte_ring`), for handing packets between lcores.
 
+use std::os::raw::c_void;
 use std::ptr::NonNull;
 
 use crate::eal::Eal;
 use crate::error::{Error, Result, c_string};
+use crate::ethdev::MAX_BURST;
 use crate::mbuf::Mbuf;
 use crate::sys;
 
@@ -37,14 +39,19 @@ impl Ring {
             .ok_or_else(|| Error::from_errno("rte_ring_create"))
     }
 
-    /// Enqueue mbufs from the front of `pkts`; enqueued ones are removed from
-    /// `pkts`. Returns how many were enqueued (fewer when the ring is full).
+    /// Enqueue mbufs from the front of `pkts` (up to [`MAX_BURST`] per call);
+    /// enqueued ones are removed from `pkts`. Returns how many were enqueued
+    /// (fewer when the ring is full).
     pub fn enqueue_burst(&self, pkts: &mut Vec<Mbuf>) -> usize {
-        let raw: Vec<*mut std::os::raw::c_void> = pkts.iter().map(|m| m.as_ptr().cast()).collect();
-        let n = u32::try_from(raw.len()).unwrap_or(u32::MAX);
-        // SAFETY: raw holds n valid pointers; the ring is MP-safe.
-        let done = unsafe { sys::ironsa_ring_enqueue_burst(self.ptr.as_ptr(), raw.as_ptr(), n) };
-        let done = (done as usize).min(raw.len());
+        let n = pkts.len().min(MAX_BURST);
+        let mut raw = [std::ptr::null_mut::<c_void>(); MAX_BURST];
+        for (slot, m) in raw.iter_mut().zip(pkts.iter()) {
+            *slot = m.as_ptr().cast();
+        }
+        // SAFETY: raw holds n valid mbuf pointers; the ring is MP-safe.
+        let done =
+            unsafe { sys::ironsa_ring_enqueue_burst(self.ptr.as_ptr(), raw.as_ptr(), n as u32) };
+        let done = (done as usize).min(n);
         // The ring now owns the first `done` mbufs.
         for m in pkts.drain(..done) {
             let _ = m.into_raw();
@@ -52,13 +59,16 @@ impl Ring {
         done
     }
 
-    /// Dequeue up to `max` mbufs, appending them to `out`; returns how many.
+    /// Dequeue up to `max` mbufs (capped at [`MAX_BURST`]), appending them to
+    /// `out`; returns how many.
     pub fn dequeue_burst(&self, out: &mut Vec<Mbuf>, max: usize) -> usize {
-        let mut raw: Vec<*mut std::os::raw::c_void> = vec![std::ptr::null_mut(); max];
-        let n = u32::try_from(max).unwrap_or(u32::MAX);
+        let n = max.min(MAX_BURST);
+        let mut raw = [std::ptr::null_mut::<c_void>(); MAX_BURST];
         // SAFETY: raw has room for n pointers; the ring is MC-safe.
-        let got = unsafe { sys::ironsa_ring_dequeue_burst(self.ptr.as_ptr(), raw.as_mut_ptr(), n) };
-        let got = (got as usize).min(max);
+        let got = unsafe {
+            sys::ironsa_ring_dequeue_burst(self.ptr.as_ptr(), raw.as_mut_ptr(), n as u32)
+        };
+        let got = (got as usize).min(n);
         out.reserve(got);
         for &p in &raw[..got] {
             if let Some(m) = NonNull::new(p.cast::<sys::rte_mbuf>()) {
@@ -91,7 +101,7 @@ impl Ring {
 impl Drop for Ring {
     fn drop(&mut self) {
         let mut rest = Vec::new();
-        while self.dequeue_burst(&mut rest, 256) > 0 {
+        while self.dequeue_burst(&mut rest, MAX_BURST) > 0 {
             rest.clear();
         }
         // SAFETY: the ring is empty and no other handle exists (we own it).

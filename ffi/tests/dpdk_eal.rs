@@ -19,6 +19,8 @@ mod real {
     use ffi::*;
 
     type CaseResult = std::result::Result<(), String>;
+    /// A named test case.
+    type Case = (&'static str, fn(&Ctx) -> CaseResult);
 
     /// Turn any error into the case's failure message.
     fn e<E: std::fmt::Display>(err: E) -> String {
@@ -90,7 +92,7 @@ mod real {
         };
         let ctx = Ctx { eal, pool };
 
-        let cases: &[(&str, fn(&Ctx) -> CaseResult)] = &[
+        let cases: &[Case] = &[
             ("eal_init_twice_errors", eal_init_twice_errors),
             ("lcore_info", lcore_info),
             ("mbuf_edit", mbuf_edit),
@@ -467,7 +469,18 @@ mod real {
         m.extend_from_slice(&pt).map_err(e)?;
         m.append(16).map_err(e)?.fill(0);
         let mut op = ops.alloc().map_err(e)?;
-        op.set_aead(&enc, m, 0, len, len, &iv, &aad).map_err(e)?;
+        op.set_aead(
+            &enc,
+            m,
+            &AeadParams {
+                data_offset: 0,
+                data_len: len,
+                digest_offset: len,
+                iv: &iv,
+                aad: &aad,
+            },
+        )
+        .map_err(e)?;
         let mut out = process(qp, op)?;
         ensure(
             out.status() == OpStatus::Success,
@@ -504,8 +517,18 @@ mod real {
         tampered.data_mut()[5] ^= 1;
         drop(out);
         let mut op = ops.alloc().map_err(e)?;
-        op.set_aead(&dec, sealed, 0, len, len, &iv, &aad)
-            .map_err(e)?;
+        op.set_aead(
+            &dec,
+            sealed,
+            &AeadParams {
+                data_offset: 0,
+                data_len: len,
+                digest_offset: len,
+                iv: &iv,
+                aad: &aad,
+            },
+        )
+        .map_err(e)?;
         let out = process(qp, op)?;
         ensure(
             out.status() == OpStatus::Success,
@@ -516,8 +539,18 @@ mod real {
             "decrypted plaintext differs",
         )?;
         let mut op = ops.alloc().map_err(e)?;
-        op.set_aead(&dec, tampered, 0, len, len, &iv, &aad)
-            .map_err(e)?;
+        op.set_aead(
+            &dec,
+            tampered,
+            &AeadParams {
+                data_offset: 0,
+                data_len: len,
+                digest_offset: len,
+                iv: &iv,
+                aad: &aad,
+            },
+        )
+        .map_err(e)?;
         let out2 = process(qp, op)?;
         ensure(
             out2.status() == OpStatus::AuthFailed,
@@ -529,12 +562,33 @@ mod real {
         let mut op = ops.alloc().map_err(e)?;
         let small = c.pool.alloc().map_err(e)?;
         ensure(
-            op.set_aead(&enc, small, 0, 10, 10, &iv, &aad).is_err(),
+            op.set_aead(
+                &enc,
+                small,
+                &AeadParams {
+                    data_offset: 0,
+                    data_len: 10,
+                    digest_offset: 10,
+                    iv: &iv,
+                    aad: &aad,
+                },
+            )
+            .is_err(),
             "out-of-range data accepted",
         )?;
         ensure(
-            op.set_aead(&enc, c.pool.alloc().map_err(e)?, 0, 0, 0, &iv[..8], &aad)
-                .is_err(),
+            op.set_aead(
+                &enc,
+                c.pool.alloc().map_err(e)?,
+                &AeadParams {
+                    data_offset: 0,
+                    data_len: 0,
+                    digest_offset: 0,
+                    iv: &iv[..8],
+                    aad: &aad,
+                },
+            )
+            .is_err(),
             "wrong IV length accepted",
         )?;
         ensure(

@@ -7,7 +7,8 @@
 
 use std::os::raw::c_void;
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::eal::Eal;
 use crate::error::{Error, Result, c_string, check, owned_c_str};
@@ -27,6 +28,16 @@ const PRIV_AAD_OFFSET: u16 = PRIV_SESSION_BYTES + PRIV_IV_BYTES;
 const PRIV_SIZE: u16 = PRIV_AAD_OFFSET + MAX_AAD_LEN as u16;
 /// Largest burst handled in one call.
 pub const MAX_CRYPTO_BURST: usize = 64;
+/// Number of crypto device ids (`RTE_CRYPTO_MAX_DEVS`).
+const MAX_CRYPTO_DEVS: usize = 64;
+
+/// Devices already configured in this process (once per device: reconfiguring
+/// would release queue pairs that [`CryptoQueuePair`] handles still use).
+static CONFIGURED: [AtomicBool; MAX_CRYPTO_DEVS] =
+    [const { AtomicBool::new(false) }; MAX_CRYPTO_DEVS];
+
+/// Session pools handed to queue pairs, kept alive for the life of the process.
+static QP_SESSION_POOLS: Mutex<Vec<SessionPool>> = Mutex::new(Vec::new());
 
 /// A size range from a capability (`min..=max` in steps of `increment`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -191,7 +202,8 @@ impl CryptoDev {
     }
 
     /// Configure the device with `queue_pairs` queue pairs, set each up with
-    /// `descriptors` entries, and start it. Returns one handle per queue pair.
+    /// `descriptors` entries, and start it. Once per device per process; a
+    /// second call fails. Returns one handle per queue pair.
     pub fn configure_and_start(
         &self,
         queue_pairs: u16,
@@ -208,6 +220,19 @@ impl CryptoDev {
                 info.name, info.max_queue_pairs
             )));
         }
+        let slot = CONFIGURED
+            .get(usize::from(self.id))
+            .ok_or_else(|| Error::NotFound(format!("cryptodev {}", self.id)))?;
+        if slot.swap(true, Ordering::SeqCst) {
+            return Err(Error::InvalidArgument(format!(
+                "{} is already configured (once per process)",
+                info.name
+            )));
+        }
+        QP_SESSION_POOLS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(sessions.clone());
         let socket = self.socket_id();
         let mut conf = sys::rte_cryptodev_config {
             socket_id: socket,
@@ -623,6 +648,16 @@ impl CryptoOp {
         Ok(())
     }
 
+    /// Whether the op is ready for `dev`: it has a session created on `dev`
+    /// and a source mbuf (set by [`CryptoOp::set_aead`], not taken back).
+    fn is_ready_for(&mut self, dev: u8) -> bool {
+        let session = self.session_slot_read();
+        // SAFETY: self.ptr is a valid op.
+        let m = unsafe { sys::ironsa_crypto_op_m_src(self.ptr.as_ptr()) };
+        // SAFETY: a non-NULL slot holds a live Arc<SessionInner> owned by the op.
+        !session.is_null() && !m.is_null() && unsafe { (*session).dev } == dev
+    }
+
     /// Status after dequeue.
     pub fn status(&self) -> OpStatus {
         // SAFETY: self.ptr is a valid op.
@@ -695,12 +730,19 @@ impl CryptoQueuePair {
     }
 
     /// Enqueue ops from the front of `ops` (up to [`MAX_CRYPTO_BURST`]);
-    /// enqueued ops are removed from `ops`. Returns how many.
+    /// enqueued ops are removed from `ops`. Returns how many. Enqueueing stops
+    /// before the first op that is not ready for this device (no
+    /// [`CryptoOp::set_aead`], mbuf taken back, or session of another device):
+    /// such an op stays at the front of `ops`.
     pub fn enqueue_burst(&mut self, ops: &mut Vec<CryptoOp>) -> usize {
-        let n = ops.len().min(MAX_CRYPTO_BURST);
         let mut raw = [std::ptr::null_mut::<sys::rte_crypto_op>(); MAX_CRYPTO_BURST];
-        for (slot, op) in raw.iter_mut().zip(ops.iter()) {
+        let mut n = 0;
+        for (slot, op) in raw.iter_mut().zip(ops.iter_mut()) {
+            if !op.is_ready_for(self.dev) {
+                break;
+            }
             *slot = op.ptr.as_ptr();
+            n += 1;
         }
         // SAFETY: raw holds n valid prepared ops; &mut self makes this the
         // only user of (dev, qp).

@@ -1,6 +1,8 @@
 //! Ethernet ports (`rte_ethdev`): configuration, queues, bursts, stats.
 
 use std::os::raw::c_char;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::eal::Eal;
 use crate::error::{Error, Result, c_string, check, owned_c_str};
@@ -10,6 +12,16 @@ use crate::sys;
 
 /// Largest burst handled in one call (mbuf pointer array on the stack).
 pub const MAX_BURST: usize = 64;
+
+/// Ports already configured in this process. A port is configured once:
+/// reconfiguring would release queues that existing [`RxQueue`]/[`TxQueue`]
+/// handles still poll (DPDK does not check queue ids on the fast path).
+static CONFIGURED: [AtomicBool; sys::RTE_MAX_ETHPORTS as usize] =
+    [const { AtomicBool::new(false) }; sys::RTE_MAX_ETHPORTS as usize];
+
+/// Receive pools handed to ports, kept alive for the life of the process
+/// (drivers allocate from them on every receive burst).
+static PORT_POOLS: Mutex<Vec<Mempool>> = Mutex::new(Vec::new());
 
 /// An Ethernet port (physical NIC or vdev such as `net_ring0`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,7 +236,8 @@ impl EthPort {
     }
 
     /// Configure the port and set up its queues, with receive buffers from
-    /// `pool`. The port must be stopped. Returns one handle per queue.
+    /// `pool` (kept alive from then on). A port can be configured once per
+    /// process; a second call fails. Returns one handle per queue.
     pub fn configure(&self, config: &PortConfig, pool: &Mempool) -> Result<PortQueues> {
         if config.rx_queues == 0 || config.tx_queues == 0 {
             return Err(Error::InvalidArgument(
@@ -232,6 +245,19 @@ impl EthPort {
             ));
         }
         let info = self.raw_info()?;
+        let slot = CONFIGURED
+            .get(usize::from(self.id))
+            .ok_or_else(|| Error::NotFound(format!("ethdev port {}", self.id)))?;
+        if slot.swap(true, Ordering::SeqCst) {
+            return Err(Error::InvalidArgument(format!(
+                "port {} is already configured (once per process)",
+                self.id
+            )));
+        }
+        PORT_POOLS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(pool.clone());
         if config.rx_queues > info.max_rx_queues || config.tx_queues > info.max_tx_queues {
             return Err(Error::Unsupported(format!(
                 "port {} supports at most {} rx / {} tx queues, asked {} / {}",

@@ -1,6 +1,7 @@
 //! Packet-buffer pools (`rte_pktmbuf_pool_create`).
 
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use crate::eal::Eal;
 use crate::error::{Error, Result, c_string};
@@ -12,9 +13,11 @@ use crate::sys;
 /// Dropping the pool frees it only when every buffer has come back; if some
 /// [`Mbuf`]s are still alive (or held by a device queue) the pool is
 /// deliberately leaked so those buffers never point to freed memory.
-#[derive(Debug)]
+/// Clones share the same pool; a port configured with the pool keeps a clone
+/// for the rest of the process.
+#[derive(Debug, Clone)]
 pub struct Mempool {
-    pool: RawPool,
+    pool: Arc<RawPool>,
 }
 
 /// Default data room of an mbuf (2048 bytes + headroom).
@@ -48,7 +51,7 @@ impl Mempool {
             sys::rte_pktmbuf_pool_create(cname.as_ptr(), count, cache, 0, data_room, socket)
         };
         Ok(Mempool {
-            pool: RawPool::from_created("rte_pktmbuf_pool_create", ptr)?,
+            pool: Arc::new(RawPool::from_created("rte_pktmbuf_pool_create", ptr)?),
         })
     }
 

@@ -360,6 +360,19 @@ mod real {
         ensure(stats.ierrors == 0 && stats.oerrors == 0, "errors counted")?;
         drop(got);
         port.stop().map_err(e)?;
+        // After stop, bursts return nothing instead of touching the queues.
+        let mut none = Vec::new();
+        ensure(
+            queues.rx[0].rx_burst(&mut none, 8) == 0,
+            "rx on stopped port",
+        )?;
+        ensure(
+            matches!(
+                port.configure(&config, &c.pool),
+                Err(Error::InvalidArgument(_))
+            ),
+            "second configure of a port accepted",
+        )?;
         Ok(())
     }
 
@@ -604,7 +617,38 @@ mod real {
             .is_err(),
             "20-byte key accepted",
         )?;
-        drop((op, enc, dec));
+        // Ops that are not ready are not handed to the device.
+        let mut batch = vec![op];
+        ensure(
+            qp.enqueue_burst(&mut batch) == 0 && batch.len() == 1,
+            "unprepared op enqueued",
+        )?;
+        let mut op = batch.pop().ok_or("op vanished")?;
+        let mut m = c.pool.alloc().map_err(e)?;
+        m.extend_from_slice(&pt).map_err(e)?;
+        m.append(16).map_err(e)?;
+        let p = AeadParams {
+            data_offset: 0,
+            data_len: len,
+            digest_offset: len,
+            iv: &iv,
+            aad: &aad,
+        };
+        op.set_aead(&enc, m, &p).map_err(e)?;
+        drop(op.take_mbuf());
+        let mut batch = vec![op];
+        ensure(
+            qp.enqueue_burst(&mut batch) == 0 && batch.len() == 1,
+            "op without mbuf enqueued",
+        )?;
+        ensure(
+            matches!(
+                dev.configure_and_start(1, 64, &sessions),
+                Err(Error::InvalidArgument(_))
+            ),
+            "second configure of a cryptodev accepted",
+        )?;
+        drop((batch, enc, dec));
         let in_use = c.pool.in_use();
         ensure(in_use == 0, format!("{in_use} mbufs leaked by crypto ops"))?;
         dev.stop();

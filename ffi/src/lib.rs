@@ -40,6 +40,8 @@
 //! - Every `unsafe` block carries a `// SAFETY:` comment stating the invariant
 //!   it relies on.
 
+#![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
+
 #[cfg(feature = "dpdk")]
 pub mod sys;
 

@@ -7,7 +7,8 @@
     dead_code,
     missing_docs,
     unsafe_op_in_unsafe_fn,
-    clippy::all
+    clippy::all,
+    clippy::undocumented_unsafe_blocks
 )]
 
 include!(concat!(env!("OUT_DIR"), "/dpdk_bindings.rs"));

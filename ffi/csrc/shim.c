@@ -30,6 +30,20 @@ const uint64_t ironsa_tx_offload_multi_segs = RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
 const uint64_t ironsa_mbuf_f_rx_rss_hash = RTE_MBUF_F_RX_RSS_HASH;
 const uint64_t ironsa_mbuf_f_rx_sec_offload = RTE_MBUF_F_RX_SEC_OFFLOAD;
 
+/* Values mirrored as Rust constants in src/ethdev.rs (mod offload). */
+_Static_assert(RTE_ETH_RX_OFFLOAD_IPV4_CKSUM == (1ULL << 1), "rx ipv4 cksum");
+_Static_assert(RTE_ETH_RX_OFFLOAD_UDP_CKSUM == (1ULL << 2), "rx udp cksum");
+_Static_assert(RTE_ETH_RX_OFFLOAD_TCP_CKSUM == (1ULL << 3), "rx tcp cksum");
+_Static_assert(RTE_ETH_RX_OFFLOAD_SCATTER == (1ULL << 13), "rx scatter");
+_Static_assert(RTE_ETH_RX_OFFLOAD_SECURITY == (1ULL << 15), "rx security");
+_Static_assert(RTE_ETH_RX_OFFLOAD_RSS_HASH == (1ULL << 19), "rx rss hash");
+_Static_assert(RTE_ETH_TX_OFFLOAD_IPV4_CKSUM == (1ULL << 1), "tx ipv4 cksum");
+_Static_assert(RTE_ETH_TX_OFFLOAD_UDP_CKSUM == (1ULL << 2), "tx udp cksum");
+_Static_assert(RTE_ETH_TX_OFFLOAD_TCP_CKSUM == (1ULL << 3), "tx tcp cksum");
+_Static_assert(RTE_ETH_TX_OFFLOAD_MULTI_SEGS == (1ULL << 15), "tx multi segs");
+_Static_assert(RTE_ETH_TX_OFFLOAD_MBUF_FAST_FREE == (1ULL << 16), "tx fast free");
+_Static_assert(RTE_ETH_TX_OFFLOAD_SECURITY == (1ULL << 17), "tx security");
+
 int ironsa_rte_errno(void) { return rte_errno; }
 void ironsa_set_rte_errno(int value) { rte_errno = value; }
 unsigned ironsa_lcore_id(void) { return rte_lcore_id(); }

@@ -13,6 +13,35 @@ use crate::sys;
 /// Largest burst handled in one call (mbuf pointer array on the stack).
 pub const MAX_BURST: usize = 64;
 
+/// Offload flag bits (`RTE_ETH_{RX,TX}_OFFLOAD_*` of DPDK 22.11; the C shim
+/// checks these values against the headers at build time).
+pub mod offload {
+    /// Receive: IPv4 header checksum verified.
+    pub const RX_IPV4_CKSUM: u64 = 1 << 1;
+    /// Receive: UDP checksum verified.
+    pub const RX_UDP_CKSUM: u64 = 1 << 2;
+    /// Receive: TCP checksum verified.
+    pub const RX_TCP_CKSUM: u64 = 1 << 3;
+    /// Receive: multi-segment (scatter) receive.
+    pub const RX_SCATTER: u64 = 1 << 13;
+    /// Receive: inline IPsec (rte_security).
+    pub const RX_SECURITY: u64 = 1 << 15;
+    /// Receive: RSS hash delivered in the mbuf.
+    pub const RX_RSS_HASH: u64 = 1 << 19;
+    /// Transmit: IPv4 header checksum computed.
+    pub const TX_IPV4_CKSUM: u64 = 1 << 1;
+    /// Transmit: UDP checksum computed.
+    pub const TX_UDP_CKSUM: u64 = 1 << 2;
+    /// Transmit: TCP checksum computed.
+    pub const TX_TCP_CKSUM: u64 = 1 << 3;
+    /// Transmit: multi-segment packets.
+    pub const TX_MULTI_SEGS: u64 = 1 << 15;
+    /// Transmit: mbufs come from one pool and have refcount 1.
+    pub const TX_MBUF_FAST_FREE: u64 = 1 << 16;
+    /// Transmit: inline IPsec (rte_security).
+    pub const TX_SECURITY: u64 = 1 << 17;
+}
+
 /// Ports already configured in this process. A port is configured once:
 /// reconfiguring would release queues that existing [`RxQueue`]/[`TxQueue`]
 /// handles still poll (DPDK does not check queue ids on the fast path).
@@ -205,13 +234,7 @@ impl EthPort {
     /// Device information and offload capabilities.
     pub fn info(&self) -> Result<PortInfo> {
         let info = self.raw_info()?;
-        // SAFETY: immutable globals defined by the shim.
-        let (rx_sec, tx_sec) = unsafe {
-            (
-                sys::ironsa_rx_offload_security,
-                sys::ironsa_tx_offload_security,
-            )
-        };
+        let (rx_sec, tx_sec) = (offload::RX_SECURITY, offload::TX_SECURITY);
         Ok(PortInfo {
             id: self.id,
             name: self.name()?,

@@ -75,7 +75,8 @@ pub use eal::{Eal, LcoreInfo};
 pub use error::{Error, Result, rte_errno, strerror};
 #[cfg(feature = "dpdk")]
 pub use ethdev::{
-    EthPort, MAX_BURST, PortConfig, PortInfo, PortQueues, PortStats, RxQueue, TxQueue, port_ids,
+    EthPort, MAX_BURST, PortConfig, PortInfo, PortQueues, PortStats, RxQueue, TxQueue, offload,
+    port_ids,
 };
 #[cfg(feature = "dpdk")]
 pub use mbuf::Mbuf;

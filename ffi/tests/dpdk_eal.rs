@@ -44,6 +44,8 @@ mod real {
         "--vdev=net_null0",
         "--vdev=crypto_aesni_gcm0",
         "--vdev=crypto_openssl0",
+        // Has an rte_security context (DOCSIS): exercises capability parsing.
+        "--vdev=crypto_aesni_mb0",
     ];
 
     /// GCM specification (McGrew & Viega), test case 16: AES-256, 96-bit IV, AAD.
@@ -701,8 +703,22 @@ mod real {
             .map(|d| (d.driver.as_str(), d.aes_gcm.is_some()))
             .collect();
         ensure(
-            gcm == [("crypto_aesni_gcm", true), ("crypto_openssl", true)],
+            gcm == [
+                ("crypto_aesni_gcm", true),
+                ("crypto_openssl", true),
+                ("crypto_aesni_mb", true),
+            ],
             format!("crypto {gcm:?}"),
-        )
+        )?;
+        let mb = &report.crypto[2];
+        match &mb.security {
+            SecuritySupport::Capabilities(caps) => ensure(
+                !caps.is_empty()
+                    && caps.iter().all(|cap| !cap.is_ipsec())
+                    && !mb.security.has_inline_ipsec(),
+                format!("aesni_mb security {caps:?}"),
+            ),
+            SecuritySupport::None => Err("aesni_mb has no security context".into()),
+        }
     }
 }

@@ -137,6 +137,7 @@ int ironsa_crypto_op_set_aead(struct rte_crypto_op *op, void *session, struct rt
 
     if (rte_crypto_op_attach_sym_session(op, session) != 0)
         return -EINVAL;
+    op->status = RTE_CRYPTO_OP_STATUS_NOT_PROCESSED;
     sym->m_src = m;
     sym->m_dst = NULL;
     sym->aead.data.offset = data_off;

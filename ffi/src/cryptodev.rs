@@ -575,8 +575,9 @@ impl CryptoOp {
     }
 
     /// Prepare an AEAD operation on `mbuf` as described by `params`. The op
-    /// takes ownership of the mbuf (any previous one is freed); on error the
-    /// given mbuf is freed and the op is left unchanged.
+    /// takes ownership of the mbuf (any previous one is freed). If `params`
+    /// does not fit the session or the mbuf, the given mbuf is freed, an
+    /// error is returned and the op is left unchanged.
     pub fn set_aead(
         &mut self,
         session: &SymSession,

@@ -1,0 +1,231 @@
+/*
+ * ironsa C shim: see shim.h. Each function forwards to a DPDK 22.11
+ * static inline function or flattens a union-heavy structure.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include <rte_config.h>
+#include <rte_errno.h>
+#include <rte_lcore.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+#include <rte_ring.h>
+#include <rte_cryptodev.h>
+#include <rte_crypto.h>
+#include <rte_security.h>
+
+#include "shim.h"
+
+const uint64_t ironsa_rss_ip = RTE_ETH_RSS_IP;
+const uint64_t ironsa_rss_udp = RTE_ETH_RSS_UDP;
+const uint64_t ironsa_rss_tcp = RTE_ETH_RSS_TCP;
+const uint64_t ironsa_rx_offload_security = RTE_ETH_RX_OFFLOAD_SECURITY;
+const uint64_t ironsa_tx_offload_security = RTE_ETH_TX_OFFLOAD_SECURITY;
+const uint64_t ironsa_rx_offload_rss_hash = RTE_ETH_RX_OFFLOAD_RSS_HASH;
+const uint64_t ironsa_rx_offload_checksum = RTE_ETH_RX_OFFLOAD_CHECKSUM;
+const uint64_t ironsa_tx_offload_ipv4_cksum = RTE_ETH_TX_OFFLOAD_IPV4_CKSUM;
+const uint64_t ironsa_tx_offload_multi_segs = RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
+const uint64_t ironsa_mbuf_f_rx_rss_hash = RTE_MBUF_F_RX_RSS_HASH;
+const uint64_t ironsa_mbuf_f_rx_sec_offload = RTE_MBUF_F_RX_SEC_OFFLOAD;
+
+/* Values mirrored as Rust constants in src/ethdev.rs (mod offload). */
+_Static_assert(RTE_ETH_RX_OFFLOAD_IPV4_CKSUM == (1ULL << 1), "rx ipv4 cksum");
+_Static_assert(RTE_ETH_RX_OFFLOAD_UDP_CKSUM == (1ULL << 2), "rx udp cksum");
+_Static_assert(RTE_ETH_RX_OFFLOAD_TCP_CKSUM == (1ULL << 3), "rx tcp cksum");
+_Static_assert(RTE_ETH_RX_OFFLOAD_SCATTER == (1ULL << 13), "rx scatter");
+_Static_assert(RTE_ETH_RX_OFFLOAD_SECURITY == (1ULL << 15), "rx security");
+_Static_assert(RTE_ETH_RX_OFFLOAD_RSS_HASH == (1ULL << 19), "rx rss hash");
+_Static_assert(RTE_ETH_TX_OFFLOAD_IPV4_CKSUM == (1ULL << 1), "tx ipv4 cksum");
+_Static_assert(RTE_ETH_TX_OFFLOAD_UDP_CKSUM == (1ULL << 2), "tx udp cksum");
+_Static_assert(RTE_ETH_TX_OFFLOAD_TCP_CKSUM == (1ULL << 3), "tx tcp cksum");
+_Static_assert(RTE_ETH_TX_OFFLOAD_MULTI_SEGS == (1ULL << 15), "tx multi segs");
+_Static_assert(RTE_ETH_TX_OFFLOAD_MBUF_FAST_FREE == (1ULL << 16), "tx fast free");
+_Static_assert(RTE_ETH_TX_OFFLOAD_SECURITY == (1ULL << 17), "tx security");
+
+int ironsa_rte_errno(void) { return rte_errno; }
+void ironsa_set_rte_errno(int value) { rte_errno = value; }
+unsigned ironsa_lcore_id(void) { return rte_lcore_id(); }
+
+uint16_t ironsa_eth_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n)
+{
+    return rte_eth_rx_burst(port, queue, pkts, n);
+}
+
+uint16_t ironsa_eth_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n)
+{
+    return rte_eth_tx_burst(port, queue, pkts, n);
+}
+
+struct rte_mbuf *ironsa_pktmbuf_alloc(struct rte_mempool *mp) { return rte_pktmbuf_alloc(mp); }
+int ironsa_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsigned count)
+{
+    return rte_pktmbuf_alloc_bulk(mp, mbufs, count);
+}
+void ironsa_pktmbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
+void ironsa_pktmbuf_reset(struct rte_mbuf *m) { rte_pktmbuf_reset(m); }
+uint8_t *ironsa_pktmbuf_mtod(const struct rte_mbuf *m) { return rte_pktmbuf_mtod(m, uint8_t *); }
+uint16_t ironsa_pktmbuf_data_len(const struct rte_mbuf *m) { return rte_pktmbuf_data_len(m); }
+uint32_t ironsa_pktmbuf_pkt_len(const struct rte_mbuf *m) { return rte_pktmbuf_pkt_len(m); }
+uint16_t ironsa_pktmbuf_nb_segs(const struct rte_mbuf *m) { return m->nb_segs; }
+uint16_t ironsa_pktmbuf_headroom(const struct rte_mbuf *m) { return rte_pktmbuf_headroom(m); }
+uint16_t ironsa_pktmbuf_tailroom(const struct rte_mbuf *m) { return rte_pktmbuf_tailroom(m); }
+uint8_t *ironsa_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len)
+{
+    return (uint8_t *)rte_pktmbuf_prepend(m, len);
+}
+uint8_t *ironsa_pktmbuf_append(struct rte_mbuf *m, uint16_t len)
+{
+    return (uint8_t *)rte_pktmbuf_append(m, len);
+}
+uint8_t *ironsa_pktmbuf_adj(struct rte_mbuf *m, uint16_t len) { return (uint8_t *)rte_pktmbuf_adj(m, len); }
+int ironsa_pktmbuf_trim(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_trim(m, len); }
+uint64_t ironsa_pktmbuf_ol_flags(const struct rte_mbuf *m) { return m->ol_flags; }
+void ironsa_pktmbuf_set_ol_flags(struct rte_mbuf *m, uint64_t flags) { m->ol_flags = flags; }
+uint16_t ironsa_pktmbuf_port(const struct rte_mbuf *m) { return m->port; }
+uint32_t ironsa_pktmbuf_rss_hash(const struct rte_mbuf *m) { return m->hash.rss; }
+struct rte_mempool *ironsa_pktmbuf_pool(const struct rte_mbuf *m) { return m->pool; }
+unsigned ironsa_mempool_size(const struct rte_mempool *mp) { return mp->size; }
+
+unsigned ironsa_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n)
+{
+    return rte_ring_enqueue_burst(r, objs, n, NULL);
+}
+unsigned ironsa_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned n)
+{
+    return rte_ring_dequeue_burst(r, objs, n, NULL);
+}
+unsigned ironsa_ring_count(const struct rte_ring *r) { return rte_ring_count(r); }
+unsigned ironsa_ring_capacity(const struct rte_ring *r) { return rte_ring_get_capacity(r); }
+
+uint16_t ironsa_cryptodev_enqueue_burst(uint8_t dev, uint16_t qp, struct rte_crypto_op **ops, uint16_t n)
+{
+    return rte_cryptodev_enqueue_burst(dev, qp, ops, n);
+}
+uint16_t ironsa_cryptodev_dequeue_burst(uint8_t dev, uint16_t qp, struct rte_crypto_op **ops, uint16_t n)
+{
+    return rte_cryptodev_dequeue_burst(dev, qp, ops, n);
+}
+struct rte_crypto_op *ironsa_crypto_sym_op_alloc(struct rte_mempool *mp)
+{
+    return rte_crypto_op_alloc(mp, RTE_CRYPTO_OP_TYPE_SYMMETRIC);
+}
+void ironsa_crypto_op_free(struct rte_crypto_op *op) { rte_crypto_op_free(op); }
+int ironsa_crypto_op_status(const struct rte_crypto_op *op) { return op->status; }
+struct rte_mbuf *ironsa_crypto_op_m_src(const struct rte_crypto_op *op) { return op->sym->m_src; }
+void ironsa_crypto_op_set_m_src(struct rte_crypto_op *op, struct rte_mbuf *m) { op->sym->m_src = m; }
+
+uint16_t ironsa_crypto_op_priv_offset(void)
+{
+    return (uint16_t)(sizeof(struct rte_crypto_op) + sizeof(struct rte_crypto_sym_op));
+}
+uint8_t *ironsa_crypto_op_priv(struct rte_crypto_op *op)
+{
+    return rte_crypto_op_ctod_offset(op, uint8_t *, ironsa_crypto_op_priv_offset());
+}
+uint16_t ironsa_crypto_op_priv_size(const struct rte_crypto_op *op)
+{
+    return __rte_crypto_op_get_priv_data_size(op->mempool);
+}
+
+int ironsa_crypto_op_set_aead(struct rte_crypto_op *op, void *session, struct rte_mbuf *m,
+                              uint32_t data_off, uint32_t data_len, uint32_t digest_off,
+                              uint16_t aad_priv_off)
+{
+    struct rte_crypto_sym_op *sym = op->sym;
+
+    if (rte_crypto_op_attach_sym_session(op, session) != 0)
+        return -EINVAL;
+    op->status = RTE_CRYPTO_OP_STATUS_NOT_PROCESSED;
+    sym->m_src = m;
+    sym->m_dst = NULL;
+    sym->aead.data.offset = data_off;
+    sym->aead.data.length = data_len;
+    sym->aead.digest.data = rte_pktmbuf_mtod_offset(m, uint8_t *, digest_off);
+    sym->aead.digest.phys_addr = rte_pktmbuf_iova_offset(m, digest_off);
+    uint16_t off = (uint16_t)(ironsa_crypto_op_priv_offset() + aad_priv_off);
+    sym->aead.aad.data = rte_crypto_op_ctod_offset(op, uint8_t *, off);
+    sym->aead.aad.phys_addr = rte_crypto_op_ctophys_offset(op, off);
+    return 0;
+}
+
+int ironsa_cryptodev_aes_gcm_caps(uint8_t dev, struct ironsa_aead_caps *out)
+{
+    struct rte_cryptodev_sym_capability_idx idx;
+    const struct rte_cryptodev_symmetric_capability *cap;
+
+    memset(&idx, 0, sizeof(idx));
+    idx.type = RTE_CRYPTO_SYM_XFORM_AEAD;
+    idx.algo.aead = RTE_CRYPTO_AEAD_AES_GCM;
+    cap = rte_cryptodev_sym_capability_get(dev, &idx);
+    if (cap == NULL)
+        return -ENOTSUP;
+    out->key_size.min = cap->aead.key_size.min;
+    out->key_size.max = cap->aead.key_size.max;
+    out->key_size.increment = cap->aead.key_size.increment;
+    out->digest_size.min = cap->aead.digest_size.min;
+    out->digest_size.max = cap->aead.digest_size.max;
+    out->digest_size.increment = cap->aead.digest_size.increment;
+    out->aad_size.min = cap->aead.aad_size.min;
+    out->aad_size.max = cap->aead.aad_size.max;
+    out->aad_size.increment = cap->aead.aad_size.increment;
+    out->iv_size.min = cap->aead.iv_size.min;
+    out->iv_size.max = cap->aead.iv_size.max;
+    out->iv_size.increment = cap->aead.iv_size.increment;
+    return 0;
+}
+
+void *ironsa_cryptodev_aes_gcm_session(uint8_t dev, struct rte_mempool *pool, int encrypt,
+                                        const uint8_t *key, uint16_t key_len, uint16_t iv_offset,
+                                        uint16_t iv_len, uint16_t digest_len, uint16_t aad_len)
+{
+    struct rte_crypto_sym_xform xform;
+    void *sess;
+
+    memset(&xform, 0, sizeof(xform));
+    xform.type = RTE_CRYPTO_SYM_XFORM_AEAD;
+    xform.next = NULL;
+    xform.aead.op = encrypt ? RTE_CRYPTO_AEAD_OP_ENCRYPT : RTE_CRYPTO_AEAD_OP_DECRYPT;
+    xform.aead.algo = RTE_CRYPTO_AEAD_AES_GCM;
+    xform.aead.key.data = key;
+    xform.aead.key.length = key_len;
+    xform.aead.iv.offset = iv_offset;
+    xform.aead.iv.length = iv_len;
+    xform.aead.digest_length = digest_len;
+    xform.aead.aad_length = aad_len;
+    sess = rte_cryptodev_sym_session_create(dev, &xform, pool);
+    /* The PMD copied the key into its private session data. */
+    memset(&xform, 0, sizeof(xform));
+    return sess;
+}
+
+int ironsa_security_caps(void *ctx, struct ironsa_sec_cap *out, int max)
+{
+    const struct rte_security_capability *cap;
+    int n = 0;
+
+    if (ctx == NULL)
+        return 0;
+    cap = rte_security_capabilities_get((struct rte_security_ctx *)ctx);
+    if (cap == NULL)
+        return 0;
+    for (; cap->action != RTE_SECURITY_ACTION_TYPE_NONE; cap++, n++) {
+        if (n < max) {
+            out[n].action = cap->action;
+            out[n].protocol = cap->protocol;
+            if (cap->protocol == RTE_SECURITY_PROTOCOL_IPSEC) {
+                out[n].ipsec_proto = cap->ipsec.proto;
+                out[n].ipsec_mode = cap->ipsec.mode;
+                out[n].ipsec_direction = cap->ipsec.direction;
+                out[n].replay_win_sz_max = cap->ipsec.replay_win_sz_max;
+            } else {
+                out[n].ipsec_proto = 0;
+                out[n].ipsec_mode = 0;
+                out[n].ipsec_direction = 0;
+                out[n].replay_win_sz_max = 0;
+            }
+        }
+    }
+    return n;
+}

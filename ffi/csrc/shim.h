@@ -1,0 +1,118 @@
+/*
+ * ironsa C shim: DPDK's static inline fast-path functions and union-heavy
+ * structures, re-exported as plain functions and flat structs under `ironsa_*`
+ * names so Rust can call them. Every function is a thin forwarder.
+ */
+#ifndef IRONSA_DPDK_SHIM_H
+#define IRONSA_DPDK_SHIM_H
+
+#include <stdint.h>
+
+struct rte_mbuf;
+struct rte_mempool;
+struct rte_ring;
+struct rte_crypto_op;
+
+/* Flags (RTE_BIT64 macros that bindgen cannot evaluate). */
+extern const uint64_t ironsa_rss_ip;
+extern const uint64_t ironsa_rss_udp;
+extern const uint64_t ironsa_rss_tcp;
+extern const uint64_t ironsa_rx_offload_security;
+extern const uint64_t ironsa_tx_offload_security;
+extern const uint64_t ironsa_rx_offload_rss_hash;
+extern const uint64_t ironsa_rx_offload_checksum;
+extern const uint64_t ironsa_tx_offload_ipv4_cksum;
+extern const uint64_t ironsa_tx_offload_multi_segs;
+extern const uint64_t ironsa_mbuf_f_rx_rss_hash;
+extern const uint64_t ironsa_mbuf_f_rx_sec_offload;
+
+/* Errors and lcores. */
+int ironsa_rte_errno(void);
+void ironsa_set_rte_errno(int value);
+unsigned ironsa_lcore_id(void);
+
+/* ethdev fast path. */
+uint16_t ironsa_eth_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
+uint16_t ironsa_eth_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
+
+/* mbuf. */
+struct rte_mbuf *ironsa_pktmbuf_alloc(struct rte_mempool *mp);
+int ironsa_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsigned count);
+void ironsa_pktmbuf_free(struct rte_mbuf *m);
+void ironsa_pktmbuf_reset(struct rte_mbuf *m);
+uint8_t *ironsa_pktmbuf_mtod(const struct rte_mbuf *m);
+uint16_t ironsa_pktmbuf_data_len(const struct rte_mbuf *m);
+uint32_t ironsa_pktmbuf_pkt_len(const struct rte_mbuf *m);
+uint16_t ironsa_pktmbuf_nb_segs(const struct rte_mbuf *m);
+uint16_t ironsa_pktmbuf_headroom(const struct rte_mbuf *m);
+uint16_t ironsa_pktmbuf_tailroom(const struct rte_mbuf *m);
+uint8_t *ironsa_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len);
+uint8_t *ironsa_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
+uint8_t *ironsa_pktmbuf_adj(struct rte_mbuf *m, uint16_t len);
+int ironsa_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
+uint64_t ironsa_pktmbuf_ol_flags(const struct rte_mbuf *m);
+void ironsa_pktmbuf_set_ol_flags(struct rte_mbuf *m, uint64_t flags);
+uint16_t ironsa_pktmbuf_port(const struct rte_mbuf *m);
+uint32_t ironsa_pktmbuf_rss_hash(const struct rte_mbuf *m);
+struct rte_mempool *ironsa_pktmbuf_pool(const struct rte_mbuf *m);
+unsigned ironsa_mempool_size(const struct rte_mempool *mp);
+
+/* ring (of pointers). */
+unsigned ironsa_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n);
+unsigned ironsa_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned n);
+unsigned ironsa_ring_count(const struct rte_ring *r);
+unsigned ironsa_ring_capacity(const struct rte_ring *r);
+
+/* cryptodev. */
+uint16_t ironsa_cryptodev_enqueue_burst(uint8_t dev, uint16_t qp, struct rte_crypto_op **ops, uint16_t n);
+uint16_t ironsa_cryptodev_dequeue_burst(uint8_t dev, uint16_t qp, struct rte_crypto_op **ops, uint16_t n);
+struct rte_crypto_op *ironsa_crypto_sym_op_alloc(struct rte_mempool *mp);
+void ironsa_crypto_op_free(struct rte_crypto_op *op);
+int ironsa_crypto_op_status(const struct rte_crypto_op *op);
+struct rte_mbuf *ironsa_crypto_op_m_src(const struct rte_crypto_op *op);
+void ironsa_crypto_op_set_m_src(struct rte_crypto_op *op, struct rte_mbuf *m);
+/* Offset of the per-op private area (IV, AAD) from the start of the op. */
+uint16_t ironsa_crypto_op_priv_offset(void);
+uint8_t *ironsa_crypto_op_priv(struct rte_crypto_op *op);
+uint16_t ironsa_crypto_op_priv_size(const struct rte_crypto_op *op);
+/*
+ * Fill the symmetric AEAD part of `op`: session, source mbuf, data region,
+ * digest placed in the mbuf at `digest_off`, AAD placed in the op private area
+ * at `aad_priv_off`. Returns 0 or -EINVAL.
+ */
+int ironsa_crypto_op_set_aead(struct rte_crypto_op *op, void *session, struct rte_mbuf *m,
+                              uint32_t data_off, uint32_t data_len, uint32_t digest_off,
+                              uint16_t aad_priv_off);
+
+/* Flattened AEAD capability. */
+struct ironsa_range {
+    uint16_t min;
+    uint16_t max;
+    uint16_t increment;
+};
+struct ironsa_aead_caps {
+    struct ironsa_range key_size;
+    struct ironsa_range digest_size;
+    struct ironsa_range aad_size;
+    struct ironsa_range iv_size;
+};
+/* 0 when the device supports AES-GCM (caps filled), -ENOTSUP otherwise. */
+int ironsa_cryptodev_aes_gcm_caps(uint8_t dev, struct ironsa_aead_caps *out);
+/* Create an AES-GCM session; returns NULL and sets rte_errno on failure. */
+void *ironsa_cryptodev_aes_gcm_session(uint8_t dev, struct rte_mempool *pool, int encrypt,
+                                        const uint8_t *key, uint16_t key_len, uint16_t iv_offset,
+                                        uint16_t iv_len, uint16_t digest_len, uint16_t aad_len);
+
+/* Flattened rte_security capability. */
+struct ironsa_sec_cap {
+    int action;
+    int protocol;
+    int ipsec_proto;
+    int ipsec_mode;
+    int ipsec_direction;
+    uint32_t replay_win_sz_max;
+};
+/* Copy up to `max` capabilities of `ctx`; returns how many the context has. */
+int ironsa_security_caps(void *ctx, struct ironsa_sec_cap *out, int max);
+
+#endif

@@ -1,0 +1,206 @@
+//! Owned packet buffers (`struct rte_mbuf`).
+
+use std::ptr::NonNull;
+
+use crate::error::{Error, Result};
+use crate::sys;
+
+/// One packet buffer, owned: dropping it returns it to its pool.
+///
+/// Only single-segment data is exposed by [`Mbuf::data`]; `pkt_len` covers
+/// all segments.
+pub struct Mbuf {
+    ptr: NonNull<sys::rte_mbuf>,
+}
+
+// SAFETY: an Mbuf is uniquely owned; freeing to its (MP/MC-safe) pool works
+// from any thread, so ownership may move between threads.
+unsafe impl Send for Mbuf {}
+// SAFETY: `&Mbuf` only allows reads of the buffer.
+unsafe impl Sync for Mbuf {}
+
+impl std::fmt::Debug for Mbuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mbuf")
+            .field("pkt_len", &self.pkt_len())
+            .field("data_len", &self.data_len())
+            .field("headroom", &self.headroom())
+            .field("port", &self.port())
+            .finish()
+    }
+}
+
+impl Mbuf {
+    /// Take ownership of a raw mbuf.
+    ///
+    /// # Safety
+    /// `ptr` must be a valid, allocated mbuf not owned by anything else (not
+    /// in a device queue, not another `Mbuf`).
+    pub unsafe fn from_raw(ptr: NonNull<sys::rte_mbuf>) -> Mbuf {
+        Mbuf { ptr }
+    }
+
+    /// Give up ownership, returning the raw pointer (the caller must free it
+    /// or hand it to DPDK).
+    pub fn into_raw(self) -> NonNull<sys::rte_mbuf> {
+        let ptr = self.ptr;
+        std::mem::forget(self);
+        ptr
+    }
+
+    /// The raw pointer, still owned by `self`.
+    pub fn as_ptr(&self) -> *mut sys::rte_mbuf {
+        self.ptr.as_ptr()
+    }
+
+    /// Data of the first segment.
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: mtod points at data_len initialised bytes inside the mbuf's
+        // buffer, which lives as long as self; &self forbids mutation.
+        unsafe {
+            std::slice::from_raw_parts(
+                sys::ironsa_pktmbuf_mtod(self.ptr.as_ptr()),
+                usize::from(self.data_len()),
+            )
+        }
+    }
+
+    /// Mutable data of the first segment.
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `data`, and &mut self gives exclusive access.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                sys::ironsa_pktmbuf_mtod(self.ptr.as_ptr()),
+                usize::from(self.data_len()),
+            )
+        }
+    }
+
+    /// Length of the first segment's data.
+    pub fn data_len(&self) -> u16 {
+        // SAFETY: self.ptr is a valid mbuf.
+        unsafe { sys::ironsa_pktmbuf_data_len(self.ptr.as_ptr()) }
+    }
+
+    /// Total packet length over all segments.
+    pub fn pkt_len(&self) -> u32 {
+        // SAFETY: self.ptr is a valid mbuf.
+        unsafe { sys::ironsa_pktmbuf_pkt_len(self.ptr.as_ptr()) }
+    }
+
+    /// Number of segments.
+    pub fn nb_segs(&self) -> u16 {
+        // SAFETY: self.ptr is a valid mbuf.
+        unsafe { sys::ironsa_pktmbuf_nb_segs(self.ptr.as_ptr()) }
+    }
+
+    /// Free bytes before the data.
+    pub fn headroom(&self) -> u16 {
+        // SAFETY: self.ptr is a valid mbuf.
+        unsafe { sys::ironsa_pktmbuf_headroom(self.ptr.as_ptr()) }
+    }
+
+    /// Free bytes after the data of the last segment.
+    pub fn tailroom(&self) -> u16 {
+        // SAFETY: self.ptr is a valid mbuf.
+        unsafe { sys::ironsa_pktmbuf_tailroom(self.ptr.as_ptr()) }
+    }
+
+    /// Grow the data by `len` bytes at the front; returns the new bytes
+    /// (contents unspecified). Fails if the headroom is too small.
+    pub fn prepend(&mut self, len: u16) -> Result<&mut [u8]> {
+        // SAFETY: self.ptr is a valid mbuf we own exclusively.
+        let p = unsafe { sys::ironsa_pktmbuf_prepend(self.ptr.as_ptr(), len) };
+        if p.is_null() {
+            return Err(Error::InvalidArgument(format!(
+                "prepend {len} bytes: headroom is {}",
+                self.headroom()
+            )));
+        }
+        // SAFETY: p points at `len` bytes now part of the data, exclusively ours.
+        Ok(unsafe { std::slice::from_raw_parts_mut(p, usize::from(len)) })
+    }
+
+    /// Grow the data by `len` bytes at the end; returns the new bytes
+    /// (contents unspecified). Fails if the tailroom is too small.
+    pub fn append(&mut self, len: u16) -> Result<&mut [u8]> {
+        // SAFETY: self.ptr is a valid mbuf we own exclusively.
+        let p = unsafe { sys::ironsa_pktmbuf_append(self.ptr.as_ptr(), len) };
+        if p.is_null() {
+            return Err(Error::InvalidArgument(format!(
+                "append {len} bytes: tailroom is {}",
+                self.tailroom()
+            )));
+        }
+        // SAFETY: p points at `len` bytes now part of the data, exclusively ours.
+        Ok(unsafe { std::slice::from_raw_parts_mut(p, usize::from(len)) })
+    }
+
+    /// Append a copy of `bytes` to the data.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) -> Result<()> {
+        let len = u16::try_from(bytes.len())
+            .map_err(|_| Error::InvalidArgument(format!("append {} bytes", bytes.len())))?;
+        self.append(len)?.copy_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Remove `len` bytes from the front of the data.
+    pub fn adj(&mut self, len: u16) -> Result<()> {
+        // SAFETY: self.ptr is a valid mbuf we own exclusively.
+        let p = unsafe { sys::ironsa_pktmbuf_adj(self.ptr.as_ptr(), len) };
+        if p.is_null() {
+            return Err(Error::InvalidArgument(format!(
+                "adj {len} bytes: data is {} bytes",
+                self.data_len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Remove `len` bytes from the end of the data.
+    pub fn trim(&mut self, len: u16) -> Result<()> {
+        // SAFETY: self.ptr is a valid mbuf we own exclusively.
+        let ret = unsafe { sys::ironsa_pktmbuf_trim(self.ptr.as_ptr(), len) };
+        if ret != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "trim {len} bytes: data is {} bytes",
+                self.data_len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Offload flags (`RTE_MBUF_F_*`).
+    pub fn ol_flags(&self) -> u64 {
+        // SAFETY: self.ptr is a valid mbuf.
+        unsafe { sys::ironsa_pktmbuf_ol_flags(self.ptr.as_ptr()) }
+    }
+
+    /// Set the offload flags (`RTE_MBUF_F_TX_*` requests for transmit).
+    pub fn set_ol_flags(&mut self, flags: u64) {
+        // SAFETY: self.ptr is a valid mbuf we own exclusively.
+        unsafe { sys::ironsa_pktmbuf_set_ol_flags(self.ptr.as_ptr(), flags) }
+    }
+
+    /// Input port of a received packet.
+    pub fn port(&self) -> u16 {
+        // SAFETY: self.ptr is a valid mbuf.
+        unsafe { sys::ironsa_pktmbuf_port(self.ptr.as_ptr()) }
+    }
+
+    /// RSS hash computed by the NIC, if the `RX_RSS_HASH` flag is set.
+    pub fn rss_hash(&self) -> Option<u32> {
+        // SAFETY: self.ptr is a valid mbuf; the constant is an immutable global.
+        let flag = unsafe { sys::ironsa_mbuf_f_rx_rss_hash };
+        // SAFETY: self.ptr is a valid mbuf.
+        (self.ol_flags() & flag != 0)
+            .then(|| unsafe { sys::ironsa_pktmbuf_rss_hash(self.ptr.as_ptr()) })
+    }
+}
+
+impl Drop for Mbuf {
+    fn drop(&mut self) {
+        // SAFETY: we own the mbuf (and its chained segments); it is not used after.
+        unsafe { sys::ironsa_pktmbuf_free(self.ptr.as_ptr()) }
+    }
+}

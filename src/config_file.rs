@@ -496,13 +496,13 @@ esp_proposals = "aes256gcm16"
     #[test]
     fn errors_name_line_and_key() {
         let (line, key, msg) = bad(&GOOD.replace("aes256gcm16-prfsha256-x25519", "aes256gcm16-prfsha256-x99999"));
-        assert_eq!(line, 20);
+        assert_eq!(line, 19);
         assert_eq!(key, "connection.rw.ike_proposals");
         assert!(msg.contains("x99999"), "{msg}");
         let (line, key, _) = bad(&GOOD.replace("\"10.1.0.0/16\"", "\"10.1.0.0/99\""));
-        assert_eq!((line, key.as_str()), (25, "connection.rw.child.net.local_ts"));
+        assert_eq!((line, key.as_str()), (24, "connection.rw.child.net.local_ts"));
         let (line, key, _) = bad(&GOOD.replace("dpd_delay = \"30s\"", "dpd_delay = \"30 parsecs\""));
-        assert_eq!((line, key.as_str()), (21, "connection.rw.dpd_delay"));
+        assert_eq!((line, key.as_str()), (20, "connection.rw.dpd_delay"));
         let (line, key, _) = bad(&GOOD.replace("shards = 2", "shardz = 2"));
         assert_eq!((line, key.as_str()), (6, "shardz"));
         let (line, _, _) = bad(&GOOD.replace("ike_port = 5600", "ike_port = \"x\""));
@@ -516,7 +516,7 @@ esp_proposals = "aes256gcm16"
         let c = DaemonConfig::parse(Path::new("t.toml"), &GOOD.replace("Zq8#kP2!vR9@wX4$yT7&uN1*", "secret")).unwrap();
         assert_eq!(c.warnings.len(), 1);
         assert_eq!(c.warnings[0].key, "connection.rw.psk");
-        assert_eq!(c.warnings[0].line, 19);
+        assert_eq!(c.warnings[0].line, 18);
     }
 
     #[test]

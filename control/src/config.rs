@@ -8,47 +8,94 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+use crate::pki::{Certificate, Identity, PrivateKey, TrustStore};
 use crate::proposal::{EspProposal, IkeProposal};
 use crate::wire::ikev2::{IdType, Identification, TrafficSelector};
 
-/// How this side proves its identity, and how it checks the peer's.
+/// Our certificate, its chain and private key.
+pub struct LocalCert {
+    /// The private key matching `chain[0]`.
+    pub key: PrivateKey,
+    /// Our end-entity certificate first, then intermediates to send.
+    pub chain: Vec<Certificate>,
+}
+
+/// How this side proves its identity (`local_auth`), and how it checks the
+/// peer's (`remote_auth`).
 #[derive(Clone)]
 pub enum AuthConfig {
     /// Pre-shared key (the same secret on both sides).
     Psk(Arc<Zeroizing<Vec<u8>>>),
+    /// Local side: sign with this certificate's key.
+    Cert(Arc<LocalCert>),
+    /// Remote side: the peer signs with a certificate chaining to one of these CAs.
+    PubKey(Arc<TrustStore>),
 }
 
 impl std::fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AuthConfig::Psk(_) => f.write_str("Psk(<secret>)"),
+            AuthConfig::Psk(k) => {
+                // A fingerprint, so that a changed key makes a changed config (reload) without showing it.
+                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, k.as_slice());
+                write!(f, "Psk(sha256:{:02x}{:02x}{:02x}{:02x}..)", d.as_ref()[0], d.as_ref()[1], d.as_ref()[2], d.as_ref()[3])
+            }
+            AuthConfig::Cert(c) => write!(
+                f,
+                "Cert({})",
+                c.chain.first().map(|c| c.subject().to_string()).unwrap_or_default()
+            ),
+            AuthConfig::PubKey(t) => write!(f, "PubKey({} CAs)", t.certificates().len()),
         }
     }
 }
 
-/// An identity as configured: a concrete ID, or any ID (`%any`).
+/// An identity as configured: a concrete ID, a pattern, or any ID (`%any`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IdentityMatch {
     /// Accept any identity the peer presents.
     Any,
     /// Accept exactly this identity.
     Exact(Identification),
+    /// Accept identities matching this pattern (wildcards, DNs compared semantically).
+    Pattern(Identity),
 }
 
 impl IdentityMatch {
+    /// Parses `%any`, a concrete identity, or a pattern such as `*@example.com` or `C=CH, O=x, CN=*`.
+    pub fn parse(s: &str) -> Self {
+        let s = s.trim();
+        if s == "%any" || s.is_empty() {
+            return IdentityMatch::Any;
+        }
+        match Identity::parse(s) {
+            Ok(Identity::Any) => IdentityMatch::Any,
+            Ok(id) if id.is_wildcard() || matches!(id, Identity::Dn(_)) => IdentityMatch::Pattern(id),
+            Ok(id) => id.to_wire().map(IdentityMatch::Exact).unwrap_or(IdentityMatch::Pattern(id)),
+            Err(_) => IdentityMatch::Exact(parse_identity(s)),
+        }
+    }
+
     /// True if `presented` is acceptable.
     pub fn matches(&self, presented: &Identification) -> bool {
         match self {
             IdentityMatch::Any => true,
             IdentityMatch::Exact(id) => id == presented,
+            IdentityMatch::Pattern(p) => p.matches(presented),
         }
     }
 }
 
 /// Parses a strongSwan-style identity string into a wire identification:
-/// `a@b` is an RFC 822 address, `@host` or a name an FQDN, an address an IP ID.
+/// `a@b` is an RFC 822 address, `@host` or a name an FQDN, an address an IP ID,
+/// `C=.., O=.., CN=..` a distinguished name.
 pub fn parse_identity(s: &str) -> Identification {
     let s = s.trim();
+    if s.contains('=') {
+        if let Ok(id) = Identity::parse(s).and_then(|i| i.to_wire()) {
+            return id;
+        }
+    }
     if let Ok(ip) = s.parse::<IpAddr>() {
         return match ip {
             IpAddr::V4(v4) => Identification { id_type: IdType::IPV4_ADDR, data: v4.octets().to_vec() },
@@ -74,6 +121,7 @@ pub fn display_identity(id: &Identification) -> String {
             IpAddr::from(<[u8; 16]>::try_from(id.data.as_slice()).unwrap_or_default()).to_string()
         }
         IdType::FQDN | IdType::RFC822_ADDR => String::from_utf8_lossy(&id.data).into_owned(),
+        IdType::DER_ASN1_DN => Identity::from_wire(id).map(|i| i.to_string()).unwrap_or_else(|_| "<bad DN>".into()),
         _ => format!("{:?}:{}", id.id_type, id.data.iter().map(|b| format!("{b:02x}")).collect::<String>()),
     }
 }

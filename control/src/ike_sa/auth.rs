@@ -9,7 +9,8 @@ use super::create_child::{self, ChildRequest};
 use super::{find_notify, notify, schedule, AuthContext, DownReason, Event, IkeSa, RequestKind, State};
 use crate::config::{display_identity, AuthConfig, ConnectionConfig};
 use crate::crypto::auth::{psk_auth, signed_octets, verify_psk_auth};
-use crate::wire::ikev2::{AuthMethod, ExchangeType, Identification, NotifyType, Payload};
+use crate::pki::{certreq_hashes, sign_auth, verify_auth, verify_chain, Certificate};
+use crate::wire::ikev2::{AuthMethod, CertEncoding, ExchangeType, Identification, NotifyType, Payload};
 
 /// The first child proposed in our IKE_AUTH request.
 pub(crate) struct PendingChild {
@@ -24,10 +25,77 @@ pub(crate) fn id_body(id: &Identification) -> Vec<u8> {
     v
 }
 
-fn psk_of(auth: &AuthConfig) -> &[u8] {
-    match auth {
-        AuthConfig::Psk(k) => k.as_slice(),
+/// Our CERT payloads and AUTH payload over `octets`.
+fn our_auth(sa: &IkeSa, cfg: &ConnectionConfig, octets: &[u8]) -> Result<(Vec<Payload>, Payload), String> {
+    let prf = sa.keys.as_ref().ok_or("no keys")?.suite.prf;
+    match &cfg.local_auth {
+        AuthConfig::Psk(k) => Ok((Vec::new(), Payload::Auth { method: AuthMethod::SHARED_KEY_MIC, data: psk_auth(prf, k, octets) })),
+        AuthConfig::Cert(c) => {
+            let (method, data) = sign_auth(&c.key, octets, &sa.peer_sig_hashes).map_err(|e| format!("cannot sign AUTH: {e}"))?;
+            let certs = c
+                .chain
+                .iter()
+                .map(|cert| Payload::Cert { encoding: CertEncoding::X509_SIGNATURE, data: cert.der().to_vec() })
+                .collect();
+            Ok((certs, Payload::Auth { method, data }))
+        }
+        AuthConfig::PubKey(_) => Err(format!("connection '{}': local auth cannot be 'pubkey' without a certificate", cfg.name)),
     }
+}
+
+/// Checks the peer's AUTH payload (and certificate chain) against what `cfg` requires.
+fn verify_peer(
+    sa: &IkeSa,
+    cfg: &ConnectionConfig,
+    id: &Identification,
+    method: AuthMethod,
+    data: &[u8],
+    octets: &[u8],
+    certs: &[&Vec<u8>],
+) -> Result<(), String> {
+    let prf = sa.keys.as_ref().ok_or("no keys")?.suite.prf;
+    match &cfg.remote_auth {
+        AuthConfig::Psk(k) => {
+            if method != AuthMethod::SHARED_KEY_MIC {
+                return Err(format!("peer used {method} but the connection expects a pre-shared key"));
+            }
+            if verify_psk_auth(prf, k, octets, data) {
+                Ok(())
+            } else {
+                Err("AUTH does not verify (wrong pre-shared key?)".into())
+            }
+        }
+        AuthConfig::PubKey(trust) => {
+            if method == AuthMethod::SHARED_KEY_MIC {
+                return Err("peer used a pre-shared key but the connection expects a certificate".into());
+            }
+            let Some(ee) = certs.first() else {
+                return Err("peer sent no certificate".into());
+            };
+            let ee = Certificate::from_der(ee).map_err(|e| format!("peer certificate: {e}"))?;
+            let intermediates: Vec<Certificate> = certs[1..].iter().filter_map(|c| Certificate::from_der(c).ok()).collect();
+            if !ee.matches_identity(id) {
+                return Err(format!(
+                    "identity {} is not in the certificate of '{}'",
+                    display_identity(id),
+                    ee.subject()
+                ));
+            }
+            verify_chain(trust, &ee, &intermediates, (sa.ctx.unix_time)()).map_err(|e| format!("certificate not trusted: {e}"))?;
+            verify_auth(&ee, method, data, octets).map_err(|e| format!("signature does not verify: {e}"))
+        }
+        AuthConfig::Cert(_) => Err(format!("connection '{}': remote auth must be psk or pubkey", cfg.name)),
+    }
+}
+
+fn certs_of(payloads: &[Payload]) -> Vec<&Vec<u8>> {
+    payloads
+        .iter()
+        .filter_map(|p| match p {
+            Payload::Cert { encoding, data } if *encoding == CertEncoding::X509_SIGNATURE => Some(data),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Initiator: sends IKE_AUTH right after IKE_SA_INIT completed.
@@ -37,15 +105,26 @@ pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
     let prf = keys.suite.prf;
     let cfg = sa.config.clone();
     let octets = signed_octets(&ctx.our_init, &ctx.nr, prf, &keys.sk_pi, &id_body(&cfg.local_id));
-    let auth = psk_auth(prf, psk_of(&cfg.local_auth), &octets);
+    let (certs, auth) = match our_auth(sa, &cfg, &octets) {
+        Ok(x) => x,
+        Err(e) => {
+            warn!(connection = %cfg.name, "{e}");
+            sa.close(DownReason::Failed(e));
+            return;
+        }
+    };
     let mut payloads = vec![Payload::IdI(cfg.local_id.clone())];
+    payloads.extend(certs);
+    if let AuthConfig::PubKey(trust) = &cfg.remote_auth {
+        payloads.push(Payload::CertReq { encoding: CertEncoding::X509_SIGNATURE, data: certreq_hashes(trust) });
+    }
     if cfg.initial_contact {
         payloads.push(notify(NotifyType::INITIAL_CONTACT, Vec::new()));
     }
     if let crate::config::IdentityMatch::Exact(idr) = &cfg.remote_id {
         payloads.push(Payload::IdR(idr.clone()));
     }
-    payloads.push(Payload::Auth { method: AuthMethod::SHARED_KEY_MIC, data: auth });
+    payloads.push(auth);
     let request = if cfg.children.is_empty() {
         None
     } else {
@@ -83,11 +162,10 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
     }
     let Some(keys) = sa.keys.as_ref() else { return };
     let octets = signed_octets(&ctx.peer_init, &ctx.ni, keys.suite.prf, &keys.sk_pr, &id_body(&idr));
-    let ok = method == AuthMethod::SHARED_KEY_MIC && verify_psk_auth(keys.suite.prf, psk_of(&cfg.remote_auth), &octets, &auth);
-    if !ok {
-        warn!(connection = %cfg.name, peer = %sa.remote, method = %method, "responder AUTH does not verify (wrong pre-shared key?)");
+    if let Err(why) = verify_peer(sa, &cfg, &idr, method, &auth, &octets, &certs_of(&inner)) {
+        warn!(connection = %cfg.name, peer = %sa.remote, id = %display_identity(&idr), method = %method, "responder authentication failed: {why}");
         release_pending(sa, &pending);
-        sa.close(DownReason::Failed("responder authentication failed".into()));
+        sa.close(DownReason::Failed(format!("responder authentication failed: {why}")));
         return;
     }
     establish(sa, now, idr, false);
@@ -184,26 +262,33 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
     let Some(keys) = sa.keys.as_ref() else { return };
     let prf = keys.suite.prf;
     let octets = signed_octets(&ctx.peer_init, &ctx.nr, prf, &keys.sk_pi, &id_body(&idi));
-    let ok = method == AuthMethod::SHARED_KEY_MIC && verify_psk_auth(prf, psk_of(&cfg.remote_auth), &octets, &auth);
-    if !ok {
+    if let Err(why) = verify_peer(sa, &cfg, &idi, method, &auth, &octets, &certs_of(&inner)) {
         warn!(
             connection = %cfg.name,
             peer = %sa.remote,
             id = %display_identity(&idi),
             method = %method,
-            "initiator AUTH does not verify (wrong pre-shared key or method)"
+            "initiator authentication failed: {why}"
         );
         sa.send_response(ExchangeType::IKE_AUTH, mid, vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())]);
-        sa.close(DownReason::Failed("initiator authentication failed".into()));
+        sa.close(DownReason::Failed(format!("initiator authentication failed: {why}")));
         return;
     }
     let our_octets = signed_octets(&ctx.our_init, &ctx.ni, prf, &keys.sk_pr, &id_body(&cfg.local_id));
-    let our_auth = psk_auth(prf, psk_of(&cfg.local_auth), &our_octets);
+    super::sa_init::note_auth_hints(sa, &inner);
+    let (certs, our_auth) = match our_auth(sa, &cfg, &our_octets) {
+        Ok(x) => x,
+        Err(e) => {
+            warn!(connection = %cfg.name, "{e}");
+            sa.send_response(ExchangeType::IKE_AUTH, mid, vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())]);
+            sa.close(DownReason::Failed(e));
+            return;
+        }
+    };
     let initial_contact = find_notify(&inner, NotifyType::INITIAL_CONTACT).is_some();
-    let mut response = vec![
-        Payload::IdR(cfg.local_id.clone()),
-        Payload::Auth { method: AuthMethod::SHARED_KEY_MIC, data: our_auth },
-    ];
+    let mut response = vec![Payload::IdR(cfg.local_id.clone())];
+    response.extend(certs);
+    response.push(our_auth);
     establish(sa, now, idi, initial_contact);
     let has_child = inner.iter().any(|p| matches!(p, Payload::Sa(_)));
     if has_child {

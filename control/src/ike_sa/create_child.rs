@@ -515,7 +515,7 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                             let ours_min = std::cmp::min(our_ni.clone(), nr);
                             let peers_min = std::cmp::min(col.nonces.0.clone(), col.nonces.1.clone());
                             if ours_min < peers_min {
-                                debug!("rekey collision: our new CHILD_SA is redundant, deleting it");
+                                debug!(peer_child = format_args!("{:08x}", col.peer_new_spi_in), "rekey collision: our new CHILD_SA is redundant, deleting it");
                                 sa.tasks.push_front(Task::DeleteChild(our_new));
                             } else {
                                 debug!("rekey collision: the peer's new CHILD_SA is redundant, deleting the old one");

@@ -156,6 +156,8 @@ pub struct Context {
     pub remote_nat_port: u16,
     /// Time after which a half-open responder SA is dropped.
     pub half_open_timeout: Duration,
+    /// Wall-clock time in Unix seconds, for certificate validity (injectable for tests).
+    pub unix_time: Arc<dyn Fn() -> u64 + Send + Sync>,
     /// Fixed high bits of every IKE SPI we pick (the shard id of a sharded driver).
     pub spi_prefix: u64,
     /// How many high bits `spi_prefix` occupies.
@@ -187,6 +189,9 @@ impl Context {
             half_open_timeout: Duration::from_secs(30),
             spi_prefix: 0,
             spi_prefix_bits: 0,
+            unix_time: Arc::new(|| {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+            }),
         }
     }
 }
@@ -289,6 +294,10 @@ pub struct IkeSa {
     pub(crate) events: VecDeque<Event>,
     pub(crate) reassembler: FragmentReassembler,
     pub(crate) peer_fragmentation: bool,
+    /// Hash algorithms from the peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427).
+    pub(crate) peer_sig_hashes: Vec<u16>,
+    /// CERTREQ data the peer sent (SHA-1 hashes of trusted CA keys).
+    pub(crate) peer_certreq: Vec<u8>,
     pub(crate) peer_id: Option<Identification>,
     pub(crate) created_at: Instant,
     pub(crate) last_inbound: Instant,
@@ -350,6 +359,8 @@ impl IkeSa {
             events: VecDeque::new(),
             reassembler: FragmentReassembler::new(),
             peer_fragmentation: false,
+            peer_sig_hashes: Vec::new(),
+            peer_certreq: Vec::new(),
             peer_id: None,
             created_at: now,
             last_inbound: now,

@@ -86,6 +86,7 @@ impl IkeSa {
         if self.config.fragmentation {
             payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, Vec::new()));
         }
+        payloads.push(signature_hash_notify());
         let header = Header {
             spi_i: self.spi_i,
             spi_r: 0,
@@ -226,9 +227,31 @@ fn process_response(sa: &mut IkeSa, datagram: &[u8], msg: &Message) -> Result<()
         sa.nat_local = !dst_ok.iter().any(|h| **h == expect_dst);
     }
     sa.peer_fragmentation = find_notify(&msg.payloads, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
+    note_auth_hints(sa, &msg.payloads);
     install_keys(sa, selected.suite, keys)?;
     sa.state = State::Authenticating(AuthContext { our_init: request, peer_init: datagram.to_vec(), ni, nr: nr.clone() });
     Ok(())
+}
+
+/// Our SIGNATURE_HASH_ALGORITHMS notify (RFC 7427).
+fn signature_hash_notify() -> Payload {
+    let data = crate::pki::supported_hash_algorithms().iter().flat_map(|h| h.to_be_bytes()).collect();
+    notify(NotifyType::SIGNATURE_HASH_ALGORITHMS, data)
+}
+
+/// Records the peer's SIGNATURE_HASH_ALGORITHMS and CERTREQ.
+pub(crate) fn note_auth_hints(sa: &mut IkeSa, payloads: &[Payload]) {
+    for p in payloads {
+        match p {
+            Payload::Notify(n) if n.ty == NotifyType::SIGNATURE_HASH_ALGORITHMS => {
+                sa.peer_sig_hashes = n.data.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+            }
+            Payload::CertReq { encoding, data } if *encoding == ikev2::CertEncoding::X509_SIGNATURE => {
+                sa.peer_certreq.extend_from_slice(data);
+            }
+            _ => {}
+        }
+    }
 }
 
 fn nat_hashes(payloads: &[Payload], ty: NotifyType) -> Vec<&Vec<u8>> {
@@ -399,6 +422,16 @@ impl IkeSa {
         ];
         if sa.config.fragmentation && sa.peer_fragmentation {
             payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, Vec::new()));
+        }
+        note_auth_hints(&mut sa, &msg.payloads);
+        if !sa.peer_sig_hashes.is_empty() {
+            payloads.push(signature_hash_notify());
+        }
+        if let crate::config::AuthConfig::PubKey(trust) = &sa.config.remote_auth {
+            payloads.push(Payload::CertReq {
+                encoding: ikev2::CertEncoding::X509_SIGNATURE,
+                data: crate::pki::certreq_hashes(trust),
+            });
         }
         let header = sa.header(ExchangeType::IKE_SA_INIT, 0, true);
         let response = ikev2::encode_message(&header, &payloads);

@@ -460,3 +460,98 @@ fn garbage_never_disturbs_an_established_sa() {
     assert!(p.a.sas().next().unwrap().is_established());
     assert!(p.b_seen.down.is_empty());
 }
+
+mod certs {
+    use super::*;
+    use control::config::{AuthConfig, LocalCert};
+    use control::pki::{Certificate, PrivateKey, TrustStore};
+
+    fn data(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/tests/data/pki/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    fn local(cert: &[&str], key: &str) -> AuthConfig {
+        let chain = cert.iter().map(|c| Certificate::load(&data(c)).unwrap().remove(0)).collect();
+        AuthConfig::Cert(Arc::new(LocalCert { key: PrivateKey::load(&data(key)).unwrap(), chain }))
+    }
+
+    fn trust(cas: &[&str]) -> AuthConfig {
+        let mut t = TrustStore::new();
+        for c in cas {
+            t.add_pem_or_der(&data(c)).unwrap();
+        }
+        AuthConfig::PubKey(Arc::new(t))
+    }
+
+    fn cert_pair(a_id: &str, a_auth: AuthConfig, a_trust: AuthConfig, b_id: &str, b_auth: AuthConfig, b_trust: AuthConfig) -> Pair {
+        let (mut a, mut b) = default_pair("aes256gcm16-prfsha256-ecp256", "aes256gcm16");
+        a.local_id = parse_identity(a_id);
+        a.remote_id = IdentityMatch::parse(b_id);
+        a.local_auth = a_auth;
+        a.remote_auth = a_trust;
+        b.local_id = parse_identity(b_id);
+        b.remote_id = IdentityMatch::parse(a_id);
+        b.local_auth = b_auth;
+        b.remote_auth = b_trust;
+        let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
+        p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+        p.run(Duration::from_secs(60));
+        p
+    }
+
+    #[test]
+    fn ecdsa_and_rsa_certificates_with_an_intermediate() {
+        let p = cert_pair(
+            "moon.example.com",
+            local(&["ee-p256.pem", "int.pem"], "ee-p256.key"),
+            trust(&["ca-rsa.pem"]),
+            "carol@example.com",
+            local(&["ee-rsa.pem"], "ee-rsa.key"),
+            trust(&["ca-rsa.pem"]),
+        );
+        assert_eq!(p.a_seen.up.len(), 1, "{:?}", p.a_seen.down);
+        assert_eq!(p.b_seen.up.len(), 1);
+        assert_children_match(&p.a_seen.installed[0], &p.b_seen.installed[0]);
+    }
+
+    #[test]
+    fn p384_and_ed25519_certificates_and_a_dn_identity() {
+        let p = cert_pair(
+            "C=CH, O=ironsa, CN=sun.example.com",
+            local(&["ee-p384.pem"], "ee-p384.key"),
+            trust(&["ca-ecdsa.pem"]),
+            "dave.example.com",
+            local(&["ee-ed25519.pem"], "ee-ed25519.key"),
+            trust(&["ca-ecdsa.pem"]),
+        );
+        assert_eq!(p.a_seen.up.len(), 1, "{:?}", p.a_seen.down);
+        assert_eq!(p.b_seen.up.len(), 1);
+    }
+
+    #[test]
+    fn untrusted_certificate_is_refused() {
+        let p = cert_pair(
+            "mallory.example.com",
+            local(&["ee-untrusted.pem"], "ee-p256.key"),
+            trust(&["ca-ecdsa.pem"]),
+            "sun.example.com",
+            local(&["ee-p384.pem"], "ee-p384.key"),
+            trust(&["ca-ecdsa.pem"]),
+        );
+        assert!(p.b_seen.up.is_empty());
+        assert_eq!(p.a_seen.down, vec![DownReason::PeerError(control::wire::ikev2::NotifyType::AUTHENTICATION_FAILED)]);
+    }
+
+    #[test]
+    fn identity_not_in_certificate_is_refused() {
+        let p = cert_pair(
+            "someone-else.example.com",
+            local(&["ee-p256.pem", "int.pem"], "ee-p256.key"),
+            trust(&["ca-rsa.pem"]),
+            "sun.example.com",
+            local(&["ee-p384.pem"], "ee-p384.key"),
+            trust(&["ca-rsa.pem"]),
+        );
+        assert!(p.b_seen.up.is_empty());
+    }
+}

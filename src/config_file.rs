@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use control::config::{parse_identity, ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime};
+use control::config::{parse_identity, AuthConfig, ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, LocalCert};
+use control::pki::{Certificate, PrivateKey, TrustStore};
 use control::endpoint::AdmissionConfig;
 use serde::Deserialize;
 use toml::Spanned;
@@ -103,7 +104,12 @@ struct RawConnection {
     local_id: Spanned<String>,
     remote_id: Spanned<String>,
     auth: Option<Spanned<String>>,
+    remote_auth: Option<Spanned<String>>,
     psk: Option<Spanned<String>>,
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    #[serde(default)]
+    cacerts: Vec<Spanned<String>>,
     ike_proposals: Spanned<String>,
     ike_rekey: Option<Spanned<toml::Value>>,
     dpd_delay: Option<Spanned<toml::Value>>,
@@ -325,29 +331,64 @@ impl DaemonConfig {
                     })?);
                 }
             }
-            let auth = c.auth.as_ref().map(|a| a.get_ref().as_str()).unwrap_or("psk");
-            if auth != "psk" {
-                let a = c.auth.as_ref().map(|a| a.span().start).unwrap_or(at);
-                return Err(err(a, &key("auth"), format!("unsupported auth '{auth}' (psk)")));
-            }
-            let psk = c.psk.as_ref().ok_or_else(|| err(at, &key("psk"), "auth = psk needs a psk".into()))?;
-            let psk_text = psk.get_ref();
-            if psk_text.len() < 20 || psk_entropy_bits(psk_text) < 100.0 {
-                warnings.push(ConfigWarning {
-                    line: line_of(text, psk.span().start),
-                    key: key("psk"),
-                    message: format!(
-                        "pre-shared key is weak (~{:.0} bits): anyone who captures one IKE_AUTH exchange can guess it offline; use at least 20 random characters",
-                        psk_entropy_bits(psk_text)
-                    ),
-                });
-            }
-            let remote_id = if c.remote_id.get_ref() == "%any" {
-                IdentityMatch::Any
-            } else {
-                IdentityMatch::Exact(parse_identity(c.remote_id.get_ref()))
+            let base = path.parent().unwrap_or_else(|| Path::new("."));
+            let read = |s: &Spanned<String>, k: &str| -> Result<Vec<u8>, ConfigError> {
+                let p = base.join(s.get_ref());
+                std::fs::read(&p).map_err(|e| err(s.span().start, &key(k), format!("cannot read {}: {e}", p.display())))
             };
-            let mut cfg = ConnectionConfig::new(&name, parse_identity(c.local_id.get_ref()), remote_id, psk_text.as_bytes());
+            let auth_of = |a: &Option<Spanned<String>>, k: &str, default: &str| -> Result<String, ConfigError> {
+                let v = a.as_ref().map(|a| a.get_ref().clone()).unwrap_or_else(|| default.to_string());
+                match v.as_str() {
+                    "psk" | "pubkey" => Ok(v),
+                    other => Err(err(a.as_ref().map(|a| a.span().start).unwrap_or(at), &key(k), format!("unknown auth '{other}' (psk, pubkey)"))),
+                }
+            };
+            let local_kind = auth_of(&c.auth, "auth", "psk")?;
+            let remote_kind = auth_of(&c.remote_auth, "remote_auth", &local_kind)?;
+            let mut psk_auth = None;
+            if local_kind == "psk" || remote_kind == "psk" {
+                let psk = c.psk.as_ref().ok_or_else(|| err(at, &key("psk"), "auth = psk needs a psk".into()))?;
+                let psk_text = psk.get_ref();
+                if psk_text.len() < 20 || psk_entropy_bits(psk_text) < 100.0 {
+                    warnings.push(ConfigWarning {
+                        line: line_of(text, psk.span().start),
+                        key: key("psk"),
+                        message: format!(
+                            "pre-shared key is weak (~{:.0} bits): anyone who captures one IKE_AUTH exchange can guess it offline; use at least 20 random characters",
+                            psk_entropy_bits(psk_text)
+                        ),
+                    });
+                }
+                psk_auth = Some(AuthConfig::Psk(Arc::new(zeroize::Zeroizing::new(psk_text.as_bytes().to_vec()))));
+            }
+            let local_auth = if local_kind == "pubkey" {
+                let cert = c.cert.as_ref().ok_or_else(|| err(at, &key("cert"), "auth = pubkey needs cert (PEM/DER file, chain allowed)".into()))?;
+                let keyf = c.key.as_ref().ok_or_else(|| err(at, &key("key"), "auth = pubkey needs key (private key file)".into()))?;
+                let chain = Certificate::load(&read(cert, "cert")?).map_err(|e| err(cert.span().start, &key("cert"), e.to_string()))?;
+                let pk = PrivateKey::load(&read(keyf, "key")?).map_err(|e| err(keyf.span().start, &key("key"), e.to_string()))?;
+                if chain.is_empty() || !pk.matches_certificate(&chain[0]) {
+                    return Err(err(keyf.span().start, &key("key"), "private key does not match the first certificate".into()));
+                }
+                AuthConfig::Cert(Arc::new(LocalCert { key: pk, chain }))
+            } else {
+                psk_auth.clone().ok_or_else(|| err(at, &key("psk"), "missing psk".into()))?
+            };
+            let remote_auth = if remote_kind == "pubkey" {
+                if c.cacerts.is_empty() {
+                    return Err(err(at, &key("cacerts"), "remote_auth = pubkey needs cacerts (trusted CA files)".into()));
+                }
+                let mut store = TrustStore::new();
+                for ca in &c.cacerts {
+                    store.add_pem_or_der(&read(ca, "cacerts")?).map_err(|e| err(ca.span().start, &key("cacerts"), e.to_string()))?;
+                }
+                AuthConfig::PubKey(Arc::new(store))
+            } else {
+                psk_auth.clone().ok_or_else(|| err(at, &key("psk"), "missing psk".into()))?
+            };
+            let remote_id = IdentityMatch::parse(c.remote_id.get_ref());
+            let mut cfg = ConnectionConfig::new(&name, parse_identity(c.local_id.get_ref()), remote_id, b"");
+            cfg.local_auth = local_auth;
+            cfg.remote_auth = remote_auth;
             cfg.remote_addrs = if any || remote_addrs.is_empty() { None } else { Some(remote_addrs) };
             cfg.ike_proposals = control::proposal::parse_ike_proposals(c.ike_proposals.get_ref())
                 .map_err(|e| err(c.ike_proposals.span().start, &key("ike_proposals"), e.to_string()))?;

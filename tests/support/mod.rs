@@ -41,6 +41,7 @@ pub mod pki;
 pub mod sas;
 pub mod swanctl;
 pub mod util;
+pub mod ironsa;
 
 pub use charon::{Charon, CharonBuilder, KernelBackend};
 pub use config::{AuthRound, Child, Connection, IkeVersion, Secret, SwanctlConf};
@@ -49,3 +50,4 @@ pub use pki::{CertFiles, KeyType, Pki, San};
 pub use sas::{ChildSaInfo, IkeSaInfo, parse_list_sas};
 pub use swanctl::{Swanctl, Target};
 pub use util::{HarnessError, Result};
+pub use ironsa::Ironsa;

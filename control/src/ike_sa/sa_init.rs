@@ -87,6 +87,10 @@ impl IkeSa {
             payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, Vec::new()));
         }
         payloads.push(signature_hash_notify());
+        if self.config.children.is_empty() {
+            // RFC 6023: we intend to create the IKE SA without a CHILD_SA.
+            payloads.push(notify(NotifyType::CHILDLESS_IKEV2_SUPPORTED, Vec::new()));
+        }
         let header = Header {
             spi_i: self.spi_i,
             spi_r: 0,
@@ -424,6 +428,9 @@ impl IkeSa {
             payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, Vec::new()));
         }
         note_auth_hints(&mut sa, &msg.payloads);
+        if find_notify(&msg.payloads, NotifyType::CHILDLESS_IKEV2_SUPPORTED).is_some() {
+            payloads.push(notify(NotifyType::CHILDLESS_IKEV2_SUPPORTED, Vec::new()));
+        }
         if !sa.peer_sig_hashes.is_empty() {
             payloads.push(signature_hash_notify());
         }

@@ -1,0 +1,142 @@
+//! Runs the `ironsa` daemon binary for integration tests and talks to it
+//! through its control socket.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running `ironsa run` process; stopped (SIGTERM, then SIGKILL) on Drop.
+pub struct Ironsa {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    netns: Option<String>,
+}
+
+impl Ironsa {
+    /// Writes `config` (which must set `control_socket = "SOCKET"`; the
+    /// placeholder is replaced) and starts the daemon, optionally inside a
+    /// network namespace. Waits until the control socket answers.
+    pub fn start(config: &str, netns: Option<&str>) -> Ironsa {
+        let dir = tempfile::Builder::new().prefix("ironsa-test-").tempdir().expect("tempdir");
+        let socket = dir.path().join("ironsa.sock");
+        let config = config.replace("SOCKET", &socket.display().to_string()).replace("DIR", &dir.path().display().to_string());
+        let cfg_path = dir.path().join("ironsa.toml");
+        std::fs::write(&cfg_path, &config).expect("write config");
+        let log = std::fs::File::create(dir.path().join("ironsa.log")).expect("log");
+        let bin = env!("CARGO_BIN_EXE_ironsa");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, bin]);
+                c
+            }
+            None => Command::new(bin),
+        };
+        cmd.args(["run", "--config"]).arg(&cfg_path);
+        cmd.env("IRONSA_LOG", std::env::var("IRONSA_LOG").unwrap_or_else(|_| "debug".into()));
+        cmd.stdin(Stdio::null()).stdout(log.try_clone().expect("log")).stderr(log);
+        let child = cmd.spawn().expect("spawn ironsa");
+        let me = Ironsa { child: Some(child), dir, socket, netns: netns.map(str::to_string) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if me.try_call(r#"{"cmd":"stats"}"#).is_some() {
+                return me;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        me.dump_log();
+        panic!("ironsa did not start");
+    }
+
+    /// The temporary directory (config, log, socket).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn try_call(&self, req: &str) -> Option<Value> {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.socket).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        s.write_all(format!("{req}\n").as_bytes()).ok()?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).ok()?;
+        serde_json::from_str(&line).ok()
+    }
+
+    /// Sends a control request; panics if the daemon reports an error.
+    pub fn call(&self, req: Value) -> Value {
+        let v = self.try_call(&req.to_string()).unwrap_or_else(|| {
+            self.dump_log();
+            panic!("no answer from ironsa")
+        });
+        if v["ok"] != Value::Bool(true) {
+            self.dump_log();
+            panic!("ironsa refused {req}: {v}");
+        }
+        v["data"].clone()
+    }
+
+    /// `ironsa sas` as JSON.
+    pub fn sas(&self) -> Vec<Value> {
+        self.call(serde_json::json!({"cmd": "sas"})).as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until `pred` holds for the SA list.
+    pub fn wait_sas(&self, limit: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let s = self.sas();
+            if pred(&s) {
+                return s;
+            }
+            if Instant::now() > deadline {
+                self.dump_log();
+                panic!("condition on ironsa SAs not met within {limit:?}: {s:#?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The daemon's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ironsa.log")).unwrap_or_default()
+    }
+
+    /// Prints the log tail to stderr.
+    pub fn dump_log(&self) {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let start = lines.len().saturating_sub(80);
+        eprintln!("---- ironsa log (last {} lines) ----\n{}", lines.len() - start, lines[start..].join("\n"));
+    }
+
+    /// Stops the daemon gracefully (DELETE to peers) and waits.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Ironsa {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_log();
+        }
+        // Inside a namespace `ip netns exec` execs the daemon, so the PID is the daemon's.
+        let _ = &self.netns;
+        self.stop();
+    }
+}

@@ -1,0 +1,171 @@
+//! Operations of the `ironsa` daemon through its real sockets, ironsa to
+//! ironsa on loopback: `check` errors, SIGHUP/`reload` that keeps SAs of
+//! unchanged connections, `terminate`, Prometheus metrics, and graceful
+//! shutdown that deletes the SAs at the peer.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use support::util::free_udp_port_pair;
+use support::Ironsa;
+
+const T: Duration = Duration::from_secs(10);
+const PSK: &str = "Zq8#kP2!vR9@wX4$yT7&uN1*eB5^";
+
+fn responder(port: (u16, u16), metrics: u16) -> String {
+    format!(
+        r#"
+[daemon]
+listen = ["127.0.0.1"]
+ike_port = {}
+nat_port = {}
+shards = 2
+control_socket = "SOCKET"
+metrics = "127.0.0.1:{metrics}"
+
+[[connection]]
+name = "rw"
+remote_addrs = ["%any"]
+local_id = "gw@test"
+remote_id = "*@test"
+psk = "{PSK}"
+ike_proposals = "aes256gcm16-prfsha256-x25519, aes128-sha256-modp2048"
+
+[[connection.child]]
+name = "net"
+local_ts = ["10.0.0.0/8"]
+remote_ts = ["0.0.0.0/0"]
+esp_proposals = "aes256gcm16, aes128-sha256"
+"#,
+        port.0, port.1
+    )
+}
+
+fn initiator(port: (u16, u16), gw: (u16, u16), c2_ike: &str, extra: &str) -> String {
+    let conn = |name: &str, ike: &str, n: u8| {
+        format!(
+            r#"
+[[connection]]
+name = "{name}"
+remote_addrs = ["127.0.0.1"]
+remote_port = {gp}
+remote_nat_port = {gn}
+local_id = "{name}@test"
+remote_id = "gw@test"
+psk = "{PSK}"
+ike_proposals = "{ike}"
+
+[[connection.child]]
+name = "net"
+local_ts = ["10.99.{n}.0/24"]
+remote_ts = ["10.0.0.0/8"]
+esp_proposals = "aes256gcm16"
+"#,
+            gp = gw.0,
+            gn = gw.1
+        )
+    };
+    format!(
+        "[daemon]\nlisten = [\"127.0.0.1\"]\nike_port = {}\nnat_port = {}\nshards = 1\ncontrol_socket = \"SOCKET\"\n{}{}{}",
+        port.0,
+        port.1,
+        conn("c1", "aes256gcm16-prfsha256-x25519", 1),
+        conn("c2", c2_ike, 2),
+        extra
+    )
+}
+
+fn established(sas: &[serde_json::Value], conn: &str) -> Option<(String, String)> {
+    sas.iter()
+        .find(|s| s["connection"] == conn && s["state"] == "ESTABLISHED" && s["children"].as_array().is_some_and(|c| c.len() == 1))
+        .map(|s| (s["spi_i"].as_str().unwrap().to_string(), s["spi_r"].as_str().unwrap().to_string()))
+}
+
+#[test]
+fn reload_keeps_unchanged_sas_and_shutdown_deletes_at_the_peer() {
+    let (gw_ports, my_ports) = (free_udp_port_pair().unwrap(), free_udp_port_pair().unwrap());
+    let metrics_port = free_udp_port_pair().unwrap().0;
+    let gw = Ironsa::start(&responder(gw_ports, metrics_port), None);
+    let mut me = Ironsa::start(&initiator(my_ports, gw_ports, "aes256gcm16-prfsha256-x25519", ""), None);
+    me.call(json!({"cmd": "initiate", "connection": "c1"}));
+    me.call(json!({"cmd": "initiate", "connection": "c2"}));
+    let sas = me.wait_sas(T, |s| established(s, "c1").is_some() && established(s, "c2").is_some());
+    let c1 = established(&sas, "c1").unwrap();
+    gw.wait_sas(T, |s| s.iter().filter(|s| s["state"] == "ESTABLISHED").count() == 2);
+
+    // Change c2, keep c1, and reload through the CLI (SIGHUP does the same).
+    let cfg = me.dir().join("ironsa.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replacen(
+        "ike_proposals = \"aes256gcm16-prfsha256-x25519\"\n\n[[connection.child]]\nname = \"net\"\nlocal_ts = [\"10.99.2.0/24\"]",
+        "ike_proposals = \"aes128-sha256-modp2048\"\n\n[[connection.child]]\nname = \"net\"\nlocal_ts = [\"10.99.2.0/24\"]",
+        1,
+    );
+    assert!(text.contains("aes128-sha256-modp2048"));
+    std::fs::write(&cfg, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ironsa"))
+        .args(["--socket", me.dir().join("ironsa.sock").to_str().unwrap(), "reload"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sas = me.wait_sas(T, |s| established(s, "c2").is_none());
+    assert_eq!(established(&sas, "c1"), Some(c1.clone()), "the unchanged connection's SA is untouched");
+    // The changed connection negotiates its new proposal.
+    me.call(json!({"cmd": "initiate", "connection": "c2"}));
+    let sas = me.wait_sas(T, |s| established(s, "c2").is_some());
+    let c2 = sas.iter().find(|s| s["connection"] == "c2").unwrap();
+    assert_eq!(c2["algorithms"], "aes128-sha256-prfsha256-modp2048");
+    assert_eq!(established(&sas, "c1"), Some(c1));
+
+    // Metrics count what happened on the gateway.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    let established_total: u64 = body
+        .lines()
+        .filter(|l| l.starts_with("ironsa_ike_established_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(established_total, 3, "{body}");
+    assert!(body.contains("ironsa_half_open_sas{shard=\"0\"}"));
+
+    // Graceful shutdown deletes the SAs at the gateway.
+    me.stop();
+    gw.wait_sas(T, |s| s.is_empty());
+}
+
+#[test]
+fn check_reports_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[daemon]\nlisten = [\"127.0.0.1\"]\n\n[[connection]]\nname = \"x\"\nlocal_id = \"a@test\"\nremote_id = \"b@test\"\npsk = \"secret\"\nike_proposals = \"aes256gcm16-prfsha256-x99999\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ironsa")).args(["check", "--config", bad.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:9: connection.x.ike_proposals:", bad.display())), "{err}");
+    assert!(err.contains("x99999"), "{err}");
+
+    let weak = dir.path().join("weak.toml");
+    std::fs::write(
+        &weak,
+        "[daemon]\nlisten = [\"127.0.0.1\"]\n\n[[connection]]\nname = \"x\"\nlocal_id = \"a@test\"\nremote_id = \"b@test\"\npsk = \"secret\"\nike_proposals = \"aes256gcm16-prfsha256-x25519\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ironsa")).args(["check", "--config", weak.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("weak.toml:8: connection.x.psk: pre-shared key is weak"), "{err}");
+
+    let missing = Command::new(env!("CARGO_BIN_EXE_ironsa")).args(["check", "--config", "/nonexistent.toml"]).output().unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.toml: cannot read"));
+}

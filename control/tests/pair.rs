@@ -555,3 +555,21 @@ mod certs {
         assert!(p.b_seen.up.is_empty());
     }
 }
+
+#[test]
+fn simultaneous_ike_rekey_resolves() {
+    let mut p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let a_spi = p.a_spi();
+    let b_spi = p.b.sas().next().unwrap().local_spi();
+    p.a.queue(p.now, a_spi, Task::RekeyIke);
+    p.b.queue(p.now, b_spi, Task::RekeyIke);
+    // Both answer TEMPORARY_FAILURE and retry after random delays.
+    p.run(Duration::from_secs(100));
+    assert_eq!(p.a.len(), 1, "one IKE SA left");
+    assert_eq!(p.b.len(), 1);
+    let (na, nb) = (p.a.sas().next().unwrap(), p.b.sas().next().unwrap());
+    assert_eq!(na.spis(), nb.spis());
+    assert_ne!(na.spis(), p.a_seen.up[0], "rekeyed");
+    assert_eq!(na.children().len(), 1);
+    assert_eq!(nb.children().len(), 1);
+}

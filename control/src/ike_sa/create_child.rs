@@ -529,7 +529,8 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                         // The peer rekeyed it (collision) or refused: retry later if still ours.
                         c.state = if collision.is_some() { ChildState::Rekeyed } else { ChildState::Installed };
                         if collision.is_none() {
-                            c.rekey_at = Some(now + std::time::Duration::from_secs(30));
+                            let wait = 2_000 + crypto::random::u32().unwrap_or(0) % 30_000;
+                            c.rekey_at = Some(now + std::time::Duration::from_millis(u64::from(wait)));
                         }
                     }
                 }
@@ -562,8 +563,11 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                     sa.tasks.push_front(Task::DeleteIke);
                 }
                 Err(why) => {
-                    warn!(connection = %sa.config.name, "IKE SA rekey failed: {why}");
-                    sa.rekey_at = Some(now + std::time::Duration::from_secs(30));
+                    // Retry after a random 2..32 s so that two peers whose rekeys
+                    // crossed (each answered TEMPORARY_FAILURE) do not collide again.
+                    let wait = 2_000 + crypto::random::u32().unwrap_or(0) % 30_000;
+                    warn!(connection = %sa.config.name, retry_ms = wait, "IKE SA rekey failed: {why}");
+                    sa.rekey_at = Some(now + std::time::Duration::from_millis(u64::from(wait)));
                 }
             }
         }

@@ -1,1 +1,10 @@
-//! ironsa's ESP data plane.
+//! ironsa's ESP data plane: packet buffers, ESP (RFC 4303) with replay
+//! protection, the SA and policy databases, burst workers and I/O backends.
+//!
+//! Packet code works in place on caller-owned buffers through
+//! [`buf::PacketBuffer`], in bursts, without per-packet allocation, so the same
+//! code runs on DPDK mbufs.
+
+pub mod buf;
+pub mod esp;
+pub mod ip;

@@ -7,4 +7,9 @@
 
 pub mod buf;
 pub mod esp;
+pub mod fuzzing;
 pub mod ip;
+pub mod sad;
+pub mod spd;
+pub mod stats;
+pub mod worker;

@@ -8,6 +8,7 @@
 pub mod buf;
 pub mod esp;
 pub mod fuzzing;
+pub mod io;
 pub mod ip;
 pub mod sad;
 pub mod spd;

@@ -198,6 +198,22 @@ impl LifetimeState {
         }
     }
 
+    /// Packets and bytes that may still pass before the hard limit.
+    fn budget(&self, counters: &Counters) -> (u64, u64) {
+        let (p, b) = counters.totals();
+        let left = |limit: u64, v: u64| {
+            if limit == 0 {
+                u64::MAX
+            } else {
+                limit.saturating_sub(v)
+            }
+        };
+        (
+            left(self.limits.hard_packets, p),
+            left(self.limits.hard_bytes, b),
+        )
+    }
+
     fn is_hard_expired(&self) -> bool {
         self.hard_fired.load(Ordering::Relaxed)
     }
@@ -254,11 +270,15 @@ impl InboundSa {
         self.life.is_hard_expired()
     }
 
-    /// Counts an accepted packet and raises lifetime events.
-    pub fn account(&self, bytes: usize, events: &Sender<SaEvent>) {
-        self.counters.count(bytes);
-        let (packets, bytes) = self.counters.totals();
-        self.life.after_count(self.id, packets, bytes, events);
+    /// Counts accepted packets and raises lifetime events.
+    pub fn account(&self, packets: u64, bytes: u64, events: &Sender<SaEvent>) {
+        let (p, b) = self.counters.add(packets, bytes);
+        self.life.after_count(self.id, p, b, events);
+    }
+
+    /// Packets and bytes that may still pass before the hard lifetime.
+    pub fn hard_budget(&self) -> (u64, u64) {
+        self.life.budget(&self.counters)
     }
 }
 
@@ -293,23 +313,10 @@ pub struct OutboundSa {
 }
 
 impl OutboundSa {
-    /// Allocates the next sequence number, or reports exhaustion (once as an event).
+    /// Allocates the next sequence number, or reports exhaustion.
     #[inline]
     pub fn next_seq(&self, events: &Sender<SaEvent>) -> Result<u64, EspError> {
-        let limit = if self.esn {
-            u64::MAX
-        } else {
-            u64::from(u32::MAX)
-        };
-        // Single writer per SA (its worker); fetch_add keeps numbers unique even if not.
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        if seq == 0 || seq > limit {
-            if seq == limit.wrapping_add(1) {
-                let _ = events.send(SaEvent::SeqExhausted { sa: self.id });
-            }
-            return Err(EspError::SeqExhausted);
-        }
-        Ok(seq)
+        self.reserve_seqs(1, events).map(|(s, _)| s)
     }
 
     /// Sets the next sequence number (tests and state import).
@@ -322,11 +329,44 @@ impl OutboundSa {
         self.life.is_hard_expired()
     }
 
-    /// Counts a sent packet and raises lifetime events.
-    pub fn account(&self, bytes: usize, events: &Sender<SaEvent>) {
-        self.counters.count(bytes);
-        let (packets, bytes) = self.counters.totals();
-        self.life.after_count(self.id, packets, bytes, events);
+    /// Counts sent packets and raises lifetime events.
+    pub fn account(&self, packets: u64, bytes: u64, events: &Sender<SaEvent>) {
+        let (p, b) = self.counters.add(packets, bytes);
+        self.life.after_count(self.id, p, b, events);
+    }
+
+    /// Packets and bytes that may still pass before the hard lifetime.
+    pub fn hard_budget(&self) -> (u64, u64) {
+        self.life.budget(&self.counters)
+    }
+
+    /// Reserves up to `n` consecutive sequence numbers; returns the first and
+    /// how many were granted (fewer than `n` when the space runs out, which
+    /// also raises [`SaEvent::SeqExhausted`] once).
+    #[inline]
+    pub fn reserve_seqs(&self, n: u64, events: &Sender<SaEvent>) -> Result<(u64, u64), EspError> {
+        // With ESN the last number is kept as a sentinel (2^64 - 1 is never reached anyway).
+        let limit = if self.esn {
+            u64::MAX - 1
+        } else {
+            u64::from(u32::MAX)
+        };
+        if n == 0 {
+            return Ok((0, 0));
+        }
+        // Single writer per SA (its worker); fetch_add keeps numbers unique even if not.
+        let start = self.next_seq.fetch_add(n, Ordering::Relaxed);
+        if start == 0 || start > limit {
+            return Err(EspError::SeqExhausted);
+        }
+        let last = start.saturating_add(n - 1);
+        if last >= limit {
+            // This reservation reached the end of the space: report it once.
+            let _ = events.send(SaEvent::SeqExhausted { sa: self.id });
+            self.next_seq.store(limit + 1, Ordering::Relaxed);
+            return Ok((start, limit - start + 1));
+        }
+        Ok((start, n))
     }
 }
 

@@ -130,6 +130,14 @@ impl Counters {
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
+    /// Counts `packets` successful packets totalling `bytes`; returns the new totals.
+    #[inline]
+    pub fn add(&self, packets: u64, bytes: u64) -> (u64, u64) {
+        let p = self.packets.fetch_add(packets, Ordering::Relaxed) + packets;
+        let b = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        (p, b)
+    }
+
     /// Counts one drop.
     #[inline]
     pub fn drop_one(&self, r: DropReason) {

@@ -142,7 +142,10 @@ impl Worker {
     }
 
     /// Processes a burst of received packets. `meta[i]` describes `pkts[i]`;
-    /// `verdicts` must be at least as long as `pkts`.
+    /// one verdict is written per packet (up to the shortest of the three slices).
+    ///
+    /// Consecutive packets of the same SA form a run: one SA lookup, one
+    /// replay-window lock and one counter update per run.
     pub fn inbound_burst<B: PacketBuffer>(
         &mut self,
         kind: InboundKind,
@@ -150,9 +153,23 @@ impl Worker {
         meta: &[PacketMeta],
         verdicts: &mut [Verdict],
     ) {
-        let mut cache: Option<Arc<InboundSa>> = None;
-        for ((pkt, m), v) in pkts.iter_mut().zip(meta).zip(verdicts.iter_mut()) {
-            *v = self.inbound_one(kind, pkt, m, &mut cache);
+        let n = pkts.len().min(meta.len()).min(verdicts.len());
+        let mut i = 0;
+        while i < n {
+            let spi = match self.classify(kind, &mut pkts[i]) {
+                Ok(spi) => spi,
+                Err(v) => {
+                    verdicts[i] = v;
+                    i += 1;
+                    continue;
+                }
+            };
+            let Some(sa) = self.sad.inbound(spi, meta[i].dst) else {
+                verdicts[i] = self.drop_in(None, DropReason::NoSa);
+                i += 1;
+                continue;
+            };
+            i += self.inbound_run(kind, &sa, &mut pkts[i..n], &meta[i..n], &mut verdicts[i..n]);
         }
     }
 
@@ -163,70 +180,101 @@ impl Worker {
         pkt: &mut B,
         meta: &PacketMeta,
     ) -> Verdict {
-        self.inbound_one(kind, pkt, meta, &mut None)
+        let mut v = [Verdict::Keepalive];
+        self.inbound_burst(
+            kind,
+            std::slice::from_mut(pkt),
+            std::slice::from_ref(meta),
+            &mut v,
+        );
+        v[0]
     }
 
-    fn inbound_one<B: PacketBuffer>(
-        &mut self,
-        kind: InboundKind,
-        pkt: &mut B,
-        meta: &PacketMeta,
-        cache: &mut Option<Arc<InboundSa>>,
-    ) -> Verdict {
+    /// Sorts out keepalives, IKE and runts; returns the SPI of an ESP packet.
+    fn classify<B: PacketBuffer>(&self, kind: InboundKind, pkt: &mut B) -> Result<u32, Verdict> {
         if kind == InboundKind::Udp {
             let d = pkt.data();
             if d == [NAT_KEEPALIVE] {
-                return Verdict::Keepalive;
+                return Err(Verdict::Keepalive);
             }
             if d.len() >= NON_ESP_MARKER_LEN && d[..NON_ESP_MARKER_LEN] == [0, 0, 0, 0] {
                 return match pkt.trim_front(NON_ESP_MARKER_LEN) {
-                    Ok(()) => Verdict::Ike,
-                    Err(_) => self.drop_in(None, DropReason::Malformed),
+                    Ok(()) => Err(Verdict::Ike),
+                    Err(_) => Err(self.drop_in(None, DropReason::Malformed)),
                 };
             }
         }
-        let spi = match parse_header(pkt.data()) {
-            Ok((spi, _)) => spi,
-            Err(_) => return self.drop_in(None, DropReason::Malformed),
-        };
-        let sa = match cache {
-            Some(sa) if sa.spi == spi && meta.dst.is_none_or(|d| d == sa.local) => sa.clone(),
-            _ => match self.sad.inbound(spi, meta.dst) {
-                Some(sa) => {
-                    *cache = Some(sa.clone());
-                    sa
+        match parse_header(pkt.data()) {
+            Ok((spi, _)) => Ok(spi),
+            Err(_) => Err(self.drop_in(None, DropReason::Malformed)),
+        }
+    }
+
+    /// Decapsulates the run of packets at the start of `pkts` that belong to
+    /// `sa`; returns its length (at least 1).
+    fn inbound_run<B: PacketBuffer>(
+        &mut self,
+        kind: InboundKind,
+        sa: &InboundSa,
+        pkts: &mut [B],
+        meta: &[PacketMeta],
+        verdicts: &mut [Verdict],
+    ) -> usize {
+        let (budget_p, budget_b) = sa.hard_budget();
+        let expired = sa.is_expired();
+        let check_policy =
+            sa.mode == Mode::Tunnel && !(sa.local_ts.is_empty() && sa.remote_ts.is_empty());
+        let (mut ok_p, mut ok_b) = (0u64, 0u64);
+        let mut window = sa.replay.lock().unwrap_or_else(|e| e.into_inner());
+        let mut k = 0;
+        while k < pkts.len() {
+            if k > 0 {
+                // Same SA? (A non-ESP packet ends the run; the caller classifies it.)
+                let d = pkts[k].data();
+                let same = !(kind == InboundKind::Udp
+                    && (d == [NAT_KEEPALIVE]
+                        || (d.len() >= NON_ESP_MARKER_LEN && d[..NON_ESP_MARKER_LEN] == [0; 4])))
+                    && parse_header(d).is_ok_and(|(spi, _)| spi == sa.spi)
+                    && meta[k].dst.is_none_or(|d| d == sa.local);
+                if !same {
+                    break;
                 }
-                None => return self.drop_in(None, DropReason::NoSa),
-            },
-        };
-        if sa.is_expired() {
-            return self.drop_in(Some(&sa), DropReason::Expired);
-        }
-        let params = DecapParams {
-            cipher: &sa.cipher,
-            esn: sa.esn,
-            mode: sa.mode,
-            outer_src: meta.src,
-            outer_dst: meta.dst.unwrap_or(sa.local),
-            udp_encapsulated: kind == InboundKind::Udp,
-        };
-        let result = {
-            let mut window = sa.replay.lock().unwrap_or_else(|e| e.into_inner());
-            decap(pkt, &params, &mut window)
-        };
-        if let Err(e) = result {
-            return self.drop_in(Some(&sa), e.into());
-        }
-        if sa.mode == Mode::Tunnel && !(sa.local_ts.is_empty() && sa.remote_ts.is_empty()) {
-            match ip::flow_key(pkt.data()) {
-                Some(flow) if sa.allows(&flow) => {}
-                _ => return self.drop_in(Some(&sa), DropReason::PolicyMismatch),
             }
+            let pkt = &mut pkts[k];
+            verdicts[k] = if expired || ok_p >= budget_p || ok_b >= budget_b {
+                self.drop_in(Some(sa), DropReason::Expired)
+            } else {
+                let params = DecapParams {
+                    cipher: &sa.cipher,
+                    esn: sa.esn,
+                    mode: sa.mode,
+                    outer_src: meta[k].src,
+                    outer_dst: meta[k].dst.unwrap_or(sa.local),
+                    udp_encapsulated: kind == InboundKind::Udp,
+                };
+                match decap(pkt, &params, &mut window) {
+                    Err(e) => self.drop_in(Some(sa), e.into()),
+                    Ok(_)
+                        if check_policy
+                            && !ip::flow_key(pkt.data()).is_some_and(|f| sa.allows(&f)) =>
+                    {
+                        self.drop_in(Some(sa), DropReason::PolicyMismatch)
+                    }
+                    Ok(_) => {
+                        ok_p += 1;
+                        ok_b += pkt.len() as u64;
+                        Verdict::ToTunnel
+                    }
+                }
+            };
+            k += 1;
         }
-        let len = pkt.len();
-        sa.account(len, self.sad.events());
-        self.counters.inbound.count(len);
-        Verdict::ToTunnel
+        drop(window);
+        if ok_p > 0 {
+            sa.account(ok_p, ok_b, self.sad.events());
+            self.counters.inbound.add(ok_p, ok_b);
+        }
+        k
     }
 
     fn drop_in(&self, sa: Option<&InboundSa>, r: DropReason) -> Verdict {
@@ -246,81 +294,128 @@ impl Worker {
     }
 
     /// Processes a burst of inner IP packets read from the tunnel device.
+    ///
+    /// Consecutive packets of the same flow form a run: one policy lookup,
+    /// one SA lookup, one sequence-number reservation and one counter update
+    /// per run.
     pub fn outbound_burst<B: PacketBuffer>(&mut self, pkts: &mut [B], verdicts: &mut [Verdict]) {
-        let mut cache: Option<(FlowKey, Arc<OutboundSa>)> = None;
-        for (pkt, v) in pkts.iter_mut().zip(verdicts.iter_mut()) {
-            *v = self.outbound_one(pkt, &mut cache);
+        let n = pkts.len().min(verdicts.len());
+        let mut i = 0;
+        let mut next_flow = None;
+        while i < n {
+            let flow = match next_flow.take() {
+                Some(f) => Some(f),
+                None => ip::flow_key(pkts[i].data()),
+            };
+            let Some(flow) = flow else {
+                verdicts[i] = self.drop_out(None, DropReason::Malformed);
+                i += 1;
+                continue;
+            };
+            let mut j = i + 1;
+            while j < n {
+                match ip::flow_key(pkts[j].data()) {
+                    Some(f) if f == flow => j += 1,
+                    other => {
+                        next_flow = other;
+                        break;
+                    }
+                }
+            }
+            self.outbound_run(&flow, &mut pkts[i..j], &mut verdicts[i..j]);
+            i = j;
         }
     }
 
     /// Processes one inner IP packet (see [`Worker::outbound_burst`]).
     pub fn outbound_packet<B: PacketBuffer>(&mut self, pkt: &mut B) -> Verdict {
-        self.outbound_one(pkt, &mut None)
+        let mut v = [Verdict::Keepalive];
+        self.outbound_burst(std::slice::from_mut(pkt), &mut v);
+        v[0]
     }
 
-    fn outbound_one<B: PacketBuffer>(
+    /// Encapsulates a run of packets of one flow.
+    fn outbound_run<B: PacketBuffer>(
         &mut self,
-        pkt: &mut B,
-        cache: &mut Option<(FlowKey, Arc<OutboundSa>)>,
-    ) -> Verdict {
-        let Some(flow) = ip::flow_key(pkt.data()) else {
-            return self.drop_out(None, DropReason::Malformed);
-        };
-        let sa = match cache {
-            // Same flow as the previous packet of the burst: same policy decision.
-            Some((f, sa)) if *f == flow => sa.clone(),
-            _ => {
-                let Some(m) = self.spd.lookup(&flow) else {
-                    return self.drop_out(None, DropReason::NoPolicy);
-                };
-                let id = match m.action {
-                    PolicyAction::Protect(id) => id,
-                    PolicyAction::Bypass => return Verdict::Bypass,
-                    PolicyAction::Discard => {
-                        return self.drop_out(None, DropReason::PolicyDiscard);
+        flow: &FlowKey,
+        pkts: &mut [B],
+        verdicts: &mut [Verdict],
+    ) {
+        let decided = match self.spd.lookup(flow) {
+            None => Err(self.drop_out(None, DropReason::NoPolicy)),
+            Some(m) => match m.action {
+                PolicyAction::Bypass => Err(Verdict::Bypass),
+                PolicyAction::Discard => Err(self.drop_out(None, DropReason::PolicyDiscard)),
+                PolicyAction::Protect(id) => match self.sad.outbound(id) {
+                    None => Err(self.drop_out(None, DropReason::NoSa)),
+                    Some(sa) if self.enforce_pinning && sa.worker != self.id => {
+                        Err(Verdict::Redirect(sa.worker))
                     }
-                };
-                let Some(sa) = self.sad.outbound(id) else {
-                    return self.drop_out(None, DropReason::NoSa);
-                };
-                *cache = Some((flow, sa.clone()));
-                sa
+                    Some(sa) => Ok(sa),
+                },
+            },
+        };
+        let sa = match decided {
+            Ok(sa) => sa,
+            Err(v) => {
+                verdicts.fill(v);
+                // Drops were counted once above; count the rest of the run too.
+                if let Verdict::Drop(r) = v {
+                    for _ in 1..verdicts.len() {
+                        self.counters.outbound.drop_one(r);
+                    }
+                }
+                return;
             }
         };
-        if self.enforce_pinning && sa.worker != self.id {
-            return Verdict::Redirect(sa.worker);
-        }
-        if sa.is_expired() {
-            return self.drop_out(Some(&sa), DropReason::Expired);
-        }
-        let inner_len = pkt.len();
-        let seq = match sa.next_seq(self.sad.events()) {
-            Ok(s) => s,
-            Err(e) => return self.drop_out(Some(&sa), e.into()),
+        let (budget_p, budget_b) = sa.hard_budget();
+        let expired = sa.is_expired();
+        let (mut seq, granted) = match sa.reserve_seqs(pkts.len() as u64, self.sad.events()) {
+            Ok(r) => r,
+            Err(_) => (0, 0),
         };
-        let params = EncapParams {
-            cipher: &sa.cipher,
-            spi: sa.spi,
-            seq,
-            esn: sa.esn,
-            mode: sa.mode,
-            max_esp_len: sa.max_esp_len,
-        };
-        if let Err(e) = encap(pkt, &params, &mut self.ivs) {
-            return self.drop_out(Some(&sa), e.into());
-        }
-        if self.build_outer {
-            let ports = sa.udp_encap.map(|u| (u.local_port, u.remote_port));
-            if ip::prepend_outer(pkt, sa.local, sa.remote, ports).is_err() {
-                return self.drop_out(Some(&sa), EspError::Oversize("outer headers").into());
+        let (mut ok_p, mut ok_b) = (0u64, 0u64);
+        for (k, (pkt, v)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
+            if expired || ok_p >= budget_p || ok_b >= budget_b {
+                *v = self.drop_out(Some(&sa), DropReason::Expired);
+                continue;
             }
+            if k as u64 >= granted {
+                *v = self.drop_out(Some(&sa), DropReason::SeqExhausted);
+                continue;
+            }
+            let inner_len = pkt.len() as u64;
+            let params = EncapParams {
+                cipher: &sa.cipher,
+                spi: sa.spi,
+                seq,
+                esn: sa.esn,
+                mode: sa.mode,
+                max_esp_len: sa.max_esp_len,
+            };
+            seq += 1;
+            if let Err(e) = encap(pkt, &params, &mut self.ivs) {
+                *v = self.drop_out(Some(&sa), e.into());
+                continue;
+            }
+            if self.build_outer {
+                let ports = sa.udp_encap.map(|u| (u.local_port, u.remote_port));
+                if ip::prepend_outer(pkt, sa.local, sa.remote, ports).is_err() {
+                    *v = self.drop_out(Some(&sa), EspError::Oversize("outer headers").into());
+                    continue;
+                }
+            }
+            ok_p += 1;
+            ok_b += inner_len;
+            *v = Verdict::ToPeer {
+                src: sa.local,
+                dst: sa.remote,
+                udp: sa.udp_encap,
+            };
         }
-        sa.account(inner_len, self.sad.events());
-        self.counters.outbound.count(inner_len);
-        Verdict::ToPeer {
-            src: sa.local,
-            dst: sa.remote,
-            udp: sa.udp_encap,
+        if ok_p > 0 {
+            sa.account(ok_p, ok_b, self.sad.events());
+            self.counters.outbound.add(ok_p, ok_b);
         }
     }
 }

@@ -562,3 +562,45 @@ fn burst_api_matches_single_packets() {
     assert!(v.iter().all(|v| *v == Verdict::ToTunnel));
     assert!(bufs.iter().all(|b| b.data() == &inner[..]));
 }
+
+#[test]
+fn hard_lifetime_is_exact_within_a_burst() {
+    let mut p = pair(
+        |p| {
+            p.lifetime = Lifetime {
+                hard_packets: 5,
+                ..Lifetime::default()
+            }
+        },
+        false,
+    );
+    let inner = udp_packet("10.1.0.1".parse().unwrap(), "10.2.0.1".parse().unwrap(), 10);
+    let mut bufs: Vec<PacketBuf> = (0..8)
+        .map(|_| PacketBuf::from_slice(&inner).unwrap())
+        .collect();
+    let mut v = vec![Verdict::Keepalive; 8];
+    p.a.outbound_burst(&mut bufs, &mut v);
+    let sent = v
+        .iter()
+        .filter(|v| matches!(v, Verdict::ToPeer { .. }))
+        .count();
+    assert_eq!(sent, 5);
+    assert!(
+        v[5..]
+            .iter()
+            .all(|v| *v == Verdict::Drop(DropReason::Expired))
+    );
+    assert_eq!(p.ev_a.try_recv(), Ok(SaEvent::HardExpired { sa: p.out_id }));
+    // The receiver, also limited to 5, takes the 5 sent packets in one burst.
+    let meta = vec![
+        PacketMeta {
+            src: p.a_addr,
+            dst: Some(p.b_addr),
+            src_port: 0
+        };
+        5
+    ];
+    p.b.inbound_burst(InboundKind::RawEsp, &mut bufs[..5], &meta, &mut v[..5]);
+    assert!(v[..5].iter().all(|v| *v == Verdict::ToTunnel));
+    assert_eq!(p.ev_b.try_recv(), Ok(SaEvent::HardExpired { sa: p.in_id }));
+}

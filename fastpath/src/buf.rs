@@ -78,7 +78,7 @@ pub struct PacketBuf {
     storage: Box<[u8]>,
     head: usize,
     tail: usize,
-    headroom: usize,
+    base_headroom: usize,
 }
 
 impl PacketBuf {
@@ -91,7 +91,7 @@ impl PacketBuf {
             storage: vec![0u8; capacity].into_boxed_slice(),
             head: headroom,
             tail: headroom,
-            headroom,
+            base_headroom: headroom,
         }
     }
 
@@ -112,8 +112,8 @@ impl PacketBuf {
 
     /// Empties the packet and restores the configured headroom.
     pub fn reset(&mut self) {
-        self.head = self.headroom;
-        self.tail = self.headroom;
+        self.head = self.base_headroom;
+        self.tail = self.base_headroom;
     }
 
     /// Replaces the packet by a copy of `bytes` placed after the configured headroom.
@@ -132,7 +132,7 @@ impl PacketBuf {
 
     /// The storage from the configured headroom to the end, for receiving into.
     pub fn receive_area(&mut self) -> &mut [u8] {
-        &mut self.storage[self.headroom..]
+        &mut self.storage[self.base_headroom..]
     }
 }
 

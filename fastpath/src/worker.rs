@@ -370,10 +370,10 @@ impl Worker {
         };
         let (budget_p, budget_b) = sa.hard_budget();
         let expired = sa.is_expired();
-        let (mut seq, granted) = match sa.reserve_seqs(pkts.len() as u64, self.sad.events()) {
-            Ok(r) => r,
-            Err(_) => (0, 0),
-        };
+        // On exhaustion nothing is granted and every packet is dropped below.
+        let (mut seq, granted) = sa
+            .reserve_seqs(pkts.len() as u64, self.sad.events())
+            .unwrap_or_default();
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
         for (k, (pkt, v)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
             if expired || ok_p >= budget_p || ok_b >= budget_b {

@@ -303,7 +303,12 @@ fn main() {
     };
     let secs = Duration::from_secs_f64(arg_val("--secs").unwrap_or(0.5));
     let scale_sas = arg_val("--scale-sas").unwrap_or(100_000.0) as u32;
-    let sizes = [Size::Fixed(64), Size::Fixed(512), Size::Fixed(1420), Size::Imix];
+    let sizes = [
+        Size::Fixed(64),
+        Size::Fixed(512),
+        Size::Fixed(1420),
+        Size::Imix,
+    ];
 
     let mut single = setup(1);
     let mut rows = Vec::new();
@@ -373,7 +378,13 @@ fn main() {
     println!("ESP AES-128-GCM-16 tunnel mode, IPv4, burst {BURST}, one core, {secs:?} per case");
     println!(
         "{:>6} | {:>21} | {:>21} | {:>21} | {:>21} | {:>6} | {:>6}",
-        "size", "encap Mpps  Gbit/s", "decap Mpps  Gbit/s", "bare seal Mpps Gbit/s", "bare open Mpps Gbit/s", "enc/s", "dec/o"
+        "size",
+        "encap Mpps  Gbit/s",
+        "decap Mpps  Gbit/s",
+        "bare seal Mpps Gbit/s",
+        "bare open Mpps Gbit/s",
+        "enc/s",
+        "dec/o"
     );
     for r in &rows {
         println!(
@@ -392,7 +403,9 @@ fn main() {
         );
     }
     if !scale_rows.is_empty() {
-        println!("\nwith {scale_sas} SAs and policies, random tunnel per packet (ratio vs single SA):");
+        println!(
+            "\nwith {scale_sas} SAs and policies, random tunnel per packet (ratio vs single SA):"
+        );
         for ((s, e, d), r) in scale_rows.iter().zip(&rows) {
             println!(
                 "{:>6} | encap {:>7.3} Mpps {:>6.2} Gbit/s ({:.3}) | decap {:>7.3} Mpps {:>6.2} Gbit/s ({:.3})",

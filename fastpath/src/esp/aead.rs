@@ -178,12 +178,15 @@ enum Engine {
         key: aead::LessSafeKey,
         salt: [u8; 4],
     },
-    Cbc {
-        enc: cipher::EncryptingKey,
-        dec: cipher::DecryptingKey,
-        mac: hmac::Key,
-        icv_len: usize,
-    },
+    /// Boxed: much larger than the AEAD state, and off the hot path.
+    Cbc(Box<CbcEngine>),
+}
+
+struct CbcEngine {
+    enc: cipher::EncryptingKey,
+    dec: cipher::DecryptingKey,
+    mac: hmac::Key,
+    icv_len: usize,
 }
 
 /// A keyed ESP cipher for one SA.
@@ -257,12 +260,12 @@ impl EspCipher {
                 IntegAlg::HmacSha512_256 => hmac::HMAC_SHA512,
                 _ => hmac::HMAC_SHA256,
             };
-            Engine::Cbc {
+            Engine::Cbc(Box::new(CbcEngine {
                 enc,
                 dec,
                 mac: hmac::Key::new(hash, &keys.integ_key),
                 icv_len: keys.integ.icv_len(),
-            }
+            }))
         };
         Ok(Self {
             engine,
@@ -285,7 +288,7 @@ impl EspCipher {
     pub fn iv_len(&self) -> usize {
         match self.engine {
             Engine::Aead { .. } => 8,
-            Engine::Cbc { .. } => 16,
+            Engine::Cbc(_) => 16,
         }
     }
 
@@ -293,7 +296,7 @@ impl EspCipher {
     pub fn icv_len(&self) -> usize {
         match self.engine {
             Engine::Aead { .. } => 16,
-            Engine::Cbc { icv_len, .. } => icv_len,
+            Engine::Cbc(ref c) => c.icv_len,
         }
     }
 
@@ -301,7 +304,7 @@ impl EspCipher {
     pub fn block_len(&self) -> usize {
         match self.engine {
             Engine::Aead { .. } => 4,
-            Engine::Cbc { .. } => 16,
+            Engine::Cbc(_) => 16,
         }
     }
 
@@ -339,7 +342,8 @@ impl EspCipher {
                     .map_err(|_| EspError::Oversize("AEAD input too long"))?;
                 icv.copy_from_slice(tag.as_ref());
             }
-            Engine::Cbc { enc, mac, .. } => {
+            Engine::Cbc(c) => {
+                let (enc, mac) = (&c.enc, &c.mac);
                 let iv = ivs.next_iv()?;
                 esp[ESP_HEADER_LEN..ESP_HEADER_LEN + 16].copy_from_slice(&iv);
                 let ct = &mut esp[ESP_HEADER_LEN + 16..body_end];
@@ -379,7 +383,8 @@ impl EspCipher {
                 )
                 .map_err(|_| EspError::IcvFailure)?;
             }
-            Engine::Cbc { dec, mac, .. } => {
+            Engine::Cbc(c) => {
+                let (dec, mac) = (&c.dec, &c.mac);
                 let tag = hmac_tag(mac, &esp[..body_end], seq, esn);
                 constant_time::verify_slices_are_equal(&tag.as_ref()[..icv_len], &esp[body_end..])
                     .map_err(|_| EspError::IcvFailure)?;

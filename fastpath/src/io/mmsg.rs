@@ -117,8 +117,8 @@ pub fn recv_batch(
     if n == 0 {
         return Ok(0);
     }
-    for i in 0..n {
-        let area = bufs[i].receive_area();
+    for (i, buf) in bufs.iter_mut().take(n).enumerate() {
+        let area = buf.receive_area();
         scratch.iovs[i] = libc::iovec {
             iov_base: area.as_mut_ptr().cast(),
             iov_len: area.len(),

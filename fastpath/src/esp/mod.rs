@@ -3,6 +3,8 @@
 pub mod aead;
 pub mod decap;
 pub mod encap;
+#[cfg(feature = "rustcrypto")]
+pub mod oracle;
 pub mod replay;
 
 use crate::buf::BufError;

@@ -501,6 +501,23 @@ impl Sad {
         Ok(id)
     }
 
+    /// Outbound rekey: installs `new`, repoints the policies of `old` to it in
+    /// `spd`, then removes `old` (packets already holding `old` finish with it).
+    pub fn replace_outbound(
+        &self,
+        old: SaId,
+        new: &SaParams,
+        spd: &crate::spd::Spd,
+    ) -> Result<SaId, SadError> {
+        if self.outbound(old).is_none() {
+            return Err(SadError::NotFound(old));
+        }
+        let id = self.install_outbound(new)?;
+        spd.replace_sa(old, id);
+        self.remove(old)?;
+        Ok(id)
+    }
+
     /// Looks up the inbound SA of `spi`; with `dst`, it must be the SA's local address.
     #[inline]
     pub fn inbound(&self, spi: u32, dst: Option<IpAddr>) -> Option<Arc<InboundSa>> {

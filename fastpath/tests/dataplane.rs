@@ -360,9 +360,9 @@ fn rekey_without_loss() {
     in2.local = p.b_addr;
     in2.remote = p.a_addr;
     let new_in = p.sad_b.install_inbound(&in2).unwrap();
-    let new_out = p.sad_a.install_outbound(&out2).unwrap();
-    assert_eq!(p.spd_a.replace_sa(p.out_id, new_out), 1);
-    p.sad_a.remove(p.out_id).unwrap();
+    let new_out = p.sad_a.replace_outbound(p.out_id, &out2, &p.spd_a).unwrap();
+    assert!(p.sad_a.outbound(p.out_id).is_none());
+    assert_eq!(p.spd_a.replace_sa(p.out_id, new_out), 0);
     let after: Vec<Vec<u8>> = (0..10).map(|_| p.send(&inner).unwrap()).collect();
     assert!(after.iter().all(|e| e[..4] == 0xc0de_0002u32.to_be_bytes()));
     // Interleave old in-flight and new packets: nothing is lost.

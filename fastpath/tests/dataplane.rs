@@ -604,3 +604,52 @@ fn hard_lifetime_is_exact_within_a_burst() {
     assert!(v[..5].iter().all(|v| *v == Verdict::ToTunnel));
     assert_eq!(p.ev_b.try_recv(), Ok(SaEvent::HardExpired { sa: p.in_id }));
 }
+
+#[test]
+fn worker_builds_outer_headers_for_raw_ports() {
+    for (v6, natt) in [(false, false), (false, true), (true, false), (true, true)] {
+        let mut p = pair(
+            |p| {
+                p.udp_encap = natt.then_some(UdpEncap {
+                    local_port: 4500,
+                    remote_port: 4501,
+                })
+            },
+            v6,
+        );
+        let mut a = Worker::new(0, p.sad_a.clone(), p.spd_a.clone()).with_outer_headers(true);
+        let inner = udp_packet(
+            if v6 { "fd00::1" } else { "10.1.0.1" }.parse().unwrap(),
+            if v6 { "fd00::2" } else { "10.2.0.1" }.parse().unwrap(),
+            50,
+        );
+        let mut b = PacketBuf::from_slice(&inner).unwrap();
+        assert!(matches!(a.outbound_packet(&mut b), Verdict::ToPeer { .. }));
+        let outer = ip::flow_key(b.data()).unwrap();
+        assert_eq!((outer.src, outer.dst), (p.a_addr, p.b_addr));
+        let ip_len = if v6 { 40 } else { 20 };
+        if natt {
+            assert_eq!(
+                (outer.proto, outer.src_port, outer.dst_port),
+                (17, 4500, 4501)
+            );
+            let l4 = &b.data()[ip_len..];
+            if v6 {
+                assert_eq!(ip::l4_checksum(p.a_addr, p.b_addr, 17, l4), 0);
+            }
+        } else {
+            assert_eq!(outer.proto, 50);
+        }
+        if !v6 {
+            assert_eq!(ip::checksum(&b.data()[..20]), 0);
+        }
+        let skip = ip_len + if natt { 8 } else { 0 };
+        let kind = if natt {
+            InboundKind::Udp
+        } else {
+            InboundKind::RawEsp
+        };
+        let esp = b.data()[skip..].to_vec();
+        assert_eq!(p.recv(&esp, kind).unwrap(), inner);
+    }
+}

@@ -44,10 +44,14 @@ impl Size {
             Size::Imix => "imix".into(),
         }
     }
+    /// JSON fields: numeric `size` (IMIX: its mean packet size) and a `label`.
     fn json(self) -> String {
         match self {
-            Size::Fixed(s) => s.to_string(),
-            Size::Imix => "\"imix\"".into(),
+            Size::Fixed(s) => format!("{s},\"label\":\"{s}\""),
+            Size::Imix => format!(
+                "{},\"label\":\"imix\"",
+                IMIX.iter().sum::<usize>() / IMIX.len()
+            ),
         }
     }
 }

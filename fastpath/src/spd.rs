@@ -377,7 +377,8 @@ impl Spd {
     /// policy matching `flow`.
     pub fn lookup(&self, flow: &FlowKey) -> Option<PolicyMatch> {
         let (v6, dst) = addr_bits(flow.dst);
-        let mut best: Option<(u32, Arc<Entry>)> = None;
+        // (priority, match); no reference counting on the lookup path.
+        let mut best: Option<(u32, PolicyMatch)> = None;
         let words: &[usize] = if v6 { &[3, 2, 1] } else { &[0] };
         for &wi in words {
             let mut mask = self.len_mask[wi].load(Ordering::Acquire);
@@ -397,15 +398,16 @@ impl Spd {
                     if e.remote.matches(flow.dst, flow.proto, flow.dst_port)
                         && e.local.matches(flow.src, flow.proto, flow.src_port)
                     {
-                        best = Some((e.priority, e.clone()));
+                        let m = PolicyMatch {
+                            id: PolicyId(e.id),
+                            action: e.action(),
+                        };
+                        best = Some((e.priority, m));
                     }
                 }
             }
         }
-        best.map(|(_, e)| PolicyMatch {
-            id: PolicyId(e.id),
-            action: e.action(),
-        })
+        best.map(|(_, m)| m)
     }
 }
 

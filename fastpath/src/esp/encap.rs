@@ -1,0 +1,116 @@
+//! Outbound ESP: turns an IP packet into an ESP packet in place.
+//!
+//! The result starts at the SPI; outer IP/UDP headers are added by the I/O
+//! layer (the kernel for sockets, [`crate::ip::prepend_outer`] for raw ports).
+
+use super::aead::{EspCipher, IvSource};
+use super::{ESP_HEADER_LEN, EspError, Mode, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6};
+use crate::buf::PacketBuffer;
+
+/// Outbound parameters of one packet's SA.
+#[derive(Debug, Clone, Copy)]
+pub struct EncapParams<'a> {
+    /// The SA's keyed cipher.
+    pub cipher: &'a EspCipher,
+    /// SPI chosen by the peer.
+    pub spi: u32,
+    /// Full 64-bit sequence number of this packet (already allocated).
+    pub seq: u64,
+    /// Extended sequence numbers negotiated.
+    pub esn: bool,
+    /// Tunnel or transport mode.
+    pub mode: Mode,
+    /// Largest ESP packet (SPI to ICV) that fits the path MTU.
+    pub max_esp_len: usize,
+}
+
+/// What [`encap`] produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncapInfo {
+    /// ESP next header written in the trailer.
+    pub next_header: u8,
+    /// Length of the ESP packet.
+    pub esp_len: usize,
+}
+
+/// ESP overhead of `payload_len` bytes of payload: header, IV, padding, trailer, ICV.
+pub fn esp_len_for(cipher: &EspCipher, payload_len: usize) -> usize {
+    let block = cipher.block_len();
+    let padded = (payload_len + 2).div_ceil(block) * block;
+    ESP_HEADER_LEN + cipher.iv_len() + padded + cipher.icv_len()
+}
+
+/// Encapsulates the IP packet in `buf` into ESP, in place.
+///
+/// Tunnel mode protects the whole packet; transport mode removes the IP
+/// header (IPv4 with options, or the fixed IPv6 header) and protects the rest
+/// (IPv6 extension headers, if any, travel inside ESP).
+pub fn encap<B: PacketBuffer>(
+    buf: &mut B,
+    p: &EncapParams<'_>,
+    ivs: &mut IvSource,
+) -> Result<EncapInfo, EspError> {
+    let next_header = match p.mode {
+        Mode::Tunnel => match buf.data().first().map(|b| b >> 4) {
+            Some(4) => NEXT_HEADER_IPV4,
+            Some(6) => NEXT_HEADER_IPV6,
+            _ => return Err(EspError::Malformed("inner packet is not IPv4 or IPv6")),
+        },
+        Mode::Transport => {
+            let (hdr_len, proto) = transport_header(buf.data())?;
+            buf.trim_front(hdr_len)?;
+            proto
+        }
+    };
+    let payload_len = buf.len();
+    let esp_len = esp_len_for(p.cipher, payload_len);
+    if esp_len > p.max_esp_len {
+        return Err(EspError::Oversize("exceeds path MTU"));
+    }
+    let pad_len =
+        esp_len - ESP_HEADER_LEN - p.cipher.iv_len() - p.cipher.icv_len() - payload_len - 2;
+    let icv_len = p.cipher.icv_len();
+    let trailer = buf.append(pad_len + 2 + icv_len)?;
+    // RFC 4303 §2.4: padding bytes are 1, 2, 3, ...
+    for (i, b) in trailer[..pad_len].iter_mut().enumerate() {
+        *b = (i + 1) as u8;
+    }
+    trailer[pad_len] = pad_len as u8;
+    trailer[pad_len + 1] = next_header;
+    let hdr = buf.prepend(ESP_HEADER_LEN + p.cipher.iv_len())?;
+    hdr[..4].copy_from_slice(&p.spi.to_be_bytes());
+    hdr[4..8].copy_from_slice(&(p.seq as u32).to_be_bytes());
+    p.cipher.seal(buf.data_mut(), p.seq, p.esn, ivs)?;
+    Ok(EncapInfo {
+        next_header,
+        esp_len,
+    })
+}
+
+/// Header length and upper protocol of a transport-mode packet.
+fn transport_header(pkt: &[u8]) -> Result<(usize, u8), EspError> {
+    match pkt.first().map(|b| b >> 4) {
+        Some(4) => {
+            if pkt.len() < 20 {
+                return Err(EspError::Malformed("IPv4 header truncated"));
+            }
+            let ihl = usize::from(pkt[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
+            if ihl < 20 || total < ihl || total != pkt.len() {
+                return Err(EspError::Malformed("IPv4 header lengths"));
+            }
+            Ok((ihl, pkt[9]))
+        }
+        Some(6) => {
+            if pkt.len() < 40 {
+                return Err(EspError::Malformed("IPv6 header truncated"));
+            }
+            let plen = usize::from(u16::from_be_bytes([pkt[4], pkt[5]]));
+            if 40 + plen != pkt.len() {
+                return Err(EspError::Malformed("IPv6 payload length"));
+            }
+            Ok((40, pkt[6]))
+        }
+        _ => Err(EspError::Malformed("not an IP packet")),
+    }
+}

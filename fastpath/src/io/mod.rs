@@ -1,0 +1,8 @@
+//! Software I/O backends: batched UDP (port 4500) and raw ESP sockets, and
+//! TUN devices. Unsafe system calls live only in `mmsg`, `tun` and `netns`.
+
+pub mod mmsg;
+pub mod netns;
+pub mod raw;
+pub mod tun;
+pub mod udp;

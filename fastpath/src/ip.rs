@@ -1,0 +1,285 @@
+//! Minimal IPv4/IPv6/UDP header handling: flow keys for policy lookup,
+//! header construction for transport-mode decapsulation and outer headers.
+
+use crate::buf::{BufError, PacketBuffer};
+use std::net::IpAddr;
+
+/// Protocol numbers used here.
+pub const IPPROTO_ICMP: u8 = 1;
+/// TCP.
+pub const IPPROTO_TCP: u8 = 6;
+/// UDP.
+pub const IPPROTO_UDP: u8 = 17;
+/// ICMPv6.
+pub const IPPROTO_ICMPV6: u8 = 58;
+/// SCTP.
+pub const IPPROTO_SCTP: u8 = 132;
+
+/// Addresses, protocol and ports of an IP packet, as traffic selectors see them.
+///
+/// For ICMP the "ports" are `type << 8 | code` (RFC 7296 §3.13.1); for
+/// protocols without ports, and non-first fragments, they are 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Upper-layer protocol.
+    pub proto: u8,
+    /// Source port.
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+}
+
+/// Parses the flow key of an IPv4 or IPv6 packet; `None` when malformed.
+pub fn flow_key(pkt: &[u8]) -> Option<FlowKey> {
+    let (src, dst, proto, l4, first_fragment) = match pkt.first()? >> 4 {
+        4 => {
+            if pkt.len() < 20 {
+                return None;
+            }
+            let ihl = usize::from(pkt[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
+            if ihl < 20 || total < ihl || total > pkt.len() {
+                return None;
+            }
+            let frag_off = u16::from_be_bytes([pkt[6], pkt[7]]) & 0x1fff;
+            let src: [u8; 4] = pkt[12..16].try_into().ok()?;
+            let dst: [u8; 4] = pkt[16..20].try_into().ok()?;
+            (
+                IpAddr::from(src),
+                IpAddr::from(dst),
+                pkt[9],
+                &pkt[ihl..total],
+                frag_off == 0,
+            )
+        }
+        6 => {
+            if pkt.len() < 40 {
+                return None;
+            }
+            let plen = usize::from(u16::from_be_bytes([pkt[4], pkt[5]]));
+            if 40 + plen > pkt.len() {
+                return None;
+            }
+            let src: [u8; 16] = pkt[8..24].try_into().ok()?;
+            let dst: [u8; 16] = pkt[24..40].try_into().ok()?;
+            (
+                IpAddr::from(src),
+                IpAddr::from(dst),
+                pkt[6],
+                &pkt[40..40 + plen],
+                true,
+            )
+        }
+        _ => return None,
+    };
+    let (src_port, dst_port) = match proto {
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP if first_fragment && l4.len() >= 4 => (
+            u16::from_be_bytes([l4[0], l4[1]]),
+            u16::from_be_bytes([l4[2], l4[3]]),
+        ),
+        IPPROTO_ICMP | IPPROTO_ICMPV6 if first_fragment && l4.len() >= 2 => {
+            let tc = u16::from_be_bytes([l4[0], l4[1]]);
+            (tc, tc)
+        }
+        _ => (0, 0),
+    };
+    Some(FlowKey {
+        src,
+        dst,
+        proto,
+        src_port,
+        dst_port,
+    })
+}
+
+/// Internet checksum (RFC 1071) of `data`, folded and complemented.
+pub fn checksum(data: &[u8]) -> u16 {
+    !fold(sum_words(data, 0))
+}
+
+fn sum_words(data: &[u8], mut acc: u64) -> u64 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        acc += u64::from(*last) << 8;
+    }
+    acc
+}
+
+fn fold(mut acc: u64) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// Prepends an IP header (`src` → `dst`, protocol `proto`, TTL 64) to the
+/// packet in `buf`, whose current bytes become the payload.
+///
+/// Returns an error if the families differ, the buffer lacks headroom or the
+/// payload is too long for the header's length field.
+pub fn prepend_ip_header<B: PacketBuffer>(
+    buf: &mut B,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+) -> Result<(), IpError> {
+    let payload = buf.len();
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let total = u16::try_from(payload + 20).map_err(|_| IpError::TooLong)?;
+            let h = buf.prepend(20)?;
+            h[0] = 0x45;
+            h[1] = 0;
+            h[2..4].copy_from_slice(&total.to_be_bytes());
+            h[4..8].fill(0);
+            h[8] = 64;
+            h[9] = proto;
+            h[10..12].fill(0);
+            h[12..16].copy_from_slice(&s.octets());
+            h[16..20].copy_from_slice(&d.octets());
+            let c = checksum(h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            Ok(())
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let plen = u16::try_from(payload).map_err(|_| IpError::TooLong)?;
+            let h = buf.prepend(40)?;
+            h[..4].copy_from_slice(&[0x60, 0, 0, 0]);
+            h[4..6].copy_from_slice(&plen.to_be_bytes());
+            h[6] = proto;
+            h[7] = 64;
+            h[8..24].copy_from_slice(&s.octets());
+            h[24..40].copy_from_slice(&d.octets());
+            Ok(())
+        }
+        _ => Err(IpError::FamilyMismatch),
+    }
+}
+
+/// Prepends a UDP header (checksum 0 for IPv4, computed for IPv6 by
+/// [`prepend_outer`]).
+pub fn prepend_udp_header<B: PacketBuffer>(
+    buf: &mut B,
+    src_port: u16,
+    dst_port: u16,
+) -> Result<(), IpError> {
+    let len = u16::try_from(buf.len() + 8).map_err(|_| IpError::TooLong)?;
+    let h = buf.prepend(8)?;
+    h[0..2].copy_from_slice(&src_port.to_be_bytes());
+    h[2..4].copy_from_slice(&dst_port.to_be_bytes());
+    h[4..6].copy_from_slice(&len.to_be_bytes());
+    h[6..8].fill(0);
+    Ok(())
+}
+
+/// Prepends the outer headers of an ESP packet: UDP (RFC 3948) if `udp_ports`
+/// is `Some((src, dst))`, then IP.
+pub fn prepend_outer<B: PacketBuffer>(
+    buf: &mut B,
+    src: IpAddr,
+    dst: IpAddr,
+    udp_ports: Option<(u16, u16)>,
+) -> Result<(), IpError> {
+    match udp_ports {
+        Some((sp, dp)) => {
+            prepend_udp_header(buf, sp, dp)?;
+            if let (IpAddr::V6(_), IpAddr::V6(_)) = (src, dst) {
+                // IPv6 requires a UDP checksum.
+                let c = l4_checksum(src, dst, IPPROTO_UDP, buf.data());
+                let c = if c == 0 { 0xffff } else { c };
+                buf.data_mut()[6..8].copy_from_slice(&c.to_be_bytes());
+            }
+            prepend_ip_header(buf, src, dst, IPPROTO_UDP)
+        }
+        None => prepend_ip_header(buf, src, dst, crate::esp::IPPROTO_ESP),
+    }
+}
+
+/// Checksum of a TCP/UDP segment `l4` (checksum field included as stored) with its pseudo-header.
+pub fn l4_checksum(src: IpAddr, dst: IpAddr, proto: u8, l4: &[u8]) -> u16 {
+    let mut acc = 0u64;
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            acc = sum_words(&s.octets(), acc);
+            acc = sum_words(&d.octets(), acc);
+        }
+        (s, d) => {
+            let s6 = match s {
+                IpAddr::V6(a) => a.octets(),
+                IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            };
+            let d6 = match d {
+                IpAddr::V6(a) => a.octets(),
+                IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            };
+            acc = sum_words(&s6, acc);
+            acc = sum_words(&d6, acc);
+        }
+    }
+    acc += u64::from(proto) + l4.len() as u64;
+    !fold(sum_words(l4, acc))
+}
+
+/// Header construction errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IpError {
+    /// Source and destination are of different families.
+    #[error("source and destination address families differ")]
+    FamilyMismatch,
+    /// The payload does not fit the length field.
+    #[error("payload too long for the header")]
+    TooLong,
+    /// Buffer limits.
+    #[error(transparent)]
+    Buf(#[from] BufError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buf::PacketBuf;
+
+    #[test]
+    fn ipv4_header_checksum_verifies() {
+        let mut b = PacketBuf::from_slice(&[1, 2, 3, 4]).unwrap();
+        prepend_ip_header(
+            &mut b,
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            17,
+        )
+        .unwrap();
+        assert_eq!(checksum(&b.data()[..20]), 0);
+        assert_eq!(b.len(), 24);
+        let k = flow_key(b.data()).unwrap();
+        assert_eq!(k.proto, 17);
+        assert_eq!((k.src_port, k.dst_port), (0x0102, 0x0304));
+    }
+
+    #[test]
+    fn udp_over_ipv6_checksum_verifies() {
+        let mut b = PacketBuf::from_slice(&[9u8; 33]).unwrap();
+        let s: IpAddr = "2001:db8::1".parse().unwrap();
+        let d: IpAddr = "2001:db8::2".parse().unwrap();
+        prepend_outer(&mut b, s, d, Some((4500, 4500))).unwrap();
+        assert_eq!(l4_checksum(s, d, 17, &b.data()[40..]), 0);
+        let k = flow_key(b.data()).unwrap();
+        assert_eq!((k.src, k.dst, k.dst_port), (s, d, 4500));
+        assert!(prepend_outer(&mut b, s, "1.2.3.4".parse().unwrap(), None).is_err());
+    }
+
+    #[test]
+    fn malformed_flow_keys() {
+        assert!(flow_key(&[]).is_none());
+        assert!(flow_key(&[0x45; 19]).is_none());
+        assert!(flow_key(&[0x60; 39]).is_none());
+        assert!(flow_key(&[0x10; 60]).is_none());
+    }
+}

@@ -1,0 +1,565 @@
+//! SA database: inbound SAs by SPI, outbound SAs by [`SaId`].
+//!
+//! Both tables are sharded concurrent maps (`dashmap`): the control plane
+//! installs, rekeys and deletes SAs while workers look them up; a lookup locks
+//! only one shard for the time of a hash probe and returns an `Arc`, so no
+//! lock is held while a packet is processed. Old and new inbound SAs of a
+//! rekey coexist under their own SPIs until the control plane deletes the old
+//! one. Lifetime and sequence-exhaustion events go to the control plane over
+//! the channel returned by [`Sad::new`].
+
+use crate::esp::aead::{CipherKeys, EspCipher, KeyError};
+use crate::esp::encap::esp_len_for;
+use crate::esp::replay::{DEFAULT_WINDOW, MAX_WINDOW, ReplayWindow};
+use crate::esp::{EspError, Mode};
+use crate::spd::TrafficSelector;
+use crate::stats::Counters;
+use dashmap::DashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use thiserror::Error;
+
+/// Identifier of an installed SA, unique within one [`Sad`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SaId(pub u64);
+
+/// Direction of an SA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// We receive and decrypt with it (SPI chosen by us).
+    Inbound,
+    /// We encrypt and send with it (SPI chosen by the peer).
+    Outbound,
+}
+
+/// UDP encapsulation ports (RFC 3948), normally 4500 on both sides after NAT detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UdpEncap {
+    /// Our UDP port.
+    pub local_port: u16,
+    /// The peer's UDP port (as seen after NAT).
+    pub remote_port: u16,
+}
+
+/// Soft and hard lifetimes in bytes and packets; 0 means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lifetime {
+    /// Bytes after which [`SaEvent::SoftExpired`] is raised (rekey time).
+    pub soft_bytes: u64,
+    /// Bytes after which the SA stops and [`SaEvent::HardExpired`] is raised.
+    pub hard_bytes: u64,
+    /// Packets after which [`SaEvent::SoftExpired`] is raised.
+    pub soft_packets: u64,
+    /// Packets after which the SA stops and [`SaEvent::HardExpired`] is raised.
+    pub hard_packets: u64,
+}
+
+/// Everything the data plane needs to run one direction of a Child SA.
+///
+/// The daemon fills it from the IKE `ChildSaInstalled` event: one `SaParams`
+/// for the inbound SA (our SPI, the keys the peer encrypts with) and one for
+/// the outbound SA (the peer's SPI, our sending keys).
+#[derive(Debug, Clone)]
+pub struct SaParams {
+    /// SPI in the ESP header (inbound: ours; outbound: the peer's).
+    pub spi: u32,
+    /// Inbound or outbound.
+    pub direction: Direction,
+    /// Tunnel or transport mode.
+    pub mode: Mode,
+    /// Algorithms and keys for this direction.
+    pub keys: CipherKeys,
+    /// Our outer address.
+    pub local: IpAddr,
+    /// The peer's outer address.
+    pub remote: IpAddr,
+    /// `Some` when ESP travels in UDP (NAT-T).
+    pub udp_encap: Option<UdpEncap>,
+    /// Extended (64-bit) sequence numbers negotiated.
+    pub esn: bool,
+    /// Replay window in packets (inbound; default 1024, up to 65536).
+    pub replay_window: u32,
+    /// Byte and packet lifetimes (time lifetimes are the control plane's job).
+    pub lifetime: Lifetime,
+    /// Path MTU towards the peer; outbound packets that would exceed it are dropped.
+    pub path_mtu: u16,
+    /// Our side's traffic selectors (inbound: allowed inner destinations; empty = any).
+    pub local_ts: Vec<TrafficSelector>,
+    /// The peer's traffic selectors (inbound: allowed inner sources; empty = any).
+    pub remote_ts: Vec<TrafficSelector>,
+}
+
+impl SaParams {
+    /// Parameters with defaults: tunnel mode, no NAT-T, no ESN, window
+    /// [`DEFAULT_WINDOW`], no lifetimes, path MTU 1500, no selector checks.
+    pub fn new(
+        spi: u32,
+        direction: Direction,
+        keys: CipherKeys,
+        local: IpAddr,
+        remote: IpAddr,
+    ) -> Self {
+        Self {
+            spi,
+            direction,
+            mode: Mode::Tunnel,
+            keys,
+            local,
+            remote,
+            udp_encap: None,
+            esn: false,
+            replay_window: DEFAULT_WINDOW,
+            lifetime: Lifetime::default(),
+            path_mtu: 1500,
+            local_ts: Vec::new(),
+            remote_ts: Vec::new(),
+        }
+    }
+}
+
+/// Events for the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaEvent {
+    /// A soft lifetime was reached: time to rekey.
+    SoftExpired {
+        /// The SA.
+        sa: SaId,
+    },
+    /// A hard lifetime was reached: the SA no longer passes traffic.
+    HardExpired {
+        /// The SA.
+        sa: SaId,
+    },
+    /// The outbound sequence number space is exhausted: rekey now.
+    SeqExhausted {
+        /// The SA.
+        sa: SaId,
+    },
+}
+
+/// SAD errors.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SadError {
+    /// Keys or algorithms are invalid.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// An inbound SA with this SPI exists.
+    #[error("inbound SPI {0:#010x} is already installed")]
+    SpiInUse(u32),
+    /// SPI 0 (and 1..=255) are reserved (RFC 4303 §2.1).
+    #[error("SPI {0:#x} is reserved")]
+    ReservedSpi(u32),
+    /// `install_inbound` got outbound parameters or vice versa.
+    #[error("parameters are for the other direction")]
+    WrongDirection,
+    /// Local and remote addresses are of different families.
+    #[error("local and remote addresses are of different families")]
+    FamilyMismatch,
+    /// Path MTU too small to carry any packet.
+    #[error("path MTU {0} is too small")]
+    PathMtu(u16),
+    /// No SA with this id.
+    #[error("no SA {0:?}")]
+    NotFound(SaId),
+}
+
+/// Lifetime accounting shared by both directions.
+#[derive(Debug)]
+struct LifetimeState {
+    limits: Lifetime,
+    soft_fired: AtomicBool,
+    hard_fired: AtomicBool,
+}
+
+impl LifetimeState {
+    fn new(limits: Lifetime) -> Self {
+        Self {
+            limits,
+            soft_fired: AtomicBool::new(false),
+            hard_fired: AtomicBool::new(false),
+        }
+    }
+
+    /// Checks limits after `packets`/`bytes` were counted; fires events once.
+    fn after_count(&self, id: SaId, packets: u64, bytes: u64, events: &Sender<SaEvent>) {
+        let l = &self.limits;
+        let over = |limit: u64, v: u64| limit != 0 && v >= limit;
+        if over(l.hard_packets, packets) || over(l.hard_bytes, bytes) {
+            if !self.hard_fired.swap(true, Ordering::Relaxed) {
+                let _ = events.send(SaEvent::HardExpired { sa: id });
+            }
+        } else if (over(l.soft_packets, packets) || over(l.soft_bytes, bytes))
+            && !self.soft_fired.swap(true, Ordering::Relaxed)
+        {
+            let _ = events.send(SaEvent::SoftExpired { sa: id });
+        }
+    }
+
+    /// Packets and bytes that may still pass before the hard limit.
+    fn budget(&self, counters: &Counters) -> (u64, u64) {
+        let (p, b) = counters.totals();
+        let left = |limit: u64, v: u64| {
+            if limit == 0 {
+                u64::MAX
+            } else {
+                limit.saturating_sub(v)
+            }
+        };
+        (
+            left(self.limits.hard_packets, p),
+            left(self.limits.hard_bytes, b),
+        )
+    }
+
+    fn is_hard_expired(&self) -> bool {
+        self.hard_fired.load(Ordering::Relaxed)
+    }
+}
+
+/// An installed inbound SA.
+#[derive(Debug)]
+pub struct InboundSa {
+    /// Its id.
+    pub id: SaId,
+    /// Our SPI.
+    pub spi: u32,
+    /// Keyed cipher.
+    pub cipher: EspCipher,
+    /// Tunnel or transport.
+    pub mode: Mode,
+    /// ESN negotiated.
+    pub esn: bool,
+    /// Our outer address.
+    pub local: IpAddr,
+    /// Peer outer address.
+    pub remote: IpAddr,
+    /// NAT-T ports, if any.
+    pub udp_encap: Option<UdpEncap>,
+    /// Allowed inner destinations (empty = any).
+    pub local_ts: Box<[TrafficSelector]>,
+    /// Allowed inner sources (empty = any).
+    pub remote_ts: Box<[TrafficSelector]>,
+    /// Replay window; locked by the one worker that owns the SA's traffic.
+    pub replay: Mutex<ReplayWindow>,
+    /// Counters of this SA.
+    pub counters: Counters,
+    life: LifetimeState,
+}
+
+impl InboundSa {
+    /// True if an inner packet from `src` to `dst` is allowed by the selectors.
+    pub fn allows(&self, flow: &crate::ip::FlowKey) -> bool {
+        let src_ok = self.remote_ts.is_empty()
+            || self
+                .remote_ts
+                .iter()
+                .any(|t| t.matches(flow.src, flow.proto, flow.src_port));
+        let dst_ok = self.local_ts.is_empty()
+            || self
+                .local_ts
+                .iter()
+                .any(|t| t.matches(flow.dst, flow.proto, flow.dst_port));
+        src_ok && dst_ok
+    }
+
+    /// True once the hard lifetime is reached.
+    pub fn is_expired(&self) -> bool {
+        self.life.is_hard_expired()
+    }
+
+    /// Counts accepted packets and raises lifetime events.
+    pub fn account(&self, packets: u64, bytes: u64, events: &Sender<SaEvent>) {
+        let (p, b) = self.counters.add(packets, bytes);
+        self.life.after_count(self.id, p, b, events);
+    }
+
+    /// Packets and bytes that may still pass before the hard lifetime.
+    pub fn hard_budget(&self) -> (u64, u64) {
+        self.life.budget(&self.counters)
+    }
+}
+
+/// An installed outbound SA.
+#[derive(Debug)]
+pub struct OutboundSa {
+    /// Its id.
+    pub id: SaId,
+    /// The peer's SPI.
+    pub spi: u32,
+    /// Keyed cipher.
+    pub cipher: EspCipher,
+    /// Tunnel or transport.
+    pub mode: Mode,
+    /// ESN negotiated.
+    pub esn: bool,
+    /// Our outer address.
+    pub local: IpAddr,
+    /// Peer outer address.
+    pub remote: IpAddr,
+    /// NAT-T ports, if any.
+    pub udp_encap: Option<UdpEncap>,
+    /// Largest ESP packet that fits the path MTU.
+    pub max_esp_len: usize,
+    /// The worker that owns this SA's sequence numbers.
+    pub worker: usize,
+    /// Next sequence number to use (starts at 1).
+    next_seq: AtomicU64,
+    /// Counters of this SA.
+    pub counters: Counters,
+    life: LifetimeState,
+}
+
+impl OutboundSa {
+    /// Allocates the next sequence number, or reports exhaustion.
+    #[inline]
+    pub fn next_seq(&self, events: &Sender<SaEvent>) -> Result<u64, EspError> {
+        self.reserve_seqs(1, events).map(|(s, _)| s)
+    }
+
+    /// Sets the next sequence number (tests and state import).
+    pub fn set_next_seq(&self, seq: u64) {
+        self.next_seq.store(seq, Ordering::Relaxed);
+    }
+
+    /// True once the hard lifetime is reached.
+    pub fn is_expired(&self) -> bool {
+        self.life.is_hard_expired()
+    }
+
+    /// Counts sent packets and raises lifetime events.
+    pub fn account(&self, packets: u64, bytes: u64, events: &Sender<SaEvent>) {
+        let (p, b) = self.counters.add(packets, bytes);
+        self.life.after_count(self.id, p, b, events);
+    }
+
+    /// Packets and bytes that may still pass before the hard lifetime.
+    pub fn hard_budget(&self) -> (u64, u64) {
+        self.life.budget(&self.counters)
+    }
+
+    /// Reserves up to `n` consecutive sequence numbers; returns the first and
+    /// how many were granted (fewer than `n` when the space runs out, which
+    /// also raises [`SaEvent::SeqExhausted`] once).
+    #[inline]
+    pub fn reserve_seqs(&self, n: u64, events: &Sender<SaEvent>) -> Result<(u64, u64), EspError> {
+        // With ESN the last number is kept as a sentinel (2^64 - 1 is never reached anyway).
+        let limit = if self.esn {
+            u64::MAX - 1
+        } else {
+            u64::from(u32::MAX)
+        };
+        if n == 0 {
+            return Ok((0, 0));
+        }
+        // Single writer per SA (its worker); fetch_add keeps numbers unique even if not.
+        let start = self.next_seq.fetch_add(n, Ordering::Relaxed);
+        if start == 0 || start > limit {
+            return Err(EspError::SeqExhausted);
+        }
+        let last = start.saturating_add(n - 1);
+        if last >= limit {
+            // This reservation reached the end of the space: report it once.
+            let _ = events.send(SaEvent::SeqExhausted { sa: self.id });
+            self.next_seq.store(limit + 1, Ordering::Relaxed);
+            return Ok((start, limit - start + 1));
+        }
+        Ok((start, n))
+    }
+}
+
+/// Hasher for SPIs and SA ids: keys are chosen by us, so a fast multiplicative
+/// hash is enough (lookups with attacker-chosen SPIs cannot grow the table).
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u64(&mut self, v: u64) {
+        let x = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = x ^ (x >> 29);
+    }
+}
+
+type FastMap<K, V> = DashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// The SA database.
+#[derive(Debug)]
+pub struct Sad {
+    inbound: FastMap<u32, Arc<InboundSa>>,
+    inbound_ids: FastMap<u64, u32>,
+    outbound: FastMap<u64, Arc<OutboundSa>>,
+    next_id: AtomicU64,
+    workers: usize,
+    events: Sender<SaEvent>,
+}
+
+impl Sad {
+    /// An empty SAD for `workers` workers (outbound SAs are pinned round-robin),
+    /// and the receiver of its [`SaEvent`]s.
+    pub fn new(workers: usize) -> (Self, Receiver<SaEvent>) {
+        let (tx, rx) = channel();
+        let sad = Self {
+            inbound: DashMap::with_hasher_and_shard_amount(Default::default(), 64),
+            inbound_ids: DashMap::with_hasher_and_shard_amount(Default::default(), 64),
+            outbound: DashMap::with_hasher_and_shard_amount(Default::default(), 64),
+            next_id: AtomicU64::new(1),
+            workers: workers.max(1),
+            events: tx,
+        };
+        (sad, rx)
+    }
+
+    /// The event sender workers use.
+    pub fn events(&self) -> &Sender<SaEvent> {
+        &self.events
+    }
+
+    fn check_common(p: &SaParams) -> Result<EspCipher, SadError> {
+        if p.spi < 256 {
+            return Err(SadError::ReservedSpi(p.spi));
+        }
+        if p.local.is_ipv4() != p.remote.is_ipv4() {
+            return Err(SadError::FamilyMismatch);
+        }
+        Ok(EspCipher::new(&p.keys)?)
+    }
+
+    /// Installs an inbound SA; its SPI must be free.
+    pub fn install_inbound(&self, p: &SaParams) -> Result<SaId, SadError> {
+        if p.direction != Direction::Inbound {
+            return Err(SadError::WrongDirection);
+        }
+        let cipher = Self::check_common(p)?;
+        let id = SaId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let sa = Arc::new(InboundSa {
+            id,
+            spi: p.spi,
+            cipher,
+            mode: p.mode,
+            esn: p.esn,
+            local: p.local,
+            remote: p.remote,
+            udp_encap: p.udp_encap,
+            local_ts: p.local_ts.clone().into_boxed_slice(),
+            remote_ts: p.remote_ts.clone().into_boxed_slice(),
+            replay: Mutex::new(ReplayWindow::new(p.replay_window.min(MAX_WINDOW), p.esn)),
+            counters: Counters::default(),
+            life: LifetimeState::new(p.lifetime),
+        });
+        match self.inbound.entry(p.spi) {
+            dashmap::mapref::entry::Entry::Occupied(_) => return Err(SadError::SpiInUse(p.spi)),
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(sa);
+            }
+        }
+        self.inbound_ids.insert(id.0, p.spi);
+        Ok(id)
+    }
+
+    /// Installs an outbound SA.
+    pub fn install_outbound(&self, p: &SaParams) -> Result<SaId, SadError> {
+        if p.direction != Direction::Outbound {
+            return Err(SadError::WrongDirection);
+        }
+        let cipher = Self::check_common(p)?;
+        let outer =
+            if p.local.is_ipv4() { 20 } else { 40 } + if p.udp_encap.is_some() { 8 } else { 0 };
+        let max_esp_len = usize::from(p.path_mtu).saturating_sub(outer);
+        if max_esp_len < esp_len_for(&cipher, 20) {
+            return Err(SadError::PathMtu(p.path_mtu));
+        }
+        let id = SaId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let sa = Arc::new(OutboundSa {
+            id,
+            spi: p.spi,
+            cipher,
+            mode: p.mode,
+            esn: p.esn,
+            local: p.local,
+            remote: p.remote,
+            udp_encap: p.udp_encap,
+            max_esp_len,
+            worker: (id.0 as usize) % self.workers,
+            next_seq: AtomicU64::new(1),
+            counters: Counters::default(),
+            life: LifetimeState::new(p.lifetime),
+        });
+        self.outbound.insert(id.0, sa);
+        Ok(id)
+    }
+
+    /// Outbound rekey: installs `new`, repoints the policies of `old` to it in
+    /// `spd`, then removes `old` (packets already holding `old` finish with it).
+    pub fn replace_outbound(
+        &self,
+        old: SaId,
+        new: &SaParams,
+        spd: &crate::spd::Spd,
+    ) -> Result<SaId, SadError> {
+        if self.outbound(old).is_none() {
+            return Err(SadError::NotFound(old));
+        }
+        let id = self.install_outbound(new)?;
+        spd.replace_sa(old, id);
+        self.remove(old)?;
+        Ok(id)
+    }
+
+    /// Looks up the inbound SA of `spi`; with `dst`, it must be the SA's local address.
+    #[inline]
+    pub fn inbound(&self, spi: u32, dst: Option<IpAddr>) -> Option<Arc<InboundSa>> {
+        let sa = self.inbound.get(&spi)?.value().clone();
+        match dst {
+            Some(d) if d != sa.local => None,
+            _ => Some(sa),
+        }
+    }
+
+    /// Looks up an outbound SA.
+    #[inline]
+    pub fn outbound(&self, id: SaId) -> Option<Arc<OutboundSa>> {
+        self.outbound.get(&id.0).map(|r| r.value().clone())
+    }
+
+    /// Looks up an inbound SA by id.
+    pub fn inbound_by_id(&self, id: SaId) -> Option<Arc<InboundSa>> {
+        let spi = *self.inbound_ids.get(&id.0)?;
+        self.inbound(spi, None)
+    }
+
+    /// Removes an SA of either direction; packets in flight finish with their `Arc`.
+    pub fn remove(&self, id: SaId) -> Result<(), SadError> {
+        if self.outbound.remove(&id.0).is_some() {
+            return Ok(());
+        }
+        let (_, spi) = self
+            .inbound_ids
+            .remove(&id.0)
+            .ok_or(SadError::NotFound(id))?;
+        self.inbound.remove(&spi);
+        Ok(())
+    }
+
+    /// Number of inbound and outbound SAs.
+    pub fn len(&self) -> (usize, usize) {
+        (self.inbound.len(), self.outbound.len())
+    }
+
+    /// True when no SA is installed.
+    pub fn is_empty(&self) -> bool {
+        self.inbound.is_empty() && self.outbound.is_empty()
+    }
+}

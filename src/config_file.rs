@@ -91,6 +91,7 @@ struct RawFastpath {
     hw_profile: Option<String>,
     tun_name: Option<String>,
     workers: Option<usize>,
+    install_routes: Option<bool>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -191,6 +192,8 @@ pub struct DaemonConfig {
     pub tun_name: String,
     /// Fastpath worker threads.
     pub fastpath_workers: usize,
+    /// Route remote selectors into the TUN device.
+    pub install_routes: bool,
     /// Connections.
     pub connections: Vec<Connection>,
     /// Risky but valid settings.
@@ -473,6 +476,7 @@ impl DaemonConfig {
             hw_profile: raw.fastpath.hw_profile.map(PathBuf::from),
             tun_name: raw.fastpath.tun_name.unwrap_or_else(|| "ironsa0".into()),
             fastpath_workers: raw.fastpath.workers.unwrap_or(1).max(1),
+            install_routes: raw.fastpath.install_routes.unwrap_or(true),
             connections,
             warnings,
         })

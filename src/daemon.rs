@@ -34,7 +34,13 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Daemon {
     /// Starts the shards.
-    pub fn start(config: DaemonConfig, config_path: PathBuf, dataplane: Arc<dyn DataPlane>, log_reload: LogReload) -> std::io::Result<Arc<Self>> {
+    pub fn start(
+        config: DaemonConfig,
+        config_path: PathBuf,
+        dataplane: Arc<dyn DataPlane>,
+        nat_sockets: Option<Vec<(SocketAddr, std::net::UdpSocket)>>,
+        log_reload: LogReload,
+    ) -> std::io::Result<Arc<Self>> {
         let n = config.shards.clamp(1, 1 << shard::SHARD_BITS);
         let mut prepared = Vec::new();
         let mut handles = Vec::new();
@@ -58,6 +64,10 @@ impl Daemon {
                     connections: conns.clone(),
                     admission: config.admission.clone(),
                     remote_nat_port,
+                    nat_sockets: match &nat_sockets {
+                        None => None,
+                        Some(v) => Some(v.iter().map(|(a, s)| Ok((*a, s.try_clone()?))).collect::<std::io::Result<Vec<_>>>()?),
+                    },
                 },
                 poll,
                 rx,
@@ -88,6 +98,21 @@ impl Daemon {
             }
         }
         Ok(daemon)
+    }
+
+    /// Where the data plane hands IKE messages it finds on the NAT-T port: to the owning shard.
+    pub fn ike_sink(self: &Arc<Self>) -> crate::software::IkeSink {
+        let shards = self.shards.clone();
+        Arc::new(move |local, remote, data: Vec<u8>| {
+            let owner = if data.len() >= 28 {
+                let from_initiator = data[19] & 0x08 != 0;
+                let spi = u64::from_be_bytes(data[if from_initiator { 8..16 } else { 0..8 }].try_into().unwrap_or_default());
+                if spi == 0 { (remote.port() as usize) % shards.len() } else { shard::owner_of(spi, shards.len()) }
+            } else {
+                0
+            };
+            shards[owner].send(ShardMsg::Datagram { local, remote, data });
+        })
     }
 
     /// The data plane.

@@ -8,6 +8,7 @@ mod dataplane;
 mod metrics;
 mod registry;
 mod shard;
+mod software;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -174,16 +175,51 @@ fn run(config_path: PathBuf) -> ExitCode {
         let new = EnvFilter::try_new(f).map_err(|e| e.to_string())?;
         handle.reload(new).map_err(|e| e.to_string())
     });
-    let dataplane: Arc<dyn dataplane::DataPlane> = Arc::new(dataplane::NoDataPlane::default());
     let socket = cfg.control_socket.clone();
     let metrics = cfg.metrics;
-    let d = match daemon::Daemon::start(cfg, config_path, dataplane, log_reload) {
+    let software = match cfg.fastpath {
+        config_file::FastpathBackend::Software => {
+            let sw = software::SoftwareConfig {
+                tun_name: cfg.tun_name.clone(),
+                listen: cfg.listen.clone(),
+                nat_port: cfg.nat_port,
+                install_routes: cfg.install_routes,
+                keylog: cfg.keylog.clone(),
+            };
+            match software::SoftwareDataPlane::open(&sw) {
+                Ok(dp) => Some(Arc::new(dp)),
+                Err(e) => {
+                    error!("cannot start the software fastpath: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        config_file::FastpathBackend::None => None,
+    };
+    let (dataplane, nat_sockets): (Arc<dyn dataplane::DataPlane>, _) = match &software {
+        Some(sw) => match sw.nat_sockets() {
+            Ok(s) => (sw.clone(), Some(s)),
+            Err(e) => {
+                error!("NAT-T sockets: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => (Arc::new(dataplane::NoDataPlane::default()), None),
+    };
+    let d = match daemon::Daemon::start(cfg, config_path, dataplane, nat_sockets, log_reload) {
         Ok(d) => d,
         Err(e) => {
             error!("cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
+    if let Some(sw) = &software {
+        if let Err(e) = sw.run(d.ike_sink()) {
+            error!("cannot start fastpath workers: {e}");
+            d.shutdown();
+            return ExitCode::FAILURE;
+        }
+    }
     if let Err(e) = control_socket::spawn(d.clone(), &socket) {
         error!("control socket {}: {e}", socket.display());
         d.shutdown();

@@ -166,6 +166,8 @@ pub struct ShardConfig {
     pub admission: AdmissionConfig,
     /// Peers' NAT-T port.
     pub remote_nat_port: u16,
+    /// NAT-T sockets owned by the data plane (which reads them); the shard only sends on them.
+    pub nat_sockets: Option<Vec<(SocketAddr, std::net::UdpSocket)>>,
 }
 
 struct BoundSocket {
@@ -228,11 +230,20 @@ impl Shard {
         registry: Arc<Registry>,
     ) -> io::Result<Self> {
         let mut sockets = Vec::new();
+        for (addr, s) in cfg.nat_sockets.iter().flatten() {
+            let socket = UdpSocket::from_std(s.try_clone()?);
+            sockets.push(BoundSocket { socket, local: *addr, nat: true });
+        }
+        let external_nat = cfg.nat_sockets.is_some();
         for ip in &cfg.listen {
             for (port, nat) in [(cfg.ike_port, false), (cfg.nat_port, true)] {
+                if nat && external_nat {
+                    continue;
+                }
                 let addr = SocketAddr::new(*ip, port);
                 let mut socket = bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))?;
                 let token = Token(sockets.len());
+                // Only sockets the shard reads are registered; data-plane sockets are send-only here.
                 poll.registry().register(&mut socket, token, Interest::READABLE)?;
                 // charon (and RFC 3948 on 4500) marks IKE with a non-ESP marker on
                 // every port but 500; so do we.

@@ -34,7 +34,12 @@ impl UdpIo {
             sock.set_only_v6(true)?;
         }
         sock.bind(&addr.into())?;
-        let sock: UdpSocket = sock.into();
+        Self::from_socket(sock.into(), batch)
+    }
+
+    /// Wraps an already bound socket (e.g. a clone of another worker's, so a
+    /// sender does not join the port's SO_REUSEPORT receive group).
+    pub fn from_socket(sock: UdpSocket, batch: usize) -> io::Result<Self> {
         let local = sock.local_addr()?;
         Ok(Self {
             sock,

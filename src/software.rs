@@ -1,0 +1,550 @@
+//! The software data plane: the fastpath crate's SAD, SPD and workers over a
+//! TUN device (cleartext side), UDP port 4500 (ESP-in-UDP, RFC 3948) and a
+//! raw IP protocol 50 socket (plain ESP).
+//!
+//! Threads: one receives ESP-in-UDP in batches on each NAT-T socket (IKE found
+//! there behind a non-ESP marker is handed to the control plane), one
+//! receives raw ESP, one reads the TUN device and encrypts. The control-plane
+//! shards send IKE on the NAT-T port through clones of the same sockets, so
+//! no second socket joins the port's receive group.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use control::config::IpsecMode;
+use control::crypto::{EncrAlg, IntegAlg as IkeInteg};
+use control::ike_sa::{ChildSaInstall, Event, SpiAllocator};
+use dashmap::DashSet;
+use fastpath::buf::{PacketBuf, PacketBuffer};
+use fastpath::esp::aead::{CipherKeys, EncAlg, IntegAlg};
+use fastpath::esp::Mode;
+use fastpath::io::raw::RawEspIo;
+use fastpath::io::tun::Tun;
+use fastpath::io::udp::UdpIo;
+use fastpath::sad::{Direction, Sad, SaId, SaParams, UdpEncap};
+use fastpath::spd::{Policy, PolicyAction, PolicyId, Spd, TrafficSelector};
+use fastpath::stats::DropReason;
+use fastpath::worker::{InboundKind, PacketMeta, Verdict, Worker, WorkerCounters};
+use tracing::{debug, info, warn};
+
+use crate::dataplane::{ChildCounters, DataPlane};
+
+const BATCH: usize = 64;
+
+/// Where IKE messages found on the NAT-T port go (local, remote, message without marker).
+pub type IkeSink = Arc<dyn Fn(SocketAddr, SocketAddr, Vec<u8>) + Send + Sync>;
+
+/// Inbound SPIs unique on this gateway.
+#[derive(Default)]
+pub struct UniqueSpis {
+    used: DashSet<u32>,
+}
+
+impl SpiAllocator for UniqueSpis {
+    fn allocate(&self) -> u32 {
+        loop {
+            let v = control::crypto::random::u32().unwrap_or(0);
+            if v > 255 && self.used.insert(v) {
+                return v;
+            }
+        }
+    }
+    fn release(&self, spi: u32) {
+        self.used.remove(&spi);
+    }
+}
+
+struct Installed {
+    spi_out: u32,
+    inbound: SaId,
+    outbound: SaId,
+    policies: Vec<PolicyId>,
+}
+
+/// Settings of the software data plane.
+pub struct SoftwareConfig {
+    /// TUN device name.
+    pub tun_name: String,
+    /// Our addresses (NAT-T sockets and raw ESP are bound per address).
+    pub listen: Vec<IpAddr>,
+    /// NAT-T port.
+    pub nat_port: u16,
+    /// Add kernel routes for remote selectors through the TUN device.
+    pub install_routes: bool,
+    /// Wireshark key log file (esp_sa UAT lines), off when None.
+    pub keylog: Option<std::path::PathBuf>,
+}
+
+/// The software data plane.
+pub struct SoftwareDataPlane {
+    sad: Arc<Sad>,
+    spd: Arc<Spd>,
+    spis: Arc<UniqueSpis>,
+    children: Mutex<HashMap<u32, Installed>>,
+    tun_name: String,
+    tun: Mutex<Option<Tun>>,
+    nat: Mutex<Vec<UdpIo>>,
+    nat_senders: Vec<(SocketAddr, UdpSocket)>,
+    raw: Mutex<Vec<RawEspIo>>,
+    in_counters: Mutex<Vec<Arc<WorkerCounters>>>,
+    out_counters: Mutex<Option<Arc<WorkerCounters>>>,
+    install_routes: bool,
+    keylog: Option<Mutex<std::fs::File>>,
+    stop: Arc<AtomicBool>,
+}
+
+fn enc_alg(e: EncrAlg) -> Option<EncAlg> {
+    Some(match e {
+        EncrAlg::AesGcm16 { key_bits: 128 } => EncAlg::AesGcm16_128,
+        EncrAlg::AesGcm16 { key_bits: 256 } => EncAlg::AesGcm16_256,
+        EncrAlg::ChaCha20Poly1305 => EncAlg::ChaCha20Poly1305,
+        EncrAlg::AesCbc { key_bits: 128 } => EncAlg::AesCbc128,
+        EncrAlg::AesCbc { key_bits: 256 } => EncAlg::AesCbc256,
+        _ => return None,
+    })
+}
+
+fn integ_alg(i: Option<IkeInteg>) -> IntegAlg {
+    match i {
+        None => IntegAlg::None,
+        Some(IkeInteg::HmacSha256_128) => IntegAlg::HmacSha256_128,
+        Some(IkeInteg::HmacSha384_192) => IntegAlg::HmacSha384_192,
+        Some(IkeInteg::HmacSha512_256) => IntegAlg::HmacSha512_256,
+    }
+}
+
+fn selector(ts: &control::wire::ikev2::TrafficSelector) -> Option<TrafficSelector> {
+    TrafficSelector::new(ts.start_addr, ts.end_addr, ts.ip_protocol, ts.start_port, ts.end_port).ok()
+}
+
+/// Wireshark's name of an ESP algorithm in the esp_sa table.
+fn wireshark_names(c: &ChildSaInstall) -> (&'static str, &'static str) {
+    let enc = match c.encr {
+        EncrAlg::AesGcm16 { .. } => "AES-GCM with 16 octet ICV [RFC4106]",
+        EncrAlg::AesCbc { .. } => "AES-CBC [RFC3602]",
+        EncrAlg::ChaCha20Poly1305 => "ChaCha20 with Poly1305 [RFC7634]",
+    };
+    let integ = match c.integ {
+        None => "NULL",
+        Some(IkeInteg::HmacSha256_128) => "HMAC-SHA-256-128 [RFC4868]",
+        Some(IkeInteg::HmacSha384_192) => "HMAC-SHA-384-192 [RFC4868]",
+        Some(IkeInteg::HmacSha512_256) => "HMAC-SHA-512-256 [RFC4868]",
+    };
+    (enc, integ)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().fold(String::with_capacity(b.len() * 2), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    })
+}
+
+impl SoftwareDataPlane {
+    /// Opens the TUN device and binds the sockets (threads start with [`SoftwareDataPlane::run`]).
+    pub fn open(cfg: &SoftwareConfig) -> io::Result<Self> {
+        let tun = Tun::open(&cfg.tun_name, false).map_err(|e| io::Error::new(e.kind(), format!("TUN {}: {e}", cfg.tun_name)))?;
+        let name = tun.name().to_string();
+        let up = std::process::Command::new("ip").args(["link", "set", &name, "up", "mtu", "1400"]).status()?;
+        if !up.success() {
+            warn!(tun = %name, "could not bring the TUN device up");
+        }
+        let mut nat = Vec::new();
+        let mut nat_senders = Vec::new();
+        let mut raw = Vec::new();
+        for ip in &cfg.listen {
+            let addr = SocketAddr::new(*ip, cfg.nat_port);
+            let io = UdpIo::bind(addr, BATCH).map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
+            io.socket().set_read_timeout(Some(Duration::from_millis(100)))?;
+            nat_senders.push((addr, io.socket().try_clone()?));
+            nat.push(io);
+            match RawEspIo::open(*ip, BATCH) {
+                Ok(r) => {
+                    r.socket().set_read_timeout(Some(Duration::from_millis(100)))?;
+                    raw.push(r);
+                }
+                Err(e) => warn!(address = %ip, "no raw ESP socket (plain ESP disabled): {e}"),
+            }
+        }
+        let keylog = match &cfg.keylog {
+            None => None,
+            Some(p) => {
+                warn!(file = %p.display(), "WRITING ESP KEYS TO A FILE: anyone who can read it can decrypt the tunnels; for debugging only");
+                Some(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?))
+            }
+        };
+        let (sad, events) = Sad::new(1);
+        // Byte/packet lifetimes are not configured yet; drain the channel so it never grows.
+        std::thread::Builder::new().name("ironsa-sa-events".into()).spawn(move || {
+            for e in events {
+                info!(event = ?e, "fastpath SA event");
+            }
+        })?;
+        info!(tun = %name, "software fastpath ready");
+        Ok(Self {
+            sad: Arc::new(sad),
+            spd: Arc::new(Spd::new()),
+            spis: Arc::new(UniqueSpis::default()),
+            children: Mutex::new(HashMap::new()),
+            tun_name: name,
+            tun: Mutex::new(Some(tun)),
+            nat: Mutex::new(nat),
+            nat_senders,
+            raw: Mutex::new(raw),
+            in_counters: Mutex::new(Vec::new()),
+            out_counters: Mutex::new(None),
+            install_routes: cfg.install_routes,
+            keylog,
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Clones of the NAT-T sockets for the control plane to send IKE from.
+    pub fn nat_sockets(&self) -> io::Result<Vec<(SocketAddr, UdpSocket)>> {
+        self.nat_senders.iter().map(|(a, s)| Ok((*a, s.try_clone()?))).collect()
+    }
+
+    /// The TUN device's name.
+    pub fn tun_name(&self) -> &str {
+        &self.tun_name
+    }
+
+    /// Starts the worker threads; IKE from the NAT-T port goes to `sink`.
+    pub fn run(self: &Arc<Self>, sink: IkeSink) -> io::Result<()> {
+        let tun = self.tun.lock().map_err(|_| io::Error::other("lock"))?.take().ok_or_else(|| io::Error::other("already running"))?;
+        let tun_fd = tun.file().try_clone()?;
+        for (i, io) in self.nat.lock().map_err(|_| io::Error::other("lock"))?.drain(..).enumerate() {
+            let me = self.clone();
+            let sink = sink.clone();
+            let out = std::fs::File::from(tun_fd.try_clone()?);
+            std::thread::Builder::new().name(format!("ironsa-esp-udp-{i}")).spawn(move || me.udp_rx_loop(io, out, sink))?;
+        }
+        for (i, io) in self.raw.lock().map_err(|_| io::Error::other("lock"))?.drain(..).enumerate() {
+            let me = self.clone();
+            let out = std::fs::File::from(tun_fd.try_clone()?);
+            std::thread::Builder::new().name(format!("ironsa-esp-raw-{i}")).spawn(move || me.raw_rx_loop(io, out))?;
+        }
+        let me = self.clone();
+        std::thread::Builder::new().name("ironsa-esp-tx".into()).spawn(move || me.tx_loop(tun))?;
+        Ok(())
+    }
+
+    fn new_worker(&self, inbound: bool) -> Worker {
+        let w = Worker::new(0, self.sad.clone(), self.spd.clone());
+        if inbound {
+            if let Ok(mut c) = self.in_counters.lock() {
+                c.push(w.counters());
+            }
+        } else if let Ok(mut c) = self.out_counters.lock() {
+            *c = Some(w.counters());
+        }
+        w
+    }
+
+    fn udp_rx_loop(self: Arc<Self>, mut io: UdpIo, mut tun: std::fs::File, sink: IkeSink) {
+        let mut worker = self.new_worker(true);
+        let local = io.local_addr();
+        let mut bufs: Vec<PacketBuf> = (0..BATCH).map(|_| PacketBuf::with_defaults()).collect();
+        let mut meta = vec![PacketMeta { src: local.ip(), dst: Some(local.ip()), src_port: 0 }; BATCH];
+        let mut verdicts = vec![Verdict::Keepalive; BATCH];
+        while !self.stop.load(Ordering::Relaxed) {
+            let n = match io.recv_burst(&mut bufs, &mut meta, true) {
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => continue,
+                Err(e) => {
+                    warn!("NAT-T receive failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            worker.inbound_burst(InboundKind::Udp, &mut bufs[..n], &meta[..n], &mut verdicts[..n]);
+            for i in 0..n {
+                match verdicts[i] {
+                    Verdict::ToTunnel => {
+                        if let Err(e) = tun.write_all(bufs[i].data()) {
+                            debug!("TUN write: {e}");
+                        }
+                    }
+                    Verdict::Ike => sink(local, SocketAddr::new(meta[i].src, meta[i].src_port), bufs[i].data().to_vec()),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn raw_rx_loop(self: Arc<Self>, mut io: RawEspIo, mut tun: std::fs::File) {
+        let mut worker = self.new_worker(true);
+        let any = IpAddr::from([0u8, 0, 0, 0]);
+        let mut bufs: Vec<PacketBuf> = (0..BATCH).map(|_| PacketBuf::with_defaults()).collect();
+        let mut meta = vec![PacketMeta { src: any, dst: None, src_port: 0 }; BATCH];
+        let mut verdicts = vec![Verdict::Keepalive; BATCH];
+        while !self.stop.load(Ordering::Relaxed) {
+            let n = match io.recv_burst(&mut bufs, &mut meta, true) {
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => continue,
+                Err(e) => {
+                    warn!("raw ESP receive failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            worker.inbound_burst(InboundKind::RawEsp, &mut bufs[..n], &meta[..n], &mut verdicts[..n]);
+            for i in 0..n {
+                if verdicts[i] == Verdict::ToTunnel {
+                    if let Err(e) = tun.write_all(bufs[i].data()) {
+                        debug!("TUN write: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn tx_loop(self: Arc<Self>, mut tun: Tun) {
+        let mut worker = self.new_worker(false);
+        let mut senders: Vec<(SocketAddr, UdpIo)> = Vec::new();
+        for (a, s) in &self.nat_senders {
+            match s.try_clone().and_then(|s| UdpIo::from_socket(s, BATCH)) {
+                Ok(io) => senders.push((*a, io)),
+                Err(e) => warn!("NAT-T sender: {e}"),
+            }
+        }
+        let raw_sender = self.nat_senders.first().and_then(|(a, _)| RawEspIo::open(a.ip(), BATCH).ok());
+        let mut bufs: Vec<PacketBuf> = (0..BATCH).map(|_| PacketBuf::with_defaults()).collect();
+        let mut verdicts = vec![Verdict::Keepalive; BATCH];
+        if let Err(e) = tun.set_nonblocking(true) {
+            warn!("TUN non-blocking: {e}");
+            return;
+        }
+        let Ok(mut poll) = mio::Poll::new() else { return };
+        let fd = tun.file().as_raw_fd();
+        if poll.registry().register(&mut mio::unix::SourceFd(&fd), mio::Token(0), mio::Interest::READABLE).is_err() {
+            return;
+        }
+        let mut events = mio::Events::with_capacity(4);
+        while !self.stop.load(Ordering::Relaxed) {
+            let _ = poll.poll(&mut events, Some(Duration::from_millis(100)));
+            loop {
+                let n = match tun.recv_burst(&mut bufs) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        debug!("TUN read: {e}");
+                        break;
+                    }
+                };
+                worker.outbound_burst(&mut bufs[..n], &mut verdicts[..n]);
+                for i in 0..n {
+                    if let Verdict::ToPeer { src, dst, udp } = verdicts[i] {
+                        let data = bufs[i].data();
+                        match udp {
+                            Some(UdpEncap { local_port, remote_port }) => {
+                                let from = SocketAddr::new(src, local_port);
+                                let s = senders.iter().find(|(a, _)| *a == from).or_else(|| senders.first());
+                                if let Some((_, io)) = s {
+                                    let _ = io.socket().send_to(data, SocketAddr::new(dst, remote_port));
+                                }
+                            }
+                            None => {
+                                if let Some(r) = &raw_sender {
+                                    let _ = r.socket().send_to(data, &SocketAddr::new(dst, 0).into());
+                                }
+                            }
+                        }
+                    }
+                }
+                if n < bufs.len() {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn route(&self, ts: &control::wire::ikev2::TrafficSelector, add: bool) {
+        let prefix = control::ts::display(ts);
+        if prefix.contains("..") || prefix.contains('[') {
+            return; // only plain prefixes can be routes
+        }
+        let verb = if add { "replace" } else { "del" };
+        let ok = std::process::Command::new("ip")
+            .args(["route", verb, &prefix, "dev", &self.tun_name])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if add && !ok {
+            warn!(prefix = %prefix, "could not install route");
+        }
+    }
+
+    fn params(c: &ChildSaInstall, direction: Direction) -> Option<SaParams> {
+        let (spi, keys) = match direction {
+            Direction::Inbound => (c.spi_in, &c.inbound),
+            Direction::Outbound => (c.spi_out, &c.outbound),
+        };
+        let keys = CipherKeys {
+            enc: enc_alg(c.encr)?,
+            integ: integ_alg(c.integ),
+            enc_key: keys.encr.clone(),
+            integ_key: keys.integ.clone(),
+        };
+        let mut p = SaParams::new(spi, direction, keys, c.local.ip(), c.remote.ip());
+        p.mode = match c.mode {
+            IpsecMode::Tunnel => Mode::Tunnel,
+            IpsecMode::Transport => Mode::Transport,
+        };
+        if c.udp_encap {
+            p.udp_encap = Some(UdpEncap { local_port: c.local.port(), remote_port: c.remote.port() });
+        }
+        p.esn = c.esn;
+        p.local_ts = c.local_ts.iter().filter_map(selector).collect();
+        p.remote_ts = c.remote_ts.iter().filter_map(selector).collect();
+        Some(p)
+    }
+
+    fn write_keylog(&self, c: &ChildSaInstall) {
+        let Some(f) = &self.keylog else { return };
+        let (enc, integ) = wireshark_names(c);
+        let fam = if c.local.is_ipv4() { "IPv4" } else { "IPv6" };
+        let line = |src: IpAddr, dst: IpAddr, spi: u32, k: &control::ike_sa::DirectionKeys| {
+            let ik = if k.integ.is_empty() { String::new() } else { format!("0x{}", hex(&k.integ)) };
+            format!("\"{fam}\",\"{src}\",\"{dst}\",\"0x{spi:08x}\",\"{enc}\",\"0x{}\",\"{integ}\",\"{ik}\"\n", hex(&k.encr))
+        };
+        if let Ok(mut f) = f.lock() {
+            let _ = f.write_all(line(c.remote.ip(), c.local.ip(), c.spi_in, &c.inbound).as_bytes());
+            let _ = f.write_all(line(c.local.ip(), c.remote.ip(), c.spi_out, &c.outbound).as_bytes());
+            let _ = f.flush();
+        }
+    }
+}
+
+impl DataPlane for SoftwareDataPlane {
+    fn install(&self, c: &ChildSaInstall) {
+        let (Some(inp), Some(outp)) = (Self::params(c, Direction::Inbound), Self::params(c, Direction::Outbound)) else {
+            warn!(child = %c.name, encr = %c.encr.name(), "the software fastpath does not support this cipher");
+            return;
+        };
+        let inbound = match self.sad.install_inbound(&inp) {
+            Ok(id) => id,
+            Err(e) => {
+                warn!(spi = format_args!("{:08x}", c.spi_in), "inbound SA not installed: {e}");
+                return;
+            }
+        };
+        let outbound = match self.sad.install_outbound(&outp) {
+            Ok(id) => id,
+            Err(e) => {
+                warn!(spi = format_args!("{:08x}", c.spi_out), "outbound SA not installed: {e}");
+                let _ = self.sad.remove(inbound);
+                return;
+            }
+        };
+        let mut children = match self.children.lock() {
+            Ok(c) => c,
+            Err(_) => return,
+        };
+        let mut policies = Vec::new();
+        let replaced = c.rekey_of.and_then(|old| children.get_mut(&old)).map(|old| {
+            // Rekey: the policies switch to the new outbound SA at once; the old
+            // inbound SA keeps decrypting until the old child is deleted.
+            self.spd.replace_sa(old.outbound, outbound);
+            std::mem::take(&mut old.policies)
+        });
+        match replaced {
+            Some(p) => policies = p,
+            None => {
+                for l in c.local_ts.iter().filter_map(selector) {
+                    for r in c.remote_ts.iter().filter_map(selector) {
+                        match self.spd.insert(&Policy { local: l.clone(), remote: r, action: PolicyAction::Protect(outbound), priority: 100 }) {
+                            Ok(id) => policies.push(id),
+                            Err(e) => warn!("policy not installed: {e}"),
+                        }
+                    }
+                }
+                if self.install_routes {
+                    for r in &c.remote_ts {
+                        self.route(r, true);
+                    }
+                }
+            }
+        }
+        children.insert(c.spi_in, Installed { spi_out: c.spi_out, inbound, outbound, policies });
+        drop(children);
+        self.write_keylog(c);
+        debug!(spi_in = format_args!("{:08x}", c.spi_in), spi_out = format_args!("{:08x}", c.spi_out), "CHILD_SA in the fastpath");
+    }
+
+    fn remove(&self, spi_in: u32, _spi_out: u32) {
+        let Some(old) = self.children.lock().ok().and_then(|mut c| c.remove(&spi_in)) else { return };
+        for p in old.policies {
+            let _ = self.spd.remove(p);
+        }
+        let _ = self.sad.remove(old.inbound);
+        let _ = self.sad.remove(old.outbound);
+        let _ = old.spi_out;
+    }
+
+    fn esp_received(&self, _local: SocketAddr, _remote: SocketAddr, _packet: &[u8]) {
+        // The fastpath owns the NAT-T sockets; the control plane never reads ESP.
+    }
+
+    fn ike_event(&self, _event: &Event) {}
+
+    fn child_counters(&self, spi_in: u32) -> Option<ChildCounters> {
+        let children = self.children.lock().ok()?;
+        let c = children.get(&spi_in)?;
+        let i = self.sad.inbound_by_id(c.inbound)?.counters.snapshot();
+        let o = self.sad.outbound(c.outbound)?.counters.snapshot();
+        Some(ChildCounters {
+            packets_in: i.packets,
+            bytes_in: i.bytes,
+            packets_out: o.packets,
+            bytes_out: o.bytes,
+            drops: i.drops.iter().sum::<u64>() + o.drops.iter().sum::<u64>(),
+        })
+    }
+
+    fn spi_allocator(&self) -> Arc<dyn SpiAllocator> {
+        self.spis.clone()
+    }
+
+    fn metrics(&self) -> String {
+        let mut out = String::new();
+        let (ins, outs) = self.sad.len();
+        let _ = writeln!(out, "# HELP ironsa_esp_sas ESP SAs in the fastpath\n# TYPE ironsa_esp_sas gauge");
+        let _ = writeln!(out, "ironsa_esp_sas{{direction=\"in\"}} {ins}\nironsa_esp_sas{{direction=\"out\"}} {outs}");
+        let mut inbound = Vec::new();
+        if let Ok(c) = self.in_counters.lock() {
+            inbound = c.iter().map(|c| c.inbound.snapshot()).collect();
+        }
+        let outbound = self.out_counters.lock().ok().and_then(|c| c.as_ref().map(|c| c.outbound.snapshot()));
+        let _ = writeln!(out, "# HELP ironsa_esp_packets_total ESP packets processed\n# TYPE ironsa_esp_packets_total counter");
+        let _ = writeln!(out, "# HELP ironsa_esp_bytes_total inner bytes processed\n# TYPE ironsa_esp_bytes_total counter");
+        let _ = writeln!(out, "# HELP ironsa_esp_drops_total ESP packets dropped, by reason\n# TYPE ironsa_esp_drops_total counter");
+        let in_pk: u64 = inbound.iter().map(|s| s.packets).sum();
+        let in_by: u64 = inbound.iter().map(|s| s.bytes).sum();
+        let _ = writeln!(out, "ironsa_esp_packets_total{{direction=\"in\"}} {in_pk}\nironsa_esp_bytes_total{{direction=\"in\"}} {in_by}");
+        if let Some(o) = &outbound {
+            let _ = writeln!(out, "ironsa_esp_packets_total{{direction=\"out\"}} {}\nironsa_esp_bytes_total{{direction=\"out\"}} {}", o.packets, o.bytes);
+        }
+        for r in DropReason::ALL {
+            let i: u64 = inbound.iter().map(|s| s.dropped(r)).sum();
+            let o = outbound.as_ref().map(|s| s.dropped(r)).unwrap_or(0);
+            let _ = writeln!(out, "ironsa_esp_drops_total{{direction=\"in\",reason=\"{}\"}} {i}", r.name());
+            let _ = writeln!(out, "ironsa_esp_drops_total{{direction=\"out\",reason=\"{}\"}} {o}", r.name());
+        }
+        out
+    }
+}
+
+impl Drop for SoftwareDataPlane {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

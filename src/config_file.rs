@@ -130,6 +130,8 @@ struct RawChild {
     esp_proposals: Spanned<String>,
     mode: Option<Spanned<String>>,
     rekey: Option<Spanned<toml::Value>>,
+    rekey_bytes: Option<u64>,
+    rekey_packets: Option<u64>,
 }
 
 /// What to do with a connection at start.
@@ -194,6 +196,8 @@ pub struct DaemonConfig {
     pub fastpath_workers: usize,
     /// Route remote selectors into the TUN device.
     pub install_routes: bool,
+    /// Soft byte/packet lifetimes per (connection, child), for the data plane.
+    pub byte_lifetimes: std::collections::HashMap<(String, String), (u64, u64)>,
     /// Connections.
     pub connections: Vec<Connection>,
     /// Risky but valid settings.
@@ -314,6 +318,7 @@ impl DaemonConfig {
             },
         };
         let mut connections = Vec::new();
+        let mut byte_lifetimes = std::collections::HashMap::new();
         let mut names = std::collections::HashSet::new();
         for c in &raw.connection {
             let at = c.span().start;
@@ -430,6 +435,10 @@ impl DaemonConfig {
                     None => Lifetime::rekey_after(Duration::from_secs(3600)),
                     Some(r) => Lifetime::rekey_after(parse_duration(r.get_ref()).map_err(|m| err(r.span().start, &ckey("rekey"), m))?),
                 };
+                let (b, p) = (ch.rekey_bytes.unwrap_or(0), ch.rekey_packets.unwrap_or(0));
+                if b > 0 || p > 0 {
+                    byte_lifetimes.insert((name.clone(), cname.clone()), (b, p));
+                }
                 cfg.children.push(ChildConfig {
                     name: cname.clone(),
                     esp_proposals: control::proposal::parse_esp_proposals(ch.esp_proposals.get_ref())
@@ -477,6 +486,7 @@ impl DaemonConfig {
             tun_name: raw.fastpath.tun_name.unwrap_or_else(|| "ironsa0".into()),
             fastpath_workers: raw.fastpath.workers.unwrap_or(1).max(1),
             install_routes: raw.fastpath.install_routes.unwrap_or(true),
+            byte_lifetimes,
             connections,
             warnings,
         })

@@ -115,6 +115,22 @@ impl Daemon {
         })
     }
 
+    /// Where the data plane's lifetime requests go: a rekey or delete of the child on its IKE SA.
+    pub fn lifetime_sink(self: &Arc<Self>) -> crate::software::LifetimeSink {
+        let me = Arc::downgrade(self);
+        Arc::new(move |(spi_i, spi_r), spi_in, req| {
+            let Some(d) = me.upgrade() else { return };
+            let task = match req {
+                crate::software::LifetimeRequest::Rekey => Task::RekeyChild(spi_in),
+                crate::software::LifetimeRequest::Delete => Task::DeleteChild(spi_in),
+            };
+            // Our SPI is one of the two; the shard that holds it accepts the task.
+            if !d.task(spi_i, task.clone()) {
+                d.task(spi_r, task);
+            }
+        })
+    }
+
     /// The data plane.
     pub fn dataplane(&self) -> &Arc<dyn DataPlane> {
         &self.dataplane

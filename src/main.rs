@@ -185,6 +185,7 @@ fn run(config_path: PathBuf) -> ExitCode {
                 nat_port: cfg.nat_port,
                 install_routes: cfg.install_routes,
                 keylog: cfg.keylog.clone(),
+                byte_lifetimes: cfg.byte_lifetimes.clone(),
             };
             match software::SoftwareDataPlane::open(&sw) {
                 Ok(dp) => Some(Arc::new(dp)),
@@ -214,7 +215,7 @@ fn run(config_path: PathBuf) -> ExitCode {
         }
     };
     if let Some(sw) = &software {
-        if let Err(e) = sw.run(d.ike_sink()) {
+        if let Err(e) = sw.run(d.ike_sink(), d.lifetime_sink()) {
             error!("cannot start fastpath workers: {e}");
             d.shutdown();
             return ExitCode::FAILURE;

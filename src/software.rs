@@ -40,6 +40,22 @@ const BATCH: usize = 64;
 /// Where IKE messages found on the NAT-T port go (local, remote, message without marker).
 pub type IkeSink = Arc<dyn Fn(SocketAddr, SocketAddr, Vec<u8>) + Send + Sync>;
 
+/// What the data plane asks of the control plane when a CHILD_SA reaches a
+/// byte/packet lifetime or runs out of sequence numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifetimeRequest {
+    /// Soft lifetime or sequence space exhausted: rekey the child.
+    Rekey,
+    /// Hard lifetime: the SA no longer passes traffic; delete the child.
+    Delete,
+}
+
+/// Receives lifetime requests: (IKE SPIs, child inbound SPI, request).
+pub type LifetimeSink = Arc<dyn Fn((u64, u64), u32, LifetimeRequest) + Send + Sync>;
+
+/// Byte and packet lifetimes of a child template (0 = none), keyed by (connection, child).
+pub type ByteLifetimes = HashMap<(String, String), (u64, u64)>;
+
 /// Inbound SPIs unique on this gateway.
 #[derive(Default)]
 pub struct UniqueSpis {
@@ -79,6 +95,8 @@ pub struct SoftwareConfig {
     pub install_routes: bool,
     /// Wireshark key log file (esp_sa UAT lines), off when None.
     pub keylog: Option<std::path::PathBuf>,
+    /// Soft byte/packet lifetimes per child template; hard = soft + 10%.
+    pub byte_lifetimes: ByteLifetimes,
 }
 
 /// The software data plane.
@@ -97,6 +115,9 @@ pub struct SoftwareDataPlane {
     install_routes: bool,
     keylog: Option<Mutex<std::fs::File>>,
     stop: Arc<AtomicBool>,
+    byte_lifetimes: ByteLifetimes,
+    owners: Arc<dashmap::DashMap<u64, ((u64, u64), u32)>>,
+    lifetime_sink: Arc<std::sync::OnceLock<LifetimeSink>>,
 }
 
 fn enc_alg(e: EncrAlg) -> Option<EncAlg> {
@@ -180,12 +201,25 @@ impl SoftwareDataPlane {
             }
         };
         let (sad, events) = Sad::new(1);
-        // Byte/packet lifetimes are not configured yet; drain the channel so it never grows.
-        std::thread::Builder::new().name("ironsa-sa-events".into()).spawn(move || {
-            for e in events {
-                info!(event = ?e, "fastpath SA event");
-            }
-        })?;
+        let owners: Arc<dashmap::DashMap<u64, ((u64, u64), u32)>> = Arc::new(dashmap::DashMap::new());
+        let lifetime_sink: Arc<std::sync::OnceLock<LifetimeSink>> = Arc::new(std::sync::OnceLock::new());
+        {
+            let owners = owners.clone();
+            let sink = lifetime_sink.clone();
+            std::thread::Builder::new().name("ironsa-sa-events".into()).spawn(move || {
+                for e in events {
+                    let (id, req) = match e {
+                        fastpath::sad::SaEvent::SoftExpired { sa } | fastpath::sad::SaEvent::SeqExhausted { sa } => (sa, LifetimeRequest::Rekey),
+                        fastpath::sad::SaEvent::HardExpired { sa } => (sa, LifetimeRequest::Delete),
+                    };
+                    let Some(owner) = owners.get(&id.0).map(|o| *o) else { continue };
+                    info!(event = ?e, spi_in = format_args!("{:08x}", owner.1), "fastpath lifetime reached: {req:?}");
+                    if let Some(s) = sink.get() {
+                        s(owner.0, owner.1, req);
+                    }
+                }
+            })?;
+        }
         info!(tun = %name, "software fastpath ready");
         Ok(Self {
             sad: Arc::new(sad),
@@ -202,6 +236,9 @@ impl SoftwareDataPlane {
             install_routes: cfg.install_routes,
             keylog,
             stop: Arc::new(AtomicBool::new(false)),
+            byte_lifetimes: cfg.byte_lifetimes.clone(),
+            owners,
+            lifetime_sink,
         })
     }
 
@@ -215,8 +252,10 @@ impl SoftwareDataPlane {
         &self.tun_name
     }
 
-    /// Starts the worker threads; IKE from the NAT-T port goes to `sink`.
-    pub fn run(self: &Arc<Self>, sink: IkeSink) -> io::Result<()> {
+    /// Starts the worker threads; IKE from the NAT-T port goes to `sink`,
+    /// lifetime requests to `lifetimes`.
+    pub fn run(self: &Arc<Self>, sink: IkeSink, lifetimes: LifetimeSink) -> io::Result<()> {
+        let _ = self.lifetime_sink.set(lifetimes);
         let tun = self.tun.lock().map_err(|_| io::Error::other("lock"))?.take().ok_or_else(|| io::Error::other("already running"))?;
         let tun_fd = tun.file().try_clone()?;
         for (i, io) in self.nat.lock().map_err(|_| io::Error::other("lock"))?.drain(..).enumerate() {
@@ -383,7 +422,7 @@ impl SoftwareDataPlane {
         }
     }
 
-    fn params(c: &ChildSaInstall, direction: Direction) -> Option<SaParams> {
+    fn params(&self, c: &ChildSaInstall, direction: Direction) -> Option<SaParams> {
         let (spi, keys) = match direction {
             Direction::Inbound => (c.spi_in, &c.inbound),
             Direction::Outbound => (c.spi_out, &c.outbound),
@@ -403,6 +442,14 @@ impl SoftwareDataPlane {
             p.udp_encap = Some(UdpEncap { local_port: c.local.port(), remote_port: c.remote.port() });
         }
         p.esn = c.esn;
+        if let Some(&(bytes, packets)) = self.byte_lifetimes.get(&(c.connection.clone(), c.name.clone())) {
+            p.lifetime = fastpath::sad::Lifetime {
+                soft_bytes: bytes,
+                hard_bytes: bytes.saturating_add(bytes / 10),
+                soft_packets: packets,
+                hard_packets: packets.saturating_add(packets / 10),
+            };
+        }
         p.local_ts = c.local_ts.iter().filter_map(selector).collect();
         p.remote_ts = c.remote_ts.iter().filter_map(selector).collect();
         Some(p)
@@ -426,7 +473,7 @@ impl SoftwareDataPlane {
 
 impl DataPlane for SoftwareDataPlane {
     fn install(&self, c: &ChildSaInstall) {
-        let (Some(inp), Some(outp)) = (Self::params(c, Direction::Inbound), Self::params(c, Direction::Outbound)) else {
+        let (Some(inp), Some(outp)) = (self.params(c, Direction::Inbound), self.params(c, Direction::Outbound)) else {
             warn!(child = %c.name, encr = %c.encr.name(), "the software fastpath does not support this cipher");
             return;
         };
@@ -475,6 +522,8 @@ impl DataPlane for SoftwareDataPlane {
             }
         }
         children.insert(c.spi_in, Installed { spi_out: c.spi_out, inbound, outbound, policies });
+        self.owners.insert(inbound.0, (c.ike_spis, c.spi_in));
+        self.owners.insert(outbound.0, (c.ike_spis, c.spi_in));
         drop(children);
         self.write_keylog(c);
         debug!(spi_in = format_args!("{:08x}", c.spi_in), spi_out = format_args!("{:08x}", c.spi_out), "CHILD_SA in the fastpath");
@@ -487,6 +536,8 @@ impl DataPlane for SoftwareDataPlane {
         }
         let _ = self.sad.remove(old.inbound);
         let _ = self.sad.remove(old.outbound);
+        self.owners.remove(&old.inbound.0);
+        self.owners.remove(&old.outbound.0);
         let _ = old.spi_out;
     }
 

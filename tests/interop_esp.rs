@@ -21,6 +21,10 @@ const PSK: &str = "a-long-random-test-secret-for-ironsa";
 const T: Duration = Duration::from_secs(10);
 
 fn ironsa_config(esp: &str) -> String {
+    ironsa_config_with(esp, "")
+}
+
+fn ironsa_config_with(esp: &str, child_extra: &str) -> String {
     format!(
         r#"
 [daemon]
@@ -46,6 +50,7 @@ name = "net"
 local_ts = ["{SUBNET_A}"]
 remote_ts = ["{SUBNET_B}"]
 esp_proposals = "{esp}"
+{child_extra}
 "#
     )
 }
@@ -214,4 +219,19 @@ fn tshark_decrypts_ironsa_esp_with_the_key_log() {
         assert_eq!(f.get(1).copied(), Some("1"), "ICV good: {l}");
         assert_eq!(f.get(2).copied(), Some("8"), "decrypted to an ICMP echo request: {l}");
     }
+}
+
+#[test]
+fn packet_lifetime_in_the_fastpath_triggers_a_rekey_without_loss() {
+    let ns = NetnsPair::new().unwrap();
+    let charon = charon(&ns, "aes256gcm16");
+    let ironsa = Ironsa::start(&ironsa_config_with("aes256gcm16", "rekey_packets = 60"), Some(ns.a.name()));
+    let sa = up(&ns, &charon, &ironsa);
+    let first = sa["children"][0]["spi_in"].clone();
+    // 100 echo requests and 100 replies cross our SAs: the soft packet lifetime (60) is hit.
+    let (sent, got) = ping(&ns, 100, "0.01");
+    assert_eq!((sent, got), (100, 100), "no loss across the lifetime-triggered rekey");
+    let after = ironsa.wait_sas(T, |s| s[0]["children"].as_array().is_some_and(|c| c.len() == 1 && c[0]["spi_in"] != first));
+    assert!(ironsa.log().contains("fastpath lifetime reached"), "the fastpath asked for the rekey");
+    let _ = after;
 }

@@ -1,7 +1,7 @@
 //! `ironsa`: the IPsec concentrator daemon and its command-line interface.
 #![forbid(unsafe_code)]
 
-mod config_file;
+pub use ironsa::config_file;
 mod control_socket;
 mod daemon;
 mod dataplane;

@@ -33,6 +33,10 @@ use std::sync::{Arc, Mutex};
 
 /// Unique suffix for DPDK object names (several backends may share a process).
 static INSTANCE: AtomicUsize = AtomicUsize::new(0);
+/// Where a copy of each transmitted frame goes: `(port id, frame)`.
+type TapSender = Sender<(u16, Vec<u8>)>;
+/// The registered taps, shared by the backend and its loops.
+type Taps = Arc<Mutex<Vec<TapSender>>>;
 /// Largest neighbour cache (entries learned from received frames).
 const MAX_NEIGHBOURS: usize = 65536;
 /// Empty transmit attempts before the rest of a burst is dropped.
@@ -95,7 +99,7 @@ pub struct DpdkBackend {
     sad: Arc<Sad>,
     ike_out: IkeSender,
     inline: Vec<InlineStatus>,
-    taps: Arc<Mutex<Vec<Sender<(u16, Vec<u8>)>>>>,
+    taps: Taps,
 }
 
 impl std::fmt::Debug for DpdkBackend {
@@ -507,8 +511,8 @@ pub struct PollLoop {
     neighbours: HashMap<IpAddr, [u8; 6]>,
     ours: Arc<[IpAddr]>,
     burst: usize,
-    taps: Arc<Mutex<Vec<Sender<(u16, Vec<u8>)>>>>,
-    tap_cache: Vec<Sender<(u16, Vec<u8>)>>,
+    taps: Taps,
+    tap_cache: Vec<TapSender>,
     scratch: Scratch,
 }
 
@@ -639,7 +643,7 @@ impl PollLoop {
                     local,
                 } => {
                     self.learn(remote.ip(), src_mac);
-                    self.to_control(local, remote, &PacketBuffer::data(&m)[payload_off..payload_end]);
+                    self.pass_to_control(local, remote, &PacketBuffer::data(&m)[payload_off..payload_end]);
                 }
                 FrameClass::Keepalive => {
                     LoopCounters::add(&self.counters.keepalives, 1);
@@ -711,7 +715,7 @@ impl PollLoop {
         self.outbound();
     }
 
-    fn to_control(&mut self, local: SocketAddr, remote: SocketAddr, payload: &[u8]) {
+    fn pass_to_control(&mut self, local: SocketAddr, remote: SocketAddr, payload: &[u8]) {
         let d = IkeDatagram {
             local,
             remote,
@@ -772,7 +776,7 @@ impl PollLoop {
             }
             for (m, v) in results.drain(..) {
                 match v {
-                    Verdict::ToTunnel => self.to_inside(m),
+                    Verdict::ToTunnel => self.send_inside(m),
                     Verdict::Ike => {
                         // The worker strips the marker; the addresses are in meta,
                         // which classification already handled: not reached.
@@ -833,11 +837,11 @@ impl PollLoop {
                             None => LoopCounters::add(&self.counters.rx_unsupported, 1),
                         }
                     }
-                    Verdict::Redirect(w) if w < self.scratch.steer.len() => {
-                        // The Ethernet header is still in front of the data.
-                        if PacketBuffer::prepend(&mut m, ETH_HDR_LEN).is_ok() {
-                            self.scratch.steer[w].push(m);
-                        }
+                    // The Ethernet header is still in front of the data.
+                    Verdict::Redirect(w)
+                        if w < self.scratch.steer.len() && PacketBuffer::prepend(&mut m, ETH_HDR_LEN).is_ok() =>
+                    {
+                        self.scratch.steer[w].push(m);
                     }
                     _ => {}
                 }
@@ -878,7 +882,7 @@ impl PollLoop {
     }
 
     /// Sends a decapsulated inner packet out of the first inside-facing port.
-    fn to_inside(&mut self, m: Mbuf) {
+    fn send_inside(&mut self, m: Mbuf) {
         let p = self.ports.iter().position(|p| p.role != PortRole::Outside).unwrap_or(0);
         let dst = crate::ip::flow_key(PacketBuffer::data(&m)).map(|f| f.dst);
         match dst {

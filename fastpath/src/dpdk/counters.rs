@@ -85,6 +85,11 @@ impl LoopCounters {
     }
 }
 
+/// A port metric: name, help text, value.
+type PortMetric = (&'static str, &'static str, fn(&ffi::PortStats) -> u64);
+/// A per-queue port metric: name, help text, values by queue.
+type QueueMetric = (&'static str, &'static str, fn(&ffi::PortStats) -> &Vec<u64>);
+
 /// Port counters as the NIC reports them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PortCounters {
@@ -129,7 +134,7 @@ impl DpdkCounters {
     /// Prometheus text exposition format (metric prefix `ironsa_dpdk_`).
     pub fn prometheus(&self) -> String {
         let mut o = String::new();
-        let port_metrics: [(&str, &str, fn(&ffi::PortStats) -> u64); 8] = [
+        let port_metrics: [PortMetric; 8] = [
             ("rx_packets", "Packets received by the port", |s| s.ipackets),
             ("tx_packets", "Packets sent by the port", |s| s.opackets),
             ("rx_bytes", "Bytes received by the port", |s| s.ibytes),
@@ -153,7 +158,7 @@ impl DpdkCounters {
                 );
             }
         }
-        let queue_metrics: [(&str, &str, fn(&ffi::PortStats) -> &Vec<u64>); 3] = [
+        let queue_metrics: [QueueMetric; 3] = [
             ("queue_rx_packets", "Packets received per rx queue", |s| &s.q_ipackets),
             ("queue_tx_packets", "Packets sent per tx queue", |s| &s.q_opackets),
             ("queue_errors", "Errors per queue", |s| &s.q_errors),

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 type CaseResult = Result<(), String>;
+/// A test case body.
+type Case = Box<dyn Fn() -> CaseResult>;
 
 fn ensure(cond: bool, msg: impl Into<String>) -> CaseResult {
     if cond { Ok(()) } else { Err(msg.into()) }
@@ -839,7 +841,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let cases: Vec<(&str, Box<dyn Fn() -> CaseResult>)> = vec![
+    let cases: Vec<(&str, Case)> = vec![
         (
             "hw_probe_and_profiles",
             Box::new(move || {

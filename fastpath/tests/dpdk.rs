@@ -593,6 +593,76 @@ fn case_lookaside(eal: &Eal, port: &str, device: &str) -> CaseResult {
     Ok(())
 }
 
+fn case_mbuf(eal: &Eal) -> CaseResult {
+    let pool = ffi::Mempool::new(eal, "t_mbuf", 63, 0, ffi::DEFAULT_DATA_ROOM, -1).map_err(e)?;
+    let mut m = pool.alloc().map_err(e)?;
+    ensure(PacketBuffer::is_empty(&m), "fresh mbuf not empty")?;
+    let head = PacketBuffer::headroom(&m);
+    let tail = PacketBuffer::tailroom(&m);
+    ensure(head >= 128 && tail >= 2048, format!("headroom {head}, tailroom {tail}"))?;
+    PacketBuffer::append(&mut m, 7).map_err(e)?.copy_from_slice(b"payload");
+    PacketBuffer::prepend(&mut m, 3).map_err(e)?.copy_from_slice(b"hdr");
+    PacketBuffer::append(&mut m, 4).map_err(e)?.copy_from_slice(b"tail");
+    ensure(PacketBuffer::data(&m) == b"hdrpayloadtail", "contents")?;
+    // DPDK's own view agrees with the trait's.
+    ensure(
+        m.pkt_len() == 14 && ffi::Mbuf::data(&m) == b"hdrpayloadtail",
+        "DPDK view",
+    )?;
+    ensure(usize::from(ffi::Mbuf::headroom(&m)) == head - 3, "DPDK headroom")?;
+    ensure(usize::from(ffi::Mbuf::tailroom(&m)) == tail - 11, "DPDK tailroom")?;
+    PacketBuffer::trim_front(&mut m, 3).map_err(e)?;
+    PacketBuffer::trim_back(&mut m, 4).map_err(e)?;
+    ensure(PacketBuffer::data(&m) == b"payload" && m.pkt_len() == 7, "after trims")?;
+    // Limits are errors, not panics or corruption.
+    ensure(
+        PacketBuffer::prepend(&mut m, head + 1).is_err(),
+        "prepend past headroom",
+    )?;
+    ensure(PacketBuffer::append(&mut m, tail + 1).is_err(), "append past tailroom")?;
+    ensure(PacketBuffer::append(&mut m, 1 << 20).is_err(), "huge append")?;
+    ensure(
+        PacketBuffer::trim_front(&mut m, 8).is_err() && PacketBuffer::trim_back(&mut m, 8).is_err(),
+        "over-trim",
+    )?;
+    ensure(
+        PacketBuffer::data(&m) == b"payload" && m.pkt_len() == 7,
+        "state after failed edits",
+    )?;
+    // ESP in place on the mbuf equals ESP on a heap buffer.
+    let (sad, _ev) = Sad::new(1);
+    let id = sad
+        .install_outbound(&SaParams::new(
+            0x777,
+            Direction::Outbound,
+            gcm_keys(3),
+            ipa(LOCAL),
+            ipa(PEER),
+        ))
+        .map_err(e)?;
+    let sa = sad.outbound(id).ok_or("sa")?;
+    let pkt = udp_packet("10.1.0.1", "10.2.0.1", 1, 2, 100, 0);
+    let mut ivs = fastpath::esp::aead::IvSource::new();
+    let params = fastpath::esp::encap::EncapParams {
+        cipher: &sa.cipher,
+        spi: 0x777,
+        seq: 5,
+        esn: false,
+        mode: fastpath::esp::Mode::Tunnel,
+        max_esp_len: 1480,
+    };
+    let mut m = pool.alloc().map_err(e)?;
+    m.extend_from_slice(&pkt).map_err(e)?;
+    let mut h = PacketBuf::from_slice(&pkt).map_err(e)?;
+    fastpath::esp::encap::encap(&mut m, &params, &mut ivs).map_err(e)?;
+    fastpath::esp::encap::encap(&mut h, &params, &mut ivs).map_err(e)?;
+    ensure(
+        PacketBuffer::data(&m) == h.data() && m.pkt_len() as usize == h.len(),
+        "ESP on mbuf differs",
+    )?;
+    Ok(())
+}
+
 fn case_probe(eal: &Eal) -> CaseResult {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../hw-profiles");
     let profiles = HwProfile::load_dir(&dir).map_err(e)?;
@@ -849,6 +919,7 @@ fn main() {
                 case_probe(&eal)
             }),
         ),
+        ("mbuf_packet_buffer", Box::new(move || case_mbuf(&eal))),
         (
             "cpu_crypto_on_net_ring_equals_software",
             Box::new(move || case_cpu_ring(&eal)),

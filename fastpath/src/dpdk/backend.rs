@@ -299,7 +299,8 @@ impl DpdkBackend {
                 counters: lc,
                 ike_in: ike_in_tx.clone(),
                 ike_out: if i == 0 { ike_out_rx.take() } else { None },
-                neighbours: HashMap::new(),
+                neighbours: HashMap::with_hasher(NeighbourHashing::random()),
+                last_learned: None,
                 ours: ours.clone(),
                 burst,
                 taps: taps.clone(),
@@ -451,6 +452,51 @@ impl DpdkBackend {
     }
 }
 
+/// Keyed hashing for the neighbour cache: fast (one multiply per word) and
+/// seeded per loop from aws-lc randomness, since its keys come from the wire.
+#[derive(Clone, Copy)]
+struct NeighbourHashing {
+    seed: u64,
+}
+
+impl NeighbourHashing {
+    fn random() -> Self {
+        let mut b = [0u8; 8];
+        // A zero seed (if the generator failed) still hashes correctly.
+        let _ = aws_lc_rs::rand::fill(&mut b);
+        Self {
+            seed: u64::from_ne_bytes(b) | 1,
+        }
+    }
+}
+
+impl std::hash::BuildHasher for NeighbourHashing {
+    type Hasher = NeighbourHasher;
+    fn build_hasher(&self) -> NeighbourHasher {
+        NeighbourHasher(self.seed)
+    }
+}
+
+/// The hasher of [`NeighbourHashing`].
+struct NeighbourHasher(u64);
+
+impl std::hash::Hasher for NeighbourHasher {
+    fn finish(&self) -> u64 {
+        let x = self.0;
+        (x ^ (x >> 31)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.0 = (self.0 ^ u64::from_le_bytes(w))
+                .wrapping_mul(0xff51_afd7_ed55_8ccd)
+                .rotate_left(29);
+        }
+    }
+}
+
 /// One port as seen by one loop: its queues and pending transmissions.
 struct LoopPort {
     id: u16,
@@ -508,7 +554,8 @@ pub struct PollLoop {
     counters: Arc<LoopCounters>,
     ike_in: Sender<IkeDatagram>,
     ike_out: Option<Receiver<IkeDatagram>>,
-    neighbours: HashMap<IpAddr, [u8; 6]>,
+    neighbours: HashMap<IpAddr, [u8; 6], NeighbourHashing>,
+    last_learned: Option<(IpAddr, [u8; 6])>,
     ours: Arc<[IpAddr]>,
     burst: usize,
     taps: Taps,
@@ -599,9 +646,10 @@ impl PollLoop {
     }
 
     fn learn(&mut self, ip: IpAddr, mac: [u8; 6]) {
-        if mac[0] & 1 != 0 {
+        if mac[0] & 1 != 0 || self.last_learned == Some((ip, mac)) {
             return;
         }
+        self.last_learned = Some((ip, mac));
         if self.neighbours.len() >= MAX_NEIGHBOURS && !self.neighbours.contains_key(&ip) {
             self.neighbours.clear();
         }
@@ -612,7 +660,7 @@ impl PollLoop {
     fn dispatch(&mut self, rx: &mut Vec<Mbuf>, from_ring: bool) {
         let nloops = self.rings.len();
         for mut m in rx.drain(..) {
-            if m.nb_segs() != 1 {
+            if super::mbuf::segments(&m) != 1 {
                 LoopCounters::add(&self.counters.rx_unsupported, 1);
                 continue;
             }
@@ -621,7 +669,7 @@ impl PollLoop {
                 let ours = |a: &IpAddr| self.ours.is_empty() || self.ours.contains(a);
                 frame::classify(d, ours)
             };
-            let pidx = self.port_index(m.port());
+            let pidx = self.port_index(super::mbuf::input_port(&m));
             let src_mac = frame::src_mac(PacketBuffer::data(&m));
             match class {
                 FrameClass::Arp => {
@@ -829,7 +877,7 @@ impl PollLoop {
                         self.send_ip(p, dst, m);
                     }
                     Verdict::Bypass => {
-                        let from = self.port_index(m.port());
+                        let from = self.port_index(super::mbuf::input_port(&m));
                         let p = self.forward_port(from);
                         let dst = crate::ip::flow_key(PacketBuffer::data(&m)).map(|f| f.dst);
                         match dst {

@@ -51,6 +51,7 @@
 //! ```
 
 pub mod buf;
+pub mod dpdk;
 pub mod esp;
 pub mod fuzzing;
 pub mod io;

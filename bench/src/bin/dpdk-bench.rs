@@ -1,0 +1,447 @@
+//! dpdk-bench: the DPDK backend's ESP encapsulation + decapsulation rate per
+//! core on a `net_ring` port, compared in the same run with DPDK's own
+//! `dpdk-test-crypto-perf` AES-GCM rate on `crypto_aesni_gcm` for the same
+//! sizes.
+//!
+//! Usage: `dpdk-bench [--json] [--secs S] [--reps R] [--inflight N]`
+//!
+//! The machine may be shared: both sides are measured `R` times (crypto-perf
+//! runs, backend windows of `S` seconds) and the best of each is compared.
+//!
+//! The backend runs one poll loop (one core, CPU crypto, AES-128-GCM) on a
+//! `net_ring` loopback port set up so that packets circulate: a cleartext
+//! packet is encapsulated and sent; the ESP packet comes back on the ring
+//! and is decapsulated (its SA's local address is the ESP destination); the
+//! inner packet is sent, comes back as cleartext and is encapsulated again.
+//! Every round trip is one encapsulation and one decapsulation including rx
+//! and tx bursts, classification, SPD and SAD lookups, replay window and
+//! counters. The rate reported is round trips per second (Mpps).
+//!
+//! The reference is `dpdk-test-crypto-perf` (throughput test, burst 32,
+//! AES-128-GCM, 8-byte AAD) run for encrypt and for decrypt on
+//! `crypto_aesni_gcm` with `--no-huge`: its encrypt+decrypt pair rate is
+//! `1 / (1/enc + 1/dec)`. `ratio` = backend round-trip rate / crypto-perf pair
+//! rate at the same size (1.0 = the backend costs no more than the bare
+//! crypto of DPDK's fastest software PMD).
+
+use fastpath::dpdk::backend::{DpdkBackend, PollLoop, Started};
+use fastpath::dpdk::profile::HwProfile;
+use fastpath::esp::aead::{CipherKeys, EncAlg, IntegAlg};
+use fastpath::ip;
+use fastpath::sad::{Direction, SaParams, Sad};
+use fastpath::spd::{Policy, PolicyAction, Spd, TrafficSelector};
+use ffi::{Eal, Mbuf};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+const SIZES: [usize; 2] = [64, 1420];
+
+struct Options {
+    json: bool,
+    secs: f64,
+    reps: usize,
+    inflight: usize,
+    burst: usize,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut o = Options {
+        json: false,
+        secs: 0.5,
+        reps: 5,
+        inflight: 512,
+        burst: 32,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--json" => o.json = true,
+            "--secs" => {
+                o.secs = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|s: &f64| *s > 0.0)
+                    .ok_or("--secs needs a positive number")?
+            }
+            "--reps" => {
+                o.reps = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n: &usize| (1..=100).contains(n))
+                    .ok_or("--reps needs 1..=100")?
+            }
+            "--burst" => {
+                o.burst = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n: &usize| (1..=64).contains(n))
+                    .ok_or("--burst needs 1..=64")?
+            }
+            "--inflight" => {
+                o.inflight = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n: &usize| (1..=2048).contains(n))
+                    .ok_or("--inflight needs 1..=2048")?
+            }
+            "-h" | "--help" => {
+                println!("usage: dpdk-bench [--json] [--secs S] [--reps R] [--inflight N]");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(o)
+}
+
+/// Mops per buffer size from `dpdk-test-crypto-perf` throughput output.
+fn parse_crypto_perf(out: &str) -> HashMap<usize, f64> {
+    let mut rates = HashMap::new();
+    for line in out.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        // lcore, buf size, burst, enqueued, dequeued, failed enq, failed deq, MOps, Gbps, cycles/buf
+        if cols.len() == 10 && cols.iter().all(|c| c.parse::<f64>().is_ok()) {
+            if let (Ok(size), Ok(mops)) = (cols[1].parse::<usize>(), cols[7].parse::<f64>()) {
+                rates.insert(size, mops);
+            }
+        }
+    }
+    rates
+}
+
+/// Runs crypto-perf for `op` (encrypt/decrypt); Mops per size.
+fn crypto_perf(op: &str) -> Result<HashMap<usize, f64>, String> {
+    let sizes = SIZES.map(|s| s.to_string()).join(",");
+    let out = Command::new("dpdk-test-crypto-perf")
+        .args([
+            "-l",
+            "0,1",
+            "--no-huge",
+            "-m",
+            "512",
+            "--no-shconf",
+            "--no-pci",
+            "--vdev",
+            "crypto_aesni_gcm0",
+            "--log-level=error",
+            "--",
+            "--devtype",
+            "crypto_aesni_gcm",
+            "--optype",
+            "aead",
+            "--aead-algo",
+            "aes-gcm",
+            "--aead-op",
+            op,
+            "--aead-key-sz",
+            "16",
+            "--aead-iv-sz",
+            "12",
+            "--aead-aad-sz",
+            "8",
+            "--digest-sz",
+            "16",
+            "--buffer-sz",
+            &sizes,
+            "--burst-sz",
+            "32",
+            "--total-ops",
+            "2000000",
+            "--ptest",
+            "throughput",
+            "--silent",
+        ])
+        .output()
+        .map_err(|e| format!("running dpdk-test-crypto-perf (package dpdk-dev): {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rates = parse_crypto_perf(&text);
+    if !out.status.success() || rates.len() != SIZES.len() {
+        return Err(format!(
+            "dpdk-test-crypto-perf {op} failed ({}):\n{text}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(rates)
+}
+
+fn ipa(s: &str) -> IpAddr {
+    s.parse().expect("bench address")
+}
+
+fn keys() -> CipherKeys {
+    CipherKeys {
+        enc: EncAlg::AesGcm16_128,
+        integ: IntegAlg::None,
+        enc_key: Zeroizing::new((1..=20).collect()),
+        integ_key: Zeroizing::new(Vec::new()),
+    }
+}
+
+/// A UDP packet of `len` bytes, 10.1.0.5 -> 10.2.0.1.
+fn inner_packet(len: usize) -> Vec<u8> {
+    let mut p = vec![0u8; len];
+    let total = (len as u16).to_be_bytes();
+    p[..20].copy_from_slice(&[
+        0x45, 0, total[0], total[1], 0, 0, 0, 0, 64, 17, 0, 0, 10, 1, 0, 5, 10, 2, 0, 1,
+    ]);
+    let c = ip::checksum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    let ulen = ((len - 20) as u16).to_be_bytes();
+    p[20..28].copy_from_slice(&[0x30, 0x39, 0, 9, ulen[0], ulen[1], 0, 0]);
+    p
+}
+
+/// One backend with packets circulating through its poll loop.
+struct Circuit {
+    backend: DpdkBackend,
+    lp: PollLoop,
+    size: usize,
+    lookaside: bool,
+    windows: Vec<f64>,
+}
+
+impl Circuit {
+    /// Starts a backend on `port` (lookaside on `device` if given) and sets
+    /// `inflight` packets of `size` bytes circulating.
+    fn start(eal: Eal, port: &str, device: Option<&str>, size: usize, o: &Options) -> Result<Circuit, String> {
+        let burst = o.burst;
+        let crypto = match device {
+            Some(d) => format!("mode = \"lookaside\"\ndevice = \"{d}\""),
+            None => "mode = \"cpu\"".to_string(),
+        };
+        let profile = HwProfile::from_toml(&format!(
+            r#"
+            name = "bench-{port}"
+            backend = "dpdk"
+            eal_args = ["-l", "0"]
+            [[ports]]
+            name = "{port}"
+            role = "both"
+            addresses = ["192.0.2.1"]
+            [offloads]
+            rss = false
+            [crypto]
+            {crypto}
+            [sizing]
+            mbufs = 8191
+            mbuf_cache = 256
+            descriptors = 1024
+            burst = {burst}
+            "#
+        ))
+        .map_err(|e| e.to_string())?;
+        let (sad, _events) = Sad::new(1);
+        let (sad, spd) = (Arc::new(sad), Arc::new(Spd::new()));
+        let Started { backend, mut loops, .. } =
+            DpdkBackend::start(eal, &profile, sad.clone(), spd.clone()).map_err(|e| e.to_string())?;
+        let mut lp: PollLoop = loops.pop().ok_or("no loop")?;
+        let (local, peer) = (ipa("192.0.2.1"), ipa("198.51.100.7"));
+        let (out, off_out) = backend
+            .install_sa(&SaParams::new(0x5001, Direction::Outbound, keys(), local, peer))
+            .map_err(|e| e.to_string())?;
+        // The ESP comes back on the loopback addressed to the peer: decapsulate it there.
+        let (_, off_in) = backend
+            .install_sa(&SaParams::new(0x5001, Direction::Inbound, keys(), peer, local))
+            .map_err(|e| e.to_string())?;
+        if device.is_some() && !(off_out && off_in) {
+            return Err("the crypto device did not take the SAs".into());
+        }
+        spd.insert(&Policy {
+            local: TrafficSelector::prefix(ipa("10.1.0.0"), 16).map_err(|e| e.to_string())?,
+            remote: TrafficSelector::prefix(ipa("10.2.0.0"), 16).map_err(|e| e.to_string())?,
+            action: PolicyAction::Protect(out),
+            priority: 100,
+        })
+        .map_err(|e| e.to_string())?;
+        let port_id = ffi::EthPort::by_name(&eal, port).map_err(|e| e.to_string())?.id();
+        let mac = backend.port_mac(port).ok_or("no mac")?;
+        let mut frame = mac.to_vec();
+        frame.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+        frame.extend_from_slice(&inner_packet(size));
+        let mut v: Vec<Mbuf> = Vec::with_capacity(o.inflight);
+        for _ in 0..o.inflight {
+            let mut m = backend.pool().alloc().map_err(|e| e.to_string())?;
+            m.extend_from_slice(&frame).map_err(|e| e.to_string())?;
+            v.push(m);
+        }
+        while !v.is_empty() {
+            let mut chunk: Vec<Mbuf> = v.drain(..v.len().min(32)).collect();
+            lp.transmit(port_id, &mut chunk);
+            lp.poll_once();
+        }
+        let mut c = Circuit {
+            backend,
+            lp,
+            size,
+            lookaside: device.is_some(),
+            windows: Vec::new(),
+        };
+        // Warm up.
+        c.run_for(Duration::from_millis(200));
+        Ok(c)
+    }
+
+    /// Round trips so far and drops so far.
+    fn snapshot(&self) -> (u64, u64) {
+        let c = self.backend.counters();
+        let l = &c.loops[0];
+        (
+            l.outbound.packets.min(l.inbound.packets),
+            l.outbound.total_drops() + l.inbound.total_drops() + l.io.tx_dropped,
+        )
+    }
+
+    fn run_for(&mut self, d: Duration) -> f64 {
+        let t = Instant::now();
+        loop {
+            for _ in 0..256 {
+                self.lp.poll_once();
+            }
+            if t.elapsed() >= d {
+                return t.elapsed().as_secs_f64();
+            }
+        }
+    }
+
+    /// Measures one window; records its rate in Mpps.
+    fn window(&mut self, secs: f64) {
+        let (rt0, _) = self.snapshot();
+        let el = self.run_for(Duration::from_secs_f64(secs));
+        let (rt1, _) = self.snapshot();
+        self.windows.push((rt1 - rt0) as f64 / el / 1e6);
+    }
+
+    fn best(&self) -> f64 {
+        self.windows.iter().copied().fold(0.0, f64::max)
+    }
+}
+
+fn main() {
+    let o = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("dpdk-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let eal = match Eal::init(&[
+        "-l",
+        "0",
+        "--no-huge",
+        "-m",
+        "768",
+        "--no-shconf",
+        "--no-pci",
+        "--log-level=lib.eal:error",
+        "--log-level=crypto:error",
+        "--vdev=net_ring0",
+        "--vdev=net_ring1",
+        "--vdev=net_ring2",
+        "--vdev=net_ring3",
+        "--vdev=crypto_aesni_gcm0",
+        "--vdev=crypto_aesni_gcm1",
+    ]) {
+        Ok(eal) => eal,
+        Err(e) => {
+            eprintln!("dpdk-bench: EAL: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut circuits = Vec::new();
+    for (i, size) in SIZES.iter().copied().enumerate() {
+        for lookaside in [false, true] {
+            let port = format!("net_ring{}", 2 * i + usize::from(lookaside));
+            let dev = format!("crypto_aesni_gcm{i}");
+            match Circuit::start(eal, &port, lookaside.then_some(dev.as_str()), size, &o) {
+                Ok(c) => circuits.push(c),
+                Err(e) => {
+                    eprintln!("dpdk-bench: backend on {port} at {size} B: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+    // Interleaved: crypto-perf (this process idle meanwhile), then a window
+    // of every circuit; the best of each side is compared.
+    let mut enc: HashMap<usize, f64> = HashMap::new();
+    let mut dec: HashMap<usize, f64> = HashMap::new();
+    for _ in 0..o.reps {
+        for (op, best) in [("encrypt", &mut enc), ("decrypt", &mut dec)] {
+            match crypto_perf(op) {
+                Ok(r) => {
+                    for (size, mops) in r {
+                        let b = best.entry(size).or_insert(0.0);
+                        *b = b.max(mops);
+                    }
+                }
+                Err(e) => {
+                    eprintln!("dpdk-bench: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        for c in &mut circuits {
+            c.window(o.secs);
+        }
+    }
+    let mut rows = Vec::new();
+    for c in &circuits {
+        let (e, d) = (enc[&c.size], dec[&c.size]);
+        let pair = 1.0 / (1.0 / e + 1.0 / d);
+        let (_, drops) = c.snapshot();
+        rows.push((c.size, c.lookaside, c.best(), e, d, pair, c.best() / pair, drops));
+    }
+    if o.json {
+        let items: Vec<String> = rows
+            .iter()
+            .filter(|r| !r.1)
+            .map(|(size, _, mpps, e, d, pair, ratio, drops)| {
+                let la = rows
+                    .iter()
+                    .find(|r| r.0 == *size && r.1)
+                    .map(|r| (r.2, r.6))
+                    .unwrap_or_default();
+                format!(
+                    "{{\"size\":{size},\"backend_mpps\":{mpps:.4},\"crypto_perf_encrypt_mops\":{e:.4},\"crypto_perf_decrypt_mops\":{d:.4},\"crypto_perf_pair_mops\":{pair:.4},\"ratio\":{ratio:.4},\"drops\":{drops},\"lookaside_aesni_mpps\":{:.4},\"lookaside_aesni_ratio\":{:.4}}}",
+                    la.0, la.1
+                )
+            })
+            .collect();
+        println!(
+            "{{\"bench\":\"dpdk-bench\",\"mode\":\"cpu\",\"port\":\"net_ring\",\"cipher\":\"aes-128-gcm\",\"reference\":\"dpdk-test-crypto-perf crypto_aesni_gcm\",\"reps\":{},\"results\":[{}]}}",
+            o.reps,
+            items.join(",")
+        );
+    } else {
+        println!(
+            "DPDK backend, one core, AES-128-GCM, net_ring loopback: encap+decap round trips (best of {} windows of {} s)",
+            o.reps, o.secs
+        );
+        println!(
+            "reference: dpdk-test-crypto-perf on crypto_aesni_gcm, burst 32, best of {} runs (pair = 1/(1/enc + 1/dec))",
+            o.reps
+        );
+        println!(
+            "{:>6} {:>20} {:>10} {:>10} {:>10} {:>10} {:>7} {:>7}",
+            "size", "backend crypto", "Mpps", "enc Mops", "dec Mops", "pair Mops", "ratio", "drops"
+        );
+        for (size, la, mpps, e, d, pair, ratio, drops) in &rows {
+            let mode = if *la { "lookaside aesni_gcm" } else { "cpu (aws-lc)" };
+            println!("{size:>6} {mode:>20} {mpps:>10.3} {e:>10.3} {d:>10.3} {pair:>10.3} {ratio:>7.2} {drops:>7}");
+        }
+        for c in &circuits {
+            let w: Vec<String> = c.windows.iter().map(|r| format!("{r:.3}")).collect();
+            println!(
+                "windows {} B {}: {}",
+                c.size,
+                if c.lookaside { "lookaside" } else { "cpu" },
+                w.join(" ")
+            );
+        }
+    }
+}

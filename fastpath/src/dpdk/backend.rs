@@ -1,0 +1,1022 @@
+//! The DPDK backend: ports and queues from a [`HwProfile`], one
+//! [`PollLoop`] per lcore (queue), IKE to and from the control plane.
+//!
+//! A poll loop owns queue `i` of every port, worker `i` and steering ring `i`:
+//! rx burst → classify each frame → ARP replies, IKE to the control plane,
+//! ESP to decapsulation, cleartext to the policy and encapsulation → tx burst.
+//!
+//! Core affinity of SAs: with RSS (NIC hash on IP addresses and UDP ports) a
+//! peer's ESP always lands on the same queue, hence the same loop. Without
+//! RSS (vdevs, single-queue NICs) only queue 0 receives, and loop 0 steers
+//! ESP by SPI to loop `spi % loops` over the rings. Outbound SAs are pinned to
+//! a worker (sequence numbers have one writer); a loop that gets a packet of an
+//! SA pinned elsewhere passes it over the owner's ring
+//! ([`Verdict::Redirect`]).
+
+use super::DpdkError;
+use super::counters::{DpdkCounters, LoopCounters, LoopReport, PortCounters};
+use super::frame::{self, BROADCAST_MAC, ETH_HDR_LEN, FrameClass};
+use super::lookaside::{CryptoSessions, LookasideEngine};
+use super::profile::{BackendKind, CryptoMode, HwProfile, PortRole, parse_mac};
+use crate::buf::PacketBuffer;
+use crate::sad::{Direction, SaId, SaParams, Sad};
+use crate::spd::Spd;
+use crate::worker::{InboundKind, NON_ESP_MARKER_LEN, PacketMeta, Verdict, Worker, WorkerCounters};
+use ffi::{
+    CryptoDev, CryptoOpPool, Eal, EthPort, Mbuf, Mempool, PortConfig, Ring, RxQueue, SessionPool, TxQueue, offload,
+};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::sync::{Arc, Mutex};
+
+/// Unique suffix for DPDK object names (several backends may share a process).
+static INSTANCE: AtomicUsize = AtomicUsize::new(0);
+/// Where a copy of each transmitted frame goes: `(port id, frame)`.
+type TapSender = Sender<(u16, Vec<u8>)>;
+/// The registered taps, shared by the backend and its loops.
+type Taps = Arc<Mutex<Vec<TapSender>>>;
+/// Largest neighbour cache (entries learned from received frames).
+const MAX_NEIGHBOURS: usize = 65536;
+/// Empty transmit attempts before the rest of a burst is dropped.
+const TX_RETRIES: usize = 4;
+
+/// An IKE datagram between the data plane and the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IkeDatagram {
+    /// Our address and port (500 or 4500).
+    pub local: SocketAddr,
+    /// The peer's address and port.
+    pub remote: SocketAddr,
+    /// The IKE message (without the non-ESP marker).
+    pub payload: Vec<u8>,
+}
+
+/// The control plane's handle for sending IKE messages out of the DPDK ports
+/// (port 4500 messages get the non-ESP marker).
+#[derive(Debug, Clone)]
+pub struct IkeSender {
+    tx: Sender<IkeDatagram>,
+}
+
+impl IkeSender {
+    /// Queues `d` for transmission by poll loop 0.
+    pub fn send(&self, d: IkeDatagram) -> Result<(), DpdkError> {
+        self.tx.send(d).map_err(|_| DpdkError::Closed)
+    }
+}
+
+/// Inline-crypto capability of one port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InlineStatus {
+    /// Port name.
+    pub port: String,
+    /// The port has an rte_security context with inline IPsec capabilities.
+    pub capable: bool,
+}
+
+/// A port as the backend knows it.
+#[derive(Debug, Clone)]
+struct PortState {
+    port: EthPort,
+    name: String,
+    role: PortRole,
+    mac: [u8; 6],
+    gateway: [u8; 6],
+    addrs: Vec<IpAddr>,
+    rss: bool,
+}
+
+/// A started DPDK backend (shared state; the poll loops run separately).
+pub struct DpdkBackend {
+    eal: Eal,
+    profile: HwProfile,
+    pool: Mempool,
+    ports: Vec<PortState>,
+    loops: Vec<(Arc<LoopCounters>, Arc<WorkerCounters>)>,
+    sessions: Option<Arc<CryptoSessions>>,
+    sad: Arc<Sad>,
+    ike_out: IkeSender,
+    inline: Vec<InlineStatus>,
+    taps: Taps,
+}
+
+impl std::fmt::Debug for DpdkBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpdkBackend")
+            .field("profile", &self.profile.name)
+            .field("ports", &self.ports.len())
+            .field("loops", &self.loops.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`DpdkBackend::start`] returns.
+pub struct Started {
+    /// The backend (SA installation, counters, IKE sender).
+    pub backend: DpdkBackend,
+    /// One poll loop per queue; run each on its own core ([`PollLoop::run`]).
+    pub loops: Vec<PollLoop>,
+    /// IKE messages received on the ports, for the control plane.
+    pub ike: Receiver<IkeDatagram>,
+}
+
+impl DpdkBackend {
+    /// Initialises EAL with the profile's arguments (once per process).
+    pub fn init_eal(profile: &HwProfile) -> Result<Eal, DpdkError> {
+        if profile.backend != BackendKind::Dpdk {
+            return Err(DpdkError::Config(format!(
+                "profile {} is not a DPDK profile",
+                profile.name
+            )));
+        }
+        Ok(Eal::init(&profile.eal_args)?)
+    }
+
+    /// Configures and starts the profile's ports (and crypto device) and
+    /// builds its poll loops over `sad` and `spd` (`sad` must have been
+    /// created for `profile.queues` workers). Each port and crypto device
+    /// can be started once per process.
+    pub fn start(eal: Eal, profile: &HwProfile, sad: Arc<Sad>, spd: Arc<Spd>) -> Result<Started, DpdkError> {
+        profile.validate()?;
+        if profile.backend != BackendKind::Dpdk {
+            return Err(DpdkError::Config(format!(
+                "profile {} is not a DPDK profile",
+                profile.name
+            )));
+        }
+        let inst = INSTANCE.fetch_add(1, Ordering::Relaxed);
+        let s = &profile.sizing;
+        let nloops = usize::from(profile.queues);
+        let pool = Mempool::new(
+            &eal,
+            &format!("ironsa_mb{inst}"),
+            s.mbufs,
+            s.mbuf_cache,
+            ffi::DEFAULT_DATA_ROOM,
+            -1,
+        )?;
+        let mut ports = Vec::new();
+        let mut queues: Vec<(Vec<RxQueue>, Vec<TxQueue>)> = Vec::new();
+        let mut inline = Vec::new();
+        for spec in &profile.ports {
+            let port = EthPort::by_name(&eal, &spec.name).map_err(|_| {
+                DpdkError::Config(format!(
+                    "port {} not found (is it in eal_args / bound to a DPDK driver?)",
+                    spec.name
+                ))
+            })?;
+            let info = port.info()?;
+            if info.max_tx_queues < profile.queues {
+                return Err(DpdkError::Config(format!(
+                    "port {} has {} tx queues, the profile needs {}",
+                    spec.name, info.max_tx_queues, profile.queues
+                )));
+            }
+            let rss = profile.offloads.rss
+                && profile.queues > 1
+                && info.rss_offloads != 0
+                && info.max_rx_queues >= profile.queues;
+            let mut rx_offloads = 0;
+            if profile.offloads.rx_checksum {
+                rx_offloads |= offload::RX_IPV4_CKSUM | offload::RX_UDP_CKSUM | offload::RX_TCP_CKSUM;
+            }
+            if rss {
+                rx_offloads |= offload::RX_RSS_HASH;
+            }
+            let tx_offloads = if profile.offloads.tx_fast_free {
+                offload::TX_MBUF_FAST_FREE
+            } else {
+                0
+            };
+            let config = PortConfig {
+                rx_queues: if rss { profile.queues } else { 1 },
+                tx_queues: profile.queues,
+                rx_descriptors: s.descriptors,
+                tx_descriptors: s.descriptors,
+                rss,
+                rx_offloads,
+                tx_offloads,
+                promiscuous: true,
+            };
+            let q = port.configure(&config, &pool)?;
+            port.start()?;
+            // vdevs may not support promiscuous mode: not an error.
+            let _ = port.promiscuous_enable();
+            let gateway = spec.gateway_mac.as_deref().and_then(parse_mac).unwrap_or(BROADCAST_MAC);
+            inline.push(InlineStatus {
+                port: spec.name.clone(),
+                capable: port.security().has_inline_ipsec(),
+            });
+            ports.push(PortState {
+                port,
+                name: spec.name.clone(),
+                role: spec.role,
+                mac: port.mac_address()?,
+                gateway,
+                addrs: spec.addresses.clone(),
+                rss,
+            });
+            queues.push((q.rx, q.tx));
+        }
+        let sessions = match profile.crypto.mode {
+            CryptoMode::Lookaside => {
+                let name = profile.crypto.device.as_deref().unwrap_or_default();
+                let dev = CryptoDev::by_name(&eal, name)
+                    .map_err(|_| DpdkError::Config(format!("crypto device {name} not found")))?;
+                if dev.aes_gcm_caps().is_none() {
+                    return Err(DpdkError::Config(format!("crypto device {name} has no AES-GCM")));
+                }
+                let sp = SessionPool::new(&eal, &format!("ironsa_ss{inst}"), 16384, &[dev], -1)?;
+                Some((dev, sp))
+            }
+            _ => None,
+        };
+        let mut qps = match &sessions {
+            Some((dev, sp)) => dev
+                .configure_and_start(profile.queues, profile.crypto.descriptors.unwrap_or(2048), sp)?
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None => Vec::new(),
+        };
+        let sessions = sessions.map(|(dev, sp)| Arc::new(CryptoSessions::new(dev, sp)));
+        let rings: Arc<Vec<Ring>> = Arc::new(if nloops > 1 {
+            (0..nloops)
+                .map(|i| Ring::new(&eal, &format!("ironsa_st{inst}_{i}"), s.ring, -1))
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        });
+        let (ike_in_tx, ike_in_rx) = channel();
+        let (ike_out_tx, ike_out_rx) = channel();
+        let mut ike_out_rx = Some(ike_out_rx);
+        let taps = Arc::new(Mutex::new(Vec::new()));
+        let ours: Arc<[IpAddr]> = ports.iter().flat_map(|p| p.addrs.clone()).collect();
+        let steer_by_spi = nloops > 1 && ports.iter().any(|p| !p.rss);
+        let mut loops = Vec::with_capacity(nloops);
+        let mut counters = Vec::with_capacity(nloops);
+        for i in 0..nloops {
+            let lc = Arc::new(LoopCounters::default());
+            let worker = Worker::new(i, sad.clone(), spd.clone()).with_outer_headers(true);
+            counters.push((lc.clone(), worker.counters()));
+            let lookaside = match (&sessions, qps.get_mut(i).and_then(Option::take)) {
+                (Some(sess), Some(qp)) => Some(LookasideEngine::new(
+                    sess.clone(),
+                    qp,
+                    CryptoOpPool::new(&eal, &format!("ironsa_op{inst}_{i}"), 4096, 128, -1)?,
+                    lc.clone(),
+                )),
+                _ => None,
+            };
+            let mut lports = Vec::with_capacity(ports.len());
+            for (p, (rx, tx)) in ports.iter().zip(queues.iter_mut()) {
+                let rxq = if rx.is_empty() { None } else { Some(rx.remove(0)) };
+                lports.push(LoopPort {
+                    id: p.port.id(),
+                    role: p.role,
+                    mac: p.mac,
+                    gateway: p.gateway,
+                    addrs: p.addrs.clone(),
+                    rx: rxq,
+                    tx: tx.remove(0),
+                    out: Vec::with_capacity(2 * ffi::MAX_BURST),
+                });
+            }
+            let burst = usize::from(s.burst);
+            loops.push(PollLoop {
+                id: i,
+                worker,
+                sad: sad.clone(),
+                spd: spd.clone(),
+                ports: lports,
+                pool: pool.clone(),
+                rings: rings.clone(),
+                steer_by_spi,
+                lookaside,
+                inline_mode: profile.crypto.mode == CryptoMode::Inline,
+                counters: lc,
+                ike_in: ike_in_tx.clone(),
+                ike_out: if i == 0 { ike_out_rx.take() } else { None },
+                neighbours: HashMap::with_hasher(NeighbourHashing::random()),
+                last_learned: None,
+                ours: ours.clone(),
+                burst,
+                taps: taps.clone(),
+                tap_cache: Vec::new(),
+                scratch: Scratch::new(nloops),
+            });
+        }
+        let backend = DpdkBackend {
+            eal,
+            profile: profile.clone(),
+            pool,
+            ports,
+            loops: counters,
+            sessions,
+            sad,
+            ike_out: IkeSender { tx: ike_out_tx },
+            inline,
+            taps,
+        };
+        Ok(Started {
+            backend,
+            loops,
+            ike: ike_in_rx,
+        })
+    }
+
+    /// The EAL token.
+    pub fn eal(&self) -> Eal {
+        self.eal
+    }
+
+    /// The profile the backend runs.
+    pub fn profile(&self) -> &HwProfile {
+        &self.profile
+    }
+
+    /// The packet pool (for callers that build frames).
+    pub fn pool(&self) -> &Mempool {
+        &self.pool
+    }
+
+    /// The IKE sender for the control plane.
+    pub fn ike_sender(&self) -> IkeSender {
+        self.ike_out.clone()
+    }
+
+    /// MAC address of the port named `name`.
+    pub fn port_mac(&self, name: &str) -> Option<[u8; 6]> {
+        self.ports.iter().find(|p| p.name == name).map(|p| p.mac)
+    }
+
+    /// Inline-crypto capability found on each port at start. SAs run on the
+    /// CPU on every port (inline sessions are not offloaded yet; each packet
+    /// of an inline profile counts as an inline fallback).
+    pub fn inline_status(&self) -> &[InlineStatus] {
+        &self.inline
+    }
+
+    /// Creates the crypto device session of an installed SA when the profile
+    /// uses lookaside crypto and the device takes the SA; returns whether it
+    /// is offloaded (otherwise it runs on the CPU).
+    pub fn offload_sa(&self, id: SaId, p: &SaParams) -> Result<bool, DpdkError> {
+        match &self.sessions {
+            Some(s) => s.register(id, p.direction, p.mode, p.esn, &p.keys),
+            None => Ok(false),
+        }
+    }
+
+    /// Installs an SA in the SAD and, with lookaside crypto, on the device.
+    pub fn install_sa(&self, p: &SaParams) -> Result<(SaId, bool), DpdkError> {
+        let id = match p.direction {
+            Direction::Inbound => self.sad.install_inbound(p)?,
+            Direction::Outbound => self.sad.install_outbound(p)?,
+        };
+        match self.offload_sa(id, p) {
+            Ok(off) => Ok((id, off)),
+            Err(e) => {
+                let _ = self.sad.remove(id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes an SA from the SAD and the crypto device.
+    pub fn remove_sa(&self, id: SaId) -> Result<(), DpdkError> {
+        if let Some(s) = &self.sessions {
+            s.unregister(id);
+        }
+        Ok(self.sad.remove(id)?)
+    }
+
+    /// Number of SAs offloaded to the crypto device.
+    pub fn offloaded_sas(&self) -> usize {
+        self.sessions.as_ref().map_or(0, |s| s.len())
+    }
+
+    /// Mirrors a copy of every transmitted frame (`(port id, frame)`) to the
+    /// returned receiver (debugging and tests; costs a copy per frame).
+    pub fn tap(&self) -> Receiver<(u16, Vec<u8>)> {
+        let (tx, rx) = channel();
+        self.taps.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+        rx
+    }
+
+    /// Port, queue, loop and crypto counters.
+    pub fn counters(&self) -> DpdkCounters {
+        DpdkCounters {
+            ports: self
+                .ports
+                .iter()
+                .map(|p| PortCounters {
+                    name: p.name.clone(),
+                    id: p.port.id(),
+                    stats: p.port.stats().unwrap_or_default(),
+                })
+                .collect(),
+            loops: self
+                .loops
+                .iter()
+                .enumerate()
+                .map(|(id, (io, w))| LoopReport {
+                    id,
+                    io: io.snapshot(),
+                    inbound: w.inbound.snapshot(),
+                    outbound: w.outbound.snapshot(),
+                })
+                .collect(),
+            crypto_device: self.sessions.as_ref().map(|s| s.device().name()),
+        }
+    }
+
+    /// Runs each loop on its own thread until `stop` is set.
+    pub fn spawn(
+        loops: Vec<PollLoop>,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<Vec<std::thread::JoinHandle<PollLoop>>> {
+        loops
+            .into_iter()
+            .map(|mut l| {
+                let stop = stop.clone();
+                std::thread::Builder::new()
+                    .name(format!("ironsa-dp{}", l.id))
+                    .spawn(move || {
+                        l.run(&stop);
+                        l
+                    })
+            })
+            .collect()
+    }
+}
+
+/// Keyed hashing for the neighbour cache: fast (one multiply per word) and
+/// seeded per loop from aws-lc randomness, since its keys come from the wire.
+#[derive(Clone, Copy)]
+struct NeighbourHashing {
+    seed: u64,
+}
+
+impl NeighbourHashing {
+    fn random() -> Self {
+        let mut b = [0u8; 8];
+        // A zero seed (if the generator failed) still hashes correctly.
+        let _ = aws_lc_rs::rand::fill(&mut b);
+        Self {
+            seed: u64::from_ne_bytes(b) | 1,
+        }
+    }
+}
+
+impl std::hash::BuildHasher for NeighbourHashing {
+    type Hasher = NeighbourHasher;
+    fn build_hasher(&self) -> NeighbourHasher {
+        NeighbourHasher(self.seed)
+    }
+}
+
+/// The hasher of [`NeighbourHashing`].
+struct NeighbourHasher(u64);
+
+impl std::hash::Hasher for NeighbourHasher {
+    fn finish(&self) -> u64 {
+        let x = self.0;
+        (x ^ (x >> 31)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.0 = (self.0 ^ u64::from_le_bytes(w))
+                .wrapping_mul(0xff51_afd7_ed55_8ccd)
+                .rotate_left(29);
+        }
+    }
+}
+
+/// One port as seen by one loop: its queues and pending transmissions.
+struct LoopPort {
+    id: u16,
+    role: PortRole,
+    mac: [u8; 6],
+    gateway: [u8; 6],
+    addrs: Vec<IpAddr>,
+    rx: Option<RxQueue>,
+    tx: TxQueue,
+    out: Vec<Mbuf>,
+}
+
+/// Per-burst buffers, allocated once.
+struct Scratch {
+    rx: Vec<Mbuf>,
+    esp_udp: Vec<Mbuf>,
+    meta_udp: Vec<PacketMeta>,
+    esp_raw: Vec<Mbuf>,
+    meta_raw: Vec<PacketMeta>,
+    clear: Vec<Mbuf>,
+    verdicts: Vec<Verdict>,
+    results: Vec<(Mbuf, Verdict)>,
+    steer: Vec<Vec<Mbuf>>,
+}
+
+impl Scratch {
+    fn new(loops: usize) -> Self {
+        let b = ffi::MAX_BURST;
+        Self {
+            rx: Vec::with_capacity(b),
+            esp_udp: Vec::with_capacity(b),
+            meta_udp: Vec::with_capacity(b),
+            esp_raw: Vec::with_capacity(b),
+            meta_raw: Vec::with_capacity(b),
+            clear: Vec::with_capacity(b),
+            verdicts: vec![Verdict::Keepalive; b],
+            results: Vec::with_capacity(b),
+            steer: (0..loops).map(|_| Vec::with_capacity(b)).collect(),
+        }
+    }
+}
+
+/// One poll loop: queue `id` of every port, worker `id`, steering ring `id`.
+pub struct PollLoop {
+    id: usize,
+    worker: Worker,
+    sad: Arc<Sad>,
+    spd: Arc<Spd>,
+    ports: Vec<LoopPort>,
+    pool: Mempool,
+    rings: Arc<Vec<Ring>>,
+    steer_by_spi: bool,
+    lookaside: Option<LookasideEngine>,
+    inline_mode: bool,
+    counters: Arc<LoopCounters>,
+    ike_in: Sender<IkeDatagram>,
+    ike_out: Option<Receiver<IkeDatagram>>,
+    neighbours: HashMap<IpAddr, [u8; 6], NeighbourHashing>,
+    last_learned: Option<(IpAddr, [u8; 6])>,
+    ours: Arc<[IpAddr]>,
+    burst: usize,
+    taps: Taps,
+    tap_cache: Vec<TapSender>,
+    scratch: Scratch,
+}
+
+impl std::fmt::Debug for PollLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PollLoop").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl PollLoop {
+    /// Loop id (= queue id = worker id).
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// This loop's counters.
+    pub fn counters(&self) -> Arc<LoopCounters> {
+        self.counters.clone()
+    }
+
+    /// Polls until `stop` is set.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            if self.poll_once() == 0 {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// One round: every rx queue, the steering ring and the IKE queue, then
+    /// the transmissions. Returns the number of frames handled.
+    pub fn poll_once(&mut self) -> usize {
+        self.refresh_taps();
+        let mut handled = 0;
+        for p in 0..self.ports.len() {
+            let mut rx = std::mem::take(&mut self.scratch.rx);
+            if let Some(q) = self.ports[p].rx.as_mut() {
+                let n = q.rx_burst(&mut rx, self.burst);
+                LoopCounters::add(&self.counters.rx_frames, n as u64);
+                handled += n;
+            }
+            if !rx.is_empty() {
+                self.dispatch(&mut rx, false);
+            }
+            self.scratch.rx = rx;
+        }
+        if self.id < self.rings.len() {
+            let mut rx = std::mem::take(&mut self.scratch.rx);
+            let n = self.rings[self.id].dequeue_burst(&mut rx, self.burst);
+            if n > 0 {
+                LoopCounters::add(&self.counters.steered_in, n as u64);
+                handled += n;
+                self.dispatch(&mut rx, true);
+            }
+            self.scratch.rx = rx;
+        }
+        handled += self.send_ike();
+        self.flush();
+        handled
+    }
+
+    /// Transmits `frames` (complete Ethernet frames) on the port with id
+    /// `port` through this loop's queue; returns how many were taken.
+    pub fn transmit(&mut self, port: u16, frames: &mut Vec<Mbuf>) -> usize {
+        let Some(p) = self.ports.iter().position(|p| p.id == port) else {
+            return 0;
+        };
+        let n = frames.len();
+        self.ports[p].out.append(frames);
+        self.flush();
+        n
+    }
+
+    fn refresh_taps(&mut self) {
+        if let Ok(t) = self.taps.try_lock()
+            && t.len() != self.tap_cache.len()
+        {
+            self.tap_cache = t.clone();
+        }
+    }
+
+    fn port_index(&self, port_id: u16) -> usize {
+        self.ports.iter().position(|p| p.id == port_id).unwrap_or(0)
+    }
+
+    fn learn(&mut self, ip: IpAddr, mac: [u8; 6]) {
+        if mac[0] & 1 != 0 || self.last_learned == Some((ip, mac)) {
+            return;
+        }
+        self.last_learned = Some((ip, mac));
+        if self.neighbours.len() >= MAX_NEIGHBOURS && !self.neighbours.contains_key(&ip) {
+            self.neighbours.clear();
+        }
+        self.neighbours.insert(ip, mac);
+    }
+
+    /// Sorts a burst of received frames into ESP, cleartext, IKE and the rest.
+    fn dispatch(&mut self, rx: &mut Vec<Mbuf>, from_ring: bool) {
+        let nloops = self.rings.len();
+        for mut m in rx.drain(..) {
+            if super::mbuf::segments(&m) != 1 {
+                LoopCounters::add(&self.counters.rx_unsupported, 1);
+                continue;
+            }
+            let class = {
+                let d = PacketBuffer::data(&m);
+                let ours = |a: &IpAddr| self.ours.is_empty() || self.ours.contains(a);
+                frame::classify(d, ours)
+            };
+            let pidx = self.port_index(super::mbuf::input_port(&m));
+            let src_mac = frame::src_mac(PacketBuffer::data(&m));
+            match class {
+                FrameClass::Arp => {
+                    if let Some((spa, sha, tpa)) = frame::arp_request(PacketBuffer::data(&m)) {
+                        self.learn(IpAddr::V4(spa), sha);
+                        let p = &self.ports[pidx];
+                        if p.addrs.contains(&IpAddr::V4(tpa))
+                            && frame::make_arp_reply(PacketBuffer::data_mut(&mut m), p.mac)
+                        {
+                            LoopCounters::add(&self.counters.arp_replies, 1);
+                            self.ports[pidx].out.push(m);
+                        }
+                    }
+                }
+                FrameClass::Ike {
+                    payload_off,
+                    payload_end,
+                    remote,
+                    local,
+                } => {
+                    self.learn(remote.ip(), src_mac);
+                    self.pass_to_control(local, remote, &PacketBuffer::data(&m)[payload_off..payload_end]);
+                }
+                FrameClass::Keepalive => {
+                    LoopCounters::add(&self.counters.keepalives, 1);
+                }
+                FrameClass::Esp {
+                    payload_off,
+                    payload_end,
+                    udp,
+                    src,
+                    dst,
+                    src_port,
+                } => {
+                    if self.steer_by_spi && !from_ring && nloops > 1 {
+                        let d = PacketBuffer::data(&m);
+                        if payload_off + 4 <= d.len() {
+                            let spi = u32::from_be_bytes([
+                                d[payload_off],
+                                d[payload_off + 1],
+                                d[payload_off + 2],
+                                d[payload_off + 3],
+                            ]);
+                            let target = spi as usize % nloops;
+                            if target != self.id {
+                                self.scratch.steer[target].push(m);
+                                continue;
+                            }
+                        }
+                    }
+                    self.learn(src, src_mac);
+                    let len = PacketBuffer::len(&m);
+                    if PacketBuffer::trim_back(&mut m, len - payload_end).is_err()
+                        || PacketBuffer::trim_front(&mut m, payload_off).is_err()
+                    {
+                        LoopCounters::add(&self.counters.rx_unsupported, 1);
+                        continue;
+                    }
+                    let meta = PacketMeta {
+                        src,
+                        dst: Some(dst),
+                        src_port,
+                    };
+                    if udp {
+                        self.scratch.esp_udp.push(m);
+                        self.scratch.meta_udp.push(meta);
+                    } else {
+                        self.scratch.esp_raw.push(m);
+                        self.scratch.meta_raw.push(meta);
+                    }
+                }
+                FrameClass::Ip { ip_end, src } => {
+                    self.learn(src, src_mac);
+                    let len = PacketBuffer::len(&m);
+                    if PacketBuffer::trim_back(&mut m, len - ip_end).is_err()
+                        || PacketBuffer::trim_front(&mut m, ETH_HDR_LEN).is_err()
+                    {
+                        LoopCounters::add(&self.counters.rx_unsupported, 1);
+                        continue;
+                    }
+                    self.scratch.clear.push(m);
+                }
+                FrameClass::Other => {
+                    LoopCounters::add(&self.counters.rx_unsupported, 1);
+                }
+            }
+        }
+        self.flush_steering();
+        self.inbound(InboundKind::Udp);
+        self.inbound(InboundKind::RawEsp);
+        self.outbound();
+    }
+
+    fn pass_to_control(&mut self, local: SocketAddr, remote: SocketAddr, payload: &[u8]) {
+        let d = IkeDatagram {
+            local,
+            remote,
+            payload: payload.to_vec(),
+        };
+        if self.ike_in.send(d).is_ok() {
+            LoopCounters::add(&self.counters.ike_rx, 1);
+        } else {
+            LoopCounters::add(&self.counters.ike_rx_dropped, 1);
+        }
+    }
+
+    fn flush_steering(&mut self) {
+        for t in 0..self.scratch.steer.len() {
+            if self.scratch.steer[t].is_empty() {
+                continue;
+            }
+            let mut v = std::mem::take(&mut self.scratch.steer[t]);
+            let total = v.len();
+            while !v.is_empty() {
+                if self.rings[t].enqueue_burst(&mut v) == 0 {
+                    break;
+                }
+            }
+            let full = v.len();
+            v.clear();
+            LoopCounters::add(&self.counters.steered_out, (total - full) as u64);
+            LoopCounters::add(&self.counters.steer_ring_full, full as u64);
+            self.scratch.steer[t] = v;
+        }
+    }
+
+    /// Decapsulates the collected ESP packets of one kind.
+    fn inbound(&mut self, kind: InboundKind) {
+        let (mut pkts, meta) = match kind {
+            InboundKind::Udp => (
+                std::mem::take(&mut self.scratch.esp_udp),
+                std::mem::take(&mut self.scratch.meta_udp),
+            ),
+            InboundKind::RawEsp => (
+                std::mem::take(&mut self.scratch.esp_raw),
+                std::mem::take(&mut self.scratch.meta_raw),
+            ),
+        };
+        if !pkts.is_empty() {
+            if self.inline_mode {
+                LoopCounters::add(&self.counters.inline_cpu_fallback, pkts.len() as u64);
+            }
+            let mut results = std::mem::take(&mut self.scratch.results);
+            match self.lookaside.as_mut() {
+                Some(lk) => lk.decap_burst(&mut self.worker, &self.sad, kind, &mut pkts, &meta, &mut results),
+                None => {
+                    let n = pkts.len();
+                    self.worker
+                        .inbound_burst(kind, &mut pkts, &meta, &mut self.scratch.verdicts[..n]);
+                    results.extend(pkts.drain(..).zip(self.scratch.verdicts[..n].iter().copied()));
+                }
+            }
+            for (m, v) in results.drain(..) {
+                match v {
+                    Verdict::ToTunnel => self.send_inside(m),
+                    Verdict::Ike => {
+                        // The worker strips the marker; the addresses are in meta,
+                        // which classification already handled: not reached.
+                        LoopCounters::add(&self.counters.rx_unsupported, 1);
+                    }
+                    _ => {}
+                }
+            }
+            self.scratch.results = results;
+        }
+        let mut meta = meta;
+        meta.clear();
+        match kind {
+            InboundKind::Udp => {
+                self.scratch.esp_udp = pkts;
+                self.scratch.meta_udp = meta;
+            }
+            InboundKind::RawEsp => {
+                self.scratch.esp_raw = pkts;
+                self.scratch.meta_raw = meta;
+            }
+        }
+    }
+
+    /// Applies the outbound policy to the collected cleartext packets.
+    fn outbound(&mut self) {
+        let mut pkts = std::mem::take(&mut self.scratch.clear);
+        if !pkts.is_empty() {
+            let mut results = std::mem::take(&mut self.scratch.results);
+            match self.lookaside.as_mut() {
+                Some(lk) => {
+                    // Lookaside reorders nothing within an SA; the bypass port
+                    // is taken from the inner packet's receive port below.
+                    lk.encap_burst(&mut self.worker, &self.sad, &self.spd, true, &mut pkts, &mut results);
+                }
+                None => {
+                    let n = pkts.len();
+                    self.worker.outbound_burst(&mut pkts, &mut self.scratch.verdicts[..n]);
+                    results.extend(pkts.drain(..).zip(self.scratch.verdicts[..n].iter().copied()));
+                }
+            }
+            let inline = self.inline_mode;
+            for (mut m, v) in results.drain(..) {
+                match v {
+                    Verdict::ToPeer { src, dst, .. } => {
+                        if inline {
+                            LoopCounters::add(&self.counters.inline_cpu_fallback, 1);
+                        }
+                        let p = self.outside_port_for(src);
+                        self.send_ip(p, dst, m);
+                    }
+                    Verdict::Bypass => {
+                        let from = self.port_index(super::mbuf::input_port(&m));
+                        let p = self.forward_port(from);
+                        let dst = crate::ip::flow_key(PacketBuffer::data(&m)).map(|f| f.dst);
+                        match dst {
+                            Some(d) => self.send_ip(p, d, m),
+                            None => LoopCounters::add(&self.counters.rx_unsupported, 1),
+                        }
+                    }
+                    // The Ethernet header is still in front of the data.
+                    Verdict::Redirect(w)
+                        if w < self.scratch.steer.len() && PacketBuffer::prepend(&mut m, ETH_HDR_LEN).is_ok() =>
+                    {
+                        self.scratch.steer[w].push(m);
+                    }
+                    _ => {}
+                }
+            }
+            self.scratch.results = results;
+            self.flush_steering();
+        }
+        self.scratch.clear = pkts;
+    }
+
+    /// The port ESP from `src` leaves by: the one owning `src`, else the first
+    /// outside-facing one.
+    fn outside_port_for(&self, src: IpAddr) -> usize {
+        self.ports
+            .iter()
+            .position(|p| p.addrs.contains(&src))
+            .or_else(|| self.ports.iter().position(|p| p.role != PortRole::Inside))
+            .unwrap_or(0)
+    }
+
+    /// Where bypassed cleartext received on port `from` goes.
+    fn forward_port(&self, from: usize) -> usize {
+        let want_inside = match self.ports.get(from).map(|p| p.role) {
+            Some(PortRole::Outside) => true,
+            Some(PortRole::Inside) => false,
+            _ => return from,
+        };
+        self.ports
+            .iter()
+            .position(|p| {
+                if want_inside {
+                    p.role != PortRole::Outside
+                } else {
+                    p.role != PortRole::Inside
+                }
+            })
+            .unwrap_or(from)
+    }
+
+    /// Sends a decapsulated inner packet out of the first inside-facing port.
+    fn send_inside(&mut self, m: Mbuf) {
+        let p = self.ports.iter().position(|p| p.role != PortRole::Outside).unwrap_or(0);
+        let dst = crate::ip::flow_key(PacketBuffer::data(&m)).map(|f| f.dst);
+        match dst {
+            Some(d) => self.send_ip(p, d, m),
+            None => LoopCounters::add(&self.counters.rx_unsupported, 1),
+        }
+    }
+
+    /// Adds the Ethernet header towards `next_hop` and queues `m` on port `p`.
+    fn send_ip(&mut self, p: usize, next_hop: IpAddr, mut m: Mbuf) {
+        let port = &self.ports[p];
+        let dst = self.neighbours.get(&next_hop).copied().unwrap_or(port.gateway);
+        if frame::prepend_ethernet(&mut m, dst, port.mac).is_ok() {
+            self.ports[p].out.push(m);
+        } else {
+            LoopCounters::add(&self.counters.tx_dropped, 1);
+        }
+    }
+
+    /// Builds and queues the IKE messages the control plane sent (loop 0).
+    fn send_ike(&mut self) -> usize {
+        let mut n = 0;
+        while n < self.burst {
+            let d = match self.ike_out.as_ref().map(|r| r.try_recv()) {
+                Some(Ok(d)) => d,
+                Some(Err(TryRecvError::Empty)) | None => break,
+                Some(Err(TryRecvError::Disconnected)) => {
+                    self.ike_out = None;
+                    break;
+                }
+            };
+            n += 1;
+            let mut m = match self.pool.alloc() {
+                Ok(m) => m,
+                Err(_) => {
+                    LoopCounters::add(&self.counters.mbuf_alloc_failed, 1);
+                    continue;
+                }
+            };
+            let marker = if d.local.port() == crate::worker::NAT_T_PORT {
+                NON_ESP_MARKER_LEN
+            } else {
+                0
+            };
+            let built = PacketBuffer::append(&mut m, marker + d.payload.len())
+                .map(|b| {
+                    b[..marker].fill(0);
+                    b[marker..].copy_from_slice(&d.payload);
+                })
+                .is_ok()
+                && crate::ip::prepend_outer(
+                    &mut m,
+                    d.local.ip(),
+                    d.remote.ip(),
+                    Some((d.local.port(), d.remote.port())),
+                )
+                .is_ok();
+            if !built {
+                LoopCounters::add(&self.counters.tx_dropped, 1);
+                continue;
+            }
+            let p = self.outside_port_for(d.local.ip());
+            LoopCounters::add(&self.counters.ike_tx, 1);
+            self.send_ip(p, d.remote.ip(), m);
+        }
+        n
+    }
+
+    /// Transmits what every port has queued; drops what the port will not take.
+    fn flush(&mut self) {
+        for p in &mut self.ports {
+            if p.out.is_empty() {
+                continue;
+            }
+            if !self.tap_cache.is_empty() {
+                for m in &p.out {
+                    let copy = PacketBuffer::data(m).to_vec();
+                    for t in &self.tap_cache {
+                        let _ = t.send((p.id, copy.clone()));
+                    }
+                }
+            }
+            let total = p.out.len();
+            let sent = p.tx.tx_all(&mut p.out, TX_RETRIES);
+            LoopCounters::add(&self.counters.tx_frames, sent as u64);
+            LoopCounters::add(&self.counters.tx_dropped, (total - sent) as u64);
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Ethernet frames on the DPDK ports: classification of received frames
+//! (ARP, IKE, ESP, NAT keepalives, cleartext IP) and Ethernet/ARP headers
+//! for transmitted ones. No VLAN tags, no outer-IP reassembly.
+
+use crate::buf::{BufError, PacketBuffer};
+use crate::worker::{NAT_KEEPALIVE, NAT_T_PORT, NON_ESP_MARKER_LEN};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// Ethernet header length (no VLAN tag).
+pub const ETH_HDR_LEN: usize = 14;
+/// EtherType of IPv4.
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+/// EtherType of IPv6.
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+/// EtherType of ARP.
+pub const ETHERTYPE_ARP: u16 = 0x0806;
+/// UDP port of IKE.
+pub const IKE_PORT: u16 = 500;
+/// The broadcast MAC address.
+pub const BROADCAST_MAC: [u8; 6] = [0xff; 6];
+
+/// What a received frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameClass {
+    /// An ARP packet.
+    Arp,
+    /// IKE on UDP 500, or on UDP 4500 behind the non-ESP marker; the message
+    /// is at `payload_off..payload_end` (marker excluded).
+    Ike {
+        /// Offset of the IKE message.
+        payload_off: usize,
+        /// End of the IKE message.
+        payload_end: usize,
+        /// Sender (the peer).
+        remote: SocketAddr,
+        /// Receiver (us).
+        local: SocketAddr,
+    },
+    /// A NAT keepalive (UDP 4500, one 0xFF byte).
+    Keepalive,
+    /// ESP: UDP-encapsulated (`udp`) or raw protocol 50, at `payload_off..payload_end`.
+    Esp {
+        /// Offset of the SPI.
+        payload_off: usize,
+        /// End of the ESP packet (before Ethernet padding).
+        payload_end: usize,
+        /// Arrived in UDP (RFC 3948).
+        udp: bool,
+        /// Outer source.
+        src: IpAddr,
+        /// Outer destination.
+        dst: IpAddr,
+        /// UDP source port (0 for raw ESP).
+        src_port: u16,
+    },
+    /// Another IP packet at `ETH_HDR_LEN..ip_end`: to the outbound policy.
+    Ip {
+        /// End of the IP packet (before Ethernet padding).
+        ip_end: usize,
+        /// Its source address (for neighbour learning).
+        src: IpAddr,
+    },
+    /// Anything else (other EtherTypes, VLAN, truncated or fragmented IPsec).
+    Other,
+}
+
+/// Classifies a received Ethernet frame. `ours` tells whether an address is
+/// one of ours (IKE and UDP-encapsulated ESP are only taken when addressed to us).
+pub fn classify(frame: &[u8], ours: impl Fn(&IpAddr) -> bool) -> FrameClass {
+    if frame.len() < ETH_HDR_LEN {
+        return FrameClass::Other;
+    }
+    let l3 = &frame[ETH_HDR_LEN..];
+    let (src, dst, proto, l4_off, ip_end) = match u16::from_be_bytes([frame[12], frame[13]]) {
+        ETHERTYPE_ARP => return FrameClass::Arp,
+        ETHERTYPE_IPV4 => {
+            if l3.len() < 20 || l3[0] >> 4 != 4 {
+                return FrameClass::Other;
+            }
+            let ihl = usize::from(l3[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([l3[2], l3[3]]));
+            if ihl < 20 || total < ihl || total > l3.len() {
+                return FrameClass::Other;
+            }
+            let fragmented = u16::from_be_bytes([l3[6], l3[7]]) & 0x3fff != 0;
+            let src = IpAddr::from(<[u8; 4]>::try_from(&l3[12..16]).unwrap_or_default());
+            let dst = IpAddr::from(<[u8; 4]>::try_from(&l3[16..20]).unwrap_or_default());
+            // Fragments go to the policy path as they are (not reassembled).
+            let proto = if fragmented { 0 } else { l3[9] };
+            (src, dst, proto, ETH_HDR_LEN + ihl, ETH_HDR_LEN + total)
+        }
+        ETHERTYPE_IPV6 => {
+            if l3.len() < 40 || l3[0] >> 4 != 6 {
+                return FrameClass::Other;
+            }
+            let total = 40 + usize::from(u16::from_be_bytes([l3[4], l3[5]]));
+            if total > l3.len() {
+                return FrameClass::Other;
+            }
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&l3[8..24]);
+            let src = IpAddr::from(Ipv6Addr::from(a));
+            a.copy_from_slice(&l3[24..40]);
+            let dst = IpAddr::from(Ipv6Addr::from(a));
+            (src, dst, l3[6], ETH_HDR_LEN + 40, ETH_HDR_LEN + total)
+        }
+        _ => return FrameClass::Other,
+    };
+    match proto {
+        crate::esp::IPPROTO_ESP => FrameClass::Esp {
+            payload_off: l4_off,
+            payload_end: ip_end,
+            udp: false,
+            src,
+            dst,
+            src_port: 0,
+        },
+        crate::ip::IPPROTO_UDP if ours(&dst) => {
+            let udp = &frame[l4_off..ip_end];
+            if udp.len() < 8 {
+                return FrameClass::Other;
+            }
+            let sport = u16::from_be_bytes([udp[0], udp[1]]);
+            let dport = u16::from_be_bytes([udp[2], udp[3]]);
+            let ulen = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+            if ulen < 8 || ulen > udp.len() {
+                return FrameClass::Other;
+            }
+            let body = &udp[8..ulen];
+            let (off, end) = (l4_off + 8, l4_off + ulen);
+            let remote = SocketAddr::new(src, sport);
+            let local = SocketAddr::new(dst, dport);
+            match dport {
+                IKE_PORT => FrameClass::Ike {
+                    payload_off: off,
+                    payload_end: end,
+                    remote,
+                    local,
+                },
+                NAT_T_PORT if body == [NAT_KEEPALIVE] => FrameClass::Keepalive,
+                NAT_T_PORT
+                    if body.len() >= NON_ESP_MARKER_LEN && body[..NON_ESP_MARKER_LEN] == [0; NON_ESP_MARKER_LEN] =>
+                {
+                    FrameClass::Ike {
+                        payload_off: off + NON_ESP_MARKER_LEN,
+                        payload_end: end,
+                        remote,
+                        local,
+                    }
+                }
+                NAT_T_PORT => FrameClass::Esp {
+                    payload_off: off,
+                    payload_end: end,
+                    udp: true,
+                    src,
+                    dst,
+                    src_port: sport,
+                },
+                _ => FrameClass::Ip { ip_end, src },
+            }
+        }
+        _ => FrameClass::Ip { ip_end, src },
+    }
+}
+
+/// Prepends an Ethernet header (`dst`, `src`, EtherType from the IP version
+/// of the packet in `buf`).
+pub fn prepend_ethernet<B: PacketBuffer>(buf: &mut B, dst: [u8; 6], src: [u8; 6]) -> Result<(), BufError> {
+    let ethertype = match buf.data().first().map(|b| b >> 4) {
+        Some(6) => ETHERTYPE_IPV6,
+        _ => ETHERTYPE_IPV4,
+    };
+    let h = buf.prepend(ETH_HDR_LEN)?;
+    h[..6].copy_from_slice(&dst);
+    h[6..12].copy_from_slice(&src);
+    h[12..14].copy_from_slice(&ethertype.to_be_bytes());
+    Ok(())
+}
+
+/// Source MAC of a frame (callers checked it is at least an Ethernet header).
+pub fn src_mac(frame: &[u8]) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    if frame.len() >= ETH_HDR_LEN {
+        m.copy_from_slice(&frame[6..12]);
+    }
+    m
+}
+
+/// An ARP request for one of our addresses: `(requester IP, requester MAC, asked IP)`.
+pub fn arp_request(frame: &[u8]) -> Option<(Ipv4Addr, [u8; 6], Ipv4Addr)> {
+    let a = frame.get(ETH_HDR_LEN..ETH_HDR_LEN + 28)?;
+    // Ethernet/IPv4, hlen 6, plen 4, operation 1 (request).
+    if a[..8] != [0, 1, 8, 0, 6, 4, 0, 1] {
+        return None;
+    }
+    let mut sha = [0u8; 6];
+    sha.copy_from_slice(&a[8..14]);
+    let spa = Ipv4Addr::new(a[14], a[15], a[16], a[17]);
+    let tpa = Ipv4Addr::new(a[24], a[25], a[26], a[27]);
+    Some((spa, sha, tpa))
+}
+
+/// Turns the ARP request in `frame` into the reply "`asked` is at `mac`", in place.
+pub fn make_arp_reply(frame: &mut [u8], mac: [u8; 6]) -> bool {
+    let Some((spa, sha, tpa)) = arp_request(frame) else {
+        return false;
+    };
+    frame[..6].copy_from_slice(&sha);
+    frame[6..12].copy_from_slice(&mac);
+    let a = &mut frame[ETH_HDR_LEN..ETH_HDR_LEN + 28];
+    a[7] = 2;
+    a[8..14].copy_from_slice(&mac);
+    a[14..18].copy_from_slice(&tpa.octets());
+    a[18..24].copy_from_slice(&sha);
+    a[24..28].copy_from_slice(&spa.octets());
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buf::PacketBuf;
+
+    fn frame(ip: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        f.extend_from_slice(ip);
+        f.extend_from_slice(&[0u8; 6]); // Ethernet padding
+        f
+    }
+
+    fn udp_v4(dport: u16, body: &[u8]) -> Vec<u8> {
+        let mut b = PacketBuf::from_slice(body).unwrap();
+        crate::ip::prepend_outer(
+            &mut b,
+            "198.51.100.7".parse().unwrap(),
+            "192.0.2.1".parse().unwrap(),
+            Some((4501, dport)),
+        )
+        .unwrap();
+        b.data().to_vec()
+    }
+
+    #[test]
+    fn classifies_ike_esp_keepalive_and_cleartext() {
+        let ours = |a: &IpAddr| *a == "192.0.2.1".parse::<IpAddr>().unwrap();
+        let f = frame(&udp_v4(500, b"ike!"));
+        assert!(matches!(
+            classify(&f, ours),
+            FrameClass::Ike { payload_off: 42, payload_end: 46, remote, .. } if remote.port() == 4501
+        ));
+        let f = frame(&udp_v4(4500, &[0, 0, 0, 0, 1, 2]));
+        assert!(matches!(
+            classify(&f, ours),
+            FrameClass::Ike {
+                payload_off: 46,
+                payload_end: 48,
+                ..
+            }
+        ));
+        assert_eq!(classify(&frame(&udp_v4(4500, &[0xff])), ours), FrameClass::Keepalive);
+        let f = frame(&udp_v4(4500, &[0, 0, 1, 0, 0, 0, 0, 1, 9, 9]));
+        assert!(matches!(
+            classify(&f, ours),
+            FrameClass::Esp {
+                payload_off: 42,
+                payload_end: 52,
+                udp: true,
+                src_port: 4501,
+                ..
+            }
+        ));
+        // Not to us: cleartext for the policy.
+        assert!(matches!(classify(&f, |_| false), FrameClass::Ip { ip_end: 52, .. }));
+        let mut raw = udp_v4(4500, &[0; 12]);
+        raw[9] = 50;
+        assert!(matches!(
+            classify(&frame(&raw), ours),
+            FrameClass::Esp {
+                payload_off: 34,
+                udp: false,
+                ..
+            }
+        ));
+        // Truncated and unknown frames.
+        assert_eq!(classify(&f[..30], ours), FrameClass::Other);
+        assert_eq!(classify(&[0u8; 10], ours), FrameClass::Other);
+        let mut v = f.clone();
+        v[12] = 0x81;
+        assert_eq!(classify(&v, ours), FrameClass::Other);
+    }
+
+    #[test]
+    fn arp_reply_in_place() {
+        let mut f = vec![0xffu8; 6];
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 9]);
+        f.extend_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+        f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 9, 10, 0, 0, 9]);
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&[10, 0, 0, 1]);
+        assert_eq!(classify(&f, |_| true), FrameClass::Arp);
+        let (spa, _, tpa) = arp_request(&f).unwrap();
+        assert_eq!((spa, tpa), ("10.0.0.9".parse().unwrap(), "10.0.0.1".parse().unwrap()));
+        assert!(make_arp_reply(&mut f, [2, 0, 0, 0, 0, 1]));
+        assert_eq!(&f[..6], &[2, 0, 0, 0, 0, 9]);
+        assert_eq!(f[ETH_HDR_LEN + 7], 2);
+        assert_eq!(&f[ETH_HDR_LEN + 14..ETH_HDR_LEN + 18], &[10, 0, 0, 1]);
+        assert!(!make_arp_reply(&mut f, [2, 0, 0, 0, 0, 1]), "a reply is not a request");
+    }
+}

@@ -1,0 +1,47 @@
+//! The DPDK poll-mode data plane (feature `dpdk`).
+//!
+//! - [`profile`]: hardware profiles (TOML, `hw-profiles/`); available without
+//!   the feature so a daemon can read a profile and pick its backend.
+//! - [`frame`]: Ethernet/ARP framing and the classification of received
+//!   frames (IKE, ESP, keepalive, cleartext).
+//! - `impl PacketBuffer for ffi::Mbuf`: ESP works in place on mbuf data.
+//! - [`backend`]: EAL, ports, queues and one [`backend::PollLoop`] per lcore:
+//!   rx burst → classify → decap / policy + encap → tx burst; IKE to and from
+//!   the control plane over channels.
+//! - [`lookaside`]: ESP through a DPDK crypto device.
+//! - [`counters`]: port, queue, loop and crypto counters, Prometheus text.
+//! - [`probe`]: what DPDK sees and which profile fits (`ironsa hw-probe`).
+
+#[cfg(feature = "dpdk")]
+pub mod backend;
+#[cfg(feature = "dpdk")]
+pub mod counters;
+pub mod frame;
+#[cfg(feature = "dpdk")]
+pub mod lookaside;
+#[cfg(feature = "dpdk")]
+mod mbuf;
+#[cfg(feature = "dpdk")]
+pub mod probe;
+pub mod profile;
+
+/// Errors of the DPDK backend.
+#[cfg(feature = "dpdk")]
+#[derive(Debug, thiserror::Error)]
+pub enum DpdkError {
+    /// A DPDK call failed.
+    #[error(transparent)]
+    Dpdk(#[from] ffi::Error),
+    /// The profile is unusable.
+    #[error(transparent)]
+    Profile(#[from] profile::ProfileError),
+    /// Installing an SA failed.
+    #[error(transparent)]
+    Sad(#[from] crate::sad::SadError),
+    /// The profile does not fit the devices found.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The control plane's side of a channel is gone.
+    #[error("the data plane is not running")]
+    Closed,
+}

@@ -1,0 +1,359 @@
+//! Hardware profiles: which backend, EAL arguments, ports, queues, offloads
+//! and crypto mode a deployment uses, parsed from TOML (`hw-profiles/*.toml`).
+//!
+//! Parsing needs no DPDK, so the daemon can read a profile (and pick the
+//! software backend) in builds without the `dpdk` feature.
+
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::Path;
+use thiserror::Error;
+
+/// Which data plane runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Kernel sockets / TUN (no DPDK).
+    Software,
+    /// DPDK poll-mode ports.
+    Dpdk,
+}
+
+/// Where ESP encryption happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CryptoMode {
+    /// aws-lc-rs on the worker cores, on the mbuf data (the default).
+    #[default]
+    Cpu,
+    /// A DPDK crypto device (`crypto_aesni_gcm`, QAT...) with enqueue/dequeue bursts.
+    Lookaside,
+    /// The NIC encrypts inline (rte_security inline crypto), software fallback.
+    Inline,
+}
+
+/// What a port faces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortRole {
+    /// The unprotected side: IKE and ESP to and from peers.
+    Outside,
+    /// The protected side: cleartext to and from local networks.
+    Inside,
+    /// Both (one-armed setups and tests).
+    #[default]
+    Both,
+}
+
+/// One Ethernet port of a profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSpec {
+    /// DPDK device name: a vdev (`net_ring0`, `net_af_packet0`) or a PCI address.
+    pub name: String,
+    /// Which side it faces.
+    #[serde(default)]
+    pub role: PortRole,
+    /// Our IP addresses on this port (answers ARP for the IPv4 ones; IKE and
+    /// ESP to them are ours).
+    #[serde(default)]
+    pub addresses: Vec<IpAddr>,
+    /// Next-hop MAC for destinations not learned from received packets
+    /// (`aa:bb:cc:dd:ee:ff`; default: broadcast).
+    #[serde(default)]
+    pub gateway_mac: Option<String>,
+}
+
+/// Port offloads requested (each masked by what the device offers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Offloads {
+    /// Spread receive over the queues by RSS (IP/UDP hash), so one peer's SAs
+    /// stay on one core; without RSS one queue is polled and ESP is steered to
+    /// workers by SPI in software.
+    pub rss: bool,
+    /// Receive IPv4/UDP/TCP checksum verification.
+    pub rx_checksum: bool,
+    /// Transmit mbufs return to their pool without refcount checks.
+    pub tx_fast_free: bool,
+}
+
+impl Default for Offloads {
+    fn default() -> Self {
+        Self {
+            rss: true,
+            rx_checksum: false,
+            tx_fast_free: false,
+        }
+    }
+}
+
+/// Crypto settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CryptoSpec {
+    /// CPU, lookaside or inline.
+    pub mode: CryptoMode,
+    /// Crypto device name for lookaside (`crypto_aesni_gcm0`, a QAT VF...).
+    pub device: Option<String>,
+    /// Crypto device queue descriptors (default 2048).
+    pub descriptors: Option<u32>,
+}
+
+/// Sizes of pools, rings and bursts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sizing {
+    /// mbufs in the packet pool.
+    pub mbufs: u32,
+    /// Per-lcore mbuf cache.
+    pub mbuf_cache: u32,
+    /// rx/tx descriptors per queue.
+    pub descriptors: u16,
+    /// Packets per rx burst (at most 64).
+    pub burst: u16,
+    /// Capacity of each worker's steering ring.
+    pub ring: u32,
+}
+
+impl Default for Sizing {
+    fn default() -> Self {
+        Self {
+            mbufs: 16383,
+            mbuf_cache: 256,
+            descriptors: 1024,
+            burst: 32,
+            ring: 4096,
+        }
+    }
+}
+
+/// What hardware a profile is meant for (used by `hw-probe` to pick one).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MatchSpec {
+    /// Port drivers this profile fits (`net_mlx5`, `net_ice`...); empty = any.
+    pub port_drivers: Vec<String>,
+    /// Crypto drivers it needs (one of them); empty = none needed.
+    pub crypto_drivers: Vec<String>,
+    /// It needs a port with rte_security inline IPsec.
+    pub inline_ipsec: bool,
+}
+
+/// A hardware profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HwProfile {
+    /// Short name (`dpdk-aesni`).
+    pub name: String,
+    /// One line for humans.
+    #[serde(default)]
+    pub description: String,
+    /// Software or DPDK.
+    pub backend: BackendKind,
+    /// EAL arguments (without the program name).
+    #[serde(default)]
+    pub eal_args: Vec<String>,
+    /// Ports, by DPDK device name.
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    /// Queues per port = poll loops (one per lcore).
+    #[serde(default = "one")]
+    pub queues: u16,
+    /// Offloads.
+    #[serde(default)]
+    pub offloads: Offloads,
+    /// Crypto mode and device.
+    #[serde(default)]
+    pub crypto: CryptoSpec,
+    /// Pool and burst sizes.
+    #[serde(default)]
+    pub sizing: Sizing,
+    /// Hardware this profile is for.
+    #[serde(default, rename = "match")]
+    pub matches: MatchSpec,
+}
+
+fn one() -> u16 {
+    1
+}
+
+/// A profile could not be read or is inconsistent.
+#[derive(Debug, Error)]
+pub enum ProfileError {
+    /// Reading the file failed.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The TOML does not describe a profile.
+    #[error("parsing profile: {0}")]
+    Parse(String),
+    /// The profile is inconsistent.
+    #[error("invalid profile {name}: {reason}")]
+    Invalid {
+        /// Profile name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Largest number of queues (poll loops) per port.
+pub const MAX_QUEUES: u16 = 64;
+
+impl HwProfile {
+    /// Parses and validates a profile from TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ProfileError> {
+        let p: HwProfile = toml::from_str(text).map_err(|e| ProfileError::Parse(e.to_string()))?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Reads, parses and validates a profile file.
+    pub fn load(path: &Path) -> Result<Self, ProfileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Every `*.toml` profile in `dir`, sorted by file name.
+    pub fn load_dir(dir: &Path) -> Result<Vec<Self>, ProfileError> {
+        let io = |source| ProfileError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        paths.sort();
+        paths.iter().map(|p| Self::load(p)).collect()
+    }
+
+    fn invalid(&self, reason: impl Into<String>) -> ProfileError {
+        ProfileError::Invalid {
+            name: self.name.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Checks the profile's consistency.
+    pub fn validate(&self) -> Result<(), ProfileError> {
+        if self.name.is_empty() {
+            return Err(self.invalid("empty name"));
+        }
+        if self.backend == BackendKind::Software {
+            if self.crypto.mode != CryptoMode::Cpu {
+                return Err(self.invalid("the software backend only has CPU crypto"));
+            }
+            return Ok(());
+        }
+        if self.eal_args.is_empty() {
+            return Err(self.invalid("a DPDK profile needs eal_args"));
+        }
+        if self.ports.is_empty() {
+            return Err(self.invalid("a DPDK profile needs at least one port"));
+        }
+        if !(1..=MAX_QUEUES).contains(&self.queues) {
+            return Err(self.invalid(format!("queues must be 1..={MAX_QUEUES}")));
+        }
+        let outside = self.ports.iter().any(|p| p.role != PortRole::Inside);
+        let inside = self.ports.iter().any(|p| p.role != PortRole::Outside);
+        if !outside || !inside {
+            return Err(self.invalid("needs an outside and an inside port (or one `both` port)"));
+        }
+        for (i, p) in self.ports.iter().enumerate() {
+            if p.name.is_empty() {
+                return Err(self.invalid(format!("port {i} has no name")));
+            }
+            if self.ports[..i].iter().any(|q| q.name == p.name) {
+                return Err(self.invalid(format!("port {} listed twice", p.name)));
+            }
+            if let Some(mac) = &p.gateway_mac {
+                parse_mac(mac).ok_or_else(|| self.invalid(format!("port {}: bad gateway_mac {mac:?}", p.name)))?;
+            }
+        }
+        if self.crypto.mode == CryptoMode::Lookaside && self.crypto.device.is_none() {
+            return Err(self.invalid("lookaside crypto needs crypto.device"));
+        }
+        let s = &self.sizing;
+        if !(1..=64).contains(&s.burst) {
+            return Err(self.invalid("sizing.burst must be 1..=64"));
+        }
+        if s.mbufs < 1024 || s.descriptors < 32 || s.ring < 64 {
+            return Err(self.invalid("sizing too small (mbufs >= 1024, descriptors >= 32, ring >= 64)"));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut out {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_profiles_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hw-profiles");
+        let all = HwProfile::load_dir(&dir).unwrap();
+        let names: Vec<_> = all.iter().map(|p| p.name.as_str()).collect();
+        for want in [
+            "software",
+            "dpdk-cpu",
+            "dpdk-aesni",
+            "qat-lookaside",
+            "mlx5-inline",
+            "intel-inline",
+            "ci-vdev",
+        ] {
+            assert!(names.contains(&want), "missing profile {want}: {names:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_inconsistent_profiles() {
+        let base = r#"
+            name = "x"
+            backend = "dpdk"
+            eal_args = ["-l", "0"]
+            [[ports]]
+            name = "net_ring0"
+        "#;
+        assert!(HwProfile::from_toml(base).is_ok());
+        let bad = [
+            base.replace("backend = \"dpdk\"", "backend = \"dpdk\"\nqueues = 0"),
+            base.replace("name = \"net_ring0\"", "name = \"net_ring0\"\nrole = \"inside\""),
+            base.replace("eal_args = [\"-l\", \"0\"]", ""),
+            format!("{base}\n[crypto]\nmode = \"lookaside\"\n"),
+            format!("{base}\ngateway_mac = \"zz:00:00:00:00:00\"\n"),
+            base.replace("backend", "bakend"),
+            format!("{base}\n[sizing]\nburst = 65\n"),
+        ];
+        for b in bad {
+            assert!(HwProfile::from_toml(&b).is_err(), "accepted:\n{b}");
+        }
+        assert_eq!(parse_mac("02:00:00:00:00:0a"), Some([2, 0, 0, 0, 0, 10]));
+        assert_eq!(parse_mac("02:00:00:00:00"), None);
+        assert_eq!(parse_mac("02:00:00:00:00:00:00"), None);
+    }
+}

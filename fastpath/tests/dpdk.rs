@@ -1,0 +1,969 @@
+//! DPDK backend integration test (`harness = false`): EAL initialises once
+//! per process, so every case runs in sequence here; prints `N passed, M
+//! failed` and exits non-zero on failure.
+//!
+//! EAL runs without hugepages, PCI or shared files, on virtual devices:
+//! `net_ring` loopback ports (what a port sends comes back on its receive
+//! queue), `net_af_packet` on a veth pair whose other end is in a network
+//! namespace created here (needs root), `crypto_aesni_gcm` and
+//! `crypto_openssl` crypto devices.
+
+use fastpath::buf::{PacketBuf, PacketBuffer};
+use fastpath::dpdk::backend::{DpdkBackend, IkeDatagram, PollLoop, Started};
+use fastpath::dpdk::frame::{ETH_HDR_LEN, ETHERTYPE_IPV4};
+use fastpath::dpdk::probe::probe_with;
+use fastpath::dpdk::profile::HwProfile;
+use fastpath::esp::aead::{CipherKeys, EncAlg, IntegAlg};
+use fastpath::ip;
+use fastpath::sad::{Direction, SaParams, Sad, UdpEncap};
+use fastpath::spd::{Policy, PolicyAction, Spd, TrafficSelector};
+use fastpath::stats::DropReason;
+use fastpath::worker::{InboundKind, PacketMeta, Verdict, Worker};
+use ffi::{Eal, Mbuf};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+type CaseResult = Result<(), String>;
+/// A test case body.
+type Case = Box<dyn Fn() -> CaseResult>;
+
+fn ensure(cond: bool, msg: impl Into<String>) -> CaseResult {
+    if cond { Ok(()) } else { Err(msg.into()) }
+}
+
+fn e<E: std::fmt::Display>(err: E) -> String {
+    err.to_string()
+}
+
+fn ipa(s: &str) -> IpAddr {
+    s.parse().expect("test address")
+}
+
+/// Names of the veth pair and namespace of this run.
+struct NetNs {
+    ns: String,
+    dp: String,
+    peer: String,
+}
+
+impl NetNs {
+    fn new() -> Self {
+        let pid = std::process::id() % 100_000;
+        Self {
+            ns: format!("isa-t{pid}"),
+            dp: format!("isd{pid}"),
+            peer: format!("isn{pid}"),
+        }
+    }
+
+    fn setup(&self) -> CaseResult {
+        let (ns, dp, peer) = (&self.ns, &self.dp, &self.peer);
+        for cmd in [
+            format!("ip netns add {ns}"),
+            format!("ip link add {dp} type veth peer name {peer}"),
+            format!("ip link set {peer} netns {ns}"),
+            format!("sysctl -qw net.ipv6.conf.{dp}.disable_ipv6=1"),
+            format!("ip link set {dp} up"),
+            format!("ip -n {ns} link set lo up"),
+            format!("ip -n {ns} addr add 192.168.77.2/24 dev {peer}"),
+            format!("ip -n {ns} link set {peer} up"),
+            format!("ip -n {ns} route add 10.2.0.0/16 via 192.168.77.1"),
+        ] {
+            sh(&cmd)?;
+        }
+        Ok(())
+    }
+
+    fn cleanup(&self) {
+        let _ = sh(&format!("ip link del {}", self.dp));
+        let _ = sh(&format!("ip netns del {}", self.ns));
+    }
+
+    /// Runs `f` on a thread inside the namespace (sockets it creates stay there).
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+        let path = format!("/var/run/netns/{}", self.ns);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).map_err(e)?;
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on a valid namespace fd; affects only this thread.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(format!("setns: {}", std::io::Error::last_os_error()));
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| "netns thread panicked".to_string())?
+    }
+}
+
+fn sh(cmd: &str) -> CaseResult {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .map_err(e)?;
+    ensure(
+        out.status.success(),
+        format!("`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+    )
+}
+
+fn gcm_keys(seed: u8) -> CipherKeys {
+    CipherKeys {
+        enc: EncAlg::AesGcm16_128,
+        integ: IntegAlg::None,
+        enc_key: Zeroizing::new((0..20).map(|i| seed.wrapping_mul(31).wrapping_add(i)).collect()),
+        integ_key: Zeroizing::new(Vec::new()),
+    }
+}
+
+fn gcm256_keys(seed: u8) -> CipherKeys {
+    CipherKeys {
+        enc: EncAlg::AesGcm16_256,
+        integ: IntegAlg::None,
+        enc_key: Zeroizing::new((0..36).map(|i| seed ^ (i * 7)).collect()),
+        integ_key: Zeroizing::new(Vec::new()),
+    }
+}
+
+fn cbc_keys(seed: u8) -> CipherKeys {
+    CipherKeys {
+        enc: EncAlg::AesCbc128,
+        integ: IntegAlg::HmacSha256_128,
+        enc_key: Zeroizing::new(vec![seed; 16]),
+        integ_key: Zeroizing::new(vec![seed ^ 0x5a; 32]),
+    }
+}
+
+/// An inner IPv4/UDP packet of `len` bytes with a valid checksum.
+fn udp_packet(src: &str, dst: &str, sport: u16, dport: u16, len: usize, fill: u8) -> Vec<u8> {
+    let body: Vec<u8> = (0..len.saturating_sub(28))
+        .map(|i| fill.wrapping_add(i as u8))
+        .collect();
+    let mut b = PacketBuf::from_slice(&body).expect("buffer");
+    ip::prepend_udp_header(&mut b, sport, dport).expect("udp");
+    let c = ip::l4_checksum(ipa(src), ipa(dst), ip::IPPROTO_UDP, b.data());
+    b.data_mut()[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    ip::prepend_ip_header(&mut b, ipa(src), ipa(dst), ip::IPPROTO_UDP).expect("ip");
+    b.data().to_vec()
+}
+
+/// An Ethernet frame around an IP packet.
+fn eth(dst: [u8; 6], ip_pkt: &[u8]) -> Vec<u8> {
+    let mut f = dst.to_vec();
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
+    f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    f.extend_from_slice(ip_pkt);
+    f
+}
+
+/// A DPDK profile for one port and crypto mode.
+fn profile(name: &str, port: &str, addr: &str, crypto: &str) -> Result<HwProfile, String> {
+    HwProfile::from_toml(&format!(
+        r#"
+        name = "{name}"
+        backend = "dpdk"
+        eal_args = ["-l", "0"]
+        queues = 1
+        [[ports]]
+        name = "{port}"
+        role = "both"
+        addresses = ["{addr}"]
+        [offloads]
+        rss = false
+        [crypto]
+        {crypto}
+        [sizing]
+        mbufs = 4095
+        mbuf_cache = 64
+        descriptors = 512
+        ring = 1024
+        "#
+    ))
+    .map_err(e)
+}
+
+/// One started single-loop backend with its SAD/SPD.
+struct Rig {
+    backend: DpdkBackend,
+    lp: PollLoop,
+    ike: Receiver<IkeDatagram>,
+    tap: Receiver<(u16, Vec<u8>)>,
+    port: u16,
+    mac: [u8; 6],
+    sad: Arc<Sad>,
+    spd: Arc<Spd>,
+}
+
+impl Rig {
+    fn start(eal: Eal, p: &HwProfile) -> Result<Rig, String> {
+        let (sad, _events) = Sad::new(1);
+        let (sad, spd) = (Arc::new(sad), Arc::new(Spd::new()));
+        let Started {
+            backend,
+            mut loops,
+            ike,
+        } = DpdkBackend::start(eal, p, sad.clone(), spd.clone()).map_err(e)?;
+        let lp = loops.pop().ok_or("no poll loop")?;
+        let tap = backend.tap();
+        let name = &p.ports[0].name;
+        let port = ffi::EthPort::by_name(&eal, name).map_err(e)?.id();
+        let mac = backend.port_mac(name).ok_or("no port mac")?;
+        Ok(Rig {
+            backend,
+            lp,
+            ike,
+            tap,
+            port,
+            mac,
+            sad,
+            spd,
+        })
+    }
+
+    /// Transmits frames on the port (the loopback brings them back).
+    fn inject(&mut self, frames: &[Vec<u8>]) -> CaseResult {
+        let mut v: Vec<Mbuf> = Vec::new();
+        for f in frames {
+            let mut m = self.backend.pool().alloc().map_err(e)?;
+            m.extend_from_slice(f).map_err(e)?;
+            v.push(m);
+        }
+        let n = self.lp.transmit(self.port, &mut v);
+        ensure(n == frames.len(), "inject: not all frames queued")
+    }
+
+    /// Polls until `want` transmitted frames match `pred` (or 3 s pass);
+    /// returns them without their Ethernet header, in order.
+    fn collect(&mut self, want: usize, pred: impl Fn(&[u8]) -> bool) -> Result<Vec<Vec<u8>>, String> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while got.len() < want && Instant::now() < deadline {
+            self.lp.poll_once();
+            while let Ok((_, f)) = self.tap.try_recv() {
+                if f.len() > ETH_HDR_LEN && pred(&f[ETH_HDR_LEN..]) {
+                    got.push(f[ETH_HDR_LEN..].to_vec());
+                }
+            }
+        }
+        ensure(got.len() == want, format!("collected {} of {want} frames", got.len()))?;
+        // Let the loopback copies drain.
+        for _ in 0..20 {
+            self.lp.poll_once();
+        }
+        while self.tap.try_recv().is_ok() {}
+        Ok(got)
+    }
+}
+
+fn ipv4_src_dst_proto(p: &[u8]) -> Option<(IpAddr, IpAddr, u8)> {
+    let k = ip::flow_key(p)?;
+    Some((k.src, k.dst, k.proto))
+}
+
+/// SA pair of one suite: `(backend outbound, backend inbound, reference sad/worker...)`.
+struct Suite {
+    keys_out: CipherKeys,
+    keys_in: CipherKeys,
+    spi_out: u32,
+    spi_in: u32,
+    inner_net: &'static str,
+    udp: bool,
+    esn: bool,
+}
+
+const LOCAL: &str = "192.0.2.1";
+const PEER: &str = "198.51.100.7";
+
+fn out_params(s: &Suite, local: &str, remote: &str) -> SaParams {
+    let mut p = SaParams::new(
+        s.spi_out,
+        Direction::Outbound,
+        s.keys_out.clone(),
+        ipa(local),
+        ipa(remote),
+    );
+    p.esn = s.esn;
+    if s.udp {
+        p.udp_encap = Some(UdpEncap {
+            local_port: 4500,
+            remote_port: 4500,
+        });
+    }
+    p
+}
+
+fn in_params(s: &Suite, local: &str, remote: &str) -> SaParams {
+    let mut p = SaParams::new(s.spi_in, Direction::Inbound, s.keys_in.clone(), ipa(local), ipa(remote));
+    p.esn = s.esn;
+    if s.udp {
+        p.udp_encap = Some(UdpEncap {
+            local_port: 4500,
+            remote_port: 4500,
+        });
+    }
+    p
+}
+
+fn protect(spd: &Spd, local_net: &str, remote_net: &str, sa: fastpath::sad::SaId) -> CaseResult {
+    spd.insert(&Policy {
+        local: TrafficSelector::prefix(ipa(local_net), 16).map_err(e)?,
+        remote: TrafficSelector::prefix(ipa(remote_net), 16).map_err(e)?,
+        action: PolicyAction::Protect(sa),
+        priority: 100,
+    })
+    .map(|_| ())
+    .map_err(e)
+}
+
+/// Encap and decap of `s` through the rig, against the software fastpath.
+/// Returns how many SAs were offloaded to a crypto device.
+fn check_suite(rig: &mut Rig, s: &Suite, sizes: &[usize]) -> Result<usize, String> {
+    // Backend SAs and policy: 10.1.0.0/16 (local) <-> inner_net (remote).
+    let (out_id, off_out) = rig.backend.install_sa(&out_params(s, LOCAL, PEER)).map_err(e)?;
+    let (_, off_in) = rig.backend.install_sa(&in_params(s, LOCAL, PEER)).map_err(e)?;
+    protect(&rig.spd, "10.1.0.0", s.inner_net, out_id)?;
+
+    // Reference: the same SAs in a software fastpath, and the peer's mirror.
+    let (rsad, _ev) = Sad::new(1);
+    let (rsad, rspd) = (Arc::new(rsad), Arc::new(Spd::new()));
+    let r_out = rsad.install_outbound(&out_params(s, LOCAL, PEER)).map_err(e)?;
+    protect(&rspd, "10.1.0.0", s.inner_net, r_out)?;
+    let mut reference = Worker::new(0, rsad.clone(), rspd.clone())
+        .with_outer_headers(true)
+        .without_pinning();
+    let (psad, _pev) = Sad::new(1);
+    let (psad, pspd) = (Arc::new(psad), Arc::new(Spd::new()));
+    let mut peer_out = SaParams::new(s.spi_in, Direction::Outbound, s.keys_in.clone(), ipa(PEER), ipa(LOCAL));
+    peer_out.esn = s.esn;
+    peer_out.udp_encap = in_params(s, LOCAL, PEER).udp_encap;
+    let p_out = psad.install_outbound(&peer_out).map_err(e)?;
+    protect(&pspd, s.inner_net, "10.1.0.0", p_out)?;
+    let mut peer_in = SaParams::new(s.spi_out, Direction::Inbound, s.keys_out.clone(), ipa(PEER), ipa(LOCAL));
+    peer_in.esn = s.esn;
+    let p_in = psad.install_inbound(&peer_in).map_err(e)?;
+    let mut peer = Worker::new(0, psad.clone(), pspd.clone())
+        .with_outer_headers(true)
+        .without_pinning();
+    if s.esn {
+        // Cross a 2^32 boundary so the high sequence half is exercised.
+        let start = (1u64 << 32) - 2;
+        rig.sad.outbound(out_id).ok_or("backend sa")?.set_next_seq(start);
+        rsad.outbound(r_out).ok_or("ref sa")?.set_next_seq(start);
+        // The peer's window must know the high half it starts from.
+        let w = &psad.inbound_by_id(p_in).ok_or("peer sa")?.replay;
+        w.lock().map_err(e)?.accept(start - 1).map_err(e)?;
+    }
+
+    // Encap: cleartext in through the port, ESP out.
+    let inner_base = ipa(s.inner_net);
+    let IpAddr::V4(base) = inner_base else {
+        return Err("IPv4 test nets only".into());
+    };
+    let dst = IpAddr::from([base.octets()[0], base.octets()[1], 0, 1]).to_string();
+    let inners: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| udp_packet("10.1.0.5", &dst, 1000 + i as u16, 53, n, i as u8))
+        .collect();
+    let frames: Vec<Vec<u8>> = inners.iter().map(|p| eth(rig.mac, p)).collect();
+    rig.inject(&frames)?;
+    let esp = rig.collect(inners.len(), |p| {
+        ipv4_src_dst_proto(p).is_some_and(|(a, b, _)| a == ipa(LOCAL) && b == ipa(PEER))
+    })?;
+    for (i, inner) in inners.iter().enumerate() {
+        let mut b = PacketBuf::from_slice(inner).map_err(e)?;
+        let v = reference.outbound_packet(&mut b);
+        ensure(matches!(v, Verdict::ToPeer { .. }), format!("reference verdict {v:?}"))?;
+        if s.keys_out.enc.is_aead() {
+            ensure(
+                b.data() == esp[i].as_slice(),
+                format!(
+                    "ESP packet {i} ({} B inner) differs from the software fastpath",
+                    inner.len()
+                ),
+            )?;
+        } else {
+            ensure(b.len() == esp[i].len(), format!("CBC packet {i}: length differs"))?;
+        }
+        // The peer decapsulates what the port sent.
+        let mut got = PacketBuf::from_slice(&esp[i]).map_err(e)?;
+        let hl = if s.udp { 28 } else { 20 };
+        got.trim_front(hl).map_err(e)?;
+        let meta = PacketMeta {
+            src: ipa(LOCAL),
+            dst: Some(ipa(PEER)),
+            src_port: if s.udp { 4500 } else { 0 },
+        };
+        let kind = if s.udp { InboundKind::Udp } else { InboundKind::RawEsp };
+        let v = peer.inbound_packet(kind, &mut got, &meta);
+        ensure(v == Verdict::ToTunnel, format!("peer decap of packet {i}: {v:?}"))?;
+        ensure(
+            got.data() == inner.as_slice(),
+            format!("peer decap of packet {i} differs"),
+        )?;
+    }
+
+    // Decap: the peer's ESP in through the port, inner packets out.
+    let replies: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| udp_packet(&dst, "10.1.0.5", 53, 2000 + i as u16, n, 0x80 ^ i as u8))
+        .collect();
+    let mut esp_in = Vec::new();
+    for r in &replies {
+        let mut b = PacketBuf::from_slice(r).map_err(e)?;
+        let v = peer.outbound_packet(&mut b);
+        ensure(matches!(v, Verdict::ToPeer { .. }), format!("peer encap {v:?}"))?;
+        esp_in.push(eth(rig.mac, b.data()));
+    }
+    // One forged packet with a fresh sequence number: a flipped ciphertext byte.
+    let mut b = PacketBuf::from_slice(&replies[0]).map_err(e)?;
+    ensure(
+        matches!(peer.outbound_packet(&mut b), Verdict::ToPeer { .. }),
+        "peer encap",
+    )?;
+    let mut forged = eth(rig.mac, b.data());
+    let last = forged.len() - 20;
+    forged[last] ^= 1;
+    let before = rig.backend.counters();
+    rig.inject(&esp_in)?;
+    let dst_ip = ipa(&dst);
+    let plain = rig.collect(replies.len(), |p| {
+        ipv4_src_dst_proto(p).is_some_and(|(a, _, pr)| a == dst_ip && pr == ip::IPPROTO_UDP)
+    })?;
+    for (i, r) in replies.iter().enumerate() {
+        ensure(
+            plain[i] == *r,
+            format!("decapsulated packet {i} differs from the original"),
+        )?;
+    }
+    // Replays and forgeries are dropped and counted.
+    rig.inject(&[esp_in[0].clone(), forged])?;
+    for _ in 0..50 {
+        rig.lp.poll_once();
+    }
+    while rig.tap.try_recv().is_ok() {}
+    let after = rig.backend.counters();
+    let drops = |c: &fastpath::dpdk::counters::DpdkCounters, r: DropReason| -> u64 {
+        c.loops.iter().map(|l| l.inbound.dropped(r)).sum()
+    };
+    let replay = drops(&after, DropReason::Replay) - drops(&before, DropReason::Replay);
+    let icv = drops(&after, DropReason::IcvFailure) - drops(&before, DropReason::IcvFailure);
+    ensure(
+        replay == 1 && icv == 1,
+        format!("{replay} replay and {icv} ICV drops, expected 1 + 1"),
+    )?;
+    Ok(usize::from(off_out) + usize::from(off_in))
+}
+
+fn suites() -> Vec<Suite> {
+    vec![
+        Suite {
+            keys_out: gcm_keys(1),
+            keys_in: gcm_keys(2),
+            spi_out: 0x1001,
+            spi_in: 0x2001,
+            inner_net: "10.2.0.0",
+            udp: false,
+            esn: false,
+        },
+        Suite {
+            keys_out: gcm256_keys(3),
+            keys_in: gcm256_keys(4),
+            spi_out: 0x1002,
+            spi_in: 0x2002,
+            inner_net: "10.3.0.0",
+            udp: true,
+            esn: false,
+        },
+        Suite {
+            keys_out: gcm_keys(7),
+            keys_in: gcm_keys(8),
+            spi_out: 0x1004,
+            spi_in: 0x2004,
+            inner_net: "10.5.0.0",
+            udp: false,
+            esn: true,
+        },
+        Suite {
+            keys_out: cbc_keys(5),
+            keys_in: cbc_keys(6),
+            spi_out: 0x1003,
+            spi_in: 0x2003,
+            inner_net: "10.4.0.0",
+            udp: false,
+            esn: false,
+        },
+    ]
+}
+
+const SIZES: [usize; 8] = [64, 65, 100, 128, 576, 1000, 1420, 1436];
+
+fn case_cpu_ring(eal: &Eal) -> CaseResult {
+    let p = profile("ring-cpu", "net_ring0", LOCAL, "mode = \"cpu\"")?;
+    let mut rig = Rig::start(*eal, &p)?;
+    for s in suites() {
+        let off = check_suite(&mut rig, &s, &SIZES).map_err(|m| format!("SPI {:#x}: {m}", s.spi_out))?;
+        ensure(off == 0, "CPU mode offloaded an SA")?;
+    }
+    // IKE: in on 4500 behind the marker (handed over without it), keepalives
+    // counted, replies out with the marker.
+    let mut ike = PacketBuf::from_slice(&[0, 0, 0, 0, 0xaa, 0xbb, 0xcc]).map_err(e)?;
+    ip::prepend_outer(&mut ike, ipa(PEER), ipa(LOCAL), Some((4501, 4500))).map_err(e)?;
+    let mut ka = PacketBuf::from_slice(&[0xff]).map_err(e)?;
+    ip::prepend_outer(&mut ka, ipa(PEER), ipa(LOCAL), Some((4501, 4500))).map_err(e)?;
+    rig.inject(&[eth(rig.mac, ike.data()), eth(rig.mac, ka.data())])?;
+    for _ in 0..20 {
+        rig.lp.poll_once();
+    }
+    let d = rig.ike.try_recv().map_err(|_| "no IKE datagram handed over")?;
+    ensure(d.payload == [0xaa, 0xbb, 0xcc], format!("IKE payload {:?}", d.payload))?;
+    ensure(
+        d.remote == SocketAddr::new(ipa(PEER), 4501) && d.local == SocketAddr::new(ipa(LOCAL), 4500),
+        format!("IKE addresses {d:?}"),
+    )?;
+    while rig.tap.try_recv().is_ok() {}
+    rig.backend
+        .ike_sender()
+        .send(IkeDatagram {
+            local: d.local,
+            remote: d.remote,
+            payload: vec![1, 2, 3],
+        })
+        .map_err(e)?;
+    let out = rig.collect(1, |p| {
+        ipv4_src_dst_proto(p).is_some_and(|(a, b, pr)| a == ipa(LOCAL) && b == ipa(PEER) && pr == 17)
+    })?;
+    ensure(
+        out[0][20..] == [17, 148, 17, 149, 0, 15, 0, 0, 0, 0, 0, 0, 1, 2, 3],
+        format!("IKE reply {:?}", &out[0][20..]),
+    )?;
+    let c = rig.backend.counters();
+    ensure(c.total(|l| l.keepalives) == 1, "keepalive not counted")?;
+    ensure(
+        c.total(|l| l.ike_rx) == 1 && c.total(|l| l.ike_tx) == 1,
+        "IKE not counted",
+    )?;
+    let text = c.prometheus();
+    ensure(
+        text.contains("ironsa_dpdk_port_tx_packets_total{port=\"net_ring0\"}")
+            && text.contains("ironsa_dpdk_esp_outbound_packets_total{loop=\"0\"} 32"),
+        format!("prometheus text:\n{text}"),
+    )?;
+    Ok(())
+}
+
+fn case_lookaside(eal: &Eal, port: &str, device: &str) -> CaseResult {
+    let crypto = format!("mode = \"lookaside\"\ndevice = \"{device}\"");
+    let p = profile(&format!("ring-{device}"), port, LOCAL, &crypto)?;
+    let mut rig = Rig::start(*eal, &p)?;
+    let mut offloaded = 0;
+    for s in suites() {
+        let n = check_suite(&mut rig, &s, &SIZES).map_err(|m| format!("SPI {:#x}: {m}", s.spi_out))?;
+        if s.keys_out.enc.is_aead() {
+            ensure(n == 2, format!("{device}: AES-GCM SAs not offloaded ({n})"))?;
+        } else {
+            ensure(n == 0, format!("{device}: CBC SA offloaded"))?;
+        }
+        offloaded += n;
+    }
+    ensure(rig.backend.offloaded_sas() == offloaded, "offloaded SA count")?;
+    let c = rig.backend.counters();
+    let enq = c.total(|l| l.crypto_enqueued);
+    let deq = c.total(|l| l.crypto_dequeued);
+    ensure(
+        enq > 0 && enq == deq,
+        format!("crypto ops enqueued {enq}, dequeued {deq}"),
+    )?;
+    ensure(c.total(|l| l.crypto_errors) == 0, "crypto errors")?;
+    ensure(
+        c.total(|l| l.crypto_cpu_fallback) >= 2 * SIZES.len() as u64,
+        "CBC packets not counted as CPU fallbacks",
+    )?;
+    ensure(
+        c.prometheus().contains(&format!(
+            "ironsa_dpdk_cryptodev_enqueued_total{{device=\"{device}\"}} {enq}"
+        )),
+        "crypto device counters missing from the Prometheus text",
+    )?;
+    Ok(())
+}
+
+fn case_mbuf(eal: &Eal) -> CaseResult {
+    let pool = ffi::Mempool::new(eal, "t_mbuf", 63, 0, ffi::DEFAULT_DATA_ROOM, -1).map_err(e)?;
+    let mut m = pool.alloc().map_err(e)?;
+    ensure(PacketBuffer::is_empty(&m), "fresh mbuf not empty")?;
+    let head = PacketBuffer::headroom(&m);
+    let tail = PacketBuffer::tailroom(&m);
+    ensure(head >= 128 && tail >= 2048, format!("headroom {head}, tailroom {tail}"))?;
+    PacketBuffer::append(&mut m, 7).map_err(e)?.copy_from_slice(b"payload");
+    PacketBuffer::prepend(&mut m, 3).map_err(e)?.copy_from_slice(b"hdr");
+    PacketBuffer::append(&mut m, 4).map_err(e)?.copy_from_slice(b"tail");
+    ensure(PacketBuffer::data(&m) == b"hdrpayloadtail", "contents")?;
+    // DPDK's own view agrees with the trait's.
+    ensure(
+        m.pkt_len() == 14 && ffi::Mbuf::data(&m) == b"hdrpayloadtail",
+        "DPDK view",
+    )?;
+    ensure(usize::from(ffi::Mbuf::headroom(&m)) == head - 3, "DPDK headroom")?;
+    ensure(usize::from(ffi::Mbuf::tailroom(&m)) == tail - 11, "DPDK tailroom")?;
+    PacketBuffer::trim_front(&mut m, 3).map_err(e)?;
+    PacketBuffer::trim_back(&mut m, 4).map_err(e)?;
+    ensure(PacketBuffer::data(&m) == b"payload" && m.pkt_len() == 7, "after trims")?;
+    // Limits are errors, not panics or corruption.
+    ensure(
+        PacketBuffer::prepend(&mut m, head + 1).is_err(),
+        "prepend past headroom",
+    )?;
+    ensure(PacketBuffer::append(&mut m, tail + 1).is_err(), "append past tailroom")?;
+    ensure(PacketBuffer::append(&mut m, 1 << 20).is_err(), "huge append")?;
+    ensure(
+        PacketBuffer::trim_front(&mut m, 8).is_err() && PacketBuffer::trim_back(&mut m, 8).is_err(),
+        "over-trim",
+    )?;
+    ensure(
+        PacketBuffer::data(&m) == b"payload" && m.pkt_len() == 7,
+        "state after failed edits",
+    )?;
+    // ESP in place on the mbuf equals ESP on a heap buffer.
+    let (sad, _ev) = Sad::new(1);
+    let id = sad
+        .install_outbound(&SaParams::new(
+            0x777,
+            Direction::Outbound,
+            gcm_keys(3),
+            ipa(LOCAL),
+            ipa(PEER),
+        ))
+        .map_err(e)?;
+    let sa = sad.outbound(id).ok_or("sa")?;
+    let pkt = udp_packet("10.1.0.1", "10.2.0.1", 1, 2, 100, 0);
+    let mut ivs = fastpath::esp::aead::IvSource::new();
+    let params = fastpath::esp::encap::EncapParams {
+        cipher: &sa.cipher,
+        spi: 0x777,
+        seq: 5,
+        esn: false,
+        mode: fastpath::esp::Mode::Tunnel,
+        max_esp_len: 1480,
+    };
+    let mut m = pool.alloc().map_err(e)?;
+    m.extend_from_slice(&pkt).map_err(e)?;
+    let mut h = PacketBuf::from_slice(&pkt).map_err(e)?;
+    fastpath::esp::encap::encap(&mut m, &params, &mut ivs).map_err(e)?;
+    fastpath::esp::encap::encap(&mut h, &params, &mut ivs).map_err(e)?;
+    ensure(
+        PacketBuffer::data(&m) == h.data() && m.pkt_len() as usize == h.len(),
+        "ESP on mbuf differs",
+    )?;
+    Ok(())
+}
+
+fn case_probe(eal: &Eal) -> CaseResult {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../hw-profiles");
+    let profiles = HwProfile::load_dir(&dir).map_err(e)?;
+    let report = probe_with(eal, &profiles).map_err(e)?;
+    let text = report.to_string();
+    ensure(
+        text.contains("net_ring0") && text.contains("net_af_packet0"),
+        format!("ports missing:\n{text}"),
+    )?;
+    ensure(
+        text.contains("crypto_aesni_gcm0"),
+        format!("crypto device missing:\n{text}"),
+    )?;
+    ensure(
+        text.contains("inline ipsec: none"),
+        format!("inline capability on vdevs?\n{text}"),
+    )?;
+    for p in &report.devices.ports {
+        ensure(
+            !p.security.has_inline_ipsec(),
+            format!("{} claims inline IPsec", p.name),
+        )?;
+    }
+    let fit = |n: &str| report.candidates.iter().find(|(c, _)| c == n).map(|(_, f)| f.is_ok());
+    ensure(
+        fit("mlx5-inline") == Some(false) && fit("intel-inline") == Some(false),
+        "inline profiles fit vdevs",
+    )?;
+    ensure(fit("qat-lookaside") == Some(false), "QAT profile fits without QAT")?;
+    ensure(
+        fit("ci-vdev") == Some(true) && fit("software") == Some(true),
+        "ci-vdev/software do not fit",
+    )?;
+    ensure(
+        report.best.as_deref() == Some("dpdk-aesni"),
+        format!("best profile {:?}", report.best),
+    )?;
+    println!("{text}");
+    Ok(())
+}
+
+fn case_af_packet(eal: &Eal, ns: &NetNs) -> CaseResult {
+    // Inline mode on a vdev: no capability, CPU fallback, no error.
+    let p = profile("veth-inline", "net_af_packet0", "192.168.77.1", "mode = \"inline\"")?;
+    let mut rig = Rig::start(*eal, &p)?;
+    ensure(
+        rig.backend.inline_status().iter().all(|s| !s.capable),
+        "af_packet claims inline crypto",
+    )?;
+    let (dp, ns_ip) = ("192.168.77.1", "192.168.77.2");
+    let s_out = Suite {
+        keys_out: gcm_keys(9),
+        keys_in: gcm_keys(10),
+        spi_out: 0x3001,
+        spi_in: 0x4001,
+        inner_net: "10.2.0.0",
+        udp: false,
+        esn: false,
+    };
+    let (out_id, _) = rig.backend.install_sa(&out_params(&s_out, dp, ns_ip)).map_err(e)?;
+    rig.backend.install_sa(&in_params(&s_out, dp, ns_ip)).map_err(e)?;
+    rig.spd
+        .insert(&Policy {
+            local: TrafficSelector::prefix(ipa("192.168.77.0"), 24).map_err(e)?,
+            remote: TrafficSelector::prefix(ipa("10.2.0.0"), 16).map_err(e)?,
+            action: PolicyAction::Protect(out_id),
+            priority: 100,
+        })
+        .map_err(e)?;
+
+    // Sockets in the namespace: UDP sender, raw ESP receiver, UDP receiver, IKE.
+    let socks = ns.run(|| -> std::io::Result<_> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let udp = std::net::UdpSocket::bind("192.168.77.2:0")?;
+        let esp = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(50)))?;
+        esp.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let sink = std::net::UdpSocket::bind("0.0.0.0:9999")?;
+        sink.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let ike = std::net::UdpSocket::bind("192.168.77.2:500")?;
+        ike.set_read_timeout(Some(Duration::from_millis(50)))?;
+        Ok((udp, esp, sink, ike))
+    })?;
+    let (udp, esp, sink, ike) = socks.map_err(e)?;
+
+    // 1. Real cleartext from the namespace (ARP answered by the loop) comes
+    //    back as ESP, which the software fastpath decapsulates.
+    let payload: Vec<u8> = (0..200u8).collect();
+    udp.send_to(&payload, "10.2.0.1:7777").map_err(e)?;
+    let (isad, _ev) = Sad::new(1);
+    let isad = Arc::new(isad);
+    isad.install_inbound(&SaParams::new(
+        0x3001,
+        Direction::Inbound,
+        gcm_keys(9),
+        ipa(ns_ip),
+        ipa(dp),
+    ))
+    .map_err(e)?;
+    let mut sw = Worker::new(0, isad, Arc::new(Spd::new())).without_pinning();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut decapped = None;
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
+    while decapped.is_none() && Instant::now() < deadline {
+        for _ in 0..200 {
+            rig.lp.poll_once();
+        }
+        if let Ok(n) = esp.recv(&mut buf) {
+            // SAFETY: recv initialised the first n bytes.
+            let pkt: Vec<u8> = buf[..n].iter().map(|b| unsafe { b.assume_init() }).collect();
+            let ihl = usize::from(pkt[0] & 0x0f) * 4;
+            let mut b = PacketBuf::from_slice(&pkt[ihl..]).map_err(e)?;
+            let meta = PacketMeta {
+                src: ipa(dp),
+                dst: Some(ipa(ns_ip)),
+                src_port: 0,
+            };
+            let v = sw.inbound_packet(InboundKind::RawEsp, &mut b, &meta);
+            ensure(v == Verdict::ToTunnel, format!("software decap of DPDK's ESP: {v:?}"))?;
+            decapped = Some(b.data().to_vec());
+        }
+        // The kernel retransmits nothing: resend once ARP had time to resolve.
+        let _ = udp.send_to(&payload, "10.2.0.1:7777");
+    }
+    let inner = decapped.ok_or("no ESP from the DPDK port reached the namespace")?;
+    let k = ip::flow_key(&inner).ok_or("bad inner packet")?;
+    ensure(
+        k.src == ipa(ns_ip) && k.dst == ipa("10.2.0.1") && k.dst_port == 7777,
+        format!("inner flow {k:?}"),
+    )?;
+    ensure(inner[28..] == payload[..], "inner payload differs")?;
+
+    // 2. Real ESP from the namespace is decapsulated by DPDK and the inner
+    //    packet delivered to a socket in the namespace.
+    let (psad, _pev) = Sad::new(1);
+    let psad = Arc::new(psad);
+    let pspd = Arc::new(Spd::new());
+    let pid = psad
+        .install_outbound(&SaParams::new(
+            0x4001,
+            Direction::Outbound,
+            gcm_keys(10),
+            ipa(ns_ip),
+            ipa(dp),
+        ))
+        .map_err(e)?;
+    protect(&pspd, "10.2.0.0", "192.168.0.0", pid)?;
+    let mut peer = Worker::new(0, psad, pspd).without_pinning();
+    let reply = udp_packet("10.2.0.1", ns_ip, 7777, 9999, 300, 0x33);
+    let mut b = PacketBuf::from_slice(&reply).map_err(e)?;
+    let v = peer.outbound_packet(&mut b);
+    ensure(matches!(v, Verdict::ToPeer { .. }), format!("peer encap {v:?}"))?;
+    let esp_bytes = b.data().to_vec();
+    let dest = socket2::SockAddr::from(SocketAddr::new(ipa(dp), 0));
+    esp.send_to(&esp_bytes, &dest).map_err(e)?;
+    let mut got = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut delivered = None;
+    while delivered.is_none() && Instant::now() < deadline {
+        for _ in 0..200 {
+            rig.lp.poll_once();
+        }
+        if let Ok((n, from)) = sink.recv_from(&mut got) {
+            delivered = Some((got[..n].to_vec(), from));
+        }
+    }
+    let (data, from) = delivered.ok_or("decapsulated packet not delivered in the namespace")?;
+    ensure(data == reply[28..], "delivered payload differs")?;
+    ensure(from == SocketAddr::new(ipa("10.2.0.1"), 7777), format!("from {from}"))?;
+
+    // 3. IKE from the namespace to the control plane and back.
+    ike.send_to(b"IKE_SA_INIT?", "192.168.77.1:500").map_err(e)?;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut d = None;
+    while d.is_none() && Instant::now() < deadline {
+        rig.lp.poll_once();
+        d = rig.ike.try_recv().ok();
+    }
+    let d = d.ok_or("IKE from the namespace not handed over")?;
+    ensure(
+        d.payload == b"IKE_SA_INIT?" && d.remote == SocketAddr::new(ipa(ns_ip), 500),
+        format!("{d:?}"),
+    )?;
+    rig.backend
+        .ike_sender()
+        .send(IkeDatagram {
+            local: d.local,
+            remote: d.remote,
+            payload: b"IKE_SA_INIT!".to_vec(),
+        })
+        .map_err(e)?;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut answer = None;
+    while answer.is_none() && Instant::now() < deadline {
+        for _ in 0..100 {
+            rig.lp.poll_once();
+        }
+        if let Ok((n, from)) = ike.recv_from(&mut got) {
+            answer = Some((got[..n].to_vec(), from));
+        }
+    }
+    let (a, from) = answer.ok_or("IKE reply not received in the namespace")?;
+    ensure(
+        a == b"IKE_SA_INIT!" && from == SocketAddr::new(ipa(dp), 500),
+        format!("IKE reply from {from}"),
+    )?;
+
+    let c = rig.backend.counters();
+    ensure(c.total(|l| l.arp_replies) >= 1, "no ARP reply counted")?;
+    ensure(c.total(|l| l.inline_cpu_fallback) >= 2, "inline fallbacks not counted")?;
+    ensure(c.total(|l| l.crypto_errors) == 0, "crypto errors")?;
+    Ok(())
+}
+
+fn main() {
+    let started = Instant::now();
+    let ns = NetNs::new();
+    ns.cleanup();
+    let veth = ns.setup();
+    let mut args: Vec<String> = [
+        "-l",
+        "0",
+        "--no-huge",
+        "-m",
+        "512",
+        "--no-shconf",
+        "--no-pci",
+        "--log-level=lib.eal:error",
+        "--log-level=pmd.net.af_packet:error",
+        "--vdev=net_ring0",
+        "--vdev=net_ring1",
+        "--vdev=net_ring2",
+        "--vdev=crypto_aesni_gcm0",
+        "--vdev=crypto_openssl0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if veth.is_ok() {
+        args.push(format!("--vdev=net_af_packet0,iface={}", ns.dp));
+    }
+    let eal = match Eal::init(&args) {
+        Ok(eal) => eal,
+        Err(err) => {
+            ns.cleanup();
+            eprintln!("EAL init failed: {err}");
+            std::process::exit(1);
+        }
+    };
+    let cases: Vec<(&str, Case)> = vec![
+        (
+            "hw_probe_and_profiles",
+            Box::new(move || {
+                veth.clone()?;
+                case_probe(&eal)
+            }),
+        ),
+        ("mbuf_packet_buffer", Box::new(move || case_mbuf(&eal))),
+        (
+            "cpu_crypto_on_net_ring_equals_software",
+            Box::new(move || case_cpu_ring(&eal)),
+        ),
+        (
+            "lookaside_crypto_aesni_gcm_equals_cpu",
+            Box::new(move || case_lookaside(&eal, "net_ring1", "crypto_aesni_gcm0")),
+        ),
+        (
+            "lookaside_crypto_openssl_equals_cpu",
+            Box::new(move || case_lookaside(&eal, "net_ring2", "crypto_openssl0")),
+        ),
+        (
+            "af_packet_veth_namespace_inline_fallback",
+            Box::new({
+                let ns = NetNs::new();
+                move || case_af_packet(&eal, &ns)
+            }),
+        ),
+    ];
+    let (mut passed, mut failed) = (0, 0);
+    for (name, case) in cases {
+        let t = Instant::now();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(case)) {
+            Ok(Ok(())) => {
+                passed += 1;
+                println!("ok   {name} ({} ms)", t.elapsed().as_millis());
+            }
+            Ok(Err(msg)) => {
+                failed += 1;
+                println!("FAIL {name}: {msg}");
+            }
+            Err(_) => {
+                failed += 1;
+                println!("FAIL {name}: panicked");
+            }
+        }
+    }
+    ns.cleanup();
+    println!(
+        "dpdk: {passed} passed, {failed} failed ({} ms)",
+        started.elapsed().as_millis()
+    );
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}

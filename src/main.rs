@@ -85,6 +85,50 @@ enum Command {
         /// The filter.
         filter: String,
     },
+    /// Shows what DPDK sees on this machine (ports, drivers, offloads, security
+    /// and crypto devices) and which hardware profile fits.
+    HwProbe {
+        /// Folder of hardware profiles.
+        #[arg(long, default_value = "hw-profiles")]
+        profiles: PathBuf,
+        /// EAL arguments (default: those of the first profile that names a backend of dpdk,
+        /// else `-l 0 --no-huge -m 256 --no-shconf`).
+        #[arg(last = true)]
+        eal_args: Vec<String>,
+    },
+}
+
+#[cfg(feature = "dpdk")]
+fn hw_probe(profiles: &std::path::Path, eal_args: Vec<String>) -> ExitCode {
+    use fastpath::dpdk::profile::HwProfile;
+    let list = match HwProfile::load_dir(profiles) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let args = if eal_args.is_empty() {
+        vec!["-l".into(), "0".into(), "--no-huge".into(), "-m".into(), "256".into(), "--no-shconf".into()]
+    } else {
+        eal_args
+    };
+    match fastpath::dpdk::probe::hw_probe(&args, &list) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: DPDK probe failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn hw_probe(_profiles: &std::path::Path, _eal_args: Vec<String>) -> ExitCode {
+    println!("this ironsa was built without DPDK (cargo build --features dpdk); the software fastpath (hw-profiles/software.toml) applies");
+    ExitCode::SUCCESS
 }
 
 fn print_sas(data: &serde_json::Value) {
@@ -279,5 +323,6 @@ fn main() -> ExitCode {
         Command::Rekey { spi, child } => client(&cli.socket, Request::Rekey { spi, child }, false, false),
         Command::Reload => client(&cli.socket, Request::Reload, false, false),
         Command::LogLevel { filter } => client(&cli.socket, Request::LogLevel { filter }, false, false),
+        Command::HwProbe { profiles, eal_args } => hw_probe(&profiles, eal_args),
     }
 }

@@ -190,6 +190,7 @@ impl TunnelConfigs {
         c.ike_proposals = cfg.ike.clone();
         c.remote_addrs = Some(vec![cfg.remote.ip()]);
         c.dpd_delay = cfg.dpd;
+        c.initial_contact = cfg.initial_contact;
         c.remote_nat_port = Some(cfg.remote_nat_port);
         c.retransmit_timeout = cfg.retransmit_timeout;
         c.retransmit_tries = cfg.retransmit_tries;
@@ -782,8 +783,14 @@ impl Worker {
             Event::IkeSaRekeyed { new_local_spi, .. } => {
                 hold.rekeys_ike_done += 1;
                 if let Some(t) = self.tunnels.remove(&spi) {
+                    let deleting = t.state == TunnelState::Deleting;
                     self.tunnels.insert(new_local_spi, t);
-                    self.up_spis.push(new_local_spi);
+                    if deleting {
+                        // The teardown asked to delete the old SA while its rekey ran: delete the new one.
+                        self.endpoint.delete(now, new_local_spi);
+                    } else {
+                        self.up_spis.push(new_local_spi);
+                    }
                 }
                 self.last_request.remove(&spi);
             }

@@ -160,6 +160,10 @@ pub struct Settings {
     /// The responder's identity (default: accept any).
     #[arg(long)]
     pub remote_id: Option<String>,
+    /// Send INITIAL_CONTACT (default: only with a per-tunnel local-id, since a
+    /// responder deletes older IKE SAs of an identity that sends it).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub initial_contact: Option<bool>,
     /// Pre-shared key.
     #[arg(long)]
     pub psk: Option<String>,
@@ -210,7 +214,7 @@ impl Settings {
         overlay!(
             self, over, mode, remote, remote_nat_port, source, source_port, ports_per_source, flood_source, threads,
             tunnels, rate, concurrency, hold, dpd, rekey_ike_rate, rekey_child_rate, teardown, flood_rate, duration,
-            ike, esp, childless, local_id, remote_id, psk, local_ts, remote_ts, retransmit_timeout, retransmit_tries,
+            ike, esp, childless, local_id, remote_id, initial_contact, psk, local_ts, remote_ts, retransmit_timeout, retransmit_tries,
             timeout, marker, socket_buffer,
         );
         self
@@ -292,6 +296,7 @@ impl Settings {
             return Err(invalid("psk must not be empty"));
         }
         let retransmit_tries = self.retransmit_tries.unwrap_or(4);
+        let local_id = Template::parse(&self.local_id.unwrap_or_else(|| "ikegen{n}@test".to_string()))?;
         Ok(GenConfig {
             mode,
             remote,
@@ -314,7 +319,8 @@ impl Settings {
             ike,
             ike_text,
             esp,
-            local_id: Template::parse(&self.local_id.unwrap_or_else(|| "ikegen{n}@test".to_string()))?,
+            initial_contact: self.initial_contact.unwrap_or(local_id.is_per_tunnel()),
+            local_id,
             remote_id: self.remote_id.as_deref().map(Template::parse).transpose()?,
             psk: Zeroizing::new(psk.into_bytes()),
             local_ts,
@@ -386,6 +392,8 @@ pub struct GenConfig {
     pub local_id: Template,
     /// The responder's identity template (None = any).
     pub remote_id: Option<Template>,
+    /// Send INITIAL_CONTACT in IKE_AUTH.
+    pub initial_contact: bool,
     /// Pre-shared key.
     pub psk: Zeroizing<Vec<u8>>,
     /// Our traffic selector templates.

@@ -146,7 +146,7 @@ mod tests {
         assert_eq!(t.render(0), "10.128.0.0/32");
         assert_eq!(t.render(513), "10.128.2.1/32");
         assert_eq!(Template::parse("user{n}@test").unwrap().render(7), "user7@test");
-        assert_eq!(Template::parse("{n / 256 % 256}.{ n + 1 }").unwrap().render(65536 + 256), "1.65794");
+        assert_eq!(Template::parse("{n / 256 % 256}.{ n + 1 }").unwrap().render(65536 + 256), "1.65793");
     }
 
     #[test]

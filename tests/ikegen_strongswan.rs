@@ -63,10 +63,15 @@ fn ikegen_establishes_50_childless_ike_sas_with_charon() {
     assert_eq!(report.attempted, N);
     assert_eq!(report.established, N, "{}", report.render_text());
     assert!(report.is_consistent());
-    assert!(report.cookies_received > 0, "charon demands cookies above 10 half-open SAs");
+    assert!(
+        report.cookies_received > 0,
+        "charon demands cookies above 10 half-open SAs"
+    );
     let sas = charon
         .swanctl()
-        .wait_for_sas(Duration::from_secs(5), |s| s.iter().filter(|sa| sa.state == "ESTABLISHED").count() as u64 == N)
+        .wait_for_sas(Duration::from_secs(5), |s| {
+            s.iter().filter(|sa| sa.state == "ESTABLISHED").count() as u64 == N
+        })
         .unwrap_or_else(|e| {
             charon.dump_log();
             panic!("{e}")

@@ -4,12 +4,12 @@
 //! plus hold/rekey/teardown, floods, failure reasons and the JSON report.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use control::config::{parse_identity, ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime};
+use control::config::{ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
 use control::endpoint::{AdmissionConfig, Endpoint, EndpointStats};
 use control::ike_sa::{Context, Event};
 use control::proposal::{parse_esp_proposals, parse_ike_proposals};
@@ -85,7 +85,10 @@ fn start_responder(conn: ConnectionConfig, admission: AdmissionConfig) -> TestRe
                 let c = match e {
                     Event::IkeSaUp { .. } => &counts2.established,
                     Event::ChildSaInstalled(_) => &counts2.children,
-                    Event::IkeSaDown { reason: control::ike_sa::DownReason::Deleted, .. } => &counts2.deleted,
+                    Event::IkeSaDown {
+                        reason: control::ike_sa::DownReason::Deleted,
+                        ..
+                    } => &counts2.deleted,
                     Event::IkeSaRekeyed { .. } => &counts2.rekeyed,
                     _ => continue,
                 };
@@ -94,7 +97,12 @@ fn start_responder(conn: ConnectionConfig, admission: AdmissionConfig) -> TestRe
         }
         ep.stats().clone()
     });
-    TestResponder { addr, stop, counts, thread }
+    TestResponder {
+        addr,
+        stop,
+        counts,
+        thread,
+    }
 }
 
 impl TestResponder {
@@ -123,7 +131,10 @@ fn settings(remote: SocketAddr, tunnels: u64) -> Settings {
 
 #[test]
 fn establishes_200_tunnels_with_children() {
-    let r = start_responder(responder_conn("aes256gcm16-prfsha256-x25519", true), AdmissionConfig::default());
+    let r = start_responder(
+        responder_conn("aes256gcm16-prfsha256-x25519", true),
+        AdmissionConfig::default(),
+    );
     let cfg = settings(r.addr, 200).resolve().unwrap();
     let report = run(&cfg, None).unwrap();
     let (counts, stats) = r.finish();
@@ -142,7 +153,10 @@ fn establishes_200_tunnels_with_children() {
 
 #[test]
 fn cookie_demands_are_answered() {
-    let adm = AdmissionConfig { cookie_threshold: 0, ..AdmissionConfig::default() };
+    let adm = AdmissionConfig {
+        cookie_threshold: 0,
+        ..AdmissionConfig::default()
+    };
     let r = start_responder(responder_conn("aes256gcm16-prfsha256-x25519", true), adm);
     let cfg = settings(r.addr, 100).resolve().unwrap();
     let report = run(&cfg, None).unwrap();
@@ -156,7 +170,10 @@ fn cookie_demands_are_answered() {
 
 #[test]
 fn json_report_parses_and_adds_up() {
-    let r = start_responder(responder_conn("aes256gcm16-prfsha256-x25519", true), AdmissionConfig::default());
+    let r = start_responder(
+        responder_conn("aes256gcm16-prfsha256-x25519", true),
+        AdmissionConfig::default(),
+    );
     let mut s = settings(r.addr, 60);
     s.threads = Some(2);
     s.rate = Some(400.0);
@@ -174,17 +191,37 @@ fn json_report_parses_and_adds_up() {
     assert_eq!(back.attempted, 60);
     assert_eq!(back.established, 60, "{json}");
     for p in [&back.latency_ike_ms, &back.latency_child_ms] {
-        assert!(p.p50 <= p.p90 && p.p90 <= p.p99 && p.p99 <= p.p999 && p.p999 <= p.max, "{p:?}");
+        assert!(
+            p.p50 <= p.p90 && p.p90 <= p.p99 && p.p99 <= p.p999 && p.p999 <= p.max,
+            "{p:?}"
+        );
         assert!(p.p50 > 0.0);
     }
     assert!(back.timeline.is_empty(), "timeline stays out of the JSON");
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    for key in ["attempted", "established", "failed", "failures", "children_installed", "handshakes_per_sec", "latency_ike_ms", "cookies_received", "retransmissions", "cpu"] {
+    for key in [
+        "attempted",
+        "established",
+        "failed",
+        "failures",
+        "children_installed",
+        "handshakes_per_sec",
+        "latency_ike_ms",
+        "cookies_received",
+        "retransmissions",
+        "cpu",
+    ] {
         assert!(v.get(key).is_some(), "missing {key}");
     }
     let hold = back.hold.as_ref().unwrap();
-    assert!(hold.rekeys_ike_done > 0 && hold.rekeys_ike_done <= hold.rekeys_ike_started, "{hold:?}");
-    assert!(hold.rekeys_child_done > 0 && hold.rekeys_child_done <= hold.rekeys_child_started, "{hold:?}");
+    assert!(
+        hold.rekeys_ike_done > 0 && hold.rekeys_ike_done <= hold.rekeys_ike_started,
+        "{hold:?}"
+    );
+    assert!(
+        hold.rekeys_child_done > 0 && hold.rekeys_child_done <= hold.rekeys_child_started,
+        "{hold:?}"
+    );
     assert!(hold.lost.is_empty(), "{hold:?}");
     assert_eq!(counts.rekeyed.load(Ordering::Relaxed), hold.rekeys_ike_done);
     let td = back.teardown.as_ref().unwrap();
@@ -200,20 +237,36 @@ fn json_report_parses_and_adds_up() {
 #[test]
 fn failures_are_counted_by_reason() {
     // The responder only accepts AES-128: every negotiation gets NO_PROPOSAL_CHOSEN.
-    let r = start_responder(responder_conn("aes128gcm16-prfsha256-x25519", true), AdmissionConfig::default());
+    let r = start_responder(
+        responder_conn("aes128gcm16-prfsha256-x25519", true),
+        AdmissionConfig::default(),
+    );
     let report = run(&settings(r.addr, 20).resolve().unwrap(), None).unwrap();
     r.finish();
     assert_eq!(report.established, 0);
-    assert_eq!(report.failures.get("NO_PROPOSAL_CHOSEN"), Some(&20), "{:?}", report.failures);
+    assert_eq!(
+        report.failures.get("NO_PROPOSAL_CHOSEN"),
+        Some(&20),
+        "{:?}",
+        report.failures
+    );
     assert!(report.is_consistent());
 
     // Wrong PSK: AUTHENTICATION_FAILED.
-    let r = start_responder(responder_conn("aes256gcm16-prfsha256-x25519", true), AdmissionConfig::default());
+    let r = start_responder(
+        responder_conn("aes256gcm16-prfsha256-x25519", true),
+        AdmissionConfig::default(),
+    );
     let mut s = settings(r.addr, 10);
     s.psk = Some("not-the-right-key".into());
     let report = run(&s.resolve().unwrap(), None).unwrap();
     r.finish();
-    assert_eq!(report.failures.get("AUTHENTICATION_FAILED"), Some(&10), "{:?}", report.failures);
+    assert_eq!(
+        report.failures.get("AUTHENTICATION_FAILED"),
+        Some(&10),
+        "{:?}",
+        report.failures
+    );
 
     // Nobody listening: retransmissions, then TIMEOUT.
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -228,7 +281,10 @@ fn failures_are_counted_by_reason() {
 
 #[test]
 fn childless_ike_sas() {
-    let r = start_responder(responder_conn("aes256gcm16-prfsha256-x25519", true), AdmissionConfig::default());
+    let r = start_responder(
+        responder_conn("aes256gcm16-prfsha256-x25519", true),
+        AdmissionConfig::default(),
+    );
     let mut s = settings(r.addr, 50);
     s.childless = Some(true);
     let report = run(&s.resolve().unwrap(), None).unwrap();
@@ -241,7 +297,10 @@ fn childless_ike_sas() {
 #[test]
 fn flood_and_mixed_modes() {
     // Flood: every request is answered with a cookie demand (threshold 0).
-    let adm = AdmissionConfig { cookie_threshold: 0, ..AdmissionConfig::default() };
+    let adm = AdmissionConfig {
+        cookie_threshold: 0,
+        ..AdmissionConfig::default()
+    };
     let r = start_responder(responder_conn("aes256gcm16-prfsha256-x25519", true), adm);
     let mut s = settings(r.addr, 0);
     s.mode = Some(Mode::Flood);
@@ -252,12 +311,18 @@ fn flood_and_mixed_modes() {
     let f = report.flood.as_ref().unwrap();
     assert!(f.sent >= 800 && f.sent <= 1100, "{f:?}");
     assert!(f.cookies > 0, "{f:?}");
-    assert_eq!(f.cookies + f.accepted + f.unanswered + f.rejected.values().sum::<u64>(), f.sent);
+    assert_eq!(
+        f.cookies + f.accepted + f.unanswered + f.rejected.values().sum::<u64>(),
+        f.sent
+    );
     assert!(stats.cookies_sent >= f.cookies);
     assert_eq!(report.attempted, 0);
 
     // Mixed: the flood creates half-open SAs; legitimate clients still get through.
-    let r = start_responder(responder_conn("aes256gcm16-prfsha256-x25519", true), AdmissionConfig::default());
+    let r = start_responder(
+        responder_conn("aes256gcm16-prfsha256-x25519", true),
+        AdmissionConfig::default(),
+    );
     let mut s = settings(r.addr, 100);
     s.mode = Some(Mode::Mixed);
     s.flood_source = Some(vec!["127.0.2.0/28".into()]);

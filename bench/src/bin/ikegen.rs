@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ironsa_bench::ikegen::options::{Mode, Settings};
 use ironsa_bench::ikegen::report::CpuReport;
 use ironsa_bench::ikegen::responder::Responder;
-use ironsa_bench::ikegen::{plot, run, Progress};
-use clap::Parser;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use ironsa_bench::ikegen::{Progress, plot, run};
 
 /// IKEv2 handshake generator: establish, hold, rekey and tear down tunnels,
 /// flood with IKE_SA_INIT, or both; report rates, latencies and failures.
@@ -46,7 +46,10 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -62,7 +65,9 @@ fn real_main(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         None => cli.settings.clone(),
     };
     let responder_bind = if cli.self_test_responder {
-        let bind = settings.remote.unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        let bind = settings
+            .remote
+            .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
         settings.remote = Some(SocketAddr::new(bind.ip(), bind.port().max(1)));
         Some(bind)
     } else {
@@ -83,7 +88,14 @@ fn real_main(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Mode::Flood => (cfg.flood_rate * cfg.duration.as_secs_f64()) as u64,
         _ => cfg.tunnels,
     };
-    let bar = ProgressBar::with_draw_target(Some(total), if show { ProgressDrawTarget::stdout() } else { ProgressDrawTarget::hidden() });
+    let bar = ProgressBar::with_draw_target(
+        Some(total),
+        if show {
+            ProgressDrawTarget::stdout()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{wide_bar:.cyan/blue}] {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -91,7 +103,11 @@ fn real_main(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut window: VecDeque<(f64, u64, u64)> = VecDeque::new();
     let mode = cfg.mode;
     let mut on_progress = |p: &Progress| {
-        let done = if mode == Mode::Flood { p.flood_sent } else { p.established + p.failed };
+        let done = if mode == Mode::Flood {
+            p.flood_sent
+        } else {
+            p.established + p.failed
+        };
         bar.set_position(done);
         window.push_back((p.elapsed_secs, p.established, p.flood_sent));
         while window.len() > 11 {

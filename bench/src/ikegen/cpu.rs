@@ -40,7 +40,10 @@ impl CpuTime {
 
     /// Adds two measurements.
     pub fn plus(&self, other: &CpuTime) -> CpuTime {
-        CpuTime { user_secs: self.user_secs + other.user_secs, sys_secs: self.sys_secs + other.sys_secs }
+        CpuTime {
+            user_secs: self.user_secs + other.user_secs,
+            sys_secs: self.sys_secs + other.sys_secs,
+        }
     }
 
     /// CPU time as a percentage of `wall` (100% = one core busy).
@@ -60,7 +63,10 @@ fn rusage(who: libc::c_int) -> CpuTime {
     // SAFETY: getrusage succeeded, so the struct is initialised (it was zeroed anyway).
     let ru = unsafe { ru.assume_init() };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    CpuTime { user_secs: tv(ru.ru_utime), sys_secs: tv(ru.ru_stime) }
+    CpuTime {
+        user_secs: tv(ru.ru_utime),
+        sys_secs: tv(ru.ru_stime),
+    }
 }
 
 #[cfg(test)]
@@ -76,7 +82,9 @@ mod tests {
         let mut used = CpuTime::default();
         while start.elapsed() < Duration::from_secs(10) {
             for _ in 0..100_000 {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(std::hint::black_box(1));
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(std::hint::black_box(1));
             }
             used = CpuTime::thread().since(&before);
             if used.total_secs() >= 0.02 {

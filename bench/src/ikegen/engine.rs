@@ -5,11 +5,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use control::config::{parse_identity, ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime};
+use control::config::{ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
 use control::endpoint::{AdmissionConfig, Endpoint};
 use control::ike_sa::{Context, DownReason, Event, Task, Transmit};
 use control::ts::parse_selector;
@@ -23,7 +23,7 @@ use super::cpu::CpuTime;
 use super::net::bind_udp;
 use super::options::{ConfigError, GenConfig, Mode};
 use super::report::{FloodReport, HoldReport, TeardownReport, TimelineBucket};
-use super::wire::{classify_init_response, strip_marker, FloodPacket, InitResponse, RandomPool, NON_ESP_MARKER};
+use super::wire::{FloodPacket, InitResponse, NON_ESP_MARKER, RandomPool, classify_init_response, strip_marker};
 
 /// Width of one timeline bucket.
 pub const BUCKET: Duration = Duration::from_millis(100);
@@ -137,7 +137,8 @@ impl Pacer {
 
 fn histogram() -> Histogram<u64> {
     // 1 µs .. 1 h, 3 significant digits.
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|_| Histogram::new(3).expect("3 significant digits are valid"))
+    Histogram::new_with_bounds(1, 3_600_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).expect("3 significant digits are valid"))
 }
 
 /// A short, stable name for a down reason (the report groups failures by it).
@@ -195,7 +196,11 @@ impl TunnelConfigs {
         c.retransmit_timeout = cfg.retransmit_timeout;
         c.retransmit_tries = cfg.retransmit_tries;
         // The generator decides when to rekey; no automatic rekeys during a run.
-        c.ike_lifetime = Lifetime { rekey: Duration::ZERO, jitter: Duration::ZERO, over: Duration::ZERO };
+        c.ike_lifetime = Lifetime {
+            rekey: Duration::ZERO,
+            jitter: Duration::ZERO,
+            over: Duration::ZERO,
+        };
         if let Some(esp) = &cfg.esp {
             let sel = |list: &[super::template::Template]| {
                 list.iter()
@@ -211,14 +216,22 @@ impl TunnelConfigs {
                 local_ts: sel(&cfg.local_ts)?,
                 remote_ts: sel(&cfg.remote_ts)?,
                 mode: IpsecMode::Tunnel,
-                lifetime: Lifetime { rekey: Duration::ZERO, jitter: Duration::ZERO, over: Duration::ZERO },
+                lifetime: Lifetime {
+                    rekey: Duration::ZERO,
+                    jitter: Duration::ZERO,
+                    over: Duration::ZERO,
+                },
             });
         }
         Ok(c)
     }
 
     pub(crate) fn get(&self, n: u64) -> Result<Arc<ConnectionConfig>, String> {
-        if self.per_tunnel { Self::build(&self.cfg, n).map(Arc::new) } else { Ok(self.base.clone()) }
+        if self.per_tunnel {
+            Self::build(&self.cfg, n).map(Arc::new)
+        } else {
+            Ok(self.base.clone())
+        }
     }
 }
 
@@ -273,7 +286,8 @@ impl Worker {
         for addr in plan.legit {
             let mut socket = bind_udp(addr, cfg.socket_buffer)?;
             let local = socket.local_addr()?;
-            poll.registry().register(&mut socket, Token(legit.len()), Interest::READABLE)?;
+            poll.registry()
+                .register(&mut socket, Token(legit.len()), Interest::READABLE)?;
             by_addr.insert(local, legit.len());
             legit.push(Sock { socket, local });
         }
@@ -281,7 +295,8 @@ impl Worker {
         for addr in plan.flood {
             let mut socket = bind_udp(addr, cfg.socket_buffer)?;
             let local = socket.local_addr()?;
-            poll.registry().register(&mut socket, Token(usize::MAX / 2 + flood.len()), Interest::READABLE)?;
+            poll.registry()
+                .register(&mut socket, Token(usize::MAX / 2 + flood.len()), Interest::READABLE)?;
             flood.push(Sock { socket, local });
         }
         let threads = cfg.threads as u64;
@@ -295,7 +310,11 @@ impl Worker {
         let mut ctx = Context::new(vec![configs.base.clone()]);
         ctx.remote_nat_port = cfg.remote_nat_port;
         let endpoint = Endpoint::new(Instant::now(), ctx, AdmissionConfig::default(), 0, 0);
-        let flood_packet = if cfg.mode == Mode::Establish { None } else { Some(FloodPacket::new(&cfg.ike)?) };
+        let flood_packet = if cfg.mode == Mode::Establish {
+            None
+        } else {
+            Some(FloodPacket::new(&cfg.ike)?)
+        };
         Ok(Self {
             id,
             cfg,
@@ -345,7 +364,10 @@ impl Worker {
         let i = (now.saturating_duration_since(self.run_start).as_nanos() / BUCKET.as_nanos()) as usize;
         while self.res.timeline.len() <= i {
             let t = self.res.timeline.len() as f64 * BUCKET.as_secs_f64();
-            self.res.timeline.push(TimelineBucket { t, ..TimelineBucket::default() });
+            self.res.timeline.push(TimelineBucket {
+                t,
+                ..TimelineBucket::default()
+            });
         }
         &mut self.res.timeline[i]
     }
@@ -364,7 +386,10 @@ impl Worker {
         let mut flood_stopped: Option<Instant> = None;
         let establish_deadline = start + self.cfg.timeout;
         let mut hold_end = start;
-        let mut hold = HoldReport { dpd_delay_secs: self.cfg.dpd.map_or(0.0, |d| d.as_secs_f64()), ..HoldReport::default() };
+        let mut hold = HoldReport {
+            dpd_delay_secs: self.cfg.dpd.map_or(0.0, |d| d.as_secs_f64()),
+            ..HoldReport::default()
+        };
         let mut hold_start = start;
         let mut rekey_ike = Pacer::new(self.cfg.rekey_ike_rate / self.cfg.threads as f64, start);
         let mut rekey_child = Pacer::new(self.cfg.rekey_child_rate / self.cfg.threads as f64, start);
@@ -472,7 +497,11 @@ impl Worker {
                     let left = self.tunnels.values().any(|t| t.state == TunnelState::Deleting);
                     if !left || now >= teardown_deadline {
                         teardown.secs = now.saturating_duration_since(teardown_start).as_secs_f64();
-                        let unfinished = self.tunnels.values().filter(|t| t.state == TunnelState::Deleting).count();
+                        let unfinished = self
+                            .tunnels
+                            .values()
+                            .filter(|t| t.state == TunnelState::Deleting)
+                            .count();
                         if unfinished > 0 {
                             *teardown.failed.entry("UNFINISHED".into()).or_default() += unfinished as u64;
                         }
@@ -518,7 +547,9 @@ impl Worker {
                     consider(fp.next_at().min(flood_end));
                 }
             }
-            let timeout = wake.map(|w| w.saturating_duration_since(now)).map(|d| d.min(Duration::from_millis(100)));
+            let timeout = wake
+                .map(|w| w.saturating_duration_since(now))
+                .map(|d| d.min(Duration::from_millis(100)));
             let timeout = Some(timeout.unwrap_or(Duration::from_millis(100)));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -582,7 +613,15 @@ impl Worker {
         match self.endpoint.initiate(now, config, local, self.cfg.remote) {
             Ok(spi) => {
                 self.in_flight += 1;
-                self.tunnels.insert(spi, Tunnel { started: now, state: TunnelState::Negotiating, child: None, child_resolved: false });
+                self.tunnels.insert(
+                    spi,
+                    Tunnel {
+                        started: now,
+                        state: TunnelState::Negotiating,
+                        child: None,
+                        child_resolved: false,
+                    },
+                );
             }
             Err(e) => self.fail(now, e.to_string()),
         }
@@ -597,8 +636,12 @@ impl Worker {
     /// Establish phase over time: negotiations still running count as UNFINISHED.
     fn abandon_negotiations(&mut self) {
         let now = Instant::now();
-        let open: Vec<u64> =
-            self.tunnels.iter().filter(|(_, t)| t.state == TunnelState::Negotiating).map(|(s, _)| *s).collect();
+        let open: Vec<u64> = self
+            .tunnels
+            .iter()
+            .filter(|(_, t)| t.state == TunnelState::Negotiating)
+            .map(|(s, _)| *s)
+            .collect();
         for spi in open {
             self.tunnels.remove(&spi);
             self.in_flight = self.in_flight.saturating_sub(1);
@@ -670,7 +713,10 @@ impl Worker {
         let remote = self.cfg.remote;
         let marker = self.cfg.marker.applies(local, remote);
         let Some(fp) = &self.flood_packet else { return };
-        if fp.write(&mut self.flood_rng, local, remote, marker, &mut self.out).is_err() {
+        if fp
+            .write(&mut self.flood_rng, local, remote, marker, &mut self.out)
+            .is_err()
+        {
             fr.send_errors += 1;
             return;
         }

@@ -28,8 +28,8 @@ pub mod template;
 pub mod wire;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use engine::{EngineError, LiveCounters, SocketPlan, Worker, WorkerResult};
@@ -62,7 +62,11 @@ fn plan_sockets(cfg: &GenConfig) -> Vec<SocketPlan> {
         let mut v = Vec::with_capacity(ips.len() * cfg.ports_per_source);
         for p in 0..cfg.ports_per_source {
             for ip in ips {
-                let port = if fixed_port && cfg.source_port != 0 { cfg.source_port + p as u16 } else { 0 };
+                let port = if fixed_port && cfg.source_port != 0 {
+                    cfg.source_port + p as u16
+                } else {
+                    0
+                };
                 v.push(SocketAddr::new(*ip, port));
             }
         }
@@ -75,7 +79,10 @@ fn plan_sockets(cfg: &GenConfig) -> Vec<SocketPlan> {
     }
     if cfg.mode != Mode::Establish {
         // Flood sockets use the configured port only when they are the only sockets.
-        for (k, a) in addrs(&cfg.flood_sources, cfg.mode == Mode::Flood).into_iter().enumerate() {
+        for (k, a) in addrs(&cfg.flood_sources, cfg.mode == Mode::Flood)
+            .into_iter()
+            .enumerate()
+        {
             plans[k % cfg.threads].flood.push(a);
         }
     }
@@ -99,7 +106,10 @@ pub fn run(cfg: &GenConfig, progress: Option<&mut dyn FnMut(&Progress)>) -> Resu
         .into_iter()
         .enumerate()
         .map(|(id, w)| {
-            std::thread::Builder::new().name(format!("ikegen-{id}")).spawn(move || w.run()).map_err(EngineError::Io)
+            std::thread::Builder::new()
+                .name(format!("ikegen-{id}"))
+                .spawn(move || w.run())
+                .map_err(EngineError::Io)
         })
         .collect::<Result<_, _>>()?;
     let mut progress = progress;
@@ -139,7 +149,13 @@ fn add_map(into: &mut std::collections::BTreeMap<String, u64>, from: &std::colle
     }
 }
 
-fn merge(cfg: &GenConfig, sockets: usize, results: Vec<WorkerResult>, wall: Duration, main_cpu: cpu::CpuTime) -> Report {
+fn merge(
+    cfg: &GenConfig,
+    sockets: usize,
+    results: Vec<WorkerResult>,
+    wall: Duration,
+    main_cpu: cpu::CpuTime,
+) -> Report {
     let mut r = Report {
         mode: Some(cfg.mode),
         remote: cfg.remote.to_string(),
@@ -224,8 +240,9 @@ fn merge(cfg: &GenConfig, sockets: usize, results: Vec<WorkerResult>, wall: Dura
             let t = &mut timeline[i];
             let total = t.established + b.established;
             if total > 0 {
-                t.mean_latency_ms =
-                    (t.mean_latency_ms * t.established as f64 + b.mean_latency_ms * b.established as f64) / total as f64;
+                t.mean_latency_ms = (t.mean_latency_ms * t.established as f64
+                    + b.mean_latency_ms * b.established as f64)
+                    / total as f64;
             }
             t.established = total;
             t.failed += b.failed;
@@ -237,7 +254,11 @@ fn merge(cfg: &GenConfig, sockets: usize, results: Vec<WorkerResult>, wall: Dura
         b.t = i as f64 * engine::BUCKET.as_secs_f64();
     }
     r.failed = r.failures.values().sum();
-    r.success_rate = if r.attempted > 0 { r.established as f64 / r.attempted as f64 } else { 0.0 };
+    r.success_rate = if r.attempted > 0 {
+        r.established as f64 / r.attempted as f64
+    } else {
+        0.0
+    };
     if let (Some(a), Some(b)) = (first, last) {
         r.establish_secs = b.saturating_duration_since(a).as_secs_f64();
         if r.establish_secs > 0.0 {
@@ -253,6 +274,9 @@ fn merge(cfg: &GenConfig, sockets: usize, results: Vec<WorkerResult>, wall: Dura
     r.teardown = teardown;
     r.flood = flood;
     r.cpu = CpuReport::new(cpu, r.wall_secs, cfg.threads);
+    if cpu.total_secs() > 0.0 {
+        r.handshakes_per_cpu_sec = r.established as f64 / cpu.total_secs();
+    }
     r.timeline = timeline;
     r
 }

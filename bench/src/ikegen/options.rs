@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use control::proposal::{parse_esp_proposals, parse_ike_proposals, EspProposal, IkeProposal};
+use control::proposal::{EspProposal, IkeProposal, parse_esp_proposals, parse_ike_proposals};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -200,7 +200,10 @@ impl Settings {
     /// Reads a TOML file of settings.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
         Self::from_toml(&text).map_err(|source| ConfigError::Toml { path: p, source })
     }
 
@@ -212,10 +215,40 @@ impl Settings {
     /// `self` with every option that `over` sets replaced by `over`'s value.
     pub fn overlay(mut self, over: Settings) -> Settings {
         overlay!(
-            self, over, mode, remote, remote_nat_port, source, source_port, ports_per_source, flood_source, threads,
-            tunnels, rate, concurrency, hold, dpd, rekey_ike_rate, rekey_child_rate, teardown, flood_rate, duration,
-            ike, esp, childless, local_id, remote_id, initial_contact, psk, local_ts, remote_ts, retransmit_timeout, retransmit_tries,
-            timeout, marker, socket_buffer,
+            self,
+            over,
+            mode,
+            remote,
+            remote_nat_port,
+            source,
+            source_port,
+            ports_per_source,
+            flood_source,
+            threads,
+            tunnels,
+            rate,
+            concurrency,
+            hold,
+            dpd,
+            rekey_ike_rate,
+            rekey_child_rate,
+            teardown,
+            flood_rate,
+            duration,
+            ike,
+            esp,
+            childless,
+            local_id,
+            remote_id,
+            initial_contact,
+            psk,
+            local_ts,
+            remote_ts,
+            retransmit_timeout,
+            retransmit_tries,
+            timeout,
+            marker,
+            socket_buffer,
         );
         self
     }
@@ -223,7 +256,9 @@ impl Settings {
     /// Checks every value and fills in defaults.
     pub fn resolve(self) -> Result<GenConfig, ConfigError> {
         let mode = self.mode.unwrap_or(Mode::Establish);
-        let remote = self.remote.unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 500)));
+        let remote = self
+            .remote
+            .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 500)));
         let sources = match &self.source {
             Some(list) => parse_sources(list)?,
             None => default_sources(remote)?,
@@ -234,7 +269,9 @@ impl Settings {
         };
         for s in sources.iter().chain(&flood_sources) {
             if s.is_ipv4() != remote.is_ipv4() {
-                return Err(invalid(format!("source {s} and remote {remote} are of different address families")));
+                return Err(invalid(format!(
+                    "source {s} and remote {remote} are of different address families"
+                )));
             }
         }
         let ports_per_source = self.ports_per_source.unwrap_or(1);
@@ -251,11 +288,15 @@ impl Settings {
         }
         let socket_count = sources.len() * ports_per_source;
         if socket_count < threads {
-            return Err(invalid(format!("{threads} threads need at least {threads} sockets (sources x ports-per-source)")));
+            return Err(invalid(format!(
+                "{threads} threads need at least {threads} sockets (sources x ports-per-source)"
+            )));
         }
         let positive = |name: &str, v: Option<f64>| -> Result<Option<f64>, ConfigError> {
             match v {
-                Some(x) if !(x.is_finite() && x >= 0.0) => Err(invalid(format!("{name} must be a non-negative number"))),
+                Some(x) if !(x.is_finite() && x >= 0.0) => {
+                    Err(invalid(format!("{name} must be a non-negative number")))
+                }
                 other => Ok(other),
             }
         };
@@ -285,11 +326,15 @@ impl Settings {
         } else {
             Some(parse_esp_proposals(&esp_text).map_err(|e| invalid(format!("--esp: {e}")))?)
         };
-        let local_ts = templates(self.local_ts.unwrap_or_else(|| vec!["10.128.{n/256%256}.{n%256}/32".into()]))?;
+        let local_ts = templates(
+            self.local_ts
+                .unwrap_or_else(|| vec!["10.128.{n/256%256}.{n%256}/32".into()]),
+        )?;
         let remote_ts = templates(self.remote_ts.unwrap_or_else(|| vec!["0.0.0.0/0".into()]))?;
         // Check that selectors parse for the first tunnel (catches typos before the run).
         for t in local_ts.iter().chain(&remote_ts) {
-            control::ts::parse_selector(&t.render(0)).map_err(|e| invalid(format!("traffic selector '{}': {e}", t.source())))?;
+            control::ts::parse_selector(&t.render(0))
+                .map_err(|e| invalid(format!("traffic selector '{}': {e}", t.source())))?;
         }
         let psk = self.psk.unwrap_or_else(|| "ikegen-load-test-secret".to_string());
         if psk.is_empty() {
@@ -325,7 +370,8 @@ impl Settings {
             psk: Zeroizing::new(psk.into_bytes()),
             local_ts,
             remote_ts,
-            retransmit_timeout: secs("retransmit-timeout", self.retransmit_timeout, 2.0)?.max(Duration::from_millis(10)),
+            retransmit_timeout: secs("retransmit-timeout", self.retransmit_timeout, 2.0)?
+                .max(Duration::from_millis(10)),
             retransmit_tries,
             timeout: secs("timeout", self.timeout, 60.0)?,
             marker: self.marker.unwrap_or(MarkerPolicy::Auto),
@@ -335,8 +381,12 @@ impl Settings {
 }
 
 fn templates(list: Vec<String>) -> Result<Vec<Template>, ConfigError> {
-    let list: Vec<Template> =
-        list.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).map(Template::parse).collect::<Result<_, _>>()?;
+    let list: Vec<Template> = list
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(Template::parse)
+        .collect::<Result<_, _>>()?;
     if list.is_empty() {
         return Err(invalid("traffic selector list is empty"));
     }
@@ -415,7 +465,11 @@ pub struct GenConfig {
 impl GenConfig {
     /// Defaults for a loopback responder at `remote` (what `Settings::default()` resolves to).
     pub fn for_remote(remote: SocketAddr) -> Result<Self, ConfigError> {
-        Settings { remote: Some(remote), ..Settings::default() }.resolve()
+        Settings {
+            remote: Some(remote),
+            ..Settings::default()
+        }
+        .resolve()
     }
 }
 
@@ -431,18 +485,30 @@ pub fn parse_sources(list: &[String]) -> Result<Vec<IpAddr>, ConfigError> {
                 return Err(invalid(format!("prefix too long in '{item}'")));
             }
             let host_bits = bits - prefix;
-            let mask: u128 = if host_bits >= 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
+            let mask: u128 = if host_bits >= 128 {
+                u128::MAX
+            } else {
+                (1u128 << host_bits) - 1
+            };
             let v = ip_to_u128(ip);
             (v & !mask, (v & !mask) | mask)
         } else if let Some((a, b)) = item.split_once('-') {
-            let a: IpAddr = a.trim().parse().map_err(|_| invalid(format!("bad source range '{item}'")))?;
-            let b: IpAddr = b.trim().parse().map_err(|_| invalid(format!("bad source range '{item}'")))?;
+            let a: IpAddr = a
+                .trim()
+                .parse()
+                .map_err(|_| invalid(format!("bad source range '{item}'")))?;
+            let b: IpAddr = b
+                .trim()
+                .parse()
+                .map_err(|_| invalid(format!("bad source range '{item}'")))?;
             if a.is_ipv4() != b.is_ipv4() || ip_to_u128(a) > ip_to_u128(b) {
                 return Err(invalid(format!("bad source range '{item}'")));
             }
             (ip_to_u128(a), ip_to_u128(b))
         } else {
-            let ip: IpAddr = item.parse().map_err(|_| invalid(format!("bad source address '{item}'")))?;
+            let ip: IpAddr = item
+                .parse()
+                .map_err(|_| invalid(format!("bad source address '{item}'")))?;
             (ip_to_u128(ip), ip_to_u128(ip))
         };
         let v4 = !item.contains(':');
@@ -479,10 +545,17 @@ fn default_sources(remote: SocketAddr) -> Result<Vec<IpAddr>, ConfigError> {
         return parse_sources(&["127.0.1.0/24".to_string()]);
     }
     // The address the kernel would use to reach the responder.
-    let any: SocketAddr = if remote.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
+    let any: SocketAddr = if remote.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
     let s = UdpSocket::bind(any).map_err(|e| invalid(format!("cannot find a source address: {e}")))?;
-    s.connect(remote).map_err(|e| invalid(format!("no route to {remote}: {e}")))?;
-    let local = s.local_addr().map_err(|e| invalid(format!("cannot find a source address: {e}")))?;
+    s.connect(remote)
+        .map_err(|e| invalid(format!("no route to {remote}: {e}")))?;
+    let local = s
+        .local_addr()
+        .map_err(|e| invalid(format!("cannot find a source address: {e}")))?;
     Ok(vec![local.ip()])
 }
 
@@ -504,8 +577,13 @@ mod tests {
 
     #[test]
     fn toml_and_cli_layer() {
-        let file = Settings::from_toml("mode = \"flood\"\ntunnels = 5\nflood-rate = 100.0\nlocal-ts = [\"10.{n}.0.0/16\"]\n").unwrap();
-        let cli = Settings { tunnels: Some(9), ..Settings::default() };
+        let file =
+            Settings::from_toml("mode = \"flood\"\ntunnels = 5\nflood-rate = 100.0\nlocal-ts = [\"10.{n}.0.0/16\"]\n")
+                .unwrap();
+        let cli = Settings {
+            tunnels: Some(9),
+            ..Settings::default()
+        };
         let s = file.overlay(cli);
         assert_eq!(s.mode, Some(Mode::Flood));
         assert_eq!(s.tunnels, Some(9));
@@ -517,11 +595,26 @@ mod tests {
     #[test]
     fn bad_values_are_rejected() {
         let bad = |s: Settings| s.resolve().is_err();
-        assert!(bad(Settings { ike: Some("aes999".into()), ..Default::default() }));
-        assert!(bad(Settings { rate: Some(-1.0), ..Default::default() }));
-        assert!(bad(Settings { threads: Some(0), ..Default::default() }));
-        assert!(bad(Settings { local_ts: Some(vec!["10.{n}.0.0/99".into()]), ..Default::default() }));
-        assert!(bad(Settings { source: Some(vec!["::1".into()]), ..Default::default() }));
+        assert!(bad(Settings {
+            ike: Some("aes999".into()),
+            ..Default::default()
+        }));
+        assert!(bad(Settings {
+            rate: Some(-1.0),
+            ..Default::default()
+        }));
+        assert!(bad(Settings {
+            threads: Some(0),
+            ..Default::default()
+        }));
+        assert!(bad(Settings {
+            local_ts: Some(vec!["10.{n}.0.0/99".into()]),
+            ..Default::default()
+        }));
+        assert!(bad(Settings {
+            source: Some(vec!["::1".into()]),
+            ..Default::default()
+        }));
     }
 
     #[test]

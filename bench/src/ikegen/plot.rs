@@ -15,16 +15,24 @@ const GAP: f64 = 60.0;
 /// Merges 100 ms buckets into wider ones for long runs (≤ ~300 points).
 fn rebucket(timeline: &[TimelineBucket]) -> (Vec<TimelineBucket>, f64) {
     let base = 0.1;
-    let factor = if timeline.len() <= 300 { 1 } else { 10 * timeline.len().div_ceil(3000) };
+    let factor = if timeline.len() <= 300 {
+        1
+    } else {
+        10 * timeline.len().div_ceil(3000)
+    };
     let width = base * factor as f64;
     let mut out: Vec<TimelineBucket> = Vec::new();
     for chunk in timeline.chunks(factor) {
-        let mut b = TimelineBucket { t: chunk[0].t, ..TimelineBucket::default() };
+        let mut b = TimelineBucket {
+            t: chunk[0].t,
+            ..TimelineBucket::default()
+        };
         for c in chunk {
             let total = b.established + c.established;
             if total > 0 {
-                b.mean_latency_ms =
-                    (b.mean_latency_ms * b.established as f64 + c.mean_latency_ms * c.established as f64) / total as f64;
+                b.mean_latency_ms = (b.mean_latency_ms * b.established as f64
+                    + c.mean_latency_ms * c.established as f64)
+                    / total as f64;
             }
             b.established = total;
             b.failed += c.failed;
@@ -73,12 +81,27 @@ impl Panel {
             self.top,
             W - LEFT - RIGHT
         );
-        let _ = writeln!(o, r##"<text x="{LEFT}" y="{}" font-size="14" font-weight="bold">{}</text>"##, self.top - 8.0, esc(title));
+        let _ = writeln!(
+            o,
+            r##"<text x="{LEFT}" y="{}" font-size="14" font-weight="bold">{}</text>"##,
+            self.top - 8.0,
+            esc(title)
+        );
         for i in 0..=4 {
             let v = self.y_max * i as f64 / 4.0;
             let y = self.y(v);
-            let _ = writeln!(o, r##"<line x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/>"##, W - RIGHT);
-            let _ = writeln!(o, r##"<text x="{}" y="{:.1}" font-size="11" text-anchor="end">{} {unit}</text>"##, LEFT - 4.0, y + 4.0, fmt_num(v));
+            let _ = writeln!(
+                o,
+                r##"<line x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/>"##,
+                W - RIGHT
+            );
+            let _ = writeln!(
+                o,
+                r##"<text x="{}" y="{:.1}" font-size="11" text-anchor="end">{} {unit}</text>"##,
+                LEFT - 4.0,
+                y + 4.0,
+                fmt_num(v)
+            );
         }
         for i in 0..=5 {
             let t = self.t_max * i as f64 / 5.0;
@@ -96,13 +119,32 @@ impl Panel {
         }
         let mut d = String::new();
         for (i, (t, v)) in pts.iter().enumerate() {
-            let _ = write!(d, "{}{:.1},{:.1} ", if i == 0 { "M" } else { "L" }, self.x(*t), self.y(*v));
+            let _ = write!(
+                d,
+                "{}{:.1},{:.1} ",
+                if i == 0 { "M" } else { "L" },
+                self.x(*t),
+                self.y(*v)
+            );
         }
-        let _ = writeln!(o, r##"<path d="{d}" fill="none" stroke="{color}" stroke-width="1.5"/>"##);
+        let _ = writeln!(
+            o,
+            r##"<path d="{d}" fill="none" stroke="{color}" stroke-width="1.5"/>"##
+        );
         let lx = W - RIGHT - 180.0;
         let ly = self.top + 16.0 + 16.0 * slot as f64;
-        let _ = writeln!(o, r##"<line x1="{lx}" x2="{}" y1="{ly}" y2="{ly}" stroke="{color}" stroke-width="3"/>"##, lx + 20.0);
-        let _ = writeln!(o, r##"<text x="{}" y="{}" font-size="12">{}</text>"##, lx + 26.0, ly + 4.0, esc(label));
+        let _ = writeln!(
+            o,
+            r##"<line x1="{lx}" x2="{}" y1="{ly}" y2="{ly}" stroke="{color}" stroke-width="3"/>"##,
+            lx + 20.0
+        );
+        let _ = writeln!(
+            o,
+            r##"<text x="{}" y="{}" font-size="12">{}</text>"##,
+            lx + 26.0,
+            ly + 4.0,
+            esc(label)
+        );
     }
 }
 
@@ -123,7 +165,10 @@ pub fn render_svg(report: &Report) -> String {
     let rate = |b: &TimelineBucket| b.established as f64 / width;
     let flood = |b: &TimelineBucket| b.flood_sent as f64 / width;
     let has_flood = buckets.iter().any(|b| b.flood_sent > 0);
-    let rate_max = buckets.iter().map(|b| rate(b).max(if has_flood { flood(b) } else { 0.0 })).fold(0.0, f64::max);
+    let rate_max = buckets
+        .iter()
+        .map(|b| rate(b).max(if has_flood { flood(b) } else { 0.0 }))
+        .fold(0.0, f64::max);
     let lat_max = buckets.iter().map(|b| b.max_latency_ms).fold(0.0, f64::max);
     let h = TOP + 2.0 * PANEL_H + GAP + 40.0;
     let mut o = String::new();
@@ -137,7 +182,11 @@ pub fn render_svg(report: &Report) -> String {
         report.remote, report.established, report.attempted, report.handshakes_per_sec, report.latency_ike_ms.p99
     );
     let _ = writeln!(o, r##"<text x="{LEFT}" y="18" font-size="15">{}</text>"##, esc(&title));
-    let p1 = Panel { top: TOP, y_max: nice_max(rate_max), t_max };
+    let p1 = Panel {
+        top: TOP,
+        y_max: nice_max(rate_max),
+        t_max,
+    };
     p1.frame(&mut o, &format!("rate per second ({width:.1} s buckets)"), "/s");
     let pts: Vec<(f64, f64)> = buckets.iter().map(|b| (b.t + width / 2.0, rate(b))).collect();
     p1.line(&mut o, &pts, "#1f77b4", "IKE SAs established/s", 0);
@@ -145,11 +194,21 @@ pub fn render_svg(report: &Report) -> String {
         let pts: Vec<(f64, f64)> = buckets.iter().map(|b| (b.t + width / 2.0, flood(b))).collect();
         p1.line(&mut o, &pts, "#d62728", "flood IKE_SA_INIT/s", 1);
     }
-    let p2 = Panel { top: TOP + PANEL_H + GAP, y_max: nice_max(lat_max), t_max };
+    let p2 = Panel {
+        top: TOP + PANEL_H + GAP,
+        y_max: nice_max(lat_max),
+        t_max,
+    };
     p2.frame(&mut o, "latency initiate → IKE SA up", "ms");
     let with_data: Vec<&TimelineBucket> = buckets.iter().filter(|b| b.established > 0).collect();
-    let mean: Vec<(f64, f64)> = with_data.iter().map(|b| (b.t + width / 2.0, b.mean_latency_ms)).collect();
-    let max: Vec<(f64, f64)> = with_data.iter().map(|b| (b.t + width / 2.0, b.max_latency_ms)).collect();
+    let mean: Vec<(f64, f64)> = with_data
+        .iter()
+        .map(|b| (b.t + width / 2.0, b.mean_latency_ms))
+        .collect();
+    let max: Vec<(f64, f64)> = with_data
+        .iter()
+        .map(|b| (b.t + width / 2.0, b.max_latency_ms))
+        .collect();
     p2.line(&mut o, &mean, "#2ca02c", "mean", 0);
     p2.line(&mut o, &max, "#ff7f0e", "max", 1);
     o.push_str("</svg>\n");
@@ -181,8 +240,13 @@ mod tests {
 
     #[test]
     fn long_runs_are_rebucketed() {
-        let tl: Vec<TimelineBucket> =
-            (0..5000).map(|i| TimelineBucket { t: i as f64 * 0.1, established: 1, ..Default::default() }).collect();
+        let tl: Vec<TimelineBucket> = (0..5000)
+            .map(|i| TimelineBucket {
+                t: i as f64 * 0.1,
+                established: 1,
+                ..Default::default()
+            })
+            .collect();
         let (b, w) = rebucket(&tl);
         assert!(b.len() <= 300, "{}", b.len());
         assert!((w - 2.0).abs() < 1e-9);

@@ -127,7 +127,11 @@ pub struct CpuReport {
 impl CpuReport {
     /// From a measurement over `wall` seconds by `threads` threads.
     pub fn new(t: CpuTime, wall_secs: f64, threads: usize) -> Self {
-        let pct = if wall_secs > 0.0 { 100.0 * t.total_secs() / wall_secs } else { 0.0 };
+        let pct = if wall_secs > 0.0 {
+            100.0 * t.total_secs() / wall_secs
+        } else {
+            0.0
+        };
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         Self {
             user_secs: t.user_secs,
@@ -190,6 +194,9 @@ pub struct Report {
     pub establish_secs: f64,
     /// established / establish_secs.
     pub handshakes_per_sec: f64,
+    /// established / CPU seconds of the generator: the rate one generator core
+    /// sustains, independent of other load on the machine.
+    pub handshakes_per_cpu_sec: f64,
     /// Latency initiate → IKE SA up.
     pub latency_ike_ms: Percentiles,
     /// Latency initiate → first CHILD_SA installed.
@@ -257,7 +264,11 @@ impl Report {
             Some(Mode::Flood) => "flood",
             Some(Mode::Mixed) => "mixed",
         };
-        let _ = writeln!(o, "ikegen {mode} → {}  ({}, {} threads, {} sockets)", self.remote, self.ike, self.threads, self.sockets);
+        let _ = writeln!(
+            o,
+            "ikegen {mode} → {}  ({}, {} threads, {} sockets)",
+            self.remote, self.ike, self.threads, self.sockets
+        );
         if self.mode != Some(Mode::Flood) {
             let _ = writeln!(
                 o,
@@ -272,8 +283,13 @@ impl Report {
             reasons(&mut o, "child failures", &self.child_failures);
             let _ = writeln!(
                 o,
-                "  rate {:>10.1} handshakes/s over {:.2} s   cookies {}   retransmissions {}   send errors {}",
-                self.handshakes_per_sec, self.establish_secs, self.cookies_received, self.retransmissions, self.send_errors
+                "  rate {:>10.1} handshakes/s over {:.2} s ({:.0} per generator CPU-second)",
+                self.handshakes_per_sec, self.establish_secs, self.handshakes_per_cpu_sec
+            );
+            let _ = writeln!(
+                o,
+                "  cookies received {}   retransmissions {}   send errors {}",
+                self.cookies_received, self.retransmissions, self.send_errors
             );
             pct_line(&mut o, "latency → IKE SA up", &self.latency_ike_ms);
             pct_line(&mut o, "latency → CHILD_SA", &self.latency_child_ms);
@@ -282,12 +298,21 @@ impl Report {
             let _ = writeln!(
                 o,
                 "  hold {:.1} s (dpd {:.0} s): IKE rekeys {}/{}  CHILD rekeys {}/{} (done/started)",
-                h.secs, h.dpd_delay_secs, h.rekeys_ike_done, h.rekeys_ike_started, h.rekeys_child_done, h.rekeys_child_started
+                h.secs,
+                h.dpd_delay_secs,
+                h.rekeys_ike_done,
+                h.rekeys_ike_started,
+                h.rekeys_child_done,
+                h.rekeys_child_started
             );
             reasons(&mut o, "lost while held", &h.lost);
         }
         if let Some(t) = &self.teardown {
-            let _ = writeln!(o, "  teardown: {} of {} deleted in {:.2} s", t.deleted, t.requested, t.secs);
+            let _ = writeln!(
+                o,
+                "  teardown: {} of {} deleted in {:.2} s",
+                t.deleted, t.requested, t.secs
+            );
             reasons(&mut o, "teardown failures", &t.failed);
         }
         if let Some(f) = &self.flood {
@@ -316,7 +341,11 @@ impl Report {
             self.wall_secs,
             c.threads,
             c.cores,
-            if c.saturated { "  ← generator saturated: results may be limited by the generator" } else { "" }
+            if c.saturated {
+                "  ← generator saturated: results may be limited by the generator"
+            } else {
+                ""
+            }
         );
         if let Some(r) = &self.responder_cpu {
             let _ = writeln!(

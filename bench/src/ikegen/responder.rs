@@ -4,12 +4,12 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use control::config::{parse_identity, ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime};
+use control::config::{ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
 use control::endpoint::{AdmissionConfig, Endpoint, EndpointStats};
 use control::ike_sa::{Context, Event};
 use control::ts::parse_selector;
@@ -18,7 +18,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::cpu::CpuTime;
 use super::options::{GenConfig, MarkerPolicy};
-use super::wire::{strip_marker, NON_ESP_MARKER};
+use super::wire::{NON_ESP_MARKER, strip_marker};
 
 /// Identity the self-test responder uses when the generator accepts any.
 pub const DEFAULT_RESPONDER_ID: &str = "responder@ikegen.test";
@@ -60,9 +60,18 @@ pub fn connection_for(cfg: &GenConfig) -> ConnectionConfig {
         Some(t) if !t.is_per_tunnel() => t.render(0),
         _ => DEFAULT_RESPONDER_ID.to_string(),
     };
-    let mut c = ConnectionConfig::new("ikegen-responder", parse_identity(&local_id), IdentityMatch::Any, &cfg.psk);
+    let mut c = ConnectionConfig::new(
+        "ikegen-responder",
+        parse_identity(&local_id),
+        IdentityMatch::Any,
+        &cfg.psk,
+    );
     c.ike_proposals = cfg.ike.clone();
-    c.ike_lifetime = Lifetime { rekey: Duration::ZERO, jitter: Duration::ZERO, over: Duration::ZERO };
+    c.ike_lifetime = Lifetime {
+        rekey: Duration::ZERO,
+        jitter: Duration::ZERO,
+        over: Duration::ZERO,
+    };
     if let Some(esp) = &cfg.esp {
         let any4 = parse_selector("0.0.0.0/0").ok();
         let any6 = parse_selector("::/0").ok();
@@ -73,7 +82,11 @@ pub fn connection_for(cfg: &GenConfig) -> ConnectionConfig {
             local_ts: any.clone(),
             remote_ts: any,
             mode: IpsecMode::Tunnel,
-            lifetime: Lifetime { rekey: Duration::ZERO, jitter: Duration::ZERO, over: Duration::ZERO },
+            lifetime: Lifetime {
+                rekey: Duration::ZERO,
+                jitter: Duration::ZERO,
+                over: Duration::ZERO,
+            },
         });
     }
     c
@@ -81,7 +94,12 @@ pub fn connection_for(cfg: &GenConfig) -> ConnectionConfig {
 
 /// Admission settings for a load test: cookies only under real floods, no per-source limit.
 pub fn load_test_admission() -> AdmissionConfig {
-    AdmissionConfig { cookie_threshold: 50_000, per_source_half_open: 1 << 20, max_half_open: 1 << 20, ..AdmissionConfig::default() }
+    AdmissionConfig {
+        cookie_threshold: 50_000,
+        per_source_half_open: 1 << 20,
+        max_half_open: 1 << 20,
+        ..AdmissionConfig::default()
+    }
 }
 
 fn bind_reuseport(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
@@ -90,7 +108,8 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
     let _ = s.set_recv_buffer_size(8 << 20);
     let _ = s.set_send_buffer_size(8 << 20);
     s.set_nonblocking(true)?;
-    s.bind(&addr.into()).map_err(|e| io::Error::new(e.kind(), format!("cannot bind responder to {addr}: {e}")))?;
+    s.bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind responder to {addr}: {e}")))?;
     let std: std::net::UdpSocket = s.into();
     Ok(mio::net::UdpSocket::from_std(std))
 }
@@ -135,12 +154,23 @@ impl Responder {
                 .spawn(move || serve(socket, addr, endpoint, stop, counters, marker))?;
             handles.push(h);
         }
-        Ok(Self { addr, stop, counters, threads: handles })
+        Ok(Self {
+            addr,
+            stop,
+            counters,
+            threads: handles,
+        })
     }
 
     /// A responder for what `cfg` initiates, on `bind`.
     pub fn for_generator(cfg: &GenConfig, bind: SocketAddr, threads: usize) -> io::Result<Self> {
-        Self::start(bind, vec![Arc::new(connection_for(cfg))], load_test_admission(), threads, cfg.marker)
+        Self::start(
+            bind,
+            vec![Arc::new(connection_for(cfg))],
+            load_test_admission(),
+            threads,
+            cfg.marker,
+        )
     }
 
     /// The address it listens on.
@@ -156,7 +186,10 @@ impl Responder {
     /// Stops all threads and returns their measurements.
     pub fn stop(self) -> io::Result<ResponderResult> {
         self.stop.store(true, Ordering::Relaxed);
-        let mut out = ResponderResult { threads: self.threads.len(), ..ResponderResult::default() };
+        let mut out = ResponderResult {
+            threads: self.threads.len(),
+            ..ResponderResult::default()
+        };
         for h in self.threads {
             let (stats, cpu) = h.join().map_err(|_| io::Error::other("responder thread panicked"))??;
             add_stats(&mut out.stats, &stats);

@@ -69,7 +69,10 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_string()));
         }
-        Ok(Self { source: s.to_string(), parts })
+        Ok(Self {
+            source: s.to_string(),
+            parts,
+        })
     }
 
     /// True if the template has at least one `{n}` placeholder.
@@ -146,7 +149,12 @@ mod tests {
         assert_eq!(t.render(0), "10.128.0.0/32");
         assert_eq!(t.render(513), "10.128.2.1/32");
         assert_eq!(Template::parse("user{n}@test").unwrap().render(7), "user7@test");
-        assert_eq!(Template::parse("{n / 256 % 256}.{ n + 1 }").unwrap().render(65536 + 256), "1.65793");
+        assert_eq!(
+            Template::parse("{n / 256 % 256}.{ n + 1 }")
+                .unwrap()
+                .render(65536 + 256),
+            "1.65793"
+        );
     }
 
     #[test]
@@ -159,9 +167,21 @@ mod tests {
     #[test]
     fn rejects_bad_templates() {
         assert!(matches!(Template::parse("a{n"), Err(TemplateError::Unclosed(_))));
-        assert!(matches!(Template::parse("{m}"), Err(TemplateError::BadExpression { .. })));
-        assert!(matches!(Template::parse("{n/0}"), Err(TemplateError::BadExpression { .. })));
-        assert!(matches!(Template::parse("{n+}"), Err(TemplateError::BadExpression { .. })));
-        assert!(matches!(Template::parse("{n^2}"), Err(TemplateError::BadExpression { .. })));
+        assert!(matches!(
+            Template::parse("{m}"),
+            Err(TemplateError::BadExpression { .. })
+        ));
+        assert!(matches!(
+            Template::parse("{n/0}"),
+            Err(TemplateError::BadExpression { .. })
+        ));
+        assert!(matches!(
+            Template::parse("{n+}"),
+            Err(TemplateError::BadExpression { .. })
+        ));
+        assert!(matches!(
+            Template::parse("{n^2}"),
+            Err(TemplateError::BadExpression { .. })
+        ));
     }
 }

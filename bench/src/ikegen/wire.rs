@@ -4,11 +4,11 @@
 
 use std::net::SocketAddr;
 
-use control::crypto::{random, KeyExchange};
+use control::crypto::{KeyExchange, random};
 use control::ike_sa::notify_payload;
 use control::nat::nat_detection_hash;
 use control::proposal::IkeProposal;
-use control::wire::ikev2::{self, ExchangeType, Header, NotifyType, Payload, PayloadType, FLAG_INITIATOR, HEADER_LEN};
+use control::wire::ikev2::{self, ExchangeType, FLAG_INITIATOR, HEADER_LEN, Header, NotifyType, Payload, PayloadType};
 
 use super::options::ConfigError;
 
@@ -63,7 +63,10 @@ pub struct RandomPool {
 impl RandomPool {
     /// An empty pool (filled on first use).
     pub fn new() -> Self {
-        Self { buf: vec![0; 64 * 1024], pos: usize::MAX }
+        Self {
+            buf: vec![0; 64 * 1024],
+            pos: usize::MAX,
+        }
     }
 
     /// Fills `out` with random bytes.
@@ -115,10 +118,17 @@ impl FloodPacket {
             .ok_or_else(|| ConfigError::Invalid("flood: no key exchange group in the IKE proposals".into()))?;
         let ke = KeyExchange::generate(group).map_err(|e| ConfigError::Invalid(format!("flood: key exchange: {e}")))?;
         let nonce_len = 32;
-        let sa = proposals.iter().enumerate().map(|(i, p)| p.to_wire((i + 1) as u8, &[])).collect();
+        let sa = proposals
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p.to_wire((i + 1) as u8, &[]))
+            .collect();
         let payloads = vec![
             Payload::Sa(sa),
-            Payload::Ke { group: group.number(), data: ke.public_value().to_vec() },
+            Payload::Ke {
+                group: group.number(),
+                data: ke.public_value().to_vec(),
+            },
             Payload::Nonce(vec![NONCE_FILL; nonce_len]),
             notify_payload(NotifyType::NAT_DETECTION_SOURCE_IP, vec![NAT_SRC_FILL; 20]),
             notify_payload(NotifyType::NAT_DETECTION_DESTINATION_IP, vec![NAT_DST_FILL; 20]),
@@ -139,7 +149,13 @@ impl FloodPacket {
         let nonce_at = find(&template, &[NONCE_FILL; 32]).ok_or_else(missing)?;
         let nat_src_at = find(&template, &[NAT_SRC_FILL; 20]).ok_or_else(missing)?;
         let nat_dst_at = find(&template, &[NAT_DST_FILL; 20]).ok_or_else(missing)?;
-        Ok(Self { template, nonce_at, nonce_len, nat_src_at, nat_dst_at })
+        Ok(Self {
+            template,
+            nonce_at,
+            nonce_len,
+            nat_src_at,
+            nat_dst_at,
+        })
     }
 
     /// Writes a request from `local` to `remote` into `out` (with the marker if `marker`).
@@ -191,10 +207,12 @@ mod tests {
         let ma = ikev2::decode_message(strip_marker(&a)).unwrap();
         let mb = ikev2::decode_message(strip_marker(&b)).unwrap();
         assert_ne!(ma.header.spi_i, mb.header.spi_i);
-        let nonce = |m: &ikev2::Message| m.payloads.iter().find_map(|p| match p {
-            Payload::Nonce(n) => Some(n.clone()),
-            _ => None,
-        });
+        let nonce = |m: &ikev2::Message| {
+            m.payloads.iter().find_map(|p| match p {
+                Payload::Nonce(n) => Some(n.clone()),
+                _ => None,
+            })
+        };
         assert_ne!(nonce(&ma), nonce(&mb));
         let nat = ma.payloads.iter().find_map(|p| match p {
             Payload::Notify(n) if n.ty == NotifyType::NAT_DETECTION_SOURCE_IP => Some(n.data.clone()),
@@ -219,7 +237,10 @@ mod tests {
         let cookie = ikev2::encode_message(&header, &[notify_payload(NotifyType::COOKIE, vec![1; 16])]);
         assert_eq!(classify_init_response(&cookie), Some(InitResponse::Cookie));
         let npc = ikev2::encode_message(&header, &[notify_payload(NotifyType::NO_PROPOSAL_CHOSEN, vec![])]);
-        assert_eq!(classify_init_response(&npc), Some(InitResponse::Rejected(NotifyType::NO_PROPOSAL_CHOSEN)));
+        assert_eq!(
+            classify_init_response(&npc),
+            Some(InitResponse::Rejected(NotifyType::NO_PROPOSAL_CHOSEN))
+        );
         assert_eq!(classify_init_response(&[0u8; 10]), None);
         assert_eq!(strip_marker(&[0, 0, 0, 0, 1]), &[1]);
         assert_eq!(strip_marker(&[1, 0, 0, 0, 1]), &[1, 0, 0, 0, 1]);

@@ -6,6 +6,8 @@ use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::Parser;
@@ -13,7 +15,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ironsa_bench::ikegen::options::{Mode, Settings};
 use ironsa_bench::ikegen::report::CpuReport;
 use ironsa_bench::ikegen::responder::Responder;
-use ironsa_bench::ikegen::{Progress, plot, run};
+use ironsa_bench::ikegen::{Progress, plot, run_until};
 
 /// IKEv2 handshake generator: establish, hold, rekey and tear down tunnels,
 /// flood with IKE_SA_INIT, or both; report rates, latencies and failures.
@@ -126,7 +128,13 @@ fn real_main(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         bar.set_message(msg);
     };
-    let result = run(&cfg, Some(&mut on_progress));
+    // First Ctrl-C: stop and report what happened so far; second: exit at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let result = run_until(&cfg, Some(&mut on_progress), &stop);
     bar.finish_and_clear();
     let mut report = result?;
     if let Some(r) = responder {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use control::config::{ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
@@ -61,6 +61,9 @@ pub struct LiveCounters {
     pub flood_sent: AtomicU64,
     /// IKE SAs deleted in the teardown.
     pub deleted: AtomicU64,
+    /// Set to end the run early: negotiations in flight count as UNFINISHED,
+    /// the hold ends and no teardown starts.
+    pub stop: AtomicBool,
 }
 
 /// The sockets one worker owns.
@@ -381,10 +384,10 @@ impl Worker {
         let mut pacer = self.cfg.rate.map(|r| Pacer::new(r / self.cfg.threads as f64, start));
         let flood_on = self.cfg.mode != Mode::Establish && !self.flood.is_empty();
         let mut flood_pacer = flood_on.then(|| Pacer::new(self.cfg.flood_rate / self.cfg.threads as f64, start));
-        let flood_end = start + self.cfg.duration;
+        let mut flood_end = start + self.cfg.duration;
         let mut flood_report = flood_on.then(FloodReport::default);
         let mut flood_stopped: Option<Instant> = None;
-        let establish_deadline = start + self.cfg.timeout;
+        let mut establish_deadline = start + self.cfg.timeout;
         let mut hold_end = start;
         let mut hold = HoldReport {
             dpd_delay_secs: self.cfg.dpd.map_or(0.0, |d| d.as_secs_f64()),
@@ -396,9 +399,17 @@ impl Worker {
         let mut teardown = TeardownReport::default();
         let mut teardown_start = start;
         let mut teardown_deadline = start;
+        let mut stopped = false;
 
         loop {
             let now = Instant::now();
+            if !stopped && self.live.stop.load(Ordering::Relaxed) {
+                stopped = true;
+                establish_deadline = now;
+                hold_end = now;
+                teardown_deadline = now;
+                flood_end = flood_end.min(now);
+            }
             // Flood.
             if let (Some(fp), Some(fr)) = (flood_pacer.as_mut(), flood_report.as_mut()) {
                 if now < flood_end {
@@ -471,7 +482,7 @@ impl Worker {
                     }
                     if now >= hold_end {
                         hold.secs = now.saturating_duration_since(hold_start).as_secs_f64();
-                        if self.cfg.teardown {
+                        if self.cfg.teardown && !stopped {
                             teardown_start = now;
                             teardown_deadline = now + self.cfg.timeout;
                             let spis: Vec<u64> = self

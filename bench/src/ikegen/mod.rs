@@ -29,7 +29,7 @@ pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use engine::{EngineError, LiveCounters, SocketPlan, Worker, WorkerResult};
@@ -91,6 +91,15 @@ fn plan_sockets(cfg: &GenConfig) -> Vec<SocketPlan> {
 
 /// Runs the generator to the end; `progress` (if any) is called about every 100 ms.
 pub fn run(cfg: &GenConfig, progress: Option<&mut dyn FnMut(&Progress)>) -> Result<Report, EngineError> {
+    run_until(cfg, progress, &AtomicBool::new(false))
+}
+
+/// Like [`run`], but ends early (with a report of what happened so far) once `stop` is set.
+pub fn run_until(
+    cfg: &GenConfig,
+    progress: Option<&mut dyn FnMut(&Progress)>,
+    stop: &AtomicBool,
+) -> Result<Report, EngineError> {
     let cfg = Arc::new(cfg.clone());
     let live = Arc::new(LiveCounters::default());
     let run_start = Instant::now();
@@ -124,6 +133,9 @@ pub fn run(cfg: &GenConfig, progress: Option<&mut dyn FnMut(&Progress)>) -> Resu
     };
     while !handles.iter().all(|h| h.is_finished()) {
         std::thread::sleep(Duration::from_millis(100));
+        if stop.load(Ordering::Relaxed) {
+            live.stop.store(true, Ordering::Relaxed);
+        }
         if let Some(p) = progress.as_mut() {
             p(&snapshot(&live));
         }

@@ -154,7 +154,7 @@ pub struct Settings {
     /// Childless IKE SAs (RFC 6023): no CHILD_SA in IKE_AUTH.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub childless: Option<bool>,
-    /// Our identity; `{n}` is the tunnel index (user{n}@test).
+    /// Our identity; a `{ n }` placeholder is the tunnel index (`user{ n }@test`).
     #[arg(long)]
     pub local_id: Option<String>,
     /// The responder's identity (default: accept any).
@@ -167,10 +167,10 @@ pub struct Settings {
     /// Pre-shared key.
     #[arg(long)]
     pub psk: Option<String>,
-    /// Our traffic selectors, comma-separated; `{n}` allowed (10.128.{n/256}.{n%256}/32).
+    /// Our traffic selectors, comma-separated; `{ n }` placeholders allowed (`10.128.{ n/256 }.{ n%256 }/32`).
     #[arg(long, value_delimiter = ',')]
     pub local_ts: Option<Vec<String>>,
-    /// The responder's traffic selectors, comma-separated; `{n}` allowed.
+    /// The responder's traffic selectors, comma-separated; `{ n }` placeholders allowed.
     #[arg(long, value_delimiter = ',')]
     pub remote_ts: Option<Vec<String>>,
     /// Initial retransmission timeout in seconds.

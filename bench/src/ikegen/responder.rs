@@ -127,7 +127,7 @@ fn add_stats(a: &mut EndpointStats, b: &EndpointStats) {
 }
 
 impl Responder {
-    /// Starts `threads` responder threads on `bind` (port 0 picks a free port).
+    /// Starts `threads` responder threads on `bind` (a specific address; port 0 picks a free port).
     pub fn start(
         bind: SocketAddr,
         connections: Vec<Arc<ConnectionConfig>>,
@@ -135,6 +135,13 @@ impl Responder {
         threads: usize,
         marker: MarkerPolicy,
     ) -> io::Result<Self> {
+        if bind.ip().is_unspecified() {
+            // NAT detection hashes need the real local address.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "bind the responder to a specific address, not 0.0.0.0/::",
+            ));
+        }
         let first = bind_reuseport(bind)?;
         let addr = first.local_addr()?;
         let mut sockets = vec![first];

@@ -9,7 +9,7 @@ const W: f64 = 900.0;
 const PANEL_H: f64 = 220.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
-const TOP: f64 = 40.0;
+const TOP: f64 = 52.0;
 const GAP: f64 = 60.0;
 
 /// Merges 100 ms buckets into wider ones for long runs (≤ ~300 points).

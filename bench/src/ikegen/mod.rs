@@ -290,5 +290,6 @@ fn merge(
         r.handshakes_per_cpu_sec = r.established as f64 / cpu.total_secs();
     }
     r.timeline = timeline;
+    r.load_average = report::load_average();
     r
 }

@@ -219,6 +219,9 @@ pub struct Report {
     pub cpu: CpuReport,
     /// CPU use of the in-process self-test responder, if one ran.
     pub responder_cpu: Option<CpuReport>,
+    /// The machine's 1-minute load average at the end of the run (from
+    /// /proc/loadavg): above the core count, other processes competed for the CPU.
+    pub load_average: Option<f64>,
     /// Per-bucket timeline (not in the JSON output; used for `--plot`).
     #[serde(default, skip_serializing)]
     pub timeline: Vec<TimelineBucket>,
@@ -245,6 +248,12 @@ fn pct_line(out: &mut String, title: &str, p: &Percentiles) {
         "  {title:<22} p50 {:>8.2}  p90 {:>8.2}  p99 {:>8.2}  p99.9 {:>8.2}  max {:>8.2} ms",
         p.p50, p.p90, p.p99, p.p999, p.max
     );
+}
+
+/// The 1-minute load average, if /proc/loadavg can be read.
+pub fn load_average() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }
 
 impl Report {
@@ -347,6 +356,15 @@ impl Report {
                 ""
             }
         );
+        if let Some(l) = self.load_average {
+            if l > c.cores as f64 {
+                let _ = writeln!(
+                    o,
+                    "  machine load average {l:.1} on {} cores: other processes competed for the CPU",
+                    c.cores
+                );
+            }
+        }
         if let Some(r) = &self.responder_cpu {
             let _ = writeln!(
                 o,

@@ -292,6 +292,11 @@ impl Settings {
                 "{threads} threads need at least {threads} sockets (sources x ports-per-source)"
             )));
         }
+        if mode != Mode::Establish && flood_sources.len() * ports_per_source < threads {
+            return Err(invalid(format!(
+                "{threads} threads need at least {threads} flood sockets (flood-source x ports-per-source)"
+            )));
+        }
         let positive = |name: &str, v: Option<f64>| -> Result<Option<f64>, ConfigError> {
             match v {
                 Some(x) if !(x.is_finite() && x >= 0.0) => {

@@ -1,14 +1,15 @@
 //! ikegen (as a library) against a real strongSwan charon on loopback: N
 //! childless IKE SAs (charon on this kernel cannot install CHILD_SAs with
-//! kernel-netlink), from many 127.0.1.x source addresses on ephemeral ports
-//! with the non-ESP marker (charon only answers IKE from port 500 or with the
-//! marker), through charon's COOKIE demands; `swanctl --list-sas` must show
-//! exactly the IKE SAs the generator reports.
+//! kernel-netlink) from many 127.x source addresses, through charon's COOKIE
+//! demands; `swanctl --list-sas` must show exactly the IKE SAs the generator
+//! reports. Both non-ESP marker cases are covered: charon expects the marker
+//! on IKE from any client port other than 500 and none from port 500.
 //!
 //! Needs root and Debian's strongswan-charon, strongswan-swanctl.
 
 mod support;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -18,12 +19,10 @@ use support::util::free_udp_port_pair;
 use support::{AuthRound, Charon, Connection, Secret};
 
 const PSK: &str = "a-long-random-test-secret-for-ikegen";
-const N: u64 = 50;
 
-#[test]
-fn ikegen_establishes_50_childless_ike_sas_with_charon() {
+fn start_charon(name: &str) -> (Charon, u16) {
     let (port, nat) = free_udp_port_pair().unwrap();
-    let charon = Charon::builder("ikegen")
+    let charon = Charon::builder(name)
         .ports(port, nat)
         // Room for all SAs in one burst; charon still demands cookies above its
         // cookie_threshold, which the generator must answer.
@@ -38,11 +37,15 @@ fn ikegen_establishes_50_childless_ike_sas_with_charon() {
         .secret(Secret::psk("gen", &["charon@ikegen.test", "ikegen@ikegen.test"], PSK))
         .start()
         .unwrap();
+    (charon, port)
+}
+
+fn settings(port: u16, source: &str, tunnels: u64) -> Settings {
     let remote: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let cfg = Settings {
+    Settings {
         remote: Some(remote),
-        source: Some(vec!["127.0.1.0/26".into()]),
-        tunnels: Some(N),
+        source: Some(vec![source.into()]),
+        tunnels: Some(tunnels),
         concurrency: Some(25),
         childless: Some(true),
         local_id: Some("ikegen@ikegen.test".into()),
@@ -53,15 +56,18 @@ fn ikegen_establishes_50_childless_ike_sas_with_charon() {
         timeout: Some(30.0),
         ..Settings::default()
     }
-    .resolve()
-    .unwrap();
+}
+
+/// Runs the generator and checks its report against `swanctl --list-sas`.
+fn establish_and_compare(charon: &Charon, port: u16, s: Settings, n: u64, source_prefix: &str) {
+    let cfg = s.resolve().unwrap();
     assert!(!cfg.initial_contact, "a shared identity must not send INITIAL_CONTACT");
     let report = run(&cfg, None).unwrap();
-    if report.established != N {
+    if report.established != n {
         charon.dump_log();
     }
-    assert_eq!(report.attempted, N);
-    assert_eq!(report.established, N, "{}", report.render_text());
+    assert_eq!(report.attempted, n);
+    assert_eq!(report.established, n, "{}", report.render_text());
     assert!(report.is_consistent());
     assert!(
         report.cookies_received > 0,
@@ -70,7 +76,7 @@ fn ikegen_establishes_50_childless_ike_sas_with_charon() {
     let sas = charon
         .swanctl()
         .wait_for_sas(Duration::from_secs(5), |s| {
-            s.iter().filter(|sa| sa.state == "ESTABLISHED").count() as u64 == N
+            s.iter().filter(|sa| sa.state == "ESTABLISHED").count() as u64 == n
         })
         .unwrap_or_else(|e| {
             charon.dump_log();
@@ -85,8 +91,25 @@ fn ikegen_establishes_50_childless_ike_sas_with_charon() {
         assert!(sa.children.is_empty(), "childless IKE SAs");
         assert_eq!(sa.dh_group.as_deref(), Some("CURVE_25519"));
     }
-    // Every SA came from one of the generator's source addresses.
-    let sources: std::collections::HashSet<_> = established.iter().map(|sa| sa.remote_host).collect();
+    let sources: HashSet<_> = established.iter().map(|sa| sa.remote_host).collect();
     assert!(sources.len() > 1, "spread over several source addresses");
-    assert!(sources.iter().all(|ip| ip.to_string().starts_with("127.0.1.")));
+    assert!(sources.iter().all(|ip| ip.to_string().starts_with(source_prefix)));
+}
+
+#[test]
+fn ikegen_establishes_50_childless_ike_sas_with_charon() {
+    // Ephemeral client ports: every datagram carries the non-ESP marker.
+    let (charon, port) = start_charon("ikegen");
+    establish_and_compare(&charon, port, settings(port, "127.0.1.0/26", 50), 50, "127.0.1.");
+}
+
+#[test]
+fn ikegen_from_client_port_500_sends_no_marker() {
+    // Client port 500 on many addresses: charon wants no marker.
+    let (charon, port) = start_charon("ikegen-500");
+    let mut s = settings(port, "127.0.5.0/28", 30);
+    s.source_port = Some(500);
+    establish_and_compare(&charon, port, s, 30, "127.0.5.");
+    let sas = charon.swanctl().list_sas().unwrap();
+    assert!(sas.iter().all(|sa| sa.remote_port == 500));
 }

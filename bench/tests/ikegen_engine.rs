@@ -73,9 +73,9 @@ fn start_responder(conn: ConnectionConfig, admission: AdmissionConfig) -> TestRe
                 ep.handle_timeout(now);
             }
             while let Some(t) = ep.poll_transmit() {
-                // strongSwan's rule: the non-ESP marker whenever a port is not 500.
+                // strongSwan's rule: the non-ESP marker whenever the client's port is not 500.
                 let mut out = Vec::with_capacity(t.data.len() + 4);
-                if t.local.port() != 500 || t.remote.port() != 500 {
+                if t.remote.port() != 500 {
                     out.extend_from_slice(&[0; 4]);
                 }
                 out.extend_from_slice(&t.data);

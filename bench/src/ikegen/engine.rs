@@ -86,6 +86,7 @@ pub(crate) struct WorkerResult {
     pub cookies: u64,
     pub retransmissions: u64,
     pub send_errors: u64,
+    pub max_in_flight: usize,
     pub first_initiate: Option<Instant>,
     pub last_up: Option<Instant>,
     pub hold: Option<HoldReport>,
@@ -348,6 +349,7 @@ impl Worker {
                 cookies: 0,
                 retransmissions: 0,
                 send_errors: 0,
+                max_in_flight: 0,
                 first_initiate: None,
                 last_up: None,
                 hold: None,
@@ -624,6 +626,7 @@ impl Worker {
         match self.endpoint.initiate(now, config, local, self.cfg.remote) {
             Ok(spi) => {
                 self.in_flight += 1;
+                self.res.max_in_flight = self.res.max_in_flight.max(self.in_flight);
                 self.tunnels.insert(
                     spi,
                     Tunnel {
@@ -722,7 +725,7 @@ impl Worker {
         let idx = (fr.sent as usize) % self.flood.len();
         let local = self.flood[idx].local;
         let remote = self.cfg.remote;
-        let marker = self.cfg.marker.applies(local, remote);
+        let marker = self.cfg.marker.applies(local.port());
         let Some(fp) = &self.flood_packet else { return };
         if fp
             .write(&mut self.flood_rng, local, remote, marker, &mut self.out)
@@ -757,7 +760,7 @@ impl Worker {
                 self.res.retransmissions += 1;
             }
         }
-        let result = if self.cfg.marker.applies(sock.local, t.remote) {
+        let result = if self.cfg.marker.applies(sock.local.port()) {
             self.out.clear();
             self.out.extend_from_slice(&NON_ESP_MARKER);
             self.out.extend_from_slice(&t.data);

@@ -202,6 +202,7 @@ fn merge(
         r.cookies_received += w.cookies;
         r.retransmissions += w.retransmissions;
         r.send_errors += w.send_errors;
+        r.max_in_flight += w.max_in_flight as u64;
         if let Some(h) = ike.as_mut() {
             let _ = h.add(&w.ike_latency);
         }

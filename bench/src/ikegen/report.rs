@@ -205,6 +205,8 @@ pub struct Report {
     pub cookies_received: u64,
     /// Requests retransmitted by legitimate clients.
     pub retransmissions: u64,
+    /// Most negotiations in flight at once (sum of the workers' maxima).
+    pub max_in_flight: u64,
     /// Datagrams the kernel refused to send.
     pub send_errors: u64,
     /// The hold phase, if any.
@@ -297,8 +299,8 @@ impl Report {
             );
             let _ = writeln!(
                 o,
-                "  cookies received {}   retransmissions {}   send errors {}",
-                self.cookies_received, self.retransmissions, self.send_errors
+                "  max in flight {}   cookies received {}   retransmissions {}   send errors {}",
+                self.max_in_flight, self.cookies_received, self.retransmissions, self.send_errors
             );
             pct_line(&mut o, "latency → IKE SA up", &self.latency_ike_ms);
             pct_line(&mut o, "latency → CHILD_SA", &self.latency_child_ms);

@@ -266,7 +266,7 @@ fn flush(
     out: &mut Vec<u8>,
 ) {
     while let Some(t) = endpoint.poll_transmit() {
-        let _ = if marker.applies(t.local, t.remote) {
+        let _ = if marker.applies(t.remote.port()) {
             out.clear();
             out.extend_from_slice(&NON_ESP_MARKER);
             out.extend_from_slice(&t.data);

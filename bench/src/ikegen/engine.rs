@@ -432,13 +432,18 @@ impl Worker {
             // Phase work.
             match phase {
                 Phase::Establish => {
-                    let mut n = (self.quota - self.initiated).min(BATCH);
+                    let mut n = if stopped {
+                        0
+                    } else {
+                        (self.quota - self.initiated).min(BATCH)
+                    };
                     n = n.min(self.concurrency.saturating_sub(self.in_flight) as u64);
                     if let Some(p) = &pacer {
                         n = n.min(p.due(now));
                     }
                     for _ in 0..n {
-                        self.initiate(now);
+                        // A fresh timestamp per negotiation keeps latencies exact within a batch.
+                        self.initiate(Instant::now());
                     }
                     if let Some(p) = pacer.as_mut() {
                         p.done += n;
@@ -450,7 +455,7 @@ impl Worker {
                     if finished || now >= establish_deadline {
                         if self.cfg.hold > Duration::ZERO || self.cfg.teardown {
                             hold_start = now;
-                            hold_end = now + self.cfg.hold;
+                            hold_end = if stopped { now } else { now + self.cfg.hold };
                             rekey_ike = Pacer::new(rekey_ike.rate, now);
                             rekey_child = Pacer::new(rekey_child.rate, now);
                             phase = Phase::Hold;

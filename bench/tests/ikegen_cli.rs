@@ -51,3 +51,46 @@ fn bad_options_fail_with_a_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--ike"), "{err}");
 }
+
+#[test]
+fn generator_against_the_standalone_responder_process() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let responder = Command::new(env!("CARGO_BIN_EXE_ike-responder"))
+        .args(["--listen", &listen, "--esp", "none"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = Command::new(env!("CARGO_BIN_EXE_ikegen"))
+        .args([
+            "--remote",
+            &listen,
+            "-n",
+            "80",
+            "--childless",
+            "--json",
+            "--source",
+            "127.0.6.0/29",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Report = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    // SIGINT makes the responder print its counters and exit.
+    let killed = Command::new("kill")
+        .args(["-INT", &responder.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let r = responder.wait_with_output().unwrap();
+    let rout = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{rout} {}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(report.established, 80, "{stdout}");
+    assert!(rout.contains("established 80 "), "{rout}");
+}

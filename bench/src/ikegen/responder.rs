@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use control::config::{ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
 use control::endpoint::{AdmissionConfig, Endpoint, EndpointStats};
 use control::ike_sa::{Context, Event};
+use control::proposal::{EspProposal, IkeProposal};
 use control::ts::parse_selector;
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -60,25 +61,31 @@ pub fn connection_for(cfg: &GenConfig) -> ConnectionConfig {
         Some(t) if !t.is_per_tunnel() => t.render(0),
         _ => DEFAULT_RESPONDER_ID.to_string(),
     };
-    let mut c = ConnectionConfig::new(
-        "ikegen-responder",
-        parse_identity(&local_id),
-        IdentityMatch::Any,
-        &cfg.psk,
-    );
-    c.ike_proposals = cfg.ike.clone();
+    responder_connection(&local_id, cfg.ike.clone(), cfg.esp.clone(), &cfg.psk)
+}
+
+/// A responder connection with identity `local_id` accepting any initiator
+/// identity and any traffic selectors; `esp` None refuses CHILD_SAs.
+pub fn responder_connection(
+    local_id: &str,
+    ike: Vec<IkeProposal>,
+    esp: Option<Vec<EspProposal>>,
+    psk: &[u8],
+) -> ConnectionConfig {
+    let mut c = ConnectionConfig::new("ikegen-responder", parse_identity(local_id), IdentityMatch::Any, psk);
+    c.ike_proposals = ike;
     c.ike_lifetime = Lifetime {
         rekey: Duration::ZERO,
         jitter: Duration::ZERO,
         over: Duration::ZERO,
     };
-    if let Some(esp) = &cfg.esp {
+    if let Some(esp) = esp {
         let any4 = parse_selector("0.0.0.0/0").ok();
         let any6 = parse_selector("::/0").ok();
         let any: Vec<_> = any4.into_iter().chain(any6).collect();
         c.children.push(ChildConfig {
             name: "ikegen-responder".into(),
-            esp_proposals: esp.clone(),
+            esp_proposals: esp,
             local_ts: any.clone(),
             remote_ts: any,
             mode: IpsecMode::Tunnel,

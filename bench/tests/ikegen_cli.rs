@@ -36,7 +36,10 @@ fn binary_runs_self_test_with_toml_json_and_plot() {
     assert_eq!(report.ike, "aes128gcm16-prfsha256-x25519");
     assert_eq!(report.sockets, 8);
     assert!(report.is_consistent());
-    assert!(report.responder_cpu.is_some());
+    let responder = report.responder.as_ref().unwrap();
+    assert_eq!(responder.established, 120, "the responder agrees");
+    assert_eq!(responder.children, 120);
+    assert!(responder.cpu.user_secs + responder.cpu.sys_secs > 0.0);
     let svg = std::fs::read_to_string(&svg).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("</svg>"));
 }

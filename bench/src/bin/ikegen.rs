@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ironsa_bench::ikegen::options::{Mode, Settings};
-use ironsa_bench::ikegen::report::CpuReport;
+use ironsa_bench::ikegen::report::{CpuReport, ResponderReport};
 use ironsa_bench::ikegen::responder::Responder;
 use ironsa_bench::ikegen::{Progress, plot, run_until};
 
@@ -141,7 +141,13 @@ fn real_main(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         // Give the last responses time to arrive before stopping.
         std::thread::sleep(Duration::from_millis(100));
         let rr = r.stop()?;
-        report.responder_cpu = Some(CpuReport::new(rr.cpu, report.wall_secs, rr.threads));
+        report.responder = Some(ResponderReport {
+            established: rr.stats.established,
+            children: rr.children,
+            init_requests: rr.stats.init_requests,
+            cookies_sent: rr.stats.cookies_sent,
+            cpu: CpuReport::new(rr.cpu, report.wall_secs, rr.threads),
+        });
     }
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -144,6 +144,21 @@ impl CpuReport {
     }
 }
 
+/// What the in-process self-test responder counted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResponderReport {
+    /// IKE SAs it established.
+    pub established: u64,
+    /// CHILD_SAs it installed (first children and rekeys).
+    pub children: u64,
+    /// IKE_SA_INIT requests that reached its admission control.
+    pub init_requests: u64,
+    /// COOKIE demands it sent.
+    pub cookies_sent: u64,
+    /// Its CPU use.
+    pub cpu: CpuReport,
+}
+
 /// One time bucket of the run (for plots).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TimelineBucket {
@@ -219,8 +234,8 @@ pub struct Report {
     pub wall_secs: f64,
     /// CPU use of the generator's threads.
     pub cpu: CpuReport,
-    /// CPU use of the in-process self-test responder, if one ran.
-    pub responder_cpu: Option<CpuReport>,
+    /// The in-process self-test responder's view, if one ran.
+    pub responder: Option<ResponderReport>,
     /// The machine's 1-minute load average at the end of the run (from
     /// /proc/loadavg): above the core count, other processes competed for the CPU.
     pub load_average: Option<f64>,
@@ -367,11 +382,16 @@ impl Report {
                 );
             }
         }
-        if let Some(r) = &self.responder_cpu {
+        if let Some(r) = &self.responder {
+            let _ = writeln!(
+                o,
+                "  responder: established {}  children {}  IKE_SA_INIT requests {}  cookies sent {}",
+                r.established, r.children, r.init_requests, r.cookies_sent
+            );
             let _ = writeln!(
                 o,
                 "  responder CPU: user {:.2} s + sys {:.2} s = {:.0}% ({} threads)",
-                r.user_secs, r.sys_secs, r.percent_of_wall, r.threads
+                r.cpu.user_secs, r.cpu.sys_secs, r.cpu.percent_of_wall, r.cpu.threads
             );
         }
         o

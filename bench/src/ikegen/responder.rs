@@ -44,6 +44,8 @@ pub struct ResponderResult {
     pub cpu: CpuTime,
     /// Threads it ran.
     pub threads: usize,
+    /// CHILD_SAs installed (first children and rekeys).
+    pub children: u64,
 }
 
 /// A running in-process responder.
@@ -209,6 +211,7 @@ impl Responder {
             add_stats(&mut out.stats, &stats);
             out.cpu = out.cpu.plus(&cpu);
         }
+        out.children = self.counters.children.load(Ordering::Relaxed);
         Ok(out)
     }
 }

@@ -1,1 +1,3 @@
 //! Shared helpers of ironsa's benchmarks and handshake generator.
+
+pub mod ikegen;

@@ -1,0 +1,115 @@
+//! ikegen (as a library) against a real strongSwan charon on loopback: N
+//! childless IKE SAs (charon on this kernel cannot install CHILD_SAs with
+//! kernel-netlink) from many 127.x source addresses, through charon's COOKIE
+//! demands; `swanctl --list-sas` must show exactly the IKE SAs the generator
+//! reports. Both non-ESP marker cases are covered: charon expects the marker
+//! on IKE from any client port other than 500 and none from port 500.
+//!
+//! Needs root and Debian's strongswan-charon, strongswan-swanctl.
+
+mod support;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ironsa_bench::ikegen::options::Settings;
+use ironsa_bench::ikegen::run;
+use support::util::free_udp_port_pair;
+use support::{AuthRound, Charon, Connection, Secret};
+
+const PSK: &str = "a-long-random-test-secret-for-ikegen";
+
+fn start_charon(name: &str) -> (Charon, u16) {
+    let (port, nat) = free_udp_port_pair().unwrap();
+    let charon = Charon::builder(name)
+        .ports(port, nat)
+        // Room for all SAs in one burst; charon still demands cookies above its
+        // cookie_threshold, which the generator must answer.
+        .setting("block_threshold", "100")
+        .setting("cookie_threshold", "10")
+        .connection(
+            Connection::new("gen", "127.0.0.1", "%any")
+                .proposals(&["aes256gcm16-prfsha256-x25519"])
+                .local(AuthRound::psk("charon@ikegen.test"))
+                .remote(AuthRound::psk("ikegen@ikegen.test")),
+        )
+        .secret(Secret::psk("gen", &["charon@ikegen.test", "ikegen@ikegen.test"], PSK))
+        .start()
+        .unwrap();
+    (charon, port)
+}
+
+fn settings(port: u16, source: &str, tunnels: u64) -> Settings {
+    let remote: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    Settings {
+        remote: Some(remote),
+        source: Some(vec![source.into()]),
+        tunnels: Some(tunnels),
+        concurrency: Some(25),
+        childless: Some(true),
+        local_id: Some("ikegen@ikegen.test".into()),
+        remote_id: Some("charon@ikegen.test".into()),
+        psk: Some(PSK.into()),
+        retransmit_timeout: Some(1.0),
+        retransmit_tries: Some(3),
+        timeout: Some(30.0),
+        ..Settings::default()
+    }
+}
+
+/// Runs the generator and checks its report against `swanctl --list-sas`.
+fn establish_and_compare(charon: &Charon, port: u16, s: Settings, n: u64, source_prefix: &str) {
+    let cfg = s.resolve().unwrap();
+    assert!(!cfg.initial_contact, "a shared identity must not send INITIAL_CONTACT");
+    let report = run(&cfg, None).unwrap();
+    if report.established != n {
+        charon.dump_log();
+    }
+    assert_eq!(report.attempted, n);
+    assert_eq!(report.established, n, "{}", report.render_text());
+    assert!(report.is_consistent());
+    assert!(
+        report.cookies_received > 0,
+        "charon demands cookies above 10 half-open SAs"
+    );
+    let sas = charon
+        .swanctl()
+        .wait_for_sas(Duration::from_secs(5), |s| {
+            s.iter().filter(|sa| sa.state == "ESTABLISHED").count() as u64 == n
+        })
+        .unwrap_or_else(|e| {
+            charon.dump_log();
+            panic!("{e}")
+        });
+    let established: Vec<_> = sas.iter().filter(|sa| sa.state == "ESTABLISHED").collect();
+    assert_eq!(established.len() as u64, report.established);
+    for sa in &established {
+        assert!(!sa.initiator);
+        assert_eq!(sa.remote_id, "ikegen@ikegen.test");
+        assert_eq!(sa.local_port, port);
+        assert!(sa.children.is_empty(), "childless IKE SAs");
+        assert_eq!(sa.dh_group.as_deref(), Some("CURVE_25519"));
+    }
+    let sources: HashSet<_> = established.iter().map(|sa| sa.remote_host).collect();
+    assert!(sources.len() > 1, "spread over several source addresses");
+    assert!(sources.iter().all(|ip| ip.to_string().starts_with(source_prefix)));
+}
+
+#[test]
+fn ikegen_establishes_50_childless_ike_sas_with_charon() {
+    // Ephemeral client ports: every datagram carries the non-ESP marker.
+    let (charon, port) = start_charon("ikegen");
+    establish_and_compare(&charon, port, settings(port, "127.0.1.0/26", 50), 50, "127.0.1.");
+}
+
+#[test]
+fn ikegen_from_client_port_500_sends_no_marker() {
+    // Client port 500 on many addresses: charon wants no marker.
+    let (charon, port) = start_charon("ikegen-500");
+    let mut s = settings(port, "127.0.5.0/28", 30);
+    s.source_port = Some(500);
+    establish_and_compare(&charon, port, s, 30, "127.0.5.");
+    let sas = charon.swanctl().list_sas().unwrap();
+    assert!(sas.iter().all(|sa| sa.remote_port == 500));
+}

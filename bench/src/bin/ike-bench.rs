@@ -26,10 +26,12 @@
 //! ours (compute), each as RFC 7296 §2.15 defines it, and the child KEYMAT.
 //! SK-payload AES-GCM and the RNG are measured and shown separately.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
@@ -56,20 +58,69 @@ const LIVE_SAS: usize = 8192;
 /// The ratio the project aims for.
 const TARGET_RATIO: f64 = 0.7;
 
+/// The system allocator, counting allocations while [`COUNTING`] is set
+/// (only in one extra, untimed batch: the timed batches pay one relaxed load).
+struct CountingAlloc;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static REALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static ALLOCATED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+fn count(counter: &AtomicU64, bytes: usize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        ALLOCATED_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// counters have no effect on the memory handed out.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(&ALLOCATIONS, layout.size());
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(&ALLOCATIONS, layout.size());
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(&REALLOCATIONS, new_size);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAlloc = CountingAlloc;
+
 /// Command-line options.
 struct Options {
     json: bool,
+    log: bool,
     seconds: f64,
     batch: usize,
 }
 
 fn usage() -> &'static str {
-    "usage: ike-bench [--json] [--seconds S (default 12)] [--batch N (default 256, max 900)]"
+    "usage: ike-bench [--json] [--log] [--seconds S (default 12)] [--batch N (default 256, max 900)]\n  \
+     --log: install a tracing fmt subscriber at INFO writing to a sink, to measure logging's cost"
 }
 
 fn parse_args() -> Result<Options, String> {
     let mut o = Options {
         json: false,
+        log: false,
         seconds: 12.0,
         batch: 256,
     };
@@ -77,6 +128,7 @@ fn parse_args() -> Result<Options, String> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--json" => o.json = true,
+            "--log" => o.log = true,
             "--seconds" => {
                 let v = args.next().ok_or("--seconds needs a value")?;
                 o.seconds = v.parse().map_err(|_| format!("bad --seconds value '{v}'"))?;
@@ -194,6 +246,8 @@ struct HandshakeBench {
     live: std::collections::VecDeque<Vec<u64>>,
     live_count: usize,
     sizes: Sizes,
+    /// Count the responder's allocations in [`HandshakeBench::responder_step`].
+    count_allocations: bool,
 }
 
 fn new_endpoints(i: &Arc<ConnectionConfig>, r: &Arc<ConnectionConfig>) -> (Endpoint, Endpoint) {
@@ -230,6 +284,7 @@ impl HandshakeBench {
             live: std::collections::VecDeque::new(),
             live_count: 0,
             sizes: Sizes::default(),
+            count_allocations: false,
         })
     }
 
@@ -256,6 +311,7 @@ impl HandshakeBench {
     fn responder_step(&mut self, now: Instant, input: &[Transmit], spent: &mut Spent) -> (Vec<Transmit>, usize, usize) {
         let mut out = Vec::with_capacity(input.len());
         let (mut up, mut installed) = (0, 0);
+        COUNTING.store(self.count_allocations, Ordering::Relaxed);
         let sw = Stopwatch::start();
         for t in input {
             self.responder.handle(now, t.remote, t.local, &t.data);
@@ -276,6 +332,7 @@ impl HandshakeBench {
             }
         }
         sw.stop(spent);
+        COUNTING.store(false, Ordering::Relaxed);
         (out, up, installed)
     }
 
@@ -611,6 +668,9 @@ struct Results {
     crypto_handshakes: usize,
     sizes: Sizes,
     elapsed: Duration,
+    /// Responder heap allocations per handshake (allocations, reallocations, bytes).
+    allocations: (f64, f64, f64),
+    log: bool,
 }
 
 fn run(o: &Options) -> Result<Results, String> {
@@ -633,6 +693,8 @@ fn run(o: &Options) -> Result<Results, String> {
         crypto_handshakes: 0,
         sizes: hb.sizes,
         elapsed: Duration::ZERO,
+        allocations: (0.0, 0.0, 0.0),
+        log: o.log,
     };
     let budget = Duration::from_secs_f64(o.seconds);
     while r.rounds < 3 || started.elapsed() < budget {
@@ -642,6 +704,11 @@ fn run(o: &Options) -> Result<Results, String> {
         r.crypto_handshakes += o.batch;
         r.rounds += 1;
     }
+    // One more batch, untimed, counting the responder's allocations.
+    hb.count_allocations = true;
+    hb.round(o.batch, &mut ResponderSpent::default())?;
+    let per = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 / o.batch as f64;
+    r.allocations = (per(&ALLOCATIONS), per(&REALLOCATIONS), per(&ALLOCATED_BYTES));
     r.elapsed = started.elapsed();
     Ok(r)
 }
@@ -741,6 +808,18 @@ fn print_text(r: &Results, f: &Figures) {
         f.responder_wall_us, f.crypto_wall_us, f.wall_ratio
     );
     println!(
+        "responder heap use per handshake: {:.1} allocations + {:.1} reallocations, {:.0} bytes requested",
+        r.allocations.0, r.allocations.1, r.allocations.2
+    );
+    println!(
+        "logging: {}",
+        if r.log {
+            "tracing fmt subscriber at INFO, writing to a sink (--log)"
+        } else {
+            "no tracing subscriber (try --log)"
+        }
+    );
+    println!(
         "message sizes: IKE_SA_INIT {}/{} B, IKE_AUTH {}/{} B (request/response); run took {:.1} s",
         r.sizes.init_request,
         r.sizes.init_response,
@@ -777,6 +856,10 @@ fn print_json(r: &Results, f: &Figures) {
         "wall_crypto_us_per_handshake": f.crypto_wall_us,
         "wall_ratio": f.wall_ratio,
         "elapsed_s": r.elapsed.as_secs_f64(),
+        "responder_allocations_per_handshake": r.allocations.0,
+        "responder_reallocations_per_handshake": r.allocations.1,
+        "responder_allocated_bytes_per_handshake": r.allocations.2,
+        "logging": if r.log { "info-to-sink" } else { "none" },
         "method": METHOD,
     });
     println!("{v}");
@@ -790,6 +873,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if o.log {
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(std::io::sink)
+            .init();
+    }
     match run(&o) {
         Ok(r) => {
             let f = figures(&r);

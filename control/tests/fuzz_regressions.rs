@@ -20,15 +20,26 @@ fn seeds_reach_the_states_they_aim_at() {
         let r = h.run(seed);
         let mode = seed[0] & 7;
         if mode >= Mode::AuthRaw as u8 {
-            assert!(r.init_done, "seed {i}: IKE_SA_INIT of the scripted initiator failed: {r:?}");
+            assert!(
+                r.init_done,
+                "seed {i}: IKE_SA_INIT of the scripted initiator failed: {r:?}"
+            );
         }
         if mode == Mode::AuthStructured as u8 || mode == Mode::AuthReplay as u8 {
-            assert_eq!(r.victims_up, 1, "seed {i} (flags {:#04x}) should establish: {r:?}", seed[0] & 0xf8);
+            assert_eq!(
+                r.victims_up,
+                1,
+                "seed {i} (flags {:#04x}) should establish: {r:?}",
+                seed[0] & 0xf8
+            );
             assert_eq!(r.children_installed, 1, "seed {i}: {r:?}");
         }
         if mode == Mode::AuthRaw as u8 || mode == Mode::AuthFragments as u8 {
             assert_eq!(r.victims_up, 0, "seed {i}: a wrong AUTH must not establish: {r:?}");
-            assert!(r.responses >= 2, "seed {i}: the responder answers IKE_AUTH (AUTHENTICATION_FAILED): {r:?}");
+            assert!(
+                r.responses >= 2,
+                "seed {i}: the responder answers IKE_AUTH (AUTHENTICATION_FAILED): {r:?}"
+            );
         }
         if mode == Mode::EstablishedRaw as u8 || mode == Mode::EstablishedSequence as u8 {
             assert_eq!(r.victims_up, 1, "seed {i}: {r:?}");
@@ -39,7 +50,11 @@ fn seeds_reach_the_states_they_aim_at() {
     // The CREATE_CHILD_SA seeds install a second child.
     let create_child = &seeds[8];
     assert_eq!(create_child[0] & 7, Mode::EstablishedRaw as u8);
-    assert_eq!(h.run(create_child).children_installed, 2, "CREATE_CHILD_SA with PFS installs a child");
+    assert_eq!(
+        h.run(create_child).children_installed,
+        2,
+        "CREATE_CHILD_SA with PFS installs a child"
+    );
     if let Ok(dir) = std::env::var("IRONSA_WRITE_FUZZ_SEEDS") {
         std::fs::create_dir_all(&dir).expect("seed directory");
         for (i, seed) in seeds.iter().enumerate() {
@@ -60,27 +75,66 @@ fn mutated_real_messages_never_disturb_the_anchor() {
         let r = h.run(&input);
         reached_auth += usize::from(r.init_done);
     }
-    assert!(reached_auth > 1000, "only {reached_auth} of 2000 inputs got past IKE_SA_INIT");
+    assert!(
+        reached_auth > 1000,
+        "only {reached_auth} of 2000 inputs got past IKE_SA_INIT"
+    );
 }
 
 #[test]
 fn every_flag_combination_of_a_valid_ike_auth_establishes() {
     let mut h = ResponderHarness::new();
     for flags in [0, F_CBC, F_V6, F_NAT, F_CBC | F_V6 | F_NAT, F_ALT_SRC, F_ALT_SRC | F_V6] {
-        let id = if flags & F_ALT_SRC != 0 { harness::SITE_ID } else { harness::PEER_ID };
-        let input = [&[Mode::AuthStructured as u8 | F_FIX | flags, 0][..], &encode_chain(&ike_auth_chain(id))].concat();
+        let id = if flags & F_ALT_SRC != 0 {
+            harness::SITE_ID
+        } else {
+            harness::PEER_ID
+        };
+        let input = [
+            &[Mode::AuthStructured as u8 | F_FIX | flags, 0][..],
+            &encode_chain(&ike_auth_chain(id)),
+        ]
+        .concat();
         let r = h.run(&input);
         assert_eq!(r.victims_up, 1, "flags {flags:#04x}: {r:?}");
     }
     // Any identity that proves the road-warrior PSK is accepted.
-    let input = [&[Mode::AuthStructured as u8 | F_FIX, 0][..], &encode_chain(&ike_auth_chain("nobody@elsewhere"))].concat();
-    assert_eq!(h.run(&input).victims_up, 1, "road warriors accept any identity with the rw PSK");
+    let input = [
+        &[Mode::AuthStructured as u8 | F_FIX, 0][..],
+        &encode_chain(&ike_auth_chain("nobody@elsewhere")),
+    ]
+    .concat();
+    assert_eq!(
+        h.run(&input).victims_up,
+        1,
+        "road warriors accept any identity with the rw PSK"
+    );
 }
 
 #[test]
 fn short_and_empty_inputs() {
     let mut h = ResponderHarness::new();
-    for input in [&[][..], &[0], &[1], &[2], &[3], &[4], &[5], &[6], &[7], &[0xff, 0xff], &[0x0b, 0, 0, 0]] {
+    for input in [
+        &[][..],
+        &[0],
+        &[1],
+        &[2],
+        &[3],
+        &[4],
+        &[5],
+        &[6],
+        &[7],
+        &[0xff, 0xff],
+        &[0x0b, 0, 0, 0],
+    ] {
         h.run(input);
     }
+}
+
+#[test]
+#[should_panic(expected = "anchor")]
+fn the_harness_notices_a_disturbed_anchor() {
+    let mut h = ResponderHarness::new();
+    h.delete_anchor_for_test();
+    h.run(&[0, 0]);
 }

@@ -119,15 +119,25 @@ const PEER_V6: &str = "[2001:db8:1::7]:500";
 const SITE_V6: &str = "[2001:db8:1::9]:500";
 
 fn no_rekey() -> Lifetime {
-    Lifetime { rekey: Duration::ZERO, jitter: Duration::ZERO, over: Duration::ZERO }
+    Lifetime {
+        rekey: Duration::ZERO,
+        jitter: Duration::ZERO,
+        over: Duration::ZERO,
+    }
 }
 
 fn child(name: &str, local: &[&str], remote: &[&str], esp: &str) -> ChildConfig {
     ChildConfig {
         name: name.into(),
         esp_proposals: parse_esp_proposals(esp).expect("harness ESP proposals"),
-        local_ts: local.iter().map(|s| parse_selector(s).expect("harness selector")).collect(),
-        remote_ts: remote.iter().map(|s| parse_selector(s).expect("harness selector")).collect(),
+        local_ts: local
+            .iter()
+            .map(|s| parse_selector(s).expect("harness selector"))
+            .collect(),
+        remote_ts: remote
+            .iter()
+            .map(|s| parse_selector(s).expect("harness selector"))
+            .collect(),
         mode: IpsecMode::Tunnel,
         lifetime: no_rekey(),
     }
@@ -149,11 +159,17 @@ fn responder_connections() -> Vec<Arc<ConnectionConfig>> {
     );
     site.remote_addrs = Some(vec![addr(SITE_V4).ip(), addr(SITE_V6).ip()]);
     site.ike_proposals = parse_ike_proposals(&format!("{IKE_GCM}, {IKE_CBC}")).expect("harness IKE proposals");
-    site.children.push(child("site-net", &["10.2.0.0/16"], &["10.9.0.0/16"], ESP));
+    site.children
+        .push(child("site-net", &["10.2.0.0/16"], &["10.9.0.0/16"], ESP));
     tune(&mut site);
     let mut rw = ConnectionConfig::new("rw", parse_identity(GATEWAY_ID), IdentityMatch::Any, RW_PSK);
     rw.ike_proposals = parse_ike_proposals(&format!("{IKE_GCM}, {IKE_CBC}")).expect("harness IKE proposals");
-    rw.children.push(child("rw-net", &["10.2.0.0/16", "2001:db8:2::/48"], &["0.0.0.0/0", "::/0"], ESP));
+    rw.children.push(child(
+        "rw-net",
+        &["10.2.0.0/16", "2001:db8:2::/48"],
+        &["0.0.0.0/0", "::/0"],
+        ESP,
+    ));
     tune(&mut rw);
     vec![Arc::new(site), Arc::new(rw)]
 }
@@ -167,7 +183,8 @@ fn anchor_connection() -> Arc<ConnectionConfig> {
         RW_PSK,
     );
     a.ike_proposals = parse_ike_proposals(IKE_GCM).expect("harness IKE proposals");
-    a.children.push(child("anchor-net", &["10.1.0.0/24"], &["10.2.0.0/24"], "aes256gcm16"));
+    a.children
+        .push(child("anchor-net", &["10.1.0.0/24"], &["10.2.0.0/24"], "aes256gcm16"));
     tune(&mut a);
     Arc::new(a)
 }
@@ -195,7 +212,15 @@ fn nonzero_spi() -> u64 {
 }
 
 /// The 28-byte IKE header.
-fn header_bytes(spi_i: u64, spi_r: u64, next: PayloadType, exchange: ExchangeType, flags: u8, mid: u32, len: usize) -> Vec<u8> {
+fn header_bytes(
+    spi_i: u64,
+    spi_r: u64,
+    next: PayloadType,
+    exchange: ExchangeType,
+    flags: u8,
+    mid: u32,
+    len: usize,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(&spi_i.to_be_bytes());
     out.extend_from_slice(&spi_r.to_be_bytes());
@@ -227,14 +252,25 @@ impl ScriptedPeer {
         self.seal_with(exchange, mid, first, None, plain)
     }
 
-    fn seal_with(&self, exchange: ExchangeType, mid: u32, first: PayloadType, fragment: Option<(u16, u16)>, plain: &[u8]) -> Vec<u8> {
+    fn seal_with(
+        &self,
+        exchange: ExchangeType,
+        mid: u32,
+        first: PayloadType,
+        fragment: Option<(u16, u16)>,
+        plain: &[u8],
+    ) -> Vec<u8> {
         let sk: &dyn SkProtect = &self.outbound;
         let block = sk.block_len().max(1);
         let padding = (block - (plain.len() + 1) % block) % block;
         let fields = if fragment.is_some() { 4 } else { 0 };
         let payload_len = 4 + fields + sk.iv_len() + plain.len() + padding + 1 + sk.icv_len();
         let total = 28 + payload_len;
-        let outer = if fragment.is_some() { PayloadType::SKF } else { PayloadType::SK };
+        let outer = if fragment.is_some() {
+            PayloadType::SKF
+        } else {
+            PayloadType::SK
+        };
         let mut out = header_bytes(self.spi_i, self.spi_r, outer, exchange, FLAG_INITIATOR, mid, total);
         out.extend_from_slice(&[first.0, 0]);
         out.extend_from_slice(&(payload_len.min(0xffff) as u16).to_be_bytes());
@@ -271,7 +307,11 @@ impl ScriptedPeer {
         }) else {
             return;
         };
-        let psk = if idi == parse_identity(SITE_ID) { SITE_PSK } else { RW_PSK };
+        let psk = if idi == parse_identity(SITE_ID) {
+            SITE_PSK
+        } else {
+            RW_PSK
+        };
         let good = self.auth_for(&idi, psk);
         if let Some(Payload::Auth { data, .. }) = payloads.iter_mut().find(|p| matches!(p, Payload::Auth { .. })) {
             *data = good;
@@ -284,10 +324,23 @@ pub fn ike_auth_chain(identity: &str) -> Vec<Payload> {
     let esp = parse_esp_proposals("aes256gcm16, aes128-sha256").expect("harness ESP proposals");
     vec![
         Payload::IdI(parse_identity(identity)),
-        Payload::Notify(Notify { protocol: ProtocolId::NONE, spi: Vec::new(), ty: NotifyType::INITIAL_CONTACT, data: Vec::new() }),
+        Payload::Notify(Notify {
+            protocol: ProtocolId::NONE,
+            spi: Vec::new(),
+            ty: NotifyType::INITIAL_CONTACT,
+            data: Vec::new(),
+        }),
         Payload::IdR(parse_identity(GATEWAY_ID)),
-        Payload::Auth { method: AuthMethod::SHARED_KEY_MIC, data: vec![0; 32] },
-        Payload::Sa(esp.iter().enumerate().map(|(i, p)| p.to_wire((i + 1) as u8, 0x1000_0001 + i as u32)).collect()),
+        Payload::Auth {
+            method: AuthMethod::SHARED_KEY_MIC,
+            data: vec![0; 32],
+        },
+        Payload::Sa(
+            esp.iter()
+                .enumerate()
+                .map(|(i, p)| p.to_wire((i + 1) as u8, 0x1000_0001 + i as u32))
+                .collect(),
+        ),
         Payload::TsI(vec![parse_selector("10.9.1.0/24").expect("selector")]),
         Payload::TsR(vec![parse_selector("10.2.0.0/16").expect("selector")]),
     ]
@@ -339,8 +392,20 @@ impl ResponderHarness {
     /// A responder with the anchor SA established.
     pub fn new() -> Self {
         let now = Instant::now();
-        let responder = Endpoint::new(now, Context::new(responder_connections()), AdmissionConfig::default(), 0, 0);
-        let initiator = Endpoint::new(now, Context::new(vec![anchor_connection()]), AdmissionConfig::default(), 0, 0);
+        let responder = Endpoint::new(
+            now,
+            Context::new(responder_connections()),
+            AdmissionConfig::default(),
+            0,
+            0,
+        );
+        let initiator = Endpoint::new(
+            now,
+            Context::new(vec![anchor_connection()]),
+            AdmissionConfig::default(),
+            0,
+            0,
+        );
         let mut h = ResponderHarness {
             now,
             responder,
@@ -352,7 +417,10 @@ impl ResponderHarness {
             report: RunReport::default(),
             to_peer: Vec::new(),
         };
-        h.anchor_i = h.initiator.initiate(now, anchor_connection(), addr(ANCHOR), addr(GATEWAY_V4)).expect("anchor initiate");
+        h.anchor_i = h
+            .initiator
+            .initiate(now, anchor_connection(), addr(ANCHOR), addr(GATEWAY_V4))
+            .expect("anchor initiate");
         h.pump();
         let sa = h.initiator.sa(h.anchor_i).expect("anchor initiator SA");
         assert!(sa.is_established(), "anchor SA did not establish");
@@ -429,23 +497,41 @@ impl ResponderHarness {
             (true, true) => SITE_V6,
         });
         let remote = addr(if v6 { GATEWAY_V6 } else { GATEWAY_V4 });
-        let proposal = parse_ike_proposals(if flags & F_CBC != 0 { IKE_CBC } else { IKE_GCM }).expect("harness IKE proposal");
+        let proposal =
+            parse_ike_proposals(if flags & F_CBC != 0 { IKE_CBC } else { IKE_GCM }).expect("harness IKE proposal");
         let ke = KeyExchange::generate(KeGroup::Curve25519).expect("x25519 keygen");
         let ni = random_bytes(32);
         let spi_i = nonzero_spi();
-        let src_hash = if flags & F_NAT != 0 { vec![0x55; 20] } else { nat_detection_hash(spi_i, 0, local) };
+        let src_hash = if flags & F_NAT != 0 {
+            vec![0x55; 20]
+        } else {
+            nat_detection_hash(spi_i, 0, local)
+        };
         let payloads = vec![
             Payload::Sa(vec![proposal[0].to_wire(1, &[])]),
-            Payload::Ke { group: KeGroup::Curve25519.number(), data: ke.public_value().to_vec() },
+            Payload::Ke {
+                group: KeGroup::Curve25519.number(),
+                data: ke.public_value().to_vec(),
+            },
             Payload::Nonce(ni.clone()),
-            Payload::Notify(Notify { protocol: ProtocolId::NONE, spi: Vec::new(), ty: NotifyType::NAT_DETECTION_SOURCE_IP, data: src_hash }),
+            Payload::Notify(Notify {
+                protocol: ProtocolId::NONE,
+                spi: Vec::new(),
+                ty: NotifyType::NAT_DETECTION_SOURCE_IP,
+                data: src_hash,
+            }),
             Payload::Notify(Notify {
                 protocol: ProtocolId::NONE,
                 spi: Vec::new(),
                 ty: NotifyType::NAT_DETECTION_DESTINATION_IP,
                 data: nat_detection_hash(spi_i, 0, remote),
             }),
-            Payload::Notify(Notify { protocol: ProtocolId::NONE, spi: Vec::new(), ty: NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, data: Vec::new() }),
+            Payload::Notify(Notify {
+                protocol: ProtocolId::NONE,
+                spi: Vec::new(),
+                ty: NotifyType::IKEV2_FRAGMENTATION_SUPPORTED,
+                data: Vec::new(),
+            }),
         ];
         let header = Header {
             spi_i,
@@ -551,7 +637,11 @@ impl ResponderHarness {
     fn dispatch(&mut self, mode: Mode, flags: u8, param: u8, body: &[u8]) {
         match mode {
             Mode::Raw => {
-                let from = if flags & F_ALT_SRC != 0 { addr(ANCHOR) } else { addr(PEER_V4) };
+                let from = if flags & F_ALT_SRC != 0 {
+                    addr(ANCHOR)
+                } else {
+                    addr(PEER_V4)
+                };
                 let mut d = vec![param];
                 d.extend_from_slice(body);
                 self.deliver(from, addr(GATEWAY_V4), &d);
@@ -567,7 +657,11 @@ impl ResponderHarness {
                     let len = d.len() as u32;
                     d[24..28].copy_from_slice(&len.to_be_bytes());
                 }
-                let from = if flags & F_ALT_SRC != 0 { addr(PEER_V4) } else { addr(ANCHOR) };
+                let from = if flags & F_ALT_SRC != 0 {
+                    addr(PEER_V4)
+                } else {
+                    addr(ANCHOR)
+                };
                 self.deliver(from, addr(GATEWAY_V4), &d);
             }
             Mode::AuthRaw => {
@@ -613,7 +707,11 @@ impl ResponderHarness {
                         rest = &rest[3 + take..];
                         let exchange = exchange_for(sel);
                         // Selector bit 7 reuses the previous message ID (retransmission / window checks).
-                        let mid = if sel & 0x80 != 0 { peer.next_mid.saturating_sub(1) } else { peer.next_mid };
+                        let mid = if sel & 0x80 != 0 {
+                            peer.next_mid.saturating_sub(1)
+                        } else {
+                            peer.next_mid
+                        };
                         let mut b = vec![first];
                         b.extend_from_slice(chunk);
                         let d = self.structured(&peer, exchange, mid, &b, false);
@@ -632,7 +730,11 @@ impl ResponderHarness {
                         let take = len.min(rest.len() - 3);
                         let chunk = &rest[3..3 + take];
                         rest = &rest[3 + take..];
-                        let first = if number == 1 { PayloadType(param) } else { PayloadType::NONE };
+                        let first = if number == 1 {
+                            PayloadType(param)
+                        } else {
+                            PayloadType::NONE
+                        };
                         let d = peer.seal_with(ExchangeType::IKE_AUTH, 1, first, Some((number, total)), chunk);
                         self.deliver(peer.local, peer.remote, &d);
                         sent += 1;
@@ -645,7 +747,12 @@ impl ResponderHarness {
     /// Deletes every SA but the anchor and runs timers until they are gone.
     fn cleanup(&mut self) {
         for _ in 0..8 {
-            let others: Vec<u64> = self.responder.sas().map(|s| s.local_spi()).filter(|&s| s != self.anchor_r).collect();
+            let others: Vec<u64> = self
+                .responder
+                .sas()
+                .map(|s| s.local_spi())
+                .filter(|&s| s != self.anchor_r)
+                .collect();
             if others.is_empty() && self.responder.half_open() == 0 {
                 break;
             }
@@ -664,7 +771,15 @@ impl ResponderHarness {
             .responder
             .sas()
             .filter(|s| s.local_spi() != self.anchor_r)
-            .map(|s| format!("{:016x}/{:016x} established={} closed={}", s.spis().0, s.spis().1, s.is_established(), s.is_closed()))
+            .map(|s| {
+                format!(
+                    "{:016x}/{:016x} established={} closed={}",
+                    s.spis().0,
+                    s.spis().1,
+                    s.is_established(),
+                    s.is_closed()
+                )
+            })
             .collect();
         assert!(left.is_empty(), "SAs survive deletion and timeouts: {left:?}");
         assert_eq!(self.responder.half_open(), 0, "half-open count did not return to zero");
@@ -672,12 +787,18 @@ impl ResponderHarness {
 
     /// The anchor must be untouched and still work in both directions.
     fn check_anchor(&mut self) {
-        let r = self.responder.sa(self.anchor_r).expect("anchor SA vanished from the responder");
+        let r = self
+            .responder
+            .sa(self.anchor_r)
+            .expect("anchor SA vanished from the responder");
         assert!(r.is_established(), "anchor SA no longer established on the responder");
         assert_eq!(r.spis(), self.anchor_spis);
         assert_eq!(r.children().len(), 1, "anchor child count changed");
         assert_eq!((r.children()[0].spi_in, r.children()[0].spi_out), self.anchor_child);
-        let i = self.initiator.sa(self.anchor_i).expect("anchor SA vanished from the initiator");
+        let i = self
+            .initiator
+            .sa(self.anchor_i)
+            .expect("anchor SA vanished from the initiator");
         assert!(i.is_established(), "anchor SA no longer established on the initiator");
         for responder_side in [false, true] {
             if responder_side {
@@ -686,12 +807,27 @@ impl ResponderHarness {
                 self.initiator.queue(self.now, self.anchor_i, Task::Dpd);
             }
             self.pump();
-            let (ep, spi) = if responder_side { (&self.responder, self.anchor_r) } else { (&self.initiator, self.anchor_i) };
+            let (ep, spi) = if responder_side {
+                (&self.responder, self.anchor_r)
+            } else {
+                (&self.initiator, self.anchor_i)
+            };
             let sa = ep.sa(spi).expect("anchor SA gone after DPD");
             assert!(sa.is_established(), "anchor SA down after DPD");
-            assert_eq!(sa.poll_timeout(), None, "DPD on the anchor got no answer (responder side: {responder_side})");
+            assert_eq!(
+                sa.poll_timeout(),
+                None,
+                "DPD on the anchor got no answer (responder side: {responder_side})"
+            );
         }
         self.check_events();
+    }
+
+    /// Deletes the anchor SA through its real initiator: the next [`ResponderHarness::run`]
+    /// must panic (proves the checks can fail).
+    pub fn delete_anchor_for_test(&mut self) {
+        self.initiator.delete(self.now, self.anchor_i);
+        self.pump();
     }
 
     /// Real inputs for every mode: the fuzz corpus seeds and the bases of the
@@ -716,7 +852,10 @@ impl ResponderHarness {
             },
             &[
                 Payload::Sa(vec![proposal[0].to_wire(1, &[])]),
-                Payload::Ke { group: 31, data: ke.public_value().to_vec() },
+                Payload::Ke {
+                    group: 31,
+                    data: ke.public_value().to_vec(),
+                },
                 Payload::Nonce(vec![0x42; 32]),
                 Payload::Notify(Notify {
                     protocol: ProtocolId::NONE,
@@ -734,7 +873,15 @@ impl ResponderHarness {
         );
         seeds.push([&[Mode::Raw as u8][..], &init].concat());
         // Mode 1: an INFORMATIONAL-looking message on the anchor's SPIs (the SK body cannot verify).
-        let mut info = header_bytes(0, 0, PayloadType::SK, ExchangeType::INFORMATIONAL, FLAG_INITIATOR, 7, 28 + 4 + 8 + 16 + 1);
+        let mut info = header_bytes(
+            0,
+            0,
+            PayloadType::SK,
+            ExchangeType::INFORMATIONAL,
+            FLAG_INITIATOR,
+            7,
+            28 + 4 + 8 + 16 + 1,
+        );
         info.extend_from_slice(&[0, 0, 0, 29]);
         info.extend_from_slice(&[0; 25]);
         seeds.push([&[Mode::RawAnchor as u8 | F_FIX][..], &info].concat());
@@ -753,7 +900,10 @@ impl ResponderHarness {
         let create_child = encode_chain(&[
             Payload::Sa(vec![esp[0].to_wire(1, 0x2000_0001)]),
             Payload::Nonce(vec![0x17; 32]),
-            Payload::Ke { group: 31, data: pfs.public_value().to_vec() },
+            Payload::Ke {
+                group: 31,
+                data: pfs.public_value().to_vec(),
+            },
             Payload::TsI(vec![parse_selector("10.9.2.0/24").expect("selector")]),
             Payload::TsR(vec![parse_selector("10.2.3.0/24").expect("selector")]),
         ]);
@@ -761,7 +911,10 @@ impl ResponderHarness {
         let ike_rekey = encode_chain(&[
             Payload::Sa(vec![proposal[0].to_wire(1, &0x0102_0304_0506_0708u64.to_be_bytes())]),
             Payload::Nonce(vec![0x18; 32]),
-            Payload::Ke { group: 31, data: pfs.public_value().to_vec() },
+            Payload::Ke {
+                group: 31,
+                data: pfs.public_value().to_vec(),
+            },
         ]);
         seeds.push([&[Mode::EstablishedRaw as u8, 0][..], &ike_rekey].concat());
         let delete_ike = encode_chain(&[Payload::Delete(control::wire::ikev2::Delete {

@@ -213,23 +213,19 @@ fn select_connection(sa: &IkeSa, idi: &Identification, idr: Option<&Identificati
             && idr.is_none_or(|r| *r == c.local_id)
             && c.remote_addrs.as_ref().is_none_or(|a| a.contains(&sa.remote.ip()))
             && sa.keys.as_ref().is_some_and(|k| {
-                crate::proposal::accept_ike_response(&c.ike_proposals, &sa_suite_proposal(k.suite)).is_ok()
+                let s = k.suite;
+                c.ike_proposals.iter().any(|p| {
+                    p.encr.contains(&s.encr)
+                        && p.prf.contains(&s.prf)
+                        && p.ke.contains(&s.ke)
+                        && s.integ.is_none_or(|i| p.integ.contains(&i))
+                })
             })
     };
     if fits(&sa.config) {
         return Some(sa.config.clone());
     }
     sa.ctx.connections.iter().find(|c| fits(c)).cloned()
-}
-
-fn sa_suite_proposal(suite: crate::crypto::IkeSuite) -> crate::wire::ikev2::Proposal {
-    crate::proposal::IkeProposal {
-        encr: vec![suite.encr],
-        integ: suite.integ.into_iter().collect(),
-        prf: vec![suite.prf],
-        ke: vec![suite.ke],
-    }
-    .to_wire(1, &[])
 }
 
 /// Responder: processes the IKE_AUTH request and answers it.

@@ -288,6 +288,11 @@ pub struct IkeSa {
     pub(crate) outstanding: Option<Outstanding>,
     pub(crate) expected_request_id: u32,
     pub(crate) cached_response: Option<(u32, Vec<Vec<u8>>)>,
+    /// Digest of the request (its first datagram) the cached response answers:
+    /// only an identical retransmission is answered from the cache, so nobody
+    /// who merely knows the SPIs can make us reflect it.
+    pub(crate) cached_request_digest: Option<[u8; 16]>,
+    pub(crate) current_request_digest: Option<[u8; 16]>,
     pub(crate) tasks: VecDeque<Task>,
     pub(crate) children: Vec<ChildSa>,
     pub(crate) transmits: VecDeque<Transmit>,
@@ -353,6 +358,8 @@ impl IkeSa {
             outstanding: None,
             expected_request_id: 0,
             cached_response: None,
+            cached_request_digest: None,
+            current_request_digest: None,
             tasks: VecDeque::new(),
             children: Vec::new(),
             transmits: VecDeque::new(),
@@ -636,12 +643,13 @@ impl IkeSa {
 
     fn handle_request(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, datagram: &[u8], msg: ikev2::Message) {
         let mid = msg.header.message_id;
+        let first_fragment = msg.payloads.iter().all(|p| !matches!(p, Payload::Skf { number, .. } if *number != 1));
         if let Some((cached_mid, datagrams)) = &self.cached_response {
             if *cached_mid == mid {
                 // Retransmitted request: answer from the cache. For fragmented
                 // requests only fragment 1 triggers it (RFC 7383 §2.6.1).
-                let first_fragment = msg.payloads.iter().all(|p| !matches!(p, Payload::Skf { number, .. } if *number != 1));
-                if first_fragment {
+                let same = first_fragment && (mid == 0 || self.cached_request_digest == Some(request_digest(datagram)));
+                if same {
                     debug!(message_id = mid, "retransmitted request, resending cached response");
                     for d in datagrams.clone() {
                         self.push_transmit(d);
@@ -659,6 +667,9 @@ impl IkeSa {
         }
         if !matches!(self.state, State::Established | State::Authenticating(_)) {
             return;
+        }
+        if first_fragment {
+            self.current_request_digest = Some(request_digest(datagram));
         }
         let Some(inner) = self.open(datagram, &msg) else { return };
         self.after_authentic_inbound(now, local, remote);
@@ -808,6 +819,7 @@ impl IkeSa {
             self.push_transmit(d.clone());
         }
         self.cached_response = Some((mid, datagrams));
+        self.cached_request_digest = self.current_request_digest.take();
         self.expected_request_id = mid.wrapping_add(1);
     }
 
@@ -848,6 +860,14 @@ impl IkeSa {
             self.close(DownReason::Deleted);
         }
     }
+}
+
+/// A short digest identifying a request datagram (for retransmission detection).
+fn request_digest(datagram: &[u8]) -> [u8; 16] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, datagram);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&d.as_ref()[..16]);
+    out
 }
 
 /// A Notify payload without SPI (for drivers and the endpoint).

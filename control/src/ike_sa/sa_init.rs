@@ -368,20 +368,24 @@ impl IkeSa {
         let mut first_mismatch = None;
         let mut chosen = None;
         for cfg in ctx.connections.iter().filter(|c| addr_matches(c, remote)) {
-            if let Some(g) = KeGroup::from_number(ke_group) {
-                let restricted: Vec<IkeProposal> = cfg
-                    .ike_proposals
-                    .iter()
-                    .filter(|p| p.ke.contains(&g))
-                    .map(|p| IkeProposal { ke: vec![g], ..p.clone() })
-                    .collect();
-                if let Ok(sel) = proposal::select_ike(&restricted, offered) {
+            match proposal::select_ike(&cfg.ike_proposals, offered) {
+                Ok(sel) if sel.suite.ke.number() == ke_group => {
                     chosen = Some((cfg.clone(), sel));
                     break;
                 }
-            }
-            match proposal::select_ike(&cfg.ike_proposals, offered) {
                 Ok(sel) => {
+                    // The initiator guessed another group; accept it when it is acceptable
+                    // too, rather than costing a round trip with INVALID_KE_PAYLOAD.
+                    let restricted = KeGroup::from_number(ke_group).map(|g| {
+                        cfg.ike_proposals
+                            .iter()
+                            .filter(|p| p.ke.contains(&g))
+                            .map(|p| IkeProposal { ke: vec![g], ..p.clone() })
+                            .collect::<Vec<_>>()
+                    });
+                    let sel = restricted
+                        .and_then(|r| proposal::select_ike(&r, offered).ok())
+                        .unwrap_or(sel);
                     chosen = Some((cfg.clone(), sel));
                     break;
                 }

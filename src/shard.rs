@@ -331,7 +331,8 @@ impl Shard {
                     self.dataplane.esp_received(local, remote, data);
                 }
             } else {
-                let ike = data.to_vec();
+                // Port 500 carries IKE only; tolerate a non-ESP marker (an IKE SPI is never zero).
+                let ike = if len >= 4 && data[..4] == [0, 0, 0, 0] { data[4..].to_vec() } else { data.to_vec() };
                 self.dispatch(local, remote, &ike);
             }
             self.flush();

@@ -92,6 +92,7 @@ pub(crate) struct WorkerResult {
     pub hold: Option<HoldReport>,
     pub teardown: Option<TeardownReport>,
     pub flood: Option<FloodReport>,
+    pub esp: Option<super::esp::EspReport>,
     pub timeline: Vec<TimelineBucket>,
     pub cpu: CpuTime,
 }
@@ -274,6 +275,7 @@ pub(crate) struct Worker {
     flood_packet: Option<FloodPacket>,
     buf: Vec<u8>,
     out: Vec<u8>,
+    esp: Option<super::esp::EspLoad>,
 }
 
 impl Worker {
@@ -355,6 +357,7 @@ impl Worker {
                 hold: None,
                 teardown: None,
                 flood: None,
+                esp: None,
                 timeline: Vec::new(),
                 cpu: CpuTime::default(),
             },
@@ -362,7 +365,16 @@ impl Worker {
             flood_packet,
             buf: vec![0; MAX_DATAGRAM],
             out: Vec::with_capacity(2048),
-        })
+            esp: None,
+        }
+        .with_esp())
+    }
+
+    fn with_esp(mut self) -> Self {
+        if self.cfg.esp_size > 0 {
+            self.esp = Some(super::esp::EspLoad::new(self.cfg.esp_size));
+        }
+        self
     }
 
     fn bucket(&mut self, now: Instant) -> &mut TimelineBucket {
@@ -465,6 +477,12 @@ impl Worker {
                     }
                 }
                 Phase::Hold => {
+                    if let Some(e) = self.esp.as_mut() {
+                        // Time-sliced so IKE (DPD, rekeys) stays responsive.
+                        let t0 = Instant::now();
+                        while e.send_burst() > 0 && t0.elapsed() < Duration::from_millis(2) {}
+                        e.report.secs += t0.elapsed().as_secs_f64();
+                    }
                     if rekey_ike.rate > 0.0 {
                         let n = rekey_ike.due(now);
                         for _ in 0..n {
@@ -550,6 +568,9 @@ impl Worker {
                 }
                 Phase::Hold => {
                     consider(hold_end);
+                    if self.esp.is_some() {
+                        consider(now);
+                    }
                     if rekey_ike.rate > 0.0 {
                         consider(rekey_ike.next_at());
                     }
@@ -595,6 +616,9 @@ impl Worker {
         }
         if self.cfg.teardown {
             self.res.teardown = Some(teardown);
+        }
+        if let Some(e) = self.esp.take() {
+            self.res.esp = Some(e.report);
         }
         if let Some(mut fr) = flood_report {
             if fr.secs == 0.0 {
@@ -827,6 +851,9 @@ impl Worker {
                     return;
                 }
                 t.child = Some(c.spi_in);
+                if let Some(e) = self.esp.as_mut() {
+                    e.add_child(&c, None);
+                }
                 if !t.child_resolved {
                     t.child_resolved = true;
                     let us = (now.saturating_duration_since(t.started).as_micros() as u64).max(1);

@@ -19,6 +19,7 @@
 
 pub mod cpu;
 pub mod engine;
+pub mod esp;
 pub mod net;
 pub mod options;
 pub mod plot;
@@ -192,6 +193,7 @@ fn merge(
     let mut hold: Option<HoldReport> = None;
     let mut teardown: Option<TeardownReport> = None;
     let mut flood: Option<FloodReport> = None;
+    let mut esp: Option<esp::EspReport> = None;
     let mut timeline: Vec<TimelineBucket> = Vec::new();
     for w in &results {
         r.attempted += w.attempted;
@@ -234,6 +236,15 @@ fn merge(
             t.deleted += wt.deleted;
             t.secs = t.secs.max(wt.secs);
             add_map(&mut t.failed, &wt.failed);
+        }
+        if let Some(we) = &w.esp {
+            let e = esp.get_or_insert_with(esp::EspReport::default);
+            e.tunnels += we.tunnels;
+            e.packets += we.packets;
+            e.bytes += we.bytes;
+            e.errors += we.errors;
+            e.size = we.size;
+            e.secs = e.secs.max(we.secs);
         }
         if let Some(wf) = &w.flood {
             let f = flood.get_or_insert_with(FloodReport::default);
@@ -286,6 +297,10 @@ fn merge(
     r.hold = hold;
     r.teardown = teardown;
     r.flood = flood;
+    if let Some(e) = esp.as_mut() {
+        e.mbps = if e.secs > 0.0 { e.bytes as f64 * 8.0 / e.secs / 1e6 } else { 0.0 };
+    }
+    r.esp = esp;
     r.cpu = CpuReport::new(cpu, r.wall_secs, cfg.threads);
     if cpu.total_secs() > 0.0 {
         r.handshakes_per_cpu_sec = r.established as f64 / cpu.total_secs();

@@ -147,6 +147,9 @@ pub struct Settings {
     /// Delete every tunnel at the end (counted).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub teardown: Option<bool>,
+    /// While holding, send ESP through every tunnel: inner UDP packets of this many bytes (0 = off).
+    #[arg(long)]
+    pub esp_size: Option<usize>,
     /// Flood: IKE_SA_INIT requests per second.
     #[arg(long)]
     pub flood_rate: Option<f64>,
@@ -241,6 +244,7 @@ impl Settings {
             rekey_ike_rate,
             rekey_child_rate,
             teardown,
+            esp_size,
             flood_rate,
             duration,
             ike,
@@ -372,6 +376,7 @@ impl Settings {
             rekey_ike_rate: positive("rekey-ike-rate", self.rekey_ike_rate)?.unwrap_or(0.0),
             rekey_child_rate: positive("rekey-child-rate", self.rekey_child_rate)?.unwrap_or(0.0),
             teardown: self.teardown.unwrap_or(false),
+            esp_size: self.esp_size.unwrap_or(0),
             flood_rate,
             duration: secs("duration", self.duration, 10.0)?,
             ike,
@@ -441,6 +446,8 @@ pub struct GenConfig {
     pub rekey_child_rate: f64,
     /// Delete all tunnels at the end.
     pub teardown: bool,
+    /// ESP inner packet size while holding (0 = no ESP traffic).
+    pub esp_size: usize,
     /// Flood packets per second.
     pub flood_rate: f64,
     /// Flood / mixed run time.

@@ -230,6 +230,9 @@ pub struct Report {
     pub teardown: Option<TeardownReport>,
     /// The flood, in flood and mixed modes.
     pub flood: Option<FloodReport>,
+    /// ESP traffic sent through the tunnels while holding.
+    #[serde(default)]
+    pub esp: Option<super::esp::EspReport>,
     /// Seconds the whole run took.
     pub wall_secs: f64,
     /// CPU use of the generator's threads.
@@ -340,6 +343,13 @@ impl Report {
                 t.deleted, t.requested, t.secs
             );
             reasons(&mut o, "teardown failures", &t.failed);
+        }
+        if let Some(e) = &self.esp {
+            let _ = writeln!(
+                o,
+                "  ESP: {} packets of {} B through {} tunnels in {:.2} s = {:.0} Mbit/s sent ({} errors)",
+                e.packets, e.size, e.tunnels, e.secs, e.mbps, e.errors
+            );
         }
         if let Some(f) = &self.flood {
             let _ = writeln!(

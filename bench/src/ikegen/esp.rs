@@ -1,0 +1,178 @@
+//! ESP traffic through the generator's tunnels: every CHILD_SA the generator
+//! establishes gets an outbound SA in a private fastpath SAD/SPD, and during
+//! the hold phase the worker sends inner UDP packets (our selector → the
+//! gateway's selector) encrypted with those SAs, plain ESP over a raw socket
+//! or ESP-in-UDP when NAT-T was negotiated. The gateway's own counters tell
+//! how much it decrypted.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+
+use control::crypto::{EncrAlg, IntegAlg as IkeInteg};
+use control::ike_sa::ChildSaInstall;
+use fastpath::buf::{PacketBuf, PacketBuffer};
+use fastpath::esp::aead::{CipherKeys, EncAlg, IntegAlg};
+use fastpath::io::raw::RawEspIo;
+use fastpath::sad::{Direction, Sad, SaParams, UdpEncap};
+use fastpath::spd::{Policy, PolicyAction, Spd, TrafficSelector};
+use fastpath::worker::{Verdict, Worker};
+use std::sync::Arc;
+
+const BURST: usize = 32;
+
+/// Counters of the ESP load, per worker.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct EspReport {
+    /// Tunnels carrying traffic.
+    pub tunnels: u64,
+    /// ESP packets sent.
+    pub packets: u64,
+    /// Inner bytes sent.
+    pub bytes: u64,
+    /// Packets the fastpath refused (e.g. SA rekeyed away) or the socket refused.
+    pub errors: u64,
+    /// Seconds spent sending.
+    pub secs: f64,
+    /// Inner packet size.
+    pub size: usize,
+    /// Inner Mbit/s sent.
+    pub mbps: f64,
+}
+
+/// One worker's ESP sender.
+pub struct EspLoad {
+    sad: Arc<Sad>,
+    spd: Arc<Spd>,
+    worker: Worker,
+    raw: Option<RawEspIo>,
+    udp: Option<UdpSocket>,
+    flows: Vec<(IpAddr, IpAddr)>,
+    next: usize,
+    size: usize,
+    bufs: Vec<PacketBuf>,
+    verdicts: Vec<Verdict>,
+    /// What was sent.
+    pub report: EspReport,
+}
+
+fn keys(c: &ChildSaInstall) -> Option<CipherKeys> {
+    let enc = match c.encr {
+        EncrAlg::AesGcm16 { key_bits: 128 } => EncAlg::AesGcm16_128,
+        EncrAlg::AesGcm16 { key_bits: 256 } => EncAlg::AesGcm16_256,
+        EncrAlg::ChaCha20Poly1305 => EncAlg::ChaCha20Poly1305,
+        EncrAlg::AesCbc { key_bits: 128 } => EncAlg::AesCbc128,
+        EncrAlg::AesCbc { key_bits: 256 } => EncAlg::AesCbc256,
+        _ => return None,
+    };
+    let integ = match c.integ {
+        None => IntegAlg::None,
+        Some(IkeInteg::HmacSha256_128) => IntegAlg::HmacSha256_128,
+        Some(IkeInteg::HmacSha384_192) => IntegAlg::HmacSha384_192,
+        Some(IkeInteg::HmacSha512_256) => IntegAlg::HmacSha512_256,
+    };
+    Some(CipherKeys { enc, integ, enc_key: c.outbound.encr.clone(), integ_key: c.outbound.integ.clone() })
+}
+
+/// A host address inside a selector (its start, or start + 1 for a network address range).
+fn host_in(ts: &control::wire::ikev2::TrafficSelector) -> IpAddr {
+    match (ts.start_addr, ts.end_addr) {
+        (IpAddr::V4(s), IpAddr::V4(e)) if u32::from(e) > u32::from(s) => IpAddr::V4((u32::from(s) + 1).into()),
+        (IpAddr::V6(s), IpAddr::V6(e)) if u128::from(e) > u128::from(s) => IpAddr::V6((u128::from(s) + 1).into()),
+        (s, _) => s,
+    }
+}
+
+impl EspLoad {
+    /// A sender of inner packets of `size` bytes (IPv4 + UDP + payload).
+    pub fn new(size: usize) -> Self {
+        let (sad, _events) = Sad::new(1);
+        let sad = Arc::new(sad);
+        let spd = Arc::new(Spd::new());
+        let worker = Worker::new(0, sad.clone(), spd.clone()).without_pinning();
+        Self {
+            sad,
+            spd,
+            worker,
+            raw: RawEspIo::open(IpAddr::from([0u8, 0, 0, 0]), BURST).ok(),
+            udp: None,
+            flows: Vec::new(),
+            next: 0,
+            size: size.clamp(28, 1400),
+            bufs: (0..BURST).map(|_| PacketBuf::with_defaults()).collect(),
+            verdicts: vec![Verdict::Keepalive; BURST],
+            report: EspReport { size: size.clamp(28, 1400), ..EspReport::default() },
+        }
+    }
+
+    /// Installs the outbound half of a CHILD_SA the generator negotiated.
+    pub fn add_child(&mut self, c: &ChildSaInstall, udp_socket: Option<&UdpSocket>) {
+        let (Some(k), Some(l), Some(r)) = (keys(c), c.local_ts.first(), c.remote_ts.first()) else { return };
+        let mut p = SaParams::new(c.spi_out, Direction::Outbound, k, c.local.ip(), c.remote.ip());
+        p.esn = c.esn;
+        if c.udp_encap {
+            p.udp_encap = Some(UdpEncap { local_port: c.local.port(), remote_port: c.remote.port() });
+            if self.udp.is_none() {
+                self.udp = udp_socket.and_then(|s| s.try_clone().ok());
+            }
+        }
+        let Ok(id) = self.sad.install_outbound(&p) else { return };
+        let (src, dst) = (host_in(l), host_in(r));
+        let (Ok(ls), Ok(rs)) = (TrafficSelector::prefix(src, if src.is_ipv4() { 32 } else { 128 }), TrafficSelector::prefix(dst, if dst.is_ipv4() { 32 } else { 128 })) else {
+            return;
+        };
+        if self.spd.insert(&Policy { local: ls, remote: rs, action: PolicyAction::Protect(id), priority: 100 }).is_ok() {
+            self.flows.push((src, dst));
+            self.report.tunnels += 1;
+        }
+    }
+
+    fn fill(buf: &mut PacketBuf, src: IpAddr, dst: IpAddr, size: usize) -> bool {
+        let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) else { return false };
+        let mut pkt = vec![0u8; size];
+        pkt[0] = 0x45;
+        pkt[2..4].copy_from_slice(&(size as u16).to_be_bytes());
+        pkt[8] = 64;
+        pkt[9] = 17;
+        pkt[12..16].copy_from_slice(&s.octets());
+        pkt[16..20].copy_from_slice(&d.octets());
+        let c = fastpath::ip::checksum(&pkt[..20]);
+        pkt[10..12].copy_from_slice(&c.to_be_bytes());
+        pkt[20..22].copy_from_slice(&40000u16.to_be_bytes());
+        pkt[22..24].copy_from_slice(&9u16.to_be_bytes()); // discard
+        pkt[24..26].copy_from_slice(&((size - 20) as u16).to_be_bytes());
+        buf.reset();
+        buf.set_data(&pkt).is_ok()
+    }
+
+    /// Encrypts and sends one burst (round-robin over the tunnels); returns packets sent.
+    pub fn send_burst(&mut self) -> usize {
+        if self.flows.is_empty() {
+            return 0;
+        }
+        let n = BURST.min(self.flows.len().max(1) * 4);
+        for i in 0..n {
+            let (s, d) = self.flows[self.next % self.flows.len()];
+            self.next = self.next.wrapping_add(1);
+            if !Self::fill(&mut self.bufs[i], s, d, self.size) {
+                return 0;
+            }
+        }
+        self.worker.outbound_burst(&mut self.bufs[..n], &mut self.verdicts[..n]);
+        let mut sent = 0;
+        for i in 0..n {
+            match self.verdicts[i] {
+                Verdict::ToPeer { dst, udp: None, .. } => {
+                    let ok = self.raw.as_ref().is_some_and(|r| r.socket().send_to(self.bufs[i].data(), &SocketAddr::new(dst, 0).into()).is_ok());
+                    if ok { sent += 1 } else { self.report.errors += 1 }
+                }
+                Verdict::ToPeer { dst, udp: Some(u), .. } => {
+                    let ok = self.udp.as_ref().is_some_and(|s| s.send_to(self.bufs[i].data(), SocketAddr::new(dst, u.remote_port)).is_ok());
+                    if ok { sent += 1 } else { self.report.errors += 1 }
+                }
+                _ => self.report.errors += 1,
+            }
+        }
+        self.report.packets += sent as u64;
+        self.report.bytes += (sent * self.size) as u64;
+        sent
+    }
+}

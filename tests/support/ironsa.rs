@@ -51,6 +51,11 @@ impl Ironsa {
         panic!("ironsa did not start");
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     /// The temporary directory (config, log, socket).
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -185,6 +185,7 @@ fn run(config_path: PathBuf) -> ExitCode {
                 nat_port: cfg.nat_port,
                 install_routes: cfg.install_routes,
                 keylog: cfg.keylog.clone(),
+                workers: cfg.fastpath_workers,
             };
             match software::SoftwareDataPlane::open(&sw) {
                 Ok(dp) => Some(Arc::new(dp)),

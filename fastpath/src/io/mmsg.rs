@@ -88,8 +88,7 @@ fn to_storage(addr: SocketAddr, s: &mut libc::sockaddr_storage) -> libc::socklen
         }
         SocketAddr::V6(a) => {
             // SAFETY: as above, for sockaddr_in6.
-            let sin6 =
-                unsafe { &mut *(s as *mut libc::sockaddr_storage as *mut libc::sockaddr_in6) };
+            let sin6 = unsafe { &mut *(s as *mut libc::sockaddr_storage as *mut libc::sockaddr_in6) };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sin6.sin6_port = a.port().to_be();
             sin6.sin6_flowinfo = a.flowinfo();
@@ -133,11 +132,7 @@ pub fn recv_batch(
         h.msg_hdr.msg_flags = 0;
         h.msg_len = 0;
     }
-    let flags = if wait {
-        libc::MSG_WAITFORONE
-    } else {
-        libc::MSG_DONTWAIT
-    };
+    let flags = if wait { libc::MSG_WAITFORONE } else { libc::MSG_DONTWAIT };
     // SAFETY: hdrs[..n] point at iovecs and addresses in `scratch` and at the
     // receive areas of `bufs`, all borrowed mutably for this call.
     let r = unsafe {
@@ -209,4 +204,35 @@ pub fn send_batch<'a>(
 /// The IP of a socket address, for packet metadata.
 pub fn ip_of(a: Option<SocketAddr>) -> Option<IpAddr> {
     a.map(|a| a.ip())
+}
+
+/// Sets a socket's receive and send buffers to `bytes` each, past the
+/// `net.core.[rw]mem_max` limits when the process has CAP_NET_ADMIN
+/// (`SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`), else as far as those limits allow.
+pub fn set_buffer_sizes(fd: RawFd, bytes: usize) -> io::Result<()> {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        for opt in [force, plain] {
+            // SAFETY: setsockopt reads one c_int from a live local of that size.
+            let r = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&v as *const libc::c_int).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r == 0 {
+                break;
+            }
+            if opt == plain {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
 }

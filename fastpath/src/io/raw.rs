@@ -37,16 +37,25 @@ impl RawEspIo {
     pub fn open(bind: IpAddr, batch: usize) -> io::Result<Self> {
         let v6 = bind.is_ipv6();
         let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
-        let sock = Socket::new(
-            domain,
-            Type::RAW,
-            Some(Protocol::from(i32::from(IPPROTO_ESP))),
-        )?;
+        let sock = Socket::new(domain, Type::RAW, Some(Protocol::from(i32::from(IPPROTO_ESP))))?;
         sock.bind(&SocketAddr::new(bind, 0).into())?;
         Ok(Self {
             sock,
             v6,
             bound: (!bind.is_unspecified()).then_some(bind),
+            rx: MmsgScratch::new(batch),
+            tx: MmsgScratch::new(batch),
+            srcs: vec![None; batch.clamp(1, 1024)],
+        })
+    }
+
+    /// Another handle on the same socket (a sender that does not receive
+    /// copies of every ESP packet, as a second raw socket would).
+    pub fn try_clone(&self, batch: usize) -> io::Result<Self> {
+        Ok(Self {
+            sock: self.sock.try_clone()?,
+            v6: self.v6,
+            bound: self.bound,
             rx: MmsgScratch::new(batch),
             tx: MmsgScratch::new(batch),
             srcs: vec![None; batch.clamp(1, 1024)],
@@ -60,12 +69,7 @@ impl RawEspIo {
 
     /// Receives a batch of ESP packets (starting at the SPI) into `bufs`.
     /// IPv4 packets with a malformed IP header come back empty.
-    pub fn recv_burst(
-        &mut self,
-        bufs: &mut [PacketBuf],
-        meta: &mut [PacketMeta],
-        wait: bool,
-    ) -> io::Result<usize> {
+    pub fn recv_burst(&mut self, bufs: &mut [PacketBuf], meta: &mut [PacketMeta], wait: bool) -> io::Result<usize> {
         let n = bufs.len().min(meta.len()).min(self.srcs.len());
         let got = mmsg::recv_batch(
             self.sock.as_raw_fd(),
@@ -99,10 +103,7 @@ impl RawEspIo {
     }
 
     /// Sends ESP packets `(esp, destination address)`; returns how many were sent.
-    pub fn send_burst<'a>(
-        &mut self,
-        items: impl IntoIterator<Item = (&'a [u8], IpAddr)>,
-    ) -> io::Result<usize> {
+    pub fn send_burst<'a>(&mut self, items: impl IntoIterator<Item = (&'a [u8], IpAddr)>) -> io::Result<usize> {
         let items = items.into_iter().map(|(d, a)| (d, SocketAddr::new(a, 0)));
         mmsg::send_batch(self.sock.as_raw_fd(), items, &mut self.tx)
     }

@@ -26,12 +26,12 @@ use control::crypto::{EncrAlg, IntegAlg as IkeInteg};
 use control::ike_sa::{ChildSaInstall, Event, SpiAllocator};
 use dashmap::DashSet;
 use fastpath::buf::{PacketBuf, PacketBuffer};
-use fastpath::esp::aead::{CipherKeys, EncAlg, IntegAlg};
 use fastpath::esp::Mode;
+use fastpath::esp::aead::{CipherKeys, EncAlg, IntegAlg};
 use fastpath::io::raw::RawEspIo;
 use fastpath::io::tun::{Tun, TunOptions};
 use fastpath::io::udp::UdpIo;
-use fastpath::sad::{Direction, Sad, SaId, SaParams, UdpEncap};
+use fastpath::sad::{Direction, SaId, SaParams, Sad, UdpEncap};
 use fastpath::spd::{Policy, PolicyAction, PolicyId, Spd, TrafficSelector};
 use fastpath::stats::DropReason;
 use fastpath::worker::{InboundKind, PacketMeta, Verdict, Worker, WorkerCounters};
@@ -66,7 +66,9 @@ impl Transmit {
         }
         if let Some(r) = self.raw.as_mut() {
             let items = &self.items;
-            Self::send_all(items.len(), |from| r.send_burst(items[from..].iter().map(|(i, a)| (bufs[*i].data(), a.ip()))));
+            Self::send_all(items.len(), |from| {
+                r.send_burst(items[from..].iter().map(|(i, a)| (bufs[*i].data(), a.ip())))
+            });
         }
         // ESP-in-UDP, per local socket.
         for k in 0..self.udp.len() {
@@ -74,7 +76,8 @@ impl Transmit {
             self.items.clear();
             for (i, v) in verdicts.iter().enumerate() {
                 if let Verdict::ToPeer { src, dst, udp: Some(u) } = v {
-                    let mine = SocketAddr::new(*src, u.local_port) == local || (k == 0 && !self.udp.iter().any(|(a, _)| *a == SocketAddr::new(*src, u.local_port)));
+                    let mine = SocketAddr::new(*src, u.local_port) == local
+                        || (k == 0 && !self.udp.iter().any(|(a, _)| *a == SocketAddr::new(*src, u.local_port)));
                     if mine {
                         self.items.push((i, SocketAddr::new(*dst, u.remote_port)));
                     }
@@ -82,7 +85,9 @@ impl Transmit {
             }
             let items = &self.items;
             let io = &mut self.udp[k].1;
-            Self::send_all(items.len(), |from| io.send_burst(items[from..].iter().map(|(i, a)| (bufs[*i].data(), *a))));
+            Self::send_all(items.len(), |from| {
+                io.send_burst(items[from..].iter().map(|(i, a)| (bufs[*i].data(), *a)))
+            });
         }
     }
 
@@ -216,9 +221,12 @@ fn hex(b: &[u8]) -> String {
 impl SoftwareDataPlane {
     /// Opens the TUN device and binds the sockets (threads start with [`SoftwareDataPlane::run`]).
     pub fn open(cfg: &SoftwareConfig) -> io::Result<Self> {
-        let queues = Self::open_queues(&cfg.tun_name, cfg.workers.max(1)).map_err(|e| io::Error::new(e.kind(), format!("TUN {}: {e}", cfg.tun_name)))?;
+        let queues = Self::open_queues(&cfg.tun_name, cfg.workers.max(1))
+            .map_err(|e| io::Error::new(e.kind(), format!("TUN {}: {e}", cfg.tun_name)))?;
         let name = queues.first().map(|q| q.name().to_string()).unwrap_or_default();
-        let up = std::process::Command::new("ip").args(["link", "set", &name, "up", "mtu", "1400"]).status()?;
+        let up = std::process::Command::new("ip")
+            .args(["link", "set", &name, "up", "mtu", "1400"])
+            .status()?;
         if !up.success() {
             warn!(tun = %name, "could not bring the TUN device up");
         }
@@ -249,16 +257,20 @@ impl SoftwareDataPlane {
             None => None,
             Some(p) => {
                 warn!(file = %p.display(), "WRITING ESP KEYS TO A FILE: anyone who can read it can decrypt the tunnels; for debugging only");
-                Some(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?))
+                Some(Mutex::new(
+                    std::fs::OpenOptions::new().create(true).append(true).open(p)?,
+                ))
             }
         };
         let (sad, events) = Sad::new(1);
         // Byte/packet lifetimes are not configured yet; drain the channel so it never grows.
-        std::thread::Builder::new().name("ironsa-sa-events".into()).spawn(move || {
-            for e in events {
-                info!(event = ?e, "fastpath SA event");
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("ironsa-sa-events".into())
+            .spawn(move || {
+                for e in events {
+                    info!(event = ?e, "fastpath SA event");
+                }
+            })?;
         info!(tun = %name, queues = queues.len(), offloads = format_args!("{:#x}", queues.first().map(|q| q.offloads()).unwrap_or(0)), "software fastpath ready");
         Ok(Self {
             sad: Arc::new(sad),
@@ -282,7 +294,10 @@ impl SoftwareDataPlane {
     /// segmentation offloads; falls back to one plain queue when the kernel
     /// refuses.
     fn open_queues(name: &str, n: usize) -> io::Result<Vec<Tun>> {
-        let opts = TunOptions { multi_queue: true, offload: true };
+        let opts = TunOptions {
+            multi_queue: true,
+            offload: true,
+        };
         match Tun::open_with(name, opts) {
             Ok(first) => {
                 let dev = first.name().to_string();
@@ -312,23 +327,40 @@ impl SoftwareDataPlane {
     /// Starts the worker threads; IKE from the NAT-T port goes to `sink`.
     pub fn run(self: &Arc<Self>, sink: IkeSink) -> io::Result<()> {
         let queues = std::mem::take(&mut *self.tun.lock().map_err(|_| io::Error::other("lock"))?);
-        let Some(first) = queues.first() else { return Err(io::Error::other("already running")) };
+        let Some(first) = queues.first() else {
+            return Err(io::Error::other("already running"));
+        };
         let writer = first.try_clone()?;
-        let raws: Vec<RawEspIo> = self.raw.lock().map_err(|_| io::Error::other("lock"))?.drain(..).collect();
+        let raws: Vec<RawEspIo> = self
+            .raw
+            .lock()
+            .map_err(|_| io::Error::other("lock"))?
+            .drain(..)
+            .collect();
         let raw_sender = match raws.first() {
             Some(r) => Some(r.try_clone(TX_BATCH)?),
             None => None,
         };
-        for (i, io) in self.nat.lock().map_err(|_| io::Error::other("lock"))?.drain(..).enumerate() {
+        for (i, io) in self
+            .nat
+            .lock()
+            .map_err(|_| io::Error::other("lock"))?
+            .drain(..)
+            .enumerate()
+        {
             let me = self.clone();
             let sink = sink.clone();
             let out = writer.try_clone()?;
-            std::thread::Builder::new().name(format!("ironsa-esp-udp-{i}")).spawn(move || me.udp_rx_loop(io, out, sink))?;
+            std::thread::Builder::new()
+                .name(format!("ironsa-esp-udp-{i}"))
+                .spawn(move || me.udp_rx_loop(io, out, sink))?;
         }
         for (i, io) in raws.into_iter().enumerate() {
             let me = self.clone();
             let out = writer.try_clone()?;
-            std::thread::Builder::new().name(format!("ironsa-esp-raw-{i}")).spawn(move || me.raw_rx_loop(io, out))?;
+            std::thread::Builder::new()
+                .name(format!("ironsa-esp-raw-{i}"))
+                .spawn(move || me.raw_rx_loop(io, out))?;
         }
         for (i, tun) in queues.into_iter().enumerate() {
             let me = self.clone();
@@ -336,7 +368,9 @@ impl SoftwareDataPlane {
                 Some(r) => Some(r.try_clone(TX_BATCH)?),
                 None => None,
             };
-            std::thread::Builder::new().name(format!("ironsa-esp-tx-{i}")).spawn(move || me.tx_loop(i, tun, raw))?;
+            std::thread::Builder::new()
+                .name(format!("ironsa-esp-tx-{i}"))
+                .spawn(move || me.tx_loop(i, tun, raw))?;
         }
         Ok(())
     }
@@ -354,7 +388,12 @@ impl SoftwareDataPlane {
 
     /// Writes the packets of a decrypted burst whose verdict is [`Verdict::ToTunnel`].
     fn to_tunnel(tun: &mut Tun, bufs: &[PacketBuf], verdicts: &[Verdict]) {
-        let pkts: Vec<&[u8]> = bufs.iter().zip(verdicts).filter(|(_, v)| **v == Verdict::ToTunnel).map(|(b, _)| b.data()).collect();
+        let pkts: Vec<&[u8]> = bufs
+            .iter()
+            .zip(verdicts)
+            .filter(|(_, v)| **v == Verdict::ToTunnel)
+            .map(|(b, _)| b.data())
+            .collect();
         if pkts.is_empty() {
             return;
         }
@@ -368,12 +407,26 @@ impl SoftwareDataPlane {
         let mut worker = self.new_worker(0, true);
         let local = io.local_addr();
         let mut bufs: Vec<PacketBuf> = (0..BATCH).map(|_| PacketBuf::with_defaults()).collect();
-        let mut meta = vec![PacketMeta { src: local.ip(), dst: Some(local.ip()), src_port: 0 }; BATCH];
+        let mut meta = vec![
+            PacketMeta {
+                src: local.ip(),
+                dst: Some(local.ip()),
+                src_port: 0
+            };
+            BATCH
+        ];
         let mut verdicts = vec![Verdict::Keepalive; BATCH];
         while !self.stop.load(Ordering::Relaxed) {
             let n = match io.recv_burst(&mut bufs, &mut meta, true) {
                 Ok(n) => n,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => {
                     warn!("NAT-T receive failed: {e}");
                     std::thread::sleep(Duration::from_millis(10));
@@ -384,7 +437,11 @@ impl SoftwareDataPlane {
             Self::to_tunnel(&mut tun, &bufs[..n], &verdicts[..n]);
             for i in 0..n {
                 if verdicts[i] == Verdict::Ike {
-                    sink(local, SocketAddr::new(meta[i].src, meta[i].src_port), bufs[i].data().to_vec());
+                    sink(
+                        local,
+                        SocketAddr::new(meta[i].src, meta[i].src_port),
+                        bufs[i].data().to_vec(),
+                    );
                 }
             }
         }
@@ -394,12 +451,26 @@ impl SoftwareDataPlane {
         let mut worker = self.new_worker(0, true);
         let any = IpAddr::from([0u8, 0, 0, 0]);
         let mut bufs: Vec<PacketBuf> = (0..BATCH).map(|_| PacketBuf::with_defaults()).collect();
-        let mut meta = vec![PacketMeta { src: any, dst: None, src_port: 0 }; BATCH];
+        let mut meta = vec![
+            PacketMeta {
+                src: any,
+                dst: None,
+                src_port: 0
+            };
+            BATCH
+        ];
         let mut verdicts = vec![Verdict::Keepalive; BATCH];
         while !self.stop.load(Ordering::Relaxed) {
             let n = match io.recv_burst(&mut bufs, &mut meta, true) {
                 Ok(n) => n,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => {
                     warn!("raw ESP receive failed: {e}");
                     std::thread::sleep(Duration::from_millis(10));
@@ -415,7 +486,11 @@ impl SoftwareDataPlane {
     /// encrypts them in batches and sends them with `sendmmsg`.
     fn tx_loop(self: Arc<Self>, id: usize, mut tun: Tun, raw: Option<RawEspIo>) {
         let mut worker = self.new_worker(id, false);
-        let mut out = Transmit { udp: Vec::new(), raw, items: Vec::with_capacity(TX_BATCH) };
+        let mut out = Transmit {
+            udp: Vec::new(),
+            raw,
+            items: Vec::with_capacity(TX_BATCH),
+        };
         for (a, s) in &self.nat_senders {
             match s.try_clone().and_then(|s| UdpIo::from_socket(s, TX_BATCH)) {
                 Ok(io) => out.udp.push((*a, io)),
@@ -431,7 +506,11 @@ impl SoftwareDataPlane {
         }
         let Ok(mut poll) = mio::Poll::new() else { return };
         let fd = tun.file().as_raw_fd();
-        if poll.registry().register(&mut mio::unix::SourceFd(&fd), mio::Token(0), mio::Interest::READABLE).is_err() {
+        if poll
+            .registry()
+            .register(&mut mio::unix::SourceFd(&fd), mio::Token(0), mio::Interest::READABLE)
+            .is_err()
+        {
             return;
         }
         let mut events = mio::Events::with_capacity(4);
@@ -515,7 +594,10 @@ impl SoftwareDataPlane {
             IpsecMode::Transport => Mode::Transport,
         };
         if c.udp_encap {
-            p.udp_encap = Some(UdpEncap { local_port: c.local.port(), remote_port: c.remote.port() });
+            p.udp_encap = Some(UdpEncap {
+                local_port: c.local.port(),
+                remote_port: c.remote.port(),
+            });
         }
         p.esn = c.esn;
         p.local_ts = c.local_ts.iter().filter_map(selector).collect();
@@ -528,8 +610,15 @@ impl SoftwareDataPlane {
         let (enc, integ) = wireshark_names(c);
         let fam = if c.local.is_ipv4() { "IPv4" } else { "IPv6" };
         let line = |src: IpAddr, dst: IpAddr, spi: u32, k: &control::ike_sa::DirectionKeys| {
-            let ik = if k.integ.is_empty() { String::new() } else { format!("0x{}", hex(&k.integ)) };
-            format!("\"{fam}\",\"{src}\",\"{dst}\",\"0x{spi:08x}\",\"{enc}\",\"0x{}\",\"{integ}\",\"{ik}\"\n", hex(&k.encr))
+            let ik = if k.integ.is_empty() {
+                String::new()
+            } else {
+                format!("0x{}", hex(&k.integ))
+            };
+            format!(
+                "\"{fam}\",\"{src}\",\"{dst}\",\"0x{spi:08x}\",\"{enc}\",\"0x{}\",\"{integ}\",\"{ik}\"\n",
+                hex(&k.encr)
+            )
         };
         if let Ok(mut f) = f.lock() {
             let _ = f.write_all(line(c.remote.ip(), c.local.ip(), c.spi_in, &c.inbound).as_bytes());
@@ -541,7 +630,10 @@ impl SoftwareDataPlane {
 
 impl DataPlane for SoftwareDataPlane {
     fn install(&self, c: &ChildSaInstall) {
-        let (Some(inp), Some(outp)) = (Self::params(c, Direction::Inbound), Self::params(c, Direction::Outbound)) else {
+        let (Some(inp), Some(outp)) = (
+            Self::params(c, Direction::Inbound),
+            Self::params(c, Direction::Outbound),
+        ) else {
             warn!(child = %c.name, encr = %c.encr.name(), "the software fastpath does not support this cipher");
             return;
         };
@@ -555,7 +647,10 @@ impl DataPlane for SoftwareDataPlane {
         let outbound = match self.sad.install_outbound(&outp) {
             Ok(id) => id,
             Err(e) => {
-                warn!(spi = format_args!("{:08x}", c.spi_out), "outbound SA not installed: {e}");
+                warn!(
+                    spi = format_args!("{:08x}", c.spi_out),
+                    "outbound SA not installed: {e}"
+                );
                 let _ = self.sad.remove(inbound);
                 return;
             }
@@ -576,7 +671,12 @@ impl DataPlane for SoftwareDataPlane {
             None => {
                 for l in c.local_ts.iter().filter_map(selector) {
                     for r in c.remote_ts.iter().filter_map(selector) {
-                        match self.spd.insert(&Policy { local: l.clone(), remote: r, action: PolicyAction::Protect(outbound), priority: 100 }) {
+                        match self.spd.insert(&Policy {
+                            local: l.clone(),
+                            remote: r,
+                            action: PolicyAction::Protect(outbound),
+                            priority: 100,
+                        }) {
                             Ok(id) => policies.push(id),
                             Err(e) => warn!("policy not installed: {e}"),
                         }
@@ -589,14 +689,28 @@ impl DataPlane for SoftwareDataPlane {
                 }
             }
         }
-        children.insert(c.spi_in, Installed { spi_out: c.spi_out, inbound, outbound, policies });
+        children.insert(
+            c.spi_in,
+            Installed {
+                spi_out: c.spi_out,
+                inbound,
+                outbound,
+                policies,
+            },
+        );
         drop(children);
         self.write_keylog(c);
-        debug!(spi_in = format_args!("{:08x}", c.spi_in), spi_out = format_args!("{:08x}", c.spi_out), "CHILD_SA in the fastpath");
+        debug!(
+            spi_in = format_args!("{:08x}", c.spi_in),
+            spi_out = format_args!("{:08x}", c.spi_out),
+            "CHILD_SA in the fastpath"
+        );
     }
 
     fn remove(&self, spi_in: u32, _spi_out: u32) {
-        let Some(old) = self.children.lock().ok().and_then(|mut c| c.remove(&spi_in)) else { return };
+        let Some(old) = self.children.lock().ok().and_then(|mut c| c.remove(&spi_in)) else {
+            return;
+        };
         for p in old.policies {
             let _ = self.spd.remove(p);
         }
@@ -632,27 +746,60 @@ impl DataPlane for SoftwareDataPlane {
     fn metrics(&self) -> String {
         let mut out = String::new();
         let (ins, outs) = self.sad.len();
-        let _ = writeln!(out, "# HELP ironsa_esp_sas ESP SAs in the fastpath\n# TYPE ironsa_esp_sas gauge");
-        let _ = writeln!(out, "ironsa_esp_sas{{direction=\"in\"}} {ins}\nironsa_esp_sas{{direction=\"out\"}} {outs}");
+        let _ = writeln!(
+            out,
+            "# HELP ironsa_esp_sas ESP SAs in the fastpath\n# TYPE ironsa_esp_sas gauge"
+        );
+        let _ = writeln!(
+            out,
+            "ironsa_esp_sas{{direction=\"in\"}} {ins}\nironsa_esp_sas{{direction=\"out\"}} {outs}"
+        );
         let mut inbound = Vec::new();
         if let Ok(c) = self.in_counters.lock() {
             inbound = c.iter().map(|c| c.inbound.snapshot()).collect();
         }
-        let outbound: Vec<_> = self.out_counters.lock().map(|c| c.iter().map(|c| c.outbound.snapshot()).collect()).unwrap_or_default();
-        let _ = writeln!(out, "# HELP ironsa_esp_packets_total ESP packets processed\n# TYPE ironsa_esp_packets_total counter");
-        let _ = writeln!(out, "# HELP ironsa_esp_bytes_total inner bytes processed\n# TYPE ironsa_esp_bytes_total counter");
-        let _ = writeln!(out, "# HELP ironsa_esp_drops_total ESP packets dropped, by reason\n# TYPE ironsa_esp_drops_total counter");
+        let outbound: Vec<_> = self
+            .out_counters
+            .lock()
+            .map(|c| c.iter().map(|c| c.outbound.snapshot()).collect())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "# HELP ironsa_esp_packets_total ESP packets processed\n# TYPE ironsa_esp_packets_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ironsa_esp_bytes_total inner bytes processed\n# TYPE ironsa_esp_bytes_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ironsa_esp_drops_total ESP packets dropped, by reason\n# TYPE ironsa_esp_drops_total counter"
+        );
         let in_pk: u64 = inbound.iter().map(|s| s.packets).sum();
         let in_by: u64 = inbound.iter().map(|s| s.bytes).sum();
-        let _ = writeln!(out, "ironsa_esp_packets_total{{direction=\"in\"}} {in_pk}\nironsa_esp_bytes_total{{direction=\"in\"}} {in_by}");
+        let _ = writeln!(
+            out,
+            "ironsa_esp_packets_total{{direction=\"in\"}} {in_pk}\nironsa_esp_bytes_total{{direction=\"in\"}} {in_by}"
+        );
         let out_pk: u64 = outbound.iter().map(|s| s.packets).sum();
         let out_by: u64 = outbound.iter().map(|s| s.bytes).sum();
-        let _ = writeln!(out, "ironsa_esp_packets_total{{direction=\"out\"}} {out_pk}\nironsa_esp_bytes_total{{direction=\"out\"}} {out_by}");
+        let _ = writeln!(
+            out,
+            "ironsa_esp_packets_total{{direction=\"out\"}} {out_pk}\nironsa_esp_bytes_total{{direction=\"out\"}} {out_by}"
+        );
         for r in DropReason::ALL {
             let i: u64 = inbound.iter().map(|s| s.dropped(r)).sum();
             let o: u64 = outbound.iter().map(|s| s.dropped(r)).sum();
-            let _ = writeln!(out, "ironsa_esp_drops_total{{direction=\"in\",reason=\"{}\"}} {i}", r.name());
-            let _ = writeln!(out, "ironsa_esp_drops_total{{direction=\"out\",reason=\"{}\"}} {o}", r.name());
+            let _ = writeln!(
+                out,
+                "ironsa_esp_drops_total{{direction=\"in\",reason=\"{}\"}} {i}",
+                r.name()
+            );
+            let _ = writeln!(
+                out,
+                "ironsa_esp_drops_total{{direction=\"out\",reason=\"{}\"}} {o}",
+                r.name()
+            );
         }
         out
     }

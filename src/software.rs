@@ -303,7 +303,13 @@ impl SoftwareDataPlane {
                 let dev = first.name().to_string();
                 let mut queues = vec![first];
                 for _ in 1..n {
-                    queues.push(Tun::open_with(&dev, opts)?);
+                    match Tun::open_with(&dev, opts) {
+                        Ok(q) => queues.push(q),
+                        Err(e) => {
+                            warn!(queues = queues.len(), "no further TUN queue: {e}");
+                            break;
+                        }
+                    }
                 }
                 Ok(queues)
             }

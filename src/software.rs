@@ -678,7 +678,7 @@ impl DataPlane for SoftwareDataPlane {
                 for l in c.local_ts.iter().filter_map(selector) {
                     for r in c.remote_ts.iter().filter_map(selector) {
                         match self.spd.insert(&Policy {
-                            local: l.clone(),
+                            local: l,
                             remote: r,
                             action: PolicyAction::Protect(outbound),
                             priority: 100,

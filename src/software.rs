@@ -28,6 +28,7 @@ use dashmap::DashSet;
 use fastpath::buf::{PacketBuf, PacketBuffer};
 use fastpath::esp::Mode;
 use fastpath::esp::aead::{CipherKeys, EncAlg, IntegAlg};
+use fastpath::io::mmsg::{self, MmsgScratch};
 use fastpath::io::raw::RawEspIo;
 use fastpath::io::tun::{Tun, TunOptions};
 use fastpath::io::udp::UdpIo;
@@ -51,24 +52,63 @@ const SOCKET_BUFFER: usize = 8 << 20;
 struct Transmit {
     udp: Vec<(SocketAddr, UdpIo)>,
     raw: Option<RawEspIo>,
+    /// `IPPROTO_RAW` socket for IPv4 ESP with our own header (send-only, no
+    /// `ip_append_data` work in the kernel), with its `sendmmsg` scratch.
+    hdrincl: Option<(socket2::Socket, MmsgScratch)>,
     items: Vec<(usize, SocketAddr)>,
+    retry: Vec<(usize, SocketAddr)>,
 }
 
 impl Transmit {
     /// Sends every [`Verdict::ToPeer`] packet of the batch in `sendmmsg` calls.
-    fn send(&mut self, bufs: &[PacketBuf], verdicts: &[Verdict]) {
+    fn send(&mut self, bufs: &mut [PacketBuf], verdicts: &[Verdict]) {
         // Raw ESP: everything without UDP encapsulation.
         self.items.clear();
+        self.retry.clear();
         for (i, v) in verdicts.iter().enumerate() {
-            if let Verdict::ToPeer { dst, udp: None, .. } = v {
-                self.items.push((i, SocketAddr::new(*dst, 0)));
+            if let Verdict::ToPeer { src, dst, udp: None } = v {
+                let with_header = self.hdrincl.is_some()
+                    && src.is_ipv4()
+                    && fastpath::ip::prepend_ip_header(&mut bufs[i], *src, *dst, fastpath::esp::IPPROTO_ESP).is_ok();
+                let to = SocketAddr::new(*dst, 0);
+                if with_header {
+                    self.items.push((i, to))
+                } else {
+                    self.retry.push((i, to))
+                }
+            }
+        }
+        if let Some((sock, scratch)) = self.hdrincl.as_mut() {
+            let items = &self.items;
+            let bufs_ro: &[PacketBuf] = bufs;
+            let mut failed = Vec::new();
+            Self::send_all(
+                items.len(),
+                |from| {
+                    mmsg::send_batch(
+                        sock.as_raw_fd(),
+                        items[from..].iter().map(|(i, a)| (bufs_ro[*i].data(), *a)),
+                        scratch,
+                    )
+                },
+                |k| failed.push(items[k]),
+            );
+            // Too large for the link (EMSGSIZE) and the like: let the kernel
+            // build the header (and fragment) instead.
+            for (i, a) in failed {
+                if bufs[i].trim_front(20).is_ok() {
+                    self.retry.push((i, a));
+                }
             }
         }
         if let Some(r) = self.raw.as_mut() {
-            let items = &self.items;
-            Self::send_all(items.len(), |from| {
-                r.send_burst(items[from..].iter().map(|(i, a)| (bufs[*i].data(), a.ip())))
-            });
+            let items = &self.retry;
+            let bufs_ro: &[PacketBuf] = bufs;
+            Self::send_all(
+                items.len(),
+                |from| r.send_burst(items[from..].iter().map(|(i, a)| (bufs_ro[*i].data(), a.ip()))),
+                |_| {},
+            );
         }
         // ESP-in-UDP, per local socket.
         for k in 0..self.udp.len() {
@@ -85,14 +125,18 @@ impl Transmit {
             }
             let items = &self.items;
             let io = &mut self.udp[k].1;
-            Self::send_all(items.len(), |from| {
-                io.send_burst(items[from..].iter().map(|(i, a)| (bufs[*i].data(), *a)))
-            });
+            let bufs_ro: &[PacketBuf] = bufs;
+            Self::send_all(
+                items.len(),
+                |from| io.send_burst(items[from..].iter().map(|(i, a)| (bufs_ro[*i].data(), *a))),
+                |_| {},
+            );
         }
     }
 
-    /// Calls `send(from)` until `total` items went out; a failing item is skipped.
-    fn send_all(total: usize, mut send: impl FnMut(usize) -> io::Result<usize>) {
+    /// Calls `send(from)` until `total` items went out; a failing item is
+    /// skipped and reported to `failed` with its position.
+    fn send_all(total: usize, mut send: impl FnMut(usize) -> io::Result<usize>, mut failed: impl FnMut(usize)) {
         let mut sent = 0;
         while sent < total {
             match send(sent) {
@@ -100,6 +144,7 @@ impl Transmit {
                 Ok(n) => sent += n,
                 Err(e) => {
                     debug!("ESP send: {e}");
+                    failed(sent);
                     sent += 1;
                 }
             }
@@ -237,7 +282,7 @@ impl SoftwareDataPlane {
             let addr = SocketAddr::new(*ip, cfg.nat_port);
             let io = UdpIo::bind(addr, BATCH).map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
             io.socket().set_read_timeout(Some(Duration::from_millis(100)))?;
-            if let Err(e) = fastpath::io::mmsg::set_buffer_sizes(io.socket().as_raw_fd(), SOCKET_BUFFER) {
+            if let Err(e) = mmsg::set_buffer_sizes(io.socket().as_raw_fd(), SOCKET_BUFFER) {
                 warn!("NAT-T socket buffers: {e}");
             }
             nat_senders.push((addr, io.socket().try_clone()?));
@@ -245,7 +290,7 @@ impl SoftwareDataPlane {
             match RawEspIo::open(*ip, BATCH) {
                 Ok(r) => {
                     r.socket().set_read_timeout(Some(Duration::from_millis(100)))?;
-                    if let Err(e) = fastpath::io::mmsg::set_buffer_sizes(r.socket().as_raw_fd(), SOCKET_BUFFER) {
+                    if let Err(e) = mmsg::set_buffer_sizes(r.socket().as_raw_fd(), SOCKET_BUFFER) {
                         warn!("raw ESP socket buffers: {e}");
                     }
                     raw.push(r);
@@ -288,6 +333,20 @@ impl SoftwareDataPlane {
             keylog,
             stop: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// A send-only IPv4 raw socket for packets that carry their own IP header.
+    fn open_hdrincl() -> io::Result<socket2::Socket> {
+        const IPPROTO_RAW: i32 = 255;
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::from(IPPROTO_RAW)),
+        )?;
+        if let Err(e) = mmsg::set_buffer_sizes(s.as_raw_fd(), SOCKET_BUFFER) {
+            debug!("IPPROTO_RAW socket buffers: {e}");
+        }
+        Ok(s)
     }
 
     /// Opens `n` queues of TUN device `name` with virtio-net headers and
@@ -492,9 +551,18 @@ impl SoftwareDataPlane {
     /// encrypts them in batches and sends them with `sendmmsg`.
     fn tx_loop(self: Arc<Self>, id: usize, mut tun: Tun, raw: Option<RawEspIo>) {
         let mut worker = self.new_worker(id, false);
+        let hdrincl = raw.as_ref().and_then(|_| match Self::open_hdrincl() {
+            Ok(s) => Some((s, MmsgScratch::new(TX_BATCH))),
+            Err(e) => {
+                debug!("no IPPROTO_RAW socket (the kernel builds outer headers): {e}");
+                None
+            }
+        });
         let mut out = Transmit {
             udp: Vec::new(),
             raw,
+            hdrincl,
+            retry: Vec::with_capacity(TX_BATCH),
             items: Vec::with_capacity(TX_BATCH),
         };
         for (a, s) in &self.nat_senders {
@@ -557,7 +625,7 @@ impl SoftwareDataPlane {
                 }
                 if filled > 0 {
                     worker.outbound_burst(&mut bufs[..filled], &mut verdicts[..filled]);
-                    out.send(&bufs[..filled], &verdicts[..filled]);
+                    out.send(&mut bufs[..filled], &verdicts[..filled]);
                 }
                 if drained {
                     break;

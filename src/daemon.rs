@@ -242,15 +242,4 @@ impl Daemon {
         }
         info!("ironsa stopped");
     }
-
-    /// Blocks until every shard thread has ended.
-    pub fn wait(&self) {
-        loop {
-            let done = self.threads.lock().map(|t| t.iter().all(|h| h.is_finished())).unwrap_or(true);
-            if done {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
 }

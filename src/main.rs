@@ -234,6 +234,7 @@ fn run(config_path: PathBuf) -> ExitCode {
                 install_routes: cfg.install_routes,
                 keylog: cfg.keylog.clone(),
                 byte_lifetimes: cfg.byte_lifetimes.clone(),
+                workers: cfg.fastpath_workers,
             };
             match software::SoftwareDataPlane::open(&sw) {
                 Ok(dp) => Some(Arc::new(dp)),

@@ -4,7 +4,11 @@
 //!
 //! Threads: one receives ESP-in-UDP in batches on each NAT-T socket (IKE found
 //! there behind a non-ESP marker is handed to the control plane), one
-//! receives raw ESP, one reads the TUN device and encrypts. The control-plane
+//! receives raw ESP; both decrypt in batches and write to the TUN device,
+//! merging TCP segments into super-packets (GRO). `[fastpath] workers`
+//! transmit threads each read one queue of the multi-queue TUN device, which
+//! hands over 64 KiB TCP/UDP super-packets (TSO/USO offloads): they cut them
+//! into MTU-sized packets (GSO), encrypt in batches and send with `sendmmsg`. The control-plane
 //! shards send IKE on the NAT-T port through clones of the same sockets, so
 //! no second socket joins the port's receive group.
 
@@ -22,12 +26,13 @@ use control::crypto::{EncrAlg, IntegAlg as IkeInteg};
 use control::ike_sa::{ChildSaInstall, Event, SpiAllocator};
 use dashmap::DashSet;
 use fastpath::buf::{PacketBuf, PacketBuffer};
-use fastpath::esp::aead::{CipherKeys, EncAlg, IntegAlg};
 use fastpath::esp::Mode;
+use fastpath::esp::aead::{CipherKeys, EncAlg, IntegAlg};
+use fastpath::io::mmsg::{self, MmsgScratch};
 use fastpath::io::raw::RawEspIo;
-use fastpath::io::tun::Tun;
+use fastpath::io::tun::{Tun, TunOptions};
 use fastpath::io::udp::UdpIo;
-use fastpath::sad::{Direction, Sad, SaId, SaParams, UdpEncap};
+use fastpath::sad::{Direction, SaId, SaParams, Sad, UdpEncap};
 use fastpath::spd::{Policy, PolicyAction, PolicyId, Spd, TrafficSelector};
 use fastpath::stats::DropReason;
 use fastpath::worker::{InboundKind, PacketMeta, Verdict, Worker, WorkerCounters};
@@ -36,6 +41,116 @@ use tracing::{debug, info, warn};
 use crate::dataplane::{ChildCounters, DataPlane};
 
 const BATCH: usize = 64;
+/// Packets per transmit batch: room for a 64 KiB super-packet cut at a small MSS.
+const TX_BATCH: usize = 256;
+/// Largest read from the TUN device: virtio-net header + 64 KiB packet.
+const TUN_READ_MAX: usize = fastpath::io::gso::VNET_HDR_LEN + 65536;
+/// Socket buffer size for the ESP sockets.
+const SOCKET_BUFFER: usize = 8 << 20;
+
+/// The sockets a transmit thread sends ESP with.
+struct Transmit {
+    udp: Vec<(SocketAddr, UdpIo)>,
+    raw: Option<RawEspIo>,
+    /// `IPPROTO_RAW` socket for IPv4 ESP with our own header (send-only, no
+    /// `ip_append_data` work in the kernel), with its `sendmmsg` scratch.
+    hdrincl: Option<(socket2::Socket, MmsgScratch)>,
+    items: Vec<(usize, SocketAddr)>,
+    retry: Vec<(usize, SocketAddr)>,
+}
+
+impl Transmit {
+    /// Sends every [`Verdict::ToPeer`] packet of the batch in `sendmmsg` calls.
+    fn send(&mut self, bufs: &mut [PacketBuf], verdicts: &[Verdict]) {
+        // Raw ESP: everything without UDP encapsulation.
+        self.items.clear();
+        self.retry.clear();
+        for (i, v) in verdicts.iter().enumerate() {
+            if let Verdict::ToPeer { src, dst, udp: None } = v {
+                let with_header = self.hdrincl.is_some()
+                    && src.is_ipv4()
+                    && fastpath::ip::prepend_ip_header(&mut bufs[i], *src, *dst, fastpath::esp::IPPROTO_ESP).is_ok();
+                let to = SocketAddr::new(*dst, 0);
+                if with_header {
+                    self.items.push((i, to))
+                } else {
+                    self.retry.push((i, to))
+                }
+            }
+        }
+        if let Some((sock, scratch)) = self.hdrincl.as_mut() {
+            let items = &self.items;
+            let bufs_ro: &[PacketBuf] = bufs;
+            let mut failed = Vec::new();
+            Self::send_all(
+                items.len(),
+                |from| {
+                    mmsg::send_batch(
+                        sock.as_raw_fd(),
+                        items[from..].iter().map(|(i, a)| (bufs_ro[*i].data(), *a)),
+                        scratch,
+                    )
+                },
+                |k| failed.push(items[k]),
+            );
+            // Too large for the link (EMSGSIZE) and the like: let the kernel
+            // build the header (and fragment) instead.
+            for (i, a) in failed {
+                if bufs[i].trim_front(20).is_ok() {
+                    self.retry.push((i, a));
+                }
+            }
+        }
+        if let Some(r) = self.raw.as_mut() {
+            let items = &self.retry;
+            let bufs_ro: &[PacketBuf] = bufs;
+            Self::send_all(
+                items.len(),
+                |from| r.send_burst(items[from..].iter().map(|(i, a)| (bufs_ro[*i].data(), a.ip()))),
+                |_| {},
+            );
+        }
+        // ESP-in-UDP, per local socket.
+        for k in 0..self.udp.len() {
+            let local = self.udp[k].0;
+            self.items.clear();
+            for (i, v) in verdicts.iter().enumerate() {
+                if let Verdict::ToPeer { src, dst, udp: Some(u) } = v {
+                    let mine = SocketAddr::new(*src, u.local_port) == local
+                        || (k == 0 && !self.udp.iter().any(|(a, _)| *a == SocketAddr::new(*src, u.local_port)));
+                    if mine {
+                        self.items.push((i, SocketAddr::new(*dst, u.remote_port)));
+                    }
+                }
+            }
+            let items = &self.items;
+            let io = &mut self.udp[k].1;
+            let bufs_ro: &[PacketBuf] = bufs;
+            Self::send_all(
+                items.len(),
+                |from| io.send_burst(items[from..].iter().map(|(i, a)| (bufs_ro[*i].data(), *a))),
+                |_| {},
+            );
+        }
+    }
+
+    /// Calls `send(from)` until `total` items went out; a failing item is
+    /// skipped and reported to `failed` with its position.
+    fn send_all(total: usize, mut send: impl FnMut(usize) -> io::Result<usize>, mut failed: impl FnMut(usize)) {
+        let mut sent = 0;
+        while sent < total {
+            match send(sent) {
+                Ok(0) => break,
+                Ok(n) => sent += n,
+                Err(e) => {
+                    debug!("ESP send: {e}");
+                    failed(sent);
+                    sent += 1;
+                }
+            }
+        }
+    }
+}
 
 /// Where IKE messages found on the NAT-T port go (local, remote, message without marker).
 pub type IkeSink = Arc<dyn Fn(SocketAddr, SocketAddr, Vec<u8>) + Send + Sync>;
@@ -95,6 +210,8 @@ pub struct SoftwareConfig {
     pub install_routes: bool,
     /// Wireshark key log file (esp_sa UAT lines), off when None.
     pub keylog: Option<std::path::PathBuf>,
+    /// Transmit threads, each reading its own queue of the TUN device.
+    pub workers: usize,
     /// Soft byte/packet lifetimes per child template; hard = soft + 10%.
     pub byte_lifetimes: ByteLifetimes,
 }
@@ -106,12 +223,12 @@ pub struct SoftwareDataPlane {
     spis: Arc<UniqueSpis>,
     children: Mutex<HashMap<u32, Installed>>,
     tun_name: String,
-    tun: Mutex<Option<Tun>>,
+    tun: Mutex<Vec<Tun>>,
     nat: Mutex<Vec<UdpIo>>,
     nat_senders: Vec<(SocketAddr, UdpSocket)>,
     raw: Mutex<Vec<RawEspIo>>,
     in_counters: Mutex<Vec<Arc<WorkerCounters>>>,
-    out_counters: Mutex<Option<Arc<WorkerCounters>>>,
+    out_counters: Mutex<Vec<Arc<WorkerCounters>>>,
     install_routes: bool,
     keylog: Option<Mutex<std::fs::File>>,
     stop: Arc<AtomicBool>,
@@ -170,9 +287,12 @@ fn hex(b: &[u8]) -> String {
 impl SoftwareDataPlane {
     /// Opens the TUN device and binds the sockets (threads start with [`SoftwareDataPlane::run`]).
     pub fn open(cfg: &SoftwareConfig) -> io::Result<Self> {
-        let tun = Tun::open(&cfg.tun_name, false).map_err(|e| io::Error::new(e.kind(), format!("TUN {}: {e}", cfg.tun_name)))?;
-        let name = tun.name().to_string();
-        let up = std::process::Command::new("ip").args(["link", "set", &name, "up", "mtu", "1400"]).status()?;
+        let queues = Self::open_queues(&cfg.tun_name, cfg.workers.max(1))
+            .map_err(|e| io::Error::new(e.kind(), format!("TUN {}: {e}", cfg.tun_name)))?;
+        let name = queues.first().map(|q| q.name().to_string()).unwrap_or_default();
+        let up = std::process::Command::new("ip")
+            .args(["link", "set", &name, "up", "mtu", "1400"])
+            .status()?;
         if !up.success() {
             warn!(tun = %name, "could not bring the TUN device up");
         }
@@ -183,11 +303,17 @@ impl SoftwareDataPlane {
             let addr = SocketAddr::new(*ip, cfg.nat_port);
             let io = UdpIo::bind(addr, BATCH).map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
             io.socket().set_read_timeout(Some(Duration::from_millis(100)))?;
+            if let Err(e) = mmsg::set_buffer_sizes(io.socket().as_raw_fd(), SOCKET_BUFFER) {
+                warn!("NAT-T socket buffers: {e}");
+            }
             nat_senders.push((addr, io.socket().try_clone()?));
             nat.push(io);
             match RawEspIo::open(*ip, BATCH) {
                 Ok(r) => {
                     r.socket().set_read_timeout(Some(Duration::from_millis(100)))?;
+                    if let Err(e) = mmsg::set_buffer_sizes(r.socket().as_raw_fd(), SOCKET_BUFFER) {
+                        warn!("raw ESP socket buffers: {e}");
+                    }
                     raw.push(r);
                 }
                 Err(e) => warn!(address = %ip, "no raw ESP socket (plain ESP disabled): {e}"),
@@ -197,7 +323,9 @@ impl SoftwareDataPlane {
             None => None,
             Some(p) => {
                 warn!(file = %p.display(), "WRITING ESP KEYS TO A FILE: anyone who can read it can decrypt the tunnels; for debugging only");
-                Some(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?))
+                Some(Mutex::new(
+                    std::fs::OpenOptions::new().create(true).append(true).open(p)?,
+                ))
             }
         };
         let (sad, events) = Sad::new(1);
@@ -209,7 +337,9 @@ impl SoftwareDataPlane {
             std::thread::Builder::new().name("ironsa-sa-events".into()).spawn(move || {
                 for e in events {
                     let (id, req) = match e {
-                        fastpath::sad::SaEvent::SoftExpired { sa } | fastpath::sad::SaEvent::SeqExhausted { sa } => (sa, LifetimeRequest::Rekey),
+                        fastpath::sad::SaEvent::SoftExpired { sa } | fastpath::sad::SaEvent::SeqExhausted { sa } => {
+                            (sa, LifetimeRequest::Rekey)
+                        }
                         fastpath::sad::SaEvent::HardExpired { sa } => (sa, LifetimeRequest::Delete),
                     };
                     let Some(owner) = owners.get(&id.0).map(|o| *o) else { continue };
@@ -220,19 +350,19 @@ impl SoftwareDataPlane {
                 }
             })?;
         }
-        info!(tun = %name, "software fastpath ready");
+        info!(tun = %name, queues = queues.len(), offloads = format_args!("{:#x}", queues.first().map(|q| q.offloads()).unwrap_or(0)), "software fastpath ready");
         Ok(Self {
             sad: Arc::new(sad),
             spd: Arc::new(Spd::new()),
             spis: Arc::new(UniqueSpis::default()),
             children: Mutex::new(HashMap::new()),
             tun_name: name,
-            tun: Mutex::new(Some(tun)),
+            tun: Mutex::new(queues),
             nat: Mutex::new(nat),
             nat_senders,
             raw: Mutex::new(raw),
             in_counters: Mutex::new(Vec::new()),
-            out_counters: Mutex::new(None),
+            out_counters: Mutex::new(Vec::new()),
             install_routes: cfg.install_routes,
             keylog,
             stop: Arc::new(AtomicBool::new(false)),
@@ -242,60 +372,160 @@ impl SoftwareDataPlane {
         })
     }
 
+    /// A send-only IPv4 raw socket for packets that carry their own IP header.
+    fn open_hdrincl() -> io::Result<socket2::Socket> {
+        const IPPROTO_RAW: i32 = 255;
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::from(IPPROTO_RAW)),
+        )?;
+        if let Err(e) = mmsg::set_buffer_sizes(s.as_raw_fd(), SOCKET_BUFFER) {
+            debug!("IPPROTO_RAW socket buffers: {e}");
+        }
+        Ok(s)
+    }
+
+    /// Opens `n` queues of TUN device `name` with virtio-net headers and
+    /// segmentation offloads; falls back to one plain queue when the kernel
+    /// refuses.
+    fn open_queues(name: &str, n: usize) -> io::Result<Vec<Tun>> {
+        let opts = TunOptions {
+            multi_queue: true,
+            offload: true,
+        };
+        match Tun::open_with(name, opts) {
+            Ok(first) => {
+                let dev = first.name().to_string();
+                let mut queues = vec![first];
+                for _ in 1..n {
+                    match Tun::open_with(&dev, opts) {
+                        Ok(q) => queues.push(q),
+                        Err(e) => {
+                            warn!(queues = queues.len(), "no further TUN queue: {e}");
+                            break;
+                        }
+                    }
+                }
+                Ok(queues)
+            }
+            Err(e) => {
+                warn!("multi-queue TUN with offloads unavailable ({e}); one plain queue");
+                Ok(vec![Tun::open(name, false)?])
+            }
+        }
+    }
+
     /// Clones of the NAT-T sockets for the control plane to send IKE from.
     pub fn nat_sockets(&self) -> io::Result<Vec<(SocketAddr, UdpSocket)>> {
         self.nat_senders.iter().map(|(a, s)| Ok((*a, s.try_clone()?))).collect()
     }
 
-    /// The TUN device's name.
-    pub fn tun_name(&self) -> &str {
-        &self.tun_name
-    }
 
-    /// Starts the worker threads; IKE from the NAT-T port goes to `sink`,
-    /// lifetime requests to `lifetimes`.
+    /// Starts the worker threads; IKE from the NAT-T port goes to `sink`.
     pub fn run(self: &Arc<Self>, sink: IkeSink, lifetimes: LifetimeSink) -> io::Result<()> {
         let _ = self.lifetime_sink.set(lifetimes);
-        let tun = self.tun.lock().map_err(|_| io::Error::other("lock"))?.take().ok_or_else(|| io::Error::other("already running"))?;
-        let tun_fd = tun.file().try_clone()?;
-        for (i, io) in self.nat.lock().map_err(|_| io::Error::other("lock"))?.drain(..).enumerate() {
+        let queues = std::mem::take(&mut *self.tun.lock().map_err(|_| io::Error::other("lock"))?);
+        let Some(first) = queues.first() else {
+            return Err(io::Error::other("already running"));
+        };
+        let writer = first.try_clone()?;
+        let raws: Vec<RawEspIo> = self
+            .raw
+            .lock()
+            .map_err(|_| io::Error::other("lock"))?
+            .drain(..)
+            .collect();
+        let raw_sender = match raws.first() {
+            Some(r) => Some(r.try_clone(TX_BATCH)?),
+            None => None,
+        };
+        for (i, io) in self
+            .nat
+            .lock()
+            .map_err(|_| io::Error::other("lock"))?
+            .drain(..)
+            .enumerate()
+        {
             let me = self.clone();
             let sink = sink.clone();
-            let out = std::fs::File::from(tun_fd.try_clone()?);
-            std::thread::Builder::new().name(format!("ironsa-esp-udp-{i}")).spawn(move || me.udp_rx_loop(io, out, sink))?;
+            let out = writer.try_clone()?;
+            std::thread::Builder::new()
+                .name(format!("ironsa-esp-udp-{i}"))
+                .spawn(move || me.udp_rx_loop(io, out, sink))?;
         }
-        for (i, io) in self.raw.lock().map_err(|_| io::Error::other("lock"))?.drain(..).enumerate() {
+        for (i, io) in raws.into_iter().enumerate() {
             let me = self.clone();
-            let out = std::fs::File::from(tun_fd.try_clone()?);
-            std::thread::Builder::new().name(format!("ironsa-esp-raw-{i}")).spawn(move || me.raw_rx_loop(io, out))?;
+            let out = writer.try_clone()?;
+            std::thread::Builder::new()
+                .name(format!("ironsa-esp-raw-{i}"))
+                .spawn(move || me.raw_rx_loop(io, out))?;
         }
-        let me = self.clone();
-        std::thread::Builder::new().name("ironsa-esp-tx".into()).spawn(move || me.tx_loop(tun))?;
+        for (i, tun) in queues.into_iter().enumerate() {
+            let me = self.clone();
+            let raw = match &raw_sender {
+                Some(r) => Some(r.try_clone(TX_BATCH)?),
+                None => None,
+            };
+            std::thread::Builder::new()
+                .name(format!("ironsa-esp-tx-{i}"))
+                .spawn(move || me.tx_loop(i, tun, raw))?;
+        }
         Ok(())
     }
 
-    fn new_worker(&self, inbound: bool) -> Worker {
-        let w = Worker::new(0, self.sad.clone(), self.spd.clone());
-        if inbound {
-            if let Ok(mut c) = self.in_counters.lock() {
-                c.push(w.counters());
-            }
-        } else if let Ok(mut c) = self.out_counters.lock() {
-            *c = Some(w.counters());
+    fn new_worker(&self, id: usize, inbound: bool) -> Worker {
+        // Several transmit threads may carry one SA: sequence numbers are
+        // reserved atomically, so no pinning is needed.
+        let w = Worker::new(id, self.sad.clone(), self.spd.clone()).without_pinning();
+        let list = if inbound { &self.in_counters } else { &self.out_counters };
+        if let Ok(mut c) = list.lock() {
+            c.push(w.counters());
         }
         w
     }
 
-    fn udp_rx_loop(self: Arc<Self>, mut io: UdpIo, mut tun: std::fs::File, sink: IkeSink) {
-        let mut worker = self.new_worker(true);
+    /// Writes the packets of a decrypted burst whose verdict is [`Verdict::ToTunnel`].
+    fn to_tunnel(tun: &mut Tun, bufs: &[PacketBuf], verdicts: &[Verdict]) {
+        let pkts: Vec<&[u8]> = bufs
+            .iter()
+            .zip(verdicts)
+            .filter(|(_, v)| **v == Verdict::ToTunnel)
+            .map(|(b, _)| b.data())
+            .collect();
+        if pkts.is_empty() {
+            return;
+        }
+        let failed = tun.send_batch(&pkts);
+        if failed > 0 {
+            debug!(failed, "TUN writes failed");
+        }
+    }
+
+    fn udp_rx_loop(self: Arc<Self>, mut io: UdpIo, mut tun: Tun, sink: IkeSink) {
+        let mut worker = self.new_worker(0, true);
         let local = io.local_addr();
         let mut bufs: Vec<PacketBuf> = (0..BATCH).map(|_| PacketBuf::with_defaults()).collect();
-        let mut meta = vec![PacketMeta { src: local.ip(), dst: Some(local.ip()), src_port: 0 }; BATCH];
+        let mut meta = vec![
+            PacketMeta {
+                src: local.ip(),
+                dst: Some(local.ip()),
+                src_port: 0
+            };
+            BATCH
+        ];
         let mut verdicts = vec![Verdict::Keepalive; BATCH];
         while !self.stop.load(Ordering::Relaxed) {
             let n = match io.recv_burst(&mut bufs, &mut meta, true) {
                 Ok(n) => n,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => {
                     warn!("NAT-T receive failed: {e}");
                     std::thread::sleep(Duration::from_millis(10));
@@ -303,30 +533,43 @@ impl SoftwareDataPlane {
                 }
             };
             worker.inbound_burst(InboundKind::Udp, &mut bufs[..n], &meta[..n], &mut verdicts[..n]);
+            Self::to_tunnel(&mut tun, &bufs[..n], &verdicts[..n]);
             for i in 0..n {
-                match verdicts[i] {
-                    Verdict::ToTunnel => {
-                        if let Err(e) = tun.write_all(bufs[i].data()) {
-                            debug!("TUN write: {e}");
-                        }
-                    }
-                    Verdict::Ike => sink(local, SocketAddr::new(meta[i].src, meta[i].src_port), bufs[i].data().to_vec()),
-                    _ => {}
+                if verdicts[i] == Verdict::Ike {
+                    sink(
+                        local,
+                        SocketAddr::new(meta[i].src, meta[i].src_port),
+                        bufs[i].data().to_vec(),
+                    );
                 }
             }
         }
     }
 
-    fn raw_rx_loop(self: Arc<Self>, mut io: RawEspIo, mut tun: std::fs::File) {
-        let mut worker = self.new_worker(true);
+    fn raw_rx_loop(self: Arc<Self>, mut io: RawEspIo, mut tun: Tun) {
+        let mut worker = self.new_worker(0, true);
         let any = IpAddr::from([0u8, 0, 0, 0]);
         let mut bufs: Vec<PacketBuf> = (0..BATCH).map(|_| PacketBuf::with_defaults()).collect();
-        let mut meta = vec![PacketMeta { src: any, dst: None, src_port: 0 }; BATCH];
+        let mut meta = vec![
+            PacketMeta {
+                src: any,
+                dst: None,
+                src_port: 0
+            };
+            BATCH
+        ];
         let mut verdicts = vec![Verdict::Keepalive; BATCH];
         while !self.stop.load(Ordering::Relaxed) {
             let n = match io.recv_burst(&mut bufs, &mut meta, true) {
                 Ok(n) => n,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => {
                     warn!("raw ESP receive failed: {e}");
                     std::thread::sleep(Duration::from_millis(10));
@@ -334,71 +577,91 @@ impl SoftwareDataPlane {
                 }
             };
             worker.inbound_burst(InboundKind::RawEsp, &mut bufs[..n], &meta[..n], &mut verdicts[..n]);
-            for i in 0..n {
-                if verdicts[i] == Verdict::ToTunnel {
-                    if let Err(e) = tun.write_all(bufs[i].data()) {
-                        debug!("TUN write: {e}");
-                    }
-                }
-            }
+            Self::to_tunnel(&mut tun, &bufs[..n], &verdicts[..n]);
         }
     }
 
-    fn tx_loop(self: Arc<Self>, mut tun: Tun) {
-        let mut worker = self.new_worker(false);
-        let mut senders: Vec<(SocketAddr, UdpIo)> = Vec::new();
+    /// Reads the TUN queue, cuts super-packets into MTU-sized packets (GSO),
+    /// encrypts them in batches and sends them with `sendmmsg`.
+    fn tx_loop(self: Arc<Self>, id: usize, mut tun: Tun, raw: Option<RawEspIo>) {
+        let mut worker = self.new_worker(id, false);
+        let hdrincl = raw.as_ref().and_then(|_| match Self::open_hdrincl() {
+            Ok(s) => Some((s, MmsgScratch::new(TX_BATCH))),
+            Err(e) => {
+                debug!("no IPPROTO_RAW socket (the kernel builds outer headers): {e}");
+                None
+            }
+        });
+        let mut out = Transmit {
+            udp: Vec::new(),
+            raw,
+            hdrincl,
+            retry: Vec::with_capacity(TX_BATCH),
+            items: Vec::with_capacity(TX_BATCH),
+        };
         for (a, s) in &self.nat_senders {
-            match s.try_clone().and_then(|s| UdpIo::from_socket(s, BATCH)) {
-                Ok(io) => senders.push((*a, io)),
+            match s.try_clone().and_then(|s| UdpIo::from_socket(s, TX_BATCH)) {
+                Ok(io) => out.udp.push((*a, io)),
                 Err(e) => warn!("NAT-T sender: {e}"),
             }
         }
-        let raw_sender = self.nat_senders.first().and_then(|(a, _)| RawEspIo::open(a.ip(), BATCH).ok());
-        let mut bufs: Vec<PacketBuf> = (0..BATCH).map(|_| PacketBuf::with_defaults()).collect();
-        let mut verdicts = vec![Verdict::Keepalive; BATCH];
+        let mut bufs: Vec<PacketBuf> = (0..TX_BATCH).map(|_| PacketBuf::with_defaults()).collect();
+        let mut verdicts = vec![Verdict::Keepalive; TX_BATCH];
+        let mut scratch = vec![0u8; TUN_READ_MAX];
         if let Err(e) = tun.set_nonblocking(true) {
             warn!("TUN non-blocking: {e}");
             return;
         }
         let Ok(mut poll) = mio::Poll::new() else { return };
         let fd = tun.file().as_raw_fd();
-        if poll.registry().register(&mut mio::unix::SourceFd(&fd), mio::Token(0), mio::Interest::READABLE).is_err() {
+        if poll
+            .registry()
+            .register(&mut mio::unix::SourceFd(&fd), mio::Token(0), mio::Interest::READABLE)
+            .is_err()
+        {
             return;
         }
         let mut events = mio::Events::with_capacity(4);
+        // A packet read but not yet cut (it did not fit the current batch).
+        let mut pending: Option<usize> = None;
         while !self.stop.load(Ordering::Relaxed) {
             let _ = poll.poll(&mut events, Some(Duration::from_millis(100)));
             loop {
-                let n = match tun.recv_burst(&mut bufs) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        debug!("TUN read: {e}");
-                        break;
-                    }
-                };
-                worker.outbound_burst(&mut bufs[..n], &mut verdicts[..n]);
-                for i in 0..n {
-                    if let Verdict::ToPeer { src, dst, udp } = verdicts[i] {
-                        let data = bufs[i].data();
-                        match udp {
-                            Some(UdpEncap { local_port, remote_port }) => {
-                                let from = SocketAddr::new(src, local_port);
-                                let s = senders.iter().find(|(a, _)| *a == from).or_else(|| senders.first());
-                                if let Some((_, io)) = s {
-                                    let _ = io.socket().send_to(data, SocketAddr::new(dst, remote_port));
+                let mut filled = 0;
+                let mut drained = false;
+                while filled < TX_BATCH {
+                    let len = match pending.take() {
+                        Some(len) => len,
+                        None => match tun.recv_raw(&mut scratch) {
+                            Ok(len) => len,
+                            Err(e) => {
+                                if e.kind() != io::ErrorKind::WouldBlock {
+                                    debug!("TUN read: {e}");
                                 }
+                                drained = true;
+                                break;
                             }
-                            None => {
-                                if let Some(r) = &raw_sender {
-                                    let _ = r.socket().send_to(data, &SocketAddr::new(dst, 0).into());
-                                }
-                            }
+                        },
+                    };
+                    let raw = &scratch[..len];
+                    match tun.segments_needed(raw) {
+                        Ok(need) if need > TX_BATCH => debug!(need, "super-packet with too many segments dropped"),
+                        Ok(need) if need > TX_BATCH - filled => {
+                            pending = Some(len);
+                            break;
                         }
+                        Ok(_) => match tun.recv_segments(raw, &mut bufs[filled..]) {
+                            Ok(k) => filled += k,
+                            Err(e) => debug!("TUN packet not segmented: {e}"),
+                        },
+                        Err(e) => debug!("TUN packet not segmented: {e}"),
                     }
                 }
-                if n < bufs.len() {
+                if filled > 0 {
+                    worker.outbound_burst(&mut bufs[..filled], &mut verdicts[..filled]);
+                    out.send(&mut bufs[..filled], &verdicts[..filled]);
+                }
+                if drained {
                     break;
                 }
             }
@@ -439,7 +702,10 @@ impl SoftwareDataPlane {
             IpsecMode::Transport => Mode::Transport,
         };
         if c.udp_encap {
-            p.udp_encap = Some(UdpEncap { local_port: c.local.port(), remote_port: c.remote.port() });
+            p.udp_encap = Some(UdpEncap {
+                local_port: c.local.port(),
+                remote_port: c.remote.port(),
+            });
         }
         p.esn = c.esn;
         if let Some(&(bytes, packets)) = self.byte_lifetimes.get(&(c.connection.clone(), c.name.clone())) {
@@ -460,8 +726,15 @@ impl SoftwareDataPlane {
         let (enc, integ) = wireshark_names(c);
         let fam = if c.local.is_ipv4() { "IPv4" } else { "IPv6" };
         let line = |src: IpAddr, dst: IpAddr, spi: u32, k: &control::ike_sa::DirectionKeys| {
-            let ik = if k.integ.is_empty() { String::new() } else { format!("0x{}", hex(&k.integ)) };
-            format!("\"{fam}\",\"{src}\",\"{dst}\",\"0x{spi:08x}\",\"{enc}\",\"0x{}\",\"{integ}\",\"{ik}\"\n", hex(&k.encr))
+            let ik = if k.integ.is_empty() {
+                String::new()
+            } else {
+                format!("0x{}", hex(&k.integ))
+            };
+            format!(
+                "\"{fam}\",\"{src}\",\"{dst}\",\"0x{spi:08x}\",\"{enc}\",\"0x{}\",\"{integ}\",\"{ik}\"\n",
+                hex(&k.encr)
+            )
         };
         if let Ok(mut f) = f.lock() {
             let _ = f.write_all(line(c.remote.ip(), c.local.ip(), c.spi_in, &c.inbound).as_bytes());
@@ -473,7 +746,10 @@ impl SoftwareDataPlane {
 
 impl DataPlane for SoftwareDataPlane {
     fn install(&self, c: &ChildSaInstall) {
-        let (Some(inp), Some(outp)) = (self.params(c, Direction::Inbound), self.params(c, Direction::Outbound)) else {
+        let (Some(inp), Some(outp)) = (
+            self.params(c, Direction::Inbound),
+            self.params(c, Direction::Outbound),
+        ) else {
             warn!(child = %c.name, encr = %c.encr.name(), "the software fastpath does not support this cipher");
             return;
         };
@@ -487,7 +763,10 @@ impl DataPlane for SoftwareDataPlane {
         let outbound = match self.sad.install_outbound(&outp) {
             Ok(id) => id,
             Err(e) => {
-                warn!(spi = format_args!("{:08x}", c.spi_out), "outbound SA not installed: {e}");
+                warn!(
+                    spi = format_args!("{:08x}", c.spi_out),
+                    "outbound SA not installed: {e}"
+                );
                 let _ = self.sad.remove(inbound);
                 return;
             }
@@ -508,7 +787,12 @@ impl DataPlane for SoftwareDataPlane {
             None => {
                 for l in c.local_ts.iter().filter_map(selector) {
                     for r in c.remote_ts.iter().filter_map(selector) {
-                        match self.spd.insert(&Policy { local: l.clone(), remote: r, action: PolicyAction::Protect(outbound), priority: 100 }) {
+                        match self.spd.insert(&Policy {
+                            local: l,
+                            remote: r,
+                            action: PolicyAction::Protect(outbound),
+                            priority: 100,
+                        }) {
                             Ok(id) => policies.push(id),
                             Err(e) => warn!("policy not installed: {e}"),
                         }
@@ -521,16 +805,30 @@ impl DataPlane for SoftwareDataPlane {
                 }
             }
         }
-        children.insert(c.spi_in, Installed { spi_out: c.spi_out, inbound, outbound, policies });
+        children.insert(
+            c.spi_in,
+            Installed {
+                spi_out: c.spi_out,
+                inbound,
+                outbound,
+                policies,
+            },
+        );
         self.owners.insert(inbound.0, (c.ike_spis, c.spi_in));
         self.owners.insert(outbound.0, (c.ike_spis, c.spi_in));
         drop(children);
         self.write_keylog(c);
-        debug!(spi_in = format_args!("{:08x}", c.spi_in), spi_out = format_args!("{:08x}", c.spi_out), "CHILD_SA in the fastpath");
+        debug!(
+            spi_in = format_args!("{:08x}", c.spi_in),
+            spi_out = format_args!("{:08x}", c.spi_out),
+            "CHILD_SA in the fastpath"
+        );
     }
 
     fn remove(&self, spi_in: u32, _spi_out: u32) {
-        let Some(old) = self.children.lock().ok().and_then(|mut c| c.remove(&spi_in)) else { return };
+        let Some(old) = self.children.lock().ok().and_then(|mut c| c.remove(&spi_in)) else {
+            return;
+        };
         for p in old.policies {
             let _ = self.spd.remove(p);
         }
@@ -568,27 +866,60 @@ impl DataPlane for SoftwareDataPlane {
     fn metrics(&self) -> String {
         let mut out = String::new();
         let (ins, outs) = self.sad.len();
-        let _ = writeln!(out, "# HELP ironsa_esp_sas ESP SAs in the fastpath\n# TYPE ironsa_esp_sas gauge");
-        let _ = writeln!(out, "ironsa_esp_sas{{direction=\"in\"}} {ins}\nironsa_esp_sas{{direction=\"out\"}} {outs}");
+        let _ = writeln!(
+            out,
+            "# HELP ironsa_esp_sas ESP SAs in the fastpath\n# TYPE ironsa_esp_sas gauge"
+        );
+        let _ = writeln!(
+            out,
+            "ironsa_esp_sas{{direction=\"in\"}} {ins}\nironsa_esp_sas{{direction=\"out\"}} {outs}"
+        );
         let mut inbound = Vec::new();
         if let Ok(c) = self.in_counters.lock() {
             inbound = c.iter().map(|c| c.inbound.snapshot()).collect();
         }
-        let outbound = self.out_counters.lock().ok().and_then(|c| c.as_ref().map(|c| c.outbound.snapshot()));
-        let _ = writeln!(out, "# HELP ironsa_esp_packets_total ESP packets processed\n# TYPE ironsa_esp_packets_total counter");
-        let _ = writeln!(out, "# HELP ironsa_esp_bytes_total inner bytes processed\n# TYPE ironsa_esp_bytes_total counter");
-        let _ = writeln!(out, "# HELP ironsa_esp_drops_total ESP packets dropped, by reason\n# TYPE ironsa_esp_drops_total counter");
+        let outbound: Vec<_> = self
+            .out_counters
+            .lock()
+            .map(|c| c.iter().map(|c| c.outbound.snapshot()).collect())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "# HELP ironsa_esp_packets_total ESP packets processed\n# TYPE ironsa_esp_packets_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ironsa_esp_bytes_total inner bytes processed\n# TYPE ironsa_esp_bytes_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ironsa_esp_drops_total ESP packets dropped, by reason\n# TYPE ironsa_esp_drops_total counter"
+        );
         let in_pk: u64 = inbound.iter().map(|s| s.packets).sum();
         let in_by: u64 = inbound.iter().map(|s| s.bytes).sum();
-        let _ = writeln!(out, "ironsa_esp_packets_total{{direction=\"in\"}} {in_pk}\nironsa_esp_bytes_total{{direction=\"in\"}} {in_by}");
-        if let Some(o) = &outbound {
-            let _ = writeln!(out, "ironsa_esp_packets_total{{direction=\"out\"}} {}\nironsa_esp_bytes_total{{direction=\"out\"}} {}", o.packets, o.bytes);
-        }
+        let _ = writeln!(
+            out,
+            "ironsa_esp_packets_total{{direction=\"in\"}} {in_pk}\nironsa_esp_bytes_total{{direction=\"in\"}} {in_by}"
+        );
+        let out_pk: u64 = outbound.iter().map(|s| s.packets).sum();
+        let out_by: u64 = outbound.iter().map(|s| s.bytes).sum();
+        let _ = writeln!(
+            out,
+            "ironsa_esp_packets_total{{direction=\"out\"}} {out_pk}\nironsa_esp_bytes_total{{direction=\"out\"}} {out_by}"
+        );
         for r in DropReason::ALL {
             let i: u64 = inbound.iter().map(|s| s.dropped(r)).sum();
-            let o = outbound.as_ref().map(|s| s.dropped(r)).unwrap_or(0);
-            let _ = writeln!(out, "ironsa_esp_drops_total{{direction=\"in\",reason=\"{}\"}} {i}", r.name());
-            let _ = writeln!(out, "ironsa_esp_drops_total{{direction=\"out\",reason=\"{}\"}} {o}", r.name());
+            let o: u64 = outbound.iter().map(|s| s.dropped(r)).sum();
+            let _ = writeln!(
+                out,
+                "ironsa_esp_drops_total{{direction=\"in\",reason=\"{}\"}} {i}",
+                r.name()
+            );
+            let _ = writeln!(
+                out,
+                "ironsa_esp_drops_total{{direction=\"out\",reason=\"{}\"}} {o}",
+                r.name()
+            );
         }
         out
     }

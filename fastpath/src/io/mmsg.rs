@@ -205,3 +205,34 @@ pub fn send_batch<'a>(
 pub fn ip_of(a: Option<SocketAddr>) -> Option<IpAddr> {
     a.map(|a| a.ip())
 }
+
+/// Sets a socket's receive and send buffers to `bytes` each, past the
+/// `net.core.[rw]mem_max` limits when the process has CAP_NET_ADMIN
+/// (`SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`), else as far as those limits allow.
+pub fn set_buffer_sizes(fd: RawFd, bytes: usize) -> io::Result<()> {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        for opt in [force, plain] {
+            // SAFETY: setsockopt reads one c_int from a live local of that size.
+            let r = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&v as *const libc::c_int).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r == 0 {
+                break;
+            }
+            if opt == plain {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}

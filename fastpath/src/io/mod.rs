@@ -1,6 +1,8 @@
 //! Software I/O backends: batched UDP (port 4500) and raw ESP sockets, and
-//! TUN devices. Unsafe system calls live only in `mmsg`, `tun` and `netns`.
+//! TUN devices (with GSO/GRO offloads in `gso`). Unsafe system calls live
+//! only in `mmsg`, `tun` and `netns`.
 
+pub mod gso;
 pub mod mmsg;
 pub mod netns;
 pub mod raw;

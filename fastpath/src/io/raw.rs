@@ -49,6 +49,19 @@ impl RawEspIo {
         })
     }
 
+    /// Another handle on the same socket (a sender that does not receive
+    /// copies of every ESP packet, as a second raw socket would).
+    pub fn try_clone(&self, batch: usize) -> io::Result<Self> {
+        Ok(Self {
+            sock: self.sock.try_clone()?,
+            v6: self.v6,
+            bound: self.bound,
+            rx: MmsgScratch::new(batch),
+            tx: MmsgScratch::new(batch),
+            srcs: vec![None; batch.clamp(1, 1024)],
+        })
+    }
+
     /// The underlying socket.
     pub fn socket(&self) -> &Socket {
         &self.sock

@@ -127,7 +127,9 @@ impl EspLoad {
 
     fn fill(buf: &mut PacketBuf, src: IpAddr, dst: IpAddr, size: usize) -> bool {
         let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) else { return false };
-        let mut pkt = vec![0u8; size];
+        buf.reset();
+        let Ok(pkt) = buf.append(size) else { return false };
+        pkt[..28].fill(0);
         pkt[0] = 0x45;
         pkt[2..4].copy_from_slice(&(size as u16).to_be_bytes());
         pkt[8] = 64;
@@ -139,8 +141,7 @@ impl EspLoad {
         pkt[20..22].copy_from_slice(&40000u16.to_be_bytes());
         pkt[22..24].copy_from_slice(&9u16.to_be_bytes()); // discard
         pkt[24..26].copy_from_slice(&((size - 20) as u16).to_be_bytes());
-        buf.reset();
-        buf.set_data(&pkt).is_ok()
+        true
     }
 
     /// Encrypts and sends one burst (round-robin over the tunnels); returns packets sent.
@@ -158,12 +159,20 @@ impl EspLoad {
         }
         self.worker.outbound_burst(&mut self.bufs[..n], &mut self.verdicts[..n]);
         let mut sent = 0;
+        // Plain ESP goes out in one sendmmsg batch.
+        let plain = self.verdicts[..n].iter().filter(|v| matches!(v, Verdict::ToPeer { udp: None, .. })).count();
+        if plain > 0 {
+            match self.raw.as_mut().map(|r| r.send_verdicts(&self.bufs[..n], &self.verdicts[..n])) {
+                Some(Ok(k)) => {
+                    sent += k;
+                    self.report.errors += (plain - k) as u64;
+                }
+                _ => self.report.errors += plain as u64,
+            }
+        }
         for i in 0..n {
             match self.verdicts[i] {
-                Verdict::ToPeer { dst, udp: None, .. } => {
-                    let ok = self.raw.as_ref().is_some_and(|r| r.socket().send_to(self.bufs[i].data(), &SocketAddr::new(dst, 0).into()).is_ok());
-                    if ok { sent += 1 } else { self.report.errors += 1 }
-                }
+                Verdict::ToPeer { udp: None, .. } => {}
                 Verdict::ToPeer { dst, udp: Some(u), .. } => {
                     let ok = self.udp.as_ref().is_some_and(|s| s.send_to(self.bufs[i].data(), SocketAddr::new(dst, u.remote_port)).is_ok());
                     if ok { sent += 1 } else { self.report.errors += 1 }

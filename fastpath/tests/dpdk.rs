@@ -1016,8 +1016,10 @@ fn main() {
         "--vdev=net_ring1",
         "--vdev=net_ring2",
         "--vdev=net_ring3",
+        "--vdev=net_ring4",
         "--vdev=crypto_aesni_gcm0",
         "--vdev=crypto_openssl0",
+        "--vdev=crypto_aesni_mb0",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -1057,6 +1059,10 @@ fn main() {
         (
             "lookaside_crypto_openssl_equals_cpu",
             Box::new(move || case_lookaside(&eal, "net_ring2", "crypto_openssl0")),
+        ),
+        (
+            "lookaside_crypto_aesni_mb_equals_cpu",
+            Box::new(move || case_lookaside(&eal, "net_ring4", "crypto_aesni_mb0")),
         ),
         (
             "af_packet_veth_namespace_inline_fallback",

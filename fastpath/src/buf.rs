@@ -229,8 +229,14 @@ mod tests {
     fn limits_are_errors_not_panics() {
         let mut b = PacketBuf::new(4, 16);
         b.set_data(b"abcd").unwrap();
-        assert_eq!(b.prepend(5).unwrap_err(), BufError::NoHeadroom { need: 5, have: 4 });
-        assert_eq!(b.append(9).unwrap_err(), BufError::NoTailroom { need: 9, have: 8 });
+        assert_eq!(
+            b.prepend(5).unwrap_err(),
+            BufError::NoHeadroom { need: 5, have: 4 }
+        );
+        assert_eq!(
+            b.append(9).unwrap_err(),
+            BufError::NoTailroom { need: 9, have: 8 }
+        );
         assert!(b.trim_front(5).is_err());
         assert!(b.trim_back(5).is_err());
         assert!(b.set_data(&[0u8; 13]).is_err());

@@ -24,9 +24,24 @@ fn harness() -> &'static Mutex<Worker> {
         let remote: IpAddr = IpAddr::from([192, 0, 2, 2]);
         let suites = [
             (EncAlg::AesGcm16_128, IntegAlg::None, Mode::Tunnel, false),
-            (EncAlg::ChaCha20Poly1305, IntegAlg::None, Mode::Transport, true),
-            (EncAlg::AesCbc128, IntegAlg::HmacSha256_128, Mode::Tunnel, true),
-            (EncAlg::AesCbc256, IntegAlg::HmacSha512_256, Mode::Transport, false),
+            (
+                EncAlg::ChaCha20Poly1305,
+                IntegAlg::None,
+                Mode::Transport,
+                true,
+            ),
+            (
+                EncAlg::AesCbc128,
+                IntegAlg::HmacSha256_128,
+                Mode::Tunnel,
+                true,
+            ),
+            (
+                EncAlg::AesCbc256,
+                IntegAlg::HmacSha512_256,
+                Mode::Transport,
+                false,
+            ),
         ];
         let spd = Spd::new();
         for (spi, (enc, integ, mode, esn)) in FUZZ_SPIS.iter().zip(suites) {

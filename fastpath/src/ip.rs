@@ -66,14 +66,21 @@ pub fn flow_key(pkt: &[u8]) -> Option<FlowKey> {
             }
             let src: [u8; 16] = pkt[8..24].try_into().ok()?;
             let dst: [u8; 16] = pkt[24..40].try_into().ok()?;
-            (IpAddr::from(src), IpAddr::from(dst), pkt[6], &pkt[40..40 + plen], true)
+            (
+                IpAddr::from(src),
+                IpAddr::from(dst),
+                pkt[6],
+                &pkt[40..40 + plen],
+                true,
+            )
         }
         _ => return None,
     };
     let (src_port, dst_port) = match proto {
-        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP if first_fragment && l4.len() >= 4 => {
-            (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]))
-        }
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP if first_fragment && l4.len() >= 4 => (
+            u16::from_be_bytes([l4[0], l4[1]]),
+            u16::from_be_bytes([l4[2], l4[3]]),
+        ),
         IPPROTO_ICMP | IPPROTO_ICMPV6 if first_fragment && l4.len() >= 2 => {
             let tc = u16::from_be_bytes([l4[0], l4[1]]);
             (tc, tc)
@@ -117,7 +124,12 @@ fn fold(mut acc: u64) -> u16 {
 ///
 /// Returns an error if the families differ, the buffer lacks headroom or the
 /// payload is too long for the header's length field.
-pub fn prepend_ip_header<B: PacketBuffer>(buf: &mut B, src: IpAddr, dst: IpAddr, proto: u8) -> Result<(), IpError> {
+pub fn prepend_ip_header<B: PacketBuffer>(
+    buf: &mut B,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+) -> Result<(), IpError> {
     let payload = buf.len();
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
@@ -153,7 +165,11 @@ pub fn prepend_ip_header<B: PacketBuffer>(buf: &mut B, src: IpAddr, dst: IpAddr,
 
 /// Prepends a UDP header (checksum 0 for IPv4, computed for IPv6 by
 /// [`prepend_outer`]).
-pub fn prepend_udp_header<B: PacketBuffer>(buf: &mut B, src_port: u16, dst_port: u16) -> Result<(), IpError> {
+pub fn prepend_udp_header<B: PacketBuffer>(
+    buf: &mut B,
+    src_port: u16,
+    dst_port: u16,
+) -> Result<(), IpError> {
     let len = u16::try_from(buf.len() + 8).map_err(|_| IpError::TooLong)?;
     let h = buf.prepend(8)?;
     h[0..2].copy_from_slice(&src_port.to_be_bytes());
@@ -233,7 +249,13 @@ mod tests {
     #[test]
     fn ipv4_header_checksum_verifies() {
         let mut b = PacketBuf::from_slice(&[1, 2, 3, 4]).unwrap();
-        prepend_ip_header(&mut b, "10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), 17).unwrap();
+        prepend_ip_header(
+            &mut b,
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            17,
+        )
+        .unwrap();
         assert_eq!(checksum(&b.data()[..20]), 0);
         assert_eq!(b.len(), 24);
         let k = flow_key(b.data()).unwrap();

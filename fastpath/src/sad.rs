@@ -95,7 +95,13 @@ pub struct SaParams {
 impl SaParams {
     /// Parameters with defaults: tunnel mode, no NAT-T, no ESN, window
     /// [`DEFAULT_WINDOW`], no lifetimes, path MTU 1500, no selector checks.
-    pub fn new(spi: u32, direction: Direction, keys: CipherKeys, local: IpAddr, remote: IpAddr) -> Self {
+    pub fn new(
+        spi: u32,
+        direction: Direction,
+        keys: CipherKeys,
+        local: IpAddr,
+        remote: IpAddr,
+    ) -> Self {
         Self {
             spi,
             direction,
@@ -196,9 +202,16 @@ impl LifetimeState {
     fn budget(&self, counters: &Counters) -> (u64, u64) {
         let (p, b) = counters.totals();
         let left = |limit: u64, v: u64| {
-            if limit == 0 { u64::MAX } else { limit.saturating_sub(v) }
+            if limit == 0 {
+                u64::MAX
+            } else {
+                limit.saturating_sub(v)
+            }
         };
-        (left(self.limits.hard_packets, p), left(self.limits.hard_bytes, b))
+        (
+            left(self.limits.hard_packets, p),
+            left(self.limits.hard_bytes, b),
+        )
     }
 
     fn is_hard_expired(&self) -> bool {
@@ -333,7 +346,11 @@ impl OutboundSa {
     #[inline]
     pub fn reserve_seqs(&self, n: u64, events: &Sender<SaEvent>) -> Result<(u64, u64), EspError> {
         // With ESN the last number is kept as a sentinel (2^64 - 1 is never reached anyway).
-        let limit = if self.esn { u64::MAX - 1 } else { u64::from(u32::MAX) };
+        let limit = if self.esn {
+            u64::MAX - 1
+        } else {
+            u64::from(u32::MAX)
+        };
         if n == 0 {
             return Ok((0, 0));
         }
@@ -458,7 +475,8 @@ impl Sad {
             return Err(SadError::WrongDirection);
         }
         let cipher = Self::check_common(p)?;
-        let outer = if p.local.is_ipv4() { 20 } else { 40 } + if p.udp_encap.is_some() { 8 } else { 0 };
+        let outer =
+            if p.local.is_ipv4() { 20 } else { 40 } + if p.udp_encap.is_some() { 8 } else { 0 };
         let max_esp_len = usize::from(p.path_mtu).saturating_sub(outer);
         if max_esp_len < esp_len_for(&cipher, 20) {
             return Err(SadError::PathMtu(p.path_mtu));
@@ -485,7 +503,12 @@ impl Sad {
 
     /// Outbound rekey: installs `new`, repoints the policies of `old` to it in
     /// `spd`, then removes `old` (packets already holding `old` finish with it).
-    pub fn replace_outbound(&self, old: SaId, new: &SaParams, spd: &crate::spd::Spd) -> Result<SaId, SadError> {
+    pub fn replace_outbound(
+        &self,
+        old: SaId,
+        new: &SaParams,
+        spd: &crate::spd::Spd,
+    ) -> Result<SaId, SadError> {
         if self.outbound(old).is_none() {
             return Err(SadError::NotFound(old));
         }
@@ -522,7 +545,10 @@ impl Sad {
         if self.outbound.remove(&id.0).is_some() {
             return Ok(());
         }
-        let (_, spi) = self.inbound_ids.remove(&id.0).ok_or(SadError::NotFound(id))?;
+        let (_, spi) = self
+            .inbound_ids
+            .remove(&id.0)
+            .ok_or(SadError::NotFound(id))?;
         self.inbound.remove(&spi);
         Ok(())
     }

@@ -57,7 +57,13 @@ fn addr_bits(a: IpAddr) -> (bool, u128) {
 
 impl TrafficSelector {
     /// A selector with explicit ranges.
-    pub fn new(start: IpAddr, end: IpAddr, proto: u8, start_port: u16, end_port: u16) -> Result<Self, SpdError> {
+    pub fn new(
+        start: IpAddr,
+        end: IpAddr,
+        proto: u8,
+        start_port: u16,
+        end_port: u16,
+    ) -> Result<Self, SpdError> {
         let (f1, s) = addr_bits(start);
         let (f2, e) = addr_bits(end);
         if f1 != f2 {
@@ -136,14 +142,22 @@ pub fn range_to_prefixes(lo: u128, hi: u128, bits: u8) -> Vec<(u128, u8)> {
             lo.trailing_zeros().min(u32::from(bits))
         };
         loop {
-            let span = if size == 128 { u128::MAX } else { (1u128 << size) - 1 };
+            let span = if size == 128 {
+                u128::MAX
+            } else {
+                (1u128 << size) - 1
+            };
             if span <= hi - lo {
                 break;
             }
             size -= 1;
         }
         out.push((lo, bits - size as u8));
-        let span = if size == 128 { u128::MAX } else { (1u128 << size) - 1 };
+        let span = if size == 128 {
+            u128::MAX
+        } else {
+            (1u128 << size) - 1
+        };
         match lo.checked_add(span).and_then(|x| x.checked_add(1)) {
             Some(n) => lo = n,
             None => break,
@@ -313,7 +327,10 @@ impl Spd {
     /// Removes a policy.
     pub fn remove(&self, id: PolicyId) -> Result<(), SpdError> {
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let (_, (entry, keys)) = self.policies.remove(&id.0).ok_or(SpdError::NotFound(id.0))?;
+        let (_, (entry, keys)) = self
+            .policies
+            .remove(&id.0)
+            .ok_or(SpdError::NotFound(id.0))?;
         for k in &keys {
             if let Some(mut bucket) = self.index.get_mut(k) {
                 bucket.retain(|e| e.id != id.0);
@@ -442,8 +459,14 @@ mod tests {
                 priority: 10,
             })
             .unwrap();
-        let web =
-            TrafficSelector::new("10.1.2.0".parse().unwrap(), "10.1.2.255".parse().unwrap(), 6, 443, 443).unwrap();
+        let web = TrafficSelector::new(
+            "10.1.2.0".parse().unwrap(),
+            "10.1.2.255".parse().unwrap(),
+            6,
+            443,
+            443,
+        )
+        .unwrap();
         spd.insert(&Policy {
             local: any4,
             remote: web,
@@ -467,7 +490,9 @@ mod tests {
         );
         assert!(m(flow("1.1.1.1", "11.0.0.1", 6, 1, 443)).is_none());
         assert_eq!(
-            m(flow("2001:db8::1", "2001:db8:1::1", 6, 1, 2)).unwrap().action,
+            m(flow("2001:db8::1", "2001:db8:1::1", 6, 1, 2))
+                .unwrap()
+                .action,
             PolicyAction::Discard
         );
         assert!(m(flow("::1", "2001:db9::1", 6, 1, 2)).is_none());

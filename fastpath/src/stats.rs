@@ -147,7 +147,10 @@ impl Counters {
     /// Packets and bytes (cheaper than a full snapshot).
     #[inline]
     pub fn totals(&self) -> (u64, u64) {
-        (self.packets.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed))
+        (
+            self.packets.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// Copies the counters.

@@ -98,7 +98,9 @@ pub struct Worker {
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Worker")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -172,9 +174,19 @@ impl Worker {
     }
 
     /// Processes one received packet (see [`Worker::inbound_burst`]).
-    pub fn inbound_packet<B: PacketBuffer>(&mut self, kind: InboundKind, pkt: &mut B, meta: &PacketMeta) -> Verdict {
+    pub fn inbound_packet<B: PacketBuffer>(
+        &mut self,
+        kind: InboundKind,
+        pkt: &mut B,
+        meta: &PacketMeta,
+    ) -> Verdict {
         let mut v = [Verdict::Keepalive];
-        self.inbound_burst(kind, std::slice::from_mut(pkt), std::slice::from_ref(meta), &mut v);
+        self.inbound_burst(
+            kind,
+            std::slice::from_mut(pkt),
+            std::slice::from_ref(meta),
+            &mut v,
+        );
         v[0]
     }
 
@@ -210,7 +222,8 @@ impl Worker {
     ) -> usize {
         let (budget_p, budget_b) = sa.hard_budget();
         let expired = sa.is_expired();
-        let check_policy = sa.mode == Mode::Tunnel && !(sa.local_ts.is_empty() && sa.remote_ts.is_empty());
+        let check_policy =
+            sa.mode == Mode::Tunnel && !(sa.local_ts.is_empty() && sa.remote_ts.is_empty());
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
         let mut window = sa.replay.lock().unwrap_or_else(|e| e.into_inner());
         let mut k = 0;
@@ -219,7 +232,8 @@ impl Worker {
                 // Same SA? (A non-ESP packet ends the run; the caller classifies it.)
                 let d = pkts[k].data();
                 let same = !(kind == InboundKind::Udp
-                    && (d == [NAT_KEEPALIVE] || (d.len() >= NON_ESP_MARKER_LEN && d[..NON_ESP_MARKER_LEN] == [0; 4])))
+                    && (d == [NAT_KEEPALIVE]
+                        || (d.len() >= NON_ESP_MARKER_LEN && d[..NON_ESP_MARKER_LEN] == [0; 4])))
                     && parse_header(d).is_ok_and(|(spi, _)| spi == sa.spi)
                     && meta[k].dst.is_none_or(|d| d == sa.local);
                 if !same {
@@ -240,7 +254,10 @@ impl Worker {
                 };
                 match decap(pkt, &params, &mut window) {
                     Err(e) => self.drop_in(Some(sa), e.into()),
-                    Ok(_) if check_policy && !ip::flow_key(pkt.data()).is_some_and(|f| sa.allows(&f)) => {
+                    Ok(_)
+                        if check_policy
+                            && !ip::flow_key(pkt.data()).is_some_and(|f| sa.allows(&f)) =>
+                    {
                         self.drop_in(Some(sa), DropReason::PolicyMismatch)
                     }
                     Ok(_) => {
@@ -318,7 +335,12 @@ impl Worker {
     }
 
     /// Encapsulates a run of packets of one flow.
-    fn outbound_run<B: PacketBuffer>(&mut self, flow: &FlowKey, pkts: &mut [B], verdicts: &mut [Verdict]) {
+    fn outbound_run<B: PacketBuffer>(
+        &mut self,
+        flow: &FlowKey,
+        pkts: &mut [B],
+        verdicts: &mut [Verdict],
+    ) {
         let decided = match self.spd.lookup(flow) {
             None => Err(self.drop_out(None, DropReason::NoPolicy)),
             Some(m) => match m.action {
@@ -326,7 +348,9 @@ impl Worker {
                 PolicyAction::Discard => Err(self.drop_out(None, DropReason::PolicyDiscard)),
                 PolicyAction::Protect(id) => match self.sad.outbound(id) {
                     None => Err(self.drop_out(None, DropReason::NoSa)),
-                    Some(sa) if self.enforce_pinning && sa.worker != self.id => Err(Verdict::Redirect(sa.worker)),
+                    Some(sa) if self.enforce_pinning && sa.worker != self.id => {
+                        Err(Verdict::Redirect(sa.worker))
+                    }
                     Some(sa) => Ok(sa),
                 },
             },

@@ -29,7 +29,11 @@ fn keys(enc: EncAlg, integ: IntegAlg, seed: u8) -> CipherKeys {
     CipherKeys {
         enc,
         integ,
-        enc_key: Zeroizing::new((0..enc.key_material_len()).map(|i| i as u8 ^ seed).collect()),
+        enc_key: Zeroizing::new(
+            (0..enc.key_material_len())
+                .map(|i| i as u8 ^ seed)
+                .collect(),
+        ),
         integ_key: Zeroizing::new((0..integ.key_len()).map(|i| i as u8 ^ !seed).collect()),
     }
 }
@@ -80,7 +84,10 @@ fn any_ts(v6: bool) -> TrafficSelector {
 
 fn pair(p: impl Fn(&mut SaParams), v6: bool) -> Pair {
     let (a_addr, b_addr): (IpAddr, IpAddr) = if v6 {
-        ("2001:db8::a".parse().unwrap(), "2001:db8::b".parse().unwrap())
+        (
+            "2001:db8::a".parse().unwrap(),
+            "2001:db8::b".parse().unwrap(),
+        )
     } else {
         ("192.0.2.10".parse().unwrap(), "192.0.2.11".parse().unwrap())
     };
@@ -173,7 +180,11 @@ fn round_trip_every_cipher_mode_family_esn_natt() {
                             },
                             v6,
                         );
-                        let kind = if natt { InboundKind::Udp } else { InboundKind::RawEsp };
+                        let kind = if natt {
+                            InboundKind::Udp
+                        } else {
+                            InboundKind::RawEsp
+                        };
                         for size in [0usize, 1, 13, 100, 1000] {
                             // Transport mode protects traffic between the gateways themselves.
                             let (s, d): (IpAddr, IpAddr) = if mode == Mode::Transport {
@@ -315,7 +326,10 @@ fn lifetime_events_soft_then_hard() {
 fn sequence_exhaustion_without_esn() {
     let mut p = pair(|_| {}, false);
     let inner = udp_packet("10.1.0.1".parse().unwrap(), "10.2.0.1".parse().unwrap(), 20);
-    p.sad_a.outbound(p.out_id).unwrap().set_next_seq(u64::from(u32::MAX));
+    p.sad_a
+        .outbound(p.out_id)
+        .unwrap()
+        .set_next_seq(u64::from(u32::MAX));
     let last = p.send(&inner).unwrap();
     assert_eq!(&last[4..8], &[0xff; 4]);
     for _ in 0..3 {
@@ -362,12 +376,23 @@ fn rekey_without_loss() {
         p.recv(&in_flight[0], InboundKind::RawEsp),
         Err(Verdict::Drop(DropReason::NoSa))
     );
-    assert_eq!(p.sad_b.inbound_by_id(new_in).unwrap().counters.snapshot().packets, 10);
+    assert_eq!(
+        p.sad_b
+            .inbound_by_id(new_in)
+            .unwrap()
+            .counters
+            .snapshot()
+            .packets,
+        10
+    );
 }
 
 #[test]
 fn hostile_packets_never_panic_nor_touch_other_sas() {
-    let mut p = pair(|p| p.keys = keys(EncAlg::AesCbc128, IntegAlg::HmacSha256_128, 3), false);
+    let mut p = pair(
+        |p| p.keys = keys(EncAlg::AesCbc128, IntegAlg::HmacSha256_128, 3),
+        false,
+    );
     // A second, unrelated inbound SA on B.
     let other = SaParams::new(
         0x0bad_0001,
@@ -387,14 +412,20 @@ fn hostile_packets_never_panic_nor_touch_other_sas() {
     for i in 0..good.len() * 8 {
         let mut bad = good.clone();
         bad[i / 8] ^= 1 << (i % 8);
-        assert!(matches!(p.recv(&bad, InboundKind::RawEsp), Err(Verdict::Drop(_))));
+        assert!(matches!(
+            p.recv(&bad, InboundKind::RawEsp),
+            Err(Verdict::Drop(_))
+        ));
     }
     // Forged packets with the other SA's SPI and huge sequence numbers.
     for len in [0usize, 8, 24, 40, 200] {
         let mut f = vec![0xee; len.max(8)];
         f[..4].copy_from_slice(&0x0bad_0001u32.to_be_bytes());
         f[4..8].copy_from_slice(&0xffff_fff0u32.to_be_bytes());
-        assert!(matches!(p.recv(&f, InboundKind::Udp), Err(Verdict::Drop(_))));
+        assert!(matches!(
+            p.recv(&f, InboundKind::Udp),
+            Err(Verdict::Drop(_))
+        ));
     }
     let sa = p.sad_b.inbound_by_id(p.in_id).unwrap();
     assert_eq!(sa.replay.lock().unwrap().top(), 0);
@@ -417,10 +448,16 @@ fn udp_4500_classification_and_keepalive() {
     let mut ka = PacketBuf::with_defaults();
     fastpath::worker::write_nat_keepalive(&mut ka).unwrap();
     assert_eq!(ka.data(), &[0xff]);
-    assert_eq!(p.b.inbound_packet(InboundKind::Udp, &mut ka, &meta), Verdict::Keepalive);
+    assert_eq!(
+        p.b.inbound_packet(InboundKind::Udp, &mut ka, &meta),
+        Verdict::Keepalive
+    );
     let mut ike = PacketBuf::from_slice(b"IKE-message").unwrap();
     fastpath::worker::add_non_esp_marker(&mut ike).unwrap();
-    assert_eq!(p.b.inbound_packet(InboundKind::Udp, &mut ike, &meta), Verdict::Ike);
+    assert_eq!(
+        p.b.inbound_packet(InboundKind::Udp, &mut ike, &meta),
+        Verdict::Ike
+    );
     assert_eq!(ike.data(), b"IKE-message");
     let mut unknown = PacketBuf::from_slice(&[1, 2, 3, 4, 0, 0, 0, 1, 9, 9]).unwrap();
     assert_eq!(
@@ -456,7 +493,10 @@ fn policy_checks_and_pmtu() {
     // No policy for IPv6, malformed input.
     let v6 = udp_packet("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap(), 10);
     assert_eq!(p.send(&v6), Err(Verdict::Drop(DropReason::NoPolicy)));
-    assert_eq!(p.send(&[0x45, 0]), Err(Verdict::Drop(DropReason::Malformed)));
+    assert_eq!(
+        p.send(&[0x45, 0]),
+        Err(Verdict::Drop(DropReason::Malformed))
+    );
     let c = p.a.counters().outbound.snapshot();
     assert_eq!(c.dropped(DropReason::Oversize), 1);
     assert_eq!(c.dropped(DropReason::NoPolicy), 1);
@@ -494,14 +534,19 @@ fn outbound_sa_pinning_redirects() {
     let mut b = PacketBuf::from_slice(&inner).unwrap();
     assert_eq!(other.outbound_packet(&mut b), Verdict::Redirect(w1));
     assert_eq!(b.data(), &inner[..]);
-    assert!(matches!(owner.outbound_packet(&mut b), Verdict::ToPeer { .. }));
+    assert!(matches!(
+        owner.outbound_packet(&mut b),
+        Verdict::ToPeer { .. }
+    ));
 }
 
 #[test]
 fn burst_api_matches_single_packets() {
     let mut p = pair(|_| {}, true);
     let inner = udp_packet("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap(), 100);
-    let mut bufs: Vec<PacketBuf> = (0..32).map(|_| PacketBuf::from_slice(&inner).unwrap()).collect();
+    let mut bufs: Vec<PacketBuf> = (0..32)
+        .map(|_| PacketBuf::from_slice(&inner).unwrap())
+        .collect();
     let mut v = vec![Verdict::Keepalive; 32];
     p.a.outbound_burst(&mut bufs, &mut v);
     assert!(v.iter().all(|v| matches!(v, Verdict::ToPeer { .. })));
@@ -530,12 +575,21 @@ fn hard_lifetime_is_exact_within_a_burst() {
         false,
     );
     let inner = udp_packet("10.1.0.1".parse().unwrap(), "10.2.0.1".parse().unwrap(), 10);
-    let mut bufs: Vec<PacketBuf> = (0..8).map(|_| PacketBuf::from_slice(&inner).unwrap()).collect();
+    let mut bufs: Vec<PacketBuf> = (0..8)
+        .map(|_| PacketBuf::from_slice(&inner).unwrap())
+        .collect();
     let mut v = vec![Verdict::Keepalive; 8];
     p.a.outbound_burst(&mut bufs, &mut v);
-    let sent = v.iter().filter(|v| matches!(v, Verdict::ToPeer { .. })).count();
+    let sent = v
+        .iter()
+        .filter(|v| matches!(v, Verdict::ToPeer { .. }))
+        .count();
     assert_eq!(sent, 5);
-    assert!(v[5..].iter().all(|v| *v == Verdict::Drop(DropReason::Expired)));
+    assert!(
+        v[5..]
+            .iter()
+            .all(|v| *v == Verdict::Drop(DropReason::Expired))
+    );
     assert_eq!(p.ev_a.try_recv(), Ok(SaEvent::HardExpired { sa: p.out_id }));
     // The receiver, also limited to 5, takes the 5 sent packets in one burst.
     let meta = vec![
@@ -575,7 +629,10 @@ fn worker_builds_outer_headers_for_raw_ports() {
         assert_eq!((outer.src, outer.dst), (p.a_addr, p.b_addr));
         let ip_len = if v6 { 40 } else { 20 };
         if natt {
-            assert_eq!((outer.proto, outer.src_port, outer.dst_port), (17, 4500, 4501));
+            assert_eq!(
+                (outer.proto, outer.src_port, outer.dst_port),
+                (17, 4500, 4501)
+            );
             let l4 = &b.data()[ip_len..];
             if v6 {
                 assert_eq!(ip::l4_checksum(p.a_addr, p.b_addr, 17, l4), 0);
@@ -587,7 +644,11 @@ fn worker_builds_outer_headers_for_raw_ports() {
             assert_eq!(ip::checksum(&b.data()[..20]), 0);
         }
         let skip = ip_len + if natt { 8 } else { 0 };
-        let kind = if natt { InboundKind::Udp } else { InboundKind::RawEsp };
+        let kind = if natt {
+            InboundKind::Udp
+        } else {
+            InboundKind::RawEsp
+        };
         let esp = b.data()[skip..].to_vec();
         assert_eq!(p.recv(&esp, kind).unwrap(), inner);
     }

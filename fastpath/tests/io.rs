@@ -40,16 +40,22 @@ fn udp_batches_on_loopback() {
     fresh_netns();
     let mut a = UdpIo::bind("127.0.0.1:0".parse().unwrap(), 64).unwrap();
     let mut b = UdpIo::bind("127.0.0.1:0".parse().unwrap(), 64).unwrap();
-    b.socket().set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    b.socket()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let payloads: Vec<Vec<u8>> = (0..48u8).map(|i| vec![i; 10 + usize::from(i)]).collect();
     let dst = b.local_addr();
-    let sent = a.send_burst(payloads.iter().map(|p| (&p[..], dst))).unwrap();
+    let sent = a
+        .send_burst(payloads.iter().map(|p| (&p[..], dst)))
+        .unwrap();
     assert_eq!(sent, 48);
     let mut bufs: Vec<PacketBuf> = (0..64).map(|_| PacketBuf::with_defaults()).collect();
     let mut meta = vec![meta0(); 64];
     let mut got = 0;
     while got < 48 {
-        let n = b.recv_burst(&mut bufs[got..], &mut meta[got..], true).unwrap();
+        let n = b
+            .recv_burst(&mut bufs[got..], &mut meta[got..], true)
+            .unwrap();
         assert!(n > 0);
         got += n;
     }
@@ -69,14 +75,18 @@ fn raw_esp_on_loopback() {
     let lo: IpAddr = "127.0.0.1".parse().unwrap();
     let mut rx = RawEspIo::open(lo, 16).unwrap();
     let mut tx = RawEspIo::open(lo, 16).unwrap();
-    rx.socket().set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    rx.socket()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let esp = [0x11u8, 0x22, 0x33, 0x44, 0, 0, 0, 1, 0xaa, 0xbb];
     assert_eq!(tx.send_burst([(&esp[..], lo), (&esp[..], lo)]).unwrap(), 2);
     let mut bufs: Vec<PacketBuf> = (0..16).map(|_| PacketBuf::with_defaults()).collect();
     let mut meta = vec![meta0(); 16];
     let mut got = 0;
     while got < 2 {
-        got += rx.recv_burst(&mut bufs[got..], &mut meta[got..], true).unwrap();
+        got += rx
+            .recv_burst(&mut bufs[got..], &mut meta[got..], true)
+            .unwrap();
     }
     assert_eq!(bufs[0].data(), &esp);
     assert_eq!((meta[0].src, meta[0].dst), (lo, Some(lo)));
@@ -92,7 +102,10 @@ fn tun_to_esp_over_udp_and_back() {
     let lo: IpAddr = "127.0.0.1".parse().unwrap();
     let mut udp_a = UdpIo::bind("127.0.0.1:0".parse().unwrap(), 32).unwrap();
     let mut udp_b = UdpIo::bind("127.0.0.1:0".parse().unwrap(), 32).unwrap();
-    udp_b.socket().set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    udp_b
+        .socket()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let keys = CipherKeys {
         enc: EncAlg::AesGcm16_256,
         integ: IntegAlg::None,
@@ -138,14 +151,19 @@ fn tun_to_esp_over_udp_and_back() {
     let originals: Vec<Vec<u8>> = bufs.iter().map(|b| b.data().to_vec()).collect();
     let mut v = vec![Verdict::Keepalive; 5];
     wa.outbound_burst(&mut bufs, &mut v);
-    assert!(v.iter().all(|v| matches!(v, Verdict::ToPeer { udp: Some(_), .. })));
+    assert!(
+        v.iter()
+            .all(|v| matches!(v, Verdict::ToPeer { udp: Some(_), .. }))
+    );
     assert_eq!(udp_a.send_verdicts(&bufs, &v).unwrap(), 5);
 
     let mut rbufs: Vec<PacketBuf> = (0..8).map(|_| PacketBuf::with_defaults()).collect();
     let mut meta = vec![meta0(); 8];
     let mut got = 0;
     while got < 5 {
-        got += udp_b.recv_burst(&mut rbufs[got..], &mut meta[got..], true).unwrap();
+        got += udp_b
+            .recv_burst(&mut rbufs[got..], &mut meta[got..], true)
+            .unwrap();
     }
     let mut v = vec![Verdict::Keepalive; 5];
     wb.inbound_burst(InboundKind::Udp, &mut rbufs[..5], &meta[..5], &mut v);

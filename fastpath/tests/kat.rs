@@ -43,9 +43,11 @@ fn rfc7634_appendix_a_chacha20_poly1305() {
         14ee8099d52844eb61aa95dfab4c02f72aa71e7c4c4f64c9befe2facc638e8f3
         cbec163fac469b502773f6fb94e664da9165b82829f641e0
         76aaa8266b7fb0f7b11b369907e1ad43");
-    let inner = h("45000054a6f200004001e778c6336405c000020508005b7a3a080000553bec10
+    let inner = h(
+        "45000054a6f200004001e778c6336405c000020508005b7a3a080000553bec10
         0007362708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20212223
-        2425262728292a2b2c2d2e2f3031323334353637");
+        2425262728292a2b2c2d2e2f3031323334353637",
+    );
     let c = cipher(EncAlg::ChaCha20Poly1305, IntegAlg::None, &key, &[]);
     let mut w = ReplayWindow::new(64, false);
     let mut buf = PacketBuf::from_slice(&packet).unwrap();
@@ -55,13 +57,19 @@ fn rfc7634_appendix_a_chacha20_poly1305() {
     assert_eq!(buf.data(), &inner[..]);
     // Second delivery is a replay.
     let mut again = PacketBuf::from_slice(&packet).unwrap();
-    assert_eq!(decap(&mut again, &params(&c, false), &mut w), Err(EspError::Replay));
+    assert_eq!(
+        decap(&mut again, &params(&c, false), &mut w),
+        Err(EspError::Replay)
+    );
     // A flipped tag bit fails and does not touch the window.
     let mut w2 = ReplayWindow::new(64, false);
     let mut bad = packet.clone();
     *bad.last_mut().unwrap() ^= 0x80;
     let mut b = PacketBuf::from_slice(&bad).unwrap();
-    assert_eq!(decap(&mut b, &params(&c, false), &mut w2), Err(EspError::IcvFailure));
+    assert_eq!(
+        decap(&mut b, &params(&c, false), &mut w2),
+        Err(EspError::IcvFailure)
+    );
     assert_eq!(w2.top(), 0);
 }
 
@@ -106,12 +114,12 @@ fn aes_gcm_esn_tunnel_byte_for_byte() {
 fn aes_cbc_hmac_sha256_decap_known_packet() {
     let ek = h("000102030405060708090a0b0c0d0e0f");
     let ik: Vec<u8> = (0x20u8..0x40).collect();
-    let packet = h(
-        "1122334400000001f0e0d0c0b0a0908070605040302010001fe33d88b579ee917502415e0c3fda0e
+    let packet = h("1122334400000001f0e0d0c0b0a0908070605040302010001fe33d88b579ee917502415e0c3fda0e
         e6faa030d44b95c5f53bb271be43ff7f0f7eaa0c29ae5130de1d8019c4dd654865db7d8bace28ad6a4462a2d55c5c45115
-        07708e318dbb672636f7a362308c82",
+        07708e318dbb672636f7a362308c82");
+    let inner = h(
+        "6000000000083a4020010db800000000000000000000000120010db80000000000000000000000028000f7ff00010002",
     );
-    let inner = h("6000000000083a4020010db800000000000000000000000120010db80000000000000000000000028000f7ff00010002");
     let c = cipher(EncAlg::AesCbc128, IntegAlg::HmacSha256_128, &ek, &ik);
     let mut w = ReplayWindow::new(64, false);
     let mut buf = PacketBuf::from_slice(&packet).unwrap();

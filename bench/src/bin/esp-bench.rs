@@ -48,7 +48,10 @@ impl Size {
     fn json(self) -> String {
         match self {
             Size::Fixed(s) => format!("{s},\"label\":\"{s}\""),
-            Size::Imix => format!("{},\"label\":\"imix\"", IMIX.iter().sum::<usize>() / IMIX.len()),
+            Size::Imix => format!(
+                "{},\"label\":\"imix\"",
+                IMIX.iter().sum::<usize>() / IMIX.len()
+            ),
         }
     }
 }
@@ -194,7 +197,10 @@ fn bench_encap(s: &mut Setup, size: Size, secs: Duration) -> Rate {
         let start = Instant::now();
         a.outbound_burst(&mut bufs, &mut verdicts);
         *timed += start.elapsed();
-        let ok = verdicts.iter().filter(|v| matches!(v, Verdict::ToPeer { .. })).count();
+        let ok = verdicts
+            .iter()
+            .filter(|v| matches!(v, Verdict::ToPeer { .. }))
+            .count();
         assert_eq!(ok, BURST, "encap dropped packets: {:?}", verdicts[0]);
         (BURST as u64, bytes)
     })
@@ -267,7 +273,11 @@ fn bench_bare(size: Size, open: bool, secs: Duration) -> Rate {
                 let len = b.len() - 16;
                 bytes += len as u64;
                 let tag = key
-                    .seal_in_place_separate_tag(Nonce::assume_unique_for_key(n), Aad::from(aad), &mut b[..len])
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(n),
+                        Aad::from(aad),
+                        &mut b[..len],
+                    )
                     .expect("seal");
                 b[len..].copy_from_slice(tag.as_ref());
             }
@@ -297,7 +307,12 @@ fn main() {
     };
     let secs = Duration::from_secs_f64(arg_val("--secs").unwrap_or(0.5));
     let scale_sas = arg_val("--scale-sas").unwrap_or(100_000.0) as u32;
-    let sizes = [Size::Fixed(64), Size::Fixed(512), Size::Fixed(1420), Size::Imix];
+    let sizes = [
+        Size::Fixed(64),
+        Size::Fixed(512),
+        Size::Fixed(1420),
+        Size::Imix,
+    ];
 
     let mut single = setup(1);
     let mut rows = Vec::new();
@@ -392,7 +407,9 @@ fn main() {
         );
     }
     if !scale_rows.is_empty() {
-        println!("\nwith {scale_sas} SAs and policies, random tunnel per packet (ratio vs single SA):");
+        println!(
+            "\nwith {scale_sas} SAs and policies, random tunnel per packet (ratio vs single SA):"
+        );
         for ((s, e, d), r) in scale_rows.iter().zip(&rows) {
             println!(
                 "{:>6} | encap {:>7.3} Mpps {:>6.2} Gbit/s ({:.3}) | decap {:>7.3} Mpps {:>6.2} Gbit/s ({:.3})",

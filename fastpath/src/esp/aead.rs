@@ -154,7 +154,8 @@ impl IvSource {
     /// The next 16 unpredictable bytes.
     pub fn next_iv(&mut self) -> Result<[u8; 16], EspError> {
         if self.pos + 16 > IV_POOL_LEN {
-            aws_lc_rs::rand::fill(&mut self.pool[..]).map_err(|_| EspError::Malformed("random generator failed"))?;
+            aws_lc_rs::rand::fill(&mut self.pool[..])
+                .map_err(|_| EspError::Malformed("random generator failed"))?;
             self.pos = 0;
         }
         let mut iv = [0u8; 16];
@@ -250,10 +251,10 @@ impl EspCipher {
                 &cipher::AES_256
             };
             let mk = || cipher::UnboundCipherKey::new(alg, &keys.enc_key);
-            let enc =
-                cipher::EncryptingKey::cbc(mk().map_err(|_| KeyError::Rejected)?).map_err(|_| KeyError::Rejected)?;
-            let dec =
-                cipher::DecryptingKey::cbc(mk().map_err(|_| KeyError::Rejected)?).map_err(|_| KeyError::Rejected)?;
+            let enc = cipher::EncryptingKey::cbc(mk().map_err(|_| KeyError::Rejected)?)
+                .map_err(|_| KeyError::Rejected)?;
+            let dec = cipher::DecryptingKey::cbc(mk().map_err(|_| KeyError::Rejected)?)
+                .map_err(|_| KeyError::Rejected)?;
             let hash = match keys.integ {
                 IntegAlg::HmacSha384_192 => hmac::HMAC_SHA384,
                 IntegAlg::HmacSha512_256 => hmac::HMAC_SHA512,
@@ -312,7 +313,13 @@ impl EspCipher {
     /// `seq` is the full 64-bit sequence number; with `esn` its high half is
     /// authenticated too. AEAD IVs are the 64-bit sequence number (RFC 4106 §3.1);
     /// CBC IVs come from `ivs`.
-    pub fn seal(&self, esp: &mut [u8], seq: u64, esn: bool, ivs: &mut IvSource) -> Result<(), EspError> {
+    pub fn seal(
+        &self,
+        esp: &mut [u8],
+        seq: u64,
+        esn: bool,
+        ivs: &mut IvSource,
+    ) -> Result<(), EspError> {
         let iv_len = self.iv_len();
         let icv_len = self.icv_len();
         if esp.len() < ESP_HEADER_LEN + iv_len + icv_len {
@@ -369,8 +376,12 @@ impl EspCipher {
                 iv.copy_from_slice(&esp[ESP_HEADER_LEN..ESP_HEADER_LEN + 8]);
                 let nonce = make_nonce(salt, &iv);
                 let (aad, aad_len) = make_aad(esp, seq, esn);
-                key.open_in_place(nonce, aead::Aad::from(&aad[..aad_len]), &mut esp[ESP_HEADER_LEN + 8..])
-                    .map_err(|_| EspError::IcvFailure)?;
+                key.open_in_place(
+                    nonce,
+                    aead::Aad::from(&aad[..aad_len]),
+                    &mut esp[ESP_HEADER_LEN + 8..],
+                )
+                .map_err(|_| EspError::IcvFailure)?;
             }
             Engine::Cbc(c) => {
                 let (dec, mac) = (&c.dec, &c.mac);
@@ -476,7 +487,10 @@ mod tests {
                 let body = 32;
                 let mut pkt = vec![0u8; 8 + c.iv_len() + body + c.icv_len()];
                 pkt[..8].copy_from_slice(&[0, 0, 1, 0, 0, 0, 0, 5]);
-                for (i, b) in pkt[8 + c.iv_len()..8 + c.iv_len() + body].iter_mut().enumerate() {
+                for (i, b) in pkt[8 + c.iv_len()..8 + c.iv_len() + body]
+                    .iter_mut()
+                    .enumerate()
+                {
                     *b = i as u8;
                 }
                 let seq = (3u64 << 32) | 5;
@@ -493,7 +507,10 @@ mod tests {
                 }
                 if esn {
                     let mut t = pkt.clone();
-                    assert_eq!(c.open(&mut t, seq + (1 << 32), esn), Err(EspError::IcvFailure));
+                    assert_eq!(
+                        c.open(&mut t, seq + (1 << 32), esn),
+                        Err(EspError::IcvFailure)
+                    );
                 }
             }
         }

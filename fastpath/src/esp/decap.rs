@@ -7,7 +7,10 @@
 
 use super::aead::EspCipher;
 use super::replay::ReplayWindow;
-use super::{ESP_HEADER_LEN, EspError, Mode, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE, parse_header};
+use super::{
+    ESP_HEADER_LEN, EspError, Mode, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE,
+    parse_header,
+};
 use crate::buf::PacketBuffer;
 use crate::ip;
 use std::net::IpAddr;
@@ -70,7 +73,11 @@ pub fn decap<B: PacketBuffer>(
         return Err(EspError::BadPadding);
     }
     let pad = &data[trailer_end - 2 - pad_len..trailer_end - 2];
-    if pad.iter().enumerate().any(|(i, b)| usize::from(*b) != i + 1) {
+    if pad
+        .iter()
+        .enumerate()
+        .any(|(i, b)| usize::from(*b) != i + 1)
+    {
         return Err(EspError::BadPadding);
     }
     buf.trim_back(icv_len + pad_len + 2)?;
@@ -111,7 +118,9 @@ fn check_inner<B: PacketBuffer>(buf: &mut B, next_header: u8) -> Result<(), EspE
             total
         }
         _ => {
-            return Err(EspError::Malformed("next header does not match inner packet"));
+            return Err(EspError::Malformed(
+                "next header does not match inner packet",
+            ));
         }
     };
     let extra = pkt.len() - ip_len;
@@ -120,15 +129,24 @@ fn check_inner<B: PacketBuffer>(buf: &mut B, next_header: u8) -> Result<(), EspE
 }
 
 /// Puts an IP header back in front of a transport-mode payload.
-fn rebuild_transport<B: PacketBuffer>(buf: &mut B, p: &DecapParams<'_>, next_header: u8) -> Result<(), EspError> {
+fn rebuild_transport<B: PacketBuffer>(
+    buf: &mut B,
+    p: &DecapParams<'_>,
+    next_header: u8,
+) -> Result<(), EspError> {
     if p.udp_encapsulated && matches!(next_header, ip::IPPROTO_TCP | ip::IPPROTO_UDP) {
         // NAT changed the addresses the sender's checksum covers: recompute it.
-        let off = if next_header == ip::IPPROTO_TCP { 16 } else { 6 };
+        let off = if next_header == ip::IPPROTO_TCP {
+            16
+        } else {
+            6
+        };
         let seg = buf.data_mut();
         if seg.len() < off + 2 {
             return Err(EspError::Malformed("transport segment truncated"));
         }
-        let udp_zero = next_header == ip::IPPROTO_UDP && seg[6..8] == [0, 0] && p.outer_src.is_ipv4();
+        let udp_zero =
+            next_header == ip::IPPROTO_UDP && seg[6..8] == [0, 0] && p.outer_src.is_ipv4();
         if !udp_zero {
             seg[off..off + 2].fill(0);
             let c = ip::l4_checksum(p.outer_src, p.outer_dst, next_header, seg);

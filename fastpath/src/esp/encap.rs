@@ -45,7 +45,11 @@ pub fn esp_len_for(cipher: &EspCipher, payload_len: usize) -> usize {
 /// Tunnel mode protects the whole packet; transport mode removes the IP
 /// header (IPv4 with options, or the fixed IPv6 header) and protects the rest
 /// (IPv6 extension headers, if any, travel inside ESP).
-pub fn encap<B: PacketBuffer>(buf: &mut B, p: &EncapParams<'_>, ivs: &mut IvSource) -> Result<EncapInfo, EspError> {
+pub fn encap<B: PacketBuffer>(
+    buf: &mut B,
+    p: &EncapParams<'_>,
+    ivs: &mut IvSource,
+) -> Result<EncapInfo, EspError> {
     let next_header = match p.mode {
         Mode::Tunnel => match buf.data().first().map(|b| b >> 4) {
             Some(4) => NEXT_HEADER_IPV4,
@@ -63,7 +67,8 @@ pub fn encap<B: PacketBuffer>(buf: &mut B, p: &EncapParams<'_>, ivs: &mut IvSour
     if esp_len > p.max_esp_len {
         return Err(EspError::Oversize("exceeds path MTU"));
     }
-    let pad_len = esp_len - ESP_HEADER_LEN - p.cipher.iv_len() - p.cipher.icv_len() - payload_len - 2;
+    let pad_len =
+        esp_len - ESP_HEADER_LEN - p.cipher.iv_len() - p.cipher.icv_len() - payload_len - 2;
     let icv_len = p.cipher.icv_len();
     let trailer = buf.append(pad_len + 2 + icv_len)?;
     // RFC 4303 §2.4: padding bytes are 1, 2, 3, ...
@@ -76,7 +81,10 @@ pub fn encap<B: PacketBuffer>(buf: &mut B, p: &EncapParams<'_>, ivs: &mut IvSour
     hdr[..4].copy_from_slice(&p.spi.to_be_bytes());
     hdr[4..8].copy_from_slice(&(p.seq as u32).to_be_bytes());
     p.cipher.seal(buf.data_mut(), p.seq, p.esn, ivs)?;
-    Ok(EncapInfo { next_header, esp_len })
+    Ok(EncapInfo {
+        next_header,
+        esp_len,
+    })
 }
 
 /// Header length and upper protocol of a transport-mode packet.

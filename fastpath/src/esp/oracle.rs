@@ -126,7 +126,11 @@ mod tests {
                 inner.iter_mut().for_each(|b| *b = next() as u8);
                 inner[0] = 0x45;
                 let esn = round % 2 == 0;
-                let seq = if esn { next() >> 1 } else { next() & 0xffff_ffff } | 1;
+                let seq = if esn {
+                    next() >> 1
+                } else {
+                    next() & 0xffff_ffff
+                } | 1;
                 let mut buf = PacketBuf::from_slice(&inner).unwrap();
                 let p = EncapParams {
                     cipher: &c,

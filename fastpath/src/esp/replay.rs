@@ -111,7 +111,11 @@ impl ReplayWindow {
         let bottom = tl.wrapping_sub(w - 1);
         let sh = if tl >= w - 1 {
             // Window lies within one 2^32 subspace.
-            if seq_lo >= bottom { th } else { th.checked_add(1)? }
+            if seq_lo >= bottom {
+                th
+            } else {
+                th.checked_add(1)?
+            }
         } else if seq_lo >= bottom {
             // Window spans two subspaces; seq_lo is in the lower one.
             th.checked_sub(1)?

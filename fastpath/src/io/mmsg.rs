@@ -88,7 +88,8 @@ fn to_storage(addr: SocketAddr, s: &mut libc::sockaddr_storage) -> libc::socklen
         }
         SocketAddr::V6(a) => {
             // SAFETY: as above, for sockaddr_in6.
-            let sin6 = unsafe { &mut *(s as *mut libc::sockaddr_storage as *mut libc::sockaddr_in6) };
+            let sin6 =
+                unsafe { &mut *(s as *mut libc::sockaddr_storage as *mut libc::sockaddr_in6) };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sin6.sin6_port = a.port().to_be();
             sin6.sin6_flowinfo = a.flowinfo();
@@ -132,7 +133,11 @@ pub fn recv_batch(
         h.msg_hdr.msg_flags = 0;
         h.msg_len = 0;
     }
-    let flags = if wait { libc::MSG_WAITFORONE } else { libc::MSG_DONTWAIT };
+    let flags = if wait {
+        libc::MSG_WAITFORONE
+    } else {
+        libc::MSG_DONTWAIT
+    };
     // SAFETY: hdrs[..n] point at iovecs and addresses in `scratch` and at the
     // receive areas of `bufs`, all borrowed mutably for this call.
     let r = unsafe {

@@ -37,7 +37,11 @@ impl RawEspIo {
     pub fn open(bind: IpAddr, batch: usize) -> io::Result<Self> {
         let v6 = bind.is_ipv6();
         let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
-        let sock = Socket::new(domain, Type::RAW, Some(Protocol::from(i32::from(IPPROTO_ESP))))?;
+        let sock = Socket::new(
+            domain,
+            Type::RAW,
+            Some(Protocol::from(i32::from(IPPROTO_ESP))),
+        )?;
         sock.bind(&SocketAddr::new(bind, 0).into())?;
         Ok(Self {
             sock,
@@ -56,7 +60,12 @@ impl RawEspIo {
 
     /// Receives a batch of ESP packets (starting at the SPI) into `bufs`.
     /// IPv4 packets with a malformed IP header come back empty.
-    pub fn recv_burst(&mut self, bufs: &mut [PacketBuf], meta: &mut [PacketMeta], wait: bool) -> io::Result<usize> {
+    pub fn recv_burst(
+        &mut self,
+        bufs: &mut [PacketBuf],
+        meta: &mut [PacketMeta],
+        wait: bool,
+    ) -> io::Result<usize> {
         let n = bufs.len().min(meta.len()).min(self.srcs.len());
         let got = mmsg::recv_batch(
             self.sock.as_raw_fd(),
@@ -90,7 +99,10 @@ impl RawEspIo {
     }
 
     /// Sends ESP packets `(esp, destination address)`; returns how many were sent.
-    pub fn send_burst<'a>(&mut self, items: impl IntoIterator<Item = (&'a [u8], IpAddr)>) -> io::Result<usize> {
+    pub fn send_burst<'a>(
+        &mut self,
+        items: impl IntoIterator<Item = (&'a [u8], IpAddr)>,
+    ) -> io::Result<usize> {
         let items = items.into_iter().map(|(d, a)| (d, SocketAddr::new(a, 0)));
         mmsg::send_batch(self.sock.as_raw_fd(), items, &mut self.tx)
     }

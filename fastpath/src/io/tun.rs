@@ -55,7 +55,11 @@ impl Tun {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
-        let len = req.name.iter().position(|b| *b == 0).unwrap_or(libc::IFNAMSIZ);
+        let len = req
+            .name
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(libc::IFNAMSIZ);
         Ok(Self {
             file,
             name: String::from_utf8_lossy(&req.name[..len]).into_owned(),

@@ -57,7 +57,12 @@ impl UdpIo {
 
     /// Receives a batch into `bufs`, filling `meta` for each packet. With
     /// `wait`, blocks (subject to the socket's read timeout) for the first one.
-    pub fn recv_burst(&mut self, bufs: &mut [PacketBuf], meta: &mut [PacketMeta], wait: bool) -> io::Result<usize> {
+    pub fn recv_burst(
+        &mut self,
+        bufs: &mut [PacketBuf],
+        meta: &mut [PacketMeta],
+        wait: bool,
+    ) -> io::Result<usize> {
         let n = bufs.len().min(meta.len()).min(self.srcs.len());
         let got = mmsg::recv_batch(
             self.sock.as_raw_fd(),
@@ -78,7 +83,10 @@ impl UdpIo {
     }
 
     /// Sends datagrams `(payload, destination)`; returns how many were sent.
-    pub fn send_burst<'a>(&mut self, items: impl IntoIterator<Item = (&'a [u8], SocketAddr)>) -> io::Result<usize> {
+    pub fn send_burst<'a>(
+        &mut self,
+        items: impl IntoIterator<Item = (&'a [u8], SocketAddr)>,
+    ) -> io::Result<usize> {
         mmsg::send_batch(self.sock.as_raw_fd(), items, &mut self.tx)
     }
 
@@ -86,7 +94,9 @@ impl UdpIo {
     /// encapsulation to the peer's NAT-T address; returns how many were sent.
     pub fn send_verdicts(&mut self, bufs: &[PacketBuf], verdicts: &[Verdict]) -> io::Result<usize> {
         let items = bufs.iter().zip(verdicts).filter_map(|(b, v)| match v {
-            Verdict::ToPeer { dst, udp: Some(u), .. } => Some((b.data(), SocketAddr::new(*dst, u.remote_port))),
+            Verdict::ToPeer {
+                dst, udp: Some(u), ..
+            } => Some((b.data(), SocketAddr::new(*dst, u.remote_port))),
             _ => None,
         });
         mmsg::send_batch(self.sock.as_raw_fd(), items, &mut self.tx)

@@ -65,7 +65,8 @@ impl NetNs {
             format!("ip netns add {ns}"),
             format!("ip link add {dp} type veth peer name {peer}"),
             format!("ip link set {peer} netns {ns}"),
-            format!("sysctl -qw net.ipv6.conf.{dp}.disable_ipv6=1"),
+            // Less noise on the DPDK side (router solicitations); optional.
+            format!("echo 1 > /proc/sys/net/ipv6/conf/{dp}/disable_ipv6 || true"),
             format!("ip link set {dp} up"),
             format!("ip -n {ns} link set lo up"),
             format!("ip -n {ns} addr add 192.168.77.2/24 dev {peer}"),

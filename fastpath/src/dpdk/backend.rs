@@ -28,7 +28,7 @@ use ffi::{
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, TrySendError, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 
 /// Unique suffix for DPDK object names (several backends may share a process).
@@ -39,6 +39,9 @@ type TapSender = Sender<(u16, Vec<u8>)>;
 type Taps = Arc<Mutex<Vec<TapSender>>>;
 /// Largest neighbour cache (entries learned from received frames).
 const MAX_NEIGHBOURS: usize = 65536;
+/// IKE messages queued between the data plane and the control plane, each way;
+/// beyond that, received IKE is dropped (counted) and sending reports `Busy`.
+pub const IKE_QUEUE: usize = 4096;
 /// Empty transmit attempts before the rest of a burst is dropped.
 const TX_RETRIES: usize = 4;
 
@@ -57,13 +60,16 @@ pub struct IkeDatagram {
 /// (port 4500 messages get the non-ESP marker).
 #[derive(Debug, Clone)]
 pub struct IkeSender {
-    tx: Sender<IkeDatagram>,
+    tx: SyncSender<IkeDatagram>,
 }
 
 impl IkeSender {
-    /// Queues `d` for transmission by poll loop 0.
+    /// Queues `d` for transmission by poll loop 0 (never blocks).
     pub fn send(&self, d: IkeDatagram) -> Result<(), DpdkError> {
-        self.tx.send(d).map_err(|_| DpdkError::Closed)
+        self.tx.try_send(d).map_err(|e| match e {
+            TrySendError::Full(_) => DpdkError::Busy,
+            TrySendError::Disconnected(_) => DpdkError::Closed,
+        })
     }
 }
 
@@ -249,8 +255,8 @@ impl DpdkBackend {
         } else {
             Vec::new()
         });
-        let (ike_in_tx, ike_in_rx) = channel();
-        let (ike_out_tx, ike_out_rx) = channel();
+        let (ike_in_tx, ike_in_rx) = sync_channel(IKE_QUEUE);
+        let (ike_out_tx, ike_out_rx) = sync_channel(IKE_QUEUE);
         let mut ike_out_rx = Some(ike_out_rx);
         let taps = Arc::new(Mutex::new(Vec::new()));
         let ours: Arc<[IpAddr]> = ports.iter().flat_map(|p| p.addrs.clone()).collect();
@@ -552,7 +558,7 @@ pub struct PollLoop {
     lookaside: Option<LookasideEngine>,
     inline_mode: bool,
     counters: Arc<LoopCounters>,
-    ike_in: Sender<IkeDatagram>,
+    ike_in: SyncSender<IkeDatagram>,
     ike_out: Option<Receiver<IkeDatagram>>,
     neighbours: HashMap<IpAddr, [u8; 6], NeighbourHashing>,
     last_learned: Option<(IpAddr, [u8; 6])>,
@@ -650,6 +656,9 @@ impl PollLoop {
             return;
         }
         self.last_learned = Some((ip, mac));
+        if self.neighbours.get(&ip) == Some(&mac) {
+            return;
+        }
         if self.neighbours.len() >= MAX_NEIGHBOURS && !self.neighbours.contains_key(&ip) {
             self.neighbours.clear();
         }
@@ -769,7 +778,8 @@ impl PollLoop {
             remote,
             payload: payload.to_vec(),
         };
-        if self.ike_in.send(d).is_ok() {
+        // A flood of IKE must not grow memory: drop (and count) when full.
+        if self.ike_in.try_send(d).is_ok() {
             LoopCounters::add(&self.counters.ike_rx, 1);
         } else {
             LoopCounters::add(&self.counters.ike_rx_dropped, 1);

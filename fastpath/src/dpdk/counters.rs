@@ -47,7 +47,7 @@ loop_counters! {
     rx_unsupported,
     /// IKE messages passed to the control plane.
     ike_rx,
-    /// IKE messages dropped because the control plane's channel is gone.
+    /// IKE messages dropped: the control plane is gone or not keeping up.
     ike_rx_dropped,
     /// IKE messages sent for the control plane.
     ike_tx,

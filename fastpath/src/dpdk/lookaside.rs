@@ -592,3 +592,20 @@ fn finish_decap(m: &mut Mbuf, sa: &InboundSa, seq: u64) -> Result<(), DropReason
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc4106_nonce_and_aad() {
+        assert_eq!(
+            nonce(&[1, 2, 3, 4], 0x0102_0304_0506_0708),
+            [1, 2, 3, 4, 1, 2, 3, 4, 5, 6, 7, 8]
+        );
+        let (a, n) = aad(0xc0a8_0001, 0x0000_0005_0000_0009, false);
+        assert_eq!(&a[..n], &[0xc0, 0xa8, 0, 1, 0, 0, 0, 9]);
+        let (a, n) = aad(0xc0a8_0001, 0x0000_0005_0000_0009, true);
+        assert_eq!(&a[..n], &[0xc0, 0xa8, 0, 1, 0, 0, 0, 5, 0, 0, 0, 9]);
+    }
+}

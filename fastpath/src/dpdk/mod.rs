@@ -41,7 +41,10 @@ pub enum DpdkError {
     /// The profile does not fit the devices found.
     #[error("configuration: {0}")]
     Config(String),
-    /// The control plane's side of a channel is gone.
+    /// The data plane is gone (its poll loops were dropped).
     #[error("the data plane is not running")]
     Closed,
+    /// The queue towards the data plane is full; try again later.
+    #[error("the data plane's queue is full")]
+    Busy,
 }

@@ -5,6 +5,18 @@ use super::DpdkError;
 use super::profile::{BackendKind, CryptoMode, HwProfile};
 use ffi::{Eal, ProbeReport, SecuritySupport};
 
+/// EAL arguments for a probe run: PCI scan on, no hugepages needed, no
+/// shared files, quiet logs. Add `--vdev=...` / `-a <pci>` as needed.
+pub const DEFAULT_PROBE_EAL_ARGS: &[&str] = &[
+    "-l",
+    "0",
+    "--no-huge",
+    "-m",
+    "256",
+    "--no-shconf",
+    "--log-level=lib.eal:error",
+];
+
 /// Probe results and the profile choice.
 #[derive(Debug, Clone)]
 pub struct HwReport {

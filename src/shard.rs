@@ -470,7 +470,8 @@ impl Shard {
                 warn!(local = %t.local, "no socket for local address");
                 continue;
             };
-            let res = if sock.nat {
+            // The marker is used between two ports that are both not 500 (RFC 3948, and what charon reads).
+            let res = if sock.nat && t.remote.port() != 500 {
                 let mut d = Vec::with_capacity(t.data.len() + 4);
                 d.extend_from_slice(&[0, 0, 0, 0]);
                 d.extend_from_slice(&t.data);

@@ -754,7 +754,7 @@ impl Worker {
         let idx = (fr.sent as usize) % self.flood.len();
         let local = self.flood[idx].local;
         let remote = self.cfg.remote;
-        let marker = self.cfg.marker.applies(local.port());
+        let marker = self.cfg.marker.applies(local.port(), remote.port());
         let Some(fp) = &self.flood_packet else { return };
         if fp
             .write(&mut self.flood_rng, local, remote, marker, &mut self.out)
@@ -789,7 +789,7 @@ impl Worker {
                 self.res.retransmissions += 1;
             }
         }
-        let result = if self.cfg.marker.applies(sock.local.port()) {
+        let result = if self.cfg.marker.applies(sock.local.port(), t.remote.port()) {
             self.out.clear();
             self.out.extend_from_slice(&NON_ESP_MARKER);
             self.out.extend_from_slice(&t.data);

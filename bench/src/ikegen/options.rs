@@ -40,7 +40,10 @@ pub enum Mode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum MarkerPolicy {
-    /// When the client's (generator's) port is not 500 (strongSwan's rule).
+    /// When neither the client's nor the server's port is 500 (what charon
+    /// 5.9.8 reads: its port-500 socket takes no marker, and IKE from source
+    /// port 500 carries none; between other ports, e.g. after the move to
+    /// 4500, it does).
     Auto,
     /// On every datagram.
     Always,
@@ -49,11 +52,11 @@ pub enum MarkerPolicy {
 }
 
 impl MarkerPolicy {
-    /// True if IKE datagrams (in both directions) of a client using `client_port`
-    /// carry the marker.
-    pub fn applies(self, client_port: u16) -> bool {
+    /// True if IKE datagrams (in both directions) between a client on
+    /// `client_port` and a server on `server_port` carry the marker.
+    pub fn applies(self, client_port: u16, server_port: u16) -> bool {
         match self {
-            MarkerPolicy::Auto => client_port != 500,
+            MarkerPolicy::Auto => client_port != 500 && server_port != 500,
             MarkerPolicy::Always => true,
             MarkerPolicy::Never => false,
         }
@@ -639,9 +642,11 @@ mod tests {
 
     #[test]
     fn marker_rule() {
-        assert!(!MarkerPolicy::Auto.applies(500));
-        assert!(MarkerPolicy::Auto.applies(40000));
-        assert!(MarkerPolicy::Always.applies(500));
-        assert!(!MarkerPolicy::Never.applies(40000));
+        assert!(!MarkerPolicy::Auto.applies(500, 5700));
+        assert!(MarkerPolicy::Auto.applies(40000, 5700));
+        assert!(MarkerPolicy::Auto.applies(40000, 4500));
+        assert!(!MarkerPolicy::Auto.applies(40000, 500));
+        assert!(MarkerPolicy::Always.applies(500, 500));
+        assert!(!MarkerPolicy::Never.applies(40000, 4500));
     }
 }

@@ -276,7 +276,7 @@ fn flush(
     out: &mut Vec<u8>,
 ) {
     while let Some(t) = endpoint.poll_transmit() {
-        let _ = if marker.applies(t.remote.port()) {
+        let _ = if marker.applies(t.remote.port(), t.local.port()) {
             out.clear();
             out.extend_from_slice(&NON_ESP_MARKER);
             out.extend_from_slice(&t.data);

@@ -94,13 +94,13 @@ pub struct Worker {
     counters: Arc<WorkerCounters>,
     build_outer: bool,
     enforce_pinning: bool,
+    /// Reused buffer of [`Worker::outbound_burst`]'s planning pass.
+    plan: Vec<PlannedRun>,
 }
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
+        f.debug_struct("Worker").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
@@ -116,6 +116,7 @@ impl Worker {
             counters: Arc::new(WorkerCounters::default()),
             build_outer: false,
             enforce_pinning: true,
+            plan: Vec::with_capacity(PLAN_CHUNK),
         }
     }
 
@@ -174,19 +175,9 @@ impl Worker {
     }
 
     /// Processes one received packet (see [`Worker::inbound_burst`]).
-    pub fn inbound_packet<B: PacketBuffer>(
-        &mut self,
-        kind: InboundKind,
-        pkt: &mut B,
-        meta: &PacketMeta,
-    ) -> Verdict {
+    pub fn inbound_packet<B: PacketBuffer>(&mut self, kind: InboundKind, pkt: &mut B, meta: &PacketMeta) -> Verdict {
         let mut v = [Verdict::Keepalive];
-        self.inbound_burst(
-            kind,
-            std::slice::from_mut(pkt),
-            std::slice::from_ref(meta),
-            &mut v,
-        );
+        self.inbound_burst(kind, std::slice::from_mut(pkt), std::slice::from_ref(meta), &mut v);
         v[0]
     }
 
@@ -222,8 +213,7 @@ impl Worker {
     ) -> usize {
         let (budget_p, budget_b) = sa.hard_budget();
         let expired = sa.is_expired();
-        let check_policy =
-            sa.mode == Mode::Tunnel && !(sa.local_ts.is_empty() && sa.remote_ts.is_empty());
+        let check_policy = sa.mode == Mode::Tunnel && !(sa.local_ts.is_empty() && sa.remote_ts.is_empty());
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
         let mut window = sa.replay.lock().unwrap_or_else(|e| e.into_inner());
         let mut k = 0;
@@ -232,8 +222,7 @@ impl Worker {
                 // Same SA? (A non-ESP packet ends the run; the caller classifies it.)
                 let d = pkts[k].data();
                 let same = !(kind == InboundKind::Udp
-                    && (d == [NAT_KEEPALIVE]
-                        || (d.len() >= NON_ESP_MARKER_LEN && d[..NON_ESP_MARKER_LEN] == [0; 4])))
+                    && (d == [NAT_KEEPALIVE] || (d.len() >= NON_ESP_MARKER_LEN && d[..NON_ESP_MARKER_LEN] == [0; 4])))
                     && parse_header(d).is_ok_and(|(spi, _)| spi == sa.spi)
                     && meta[k].dst.is_none_or(|d| d == sa.local);
                 if !same {
@@ -254,10 +243,7 @@ impl Worker {
                 };
                 match decap(pkt, &params, &mut window) {
                     Err(e) => self.drop_in(Some(sa), e.into()),
-                    Ok(_)
-                        if check_policy
-                            && !ip::flow_key(pkt.data()).is_some_and(|f| sa.allows(&f)) =>
-                    {
+                    Ok(_) if check_policy && !ip::flow_key(pkt.data()).is_some_and(|f| sa.allows(&f)) => {
                         self.drop_in(Some(sa), DropReason::PolicyMismatch)
                     }
                     Ok(_) => {
@@ -297,34 +283,72 @@ impl Worker {
     ///
     /// Consecutive packets of the same flow form a run: one policy lookup,
     /// one SA lookup, one sequence-number reservation and one counter update
-    /// per run.
+    /// per run. The burst is handled in chunks of [`PLAN_CHUNK`] packets in
+    /// two passes: first every run's policy and SA are looked up and the SA
+    /// state is loaded, then the packets are encrypted. With many SAs the
+    /// cache misses of the first pass overlap instead of alternating with the
+    /// encryption of each run.
     pub fn outbound_burst<B: PacketBuffer>(&mut self, pkts: &mut [B], verdicts: &mut [Verdict]) {
         let n = pkts.len().min(verdicts.len());
-        let mut i = 0;
-        let mut next_flow = None;
-        while i < n {
-            let flow = match next_flow.take() {
-                Some(f) => Some(f),
-                None => ip::flow_key(pkts[i].data()),
-            };
-            let Some(flow) = flow else {
-                verdicts[i] = self.drop_out(None, DropReason::Malformed);
-                i += 1;
-                continue;
-            };
-            let mut j = i + 1;
-            while j < n {
-                match ip::flow_key(pkts[j].data()) {
-                    Some(f) if f == flow => j += 1,
-                    other => {
-                        next_flow = other;
-                        break;
+        let mut plan = std::mem::take(&mut self.plan);
+        let mut chunk_start = 0;
+        while chunk_start < n {
+            let chunk_end = (chunk_start + PLAN_CHUNK).min(n);
+            // Pass 1: runs, policies and SAs.
+            let mut i = chunk_start;
+            let mut next_flow = None;
+            while i < chunk_end {
+                let flow = match next_flow.take() {
+                    Some(f) => Some(f),
+                    None => ip::flow_key(pkts[i].data()),
+                };
+                let Some(flow) = flow else {
+                    verdicts[i] = self.drop_out(None, DropReason::Malformed);
+                    i += 1;
+                    continue;
+                };
+                let mut j = i + 1;
+                while j < chunk_end {
+                    match ip::flow_key(pkts[j].data()) {
+                        Some(f) if f == flow => j += 1,
+                        other => {
+                            next_flow = other;
+                            break;
+                        }
+                    }
+                }
+                let decision = self.decide_outbound(&flow);
+                if let Ok(sa) = &decision {
+                    // Load the SA's per-packet state now (independent loads
+                    // across the chunk's SAs, so their misses overlap).
+                    std::hint::black_box((sa.hard_budget(), sa.is_expired(), sa.cipher.icv_len()));
+                }
+                plan.push(PlannedRun {
+                    start: i,
+                    end: j,
+                    decision,
+                });
+                i = j;
+            }
+            // Pass 2: encryption.
+            for run in plan.drain(..) {
+                let (p, v) = (&mut pkts[run.start..run.end], &mut verdicts[run.start..run.end]);
+                match run.decision {
+                    Ok(sa) => self.outbound_run(&sa, p, v),
+                    Err(verdict) => {
+                        v.fill(verdict);
+                        // Drops were counted once in pass 1; count the rest of the run too.
+                        if let Verdict::Drop(r) = verdict {
+                            for _ in 1..v.len() {
+                                self.counters.outbound.drop_one(r);
+                            }
+                        }
                     }
                 }
             }
-            self.outbound_run(&flow, &mut pkts[i..j], &mut verdicts[i..j]);
-            i = j;
+            chunk_start = chunk_end;
         }
+        self.plan = plan;
     }
 
     /// Processes one inner IP packet (see [`Worker::outbound_burst`]).
@@ -334,40 +358,25 @@ impl Worker {
         v[0]
     }
 
-    /// Encapsulates a run of packets of one flow.
-    fn outbound_run<B: PacketBuffer>(
-        &mut self,
-        flow: &FlowKey,
-        pkts: &mut [B],
-        verdicts: &mut [Verdict],
-    ) {
-        let decided = match self.spd.lookup(flow) {
+    /// Policy and SA of a flow, or the verdict for all its packets (a drop is
+    /// counted once here).
+    fn decide_outbound(&self, flow: &FlowKey) -> Result<Arc<OutboundSa>, Verdict> {
+        match self.spd.lookup(flow) {
             None => Err(self.drop_out(None, DropReason::NoPolicy)),
             Some(m) => match m.action {
                 PolicyAction::Bypass => Err(Verdict::Bypass),
                 PolicyAction::Discard => Err(self.drop_out(None, DropReason::PolicyDiscard)),
                 PolicyAction::Protect(id) => match self.sad.outbound(id) {
                     None => Err(self.drop_out(None, DropReason::NoSa)),
-                    Some(sa) if self.enforce_pinning && sa.worker != self.id => {
-                        Err(Verdict::Redirect(sa.worker))
-                    }
+                    Some(sa) if self.enforce_pinning && sa.worker != self.id => Err(Verdict::Redirect(sa.worker)),
                     Some(sa) => Ok(sa),
                 },
             },
-        };
-        let sa = match decided {
-            Ok(sa) => sa,
-            Err(v) => {
-                verdicts.fill(v);
-                // Drops were counted once above; count the rest of the run too.
-                if let Verdict::Drop(r) = v {
-                    for _ in 1..verdicts.len() {
-                        self.counters.outbound.drop_one(r);
-                    }
-                }
-                return;
-            }
-        };
+        }
+    }
+
+    /// Encapsulates a run of packets of one flow with `sa`.
+    fn outbound_run<B: PacketBuffer>(&mut self, sa: &OutboundSa, pkts: &mut [B], verdicts: &mut [Verdict]) {
         let (budget_p, budget_b) = sa.hard_budget();
         let expired = sa.is_expired();
         // On exhaustion nothing is granted and every packet is dropped below.
@@ -377,11 +386,11 @@ impl Worker {
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
         for (k, (pkt, v)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
             if expired || ok_p >= budget_p || ok_b >= budget_b {
-                *v = self.drop_out(Some(&sa), DropReason::Expired);
+                *v = self.drop_out(Some(sa), DropReason::Expired);
                 continue;
             }
             if k as u64 >= granted {
-                *v = self.drop_out(Some(&sa), DropReason::SeqExhausted);
+                *v = self.drop_out(Some(sa), DropReason::SeqExhausted);
                 continue;
             }
             let inner_len = pkt.len() as u64;
@@ -395,13 +404,13 @@ impl Worker {
             };
             seq += 1;
             if let Err(e) = encap(pkt, &params, &mut self.ivs) {
-                *v = self.drop_out(Some(&sa), e.into());
+                *v = self.drop_out(Some(sa), e.into());
                 continue;
             }
             if self.build_outer {
                 let ports = sa.udp_encap.map(|u| (u.local_port, u.remote_port));
                 if ip::prepend_outer(pkt, sa.local, sa.remote, ports).is_err() {
-                    *v = self.drop_out(Some(&sa), EspError::Oversize("outer headers").into());
+                    *v = self.drop_out(Some(sa), EspError::Oversize("outer headers").into());
                     continue;
                 }
             }
@@ -418,6 +427,16 @@ impl Worker {
             self.counters.outbound.add(ok_p, ok_b);
         }
     }
+}
+
+/// Packets whose lookups [`Worker::outbound_burst`] does before encrypting any of them.
+pub const PLAN_CHUNK: usize = 32;
+
+/// A run of one flow's packets and what to do with them.
+struct PlannedRun {
+    start: usize,
+    end: usize,
+    decision: Result<Arc<OutboundSa>, Verdict>,
 }
 
 /// Writes a NAT keepalive (RFC 3948 §2.3) into `buf`.

@@ -249,6 +249,8 @@ pub struct Spd {
     len_mask: [AtomicU64; 4],
     writer: Mutex<WriterState>,
     next_id: AtomicU64,
+    /// Bumped after every change, so workers can drop cached lookups.
+    generation: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -310,6 +312,7 @@ impl Spd {
             self.by_sa.entry(sa.0).or_default().push(id);
         }
         self.policies.insert(id, (entry, keys));
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(PolicyId(id))
     }
 
@@ -349,6 +352,7 @@ impl Spd {
         {
             v.retain(|p| *p != id.0);
         }
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -374,7 +378,15 @@ impl Spd {
         }
         let n = ids.len();
         self.by_sa.entry(new.0).or_default().extend(ids);
+        self.generation.fetch_add(1, Ordering::Release);
         n
+    }
+
+    /// Changes after every insert, removal or rekey: a worker that caches
+    /// lookup results drops them when it sees a new value.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Number of policies.

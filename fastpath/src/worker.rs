@@ -96,6 +96,8 @@ pub struct Worker {
     enforce_pinning: bool,
     /// Reused buffer of [`Worker::outbound_burst`]'s planning pass.
     plan: Vec<PlannedRun>,
+    /// Recent flows and the SA their policy chose.
+    flows: FlowCache,
 }
 
 impl std::fmt::Debug for Worker {
@@ -117,6 +119,7 @@ impl Worker {
             build_outer: false,
             enforce_pinning: true,
             plan: Vec::with_capacity(PLAN_CHUNK),
+            flows: FlowCache::new(),
         }
     }
 
@@ -290,6 +293,7 @@ impl Worker {
     /// encryption of each run.
     pub fn outbound_burst<B: PacketBuffer>(&mut self, pkts: &mut [B], verdicts: &mut [Verdict]) {
         let n = pkts.len().min(verdicts.len());
+        self.flows.validate(self.spd.generation(), self.sad.generation());
         let mut plan = std::mem::take(&mut self.plan);
         let mut chunk_start = 0;
         while chunk_start < n {
@@ -359,8 +363,22 @@ impl Worker {
     }
 
     /// Policy and SA of a flow, or the verdict for all its packets (a drop is
-    /// counted once here).
-    fn decide_outbound(&self, flow: &FlowKey) -> Result<Arc<OutboundSa>, Verdict> {
+    /// counted once here). Protected flows handled here are remembered in the
+    /// flow cache.
+    fn decide_outbound(&mut self, flow: &FlowKey) -> Result<Arc<OutboundSa>, Verdict> {
+        let slot = FlowCache::slot(flow);
+        if let Some(sa) = self.flows.get(slot, flow) {
+            return Ok(sa.clone());
+        }
+        let decided = self.lookup_outbound(flow);
+        if let Ok(sa) = &decided {
+            self.flows.put(slot, flow, sa);
+        }
+        decided
+    }
+
+    /// [`Worker::decide_outbound`] without the cache: SPD then SAD.
+    fn lookup_outbound(&self, flow: &FlowKey) -> Result<Arc<OutboundSa>, Verdict> {
         match self.spd.lookup(flow) {
             None => Err(self.drop_out(None, DropReason::NoPolicy)),
             Some(m) => match m.action {
@@ -431,6 +449,80 @@ impl Worker {
 
 /// Packets whose lookups [`Worker::outbound_burst`] does before encrypting any of them.
 pub const PLAN_CHUNK: usize = 32;
+
+/// Slots of a worker's flow cache (direct-mapped, about 64 bytes each).
+pub const FLOW_CACHE_SLOTS: usize = 4096;
+
+/// A worker's cache of flow → outbound SA, so the packets of a busy flow skip
+/// the SPD and SAD lookups (and their cache misses with many tunnels).
+///
+/// It is emptied whenever the SPD or the SAD reports a new generation (any
+/// policy change, rekey or SA removal), checked once per burst, so it never
+/// answers differently from a fresh lookup made at the start of the burst,
+/// and references to removed SAs are dropped at the next burst.
+/// Collisions only cost a regular lookup.
+struct FlowCache {
+    slots: Box<[Option<CachedFlow>]>,
+    spd_generation: u64,
+    sad_generation: u64,
+}
+
+struct CachedFlow {
+    flow: FlowKey,
+    sa: Arc<OutboundSa>,
+}
+
+impl FlowCache {
+    fn new() -> Self {
+        Self {
+            slots: (0..FLOW_CACHE_SLOTS).map(|_| None).collect(),
+            spd_generation: 0,
+            sad_generation: 0,
+        }
+    }
+
+    /// Empties the cache if the databases changed since it was filled.
+    #[inline]
+    fn validate(&mut self, spd_generation: u64, sad_generation: u64) {
+        if (spd_generation, sad_generation) != (self.spd_generation, self.sad_generation) {
+            self.slots.iter_mut().for_each(|s| *s = None);
+            self.spd_generation = spd_generation;
+            self.sad_generation = sad_generation;
+        }
+    }
+
+    /// Slot of `flow` (multiplicative hash; collisions are harmless).
+    #[inline]
+    fn slot(flow: &FlowKey) -> usize {
+        let fold = |a: IpAddr| match a {
+            IpAddr::V4(v) => u64::from(u32::from(v)),
+            IpAddr::V6(v) => {
+                let x = u128::from(v);
+                (x as u64) ^ ((x >> 64) as u64).rotate_left(29)
+            }
+        };
+        let ports = (u64::from(flow.src_port) << 16) | u64::from(flow.dst_port);
+        let mut h = fold(flow.src).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h = (h ^ fold(flow.dst)).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+        h = (h ^ ports ^ (u64::from(flow.proto) << 32)).wrapping_mul(0x1656_67b1_9e37_79f9);
+        (h >> 40) as usize % FLOW_CACHE_SLOTS
+    }
+
+    #[inline]
+    fn get(&self, slot: usize, flow: &FlowKey) -> Option<&Arc<OutboundSa>> {
+        match &self.slots[slot] {
+            Some(c) if c.flow == *flow => Some(&c.sa),
+            _ => None,
+        }
+    }
+
+    fn put(&mut self, slot: usize, flow: &FlowKey, sa: &Arc<OutboundSa>) {
+        self.slots[slot] = Some(CachedFlow {
+            flow: *flow,
+            sa: sa.clone(),
+        });
+    }
+}
 
 /// A run of one flow's packets and what to do with them.
 struct PlannedRun {

@@ -286,11 +286,11 @@ impl Worker {
     ///
     /// Consecutive packets of the same flow form a run: one policy lookup,
     /// one SA lookup, one sequence-number reservation and one counter update
-    /// per run. The burst is handled in chunks of [`PLAN_CHUNK`] packets in
-    /// two passes: first every run's policy and SA are looked up and the SA
-    /// state is loaded, then the packets are encrypted. With many SAs the
-    /// cache misses of the first pass overlap instead of alternating with the
-    /// encryption of each run.
+    /// per run, and a flow seen recently skips both lookups (see
+    /// [`FLOW_CACHE_SLOTS`]). The burst is handled in chunks of [`PLAN_CHUNK`]
+    /// packets in two passes: first every run's policy and SA are found and
+    /// the SA's per-packet state is loaded, then the packets are encrypted, so
+    /// the lookups of a chunk run back to back instead of between AEAD calls.
     pub fn outbound_burst<B: PacketBuffer>(&mut self, pkts: &mut [B], verdicts: &mut [Verdict]) {
         let n = pkts.len().min(verdicts.len());
         self.flows.validate(self.spd.generation(), self.sad.generation());
@@ -323,8 +323,8 @@ impl Worker {
                 }
                 let decision = self.decide_outbound(&flow);
                 if let Ok(sa) = &decision {
-                    // Load the SA's per-packet state now (independent loads
-                    // across the chunk's SAs, so their misses overlap).
+                    // Load the SA's per-packet state now (plain loads, which
+                    // the CPU may overlap across the chunk's SAs).
                     std::hint::black_box((sa.hard_budget(), sa.is_expired(), sa.cipher.icv_len()));
                 }
                 plan.push(PlannedRun {

@@ -2,7 +2,7 @@
 //! same run with the bare aws-lc-rs AES-GCM seal/open of the same sizes.
 //!
 //! Usage: `esp-bench [--json] [--secs S] [--reps R] [--no-scale] [--scale-sas N]
-//! [--traffic random,uniform-x4,zipf-x4]`
+//! [--traffic one-active,active-1000,random,uniform-x4,zipf-x4]`
 //!
 //! Each case runs bursts of 32 packets through a `fastpath::worker::Worker`
 //! (SPD lookup, SAD lookup, sequence number, ESP, counters). Refilling the
@@ -10,8 +10,10 @@
 //! worker call is. Rates are of inner packet bytes. `ratio` is the worker's
 //! packet rate over the bare AEAD's packet rate at the same size.
 //!
-//! The many-SA cases (100,000 tunnels by default) run under three traffic
-//! models (see [`Traffic`]): a random tunnel per packet (worst case), trains of
+//! The many-SA cases (100,000 tunnels by default) run under five traffic
+//! models (see [`Traffic`]): all packets on one of the installed tunnels (the
+//! cost of the table sizes alone), a random tunnel per packet among 1,000
+//! active ones, a random tunnel per packet among all (worst case), trains of
 //! back-to-back packets per flow with flows drawn uniformly, and the same with
 //! Zipf(1.0)-distributed flow popularity (realistic for a concentrator). Every
 //! case is repeated (`--reps`, default 5), interleaved with the single-SA and
@@ -191,6 +193,12 @@ fn setup(n: u32) -> Setup {
 /// Which tunnel each successive packet belongs to.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Traffic {
+    /// One tunnel of the many installed carries all packets: isolates the
+    /// cost of the table sizes from the cost of touching many SAs.
+    OneActive,
+    /// A uniformly random tunnel per packet among [`ACTIVE`] tunnels spread
+    /// over the installed ones (the rest installed but idle).
+    ActiveSubset,
     /// A uniformly random tunnel for every packet: nothing is reused between
     /// packets (worst case for caches).
     Random,
@@ -204,15 +212,25 @@ enum Traffic {
 /// Packets a flow sends back to back in the train models (a TCP window's worth
 /// of segments arriving together on the tunnel device).
 const TRAIN: usize = 4;
+/// Active tunnels of [`Traffic::ActiveSubset`].
+const ACTIVE: usize = 1000;
 /// Length of a tunnel sequence: long enough that a 100,000-tunnel run does not
 /// cycle through a small subset of the SAs.
 const SEQUENCE_LEN: usize = 1 << 20;
 
 impl Traffic {
-    const ALL: [Traffic; 3] = [Traffic::Random, Traffic::UniformTrains, Traffic::ZipfTrains];
+    const ALL: [Traffic; 5] = [
+        Traffic::OneActive,
+        Traffic::ActiveSubset,
+        Traffic::Random,
+        Traffic::UniformTrains,
+        Traffic::ZipfTrains,
+    ];
 
     fn name(self) -> &'static str {
         match self {
+            Traffic::OneActive => "one-active",
+            Traffic::ActiveSubset => "active-1000",
             Traffic::Random => "random",
             Traffic::UniformTrains => "uniform-x4",
             Traffic::ZipfTrains => "zipf-x4",
@@ -221,6 +239,10 @@ impl Traffic {
 
     fn describe(self) -> String {
         match self {
+            Traffic::OneActive => "all packets on one of the installed tunnels".into(),
+            Traffic::ActiveSubset => {
+                format!("a uniformly random tunnel per packet among {ACTIVE} active tunnels")
+            }
             Traffic::Random => "uniformly random tunnel per packet (worst case)".into(),
             Traffic::UniformTrains => {
                 format!("flows drawn uniformly, {TRAIN} back-to-back packets per flow")
@@ -255,6 +277,13 @@ fn tunnel_sequence(traffic: Traffic, n: usize, seed: u64) -> Vec<u32> {
     let mut rng = Rng(seed | 1);
     let mut seq = Vec::with_capacity(SEQUENCE_LEN);
     match traffic {
+        Traffic::OneActive => seq.resize(SEQUENCE_LEN, (n / 2) as u32),
+        Traffic::ActiveSubset => {
+            let active: Vec<u32> = (0..ACTIVE.min(n)).map(|_| rng.below(n) as u32).collect();
+            while seq.len() < SEQUENCE_LEN {
+                seq.push(active[rng.below(active.len())]);
+            }
+        }
         Traffic::Random => {
             while seq.len() < SEQUENCE_LEN {
                 seq.push(rng.below(n) as u32);

@@ -385,6 +385,8 @@ pub struct Sad {
     inbound_ids: FastMap<u64, u32>,
     outbound: FastMap<u64, Arc<OutboundSa>>,
     next_id: AtomicU64,
+    /// Bumped after every removal, so workers can drop cached SA references.
+    generation: AtomicU64,
     workers: usize,
     events: Sender<SaEvent>,
 }
@@ -399,6 +401,7 @@ impl Sad {
             inbound_ids: DashMap::with_hasher_and_shard_amount(Default::default(), 64),
             outbound: DashMap::with_hasher_and_shard_amount(Default::default(), 64),
             next_id: AtomicU64::new(1),
+            generation: AtomicU64::new(0),
             workers: workers.max(1),
             events: tx,
         };
@@ -520,11 +523,20 @@ impl Sad {
     /// Removes an SA of either direction; packets in flight finish with their `Arc`.
     pub fn remove(&self, id: SaId) -> Result<(), SadError> {
         if self.outbound.remove(&id.0).is_some() {
+            self.generation.fetch_add(1, Ordering::Release);
             return Ok(());
         }
         let (_, spi) = self.inbound_ids.remove(&id.0).ok_or(SadError::NotFound(id))?;
         self.inbound.remove(&spi);
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(())
+    }
+
+    /// Changes every time an SA is removed: a worker that caches SA
+    /// references drops them when it sees a new value.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Number of inbound and outbound SAs.

@@ -5,15 +5,18 @@
 //! one hash table keyed by (family, prefix length, masked address). A lookup
 //! probes only the prefix lengths in use, longest first, so its cost depends
 //! on the number of distinct prefix lengths (at most 33 + 129), not on the
-//! number of tunnels. Tables are sharded concurrent maps; the SA a policy
-//! points to is an atomic, so a rekey repoints policies without rebuilding.
+//! number of tunnels. Tables are sharded concurrent maps whose buckets hold the
+//! policies themselves (selectors, priority, action), so a lookup is one hash
+//! probe per prefix length with no further pointer to follow: with 100,000
+//! tunnels that is the difference between one and three cache misses. A rekey
+//! repoints a policy's copies in place under the shard's write lock.
 
 use crate::ip::FlowKey;
 use crate::sad::SaId;
 use dashmap::DashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use thiserror::Error;
 
 /// A traffic selector: an address range, an IP protocol (0 = any) and a port range.
@@ -180,27 +183,47 @@ pub struct Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PolicyId(pub u64);
 
-const KIND_PROTECT: u8 = 0;
-const KIND_BYPASS: u8 = 1;
-const KIND_DISCARD: u8 = 2;
-
-#[derive(Debug)]
-struct Entry {
+/// A policy as stored in the index: everything a lookup reads, inline in
+/// the hash table's bucket, so a lookup costs one probe and no pointer chase.
+#[derive(Debug, Clone, Copy)]
+struct Indexed {
     id: u64,
+    priority: u32,
+    action: PolicyAction,
     local: TrafficSelector,
     remote: TrafficSelector,
-    priority: u32,
-    kind: AtomicU8,
-    sa: AtomicU64,
 }
 
-impl Entry {
-    fn action(&self) -> PolicyAction {
-        match self.kind.load(Ordering::Acquire) {
-            KIND_PROTECT => PolicyAction::Protect(SaId(self.sa.load(Ordering::Acquire))),
-            KIND_BYPASS => PolicyAction::Bypass,
-            _ => PolicyAction::Discard,
+/// The policies indexed under one key; the first inline (nearly always the only one).
+#[derive(Debug, Clone)]
+struct Bucket {
+    first: Indexed,
+    more: Vec<Indexed>,
+}
+
+impl Bucket {
+    fn iter(&self) -> impl Iterator<Item = &Indexed> {
+        std::iter::once(&self.first).chain(self.more.iter())
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Indexed> {
+        std::iter::once(&mut self.first).chain(self.more.iter_mut())
+    }
+
+    fn push(&mut self, e: Indexed) {
+        self.more.push(e);
+    }
+
+    /// Removes policy `id`; returns false when the bucket is left empty.
+    fn remove(&mut self, id: u64) -> bool {
+        self.more.retain(|e| e.id != id);
+        if self.first.id == id {
+            match self.more.pop() {
+                Some(e) => self.first = e,
+                None => return false,
+            }
         }
+        true
     }
 }
 
@@ -218,13 +241,16 @@ type IndexKey = (bool, u8, u128);
 /// The policy database.
 #[derive(Debug, Default)]
 pub struct Spd {
-    index: DashMap<IndexKey, Vec<Arc<Entry>>>,
-    policies: DashMap<u64, (Arc<Entry>, Vec<IndexKey>)>,
+    index: DashMap<IndexKey, Bucket>,
+    /// Installed policies (current action) and their index keys.
+    policies: DashMap<u64, (Indexed, Vec<IndexKey>)>,
     by_sa: DashMap<u64, Vec<u64>>,
     /// Bit `len` set when some prefix of that length is indexed (v4: word 0; v6: words 1..=3).
     len_mask: [AtomicU64; 4],
     writer: Mutex<WriterState>,
     next_id: AtomicU64,
+    /// Bumped after every change, so workers can drop cached lookups.
+    generation: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -256,19 +282,13 @@ impl Spd {
         let v6 = p.remote.is_v6();
         let bits = if v6 { 128 } else { 32 };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (kind, sa) = match p.action {
-            PolicyAction::Protect(s) => (KIND_PROTECT, s.0),
-            PolicyAction::Bypass => (KIND_BYPASS, 0),
-            PolicyAction::Discard => (KIND_DISCARD, 0),
-        };
-        let entry = Arc::new(Entry {
+        let entry = Indexed {
             id,
+            priority: p.priority,
+            action: p.action,
             local: p.local,
             remote: p.remote,
-            priority: p.priority,
-            kind: AtomicU8::new(kind),
-            sa: AtomicU64::new(sa),
-        });
+        };
         let (_, lo) = addr_bits(p.remote.start);
         let (_, hi) = addr_bits(p.remote.end);
         let keys: Vec<IndexKey> = range_to_prefixes(lo, hi, bits)
@@ -277,13 +297,22 @@ impl Spd {
             .collect();
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         for k in &keys {
-            self.index.entry(*k).or_default().push(entry.clone());
+            match self.index.entry(*k) {
+                dashmap::mapref::entry::Entry::Occupied(mut o) => o.get_mut().push(entry),
+                dashmap::mapref::entry::Entry::Vacant(v) => {
+                    v.insert(Bucket {
+                        first: entry,
+                        more: Vec::new(),
+                    });
+                }
+            }
             self.bump_len(&mut w, k.0, k.1, true);
         }
-        if kind == KIND_PROTECT {
-            self.by_sa.entry(sa).or_default().push(id);
+        if let PolicyAction::Protect(sa) = p.action {
+            self.by_sa.entry(sa.0).or_default().push(id);
         }
         self.policies.insert(id, (entry, keys));
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(PolicyId(id))
     }
 
@@ -315,17 +344,15 @@ impl Spd {
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let (_, (entry, keys)) = self.policies.remove(&id.0).ok_or(SpdError::NotFound(id.0))?;
         for k in &keys {
-            if let Some(mut bucket) = self.index.get_mut(k) {
-                bucket.retain(|e| e.id != id.0);
-            }
-            self.index.remove_if(k, |_, v| v.is_empty());
+            self.index.remove_if_mut(k, |_, bucket| !bucket.remove(id.0));
             self.bump_len(&mut w, k.0, k.1, false);
         }
-        if let PolicyAction::Protect(sa) = entry.action()
+        if let PolicyAction::Protect(sa) = entry.action
             && let Some(mut v) = self.by_sa.get_mut(&sa.0)
         {
             v.retain(|p| *p != id.0);
         }
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -337,13 +364,29 @@ impl Spd {
             return 0;
         };
         for id in &ids {
-            if let Some(p) = self.policies.get(id) {
-                p.0.sa.store(new.0, Ordering::Release);
+            let Some(mut p) = self.policies.get_mut(id) else {
+                continue;
+            };
+            p.0.action = PolicyAction::Protect(new);
+            for k in &p.1 {
+                if let Some(mut bucket) = self.index.get_mut(k) {
+                    for e in bucket.iter_mut().filter(|e| e.id == *id) {
+                        e.action = PolicyAction::Protect(new);
+                    }
+                }
             }
         }
         let n = ids.len();
         self.by_sa.entry(new.0).or_default().extend(ids);
+        self.generation.fetch_add(1, Ordering::Release);
         n
+    }
+
+    /// Changes after every insert, removal or rekey: a worker that caches
+    /// lookup results drops them when it sees a new value.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Number of policies.
@@ -383,7 +426,7 @@ impl Spd {
                     {
                         let m = PolicyMatch {
                             id: PolicyId(e.id),
-                            action: e.action(),
+                            action: e.action,
                         };
                         best = Some((e.priority, m));
                     }

@@ -94,6 +94,10 @@ pub struct Worker {
     counters: Arc<WorkerCounters>,
     build_outer: bool,
     enforce_pinning: bool,
+    /// Reused buffer of [`Worker::outbound_burst`]'s planning pass.
+    plan: Vec<PlannedRun>,
+    /// Recent flows and the SA their policy chose.
+    flows: FlowCache,
 }
 
 impl std::fmt::Debug for Worker {
@@ -114,6 +118,8 @@ impl Worker {
             counters: Arc::new(WorkerCounters::default()),
             build_outer: false,
             enforce_pinning: true,
+            plan: Vec::with_capacity(PLAN_CHUNK),
+            flows: FlowCache::new(),
         }
     }
 
@@ -280,34 +286,73 @@ impl Worker {
     ///
     /// Consecutive packets of the same flow form a run: one policy lookup,
     /// one SA lookup, one sequence-number reservation and one counter update
-    /// per run.
+    /// per run, and a flow seen recently skips both lookups (see
+    /// [`FLOW_CACHE_SLOTS`]). The burst is handled in chunks of [`PLAN_CHUNK`]
+    /// packets in two passes: first every run's policy and SA are found and
+    /// the SA's per-packet state is loaded, then the packets are encrypted, so
+    /// the lookups of a chunk run back to back instead of between AEAD calls.
     pub fn outbound_burst<B: PacketBuffer>(&mut self, pkts: &mut [B], verdicts: &mut [Verdict]) {
         let n = pkts.len().min(verdicts.len());
-        let mut i = 0;
-        let mut next_flow = None;
-        while i < n {
-            let flow = match next_flow.take() {
-                Some(f) => Some(f),
-                None => ip::flow_key(pkts[i].data()),
-            };
-            let Some(flow) = flow else {
-                verdicts[i] = self.drop_out(None, DropReason::Malformed);
-                i += 1;
-                continue;
-            };
-            let mut j = i + 1;
-            while j < n {
-                match ip::flow_key(pkts[j].data()) {
-                    Some(f) if f == flow => j += 1,
-                    other => {
-                        next_flow = other;
-                        break;
+        self.flows.validate(self.spd.generation(), self.sad.generation());
+        let mut plan = std::mem::take(&mut self.plan);
+        let mut chunk_start = 0;
+        while chunk_start < n {
+            let chunk_end = (chunk_start + PLAN_CHUNK).min(n);
+            // Pass 1: runs, policies and SAs.
+            let mut i = chunk_start;
+            let mut next_flow = None;
+            while i < chunk_end {
+                let flow = match next_flow.take() {
+                    Some(f) => Some(f),
+                    None => ip::flow_key(pkts[i].data()),
+                };
+                let Some(flow) = flow else {
+                    verdicts[i] = self.drop_out(None, DropReason::Malformed);
+                    i += 1;
+                    continue;
+                };
+                let mut j = i + 1;
+                while j < chunk_end {
+                    match ip::flow_key(pkts[j].data()) {
+                        Some(f) if f == flow => j += 1,
+                        other => {
+                            next_flow = other;
+                            break;
+                        }
+                    }
+                }
+                let decision = self.decide_outbound(&flow);
+                if let Ok(sa) = &decision {
+                    // Load the SA's per-packet state now (plain loads, which
+                    // the CPU may overlap across the chunk's SAs).
+                    std::hint::black_box((sa.hard_budget(), sa.is_expired(), sa.cipher.icv_len()));
+                }
+                plan.push(PlannedRun {
+                    start: i,
+                    end: j,
+                    decision,
+                });
+                i = j;
+            }
+            // Pass 2: encryption.
+            for run in plan.drain(..) {
+                let (p, v) = (&mut pkts[run.start..run.end], &mut verdicts[run.start..run.end]);
+                match run.decision {
+                    Ok(sa) => self.outbound_run(&sa, p, v),
+                    Err(verdict) => {
+                        v.fill(verdict);
+                        // Drops were counted once in pass 1; count the rest of the run too.
+                        if let Verdict::Drop(r) = verdict {
+                            for _ in 1..v.len() {
+                                self.counters.outbound.drop_one(r);
+                            }
+                        }
                     }
                 }
             }
-            self.outbound_run(&flow, &mut pkts[i..j], &mut verdicts[i..j]);
-            i = j;
+            chunk_start = chunk_end;
         }
+        self.plan = plan;
     }
 
     /// Processes one inner IP packet (see [`Worker::outbound_burst`]).
@@ -317,9 +362,24 @@ impl Worker {
         v[0]
     }
 
-    /// Encapsulates a run of packets of one flow.
-    fn outbound_run<B: PacketBuffer>(&mut self, flow: &FlowKey, pkts: &mut [B], verdicts: &mut [Verdict]) {
-        let decided = match self.spd.lookup(flow) {
+    /// Policy and SA of a flow, or the verdict for all its packets (a drop is
+    /// counted once here). Protected flows handled here are remembered in the
+    /// flow cache.
+    fn decide_outbound(&mut self, flow: &FlowKey) -> Result<Arc<OutboundSa>, Verdict> {
+        let slot = FlowCache::slot(flow);
+        if let Some(sa) = self.flows.get(slot, flow) {
+            return Ok(sa.clone());
+        }
+        let decided = self.lookup_outbound(flow);
+        if let Ok(sa) = &decided {
+            self.flows.put(slot, flow, sa);
+        }
+        decided
+    }
+
+    /// [`Worker::decide_outbound`] without the cache: SPD then SAD.
+    fn lookup_outbound(&self, flow: &FlowKey) -> Result<Arc<OutboundSa>, Verdict> {
+        match self.spd.lookup(flow) {
             None => Err(self.drop_out(None, DropReason::NoPolicy)),
             Some(m) => match m.action {
                 PolicyAction::Bypass => Err(Verdict::Bypass),
@@ -330,20 +390,11 @@ impl Worker {
                     Some(sa) => Ok(sa),
                 },
             },
-        };
-        let sa = match decided {
-            Ok(sa) => sa,
-            Err(v) => {
-                verdicts.fill(v);
-                // Drops were counted once above; count the rest of the run too.
-                if let Verdict::Drop(r) = v {
-                    for _ in 1..verdicts.len() {
-                        self.counters.outbound.drop_one(r);
-                    }
-                }
-                return;
-            }
-        };
+        }
+    }
+
+    /// Encapsulates a run of packets of one flow with `sa`.
+    fn outbound_run<B: PacketBuffer>(&mut self, sa: &OutboundSa, pkts: &mut [B], verdicts: &mut [Verdict]) {
         let (budget_p, budget_b) = sa.hard_budget();
         let expired = sa.is_expired();
         // On exhaustion nothing is granted and every packet is dropped below.
@@ -353,11 +404,11 @@ impl Worker {
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
         for (k, (pkt, v)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
             if expired || ok_p >= budget_p || ok_b >= budget_b {
-                *v = self.drop_out(Some(&sa), DropReason::Expired);
+                *v = self.drop_out(Some(sa), DropReason::Expired);
                 continue;
             }
             if k as u64 >= granted {
-                *v = self.drop_out(Some(&sa), DropReason::SeqExhausted);
+                *v = self.drop_out(Some(sa), DropReason::SeqExhausted);
                 continue;
             }
             let inner_len = pkt.len() as u64;
@@ -371,13 +422,13 @@ impl Worker {
             };
             seq += 1;
             if let Err(e) = encap(pkt, &params, &mut self.ivs) {
-                *v = self.drop_out(Some(&sa), e.into());
+                *v = self.drop_out(Some(sa), e.into());
                 continue;
             }
             if self.build_outer {
                 let ports = sa.udp_encap.map(|u| (u.local_port, u.remote_port));
                 if ip::prepend_outer(pkt, sa.local, sa.remote, ports).is_err() {
-                    *v = self.drop_out(Some(&sa), EspError::Oversize("outer headers").into());
+                    *v = self.drop_out(Some(sa), EspError::Oversize("outer headers").into());
                     continue;
                 }
             }
@@ -394,6 +445,90 @@ impl Worker {
             self.counters.outbound.add(ok_p, ok_b);
         }
     }
+}
+
+/// Packets whose lookups [`Worker::outbound_burst`] does before encrypting any of them.
+pub const PLAN_CHUNK: usize = 32;
+
+/// Slots of a worker's flow cache (direct-mapped, about 64 bytes each).
+pub const FLOW_CACHE_SLOTS: usize = 4096;
+
+/// A worker's cache of flow → outbound SA, so the packets of a busy flow skip
+/// the SPD and SAD lookups (and their cache misses with many tunnels).
+///
+/// It is emptied whenever the SPD or the SAD reports a new generation (any
+/// policy change, rekey or SA removal), checked once per burst, so it never
+/// answers differently from a fresh lookup made at the start of the burst,
+/// and references to removed SAs are dropped at the next burst.
+/// Collisions only cost a regular lookup.
+struct FlowCache {
+    slots: Box<[Option<CachedFlow>]>,
+    spd_generation: u64,
+    sad_generation: u64,
+}
+
+struct CachedFlow {
+    flow: FlowKey,
+    sa: Arc<OutboundSa>,
+}
+
+impl FlowCache {
+    fn new() -> Self {
+        Self {
+            slots: (0..FLOW_CACHE_SLOTS).map(|_| None).collect(),
+            spd_generation: 0,
+            sad_generation: 0,
+        }
+    }
+
+    /// Empties the cache if the databases changed since it was filled.
+    #[inline]
+    fn validate(&mut self, spd_generation: u64, sad_generation: u64) {
+        if (spd_generation, sad_generation) != (self.spd_generation, self.sad_generation) {
+            self.slots.iter_mut().for_each(|s| *s = None);
+            self.spd_generation = spd_generation;
+            self.sad_generation = sad_generation;
+        }
+    }
+
+    /// Slot of `flow` (multiplicative hash; collisions are harmless).
+    #[inline]
+    fn slot(flow: &FlowKey) -> usize {
+        let fold = |a: IpAddr| match a {
+            IpAddr::V4(v) => u64::from(u32::from(v)),
+            IpAddr::V6(v) => {
+                let x = u128::from(v);
+                (x as u64) ^ ((x >> 64) as u64).rotate_left(29)
+            }
+        };
+        let ports = (u64::from(flow.src_port) << 16) | u64::from(flow.dst_port);
+        let mut h = fold(flow.src).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h = (h ^ fold(flow.dst)).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+        h = (h ^ ports ^ (u64::from(flow.proto) << 32)).wrapping_mul(0x1656_67b1_9e37_79f9);
+        (h >> 40) as usize % FLOW_CACHE_SLOTS
+    }
+
+    #[inline]
+    fn get(&self, slot: usize, flow: &FlowKey) -> Option<&Arc<OutboundSa>> {
+        match &self.slots[slot] {
+            Some(c) if c.flow == *flow => Some(&c.sa),
+            _ => None,
+        }
+    }
+
+    fn put(&mut self, slot: usize, flow: &FlowKey, sa: &Arc<OutboundSa>) {
+        self.slots[slot] = Some(CachedFlow {
+            flow: *flow,
+            sa: sa.clone(),
+        });
+    }
+}
+
+/// A run of one flow's packets and what to do with them.
+struct PlannedRun {
+    start: usize,
+    end: usize,
+    decision: Result<Arc<OutboundSa>, Verdict>,
 }
 
 /// Writes a NAT keepalive (RFC 3948 §2.3) into `buf`.

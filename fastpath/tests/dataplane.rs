@@ -592,3 +592,94 @@ fn worker_builds_outer_headers_for_raw_ports() {
         assert_eq!(p.recv(&esp, kind).unwrap(), inner);
     }
 }
+
+/// The worker's flow cache never outlives a change of the SAD or SPD, and
+/// colliding flows each get their own policy's SA.
+#[test]
+fn flow_cache_follows_sa_and_policy_changes() {
+    let mut p = pair(|_| {}, false);
+    let inner = udp_packet("10.1.0.1".parse().unwrap(), "10.2.0.1".parse().unwrap(), 64);
+    for _ in 0..3 {
+        let esp = p.send(&inner).unwrap();
+        assert_eq!(p.recv(&esp, InboundKind::RawEsp).unwrap(), inner);
+    }
+    // Removing the cached SA: the next packet is not encrypted with it.
+    p.sad_a.remove(p.out_id).unwrap();
+    assert_eq!(p.send(&inner), Err(Verdict::Drop(DropReason::NoSa)));
+
+    // A new SA and a more specific policy; then the policy goes away again.
+    let out2 = SaParams::new(
+        0xc0de_0003,
+        Direction::Outbound,
+        keys(EncAlg::AesGcm16_128, IntegAlg::None, 3),
+        p.a_addr,
+        p.b_addr,
+    );
+    let id2 = p.sad_a.install_outbound(&out2).unwrap();
+    let pol = p
+        .spd_a
+        .insert(&Policy {
+            local: any_ts(false),
+            remote: TrafficSelector::prefix("10.2.0.0".parse().unwrap(), 16).unwrap(),
+            action: PolicyAction::Protect(id2),
+            priority: 10,
+        })
+        .unwrap();
+    assert_eq!(p.send(&inner).unwrap()[..4], 0xc0de_0003u32.to_be_bytes());
+    assert_eq!(p.send(&inner).unwrap()[..4], 0xc0de_0003u32.to_be_bytes());
+    p.spd_a.remove(pol).unwrap();
+    // Back to the catch-all policy, whose SA is gone.
+    assert_eq!(p.send(&inner), Err(Verdict::Drop(DropReason::NoSa)));
+
+    // Many flows over two SAs (more flows than cache slots): each packet
+    // goes out under its own policy's SA, in bursts.
+    let (sad, _ev) = Sad::new(1);
+    let spd = Spd::new();
+    let mut ids = Vec::new();
+    for spi in [0x1111_0000u32, 0x2222_0000] {
+        let o = SaParams::new(
+            spi,
+            Direction::Outbound,
+            keys(EncAlg::AesGcm16_128, IntegAlg::None, (spi >> 24) as u8),
+            p.a_addr,
+            p.b_addr,
+        );
+        ids.push(sad.install_outbound(&o).unwrap());
+    }
+    for (k, id) in ids.iter().enumerate() {
+        let net = if k == 0 { "10.3.0.0" } else { "10.4.0.0" };
+        spd.insert(&Policy {
+            local: any_ts(false),
+            remote: TrafficSelector::prefix(net.parse().unwrap(), 16).unwrap(),
+            action: PolicyAction::Protect(*id),
+            priority: 1,
+        })
+        .unwrap();
+    }
+    let mut w = Worker::new(0, Arc::new(sad), Arc::new(spd));
+    let flows: Vec<(Vec<u8>, u32)> = (0..10_000u32)
+        .map(|i| {
+            let (net, spi) = if i % 3 == 0 {
+                (0x0a03_0000, 0x1111_0000)
+            } else {
+                (0x0a04_0000, 0x2222_0000)
+            };
+            let dst = IpAddr::from(std::net::Ipv4Addr::from(net + (i & 0xffff)));
+            (udp_packet("10.1.0.1".parse().unwrap(), dst, 16), spi)
+        })
+        .collect();
+    for round in 0..2 {
+        for chunk in flows.chunks(32) {
+            let mut bufs: Vec<PacketBuf> = chunk
+                .iter()
+                .map(|(pkt, _)| PacketBuf::from_slice(pkt).unwrap())
+                .collect();
+            let mut v = vec![Verdict::Keepalive; bufs.len()];
+            w.outbound_burst(&mut bufs, &mut v);
+            for ((b, (_, spi)), v) in bufs.iter().zip(chunk).zip(&v) {
+                assert!(matches!(v, Verdict::ToPeer { .. }), "round {round}: {v:?}");
+                assert_eq!(b.data()[..4], spi.to_be_bytes());
+            }
+        }
+    }
+}

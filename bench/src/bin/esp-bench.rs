@@ -1,13 +1,25 @@
 //! esp-bench: ESP encapsulation and decapsulation per core, compared in the
 //! same run with the bare aws-lc-rs AES-GCM seal/open of the same sizes.
 //!
-//! Usage: `esp-bench [--json] [--secs S] [--no-scale] [--scale-sas N]`
+//! Usage: `esp-bench [--json] [--secs S] [--reps R] [--no-scale] [--scale-sas N]
+//! [--traffic one-active,active-1000,random,uniform-x4,zipf-x4]`
 //!
 //! Each case runs bursts of 32 packets through a `fastpath::worker::Worker`
 //! (SPD lookup, SAD lookup, sequence number, ESP, counters). Refilling the
 //! buffers between bursts (the job of the receive path) is not timed; the
 //! worker call is. Rates are of inner packet bytes. `ratio` is the worker's
 //! packet rate over the bare AEAD's packet rate at the same size.
+//!
+//! The many-SA cases (100,000 tunnels by default) run under five traffic
+//! models (see [`Traffic`]): all packets on one of the installed tunnels (the
+//! cost of the table sizes alone), a random tunnel per packet among 1,000
+//! active ones, a random tunnel per packet among all (worst case), trains of
+//! back-to-back packets per flow with flows drawn uniformly, and the same with
+//! Zipf(1.0)-distributed flow popularity (realistic for a concentrator). Every
+//! case is repeated (`--reps`, default 5), interleaved with the single-SA and
+//! bare-AEAD cases; ratios are computed within a repetition and the median is
+//! reported, since the machine is shared and noisy; bursts during which the
+//! thread was preempted (over 8 times the median burst time) are left out.
 
 use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use fastpath::buf::{PacketBuf, PacketBuffer};
@@ -71,22 +83,42 @@ impl Rate {
 /// Runs `burst` until `target` of timed work has accumulated (after a short
 /// warm-up). `burst` adds its timed part to the duration and returns
 /// (packets, bytes) processed.
+///
+/// The machine is shared: a burst during which this thread was preempted takes
+/// a scheduler time slice (milliseconds) instead of microseconds. Bursts
+/// longer than [`OUTLIER_FACTOR`] times the median burst are left out of the
+/// rate (cache interference from other tenants stays in).
 fn run(target: Duration, mut burst: impl FnMut(&mut Duration) -> (u64, u64)) -> Rate {
     let mut warm = Duration::ZERO;
     while warm < target / 10 {
         burst(&mut warm);
     }
-    let (mut t, mut p, mut b) = (Duration::ZERO, 0u64, 0u64);
+    let mut samples: Vec<(Duration, u64, u64)> = Vec::with_capacity(1 << 16);
+    let mut t = Duration::ZERO;
     while t < target {
-        let (pp, bb) = burst(&mut t);
+        let mut d = Duration::ZERO;
+        let (pp, bb) = burst(&mut d);
+        t += d;
+        samples.push((d, pp, bb));
+    }
+    let mut durs: Vec<Duration> = samples.iter().map(|s| s.0).collect();
+    durs.sort_unstable();
+    let limit = durs[durs.len() / 2] * OUTLIER_FACTOR;
+    let (mut t, mut p, mut b) = (Duration::ZERO, 0u64, 0u64);
+    for (d, pp, bb) in samples.into_iter().filter(|s| s.0 <= limit) {
+        t += d;
         p += pp;
         b += bb;
     }
+    let secs = t.as_secs_f64().max(1e-9);
     Rate {
-        pps: p as f64 / t.as_secs_f64(),
-        bps: b as f64 / t.as_secs_f64(),
+        pps: p as f64 / secs,
+        bps: b as f64 / secs,
     }
 }
+
+/// Bursts slower than this many times the median burst count as preempted.
+const OUTLIER_FACTOR: u32 = 8;
 
 /// An IPv4/UDP packet of `size` bytes from 10.1.0.1 to `dst`.
 fn inner_packet(size: usize, dst: Ipv4Addr) -> Vec<u8> {
@@ -158,39 +190,189 @@ fn setup(n: u32) -> Setup {
     }
 }
 
-struct Templates {
-    /// Per tunnel (cycled), per IMIX slot, the inner packet.
-    pkts: Vec<Vec<u8>>,
+/// Which tunnel each successive packet belongs to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Traffic {
+    /// One tunnel of the many installed carries all packets: isolates the
+    /// cost of the table sizes from the cost of touching many SAs.
+    OneActive,
+    /// A uniformly random tunnel per packet among [`ACTIVE`] tunnels spread
+    /// over the installed ones (the rest installed but idle).
+    ActiveSubset,
+    /// A uniformly random tunnel for every packet: nothing is reused between
+    /// packets (worst case for caches).
+    Random,
+    /// Trains of `TRAIN` back-to-back packets per flow, flows drawn uniformly.
+    UniformTrains,
+    /// Trains of `TRAIN` back-to-back packets per flow, flows drawn from a
+    /// Zipf(1.0) popularity law over the tunnels (ranks shuffled over memory).
+    ZipfTrains,
 }
 
-fn templates(size: Size, dsts: &[Ipv4Addr], count: usize) -> Templates {
-    let mut pkts = Vec::with_capacity(count);
-    let mut x = 0x9e37_79b9u32;
-    for i in 0..count {
-        // Pseudo-random tunnel choice so the multi-SA run misses caches.
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        let dst = dsts[(x as usize) % dsts.len()];
-        pkts.push(inner_packet(size.of(i), dst));
+/// Packets a flow sends back to back in the train models (a TCP window's worth
+/// of segments arriving together on the tunnel device).
+const TRAIN: usize = 4;
+/// Active tunnels of [`Traffic::ActiveSubset`].
+const ACTIVE: usize = 1000;
+/// Length of a tunnel sequence: long enough that a 100,000-tunnel run does not
+/// cycle through a small subset of the SAs.
+const SEQUENCE_LEN: usize = 1 << 20;
+
+impl Traffic {
+    const ALL: [Traffic; 5] = [
+        Traffic::OneActive,
+        Traffic::ActiveSubset,
+        Traffic::Random,
+        Traffic::UniformTrains,
+        Traffic::ZipfTrains,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Traffic::OneActive => "one-active",
+            Traffic::ActiveSubset => "active-1000",
+            Traffic::Random => "random",
+            Traffic::UniformTrains => "uniform-x4",
+            Traffic::ZipfTrains => "zipf-x4",
+        }
     }
-    Templates { pkts }
+
+    fn describe(self) -> String {
+        match self {
+            Traffic::OneActive => "all packets on one of the installed tunnels".into(),
+            Traffic::ActiveSubset => {
+                format!("a uniformly random tunnel per packet among {ACTIVE} active tunnels")
+            }
+            Traffic::Random => "uniformly random tunnel per packet (worst case)".into(),
+            Traffic::UniformTrains => {
+                format!("flows drawn uniformly, {TRAIN} back-to-back packets per flow")
+            }
+            Traffic::ZipfTrains => {
+                format!("flows drawn Zipf(s=1.0) over the tunnels, {TRAIN} back-to-back packets per flow (realistic)")
+            }
+        }
+    }
 }
 
-fn bench_encap(s: &mut Setup, size: Size, secs: Duration) -> Rate {
-    let t = templates(size, &s.dsts, 4096);
-    let mut bufs: Vec<PacketBuf> = (0..BURST).map(|_| PacketBuf::new(128, 2048)).collect();
-    let mut verdicts = vec![Verdict::Keepalive; BURST];
-    let mut cursor = 0usize;
-    let a = &mut s.a;
-    run(secs, |timed| {
+/// xorshift64* pseudo-random numbers (reproducible runs).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64 * n as f64) as usize % n.max(1)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The tunnel index of each packet under `traffic`, over `n` tunnels.
+fn tunnel_sequence(traffic: Traffic, n: usize, seed: u64) -> Vec<u32> {
+    let mut rng = Rng(seed | 1);
+    let mut seq = Vec::with_capacity(SEQUENCE_LEN);
+    match traffic {
+        Traffic::OneActive => seq.resize(SEQUENCE_LEN, (n / 2) as u32),
+        Traffic::ActiveSubset => {
+            let active: Vec<u32> = (0..ACTIVE.min(n)).map(|_| rng.below(n) as u32).collect();
+            while seq.len() < SEQUENCE_LEN {
+                seq.push(active[rng.below(active.len())]);
+            }
+        }
+        Traffic::Random => {
+            while seq.len() < SEQUENCE_LEN {
+                seq.push(rng.below(n) as u32);
+            }
+        }
+        Traffic::UniformTrains => {
+            while seq.len() < SEQUENCE_LEN {
+                let t = rng.below(n) as u32;
+                seq.extend(std::iter::repeat_n(t, TRAIN));
+            }
+        }
+        Traffic::ZipfTrains => {
+            // Cumulative Zipf(1) weights of ranks 1..=n.
+            let mut cdf = Vec::with_capacity(n);
+            let mut acc = 0.0;
+            for r in 1..=n {
+                acc += 1.0 / r as f64;
+                cdf.push(acc);
+            }
+            // Popular tunnels are spread over the tables, not the first installed.
+            let mut rank_to_tunnel: Vec<u32> = (0..n as u32).collect();
+            for i in (1..n).rev() {
+                rank_to_tunnel.swap(i, rng.below(i + 1));
+            }
+            while seq.len() < SEQUENCE_LEN {
+                let u = rng.unit() * acc;
+                let rank = cdf.partition_point(|c| *c < u).min(n - 1);
+                seq.extend(std::iter::repeat_n(rank_to_tunnel[rank], TRAIN));
+            }
+        }
+    }
+    seq.truncate(SEQUENCE_LEN);
+    seq
+}
+
+/// Packet source of one case: a template per size, readdressed per packet.
+struct PacketSource {
+    templates: Vec<(usize, Vec<u8>)>,
+    seq: Vec<u32>,
+    size: Size,
+    cursor: usize,
+}
+
+impl PacketSource {
+    fn new(size: Size, seq: Vec<u32>) -> Self {
+        let mut templates: Vec<(usize, Vec<u8>)> = Vec::new();
+        for i in 0..IMIX.len() {
+            let s = size.of(i);
+            if !templates.iter().any(|(t, _)| *t == s) {
+                templates.push((s, inner_packet(s, Ipv4Addr::new(10, 2, 0, 0))));
+            }
+        }
+        Self {
+            templates,
+            seq,
+            size,
+            cursor: 0,
+        }
+    }
+
+    /// Fills `bufs` with the next packets (untimed); returns their bytes.
+    fn fill(&mut self, bufs: &mut [PacketBuf], dsts: &[Ipv4Addr]) -> u64 {
         let mut bytes = 0u64;
         for b in bufs.iter_mut() {
-            let p = &t.pkts[cursor % t.pkts.len()];
-            cursor += 1;
-            bytes += p.len() as u64;
-            let _ = b.set_data(p);
+            let size = self.size.of(self.cursor);
+            let tunnel = self.seq[self.cursor % self.seq.len()] as usize;
+            self.cursor += 1;
+            let t = match self.templates.iter().find(|(s, _)| *s == size) {
+                Some((_, t)) => t,
+                None => &self.templates[0].1,
+            };
+            let _ = b.set_data(t);
+            let d = b.data_mut();
+            d[16..20].copy_from_slice(&dsts[tunnel % dsts.len()].octets());
+            d[10..12].fill(0);
+            let c = ip::checksum(&d[..20]);
+            d[10..12].copy_from_slice(&c.to_be_bytes());
+            bytes += t.len() as u64;
         }
+        bytes
+    }
+}
+
+fn bench_encap(s: &mut Setup, src: &mut PacketSource, secs: Duration) -> Rate {
+    let mut bufs: Vec<PacketBuf> = (0..BURST).map(|_| PacketBuf::new(128, 2048)).collect();
+    let mut verdicts = vec![Verdict::Keepalive; BURST];
+    let (a, dsts) = (&mut s.a, &s.dsts);
+    run(secs, |timed| {
+        let bytes = src.fill(&mut bufs, dsts);
         let start = Instant::now();
         a.outbound_burst(&mut bufs, &mut verdicts);
         *timed += start.elapsed();
@@ -200,8 +382,7 @@ fn bench_encap(s: &mut Setup, size: Size, secs: Duration) -> Rate {
     })
 }
 
-fn bench_decap(s: &mut Setup, size: Size, secs: Duration) -> Rate {
-    let t = templates(size, &s.dsts, 4096);
+fn bench_decap(s: &mut Setup, src: &mut PacketSource, secs: Duration) -> Rate {
     let mut bufs: Vec<PacketBuf> = (0..BURST).map(|_| PacketBuf::new(128, 2048)).collect();
     let mut verdicts = vec![Verdict::Keepalive; BURST];
     let meta = vec![
@@ -212,16 +393,9 @@ fn bench_decap(s: &mut Setup, size: Size, secs: Duration) -> Rate {
         };
         BURST
     ];
-    let mut cursor = 0usize;
-    let (a, b) = (&mut s.a, &mut s.b);
+    let (a, b, dsts) = (&mut s.a, &mut s.b, &s.dsts);
     run(secs, |timed| {
-        let mut bytes = 0u64;
-        for buf in bufs.iter_mut() {
-            let p = &t.pkts[cursor % t.pkts.len()];
-            cursor += 1;
-            bytes += p.len() as u64;
-            let _ = buf.set_data(p);
-        }
+        let bytes = src.fill(&mut bufs, dsts);
         a.outbound_burst(&mut bufs, &mut verdicts);
         let start = Instant::now();
         b.inbound_burst(InboundKind::RawEsp, &mut bufs, &meta, &mut verdicts);
@@ -277,12 +451,74 @@ fn bench_bare(size: Size, open: bool, secs: Duration) -> Rate {
     })
 }
 
+/// Median of `v` (0 when empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// Repetitions of one case; ratios are taken within a repetition (same
+/// machine conditions), then the median over repetitions is reported.
+#[derive(Default, Clone)]
+struct Reps {
+    rates: Vec<Rate>,
+    ratios: Vec<f64>,
+}
+
+impl Reps {
+    fn push(&mut self, r: Rate, base: Rate) {
+        self.rates.push(r);
+        self.ratios.push(if base.pps > 0.0 { r.pps / base.pps } else { 0.0 });
+    }
+    fn mpps(&self) -> f64 {
+        median(self.rates.iter().map(|r| r.mpps()).collect())
+    }
+    fn gbps(&self) -> f64 {
+        median(self.rates.iter().map(|r| r.gbps()).collect())
+    }
+    fn ratio(&self) -> f64 {
+        median(self.ratios.clone())
+    }
+    fn spread(&self) -> (f64, f64) {
+        let r = &self.ratios;
+        (
+            r.iter().copied().fold(f64::INFINITY, f64::min),
+            r.iter().copied().fold(0.0, f64::max),
+        )
+    }
+    fn json(&self, size: Size) -> String {
+        format!(
+            "{{\"size\":{},\"mpps\":{:.4},\"gbps\":{:.4},\"ratio\":{:.4}}}",
+            size.json(),
+            self.mpps(),
+            self.gbps(),
+            self.ratio()
+        )
+    }
+}
+
+/// Single-SA results of one size: worker vs bare AEAD.
+#[derive(Default, Clone)]
 struct Row {
-    size: Size,
-    encap: Rate,
-    decap: Rate,
-    seal: Rate,
-    open: Rate,
+    encap: Reps,
+    decap: Reps,
+    seal: Reps,
+    open: Reps,
+}
+
+/// Many-SA results of one size and traffic model, ratios vs the single SA.
+#[derive(Default, Clone)]
+struct ScaleRow {
+    encap: Reps,
+    decap: Reps,
 }
 
 fn main() {
@@ -295,76 +531,128 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .and_then(|v| v.parse::<f64>().ok())
     };
-    let secs = Duration::from_secs_f64(arg_val("--secs").unwrap_or(0.5));
-    let scale_sas = arg_val("--scale-sas").unwrap_or(100_000.0) as u32;
+    let secs = Duration::from_secs_f64(arg_val("--secs").unwrap_or(0.3));
+    let reps = (arg_val("--reps").unwrap_or(5.0) as usize).max(1);
+    let scale_sas = (arg_val("--scale-sas").unwrap_or(100_000.0) as u32).max(1);
+    let models: Vec<Traffic> = match args.iter().position(|a| a == "--traffic") {
+        Some(i) => Traffic::ALL
+            .into_iter()
+            .filter(|t| args.get(i + 1).is_some_and(|v| v.split(',').any(|n| n == t.name())))
+            .collect(),
+        None => Traffic::ALL.to_vec(),
+    };
     let sizes = [Size::Fixed(64), Size::Fixed(512), Size::Fixed(1420), Size::Imix];
 
     let mut single = setup(1);
-    let mut rows = Vec::new();
-    for size in sizes {
-        rows.push(Row {
-            size,
-            encap: bench_encap(&mut single, size, secs),
-            decap: bench_decap(&mut single, size, secs),
-            seal: bench_bare(size, false, secs),
-            open: bench_bare(size, true, secs),
-        });
-    }
-    let mut scale_rows = Vec::new();
+    let mut many = None;
     if !no_scale {
         let t = Instant::now();
-        let mut many = setup(scale_sas);
-        let setup_time = t.elapsed();
+        many = Some(setup(scale_sas));
         if !json {
-            eprintln!("installed {scale_sas} SA pairs and policies in {setup_time:.2?}");
+            eprintln!("installed {scale_sas} SA pairs and policies in {:.2?}", t.elapsed());
         }
-        for size in sizes {
-            scale_rows.push((
-                size,
-                bench_encap(&mut many, size, secs),
-                bench_decap(&mut many, size, secs),
-            ));
+    }
+    let mut rows = vec![Row::default(); sizes.len()];
+    let mut scale_rows = vec![vec![ScaleRow::default(); sizes.len()]; models.len()];
+    // Packet sources live across repetitions so each repetition sees new packets.
+    let mut single_src: Vec<PacketSource> = sizes.iter().map(|s| PacketSource::new(*s, vec![0])).collect();
+    let mut scale_src: Vec<Vec<PacketSource>> = models
+        .iter()
+        .enumerate()
+        .map(|(mi, m)| {
+            sizes
+                .iter()
+                .enumerate()
+                .map(|(si, s)| {
+                    let seed = 0x9e37_79b9_7f4a_7c15u64 ^ ((mi * 16 + si) as u64).wrapping_mul(0x1000_0001);
+                    PacketSource::new(*s, tunnel_sequence(*m, scale_sas as usize, seed))
+                })
+                .collect()
+        })
+        .collect();
+    for rep in 0..reps {
+        if !json {
+            eprintln!("repetition {}/{reps}", rep + 1);
+        }
+        for (si, size) in sizes.iter().enumerate() {
+            // Interleaved so each ratio compares runs a few seconds apart.
+            let seal = bench_bare(*size, false, secs);
+            let open = bench_bare(*size, true, secs);
+            let enc = bench_encap(&mut single, &mut single_src[si], secs);
+            let dec = bench_decap(&mut single, &mut single_src[si], secs);
+            let row = &mut rows[si];
+            row.seal.push(seal, seal);
+            row.open.push(open, open);
+            row.encap.push(enc, seal);
+            row.decap.push(dec, open);
+            if let Some(many) = many.as_mut() {
+                for (mi, srcs) in scale_src.iter_mut().enumerate() {
+                    let e = bench_encap(many, &mut srcs[si], secs);
+                    let d = bench_decap(many, &mut srcs[si], secs);
+                    scale_rows[mi][si].encap.push(e, enc);
+                    scale_rows[mi][si].decap.push(d, dec);
+                }
+            }
         }
     }
 
     if json {
-        let ratio = |a: Rate, b: Rate| if b.pps > 0.0 { a.pps / b.pps } else { 0.0 };
-        let entry = |size: Size, r: Rate, base: Rate| {
-            format!(
-                "{{\"size\":{},\"mpps\":{:.4},\"gbps\":{:.4},\"ratio\":{:.4}}}",
-                size.json(),
-                r.mpps(),
-                r.gbps(),
-                ratio(r, base)
-            )
+        let list = |f: &dyn Fn(&Row, Size) -> String| {
+            rows.iter()
+                .zip(sizes)
+                .map(|(r, s)| f(r, s))
+                .collect::<Vec<_>>()
+                .join(",")
         };
-        let list = |f: &dyn Fn(&Row) -> String| rows.iter().map(f).collect::<Vec<_>>().join(",");
-        let results = list(&|r| entry(r.size, r.encap, r.seal));
-        let decap = list(&|r| entry(r.size, r.decap, r.open));
-        let seal = list(&|r| entry(r.size, r.seal, r.seal));
-        let open = list(&|r| entry(r.size, r.open, r.open));
-        let scale_enc = scale_rows
-            .iter()
-            .zip(&rows)
-            .map(|((s, e, _), r)| entry(*s, *e, r.encap))
-            .collect::<Vec<_>>()
-            .join(",");
-        let scale_dec = scale_rows
-            .iter()
-            .zip(&rows)
-            .map(|((s, _, d), r)| entry(*s, *d, r.decap))
-            .collect::<Vec<_>>()
-            .join(",");
+        let results = list(&|r, s| r.encap.json(s));
+        let decap = list(&|r, s| r.decap.json(s));
+        let seal = list(&|r, s| r.seal.json(s));
+        let open = list(&|r, s| r.open.json(s));
+        let scale_list = |mi: usize, dec: bool| {
+            scale_rows[mi]
+                .iter()
+                .zip(sizes)
+                .map(|(r, s)| if dec { r.decap.json(s) } else { r.encap.json(s) })
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        // Legacy keys: the worst case (random tunnel per packet).
+        let worst = models.iter().position(|m| *m == Traffic::Random);
+        let (scale_enc, scale_dec) = match (worst, many.is_some()) {
+            (Some(w), true) => (scale_list(w, false), scale_list(w, true)),
+            _ => (String::new(), String::new()),
+        };
+        let per_model = if many.is_some() {
+            models
+                .iter()
+                .enumerate()
+                .map(|(mi, m)| {
+                    format!(
+                        "{{\"traffic\":\"{}\",\"description\":\"{}\",\"encap\":[{}],\"decap\":[{}]}}",
+                        m.name(),
+                        m.describe(),
+                        scale_list(mi, false),
+                        scale_list(mi, true)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        } else {
+            String::new()
+        };
         println!(
-            "{{\"cipher\":\"aes128gcm16\",\"burst\":{BURST},\"results\":[{results}],\
+            "{{\"cipher\":\"aes128gcm16\",\"burst\":{BURST},\"reps\":{reps},\"results\":[{results}],\
              \"decap_results\":[{decap}],\"bare_seal\":[{seal}],\"bare_open\":[{open}],\
              \"scale_sas\":{},\"scale_encap\":[{scale_enc}],\"scale_decap\":[{scale_dec}],\
-             \"notes\":\"results = encap, ratio vs bare aws-lc-rs AES-128-GCM seal; decap ratio vs bare open; scale ratios vs single-SA\"}}",
+             \"scale_traffic\":[{per_model}],\
+             \"notes\":\"medians over reps; results = encap, ratio vs bare aws-lc-rs AES-128-GCM seal in the same repetition; decap ratio vs bare open; scale ratios vs single-SA in the same repetition; scale_encap/scale_decap = random tunnel per packet\"}}",
             if no_scale { 0 } else { scale_sas }
         );
         return;
     }
-    println!("ESP AES-128-GCM-16 tunnel mode, IPv4, burst {BURST}, one core, {secs:?} per case");
+    println!(
+        "ESP AES-128-GCM-16 tunnel mode, IPv4, burst {BURST}, one core, {secs:?} per case, median of {reps} repetitions"
+    );
     println!(
         "{:>6} | {:>21} | {:>21} | {:>21} | {:>21} | {:>6} | {:>6}",
         "size",
@@ -375,10 +663,10 @@ fn main() {
         "enc/s",
         "dec/o"
     );
-    for r in &rows {
+    for (r, s) in rows.iter().zip(sizes) {
         println!(
             "{:>6} | {:>9.3} {:>11.2} | {:>9.3} {:>11.2} | {:>9.3} {:>11.2} | {:>9.3} {:>11.2} | {:>6.3} | {:>6.3}",
-            r.size.label(),
+            s.label(),
             r.encap.mpps(),
             r.encap.gbps(),
             r.decap.mpps(),
@@ -387,23 +675,30 @@ fn main() {
             r.seal.gbps(),
             r.open.mpps(),
             r.open.gbps(),
-            r.encap.pps / r.seal.pps,
-            r.decap.pps / r.open.pps
+            r.encap.ratio(),
+            r.decap.ratio()
         );
     }
-    if !scale_rows.is_empty() {
-        println!("\nwith {scale_sas} SAs and policies, random tunnel per packet (ratio vs single SA):");
-        for ((s, e, d), r) in scale_rows.iter().zip(&rows) {
+    if many.is_some() {
+        for (mi, m) in models.iter().enumerate() {
             println!(
-                "{:>6} | encap {:>7.3} Mpps {:>6.2} Gbit/s ({:.3}) | decap {:>7.3} Mpps {:>6.2} Gbit/s ({:.3})",
-                s.label(),
-                e.mpps(),
-                e.gbps(),
-                e.pps / r.encap.pps,
-                d.mpps(),
-                d.gbps(),
-                d.pps / r.decap.pps
+                "\nwith {scale_sas} SAs and policies, {}: ratio vs single SA (median, [min-max])",
+                m.describe()
             );
+            for (r, s) in scale_rows[mi].iter().zip(sizes) {
+                let (elo, ehi) = r.encap.spread();
+                let (dlo, dhi) = r.decap.spread();
+                println!(
+                    "{:>6} | encap {:>7.3} Mpps {:>6.2} Gbit/s {:.3} [{elo:.2}-{ehi:.2}] | decap {:>7.3} Mpps {:>6.2} Gbit/s {:.3} [{dlo:.2}-{dhi:.2}]",
+                    s.label(),
+                    r.encap.mpps(),
+                    r.encap.gbps(),
+                    r.encap.ratio(),
+                    r.decap.mpps(),
+                    r.decap.gbps(),
+                    r.decap.ratio(),
+                );
+            }
         }
     }
 }

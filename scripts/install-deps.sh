@@ -10,7 +10,7 @@ PACKAGES=(
   # DPDK 22.11 and what our bindings are generated with
   libdpdk-dev dpdk-dev pkg-config clang libclang-dev libipsec-mb-dev
   # network tools used by tests and benchmarks
-  iproute2 iputils-ping iperf3 tshark procps
+  iproute2 iputils-ping iperf3 tshark procps jq bc
 )
 
 missing=()

@@ -294,3 +294,38 @@ fn big_certificate_chains_are_fragmented_both_ways() {
     assert!(charon.log_contains("reassembled fragmented IKE message"), "charon reassembled our fragmented IKE_AUTH");
     assert!(charon.log_contains("splitting IKE message"), "charon fragmented its IKE_AUTH response");
 }
+
+#[test]
+fn rsa_auth_method_1_with_a_peer_without_rfc7427() {
+    // charon with signature_authentication = no sends no SIGNATURE_HASH_ALGORITHMS
+    // and signs with RSA_SIG (auth method 1); so must we.
+    let p = ports();
+    let pki = Pki::new().unwrap();
+    let root = pki.root_ca("root", KeyType::Rsa(2048)).unwrap();
+    let ours = pki.end_entity(&root, "moon", KeyType::Rsa(2048), &[San::Dns("moon.ironsa.test".into())]).unwrap();
+    let theirs = pki.end_entity(&root, "sun", KeyType::Rsa(2048), &[San::Dns("sun.ironsa.test".into())]).unwrap();
+    let ike = "aes256gcm16-prfsha256-x25519";
+    let charon = Charon::builder("rsa-sig")
+        .ports(p.charon.0, p.charon.1)
+        .setting("signature_authentication", "no")
+        .log_level("ike", 2)
+        .identity(&theirs)
+        .ca(&root)
+        .connection(
+            charon_conn(&p, ike)
+                .local(AuthRound::pubkey("sun.ironsa.test").cert("sun.crt"))
+                .remote(AuthRound::pubkey("moon.ironsa.test").cacert("root.crt")),
+        )
+        .start()
+        .unwrap();
+    let ironsa =
+        Ironsa::start(&ironsa_config(&p, ike, &cert_config(&ours, &root, "moon.ironsa.test", "sun.ironsa.test", &[]), ""), None);
+    ironsa.call(json!({"cmd": "initiate", "connection": "swan"}));
+    let sa = one_charon_sa(&charon);
+    let list = ironsa.wait_sas(T, |s| s.iter().any(|sa| sa["state"] == "ESTABLISHED"));
+    assert_agree(the_sa(&list), &sa, "aes256gcm16-prfsha256-x25519", "AES_GCM_16", 256, "CURVE_25519");
+    assert!(
+        charon.log_contains("authentication of 'moon.ironsa.test' with RSA signature successful"),
+        "charon verified our method-1 RSA signature"
+    );
+}

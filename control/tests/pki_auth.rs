@@ -167,15 +167,13 @@ fn rsa_hash_choice_and_pss() {
         );
         verify_auth(&cert, method, &auth, OCTETS).unwrap();
     }
-    // Peer without RFC 7427: RSA_SIG would need SHA-1 signing, which aws-lc-rs lacks.
-    assert!(matches!(
-        sign_auth(&pss, OCTETS, &[]),
-        Err(PkiError::UnsupportedAuthMethod { .. })
-    ));
-    assert!(matches!(
-        sign_auth(&pss, OCTETS, &[HASH_IDENTITY]),
-        Err(PkiError::UnsupportedAuthMethod { .. })
-    ));
+    // Peer without RFC 7427: RSA_SIG (auth method 1, PKCS#1 v1.5 with SHA-1).
+    let (method, auth) = sign_auth(&pss, OCTETS, &[]).unwrap();
+    assert_eq!(method, AuthMethod::RSA_SIG);
+    verify_auth(&cert, method, &auth, OCTETS).unwrap();
+    assert!(verify_auth(&cert, method, &auth, b"other octets").is_err());
+    // A peer announcing only Identity (Ed25519) gets RSA_SIG from an RSA key too.
+    assert_eq!(sign_auth(&pss, OCTETS, &[HASH_IDENTITY]).unwrap().0, AuthMethod::RSA_SIG);
 }
 
 #[test]
@@ -238,6 +236,14 @@ fn legacy_ecdsa_methods_without_signature_hash_algorithms() {
         sign_auth(&key("ee-ed25519.key"), OCTETS, &[HASH_SHA256]),
         Err(PkiError::NoCommonHash(_))
     ));
+}
+
+#[test]
+fn rsa_sig_method_1_matches_openssl_byte_for_byte() {
+    // PKCS#1 v1.5 is deterministic: our RSA_SIG equals `openssl dgst -sha1 -sign`.
+    let (method, auth) = sign_auth(&key("ee-rsa.key"), &data("message.bin"), &[]).unwrap();
+    assert_eq!(method, AuthMethod::RSA_SIG);
+    assert_eq!(auth, data("sig-rsa-pkcs1-sha1.bin"));
 }
 
 #[test]

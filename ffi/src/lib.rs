@@ -44,6 +44,7 @@
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
 pub mod modp;
+pub mod rsa_legacy;
 
 #[cfg(feature = "dpdk")]
 pub mod sys;

@@ -51,10 +51,9 @@ fn digital_signature(
 /// RFC 7427 DIGITAL_SIGNATURE: RSA PKCS#1 v1.5 (or RSA-PSS when the key is
 /// configured for it) with SHA-256/384/512 in that preference, ECDSA with the
 /// curve's hash, or Ed25519. Otherwise it falls back to ECDSA_SHA256_P256 /
-/// ECDSA_SHA384_P384 (raw r||s). RSA_SIG (PKCS#1 v1.5 with SHA-1) cannot be
-/// produced because aws-lc-rs offers no SHA-1 signing: an RSA key facing a
-/// peer without RFC 7427 gets [`PkiError::UnsupportedAuthMethod`], as does
-/// Ed25519 if the peer did not announce Identity.
+/// ECDSA_SHA384_P384 (raw r||s) and, for RSA keys, RSA_SIG (auth method 1:
+/// PKCS#1 v1.5 with SHA-1, made through `ffi::rsa_legacy` since aws-lc-rs
+/// creates no SHA-1 signatures). Ed25519 needs the peer to announce Identity.
 pub fn sign_auth(
     key: &PrivateKey,
     octets: &[u8],
@@ -97,12 +96,7 @@ pub fn sign_auth(
                     digital_signature(key, SignatureAlgorithm::RsaPss(h), octets)
                 }
                 Some((_, h)) => digital_signature(key, SignatureAlgorithm::RsaPkcs1(h), octets),
-                None => Err(PkiError::UnsupportedAuthMethod {
-                    method:
-                        "RSA_SIG (PKCS#1 v1.5 SHA-1 signing is unavailable; peer lacks RFC 7427)"
-                            .into(),
-                    key: key.key_type().to_string(),
-                }),
+                None => Ok((AuthMethod::RSA_SIG, key.sign(SignatureAlgorithm::RsaPkcs1(HashAlg::Sha1), octets)?)),
             }
         }
     }

@@ -264,10 +264,15 @@ impl PrivateKey {
                     (HashAlg::Sha256, true) => &signature::RSA_PSS_SHA256,
                     (HashAlg::Sha384, true) => &signature::RSA_PSS_SHA384,
                     (HashAlg::Sha512, true) => &signature::RSA_PSS_SHA512,
-                    (HashAlg::Sha1, _) => {
-                        return Err(PkiError::UnsupportedAlgorithm(
-                            "RSA signatures with SHA-1 cannot be created (aws-lc-rs offers no SHA-1 signing)".into(),
-                        ));
+                    (HashAlg::Sha1, false) => {
+                        // IKEv2 auth method 1 (RSA_SIG) for peers without RFC 7427.
+                        use aws_lc_rs::encoding::AsDer;
+                        let der = k.as_der().map_err(fail)?;
+                        return ffi::rsa_legacy::sign_pkcs1_sha1(der.as_ref(), msg)
+                            .map_err(|e| PkiError::Signing(format!("{alg:?}: {e}")));
+                    }
+                    (HashAlg::Sha1, true) => {
+                        return Err(PkiError::UnsupportedAlgorithm("RSA-PSS with SHA-1 is not offered".into()));
                     }
                 };
                 let mut sig = Zeroizing::new(vec![0u8; k.public_modulus_len()]);

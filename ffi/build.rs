@@ -56,11 +56,7 @@ mod dpdk {
             .header("csrc/wrapper.h")
             .clang_arg("-DALLOW_EXPERIMENTAL_API")
             .clang_args(cflags.iter().filter(|f| !f.starts_with("-march")))
-            .clang_args(
-                lib.include_paths
-                    .iter()
-                    .map(|p| format!("-I{}", p.display())),
-            )
+            .clang_args(lib.include_paths.iter().map(|p| format!("-I{}", p.display())))
             .layout_tests(false)
             .derive_default(true)
             .derive_debug(false)
@@ -77,9 +73,9 @@ mod dpdk {
         for var in ALLOWED_VARS {
             builder = builder.allowlist_var(var);
         }
-        let bindings = builder.generate().unwrap_or_else(|e| {
-            panic!("bindgen failed on csrc/wrapper.h (is libclang-dev installed?): {e}")
-        });
+        let bindings = builder
+            .generate()
+            .unwrap_or_else(|e| panic!("bindgen failed on csrc/wrapper.h (is libclang-dev installed?): {e}"));
         bindings
             .write_to_file(out.join("dpdk_bindings.rs"))
             .expect("write dpdk_bindings.rs");

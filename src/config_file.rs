@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use control::config::{parse_identity, AuthConfig, ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, LocalCert};
-use control::pki::{Certificate, PrivateKey, TrustStore};
+use control::config::{
+    AuthConfig, ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, LocalCert, parse_identity,
+};
 use control::endpoint::AdmissionConfig;
+use control::pki::{Certificate, PrivateKey, TrustStore};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -216,7 +218,9 @@ pub fn parse_duration(v: &toml::Value) -> Result<Duration, String> {
             let s = s.trim();
             let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
             let (num, unit) = s.split_at(split);
-            let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a duration (e.g. 30s, 10m, 4h)"))?;
+            let n: u64 = num
+                .parse()
+                .map_err(|_| format!("'{s}' is not a duration (e.g. 30s, 10m, 4h)"))?;
             let mult = match unit.trim() {
                 "" | "s" => 1,
                 "m" => 60,
@@ -258,7 +262,10 @@ fn psk_entropy_bits(psk: &str) -> f64 {
 impl DaemonConfig {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            file: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(path, &text)
     }
 
@@ -286,12 +293,26 @@ impl DaemonConfig {
             None => vec!["0.0.0.0".parse().expect("literal"), "::".parse().expect("literal")],
             Some(list) => list
                 .iter()
-                .map(|s| s.get_ref().parse::<IpAddr>().map_err(|_| err(s.span().start, "daemon.listen", format!("'{}' is not an IP address", s.get_ref()))))
+                .map(|s| {
+                    s.get_ref().parse::<IpAddr>().map_err(|_| {
+                        err(
+                            s.span().start,
+                            "daemon.listen",
+                            format!("'{}' is not an IP address", s.get_ref()),
+                        )
+                    })
+                })
                 .collect::<Result<_, _>>()?,
         };
         let metrics = match &raw.daemon.metrics {
             None => None,
-            Some(m) => Some(m.get_ref().parse().map_err(|_| err(m.span().start, "daemon.metrics", format!("'{}' is not ADDRESS:PORT", m.get_ref())))?),
+            Some(m) => Some(m.get_ref().parse().map_err(|_| {
+                err(
+                    m.span().start,
+                    "daemon.metrics",
+                    format!("'{}' is not ADDRESS:PORT", m.get_ref()),
+                )
+            })?),
         };
         let dur = |v: &Option<Spanned<toml::Value>>, key: &str, default: Duration| -> Result<Duration, ConfigError> {
             match v {
@@ -313,7 +334,11 @@ impl DaemonConfig {
                 "none" => FastpathBackend::None,
                 "software" => FastpathBackend::Software,
                 other => {
-                    return Err(err(b.span().start, "fastpath.backend", format!("unknown backend '{other}' (none, software)")));
+                    return Err(err(
+                        b.span().start,
+                        "fastpath.backend",
+                        format!("unknown backend '{other}' (none, software)"),
+                    ));
                 }
             },
         };
@@ -326,7 +351,11 @@ impl DaemonConfig {
             let name = c.name.get_ref().clone();
             let key = |k: &str| format!("connection.{name}.{k}");
             if !names.insert(name.clone()) {
-                return Err(err(c.name.span().start, "connection.name", format!("duplicate connection name '{name}'")));
+                return Err(err(
+                    c.name.span().start,
+                    "connection.name",
+                    format!("duplicate connection name '{name}'"),
+                ));
             }
             let mut remote_addrs = Vec::new();
             let mut any = false;
@@ -335,7 +364,11 @@ impl DaemonConfig {
                     any = true;
                 } else {
                     remote_addrs.push(a.get_ref().parse::<IpAddr>().map_err(|_| {
-                        err(a.span().start, &key("remote_addrs"), format!("'{}' is not an IP address or %any", a.get_ref()))
+                        err(
+                            a.span().start,
+                            &key("remote_addrs"),
+                            format!("'{}' is not an IP address or %any", a.get_ref()),
+                        )
                     })?);
                 }
             }
@@ -345,17 +378,27 @@ impl DaemonConfig {
                 std::fs::read(&p).map_err(|e| err(s.span().start, &key(k), format!("cannot read {}: {e}", p.display())))
             };
             let auth_of = |a: &Option<Spanned<String>>, k: &str, default: &str| -> Result<String, ConfigError> {
-                let v = a.as_ref().map(|a| a.get_ref().clone()).unwrap_or_else(|| default.to_string());
+                let v = a
+                    .as_ref()
+                    .map(|a| a.get_ref().clone())
+                    .unwrap_or_else(|| default.to_string());
                 match v.as_str() {
                     "psk" | "pubkey" => Ok(v),
-                    other => Err(err(a.as_ref().map(|a| a.span().start).unwrap_or(at), &key(k), format!("unknown auth '{other}' (psk, pubkey)"))),
+                    other => Err(err(
+                        a.as_ref().map(|a| a.span().start).unwrap_or(at),
+                        &key(k),
+                        format!("unknown auth '{other}' (psk, pubkey)"),
+                    )),
                 }
             };
             let local_kind = auth_of(&c.auth, "auth", "psk")?;
             let remote_kind = auth_of(&c.remote_auth, "remote_auth", &local_kind)?;
             let mut psk_auth = None;
             if local_kind == "psk" || remote_kind == "psk" {
-                let psk = c.psk.as_ref().ok_or_else(|| err(at, &key("psk"), "auth = psk needs a psk".into()))?;
+                let psk = c
+                    .psk
+                    .as_ref()
+                    .ok_or_else(|| err(at, &key("psk"), "auth = psk needs a psk".into()))?;
                 let psk_text = psk.get_ref();
                 if psk_text.len() < 20 || psk_entropy_bits(psk_text) < 100.0 {
                     warnings.push(ConfigWarning {
@@ -367,41 +410,74 @@ impl DaemonConfig {
                         ),
                     });
                 }
-                psk_auth = Some(AuthConfig::Psk(Arc::new(zeroize::Zeroizing::new(psk_text.as_bytes().to_vec()))));
+                psk_auth = Some(AuthConfig::Psk(Arc::new(zeroize::Zeroizing::new(
+                    psk_text.as_bytes().to_vec(),
+                ))));
             }
             let local_auth = if local_kind == "pubkey" {
-                let cert = c.cert.as_ref().ok_or_else(|| err(at, &key("cert"), "auth = pubkey needs cert (PEM/DER file, chain allowed)".into()))?;
-                let keyf = c.key.as_ref().ok_or_else(|| err(at, &key("key"), "auth = pubkey needs key (private key file)".into()))?;
-                let chain = Certificate::load(&read(cert, "cert")?).map_err(|e| err(cert.span().start, &key("cert"), e.to_string()))?;
-                let pk = PrivateKey::load(&read(keyf, "key")?).map_err(|e| err(keyf.span().start, &key("key"), e.to_string()))?;
+                let cert = c.cert.as_ref().ok_or_else(|| {
+                    err(
+                        at,
+                        &key("cert"),
+                        "auth = pubkey needs cert (PEM/DER file, chain allowed)".into(),
+                    )
+                })?;
+                let keyf = c
+                    .key
+                    .as_ref()
+                    .ok_or_else(|| err(at, &key("key"), "auth = pubkey needs key (private key file)".into()))?;
+                let chain = Certificate::load(&read(cert, "cert")?)
+                    .map_err(|e| err(cert.span().start, &key("cert"), e.to_string()))?;
+                let pk = PrivateKey::load(&read(keyf, "key")?)
+                    .map_err(|e| err(keyf.span().start, &key("key"), e.to_string()))?;
                 if chain.is_empty() || !pk.matches_certificate(&chain[0]) {
-                    return Err(err(keyf.span().start, &key("key"), "private key does not match the first certificate".into()));
+                    return Err(err(
+                        keyf.span().start,
+                        &key("key"),
+                        "private key does not match the first certificate".into(),
+                    ));
                 }
                 AuthConfig::Cert(Arc::new(LocalCert { key: pk, chain }))
             } else {
-                psk_auth.clone().ok_or_else(|| err(at, &key("psk"), "missing psk".into()))?
+                psk_auth
+                    .clone()
+                    .ok_or_else(|| err(at, &key("psk"), "missing psk".into()))?
             };
             let remote_auth = if remote_kind == "pubkey" {
                 if c.cacerts.is_empty() {
-                    return Err(err(at, &key("cacerts"), "remote_auth = pubkey needs cacerts (trusted CA files)".into()));
+                    return Err(err(
+                        at,
+                        &key("cacerts"),
+                        "remote_auth = pubkey needs cacerts (trusted CA files)".into(),
+                    ));
                 }
                 let mut store = TrustStore::new();
                 for ca in &c.cacerts {
-                    store.add_pem_or_der(&read(ca, "cacerts")?).map_err(|e| err(ca.span().start, &key("cacerts"), e.to_string()))?;
+                    store
+                        .add_pem_or_der(&read(ca, "cacerts")?)
+                        .map_err(|e| err(ca.span().start, &key("cacerts"), e.to_string()))?;
                 }
                 AuthConfig::PubKey(Arc::new(store))
             } else {
-                psk_auth.clone().ok_or_else(|| err(at, &key("psk"), "missing psk".into()))?
+                psk_auth
+                    .clone()
+                    .ok_or_else(|| err(at, &key("psk"), "missing psk".into()))?
             };
             let remote_id = IdentityMatch::parse(c.remote_id.get_ref());
             let mut cfg = ConnectionConfig::new(&name, parse_identity(c.local_id.get_ref()), remote_id, b"");
             cfg.local_auth = local_auth;
             cfg.remote_auth = remote_auth;
-            cfg.remote_addrs = if any || remote_addrs.is_empty() { None } else { Some(remote_addrs) };
+            cfg.remote_addrs = if any || remote_addrs.is_empty() {
+                None
+            } else {
+                Some(remote_addrs)
+            };
             cfg.ike_proposals = control::proposal::parse_ike_proposals(c.ike_proposals.get_ref())
                 .map_err(|e| err(c.ike_proposals.span().start, &key("ike_proposals"), e.to_string()))?;
             if let Some(r) = &c.ike_rekey {
-                cfg.ike_lifetime = Lifetime::rekey_after(parse_duration(r.get_ref()).map_err(|m| err(r.span().start, &key("ike_rekey"), m))?);
+                cfg.ike_lifetime = Lifetime::rekey_after(
+                    parse_duration(r.get_ref()).map_err(|m| err(r.span().start, &key("ike_rekey"), m))?,
+                );
             }
             if let Some(d) = &c.dpd_delay {
                 let v = parse_duration(d.get_ref()).map_err(|m| err(d.span().start, &key("dpd_delay"), m))?;
@@ -429,11 +505,19 @@ impl DaemonConfig {
                 let mode = match ch.mode.as_ref().map(|m| (m.span().start, m.get_ref().as_str())) {
                     None | Some((_, "tunnel")) => IpsecMode::Tunnel,
                     Some((_, "transport")) => IpsecMode::Transport,
-                    Some((o, other)) => return Err(err(o, &ckey("mode"), format!("unknown mode '{other}' (tunnel, transport)"))),
+                    Some((o, other)) => {
+                        return Err(err(
+                            o,
+                            &ckey("mode"),
+                            format!("unknown mode '{other}' (tunnel, transport)"),
+                        ));
+                    }
                 };
                 let lifetime = match &ch.rekey {
                     None => Lifetime::rekey_after(Duration::from_secs(3600)),
-                    Some(r) => Lifetime::rekey_after(parse_duration(r.get_ref()).map_err(|m| err(r.span().start, &ckey("rekey"), m))?),
+                    Some(r) => Lifetime::rekey_after(
+                        parse_duration(r.get_ref()).map_err(|m| err(r.span().start, &ckey("rekey"), m))?,
+                    ),
                 };
                 let (b, p) = (ch.rekey_bytes.unwrap_or(0), ch.rekey_packets.unwrap_or(0));
                 if b > 0 || p > 0 {
@@ -452,12 +536,26 @@ impl DaemonConfig {
             let start_action = match c.start_action.as_ref().map(|s| (s.span().start, s.get_ref().as_str())) {
                 None | Some((_, "none")) => StartAction::None,
                 Some((_, "start")) => StartAction::Start,
-                Some((o, other)) => return Err(err(o, &key("start_action"), format!("unknown start_action '{other}' (none, start)"))),
+                Some((o, other)) => {
+                    return Err(err(
+                        o,
+                        &key("start_action"),
+                        format!("unknown start_action '{other}' (none, start)"),
+                    ));
+                }
             };
             if start_action == StartAction::Start && cfg.remote_addrs.is_none() {
-                return Err(err(at, &key("start_action"), "start needs a concrete remote_addrs entry".into()));
+                return Err(err(
+                    at,
+                    &key("start_action"),
+                    "start needs a concrete remote_addrs entry".into(),
+                ));
             }
-            connections.push(Connection { config: Arc::new(cfg), remote_port: c.remote_port.unwrap_or(500), start_action });
+            connections.push(Connection {
+                config: Arc::new(cfg),
+                remote_port: c.remote_port.unwrap_or(500),
+                start_action,
+            });
         }
         let shards = match raw.daemon.shards {
             None | Some(0) => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -576,7 +674,10 @@ esp_proposals = "aes256gcm16"
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration(&toml::Value::String("4h".into())), Ok(Duration::from_secs(14400)));
+        assert_eq!(
+            parse_duration(&toml::Value::String("4h".into())),
+            Ok(Duration::from_secs(14400))
+        );
         assert_eq!(parse_duration(&toml::Value::Integer(7)), Ok(Duration::from_secs(7)));
         assert!(parse_duration(&toml::Value::String("4y".into())).is_err());
         assert!(parse_duration(&toml::Value::Boolean(true)).is_err());

@@ -61,11 +61,19 @@ pub struct Response {
 }
 
 fn ok(v: impl Serialize) -> Response {
-    Response { ok: true, data: serde_json::to_value(v).ok(), error: None }
+    Response {
+        ok: true,
+        data: serde_json::to_value(v).ok(),
+        error: None,
+    }
 }
 
 fn fail(e: impl ToString) -> Response {
-    Response { ok: false, data: None, error: Some(e.to_string()) }
+    Response {
+        ok: false,
+        data: None,
+        error: Some(e.to_string()),
+    }
 }
 
 fn parse_hex(s: &str) -> Result<u64, String> {
@@ -103,7 +111,11 @@ pub fn execute(daemon: &Daemon, req: Request) -> Response {
                     Err(_) => return fail(format!("'{c}' is not a hex SPI")),
                 },
             };
-            if daemon.task(spi, task) { ok("rekey started") } else { fail("no such IKE SA") }
+            if daemon.task(spi, task) {
+                ok("rekey started")
+            } else {
+                fail("no such IKE SA")
+            }
         }
         Request::Reload => daemon.reload().map_or_else(fail, ok),
         Request::LogLevel { filter } => daemon.set_log_level(&filter).map_or_else(fail, ok),
@@ -134,28 +146,32 @@ pub fn spawn(daemon: Arc<Daemon>, path: &Path) -> std::io::Result<()> {
         std::fs::remove_file(path)?;
     }
     let listener = UnixListener::bind(path)?;
-    std::thread::Builder::new().name("ironsa-control".into()).spawn(move || {
-        for stream in listener.incoming() {
-            match stream {
-                Ok(s) => {
-                    let d = daemon.clone();
-                    let _ = std::thread::Builder::new().name("ironsa-client".into()).spawn(move || {
-                        if let Err(e) = serve(&d, s) {
-                            debug!("control client: {e}");
-                        }
-                    });
+    std::thread::Builder::new()
+        .name("ironsa-control".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(s) => {
+                        let d = daemon.clone();
+                        let _ = std::thread::Builder::new().name("ironsa-client".into()).spawn(move || {
+                            if let Err(e) = serve(&d, s) {
+                                debug!("control client: {e}");
+                            }
+                        });
+                    }
+                    Err(e) => warn!("control socket: {e}"),
                 }
-                Err(e) => warn!("control socket: {e}"),
             }
-        }
-    })?;
+        })?;
     Ok(())
 }
 
 /// Client side: sends one request and returns the answer.
 pub fn call(path: &Path, req: &Request) -> Result<Response, String> {
-    let mut s = UnixStream::connect(path).map_err(|e| format!("cannot connect to {}: {e} (is ironsa running?)", path.display()))?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let mut s = UnixStream::connect(path)
+        .map_err(|e| format!("cannot connect to {}: {e} (is ironsa running?)", path.display()))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
     let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
     line.push(b'\n');
     s.write_all(&line).map_err(|e| e.to_string())?;

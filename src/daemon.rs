@@ -66,7 +66,11 @@ impl Daemon {
                     remote_nat_port,
                     nat_sockets: match &nat_sockets {
                         None => None,
-                        Some(v) => Some(v.iter().map(|(a, s)| Ok((*a, s.try_clone()?))).collect::<std::io::Result<Vec<_>>>()?),
+                        Some(v) => Some(
+                            v.iter()
+                                .map(|(a, s)| Ok((*a, s.try_clone()?)))
+                                .collect::<std::io::Result<Vec<_>>>()?,
+                        ),
                     },
                 },
                 poll,
@@ -75,7 +79,11 @@ impl Daemon {
                 dataplane.clone(),
                 registry.clone(),
             )?;
-            threads.push(std::thread::Builder::new().name(format!("ironsa-shard-{id}")).spawn(move || shard.run())?);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("ironsa-shard-{id}"))
+                    .spawn(move || shard.run())?,
+            );
         }
         info!(shards = n, listen = ?config.listen, ike_port = config.ike_port, nat_port = config.nat_port, "ironsa started");
         let daemon = Arc::new(Daemon {
@@ -90,7 +98,13 @@ impl Daemon {
         let starts: Vec<String> = daemon
             .config
             .lock()
-            .map(|c| c.connections.iter().filter(|c| c.start_action == StartAction::Start).map(|c| c.config.name.clone()).collect())
+            .map(|c| {
+                c.connections
+                    .iter()
+                    .filter(|c| c.start_action == StartAction::Start)
+                    .map(|c| c.config.name.clone())
+                    .collect()
+            })
             .unwrap_or_default();
         for name in starts {
             if let Err(e) = daemon.initiate(&name) {
@@ -106,8 +120,16 @@ impl Daemon {
         Arc::new(move |local, remote, data: Vec<u8>| {
             let owner = if data.len() >= 28 {
                 let from_initiator = data[19] & 0x08 != 0;
-                let spi = u64::from_be_bytes(data[if from_initiator { 8..16 } else { 0..8 }].try_into().unwrap_or_default());
-                if spi == 0 { (remote.port() as usize) % shards.len() } else { shard::owner_of(spi, shards.len()) }
+                let spi = u64::from_be_bytes(
+                    data[if from_initiator { 8..16 } else { 0..8 }]
+                        .try_into()
+                        .unwrap_or_default(),
+                );
+                if spi == 0 {
+                    (remote.port() as usize) % shards.len()
+                } else {
+                    shard::owner_of(spi, shards.len())
+                }
             } else {
                 0
             };
@@ -149,7 +171,9 @@ impl Daemon {
                 rxs.push(rx);
             }
         }
-        rxs.into_iter().filter_map(|rx| rx.recv_timeout(REPLY_TIMEOUT).ok()).collect()
+        rxs.into_iter()
+            .filter_map(|rx| rx.recv_timeout(REPLY_TIMEOUT).ok())
+            .collect()
     }
 
     /// All IKE SAs of all shards.
@@ -168,7 +192,11 @@ impl Daemon {
     pub fn initiate(&self, name: &str) -> Result<String, String> {
         let (conn, local, remote) = {
             let cfg = self.config.lock().map_err(|_| "config lock poisoned")?;
-            let c = cfg.connections.iter().find(|c| c.config.name == name).ok_or_else(|| format!("no connection '{name}'"))?;
+            let c = cfg
+                .connections
+                .iter()
+                .find(|c| c.config.name == name)
+                .ok_or_else(|| format!("no connection '{name}'"))?;
             let remote_ip = c
                 .config
                 .remote_addrs
@@ -181,12 +209,23 @@ impl Daemon {
                 .find(|l| l.is_ipv4() == remote_ip.is_ipv4())
                 .copied()
                 .ok_or_else(|| "no listen address of the peer's family".to_string())?;
-            (c.config.clone(), SocketAddr::new(local_ip, cfg.ike_port), SocketAddr::new(remote_ip, c.remote_port))
+            (
+                c.config.clone(),
+                SocketAddr::new(local_ip, cfg.ike_port),
+                SocketAddr::new(remote_ip, c.remote_port),
+            )
         };
         let shard = &self.shards[0];
         let (tx, rx) = mpsc::channel();
-        shard.send(ShardMsg::Initiate { config: conn, local, remote, reply: tx });
-        let spi = rx.recv_timeout(REPLY_TIMEOUT).map_err(|_| "shard did not answer".to_string())??;
+        shard.send(ShardMsg::Initiate {
+            config: conn,
+            local,
+            remote,
+            reply: tx,
+        });
+        let spi = rx
+            .recv_timeout(REPLY_TIMEOUT)
+            .map_err(|_| "shard did not answer".to_string())??;
         Ok(format!("initiating {name} to {remote}, local SPI {spi:016x}"))
     }
 
@@ -194,7 +233,11 @@ impl Daemon {
     pub fn terminate(&self, connection: Option<String>, spi: Option<u64>) -> usize {
         let (tx_all, rx_all) = mpsc::channel();
         for s in self.shards.iter() {
-            s.send(ShardMsg::Terminate { spi, connection: connection.clone(), reply: tx_all.clone() });
+            s.send(ShardMsg::Terminate {
+                spi,
+                connection: connection.clone(),
+                reply: tx_all.clone(),
+            });
         }
         drop(tx_all);
         rx_all.iter().take(self.shards.len()).sum()
@@ -236,7 +279,11 @@ impl Daemon {
         for s in self.shards.iter() {
             s.send(ShardMsg::Shutdown);
         }
-        let threads = self.threads.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        let threads = self
+            .threads
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
         for t in threads {
             let _ = t.join();
         }

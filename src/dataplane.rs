@@ -61,6 +61,9 @@ impl DataPlane for NoDataPlane {
     }
     fn esp_received(&self, _local: SocketAddr, _remote: SocketAddr, _packet: &[u8]) {}
     fn metrics(&self) -> String {
-        format!("# HELP ironsa_child_sas_installed CHILD_SAs known to the data plane\n# TYPE ironsa_child_sas_installed gauge\nironsa_child_sas_installed {}\n", self.installed.len())
+        format!(
+            "# HELP ironsa_child_sas_installed CHILD_SAs known to the data plane\n# TYPE ironsa_child_sas_installed gauge\nironsa_child_sas_installed {}\n",
+            self.installed.len()
+        )
     }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use control_socket::Request;
 use tracing::{error, info, warn};
-use tracing_subscriber::{reload, EnvFilter};
+use tracing_subscriber::{EnvFilter, reload};
 
 /// mimalloc: glibc malloc cost 7-13% of a responder handshake (ike-bench profile).
 #[global_allocator]
@@ -113,7 +113,14 @@ fn hw_probe(profiles: &std::path::Path, eal_args: Vec<String>) -> ExitCode {
         }
     };
     let args = if eal_args.is_empty() {
-        vec!["-l".into(), "0".into(), "--no-huge".into(), "-m".into(), "256".into(), "--no-shconf".into()]
+        vec![
+            "-l".into(),
+            "0".into(),
+            "--no-huge".into(),
+            "-m".into(),
+            "256".into(),
+            "--no-shconf".into(),
+        ]
     } else {
         eal_args
     };
@@ -131,7 +138,9 @@ fn hw_probe(profiles: &std::path::Path, eal_args: Vec<String>) -> ExitCode {
 
 #[cfg(not(feature = "dpdk"))]
 fn hw_probe(_profiles: &std::path::Path, _eal_args: Vec<String>) -> ExitCode {
-    println!("this ironsa was built without DPDK (cargo build --features dpdk); the software fastpath (hw-profiles/software.toml) applies");
+    println!(
+        "this ironsa was built without DPDK (cargo build --features dpdk); the software fastpath (hw-profiles/software.toml) applies"
+    );
     ExitCode::SUCCESS
 }
 
@@ -142,12 +151,11 @@ fn print_sas(data: &serde_json::Value) {
     };
     for sa in &list {
         println!(
-            "{}: {} {} {}[{}] <-> {}[{}] {}_i {}_r shard {}",
+            "{}: {} {} {} <-> {}[{}] {}_i {}_r shard {}",
             sa.connection,
             sa.state,
             sa.role,
             sa.local,
-            "",
             sa.remote,
             sa.peer_id.clone().unwrap_or_default(),
             sa.spi_i,
@@ -171,7 +179,10 @@ fn print_sas(data: &serde_json::Value) {
             );
             println!("    {} === {}", c.local_ts.join(","), c.remote_ts.join(","));
             if let Some(k) = &c.counters {
-                println!("    in {} pkts {} bytes, out {} pkts {} bytes, drops {}", k.packets_in, k.bytes_in, k.packets_out, k.bytes_out, k.drops);
+                println!(
+                    "    in {} pkts {} bytes, out {} pkts {} bytes, drops {}",
+                    k.packets_in, k.bytes_in, k.packets_out, k.bytes_out, k.drops
+                );
             }
         }
     }
@@ -215,7 +226,10 @@ fn run(config_path: PathBuf) -> ExitCode {
     let filter = EnvFilter::try_from_env("IRONSA_LOG").unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
     let (filter, handle) = reload::Layer::new(filter);
     use tracing_subscriber::prelude::*;
-    tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_target(false)).init();
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_target(false))
+        .init();
     for w in &cfg.warnings {
         warn!(file = %config_path.display(), line = w.line, key = %w.key, "{}", w.message);
     }
@@ -280,7 +294,11 @@ fn run(config_path: PathBuf) -> ExitCode {
             warn!("metrics endpoint {addr}: {e}");
         }
     }
-    let mut signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP]) {
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ]) {
         Ok(s) => s,
         Err(e) => {
             error!("signals: {e}");
@@ -313,7 +331,12 @@ fn main() -> ExitCode {
                 for w in &c.warnings {
                     eprintln!("warning: {}:{}: {}: {}", config.display(), w.line, w.key, w.message);
                 }
-                println!("{}: OK ({} connections, {} shards)", config.display(), c.connections.len(), c.shards);
+                println!(
+                    "{}: OK ({} connections, {} shards)",
+                    config.display(),
+                    c.connections.len(),
+                    c.shards
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -324,7 +347,9 @@ fn main() -> ExitCode {
         Command::Sas { json } => client(&cli.socket, Request::Sas, json, true),
         Command::Stats { json } => client(&cli.socket, Request::Stats, json, false),
         Command::Initiate { connection } => client(&cli.socket, Request::Initiate { connection }, false, false),
-        Command::Terminate { connection, spi } => client(&cli.socket, Request::Terminate { connection, spi }, false, false),
+        Command::Terminate { connection, spi } => {
+            client(&cli.socket, Request::Terminate { connection, spi }, false, false)
+        }
         Command::Rekey { spi, child } => client(&cli.socket, Request::Rekey { spi, child }, false, false),
         Command::Reload => client(&cli.socket, Request::Reload, false, false),
         Command::LogLevel { filter } => client(&cli.socket, Request::LogLevel { filter }, false, false),

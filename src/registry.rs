@@ -21,9 +21,19 @@ pub struct Registry {
 
 impl Registry {
     /// Records an established SA; with INITIAL_CONTACT returns the peer's older SAs to delete.
-    pub fn established(&self, peer: &Identification, shard: usize, spi: u64, initial_contact: bool) -> Vec<(usize, u64)> {
+    pub fn established(
+        &self,
+        peer: &Identification,
+        shard: usize,
+        spi: u64,
+        initial_contact: bool,
+    ) -> Vec<(usize, u64)> {
         let mut entry = self.by_peer.entry(peer.clone()).or_default();
-        let stale = if initial_contact { std::mem::take(&mut *entry) } else { Vec::new() };
+        let stale = if initial_contact {
+            std::mem::take(&mut *entry)
+        } else {
+            Vec::new()
+        };
         entry.push((shard, spi));
         drop(entry);
         self.by_spi.insert((shard, spi), peer.clone());

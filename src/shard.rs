@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use control::config::ConnectionConfig;
@@ -191,7 +191,11 @@ pub struct Shard {
 }
 
 fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
     let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     s.set_reuse_port(true)?;
     s.set_reuse_address(true)?;
@@ -232,7 +236,11 @@ impl Shard {
         let mut sockets = Vec::new();
         for (addr, s) in cfg.nat_sockets.iter().flatten() {
             let socket = UdpSocket::from_std(s.try_clone()?);
-            sockets.push(BoundSocket { socket, local: *addr, nat: true });
+            sockets.push(BoundSocket {
+                socket,
+                local: *addr,
+                nat: true,
+            });
         }
         let external_nat = cfg.nat_sockets.is_some();
         for ip in &cfg.listen {
@@ -241,14 +249,19 @@ impl Shard {
                     continue;
                 }
                 let addr = SocketAddr::new(*ip, port);
-                let mut socket = bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))?;
+                let mut socket =
+                    bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))?;
                 let token = Token(sockets.len());
                 // Only sockets the shard reads are registered; data-plane sockets are send-only here.
                 poll.registry().register(&mut socket, token, Interest::READABLE)?;
                 // charon (and RFC 3948 on 4500) marks IKE with a non-ESP marker on
                 // every port but 500; so do we.
                 let nat = nat || port != 500;
-                sockets.push(BoundSocket { socket, local: addr, nat });
+                sockets.push(BoundSocket {
+                    socket,
+                    local: addr,
+                    nat,
+                });
             }
         }
         let mut ctx = Context::new(cfg.connections);
@@ -332,7 +345,11 @@ impl Shard {
                 }
             } else {
                 // Port 500 carries IKE only; tolerate a non-ESP marker (an IKE SPI is never zero).
-                let ike = if len >= 4 && data[..4] == [0, 0, 0, 0] { data[4..].to_vec() } else { data.to_vec() };
+                let ike = if len >= 4 && data[..4] == [0, 0, 0, 0] {
+                    data[4..].to_vec()
+                } else {
+                    data.to_vec()
+                };
                 self.dispatch(local, remote, &ike);
             }
             self.flush();
@@ -349,7 +366,11 @@ impl Shard {
                 let owner = owner_of(ours, self.peers.len());
                 if owner != self.id {
                     self.stats.forwarded += 1;
-                    self.peers[owner].send(ShardMsg::Datagram { local, remote, data: data.to_vec() });
+                    self.peers[owner].send(ShardMsg::Datagram {
+                        local,
+                        remote,
+                        data: data.to_vec(),
+                    });
                     return;
                 }
             }
@@ -362,8 +383,16 @@ impl Shard {
             let now = Instant::now();
             match msg {
                 ShardMsg::Datagram { local, remote, data } => self.endpoint.handle(now, local, remote, &data),
-                ShardMsg::Initiate { config, local, remote, reply } => {
-                    let r = self.endpoint.initiate(now, config, local, remote).map_err(|e| e.to_string());
+                ShardMsg::Initiate {
+                    config,
+                    local,
+                    remote,
+                    reply,
+                } => {
+                    let r = self
+                        .endpoint
+                        .initiate(now, config, local, remote)
+                        .map_err(|e| e.to_string());
                     let _ = reply.send(r);
                 }
                 ShardMsg::Terminate { spi, connection, reply } => {
@@ -383,7 +412,11 @@ impl Shard {
                     let _ = reply.send(self.endpoint.queue(now, spi, task));
                 }
                 ShardMsg::List(reply) => {
-                    let list = self.endpoint.sas().map(|sa| SaSummary::of(sa, self.id, now, &*self.dataplane)).collect();
+                    let list = self
+                        .endpoint
+                        .sas()
+                        .map(|sa| SaSummary::of(sa, self.id, now, &*self.dataplane))
+                        .collect();
                     let _ = reply.send(list);
                 }
                 ShardMsg::Stats(reply) => {
@@ -417,14 +450,21 @@ impl Shard {
             .sas()
             .filter(|sa| {
                 let old = sa.config();
-                !conns.iter().any(|n| n.name == old.name && format!("{n:?}") == format!("{old:?}"))
+                !conns
+                    .iter()
+                    .any(|n| n.name == old.name && format!("{n:?}") == format!("{old:?}"))
             })
             .map(|sa| sa.local_spi())
             .collect();
         for s in &stale {
             self.endpoint.delete(now, *s);
         }
-        info!(shard = self.id, connections = conns.len(), deleted = stale.len(), "configuration reloaded");
+        info!(
+            shard = self.id,
+            connections = conns.len(),
+            deleted = stale.len(),
+            "configuration reloaded"
+        );
         self.endpoint.set_connections(conns);
     }
 
@@ -433,20 +473,31 @@ impl Shard {
             match &ev {
                 Event::ChildSaInstalled(c) => self.dataplane.install(c),
                 Event::ChildSaDeleted { spi_in, spi_out } => self.dataplane.remove(*spi_in, *spi_out),
-                Event::IkeSaUp { peer_id, initial_contact, .. } => {
+                Event::IkeSaUp {
+                    peer_id,
+                    initial_contact,
+                    ..
+                } => {
                     let stale = self.registry.established(peer_id, self.id, spi, *initial_contact);
                     for (shard, old) in stale {
                         if shard == self.id {
                             self.endpoint.delete(Instant::now(), old);
                         } else {
                             let (tx, _rx) = mpsc::channel();
-                            self.peers[shard].send(ShardMsg::Terminate { spi: Some(old), connection: None, reply: tx });
+                            self.peers[shard].send(ShardMsg::Terminate {
+                                spi: Some(old),
+                                connection: None,
+                                reply: tx,
+                            });
                         }
                     }
                 }
                 Event::IkeSaDown { reason, .. } => {
                     self.registry.gone(self.id, spi);
-                    if let control::ike_sa::DownReason::Failed(_) | control::ike_sa::DownReason::PeerError(_) | control::ike_sa::DownReason::Timeout = reason {
+                    if let control::ike_sa::DownReason::Failed(_)
+                    | control::ike_sa::DownReason::PeerError(_)
+                    | control::ike_sa::DownReason::Timeout = reason
+                    {
                         let key = match reason {
                             control::ike_sa::DownReason::PeerError(n) => format!("{n}"),
                             control::ike_sa::DownReason::Timeout => "timeout".into(),
@@ -461,11 +512,11 @@ impl Shard {
             self.dataplane.ike_event(&ev);
         }
         while let Some(t) = self.endpoint.poll_transmit() {
-            let sock = self
-                .sockets
-                .iter()
-                .find(|s| s.local == t.local)
-                .or_else(|| self.sockets.iter().find(|s| s.local.port() == t.local.port() && s.local.is_ipv4() == t.local.is_ipv4()));
+            let sock = self.sockets.iter().find(|s| s.local == t.local).or_else(|| {
+                self.sockets
+                    .iter()
+                    .find(|s| s.local.port() == t.local.port() && s.local.is_ipv4() == t.local.is_ipv4())
+            });
             let Some(sock) = sock else {
                 warn!(local = %t.local, "no socket for local address");
                 continue;

@@ -168,6 +168,9 @@ pub enum LifetimeRequest {
 /// Receives lifetime requests: (IKE SPIs, child inbound SPI, request).
 pub type LifetimeSink = Arc<dyn Fn((u64, u64), u32, LifetimeRequest) + Send + Sync>;
 
+/// Fastpath SA id → (IKE SPIs, child inbound SPI), to route lifetime events.
+type Owners = dashmap::DashMap<u64, ((u64, u64), u32)>;
+
 /// Byte and packet lifetimes of a child template (0 = none), keyed by (connection, child).
 pub type ByteLifetimes = HashMap<(String, String), (u64, u64)>;
 
@@ -233,7 +236,7 @@ pub struct SoftwareDataPlane {
     keylog: Option<Mutex<std::fs::File>>,
     stop: Arc<AtomicBool>,
     byte_lifetimes: ByteLifetimes,
-    owners: Arc<dashmap::DashMap<u64, ((u64, u64), u32)>>,
+    owners: Arc<Owners>,
     lifetime_sink: Arc<std::sync::OnceLock<LifetimeSink>>,
 }
 
@@ -329,7 +332,7 @@ impl SoftwareDataPlane {
             }
         };
         let (sad, events) = Sad::new(1);
-        let owners: Arc<dashmap::DashMap<u64, ((u64, u64), u32)>> = Arc::new(dashmap::DashMap::new());
+        let owners: Arc<Owners> = Arc::new(dashmap::DashMap::new());
         let lifetime_sink: Arc<std::sync::OnceLock<LifetimeSink>> = Arc::new(std::sync::OnceLock::new());
         {
             let owners = owners.clone();
@@ -420,7 +423,6 @@ impl SoftwareDataPlane {
     pub fn nat_sockets(&self) -> io::Result<Vec<(SocketAddr, UdpSocket)>> {
         self.nat_senders.iter().map(|(a, s)| Ok((*a, s.try_clone()?))).collect()
     }
-
 
     /// Starts the worker threads; IKE from the NAT-T port goes to `sink`.
     pub fn run(self: &Arc<Self>, sink: IkeSink, lifetimes: LifetimeSink) -> io::Result<()> {
@@ -746,10 +748,7 @@ impl SoftwareDataPlane {
 
 impl DataPlane for SoftwareDataPlane {
     fn install(&self, c: &ChildSaInstall) {
-        let (Some(inp), Some(outp)) = (
-            self.params(c, Direction::Inbound),
-            self.params(c, Direction::Outbound),
-        ) else {
+        let (Some(inp), Some(outp)) = (self.params(c, Direction::Inbound), self.params(c, Direction::Outbound)) else {
             warn!(child = %c.name, encr = %c.encr.name(), "the software fastpath does not support this cipher");
             return;
         };

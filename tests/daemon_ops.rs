@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use support::util::free_udp_port_pair;
 use support::Ironsa;
+use support::util::free_udp_port_pair;
 
 const T: Duration = Duration::from_secs(10);
 const PSK: &str = "Zq8#kP2!vR9@wX4$yT7&uN1*eB5^";
@@ -81,8 +81,17 @@ esp_proposals = "aes256gcm16"
 
 fn established(sas: &[serde_json::Value], conn: &str) -> Option<(String, String)> {
     sas.iter()
-        .find(|s| s["connection"] == conn && s["state"] == "ESTABLISHED" && s["children"].as_array().is_some_and(|c| c.len() == 1))
-        .map(|s| (s["spi_i"].as_str().unwrap().to_string(), s["spi_r"].as_str().unwrap().to_string()))
+        .find(|s| {
+            s["connection"] == conn
+                && s["state"] == "ESTABLISHED"
+                && s["children"].as_array().is_some_and(|c| c.len() == 1)
+        })
+        .map(|s| {
+            (
+                s["spi_i"].as_str().unwrap().to_string(),
+                s["spi_r"].as_str().unwrap().to_string(),
+            )
+        })
 }
 
 #[test]
@@ -113,7 +122,11 @@ fn reload_keeps_unchanged_sas_and_shutdown_deletes_at_the_peer() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let sas = me.wait_sas(T, |s| established(s, "c2").is_none());
-    assert_eq!(established(&sas, "c1"), Some(c1.clone()), "the unchanged connection's SA is untouched");
+    assert_eq!(
+        established(&sas, "c1"),
+        Some(c1.clone()),
+        "the unchanged connection's SA is untouched"
+    );
     // The changed connection negotiates its new proposal.
     me.call(json!({"cmd": "initiate", "connection": "c2"}));
     let sas = me.wait_sas(T, |s| established(s, "c2").is_some());
@@ -148,10 +161,16 @@ fn check_reports_file_line_and_key() {
         "[daemon]\nlisten = [\"127.0.0.1\"]\n\n[[connection]]\nname = \"x\"\nlocal_id = \"a@test\"\nremote_id = \"b@test\"\npsk = \"secret\"\nike_proposals = \"aes256gcm16-prfsha256-x99999\"\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ironsa")).args(["check", "--config", bad.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ironsa"))
+        .args(["check", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("{}:9: connection.x.ike_proposals:", bad.display())), "{err}");
+    assert!(
+        err.contains(&format!("{}:9: connection.x.ike_proposals:", bad.display())),
+        "{err}"
+    );
     assert!(err.contains("x99999"), "{err}");
 
     let weak = dir.path().join("weak.toml");
@@ -160,12 +179,21 @@ fn check_reports_file_line_and_key() {
         "[daemon]\nlisten = [\"127.0.0.1\"]\n\n[[connection]]\nname = \"x\"\nlocal_id = \"a@test\"\nremote_id = \"b@test\"\npsk = \"secret\"\nike_proposals = \"aes256gcm16-prfsha256-x25519\"\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ironsa")).args(["check", "--config", weak.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ironsa"))
+        .args(["check", "--config", weak.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("weak.toml:8: connection.x.psk: pre-shared key is weak"), "{err}");
+    assert!(
+        err.contains("weak.toml:8: connection.x.psk: pre-shared key is weak"),
+        "{err}"
+    );
 
-    let missing = Command::new(env!("CARGO_BIN_EXE_ironsa")).args(["check", "--config", "/nonexistent.toml"]).output().unwrap();
+    let missing = Command::new(env!("CARGO_BIN_EXE_ironsa"))
+        .args(["check", "--config", "/nonexistent.toml"])
+        .output()
+        .unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.toml: cannot read"));
 }

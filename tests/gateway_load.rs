@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use ironsa_bench::ikegen::options::{Mode, Settings};
 use ironsa_bench::ikegen::run;
 use serde_json::json;
-use support::util::free_udp_port_pair;
 use support::Ironsa;
+use support::util::free_udp_port_pair;
 
 const PSK: &str = "load-test-Zq8#kP2!vR9@wX4$yT7&uN1*";
 
@@ -110,10 +110,18 @@ fn rss_kib(ironsa: &Ironsa) -> u64 {
 
 #[test]
 fn many_tunnels_with_children_in_the_fastpath_stay_up() {
-    let n: u64 = std::env::var("IRONSA_LOAD_TUNNELS").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
+    let n: u64 = std::env::var("IRONSA_LOAD_TUNNELS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
     let ports = free_udp_port_pair().unwrap();
     let mport = free_udp_port_pair().unwrap().0;
-    let gw = gateway(ports, mport, "ironsa-load0", "per_source_half_open = 2000\ncookie_threshold = 20000");
+    let gw = gateway(
+        ports,
+        mport,
+        "ironsa-load0",
+        "per_source_half_open = 2000\ncookie_threshold = 20000",
+    );
     let rss0 = rss_kib(&gw);
     let started = Instant::now();
     let report = run(&settings(ports.0, "127.0.2.0/24", n).resolve().unwrap(), None).unwrap();
@@ -123,7 +131,11 @@ fn many_tunnels_with_children_in_the_fastpath_stay_up() {
     let body = metrics(mport);
     assert_eq!(metric(&body, "ironsa_ike_sas", ""), n, "gateway holds every IKE SA");
     assert_eq!(metric(&body, "ironsa_child_sas", ""), n);
-    assert_eq!(metric(&body, "ironsa_esp_sas", "direction=\"in\""), n, "every CHILD_SA is in the fastpath");
+    assert_eq!(
+        metric(&body, "ironsa_esp_sas", "direction=\"in\""),
+        n,
+        "every CHILD_SA is in the fastpath"
+    );
     assert_eq!(metric(&body, "ironsa_esp_sas", "direction=\"out\""), n);
     let rss = rss_kib(&gw);
     let per_tunnel = (rss.saturating_sub(rss0)) as f64 * 1024.0 / n as f64;
@@ -136,7 +148,10 @@ fn many_tunnels_with_children_in_the_fastpath_stay_up() {
     // Still up a moment later (no timer storm, no loss).
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(metric(&metrics(mport), "ironsa_ike_sas", ""), n);
-    assert!(per_tunnel < 32_768.0, "memory per tunnel regressed: {per_tunnel:.0} bytes");
+    assert!(
+        per_tunnel < 32_768.0,
+        "memory per tunnel regressed: {per_tunnel:.0} bytes"
+    );
 }
 
 #[test]
@@ -160,15 +175,25 @@ fn flood_does_not_keep_legitimate_clients_out() {
     eprintln!("{}", report.render_text());
     let flood = report.flood.as_ref().unwrap();
     assert!(flood.sent > 10_000, "the flood ran: {} sent", flood.sent);
-    assert!(report.success_rate >= 0.99, "legitimate success {:.3}", report.success_rate);
+    assert!(
+        report.success_rate >= 0.99,
+        "legitimate success {:.3}",
+        report.success_rate
+    );
     assert!(flood.cookies > 0, "cookies seen on the wire by the flood");
     let body = metrics(mport);
     assert!(metric(&body, "ironsa_cookies_sent_total", "") > 0);
     let half_open = metric(&body, "ironsa_half_open_sas", "");
     assert!(half_open <= 20_000, "half-open SAs bounded: {half_open}");
     let grown = rss_kib(&gw).saturating_sub(rss0);
-    eprintln!("flood: {} requests at {:.0}/s, gateway grew {grown} KiB, half-open now {half_open}", flood.sent, flood.rate);
-    assert!(grown < 512 * 1024, "memory stays bounded under the flood: grew {grown} KiB");
+    eprintln!(
+        "flood: {} requests at {:.0}/s, gateway grew {grown} KiB, half-open now {half_open}",
+        flood.sent, flood.rate
+    );
+    assert!(
+        grown < 512 * 1024,
+        "memory stays bounded under the flood: grew {grown} KiB"
+    );
 }
 
 #[test]

@@ -8,7 +8,17 @@ use std::process::Command;
 fn hw_probe_reports_devices_and_the_fitting_profile() {
     let out = Command::new(env!("CARGO_BIN_EXE_ironsa"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["hw-probe", "--", "-l", "0", "--no-huge", "-m", "256", "--no-shconf", "--no-pci"])
+        .args([
+            "hw-probe",
+            "--",
+            "-l",
+            "0",
+            "--no-huge",
+            "-m",
+            "256",
+            "--no-shconf",
+            "--no-pci",
+        ])
         .args(["--vdev=net_ring0", "--vdev=crypto_aesni_gcm0"])
         .output()
         .unwrap();

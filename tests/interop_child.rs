@@ -13,9 +13,11 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use support::netns::{OUTER_A, OUTER_B, SUBNET_A, SUBNET_B};
-use support::{AuthRound, Charon, ChildSaInfo, Child, Connection, IkeSaInfo, Ironsa, KernelBackend, NetnsPair, Secret, Target};
+use support::{
+    AuthRound, Charon, Child, ChildSaInfo, Connection, IkeSaInfo, Ironsa, KernelBackend, NetnsPair, Secret, Target,
+};
 
 const PSK: &str = "a-long-random-test-secret-for-ironsa";
 const T: Duration = Duration::from_secs(10);
@@ -47,14 +49,20 @@ esp_proposals = "{esp}"
 
 fn charon(ns: &NetnsPair, esp: &str) -> Charon {
     Charon::builder("libipsec")
-        .kernel(KernelBackend::Libipsec { netns: ns.b.name().into() })
+        .kernel(KernelBackend::Libipsec {
+            netns: ns.b.name().into(),
+        })
         .log_level("chd", 2)
         .connection(
             Connection::new("ironsa", OUTER_B, OUTER_A)
                 .proposals(&["aes256gcm16-prfsha256-x25519"])
                 .local(AuthRound::psk("b@test"))
                 .remote(AuthRound::psk("a@test"))
-                .child(Child::new("net", SUBNET_B, SUBNET_A).mode("tunnel").esp_proposals(&[esp])),
+                .child(
+                    Child::new("net", SUBNET_B, SUBNET_A)
+                        .mode("tunnel")
+                        .esp_proposals(&[esp]),
+                ),
         )
         .secret(Secret::psk("ab", &["a@test", "b@test"], PSK))
         .start()
@@ -69,23 +77,39 @@ fn hex32(v: &Value) -> u32 {
 fn agree(ironsa: &Ironsa, charon: &Charon, pred: impl Fn(&ChildSaInfo) -> bool) -> (Value, ChildSaInfo, IkeSaInfo) {
     let sas = charon
         .swanctl()
-        .wait_for_sas(T, |s| s.len() == 1 && s[0].installed_children().len() == 1 && pred(s[0].installed_children()[0]))
+        .wait_for_sas(T, |s| {
+            s.len() == 1 && s[0].installed_children().len() == 1 && pred(s[0].installed_children()[0])
+        })
         .unwrap();
     let ike = sas[0].clone();
     let theirs = ike.installed_children()[0].clone();
     let ours_list = ironsa.wait_sas(T, |s| {
         s.len() == 1
             && s[0]["children"].as_array().is_some_and(|c| {
-                c.iter().any(|c| c["state"] == "INSTALLED" && hex32(&c["spi_in"]) == theirs.spi_out)
+                c.iter()
+                    .any(|c| c["state"] == "INSTALLED" && hex32(&c["spi_in"]) == theirs.spi_out)
             })
     });
     let sa = &ours_list[0];
     assert_eq!(sa["spi_i"].as_str().unwrap(), format!("{:016x}", ike.initiator_spi));
     assert_eq!(sa["spi_r"].as_str().unwrap(), format!("{:016x}", ike.responder_spi));
-    assert!(sa["nat_t"].as_bool().unwrap(), "kernel-libipsec's faked NAT was detected");
+    assert!(
+        sa["nat_t"].as_bool().unwrap(),
+        "kernel-libipsec's faked NAT was detected"
+    );
     assert_eq!(ike.local_port, 4500, "IKE moved to the NAT-T port");
-    let ours = sa["children"].as_array().unwrap().iter().find(|c| c["state"] == "INSTALLED" && hex32(&c["spi_in"]) == theirs.spi_out).unwrap().clone();
-    assert_eq!(hex32(&ours["spi_out"]), theirs.spi_in, "our outbound SPI is charon's inbound");
+    let ours = sa["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["state"] == "INSTALLED" && hex32(&c["spi_in"]) == theirs.spi_out)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        hex32(&ours["spi_out"]),
+        theirs.spi_in,
+        "our outbound SPI is charon's inbound"
+    );
     assert_eq!(ours["local_ts"], json!([SUBNET_A]));
     assert_eq!(ours["remote_ts"], json!([SUBNET_B]));
     assert_eq!(theirs.local_ts, vec![SUBNET_B.to_string()]);
@@ -104,7 +128,11 @@ fn child_sa_with_pfs_rekey_ironsa_initiates() {
     assert_eq!(ours["encr"], "aes256gcm16");
     assert_eq!(theirs.encr_alg.as_deref(), Some("AES_GCM_16"));
     assert_eq!(theirs.encr_keysize, Some(256));
-    assert_eq!(ours["pfs"], Value::Null, "the first child is keyed from IKE_AUTH without PFS");
+    assert_eq!(
+        ours["pfs"],
+        Value::Null,
+        "the first child is keyed from IKE_AUTH without PFS"
+    );
 
     // charon rekeys the child with PFS.
     charon.swanctl().rekey(Target::Child("net")).unwrap();
@@ -114,7 +142,11 @@ fn child_sa_with_pfs_rekey_ironsa_initiates() {
     assert_eq!(ours2["pfs"], "x25519");
 
     // ironsa rekeys it.
-    let our_spi = if ike.initiator { format!("{:016x}", ike.responder_spi) } else { format!("{:016x}", ike.initiator_spi) };
+    let our_spi = if ike.initiator {
+        format!("{:016x}", ike.responder_spi)
+    } else {
+        format!("{:016x}", ike.initiator_spi)
+    };
     ironsa.call(json!({"cmd": "rekey", "spi": our_spi, "child": ours2["spi_in"]}));
     let (ours3, theirs3, _) = agree(&ironsa, &charon, |c| c.spi_in != theirs2.spi_in);
     assert_ne!(ours3["spi_in"], ours2["spi_in"]);
@@ -134,5 +166,7 @@ fn child_sa_charon_initiates_cbc_sha256() {
     assert_eq!(theirs.integ_alg.as_deref(), Some("HMAC_SHA2_256_128"));
     // Deleting the child from charon removes it on our side.
     charon.swanctl().terminate(Target::Child("net")).unwrap();
-    ironsa.wait_sas(T, |s| s.len() == 1 && s[0]["children"].as_array().is_some_and(|c| c.is_empty()));
+    ironsa.wait_sas(T, |s| {
+        s.len() == 1 && s[0]["children"].as_array().is_some_and(|c| c.is_empty())
+    });
 }

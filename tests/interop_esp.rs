@@ -13,7 +13,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use support::netns::{INNER_A, INNER_B, OUTER_A, OUTER_B, SUBNET_A, SUBNET_B};
 use support::{AuthRound, Charon, Child, Connection, Ironsa, KernelBackend, NetnsPair, Secret, Target};
 
@@ -57,13 +57,19 @@ esp_proposals = "{esp}"
 
 fn charon(ns: &NetnsPair, esp: &str) -> Charon {
     Charon::builder("esp")
-        .kernel(KernelBackend::Libipsec { netns: ns.b.name().into() })
+        .kernel(KernelBackend::Libipsec {
+            netns: ns.b.name().into(),
+        })
         .connection(
             Connection::new("ironsa", OUTER_B, OUTER_A)
                 .proposals(&["aes256gcm16-prfsha256-x25519"])
                 .local(AuthRound::psk("b@test"))
                 .remote(AuthRound::psk("a@test"))
-                .child(Child::new("net", SUBNET_B, SUBNET_A).mode("tunnel").esp_proposals(&[esp])),
+                .child(
+                    Child::new("net", SUBNET_B, SUBNET_A)
+                        .mode("tunnel")
+                        .esp_proposals(&[esp]),
+                ),
         )
         .secret(Secret::psk("ab", &["a@test", "b@test"], PSK))
         .start()
@@ -76,23 +82,44 @@ fn up(ns: &NetnsPair, charon: &Charon, ironsa: &Ironsa) -> Value {
         .swanctl()
         .wait_for_sas(T, |s| s.len() == 1 && s[0].installed_children().len() == 1)
         .unwrap();
-    let sas = ironsa.wait_sas(T, |s| s.len() == 1 && s[0]["children"].as_array().is_some_and(|c| c.len() == 1));
+    let sas = ironsa.wait_sas(T, |s| {
+        s.len() == 1 && s[0]["children"].as_array().is_some_and(|c| c.len() == 1)
+    });
     let _ = ns;
     sas[0].clone()
 }
 
 /// Pings from A's inner address to B's; returns (sent, received).
 fn ping(ns: &NetnsPair, count: u32, interval: &str) -> (u32, u32) {
-    let out = ns
-        .a
-        .exec_bounded(
-            &["ping", "-q", "-c", &count.to_string(), "-i", interval, "-W", "2", "-I", INNER_A, INNER_B],
+    let out =
+        ns.a.exec_bounded(
+            &[
+                "ping",
+                "-q",
+                "-c",
+                &count.to_string(),
+                "-i",
+                interval,
+                "-W",
+                "2",
+                "-I",
+                INNER_A,
+                INNER_B,
+            ],
             Duration::from_secs(60),
         )
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_else(|e| format!("{e}"));
-    let line = out.lines().find(|l| l.contains("packets transmitted")).unwrap_or_default().to_string();
-    let nums: Vec<u32> = line.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect();
+    let line = out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_default()
+        .to_string();
+    let nums: Vec<u32> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect();
     assert!(nums.len() >= 2, "ping output: {out}");
     (nums[0], nums[1])
 }
@@ -100,7 +127,18 @@ fn ping(ns: &NetnsPair, count: u32, interval: &str) -> (u32, u32) {
 /// iperf3 from B's server to A's client for `secs`; returns Mbit/s received.
 fn iperf(ns: &NetnsPair, reverse: bool, secs: u32) -> f64 {
     let mut server = Command::new("ip")
-        .args(["netns", "exec", ns.b.name(), "iperf3", "-s", "-1", "-B", INNER_B, "-p", "5201"])
+        .args([
+            "netns",
+            "exec",
+            ns.b.name(),
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            INNER_B,
+            "-p",
+            "5201",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -114,7 +152,9 @@ fn iperf(ns: &NetnsPair, reverse: bool, secs: u32) -> f64 {
     }
     let mut argv = vec!["iperf3"];
     argv.extend(args);
-    let out = ns.a.exec_bounded(&argv, Duration::from_secs(u64::from(secs) + 20)).unwrap();
+    let out =
+        ns.a.exec_bounded(&argv, Duration::from_secs(u64::from(secs) + 20))
+            .unwrap();
     let _ = server.kill();
     let _ = server.wait();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
@@ -136,14 +176,19 @@ fn exercise(esp: &str) {
     // Counters show the traffic on our side.
     let list = ironsa.sas();
     let c = &list[0]["children"][0]["counters"];
-    assert!(c["packets_in"].as_u64().unwrap() > 100 && c["packets_out"].as_u64().unwrap() > 100, "{c}");
+    assert!(
+        c["packets_in"].as_u64().unwrap() > 100 && c["packets_out"].as_u64().unwrap() > 100,
+        "{c}"
+    );
 
     // Rekeys from both sides during a steady ping lose nothing.
     let pinger = {
         let name = ns.a.name().to_string();
         std::thread::spawn(move || {
             let out = Command::new("ip")
-                .args(["netns", "exec", &name, "ping", "-q", "-c", "60", "-i", "0.05", "-W", "2", "-I", INNER_A, INNER_B])
+                .args([
+                    "netns", "exec", &name, "ping", "-q", "-c", "60", "-i", "0.05", "-W", "2", "-I", INNER_A, INNER_B,
+                ])
                 .output()
                 .unwrap();
             String::from_utf8_lossy(&out.stdout).into_owned()
@@ -152,13 +197,23 @@ fn exercise(esp: &str) {
     std::thread::sleep(Duration::from_millis(700));
     charon.swanctl().rekey(Target::Child("net")).unwrap();
     std::thread::sleep(Duration::from_millis(700));
-    let local_spi = if sa["role"] == "initiator" { sa["spi_i"].clone() } else { sa["spi_r"].clone() };
+    let local_spi = if sa["role"] == "initiator" {
+        sa["spi_i"].clone()
+    } else {
+        sa["spi_r"].clone()
+    };
     let child = ironsa.sas()[0]["children"][0]["spi_in"].clone();
     ironsa.call(json!({"cmd": "rekey", "spi": local_spi, "child": child}));
     let out = pinger.join().unwrap();
-    assert!(out.contains("60 packets transmitted, 60 received"), "no loss through two rekeys: {out}");
+    assert!(
+        out.contains("60 packets transmitted, 60 received"),
+        "no loss through two rekeys: {out}"
+    );
     let after = ironsa.wait_sas(T, |s| s[0]["children"].as_array().is_some_and(|c| c.len() == 1));
-    assert_ne!(after[0]["children"][0]["spi_in"], sa["children"][0]["spi_in"], "rekeyed");
+    assert_ne!(
+        after[0]["children"][0]["spi_in"], sa["children"][0]["spi_in"],
+        "rekeyed"
+    );
 }
 
 #[test]
@@ -178,10 +233,29 @@ fn tshark_decrypts_ironsa_esp_with_the_key_log() {
     let ironsa = Ironsa::start(&ironsa_config("aes256gcm16"), Some(ns.a.name()));
     up(&ns, &charon, &ironsa);
     let pcap = ironsa.dir().join("esp.pcap");
-    let veth = ns.a.exec(&["sh", "-c", "ip -o link show type veth | head -1 | cut -d: -f2 | cut -d@ -f1"]).unwrap();
+    let veth =
+        ns.a.exec(&[
+            "sh",
+            "-c",
+            "ip -o link show type veth | head -1 | cut -d: -f2 | cut -d@ -f1",
+        ])
+        .unwrap();
     let veth = String::from_utf8_lossy(&veth.stdout).trim().to_string();
     let mut cap = Command::new("ip")
-        .args(["netns", "exec", ns.a.name(), "tshark", "-q", "-i", &veth, "-f", "udp port 4500", "-c", "6", "-w"])
+        .args([
+            "netns",
+            "exec",
+            ns.a.name(),
+            "tshark",
+            "-q",
+            "-i",
+            &veth,
+            "-f",
+            "udp port 4500",
+            "-c",
+            "6",
+            "-w",
+        ])
         .arg(&pcap)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -214,11 +288,26 @@ fn tshark_decrypts_ironsa_esp_with_the_key_log() {
         args.push("-o".into());
         args.push(u.clone());
     }
-    args.extend(["-Y".into(), "esp".into(), "-T".into(), "fields".into(), "-e".into(), "ip.src".into(), "-e".into(), "esp.icv_good".into(), "-e".into(), "icmp.type".into()]);
+    args.extend([
+        "-Y".into(),
+        "esp".into(),
+        "-T".into(),
+        "fields".into(),
+        "-e".into(),
+        "ip.src".into(),
+        "-e".into(),
+        "esp.icv_good".into(),
+        "-e".into(),
+        "icmp.type".into(),
+    ]);
     let out = Command::new("tshark").args(&args).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let ours: Vec<&str> = text.lines().filter(|l| l.starts_with(OUTER_A)).collect();
-    assert!(!ours.is_empty(), "captured ironsa's ESP: {text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !ours.is_empty(),
+        "captured ironsa's ESP: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for l in &ours {
         let f: Vec<&str> = l.split('\t').collect();
         assert_eq!(f.get(1).copied(), Some("1"), "ICV good: {l}");
@@ -230,13 +319,23 @@ fn tshark_decrypts_ironsa_esp_with_the_key_log() {
 fn packet_lifetime_in_the_fastpath_triggers_a_rekey_without_loss() {
     let ns = NetnsPair::new().unwrap();
     let charon = charon(&ns, "aes256gcm16");
-    let ironsa = Ironsa::start(&ironsa_config_with("aes256gcm16", "rekey_packets = 60"), Some(ns.a.name()));
+    let ironsa = Ironsa::start(
+        &ironsa_config_with("aes256gcm16", "rekey_packets = 60"),
+        Some(ns.a.name()),
+    );
     let sa = up(&ns, &charon, &ironsa);
     let first = sa["children"][0]["spi_in"].clone();
     // 100 echo requests and 100 replies cross our SAs: the soft packet lifetime (60) is hit.
     let (sent, got) = ping(&ns, 100, "0.01");
     assert_eq!((sent, got), (100, 100), "no loss across the lifetime-triggered rekey");
-    let after = ironsa.wait_sas(T, |s| s[0]["children"].as_array().is_some_and(|c| c.len() == 1 && c[0]["spi_in"] != first));
-    assert!(ironsa.log().contains("fastpath lifetime reached"), "the fastpath asked for the rekey");
+    let after = ironsa.wait_sas(T, |s| {
+        s[0]["children"]
+            .as_array()
+            .is_some_and(|c| c.len() == 1 && c[0]["spi_in"] != first)
+    });
+    assert!(
+        ironsa.log().contains("fastpath lifetime reached"),
+        "the fastpath asked for the rekey"
+    );
     let _ = after;
 }

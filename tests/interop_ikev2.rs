@@ -13,7 +13,7 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use support::util::free_udp_port_pair;
 use support::{AuthRound, CertFiles, Charon, Child, Connection, IkeSaInfo, Ironsa, KeyType, Pki, San, Secret, Target};
 
@@ -26,7 +26,10 @@ struct Ports {
 }
 
 fn ports() -> Ports {
-    Ports { charon: free_udp_port_pair().unwrap(), ironsa: free_udp_port_pair().unwrap() }
+    Ports {
+        charon: free_udp_port_pair().unwrap(),
+        ironsa: free_udp_port_pair().unwrap(),
+    }
 }
 
 /// An ironsa config with one connection to/from charon.
@@ -62,7 +65,10 @@ fn psk_auth(local: &str, remote: &str) -> String {
 }
 
 fn charon_conn(p: &Ports, ike: &str) -> Connection {
-    Connection::new("ironsa", "127.0.0.1", "127.0.0.1").local_port(p.charon.0).remote_port(p.ironsa.0).proposals(&[ike])
+    Connection::new("ironsa", "127.0.0.1", "127.0.0.1")
+        .local_port(p.charon.0)
+        .remote_port(p.ironsa.0)
+        .proposals(&[ike])
 }
 
 fn the_sa(list: &[Value]) -> &Value {
@@ -74,8 +80,16 @@ fn the_sa(list: &[Value]) -> &Value {
 /// Both sides describe the same IKE SA.
 fn assert_agree(ours: &Value, theirs: &IkeSaInfo, algs: &str, encr: &str, keysize: u16, dh: &str) {
     assert_eq!(theirs.state, "ESTABLISHED");
-    assert_eq!(ours["spi_i"].as_str().unwrap(), format!("{:016x}", theirs.initiator_spi), "initiator SPI");
-    assert_eq!(ours["spi_r"].as_str().unwrap(), format!("{:016x}", theirs.responder_spi), "responder SPI");
+    assert_eq!(
+        ours["spi_i"].as_str().unwrap(),
+        format!("{:016x}", theirs.initiator_spi),
+        "initiator SPI"
+    );
+    assert_eq!(
+        ours["spi_r"].as_str().unwrap(),
+        format!("{:016x}", theirs.responder_spi),
+        "responder SPI"
+    );
     assert_eq!(ours["algorithms"].as_str().unwrap(), algs);
     assert_eq!(theirs.encr_alg.as_deref(), Some(encr));
     assert_eq!(theirs.encr_keysize, Some(keysize as _));
@@ -84,7 +98,10 @@ fn assert_agree(ours: &Value, theirs: &IkeSaInfo, algs: &str, encr: &str, keysiz
 }
 
 fn one_charon_sa(c: &Charon) -> IkeSaInfo {
-    let sas = c.swanctl().wait_for_sas(T, |s| s.iter().any(|sa| sa.state == "ESTABLISHED")).unwrap();
+    let sas = c
+        .swanctl()
+        .wait_for_sas(T, |s| s.iter().any(|sa| sa.state == "ESTABLISHED"))
+        .unwrap();
     let est: Vec<IkeSaInfo> = sas.into_iter().filter(|s| s.state == "ESTABLISHED").collect();
     assert_eq!(est.len(), 1, "{est:#?}");
     est.into_iter().next().unwrap()
@@ -96,7 +113,11 @@ fn ironsa_initiates_psk_x25519_aes256gcm() {
     let ike = "aes256gcm16-prfsha256-x25519";
     let charon = Charon::builder("psk-x25519")
         .ports(p.charon.0, p.charon.1)
-        .connection(charon_conn(&p, ike).local(AuthRound::psk("b@test")).remote(AuthRound::psk("a@test")))
+        .connection(
+            charon_conn(&p, ike)
+                .local(AuthRound::psk("b@test"))
+                .remote(AuthRound::psk("a@test")),
+        )
         .secret(Secret::psk("ab", &["a@test", "b@test"], PSK))
         .start()
         .unwrap();
@@ -104,7 +125,14 @@ fn ironsa_initiates_psk_x25519_aes256gcm() {
     ironsa.call(json!({"cmd": "initiate", "connection": "swan"}));
     let ours = ironsa.wait_sas(T, |s| s.iter().any(|sa| sa["state"] == "ESTABLISHED"));
     let theirs = one_charon_sa(&charon);
-    assert_agree(the_sa(&ours), &theirs, "aes256gcm16-prfsha256-x25519", "AES_GCM_16", 256, "CURVE_25519");
+    assert_agree(
+        the_sa(&ours),
+        &theirs,
+        "aes256gcm16-prfsha256-x25519",
+        "AES_GCM_16",
+        256,
+        "CURVE_25519",
+    );
     assert_eq!(theirs.remote_id, "a@test");
 
     // DELETE from ironsa removes the SA on both sides.
@@ -140,7 +168,14 @@ fn charon_initiates_psk_modp2048_aes128_sha256_and_deletes() {
     charon.swanctl().initiate(Target::Ike("ironsa"), T).unwrap();
     let theirs = one_charon_sa(&charon);
     let ours = ironsa.wait_sas(T, |s| s.iter().any(|sa| sa["state"] == "ESTABLISHED"));
-    assert_agree(the_sa(&ours), &theirs, "aes128-sha256-prfsha256-modp2048", "AES_CBC", 128, "MODP_2048");
+    assert_agree(
+        the_sa(&ours),
+        &theirs,
+        "aes128-sha256-prfsha256-modp2048",
+        "AES_CBC",
+        128,
+        "MODP_2048",
+    );
     assert_eq!(theirs.integ_alg.as_deref(), Some("HMAC_SHA2_256_128"));
     assert_eq!(theirs.prf_alg.as_deref(), Some("PRF_HMAC_SHA2_256"));
 
@@ -156,12 +191,18 @@ fn ike_rekey_both_directions_and_dpd() {
     let charon = Charon::builder("rekey")
         .ports(p.charon.0, p.charon.1)
         .connection(
-            charon_conn(&p, ike).local(AuthRound::psk("b@test")).remote(AuthRound::psk("a@test")).dpd_delay("1s"),
+            charon_conn(&p, ike)
+                .local(AuthRound::psk("b@test"))
+                .remote(AuthRound::psk("a@test"))
+                .dpd_delay("1s"),
         )
         .secret(Secret::psk("ab", &["a@test", "b@test"], PSK))
         .start()
         .unwrap();
-    let ironsa = Ironsa::start(&ironsa_config(&p, ike, &psk_auth("a@test", "b@test"), "dpd_delay = \"1s\""), None);
+    let ironsa = Ironsa::start(
+        &ironsa_config(&p, ike, &psk_auth("a@test", "b@test"), "dpd_delay = \"1s\""),
+        None,
+    );
     ironsa.call(json!({"cmd": "initiate", "connection": "swan"}));
     let first = one_charon_sa(&charon);
 
@@ -169,22 +210,48 @@ fn ike_rekey_both_directions_and_dpd() {
     charon.swanctl().rekey(Target::Ike("ironsa")).unwrap();
     let second = charon
         .swanctl()
-        .wait_for_sas(T, |s| s.len() == 1 && s[0].state == "ESTABLISHED" && s[0].initiator_spi != first.initiator_spi)
+        .wait_for_sas(T, |s| {
+            s.len() == 1 && s[0].state == "ESTABLISHED" && s[0].initiator_spi != first.initiator_spi
+        })
         .unwrap()
         .remove(0);
-    let ours = ironsa.wait_sas(T, |s| s.len() == 1 && s[0]["spi_i"] == format!("{:016x}", second.initiator_spi));
-    assert_agree(&ours[0], &second, "aes256gcm16-prfsha384-ecp256", "AES_GCM_16", 256, "ECP_256");
+    let ours = ironsa.wait_sas(T, |s| {
+        s.len() == 1 && s[0]["spi_i"] == format!("{:016x}", second.initiator_spi)
+    });
+    assert_agree(
+        &ours[0],
+        &second,
+        "aes256gcm16-prfsha384-ecp256",
+        "AES_GCM_16",
+        256,
+        "ECP_256",
+    );
 
     // ironsa rekeys it.
-    let spi = if ours[0]["role"] == "initiator" { ours[0]["spi_i"].clone() } else { ours[0]["spi_r"].clone() };
+    let spi = if ours[0]["role"] == "initiator" {
+        ours[0]["spi_i"].clone()
+    } else {
+        ours[0]["spi_r"].clone()
+    };
     ironsa.call(json!({"cmd": "rekey", "spi": spi}));
-    let ours = ironsa.wait_sas(T, |s| s.len() == 1 && s[0]["spi_i"] != format!("{:016x}", second.initiator_spi));
+    let ours = ironsa.wait_sas(T, |s| {
+        s.len() == 1 && s[0]["spi_i"] != format!("{:016x}", second.initiator_spi)
+    });
     let third = charon
         .swanctl()
-        .wait_for_sas(T, |s| s.len() == 1 && format!("{:016x}", s[0].initiator_spi) == ours[0]["spi_i"].as_str().unwrap())
+        .wait_for_sas(T, |s| {
+            s.len() == 1 && format!("{:016x}", s[0].initiator_spi) == ours[0]["spi_i"].as_str().unwrap()
+        })
         .unwrap()
         .remove(0);
-    assert_agree(&ours[0], &third, "aes256gcm16-prfsha384-ecp256", "AES_GCM_16", 256, "ECP_256");
+    assert_agree(
+        &ours[0],
+        &third,
+        "aes256gcm16-prfsha384-ecp256",
+        "AES_GCM_16",
+        256,
+        "ECP_256",
+    );
 
     // Both sides run DPD every second over the rekeyed SA and it stays up.
     std::thread::sleep(Duration::from_millis(3500));
@@ -214,8 +281,22 @@ fn ecdsa_certificates_charon_initiates() {
     let p = ports();
     let pki = Pki::new().unwrap();
     let root = pki.root_ca("root", KeyType::EcdsaP256).unwrap();
-    let ours = pki.end_entity(&root, "moon", KeyType::EcdsaP256, &[San::Dns("moon.ironsa.test".into())]).unwrap();
-    let theirs = pki.end_entity(&root, "sun", KeyType::EcdsaP256, &[San::Email("sun@ironsa.test".into())]).unwrap();
+    let ours = pki
+        .end_entity(
+            &root,
+            "moon",
+            KeyType::EcdsaP256,
+            &[San::Dns("moon.ironsa.test".into())],
+        )
+        .unwrap();
+    let theirs = pki
+        .end_entity(
+            &root,
+            "sun",
+            KeyType::EcdsaP256,
+            &[San::Email("sun@ironsa.test".into())],
+        )
+        .unwrap();
     let ike = "aes256gcm16-prfsha256-ecp256";
     let charon = Charon::builder("ecdsa")
         .ports(p.charon.0, p.charon.1)
@@ -228,12 +309,26 @@ fn ecdsa_certificates_charon_initiates() {
         )
         .start()
         .unwrap();
-    let ironsa =
-        Ironsa::start(&ironsa_config(&p, ike, &cert_config(&ours, &root, "moon.ironsa.test", "sun@ironsa.test", &[]), ""), None);
+    let ironsa = Ironsa::start(
+        &ironsa_config(
+            &p,
+            ike,
+            &cert_config(&ours, &root, "moon.ironsa.test", "sun@ironsa.test", &[]),
+            "",
+        ),
+        None,
+    );
     charon.swanctl().initiate(Target::Ike("ironsa"), T).unwrap();
     let sa = one_charon_sa(&charon);
     let list = ironsa.wait_sas(T, |s| s.iter().any(|sa| sa["state"] == "ESTABLISHED"));
-    assert_agree(the_sa(&list), &sa, "aes256gcm16-prfsha256-ecp256", "AES_GCM_16", 256, "ECP_256");
+    assert_agree(
+        the_sa(&list),
+        &sa,
+        "aes256gcm16-prfsha256-ecp256",
+        "AES_GCM_16",
+        256,
+        "ECP_256",
+    );
     assert_eq!(the_sa(&list)["peer_id"], "sun@ironsa.test");
 }
 
@@ -242,8 +337,17 @@ fn rsa_certificates_ironsa_initiates() {
     let p = ports();
     let pki = Pki::new().unwrap();
     let root = pki.root_ca("root", KeyType::Rsa(2048)).unwrap();
-    let ours = pki.end_entity(&root, "moon", KeyType::Rsa(2048), &[San::Dns("moon.ironsa.test".into())]).unwrap();
-    let theirs = pki.end_entity(&root, "sun", KeyType::Rsa(2048), &[San::Dns("sun.ironsa.test".into())]).unwrap();
+    let ours = pki
+        .end_entity(
+            &root,
+            "moon",
+            KeyType::Rsa(2048),
+            &[San::Dns("moon.ironsa.test".into())],
+        )
+        .unwrap();
+    let theirs = pki
+        .end_entity(&root, "sun", KeyType::Rsa(2048), &[San::Dns("sun.ironsa.test".into())])
+        .unwrap();
     let ike = "aes128gcm16-prfsha256-x25519";
     let charon = Charon::builder("rsa")
         .ports(p.charon.0, p.charon.1)
@@ -256,12 +360,26 @@ fn rsa_certificates_ironsa_initiates() {
         )
         .start()
         .unwrap();
-    let ironsa =
-        Ironsa::start(&ironsa_config(&p, ike, &cert_config(&ours, &root, "moon.ironsa.test", "sun.ironsa.test", &[]), ""), None);
+    let ironsa = Ironsa::start(
+        &ironsa_config(
+            &p,
+            ike,
+            &cert_config(&ours, &root, "moon.ironsa.test", "sun.ironsa.test", &[]),
+            "",
+        ),
+        None,
+    );
     ironsa.call(json!({"cmd": "initiate", "connection": "swan"}));
     let sa = one_charon_sa(&charon);
     let list = ironsa.wait_sas(T, |s| s.iter().any(|sa| sa["state"] == "ESTABLISHED"));
-    assert_agree(the_sa(&list), &sa, "aes128gcm16-prfsha256-x25519", "AES_GCM_16", 128, "CURVE_25519");
+    assert_agree(
+        the_sa(&list),
+        &sa,
+        "aes128gcm16-prfsha256-x25519",
+        "AES_GCM_16",
+        128,
+        "CURVE_25519",
+    );
 }
 
 #[test]
@@ -269,7 +387,14 @@ fn big_certificate_chains_are_fragmented_both_ways() {
     let p = ports();
     let pki = Pki::new().unwrap();
     let (root, chain, theirs) = pki.big_chain("big", 1, &[San::Dns("sun.ironsa.test".into())]).unwrap();
-    let ours = pki.end_entity(&chain[0], "moon", KeyType::Rsa(3072), &[San::Dns("moon.ironsa.test".into())]).unwrap();
+    let ours = pki
+        .end_entity(
+            &chain[0],
+            "moon",
+            KeyType::Rsa(3072),
+            &[San::Dns("moon.ironsa.test".into())],
+        )
+        .unwrap();
     let ike = "aes256gcm16-prfsha256-x25519";
     let charon = Charon::builder("bigchain")
         .ports(p.charon.0, p.charon.1)
@@ -290,9 +415,22 @@ fn big_certificate_chains_are_fragmented_both_ways() {
     ironsa.call(json!({"cmd": "initiate", "connection": "swan"}));
     let sa = one_charon_sa(&charon);
     let list = ironsa.wait_sas(T, |s| s.iter().any(|sa| sa["state"] == "ESTABLISHED"));
-    assert_agree(the_sa(&list), &sa, "aes256gcm16-prfsha256-x25519", "AES_GCM_16", 256, "CURVE_25519");
-    assert!(charon.log_contains("reassembled fragmented IKE message"), "charon reassembled our fragmented IKE_AUTH");
-    assert!(charon.log_contains("splitting IKE message"), "charon fragmented its IKE_AUTH response");
+    assert_agree(
+        the_sa(&list),
+        &sa,
+        "aes256gcm16-prfsha256-x25519",
+        "AES_GCM_16",
+        256,
+        "CURVE_25519",
+    );
+    assert!(
+        charon.log_contains("reassembled fragmented IKE message"),
+        "charon reassembled our fragmented IKE_AUTH"
+    );
+    assert!(
+        charon.log_contains("splitting IKE message"),
+        "charon fragmented its IKE_AUTH response"
+    );
 }
 
 #[test]
@@ -302,8 +440,17 @@ fn rsa_auth_method_1_with_a_peer_without_rfc7427() {
     let p = ports();
     let pki = Pki::new().unwrap();
     let root = pki.root_ca("root", KeyType::Rsa(2048)).unwrap();
-    let ours = pki.end_entity(&root, "moon", KeyType::Rsa(2048), &[San::Dns("moon.ironsa.test".into())]).unwrap();
-    let theirs = pki.end_entity(&root, "sun", KeyType::Rsa(2048), &[San::Dns("sun.ironsa.test".into())]).unwrap();
+    let ours = pki
+        .end_entity(
+            &root,
+            "moon",
+            KeyType::Rsa(2048),
+            &[San::Dns("moon.ironsa.test".into())],
+        )
+        .unwrap();
+    let theirs = pki
+        .end_entity(&root, "sun", KeyType::Rsa(2048), &[San::Dns("sun.ironsa.test".into())])
+        .unwrap();
     let ike = "aes256gcm16-prfsha256-x25519";
     let charon = Charon::builder("rsa-sig")
         .ports(p.charon.0, p.charon.1)
@@ -318,12 +465,26 @@ fn rsa_auth_method_1_with_a_peer_without_rfc7427() {
         )
         .start()
         .unwrap();
-    let ironsa =
-        Ironsa::start(&ironsa_config(&p, ike, &cert_config(&ours, &root, "moon.ironsa.test", "sun.ironsa.test", &[]), ""), None);
+    let ironsa = Ironsa::start(
+        &ironsa_config(
+            &p,
+            ike,
+            &cert_config(&ours, &root, "moon.ironsa.test", "sun.ironsa.test", &[]),
+            "",
+        ),
+        None,
+    );
     ironsa.call(json!({"cmd": "initiate", "connection": "swan"}));
     let sa = one_charon_sa(&charon);
     let list = ironsa.wait_sas(T, |s| s.iter().any(|sa| sa["state"] == "ESTABLISHED"));
-    assert_agree(the_sa(&list), &sa, "aes256gcm16-prfsha256-x25519", "AES_GCM_16", 256, "CURVE_25519");
+    assert_agree(
+        the_sa(&list),
+        &sa,
+        "aes256gcm16-prfsha256-x25519",
+        "AES_GCM_16",
+        256,
+        "CURVE_25519",
+    );
     assert!(
         charon.log_contains("authentication of 'moon.ironsa.test' with RSA signature successful"),
         "charon verified our method-1 RSA signature"

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use support::netns::{INNER_A, INNER_B, OUTER_A, OUTER_B, SUBNET_A, SUBNET_B};
 use support::util::free_udp_port_pair;
 use support::{
-    AuthRound, Charon, Child, Connection, IkeSaInfo, KernelBackend, KeyType, NetnsPair, Pki, San,
-    Secret, Target, parse_list_sas,
+    AuthRound, Charon, Child, Connection, IkeSaInfo, KernelBackend, KeyType, NetnsPair, Pki, San, Secret, Target,
+    parse_list_sas,
 };
 
 const PSK: &str = "a-long-random-test-secret-for-ironsa";
@@ -47,14 +47,8 @@ fn assert_mirror(init: &IkeSaInfo, resp: &IkeSaInfo) {
     assert_eq!(init.responder_spi, resp.responder_spi);
     assert_eq!(init.local_spi(), resp.remote_spi());
     assert_eq!(init.remote_spi(), resp.local_spi());
-    assert_eq!(
-        (init.local_host, init.local_port),
-        (resp.remote_host, resp.remote_port)
-    );
-    assert_eq!(
-        (init.remote_host, init.remote_port),
-        (resp.local_host, resp.local_port)
-    );
+    assert_eq!((init.local_host, init.local_port), (resp.remote_host, resp.remote_port));
+    assert_eq!((init.remote_host, init.remote_port), (resp.local_host, resp.local_port));
     assert_eq!(init.local_id, resp.remote_id);
     assert_eq!(init.remote_id, resp.local_id);
     assert_eq!(init.encr_alg, resp.encr_alg);
@@ -94,12 +88,11 @@ fn ikev2_psk_x25519_aes256gcm_between_two_charons_on_loopback() {
         .unwrap();
     let up = Instant::now();
     check(&[&a, &b], || {
-        a.swanctl()
-            .initiate(Target::Ike("psk"), Duration::from_secs(10))?;
+        a.swanctl().initiate(Target::Ike("psk"), Duration::from_secs(10))?;
         let sas_a = a.swanctl().list_sas()?;
-        let sas_b = b.swanctl().wait_for_sas(Duration::from_secs(3), |s| {
-            s.iter().any(|sa| sa.state == "ESTABLISHED")
-        })?;
+        let sas_b = b
+            .swanctl()
+            .wait_for_sas(Duration::from_secs(3), |s| s.iter().any(|sa| sa.state == "ESTABLISHED"))?;
         let (ia, ib) = (single_established(&sas_a), single_established(&sas_b));
         assert_mirror(ia, ib);
         assert_eq!(ia.version, 2);
@@ -110,23 +103,15 @@ fn ikev2_psk_x25519_aes256gcm_between_two_charons_on_loopback() {
         assert_eq!(ia.integ_alg, None);
         assert_eq!(ia.prf_alg.as_deref(), Some("PRF_HMAC_SHA2_256"));
         assert_eq!(ia.dh_group.as_deref(), Some("CURVE_25519"));
-        assert!(
-            ia.children.is_empty(),
-            "IKE-only initiate must not create children"
-        );
+        assert!(ia.children.is_empty(), "IKE-only initiate must not create children");
 
         // Terminating on one side removes the SA on both.
         a.swanctl().terminate(Target::Ike("psk"))?;
         assert!(a.swanctl().list_sas()?.is_empty());
-        b.swanctl()
-            .wait_for_sas(Duration::from_secs(3), |s| s.is_empty())?;
+        b.swanctl().wait_for_sas(Duration::from_secs(3), |s| s.is_empty())?;
         Ok(())
     });
-    eprintln!(
-        "timing: start {:?}, initiate+checks {:?}",
-        up - started,
-        up.elapsed()
-    );
+    eprintln!("timing: start {:?}, initiate+checks {:?}", up - started, up.elapsed());
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
@@ -136,12 +121,7 @@ fn ikev2_ecdsa_certificates_from_pki_helper() {
     let pki = Pki::new().unwrap();
     let root = pki.root_ca("root", KeyType::EcdsaP256).unwrap();
     let a_cert = pki
-        .end_entity(
-            &root,
-            "a-ee",
-            KeyType::EcdsaP256,
-            &[San::Email("a@ironsa.test".into())],
-        )
+        .end_entity(&root, "a-ee", KeyType::EcdsaP256, &[San::Email("a@ironsa.test".into())])
         .unwrap();
     let b_cert = pki
         .end_entity(
@@ -197,12 +177,11 @@ fn ikev2_ecdsa_certificates_from_pki_helper() {
         .start()
         .unwrap();
     check(&[&a, &b], || {
-        a.swanctl()
-            .initiate(Target::Ike("cert"), Duration::from_secs(10))?;
+        a.swanctl().initiate(Target::Ike("cert"), Duration::from_secs(10))?;
         let sas_a = a.swanctl().list_sas()?;
-        let sas_b = b.swanctl().wait_for_sas(Duration::from_secs(3), |s| {
-            s.iter().any(|sa| sa.state == "ESTABLISHED")
-        })?;
+        let sas_b = b
+            .swanctl()
+            .wait_for_sas(Duration::from_secs(3), |s| s.iter().any(|sa| sa.state == "ESTABLISHED"))?;
         let (ia, ib) = (single_established(&sas_a), single_established(&sas_b));
         assert_mirror(ia, ib);
         assert_eq!(ia.local_id, "a@ironsa.test");
@@ -281,15 +260,12 @@ fn libipsec_child_sa_between_two_namespaces_carries_ping() {
     let charons_up = Instant::now();
     let ping = || {
         ns.a.exec_bounded(
-            &[
-                "ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", INNER_A, INNER_B,
-            ],
+            &["ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", INNER_A, INNER_B],
             Duration::from_secs(8),
         )
     };
     check(&[&a, &b], || {
-        a.swanctl()
-            .initiate(Target::Child("tun"), Duration::from_secs(10))?;
+        a.swanctl().initiate(Target::Child("tun"), Duration::from_secs(10))?;
         let tunnel_up = charons_up.elapsed();
         ping()?;
         let sas_a = a.swanctl().list_sas()?;
@@ -309,10 +285,7 @@ fn libipsec_child_sa_between_two_namespaces_carries_ping() {
         assert_eq!(ca.spi_out, cb.spi_in);
         assert_eq!(ca.encr_alg.as_deref(), Some("AES_GCM_16"));
         assert_eq!(ca.encr_keysize, Some(256));
-        assert_eq!(
-            ca.dh_group, None,
-            "the first CHILD_SA comes from IKE_AUTH, without PFS"
-        );
+        assert_eq!(ca.dh_group, None, "the first CHILD_SA comes from IKE_AUTH, without PFS");
         assert_eq!(ca.local_ts, vec![SUBNET_A.to_string()]);
         assert_eq!(ca.remote_ts, vec![SUBNET_B.to_string()]);
         assert!(
@@ -337,14 +310,8 @@ fn libipsec_child_sa_between_two_namespaces_carries_ping() {
         assert_eq!(fresh.dh_group.as_deref(), Some("CURVE_25519"));
         ping()?;
         let sas_b = b.swanctl().list_sas()?;
-        let cb2 = sas_b[0]
-            .children
-            .iter()
-            .find(|c| c.spi_in == fresh.spi_out)
-            .cloned();
-        let cb2 = cb2.ok_or_else(|| {
-            support::HarnessError::Usage(format!("B lacks the rekeyed child: {sas_b:#?}"))
-        })?;
+        let cb2 = sas_b[0].children.iter().find(|c| c.spi_in == fresh.spi_out).cloned();
+        let cb2 = cb2.ok_or_else(|| support::HarnessError::Usage(format!("B lacks the rekeyed child: {sas_b:#?}")))?;
         assert_eq!(cb2.state, "INSTALLED");
         assert!(cb2.packets_in >= 3, "{cb2:#?}");
         eprintln!(
@@ -360,24 +327,15 @@ fn libipsec_child_sa_between_two_namespaces_carries_ping() {
 
 #[test]
 fn parser_reads_libipsec_initiator_fixture() {
-    let sas = parse_list_sas(include_str!(
-        "support/fixtures/list_sas_libipsec_initiator.txt"
-    ))
-    .unwrap();
+    let sas = parse_list_sas(include_str!("support/fixtures/list_sas_libipsec_initiator.txt")).unwrap();
     assert_eq!(sas.len(), 1);
     let sa = &sas[0];
     assert_eq!(sa.name, "c");
-    assert_eq!(
-        (sa.unique_id, sa.version, sa.state.as_str()),
-        (1, 2, "ESTABLISHED")
-    );
+    assert_eq!((sa.unique_id, sa.version, sa.state.as_str()), (1, 2, "ESTABLISHED"));
     assert_eq!(sa.local_host, "10.99.0.1".parse::<IpAddr>().unwrap());
     assert_eq!((sa.local_port, sa.remote_port), (4500, 4500));
     assert_eq!(sa.remote_host, "10.99.0.2".parse::<IpAddr>().unwrap());
-    assert_eq!(
-        (sa.local_id.as_str(), sa.remote_id.as_str()),
-        ("a@test", "b@test")
-    );
+    assert_eq!((sa.local_id.as_str(), sa.remote_id.as_str()), ("a@test", "b@test"));
     assert!(sa.initiator);
     assert_eq!(sa.initiator_spi, 0x6e45af10edb776e3);
     assert_eq!(sa.responder_spi, 0x40a2dea494fd381d);
@@ -401,28 +359,18 @@ fn parser_reads_libipsec_initiator_fixture() {
     assert!(c.encap);
     assert_eq!((c.spi_in, c.spi_out), (0x25444ab0, 0x0c786cd8));
     assert_eq!(
-        (
-            c.encr_alg.as_deref(),
-            c.encr_keysize,
-            c.integ_alg.as_deref()
-        ),
+        (c.encr_alg.as_deref(), c.encr_keysize, c.integ_alg.as_deref()),
         (Some("AES_GCM_16"), Some(256), None)
     );
     assert_eq!(c.dh_group, None);
-    assert_eq!(
-        (c.bytes_in, c.packets_in, c.bytes_out, c.packets_out),
-        (252, 3, 252, 3)
-    );
+    assert_eq!((c.bytes_in, c.packets_in, c.bytes_out, c.packets_out), (252, 3, 252, 3));
     assert_eq!(c.local_ts, vec!["10.1.0.0/24"]);
     assert_eq!(c.remote_ts, vec!["10.2.0.0/24"]);
 }
 
 #[test]
 fn parser_reads_rekeyed_responder_fixture() {
-    let sas = parse_list_sas(include_str!(
-        "support/fixtures/list_sas_libipsec_responder_rekeyed.txt"
-    ))
-    .unwrap();
+    let sas = parse_list_sas(include_str!("support/fixtures/list_sas_libipsec_responder_rekeyed.txt")).unwrap();
     assert_eq!(sas.len(), 1);
     let sa = &sas[0];
     assert!(!sa.initiator);
@@ -430,21 +378,11 @@ fn parser_reads_rekeyed_responder_fixture() {
     assert_eq!(sa.children.len(), 2);
     let (old, new) = (&sa.children[0], &sa.children[1]);
     assert_eq!(
-        (
-            old.key.as_str(),
-            old.state.as_str(),
-            old.spi_in,
-            old.spi_out
-        ),
+        (old.key.as_str(), old.state.as_str(), old.spi_in, old.spi_out),
         ("ch-1", "DELETED", 0x0c786cd8, 0x25444ab0)
     );
     assert_eq!(
-        (
-            new.key.as_str(),
-            new.state.as_str(),
-            new.spi_in,
-            new.spi_out
-        ),
+        (new.key.as_str(), new.state.as_str(), new.spi_in, new.spi_out),
         ("ch-2", "INSTALLED", 0x3370e741, 0x7f32b4b2)
     );
     assert_eq!(new.dh_group.as_deref(), Some("CURVE_25519"));
@@ -475,10 +413,7 @@ fn parser_handles_empty_and_rejects_malformed_output() {
     // Unbalanced closing brace.
     assert!(parse_list_sas("}\n").is_err());
     // Non-hex SPI.
-    assert!(
-        parse_list_sas(&good.replace("initiator-spi = 6e45af10edb776e3", "initiator-spi = zz"))
-            .is_err()
-    );
+    assert!(parse_list_sas(&good.replace("initiator-spi = 6e45af10edb776e3", "initiator-spi = zz")).is_err());
     // SPI too large for u32.
     assert!(parse_list_sas(&good.replace("spi-in = 25444ab0", "spi-in = 125444ab0")).is_err());
     // Missing required field.
@@ -538,19 +473,16 @@ fn ikev1_aggressive_psk_needs_the_responder_setting() {
         conn,
         |b| b.secret(secret()),
         |b| {
-            b.secret(secret()).setting(
-                "i_dont_care_about_security_and_use_aggressive_mode_psk",
-                "yes",
-            )
+            b.secret(secret())
+                .setting("i_dont_care_about_security_and_use_aggressive_mode_psk", "yes")
         },
     );
     check(&[&a, &b], || {
-        a.swanctl()
-            .initiate(Target::Ike("v1"), Duration::from_secs(10))?;
+        a.swanctl().initiate(Target::Ike("v1"), Duration::from_secs(10))?;
         let sas_a = a.swanctl().list_sas()?;
-        let sas_b = b.swanctl().wait_for_sas(Duration::from_secs(3), |s| {
-            s.iter().any(|sa| sa.state == "ESTABLISHED")
-        })?;
+        let sas_b = b
+            .swanctl()
+            .wait_for_sas(Duration::from_secs(3), |s| s.iter().any(|sa| sa.state == "ESTABLISHED"))?;
         let (ia, ib) = (single_established(&sas_a), single_established(&sas_b));
         assert_mirror(ia, ib);
         assert_eq!((ia.version, ib.version), (1, 1));
@@ -564,15 +496,8 @@ fn ikev1_aggressive_psk_needs_the_responder_setting() {
 
     // Without the setting a strongSwan responder refuses aggressive mode PSK (both
     // connections still need `aggressive = yes`).
-    let (a, b) = loopback_pair(
-        "v1refuse",
-        conn,
-        |b| b.secret(secret()),
-        |b| b.secret(secret()),
-    );
-    let refused = a
-        .swanctl()
-        .initiate(Target::Ike("v1"), Duration::from_secs(4));
+    let (a, b) = loopback_pair("v1refuse", conn, |b| b.secret(secret()), |b| b.secret(secret()));
+    let refused = a.swanctl().initiate(Target::Ike("v1"), Duration::from_secs(4));
     if refused.is_ok() {
         a.dump_log();
         b.dump_log();
@@ -599,9 +524,7 @@ fn ed25519_and_rsa_certificates_through_an_intermediate_chain() {
     let started = Instant::now();
     let pki = Pki::new().unwrap();
     let root = pki.root_ca("root", KeyType::Rsa(3072)).unwrap();
-    let chain = pki
-        .intermediate_chain(&root, "int", 2, KeyType::EcdsaP384)
-        .unwrap();
+    let chain = pki.intermediate_chain(&root, "int", 2, KeyType::EcdsaP384).unwrap();
     assert_eq!(chain.len(), 2);
     assert!(chain.iter().all(|c| c.is_ca));
     let a_cert = pki
@@ -609,19 +532,11 @@ fn ed25519_and_rsa_certificates_through_an_intermediate_chain() {
             &chain[1],
             "a-ee",
             KeyType::Ed25519,
-            &[
-                San::Dns("a.ironsa.test".into()),
-                San::Email("a@ironsa.test".into()),
-            ],
+            &[San::Dns("a.ironsa.test".into()), San::Email("a@ironsa.test".into())],
         )
         .unwrap();
     let b_cert = pki
-        .end_entity(
-            &root,
-            "b-ee",
-            KeyType::Rsa(2048),
-            &[San::Dns("b.ironsa.test".into())],
-        )
+        .end_entity(&root, "b-ee", KeyType::Rsa(2048), &[San::Dns("b.ironsa.test".into())])
         .unwrap();
     assert!(
         std::fs::read_to_string(&a_cert.key_pem)
@@ -651,21 +566,15 @@ fn ed25519_and_rsa_certificates_through_an_intermediate_chain() {
     let (a, b) = loopback_pair(
         "chain",
         conn,
-        |b| {
-            b.identity(&a_cert)
-                .ca(&root)
-                .cert(&chain[0])
-                .cert(&chain[1])
-        },
+        |b| b.identity(&a_cert).ca(&root).cert(&chain[0]).cert(&chain[1]),
         |b| b.identity(&b_cert).ca(&root),
     );
     check(&[&a, &b], || {
-        a.swanctl()
-            .initiate(Target::Ike("chain"), Duration::from_secs(10))?;
+        a.swanctl().initiate(Target::Ike("chain"), Duration::from_secs(10))?;
         let sas_a = a.swanctl().list_sas()?;
-        let sas_b = b.swanctl().wait_for_sas(Duration::from_secs(3), |s| {
-            s.iter().any(|sa| sa.state == "ESTABLISHED")
-        })?;
+        let sas_b = b
+            .swanctl()
+            .wait_for_sas(Duration::from_secs(3), |s| s.iter().any(|sa| sa.state == "ESTABLISHED"))?;
         let (ia, ib) = (single_established(&sas_a), single_established(&sas_b));
         assert_mirror(ia, ib);
         assert_eq!(ia.dh_group.as_deref(), Some("ECP_384"));
@@ -674,10 +583,7 @@ fn ed25519_and_rsa_certificates_through_an_intermediate_chain() {
             b.log_contains("authentication of 'a.ironsa.test' with ED25519 successful"),
             "Ed25519 signature checked"
         );
-        assert!(
-            b.log_contains("CN=int-2"),
-            "B saw the intermediate sent by A"
-        );
+        assert!(b.log_contains("CN=int-2"), "B saw the intermediate sent by A");
         assert!(
             a.log_contains("authentication of 'b.ironsa.test' with RSA"),
             "RSA signature checked"
@@ -696,17 +602,12 @@ fn ed25519_and_rsa_certificates_through_an_intermediate_chain() {
 fn big_rsa_chain_forces_ike_fragmentation() {
     let started = Instant::now();
     let pki = Pki::new().unwrap();
-    let (root, chain, ee) = pki
-        .big_chain("big", 1, &[San::Dns("a.ironsa.test".into())])
-        .unwrap();
+    let (root, chain, ee) = pki.big_chain("big", 1, &[San::Dns("a.ironsa.test".into())]).unwrap();
     let cert_bytes: u64 = [&chain[0], &ee]
         .iter()
         .map(|c| std::fs::metadata(&c.cert_der).unwrap().len())
         .sum();
-    assert!(
-        cert_bytes > 1500,
-        "chain certificates are {cert_bytes} bytes"
-    );
+    assert!(cert_bytes > 1500, "chain certificates are {cert_bytes} bytes");
     let gen_done = Instant::now();
     let secret = || Secret::psk("ab", &["a.ironsa.test", "b@ironsa.test"], PSK);
     let conn = |lp, rp, is_a: bool| {
@@ -736,11 +637,10 @@ fn big_rsa_chain_forces_ike_fragmentation() {
         |b| b.ca(&root).secret(secret()),
     );
     check(&[&a, &b], || {
-        a.swanctl()
-            .initiate(Target::Ike("big"), Duration::from_secs(10))?;
-        let sas_b = b.swanctl().wait_for_sas(Duration::from_secs(3), |s| {
-            s.iter().any(|sa| sa.state == "ESTABLISHED")
-        })?;
+        a.swanctl().initiate(Target::Ike("big"), Duration::from_secs(10))?;
+        let sas_b = b
+            .swanctl()
+            .wait_for_sas(Duration::from_secs(3), |s| s.iter().any(|sa| sa.state == "ESTABLISHED"))?;
         single_established(&sas_b);
         assert!(
             a.log_contains("sending issuer cert \"C=CH, O=ironsa test, CN=big-int-1\"")
@@ -786,8 +686,7 @@ fn drop_during_panic_stops_charon_deletes_namespaces_and_keeps_the_log() {
         !std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "charon {pid} still running"
     );
-    let list =
-        String::from_utf8(support::util::run("ip", &["netns", "list"]).unwrap().stdout).unwrap();
+    let list = String::from_utf8(support::util::run("ip", &["netns", "list"]).unwrap().stdout).unwrap();
     assert!(
         !list.contains(&ns_a) && !list.contains(&ns_b),
         "namespaces left: {list}"
@@ -803,9 +702,7 @@ fn drop_during_panic_stops_charon_deletes_namespaces_and_keeps_the_log() {
 #[test]
 fn strongswan_conf_rendering_applies_settings_and_log_levels() {
     let builder = Charon::builder("render")
-        .kernel(KernelBackend::Libipsec {
-            netns: "unused".into(),
-        })
+        .kernel(KernelBackend::Libipsec { netns: "unused".into() })
         .setting("dos_protection", "yes")
         .setting("cookie_threshold", "3")
         .setting("retransmit_tries", "5")
@@ -835,10 +732,7 @@ fn strongswan_conf_rendering_applies_settings_and_log_levels() {
         !lines.contains(&"retransmit_tries = 2"),
         "setting overrides the default"
     );
-    assert!(
-        !lines.contains(&"ike = 2"),
-        "log level overrides the default"
-    );
+    assert!(!lines.contains(&"ike = 2"), "log level overrides the default");
     let load = lines.iter().find(|l| l.starts_with("load = ")).unwrap();
     assert!(
         load.contains("kernel-libipsec kernel-netlink"),
@@ -925,8 +819,7 @@ fn charon_uses_non_esp_marker_on_every_port_but_500() {
         .unwrap();
     // Fire and forget: the initiation fails since nobody answers.
     let swanctl = a.swanctl().clone();
-    let initiator =
-        std::thread::spawn(move || swanctl.initiate(Target::Ike("m"), Duration::from_secs(2)));
+    let initiator = std::thread::spawn(move || swanctl.initiate(Target::Ike("m"), Duration::from_secs(2)));
     let mut buf = [0u8; 4096];
     let (len, from) = fake.recv_from(&mut buf).unwrap();
     assert_eq!(from.port(), port_a);
@@ -941,8 +834,7 @@ fn charon_uses_non_esp_marker_on_every_port_but_500() {
     // Replay it (fresh initiator SPIs) to B from an ephemeral port.
     let probe = |n: u8, marker: bool| -> bool {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(1500)))
-            .unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
         let mut pkt = if marker { vec![0u8; 4] } else { Vec::new() };
         let mut msg = ike.clone();
         msg[..8].copy_from_slice(&[0x42, n, 1, 2, 3, 4, 5, 6]);
@@ -951,10 +843,7 @@ fn charon_uses_non_esp_marker_on_every_port_but_500() {
         let mut resp = [0u8; 4096];
         match sock.recv_from(&mut resp) {
             Ok((rlen, _)) => {
-                assert!(
-                    rlen > 4 && resp[..4] == [0, 0, 0, 0],
-                    "reply carries the marker"
-                );
+                assert!(rlen > 4 && resp[..4] == [0, 0, 0, 0], "reply carries the marker");
                 assert_eq!(resp[4..12], msg[..8], "reply to our SPI");
                 true
             }

@@ -38,7 +38,14 @@ impl std::fmt::Debug for AuthConfig {
             AuthConfig::Psk(k) => {
                 // A fingerprint, so that a changed key makes a changed config (reload) without showing it.
                 let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, k.as_slice());
-                write!(f, "Psk(sha256:{:02x}{:02x}{:02x}{:02x}..)", d.as_ref()[0], d.as_ref()[1], d.as_ref()[2], d.as_ref()[3])
+                write!(
+                    f,
+                    "Psk(sha256:{:02x}{:02x}{:02x}{:02x}..)",
+                    d.as_ref()[0],
+                    d.as_ref()[1],
+                    d.as_ref()[2],
+                    d.as_ref()[3]
+                )
             }
             AuthConfig::Cert(c) => write!(
                 f,
@@ -71,7 +78,10 @@ impl IdentityMatch {
         match Identity::parse(s) {
             Ok(Identity::Any) => IdentityMatch::Any,
             Ok(id) if id.is_wildcard() || matches!(id, Identity::Dn(_)) => IdentityMatch::Pattern(id),
-            Ok(id) => id.to_wire().map(IdentityMatch::Exact).unwrap_or(IdentityMatch::Pattern(id)),
+            Ok(id) => id
+                .to_wire()
+                .map(IdentityMatch::Exact)
+                .unwrap_or(IdentityMatch::Pattern(id)),
             Err(_) => IdentityMatch::Exact(parse_identity(s)),
         }
     }
@@ -98,17 +108,32 @@ pub fn parse_identity(s: &str) -> Identification {
     }
     if let Ok(ip) = s.parse::<IpAddr>() {
         return match ip {
-            IpAddr::V4(v4) => Identification { id_type: IdType::IPV4_ADDR, data: v4.octets().to_vec() },
-            IpAddr::V6(v6) => Identification { id_type: IdType::IPV6_ADDR, data: v6.octets().to_vec() },
+            IpAddr::V4(v4) => Identification {
+                id_type: IdType::IPV4_ADDR,
+                data: v4.octets().to_vec(),
+            },
+            IpAddr::V6(v6) => Identification {
+                id_type: IdType::IPV6_ADDR,
+                data: v6.octets().to_vec(),
+            },
         };
     }
     if let Some(fqdn) = s.strip_prefix('@') {
-        return Identification { id_type: IdType::FQDN, data: fqdn.as_bytes().to_vec() };
+        return Identification {
+            id_type: IdType::FQDN,
+            data: fqdn.as_bytes().to_vec(),
+        };
     }
     if s.contains('@') {
-        return Identification { id_type: IdType::RFC822_ADDR, data: s.as_bytes().to_vec() };
+        return Identification {
+            id_type: IdType::RFC822_ADDR,
+            data: s.as_bytes().to_vec(),
+        };
     }
-    Identification { id_type: IdType::FQDN, data: s.as_bytes().to_vec() }
+    Identification {
+        id_type: IdType::FQDN,
+        data: s.as_bytes().to_vec(),
+    }
 }
 
 /// Renders an identification for logs and listings.
@@ -121,8 +146,14 @@ pub fn display_identity(id: &Identification) -> String {
             IpAddr::from(<[u8; 16]>::try_from(id.data.as_slice()).unwrap_or_default()).to_string()
         }
         IdType::FQDN | IdType::RFC822_ADDR => String::from_utf8_lossy(&id.data).into_owned(),
-        IdType::DER_ASN1_DN => Identity::from_wire(id).map(|i| i.to_string()).unwrap_or_else(|_| "<bad DN>".into()),
-        _ => format!("{:?}:{}", id.id_type, id.data.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        IdType::DER_ASN1_DN => Identity::from_wire(id)
+            .map(|i| i.to_string())
+            .unwrap_or_else(|_| "<bad DN>".into()),
+        _ => format!(
+            "{:?}:{}",
+            id.id_type,
+            id.data.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
     }
 }
 
@@ -150,7 +181,11 @@ pub struct Lifetime {
 impl Lifetime {
     /// A lifetime with strongSwan's default shape: jitter 10%, over 10%.
     pub fn rekey_after(rekey: Duration) -> Self {
-        Self { rekey, jitter: rekey / 10, over: rekey / 10 }
+        Self {
+            rekey,
+            jitter: rekey / 10,
+            over: rekey / 10,
+        }
     }
 }
 

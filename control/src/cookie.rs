@@ -32,13 +32,22 @@ fn new_secret(version: u8, now: Instant) -> Secret {
     // An RNG failure leaves a zero key; cookies then still work but are guessable,
     // which only weakens DoS protection. aws-lc's RNG does not fail in practice.
     let _ = random::fill(&mut k);
-    Secret { version, key: hmac::Key::new(hmac::HMAC_SHA256, &k), created: now }
+    Secret {
+        version,
+        key: hmac::Key::new(hmac::HMAC_SHA256, &k),
+        created: now,
+    }
 }
 
 impl CookieJar {
     /// A jar whose secret rotates every `rotate_every`, the previous one being accepted for `grace`.
     pub fn new(now: Instant, rotate_every: Duration, grace: Duration) -> Self {
-        Self { current: new_secret(0, now), previous: None, rotate_every, grace }
+        Self {
+            current: new_secret(0, now),
+            previous: None,
+            rotate_every,
+            grace,
+        }
     }
 
     fn maybe_rotate(&mut self, now: Instant) {

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
+use crate::Error;
 use crate::config::ConnectionConfig;
 use crate::cookie::CookieJar;
-use crate::ike_sa::{sa_init, Context, Event, IkeSa, Task, Transmit};
+use crate::ike_sa::{Context, Event, IkeSa, Task, Transmit, sa_init};
 use crate::wire::ikev2::{self, ExchangeType, NotifyType, Payload};
-use crate::Error;
 
 /// Anti-DoS and capacity settings of an endpoint.
 #[derive(Clone, Debug)]
@@ -163,15 +163,22 @@ impl Endpoint {
 
     /// True if our SPI `spi` belongs to this endpoint's shard.
     pub fn owns_spi(&self, spi: u64) -> bool {
-        self.spi_prefix_bits == 0 || (spi >> (64 - self.spi_prefix_bits)) == (self.spi_prefix >> (64 - self.spi_prefix_bits))
+        self.spi_prefix_bits == 0
+            || (spi >> (64 - self.spi_prefix_bits)) == (self.spi_prefix >> (64 - self.spi_prefix_bits))
     }
 
     /// Starts an IKE SA with `config` towards `remote`; returns its local SPI.
-    pub fn initiate(&mut self, now: Instant, config: Arc<ConnectionConfig>, local: SocketAddr, remote: SocketAddr) -> Result<u64, Error> {
+    pub fn initiate(
+        &mut self,
+        now: Instant,
+        config: Arc<ConnectionConfig>,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<u64, Error> {
         let spi = self.new_spi();
         let sa = IkeSa::initiate(now, config, self.ctx.clone(), local, remote, spi)?;
         self.sas.insert(spi, sa);
-        self.after(now, spi);
+        self.after(spi);
         Ok(spi)
     }
 
@@ -179,7 +186,7 @@ impl Endpoint {
     pub fn queue(&mut self, now: Instant, spi: u64, task: Task) -> bool {
         let Some(sa) = self.sas.get_mut(&spi) else { return false };
         sa.queue(now, task);
-        self.after(now, spi);
+        self.after(spi);
         true
     }
 
@@ -187,7 +194,7 @@ impl Endpoint {
     pub fn delete(&mut self, now: Instant, spi: u64) -> bool {
         let Some(sa) = self.sas.get_mut(&spi) else { return false };
         sa.delete(now);
-        self.after(now, spi);
+        self.after(spi);
         true
     }
 
@@ -217,12 +224,16 @@ impl Endpoint {
                 continue;
             }
             self.scheduled.remove(&spi);
-            let due = self.sas.get(&spi).and_then(|sa| sa.poll_timeout()).is_some_and(|d| d <= now);
+            let due = self
+                .sas
+                .get(&spi)
+                .and_then(|sa| sa.poll_timeout())
+                .is_some_and(|d| d <= now);
             if due {
                 if let Some(sa) = self.sas.get_mut(&spi) {
                     sa.handle_timeout(now);
                 }
-                self.after(now, spi);
+                self.after(spi);
             }
         }
     }
@@ -251,7 +262,7 @@ impl Endpoint {
                 if let Some(sa) = self.sas.get_mut(&spi) {
                     sa.handle_message(now, local, remote, datagram, msg);
                 }
-                self.after(now, spi);
+                self.after(spi);
                 return;
             }
             self.handle_new_init(now, local, remote, datagram, msg);
@@ -261,7 +272,7 @@ impl Endpoint {
         match self.sas.get_mut(&our_spi) {
             Some(sa) => {
                 sa.handle_message(now, local, remote, datagram, msg);
-                self.after(now, our_spi);
+                self.after(our_spi);
             }
             None => {
                 self.stats.dropped_invalid += 1;
@@ -270,7 +281,14 @@ impl Endpoint {
         }
     }
 
-    fn handle_new_init(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, datagram: &[u8], msg: ikev2::Message) {
+    fn handle_new_init(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        datagram: &[u8],
+        msg: ikev2::Message,
+    ) {
         self.stats.init_requests += 1;
         let h = msg.header;
         if self.half_open.len() >= self.admission.max_half_open {
@@ -304,9 +322,15 @@ impl Endpoint {
                         self.stats.cookies_invalid += 1;
                     }
                     let c = self.cookies.make(now, &ni, remote.ip(), h.spi_i);
-                    let response = sa_init::stateless_response(&h, crate::ike_sa::notify_payload(NotifyType::COOKIE, c));
+                    let response =
+                        sa_init::stateless_response(&h, crate::ike_sa::notify_payload(NotifyType::COOKIE, c));
                     self.stats.cookies_sent += 1;
-                    self.transmits.push_back(Transmit { local, remote, non_esp_marker: false, data: response });
+                    self.transmits.push_back(Transmit {
+                        local,
+                        remote,
+                        non_esp_marker: false,
+                        data: response,
+                    });
                     return;
                 }
             }
@@ -318,20 +342,25 @@ impl Endpoint {
                 self.half_open.insert(spi, (h.spi_i, remote));
                 *self.per_source.entry(remote.ip()).or_default() += 1;
                 self.sas.insert(spi, sa);
-                self.after(now, spi);
+                self.after(spi);
             }
             Err(rej) => {
                 self.stats.init_rejected += 1;
                 info!(peer = %remote, "IKE_SA_INIT rejected: {}", rej.error);
                 if let Some(r) = rej.response {
-                    self.transmits.push_back(Transmit { local, remote, non_esp_marker: false, data: r });
+                    self.transmits.push_back(Transmit {
+                        local,
+                        remote,
+                        non_esp_marker: false,
+                        data: r,
+                    });
                 }
             }
         }
     }
 
     /// Collects an SA's output and keeps the indexes and timers right.
-    fn after(&mut self, now: Instant, spi: u64) {
+    fn after(&mut self, spi: u64) {
         let Some(sa) = self.sas.get_mut(&spi) else { return };
         while let Some(t) = sa.poll_transmit() {
             self.transmits.push_back(t);
@@ -376,12 +405,15 @@ impl Endpoint {
         }
         if let Some(mut new) = successor {
             let new_spi = new.local_spi();
-            if self.sas.contains_key(&new_spi) {
-                warn!("rekeyed IKE SA SPI collides with an existing one; dropping the new SA");
-                new.close(crate::ike_sa::DownReason::Failed("SPI collision".into()));
-            } else {
-                self.sas.insert(new_spi, new);
-                self.after(now, new_spi);
+            match self.sas.entry(new_spi) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    warn!("rekeyed IKE SA SPI collides with an existing one; dropping the new SA");
+                    new.close(crate::ike_sa::DownReason::Failed("SPI collision".into()));
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(new);
+                    self.after(new_spi);
+                }
             }
         }
     }

@@ -8,12 +8,12 @@ pub mod config;
 pub mod cookie;
 pub mod crypto;
 pub mod endpoint;
+pub mod error;
 pub mod ike_sa;
 pub mod nat;
-pub mod ts;
-pub mod error;
 pub mod pki;
 pub mod proposal;
+pub mod ts;
 pub mod wire;
 
 pub use error::Error;

@@ -80,9 +80,7 @@ pub enum ProposalError {
     #[error("proposal '{0}' needs an integrity algorithm")]
     MissingInteg(String),
     /// An integrity algorithm with AEAD encryption in an ESP proposal.
-    #[error(
-        "integrity algorithm '{token}' is not allowed with AEAD encryption in proposal '{proposal}'"
-    )]
+    #[error("integrity algorithm '{token}' is not allowed with AEAD encryption in proposal '{proposal}'")]
     IntegWithAead {
         /// The token.
         token: String,
@@ -177,8 +175,7 @@ fn parse_one(p: &str) -> Result<Parsed, ProposalError> {
             }
             Some(Token::Encr(e)) => push_unique(&mut out.encr, e),
             Some(Token::Integ(i)) => {
-                out.first_integ_token
-                    .get_or_insert_with(|| token.to_string());
+                out.first_integ_token.get_or_insert_with(|| token.to_string());
                 push_unique(&mut out.integ, i);
             }
             Some(Token::Prf(f)) => {
@@ -273,11 +270,7 @@ pub fn parse_esp_proposals(s: &str) -> Result<Vec<EspProposal>, ProposalError> {
             } else if parsed.integ.is_empty() {
                 return Err(ProposalError::MissingInteg(p.to_string()));
             }
-            let esn = if parsed.esn.is_empty() {
-                vec![false]
-            } else {
-                parsed.esn
-            };
+            let esn = if parsed.esn.is_empty() { vec![false] } else { parsed.esn };
             Ok(EspProposal {
                 encr: parsed.encr,
                 integ: parsed.integ,
@@ -326,11 +319,7 @@ impl IkeProposal {
                 .iter()
                 .map(|i| plain_transform(TransformType::INTEG, i.transform_id())),
         );
-        transforms.extend(
-            self.ke
-                .iter()
-                .map(|k| plain_transform(TransformType::KE, k.number())),
-        );
+        transforms.extend(self.ke.iter().map(|k| plain_transform(TransformType::KE, k.number())));
         Proposal {
             number,
             protocol: ProtocolId::IKE,
@@ -350,20 +339,13 @@ impl EspProposal {
                 .iter()
                 .map(|i| plain_transform(TransformType::INTEG, i.transform_id())),
         );
-        transforms.extend(
-            self.ke
-                .iter()
-                .map(|k| plain_transform(TransformType::KE, k.number())),
-        );
+        transforms.extend(self.ke.iter().map(|k| plain_transform(TransformType::KE, k.number())));
         let esn = if self.esn.is_empty() {
             vec![false]
         } else {
             self.esn.clone()
         };
-        transforms.extend(
-            esn.into_iter()
-                .map(|e| plain_transform(TransformType::ESN, esn_id(e))),
-        );
+        transforms.extend(esn.into_iter().map(|e| plain_transform(TransformType::ESN, esn_id(e))));
         Proposal {
             number,
             protocol: ProtocolId::ESP,
@@ -404,9 +386,13 @@ impl fmt::Display for EspProposal {
         join_names(&mut parts, &self.integ, |i| i.name().to_string());
         join_names(&mut parts, &self.ke, |k| k.name().to_string());
         if self.esn != [false] {
-            join_names(&mut parts, &self.esn, |e| {
-                if *e { "esn".into() } else { "noesn".into() }
-            });
+            join_names(
+                &mut parts,
+                &self.esn,
+                |e| {
+                    if *e { "esn".into() } else { "noesn".into() }
+                },
+            );
         }
         f.write_str(&parts.join("-"))
     }
@@ -508,9 +494,7 @@ fn offer_of(p: &Proposal) -> Offer {
                     addke_none.insert(ty);
                 }
             }
-            other => o
-                .blocking
-                .push(format!("unknown transform type {}", other.0)),
+            other => o.blocking.push(format!("unknown transform type {}", other.0)),
         }
     }
     for ty in addke.difference(&addke_none) {
@@ -623,10 +607,7 @@ fn mismatch<P: fmt::Display>(offered: &[Proposal], ours: &[P], reason: String) -
     }
 }
 
-fn unique_names<T: Copy + PartialEq>(
-    items: impl Iterator<Item = T>,
-    name: impl Fn(T) -> String,
-) -> Vec<String> {
+fn unique_names<T: Copy + PartialEq>(items: impl Iterator<Item = T>, name: impl Fn(T) -> String) -> Vec<String> {
     let mut v = Vec::new();
     for i in items {
         push_unique(&mut v, name(i));
@@ -635,15 +616,9 @@ fn unique_names<T: Copy + PartialEq>(
 }
 
 /// True if any algorithm of `ours` appears in any of the offers' lists.
-fn overlaps<T: PartialEq + Copy>(
-    ours: impl Iterator<Item = T>,
-    offers: &[&Offer],
-    list: fn(&Offer) -> &[T],
-) -> bool {
+fn overlaps<T: PartialEq + Copy>(ours: impl Iterator<Item = T>, offers: &[&Offer], list: fn(&Offer) -> &[T]) -> bool {
     let ours: Vec<T> = ours.collect();
-    offers
-        .iter()
-        .any(|o| list(o).iter().any(|x| ours.contains(x)))
+    offers.iter().any(|o| list(o).iter().any(|x| ours.contains(x)))
 }
 
 /// Explains why nothing matched: first the types without any overlap over
@@ -660,11 +635,7 @@ fn explain(usable: &[&Proposal], offers: &[Offer], gaps: impl Fn(&[&Offer]) -> V
             } else {
                 peer.join(", ")
             };
-            format!(
-                "no common {}: peer {peer}, we {}",
-                g.label,
-                g.ours.join(", ")
-            )
+            format!("no common {}: peer {peer}, we {}", g.label, g.ours.join(", "))
         })
         .collect();
     if parts.is_empty() {
@@ -719,15 +690,7 @@ fn match_ike(ours: &IkeProposal, o: &Offer) -> Option<(IkeSuite, [usize; 4])> {
         index_of(&ours.prf, &prf),
         index_of(&ours.ke, &ke),
     ];
-    Some((
-        IkeSuite {
-            encr,
-            integ,
-            prf,
-            ke,
-        },
-        rank,
-    ))
+    Some((IkeSuite { encr, integ, prf, ke }, rank))
 }
 
 fn ike_wire(suite: &IkeSuite, number: u8, spi: &[u8]) -> Proposal {
@@ -910,10 +873,7 @@ fn esp_gaps(ours: &[EspProposal], offers: &[&Offer]) -> Vec<Gap> {
     }
     let no_pfs = ours.iter().any(|p| p.ke.is_empty());
     let ke_ok = overlaps(ke(), offers, |o| &o.ke)
-        || (no_pfs
-            && offers
-                .iter()
-                .any(|o| o.ke_ids.is_empty() || o.ke_ids.contains(&0)));
+        || (no_pfs && offers.iter().any(|o| o.ke_ids.is_empty() || o.ke_ids.contains(&0)));
     if !ke_ok {
         let mut names = unique_names(ke(), |k| k.name().into());
         if no_pfs {
@@ -975,10 +935,7 @@ fn check_single(chosen: &Proposal) -> Result<(), String> {
             return Err(format!("responder chose more than one {} transform", t.ty));
         }
         if t.has_unknown_attributes() {
-            return Err(format!(
-                "responder's {} transform has unknown attributes",
-                t.ty
-            ));
+            return Err(format!("responder's {} transform has unknown attributes", t.ty));
         }
     }
     Ok(())
@@ -998,10 +955,7 @@ fn recognized(t: &Transform, esp: bool) -> bool {
 }
 
 /// Initiator side: check that the responder's single chosen proposal is one we offered.
-pub fn accept_ike_response(
-    ours: &[IkeProposal],
-    chosen: &Proposal,
-) -> Result<SelectedIke, Mismatch> {
+pub fn accept_ike_response(ours: &[IkeProposal], chosen: &Proposal) -> Result<SelectedIke, Mismatch> {
     let fail = |reason: String| Err(mismatch(std::slice::from_ref(chosen), ours, reason));
     if chosen.protocol != ProtocolId::IKE || !ike_spi_ok(&chosen.spi) {
         return fail(format!(
@@ -1019,7 +973,9 @@ pub fn accept_ike_response(
         || o.ke.len() != 1
         || chosen.transforms.iter().any(|t| !recognized(t, false))
     {
-        return fail("responder's proposal does not hold exactly one known ENCR, PRF and KE (and INTEG unless AEAD)".into());
+        return fail(
+            "responder's proposal does not hold exactly one known ENCR, PRF and KE (and INTEG unless AEAD)".into(),
+        );
     }
     let encr_ok = |p: &IkeProposal| p.encr.contains(&o.encr[0]);
     let integ = o.integ.first().copied();
@@ -1046,10 +1002,7 @@ pub fn accept_ike_response(
 }
 
 /// Initiator side: check that the responder's chosen ESP proposal is one we offered.
-pub fn accept_esp_response(
-    ours: &[EspProposal],
-    chosen: &Proposal,
-) -> Result<SelectedEsp, Mismatch> {
+pub fn accept_esp_response(ours: &[EspProposal], chosen: &Proposal) -> Result<SelectedEsp, Mismatch> {
     let fail = |reason: String| Err(mismatch(std::slice::from_ref(chosen), ours, reason));
     let Some(peer_spi) = esp_spi(&chosen.spi).filter(|_| chosen.protocol == ProtocolId::ESP) else {
         return fail(format!(
@@ -1062,24 +1015,11 @@ pub fn accept_esp_response(
         return fail(e);
     }
     let o = offer_of(chosen);
-    if o.encr.len() != 1
-        || o.esn.len() != 1
-        || chosen.transforms.iter().any(|t| !recognized(t, true))
-    {
-        return fail(
-            "responder's proposal does not hold exactly one known ENCR and ESN transform".into(),
-        );
+    if o.encr.len() != 1 || o.esn.len() != 1 || chosen.transforms.iter().any(|t| !recognized(t, true)) {
+        return fail("responder's proposal does not hold exactly one known ENCR and ESN transform".into());
     }
-    let (encr, integ, ke, esn) = (
-        o.encr[0],
-        o.integ.first().copied(),
-        o.ke.first().copied(),
-        o.esn[0],
-    );
-    for our in ours
-        .iter()
-        .filter(|p| p.encr.contains(&encr) && p.esn.contains(&esn))
-    {
+    let (encr, integ, ke, esn) = (o.encr[0], o.integ.first().copied(), o.ke.first().copied(), o.esn[0]);
+    for our in ours.iter().filter(|p| p.encr.contains(&encr) && p.esn.contains(&esn)) {
         let integ_ok = match (encr.is_aead(), integ) {
             (true, None) => true,
             (false, Some(i)) => our.integ.contains(&i),

@@ -26,7 +26,11 @@ pub fn subnet(addr: IpAddr, prefix: u8) -> TrafficSelector {
     let bits: u32 = if family == 4 { 32 } else { 128 };
     let prefix = u32::from(prefix).min(bits);
     let host_bits = bits - prefix;
-    let mask: u128 = if host_bits >= 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
+    let mask: u128 = if host_bits >= 128 {
+        u128::MAX
+    } else {
+        (1u128 << host_bits) - 1
+    };
     let start = v & !mask;
     let end = start | mask;
     TrafficSelector {
@@ -51,10 +55,16 @@ pub fn parse_selector(s: &str) -> Result<TrafficSelector, String> {
         None => (s, None),
     };
     let (addr, prefix) = match net.split_once('/') {
-        Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| format!("bad prefix length in '{s}'"))?)),
+        Some((a, p)) => (
+            a,
+            Some(p.parse::<u8>().map_err(|_| format!("bad prefix length in '{s}'"))?),
+        ),
         None => (net, None),
     };
-    let ip: IpAddr = addr.trim().parse().map_err(|_| format!("bad address '{addr}' in '{s}'"))?;
+    let ip: IpAddr = addr
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad address '{addr}' in '{s}'"))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     let prefix = prefix.unwrap_or(max);
     if prefix > max {
@@ -73,7 +83,9 @@ pub fn parse_selector(s: &str) -> Result<TrafficSelector, String> {
             "icmp" => 1,
             "ipv6-icmp" | "icmpv6" => 58,
             "sctp" => 132,
-            n => n.parse::<u8>().map_err(|_| format!("unknown protocol '{n}' in '{s}'"))?,
+            n => n
+                .parse::<u8>()
+                .map_err(|_| format!("unknown protocol '{n}' in '{s}'"))?,
         };
         if let Some(port) = port {
             let port = port.trim();
@@ -100,7 +112,11 @@ pub fn display(ts: &TrafficSelector) -> String {
     let bits = if f == 4 { 32 } else { 128 };
     let span = b.wrapping_sub(a);
     let net = if b >= a && (span == u128::MAX || (span.wrapping_add(1)).is_power_of_two()) && (a & span) == 0 {
-        let host_bits = if span == u128::MAX { 128 } else { (span.wrapping_add(1)).trailing_zeros() };
+        let host_bits = if span == u128::MAX {
+            128
+        } else {
+            (span.wrapping_add(1)).trailing_zeros()
+        };
         format!("{}/{}", ts.start_addr, bits - host_bits.min(bits))
     } else {
         format!("{}..{}", ts.start_addr, ts.end_addr)
@@ -215,8 +231,11 @@ mod tests {
         assert_eq!(intersect(&net, &other), None);
         let v6 = parse_selector("::/0").unwrap();
         assert_eq!(intersect(&any, &v6), None);
-        assert_eq!(narrow(&[any.clone(), v6.clone()], &[net.clone()]), vec![net.clone()]);
-        assert!(all_within(&[host.clone()], &[other.clone(), net.clone()]));
+        assert_eq!(
+            narrow(&[any.clone(), v6.clone()], std::slice::from_ref(&net)),
+            vec![net.clone()]
+        );
+        assert!(all_within(std::slice::from_ref(&host), &[other.clone(), net.clone()]));
         assert!(!all_within(&[], &[net]));
         let udp = parse_selector("0.0.0.0/0[udp]").unwrap();
         let tcp = parse_selector("0.0.0.0/0[tcp]").unwrap();

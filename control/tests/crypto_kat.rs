@@ -4,9 +4,7 @@
 
 use control::crypto::auth::{psk_auth, signed_octets, verify_psk_auth};
 use control::crypto::keys::{derive_child_sa_keys, derive_ike_sa_keys, derive_rekeyed_ike_sa_keys};
-use control::crypto::{
-    CryptoError, EncrAlg, IkeSuite, IntegAlg, KeGroup, KeyExchange, PrfAlg, SkCipher,
-};
+use control::crypto::{CryptoError, EncrAlg, IkeSuite, IntegAlg, KeGroup, KeyExchange, PrfAlg, SkCipher};
 use control::wire::WireError;
 use control::wire::ikev2::SkProtect;
 
@@ -250,16 +248,7 @@ fn rekeyed_ike_sa_keys() {
         prf: PrfAlg::HmacSha256,
         ke: KeGroup::Curve25519,
     };
-    let keys = derive_rekeyed_ike_sa_keys(
-        &suite,
-        PrfAlg::HmacSha256,
-        &[0x33; 32],
-        &SHARED,
-        &NI,
-        &NR,
-        SPI_I,
-        SPI_R,
-    );
+    let keys = derive_rekeyed_ike_sa_keys(&suite, PrfAlg::HmacSha256, &[0x33; 32], &SHARED, &NI, &NR, SPI_I, SPI_R);
     let keymat = h(
         "d7ed9316164fda3b392f344edd544b2cb3aea33efd86459ce17cc60dfc2c3b2524b31a05c5267a38187d2da4b839d2304d5995515150b7a4b9f202037d0b0ab9bb37f4ce839572ee4be4a38f440925a5559efee77c6b8c3eac88f2f449db69e0514f9ff818f619e57f058bd2463a4b034f71452b4a80d84032b620d1a14d3fc19ead0da77c47ce3cfdb09a0398f054255efc6ca66579dc90aa3de2912ed5a4c647cbc6dcf685098f",
     );
@@ -313,13 +302,7 @@ fn child_sa_keys() {
 #[test]
 fn psk_auth_vector() {
     let id_body = h("01000000c0a80001");
-    let octets = signed_octets(
-        b"real message",
-        &[0x55; 32],
-        PrfAlg::HmacSha256,
-        &[0x66; 32],
-        &id_body,
-    );
+    let octets = signed_octets(b"real message", &[0x55; 32], PrfAlg::HmacSha256, &[0x66; 32], &id_body);
     assert_eq!(
         octets,
         h(
@@ -331,30 +314,10 @@ fn psk_auth_vector() {
         auth,
         h("8c9599a6f0d4a16a4f61c0b8f166c4da21349666aee9abfca6a22ec9ec0420f9")
     );
-    assert!(verify_psk_auth(
-        PrfAlg::HmacSha256,
-        b"test psk",
-        &octets,
-        &auth
-    ));
-    assert!(!verify_psk_auth(
-        PrfAlg::HmacSha256,
-        b"test psK",
-        &octets,
-        &auth
-    ));
-    assert!(!verify_psk_auth(
-        PrfAlg::HmacSha256,
-        b"test psk",
-        &octets[1..],
-        &auth
-    ));
-    assert!(!verify_psk_auth(
-        PrfAlg::HmacSha256,
-        b"test psk",
-        &octets,
-        &[]
-    ));
+    assert!(verify_psk_auth(PrfAlg::HmacSha256, b"test psk", &octets, &auth));
+    assert!(!verify_psk_auth(PrfAlg::HmacSha256, b"test psK", &octets, &auth));
+    assert!(!verify_psk_auth(PrfAlg::HmacSha256, b"test psk", &octets[1..], &auth));
+    assert!(!verify_psk_auth(PrfAlg::HmacSha256, b"test psk", &octets, &[]));
 }
 
 // ---------------------------------------------------------------- key exchange
@@ -387,9 +350,7 @@ fn x25519_rfc7748() {
     let bob_public = bob.public_value().to_vec();
     let k1 = alice.finish(&bob_public).unwrap();
     let k2 = bob
-        .finish(&h(
-            "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a",
-        ))
+        .finish(&h("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"))
         .unwrap();
     let want = h("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
     assert_eq!(&k1[..], &want[..]);
@@ -401,9 +362,7 @@ fn x25519_rfc7748() {
     )
     .unwrap();
     let out = scalar
-        .finish(&h(
-            "e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c",
-        ))
+        .finish(&h("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c"))
         .unwrap();
     assert_eq!(
         &out[..],
@@ -419,17 +378,11 @@ fn x25519_rejects_small_order_and_bad_lengths() {
         one[0] = 1;
         one
     }] {
-        assert!(invalid(
-            KeyExchange::generate(KeGroup::Curve25519)
-                .unwrap()
-                .finish(&u)
-        ));
+        assert!(invalid(KeyExchange::generate(KeGroup::Curve25519).unwrap().finish(&u)));
         assert!(invalid(KeyExchange::respond(KeGroup::Curve25519, &u)));
     }
     assert!(invalid(
-        KeyExchange::generate(KeGroup::Curve25519)
-            .unwrap()
-            .finish(&[9; 31])
+        KeyExchange::generate(KeGroup::Curve25519).unwrap().finish(&[9; 31])
     ));
     assert!(invalid(KeyExchange::respond(KeGroup::Curve25519, &[9; 33])));
 }
@@ -474,20 +427,14 @@ fn ecp_rejects_points_off_the_curve_and_bad_lengths() {
         off_curve[last] ^= 1;
         let len = group.public_len();
         for bad in [off_curve, vec![0u8; len], vec![0xff; len]] {
-            assert!(
-                invalid(KeyExchange::generate(group).unwrap().finish(&bad)),
-                "{group:?}"
-            );
+            assert!(invalid(KeyExchange::generate(group).unwrap().finish(&bad)), "{group:?}");
             assert!(invalid(KeyExchange::respond(group, &bad)), "{group:?}");
         }
         // The SEC1 form with its 0x04 prefix is not IKE's encoding.
         let mut prefixed = vec![0x04];
         prefixed.extend_from_slice(peer.public_value());
         assert!(invalid(KeyExchange::respond(group, &prefixed)));
-        assert!(invalid(KeyExchange::respond(
-            group,
-            &peer.public_value()[1..]
-        )));
+        assert!(invalid(KeyExchange::respond(group, &peer.public_value()[1..])));
     }
 }
 
@@ -502,18 +449,9 @@ fn every_group_agrees_and_has_the_documented_lengths() {
     ] {
         let initiator = KeyExchange::generate(group).unwrap();
         assert_eq!(initiator.group(), group);
-        assert_eq!(
-            initiator.public_value().len(),
-            group.public_len(),
-            "{group:?}"
-        );
-        let (response, responder_secret) =
-            KeyExchange::respond(group, initiator.public_value()).unwrap();
-        assert_eq!(
-            response.len(),
-            KeyExchange::response_len(group),
-            "{group:?}"
-        );
+        assert_eq!(initiator.public_value().len(), group.public_len(), "{group:?}");
+        let (response, responder_secret) = KeyExchange::respond(group, initiator.public_value()).unwrap();
+        assert_eq!(response.len(), KeyExchange::response_len(group), "{group:?}");
         let initiator_secret = initiator.finish(&response).unwrap();
         assert_eq!(&initiator_secret[..], &responder_secret[..], "{group:?}");
         // Fresh keys each time.
@@ -528,25 +466,17 @@ fn ml_kem_768_rejects_bad_lengths_and_keys() {
     let initiator = KeyExchange::generate(KeGroup::MlKem768).unwrap();
     let ek = initiator.public_value().to_vec();
     assert_eq!(ek.len(), 1184);
-    assert!(invalid(KeyExchange::respond(
-        KeGroup::MlKem768,
-        &ek[..1183]
-    )));
+    assert!(invalid(KeyExchange::respond(KeGroup::MlKem768, &ek[..1183])));
     let mut long = ek.clone();
     long.push(0);
     assert!(invalid(KeyExchange::respond(KeGroup::MlKem768, &long)));
     // FIPS 203 modulus check: coefficients 0xfff >= q.
-    assert!(invalid(KeyExchange::respond(
-        KeGroup::MlKem768,
-        &[0xff; 1184]
-    )));
+    assert!(invalid(KeyExchange::respond(KeGroup::MlKem768, &[0xff; 1184])));
 
     let (ct, ss) = KeyExchange::respond(KeGroup::MlKem768, &ek).unwrap();
     assert_eq!((ct.len(), ss.len()), (1088, 32));
     assert!(invalid(
-        KeyExchange::generate(KeGroup::MlKem768)
-            .unwrap()
-            .finish(&ct[..1087])
+        KeyExchange::generate(KeGroup::MlKem768).unwrap().finish(&ct[..1087])
     ));
     assert!(invalid(
         KeyExchange::generate(KeGroup::MlKem768)
@@ -591,8 +521,7 @@ fn aes_gcm_mcgrew_viega() {
     for (bits, key, c, t) in cases {
         let encr = EncrAlg::AesGcm16 { key_bits: bits };
         let keymat = h(&format!("{key}cafebabe"));
-        let sealer =
-            SkCipher::with_iv_start_for_test(encr, &keymat, 0xface_dbad_deca_f888).unwrap();
+        let sealer = SkCipher::with_iv_start_for_test(encr, &keymat, 0xface_dbad_deca_f888).unwrap();
         let (mut iv, mut data, mut icv) = ([0u8; 8], h(p), [0u8; 16]);
         sealer.seal(&aad, &mut iv, &mut data, &mut icv).unwrap();
         assert_eq!(iv.to_vec(), h("facedbaddecaf888"));
@@ -612,9 +541,7 @@ fn chacha20_poly1305_rfc8439() {
     keymat.extend_from_slice(&h("07000000"));
     let aad = h("50515253c0c1c2c3c4c5c6c7");
     let plain = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
-    let sealer =
-        SkCipher::with_iv_start_for_test(EncrAlg::ChaCha20Poly1305, &keymat, 0x4041_4243_4445_4647)
-            .unwrap();
+    let sealer = SkCipher::with_iv_start_for_test(EncrAlg::ChaCha20Poly1305, &keymat, 0x4041_4243_4445_4647).unwrap();
     let (mut iv, mut data, mut icv) = ([0u8; 8], plain.to_vec(), [0u8; 16]);
     sealer.seal(&aad, &mut iv, &mut data, &mut icv).unwrap();
     assert_eq!(
@@ -660,8 +587,7 @@ fn aes_cbc_rfc3602() {
         let mut data = h(cipher);
         let mac_key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &integ_key);
         let tag = aws_lc_rs::hmac::sign(&mac_key, &[&aad[..], &h(iv), &data].concat());
-        sk.open(aad, &h(iv), &mut data, &tag.as_ref()[..16])
-            .unwrap();
+        sk.open(aad, &h(iv), &mut data, &tag.as_ref()[..16]).unwrap();
         assert_eq!(data, plain);
     }
 }
@@ -744,22 +670,13 @@ fn every_cipher_round_trips_and_rejects_tampering() {
             v[i] ^= 0x80;
             v
         };
-        assert!(
-            fail(aad, &s.iv, &s.data, &flip(&s.icv, 0)),
-            "{name}: tampered ICV"
-        );
+        assert!(fail(aad, &s.iv, &s.data, &flip(&s.icv, 0)), "{name}: tampered ICV");
         assert!(
             fail(aad, &s.iv, &flip(&s.data, 5), &s.icv),
             "{name}: tampered ciphertext"
         );
-        assert!(
-            fail(&flip(aad, 3), &s.iv, &s.data, &s.icv),
-            "{name}: tampered AAD"
-        );
-        assert!(
-            fail(aad, &flip(&s.iv, 1), &s.data, &s.icv),
-            "{name}: tampered IV"
-        );
+        assert!(fail(&flip(aad, 3), &s.iv, &s.data, &s.icv), "{name}: tampered AAD");
+        assert!(fail(aad, &flip(&s.iv, 1), &s.data, &s.icv), "{name}: tampered IV");
 
         // Wrong lengths are errors, not panics.
         let mut d = s.data.clone();
@@ -775,14 +692,8 @@ fn every_cipher_rejects_a_wrong_key() {
         (EncrAlg::AesGcm16 { key_bits: 128 }, None),
         (EncrAlg::AesGcm16 { key_bits: 256 }, None),
         (EncrAlg::ChaCha20Poly1305, None),
-        (
-            EncrAlg::AesCbc { key_bits: 128 },
-            Some(IntegAlg::HmacSha256_128),
-        ),
-        (
-            EncrAlg::AesCbc { key_bits: 256 },
-            Some(IntegAlg::HmacSha512_256),
-        ),
+        (EncrAlg::AesCbc { key_bits: 128 }, Some(IntegAlg::HmacSha256_128)),
+        (EncrAlg::AesCbc { key_bits: 256 }, Some(IntegAlg::HmacSha512_256)),
     ] {
         let ek = vec![1u8; encr.keymat_len()];
         let ak = vec![2u8; integ.map_or(0, IntegAlg::key_len)];
@@ -837,9 +748,7 @@ fn ivs_are_never_reused() {
         }
     }
     // AEAD IVs count up from a random start.
-    let sk =
-        SkCipher::with_iv_start_for_test(EncrAlg::AesGcm16 { key_bits: 128 }, &[0; 20], u64::MAX)
-            .unwrap();
+    let sk = SkCipher::with_iv_start_for_test(EncrAlg::AesGcm16 { key_bits: 128 }, &[0; 20], u64::MAX).unwrap();
     assert_eq!(seal(&sk, b"", b"x").iv, u64::MAX.to_be_bytes());
     assert_eq!(seal(&sk, b"", b"x").iv, 0u64.to_be_bytes());
 }
@@ -847,16 +756,10 @@ fn ivs_are_never_reused() {
 #[test]
 fn sk_cipher_rejects_bad_keys_and_unaligned_cbc_data() {
     let gcm = EncrAlg::AesGcm16 { key_bits: 128 };
-    assert!(
-        SkCipher::new(gcm, None, &[0; 16], &[]).is_err(),
-        "missing salt"
-    );
+    assert!(SkCipher::new(gcm, None, &[0; 16], &[]).is_err(), "missing salt");
     assert!(SkCipher::new(gcm, Some(IntegAlg::HmacSha256_128), &[0; 20], &[0; 32]).is_err());
     let cbc = EncrAlg::AesCbc { key_bits: 128 };
-    assert!(
-        SkCipher::new(cbc, None, &[0; 16], &[]).is_err(),
-        "CBC needs integrity"
-    );
+    assert!(SkCipher::new(cbc, None, &[0; 16], &[]).is_err(), "CBC needs integrity");
     assert!(SkCipher::new(cbc, Some(IntegAlg::HmacSha256_128), &[0; 16], &[0; 16]).is_err());
     let sk = SkCipher::new(cbc, Some(IntegAlg::HmacSha256_128), &[0; 16], &[0; 32]).unwrap();
     let (mut iv, mut data, mut icv) = ([0u8; 16], [0u8; 15], [0u8; 16]);
@@ -889,10 +792,7 @@ fn cavs_sp800_135_ikev2_sha256() {
     nonces.extend_from_slice(&nr);
     assert_eq!(&PrfAlg::HmacSha256.prf(&nonces, &[&gir])[..], &skeyseed[..]);
     let seed = [&ni[..], &nr[..], &spi_i.to_be_bytes(), &spi_r.to_be_bytes()];
-    assert_eq!(
-        &PrfAlg::HmacSha256.prf_plus(&skeyseed, &seed, 132)[..],
-        &dkm[..]
-    );
+    assert_eq!(&PrfAlg::HmacSha256.prf_plus(&skeyseed, &seed, 132)[..], &dkm[..]);
 
     // The same through derive_ike_sa_keys: the keys concatenated in order are DKM.
     let suite = IkeSuite {
@@ -921,16 +821,7 @@ fn cavs_sp800_135_ikev2_sha256() {
         &PrfAlg::HmacSha256.prf(&dkm[..32], &[&gir_new, &ni, &nr])[..],
         &skeyseed_rekey[..]
     );
-    let rekeyed = derive_rekeyed_ike_sa_keys(
-        &suite,
-        PrfAlg::HmacSha256,
-        &dkm[..32],
-        &gir_new,
-        &ni,
-        &nr,
-        spi_i,
-        spi_r,
-    );
+    let rekeyed = derive_rekeyed_ike_sa_keys(&suite, PrfAlg::HmacSha256, &dkm[..32], &gir_new, &ni, &nr, spi_i, spi_r);
     let first_block = PrfAlg::HmacSha256.prf(
         &skeyseed_rekey,
         &[&ni, &nr, &spi_i.to_be_bytes(), &spi_r.to_be_bytes(), &[1]],

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use control::config::{parse_identity, ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime};
+use control::config::{ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
 use control::endpoint::{AdmissionConfig, Endpoint};
 use control::ike_sa::{ChildSaInstall, Context, DownReason, Event, Task, Transmit};
 use control::proposal::{parse_esp_proposals, parse_ike_proposals};
@@ -38,7 +38,12 @@ struct Net {
 
 impl Net {
     fn perfect() -> Self {
-        Net { loss: 0, dup: 0, reorder: 0, rng: XorShift(0x9e37_79b9_7f4a_7c15) }
+        Net {
+            loss: 0,
+            dup: 0,
+            reorder: 0,
+            rng: XorShift(0x9e37_79b9_7f4a_7c15),
+        }
     }
 }
 
@@ -63,7 +68,12 @@ struct Pair {
 }
 
 fn conn(name: &str, local: &str, remote: &str, ike: &str, esp: &str, psk: &[u8]) -> ConnectionConfig {
-    let mut c = ConnectionConfig::new(name, parse_identity(local), IdentityMatch::Exact(parse_identity(remote)), psk);
+    let mut c = ConnectionConfig::new(
+        name,
+        parse_identity(local),
+        IdentityMatch::Exact(parse_identity(remote)),
+        psk,
+    );
     c.ike_proposals = parse_ike_proposals(ike).unwrap();
     c.retransmit_timeout = Duration::from_secs(1);
     c.retransmit_tries = 6;
@@ -85,8 +95,16 @@ fn with_ts(mut c: ConnectionConfig, local: &str, remote: &str) -> ConnectionConf
 }
 
 fn default_pair(ike: &str, esp: &str) -> (ConnectionConfig, ConnectionConfig) {
-    let a = with_ts(conn("a", "a@test", "b@test", ike, esp, b"a-long-random-test-secret"), "10.1.0.0/24", "10.2.0.0/24");
-    let b = with_ts(conn("b", "b@test", "a@test", ike, esp, b"a-long-random-test-secret"), "10.2.0.0/24", "10.1.0.0/24");
+    let a = with_ts(
+        conn("a", "a@test", "b@test", ike, esp, b"a-long-random-test-secret"),
+        "10.1.0.0/24",
+        "10.2.0.0/24",
+    );
+    let b = with_ts(
+        conn("b", "b@test", "a@test", ike, esp, b"a-long-random-test-secret"),
+        "10.2.0.0/24",
+        "10.1.0.0/24",
+    );
     (a, b)
 }
 
@@ -97,7 +115,18 @@ impl Pair {
         let b = Arc::new(b);
         let ea = Endpoint::new(now, Context::new(vec![a.clone()]), AdmissionConfig::default(), 0, 0);
         let eb = Endpoint::new(now, Context::new(vec![b]), admission_b, 0, 0);
-        (Pair { now, a: ea, b: eb, a_seen: Seen::default(), b_seen: Seen::default(), net: Net::perfect(), datagrams: 0 }, a)
+        (
+            Pair {
+                now,
+                a: ea,
+                b: eb,
+                a_seen: Seen::default(),
+                b_seen: Seen::default(),
+                net: Net::perfect(),
+                datagrams: 0,
+            },
+            a,
+        )
     }
 
     fn collect(ep: &mut Endpoint, seen: &mut Seen) {
@@ -137,12 +166,19 @@ impl Pair {
                 let copies = if self.net.rng.chance(self.net.dup) { 2 } else { 1 };
                 for _ in 0..copies {
                     self.datagrams += 1;
-                    let (to, local, remote) = if from_a { (&mut self.b, t.remote, t.local) } else { (&mut self.a, t.remote, t.local) };
+                    let (to, local, remote) = if from_a {
+                        (&mut self.b, t.remote, t.local)
+                    } else {
+                        (&mut self.a, t.remote, t.local)
+                    };
                     to.handle(self.now, local, remote, &t.data);
                 }
                 continue;
             }
-            let next = [self.a.poll_timeout(), self.b.poll_timeout()].into_iter().flatten().min();
+            let next = [self.a.poll_timeout(), self.b.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
             match next {
                 Some(t) if t <= end => {
                     // Do not run far-future timers (rekeys) unless asked to.
@@ -166,7 +202,8 @@ impl Pair {
 fn establish(ike: &str, esp: &str) -> Pair {
     let (a, b) = default_pair(ike, esp);
     let (mut p, conn) = Pair::new(a, b, AdmissionConfig::default());
-    p.a.initiate(p.now, conn, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+    p.a.initiate(p.now, conn, A.parse().unwrap(), B.parse().unwrap())
+        .unwrap();
     p.run(Duration::from_secs(60));
     p
 }
@@ -208,13 +245,25 @@ fn modp2048_cbc_sha256_establishes() {
 
 #[test]
 fn wrong_psk_fails_authentication_on_both_sides() {
-    let (a, mut b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
-    b = conn("b", "b@test", "a@test", "aes256gcm16-prfsha256-x25519", "aes256gcm16", b"another-secret-entirely");
+    let (a, _) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let b = conn(
+        "b",
+        "b@test",
+        "a@test",
+        "aes256gcm16-prfsha256-x25519",
+        "aes256gcm16",
+        b"another-secret-entirely",
+    );
     let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
     p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
     p.run(Duration::from_secs(60));
     assert!(p.a_seen.up.is_empty() && p.b_seen.up.is_empty());
-    assert_eq!(p.a_seen.down, vec![DownReason::PeerError(control::wire::ikev2::NotifyType::AUTHENTICATION_FAILED)]);
+    assert_eq!(
+        p.a_seen.down,
+        vec![DownReason::PeerError(
+            control::wire::ikev2::NotifyType::AUTHENTICATION_FAILED
+        )]
+    );
     assert_eq!(p.b.len(), 0, "responder dropped the failed SA");
 }
 
@@ -225,7 +274,12 @@ fn no_common_proposal_is_reported() {
     let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
     p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
     p.run(Duration::from_secs(60));
-    assert_eq!(p.a_seen.down, vec![DownReason::PeerError(control::wire::ikev2::NotifyType::NO_PROPOSAL_CHOSEN)]);
+    assert_eq!(
+        p.a_seen.down,
+        vec![DownReason::PeerError(
+            control::wire::ikev2::NotifyType::NO_PROPOSAL_CHOSEN
+        )]
+    );
     assert_eq!(p.b.stats().init_rejected, 1);
 }
 
@@ -244,7 +298,10 @@ fn invalid_ke_payload_retry_with_the_responders_group() {
 #[test]
 fn cookie_challenge_is_answered() {
     let (a, b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
-    let adm = AdmissionConfig { cookie_threshold: 0, ..AdmissionConfig::default() };
+    let adm = AdmissionConfig {
+        cookie_threshold: 0,
+        ..AdmissionConfig::default()
+    };
     let (mut p, c) = Pair::new(a, b, adm);
     p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
     p.run(Duration::from_secs(60));
@@ -258,7 +315,12 @@ fn lossy_duplicating_reordering_network_still_establishes() {
     for seed in 1..=20u64 {
         let (a, b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
         let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
-        p.net = Net { loss: 25, dup: 20, reorder: 20, rng: XorShift(seed.wrapping_mul(0x2545_f491_4f6c_dd1d)) };
+        p.net = Net {
+            loss: 25,
+            dup: 20,
+            reorder: 20,
+            rng: XorShift(seed.wrapping_mul(0x2545_f491_4f6c_dd1d)),
+        };
         p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
         p.run(Duration::from_secs(110));
         if p.a_seen.up.len() == 1 {
@@ -276,12 +338,26 @@ fn lossy_duplicating_reordering_network_still_establishes() {
 #[test]
 fn traffic_selectors_are_narrowed() {
     let a = with_ts(
-        conn("a", "a@test", "b@test", "aes256gcm16-prfsha256-x25519", "aes256gcm16", b"a-long-random-test-secret"),
+        conn(
+            "a",
+            "a@test",
+            "b@test",
+            "aes256gcm16-prfsha256-x25519",
+            "aes256gcm16",
+            b"a-long-random-test-secret",
+        ),
         "0.0.0.0/0",
         "0.0.0.0/0",
     );
     let b = with_ts(
-        conn("b", "b@test", "a@test", "aes256gcm16-prfsha256-x25519", "aes256gcm16", b"a-long-random-test-secret"),
+        conn(
+            "b",
+            "b@test",
+            "a@test",
+            "aes256gcm16-prfsha256-x25519",
+            "aes256gcm16",
+            b"a-long-random-test-secret",
+        ),
         "10.2.0.0/24",
         "10.1.0.0/24",
     );
@@ -296,7 +372,14 @@ fn traffic_selectors_are_narrowed() {
 #[test]
 fn disjoint_selectors_give_ts_unacceptable_but_keep_ike() {
     let a = with_ts(
-        conn("a", "a@test", "b@test", "aes256gcm16-prfsha256-x25519", "aes256gcm16", b"a-long-random-test-secret"),
+        conn(
+            "a",
+            "a@test",
+            "b@test",
+            "aes256gcm16-prfsha256-x25519",
+            "aes256gcm16",
+            b"a-long-random-test-secret",
+        ),
         "10.9.0.0/24",
         "10.8.0.0/24",
     );
@@ -322,7 +405,10 @@ fn child_rekey_with_pfs_replaces_the_child() {
     assert_children_match(&p.a_seen.installed[1], &p.b_seen.installed[1]);
     assert_eq!(p.a_seen.installed[1].pfs, Some(control::crypto::KeGroup::Curve25519));
     assert_eq!(p.a_seen.installed[1].rekey_of, Some(old));
-    assert_ne!(*p.a_seen.installed[1].outbound.encr, *p.a_seen.installed[0].outbound.encr);
+    assert_ne!(
+        *p.a_seen.installed[1].outbound.encr,
+        *p.a_seen.installed[0].outbound.encr
+    );
     assert_eq!(p.a_seen.deleted, vec![(old, p.a_seen.installed[0].spi_out)]);
     assert_eq!(p.b_seen.deleted.len(), 1);
     assert_eq!(p.a.sas().next().unwrap().children().len(), 1);
@@ -422,8 +508,12 @@ fn large_ike_auth_is_fragmented() {
     let (mut a, mut b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
     // Many selectors make IKE_AUTH large; a small fragment size forces SKF.
     for i in 0..40u8 {
-        a.children[0].local_ts.push(parse_selector(&format!("10.1.{i}.0/24")).unwrap());
-        b.children[0].remote_ts.push(parse_selector(&format!("10.1.{i}.0/24")).unwrap());
+        a.children[0]
+            .local_ts
+            .push(parse_selector(&format!("10.1.{i}.0/24")).unwrap());
+        b.children[0]
+            .remote_ts
+            .push(parse_selector(&format!("10.1.{i}.0/24")).unwrap());
     }
     a.fragment_size = 400;
     b.fragment_size = 400;
@@ -431,7 +521,11 @@ fn large_ike_auth_is_fragmented() {
     p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
     p.run(Duration::from_secs(60));
     assert_eq!(p.a_seen.installed.len(), 1);
-    assert!(p.datagrams > 6, "IKE_AUTH went as several fragments ({} datagrams)", p.datagrams);
+    assert!(
+        p.datagrams > 6,
+        "IKE_AUTH went as several fragments ({} datagrams)",
+        p.datagrams
+    );
 }
 
 #[test]
@@ -471,8 +565,14 @@ mod certs {
     }
 
     fn local(cert: &[&str], key: &str) -> AuthConfig {
-        let chain = cert.iter().map(|c| Certificate::load(&data(c)).unwrap().remove(0)).collect();
-        AuthConfig::Cert(Arc::new(LocalCert { key: PrivateKey::load(&data(key)).unwrap(), chain }))
+        let chain = cert
+            .iter()
+            .map(|c| Certificate::load(&data(c)).unwrap().remove(0))
+            .collect();
+        AuthConfig::Cert(Arc::new(LocalCert {
+            key: PrivateKey::load(&data(key)).unwrap(),
+            chain,
+        }))
     }
 
     fn trust(cas: &[&str]) -> AuthConfig {
@@ -483,7 +583,14 @@ mod certs {
         AuthConfig::PubKey(Arc::new(t))
     }
 
-    fn cert_pair(a_id: &str, a_auth: AuthConfig, a_trust: AuthConfig, b_id: &str, b_auth: AuthConfig, b_trust: AuthConfig) -> Pair {
+    fn cert_pair(
+        a_id: &str,
+        a_auth: AuthConfig,
+        a_trust: AuthConfig,
+        b_id: &str,
+        b_auth: AuthConfig,
+        b_trust: AuthConfig,
+    ) -> Pair {
         let (mut a, mut b) = default_pair("aes256gcm16-prfsha256-ecp256", "aes256gcm16");
         a.local_id = parse_identity(a_id);
         a.remote_id = IdentityMatch::parse(b_id);
@@ -539,7 +646,12 @@ mod certs {
             trust(&["ca-ecdsa.pem"]),
         );
         assert!(p.b_seen.up.is_empty());
-        assert_eq!(p.a_seen.down, vec![DownReason::PeerError(control::wire::ikev2::NotifyType::AUTHENTICATION_FAILED)]);
+        assert_eq!(
+            p.a_seen.down,
+            vec![DownReason::PeerError(
+                control::wire::ikev2::NotifyType::AUTHENTICATION_FAILED
+            )]
+        );
     }
 
     #[test]

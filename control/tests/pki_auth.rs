@@ -2,18 +2,14 @@
 //! RFC 4754), including signatures made by openssl over a fixed message.
 
 use control::pki::{
-    Certificate, HASH_IDENTITY, HASH_SHA256, HASH_SHA384, HASH_SHA512, KeyType, PkiError,
-    PrivateKey, sign_auth, supported_hash_algorithms, verify_auth,
+    Certificate, HASH_IDENTITY, HASH_SHA256, HASH_SHA384, HASH_SHA512, KeyType, PkiError, PrivateKey, sign_auth,
+    supported_hash_algorithms, verify_auth,
 };
 use control::wire::ikev2::types::AuthMethod;
 use proptest::prelude::*;
 
 fn data(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/tests/data/pki/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
+    std::fs::read(format!("{}/tests/data/pki/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
 fn cert(name: &str) -> Certificate {
@@ -63,18 +59,9 @@ fn loads_every_key_format() {
             .unwrap()
             .starts_with("-----BEGIN EC PRIVATE KEY-----")
     );
-    assert_eq!(
-        key("ee-rsa.pk8.pem").public_key(),
-        key("ee-rsa.key").public_key()
-    );
-    assert_eq!(
-        key("ee-p256.pk8.pem").public_key(),
-        key("ee-p256.key").public_key()
-    );
-    assert_eq!(
-        key("ee-p256.pk8.der").public_key(),
-        key("ee-p256.key").public_key()
-    );
+    assert_eq!(key("ee-rsa.pk8.pem").public_key(), key("ee-rsa.key").public_key());
+    assert_eq!(key("ee-p256.pk8.pem").public_key(), key("ee-p256.key").public_key());
+    assert_eq!(key("ee-p256.pk8.der").public_key(), key("ee-p256.key").public_key());
     assert_eq!(key("ca-rsa.key").key_type(), KeyType::Rsa(3072));
     assert_eq!(key("ca-ecdsa.key").key_type(), KeyType::EcdsaP384);
     // Debug output never shows key material.
@@ -98,21 +85,11 @@ fn malformed_keys_are_errors() {
         assert!(PrivateKey::from_der(&der[..len]).is_err());
     }
     assert!(matches!(
-        PrivateKey::load(
-            b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMAA=\n-----END ENCRYPTED PRIVATE KEY-----\n"
-        ),
+        PrivateKey::load(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMAA=\n-----END ENCRYPTED PRIVATE KEY-----\n"),
         Err(PkiError::KeyRejected(_))
     ));
-    assert!(
-        PrivateKey::load(b"-----BEGIN EC PRIVATE KEY-----\nMAA=\n-----END EC PRIVATE KEY-----\n")
-            .is_err()
-    );
-    assert!(
-        PrivateKey::load(
-            b"-----BEGIN RSA PRIVATE KEY-----\nMAMCAQA=\n-----END RSA PRIVATE KEY-----\n"
-        )
-        .is_err()
-    );
+    assert!(PrivateKey::load(b"-----BEGIN EC PRIVATE KEY-----\nMAA=\n-----END EC PRIVATE KEY-----\n").is_err());
+    assert!(PrivateKey::load(b"-----BEGIN RSA PRIVATE KEY-----\nMAMCAQA=\n-----END RSA PRIVATE KEY-----\n").is_err());
 }
 
 #[test]
@@ -123,10 +100,7 @@ fn digital_signature_round_trips() {
         assert_eq!(method, AuthMethod::DIGITAL_SIGNATURE, "{k}");
         verify_auth(&cert, method, &auth, OCTETS).unwrap();
         // Different octets, a flipped signature bit, the wrong certificate.
-        assert!(
-            verify_auth(&cert, method, &auth, b"other octets").is_err(),
-            "{k}"
-        );
+        assert!(verify_auth(&cert, method, &auth, b"other octets").is_err(), "{k}");
         let mut bad = auth.clone();
         *bad.last_mut().unwrap() ^= 1;
         assert!(verify_auth(&cert, method, &bad, OCTETS).is_err(), "{k}");
@@ -145,10 +119,7 @@ fn rsa_hash_choice_and_pss() {
     for (peer, alg_id) in [
         (&[HASH_SHA256][..], "300d06092a864886f70d01010b0500"),
         (&[HASH_SHA384][..], "300d06092a864886f70d01010c0500"),
-        (
-            &[HASH_SHA512, HASH_IDENTITY][..],
-            "300d06092a864886f70d01010d0500",
-        ),
+        (&[HASH_SHA512, HASH_IDENTITY][..], "300d06092a864886f70d01010d0500"),
     ] {
         let (method, auth) = sign_auth(&key, OCTETS, peer).unwrap();
         assert_eq!(method, AuthMethod::DIGITAL_SIGNATURE);
@@ -173,24 +144,17 @@ fn rsa_hash_choice_and_pss() {
     verify_auth(&cert, method, &auth, OCTETS).unwrap();
     assert!(verify_auth(&cert, method, &auth, b"other octets").is_err());
     // A peer announcing only Identity (Ed25519) gets RSA_SIG from an RSA key too.
-    assert_eq!(sign_auth(&pss, OCTETS, &[HASH_IDENTITY]).unwrap().0, AuthMethod::RSA_SIG);
+    assert_eq!(
+        sign_auth(&pss, OCTETS, &[HASH_IDENTITY]).unwrap().0,
+        AuthMethod::RSA_SIG
+    );
 }
 
 #[test]
 fn legacy_ecdsa_methods_without_signature_hash_algorithms() {
     for (k, c, method, len) in [
-        (
-            "ee-p256.key",
-            "ee-p256.pem",
-            AuthMethod::ECDSA_SHA256_P256,
-            64,
-        ),
-        (
-            "ee-p384.key",
-            "ee-p384.pem",
-            AuthMethod::ECDSA_SHA384_P384,
-            96,
-        ),
+        ("ee-p256.key", "ee-p256.pem", AuthMethod::ECDSA_SHA256_P256, 64),
+        ("ee-p384.key", "ee-p384.pem", AuthMethod::ECDSA_SHA384_P384, 96),
     ] {
         let (key, cert) = (key(k), cert(c));
         let (m, auth) = sign_auth(&key, OCTETS, &[]).unwrap();
@@ -204,33 +168,9 @@ fn legacy_ecdsa_methods_without_signature_hash_algorithms() {
     }
     // Method / key mismatches.
     let (_, raw) = sign_auth(&key("ee-p256.key"), OCTETS, &[]).unwrap();
-    assert!(
-        verify_auth(
-            &cert("ee-p384.pem"),
-            AuthMethod::ECDSA_SHA256_P256,
-            &raw,
-            OCTETS
-        )
-        .is_err()
-    );
-    assert!(
-        verify_auth(
-            &cert("ee-p256.pem"),
-            AuthMethod::ECDSA_SHA384_P384,
-            &raw,
-            OCTETS
-        )
-        .is_err()
-    );
-    assert!(
-        verify_auth(
-            &cert("ee-rsa.pem"),
-            AuthMethod::ECDSA_SHA256_P256,
-            &raw,
-            OCTETS
-        )
-        .is_err()
-    );
+    assert!(verify_auth(&cert("ee-p384.pem"), AuthMethod::ECDSA_SHA256_P256, &raw, OCTETS).is_err());
+    assert!(verify_auth(&cert("ee-p256.pem"), AuthMethod::ECDSA_SHA384_P384, &raw, OCTETS).is_err());
+    assert!(verify_auth(&cert("ee-rsa.pem"), AuthMethod::ECDSA_SHA256_P256, &raw, OCTETS).is_err());
     // Ed25519 has no legacy method.
     assert!(matches!(
         sign_auth(&key("ee-ed25519.key"), OCTETS, &[HASH_SHA256]),
@@ -250,17 +190,8 @@ fn rsa_sig_method_1_matches_openssl_byte_for_byte() {
 fn verifies_openssl_signatures() {
     let msg = data("message.bin");
     let rsa = cert("ee-rsa.pem");
-    verify_auth(
-        &rsa,
-        AuthMethod::RSA_SIG,
-        &data("sig-rsa-pkcs1-sha1.bin"),
-        &msg,
-    )
-    .unwrap();
-    let pkcs1 = ds_auth(
-        "300d06092a864886f70d01010b0500",
-        &data("sig-rsa-pkcs1-sha256.bin"),
-    );
+    verify_auth(&rsa, AuthMethod::RSA_SIG, &data("sig-rsa-pkcs1-sha1.bin"), &msg).unwrap();
+    let pkcs1 = ds_auth("300d06092a864886f70d01010b0500", &data("sig-rsa-pkcs1-sha256.bin"));
     verify_auth(&rsa, AuthMethod::DIGITAL_SIGNATURE, &pkcs1, &msg).unwrap();
     // RSA-PSS AlgorithmIdentifier as strongSwan sends it: SHA-256, MGF1-SHA-256, salt 32.
     let pss_alg = "304106092a864886f70d01010a3034a00f300d06096086480165030402010500a11c301a06092a864886f70d010108300d06096086480165030402010500a203020120";
@@ -273,48 +204,22 @@ fn verifies_openssl_signatures() {
     // PKCS#1 v1.5 signature presented as PSS, and vice versa.
     let swapped = ds_auth(pss_alg, &data("sig-rsa-pkcs1-sha256.bin"));
     assert!(verify_auth(&rsa, AuthMethod::DIGITAL_SIGNATURE, &swapped, &msg).is_err());
-    let swapped = ds_auth(
-        "300d06092a864886f70d01010b0500",
-        &data("sig-rsa-pss-sha256.bin"),
-    );
+    let swapped = ds_auth("300d06092a864886f70d01010b0500", &data("sig-rsa-pss-sha256.bin"));
     assert!(verify_auth(&rsa, AuthMethod::DIGITAL_SIGNATURE, &swapped, &msg).is_err());
     // SHA-1 signature claimed as SHA-256.
-    let wrong_hash = ds_auth(
-        "300d06092a864886f70d01010b0500",
-        &data("sig-rsa-pkcs1-sha1.bin"),
-    );
+    let wrong_hash = ds_auth("300d06092a864886f70d01010b0500", &data("sig-rsa-pkcs1-sha1.bin"));
     assert!(verify_auth(&rsa, AuthMethod::DIGITAL_SIGNATURE, &wrong_hash, &msg).is_err());
 
     let p256 = cert("ee-p256.pem");
     let der = ds_auth("300a06082a8648ce3d040302", &data("sig-p256-sha256.der"));
     verify_auth(&p256, AuthMethod::DIGITAL_SIGNATURE, &der, &msg).unwrap();
-    verify_auth(
-        &p256,
-        AuthMethod::ECDSA_SHA256_P256,
-        &data("sig-p256-sha256.raw"),
-        &msg,
-    )
-    .unwrap();
-    assert!(
-        verify_auth(
-            &p256,
-            AuthMethod::ECDSA_SHA256_P256,
-            &data("sig-p256-sha256.der"),
-            &msg
-        )
-        .is_err()
-    );
+    verify_auth(&p256, AuthMethod::ECDSA_SHA256_P256, &data("sig-p256-sha256.raw"), &msg).unwrap();
+    assert!(verify_auth(&p256, AuthMethod::ECDSA_SHA256_P256, &data("sig-p256-sha256.der"), &msg).is_err());
 
     let p384 = cert("ee-p384.pem");
     let der = ds_auth("300a06082a8648ce3d040303", &data("sig-p384-sha384.der"));
     verify_auth(&p384, AuthMethod::DIGITAL_SIGNATURE, &der, &msg).unwrap();
-    verify_auth(
-        &p384,
-        AuthMethod::ECDSA_SHA384_P384,
-        &data("sig-p384-sha384.raw"),
-        &msg,
-    )
-    .unwrap();
+    verify_auth(&p384, AuthMethod::ECDSA_SHA384_P384, &data("sig-p384-sha384.raw"), &msg).unwrap();
 
     let ed = cert("ee-ed25519.pem");
     let auth = ds_auth("300506032b6570", &data("sig-ed25519.bin"));

@@ -4,16 +4,12 @@
 use std::net::IpAddr;
 
 use control::pki::{
-    Certificate, DistinguishedName, Identity, MAX_PATH_DEPTH, PkiError, PublicKey, SubjectAltName,
-    TrustStore, certreq_hashes, select_by_certreq, verify_chain,
+    Certificate, DistinguishedName, Identity, MAX_PATH_DEPTH, PkiError, PublicKey, SubjectAltName, TrustStore,
+    certreq_hashes, select_by_certreq, verify_chain,
 };
 
 fn data(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/tests/data/pki/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
+    std::fs::read(format!("{}/tests/data/pki/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
 fn cert(name: &str) -> Certificate {
@@ -37,10 +33,7 @@ fn now() -> u64 {
 #[test]
 fn parses_fields() {
     let ee = cert("ee-p256.pem");
-    assert_eq!(
-        ee.subject().to_string(),
-        "C=CH, O=ironsa, CN=moon.example.com"
-    );
+    assert_eq!(ee.subject().to_string(), "C=CH, O=ironsa, CN=moon.example.com");
     assert_eq!(
         ee.issuer().to_string(),
         "C=CH, O=ironsa, OU=Intermediate, CN=ironsa Intermediate CA"
@@ -68,10 +61,7 @@ fn parses_fields() {
     );
 
     let ca = cert("ca-rsa.pem");
-    assert!(matches!(
-        ca.public_key().unwrap(),
-        PublicKey::Rsa { bits: 3072, .. }
-    ));
+    assert!(matches!(ca.public_key().unwrap(), PublicKey::Rsa { bits: 3072, .. }));
     assert!(matches!(
         cert("ee-rsa.pem").public_key().unwrap(),
         PublicKey::Rsa { bits: 2048, .. }
@@ -139,29 +129,14 @@ fn select_certificate_by_certreq() {
     let intermediates = [cert("int.pem")];
     let rsa_ca = cert("ca-rsa.pem").public_key_sha1();
     let ec_ca = cert("ca-ecdsa.pem").public_key_sha1();
-    assert_eq!(
-        select_by_certreq(&rsa_ca, &candidates, &intermediates),
-        Some(&ee_p256)
-    );
-    assert_eq!(
-        select_by_certreq(&ec_ca, &candidates, &intermediates),
-        Some(&ee_p384)
-    );
+    assert_eq!(select_by_certreq(&rsa_ca, &candidates, &intermediates), Some(&ee_p256));
+    assert_eq!(select_by_certreq(&ec_ca, &candidates, &intermediates), Some(&ee_p384));
     let mut both = ec_ca.to_vec();
     both.extend_from_slice(&rsa_ca);
-    assert_eq!(
-        select_by_certreq(&both, &candidates, &intermediates),
-        Some(&ee_p256)
-    );
-    assert_eq!(
-        select_by_certreq(&[0u8; 20], &candidates, &intermediates),
-        None
-    );
+    assert_eq!(select_by_certreq(&both, &candidates, &intermediates), Some(&ee_p256));
+    assert_eq!(select_by_certreq(&[0u8; 20], &candidates, &intermediates), None);
     assert_eq!(select_by_certreq(&[], &candidates, &intermediates), None);
-    assert_eq!(
-        select_by_certreq(&rsa_ca[..19], &candidates, &intermediates),
-        None
-    );
+    assert_eq!(select_by_certreq(&rsa_ca[..19], &candidates, &intermediates), None);
 }
 
 #[test]
@@ -196,26 +171,11 @@ fn expired() {
         "certificate 'C=CH, O=ironsa, CN=expired.example.com' expired on 2002-01-01 00:00:00 UTC"
     );
     // Before the start of validity.
-    let early = verify_chain(
-        &store(),
-        &cert("ee-p256.pem"),
-        &[cert("int.pem")],
-        1_000_000_000,
-    )
-    .unwrap_err();
+    let early = verify_chain(&store(), &cert("ee-p256.pem"), &[cert("int.pem")], 1_000_000_000).unwrap_err();
     assert!(matches!(early, PkiError::NotYetValid { .. }), "{early}");
     // Long after the CA expired: the end entity fails first, with its own name.
-    let late = verify_chain(
-        &store(),
-        &cert("ee-p384.pem"),
-        &[],
-        now() + 30 * 365 * 86_400,
-    )
-    .unwrap_err();
-    assert!(
-        late.to_string().contains("CN=sun.example.com' expired on"),
-        "{late}"
-    );
+    let late = verify_chain(&store(), &cert("ee-p384.pem"), &[], now() + 30 * 365 * 86_400).unwrap_err();
+    assert!(late.to_string().contains("CN=sun.example.com' expired on"), "{late}");
 }
 
 #[test]
@@ -226,13 +186,7 @@ fn untrusted_ca() {
         "no trusted CA for issuer 'C=XX, O=Evil, CN=Untrusted CA'"
     );
     // Supplying the untrusted root as an "intermediate" does not help.
-    let err = verify_chain(
-        &store(),
-        &cert("ee-untrusted.pem"),
-        &[cert("untrusted-ca.pem")],
-        now(),
-    )
-    .unwrap_err();
+    let err = verify_chain(&store(), &cert("ee-untrusted.pem"), &[cert("untrusted-ca.pem")], now()).unwrap_err();
     assert!(matches!(err, PkiError::NoTrustedCa { .. }), "{err}");
     // Empty store.
     let err = verify_chain(&TrustStore::new(), &cert("ee-p384.pem"), &[], now()).unwrap_err();
@@ -243,20 +197,14 @@ fn untrusted_ca() {
 fn wrong_signature() {
     // Same issuer DN as the trusted RSA root, but signed by another key.
     let err = verify_chain(&store(), &cert("ee-impostor.pem"), &[], now()).unwrap_err();
-    assert!(
-        matches!(err, PkiError::BadCertificateSignature { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, PkiError::BadCertificateSignature { .. }), "{err}");
     // A flipped bit in the signature of a genuine certificate.
     let mut der = data("ee-p256.der");
     let n = der.len();
     der[n - 5] ^= 0x01;
     let tampered = Certificate::from_der(&der).unwrap();
     let err = verify_chain(&store(), &tampered, &[cert("int.pem")], now()).unwrap_err();
-    assert!(
-        matches!(err, PkiError::BadCertificateSignature { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, PkiError::BadCertificateSignature { .. }), "{err}");
     // A flipped bit inside the signed TBS (in the subject CN).
     let mut der = data("ee-p384.pem");
     let text = String::from_utf8(der.clone()).unwrap();
@@ -265,12 +213,8 @@ fn wrong_signature() {
     let pos = raw.windows(3).position(|w| w == b"sun").unwrap();
     raw[pos] = b'S';
     der.clear();
-    let err =
-        verify_chain(&store(), &Certificate::from_der(&raw).unwrap(), &[], now()).unwrap_err();
-    assert!(
-        matches!(err, PkiError::BadCertificateSignature { .. }),
-        "{err}"
-    );
+    let err = verify_chain(&store(), &Certificate::from_der(&raw).unwrap(), &[], now()).unwrap_err();
+    assert!(matches!(err, PkiError::BadCertificateSignature { .. }), "{err}");
 }
 
 #[test]
@@ -280,12 +224,7 @@ fn too_deep() {
     let chain = Certificate::load(&data("deep-chain.pem")).unwrap();
     assert!(chain.len() > MAX_PATH_DEPTH);
     let err = verify_chain(&s, &cert("deep-leaf.pem"), &chain, now()).unwrap_err();
-    assert_eq!(
-        err,
-        PkiError::PathTooDeep {
-            max: MAX_PATH_DEPTH
-        }
-    );
+    assert_eq!(err, PkiError::PathTooDeep { max: MAX_PATH_DEPTH });
     // The same path is fine when it starts at an intermediate closer to the root.
     verify_chain(&s, &chain[6], &chain[..6], now()).unwrap();
     // Order of the supplied intermediates does not matter.
@@ -331,10 +270,7 @@ fn path_len_and_ca_flag() {
         "{err}"
     );
     let mut s = TrustStore::new();
-    assert!(matches!(
-        s.add(cert("ee-p256.pem")),
-        Err(PkiError::NotCa { .. })
-    ));
+    assert!(matches!(s.add(cert("ee-p256.pem")), Err(PkiError::NotCa { .. })));
     s.add(cert("int.pem")).unwrap();
     verify_chain(&s, &cert("ee-p256.pem"), &[], now()).unwrap();
 }
@@ -358,9 +294,7 @@ fn certificate_matches_identity() {
         let wire = Identity::parse(id).unwrap().to_wire().unwrap();
         assert_eq!(ee.matches_identity(&wire), ok, "{id}");
     }
-    let keyid = Identity::KeyId(ee.public_key_sha1().to_vec())
-        .to_wire()
-        .unwrap();
+    let keyid = Identity::KeyId(ee.public_key_sha1().to_vec()).to_wire().unwrap();
     assert!(ee.matches_identity(&keyid));
 }
 
@@ -374,15 +308,9 @@ fn malformed_certificates_are_errors() {
     let mut trailing = data("ee-p256.der");
     trailing.push(0);
     assert!(Certificate::from_der(&trailing).is_err());
-    assert!(
-        Certificate::load(b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n")
-            .is_err()
-    );
+    assert!(Certificate::load(b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n").is_err());
     assert!(Certificate::load(b"-----BEGIN CERTIFICATE-----\nMIIB\n").is_err());
-    assert!(
-        Certificate::load(b"-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n")
-            .is_err()
-    );
+    assert!(Certificate::load(b"-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n").is_err());
     assert!(
         Certificate::from_pem(&data("ee-p256.key")).is_err(),
         "a key is not a certificate"

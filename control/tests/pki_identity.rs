@@ -51,18 +51,13 @@ fn dn_identity_encodes_der() {
     );
     let dn = DistinguishedName::from_der(&w.data).unwrap();
     assert_eq!(dn.to_string(), "C=CH, O=strongSwan, CN=moon");
-    let all = wire(
-        "C=CH, ST=ZH, L=Zurich, O=strongSwan, OU=Test, CN=moon, E=moon@example.com, DC=org, serialNumber=7",
-    );
+    let all = wire("C=CH, ST=ZH, L=Zurich, O=strongSwan, OU=Test, CN=moon, E=moon@example.com, DC=org, serialNumber=7");
     let back = Identity::from_wire(&all).unwrap();
     assert_eq!(
         back.to_string(),
         "C=CH, ST=ZH, L=Zurich, O=strongSwan, OU=Test, CN=moon, E=moon@example.com, DC=org, serialNumber=7"
     );
-    assert_eq!(
-        Identity::parse("emailAddress=x@y").unwrap().to_string(),
-        "E=x@y"
-    );
+    assert_eq!(Identity::parse("emailAddress=x@y").unwrap().to_string(), "E=x@y");
 }
 
 #[test]
@@ -117,10 +112,7 @@ fn from_wire_validates() {
         id_type: IdType::DER_ASN1_GN,
         data: vec![1, 2],
     };
-    assert!(matches!(
-        Identity::from_wire(&other).unwrap(),
-        Identity::Other { .. }
-    ));
+    assert!(matches!(Identity::from_wire(&other).unwrap(), Identity::Other { .. }));
     assert_eq!(
         Identity::from_wire(&Identification {
             id_type: IdType::IPV4_ADDR,
@@ -129,10 +121,7 @@ fn from_wire_validates() {
         .unwrap(),
         Identity::Ipv4(Ipv4Addr::new(192, 0, 2, 1))
     );
-    assert_eq!(
-        Identity::parse("::1").unwrap(),
-        Identity::Ipv6(Ipv6Addr::LOCALHOST)
-    );
+    assert_eq!(Identity::parse("::1").unwrap(), Identity::Ipv6(Ipv6Addr::LOCALHOST));
 }
 
 #[test]
@@ -168,31 +157,11 @@ fn matching_table() {
         ("*.example.com", "x@moon.example.com", false),
         ("*", "anything.at.all", true),
         // DNs: semantic comparison
-        (
-            "C=CH, O=strongSwan, CN=moon",
-            "C=CH, O=strongSwan, CN=moon",
-            true,
-        ),
-        (
-            "C=CH, O=strongSwan, CN=moon",
-            "c=ch,o=STRONGSWAN,cn=Moon",
-            true,
-        ),
-        (
-            "C=CH, O=strongSwan, CN=moon",
-            "C=CH,  O=strongSwan,   CN=moon",
-            true,
-        ),
-        (
-            "C=CH, O=strongSwan, CN=moon",
-            "C=CH, O=strongSwan, CN=sun",
-            false,
-        ),
-        (
-            "C=CH, O=strongSwan, CN=moon",
-            "O=strongSwan, C=CH, CN=moon",
-            false,
-        ),
+        ("C=CH, O=strongSwan, CN=moon", "C=CH, O=strongSwan, CN=moon", true),
+        ("C=CH, O=strongSwan, CN=moon", "c=ch,o=STRONGSWAN,cn=Moon", true),
+        ("C=CH, O=strongSwan, CN=moon", "C=CH,  O=strongSwan,   CN=moon", true),
+        ("C=CH, O=strongSwan, CN=moon", "C=CH, O=strongSwan, CN=sun", false),
+        ("C=CH, O=strongSwan, CN=moon", "O=strongSwan, C=CH, CN=moon", false),
         (
             "C=CH, O=strongSwan, CN=moon",
             "C=CH, O=strongSwan, OU=x, CN=moon",
@@ -200,30 +169,14 @@ fn matching_table() {
         ),
         ("C=CH, O=strongSwan, CN=moon", "C=CH, O=strongSwan", false),
         ("C=CH, O=strongSwan, CN=moon", "moon", false),
-        (
-            "C=CH, O=strongSwan, CN=*",
-            "C=CH, O=strongSwan, CN=carol",
-            true,
-        ),
+        ("C=CH, O=strongSwan, CN=*", "C=CH, O=strongSwan, CN=carol", true),
         ("C=CH, O=*, CN=*", "C=CH, O=Other, CN=carol", true),
-        (
-            "C=CH, O=strongSwan, CN=*",
-            "C=DE, O=strongSwan, CN=carol",
-            false,
-        ),
-        (
-            "C=CH, O=strongSwan, CN=*",
-            "C=CH, O=strongSwan, OU=a, CN=carol",
-            false,
-        ),
+        ("C=CH, O=strongSwan, CN=*", "C=DE, O=strongSwan, CN=carol", false),
+        ("C=CH, O=strongSwan, CN=*", "C=CH, O=strongSwan, OU=a, CN=carol", false),
     ];
     for (pattern, presented, expected) in cases {
         let p = Identity::parse(pattern).unwrap();
-        assert_eq!(
-            p.matches(&wire(presented)),
-            *expected,
-            "{pattern} vs {presented}"
-        );
+        assert_eq!(p.matches(&wire(presented)), *expected, "{pattern} vs {presented}");
     }
     assert!(Identity::parse("*.example.com").unwrap().is_wildcard());
     assert!(Identity::parse("C=CH, CN=*").unwrap().is_wildcard());

@@ -150,14 +150,8 @@ fn header_checks() {
     );
     let mut b = ike_sa_init_bytes();
     b[24..28].copy_from_slice(&u32::MAX.to_be_bytes());
-    assert!(matches!(
-        decode_message(&b),
-        Err(WireError::BadLength { .. })
-    ));
-    assert!(matches!(
-        decode_message(&[0u8; 10]),
-        Err(WireError::Truncated { .. })
-    ));
+    assert!(matches!(decode_message(&b), Err(WireError::BadLength { .. })));
+    assert!(matches!(decode_message(&[0u8; 10]), Err(WireError::Truncated { .. })));
 }
 
 fn header() -> Header {
@@ -192,16 +186,10 @@ fn payload_length_errors() {
     // Zero-length payload.
     let mut m = raw_message(41, &[0, 0, 0x40, 0x2e]);
     m[30..32].copy_from_slice(&0u16.to_be_bytes());
-    assert!(matches!(
-        decode_message(&m),
-        Err(WireError::BadLength { .. })
-    ));
+    assert!(matches!(decode_message(&m), Err(WireError::BadLength { .. })));
     // Length 0xFFFF points past the end.
     m[30..32].copy_from_slice(&0xffffu16.to_be_bytes());
-    assert!(matches!(
-        decode_message(&m),
-        Err(WireError::BadLength { .. })
-    ));
+    assert!(matches!(decode_message(&m), Err(WireError::BadLength { .. })));
     // Trailing bytes after the last payload.
     let mut m = raw_message(41, &[0, 0, 0x40, 0x2e, 0xaa]);
     m[30..32].copy_from_slice(&8u16.to_be_bytes());
@@ -209,10 +197,7 @@ fn payload_length_errors() {
     // Next payload promised but missing.
     let mut m = raw_message(41, &[0, 0, 0x40, 0x2e]);
     m[28] = 41;
-    assert!(matches!(
-        decode_message(&m),
-        Err(WireError::Truncated { .. })
-    ));
+    assert!(matches!(decode_message(&m), Err(WireError::Truncated { .. })));
 }
 
 #[test]
@@ -301,20 +286,8 @@ fn sa_substructure_checks() {
     assert!(decode_message(&raw_message(33, &b)).is_err());
     // Numbering must start at 1 and not skip.
     assert!(decode_message(&raw_message(33, &sa_body(&[esp_proposal(2)]))).is_err());
-    assert!(
-        decode_message(&raw_message(
-            33,
-            &sa_body(&[esp_proposal(1), esp_proposal(3)])
-        ))
-        .is_err()
-    );
-    assert!(
-        decode_message(&raw_message(
-            33,
-            &sa_body(&[esp_proposal(1), esp_proposal(1)])
-        ))
-        .is_ok()
-    );
+    assert!(decode_message(&raw_message(33, &sa_body(&[esp_proposal(1), esp_proposal(3)]))).is_err());
+    assert!(decode_message(&raw_message(33, &sa_body(&[esp_proposal(1), esp_proposal(1)]))).is_ok());
     // SPI size 8 for ESP is invalid.
     let mut p = esp_proposal(1);
     p.spi = vec![0; 8];
@@ -425,13 +398,7 @@ fn sk_must_be_last() {
 #[test]
 fn skf_number_checks() {
     let h = header();
-    for (number, total, ok) in [
-        (1, 1, true),
-        (2, 3, true),
-        (0, 1, false),
-        (1, 0, false),
-        (4, 3, false),
-    ] {
+    for (number, total, ok) in [(1, 1, true), (2, 3, true), (0, 1, false), (1, 0, false), (4, 3, false)] {
         let m = encode_message(
             &h,
             &[Payload::Skf {
@@ -463,25 +430,16 @@ fn attribute() -> impl Strategy<Value = TransformAttribute> {
                 tv: true,
                 value: v.to_vec()
             }),
-        (0u16..0x8000, bytes(20)).prop_map(|(ty, value)| TransformAttribute::Other {
-            ty,
-            tv: false,
-            value
-        }),
+        (0u16..0x8000, bytes(20)).prop_map(|(ty, value)| TransformAttribute::Other { ty, tv: false, value }),
     ]
 }
 
 fn transform() -> impl Strategy<Value = Transform> {
-    (
-        1u8..8,
-        any::<u16>(),
-        proptest::collection::vec(attribute(), 0..3),
-    )
-        .prop_map(|(ty, id, attributes)| Transform {
-            ty: TransformType(ty),
-            id,
-            attributes,
-        })
+    (1u8..8, any::<u16>(), proptest::collection::vec(attribute(), 0..3)).prop_map(|(ty, id, attributes)| Transform {
+        ty: TransformType(ty),
+        id,
+        attributes,
+    })
 }
 
 fn proposals() -> impl Strategy<Value = Vec<Proposal>> {
@@ -547,9 +505,7 @@ fn id() -> impl Strategy<Value = Identification> {
     })
 }
 
-const KNOWN: [u8; 18] = [
-    0, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 53,
-];
+const KNOWN: [u8; 18] = [0, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 53];
 
 fn payload() -> impl Strategy<Value = Payload> {
     prop_oneof![
@@ -599,17 +555,10 @@ fn payload() -> impl Strategy<Value = Payload> {
         bytes(64).prop_map(Payload::VendorId),
         proptest::collection::vec(ts(), 1..6).prop_map(Payload::TsI),
         proptest::collection::vec(ts(), 1..6).prop_map(Payload::TsR),
-        (
-            any::<u8>(),
-            proptest::collection::vec((0u16..0x8000, bytes(20)), 0..5)
-        )
-            .prop_map(|(c, a)| Payload::Cp {
-                cfg_type: CfgType(c),
-                attributes: a
-                    .into_iter()
-                    .map(|(ty, value)| ConfigAttribute { ty, value })
-                    .collect()
-            }),
+        (any::<u8>(), proptest::collection::vec((0u16..0x8000, bytes(20)), 0..5)).prop_map(|(c, a)| Payload::Cp {
+            cfg_type: CfgType(c),
+            attributes: a.into_iter().map(|(ty, value)| ConfigAttribute { ty, value }).collect()
+        }),
         bytes(100).prop_map(Payload::Eap),
         (
             any::<u8>().prop_filter("unknown type", |t| !KNOWN.contains(t)),
@@ -648,19 +597,17 @@ fn any_header() -> impl Strategy<Value = Header> {
         any::<u8>(),
         any::<u32>(),
     )
-        .prop_map(
-            |(spi_i, spi_r, minor_version, exchange, flags, message_id)| Header {
-                spi_i,
-                spi_r,
-                next_payload: PayloadType::NONE,
-                major_version: 2,
-                minor_version,
-                exchange: ExchangeType(exchange),
-                flags,
-                message_id,
-                length: 0,
-            },
-        )
+        .prop_map(|(spi_i, spi_r, minor_version, exchange, flags, message_id)| Header {
+            spi_i,
+            spi_r,
+            next_payload: PayloadType::NONE,
+            major_version: 2,
+            minor_version,
+            exchange: ExchangeType(exchange),
+            flags,
+            message_id,
+            length: 0,
+        })
 }
 
 proptest! {

@@ -29,26 +29,20 @@ fn parses_ike_proposals() {
             },
         ]
     );
-    let p = parse_ike_proposals("aes128gcm128-aes256gcm16-chacha20poly1305-prfsha384-prfsha512-ecp256-ecp384-curve25519-mlkem768")
-        .unwrap();
+    let p = parse_ike_proposals(
+        "aes128gcm128-aes256gcm16-chacha20poly1305-prfsha384-prfsha512-ecp256-ecp384-curve25519-mlkem768",
+    )
+    .unwrap();
     assert_eq!(p[0].encr, vec![GCM128, GCM256, EncrAlg::ChaCha20Poly1305]);
     assert_eq!(p[0].prf, vec![PrfAlg::HmacSha384, PrfAlg::HmacSha512]);
     assert_eq!(
         p[0].ke,
-        vec![
-            KeGroup::Ecp256,
-            KeGroup::Ecp384,
-            KeGroup::Curve25519,
-            KeGroup::MlKem768
-        ]
+        vec![KeGroup::Ecp256, KeGroup::Ecp384, KeGroup::Curve25519, KeGroup::MlKem768]
     );
     // PRF derived from integrity, in integrity order.
     let p = parse_ike_proposals("aes256-aes192-sha512-sha2_384-modp4096-modp3072").unwrap();
     assert_eq!(p[0].prf, vec![PrfAlg::HmacSha512, PrfAlg::HmacSha384]);
-    assert_eq!(
-        p[0].integ,
-        vec![IntegAlg::HmacSha512_256, IntegAlg::HmacSha384_192]
-    );
+    assert_eq!(p[0].integ, vec![IntegAlg::HmacSha512_256, IntegAlg::HmacSha384_192]);
     // AEAD with an integrity token: used for the PRF only.
     let p = parse_ike_proposals("aes256gcm16-sha384-x25519").unwrap();
     assert_eq!(p[0].integ, vec![]);
@@ -255,17 +249,12 @@ fn to_wire_layout() {
 
 #[test]
 fn ike_selection_prefers_our_order() {
-    let ours = parse_ike_proposals(
-        "aes256gcm16-aes128gcm16-prfsha384-prfsha256-x25519-ecp256, aes256-sha256-modp2048",
-    )
-    .unwrap();
+    let ours = parse_ike_proposals("aes256gcm16-aes128gcm16-prfsha384-prfsha256-x25519-ecp256, aes256-sha256-modp2048")
+        .unwrap();
     // Peer lists weak first, in one proposal and across proposals.
     let offered = vec![
         ike_offer("aes128-sha256-modp2048", 1),
-        ike_offer(
-            "aes128gcm16-aes256gcm16-prfsha256-prfsha384-ecp256-x25519",
-            2,
-        ),
+        ike_offer("aes128gcm16-aes256gcm16-prfsha256-prfsha384-ecp256-x25519", 2),
     ];
     let s = select_ike(&ours, &offered).unwrap();
     assert_eq!(s.suite.encr, GCM256);
@@ -274,11 +263,7 @@ fn ike_selection_prefers_our_order() {
     assert_eq!(s.suite.ke, KeGroup::Curve25519);
     assert_eq!(s.proposal.number, 2);
     assert_eq!(
-        s.proposal
-            .transforms
-            .iter()
-            .map(|t| (t.ty, t.id))
-            .collect::<Vec<_>>(),
+        s.proposal.transforms.iter().map(|t| (t.ty, t.id)).collect::<Vec<_>>(),
         vec![
             (TransformType::ENCR, 20),
             (TransformType::PRF, 6),
@@ -294,10 +279,7 @@ fn ike_selection_prefers_our_order() {
     // Echo carries the peer's SPI (rekey).
     let mut rekey = offered[0].clone();
     rekey.spi = vec![9; 8];
-    assert_eq!(
-        select_ike(&ours, &[rekey]).unwrap().proposal.spi,
-        vec![9; 8]
-    );
+    assert_eq!(select_ike(&ours, &[rekey]).unwrap().proposal.spi, vec![9; 8]);
 }
 
 #[test]
@@ -337,11 +319,7 @@ fn ike_selection_ignores_unknown_transforms_and_attributes() {
         attributes: vec![],
     });
     let m = select_ike(&ours, &[p]).unwrap_err();
-    assert!(
-        m.reason.contains("unknown transform type 42"),
-        "{}",
-        m.reason
-    );
+    assert!(m.reason.contains("unknown transform type 42"), "{}", m.reason);
     // Additional key exchange offered with NONE is fine, without NONE it is not.
     let mut p = ike_offer("aes256gcm16-prfsha256-x25519", 1);
     p.transforms.push(Transform {
@@ -376,10 +354,7 @@ fn ike_mismatch_message() {
         attributes: vec![],
     });
     let m = select_ike(&ours, &[p]).unwrap_err();
-    assert_eq!(
-        m.offered,
-        vec!["aes128-prfsha256-sha256-modp1024".to_string()]
-    );
+    assert_eq!(m.offered, vec!["aes128-prfsha256-sha256-modp1024".to_string()]);
     assert_eq!(
         m.accepted,
         vec!["aes256gcm16-aes128gcm16-prfsha256-ecp256-x25519".to_string()]
@@ -395,11 +370,7 @@ fn ike_mismatch_message() {
         ike_offer("aes256gcm16-prfsha384-x25519", 1),
         ike_offer("aes128-sha256-modp2048", 2),
     ];
-    let m = select_ike(
-        &parse_ike_proposals("aes256gcm16-prfsha256-x25519").unwrap(),
-        &offered,
-    )
-    .unwrap_err();
+    let m = select_ike(&parse_ike_proposals("aes256gcm16-prfsha256-x25519").unwrap(), &offered).unwrap_err();
     assert_eq!(
         m.reason,
         "peer proposal 1 has no common PRF; peer proposal 2 has no common ENCR, KE"
@@ -417,31 +388,20 @@ fn ike_mismatch_message() {
 #[test]
 fn esp_selection_and_pfs() {
     let ours = parse_esp_proposals("aes256gcm16-aes128gcm16, aes256-sha384-sha256").unwrap();
-    let offered = vec![
-        esp_offer("aes128-sha256", 1),
-        esp_offer("aes128gcm16-aes256gcm16", 2),
-    ];
+    let offered = vec![esp_offer("aes128-sha256", 1), esp_offer("aes128gcm16-aes256gcm16", 2)];
     let s = select_esp(&ours, &offered).unwrap();
     assert_eq!((s.encr, s.integ, s.ke, s.esn), (GCM256, None, None, false));
     assert_eq!(s.peer_spi, 0xc0ffee01);
     assert_eq!(s.proposal.number, 2);
     assert_eq!(s.proposal.spi, vec![0xc0, 0xff, 0xee, 0x01]);
     assert_eq!(
-        s.proposal
-            .transforms
-            .iter()
-            .map(|t| (t.ty, t.id))
-            .collect::<Vec<_>>(),
+        s.proposal.transforms.iter().map(|t| (t.ty, t.id)).collect::<Vec<_>>(),
         vec![(TransformType::ENCR, 20), (TransformType::ESN, 0)]
     );
     // Peer requires PFS, we have none: no match unless NONE is offered too.
     let pfs = esp_offer("aes256gcm16-x25519", 1);
     let m = select_esp(&ours, std::slice::from_ref(&pfs)).unwrap_err();
-    assert!(
-        m.reason.contains("no common KE: peer x25519, we none"),
-        "{}",
-        m.reason
-    );
+    assert!(m.reason.contains("no common KE: peer x25519, we none"), "{}", m.reason);
     let mut pfs_opt = pfs.clone();
     pfs_opt.transforms.push(Transform {
         ty: TransformType::KE,
@@ -450,12 +410,7 @@ fn esp_selection_and_pfs() {
     });
     let s = select_esp(&ours, &[pfs_opt]).unwrap();
     assert_eq!(s.ke, None);
-    assert!(
-        s.proposal
-            .transforms
-            .iter()
-            .all(|t| t.ty != TransformType::KE)
-    );
+    assert!(s.proposal.transforms.iter().all(|t| t.ty != TransformType::KE));
     // We require PFS.
     let ours_pfs = parse_esp_proposals("aes256gcm16-ecp256-x25519").unwrap();
     let s = select_esp(&ours_pfs, &[esp_offer("aes256gcm16-x25519-ecp256", 1)]).unwrap();
@@ -465,12 +420,7 @@ fn esp_selection_and_pfs() {
     // Bad SPI sizes are not usable.
     let mut p = esp_offer("aes256gcm16", 1);
     p.spi = vec![];
-    assert!(
-        select_esp(&ours, &[p])
-            .unwrap_err()
-            .reason
-            .contains("4-byte SPI")
-    );
+    assert!(select_esp(&ours, &[p]).unwrap_err().reason.contains("4-byte SPI"));
 }
 
 #[test]
@@ -479,23 +429,13 @@ fn esn_negotiation() {
     let noesn_only = parse_esp_proposals("aes256gcm16").unwrap();
     let both = esp_offer("aes256gcm16-noesn-esn", 1);
     assert!(
-        select_esp(&esn_pref, std::slice::from_ref(&both))
-            .unwrap()
-            .esn,
+        select_esp(&esn_pref, std::slice::from_ref(&both)).unwrap().esn,
         "our preference wins"
     );
-    assert!(
-        !select_esp(&noesn_only, std::slice::from_ref(&both))
-            .unwrap()
-            .esn
-    );
+    assert!(!select_esp(&noesn_only, std::slice::from_ref(&both)).unwrap().esn);
     let esn_only = esp_offer("aes256gcm16-esn", 1);
     let m = select_esp(&noesn_only, std::slice::from_ref(&esn_only)).unwrap_err();
-    assert!(
-        m.reason.contains("no common ESN: peer esn, we noesn"),
-        "{}",
-        m.reason
-    );
+    assert!(m.reason.contains("no common ESN: peer esn, we noesn"), "{}", m.reason);
     // A proposal without any ESN transform does not match.
     let mut no_esn = esp_offer("aes256gcm16", 1);
     no_esn.transforms.retain(|t| t.ty != TransformType::ESN);
@@ -518,13 +458,7 @@ fn downgrade_attempts_fail_or_pick_strong() {
     // AES without key length (invalid) is ignored, not treated as AES-128.
     let mut p = ike_offer("aes128-sha256-modp2048", 1);
     p.transforms[0].attributes.clear();
-    assert!(
-        select_ike(
-            &parse_ike_proposals("aes128-sha256-modp2048").unwrap(),
-            &[p]
-        )
-        .is_err()
-    );
+    assert!(select_ike(&parse_ike_proposals("aes128-sha256-modp2048").unwrap(), &[p]).is_err());
 }
 
 #[test]
@@ -537,13 +471,7 @@ fn initiator_accepts_only_what_it_offered() {
     // Cross-proposal combination: AEAD with modp2048 was never offered.
     assert!(accept_ike_response(&ours, &ike_offer("aes256gcm16-prfsha256-modp2048", 1)).is_err());
     // More than one transform of a type.
-    assert!(
-        accept_ike_response(
-            &ours,
-            &ike_offer("aes256gcm16-prfsha256-x25519-modp2048", 1)
-        )
-        .is_err()
-    );
+    assert!(accept_ike_response(&ours, &ike_offer("aes256gcm16-prfsha256-x25519-modp2048", 1)).is_err());
     // Unknown transform.
     let mut p = ike_offer("aes256gcm16-prfsha256-x25519", 1);
     p.transforms.push(Transform {

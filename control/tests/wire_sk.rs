@@ -43,13 +43,7 @@ impl SkProtect for Gcm {
     fn block_len(&self) -> usize {
         1
     }
-    fn seal(
-        &self,
-        aad: &[u8],
-        iv: &mut [u8],
-        data: &mut [u8],
-        icv: &mut [u8],
-    ) -> Result<(), WireError> {
+    fn seal(&self, aad: &[u8], iv: &mut [u8], data: &mut [u8], icv: &mut [u8]) -> Result<(), WireError> {
         rand::fill(iv).map_err(|_| WireError::IntegrityCheckFailed)?;
         let tag = self
             .key
@@ -104,13 +98,7 @@ impl SkProtect for CbcHmac {
     fn block_len(&self) -> usize {
         16
     }
-    fn seal(
-        &self,
-        aad: &[u8],
-        iv: &mut [u8],
-        data: &mut [u8],
-        icv: &mut [u8],
-    ) -> Result<(), WireError> {
+    fn seal(&self, aad: &[u8], iv: &mut [u8], data: &mut [u8], icv: &mut [u8]) -> Result<(), WireError> {
         rand::fill(iv).map_err(|_| WireError::IntegrityCheckFailed)?;
         let key = EncryptingKey::cbc(UnboundCipherKey::new(&AES_256, &self.enc).unwrap()).unwrap();
         let iv16: [u8; 16] = iv.try_into().unwrap();
@@ -218,10 +206,7 @@ fn every_bit_flip_fails_integrity() {
             let mut b = bytes.clone();
             b[i] ^= 0x01;
             // Header/length changes may fail decoding first; anything else is an ICV failure.
-            assert!(
-                open_message(&b, sk.as_ref()).is_err(),
-                "flip at {i} accepted"
-            );
+            assert!(open_message(&b, sk.as_ref()).is_err(), "flip at {i} accepted");
             if i >= HEADER_LEN + 4 {
                 assert_eq!(
                     open_message(&b, sk.as_ref()),
@@ -261,10 +246,7 @@ fn bad_pad_length_is_rejected() {
     data.copy_from_slice(&[0, 0, 5]);
     sk.seal(aad, iv, data, icv).unwrap();
     assert_eq!(m.len(), n);
-    assert!(matches!(
-        open_message(&m, &sk),
-        Err(WireError::Invalid { .. })
-    ));
+    assert!(matches!(open_message(&m, &sk), Err(WireError::Invalid { .. })));
 }
 
 #[test]
@@ -305,14 +287,7 @@ fn fragments_round_trip_in_any_order() {
             };
             assert_eq!(usize::from(*number), i + 1);
             assert_eq!(usize::from(*total), frags.len());
-            assert_eq!(
-                *first_inner,
-                if i == 0 {
-                    PayloadType::IDI
-                } else {
-                    PayloadType::NONE
-                }
-            );
+            assert_eq!(*first_inner, if i == 0 { PayloadType::IDI } else { PayloadType::NONE });
         }
         // In order.
         let mut r = FragmentReassembler::new();
@@ -339,10 +314,7 @@ fn single_fragment_and_tiny_limits() {
     let sk = Gcm::new(3);
     let frags = seal_fragments(&header(), &inner(0), &sk, 1280).unwrap();
     assert_eq!(frags.len(), 1);
-    assert_eq!(
-        FragmentReassembler::new().push(&frags[0], &sk).unwrap(),
-        Some(inner(0))
-    );
+    assert_eq!(FragmentReassembler::new().push(&frags[0], &sk).unwrap(), Some(inner(0)));
     // No room for data.
     assert!(seal_fragments(&header(), &inner(0), &sk, 28 + 8 + 8 + 16 + 1).is_err());
     let frags = seal_fragments(&header(), &inner(0), &sk, 28 + 8 + 8 + 16 + 2).unwrap();

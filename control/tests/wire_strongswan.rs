@@ -95,10 +95,7 @@ fn prefixes_and_overlong_lengths_of_capture_never_panic() {
             let mut b = CAPTURE.to_vec();
             b[i..i + 2].copy_from_slice(&v);
             if let Ok(m) = decode_message(&b) {
-                assert_eq!(
-                    decode_message(&encode_message(&m.header, &m.payloads)).unwrap(),
-                    m
-                );
+                assert_eq!(decode_message(&encode_message(&m.header, &m.payloads)).unwrap(), m);
             }
         }
     }

@@ -3,18 +3,10 @@
 //! `cargo run -p ironsa-ffi --features dpdk --example probe -- --vdev=net_ring0 --vdev=crypto_aesni_gcm0`.
 
 fn main() {
-    let mut args: Vec<String> = [
-        "-l",
-        "0",
-        "--no-huge",
-        "-m",
-        "256",
-        "--no-shconf",
-        "--no-pci",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args: Vec<String> = ["-l", "0", "--no-huge", "-m", "256", "--no-shconf", "--no-pci"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     args.extend(std::env::args().skip(1));
     let eal = match ffi::Eal::init(&args) {
         Ok(eal) => eal,

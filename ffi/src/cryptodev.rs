@@ -33,8 +33,7 @@ const MAX_CRYPTO_DEVS: usize = 64;
 
 /// Devices already configured in this process (once per device: reconfiguring
 /// would release queue pairs that [`CryptoQueuePair`] handles still use).
-static CONFIGURED: [AtomicBool; MAX_CRYPTO_DEVS] =
-    [const { AtomicBool::new(false) }; MAX_CRYPTO_DEVS];
+static CONFIGURED: [AtomicBool; MAX_CRYPTO_DEVS] = [const { AtomicBool::new(false) }; MAX_CRYPTO_DEVS];
 
 /// Session pools handed to queue pairs, kept alive for the life of the process.
 static QP_SESSION_POOLS: Mutex<Vec<SessionPool>> = Mutex::new(Vec::new());
@@ -256,9 +255,7 @@ impl CryptoDev {
             })?;
         }
         // SAFETY: device configured with its queue pairs.
-        check("rte_cryptodev_start", unsafe {
-            sys::rte_cryptodev_start(self.id)
-        })?;
+        check("rte_cryptodev_start", unsafe { sys::rte_cryptodev_start(self.id) })?;
         Ok((0..queue_pairs)
             .map(|qp| CryptoQueuePair { dev: self.id, qp })
             .collect())
@@ -280,13 +277,7 @@ pub struct SessionPool {
 impl SessionPool {
     /// Create a pool of `count` sessions large enough for every device in
     /// `devices`.
-    pub fn new(
-        _eal: &Eal,
-        name: &str,
-        count: u32,
-        devices: &[CryptoDev],
-        socket: i32,
-    ) -> Result<SessionPool> {
+    pub fn new(_eal: &Eal, name: &str, count: u32, devices: &[CryptoDev], socket: i32) -> Result<SessionPool> {
         let elt_size = devices
             .iter()
             .map(CryptoDev::session_private_size)
@@ -294,21 +285,9 @@ impl SessionPool {
             .ok_or_else(|| Error::InvalidArgument("session pool for no device".into()))?;
         let cname = c_string("session pool name", name)?;
         // SAFETY: EAL initialised; cname NUL-terminated.
-        let ptr = unsafe {
-            sys::rte_cryptodev_sym_session_pool_create(
-                cname.as_ptr(),
-                count,
-                elt_size,
-                0,
-                0,
-                socket,
-            )
-        };
+        let ptr = unsafe { sys::rte_cryptodev_sym_session_pool_create(cname.as_ptr(), count, elt_size, 0, 0, socket) };
         Ok(SessionPool {
-            pool: Arc::new(RawPool::from_created(
-                "rte_cryptodev_sym_session_pool_create",
-                ptr,
-            )?),
+            pool: Arc::new(RawPool::from_created("rte_cryptodev_sym_session_pool_create", ptr)?),
         })
     }
 }
@@ -379,8 +358,8 @@ impl SymSession {
         let caps = dev
             .aes_gcm_caps()
             .ok_or_else(|| Error::Unsupported(format!("{} has no AES-GCM", dev.name())))?;
-        let key_len = u16::try_from(key.len())
-            .map_err(|_| Error::InvalidArgument(format!("key of {} bytes", key.len())))?;
+        let key_len =
+            u16::try_from(key.len()).map_err(|_| Error::InvalidArgument(format!("key of {} bytes", key.len())))?;
         for (what, size, range) in [
             ("key", key_len, caps.key_size),
             ("IV", iv_len, caps.iv_size),
@@ -416,8 +395,7 @@ impl SymSession {
                 aad_len,
             )
         };
-        let ptr = NonNull::new(ptr)
-            .ok_or_else(|| Error::from_errno("rte_cryptodev_sym_session_create"))?;
+        let ptr = NonNull::new(ptr).ok_or_else(|| Error::from_errno("rte_cryptodev_sym_session_create"))?;
         Ok(SymSession {
             inner: Arc::new(SessionInner {
                 dev: dev.id,
@@ -450,13 +428,7 @@ pub struct CryptoOpPool {
 
 impl CryptoOpPool {
     /// Create a pool of `count` ops with a per-lcore cache of `cache`.
-    pub fn new(
-        _eal: &Eal,
-        name: &str,
-        count: u32,
-        cache: u32,
-        socket: i32,
-    ) -> Result<CryptoOpPool> {
+    pub fn new(_eal: &Eal, name: &str, count: u32, cache: u32, socket: i32) -> Result<CryptoOpPool> {
         let cname = c_string("crypto op pool name", name)?;
         // SAFETY: EAL initialised; cname NUL-terminated.
         let ptr = unsafe {
@@ -478,9 +450,8 @@ impl CryptoOpPool {
     pub fn alloc(&self) -> Result<CryptoOp> {
         // SAFETY: self.pool is a live symmetric op pool.
         let op = unsafe { sys::ironsa_crypto_sym_op_alloc(self.pool.as_ptr()) };
-        let ptr = NonNull::new(op).ok_or_else(|| {
-            Error::from_code("rte_crypto_op_alloc", crate::mempool::libc_enomem())
-        })?;
+        let ptr =
+            NonNull::new(op).ok_or_else(|| Error::from_code("rte_crypto_op_alloc", crate::mempool::libc_enomem()))?;
         let mut op = CryptoOp { ptr };
         op.session_slot_write(std::ptr::null());
         Ok(op)
@@ -533,9 +504,7 @@ unsafe impl Send for CryptoOp {}
 
 impl std::fmt::Debug for CryptoOp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CryptoOp")
-            .field("status", &self.status())
-            .finish()
+        f.debug_struct("CryptoOp").field("status", &self.status()).finish()
     }
 }
 
@@ -548,20 +517,12 @@ impl CryptoOp {
     fn session_slot_read(&mut self) -> *const SessionInner {
         // SAFETY: the first PRIV_SESSION_BYTES of the private area hold a
         // (possibly unaligned) pointer written by session_slot_write.
-        unsafe {
-            self.priv_area()
-                .cast::<*const SessionInner>()
-                .read_unaligned()
-        }
+        unsafe { self.priv_area().cast::<*const SessionInner>().read_unaligned() }
     }
 
     fn session_slot_write(&mut self, p: *const SessionInner) {
         // SAFETY: see session_slot_read; the slot is ours to write.
-        unsafe {
-            self.priv_area()
-                .cast::<*const SessionInner>()
-                .write_unaligned(p)
-        }
+        unsafe { self.priv_area().cast::<*const SessionInner>().write_unaligned(p) }
     }
 
     /// Release the session reference held by the op, if any.
@@ -578,12 +539,7 @@ impl CryptoOp {
     /// takes ownership of the mbuf (any previous one is freed). If `params`
     /// does not fit the session or the mbuf, the given mbuf is freed, an
     /// error is returned and the op is left unchanged.
-    pub fn set_aead(
-        &mut self,
-        session: &SymSession,
-        mbuf: Mbuf,
-        params: &AeadParams<'_>,
-    ) -> Result<()> {
+    pub fn set_aead(&mut self, session: &SymSession, mbuf: Mbuf, params: &AeadParams<'_>) -> Result<()> {
         let AeadParams {
             data_offset,
             data_len,
@@ -615,16 +571,8 @@ impl CryptoOp {
         // SAFETY: IV and AAD fit their reserved regions (checked at session
         // creation); the private area is PRIV_SIZE bytes and ours to write.
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                iv.as_ptr(),
-                area.add(usize::from(PRIV_SESSION_BYTES)),
-                iv.len(),
-            );
-            std::ptr::copy_nonoverlapping(
-                aad.as_ptr(),
-                area.add(usize::from(PRIV_AAD_OFFSET)),
-                aad.len(),
-            );
+            std::ptr::copy_nonoverlapping(iv.as_ptr(), area.add(usize::from(PRIV_SESSION_BYTES)), iv.len());
+            std::ptr::copy_nonoverlapping(aad.as_ptr(), area.add(usize::from(PRIV_AAD_OFFSET)), aad.len());
         }
         let m = mbuf.into_raw();
         // SAFETY: op, session and mbuf are valid; offsets were checked against
@@ -747,9 +695,7 @@ impl CryptoQueuePair {
         }
         // SAFETY: raw holds n valid prepared ops; &mut self makes this the
         // only user of (dev, qp).
-        let done = unsafe {
-            sys::ironsa_cryptodev_enqueue_burst(self.dev, self.qp, raw.as_mut_ptr(), n as u16)
-        };
+        let done = unsafe { sys::ironsa_cryptodev_enqueue_burst(self.dev, self.qp, raw.as_mut_ptr(), n as u16) };
         let done = usize::from(done).min(n);
         // The device owns the enqueued ops until they are dequeued.
         for op in ops.drain(..done) {
@@ -764,9 +710,7 @@ impl CryptoQueuePair {
         let n = max.min(MAX_CRYPTO_BURST);
         let mut raw = [std::ptr::null_mut::<sys::rte_crypto_op>(); MAX_CRYPTO_BURST];
         // SAFETY: raw has room for n ops; &mut self makes this the only user.
-        let got = unsafe {
-            sys::ironsa_cryptodev_dequeue_burst(self.dev, self.qp, raw.as_mut_ptr(), n as u16)
-        };
+        let got = unsafe { sys::ironsa_cryptodev_dequeue_burst(self.dev, self.qp, raw.as_mut_ptr(), n as u16) };
         let got = usize::from(got).min(n);
         for &op in &raw[..got] {
             if let Some(ptr) = NonNull::new(op) {

@@ -34,8 +34,7 @@ impl Eal {
         for arg in args {
             owned.push(c_string("EAL argument", arg.as_ref())?);
         }
-        let argc = c_int::try_from(owned.len())
-            .map_err(|_| Error::InvalidArgument("too many EAL arguments".into()))?;
+        let argc = c_int::try_from(owned.len()).map_err(|_| Error::InvalidArgument("too many EAL arguments".into()))?;
         if INIT_ATTEMPTED.swap(true, Ordering::SeqCst) {
             return Err(Error::AlreadyInitialized);
         }

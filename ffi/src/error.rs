@@ -92,8 +92,7 @@ pub fn strerror(code: i32) -> String {
 
 /// Convert a Rust string into a C string, rejecting interior NULs.
 pub(crate) fn c_string(what: &str, value: &str) -> Result<std::ffi::CString> {
-    std::ffi::CString::new(value)
-        .map_err(|_| Error::InvalidArgument(format!("{what} {value:?} contains a NUL byte")))
+    std::ffi::CString::new(value).map_err(|_| Error::InvalidArgument(format!("{what} {value:?} contains a NUL byte")))
 }
 
 /// Copy a possibly-NULL C string pointer into an owned string.
@@ -105,8 +104,6 @@ pub(crate) unsafe fn owned_c_str(ptr: *const std::os::raw::c_char) -> String {
         String::new()
     } else {
         // SAFETY: non-NULL and NUL-terminated per the caller's contract.
-        unsafe { std::ffi::CStr::from_ptr(ptr) }
-            .to_string_lossy()
-            .into_owned()
+        unsafe { std::ffi::CStr::from_ptr(ptr) }.to_string_lossy().into_owned()
     }
 }

@@ -324,27 +324,15 @@ impl EthPort {
             // SAFETY: port configured with tx_queues queues; NULL txconf means
             // driver defaults.
             check("rte_eth_tx_queue_setup", unsafe {
-                sys::rte_eth_tx_queue_setup(
-                    self.id,
-                    q,
-                    config.tx_descriptors,
-                    socket,
-                    std::ptr::null(),
-                )
+                sys::rte_eth_tx_queue_setup(self.id, q, config.tx_descriptors, socket, std::ptr::null())
             })?;
         }
         Ok(PortQueues {
             rx: (0..config.rx_queues)
-                .map(|queue| RxQueue {
-                    port: self.id,
-                    queue,
-                })
+                .map(|queue| RxQueue { port: self.id, queue })
                 .collect(),
             tx: (0..config.tx_queues)
-                .map(|queue| TxQueue {
-                    port: self.id,
-                    queue,
-                })
+                .map(|queue| TxQueue { port: self.id, queue })
                 .collect(),
         })
     }
@@ -352,9 +340,7 @@ impl EthPort {
     /// Start the port (after `configure`).
     pub fn start(&self) -> Result<()> {
         // SAFETY: self.id is a valid port.
-        check("rte_eth_dev_start", unsafe {
-            sys::rte_eth_dev_start(self.id)
-        })?;
+        check("rte_eth_dev_start", unsafe { sys::rte_eth_dev_start(self.id) })?;
         Ok(())
     }
 
@@ -370,9 +356,7 @@ impl EthPort {
     /// Stop the port. Bursts on its queues then return nothing.
     pub fn stop(&self) -> Result<()> {
         // SAFETY: self.id is a valid port.
-        check("rte_eth_dev_stop", unsafe {
-            sys::rte_eth_dev_stop(self.id)
-        })?;
+        check("rte_eth_dev_stop", unsafe { sys::rte_eth_dev_stop(self.id) })?;
         Ok(())
     }
 
@@ -380,9 +364,7 @@ impl EthPort {
     pub fn stats(&self) -> Result<PortStats> {
         let mut s = sys::rte_eth_stats::default();
         // SAFETY: s is a valid out struct.
-        check("rte_eth_stats_get", unsafe {
-            sys::rte_eth_stats_get(self.id, &mut s)
-        })?;
+        check("rte_eth_stats_get", unsafe { sys::rte_eth_stats_get(self.id, &mut s) })?;
         Ok(PortStats {
             ipackets: s.ipackets,
             opackets: s.opackets,
@@ -401,9 +383,7 @@ impl EthPort {
     /// Reset the counters.
     pub fn reset_stats(&self) -> Result<()> {
         // SAFETY: self.id is a valid port.
-        check("rte_eth_stats_reset", unsafe {
-            sys::rte_eth_stats_reset(self.id)
-        })?;
+        check("rte_eth_stats_reset", unsafe { sys::rte_eth_stats_reset(self.id) })?;
         Ok(())
     }
 
@@ -477,8 +457,7 @@ impl TxQueue {
         }
         // SAFETY: raw holds n valid mbufs owned by `pkts`; &mut self makes this
         // the only user of (port, queue).
-        let sent =
-            unsafe { sys::ironsa_eth_tx_burst(self.port, self.queue, raw.as_mut_ptr(), n as u16) };
+        let sent = unsafe { sys::ironsa_eth_tx_burst(self.port, self.queue, raw.as_mut_ptr(), n as u16) };
         let sent = usize::from(sent).min(n);
         // The driver now owns the first `sent` mbufs: forget them without freeing.
         for m in pkts.drain(..sent) {

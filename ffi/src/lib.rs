@@ -70,8 +70,8 @@ mod security;
 
 #[cfg(feature = "dpdk")]
 pub use cryptodev::{
-    AeadCaps, AeadDirection, AeadParams, CryptoDev, CryptoDevInfo, CryptoOp, CryptoOpPool,
-    CryptoQueuePair, MAX_AAD_LEN, MAX_CRYPTO_BURST, OpStatus, ParamRange, SessionPool, SymSession,
+    AeadCaps, AeadDirection, AeadParams, CryptoDev, CryptoDevInfo, CryptoOp, CryptoOpPool, CryptoQueuePair,
+    MAX_AAD_LEN, MAX_CRYPTO_BURST, OpStatus, ParamRange, SessionPool, SymSession,
 };
 #[cfg(feature = "dpdk")]
 pub use eal::{Eal, LcoreInfo};
@@ -79,8 +79,7 @@ pub use eal::{Eal, LcoreInfo};
 pub use error::{Error, Result, rte_errno, strerror};
 #[cfg(feature = "dpdk")]
 pub use ethdev::{
-    EthPort, MAX_BURST, PortConfig, PortInfo, PortQueues, PortStats, RxQueue, TxQueue, offload,
-    port_ids,
+    EthPort, MAX_BURST, PortConfig, PortInfo, PortQueues, PortStats, RxQueue, TxQueue, offload, port_ids,
 };
 #[cfg(feature = "dpdk")]
 pub use mbuf::Mbuf;

@@ -138,8 +138,8 @@ impl Mbuf {
 
     /// Append a copy of `bytes` to the data.
     pub fn extend_from_slice(&mut self, bytes: &[u8]) -> Result<()> {
-        let len = u16::try_from(bytes.len())
-            .map_err(|_| Error::InvalidArgument(format!("append {} bytes", bytes.len())))?;
+        let len =
+            u16::try_from(bytes.len()).map_err(|_| Error::InvalidArgument(format!("append {} bytes", bytes.len())))?;
         self.append(len)?.copy_from_slice(bytes);
         Ok(())
     }
@@ -193,8 +193,7 @@ impl Mbuf {
         // SAFETY: self.ptr is a valid mbuf; the constant is an immutable global.
         let flag = unsafe { sys::ironsa_mbuf_f_rx_rss_hash };
         // SAFETY: self.ptr is a valid mbuf.
-        (self.ol_flags() & flag != 0)
-            .then(|| unsafe { sys::ironsa_pktmbuf_rss_hash(self.ptr.as_ptr()) })
+        (self.ol_flags() & flag != 0).then(|| unsafe { sys::ironsa_pktmbuf_rss_hash(self.ptr.as_ptr()) })
     }
 }
 

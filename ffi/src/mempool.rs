@@ -27,14 +27,7 @@ impl Mempool {
     /// Create a packet-mbuf pool of `count` buffers, each with `data_room`
     /// bytes (headroom included; see [`DEFAULT_DATA_ROOM`]), a per-lcore cache
     /// of `cache` buffers, on NUMA `socket` (`-1` for any).
-    pub fn new(
-        _eal: &Eal,
-        name: &str,
-        count: u32,
-        cache: u32,
-        data_room: u16,
-        socket: i32,
-    ) -> Result<Mempool> {
+    pub fn new(_eal: &Eal, name: &str, count: u32, cache: u32, data_room: u16, socket: i32) -> Result<Mempool> {
         if count == 0 {
             return Err(Error::InvalidArgument("mempool of 0 buffers".into()));
         }
@@ -47,9 +40,7 @@ impl Mempool {
         let cname = c_string("mempool name", name)?;
         // SAFETY: EAL is initialised (&Eal); cname is a valid NUL-terminated
         // string; DPDK copies the name.
-        let ptr = unsafe {
-            sys::rte_pktmbuf_pool_create(cname.as_ptr(), count, cache, 0, data_room, socket)
-        };
+        let ptr = unsafe { sys::rte_pktmbuf_pool_create(cname.as_ptr(), count, cache, 0, data_room, socket) };
         Ok(Mempool {
             pool: Arc::new(RawPool::from_created("rte_pktmbuf_pool_create", ptr)?),
         })
@@ -67,12 +58,10 @@ impl Mempool {
 
     /// Allocate `count` mbufs at once (all or nothing), appending them to `out`.
     pub fn alloc_bulk(&self, count: usize, out: &mut Vec<Mbuf>) -> Result<()> {
-        let n = u32::try_from(count)
-            .map_err(|_| Error::InvalidArgument(format!("bulk of {count} mbufs")))?;
+        let n = u32::try_from(count).map_err(|_| Error::InvalidArgument(format!("bulk of {count} mbufs")))?;
         let mut raw: Vec<*mut sys::rte_mbuf> = vec![std::ptr::null_mut(); count];
         // SAFETY: raw has room for `count` pointers; self.pool is a live pool.
-        let ret =
-            unsafe { sys::ironsa_pktmbuf_alloc_bulk(self.pool.as_ptr(), raw.as_mut_ptr(), n) };
+        let ret = unsafe { sys::ironsa_pktmbuf_alloc_bulk(self.pool.as_ptr(), raw.as_mut_ptr(), n) };
         if ret != 0 {
             return Err(Error::from_ret("rte_pktmbuf_alloc_bulk", ret));
         }
@@ -121,9 +110,7 @@ unsafe impl Sync for RawPool {}
 impl RawPool {
     /// Wrap a pool returned by a DPDK `*_pool_create`, or report `call`'s error.
     pub(crate) fn from_created(call: &'static str, ptr: *mut sys::rte_mempool) -> Result<RawPool> {
-        NonNull::new(ptr)
-            .map(RawPool)
-            .ok_or_else(|| Error::from_errno(call))
+        NonNull::new(ptr).map(RawPool).ok_or_else(|| Error::from_errno(call))
     }
 
     /// The pool pointer.

@@ -165,9 +165,7 @@ impl ModpGroup {
             ModpPrime::Modp3072 => &MODP3072,
             ModpPrime::Modp4096 => &MODP4096,
         };
-        cell.get_or_init(|| ModpGroup::new(prime))
-            .as_ref()
-            .map_err(|e| *e)
+        cell.get_or_init(|| ModpGroup::new(prime)).as_ref().map_err(|e| *e)
     }
 
     /// Builds a group from aws-lc's copy of the RFC 3526 prime.
@@ -193,8 +191,7 @@ impl ModpGroup {
         // SAFETY: `prime` is a valid odd modulus and `ctx` valid scratch; a null
         // return is handled.
         let mont = unsafe { sys::BN_MONT_CTX_new_consttime(prime.as_ptr(), ctx.0.as_ptr()) };
-        let mont =
-            MontCtx(NonNull::new(mont).ok_or(ModpError::Library("BN_MONT_CTX_new_consttime"))?);
+        let mont = MontCtx(NonNull::new(mont).ok_or(ModpError::Library("BN_MONT_CTX_new_consttime"))?);
         let prime_minus_one = Bn::new()?;
         // SAFETY: both BIGNUMs are valid and distinct; BN_copy returns null on failure.
         if unsafe { sys::BN_copy(prime_minus_one.0.as_ptr(), prime.as_ptr()) }.is_null() {

@@ -32,8 +32,7 @@ impl Ring {
         let cname = c_string("ring name", name)?;
         // SAFETY: EAL initialised; cname NUL-terminated; RING_F_EXACT_SZ with
         // default MP/MC behaviour.
-        let ptr =
-            unsafe { sys::rte_ring_create(cname.as_ptr(), capacity, socket, sys::RING_F_EXACT_SZ) };
+        let ptr = unsafe { sys::rte_ring_create(cname.as_ptr(), capacity, socket, sys::RING_F_EXACT_SZ) };
         NonNull::new(ptr)
             .map(|ptr| Ring { ptr })
             .ok_or_else(|| Error::from_errno("rte_ring_create"))
@@ -49,8 +48,7 @@ impl Ring {
             *slot = m.as_ptr().cast();
         }
         // SAFETY: raw holds n valid mbuf pointers; the ring is MP-safe.
-        let done =
-            unsafe { sys::ironsa_ring_enqueue_burst(self.ptr.as_ptr(), raw.as_ptr(), n as u32) };
+        let done = unsafe { sys::ironsa_ring_enqueue_burst(self.ptr.as_ptr(), raw.as_ptr(), n as u32) };
         let done = (done as usize).min(n);
         // The ring now owns the first `done` mbufs.
         for m in pkts.drain(..done) {
@@ -65,9 +63,7 @@ impl Ring {
         let n = max.min(MAX_BURST);
         let mut raw = [std::ptr::null_mut::<c_void>(); MAX_BURST];
         // SAFETY: raw has room for n pointers; the ring is MC-safe.
-        let got = unsafe {
-            sys::ironsa_ring_dequeue_burst(self.ptr.as_ptr(), raw.as_mut_ptr(), n as u32)
-        };
+        let got = unsafe { sys::ironsa_ring_dequeue_burst(self.ptr.as_ptr(), raw.as_mut_ptr(), n as u32) };
         let got = (got as usize).min(n);
         out.reserve(got);
         for &p in &raw[..got] {

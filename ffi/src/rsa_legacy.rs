@@ -68,7 +68,14 @@ pub fn sign_pkcs1_sha1(pkcs8: &[u8], msg: &[u8]) -> Result<Vec<u8>, RsaSignError
     // SAFETY: `digest` is 20 readable bytes, `out` has RSA_size writable bytes as RSA_sign
     // requires, `out_len` is a valid pointer, `rsa.0` a valid key.
     let ok = unsafe {
-        sys::RSA_sign(sys::NID_sha1, digest.as_ptr(), digest.len(), out.as_mut_ptr(), &mut out_len, rsa.0)
+        sys::RSA_sign(
+            sys::NID_sha1,
+            digest.as_ptr(),
+            digest.len(),
+            out.as_mut_ptr(),
+            &mut out_len,
+            rsa.0,
+        )
     };
     if ok != 1 || out_len as usize > size {
         return Err(RsaSignError::SignFailed);
@@ -84,6 +91,9 @@ mod tests {
     #[test]
     fn rejects_what_is_not_an_rsa_key() {
         assert_eq!(sign_pkcs1_sha1(b"", b"x"), Err(RsaSignError::BadKey));
-        assert_eq!(sign_pkcs1_sha1(&[0x30, 0x03, 0x02, 0x01, 0x00], b"x"), Err(RsaSignError::BadKey));
+        assert_eq!(
+            sign_pkcs1_sha1(&[0x30, 0x03, 0x02, 0x01, 0x00], b"x"),
+            Err(RsaSignError::BadKey)
+        );
     }
 }

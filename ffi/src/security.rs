@@ -58,11 +58,7 @@ impl SecuritySupport {
         match self {
             SecuritySupport::None => false,
             SecuritySupport::Capabilities(caps) => caps.iter().any(|c| {
-                c.is_ipsec()
-                    && matches!(
-                        c.action,
-                        SecurityAction::InlineCrypto | SecurityAction::InlineProtocol
-                    )
+                c.is_ipsec() && matches!(c.action, SecurityAction::InlineCrypto | SecurityAction::InlineProtocol)
             }),
         }
     }

@@ -141,39 +141,27 @@ mod real {
     }
 
     fn lcore_info(c: &Ctx) -> CaseResult {
-        ensure(
-            c.eal.lcore_count() == 1,
-            format!("lcore_count {}", c.eal.lcore_count()),
-        )?;
+        ensure(c.eal.lcore_count() == 1, format!("lcore_count {}", c.eal.lcore_count()))?;
         ensure(c.eal.main_lcore() == 0, "main lcore is not 0")?;
         ensure(
             c.eal.current_lcore() == Some(0),
             format!("current {:?}", c.eal.current_lcore()),
         )?;
         let lcores = c.eal.lcores();
-        ensure(
-            lcores.len() == 1 && lcores[0].id == 0,
-            format!("lcores {lcores:?}"),
-        )?;
+        ensure(lcores.len() == 1 && lcores[0].id == 0, format!("lcores {lcores:?}"))?;
         // A non-EAL thread has no lcore id.
         let eal = c.eal;
         let other = std::thread::spawn(move || eal.current_lcore())
             .join()
             .map_err(|_| "thread panicked".to_string())?;
-        ensure(
-            other.is_none(),
-            format!("non-EAL thread has lcore {other:?}"),
-        )
+        ensure(other.is_none(), format!("non-EAL thread has lcore {other:?}"))
     }
 
     fn mbuf_edit(c: &Ctx) -> CaseResult {
         let mut m = c.pool.alloc().map_err(e)?;
         let headroom = m.headroom();
         let tailroom = m.tailroom();
-        ensure(
-            m.data_len() == 0 && m.pkt_len() == 0,
-            "fresh mbuf not empty",
-        )?;
+        ensure(m.data_len() == 0 && m.pkt_len() == 0, "fresh mbuf not empty")?;
         ensure(headroom == 128, format!("headroom {headroom}"))?;
         m.extend_from_slice(b"payload").map_err(e)?;
         m.prepend(4).map_err(e)?.copy_from_slice(b"HDR:");
@@ -182,27 +170,15 @@ mod real {
         ensure(m.tailroom() == tailroom - 7, "tailroom after append")?;
         m.adj(4).map_err(e)?;
         m.trim(3).map_err(e)?;
-        ensure(
-            m.data() == b"payl",
-            format!("data after adj/trim {:?}", m.data()),
-        )?;
+        ensure(m.data() == b"payl", format!("data after adj/trim {:?}", m.data()))?;
         m.data_mut()[0] = b'P';
-        ensure(
-            m.data() == b"Payl" && m.pkt_len() == 4 && m.nb_segs() == 1,
-            "data_mut",
-        )?;
+        ensure(m.data() == b"Payl" && m.pkt_len() == 4 && m.nb_segs() == 1, "data_mut")?;
         let in_use = c.pool.in_use();
         drop(m);
-        ensure(
-            c.pool.in_use() + 1 == in_use,
-            "drop did not return the mbuf",
-        )?;
+        ensure(c.pool.in_use() + 1 == in_use, "drop did not return the mbuf")?;
         let mut bulk = Vec::new();
         c.pool.alloc_bulk(16, &mut bulk).map_err(e)?;
-        ensure(
-            bulk.len() == 16 && c.pool.in_use() == in_use - 1 + 16,
-            "alloc_bulk",
-        )?;
+        ensure(bulk.len() == 16 && c.pool.in_use() == in_use - 1 + 16, "alloc_bulk")?;
         bulk.clear();
         ensure(c.pool.in_use() == in_use - 1, "bulk drop")?;
         Ok(())
@@ -210,14 +186,8 @@ mod real {
 
     fn mbuf_bounds_errors(c: &Ctx) -> CaseResult {
         let mut m = c.pool.alloc().map_err(e)?;
-        ensure(
-            m.prepend(m.headroom() + 1).is_err(),
-            "prepend past headroom accepted",
-        )?;
-        ensure(
-            m.append(m.tailroom() + 1).is_err(),
-            "append past tailroom accepted",
-        )?;
+        ensure(m.prepend(m.headroom() + 1).is_err(), "prepend past headroom accepted")?;
+        ensure(m.append(m.tailroom() + 1).is_err(), "append past tailroom accepted")?;
         ensure(m.adj(1).is_err(), "adj on empty mbuf accepted")?;
         ensure(m.trim(1).is_err(), "trim on empty mbuf accepted")?;
         ensure(m.data_len() == 0, "failed edits changed the mbuf")?;
@@ -239,10 +209,7 @@ mod real {
 
     fn lookup_errors(c: &Ctx) -> CaseResult {
         ensure(
-            matches!(
-                EthPort::by_name(&c.eal, "net_nope9"),
-                Err(Error::NotFound(_))
-            ),
+            matches!(EthPort::by_name(&c.eal, "net_nope9"), Err(Error::NotFound(_))),
             "unknown port found",
         )?;
         ensure(
@@ -250,10 +217,7 @@ mod real {
             "port 31 found",
         )?;
         ensure(
-            matches!(
-                CryptoDev::by_name(&c.eal, "crypto_nope0"),
-                Err(Error::NotFound(_))
-            ),
+            matches!(CryptoDev::by_name(&c.eal, "crypto_nope0"), Err(Error::NotFound(_))),
             "unknown cryptodev found",
         )?;
         ensure(
@@ -272,18 +236,12 @@ mod real {
             pkts.push(m);
         }
         let n = ring.enqueue_burst(&mut pkts);
-        ensure(
-            n == 8 && pkts.len() == 2 && ring.len() == 8,
-            format!("enqueued {n}"),
-        )?;
+        ensure(n == 8 && pkts.len() == 2 && ring.len() == 8, format!("enqueued {n}"))?;
         let mut out = Vec::new();
         let got = ring.dequeue_burst(&mut out, 32);
         ensure(got == 8 && ring.is_empty(), format!("dequeued {got}"))?;
         for (i, m) in out.iter().enumerate() {
-            ensure(
-                m.data() == [i as u8; 3],
-                format!("ring item {i}: {:?}", m.data()),
-            )?;
+            ensure(m.data() == [i as u8; 3], format!("ring item {i}: {:?}", m.data()))?;
         }
         // Dropping a non-empty ring frees what it holds.
         let before = c.pool.in_use();
@@ -295,10 +253,7 @@ mod real {
     fn net_ring_loopback_and_stats(c: &Ctx) -> CaseResult {
         let port = EthPort::by_name(&c.eal, "net_ring0").map_err(e)?;
         let info = port.info().map_err(e)?;
-        ensure(
-            info.driver == "net_ring",
-            format!("driver {:?}", info.driver),
-        )?;
+        ensure(info.driver == "net_ring", format!("driver {:?}", info.driver))?;
         ensure(info.name == "net_ring0", format!("name {:?}", info.name))?;
         let config = PortConfig {
             rx_descriptors: 256,
@@ -320,10 +275,7 @@ mod real {
         }
         let tx = &mut queues.tx[0];
         let sent = tx.tx_burst(&mut burst);
-        ensure(
-            sent == COUNT && burst.is_empty(),
-            format!("sent {sent}/{COUNT}"),
-        )?;
+        ensure(sent == COUNT && burst.is_empty(), format!("sent {sent}/{COUNT}"))?;
 
         let mut got = Vec::new();
         for _ in 0..100 {
@@ -332,19 +284,10 @@ mod real {
             }
             queues.rx[0].rx_burst(&mut got, MAX_BURST);
         }
-        ensure(
-            got.len() == COUNT,
-            format!("received {}/{COUNT}", got.len()),
-        )?;
+        ensure(got.len() == COUNT, format!("received {}/{COUNT}", got.len()))?;
         for (i, m) in got.iter().enumerate() {
-            ensure(
-                m.data() == payload(i).as_slice(),
-                format!("packet {i} differs"),
-            )?;
-            ensure(
-                m.pkt_len() as usize == payload(i).len(),
-                format!("packet {i} length"),
-            )?;
+            ensure(m.data() == payload(i).as_slice(), format!("packet {i} differs"))?;
+            ensure(m.pkt_len() as usize == payload(i).len(), format!("packet {i} length"))?;
         }
         // net_ring counts packets only (ibytes/obytes stay 0).
         let stats = port.stats().map_err(e)?;
@@ -354,19 +297,13 @@ mod real {
         )?;
         ensure(
             stats.q_opackets[0] == COUNT as u64 && stats.q_ipackets[0] == COUNT as u64,
-            format!(
-                "queue stats {:?} {:?}",
-                stats.q_opackets[0], stats.q_ipackets[0]
-            ),
+            format!("queue stats {:?} {:?}", stats.q_opackets[0], stats.q_ipackets[0]),
         )?;
         ensure(stats.ierrors == 0 && stats.oerrors == 0, "errors counted")?;
         drop(got);
         port.stop().map_err(e)?;
         ensure(
-            matches!(
-                port.configure(&config, &c.pool),
-                Err(Error::InvalidArgument(_))
-            ),
+            matches!(port.configure(&config, &c.pool), Err(Error::InvalidArgument(_))),
             "second configure of a port accepted",
         )?;
         Ok(())
@@ -375,14 +312,8 @@ mod real {
     fn net_null_rx_tx(c: &Ctx) -> CaseResult {
         let port = EthPort::by_name(&c.eal, "net_null0").map_err(e)?;
         let info = port.info().map_err(e)?;
-        ensure(
-            info.driver == "net_null",
-            format!("driver {:?}", info.driver),
-        )?;
-        ensure(
-            info.rss_offloads != 0,
-            "net_null reports no RSS hash functions",
-        )?;
+        ensure(info.driver == "net_null", format!("driver {:?}", info.driver))?;
+        ensure(info.rss_offloads != 0, "net_null reports no RSS hash functions")?;
         // Two queues with RSS: exercises the RSS configuration path.
         let config = PortConfig {
             rx_queues: 2,
@@ -393,30 +324,21 @@ mod real {
             ..PortConfig::default()
         };
         let mut queues = port.configure(&config, &c.pool).map_err(e)?;
-        ensure(
-            queues.rx.len() == 2 && queues.tx.len() == 2,
-            "queue handles",
-        )?;
+        ensure(queues.rx.len() == 2 && queues.tx.len() == 2, "queue handles")?;
         port.start().map_err(e)?;
         port.reset_stats().map_err(e)?;
         let in_use = c.pool.in_use();
         let mut got = Vec::new();
         let n = queues.rx[0].rx_burst(&mut got, 16) + queues.rx[1].rx_burst(&mut got, 16);
         ensure(n == 32 && got.len() == 32, format!("net_null rx gave {n}"))?;
-        ensure(
-            got.iter().all(|m| m.pkt_len() > 0),
-            "empty packet from net_null",
-        )?;
+        ensure(got.iter().all(|m| m.pkt_len() > 0), "empty packet from net_null")?;
         let mut second = got.split_off(16);
         let sent = queues.tx[0].tx_burst(&mut got) + queues.tx[1].tx_burst(&mut second);
         ensure(
             sent == 32 && got.is_empty() && second.is_empty(),
             format!("net_null tx took {sent}"),
         )?;
-        ensure(
-            c.pool.in_use() == in_use,
-            "net_null tx did not free the mbufs",
-        )?;
+        ensure(c.pool.in_use() == in_use, "net_null tx did not free the mbufs")?;
         let stats = port.stats().map_err(e)?;
         ensure(
             stats.ipackets == 32 && stats.opackets == 32,
@@ -438,10 +360,7 @@ mod real {
         let info = dev.info();
         ensure(info.driver == driver, format!("driver {:?}", info.driver))?;
         let by_driver = CryptoDev::by_driver(&c.eal, driver).map_err(e)?;
-        ensure(
-            by_driver.contains(&dev),
-            format!("{name} not listed under {driver}"),
-        )?;
+        ensure(by_driver.contains(&dev), format!("{name} not listed under {driver}"))?;
         let caps = dev.aes_gcm_caps().ok_or("no AES-GCM capability")?;
         ensure(
             caps.key_size.contains(16) && caps.key_size.contains(32),
@@ -452,8 +371,7 @@ mod real {
             "IV/ICV sizes",
         )?;
 
-        let sessions =
-            SessionPool::new(&c.eal, &format!("sess_{name}"), 16, &[dev], -1).map_err(e)?;
+        let sessions = SessionPool::new(&c.eal, &format!("sess_{name}"), 16, &[dev], -1).map_err(e)?;
         let ops = CryptoOpPool::new(&c.eal, &format!("ops_{name}"), 64, 0, -1).map_err(e)?;
         let mut qps = dev.configure_and_start(1, 64, &sessions).map_err(e)?;
         let qp = &mut qps[0];
@@ -464,16 +382,7 @@ mod real {
         let len = pt.len() as u32;
 
         // Encrypt: mbuf = plaintext || room for the ICV.
-        let enc = SymSession::aes_gcm(
-            &dev,
-            &sessions,
-            AeadDirection::Encrypt,
-            &key,
-            12,
-            aad_len,
-            16,
-        )
-        .map_err(e)?;
+        let enc = SymSession::aes_gcm(&dev, &sessions, AeadDirection::Encrypt, &key, 12, aad_len, 16).map_err(e)?;
         let mut m = c.pool.alloc().map_err(e)?;
         m.extend_from_slice(&pt).map_err(e)?;
         m.append(16).map_err(e)?.fill(0);
@@ -500,27 +409,12 @@ mod real {
             &data[..pt.len()] == ct.as_slice(),
             format!("ciphertext differs on {name}"),
         )?;
-        ensure(
-            &data[pt.len()..] == tag.as_slice(),
-            format!("tag differs on {name}"),
-        )?;
+        ensure(&data[pt.len()..] == tag.as_slice(), format!("tag differs on {name}"))?;
 
         // Decrypt the result back; then a tampered copy must fail the ICV check.
-        let dec = SymSession::aes_gcm(
-            &dev,
-            &sessions,
-            AeadDirection::Decrypt,
-            &key,
-            12,
-            aad_len,
-            16,
-        )
-        .map_err(e)?;
+        let dec = SymSession::aes_gcm(&dev, &sessions, AeadDirection::Decrypt, &key, 12, aad_len, 16).map_err(e)?;
         let sealed = out.take_mbuf().ok_or("take_mbuf")?;
-        ensure(
-            out.mbuf_data().is_none(),
-            "op still has an mbuf after take_mbuf",
-        )?;
+        ensure(out.mbuf_data().is_none(), "op still has an mbuf after take_mbuf")?;
         let mut tampered = c.pool.alloc().map_err(e)?;
         tampered.extend_from_slice(sealed.data()).map_err(e)?;
         tampered.data_mut()[5] ^= 1;
@@ -601,16 +495,7 @@ mod real {
             "wrong IV length accepted",
         )?;
         ensure(
-            SymSession::aes_gcm(
-                &dev,
-                &sessions,
-                AeadDirection::Encrypt,
-                &key[..20],
-                12,
-                aad_len,
-                16,
-            )
-            .is_err(),
+            SymSession::aes_gcm(&dev, &sessions, AeadDirection::Encrypt, &key[..20], 12, aad_len, 16).is_err(),
             "20-byte key accepted",
         )?;
         // Ops that are not ready are not handed to the device.
@@ -669,10 +554,7 @@ mod real {
     fn security_probe_net_ring(c: &Ctx) -> CaseResult {
         let port = EthPort::by_name(&c.eal, "net_ring0").map_err(e)?;
         let sec = port.security();
-        ensure(
-            sec == SecuritySupport::None,
-            format!("net_ring0 security {sec:?}"),
-        )?;
+        ensure(sec == SecuritySupport::None, format!("net_ring0 security {sec:?}"))?;
         ensure(!sec.has_inline_ipsec(), "inline ipsec reported")?;
         let info = port.info().map_err(e)?;
         ensure(
@@ -686,15 +568,9 @@ mod real {
         print!("{report}");
         ensure(report.lcores == 1, "lcores")?;
         let names: Vec<&str> = report.ports.iter().map(|p| p.name.as_str()).collect();
+        ensure(names == ["net_ring0", "net_null0"], format!("ports {names:?}"))?;
         ensure(
-            names == ["net_ring0", "net_null0"],
-            format!("ports {names:?}"),
-        )?;
-        ensure(
-            report
-                .ports
-                .iter()
-                .all(|p| p.security == SecuritySupport::None),
+            report.ports.iter().all(|p| p.security == SecuritySupport::None),
             "vdev with security",
         )?;
         let gcm: Vec<(&str, bool)> = report
@@ -713,9 +589,7 @@ mod real {
         let mb = &report.crypto[2];
         match &mb.security {
             SecuritySupport::Capabilities(caps) => ensure(
-                !caps.is_empty()
-                    && caps.iter().all(|cap| !cap.is_ipsec())
-                    && !mb.security.has_inline_ipsec(),
+                !caps.is_empty() && caps.iter().all(|cap| !cap.is_ipsec()) && !mb.security.has_inline_ipsec(),
                 format!("aesni_mb security {caps:?}"),
             ),
             SecuritySupport::None => Err("aesni_mb has no security context".into()),

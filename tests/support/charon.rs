@@ -29,12 +29,13 @@ pub const CHARON_BIN: &str = "/usr/lib/ipsec/charon";
 
 /// swanctl credential folders created (empty) in every instance.
 const SWANCTL_DIRS: &[&str] = &[
-    "x509", "x509ca", "x509ocsp", "x509aa", "x509ac", "x509crl", "pubkey", "private", "rsa",
-    "ecdsa", "bliss", "pkcs8", "pkcs12",
+    "x509", "x509ca", "x509ocsp", "x509aa", "x509ac", "x509crl", "pubkey", "private", "rsa", "ecdsa", "bliss", "pkcs8",
+    "pkcs12",
 ];
 
 /// Plugins every instance loads (before the kernel backend).
-const BASE_PLUGINS: &str = "random nonce openssl pem pkcs1 pkcs8 x509 revocation constraints pubkey curve25519 aes sha1 sha2 hmac gcm kdf";
+const BASE_PLUGINS: &str =
+    "random nonce openssl pem pkcs1 pkcs8 x509 revocation constraints pubkey curve25519 aes sha1 sha2 hmac gcm kdf";
 
 /// How charon installs SAs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,8 +149,7 @@ impl CharonBuilder {
 
     /// Copies `src` into `swanctl/<subdir>/<file_name>` before start.
     pub fn file(mut self, subdir: &str, file_name: &str, src: &Path) -> Self {
-        self.files
-            .push((subdir.into(), file_name.into(), src.to_path_buf()));
+        self.files.push((subdir.into(), file_name.into(), src.to_path_buf()));
         self
     }
 
@@ -160,8 +160,7 @@ impl CharonBuilder {
         let crt = format!("{}.crt", cert.name);
         let key = format!("{}.key", cert.name);
         let dir = cert.key_type.swanctl_dir();
-        self.file("x509", &crt, &cert.cert_der)
-            .file(dir, &key, &cert.key_der)
+        self.file("x509", &crt, &cert.cert_der).file(dir, &key, &cert.key_der)
     }
 
     /// Installs a trusted CA (or intermediate) certificate as `x509ca/<name>.crt`.
@@ -212,18 +211,12 @@ impl CharonBuilder {
         let mut defaults: Vec<(String, String)> = vec![
             ("load_modular".into(), "no".into()),
             ("load".into(), plugins),
-            (
-                "install_routes".into(),
-                if libipsec { "yes" } else { "no" }.into(),
-            ),
+            ("install_routes".into(), if libipsec { "yes" } else { "no" }.into()),
             ("install_virtual_ip".into(), "no".into()),
             ("retransmit_tries".into(), "2".into()),
             ("retransmit_timeout".into(), "2".into()),
             ("plugins.vici.socket".into(), vici.clone()),
-            (
-                "filelog.main.path".into(),
-                dir.join("charon.log").display().to_string(),
-            ),
+            ("filelog.main.path".into(), dir.join("charon.log").display().to_string()),
             ("filelog.main.append".into(), "yes".into()),
             ("filelog.main.flush_line".into(), "yes".into()),
             ("filelog.main.time_format".into(), quote("%H:%M:%S")),
@@ -240,11 +233,7 @@ impl CharonBuilder {
             conf_insert(&mut tree, k, v);
         }
         for (subsys, level) in &self.log_levels {
-            conf_insert(
-                &mut tree,
-                &format!("filelog.main.{subsys}"),
-                &level.to_string(),
-            );
+            conf_insert(&mut tree, &format!("filelog.main.{subsys}"), &level.to_string());
         }
         let mut out = String::from("charon {\n");
         conf_render(&tree, 2, &mut out);
@@ -262,16 +251,11 @@ impl CharonBuilder {
         let root = dir.path().to_path_buf();
         let swanctl_dir = root.join("swanctl");
         for sub in SWANCTL_DIRS {
-            std::fs::create_dir_all(swanctl_dir.join(sub))
-                .map_err(io_err("create swanctl dirs"))?;
+            std::fs::create_dir_all(swanctl_dir.join(sub)).map_err(io_err("create swanctl dirs"))?;
         }
         for (sub, name, src) in &self.files {
             let dst = swanctl_dir.join(sub).join(name);
-            std::fs::copy(src, &dst).map_err(io_err(format!(
-                "copy {} -> {}",
-                src.display(),
-                dst.display()
-            )))?;
+            std::fs::copy(src, &dst).map_err(io_err(format!("copy {} -> {}", src.display(), dst.display())))?;
         }
         let ports = match (&self.backend, self.ports) {
             (_, Some(p)) => Some(p),
@@ -279,13 +263,10 @@ impl CharonBuilder {
             (KernelBackend::Libipsec { .. }, None) => None,
         };
         let conf_path = root.join("strongswan.conf");
-        std::fs::write(&conf_path, self.strongswan_conf(&root, ports))
-            .map_err(io_err("write strongswan.conf"))?;
-        std::fs::write(swanctl_dir.join("swanctl.conf"), self.conf.render())
-            .map_err(io_err("write swanctl.conf"))?;
+        std::fs::write(&conf_path, self.strongswan_conf(&root, ports)).map_err(io_err("write strongswan.conf"))?;
+        std::fs::write(swanctl_dir.join("swanctl.conf"), self.conf.render()).map_err(io_err("write swanctl.conf"))?;
 
-        let stdout =
-            std::fs::File::create(root.join("stdout.log")).map_err(io_err("create stdout.log"))?;
+        let stdout = std::fs::File::create(root.join("stdout.log")).map_err(io_err("create stdout.log"))?;
         let stderr = stdout.try_clone().map_err(io_err("clone stdout.log"))?;
         let script = format!("mount -t tmpfs tmpfs /run && exec {CHARON_BIN}");
         let mut cmd = match &self.backend {
@@ -514,11 +495,7 @@ impl Drop for Charon {
         if keep {
             if let Some(dir) = self.dir.take() {
                 let path = dir.keep();
-                eprintln!(
-                    "harness: kept charon {} directory {}",
-                    self.name,
-                    path.display()
-                );
+                eprintln!("harness: kept charon {} directory {}", self.name, path.display());
             }
         }
     }

@@ -146,12 +146,7 @@ impl Child {
         kv(out, indent + 2, "remote_ts", &self.remote_ts.join(","));
         opt(out, indent + 2, "mode", &self.mode);
         if !self.esp_proposals.is_empty() {
-            kv(
-                out,
-                indent + 2,
-                "esp_proposals",
-                &self.esp_proposals.join(","),
-            );
+            kv(out, indent + 2, "esp_proposals", &self.esp_proposals.join(","));
         }
         opt(out, indent + 2, "start_action", &self.start_action);
         opt(out, indent + 2, "rekey_time", &self.rekey_time);
@@ -329,26 +324,12 @@ impl Connection {
             out,
             i,
             "version",
-            if self.version == IkeVersion::V1 {
-                "1"
-            } else {
-                "2"
-            },
+            if self.version == IkeVersion::V1 { "1" } else { "2" },
         );
         kv(out, i, "local_addrs", &self.local_addrs.join(","));
         kv(out, i, "remote_addrs", &self.remote_addrs.join(","));
-        opt(
-            out,
-            i,
-            "local_port",
-            &self.local_port.map(|p| p.to_string()),
-        );
-        opt(
-            out,
-            i,
-            "remote_port",
-            &self.remote_port.map(|p| p.to_string()),
-        );
+        opt(out, i, "local_port", &self.local_port.map(|p| p.to_string()));
+        opt(out, i, "remote_port", &self.remote_port.map(|p| p.to_string()));
         if !self.proposals.is_empty() {
             kv(out, i, "proposals", &self.proposals.join(","));
         }

@@ -20,9 +20,14 @@ impl Ironsa {
     /// placeholder is replaced) and starts the daemon, optionally inside a
     /// network namespace. Waits until the control socket answers.
     pub fn start(config: &str, netns: Option<&str>) -> Ironsa {
-        let dir = tempfile::Builder::new().prefix("ironsa-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("ironsa-test-")
+            .tempdir()
+            .expect("tempdir");
         let socket = dir.path().join("ironsa.sock");
-        let config = config.replace("SOCKET", &socket.display().to_string()).replace("DIR", &dir.path().display().to_string());
+        let config = config
+            .replace("SOCKET", &socket.display().to_string())
+            .replace("DIR", &dir.path().display().to_string());
         let cfg_path = dir.path().join("ironsa.toml");
         std::fs::write(&cfg_path, &config).expect("write config");
         let log = std::fs::File::create(dir.path().join("ironsa.log")).expect("log");
@@ -36,10 +41,20 @@ impl Ironsa {
             None => Command::new(bin),
         };
         cmd.args(["run", "--config"]).arg(&cfg_path);
-        cmd.env("IRONSA_LOG", std::env::var("IRONSA_LOG").unwrap_or_else(|_| "debug".into()));
-        cmd.stdin(Stdio::null()).stdout(log.try_clone().expect("log")).stderr(log);
+        cmd.env(
+            "IRONSA_LOG",
+            std::env::var("IRONSA_LOG").unwrap_or_else(|_| "debug".into()),
+        );
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
         let child = cmd.spawn().expect("spawn ironsa");
-        let me = Ironsa { child: Some(child), dir, socket, netns: netns.map(str::to_string) };
+        let me = Ironsa {
+            child: Some(child),
+            dir,
+            socket,
+            netns: netns.map(str::to_string),
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if me.try_call(r#"{"cmd":"stats"}"#).is_some() {
@@ -86,7 +101,10 @@ impl Ironsa {
 
     /// `ironsa sas` as JSON.
     pub fn sas(&self) -> Vec<Value> {
-        self.call(serde_json::json!({"cmd": "sas"})).as_array().cloned().unwrap_or_default()
+        self.call(serde_json::json!({"cmd": "sas"}))
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Waits until `pred` holds for the SA list.
@@ -115,7 +133,11 @@ impl Ironsa {
         let log = self.log();
         let lines: Vec<&str> = log.lines().collect();
         let start = lines.len().saturating_sub(80);
-        eprintln!("---- ironsa log (last {} lines) ----\n{}", lines.len() - start, lines[start..].join("\n"));
+        eprintln!(
+            "---- ironsa log (last {} lines) ----\n{}",
+            lines.len() - start,
+            lines[start..].join("\n")
+        );
     }
 
     /// Stops the daemon gracefully (DELETE to peers) and waits.

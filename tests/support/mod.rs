@@ -36,18 +36,18 @@
 
 pub mod charon;
 pub mod config;
+pub mod ironsa;
 pub mod netns;
 pub mod pki;
 pub mod sas;
 pub mod swanctl;
 pub mod util;
-pub mod ironsa;
 
 pub use charon::{Charon, CharonBuilder, KernelBackend};
 pub use config::{AuthRound, Child, Connection, IkeVersion, Secret, SwanctlConf};
+pub use ironsa::Ironsa;
 pub use netns::{Netns, NetnsPair};
 pub use pki::{CertFiles, KeyType, Pki, San};
 pub use sas::{ChildSaInfo, IkeSaInfo, parse_list_sas};
 pub use swanctl::{Swanctl, Target};
 pub use util::{HarnessError, Result};
-pub use ironsa::Ironsa;

@@ -33,9 +33,7 @@ impl Netns {
     /// Creates namespace `name` with `lo` up.
     pub fn create(name: &str) -> Result<Self> {
         run("ip", &["netns", "add", name])?;
-        let ns = Self {
-            name: name.to_string(),
-        };
+        let ns = Self { name: name.to_string() };
         ns.exec(&["ip", "link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -52,11 +50,7 @@ impl Netns {
 
     /// Runs a command inside the namespace, bounded by `limit`.
     pub fn exec_bounded<S: AsRef<OsStr>>(&self, argv: &[S], limit: Duration) -> Result<Output> {
-        let mut args: Vec<&OsStr> = vec![
-            OsStr::new("netns"),
-            OsStr::new("exec"),
-            OsStr::new(&self.name),
-        ];
+        let mut args: Vec<&OsStr> = vec![OsStr::new("netns"), OsStr::new("exec"), OsStr::new(&self.name)];
         args.extend(argv.iter().map(|a| a.as_ref()));
         run_bounded("ip", &args, &[], limit)
     }
@@ -119,32 +113,13 @@ impl NetnsPair {
             "netns",
             b.name(),
         ])?;
-        a.exec(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{OUTER_A}/24"),
-            "dev",
-            &veth_a,
-        ])?;
+        a.exec(&["ip", "addr", "add", &format!("{OUTER_A}/24"), "dev", &veth_a])?;
         a.exec(&["ip", "link", "set", &veth_a, "up"])?;
         a.exec(&["ip", "addr", "add", &format!("{INNER_A}/32"), "dev", "lo"])?;
-        b.exec(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{OUTER_B}/24"),
-            "dev",
-            &veth_b,
-        ])?;
+        b.exec(&["ip", "addr", "add", &format!("{OUTER_B}/24"), "dev", &veth_b])?;
         b.exec(&["ip", "link", "set", &veth_b, "up"])?;
         b.exec(&["ip", "addr", "add", &format!("{INNER_B}/32"), "dev", "lo"])?;
-        Ok(Self {
-            a,
-            b,
-            veth_a,
-            veth_b,
-        })
+        Ok(Self { a, b, veth_a, veth_b })
     }
 }
 

@@ -25,24 +25,9 @@ pub enum KeyType {
 impl KeyType {
     fn gen_args(self) -> Vec<String> {
         match self {
-            Self::EcdsaP256 => vec![
-                "--type".into(),
-                "ecdsa".into(),
-                "--size".into(),
-                "256".into(),
-            ],
-            Self::EcdsaP384 => vec![
-                "--type".into(),
-                "ecdsa".into(),
-                "--size".into(),
-                "384".into(),
-            ],
-            Self::Rsa(bits) => vec![
-                "--type".into(),
-                "rsa".into(),
-                "--size".into(),
-                bits.to_string(),
-            ],
+            Self::EcdsaP256 => vec!["--type".into(), "ecdsa".into(), "--size".into(), "256".into()],
+            Self::EcdsaP384 => vec!["--type".into(), "ecdsa".into(), "--size".into(), "384".into()],
+            Self::Rsa(bits) => vec!["--type".into(), "rsa".into(), "--size".into(), bits.to_string()],
             Self::Ed25519 => vec!["--type".into(), "ed25519".into()],
         }
     }
@@ -155,29 +140,19 @@ impl Pki {
         args.extend(["--outform".into(), "der".into()]);
         let der = self.pki(&args)?;
         if der.is_empty() {
-            return Err(HarnessError::Parse(format!(
-                "pki --gen produced no key for {name}"
-            )));
+            return Err(HarnessError::Parse(format!("pki --gen produced no key for {name}")));
         }
         let der_path = self.write(&format!("{name}.key.der"), &der)?;
-        let pem_path = self.write(
-            &format!("{name}.key.pem"),
-            pem(key_type.pem_label(), &der).as_bytes(),
-        )?;
+        let pem_path = self.write(&format!("{name}.key.pem"), pem(key_type.pem_label(), &der).as_bytes())?;
         Ok((der_path, pem_path))
     }
 
     fn write_cert(&self, name: &str, der: &[u8]) -> Result<(PathBuf, PathBuf)> {
         if der.is_empty() {
-            return Err(HarnessError::Parse(format!(
-                "pki produced no certificate for {name}"
-            )));
+            return Err(HarnessError::Parse(format!("pki produced no certificate for {name}")));
         }
         let der_path = self.write(&format!("{name}.crt.der"), der)?;
-        let pem_path = self.write(
-            &format!("{name}.crt.pem"),
-            pem("CERTIFICATE", der).as_bytes(),
-        )?;
+        let pem_path = self.write(&format!("{name}.crt.pem"), pem("CERTIFICATE", der).as_bytes())?;
         Ok((der_path, pem_path))
     }
 
@@ -264,13 +239,7 @@ impl Pki {
     }
 
     /// An end-entity certificate issued by `issuer`.
-    pub fn end_entity(
-        &self,
-        issuer: &CertFiles,
-        name: &str,
-        key_type: KeyType,
-        sans: &[San],
-    ) -> Result<CertFiles> {
+    pub fn end_entity(&self, issuer: &CertFiles, name: &str, key_type: KeyType, sans: &[San]) -> Result<CertFiles> {
         self.issue(issuer, name, key_type, sans, false)
     }
 
@@ -339,11 +308,7 @@ pub fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for (i, shift) in [18u32, 12, 6, 0].iter().enumerate() {
             if i <= chunk.len() {

@@ -85,9 +85,7 @@ pub fn parse_vici_pretty(text: &str) -> Result<Vec<(String, ViciNode)>> {
         } else if let Some(key) = line.strip_suffix(" =") {
             // An empty value prints as `key = ` (trailing space trimmed above).
             match stack.last_mut() {
-                Some(Frame::Section(_, entries)) => {
-                    entries.push((key.to_string(), ViciNode::Value(String::new())))
-                }
+                Some(Frame::Section(_, entries)) => entries.push((key.to_string(), ViciNode::Value(String::new()))),
                 _ => return Err(err("value outside a section")),
             }
         } else {
@@ -101,9 +99,7 @@ pub fn parse_vici_pretty(text: &str) -> Result<Vec<(String, ViciNode)>> {
     }
     match stack.pop() {
         Some(Frame::Section(_, entries)) => Ok(entries),
-        _ => Err(HarnessError::Parse(
-            "internal: root is not a section".into(),
-        )),
+        _ => Err(HarnessError::Parse("internal: root is not a section".into())),
     }
 }
 
@@ -216,10 +212,7 @@ impl IkeSaInfo {
 
     /// Children in state `INSTALLED`.
     pub fn installed_children(&self) -> Vec<&ChildSaInfo> {
-        self.children
-            .iter()
-            .filter(|c| c.state == "INSTALLED")
-            .collect()
+        self.children.iter().filter(|c| c.state == "INSTALLED").collect()
     }
 }
 
@@ -257,8 +250,7 @@ impl<'a> Fields<'a> {
         } else {
             v.parse::<u64>()
         };
-        let n = parsed
-            .map_err(|e| HarnessError::Parse(format!("{}: `{key}` = {v:?}: {e}", self.ctx)))?;
+        let n = parsed.map_err(|e| HarnessError::Parse(format!("{}: `{key}` = {v:?}: {e}", self.ctx)))?;
         T::try_from(n)
             .map(Some)
             .map_err(|_| HarnessError::Parse(format!("{}: `{key}` = {v:?} out of range", self.ctx)))
@@ -318,13 +310,13 @@ fn parse_ike(name: &str, entries: &[(String, ViciNode)]) -> Result<IkeSaInfo> {
     let f = Fields::new(format!("IKE_SA {name}"), entries);
     let mut children = Vec::new();
     if let Some(node) = f.values.get("child-sas") {
-        let section = node.section().ok_or_else(|| {
-            HarnessError::Parse(format!("IKE_SA {name}: child-sas is not a section"))
-        })?;
+        let section = node
+            .section()
+            .ok_or_else(|| HarnessError::Parse(format!("IKE_SA {name}: child-sas is not a section")))?;
         for (key, child) in section {
-            let child = child.section().ok_or_else(|| {
-                HarnessError::Parse(format!("IKE_SA {name}: child {key} is not a section"))
-            })?;
+            let child = child
+                .section()
+                .ok_or_else(|| HarnessError::Parse(format!("IKE_SA {name}: child {key} is not a section")))?;
             children.push(parse_child(key, child)?);
         }
     }
@@ -363,9 +355,9 @@ pub fn parse_list_sas(text: &str) -> Result<Vec<IkeSaInfo>> {
             .section()
             .ok_or_else(|| HarnessError::Parse("list-sa event is not a section".into()))?;
         for (ike_name, ike) in section {
-            let ike = ike.section().ok_or_else(|| {
-                HarnessError::Parse(format!("IKE_SA {ike_name} is not a section"))
-            })?;
+            let ike = ike
+                .section()
+                .ok_or_else(|| HarnessError::Parse(format!("IKE_SA {ike_name} is not a section")))?;
             out.push(parse_ike(ike_name, ike)?);
         }
     }

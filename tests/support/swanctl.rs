@@ -110,11 +110,7 @@ impl Swanctl {
     }
 
     /// Polls [`Swanctl::list_sas`] until `pred` holds, or fails after `limit`.
-    pub fn wait_for_sas(
-        &self,
-        limit: Duration,
-        mut pred: impl FnMut(&[IkeSaInfo]) -> bool,
-    ) -> Result<Vec<IkeSaInfo>> {
+    pub fn wait_for_sas(&self, limit: Duration, mut pred: impl FnMut(&[IkeSaInfo]) -> bool) -> Result<Vec<IkeSaInfo>> {
         let deadline = std::time::Instant::now() + limit;
         loop {
             let sas = self.list_sas()?;

@@ -12,10 +12,7 @@ use std::time::Duration;
 #[derive(Debug)]
 pub enum HarnessError {
     /// A command could not be spawned.
-    Spawn {
-        command: String,
-        source: std::io::Error,
-    },
+    Spawn { command: String, source: std::io::Error },
     /// A command exited unsuccessfully (124 = killed by `timeout`).
     Failed {
         command: String,
@@ -24,10 +21,7 @@ pub enum HarnessError {
         stderr: String,
     },
     /// Filesystem error while preparing configuration.
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    Io { context: String, source: std::io::Error },
     /// Output that could not be parsed.
     Parse(String),
     /// Something did not happen within its deadline.
@@ -48,11 +42,7 @@ impl fmt::Display for HarnessError {
             } => write!(
                 f,
                 "`{command}` failed (status {status:?}{})\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-                if *status == Some(124) {
-                    ", timed out"
-                } else {
-                    ""
-                }
+                if *status == Some(124) { ", timed out" } else { "" }
             ),
             Self::Io { context, source } => write!(f, "{context}: {source}"),
             Self::Parse(msg) => write!(f, "parse error: {msg}"),
@@ -95,10 +85,7 @@ pub fn run_bounded<S: AsRef<OsStr>>(
     let command = describe(program, &args);
     let secs = format!("{:.3}", limit.as_secs_f64().max(0.1));
     let mut cmd = Command::new("timeout");
-    cmd.arg("--kill-after=1")
-        .arg(&secs)
-        .arg(program)
-        .args(&args);
+    cmd.arg("--kill-after=1").arg(&secs).arg(program).args(&args);
     for (k, v) in envs {
         cmd.env(k, v);
     }

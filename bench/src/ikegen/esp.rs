@@ -12,7 +12,7 @@ use control::ike_sa::ChildSaInstall;
 use fastpath::buf::{PacketBuf, PacketBuffer};
 use fastpath::esp::aead::{CipherKeys, EncAlg, IntegAlg};
 use fastpath::io::raw::RawEspIo;
-use fastpath::sad::{Direction, Sad, SaParams, UdpEncap};
+use fastpath::sad::{Direction, SaParams, Sad, UdpEncap};
 use fastpath::spd::{Policy, PolicyAction, Spd, TrafficSelector};
 use fastpath::worker::{Verdict, Worker};
 use std::sync::Arc;
@@ -69,7 +69,12 @@ fn keys(c: &ChildSaInstall) -> Option<CipherKeys> {
         Some(IkeInteg::HmacSha384_192) => IntegAlg::HmacSha384_192,
         Some(IkeInteg::HmacSha512_256) => IntegAlg::HmacSha512_256,
     };
-    Some(CipherKeys { enc, integ, enc_key: c.outbound.encr.clone(), integ_key: c.outbound.integ.clone() })
+    Some(CipherKeys {
+        enc,
+        integ,
+        enc_key: c.outbound.encr.clone(),
+        integ_key: c.outbound.integ.clone(),
+    })
 }
 
 /// A host address inside a selector (its start, or start + 1 for a network address range).
@@ -99,34 +104,56 @@ impl EspLoad {
             size: size.clamp(28, 1400),
             bufs: (0..BURST).map(|_| PacketBuf::with_defaults()).collect(),
             verdicts: vec![Verdict::Keepalive; BURST],
-            report: EspReport { size: size.clamp(28, 1400), ..EspReport::default() },
+            report: EspReport {
+                size: size.clamp(28, 1400),
+                ..EspReport::default()
+            },
         }
     }
 
     /// Installs the outbound half of a CHILD_SA the generator negotiated.
     pub fn add_child(&mut self, c: &ChildSaInstall, udp_socket: Option<&UdpSocket>) {
-        let (Some(k), Some(l), Some(r)) = (keys(c), c.local_ts.first(), c.remote_ts.first()) else { return };
+        let (Some(k), Some(l), Some(r)) = (keys(c), c.local_ts.first(), c.remote_ts.first()) else {
+            return;
+        };
         let mut p = SaParams::new(c.spi_out, Direction::Outbound, k, c.local.ip(), c.remote.ip());
         p.esn = c.esn;
         if c.udp_encap {
-            p.udp_encap = Some(UdpEncap { local_port: c.local.port(), remote_port: c.remote.port() });
+            p.udp_encap = Some(UdpEncap {
+                local_port: c.local.port(),
+                remote_port: c.remote.port(),
+            });
             if self.udp.is_none() {
                 self.udp = udp_socket.and_then(|s| s.try_clone().ok());
             }
         }
         let Ok(id) = self.sad.install_outbound(&p) else { return };
         let (src, dst) = (host_in(l), host_in(r));
-        let (Ok(ls), Ok(rs)) = (TrafficSelector::prefix(src, if src.is_ipv4() { 32 } else { 128 }), TrafficSelector::prefix(dst, if dst.is_ipv4() { 32 } else { 128 })) else {
+        let (Ok(ls), Ok(rs)) = (
+            TrafficSelector::prefix(src, if src.is_ipv4() { 32 } else { 128 }),
+            TrafficSelector::prefix(dst, if dst.is_ipv4() { 32 } else { 128 }),
+        ) else {
             return;
         };
-        if self.spd.insert(&Policy { local: ls, remote: rs, action: PolicyAction::Protect(id), priority: 100 }).is_ok() {
+        if self
+            .spd
+            .insert(&Policy {
+                local: ls,
+                remote: rs,
+                action: PolicyAction::Protect(id),
+                priority: 100,
+            })
+            .is_ok()
+        {
             self.flows.push((src, dst));
             self.report.tunnels += 1;
         }
     }
 
     fn fill(buf: &mut PacketBuf, src: IpAddr, dst: IpAddr, size: usize) -> bool {
-        let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) else { return false };
+        let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) else {
+            return false;
+        };
         buf.reset();
         let Ok(pkt) = buf.append(size) else { return false };
         pkt[..28].fill(0);
@@ -160,9 +187,16 @@ impl EspLoad {
         self.worker.outbound_burst(&mut self.bufs[..n], &mut self.verdicts[..n]);
         let mut sent = 0;
         // Plain ESP goes out in one sendmmsg batch.
-        let plain = self.verdicts[..n].iter().filter(|v| matches!(v, Verdict::ToPeer { udp: None, .. })).count();
+        let plain = self.verdicts[..n]
+            .iter()
+            .filter(|v| matches!(v, Verdict::ToPeer { udp: None, .. }))
+            .count();
         if plain > 0 {
-            match self.raw.as_mut().map(|r| r.send_verdicts(&self.bufs[..n], &self.verdicts[..n])) {
+            match self
+                .raw
+                .as_mut()
+                .map(|r| r.send_verdicts(&self.bufs[..n], &self.verdicts[..n]))
+            {
                 Some(Ok(k)) => {
                     sent += k;
                     self.report.errors += (plain - k) as u64;
@@ -174,7 +208,10 @@ impl EspLoad {
             match self.verdicts[i] {
                 Verdict::ToPeer { udp: None, .. } => {}
                 Verdict::ToPeer { dst, udp: Some(u), .. } => {
-                    let ok = self.udp.as_ref().is_some_and(|s| s.send_to(self.bufs[i].data(), SocketAddr::new(dst, u.remote_port)).is_ok());
+                    let ok = self.udp.as_ref().is_some_and(|s| {
+                        s.send_to(self.bufs[i].data(), SocketAddr::new(dst, u.remote_port))
+                            .is_ok()
+                    });
                     if ok { sent += 1 } else { self.report.errors += 1 }
                 }
                 _ => self.report.errors += 1,

@@ -298,7 +298,11 @@ fn merge(
     r.teardown = teardown;
     r.flood = flood;
     if let Some(e) = esp.as_mut() {
-        e.mbps = if e.secs > 0.0 { e.bytes as f64 * 8.0 / e.secs / 1e6 } else { 0.0 };
+        e.mbps = if e.secs > 0.0 {
+            e.bytes as f64 * 8.0 / e.secs / 1e6
+        } else {
+            0.0
+        };
     }
     r.esp = esp;
     r.cpu = CpuReport::new(cpu, r.wall_secs, cfg.threads);

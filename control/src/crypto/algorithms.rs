@@ -103,7 +103,11 @@ impl EncrAlg {
     /// Bytes of key material taken from prf+ / KEYMAT (key plus 4-byte salt
     /// for AEADs: RFC 5282 §7.1, RFC 7634 §2).
     pub fn keymat_len(self) -> usize {
-        if self.is_aead() { self.key_len() + 4 } else { self.key_len() }
+        if self.is_aead() {
+            self.key_len() + 4
+        } else {
+            self.key_len()
+        }
     }
 
     /// strongSwan-style name, e.g. `aes256gcm16`.
@@ -282,11 +286,22 @@ mod tests {
             EncrAlg::AesGcm16 { key_bits: 256 },
             EncrAlg::ChaCha20Poly1305,
         ] {
-            assert_eq!(EncrAlg::from_transform(e.transform_id(), e.key_length_attribute()), Some(e));
+            assert_eq!(
+                EncrAlg::from_transform(e.transform_id(), e.key_length_attribute()),
+                Some(e)
+            );
         }
-        assert_eq!(EncrAlg::from_transform(20, None), None, "AES without key length is invalid");
+        assert_eq!(
+            EncrAlg::from_transform(20, None),
+            None,
+            "AES without key length is invalid"
+        );
         assert_eq!(EncrAlg::from_transform(12, Some(100)), None);
-        for i in [IntegAlg::HmacSha256_128, IntegAlg::HmacSha384_192, IntegAlg::HmacSha512_256] {
+        for i in [
+            IntegAlg::HmacSha256_128,
+            IntegAlg::HmacSha384_192,
+            IntegAlg::HmacSha512_256,
+        ] {
             assert_eq!(IntegAlg::from_transform(i.transform_id()), Some(i));
         }
         for p in [PrfAlg::HmacSha256, PrfAlg::HmacSha384, PrfAlg::HmacSha512] {

@@ -8,13 +8,7 @@ const KEY_PAD: &[u8] = b"Key Pad for IKEv2";
 
 /// The octets an AUTH covers: RealMessage | NonceData of the peer | prf(SK_p, RestOfIDPayload).
 /// `id_body` is the ID payload body after the generic header (ID type, 3 reserved bytes, data).
-pub fn signed_octets(
-    real_message: &[u8],
-    peer_nonce: &[u8],
-    prf: PrfAlg,
-    sk_p: &[u8],
-    id_body: &[u8],
-) -> Vec<u8> {
+pub fn signed_octets(real_message: &[u8], peer_nonce: &[u8], prf: PrfAlg, sk_p: &[u8], id_body: &[u8]) -> Vec<u8> {
     let maced_id = prf.prf(sk_p, &[id_body]);
     let mut out = Vec::with_capacity(real_message.len() + peer_nonce.len() + maced_id.len());
     out.extend_from_slice(real_message);
@@ -41,40 +35,14 @@ mod tests {
 
     #[test]
     fn psk_auth_round_trip_and_rejects() {
-        let octets = signed_octets(
-            b"msg",
-            b"nonce",
-            PrfAlg::HmacSha256,
-            b"skp",
-            &[1, 0, 0, 0, 10, 0, 0, 1],
-        );
+        let octets = signed_octets(b"msg", b"nonce", PrfAlg::HmacSha256, b"skp", &[1, 0, 0, 0, 10, 0, 0, 1]);
         assert_eq!(octets.len(), 3 + 5 + 32);
         let auth = psk_auth(PrfAlg::HmacSha256, b"secret", &octets);
-        assert!(verify_psk_auth(
-            PrfAlg::HmacSha256,
-            b"secret",
-            &octets,
-            &auth
-        ));
-        assert!(!verify_psk_auth(
-            PrfAlg::HmacSha256,
-            b"secreT",
-            &octets,
-            &auth
-        ));
-        assert!(!verify_psk_auth(
-            PrfAlg::HmacSha256,
-            b"secret",
-            &octets,
-            &auth[..31]
-        ));
+        assert!(verify_psk_auth(PrfAlg::HmacSha256, b"secret", &octets, &auth));
+        assert!(!verify_psk_auth(PrfAlg::HmacSha256, b"secreT", &octets, &auth));
+        assert!(!verify_psk_auth(PrfAlg::HmacSha256, b"secret", &octets, &auth[..31]));
         let mut bad = auth.clone();
         bad[0] ^= 1;
-        assert!(!verify_psk_auth(
-            PrfAlg::HmacSha256,
-            b"secret",
-            &octets,
-            &bad
-        ));
+        assert!(!verify_psk_auth(PrfAlg::HmacSha256, b"secret", &octets, &bad));
     }
 }

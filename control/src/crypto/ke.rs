@@ -66,9 +66,7 @@ fn modp_group(prime: ModpPrime) -> Result<&'static ModpGroup, CryptoError> {
 
 fn modp_error(e: ModpError) -> CryptoError {
     match e {
-        ModpError::OutOfRange | ModpError::Length { .. } => {
-            CryptoError::InvalidPublicValue(e.to_string())
-        }
+        ModpError::OutOfRange | ModpError::Length { .. } => CryptoError::InvalidPublicValue(e.to_string()),
         ModpError::Alloc | ModpError::Library(_) => CryptoError::KeyRejected(e.to_string()),
     }
 }
@@ -94,24 +92,16 @@ fn ecdh_public_value(group: KeGroup, key: &agreement::PrivateKey) -> Result<Vec<
         KeGroup::Curve25519 => Ok(bytes.to_vec()),
         _ => match bytes.split_first() {
             Some((0x04, xy)) if xy.len() == group.public_len() => Ok(xy.to_vec()),
-            _ => Err(CryptoError::KeyRejected(
-                "unexpected EC point encoding".into(),
-            )),
+            _ => Err(CryptoError::KeyRejected("unexpected EC point encoding".into())),
         },
     }
 }
 
 /// ECDH / X25519 agreement with the peer's IKE-encoded public value.
-fn ecdh_agree(
-    group: KeGroup,
-    key: &agreement::PrivateKey,
-    peer: &[u8],
-) -> Result<SharedSecret, CryptoError> {
-    let alg =
-        agreement_algorithm(group).ok_or_else(|| CryptoError::Unsupported(group.name().into()))?;
+fn ecdh_agree(group: KeGroup, key: &agreement::PrivateKey, peer: &[u8]) -> Result<SharedSecret, CryptoError> {
+    let alg = agreement_algorithm(group).ok_or_else(|| CryptoError::Unsupported(group.name().into()))?;
     check_len(group.name(), peer.len(), group.public_len())?;
-    let invalid =
-        || CryptoError::InvalidPublicValue(format!("{} public value rejected", group.name()));
+    let invalid = || CryptoError::InvalidPublicValue(format!("{} public value rejected", group.name()));
     let secret = if group == KeGroup::Curve25519 {
         agreement::agree(key, UnparsedPublicKey::new(alg, peer), invalid(), |s| {
             Ok(Zeroizing::new(s.to_vec()))
@@ -136,11 +126,7 @@ fn ecdh_agree(
 /// FIPS 203 §7.2 modulus check on an ML-KEM-768 encapsulation key: every
 /// 12-bit coefficient of the encoded vector is below q = 3329.
 fn ml_kem_768_modulus_check(ek: &[u8]) -> Result<(), CryptoError> {
-    check_len(
-        "ML-KEM-768 encapsulation key",
-        ek.len(),
-        KeGroup::MlKem768.public_len(),
-    )?;
+    check_len("ML-KEM-768 encapsulation key", ek.len(), KeGroup::MlKem768.public_len())?;
     let encoded_t = &ek[..384 * 3];
     let mut bad = false;
     for c in encoded_t.chunks_exact(3) {
@@ -196,16 +182,12 @@ impl KeyExchange {
             return Self::from_ecdh_key(group, key);
         }
         if let Some((prime, _)) = modp_params(group) {
-            return Self::from_modp_exponent(
-                group,
-                modp_group(prime)?,
-                Zeroizing::new(private.to_vec()),
-            );
+            return Self::from_modp_exponent(group, modp_group(prime)?, Zeroizing::new(private.to_vec()));
         }
         match group {
             KeGroup::MlKem768 => {
-                let dk = DecapsulationKey::new(&ML_KEM_768, private)
-                    .map_err(|e| CryptoError::KeyRejected(e.to_string()))?;
+                let dk =
+                    DecapsulationKey::new(&ML_KEM_768, private).map_err(|e| CryptoError::KeyRejected(e.to_string()))?;
                 Self::from_decapsulation_key(dk)
             }
             _ => Err(CryptoError::Unsupported(group.name().into())),
@@ -229,10 +211,7 @@ impl KeyExchange {
         let public = modp.pow_g(&exponent).map_err(modp_error)?;
         Ok(KeyExchange {
             group,
-            secret: Secret::Modp {
-                group: modp,
-                exponent,
-            },
+            secret: Secret::Modp { group: modp, exponent },
             public,
         })
     }
@@ -278,20 +257,14 @@ impl KeyExchange {
             Secret::Ecdh(key) => ecdh_agree(self.group, key, peer_value),
             Secret::Modp { group, exponent } => {
                 let mut shared = Zeroizing::new(vec![0u8; group.byte_len()]);
-                group
-                    .pow_into(peer_value, exponent, &mut shared)
-                    .map_err(modp_error)?;
+                group.pow_into(peer_value, exponent, &mut shared).map_err(modp_error)?;
                 Ok(shared)
             }
             Secret::MlKem(dk) => {
-                check_len(
-                    "ML-KEM-768 ciphertext",
-                    peer_value.len(),
-                    ML_KEM_768_CIPHERTEXT_LEN,
-                )?;
-                let ss = dk.decapsulate(Ciphertext::from(peer_value)).map_err(|_| {
-                    CryptoError::InvalidPublicValue("ML-KEM-768 decapsulation failed".into())
-                })?;
+                check_len("ML-KEM-768 ciphertext", peer_value.len(), ML_KEM_768_CIPHERTEXT_LEN)?;
+                let ss = dk
+                    .decapsulate(Ciphertext::from(peer_value))
+                    .map_err(|_| CryptoError::InvalidPublicValue("ML-KEM-768 decapsulation failed".into()))?;
                 Ok(Zeroizing::new(ss.as_ref().to_vec()))
             }
         }
@@ -299,23 +272,17 @@ impl KeyExchange {
 
     /// Responder side in one step: checks the initiator's value, returns our
     /// KE data (public value, or ML-KEM ciphertext) and the shared secret.
-    pub fn respond(
-        group: KeGroup,
-        peer_value: &[u8],
-    ) -> Result<(Vec<u8>, SharedSecret), CryptoError> {
+    pub fn respond(group: KeGroup, peer_value: &[u8]) -> Result<(Vec<u8>, SharedSecret), CryptoError> {
         if group == KeGroup::MlKem768 {
             ml_kem_768_modulus_check(peer_value)?;
-            let ek = EncapsulationKey::new(&ML_KEM_768, peer_value).map_err(|e| {
-                CryptoError::InvalidPublicValue(format!("ML-KEM-768 encapsulation key: {e}"))
-            })?;
+            let ek = EncapsulationKey::new(&ML_KEM_768, peer_value)
+                .map_err(|e| CryptoError::InvalidPublicValue(format!("ML-KEM-768 encapsulation key: {e}")))?;
             let (ct, ss) = ek.encapsulate().map_err(|_| CryptoError::Rng)?;
             return Ok((ct.as_ref().to_vec(), Zeroizing::new(ss.as_ref().to_vec())));
         }
         // Check the peer's value before spending a key generation on it.
         if let Some((prime, _)) = modp_params(group) {
-            modp_group(prime)?
-                .check_public(peer_value)
-                .map_err(modp_error)?;
+            modp_group(prime)?.check_public(peer_value).map_err(modp_error)?;
         } else {
             check_len(group.name(), peer_value.len(), group.public_len())?;
         }

@@ -92,14 +92,7 @@ fn ike_sa_keys_from_skeyseed(
 }
 
 /// SKEYSEED = prf(Ni | Nr, g^ir), then {SK_d, SK_ai, ...} = prf+(SKEYSEED, Ni | Nr | SPIi | SPIr).
-pub fn derive_ike_sa_keys(
-    suite: &IkeSuite,
-    shared: &[u8],
-    ni: &[u8],
-    nr: &[u8],
-    spi_i: u64,
-    spi_r: u64,
-) -> IkeSaKeys {
+pub fn derive_ike_sa_keys(suite: &IkeSuite, shared: &[u8], ni: &[u8], nr: &[u8], spi_i: u64, spi_r: u64) -> IkeSaKeys {
     let mut nonces = Zeroizing::new(Vec::with_capacity(ni.len() + nr.len()));
     nonces.extend_from_slice(ni);
     nonces.extend_from_slice(nr);

@@ -41,10 +41,7 @@ impl PrfAlg {
     /// asks for more than a few hundred bytes.
     pub fn prf_plus(self, key: &[u8], seed: &[&[u8]], len: usize) -> Zeroizing<Vec<u8>> {
         let block = self.output_len();
-        assert!(
-            len <= 255 * block,
-            "prf+ output of {len} bytes exceeds 255 blocks"
-        );
+        assert!(len <= 255 * block, "prf+ output of {len} bytes exceeds 255 blocks");
         let key = self.key(key);
         let mut out = Zeroizing::new(Vec::with_capacity(len.div_ceil(block) * block));
         let mut counter: u8 = 1;

@@ -11,9 +11,7 @@ use super::{CryptoError, EncrAlg, IntegAlg};
 use crate::wire::WireError;
 use crate::wire::ikev2::SkProtect;
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
-use aws_lc_rs::cipher::{
-    self, DecryptingKey, DecryptionContext, EncryptingKey, EncryptionContext, UnboundCipherKey,
-};
+use aws_lc_rs::cipher::{self, DecryptingKey, DecryptionContext, EncryptingKey, EncryptionContext, UnboundCipherKey};
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::hmac;
 use aws_lc_rs::iv::FixedLength;
@@ -60,9 +58,7 @@ impl std::fmt::Debug for SkCipher {
             Mode::Aead { .. } => "aead",
             Mode::Cbc(_) => "cbc+hmac",
         };
-        f.debug_struct("SkCipher")
-            .field("mode", &mode)
-            .finish_non_exhaustive()
+        f.debug_struct("SkCipher").field("mode", &mode).finish_non_exhaustive()
     }
 }
 
@@ -79,12 +75,7 @@ fn length_error(what: &'static str, got: usize, expected: usize) -> WireError {
 
 impl SkCipher {
     /// Builds the cipher from SK_e (with salt for AEADs) and SK_a (empty for AEADs).
-    pub fn new(
-        encr: EncrAlg,
-        integ: Option<IntegAlg>,
-        encr_key: &[u8],
-        integ_key: &[u8],
-    ) -> Result<Self, CryptoError> {
+    pub fn new(encr: EncrAlg, integ: Option<IntegAlg>, encr_key: &[u8], integ_key: &[u8]) -> Result<Self, CryptoError> {
         if encr_key.len() != encr.keymat_len() {
             return Err(key_error(&encr.name(), encr_key.len(), encr.keymat_len()));
         }
@@ -108,8 +99,7 @@ impl SkCipher {
                     _ => return Err(CryptoError::Unsupported(encr.name())),
                 };
                 let (key, salt) = encr_key.split_at(encr.key_len());
-                let unbound =
-                    UnboundKey::new(alg, key).map_err(|_| CryptoError::KeyRejected(encr.name()))?;
+                let unbound = UnboundKey::new(alg, key).map_err(|_| CryptoError::KeyRejected(encr.name()))?;
                 let mut salt_bytes = Zeroizing::new([0u8; AEAD_SALT_LEN]);
                 salt_bytes.copy_from_slice(salt);
                 Mode::Aead {
@@ -120,8 +110,7 @@ impl SkCipher {
                 }
             }
             EncrAlg::AesCbc { key_bits } => {
-                let integ = integ
-                    .ok_or_else(|| CryptoError::Unsupported("AES-CBC without integrity".into()))?;
+                let integ = integ.ok_or_else(|| CryptoError::Unsupported("AES-CBC without integrity".into()))?;
                 if integ_key.len() != integ.key_len() {
                     return Err(key_error(integ.name(), integ_key.len(), integ.key_len()));
                 }
@@ -133,11 +122,9 @@ impl SkCipher {
                 };
                 let rejected = |_| CryptoError::KeyRejected(encr.name());
                 let encrypt =
-                    EncryptingKey::cbc(UnboundCipherKey::new(alg, encr_key).map_err(rejected)?)
-                        .map_err(rejected)?;
+                    EncryptingKey::cbc(UnboundCipherKey::new(alg, encr_key).map_err(rejected)?).map_err(rejected)?;
                 let decrypt =
-                    DecryptingKey::cbc(UnboundCipherKey::new(alg, encr_key).map_err(rejected)?)
-                        .map_err(rejected)?;
+                    DecryptingKey::cbc(UnboundCipherKey::new(alg, encr_key).map_err(rejected)?).map_err(rejected)?;
                 let hash = match integ {
                     IntegAlg::HmacSha256_128 => hmac::HMAC_SHA256,
                     IntegAlg::HmacSha384_192 => hmac::HMAC_SHA384,
@@ -157,16 +144,9 @@ impl SkCipher {
     /// Builds an AEAD cipher whose first IV is `iv_start`, for known-answer
     /// tests only (normal ciphers start at a random IV).
     #[doc(hidden)]
-    pub fn with_iv_start_for_test(
-        encr: EncrAlg,
-        encr_key: &[u8],
-        iv_start: u64,
-    ) -> Result<Self, CryptoError> {
+    pub fn with_iv_start_for_test(encr: EncrAlg, encr_key: &[u8], iv_start: u64) -> Result<Self, CryptoError> {
         let mut sk = Self::new(encr, None, encr_key, &[])?;
-        if let Mode::Aead {
-            iv_start: start, ..
-        } = &mut sk.mode
-        {
+        if let Mode::Aead { iv_start: start, .. } = &mut sk.mode {
             *start = iv_start;
         }
         Ok(sk)
@@ -197,10 +177,7 @@ fn check_blocks(data: &[u8]) -> Result<(), WireError> {
     if data.len() % AES_BLOCK_LEN != 0 {
         return Err(WireError::BadLength {
             what: "SK payload ciphertext",
-            detail: format!(
-                "{} bytes is not a multiple of the AES block size",
-                data.len()
-            ),
+            detail: format!("{} bytes is not a multiple of the AES block size", data.len()),
         });
     }
     Ok(())
@@ -228,13 +205,7 @@ impl SkProtect for SkCipher {
         }
     }
 
-    fn seal(
-        &self,
-        aad: &[u8],
-        iv: &mut [u8],
-        data: &mut [u8],
-        icv: &mut [u8],
-    ) -> Result<(), WireError> {
+    fn seal(&self, aad: &[u8], iv: &mut [u8], data: &mut [u8], icv: &mut [u8]) -> Result<(), WireError> {
         if icv.len() != self.icv_len() {
             return Err(length_error("SK payload ICV", icv.len(), self.icv_len()));
         }
@@ -270,10 +241,7 @@ impl SkProtect for SkCipher {
             }
             Mode::Cbc(cbc) => {
                 let CbcKeys {
-                    encrypt,
-                    mac,
-                    icv_len,
-                    ..
+                    encrypt, mac, icv_len, ..
                 } = &**cbc;
                 if iv.len() != AES_BLOCK_LEN {
                     return Err(length_error("SK payload IV", iv.len(), AES_BLOCK_LEN));
@@ -311,18 +279,14 @@ impl SkProtect for SkCipher {
             }
             Mode::Cbc(cbc) => {
                 let CbcKeys {
-                    decrypt,
-                    mac,
-                    icv_len,
-                    ..
+                    decrypt, mac, icv_len, ..
                 } = &**cbc;
                 let iv: [u8; AES_BLOCK_LEN] = iv
                     .try_into()
                     .map_err(|_| length_error("SK payload IV", iv.len(), AES_BLOCK_LEN))?;
                 check_blocks(data)?;
                 let tag = cbc_mac(mac, aad, &iv, data);
-                verify_slices_are_equal(&tag.as_ref()[..*icv_len], icv)
-                    .map_err(|_| WireError::IntegrityCheckFailed)?;
+                verify_slices_are_equal(&tag.as_ref()[..*icv_len], icv).map_err(|_| WireError::IntegrityCheckFailed)?;
                 decrypt
                     .decrypt(data, DecryptionContext::Iv128(FixedLength::from(iv)))
                     .map_err(|_| WireError::IntegrityCheckFailed)?;

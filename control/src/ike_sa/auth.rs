@@ -6,10 +6,10 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use super::create_child::{self, ChildRequest};
-use super::{find_notify, notify, schedule, AuthContext, DownReason, Event, IkeSa, RequestKind, State};
-use crate::config::{display_identity, AuthConfig, ConnectionConfig};
+use super::{AuthContext, DownReason, Event, IkeSa, RequestKind, State, find_notify, notify, schedule};
+use crate::config::{AuthConfig, ConnectionConfig, display_identity};
 use crate::crypto::auth::{psk_auth, signed_octets, verify_psk_auth};
-use crate::pki::{certreq_hashes, sign_auth, verify_auth, verify_chain, Certificate};
+use crate::pki::{Certificate, certreq_hashes, sign_auth, verify_auth, verify_chain};
 use crate::wire::ikev2::{AuthMethod, CertEncoding, ExchangeType, Identification, NotifyType, Payload};
 
 /// The first child proposed in our IKE_AUTH request.
@@ -29,17 +29,30 @@ pub(crate) fn id_body(id: &Identification) -> Vec<u8> {
 fn our_auth(sa: &IkeSa, cfg: &ConnectionConfig, octets: &[u8]) -> Result<(Vec<Payload>, Payload), String> {
     let prf = sa.keys.as_ref().ok_or("no keys")?.suite.prf;
     match &cfg.local_auth {
-        AuthConfig::Psk(k) => Ok((Vec::new(), Payload::Auth { method: AuthMethod::SHARED_KEY_MIC, data: psk_auth(prf, k, octets) })),
+        AuthConfig::Psk(k) => Ok((
+            Vec::new(),
+            Payload::Auth {
+                method: AuthMethod::SHARED_KEY_MIC,
+                data: psk_auth(prf, k, octets),
+            },
+        )),
         AuthConfig::Cert(c) => {
-            let (method, data) = sign_auth(&c.key, octets, &sa.peer_sig_hashes).map_err(|e| format!("cannot sign AUTH: {e}"))?;
+            let (method, data) =
+                sign_auth(&c.key, octets, &sa.peer_sig_hashes).map_err(|e| format!("cannot sign AUTH: {e}"))?;
             let certs = c
                 .chain
                 .iter()
-                .map(|cert| Payload::Cert { encoding: CertEncoding::X509_SIGNATURE, data: cert.der().to_vec() })
+                .map(|cert| Payload::Cert {
+                    encoding: CertEncoding::X509_SIGNATURE,
+                    data: cert.der().to_vec(),
+                })
                 .collect();
             Ok((certs, Payload::Auth { method, data }))
         }
-        AuthConfig::PubKey(_) => Err(format!("connection '{}': local auth cannot be 'pubkey' without a certificate", cfg.name)),
+        AuthConfig::PubKey(_) => Err(format!(
+            "connection '{}': local auth cannot be 'pubkey' without a certificate",
+            cfg.name
+        )),
     }
 }
 
@@ -57,7 +70,9 @@ fn verify_peer(
     match &cfg.remote_auth {
         AuthConfig::Psk(k) => {
             if method != AuthMethod::SHARED_KEY_MIC {
-                return Err(format!("peer used {method} but the connection expects a pre-shared key"));
+                return Err(format!(
+                    "peer used {method} but the connection expects a pre-shared key"
+                ));
             }
             if verify_psk_auth(prf, k, octets, data) {
                 Ok(())
@@ -73,7 +88,10 @@ fn verify_peer(
                 return Err("peer sent no certificate".into());
             };
             let ee = Certificate::from_der(ee).map_err(|e| format!("peer certificate: {e}"))?;
-            let intermediates: Vec<Certificate> = certs[1..].iter().filter_map(|c| Certificate::from_der(c).ok()).collect();
+            let intermediates: Vec<Certificate> = certs[1..]
+                .iter()
+                .filter_map(|c| Certificate::from_der(c).ok())
+                .collect();
             if !ee.matches_identity(id) {
                 return Err(format!(
                     "identity {} is not in the certificate of '{}'",
@@ -81,7 +99,8 @@ fn verify_peer(
                     ee.subject()
                 ));
             }
-            verify_chain(trust, &ee, &intermediates, (sa.ctx.unix_time)()).map_err(|e| format!("certificate not trusted: {e}"))?;
+            verify_chain(trust, &ee, &intermediates, (sa.ctx.unix_time)())
+                .map_err(|e| format!("certificate not trusted: {e}"))?;
             verify_auth(&ee, method, data, octets).map_err(|e| format!("signature does not verify: {e}"))
         }
         AuthConfig::Cert(_) => Err(format!("connection '{}': remote auth must be psk or pubkey", cfg.name)),
@@ -116,7 +135,10 @@ pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
     let mut payloads = vec![Payload::IdI(cfg.local_id.clone())];
     payloads.extend(certs);
     if let AuthConfig::PubKey(trust) = &cfg.remote_auth {
-        payloads.push(Payload::CertReq { encoding: CertEncoding::X509_SIGNATURE, data: certreq_hashes(trust) });
+        payloads.push(Payload::CertReq {
+            encoding: CertEncoding::X509_SIGNATURE,
+            data: certreq_hashes(trust),
+        });
     }
     if cfg.initial_contact {
         payloads.push(notify(NotifyType::INITIAL_CONTACT, Vec::new()));
@@ -132,12 +154,19 @@ pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
         payloads.extend(req.payloads.iter().cloned());
         Some(req)
     };
-    sa.send_request(now, ExchangeType::IKE_AUTH, payloads, RequestKind::Auth(PendingChild { request }));
+    sa.send_request(
+        now,
+        ExchangeType::IKE_AUTH,
+        payloads,
+        RequestKind::Auth(PendingChild { request }),
+    );
 }
 
 /// Initiator: processes the IKE_AUTH response.
 pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>, pending: PendingChild) {
-    let State::Authenticating(ctx) = std::mem::replace(&mut sa.state, State::Closed) else { return };
+    let State::Authenticating(ctx) = std::mem::replace(&mut sa.state, State::Closed) else {
+        return;
+    };
     let idr = inner.iter().find_map(|p| match p {
         Payload::IdR(id) => Some(id.clone()),
         _ => None,
@@ -150,14 +179,20 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
         let why = super::error_notify(&inner).map(|n| n.ty);
         warn!(connection = %sa.config.name, peer = %sa.remote, notify = ?why, "IKE_AUTH failed: responder sent no IDr/AUTH");
         release_pending(sa, &pending);
-        sa.close(why.map_or(DownReason::Failed("IKE_AUTH response without AUTH".into()), DownReason::PeerError));
+        sa.close(why.map_or(
+            DownReason::Failed("IKE_AUTH response without AUTH".into()),
+            DownReason::PeerError,
+        ));
         return;
     };
     let cfg = sa.config.clone();
     if !cfg.remote_id.matches(&idr) {
         warn!(connection = %cfg.name, presented = %display_identity(&idr), expected = ?cfg.remote_id, "responder identity not acceptable");
         release_pending(sa, &pending);
-        sa.close(DownReason::Failed(format!("responder identity {} not acceptable", display_identity(&idr))));
+        sa.close(DownReason::Failed(format!(
+            "responder identity {} not acceptable",
+            display_identity(&idr)
+        )));
         return;
     }
     let Some(keys) = sa.keys.as_ref() else { return };
@@ -207,7 +242,11 @@ fn establish(sa: &mut IkeSa, now: Instant, peer_id: Identification, initial_cont
 }
 
 /// Picks the connection for the initiator's identities, preferring the one chosen at IKE_SA_INIT.
-fn select_connection(sa: &IkeSa, idi: &Identification, idr: Option<&Identification>) -> Option<std::sync::Arc<ConnectionConfig>> {
+fn select_connection(
+    sa: &IkeSa,
+    idi: &Identification,
+    idr: Option<&Identification>,
+) -> Option<std::sync::Arc<ConnectionConfig>> {
     let fits = |c: &ConnectionConfig| {
         c.remote_id.matches(idi)
             && idr.is_none_or(|r| *r == c.local_id)
@@ -230,7 +269,9 @@ fn select_connection(sa: &IkeSa, idi: &Identification, idr: Option<&Identificati
 
 /// Responder: processes the IKE_AUTH request and answers it.
 pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<Payload>) {
-    let State::Authenticating(ctx) = std::mem::replace(&mut sa.state, State::Closed) else { return };
+    let State::Authenticating(ctx) = std::mem::replace(&mut sa.state, State::Closed) else {
+        return;
+    };
     let mut idi = None;
     let mut idr = None;
     let mut auth = None;
@@ -244,14 +285,25 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
     }
     let (Some(idi), Some((method, auth))) = (idi, auth) else {
         warn!(peer = %sa.remote, "IKE_AUTH request without IDi or AUTH (EAP is not supported)");
-        sa.send_response(ExchangeType::IKE_AUTH, mid, vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())]);
+        sa.send_response(
+            ExchangeType::IKE_AUTH,
+            mid,
+            vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())],
+        );
         sa.close(DownReason::Failed("IKE_AUTH without IDi/AUTH".into()));
         return;
     };
     let Some(cfg) = select_connection(sa, &idi, idr.as_ref()) else {
         warn!(peer = %sa.remote, id = %display_identity(&idi), "no connection matches the initiator's identity");
-        sa.send_response(ExchangeType::IKE_AUTH, mid, vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())]);
-        sa.close(DownReason::Failed(format!("no connection for identity {}", display_identity(&idi))));
+        sa.send_response(
+            ExchangeType::IKE_AUTH,
+            mid,
+            vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())],
+        );
+        sa.close(DownReason::Failed(format!(
+            "no connection for identity {}",
+            display_identity(&idi)
+        )));
         return;
     };
     sa.config = cfg.clone();
@@ -266,7 +318,11 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
             method = %method,
             "initiator authentication failed: {why}"
         );
-        sa.send_response(ExchangeType::IKE_AUTH, mid, vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())]);
+        sa.send_response(
+            ExchangeType::IKE_AUTH,
+            mid,
+            vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())],
+        );
         sa.close(DownReason::Failed(format!("initiator authentication failed: {why}")));
         return;
     }
@@ -276,7 +332,11 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
         Ok(x) => x,
         Err(e) => {
             warn!(connection = %cfg.name, "{e}");
-            sa.send_response(ExchangeType::IKE_AUTH, mid, vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())]);
+            sa.send_response(
+                ExchangeType::IKE_AUTH,
+                mid,
+                vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())],
+            );
             sa.close(DownReason::Failed(e));
             return;
         }

@@ -66,7 +66,12 @@ pub struct DirectionKeys {
 
 impl std::fmt::Debug for DirectionKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DirectionKeys {{ encr: <{} bytes>, integ: <{} bytes> }}", self.encr.len(), self.integ.len())
+        write!(
+            f,
+            "DirectionKeys {{ encr: <{} bytes>, integ: <{} bytes> }}",
+            self.encr.len(),
+            self.integ.len()
+        )
     }
 }
 

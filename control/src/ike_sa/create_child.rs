@@ -6,7 +6,7 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::child::{ChildSa, ChildSaInstall, ChildState, DirectionKeys};
-use super::{find_notify, notify, schedule, Event, IkeSa, RequestKind, Role, State, Task};
+use super::{Event, IkeSa, RequestKind, Role, State, Task, find_notify, notify, schedule};
 use crate::config::IpsecMode;
 use crate::crypto::keys::{derive_child_sa_keys, derive_rekeyed_ike_sa_keys};
 use crate::crypto::{self, KeGroup, KeyExchange};
@@ -53,7 +53,12 @@ fn nonce() -> Vec<u8> {
 }
 
 fn esp_without_ke(p: &[EspProposal]) -> Vec<EspProposal> {
-    p.iter().map(|e| EspProposal { ke: Vec::new(), ..e.clone() }).collect()
+    p.iter()
+        .map(|e| EspProposal {
+            ke: Vec::new(),
+            ..e.clone()
+        })
+        .collect()
 }
 
 /// Builds the payloads proposing a child from template `template` (IKE_AUTH
@@ -67,8 +72,16 @@ pub(crate) fn build_child_request(
     let t = &sa.config.children[template];
     let spi_in = sa.ctx.child_spis.allocate();
     let in_auth = create_child.is_none();
-    let ours = if in_auth { esp_without_ke(&t.esp_proposals) } else { t.esp_proposals.clone() };
-    let proposals = ours.iter().enumerate().map(|(i, p)| p.to_wire((i + 1) as u8, spi_in)).collect();
+    let ours = if in_auth {
+        esp_without_ke(&t.esp_proposals)
+    } else {
+        t.esp_proposals.clone()
+    };
+    let proposals = ours
+        .iter()
+        .enumerate()
+        .map(|(i, p)| p.to_wire((i + 1) as u8, spi_in))
+        .collect();
     let (tsi, tsr) = match rekey_of {
         Some(c) => (c.local_ts.clone(), c.remote_ts.clone()),
         None => (t.local_ts.clone(), t.remote_ts.clone()),
@@ -90,7 +103,10 @@ pub(crate) fn build_child_request(
         Some((ni, ke)) => {
             payloads.push(Payload::Nonce(ni.clone()));
             if let Some(k) = &ke {
-                payloads.push(Payload::Ke { group: k.group().number(), data: k.public_value().to_vec() });
+                payloads.push(Payload::Ke {
+                    group: k.group().number(),
+                    data: k.public_value().to_vec(),
+                });
             }
             (ni, ke)
         }
@@ -98,7 +114,16 @@ pub(crate) fn build_child_request(
     };
     payloads.push(Payload::TsI(tsi.clone()));
     payloads.push(Payload::TsR(tsr.clone()));
-    ChildRequest { template, spi_in, payloads, rekey_of: rekey_of.map(|c| c.spi_in), ke, ni, tsi, tsr }
+    ChildRequest {
+        template,
+        spi_in,
+        payloads,
+        rekey_of: rekey_of.map(|c| c.spi_in),
+        ke,
+        ni,
+        tsi,
+        tsr,
+    }
 }
 
 /// Creates the child record and emits ChildSaInstalled.
@@ -177,8 +202,14 @@ fn install_child(
         local,
         remote,
         udp_encap,
-        inbound: DirectionKeys { encr: in_e, integ: in_a },
-        outbound: DirectionKeys { encr: out_e, integ: out_a },
+        inbound: DirectionKeys {
+            encr: in_e,
+            integ: in_a,
+        },
+        outbound: DirectionKeys {
+            encr: out_e,
+            integ: out_a,
+        },
         rekey_of,
     })));
     sa.children.push(child);
@@ -198,7 +229,10 @@ pub(crate) fn finish_child_initiator(
     let fail = |sa: &mut IkeSa, why: String| {
         warn!(connection = %sa.config.name, child = %t.name, "CHILD_SA not established: {why}");
         sa.ctx.child_spis.release(req.spi_in);
-        sa.events.push_back(Event::ChildSaFailed { name: t.name.clone(), reason: why });
+        sa.events.push_back(Event::ChildSaFailed {
+            name: t.name.clone(),
+            reason: why,
+        });
         false
     };
     if let Some(n) = super::error_notify(inner) {
@@ -222,7 +256,11 @@ pub(crate) fn finish_child_initiator(
     if chosen.len() != 1 {
         return fail(sa, format!("peer chose {} proposals", chosen.len()));
     }
-    let ours = if req.ni.is_empty() { esp_without_ke(&t.esp_proposals) } else { t.esp_proposals.clone() };
+    let ours = if req.ni.is_empty() {
+        esp_without_ke(&t.esp_proposals)
+    } else {
+        t.esp_proposals.clone()
+    };
     let sel = match proposal::accept_esp_response(&ours, &chosen[0]) {
         Ok(s) => s,
         Err(m) => return fail(sa, format!("peer chose a proposal we did not offer: {m}")),
@@ -231,14 +269,36 @@ pub(crate) fn finish_child_initiator(
         return fail(sa, "PFS key exchange missing or unexpected".into());
     }
     if !ts::all_within(&tsi, &req.tsi) || !ts::all_within(&tsr, &req.tsr) {
-        return fail(sa, "peer narrowed the traffic selectors outside what we proposed".into());
+        return fail(
+            sa,
+            "peer narrowed the traffic selectors outside what we proposed".into(),
+        );
     }
     let transport = find_notify(inner, NotifyType::USE_TRANSPORT_MODE).is_some();
-    let mode = if transport && t.mode == IpsecMode::Transport { IpsecMode::Transport } else { IpsecMode::Tunnel };
+    let mode = if transport && t.mode == IpsecMode::Transport {
+        IpsecMode::Transport
+    } else {
+        IpsecMode::Tunnel
+    };
     if mode != t.mode {
         return fail(sa, "peer refused transport mode".into());
     }
-    install_child(sa, now, req.template, req.spi_in, sel.peer_spi, &sel, mode, tsi, tsr, ni, nr, shared, true, req.rekey_of);
+    install_child(
+        sa,
+        now,
+        req.template,
+        req.spi_in,
+        sel.peer_spi,
+        &sel,
+        mode,
+        tsi,
+        tsr,
+        ni,
+        nr,
+        shared,
+        true,
+        req.rekey_of,
+    );
     true
 }
 
@@ -285,15 +345,39 @@ pub(crate) fn respond_child(
             continue;
         }
         ts_ok.get_or_insert(idx);
-        let ours = if in_auth { esp_without_ke(&t.esp_proposals) } else { t.esp_proposals.clone() };
+        let ours = if in_auth {
+            esp_without_ke(&t.esp_proposals)
+        } else {
+            t.esp_proposals.clone()
+        };
         match proposal::select_esp(&ours, offered) {
             Ok(sel) => {
-                let mode = if transport && t.mode == IpsecMode::Transport { IpsecMode::Transport } else { IpsecMode::Tunnel };
+                let mode = if transport && t.mode == IpsecMode::Transport {
+                    IpsecMode::Transport
+                } else {
+                    IpsecMode::Tunnel
+                };
                 if mode != t.mode {
-                    mismatch = Some(format!("child '{}' requires transport mode, peer asked for tunnel", t.name));
+                    mismatch = Some(format!(
+                        "child '{}' requires transport mode, peer asked for tunnel",
+                        t.name
+                    ));
                     continue;
                 }
-                return finish_child_responder(sa, now, idx, sel, mode, n_tsr, n_tsi, inner, ni, nr, create_child, rekey);
+                return finish_child_responder(
+                    sa,
+                    now,
+                    idx,
+                    sel,
+                    mode,
+                    n_tsr,
+                    n_tsi,
+                    inner,
+                    ni,
+                    nr,
+                    create_child,
+                    rekey,
+                );
             }
             Err(m) => {
                 mismatch.get_or_insert(format!("child '{}': {m}", t.name));
@@ -351,7 +435,10 @@ fn finish_child_responder(
                 }
             },
             _ => {
-                return Err(notify(NotifyType::INVALID_KE_PAYLOAD, g.number().to_be_bytes().to_vec()));
+                return Err(notify(
+                    NotifyType::INVALID_KE_PAYLOAD,
+                    g.number().to_be_bytes().to_vec(),
+                ));
             }
         }
     }
@@ -386,7 +473,10 @@ fn finish_child_responder(
 }
 
 fn pfs_group(sa: &IkeSa, template: usize) -> Option<KeGroup> {
-    sa.config.children[template].esp_proposals.first().and_then(|p| p.ke.first().copied())
+    sa.config.children[template]
+        .esp_proposals
+        .first()
+        .and_then(|p| p.ke.first().copied())
 }
 
 /// Starts a CREATE_CHILD_SA for a new child from template `idx`.
@@ -403,12 +493,21 @@ pub(crate) fn start_new_child(sa: &mut IkeSa, now: Instant, idx: usize) {
     };
     let req = build_child_request(sa, idx, None, Some((nonce(), ke)));
     let payloads = req.payloads.clone();
-    sa.send_request(now, ExchangeType::CREATE_CHILD_SA, payloads, RequestKind::CreateChild(Pending::Child(req)));
+    sa.send_request(
+        now,
+        ExchangeType::CREATE_CHILD_SA,
+        payloads,
+        RequestKind::CreateChild(Pending::Child(req)),
+    );
 }
 
 /// Starts rekeying the child whose inbound SPI is `spi_in`.
 pub(crate) fn start_rekey_child(sa: &mut IkeSa, now: Instant, spi_in: u32) {
-    let Some(pos) = sa.children.iter().position(|c| c.spi_in == spi_in && c.state == ChildState::Installed) else {
+    let Some(pos) = sa
+        .children
+        .iter()
+        .position(|c| c.spi_in == spi_in && c.state == ChildState::Installed)
+    else {
         return;
     };
     let template = sa.children[pos].template;
@@ -423,7 +522,12 @@ pub(crate) fn start_rekey_child(sa: &mut IkeSa, now: Instant, spi_in: u32) {
     sa.children[pos].state = ChildState::Rekeying;
     debug!(spi_in = format_args!("{spi_in:08x}"), "rekeying CHILD_SA");
     let payloads = req.payloads.clone();
-    sa.send_request(now, ExchangeType::CREATE_CHILD_SA, payloads, RequestKind::CreateChild(Pending::Child(req)));
+    sa.send_request(
+        now,
+        ExchangeType::CREATE_CHILD_SA,
+        payloads,
+        RequestKind::CreateChild(Pending::Child(req)),
+    );
 }
 
 /// Starts rekeying the IKE SA itself.
@@ -456,10 +560,18 @@ pub(crate) fn start_rekey_ike(sa: &mut IkeSa, now: Instant) {
     let payloads = vec![
         Payload::Sa(proposals),
         Payload::Nonce(ni.clone()),
-        Payload::Ke { group: group.number(), data: ke.public_value().to_vec() },
+        Payload::Ke {
+            group: group.number(),
+            data: ke.public_value().to_vec(),
+        },
     ];
     debug!("rekeying IKE SA");
-    sa.send_request(now, ExchangeType::CREATE_CHILD_SA, payloads, RequestKind::CreateChild(Pending::Ike { new_spi, ke, ni }));
+    sa.send_request(
+        now,
+        ExchangeType::CREATE_CHILD_SA,
+        payloads,
+        RequestKind::CreateChild(Pending::Ike { new_spi, ke, ni }),
+    );
 }
 
 /// Processes the response to our CREATE_CHILD_SA request.
@@ -478,19 +590,27 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
             let our_ni = req.ni.clone();
             let error = super::error_notify(&inner).map(|n| n.ty);
             let shared = match (req.ke.take(), ker) {
-                (Some(k), Some((group, data))) if group == k.group().number() && error.is_none() => match k.finish(&data) {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        warn!("bad PFS public value from peer: {e}");
-                        None
+                (Some(k), Some((group, data))) if group == k.group().number() && error.is_none() => {
+                    match k.finish(&data) {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            warn!("bad PFS public value from peer: {e}");
+                            None
+                        }
                     }
-                },
+                }
                 _ => None,
             };
             let ok = match &nr {
-                Some(nr) if error.is_none() => {
-                    finish_child_initiator(sa, now, &inner, req, &our_ni, nr, shared.as_deref().map(|v| v.as_slice()))
-                }
+                Some(nr) if error.is_none() => finish_child_initiator(
+                    sa,
+                    now,
+                    &inner,
+                    req,
+                    &our_ni,
+                    nr,
+                    shared.as_deref().map(|v| v.as_slice()),
+                ),
                 _ => {
                     let name = sa.config.children[req.template].name.clone();
                     sa.ctx.child_spis.release(req.spi_in);
@@ -501,7 +621,11 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                 }
             };
             if let Some(old) = rekey_of {
-                let collision = sa.collisions.iter().position(|c| c.old_spi_in == old).map(|i| sa.collisions.remove(i));
+                let collision = sa
+                    .collisions
+                    .iter()
+                    .position(|c| c.old_spi_in == old)
+                    .map(|i| sa.collisions.remove(i));
                 if ok {
                     let our_new = sa.children.last().map(|c| c.spi_in);
                     if let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == old) {
@@ -515,7 +639,10 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                             let ours_min = std::cmp::min(our_ni.clone(), nr);
                             let peers_min = std::cmp::min(col.nonces.0.clone(), col.nonces.1.clone());
                             if ours_min < peers_min {
-                                debug!(peer_child = format_args!("{:08x}", col.peer_new_spi_in), "rekey collision: our new CHILD_SA is redundant, deleting it");
+                                debug!(
+                                    peer_child = format_args!("{:08x}", col.peer_new_spi_in),
+                                    "rekey collision: our new CHILD_SA is redundant, deleting it"
+                                );
                                 sa.tasks.push_front(Task::DeleteChild(our_new));
                             } else {
                                 debug!("rekey collision: the peer's new CHILD_SA is redundant, deleting the old one");
@@ -527,7 +654,11 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                 } else if let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == old) {
                     if c.state == ChildState::Rekeying {
                         // The peer rekeyed it (collision) or refused: retry later if still ours.
-                        c.state = if collision.is_some() { ChildState::Rekeyed } else { ChildState::Installed };
+                        c.state = if collision.is_some() {
+                            ChildState::Rekeyed
+                        } else {
+                            ChildState::Installed
+                        };
                         if collision.is_none() {
                             let wait = 2_000 + crypto::random::u32().unwrap_or(0) % 30_000;
                             c.rekey_at = Some(now + std::time::Duration::from_millis(u64::from(wait)));
@@ -548,7 +679,8 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                 let chosen = chosen.ok_or("no SA")?;
                 let nr = nr.ok_or("no nonce")?;
                 let (group, data) = ker.ok_or("no KE")?;
-                let sel = proposal::accept_ike_response(&sa.config.ike_proposals, &chosen).map_err(|m| m.to_string())?;
+                let sel =
+                    proposal::accept_ike_response(&sa.config.ike_proposals, &chosen).map_err(|m| m.to_string())?;
                 if group != ke.group().number() || sel.suite.ke != ke.group() {
                     return Err("KE group differs from the one proposed".to_string());
                 }
@@ -558,7 +690,17 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
             })();
             match result {
                 Ok((sel, peer_spi, nr, shared)) => {
-                    make_successor(sa, now, Role::Initiator, new_spi, peer_spi, sel.suite, &ni, &nr, &shared);
+                    make_successor(
+                        sa,
+                        now,
+                        Role::Initiator,
+                        new_spi,
+                        peer_spi,
+                        sel.suite,
+                        &ni,
+                        &nr,
+                        &shared,
+                    );
                     sa.tasks.clear();
                     sa.tasks.push_front(Task::DeleteIke);
                 }
@@ -589,7 +731,17 @@ fn make_successor(
 ) {
     let Some(old) = sa.keys.as_ref() else { return };
     let keys = derive_rekeyed_ike_sa_keys(&suite, old.suite.prf, &old.sk_d, shared, ni, nr, spi_i, spi_r);
-    let mut new = IkeSa::blank(role, now, sa.config.clone(), sa.ctx.clone(), sa.local, sa.remote, spi_i, spi_r, State::Established);
+    let mut new = IkeSa::blank(
+        role,
+        now,
+        sa.config.clone(),
+        sa.ctx.clone(),
+        sa.local,
+        sa.remote,
+        spi_i,
+        spi_r,
+        State::Established,
+    );
     new.nat_t = sa.nat_t;
     new.nat_local = sa.nat_local;
     new.nat_remote = sa.nat_remote;
@@ -611,7 +763,11 @@ fn make_successor(
         new_spi_r = format_args!("{spi_r:016x}"),
         "IKE SA rekeyed"
     );
-    sa.events.push_back(Event::IkeSaRekeyed { old: (sa.spi_i, sa.spi_r), new: (spi_i, spi_r), new_local_spi });
+    sa.events.push_back(Event::IkeSaRekeyed {
+        old: (sa.spi_i, sa.spi_r),
+        new: (spi_i, spi_r),
+        new_local_spi,
+    });
     sa.rekey_at = None;
     sa.expire_at = None;
     sa.successor = Some(Box::new(new));
@@ -624,16 +780,26 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
         _ => None,
     });
     let Some(ni) = ni.filter(|n| (16..=256).contains(&n.len())) else {
-        sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())]);
+        sa.send_response(
+            ExchangeType::CREATE_CHILD_SA,
+            mid,
+            vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())],
+        );
         return;
     };
-    let ike_rekey = inner.iter().any(|p| matches!(p, Payload::Sa(props) if props.first().is_some_and(|p| p.protocol == ProtocolId::IKE)));
+    let ike_rekey = inner
+        .iter()
+        .any(|p| matches!(p, Payload::Sa(props) if props.first().is_some_and(|p| p.protocol == ProtocolId::IKE)));
     if ike_rekey {
         respond_rekey_ike(sa, now, mid, &inner, &ni);
         return;
     }
     if sa.successor.is_some() {
-        sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, vec![notify(NotifyType::TEMPORARY_FAILURE, Vec::new())]);
+        sa.send_response(
+            ExchangeType::CREATE_CHILD_SA,
+            mid,
+            vec![notify(NotifyType::TEMPORARY_FAILURE, Vec::new())],
+        );
         return;
     }
     let mut rekey = None;
@@ -643,7 +809,11 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
             Some(pos) => {
                 let c = &sa.children[pos];
                 if c.state == ChildState::Deleting {
-                    sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, vec![notify(NotifyType::TEMPORARY_FAILURE, Vec::new())]);
+                    sa.send_response(
+                        ExchangeType::CREATE_CHILD_SA,
+                        mid,
+                        vec![notify(NotifyType::TEMPORARY_FAILURE, Vec::new())],
+                    );
                     return;
                 }
                 rekey = Some((c.template, c.spi_in));
@@ -679,7 +849,11 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
                     if c.state == ChildState::Rekeying {
                         // Simultaneous rekey (§2.8.1): resolved when our response arrives.
                         if let Some(new_spi) = new_spi {
-                            sa.collisions.push(Collision { old_spi_in: old, peer_new_spi_in: new_spi, nonces: (ni.clone(), nr.clone()) });
+                            sa.collisions.push(Collision {
+                                old_spi_in: old,
+                                peer_new_spi_in: new_spi,
+                                nonces: (ni.clone(), nr.clone()),
+                            });
                         }
                     } else {
                         c.state = ChildState::Rekeyed;
@@ -712,23 +886,38 @@ fn respond_rekey_ike(sa: &mut IkeSa, now: Instant, mid: u32, inner: &[Payload], 
         Payload::Ke { group, data } => Some((*group, data)),
         _ => None,
     });
-    let busy = sa.outstanding.as_ref().is_some_and(|o| matches!(o.kind, RequestKind::CreateChild(Pending::Ike { .. })))
+    let busy = sa
+        .outstanding
+        .as_ref()
+        .is_some_and(|o| matches!(o.kind, RequestKind::CreateChild(Pending::Ike { .. })))
         || sa.successor.is_some()
         || sa.children.iter().any(|c| c.state == ChildState::Rekeying);
     if busy {
         debug!("IKE rekey request while we are rekeying: TEMPORARY_FAILURE");
-        sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, vec![notify(NotifyType::TEMPORARY_FAILURE, Vec::new())]);
+        sa.send_response(
+            ExchangeType::CREATE_CHILD_SA,
+            mid,
+            vec![notify(NotifyType::TEMPORARY_FAILURE, Vec::new())],
+        );
         return;
     }
     let (Some(offered), Some((group, kei))) = (offered, kei) else {
-        sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())]);
+        sa.send_response(
+            ExchangeType::CREATE_CHILD_SA,
+            mid,
+            vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())],
+        );
         return;
     };
     let sel = match proposal::select_ike(&sa.config.ike_proposals, offered) {
         Ok(s) => s,
         Err(m) => {
             warn!(connection = %sa.config.name, "IKE rekey: no proposal chosen: {m}");
-            sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, vec![notify(NotifyType::NO_PROPOSAL_CHOSEN, Vec::new())]);
+            sa.send_response(
+                ExchangeType::CREATE_CHILD_SA,
+                mid,
+                vec![notify(NotifyType::NO_PROPOSAL_CHOSEN, Vec::new())],
+            );
             return;
         }
     };
@@ -736,19 +925,30 @@ fn respond_rekey_ike(sa: &mut IkeSa, now: Instant, mid: u32, inner: &[Payload], 
         sa.send_response(
             ExchangeType::CREATE_CHILD_SA,
             mid,
-            vec![notify(NotifyType::INVALID_KE_PAYLOAD, sel.suite.ke.number().to_be_bytes().to_vec())],
+            vec![notify(
+                NotifyType::INVALID_KE_PAYLOAD,
+                sel.suite.ke.number().to_be_bytes().to_vec(),
+            )],
         );
         return;
     }
     let Ok(peer_spi) = <[u8; 8]>::try_from(sel.proposal.spi.as_slice()).map(u64::from_be_bytes) else {
-        sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())]);
+        sa.send_response(
+            ExchangeType::CREATE_CHILD_SA,
+            mid,
+            vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())],
+        );
         return;
     };
     let (ker, shared) = match KeyExchange::respond(sel.suite.ke, kei) {
         Ok(x) => x,
         Err(e) => {
             warn!("bad KE value in IKE rekey: {e}");
-            sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())]);
+            sa.send_response(
+                ExchangeType::CREATE_CHILD_SA,
+                mid,
+                vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())],
+            );
             return;
         }
     };
@@ -760,6 +960,10 @@ fn respond_rekey_ike(sa: &mut IkeSa, now: Instant, mid: u32, inner: &[Payload], 
     sa.send_response(
         ExchangeType::CREATE_CHILD_SA,
         mid,
-        vec![Payload::Sa(vec![echo]), Payload::Nonce(nr), Payload::Ke { group, data: ker }],
+        vec![
+            Payload::Sa(vec![echo]),
+            Payload::Nonce(nr),
+            Payload::Ke { group, data: ker },
+        ],
     );
 }

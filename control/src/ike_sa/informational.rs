@@ -22,21 +22,46 @@ pub(crate) enum Pending {
 /// Sends an empty INFORMATIONAL request (dead-peer detection).
 pub(crate) fn start_dpd(sa: &mut IkeSa, now: Instant) {
     debug!(peer = %sa.remote, "liveness check");
-    sa.send_request(now, ExchangeType::INFORMATIONAL, Vec::new(), RequestKind::Informational(Pending::Dpd));
+    sa.send_request(
+        now,
+        ExchangeType::INFORMATIONAL,
+        Vec::new(),
+        RequestKind::Informational(Pending::Dpd),
+    );
 }
 
 /// Sends a DELETE for the child with inbound SPI `spi_in`.
 pub(crate) fn start_delete_child(sa: &mut IkeSa, now: Instant, spi_in: u32) {
-    let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == spi_in) else { return };
+    let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == spi_in) else {
+        return;
+    };
     c.state = ChildState::Deleting;
-    let payloads = vec![Payload::Delete(Delete { protocol: ProtocolId::ESP, spi_size: 4, spis: vec![spi_in.to_be_bytes().to_vec()] })];
-    sa.send_request(now, ExchangeType::INFORMATIONAL, payloads, RequestKind::Informational(Pending::DeleteChildren(vec![spi_in])));
+    let payloads = vec![Payload::Delete(Delete {
+        protocol: ProtocolId::ESP,
+        spi_size: 4,
+        spis: vec![spi_in.to_be_bytes().to_vec()],
+    })];
+    sa.send_request(
+        now,
+        ExchangeType::INFORMATIONAL,
+        payloads,
+        RequestKind::Informational(Pending::DeleteChildren(vec![spi_in])),
+    );
 }
 
 /// Sends a DELETE for the IKE SA.
 pub(crate) fn start_delete_ike(sa: &mut IkeSa, now: Instant) {
-    let payloads = vec![Payload::Delete(Delete { protocol: ProtocolId::IKE, spi_size: 0, spis: Vec::new() })];
-    sa.send_request(now, ExchangeType::INFORMATIONAL, payloads, RequestKind::Informational(Pending::DeleteIke));
+    let payloads = vec![Payload::Delete(Delete {
+        protocol: ProtocolId::IKE,
+        spi_size: 0,
+        spis: Vec::new(),
+    })];
+    sa.send_request(
+        now,
+        ExchangeType::INFORMATIONAL,
+        payloads,
+        RequestKind::Informational(Pending::DeleteIke),
+    );
 }
 
 /// Removes a child and reports it.
@@ -51,7 +76,10 @@ pub(crate) fn remove_child(sa: &mut IkeSa, spi_in: u32) {
             spi_out = format_args!("{:08x}", c.spi_out),
             "CHILD_SA deleted"
         );
-        sa.events.push_back(Event::ChildSaDeleted { spi_in: c.spi_in, spi_out: c.spi_out });
+        sa.events.push_back(Event::ChildSaDeleted {
+            spi_in: c.spi_in,
+            spi_out: c.spi_out,
+        });
     }
 }
 
@@ -90,7 +118,9 @@ pub(crate) fn handle_request(sa: &mut IkeSa, _now: Instant, mid: u32, inner: Vec
             Payload::Delete(d) if d.protocol == ProtocolId::IKE => delete_ike = true,
             Payload::Delete(d) if d.protocol == ProtocolId::ESP || d.protocol == ProtocolId::AH => {
                 for spi in &d.spis {
-                    let Ok(spi) = <[u8; 4]>::try_from(spi.as_slice()).map(u32::from_be_bytes) else { continue };
+                    let Ok(spi) = <[u8; 4]>::try_from(spi.as_slice()).map(u32::from_be_bytes) else {
+                        continue;
+                    };
                     if let Some(c) = sa.children.iter().find(|c| c.spi_out == spi) {
                         // A child we are deleting ourselves is not listed again (§1.4.1).
                         if c.state != ChildState::Deleting {

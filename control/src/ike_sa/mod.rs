@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
+use crate::Error;
 use crate::config::{ConnectionConfig, Lifetime};
 use crate::crypto::{IkeSuite, SkCipher};
 use crate::wire::ikev2::{
-    self, sk, ExchangeType, FragmentReassembler, Header, Identification, Notify, NotifyType, Payload, ProtocolId,
-    FLAG_INITIATOR, FLAG_RESPONSE,
+    self, ExchangeType, FLAG_INITIATOR, FLAG_RESPONSE, FragmentReassembler, Header, Identification, Notify, NotifyType,
+    Payload, ProtocolId, sk,
 };
-use crate::Error;
 
 pub use child::{ChildSa, ChildSaInstall, ChildState, DirectionKeys};
 
@@ -169,7 +169,11 @@ impl Context {
     pub fn new_ike_spi(&self) -> u64 {
         loop {
             let r = crate::crypto::random::u64().unwrap_or(1);
-            let mask = if self.spi_prefix_bits == 0 { u64::MAX } else { u64::MAX >> self.spi_prefix_bits };
+            let mask = if self.spi_prefix_bits == 0 {
+                u64::MAX
+            } else {
+                u64::MAX >> self.spi_prefix_bits
+            };
             let spi = self.spi_prefix | (r & mask);
             if spi != 0 {
                 return spi;
@@ -190,7 +194,10 @@ impl Context {
             spi_prefix: 0,
             spi_prefix_bits: 0,
             unix_time: Arc::new(|| {
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
             }),
         }
     }
@@ -330,6 +337,7 @@ pub(crate) fn schedule(now: Instant, lifetime: &Lifetime) -> (Option<Instant>, O
 }
 
 impl IkeSa {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn blank(
         role: Role,
         now: Instant,
@@ -614,13 +622,24 @@ impl IkeSa {
         }
     }
 
-    fn handle_response(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, datagram: &[u8], msg: ikev2::Message) {
+    fn handle_response(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        datagram: &[u8],
+        msg: ikev2::Message,
+    ) {
         let Some(out) = self.outstanding.as_ref() else {
             debug!("dropping response with no outstanding request");
             return;
         };
         if out.message_id != msg.header.message_id {
-            debug!(got = msg.header.message_id, want = out.message_id, "dropping response with unexpected message ID");
+            debug!(
+                got = msg.header.message_id,
+                want = out.message_id,
+                "dropping response with unexpected message ID"
+            );
             return;
         }
         if msg.header.exchange == ExchangeType::IKE_SA_INIT {
@@ -641,9 +660,19 @@ impl IkeSa {
         self.start_next_task(now);
     }
 
-    fn handle_request(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, datagram: &[u8], msg: ikev2::Message) {
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        datagram: &[u8],
+        msg: ikev2::Message,
+    ) {
         let mid = msg.header.message_id;
-        let first_fragment = msg.payloads.iter().all(|p| !matches!(p, Payload::Skf { number, .. } if *number != 1));
+        let first_fragment = msg
+            .payloads
+            .iter()
+            .all(|p| !matches!(p, Payload::Skf { number, .. } if *number != 1));
         if let Some((cached_mid, datagrams)) = &self.cached_response {
             if *cached_mid == mid {
                 // Retransmitted request: answer from the cache. For fragmented
@@ -659,7 +688,11 @@ impl IkeSa {
             }
         }
         if mid != self.expected_request_id {
-            debug!(got = mid, want = self.expected_request_id, "dropping request outside the window");
+            debug!(
+                got = mid,
+                want = self.expected_request_id,
+                "dropping request outside the window"
+            );
             return;
         }
         if msg.header.exchange == ExchangeType::IKE_SA_INIT {
@@ -673,7 +706,10 @@ impl IkeSa {
         }
         let Some(inner) = self.open(datagram, &msg) else { return };
         self.after_authentic_inbound(now, local, remote);
-        if let Some(Payload::Unknown { ty, .. }) = inner.iter().find(|p| matches!(p, Payload::Unknown { critical: true, .. })) {
+        if let Some(Payload::Unknown { ty, .. }) = inner
+            .iter()
+            .find(|p| matches!(p, Payload::Unknown { critical: true, .. }))
+        {
             warn!(payload = ty.0, "peer sent an unsupported critical payload");
             let n = notify(NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD, vec![ty.0]);
             self.send_response(msg.header.exchange, mid, vec![n]);
@@ -771,9 +807,15 @@ impl IkeSa {
     /// Encrypts `inner` into one SK datagram or, when the peer supports it and
     /// the message is large, into SKF fragments.
     fn protect(&self, header: &Header, inner: &[Payload]) -> Result<Vec<Vec<u8>>, Error> {
-        let keys = self.keys.as_ref().ok_or_else(|| Error::InvalidSyntax("no keys".into()))?;
+        let keys = self
+            .keys
+            .as_ref()
+            .ok_or_else(|| Error::InvalidSyntax("no keys".into()))?;
         let whole = sk::seal_message(header, inner, &keys.outbound)?;
-        let limit = self.config.fragment_size.saturating_sub(if self.remote.is_ipv4() { 28 } else { 48 });
+        let limit = self
+            .config
+            .fragment_size
+            .saturating_sub(if self.remote.is_ipv4() { 28 } else { 48 });
         if self.peer_fragmentation && self.config.fragmentation && whole.len() > limit {
             Ok(sk::seal_fragments(header, inner, &keys.outbound, limit)?)
         } else {
@@ -782,7 +824,13 @@ impl IkeSa {
     }
 
     /// Sends a new encrypted request and makes it the outstanding one.
-    pub(crate) fn send_request(&mut self, now: Instant, exchange: ExchangeType, inner: Vec<Payload>, kind: RequestKind) {
+    pub(crate) fn send_request(
+        &mut self,
+        now: Instant,
+        exchange: ExchangeType,
+        inner: Vec<Payload>,
+        kind: RequestKind,
+    ) {
         let mid = self.next_request_id;
         let header = self.header(exchange, mid, false);
         let datagrams = match self.protect(&header, &inner) {
@@ -824,7 +872,12 @@ impl IkeSa {
     }
 
     pub(crate) fn push_transmit(&mut self, data: Vec<u8>) {
-        self.transmits.push_back(Transmit { local: self.local, remote: self.remote, non_esp_marker: self.nat_t, data });
+        self.transmits.push_back(Transmit {
+            local: self.local,
+            remote: self.remote,
+            non_esp_marker: self.nat_t,
+            data,
+        });
     }
 
     /// Moves IKE to the NAT-T ports (RFC 7296 §2.23).
@@ -832,7 +885,8 @@ impl IkeSa {
         if !self.nat_t {
             self.nat_t = true;
             self.local.set_port(self.ctx.local_nat_port);
-            self.remote.set_port(self.config.remote_nat_port.unwrap_or(self.ctx.remote_nat_port));
+            self.remote
+                .set_port(self.config.remote_nat_port.unwrap_or(self.ctx.remote_nat_port));
         }
     }
 
@@ -840,13 +894,19 @@ impl IkeSa {
     pub fn close(&mut self, reason: DownReason) {
         for c in self.children.drain(..) {
             self.ctx.child_spis.release(c.spi_in);
-            self.events.push_back(Event::ChildSaDeleted { spi_in: c.spi_in, spi_out: c.spi_out });
+            self.events.push_back(Event::ChildSaDeleted {
+                spi_in: c.spi_in,
+                spi_out: c.spi_out,
+            });
         }
         self.outstanding = None;
         self.tasks.clear();
         if !self.down_reported {
             self.down_reported = true;
-            self.events.push_back(Event::IkeSaDown { spis: (self.spi_i, self.spi_r), reason });
+            self.events.push_back(Event::IkeSaDown {
+                spis: (self.spi_i, self.spi_r),
+                reason,
+            });
         }
         self.state = State::Closed;
     }
@@ -877,7 +937,12 @@ pub fn notify_payload(ty: NotifyType, data: Vec<u8>) -> Payload {
 
 /// A Notify payload without SPI.
 pub(crate) fn notify(ty: NotifyType, data: Vec<u8>) -> Payload {
-    Payload::Notify(Notify { protocol: ProtocolId::NONE, spi: Vec::new(), ty, data })
+    Payload::Notify(Notify {
+        protocol: ProtocolId::NONE,
+        spi: Vec::new(),
+        ty,
+        data,
+    })
 }
 
 /// Finds a notify of a type among payloads.

@@ -7,13 +7,15 @@ use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
-use super::{find_notify, notify, AuthContext, Context, DownReason, IkeSa, Outstanding, RequestKind, Role, SaKeys, State};
+use super::{
+    AuthContext, Context, DownReason, IkeSa, Outstanding, RequestKind, Role, SaKeys, State, find_notify, notify,
+};
+use crate::Error;
 use crate::config::ConnectionConfig;
-use crate::crypto::{self, keys::derive_ike_sa_keys, KeGroup, KeyExchange, SkCipher};
+use crate::crypto::{self, KeGroup, KeyExchange, SkCipher, keys::derive_ike_sa_keys};
 use crate::nat::nat_detection_hash;
 use crate::proposal::{self, IkeProposal};
-use crate::wire::ikev2::{self, ExchangeType, Header, Message, NotifyType, Payload, FLAG_RESPONSE};
-use crate::Error;
+use crate::wire::ikev2::{self, ExchangeType, FLAG_RESPONSE, Header, Message, NotifyType, Payload};
 
 /// Nonce length we send (RFC 7296 §2.10: at least half the PRF key size, at least 16).
 pub const NONCE_LEN: usize = 32;
@@ -55,10 +57,22 @@ impl IkeSa {
             .ike_proposals
             .first()
             .and_then(|p| p.ke.first().copied())
-            .ok_or_else(|| Error::Config(format!("connection '{}' has no IKE proposal with a key exchange", config.name)))?;
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "connection '{}' has no IKE proposal with a key exchange",
+                    config.name
+                ))
+            })?;
         let ke = KeyExchange::generate(group)?;
         let ni = random_nonce()?;
-        let state = State::InitSent(InitSent { ke, ni, cookie: None, cookie_rounds: 0, ke_rounds: 0, request: Vec::new() });
+        let state = State::InitSent(InitSent {
+            ke,
+            ni,
+            cookie: None,
+            cookie_rounds: 0,
+            ke_rounds: 0,
+            request: Vec::new(),
+        });
         let mut sa = IkeSa::blank(Role::Initiator, now, config, ctx, local, remote, spi_i, 0, state);
         sa.send_init(now);
         info!(connection = %sa.config.name, peer = %remote, "initiating IKE SA");
@@ -79,10 +93,19 @@ impl IkeSa {
             .map(|(i, p)| p.to_wire((i + 1) as u8, &[]))
             .collect();
         payloads.push(Payload::Sa(proposals));
-        payloads.push(Payload::Ke { group: st.ke.group().number(), data: st.ke.public_value().to_vec() });
+        payloads.push(Payload::Ke {
+            group: st.ke.group().number(),
+            data: st.ke.public_value().to_vec(),
+        });
         payloads.push(Payload::Nonce(st.ni.clone()));
-        payloads.push(notify(NotifyType::NAT_DETECTION_SOURCE_IP, nat_detection_hash(self.spi_i, 0, self.local)));
-        payloads.push(notify(NotifyType::NAT_DETECTION_DESTINATION_IP, nat_detection_hash(self.spi_i, 0, self.remote)));
+        payloads.push(notify(
+            NotifyType::NAT_DETECTION_SOURCE_IP,
+            nat_detection_hash(self.spi_i, 0, self.local),
+        ));
+        payloads.push(notify(
+            NotifyType::NAT_DETECTION_DESTINATION_IP,
+            nat_detection_hash(self.spi_i, 0, self.remote),
+        ));
         if self.config.fragmentation {
             payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, Vec::new()));
         }
@@ -117,7 +140,14 @@ impl IkeSa {
 }
 
 /// Initiator: processes the IKE_SA_INIT response.
-pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, _local: SocketAddr, _remote: SocketAddr, datagram: &[u8], msg: Message) {
+pub(crate) fn handle_response(
+    sa: &mut IkeSa,
+    now: Instant,
+    _local: SocketAddr,
+    _remote: SocketAddr,
+    datagram: &[u8],
+    msg: Message,
+) {
     let payloads = &msg.payloads;
     // COOKIE: retry with it (RFC 7296 §2.6).
     if let Some(c) = find_notify(payloads, NotifyType::COOKIE) {
@@ -171,7 +201,11 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, _local: SocketAddr, 
         Ok(()) => {
             sa.outstanding = None;
             if sa.nat_local || sa.nat_remote {
-                debug!(local_nat = sa.nat_local, remote_nat = sa.nat_remote, "NAT detected, moving to NAT-T port");
+                debug!(
+                    local_nat = sa.nat_local,
+                    remote_nat = sa.nat_remote,
+                    "NAT detected, moving to NAT-T port"
+                );
                 sa.float_to_nat_t();
             }
             super::auth::start(sa, now);
@@ -203,7 +237,10 @@ fn process_response(sa: &mut IkeSa, datagram: &[u8], msg: &Message) -> Result<()
         return Err(Error::InvalidSyntax(format!("responder nonce of {} bytes", nr.len())));
     }
     if props.len() != 1 {
-        return Err(Error::InvalidSyntax(format!("responder chose {} proposals", props.len())));
+        return Err(Error::InvalidSyntax(format!(
+            "responder chose {} proposals",
+            props.len()
+        )));
     }
     if msg.header.spi_r == 0 {
         return Err(Error::InvalidSyntax("responder SPI is zero".into()));
@@ -215,7 +252,10 @@ fn process_response(sa: &mut IkeSa, datagram: &[u8], msg: &Message) -> Result<()
     };
     if group != st.ke.group().number() || selected.suite.ke != st.ke.group() {
         sa.state = State::InitSent(st);
-        return Err(Error::InvalidKePayload { offered: group, wanted: selected.suite.ke.number() });
+        return Err(Error::InvalidKePayload {
+            offered: group,
+            wanted: selected.suite.ke.number(),
+        });
     }
     sa.spi_r = msg.header.spi_r;
     let InitSent { ke, ni, request, .. } = st;
@@ -233,13 +273,21 @@ fn process_response(sa: &mut IkeSa, datagram: &[u8], msg: &Message) -> Result<()
     sa.peer_fragmentation = find_notify(&msg.payloads, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
     note_auth_hints(sa, &msg.payloads);
     install_keys(sa, selected.suite, keys)?;
-    sa.state = State::Authenticating(AuthContext { our_init: request, peer_init: datagram.to_vec(), ni, nr: nr.clone() });
+    sa.state = State::Authenticating(AuthContext {
+        our_init: request,
+        peer_init: datagram.to_vec(),
+        ni,
+        nr: nr.clone(),
+    });
     Ok(())
 }
 
 /// Our SIGNATURE_HASH_ALGORITHMS notify (RFC 7427).
 fn signature_hash_notify() -> Payload {
-    let data = crate::pki::supported_hash_algorithms().iter().flat_map(|h| h.to_be_bytes()).collect();
+    let data = crate::pki::supported_hash_algorithms()
+        .iter()
+        .flat_map(|h| h.to_be_bytes())
+        .collect();
     notify(NotifyType::SIGNATURE_HASH_ALGORITHMS, data)
 }
 
@@ -248,7 +296,11 @@ pub(crate) fn note_auth_hints(sa: &mut IkeSa, payloads: &[Payload]) {
     for p in payloads {
         match p {
             Payload::Notify(n) if n.ty == NotifyType::SIGNATURE_HASH_ALGORITHMS => {
-                sa.peer_sig_hashes = n.data.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+                sa.peer_sig_hashes = n
+                    .data
+                    .chunks_exact(2)
+                    .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                    .collect();
             }
             Payload::CertReq { encoding, data } if *encoding == ikev2::CertEncoding::X509_SIGNATURE => {
                 sa.peer_certreq.extend_from_slice(data);
@@ -318,7 +370,9 @@ fn reject(msg: &Message, error: Error) -> InitRejected {
             &msg.header,
             notify(NotifyType::INVALID_KE_PAYLOAD, wanted.to_be_bytes().to_vec()),
         )),
-        e => e.notify().map(|n| stateless_response(&msg.header, notify(n, Vec::new()))),
+        e => e
+            .notify()
+            .map(|n| stateless_response(&msg.header, notify(n, Vec::new()))),
     };
     InitRejected { error, response }
 }
@@ -342,7 +396,10 @@ impl IkeSa {
     ) -> Result<IkeSa, InitRejected> {
         let h = &msg.header;
         if h.spi_r != 0 || h.message_id != 0 || h.is_response() || !h.is_initiator() {
-            return Err(InitRejected { error: Error::InvalidSyntax("not an initial IKE_SA_INIT request".into()), response: None });
+            return Err(InitRejected {
+                error: Error::InvalidSyntax("not an initial IKE_SA_INIT request".into()),
+                response: None,
+            });
         }
         let mut offered = None;
         let mut ke = None;
@@ -359,10 +416,16 @@ impl IkeSa {
             }
         }
         let (Some(offered), Some((ke_group, kei)), Some(ni)) = (offered, ke, nonce) else {
-            return Err(reject(msg, Error::InvalidSyntax("IKE_SA_INIT request lacks SA, KE or nonce".into())));
+            return Err(reject(
+                msg,
+                Error::InvalidSyntax("IKE_SA_INIT request lacks SA, KE or nonce".into()),
+            ));
         };
         if !nonce_ok(ni) {
-            return Err(reject(msg, Error::InvalidSyntax(format!("initiator nonce of {} bytes", ni.len()))));
+            return Err(reject(
+                msg,
+                Error::InvalidSyntax(format!("initiator nonce of {} bytes", ni.len())),
+            ));
         }
         // Pick the connection and proposal; prefer the group the initiator already sent.
         let mut first_mismatch = None;
@@ -380,7 +443,10 @@ impl IkeSa {
                         cfg.ike_proposals
                             .iter()
                             .filter(|p| p.ke.contains(&g))
-                            .map(|p| IkeProposal { ke: vec![g], ..p.clone() })
+                            .map(|p| IkeProposal {
+                                ke: vec![g],
+                                ..p.clone()
+                            })
                             .collect::<Vec<_>>()
                     });
                     let sel = restricted
@@ -403,15 +469,34 @@ impl IkeSa {
         };
         if selected.suite.ke.number() != ke_group {
             info!(peer = %remote, sent = ke_group, wanted = selected.suite.ke.number(), "asking initiator for another KE group");
-            return Err(reject(msg, Error::InvalidKePayload { offered: ke_group, wanted: selected.suite.ke.number() }));
+            return Err(reject(
+                msg,
+                Error::InvalidKePayload {
+                    offered: ke_group,
+                    wanted: selected.suite.ke.number(),
+                },
+            ));
         }
         let (ker, shared) = KeyExchange::respond(selected.suite.ke, kei).map_err(|e| {
             warn!(peer = %remote, "bad KE public value: {e}");
             reject(msg, Error::InvalidSyntax(format!("bad KE value: {e}")))
         })?;
-        let nr = random_nonce().map_err(|e| InitRejected { error: e, response: None })?;
+        let nr = random_nonce().map_err(|e| InitRejected {
+            error: e,
+            response: None,
+        })?;
         let keys = derive_ike_sa_keys(&selected.suite, &shared, ni, &nr, h.spi_i, spi_r);
-        let mut sa = IkeSa::blank(Role::Responder, now, config, ctx.clone(), local, remote, h.spi_i, spi_r, State::Closed);
+        let mut sa = IkeSa::blank(
+            Role::Responder,
+            now,
+            config,
+            ctx.clone(),
+            local,
+            remote,
+            h.spi_i,
+            spi_r,
+            State::Closed,
+        );
         let src = nat_hashes(&msg.payloads, NotifyType::NAT_DETECTION_SOURCE_IP);
         let dst = nat_hashes(&msg.payloads, NotifyType::NAT_DETECTION_DESTINATION_IP);
         if !src.is_empty() && !dst.is_empty() {
@@ -423,10 +508,19 @@ impl IkeSa {
         sa.peer_fragmentation = find_notify(&msg.payloads, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         let mut payloads = vec![
             Payload::Sa(vec![selected.proposal.clone()]),
-            Payload::Ke { group: selected.suite.ke.number(), data: ker },
+            Payload::Ke {
+                group: selected.suite.ke.number(),
+                data: ker,
+            },
             Payload::Nonce(nr.clone()),
-            notify(NotifyType::NAT_DETECTION_SOURCE_IP, nat_detection_hash(h.spi_i, spi_r, local)),
-            notify(NotifyType::NAT_DETECTION_DESTINATION_IP, nat_detection_hash(h.spi_i, spi_r, remote)),
+            notify(
+                NotifyType::NAT_DETECTION_SOURCE_IP,
+                nat_detection_hash(h.spi_i, spi_r, local),
+            ),
+            notify(
+                NotifyType::NAT_DETECTION_DESTINATION_IP,
+                nat_detection_hash(h.spi_i, spi_r, remote),
+            ),
         ];
         if sa.config.fragmentation && sa.peer_fragmentation {
             payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, Vec::new()));
@@ -446,7 +540,10 @@ impl IkeSa {
         }
         let header = sa.header(ExchangeType::IKE_SA_INIT, 0, true);
         let response = ikev2::encode_message(&header, &payloads);
-        install_keys(&mut sa, selected.suite, keys).map_err(|e| InitRejected { error: e, response: None })?;
+        install_keys(&mut sa, selected.suite, keys).map_err(|e| InitRejected {
+            error: e,
+            response: None,
+        })?;
         sa.state = State::Authenticating(AuthContext {
             our_init: response.clone(),
             peer_init: datagram.to_vec(),

@@ -33,9 +33,8 @@ fn digital_signature(
     octets: &[u8],
 ) -> Result<(AuthMethod, Vec<u8>), PkiError> {
     let alg_id = alg.to_der();
-    let len = u8::try_from(alg_id.len()).map_err(|_| {
-        PkiError::UnsupportedAlgorithm("AlgorithmIdentifier longer than 255 bytes".into())
-    })?;
+    let len = u8::try_from(alg_id.len())
+        .map_err(|_| PkiError::UnsupportedAlgorithm("AlgorithmIdentifier longer than 255 bytes".into()))?;
     let sig = key.sign(alg, octets)?;
     let mut data = Vec::with_capacity(1 + alg_id.len() + sig.len());
     data.push(len);
@@ -54,11 +53,7 @@ fn digital_signature(
 /// ECDSA_SHA384_P384 (raw r||s) and, for RSA keys, RSA_SIG (auth method 1:
 /// PKCS#1 v1.5 with SHA-1, made through `ffi::rsa_legacy` since aws-lc-rs
 /// creates no SHA-1 signatures). Ed25519 needs the peer to announce Identity.
-pub fn sign_auth(
-    key: &PrivateKey,
-    octets: &[u8],
-    peer_hashes: &[u16],
-) -> Result<(AuthMethod, Vec<u8>), PkiError> {
+pub fn sign_auth(key: &PrivateKey, octets: &[u8], peer_hashes: &[u16]) -> Result<(AuthMethod, Vec<u8>), PkiError> {
     match key.key_type() {
         KeyType::Ed25519 => {
             if peer_hashes.contains(&HASH_IDENTITY) {
@@ -92,11 +87,12 @@ pub fn sign_auth(
             .into_iter()
             .find(|(id, _)| peer_hashes.contains(id));
             match hash {
-                Some((_, h)) if key.rsa_pss() => {
-                    digital_signature(key, SignatureAlgorithm::RsaPss(h), octets)
-                }
+                Some((_, h)) if key.rsa_pss() => digital_signature(key, SignatureAlgorithm::RsaPss(h), octets),
                 Some((_, h)) => digital_signature(key, SignatureAlgorithm::RsaPkcs1(h), octets),
-                None => Ok((AuthMethod::RSA_SIG, key.sign(SignatureAlgorithm::RsaPkcs1(HashAlg::Sha1), octets)?)),
+                None => Ok((
+                    AuthMethod::RSA_SIG,
+                    key.sign(SignatureAlgorithm::RsaPkcs1(HashAlg::Sha1), octets)?,
+                )),
             }
         }
     }
@@ -108,12 +104,7 @@ pub fn sign_auth(
 /// ECDSA_SHA384_P384 (raw r||s, RFC 4754) and DIGITAL_SIGNATURE (RFC 7427:
 /// RSA PKCS#1 v1.5 and RSA-PSS with SHA-2, ECDSA with SHA-2, Ed25519). Any
 /// malformed input or mismatch is an error; it never panics.
-pub fn verify_auth(
-    cert: &Certificate,
-    method: AuthMethod,
-    auth_data: &[u8],
-    octets: &[u8],
-) -> Result<(), PkiError> {
+pub fn verify_auth(cert: &Certificate, method: AuthMethod, auth_data: &[u8], octets: &[u8]) -> Result<(), PkiError> {
     let key = cert.public_key()?;
     let wrong_key = || PkiError::UnsupportedAuthMethod {
         method: method.to_string(),
@@ -121,22 +112,15 @@ pub fn verify_auth(
     };
     match method {
         AuthMethod::RSA_SIG => match key {
-            PublicKey::Rsa { .. } => {
-                SignatureAlgorithm::RsaPkcs1(HashAlg::Sha1).verify(key, octets, auth_data)
-            }
+            PublicKey::Rsa { .. } => SignatureAlgorithm::RsaPkcs1(HashAlg::Sha1).verify(key, octets, auth_data),
             _ => Err(wrong_key()),
         },
         AuthMethod::ECDSA_SHA256_P256 | AuthMethod::ECDSA_SHA384_P384 => {
-            let (alg, point, len): (&'static signature::EcdsaVerificationAlgorithm, _, usize) =
-                match (method, key) {
-                    (AuthMethod::ECDSA_SHA256_P256, PublicKey::EcP256(p)) => {
-                        (&signature::ECDSA_P256_SHA256_FIXED, p, 64)
-                    }
-                    (AuthMethod::ECDSA_SHA384_P384, PublicKey::EcP384(p)) => {
-                        (&signature::ECDSA_P384_SHA384_FIXED, p, 96)
-                    }
-                    _ => return Err(wrong_key()),
-                };
+            let (alg, point, len): (&'static signature::EcdsaVerificationAlgorithm, _, usize) = match (method, key) {
+                (AuthMethod::ECDSA_SHA256_P256, PublicKey::EcP256(p)) => (&signature::ECDSA_P256_SHA256_FIXED, p, 64),
+                (AuthMethod::ECDSA_SHA384_P384, PublicKey::EcP384(p)) => (&signature::ECDSA_P384_SHA384_FIXED, p, 96),
+                _ => return Err(wrong_key()),
+            };
             if auth_data.len() != len {
                 return Err(PkiError::BadSignature(format!(
                     "{method} signature must be {len} bytes, got {}",
@@ -148,9 +132,9 @@ pub fn verify_auth(
                 .map_err(|_| PkiError::BadSignature(format!("{method} signature does not verify")))
         }
         AuthMethod::DIGITAL_SIGNATURE => {
-            let (&len, rest) = auth_data.split_first().ok_or_else(|| {
-                PkiError::BadSignature("empty DIGITAL_SIGNATURE AUTH data".into())
-            })?;
+            let (&len, rest) = auth_data
+                .split_first()
+                .ok_or_else(|| PkiError::BadSignature("empty DIGITAL_SIGNATURE AUTH data".into()))?;
             let len = usize::from(len);
             if rest.len() <= len {
                 return Err(PkiError::BadSignature(
@@ -161,8 +145,7 @@ pub fn verify_auth(
             let alg = SignatureAlgorithm::from_der(alg_id)?;
             if matches!(
                 alg,
-                SignatureAlgorithm::RsaPkcs1(HashAlg::Sha1)
-                    | SignatureAlgorithm::Ecdsa(HashAlg::Sha1)
+                SignatureAlgorithm::RsaPkcs1(HashAlg::Sha1) | SignatureAlgorithm::Ecdsa(HashAlg::Sha1)
             ) {
                 return Err(PkiError::UnsupportedAlgorithm(
                     "SHA-1 in DIGITAL_SIGNATURE (not announced)".into(),
@@ -177,11 +160,7 @@ pub fn verify_auth(
 /// CERTREQ contents for our trust anchors: the concatenated SHA-1 hashes of
 /// their subjectPublicKeys (RFC 7296 §3.7).
 pub fn certreq_hashes(store: &TrustStore) -> Vec<u8> {
-    store
-        .certificates()
-        .iter()
-        .flat_map(|c| c.public_key_sha1())
-        .collect()
+    store.certificates().iter().flat_map(|c| c.public_key_sha1()).collect()
 }
 
 /// Picks the first of `candidates` whose chain (through `intermediates`,
@@ -200,10 +179,7 @@ pub fn select_by_certreq<'a>(
     candidates.iter().find(|cand| {
         let mut current: &Certificate = cand;
         for _ in 0..=MAX_PATH_DEPTH {
-            if current
-                .authority_key_id()
-                .is_some_and(|aki| wanted.contains(&aki))
-            {
+            if current.authority_key_id().is_some_and(|aki| wanted.contains(&aki)) {
                 return true;
             }
             let Some(issuer) = intermediates

@@ -36,11 +36,7 @@ impl PublicKey {
     /// Parses a DER SubjectPublicKeyInfo.
     pub fn from_spki(spki: &[u8]) -> Result<Self, PkiError> {
         let seq = der::expect_only(spki, der::TAG_SEQUENCE, "SubjectPublicKeyInfo")?;
-        let (alg, rest) = der::expect(
-            seq.content,
-            der::TAG_SEQUENCE,
-            "SubjectPublicKeyInfo algorithm",
-        )?;
+        let (alg, rest) = der::expect(seq.content, der::TAG_SEQUENCE, "SubjectPublicKeyInfo algorithm")?;
         let bits = der::expect_only(rest, der::TAG_BIT_STRING, "subjectPublicKey")?;
         let key = match bits.content.split_first() {
             Some((0, key)) => key,
@@ -206,9 +202,7 @@ impl Certificate {
             for name in &san.value.general_names {
                 match name {
                     GeneralName::DNSName(s) => sans.push(SubjectAltName::Dns((*s).to_string())),
-                    GeneralName::RFC822Name(s) => {
-                        sans.push(SubjectAltName::Email((*s).to_string()))
-                    }
+                    GeneralName::RFC822Name(s) => sans.push(SubjectAltName::Email((*s).to_string())),
                     GeneralName::IPAddress(b) => {
                         if let Ok(a) = <[u8; 4]>::try_from(*b) {
                             sans.push(SubjectAltName::Ip(IpAddr::from(a)));
@@ -225,17 +219,11 @@ impl Certificate {
         for ext in x509.extensions() {
             let oid = ext.oid.as_bytes();
             if oid == der::oid_content(OID_AUTHORITY_KEY_ID).as_slice() {
-                if let x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) =
-                    ext.parsed_extension()
-                {
+                if let x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) = ext.parsed_extension() {
                     authority_key_id = aki.key_identifier.as_ref().map(|k| k.0.to_vec());
                 }
             }
-            if ext.critical
-                && !KNOWN_EXTENSIONS
-                    .iter()
-                    .any(|k| der::oid_content(k).as_slice() == oid)
-            {
+            if ext.critical && !KNOWN_EXTENSIONS.iter().any(|k| der::oid_content(k).as_slice() == oid) {
                 unhandled_critical.push(der::oid_to_string(oid));
             }
         }

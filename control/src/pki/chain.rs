@@ -66,12 +66,7 @@ impl TrustStore {
 
 /// Checks that `ca` may have issued `issued`, which sits `below` CA
 /// certificates under it (0 when `issued` is the end entity).
-fn check_issuer(
-    ca: &Certificate,
-    issued: &Certificate,
-    below: usize,
-    now_unix: u64,
-) -> Result<(), PkiError> {
+fn check_issuer(ca: &Certificate, issued: &Certificate, below: usize, now_unix: u64) -> Result<(), PkiError> {
     issued.verify_signed_by(ca)?;
     ca.check_validity(now_unix)?;
     if !ca.is_ca() {
@@ -130,11 +125,7 @@ pub fn verify_chain(
     for depth in 0..MAX_PATH_DEPTH {
         // The most informative failure seen for an issuer candidate at this level.
         let mut failure: Option<PkiError> = None;
-        for anchor in store
-            .cas
-            .iter()
-            .filter(|c| c.subject().semantic_eq(current.issuer()))
-        {
+        for anchor in store.cas.iter().filter(|c| c.subject().semantic_eq(current.issuer())) {
             match check_issuer(anchor, current, depth, now_unix) {
                 Ok(()) => return Ok(()),
                 Err(e) => failure = Some(e),
@@ -142,10 +133,7 @@ pub fn verify_chain(
         }
         let mut next = None;
         for (i, cand) in intermediates.iter().enumerate() {
-            if used[i]
-                || !cand.subject().semantic_eq(current.issuer())
-                || cand.der() == current.der()
-            {
+            if used[i] || !cand.subject().semantic_eq(current.issuer()) || cand.der() == current.der() {
                 continue;
             }
             match check_issuer(cand, current, depth, now_unix) {
@@ -174,7 +162,5 @@ pub fn verify_chain(
             }
         }
     }
-    Err(PkiError::PathTooDeep {
-        max: MAX_PATH_DEPTH,
-    })
+    Err(PkiError::PathTooDeep { max: MAX_PATH_DEPTH })
 }

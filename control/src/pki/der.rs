@@ -103,11 +103,7 @@ pub fn read_tlv<'a>(input: &'a [u8], what: &'static str) -> Result<(Tlv<'a>, &'a
 }
 
 /// Reads one element that must carry `tag`.
-pub fn expect<'a>(
-    input: &'a [u8],
-    tag: u8,
-    what: &'static str,
-) -> Result<(Tlv<'a>, &'a [u8]), PkiError> {
+pub fn expect<'a>(input: &'a [u8], tag: u8, what: &'static str) -> Result<(Tlv<'a>, &'a [u8]), PkiError> {
     let (tlv, rest) = read_tlv(input, what)?;
     if tlv.tag != tag {
         return Err(malformed(
@@ -205,10 +201,7 @@ pub fn oid_to_string(content: &[u8]) -> String {
             v = 0;
         }
     }
-    arcs.iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(".")
+    arcs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(".")
 }
 
 /// Lower-case hex of `data`.
@@ -239,16 +232,12 @@ pub fn looks_like_pem(data: &[u8]) -> bool {
 /// Parses every PEM block in `data`. Headers inside blocks (`Proc-Type:`)
 /// are rejected since encrypted PEM is not supported.
 pub fn parse_pem(data: &[u8]) -> Result<Vec<PemBlock>, PkiError> {
-    let text = std::str::from_utf8(data)
-        .map_err(|_| PkiError::Pem("PEM input is not valid UTF-8".into()))?;
+    let text = std::str::from_utf8(data).map_err(|_| PkiError::Pem("PEM input is not valid UTF-8".into()))?;
     let mut blocks = Vec::new();
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
         let line = line.trim();
-        let Some(label) = line
-            .strip_prefix("-----BEGIN ")
-            .and_then(|l| l.strip_suffix("-----"))
-        else {
+        let Some(label) = line.strip_prefix("-----BEGIN ").and_then(|l| l.strip_suffix("-----")) else {
             continue;
         };
         let end = format!("-----END {label}-----");
@@ -268,12 +257,10 @@ pub fn parse_pem(data: &[u8]) -> Result<Vec<PemBlock>, PkiError> {
             b64.push_str(body);
         }
         if !closed {
-            return Err(PkiError::Pem(format!(
-                "PEM block '{label}' has no END line"
-            )));
+            return Err(PkiError::Pem(format!("PEM block '{label}' has no END line")));
         }
-        let der = base64_decode(&b64)
-            .ok_or_else(|| PkiError::Pem(format!("PEM block '{label}' has invalid base64")))?;
+        let der =
+            base64_decode(&b64).ok_or_else(|| PkiError::Pem(format!("PEM block '{label}' has invalid base64")))?;
         blocks.push(PemBlock {
             label: label.to_string(),
             der,

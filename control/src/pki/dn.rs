@@ -120,11 +120,7 @@ impl Atv {
                 if self.value.len() % 2 != 0 {
                     return None;
                 }
-                let units: Vec<u16> = self
-                    .value
-                    .chunks(2)
-                    .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                    .collect();
+                let units: Vec<u16> = self.value.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
                 String::from_utf16(&units).ok()
             }
             der::TAG_UNIVERSAL_STRING => {
@@ -163,10 +159,7 @@ impl Atv {
 
 /// Case-folds and collapses internal whitespace (RFC 5280 §7.1, simplified).
 fn normalize(s: &str) -> String {
-    s.split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase()
+    s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
 /// A distinguished name: its DER encoding plus the parsed RDN sequence.
@@ -194,8 +187,7 @@ impl DistinguishedName {
                 });
             }
             while !inner.is_empty() {
-                let (seq, tail): (Tlv<'_>, _) =
-                    der::expect(inner, der::TAG_SEQUENCE, "attribute type and value")?;
+                let (seq, tail): (Tlv<'_>, _) = der::expect(inner, der::TAG_SEQUENCE, "attribute type and value")?;
                 inner = tail;
                 let (oid, value_rest) = der::expect(seq.content, der::TAG_OID, "attribute type")?;
                 let (value, trailing) = der::read_tlv(value_rest, "attribute value")?;
@@ -222,9 +214,7 @@ impl DistinguishedName {
     /// Parses a strongSwan-style DN string such as `C=CH, O=strongSwan, CN=moon`
     /// (RDNs in encoding order, `,` separated, `\,` escapes a comma).
     pub fn parse(s: &str) -> Result<Self, PkiError> {
-        let invalid = |detail: String| {
-            PkiError::InvalidIdentity(format!("distinguished name '{s}': {detail}"))
-        };
+        let invalid = |detail: String| PkiError::InvalidIdentity(format!("distinguished name '{s}': {detail}"));
         let mut parts = Vec::new();
         let mut current = String::new();
         let mut chars = s.chars();
@@ -304,17 +294,16 @@ impl DistinguishedName {
 
     /// Whether any attribute value is the wildcard `*`.
     pub fn has_wildcards(&self) -> bool {
-        self.rdns
-            .iter()
-            .flatten()
-            .any(|a| a.text().as_deref() == Some("*"))
+        self.rdns.iter().flatten().any(|a| a.text().as_deref() == Some("*"))
     }
 
     fn compare(&self, other: &DistinguishedName, wildcard: bool) -> bool {
         self.rdns.len() == other.rdns.len()
-            && self.rdns.iter().zip(&other.rdns).all(|(a, b)| {
-                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.matches(y, wildcard))
-            })
+            && self
+                .rdns
+                .iter()
+                .zip(&other.rdns)
+                .all(|(a, b)| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.matches(y, wildcard)))
     }
 }
 
@@ -330,10 +319,7 @@ impl fmt::Display for DistinguishedName {
             match atv.text() {
                 Some(t) => {
                     // Like strongSwan, unprintable characters become '?'.
-                    let shown: String = t
-                        .chars()
-                        .map(|c| if c.is_control() { '?' } else { c })
-                        .collect();
+                    let shown: String = t.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
                     write!(f, "{}={}", atv.type_name(), shown)?
                 }
                 None => write!(f, "{}=#{}", atv.type_name(), der::hex(&atv.value))?,
@@ -368,8 +354,7 @@ mod tests {
 
     #[test]
     fn aliases_and_escapes() {
-        let dn = DistinguishedName::parse("emailAddress=a@b.c, DC=org, serialNumber=42, OU=a\\, b")
-            .unwrap();
+        let dn = DistinguishedName::parse("emailAddress=a@b.c, DC=org, serialNumber=42, OU=a\\, b").unwrap();
         assert_eq!(dn.to_string(), "E=a@b.c, DC=org, serialNumber=42, OU=a, b");
         assert!(DistinguishedName::parse("XX=1").is_err());
         assert!(DistinguishedName::parse("CN=").is_err());

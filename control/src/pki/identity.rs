@@ -50,11 +50,7 @@ impl Identity {
             return decode_hex(hex)
                 .filter(|b| !b.is_empty())
                 .map(Identity::KeyId)
-                .ok_or_else(|| {
-                    PkiError::InvalidIdentity(format!(
-                        "'{s}': KEY_ID needs an even number of hex digits"
-                    ))
-                });
+                .ok_or_else(|| PkiError::InvalidIdentity(format!("'{s}': KEY_ID needs an even number of hex digits")));
         }
         if let Some(email) = s.strip_prefix("@@") {
             return non_empty(email, s).map(|e| Identity::Email(e.to_string()));
@@ -102,9 +98,7 @@ impl Identity {
     pub fn to_wire(&self) -> Result<Identification, PkiError> {
         let (id_type, data) = match self {
             Identity::Any => {
-                return Err(PkiError::InvalidIdentity(
-                    "%any cannot be sent as an identity".into(),
-                ));
+                return Err(PkiError::InvalidIdentity("%any cannot be sent as an identity".into()));
             }
             Identity::Ipv4(a) => (IdType::IPV4_ADDR, a.octets().to_vec()),
             Identity::Ipv6(a) => (IdType::IPV6_ADDR, a.octets().to_vec()),
@@ -138,9 +132,7 @@ impl Identity {
             return false;
         };
         match (self, &other) {
-            (Identity::Fqdn(p), Identity::Fqdn(v)) | (Identity::Email(p), Identity::Email(v)) => {
-                glob_match(p, v)
-            }
+            (Identity::Fqdn(p), Identity::Fqdn(v)) | (Identity::Email(p), Identity::Email(v)) => glob_match(p, v),
             (Identity::Dn(p), Identity::Dn(v)) => p.matches_pattern(v),
             (a, b) => a == b,
         }

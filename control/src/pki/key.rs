@@ -60,12 +60,7 @@ pub struct PrivateKey {
 
 impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "PrivateKey({}, rsa_pss: {})",
-            self.key_type(),
-            self.rsa_pss
-        )
+        write!(f, "PrivateKey({}, rsa_pss: {})", self.key_type(), self.rsa_pss)
     }
 }
 
@@ -91,9 +86,7 @@ impl PrivateKey {
                 "RSA PRIVATE KEY" => return Self::from_pkcs1(&block.der),
                 "EC PRIVATE KEY" => return Self::from_sec1(&block.der),
                 "ENCRYPTED PRIVATE KEY" => {
-                    return Err(PkiError::KeyRejected(
-                        "encrypted private keys are not supported".into(),
-                    ));
+                    return Err(PkiError::KeyRejected("encrypted private keys are not supported".into()));
                 }
                 _ => {}
             }
@@ -131,8 +124,7 @@ impl PrivateKey {
             Self::ecdsa(data, curve_is_p384(curve.content)?)?
         } else if is(sigalg::OID_ED25519) {
             KeyPairs::Ed25519(
-                Ed25519KeyPair::from_pkcs8_maybe_unchecked(data)
-                    .map_err(|e| rejected("Ed25519 PKCS#8", e))?,
+                Ed25519KeyPair::from_pkcs8_maybe_unchecked(data).map_err(|e| rejected("Ed25519 PKCS#8", e))?,
             )
         } else {
             return Err(PkiError::UnsupportedAlgorithm(format!(
@@ -140,10 +132,7 @@ impl PrivateKey {
                 der::oid_to_string(oid.content)
             )));
         };
-        Ok(Self {
-            pairs,
-            rsa_pss: false,
-        })
+        Ok(Self { pairs, rsa_pss: false })
     }
 
     /// Loads a PKCS#1 `RSAPrivateKey`.
@@ -200,10 +189,8 @@ impl PrivateKey {
                 &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
             )
         };
-        let asn1 = EcdsaKeyPair::from_private_key_der(asn1_alg, data)
-            .map_err(|e| rejected("EC private key", e))?;
-        let fixed = EcdsaKeyPair::from_private_key_der(fixed_alg, data)
-            .map_err(|e| rejected("EC private key", e))?;
+        let asn1 = EcdsaKeyPair::from_private_key_der(asn1_alg, data).map_err(|e| rejected("EC private key", e))?;
+        let fixed = EcdsaKeyPair::from_private_key_der(fixed_alg, data).map_err(|e| rejected("EC private key", e))?;
         Ok(KeyPairs::Ecdsa { p384, asn1, fixed })
     }
 
@@ -235,12 +222,8 @@ impl PrivateKey {
                 pkcs1: k.public_key().as_ref().to_vec(),
                 bits: k.public_modulus_len() * 8,
             },
-            KeyPairs::Ecdsa {
-                p384: false, asn1, ..
-            } => PublicKey::EcP256(asn1.public_key().as_ref().to_vec()),
-            KeyPairs::Ecdsa {
-                p384: true, asn1, ..
-            } => PublicKey::EcP384(asn1.public_key().as_ref().to_vec()),
+            KeyPairs::Ecdsa { p384: false, asn1, .. } => PublicKey::EcP256(asn1.public_key().as_ref().to_vec()),
+            KeyPairs::Ecdsa { p384: true, asn1, .. } => PublicKey::EcP384(asn1.public_key().as_ref().to_vec()),
             KeyPairs::Ed25519(k) => PublicKey::Ed25519(k.public_key().as_ref().to_vec()),
         }
     }
@@ -272,30 +255,21 @@ impl PrivateKey {
                             .map_err(|e| PkiError::Signing(format!("{alg:?}: {e}")));
                     }
                     (HashAlg::Sha1, true) => {
-                        return Err(PkiError::UnsupportedAlgorithm("RSA-PSS with SHA-1 is not offered".into()));
+                        return Err(PkiError::UnsupportedAlgorithm(
+                            "RSA-PSS with SHA-1 is not offered".into(),
+                        ));
                     }
                 };
                 let mut sig = Zeroizing::new(vec![0u8; k.public_modulus_len()]);
-                k.sign(encoding, &SystemRandom::new(), msg, &mut sig)
-                    .map_err(fail)?;
+                k.sign(encoding, &SystemRandom::new(), msg, &mut sig).map_err(fail)?;
                 Ok(sig.to_vec())
             }
             (KeyPairs::Ecdsa { p384, asn1, .. }, SignatureAlgorithm::Ecdsa(h))
-                if h == if *p384 {
-                    HashAlg::Sha384
-                } else {
-                    HashAlg::Sha256
-                } =>
+                if h == if *p384 { HashAlg::Sha384 } else { HashAlg::Sha256 } =>
             {
-                Ok(asn1
-                    .sign(&SystemRandom::new(), msg)
-                    .map_err(fail)?
-                    .as_ref()
-                    .to_vec())
+                Ok(asn1.sign(&SystemRandom::new(), msg).map_err(fail)?.as_ref().to_vec())
             }
-            (KeyPairs::Ed25519(k), SignatureAlgorithm::Ed25519) => {
-                Ok(k.sign(msg).as_ref().to_vec())
-            }
+            (KeyPairs::Ed25519(k), SignatureAlgorithm::Ed25519) => Ok(k.sign(msg).as_ref().to_vec()),
             _ => Err(PkiError::UnsupportedAlgorithm(format!(
                 "{alg:?} with a {} key",
                 self.key_type()

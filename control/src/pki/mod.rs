@@ -20,8 +20,8 @@ mod key;
 mod sigalg;
 
 pub use auth::{
-    HASH_IDENTITY, HASH_SHA1, HASH_SHA256, HASH_SHA384, HASH_SHA512, certreq_hashes,
-    select_by_certreq, sign_auth, supported_hash_algorithms, verify_auth,
+    HASH_IDENTITY, HASH_SHA1, HASH_SHA256, HASH_SHA384, HASH_SHA512, certreq_hashes, select_by_certreq, sign_auth,
+    supported_hash_algorithms, verify_auth,
 };
 pub use cert::{Certificate, PublicKey, SubjectAltName};
 pub use chain::{MAX_PATH_DEPTH, TrustStore, verify_chain};

@@ -60,14 +60,9 @@ impl HashAlg {
     }
 
     fn from_oid(oid: &[u8]) -> Option<Self> {
-        [
-            HashAlg::Sha1,
-            HashAlg::Sha256,
-            HashAlg::Sha384,
-            HashAlg::Sha512,
-        ]
-        .into_iter()
-        .find(|h| der::oid_content(h.oid()) == oid)
+        [HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512]
+            .into_iter()
+            .find(|h| der::oid_content(h.oid()) == oid)
     }
 
     /// `SEQUENCE { hash OID, NULL }`.
@@ -107,22 +102,10 @@ impl SignatureAlgorithm {
         let oid = oid.content;
         let no_params = params.is_empty() || params == [der::TAG_NULL, 0];
         let simple = [
-            (
-                OID_SHA1_WITH_RSA,
-                SignatureAlgorithm::RsaPkcs1(HashAlg::Sha1),
-            ),
-            (
-                OID_SHA256_WITH_RSA,
-                SignatureAlgorithm::RsaPkcs1(HashAlg::Sha256),
-            ),
-            (
-                OID_SHA384_WITH_RSA,
-                SignatureAlgorithm::RsaPkcs1(HashAlg::Sha384),
-            ),
-            (
-                OID_SHA512_WITH_RSA,
-                SignatureAlgorithm::RsaPkcs1(HashAlg::Sha512),
-            ),
+            (OID_SHA1_WITH_RSA, SignatureAlgorithm::RsaPkcs1(HashAlg::Sha1)),
+            (OID_SHA256_WITH_RSA, SignatureAlgorithm::RsaPkcs1(HashAlg::Sha256)),
+            (OID_SHA384_WITH_RSA, SignatureAlgorithm::RsaPkcs1(HashAlg::Sha384)),
+            (OID_SHA512_WITH_RSA, SignatureAlgorithm::RsaPkcs1(HashAlg::Sha512)),
             (OID_ECDSA_SHA256, SignatureAlgorithm::Ecdsa(HashAlg::Sha256)),
             (OID_ECDSA_SHA384, SignatureAlgorithm::Ecdsa(HashAlg::Sha384)),
             (OID_ECDSA_SHA512, SignatureAlgorithm::Ecdsa(HashAlg::Sha512)),
@@ -140,10 +123,7 @@ impl SignatureAlgorithm {
         if is_oid(oid, OID_RSASSA_PSS) {
             return parse_pss_params(params);
         }
-        Err(unsupported(format!(
-            "signature algorithm {}",
-            der::oid_to_string(oid)
-        )))
+        Err(unsupported(format!("signature algorithm {}", der::oid_to_string(oid))))
     }
 
     /// The DER AlgorithmIdentifier, as used in RFC 7427 AUTH data; RSA-PSS
@@ -173,10 +153,7 @@ impl SignatureAlgorithm {
                 mgf.extend(h.algorithm_identifier());
                 let mut p = der::tlv(0xa0, &h.algorithm_identifier());
                 p.extend(der::tlv(0xa1, &der::tlv(der::TAG_SEQUENCE, &mgf)));
-                p.extend(der::tlv(
-                    0xa2,
-                    &der::tlv(der::TAG_INTEGER, &[h.output_len() as u8]),
-                ));
+                p.extend(der::tlv(0xa2, &der::tlv(der::TAG_INTEGER, &[h.output_len() as u8])));
                 (OID_RSASSA_PSS, Some(der::tlv(der::TAG_SEQUENCE, &p)))
             }
         };
@@ -266,8 +243,7 @@ fn parse_pss_params(params: &[u8]) -> Result<SignatureAlgorithm, PkiError> {
             0xa0 => hash = parse_hash_alg_id(field.content)?,
             0xa1 => {
                 let mgf = der::expect_only(field.content, der::TAG_SEQUENCE, "maskGenAlgorithm")?;
-                let (oid, mgf_params) =
-                    der::expect(mgf.content, der::TAG_OID, "maskGenAlgorithm OID")?;
+                let (oid, mgf_params) = der::expect(mgf.content, der::TAG_OID, "maskGenAlgorithm OID")?;
                 if !is_oid(oid.content, OID_MGF1) {
                     return Err(unsupported(format!(
                         "mask generation function {}",
@@ -317,8 +293,7 @@ fn parse_hash_alg_id(data: &[u8]) -> Result<HashAlg, PkiError> {
             detail: "unexpected parameters".into(),
         });
     }
-    HashAlg::from_oid(oid.content)
-        .ok_or_else(|| unsupported(format!("hash {}", der::oid_to_string(oid.content))))
+    HashAlg::from_oid(oid.content).ok_or_else(|| unsupported(format!("hash {}", der::oid_to_string(oid.content))))
 }
 
 #[cfg(test)]
@@ -350,10 +325,7 @@ mod tests {
             der::hex(&SignatureAlgorithm::Ecdsa(HashAlg::Sha256).to_der()),
             "300a06082a8648ce3d040302"
         );
-        assert_eq!(
-            der::hex(&SignatureAlgorithm::Ed25519.to_der()),
-            "300506032b6570"
-        );
+        assert_eq!(der::hex(&SignatureAlgorithm::Ed25519.to_der()), "300506032b6570");
         // RSA-PSS SHA-256, salt 32 (the RFC 7427 A.4.3 example uses the same layout).
         assert_eq!(
             der::hex(&SignatureAlgorithm::RsaPss(HashAlg::Sha256).to_der()),

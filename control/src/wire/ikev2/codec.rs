@@ -78,12 +78,8 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, WireError> {
         return Err(WireError::UnsupportedVersion(major_version));
     }
     Ok(Header {
-        spi_i: u64::from_be_bytes([
-            buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], buf[6], buf[7],
-        ]),
-        spi_r: u64::from_be_bytes([
-            buf[8], buf[9], buf[10], buf[11], buf[12], buf[13], buf[14], buf[15],
-        ]),
+        spi_i: u64::from_be_bytes([buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], buf[6], buf[7]]),
+        spi_r: u64::from_be_bytes([buf[8], buf[9], buf[10], buf[11], buf[12], buf[13], buf[14], buf[15]]),
         next_payload: PayloadType(buf[16]),
         major_version,
         minor_version: buf[17] & 0x0f,
@@ -117,11 +113,7 @@ pub fn decode_payloads(first: PayloadType, buf: &[u8]) -> Result<Vec<Payload>, W
     decode_chain(first, buf, false)
 }
 
-fn decode_chain(
-    first: PayloadType,
-    mut buf: &[u8],
-    outer: bool,
-) -> Result<Vec<Payload>, WireError> {
+fn decode_chain(first: PayloadType, mut buf: &[u8], outer: bool) -> Result<Vec<Payload>, WireError> {
     let mut payloads = Vec::new();
     let mut next = first;
     while next != PayloadType::NONE {
@@ -138,10 +130,7 @@ fn decode_chain(
         if len > buf.len() {
             return Err(bad_len(
                 "generic payload header",
-                format!(
-                    "payload {next} has length {len}, only {} bytes remain",
-                    buf.len()
-                ),
+                format!("payload {next} has length {len}, only {} bytes remain", buf.len()),
             ));
         }
         let body = &buf[GENERIC_PAYLOAD_HEADER_LEN..len];
@@ -174,11 +163,7 @@ fn decode_chain(
     Ok(payloads)
 }
 
-fn decode_encrypted(
-    ty: PayloadType,
-    first_inner: PayloadType,
-    body: &[u8],
-) -> Result<Payload, WireError> {
+fn decode_encrypted(ty: PayloadType, first_inner: PayloadType, body: &[u8]) -> Result<Payload, WireError> {
     if ty == PayloadType::SK {
         return Ok(Payload::Sk {
             first_inner,
@@ -297,10 +282,7 @@ fn decode_sa(mut body: &[u8]) -> Result<Vec<Proposal>, WireError> {
         if len < 8 + spi_size || len > body.len() {
             return Err(bad_len(
                 "proposal",
-                format!(
-                    "length {len} with SPI size {spi_size}, {} bytes remain",
-                    body.len()
-                ),
+                format!("length {len} with SPI size {spi_size}, {} bytes remain", body.len()),
             ));
         }
         let expected = match proposals.last() {
@@ -308,10 +290,7 @@ fn decode_sa(mut body: &[u8]) -> Result<Vec<Proposal>, WireError> {
             Some(prev) => number == prev.number || Some(number) == prev.number.checked_add(1),
         };
         if !expected {
-            return Err(invalid(
-                "proposal",
-                format!("proposal number {number} out of sequence"),
-            ));
+            return Err(invalid("proposal", format!("proposal number {number} out of sequence")));
         }
         if !expected_spi_size(protocol, spi_size) {
             return Err(invalid(
@@ -335,10 +314,7 @@ fn decode_sa(mut body: &[u8]) -> Result<Vec<Proposal>, WireError> {
                 return Err(invalid("proposal", "bytes follow the proposal marked last"));
             }
             _ => {
-                return Err(invalid(
-                    "proposal",
-                    "proposal marked 'more' is the last one",
-                ));
+                return Err(invalid("proposal", "proposal marked 'more' is the last one"));
             }
         }
     }
@@ -355,10 +331,7 @@ fn decode_transforms(mut buf: &[u8], count: usize) -> Result<Vec<Transform>, Wir
         if marker != expected_marker {
             return Err(invalid(
                 "transform",
-                format!(
-                    "substructure marker {marker} on transform {} of {count}",
-                    i + 1
-                ),
+                format!("substructure marker {marker} on transform {} of {count}", i + 1),
             ));
         }
         if len < 8 || len > buf.len() {
@@ -450,10 +423,7 @@ fn decode_delete(body: &[u8]) -> Result<Delete, WireError> {
     if spis_bytes.len() != count * size {
         return Err(bad_len(
             "Delete payload",
-            format!(
-                "{count} SPIs of {size} bytes, but {} bytes follow",
-                spis_bytes.len()
-            ),
+            format!("{count} SPIs of {size} bytes, but {} bytes follow", spis_bytes.len()),
         ));
     }
     let spis = if size == 0 {
@@ -484,10 +454,7 @@ fn decode_ts(body: &[u8]) -> Result<Vec<TrafficSelector>, WireError> {
             TsType::IPV4_ADDR_RANGE => 16,
             TsType::IPV6_ADDR_RANGE => 40,
             other => {
-                return Err(invalid(
-                    "traffic selector",
-                    format!("unknown TS type {}", other.0),
-                ));
+                return Err(invalid("traffic selector", format!("unknown TS type {}", other.0)));
             }
         };
         if len != expected {
@@ -542,10 +509,7 @@ fn decode_cp(body: &[u8]) -> Result<Payload, WireError> {
         });
         buf = &buf[4 + len..];
     }
-    Ok(Payload::Cp {
-        cfg_type,
-        attributes,
-    })
+    Ok(Payload::Cp { cfg_type, attributes })
 }
 
 // ---------------------------------------------------------------- encoding
@@ -560,10 +524,8 @@ struct Encoder {
 impl Encoder {
     fn put_u16_len(&mut self, out: &mut [u8], at: usize, len: usize, what: &'static str) {
         let v = u16::try_from(len).unwrap_or_else(|_| {
-            self.overflow.get_or_insert(bad_len(
-                what,
-                format!("{len} bytes do not fit a 16-bit length"),
-            ));
+            self.overflow
+                .get_or_insert(bad_len(what, format!("{len} bytes do not fit a 16-bit length")));
             u16::MAX
         });
         out[at..at + 2].copy_from_slice(&v.to_be_bytes());
@@ -571,20 +533,16 @@ impl Encoder {
 
     fn count_u8(&mut self, n: usize, what: &'static str) -> u8 {
         u8::try_from(n).unwrap_or_else(|_| {
-            self.overflow.get_or_insert(invalid(
-                what,
-                format!("{n} entries do not fit an 8-bit count"),
-            ));
+            self.overflow
+                .get_or_insert(invalid(what, format!("{n} entries do not fit an 8-bit count")));
             u8::MAX
         })
     }
 
     fn count_u16(&mut self, n: usize, what: &'static str) -> u16 {
         u16::try_from(n).unwrap_or_else(|_| {
-            self.overflow.get_or_insert(invalid(
-                what,
-                format!("{n} entries do not fit a 16-bit count"),
-            ));
+            self.overflow
+                .get_or_insert(invalid(what, format!("{n} entries do not fit a 16-bit count")));
             u16::MAX
         })
     }
@@ -593,9 +551,7 @@ impl Encoder {
         for (i, p) in payloads.iter().enumerate() {
             let next = match p {
                 Payload::Sk { first_inner, .. } | Payload::Skf { first_inner, .. } => *first_inner,
-                _ => payloads
-                    .get(i + 1)
-                    .map_or(PayloadType::NONE, Payload::payload_type),
+                _ => payloads.get(i + 1).map_or(PayloadType::NONE, Payload::payload_type),
             };
             let start = out.len();
             let critical = match p {
@@ -607,9 +563,7 @@ impl Encoder {
             let len = out.len() - start;
             self.put_u16_len(out, start + 2, len, "payload");
         }
-        payloads
-            .first()
-            .map_or(PayloadType::NONE, Payload::payload_type)
+        payloads.first().map_or(PayloadType::NONE, Payload::payload_type)
     }
 
     fn body(&mut self, p: &Payload, out: &mut Vec<u8>) {
@@ -632,9 +586,7 @@ impl Encoder {
                 out.extend_from_slice(&[method.0, 0, 0, 0]);
                 out.extend_from_slice(data);
             }
-            Payload::Nonce(data) | Payload::VendorId(data) | Payload::Eap(data) => {
-                out.extend_from_slice(data)
-            }
+            Payload::Nonce(data) | Payload::VendorId(data) | Payload::Eap(data) => out.extend_from_slice(data),
             Payload::Notify(n) => {
                 let spi_size = self.count_u8(n.spi.len(), "Notify SPI");
                 out.push(n.protocol.0);
@@ -654,19 +606,13 @@ impl Encoder {
             Payload::TsI(ts) | Payload::TsR(ts) => self.ts(ts, out),
             Payload::Sk { body, .. } | Payload::Unknown { body, .. } => out.extend_from_slice(body),
             Payload::Skf {
-                number,
-                total,
-                body,
-                ..
+                number, total, body, ..
             } => {
                 out.extend_from_slice(&number.to_be_bytes());
                 out.extend_from_slice(&total.to_be_bytes());
                 out.extend_from_slice(body);
             }
-            Payload::Cp {
-                cfg_type,
-                attributes,
-            } => {
+            Payload::Cp { cfg_type, attributes } => {
                 out.extend_from_slice(&[cfg_type.0, 0, 0, 0]);
                 for a in attributes {
                     let at = out.len();
@@ -682,11 +628,7 @@ impl Encoder {
     fn sa(&mut self, proposals: &[Proposal], out: &mut Vec<u8>) {
         for (i, p) in proposals.iter().enumerate() {
             let start = out.len();
-            let marker = if i + 1 == proposals.len() {
-                LAST
-            } else {
-                MORE_PROPOSALS
-            };
+            let marker = if i + 1 == proposals.len() { LAST } else { MORE_PROPOSALS };
             let spi_size = self.count_u8(p.spi.len(), "proposal SPI");
             let count = self.count_u8(p.transforms.len(), "proposal transforms");
             out.extend_from_slice(&[marker, 0, 0, 0, p.number, p.protocol.0, spi_size, count]);
@@ -717,16 +659,10 @@ impl Encoder {
                 out.extend_from_slice(&(AF_BIT | ATTR_KEY_LENGTH).to_be_bytes());
                 out.extend_from_slice(&k.to_be_bytes());
             }
-            TransformAttribute::Other {
-                ty,
-                tv: true,
-                value,
-            } => {
+            TransformAttribute::Other { ty, tv: true, value } => {
                 if value.len() != 2 {
-                    self.overflow.get_or_insert(invalid(
-                        "transform attribute",
-                        "TV attribute value must be 2 bytes",
-                    ));
+                    self.overflow
+                        .get_or_insert(invalid("transform attribute", "TV attribute value must be 2 bytes"));
                 }
                 out.extend_from_slice(&(AF_BIT | (ty & 0x7fff)).to_be_bytes());
                 let mut v = [0u8; 2];
@@ -735,11 +671,7 @@ impl Encoder {
                 }
                 out.extend_from_slice(&v);
             }
-            TransformAttribute::Other {
-                ty,
-                tv: false,
-                value,
-            } => {
+            TransformAttribute::Other { ty, tv: false, value } => {
                 let at = out.len();
                 out.extend_from_slice(&(ty & 0x7fff).to_be_bytes());
                 out.extend_from_slice(&[0, 0]);
@@ -766,10 +698,8 @@ impl Encoder {
                 }
                 (a, b) => {
                     if a.is_ipv4() != b.is_ipv4() {
-                        self.overflow.get_or_insert(invalid(
-                            "traffic selector",
-                            "start and end address families differ",
-                        ));
+                        self.overflow
+                            .get_or_insert(invalid("traffic selector", "start and end address families differ"));
                     }
                     let v6 = |ip: IpAddr| match ip {
                         IpAddr::V4(v4) => v4.to_ipv6_mapped(),
@@ -797,18 +727,8 @@ fn encode_header(header: &Header, next_payload: PayloadType, length: u32, out: &
 }
 
 /// Writes `header` with the given next payload and length (used by the SK code).
-pub(crate) fn write_header(
-    header: &Header,
-    next_payload: PayloadType,
-    length: usize,
-    out: &mut Vec<u8>,
-) {
-    encode_header(
-        header,
-        next_payload,
-        u32::try_from(length).unwrap_or(u32::MAX),
-        out,
-    );
+pub(crate) fn write_header(header: &Header, next_payload: PayloadType, length: usize, out: &mut Vec<u8>) {
+    encode_header(header, next_payload, u32::try_from(length).unwrap_or(u32::MAX), out);
 }
 
 /// Encodes a payload chain; returns the type of the first payload
@@ -824,10 +744,7 @@ pub fn encode_payloads(payloads: &[Payload], out: &mut Vec<u8>) -> PayloadType {
 /// Like [`encode_payloads`], but reports fields that do not fit or values
 /// that cannot be represented (TV attribute not 2 bytes, mixed-family TS).
 /// `out` is left unchanged on error.
-pub fn try_encode_payloads(
-    payloads: &[Payload],
-    out: &mut Vec<u8>,
-) -> Result<PayloadType, WireError> {
+pub fn try_encode_payloads(payloads: &[Payload], out: &mut Vec<u8>) -> Result<PayloadType, WireError> {
     let mut enc = Encoder::default();
     let start = out.len();
     let first = enc.payloads(payloads, out);

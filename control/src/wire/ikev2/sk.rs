@@ -33,13 +33,7 @@ pub trait SkProtect {
     /// Padding alignment of the plaintext (16 for AES-CBC, 1 for AEADs).
     fn block_len(&self) -> usize;
     /// Encrypts `data` in place, fills a fresh `iv` and writes the `icv`.
-    fn seal(
-        &self,
-        aad: &[u8],
-        iv: &mut [u8],
-        data: &mut [u8],
-        icv: &mut [u8],
-    ) -> Result<(), WireError>;
+    fn seal(&self, aad: &[u8], iv: &mut [u8], data: &mut [u8], icv: &mut [u8]) -> Result<(), WireError>;
     /// Checks the ICV and decrypts `data` in place.
     fn open(&self, aad: &[u8], iv: &[u8], data: &mut [u8], icv: &[u8]) -> Result<(), WireError>;
 }
@@ -50,11 +44,7 @@ fn block_len(sk: &dyn SkProtect) -> Result<usize, WireError> {
     if block > 256 || sk.iv_len() > 256 || sk.icv_len() > 256 {
         return Err(WireError::Invalid {
             what: "SK transform",
-            detail: format!(
-                "block {block}, IV {} or ICV {} too large",
-                sk.iv_len(),
-                sk.icv_len()
-            ),
+            detail: format!("block {block}, IV {} or ICV {} too large", sk.iv_len(), sk.icv_len()),
         });
     }
     Ok(block)
@@ -77,18 +67,8 @@ fn seal_payload(
     let block = block_len(sk)?;
     let padding = pad_len(plain.len(), block);
     let start = out.len();
-    let fields = if fragment.is_some() {
-        SKF_FIELDS_LEN
-    } else {
-        0
-    };
-    let len = GENERIC_PAYLOAD_HEADER_LEN
-        + fields
-        + sk.iv_len()
-        + plain.len()
-        + padding
-        + 1
-        + sk.icv_len();
+    let fields = if fragment.is_some() { SKF_FIELDS_LEN } else { 0 };
+    let len = GENERIC_PAYLOAD_HEADER_LEN + fields + sk.iv_len() + plain.len() + padding + 1 + sk.icv_len();
     let len16 = u16::try_from(len).map_err(|_| WireError::TooLarge(len))?;
     out.extend_from_slice(&[next.0, 0]);
     out.extend_from_slice(&len16.to_be_bytes());
@@ -166,11 +146,7 @@ fn open_payload(
 
 /// Encodes a message whose payloads are all inside one SK payload:
 /// header, SK { inner payloads, padding, pad length }.
-pub fn seal_message(
-    header: &Header,
-    inner: &[Payload],
-    sk: &dyn SkProtect,
-) -> Result<Vec<u8>, WireError> {
+pub fn seal_message(header: &Header, inner: &[Payload], sk: &dyn SkProtect) -> Result<Vec<u8>, WireError> {
     let mut plain = Zeroizing::new(Vec::new());
     let first = try_encode_payloads(inner, &mut plain)?;
     let block = block_len(sk)?;
@@ -225,8 +201,7 @@ pub fn seal_fragments(
     let mut plain = Zeroizing::new(Vec::new());
     let first = try_encode_payloads(inner, &mut plain)?;
     let block = block_len(sk)?;
-    let overhead =
-        HEADER_LEN + GENERIC_PAYLOAD_HEADER_LEN + SKF_FIELDS_LEN + sk.iv_len() + sk.icv_len();
+    let overhead = HEADER_LEN + GENERIC_PAYLOAD_HEADER_LEN + SKF_FIELDS_LEN + sk.iv_len() + sk.icv_len();
     let max_datagram = max_datagram.min(usize::from(u16::MAX));
     let room = max_datagram.saturating_sub(overhead) / block * block;
     // One byte of every ciphertext is the pad length.
@@ -234,9 +209,7 @@ pub fn seal_fragments(
     if chunk_len == 0 {
         return Err(WireError::Invalid {
             what: "fragment size",
-            detail: format!(
-                "{max_datagram} bytes leave no room for data after {overhead} bytes of overhead"
-            ),
+            detail: format!("{max_datagram} bytes leave no room for data after {overhead} bytes of overhead"),
         });
     }
     let chunks: Vec<&[u8]> = if plain.is_empty() {
@@ -249,11 +222,7 @@ pub fn seal_fragments(
     for (i, chunk) in chunks.iter().enumerate() {
         // i < total <= u16::MAX, so this conversion cannot fail.
         let number = u16::try_from(i + 1).map_err(|_| WireError::TooLarge(plain.len()))?;
-        let next = if number == 1 {
-            first
-        } else {
-            PayloadType::NONE
-        };
+        let next = if number == 1 { first } else { PayloadType::NONE };
         let len = overhead + chunk.len() + pad_len(chunk.len(), block) + 1;
         let mut out = Vec::with_capacity(len);
         write_header(header, PayloadType::SKF, len, &mut out);
@@ -318,11 +287,7 @@ impl FragmentReassembler {
 
     /// Verifies and decrypts one SKF datagram. Returns the inner payloads once
     /// the last missing fragment of the message has arrived, `None` before.
-    pub fn push(
-        &mut self,
-        datagram: &[u8],
-        sk: &dyn SkProtect,
-    ) -> Result<Option<Vec<Payload>>, WireError> {
+    pub fn push(&mut self, datagram: &[u8], sk: &dyn SkProtect) -> Result<Option<Vec<Payload>>, WireError> {
         let msg = decode_message(datagram)?;
         let Some(Payload::Skf {
             first_inner,

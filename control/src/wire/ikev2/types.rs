@@ -360,7 +360,9 @@ impl Transform {
     }
     /// True if the transform carries attributes other than Key Length (it must then be rejected).
     pub fn has_unknown_attributes(&self) -> bool {
-        self.attributes.iter().any(|a| !matches!(a, TransformAttribute::KeyLength(_)))
+        self.attributes
+            .iter()
+            .any(|a| !matches!(a, TransformAttribute::KeyLength(_)))
     }
 }
 

@@ -90,7 +90,7 @@ struct RawDos {
 #[serde(deny_unknown_fields)]
 struct RawFastpath {
     backend: Option<Spanned<String>>,
-    hw_profile: Option<String>,
+    hw_profile: Option<Spanned<String>>,
     tun_name: Option<String>,
     workers: Option<usize>,
     install_routes: Option<bool>,
@@ -557,6 +557,27 @@ impl DaemonConfig {
                 start_action,
             });
         }
+        // A hardware profile is validated here; profiles with a DPDK backend need a
+        // daemon built with `--features dpdk`, which does not run DPDK ports yet.
+        let hw_profile = match &raw.fastpath.hw_profile {
+            None => None,
+            Some(p) => {
+                let full = path.parent().unwrap_or_else(|| Path::new(".")).join(p.get_ref());
+                let profile = fastpath::dpdk::profile::HwProfile::load(&full)
+                    .map_err(|e| err(p.span().start, "fastpath.hw_profile", e.to_string()))?;
+                if profile.backend == fastpath::dpdk::profile::BackendKind::Dpdk {
+                    return Err(err(
+                        p.span().start,
+                        "fastpath.hw_profile",
+                        format!(
+                            "profile '{}' selects the DPDK backend, which the daemon cannot run yet; use hw-profiles/software.toml (the DPDK backend is exercised by `cargo test -p ironsa-fastpath --features dpdk`)",
+                            profile.name
+                        ),
+                    ));
+                }
+                Some(full)
+            }
+        };
         let shards = match raw.daemon.shards {
             None | Some(0) => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             Some(n) => n.min(64),
@@ -580,7 +601,7 @@ impl DaemonConfig {
             keylog: raw.daemon.keylog.map(PathBuf::from),
             admission,
             fastpath,
-            hw_profile: raw.fastpath.hw_profile.map(PathBuf::from),
+            hw_profile,
             tun_name: raw.fastpath.tun_name.unwrap_or_else(|| "ironsa0".into()),
             fastpath_workers: raw.fastpath.workers.unwrap_or(1).max(1),
             install_routes: raw.fastpath.install_routes.unwrap_or(true),
@@ -670,6 +691,24 @@ esp_proposals = "aes256gcm16"
         assert_eq!(c.warnings.len(), 1);
         assert_eq!(c.warnings[0].key, "connection.rw.psk");
         assert_eq!(c.warnings[0].line, 18);
+    }
+
+    #[test]
+    fn hardware_profiles_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hw-profiles");
+        let cfg = dir.path().join("gw.toml");
+        let with = |profile: &str| GOOD.replace("[dos]", &format!("[fastpath]\nhw_profile = \"{profile}\"\n\n[dos]"));
+        let ok = DaemonConfig::parse(&cfg, &with(root.join("software.toml").to_str().unwrap())).unwrap();
+        assert!(ok.hw_profile.is_some());
+        match DaemonConfig::parse(&cfg, &with(root.join("ci-vdev.toml").to_str().unwrap())) {
+            Err(ConfigError::Invalid { key, message, .. }) => {
+                assert_eq!(key, "fastpath.hw_profile");
+                assert!(message.contains("DPDK backend"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(DaemonConfig::parse(&cfg, &with("/nonexistent.toml")).is_err());
     }
 
     #[test]

@@ -216,6 +216,7 @@ fn client(socket: &std::path::Path, req: Request, json: bool, sas: bool) -> Exit
 }
 
 fn run(config_path: PathBuf) -> ExitCode {
+    ffi::alloc::keep_freed_memory();
     let cfg = match config_file::DaemonConfig::load(&config_path) {
         Ok(c) => c,
         Err(e) => {

@@ -45,6 +45,7 @@
 
 pub mod modp;
 pub mod rsa_legacy;
+pub mod alloc;
 
 #[cfg(feature = "dpdk")]
 pub mod sys;

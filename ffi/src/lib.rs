@@ -43,9 +43,9 @@
 
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
+pub mod alloc;
 pub mod modp;
 pub mod rsa_legacy;
-pub mod alloc;
 
 #[cfg(feature = "dpdk")]
 pub mod sys;

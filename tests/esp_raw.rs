@@ -100,43 +100,6 @@ fn ping(ns: &support::netns::Netns, from: &str, to: &str, count: u32) -> (u32, u
     (nums[0], nums[1])
 }
 
-/// iperf3 server in B, client in A (`reverse`: B sends); returns Mbit/s received.
-fn iperf(ns: &NetnsPair, reverse: bool, secs: u32) -> f64 {
-    let mut server = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns.b.name(),
-            "iperf3",
-            "-s",
-            "-1",
-            "-B",
-            INNER_B,
-            "-p",
-            "5201",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let s = secs.to_string();
-    let mut argv = vec![
-        "iperf3", "-c", INNER_B, "-B", INNER_A, "-p", "5201", "-J", "-P", "2", "-t", &s,
-    ];
-    if reverse {
-        argv.push("-R");
-    }
-    let out = ns.a.exec_bounded(&argv, Duration::from_secs(u64::from(secs) + 20));
-    let _ = server.kill();
-    let _ = server.wait();
-    let v: Value = out
-        .ok()
-        .and_then(|o| serde_json::from_slice(&o.stdout).ok())
-        .unwrap_or(Value::Null);
-    v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6
-}
-
 fn counters(d: &Ironsa) -> (u64, u64) {
     let c = &d.sas()[0]["children"][0]["counters"];
     (
@@ -151,8 +114,8 @@ fn plain_esp_between_two_ironsa_carries_ping_and_tcp_both_ways() {
     let (a, b) = start_pair(&ns);
     assert_eq!(ping(&ns.a, INNER_A, INNER_B, 5), (5, 5), "ping A -> B");
     assert_eq!(ping(&ns.b, INNER_B, INNER_A, 5), (5, 5), "ping B -> A");
-    let ab = iperf(&ns, false, 2);
-    let ba = iperf(&ns, true, 2);
+    let ab = support::traffic::iperf(&ns, false, 2, 2);
+    let ba = support::traffic::iperf(&ns, true, 2, 2);
     eprintln!("plain ESP, AES-256-GCM: TCP A->B {ab:.0} Mbit/s, B->A {ba:.0} Mbit/s");
     assert!(ab > 10.0 && ba > 10.0, "bulk TCP both ways: {ab} / {ba} Mbit/s");
     for (name, d) in [("A", &a), ("B", &b)] {

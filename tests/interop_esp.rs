@@ -124,43 +124,6 @@ fn ping(ns: &NetnsPair, count: u32, interval: &str) -> (u32, u32) {
     (nums[0], nums[1])
 }
 
-/// iperf3 from B's server to A's client for `secs`; returns Mbit/s received.
-fn iperf(ns: &NetnsPair, reverse: bool, secs: u32) -> f64 {
-    let mut server = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns.b.name(),
-            "iperf3",
-            "-s",
-            "-1",
-            "-B",
-            INNER_B,
-            "-p",
-            "5201",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let mut args = vec!["-c", INNER_B, "-B", INNER_A, "-p", "5201", "-J", "-t"];
-    let s = secs.to_string();
-    args.push(&s);
-    if reverse {
-        args.push("-R");
-    }
-    let mut argv = vec!["iperf3"];
-    argv.extend(args);
-    let out =
-        ns.a.exec_bounded(&argv, Duration::from_secs(u64::from(secs) + 20))
-            .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6
-}
-
 fn exercise(esp: &str) {
     let ns = NetnsPair::new().unwrap();
     let charon = charon(&ns, esp);
@@ -168,8 +131,8 @@ fn exercise(esp: &str) {
     let sa = up(&ns, &charon, &ironsa);
     let (sent, got) = ping(&ns, 5, "0.1");
     assert_eq!((sent, got), (5, 5), "ping through the tunnel");
-    let down = iperf(&ns, false, 2);
-    let upl = iperf(&ns, true, 2);
+    let down = support::traffic::iperf(&ns, false, 2, 1);
+    let upl = support::traffic::iperf(&ns, true, 2, 1);
     eprintln!("{esp}: TCP A->B {down:.0} Mbit/s, B->A {upl:.0} Mbit/s");
     assert!(down > 10.0 && upl > 10.0, "bulk TCP both ways: {down} / {upl} Mbit/s");
 

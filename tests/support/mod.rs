@@ -41,6 +41,7 @@ pub mod netns;
 pub mod pki;
 pub mod sas;
 pub mod swanctl;
+pub mod traffic;
 pub mod util;
 
 pub use charon::{Charon, CharonBuilder, KernelBackend};

@@ -1,0 +1,46 @@
+//! Traffic through a tunnel between the two namespaces of a [`NetnsPair`].
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::NetnsPair;
+use super::netns::{INNER_A, INNER_B};
+
+/// iperf3 TCP for `secs` with `streams` parallel streams: server on B's inner
+/// address, client on A's (`reverse`: B sends). Returns the Mbit/s received
+/// (0 when iperf3 failed).
+pub fn iperf(ns: &NetnsPair, reverse: bool, secs: u32, streams: u32) -> f64 {
+    let server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns.b.name(),
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            INNER_B,
+            "-p",
+            "5201",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut server) = server else { return 0.0 };
+    std::thread::sleep(Duration::from_millis(300));
+    let (s, p) = (secs.to_string(), streams.to_string());
+    let mut argv = vec![
+        "iperf3", "-c", INNER_B, "-B", INNER_A, "-p", "5201", "-J", "-P", &p, "-t", &s,
+    ];
+    if reverse {
+        argv.push("-R");
+    }
+    let out = ns.a.exec_bounded(&argv, Duration::from_secs(u64::from(secs) + 20));
+    let _ = server.kill();
+    let _ = server.wait();
+    let v: serde_json::Value = out
+        .ok()
+        .and_then(|o| serde_json::from_slice(&o.stdout).ok())
+        .unwrap_or(serde_json::Value::Null);
+    v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6
+}

@@ -65,41 +65,6 @@ fn start_pair(ns: &NetnsPair) -> (Ironsa, Ironsa) {
     (a, b)
 }
 
-/// Pings `to` from `from` inside namespace `ns`; returns (sent, received).
-fn ping(ns: &support::netns::Netns, from: &str, to: &str, count: u32) -> (u32, u32) {
-    let out = ns
-        .exec_bounded(
-            &[
-                "ping",
-                "-q",
-                "-c",
-                &count.to_string(),
-                "-i",
-                "0.1",
-                "-W",
-                "2",
-                "-I",
-                from,
-                to,
-            ],
-            Duration::from_secs(30),
-        )
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_else(|e| format!("{e}"));
-    let line = out
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_default()
-        .to_string();
-    let nums: Vec<u32> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    assert!(nums.len() >= 2, "ping output: {out}");
-    (nums[0], nums[1])
-}
-
 fn counters(d: &Ironsa) -> (u64, u64) {
     let c = &d.sas()[0]["children"][0]["counters"];
     (
@@ -112,8 +77,16 @@ fn counters(d: &Ironsa) -> (u64, u64) {
 fn plain_esp_between_two_ironsa_carries_ping_and_tcp_both_ways() {
     let ns = NetnsPair::new().unwrap();
     let (a, b) = start_pair(&ns);
-    assert_eq!(ping(&ns.a, INNER_A, INNER_B, 5), (5, 5), "ping A -> B");
-    assert_eq!(ping(&ns.b, INNER_B, INNER_A, 5), (5, 5), "ping B -> A");
+    assert_eq!(
+        support::traffic::ping(&ns.a, INNER_A, INNER_B, 5, "0.1"),
+        (5, 5),
+        "ping A -> B"
+    );
+    assert_eq!(
+        support::traffic::ping(&ns.b, INNER_B, INNER_A, 5, "0.1"),
+        (5, 5),
+        "ping B -> A"
+    );
     let ab = support::traffic::iperf(&ns, false, 2, 2);
     let ba = support::traffic::iperf(&ns, true, 2, 2);
     eprintln!("plain ESP, AES-256-GCM: TCP A->B {ab:.0} Mbit/s, B->A {ba:.0} Mbit/s");
@@ -151,7 +124,7 @@ fn capture_shows_protocol_50_and_no_udp_encapsulation() {
         .unwrap();
     // Let the capture start before sending.
     std::thread::sleep(Duration::from_millis(2000));
-    assert_eq!(ping(&ns.a, INNER_A, INNER_B, 4), (4, 4));
+    assert_eq!(support::traffic::ping(&ns.a, INNER_A, INNER_B, 4, "0.1"), (4, 4));
     let deadline = Instant::now() + Duration::from_secs(15);
     while cap.try_wait().unwrap().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));

@@ -89,47 +89,12 @@ fn up(ns: &NetnsPair, charon: &Charon, ironsa: &Ironsa) -> Value {
     sas[0].clone()
 }
 
-/// Pings from A's inner address to B's; returns (sent, received).
-fn ping(ns: &NetnsPair, count: u32, interval: &str) -> (u32, u32) {
-    let out =
-        ns.a.exec_bounded(
-            &[
-                "ping",
-                "-q",
-                "-c",
-                &count.to_string(),
-                "-i",
-                interval,
-                "-W",
-                "2",
-                "-I",
-                INNER_A,
-                INNER_B,
-            ],
-            Duration::from_secs(60),
-        )
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_else(|e| format!("{e}"));
-    let line = out
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_default()
-        .to_string();
-    let nums: Vec<u32> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    assert!(nums.len() >= 2, "ping output: {out}");
-    (nums[0], nums[1])
-}
-
 fn exercise(esp: &str) {
     let ns = NetnsPair::new().unwrap();
     let charon = charon(&ns, esp);
     let ironsa = Ironsa::start(&ironsa_config(esp), Some(ns.a.name()));
     let sa = up(&ns, &charon, &ironsa);
-    let (sent, got) = ping(&ns, 5, "0.1");
+    let (sent, got) = support::traffic::ping(&ns.a, INNER_A, INNER_B, 5, "0.1");
     assert_eq!((sent, got), (5, 5), "ping through the tunnel");
     let down = support::traffic::iperf(&ns, false, 2, 1);
     let upl = support::traffic::iperf(&ns, true, 2, 1);
@@ -230,7 +195,7 @@ fn tshark_decrypts_ironsa_esp_with_the_key_log() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(300));
-    ping(&ns, 3, "0.2");
+    support::traffic::ping(&ns.a, INNER_A, INNER_B, 3, "0.2");
     let deadline = Instant::now() + Duration::from_secs(10);
     while cap.try_wait().unwrap().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -289,7 +254,7 @@ fn packet_lifetime_in_the_fastpath_triggers_a_rekey_without_loss() {
     let sa = up(&ns, &charon, &ironsa);
     let first = sa["children"][0]["spi_in"].clone();
     // 100 echo requests and 100 replies cross our SAs: the soft packet lifetime (60) is hit.
-    let (sent, got) = ping(&ns, 100, "0.01");
+    let (sent, got) = support::traffic::ping(&ns.a, INNER_A, INNER_B, 100, "0.01");
     assert_eq!((sent, got), (100, 100), "no loss across the lifetime-triggered rekey");
     let after = ironsa.wait_sas(T, |s| {
         s[0]["children"]

@@ -728,11 +728,13 @@ fn best<'a, M, R: Ord>(
     found.map(|(m, _, p)| (m, p))
 }
 
-fn ike_gaps(ours: &[IkeProposal], offers: &[&Offer]) -> Vec<Gap> {
-    let encr = || ours.iter().flat_map(|p| p.encr.iter().copied());
-    let integ = || ours.iter().flat_map(|p| p.integ.iter().copied());
-    let prf = || ours.iter().flat_map(|p| p.prf.iter().copied());
-    let ke = || ours.iter().flat_map(|p| p.ke.iter().copied());
+/// ENCR and INTEG gaps, shared by IKE and ESP. Integrity matters only if both
+/// sides have a non-AEAD cipher.
+fn cipher_gaps<E, I>(encr: impl Fn() -> E, integ: impl Fn() -> I, offers: &[&Offer]) -> Vec<Gap>
+where
+    E: Iterator<Item = EncrAlg>,
+    I: Iterator<Item = IntegAlg>,
+{
     let mut gaps = Vec::new();
     if !overlaps(encr(), offers, |o| &o.encr) {
         gaps.push(Gap {
@@ -741,7 +743,6 @@ fn ike_gaps(ours: &[IkeProposal], offers: &[&Offer]) -> Vec<Gap> {
             ours: unique_names(encr(), EncrAlg::name),
         });
     }
-    // Integrity matters only if both sides have a non-AEAD cipher.
     let peer_classic = offers.iter().any(|o| o.encr.iter().any(|e| !e.is_aead()));
     if encr().any(|e| !e.is_aead()) && peer_classic && !overlaps(integ(), offers, |o| &o.integ) {
         gaps.push(Gap {
@@ -750,6 +751,17 @@ fn ike_gaps(ours: &[IkeProposal], offers: &[&Offer]) -> Vec<Gap> {
             ours: unique_names(integ(), |i| i.name().into()),
         });
     }
+    gaps
+}
+
+fn ike_gaps(ours: &[IkeProposal], offers: &[&Offer]) -> Vec<Gap> {
+    let prf = || ours.iter().flat_map(|p| p.prf.iter().copied());
+    let ke = || ours.iter().flat_map(|p| p.ke.iter().copied());
+    let mut gaps = cipher_gaps(
+        || ours.iter().flat_map(|p| p.encr.iter().copied()),
+        || ours.iter().flat_map(|p| p.integ.iter().copied()),
+        offers,
+    );
     if !overlaps(prf(), offers, |o| &o.prf) {
         gaps.push(Gap {
             label: "PRF",
@@ -851,26 +863,13 @@ fn esp_spi(spi: &[u8]) -> Option<u32> {
 }
 
 fn esp_gaps(ours: &[EspProposal], offers: &[&Offer]) -> Vec<Gap> {
-    let encr = || ours.iter().flat_map(|p| p.encr.iter().copied());
-    let integ = || ours.iter().flat_map(|p| p.integ.iter().copied());
     let ke = || ours.iter().flat_map(|p| p.ke.iter().copied());
     let esn = || ours.iter().flat_map(|p| p.esn.iter().copied());
-    let mut gaps = Vec::new();
-    if !overlaps(encr(), offers, |o| &o.encr) {
-        gaps.push(Gap {
-            label: "ENCR",
-            ty: TransformType::ENCR,
-            ours: unique_names(encr(), EncrAlg::name),
-        });
-    }
-    let peer_classic = offers.iter().any(|o| o.encr.iter().any(|e| !e.is_aead()));
-    if encr().any(|e| !e.is_aead()) && peer_classic && !overlaps(integ(), offers, |o| &o.integ) {
-        gaps.push(Gap {
-            label: "INTEG",
-            ty: TransformType::INTEG,
-            ours: unique_names(integ(), |i| i.name().into()),
-        });
-    }
+    let mut gaps = cipher_gaps(
+        || ours.iter().flat_map(|p| p.encr.iter().copied()),
+        || ours.iter().flat_map(|p| p.integ.iter().copied()),
+        offers,
+    );
     let no_pfs = ours.iter().any(|p| p.ke.is_empty());
     let ke_ok = overlaps(ke(), offers, |o| &o.ke)
         || (no_pfs && offers.iter().any(|o| o.ke_ids.is_empty() || o.ke_ids.contains(&0)));

@@ -44,3 +44,26 @@ pub fn iperf(ns: &NetnsPair, reverse: bool, secs: u32, streams: u32) -> f64 {
         .unwrap_or(serde_json::Value::Null);
     v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6
 }
+
+/// Pings `to` from `from` inside namespace `ns`, `count` times every
+/// `interval` seconds; returns (sent, received).
+pub fn ping(ns: &super::Netns, from: &str, to: &str, count: u32, interval: &str) -> (u32, u32) {
+    let count = count.to_string();
+    let out = ns
+        .exec_bounded(
+            &["ping", "-q", "-c", &count, "-i", interval, "-W", "2", "-I", from, to],
+            Duration::from_secs(60),
+        )
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_else(|e| format!("{e}"));
+    let line = out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_default();
+    let nums: Vec<u32> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    assert!(nums.len() >= 2, "ping output: {out}");
+    (nums[0], nums[1])
+}

@@ -115,7 +115,7 @@ impl Daemon {
     }
 
     /// Where the data plane hands IKE messages it finds on the NAT-T port: to the owning shard.
-    pub fn ike_sink(self: &Arc<Self>) -> crate::software::IkeSink {
+    pub fn ike_sink(self: &Arc<Self>) -> crate::child_sas::IkeSink {
         let shards = self.shards.clone();
         Arc::new(move |local, remote, data: Vec<u8>| {
             let owner = if data.len() >= 28 {
@@ -138,13 +138,13 @@ impl Daemon {
     }
 
     /// Where the data plane's lifetime requests go: a rekey or delete of the child on its IKE SA.
-    pub fn lifetime_sink(self: &Arc<Self>) -> crate::software::LifetimeSink {
+    pub fn lifetime_sink(self: &Arc<Self>) -> crate::child_sas::LifetimeSink {
         let me = Arc::downgrade(self);
         Arc::new(move |(spi_i, spi_r), spi_in, req| {
             let Some(d) = me.upgrade() else { return };
             let task = match req {
-                crate::software::LifetimeRequest::Rekey => Task::RekeyChild(spi_in),
-                crate::software::LifetimeRequest::Delete => Task::DeleteChild(spi_in),
+                crate::child_sas::LifetimeRequest::Rekey => Task::RekeyChild(spi_in),
+                crate::child_sas::LifetimeRequest::Delete => Task::DeleteChild(spi_in),
             };
             // Our SPI is one of the two; the shard that holds it accepts the task.
             if !d.task(spi_i, task.clone()) {

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub use ironsa::config_file;
+mod child_sas;
 mod control_socket;
 mod daemon;
 mod dataplane;

@@ -12,32 +12,25 @@
 //! shards send IKE on the NAT-T port through clones of the same sockets, so
 //! no second socket joins the port's receive group.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::{self, Write};
+use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use control::config::IpsecMode;
-use control::crypto::{EncrAlg, IntegAlg as IkeInteg};
 use control::ike_sa::{ChildSaInstall, Event, SpiAllocator};
-use dashmap::DashSet;
 use fastpath::buf::{PacketBuf, PacketBuffer};
-use fastpath::esp::Mode;
-use fastpath::esp::aead::{CipherKeys, EncAlg, IntegAlg};
 use fastpath::io::mmsg::{self, MmsgScratch};
 use fastpath::io::raw::RawEspIo;
 use fastpath::io::tun::{Tun, TunOptions};
 use fastpath::io::udp::UdpIo;
-use fastpath::sad::{Direction, SaId, SaParams, Sad, UdpEncap};
-use fastpath::spd::{Policy, PolicyAction, PolicyId, Spd, TrafficSelector};
 use fastpath::stats::DropReason;
 use fastpath::worker::{InboundKind, PacketMeta, Verdict, Worker, WorkerCounters};
 use tracing::{debug, info, warn};
 
+use crate::child_sas::{ByteLifetimes, ChildSas, IkeSink, Installed, LifetimeSink};
 use crate::dataplane::{ChildCounters, DataPlane};
 
 const BATCH: usize = 64;
@@ -152,55 +145,6 @@ impl Transmit {
     }
 }
 
-/// Where IKE messages found on the NAT-T port go (local, remote, message without marker).
-pub type IkeSink = Arc<dyn Fn(SocketAddr, SocketAddr, Vec<u8>) + Send + Sync>;
-
-/// What the data plane asks of the control plane when a CHILD_SA reaches a
-/// byte/packet lifetime or runs out of sequence numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LifetimeRequest {
-    /// Soft lifetime or sequence space exhausted: rekey the child.
-    Rekey,
-    /// Hard lifetime: the SA no longer passes traffic; delete the child.
-    Delete,
-}
-
-/// Receives lifetime requests: (IKE SPIs, child inbound SPI, request).
-pub type LifetimeSink = Arc<dyn Fn((u64, u64), u32, LifetimeRequest) + Send + Sync>;
-
-/// Fastpath SA id → (IKE SPIs, child inbound SPI), to route lifetime events.
-type Owners = dashmap::DashMap<u64, ((u64, u64), u32)>;
-
-/// Byte and packet lifetimes of a child template (0 = none), keyed by (connection, child).
-pub type ByteLifetimes = HashMap<(String, String), (u64, u64)>;
-
-/// Inbound SPIs unique on this gateway.
-#[derive(Default)]
-pub struct UniqueSpis {
-    used: DashSet<u32>,
-}
-
-impl SpiAllocator for UniqueSpis {
-    fn allocate(&self) -> u32 {
-        loop {
-            let v = control::crypto::random::u32().unwrap_or(0);
-            if v > 255 && self.used.insert(v) {
-                return v;
-            }
-        }
-    }
-    fn release(&self, spi: u32) {
-        self.used.remove(&spi);
-    }
-}
-
-struct Installed {
-    spi_out: u32,
-    inbound: SaId,
-    outbound: SaId,
-    policies: Vec<PolicyId>,
-}
-
 /// Settings of the software data plane.
 pub struct SoftwareConfig {
     /// TUN device name.
@@ -221,10 +165,7 @@ pub struct SoftwareConfig {
 
 /// The software data plane.
 pub struct SoftwareDataPlane {
-    sad: Arc<Sad>,
-    spd: Arc<Spd>,
-    spis: Arc<UniqueSpis>,
-    children: Mutex<HashMap<u32, Installed>>,
+    children: ChildSas,
     tun_name: String,
     tun: Mutex<Vec<Tun>>,
     nat: Mutex<Vec<UdpIo>>,
@@ -233,58 +174,7 @@ pub struct SoftwareDataPlane {
     in_counters: Mutex<Vec<Arc<WorkerCounters>>>,
     out_counters: Mutex<Vec<Arc<WorkerCounters>>>,
     install_routes: bool,
-    keylog: Option<Mutex<std::fs::File>>,
     stop: Arc<AtomicBool>,
-    byte_lifetimes: ByteLifetimes,
-    owners: Arc<Owners>,
-    lifetime_sink: Arc<std::sync::OnceLock<LifetimeSink>>,
-}
-
-fn enc_alg(e: EncrAlg) -> Option<EncAlg> {
-    Some(match e {
-        EncrAlg::AesGcm16 { key_bits: 128 } => EncAlg::AesGcm16_128,
-        EncrAlg::AesGcm16 { key_bits: 256 } => EncAlg::AesGcm16_256,
-        EncrAlg::ChaCha20Poly1305 => EncAlg::ChaCha20Poly1305,
-        EncrAlg::AesCbc { key_bits: 128 } => EncAlg::AesCbc128,
-        EncrAlg::AesCbc { key_bits: 256 } => EncAlg::AesCbc256,
-        _ => return None,
-    })
-}
-
-fn integ_alg(i: Option<IkeInteg>) -> IntegAlg {
-    match i {
-        None => IntegAlg::None,
-        Some(IkeInteg::HmacSha256_128) => IntegAlg::HmacSha256_128,
-        Some(IkeInteg::HmacSha384_192) => IntegAlg::HmacSha384_192,
-        Some(IkeInteg::HmacSha512_256) => IntegAlg::HmacSha512_256,
-    }
-}
-
-fn selector(ts: &control::wire::ikev2::TrafficSelector) -> Option<TrafficSelector> {
-    TrafficSelector::new(ts.start_addr, ts.end_addr, ts.ip_protocol, ts.start_port, ts.end_port).ok()
-}
-
-/// Wireshark's name of an ESP algorithm in the esp_sa table.
-fn wireshark_names(c: &ChildSaInstall) -> (&'static str, &'static str) {
-    let enc = match c.encr {
-        EncrAlg::AesGcm16 { .. } => "AES-GCM with 16 octet ICV [RFC4106]",
-        EncrAlg::AesCbc { .. } => "AES-CBC [RFC3602]",
-        EncrAlg::ChaCha20Poly1305 => "ChaCha20 with Poly1305 [RFC7634]",
-    };
-    let integ = match c.integ {
-        None => "NULL",
-        Some(IkeInteg::HmacSha256_128) => "HMAC-SHA-256-128 [RFC4868]",
-        Some(IkeInteg::HmacSha384_192) => "HMAC-SHA-384-192 [RFC4868]",
-        Some(IkeInteg::HmacSha512_256) => "HMAC-SHA-512-256 [RFC4868]",
-    };
-    (enc, integ)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().fold(String::with_capacity(b.len() * 2), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
 }
 
 impl SoftwareDataPlane {
@@ -322,43 +212,10 @@ impl SoftwareDataPlane {
                 Err(e) => warn!(address = %ip, "no raw ESP socket (plain ESP disabled): {e}"),
             }
         }
-        let keylog = match &cfg.keylog {
-            None => None,
-            Some(p) => {
-                warn!(file = %p.display(), "WRITING ESP KEYS TO A FILE: anyone who can read it can decrypt the tunnels; for debugging only");
-                Some(Mutex::new(
-                    std::fs::OpenOptions::new().create(true).append(true).open(p)?,
-                ))
-            }
-        };
-        let (sad, events) = Sad::new(1);
-        let owners: Arc<Owners> = Arc::new(dashmap::DashMap::new());
-        let lifetime_sink: Arc<std::sync::OnceLock<LifetimeSink>> = Arc::new(std::sync::OnceLock::new());
-        {
-            let owners = owners.clone();
-            let sink = lifetime_sink.clone();
-            std::thread::Builder::new().name("ironsa-sa-events".into()).spawn(move || {
-                for e in events {
-                    let (id, req) = match e {
-                        fastpath::sad::SaEvent::SoftExpired { sa } | fastpath::sad::SaEvent::SeqExhausted { sa } => {
-                            (sa, LifetimeRequest::Rekey)
-                        }
-                        fastpath::sad::SaEvent::HardExpired { sa } => (sa, LifetimeRequest::Delete),
-                    };
-                    let Some(owner) = owners.get(&id.0).map(|o| *o) else { continue };
-                    info!(event = ?e, spi_in = format_args!("{:08x}", owner.1), "fastpath lifetime reached: {req:?}");
-                    if let Some(s) = sink.get() {
-                        s(owner.0, owner.1, req);
-                    }
-                }
-            })?;
-        }
+        let children = ChildSas::new(1, cfg.byte_lifetimes.clone(), cfg.keylog.as_deref())?;
         info!(tun = %name, queues = queues.len(), offloads = format_args!("{:#x}", queues.first().map(|q| q.offloads()).unwrap_or(0)), "software fastpath ready");
         Ok(Self {
-            sad: Arc::new(sad),
-            spd: Arc::new(Spd::new()),
-            spis: Arc::new(UniqueSpis::default()),
-            children: Mutex::new(HashMap::new()),
+            children,
             tun_name: name,
             tun: Mutex::new(queues),
             nat: Mutex::new(nat),
@@ -367,11 +224,7 @@ impl SoftwareDataPlane {
             in_counters: Mutex::new(Vec::new()),
             out_counters: Mutex::new(Vec::new()),
             install_routes: cfg.install_routes,
-            keylog,
             stop: Arc::new(AtomicBool::new(false)),
-            byte_lifetimes: cfg.byte_lifetimes.clone(),
-            owners,
-            lifetime_sink,
         })
     }
 
@@ -426,7 +279,7 @@ impl SoftwareDataPlane {
 
     /// Starts the worker threads; IKE from the NAT-T port goes to `sink`.
     pub fn run(self: &Arc<Self>, sink: IkeSink, lifetimes: LifetimeSink) -> io::Result<()> {
-        let _ = self.lifetime_sink.set(lifetimes);
+        self.children.set_lifetime_sink(lifetimes);
         let queues = std::mem::take(&mut *self.tun.lock().map_err(|_| io::Error::other("lock"))?);
         let Some(first) = queues.first() else {
             return Err(io::Error::other("already running"));
@@ -479,7 +332,7 @@ impl SoftwareDataPlane {
     fn new_worker(&self, id: usize, inbound: bool) -> Worker {
         // Several transmit threads may carry one SA: sequence numbers are
         // reserved atomically, so no pinning is needed.
-        let w = Worker::new(id, self.sad.clone(), self.spd.clone()).without_pinning();
+        let w = Worker::new(id, self.children.sad().clone(), self.children.spd().clone()).without_pinning();
         let list = if inbound { &self.in_counters } else { &self.out_counters };
         if let Ok(mut c) = list.lock() {
             c.push(w.counters());
@@ -686,156 +539,20 @@ impl SoftwareDataPlane {
             warn!(prefix = %prefix, "could not install route");
         }
     }
-
-    fn params(&self, c: &ChildSaInstall, direction: Direction) -> Option<SaParams> {
-        let (spi, keys) = match direction {
-            Direction::Inbound => (c.spi_in, &c.inbound),
-            Direction::Outbound => (c.spi_out, &c.outbound),
-        };
-        let keys = CipherKeys {
-            enc: enc_alg(c.encr)?,
-            integ: integ_alg(c.integ),
-            enc_key: keys.encr.clone(),
-            integ_key: keys.integ.clone(),
-        };
-        let mut p = SaParams::new(spi, direction, keys, c.local.ip(), c.remote.ip());
-        p.mode = match c.mode {
-            IpsecMode::Tunnel => Mode::Tunnel,
-            IpsecMode::Transport => Mode::Transport,
-        };
-        if c.udp_encap {
-            p.udp_encap = Some(UdpEncap {
-                local_port: c.local.port(),
-                remote_port: c.remote.port(),
-            });
-        }
-        p.esn = c.esn;
-        if let Some(&(bytes, packets)) = self.byte_lifetimes.get(&(c.connection.clone(), c.name.clone())) {
-            p.lifetime = fastpath::sad::Lifetime {
-                soft_bytes: bytes,
-                hard_bytes: bytes.saturating_add(bytes / 10),
-                soft_packets: packets,
-                hard_packets: packets.saturating_add(packets / 10),
-            };
-        }
-        p.local_ts = c.local_ts.iter().filter_map(selector).collect();
-        p.remote_ts = c.remote_ts.iter().filter_map(selector).collect();
-        Some(p)
-    }
-
-    fn write_keylog(&self, c: &ChildSaInstall) {
-        let Some(f) = &self.keylog else { return };
-        let (enc, integ) = wireshark_names(c);
-        let fam = if c.local.is_ipv4() { "IPv4" } else { "IPv6" };
-        let line = |src: IpAddr, dst: IpAddr, spi: u32, k: &control::ike_sa::DirectionKeys| {
-            let ik = if k.integ.is_empty() {
-                String::new()
-            } else {
-                format!("0x{}", hex(&k.integ))
-            };
-            format!(
-                "\"{fam}\",\"{src}\",\"{dst}\",\"0x{spi:08x}\",\"{enc}\",\"0x{}\",\"{integ}\",\"{ik}\"\n",
-                hex(&k.encr)
-            )
-        };
-        if let Ok(mut f) = f.lock() {
-            let _ = f.write_all(line(c.remote.ip(), c.local.ip(), c.spi_in, &c.inbound).as_bytes());
-            let _ = f.write_all(line(c.local.ip(), c.remote.ip(), c.spi_out, &c.outbound).as_bytes());
-            let _ = f.flush();
-        }
-    }
 }
 
 impl DataPlane for SoftwareDataPlane {
     fn install(&self, c: &ChildSaInstall) {
-        let (Some(inp), Some(outp)) = (self.params(c, Direction::Inbound), self.params(c, Direction::Outbound)) else {
-            warn!(child = %c.name, encr = %c.encr.name(), "the software fastpath does not support this cipher");
-            return;
-        };
-        let inbound = match self.sad.install_inbound(&inp) {
-            Ok(id) => id,
-            Err(e) => {
-                warn!(spi = format_args!("{:08x}", c.spi_in), "inbound SA not installed: {e}");
-                return;
-            }
-        };
-        let outbound = match self.sad.install_outbound(&outp) {
-            Ok(id) => id,
-            Err(e) => {
-                warn!(
-                    spi = format_args!("{:08x}", c.spi_out),
-                    "outbound SA not installed: {e}"
-                );
-                let _ = self.sad.remove(inbound);
-                return;
-            }
-        };
-        let mut children = match self.children.lock() {
-            Ok(c) => c,
-            Err(_) => return,
-        };
-        let mut policies = Vec::new();
-        let replaced = c.rekey_of.and_then(|old| children.get_mut(&old)).map(|old| {
-            // Rekey: the policies switch to the new outbound SA at once; the old
-            // inbound SA keeps decrypting until the old child is deleted.
-            self.spd.replace_sa(old.outbound, outbound);
-            std::mem::take(&mut old.policies)
-        });
-        match replaced {
-            Some(p) => policies = p,
-            None => {
-                for l in c.local_ts.iter().filter_map(selector) {
-                    for r in c.remote_ts.iter().filter_map(selector) {
-                        match self.spd.insert(&Policy {
-                            local: l,
-                            remote: r,
-                            action: PolicyAction::Protect(outbound),
-                            priority: 100,
-                        }) {
-                            Ok(id) => policies.push(id),
-                            Err(e) => warn!("policy not installed: {e}"),
-                        }
-                    }
-                }
-                if self.install_routes {
-                    for r in &c.remote_ts {
-                        self.route(r, true);
-                    }
-                }
+        let installed = self.children.install(c, &**self.children.sad());
+        if installed == Some(Installed::New) && self.install_routes {
+            for r in &c.remote_ts {
+                self.route(r, true);
             }
         }
-        children.insert(
-            c.spi_in,
-            Installed {
-                spi_out: c.spi_out,
-                inbound,
-                outbound,
-                policies,
-            },
-        );
-        self.owners.insert(inbound.0, (c.ike_spis, c.spi_in));
-        self.owners.insert(outbound.0, (c.ike_spis, c.spi_in));
-        drop(children);
-        self.write_keylog(c);
-        debug!(
-            spi_in = format_args!("{:08x}", c.spi_in),
-            spi_out = format_args!("{:08x}", c.spi_out),
-            "CHILD_SA in the fastpath"
-        );
     }
 
     fn remove(&self, spi_in: u32, _spi_out: u32) {
-        let Some(old) = self.children.lock().ok().and_then(|mut c| c.remove(&spi_in)) else {
-            return;
-        };
-        for p in old.policies {
-            let _ = self.spd.remove(p);
-        }
-        let _ = self.sad.remove(old.inbound);
-        let _ = self.sad.remove(old.outbound);
-        self.owners.remove(&old.inbound.0);
-        self.owners.remove(&old.outbound.0);
-        let _ = old.spi_out;
+        self.children.remove(spi_in, &**self.children.sad());
     }
 
     fn esp_received(&self, _local: SocketAddr, _remote: SocketAddr, _packet: &[u8]) {
@@ -845,34 +562,15 @@ impl DataPlane for SoftwareDataPlane {
     fn ike_event(&self, _event: &Event) {}
 
     fn child_counters(&self, spi_in: u32) -> Option<ChildCounters> {
-        let children = self.children.lock().ok()?;
-        let c = children.get(&spi_in)?;
-        let i = self.sad.inbound_by_id(c.inbound)?.counters.snapshot();
-        let o = self.sad.outbound(c.outbound)?.counters.snapshot();
-        Some(ChildCounters {
-            packets_in: i.packets,
-            bytes_in: i.bytes,
-            packets_out: o.packets,
-            bytes_out: o.bytes,
-            drops: i.drops.iter().sum::<u64>() + o.drops.iter().sum::<u64>(),
-        })
+        self.children.counters(spi_in)
     }
 
     fn spi_allocator(&self) -> Arc<dyn SpiAllocator> {
-        self.spis.clone()
+        self.children.spi_allocator()
     }
 
     fn metrics(&self) -> String {
-        let mut out = String::new();
-        let (ins, outs) = self.sad.len();
-        let _ = writeln!(
-            out,
-            "# HELP ironsa_esp_sas ESP SAs in the fastpath\n# TYPE ironsa_esp_sas gauge"
-        );
-        let _ = writeln!(
-            out,
-            "ironsa_esp_sas{{direction=\"in\"}} {ins}\nironsa_esp_sas{{direction=\"out\"}} {outs}"
-        );
+        let mut out = self.children.sa_gauge();
         let mut inbound = Vec::new();
         if let Ok(c) = self.in_counters.lock() {
             inbound = c.iter().map(|c| c.inbound.snapshot()).collect();

@@ -1,0 +1,399 @@
+//! Negotiated CHILD_SAs in a fastpath SAD and SPD, shared by the software
+//! and DPDK data planes: SA parameters from the control plane's
+//! [`ChildSaInstall`], policies (switched to the new SA on rekey), per-child
+//! counters, byte/packet lifetime events routed back to the control plane,
+//! unique inbound SPIs and the optional Wireshark key log.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use control::config::IpsecMode;
+use control::crypto::{EncrAlg, IntegAlg as IkeInteg};
+use control::ike_sa::{ChildSaInstall, SpiAllocator};
+use dashmap::DashSet;
+use fastpath::esp::Mode;
+use fastpath::esp::aead::{CipherKeys, EncAlg, IntegAlg};
+use fastpath::sad::{Direction, SaEvent, SaId, SaParams, Sad, UdpEncap};
+use fastpath::spd::{Policy, PolicyAction, PolicyId, Spd, TrafficSelector};
+use tracing::{debug, info, warn};
+
+use crate::dataplane::ChildCounters;
+
+/// Where IKE messages a data plane receives go (local, remote, message without marker).
+pub type IkeSink = Arc<dyn Fn(SocketAddr, SocketAddr, Vec<u8>) + Send + Sync>;
+
+/// What the data plane asks of the control plane when a CHILD_SA reaches a
+/// byte/packet lifetime or runs out of sequence numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifetimeRequest {
+    /// Soft lifetime or sequence space exhausted: rekey the child.
+    Rekey,
+    /// Hard lifetime: the SA no longer passes traffic; delete the child.
+    Delete,
+}
+
+/// Receives lifetime requests: (IKE SPIs, child inbound SPI, request).
+pub type LifetimeSink = Arc<dyn Fn((u64, u64), u32, LifetimeRequest) + Send + Sync>;
+
+/// Byte and packet lifetimes of a child template (0 = none), keyed by (connection, child).
+pub type ByteLifetimes = HashMap<(String, String), (u64, u64)>;
+
+/// Fastpath SA id → (IKE SPIs, child inbound SPI), to route lifetime events.
+type Owners = dashmap::DashMap<u64, ((u64, u64), u32)>;
+
+/// Inbound SPIs unique on this gateway.
+#[derive(Default)]
+pub struct UniqueSpis {
+    used: DashSet<u32>,
+}
+
+impl SpiAllocator for UniqueSpis {
+    fn allocate(&self) -> u32 {
+        loop {
+            let v = control::crypto::random::u32().unwrap_or(0);
+            if v > 255 && self.used.insert(v) {
+                return v;
+            }
+        }
+    }
+    fn release(&self, spi: u32) {
+        self.used.remove(&spi);
+    }
+}
+
+/// Puts SAs into a data plane's SAD: the SAD itself for the software data
+/// plane, the SAD plus the crypto device for DPDK lookaside.
+pub trait SaStore {
+    /// Installs one direction of a CHILD_SA.
+    fn install_sa(&self, p: &SaParams) -> Result<SaId, String>;
+    /// Removes an SA installed by [`SaStore::install_sa`].
+    fn remove_sa(&self, id: SaId);
+}
+
+impl SaStore for Sad {
+    fn install_sa(&self, p: &SaParams) -> Result<SaId, String> {
+        match p.direction {
+            Direction::Inbound => self.install_inbound(p),
+            Direction::Outbound => self.install_outbound(p),
+        }
+        .map_err(|e| e.to_string())
+    }
+    fn remove_sa(&self, id: SaId) {
+        let _ = self.remove(id);
+    }
+}
+
+/// What a data plane should do after [`ChildSas::install`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Installed {
+    /// A new child: its policies were added (the software data plane adds routes).
+    New,
+    /// A rekey: the old child's policies now point to the new outbound SA.
+    Rekeyed,
+}
+
+struct Child {
+    inbound: SaId,
+    outbound: SaId,
+    policies: Vec<PolicyId>,
+}
+
+/// The CHILD_SAs of a data plane, in its SAD and SPD.
+pub struct ChildSas {
+    sad: Arc<Sad>,
+    spd: Arc<Spd>,
+    spis: Arc<UniqueSpis>,
+    children: Mutex<HashMap<u32, Child>>,
+    byte_lifetimes: ByteLifetimes,
+    keylog: Option<Mutex<std::fs::File>>,
+    owners: Arc<Owners>,
+    lifetime_sink: Arc<OnceLock<LifetimeSink>>,
+}
+
+fn enc_alg(e: EncrAlg) -> Option<EncAlg> {
+    Some(match e {
+        EncrAlg::AesGcm16 { key_bits: 128 } => EncAlg::AesGcm16_128,
+        EncrAlg::AesGcm16 { key_bits: 256 } => EncAlg::AesGcm16_256,
+        EncrAlg::ChaCha20Poly1305 => EncAlg::ChaCha20Poly1305,
+        EncrAlg::AesCbc { key_bits: 128 } => EncAlg::AesCbc128,
+        EncrAlg::AesCbc { key_bits: 256 } => EncAlg::AesCbc256,
+        _ => return None,
+    })
+}
+
+fn integ_alg(i: Option<IkeInteg>) -> IntegAlg {
+    match i {
+        None => IntegAlg::None,
+        Some(IkeInteg::HmacSha256_128) => IntegAlg::HmacSha256_128,
+        Some(IkeInteg::HmacSha384_192) => IntegAlg::HmacSha384_192,
+        Some(IkeInteg::HmacSha512_256) => IntegAlg::HmacSha512_256,
+    }
+}
+
+fn selector(ts: &control::wire::ikev2::TrafficSelector) -> Option<TrafficSelector> {
+    TrafficSelector::new(ts.start_addr, ts.end_addr, ts.ip_protocol, ts.start_port, ts.end_port).ok()
+}
+
+/// Wireshark's name of an ESP algorithm in the esp_sa table.
+fn wireshark_names(c: &ChildSaInstall) -> (&'static str, &'static str) {
+    let enc = match c.encr {
+        EncrAlg::AesGcm16 { .. } => "AES-GCM with 16 octet ICV [RFC4106]",
+        EncrAlg::AesCbc { .. } => "AES-CBC [RFC3602]",
+        EncrAlg::ChaCha20Poly1305 => "ChaCha20 with Poly1305 [RFC7634]",
+    };
+    let integ = match c.integ {
+        None => "NULL",
+        Some(IkeInteg::HmacSha256_128) => "HMAC-SHA-256-128 [RFC4868]",
+        Some(IkeInteg::HmacSha384_192) => "HMAC-SHA-384-192 [RFC4868]",
+        Some(IkeInteg::HmacSha512_256) => "HMAC-SHA-512-256 [RFC4868]",
+    };
+    (enc, integ)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().fold(String::with_capacity(b.len() * 2), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    })
+}
+
+impl ChildSas {
+    /// An empty SAD (for `workers` pinned workers) and SPD; a thread routes
+    /// the SAD's lifetime events to the sink set by [`ChildSas::set_lifetime_sink`].
+    pub fn new(workers: usize, byte_lifetimes: ByteLifetimes, keylog: Option<&Path>) -> io::Result<Self> {
+        let keylog = match keylog {
+            None => None,
+            Some(p) => {
+                warn!(file = %p.display(), "WRITING ESP KEYS TO A FILE: anyone who can read it can decrypt the tunnels; for debugging only");
+                Some(Mutex::new(
+                    std::fs::OpenOptions::new().create(true).append(true).open(p)?,
+                ))
+            }
+        };
+        let (sad, events) = Sad::new(workers.max(1));
+        let owners: Arc<Owners> = Arc::new(dashmap::DashMap::new());
+        let lifetime_sink: Arc<OnceLock<LifetimeSink>> = Arc::new(OnceLock::new());
+        {
+            let owners = owners.clone();
+            let sink = lifetime_sink.clone();
+            std::thread::Builder::new().name("ironsa-sa-events".into()).spawn(move || {
+                for e in events {
+                    let (id, req) = match e {
+                        SaEvent::SoftExpired { sa } | SaEvent::SeqExhausted { sa } => (sa, LifetimeRequest::Rekey),
+                        SaEvent::HardExpired { sa } => (sa, LifetimeRequest::Delete),
+                    };
+                    let Some(owner) = owners.get(&id.0).map(|o| *o) else { continue };
+                    info!(event = ?e, spi_in = format_args!("{:08x}", owner.1), "fastpath lifetime reached: {req:?}");
+                    if let Some(s) = sink.get() {
+                        s(owner.0, owner.1, req);
+                    }
+                }
+            })?;
+        }
+        Ok(Self {
+            sad: Arc::new(sad),
+            spd: Arc::new(Spd::new()),
+            spis: Arc::new(UniqueSpis::default()),
+            children: Mutex::new(HashMap::new()),
+            byte_lifetimes,
+            keylog,
+            owners,
+            lifetime_sink,
+        })
+    }
+
+    /// The SAD.
+    pub fn sad(&self) -> &Arc<Sad> {
+        &self.sad
+    }
+
+    /// The SPD.
+    pub fn spd(&self) -> &Arc<Spd> {
+        &self.spd
+    }
+
+    /// Where lifetime requests go (set once, when the control plane runs).
+    pub fn set_lifetime_sink(&self, sink: LifetimeSink) {
+        let _ = self.lifetime_sink.set(sink);
+    }
+
+    /// The allocator of inbound SPIs.
+    pub fn spi_allocator(&self) -> Arc<dyn SpiAllocator> {
+        self.spis.clone()
+    }
+
+    fn params(&self, c: &ChildSaInstall, direction: Direction) -> Option<SaParams> {
+        let (spi, keys) = match direction {
+            Direction::Inbound => (c.spi_in, &c.inbound),
+            Direction::Outbound => (c.spi_out, &c.outbound),
+        };
+        let keys = CipherKeys {
+            enc: enc_alg(c.encr)?,
+            integ: integ_alg(c.integ),
+            enc_key: keys.encr.clone(),
+            integ_key: keys.integ.clone(),
+        };
+        let mut p = SaParams::new(spi, direction, keys, c.local.ip(), c.remote.ip());
+        p.mode = match c.mode {
+            IpsecMode::Tunnel => Mode::Tunnel,
+            IpsecMode::Transport => Mode::Transport,
+        };
+        if c.udp_encap {
+            p.udp_encap = Some(UdpEncap {
+                local_port: c.local.port(),
+                remote_port: c.remote.port(),
+            });
+        }
+        p.esn = c.esn;
+        if let Some(&(bytes, packets)) = self.byte_lifetimes.get(&(c.connection.clone(), c.name.clone())) {
+            p.lifetime = fastpath::sad::Lifetime {
+                soft_bytes: bytes,
+                hard_bytes: bytes.saturating_add(bytes / 10),
+                soft_packets: packets,
+                hard_packets: packets.saturating_add(packets / 10),
+            };
+        }
+        p.local_ts = c.local_ts.iter().filter_map(selector).collect();
+        p.remote_ts = c.remote_ts.iter().filter_map(selector).collect();
+        Some(p)
+    }
+
+    /// Installs both directions of `c` through `store` and its policies (on a
+    /// rekey, the old child's policies switch to the new outbound SA at once;
+    /// the old inbound SA keeps decrypting until the old child is removed).
+    /// `None` when the fastpath cannot take the child (logged).
+    pub fn install(&self, c: &ChildSaInstall, store: &dyn SaStore) -> Option<Installed> {
+        let (Some(inp), Some(outp)) = (self.params(c, Direction::Inbound), self.params(c, Direction::Outbound)) else {
+            warn!(child = %c.name, encr = %c.encr.name(), "the fastpath does not support this cipher");
+            return None;
+        };
+        let inbound = match store.install_sa(&inp) {
+            Ok(id) => id,
+            Err(e) => {
+                warn!(spi = format_args!("{:08x}", c.spi_in), "inbound SA not installed: {e}");
+                return None;
+            }
+        };
+        let outbound = match store.install_sa(&outp) {
+            Ok(id) => id,
+            Err(e) => {
+                warn!(
+                    spi = format_args!("{:08x}", c.spi_out),
+                    "outbound SA not installed: {e}"
+                );
+                store.remove_sa(inbound);
+                return None;
+            }
+        };
+        let Ok(mut children) = self.children.lock() else {
+            store.remove_sa(inbound);
+            store.remove_sa(outbound);
+            return None;
+        };
+        let replaced = c.rekey_of.and_then(|old| children.get_mut(&old)).map(|old| {
+            self.spd.replace_sa(old.outbound, outbound);
+            std::mem::take(&mut old.policies)
+        });
+        let (policies, installed) = match replaced {
+            Some(p) => (p, Installed::Rekeyed),
+            None => {
+                let mut policies = Vec::new();
+                for l in c.local_ts.iter().filter_map(selector) {
+                    for r in c.remote_ts.iter().filter_map(selector) {
+                        match self.spd.insert(&Policy {
+                            local: l,
+                            remote: r,
+                            action: PolicyAction::Protect(outbound),
+                            priority: 100,
+                        }) {
+                            Ok(id) => policies.push(id),
+                            Err(e) => warn!("policy not installed: {e}"),
+                        }
+                    }
+                }
+                (policies, Installed::New)
+            }
+        };
+        children.insert(
+            c.spi_in,
+            Child {
+                inbound,
+                outbound,
+                policies,
+            },
+        );
+        self.owners.insert(inbound.0, (c.ike_spis, c.spi_in));
+        self.owners.insert(outbound.0, (c.ike_spis, c.spi_in));
+        drop(children);
+        self.write_keylog(c);
+        debug!(
+            spi_in = format_args!("{:08x}", c.spi_in),
+            spi_out = format_args!("{:08x}", c.spi_out),
+            "CHILD_SA in the fastpath"
+        );
+        Some(installed)
+    }
+
+    /// Removes the child with inbound SPI `spi_in`, its SAs (through `store`) and policies.
+    pub fn remove(&self, spi_in: u32, store: &dyn SaStore) {
+        let Some(old) = self.children.lock().ok().and_then(|mut c| c.remove(&spi_in)) else {
+            return;
+        };
+        for p in old.policies {
+            let _ = self.spd.remove(p);
+        }
+        store.remove_sa(old.inbound);
+        store.remove_sa(old.outbound);
+        self.owners.remove(&old.inbound.0);
+        self.owners.remove(&old.outbound.0);
+    }
+
+    /// Counters of the child with inbound SPI `spi_in`.
+    pub fn counters(&self, spi_in: u32) -> Option<ChildCounters> {
+        let children = self.children.lock().ok()?;
+        let c = children.get(&spi_in)?;
+        let i = self.sad.inbound_by_id(c.inbound)?.counters.snapshot();
+        let o = self.sad.outbound(c.outbound)?.counters.snapshot();
+        Some(ChildCounters {
+            packets_in: i.packets,
+            bytes_in: i.bytes,
+            packets_out: o.packets,
+            bytes_out: o.bytes,
+            drops: i.drops.iter().sum::<u64>() + o.drops.iter().sum::<u64>(),
+        })
+    }
+
+    /// The `ironsa_esp_sas` gauge (SAs in the SAD, by direction), Prometheus text.
+    pub fn sa_gauge(&self) -> String {
+        let (ins, outs) = self.sad.len();
+        format!(
+            "# HELP ironsa_esp_sas ESP SAs in the fastpath\n# TYPE ironsa_esp_sas gauge\nironsa_esp_sas{{direction=\"in\"}} {ins}\nironsa_esp_sas{{direction=\"out\"}} {outs}\n"
+        )
+    }
+
+    fn write_keylog(&self, c: &ChildSaInstall) {
+        let Some(f) = &self.keylog else { return };
+        let (enc, integ) = wireshark_names(c);
+        let fam = if c.local.is_ipv4() { "IPv4" } else { "IPv6" };
+        let line = |src: IpAddr, dst: IpAddr, spi: u32, k: &control::ike_sa::DirectionKeys| {
+            let ik = if k.integ.is_empty() {
+                String::new()
+            } else {
+                format!("0x{}", hex(&k.integ))
+            };
+            format!(
+                "\"{fam}\",\"{src}\",\"{dst}\",\"0x{spi:08x}\",\"{enc}\",\"0x{}\",\"{integ}\",\"{ik}\"\n",
+                hex(&k.encr)
+            )
+        };
+        if let Ok(mut f) = f.lock() {
+            let _ = f.write_all(line(c.remote.ip(), c.local.ip(), c.spi_in, &c.inbound).as_bytes());
+            let _ = f.write_all(line(c.local.ip(), c.remote.ip(), c.spi_out, &c.outbound).as_bytes());
+            let _ = f.flush();
+        }
+    }
+}

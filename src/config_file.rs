@@ -163,6 +163,9 @@ pub enum FastpathBackend {
     None,
     /// The software fastpath (TUN + UDP/raw sockets).
     Software,
+    /// The DPDK backend on the ports of this hardware profile (IKE included);
+    /// only in builds with `--features dpdk`.
+    Dpdk(Box<fastpath::dpdk::profile::HwProfile>),
 }
 
 /// The whole daemon configuration.
@@ -259,6 +262,48 @@ fn psk_entropy_bits(psk: &str) -> f64 {
     per_char * psk.chars().count() as f64
 }
 
+/// The IKE addresses of a DPDK gateway: those of the profile's outside-facing
+/// ports; `daemon.listen`, when given, must name some of them. An error
+/// carries the offset of the offending listen entry, if any.
+fn dpdk_listen(
+    profile: &fastpath::dpdk::profile::HwProfile,
+    configured: Option<&[Spanned<String>]>,
+    parsed: Vec<IpAddr>,
+) -> Result<Vec<IpAddr>, (Option<usize>, String)> {
+    use fastpath::dpdk::profile::PortRole;
+    let ports: Vec<IpAddr> = profile
+        .ports
+        .iter()
+        .filter(|p| p.role != PortRole::Inside)
+        .flat_map(|p| p.addresses.iter().copied())
+        .collect();
+    if ports.is_empty() {
+        return Err((
+            None,
+            format!(
+                "profile '{}' gives its outside ports no addresses: IKE needs one ([[ports]] addresses)",
+                profile.name
+            ),
+        ));
+    }
+    let Some(list) = configured else {
+        return Ok(ports);
+    };
+    for (s, ip) in list.iter().zip(&parsed) {
+        if !ports.contains(ip) {
+            return Err((
+                Some(s.span().start),
+                format!(
+                    "{ip} is not an address of an outside port of profile '{}' ({})",
+                    profile.name,
+                    ports.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(parsed)
+}
+
 impl DaemonConfig {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -289,7 +334,7 @@ impl DaemonConfig {
             err(offset, &key, msg)
         })?;
         let mut warnings = Vec::new();
-        let listen = match &raw.daemon.listen {
+        let listen: Vec<IpAddr> = match &raw.daemon.listen {
             None => vec!["0.0.0.0".parse().expect("literal"), "::".parse().expect("literal")],
             Some(list) => list
                 .iter()
@@ -333,11 +378,13 @@ impl DaemonConfig {
             Some(b) => match b.get_ref().as_str() {
                 "none" => FastpathBackend::None,
                 "software" => FastpathBackend::Software,
+                // Resolved with the hardware profile below.
+                "dpdk" => FastpathBackend::None,
                 other => {
                     return Err(err(
                         b.span().start,
                         "fastpath.backend",
-                        format!("unknown backend '{other}' (none, software)"),
+                        format!("unknown backend '{other}' (none, software, dpdk)"),
                     ));
                 }
             },
@@ -557,23 +604,83 @@ impl DaemonConfig {
                 start_action,
             });
         }
-        // A hardware profile is validated here; profiles with a DPDK backend need a
-        // daemon built with `--features dpdk`, which does not run DPDK ports yet.
+        // A hardware profile is validated here; one with a DPDK backend selects
+        // the DPDK data plane (which carries IKE too) in builds with `--features dpdk`.
+        let backend_key = raw
+            .fastpath
+            .backend
+            .as_ref()
+            .map(|b| (b.span().start, b.get_ref().as_str()));
+        let mut fastpath = fastpath;
+        let mut listen = listen;
         let hw_profile = match &raw.fastpath.hw_profile {
-            None => None,
+            None => {
+                if let Some((at, "dpdk")) = backend_key {
+                    return Err(err(
+                        at,
+                        "fastpath.backend",
+                        "the dpdk backend needs [fastpath] hw_profile (a profile with backend = \"dpdk\")".into(),
+                    ));
+                }
+                None
+            }
             Some(p) => {
+                let at = p.span().start;
                 let full = path.parent().unwrap_or_else(|| Path::new(".")).join(p.get_ref());
                 let profile = fastpath::dpdk::profile::HwProfile::load(&full)
-                    .map_err(|e| err(p.span().start, "fastpath.hw_profile", e.to_string()))?;
-                if profile.backend == fastpath::dpdk::profile::BackendKind::Dpdk {
-                    return Err(err(
-                        p.span().start,
-                        "fastpath.hw_profile",
-                        format!(
-                            "profile '{}' selects the DPDK backend, which the daemon cannot run yet; use hw-profiles/software.toml (the DPDK backend is exercised by `cargo test -p ironsa-fastpath --features dpdk`)",
-                            profile.name
-                        ),
-                    ));
+                    .map_err(|e| err(at, "fastpath.hw_profile", e.to_string()))?;
+                let dpdk = profile.backend == fastpath::dpdk::profile::BackendKind::Dpdk;
+                match (dpdk, backend_key) {
+                    (false, Some((b, "dpdk"))) => {
+                        return Err(err(
+                            b,
+                            "fastpath.backend",
+                            format!(
+                                "backend = \"dpdk\" but profile '{}' is a software profile",
+                                profile.name
+                            ),
+                        ));
+                    }
+                    (true, Some((b, other))) if other != "dpdk" => {
+                        return Err(err(
+                            b,
+                            "fastpath.backend",
+                            format!(
+                                "backend = \"{other}\" but hw_profile '{}' selects the DPDK backend (remove backend or set it to \"dpdk\")",
+                                profile.name
+                            ),
+                        ));
+                    }
+                    _ => {}
+                }
+                if dpdk {
+                    if !cfg!(feature = "dpdk") {
+                        return Err(err(
+                            at,
+                            "fastpath.hw_profile",
+                            format!(
+                                "profile '{}' selects the DPDK backend, but this ironsa was built without DPDK (rebuild with `cargo build --release --features dpdk`, or use hw-profiles/software.toml)",
+                                profile.name
+                            ),
+                        ));
+                    }
+                    listen = dpdk_listen(&profile, raw.daemon.listen.as_deref(), listen)
+                        .map_err(|(line_at, m)| err(line_at.unwrap_or(at), "daemon.listen", m))?;
+                    for (port, default, key) in [
+                        (raw.daemon.ike_port, 500, "daemon.ike_port"),
+                        (raw.daemon.nat_port, 4500, "daemon.nat_port"),
+                    ] {
+                        if port.is_some_and(|p| p != default) {
+                            return Err(err(
+                                at,
+                                key,
+                                format!(
+                                    "the DPDK backend carries IKE on the standard ports only: {key} must be {default}"
+                                ),
+                            ));
+                        }
+                    }
+                    fastpath = FastpathBackend::Dpdk(Box::new(profile));
                 }
                 Some(full)
             }
@@ -645,7 +752,11 @@ esp_proposals = "aes256gcm16"
 "#;
 
     fn bad(text: &str) -> (usize, String, String) {
-        match DaemonConfig::parse(Path::new("t.toml"), text) {
+        bad_at(Path::new("t.toml"), text)
+    }
+
+    fn bad_at(path: &Path, text: &str) -> (usize, String, String) {
+        match DaemonConfig::parse(path, text) {
             Err(ConfigError::Invalid { line, key, message, .. }) => (line, key, message),
             other => panic!("expected an error, got {other:?}"),
         }
@@ -701,13 +812,44 @@ esp_proposals = "aes256gcm16"
         let with = |profile: &str| GOOD.replace("[dos]", &format!("[fastpath]\nhw_profile = \"{profile}\"\n\n[dos]"));
         let ok = DaemonConfig::parse(&cfg, &with(root.join("software.toml").to_str().unwrap())).unwrap();
         assert!(ok.hw_profile.is_some());
-        match DaemonConfig::parse(&cfg, &with(root.join("ci-vdev.toml").to_str().unwrap())) {
-            Err(ConfigError::Invalid { key, message, .. }) => {
-                assert_eq!(key, "fastpath.hw_profile");
-                assert!(message.contains("DPDK backend"), "{message}");
+        let vdev = root.join("ci-vdev.toml");
+        let vdev = vdev.to_str().unwrap();
+        if cfg!(feature = "dpdk") {
+            // The listen address must be one of the profile's outside addresses.
+            let (line, key, message) = bad_at(&cfg, &with(vdev));
+            assert_eq!((line, key.as_str()), (3, "daemon.listen"));
+            assert!(message.contains("192.0.2.1"), "{message}");
+            let defaults = with(vdev)
+                .replace("listen = [\"127.0.0.1\"]\n", "")
+                .replace("ike_port = 5600\nnat_port = 5601\n", "");
+            let ok = DaemonConfig::parse(&cfg, &defaults).unwrap();
+            match &ok.fastpath {
+                FastpathBackend::Dpdk(p) => assert_eq!(p.name, "ci-vdev"),
+                other => panic!("{other:?}"),
             }
-            other => panic!("{other:?}"),
+            assert_eq!(ok.listen, vec!["192.0.2.1".parse::<IpAddr>().unwrap()]);
+            let explicit = with(vdev)
+                .replace("127.0.0.1", "192.0.2.1")
+                .replace("[fastpath]", "[fastpath]\nbackend = \"dpdk\"");
+            let (_, key, message) = bad_at(&cfg, &explicit);
+            assert_eq!(key, "daemon.ike_port", "{message}");
+            let explicit = explicit.replace("ike_port = 5600\nnat_port = 5601\n", "");
+            assert!(matches!(
+                DaemonConfig::parse(&cfg, &explicit).unwrap().fastpath,
+                FastpathBackend::Dpdk(_)
+            ));
+        } else {
+            let (line, key, message) = bad_at(&cfg, &with(vdev));
+            assert_eq!((line, key.as_str()), (10, "fastpath.hw_profile"));
+            assert!(message.contains("built without DPDK"), "{message}");
         }
+        let (_, key, _) = bad_at(
+            &cfg,
+            &with(vdev).replace("[fastpath]", "[fastpath]\nbackend = \"software\""),
+        );
+        assert_eq!(key, "fastpath.backend");
+        let (_, key, _) = bad_at(&cfg, &GOOD.replace("[dos]", "[fastpath]\nbackend = \"dpdk\"\n\n[dos]"));
+        assert_eq!(key, "fastpath.backend");
         assert!(DaemonConfig::parse(&cfg, &with("/nonexistent.toml")).is_err());
     }
 

@@ -84,10 +84,16 @@ fn parse_hex(s: &str) -> Result<u64, String> {
 pub fn execute(daemon: &Daemon, req: Request) -> Response {
     match req {
         Request::Sas => ok(daemon.list_sas()),
-        Request::Stats => ok(serde_json::json!({
-            "shards": daemon.stats(),
-            "peers": daemon.peers(),
-        })),
+        Request::Stats => {
+            let mut v = serde_json::json!({
+                "shards": daemon.stats(),
+                "peers": daemon.peers(),
+            });
+            if let (Some(dp), Some(m)) = (daemon.dataplane().stats(), v.as_object_mut()) {
+                m.insert("dataplane".into(), dp);
+            }
+            ok(v)
+        }
         Request::Initiate { connection } => daemon.initiate(&connection).map_or_else(fail, ok),
         Request::Terminate { connection, spi } => {
             let spi = match spi.as_deref().map(parse_hex).transpose() {

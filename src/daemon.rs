@@ -114,7 +114,8 @@ impl Daemon {
         Ok(daemon)
     }
 
-    /// Where the data plane hands IKE messages it finds on the NAT-T port: to the owning shard.
+    /// Where a data plane hands the IKE messages it receives (on the NAT-T port,
+    /// or on its own DPDK ports): to the shard owning the SPI.
     pub fn ike_sink(self: &Arc<Self>) -> crate::child_sas::IkeSink {
         let shards = self.shards.clone();
         Arc::new(move |local, remote, data: Vec<u8>| {
@@ -133,7 +134,7 @@ impl Daemon {
             } else {
                 0
             };
-            shards[owner].send(ShardMsg::Datagram { local, remote, data });
+            shards[owner].send(ShardMsg::Received { local, remote, data });
         })
     }
 
@@ -287,6 +288,7 @@ impl Daemon {
         for t in threads {
             let _ = t.join();
         }
+        self.dataplane.shutdown();
         info!("ironsa stopped");
     }
 }

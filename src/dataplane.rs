@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use control::ike_sa::{ChildSaInstall, Event, RandomSpis, SpiAllocator};
+use control::ike_sa::{ChildSaInstall, Event, RandomSpis, SpiAllocator, Transmit};
 use serde::{Deserialize, Serialize};
 
 /// Per-CHILD_SA counters shown by `ironsa sas`.
@@ -44,6 +44,23 @@ pub trait DataPlane: Send + Sync {
     fn metrics(&self) -> String {
         String::new()
     }
+    /// Counters for `ironsa stats` (ports, queues, crypto devices...), if the data plane has any.
+    fn stats(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// True when IKE travels through the data plane's own ports (DPDK: the
+    /// kernel never sees it). The shards then bind no sockets: they send with
+    /// [`DataPlane::send_ike`] and receive what the data plane hands to the
+    /// daemon's IKE sink.
+    fn carries_ike(&self) -> bool {
+        false
+    }
+    /// Sends an IKE message out of the data plane's ports (when [`DataPlane::carries_ike`]).
+    fn send_ike(&self, _t: Transmit) -> Result<(), String> {
+        Err("this data plane does not carry IKE".into())
+    }
+    /// Stops the data plane's threads; called after the shards have sent their DELETEs.
+    fn shutdown(&self) {}
 }
 
 /// IKE only: CHILD_SAs are negotiated and listed but carry no traffic.

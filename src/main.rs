@@ -6,6 +6,8 @@ mod child_sas;
 mod control_socket;
 mod daemon;
 mod dataplane;
+#[cfg(feature = "dpdk")]
+mod dpdk_plane;
 mod metrics;
 mod registry;
 mod shard;
@@ -216,6 +218,48 @@ fn client(socket: &std::path::Path, req: Request, json: bool, sas: bool) -> Exit
     }
 }
 
+/// The data plane the configuration selects.
+enum Plane {
+    /// TUN + NAT-T UDP + raw ESP sockets.
+    Software(Arc<software::SoftwareDataPlane>),
+    /// DPDK ports (IKE included).
+    #[cfg(feature = "dpdk")]
+    Dpdk(Arc<dpdk_plane::DpdkDataPlane>),
+    /// IKE only.
+    None,
+}
+
+fn open_dataplane(cfg: &config_file::DaemonConfig) -> Result<Plane, String> {
+    match &cfg.fastpath {
+        config_file::FastpathBackend::Software => {
+            let sw = software::SoftwareConfig {
+                tun_name: cfg.tun_name.clone(),
+                listen: cfg.listen.clone(),
+                nat_port: cfg.nat_port,
+                install_routes: cfg.install_routes,
+                keylog: cfg.keylog.clone(),
+                byte_lifetimes: cfg.byte_lifetimes.clone(),
+                workers: cfg.fastpath_workers,
+            };
+            software::SoftwareDataPlane::open(&sw)
+                .map(|dp| Plane::Software(Arc::new(dp)))
+                .map_err(|e| format!("cannot start the software fastpath: {e}"))
+        }
+        #[cfg(feature = "dpdk")]
+        config_file::FastpathBackend::Dpdk(profile) => {
+            dpdk_plane::DpdkDataPlane::open(profile, cfg.byte_lifetimes.clone(), cfg.keylog.as_deref())
+                .map(|dp| Plane::Dpdk(Arc::new(dp)))
+                .map_err(|e| format!("cannot start the DPDK fastpath: {e}"))
+        }
+        #[cfg(not(feature = "dpdk"))]
+        config_file::FastpathBackend::Dpdk(profile) => Err(format!(
+            "profile '{}' selects the DPDK backend, but this ironsa was built without DPDK",
+            profile.name
+        )),
+        config_file::FastpathBackend::None => Ok(Plane::None),
+    }
+}
+
 fn run(config_path: PathBuf) -> ExitCode {
     ffi::alloc::keep_freed_memory();
     let cfg = match config_file::DaemonConfig::load(&config_path) {
@@ -241,36 +285,24 @@ fn run(config_path: PathBuf) -> ExitCode {
     });
     let socket = cfg.control_socket.clone();
     let metrics = cfg.metrics;
-    let software = match cfg.fastpath {
-        config_file::FastpathBackend::Software => {
-            let sw = software::SoftwareConfig {
-                tun_name: cfg.tun_name.clone(),
-                listen: cfg.listen.clone(),
-                nat_port: cfg.nat_port,
-                install_routes: cfg.install_routes,
-                keylog: cfg.keylog.clone(),
-                byte_lifetimes: cfg.byte_lifetimes.clone(),
-                workers: cfg.fastpath_workers,
-            };
-            match software::SoftwareDataPlane::open(&sw) {
-                Ok(dp) => Some(Arc::new(dp)),
-                Err(e) => {
-                    error!("cannot start the software fastpath: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
+    let plane = match open_dataplane(&cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
         }
-        config_file::FastpathBackend::None => None,
     };
-    let (dataplane, nat_sockets): (Arc<dyn dataplane::DataPlane>, _) = match &software {
-        Some(sw) => match sw.nat_sockets() {
+    let (dataplane, nat_sockets): (Arc<dyn dataplane::DataPlane>, _) = match &plane {
+        Plane::Software(sw) => match sw.nat_sockets() {
             Ok(s) => (sw.clone(), Some(s)),
             Err(e) => {
                 error!("NAT-T sockets: {e}");
                 return ExitCode::FAILURE;
             }
         },
-        None => (Arc::new(dataplane::NoDataPlane::default()), None),
+        #[cfg(feature = "dpdk")]
+        Plane::Dpdk(dp) => (dp.clone(), None),
+        Plane::None => (Arc::new(dataplane::NoDataPlane::default()), None),
     };
     let d = match daemon::Daemon::start(cfg, config_path, dataplane, nat_sockets, log_reload) {
         Ok(d) => d,
@@ -279,12 +311,16 @@ fn run(config_path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(sw) = &software {
-        if let Err(e) = sw.run(d.ike_sink(), d.lifetime_sink()) {
-            error!("cannot start fastpath workers: {e}");
-            d.shutdown();
-            return ExitCode::FAILURE;
-        }
+    let running = match &plane {
+        Plane::Software(sw) => sw.run(d.ike_sink(), d.lifetime_sink()),
+        #[cfg(feature = "dpdk")]
+        Plane::Dpdk(dp) => dp.run(d.ike_sink(), d.lifetime_sink()),
+        Plane::None => Ok(()),
+    };
+    if let Err(e) = running {
+        error!("cannot start fastpath workers: {e}");
+        d.shutdown();
+        return ExitCode::FAILURE;
     }
     if let Err(e) = control_socket::spawn(d.clone(), &socket) {
         error!("control socket {}: {e}", socket.display());

@@ -27,6 +27,16 @@ const MAX_DATAGRAM: usize = 65_535;
 
 /// A request to a shard from another thread.
 pub enum ShardMsg {
+    /// An IKE message the data plane received on its own ports (or found on
+    /// the NAT-T port), addressed to the shard owning its SPI.
+    Received {
+        /// Our address it was sent to.
+        local: SocketAddr,
+        /// The sender.
+        remote: SocketAddr,
+        /// The IKE message (marker stripped).
+        data: Vec<u8>,
+    },
     /// A datagram that arrived at another shard but belongs to this one.
     Datagram {
         /// Our address it was sent to.
@@ -185,6 +195,8 @@ pub struct Shard {
     peers: Arc<Vec<ShardHandle>>,
     endpoint: Endpoint,
     dataplane: Arc<dyn DataPlane>,
+    /// IKE goes in and out through the data plane's ports, not sockets.
+    ike_via_dataplane: bool,
     registry: Arc<Registry>,
     stats: ShardStats,
     shutting_down: Option<Instant>,
@@ -243,7 +255,10 @@ impl Shard {
             });
         }
         let external_nat = cfg.nat_sockets.is_some();
-        for ip in &cfg.listen {
+        let ike_via_dataplane = dataplane.carries_ike();
+        // With IKE on the data plane's ports there is nothing to bind.
+        let listen: &[std::net::IpAddr] = if ike_via_dataplane { &[] } else { &cfg.listen };
+        for ip in listen {
             for (port, nat) in [(cfg.ike_port, false), (cfg.nat_port, true)] {
                 if nat && external_nat {
                     continue;
@@ -277,6 +292,7 @@ impl Shard {
             peers,
             endpoint,
             dataplane,
+            ike_via_dataplane,
             registry,
             stats: ShardStats::default(),
             shutting_down: None,
@@ -383,6 +399,10 @@ impl Shard {
             let now = Instant::now();
             match msg {
                 ShardMsg::Datagram { local, remote, data } => self.endpoint.handle(now, local, remote, &data),
+                ShardMsg::Received { local, remote, data } => {
+                    self.stats.rx_datagrams += 1;
+                    self.dispatch(local, remote, &data);
+                }
                 ShardMsg::Initiate {
                     config,
                     local,
@@ -512,6 +532,14 @@ impl Shard {
             self.dataplane.ike_event(&ev);
         }
         while let Some(t) = self.endpoint.poll_transmit() {
+            if self.ike_via_dataplane {
+                let remote = t.remote;
+                match self.dataplane.send_ike(t) {
+                    Ok(()) => self.stats.tx_datagrams += 1,
+                    Err(e) => debug!(remote = %remote, "send failed: {e}"),
+                }
+                continue;
+            }
             let sock = self.sockets.iter().find(|s| s.local == t.local).or_else(|| {
                 self.sockets
                     .iter()

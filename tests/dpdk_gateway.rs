@@ -1,0 +1,242 @@
+//! A gateway on DPDK ports (issues #5/#6): the `ironsa` daemon built with
+//! `--features dpdk` runs hw-profiles/af-packet.toml in namespace A, its
+//! outside `net_af_packet` port on the veth towards namespace B and its
+//! inside port on a second veth whose other end is a host of the protected
+//! network (10.1.0.1). The kernel interfaces of the ports carry no address:
+//! ARP, IKE and ESP are the DPDK backend's. Namespace B runs a second
+//! ironsa with the software data plane. The DPDK side initiates; IKE
+//! negotiates through the DPDK port, ping and TCP flow through the tunnel,
+//! `ironsa sas`/`stats` and `/metrics` show the DPDK counters moving, and on
+//! shutdown the gateway's DELETE leaves through the DPDK port.
+//!
+//! Needs root, iproute2, ethtool, iputils-ping and iperf3.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::netns::{INNER_A, INNER_B, OUTER_A, OUTER_B, SUBNET_A, SUBNET_B};
+use support::util::next_seq;
+use support::{Ironsa, NetnsPair};
+
+const PSK: &str = "a-long-random-test-secret-for-the-dpdk-gateway";
+const T: Duration = Duration::from_secs(15);
+/// The gateway's address on its inside (DPDK) port.
+const GATEWAY_INSIDE: &str = "10.1.0.254";
+/// Metrics endpoint of the gateway (inside namespace A).
+const METRICS_PORT: u16 = 9464;
+
+fn connection(peer: &str, mine: &str, theirs: &str, lid: &str, rid: &str) -> String {
+    format!(
+        r#"
+[[connection]]
+name = "peer"
+remote_addrs = ["{peer}"]
+local_id = "{lid}"
+remote_id = "{rid}"
+psk = "{PSK}"
+ike_proposals = "aes256gcm16-prfsha256-x25519"
+
+[[connection.child]]
+name = "net"
+local_ts = ["{mine}"]
+remote_ts = ["{theirs}"]
+esp_proposals = "aes256gcm16"
+"#
+    )
+}
+
+/// The shipped af_packet profile on this test's interfaces and addresses.
+fn profile(outside_iface: &str, inside_iface: &str) -> String {
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/hw-profiles/af-packet.toml"))
+        .expect("hw-profiles/af-packet.toml");
+    for needle in ["iface=eth1", "iface=eth2", "\"192.0.2.1\"", GATEWAY_INSIDE] {
+        assert!(shipped.contains(needle), "af-packet.toml no longer has {needle}");
+    }
+    shipped
+        .replace("iface=eth1", &format!("iface={outside_iface}"))
+        .replace("iface=eth2", &format!("iface={inside_iface}"))
+        .replace("\"192.0.2.1\"", &format!("\"{OUTER_A}\""))
+}
+
+/// Namespace A as the gateway's machine: the outside veth loses its address
+/// to the DPDK port; a second veth pair joins the inside port to a host
+/// interface carrying 10.1.0.1/24, which routes B's subnet via the gateway.
+/// Returns the inside port's interface name.
+fn gateway_side(ns: &NetnsPair) -> String {
+    let a = &ns.a;
+    let seq = next_seq();
+    let (port, host) = (
+        format!("gi{}x{seq}", std::process::id()),
+        format!("gh{}x{seq}", std::process::id()),
+    );
+    let run = |argv: &[&str]| {
+        a.exec(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    };
+    run(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+    run(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+    run(&["ip", "addr", "flush", "dev", &ns.veth_a]);
+    run(&["ip", "addr", "del", &format!("{INNER_A}/32"), "dev", "lo"]);
+    run(&["ip", "link", "add", &port, "type", "veth", "peer", "name", &host]);
+    run(&["ip", "link", "set", &port, "up"]);
+    run(&["ip", "addr", "add", &format!("{INNER_A}/24"), "dev", &host]);
+    // ESP adds ~60 bytes; the ports' links are 1500.
+    run(&["ip", "link", "set", &host, "mtu", "1400", "up"]);
+    run(&["ip", "route", "add", SUBNET_B, "via", GATEWAY_INSIDE, "dev", &host]);
+    // A packet socket reads frames as the sender left them: no checksum or
+    // segmentation offloads on the interfaces whose frames DPDK reads.
+    run(&["ethtool", "-K", &host, "tx", "off", "tso", "off", "gso", "off"]);
+    ns.b.exec(&["ethtool", "-K", &ns.veth_b, "tx", "off", "tso", "off", "gso", "off"])
+        .expect("ethtool in B");
+    port
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+fn child_counters(d: &Ironsa) -> (u64, u64) {
+    let c = &d.sas()[0]["children"][0]["counters"];
+    (u(&c["packets_in"]), u(&c["packets_out"]))
+}
+
+/// `ironsa stats --json` through the CLI.
+fn cli_stats(d: &Ironsa) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_ironsa"))
+        .arg("--socket")
+        .arg(d.dir().join("ironsa.sock"))
+        .args(["stats", "--json"])
+        .output()
+        .expect("ironsa stats");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("stats JSON")
+}
+
+/// GET /metrics from inside namespace A.
+fn metrics(ns: &NetnsPair) -> String {
+    let script =
+        format!("exec 3<>/dev/tcp/127.0.0.1/{METRICS_PORT}; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3");
+    let out = ns.a.exec(&["bash", "-c", &script]).expect("metrics");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn metric(text: &str, line_start: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {line_start} in\n{text}"))
+}
+
+#[test]
+fn dpdk_gateway_negotiates_through_its_ports_and_carries_traffic() {
+    let ns = NetnsPair::new().unwrap();
+    let inside_port = gateway_side(&ns);
+    let profile_dir = tempfile::tempdir().unwrap();
+    let profile_path = profile_dir.path().join("af-packet.toml");
+    std::fs::write(&profile_path, profile(&ns.veth_a, &inside_port)).unwrap();
+
+    let peer = Ironsa::start(
+        &format!(
+            "[daemon]\nlisten = [\"{OUTER_B}\"]\nshards = 1\ncontrol_socket = \"SOCKET\"\n\n[fastpath]\nbackend = \"software\"\ntun_name = \"ironsa0\"\n{}",
+            connection(OUTER_A, SUBNET_B, SUBNET_A, "b@test", "a@test")
+        ),
+        Some(ns.b.name()),
+    );
+    let mut gw = Ironsa::start(
+        &format!(
+            "[daemon]\nshards = 2\ncontrol_socket = \"SOCKET\"\nmetrics = \"127.0.0.1:{METRICS_PORT}\"\n\n[fastpath]\nhw_profile = \"{}\"\n{}",
+            profile_path.display(),
+            connection(OUTER_B, SUBNET_A, SUBNET_B, "a@test", "b@test")
+        ),
+        Some(ns.a.name()),
+    );
+    assert!(gw.log().contains("DPDK fastpath ready"), "{}", gw.log());
+
+    // IKE through the DPDK port: the gateway initiates.
+    gw.call(json!({"cmd": "initiate", "connection": "peer"}));
+    let one_child = |s: &[Value]| {
+        s.len() == 1 && s[0]["state"] == "ESTABLISHED" && s[0]["children"].as_array().is_some_and(|c| c.len() == 1)
+    };
+    gw.wait_sas(T, one_child);
+    peer.wait_sas(T, one_child);
+    let stats = cli_stats(&gw);
+    let dp = &stats["dataplane"];
+    assert_eq!(dp["backend"], "dpdk", "{stats:#}");
+    let total = |k: &str| {
+        dp["loops"]
+            .as_array()
+            .map_or(0, |l| l.iter().map(|x| u(&x[k])).sum::<u64>())
+    };
+    assert!(
+        total("ike_rx") >= 2 && total("ike_tx") >= 2,
+        "IKE not through DPDK: {dp:#}"
+    );
+    assert!(total("arp_replies") >= 1, "no ARP answered by the DPDK port: {dp:#}");
+    let shards: u64 = stats["shards"]
+        .as_array()
+        .map_or(0, |s| s.iter().map(|x| u(&x["rx_datagrams"])).sum());
+    assert!(shards >= 2, "shards received no IKE from the data plane: {stats:#}");
+
+    // Traffic: ping both ways, then TCP both ways.
+    assert_eq!(
+        support::traffic::ping(&ns.a, INNER_A, INNER_B, 5, "0.2"),
+        (5, 5),
+        "ping from the protected network through the DPDK gateway"
+    );
+    assert_eq!(
+        support::traffic::ping(&ns.b, INNER_B, INNER_A, 5, "0.2"),
+        (5, 5),
+        "ping from the peer to the protected network"
+    );
+    let up = support::traffic::iperf(&ns, false, 2, 1);
+    let down = support::traffic::iperf(&ns, true, 2, 1);
+    eprintln!("DPDK gateway (net_af_packet, debug build), AES-256-GCM: TCP out {up:.0} Mbit/s, in {down:.0} Mbit/s");
+    assert!(
+        up > 1.0 && down > 1.0,
+        "bulk TCP through the DPDK gateway: {up} / {down} Mbit/s"
+    );
+
+    // Counters: per CHILD_SA, per port/queue and per loop on the gateway; the peer agrees.
+    let (gin, gout) = child_counters(&gw);
+    let (pin, pout) = child_counters(&peer);
+    assert!(
+        gin >= 10 && gout >= 10,
+        "gateway CHILD_SA counters: in {gin}, out {gout}"
+    );
+    assert!(pin >= 10 && pout >= 10, "peer CHILD_SA counters: in {pin}, out {pout}");
+    let dp = cli_stats(&gw)["dataplane"].clone();
+    let ports = dp["ports"].as_array().cloned().unwrap_or_default();
+    assert_eq!(ports.len(), 2, "{dp:#}");
+    for p in &ports {
+        assert!(
+            u(&p["rx_packets"]) >= 10 && u(&p["tx_packets"]) >= 10,
+            "port counters: {p:#}"
+        );
+        assert!(u(&p["queues"][0]["rx_packets"]) >= 10, "queue counters: {p:#}");
+    }
+    let loop0 = &dp["loops"][0];
+    assert!(
+        u(&loop0["esp_in"]["packets"]) >= 10 && u(&loop0["esp_out"]["packets"]) >= 10,
+        "{loop0:#}"
+    );
+    assert_eq!(u(&dp["inline_cpu_fallback"]), 0, "{dp:#}");
+    let text = metrics(&ns);
+    assert!(
+        metric(&text, "ironsa_dpdk_port_rx_packets_total{port=\"net_af_packet0\"}") >= 10,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "ironsa_dpdk_esp_inbound_packets_total{loop=\"0\"}") >= 10,
+        "{text}"
+    );
+    assert_eq!(metric(&text, "ironsa_esp_sas{direction=\"in\"}"), 1, "{text}");
+
+    // Shutdown: the DELETE leaves through the DPDK port before the loops stop.
+    gw.stop();
+    peer.wait_sas(T, |s| s.is_empty());
+    let log = gw.log();
+    assert!(log.contains("DPDK fastpath stopped"), "{log}");
+}

@@ -16,6 +16,14 @@ use crate::dataplane::DataPlane;
 use crate::registry::{Registry, SaSummary};
 use crate::shard::{self, Shard, ShardConfig, ShardHandle, ShardMsg, ShardStats};
 
+/// Waits for every thread in `threads` to end (and empties the list).
+pub fn join_threads(threads: &Mutex<Vec<JoinHandle<()>>>) {
+    let threads = threads.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
 /// Changes the log filter at run time.
 pub type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
@@ -280,14 +288,7 @@ impl Daemon {
         for s in self.shards.iter() {
             s.send(ShardMsg::Shutdown);
         }
-        let threads = self
-            .threads
-            .lock()
-            .map(|mut t| std::mem::take(&mut *t))
-            .unwrap_or_default();
-        for t in threads {
-            let _ = t.join();
-        }
+        join_threads(&self.threads);
         self.dataplane.shutdown();
         info!("ironsa stopped");
     }

@@ -325,14 +325,7 @@ impl DataPlane for DpdkDataPlane {
 
     fn shutdown(&self) {
         self.stop.store(true, Ordering::Relaxed);
-        let threads = self
-            .threads
-            .lock()
-            .map(|mut t| std::mem::take(&mut *t))
-            .unwrap_or_default();
-        for t in threads {
-            let _ = t.join();
-        }
+        crate::daemon::join_threads(&self.threads);
         info!("DPDK fastpath stopped");
     }
 }

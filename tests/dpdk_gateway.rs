@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::netns::{INNER_A, INNER_B, OUTER_A, OUTER_B, SUBNET_A, SUBNET_B};
+use support::netns::{INNER_A, OUTER_A, OUTER_B, SUBNET_A, SUBNET_B};
 use support::util::next_seq;
 use support::{Ironsa, NetnsPair};
 
@@ -29,23 +29,7 @@ const GATEWAY_INSIDE: &str = "10.1.0.254";
 const METRICS_PORT: u16 = 9464;
 
 fn connection(peer: &str, mine: &str, theirs: &str, lid: &str, rid: &str) -> String {
-    format!(
-        r#"
-[[connection]]
-name = "peer"
-remote_addrs = ["{peer}"]
-local_id = "{lid}"
-remote_id = "{rid}"
-psk = "{PSK}"
-ike_proposals = "aes256gcm16-prfsha256-x25519"
-
-[[connection.child]]
-name = "net"
-local_ts = ["{mine}"]
-remote_ts = ["{theirs}"]
-esp_proposals = "aes256gcm16"
-"#
-    )
+    support::ironsa::peer_connection(peer, mine, theirs, lid, rid, PSK)
 }
 
 /// The shipped af_packet profile on this test's interfaces and addresses.
@@ -95,11 +79,6 @@ fn gateway_side(ns: &NetnsPair) -> String {
 
 fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
-}
-
-fn child_counters(d: &Ironsa) -> (u64, u64) {
-    let c = &d.sas()[0]["children"][0]["counters"];
-    (u(&c["packets_in"]), u(&c["packets_out"]))
 }
 
 /// `ironsa stats --json` through the CLI.
@@ -181,16 +160,7 @@ fn dpdk_gateway_negotiates_through_its_ports_and_carries_traffic() {
     assert!(shards >= 2, "shards received no IKE from the data plane: {stats:#}");
 
     // Traffic: ping both ways, then TCP both ways.
-    assert_eq!(
-        support::traffic::ping(&ns.a, INNER_A, INNER_B, 5, "0.2"),
-        (5, 5),
-        "ping from the protected network through the DPDK gateway"
-    );
-    assert_eq!(
-        support::traffic::ping(&ns.b, INNER_B, INNER_A, 5, "0.2"),
-        (5, 5),
-        "ping from the peer to the protected network"
-    );
+    support::traffic::ping_both_ways(&ns, 5, "0.2");
     let up = support::traffic::iperf(&ns, false, 2, 1);
     let down = support::traffic::iperf(&ns, true, 2, 1);
     eprintln!("DPDK gateway (net_af_packet, debug build), AES-256-GCM: TCP out {up:.0} Mbit/s, in {down:.0} Mbit/s");
@@ -200,8 +170,8 @@ fn dpdk_gateway_negotiates_through_its_ports_and_carries_traffic() {
     );
 
     // Counters: per CHILD_SA, per port/queue and per loop on the gateway; the peer agrees.
-    let (gin, gout) = child_counters(&gw);
-    let (pin, pout) = child_counters(&peer);
+    let (gin, gout) = gw.child_packets();
+    let (pin, pout) = peer.child_packets();
     assert!(
         gin >= 10 && gout >= 10,
         "gateway CHILD_SA counters: in {gin}, out {gout}"

@@ -31,21 +31,8 @@ control_socket = "SOCKET"
 backend = "software"
 tun_name = "ironsa0"
 workers = 2
-
-[[connection]]
-name = "peer"
-remote_addrs = ["{peer}"]
-local_id = "{lid}"
-remote_id = "{rid}"
-psk = "{PSK}"
-ike_proposals = "aes256gcm16-prfsha256-x25519"
-
-[[connection.child]]
-name = "net"
-local_ts = ["{mine}"]
-remote_ts = ["{theirs}"]
-esp_proposals = "aes256gcm16"
-"#
+{}"#,
+        support::ironsa::peer_connection(peer, mine, theirs, lid, rid, PSK)
     )
 }
 
@@ -65,34 +52,17 @@ fn start_pair(ns: &NetnsPair) -> (Ironsa, Ironsa) {
     (a, b)
 }
 
-fn counters(d: &Ironsa) -> (u64, u64) {
-    let c = &d.sas()[0]["children"][0]["counters"];
-    (
-        c["packets_in"].as_u64().unwrap_or(0),
-        c["packets_out"].as_u64().unwrap_or(0),
-    )
-}
-
 #[test]
 fn plain_esp_between_two_ironsa_carries_ping_and_tcp_both_ways() {
     let ns = NetnsPair::new().unwrap();
     let (a, b) = start_pair(&ns);
-    assert_eq!(
-        support::traffic::ping(&ns.a, INNER_A, INNER_B, 5, "0.1"),
-        (5, 5),
-        "ping A -> B"
-    );
-    assert_eq!(
-        support::traffic::ping(&ns.b, INNER_B, INNER_A, 5, "0.1"),
-        (5, 5),
-        "ping B -> A"
-    );
+    support::traffic::ping_both_ways(&ns, 5, "0.1");
     let ab = support::traffic::iperf(&ns, false, 2, 2);
     let ba = support::traffic::iperf(&ns, true, 2, 2);
     eprintln!("plain ESP, AES-256-GCM: TCP A->B {ab:.0} Mbit/s, B->A {ba:.0} Mbit/s");
     assert!(ab > 10.0 && ba > 10.0, "bulk TCP both ways: {ab} / {ba} Mbit/s");
     for (name, d) in [("A", &a), ("B", &b)] {
-        let (pin, pout) = counters(d);
+        let (pin, pout) = d.child_packets();
         assert!(pin > 1000 && pout > 1000, "{name} counters: in {pin}, out {pout}");
     }
 }

@@ -7,6 +7,36 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// A `[[connection]]` named `peer` to `remote` with one tunnel child `net`
+/// (`local_ts` === `remote_ts`), PSK authentication and AES-256-GCM, for
+/// configurations of two ironsa daemons facing each other.
+pub fn peer_connection(
+    remote: &str,
+    local_ts: &str,
+    remote_ts: &str,
+    local_id: &str,
+    remote_id: &str,
+    psk: &str,
+) -> String {
+    format!(
+        r#"
+[[connection]]
+name = "peer"
+remote_addrs = ["{remote}"]
+local_id = "{local_id}"
+remote_id = "{remote_id}"
+psk = "{psk}"
+ike_proposals = "aes256gcm16-prfsha256-x25519"
+
+[[connection.child]]
+name = "net"
+local_ts = ["{local_ts}"]
+remote_ts = ["{remote_ts}"]
+esp_proposals = "aes256gcm16"
+"#
+    )
+}
+
 /// A running `ironsa run` process; stopped (SIGTERM, then SIGKILL) on Drop.
 pub struct Ironsa {
     child: Option<Child>,
@@ -105,6 +135,15 @@ impl Ironsa {
             .as_array()
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// (packets in, packets out) of the first CHILD_SA of the first IKE SA (0 when absent).
+    pub fn child_packets(&self) -> (u64, u64) {
+        let c = &self.sas().first().cloned().unwrap_or_default()["children"][0]["counters"];
+        (
+            c["packets_in"].as_u64().unwrap_or(0),
+            c["packets_out"].as_u64().unwrap_or(0),
+        )
     }
 
     /// Waits until `pred` holds for the SA list.

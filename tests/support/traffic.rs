@@ -67,3 +67,18 @@ pub fn ping(ns: &super::Netns, from: &str, to: &str, count: u32, interval: &str)
     assert!(nums.len() >= 2, "ping output: {out}");
     (nums[0], nums[1])
 }
+
+/// Pings B's inner address from A's and A's from B's, `count` times each
+/// every `interval` seconds; panics unless every echo came back.
+pub fn ping_both_ways(ns: &NetnsPair, count: u32, interval: &str) {
+    assert_eq!(
+        ping(&ns.a, INNER_A, INNER_B, count, interval),
+        (count, count),
+        "ping A -> B"
+    );
+    assert_eq!(
+        ping(&ns.b, INNER_B, INNER_A, count, interval),
+        (count, count),
+        "ping B -> A"
+    );
+}

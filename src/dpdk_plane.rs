@@ -38,7 +38,7 @@ use crate::dataplane::{ChildCounters, DataPlane};
 /// Empty polls in a row before an idle loop starts sleeping.
 const IDLE_POLLS: u32 = 1024;
 /// Sleep of an idle poll loop between polls.
-const IDLE_SLEEP: Duration = Duration::from_micros(50);
+const IDLE_SLEEP: Duration = Duration::from_micros(100);
 /// How often the IKE forwarder looks at the stop flag.
 const IKE_WAIT: Duration = Duration::from_millis(100);
 
@@ -105,17 +105,27 @@ impl DpdkDataPlane {
     ) -> Result<Self, DpdkPlaneError> {
         let children = ChildSas::new(usize::from(profile.queues), byte_lifetimes, keylog)?;
         let name = || profile.name.clone();
-        let eal = DpdkBackend::init_eal(profile).map_err(|source| DpdkPlaneError::Eal {
-            profile: name(),
-            source,
+        // EAL pins the thread that initialises it to the main lcore, and threads
+        // inherit that: a helper thread takes the pin, so the shards and poll
+        // loops started later are not all confined to one core.
+        let (sad, spd) = (children.sad().clone(), children.spd().clone());
+        let started = std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("ironsa-eal".into())
+                .spawn_scoped(s, || {
+                    let eal = DpdkBackend::init_eal(profile).map_err(|source| DpdkPlaneError::Eal {
+                        profile: name(),
+                        source,
+                    })?;
+                    DpdkBackend::start(eal, profile, sad, spd).map_err(|source| DpdkPlaneError::Start {
+                        profile: name(),
+                        source,
+                    })
+                })
+                .map_err(DpdkPlaneError::Io)?
+                .join()
+                .map_err(|_| DpdkPlaneError::Io(io::Error::other("EAL initialisation panicked")))?
         })?;
-        let started =
-            DpdkBackend::start(eal, profile, children.sad().clone(), children.spd().clone()).map_err(|source| {
-                DpdkPlaneError::Start {
-                    profile: name(),
-                    source,
-                }
-            })?;
         let backend = started.backend;
         for p in &profile.ports {
             let mac = backend

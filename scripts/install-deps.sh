@@ -11,6 +11,8 @@ PACKAGES=(
   libdpdk-dev dpdk-dev pkg-config clang libclang-dev libipsec-mb-dev
   # network tools used by tests and benchmarks
   iproute2 iputils-ping iperf3 tshark procps jq bc
+  # offloads off on veths whose frames DPDK's net_af_packet reads (tests/dpdk_gateway.rs)
+  ethtool
 )
 
 missing=()

@@ -9,7 +9,8 @@ export CARGO_TERM_COLOR=never
 # Default build: everything but DPDK.
 cargo test --workspace --no-fail-fast -- --test-threads=2
 # The DPDK bindings and backend with virtual devices (EAL without hugepages),
-# and the daemon's hw-probe built with DPDK.
+# the daemon's hw-probe built with DPDK, and a gateway on DPDK af_packet
+# ports carrying a tunnel to a software-fastpath peer (root, ~10 s).
 cargo test -p ironsa-ffi --features dpdk --no-fail-fast
 cargo test -p ironsa-fastpath --features dpdk --no-fail-fast
-cargo test --features dpdk --test hw_probe --no-fail-fast
+cargo test --features dpdk --lib --bins --test hw_probe --test dpdk_gateway --no-fail-fast

@@ -854,6 +854,26 @@ esp_proposals = "aes256gcm16"
     }
 
     #[test]
+    fn dpdk_gateway_example_parses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/dpdk-gateway.toml");
+        match DaemonConfig::load(&path) {
+            Ok(c) => {
+                assert!(cfg!(feature = "dpdk"));
+                match c.fastpath {
+                    FastpathBackend::Dpdk(p) => assert_eq!(p.name, "af-packet"),
+                    other => panic!("{other:?}"),
+                }
+                assert_eq!(c.listen, vec!["192.0.2.1".parse::<IpAddr>().unwrap()]);
+            }
+            Err(ConfigError::Invalid { key, message, .. }) if !cfg!(feature = "dpdk") => {
+                assert_eq!(key, "fastpath.hw_profile");
+                assert!(message.contains("built without DPDK"), "{message}");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(
             parse_duration(&toml::Value::String("4h".into())),

@@ -93,12 +93,25 @@ fn cli_stats(d: &Ironsa) -> Value {
     serde_json::from_slice(&out.stdout).expect("stats JSON")
 }
 
-/// GET /metrics from inside namespace A.
+/// GET /metrics from inside namespace A (bash's /dev/tcp; a few attempts).
 fn metrics(ns: &NetnsPair) -> String {
-    let script =
-        format!("exec 3<>/dev/tcp/127.0.0.1/{METRICS_PORT}; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3");
-    let out = ns.a.exec(&["bash", "-c", &script]).expect("metrics");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/{METRICS_PORT} && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3"
+    );
+    let mut last = String::new();
+    for _ in 0..5 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns.a.name(), "bash", "-c", &script])
+            .output()
+            .expect("ip netns exec bash");
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        if last.contains("\r\n\r\n") && last.contains("ironsa_dpdk_port_rx_packets_total") {
+            return last;
+        }
+        last.push_str(&String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("no metrics from the gateway: {last}");
 }
 
 fn metric(text: &str, line_start: &str) -> u64 {

@@ -32,17 +32,25 @@ fn connection(peer: &str, mine: &str, theirs: &str, lid: &str, rid: &str) -> Str
     support::ironsa::peer_connection(peer, mine, theirs, lid, rid, PSK)
 }
 
-/// The shipped af_packet profile on this test's interfaces and addresses.
-fn profile(outside_iface: &str, inside_iface: &str) -> String {
+/// The shipped af_packet profile on this test's interfaces and addresses,
+/// with `queues` queues (= poll loops) per port.
+fn profile(outside_iface: &str, inside_iface: &str, queues: u16) -> String {
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/hw-profiles/af-packet.toml"))
         .expect("hw-profiles/af-packet.toml");
-    for needle in ["iface=eth1", "iface=eth2", "\"192.0.2.1\"", GATEWAY_INSIDE] {
+    for needle in [
+        "iface=eth1",
+        "iface=eth2",
+        "\"192.0.2.1\"",
+        GATEWAY_INSIDE,
+        "queues = 1",
+    ] {
         assert!(shipped.contains(needle), "af-packet.toml no longer has {needle}");
     }
     shipped
-        .replace("iface=eth1", &format!("iface={outside_iface}"))
-        .replace("iface=eth2", &format!("iface={inside_iface}"))
+        .replace("iface=eth1", &format!("iface={outside_iface},qpairs={queues}"))
+        .replace("iface=eth2", &format!("iface={inside_iface},qpairs={queues}"))
         .replace("\"192.0.2.1\"", &format!("\"{OUTER_A}\""))
+        .replace("queues = 1", &format!("queues = {queues}"))
 }
 
 /// Namespace A as the gateway's machine: the outside veth loses its address
@@ -124,11 +132,22 @@ fn metric(text: &str, line_start: &str) -> u64 {
 
 #[test]
 fn dpdk_gateway_negotiates_through_its_ports_and_carries_traffic() {
+    gateway_with_a_software_peer(1);
+}
+
+/// Two poll loops without RSS: loop 0 receives and steers ESP by SPI, each
+/// outbound SA is pinned to one loop's worker.
+#[test]
+fn dpdk_gateway_with_two_poll_loops() {
+    gateway_with_a_software_peer(2);
+}
+
+fn gateway_with_a_software_peer(queues: u16) {
     let ns = NetnsPair::new().unwrap();
     let inside_port = gateway_side(&ns);
     let profile_dir = tempfile::tempdir().unwrap();
     let profile_path = profile_dir.path().join("af-packet.toml");
-    std::fs::write(&profile_path, profile(&ns.veth_a, &inside_port)).unwrap();
+    std::fs::write(&profile_path, profile(&ns.veth_a, &inside_port, queues)).unwrap();
 
     let peer = Ironsa::start(
         &format!(
@@ -176,7 +195,9 @@ fn dpdk_gateway_negotiates_through_its_ports_and_carries_traffic() {
     support::traffic::ping_both_ways(&ns, 5, "0.2");
     let up = support::traffic::iperf(&ns, false, 2, 1);
     let down = support::traffic::iperf(&ns, true, 2, 1);
-    eprintln!("DPDK gateway (net_af_packet, debug build), AES-256-GCM: TCP out {up:.0} Mbit/s, in {down:.0} Mbit/s");
+    eprintln!(
+        "DPDK gateway (net_af_packet, {queues} loop(s), debug build), AES-256-GCM: TCP out {up:.0} Mbit/s, in {down:.0} Mbit/s"
+    );
     assert!(
         up > 1.0 && down > 1.0,
         "bulk TCP through the DPDK gateway: {up} / {down} Mbit/s"
@@ -200,11 +221,25 @@ fn dpdk_gateway_negotiates_through_its_ports_and_carries_traffic() {
         );
         assert!(u(&p["queues"][0]["rx_packets"]) >= 10, "queue counters: {p:#}");
     }
-    let loop0 = &dp["loops"][0];
-    assert!(
-        u(&loop0["esp_in"]["packets"]) >= 10 && u(&loop0["esp_out"]["packets"]) >= 10,
-        "{loop0:#}"
+    assert_eq!(
+        dp["loops"].as_array().map(Vec::len),
+        Some(usize::from(queues)),
+        "{dp:#}"
     );
+    let esp = |dir: &str| {
+        dp["loops"]
+            .as_array()
+            .map_or(0, |l| l.iter().map(|x| u(&x[dir]["packets"])).sum::<u64>())
+    };
+    assert!(esp("esp_in") >= 10 && esp("esp_out") >= 10, "{dp:#}");
+    // One SA each way: its ESP is handled by one loop only (inbound steered
+    // by SPI, outbound pinned to a worker), whichever queue the frames came in on.
+    for dir in ["esp_in", "esp_out"] {
+        let busy = dp["loops"]
+            .as_array()
+            .map_or(0, |l| l.iter().filter(|x| u(&x[dir]["packets"]) > 0).count());
+        assert_eq!(busy, 1, "{dir} on {busy} loops: {dp:#}");
+    }
     assert_eq!(u(&dp["inline_cpu_fallback"]), 0, "{dp:#}");
     let text = metrics(&ns);
     assert!(
@@ -212,7 +247,7 @@ fn dpdk_gateway_negotiates_through_its_ports_and_carries_traffic() {
         "{text}"
     );
     assert!(
-        metric(&text, "ironsa_dpdk_esp_inbound_packets_total{loop=\"0\"}") >= 10,
+        metric(&text, "ironsa_dpdk_port_tx_packets_total{port=\"net_af_packet1\"}") >= 10,
         "{text}"
     );
     assert_eq!(metric(&text, "ironsa_esp_sas{direction=\"in\"}"), 1, "{text}");

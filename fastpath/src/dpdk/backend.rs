@@ -184,6 +184,15 @@ impl DpdkBackend {
                 && profile.queues > 1
                 && info.rss_offloads != 0
                 && info.max_rx_queues >= profile.queues;
+            // A device that spreads frames over its rx queues by itself: every
+            // loop polls its own queue (ESP is still steered by SPI).
+            let fanout = profile.offloads.rx_fanout && profile.queues > 1;
+            if fanout && info.max_rx_queues < profile.queues {
+                return Err(DpdkError::Config(format!(
+                    "port {} has {} rx queues, rx_fanout with {} queues needs as many",
+                    spec.name, info.max_rx_queues, profile.queues
+                )));
+            }
             let mut rx_offloads = 0;
             if profile.offloads.rx_checksum {
                 rx_offloads |= offload::RX_IPV4_CKSUM | offload::RX_UDP_CKSUM | offload::RX_TCP_CKSUM;
@@ -197,7 +206,7 @@ impl DpdkBackend {
                 0
             };
             let config = PortConfig {
-                rx_queues: if rss { profile.queues } else { 1 },
+                rx_queues: if rss || fanout { profile.queues } else { 1 },
                 tx_queues: profile.queues,
                 rx_descriptors: s.descriptors,
                 tx_descriptors: s.descriptors,

@@ -76,6 +76,11 @@ pub struct Offloads {
     pub rx_checksum: bool,
     /// Transmit mbufs return to their pool without refcount checks.
     pub tx_fast_free: bool,
+    /// The device spreads received frames over its rx queues without RSS
+    /// (`net_af_packet` with `qpairs` > 1 hashes flows over its packet
+    /// sockets): every loop polls its own rx queue; ESP is still steered to
+    /// its loop by SPI.
+    pub rx_fanout: bool,
 }
 
 impl Default for Offloads {
@@ -84,6 +89,7 @@ impl Default for Offloads {
             rss: true,
             rx_checksum: false,
             tx_fast_free: false,
+            rx_fanout: false,
         }
     }
 }
@@ -340,6 +346,9 @@ mod tests {
             name = "net_ring0"
         "#;
         assert!(HwProfile::from_toml(base).is_ok());
+        let fanout = HwProfile::from_toml(&format!("{base}\n[offloads]\nrss = false\nrx_fanout = true\n")).unwrap();
+        assert!(fanout.offloads.rx_fanout && !fanout.offloads.rss);
+        assert!(!HwProfile::from_toml(base).unwrap().offloads.rx_fanout);
         let bad = [
             base.replace("backend = \"dpdk\"", "backend = \"dpdk\"\nqueues = 0"),
             base.replace("name = \"net_ring0\"", "name = \"net_ring0\"\nrole = \"inside\""),

@@ -17,6 +17,7 @@ use super::DpdkError;
 use super::counters::{DpdkCounters, LoopCounters, LoopReport, PortCounters};
 use super::frame::{self, BROADCAST_MAC, ETH_HDR_LEN, FrameClass};
 use super::lookaside::{CryptoSessions, LookasideEngine};
+use super::neighbours::Neighbours;
 use super::profile::{BackendKind, CryptoMode, HwProfile, PortRole, parse_mac};
 use crate::buf::PacketBuffer;
 use crate::sad::{Direction, SaId, SaParams, Sad};
@@ -25,7 +26,6 @@ use crate::worker::{InboundKind, NON_ESP_MARKER_LEN, PacketMeta, Verdict, Worker
 use ffi::{
     CryptoDev, CryptoOpPool, Eal, EthPort, Mbuf, Mempool, PortConfig, Ring, RxQueue, SessionPool, TxQueue, offload,
 };
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, TrySendError, channel, sync_channel};
@@ -37,8 +37,6 @@ static INSTANCE: AtomicUsize = AtomicUsize::new(0);
 type TapSender = Sender<(u16, Vec<u8>)>;
 /// The registered taps, shared by the backend and its loops.
 type Taps = Arc<Mutex<Vec<TapSender>>>;
-/// Largest neighbour cache (entries learned from received frames).
-const MAX_NEIGHBOURS: usize = 65536;
 /// IKE messages queued between the data plane and the control plane, each way;
 /// beyond that, received IKE is dropped (counted) and sending reports `Busy`.
 pub const IKE_QUEUE: usize = 4096;
@@ -305,8 +303,7 @@ impl DpdkBackend {
                 counters: lc,
                 ike_in: ike_in_tx.clone(),
                 ike_out: if i == 0 { ike_out_rx.take() } else { None },
-                neighbours: HashMap::with_hasher(NeighbourHashing::random()),
-                last_learned: None,
+                neighbours: Neighbours::new(),
                 ours: ours.clone(),
                 burst,
                 taps: taps.clone(),
@@ -458,51 +455,6 @@ impl DpdkBackend {
     }
 }
 
-/// Keyed hashing for the neighbour cache: fast (one multiply per word) and
-/// seeded per loop from aws-lc randomness, since its keys come from the wire.
-#[derive(Clone, Copy)]
-struct NeighbourHashing {
-    seed: u64,
-}
-
-impl NeighbourHashing {
-    fn random() -> Self {
-        let mut b = [0u8; 8];
-        // A zero seed (if the generator failed) still hashes correctly.
-        let _ = aws_lc_rs::rand::fill(&mut b);
-        Self {
-            seed: u64::from_ne_bytes(b) | 1,
-        }
-    }
-}
-
-impl std::hash::BuildHasher for NeighbourHashing {
-    type Hasher = NeighbourHasher;
-    fn build_hasher(&self) -> NeighbourHasher {
-        NeighbourHasher(self.seed)
-    }
-}
-
-/// The hasher of [`NeighbourHashing`].
-struct NeighbourHasher(u64);
-
-impl std::hash::Hasher for NeighbourHasher {
-    fn finish(&self) -> u64 {
-        let x = self.0;
-        (x ^ (x >> 31)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for c in bytes.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            self.0 = (self.0 ^ u64::from_le_bytes(w))
-                .wrapping_mul(0xff51_afd7_ed55_8ccd)
-                .rotate_left(29);
-        }
-    }
-}
-
 /// One port as seen by one loop: its queues and pending transmissions.
 struct LoopPort {
     id: u16,
@@ -560,8 +512,7 @@ pub struct PollLoop {
     counters: Arc<LoopCounters>,
     ike_in: SyncSender<IkeDatagram>,
     ike_out: Option<Receiver<IkeDatagram>>,
-    neighbours: HashMap<IpAddr, [u8; 6], NeighbourHashing>,
-    last_learned: Option<(IpAddr, [u8; 6])>,
+    neighbours: Neighbours,
     ours: Arc<[IpAddr]>,
     burst: usize,
     taps: Taps,
@@ -651,18 +602,9 @@ impl PollLoop {
         self.ports.iter().position(|p| p.id == port_id).unwrap_or(0)
     }
 
+    #[inline]
     fn learn(&mut self, ip: IpAddr, mac: [u8; 6]) {
-        if mac[0] & 1 != 0 || self.last_learned == Some((ip, mac)) {
-            return;
-        }
-        self.last_learned = Some((ip, mac));
-        if self.neighbours.get(&ip) == Some(&mac) {
-            return;
-        }
-        if self.neighbours.len() >= MAX_NEIGHBOURS && !self.neighbours.contains_key(&ip) {
-            self.neighbours.clear();
-        }
-        self.neighbours.insert(ip, mac);
+        self.neighbours.learn(ip, mac);
     }
 
     /// Sorts a burst of received frames into ESP, cleartext, IKE and the rest.
@@ -822,28 +764,26 @@ impl PollLoop {
             if self.inline_mode {
                 LoopCounters::add(&self.counters.inline_cpu_fallback, pkts.len() as u64);
             }
-            let mut results = std::mem::take(&mut self.scratch.results);
             match self.lookaside.as_mut() {
-                Some(lk) => lk.decap_burst(&mut self.worker, &self.sad, kind, &mut pkts, &meta, &mut results),
-                None => {
-                    let n = pkts.len();
-                    self.worker
-                        .inbound_burst(kind, &mut pkts, &meta, &mut self.scratch.verdicts[..n]);
-                    results.extend(pkts.drain(..).zip(self.scratch.verdicts[..n].iter().copied()));
-                }
-            }
-            for (m, v) in results.drain(..) {
-                match v {
-                    Verdict::ToTunnel => self.send_inside(m),
-                    Verdict::Ike => {
-                        // The worker strips the marker; the addresses are in meta,
-                        // which classification already handled: not reached.
-                        LoopCounters::add(&self.counters.rx_unsupported, 1);
+                Some(lk) => {
+                    let mut results = std::mem::take(&mut self.scratch.results);
+                    lk.decap_burst(&mut self.worker, &self.sad, kind, &mut pkts, &meta, &mut results);
+                    for (m, v) in results.drain(..) {
+                        self.after_inbound(m, v);
                     }
-                    _ => {}
+                    self.scratch.results = results;
+                }
+                None => {
+                    // Verdicts are handled in place: no (packet, verdict) copies.
+                    let n = pkts.len();
+                    let mut verdicts = std::mem::take(&mut self.scratch.verdicts);
+                    self.worker.inbound_burst(kind, &mut pkts, &meta, &mut verdicts[..n]);
+                    for (m, v) in pkts.drain(..).zip(verdicts.iter().copied()) {
+                        self.after_inbound(m, v);
+                    }
+                    self.scratch.verdicts = verdicts;
                 }
             }
-            self.scratch.results = results;
         }
         let mut meta = meta;
         meta.clear();
@@ -859,55 +799,79 @@ impl PollLoop {
         }
     }
 
+    /// Sends a decapsulated packet inside (other verdicts were counted and
+    /// the packet is freed).
+    #[inline]
+    fn after_inbound(&mut self, m: Mbuf, v: Verdict) {
+        match v {
+            Verdict::ToTunnel => self.send_inside(m),
+            Verdict::Ike => {
+                // The worker strips the marker; the addresses are in meta,
+                // which classification already handled: not reached.
+                LoopCounters::add(&self.counters.rx_unsupported, 1);
+            }
+            _ => {}
+        }
+    }
+
     /// Applies the outbound policy to the collected cleartext packets.
     fn outbound(&mut self) {
         let mut pkts = std::mem::take(&mut self.scratch.clear);
         if !pkts.is_empty() {
-            let mut results = std::mem::take(&mut self.scratch.results);
             match self.lookaside.as_mut() {
                 Some(lk) => {
                     // Lookaside reorders nothing within an SA; the bypass port
                     // is taken from the inner packet's receive port below.
+                    let mut results = std::mem::take(&mut self.scratch.results);
                     lk.encap_burst(&mut self.worker, &self.sad, &self.spd, true, &mut pkts, &mut results);
+                    for (m, v) in results.drain(..) {
+                        self.after_outbound(m, v);
+                    }
+                    self.scratch.results = results;
                 }
                 None => {
                     let n = pkts.len();
-                    self.worker.outbound_burst(&mut pkts, &mut self.scratch.verdicts[..n]);
-                    results.extend(pkts.drain(..).zip(self.scratch.verdicts[..n].iter().copied()));
+                    let mut verdicts = std::mem::take(&mut self.scratch.verdicts);
+                    self.worker.outbound_burst(&mut pkts, &mut verdicts[..n]);
+                    for (m, v) in pkts.drain(..).zip(verdicts.iter().copied()) {
+                        self.after_outbound(m, v);
+                    }
+                    self.scratch.verdicts = verdicts;
                 }
             }
-            let inline = self.inline_mode;
-            for (mut m, v) in results.drain(..) {
-                match v {
-                    Verdict::ToPeer { src, dst, .. } => {
-                        if inline {
-                            LoopCounters::add(&self.counters.inline_cpu_fallback, 1);
-                        }
-                        let p = self.outside_port_for(src);
-                        self.send_ip(p, dst, m);
-                    }
-                    Verdict::Bypass => {
-                        let from = self.port_index(super::mbuf::input_port(&m));
-                        let p = self.forward_port(from);
-                        let dst = crate::ip::flow_key(PacketBuffer::data(&m)).map(|f| f.dst);
-                        match dst {
-                            Some(d) => self.send_ip(p, d, m),
-                            None => LoopCounters::add(&self.counters.rx_unsupported, 1),
-                        }
-                    }
-                    // The Ethernet header is still in front of the data.
-                    Verdict::Redirect(w)
-                        if w < self.scratch.steer.len() && PacketBuffer::prepend(&mut m, ETH_HDR_LEN).is_ok() =>
-                    {
-                        self.scratch.steer[w].push(m);
-                    }
-                    _ => {}
-                }
-            }
-            self.scratch.results = results;
             self.flush_steering();
         }
         self.scratch.clear = pkts;
+    }
+
+    /// Sends an encapsulated packet to its peer, a bypassed one on, or hands
+    /// a packet of an SA pinned elsewhere to its loop.
+    #[inline]
+    fn after_outbound(&mut self, mut m: Mbuf, v: Verdict) {
+        match v {
+            Verdict::ToPeer { src, dst, .. } => {
+                if self.inline_mode {
+                    LoopCounters::add(&self.counters.inline_cpu_fallback, 1);
+                }
+                let p = self.outside_port_for(src);
+                self.send_ip(p, dst, m);
+            }
+            Verdict::Bypass => {
+                let from = self.port_index(super::mbuf::input_port(&m));
+                let p = self.forward_port(from);
+                match frame::ip_dst(PacketBuffer::data(&m)) {
+                    Some(d) => self.send_ip(p, d, m),
+                    None => LoopCounters::add(&self.counters.rx_unsupported, 1),
+                }
+            }
+            // The Ethernet header is still in front of the data.
+            Verdict::Redirect(w)
+                if w < self.scratch.steer.len() && PacketBuffer::prepend(&mut m, ETH_HDR_LEN).is_ok() =>
+            {
+                self.scratch.steer[w].push(m);
+            }
+            _ => {}
+        }
     }
 
     /// The port ESP from `src` leaves by: the one owning `src`, else the first
@@ -942,8 +906,7 @@ impl PollLoop {
     /// Sends a decapsulated inner packet out of the first inside-facing port.
     fn send_inside(&mut self, m: Mbuf) {
         let p = self.ports.iter().position(|p| p.role != PortRole::Outside).unwrap_or(0);
-        let dst = crate::ip::flow_key(PacketBuffer::data(&m)).map(|f| f.dst);
-        match dst {
+        match frame::ip_dst(PacketBuffer::data(&m)) {
             Some(d) => self.send_ip(p, d, m),
             None => LoopCounters::add(&self.counters.rx_unsupported, 1),
         }
@@ -951,9 +914,8 @@ impl PollLoop {
 
     /// Adds the Ethernet header towards `next_hop` and queues `m` on port `p`.
     fn send_ip(&mut self, p: usize, next_hop: IpAddr, mut m: Mbuf) {
-        let port = &self.ports[p];
-        let dst = self.neighbours.get(&next_hop).copied().unwrap_or(port.gateway);
-        if frame::prepend_ethernet(&mut m, dst, port.mac).is_ok() {
+        let dst = self.neighbours.get(&next_hop).unwrap_or(self.ports[p].gateway);
+        if frame::prepend_ethernet(&mut m, dst, self.ports[p].mac).is_ok() {
             self.ports[p].out.push(m);
         } else {
             LoopCounters::add(&self.counters.tx_dropped, 1);

@@ -22,6 +22,8 @@ pub mod lookaside;
 #[cfg(feature = "dpdk")]
 mod mbuf;
 #[cfg(feature = "dpdk")]
+mod neighbours;
+#[cfg(feature = "dpdk")]
 pub mod probe;
 pub mod profile;
 

@@ -1,0 +1,167 @@
+//! A poll loop's neighbour cache (IP → MAC, learned from received frames)
+//! with a small direct-mapped front cache, so the per-packet learning and
+//! next-hop lookups of busy neighbours cost a compare instead of a hash
+//! table probe.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// Largest neighbour cache (entries learned from received frames).
+pub const MAX_NEIGHBOURS: usize = 65536;
+/// Slots of the front cache.
+const FRONT_SLOTS: usize = 16;
+
+/// IP → MAC of the hosts a loop has heard from.
+pub struct Neighbours {
+    table: HashMap<IpAddr, [u8; 6], NeighbourHashing>,
+    /// Entries known to be in `table` as they are (direct-mapped by address).
+    front: [Option<(IpAddr, [u8; 6])>; FRONT_SLOTS],
+}
+
+impl Neighbours {
+    /// An empty cache, hashed with a per-loop random seed.
+    pub fn new() -> Self {
+        Self {
+            table: HashMap::with_hasher(NeighbourHashing::random()),
+            front: [None; FRONT_SLOTS],
+        }
+    }
+
+    /// Front slot of `ip` (its last byte: hosts of one subnet spread out).
+    #[inline]
+    fn slot(ip: &IpAddr) -> usize {
+        let last = match ip {
+            IpAddr::V4(a) => a.octets()[3],
+            IpAddr::V6(a) => a.octets()[15],
+        };
+        usize::from(last) % FRONT_SLOTS
+    }
+
+    /// Records that `ip` is at `mac` (multicast/broadcast sources are ignored).
+    #[inline]
+    pub fn learn(&mut self, ip: IpAddr, mac: [u8; 6]) {
+        if mac[0] & 1 != 0 {
+            return;
+        }
+        let s = Self::slot(&ip);
+        if self.front[s] == Some((ip, mac)) {
+            return;
+        }
+        self.learn_slow(ip, mac, s);
+    }
+
+    #[cold]
+    fn learn_slow(&mut self, ip: IpAddr, mac: [u8; 6], s: usize) {
+        if self.table.get(&ip) != Some(&mac) {
+            if self.table.len() >= MAX_NEIGHBOURS && !self.table.contains_key(&ip) {
+                // A flood of sources: start over rather than grow.
+                self.table.clear();
+                self.front = [None; FRONT_SLOTS];
+            }
+            self.table.insert(ip, mac);
+        }
+        self.front[s] = Some((ip, mac));
+    }
+
+    /// The MAC of `ip`, if learned.
+    #[inline]
+    pub fn get(&mut self, ip: &IpAddr) -> Option<[u8; 6]> {
+        let s = Self::slot(ip);
+        match self.front[s] {
+            Some((a, m)) if a == *ip => Some(m),
+            _ => {
+                let m = self.table.get(ip).copied()?;
+                self.front[s] = Some((*ip, m));
+                Some(m)
+            }
+        }
+    }
+
+    /// Number of neighbours known.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+}
+
+impl Default for Neighbours {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Keyed hashing for the neighbour table: fast (one multiply per word) and
+/// seeded per loop from aws-lc randomness, since its keys come from the wire.
+#[derive(Clone, Copy)]
+struct NeighbourHashing {
+    seed: u64,
+}
+
+impl NeighbourHashing {
+    fn random() -> Self {
+        let mut b = [0u8; 8];
+        // A zero seed (if the generator failed) still hashes correctly.
+        let _ = aws_lc_rs::rand::fill(&mut b);
+        Self {
+            seed: u64::from_ne_bytes(b) | 1,
+        }
+    }
+}
+
+impl std::hash::BuildHasher for NeighbourHashing {
+    type Hasher = NeighbourHasher;
+    fn build_hasher(&self) -> NeighbourHasher {
+        NeighbourHasher(self.seed)
+    }
+}
+
+/// The hasher of [`NeighbourHashing`].
+struct NeighbourHasher(u64);
+
+impl std::hash::Hasher for NeighbourHasher {
+    fn finish(&self) -> u64 {
+        let x = self.0;
+        (x ^ (x >> 31)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.0 = (self.0 ^ u64::from_le_bytes(w))
+                .wrapping_mul(0xff51_afd7_ed55_8ccd)
+                .rotate_left(29);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learns_updates_and_ignores_multicast() {
+        let mut n = Neighbours::new();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.1.1".parse().unwrap(); // same front slot as `a`
+        n.learn(a, [2, 0, 0, 0, 0, 1]);
+        n.learn(b, [2, 0, 0, 0, 0, 2]);
+        assert_eq!(n.get(&a), Some([2, 0, 0, 0, 0, 1]));
+        assert_eq!(n.get(&b), Some([2, 0, 0, 0, 0, 2]));
+        // A new MAC for a known address replaces the old one, front cache included.
+        n.learn(a, [2, 0, 0, 0, 0, 3]);
+        assert_eq!(n.get(&a), Some([2, 0, 0, 0, 0, 3]));
+        n.learn("10.0.0.9".parse().unwrap(), [1, 0, 0x5e, 0, 0, 1]);
+        assert_eq!(n.get(&"10.0.0.9".parse().unwrap()), None);
+        assert_eq!(n.len(), 2);
+    }
+
+    #[test]
+    fn bounded() {
+        let mut n = Neighbours::new();
+        for i in 0..(MAX_NEIGHBOURS as u32 + 10) {
+            n.learn(IpAddr::from(i.to_be_bytes()), [2, 0, 0, 0, 0, 1]);
+        }
+        assert!(n.len() <= MAX_NEIGHBOURS);
+    }
+}

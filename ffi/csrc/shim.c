@@ -200,6 +200,42 @@ void *ironsa_cryptodev_aes_gcm_session(uint8_t dev, struct rte_mempool *pool, in
     return sess;
 }
 
+int ironsa_cryptodev_has_cpu_crypto(uint8_t dev)
+{
+    struct rte_cryptodev_info info;
+
+    memset(&info, 0, sizeof(info));
+    rte_cryptodev_info_get(dev, &info);
+    return (info.feature_flags & RTE_CRYPTODEV_FF_SYM_CPU_CRYPTO) != 0;
+}
+
+int ironsa_cpu_aead(uint8_t dev, void *session, uint8_t *data, uint32_t len, uint8_t *iv,
+                    uint8_t *aad, uint8_t *digest)
+{
+    struct rte_crypto_vec buf = {.base = data, .iova = 0, .len = len, .tot_len = len};
+    struct rte_crypto_sgl sgl = {.vec = &buf, .num = 1};
+    struct rte_crypto_va_iova_ptr iv_ptr = {.va = iv, .iova = 0};
+    struct rte_crypto_va_iova_ptr aad_ptr = {.va = aad, .iova = 0};
+    struct rte_crypto_va_iova_ptr digest_ptr = {.va = digest, .iova = 0};
+    int32_t status = -ENOTSUP;
+    struct rte_crypto_sym_vec vec;
+    union rte_crypto_sym_ofs ofs;
+
+    memset(&vec, 0, sizeof(vec));
+    vec.num = 1;
+    vec.src_sgl = &sgl;
+    vec.dest_sgl = NULL;
+    vec.iv = &iv_ptr;
+    vec.aad = &aad_ptr;
+    vec.digest = &digest_ptr;
+    vec.status = &status;
+    /* The whole buffer is the cipher (and authenticated) region. */
+    ofs.raw = 0;
+    if (rte_cryptodev_sym_cpu_crypto_process(dev, session, ofs, &vec) == 1)
+        return 0;
+    return status == 0 ? -EIO : status;
+}
+
 int ironsa_security_caps(void *ctx, struct ironsa_sec_cap *out, int max)
 {
     const struct rte_security_capability *cap;

@@ -103,6 +103,18 @@ void *ironsa_cryptodev_aes_gcm_session(uint8_t dev, struct rte_mempool *pool, in
                                         const uint8_t *key, uint16_t key_len, uint16_t iv_offset,
                                         uint16_t iv_len, uint16_t digest_len, uint16_t aad_len);
 
+/*
+ * Synchronous CPU crypto (rte_cryptodev_sym_cpu_crypto_process) of one AEAD
+ * operation in place: `data` (len bytes) is encrypted or decrypted with the
+ * session's direction; `iv`, `aad` and `digest` have the session's lengths.
+ * Returns 0 on success, a positive errno from the PMD (EBADMSG: the ICV did
+ * not verify), or -ENOTSUP when the device has no CPU crypto.
+ */
+int ironsa_cpu_aead(uint8_t dev, void *session, uint8_t *data, uint32_t len, uint8_t *iv,
+                    uint8_t *aad, uint8_t *digest);
+/* 1 when the device advertises RTE_CRYPTODEV_FF_SYM_CPU_CRYPTO. */
+int ironsa_cryptodev_has_cpu_crypto(uint8_t dev);
+
 /* Flattened rte_security capability. */
 struct ironsa_sec_cap {
     int action;

@@ -51,6 +51,8 @@ pub mod rsa_legacy;
 pub mod sys;
 
 #[cfg(feature = "dpdk")]
+mod cpu_crypto;
+#[cfg(feature = "dpdk")]
 mod cryptodev;
 #[cfg(feature = "dpdk")]
 mod eal;
@@ -69,6 +71,8 @@ mod ring;
 #[cfg(feature = "dpdk")]
 mod security;
 
+#[cfg(feature = "dpdk")]
+pub use cpu_crypto::{CpuAeadSession, CpuCryptoError};
 #[cfg(feature = "dpdk")]
 pub use cryptodev::{
     AeadCaps, AeadDirection, AeadParams, CryptoDev, CryptoDevInfo, CryptoOp, CryptoOpPool, CryptoQueuePair,

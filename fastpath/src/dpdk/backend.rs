@@ -15,6 +15,7 @@
 
 use super::DpdkError;
 use super::counters::{DpdkCounters, LoopCounters, LoopReport, PortCounters};
+use super::cpu_crypto::CpuCryptoSessions;
 use super::frame::{self, BROADCAST_MAC, ETH_HDR_LEN, FrameClass};
 use super::lookaside::{CryptoSessions, LookasideEngine};
 use super::neighbours::Neighbours;
@@ -100,6 +101,7 @@ pub struct DpdkBackend {
     ports: Vec<PortState>,
     loops: Vec<(Arc<LoopCounters>, Arc<WorkerCounters>)>,
     sessions: Option<Arc<CryptoSessions>>,
+    cpu_crypto: Option<CpuCryptoSessions>,
     sad: Arc<Sad>,
     ike_out: IkeSender,
     inline: Vec<InlineStatus>,
@@ -246,6 +248,14 @@ impl DpdkBackend {
             None => Vec::new(),
         };
         let sessions = sessions.map(|(dev, sp)| Arc::new(CryptoSessions::new(dev, sp)));
+        let cpu_crypto = match profile.crypto.mode {
+            CryptoMode::CpuIpsecMb => Some(CpuCryptoSessions::open(
+                &eal,
+                profile.crypto.device.as_deref().unwrap_or_default(),
+                &format!("ironsa_cc{inst}"),
+            )?),
+            _ => None,
+        };
         let rings: Arc<Vec<Ring>> = Arc::new(if nloops > 1 {
             (0..nloops)
                 .map(|i| Ring::new(&eal, &format!("ironsa_st{inst}_{i}"), s.ring, -1))
@@ -318,6 +328,7 @@ impl DpdkBackend {
             ports,
             loops: counters,
             sessions,
+            cpu_crypto,
             sad,
             ike_out: IkeSender { tx: ike_out_tx },
             inline,
@@ -363,9 +374,23 @@ impl DpdkBackend {
     }
 
     /// Creates the crypto device session of an installed SA when the profile
-    /// uses lookaside crypto and the device takes the SA; returns whether it
-    /// is offloaded (otherwise it runs on the CPU).
+    /// uses lookaside crypto (or CPU crypto through intel-ipsec-mb) and the
+    /// device takes the SA; returns whether it is offloaded (otherwise it
+    /// runs on aws-lc).
     pub fn offload_sa(&self, id: SaId, p: &SaParams) -> Result<bool, DpdkError> {
+        if let Some(c) = &self.cpu_crypto {
+            let attached = match p.direction {
+                Direction::Inbound => self
+                    .sad
+                    .inbound_by_id(id)
+                    .map(|sa| c.attach(&sa.cipher, p.direction, p.esn, &p.keys)),
+                Direction::Outbound => self
+                    .sad
+                    .outbound(id)
+                    .map(|sa| c.attach(&sa.cipher, p.direction, p.esn, &p.keys)),
+            };
+            return attached.unwrap_or(Ok(false));
+        }
         match &self.sessions {
             Some(s) => s.register(id, p.direction, p.mode, p.esn, &p.keys),
             None => Ok(false),
@@ -395,9 +420,10 @@ impl DpdkBackend {
         Ok(self.sad.remove(id)?)
     }
 
-    /// Number of SAs offloaded to the crypto device.
+    /// Number of SAs offloaded to the crypto device (lookaside) or to
+    /// intel-ipsec-mb CPU crypto.
     pub fn offloaded_sas(&self) -> usize {
-        self.sessions.as_ref().map_or(0, |s| s.len())
+        self.sessions.as_ref().map_or(0, |s| s.len()) + self.cpu_crypto.as_ref().map_or(0, |c| c.attached())
     }
 
     /// Mirrors a copy of every transmitted frame (`(port id, frame)`) to the
@@ -431,7 +457,11 @@ impl DpdkBackend {
                     outbound: w.outbound.snapshot(),
                 })
                 .collect(),
-            crypto_device: self.sessions.as_ref().map(|s| s.device().name()),
+            crypto_device: self
+                .sessions
+                .as_ref()
+                .map(|s| s.device().name())
+                .or_else(|| self.cpu_crypto.as_ref().map(|c| c.device().name())),
         }
     }
 

@@ -698,6 +698,121 @@ fn case_cpu_crypto_refused(eal: &Eal) -> CaseResult {
     }
 }
 
+/// Inline mode on a vdev: the capability check says no, every SA goes to
+/// software without error (counted), and ESP is still the software fastpath's.
+fn case_inline_fallback(eal: &Eal, port: &str) -> CaseResult {
+    let p = profile("ring-inline", port, LOCAL, "mode = \"inline\"")?;
+    let mut rig = Rig::start(*eal, &p)?;
+    ensure(
+        rig.backend.inline_status().iter().all(|s| !s.capable),
+        "net_ring claims inline crypto",
+    )?;
+    let ethport = ffi::EthPort::by_name(eal, port).map_err(e)?;
+    match ethport.inline_session_pool(eal, "t_inline_pool", 64) {
+        Err(ffi::Error::Unsupported(m)) if m.contains("rte_security") => {}
+        other => return Err(format!("inline session pool on a vdev: {other:?}")),
+    }
+    let mut n = 0;
+    for s in suites() {
+        let off = check_suite(&mut rig, &s, &SIZES[..3]).map_err(|m| format!("SPI {:#x}: {m}", s.spi_out))?;
+        ensure(off == 0, "an SA was offloaded to a port without inline IPsec")?;
+        n += 2;
+    }
+    let c = rig.backend.counters();
+    ensure(
+        c.inline_sas_offloaded == 0 && c.inline_sas_fallback == n,
+        format!(
+            "inline SAs offloaded {} / fallback {} (expected 0 / {n})",
+            c.inline_sas_offloaded, c.inline_sas_fallback
+        ),
+    )?;
+    ensure(rig.backend.offloaded_sas() == 0, "offloaded SA count")?;
+    ensure(
+        c.total(|l| l.inline_cpu_fallback) >= 2 * 3 * suites().len() as u64,
+        format!("inline CPU fallback packets {}", c.total(|l| l.inline_cpu_fallback)),
+    )?;
+    ensure(
+        c.prometheus()
+            .lines()
+            .any(|l| l == format!("ironsa_dpdk_inline_sas_fallback_total {n}")),
+        "inline SA counters missing from the Prometheus text",
+    )?;
+    Ok(())
+}
+
+/// The rte_security session configuration built for an SA: every field
+/// from `SaParams`, read back from the C structure DPDK would get.
+fn case_inline_conf() -> CaseResult {
+    use fastpath::dpdk::inline::inline_sa;
+    let mut p = SaParams::new(
+        0xc001_0203,
+        Direction::Outbound,
+        gcm_keys(11),
+        ipa("192.0.2.1"),
+        ipa("198.51.100.7"),
+    );
+    let keys = gcm_keys(11);
+    let v = inline_sa(&p)
+        .ok_or("no inline SA for AES-GCM")?
+        .conf_view()
+        .map_err(e)?;
+    let want = ffi::InlineConfView {
+        inline_crypto: true,
+        ipsec: true,
+        spi: 0xc001_0203,
+        salt: keys.enc_key[16..20].try_into().map_err(e)?,
+        egress: true,
+        esp: true,
+        tunnel: true,
+        esn: false,
+        esn_value: 0,
+        udp: None,
+        replay_window: 0,
+        tunnel_src: Some(ipa("192.0.2.1")),
+        tunnel_dst: Some(ipa("198.51.100.7")),
+        ttl: 64,
+        aes_gcm: true,
+        encrypt: true,
+        key_len: 16,
+        iv_len: 12,
+        icv_len: 16,
+        aad_len: 8,
+    };
+    ensure(v == want, format!("egress conf {v:?}"))?;
+    // Ingress, AES-256, ESN, NAT-T, IPv6: direction, key, AAD, ports and
+    // tunnel endpoints (peer → us) follow.
+    p.direction = Direction::Inbound;
+    p.keys = gcm256_keys(12);
+    p.esn = true;
+    p.udp_encap = Some(UdpEncap {
+        local_port: 4500,
+        remote_port: 31000,
+    });
+    p.local = ipa("2001:db8::1");
+    p.remote = ipa("2001:db8::2");
+    let v = inline_sa(&p).ok_or("no inline SA")?.conf_view().map_err(e)?;
+    let salt: [u8; 4] = gcm256_keys(12).enc_key[32..36].try_into().map_err(e)?;
+    ensure(
+        !v.egress
+            && !v.encrypt
+            && v.esn
+            && v.key_len == 32
+            && v.aad_len == 12
+            && v.salt == salt
+            && v.udp == Some((31000, 4500))
+            && v.tunnel_src == Some(ipa("2001:db8::2"))
+            && v.tunnel_dst == Some(ipa("2001:db8::1")),
+        format!("ingress conf {v:?}"),
+    )?;
+    p.mode = fastpath::esp::Mode::Transport;
+    let v = inline_sa(&p).ok_or("no inline SA")?.conf_view().map_err(e)?;
+    ensure(!v.tunnel && v.tunnel_src.is_none(), format!("transport conf {v:?}"))?;
+    // Not AES-GCM: no inline SA at all.
+    p.keys = cbc_keys(13);
+    ensure(inline_sa(&p).is_none(), "CBC SA described for inline crypto")?;
+    Ok(())
+}
+
 fn case_mbuf(eal: &Eal) -> CaseResult {
     let pool = ffi::Mempool::new(eal, "t_mbuf", 63, 0, ffi::DEFAULT_DATA_ROOM, -1).map_err(e)?;
     let mut m = pool.alloc().map_err(e)?;
@@ -1127,6 +1242,7 @@ fn main() {
         "--vdev=crypto_aesni_mb0",
         "--vdev=net_ring5",
         "--vdev=net_ring6",
+        "--vdev=net_ring7",
         "--vdev=crypto_aesni_gcm1",
         "--vdev=crypto_aesni_mb1",
     ]
@@ -1184,6 +1300,11 @@ fn main() {
         (
             "cpu_crypto_refused_without_the_feature",
             Box::new(move || case_cpu_crypto_refused(&eal)),
+        ),
+        ("inline_session_conf_from_sa_params", Box::new(case_inline_conf)),
+        (
+            "inline_mode_on_vdev_falls_back_per_sa",
+            Box::new(move || case_inline_fallback(&eal, "net_ring7")),
         ),
         (
             "af_packet_veth_namespace_inline_fallback",

@@ -95,7 +95,10 @@ pub use probe::{CryptoReport, PortReport, ProbeReport, probe};
 #[cfg(feature = "dpdk")]
 pub use ring::Ring;
 #[cfg(feature = "dpdk")]
-pub use security::{SecurityAction, SecurityCapability, SecuritySupport};
+pub use security::{
+    InlineConfView, InlineIpsecSa, InlineSession, InlineSessionPool, RxSecurity, SecurityAction, SecurityCapability,
+    SecuritySupport,
+};
 
 /// Whether this build of the crate has DPDK support compiled in.
 pub const DPDK_ENABLED: bool = cfg!(feature = "dpdk");

@@ -17,6 +17,7 @@ use super::DpdkError;
 use super::counters::{DpdkCounters, LoopCounters, LoopReport, PortCounters};
 use super::cpu_crypto::CpuCryptoSessions;
 use super::frame::{self, BROADCAST_MAC, ETH_HDR_LEN, FrameClass};
+use super::inline::{InlineEngine, InlineSas};
 use super::lookaside::{CryptoSessions, LookasideEngine};
 use super::neighbours::Neighbours;
 use super::profile::{BackendKind, CryptoMode, HwProfile, PortRole, parse_mac};
@@ -41,6 +42,8 @@ type Taps = Arc<Mutex<Vec<TapSender>>>;
 /// IKE messages queued between the data plane and the control plane, each way;
 /// beyond that, received IKE is dropped (counted) and sending reports `Busy`.
 pub const IKE_QUEUE: usize = 4096;
+/// rte_security sessions per inline-capable port.
+const INLINE_SESSIONS: u32 = 16384;
 /// Empty transmit attempts before the rest of a burst is dropped.
 const TX_RETRIES: usize = 4;
 
@@ -105,6 +108,7 @@ pub struct DpdkBackend {
     sad: Arc<Sad>,
     ike_out: IkeSender,
     inline: Vec<InlineStatus>,
+    inline_sas: Option<Arc<InlineSas>>,
     taps: Taps,
 }
 
@@ -166,6 +170,8 @@ impl DpdkBackend {
         let mut ports = Vec::new();
         let mut queues: Vec<(Vec<RxQueue>, Vec<TxQueue>)> = Vec::new();
         let mut inline = Vec::new();
+        let mut inline_pools = Vec::new();
+        let inline_mode = profile.crypto.mode == CryptoMode::Inline;
         for spec in &profile.ports {
             let port = EthPort::by_name(&eal, &spec.name).map_err(|_| {
                 DpdkError::Config(format!(
@@ -191,11 +197,17 @@ impl DpdkBackend {
             if rss {
                 rx_offloads |= offload::RX_RSS_HASH;
             }
-            let tx_offloads = if profile.offloads.tx_fast_free {
+            let mut tx_offloads = if profile.offloads.tx_fast_free {
                 offload::TX_MBUF_FAST_FREE
             } else {
                 0
             };
+            let capable = port.security().has_inline_ipsec();
+            if inline_mode && capable {
+                // Masked by the device's capabilities in configure.
+                rx_offloads |= offload::RX_SECURITY;
+                tx_offloads |= offload::TX_SECURITY;
+            }
             let config = PortConfig {
                 rx_queues: if rss { profile.queues } else { 1 },
                 tx_queues: profile.queues,
@@ -213,7 +225,18 @@ impl DpdkBackend {
             let gateway = spec.gateway_mac.as_deref().and_then(parse_mac).unwrap_or(BROADCAST_MAC);
             inline.push(InlineStatus {
                 port: spec.name.clone(),
-                capable: port.security().has_inline_ipsec(),
+                capable,
+            });
+            inline_pools.push(if inline_mode && capable {
+                match port.inline_session_pool(&eal, &format!("ironsa_is{inst}_{}", port.id()), INLINE_SESSIONS) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::warn!(port = %spec.name, error = %e, "no inline IPsec session pool; SAs stay in software");
+                        None
+                    }
+                }
+            } else {
+                None
             });
             ports.push(PortState {
                 port,
@@ -256,6 +279,7 @@ impl DpdkBackend {
             )?),
             _ => None,
         };
+        let inline_sas = inline_mode.then(|| Arc::new(InlineSas::new(inline_pools)));
         let rings: Arc<Vec<Ring>> = Arc::new(if nloops > 1 {
             (0..nloops)
                 .map(|i| Ring::new(&eal, &format!("ironsa_st{inst}_{i}"), s.ring, -1))
@@ -309,7 +333,7 @@ impl DpdkBackend {
                 rings: rings.clone(),
                 steer_by_spi,
                 lookaside,
-                inline_mode: profile.crypto.mode == CryptoMode::Inline,
+                inline: inline_sas.as_ref().map(|s| InlineEngine::new(s.clone(), lc.clone())),
                 counters: lc,
                 ike_in: ike_in_tx.clone(),
                 ike_out: if i == 0 { ike_out_rx.take() } else { None },
@@ -332,6 +356,7 @@ impl DpdkBackend {
             sad,
             ike_out: IkeSender { tx: ike_out_tx },
             inline,
+            inline_sas,
             taps,
         };
         Ok(Started {
@@ -366,9 +391,9 @@ impl DpdkBackend {
         self.ports.iter().find(|p| p.name == name).map(|p| p.mac)
     }
 
-    /// Inline-crypto capability found on each port at start. SAs run on the
-    /// CPU on every port (inline sessions are not offloaded yet; each packet
-    /// of an inline profile counts as an inline fallback).
+    /// Inline-crypto capability found on each port at start. With an inline
+    /// profile, SAs carried by a capable port get an rte_security session
+    /// when the port's capabilities match them; the others run on the CPU.
     pub fn inline_status(&self) -> &[InlineStatus] {
         &self.inline
     }
@@ -390,6 +415,15 @@ impl DpdkBackend {
                     .map(|sa| c.attach(&sa.cipher, p.direction, p.esn, &p.keys)),
             };
             return attached.unwrap_or(Ok(false));
+        }
+        if let Some(i) = &self.inline_sas {
+            let port = self
+                .ports
+                .iter()
+                .position(|x| x.addrs.contains(&p.local))
+                .or_else(|| self.ports.iter().position(|x| x.role != PortRole::Inside))
+                .unwrap_or(0);
+            return i.register(id, p, port);
         }
         match &self.sessions {
             Some(s) => s.register(id, p.direction, p.mode, p.esn, &p.keys),
@@ -416,6 +450,9 @@ impl DpdkBackend {
     pub fn remove_sa(&self, id: SaId) -> Result<(), DpdkError> {
         if let Some(s) = &self.sessions {
             s.unregister(id);
+        }
+        if let Some(i) = &self.inline_sas {
+            i.unregister(id);
         }
         Ok(self.sad.remove(id)?)
     }
@@ -462,6 +499,8 @@ impl DpdkBackend {
                 .as_ref()
                 .map(|s| s.device().name())
                 .or_else(|| self.cpu_crypto.as_ref().map(|c| c.device().name())),
+            inline_sas_offloaded: self.inline_sas.as_ref().map_or(0, |i| i.offloaded()),
+            inline_sas_fallback: self.inline_sas.as_ref().map_or(0, |i| i.fallback()),
         }
     }
 
@@ -538,7 +577,7 @@ pub struct PollLoop {
     rings: Arc<Vec<Ring>>,
     steer_by_spi: bool,
     lookaside: Option<LookasideEngine>,
-    inline_mode: bool,
+    inline: Option<InlineEngine>,
     counters: Arc<LoopCounters>,
     ike_in: SyncSender<IkeDatagram>,
     ike_out: Option<Receiver<IkeDatagram>>,
@@ -791,10 +830,16 @@ impl PollLoop {
             ),
         };
         if !pkts.is_empty() {
-            if self.inline_mode {
-                LoopCounters::add(&self.counters.inline_cpu_fallback, pkts.len() as u64);
+            if let Some(ie) = self.inline.as_mut() {
+                let mut results = std::mem::take(&mut self.scratch.results);
+                ie.decap_burst(&mut self.worker, &self.sad, kind, &mut pkts, &meta, &mut results);
+                for (m, v) in results.drain(..) {
+                    self.after_inbound(m, v);
+                }
+                self.scratch.results = results;
             }
             match self.lookaside.as_mut() {
+                _ if pkts.is_empty() => {}
                 Some(lk) => {
                     let mut results = std::mem::take(&mut self.scratch.results);
                     lk.decap_burst(&mut self.worker, &self.sad, kind, &mut pkts, &meta, &mut results);
@@ -848,7 +893,16 @@ impl PollLoop {
     fn outbound(&mut self) {
         let mut pkts = std::mem::take(&mut self.scratch.clear);
         if !pkts.is_empty() {
+            if let Some(ie) = self.inline.as_mut() {
+                let mut results = std::mem::take(&mut self.scratch.results);
+                ie.encap_burst(&mut self.worker, &self.sad, &self.spd, &mut pkts, &mut results);
+                for (m, v) in results.drain(..) {
+                    self.after_outbound(m, v);
+                }
+                self.scratch.results = results;
+            }
             match self.lookaside.as_mut() {
+                _ if pkts.is_empty() => {}
                 Some(lk) => {
                     // Lookaside reorders nothing within an SA; the bypass port
                     // is taken from the inner packet's receive port below.
@@ -880,9 +934,6 @@ impl PollLoop {
     fn after_outbound(&mut self, mut m: Mbuf, v: Verdict) {
         match v {
             Verdict::ToPeer { src, dst, .. } => {
-                if self.inline_mode {
-                    LoopCounters::add(&self.counters.inline_cpu_fallback, 1);
-                }
                 let p = self.outside_port_for(src);
                 self.send_ip(p, dst, m);
             }

@@ -9,6 +9,7 @@
 //!   rx burst → classify → decap / policy + encap → tx burst; IKE to and from
 //!   the control plane over channels.
 //! - [`lookaside`]: ESP through a DPDK crypto device.
+//! - [`inline`]: rte_security inline-crypto sessions per SA, software fallback.
 //! - [`cpu_crypto`]: AES-GCM through DPDK's synchronous CPU crypto (intel-ipsec-mb).
 //! - [`counters`]: port, queue, loop and crypto counters, Prometheus text.
 //! - [`probe`]: what DPDK sees and which profile fits (`ironsa hw-probe`).
@@ -20,6 +21,8 @@ pub mod counters;
 #[cfg(feature = "dpdk")]
 pub mod cpu_crypto;
 pub mod frame;
+#[cfg(feature = "dpdk")]
+pub mod inline;
 #[cfg(feature = "dpdk")]
 pub mod lookaside;
 #[cfg(feature = "dpdk")]

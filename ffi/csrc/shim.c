@@ -238,6 +238,45 @@ int ironsa_cpu_aead(uint8_t dev, void *session, uint8_t *data, uint32_t len, uin
     return status == 0 ? -EIO : status;
 }
 
+unsigned ironsa_cpu_aead_bulk(uint8_t dev, void *session, unsigned n, uint8_t *const *data, const uint32_t *len,
+                              uint8_t *const *iv, uint8_t *const *aad, uint8_t *const *digest, int32_t *status)
+{
+    struct rte_crypto_vec bufs[64];
+    struct rte_crypto_sgl sgl[64];
+    struct rte_crypto_va_iova_ptr ivs[64], aads[64], digests[64];
+    struct rte_crypto_sym_vec vec;
+    union rte_crypto_sym_ofs ofs;
+    unsigned i;
+
+    if (n > 64)
+        return 0;
+    for (i = 0; i < n; i++) {
+        bufs[i].base = data[i];
+        bufs[i].iova = 0;
+        bufs[i].len = len[i];
+        bufs[i].tot_len = len[i];
+        sgl[i].vec = &bufs[i];
+        sgl[i].num = 1;
+        ivs[i].va = iv[i];
+        ivs[i].iova = 0;
+        aads[i].va = aad[i];
+        aads[i].iova = 0;
+        digests[i].va = digest[i];
+        digests[i].iova = 0;
+        status[i] = ENOTSUP;
+    }
+    memset(&vec, 0, sizeof(vec));
+    vec.num = n;
+    vec.src_sgl = sgl;
+    vec.dest_sgl = NULL;
+    vec.iv = ivs;
+    vec.aad = aads;
+    vec.digest = digests;
+    vec.status = status;
+    ofs.raw = 0;
+    return rte_cryptodev_sym_cpu_crypto_process(dev, session, ofs, &vec);
+}
+
 int ironsa_security_caps(void *ctx, struct ironsa_sec_cap *out, int max)
 {
     const struct rte_security_capability *cap;

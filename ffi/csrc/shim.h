@@ -112,6 +112,13 @@ void *ironsa_cryptodev_aes_gcm_session(uint8_t dev, struct rte_mempool *pool, in
  */
 int ironsa_cpu_aead(uint8_t dev, void *session, uint8_t *data, uint32_t len, uint8_t *iv,
                     uint8_t *aad, uint8_t *digest);
+/*
+ * The same for `n` (<= 64) operations of one session in one call: op i works
+ * on data[i] (len[i] bytes) with iv[i], aad[i], digest[i]; status[i] gets 0 or
+ * a positive errno. Returns the number of operations that succeeded.
+ */
+unsigned ironsa_cpu_aead_bulk(uint8_t dev, void *session, unsigned n, uint8_t *const *data, const uint32_t *len,
+                              uint8_t *const *iv, uint8_t *const *aad, uint8_t *const *digest, int32_t *status);
 /* 1 when the device advertises RTE_CRYPTODEV_FF_SYM_CPU_CRYPTO. */
 int ironsa_cryptodev_has_cpu_crypto(uint8_t dev);
 

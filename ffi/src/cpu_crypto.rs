@@ -21,6 +21,37 @@ pub enum CpuCryptoError {
     Dpdk(#[from] Error),
 }
 
+/// Largest number of operations the C shim takes in one call.
+const MAX_BULK: usize = 64;
+
+/// One operation of a bulk call ([`CpuAeadSession::seal_bulk`], [`CpuAeadSession::open_bulk`]).
+#[derive(Debug)]
+pub struct CpuAeadOp<'a> {
+    /// IV (nonce), of the session's length.
+    pub iv: &'a [u8],
+    /// AAD, of the session's length.
+    pub aad: &'a [u8],
+    /// Data, encrypted or decrypted in place.
+    pub data: &'a mut [u8],
+    /// ICV: written when sealing, verified when opening.
+    pub digest: &'a mut [u8],
+    /// Outcome, set by the call.
+    pub status: CpuOpStatus,
+}
+
+/// Outcome of one bulk operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuOpStatus {
+    /// Not run (yet).
+    Pending,
+    /// Done.
+    Done,
+    /// Decryption: the ICV did not verify.
+    AuthFailed,
+    /// The PMD refused it (positive errno).
+    Failed(i32),
+}
+
 /// An AES-GCM session usable with synchronous CPU crypto.
 #[derive(Debug, Clone)]
 pub struct CpuAeadSession {
@@ -108,6 +139,67 @@ impl CpuAeadSession {
             0 => Ok(()),
             code => Err(Error::from_code("rte_cryptodev_sym_cpu_crypto_process", code.abs())),
         }
+    }
+
+    /// Seals every op (one DPDK call per 64 ops); each op's `status` says how
+    /// it went. Ops with wrong IV/AAD/ICV lengths are refused as a whole.
+    pub fn seal_bulk(&self, ops: &mut [CpuAeadOp<'_>]) -> Result<()> {
+        self.bulk(AeadDirection::Encrypt, ops)
+    }
+
+    /// Verifies and opens every op (one DPDK call per 64 ops); each op's
+    /// `status` says how it went ([`CpuOpStatus::AuthFailed`] for a bad ICV).
+    pub fn open_bulk(&self, ops: &mut [CpuAeadOp<'_>]) -> Result<()> {
+        self.bulk(AeadDirection::Decrypt, ops)
+    }
+
+    fn bulk(&self, dir: AeadDirection, ops: &mut [CpuAeadOp<'_>]) -> Result<()> {
+        let mut lens = [0u32; MAX_BULK];
+        for op in ops.iter() {
+            self.check(dir, op.iv, op.aad, op.data, op.digest)?;
+        }
+        for chunk in ops.chunks_mut(MAX_BULK) {
+            let n = chunk.len();
+            let mut data = [std::ptr::null_mut::<u8>(); MAX_BULK];
+            let mut iv = [std::ptr::null_mut::<u8>(); MAX_BULK];
+            let mut aad = [std::ptr::null_mut::<u8>(); MAX_BULK];
+            let mut digest = [std::ptr::null_mut::<u8>(); MAX_BULK];
+            let mut status = [0i32; MAX_BULK];
+            for (i, op) in chunk.iter_mut().enumerate() {
+                // Lengths were checked above (they fit u32).
+                lens[i] = op.data.len() as u32;
+                data[i] = op.data.as_mut_ptr();
+                // The PMD reads IV and AAD through mutable pointers but does not write them.
+                iv[i] = op.iv.as_ptr().cast_mut();
+                aad[i] = op.aad.as_ptr().cast_mut();
+                digest[i] = op.digest.as_mut_ptr();
+            }
+            // SAFETY: the session is alive and belongs to `dev`; for i < n every
+            // pointer refers to a live buffer of the checked length (data: lens[i],
+            // iv/aad/digest: the session's lengths), buffers of different ops do
+            // not overlap (distinct &mut borrows); status has n entries.
+            unsafe {
+                sys::ironsa_cpu_aead_bulk(
+                    self.dev,
+                    self.session.as_raw(),
+                    n as u32,
+                    data.as_ptr(),
+                    lens.as_ptr(),
+                    iv.as_ptr(),
+                    aad.as_ptr(),
+                    digest.as_ptr(),
+                    status.as_mut_ptr(),
+                )
+            };
+            for (op, st) in chunk.iter_mut().zip(status) {
+                op.status = match st {
+                    0 => CpuOpStatus::Done,
+                    EBADMSG if dir == AeadDirection::Decrypt => CpuOpStatus::AuthFailed,
+                    code => CpuOpStatus::Failed(code.abs()),
+                };
+            }
+        }
+        Ok(())
     }
 
     /// Verifies `digest` over `aad` and `data` and decrypts `data` in place.

@@ -72,7 +72,7 @@ mod ring;
 mod security;
 
 #[cfg(feature = "dpdk")]
-pub use cpu_crypto::{CpuAeadSession, CpuCryptoError};
+pub use cpu_crypto::{CpuAeadOp, CpuAeadSession, CpuCryptoError, CpuOpStatus};
 #[cfg(feature = "dpdk")]
 pub use cryptodev::{
     AeadCaps, AeadDirection, AeadParams, CryptoDev, CryptoDevInfo, CryptoOp, CryptoOpPool, CryptoQueuePair,

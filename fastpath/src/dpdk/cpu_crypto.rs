@@ -13,9 +13,11 @@
 
 use super::DpdkError;
 use crate::esp::EspError;
-use crate::esp::aead::{AeadAccelerator, CipherKeys, EncAlg, EspCipher};
+use crate::esp::aead::{AeadAccelerator, AeadJob, CipherKeys, EncAlg, EspCipher};
 use crate::sad::Direction;
-use ffi::{AeadDirection, CpuAeadSession, CpuCryptoError, CryptoDev, Eal, SessionPool, SymSession};
+use ffi::{
+    AeadDirection, CpuAeadOp, CpuAeadSession, CpuCryptoError, CpuOpStatus, CryptoDev, Eal, SessionPool, SymSession,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -55,6 +57,43 @@ impl AeadAccelerator for IpsecMbGcm {
             CpuCryptoError::AuthFailed => EspError::IcvFailure,
             CpuCryptoError::Dpdk(_) => EspError::Malformed("CPU crypto refused the packet"),
         })
+    }
+
+    fn seal_batch(&self, jobs: &mut [AeadJob<'_>]) {
+        self.batch(jobs, true);
+    }
+
+    fn open_batch(&self, jobs: &mut [AeadJob<'_>]) {
+        self.batch(jobs, false);
+    }
+}
+
+impl IpsecMbGcm {
+    /// One `rte_cryptodev_sym_cpu_crypto_process` call (per 64 jobs) for a batch.
+    fn batch(&self, jobs: &mut [AeadJob<'_>], seal: bool) {
+        let mut ops: Vec<CpuAeadOp<'_>> = jobs
+            .iter_mut()
+            .map(|j| CpuAeadOp {
+                iv: &j.nonce,
+                aad: &j.aad[..j.aad_len],
+                data: &mut *j.data,
+                digest: &mut *j.icv,
+                status: CpuOpStatus::Pending,
+            })
+            .collect();
+        let run = if seal {
+            self.session.seal_bulk(&mut ops)
+        } else {
+            self.session.open_bulk(&mut ops)
+        };
+        let statuses: Vec<CpuOpStatus> = ops.into_iter().map(|o| o.status).collect();
+        for (j, st) in jobs.iter_mut().zip(statuses) {
+            j.result = match (&run, st) {
+                (Ok(()), CpuOpStatus::Done) => Ok(()),
+                (Ok(()), CpuOpStatus::AuthFailed) => Err(EspError::IcvFailure),
+                _ => Err(EspError::Malformed("CPU crypto refused the packet")),
+            };
+        }
     }
 }
 

@@ -198,6 +198,41 @@ pub trait AeadAccelerator: Send + Sync {
     /// Verifies `icv` and decrypts `data` in place; [`EspError::IcvFailure`]
     /// when it does not verify.
     fn open(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], icv: &[u8]) -> Result<(), EspError>;
+
+    /// Seals every job (setting its `result`); one call per packet unless
+    /// the implementation batches.
+    fn seal_batch(&self, jobs: &mut [AeadJob<'_>]) {
+        for j in jobs {
+            j.result = self.seal(&j.nonce, &j.aad[..j.aad_len], j.data, j.icv);
+        }
+    }
+
+    /// Opens every job (setting its `result`); one call per packet unless
+    /// the implementation batches.
+    fn open_batch(&self, jobs: &mut [AeadJob<'_>]) {
+        for j in jobs {
+            j.result = self.open(&j.nonce, &j.aad[..j.aad_len], j.data, j.icv);
+        }
+    }
+}
+
+/// One packet's AEAD operation in a batch ([`EspCipher::seal_job`],
+/// [`EspCipher::open_job`]): RFC 4106 nonce and AAD, the payload and ICV of
+/// the ESP packet.
+#[derive(Debug)]
+pub struct AeadJob<'a> {
+    /// salt || IV.
+    pub nonce: [u8; 12],
+    /// SPI || (SEQ-high ||) SEQ.
+    pub aad: [u8; 12],
+    /// 8, or 12 with ESN.
+    pub aad_len: usize,
+    /// The payload (encrypted or decrypted in place).
+    pub data: &'a mut [u8],
+    /// The ICV (written by seal, verified by open).
+    pub icv: &'a mut [u8],
+    /// Outcome, set by the batch call.
+    pub result: Result<(), EspError>,
 }
 
 /// A keyed ESP cipher for one SA.
@@ -294,6 +329,72 @@ impl EspCipher {
     /// keeps aws-lc) for other algorithms or when one is attached already.
     pub fn attach_accelerator(&self, a: Box<dyn AeadAccelerator>) -> bool {
         matches!(self.enc, EncAlg::AesGcm16_128 | EncAlg::AesGcm16_256) && self.accel.set(a).is_ok()
+    }
+
+    /// The seal job of an ESP packet framed for this SA (writes the IV, as
+    /// [`EspCipher::seal`]); `None` when this SA has no accelerator (seal
+    /// packets one by one then).
+    pub fn seal_job<'a>(&self, esp: &'a mut [u8], seq: u64, esn: bool) -> Option<Result<AeadJob<'a>, EspError>> {
+        let Engine::Aead { salt, .. } = &self.engine else {
+            return None;
+        };
+        self.accel.get()?;
+        if esp.len() < ESP_HEADER_LEN + 8 + 16 {
+            return Some(Err(EspError::Malformed("ESP buffer shorter than its overhead")));
+        }
+        let iv = seq.to_be_bytes();
+        esp[ESP_HEADER_LEN..ESP_HEADER_LEN + 8].copy_from_slice(&iv);
+        Some(Ok(self.job(esp, *salt, iv, seq, esn)))
+    }
+
+    /// The open job of a received ESP packet of this SA; `None` without an
+    /// accelerator (open packets one by one then).
+    pub fn open_job<'a>(&self, esp: &'a mut [u8], seq: u64, esn: bool) -> Option<Result<AeadJob<'a>, EspError>> {
+        let Engine::Aead { salt, .. } = &self.engine else {
+            return None;
+        };
+        self.accel.get()?;
+        if esp.len() < ESP_HEADER_LEN + 8 + 16 {
+            return Some(Err(EspError::Malformed("shorter than ESP overhead")));
+        }
+        let mut iv = [0u8; 8];
+        iv.copy_from_slice(&esp[ESP_HEADER_LEN..ESP_HEADER_LEN + 8]);
+        Some(Ok(self.job(esp, *salt, iv, seq, esn)))
+    }
+
+    fn job<'a>(&self, esp: &'a mut [u8], salt: [u8; 4], iv: [u8; 8], seq: u64, esn: bool) -> AeadJob<'a> {
+        let (aad, aad_len) = make_aad(esp, seq, esn);
+        let body_end = esp.len() - 16;
+        let (front, icv) = esp.split_at_mut(body_end);
+        AeadJob {
+            nonce: nonce_bytes(&salt, &iv),
+            aad,
+            aad_len,
+            data: &mut front[ESP_HEADER_LEN + 8..],
+            icv,
+            result: Err(EspError::Malformed("not run")),
+        }
+    }
+
+    /// Runs seal jobs of this SA through its accelerator (one call for the
+    /// batch when it batches).
+    pub fn seal_batch(&self, jobs: &mut [AeadJob<'_>]) {
+        match self.accel.get() {
+            Some(a) => a.seal_batch(jobs),
+            None => jobs
+                .iter_mut()
+                .for_each(|j| j.result = Err(EspError::Malformed("no accelerator"))),
+        }
+    }
+
+    /// Runs open jobs of this SA through its accelerator.
+    pub fn open_batch(&self, jobs: &mut [AeadJob<'_>]) {
+        match self.accel.get() {
+            Some(a) => a.open_batch(jobs),
+            None => jobs
+                .iter_mut()
+                .for_each(|j| j.result = Err(EspError::Malformed("no accelerator"))),
+        }
     }
 
     /// Whether an [`AeadAccelerator`] does this SA's AES-GCM.

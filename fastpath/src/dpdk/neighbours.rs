@@ -14,8 +14,54 @@ const FRONT_SLOTS: usize = 16;
 /// IP → MAC of the hosts a loop has heard from.
 pub struct Neighbours {
     table: HashMap<IpAddr, [u8; 6], NeighbourHashing>,
-    /// Entries known to be in `table` as they are (direct-mapped by address).
-    front: [Option<(IpAddr, [u8; 6])>; FRONT_SLOTS],
+    /// What `table` says about recent addresses, absence included
+    /// (direct-mapped by address; an address is only ever in its own slot).
+    front: [FrontEntry; FRONT_SLOTS],
+}
+
+/// A front-cache entry in integer form, so a hit costs two compares.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FrontEntry {
+    /// The address as a [`Key`].
+    key: Key,
+    /// MAC in the low 48 bits, [`KNOWN`] when the table has one; [`EMPTY`]
+    /// for a slot not filled yet.
+    mac: u64,
+}
+
+/// An address in integer form: the 128 bits and whether it is IPv6.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key(u128, bool);
+
+/// Flag of a [`FrontEntry`] whose address has a MAC.
+const KNOWN: u64 = 1 << 48;
+/// Flag of an unused [`FrontEntry`].
+const EMPTY: u64 = 1 << 49;
+const UNUSED: FrontEntry = FrontEntry {
+    key: Key(0, false),
+    mac: EMPTY,
+};
+
+#[inline]
+fn key(ip: &IpAddr) -> Key {
+    match ip {
+        IpAddr::V4(a) => Key(u128::from(u32::from(*a)), false),
+        IpAddr::V6(a) => Key(u128::from(*a), true),
+    }
+}
+
+#[inline]
+fn pack(mac: [u8; 6]) -> u64 {
+    KNOWN | u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0])
+}
+
+#[inline]
+fn unpack(m: u64) -> Option<[u8; 6]> {
+    if m & KNOWN == 0 {
+        return None;
+    }
+    let b = m.to_le_bytes();
+    Some([b[0], b[1], b[2], b[3], b[4], b[5]])
 }
 
 impl Neighbours {
@@ -23,7 +69,7 @@ impl Neighbours {
     pub fn new() -> Self {
         Self {
             table: HashMap::with_hasher(NeighbourHashing::random()),
-            front: [None; FRONT_SLOTS],
+            front: [UNUSED; FRONT_SLOTS],
         }
     }
 
@@ -44,7 +90,12 @@ impl Neighbours {
             return;
         }
         let s = Self::slot(&ip);
-        if self.front[s] == Some((ip, mac)) {
+        if self.front[s]
+            == (FrontEntry {
+                key: key(&ip),
+                mac: pack(mac),
+            })
+        {
             return;
         }
         self.learn_slow(ip, mac, s);
@@ -56,25 +107,32 @@ impl Neighbours {
             if self.table.len() >= MAX_NEIGHBOURS && !self.table.contains_key(&ip) {
                 // A flood of sources: start over rather than grow.
                 self.table.clear();
-                self.front = [None; FRONT_SLOTS];
+                self.front = [UNUSED; FRONT_SLOTS];
             }
             self.table.insert(ip, mac);
         }
-        self.front[s] = Some((ip, mac));
+        self.front[s] = FrontEntry {
+            key: key(&ip),
+            mac: pack(mac),
+        };
     }
 
     /// The MAC of `ip`, if learned.
     #[inline]
     pub fn get(&mut self, ip: &IpAddr) -> Option<[u8; 6]> {
         let s = Self::slot(ip);
-        match self.front[s] {
-            Some((a, m)) if a == *ip => Some(m),
-            _ => {
-                let m = self.table.get(ip).copied()?;
-                self.front[s] = Some((*ip, m));
-                Some(m)
-            }
+        let k = key(ip);
+        let e = self.front[s];
+        if e.key == k && e.mac & EMPTY == 0 {
+            return unpack(e.mac);
         }
+        // Unknown next hops (sent to the gateway) are remembered too.
+        let m = self.table.get(ip).copied();
+        self.front[s] = FrontEntry {
+            key: k,
+            mac: m.map_or(0, pack),
+        };
+        m
     }
 
     /// Number of neighbours known.
@@ -153,7 +211,19 @@ mod tests {
         assert_eq!(n.get(&a), Some([2, 0, 0, 0, 0, 3]));
         n.learn("10.0.0.9".parse().unwrap(), [1, 0, 0x5e, 0, 0, 1]);
         assert_eq!(n.get(&"10.0.0.9".parse().unwrap()), None);
-        assert_eq!(n.len(), 2);
+        // An address looked up before it is learned is found once learned.
+        let c: IpAddr = "10.0.0.4".parse().unwrap();
+        assert_eq!(n.get(&c), None);
+        n.learn(c, [2, 0, 0, 0, 0, 4]);
+        assert_eq!(n.get(&c), Some([2, 0, 0, 0, 0, 4]));
+        assert_eq!(n.len(), 3);
+        // 0.0.0.1 and ::1 share a slot and their low bits, not their entry.
+        let (v4, v6): (IpAddr, IpAddr) = ("0.0.0.1".parse().unwrap(), "::1".parse().unwrap());
+        n.learn(v4, [2, 0, 0, 0, 0, 5]);
+        assert_eq!(n.get(&v6), None);
+        n.learn(v6, [2, 0, 0, 0, 0, 6]);
+        assert_eq!(n.get(&v4), Some([2, 0, 0, 0, 0, 5]));
+        assert_eq!(n.get(&v6), Some([2, 0, 0, 0, 0, 6]));
     }
 
     #[test]

@@ -522,6 +522,13 @@ impl Worker {
         if sa.cipher.is_accelerated() {
             return self.outbound_run_batched(sa, pkts, verdicts);
         }
+        // Built once per run: copying a finished verdict is cheaper than
+        // assembling one per packet.
+        let to_peer = Verdict::ToPeer {
+            src: sa.local,
+            dst: sa.remote,
+            udp: sa.udp_encap,
+        };
         let (budget_p, budget_b) = sa.hard_budget();
         let expired = sa.is_expired();
         // On exhaustion nothing is granted and every packet is dropped below.
@@ -561,11 +568,7 @@ impl Worker {
             }
             ok_p += 1;
             ok_b += inner_len;
-            *v = Verdict::ToPeer {
-                src: sa.local,
-                dst: sa.remote,
-                udp: sa.udp_encap,
-            };
+            *v = to_peer;
         }
         if ok_p > 0 {
             sa.account(ok_p, ok_b, self.sad.events());
@@ -578,6 +581,11 @@ impl Worker {
     /// [`Worker::outbound_run`] for an SA whose AEAD is accelerated: frame
     /// every packet, seal them in one batch, then add the outer headers.
     fn outbound_run_batched<B: PacketBuffer>(&mut self, sa: &OutboundSa, pkts: &mut [B], verdicts: &mut [Verdict]) {
+        let to_peer = Verdict::ToPeer {
+            src: sa.local,
+            dst: sa.remote,
+            udp: sa.udp_encap,
+        };
         let (budget_p, budget_b) = sa.hard_budget();
         let expired = sa.is_expired();
         let (mut seq, granted) = sa
@@ -659,11 +667,7 @@ impl Worker {
             }
             ok_p += 1;
             ok_b += inner_len;
-            verdicts[k] = Verdict::ToPeer {
-                src: sa.local,
-                dst: sa.remote,
-                udp: sa.udp_encap,
-            };
+            verdicts[k] = to_peer;
         }
         if ok_p > 0 {
             sa.account(ok_p, ok_b, self.sad.events());

@@ -162,6 +162,7 @@ mod dpdk {
         "rte_cryptodev_get_sec_ctx",
         "rte_crypto_op_pool_create",
         "rte_security_capabilities_get",
+        "rte_security_session_get_size",
     ];
 
     const ALLOWED_TYPES: &[&str] = &[
@@ -182,6 +183,9 @@ mod dpdk {
         "rte_security_ipsec_sa_protocol",
         "rte_security_ipsec_sa_mode",
         "rte_security_ipsec_sa_direction",
+        "rte_security_ipsec_tunnel_type",
+        "rte_crypto_sym_xform_type",
+        "rte_crypto_aead_algorithm",
         "rte_eth_rx_mq_mode",
         "rte_eth_tx_mq_mode",
     ];

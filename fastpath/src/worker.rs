@@ -11,9 +11,9 @@
 //! to the owner, keeping a single writer per SA.
 
 use crate::buf::PacketBuffer;
-use crate::esp::aead::IvSource;
-use crate::esp::decap::{DecapParams, decap};
-use crate::esp::encap::{EncapParams, encap};
+use crate::esp::aead::{AeadJob, IvSource};
+use crate::esp::decap::{DecapParams, decap, decap_check, decap_finish};
+use crate::esp::encap::{EncapParams, encap, encap_frame};
 use crate::esp::{EspError, Mode, parse_header};
 use crate::ip::{self, FlowKey};
 use crate::sad::{InboundSa, OutboundSa, Sad, UdpEncap};
@@ -214,6 +214,9 @@ impl Worker {
         meta: &[PacketMeta],
         verdicts: &mut [Verdict],
     ) -> usize {
+        if sa.cipher.is_accelerated() {
+            return self.inbound_run_batched(kind, sa, pkts, meta, verdicts);
+        }
         let (budget_p, budget_b) = sa.hard_budget();
         let expired = sa.is_expired();
         let check_policy = sa.mode == Mode::Tunnel && !(sa.local_ts.is_empty() && sa.remote_ts.is_empty());
@@ -264,6 +267,118 @@ impl Worker {
             self.counters.inbound.add(ok_p, ok_b);
         }
         k
+    }
+
+    /// Length of the run of `sa`'s packets at the start of `pkts` (at least 1).
+    fn run_len<B: PacketBuffer>(kind: InboundKind, sa: &InboundSa, pkts: &[B], meta: &[PacketMeta]) -> usize {
+        let mut k = 1;
+        while k < pkts.len() {
+            let d = pkts[k].data();
+            let same = !(kind == InboundKind::Udp
+                && (d == [NAT_KEEPALIVE] || (d.len() >= NON_ESP_MARKER_LEN && d[..NON_ESP_MARKER_LEN] == [0; 4])))
+                && parse_header(d).is_ok_and(|(spi, _)| spi == sa.spi)
+                && meta[k].dst.is_none_or(|d| d == sa.local);
+            if !same {
+                break;
+            }
+            k += 1;
+        }
+        k
+    }
+
+    /// [`Worker::inbound_run`] for an SA whose AEAD is accelerated: replay
+    /// checks first, then one batch of decryptions for the run, then window
+    /// advance and trailer checks. The hard lifetime is checked against the
+    /// packets sent to decryption (an upper bound of those that pass).
+    fn inbound_run_batched<B: PacketBuffer>(
+        &mut self,
+        kind: InboundKind,
+        sa: &InboundSa,
+        pkts: &mut [B],
+        meta: &[PacketMeta],
+        verdicts: &mut [Verdict],
+    ) -> usize {
+        let n = Self::run_len(kind, sa, pkts, meta);
+        let (pkts, meta, verdicts) = (&mut pkts[..n], &meta[..n], &mut verdicts[..n]);
+        let (budget_p, budget_b) = sa.hard_budget();
+        let expired = sa.is_expired();
+        let check_policy = sa.mode == Mode::Tunnel && !(sa.local_ts.is_empty() && sa.remote_ts.is_empty());
+        let params = |m: &PacketMeta| DecapParams {
+            cipher: &sa.cipher,
+            esn: sa.esn,
+            mode: sa.mode,
+            outer_src: m.src,
+            outer_dst: m.dst.unwrap_or(sa.local),
+            udp_encapsulated: kind == InboundKind::Udp,
+        };
+        let mut window = sa.replay.lock().unwrap_or_else(|e| e.into_inner());
+        // Pass 1: checks before decryption.
+        let mut pending: Vec<(usize, u64)> = Vec::with_capacity(n);
+        let (mut planned_p, mut planned_b) = (0u64, 0u64);
+        for k in 0..n {
+            if expired || planned_p >= budget_p || planned_b >= budget_b {
+                verdicts[k] = self.drop_in(Some(sa), DropReason::Expired);
+                continue;
+            }
+            match decap_check(&pkts[k], &params(&meta[k]), &window) {
+                Ok(seq) => {
+                    planned_p += 1;
+                    planned_b += pkts[k].len() as u64;
+                    pending.push((k, seq));
+                }
+                Err(e) => verdicts[k] = self.drop_in(Some(sa), e.into()),
+            }
+        }
+        // Pass 2: one batch of decryptions.
+        let mut opened: Vec<Result<(), EspError>> = vec![Ok(()); pending.len()];
+        {
+            let mut jobs: Vec<AeadJob<'_>> = Vec::with_capacity(pending.len());
+            let mut job_of: Vec<usize> = Vec::with_capacity(pending.len());
+            let mut next = pending.iter().enumerate().peekable();
+            for (k, pkt) in pkts.iter_mut().enumerate() {
+                let Some(&(pi, &(pk, seq))) = next.peek() else {
+                    break;
+                };
+                if pk != k {
+                    continue;
+                }
+                next.next();
+                match sa.cipher.open_job(pkt.data_mut(), seq, sa.esn) {
+                    Some(Ok(j)) => {
+                        jobs.push(j);
+                        job_of.push(pi);
+                    }
+                    Some(Err(e)) => opened[pi] = Err(e),
+                    None => opened[pi] = Err(EspError::Malformed("accelerator gone")),
+                }
+            }
+            sa.cipher.open_batch(&mut jobs);
+            for (pi, j) in job_of.into_iter().zip(jobs) {
+                opened[pi] = j.result;
+            }
+        }
+        // Pass 3: window, trailer, inner packet, policy.
+        let (mut ok_p, mut ok_b) = (0u64, 0u64);
+        for (&(k, seq), r) in pending.iter().zip(opened) {
+            let pkt = &mut pkts[k];
+            verdicts[k] = match r.and_then(|()| decap_finish(pkt, &params(&meta[k]), &mut window, seq)) {
+                Err(e) => self.drop_in(Some(sa), e.into()),
+                Ok(_) if check_policy && !ip::flow_key(pkt.data()).is_some_and(|f| sa.allows(&f)) => {
+                    self.drop_in(Some(sa), DropReason::PolicyMismatch)
+                }
+                Ok(_) => {
+                    ok_p += 1;
+                    ok_b += pkt.len() as u64;
+                    Verdict::ToTunnel
+                }
+            };
+        }
+        drop(window);
+        if ok_p > 0 {
+            sa.account(ok_p, ok_b, self.sad.events());
+            self.counters.inbound.add(ok_p, ok_b);
+        }
+        n
     }
 
     fn drop_in(&self, sa: Option<&InboundSa>, r: DropReason) -> Verdict {
@@ -327,11 +442,20 @@ impl Worker {
                     // the CPU may overlap across the chunk's SAs).
                     std::hint::black_box((sa.hard_budget(), sa.is_expired(), sa.cipher.icv_len()));
                 }
-                plan.push(PlannedRun {
-                    start: i,
-                    end: j,
-                    decision,
-                });
+                // Adjacent flows of one SA make one run: one sequence number
+                // reservation, one accounting and one crypto batch.
+                match (plan.last_mut(), &decision) {
+                    (Some(last), Ok(sa))
+                        if last.end == i && last.decision.as_ref().is_ok_and(|l| Arc::ptr_eq(l, sa)) =>
+                    {
+                        last.end = j;
+                    }
+                    _ => plan.push(PlannedRun {
+                        start: i,
+                        end: j,
+                        decision,
+                    }),
+                }
                 i = j;
             }
             // Pass 2: encryption.
@@ -395,6 +519,16 @@ impl Worker {
 
     /// Encapsulates a run of packets of one flow with `sa`.
     fn outbound_run<B: PacketBuffer>(&mut self, sa: &OutboundSa, pkts: &mut [B], verdicts: &mut [Verdict]) {
+        if sa.cipher.is_accelerated() {
+            return self.outbound_run_batched(sa, pkts, verdicts);
+        }
+        // Built once per run: copying a finished verdict is cheaper than
+        // assembling one per packet.
+        let to_peer = Verdict::ToPeer {
+            src: sa.local,
+            dst: sa.remote,
+            udp: sa.udp_encap,
+        };
         let (budget_p, budget_b) = sa.hard_budget();
         let expired = sa.is_expired();
         // On exhaustion nothing is granted and every packet is dropped below.
@@ -434,11 +568,106 @@ impl Worker {
             }
             ok_p += 1;
             ok_b += inner_len;
-            *v = Verdict::ToPeer {
-                src: sa.local,
-                dst: sa.remote,
-                udp: sa.udp_encap,
+            *v = to_peer;
+        }
+        if ok_p > 0 {
+            sa.account(ok_p, ok_b, self.sad.events());
+            self.counters.outbound.add(ok_p, ok_b);
+        }
+    }
+}
+
+impl Worker {
+    /// [`Worker::outbound_run`] for an SA whose AEAD is accelerated: frame
+    /// every packet, seal them in one batch, then add the outer headers.
+    fn outbound_run_batched<B: PacketBuffer>(&mut self, sa: &OutboundSa, pkts: &mut [B], verdicts: &mut [Verdict]) {
+        let to_peer = Verdict::ToPeer {
+            src: sa.local,
+            dst: sa.remote,
+            udp: sa.udp_encap,
+        };
+        let (budget_p, budget_b) = sa.hard_budget();
+        let expired = sa.is_expired();
+        let (mut seq, granted) = sa
+            .reserve_seqs(pkts.len() as u64, self.sad.events())
+            .unwrap_or_default();
+        // Pass 1: ESP framing; (index, sequence number, inner length).
+        let mut framed: Vec<(usize, u64, u64)> = Vec::with_capacity(pkts.len());
+        let (mut planned_p, mut planned_b) = (0u64, 0u64);
+        for (k, (pkt, v)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
+            if expired || planned_p >= budget_p || planned_b >= budget_b {
+                *v = self.drop_out(Some(sa), DropReason::Expired);
+                continue;
+            }
+            if k as u64 >= granted {
+                *v = self.drop_out(Some(sa), DropReason::SeqExhausted);
+                continue;
+            }
+            let inner_len = pkt.len() as u64;
+            let params = EncapParams {
+                cipher: &sa.cipher,
+                spi: sa.spi,
+                seq,
+                esn: sa.esn,
+                mode: sa.mode,
+                max_esp_len: sa.max_esp_len,
             };
+            seq += 1;
+            match encap_frame(pkt, &params) {
+                Ok(_) => {
+                    planned_p += 1;
+                    planned_b += inner_len;
+                    framed.push((k, params.seq, inner_len));
+                }
+                Err(e) => *v = self.drop_out(Some(sa), e.into()),
+            }
+        }
+        // Pass 2: one batch of encryptions.
+        let mut sealed: Vec<Result<(), EspError>> = vec![Ok(()); framed.len()];
+        {
+            let mut jobs: Vec<AeadJob<'_>> = Vec::with_capacity(framed.len());
+            let mut job_of: Vec<usize> = Vec::with_capacity(framed.len());
+            let mut next = framed.iter().enumerate().peekable();
+            for (k, pkt) in pkts.iter_mut().enumerate() {
+                let Some(&(fi, &(fk, s, _))) = next.peek() else {
+                    break;
+                };
+                if fk != k {
+                    continue;
+                }
+                next.next();
+                match sa.cipher.seal_job(pkt.data_mut(), s, sa.esn) {
+                    Some(Ok(j)) => {
+                        jobs.push(j);
+                        job_of.push(fi);
+                    }
+                    Some(Err(e)) => sealed[fi] = Err(e),
+                    None => sealed[fi] = Err(EspError::Malformed("accelerator gone")),
+                }
+            }
+            sa.cipher.seal_batch(&mut jobs);
+            for (fi, j) in job_of.into_iter().zip(jobs) {
+                sealed[fi] = j.result;
+            }
+        }
+        // Pass 3: outer headers and verdicts.
+        let (mut ok_p, mut ok_b) = (0u64, 0u64);
+        for (&(k, _, inner_len), r) in framed.iter().zip(sealed) {
+            let pkt = &mut pkts[k];
+            if let Err(e) = r {
+                verdicts[k] = self.drop_out(Some(sa), e.into());
+                continue;
+            }
+            if self.build_outer {
+                let ports = sa.udp_encap.map(|u| (u.local_port, u.remote_port));
+                if ip::prepend_outer(pkt, sa.local, sa.remote, ports).is_err() {
+                    verdicts[k] = self.drop_out(Some(sa), EspError::Oversize("outer headers").into());
+                    continue;
+                }
+            }
+            ok_p += 1;
+            ok_b += inner_len;
+            verdicts[k] = to_peer;
         }
         if ok_p > 0 {
             sa.account(ok_p, ok_b, self.sad.events());

@@ -5,8 +5,8 @@
 //! EAL runs without hugepages, PCI or shared files, on virtual devices:
 //! `net_ring` loopback ports (what a port sends comes back on its receive
 //! queue), `net_af_packet` on a veth pair whose other end is in a network
-//! namespace created here (needs root), `crypto_aesni_gcm` and
-//! `crypto_openssl` crypto devices.
+//! namespace created here (needs root), `crypto_aesni_gcm`, `crypto_aesni_mb`
+//! and `crypto_openssl` crypto devices (lookaside and synchronous CPU crypto).
 
 use fastpath::buf::{PacketBuf, PacketBuffer};
 use fastpath::dpdk::backend::{DpdkBackend, IkeDatagram, PollLoop, Started};
@@ -594,6 +594,225 @@ fn case_lookaside(eal: &Eal, port: &str, device: &str) -> CaseResult {
     Ok(())
 }
 
+/// `cpu-ipsec-mb` on `device`: the backend's ESP is byte-for-byte the
+/// software fastpath's (aws-lc) for every AES-GCM suite, ESN included, CBC
+/// stays on aws-lc; and the bare [`ffi::CpuAeadSession`] seals exactly as
+/// aws-lc and opens aws-lc's output.
+fn case_cpu_ipsec_mb(eal: &Eal, port: &str, device: &str) -> CaseResult {
+    let crypto = format!("mode = \"cpu-ipsec-mb\"\ndevice = \"{device}\"");
+    let p = profile(&format!("ring-cpu-{device}"), port, LOCAL, &crypto)?;
+    let mut rig = Rig::start(*eal, &p)?;
+    let mut offloaded = 0;
+    for s in suites() {
+        let n = check_suite(&mut rig, &s, &SIZES).map_err(|m| format!("SPI {:#x}: {m}", s.spi_out))?;
+        if s.keys_out.enc.is_aead() {
+            ensure(n == 2, format!("{device}: AES-GCM SAs not on CPU crypto ({n})"))?;
+        } else {
+            ensure(n == 0, format!("{device}: CBC SA on CPU crypto"))?;
+        }
+        offloaded += n;
+    }
+    ensure(
+        rig.backend.offloaded_sas() == offloaded,
+        format!("offloaded SA count {} != {offloaded}", rig.backend.offloaded_sas()),
+    )?;
+    let c = rig.backend.counters();
+    ensure(
+        c.crypto_device.as_deref() == Some(device),
+        format!("crypto device {:?}", c.crypto_device),
+    )?;
+    ensure(
+        c.total(|l| l.crypto_enqueued) == 0,
+        "CPU crypto went through a queue pair",
+    )?;
+
+    // The ffi session alone against aws-lc.
+    let dev = ffi::CryptoDev::by_name(eal, device).map_err(e)?;
+    let pool = ffi::SessionPool::new(eal, &format!("t_cc_{device}"), 64, &[dev], -1).map_err(e)?;
+    for (key_len, aad_len) in [(16usize, 8usize), (32, 12)] {
+        let key: Vec<u8> = (0..key_len as u8).map(|i| i.wrapping_mul(13) ^ 0x5c).collect();
+        let alg = if key_len == 16 {
+            &aws_lc_rs::aead::AES_128_GCM
+        } else {
+            &aws_lc_rs::aead::AES_256_GCM
+        };
+        let aws = aws_lc_rs::aead::LessSafeKey::new(aws_lc_rs::aead::UnboundKey::new(alg, &key).map_err(e)?);
+        let mk = |d| {
+            let s = ffi::SymSession::aes_gcm(&dev, &pool, d, &key, 12, aad_len as u16, 16).map_err(e)?;
+            ffi::CpuAeadSession::new(&dev, s).map_err(e)
+        };
+        let (enc, dec) = (mk(ffi::AeadDirection::Encrypt)?, mk(ffi::AeadDirection::Decrypt)?);
+        for len in [0usize, 1, 15, 16, 17, 64, 255, 1420, 1500] {
+            let nonce: [u8; 12] = std::array::from_fn(|i| (len + i * 7) as u8);
+            let aad: Vec<u8> = (0..aad_len as u8).map(|i| i ^ len as u8).collect();
+            let plain: Vec<u8> = (0..len).map(|i| (i * 31 + len) as u8).collect();
+            let mut ours = plain.clone();
+            let mut icv = [0u8; 16];
+            enc.seal(&nonce, &aad, &mut ours, &mut icv).map_err(e)?;
+            let mut theirs = plain.clone();
+            let tag = aws
+                .seal_in_place_separate_tag(
+                    aws_lc_rs::aead::Nonce::assume_unique_for_key(nonce),
+                    aws_lc_rs::aead::Aad::from(&aad[..]),
+                    &mut theirs,
+                )
+                .map_err(e)?;
+            ensure(
+                ours == theirs && icv == tag.as_ref(),
+                format!("{device}: seal of {len} B (key {key_len}, AAD {aad_len}) differs from aws-lc"),
+            )?;
+            dec.open(&nonce, &aad, &mut theirs, tag.as_ref()).map_err(e)?;
+            ensure(theirs == plain, format!("{device}: open of {len} B differs"))?;
+            let mut bad = ours.clone();
+            icv[len % 16] ^= 0x80;
+            ensure(
+                matches!(
+                    dec.open(&nonce, &aad, &mut bad, &icv),
+                    Err(ffi::CpuCryptoError::AuthFailed)
+                ),
+                format!("{device}: forged ICV accepted"),
+            )?;
+        }
+        // Wrong direction and wrong lengths are refused, not passed to DPDK.
+        let mut buf = [0u8; 32];
+        let mut icv = [0u8; 16];
+        ensure(
+            dec.seal(&[0; 12], &vec![0; aad_len], &mut buf, &mut icv).is_err()
+                && enc.seal(&[0; 12], &vec![0; aad_len + 1], &mut buf, &mut icv).is_err()
+                && enc.seal(&[0; 11], &vec![0; aad_len], &mut buf, &mut icv).is_err(),
+            "bad CPU crypto arguments accepted",
+        )?;
+    }
+    Ok(())
+}
+
+/// A crypto device without synchronous CPU crypto is refused with a clear error.
+fn case_cpu_crypto_refused(eal: &Eal) -> CaseResult {
+    let dev = ffi::CryptoDev::by_name(eal, "crypto_openssl0").map_err(e)?;
+    ensure(!dev.has_cpu_crypto(), "crypto_openssl claims CPU crypto")?;
+    let pool = ffi::SessionPool::new(eal, "t_cc_openssl", 8, &[dev], -1).map_err(e)?;
+    let s = ffi::SymSession::aes_gcm(&dev, &pool, ffi::AeadDirection::Encrypt, &[7; 16], 12, 8, 16).map_err(e)?;
+    match ffi::CpuAeadSession::new(&dev, s) {
+        Err(ffi::Error::Unsupported(m)) if m.contains("CPU crypto") => Ok(()),
+        other => Err(format!("crypto_openssl CPU session: {other:?}")),
+    }
+}
+
+/// Inline mode on a vdev: the capability check says no, every SA goes to
+/// software without error (counted), and ESP is still the software fastpath's.
+fn case_inline_fallback(eal: &Eal, port: &str) -> CaseResult {
+    let p = profile("ring-inline", port, LOCAL, "mode = \"inline\"")?;
+    let mut rig = Rig::start(*eal, &p)?;
+    ensure(
+        rig.backend.inline_status().iter().all(|s| !s.capable),
+        "net_ring claims inline crypto",
+    )?;
+    let ethport = ffi::EthPort::by_name(eal, port).map_err(e)?;
+    match ethport.inline_session_pool(eal, "t_inline_pool", 64) {
+        Err(ffi::Error::Unsupported(m)) if m.contains("rte_security") => {}
+        other => return Err(format!("inline session pool on a vdev: {other:?}")),
+    }
+    let mut n = 0;
+    for s in suites() {
+        let off = check_suite(&mut rig, &s, &SIZES[..3]).map_err(|m| format!("SPI {:#x}: {m}", s.spi_out))?;
+        ensure(off == 0, "an SA was offloaded to a port without inline IPsec")?;
+        n += 2;
+    }
+    let c = rig.backend.counters();
+    ensure(
+        c.inline_sas_offloaded == 0 && c.inline_sas_fallback == n,
+        format!(
+            "inline SAs offloaded {} / fallback {} (expected 0 / {n})",
+            c.inline_sas_offloaded, c.inline_sas_fallback
+        ),
+    )?;
+    ensure(rig.backend.offloaded_sas() == 0, "offloaded SA count")?;
+    ensure(
+        c.total(|l| l.inline_cpu_fallback) >= 2 * 3 * suites().len() as u64,
+        format!("inline CPU fallback packets {}", c.total(|l| l.inline_cpu_fallback)),
+    )?;
+    ensure(
+        c.prometheus()
+            .lines()
+            .any(|l| l == format!("ironsa_dpdk_inline_sas_fallback_total {n}")),
+        "inline SA counters missing from the Prometheus text",
+    )?;
+    Ok(())
+}
+
+/// The rte_security session configuration built for an SA: every field
+/// from `SaParams`, read back from the C structure DPDK would get.
+fn case_inline_conf() -> CaseResult {
+    use fastpath::dpdk::inline::inline_sa;
+    let mut p = SaParams::new(
+        0xc001_0203,
+        Direction::Outbound,
+        gcm_keys(11),
+        ipa("192.0.2.1"),
+        ipa("198.51.100.7"),
+    );
+    let keys = gcm_keys(11);
+    let v = inline_sa(&p)
+        .ok_or("no inline SA for AES-GCM")?
+        .conf_view()
+        .map_err(e)?;
+    let want = ffi::InlineConfView {
+        inline_crypto: true,
+        ipsec: true,
+        spi: 0xc001_0203,
+        salt: keys.enc_key[16..20].try_into().map_err(e)?,
+        egress: true,
+        esp: true,
+        tunnel: true,
+        esn: false,
+        esn_value: 0,
+        udp: None,
+        replay_window: 0,
+        tunnel_src: Some(ipa("192.0.2.1")),
+        tunnel_dst: Some(ipa("198.51.100.7")),
+        ttl: 64,
+        aes_gcm: true,
+        encrypt: true,
+        key_len: 16,
+        iv_len: 12,
+        icv_len: 16,
+        aad_len: 8,
+    };
+    ensure(v == want, format!("egress conf {v:?}"))?;
+    // Ingress, AES-256, ESN, NAT-T, IPv6: direction, key, AAD, ports and
+    // tunnel endpoints (peer → us) follow.
+    p.direction = Direction::Inbound;
+    p.keys = gcm256_keys(12);
+    p.esn = true;
+    p.udp_encap = Some(UdpEncap {
+        local_port: 4500,
+        remote_port: 31000,
+    });
+    p.local = ipa("2001:db8::1");
+    p.remote = ipa("2001:db8::2");
+    let v = inline_sa(&p).ok_or("no inline SA")?.conf_view().map_err(e)?;
+    let salt: [u8; 4] = gcm256_keys(12).enc_key[32..36].try_into().map_err(e)?;
+    ensure(
+        !v.egress
+            && !v.encrypt
+            && v.esn
+            && v.key_len == 32
+            && v.aad_len == 12
+            && v.salt == salt
+            && v.udp == Some((31000, 4500))
+            && v.tunnel_src == Some(ipa("2001:db8::2"))
+            && v.tunnel_dst == Some(ipa("2001:db8::1")),
+        format!("ingress conf {v:?}"),
+    )?;
+    p.mode = fastpath::esp::Mode::Transport;
+    let v = inline_sa(&p).ok_or("no inline SA")?.conf_view().map_err(e)?;
+    ensure(!v.tunnel && v.tunnel_src.is_none(), format!("transport conf {v:?}"))?;
+    // Not AES-GCM: no inline SA at all.
+    p.keys = cbc_keys(13);
+    ensure(inline_sa(&p).is_none(), "CBC SA described for inline crypto")?;
+    Ok(())
+}
+
 fn case_mbuf(eal: &Eal) -> CaseResult {
     let pool = ffi::Mempool::new(eal, "t_mbuf", 63, 0, ffi::DEFAULT_DATA_ROOM, -1).map_err(e)?;
     let mut m = pool.alloc().map_err(e)?;
@@ -1021,6 +1240,11 @@ fn main() {
         "--vdev=crypto_aesni_gcm0",
         "--vdev=crypto_openssl0",
         "--vdev=crypto_aesni_mb0",
+        "--vdev=net_ring5",
+        "--vdev=net_ring6",
+        "--vdev=net_ring7",
+        "--vdev=crypto_aesni_gcm1",
+        "--vdev=crypto_aesni_mb1",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -1064,6 +1288,23 @@ fn main() {
         (
             "lookaside_crypto_aesni_mb_equals_cpu",
             Box::new(move || case_lookaside(&eal, "net_ring4", "crypto_aesni_mb0")),
+        ),
+        (
+            "cpu_ipsec_mb_aesni_gcm_equals_aws_lc",
+            Box::new(move || case_cpu_ipsec_mb(&eal, "net_ring5", "crypto_aesni_gcm1")),
+        ),
+        (
+            "cpu_ipsec_mb_aesni_mb_equals_aws_lc",
+            Box::new(move || case_cpu_ipsec_mb(&eal, "net_ring6", "crypto_aesni_mb1")),
+        ),
+        (
+            "cpu_crypto_refused_without_the_feature",
+            Box::new(move || case_cpu_crypto_refused(&eal)),
+        ),
+        ("inline_session_conf_from_sa_params", Box::new(case_inline_conf)),
+        (
+            "inline_mode_on_vdev_falls_back_per_sa",
+            Box::new(move || case_inline_fallback(&eal, "net_ring7")),
         ),
         (
             "af_packet_veth_namespace_inline_fallback",

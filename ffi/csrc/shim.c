@@ -29,6 +29,8 @@ const uint64_t ironsa_tx_offload_ipv4_cksum = RTE_ETH_TX_OFFLOAD_IPV4_CKSUM;
 const uint64_t ironsa_tx_offload_multi_segs = RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
 const uint64_t ironsa_mbuf_f_rx_rss_hash = RTE_MBUF_F_RX_RSS_HASH;
 const uint64_t ironsa_mbuf_f_rx_sec_offload = RTE_MBUF_F_RX_SEC_OFFLOAD;
+const uint64_t ironsa_mbuf_f_rx_sec_offload_failed = RTE_MBUF_F_RX_SEC_OFFLOAD_FAILED;
+const uint64_t ironsa_mbuf_f_tx_sec_offload = RTE_MBUF_F_TX_SEC_OFFLOAD;
 
 /* Values mirrored as Rust constants in src/ethdev.rs (mod offload). */
 _Static_assert(RTE_ETH_RX_OFFLOAD_IPV4_CKSUM == (1ULL << 1), "rx ipv4 cksum");
@@ -200,6 +202,81 @@ void *ironsa_cryptodev_aes_gcm_session(uint8_t dev, struct rte_mempool *pool, in
     return sess;
 }
 
+int ironsa_cryptodev_has_cpu_crypto(uint8_t dev)
+{
+    struct rte_cryptodev_info info;
+
+    memset(&info, 0, sizeof(info));
+    rte_cryptodev_info_get(dev, &info);
+    return (info.feature_flags & RTE_CRYPTODEV_FF_SYM_CPU_CRYPTO) != 0;
+}
+
+int ironsa_cpu_aead(uint8_t dev, void *session, uint8_t *data, uint32_t len, uint8_t *iv,
+                    uint8_t *aad, uint8_t *digest)
+{
+    struct rte_crypto_vec buf = {.base = data, .iova = 0, .len = len, .tot_len = len};
+    struct rte_crypto_sgl sgl = {.vec = &buf, .num = 1};
+    struct rte_crypto_va_iova_ptr iv_ptr = {.va = iv, .iova = 0};
+    struct rte_crypto_va_iova_ptr aad_ptr = {.va = aad, .iova = 0};
+    struct rte_crypto_va_iova_ptr digest_ptr = {.va = digest, .iova = 0};
+    int32_t status = -ENOTSUP;
+    struct rte_crypto_sym_vec vec;
+    union rte_crypto_sym_ofs ofs;
+
+    memset(&vec, 0, sizeof(vec));
+    vec.num = 1;
+    vec.src_sgl = &sgl;
+    vec.dest_sgl = NULL;
+    vec.iv = &iv_ptr;
+    vec.aad = &aad_ptr;
+    vec.digest = &digest_ptr;
+    vec.status = &status;
+    /* The whole buffer is the cipher (and authenticated) region. */
+    ofs.raw = 0;
+    if (rte_cryptodev_sym_cpu_crypto_process(dev, session, ofs, &vec) == 1)
+        return 0;
+    return status == 0 ? -EIO : status;
+}
+
+unsigned ironsa_cpu_aead_bulk(uint8_t dev, void *session, unsigned n, uint8_t *const *data, const uint32_t *len,
+                              uint8_t *const *iv, uint8_t *const *aad, uint8_t *const *digest, int32_t *status)
+{
+    struct rte_crypto_vec bufs[64];
+    struct rte_crypto_sgl sgl[64];
+    struct rte_crypto_va_iova_ptr ivs[64], aads[64], digests[64];
+    struct rte_crypto_sym_vec vec;
+    union rte_crypto_sym_ofs ofs;
+    unsigned i;
+
+    if (n > 64)
+        return 0;
+    for (i = 0; i < n; i++) {
+        bufs[i].base = data[i];
+        bufs[i].iova = 0;
+        bufs[i].len = len[i];
+        bufs[i].tot_len = len[i];
+        sgl[i].vec = &bufs[i];
+        sgl[i].num = 1;
+        ivs[i].va = iv[i];
+        ivs[i].iova = 0;
+        aads[i].va = aad[i];
+        aads[i].iova = 0;
+        digests[i].va = digest[i];
+        digests[i].iova = 0;
+        status[i] = ENOTSUP;
+    }
+    memset(&vec, 0, sizeof(vec));
+    vec.num = n;
+    vec.src_sgl = sgl;
+    vec.dest_sgl = NULL;
+    vec.iv = ivs;
+    vec.aad = aads;
+    vec.digest = digests;
+    vec.status = status;
+    ofs.raw = 0;
+    return rte_cryptodev_sym_cpu_crypto_process(dev, session, ofs, &vec);
+}
+
 int ironsa_security_caps(void *ctx, struct ironsa_sec_cap *out, int max)
 {
     const struct rte_security_capability *cap;
@@ -228,4 +305,189 @@ int ironsa_security_caps(void *ctx, struct ironsa_sec_cap *out, int max)
         }
     }
     return n;
+}
+
+/* Fills `conf` (and its AEAD transform `xf`) for `sa`. */
+static int ipsec_conf_fill(const struct ironsa_ipsec_sa *sa, struct rte_security_session_conf *conf,
+                           struct rte_crypto_sym_xform *xf)
+{
+    struct rte_security_ipsec_xform *ipsec = &conf->ipsec;
+
+    if (sa == NULL || sa->key == NULL)
+        return -EINVAL;
+    memset(conf, 0, sizeof(*conf));
+    memset(xf, 0, sizeof(*xf));
+    conf->action_type = RTE_SECURITY_ACTION_TYPE_INLINE_CRYPTO;
+    conf->protocol = RTE_SECURITY_PROTOCOL_IPSEC;
+    ipsec->spi = sa->spi;
+    memcpy(&ipsec->salt, sa->salt, sizeof(ipsec->salt));
+    ipsec->direction = sa->egress ? RTE_SECURITY_IPSEC_SA_DIR_EGRESS : RTE_SECURITY_IPSEC_SA_DIR_INGRESS;
+    ipsec->proto = RTE_SECURITY_IPSEC_SA_PROTO_ESP;
+    ipsec->mode = sa->tunnel ? RTE_SECURITY_IPSEC_SA_MODE_TUNNEL : RTE_SECURITY_IPSEC_SA_MODE_TRANSPORT;
+    ipsec->options.esn = sa->esn ? 1 : 0;
+    ipsec->options.udp_encap = sa->udp_encap ? 1 : 0;
+    ipsec->esn.value = sa->esn_initial;
+    ipsec->replay_win_sz = sa->replay_win_sz;
+    if (sa->udp_encap) {
+        ipsec->udp.sport = sa->sport;
+        ipsec->udp.dport = sa->dport;
+    }
+    if (sa->tunnel) {
+        if (sa->ipv6) {
+            ipsec->tunnel.type = RTE_SECURITY_IPSEC_TUNNEL_IPV6;
+            memcpy(&ipsec->tunnel.ipv6.src_addr, sa->src, 16);
+            memcpy(&ipsec->tunnel.ipv6.dst_addr, sa->dst, 16);
+            ipsec->tunnel.ipv6.hlimit = 64;
+        } else {
+            ipsec->tunnel.type = RTE_SECURITY_IPSEC_TUNNEL_IPV4;
+            memcpy(&ipsec->tunnel.ipv4.src_ip, sa->src, 4);
+            memcpy(&ipsec->tunnel.ipv4.dst_ip, sa->dst, 4);
+            ipsec->tunnel.ipv4.ttl = 64;
+        }
+    }
+    xf->type = RTE_CRYPTO_SYM_XFORM_AEAD;
+    xf->next = NULL;
+    xf->aead.op = sa->egress ? RTE_CRYPTO_AEAD_OP_ENCRYPT : RTE_CRYPTO_AEAD_OP_DECRYPT;
+    xf->aead.algo = RTE_CRYPTO_AEAD_AES_GCM;
+    xf->aead.key.data = sa->key;
+    xf->aead.key.length = sa->key_len;
+    xf->aead.iv.offset = 0;
+    xf->aead.iv.length = sa->iv_len;
+    xf->aead.digest_length = sa->digest_len;
+    xf->aead.aad_length = sa->aad_len;
+    conf->crypto_xform = xf;
+    conf->userdata = NULL;
+    return 0;
+}
+
+int ironsa_security_ipsec_conf_view(const struct ironsa_ipsec_sa *sa, struct ironsa_ipsec_conf_view *out)
+{
+    struct rte_security_session_conf conf;
+    struct rte_crypto_sym_xform xf;
+    int ret = ipsec_conf_fill(sa, &conf, &xf);
+
+    memset(out, 0, sizeof(*out));
+    if (ret != 0)
+        return ret;
+    out->action = conf.action_type;
+    out->protocol = conf.protocol;
+    out->spi = conf.ipsec.spi;
+    memcpy(out->salt, &conf.ipsec.salt, 4);
+    out->direction = conf.ipsec.direction;
+    out->proto = conf.ipsec.proto;
+    out->mode = conf.ipsec.mode;
+    out->esn = conf.ipsec.options.esn;
+    out->esn_value = conf.ipsec.esn.value;
+    out->udp_encap = conf.ipsec.options.udp_encap;
+    out->sport = conf.ipsec.udp.sport;
+    out->dport = conf.ipsec.udp.dport;
+    out->replay_win_sz = conf.ipsec.replay_win_sz;
+    out->tunnel_type = conf.ipsec.tunnel.type;
+    if (conf.ipsec.tunnel.type == RTE_SECURITY_IPSEC_TUNNEL_IPV6) {
+        memcpy(out->src, &conf.ipsec.tunnel.ipv6.src_addr, 16);
+        memcpy(out->dst, &conf.ipsec.tunnel.ipv6.dst_addr, 16);
+        out->ttl = conf.ipsec.tunnel.ipv6.hlimit;
+    } else if (conf.ipsec.tunnel.type == RTE_SECURITY_IPSEC_TUNNEL_IPV4) {
+        memcpy(out->src, &conf.ipsec.tunnel.ipv4.src_ip, 4);
+        memcpy(out->dst, &conf.ipsec.tunnel.ipv4.dst_ip, 4);
+        out->ttl = conf.ipsec.tunnel.ipv4.ttl;
+    }
+    out->xform_type = conf.crypto_xform->type;
+    out->aead_algo = conf.crypto_xform->aead.algo;
+    out->aead_op = conf.crypto_xform->aead.op;
+    out->key_len = conf.crypto_xform->aead.key.length;
+    out->iv_len = conf.crypto_xform->aead.iv.length;
+    out->digest_len = conf.crypto_xform->aead.digest_length;
+    out->aad_len = conf.crypto_xform->aead.aad_length;
+    return 0;
+}
+
+static int range_has(uint16_t v, uint16_t min, uint16_t max, uint16_t inc)
+{
+    if (v < min || v > max)
+        return 0;
+    if (inc == 0)
+        return v == min;
+    return (v - min) % inc == 0;
+}
+
+int ironsa_security_ipsec_supported(void *ctx, const struct ironsa_ipsec_sa *sa)
+{
+    struct rte_security_capability_idx idx;
+    const struct rte_security_capability *cap;
+    const struct rte_cryptodev_capabilities *c;
+
+    if (ctx == NULL || sa == NULL)
+        return 0;
+    memset(&idx, 0, sizeof(idx));
+    idx.action = RTE_SECURITY_ACTION_TYPE_INLINE_CRYPTO;
+    idx.protocol = RTE_SECURITY_PROTOCOL_IPSEC;
+    idx.ipsec.proto = RTE_SECURITY_IPSEC_SA_PROTO_ESP;
+    idx.ipsec.mode = sa->tunnel ? RTE_SECURITY_IPSEC_SA_MODE_TUNNEL : RTE_SECURITY_IPSEC_SA_MODE_TRANSPORT;
+    idx.ipsec.direction = sa->egress ? RTE_SECURITY_IPSEC_SA_DIR_EGRESS : RTE_SECURITY_IPSEC_SA_DIR_INGRESS;
+    cap = rte_security_capability_get((struct rte_security_ctx *)ctx, &idx);
+    if (cap == NULL)
+        return 0;
+    if ((sa->esn && !cap->ipsec.options.esn) || (sa->udp_encap && !cap->ipsec.options.udp_encap))
+        return 0;
+    for (c = cap->crypto_capabilities; c != NULL && c->op != RTE_CRYPTO_OP_TYPE_UNDEFINED; c++) {
+        if (c->op != RTE_CRYPTO_OP_TYPE_SYMMETRIC || c->sym.xform_type != RTE_CRYPTO_SYM_XFORM_AEAD ||
+            c->sym.aead.algo != RTE_CRYPTO_AEAD_AES_GCM)
+            continue;
+        if (range_has(sa->key_len, c->sym.aead.key_size.min, c->sym.aead.key_size.max,
+                      c->sym.aead.key_size.increment) &&
+            range_has(sa->digest_len, c->sym.aead.digest_size.min, c->sym.aead.digest_size.max,
+                      c->sym.aead.digest_size.increment) &&
+            range_has(sa->iv_len, c->sym.aead.iv_size.min, c->sym.aead.iv_size.max,
+                      c->sym.aead.iv_size.increment))
+            return 1;
+    }
+    return 0;
+}
+
+struct rte_mempool *ironsa_security_session_pool(const char *name, void *ctx, unsigned n)
+{
+    unsigned size;
+
+    if (ctx == NULL) {
+        rte_errno = EINVAL;
+        return NULL;
+    }
+    size = rte_security_session_get_size((struct rte_security_ctx *)ctx);
+    if (size == 0) {
+        rte_errno = ENOTSUP;
+        return NULL;
+    }
+    return rte_mempool_create(name, n, size, 0, 0, NULL, NULL, NULL, NULL, SOCKET_ID_ANY, 0);
+}
+
+void *ironsa_security_ipsec_session_create(void *ctx, const struct ironsa_ipsec_sa *sa, struct rte_mempool *mp)
+{
+    struct rte_security_session_conf conf;
+    struct rte_crypto_sym_xform xf;
+    void *sess;
+
+    if (ctx == NULL || mp == NULL || ipsec_conf_fill(sa, &conf, &xf) != 0) {
+        rte_errno = EINVAL;
+        return NULL;
+    }
+    sess = rte_security_session_create((struct rte_security_ctx *)ctx, &conf, mp);
+    /* The PMD copied the key; no copy of its pointer stays here. */
+    memset(&xf, 0, sizeof(xf));
+    memset(&conf, 0, sizeof(conf));
+    return sess;
+}
+
+int ironsa_security_session_destroy(void *ctx, void *sess)
+{
+    return rte_security_session_destroy((struct rte_security_ctx *)ctx, sess);
+}
+
+int ironsa_security_tx_prepare(void *ctx, void *sess, struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_len,
+                               int ipv6)
+{
+    m->ol_flags |= RTE_MBUF_F_TX_SEC_OFFLOAD | (ipv6 ? RTE_MBUF_F_TX_IPV6 : RTE_MBUF_F_TX_IPV4);
+    m->l2_len = l2_len;
+    m->l3_len = l3_len;
+    return rte_security_set_pkt_metadata((struct rte_security_ctx *)ctx, sess, m, NULL);
 }

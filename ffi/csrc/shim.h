@@ -103,6 +103,25 @@ void *ironsa_cryptodev_aes_gcm_session(uint8_t dev, struct rte_mempool *pool, in
                                         const uint8_t *key, uint16_t key_len, uint16_t iv_offset,
                                         uint16_t iv_len, uint16_t digest_len, uint16_t aad_len);
 
+/*
+ * Synchronous CPU crypto (rte_cryptodev_sym_cpu_crypto_process) of one AEAD
+ * operation in place: `data` (len bytes) is encrypted or decrypted with the
+ * session's direction; `iv`, `aad` and `digest` have the session's lengths.
+ * Returns 0 on success, a positive errno from the PMD (EBADMSG: the ICV did
+ * not verify), or -ENOTSUP when the device has no CPU crypto.
+ */
+int ironsa_cpu_aead(uint8_t dev, void *session, uint8_t *data, uint32_t len, uint8_t *iv,
+                    uint8_t *aad, uint8_t *digest);
+/*
+ * The same for `n` (<= 64) operations of one session in one call: op i works
+ * on data[i] (len[i] bytes) with iv[i], aad[i], digest[i]; status[i] gets 0 or
+ * a positive errno. Returns the number of operations that succeeded.
+ */
+unsigned ironsa_cpu_aead_bulk(uint8_t dev, void *session, unsigned n, uint8_t *const *data, const uint32_t *len,
+                              uint8_t *const *iv, uint8_t *const *aad, uint8_t *const *digest, int32_t *status);
+/* 1 when the device advertises RTE_CRYPTODEV_FF_SYM_CPU_CRYPTO. */
+int ironsa_cryptodev_has_cpu_crypto(uint8_t dev);
+
 /* Flattened rte_security capability. */
 struct ironsa_sec_cap {
     int action;
@@ -114,5 +133,74 @@ struct ironsa_sec_cap {
 };
 /* Copy up to `max` capabilities of `ctx`; returns how many the context has. */
 int ironsa_security_caps(void *ctx, struct ironsa_sec_cap *out, int max);
+
+/* mbuf offload flags of inline IPsec. */
+extern const uint64_t ironsa_mbuf_f_rx_sec_offload_failed;
+extern const uint64_t ironsa_mbuf_f_tx_sec_offload;
+
+/*
+ * An ESP SA for an rte_security INLINE_CRYPTO session with AES-GCM (the NIC
+ * encrypts/decrypts; software builds ESP). Addresses are in network order
+ * (IPv4 in the first 4 bytes); the key is borrowed for the call.
+ */
+struct ironsa_ipsec_sa {
+    uint32_t spi;
+    uint8_t salt[4];
+    int egress;
+    int tunnel;
+    int ipv6;
+    uint8_t src[16];
+    uint8_t dst[16];
+    int esn;
+    uint64_t esn_initial;
+    int udp_encap;
+    uint16_t sport;
+    uint16_t dport;
+    uint32_t replay_win_sz;
+    const uint8_t *key;
+    uint16_t key_len;
+    uint16_t iv_len;
+    uint16_t digest_len;
+    uint16_t aad_len;
+};
+
+/* The DPDK session configuration built from an SA, read back field by field (tests). */
+struct ironsa_ipsec_conf_view {
+    int action;
+    int protocol;
+    uint32_t spi;
+    uint8_t salt[4];
+    int direction;
+    int proto;
+    int mode;
+    int esn;
+    uint64_t esn_value;
+    int udp_encap;
+    uint16_t sport;
+    uint16_t dport;
+    uint32_t replay_win_sz;
+    int tunnel_type;
+    uint8_t src[16];
+    uint8_t dst[16];
+    uint8_t ttl;
+    int xform_type;
+    int aead_algo;
+    int aead_op;
+    uint16_t key_len;
+    uint16_t iv_len;
+    uint16_t digest_len;
+    uint16_t aad_len;
+};
+int ironsa_security_ipsec_conf_view(const struct ironsa_ipsec_sa *sa, struct ironsa_ipsec_conf_view *out);
+/* 1 when `ctx` has an inline-crypto ESP capability (mode, direction, options, AES-GCM sizes) for `sa`. */
+int ironsa_security_ipsec_supported(void *ctx, const struct ironsa_ipsec_sa *sa);
+/* A mempool of `n` sessions for `ctx`; NULL (rte_errno set) on failure. */
+struct rte_mempool *ironsa_security_session_pool(const char *name, void *ctx, unsigned n);
+/* rte_security_session_create for `sa`; NULL (rte_errno set) on failure. */
+void *ironsa_security_ipsec_session_create(void *ctx, const struct ironsa_ipsec_sa *sa, struct rte_mempool *mp);
+int ironsa_security_session_destroy(void *ctx, void *sess);
+/* Marks `m` for inline encryption by `sess` (ol_flags, l2/l3 lengths, metadata). */
+int ironsa_security_tx_prepare(void *ctx, void *sess, struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_len,
+                               int ipv6);
 
 #endif

@@ -418,6 +418,26 @@ impl SymSession {
     pub fn digest_len(&self) -> u16 {
         self.digest_len
     }
+
+    /// IV length in bytes.
+    pub fn iv_len(&self) -> u16 {
+        self.iv_len
+    }
+
+    /// AAD length in bytes.
+    pub fn aad_len(&self) -> u16 {
+        self.aad_len
+    }
+
+    /// Id of the device the session was created on.
+    pub fn device(&self) -> u8 {
+        self.inner.dev
+    }
+
+    /// The raw session pointer (still owned by `self`).
+    pub(crate) fn as_raw(&self) -> *mut c_void {
+        self.inner.ptr.as_ptr()
+    }
 }
 
 /// A pool of symmetric crypto operations (with room for IV and AAD).

@@ -51,6 +51,8 @@ pub mod rsa_legacy;
 pub mod sys;
 
 #[cfg(feature = "dpdk")]
+mod cpu_crypto;
+#[cfg(feature = "dpdk")]
 mod cryptodev;
 #[cfg(feature = "dpdk")]
 mod eal;
@@ -69,6 +71,8 @@ mod ring;
 #[cfg(feature = "dpdk")]
 mod security;
 
+#[cfg(feature = "dpdk")]
+pub use cpu_crypto::{CpuAeadOp, CpuAeadSession, CpuCryptoError, CpuOpStatus};
 #[cfg(feature = "dpdk")]
 pub use cryptodev::{
     AeadCaps, AeadDirection, AeadParams, CryptoDev, CryptoDevInfo, CryptoOp, CryptoOpPool, CryptoQueuePair,
@@ -91,7 +95,10 @@ pub use probe::{CryptoReport, PortReport, ProbeReport, probe};
 #[cfg(feature = "dpdk")]
 pub use ring::Ring;
 #[cfg(feature = "dpdk")]
-pub use security::{SecurityAction, SecurityCapability, SecuritySupport};
+pub use security::{
+    InlineConfView, InlineIpsecSa, InlineSession, InlineSessionPool, RxSecurity, SecurityAction, SecurityCapability,
+    SecuritySupport,
+};
 
 /// Whether this build of the crate has DPDK support compiled in.
 pub const DPDK_ENABLED: bool = cfg!(feature = "dpdk");

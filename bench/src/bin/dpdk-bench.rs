@@ -3,7 +3,8 @@
 //! `dpdk-test-crypto-perf` AES-GCM rate on `crypto_aesni_gcm` for the same
 //! sizes.
 //!
-//! Usage: `dpdk-bench [--json] [--secs S] [--reps R] [--inflight N]`
+//! Usage: `dpdk-bench [--json] [--secs S] [--reps R] [--burst B] [--inflight N]
+//! [--sizes 64,1420] [--modes cpu,cpu-ipsec-mb,lookaside] [--no-reference]`
 //!
 //! The machine may be shared: both sides are measured `R` times (crypto-perf
 //! runs, backend windows of `S` seconds) and the best of each is compared.
@@ -40,12 +41,60 @@ use zeroize::Zeroizing;
 
 const SIZES: [usize; 2] = [64, 1420];
 
+/// Crypto modes of the backend the bench measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BenchMode {
+    /// aws-lc-rs on the poll loop's core (profile `crypto.mode = "cpu"`).
+    Cpu,
+    /// intel-ipsec-mb through DPDK's synchronous CPU crypto API on the poll
+    /// loop's core (`"cpu-ipsec-mb"`).
+    CpuIpsecMb,
+    /// `crypto_aesni_gcm` through enqueue/dequeue (`"lookaside"`).
+    Lookaside,
+}
+
+impl BenchMode {
+    const ALL: [BenchMode; 3] = [BenchMode::Cpu, BenchMode::CpuIpsecMb, BenchMode::Lookaside];
+
+    fn parse(s: &str) -> Option<BenchMode> {
+        BenchMode::ALL.into_iter().find(|m| m.name() == s)
+    }
+
+    /// The profile's `crypto.mode` value.
+    fn name(self) -> &'static str {
+        match self {
+            BenchMode::Cpu => "cpu",
+            BenchMode::CpuIpsecMb => "cpu-ipsec-mb",
+            BenchMode::Lookaside => "lookaside",
+        }
+    }
+
+    /// CPU crypto (the targets are for CPU crypto), as opposed to a crypto device.
+    fn is_cpu_crypto(self) -> bool {
+        self != BenchMode::Lookaside
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            BenchMode::Cpu => "cpu (aws-lc)",
+            BenchMode::CpuIpsecMb => "cpu-ipsec-mb",
+            BenchMode::Lookaside => "lookaside aesni_gcm",
+        }
+    }
+}
+
 struct Options {
     json: bool,
     secs: f64,
     reps: usize,
     inflight: usize,
     burst: usize,
+    /// Packet sizes measured.
+    sizes: Vec<usize>,
+    /// Crypto modes measured.
+    modes: Vec<BenchMode>,
+    /// Skip dpdk-test-crypto-perf (profiling the backend alone; no ratios).
+    no_reference: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -55,6 +104,9 @@ fn parse_args() -> Result<Options, String> {
         reps: 5,
         inflight: 512,
         burst: 32,
+        sizes: SIZES.to_vec(),
+        modes: BenchMode::ALL.to_vec(),
+        no_reference: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -88,8 +140,27 @@ fn parse_args() -> Result<Options, String> {
                     .filter(|n: &usize| (1..=2048).contains(n))
                     .ok_or("--inflight needs 1..=2048")?
             }
+            "--sizes" => {
+                o.sizes = args
+                    .next()
+                    .map(|v| v.split(',').map(|s| s.parse::<usize>()).collect::<Result<Vec<_>, _>>())
+                    .and_then(Result::ok)
+                    .filter(|v| !v.is_empty() && v.iter().all(|s| SIZES.contains(s)))
+                    .ok_or("--sizes needs a list of 64,1420")?
+            }
+            "--modes" => {
+                o.modes = args
+                    .next()
+                    .map(|v| v.split(',').map(BenchMode::parse).collect::<Option<Vec<_>>>())
+                    .and_then(|v| v)
+                    .filter(|v| !v.is_empty())
+                    .ok_or("--modes needs a list of cpu,cpu-ipsec-mb,lookaside")?
+            }
+            "--no-reference" => o.no_reference = true,
             "-h" | "--help" => {
-                println!("usage: dpdk-bench [--json] [--secs S] [--reps R] [--inflight N]");
+                println!(
+                    "usage: dpdk-bench [--json] [--secs S] [--reps R] [--burst B] [--inflight N] [--sizes 64,1420] [--modes cpu,cpu-ipsec-mb,lookaside] [--no-reference]"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}")),
@@ -201,19 +272,20 @@ struct Circuit {
     backend: DpdkBackend,
     lp: PollLoop,
     size: usize,
-    lookaside: bool,
+    mode: BenchMode,
     windows: Vec<f64>,
     cpu_windows: Vec<f64>,
 }
 
 impl Circuit {
-    /// Starts a backend on `port` (lookaside on `device` if given) and sets
-    /// `inflight` packets of `size` bytes circulating.
-    fn start(eal: Eal, port: &str, device: Option<&str>, size: usize, o: &Options) -> Result<Circuit, String> {
+    /// Starts a backend in `mode` on `port` (with crypto device `device`
+    /// unless the mode is plain CPU) and sets `inflight` packets of `size`
+    /// bytes circulating.
+    fn start(eal: Eal, port: &str, device: &str, mode: BenchMode, size: usize, o: &Options) -> Result<Circuit, String> {
         let burst = o.burst;
-        let crypto = match device {
-            Some(d) => format!("mode = \"lookaside\"\ndevice = \"{d}\""),
-            None => "mode = \"cpu\"".to_string(),
+        let crypto = match mode {
+            BenchMode::Cpu => "mode = \"cpu\"".to_string(),
+            m => format!("mode = \"{}\"\ndevice = \"{device}\"", m.name()),
         };
         let profile = HwProfile::from_toml(&format!(
             r#"
@@ -249,7 +321,7 @@ impl Circuit {
         let (_, off_in) = backend
             .install_sa(&SaParams::new(0x5001, Direction::Inbound, keys(), peer, local))
             .map_err(|e| e.to_string())?;
-        if device.is_some() && !(off_out && off_in) {
+        if mode != BenchMode::Cpu && !(off_out && off_in) {
             return Err("the crypto device did not take the SAs".into());
         }
         spd.insert(&Policy {
@@ -279,7 +351,7 @@ impl Circuit {
             backend,
             lp,
             size,
-            lookaside: device.is_some(),
+            mode,
             windows: Vec::new(),
             cpu_windows: Vec::new(),
         };
@@ -352,23 +424,33 @@ fn main() {
     };
     // lcore 1 = the core crypto-perf's worker runs on (`-l 0,1`): both sides
     // are measured on the same core.
-    let eal = match Eal::init(&[
+    let mut eal_args: Vec<String> = [
         "-l",
         "1",
         "--no-huge",
         "-m",
-        "768",
+        "1024",
         "--no-shconf",
         "--no-pci",
         "--log-level=lib.eal:error",
         "--log-level=crypto:error",
-        "--vdev=net_ring0",
-        "--vdev=net_ring1",
-        "--vdev=net_ring2",
-        "--vdev=net_ring3",
-        "--vdev=crypto_aesni_gcm0",
-        "--vdev=crypto_aesni_gcm1",
-    ]) {
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    // One net_ring port and one crypto device per circuit (each is started
+    // once per process).
+    let plan: Vec<(usize, BenchMode)> = o
+        .sizes
+        .iter()
+        .flat_map(|&size| o.modes.iter().map(move |&m| (size, m)))
+        .collect();
+    for i in 0..plan.len() {
+        eal_args.push(format!("--vdev=net_ring{i}"));
+        eal_args.push(format!("--vdev=crypto_aesni_gcm{i}"));
+    }
+    let args: Vec<&str> = eal_args.iter().map(String::as_str).collect();
+    let eal = match Eal::init(&args) {
         Ok(eal) => eal,
         Err(e) => {
             eprintln!("dpdk-bench: EAL: {e}");
@@ -376,16 +458,13 @@ fn main() {
         }
     };
     let mut circuits = Vec::new();
-    for (i, size) in SIZES.iter().copied().enumerate() {
-        for lookaside in [false, true] {
-            let port = format!("net_ring{}", 2 * i + usize::from(lookaside));
-            let dev = format!("crypto_aesni_gcm{i}");
-            match Circuit::start(eal, &port, lookaside.then_some(dev.as_str()), size, &o) {
-                Ok(c) => circuits.push(c),
-                Err(e) => {
-                    eprintln!("dpdk-bench: backend on {port} at {size} B: {e}");
-                    std::process::exit(1);
-                }
+    for (i, (size, mode)) in plan.iter().copied().enumerate() {
+        let (port, dev) = (format!("net_ring{i}"), format!("crypto_aesni_gcm{i}"));
+        match Circuit::start(eal, &port, &dev, mode, size, &o) {
+            Ok(c) => circuits.push(c),
+            Err(e) => {
+                eprintln!("dpdk-bench: {} backend on {port} at {size} B: {e}", mode.name());
+                std::process::exit(1);
             }
         }
     }
@@ -394,17 +473,19 @@ fn main() {
     let mut enc: HashMap<usize, f64> = HashMap::new();
     let mut dec: HashMap<usize, f64> = HashMap::new();
     for _ in 0..o.reps {
-        for (op, best) in [("encrypt", &mut enc), ("decrypt", &mut dec)] {
-            match crypto_perf(op) {
-                Ok(r) => {
-                    for (size, mops) in r {
-                        let b = best.entry(size).or_insert(0.0);
-                        *b = b.max(mops);
+        if !o.no_reference {
+            for (op, best) in [("encrypt", &mut enc), ("decrypt", &mut dec)] {
+                match crypto_perf(op) {
+                    Ok(r) => {
+                        for (size, mops) in r {
+                            let b = best.entry(size).or_insert(0.0);
+                            *b = b.max(mops);
+                        }
                     }
-                }
-                Err(e) => {
-                    eprintln!("dpdk-bench: {e}");
-                    std::process::exit(1);
+                    Err(e) => {
+                        eprintln!("dpdk-bench: {e}");
+                        std::process::exit(1);
+                    }
                 }
             }
         }
@@ -414,12 +495,15 @@ fn main() {
     }
     let mut rows = Vec::new();
     for c in &circuits {
-        let (e, d) = (enc[&c.size], dec[&c.size]);
+        let (e, d) = (
+            enc.get(&c.size).copied().unwrap_or(f64::NAN),
+            dec.get(&c.size).copied().unwrap_or(f64::NAN),
+        );
         let pair = 1.0 / (1.0 / e + 1.0 / d);
         let (_, drops) = c.snapshot();
         rows.push(Row {
             size: c.size,
-            lookaside: c.lookaside,
+            mode: c.mode,
             wall_mpps: c.best(),
             cpu_mpps: c.best_cpu(),
             enc: e,
@@ -429,89 +513,127 @@ fn main() {
         });
     }
     if o.json {
-        let items: Vec<String> = rows
+        print_json(&o, &rows);
+    } else {
+        print_table(&o, &rows, &circuits);
+    }
+}
+
+/// The fastest CPU-crypto row of `size` (the headline figure).
+fn best_cpu_row(rows: &[Row], size: usize) -> Option<&Row> {
+    rows.iter()
+        .filter(|r| r.size == size && r.mode.is_cpu_crypto())
+        .max_by(|a, b| a.wall_mpps.total_cmp(&b.wall_mpps))
+}
+
+/// A JSON number (`null` when not measured).
+fn num(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.4}")
+    } else {
+        "null".into()
+    }
+}
+
+fn print_json(o: &Options, rows: &[Row]) {
+    let mut items = Vec::new();
+    for &size in &o.sizes {
+        let Some(best) = best_cpu_row(rows, size) else {
+            continue;
+        };
+        let modes: Vec<String> = rows
             .iter()
-            .filter(|r| !r.lookaside)
+            .filter(|r| r.size == size)
             .map(|r| {
-                let la = rows
-                    .iter()
-                    .find(|l| l.size == r.size && l.lookaside)
-                    .map(|l| (l.wall_mpps, l.ratio()))
-                    .unwrap_or_default();
                 format!(
-                    "{{\"size\":{},\"backend_mpps\":{:.4},\"backend_cpu_time_mpps\":{:.4},\"crypto_perf_encrypt_mops\":{:.4},\"crypto_perf_decrypt_mops\":{:.4},\"crypto_perf_pair_mops\":{:.4},\"ratio\":{:.4},\"ratio_cpu_time\":{:.4},\"drops\":{},\"lookaside_aesni_mpps\":{:.4},\"lookaside_aesni_ratio\":{:.4}}}",
-                    r.size,
-                    r.wall_mpps,
-                    r.cpu_mpps,
-                    r.enc,
-                    r.dec,
-                    r.pair,
-                    r.ratio(),
-                    r.ratio_cpu_time(),
-                    r.drops,
-                    la.0,
-                    la.1
+                    "\"{}\":{{\"mpps\":{},\"cpu_time_mpps\":{},\"ratio\":{},\"ratio_cpu_time\":{},\"drops\":{}}}",
+                    r.mode.name(),
+                    num(r.wall_mpps),
+                    num(r.cpu_mpps),
+                    num(r.ratio()),
+                    num(r.ratio_cpu_time()),
+                    r.drops
                 )
             })
             .collect();
+        let la = rows
+            .iter()
+            .find(|l| l.size == size && l.mode == BenchMode::Lookaside)
+            .map(|l| (l.wall_mpps, l.ratio()))
+            .unwrap_or((f64::NAN, f64::NAN));
+        items.push(format!(
+            "{{\"size\":{},\"mode\":\"{}\",\"backend_mpps\":{},\"backend_cpu_time_mpps\":{},\"crypto_perf_encrypt_mops\":{},\"crypto_perf_decrypt_mops\":{},\"crypto_perf_pair_mops\":{},\"ratio\":{},\"ratio_cpu_time\":{},\"drops\":{},\"lookaside_aesni_mpps\":{},\"lookaside_aesni_ratio\":{},\"modes\":{{{}}}}}",
+            size,
+            best.mode.name(),
+            num(best.wall_mpps),
+            num(best.cpu_mpps),
+            num(best.enc),
+            num(best.dec),
+            num(best.pair),
+            num(best.ratio()),
+            num(best.ratio_cpu_time()),
+            best.drops,
+            num(la.0),
+            num(la.1),
+            modes.join(",")
+        ));
+    }
+    println!(
+        "{{\"bench\":\"dpdk-bench\",\"mode\":\"best cpu crypto per size\",\"port\":\"net_ring\",\"cipher\":\"aes-128-gcm\",\"reference\":\"dpdk-test-crypto-perf crypto_aesni_gcm\",\"reps\":{},\"inflight\":{},\"burst\":{},\"results\":[{}]}}",
+        o.reps,
+        o.inflight,
+        o.burst,
+        items.join(",")
+    );
+}
+
+fn print_table(o: &Options, rows: &[Row], circuits: &[Circuit]) {
+    println!(
+        "DPDK backend, one core, AES-128-GCM, net_ring loopback: encap+decap round trips, best of {} windows of {} s",
+        o.reps, o.secs
+    );
+    println!("  Mpps = round trips per wall-clock second; cpu = per second of the thread's CPU time");
+    println!("  ratio = Mpps / pair (same method on both sides); ratio cpu = cpu / pair (optimistic)");
+    println!(
+        "reference: dpdk-test-crypto-perf on crypto_aesni_gcm, burst 32, best of {} runs; pair = 1/(1/enc + 1/dec)",
+        o.reps
+    );
+    println!(
+        "{:>6} {:>20} {:>8} {:>8} {:>9} {:>9} {:>9} {:>6} {:>9} {:>6}",
+        "size", "backend crypto", "Mpps", "cpu", "enc Mops", "dec Mops", "pair", "ratio", "ratio cpu", "drops"
+    );
+    for r in rows {
         println!(
-            "{{\"bench\":\"dpdk-bench\",\"mode\":\"cpu\",\"port\":\"net_ring\",\"cipher\":\"aes-128-gcm\",\"reference\":\"dpdk-test-crypto-perf crypto_aesni_gcm\",\"reps\":{},\"results\":[{}]}}",
-            o.reps,
-            items.join(",")
+            "{:>6} {:>20} {:>8.3} {:>8.3} {:>9.3} {:>9.3} {:>9.3} {:>6.2} {:>9.2} {:>6}",
+            r.size,
+            r.mode.label(),
+            r.wall_mpps,
+            r.cpu_mpps,
+            r.enc,
+            r.dec,
+            r.pair,
+            r.ratio(),
+            r.ratio_cpu_time(),
+            r.drops
         );
-    } else {
+    }
+    for c in circuits {
+        let w: Vec<String> = c.windows.iter().map(|r| format!("{r:.3}")).collect();
+        let cw: Vec<String> = c.cpu_windows.iter().map(|r| format!("{r:.3}")).collect();
         println!(
-            "DPDK backend, one core, AES-128-GCM, net_ring loopback: encap+decap round trips, best of {} windows of {} s",
-            o.reps, o.secs
+            "windows {} B {}: wall {} | cpu {}",
+            c.size,
+            c.mode.name(),
+            w.join(" "),
+            cw.join(" ")
         );
-        println!("  Mpps = round trips per wall-clock second; cpu = per second of the thread's CPU time");
-        println!("  ratio = Mpps / pair (same method on both sides); ratio cpu = cpu / pair (optimistic)");
-        println!(
-            "reference: dpdk-test-crypto-perf on crypto_aesni_gcm, burst 32, best of {} runs; pair = 1/(1/enc + 1/dec)",
-            o.reps
-        );
-        println!(
-            "{:>6} {:>20} {:>8} {:>8} {:>9} {:>9} {:>9} {:>6} {:>9} {:>6}",
-            "size", "backend crypto", "Mpps", "cpu", "enc Mops", "dec Mops", "pair", "ratio", "ratio cpu", "drops"
-        );
-        for r in &rows {
-            let mode = if r.lookaside {
-                "lookaside aesni_gcm"
-            } else {
-                "cpu (aws-lc)"
-            };
-            println!(
-                "{:>6} {:>20} {:>8.3} {:>8.3} {:>9.3} {:>9.3} {:>9.3} {:>6.2} {:>9.2} {:>6}",
-                r.size,
-                mode,
-                r.wall_mpps,
-                r.cpu_mpps,
-                r.enc,
-                r.dec,
-                r.pair,
-                r.ratio(),
-                r.ratio_cpu_time(),
-                r.drops
-            );
-        }
-        for c in &circuits {
-            let w: Vec<String> = c.windows.iter().map(|r| format!("{r:.3}")).collect();
-            let cw: Vec<String> = c.cpu_windows.iter().map(|r| format!("{r:.3}")).collect();
-            println!(
-                "windows {} B {}: wall {} | cpu {}",
-                c.size,
-                if c.lookaside { "lookaside" } else { "cpu" },
-                w.join(" "),
-                cw.join(" ")
-            );
-        }
     }
 }
 
 /// One result line.
 struct Row {
     size: usize,
-    lookaside: bool,
+    mode: BenchMode,
     wall_mpps: f64,
     cpu_mpps: f64,
     enc: f64,

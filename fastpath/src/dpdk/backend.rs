@@ -15,8 +15,11 @@
 
 use super::DpdkError;
 use super::counters::{DpdkCounters, LoopCounters, LoopReport, PortCounters};
+use super::cpu_crypto::CpuCryptoSessions;
 use super::frame::{self, BROADCAST_MAC, ETH_HDR_LEN, FrameClass};
+use super::inline::{InlineEngine, InlineSas};
 use super::lookaside::{CryptoSessions, LookasideEngine};
+use super::neighbours::Neighbours;
 use super::profile::{BackendKind, CryptoMode, HwProfile, PortRole, parse_mac};
 use crate::buf::PacketBuffer;
 use crate::sad::{Direction, SaId, SaParams, Sad};
@@ -25,7 +28,6 @@ use crate::worker::{InboundKind, NON_ESP_MARKER_LEN, PacketMeta, Verdict, Worker
 use ffi::{
     CryptoDev, CryptoOpPool, Eal, EthPort, Mbuf, Mempool, PortConfig, Ring, RxQueue, SessionPool, TxQueue, offload,
 };
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, TrySendError, channel, sync_channel};
@@ -37,11 +39,11 @@ static INSTANCE: AtomicUsize = AtomicUsize::new(0);
 type TapSender = Sender<(u16, Vec<u8>)>;
 /// The registered taps, shared by the backend and its loops.
 type Taps = Arc<Mutex<Vec<TapSender>>>;
-/// Largest neighbour cache (entries learned from received frames).
-const MAX_NEIGHBOURS: usize = 65536;
 /// IKE messages queued between the data plane and the control plane, each way;
 /// beyond that, received IKE is dropped (counted) and sending reports `Busy`.
 pub const IKE_QUEUE: usize = 4096;
+/// rte_security sessions per inline-capable port.
+const INLINE_SESSIONS: u32 = 16384;
 /// Empty transmit attempts before the rest of a burst is dropped.
 const TX_RETRIES: usize = 4;
 
@@ -102,9 +104,11 @@ pub struct DpdkBackend {
     ports: Vec<PortState>,
     loops: Vec<(Arc<LoopCounters>, Arc<WorkerCounters>)>,
     sessions: Option<Arc<CryptoSessions>>,
+    cpu_crypto: Option<CpuCryptoSessions>,
     sad: Arc<Sad>,
     ike_out: IkeSender,
     inline: Vec<InlineStatus>,
+    inline_sas: Option<Arc<InlineSas>>,
     taps: Taps,
 }
 
@@ -166,6 +170,8 @@ impl DpdkBackend {
         let mut ports = Vec::new();
         let mut queues: Vec<(Vec<RxQueue>, Vec<TxQueue>)> = Vec::new();
         let mut inline = Vec::new();
+        let mut inline_pools = Vec::new();
+        let inline_mode = profile.crypto.mode == CryptoMode::Inline;
         for spec in &profile.ports {
             let port = EthPort::by_name(&eal, &spec.name).map_err(|_| {
                 DpdkError::Config(format!(
@@ -200,11 +206,17 @@ impl DpdkBackend {
             if rss {
                 rx_offloads |= offload::RX_RSS_HASH;
             }
-            let tx_offloads = if profile.offloads.tx_fast_free {
+            let mut tx_offloads = if profile.offloads.tx_fast_free {
                 offload::TX_MBUF_FAST_FREE
             } else {
                 0
             };
+            let capable = port.security().has_inline_ipsec();
+            if inline_mode && capable {
+                // Masked by the device's capabilities in configure.
+                rx_offloads |= offload::RX_SECURITY;
+                tx_offloads |= offload::TX_SECURITY;
+            }
             let config = PortConfig {
                 rx_queues: if rss || fanout { profile.queues } else { 1 },
                 tx_queues: profile.queues,
@@ -222,7 +234,18 @@ impl DpdkBackend {
             let gateway = spec.gateway_mac.as_deref().and_then(parse_mac).unwrap_or(BROADCAST_MAC);
             inline.push(InlineStatus {
                 port: spec.name.clone(),
-                capable: port.security().has_inline_ipsec(),
+                capable,
+            });
+            inline_pools.push(if inline_mode && capable {
+                match port.inline_session_pool(&eal, &format!("ironsa_is{inst}_{}", port.id()), INLINE_SESSIONS) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::warn!(port = %spec.name, error = %e, "no inline IPsec session pool; SAs stay in software");
+                        None
+                    }
+                }
+            } else {
+                None
             });
             ports.push(PortState {
                 port,
@@ -257,6 +280,15 @@ impl DpdkBackend {
             None => Vec::new(),
         };
         let sessions = sessions.map(|(dev, sp)| Arc::new(CryptoSessions::new(dev, sp)));
+        let cpu_crypto = match profile.crypto.mode {
+            CryptoMode::CpuIpsecMb => Some(CpuCryptoSessions::open(
+                &eal,
+                profile.crypto.device.as_deref().unwrap_or_default(),
+                &format!("ironsa_cc{inst}"),
+            )?),
+            _ => None,
+        };
+        let inline_sas = inline_mode.then(|| Arc::new(InlineSas::new(inline_pools)));
         let rings: Arc<Vec<Ring>> = Arc::new(if nloops > 1 {
             (0..nloops)
                 .map(|i| Ring::new(&eal, &format!("ironsa_st{inst}_{i}"), s.ring, -1))
@@ -310,12 +342,11 @@ impl DpdkBackend {
                 rings: rings.clone(),
                 steer_by_spi,
                 lookaside,
-                inline_mode: profile.crypto.mode == CryptoMode::Inline,
+                inline: inline_sas.as_ref().map(|s| InlineEngine::new(s.clone(), lc.clone())),
                 counters: lc,
                 ike_in: ike_in_tx.clone(),
                 ike_out: if i == 0 { ike_out_rx.take() } else { None },
-                neighbours: HashMap::with_hasher(NeighbourHashing::random()),
-                last_learned: None,
+                neighbours: Neighbours::new(),
                 ours: ours.clone(),
                 burst,
                 taps: taps.clone(),
@@ -330,9 +361,11 @@ impl DpdkBackend {
             ports,
             loops: counters,
             sessions,
+            cpu_crypto,
             sad,
             ike_out: IkeSender { tx: ike_out_tx },
             inline,
+            inline_sas,
             taps,
         };
         Ok(Started {
@@ -367,17 +400,40 @@ impl DpdkBackend {
         self.ports.iter().find(|p| p.name == name).map(|p| p.mac)
     }
 
-    /// Inline-crypto capability found on each port at start. SAs run on the
-    /// CPU on every port (inline sessions are not offloaded yet; each packet
-    /// of an inline profile counts as an inline fallback).
+    /// Inline-crypto capability found on each port at start. With an inline
+    /// profile, SAs carried by a capable port get an rte_security session
+    /// when the port's capabilities match them; the others run on the CPU.
     pub fn inline_status(&self) -> &[InlineStatus] {
         &self.inline
     }
 
     /// Creates the crypto device session of an installed SA when the profile
-    /// uses lookaside crypto and the device takes the SA; returns whether it
-    /// is offloaded (otherwise it runs on the CPU).
+    /// uses lookaside crypto (or CPU crypto through intel-ipsec-mb) and the
+    /// device takes the SA; returns whether it is offloaded (otherwise it
+    /// runs on aws-lc).
     pub fn offload_sa(&self, id: SaId, p: &SaParams) -> Result<bool, DpdkError> {
+        if let Some(c) = &self.cpu_crypto {
+            let attached = match p.direction {
+                Direction::Inbound => self
+                    .sad
+                    .inbound_by_id(id)
+                    .map(|sa| c.attach(&sa.cipher, p.direction, p.esn, &p.keys)),
+                Direction::Outbound => self
+                    .sad
+                    .outbound(id)
+                    .map(|sa| c.attach(&sa.cipher, p.direction, p.esn, &p.keys)),
+            };
+            return attached.unwrap_or(Ok(false));
+        }
+        if let Some(i) = &self.inline_sas {
+            let port = self
+                .ports
+                .iter()
+                .position(|x| x.addrs.contains(&p.local))
+                .or_else(|| self.ports.iter().position(|x| x.role != PortRole::Inside))
+                .unwrap_or(0);
+            return i.register(id, p, port);
+        }
         match &self.sessions {
             Some(s) => s.register(id, p.direction, p.mode, p.esn, &p.keys),
             None => Ok(false),
@@ -404,12 +460,16 @@ impl DpdkBackend {
         if let Some(s) = &self.sessions {
             s.unregister(id);
         }
+        if let Some(i) = &self.inline_sas {
+            i.unregister(id);
+        }
         Ok(self.sad.remove(id)?)
     }
 
-    /// Number of SAs offloaded to the crypto device.
+    /// Number of SAs offloaded to the crypto device (lookaside) or to
+    /// intel-ipsec-mb CPU crypto.
     pub fn offloaded_sas(&self) -> usize {
-        self.sessions.as_ref().map_or(0, |s| s.len())
+        self.sessions.as_ref().map_or(0, |s| s.len()) + self.cpu_crypto.as_ref().map_or(0, |c| c.attached())
     }
 
     /// Mirrors a copy of every transmitted frame (`(port id, frame)`) to the
@@ -443,7 +503,13 @@ impl DpdkBackend {
                     outbound: w.outbound.snapshot(),
                 })
                 .collect(),
-            crypto_device: self.sessions.as_ref().map(|s| s.device().name()),
+            crypto_device: self
+                .sessions
+                .as_ref()
+                .map(|s| s.device().name())
+                .or_else(|| self.cpu_crypto.as_ref().map(|c| c.device().name())),
+            inline_sas_offloaded: self.inline_sas.as_ref().map_or(0, |i| i.offloaded()),
+            inline_sas_fallback: self.inline_sas.as_ref().map_or(0, |i| i.fallback()),
         }
     }
 
@@ -464,51 +530,6 @@ impl DpdkBackend {
                     })
             })
             .collect()
-    }
-}
-
-/// Keyed hashing for the neighbour cache: fast (one multiply per word) and
-/// seeded per loop from aws-lc randomness, since its keys come from the wire.
-#[derive(Clone, Copy)]
-struct NeighbourHashing {
-    seed: u64,
-}
-
-impl NeighbourHashing {
-    fn random() -> Self {
-        let mut b = [0u8; 8];
-        // A zero seed (if the generator failed) still hashes correctly.
-        let _ = aws_lc_rs::rand::fill(&mut b);
-        Self {
-            seed: u64::from_ne_bytes(b) | 1,
-        }
-    }
-}
-
-impl std::hash::BuildHasher for NeighbourHashing {
-    type Hasher = NeighbourHasher;
-    fn build_hasher(&self) -> NeighbourHasher {
-        NeighbourHasher(self.seed)
-    }
-}
-
-/// The hasher of [`NeighbourHashing`].
-struct NeighbourHasher(u64);
-
-impl std::hash::Hasher for NeighbourHasher {
-    fn finish(&self) -> u64 {
-        let x = self.0;
-        (x ^ (x >> 31)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for c in bytes.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            self.0 = (self.0 ^ u64::from_le_bytes(w))
-                .wrapping_mul(0xff51_afd7_ed55_8ccd)
-                .rotate_left(29);
-        }
     }
 }
 
@@ -565,12 +586,11 @@ pub struct PollLoop {
     rings: Arc<Vec<Ring>>,
     steer_by_spi: bool,
     lookaside: Option<LookasideEngine>,
-    inline_mode: bool,
+    inline: Option<InlineEngine>,
     counters: Arc<LoopCounters>,
     ike_in: SyncSender<IkeDatagram>,
     ike_out: Option<Receiver<IkeDatagram>>,
-    neighbours: HashMap<IpAddr, [u8; 6], NeighbourHashing>,
-    last_learned: Option<(IpAddr, [u8; 6])>,
+    neighbours: Neighbours,
     ours: Arc<[IpAddr]>,
     burst: usize,
     taps: Taps,
@@ -660,18 +680,9 @@ impl PollLoop {
         self.ports.iter().position(|p| p.id == port_id).unwrap_or(0)
     }
 
+    #[inline]
     fn learn(&mut self, ip: IpAddr, mac: [u8; 6]) {
-        if mac[0] & 1 != 0 || self.last_learned == Some((ip, mac)) {
-            return;
-        }
-        self.last_learned = Some((ip, mac));
-        if self.neighbours.get(&ip) == Some(&mac) {
-            return;
-        }
-        if self.neighbours.len() >= MAX_NEIGHBOURS && !self.neighbours.contains_key(&ip) {
-            self.neighbours.clear();
-        }
-        self.neighbours.insert(ip, mac);
+        self.neighbours.learn(ip, mac);
     }
 
     /// Sorts a burst of received frames into ESP, cleartext, IKE and the rest.
@@ -828,31 +839,35 @@ impl PollLoop {
             ),
         };
         if !pkts.is_empty() {
-            if self.inline_mode {
-                LoopCounters::add(&self.counters.inline_cpu_fallback, pkts.len() as u64);
+            if let Some(ie) = self.inline.as_mut() {
+                let mut results = std::mem::take(&mut self.scratch.results);
+                ie.decap_burst(&mut self.worker, &self.sad, kind, &mut pkts, &meta, &mut results);
+                for (m, v) in results.drain(..) {
+                    self.after_inbound(m, v);
+                }
+                self.scratch.results = results;
             }
-            let mut results = std::mem::take(&mut self.scratch.results);
             match self.lookaside.as_mut() {
-                Some(lk) => lk.decap_burst(&mut self.worker, &self.sad, kind, &mut pkts, &meta, &mut results),
-                None => {
-                    let n = pkts.len();
-                    self.worker
-                        .inbound_burst(kind, &mut pkts, &meta, &mut self.scratch.verdicts[..n]);
-                    results.extend(pkts.drain(..).zip(self.scratch.verdicts[..n].iter().copied()));
-                }
-            }
-            for (m, v) in results.drain(..) {
-                match v {
-                    Verdict::ToTunnel => self.send_inside(m),
-                    Verdict::Ike => {
-                        // The worker strips the marker; the addresses are in meta,
-                        // which classification already handled: not reached.
-                        LoopCounters::add(&self.counters.rx_unsupported, 1);
+                _ if pkts.is_empty() => {}
+                Some(lk) => {
+                    let mut results = std::mem::take(&mut self.scratch.results);
+                    lk.decap_burst(&mut self.worker, &self.sad, kind, &mut pkts, &meta, &mut results);
+                    for (m, v) in results.drain(..) {
+                        self.after_inbound(m, v);
                     }
-                    _ => {}
+                    self.scratch.results = results;
+                }
+                None => {
+                    // Verdicts are handled in place: no (packet, verdict) copies.
+                    let n = pkts.len();
+                    let mut verdicts = std::mem::take(&mut self.scratch.verdicts);
+                    self.worker.inbound_burst(kind, &mut pkts, &meta, &mut verdicts[..n]);
+                    for (m, v) in pkts.drain(..).zip(verdicts.iter().copied()) {
+                        self.after_inbound(m, v);
+                    }
+                    self.scratch.verdicts = verdicts;
                 }
             }
-            self.scratch.results = results;
         }
         let mut meta = meta;
         meta.clear();
@@ -868,55 +883,85 @@ impl PollLoop {
         }
     }
 
+    /// Sends a decapsulated packet inside (other verdicts were counted and
+    /// the packet is freed).
+    #[inline]
+    fn after_inbound(&mut self, m: Mbuf, v: Verdict) {
+        match v {
+            Verdict::ToTunnel => self.send_inside(m),
+            Verdict::Ike => {
+                // The worker strips the marker; the addresses are in meta,
+                // which classification already handled: not reached.
+                LoopCounters::add(&self.counters.rx_unsupported, 1);
+            }
+            _ => {}
+        }
+    }
+
     /// Applies the outbound policy to the collected cleartext packets.
     fn outbound(&mut self) {
         let mut pkts = std::mem::take(&mut self.scratch.clear);
         if !pkts.is_empty() {
-            let mut results = std::mem::take(&mut self.scratch.results);
+            if let Some(ie) = self.inline.as_mut() {
+                let mut results = std::mem::take(&mut self.scratch.results);
+                ie.encap_burst(&mut self.worker, &self.sad, &self.spd, &mut pkts, &mut results);
+                for (m, v) in results.drain(..) {
+                    self.after_outbound(m, v);
+                }
+                self.scratch.results = results;
+            }
             match self.lookaside.as_mut() {
+                _ if pkts.is_empty() => {}
                 Some(lk) => {
                     // Lookaside reorders nothing within an SA; the bypass port
                     // is taken from the inner packet's receive port below.
+                    let mut results = std::mem::take(&mut self.scratch.results);
                     lk.encap_burst(&mut self.worker, &self.sad, &self.spd, true, &mut pkts, &mut results);
+                    for (m, v) in results.drain(..) {
+                        self.after_outbound(m, v);
+                    }
+                    self.scratch.results = results;
                 }
                 None => {
                     let n = pkts.len();
-                    self.worker.outbound_burst(&mut pkts, &mut self.scratch.verdicts[..n]);
-                    results.extend(pkts.drain(..).zip(self.scratch.verdicts[..n].iter().copied()));
+                    let mut verdicts = std::mem::take(&mut self.scratch.verdicts);
+                    self.worker.outbound_burst(&mut pkts, &mut verdicts[..n]);
+                    for (m, v) in pkts.drain(..).zip(verdicts.iter().copied()) {
+                        self.after_outbound(m, v);
+                    }
+                    self.scratch.verdicts = verdicts;
                 }
             }
-            let inline = self.inline_mode;
-            for (mut m, v) in results.drain(..) {
-                match v {
-                    Verdict::ToPeer { src, dst, .. } => {
-                        if inline {
-                            LoopCounters::add(&self.counters.inline_cpu_fallback, 1);
-                        }
-                        let p = self.outside_port_for(src);
-                        self.send_ip(p, dst, m);
-                    }
-                    Verdict::Bypass => {
-                        let from = self.port_index(super::mbuf::input_port(&m));
-                        let p = self.forward_port(from);
-                        let dst = crate::ip::flow_key(PacketBuffer::data(&m)).map(|f| f.dst);
-                        match dst {
-                            Some(d) => self.send_ip(p, d, m),
-                            None => LoopCounters::add(&self.counters.rx_unsupported, 1),
-                        }
-                    }
-                    // The Ethernet header is still in front of the data.
-                    Verdict::Redirect(w)
-                        if w < self.scratch.steer.len() && PacketBuffer::prepend(&mut m, ETH_HDR_LEN).is_ok() =>
-                    {
-                        self.scratch.steer[w].push(m);
-                    }
-                    _ => {}
-                }
-            }
-            self.scratch.results = results;
             self.flush_steering();
         }
         self.scratch.clear = pkts;
+    }
+
+    /// Sends an encapsulated packet to its peer, a bypassed one on, or hands
+    /// a packet of an SA pinned elsewhere to its loop.
+    #[inline]
+    fn after_outbound(&mut self, mut m: Mbuf, v: Verdict) {
+        match v {
+            Verdict::ToPeer { src, dst, .. } => {
+                let p = self.outside_port_for(src);
+                self.send_ip(p, dst, m);
+            }
+            Verdict::Bypass => {
+                let from = self.port_index(super::mbuf::input_port(&m));
+                let p = self.forward_port(from);
+                match frame::ip_dst(PacketBuffer::data(&m)) {
+                    Some(d) => self.send_ip(p, d, m),
+                    None => LoopCounters::add(&self.counters.rx_unsupported, 1),
+                }
+            }
+            // The Ethernet header is still in front of the data.
+            Verdict::Redirect(w)
+                if w < self.scratch.steer.len() && PacketBuffer::prepend(&mut m, ETH_HDR_LEN).is_ok() =>
+            {
+                self.scratch.steer[w].push(m);
+            }
+            _ => {}
+        }
     }
 
     /// The port ESP from `src` leaves by: the one owning `src`, else the first
@@ -951,8 +996,7 @@ impl PollLoop {
     /// Sends a decapsulated inner packet out of the first inside-facing port.
     fn send_inside(&mut self, m: Mbuf) {
         let p = self.ports.iter().position(|p| p.role != PortRole::Outside).unwrap_or(0);
-        let dst = crate::ip::flow_key(PacketBuffer::data(&m)).map(|f| f.dst);
-        match dst {
+        match frame::ip_dst(PacketBuffer::data(&m)) {
             Some(d) => self.send_ip(p, d, m),
             None => LoopCounters::add(&self.counters.rx_unsupported, 1),
         }
@@ -960,9 +1004,8 @@ impl PollLoop {
 
     /// Adds the Ethernet header towards `next_hop` and queues `m` on port `p`.
     fn send_ip(&mut self, p: usize, next_hop: IpAddr, mut m: Mbuf) {
-        let port = &self.ports[p];
-        let dst = self.neighbours.get(&next_hop).copied().unwrap_or(port.gateway);
-        if frame::prepend_ethernet(&mut m, dst, port.mac).is_ok() {
+        let dst = self.neighbours.get(&next_hop).unwrap_or(self.ports[p].gateway);
+        if frame::prepend_ethernet(&mut m, dst, self.ports[p].mac).is_ok() {
             self.ports[p].out.push(m);
         } else {
             LoopCounters::add(&self.counters.tx_dropped, 1);

@@ -123,6 +123,11 @@ pub struct DpdkCounters {
     pub loops: Vec<LoopReport>,
     /// Crypto device name, when lookaside crypto is used.
     pub crypto_device: Option<String>,
+    /// SA directions given an rte_security inline session (inline mode).
+    pub inline_sas_offloaded: u64,
+    /// SA directions an inline profile left in software (no capable port,
+    /// no matching capability, or session creation failed).
+    pub inline_sas_fallback: u64,
 }
 
 impl DpdkCounters {
@@ -228,6 +233,13 @@ impl DpdkCounters {
                 }
             }
         }
+        for (name, v) in [
+            ("offloaded", self.inline_sas_offloaded),
+            ("fallback", self.inline_sas_fallback),
+        ] {
+            let _ = writeln!(o, "# TYPE ironsa_dpdk_inline_sas_{name}_total counter");
+            let _ = writeln!(o, "ironsa_dpdk_inline_sas_{name}_total {v}");
+        }
         if let Some(dev) = &self.crypto_device {
             for (name, get) in [
                 (
@@ -277,6 +289,8 @@ mod tests {
                 outbound: CountersSnapshot::default(),
             }],
             crypto_device: Some("crypto_aesni_gcm0".into()),
+            inline_sas_offloaded: 0,
+            inline_sas_fallback: 4,
         };
         let t = report.prometheus();
         for line in [
@@ -286,6 +300,7 @@ mod tests {
             "ironsa_dpdk_loop_crypto_cpu_fallback_total{loop=\"0\"} 2",
             "ironsa_dpdk_esp_inbound_drops_total{loop=\"0\",reason=\"replay\"} 3",
             "ironsa_dpdk_cryptodev_enqueued_total{device=\"crypto_aesni_gcm0\"} 0",
+            "ironsa_dpdk_inline_sas_fallback_total 4",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line} in\n{t}");
         }

@@ -177,6 +177,24 @@ pub fn prepend_ethernet<B: PacketBuffer>(buf: &mut B, dst: [u8; 6], src: [u8; 6]
     Ok(())
 }
 
+/// Destination address of the IP packet `pkt` (the next hop's key), or
+/// `None` when it is not a whole IPv4/IPv6 header. Cheaper than a flow key:
+/// transmission only needs the destination.
+#[inline]
+pub fn ip_dst(pkt: &[u8]) -> Option<IpAddr> {
+    match pkt.first()? >> 4 {
+        4 if pkt.len() >= 20 => {
+            let a: [u8; 4] = pkt[16..20].try_into().ok()?;
+            Some(IpAddr::from(a))
+        }
+        6 if pkt.len() >= 40 => {
+            let a: [u8; 16] = pkt[24..40].try_into().ok()?;
+            Some(IpAddr::from(a))
+        }
+        _ => None,
+    }
+}
+
 /// Source MAC of a frame (callers checked it is at least an Ethernet header).
 pub fn src_mac(frame: &[u8]) -> [u8; 6] {
     let mut m = [0u8; 6];
@@ -220,6 +238,21 @@ pub fn make_arp_reply(frame: &mut [u8], mac: [u8; 6]) -> bool {
 mod tests {
     use super::*;
     use crate::buf::PacketBuf;
+
+    #[test]
+    fn ip_dst_of_v4_v6_and_junk() {
+        let mut v4 = [0u8; 20];
+        v4[0] = 0x45;
+        v4[16..20].copy_from_slice(&[10, 2, 0, 1]);
+        assert_eq!(ip_dst(&v4), Some("10.2.0.1".parse().unwrap()));
+        assert_eq!(ip_dst(&v4[..19]), None);
+        let mut v6 = [0u8; 40];
+        v6[0] = 0x60;
+        v6[39] = 1;
+        assert_eq!(ip_dst(&v6), Some("::1".parse().unwrap()));
+        assert_eq!(ip_dst(&[0x50; 40]), None);
+        assert_eq!(ip_dst(&[]), None);
+    }
 
     fn frame(ip: &[u8]) -> Vec<u8> {
         let mut f = vec![0u8; 12];

@@ -497,13 +497,13 @@ impl LookasideEngine {
     }
 }
 
-fn drop_out(wc: &WorkerCounters, sa: &OutboundSa, r: DropReason) -> Verdict {
+pub(super) fn drop_out(wc: &WorkerCounters, sa: &OutboundSa, r: DropReason) -> Verdict {
     wc.outbound.drop_one(r);
     sa.counters.drop_one(r);
     Verdict::Drop(r)
 }
 
-fn drop_in(wc: &WorkerCounters, sa: &InboundSa, r: DropReason) -> Verdict {
+pub(super) fn drop_in(wc: &WorkerCounters, sa: &InboundSa, r: DropReason) -> Verdict {
     wc.inbound.drop_one(r);
     sa.counters.drop_one(r);
     Verdict::Drop(r)
@@ -511,7 +511,7 @@ fn drop_in(wc: &WorkerCounters, sa: &InboundSa, r: DropReason) -> Verdict {
 
 /// Writes ESP header, IV, padding and trailer around the inner packet in `m`
 /// and leaves room for the ICV; the device then encrypts in place.
-fn frame_esp(m: &mut Mbuf, sa: &OutboundSa, seq: u64) -> Result<(), DropReason> {
+pub(super) fn frame_esp(m: &mut Mbuf, sa: &OutboundSa, seq: u64) -> Result<(), DropReason> {
     let next_header = match PacketBuffer::data(m).first().map(|b| b >> 4) {
         Some(4) => NEXT_HEADER_IPV4,
         Some(6) => NEXT_HEADER_IPV6,
@@ -538,7 +538,7 @@ fn frame_esp(m: &mut Mbuf, sa: &OutboundSa, seq: u64) -> Result<(), DropReason> 
 
 /// After the device verified and decrypted `m`: advance the replay window,
 /// check the trailer and the inner packet, strip ESP.
-fn finish_decap(m: &mut Mbuf, sa: &InboundSa, seq: u64) -> Result<(), DropReason> {
+pub(super) fn finish_decap(m: &mut Mbuf, sa: &InboundSa, seq: u64) -> Result<(), DropReason> {
     sa.replay
         .lock()
         .unwrap_or_else(|e| e.into_inner())

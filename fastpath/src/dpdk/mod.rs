@@ -9,6 +9,8 @@
 //!   rx burst → classify → decap / policy + encap → tx burst; IKE to and from
 //!   the control plane over channels.
 //! - [`lookaside`]: ESP through a DPDK crypto device.
+//! - [`inline`]: rte_security inline-crypto sessions per SA, software fallback.
+//! - [`cpu_crypto`]: AES-GCM through DPDK's synchronous CPU crypto (intel-ipsec-mb).
 //! - [`counters`]: port, queue, loop and crypto counters, Prometheus text.
 //! - [`probe`]: what DPDK sees and which profile fits (`ironsa hw-probe`).
 
@@ -16,11 +18,17 @@
 pub mod backend;
 #[cfg(feature = "dpdk")]
 pub mod counters;
+#[cfg(feature = "dpdk")]
+pub mod cpu_crypto;
 pub mod frame;
+#[cfg(feature = "dpdk")]
+pub mod inline;
 #[cfg(feature = "dpdk")]
 pub mod lookaside;
 #[cfg(feature = "dpdk")]
 mod mbuf;
+#[cfg(feature = "dpdk")]
+mod neighbours;
 #[cfg(feature = "dpdk")]
 pub mod probe;
 pub mod profile;

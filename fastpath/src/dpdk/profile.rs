@@ -28,6 +28,11 @@ pub enum CryptoMode {
     Cpu,
     /// A DPDK crypto device (`crypto_aesni_gcm`, QAT...) with enqueue/dequeue bursts.
     Lookaside,
+    /// DPDK's synchronous CPU crypto API (`rte_cryptodev_sym_cpu_crypto_process`)
+    /// on a `crypto_aesni_gcm` / `crypto_aesni_mb` device: intel-ipsec-mb on the
+    /// poll loop's core, no enqueue/dequeue (ipsec-secgw's "cpu-crypto").
+    #[serde(rename = "cpu-ipsec-mb")]
+    CpuIpsecMb,
     /// The NIC encrypts inline (rte_security inline crypto), software fallback.
     Inline,
 }
@@ -289,6 +294,11 @@ impl HwProfile {
         if self.crypto.mode == CryptoMode::Lookaside && self.crypto.device.is_none() {
             return Err(self.invalid("lookaside crypto needs crypto.device"));
         }
+        if self.crypto.mode == CryptoMode::CpuIpsecMb && self.crypto.device.is_none() {
+            return Err(
+                self.invalid("cpu-ipsec-mb crypto needs crypto.device (a crypto_aesni_gcm or crypto_aesni_mb vdev)")
+            );
+        }
         let s = &self.sizing;
         if !(1..=64).contains(&s.burst) {
             return Err(self.invalid("sizing.burst must be 1..=64"));
@@ -354,6 +364,7 @@ mod tests {
             base.replace("name = \"net_ring0\"", "name = \"net_ring0\"\nrole = \"inside\""),
             base.replace("eal_args = [\"-l\", \"0\"]", ""),
             format!("{base}\n[crypto]\nmode = \"lookaside\"\n"),
+            format!("{base}\n[crypto]\nmode = \"cpu-ipsec-mb\"\n"),
             format!("{base}\ngateway_mac = \"zz:00:00:00:00:00\"\n"),
             base.replace("backend", "bakend"),
             format!("{base}\n[sizing]\nburst = 65\n"),

@@ -6,6 +6,7 @@
 
 use super::{ESP_HEADER_LEN, EspError};
 use aws_lc_rs::{aead, cipher, constant_time, hmac, iv::FixedLength};
+use std::sync::OnceLock;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
@@ -188,11 +189,59 @@ struct CbcEngine {
     icv_len: usize,
 }
 
+/// Another implementation of an SA's AES-GCM (RFC 4106 framing stays here):
+/// e.g. DPDK's synchronous CPU crypto on intel-ipsec-mb. It must produce the
+/// same bytes as aws-lc (nonce = salt || IV, the given AAD, 16-byte ICV).
+pub trait AeadAccelerator: Send + Sync {
+    /// Encrypts `data` in place and writes the ICV into `icv`.
+    fn seal(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], icv: &mut [u8]) -> Result<(), EspError>;
+    /// Verifies `icv` and decrypts `data` in place; [`EspError::IcvFailure`]
+    /// when it does not verify.
+    fn open(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], icv: &[u8]) -> Result<(), EspError>;
+
+    /// Seals every job (setting its `result`); one call per packet unless
+    /// the implementation batches.
+    fn seal_batch(&self, jobs: &mut [AeadJob<'_>]) {
+        for j in jobs {
+            j.result = self.seal(&j.nonce, &j.aad[..j.aad_len], j.data, j.icv);
+        }
+    }
+
+    /// Opens every job (setting its `result`); one call per packet unless
+    /// the implementation batches.
+    fn open_batch(&self, jobs: &mut [AeadJob<'_>]) {
+        for j in jobs {
+            j.result = self.open(&j.nonce, &j.aad[..j.aad_len], j.data, j.icv);
+        }
+    }
+}
+
+/// One packet's AEAD operation in a batch ([`EspCipher::seal_job`],
+/// [`EspCipher::open_job`]): RFC 4106 nonce and AAD, the payload and ICV of
+/// the ESP packet.
+#[derive(Debug)]
+pub struct AeadJob<'a> {
+    /// salt || IV.
+    pub nonce: [u8; 12],
+    /// SPI || (SEQ-high ||) SEQ.
+    pub aad: [u8; 12],
+    /// 8, or 12 with ESN.
+    pub aad_len: usize,
+    /// The payload (encrypted or decrypted in place).
+    pub data: &'a mut [u8],
+    /// The ICV (written by seal, verified by open).
+    pub icv: &'a mut [u8],
+    /// Outcome, set by the batch call.
+    pub result: Result<(), EspError>,
+}
+
 /// A keyed ESP cipher for one SA.
 pub struct EspCipher {
     engine: Engine,
     enc: EncAlg,
     integ: IntegAlg,
+    /// Set once when a faster AES-GCM takes over this SA (see [`EspCipher::attach_accelerator`]).
+    accel: OnceLock<Box<dyn AeadAccelerator>>,
 }
 
 impl std::fmt::Debug for EspCipher {
@@ -200,6 +249,7 @@ impl std::fmt::Debug for EspCipher {
         f.debug_struct("EspCipher")
             .field("enc", &self.enc)
             .field("integ", &self.integ)
+            .field("accelerated", &self.accel.get().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -270,7 +320,86 @@ impl EspCipher {
             engine,
             enc: keys.enc,
             integ: keys.integ,
+            accel: OnceLock::new(),
         })
+    }
+
+    /// Hands this SA's AES-GCM to `a` from now on (packets in flight may
+    /// still use aws-lc: both produce the same bytes). Returns `false` (and
+    /// keeps aws-lc) for other algorithms or when one is attached already.
+    pub fn attach_accelerator(&self, a: Box<dyn AeadAccelerator>) -> bool {
+        matches!(self.enc, EncAlg::AesGcm16_128 | EncAlg::AesGcm16_256) && self.accel.set(a).is_ok()
+    }
+
+    /// The seal job of an ESP packet framed for this SA (writes the IV, as
+    /// [`EspCipher::seal`]); `None` when this SA has no accelerator (seal
+    /// packets one by one then).
+    pub fn seal_job<'a>(&self, esp: &'a mut [u8], seq: u64, esn: bool) -> Option<Result<AeadJob<'a>, EspError>> {
+        let Engine::Aead { salt, .. } = &self.engine else {
+            return None;
+        };
+        self.accel.get()?;
+        if esp.len() < ESP_HEADER_LEN + 8 + 16 {
+            return Some(Err(EspError::Malformed("ESP buffer shorter than its overhead")));
+        }
+        let iv = seq.to_be_bytes();
+        esp[ESP_HEADER_LEN..ESP_HEADER_LEN + 8].copy_from_slice(&iv);
+        Some(Ok(self.job(esp, *salt, iv, seq, esn)))
+    }
+
+    /// The open job of a received ESP packet of this SA; `None` without an
+    /// accelerator (open packets one by one then).
+    pub fn open_job<'a>(&self, esp: &'a mut [u8], seq: u64, esn: bool) -> Option<Result<AeadJob<'a>, EspError>> {
+        let Engine::Aead { salt, .. } = &self.engine else {
+            return None;
+        };
+        self.accel.get()?;
+        if esp.len() < ESP_HEADER_LEN + 8 + 16 {
+            return Some(Err(EspError::Malformed("shorter than ESP overhead")));
+        }
+        let mut iv = [0u8; 8];
+        iv.copy_from_slice(&esp[ESP_HEADER_LEN..ESP_HEADER_LEN + 8]);
+        Some(Ok(self.job(esp, *salt, iv, seq, esn)))
+    }
+
+    fn job<'a>(&self, esp: &'a mut [u8], salt: [u8; 4], iv: [u8; 8], seq: u64, esn: bool) -> AeadJob<'a> {
+        let (aad, aad_len) = make_aad(esp, seq, esn);
+        let body_end = esp.len() - 16;
+        let (front, icv) = esp.split_at_mut(body_end);
+        AeadJob {
+            nonce: nonce_bytes(&salt, &iv),
+            aad,
+            aad_len,
+            data: &mut front[ESP_HEADER_LEN + 8..],
+            icv,
+            result: Err(EspError::Malformed("not run")),
+        }
+    }
+
+    /// Runs seal jobs of this SA through its accelerator (one call for the
+    /// batch when it batches).
+    pub fn seal_batch(&self, jobs: &mut [AeadJob<'_>]) {
+        match self.accel.get() {
+            Some(a) => a.seal_batch(jobs),
+            None => jobs
+                .iter_mut()
+                .for_each(|j| j.result = Err(EspError::Malformed("no accelerator"))),
+        }
+    }
+
+    /// Runs open jobs of this SA through its accelerator.
+    pub fn open_batch(&self, jobs: &mut [AeadJob<'_>]) {
+        match self.accel.get() {
+            Some(a) => a.open_batch(jobs),
+            None => jobs
+                .iter_mut()
+                .for_each(|j| j.result = Err(EspError::Malformed("no accelerator"))),
+        }
+    }
+
+    /// Whether an [`AeadAccelerator`] does this SA's AES-GCM.
+    pub fn is_accelerated(&self) -> bool {
+        self.accel.get().is_some()
     }
 
     /// Encryption transform.
@@ -323,9 +452,17 @@ impl EspCipher {
             Engine::Aead { key, salt } => {
                 let iv = seq.to_be_bytes();
                 esp[ESP_HEADER_LEN..ESP_HEADER_LEN + 8].copy_from_slice(&iv);
-                let nonce = make_nonce(salt, &iv);
                 let (aad, aad_len) = make_aad(esp, seq, esn);
                 let (front, icv) = esp.split_at_mut(body_end);
+                if let Some(a) = self.accel.get() {
+                    return a.seal(
+                        &nonce_bytes(salt, &iv),
+                        &aad[..aad_len],
+                        &mut front[ESP_HEADER_LEN + 8..],
+                        icv,
+                    );
+                }
+                let nonce = make_nonce(salt, &iv);
                 let tag = key
                     .seal_in_place_separate_tag(
                         nonce,
@@ -367,8 +504,17 @@ impl EspCipher {
             Engine::Aead { key, salt } => {
                 let mut iv = [0u8; 8];
                 iv.copy_from_slice(&esp[ESP_HEADER_LEN..ESP_HEADER_LEN + 8]);
-                let nonce = make_nonce(salt, &iv);
                 let (aad, aad_len) = make_aad(esp, seq, esn);
+                if let Some(a) = self.accel.get() {
+                    let (front, icv) = esp.split_at_mut(body_end);
+                    return a.open(
+                        &nonce_bytes(salt, &iv),
+                        &aad[..aad_len],
+                        &mut front[ESP_HEADER_LEN + 8..],
+                        icv,
+                    );
+                }
+                let nonce = make_nonce(salt, &iv);
                 key.open_in_place(nonce, aead::Aad::from(&aad[..aad_len]), &mut esp[ESP_HEADER_LEN + 8..])
                     .map_err(|_| EspError::IcvFailure)?;
             }
@@ -391,11 +537,17 @@ impl EspCipher {
     }
 }
 
-fn make_nonce(salt: &[u8; 4], iv: &[u8; 8]) -> aead::Nonce {
+/// RFC 4106 nonce: salt || IV.
+#[inline]
+fn nonce_bytes(salt: &[u8; 4], iv: &[u8; 8]) -> [u8; 12] {
     let mut n = [0u8; 12];
     n[..4].copy_from_slice(salt);
     n[4..].copy_from_slice(iv);
-    aead::Nonce::assume_unique_for_key(n)
+    n
+}
+
+fn make_nonce(salt: &[u8; 4], iv: &[u8; 8]) -> aead::Nonce {
+    aead::Nonce::assume_unique_for_key(nonce_bytes(salt, iv))
 }
 
 /// AAD of RFC 4106 §5: SPI | SEQ, or SPI | SEQ-high | SEQ-low with ESN.
@@ -497,6 +649,72 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// aws-lc through the accelerator hook, counting calls.
+    struct CountingGcm {
+        key: aead::LessSafeKey,
+        calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl AeadAccelerator for CountingGcm {
+        fn seal(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], icv: &mut [u8]) -> Result<(), EspError> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let n = aead::Nonce::assume_unique_for_key(*nonce);
+            let tag = self
+                .key
+                .seal_in_place_separate_tag(n, aead::Aad::from(aad), data)
+                .map_err(|_| EspError::Malformed("seal"))?;
+            icv.copy_from_slice(tag.as_ref());
+            Ok(())
+        }
+
+        fn open(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], icv: &[u8]) -> Result<(), EspError> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let n = aead::Nonce::assume_unique_for_key(*nonce);
+            let mut joined = [data, icv].concat();
+            let pt = self
+                .key
+                .open_in_place(n, aead::Aad::from(aad), &mut joined)
+                .map_err(|_| EspError::IcvFailure)?;
+            data.copy_from_slice(pt);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn accelerator_takes_over_gcm_with_identical_bytes() {
+        let k = keys(EncAlg::AesGcm16_128, IntegAlg::None);
+        let plain = EspCipher::new(&k).unwrap();
+        let fast = EspCipher::new(&k).unwrap();
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let acc = || {
+            Box::new(CountingGcm {
+                key: aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_128_GCM, &k.enc_key[..16]).unwrap()),
+                calls: calls.clone(),
+            })
+        };
+        assert!(fast.attach_accelerator(acc()));
+        assert!(!fast.attach_accelerator(acc()), "attached twice");
+        assert!(fast.is_accelerated() && !plain.is_accelerated());
+        let cbc = EspCipher::new(&keys(EncAlg::AesCbc128, IntegAlg::HmacSha256_128)).unwrap();
+        assert!(!cbc.attach_accelerator(acc()));
+        let mut ivs = IvSource::new();
+        for esn in [false, true] {
+            let mut a = vec![0u8; 8 + 8 + 40 + 16];
+            a[..8].copy_from_slice(&[0, 0, 1, 0, 0, 0, 0, 7]);
+            a[16..56].fill(0x5a);
+            let mut b = a.clone();
+            let seq = (2u64 << 32) | 7;
+            plain.seal(&mut a, seq, esn, &mut ivs).unwrap();
+            fast.seal(&mut b, seq, esn, &mut ivs).unwrap();
+            assert_eq!(a, b);
+            fast.open(&mut b, seq, esn).unwrap();
+            assert!(b[16..56].iter().all(|x| *x == 0x5a));
+            a[20] ^= 1;
+            assert_eq!(fast.open(&mut a, seq, esn), Err(EspError::IcvFailure));
+        }
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 6);
     }
 
     #[test]

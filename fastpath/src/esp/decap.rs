@@ -46,23 +46,41 @@ pub fn decap<B: PacketBuffer>(
     p: &DecapParams<'_>,
     window: &mut ReplayWindow,
 ) -> Result<DecapInfo, EspError> {
+    let seq = decap_check(buf, p, window)?;
+    p.cipher.open(buf.data_mut(), seq, p.esn)?;
+    decap_finish(buf, p, window, seq)
+}
+
+/// The steps of [`decap`] before decryption: header, lengths and replay
+/// check (the window is not advanced). Returns the full sequence number.
+pub fn decap_check<B: PacketBuffer>(buf: &B, p: &DecapParams<'_>, window: &ReplayWindow) -> Result<u64, EspError> {
     let (_spi, seq_lo) = parse_header(buf.data())?;
-    let iv_len = p.cipher.iv_len();
-    let icv_len = p.cipher.icv_len();
-    let overhead = ESP_HEADER_LEN + iv_len + icv_len;
+    let overhead = ESP_HEADER_LEN + p.cipher.iv_len() + p.cipher.icv_len();
     let len = buf.len();
     if len < overhead + 4 {
         return Err(EspError::Malformed("shorter than ESP overhead and trailer"));
     }
-    let ct_len = len - overhead;
-    if ct_len % p.cipher.block_len() != 0 {
+    if (len - overhead) % p.cipher.block_len() != 0 {
         return Err(EspError::Malformed("ciphertext not aligned"));
     }
-    let seq = window.check(seq_lo)?;
-    p.cipher.open(buf.data_mut(), seq, p.esn)?;
-    window.accept(seq)?;
+    window.check(seq_lo)
+}
 
+/// The steps of [`decap`] after a successful verification and decryption
+/// of the packet with sequence number `seq`: window advance, trailer and
+/// inner packet checks, ESP removal.
+pub fn decap_finish<B: PacketBuffer>(
+    buf: &mut B,
+    p: &DecapParams<'_>,
+    window: &mut ReplayWindow,
+    seq: u64,
+) -> Result<DecapInfo, EspError> {
+    window.accept(seq)?;
+    let iv_len = p.cipher.iv_len();
+    let icv_len = p.cipher.icv_len();
     let data = buf.data();
+    let len = data.len();
+    let ct_len = len - ESP_HEADER_LEN - iv_len - icv_len;
     let trailer_end = len - icv_len;
     let next_header = data[trailer_end - 1];
     let pad_len = usize::from(data[trailer_end - 2]);

@@ -46,6 +46,15 @@ pub fn esp_len_for(cipher: &EspCipher, payload_len: usize) -> usize {
 /// header (IPv4 with options, or the fixed IPv6 header) and protects the rest
 /// (IPv6 extension headers, if any, travel inside ESP).
 pub fn encap<B: PacketBuffer>(buf: &mut B, p: &EncapParams<'_>, ivs: &mut IvSource) -> Result<EncapInfo, EspError> {
+    let info = encap_frame(buf, p)?;
+    p.cipher.seal(buf.data_mut(), p.seq, p.esn, ivs)?;
+    Ok(info)
+}
+
+/// [`encap`] without the encryption: ESP header, padding, trailer and room
+/// for the IV and ICV around the payload; the SA's cipher then seals the
+/// packet in place ([`super::aead::EspCipher::seal`] or a batch job).
+pub fn encap_frame<B: PacketBuffer>(buf: &mut B, p: &EncapParams<'_>) -> Result<EncapInfo, EspError> {
     let next_header = match p.mode {
         Mode::Tunnel => match buf.data().first().map(|b| b >> 4) {
             Some(4) => NEXT_HEADER_IPV4,
@@ -75,7 +84,6 @@ pub fn encap<B: PacketBuffer>(buf: &mut B, p: &EncapParams<'_>, ivs: &mut IvSour
     let hdr = buf.prepend(ESP_HEADER_LEN + p.cipher.iv_len())?;
     hdr[..4].copy_from_slice(&p.spi.to_be_bytes());
     hdr[4..8].copy_from_slice(&(p.seq as u32).to_be_bytes());
-    p.cipher.seal(buf.data_mut(), p.seq, p.esn, ivs)?;
     Ok(EncapInfo { next_header, esp_len })
 }
 

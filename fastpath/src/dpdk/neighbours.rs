@@ -1,0 +1,237 @@
+//! A poll loop's neighbour cache (IP → MAC, learned from received frames)
+//! with a small direct-mapped front cache, so the per-packet learning and
+//! next-hop lookups of busy neighbours cost a compare instead of a hash
+//! table probe.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// Largest neighbour cache (entries learned from received frames).
+pub const MAX_NEIGHBOURS: usize = 65536;
+/// Slots of the front cache.
+const FRONT_SLOTS: usize = 16;
+
+/// IP → MAC of the hosts a loop has heard from.
+pub struct Neighbours {
+    table: HashMap<IpAddr, [u8; 6], NeighbourHashing>,
+    /// What `table` says about recent addresses, absence included
+    /// (direct-mapped by address; an address is only ever in its own slot).
+    front: [FrontEntry; FRONT_SLOTS],
+}
+
+/// A front-cache entry in integer form, so a hit costs two compares.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FrontEntry {
+    /// The address as a [`Key`].
+    key: Key,
+    /// MAC in the low 48 bits, [`KNOWN`] when the table has one; [`EMPTY`]
+    /// for a slot not filled yet.
+    mac: u64,
+}
+
+/// An address in integer form: the 128 bits and whether it is IPv6.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key(u128, bool);
+
+/// Flag of a [`FrontEntry`] whose address has a MAC.
+const KNOWN: u64 = 1 << 48;
+/// Flag of an unused [`FrontEntry`].
+const EMPTY: u64 = 1 << 49;
+const UNUSED: FrontEntry = FrontEntry {
+    key: Key(0, false),
+    mac: EMPTY,
+};
+
+#[inline]
+fn key(ip: &IpAddr) -> Key {
+    match ip {
+        IpAddr::V4(a) => Key(u128::from(u32::from(*a)), false),
+        IpAddr::V6(a) => Key(u128::from(*a), true),
+    }
+}
+
+#[inline]
+fn pack(mac: [u8; 6]) -> u64 {
+    KNOWN | u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0])
+}
+
+#[inline]
+fn unpack(m: u64) -> Option<[u8; 6]> {
+    if m & KNOWN == 0 {
+        return None;
+    }
+    let b = m.to_le_bytes();
+    Some([b[0], b[1], b[2], b[3], b[4], b[5]])
+}
+
+impl Neighbours {
+    /// An empty cache, hashed with a per-loop random seed.
+    pub fn new() -> Self {
+        Self {
+            table: HashMap::with_hasher(NeighbourHashing::random()),
+            front: [UNUSED; FRONT_SLOTS],
+        }
+    }
+
+    /// Front slot of `ip` (its last byte: hosts of one subnet spread out).
+    #[inline]
+    fn slot(ip: &IpAddr) -> usize {
+        let last = match ip {
+            IpAddr::V4(a) => a.octets()[3],
+            IpAddr::V6(a) => a.octets()[15],
+        };
+        usize::from(last) % FRONT_SLOTS
+    }
+
+    /// Records that `ip` is at `mac` (multicast/broadcast sources are ignored).
+    #[inline]
+    pub fn learn(&mut self, ip: IpAddr, mac: [u8; 6]) {
+        if mac[0] & 1 != 0 {
+            return;
+        }
+        let s = Self::slot(&ip);
+        if self.front[s]
+            == (FrontEntry {
+                key: key(&ip),
+                mac: pack(mac),
+            })
+        {
+            return;
+        }
+        self.learn_slow(ip, mac, s);
+    }
+
+    #[cold]
+    fn learn_slow(&mut self, ip: IpAddr, mac: [u8; 6], s: usize) {
+        if self.table.get(&ip) != Some(&mac) {
+            if self.table.len() >= MAX_NEIGHBOURS && !self.table.contains_key(&ip) {
+                // A flood of sources: start over rather than grow.
+                self.table.clear();
+                self.front = [UNUSED; FRONT_SLOTS];
+            }
+            self.table.insert(ip, mac);
+        }
+        self.front[s] = FrontEntry {
+            key: key(&ip),
+            mac: pack(mac),
+        };
+    }
+
+    /// The MAC of `ip`, if learned.
+    #[inline]
+    pub fn get(&mut self, ip: &IpAddr) -> Option<[u8; 6]> {
+        let s = Self::slot(ip);
+        let k = key(ip);
+        let e = self.front[s];
+        if e.key == k && e.mac & EMPTY == 0 {
+            return unpack(e.mac);
+        }
+        // Unknown next hops (sent to the gateway) are remembered too.
+        let m = self.table.get(ip).copied();
+        self.front[s] = FrontEntry {
+            key: k,
+            mac: m.map_or(0, pack),
+        };
+        m
+    }
+
+    /// Number of neighbours known.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+}
+
+impl Default for Neighbours {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Keyed hashing for the neighbour table: fast (one multiply per word) and
+/// seeded per loop from aws-lc randomness, since its keys come from the wire.
+#[derive(Clone, Copy)]
+struct NeighbourHashing {
+    seed: u64,
+}
+
+impl NeighbourHashing {
+    fn random() -> Self {
+        let mut b = [0u8; 8];
+        // A zero seed (if the generator failed) still hashes correctly.
+        let _ = aws_lc_rs::rand::fill(&mut b);
+        Self {
+            seed: u64::from_ne_bytes(b) | 1,
+        }
+    }
+}
+
+impl std::hash::BuildHasher for NeighbourHashing {
+    type Hasher = NeighbourHasher;
+    fn build_hasher(&self) -> NeighbourHasher {
+        NeighbourHasher(self.seed)
+    }
+}
+
+/// The hasher of [`NeighbourHashing`].
+struct NeighbourHasher(u64);
+
+impl std::hash::Hasher for NeighbourHasher {
+    fn finish(&self) -> u64 {
+        let x = self.0;
+        (x ^ (x >> 31)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.0 = (self.0 ^ u64::from_le_bytes(w))
+                .wrapping_mul(0xff51_afd7_ed55_8ccd)
+                .rotate_left(29);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learns_updates_and_ignores_multicast() {
+        let mut n = Neighbours::new();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.1.1".parse().unwrap(); // same front slot as `a`
+        n.learn(a, [2, 0, 0, 0, 0, 1]);
+        n.learn(b, [2, 0, 0, 0, 0, 2]);
+        assert_eq!(n.get(&a), Some([2, 0, 0, 0, 0, 1]));
+        assert_eq!(n.get(&b), Some([2, 0, 0, 0, 0, 2]));
+        // A new MAC for a known address replaces the old one, front cache included.
+        n.learn(a, [2, 0, 0, 0, 0, 3]);
+        assert_eq!(n.get(&a), Some([2, 0, 0, 0, 0, 3]));
+        n.learn("10.0.0.9".parse().unwrap(), [1, 0, 0x5e, 0, 0, 1]);
+        assert_eq!(n.get(&"10.0.0.9".parse().unwrap()), None);
+        // An address looked up before it is learned is found once learned.
+        let c: IpAddr = "10.0.0.4".parse().unwrap();
+        assert_eq!(n.get(&c), None);
+        n.learn(c, [2, 0, 0, 0, 0, 4]);
+        assert_eq!(n.get(&c), Some([2, 0, 0, 0, 0, 4]));
+        assert_eq!(n.len(), 3);
+        // 0.0.0.1 and ::1 share a slot and their low bits, not their entry.
+        let (v4, v6): (IpAddr, IpAddr) = ("0.0.0.1".parse().unwrap(), "::1".parse().unwrap());
+        n.learn(v4, [2, 0, 0, 0, 0, 5]);
+        assert_eq!(n.get(&v6), None);
+        n.learn(v6, [2, 0, 0, 0, 0, 6]);
+        assert_eq!(n.get(&v4), Some([2, 0, 0, 0, 0, 5]));
+        assert_eq!(n.get(&v6), Some([2, 0, 0, 0, 0, 6]));
+    }
+
+    #[test]
+    fn bounded() {
+        let mut n = Neighbours::new();
+        for i in 0..(MAX_NEIGHBOURS as u32 + 10) {
+            n.learn(IpAddr::from(i.to_be_bytes()), [2, 0, 0, 0, 0, 1]);
+        }
+        assert!(n.len() <= MAX_NEIGHBOURS);
+    }
+}

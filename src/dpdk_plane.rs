@@ -268,6 +268,8 @@ fn stats_json(c: &DpdkCounters) -> Value {
         "crypto_device": c.crypto_device,
         "crypto_cpu_fallback": c.total(|l| l.crypto_cpu_fallback),
         "inline_cpu_fallback": c.total(|l| l.inline_cpu_fallback),
+        "inline_sas_offloaded": c.inline_sas_offloaded,
+        "inline_sas_fallback": c.inline_sas_fallback,
     })
 }
 
@@ -382,6 +384,8 @@ mod tests {
                 outbound: CountersSnapshot::default(),
             }],
             crypto_device: Some("crypto_aesni_gcm0".into()),
+            inline_sas_offloaded: 1,
+            inline_sas_fallback: 5,
         };
         let v = stats_json(&c);
         assert_eq!(v["ports"][0]["name"], "net_af_packet0");
@@ -394,5 +398,7 @@ mod tests {
         assert_eq!(v["crypto_device"], "crypto_aesni_gcm0");
         assert_eq!(v["crypto_cpu_fallback"], 2);
         assert_eq!(v["inline_cpu_fallback"], 3);
+        assert_eq!(v["inline_sas_offloaded"], 1);
+        assert_eq!(v["inline_sas_fallback"], 5);
     }
 }

@@ -70,7 +70,8 @@ pub struct EndpointStats {
 pub struct Endpoint {
     ctx: Context,
     admission: AdmissionConfig,
-    sas: HashMap<u64, IkeSa>,
+    /// Boxed: a map slot of a boxed SA is 16 bytes, so the map's spare slots cost little.
+    sas: HashMap<u64, Box<IkeSa>>,
     init_index: HashMap<(u64, SocketAddr), u64>,
     half_open: HashMap<u64, (u64, SocketAddr)>,
     scheduled: HashMap<u64, Instant>,
@@ -143,12 +144,12 @@ impl Endpoint {
 
     /// The IKE SA whose local SPI is `spi`.
     pub fn sa(&self, spi: u64) -> Option<&IkeSa> {
-        self.sas.get(&spi)
+        self.sas.get(&spi).map(|b| &**b)
     }
 
     /// All IKE SAs.
     pub fn sas(&self) -> impl Iterator<Item = &IkeSa> {
-        self.sas.values()
+        self.sas.values().map(|b| &**b)
     }
 
     /// A fresh local SPI carrying this endpoint's shard prefix.
@@ -177,7 +178,7 @@ impl Endpoint {
     ) -> Result<u64, Error> {
         let spi = self.new_spi();
         let sa = IkeSa::initiate(now, config, self.ctx.clone(), local, remote, spi)?;
-        self.sas.insert(spi, sa);
+        self.sas.insert(spi, Box::new(sa));
         self.after(spi);
         Ok(spi)
     }
@@ -341,7 +342,7 @@ impl Endpoint {
                 self.init_index.insert((h.spi_i, remote), spi);
                 self.half_open.insert(spi, (h.spi_i, remote));
                 *self.per_source.entry(remote.ip()).or_default() += 1;
-                self.sas.insert(spi, sa);
+                self.sas.insert(spi, Box::new(sa));
                 self.after(spi);
             }
             Err(rej) => {
@@ -374,6 +375,7 @@ impl Endpoint {
             }
             self.events.push_back((spi, e));
         }
+        sa.release_idle_buffers();
         let half_open = sa.is_half_open();
         let closed = sa.is_closed();
         let deadline = sa.poll_timeout();
@@ -411,7 +413,7 @@ impl Endpoint {
                     new.close(crate::ike_sa::DownReason::Failed("SPI collision".into()));
                 }
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(new);
+                    v.insert(Box::new(new));
                     self.after(new_spi);
                 }
             }

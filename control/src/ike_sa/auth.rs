@@ -348,7 +348,7 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
     establish(sa, now, idi, initial_contact);
     let has_child = inner.iter().any(|p| matches!(p, Payload::Sa(_)));
     if has_child {
-        let AuthContext { ni, nr, .. } = &ctx;
+        let AuthContext { ni, nr, .. } = &*ctx;
         match create_child::respond_child(sa, now, &inner, ni, nr, None, None) {
             Ok(payloads) => response.extend(payloads),
             Err(n) => response.push(n),

@@ -228,9 +228,9 @@ pub(crate) struct AuthContext {
 /// Where the IKE SA is in its life.
 pub(crate) enum State {
     /// Initiator: IKE_SA_INIT sent, waiting for the response.
-    InitSent(sa_init::InitSent),
+    InitSent(Box<sa_init::InitSent>),
     /// Initiator: IKE_AUTH sent; responder: waiting for IKE_AUTH.
-    Authenticating(AuthContext),
+    Authenticating(Box<AuthContext>),
     /// Authenticated.
     Established,
     /// Gone; the driver may drop the object.
@@ -292,7 +292,8 @@ pub struct IkeSa {
     pub(crate) state: State,
     pub(crate) keys: Option<SaKeys>,
     pub(crate) next_request_id: u32,
-    pub(crate) outstanding: Option<Outstanding>,
+    /// Boxed: only present while a request of ours is in flight.
+    pub(crate) outstanding: Option<Box<Outstanding>>,
     pub(crate) expected_request_id: u32,
     pub(crate) cached_response: Option<(u32, Vec<Vec<u8>>)>,
     /// Digest of the request (its first datagram) the cached response answers:
@@ -304,7 +305,8 @@ pub struct IkeSa {
     pub(crate) children: Vec<ChildSa>,
     pub(crate) transmits: VecDeque<Transmit>,
     pub(crate) events: VecDeque<Event>,
-    pub(crate) reassembler: FragmentReassembler,
+    /// Created when the first SKF fragment arrives.
+    pub(crate) reassembler: Option<Box<FragmentReassembler>>,
     pub(crate) peer_fragmentation: bool,
     /// Hash algorithms from the peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427).
     pub(crate) peer_sig_hashes: Vec<u16>,
@@ -319,6 +321,34 @@ pub struct IkeSa {
     pub(crate) collisions: Vec<create_child::Collision>,
     /// Set on an IKE SA that replaced another by rekey: children to adopt.
     pub(crate) down_reported: bool,
+}
+
+/// Bytes one IKE SA holds, by item (its own accounting: `size_of` plus the
+/// capacity of its buffers; allocator overhead and crypto-library internals
+/// behind the SK ciphers are not included).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryUsage {
+    /// The `IkeSa` struct itself.
+    pub inline: usize,
+    /// SK_d, SK_pi, SK_pr and the SK cipher key material.
+    pub keys: usize,
+    /// The cached last response (answers retransmitted requests).
+    pub cached_response: usize,
+    /// The outstanding request of ours (kept for retransmission).
+    pub outstanding: usize,
+    /// CHILD_SAs: structs, names and selectors.
+    pub children: usize,
+    /// Peer identity, CERTREQ data, signature hashes, handshake context.
+    pub peer: usize,
+    /// Capacity of the task, transmit and event queues.
+    pub queues: usize,
+}
+
+impl MemoryUsage {
+    /// Sum of all items.
+    pub fn total(&self) -> usize {
+        self.inline + self.keys + self.cached_response + self.outstanding + self.children + self.peer + self.queues
+    }
 }
 
 /// Random jittered deadline for a lifetime starting at `now`.
@@ -372,7 +402,7 @@ impl IkeSa {
             children: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            reassembler: FragmentReassembler::new(),
+            reassembler: None,
             peer_fragmentation: false,
             peer_sig_hashes: Vec::new(),
             peer_certreq: Vec::new(),
@@ -384,6 +414,44 @@ impl IkeSa {
             successor: None,
             collisions: Vec::new(),
             down_reported: false,
+        }
+    }
+
+    /// What this SA holds in memory, by item.
+    pub fn memory(&self) -> MemoryUsage {
+        let datagrams = |d: &[Vec<u8>]| d.iter().map(Vec::capacity).sum::<usize>() + std::mem::size_of_val(d);
+        let keys = self.keys.as_ref().map_or(0, |k| {
+            k.sk_d.capacity() + k.sk_pi.capacity() + k.sk_pr.capacity() + k.outbound.heap_bytes() + k.inbound.heap_bytes()
+        });
+        let cached_response = self.cached_response.as_ref().map_or(0, |(_, d)| datagrams(d));
+        let outstanding = self.outstanding.as_ref().map_or(0, |o| datagrams(&o.datagrams));
+        let ts = |v: &[crate::wire::ikev2::TrafficSelector]| std::mem::size_of_val(v);
+        let children = self.children.capacity() * std::mem::size_of::<ChildSa>()
+            + self
+                .children
+                .iter()
+                .map(|c| c.name.capacity() + ts(&c.local_ts) + ts(&c.remote_ts))
+                .sum::<usize>();
+        let auth = match &self.state {
+            State::Authenticating(a) => a.our_init.capacity() + a.peer_init.capacity() + a.ni.capacity() + a.nr.capacity(),
+            _ => 0,
+        };
+        let peer = self.peer_id.as_ref().map_or(0, |p| p.data.capacity())
+            + self.peer_certreq.capacity()
+            + self.peer_sig_hashes.capacity() * 2
+            + auth;
+        let queues = self.tasks.capacity() * std::mem::size_of::<Task>()
+            + self.transmits.capacity() * std::mem::size_of::<Transmit>()
+            + self.events.capacity() * std::mem::size_of::<Event>()
+            + self.collisions.capacity() * std::mem::size_of::<create_child::Collision>();
+        MemoryUsage {
+            inline: std::mem::size_of::<Self>(),
+            keys,
+            cached_response,
+            outstanding,
+            children,
+            peer,
+            queues,
         }
     }
 
@@ -468,6 +536,23 @@ impl IkeSa {
     /// The new IKE SA created by a rekey, to be registered by the driver.
     pub fn take_successor(&mut self) -> Option<IkeSa> {
         self.successor.take().map(|b| *b)
+    }
+
+    /// Frees the capacity of empty queues: tens of thousands of idle SAs
+    /// would otherwise each keep the buffers of their busiest moment.
+    pub fn release_idle_buffers(&mut self) {
+        if self.transmits.is_empty() {
+            self.transmits = VecDeque::new();
+        }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+        if self.tasks.is_empty() {
+            self.tasks = VecDeque::new();
+        }
+        if self.collisions.is_empty() {
+            self.collisions = Vec::new();
+        }
     }
 
     /// Queues work (rekey, delete, DPD, new child); it starts when the request window is free.
@@ -734,7 +819,10 @@ impl IkeSa {
         let keys = self.keys.as_ref()?;
         let result = match msg.payloads.last() {
             Some(Payload::Sk { .. }) => sk::open_message(datagram, &keys.inbound).map(Some),
-            Some(Payload::Skf { .. }) => self.reassembler.push(datagram, &keys.inbound),
+            Some(Payload::Skf { .. }) => self
+                .reassembler
+                .get_or_insert_with(|| Box::new(FragmentReassembler::new()))
+                .push(datagram, &keys.inbound),
             _ => {
                 debug!("dropping message without encrypted payload");
                 return None;
@@ -742,7 +830,7 @@ impl IkeSa {
         };
         match result {
             Ok(Some(inner)) => {
-                self.reassembler = FragmentReassembler::new();
+                self.reassembler = None;
                 Some(inner)
             }
             Ok(None) => None,
@@ -844,13 +932,13 @@ impl IkeSa {
         for d in &datagrams {
             self.push_transmit(d.clone());
         }
-        self.outstanding = Some(Outstanding {
+        self.outstanding = Some(Box::new(Outstanding {
             message_id: mid,
             datagrams,
             kind,
             tries: 0,
             deadline: now + self.config.retransmit_timeout,
-        });
+        }));
     }
 
     /// Sends (and caches) an encrypted response to request `mid`.

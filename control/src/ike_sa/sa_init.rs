@@ -65,14 +65,14 @@ impl IkeSa {
             })?;
         let ke = KeyExchange::generate(group)?;
         let ni = random_nonce()?;
-        let state = State::InitSent(InitSent {
+        let state = State::InitSent(Box::new(InitSent {
             ke,
             ni,
             cookie: None,
             cookie_rounds: 0,
             ke_rounds: 0,
             request: Vec::new(),
-        });
+        }));
         let mut sa = IkeSa::blank(Role::Initiator, now, config, ctx, local, remote, spi_i, 0, state);
         sa.send_init(now);
         info!(connection = %sa.config.name, peer = %remote, "initiating IKE SA");
@@ -129,13 +129,13 @@ impl IkeSa {
         st.request = request.clone();
         self.next_request_id = 1;
         self.push_transmit(request.clone());
-        self.outstanding = Some(Outstanding {
+        self.outstanding = Some(Box::new(Outstanding {
             message_id: 0,
             datagrams: vec![request],
             kind: RequestKind::Init,
             tries: 0,
             deadline: now + self.config.retransmit_timeout,
-        });
+        }));
     }
 }
 
@@ -258,7 +258,7 @@ fn process_response(sa: &mut IkeSa, datagram: &[u8], msg: &Message) -> Result<()
         });
     }
     sa.spi_r = msg.header.spi_r;
-    let InitSent { ke, ni, request, .. } = st;
+    let InitSent { ke, ni, request, .. } = *st;
     let shared = ke.finish(ker)?;
     let keys = derive_ike_sa_keys(&selected.suite, &shared, &ni, nr, sa.spi_i, sa.spi_r);
     // NAT detection: the responder hashed what it saw as source/destination.
@@ -273,12 +273,12 @@ fn process_response(sa: &mut IkeSa, datagram: &[u8], msg: &Message) -> Result<()
     sa.peer_fragmentation = find_notify(&msg.payloads, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
     note_auth_hints(sa, &msg.payloads);
     install_keys(sa, selected.suite, keys)?;
-    sa.state = State::Authenticating(AuthContext {
+    sa.state = State::Authenticating(Box::new(AuthContext {
         our_init: request,
         peer_init: datagram.to_vec(),
         ni,
         nr: nr.clone(),
-    });
+    }));
     Ok(())
 }
 
@@ -544,12 +544,12 @@ impl IkeSa {
             error: e,
             response: None,
         })?;
-        sa.state = State::Authenticating(AuthContext {
+        sa.state = State::Authenticating(Box::new(AuthContext {
             our_init: response.clone(),
             peer_init: datagram.to_vec(),
             ni: ni.clone(),
             nr,
-        });
+        }));
         sa.expected_request_id = 1;
         sa.cached_response = Some((0, vec![response.clone()]));
         sa.push_transmit(response);

@@ -34,6 +34,8 @@ impl Registry {
         } else {
             Vec::new()
         };
+        // One SA per peer is the rule: no spare capacity.
+        entry.reserve_exact(1);
         entry.push((shard, spi));
         drop(entry);
         self.by_spi.insert((shard, spi), peer.clone());

@@ -95,6 +95,39 @@ pub struct ShardStats {
     pub forwarded: u64,
     /// Handshake failures by reason.
     pub failures: HashMap<String, u64>,
+    /// Bytes the IKE SAs hold by item (their own accounting, summed).
+    pub memory: SaMemory,
+}
+
+/// Bytes held by a shard's IKE SAs, by item (see `control::ike_sa::MemoryUsage`).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SaMemory {
+    /// The IKE SA structs.
+    pub inline: usize,
+    /// Keys.
+    pub keys: usize,
+    /// Cached last responses.
+    pub cached_response: usize,
+    /// Outstanding requests.
+    pub outstanding: usize,
+    /// CHILD_SA records.
+    pub children: usize,
+    /// Peer data and handshake context.
+    pub peer: usize,
+    /// Queue capacity.
+    pub queues: usize,
+}
+
+impl SaMemory {
+    fn add(&mut self, m: &control::ike_sa::MemoryUsage) {
+        self.inline += m.inline;
+        self.keys += m.keys;
+        self.cached_response += m.cached_response;
+        self.outstanding += m.outstanding;
+        self.children += m.children;
+        self.peer += m.peer;
+        self.queues += m.queues;
+    }
 }
 
 /// Serializable copy of [`EndpointStats`].
@@ -425,6 +458,7 @@ impl Shard {
                     s.ike_sas = self.endpoint.len();
                     s.half_open = self.endpoint.half_open();
                     s.child_sas = self.endpoint.sas().map(|sa| sa.children().len()).sum();
+                    self.endpoint.sas().for_each(|sa| s.memory.add(&sa.memory()));
                     let _ = reply.send(s);
                 }
                 ShardMsg::Reload(conns) => self.reload(now, conns),

@@ -804,6 +804,7 @@ impl DataPlane for SoftwareDataPlane {
                 }
             }
         }
+        policies.shrink_to_fit();
         children.insert(
             c.spi_in,
             Installed {

@@ -108,6 +108,36 @@ fn rss_kib(ironsa: &Ironsa) -> u64 {
         .unwrap()
 }
 
+/// Where the bytes of a tunnel go: the IKE SAs' own accounting (summed by
+/// the shards) and the rest of the RSS growth (fastpath SA pair with its
+/// aws-lc AEAD contexts, policies, indexes, maps' spare slots, allocator).
+fn print_breakdown(gw: &Ironsa, n: u64, per_tunnel: f64) {
+    let stats = gw.call(json!({"cmd": "stats"}));
+    let shards = stats["shards"].as_array().cloned().unwrap_or_default();
+    let items = [
+        "inline",
+        "keys",
+        "cached_response",
+        "outstanding",
+        "children",
+        "peer",
+        "queues",
+    ];
+    let mut line = String::new();
+    let mut control = 0.0;
+    for item in items {
+        let sum: u64 = shards.iter().filter_map(|s| s["memory"][item].as_u64()).sum();
+        let per = sum as f64 / n as f64;
+        control += per;
+        line.push_str(&format!(" {item} {per:.0}"));
+    }
+    eprintln!(
+        "per tunnel: {per_tunnel:.0} B = IKE SA {control:.0} B ({}) + fastpath SA pair, policy, indexes, allocator {:.0} B",
+        line.trim(),
+        per_tunnel - control
+    );
+}
+
 #[test]
 fn many_tunnels_with_children_in_the_fastpath_stay_up() {
     let n: u64 = std::env::var("IRONSA_LOAD_TUNNELS")
@@ -145,6 +175,7 @@ fn many_tunnels_with_children_in_the_fastpath_stay_up() {
         rss / 1024,
         per_tunnel
     );
+    print_breakdown(&gw, n, per_tunnel);
     // Still up a moment later (no timer storm, no loss).
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(metric(&metrics(mport), "ironsa_ike_sas", ""), n);

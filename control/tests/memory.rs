@@ -94,7 +94,9 @@ fn responder_with(n: usize) -> (Endpoint, isize) {
                 &format!("10.128.{}.{}/32", i / 256 % 256, i % 256),
                 "10.0.0.0/8",
             ));
-            let local: SocketAddr = format!("198.51.100.{}:{}", 1 + i % 200, 1024 + i / 200).parse().unwrap();
+            let local: SocketAddr = format!("198.51.100.{}:{}", 1 + i % 200, 1024 + i / 200)
+                .parse()
+                .unwrap();
             ini.initiate(now, c, local, gw_addr).unwrap();
         }
         let mut wire: VecDeque<(bool, Transmit)> = VecDeque::new();
@@ -111,7 +113,9 @@ fn responder_with(n: usize) -> (Endpoint, isize) {
                 }
             }
             while ini.poll_event().is_some() {}
-            let Some((to_responder, t)) = wire.pop_front() else { break };
+            let Some((to_responder, t)) = wire.pop_front() else {
+                break;
+            };
             if to_responder {
                 responder.handle(now, t.remote, t.local, &t.data);
             } else {

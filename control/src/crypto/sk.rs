@@ -308,7 +308,11 @@ impl SkProtect for SkCipher {
         }
         match &self.mode {
             Mode::Aead {
-                alg, key, key_len, salt, ..
+                alg,
+                key,
+                key_len,
+                salt,
+                ..
             } => {
                 let nonce = aead_nonce(salt, iv)?;
                 aead_key(alg, &key[..*key_len])?

@@ -421,7 +421,11 @@ impl IkeSa {
     pub fn memory(&self) -> MemoryUsage {
         let datagrams = |d: &[Vec<u8>]| d.iter().map(Vec::capacity).sum::<usize>() + std::mem::size_of_val(d);
         let keys = self.keys.as_ref().map_or(0, |k| {
-            k.sk_d.capacity() + k.sk_pi.capacity() + k.sk_pr.capacity() + k.outbound.heap_bytes() + k.inbound.heap_bytes()
+            k.sk_d.capacity()
+                + k.sk_pi.capacity()
+                + k.sk_pr.capacity()
+                + k.outbound.heap_bytes()
+                + k.inbound.heap_bytes()
         });
         let cached_response = self.cached_response.as_ref().map_or(0, |(_, d)| datagrams(d));
         let outstanding = self.outstanding.as_ref().map_or(0, |o| datagrams(&o.datagrams));
@@ -433,7 +437,9 @@ impl IkeSa {
                 .map(|c| c.name.capacity() + ts(&c.local_ts) + ts(&c.remote_ts))
                 .sum::<usize>();
         let auth = match &self.state {
-            State::Authenticating(a) => a.our_init.capacity() + a.peer_init.capacity() + a.ni.capacity() + a.nr.capacity(),
+            State::Authenticating(a) => {
+                a.our_init.capacity() + a.peer_init.capacity() + a.ni.capacity() + a.nr.capacity()
+            }
             _ => 0,
         };
         let peer = self.peer_id.as_ref().map_or(0, |p| p.data.capacity())

@@ -5,6 +5,7 @@ pub use ironsa::config_file;
 mod control_socket;
 mod daemon;
 mod dataplane;
+mod ike_io;
 mod metrics;
 mod registry;
 mod shard;

@@ -850,6 +850,13 @@ impl IkeSa {
     /// Bookkeeping after a message passed its integrity check.
     fn after_authentic_inbound(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr) {
         self.last_inbound = now;
+        // A driver reading a wildcard socket without packet info knows only the
+        // port: keep the address the SA already has.
+        let local = if local.ip().is_unspecified() {
+            SocketAddr::new(self.local.ip(), local.port())
+        } else {
+            local
+        };
         if !self.nat_t && local.port() == self.ctx.local_nat_port && local.port() != self.local.port() {
             // The initiator moved to the NAT-T port (RFC 7296 §2.23): answer there.
             self.nat_t = true;

@@ -68,7 +68,7 @@ pub struct EndpointStats {
 
 /// A set of IKE SAs behind one group of sockets (one shard of the daemon).
 pub struct Endpoint {
-    ctx: Context,
+    ctx: Arc<Context>,
     admission: AdmissionConfig,
     /// Boxed: a map slot of a boxed SA is 16 bytes, so the map's spare slots cost little.
     sas: HashMap<u64, Box<IkeSa>>,
@@ -94,7 +94,7 @@ impl Endpoint {
         ctx.spi_prefix_bits = shard_bits;
         let cookies = CookieJar::new(now, admission.cookie_rotation, admission.cookie_rotation / 2);
         Self {
-            ctx,
+            ctx: Arc::new(ctx),
             admission,
             sas: HashMap::new(),
             init_index: HashMap::new(),
@@ -119,7 +119,8 @@ impl Endpoint {
 
     /// Replaces the connection list (reload); existing SAs keep their config.
     pub fn set_connections(&mut self, connections: Vec<Arc<ConnectionConfig>>) {
-        self.ctx.connections = Arc::new(connections);
+        // SAs keep the context they were made with; new ones get the new list.
+        Arc::make_mut(&mut self.ctx).connections = Arc::new(connections);
     }
 
     /// Counters.

@@ -217,6 +217,11 @@ fn release_pending(sa: &IkeSa, pending: &PendingChild) {
 
 fn establish(sa: &mut IkeSa, now: Instant, peer_id: Identification, initial_contact: bool) {
     sa.state = State::Established;
+    // SK_pi/SK_pr are only for the AUTH payloads, which are done (both AUTHs are computed before this).
+    if let Some(k) = sa.keys.as_mut() {
+        k.sk_pi = zeroize::Zeroizing::new(Vec::new());
+        k.sk_pr = zeroize::Zeroizing::new(Vec::new());
+    }
     sa.last_inbound = now;
     let (rekey, expire) = schedule(now, &sa.config.ike_lifetime);
     sa.rekey_at = rekey;

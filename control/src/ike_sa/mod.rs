@@ -288,7 +288,8 @@ pub struct IkeSa {
     pub(crate) nat_local: bool,
     pub(crate) nat_remote: bool,
     pub(crate) config: Arc<ConnectionConfig>,
-    pub(crate) ctx: Context,
+    /// Shared with the endpoint's other SAs (a pointer, not a copy per SA).
+    pub(crate) ctx: Arc<Context>,
     pub(crate) state: State,
     pub(crate) keys: Option<SaKeys>,
     pub(crate) next_request_id: u32,
@@ -372,7 +373,7 @@ impl IkeSa {
         role: Role,
         now: Instant,
         config: Arc<ConnectionConfig>,
-        ctx: Context,
+        ctx: Arc<Context>,
         local: SocketAddr,
         remote: SocketAddr,
         spi_i: u64,

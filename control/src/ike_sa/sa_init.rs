@@ -48,7 +48,7 @@ impl IkeSa {
     pub fn initiate(
         now: Instant,
         config: Arc<ConnectionConfig>,
-        ctx: Context,
+        ctx: Arc<Context>,
         local: SocketAddr,
         remote: SocketAddr,
         spi_i: u64,
@@ -328,11 +328,17 @@ pub(crate) fn install_keys(sa: &mut IkeSa, suite: crypto::IkeSuite, keys: crypto
     };
     let outbound = SkCipher::new(suite.encr, suite.integ, out_e, out_a)?;
     let inbound = SkCipher::new(suite.encr, suite.integ, in_e, in_a)?;
+    // SK_pi/SK_pr only serve IKE_AUTH: a rekeyed IKE SA (born established) does not keep them.
+    let (sk_pi, sk_pr) = if matches!(sa.state, State::Established) {
+        (zeroize::Zeroizing::new(Vec::new()), zeroize::Zeroizing::new(Vec::new()))
+    } else {
+        (keys.sk_pi.clone(), keys.sk_pr.clone())
+    };
     sa.keys = Some(SaKeys {
         suite,
         sk_d: keys.sk_d.clone(),
-        sk_pi: keys.sk_pi.clone(),
-        sk_pr: keys.sk_pr.clone(),
+        sk_pi,
+        sk_pr,
         outbound,
         inbound,
     });
@@ -387,7 +393,7 @@ impl IkeSa {
     /// Cookie admission happens before this, in the endpoint.
     pub fn respond_init(
         now: Instant,
-        ctx: &Context,
+        ctx: &Arc<Context>,
         local: SocketAddr,
         remote: SocketAddr,
         datagram: &[u8],

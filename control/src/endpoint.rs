@@ -4,6 +4,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,15 +67,39 @@ pub struct EndpointStats {
     pub dropped_invalid: u64,
 }
 
+/// Hashes our own IKE SPIs with one multiply instead of SipHash: we pick them
+/// at random, so a peer cannot choose keys that collide.
+#[derive(Default, Clone, Copy)]
+struct SpiHasher(u64);
+
+impl Hasher for SpiHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        // Odd constant (2^64 / golden ratio): the top bits, which hashbrown
+        // uses as tags, depend on every bit of the SPI.
+        self.0 = (self.0.rotate_left(29) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A map keyed by our IKE SPI.
+type SpiMap<V> = HashMap<u64, V, BuildHasherDefault<SpiHasher>>;
+
 /// A set of IKE SAs behind one group of sockets (one shard of the daemon).
 pub struct Endpoint {
     ctx: Arc<Context>,
     admission: AdmissionConfig,
     /// Boxed: a map slot of a boxed SA is 16 bytes, so the map's spare slots cost little.
-    sas: HashMap<u64, Box<IkeSa>>,
+    sas: SpiMap<Box<IkeSa>>,
     init_index: HashMap<(u64, SocketAddr), u64>,
-    half_open: HashMap<u64, (u64, SocketAddr)>,
-    scheduled: HashMap<u64, Instant>,
+    half_open: SpiMap<(u64, SocketAddr)>,
+    scheduled: SpiMap<Instant>,
     per_source: HashMap<IpAddr, usize>,
     cookies: CookieJar,
     cookie_mode_until: Option<Instant>,
@@ -96,10 +121,10 @@ impl Endpoint {
         Self {
             ctx: Arc::new(ctx),
             admission,
-            sas: HashMap::new(),
+            sas: SpiMap::default(),
             init_index: HashMap::new(),
-            half_open: HashMap::new(),
-            scheduled: HashMap::new(),
+            half_open: SpiMap::default(),
+            scheduled: SpiMap::default(),
             per_source: HashMap::new(),
             cookies,
             cookie_mode_until: None,

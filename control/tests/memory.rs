@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use control::config::{ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
 use control::crypto::{EncrAlg, SkCipher};
 use control::endpoint::{AdmissionConfig, Endpoint};
-use control::ike_sa::{ChildSa, Context, Event, IkeSa, Transmit};
+use control::ike_sa::{ChildSa, Context, Event, IkeSa, RESPONSE_CACHE_TTL, Transmit};
 use control::proposal::{parse_esp_proposals, parse_ike_proposals};
 use control::ts::parse_selector;
 
@@ -63,9 +63,8 @@ fn conn(name: &str, local: &str, remote: IdentityMatch, lts: &str, rts: &str) ->
     c
 }
 
-/// Runs `n` handshakes against one responder endpoint; returns it with its SAs up.
-fn responder_with(n: usize) -> (Endpoint, isize) {
-    let now = Instant::now();
+/// Runs `n` handshakes at `now` against one responder endpoint; returns it with its SAs up.
+fn responder_with(n: usize, now: Instant) -> (Endpoint, isize) {
     let gw = Arc::new(conn(
         "gw",
         "gw@mem.test",
@@ -132,7 +131,8 @@ fn responder_with(n: usize) -> (Endpoint, isize) {
 #[test]
 fn responder_ike_sa_with_child_heap_is_small() {
     let n = 4000;
-    let (responder, before) = responder_with(n);
+    let now = Instant::now();
+    let (mut responder, before) = responder_with(n, now);
     assert_eq!(responder.len(), n);
     assert_eq!(responder.half_open(), 0);
     assert!(responder.sas().all(|s| s.children().len() == 1));
@@ -154,6 +154,18 @@ fn responder_ike_sa_with_child_heap_is_small() {
     assert!(
         per_sa < 1800.0,
         "control-plane memory per IKE SA + CHILD_SA regressed: {per_sa:.0} bytes"
+    );
+    // Idle for the response cache lifetime: the IKE_AUTH responses are dropped.
+    responder.handle_timeout(now + RESPONSE_CACHE_TTL + Duration::from_secs(1));
+    assert_eq!(responder.len(), n, "idle SAs stay up");
+    while responder.poll_transmit().is_some() {}
+    while responder.poll_event().is_some() {}
+    assert!(responder.sas().all(|s| s.memory().cached_response == 0));
+    let idle = (live() - before) as f64 / n as f64;
+    eprintln!("after {} s idle: {idle:.0} bytes per SA", RESPONSE_CACHE_TTL.as_secs());
+    assert!(
+        idle < per_sa - 150.0,
+        "the cached responses were freed: {idle:.0} vs {per_sa:.0}"
     );
     drop(responder);
 }

@@ -352,6 +352,12 @@ impl MemoryUsage {
     }
 }
 
+/// How long an established SA keeps its last response after the peer last
+/// spoke: RFC 7296 §2.1 wants it for retransmitted requests, and initiators
+/// give up retransmitting well before this (strongSwan after ≈ 165 s). Idle
+/// tunnels then do not each hold a copy of their IKE_AUTH response.
+pub const RESPONSE_CACHE_TTL: Duration = Duration::from_secs(300);
+
 /// Random jittered deadline for a lifetime starting at `now`.
 pub(crate) fn schedule(now: Instant, lifetime: &Lifetime) -> (Option<Instant>, Option<Instant>) {
     if lifetime.rekey.is_zero() {
@@ -586,6 +592,9 @@ impl IkeSa {
             State::Established => {
                 consider(self.rekey_at);
                 consider(self.expire_at);
+                if self.cached_response.is_some() {
+                    consider(Some(self.last_inbound + RESPONSE_CACHE_TTL));
+                }
                 if let Some(d) = self.config.dpd_delay {
                     if self.outstanding.is_none() {
                         consider(Some(self.last_inbound + d));
@@ -644,6 +653,10 @@ impl IkeSa {
             }
             State::Established => {}
             _ => return,
+        }
+        if self.cached_response.is_some() && now >= self.last_inbound + RESPONSE_CACHE_TTL {
+            self.cached_response = None;
+            self.cached_request_digest = None;
         }
         if self.expire_at.is_some_and(|e| now >= e) {
             info!(connection = %self.config.name, "IKE SA hard lifetime expired");

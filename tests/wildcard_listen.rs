@@ -3,7 +3,8 @@
 //! IKE SA records the address its requests were sent to, and the replies left
 //! from that address: the initiators' NAT detection (which hashes the source
 //! address of our IKE_SA_INIT response) found no NAT, so no SA moved to the
-//! NAT-T port. Needs root (TUN device, raw ESP socket).
+//! NAT-T port. A daemon on wildcards also initiates from the address the
+//! routing table picks. Needs root (TUN device, raw ESP socket).
 
 mod support;
 
@@ -17,7 +18,7 @@ use support::util::free_udp_port_pair;
 
 const PSK: &str = "wildcard-Zq8#kP2!vR9@wX4$yT7&uN1*";
 
-fn gateway(ports: (u16, u16)) -> Ironsa {
+fn gateway(ports: (u16, u16), tun: &str) -> Ironsa {
     Ironsa::start(
         &format!(
             r#"
@@ -31,7 +32,7 @@ log_level = "info"
 
 [fastpath]
 backend = "software"
-tun_name = "ironsa-wild0"
+tun_name = "{tun}"
 install_routes = false
 
 [[connection]]
@@ -75,7 +76,7 @@ fn connect(remote: SocketAddr, source: &str, tunnels: u64) {
 #[test]
 fn wildcard_listen_answers_from_the_address_each_request_came_to() {
     let ports = free_udp_port_pair().unwrap();
-    let gw = gateway(ports);
+    let gw = gateway(ports, "ironsa-wild0");
     let targets: Vec<(SocketAddr, &str)> = vec![
         (format!("127.0.0.1:{}", ports.0).parse().unwrap(), "127.0.8.0/29"),
         (format!("127.0.0.2:{}", ports.0).parse().unwrap(), "127.0.9.0/29"),
@@ -97,4 +98,54 @@ fn wildcard_listen_answers_from_the_address_each_request_came_to() {
             assert_eq!(sa["nat_t"], false, "no NAT seen by the initiator: {sa:#?}");
         }
     }
+}
+
+#[test]
+fn wildcard_listen_initiates_from_the_routed_address() {
+    let gw_ports = free_udp_port_pair().unwrap();
+    let my_ports = free_udp_port_pair().unwrap();
+    let gw = gateway(gw_ports, "ironsa-wild1");
+    // A second daemon, also on wildcards and without a fastpath, initiates to 127.0.0.2.
+    let me = Ironsa::start(
+        &format!(
+            r#"
+[daemon]
+listen = ["0.0.0.0"]
+ike_port = {}
+nat_port = {}
+shards = 1
+control_socket = "SOCKET"
+
+[[connection]]
+name = "out"
+remote_addrs = ["127.0.0.2"]
+remote_port = {}
+remote_nat_port = {}
+local_id = "out@wild.test"
+remote_id = "gw@wild.test"
+psk = "{PSK}"
+ike_proposals = "aes256gcm16-prfsha256-x25519"
+
+[[connection.child]]
+name = "net"
+local_ts = ["10.99.0.0/24"]
+remote_ts = ["10.0.0.0/8"]
+esp_proposals = "aes256gcm16"
+"#,
+            my_ports.0, my_ports.1, gw_ports.0, gw_ports.1
+        ),
+        None,
+    );
+    me.call(json!({"cmd": "initiate", "connection": "out"}));
+    let timeout = std::time::Duration::from_secs(10);
+    let ours = me.wait_sas(timeout, |s| s.iter().any(|s| s["state"] == "ESTABLISHED"));
+    let ours = ours.iter().find(|s| s["state"] == "ESTABLISHED").unwrap();
+    // Loopback routes 127.0.0.2 from 127.0.0.1.
+    assert_eq!(ours["local"], format!("127.0.0.1:{}", my_ports.0), "{ours:#?}");
+    assert_eq!(ours["nat_t"], false, "{ours:#?}");
+    let theirs = gw.wait_sas(timeout, |s| s.iter().any(|s| s["state"] == "ESTABLISHED"));
+    let theirs = theirs.iter().find(|s| s["state"] == "ESTABLISHED").unwrap();
+    assert_eq!(theirs["local"], format!("127.0.0.2:{}", gw_ports.0), "{theirs:#?}");
+    assert_eq!(theirs["remote"], format!("127.0.0.1:{}", my_ports.0), "{theirs:#?}");
+    assert_eq!(theirs["nat_t"], false, "{theirs:#?}");
 }

@@ -16,6 +16,7 @@ use nix::sys::socket::{
     ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, setsockopt,
     sockopt,
 };
+use tracing::debug;
 
 /// Datagrams read per system call.
 pub const BATCH: usize = 32;
@@ -195,15 +196,16 @@ impl IkeSocket {
     }
 
     /// Sends `items` (all with the same `local`), in as few system calls as
-    /// the kernel allows; returns how many were sent. A full socket buffer
-    /// drops the rest (IKE retransmits).
+    /// the kernel allows; returns how many were sent. A datagram the kernel
+    /// refuses is skipped; a full socket buffer drops the rest (IKE
+    /// retransmits).
     pub fn send_batch(&self, items: &[Outgoing<'_>]) -> io::Result<usize> {
         let Some(first) = items.first() else { return Ok(0) };
         let src = first.local.ip();
         let with_source = self.is_wildcard() && !src.is_unspecified();
-        let mut sent = 0;
-        while sent < items.len() {
-            let chunk = &items[sent..items.len().min(sent + BATCH)];
+        let (mut done, mut sent) = (0, 0);
+        while done < items.len() {
+            let chunk = &items[done..items.len().min(done + BATCH)];
             let slices: Vec<[IoSlice<'_>; 2]> = chunk
                 .iter()
                 .map(|o| {
@@ -248,10 +250,18 @@ impl IkeSocket {
             };
             match n {
                 Ok(0) => break,
-                Ok(n) => sent += n,
+                Ok(n) => {
+                    done += n;
+                    sent += n;
+                }
+                // Socket buffer full: the rest is dropped (IKE retransmits).
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if sent == 0 => return Err(e),
-                Err(_) => break,
+                // This datagram cannot go (unreachable peer, bad address): skip
+                // it, the others in the batch still leave.
+                Err(e) => {
+                    debug!(remote = %chunk[0].remote, "send failed: {e}");
+                    done += 1;
+                }
             }
         }
         Ok(sent)
@@ -363,6 +373,33 @@ mod tests {
             .unwrap();
         let (n, from) = client.recv_from(&mut buf).unwrap();
         assert_eq!((&buf[..n], from), (&b"back"[..], to));
+    }
+
+    #[test]
+    fn a_refused_datagram_does_not_stop_the_rest_of_its_batch() {
+        let server = IkeSocket::bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let good = client.local_addr().unwrap();
+        // Port 0 is not a valid destination: the kernel refuses that one datagram.
+        let bad: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let out: Vec<Outgoing<'_>> = [(good, &b"one"[..]), (bad, b"bad"), (good, b"two")]
+            .into_iter()
+            .map(|(remote, data)| Outgoing {
+                local: server.local,
+                remote,
+                marker: false,
+                data,
+            })
+            .collect();
+        assert_eq!(server.send_batch(&out).unwrap(), 2);
+        let mut buf = [0u8; 8];
+        for want in [&b"one"[..], b"two"] {
+            let (n, _) = client.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], want);
+        }
     }
 
     #[test]

@@ -315,6 +315,7 @@ impl ChildSas {
                         }
                     }
                 }
+                policies.shrink_to_fit();
                 (policies, Installed::New)
             }
         };

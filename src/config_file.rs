@@ -173,7 +173,7 @@ pub enum FastpathBackend {
 pub struct DaemonConfig {
     /// The file it came from.
     pub file: PathBuf,
-    /// Addresses to listen on.
+    /// Addresses to listen on (wildcards `0.0.0.0`/`::` allowed: replies leave from the address a request came to).
     pub listen: Vec<IpAddr>,
     /// IKE port.
     pub ike_port: u16,

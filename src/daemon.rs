@@ -212,12 +212,17 @@ impl Daemon {
                 .as_ref()
                 .and_then(|a| a.first().copied())
                 .ok_or_else(|| format!("connection '{name}' has no concrete remote address"))?;
-            let local_ip: IpAddr = cfg
+            let mut local_ip: IpAddr = cfg
                 .listen
                 .iter()
                 .find(|l| l.is_ipv4() == remote_ip.is_ipv4())
                 .copied()
                 .ok_or_else(|| "no listen address of the peer's family".to_string())?;
+            if local_ip.is_unspecified() {
+                // Wildcard listen: the address the routing table picks towards the peer.
+                local_ip = crate::ike_io::source_for(SocketAddr::new(remote_ip, c.remote_port))
+                    .map_err(|e| format!("no route to {remote_ip}: {e}"))?;
+            }
             (
                 c.config.clone(),
                 SocketAddr::new(local_ip, cfg.ike_port),

@@ -8,6 +8,7 @@ mod daemon;
 mod dataplane;
 #[cfg(feature = "dpdk")]
 mod dpdk_plane;
+mod ike_io;
 mod metrics;
 mod registry;
 mod shard;

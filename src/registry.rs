@@ -1,6 +1,7 @@
 //! Cross-shard indexes: which shard holds which IKE SAs of a peer identity
 //! (for INITIAL_CONTACT and duplicate SAs), and the SA listings the CLI shows.
 
+use std::hash::{BuildHasher, RandomState};
 use std::time::Instant;
 
 use control::config::display_identity;
@@ -12,14 +13,34 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataplane::{ChildCounters, DataPlane};
 
+/// A 128-bit keyed digest of a peer identity (SipHash with a key chosen at
+/// start, over the identity and over the identity with a tag): the indexes
+/// hold it instead of a copy of the identity. Peers cannot aim at collisions
+/// without the key, and a chance collision needs ≈ 2^64 identities.
+type PeerKey = u128;
+
 /// Peer identity → (shard, local SPI) of its established IKE SAs.
-#[derive(Default)]
 pub struct Registry {
-    by_peer: DashMap<Identification, Vec<(usize, u64)>>,
-    by_spi: DashMap<(usize, u64), Identification>,
+    by_peer: DashMap<PeerKey, Vec<(usize, u64)>>,
+    by_spi: DashMap<(usize, u64), PeerKey>,
+    key: RandomState,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            by_peer: DashMap::new(),
+            by_spi: DashMap::new(),
+            key: RandomState::new(),
+        }
+    }
 }
 
 impl Registry {
+    fn key(&self, peer: &Identification) -> PeerKey {
+        (u128::from(self.key.hash_one(peer)) << 64) | u128::from(self.key.hash_one((peer, 1u8)))
+    }
+
     /// Records an established SA; with INITIAL_CONTACT returns the peer's older SAs to delete.
     pub fn established(
         &self,
@@ -28,15 +49,18 @@ impl Registry {
         spi: u64,
         initial_contact: bool,
     ) -> Vec<(usize, u64)> {
-        let mut entry = self.by_peer.entry(peer.clone()).or_default();
+        let peer = self.key(peer);
+        let mut entry = self.by_peer.entry(peer).or_default();
         let stale = if initial_contact {
             std::mem::take(&mut *entry)
         } else {
             Vec::new()
         };
+        // One SA per peer is the rule: no spare capacity.
+        entry.reserve_exact(1);
         entry.push((shard, spi));
         drop(entry);
-        self.by_spi.insert((shard, spi), peer.clone());
+        self.by_spi.insert((shard, spi), peer);
         for s in &stale {
             self.by_spi.remove(s);
         }
@@ -182,5 +206,33 @@ impl SaSummary {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use control::config::parse_identity;
+
+    #[test]
+    fn initial_contact_returns_older_sas_of_the_same_peer_only() {
+        let r = Registry::default();
+        let (a, b) = (parse_identity("a@test"), parse_identity("b@test"));
+        assert!(r.established(&a, 0, 1, false).is_empty());
+        assert!(r.established(&a, 1, 2, false).is_empty());
+        assert!(r.established(&b, 0, 3, true).is_empty());
+        assert_eq!(r.peers(), 2);
+        r.rekeyed(1, 2, 20);
+        let mut stale = r.established(&a, 0, 4, true);
+        stale.sort();
+        assert_eq!(
+            stale,
+            vec![(0, 1), (1, 20)],
+            "a's older SAs, rekeyed one under its new SPI"
+        );
+        r.gone(0, 4);
+        r.gone(0, 1); // already dropped by INITIAL_CONTACT: no effect
+        assert_eq!(r.peers(), 1, "a has no SA left, b keeps one");
+        assert_eq!(r.established(&b, 1, 5, true), vec![(0, 3)]);
     }
 }

@@ -13,17 +13,16 @@ use std::time::{Duration, Instant};
 use control::config::ConnectionConfig;
 use control::endpoint::{AdmissionConfig, Endpoint, EndpointStats};
 use control::ike_sa::{Context, Event, Task};
-use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
 use crate::dataplane::DataPlane;
+use crate::ike_io::{IkeSocket, Outgoing, RecvBatch};
 use crate::registry::{Registry, SaSummary};
 
 const WAKER: Token = Token(usize::MAX);
 /// Bits of the IKE SPI that carry the shard id.
 pub const SHARD_BITS: u32 = 6;
-const MAX_DATAGRAM: usize = 65_535;
 
 /// A request to a shard from another thread.
 pub enum ShardMsg {
@@ -105,6 +104,39 @@ pub struct ShardStats {
     pub forwarded: u64,
     /// Handshake failures by reason.
     pub failures: HashMap<String, u64>,
+    /// Bytes the IKE SAs hold by item (their own accounting, summed).
+    pub memory: SaMemory,
+}
+
+/// Bytes held by a shard's IKE SAs, by item (see `control::ike_sa::MemoryUsage`).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SaMemory {
+    /// The IKE SA structs.
+    pub inline: usize,
+    /// Keys.
+    pub keys: usize,
+    /// Cached last responses.
+    pub cached_response: usize,
+    /// Outstanding requests.
+    pub outstanding: usize,
+    /// CHILD_SA records.
+    pub children: usize,
+    /// Peer data and handshake context.
+    pub peer: usize,
+    /// Queue capacity.
+    pub queues: usize,
+}
+
+impl SaMemory {
+    fn add(&mut self, m: &control::ike_sa::MemoryUsage) {
+        self.inline += m.inline;
+        self.keys += m.keys;
+        self.cached_response += m.cached_response;
+        self.outstanding += m.outstanding;
+        self.children += m.children;
+        self.peer += m.peer;
+        self.queues += m.queues;
+    }
 }
 
 /// Serializable copy of [`EndpointStats`].
@@ -180,17 +212,11 @@ pub struct ShardConfig {
     pub nat_sockets: Option<Vec<(SocketAddr, std::net::UdpSocket)>>,
 }
 
-struct BoundSocket {
-    socket: UdpSocket,
-    local: SocketAddr,
-    nat: bool,
-}
-
 /// A shard's event loop state.
 pub struct Shard {
     id: usize,
     poll: Poll,
-    sockets: Vec<BoundSocket>,
+    sockets: Vec<IkeSocket>,
     rx: Receiver<ShardMsg>,
     peers: Arc<Vec<ShardHandle>>,
     endpoint: Endpoint,
@@ -200,25 +226,6 @@ pub struct Shard {
     registry: Arc<Registry>,
     stats: ShardStats,
     shutting_down: Option<Instant>,
-}
-
-fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let domain = if addr.is_ipv4() {
-        socket2::Domain::IPV4
-    } else {
-        socket2::Domain::IPV6
-    };
-    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-    s.set_reuse_port(true)?;
-    s.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.set_nonblocking(true)?;
-    let _ = s.set_recv_buffer_size(4 << 20);
-    let _ = s.set_send_buffer_size(4 << 20);
-    s.bind(&addr.into())?;
-    Ok(UdpSocket::from_std(s.into()))
 }
 
 /// Creates the shard's channel and waker before the loop runs (so all handles exist first).
@@ -247,12 +254,7 @@ impl Shard {
     ) -> io::Result<Self> {
         let mut sockets = Vec::new();
         for (addr, s) in cfg.nat_sockets.iter().flatten() {
-            let socket = UdpSocket::from_std(s.try_clone()?);
-            sockets.push(BoundSocket {
-                socket,
-                local: *addr,
-                nat: true,
-            });
+            sockets.push(IkeSocket::send_only(s.try_clone()?, *addr));
         }
         let external_nat = cfg.nat_sockets.is_some();
         let ike_via_dataplane = dataplane.carries_ike();
@@ -264,19 +266,15 @@ impl Shard {
                     continue;
                 }
                 let addr = SocketAddr::new(*ip, port);
-                let mut socket =
-                    bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))?;
-                let token = Token(sockets.len());
-                // Only sockets the shard reads are registered; data-plane sockets are send-only here.
-                poll.registry().register(&mut socket, token, Interest::READABLE)?;
                 // charon (and RFC 3948 on 4500) marks IKE with a non-ESP marker on
                 // every port but 500; so do we.
-                let nat = nat || port != 500;
-                sockets.push(BoundSocket {
-                    socket,
-                    local: addr,
-                    nat,
-                });
+                let mut socket = IkeSocket::bind(addr, nat || port != 500)
+                    .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))?;
+                let token = Token(sockets.len());
+                // Only sockets the shard reads are registered; data-plane sockets are send-only here.
+                poll.registry()
+                    .register(&mut socket.socket, token, Interest::READABLE)?;
+                sockets.push(socket);
             }
         }
         let mut ctx = Context::new(cfg.connections);
@@ -302,7 +300,7 @@ impl Shard {
     /// Runs the loop until shutdown completes.
     pub fn run(mut self) {
         let mut events = Events::with_capacity(256);
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut batch = RecvBatch::default();
         loop {
             let now = Instant::now();
             let mut timeout = self.endpoint.poll_timeout().map(|t| t.saturating_duration_since(now));
@@ -319,7 +317,7 @@ impl Shard {
                 if ev.token() == WAKER {
                     continue;
                 }
-                self.drain_socket(ev.token().0, &mut buf);
+                self.drain_socket(ev.token().0, &mut batch);
             }
             self.drain_channel();
             let now = Instant::now();
@@ -334,41 +332,48 @@ impl Shard {
         }
     }
 
-    fn drain_socket(&mut self, idx: usize, buf: &mut [u8]) {
+    /// Reads the socket in batches until it is empty; the replies of each batch leave together.
+    fn drain_socket(&mut self, idx: usize, batch: &mut RecvBatch) {
         loop {
             let Some(s) = self.sockets.get(idx) else { return };
-            let (len, remote) = match s.socket.recv_from(buf) {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            let nat = s.nat;
+            let got = match s.recv_batch(batch) {
+                Ok(n) => n,
                 Err(e) => {
                     debug!("recv failed: {e}");
                     return;
                 }
             };
-            let local = s.local;
-            let nat = s.nat;
-            self.stats.rx_datagrams += 1;
-            let data = &buf[..len];
-            if nat {
-                if len == 1 && data[0] == 0xff {
-                    continue; // NAT keepalive (RFC 3948 §2.3)
+            for (r, data) in batch.iter() {
+                if r.len == 0 {
+                    continue;
                 }
-                if len >= 4 && data[..4] == [0, 0, 0, 0] {
-                    let ike = data[4..].to_vec();
-                    self.dispatch(local, remote, &ike);
-                } else if len >= 8 {
-                    self.dataplane.esp_received(local, remote, data);
-                }
-            } else {
-                // Port 500 carries IKE only; tolerate a non-ESP marker (an IKE SPI is never zero).
-                let ike = if len >= 4 && data[..4] == [0, 0, 0, 0] {
-                    data[4..].to_vec()
+                self.stats.rx_datagrams += 1;
+                let (local, remote, len) = (r.local, r.remote, r.len);
+                if nat {
+                    if len == 1 && data[0] == 0xff {
+                        continue; // NAT keepalive (RFC 3948 §2.3)
+                    }
+                    if len >= 4 && data[..4] == [0, 0, 0, 0] {
+                        self.dispatch(local, remote, &data[4..]);
+                    } else if len >= 8 {
+                        self.dataplane.esp_received(local, remote, data);
+                    }
                 } else {
-                    data.to_vec()
-                };
-                self.dispatch(local, remote, &ike);
+                    // Port 500 carries IKE only; tolerate a non-ESP marker (an IKE SPI is never zero).
+                    let ike = if len >= 4 && data[..4] == [0, 0, 0, 0] {
+                        &data[4..]
+                    } else {
+                        data
+                    };
+                    self.dispatch(local, remote, ike);
+                }
             }
             self.flush();
+            // Fewer than a full batch: the queue was empty (a later datagram raises a new event).
+            if got < crate::ike_io::BATCH {
+                return;
+            }
         }
     }
 
@@ -445,6 +450,7 @@ impl Shard {
                     s.ike_sas = self.endpoint.len();
                     s.half_open = self.endpoint.half_open();
                     s.child_sas = self.endpoint.sas().map(|sa| sa.children().len()).sum();
+                    self.endpoint.sas().for_each(|sa| s.memory.add(&sa.memory()));
                     let _ = reply.send(s);
                 }
                 ShardMsg::Reload(conns) => self.reload(now, conns),
@@ -531,6 +537,7 @@ impl Shard {
             }
             self.dataplane.ike_event(&ev);
         }
+        let mut out: Vec<(usize, control::ike_sa::Transmit)> = Vec::new();
         while let Some(t) = self.endpoint.poll_transmit() {
             if self.ike_via_dataplane {
                 let remote = t.remote;
@@ -540,27 +547,40 @@ impl Shard {
                 }
                 continue;
             }
-            let sock = self.sockets.iter().find(|s| s.local == t.local).or_else(|| {
-                self.sockets
-                    .iter()
-                    .find(|s| s.local.port() == t.local.port() && s.local.is_ipv4() == t.local.is_ipv4())
-            });
-            let Some(sock) = sock else {
-                warn!(local = %t.local, "no socket for local address");
-                continue;
-            };
+            // The socket bound to the SA's address, else the wildcard socket of its port.
+            let same_port = |s: &IkeSocket| s.local.port() == t.local.port() && s.local.is_ipv4() == t.local.is_ipv4();
+            let idx = self
+                .sockets
+                .iter()
+                .position(|s| s.local == t.local)
+                .or_else(|| self.sockets.iter().position(|s| same_port(s) && s.is_wildcard()))
+                .or_else(|| self.sockets.iter().position(same_port));
+            match idx {
+                Some(i) => out.push((i, t)),
+                None => warn!(local = %t.local, "no socket for local address"),
+            }
+        }
+        out.sort_by_key(|(i, t)| (*i, t.local.ip()));
+        for group in out.chunk_by(|a, b| a.0 == b.0 && a.1.local.ip() == b.1.local.ip()) {
+            let sock = &self.sockets[group[0].0];
             // The marker is used between two ports that are both not 500 (RFC 3948, and what charon reads).
-            let res = if sock.nat && t.remote.port() != 500 {
-                let mut d = Vec::with_capacity(t.data.len() + 4);
-                d.extend_from_slice(&[0, 0, 0, 0]);
-                d.extend_from_slice(&t.data);
-                sock.socket.send_to(&d, t.remote)
-            } else {
-                sock.socket.send_to(&t.data, t.remote)
-            };
-            match res {
-                Ok(_) => self.stats.tx_datagrams += 1,
-                Err(e) => debug!(remote = %t.remote, "send failed: {e}"),
+            let items: Vec<Outgoing<'_>> = group
+                .iter()
+                .map(|(_, t)| Outgoing {
+                    local: t.local,
+                    remote: t.remote,
+                    marker: sock.nat && t.remote.port() != 500,
+                    data: &t.data,
+                })
+                .collect();
+            match sock.send_batch(&items) {
+                Ok(n) => {
+                    self.stats.tx_datagrams += n as u64;
+                    if n < items.len() {
+                        debug!(dropped = items.len() - n, "send buffer full");
+                    }
+                }
+                Err(e) => debug!(local = %sock.local, "send failed: {e}"),
             }
         }
     }

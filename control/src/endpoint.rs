@@ -4,6 +4,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,14 +67,39 @@ pub struct EndpointStats {
     pub dropped_invalid: u64,
 }
 
+/// Hashes our own IKE SPIs with one multiply instead of SipHash: we pick them
+/// at random, so a peer cannot choose keys that collide.
+#[derive(Default, Clone, Copy)]
+struct SpiHasher(u64);
+
+impl Hasher for SpiHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        // Odd constant (2^64 / golden ratio): the top bits, which hashbrown
+        // uses as tags, depend on every bit of the SPI.
+        self.0 = (self.0.rotate_left(29) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A map keyed by our IKE SPI.
+type SpiMap<V> = HashMap<u64, V, BuildHasherDefault<SpiHasher>>;
+
 /// A set of IKE SAs behind one group of sockets (one shard of the daemon).
 pub struct Endpoint {
-    ctx: Context,
+    ctx: Arc<Context>,
     admission: AdmissionConfig,
-    sas: HashMap<u64, IkeSa>,
+    /// Boxed: a map slot of a boxed SA is 16 bytes, so the map's spare slots cost little.
+    sas: SpiMap<Box<IkeSa>>,
     init_index: HashMap<(u64, SocketAddr), u64>,
-    half_open: HashMap<u64, (u64, SocketAddr)>,
-    scheduled: HashMap<u64, Instant>,
+    half_open: SpiMap<(u64, SocketAddr)>,
+    scheduled: SpiMap<Instant>,
     per_source: HashMap<IpAddr, usize>,
     cookies: CookieJar,
     cookie_mode_until: Option<Instant>,
@@ -93,12 +119,12 @@ impl Endpoint {
         ctx.spi_prefix_bits = shard_bits;
         let cookies = CookieJar::new(now, admission.cookie_rotation, admission.cookie_rotation / 2);
         Self {
-            ctx,
+            ctx: Arc::new(ctx),
             admission,
-            sas: HashMap::new(),
+            sas: SpiMap::default(),
             init_index: HashMap::new(),
-            half_open: HashMap::new(),
-            scheduled: HashMap::new(),
+            half_open: SpiMap::default(),
+            scheduled: SpiMap::default(),
             per_source: HashMap::new(),
             cookies,
             cookie_mode_until: None,
@@ -118,7 +144,8 @@ impl Endpoint {
 
     /// Replaces the connection list (reload); existing SAs keep their config.
     pub fn set_connections(&mut self, connections: Vec<Arc<ConnectionConfig>>) {
-        self.ctx.connections = Arc::new(connections);
+        // SAs keep the context they were made with; new ones get the new list.
+        Arc::make_mut(&mut self.ctx).connections = Arc::new(connections);
     }
 
     /// Counters.
@@ -143,12 +170,12 @@ impl Endpoint {
 
     /// The IKE SA whose local SPI is `spi`.
     pub fn sa(&self, spi: u64) -> Option<&IkeSa> {
-        self.sas.get(&spi)
+        self.sas.get(&spi).map(|b| &**b)
     }
 
     /// All IKE SAs.
     pub fn sas(&self) -> impl Iterator<Item = &IkeSa> {
-        self.sas.values()
+        self.sas.values().map(|b| &**b)
     }
 
     /// A fresh local SPI carrying this endpoint's shard prefix.
@@ -177,7 +204,7 @@ impl Endpoint {
     ) -> Result<u64, Error> {
         let spi = self.new_spi();
         let sa = IkeSa::initiate(now, config, self.ctx.clone(), local, remote, spi)?;
-        self.sas.insert(spi, sa);
+        self.sas.insert(spi, Box::new(sa));
         self.after(spi);
         Ok(spi)
     }
@@ -341,7 +368,7 @@ impl Endpoint {
                 self.init_index.insert((h.spi_i, remote), spi);
                 self.half_open.insert(spi, (h.spi_i, remote));
                 *self.per_source.entry(remote.ip()).or_default() += 1;
-                self.sas.insert(spi, sa);
+                self.sas.insert(spi, Box::new(sa));
                 self.after(spi);
             }
             Err(rej) => {
@@ -374,6 +401,7 @@ impl Endpoint {
             }
             self.events.push_back((spi, e));
         }
+        sa.release_idle_buffers();
         let half_open = sa.is_half_open();
         let closed = sa.is_closed();
         let deadline = sa.poll_timeout();
@@ -411,7 +439,7 @@ impl Endpoint {
                     new.close(crate::ike_sa::DownReason::Failed("SPI collision".into()));
                 }
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(new);
+                    v.insert(Box::new(new));
                     self.after(new_spi);
                 }
             }

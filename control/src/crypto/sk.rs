@@ -23,6 +23,8 @@ const AEAD_IV_LEN: usize = 8;
 const AEAD_SALT_LEN: usize = 4;
 /// AEAD ICV length (16-octet tag).
 const AEAD_ICV_LEN: usize = 16;
+/// Largest AEAD key (AES-256, ChaCha20).
+const AEAD_MAX_KEY_LEN: usize = 32;
 /// AES block and CBC IV length.
 const AES_BLOCK_LEN: usize = 16;
 
@@ -32,8 +34,14 @@ pub struct SkCipher {
 }
 
 enum Mode {
+    /// The key is kept as bytes and the aws-lc context (≈ 600 bytes of key
+    /// schedule and GHASH table) is built per message: an established IKE SA
+    /// protects a message every few minutes at most, and tens of thousands of
+    /// idle SAs would otherwise each keep two contexts.
     Aead {
-        key: LessSafeKey,
+        alg: &'static aead::Algorithm,
+        key: Zeroizing<[u8; AEAD_MAX_KEY_LEN]>,
+        key_len: usize,
         salt: Zeroizing<[u8; AEAD_SALT_LEN]>,
         /// IV of the first message, random.
         iv_start: u64,
@@ -74,6 +82,14 @@ fn length_error(what: &'static str, got: usize, expected: usize) -> WireError {
 }
 
 impl SkCipher {
+    /// Heap bytes behind this cipher that its owner accounts for (key material kept by ironsa).
+    pub fn heap_bytes(&self) -> usize {
+        match &self.mode {
+            Mode::Aead { .. } => 0,
+            Mode::Cbc(_) => std::mem::size_of::<CbcKeys>(),
+        }
+    }
+
     /// Builds the cipher from SK_e (with salt for AEADs) and SK_a (empty for AEADs).
     pub fn new(encr: EncrAlg, integ: Option<IntegAlg>, encr_key: &[u8], integ_key: &[u8]) -> Result<Self, CryptoError> {
         if encr_key.len() != encr.keymat_len() {
@@ -99,11 +115,20 @@ impl SkCipher {
                     _ => return Err(CryptoError::Unsupported(encr.name())),
                 };
                 let (key, salt) = encr_key.split_at(encr.key_len());
-                let unbound = UnboundKey::new(alg, key).map_err(|_| CryptoError::KeyRejected(encr.name()))?;
+                // The length was checked above (key_len of `alg`), which is all
+                // aws-lc checks: building a context here only to validate it
+                // would cost a key schedule and a GHASH table per direction.
+                if key.len() != alg.key_len() || key.len() > AEAD_MAX_KEY_LEN {
+                    return Err(key_error(&encr.name(), key.len(), alg.key_len()));
+                }
+                let mut key_bytes = Zeroizing::new([0u8; AEAD_MAX_KEY_LEN]);
+                key_bytes[..key.len()].copy_from_slice(key);
                 let mut salt_bytes = Zeroizing::new([0u8; AEAD_SALT_LEN]);
                 salt_bytes.copy_from_slice(salt);
                 Mode::Aead {
-                    key: LessSafeKey::new(unbound),
+                    alg,
+                    key: key_bytes,
+                    key_len: key.len(),
                     salt: salt_bytes,
                     iv_start: super::random::u64()?,
                     sealed: AtomicU64::new(0),
@@ -151,6 +176,16 @@ impl SkCipher {
         }
         Ok(sk)
     }
+}
+
+/// The aws-lc AEAD context for one message.
+fn aead_key(alg: &'static aead::Algorithm, key: &[u8]) -> Result<LessSafeKey, WireError> {
+    UnboundKey::new(alg, key)
+        .map(LessSafeKey::new)
+        .map_err(|_| WireError::Invalid {
+            what: "SK payload",
+            detail: "AEAD key rejected".into(),
+        })
 }
 
 /// salt || iv: the 12-byte AEAD nonce.
@@ -211,7 +246,9 @@ impl SkProtect for SkCipher {
         }
         match &self.mode {
             Mode::Aead {
+                alg,
                 key,
+                key_len,
                 salt,
                 iv_start,
                 sealed,
@@ -230,7 +267,7 @@ impl SkProtect for SkCipher {
                 }
                 iv.copy_from_slice(&iv_start.wrapping_add(n).to_be_bytes());
                 let nonce = aead_nonce(salt, iv)?;
-                let tag = key
+                let tag = aead_key(alg, &key[..*key_len])?
                     .seal_in_place_separate_tag(nonce, Aad::from(aad), data)
                     .map_err(|_| WireError::Invalid {
                         what: "SK payload",
@@ -271,9 +308,16 @@ impl SkProtect for SkCipher {
             return Err(length_error("SK payload ICV", icv.len(), self.icv_len()));
         }
         match &self.mode {
-            Mode::Aead { key, salt, .. } => {
+            Mode::Aead {
+                alg,
+                key,
+                key_len,
+                salt,
+                ..
+            } => {
                 let nonce = aead_nonce(salt, iv)?;
-                key.open_in_place_separate_tag(nonce, Aad::from(aad), icv, data)
+                aead_key(alg, &key[..*key_len])?
+                    .open_in_place_separate_tag(nonce, Aad::from(aad), icv, data)
                     .map_err(|_| WireError::IntegrityCheckFailed)?;
                 Ok(())
             }

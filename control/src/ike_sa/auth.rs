@@ -217,6 +217,11 @@ fn release_pending(sa: &IkeSa, pending: &PendingChild) {
 
 fn establish(sa: &mut IkeSa, now: Instant, peer_id: Identification, initial_contact: bool) {
     sa.state = State::Established;
+    // SK_pi/SK_pr are only for the AUTH payloads, which are done (both AUTHs are computed before this).
+    if let Some(k) = sa.keys.as_mut() {
+        k.sk_pi = zeroize::Zeroizing::new(Vec::new());
+        k.sk_pr = zeroize::Zeroizing::new(Vec::new());
+    }
     sa.last_inbound = now;
     let (rekey, expire) = schedule(now, &sa.config.ike_lifetime);
     sa.rekey_at = rekey;
@@ -348,7 +353,7 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
     establish(sa, now, idi, initial_contact);
     let has_child = inner.iter().any(|p| matches!(p, Payload::Sa(_)));
     if has_child {
-        let AuthContext { ni, nr, .. } = &ctx;
+        let AuthContext { ni, nr, .. } = &*ctx;
         match create_child::respond_child(sa, now, &inner, ni, nr, None, None) {
             Ok(payloads) => response.extend(payloads),
             Err(n) => response.push(n),

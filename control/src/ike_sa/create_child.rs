@@ -212,6 +212,8 @@ fn install_child(
         },
         rekey_of,
     })));
+    // Most IKE SAs hold one child: no spare capacity.
+    sa.children.reserve_exact(1);
     sa.children.push(child);
 }
 

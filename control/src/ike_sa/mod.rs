@@ -228,9 +228,9 @@ pub(crate) struct AuthContext {
 /// Where the IKE SA is in its life.
 pub(crate) enum State {
     /// Initiator: IKE_SA_INIT sent, waiting for the response.
-    InitSent(sa_init::InitSent),
+    InitSent(Box<sa_init::InitSent>),
     /// Initiator: IKE_AUTH sent; responder: waiting for IKE_AUTH.
-    Authenticating(AuthContext),
+    Authenticating(Box<AuthContext>),
     /// Authenticated.
     Established,
     /// Gone; the driver may drop the object.
@@ -288,11 +288,13 @@ pub struct IkeSa {
     pub(crate) nat_local: bool,
     pub(crate) nat_remote: bool,
     pub(crate) config: Arc<ConnectionConfig>,
-    pub(crate) ctx: Context,
+    /// Shared with the endpoint's other SAs (a pointer, not a copy per SA).
+    pub(crate) ctx: Arc<Context>,
     pub(crate) state: State,
     pub(crate) keys: Option<SaKeys>,
     pub(crate) next_request_id: u32,
-    pub(crate) outstanding: Option<Outstanding>,
+    /// Boxed: only present while a request of ours is in flight.
+    pub(crate) outstanding: Option<Box<Outstanding>>,
     pub(crate) expected_request_id: u32,
     pub(crate) cached_response: Option<(u32, Vec<Vec<u8>>)>,
     /// Digest of the request (its first datagram) the cached response answers:
@@ -304,7 +306,8 @@ pub struct IkeSa {
     pub(crate) children: Vec<ChildSa>,
     pub(crate) transmits: VecDeque<Transmit>,
     pub(crate) events: VecDeque<Event>,
-    pub(crate) reassembler: FragmentReassembler,
+    /// Created when the first SKF fragment arrives.
+    pub(crate) reassembler: Option<Box<FragmentReassembler>>,
     pub(crate) peer_fragmentation: bool,
     /// Hash algorithms from the peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427).
     pub(crate) peer_sig_hashes: Vec<u16>,
@@ -320,6 +323,40 @@ pub struct IkeSa {
     /// Set on an IKE SA that replaced another by rekey: children to adopt.
     pub(crate) down_reported: bool,
 }
+
+/// Bytes one IKE SA holds, by item (its own accounting: `size_of` plus the
+/// capacity of its buffers; allocator overhead and crypto-library internals
+/// behind the SK ciphers are not included).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryUsage {
+    /// The `IkeSa` struct itself.
+    pub inline: usize,
+    /// SK_d, SK_pi, SK_pr and the SK cipher key material.
+    pub keys: usize,
+    /// The cached last response (answers retransmitted requests).
+    pub cached_response: usize,
+    /// The outstanding request of ours (kept for retransmission).
+    pub outstanding: usize,
+    /// CHILD_SAs: structs, names and selectors.
+    pub children: usize,
+    /// Peer identity, CERTREQ data, signature hashes, handshake context.
+    pub peer: usize,
+    /// Capacity of the task, transmit and event queues.
+    pub queues: usize,
+}
+
+impl MemoryUsage {
+    /// Sum of all items.
+    pub fn total(&self) -> usize {
+        self.inline + self.keys + self.cached_response + self.outstanding + self.children + self.peer + self.queues
+    }
+}
+
+/// How long an established SA keeps its last response after the peer last
+/// spoke: RFC 7296 §2.1 wants it for retransmitted requests, and initiators
+/// give up retransmitting well before this (strongSwan after ≈ 165 s). Idle
+/// tunnels then do not each hold a copy of their IKE_AUTH response.
+pub const RESPONSE_CACHE_TTL: Duration = Duration::from_secs(300);
 
 /// Random jittered deadline for a lifetime starting at `now`.
 pub(crate) fn schedule(now: Instant, lifetime: &Lifetime) -> (Option<Instant>, Option<Instant>) {
@@ -342,7 +379,7 @@ impl IkeSa {
         role: Role,
         now: Instant,
         config: Arc<ConnectionConfig>,
-        ctx: Context,
+        ctx: Arc<Context>,
         local: SocketAddr,
         remote: SocketAddr,
         spi_i: u64,
@@ -372,7 +409,7 @@ impl IkeSa {
             children: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            reassembler: FragmentReassembler::new(),
+            reassembler: None,
             peer_fragmentation: false,
             peer_sig_hashes: Vec::new(),
             peer_certreq: Vec::new(),
@@ -384,6 +421,50 @@ impl IkeSa {
             successor: None,
             collisions: Vec::new(),
             down_reported: false,
+        }
+    }
+
+    /// What this SA holds in memory, by item.
+    pub fn memory(&self) -> MemoryUsage {
+        let datagrams = |d: &[Vec<u8>]| d.iter().map(Vec::capacity).sum::<usize>() + std::mem::size_of_val(d);
+        let keys = self.keys.as_ref().map_or(0, |k| {
+            k.sk_d.capacity()
+                + k.sk_pi.capacity()
+                + k.sk_pr.capacity()
+                + k.outbound.heap_bytes()
+                + k.inbound.heap_bytes()
+        });
+        let cached_response = self.cached_response.as_ref().map_or(0, |(_, d)| datagrams(d));
+        let outstanding = self.outstanding.as_ref().map_or(0, |o| datagrams(&o.datagrams));
+        let ts = |v: &[crate::wire::ikev2::TrafficSelector]| std::mem::size_of_val(v);
+        let children = self.children.capacity() * std::mem::size_of::<ChildSa>()
+            + self
+                .children
+                .iter()
+                .map(|c| c.name.capacity() + ts(&c.local_ts) + ts(&c.remote_ts))
+                .sum::<usize>();
+        let auth = match &self.state {
+            State::Authenticating(a) => {
+                a.our_init.capacity() + a.peer_init.capacity() + a.ni.capacity() + a.nr.capacity()
+            }
+            _ => 0,
+        };
+        let peer = self.peer_id.as_ref().map_or(0, |p| p.data.capacity())
+            + self.peer_certreq.capacity()
+            + self.peer_sig_hashes.capacity() * 2
+            + auth;
+        let queues = self.tasks.capacity() * std::mem::size_of::<Task>()
+            + self.transmits.capacity() * std::mem::size_of::<Transmit>()
+            + self.events.capacity() * std::mem::size_of::<Event>()
+            + self.collisions.capacity() * std::mem::size_of::<create_child::Collision>();
+        MemoryUsage {
+            inline: std::mem::size_of::<Self>(),
+            keys,
+            cached_response,
+            outstanding,
+            children,
+            peer,
+            queues,
         }
     }
 
@@ -470,6 +551,23 @@ impl IkeSa {
         self.successor.take().map(|b| *b)
     }
 
+    /// Frees the capacity of empty queues: tens of thousands of idle SAs
+    /// would otherwise each keep the buffers of their busiest moment.
+    pub fn release_idle_buffers(&mut self) {
+        if self.transmits.is_empty() {
+            self.transmits = VecDeque::new();
+        }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+        if self.tasks.is_empty() {
+            self.tasks = VecDeque::new();
+        }
+        if self.collisions.is_empty() {
+            self.collisions = Vec::new();
+        }
+    }
+
     /// Queues work (rekey, delete, DPD, new child); it starts when the request window is free.
     pub fn queue(&mut self, now: Instant, task: Task) {
         if !self.tasks.contains(&task) {
@@ -494,6 +592,9 @@ impl IkeSa {
             State::Established => {
                 consider(self.rekey_at);
                 consider(self.expire_at);
+                if self.cached_response.is_some() {
+                    consider(Some(self.last_inbound + RESPONSE_CACHE_TTL));
+                }
                 if let Some(d) = self.config.dpd_delay {
                     if self.outstanding.is_none() {
                         consider(Some(self.last_inbound + d));
@@ -552,6 +653,10 @@ impl IkeSa {
             }
             State::Established => {}
             _ => return,
+        }
+        if self.cached_response.is_some() && now >= self.last_inbound + RESPONSE_CACHE_TTL {
+            self.cached_response = None;
+            self.cached_request_digest = None;
         }
         if self.expire_at.is_some_and(|e| now >= e) {
             info!(connection = %self.config.name, "IKE SA hard lifetime expired");
@@ -734,7 +839,10 @@ impl IkeSa {
         let keys = self.keys.as_ref()?;
         let result = match msg.payloads.last() {
             Some(Payload::Sk { .. }) => sk::open_message(datagram, &keys.inbound).map(Some),
-            Some(Payload::Skf { .. }) => self.reassembler.push(datagram, &keys.inbound),
+            Some(Payload::Skf { .. }) => self
+                .reassembler
+                .get_or_insert_with(|| Box::new(FragmentReassembler::new()))
+                .push(datagram, &keys.inbound),
             _ => {
                 debug!("dropping message without encrypted payload");
                 return None;
@@ -742,7 +850,7 @@ impl IkeSa {
         };
         match result {
             Ok(Some(inner)) => {
-                self.reassembler = FragmentReassembler::new();
+                self.reassembler = None;
                 Some(inner)
             }
             Ok(None) => None,
@@ -756,6 +864,13 @@ impl IkeSa {
     /// Bookkeeping after a message passed its integrity check.
     fn after_authentic_inbound(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr) {
         self.last_inbound = now;
+        // A driver reading a wildcard socket without packet info knows only the
+        // port: keep the address the SA already has.
+        let local = if local.ip().is_unspecified() {
+            SocketAddr::new(self.local.ip(), local.port())
+        } else {
+            local
+        };
         if !self.nat_t && local.port() == self.ctx.local_nat_port && local.port() != self.local.port() {
             // The initiator moved to the NAT-T port (RFC 7296 §2.23): answer there.
             self.nat_t = true;
@@ -844,13 +959,13 @@ impl IkeSa {
         for d in &datagrams {
             self.push_transmit(d.clone());
         }
-        self.outstanding = Some(Outstanding {
+        self.outstanding = Some(Box::new(Outstanding {
             message_id: mid,
             datagrams,
             kind,
             tries: 0,
             deadline: now + self.config.retransmit_timeout,
-        });
+        }));
     }
 
     /// Sends (and caches) an encrypted response to request `mid`.

@@ -48,7 +48,7 @@ impl IkeSa {
     pub fn initiate(
         now: Instant,
         config: Arc<ConnectionConfig>,
-        ctx: Context,
+        ctx: Arc<Context>,
         local: SocketAddr,
         remote: SocketAddr,
         spi_i: u64,
@@ -65,14 +65,14 @@ impl IkeSa {
             })?;
         let ke = KeyExchange::generate(group)?;
         let ni = random_nonce()?;
-        let state = State::InitSent(InitSent {
+        let state = State::InitSent(Box::new(InitSent {
             ke,
             ni,
             cookie: None,
             cookie_rounds: 0,
             ke_rounds: 0,
             request: Vec::new(),
-        });
+        }));
         let mut sa = IkeSa::blank(Role::Initiator, now, config, ctx, local, remote, spi_i, 0, state);
         sa.send_init(now);
         info!(connection = %sa.config.name, peer = %remote, "initiating IKE SA");
@@ -129,13 +129,13 @@ impl IkeSa {
         st.request = request.clone();
         self.next_request_id = 1;
         self.push_transmit(request.clone());
-        self.outstanding = Some(Outstanding {
+        self.outstanding = Some(Box::new(Outstanding {
             message_id: 0,
             datagrams: vec![request],
             kind: RequestKind::Init,
             tries: 0,
             deadline: now + self.config.retransmit_timeout,
-        });
+        }));
     }
 }
 
@@ -258,7 +258,7 @@ fn process_response(sa: &mut IkeSa, datagram: &[u8], msg: &Message) -> Result<()
         });
     }
     sa.spi_r = msg.header.spi_r;
-    let InitSent { ke, ni, request, .. } = st;
+    let InitSent { ke, ni, request, .. } = *st;
     let shared = ke.finish(ker)?;
     let keys = derive_ike_sa_keys(&selected.suite, &shared, &ni, nr, sa.spi_i, sa.spi_r);
     // NAT detection: the responder hashed what it saw as source/destination.
@@ -273,12 +273,12 @@ fn process_response(sa: &mut IkeSa, datagram: &[u8], msg: &Message) -> Result<()
     sa.peer_fragmentation = find_notify(&msg.payloads, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
     note_auth_hints(sa, &msg.payloads);
     install_keys(sa, selected.suite, keys)?;
-    sa.state = State::Authenticating(AuthContext {
+    sa.state = State::Authenticating(Box::new(AuthContext {
         our_init: request,
         peer_init: datagram.to_vec(),
         ni,
         nr: nr.clone(),
-    });
+    }));
     Ok(())
 }
 
@@ -328,11 +328,17 @@ pub(crate) fn install_keys(sa: &mut IkeSa, suite: crypto::IkeSuite, keys: crypto
     };
     let outbound = SkCipher::new(suite.encr, suite.integ, out_e, out_a)?;
     let inbound = SkCipher::new(suite.encr, suite.integ, in_e, in_a)?;
+    // SK_pi/SK_pr only serve IKE_AUTH: a rekeyed IKE SA (born established) does not keep them.
+    let (sk_pi, sk_pr) = if matches!(sa.state, State::Established) {
+        (zeroize::Zeroizing::new(Vec::new()), zeroize::Zeroizing::new(Vec::new()))
+    } else {
+        (keys.sk_pi.clone(), keys.sk_pr.clone())
+    };
     sa.keys = Some(SaKeys {
         suite,
         sk_d: keys.sk_d.clone(),
-        sk_pi: keys.sk_pi.clone(),
-        sk_pr: keys.sk_pr.clone(),
+        sk_pi,
+        sk_pr,
         outbound,
         inbound,
     });
@@ -387,7 +393,7 @@ impl IkeSa {
     /// Cookie admission happens before this, in the endpoint.
     pub fn respond_init(
         now: Instant,
-        ctx: &Context,
+        ctx: &Arc<Context>,
         local: SocketAddr,
         remote: SocketAddr,
         datagram: &[u8],
@@ -544,12 +550,12 @@ impl IkeSa {
             error: e,
             response: None,
         })?;
-        sa.state = State::Authenticating(AuthContext {
+        sa.state = State::Authenticating(Box::new(AuthContext {
             our_init: response.clone(),
             peer_init: datagram.to_vec(),
             ni: ni.clone(),
             nr,
-        });
+        }));
         sa.expected_request_id = 1;
         sa.cached_response = Some((0, vec![response.clone()]));
         sa.push_transmit(response);

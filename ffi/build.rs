@@ -4,7 +4,8 @@
 //! DPDK nor clang. With the feature it:
 //! 1. finds the system DPDK (>= 22.11) through pkg-config and emits link flags;
 //! 2. compiles `csrc/shim.c`, which exports DPDK's `static inline` fast-path
-//!    functions under `ironsa_*` names;
+//!    functions under `ironsa_*` names, and `csrc/imb.c` (AES-GCM on
+//!    intel-ipsec-mb's direct API), and links libIPSec_MB;
 //! 3. runs bindgen on `csrc/wrapper.h` with an allowlist (no layout tests).
 
 fn main() {
@@ -23,7 +24,13 @@ mod dpdk {
     const MIN_DPDK: &str = "22.11";
 
     pub fn build() {
-        for file in ["csrc/wrapper.h", "csrc/shim.h", "csrc/shim.c"] {
+        for file in [
+            "csrc/wrapper.h",
+            "csrc/shim.h",
+            "csrc/shim.c",
+            "csrc/imb.h",
+            "csrc/imb.c",
+        ] {
             println!("cargo:rerun-if-changed={file}");
         }
         println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
@@ -40,6 +47,7 @@ mod dpdk {
 
         let mut shim = cc::Build::new();
         shim.file("csrc/shim.c")
+            .file("csrc/imb.c")
             .warnings(true)
             .opt_level(2)
             .define("ALLOW_EXPERIMENTAL_API", None);
@@ -50,6 +58,9 @@ mod dpdk {
             shim.include(dir);
         }
         shim.compile("ironsa_dpdk_shim");
+        // intel-ipsec-mb (libipsec-mb-dev) ships no pkg-config file; after the
+        // shim, which calls it.
+        println!("cargo:rustc-link-lib=IPSec_MB");
 
         let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
         let mut builder = bindgen::Builder::default()

@@ -594,6 +594,71 @@ fn case_lookaside(eal: &Eal, port: &str, device: &str) -> CaseResult {
     Ok(())
 }
 
+/// Forged ICVs on an inbound SA (each of the 128 tag bits flipped in turn,
+/// ahead of the genuine packet with the same fresh sequence number): all are
+/// dropped as ICV failures and leave the SA as it was (replay window top,
+/// counters), so the genuine packet still decapsulates, byte for byte.
+fn check_forged_icvs(rig: &mut Rig, keys: CipherKeys, spi: u32, inner_net: &str) -> Result<bool, String> {
+    let mut params = SaParams::new(spi, Direction::Inbound, keys.clone(), ipa(LOCAL), ipa(PEER));
+    params.esn = false;
+    let (in_id, offloaded) = rig.backend.install_sa(&params).map_err(e)?;
+    let (psad, _pev) = Sad::new(1);
+    let (psad, pspd) = (Arc::new(psad), Arc::new(Spd::new()));
+    let p_out = psad
+        .install_outbound(&SaParams::new(spi, Direction::Outbound, keys, ipa(PEER), ipa(LOCAL)))
+        .map_err(e)?;
+    protect(&pspd, inner_net, "10.1.0.0", p_out)?;
+    let mut peer = Worker::new(0, psad, pspd).with_outer_headers(true).without_pinning();
+    let IpAddr::V4(base) = ipa(inner_net) else {
+        return Err("IPv4 test nets only".into());
+    };
+    let src = IpAddr::from([base.octets()[0], base.octets()[1], 0, 9]);
+    let inner = udp_packet(&src.to_string(), "10.1.0.5", 53, 3000, 300, 0x3c);
+    let mut b = PacketBuf::from_slice(&inner).map_err(e)?;
+    let v = peer.outbound_packet(&mut b);
+    ensure(matches!(v, Verdict::ToPeer { .. }), format!("peer encap {v:?}"))?;
+    let genuine = eth(rig.mac, b.data());
+    let sa_state = |rig: &Rig| -> Result<(u64, (u64, u64)), String> {
+        let sa = rig.sad.inbound_by_id(in_id).ok_or("backend inbound SA")?;
+        let top = sa.replay.lock().map_err(e)?.top();
+        Ok((top, sa.counters.totals()))
+    };
+    let drops = |c: &fastpath::dpdk::counters::DpdkCounters, r: DropReason| -> u64 {
+        c.loops.iter().map(|l| l.inbound.dropped(r)).sum()
+    };
+    let before = rig.backend.counters();
+    let state = sa_state(rig)?;
+    let icv_at = genuine.len() - 16;
+    for chunk in (0..128).collect::<Vec<usize>>().chunks(32) {
+        let forged: Vec<Vec<u8>> = chunk
+            .iter()
+            .map(|&bit| {
+                let mut f = genuine.clone();
+                f[icv_at + bit / 8] ^= 1 << (bit % 8);
+                f
+            })
+            .collect();
+        rig.inject(&forged)?;
+        for _ in 0..50 {
+            rig.lp.poll_once();
+        }
+    }
+    while rig.tap.try_recv().is_ok() {}
+    let after = rig.backend.counters();
+    let icv = drops(&after, DropReason::IcvFailure) - drops(&before, DropReason::IcvFailure);
+    ensure(icv == 128, format!("{icv} ICV drops for 128 forged ICVs"))?;
+    ensure(
+        sa_state(rig)? == state,
+        "forged ICVs changed the SA's replay window or counters",
+    )?;
+    rig.inject(&[genuine])?;
+    let got = rig.collect(1, |p| {
+        ipv4_src_dst_proto(p).is_some_and(|(a, _, pr)| a == src && pr == ip::IPPROTO_UDP)
+    })?;
+    ensure(got[0] == inner, "the genuine packet after the forgeries differs")?;
+    Ok(offloaded)
+}
+
 /// `cpu-ipsec-mb` on `device`: the backend's ESP is byte-for-byte the
 /// software fastpath's (aws-lc) for every AES-GCM suite, ESN included, CBC
 /// stays on aws-lc; and the bare [`ffi::CpuAeadSession`] seals exactly as
@@ -625,6 +690,10 @@ fn case_cpu_ipsec_mb(eal: &Eal, port: &str, device: &str) -> CaseResult {
         c.total(|l| l.crypto_enqueued) == 0,
         "CPU crypto went through a queue pair",
     )?;
+    for (keys, spi, net) in [(gcm_keys(9), 0x2101, "10.6.0.0"), (gcm256_keys(10), 0x2102, "10.7.0.0")] {
+        let on_imb = check_forged_icvs(&mut rig, keys, spi, net)?;
+        ensure(on_imb, format!("{device}: inbound SA {spi:#x} not on intel-ipsec-mb"))?;
+    }
 
     // The ffi session alone against aws-lc.
     let dev = ffi::CryptoDev::by_name(eal, device).map_err(e)?;

@@ -11,3 +11,4 @@
 #include <rte_crypto.h>
 #include <rte_security.h>
 #include "shim.h"
+#include "imb.h"

@@ -149,6 +149,7 @@ impl CpuAeadSession {
 
     /// Verifies and opens every op (one DPDK call per 64 ops); each op's
     /// `status` says how it went ([`CpuOpStatus::AuthFailed`] for a bad ICV).
+    /// As with [`Self::open`], the ICV comparison is the PMD's.
     pub fn open_bulk(&self, ops: &mut [CpuAeadOp<'_>]) -> Result<()> {
         self.bulk(AeadDirection::Decrypt, ops)
     }
@@ -203,7 +204,8 @@ impl CpuAeadSession {
     }
 
     /// Verifies `digest` over `aad` and `data` and decrypts `data` in place.
-    /// The ICV comparison is the PMD's.
+    /// The ICV comparison is the PMD's (`memcmp` in the ipsec_mb PMDs, not
+    /// constant-time): open with [`crate::ImbGcm`] where timing matters.
     pub fn open(
         &self,
         iv: &[u8],

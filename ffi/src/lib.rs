@@ -14,6 +14,8 @@
 //!   [`RxQueue`]/[`TxQueue`], [`Ring`], [`CryptoDev`] with [`SymSession`],
 //!   [`CryptoOp`] and [`CryptoQueuePair`], rte_security probing, and
 //!   [`probe()`].
+//! - [`ImbGcm`]: AES-GCM on intel-ipsec-mb's direct API (`csrc/imb.c`, no
+//!   device), its ICV compared in constant time here.
 //!
 //! # Safety model
 //! - **EAL first.** Every constructor takes `&Eal`, which only
@@ -61,6 +63,8 @@ mod error;
 #[cfg(feature = "dpdk")]
 mod ethdev;
 #[cfg(feature = "dpdk")]
+mod imb_gcm;
+#[cfg(feature = "dpdk")]
 mod mbuf;
 #[cfg(feature = "dpdk")]
 mod mempool;
@@ -86,6 +90,8 @@ pub use error::{Error, Result, rte_errno, strerror};
 pub use ethdev::{
     EthPort, MAX_BURST, PortConfig, PortInfo, PortQueues, PortStats, RxQueue, TxQueue, offload, port_ids,
 };
+#[cfg(feature = "dpdk")]
+pub use imb_gcm::{IMB_GCM_NONCE_LEN, IMB_GCM_TAG_LEN, ImbGcm};
 #[cfg(feature = "dpdk")]
 pub use mbuf::Mbuf;
 #[cfg(feature = "dpdk")]

@@ -1,22 +1,26 @@
-//! The `cpu-ipsec-mb` crypto mode: AES-GCM SAs run through DPDK's
-//! synchronous CPU crypto API (`rte_cryptodev_sym_cpu_crypto_process`) on a
-//! `crypto_aesni_gcm` / `crypto_aesni_mb` device, i.e. intel-ipsec-mb on the
-//! poll loop's own core with no enqueue/dequeue.
+//! The `cpu-ipsec-mb` crypto mode: AES-GCM SAs run on intel-ipsec-mb on the
+//! poll loop's own core with no enqueue/dequeue. Outbound SAs seal through
+//! DPDK's synchronous CPU crypto API (`rte_cryptodev_sym_cpu_crypto_process`)
+//! on a `crypto_aesni_gcm` / `crypto_aesni_mb` device; inbound SAs open with
+//! intel-ipsec-mb's direct API ([`ffi::ImbGcm`]), which hands back the tag it
+//! computed so that the ICV is compared here, in constant time.
 //!
 //! Only the AEAD moves: ESP framing, replay window, lifetimes and counters
 //! stay in the shared ESP code, which calls the SA's [`AeadAccelerator`]
 //! instead of aws-lc (same nonce, AAD and ICV, so the same bytes). SAs the
 //! device cannot take (other algorithms, unsupported sizes) stay on aws-lc.
 //!
-//! The ICV comparison on decryption is the PMD's (`memcmp` of the 16 bytes
-//! in DPDK's ipsec_mb driver), as with lookaside crypto.
+//! DPDK's ipsec_mb PMDs compare the ICV with `memcmp`, hence no decryption
+//! through them: a forged ICV is rejected in constant time and leaves the
+//! packet and the SA (replay window, counters) as they were.
 
 use super::DpdkError;
 use crate::esp::EspError;
 use crate::esp::aead::{AeadAccelerator, AeadJob, CipherKeys, EncAlg, EspCipher};
 use crate::sad::Direction;
 use ffi::{
-    AeadDirection, CpuAeadOp, CpuAeadSession, CpuCryptoError, CpuOpStatus, CryptoDev, Eal, SessionPool, SymSession,
+    AeadDirection, CpuAeadOp, CpuAeadSession, CpuCryptoError, CpuOpStatus, CryptoDev, Eal, ImbGcm, SessionPool,
+    SymSession,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,16 +34,52 @@ const QUEUE_DESCRIPTORS: u32 = 128;
 /// Sessions in the pool (two per SA pair).
 const SESSIONS: u32 = 16384;
 
-/// One SA direction on intel-ipsec-mb.
-struct IpsecMbGcm {
-    session: CpuAeadSession,
-    /// Live sessions of the owner (decremented when the SA's cipher goes).
-    live: Arc<AtomicUsize>,
+/// One attached SA direction, counted in [`CpuCryptoSessions::attached`]
+/// until the SA's cipher (and so its accelerator) goes.
+struct Attached(Arc<AtomicUsize>);
+
+impl Attached {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
 }
 
-impl Drop for IpsecMbGcm {
+impl Drop for Attached {
     fn drop(&mut self) {
-        self.live.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An outbound SA on intel-ipsec-mb through DPDK's CPU crypto.
+struct IpsecMbGcm {
+    session: CpuAeadSession,
+    _attached: Attached,
+}
+
+/// An inbound SA on intel-ipsec-mb's direct API: the ICV is compared in
+/// constant time by [`ImbGcm::open`], which restores the ciphertext of a
+/// forgery.
+struct ImbGcmOpen {
+    gcm: ImbGcm,
+    _attached: Attached,
+}
+
+impl AeadAccelerator for ImbGcmOpen {
+    #[inline]
+    fn seal(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], icv: &mut [u8]) -> Result<(), EspError> {
+        let icv: &mut [u8; ffi::IMB_GCM_TAG_LEN] =
+            icv.try_into().map_err(|_| EspError::Malformed("ICV is not 16 bytes"))?;
+        *icv = self.gcm.seal(nonce, aad, data);
+        Ok(())
+    }
+
+    #[inline]
+    fn open(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], icv: &[u8]) -> Result<(), EspError> {
+        self.gcm.open(nonce, aad, data, icv).map_err(|e| match e {
+            CpuCryptoError::AuthFailed => EspError::IcvFailure,
+            CpuCryptoError::Dpdk(_) => EspError::Malformed("intel-ipsec-mb refused the packet"),
+        })
     }
 }
 
@@ -52,25 +92,19 @@ impl AeadAccelerator for IpsecMbGcm {
     }
 
     #[inline]
-    fn open(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], icv: &[u8]) -> Result<(), EspError> {
-        self.session.open(nonce, aad, data, icv).map_err(|e| match e {
-            CpuCryptoError::AuthFailed => EspError::IcvFailure,
-            CpuCryptoError::Dpdk(_) => EspError::Malformed("CPU crypto refused the packet"),
-        })
+    fn open(&self, _nonce: &[u8; 12], _aad: &[u8], _data: &mut [u8], _icv: &[u8]) -> Result<(), EspError> {
+        // Attached to outbound SAs only: the PMD's ICV check is not constant-time.
+        Err(EspError::Malformed("outbound SA cannot open"))
     }
 
     fn seal_batch(&self, jobs: &mut [AeadJob<'_>]) {
-        self.batch(jobs, true);
-    }
-
-    fn open_batch(&self, jobs: &mut [AeadJob<'_>]) {
-        self.batch(jobs, false);
+        self.seal_bulk(jobs);
     }
 }
 
 impl IpsecMbGcm {
     /// One `rte_cryptodev_sym_cpu_crypto_process` call (per 64 jobs) for a batch.
-    fn batch(&self, jobs: &mut [AeadJob<'_>], seal: bool) {
+    fn seal_bulk(&self, jobs: &mut [AeadJob<'_>]) {
         let mut ops: Vec<CpuAeadOp<'_>> = jobs
             .iter_mut()
             .map(|j| CpuAeadOp {
@@ -81,16 +115,11 @@ impl IpsecMbGcm {
                 status: CpuOpStatus::Pending,
             })
             .collect();
-        let run = if seal {
-            self.session.seal_bulk(&mut ops)
-        } else {
-            self.session.open_bulk(&mut ops)
-        };
+        let run = self.session.seal_bulk(&mut ops);
         let statuses: Vec<CpuOpStatus> = ops.into_iter().map(|o| o.status).collect();
         for (j, st) in jobs.iter_mut().zip(statuses) {
             j.result = match (&run, st) {
                 (Ok(()), CpuOpStatus::Done) => Ok(()),
-                (Ok(()), CpuOpStatus::AuthFailed) => Err(EspError::IcvFailure),
                 _ => Err(EspError::Malformed("CPU crypto refused the packet")),
             };
         }
@@ -148,9 +177,10 @@ impl CpuCryptoSessions {
         self.dev
     }
 
-    /// Creates the session of one SA direction and hands `cipher` (the SA's)
-    /// to it. `Ok(false)`: the SA stays on aws-lc (not AES-GCM, or sizes the
-    /// device does not take).
+    /// Hands `cipher` (the SA's) to intel-ipsec-mb: a CPU-crypto session
+    /// for an outbound SA, a direct-API key schedule ([`ImbGcm`]) for an
+    /// inbound one. `Ok(false)`: the SA stays on aws-lc (not AES-GCM, or
+    /// sizes the device does not take; both directions are judged alike).
     pub fn attach(
         &self,
         cipher: &EspCipher,
@@ -158,25 +188,48 @@ impl CpuCryptoSessions {
         esn: bool,
         keys: &CipherKeys,
     ) -> Result<bool, DpdkError> {
-        let session = match self.session(direction, esn, keys)? {
-            Some(s) => s,
-            None => return Ok(false),
+        let accelerator: Box<dyn AeadAccelerator> = match direction {
+            Direction::Outbound => match self.session(direction, esn, keys)? {
+                Some(session) => Box::new(IpsecMbGcm {
+                    session,
+                    _attached: Attached::new(&self.attached),
+                }),
+                None => return Ok(false),
+            },
+            Direction::Inbound => match self.supported_key(esn, keys)? {
+                Some(key) => Box::new(ImbGcmOpen {
+                    gcm: ImbGcm::new(key)?,
+                    _attached: Attached::new(&self.attached),
+                }),
+                None => return Ok(false),
+            },
         };
-        // Counted before attaching: the accelerator's drop decrements.
-        self.attached.fetch_add(1, Ordering::Relaxed);
-        Ok(cipher.attach_accelerator(Box::new(IpsecMbGcm {
-            session,
-            live: self.attached.clone(),
-        })))
+        Ok(cipher.attach_accelerator(accelerator))
     }
 
-    /// The CPU-crypto session for `keys`, or `None` when the device cannot take them.
+    /// The CPU-crypto session for `keys`, or `None` when the device cannot
+    /// take them. Inbound SAs do not use these sessions (see [`Self::attach`]).
     pub fn session(
         &self,
         direction: Direction,
         esn: bool,
         keys: &CipherKeys,
     ) -> Result<Option<CpuAeadSession>, DpdkError> {
+        let Some(key) = self.supported_key(esn, keys)? else {
+            return Ok(None);
+        };
+        let aad_len: u16 = if esn { 12 } else { 8 };
+        let dir = match direction {
+            Direction::Outbound => AeadDirection::Encrypt,
+            Direction::Inbound => AeadDirection::Decrypt,
+        };
+        let s = SymSession::aes_gcm(&self.dev, &self.pool, dir, key, NONCE_LEN, aad_len, ICV_LEN)?;
+        Ok(Some(CpuAeadSession::new(&self.dev, s)?))
+    }
+
+    /// The AES key (key material without the salt) of an AES-GCM SA whose
+    /// sizes the device takes, or `None`.
+    fn supported_key<'k>(&self, esn: bool, keys: &'k CipherKeys) -> Result<Option<&'k [u8]>, DpdkError> {
         if !matches!(keys.enc, EncAlg::AesGcm16_128 | EncAlg::AesGcm16_256) {
             return Ok(None);
         }
@@ -201,12 +254,7 @@ impl CpuCryptoSessions {
         {
             return Ok(None);
         }
-        let dir = match direction {
-            Direction::Outbound => AeadDirection::Encrypt,
-            Direction::Inbound => AeadDirection::Decrypt,
-        };
-        let s = SymSession::aes_gcm(&self.dev, &self.pool, dir, key, NONCE_LEN, aad_len, ICV_LEN)?;
-        Ok(Some(CpuAeadSession::new(&self.dev, s)?))
+        Ok(Some(key))
     }
 
     /// SA directions currently on CPU crypto (removed SAs are not counted).

@@ -508,6 +508,15 @@ impl Sad {
         }
     }
 
+    /// Starts loading the inbound SA of `spi` (entry, key schedule) into the
+    /// cache without taking a reference; the lookup that follows finds it there.
+    #[inline]
+    pub fn prefetch_inbound(&self, spi: u32) {
+        if let Some(r) = self.inbound.get(&spi) {
+            crate::prefetch::prefetch_arc(r.value());
+        }
+    }
+
     /// Looks up an outbound SA.
     #[inline]
     pub fn outbound(&self, id: SaId) -> Option<Arc<OutboundSa>> {

@@ -16,6 +16,7 @@ use crate::esp::decap::{DecapParams, decap};
 use crate::esp::encap::{EncapParams, encap};
 use crate::esp::{EspError, Mode, parse_header};
 use crate::ip::{self, FlowKey};
+use crate::prefetch;
 use crate::sad::{InboundSa, OutboundSa, Sad, UdpEncap};
 use crate::spd::{PolicyAction, Spd};
 use crate::stats::{Counters, DropReason};
@@ -158,22 +159,47 @@ impl Worker {
         verdicts: &mut [Verdict],
     ) {
         let n = pkts.len().min(meta.len()).min(verdicts.len());
-        let mut i = 0;
-        while i < n {
-            let spi = match self.classify(kind, &mut pkts[i]) {
-                Ok(spi) => spi,
-                Err(v) => {
-                    verdicts[i] = v;
+        let mut chunk_start = 0;
+        while chunk_start < n {
+            let chunk_end = (chunk_start + PLAN_CHUNK).min(n);
+            // Pass 1: start loading the SA (entry and key schedule) of every
+            // new run of the chunk, so cold SAs' cache misses overlap.
+            let mut last_spi = None;
+            for pkt in &pkts[chunk_start..chunk_end] {
+                let spi = match parse_header(pkt.data()) {
+                    Ok((spi, _)) => spi,
+                    Err(_) => continue,
+                };
+                if last_spi != Some(spi) {
+                    self.sad.prefetch_inbound(spi);
+                    last_spi = Some(spi);
+                }
+            }
+            // Pass 2: runs of one SA each.
+            let mut i = chunk_start;
+            while i < chunk_end {
+                let spi = match self.classify(kind, &mut pkts[i]) {
+                    Ok(spi) => spi,
+                    Err(v) => {
+                        verdicts[i] = v;
+                        i += 1;
+                        continue;
+                    }
+                };
+                let Some(sa) = self.sad.inbound(spi, meta[i].dst) else {
+                    verdicts[i] = self.drop_in(None, DropReason::NoSa);
                     i += 1;
                     continue;
-                }
-            };
-            let Some(sa) = self.sad.inbound(spi, meta[i].dst) else {
-                verdicts[i] = self.drop_in(None, DropReason::NoSa);
-                i += 1;
-                continue;
-            };
-            i += self.inbound_run(kind, &sa, &mut pkts[i..n], &meta[i..n], &mut verdicts[i..n]);
+                };
+                i += self.inbound_run(
+                    kind,
+                    &sa,
+                    &mut pkts[i..chunk_end],
+                    &meta[i..chunk_end],
+                    &mut verdicts[i..chunk_end],
+                );
+            }
+            chunk_start = chunk_end;
         }
     }
 
@@ -298,7 +324,8 @@ impl Worker {
         let mut chunk_start = 0;
         while chunk_start < n {
             let chunk_end = (chunk_start + PLAN_CHUNK).min(n);
-            // Pass 1: runs, policies and SAs.
+            // Pass 1a: runs; the SA of each run found in the flow cache
+            // starts loading (entry and key schedule) without waiting for it.
             let mut i = chunk_start;
             let mut next_flow = None;
             while i < chunk_end {
@@ -321,18 +348,25 @@ impl Worker {
                         }
                     }
                 }
-                let decision = self.decide_outbound(&flow);
-                if let Ok(sa) = &decision {
-                    // Load the SA's per-packet state now (plain loads, which
-                    // the CPU may overlap across the chunk's SAs).
-                    std::hint::black_box((sa.hard_budget(), sa.is_expired(), sa.cipher.icv_len()));
+                if let Some(sa) = self.flows.get(FlowCache::slot(&flow), &flow) {
+                    prefetch::prefetch_arc(sa);
                 }
                 plan.push(PlannedRun {
                     start: i,
                     end: j,
-                    decision,
+                    flow,
+                    decision: Err(Verdict::Bypass),
                 });
                 i = j;
+            }
+            // Pass 1b: policies and SAs (the cached ones are arriving).
+            for run in plan.iter_mut() {
+                run.decision = self.decide_outbound(&run.flow);
+                if let Ok(sa) = &run.decision {
+                    // A flow-cache miss found its SA just now: load its key
+                    // schedule while the next runs are looked up.
+                    prefetch::prefetch_arc(sa);
+                }
             }
             // Pass 2: encryption.
             for run in plan.drain(..) {
@@ -528,6 +562,7 @@ impl FlowCache {
 struct PlannedRun {
     start: usize,
     end: usize,
+    flow: FlowKey,
     decision: Result<Arc<OutboundSa>, Verdict>,
 }
 

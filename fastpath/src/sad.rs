@@ -517,6 +517,15 @@ impl Sad {
         }
     }
 
+    /// Starts loading outbound SA `id` (entry, key schedule) into the cache
+    /// without taking a reference.
+    #[inline]
+    pub fn prefetch_outbound(&self, id: SaId) {
+        if let Some(r) = self.outbound.get(&id.0) {
+            crate::prefetch::prefetch_arc(r.value());
+        }
+    }
+
     /// Looks up an outbound SA.
     #[inline]
     pub fn outbound(&self, id: SaId) -> Option<Arc<OutboundSa>> {

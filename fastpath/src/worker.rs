@@ -17,7 +17,7 @@ use crate::esp::encap::{EncapParams, encap};
 use crate::esp::{EspError, Mode, parse_header};
 use crate::ip::{self, FlowKey};
 use crate::prefetch;
-use crate::sad::{InboundSa, OutboundSa, Sad, UdpEncap};
+use crate::sad::{InboundSa, OutboundSa, Sad, SaId, UdpEncap};
 use crate::spd::{PolicyAction, Spd};
 use crate::stats::{Counters, DropReason};
 use std::net::IpAddr;
@@ -324,8 +324,7 @@ impl Worker {
         let mut chunk_start = 0;
         while chunk_start < n {
             let chunk_end = (chunk_start + PLAN_CHUNK).min(n);
-            // Pass 1a: runs; the SA of each run found in the flow cache
-            // starts loading (entry and key schedule) without waiting for it.
+            // Pass 1a: runs of one flow each; their flow-cache slots start loading.
             let mut i = chunk_start;
             let mut next_flow = None;
             while i < chunk_end {
@@ -348,30 +347,61 @@ impl Worker {
                         }
                     }
                 }
-                if let Some(sa) = self.flows.get(FlowCache::slot(&flow), &flow) {
-                    prefetch::prefetch_arc(sa);
-                }
+                let slot = FlowCache::slot(&flow);
+                self.flows.prefetch(slot);
                 plan.push(PlannedRun {
                     start: i,
                     end: j,
                     flow,
-                    decision: Err(Verdict::Bypass),
+                    slot,
+                    step: Step::Cached,
                 });
                 i = j;
             }
-            // Pass 1b: policies and SAs (the cached ones are arriving).
+            // Pass 1b: a cached flow's SA (entry, key schedule) starts
+            // loading; other flows get their policy, and their SA's SAD entry
+            // and state start loading.
             for run in plan.iter_mut() {
-                run.decision = self.decide_outbound(&run.flow);
-                if let Ok(sa) = &run.decision {
-                    // A flow-cache miss found its SA just now: load its key
-                    // schedule while the next runs are looked up.
+                if let Some(sa) = self.flows.get(run.slot, &run.flow) {
                     prefetch::prefetch_arc(sa);
+                } else {
+                    // The entry being replaced is released in pass 1c.
+                    self.flows.prefetch_victim(run.slot);
+                    run.step = match self.policy_sa(&run.flow) {
+                        Ok(id) => {
+                            self.sad.prefetch_outbound(id);
+                            Step::Lookup(id)
+                        }
+                        Err(v) => Step::Done(Err(v)),
+                    };
                 }
+            }
+            // Pass 1c: SA references (their cache lines are arriving).
+            for run in plan.iter_mut() {
+                let decision = match run.step {
+                    Step::Cached => match self.flows.get(run.slot, &run.flow) {
+                        Some(sa) => {
+                            run.step = Step::Done(Ok(sa.clone()));
+                            continue;
+                        }
+                        // An earlier run of this chunk took the slot.
+                        None => self.lookup_outbound(&run.flow),
+                    },
+                    Step::Lookup(id) => self.outbound_sa(id),
+                    Step::Done(_) => continue,
+                };
+                if let Ok(sa) = &decision {
+                    self.flows.put(run.slot, &run.flow, sa);
+                }
+                run.step = Step::Done(decision);
             }
             // Pass 2: encryption.
             for run in plan.drain(..) {
                 let (p, v) = (&mut pkts[run.start..run.end], &mut verdicts[run.start..run.end]);
-                match run.decision {
+                let Step::Done(decision) = run.step else {
+                    continue;
+                };
+                match decision {
                     Ok(sa) => self.outbound_run(&sa, p, v),
                     Err(verdict) => {
                         v.fill(verdict);
@@ -396,34 +426,30 @@ impl Worker {
         v[0]
     }
 
-    /// Policy and SA of a flow, or the verdict for all its packets (a drop is
-    /// counted once here). Protected flows handled here are remembered in the
-    /// flow cache.
-    fn decide_outbound(&mut self, flow: &FlowKey) -> Result<Arc<OutboundSa>, Verdict> {
-        let slot = FlowCache::slot(flow);
-        if let Some(sa) = self.flows.get(slot, flow) {
-            return Ok(sa.clone());
-        }
-        let decided = self.lookup_outbound(flow);
-        if let Ok(sa) = &decided {
-            self.flows.put(slot, flow, sa);
-        }
-        decided
+    /// Policy and SA of a flow without the flow cache: SPD then SAD (a drop
+    /// is counted once here).
+    fn lookup_outbound(&self, flow: &FlowKey) -> Result<Arc<OutboundSa>, Verdict> {
+        self.policy_sa(flow).and_then(|id| self.outbound_sa(id))
     }
 
-    /// [`Worker::decide_outbound`] without the cache: SPD then SAD.
-    fn lookup_outbound(&self, flow: &FlowKey) -> Result<Arc<OutboundSa>, Verdict> {
+    /// The SA the SPD names for a flow, or the verdict for all its packets.
+    fn policy_sa(&self, flow: &FlowKey) -> Result<SaId, Verdict> {
         match self.spd.lookup(flow) {
             None => Err(self.drop_out(None, DropReason::NoPolicy)),
             Some(m) => match m.action {
                 PolicyAction::Bypass => Err(Verdict::Bypass),
                 PolicyAction::Discard => Err(self.drop_out(None, DropReason::PolicyDiscard)),
-                PolicyAction::Protect(id) => match self.sad.outbound(id) {
-                    None => Err(self.drop_out(None, DropReason::NoSa)),
-                    Some(sa) if self.enforce_pinning && sa.worker != self.id => Err(Verdict::Redirect(sa.worker)),
-                    Some(sa) => Ok(sa),
-                },
+                PolicyAction::Protect(id) => Ok(id),
             },
+        }
+    }
+
+    /// The outbound SA `id` if this worker may use it.
+    fn outbound_sa(&self, id: SaId) -> Result<Arc<OutboundSa>, Verdict> {
+        match self.sad.outbound(id) {
+            None => Err(self.drop_out(None, DropReason::NoSa)),
+            Some(sa) if self.enforce_pinning && sa.worker != self.id => Err(Verdict::Redirect(sa.worker)),
+            Some(sa) => Ok(sa),
         }
     }
 
@@ -550,6 +576,21 @@ impl FlowCache {
         }
     }
 
+    /// Starts loading slot `slot`.
+    #[inline]
+    fn prefetch(&self, slot: usize) {
+        prefetch::prefetch_value(&self.slots[slot]);
+    }
+
+    /// Starts loading the reference count of the SA in slot `slot`, which
+    /// [`FlowCache::put`] is about to release.
+    #[inline]
+    fn prefetch_victim(&self, slot: usize) {
+        if let Some(c) = &self.slots[slot] {
+            prefetch::prefetch_line((Arc::as_ptr(&c.sa) as *const u8).wrapping_sub(16));
+        }
+    }
+
     fn put(&mut self, slot: usize, flow: &FlowKey, sa: &Arc<OutboundSa>) {
         self.slots[slot] = Some(CachedFlow {
             flow: *flow,
@@ -563,7 +604,18 @@ struct PlannedRun {
     start: usize,
     end: usize,
     flow: FlowKey,
-    decision: Result<Arc<OutboundSa>, Verdict>,
+    slot: usize,
+    step: Step,
+}
+
+/// How far [`Worker::outbound_burst`]'s planning got for a run.
+enum Step {
+    /// Try the flow cache.
+    Cached,
+    /// The policy names this SA; take a reference.
+    Lookup(SaId),
+    /// SA found, or the verdict for the whole run.
+    Done(Result<Arc<OutboundSa>, Verdict>),
 }
 
 /// Writes a NAT keepalive (RFC 3948 §2.3) into `buf`.

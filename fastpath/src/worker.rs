@@ -17,7 +17,7 @@ use crate::esp::encap::{EncapParams, encap};
 use crate::esp::{EspError, Mode, parse_header};
 use crate::ip::{self, FlowKey};
 use crate::prefetch;
-use crate::sad::{InboundSa, OutboundSa, Sad, SaId, UdpEncap};
+use crate::sad::{InboundSa, OutboundSa, SaId, Sad, UdpEncap};
 use crate::spd::{PolicyAction, Spd};
 use crate::stats::{Counters, DropReason};
 use std::net::IpAddr;
@@ -97,6 +97,8 @@ pub struct Worker {
     enforce_pinning: bool,
     /// Reused buffer of [`Worker::outbound_burst`]'s planning pass.
     plan: Vec<PlannedRun>,
+    /// Reused buffer of [`Worker::inbound_burst`]'s planning pass: run start and SA.
+    inbound_plan: Vec<(usize, Option<Arc<InboundSa>>)>,
     /// Recent flows and the SA their policy chose.
     flows: FlowCache,
 }
@@ -120,6 +122,7 @@ impl Worker {
             build_outer: false,
             enforce_pinning: true,
             plan: Vec::with_capacity(PLAN_CHUNK),
+            inbound_plan: Vec::with_capacity(PLAN_CHUNK),
             flows: FlowCache::new(),
         }
     }
@@ -162,43 +165,76 @@ impl Worker {
         let mut chunk_start = 0;
         while chunk_start < n {
             let chunk_end = (chunk_start + PLAN_CHUNK).min(n);
-            // Pass 1: start loading the SA (entry and key schedule) of every
-            // new run of the chunk, so cold SAs' cache misses overlap.
+            // Pass 1: sort out non-ESP packets; the SA (entry and key
+            // schedule) of every new run starts loading, so cold SAs' cache
+            // misses overlap.
+            let mut spis = [0u32; PLAN_CHUNK];
+            let mut is_esp = [false; PLAN_CHUNK];
             let mut last_spi = None;
-            for pkt in &pkts[chunk_start..chunk_end] {
-                let spi = match parse_header(pkt.data()) {
-                    Ok((spi, _)) => spi,
-                    Err(_) => continue,
-                };
-                if last_spi != Some(spi) {
-                    self.sad.prefetch_inbound(spi);
-                    last_spi = Some(spi);
-                }
-            }
-            // Pass 2: runs of one SA each.
-            let mut i = chunk_start;
-            while i < chunk_end {
-                let spi = match self.classify(kind, &mut pkts[i]) {
-                    Ok(spi) => spi,
+            for i in chunk_start..chunk_end {
+                match self.classify(kind, &mut pkts[i]) {
+                    Ok(spi) => {
+                        spis[i - chunk_start] = spi;
+                        is_esp[i - chunk_start] = true;
+                        if last_spi != Some(spi) {
+                            self.sad.prefetch_inbound(spi);
+                            last_spi = Some(spi);
+                        }
+                    }
                     Err(v) => {
                         verdicts[i] = v;
-                        i += 1;
-                        continue;
+                        last_spi = None;
                     }
+                }
+            }
+            // Pass 2: references to the runs' SAs (arriving now); their
+            // replay bitmaps start loading.
+            let mut runs = std::mem::take(&mut self.inbound_plan);
+            let mut last_spi = None;
+            for i in chunk_start..chunk_end {
+                let k = i - chunk_start;
+                if !is_esp[k] {
+                    last_spi = None;
+                    continue;
+                }
+                if last_spi == Some(spis[k]) {
+                    continue;
+                }
+                last_spi = Some(spis[k]);
+                let sa = self.sad.inbound(spis[k], meta[i].dst);
+                if let Some(sa) = &sa {
+                    sa.prefetch_side_state();
+                }
+                runs.push((i, sa));
+            }
+            // Pass 3: decryption, one SA per run.
+            let mut planned = runs.drain(..).peekable();
+            let mut i = chunk_start;
+            while i < chunk_end {
+                if !is_esp[i - chunk_start] {
+                    i += 1;
+                    continue;
+                }
+                // The SA planned for a run starting here, or a fresh lookup
+                // (a run cut short by a destination mismatch).
+                while planned.next_if(|(start, _)| *start < i).is_some() {}
+                let sa = match planned.next_if(|(start, _)| *start == i) {
+                    Some((_, sa)) => sa,
+                    None => self.sad.inbound(spis[i - chunk_start], meta[i].dst),
                 };
-                let Some(sa) = self.sad.inbound(spi, meta[i].dst) else {
+                let Some(sa) = sa else {
                     verdicts[i] = self.drop_in(None, DropReason::NoSa);
                     i += 1;
                     continue;
                 };
-                i += self.inbound_run(
-                    kind,
-                    &sa,
-                    &mut pkts[i..chunk_end],
-                    &meta[i..chunk_end],
-                    &mut verdicts[i..chunk_end],
-                );
+                // A run ends at the next non-ESP packet (already classified).
+                let end = (i + 1..chunk_end)
+                    .find(|&j| !is_esp[j - chunk_start])
+                    .unwrap_or(chunk_end);
+                i += self.inbound_run(kind, &sa, &mut pkts[i..end], &meta[i..end], &mut verdicts[i..end]);
             }
+            drop(planned);
+            self.inbound_plan = runs;
             chunk_start = chunk_end;
         }
     }
@@ -510,8 +546,12 @@ impl Worker {
 /// Packets whose lookups [`Worker::outbound_burst`] does before encrypting any of them.
 pub const PLAN_CHUNK: usize = 32;
 
-/// Slots of a worker's flow cache (direct-mapped, about 64 bytes each).
-pub const FLOW_CACHE_SLOTS: usize = 4096;
+/// Slots of a worker's flow cache (direct-mapped, 48 bytes each: 768 KiB).
+///
+/// With 100,000 tunnels and Zipf traffic, 16,384 slots gave +20% encap over
+/// 4,096 (65,536: +10% more, but every SAD/SPD change empties the cache,
+/// which then costs proportionally more).
+pub const FLOW_CACHE_SLOTS: usize = 16384;
 
 /// A worker's cache of flow → outbound SA, so the packets of a busy flow skip
 /// the SPD and SAD lookups (and their cache misses with many tunnels).
@@ -545,7 +585,15 @@ impl FlowCache {
     #[inline]
     fn validate(&mut self, spd_generation: u64, sad_generation: u64) {
         if (spd_generation, sad_generation) != (self.spd_generation, self.sad_generation) {
-            self.slots.iter_mut().for_each(|s| *s = None);
+            // Releasing a reference writes the SA's (cold) reference count:
+            // start loading those a few slots ahead so the misses overlap.
+            const AHEAD: usize = 8;
+            for i in 0..self.slots.len() {
+                if i + AHEAD < self.slots.len() {
+                    self.prefetch_victim(i + AHEAD);
+                }
+                self.slots[i] = None;
+            }
             self.spd_generation = spd_generation;
             self.sad_generation = sad_generation;
         }

@@ -518,3 +518,47 @@ pub fn recv_gro_batch(
     }
     Ok(got)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(lens: &[usize], dsts: &[u16]) -> Vec<(usize, usize, usize)> {
+        let bufs: Vec<Vec<u8>> = lens.iter().map(|&l| vec![0u8; l]).collect();
+        let items: Vec<(&[u8], SocketAddr)> = bufs
+            .iter()
+            .zip(dsts)
+            .map(|(b, &p)| (&b[..], SocketAddr::from(([127, 0, 0, 1], p))))
+            .collect();
+        let mut out = Vec::new();
+        plan_gso(&items, &mut out);
+        out.iter().map(|m| (m.first, m.count, m.seg_size)).collect()
+    }
+
+    #[test]
+    fn gso_plan_groups_equal_runs_per_destination() {
+        // Equal sizes with a shorter last one form one message.
+        assert_eq!(plan(&[100, 100, 100, 40], &[1, 1, 1, 1]), vec![(0, 4, 100)]);
+        // A shorter datagram ends the message; a longer one starts a new one.
+        assert_eq!(
+            plan(&[100, 40, 100, 200, 200], &[1, 1, 1, 1, 1]),
+            vec![(0, 2, 100), (2, 1, 100), (3, 2, 200)]
+        );
+        // Another destination starts a new message.
+        assert_eq!(plan(&[100, 100, 100], &[1, 2, 2]), vec![(0, 1, 100), (1, 2, 100)]);
+        assert!(plan(&[], &[]).is_empty());
+    }
+
+    #[test]
+    fn gso_plan_respects_segment_and_byte_limits() {
+        let n = GSO_MAX_SEGMENTS + 5;
+        let p = plan(&vec![10; n], &vec![1; n]);
+        assert_eq!(p, vec![(0, GSO_MAX_SEGMENTS, 10), (GSO_MAX_SEGMENTS, 5, 10)]);
+        let p = plan(&[1400; 50], &[1; 50]);
+        let per = GSO_MAX_BYTES / 1400;
+        assert_eq!(p[0], (0, per, 1400));
+        assert_eq!(p.iter().map(|m| m.1).sum::<usize>(), 50);
+        // Empty datagrams are never grouped.
+        assert_eq!(plan(&[0, 0], &[1, 1]), vec![(0, 1, 0), (1, 1, 0)]);
+    }
+}

@@ -191,7 +191,7 @@ impl Worker {
             // replay bitmaps start loading.
             let mut runs = std::mem::take(&mut self.inbound_plan);
             let mut last_spi = None;
-            for i in chunk_start..chunk_end {
+            for (i, m) in meta.iter().enumerate().take(chunk_end).skip(chunk_start) {
                 let k = i - chunk_start;
                 if !is_esp[k] {
                     last_spi = None;
@@ -201,7 +201,7 @@ impl Worker {
                     continue;
                 }
                 last_spi = Some(spis[k]);
-                let sa = self.sad.inbound(spis[k], meta[i].dst);
+                let sa = self.sad.inbound(spis[k], m.dst);
                 if let Some(sa) = &sa {
                     sa.prefetch_side_state();
                 }

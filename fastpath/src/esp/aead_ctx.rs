@@ -37,8 +37,9 @@ pub const NONCE_LEN: usize = 12;
 #[error("aws-lc AEAD operation failed")]
 pub struct AeadCtxError;
 
-/// A keyed AEAD context held by value, aligned to a cache line.
-#[repr(C, align(64))]
+/// A keyed AEAD context held by value (not padded to a cache line: with
+/// 100,000s of SAs, memory matters more than one extra line to prefetch).
+#[repr(C)]
 pub struct InlineAeadCtx {
     ctx: sys::EVP_AEAD_CTX,
 }

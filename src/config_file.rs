@@ -118,6 +118,7 @@ struct RawConnection {
     dpd_delay: Option<Spanned<toml::Value>>,
     fragmentation: Option<bool>,
     fragment_size: Option<usize>,
+    force_udp_encap: Option<bool>,
     start_action: Option<Spanned<String>>,
     #[serde(default)]
     child: Vec<Spanned<RawChild>>,
@@ -533,6 +534,9 @@ impl DaemonConfig {
             cfg.remote_nat_port = c.remote_nat_port;
             if let Some(f) = c.fragmentation {
                 cfg.fragmentation = f;
+            }
+            if let Some(f) = c.force_udp_encap {
+                cfg.force_udp_encap = f;
             }
             if let Some(s) = c.fragment_size {
                 if !(576..=65535).contains(&s) {

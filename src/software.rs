@@ -38,6 +38,8 @@ const BATCH: usize = 64;
 const TX_BATCH: usize = 256;
 /// Largest read from the TUN device: virtio-net header + 64 KiB packet.
 const TUN_READ_MAX: usize = fastpath::io::gso::VNET_HDR_LEN + 65536;
+/// 64 KiB messages received per `recvmmsg` on a NAT-T socket with UDP GRO.
+const GRO_MESSAGES: usize = 4;
 /// Socket buffer size for the ESP sockets.
 const SOCKET_BUFFER: usize = 8 << 20;
 
@@ -194,7 +196,11 @@ impl SoftwareDataPlane {
         let mut raw = Vec::new();
         for ip in &cfg.listen {
             let addr = SocketAddr::new(*ip, cfg.nat_port);
-            let io = UdpIo::bind(addr, BATCH).map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
+            let mut io = UdpIo::bind(addr, BATCH).map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
+            // Trains of ESP-in-UDP datagrams from one peer arrive as one buffer.
+            if let Err(e) = io.enable_gro(GRO_MESSAGES) {
+                warn!("no UDP GRO on {addr}: {e}");
+            }
             io.socket().set_read_timeout(Some(Duration::from_millis(100)))?;
             if let Err(e) = mmsg::set_buffer_sizes(io.socket().as_raw_fd(), SOCKET_BUFFER) {
                 warn!("NAT-T socket buffers: {e}");
@@ -455,7 +461,14 @@ impl SoftwareDataPlane {
             items: Vec::with_capacity(TX_BATCH),
         };
         for (a, s) in &self.nat_senders {
-            match s.try_clone().and_then(|s| UdpIo::from_socket(s, TX_BATCH)) {
+            match s
+                .try_clone()
+                .and_then(|s| UdpIo::from_socket(s, TX_BATCH))
+                .map(|mut io| {
+                    // The segments of a TUN super-packet leave in one UDP GSO send.
+                    io.enable_gso();
+                    io
+                }) {
                 Ok(io) => out.udp.push((*a, io)),
                 Err(e) => warn!("NAT-T sender: {e}"),
             }

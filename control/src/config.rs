@@ -237,6 +237,10 @@ pub struct ConnectionConfig {
     pub initial_contact: bool,
     /// The peer's NAT-T port when it is not the endpoint default (4500).
     pub remote_nat_port: Option<u16>,
+    /// Always use UDP encapsulation (RFC 3948) even without a NAT, like
+    /// strongSwan's `encap = yes`: our NAT_DETECTION_SOURCE_IP hash is made
+    /// not to match, so both sides see a NAT and move IKE and ESP to UDP 4500.
+    pub force_udp_encap: bool,
     /// Retransmission: initial timeout.
     pub retransmit_timeout: Duration,
     /// Retransmission: number of retransmits before giving up.
@@ -264,6 +268,7 @@ impl ConnectionConfig {
             fragment_size: 1280,
             initial_contact: true,
             remote_nat_port: None,
+            force_udp_encap: false,
             retransmit_timeout: Duration::from_secs(4),
             retransmit_tries: 5,
             retransmit_base: 1.8,

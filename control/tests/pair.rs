@@ -235,6 +235,30 @@ fn psk_x25519_aes256gcm_establishes_with_child() {
 }
 
 #[test]
+fn force_udp_encap_moves_both_sides_to_nat_t() {
+    // Without it (and without a NAT), ESP stays plain and IKE on port 500.
+    let p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    assert!(!p.a_seen.installed[0].udp_encap && !p.b_seen.installed[0].udp_encap);
+    // Either side forcing it is enough: both detect a NAT and use UDP 4500.
+    for force_a in [true, false] {
+        let (mut a, mut b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+        a.force_udp_encap = force_a;
+        b.force_udp_encap = !force_a;
+        let (mut p, conn) = Pair::new(a, b, AdmissionConfig::default());
+        p.a.initiate(p.now, conn, A.parse().unwrap(), B.parse().unwrap())
+            .unwrap();
+        p.run(Duration::from_secs(60));
+        assert_eq!(p.a_seen.installed.len(), 1, "force on a: {force_a}");
+        assert_eq!(p.b_seen.installed.len(), 1);
+        let (ca, cb) = (&p.a_seen.installed[0], &p.b_seen.installed[0]);
+        assert!(ca.udp_encap && cb.udp_encap, "force on a: {force_a}");
+        assert_eq!(ca.remote.port(), 4500);
+        assert_eq!(cb.local.port(), 4500);
+        assert_children_match(ca, cb);
+    }
+}
+
+#[test]
 fn modp2048_cbc_sha256_establishes() {
     let p = establish("aes128-sha256-modp2048", "aes128-sha256");
     assert_eq!(p.a_seen.installed.len(), 1);

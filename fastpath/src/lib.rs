@@ -56,6 +56,7 @@ pub mod esp;
 pub mod fuzzing;
 pub mod io;
 pub mod ip;
+pub mod prefetch;
 pub mod sad;
 pub mod spd;
 pub mod stats;

@@ -234,9 +234,28 @@ pub struct InboundSa {
     /// Counters of this SA.
     pub counters: Counters,
     life: LifetimeState,
+    /// Where the replay bitmap lives (a prefetch hint, never dereferenced).
+    replay_bits: (usize, usize),
 }
 
+/// Most of a replay bitmap that [`InboundSa::prefetch_side_state`] loads (8,192-packet window).
+const REPLAY_PREFETCH_MAX: usize = 1024;
+
 impl InboundSa {
+    /// Starts loading the state this SA keeps outside its entry (replay
+    /// bitmap, traffic selectors); call once the entry itself is cached.
+    #[inline]
+    pub fn prefetch_side_state(&self) {
+        let (addr, len) = self.replay_bits;
+        crate::prefetch::prefetch_bytes(addr as *const u8, len.min(REPLAY_PREFETCH_MAX));
+        if !self.local_ts.is_empty() {
+            crate::prefetch::prefetch_line(self.local_ts.as_ptr() as *const u8);
+        }
+        if !self.remote_ts.is_empty() {
+            crate::prefetch::prefetch_line(self.remote_ts.as_ptr() as *const u8);
+        }
+    }
+
     /// True if an inner packet from `src` to `dst` is allowed by the selectors.
     pub fn allows(&self, flow: &crate::ip::FlowKey) -> bool {
         let src_ok = self.remote_ts.is_empty()
@@ -430,6 +449,8 @@ impl Sad {
         }
         let cipher = Self::check_common(p)?;
         let id = SaId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let window = ReplayWindow::new(p.replay_window.min(MAX_WINDOW), p.esn);
+        let (bits, bits_len) = window.bitmap_span();
         let sa = Arc::new(InboundSa {
             id,
             spi: p.spi,
@@ -441,9 +462,10 @@ impl Sad {
             udp_encap: p.udp_encap,
             local_ts: p.local_ts.clone().into_boxed_slice(),
             remote_ts: p.remote_ts.clone().into_boxed_slice(),
-            replay: Mutex::new(ReplayWindow::new(p.replay_window.min(MAX_WINDOW), p.esn)),
+            replay: Mutex::new(window),
             counters: Counters::default(),
             life: LifetimeState::new(p.lifetime),
+            replay_bits: (bits as usize, bits_len),
         });
         match self.inbound.entry(p.spi) {
             dashmap::mapref::entry::Entry::Occupied(_) => return Err(SadError::SpiInUse(p.spi)),
@@ -505,6 +527,24 @@ impl Sad {
         match dst {
             Some(d) if d != sa.local => None,
             _ => Some(sa),
+        }
+    }
+
+    /// Starts loading the inbound SA of `spi` (entry, key schedule) into the
+    /// cache without taking a reference; the lookup that follows finds it there.
+    #[inline]
+    pub fn prefetch_inbound(&self, spi: u32) {
+        if let Some(r) = self.inbound.get(&spi) {
+            crate::prefetch::prefetch_arc(r.value());
+        }
+    }
+
+    /// Starts loading outbound SA `id` (entry, key schedule) into the cache
+    /// without taking a reference.
+    #[inline]
+    pub fn prefetch_outbound(&self, id: SaId) {
+        if let Some(r) = self.outbound.get(&id.0) {
+            crate::prefetch::prefetch_arc(r.value());
         }
     }
 

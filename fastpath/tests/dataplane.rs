@@ -596,6 +596,22 @@ fn worker_builds_outer_headers_for_raw_ports() {
 /// The worker's flow cache never outlives a change of the SAD or SPD, and
 /// colliding flows each get their own policy's SA.
 #[test]
+fn flow_cache_releases_removed_sas() {
+    let mut p = pair(|_| {}, false);
+    let inner = udp_packet("10.1.0.1".parse().unwrap(), "10.2.0.1".parse().unwrap(), 64);
+    p.send(&inner).unwrap();
+    let sa = p.sad_a.outbound(p.out_id).unwrap();
+    assert!(Arc::strong_count(&sa) >= 3, "SAD, flow cache and this test hold it");
+    p.sad_a.remove(p.out_id).unwrap();
+    // Bursts (even empty ones) sweep the stale entries away.
+    let sweeps = fastpath::worker::FLOW_CACHE_SLOTS / fastpath::worker::FLOW_CACHE_SWEEP;
+    for _ in 0..sweeps {
+        p.a.outbound_burst::<PacketBuf>(&mut [], &mut []);
+    }
+    assert_eq!(Arc::strong_count(&sa), 1, "only this test holds the removed SA");
+}
+
+#[test]
 fn flow_cache_follows_sa_and_policy_changes() {
     let mut p = pair(|_| {}, false);
     let inner = udp_packet("10.1.0.1".parse().unwrap(), "10.2.0.1".parse().unwrap(), 64);

@@ -64,6 +64,49 @@ fn udp_batches_on_loopback() {
 }
 
 #[test]
+fn udp_gso_send_and_gro_receive_keep_datagrams_apart() {
+    fresh_netns();
+    let mut a = UdpIo::bind("127.0.0.1:0".parse().unwrap(), 256).unwrap();
+    let mut b = UdpIo::bind("127.0.0.1:0".parse().unwrap(), 64).unwrap();
+    a.enable_gso();
+    b.enable_gro(2).unwrap();
+    b.socket().set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let dst = b.local_addr();
+    // Trains of equal-size datagrams with a shorter last one (as the
+    // segments of a TCP super-packet), a lone odd size, and a train longer
+    // than one GSO message.
+    let mut payloads: Vec<Vec<u8>> = Vec::new();
+    for i in 0..40u8 {
+        payloads.push(vec![i; 1200]);
+    }
+    payloads.push(vec![0xaa; 300]);
+    payloads.push(vec![0xbb; 77]);
+    for i in 0..100u8 {
+        payloads.push(vec![i ^ 0x55; 64]);
+    }
+    let mut sent = 0;
+    while sent < payloads.len() {
+        let n = a.send_burst(payloads[sent..].iter().map(|p| (&p[..], dst))).unwrap();
+        assert!(n > 0);
+        sent += n;
+    }
+    let mut bufs: Vec<PacketBuf> = (0..64).map(|_| PacketBuf::with_defaults()).collect();
+    let mut meta = vec![meta0(); 64];
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    while got.len() < payloads.len() {
+        let n = b.recv_burst(&mut bufs, &mut meta, true).unwrap();
+        assert!(n > 0);
+        for (buf, m) in bufs[..n].iter().zip(&meta) {
+            assert_eq!(SocketAddr::new(m.src, m.src_port), a.local_addr());
+            got.push(buf.data().to_vec());
+        }
+    }
+    assert_eq!(got, payloads);
+    let e = b.recv_burst(&mut bufs, &mut meta, false).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+}
+
+#[test]
 fn raw_esp_on_loopback() {
     fresh_netns();
     let lo: IpAddr = "127.0.0.1".parse().unwrap();

@@ -100,7 +100,7 @@ impl IkeSa {
         payloads.push(Payload::Nonce(st.ni.clone()));
         payloads.push(notify(
             NotifyType::NAT_DETECTION_SOURCE_IP,
-            nat_detection_hash(self.spi_i, 0, self.local),
+            nat_detection_hash(self.spi_i, 0, source_for_nat_detection(&self.config, self.local)),
         ));
         payloads.push(notify(
             NotifyType::NAT_DETECTION_DESTINATION_IP,
@@ -270,6 +270,8 @@ fn process_response(sa: &mut IkeSa, datagram: &[u8], msg: &Message) -> Result<()
         sa.nat_remote = !src_ok.iter().any(|h| **h == expect_src);
         sa.nat_local = !dst_ok.iter().any(|h| **h == expect_dst);
     }
+    // Forced encapsulation: we act as if we were behind a NAT.
+    sa.nat_local |= sa.config.force_udp_encap;
     sa.peer_fragmentation = find_notify(&msg.payloads, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
     note_auth_hints(sa, &msg.payloads);
     install_keys(sa, selected.suite, keys)?;
@@ -511,6 +513,7 @@ impl IkeSa {
             sa.nat_remote = !src.iter().any(|x| **x == expect_src);
             sa.nat_local = !dst.iter().any(|x| **x == expect_dst);
         }
+        sa.nat_local |= sa.config.force_udp_encap;
         sa.peer_fragmentation = find_notify(&msg.payloads, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         let mut payloads = vec![
             Payload::Sa(vec![selected.proposal.clone()]),
@@ -521,7 +524,7 @@ impl IkeSa {
             Payload::Nonce(nr.clone()),
             notify(
                 NotifyType::NAT_DETECTION_SOURCE_IP,
-                nat_detection_hash(h.spi_i, spi_r, local),
+                nat_detection_hash(h.spi_i, spi_r, source_for_nat_detection(&sa.config, local)),
             ),
             notify(
                 NotifyType::NAT_DETECTION_DESTINATION_IP,
@@ -561,5 +564,19 @@ impl IkeSa {
         sa.push_transmit(response);
         debug!(peer = %remote, connection = %sa.config.name, "IKE_SA_INIT answered");
         Ok(sa)
+    }
+}
+
+/// The source address we hash into NAT_DETECTION_SOURCE_IP: our real one, or
+/// with [`crate::config::ConnectionConfig::force_udp_encap`] one the peer cannot
+/// match (0.0.0.0:0), so it detects a NAT and both sides use UDP encapsulation.
+fn source_for_nat_detection(
+    config: &crate::config::ConnectionConfig,
+    local: std::net::SocketAddr,
+) -> std::net::SocketAddr {
+    if config.force_udp_encap {
+        std::net::SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        local
     }
 }

@@ -4,8 +4,9 @@
 //! A cipher works on a whole ESP packet laid out as
 //! `SPI | SEQ | IV | ciphertext | ICV`, in place.
 
+use super::aead_ctx::{InlineAead, InlineAeadCtx, NONCE_LEN, TAG_LEN};
 use super::{ESP_HEADER_LEN, EspError};
-use aws_lc_rs::{aead, cipher, constant_time, hmac, iv::FixedLength};
+use aws_lc_rs::{cipher, constant_time, hmac, iv::FixedLength};
 use std::sync::OnceLock;
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -173,11 +174,11 @@ impl Default for IvSource {
     }
 }
 
+// The AEAD variant is large on purpose: its key context lives inside the SA entry.
+#[allow(clippy::large_enum_variant)]
 enum Engine {
-    Aead {
-        key: aead::LessSafeKey,
-        salt: [u8; 4],
-    },
+    /// Key context inline (no pointer to follow from the SA entry).
+    Aead { salt: [u8; 4], key: InlineAeadCtx },
     /// Boxed: much larger than the AEAD state, and off the hot path.
     Cbc(Box<CbcEngine>),
 }
@@ -273,18 +274,15 @@ impl EspCipher {
         }
         let engine = if keys.enc.is_aead() {
             let alg = match keys.enc {
-                EncAlg::AesGcm16_128 => &aead::AES_128_GCM,
-                EncAlg::AesGcm16_256 => &aead::AES_256_GCM,
-                _ => &aead::CHACHA20_POLY1305,
+                EncAlg::AesGcm16_128 => InlineAead::Aes128Gcm,
+                EncAlg::AesGcm16_256 => InlineAead::Aes256Gcm,
+                _ => InlineAead::ChaCha20Poly1305,
             };
             let (k, s) = keys.enc_key.split_at(need - 4);
-            let unbound = aead::UnboundKey::new(alg, k).map_err(|_| KeyError::Rejected)?;
+            let key = InlineAeadCtx::new(alg, k).map_err(|_| KeyError::Rejected)?;
             let mut salt = [0u8; 4];
             salt.copy_from_slice(s);
-            Engine::Aead {
-                key: aead::LessSafeKey::new(unbound),
-                salt,
-            }
+            Engine::Aead { key, salt }
         } else {
             let need_i = keys.integ.key_len();
             if keys.integ_key.len() != need_i {
@@ -367,7 +365,7 @@ impl EspCipher {
         let body_end = esp.len() - 16;
         let (front, icv) = esp.split_at_mut(body_end);
         AeadJob {
-            nonce: nonce_bytes(&salt, &iv),
+            nonce: make_nonce(&salt, &iv),
             aad,
             aad_len,
             data: &mut front[ESP_HEADER_LEN + 8..],
@@ -428,6 +426,15 @@ impl EspCipher {
         }
     }
 
+    /// Starts loading the key schedule into the cache (AEADs: it is inline
+    /// in the cipher, so no dependent load is needed). A hint only.
+    #[inline]
+    pub fn prefetch_key(&self) {
+        if let Engine::Aead { key, .. } = &self.engine {
+            key.prefetch();
+        }
+    }
+
     /// Alignment of `payload | padding | pad length | next header`.
     pub fn block_len(&self) -> usize {
         match self.engine {
@@ -454,23 +461,14 @@ impl EspCipher {
                 esp[ESP_HEADER_LEN..ESP_HEADER_LEN + 8].copy_from_slice(&iv);
                 let (aad, aad_len) = make_aad(esp, seq, esn);
                 let (front, icv) = esp.split_at_mut(body_end);
-                if let Some(a) = self.accel.get() {
-                    return a.seal(
-                        &nonce_bytes(salt, &iv),
-                        &aad[..aad_len],
-                        &mut front[ESP_HEADER_LEN + 8..],
-                        icv,
-                    );
-                }
                 let nonce = make_nonce(salt, &iv);
-                let tag = key
-                    .seal_in_place_separate_tag(
-                        nonce,
-                        aead::Aad::from(&aad[..aad_len]),
-                        &mut front[ESP_HEADER_LEN + 8..],
-                    )
+                if let Some(a) = self.accel.get() {
+                    return a.seal(&nonce, &aad[..aad_len], &mut front[ESP_HEADER_LEN + 8..], icv);
+                }
+                let mut tag = [0u8; TAG_LEN];
+                key.seal_in_place(&nonce, &aad[..aad_len], &mut front[ESP_HEADER_LEN + 8..], &mut tag)
                     .map_err(|_| EspError::Oversize("AEAD input too long"))?;
-                icv.copy_from_slice(tag.as_ref());
+                icv.copy_from_slice(&tag);
             }
             Engine::Cbc(c) => {
                 let (enc, mac) = (&c.enc, &c.mac);
@@ -505,17 +503,14 @@ impl EspCipher {
                 let mut iv = [0u8; 8];
                 iv.copy_from_slice(&esp[ESP_HEADER_LEN..ESP_HEADER_LEN + 8]);
                 let (aad, aad_len) = make_aad(esp, seq, esn);
-                if let Some(a) = self.accel.get() {
-                    let (front, icv) = esp.split_at_mut(body_end);
-                    return a.open(
-                        &nonce_bytes(salt, &iv),
-                        &aad[..aad_len],
-                        &mut front[ESP_HEADER_LEN + 8..],
-                        icv,
-                    );
-                }
                 let nonce = make_nonce(salt, &iv);
-                key.open_in_place(nonce, aead::Aad::from(&aad[..aad_len]), &mut esp[ESP_HEADER_LEN + 8..])
+                let (front, icv) = esp.split_at_mut(body_end);
+                if let Some(a) = self.accel.get() {
+                    return a.open(&nonce, &aad[..aad_len], &mut front[ESP_HEADER_LEN + 8..], icv);
+                }
+                let mut tag = [0u8; TAG_LEN];
+                tag.copy_from_slice(icv);
+                key.open_in_place(&nonce, &aad[..aad_len], &mut front[ESP_HEADER_LEN + 8..], &tag)
                     .map_err(|_| EspError::IcvFailure)?;
             }
             Engine::Cbc(c) => {
@@ -539,15 +534,11 @@ impl EspCipher {
 
 /// RFC 4106 nonce: salt || IV.
 #[inline]
-fn nonce_bytes(salt: &[u8; 4], iv: &[u8; 8]) -> [u8; 12] {
-    let mut n = [0u8; 12];
+fn make_nonce(salt: &[u8; 4], iv: &[u8; 8]) -> [u8; NONCE_LEN] {
+    let mut n = [0u8; NONCE_LEN];
     n[..4].copy_from_slice(salt);
     n[4..].copy_from_slice(iv);
     n
-}
-
-fn make_nonce(salt: &[u8; 4], iv: &[u8; 8]) -> aead::Nonce {
-    aead::Nonce::assume_unique_for_key(nonce_bytes(salt, iv))
 }
 
 /// AAD of RFC 4106 §5: SPI | SEQ, or SPI | SEQ-high | SEQ-low with ESN.
@@ -577,6 +568,7 @@ fn hmac_tag(mac: &hmac::Key, covered: &[u8], seq: u64, esn: bool) -> hmac::Tag {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_lc_rs::aead;
 
     fn keys(enc: EncAlg, integ: IntegAlg) -> CipherKeys {
         CipherKeys {

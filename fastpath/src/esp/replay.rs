@@ -37,6 +37,12 @@ impl ReplayWindow {
         }
     }
 
+    /// Address and length of the bitmap (fixed for the window's life), for
+    /// cache prefetch hints only.
+    pub fn bitmap_span(&self) -> (*const u8, usize) {
+        (self.bits.as_ptr() as *const u8, self.bits.len() * 8)
+    }
+
     /// Window size in packets.
     pub fn size(&self) -> u32 {
         self.size as u32

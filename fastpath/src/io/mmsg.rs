@@ -236,3 +236,329 @@ pub fn set_buffer_sizes(fd: RawFd, bytes: usize) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// `UDP_SEGMENT` socket option / control message (linux/udp.h): UDP GSO size.
+const UDP_SEGMENT: libc::c_int = 103;
+/// `UDP_GRO` socket option / control message (linux/udp.h): receive coalesced datagrams.
+const UDP_GRO: libc::c_int = 104;
+/// Most datagrams the kernel accepts in one UDP GSO send (`UDP_MAX_SEGMENTS` is 64 on older kernels).
+pub const GSO_MAX_SEGMENTS: usize = 64;
+/// Most payload bytes of one UDP GSO send (IPv4 length limit minus IP and UDP headers).
+pub const GSO_MAX_BYTES: usize = 65535 - 20 - 8;
+/// Room for one control message carrying an `int` or `u16`, 8-byte aligned.
+const CMSG_ROOM: usize = 32;
+
+/// Aligned room for one control message per batch entry.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct CmsgBuf([u8; CMSG_ROOM]);
+
+/// Scratch space for [`send_gso_batch`] and [`recv_gro_batch`]: message
+/// headers, one control message each, and the I/O vectors of all segments.
+pub struct GsoScratch {
+    hdrs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+    addrs: Vec<libc::sockaddr_storage>,
+    cmsgs: Vec<CmsgBuf>,
+}
+
+// SAFETY: as for MmsgScratch: the pointers are rebuilt on every call and inert between calls.
+unsafe impl Send for GsoScratch {}
+
+impl GsoScratch {
+    /// Room for `messages` messages of up to [`GSO_MAX_SEGMENTS`] segments (for sending).
+    pub fn new(messages: usize) -> Self {
+        let messages = messages.clamp(1, 1024);
+        // SAFETY: plain C structs; all-zero is a valid value.
+        let (hdr, iov, addr) = unsafe {
+            (
+                zeroed::<libc::mmsghdr>(),
+                zeroed::<libc::iovec>(),
+                zeroed::<libc::sockaddr_storage>(),
+            )
+        };
+        Self {
+            hdrs: vec![hdr; messages],
+            iovs: vec![iov; messages * GSO_MAX_SEGMENTS],
+            addrs: vec![addr; messages],
+            cmsgs: vec![CmsgBuf([0; CMSG_ROOM]); messages],
+        }
+    }
+
+    /// Most messages per call.
+    pub fn capacity(&self) -> usize {
+        self.hdrs.len()
+    }
+}
+
+/// Turns on `UDP_GRO`: the kernel may hand over several same-size datagrams
+/// of one sender as one buffer, with the segment size in a control message
+/// ([`recv_gro_batch`] reports it).
+pub fn enable_udp_gro(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads one c_int from a live local.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_UDP,
+            UDP_GRO,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// One UDP GSO send: `segments` go to `dst` as separate datagrams; every
+/// segment but the last has length `seg_size` and the last is not longer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GsoMessage {
+    /// Destination.
+    pub dst: SocketAddr,
+    /// Index of the first segment in the caller's segment list.
+    pub first: usize,
+    /// Number of segments (1..=[`GSO_MAX_SEGMENTS`]).
+    pub count: usize,
+    /// Length of every segment but the last.
+    pub seg_size: usize,
+}
+
+/// Groups consecutive `(payload, destination)` items into UDP GSO messages
+/// (same destination, equal lengths, a shorter or equal last one, at most
+/// [`GSO_MAX_SEGMENTS`] and [`GSO_MAX_BYTES`]); appends them to `out`.
+pub fn plan_gso(items: &[(&[u8], SocketAddr)], out: &mut Vec<GsoMessage>) {
+    let mut i = 0;
+    while i < items.len() {
+        let (first, dst) = items[i];
+        let seg = first.len();
+        let mut count = 1;
+        let mut bytes = seg;
+        while i + count < items.len() && count < GSO_MAX_SEGMENTS && seg > 0 {
+            let (d, a) = items[i + count];
+            if a != dst || d.len() > seg || bytes + d.len() > GSO_MAX_BYTES {
+                break;
+            }
+            bytes += d.len();
+            count += 1;
+            if d.len() < seg {
+                break; // a shorter segment ends the message
+            }
+        }
+        out.push(GsoMessage {
+            dst,
+            first: i,
+            count,
+            seg_size: seg,
+        });
+        i += count;
+    }
+}
+
+/// Sends `msgs` (from [`plan_gso`]) over `segments` with one `sendmmsg`;
+/// a message of several segments carries a `UDP_SEGMENT` control message.
+/// Returns how many messages the kernel accepted (at most `scratch.capacity()`).
+pub fn send_gso_batch(
+    fd: RawFd,
+    segments: &[(&[u8], SocketAddr)],
+    msgs: &[GsoMessage],
+    scratch: &mut GsoScratch,
+) -> io::Result<usize> {
+    let n = msgs.len().min(scratch.capacity());
+    if n == 0 {
+        return Ok(0);
+    }
+    let mut iov_at = 0;
+    for (k, m) in msgs[..n].iter().enumerate() {
+        let segs = segments
+            .get(m.first..m.first + m.count)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "GSO message outside the segment list"))?;
+        if m.count > GSO_MAX_SEGMENTS {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many GSO segments"));
+        }
+        for (j, (data, _)) in segs.iter().enumerate() {
+            scratch.iovs[iov_at + j] = libc::iovec {
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
+            };
+        }
+        let namelen = to_storage(m.dst, &mut scratch.addrs[k]);
+        let h = &mut scratch.hdrs[k];
+        h.msg_hdr.msg_name = (&mut scratch.addrs[k] as *mut libc::sockaddr_storage).cast();
+        h.msg_hdr.msg_namelen = namelen;
+        h.msg_hdr.msg_iov = &mut scratch.iovs[iov_at];
+        h.msg_hdr.msg_iovlen = m.count as _;
+        h.msg_hdr.msg_flags = 0;
+        h.msg_len = 0;
+        if m.count > 1 {
+            let seg = u16::try_from(m.seg_size)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "GSO segment too large"))?;
+            let buf = &mut scratch.cmsgs[k].0;
+            // SAFETY: CMSG_SPACE/CMSG_LEN are pure size computations.
+            let (space, len) = unsafe {
+                (
+                    libc::CMSG_SPACE(size_of::<u16>() as u32) as usize,
+                    libc::CMSG_LEN(size_of::<u16>() as u32) as usize,
+                )
+            };
+            buf.fill(0);
+            h.msg_hdr.msg_control = buf.as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = space as _;
+            // SAFETY: msg_control points at CMSG_ROOM >= `space` aligned bytes
+            // owned by `scratch`; CMSG_FIRSTHDR/CMSG_DATA stay inside them.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = UDP_SEGMENT;
+                (*c).cmsg_len = len as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg);
+            }
+        } else {
+            h.msg_hdr.msg_control = std::ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+        }
+        iov_at += m.count;
+    }
+    // SAFETY: hdrs[..n] point at addresses, control messages and iovecs in
+    // `scratch` and at payloads borrowed from `segments` for this call; the
+    // kernel only reads them.
+    let r = unsafe { libc::sendmmsg(fd, scratch.hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as usize)
+}
+
+/// A datagram (or, with `UDP_GRO`, a train of same-size datagrams) received by [`recv_gro_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroDatagram {
+    /// Bytes received into the buffer.
+    pub len: usize,
+    /// Size of each coalesced datagram (the last may be shorter); `len` when not coalesced.
+    pub seg_size: usize,
+    /// Sender.
+    pub src: Option<SocketAddr>,
+}
+
+/// Receives up to `bufs.len()` messages into the large buffers `bufs` with
+/// `recvmmsg`, reading the `UDP_GRO` segment size of each. With `wait`,
+/// blocks for the first one. Truncated messages are reported with length 0.
+pub fn recv_gro_batch(
+    fd: RawFd,
+    bufs: &mut [Vec<u8>],
+    out: &mut [GroDatagram],
+    scratch: &mut GsoScratch,
+    wait: bool,
+) -> io::Result<usize> {
+    let n = bufs.len().min(out.len()).min(scratch.capacity());
+    if n == 0 {
+        return Ok(0);
+    }
+    for (i, buf) in bufs.iter_mut().take(n).enumerate() {
+        scratch.iovs[i] = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let h = &mut scratch.hdrs[i];
+        h.msg_hdr.msg_name = (&mut scratch.addrs[i] as *mut libc::sockaddr_storage).cast();
+        h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        h.msg_hdr.msg_iov = &mut scratch.iovs[i];
+        h.msg_hdr.msg_iovlen = 1;
+        h.msg_hdr.msg_control = scratch.cmsgs[i].0.as_mut_ptr().cast();
+        h.msg_hdr.msg_controllen = CMSG_ROOM as _;
+        h.msg_hdr.msg_flags = 0;
+        h.msg_len = 0;
+    }
+    let flags = if wait { libc::MSG_WAITFORONE } else { libc::MSG_DONTWAIT };
+    // SAFETY: hdrs[..n] point at iovecs, addresses and control buffers in
+    // `scratch` and at `bufs`, all borrowed mutably for this call.
+    let r = unsafe {
+        libc::recvmmsg(
+            fd,
+            scratch.hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            flags,
+            std::ptr::null_mut(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let got = r as usize;
+    for i in 0..got {
+        let h = &scratch.hdrs[i].msg_hdr;
+        let len = if h.msg_flags & libc::MSG_TRUNC != 0 {
+            0
+        } else {
+            (scratch.hdrs[i].msg_len as usize).min(bufs[i].len())
+        };
+        let mut seg_size = len;
+        // SAFETY: the kernel wrote msg_controllen bytes of control messages
+        // into cmsgs[i]; the CMSG_* macros walk only within them.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                    let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                    if v > 0 {
+                        seg_size = v as usize;
+                    }
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        out[i] = GroDatagram {
+            len,
+            seg_size,
+            src: from_storage(&scratch.addrs[i]),
+        };
+    }
+    Ok(got)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(lens: &[usize], dsts: &[u16]) -> Vec<(usize, usize, usize)> {
+        let bufs: Vec<Vec<u8>> = lens.iter().map(|&l| vec![0u8; l]).collect();
+        let items: Vec<(&[u8], SocketAddr)> = bufs
+            .iter()
+            .zip(dsts)
+            .map(|(b, &p)| (&b[..], SocketAddr::from(([127, 0, 0, 1], p))))
+            .collect();
+        let mut out = Vec::new();
+        plan_gso(&items, &mut out);
+        out.iter().map(|m| (m.first, m.count, m.seg_size)).collect()
+    }
+
+    #[test]
+    fn gso_plan_groups_equal_runs_per_destination() {
+        // Equal sizes with a shorter last one form one message.
+        assert_eq!(plan(&[100, 100, 100, 40], &[1, 1, 1, 1]), vec![(0, 4, 100)]);
+        // A shorter datagram ends the message; a longer one starts a new one.
+        assert_eq!(
+            plan(&[100, 40, 100, 200, 200], &[1, 1, 1, 1, 1]),
+            vec![(0, 2, 100), (2, 1, 100), (3, 2, 200)]
+        );
+        // Another destination starts a new message.
+        assert_eq!(plan(&[100, 100, 100], &[1, 2, 2]), vec![(0, 1, 100), (1, 2, 100)]);
+        assert!(plan(&[], &[]).is_empty());
+    }
+
+    #[test]
+    fn gso_plan_respects_segment_and_byte_limits() {
+        let n = GSO_MAX_SEGMENTS + 5;
+        let p = plan(&vec![10; n], &vec![1; n]);
+        assert_eq!(p, vec![(0, GSO_MAX_SEGMENTS, 10), (GSO_MAX_SEGMENTS, 5, 10)]);
+        let p = plan(&[1400; 50], &[1; 50]);
+        let per = GSO_MAX_BYTES / 1400;
+        assert_eq!(p[0], (0, per, 1400));
+        assert_eq!(p.iter().map(|m| m.1).sum::<usize>(), 50);
+        // Empty datagrams are never grouped.
+        assert_eq!(plan(&[0, 0], &[1, 1]), vec![(0, 1, 0), (1, 1, 0)]);
+    }
+}

@@ -1,6 +1,6 @@
 //! ESP-in-UDP and IKE on port 4500 (RFC 3948) over a UDP socket, in batches.
 
-use super::mmsg::{self, MmsgScratch};
+use super::mmsg::{self, GroDatagram, GsoMessage, GsoScratch, MmsgScratch};
 use crate::buf::{PacketBuf, PacketBuffer};
 use crate::worker::{PacketMeta, Verdict};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -15,7 +15,32 @@ pub struct UdpIo {
     rx: MmsgScratch,
     tx: MmsgScratch,
     srcs: Vec<Option<SocketAddr>>,
+    /// UDP GSO send state, when enabled.
+    gso: Option<GsoTx>,
+    /// UDP GRO receive state, when enabled.
+    gro: Option<GroRx>,
 }
+
+/// Send side of UDP GSO: runs of equal-size datagrams to one peer leave in one message.
+struct GsoTx {
+    scratch: GsoScratch,
+    plan: Vec<GsoMessage>,
+}
+
+/// Receive side of UDP GRO: large buffers and the datagrams not yet handed out.
+struct GroRx {
+    scratch: GsoScratch,
+    bufs: Vec<Vec<u8>>,
+    got: Vec<GroDatagram>,
+    /// Received messages in `bufs`/`got`.
+    count: usize,
+    /// Message being cut into datagrams, and the offset of its next datagram.
+    cur: usize,
+    off: usize,
+}
+
+/// Size of one GRO receive buffer (the largest UDP payload).
+const GRO_BUF_LEN: usize = 65536;
 
 impl std::fmt::Debug for UdpIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,7 +72,45 @@ impl UdpIo {
             rx: MmsgScratch::new(batch),
             tx: MmsgScratch::new(batch),
             srcs: vec![None; batch.clamp(1, 1024)],
+            gso: None,
+            gro: None,
         })
+    }
+
+    /// Sends runs of equal-size datagrams to one peer as one UDP GSO message
+    /// (`UDP_SEGMENT`, Linux ≥ 4.18): one trip through the kernel's UDP/IP
+    /// stack for up to 64 ESP packets. Falls back to plain sends by itself
+    /// if the kernel refuses.
+    pub fn enable_gso(&mut self) {
+        self.gso = Some(GsoTx {
+            scratch: GsoScratch::new(self.tx.capacity()),
+            plan: Vec::with_capacity(self.tx.capacity()),
+        });
+    }
+
+    /// Lets the kernel coalesce datagrams of one sender (`UDP_GRO`, Linux ≥
+    /// 5.0); [`UdpIo::recv_burst`] cuts them apart again, so callers see the
+    /// same datagrams as without it. `messages` large buffers (64 KiB each)
+    /// are received per call.
+    pub fn enable_gro(&mut self, messages: usize) -> io::Result<()> {
+        mmsg::enable_udp_gro(self.sock.as_raw_fd())?;
+        let messages = messages.clamp(1, 64);
+        self.gro = Some(GroRx {
+            scratch: GsoScratch::new(messages),
+            bufs: (0..messages).map(|_| vec![0u8; GRO_BUF_LEN]).collect(),
+            got: vec![
+                GroDatagram {
+                    len: 0,
+                    seg_size: 0,
+                    src: None
+                };
+                messages
+            ],
+            count: 0,
+            cur: 0,
+            off: 0,
+        });
+        Ok(())
     }
 
     /// The bound address.
@@ -63,6 +126,9 @@ impl UdpIo {
     /// Receives a batch into `bufs`, filling `meta` for each packet. With
     /// `wait`, blocks (subject to the socket's read timeout) for the first one.
     pub fn recv_burst(&mut self, bufs: &mut [PacketBuf], meta: &mut [PacketMeta], wait: bool) -> io::Result<usize> {
+        if self.gro.is_some() {
+            return self.recv_burst_gro(bufs, meta, wait);
+        }
         let n = bufs.len().min(meta.len()).min(self.srcs.len());
         let got = mmsg::recv_batch(
             self.sock.as_raw_fd(),
@@ -82,9 +148,90 @@ impl UdpIo {
         Ok(got)
     }
 
+    /// [`UdpIo::recv_burst`] with GRO: hands out the datagrams of messages
+    /// received earlier first, receives more only when none are left.
+    fn recv_burst_gro(&mut self, bufs: &mut [PacketBuf], meta: &mut [PacketMeta], wait: bool) -> io::Result<usize> {
+        let n = bufs.len().min(meta.len());
+        let dst = (!self.local.ip().is_unspecified()).then_some(self.local.ip());
+        let local = self.local.ip();
+        let fd = self.sock.as_raw_fd();
+        let Some(g) = self.gro.as_mut() else {
+            return Ok(0);
+        };
+        let mut filled = 0;
+        while filled < n {
+            if g.cur >= g.count {
+                // Nothing left: receive (block only while nothing was handed out).
+                let block = wait && filled == 0;
+                g.count = match mmsg::recv_gro_batch(fd, &mut g.bufs, &mut g.got, &mut g.scratch, block) {
+                    Ok(c) => c,
+                    Err(e) if filled > 0 && e.kind() == io::ErrorKind::WouldBlock => 0,
+                    Err(e) if filled > 0 && e.kind() == io::ErrorKind::Interrupted => 0,
+                    Err(e) => {
+                        g.count = 0;
+                        return Err(e);
+                    }
+                };
+                g.cur = 0;
+                g.off = 0;
+                if g.count == 0 {
+                    break;
+                }
+            }
+            let d = g.got[g.cur];
+            let (src, src_port) = match d.src {
+                Some(a) => (a.ip(), a.port()),
+                None => (local, 0),
+            };
+            // A truncated message (length 0) is handed out once, empty.
+            let end = if d.len == 0 {
+                0
+            } else {
+                (g.off + d.seg_size.max(1)).min(d.len)
+            };
+            let seg = &g.bufs[g.cur][g.off..end];
+            let area = bufs[filled].receive_area();
+            let len = if seg.len() <= area.len() {
+                area[..seg.len()].copy_from_slice(seg);
+                seg.len()
+            } else {
+                0 // larger than a packet buffer: reported like a truncated datagram
+            };
+            bufs[filled]
+                .set_received_len(len)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            meta[filled] = PacketMeta { src, dst, src_port };
+            filled += 1;
+            g.off = end;
+            if g.off >= d.len {
+                g.cur += 1;
+                g.off = 0;
+            }
+        }
+        Ok(filled)
+    }
+
     /// Sends datagrams `(payload, destination)`; returns how many were sent.
+    /// With [`UdpIo::enable_gso`], equal-size runs to one peer go out as one message each.
     pub fn send_burst<'a>(&mut self, items: impl IntoIterator<Item = (&'a [u8], SocketAddr)>) -> io::Result<usize> {
-        mmsg::send_batch(self.sock.as_raw_fd(), items, &mut self.tx)
+        let fd = self.sock.as_raw_fd();
+        let Some(g) = self.gso.as_mut() else {
+            return mmsg::send_batch(fd, items, &mut self.tx);
+        };
+        let items: Vec<(&[u8], SocketAddr)> = items.into_iter().collect();
+        g.plan.clear();
+        mmsg::plan_gso(&items, &mut g.plan);
+        let msgs = g.plan.len().min(g.scratch.capacity());
+        match mmsg::send_gso_batch(fd, &items, &g.plan[..msgs], &mut g.scratch) {
+            Ok(sent) => Ok(g.plan[..sent].iter().map(|m| m.count).sum()),
+            // EIO: the route's device cannot segment; EINVAL/ENOPROTOOPT: no UDP GSO.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)) => {
+                tracing::warn!("UDP GSO refused ({e}); sending datagrams one by one");
+                self.gso = None;
+                mmsg::send_batch(fd, items, &mut self.tx)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Sends every packet whose verdict is [`Verdict::ToPeer`] with UDP

@@ -74,6 +74,7 @@ struct RawDaemon {
     metrics: Option<Spanned<String>>,
     log_level: Option<String>,
     keylog: Option<String>,
+    expected_tunnels: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -190,6 +191,8 @@ pub struct DaemonConfig {
     pub log_level: String,
     /// Where to write Wireshark decryption keys (off when None).
     pub keylog: Option<PathBuf>,
+    /// Tunnels to size memory and tables for at start (0 = grow on demand).
+    pub expected_tunnels: usize,
     /// Anti-DoS thresholds.
     pub admission: AdmissionConfig,
     /// Data-plane backend.
@@ -209,6 +212,9 @@ pub struct DaemonConfig {
     /// Risky but valid settings.
     pub warnings: Vec<ConfigWarning>,
 }
+
+/// Upper bound of `daemon.expected_tunnels` (≈ 80 GiB of pre-faulted memory).
+pub const MAX_EXPECTED_TUNNELS: usize = 10_000_000;
 
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
@@ -693,6 +699,17 @@ impl DaemonConfig {
             None | Some(0) => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             Some(n) => n.min(64),
         };
+        let expected_tunnels = match &raw.daemon.expected_tunnels {
+            None => 0,
+            Some(n) if *n.get_ref() > MAX_EXPECTED_TUNNELS => {
+                return Err(err(
+                    n.span().start,
+                    "daemon.expected_tunnels",
+                    format!("at most {MAX_EXPECTED_TUNNELS}, found {}", n.get_ref()),
+                ));
+            }
+            Some(n) => *n.get_ref(),
+        };
         if let Some(k) = &raw.daemon.keylog {
             warnings.push(ConfigWarning {
                 line: 1,
@@ -710,6 +727,7 @@ impl DaemonConfig {
             metrics,
             log_level: raw.daemon.log_level.unwrap_or_else(|| "info".into()),
             keylog: raw.daemon.keylog.map(PathBuf::from),
+            expected_tunnels,
             admission,
             fastpath,
             hw_profile,
@@ -771,6 +789,7 @@ esp_proposals = "aes256gcm16"
         let c = DaemonConfig::parse(Path::new("t.toml"), GOOD).unwrap();
         assert_eq!(c.ike_port, 5600);
         assert_eq!(c.shards, 2);
+        assert_eq!(c.expected_tunnels, 0);
         assert_eq!(c.admission.cookie_threshold, 10);
         assert_eq!(c.admission.cookie_calm_down, Duration::from_secs(5));
         assert_eq!(c.connections.len(), 1);
@@ -798,6 +817,18 @@ esp_proposals = "aes256gcm16"
         assert_eq!(line, 4);
         let (_, key, _) = bad(&GOOD.replace("[\"127.0.0.1\"]", "[\"127.0.0.300\"]"));
         assert_eq!(key, "daemon.listen");
+        let (line, key, _) = bad(&GOOD.replace("shards = 2", "shards = 2\nexpected_tunnels = 99999999999"));
+        assert_eq!((line, key.as_str()), (7, "daemon.expected_tunnels"));
+    }
+
+    #[test]
+    fn expected_tunnels_is_read() {
+        let c = DaemonConfig::parse(
+            Path::new("t.toml"),
+            &GOOD.replace("shards = 2", "shards = 2\nexpected_tunnels = 20000"),
+        )
+        .unwrap();
+        assert_eq!(c.expected_tunnels, 20_000);
     }
 
     #[test]

@@ -58,7 +58,7 @@ impl Daemon {
             handles.push(handle);
         }
         let handles = Arc::new(handles);
-        let registry = Arc::new(Registry::default());
+        let registry = Arc::new(Registry::with_capacity(config.expected_tunnels));
         let conns: Vec<_> = config.connections.iter().map(|c| c.config.clone()).collect();
         let remote_nat_port = config.nat_port;
         let mut threads = Vec::new();
@@ -72,6 +72,7 @@ impl Daemon {
                     connections: conns.clone(),
                     admission: config.admission.clone(),
                     remote_nat_port,
+                    expected_sas: config.expected_tunnels.div_ceil(n),
                     nat_sockets: match &nat_sockets {
                         None => None,
                         Some(v) => Some(

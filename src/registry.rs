@@ -37,6 +37,15 @@ impl Default for Registry {
 }
 
 impl Registry {
+    /// An empty registry with room for `sas` established IKE SAs.
+    pub fn with_capacity(sas: usize) -> Self {
+        Self {
+            by_peer: DashMap::with_capacity(sas),
+            by_spi: DashMap::with_capacity(sas),
+            key: RandomState::new(),
+        }
+    }
+
     fn key(&self, peer: &Identification) -> PeerKey {
         (u128::from(self.key.hash_one(peer)) << 64) | u128::from(self.key.hash_one((peer, 1u8)))
     }

@@ -24,6 +24,10 @@ const WAKER: Token = Token(usize::MAX);
 /// Bits of the IKE SPI that carry the shard id.
 pub const SHARD_BITS: u32 = 6;
 
+/// Heap a tunnel holds (IKE SA, CHILD_SA pair in the fastpath, indexes: 5.4–5.8 KiB
+/// measured by tests/gateway_load.rs) plus room for the handshakes in flight.
+const BYTES_PER_EXPECTED_SA: usize = 8 << 10;
+
 /// A request to a shard from another thread.
 pub enum ShardMsg {
     /// An IKE message the data plane received on its own ports (or found on
@@ -208,6 +212,8 @@ pub struct ShardConfig {
     pub admission: AdmissionConfig,
     /// Peers' NAT-T port.
     pub remote_nat_port: u16,
+    /// IKE SAs to size the tables for at start (0 = grow on demand).
+    pub expected_sas: usize,
     /// NAT-T sockets owned by the data plane (which reads them); the shard only sends on them.
     pub nat_sockets: Option<Vec<(SocketAddr, std::net::UdpSocket)>>,
 }
@@ -226,6 +232,8 @@ pub struct Shard {
     registry: Arc<Registry>,
     stats: ShardStats,
     shutting_down: Option<Instant>,
+    /// IKE SAs the shard sized itself for.
+    expected_sas: usize,
 }
 
 /// Creates the shard's channel and waker before the loop runs (so all handles exist first).
@@ -281,7 +289,9 @@ impl Shard {
         ctx.local_nat_port = cfg.nat_port;
         ctx.remote_nat_port = cfg.remote_nat_port;
         ctx.child_spis = dataplane.spi_allocator();
-        let endpoint = Endpoint::new(Instant::now(), ctx, cfg.admission, cfg.id as u64, SHARD_BITS);
+        let mut endpoint = Endpoint::new(Instant::now(), ctx, cfg.admission, cfg.id as u64, SHARD_BITS);
+        endpoint.reserve(cfg.expected_sas);
+        let expected_sas = cfg.expected_sas;
         Ok(Self {
             id: cfg.id,
             poll,
@@ -294,11 +304,13 @@ impl Shard {
             registry,
             stats: ShardStats::default(),
             shutting_down: None,
+            expected_sas,
         })
     }
 
     /// Runs the loop until shutdown completes.
     pub fn run(mut self) {
+        self.prefault();
         let mut events = Events::with_capacity(256);
         let mut batch = RecvBatch::default();
         loop {
@@ -330,6 +342,22 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Faults in allocator memory for this shard's expected tunnels, so that
+    /// bringing them up does not wait for the kernel to zero new pages.
+    fn prefault(&self) {
+        if self.expected_sas == 0 {
+            return;
+        }
+        let started = Instant::now();
+        let bytes = ffi::alloc::prefault_this_thread(self.expected_sas.saturating_mul(BYTES_PER_EXPECTED_SA));
+        info!(
+            shard = self.id,
+            mib = bytes >> 20,
+            ms = started.elapsed().as_millis() as u64,
+            "allocator memory faulted in for the expected tunnels"
+        );
     }
 
     /// Reads the socket in batches until it is empty; the replies of each batch leave together.

@@ -137,6 +137,14 @@ impl Endpoint {
         }
     }
 
+    /// Sizes the per-SA tables for `sas` IKE SAs, so that bringing them up
+    /// does not rehash (and copy) the tables while handshakes wait.
+    pub fn reserve(&mut self, sas: usize) {
+        self.sas.reserve(sas.saturating_sub(self.sas.len()));
+        self.scheduled.reserve(sas.saturating_sub(self.scheduled.len()));
+        self.timers.reserve(sas.saturating_sub(self.timers.len()));
+    }
+
     /// The shared context (connections, allocators).
     pub fn context(&self) -> &Context {
         &self.ctx

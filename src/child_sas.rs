@@ -249,7 +249,12 @@ impl ChildSas {
             });
         }
         p.esn = c.esn;
-        if let Some(&(bytes, packets)) = self.byte_lifetimes.get(&(c.connection.clone(), c.name.clone())) {
+        // Found without building an owned key: this runs for every CHILD_SA installed.
+        let lifetimes = self
+            .byte_lifetimes
+            .iter()
+            .find(|((conn, child), _)| *conn == c.connection && *child == c.name);
+        if let Some((_, &(bytes, packets))) = lifetimes {
             p.lifetime = fastpath::sad::Lifetime {
                 soft_bytes: bytes,
                 hard_bytes: bytes.saturating_add(bytes / 10),

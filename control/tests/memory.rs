@@ -3,9 +3,12 @@
 //! endpoint in memory, then the initiators are dropped and what the responder
 //! still holds is divided by the number of SAs. Prints a breakdown of the big
 //! items and guards against regressions (the gateway's goal is 4 KiB per
-//! tunnel with the fastpath SA pair included).
+//! tunnel with the fastpath SA pair included). Also counts the allocations
+//! the responder makes per handshake (each one costs allocator time on the
+//! gateway's hot path).
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,9 +27,24 @@ struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
+thread_local! {
+    /// Allocations (and reallocations) made by this thread.
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count_alloc() {
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
+
+/// Allocations this thread has made so far.
+fn allocs() -> u64 {
+    ALLOCS.with(Cell::get)
+}
+
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        count_alloc();
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -35,6 +53,7 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        count_alloc();
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -63,8 +82,10 @@ fn conn(name: &str, local: &str, remote: IdentityMatch, lts: &str, rts: &str) ->
     c
 }
 
-/// Runs `n` handshakes at `now` against one responder endpoint; returns it with its SAs up.
-fn responder_with(n: usize, now: Instant) -> (Endpoint, isize) {
+/// Runs `n` handshakes at `now` against one responder endpoint (its tables
+/// sized for `n`); returns it with its SAs up, the heap in use before it, and
+/// the allocations the responder made (its `handle` and draining its output).
+fn responder_with(n: usize, now: Instant) -> (Endpoint, isize, u64) {
     let gw = Arc::new(conn(
         "gw",
         "gw@mem.test",
@@ -79,6 +100,8 @@ fn responder_with(n: usize, now: Instant) -> (Endpoint, isize) {
     };
     let before = live();
     let mut responder = Endpoint::new(now, Context::new(vec![gw]), admission, 1, 6);
+    responder.reserve(n);
+    let mut responder_allocs = 0;
     let gw_addr: SocketAddr = "192.0.2.1:500".parse().unwrap();
     let mut initiators = Vec::new();
     let mut up = 0;
@@ -103,6 +126,7 @@ fn responder_with(n: usize, now: Instant) -> (Endpoint, isize) {
             while let Some(t) = ini.poll_transmit() {
                 wire.push_back((true, t));
             }
+            let a = allocs();
             while let Some(t) = responder.poll_transmit() {
                 wire.push_back((false, t));
             }
@@ -111,12 +135,15 @@ fn responder_with(n: usize, now: Instant) -> (Endpoint, isize) {
                     up += 1;
                 }
             }
+            responder_allocs += allocs() - a;
             while ini.poll_event().is_some() {}
             let Some((to_responder, t)) = wire.pop_front() else {
                 break;
             };
             if to_responder {
+                let a = allocs();
                 responder.handle(now, t.remote, t.local, &t.data);
+                responder_allocs += allocs() - a;
             } else {
                 ini.handle(now, t.remote, t.local, &t.data);
             }
@@ -125,18 +152,30 @@ fn responder_with(n: usize, now: Instant) -> (Endpoint, isize) {
     }
     assert_eq!(up, n, "every SA established");
     drop(initiators);
-    (responder, before)
+    (responder, before, responder_allocs)
 }
+
+/// Allocations per responder handshake allowed (158 measured: decoding and
+/// encoding the two exchanges, proposals, keys, the SA and CHILD_SA records).
+const MAX_ALLOCS_PER_HANDSHAKE: f64 = 180.0;
 
 #[test]
 fn responder_ike_sa_with_child_heap_is_small() {
     let n = 4000;
     let now = Instant::now();
-    let (mut responder, before) = responder_with(n, now);
+    let (mut responder, before, responder_allocs) = responder_with(n, now);
     assert_eq!(responder.len(), n);
     assert_eq!(responder.half_open(), 0);
     assert!(responder.sas().all(|s| s.children().len() == 1));
     let per_sa = (live() - before) as f64 / n as f64;
+    let allocs_per_handshake = responder_allocs as f64 / n as f64;
+    eprintln!(
+        "responder: {allocs_per_handshake:.1} allocations per handshake (IKE_SA_INIT + IKE_AUTH with a CHILD_SA)"
+    );
+    assert!(
+        allocs_per_handshake < MAX_ALLOCS_PER_HANDSHAKE,
+        "allocations per responder handshake regressed: {allocs_per_handshake:.1}"
+    );
 
     let b = live();
     let cipher = SkCipher::new(EncrAlg::AesGcm16 { key_bits: 256 }, None, &[7u8; 36], &[]).unwrap();

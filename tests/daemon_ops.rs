@@ -24,6 +24,8 @@ listen = ["127.0.0.1"]
 ike_port = {}
 nat_port = {}
 shards = 2
+# Sizes the shards' tables and pre-faults their allocator memory at start.
+expected_tunnels = 1000
 control_socket = "SOCKET"
 metrics = "127.0.0.1:{metrics}"
 

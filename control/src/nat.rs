@@ -4,8 +4,11 @@ use std::net::{IpAddr, SocketAddr};
 
 use aws_lc_rs::digest;
 
+/// A NAT detection hash (SHA-1, 20 bytes).
+pub type NatHash = [u8; 20];
+
 /// SHA-1(SPIi | SPIr | IP | Port), the data of a NAT_DETECTION_*_IP notify.
-pub fn nat_detection_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> Vec<u8> {
+pub fn nat_detection_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> NatHash {
     let mut ctx = digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY);
     ctx.update(&spi_i.to_be_bytes());
     ctx.update(&spi_r.to_be_bytes());
@@ -14,7 +17,9 @@ pub fn nat_detection_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> Vec<u8> {
         IpAddr::V6(a) => ctx.update(&a.octets()),
     }
     ctx.update(&addr.port().to_be_bytes());
-    ctx.finish().as_ref().to_vec()
+    let mut out = [0u8; 20];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 #[cfg(test)]

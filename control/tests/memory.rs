@@ -155,9 +155,10 @@ fn responder_with(n: usize, now: Instant) -> (Endpoint, isize, u64) {
     (responder, before, responder_allocs)
 }
 
-/// Allocations per responder handshake allowed (158 measured: decoding and
-/// encoding the two exchanges, proposals, keys, the SA and CHILD_SA records).
-const MAX_ALLOCS_PER_HANDSHAKE: f64 = 180.0;
+/// Allocations per responder handshake allowed (148 measured, 158 before NAT
+/// hashes and identity globs stopped allocating: decoding and encoding the two
+/// exchanges, proposals, keys, the SA and CHILD_SA records).
+const MAX_ALLOCS_PER_HANDSHAKE: f64 = 165.0;
 
 #[test]
 fn responder_ike_sa_with_child_heap_is_small() {

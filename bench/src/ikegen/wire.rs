@@ -218,7 +218,7 @@ mod tests {
             Payload::Notify(n) if n.ty == NotifyType::NAT_DETECTION_SOURCE_IP => Some(n.data.clone()),
             _ => None,
         });
-        assert_eq!(nat, Some(nat_detection_hash(ma.header.spi_i, 0, l)));
+        assert_eq!(nat, Some(nat_detection_hash(ma.header.spi_i, 0, l).to_vec()));
     }
 
     #[test]

@@ -100,11 +100,11 @@ impl IkeSa {
         payloads.push(Payload::Nonce(st.ni.clone()));
         payloads.push(notify(
             NotifyType::NAT_DETECTION_SOURCE_IP,
-            nat_detection_hash(self.spi_i, 0, source_for_nat_detection(&self.config, self.local)),
+            nat_detection_hash(self.spi_i, 0, source_for_nat_detection(&self.config, self.local)).to_vec(),
         ));
         payloads.push(notify(
             NotifyType::NAT_DETECTION_DESTINATION_IP,
-            nat_detection_hash(self.spi_i, 0, self.remote),
+            nat_detection_hash(self.spi_i, 0, self.remote).to_vec(),
         ));
         if self.config.fragmentation {
             payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, Vec::new()));
@@ -524,11 +524,11 @@ impl IkeSa {
             Payload::Nonce(nr.clone()),
             notify(
                 NotifyType::NAT_DETECTION_SOURCE_IP,
-                nat_detection_hash(h.spi_i, spi_r, source_for_nat_detection(&sa.config, local)),
+                nat_detection_hash(h.spi_i, spi_r, source_for_nat_detection(&sa.config, local)).to_vec(),
             ),
             notify(
                 NotifyType::NAT_DETECTION_DESTINATION_IP,
-                nat_detection_hash(h.spi_i, spi_r, remote),
+                nat_detection_hash(h.spi_i, spi_r, remote).to_vec(),
             ),
         ];
         if sa.config.fragmentation && sa.peer_fragmentation {

@@ -162,15 +162,30 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 
 /// Case-insensitive match where `*` in `pattern` matches any run of characters.
 fn glob_match(pattern: &str, value: &str) -> bool {
+    // Identities are almost always ASCII: match their bytes without allocating
+    // (this runs for every IKE_AUTH against a wildcard peer identity).
+    if pattern.is_ascii() && value.is_ascii() {
+        return glob_match_by(
+            pattern.as_bytes(),
+            value.as_bytes(),
+            |a, b| a.eq_ignore_ascii_case(b),
+            b'*',
+        );
+    }
     let p: Vec<char> = pattern.to_lowercase().chars().collect();
     let v: Vec<char> = value.to_lowercase().chars().collect();
+    glob_match_by(&p, &v, |a, b| a == b, '*')
+}
+
+/// [`glob_match`] over already case-folded (or case-insensitively compared) units.
+fn glob_match_by<T: Copy + PartialEq>(p: &[T], v: &[T], eq: impl Fn(&T, &T) -> bool, any: T) -> bool {
     let (mut pi, mut vi) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     while vi < v.len() {
-        if pi < p.len() && p[pi] == '*' {
+        if pi < p.len() && p[pi] == any {
             star = Some((pi, vi));
             pi += 1;
-        } else if pi < p.len() && p[pi] == v[vi] {
+        } else if pi < p.len() && eq(&p[pi], &v[vi]) {
             pi += 1;
             vi += 1;
         } else if let Some((sp, sv)) = star {
@@ -181,7 +196,7 @@ fn glob_match(pattern: &str, value: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == any)
 }
 
 impl fmt::Display for Identity {
@@ -215,6 +230,11 @@ mod tests {
         assert!(glob_match("*.example.com", "a.b.EXAMPLE.com"));
         assert!(!glob_match("*.example.com", "example.com"));
         assert!(glob_match("*", ""));
+        // Non-ASCII names are compared after Unicode lower-casing.
+        assert!(glob_match("*@bücher.example", "Anna@BÜCHER.example"));
+        assert!(!glob_match("*@bücher.example", "anna@bucher.example"));
+        assert!(glob_match("a*c", "ABBC"));
+        assert!(!glob_match("a*c", "abcd"));
         assert!(glob_match("a*b*c", "aXbYbZc"));
         assert!(!glob_match("a*b", "aXbY"));
     }

@@ -505,7 +505,7 @@ impl ResponderHarness {
         let src_hash = if flags & F_NAT != 0 {
             vec![0x55; 20]
         } else {
-            nat_detection_hash(spi_i, 0, local)
+            nat_detection_hash(spi_i, 0, local).to_vec()
         };
         let payloads = vec![
             Payload::Sa(vec![proposal[0].to_wire(1, &[])]),
@@ -524,7 +524,7 @@ impl ResponderHarness {
                 protocol: ProtocolId::NONE,
                 spi: Vec::new(),
                 ty: NotifyType::NAT_DETECTION_DESTINATION_IP,
-                data: nat_detection_hash(spi_i, 0, remote),
+                data: nat_detection_hash(spi_i, 0, remote).to_vec(),
             }),
             Payload::Notify(Notify {
                 protocol: ProtocolId::NONE,
@@ -863,13 +863,13 @@ impl ResponderHarness {
                     protocol: ProtocolId::NONE,
                     spi: Vec::new(),
                     ty: NotifyType::NAT_DETECTION_SOURCE_IP,
-                    data: nat_detection_hash(spi_i, 0, addr(PEER_V4)),
+                    data: nat_detection_hash(spi_i, 0, addr(PEER_V4)).to_vec(),
                 }),
                 Payload::Notify(Notify {
                     protocol: ProtocolId::NONE,
                     spi: Vec::new(),
                     ty: NotifyType::NAT_DETECTION_DESTINATION_IP,
-                    data: nat_detection_hash(spi_i, 0, addr(GATEWAY_V4)),
+                    data: nat_detection_hash(spi_i, 0, addr(GATEWAY_V4)).to_vec(),
                 }),
             ],
         );

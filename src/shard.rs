@@ -24,6 +24,19 @@ const WAKER: Token = Token(usize::MAX);
 /// Bits of the IKE SPI that carry the shard id.
 pub const SHARD_BITS: u32 = 6;
 
+/// `MemAvailable` of /proc/meminfo, in bytes.
+fn available_memory() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_mem_available(&text)
+}
+
+/// The `MemAvailable:` line of /proc/meminfo text, in bytes.
+fn parse_mem_available(meminfo: &str) -> Option<usize> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// Heap a tunnel holds (IKE SA, CHILD_SA pair in the fastpath, indexes: 5.4–5.8 KiB
 /// measured by tests/gateway_load.rs) plus room for the handshakes in flight.
 const BYTES_PER_EXPECTED_SA: usize = 8 << 10;
@@ -351,7 +364,22 @@ impl Shard {
             return;
         }
         let started = Instant::now();
-        let bytes = ffi::alloc::prefault_this_thread(self.expected_sas.saturating_mul(BYTES_PER_EXPECTED_SA));
+        let mut want = self.expected_sas.saturating_mul(BYTES_PER_EXPECTED_SA);
+        // Never more than half of the memory available, shared by the shards:
+        // an oversized setting costs speed, not the gateway.
+        if let Some(avail) = available_memory() {
+            let cap = avail / 2 / self.peers.len().max(1);
+            if want > cap {
+                warn!(
+                    shard = self.id,
+                    wanted_mib = want >> 20,
+                    cap_mib = cap >> 20,
+                    "expected_tunnels needs more memory than is available; pre-faulting less"
+                );
+                want = cap;
+            }
+        }
+        let bytes = ffi::alloc::prefault_this_thread(want);
         info!(
             shard = self.id,
             mib = bytes >> 20,
@@ -611,5 +639,26 @@ impl Shard {
                 Err(e) => debug!(local = %sock.local, "send failed: {e}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_available_is_read_from_meminfo() {
+        let text = "MemTotal:       16318436 kB\nMemFree:         1000 kB\nMemAvailable:    8000 kB\n";
+        assert_eq!(parse_mem_available(text), Some(8000 * 1024));
+        assert_eq!(parse_mem_available("MemTotal: 1 kB\n"), None);
+        assert_eq!(parse_mem_available("MemAvailable: lots kB\n"), None);
+        assert!(available_memory().is_some_and(|b| b > 0));
+    }
+
+    #[test]
+    fn owner_of_reads_the_top_bits() {
+        assert_eq!(owner_of(3u64 << (64 - SHARD_BITS), 4), 3);
+        assert_eq!(owner_of(5u64 << (64 - SHARD_BITS), 4), 1);
+        assert_eq!(owner_of(0, 1), 0);
     }
 }

@@ -763,6 +763,7 @@ impl PollLoop {
                         src_port,
                     };
                     if udp {
+                        LoopCounters::add(&self.counters.esp_udp_rx, 1);
                         self.scratch.esp_udp.push(m);
                         self.scratch.meta_udp.push(meta);
                     } else {

@@ -355,13 +355,19 @@ fn gateway_with_a_software_peer(queues: u16, udp_encap: bool) {
         assert_eq!(busy, 1, "{dir} on {busy} loops: {dp:#}");
     }
     assert_eq!(u(&dp["inline_cpu_fallback"]), 0, "{dp:#}");
-    let esp_udp_rx = dp["loops"]
-        .as_array()
-        .map_or(0, |l| l.iter().map(|x| u(&x["esp_udp_rx"])).sum::<u64>());
+    let loop_total = |k: &str| {
+        dp["loops"]
+            .as_array()
+            .map_or(0, |l| l.iter().map(|x| u(&x[k])).sum::<u64>())
+    };
+    let (udp_rx, udp_tx) = (loop_total("esp_udp_rx"), loop_total("esp_udp_tx"));
     if udp_encap {
-        assert!(esp_udp_rx >= 10, "ESP-in-UDP not received on the DPDK port: {dp:#}");
+        assert!(
+            udp_rx >= 10 && udp_tx >= 10,
+            "ESP-in-UDP not through the DPDK port: {dp:#}"
+        );
     } else {
-        assert_eq!(esp_udp_rx, 0, "{dp:#}");
+        assert_eq!((udp_rx, udp_tx), (0, 0), "{dp:#}");
     }
     match &plan {
         Some(plan) => check_affinity(&gw, queues, plan, &dp),

@@ -943,7 +943,10 @@ impl PollLoop {
     #[inline]
     fn after_outbound(&mut self, mut m: Mbuf, v: Verdict) {
         match v {
-            Verdict::ToPeer { src, dst, .. } => {
+            Verdict::ToPeer { src, dst, udp } => {
+                if udp.is_some() {
+                    LoopCounters::add(&self.counters.esp_udp_tx, 1);
+                }
                 let p = self.outside_port_for(src);
                 self.send_ip(p, dst, m);
             }

@@ -55,6 +55,8 @@ loop_counters! {
     keepalives,
     /// UDP-encapsulated ESP packets received (RFC 3948, port 4500).
     esp_udp_rx,
+    /// UDP-encapsulated ESP packets sent.
+    esp_udp_tx,
     /// ARP requests answered.
     arp_replies,
     /// Packets handed to another loop (SPI steering or SA pinning).

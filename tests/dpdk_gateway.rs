@@ -390,3 +390,41 @@ fn gateway_with_a_software_peer(queues: u16, udp_encap: bool) {
     let log = gw.log();
     assert!(log.contains("DPDK fastpath stopped"), "{log}");
 }
+
+/// A profile naming a CPU this machine does not have stops the daemon at
+/// start with a message naming the CPU (before EAL or any port starts).
+#[test]
+fn dpdk_gateway_refuses_a_cpu_that_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = allowed_cpus().last().copied().unwrap_or(0) + 1000;
+    let plan = (vec![missing], Vec::new());
+    let profile_path = dir.path().join("af-packet.toml");
+    std::fs::write(&profile_path, profile("nonexistent0", "nonexistent1", 1, Some(&plan))).unwrap();
+    let config = dir.path().join("ironsa.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nshards = 1\ncontrol_socket = \"{}\"\n\n[fastpath]\nhw_profile = \"{}\"\n",
+            dir.path().join("ironsa.sock").display(),
+            profile_path.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ironsa"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("IRONSA_LOG", "info")
+        .output()
+        .expect("run ironsa");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "started with poll CPU {missing}: {text}");
+    assert!(
+        text.contains(&format!("poll CPU {missing} does not exist")),
+        "no clear error: {text}"
+    );
+    assert!(!text.contains("DPDK fastpath ready"), "{text}");
+}

@@ -11,7 +11,7 @@
 //! - [`lookaside`]: ESP through a DPDK crypto device.
 //! - [`inline`]: rte_security inline-crypto sessions per SA, software fallback.
 //! - [`cpus`]: CPU affinity of the poll loops and the control plane.
-//! - [`cpu_crypto`]: AES-GCM through DPDK's synchronous CPU crypto (intel-ipsec-mb).
+//! - [`cpu_crypto`]: AES-GCM on intel-ipsec-mb's direct API (`cpu-ipsec-mb`).
 //! - [`counters`]: port, queue, loop and crypto counters, Prometheus text.
 //! - [`probe`]: what DPDK sees and which profile fits (`ironsa hw-probe`).
 

@@ -28,9 +28,8 @@ pub enum CryptoMode {
     Cpu,
     /// A DPDK crypto device (`crypto_aesni_gcm`, QAT...) with enqueue/dequeue bursts.
     Lookaside,
-    /// DPDK's synchronous CPU crypto API (`rte_cryptodev_sym_cpu_crypto_process`)
-    /// on a `crypto_aesni_gcm` / `crypto_aesni_mb` device: intel-ipsec-mb on the
-    /// poll loop's core, no enqueue/dequeue (ipsec-secgw's "cpu-crypto").
+    /// intel-ipsec-mb's direct AES-GCM API on the poll loop's core (no crypto
+    /// device, no enqueue/dequeue); other algorithms on aws-lc-rs.
     #[serde(rename = "cpu-ipsec-mb")]
     CpuIpsecMb,
     /// The NIC encrypts inline (rte_security inline crypto), software fallback.
@@ -337,10 +336,10 @@ impl HwProfile {
         if self.crypto.mode == CryptoMode::Lookaside && self.crypto.device.is_none() {
             return Err(self.invalid("lookaside crypto needs crypto.device"));
         }
-        if self.crypto.mode == CryptoMode::CpuIpsecMb && self.crypto.device.is_none() {
-            return Err(
-                self.invalid("cpu-ipsec-mb crypto needs crypto.device (a crypto_aesni_gcm or crypto_aesni_mb vdev)")
-            );
+        if self.crypto.mode == CryptoMode::CpuIpsecMb && self.crypto.device.is_some() {
+            return Err(self.invalid(
+                "cpu-ipsec-mb crypto calls intel-ipsec-mb directly and takes no crypto.device (remove it, and its vdev)",
+            ));
         }
         let s = &self.sizing;
         if !(1..=64).contains(&s.burst) {
@@ -441,7 +440,7 @@ mod tests {
             base.replace("name = \"net_ring0\"", "name = \"net_ring0\"\nrole = \"inside\""),
             base.replace("eal_args = [\"-l\", \"0\"]", ""),
             format!("{base}\n[crypto]\nmode = \"lookaside\"\n"),
-            format!("{base}\n[crypto]\nmode = \"cpu-ipsec-mb\"\n"),
+            format!("{base}\n[crypto]\nmode = \"cpu-ipsec-mb\"\ndevice = \"crypto_aesni_gcm0\"\n"),
             format!("{base}\ngateway_mac = \"zz:00:00:00:00:00\"\n"),
             base.replace("backend", "bakend"),
             format!("{base}\n[sizing]\nburst = 65\n"),
@@ -454,6 +453,8 @@ mod tests {
         for b in bad {
             assert!(HwProfile::from_toml(&b).is_err(), "accepted:\n{b}");
         }
+        let imb = HwProfile::from_toml(&format!("{base}\n[crypto]\nmode = \"cpu-ipsec-mb\"\n")).unwrap();
+        assert_eq!(imb.crypto.mode, CryptoMode::CpuIpsecMb);
         let pinned = HwProfile::from_toml(&format!("{base}\n[cpus]\npoll = [3]\ncontrol = [0, 1]\n")).unwrap();
         assert_eq!(pinned.cpus.poll, vec![3]);
         assert_eq!(pinned.cpus.control, vec![0, 1]);

@@ -445,9 +445,9 @@ fn main() {
         .iter()
         .flat_map(|&size| o.modes.iter().map(move |&m| (size, m)))
         .collect();
-    for i in 0..plan.len() {
+    for (i, (_, mode)) in plan.iter().enumerate() {
         eal_args.push(format!("--vdev=net_ring{i}"));
-        if plan[i].1 == BenchMode::Lookaside {
+        if *mode == BenchMode::Lookaside {
             eal_args.push(format!("--vdev=crypto_aesni_gcm{i}"));
         }
     }

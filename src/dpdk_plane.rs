@@ -4,7 +4,8 @@
 //! - CHILD_SAs go into the backend's SAD/SPD through [`ChildSas`] (the same
 //!   parameters and policies as the software data plane); with lookaside
 //!   crypto the backend also creates the crypto-device session.
-//! - One thread per poll loop (queue); an idle loop backs off to short sleeps
+//! - One thread per poll loop (queue), registered with EAL for an lcore id
+//!   (per-lcore mbuf caches); an idle loop backs off to short sleeps
 //!   so a quiet gateway does not burn its cores. They stop on shutdown,
 //!   after the shards have sent their DELETEs.
 //! - IKE arrives on the DPDK ports (the kernel never sees it): a forwarder
@@ -177,6 +178,7 @@ impl DpdkDataPlane {
         };
         let mut threads = self.threads.lock().map_err(|_| io::Error::other("lock"))?;
         let poll_cpus = self.backend.profile().cpus.poll.clone();
+        let eal = self.backend.eal();
         for l in p.loops {
             let stop = self.stop.clone();
             let cpu = poll_cpus.get(l.id()).copied();
@@ -196,7 +198,18 @@ impl DpdkDataPlane {
                         } else {
                             let _ = pinned_tx.send(Ok(()));
                         }
-                        poll(l, &stop)
+                        // An lcore id (after pinning: DPDK records the affinity)
+                        // gives the loop per-lcore mempool caches.
+                        let lcore = match eal.register_thread() {
+                            Ok(r) => Some(r),
+                            Err(e) => {
+                                warn!(id, "poll loop without an lcore id (no mbuf cache): {e}");
+                                None
+                            }
+                        };
+                        debug!(id, lcore = lcore.as_ref().map(|r| r.lcore()), "poll loop running");
+                        poll(l, &stop);
+                        drop(lcore);
                     })?,
             );
             match pinned.recv() {

@@ -389,6 +389,9 @@ fn gateway_with_a_software_peer(queues: u16, udp_encap: bool) {
     peer.wait_sas(T, |s| s.is_empty());
     let log = gw.log();
     assert!(log.contains("DPDK fastpath stopped"), "{log}");
+    // Each loop thread registered with EAL (an lcore id: mbuf caches).
+    assert_eq!(log.matches("poll loop running").count(), usize::from(queues), "{log}");
+    assert!(!log.contains("without an lcore id"), "{log}");
 }
 
 /// A profile naming a CPU this machine does not have stops the daemon at

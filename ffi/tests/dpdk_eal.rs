@@ -154,7 +154,36 @@ mod real {
         let other = std::thread::spawn(move || eal.current_lcore())
             .join()
             .map_err(|_| "thread panicked".to_string())?;
-        ensure(other.is_none(), format!("non-EAL thread has lcore {other:?}"))
+        ensure(other.is_none(), format!("non-EAL thread has lcore {other:?}"))?;
+        // A registered thread gets a free lcore id (not an enabled EAL lcore)
+        // until its guard drops; the id is then free again. The main lcore
+        // keeps its id and stays registered.
+        let ids = std::thread::spawn(
+            move || -> std::result::Result<(u32, Option<u32>, Option<u32>), String> {
+                let r = eal.register_thread().map_err(e)?;
+                let (id, seen) = (r.lcore(), eal.current_lcore());
+                drop(r);
+                Ok((id, seen, eal.current_lcore()))
+            },
+        )
+        .join()
+        .map_err(|_| "thread panicked".to_string())??;
+        ensure(
+            ids.0 != 0 && ids.1 == Some(ids.0) && ids.2.is_none(),
+            format!("registered thread: lcore, seen, after drop = {ids:?}"),
+        )?;
+        let again = std::thread::spawn(move || eal.register_thread().map(|r| r.lcore()))
+            .join()
+            .map_err(|_| "thread panicked".to_string())?
+            .map_err(e)?;
+        ensure(again == ids.0, format!("released lcore {} not reused ({again})", ids.0))?;
+        let main = c.eal.register_thread().map_err(e)?;
+        ensure(main.lcore() == 0, format!("main lcore registered as {}", main.lcore()))?;
+        drop(main);
+        ensure(
+            c.eal.current_lcore() == Some(0),
+            "the main lcore lost its id to a registration guard",
+        )
     }
 
     fn mbuf_edit(c: &Ctx) -> CaseResult {

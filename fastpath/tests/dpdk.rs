@@ -777,6 +777,9 @@ fn case_cpu_crypto_refused(eal: &Eal) -> CaseResult {
     let dev = ffi::CryptoDev::by_name(eal, "crypto_openssl0").map_err(e)?;
     ensure(!dev.has_cpu_crypto(), "crypto_openssl claims CPU crypto")?;
     let pool = ffi::SessionPool::new(eal, "t_cc_openssl", 8, &[dev], -1).map_err(e)?;
+    if !dev.is_started() {
+        dev.configure_and_start(1, 64, &pool).map_err(e)?;
+    }
     let s = ffi::SymSession::aes_gcm(&dev, &pool, ffi::AeadDirection::Encrypt, &[7; 16], 12, 8, 16).map_err(e)?;
     match ffi::CpuAeadSession::new(&dev, s) {
         Err(ffi::Error::Unsupported(m)) if m.contains("CPU crypto") => Ok(()),

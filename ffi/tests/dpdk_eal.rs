@@ -402,7 +402,15 @@ mod real {
 
         let sessions = SessionPool::new(&c.eal, &format!("sess_{name}"), 16, &[dev], -1).map_err(e)?;
         let ops = CryptoOpPool::new(&c.eal, &format!("ops_{name}"), 64, 0, -1).map_err(e)?;
+        // Sessions on a device that is not started are refused (PMDs would
+        // dereference per-device state that configuration sets up).
+        ensure(!dev.is_started(), format!("{name} started before configuration"))?;
+        match SymSession::aes_gcm(&dev, &sessions, AeadDirection::Encrypt, &[1; 16], 12, 8, 16) {
+            Err(ffi::Error::InvalidArgument(m)) if m.contains("start the device") => {}
+            other => return Err(format!("session on an unstarted device: {:?}", other.map(|_| ()))),
+        }
         let mut qps = dev.configure_and_start(1, 64, &sessions).map_err(e)?;
+        ensure(dev.is_started(), "is_started after configure_and_start")?;
         let qp = &mut qps[0];
 
         let (key, iv, aad) = (hex(gcm_tc16::KEY), hex(gcm_tc16::IV), hex(gcm_tc16::AAD));

@@ -108,7 +108,7 @@ impl IpsecMbCrypto {
 
 /// The AES key (key material without the 4-byte salt) of an AES-GCM-128/256
 /// SA, `None` for other algorithms.
-fn aes_gcm_key(keys: &CipherKeys) -> Result<Option<&[u8]>, DpdkError> {
+pub(super) fn aes_gcm_key(keys: &CipherKeys) -> Result<Option<&[u8]>, DpdkError> {
     if !matches!(keys.enc, EncAlg::AesGcm16_128 | EncAlg::AesGcm16_256) {
         return Ok(None);
     }

@@ -132,6 +132,8 @@ mod dpdk {
         "rte_lcore_to_socket_id",
         "rte_lcore_is_enabled",
         "rte_get_next_lcore",
+        "rte_thread_register",
+        "rte_thread_unregister",
         "rte_eth_dev_count_avail",
         "rte_eth_dev_is_valid_port",
         "rte_eth_dev_get_port_by_name",

@@ -4,13 +4,18 @@
 //! - CHILD_SAs go into the backend's SAD/SPD through [`ChildSas`] (the same
 //!   parameters and policies as the software data plane); with lookaside
 //!   crypto the backend also creates the crypto-device session.
-//! - One thread per poll loop (queue); an idle loop backs off to short sleeps
+//! - One thread per poll loop (queue), registered with EAL for an lcore id
+//!   (per-lcore mbuf caches); an idle loop backs off to short sleeps
 //!   so a quiet gateway does not burn its cores. They stop on shutdown,
 //!   after the shards have sent their DELETEs.
 //! - IKE arrives on the DPDK ports (the kernel never sees it): a forwarder
 //!   thread hands each message to the daemon's IKE sink (the shard owning the
 //!   SPI), and the shards send through the backend's [`IkeSender`]
 //!   ([`DataPlane::carries_ike`]).
+//! - CPUs: with `[cpus] poll` in the profile each poll loop's thread is
+//!   pinned to its CPU; with `[cpus] control` the daemon's other threads
+//!   (shards, IKE forwarder, control socket, metrics) stay on those CPUs.
+//!   A CPU the process cannot use is an error at start.
 //! - Counters: per CHILD_SA from the SAD, per port, queue, poll loop, crypto
 //!   device and CPU fallback from the backend, in `ironsa stats` and `/metrics`.
 
@@ -26,6 +31,7 @@ use control::ike_sa::{ChildSaInstall, SpiAllocator, Transmit};
 use fastpath::dpdk::DpdkError;
 use fastpath::dpdk::backend::{DpdkBackend, IkeDatagram, IkeSender, PollLoop};
 use fastpath::dpdk::counters::DpdkCounters;
+use fastpath::dpdk::cpus::{self, CpuError};
 use fastpath::dpdk::profile::HwProfile;
 use fastpath::sad::{SaId, SaParams};
 use fastpath::stats::{CountersSnapshot, DropReason};
@@ -61,6 +67,9 @@ pub enum DpdkPlaneError {
         /// The cause.
         source: DpdkError,
     },
+    /// The profile's CPUs cannot be used here, or pinning failed.
+    #[error(transparent)]
+    Cpus(#[from] CpuError),
     /// A thread could not be created, or the key log not opened.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -103,6 +112,8 @@ impl DpdkDataPlane {
         byte_lifetimes: ByteLifetimes,
         keylog: Option<&Path>,
     ) -> Result<Self, DpdkPlaneError> {
+        let available = cpus::current_thread_cpus().map_err(CpuError::Io)?;
+        cpus::check_available(&profile.name, &profile.cpus, &available)?;
         let children = ChildSas::new(usize::from(profile.queues), byte_lifetimes, keylog)?;
         let name = || profile.name.clone();
         // EAL pins the thread that initialises it to the main lcore, and threads
@@ -127,6 +138,12 @@ impl DpdkDataPlane {
                 .map_err(|_| DpdkPlaneError::Io(io::Error::other("EAL initialisation panicked")))?
         })?;
         let backend = started.backend;
+        if !profile.cpus.control.is_empty() {
+            // Threads started from here on (shards, control socket, metrics,
+            // the IKE forwarder) inherit this; the poll loops pin themselves.
+            cpus::pin_current_thread(&profile.cpus.control).map_err(CpuError::Io)?;
+            info!(cpus = ?profile.cpus.control, "control plane pinned");
+        }
         for p in &profile.ports {
             let mac = backend
                 .port_mac(&p.name)
@@ -160,13 +177,52 @@ impl DpdkDataPlane {
             return Err(io::Error::other("already running"));
         };
         let mut threads = self.threads.lock().map_err(|_| io::Error::other("lock"))?;
+        let poll_cpus = self.backend.profile().cpus.poll.clone();
+        let eal = self.backend.eal();
         for l in p.loops {
             let stop = self.stop.clone();
+            let cpu = poll_cpus.get(l.id()).copied();
+            let (pinned_tx, pinned) = std::sync::mpsc::sync_channel(1);
+            let id = l.id();
             threads.push(
                 std::thread::Builder::new()
-                    .name(format!("ironsa-dp{}", l.id()))
-                    .spawn(move || poll(l, &stop))?,
+                    .name(format!("ironsa-dp{id}"))
+                    .spawn(move || {
+                        if let Some(cpu) = cpu {
+                            let r = cpus::pin_current_thread(&[cpu]);
+                            let failed = r.is_err();
+                            let _ = pinned_tx.send(r);
+                            if failed {
+                                return;
+                            }
+                        } else {
+                            let _ = pinned_tx.send(Ok(()));
+                        }
+                        // An lcore id (after pinning: DPDK records the affinity)
+                        // gives the loop per-lcore mempool caches.
+                        let lcore = match eal.register_thread() {
+                            Ok(r) => Some(r),
+                            Err(e) => {
+                                warn!(id, "poll loop without an lcore id (no mbuf cache): {e}");
+                                None
+                            }
+                        };
+                        debug!(id, lcore = lcore.as_ref().map(|r| r.lcore()), "poll loop running");
+                        poll(l, &stop);
+                        drop(lcore);
+                    })?,
             );
+            match pinned.recv() {
+                Ok(Ok(())) => debug!(id, ?cpu, "poll loop started"),
+                Ok(Err(e)) => {
+                    self.stop.store(true, Ordering::Relaxed);
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("pinning poll loop {id} to CPU {cpu:?}: {e}"),
+                    ));
+                }
+                Err(_) => return Err(io::Error::other(format!("poll loop {id} ended at start"))),
+            }
         }
         let stop = self.stop.clone();
         threads.push(
@@ -317,6 +373,14 @@ impl DataPlane for DpdkDataPlane {
                 .map(|s| json!({ "port": s.port, "capable": s.capable }))
                 .collect();
             m.insert("inline".into(), json!(inline));
+            let cpus = &self.backend.profile().cpus;
+            m.insert("cpus".into(), json!({ "poll": cpus.poll, "control": cpus.control }));
+            if let Some(Value::Array(loops)) = m.get_mut("loops") {
+                for l in loops {
+                    let cpu = l["id"].as_u64().and_then(|id| cpus.poll.get(usize::try_from(id).ok()?));
+                    l["cpu"] = json!(cpu);
+                }
+            }
         }
         Some(v)
     }

@@ -9,6 +9,12 @@
 //! `ironsa sas`/`stats` and `/metrics` show the DPDK counters moving, and on
 //! shutdown the gateway's DELETE leaves through the DPDK port.
 //!
+//! The profile pins each poll loop to a CPU (`[cpus] poll`) and, with one
+//! loop, keeps the control plane on the other CPUs (`[cpus] control`): the
+//! threads' affinity is read back from /proc. One case has the peer force
+//! UDP encapsulation (RFC 3948): IKE floats to 4500 and ESP-in-UDP flows
+//! through the DPDK ports.
+//!
 //! Needs root, iproute2, ethtool, iputils-ping and iperf3.
 
 mod support;
@@ -32,9 +38,62 @@ fn connection(peer: &str, mine: &str, theirs: &str, lid: &str, rid: &str) -> Str
     support::ironsa::peer_connection(peer, mine, theirs, lid, rid, PSK)
 }
 
+/// The CPUs this process may use (`Cpus_allowed_list` of /proc/self/status).
+fn allowed_cpus() -> Vec<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list")
+        .trim();
+    list.split(',')
+        .flat_map(|r| {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            let (a, b): (usize, usize) = (a.parse().expect("cpu"), b.parse().expect("cpu"));
+            a..=b
+        })
+        .collect()
+}
+
+/// Where the test puts the poll loops and the control plane: with one loop,
+/// the loop on the last CPU and the control plane on the others; with more,
+/// one CPU per loop and the control plane unrestricted. `None` when the
+/// machine has too few CPUs.
+fn cpu_plan(queues: u16) -> Option<(Vec<usize>, Vec<usize>)> {
+    let cpus = allowed_cpus();
+    let q = usize::from(queues);
+    if cpus.len() < 2 || cpus.len() < q {
+        return None;
+    }
+    if q == 1 {
+        let (last, rest) = cpus.split_last()?;
+        return Some((vec![*last], rest.to_vec()));
+    }
+    // Spread over the CPUs: the first and the last are always used.
+    let poll = (0..q).map(|i| cpus[i * (cpus.len() - 1) / (q - 1)]).collect();
+    Some((poll, Vec::new()))
+}
+
+/// (thread name, Cpus_allowed_list) of every thread of process `pid`.
+fn thread_affinity(pid: u32) -> Vec<(String, String)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/PID/task");
+    tasks
+        .filter_map(|t| {
+            let status = std::fs::read_to_string(t.ok()?.path().join("status")).ok()?;
+            let field = |k: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .map(|v| v.trim().to_string())
+            };
+            Some((field("Name:")?, field("Cpus_allowed_list:")?))
+        })
+        .collect()
+}
+
 /// The shipped af_packet profile on this test's interfaces and addresses,
-/// with `queues` queues (= poll loops) per port.
-fn profile(outside_iface: &str, inside_iface: &str, queues: u16) -> String {
+/// with `queues` queues (= poll loops) per port and `cpus` poll/control CPUs.
+fn profile(outside_iface: &str, inside_iface: &str, queues: u16, cpus: Option<&(Vec<usize>, Vec<usize>)>) -> String {
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/hw-profiles/af-packet.toml"))
         .expect("hw-profiles/af-packet.toml");
     for needle in [
@@ -51,6 +110,9 @@ fn profile(outside_iface: &str, inside_iface: &str, queues: u16) -> String {
         .replace("iface=eth2", &format!("iface={inside_iface},qpairs={queues}"))
         .replace("\"192.0.2.1\"", &format!("\"{OUTER_A}\""))
         .replace("queues = 1", &format!("queues = {queues}"))
+        + &cpus.map_or(String::new(), |(poll, control)| {
+            format!("\n[cpus]\npoll = {poll:?}\ncontrol = {control:?}\n")
+        })
 }
 
 /// Namespace A as the gateway's machine: the outside veth loses its address
@@ -132,27 +194,77 @@ fn metric(text: &str, line_start: &str) -> u64 {
 
 #[test]
 fn dpdk_gateway_negotiates_through_its_ports_and_carries_traffic() {
-    gateway_with_a_software_peer(1);
+    gateway_with_a_software_peer(1, false);
 }
 
 /// Two poll loops without RSS: loop 0 receives and steers ESP by SPI, each
 /// outbound SA is pinned to one loop's worker.
 #[test]
 fn dpdk_gateway_with_two_poll_loops() {
-    gateway_with_a_software_peer(2);
+    gateway_with_a_software_peer(2, false);
 }
 
-fn gateway_with_a_software_peer(queues: u16) {
+/// The peer forces UDP encapsulation: IKE moves to 4500 (non-ESP marker)
+/// and ESP travels in UDP through the DPDK ports both ways.
+#[test]
+fn dpdk_gateway_with_udp_encapsulated_esp() {
+    gateway_with_a_software_peer(1, true);
+}
+
+/// Each poll loop thread runs on its profile CPU; with control CPUs, the
+/// shards and the IKE forwarder run there. The stats report the loops' CPUs.
+fn check_affinity(gw: &Ironsa, queues: u16, plan: &(Vec<usize>, Vec<usize>), dp: &Value) {
+    let threads = thread_affinity(gw.pid());
+    let (poll, control) = plan;
+    for (i, cpu) in poll.iter().enumerate() {
+        let name = format!("ironsa-dp{i}");
+        let allowed: Vec<_> = threads.iter().filter(|(n, _)| *n == name).collect();
+        assert_eq!(allowed.len(), 1, "thread {name} in {threads:?}");
+        assert_eq!(allowed[0].1, cpu.to_string(), "{name} not pinned: {threads:?}");
+        assert_eq!(dp["loops"][i]["cpu"], json!(cpu), "{dp:#}");
+    }
+    assert_eq!(poll.len(), usize::from(queues));
+    if !control.is_empty() {
+        let want = control.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+        let want_ranges = if control.windows(2).all(|w| w[1] == w[0] + 1) && control.len() > 1 {
+            format!("{}-{}", control[0], control[control.len() - 1])
+        } else {
+            want.clone()
+        };
+        let controlled: Vec<_> = threads
+            .iter()
+            .filter(|(n, _)| n.starts_with("ironsa-shard") || n == "ironsa-dpdk-ike")
+            .collect();
+        assert!(controlled.len() >= 2, "no shard / IKE forwarder threads: {threads:?}");
+        for (n, cpus) in controlled {
+            assert!(
+                *cpus == want || *cpus == want_ranges,
+                "{n} runs on {cpus}, not the control CPUs {want}: {threads:?}"
+            );
+        }
+    }
+}
+
+fn gateway_with_a_software_peer(queues: u16, udp_encap: bool) {
     let ns = NetnsPair::new().unwrap();
     let inside_port = gateway_side(&ns);
     let profile_dir = tempfile::tempdir().unwrap();
     let profile_path = profile_dir.path().join("af-packet.toml");
-    std::fs::write(&profile_path, profile(&ns.veth_a, &inside_port, queues)).unwrap();
+    let plan = cpu_plan(queues);
+    if plan.is_none() {
+        eprintln!("fewer than 2 CPUs: poll loops not pinned in this run");
+    }
+    std::fs::write(&profile_path, profile(&ns.veth_a, &inside_port, queues, plan.as_ref())).unwrap();
 
+    let peer_connection = connection(OUTER_A, SUBNET_B, SUBNET_A, "b@test", "a@test");
+    let peer_connection = if udp_encap {
+        peer_connection.replace("ike_proposals =", "force_udp_encap = true\nike_proposals =")
+    } else {
+        peer_connection
+    };
     let peer = Ironsa::start(
         &format!(
-            "[daemon]\nlisten = [\"{OUTER_B}\"]\nshards = 1\ncontrol_socket = \"SOCKET\"\n\n[fastpath]\nbackend = \"software\"\ntun_name = \"ironsa0\"\n{}",
-            connection(OUTER_A, SUBNET_B, SUBNET_A, "b@test", "a@test")
+            "[daemon]\nlisten = [\"{OUTER_B}\"]\nshards = 1\ncontrol_socket = \"SOCKET\"\n\n[fastpath]\nbackend = \"software\"\ntun_name = \"ironsa0\"\n{peer_connection}"
         ),
         Some(ns.b.name()),
     );
@@ -171,8 +283,10 @@ fn gateway_with_a_software_peer(queues: u16) {
     let one_child = |s: &[Value]| {
         s.len() == 1 && s[0]["state"] == "ESTABLISHED" && s[0]["children"].as_array().is_some_and(|c| c.len() == 1)
     };
-    gw.wait_sas(T, one_child);
-    peer.wait_sas(T, one_child);
+    let sas = gw.wait_sas(T, one_child);
+    let peer_sas = peer.wait_sas(T, one_child);
+    assert_eq!(sas[0]["nat_t"], json!(udp_encap), "gateway SA: {sas:#?}");
+    assert_eq!(peer_sas[0]["nat_t"], json!(udp_encap), "peer SA: {peer_sas:#?}");
     let stats = cli_stats(&gw);
     let dp = &stats["dataplane"];
     assert_eq!(dp["backend"], "dpdk", "{stats:#}");
@@ -241,6 +355,24 @@ fn gateway_with_a_software_peer(queues: u16) {
         assert_eq!(busy, 1, "{dir} on {busy} loops: {dp:#}");
     }
     assert_eq!(u(&dp["inline_cpu_fallback"]), 0, "{dp:#}");
+    let loop_total = |k: &str| {
+        dp["loops"]
+            .as_array()
+            .map_or(0, |l| l.iter().map(|x| u(&x[k])).sum::<u64>())
+    };
+    let (udp_rx, udp_tx) = (loop_total("esp_udp_rx"), loop_total("esp_udp_tx"));
+    if udp_encap {
+        assert!(
+            udp_rx >= 10 && udp_tx >= 10,
+            "ESP-in-UDP not through the DPDK port: {dp:#}"
+        );
+    } else {
+        assert_eq!((udp_rx, udp_tx), (0, 0), "{dp:#}");
+    }
+    match &plan {
+        Some(plan) => check_affinity(&gw, queues, plan, &dp),
+        None => assert!(dp["loops"][0]["cpu"].is_null(), "{dp:#}"),
+    }
     let text = metrics(&ns);
     assert!(
         metric(&text, "ironsa_dpdk_port_rx_packets_total{port=\"net_af_packet0\"}") >= 10,
@@ -257,4 +389,45 @@ fn gateway_with_a_software_peer(queues: u16) {
     peer.wait_sas(T, |s| s.is_empty());
     let log = gw.log();
     assert!(log.contains("DPDK fastpath stopped"), "{log}");
+    // Each loop thread registered with EAL (an lcore id: mbuf caches).
+    assert_eq!(log.matches("poll loop running").count(), usize::from(queues), "{log}");
+    assert!(!log.contains("without an lcore id"), "{log}");
+}
+
+/// A profile naming a CPU this machine does not have stops the daemon at
+/// start with a message naming the CPU (before EAL or any port starts).
+#[test]
+fn dpdk_gateway_refuses_a_cpu_that_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = allowed_cpus().last().copied().unwrap_or(0) + 1000;
+    let plan = (vec![missing], Vec::new());
+    let profile_path = dir.path().join("af-packet.toml");
+    std::fs::write(&profile_path, profile("nonexistent0", "nonexistent1", 1, Some(&plan))).unwrap();
+    let config = dir.path().join("ironsa.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nshards = 1\ncontrol_socket = \"{}\"\n\n[fastpath]\nhw_profile = \"{}\"\n",
+            dir.path().join("ironsa.sock").display(),
+            profile_path.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ironsa"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("IRONSA_LOG", "info")
+        .output()
+        .expect("run ironsa");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "started with poll CPU {missing}: {text}");
+    assert!(
+        text.contains(&format!("poll CPU {missing} does not exist")),
+        "no clear error: {text}"
+    );
+    assert!(!text.contains("DPDK fastpath ready"), "{text}");
 }

@@ -144,8 +144,17 @@ fn print_breakdown(gw: &Ironsa, n: u64, per_tunnel: f64) {
     );
 }
 
+/// Load tests take the whole machine (2 cores in CI): run them one at a time,
+/// so a flood does not compete with 50,000 handshakes of another test.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn many_tunnels_with_children_in_the_fastpath_stay_up() {
+    let _machine = exclusive();
     let n: u64 = std::env::var("IRONSA_LOAD_TUNNELS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -217,6 +226,7 @@ fn many_tunnels_with_children_in_the_fastpath_stay_up() {
 
 #[test]
 fn flood_does_not_keep_legitimate_clients_out() {
+    let _machine = exclusive();
     let ports = free_udp_port_pair().unwrap();
     let mport = free_udp_port_pair().unwrap().0;
     let gw = gateway(
@@ -259,6 +269,7 @@ fn flood_does_not_keep_legitimate_clients_out() {
 
 #[test]
 fn reload_under_load_loses_no_established_sa() {
+    let _machine = exclusive();
     let ports = free_udp_port_pair().unwrap();
     let mport = free_udp_port_pair().unwrap().0;
     let gw = gateway(ports, mport, "ironsa-reload0", "per_source_half_open = 2000");

@@ -35,6 +35,10 @@ const MAX_CRYPTO_DEVS: usize = 64;
 /// would release queue pairs that [`CryptoQueuePair`] handles still use).
 static CONFIGURED: [AtomicBool; MAX_CRYPTO_DEVS] = [const { AtomicBool::new(false) }; MAX_CRYPTO_DEVS];
 
+/// Devices configured and started: PMDs dereference per-device state set up
+/// by configuration when a session is created, so sessions need a started device.
+static STARTED: [AtomicBool; MAX_CRYPTO_DEVS] = [const { AtomicBool::new(false) }; MAX_CRYPTO_DEVS];
+
 /// Session pools handed to queue pairs, kept alive for the life of the process.
 static QP_SESSION_POOLS: Mutex<Vec<SessionPool>> = Mutex::new(Vec::new());
 
@@ -188,6 +192,13 @@ impl CryptoDev {
         })
     }
 
+    /// Whether [`CryptoDev::configure_and_start`] succeeded for this device.
+    pub fn is_started(&self) -> bool {
+        STARTED
+            .get(usize::from(self.id))
+            .is_some_and(|s| s.load(Ordering::SeqCst))
+    }
+
     /// NUMA socket of the device (`-1` when unknown).
     pub fn socket_id(&self) -> i32 {
         // SAFETY: self.id is a valid device.
@@ -256,6 +267,7 @@ impl CryptoDev {
         }
         // SAFETY: device configured with its queue pairs.
         check("rte_cryptodev_start", unsafe { sys::rte_cryptodev_start(self.id) })?;
+        STARTED[usize::from(self.id)].store(true, Ordering::SeqCst);
         Ok((0..queue_pairs)
             .map(|qp| CryptoQueuePair { dev: self.id, qp })
             .collect())
@@ -355,6 +367,12 @@ impl SymSession {
         aad_len: u16,
         digest_len: u16,
     ) -> Result<SymSession> {
+        if !dev.is_started() {
+            return Err(Error::InvalidArgument(format!(
+                "{}: configure and start the device before creating sessions",
+                dev.name()
+            )));
+        }
         let caps = dev
             .aes_gcm_caps()
             .ok_or_else(|| Error::Unsupported(format!("{} has no AES-GCM", dev.name())))?;

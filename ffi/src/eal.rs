@@ -83,6 +83,36 @@ impl Eal {
         unsafe { sys::rte_socket_id() as i32 }
     }
 
+    /// Registers the calling (non-EAL) thread with EAL: it gets a free lcore
+    /// id, so per-lcore mempool caches serve its mbuf allocations and frees
+    /// (unregistered threads go to the pool's ring every time). DPDK records
+    /// the thread's current CPU affinity, so pin the thread first. The id is
+    /// released when the returned guard drops (on this thread: the guard is
+    /// not `Send`). A thread that already has an lcore id keeps it.
+    pub fn register_thread(&self) -> Result<LcoreRegistration> {
+        if let Some(id) = self.current_lcore() {
+            return Ok(LcoreRegistration {
+                id,
+                registered: false,
+                _not_send: std::marker::PhantomData,
+            });
+        }
+        // SAFETY: EAL is initialised; registers the calling thread only.
+        if unsafe { sys::rte_thread_register() } != 0 {
+            return Err(Error::from_errno("rte_thread_register"));
+        }
+        // Built at once, so that an error below still releases the id.
+        let mut registration = LcoreRegistration {
+            id: sys::RTE_MAX_LCORE,
+            registered: true,
+            _not_send: std::marker::PhantomData,
+        };
+        registration.id = self
+            .current_lcore()
+            .ok_or_else(|| Error::Unsupported("rte_thread_register gave no lcore id".into()))?;
+        Ok(registration)
+    }
+
     /// Enabled lcores with their NUMA socket, in id order.
     pub fn lcores(&self) -> Vec<LcoreInfo> {
         (0..sys::RTE_MAX_LCORE)
@@ -106,4 +136,30 @@ pub struct LcoreInfo {
     pub id: u32,
     /// NUMA socket of the lcore.
     pub socket: u32,
+}
+
+/// The lcore id of a thread registered by [`Eal::register_thread`],
+/// released when dropped (on the same thread).
+#[derive(Debug)]
+pub struct LcoreRegistration {
+    id: u32,
+    registered: bool,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl LcoreRegistration {
+    /// The thread's lcore id.
+    pub fn lcore(&self) -> u32 {
+        self.id
+    }
+}
+
+impl Drop for LcoreRegistration {
+    fn drop(&mut self) {
+        if self.registered {
+            // SAFETY: this thread registered itself (the guard is not Send,
+            // so this runs on it); releases its non-EAL lcore id.
+            unsafe { sys::rte_thread_unregister() }
+        }
+    }
 }

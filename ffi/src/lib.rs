@@ -83,7 +83,7 @@ pub use cryptodev::{
     MAX_AAD_LEN, MAX_CRYPTO_BURST, OpStatus, ParamRange, SessionPool, SymSession,
 };
 #[cfg(feature = "dpdk")]
-pub use eal::{Eal, LcoreInfo};
+pub use eal::{Eal, LcoreInfo, LcoreRegistration};
 #[cfg(feature = "dpdk")]
 pub use error::{Error, Result, rte_errno, strerror};
 #[cfg(feature = "dpdk")]

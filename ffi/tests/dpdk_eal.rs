@@ -154,7 +154,36 @@ mod real {
         let other = std::thread::spawn(move || eal.current_lcore())
             .join()
             .map_err(|_| "thread panicked".to_string())?;
-        ensure(other.is_none(), format!("non-EAL thread has lcore {other:?}"))
+        ensure(other.is_none(), format!("non-EAL thread has lcore {other:?}"))?;
+        // A registered thread gets a free lcore id (not an enabled EAL lcore)
+        // until its guard drops; the id is then free again. The main lcore
+        // keeps its id and stays registered.
+        let ids = std::thread::spawn(
+            move || -> std::result::Result<(u32, Option<u32>, Option<u32>), String> {
+                let r = eal.register_thread().map_err(e)?;
+                let (id, seen) = (r.lcore(), eal.current_lcore());
+                drop(r);
+                Ok((id, seen, eal.current_lcore()))
+            },
+        )
+        .join()
+        .map_err(|_| "thread panicked".to_string())??;
+        ensure(
+            ids.0 != 0 && ids.1 == Some(ids.0) && ids.2.is_none(),
+            format!("registered thread: lcore, seen, after drop = {ids:?}"),
+        )?;
+        let again = std::thread::spawn(move || eal.register_thread().map(|r| r.lcore()))
+            .join()
+            .map_err(|_| "thread panicked".to_string())?
+            .map_err(e)?;
+        ensure(again == ids.0, format!("released lcore {} not reused ({again})", ids.0))?;
+        let main = c.eal.register_thread().map_err(e)?;
+        ensure(main.lcore() == 0, format!("main lcore registered as {}", main.lcore()))?;
+        drop(main);
+        ensure(
+            c.eal.current_lcore() == Some(0),
+            "the main lcore lost its id to a registration guard",
+        )
     }
 
     fn mbuf_edit(c: &Ctx) -> CaseResult {
@@ -373,7 +402,15 @@ mod real {
 
         let sessions = SessionPool::new(&c.eal, &format!("sess_{name}"), 16, &[dev], -1).map_err(e)?;
         let ops = CryptoOpPool::new(&c.eal, &format!("ops_{name}"), 64, 0, -1).map_err(e)?;
+        // Sessions on a device that is not started are refused (PMDs would
+        // dereference per-device state that configuration sets up).
+        ensure(!dev.is_started(), format!("{name} started before configuration"))?;
+        match SymSession::aes_gcm(&dev, &sessions, AeadDirection::Encrypt, &[1; 16], 12, 8, 16) {
+            Err(ffi::Error::InvalidArgument(m)) if m.contains("start the device") => {}
+            other => return Err(format!("session on an unstarted device: {:?}", other.map(|_| ()))),
+        }
         let mut qps = dev.configure_and_start(1, 64, &sessions).map_err(e)?;
+        ensure(dev.is_started(), "is_started after configure_and_start")?;
         let qp = &mut qps[0];
 
         let (key, iv, aad) = (hex(gcm_tc16::KEY), hex(gcm_tc16::IV), hex(gcm_tc16::AAD));

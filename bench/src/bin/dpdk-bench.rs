@@ -46,8 +46,8 @@ const SIZES: [usize; 2] = [64, 1420];
 enum BenchMode {
     /// aws-lc-rs on the poll loop's core (profile `crypto.mode = "cpu"`).
     Cpu,
-    /// intel-ipsec-mb through DPDK's synchronous CPU crypto API on the poll
-    /// loop's core (`"cpu-ipsec-mb"`).
+    /// intel-ipsec-mb's direct AES-GCM API on the poll loop's core, no
+    /// crypto device (`"cpu-ipsec-mb"`).
     CpuIpsecMb,
     /// `crypto_aesni_gcm` through enqueue/dequeue (`"lookaside"`).
     Lookaside,
@@ -278,14 +278,14 @@ struct Circuit {
 }
 
 impl Circuit {
-    /// Starts a backend in `mode` on `port` (with crypto device `device`
-    /// unless the mode is plain CPU) and sets `inflight` packets of `size`
+    /// Starts a backend in `mode` on `port` (with crypto device `device` in
+    /// lookaside mode) and sets `inflight` packets of `size`
     /// bytes circulating.
     fn start(eal: Eal, port: &str, device: &str, mode: BenchMode, size: usize, o: &Options) -> Result<Circuit, String> {
         let burst = o.burst;
         let crypto = match mode {
-            BenchMode::Cpu => "mode = \"cpu\"".to_string(),
-            m => format!("mode = \"{}\"\ndevice = \"{device}\"", m.name()),
+            BenchMode::Lookaside => format!("mode = \"lookaside\"\ndevice = \"{device}\""),
+            m => format!("mode = \"{}\"", m.name()),
         };
         let profile = HwProfile::from_toml(&format!(
             r#"
@@ -322,7 +322,7 @@ impl Circuit {
             .install_sa(&SaParams::new(0x5001, Direction::Inbound, keys(), peer, local))
             .map_err(|e| e.to_string())?;
         if mode != BenchMode::Cpu && !(off_out && off_in) {
-            return Err("the crypto device did not take the SAs".into());
+            return Err(format!("{} did not take the SAs", mode.label()));
         }
         spd.insert(&Policy {
             local: TrafficSelector::prefix(ipa("10.1.0.0"), 16).map_err(|e| e.to_string())?,
@@ -438,16 +438,18 @@ fn main() {
     .iter()
     .map(|a| a.to_string())
     .collect();
-    // One net_ring port and one crypto device per circuit (each is started
-    // once per process).
+    // One net_ring port per circuit and one crypto device per lookaside
+    // circuit (each is started once per process).
     let plan: Vec<(usize, BenchMode)> = o
         .sizes
         .iter()
         .flat_map(|&size| o.modes.iter().map(move |&m| (size, m)))
         .collect();
-    for i in 0..plan.len() {
+    for (i, (_, mode)) in plan.iter().enumerate() {
         eal_args.push(format!("--vdev=net_ring{i}"));
-        eal_args.push(format!("--vdev=crypto_aesni_gcm{i}"));
+        if *mode == BenchMode::Lookaside {
+            eal_args.push(format!("--vdev=crypto_aesni_gcm{i}"));
+        }
     }
     let args: Vec<&str> = eal_args.iter().map(String::as_str).collect();
     let eal = match Eal::init(&args) {

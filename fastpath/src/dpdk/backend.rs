@@ -15,7 +15,7 @@
 
 use super::DpdkError;
 use super::counters::{DpdkCounters, LoopCounters, LoopReport, PortCounters};
-use super::cpu_crypto::CpuCryptoSessions;
+use super::cpu_crypto::IpsecMbCrypto;
 use super::frame::{self, BROADCAST_MAC, ETH_HDR_LEN, FrameClass};
 use super::inline::{InlineEngine, InlineSas};
 use super::lookaside::{CryptoSessions, LookasideEngine};
@@ -104,7 +104,7 @@ pub struct DpdkBackend {
     ports: Vec<PortState>,
     loops: Vec<(Arc<LoopCounters>, Arc<WorkerCounters>)>,
     sessions: Option<Arc<CryptoSessions>>,
-    cpu_crypto: Option<CpuCryptoSessions>,
+    cpu_crypto: Option<IpsecMbCrypto>,
     sad: Arc<Sad>,
     ike_out: IkeSender,
     inline: Vec<InlineStatus>,
@@ -281,11 +281,7 @@ impl DpdkBackend {
         };
         let sessions = sessions.map(|(dev, sp)| Arc::new(CryptoSessions::new(dev, sp)));
         let cpu_crypto = match profile.crypto.mode {
-            CryptoMode::CpuIpsecMb => Some(CpuCryptoSessions::open(
-                &eal,
-                profile.crypto.device.as_deref().unwrap_or_default(),
-                &format!("ironsa_cc{inst}"),
-            )?),
+            CryptoMode::CpuIpsecMb => Some(IpsecMbCrypto::new()?),
             _ => None,
         };
         let inline_sas = inline_mode.then(|| Arc::new(InlineSas::new(inline_pools)));
@@ -408,20 +404,14 @@ impl DpdkBackend {
     }
 
     /// Creates the crypto device session of an installed SA when the profile
-    /// uses lookaside crypto (or CPU crypto through intel-ipsec-mb) and the
-    /// device takes the SA; returns whether it is offloaded (otherwise it
+    /// uses lookaside crypto and the device takes the SA (or hands an AES-GCM
+    /// SA to intel-ipsec-mb in `cpu-ipsec-mb` mode); returns whether it is offloaded (otherwise it
     /// runs on aws-lc).
     pub fn offload_sa(&self, id: SaId, p: &SaParams) -> Result<bool, DpdkError> {
         if let Some(c) = &self.cpu_crypto {
             let attached = match p.direction {
-                Direction::Inbound => self
-                    .sad
-                    .inbound_by_id(id)
-                    .map(|sa| c.attach(&sa.cipher, p.direction, p.esn, &p.keys)),
-                Direction::Outbound => self
-                    .sad
-                    .outbound(id)
-                    .map(|sa| c.attach(&sa.cipher, p.direction, p.esn, &p.keys)),
+                Direction::Inbound => self.sad.inbound_by_id(id).map(|sa| c.attach(&sa.cipher, &p.keys)),
+                Direction::Outbound => self.sad.outbound(id).map(|sa| c.attach(&sa.cipher, &p.keys)),
             };
             return attached.unwrap_or(Ok(false));
         }
@@ -503,11 +493,7 @@ impl DpdkBackend {
                     outbound: w.outbound.snapshot(),
                 })
                 .collect(),
-            crypto_device: self
-                .sessions
-                .as_ref()
-                .map(|s| s.device().name())
-                .or_else(|| self.cpu_crypto.as_ref().map(|c| c.device().name())),
+            crypto_device: self.sessions.as_ref().map(|s| s.device().name()),
             inline_sas_offloaded: self.inline_sas.as_ref().map_or(0, |i| i.offloaded()),
             inline_sas_fallback: self.inline_sas.as_ref().map_or(0, |i| i.fallback()),
         }
@@ -763,6 +749,7 @@ impl PollLoop {
                         src_port,
                     };
                     if udp {
+                        LoopCounters::add(&self.counters.esp_udp_rx, 1);
                         self.scratch.esp_udp.push(m);
                         self.scratch.meta_udp.push(meta);
                     } else {
@@ -942,7 +929,10 @@ impl PollLoop {
     #[inline]
     fn after_outbound(&mut self, mut m: Mbuf, v: Verdict) {
         match v {
-            Verdict::ToPeer { src, dst, .. } => {
+            Verdict::ToPeer { src, dst, udp } => {
+                if udp.is_some() {
+                    LoopCounters::add(&self.counters.esp_udp_tx, 1);
+                }
                 let p = self.outside_port_for(src);
                 self.send_ip(p, dst, m);
             }

@@ -53,6 +53,10 @@ loop_counters! {
     ike_tx,
     /// NAT keepalives received.
     keepalives,
+    /// UDP-encapsulated ESP packets received (RFC 3948, port 4500).
+    esp_udp_rx,
+    /// UDP-encapsulated ESP packets sent.
+    esp_udp_tx,
     /// ARP requests answered.
     arp_replies,
     /// Packets handed to another loop (SPI steering or SA pinning).

@@ -12,7 +12,7 @@
 use super::DpdkError;
 use super::counters::LoopCounters;
 use crate::buf::PacketBuffer;
-use crate::esp::aead::{CipherKeys, EncAlg};
+use crate::esp::aead::CipherKeys;
 use crate::esp::encap::esp_len_for;
 use crate::esp::{ESP_HEADER_LEN, Mode, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE};
 use crate::ip;
@@ -88,22 +88,15 @@ impl CryptoSessions {
         esn: bool,
         keys: &CipherKeys,
     ) -> Result<bool, DpdkError> {
-        if mode != Mode::Tunnel || !matches!(keys.enc, EncAlg::AesGcm16_128 | EncAlg::AesGcm16_256) {
+        if mode != Mode::Tunnel {
             return Ok(false);
         }
+        let Some(key) = super::cpu_crypto::aes_gcm_key(keys)? else {
+            return Ok(false);
+        };
         let Some(caps) = self.dev.aes_gcm_caps() else {
             return Ok(false);
         };
-        let material = &keys.enc_key[..];
-        if material.len() != keys.enc.key_material_len() {
-            return Err(DpdkError::Config(format!(
-                "{:?} needs {} bytes of key material, got {}",
-                keys.enc,
-                keys.enc.key_material_len(),
-                material.len()
-            )));
-        }
-        let (key, salt) = material.split_at(material.len() - 4);
         let aad_len: u16 = if esn { 12 } else { 8 };
         if !caps.key_size.contains(key.len() as u16)
             || !caps.aad_size.contains(aad_len)
@@ -117,8 +110,9 @@ impl CryptoSessions {
             crate::sad::Direction::Inbound => AeadDirection::Decrypt,
         };
         let session = SymSession::aes_gcm(&self.dev, &self.pool, dir, key, 12, aad_len, ICV_LEN as u16)?;
+        // The salt is the last 4 bytes of the key material (RFC 4106 §8.1).
         let mut s = [0u8; 4];
-        s.copy_from_slice(salt);
+        s.copy_from_slice(&keys.enc_key[key.len()..key.len() + 4]);
         self.sas.insert(
             id,
             Arc::new(OffloadedSa {

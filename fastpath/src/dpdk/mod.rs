@@ -10,7 +10,8 @@
 //!   the control plane over channels.
 //! - [`lookaside`]: ESP through a DPDK crypto device.
 //! - [`inline`]: rte_security inline-crypto sessions per SA, software fallback.
-//! - [`cpu_crypto`]: AES-GCM through DPDK's synchronous CPU crypto (intel-ipsec-mb).
+//! - [`cpus`]: CPU affinity of the poll loops and the control plane.
+//! - [`cpu_crypto`]: AES-GCM on intel-ipsec-mb's direct API (`cpu-ipsec-mb`).
 //! - [`counters`]: port, queue, loop and crypto counters, Prometheus text.
 //! - [`probe`]: what DPDK sees and which profile fits (`ironsa hw-probe`).
 
@@ -20,6 +21,8 @@ pub mod backend;
 pub mod counters;
 #[cfg(feature = "dpdk")]
 pub mod cpu_crypto;
+#[cfg(feature = "dpdk")]
+pub mod cpus;
 pub mod frame;
 #[cfg(feature = "dpdk")]
 pub mod inline;

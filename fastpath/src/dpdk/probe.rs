@@ -58,7 +58,7 @@ pub fn profile_fits(profile: &HwProfile, devices: &ProbeReport) -> Result<(), St
     {
         return Err(format!("no AES-GCM crypto device of {}", m.crypto_drivers.join("/")));
     }
-    if matches!(profile.crypto.mode, CryptoMode::Lookaside | CryptoMode::CpuIpsecMb) && m.crypto_drivers.is_empty() {
+    if profile.crypto.mode == CryptoMode::Lookaside && m.crypto_drivers.is_empty() {
         let name = profile.crypto.device.as_deref().unwrap_or_default();
         if !devices.crypto.iter().any(|c| c.name == name) {
             return Err(format!("no crypto device {name}"));

@@ -28,9 +28,8 @@ pub enum CryptoMode {
     Cpu,
     /// A DPDK crypto device (`crypto_aesni_gcm`, QAT...) with enqueue/dequeue bursts.
     Lookaside,
-    /// DPDK's synchronous CPU crypto API (`rte_cryptodev_sym_cpu_crypto_process`)
-    /// on a `crypto_aesni_gcm` / `crypto_aesni_mb` device: intel-ipsec-mb on the
-    /// poll loop's core, no enqueue/dequeue (ipsec-secgw's "cpu-crypto").
+    /// intel-ipsec-mb's direct AES-GCM API on the poll loop's core (no crypto
+    /// device, no enqueue/dequeue); other algorithms on aws-lc-rs.
     #[serde(rename = "cpu-ipsec-mb")]
     CpuIpsecMb,
     /// The NIC encrypts inline (rte_security inline crypto), software fallback.
@@ -139,6 +138,45 @@ impl Default for Sizing {
     }
 }
 
+/// Which CPUs the data plane's threads run on (Linux CPU numbers, as in
+/// `/sys/devices/system/cpu`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CpuSpec {
+    /// The CPU of each poll loop, in loop (queue) order, one per queue; each
+    /// loop's thread is pinned to its CPU. Empty: the loops are not pinned.
+    /// Normally the CPUs of EAL's worker lcores (`-l`).
+    pub poll: Vec<usize>,
+    /// The CPUs of everything else (IKE shards, the IKE forwarder, the
+    /// control socket and metrics endpoint): keeps the control plane off the
+    /// poll loops' CPUs. Empty: not restricted.
+    pub control: Vec<usize>,
+}
+
+/// CPU numbers must be below this (glibc's `CPU_SETSIZE`).
+pub const MAX_CPU: usize = 1024;
+
+/// `0-3,6` for `[0, 1, 2, 3, 6]` (the kernel's cpu list format); `cpus` ascending.
+pub fn format_cpu_list(cpus: &[usize]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let start = cpus[i];
+        let mut end = start;
+        while i + 1 < cpus.len() && cpus[i + 1] == end + 1 {
+            i += 1;
+            end = cpus[i];
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    out.join(",")
+}
+
 /// What hardware a profile is meant for (used by `hw-probe` to pick one).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -180,6 +218,9 @@ pub struct HwProfile {
     /// Pool and burst sizes.
     #[serde(default)]
     pub sizing: Sizing,
+    /// CPUs of the poll loops and the control plane.
+    #[serde(default)]
+    pub cpus: CpuSpec,
     /// Hardware this profile is for.
     #[serde(default, rename = "match")]
     pub matches: MatchSpec,
@@ -260,6 +301,7 @@ impl HwProfile {
         if self.name.is_empty() {
             return Err(self.invalid("empty name"));
         }
+        self.validate_cpus()?;
         if self.backend == BackendKind::Software {
             if self.crypto.mode != CryptoMode::Cpu {
                 return Err(self.invalid("the software backend only has CPU crypto"));
@@ -294,10 +336,10 @@ impl HwProfile {
         if self.crypto.mode == CryptoMode::Lookaside && self.crypto.device.is_none() {
             return Err(self.invalid("lookaside crypto needs crypto.device"));
         }
-        if self.crypto.mode == CryptoMode::CpuIpsecMb && self.crypto.device.is_none() {
-            return Err(
-                self.invalid("cpu-ipsec-mb crypto needs crypto.device (a crypto_aesni_gcm or crypto_aesni_mb vdev)")
-            );
+        if self.crypto.mode == CryptoMode::CpuIpsecMb && self.crypto.device.is_some() {
+            return Err(self.invalid(
+                "cpu-ipsec-mb crypto calls intel-ipsec-mb directly and takes no crypto.device (remove it, and its vdev)",
+            ));
         }
         let s = &self.sizing;
         if !(1..=64).contains(&s.burst) {
@@ -305,6 +347,40 @@ impl HwProfile {
         }
         if s.mbufs < 1024 || s.descriptors < 32 || s.ring < 64 {
             return Err(self.invalid("sizing too small (mbufs >= 1024, descriptors >= 32, ring >= 64)"));
+        }
+        Ok(())
+    }
+}
+
+impl HwProfile {
+    /// `[cpus]`: one poll CPU per queue, no CPU twice, control off the poll CPUs.
+    /// (Whether the CPUs exist is checked on the machine that runs the profile.)
+    fn validate_cpus(&self) -> Result<(), ProfileError> {
+        let c = &self.cpus;
+        if !c.poll.is_empty() && c.poll.len() != usize::from(self.queues) {
+            return Err(self.invalid(format!(
+                "cpus.poll names {} CPUs for {} queues (one per poll loop)",
+                c.poll.len(),
+                self.queues
+            )));
+        }
+        for (role, list) in [("poll", &c.poll), ("control", &c.control)] {
+            for (i, cpu) in list.iter().enumerate() {
+                if *cpu >= MAX_CPU {
+                    return Err(self.invalid(format!("cpus.{role}: CPU {cpu} is not below {MAX_CPU}")));
+                }
+                if list[..i].contains(cpu) {
+                    return Err(self.invalid(format!("cpus.{role}: CPU {cpu} listed twice")));
+                }
+            }
+        }
+        if let Some(cpu) = c.control.iter().find(|cpu| c.poll.contains(cpu)) {
+            return Err(self.invalid(format!(
+                "CPU {cpu} is in both cpus.poll and cpus.control (the control plane stays off the poll CPUs)"
+            )));
+        }
+        if self.backend == BackendKind::Software && (!c.poll.is_empty() || !c.control.is_empty()) {
+            return Err(self.invalid("[cpus] is for DPDK profiles"));
         }
         Ok(())
     }
@@ -364,14 +440,27 @@ mod tests {
             base.replace("name = \"net_ring0\"", "name = \"net_ring0\"\nrole = \"inside\""),
             base.replace("eal_args = [\"-l\", \"0\"]", ""),
             format!("{base}\n[crypto]\nmode = \"lookaside\"\n"),
-            format!("{base}\n[crypto]\nmode = \"cpu-ipsec-mb\"\n"),
+            format!("{base}\n[crypto]\nmode = \"cpu-ipsec-mb\"\ndevice = \"crypto_aesni_gcm0\"\n"),
             format!("{base}\ngateway_mac = \"zz:00:00:00:00:00\"\n"),
             base.replace("backend", "bakend"),
             format!("{base}\n[sizing]\nburst = 65\n"),
+            format!("{base}\n[cpus]\npoll = [1, 2]\n"),
+            format!("{base}\n[cpus]\npoll = [1]\ncontrol = [0, 1]\n"),
+            format!("{base}\n[cpus]\ncontrol = [0, 0]\n"),
+            format!("{base}\n[cpus]\npoll = [1024]\n"),
+            format!("{base}\n[cpus]\npool = [1]\n"),
         ];
         for b in bad {
             assert!(HwProfile::from_toml(&b).is_err(), "accepted:\n{b}");
         }
+        let imb = HwProfile::from_toml(&format!("{base}\n[crypto]\nmode = \"cpu-ipsec-mb\"\n")).unwrap();
+        assert_eq!(imb.crypto.mode, CryptoMode::CpuIpsecMb);
+        let pinned = HwProfile::from_toml(&format!("{base}\n[cpus]\npoll = [3]\ncontrol = [0, 1]\n")).unwrap();
+        assert_eq!(pinned.cpus.poll, vec![3]);
+        assert_eq!(pinned.cpus.control, vec![0, 1]);
+        assert_eq!(HwProfile::from_toml(base).unwrap().cpus, CpuSpec::default());
+        assert_eq!(format_cpu_list(&[0, 1, 2, 3, 6, 8, 9]), "0-3,6,8-9");
+        assert_eq!(format_cpu_list(&[]), "");
         assert_eq!(parse_mac("02:00:00:00:00:0a"), Some([2, 0, 0, 0, 0, 10]));
         assert_eq!(parse_mac("02:00:00:00:00"), None);
         assert_eq!(parse_mac("02:00:00:00:00:00:00"), None);

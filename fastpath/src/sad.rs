@@ -1,13 +1,15 @@
 //! SA database: inbound SAs by SPI, outbound SAs by [`SaId`].
 //!
-//! Both tables are sharded concurrent maps (`dashmap`): the control plane
-//! installs, rekeys and deletes SAs while workers look them up; a lookup locks
-//! only one shard for the time of a hash probe and returns an `Arc`, so no
-//! lock is held while a packet is processed. Old and new inbound SAs of a
+//! Both tables are lock-free for readers ([`crate::epoch_table`]): the
+//! control plane installs, rekeys and deletes SAs (serialised by a writer
+//! lock) while workers look them up without locking or writing shared memory;
+//! a worker pins once per burst and borrows the SAs for the burst
+//! ([`Sad::inbound_pinned`]), other callers get an `Arc` ([`Sad::inbound`]). Old and new inbound SAs of a
 //! rekey coexist under their own SPIs until the control plane deletes the old
 //! one. Lifetime and sequence-exhaustion events go to the control plane over
 //! the channel returned by [`Sad::new`].
 
+use crate::epoch_table::{EpochTable, Guard};
 use crate::esp::aead::{CipherKeys, EspCipher, KeyError};
 use crate::esp::encap::esp_len_for;
 use crate::esp::replay::{DEFAULT_WINDOW, MAX_WINDOW, ReplayWindow};
@@ -395,14 +397,26 @@ impl Hasher for IdHasher {
     }
 }
 
+/// Prefetches an SA held in an `Arc` (entry, key schedule and the reference
+/// count just before it, which a following `Arc` clone writes).
+#[inline(always)]
+fn prefetch_shared<T>(v: &T) {
+    let p = v as *const T as *const u8;
+    crate::prefetch::prefetch_line(p.wrapping_sub(2 * std::mem::size_of::<usize>()));
+    crate::prefetch::prefetch_value(v);
+}
+
 type FastMap<K, V> = DashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// The SA database.
 #[derive(Debug)]
 pub struct Sad {
-    inbound: FastMap<u32, Arc<InboundSa>>,
+    /// Inbound SAs by SPI: read without locks (see [`crate::epoch_table`]).
+    inbound: EpochTable<InboundSa>,
+    /// Inbound SA id → SPI (control plane only).
     inbound_ids: FastMap<u64, u32>,
-    outbound: FastMap<u64, Arc<OutboundSa>>,
+    /// Outbound SAs by id: read without locks.
+    outbound: EpochTable<OutboundSa>,
     next_id: AtomicU64,
     /// Bumped after every removal, so workers can drop cached SA references.
     generation: AtomicU64,
@@ -416,9 +430,9 @@ impl Sad {
     pub fn new(workers: usize) -> (Self, Receiver<SaEvent>) {
         let (tx, rx) = channel();
         let sad = Self {
-            inbound: DashMap::with_hasher_and_shard_amount(Default::default(), 64),
+            inbound: EpochTable::new(),
             inbound_ids: DashMap::with_hasher_and_shard_amount(Default::default(), 64),
-            outbound: DashMap::with_hasher_and_shard_amount(Default::default(), 64),
+            outbound: EpochTable::new(),
             next_id: AtomicU64::new(1),
             generation: AtomicU64::new(0),
             workers: workers.max(1),
@@ -467,13 +481,13 @@ impl Sad {
             life: LifetimeState::new(p.lifetime),
             replay_bits: (bits as usize, bits_len),
         });
-        match self.inbound.entry(p.spi) {
-            dashmap::mapref::entry::Entry::Occupied(_) => return Err(SadError::SpiInUse(p.spi)),
-            dashmap::mapref::entry::Entry::Vacant(v) => {
-                v.insert(sa);
-            }
+        let spi = p.spi;
+        // The id is recorded first, so a concurrent removal by id finds it.
+        self.inbound_ids.insert(id.0, spi);
+        if self.inbound.insert(u64::from(spi), sa, |s| s.spi == spi).is_err() {
+            self.inbound_ids.remove(&id.0);
+            return Err(SadError::SpiInUse(spi));
         }
-        self.inbound_ids.insert(id.0, p.spi);
         Ok(id)
     }
 
@@ -504,7 +518,10 @@ impl Sad {
             counters: Counters::default(),
             life: LifetimeState::new(p.lifetime),
         });
-        self.outbound.insert(id.0, sa);
+        // Ids are unique: the insert cannot find one in place.
+        if self.outbound.insert(id.0, sa, |s| s.id == id).is_err() {
+            return Err(SadError::NotFound(id));
+        }
         Ok(id)
     }
 
@@ -523,35 +540,69 @@ impl Sad {
     /// Looks up the inbound SA of `spi`; with `dst`, it must be the SA's local address.
     #[inline]
     pub fn inbound(&self, spi: u32, dst: Option<IpAddr>) -> Option<Arc<InboundSa>> {
-        let sa = self.inbound.get(&spi)?.value().clone();
+        let guard = &crate::epoch_table::pin();
+        let sa = self.inbound.get_arc(u64::from(spi), |s| s.spi == spi, guard)?;
         match dst {
             Some(d) if d != sa.local => None,
             _ => Some(sa),
         }
     }
 
+    /// [`Sad::inbound`] without a reference count: the SA stays valid while
+    /// `guard` (from [`crate::epoch_table::pin`]) is held.
+    #[inline]
+    pub fn inbound_pinned<'g>(&self, spi: u32, dst: Option<IpAddr>, guard: &'g Guard) -> Option<&'g InboundSa> {
+        let sa = self.inbound.get(u64::from(spi), |s| s.spi == spi, guard)?;
+        match dst {
+            Some(d) if d != sa.local => None,
+            _ => Some(sa),
+        }
+    }
+
+    /// Starts loading the table slot of inbound `spi` (first step of a
+    /// burst's lookups: the slot address depends on the SPI only).
+    #[inline]
+    pub fn prefetch_inbound_slot(&self, spi: u32, guard: &Guard) {
+        self.inbound.prefetch_slot(u64::from(spi), guard);
+    }
+
     /// Starts loading the inbound SA of `spi` (entry, key schedule) into the
     /// cache without taking a reference; the lookup that follows finds it there.
     #[inline]
     pub fn prefetch_inbound(&self, spi: u32) {
-        if let Some(r) = self.inbound.get(&spi) {
-            crate::prefetch::prefetch_arc(r.value());
+        let guard = &crate::epoch_table::pin();
+        if let Some(sa) = self.inbound.get(u64::from(spi), |s| s.spi == spi, guard) {
+            prefetch_shared(sa);
         }
+    }
+
+    /// Starts loading the table slot of outbound SA `id`.
+    #[inline]
+    pub fn prefetch_outbound_slot(&self, id: SaId, guard: &Guard) {
+        self.outbound.prefetch_slot(id.0, guard);
     }
 
     /// Starts loading outbound SA `id` (entry, key schedule) into the cache
     /// without taking a reference.
     #[inline]
     pub fn prefetch_outbound(&self, id: SaId) {
-        if let Some(r) = self.outbound.get(&id.0) {
-            crate::prefetch::prefetch_arc(r.value());
+        let guard = &crate::epoch_table::pin();
+        if let Some(sa) = self.outbound.get(id.0, |s| s.id == id, guard) {
+            prefetch_shared(sa);
         }
     }
 
     /// Looks up an outbound SA.
     #[inline]
     pub fn outbound(&self, id: SaId) -> Option<Arc<OutboundSa>> {
-        self.outbound.get(&id.0).map(|r| r.value().clone())
+        let guard = &crate::epoch_table::pin();
+        self.outbound.get_arc(id.0, |s| s.id == id, guard)
+    }
+
+    /// [`Sad::outbound`] without a reference count, valid while `guard` is held.
+    #[inline]
+    pub fn outbound_pinned<'g>(&self, id: SaId, guard: &'g Guard) -> Option<&'g OutboundSa> {
+        self.outbound.get(id.0, |s| s.id == id, guard)
     }
 
     /// Looks up an inbound SA by id.
@@ -560,15 +611,18 @@ impl Sad {
         self.inbound(spi, None)
     }
 
-    /// Removes an SA of either direction; packets in flight finish with their `Arc`.
+    /// Removes an SA of either direction; packets in flight finish with it
+    /// (its memory is reclaimed once no worker can still be reading it).
     pub fn remove(&self, id: SaId) -> Result<(), SadError> {
-        if self.outbound.remove(&id.0).is_some() {
+        if self.outbound.remove(id.0, |s| s.id == id).is_some() {
             self.generation.fetch_add(1, Ordering::Release);
+            crate::epoch_table::reclaim();
             return Ok(());
         }
         let (_, spi) = self.inbound_ids.remove(&id.0).ok_or(SadError::NotFound(id))?;
-        self.inbound.remove(&spi);
+        self.inbound.remove(u64::from(spi), |s| s.id == id);
         self.generation.fetch_add(1, Ordering::Release);
+        crate::epoch_table::reclaim();
         Ok(())
     }
 
@@ -586,6 +640,6 @@ impl Sad {
 
     /// True when no SA is installed.
     pub fn is_empty(&self) -> bool {
-        self.inbound.is_empty() && self.outbound.is_empty()
+        self.inbound.len() == 0 && self.outbound.len() == 0
     }
 }

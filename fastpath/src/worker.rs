@@ -162,12 +162,13 @@ impl Worker {
         verdicts: &mut [Verdict],
     ) {
         let n = pkts.len().min(meta.len()).min(verdicts.len());
+        // One pin per burst: the SAD lookups below take no lock.
+        let guard = &crate::epoch_table::pin();
         let mut chunk_start = 0;
         while chunk_start < n {
             let chunk_end = (chunk_start + PLAN_CHUNK).min(n);
-            // Pass 1: sort out non-ESP packets; the SA (entry and key
-            // schedule) of every new run starts loading, so cold SAs' cache
-            // misses overlap.
+            // Pass 1: sort out non-ESP packets; the SAD slot of every new
+            // run starts loading, so cold lookups' cache misses overlap.
             let mut spis = [0u32; PLAN_CHUNK];
             let mut is_esp = [false; PLAN_CHUNK];
             let mut last_spi = None;
@@ -177,7 +178,7 @@ impl Worker {
                         spis[i - chunk_start] = spi;
                         is_esp[i - chunk_start] = true;
                         if last_spi != Some(spi) {
-                            self.sad.prefetch_inbound(spi);
+                            self.sad.prefetch_inbound_slot(spi, guard);
                             last_spi = Some(spi);
                         }
                     }
@@ -185,6 +186,16 @@ impl Worker {
                         verdicts[i] = v;
                         last_spi = None;
                     }
+                }
+            }
+            // Pass 1b: the runs' SAs (entry, key schedule) start loading.
+            let mut last_spi = None;
+            for k in 0..chunk_end - chunk_start {
+                if is_esp[k] && last_spi != Some(spis[k]) {
+                    self.sad.prefetch_inbound(spis[k]);
+                    last_spi = Some(spis[k]);
+                } else if !is_esp[k] {
+                    last_spi = None;
                 }
             }
             // Pass 2: references to the runs' SAs (arriving now); their
@@ -470,6 +481,8 @@ impl Worker {
     /// the lookups of a chunk run back to back instead of between AEAD calls.
     pub fn outbound_burst<B: PacketBuffer>(&mut self, pkts: &mut [B], verdicts: &mut [Verdict]) {
         let n = pkts.len().min(verdicts.len());
+        // One pin per burst (before the generations are read): SAD lookups take no lock.
+        let guard = &crate::epoch_table::pin();
         self.flows.validate(self.spd.generation(), self.sad.generation());
         let mut plan = std::mem::take(&mut self.plan);
         let mut chunk_start = 0;
@@ -520,11 +533,17 @@ impl Worker {
                     self.flows.prefetch_victim(run.slot);
                     run.step = match self.policy_sa(&run.flow) {
                         Ok(id) => {
-                            self.sad.prefetch_outbound(id);
+                            self.sad.prefetch_outbound_slot(id, guard);
                             Step::Lookup(id)
                         }
                         Err(v) => Step::Done(Err(v)),
                     };
+                }
+            }
+            // Pass 1b': looked-up SAs (entry, key schedule) start loading.
+            for run in plan.iter() {
+                if let Step::Lookup(id) = run.step {
+                    self.sad.prefetch_outbound(id);
                 }
             }
             // Pass 1c: SA references (their cache lines are arriving).

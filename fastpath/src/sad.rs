@@ -16,8 +16,7 @@ use crate::esp::replay::{DEFAULT_WINDOW, MAX_WINDOW, ReplayWindow};
 use crate::esp::{EspError, Mode};
 use crate::spd::TrafficSelector;
 use crate::stats::Counters;
-use dashmap::DashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -25,8 +24,26 @@ use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
 /// Identifier of an installed SA, unique within one [`Sad`].
+///
+/// Outbound ids are a counter; inbound ids have the top bit set and carry
+/// their SPI in the low 32 bits (so the SAD needs no id → SPI index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SaId(pub u64);
+
+/// Top bit of inbound SA ids.
+const INBOUND_ID_BIT: u64 = 1 << 63;
+
+impl SaId {
+    /// An inbound id: the top bit, 31 bits of the install counter, the SPI.
+    fn inbound(counter: u64, spi: u32) -> Self {
+        Self(INBOUND_ID_BIT | ((counter & 0x7fff_ffff) << 32) | u64::from(spi))
+    }
+
+    /// The SPI of an inbound id.
+    fn inbound_spi(self) -> Option<u32> {
+        (self.0 & INBOUND_ID_BIT != 0).then_some(self.0 as u32)
+    }
+}
 
 /// Direction of an SA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -397,24 +414,11 @@ impl Hasher for IdHasher {
     }
 }
 
-/// Prefetches an SA held in an `Arc` (entry, key schedule and the reference
-/// count just before it, which a following `Arc` clone writes).
-#[inline(always)]
-fn prefetch_shared<T>(v: &T) {
-    let p = v as *const T as *const u8;
-    crate::prefetch::prefetch_line(p.wrapping_sub(2 * std::mem::size_of::<usize>()));
-    crate::prefetch::prefetch_value(v);
-}
-
-type FastMap<K, V> = DashMap<K, V, BuildHasherDefault<IdHasher>>;
-
 /// The SA database.
 #[derive(Debug)]
 pub struct Sad {
     /// Inbound SAs by SPI: read without locks (see [`crate::epoch_table`]).
     inbound: EpochTable<InboundSa>,
-    /// Inbound SA id → SPI (control plane only).
-    inbound_ids: FastMap<u64, u32>,
     /// Outbound SAs by id: read without locks.
     outbound: EpochTable<OutboundSa>,
     next_id: AtomicU64,
@@ -431,7 +435,6 @@ impl Sad {
         let (tx, rx) = channel();
         let sad = Self {
             inbound: EpochTable::new(),
-            inbound_ids: DashMap::with_hasher_and_shard_amount(Default::default(), 64),
             outbound: EpochTable::new(),
             next_id: AtomicU64::new(1),
             generation: AtomicU64::new(0),
@@ -462,7 +465,7 @@ impl Sad {
             return Err(SadError::WrongDirection);
         }
         let cipher = Self::check_common(p)?;
-        let id = SaId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let id = SaId::inbound(self.next_id.fetch_add(1, Ordering::Relaxed), p.spi);
         let window = ReplayWindow::new(p.replay_window.min(MAX_WINDOW), p.esn);
         let (bits, bits_len) = window.bitmap_span();
         let sa = Arc::new(InboundSa {
@@ -482,10 +485,7 @@ impl Sad {
             replay_bits: (bits as usize, bits_len),
         });
         let spi = p.spi;
-        // The id is recorded first, so a concurrent removal by id finds it.
-        self.inbound_ids.insert(id.0, spi);
         if self.inbound.insert(u64::from(spi), sa, |s| s.spi == spi).is_err() {
-            self.inbound_ids.remove(&id.0);
             return Err(SadError::SpiInUse(spi));
         }
         Ok(id)
@@ -570,10 +570,7 @@ impl Sad {
     /// cache without taking a reference; the lookup that follows finds it there.
     #[inline]
     pub fn prefetch_inbound(&self, spi: u32) {
-        let guard = &crate::epoch_table::pin();
-        if let Some(sa) = self.inbound.get(u64::from(spi), |s| s.spi == spi, guard) {
-            prefetch_shared(sa);
-        }
+        self.inbound.prefetch_value(u64::from(spi), &crate::epoch_table::pin());
     }
 
     /// Starts loading the table slot of outbound SA `id`.
@@ -586,10 +583,7 @@ impl Sad {
     /// without taking a reference.
     #[inline]
     pub fn prefetch_outbound(&self, id: SaId) {
-        let guard = &crate::epoch_table::pin();
-        if let Some(sa) = self.outbound.get(id.0, |s| s.id == id, guard) {
-            prefetch_shared(sa);
-        }
+        self.outbound.prefetch_value(id.0, &crate::epoch_table::pin());
     }
 
     /// Looks up an outbound SA.
@@ -607,8 +601,9 @@ impl Sad {
 
     /// Looks up an inbound SA by id.
     pub fn inbound_by_id(&self, id: SaId) -> Option<Arc<InboundSa>> {
-        let spi = *self.inbound_ids.get(&id.0)?;
-        self.inbound(spi, None)
+        let spi = id.inbound_spi()?;
+        let guard = &crate::epoch_table::pin();
+        self.inbound.get_arc(u64::from(spi), |s| s.id == id, guard)
     }
 
     /// Removes an SA of either direction; packets in flight finish with it
@@ -619,8 +614,10 @@ impl Sad {
             crate::epoch_table::reclaim();
             return Ok(());
         }
-        let (_, spi) = self.inbound_ids.remove(&id.0).ok_or(SadError::NotFound(id))?;
-        self.inbound.remove(u64::from(spi), |s| s.id == id);
+        let spi = id.inbound_spi().ok_or(SadError::NotFound(id))?;
+        self.inbound
+            .remove(u64::from(spi), |s| s.id == id)
+            .ok_or(SadError::NotFound(id))?;
         self.generation.fetch_add(1, Ordering::Release);
         crate::epoch_table::reclaim();
         Ok(())

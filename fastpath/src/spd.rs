@@ -238,13 +238,66 @@ pub struct PolicyMatch {
 
 type IndexKey = (bool, u8, u128);
 
+/// A small list kept inline when it has one element (nearly always: a
+/// policy is usually one prefix, an SA usually protects one policy).
+#[derive(Debug, Clone)]
+enum OneOrMore<T> {
+    One(T),
+    More(Vec<T>),
+}
+
+impl<T: Copy + PartialEq> OneOrMore<T> {
+    fn as_slice(&self) -> &[T] {
+        match self {
+            Self::One(t) => std::slice::from_ref(t),
+            Self::More(v) => v,
+        }
+    }
+
+    fn from_vec(mut v: Vec<T>) -> Self {
+        if v.len() == 1 {
+            Self::One(v[0])
+        } else {
+            v.shrink_to_fit();
+            Self::More(v)
+        }
+    }
+
+    fn push(&mut self, t: T) {
+        match self {
+            Self::One(first) => *self = Self::More(vec![*first, t]),
+            Self::More(v) => v.push(t),
+        }
+    }
+
+    /// Removes every `t`; returns false when nothing is left.
+    fn remove(&mut self, t: T) -> bool {
+        match self {
+            Self::One(x) => *x != t,
+            Self::More(v) => {
+                v.retain(|x| *x != t);
+                !v.is_empty()
+            }
+        }
+    }
+}
+
+/// What removal and rekey need to know about an installed policy (the
+/// lookup copy lives in the index).
+#[derive(Debug, Clone)]
+struct Installed {
+    action: PolicyAction,
+    keys: OneOrMore<IndexKey>,
+}
+
 /// The policy database.
 #[derive(Debug, Default)]
 pub struct Spd {
     index: DashMap<IndexKey, Bucket>,
     /// Installed policies (current action) and their index keys.
-    policies: DashMap<u64, (Indexed, Vec<IndexKey>)>,
-    by_sa: DashMap<u64, Vec<u64>>,
+    policies: DashMap<u64, Installed>,
+    /// Policies protecting with each SA (for rekeys).
+    by_sa: DashMap<u64, OneOrMore<u64>>,
     /// Bit `len` set when some prefix of that length is indexed (v4: word 0; v6: words 1..=3).
     len_mask: [AtomicU64; 4],
     writer: Mutex<WriterState>,
@@ -309,9 +362,20 @@ impl Spd {
             self.bump_len(&mut w, k.0, k.1, true);
         }
         if let PolicyAction::Protect(sa) = p.action {
-            self.by_sa.entry(sa.0).or_default().push(id);
+            match self.by_sa.entry(sa.0) {
+                dashmap::mapref::entry::Entry::Occupied(mut o) => o.get_mut().push(id),
+                dashmap::mapref::entry::Entry::Vacant(v) => {
+                    v.insert(OneOrMore::One(id));
+                }
+            }
         }
-        self.policies.insert(id, (entry, keys));
+        self.policies.insert(
+            id,
+            Installed {
+                action: p.action,
+                keys: OneOrMore::from_vec(keys),
+            },
+        );
         self.generation.fetch_add(1, Ordering::Release);
         Ok(PolicyId(id))
     }
@@ -342,15 +406,13 @@ impl Spd {
     /// Removes a policy.
     pub fn remove(&self, id: PolicyId) -> Result<(), SpdError> {
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let (_, (entry, keys)) = self.policies.remove(&id.0).ok_or(SpdError::NotFound(id.0))?;
-        for k in &keys {
+        let (_, installed) = self.policies.remove(&id.0).ok_or(SpdError::NotFound(id.0))?;
+        for k in installed.keys.as_slice() {
             self.index.remove_if_mut(k, |_, bucket| !bucket.remove(id.0));
             self.bump_len(&mut w, k.0, k.1, false);
         }
-        if let PolicyAction::Protect(sa) = entry.action
-            && let Some(mut v) = self.by_sa.get_mut(&sa.0)
-        {
-            v.retain(|p| *p != id.0);
+        if let PolicyAction::Protect(sa) = installed.action {
+            self.by_sa.remove_if_mut(&sa.0, |_, ids| !ids.remove(id.0));
         }
         self.generation.fetch_add(1, Ordering::Release);
         Ok(())
@@ -363,12 +425,12 @@ impl Spd {
         let Some((_, ids)) = self.by_sa.remove(&old.0) else {
             return 0;
         };
-        for id in &ids {
+        for id in ids.as_slice() {
             let Some(mut p) = self.policies.get_mut(id) else {
                 continue;
             };
-            p.0.action = PolicyAction::Protect(new);
-            for k in &p.1 {
+            p.action = PolicyAction::Protect(new);
+            for k in p.keys.as_slice() {
                 if let Some(mut bucket) = self.index.get_mut(k) {
                     for e in bucket.iter_mut().filter(|e| e.id == *id) {
                         e.action = PolicyAction::Protect(new);
@@ -376,8 +438,17 @@ impl Spd {
                 }
             }
         }
-        let n = ids.len();
-        self.by_sa.entry(new.0).or_default().extend(ids);
+        let n = ids.as_slice().len();
+        match self.by_sa.entry(new.0) {
+            dashmap::mapref::entry::Entry::Occupied(mut o) => {
+                for id in ids.as_slice() {
+                    o.get_mut().push(*id);
+                }
+            }
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(ids);
+            }
+        }
         self.generation.fetch_add(1, Ordering::Release);
         n
     }

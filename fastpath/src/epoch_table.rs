@@ -231,6 +231,19 @@ impl<V: Send + Sync + 'static> EpochTable<V> {
         Ok(())
     }
 
+    /// Replaces the value of `tag` for which `matches` holds with `value`
+    /// (readers see the old or the new one); false when there is none.
+    pub(crate) fn replace(&self, tag: u64, value: Arc<V>, matches: impl Fn(&V) -> bool) -> bool {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = &epoch::pin();
+        let Some(s) = self.find_slot(tag, &matches, guard) else {
+            return false;
+        };
+        let old = s.value.swap(Arc::into_raw(value) as *mut V, Ordering::AcqRel);
+        retire_value(old, guard);
+        true
+    }
+
     /// Removes the value of `tag` for which `matches` holds and returns it;
     /// readers that found it before keep a valid reference until they unpin.
     pub(crate) fn remove(&self, tag: u64, matches: impl Fn(&V) -> bool) -> Option<Arc<V>> {
@@ -382,6 +395,9 @@ mod tests {
             assert_eq!(t.get(k, |v| v.tag == k, g).is_some(), k % 2 == 0);
         }
         assert_eq!(t.get_arc(2, |v| v.tag == 2, g).unwrap().n, 4);
+        assert!(t.replace(2, item(2, 99), |v| v.tag == 2));
+        assert!(!t.replace(3, item(3, 99), |v| v.tag == 3));
+        assert_eq!(t.get(2, |v| v.tag == 2, g).unwrap().n, 99);
         assert_eq!(t.len(), 5_000);
     }
 

@@ -5,16 +5,18 @@
 //! one hash table keyed by (family, prefix length, masked address). A lookup
 //! probes only the prefix lengths in use, longest first, so its cost depends
 //! on the number of distinct prefix lengths (at most 33 + 129), not on the
-//! number of tunnels. Tables are sharded concurrent maps whose buckets hold the
-//! policies themselves (selectors, priority, action), so a lookup is one hash
-//! probe per prefix length with no further pointer to follow: with 100,000
-//! tunnels that is the difference between one and three cache misses. A rekey
-//! repoints a policy's copies in place under the shard's write lock.
+//! number of tunnels. The index is a lock-free table ([`crate::epoch_table`])
+//! whose buckets hold the policies themselves (selectors, priority, action),
+//! so a lookup takes no lock and is one probe per prefix length with no
+//! further pointer to follow. Writers (serialised by a mutex) publish a new
+//! copy of a bucket; a rekey repoints a policy by replacing its buckets.
 
+use crate::epoch_table::EpochTable;
 use crate::ip::FlowKey;
 use crate::sad::SaId;
 use dashmap::DashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use thiserror::Error;
@@ -194,11 +196,22 @@ struct Indexed {
     remote: TrafficSelector,
 }
 
-/// The policies indexed under one key; the first inline (nearly always the only one).
+/// The policies indexed under one key; the first inline (nearly always the
+/// only one). Immutable once published: writers replace the whole bucket.
 #[derive(Debug, Clone)]
 struct Bucket {
+    key: IndexKey,
     first: Indexed,
     more: Vec<Indexed>,
+}
+
+/// Tag of an index key in the lock-free table (never 0 or `u64::MAX`, which it reserves).
+fn key_tag(k: &IndexKey) -> u64 {
+    let (v6, len, net) = *k;
+    let mut h = (net as u64) ^ ((net >> 64) as u64).rotate_left(29) ^ (u64::from(len) << 56) ^ u64::from(v6);
+    h = (h ^ (h >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (h ^ (h >> 31)).clamp(1, u64::MAX - 1)
 }
 
 impl Bucket {
@@ -207,6 +220,7 @@ impl Bucket {
     }
 
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut Indexed> {
+        // (Writers modify a private copy, then publish it.)
         std::iter::once(&mut self.first).chain(self.more.iter_mut())
     }
 
@@ -293,7 +307,8 @@ struct Installed {
 /// The policy database.
 #[derive(Debug, Default)]
 pub struct Spd {
-    index: DashMap<IndexKey, Bucket>,
+    /// Buckets by index key, read without locks ([`crate::epoch_table`]).
+    index: EpochTable<Bucket>,
     /// Installed policies (current action) and their index keys.
     policies: DashMap<u64, Installed>,
     /// Policies protecting with each SA (for rekeys).
@@ -350,15 +365,17 @@ impl Spd {
             .collect();
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         for k in &keys {
-            match self.index.entry(*k) {
-                dashmap::mapref::entry::Entry::Occupied(mut o) => o.get_mut().push(entry),
-                dashmap::mapref::entry::Entry::Vacant(v) => {
-                    v.insert(Bucket {
-                        first: entry,
-                        more: Vec::new(),
-                    });
+            self.update_bucket(k, |b| match b {
+                Some(mut b) => {
+                    b.push(entry);
+                    Some(b)
                 }
-            }
+                None => Some(Bucket {
+                    key: *k,
+                    first: entry,
+                    more: Vec::new(),
+                }),
+            });
             self.bump_len(&mut w, k.0, k.1, true);
         }
         if let PolicyAction::Protect(sa) = p.action {
@@ -378,6 +395,32 @@ impl Spd {
         );
         self.generation.fetch_add(1, Ordering::Release);
         Ok(PolicyId(id))
+    }
+
+    /// Replaces the bucket of `k` by `f(copy of it)` (`None`: no bucket);
+    /// readers see the old or the new bucket, never a half-made one. Called
+    /// with the writer lock held.
+    fn update_bucket(&self, k: &IndexKey, f: impl FnOnce(Option<Bucket>) -> Option<Bucket>) {
+        let tag = key_tag(k);
+        let same = |b: &Bucket| b.key == *k;
+        let old = {
+            let guard = &crate::epoch_table::pin();
+            self.index.get(tag, same, guard).cloned()
+        };
+        let existed = old.is_some();
+        match (existed, f(old)) {
+            (true, Some(b)) => {
+                self.index.replace(tag, Arc::new(b), same);
+            }
+            (true, None) => {
+                self.index.remove(tag, same);
+            }
+            (false, Some(b)) => {
+                // The writer lock is held: nobody inserted it meanwhile.
+                let _ = self.index.insert(tag, Arc::new(b), same);
+            }
+            (false, None) => {}
+        }
     }
 
     fn bump_len(&self, w: &mut WriterState, v6: bool, len: u8, add: bool) {
@@ -408,7 +451,7 @@ impl Spd {
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let (_, installed) = self.policies.remove(&id.0).ok_or(SpdError::NotFound(id.0))?;
         for k in installed.keys.as_slice() {
-            self.index.remove_if_mut(k, |_, bucket| !bucket.remove(id.0));
+            self.update_bucket(k, |b| b.and_then(|mut b| b.remove(id.0).then_some(b)));
             self.bump_len(&mut w, k.0, k.1, false);
         }
         if let PolicyAction::Protect(sa) = installed.action {
@@ -431,11 +474,14 @@ impl Spd {
             };
             p.action = PolicyAction::Protect(new);
             for k in p.keys.as_slice() {
-                if let Some(mut bucket) = self.index.get_mut(k) {
-                    for e in bucket.iter_mut().filter(|e| e.id == *id) {
-                        e.action = PolicyAction::Protect(new);
-                    }
-                }
+                self.update_bucket(k, |b| {
+                    b.map(|mut b| {
+                        for e in b.iter_mut().filter(|e| e.id == *id) {
+                            e.action = PolicyAction::Protect(new);
+                        }
+                        b
+                    })
+                });
             }
         }
         let n = ids.as_slice().len();
@@ -474,7 +520,8 @@ impl Spd {
     /// policy matching `flow`.
     pub fn lookup(&self, flow: &FlowKey) -> Option<PolicyMatch> {
         let (v6, dst) = addr_bits(flow.dst);
-        // (priority, match); no reference counting on the lookup path.
+        // No lock and no reference counting on the lookup path.
+        let guard = &crate::epoch_table::pin();
         let mut best: Option<(u32, PolicyMatch)> = None;
         let words: &[usize] = if v6 { &[3, 2, 1] } else { &[0] };
         for &wi in words {
@@ -485,7 +532,8 @@ impl Spd {
                 let len = if v6 { (wi as u8 - 1) * 64 + bit } else { bit };
                 let bits = if v6 { 128 } else { 32 };
                 let net = dst & !host_mask(bits, len);
-                let Some(bucket) = self.index.get(&(v6, len, net)) else {
+                let key = (v6, len, net);
+                let Some(bucket) = self.index.get(key_tag(&key), |b| b.key == key, guard) else {
                     continue;
                 };
                 for e in bucket.iter() {

@@ -167,3 +167,63 @@ fn rekeys_and_churn_under_traffic_lose_nothing() {
     assert_eq!(sad_b.len(), (1, 0));
     assert_eq!(sad_b.inbound_by_id(in_id).unwrap().counters.snapshot().packets, 200);
 }
+
+/// SPD lookups without locks: a flow whose policy is rekeyed back and forth
+/// always finds it (old or new SA, never nothing) while unrelated policies
+/// are added and removed around it.
+#[test]
+fn spd_lookups_during_rekeys_and_churn() {
+    use fastpath::ip::FlowKey;
+    let spd = Arc::new(Spd::new());
+    let any = TrafficSelector::prefix("0.0.0.0".parse().unwrap(), 0).unwrap();
+    let stable = TrafficSelector::prefix("10.9.0.0".parse().unwrap(), 16).unwrap();
+    spd.insert(&Policy {
+        local: any,
+        remote: stable,
+        action: PolicyAction::Protect(SaId(1)),
+        priority: 5,
+    })
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (spd, stop) = (spd.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let flow = FlowKey {
+                src: "192.168.1.1".parse().unwrap(),
+                dst: "10.9.3.4".parse().unwrap(),
+                proto: 17,
+                src_port: 1,
+                dst_port: 2,
+            };
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let m = spd.lookup(&flow).expect("stable policy missing");
+                assert!(matches!(m.action, PolicyAction::Protect(SaId(1 | 2))), "{m:?}");
+                n += 1;
+            }
+            n
+        })
+    };
+    for round in 0..300u64 {
+        let (old, new) = if round % 2 == 0 { (1, 2) } else { (2, 1) };
+        assert_eq!(spd.replace_sa(SaId(old), SaId(new)), 1);
+        let ids: Vec<_> = (0..50u32)
+            .map(|i| {
+                let net = std::net::Ipv4Addr::from(0x0a09_0000 + (i << 8));
+                spd.insert(&Policy {
+                    local: any,
+                    remote: TrafficSelector::prefix(IpAddr::V4(net), 24).unwrap(),
+                    action: PolicyAction::Protect(SaId(1000 + u64::from(i))),
+                    priority: 9,
+                })
+                .unwrap()
+            })
+            .collect();
+        for id in ids {
+            spd.remove(id).unwrap();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    assert_eq!(spd.len(), 1);
+}

@@ -162,13 +162,16 @@ impl Worker {
         verdicts: &mut [Verdict],
     ) {
         let n = pkts.len().min(meta.len()).min(verdicts.len());
-        // One pin per burst: the SAD lookups below take no lock.
-        let guard = &crate::epoch_table::pin();
+        // One pin per burst: the SAD lookups below take no lock and re-pin
+        // for free. (A separate pass prefetching only the table slots, before
+        // the SAs, measured slower: random 100 k decap 0.31 vs 0.36.)
+        let _guard = crate::epoch_table::pin();
         let mut chunk_start = 0;
         while chunk_start < n {
             let chunk_end = (chunk_start + PLAN_CHUNK).min(n);
-            // Pass 1: sort out non-ESP packets; the SAD slot of every new
-            // run starts loading, so cold lookups' cache misses overlap.
+            // Pass 1: sort out non-ESP packets; the SA (entry and key
+            // schedule) of every new run starts loading, so cold SAs' cache
+            // misses overlap.
             let mut spis = [0u32; PLAN_CHUNK];
             let mut is_esp = [false; PLAN_CHUNK];
             let mut last_spi = None;
@@ -178,7 +181,7 @@ impl Worker {
                         spis[i - chunk_start] = spi;
                         is_esp[i - chunk_start] = true;
                         if last_spi != Some(spi) {
-                            self.sad.prefetch_inbound_slot(spi, guard);
+                            self.sad.prefetch_inbound(spi);
                             last_spi = Some(spi);
                         }
                     }
@@ -186,16 +189,6 @@ impl Worker {
                         verdicts[i] = v;
                         last_spi = None;
                     }
-                }
-            }
-            // Pass 1b: the runs' SAs (entry, key schedule) start loading.
-            let mut last_spi = None;
-            for k in 0..chunk_end - chunk_start {
-                if is_esp[k] && last_spi != Some(spis[k]) {
-                    self.sad.prefetch_inbound(spis[k]);
-                    last_spi = Some(spis[k]);
-                } else if !is_esp[k] {
-                    last_spi = None;
                 }
             }
             // Pass 2: references to the runs' SAs (arriving now); their

@@ -122,7 +122,7 @@ fn rekeys_and_churn_under_traffic_lose_nothing() {
     };
 
     let mut sent = 0u64;
-    let mut send_round = |sender: &mut Worker, sent: &mut u64| {
+    let send_round = |sender: &mut Worker, sent: &mut u64| {
         for _ in 0..25 {
             let burst: Vec<Vec<u8>> = (0..8)
                 .map(|k| {
@@ -156,7 +156,6 @@ fn rekeys_and_churn_under_traffic_lose_nothing() {
         in_id = new_in;
     }
     send_round(&mut sender, &mut sent);
-    drop(send_round);
     drop(tx);
     let bad = receiver.join().unwrap();
     stop.store(true, Ordering::Relaxed);

@@ -188,6 +188,11 @@ struct LifetimeState {
 }
 
 impl LifetimeState {
+    /// The state for `limits`, or `None` when there are no limits.
+    fn boxed(limits: Lifetime) -> Option<Box<Self>> {
+        (limits != Lifetime::default()).then(|| Box::new(Self::new(limits)))
+    }
+
     fn new(limits: Lifetime) -> Self {
         Self {
             limits,
@@ -252,7 +257,8 @@ pub struct InboundSa {
     pub replay: Mutex<ReplayWindow>,
     /// Counters of this SA.
     pub counters: Counters,
-    life: LifetimeState,
+    /// `None` when no byte or packet lifetime is set (the usual case: 32 B less per SA).
+    life: Option<Box<LifetimeState>>,
     /// Where the replay bitmap lives (a prefetch hint, never dereferenced).
     replay_bits: (usize, usize),
 }
@@ -292,18 +298,22 @@ impl InboundSa {
 
     /// True once the hard lifetime is reached.
     pub fn is_expired(&self) -> bool {
-        self.life.is_hard_expired()
+        self.life.as_ref().is_some_and(|l| l.is_hard_expired())
     }
 
     /// Counts accepted packets and raises lifetime events.
     pub fn account(&self, packets: u64, bytes: u64, events: &Sender<SaEvent>) {
         let (p, b) = self.counters.add(packets, bytes);
-        self.life.after_count(self.id, p, b, events);
+        if let Some(l) = &self.life {
+            l.after_count(self.id, p, b, events);
+        }
     }
 
     /// Packets and bytes that may still pass before the hard lifetime.
     pub fn hard_budget(&self) -> (u64, u64) {
-        self.life.budget(&self.counters)
+        self.life
+            .as_ref()
+            .map_or((u64::MAX, u64::MAX), |l| l.budget(&self.counters))
     }
 }
 
@@ -334,7 +344,8 @@ pub struct OutboundSa {
     next_seq: AtomicU64,
     /// Counters of this SA.
     pub counters: Counters,
-    life: LifetimeState,
+    /// `None` when no byte or packet lifetime is set (the usual case: 32 B less per SA).
+    life: Option<Box<LifetimeState>>,
 }
 
 impl OutboundSa {
@@ -351,18 +362,22 @@ impl OutboundSa {
 
     /// True once the hard lifetime is reached.
     pub fn is_expired(&self) -> bool {
-        self.life.is_hard_expired()
+        self.life.as_ref().is_some_and(|l| l.is_hard_expired())
     }
 
     /// Counts sent packets and raises lifetime events.
     pub fn account(&self, packets: u64, bytes: u64, events: &Sender<SaEvent>) {
         let (p, b) = self.counters.add(packets, bytes);
-        self.life.after_count(self.id, p, b, events);
+        if let Some(l) = &self.life {
+            l.after_count(self.id, p, b, events);
+        }
     }
 
     /// Packets and bytes that may still pass before the hard lifetime.
     pub fn hard_budget(&self) -> (u64, u64) {
-        self.life.budget(&self.counters)
+        self.life
+            .as_ref()
+            .map_or((u64::MAX, u64::MAX), |l| l.budget(&self.counters))
     }
 
     /// Reserves up to `n` consecutive sequence numbers; returns the first and
@@ -481,7 +496,7 @@ impl Sad {
             remote_ts: p.remote_ts.clone().into_boxed_slice(),
             replay: Mutex::new(window),
             counters: Counters::default(),
-            life: LifetimeState::new(p.lifetime),
+            life: LifetimeState::boxed(p.lifetime),
             replay_bits: (bits as usize, bits_len),
         });
         let spi = p.spi;
@@ -516,7 +531,7 @@ impl Sad {
             worker: (id.0 as usize) % self.workers,
             next_seq: AtomicU64::new(1),
             counters: Counters::default(),
-            life: LifetimeState::new(p.lifetime),
+            life: LifetimeState::boxed(p.lifetime),
         });
         // Ids are unique: the insert cannot find one in place.
         if self.outbound.insert(id.0, sa, |s| s.id == id).is_err() {

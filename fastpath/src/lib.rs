@@ -52,6 +52,7 @@
 
 pub mod buf;
 pub mod dpdk;
+pub mod epoch_table;
 pub mod esp;
 pub mod fuzzing;
 pub mod io;

@@ -1,21 +1,22 @@
 //! SA database: inbound SAs by SPI, outbound SAs by [`SaId`].
 //!
-//! Both tables are sharded concurrent maps (`dashmap`): the control plane
-//! installs, rekeys and deletes SAs while workers look them up; a lookup locks
-//! only one shard for the time of a hash probe and returns an `Arc`, so no
-//! lock is held while a packet is processed. Old and new inbound SAs of a
+//! Both tables are lock-free for readers ([`crate::epoch_table`]): the
+//! control plane installs, rekeys and deletes SAs (serialised by a writer
+//! lock) while workers look them up without locking or writing shared memory;
+//! a worker pins once per burst and borrows the SAs for the burst
+//! ([`Sad::inbound_pinned`]), other callers get an `Arc` ([`Sad::inbound`]). Old and new inbound SAs of a
 //! rekey coexist under their own SPIs until the control plane deletes the old
 //! one. Lifetime and sequence-exhaustion events go to the control plane over
 //! the channel returned by [`Sad::new`].
 
+use crate::epoch_table::{EpochTable, Guard};
 use crate::esp::aead::{CipherKeys, EspCipher, KeyError};
 use crate::esp::encap::esp_len_for;
 use crate::esp::replay::{DEFAULT_WINDOW, MAX_WINDOW, ReplayWindow};
 use crate::esp::{EspError, Mode};
 use crate::spd::TrafficSelector;
 use crate::stats::Counters;
-use dashmap::DashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -23,8 +24,26 @@ use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
 /// Identifier of an installed SA, unique within one [`Sad`].
+///
+/// Outbound ids are a counter; inbound ids have the top bit set and carry
+/// their SPI in the low 32 bits (so the SAD needs no id → SPI index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SaId(pub u64);
+
+/// Top bit of inbound SA ids.
+const INBOUND_ID_BIT: u64 = 1 << 63;
+
+impl SaId {
+    /// An inbound id: the top bit, 31 bits of the install counter, the SPI.
+    fn inbound(counter: u64, spi: u32) -> Self {
+        Self(INBOUND_ID_BIT | ((counter & 0x7fff_ffff) << 32) | u64::from(spi))
+    }
+
+    /// The SPI of an inbound id.
+    fn inbound_spi(self) -> Option<u32> {
+        (self.0 & INBOUND_ID_BIT != 0).then_some(self.0 as u32)
+    }
+}
 
 /// Direction of an SA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -169,6 +188,11 @@ struct LifetimeState {
 }
 
 impl LifetimeState {
+    /// The state for `limits`, or `None` when there are no limits.
+    fn boxed(limits: Lifetime) -> Option<Box<Self>> {
+        (limits != Lifetime::default()).then(|| Box::new(Self::new(limits)))
+    }
+
     fn new(limits: Lifetime) -> Self {
         Self {
             limits,
@@ -233,7 +257,8 @@ pub struct InboundSa {
     pub replay: Mutex<ReplayWindow>,
     /// Counters of this SA.
     pub counters: Counters,
-    life: LifetimeState,
+    /// `None` when no byte or packet lifetime is set (the usual case: 32 B less per SA).
+    life: Option<Box<LifetimeState>>,
     /// Where the replay bitmap lives (a prefetch hint, never dereferenced).
     replay_bits: (usize, usize),
 }
@@ -273,18 +298,22 @@ impl InboundSa {
 
     /// True once the hard lifetime is reached.
     pub fn is_expired(&self) -> bool {
-        self.life.is_hard_expired()
+        self.life.as_ref().is_some_and(|l| l.is_hard_expired())
     }
 
     /// Counts accepted packets and raises lifetime events.
     pub fn account(&self, packets: u64, bytes: u64, events: &Sender<SaEvent>) {
         let (p, b) = self.counters.add(packets, bytes);
-        self.life.after_count(self.id, p, b, events);
+        if let Some(l) = &self.life {
+            l.after_count(self.id, p, b, events);
+        }
     }
 
     /// Packets and bytes that may still pass before the hard lifetime.
     pub fn hard_budget(&self) -> (u64, u64) {
-        self.life.budget(&self.counters)
+        self.life
+            .as_ref()
+            .map_or((u64::MAX, u64::MAX), |l| l.budget(&self.counters))
     }
 }
 
@@ -315,7 +344,8 @@ pub struct OutboundSa {
     next_seq: AtomicU64,
     /// Counters of this SA.
     pub counters: Counters,
-    life: LifetimeState,
+    /// `None` when no byte or packet lifetime is set (the usual case: 32 B less per SA).
+    life: Option<Box<LifetimeState>>,
 }
 
 impl OutboundSa {
@@ -332,18 +362,22 @@ impl OutboundSa {
 
     /// True once the hard lifetime is reached.
     pub fn is_expired(&self) -> bool {
-        self.life.is_hard_expired()
+        self.life.as_ref().is_some_and(|l| l.is_hard_expired())
     }
 
     /// Counts sent packets and raises lifetime events.
     pub fn account(&self, packets: u64, bytes: u64, events: &Sender<SaEvent>) {
         let (p, b) = self.counters.add(packets, bytes);
-        self.life.after_count(self.id, p, b, events);
+        if let Some(l) = &self.life {
+            l.after_count(self.id, p, b, events);
+        }
     }
 
     /// Packets and bytes that may still pass before the hard lifetime.
     pub fn hard_budget(&self) -> (u64, u64) {
-        self.life.budget(&self.counters)
+        self.life
+            .as_ref()
+            .map_or((u64::MAX, u64::MAX), |l| l.budget(&self.counters))
     }
 
     /// Reserves up to `n` consecutive sequence numbers; returns the first and
@@ -395,14 +429,13 @@ impl Hasher for IdHasher {
     }
 }
 
-type FastMap<K, V> = DashMap<K, V, BuildHasherDefault<IdHasher>>;
-
 /// The SA database.
 #[derive(Debug)]
 pub struct Sad {
-    inbound: FastMap<u32, Arc<InboundSa>>,
-    inbound_ids: FastMap<u64, u32>,
-    outbound: FastMap<u64, Arc<OutboundSa>>,
+    /// Inbound SAs by SPI: read without locks (see [`crate::epoch_table`]).
+    inbound: EpochTable<InboundSa>,
+    /// Outbound SAs by id: read without locks.
+    outbound: EpochTable<OutboundSa>,
     next_id: AtomicU64,
     /// Bumped after every removal, so workers can drop cached SA references.
     generation: AtomicU64,
@@ -416,9 +449,8 @@ impl Sad {
     pub fn new(workers: usize) -> (Self, Receiver<SaEvent>) {
         let (tx, rx) = channel();
         let sad = Self {
-            inbound: DashMap::with_hasher_and_shard_amount(Default::default(), 64),
-            inbound_ids: DashMap::with_hasher_and_shard_amount(Default::default(), 64),
-            outbound: DashMap::with_hasher_and_shard_amount(Default::default(), 64),
+            inbound: EpochTable::new(),
+            outbound: EpochTable::new(),
             next_id: AtomicU64::new(1),
             generation: AtomicU64::new(0),
             workers: workers.max(1),
@@ -448,7 +480,7 @@ impl Sad {
             return Err(SadError::WrongDirection);
         }
         let cipher = Self::check_common(p)?;
-        let id = SaId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let id = SaId::inbound(self.next_id.fetch_add(1, Ordering::Relaxed), p.spi);
         let window = ReplayWindow::new(p.replay_window.min(MAX_WINDOW), p.esn);
         let (bits, bits_len) = window.bitmap_span();
         let sa = Arc::new(InboundSa {
@@ -464,16 +496,13 @@ impl Sad {
             remote_ts: p.remote_ts.clone().into_boxed_slice(),
             replay: Mutex::new(window),
             counters: Counters::default(),
-            life: LifetimeState::new(p.lifetime),
+            life: LifetimeState::boxed(p.lifetime),
             replay_bits: (bits as usize, bits_len),
         });
-        match self.inbound.entry(p.spi) {
-            dashmap::mapref::entry::Entry::Occupied(_) => return Err(SadError::SpiInUse(p.spi)),
-            dashmap::mapref::entry::Entry::Vacant(v) => {
-                v.insert(sa);
-            }
+        let spi = p.spi;
+        if self.inbound.insert(u64::from(spi), sa, |s| s.spi == spi).is_err() {
+            return Err(SadError::SpiInUse(spi));
         }
-        self.inbound_ids.insert(id.0, p.spi);
         Ok(id)
     }
 
@@ -502,9 +531,12 @@ impl Sad {
             worker: (id.0 as usize) % self.workers,
             next_seq: AtomicU64::new(1),
             counters: Counters::default(),
-            life: LifetimeState::new(p.lifetime),
+            life: LifetimeState::boxed(p.lifetime),
         });
-        self.outbound.insert(id.0, sa);
+        // Ids are unique: the insert cannot find one in place.
+        if self.outbound.insert(id.0, sa, |s| s.id == id).is_err() {
+            return Err(SadError::NotFound(id));
+        }
         Ok(id)
     }
 
@@ -523,52 +555,86 @@ impl Sad {
     /// Looks up the inbound SA of `spi`; with `dst`, it must be the SA's local address.
     #[inline]
     pub fn inbound(&self, spi: u32, dst: Option<IpAddr>) -> Option<Arc<InboundSa>> {
-        let sa = self.inbound.get(&spi)?.value().clone();
+        let guard = &crate::epoch_table::pin();
+        let sa = self.inbound.get_arc(u64::from(spi), |s| s.spi == spi, guard)?;
         match dst {
             Some(d) if d != sa.local => None,
             _ => Some(sa),
         }
     }
 
+    /// [`Sad::inbound`] without a reference count: the SA stays valid while
+    /// `guard` (from [`crate::epoch_table::pin`]) is held.
+    #[inline]
+    pub fn inbound_pinned<'g>(&self, spi: u32, dst: Option<IpAddr>, guard: &'g Guard) -> Option<&'g InboundSa> {
+        let sa = self.inbound.get(u64::from(spi), |s| s.spi == spi, guard)?;
+        match dst {
+            Some(d) if d != sa.local => None,
+            _ => Some(sa),
+        }
+    }
+
+    /// Starts loading the table slot of inbound `spi` (first step of a
+    /// burst's lookups: the slot address depends on the SPI only).
+    #[inline]
+    pub fn prefetch_inbound_slot(&self, spi: u32, guard: &Guard) {
+        self.inbound.prefetch_slot(u64::from(spi), guard);
+    }
+
     /// Starts loading the inbound SA of `spi` (entry, key schedule) into the
     /// cache without taking a reference; the lookup that follows finds it there.
     #[inline]
     pub fn prefetch_inbound(&self, spi: u32) {
-        if let Some(r) = self.inbound.get(&spi) {
-            crate::prefetch::prefetch_arc(r.value());
-        }
+        self.inbound.prefetch_value(u64::from(spi), &crate::epoch_table::pin());
+    }
+
+    /// Starts loading the table slot of outbound SA `id`.
+    #[inline]
+    pub fn prefetch_outbound_slot(&self, id: SaId, guard: &Guard) {
+        self.outbound.prefetch_slot(id.0, guard);
     }
 
     /// Starts loading outbound SA `id` (entry, key schedule) into the cache
     /// without taking a reference.
     #[inline]
     pub fn prefetch_outbound(&self, id: SaId) {
-        if let Some(r) = self.outbound.get(&id.0) {
-            crate::prefetch::prefetch_arc(r.value());
-        }
+        self.outbound.prefetch_value(id.0, &crate::epoch_table::pin());
     }
 
     /// Looks up an outbound SA.
     #[inline]
     pub fn outbound(&self, id: SaId) -> Option<Arc<OutboundSa>> {
-        self.outbound.get(&id.0).map(|r| r.value().clone())
+        let guard = &crate::epoch_table::pin();
+        self.outbound.get_arc(id.0, |s| s.id == id, guard)
+    }
+
+    /// [`Sad::outbound`] without a reference count, valid while `guard` is held.
+    #[inline]
+    pub fn outbound_pinned<'g>(&self, id: SaId, guard: &'g Guard) -> Option<&'g OutboundSa> {
+        self.outbound.get(id.0, |s| s.id == id, guard)
     }
 
     /// Looks up an inbound SA by id.
     pub fn inbound_by_id(&self, id: SaId) -> Option<Arc<InboundSa>> {
-        let spi = *self.inbound_ids.get(&id.0)?;
-        self.inbound(spi, None)
+        let spi = id.inbound_spi()?;
+        let guard = &crate::epoch_table::pin();
+        self.inbound.get_arc(u64::from(spi), |s| s.id == id, guard)
     }
 
-    /// Removes an SA of either direction; packets in flight finish with their `Arc`.
+    /// Removes an SA of either direction; packets in flight finish with it
+    /// (its memory is reclaimed once no worker can still be reading it).
     pub fn remove(&self, id: SaId) -> Result<(), SadError> {
-        if self.outbound.remove(&id.0).is_some() {
+        if self.outbound.remove(id.0, |s| s.id == id).is_some() {
             self.generation.fetch_add(1, Ordering::Release);
+            crate::epoch_table::reclaim();
             return Ok(());
         }
-        let (_, spi) = self.inbound_ids.remove(&id.0).ok_or(SadError::NotFound(id))?;
-        self.inbound.remove(&spi);
+        let spi = id.inbound_spi().ok_or(SadError::NotFound(id))?;
+        self.inbound
+            .remove(u64::from(spi), |s| s.id == id)
+            .ok_or(SadError::NotFound(id))?;
         self.generation.fetch_add(1, Ordering::Release);
+        crate::epoch_table::reclaim();
         Ok(())
     }
 
@@ -586,6 +652,6 @@ impl Sad {
 
     /// True when no SA is installed.
     pub fn is_empty(&self) -> bool {
-        self.inbound.is_empty() && self.outbound.is_empty()
+        self.inbound.len() == 0 && self.outbound.len() == 0
     }
 }

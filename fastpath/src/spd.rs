@@ -5,16 +5,18 @@
 //! one hash table keyed by (family, prefix length, masked address). A lookup
 //! probes only the prefix lengths in use, longest first, so its cost depends
 //! on the number of distinct prefix lengths (at most 33 + 129), not on the
-//! number of tunnels. Tables are sharded concurrent maps whose buckets hold the
-//! policies themselves (selectors, priority, action), so a lookup is one hash
-//! probe per prefix length with no further pointer to follow: with 100,000
-//! tunnels that is the difference between one and three cache misses. A rekey
-//! repoints a policy's copies in place under the shard's write lock.
+//! number of tunnels. The index is a lock-free table ([`crate::epoch_table`])
+//! whose buckets hold the policies themselves (selectors, priority, action),
+//! so a lookup takes no lock and is one probe per prefix length with no
+//! further pointer to follow. Writers (serialised by a mutex) publish a new
+//! copy of a bucket; a rekey repoints a policy by replacing its buckets.
 
+use crate::epoch_table::EpochTable;
 use crate::ip::FlowKey;
 use crate::sad::SaId;
 use dashmap::DashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use thiserror::Error;
@@ -194,11 +196,22 @@ struct Indexed {
     remote: TrafficSelector,
 }
 
-/// The policies indexed under one key; the first inline (nearly always the only one).
+/// The policies indexed under one key; the first inline (nearly always the
+/// only one). Immutable once published: writers replace the whole bucket.
 #[derive(Debug, Clone)]
 struct Bucket {
+    key: IndexKey,
     first: Indexed,
     more: Vec<Indexed>,
+}
+
+/// Tag of an index key in the lock-free table (never 0 or `u64::MAX`, which it reserves).
+fn key_tag(k: &IndexKey) -> u64 {
+    let (v6, len, net) = *k;
+    let mut h = (net as u64) ^ ((net >> 64) as u64).rotate_left(29) ^ (u64::from(len) << 56) ^ u64::from(v6);
+    h = (h ^ (h >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (h ^ (h >> 31)).clamp(1, u64::MAX - 1)
 }
 
 impl Bucket {
@@ -207,6 +220,7 @@ impl Bucket {
     }
 
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut Indexed> {
+        // (Writers modify a private copy, then publish it.)
         std::iter::once(&mut self.first).chain(self.more.iter_mut())
     }
 
@@ -238,13 +252,67 @@ pub struct PolicyMatch {
 
 type IndexKey = (bool, u8, u128);
 
+/// A small list kept inline when it has one element (nearly always: a
+/// policy is usually one prefix, an SA usually protects one policy).
+#[derive(Debug, Clone)]
+enum OneOrMore<T> {
+    One(T),
+    More(Vec<T>),
+}
+
+impl<T: Copy + PartialEq> OneOrMore<T> {
+    fn as_slice(&self) -> &[T] {
+        match self {
+            Self::One(t) => std::slice::from_ref(t),
+            Self::More(v) => v,
+        }
+    }
+
+    fn from_vec(mut v: Vec<T>) -> Self {
+        if v.len() == 1 {
+            Self::One(v[0])
+        } else {
+            v.shrink_to_fit();
+            Self::More(v)
+        }
+    }
+
+    fn push(&mut self, t: T) {
+        match self {
+            Self::One(first) => *self = Self::More(vec![*first, t]),
+            Self::More(v) => v.push(t),
+        }
+    }
+
+    /// Removes every `t`; returns false when nothing is left.
+    fn remove(&mut self, t: T) -> bool {
+        match self {
+            Self::One(x) => *x != t,
+            Self::More(v) => {
+                v.retain(|x| *x != t);
+                !v.is_empty()
+            }
+        }
+    }
+}
+
+/// What removal and rekey need to know about an installed policy (the
+/// lookup copy lives in the index).
+#[derive(Debug, Clone)]
+struct Installed {
+    action: PolicyAction,
+    keys: OneOrMore<IndexKey>,
+}
+
 /// The policy database.
 #[derive(Debug, Default)]
 pub struct Spd {
-    index: DashMap<IndexKey, Bucket>,
+    /// Buckets by index key, read without locks ([`crate::epoch_table`]).
+    index: EpochTable<Bucket>,
     /// Installed policies (current action) and their index keys.
-    policies: DashMap<u64, (Indexed, Vec<IndexKey>)>,
-    by_sa: DashMap<u64, Vec<u64>>,
+    policies: DashMap<u64, Installed>,
+    /// Policies protecting with each SA (for rekeys).
+    by_sa: DashMap<u64, OneOrMore<u64>>,
     /// Bit `len` set when some prefix of that length is indexed (v4: word 0; v6: words 1..=3).
     len_mask: [AtomicU64; 4],
     writer: Mutex<WriterState>,
@@ -297,23 +365,62 @@ impl Spd {
             .collect();
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         for k in &keys {
-            match self.index.entry(*k) {
-                dashmap::mapref::entry::Entry::Occupied(mut o) => o.get_mut().push(entry),
-                dashmap::mapref::entry::Entry::Vacant(v) => {
-                    v.insert(Bucket {
-                        first: entry,
-                        more: Vec::new(),
-                    });
+            self.update_bucket(k, |b| match b {
+                Some(mut b) => {
+                    b.push(entry);
+                    Some(b)
                 }
-            }
+                None => Some(Bucket {
+                    key: *k,
+                    first: entry,
+                    more: Vec::new(),
+                }),
+            });
             self.bump_len(&mut w, k.0, k.1, true);
         }
         if let PolicyAction::Protect(sa) = p.action {
-            self.by_sa.entry(sa.0).or_default().push(id);
+            match self.by_sa.entry(sa.0) {
+                dashmap::mapref::entry::Entry::Occupied(mut o) => o.get_mut().push(id),
+                dashmap::mapref::entry::Entry::Vacant(v) => {
+                    v.insert(OneOrMore::One(id));
+                }
+            }
         }
-        self.policies.insert(id, (entry, keys));
+        self.policies.insert(
+            id,
+            Installed {
+                action: p.action,
+                keys: OneOrMore::from_vec(keys),
+            },
+        );
         self.generation.fetch_add(1, Ordering::Release);
         Ok(PolicyId(id))
+    }
+
+    /// Replaces the bucket of `k` by `f(copy of it)` (`None`: no bucket);
+    /// readers see the old or the new bucket, never a half-made one. Called
+    /// with the writer lock held.
+    fn update_bucket(&self, k: &IndexKey, f: impl FnOnce(Option<Bucket>) -> Option<Bucket>) {
+        let tag = key_tag(k);
+        let same = |b: &Bucket| b.key == *k;
+        let old = {
+            let guard = &crate::epoch_table::pin();
+            self.index.get(tag, same, guard).cloned()
+        };
+        let existed = old.is_some();
+        match (existed, f(old)) {
+            (true, Some(b)) => {
+                self.index.replace(tag, Arc::new(b), same);
+            }
+            (true, None) => {
+                self.index.remove(tag, same);
+            }
+            (false, Some(b)) => {
+                // The writer lock is held: nobody inserted it meanwhile.
+                let _ = self.index.insert(tag, Arc::new(b), same);
+            }
+            (false, None) => {}
+        }
     }
 
     fn bump_len(&self, w: &mut WriterState, v6: bool, len: u8, add: bool) {
@@ -342,15 +449,13 @@ impl Spd {
     /// Removes a policy.
     pub fn remove(&self, id: PolicyId) -> Result<(), SpdError> {
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let (_, (entry, keys)) = self.policies.remove(&id.0).ok_or(SpdError::NotFound(id.0))?;
-        for k in &keys {
-            self.index.remove_if_mut(k, |_, bucket| !bucket.remove(id.0));
+        let (_, installed) = self.policies.remove(&id.0).ok_or(SpdError::NotFound(id.0))?;
+        for k in installed.keys.as_slice() {
+            self.update_bucket(k, |b| b.and_then(|mut b| b.remove(id.0).then_some(b)));
             self.bump_len(&mut w, k.0, k.1, false);
         }
-        if let PolicyAction::Protect(sa) = entry.action
-            && let Some(mut v) = self.by_sa.get_mut(&sa.0)
-        {
-            v.retain(|p| *p != id.0);
+        if let PolicyAction::Protect(sa) = installed.action {
+            self.by_sa.remove_if_mut(&sa.0, |_, ids| !ids.remove(id.0));
         }
         self.generation.fetch_add(1, Ordering::Release);
         Ok(())
@@ -363,21 +468,33 @@ impl Spd {
         let Some((_, ids)) = self.by_sa.remove(&old.0) else {
             return 0;
         };
-        for id in &ids {
+        for id in ids.as_slice() {
             let Some(mut p) = self.policies.get_mut(id) else {
                 continue;
             };
-            p.0.action = PolicyAction::Protect(new);
-            for k in &p.1 {
-                if let Some(mut bucket) = self.index.get_mut(k) {
-                    for e in bucket.iter_mut().filter(|e| e.id == *id) {
-                        e.action = PolicyAction::Protect(new);
-                    }
-                }
+            p.action = PolicyAction::Protect(new);
+            for k in p.keys.as_slice() {
+                self.update_bucket(k, |b| {
+                    b.map(|mut b| {
+                        for e in b.iter_mut().filter(|e| e.id == *id) {
+                            e.action = PolicyAction::Protect(new);
+                        }
+                        b
+                    })
+                });
             }
         }
-        let n = ids.len();
-        self.by_sa.entry(new.0).or_default().extend(ids);
+        let n = ids.as_slice().len();
+        match self.by_sa.entry(new.0) {
+            dashmap::mapref::entry::Entry::Occupied(mut o) => {
+                for id in ids.as_slice() {
+                    o.get_mut().push(*id);
+                }
+            }
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(ids);
+            }
+        }
         self.generation.fetch_add(1, Ordering::Release);
         n
     }
@@ -403,7 +520,8 @@ impl Spd {
     /// policy matching `flow`.
     pub fn lookup(&self, flow: &FlowKey) -> Option<PolicyMatch> {
         let (v6, dst) = addr_bits(flow.dst);
-        // (priority, match); no reference counting on the lookup path.
+        // No lock and no reference counting on the lookup path.
+        let guard = &crate::epoch_table::pin();
         let mut best: Option<(u32, PolicyMatch)> = None;
         let words: &[usize] = if v6 { &[3, 2, 1] } else { &[0] };
         for &wi in words {
@@ -414,7 +532,8 @@ impl Spd {
                 let len = if v6 { (wi as u8 - 1) * 64 + bit } else { bit };
                 let bits = if v6 { 128 } else { 32 };
                 let net = dst & !host_mask(bits, len);
-                let Some(bucket) = self.index.get(&(v6, len, net)) else {
+                let key = (v6, len, net);
+                let Some(bucket) = self.index.get(key_tag(&key), |b| b.key == key, guard) else {
                     continue;
                 };
                 for e in bucket.iter() {

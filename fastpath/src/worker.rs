@@ -97,8 +97,6 @@ pub struct Worker {
     enforce_pinning: bool,
     /// Reused buffer of [`Worker::outbound_burst`]'s planning pass.
     plan: Vec<PlannedRun>,
-    /// Reused buffer of [`Worker::inbound_burst`]'s planning pass: run start and SA.
-    inbound_plan: Vec<(usize, Option<Arc<InboundSa>>)>,
     /// Recent flows and the SA their policy chose.
     flows: FlowCache,
 }
@@ -122,7 +120,6 @@ impl Worker {
             build_outer: false,
             enforce_pinning: true,
             plan: Vec::with_capacity(PLAN_CHUNK),
-            inbound_plan: Vec::with_capacity(PLAN_CHUNK),
             flows: FlowCache::new(),
         }
     }
@@ -162,6 +159,11 @@ impl Worker {
         verdicts: &mut [Verdict],
     ) {
         let n = pkts.len().min(meta.len()).min(verdicts.len());
+        // One pin per burst: the SAD lookups below take no lock and re-pin
+        // for free. (A separate pass prefetching only the table slots, before
+        // the SAs, measured slower: random 100 k decap 0.31 vs 0.36.)
+        // The SAs are borrowed under this pin (no reference counting).
+        let guard = &crate::epoch_table::pin();
         let mut chunk_start = 0;
         while chunk_start < n {
             let chunk_end = (chunk_start + PLAN_CHUNK).min(n);
@@ -187,9 +189,10 @@ impl Worker {
                     }
                 }
             }
-            // Pass 2: references to the runs' SAs (arriving now); their
-            // replay bitmaps start loading.
-            let mut runs = std::mem::take(&mut self.inbound_plan);
+            // Pass 2: the runs' SAs (arriving now); their replay bitmaps
+            // start loading.
+            let mut runs: [(usize, Option<&InboundSa>); PLAN_CHUNK] = [(usize::MAX, None); PLAN_CHUNK];
+            let mut nruns = 0;
             let mut last_spi = None;
             for (i, m) in meta.iter().enumerate().take(chunk_end).skip(chunk_start) {
                 let k = i - chunk_start;
@@ -201,14 +204,15 @@ impl Worker {
                     continue;
                 }
                 last_spi = Some(spis[k]);
-                let sa = self.sad.inbound(spis[k], m.dst);
-                if let Some(sa) = &sa {
+                let sa = self.sad.inbound_pinned(spis[k], m.dst, guard);
+                if let Some(sa) = sa {
                     sa.prefetch_side_state();
                 }
-                runs.push((i, sa));
+                runs[nruns] = (i, sa);
+                nruns += 1;
             }
             // Pass 3: decryption, one SA per run.
-            let mut planned = runs.drain(..).peekable();
+            let mut planned = runs[..nruns].iter().copied().peekable();
             let mut i = chunk_start;
             while i < chunk_end {
                 if !is_esp[i - chunk_start] {
@@ -220,7 +224,7 @@ impl Worker {
                 while planned.next_if(|(start, _)| *start < i).is_some() {}
                 let sa = match planned.next_if(|(start, _)| *start == i) {
                     Some((_, sa)) => sa,
-                    None => self.sad.inbound(spis[i - chunk_start], meta[i].dst),
+                    None => self.sad.inbound_pinned(spis[i - chunk_start], meta[i].dst, guard),
                 };
                 let Some(sa) = sa else {
                     verdicts[i] = self.drop_in(None, DropReason::NoSa);
@@ -231,10 +235,8 @@ impl Worker {
                 let end = (i + 1..chunk_end)
                     .find(|&j| !is_esp[j - chunk_start])
                     .unwrap_or(chunk_end);
-                i += self.inbound_run(kind, &sa, &mut pkts[i..end], &meta[i..end], &mut verdicts[i..end]);
+                i += self.inbound_run(kind, sa, &mut pkts[i..end], &meta[i..end], &mut verdicts[i..end]);
             }
-            drop(planned);
-            self.inbound_plan = runs;
             chunk_start = chunk_end;
         }
     }
@@ -470,6 +472,8 @@ impl Worker {
     /// the lookups of a chunk run back to back instead of between AEAD calls.
     pub fn outbound_burst<B: PacketBuffer>(&mut self, pkts: &mut [B], verdicts: &mut [Verdict]) {
         let n = pkts.len().min(verdicts.len());
+        // One pin per burst (before the generations are read): SAD lookups take no lock.
+        let guard = &crate::epoch_table::pin();
         self.flows.validate(self.spd.generation(), self.sad.generation());
         let mut plan = std::mem::take(&mut self.plan);
         let mut chunk_start = 0;
@@ -520,11 +524,17 @@ impl Worker {
                     self.flows.prefetch_victim(run.slot);
                     run.step = match self.policy_sa(&run.flow) {
                         Ok(id) => {
-                            self.sad.prefetch_outbound(id);
+                            self.sad.prefetch_outbound_slot(id, guard);
                             Step::Lookup(id)
                         }
                         Err(v) => Step::Done(Err(v)),
                     };
+                }
+            }
+            // Pass 1b': looked-up SAs (entry, key schedule) start loading.
+            for run in plan.iter() {
+                if let Step::Lookup(id) = run.step {
+                    self.sad.prefetch_outbound(id);
                 }
             }
             // Pass 1c: SA references (their cache lines are arriving).

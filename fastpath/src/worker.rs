@@ -11,7 +11,7 @@
 //! to the owner, keeping a single writer per SA.
 
 use crate::buf::PacketBuffer;
-use crate::esp::aead::{AeadJob, IvSource};
+use crate::esp::aead::{AeadJob, EspCipher, IvSource};
 use crate::esp::decap::{DecapParams, decap, decap_check, decap_finish};
 use crate::esp::encap::{EncapParams, encap, encap_frame};
 use crate::esp::{EspError, Mode, parse_header};
@@ -394,33 +394,7 @@ impl Worker {
             }
         }
         // Pass 2: one batch of decryptions.
-        let mut opened: Vec<Result<(), EspError>> = vec![Ok(()); pending.len()];
-        {
-            let mut jobs: Vec<AeadJob<'_>> = Vec::with_capacity(pending.len());
-            let mut job_of: Vec<usize> = Vec::with_capacity(pending.len());
-            let mut next = pending.iter().enumerate().peekable();
-            for (k, pkt) in pkts.iter_mut().enumerate() {
-                let Some(&(pi, &(pk, seq))) = next.peek() else {
-                    break;
-                };
-                if pk != k {
-                    continue;
-                }
-                next.next();
-                match sa.cipher.open_job(pkt.data_mut(), seq, sa.esn) {
-                    Some(Ok(j)) => {
-                        jobs.push(j);
-                        job_of.push(pi);
-                    }
-                    Some(Err(e)) => opened[pi] = Err(e),
-                    None => opened[pi] = Err(EspError::Malformed("accelerator gone")),
-                }
-            }
-            sa.cipher.open_batch(&mut jobs);
-            for (pi, j) in job_of.into_iter().zip(jobs) {
-                opened[pi] = j.result;
-            }
-        }
+        let opened = run_aead_batch(&sa.cipher, sa.esn, AeadWork::Open, pkts, &pending);
         // Pass 3: window, trailer, inner packet, policy.
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
         for (&(k, seq), r) in pending.iter().zip(opened) {
@@ -734,33 +708,8 @@ impl Worker {
             }
         }
         // Pass 2: one batch of encryptions.
-        let mut sealed: Vec<Result<(), EspError>> = vec![Ok(()); framed.len()];
-        {
-            let mut jobs: Vec<AeadJob<'_>> = Vec::with_capacity(framed.len());
-            let mut job_of: Vec<usize> = Vec::with_capacity(framed.len());
-            let mut next = framed.iter().enumerate().peekable();
-            for (k, pkt) in pkts.iter_mut().enumerate() {
-                let Some(&(fi, &(fk, s, _))) = next.peek() else {
-                    break;
-                };
-                if fk != k {
-                    continue;
-                }
-                next.next();
-                match sa.cipher.seal_job(pkt.data_mut(), s, sa.esn) {
-                    Some(Ok(j)) => {
-                        jobs.push(j);
-                        job_of.push(fi);
-                    }
-                    Some(Err(e)) => sealed[fi] = Err(e),
-                    None => sealed[fi] = Err(EspError::Malformed("accelerator gone")),
-                }
-            }
-            sa.cipher.seal_batch(&mut jobs);
-            for (fi, j) in job_of.into_iter().zip(jobs) {
-                sealed[fi] = j.result;
-            }
-        }
+        let targets: Vec<(usize, u64)> = framed.iter().map(|&(k, seq, _)| (k, seq)).collect();
+        let sealed = run_aead_batch(&sa.cipher, sa.esn, AeadWork::Seal, pkts, &targets);
         // Pass 3: outer headers and verdicts.
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
         for (&(k, _, inner_len), r) in framed.iter().zip(sealed) {
@@ -935,6 +884,57 @@ struct PlannedRun {
     flow: FlowKey,
     slot: usize,
     step: Step,
+}
+
+/// Which way an accelerator batch goes.
+#[derive(Clone, Copy)]
+enum AeadWork {
+    Seal,
+    Open,
+}
+
+/// Runs one accelerator batch over `pkts[k]` for each `(k, seq)` of `targets`
+/// (increasing `k`); returns each target's result, in order.
+fn run_aead_batch<B: PacketBuffer>(
+    cipher: &EspCipher,
+    esn: bool,
+    work: AeadWork,
+    pkts: &mut [B],
+    targets: &[(usize, u64)],
+) -> Vec<Result<(), EspError>> {
+    let mut results: Vec<Result<(), EspError>> = vec![Ok(()); targets.len()];
+    let mut jobs: Vec<AeadJob<'_>> = Vec::with_capacity(targets.len());
+    let mut job_of: Vec<usize> = Vec::with_capacity(targets.len());
+    let mut next = targets.iter().enumerate().peekable();
+    for (k, pkt) in pkts.iter_mut().enumerate() {
+        let Some(&(ti, &(tk, seq))) = next.peek() else {
+            break;
+        };
+        if tk != k {
+            continue;
+        }
+        next.next();
+        let job = match work {
+            AeadWork::Seal => cipher.seal_job(pkt.data_mut(), seq, esn),
+            AeadWork::Open => cipher.open_job(pkt.data_mut(), seq, esn),
+        };
+        match job {
+            Some(Ok(j)) => {
+                jobs.push(j);
+                job_of.push(ti);
+            }
+            Some(Err(e)) => results[ti] = Err(e),
+            None => results[ti] = Err(EspError::Malformed("accelerator gone")),
+        }
+    }
+    match work {
+        AeadWork::Seal => cipher.seal_batch(&mut jobs),
+        AeadWork::Open => cipher.open_batch(&mut jobs),
+    }
+    for (ti, j) in job_of.into_iter().zip(jobs) {
+        results[ti] = j.result;
+    }
+    results
 }
 
 /// How far [`Worker::outbound_burst`]'s planning got for a run.

@@ -101,6 +101,39 @@ fn to_storage(addr: SocketAddr, s: &mut libc::sockaddr_storage) -> libc::socklen
     }
 }
 
+/// Points `h` at one receive slot: `addr` gets the sender, `iov` the data and
+/// `control` (pointer, length; null and 0 for none) the ancillary data.
+fn set_recv_slot(
+    h: &mut libc::mmsghdr,
+    addr: &mut libc::sockaddr_storage,
+    iov: &mut libc::iovec,
+    control: (*mut libc::c_void, usize),
+) {
+    h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+    h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    h.msg_hdr.msg_iov = iov;
+    h.msg_hdr.msg_iovlen = 1;
+    h.msg_hdr.msg_control = control.0;
+    h.msg_hdr.msg_controllen = control.1 as _;
+    h.msg_hdr.msg_flags = 0;
+    h.msg_len = 0;
+}
+
+/// `recvmmsg` into the first `n` headers, prepared with [`set_recv_slot`];
+/// returns how many datagrams arrived. With `wait`, blocks for the first.
+fn recvmmsg_prepared(fd: RawFd, hdrs: &mut [libc::mmsghdr], n: usize, wait: bool) -> io::Result<usize> {
+    let n = n.min(hdrs.len());
+    let flags = if wait { libc::MSG_WAITFORONE } else { libc::MSG_DONTWAIT };
+    // SAFETY: hdrs[..n] were prepared by set_recv_slot to point at iovecs,
+    // addresses and control buffers of the caller's scratch and at its receive
+    // buffers, all mutably borrowed by the caller across this call.
+    let r = unsafe { libc::recvmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, flags, std::ptr::null_mut()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as usize)
+}
+
 /// Receives up to `bufs.len()` datagrams into `bufs` (after their headroom).
 /// `srcs[i]` gets the sender of `bufs[i]`. With `wait`, blocks until at least
 /// one datagram arrives (`MSG_WAITFORONE`); otherwise returns `WouldBlock`
@@ -122,32 +155,14 @@ pub fn recv_batch(
             iov_base: area.as_mut_ptr().cast(),
             iov_len: area.len(),
         };
-        let h = &mut scratch.hdrs[i];
-        h.msg_hdr.msg_name = (&mut scratch.addrs[i] as *mut libc::sockaddr_storage).cast();
-        h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        h.msg_hdr.msg_iov = &mut scratch.iovs[i];
-        h.msg_hdr.msg_iovlen = 1;
-        h.msg_hdr.msg_control = std::ptr::null_mut();
-        h.msg_hdr.msg_controllen = 0;
-        h.msg_hdr.msg_flags = 0;
-        h.msg_len = 0;
+        set_recv_slot(
+            &mut scratch.hdrs[i],
+            &mut scratch.addrs[i],
+            &mut scratch.iovs[i],
+            (std::ptr::null_mut(), 0),
+        );
     }
-    let flags = if wait { libc::MSG_WAITFORONE } else { libc::MSG_DONTWAIT };
-    // SAFETY: hdrs[..n] point at iovecs and addresses in `scratch` and at the
-    // receive areas of `bufs`, all borrowed mutably for this call.
-    let r = unsafe {
-        libc::recvmmsg(
-            fd,
-            scratch.hdrs.as_mut_ptr(),
-            n as libc::c_uint,
-            flags,
-            std::ptr::null_mut(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let got = r as usize;
+    let got = recvmmsg_prepared(fd, &mut scratch.hdrs, n, wait)?;
     for i in 0..got {
         let h = &scratch.hdrs[i];
         let len = if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
@@ -462,32 +477,14 @@ pub fn recv_gro_batch(
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
         };
-        let h = &mut scratch.hdrs[i];
-        h.msg_hdr.msg_name = (&mut scratch.addrs[i] as *mut libc::sockaddr_storage).cast();
-        h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        h.msg_hdr.msg_iov = &mut scratch.iovs[i];
-        h.msg_hdr.msg_iovlen = 1;
-        h.msg_hdr.msg_control = scratch.cmsgs[i].0.as_mut_ptr().cast();
-        h.msg_hdr.msg_controllen = CMSG_ROOM as _;
-        h.msg_hdr.msg_flags = 0;
-        h.msg_len = 0;
+        set_recv_slot(
+            &mut scratch.hdrs[i],
+            &mut scratch.addrs[i],
+            &mut scratch.iovs[i],
+            (scratch.cmsgs[i].0.as_mut_ptr().cast(), CMSG_ROOM),
+        );
     }
-    let flags = if wait { libc::MSG_WAITFORONE } else { libc::MSG_DONTWAIT };
-    // SAFETY: hdrs[..n] point at iovecs, addresses and control buffers in
-    // `scratch` and at `bufs`, all borrowed mutably for this call.
-    let r = unsafe {
-        libc::recvmmsg(
-            fd,
-            scratch.hdrs.as_mut_ptr(),
-            n as libc::c_uint,
-            flags,
-            std::ptr::null_mut(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let got = r as usize;
+    let got = recvmmsg_prepared(fd, &mut scratch.hdrs, n, wait)?;
     for i in 0..got {
         let h = &scratch.hdrs[i].msg_hdr;
         let len = if h.msg_flags & libc::MSG_TRUNC != 0 {

@@ -244,6 +244,14 @@ pub enum ProfileError {
     /// The TOML does not describe a profile.
     #[error("parsing profile: {0}")]
     Parse(String),
+    /// A profile file failed to parse or validate.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong in it.
+        source: Box<ProfileError>,
+    },
     /// The profile is inconsistent.
     #[error("invalid profile {name}: {reason}")]
     Invalid {
@@ -253,6 +261,9 @@ pub enum ProfileError {
         reason: String,
     },
 }
+
+/// Most ports a profile may list (RTE_MAX_ETHPORTS of the system DPDK build).
+pub const MAX_PORTS: usize = 32;
 
 /// Largest number of queues (poll loops) per port.
 pub const MAX_QUEUES: u16 = 64;
@@ -271,7 +282,10 @@ impl HwProfile {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_toml(&text)
+        Self::from_toml(&text).map_err(|e| ProfileError::File {
+            path: path.display().to_string(),
+            source: Box::new(e),
+        })
     }
 
     /// Every `*.toml` profile in `dir`, sorted by file name.
@@ -313,6 +327,12 @@ impl HwProfile {
         }
         if self.ports.is_empty() {
             return Err(self.invalid("a DPDK profile needs at least one port"));
+        }
+        if self.ports.len() > MAX_PORTS {
+            return Err(self.invalid(format!(
+                "{} ports listed; DPDK is built for at most {MAX_PORTS}",
+                self.ports.len()
+            )));
         }
         if !(1..=MAX_QUEUES).contains(&self.queues) {
             return Err(self.invalid(format!("queues must be 1..={MAX_QUEUES}")));
@@ -420,6 +440,41 @@ mod tests {
         ] {
             assert!(names.contains(&want), "missing profile {want}: {names:?}");
         }
+    }
+
+    #[test]
+    fn truncated_oversized_and_hostile_profiles_are_errors_naming_the_file() {
+        let good = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../hw-profiles/af-packet.toml"))
+            .expect("shipped profile");
+        assert!(HwProfile::from_toml(&good).is_ok());
+        // Every truncation is an error or a valid profile, never a panic.
+        for cut in (0..good.len()).filter(|&i| good.is_char_boundary(i)) {
+            let _ = HwProfile::from_toml(&good[..cut]);
+        }
+        let hostile = [
+            format!("{good}
+queues = 70000
+"),
+            "name = \"x\"\nbackend = \"dpdk\"\neal_args = [\"-l\", \"0\"]\n[[ports]]\nname = \"net_ring0\"\n[sizing]\nmbufs = 18446744073709551616\n".to_string(),
+            format!("name = \"{}\"\nbackend = \"dpdk\"\n", "x".repeat(1 << 20)),
+            "[".repeat(10_000),
+            "name = \"x\"\nbackend = \"dpdk\"\neal_args = [\"-l\", \"0\"]\n".to_string() + &"[[ports]]\nname = \"net_null0\"\n".repeat(2000),
+        ];
+        for h in &hostile {
+            assert!(
+                HwProfile::from_toml(h).is_err(),
+                "accepted a hostile profile ({} bytes)",
+                h.len()
+            );
+        }
+        let path = std::env::temp_dir().join(format!("ironsa-profile-{}-broken.toml", std::process::id()));
+        std::fs::write(&path, "name = \"x\"\nbackend = \"dpdk\"\nqueues = \"many\"\n").expect("write");
+        let msg = HwProfile::load(&path).expect_err("type error").to_string();
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            msg.contains("broken.toml") && msg.contains("queues") && msg.contains("line 3"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -125,34 +125,14 @@ pub struct ShardStats {
     pub memory: SaMemory,
 }
 
-/// Bytes held by a shard's IKE SAs, by item (see `control::ike_sa::MemoryUsage`).
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct SaMemory {
-    /// The IKE SA structs.
-    pub inline: usize,
-    /// Keys.
-    pub keys: usize,
-    /// Cached last responses.
-    pub cached_response: usize,
-    /// Outstanding requests.
-    pub outstanding: usize,
-    /// CHILD_SA records.
-    pub children: usize,
-    /// Peer data and handshake context.
-    pub peer: usize,
-    /// Queue capacity.
-    pub queues: usize,
-}
+/// Bytes held by a shard's IKE SAs, by item (serialized as a map of
+/// `control::ike_sa::MemoryUsage`'s items).
+#[derive(Clone, Debug, Default)]
+pub struct SaMemory(pub control::ike_sa::MemoryUsage);
 
-impl SaMemory {
-    fn add(&mut self, m: &control::ike_sa::MemoryUsage) {
-        self.inline += m.inline;
-        self.keys += m.keys;
-        self.cached_response += m.cached_response;
-        self.outstanding += m.outstanding;
-        self.children += m.children;
-        self.peer += m.peer;
-        self.queues += m.queues;
+impl serde::Serialize for SaMemory {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.items())
     }
 }
 
@@ -506,7 +486,7 @@ impl Shard {
                     s.ike_sas = self.endpoint.len();
                     s.half_open = self.endpoint.half_open();
                     s.child_sas = self.endpoint.sas().map(|sa| sa.children().len()).sum();
-                    self.endpoint.sas().for_each(|sa| s.memory.add(&sa.memory()));
+                    self.endpoint.sas().for_each(|sa| s.memory.0 += &sa.memory());
                     let _ = reply.send(s);
                 }
                 ShardMsg::Reload(conns) => self.reload(now, conns),

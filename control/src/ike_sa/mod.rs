@@ -348,7 +348,32 @@ pub struct MemoryUsage {
 impl MemoryUsage {
     /// Sum of all items.
     pub fn total(&self) -> usize {
-        self.inline + self.keys + self.cached_response + self.outstanding + self.children + self.peer + self.queues
+        self.items().iter().map(|(_, bytes)| bytes).sum()
+    }
+
+    /// The items by name (the field names), for reports.
+    pub fn items(&self) -> [(&'static str, usize); 7] {
+        [
+            ("inline", self.inline),
+            ("keys", self.keys),
+            ("cached_response", self.cached_response),
+            ("outstanding", self.outstanding),
+            ("children", self.children),
+            ("peer", self.peer),
+            ("queues", self.queues),
+        ]
+    }
+}
+
+impl std::ops::AddAssign<&MemoryUsage> for MemoryUsage {
+    fn add_assign(&mut self, m: &MemoryUsage) {
+        self.inline += m.inline;
+        self.keys += m.keys;
+        self.cached_response += m.cached_response;
+        self.outstanding += m.outstanding;
+        self.children += m.children;
+        self.peer += m.peer;
+        self.queues += m.queues;
     }
 }
 

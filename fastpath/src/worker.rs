@@ -622,23 +622,12 @@ impl Worker {
             .unwrap_or_default();
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
         for (k, (pkt, v)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
-            if expired || ok_p >= budget_p || ok_b >= budget_b {
-                *v = self.drop_out(Some(sa), DropReason::Expired);
-                continue;
-            }
-            if k as u64 >= granted {
-                *v = self.drop_out(Some(sa), DropReason::SeqExhausted);
+            if let Some(r) = refusal(expired, (ok_p, ok_b), (budget_p, budget_b), k, granted) {
+                *v = self.drop_out(Some(sa), r);
                 continue;
             }
             let inner_len = pkt.len() as u64;
-            let params = EncapParams {
-                cipher: &sa.cipher,
-                spi: sa.spi,
-                seq,
-                esn: sa.esn,
-                mode: sa.mode,
-                max_esp_len: sa.max_esp_len,
-            };
+            let params = encap_params(sa, seq);
             seq += 1;
             if let Err(e) = encap(pkt, &params, &mut self.ivs) {
                 *v = self.drop_out(Some(sa), e.into());
@@ -680,23 +669,12 @@ impl Worker {
         let mut framed: Vec<(usize, u64, u64)> = Vec::with_capacity(pkts.len());
         let (mut planned_p, mut planned_b) = (0u64, 0u64);
         for (k, (pkt, v)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
-            if expired || planned_p >= budget_p || planned_b >= budget_b {
-                *v = self.drop_out(Some(sa), DropReason::Expired);
-                continue;
-            }
-            if k as u64 >= granted {
-                *v = self.drop_out(Some(sa), DropReason::SeqExhausted);
+            if let Some(r) = refusal(expired, (planned_p, planned_b), (budget_p, budget_b), k, granted) {
+                *v = self.drop_out(Some(sa), r);
                 continue;
             }
             let inner_len = pkt.len() as u64;
-            let params = EncapParams {
-                cipher: &sa.cipher,
-                spi: sa.spi,
-                seq,
-                esn: sa.esn,
-                mode: sa.mode,
-                max_esp_len: sa.max_esp_len,
-            };
+            let params = encap_params(sa, seq);
             seq += 1;
             match encap_frame(pkt, &params) {
                 Ok(_) => {
@@ -884,6 +862,33 @@ struct PlannedRun {
     flow: FlowKey,
     slot: usize,
     step: Step,
+}
+
+/// Why packet `k` of an outbound run may not go, if it may not: the SA
+/// expired, its hard lifetime budget (packets, bytes) is spent by the packets
+/// already sent in this run, or no sequence number was granted for it.
+#[inline]
+fn refusal(expired: bool, sent: (u64, u64), budget: (u64, u64), k: usize, granted: u64) -> Option<DropReason> {
+    if expired || sent.0 >= budget.0 || sent.1 >= budget.1 {
+        Some(DropReason::Expired)
+    } else if k as u64 >= granted {
+        Some(DropReason::SeqExhausted)
+    } else {
+        None
+    }
+}
+
+/// ESP parameters of `sa` for sequence number `seq`.
+#[inline]
+fn encap_params(sa: &OutboundSa, seq: u64) -> EncapParams<'_> {
+    EncapParams {
+        cipher: &sa.cipher,
+        spi: sa.spi,
+        seq,
+        esn: sa.esn,
+        mode: sa.mode,
+        max_esp_len: sa.max_esp_len,
+    }
 }
 
 /// Which way an accelerator batch goes.

@@ -19,13 +19,13 @@
 use super::DpdkError;
 use super::counters::LoopCounters;
 use super::frame::ETH_HDR_LEN;
-use super::lookaside::{drop_in, drop_out, finish_decap, frame_esp};
+use super::lookaside::{drop_in, drop_out, finish_decap, frame_esp, next_packet_seq, policy_sa};
 use crate::buf::PacketBuffer;
 use crate::esp::aead::EncAlg;
 use crate::esp::{ESP_HEADER_LEN, Mode};
 use crate::ip;
 use crate::sad::{Direction, SaId, SaParams, Sad};
-use crate::spd::{PolicyAction, Spd};
+use crate::spd::Spd;
 use crate::stats::DropReason;
 use crate::worker::{InboundKind, PacketMeta, Verdict, Worker};
 use dashmap::DashMap;
@@ -188,12 +188,7 @@ impl InlineEngine {
     ) {
         let wc = worker.counters();
         for mut m in pkts.drain(..) {
-            let sa = ip::flow_key(PacketBuffer::data(&m))
-                .and_then(|f| spd.lookup(&f))
-                .and_then(|p| match p.action {
-                    PolicyAction::Protect(id) => sad.outbound(id),
-                    _ => None,
-                });
+            let sa = policy_sa(&m, spd, sad);
             let session = sa.as_ref().and_then(|sa| self.sas.get(sa.id));
             let (Some(sa), Some(session)) = (sa, session) else {
                 let v = worker.outbound_packet(&mut m);
@@ -207,15 +202,10 @@ impl InlineEngine {
                 out.push((m, Verdict::Redirect(sa.worker)));
                 continue;
             }
-            let (budget_p, budget_b) = sa.hard_budget();
-            if sa.is_expired() || budget_p == 0 || budget_b == 0 {
-                out.push((m, drop_out(&wc, &sa, DropReason::Expired)));
-                continue;
-            }
-            let seq = match sa.next_seq(sad.events()) {
+            let seq = match next_packet_seq(&sa, sad) {
                 Ok(s) => s,
-                Err(e) => {
-                    out.push((m, drop_out(&wc, &sa, e.into())));
+                Err(r) => {
+                    out.push((m, drop_out(&wc, &sa, r)));
                     continue;
                 }
             };

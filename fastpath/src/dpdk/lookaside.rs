@@ -308,12 +308,7 @@ impl LookasideEngine {
     ) {
         let wc = worker.counters();
         for mut m in pkts.drain(..) {
-            let sa = ip::flow_key(PacketBuffer::data(&m))
-                .and_then(|f| spd.lookup(&f))
-                .and_then(|p| match p.action {
-                    PolicyAction::Protect(id) => sad.outbound(id),
-                    _ => None,
-                });
+            let sa = policy_sa(&m, spd, sad);
             let Some(sa) = sa else {
                 // Malformed, bypass, discard, no SA: the worker decides and counts.
                 let v = worker.outbound_packet(&mut m);
@@ -333,15 +328,10 @@ impl LookasideEngine {
                     continue;
                 }
             };
-            let (budget_p, budget_b) = sa.hard_budget();
-            if sa.is_expired() || budget_p == 0 || budget_b == 0 {
-                out.push((m, drop_out(&wc, &sa, DropReason::Expired)));
-                continue;
-            }
-            let seq = match sa.next_seq(sad.events()) {
+            let seq = match next_packet_seq(&sa, sad) {
                 Ok(s) => s,
-                Err(e) => {
-                    out.push((m, drop_out(&wc, &sa, e.into())));
+                Err(r) => {
+                    out.push((m, drop_out(&wc, &sa, r)));
                     continue;
                 }
             };
@@ -489,6 +479,27 @@ impl LookasideEngine {
         // Ops the device never returned are lost with their packets (counted).
         self.pending.clear();
     }
+}
+
+/// The outbound SA the SPD names for the packet in `m`, if any (malformed,
+/// bypass, discard and missing SAs all give `None`: the worker decides those).
+pub(super) fn policy_sa(m: &Mbuf, spd: &Spd, sad: &Sad) -> Option<Arc<OutboundSa>> {
+    ip::flow_key(PacketBuffer::data(m))
+        .and_then(|f| spd.lookup(&f))
+        .and_then(|p| match p.action {
+            PolicyAction::Protect(id) => sad.outbound(id),
+            _ => None,
+        })
+}
+
+/// The sequence number of one more packet on `sa`, or why it may not go
+/// (expired, hard lifetime spent, sequence numbers exhausted).
+pub(super) fn next_packet_seq(sa: &OutboundSa, sad: &Sad) -> Result<u64, DropReason> {
+    let (budget_p, budget_b) = sa.hard_budget();
+    if sa.is_expired() || budget_p == 0 || budget_b == 0 {
+        return Err(DropReason::Expired);
+    }
+    sa.next_seq(sad.events()).map_err(Into::into)
 }
 
 pub(super) fn drop_out(wc: &WorkerCounters, sa: &OutboundSa, r: DropReason) -> Verdict {

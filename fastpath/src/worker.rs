@@ -607,22 +607,11 @@ impl Worker {
         if sa.cipher.is_accelerated() {
             return self.outbound_run_batched(sa, pkts, verdicts);
         }
-        // Built once per run: copying a finished verdict is cheaper than
-        // assembling one per packet.
-        let to_peer = Verdict::ToPeer {
-            src: sa.local,
-            dst: sa.remote,
-            udp: sa.udp_encap,
-        };
-        let (budget_p, budget_b) = sa.hard_budget();
-        let expired = sa.is_expired();
-        // On exhaustion nothing is granted and every packet is dropped below.
-        let (mut seq, granted) = sa
-            .reserve_seqs(pkts.len() as u64, self.sad.events())
-            .unwrap_or_default();
+        let run = RunGrant::new(sa, pkts.len(), &self.sad);
+        let (to_peer, mut seq) = (run.to_peer, run.first_seq);
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
         for (k, (pkt, v)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
-            if let Some(r) = refusal(expired, (ok_p, ok_b), (budget_p, budget_b), k, granted) {
+            if let Some(r) = run.refusal(k, (ok_p, ok_b)) {
                 *v = self.drop_out(Some(sa), r);
                 continue;
             }
@@ -655,21 +644,13 @@ impl Worker {
     /// [`Worker::outbound_run`] for an SA whose AEAD is accelerated: frame
     /// every packet, seal them in one batch, then add the outer headers.
     fn outbound_run_batched<B: PacketBuffer>(&mut self, sa: &OutboundSa, pkts: &mut [B], verdicts: &mut [Verdict]) {
-        let to_peer = Verdict::ToPeer {
-            src: sa.local,
-            dst: sa.remote,
-            udp: sa.udp_encap,
-        };
-        let (budget_p, budget_b) = sa.hard_budget();
-        let expired = sa.is_expired();
-        let (mut seq, granted) = sa
-            .reserve_seqs(pkts.len() as u64, self.sad.events())
-            .unwrap_or_default();
+        let run = RunGrant::new(sa, pkts.len(), &self.sad);
+        let (to_peer, mut seq) = (run.to_peer, run.first_seq);
         // Pass 1: ESP framing; (index, sequence number, inner length).
         let mut framed: Vec<(usize, u64, u64)> = Vec::with_capacity(pkts.len());
         let (mut planned_p, mut planned_b) = (0u64, 0u64);
         for (k, (pkt, v)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
-            if let Some(r) = refusal(expired, (planned_p, planned_b), (budget_p, budget_b), k, granted) {
+            if let Some(r) = run.refusal(k, (planned_p, planned_b)) {
                 *v = self.drop_out(Some(sa), r);
                 continue;
             }
@@ -864,17 +845,52 @@ struct PlannedRun {
     step: Step,
 }
 
-/// Why packet `k` of an outbound run may not go, if it may not: the SA
-/// expired, its hard lifetime budget (packets, bytes) is spent by the packets
-/// already sent in this run, or no sequence number was granted for it.
-#[inline]
-fn refusal(expired: bool, sent: (u64, u64), budget: (u64, u64), k: usize, granted: u64) -> Option<DropReason> {
-    if expired || sent.0 >= budget.0 || sent.1 >= budget.1 {
-        Some(DropReason::Expired)
-    } else if k as u64 >= granted {
-        Some(DropReason::SeqExhausted)
-    } else {
-        None
+/// What an outbound run of packets on one SA may use, taken once per run.
+struct RunGrant {
+    /// The verdict of every sent packet (copying it is cheaper than building it per packet).
+    to_peer: Verdict,
+    /// Hard lifetime budget left: packets, bytes.
+    budget: (u64, u64),
+    expired: bool,
+    /// The first reserved sequence number.
+    first_seq: u64,
+    /// How many sequence numbers were reserved (0 on exhaustion).
+    granted: u64,
+}
+
+impl RunGrant {
+    /// Reserves sequence numbers for `n` packets on `sa`.
+    #[inline]
+    fn new(sa: &OutboundSa, n: usize, sad: &Sad) -> Self {
+        // Budget and expiry as they stood before this run's reservation.
+        let (budget, expired) = (sa.hard_budget(), sa.is_expired());
+        // On exhaustion nothing is granted and every packet is refused.
+        let (first_seq, granted) = sa.reserve_seqs(n as u64, sad.events()).unwrap_or_default();
+        Self {
+            to_peer: Verdict::ToPeer {
+                src: sa.local,
+                dst: sa.remote,
+                udp: sa.udp_encap,
+            },
+            budget,
+            expired,
+            first_seq,
+            granted,
+        }
+    }
+
+    /// Why packet `k` of the run may not go, if it may not: the SA expired,
+    /// its hard lifetime budget is spent by the packets already `sent`
+    /// (packets, bytes) in this run, or no sequence number was granted for it.
+    #[inline]
+    fn refusal(&self, k: usize, sent: (u64, u64)) -> Option<DropReason> {
+        if self.expired || sent.0 >= self.budget.0 || sent.1 >= self.budget.1 {
+            Some(DropReason::Expired)
+        } else if k as u64 >= self.granted {
+            Some(DropReason::SeqExhausted)
+        } else {
+            None
+        }
     }
 }
 

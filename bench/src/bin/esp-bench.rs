@@ -2,7 +2,7 @@
 //! same run with the bare aws-lc-rs AES-GCM seal/open of the same sizes.
 //!
 //! Usage: `esp-bench [--json] [--secs S] [--reps R] [--no-scale] [--scale-sas N]
-//! [--traffic one-active,active-1000,random,uniform-x4,zipf-x4]`
+//! [--traffic one-active,active-1000,random,uniform-x4,zipf-x4] [--cores N] [--no-core-scaling]`
 //!
 //! Each case runs bursts of 32 packets through a `fastpath::worker::Worker`
 //! (SPD lookup, SAD lookup, sequence number, ESP, counters). Refilling the
@@ -29,7 +29,8 @@ use fastpath::sad::{Direction, SaId, SaParams, Sad};
 use fastpath::spd::{Policy, PolicyAction, Spd, TrafficSelector};
 use fastpath::worker::{InboundKind, PacketMeta, Verdict, Worker};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
@@ -89,17 +90,32 @@ impl Rate {
 /// longer than [`OUTLIER_FACTOR`] times the median burst are left out of the
 /// rate (cache interference from other tenants stays in).
 fn run(target: Duration, mut burst: impl FnMut(&mut Duration) -> (u64, u64)) -> Rate {
+    warm_up(target / 10, &mut burst);
+    measure(|timed| timed < target, burst)
+}
+
+/// Runs `burst` until `d` of timed work has accumulated (caches, branch
+/// predictors and the flow cache warm up; nothing is measured).
+fn warm_up(d: Duration, burst: &mut impl FnMut(&mut Duration) -> (u64, u64)) {
     let mut warm = Duration::ZERO;
-    while warm < target / 10 {
+    while warm < d {
         burst(&mut warm);
     }
+}
+
+/// Runs `burst` while `go_on(timed work so far)` holds and returns the rate
+/// over the timed work, preempted bursts left out (see [`run`]).
+fn measure(mut go_on: impl FnMut(Duration) -> bool, mut burst: impl FnMut(&mut Duration) -> (u64, u64)) -> Rate {
     let mut samples: Vec<(Duration, u64, u64)> = Vec::with_capacity(1 << 16);
     let mut t = Duration::ZERO;
-    while t < target {
+    while go_on(t) {
         let mut d = Duration::ZERO;
         let (pp, bb) = burst(&mut d);
         t += d;
         samples.push((d, pp, bb));
+    }
+    if samples.is_empty() {
+        return Rate::default();
     }
     let mut durs: Vec<Duration> = samples.iter().map(|s| s.0).collect();
     durs.sort_unstable();
@@ -154,39 +170,64 @@ struct Setup {
 }
 
 fn setup(n: u32) -> Setup {
-    let local: IpAddr = "192.0.2.1".parse().unwrap_or(IpAddr::from([192, 0, 2, 1]));
-    let remote = IpAddr::from([192, 0, 2, 2]);
-    let (sad_a, _ea) = Sad::new(1);
-    let (sad_b, _eb) = Sad::new(1);
-    let spd = Spd::new();
-    let mut dsts = Vec::with_capacity(n as usize);
-    let any = TrafficSelector::prefix(IpAddr::from([0, 0, 0, 0]), 0).expect("selector");
-    for i in 0..n {
-        let mut p = SaParams::new(0x10000 + i, Direction::Outbound, keys(i), local, remote);
-        p.path_mtu = 9000;
-        let id: SaId = sad_a.install_outbound(&p).expect("outbound SA");
-        p.direction = Direction::Inbound;
-        p.local = remote;
-        p.remote = local;
-        sad_b.install_inbound(&p).expect("inbound SA");
-        let dst = Ipv4Addr::from(0x0a02_0000 + i);
-        dsts.push(dst);
-        spd.insert(&Policy {
-            local: any,
-            remote: TrafficSelector::prefix(IpAddr::V4(dst), 32).expect("selector"),
-            action: PolicyAction::Protect(id),
-            priority: 1,
-        })
-        .expect("policy");
-    }
-    // Keep event receivers alive for the SADs' lifetime: leak them (bench process).
-    std::mem::forget(_ea);
-    std::mem::forget(_eb);
-    let spd = Arc::new(spd);
+    let t = Tables::new(n, 1);
     Setup {
-        a: Worker::new(0, Arc::new(sad_a), spd).without_pinning(),
-        b: Worker::new(0, Arc::new(sad_b), Arc::new(Spd::new())).without_pinning(),
-        dsts,
+        a: Worker::new(0, t.sad_a, t.spd).without_pinning(),
+        b: Worker::new(0, t.sad_b, Arc::new(Spd::new())).without_pinning(),
+        dsts: t.dsts,
+    }
+}
+
+/// The sender's SAD and SPD and the receiver's SAD for `n` tunnels (see
+/// [`Setup`]), shared by `workers` workers.
+struct Tables {
+    sad_a: Arc<Sad>,
+    sad_b: Arc<Sad>,
+    spd: Arc<Spd>,
+    dsts: Vec<Ipv4Addr>,
+    /// The worker that owns each tunnel's outbound SA (its sequence numbers).
+    owner: Vec<usize>,
+}
+
+impl Tables {
+    fn new(n: u32, workers: usize) -> Self {
+        let local: IpAddr = IpAddr::from([192, 0, 2, 1]);
+        let remote = IpAddr::from([192, 0, 2, 2]);
+        let (sad_a, _ea) = Sad::new(workers);
+        let (sad_b, _eb) = Sad::new(workers);
+        let spd = Spd::new();
+        let mut dsts = Vec::with_capacity(n as usize);
+        let mut owner = Vec::with_capacity(n as usize);
+        let any = TrafficSelector::prefix(IpAddr::from([0, 0, 0, 0]), 0).expect("selector");
+        for i in 0..n {
+            let mut p = SaParams::new(0x10000 + i, Direction::Outbound, keys(i), local, remote);
+            p.path_mtu = 9000;
+            let id: SaId = sad_a.install_outbound(&p).expect("outbound SA");
+            owner.push(sad_a.outbound(id).map_or(0, |sa| sa.worker));
+            p.direction = Direction::Inbound;
+            p.local = remote;
+            p.remote = local;
+            sad_b.install_inbound(&p).expect("inbound SA");
+            let dst = Ipv4Addr::from(0x0a02_0000 + i);
+            dsts.push(dst);
+            spd.insert(&Policy {
+                local: any,
+                remote: TrafficSelector::prefix(IpAddr::V4(dst), 32).expect("selector"),
+                action: PolicyAction::Protect(id),
+                priority: 1,
+            })
+            .expect("policy");
+        }
+        // Keep event receivers alive for the SADs' lifetime: leak them (bench process).
+        std::mem::forget(_ea);
+        std::mem::forget(_eb);
+        Self {
+            sad_a: Arc::new(sad_a),
+            sad_b: Arc::new(sad_b),
+            spd: Arc::new(spd),
+            dsts,
+            owner,
+        }
     }
 }
 
@@ -367,43 +408,160 @@ impl PacketSource {
     }
 }
 
-fn bench_encap(s: &mut Setup, src: &mut PacketSource, secs: Duration) -> Rate {
-    let mut bufs: Vec<PacketBuf> = (0..BURST).map(|_| PacketBuf::new(128, 2048)).collect();
-    let mut verdicts = vec![Verdict::Keepalive; BURST];
-    let (a, dsts) = (&mut s.a, &s.dsts);
-    run(secs, |timed| {
-        let bytes = src.fill(&mut bufs, dsts);
+/// Buffers, verdicts and metadata of one burst.
+struct BurstBufs {
+    bufs: Vec<PacketBuf>,
+    verdicts: Vec<Verdict>,
+    meta: Vec<PacketMeta>,
+}
+
+impl BurstBufs {
+    fn new() -> Self {
+        Self {
+            bufs: (0..BURST).map(|_| PacketBuf::new(128, 2048)).collect(),
+            verdicts: vec![Verdict::Keepalive; BURST],
+            meta: vec![
+                PacketMeta {
+                    src: IpAddr::from([192, 0, 2, 1]),
+                    dst: None,
+                    src_port: 0,
+                };
+                BURST
+            ],
+        }
+    }
+
+    /// One timed encapsulation burst through `a`.
+    fn encap(&mut self, a: &mut Worker, src: &mut PacketSource, dsts: &[Ipv4Addr], timed: &mut Duration) -> (u64, u64) {
+        let bytes = src.fill(&mut self.bufs, dsts);
         let start = Instant::now();
-        a.outbound_burst(&mut bufs, &mut verdicts);
+        a.outbound_burst(&mut self.bufs, &mut self.verdicts);
         *timed += start.elapsed();
-        let ok = verdicts.iter().filter(|v| matches!(v, Verdict::ToPeer { .. })).count();
-        assert_eq!(ok, BURST, "encap dropped packets: {:?}", verdicts[0]);
+        let ok = self
+            .verdicts
+            .iter()
+            .filter(|v| matches!(v, Verdict::ToPeer { .. }))
+            .count();
+        assert_eq!(ok, BURST, "encap dropped packets: {:?}", self.verdicts[0]);
         (BURST as u64, bytes)
-    })
+    }
+
+    /// One timed decapsulation burst through `b` of packets encapsulated
+    /// (untimed) by `a`.
+    fn decap(
+        &mut self,
+        (a, b): (&mut Worker, &mut Worker),
+        src: &mut PacketSource,
+        dsts: &[Ipv4Addr],
+        timed: &mut Duration,
+    ) -> (u64, u64) {
+        let bytes = src.fill(&mut self.bufs, dsts);
+        a.outbound_burst(&mut self.bufs, &mut self.verdicts);
+        let start = Instant::now();
+        b.inbound_burst(InboundKind::RawEsp, &mut self.bufs, &self.meta, &mut self.verdicts);
+        *timed += start.elapsed();
+        let ok = self.verdicts.iter().filter(|v| **v == Verdict::ToTunnel).count();
+        assert_eq!(ok, BURST, "decap dropped packets: {:?}", self.verdicts[0]);
+        (BURST as u64, bytes)
+    }
+}
+
+fn bench_encap(s: &mut Setup, src: &mut PacketSource, secs: Duration) -> Rate {
+    let mut io = BurstBufs::new();
+    run(secs, |timed| io.encap(&mut s.a, src, &s.dsts, timed))
 }
 
 fn bench_decap(s: &mut Setup, src: &mut PacketSource, secs: Duration) -> Rate {
-    let mut bufs: Vec<PacketBuf> = (0..BURST).map(|_| PacketBuf::new(128, 2048)).collect();
-    let mut verdicts = vec![Verdict::Keepalive; BURST];
-    let meta = vec![
-        PacketMeta {
-            src: IpAddr::from([192, 0, 2, 1]),
-            dst: None,
-            src_port: 0,
-        };
-        BURST
-    ];
-    let (a, b, dsts) = (&mut s.a, &mut s.b, &s.dsts);
-    run(secs, |timed| {
-        let bytes = src.fill(&mut bufs, dsts);
-        a.outbound_burst(&mut bufs, &mut verdicts);
-        let start = Instant::now();
-        b.inbound_burst(InboundKind::RawEsp, &mut bufs, &meta, &mut verdicts);
-        *timed += start.elapsed();
-        let ok = verdicts.iter().filter(|v| **v == Verdict::ToTunnel).count();
-        assert_eq!(ok, BURST, "decap dropped packets: {:?}", verdicts[0]);
-        (BURST as u64, bytes)
-    })
+    let mut io = BurstBufs::new();
+    run(secs, |timed| io.decap((&mut s.a, &mut s.b), src, &s.dsts, timed))
+}
+
+/// Core scaling: `k` workers on `k` threads (thread w pinned to CPU w when
+/// the process may use it) run at the same time for `secs`, each on its own
+/// tunnel, sharing one SAD and one SPD as the daemon's workers do; each
+/// outbound SA is owned by one worker (pinning enforced).
+///
+/// Returns the sum of the workers' rates over their timed work (as in the
+/// one-core cases: shows contention between workers, not whether they had a
+/// CPU each) and the wall-clock rate: all packets of all workers over the
+/// window (buffer refills included, the same per packet whatever `k`, so the
+/// ratio of two wall rates is the honest scaling figure).
+fn bench_cores(k: usize, size: Size, decap: bool, secs: Duration) -> (Rate, Rate) {
+    let t = Tables::new(k as u32, k);
+    let stop = AtomicBool::new(false);
+    let start = Barrier::new(k + 1);
+    let (results, window): (Vec<(Rate, u64, u64)>, Duration) = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..k)
+            .map(|w| {
+                let (t, stop, start) = (&t, &stop, &start);
+                s.spawn(move || {
+                    pin_to_cpu(w);
+                    let tunnel = t.owner.iter().position(|o| *o == w).expect("a tunnel per worker");
+                    let mut a = Worker::new(w, t.sad_a.clone(), t.spd.clone());
+                    let mut b = Worker::new(w, t.sad_b.clone(), Arc::new(Spd::new()));
+                    let mut src = PacketSource::new(size, vec![tunnel as u32]);
+                    let mut io = BurstBufs::new();
+                    // Packets and bytes of every burst, timed or not.
+                    let counted = std::cell::Cell::new((0u64, 0u64));
+                    let mut burst = |timed: &mut Duration| {
+                        let (p, b) = if decap {
+                            io.decap((&mut a, &mut b), &mut src, &t.dsts, timed)
+                        } else {
+                            io.encap(&mut a, &mut src, &t.dsts, timed)
+                        };
+                        let (cp, cb) = counted.get();
+                        counted.set((cp + p, cb + b));
+                        (p, b)
+                    };
+                    warm_up(secs / 10, &mut burst);
+                    let warm = counted.get();
+                    start.wait();
+                    let work = measure(|_| !stop.load(Ordering::Relaxed), &mut burst);
+                    let (p, b) = counted.get();
+                    (work, p - warm.0, b - warm.1)
+                })
+            })
+            .collect();
+        start.wait();
+        let t0 = Instant::now();
+        std::thread::sleep(secs);
+        stop.store(true, Ordering::Relaxed);
+        let window = t0.elapsed();
+        let results = threads
+            .into_iter()
+            .map(|h| h.join().expect("core-scaling worker thread"))
+            .collect();
+        (results, window)
+    });
+    let w = window.as_secs_f64().max(1e-9);
+    let work = Rate {
+        pps: results.iter().map(|r| r.0.pps).sum(),
+        bps: results.iter().map(|r| r.0.bps).sum(),
+    };
+    let wall = Rate {
+        pps: results.iter().map(|r| r.1 as f64).sum::<f64>() / w,
+        bps: results.iter().map(|r| r.2 as f64).sum::<f64>() / w,
+    };
+    (work, wall)
+}
+
+/// Pins the calling thread to CPU `cpu` if this process may run there
+/// (otherwise the scheduler places it).
+fn pin_to_cpu(cpu: usize) -> bool {
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    use nix::unistd::Pid;
+    let Ok(allowed) = sched_getaffinity(Pid::from_raw(0)) else {
+        return false;
+    };
+    // The cpu-th CPU this process may use.
+    let Some(target) = (0..CpuSet::count())
+        .filter(|c| allowed.is_set(*c).unwrap_or(false))
+        .nth(cpu)
+    else {
+        return false;
+    };
+    let mut set = CpuSet::new();
+    set.set(target).is_ok() && sched_setaffinity(Pid::from_raw(0), &set).is_ok()
 }
 
 /// Bare aws-lc-rs AES-128-GCM seal (or open) with an 8-byte AAD, in place.
@@ -521,6 +679,35 @@ struct ScaleRow {
     decap: Reps,
 }
 
+/// Core-scaling results of one size: one worker, and N workers on N threads
+/// (ratio = aggregate over one worker, in the same repetition).
+#[derive(Default, Clone)]
+struct CoreRow {
+    encap_one: Reps,
+    encap: Reps,
+    encap_wall: Reps,
+    decap_one: Reps,
+    decap: Reps,
+    decap_wall: Reps,
+}
+
+impl CoreRow {
+    fn json(&self, size: Size) -> String {
+        format!(
+            "{{\"size\":{},\"encap_one_mpps\":{:.4},\"encap_mpps\":{:.4},\"encap_scaling\":{:.4},\"encap_scaling_work\":{:.4},\"decap_one_mpps\":{:.4},\"decap_mpps\":{:.4},\"decap_scaling\":{:.4},\"decap_scaling_work\":{:.4}}}",
+            size.json(),
+            self.encap_one.mpps(),
+            self.encap.mpps(),
+            self.encap_wall.ratio(),
+            self.encap.ratio(),
+            self.decap_one.mpps(),
+            self.decap.mpps(),
+            self.decap_wall.ratio(),
+            self.decap.ratio()
+        )
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let json = args.iter().any(|a| a == "--json");
@@ -531,6 +718,15 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .and_then(|v| v.parse::<f64>().ok())
     };
+    let cores = if args.iter().any(|a| a == "--no-core-scaling") {
+        0
+    } else {
+        arg_val("--cores").map_or(2, |c| c as usize)
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores > cpus && !json {
+        eprintln!("--cores {cores}: only {cpus} CPUs available to this process; threads will share CPUs");
+    }
     let secs = Duration::from_secs_f64(arg_val("--secs").unwrap_or(0.3));
     let reps = (arg_val("--reps").unwrap_or(5.0) as usize).max(1);
     let scale_sas = (arg_val("--scale-sas").unwrap_or(100_000.0) as u32).max(1);
@@ -554,6 +750,7 @@ fn main() {
     }
     let mut rows = vec![Row::default(); sizes.len()];
     let mut scale_rows = vec![vec![ScaleRow::default(); sizes.len()]; models.len()];
+    let mut core_rows = vec![CoreRow::default(); if cores >= 2 { sizes.len() } else { 0 }];
     // Packet sources live across repetitions so each repetition sees new packets.
     let mut single_src: Vec<PacketSource> = sizes.iter().map(|s| PacketSource::new(*s, vec![0])).collect();
     let mut scale_src: Vec<Vec<PacketSource>> = models
@@ -591,6 +788,20 @@ fn main() {
                     let d = bench_decap(many, &mut srcs[si], secs);
                     scale_rows[mi][si].encap.push(e, enc);
                     scale_rows[mi][si].decap.push(d, dec);
+                }
+            }
+            if let Some(row) = core_rows.get_mut(si) {
+                for decap in [false, true] {
+                    let (one, one_wall) = bench_cores(1, *size, decap, secs);
+                    let (all, all_wall) = bench_cores(cores, *size, decap, secs);
+                    let (o, a, w) = if decap {
+                        (&mut row.decap_one, &mut row.decap, &mut row.decap_wall)
+                    } else {
+                        (&mut row.encap_one, &mut row.encap, &mut row.encap_wall)
+                    };
+                    o.push(one, one);
+                    a.push(all, one);
+                    w.push(all_wall, one_wall);
                 }
             }
         }
@@ -640,12 +851,19 @@ fn main() {
         } else {
             String::new()
         };
+        let core_scaling = core_rows
+            .iter()
+            .zip(sizes)
+            .map(|(r, s)| r.json(s))
+            .collect::<Vec<_>>()
+            .join(",");
         println!(
             "{{\"cipher\":\"aes128gcm16\",\"burst\":{BURST},\"reps\":{reps},\"results\":[{results}],\
+             \"core_scaling\":{{\"cores\":{cores},\"results\":[{core_scaling}]}},\
              \"decap_results\":[{decap}],\"bare_seal\":[{seal}],\"bare_open\":[{open}],\
              \"scale_sas\":{},\"scale_encap\":[{scale_enc}],\"scale_decap\":[{scale_dec}],\
              \"scale_traffic\":[{per_model}],\
-             \"notes\":\"medians over reps; results = encap, ratio vs bare aws-lc-rs AES-128-GCM seal in the same repetition; decap ratio vs bare open; scale ratios vs single-SA in the same repetition; scale_encap/scale_decap = random tunnel per packet\"}}",
+             \"notes\":\"medians over reps; results = encap, ratio vs bare aws-lc-rs AES-128-GCM seal in the same repetition; decap ratio vs bare open; scale ratios vs single-SA in the same repetition; scale_encap/scale_decap = random tunnel per packet; core_scaling = aggregate rate of N workers on N threads (one tunnel each, shared SAD/SPD) over one worker's rate in the same repetition\"}}",
             if no_scale { 0 } else { scale_sas }
         );
         return;
@@ -699,6 +917,29 @@ fn main() {
                     r.decap.ratio(),
                 );
             }
+        }
+    }
+    if !core_rows.is_empty() {
+        println!(
+            "\ncore scaling: {cores} workers on {cores} threads, one tunnel each, shared SAD and SPD (ideal {cores}.00): \
+             Mpps over timed work, 1 -> {cores} workers; scaling = wall-clock aggregate over one worker's, median [min-max]; \
+             work = same over timed work only (contention between workers)"
+        );
+        for (r, s) in core_rows.iter().zip(sizes) {
+            let (elo, ehi) = r.encap_wall.spread();
+            let (dlo, dhi) = r.decap_wall.spread();
+            println!(
+                "{:>6} | encap {:>7.3} -> {:>7.3} Mpps, scaling {:.2} [{elo:.2}-{ehi:.2}] work {:.2} | decap {:>7.3} -> {:>7.3} Mpps, scaling {:.2} [{dlo:.2}-{dhi:.2}] work {:.2}",
+                s.label(),
+                r.encap_one.mpps(),
+                r.encap.mpps(),
+                r.encap_wall.ratio(),
+                r.encap.ratio(),
+                r.decap_one.mpps(),
+                r.decap.mpps(),
+                r.decap_wall.ratio(),
+                r.decap.ratio(),
+            );
         }
     }
 }

@@ -179,6 +179,8 @@ mod dpdk {
     ];
 
     const ALLOWED_TYPES: &[&str] = &[
+        "rte_flow_item_type",
+        "rte_flow_action_type",
         "rte_eth_conf",
         "rte_eth_dev_info",
         "rte_eth_stats",

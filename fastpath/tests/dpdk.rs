@@ -801,6 +801,17 @@ fn case_inline_fallback(eal: &Eal, port: &str) -> CaseResult {
         Err(ffi::Error::Unsupported(m)) if m.contains("rte_security") => {}
         other => return Err(format!("inline session pool on a vdev: {other:?}")),
     }
+    // The flow rule an inline SA needs: the vdev has no flow API, and every
+    // ingress fate is refused with an error naming the port, SPI and cause.
+    let sp = SaParams::new(0xabcd_0001, Direction::Inbound, gcm_keys(21), ipa(LOCAL), ipa(PEER));
+    let isa = fastpath::dpdk::inline::inline_sa(&sp).ok_or("no inline SA")?;
+    match ethport.validate_inline_flow(&isa, 0) {
+        Err(ffi::Error::Unsupported(m))
+            if m.contains("rte_flow_validate")
+                && m.contains(&format!("port {}", ethport.id()))
+                && m.contains("0xabcd0001") => {}
+        other => return Err(format!("flow rule validated on a vdev: {other:?}")),
+    }
     let mut n = 0;
     for s in suites() {
         let off = check_suite(&mut rig, &s, &SIZES[..3]).map_err(|m| format!("SPI {:#x}: {m}", s.spi_out))?;
@@ -868,6 +879,22 @@ fn case_inline_conf() -> CaseResult {
         aad_len: 8,
     };
     ensure(v == want, format!("egress conf {v:?}"))?;
+    // The egress rule: IPv4 us → peer, the SPI, SECURITY only (the fate is ignored).
+    let f = inline_sa(&p)
+        .ok_or("no inline SA")?
+        .flow_view(ffi::IngressFate::Queue(5))
+        .map_err(e)?;
+    ensure(
+        f.egress
+            && !f.ingress
+            && f.items == [ffi::FlowPart::Eth, ffi::FlowPart::Ipv4, ffi::FlowPart::Esp]
+            && f.addresses == Some((ipa("192.0.2.1"), ipa("198.51.100.7")))
+            && f.udp_dst.is_none()
+            && f.spi == 0xc001_0203
+            && f.spi_exact
+            && f.actions == [ffi::FlowPart::Security],
+        format!("egress flow {f:?}"),
+    )?;
     // Ingress, AES-256, ESN, NAT-T, IPv6: direction, key, AAD, ports and
     // tunnel endpoints (peer → us) follow.
     p.direction = Direction::Inbound;
@@ -893,9 +920,51 @@ fn case_inline_conf() -> CaseResult {
             && v.tunnel_dst == Some(ipa("2001:db8::1")),
         format!("ingress conf {v:?}"),
     )?;
+    // Its flow rule: IPv6 peer → us, UDP to our NAT-T port, the SPI; the
+    // SECURITY action, then the fate.
+    use ffi::{FlowPart as F, IngressFate};
+    let isa = inline_sa(&p).ok_or("no inline SA")?;
+    let f = isa.flow_view(IngressFate::Queue(3)).map_err(e)?;
+    ensure(
+        f.ingress
+            && !f.egress
+            && f.items == [F::Eth, F::Ipv6, F::Udp, F::Esp]
+            && f.addresses == Some((ipa("2001:db8::2"), ipa("2001:db8::1")))
+            && f.udp_dst == Some(4500)
+            && f.spi == 0xc001_0203
+            && f.spi_exact
+            && f.actions == [F::Security, F::Queue]
+            && f.queue == 3,
+        format!("ingress flow {f:?}"),
+    )?;
+    let f = isa.flow_view(IngressFate::Passthru).map_err(e)?;
+    ensure(f.actions == [F::Security, F::Passthru], format!("passthru flow {f:?}"))?;
+    let f = isa.flow_view(IngressFate::Unspecified).map_err(e)?;
+    ensure(f.actions == [F::Security], format!("fate-less flow {f:?}"))?;
+    ensure(
+        fastpath::dpdk::inline::rule_queue(0xc001_0203, 4) == 3 && fastpath::dpdk::inline::rule_queue(7, 1) == 0,
+        "rule queue is not the SPI's steering loop",
+    )?;
     p.mode = fastpath::esp::Mode::Transport;
     let v = inline_sa(&p).ok_or("no inline SA")?.conf_view().map_err(e)?;
     ensure(!v.tunnel && v.tunnel_src.is_none(), format!("transport conf {v:?}"))?;
+    // Transport mode: no addresses to match, IPv6 and the SPI still are.
+    let f = inline_sa(&p)
+        .ok_or("no inline SA")?
+        .flow_view(IngressFate::Queue(0))
+        .map_err(e)?;
+    ensure(
+        f.items == [F::Eth, F::Ipv6, F::Udp, F::Esp] && f.addresses.is_none(),
+        format!("transport flow {f:?}"),
+    )?;
+    // Outer addresses of two families: an error, not a session or a rule.
+    p.mode = fastpath::esp::Mode::Tunnel;
+    p.remote = ipa("198.51.100.7");
+    let mixed = inline_sa(&p).ok_or("no inline SA")?;
+    ensure(
+        mixed.conf_view().is_err() && mixed.flow_view(IngressFate::Passthru).is_err(),
+        "mixed-family tunnel described",
+    )?;
     // Not AES-GCM: no inline SA at all.
     p.keys = cbc_keys(13);
     ensure(inline_sa(&p).is_none(), "CBC SA described for inline crypto")?;

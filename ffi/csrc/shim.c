@@ -3,6 +3,7 @@
  * static inline function or flattens a union-heavy structure.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <rte_config.h>
@@ -15,6 +16,7 @@
 #include <rte_cryptodev.h>
 #include <rte_crypto.h>
 #include <rte_security.h>
+#include <rte_flow.h>
 
 #include "shim.h"
 
@@ -490,4 +492,185 @@ int ironsa_security_tx_prepare(void *ctx, void *sess, struct rte_mbuf *m, uint16
     m->l2_len = l2_len;
     m->l3_len = l3_len;
     return rte_security_set_pkt_metadata((struct rte_security_ctx *)ctx, sess, m, NULL);
+}
+
+/* Everything one rte_flow rule points to (items' specs and masks, action confs). */
+struct flow_rule {
+    struct rte_flow_attr attr;
+    struct rte_flow_item items[IRONSA_FLOW_MAX_ITEMS];
+    struct rte_flow_action actions[IRONSA_FLOW_MAX_ACTIONS];
+    struct rte_flow_item_ipv4 ip4, ip4_mask;
+    struct rte_flow_item_ipv6 ip6, ip6_mask;
+    struct rte_flow_item_udp udp, udp_mask;
+    struct rte_flow_item_esp esp, esp_mask;
+    struct rte_flow_action_security security;
+    struct rte_flow_action_queue queue;
+};
+
+/* Fills `r` for `sa` (addresses as the packets carry them) and `sess`. */
+static int flow_fill(const struct ironsa_ipsec_sa *sa, void *sess, uint16_t queue, int fate, struct flow_rule *r)
+{
+    int n = 0, a = 0;
+
+    memset(r, 0, sizeof(*r));
+    if (fate < 0 || fate > 2)
+        return -EINVAL;
+    r->attr.ingress = sa->egress ? 0 : 1;
+    r->attr.egress = sa->egress ? 1 : 0;
+    r->items[n++].type = RTE_FLOW_ITEM_TYPE_ETH;
+    if (sa->ipv6) {
+        r->items[n].type = RTE_FLOW_ITEM_TYPE_IPV6;
+        if (sa->tunnel) {
+            memcpy(r->ip6.hdr.src_addr, sa->src, 16);
+            memcpy(r->ip6.hdr.dst_addr, sa->dst, 16);
+            memset(r->ip6_mask.hdr.src_addr, 0xff, 16);
+            memset(r->ip6_mask.hdr.dst_addr, 0xff, 16);
+            r->items[n].spec = &r->ip6;
+            r->items[n].mask = &r->ip6_mask;
+        }
+    } else {
+        r->items[n].type = RTE_FLOW_ITEM_TYPE_IPV4;
+        if (sa->tunnel) {
+            memcpy(&r->ip4.hdr.src_addr, sa->src, 4);
+            memcpy(&r->ip4.hdr.dst_addr, sa->dst, 4);
+            r->ip4_mask.hdr.src_addr = UINT32_MAX;
+            r->ip4_mask.hdr.dst_addr = UINT32_MAX;
+            r->items[n].spec = &r->ip4;
+            r->items[n].mask = &r->ip4_mask;
+        }
+    }
+    n++;
+    if (sa->udp_encap) {
+        r->udp.hdr.dst_port = rte_cpu_to_be_16(sa->dport);
+        r->udp_mask.hdr.dst_port = UINT16_MAX;
+        r->items[n].type = RTE_FLOW_ITEM_TYPE_UDP;
+        r->items[n].spec = &r->udp;
+        r->items[n].mask = &r->udp_mask;
+        n++;
+    }
+    r->esp.hdr.spi = rte_cpu_to_be_32(sa->spi);
+    r->esp_mask.hdr.spi = UINT32_MAX;
+    r->items[n].type = RTE_FLOW_ITEM_TYPE_ESP;
+    r->items[n].spec = &r->esp;
+    r->items[n].mask = &r->esp_mask;
+    n++;
+    r->items[n].type = RTE_FLOW_ITEM_TYPE_END;
+
+    r->security.security_session = sess;
+    r->actions[a].type = RTE_FLOW_ACTION_TYPE_SECURITY;
+    r->actions[a++].conf = &r->security;
+    if (!sa->egress && fate == 0) {
+        r->queue.index = queue;
+        r->actions[a].type = RTE_FLOW_ACTION_TYPE_QUEUE;
+        r->actions[a++].conf = &r->queue;
+    } else if (!sa->egress && fate == 1) {
+        r->actions[a++].type = RTE_FLOW_ACTION_TYPE_PASSTHRU;
+    }
+    r->actions[a].type = RTE_FLOW_ACTION_TYPE_END;
+    return 0;
+}
+
+int ironsa_security_flow_view(const struct ironsa_ipsec_sa *sa, uint16_t queue, int fate,
+                              struct ironsa_flow_view *out)
+{
+    struct flow_rule r;
+    int i, ret = flow_fill(sa, NULL, queue, fate, &r);
+
+    memset(out, 0, sizeof(*out));
+    if (ret != 0)
+        return ret;
+    out->ingress = r.attr.ingress;
+    out->egress = r.attr.egress;
+    for (i = 0; i < IRONSA_FLOW_MAX_ITEMS; i++) {
+        out->item_types[i] = r.items[i].type;
+        if (r.items[i].type == RTE_FLOW_ITEM_TYPE_END)
+            break;
+    }
+    out->n_items = i;
+    for (i = 0; i < out->n_items; i++) {
+        switch ((int)r.items[i].type) {
+        case RTE_FLOW_ITEM_TYPE_IPV4:
+            if (r.items[i].spec != NULL) {
+                memcpy(out->src, &r.ip4.hdr.src_addr, 4);
+                memcpy(out->dst, &r.ip4.hdr.dst_addr, 4);
+                memcpy(out->src_mask, &r.ip4_mask.hdr.src_addr, 4);
+                memcpy(out->dst_mask, &r.ip4_mask.hdr.dst_addr, 4);
+            }
+            break;
+        case RTE_FLOW_ITEM_TYPE_IPV6:
+            out->ipv6 = 1;
+            if (r.items[i].spec != NULL) {
+                memcpy(out->src, r.ip6.hdr.src_addr, 16);
+                memcpy(out->dst, r.ip6.hdr.dst_addr, 16);
+                memcpy(out->src_mask, r.ip6_mask.hdr.src_addr, 16);
+                memcpy(out->dst_mask, r.ip6_mask.hdr.dst_addr, 16);
+            }
+            break;
+        case RTE_FLOW_ITEM_TYPE_UDP:
+            out->udp = 1;
+            out->udp_dst = rte_be_to_cpu_16(r.udp.hdr.dst_port);
+            out->udp_dst_mask = rte_be_to_cpu_16(r.udp_mask.hdr.dst_port);
+            break;
+        case RTE_FLOW_ITEM_TYPE_ESP:
+            out->spi = rte_be_to_cpu_32(r.esp.hdr.spi);
+            out->spi_mask = rte_be_to_cpu_32(r.esp_mask.hdr.spi);
+            break;
+        default:
+            break;
+        }
+    }
+    for (i = 0; i < IRONSA_FLOW_MAX_ACTIONS; i++) {
+        out->action_types[i] = r.actions[i].type;
+        if (r.actions[i].type == RTE_FLOW_ACTION_TYPE_END)
+            break;
+        if (r.actions[i].type == RTE_FLOW_ACTION_TYPE_QUEUE)
+            out->queue = r.queue.index;
+    }
+    out->n_actions = i;
+    return 0;
+}
+
+/* Copies DPDK's flow error message (which may be NULL) into msg. */
+static void flow_error_copy(const struct rte_flow_error *err, char *msg, size_t msg_len)
+{
+    if (msg == NULL || msg_len == 0)
+        return;
+    snprintf(msg, msg_len, "%s", err->message != NULL ? err->message : "no message from the driver");
+}
+
+void *ironsa_security_flow(uint16_t port, const struct ironsa_ipsec_sa *sa, void *sess, uint16_t queue, int fate,
+                           int create, int *ret, char *msg, size_t msg_len)
+{
+    struct flow_rule r;
+    struct rte_flow_error err;
+    struct rte_flow *flow = NULL;
+
+    memset(&err, 0, sizeof(err));
+    *ret = flow_fill(sa, sess, queue, fate, &r);
+    if (*ret != 0) {
+        if (msg != NULL && msg_len > 0)
+            snprintf(msg, msg_len, "invalid flow description");
+        return NULL;
+    }
+    if (!create) {
+        *ret = rte_flow_validate(port, &r.attr, r.items, r.actions, &err);
+    } else {
+        flow = rte_flow_create(port, &r.attr, r.items, r.actions, &err);
+        *ret = flow != NULL ? 0 : (rte_errno > 0 ? -rte_errno : -EIO);
+    }
+    if (*ret != 0)
+        flow_error_copy(&err, msg, msg_len);
+    return flow;
+}
+
+int ironsa_flow_destroy(uint16_t port, void *flow, char *msg, size_t msg_len)
+{
+    struct rte_flow_error err;
+    int ret;
+
+    memset(&err, 0, sizeof(err));
+    ret = rte_flow_destroy(port, (struct rte_flow *)flow, &err);
+    if (ret != 0)
+        flow_error_copy(&err, msg, msg_len);
+    return ret;
 }

@@ -6,6 +6,7 @@
 #ifndef IRONSA_DPDK_SHIM_H
 #define IRONSA_DPDK_SHIM_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct rte_mbuf;
@@ -202,5 +203,45 @@ int ironsa_security_session_destroy(void *ctx, void *sess);
 /* Marks `m` for inline encryption by `sess` (ol_flags, l2/l3 lengths, metadata). */
 int ironsa_security_tx_prepare(void *ctx, void *sess, struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_len,
                                int ipv6);
+
+/*
+ * rte_flow rules that hand an inline SA's ESP to its session (steering by
+ * the tunnel addresses, the UDP port with NAT-T, and the SPI). Ingress rules
+ * carry SECURITY then a fate: 0 = QUEUE(queue), 1 = PASSTHRU, 2 = none; egress
+ * rules carry SECURITY only. Flows are `void *` (struct rte_flow is opaque).
+ */
+#define IRONSA_FLOW_MAX_ITEMS 6
+#define IRONSA_FLOW_MAX_ACTIONS 4
+/* The rule as built, read back field by field (tests and diagnostics). */
+struct ironsa_flow_view {
+    int ingress;
+    int egress;
+    int n_items;
+    int item_types[IRONSA_FLOW_MAX_ITEMS];
+    int ipv6;
+    uint8_t src[16];
+    uint8_t dst[16];
+    uint8_t src_mask[16];
+    uint8_t dst_mask[16];
+    int udp;
+    uint16_t udp_dst;
+    uint16_t udp_dst_mask;
+    uint32_t spi;
+    uint32_t spi_mask;
+    int n_actions;
+    int action_types[IRONSA_FLOW_MAX_ACTIONS];
+    uint16_t queue;
+};
+int ironsa_security_flow_view(const struct ironsa_ipsec_sa *sa, uint16_t queue, int fate,
+                              struct ironsa_flow_view *out);
+/*
+ * rte_flow_validate (create = 0; returns NULL) or rte_flow_create (create = 1)
+ * of the rule for `sa` and session `sess` on `port`. On failure *ret is the
+ * negative errno and DPDK's message is copied into msg (NUL-terminated).
+ */
+void *ironsa_security_flow(uint16_t port, const struct ironsa_ipsec_sa *sa, void *sess, uint16_t queue, int fate,
+                           int create, int *ret, char *msg, size_t msg_len);
+/* rte_flow_destroy; negative errno and message on failure. */
+int ironsa_flow_destroy(uint16_t port, void *flow, char *msg, size_t msg_len);
 
 #endif

@@ -10,5 +10,6 @@
 #include <rte_cryptodev.h>
 #include <rte_crypto.h>
 #include <rte_security.h>
+#include <rte_flow.h>
 #include "shim.h"
 #include "imb.h"

@@ -74,6 +74,8 @@ mod probe;
 mod ring;
 #[cfg(feature = "dpdk")]
 mod security;
+#[cfg(feature = "dpdk")]
+mod security_flow;
 
 #[cfg(feature = "dpdk")]
 pub use cpu_crypto::{CpuAeadOp, CpuAeadSession, CpuCryptoError, CpuOpStatus};
@@ -105,6 +107,8 @@ pub use security::{
     InlineConfView, InlineIpsecSa, InlineSession, InlineSessionPool, RxSecurity, SecurityAction, SecurityCapability,
     SecuritySupport,
 };
+#[cfg(feature = "dpdk")]
+pub use security_flow::{FlowPart, IngressFate, InlineFlowView, SecurityFlow};
 
 /// Whether this build of the crate has DPDK support compiled in.
 pub const DPDK_ENABLED: bool = cfg!(feature = "dpdk");

@@ -138,6 +138,8 @@ pub struct InlineIpsecSa<'a> {
     pub egress: bool,
     /// Tunnel mode: `(our address, the peer's)`; `None` for transport mode.
     pub tunnel: Option<(IpAddr, IpAddr)>,
+    /// The outer (transport mode: the only) IP header is IPv6.
+    pub ipv6: bool,
     /// Extended sequence numbers.
     pub esn: bool,
     /// Initial ESN (64-bit sequence number) of the SA.
@@ -169,7 +171,7 @@ const GCM_ICV_LEN: u16 = 16;
 
 impl InlineIpsecSa<'_> {
     /// The flat C description (key borrowed from `self`).
-    fn raw(&self) -> Result<sys::ironsa_ipsec_sa> {
+    pub(crate) fn raw(&self) -> Result<sys::ironsa_ipsec_sa> {
         let key_len = u16::try_from(self.key.len())
             .ok()
             .filter(|l| *l == 16 || *l == 32)
@@ -186,6 +188,7 @@ impl InlineIpsecSa<'_> {
             iv_len: GCM_IV_LEN,
             digest_len: GCM_ICV_LEN,
             aad_len: if self.esn { 12 } else { 8 },
+            ipv6: i32::from(self.ipv6),
             ..Default::default()
         };
         if let Some((sport, dport)) = self.udp {
@@ -196,17 +199,18 @@ impl InlineIpsecSa<'_> {
         if let Some((src, dst)) = self.tunnel {
             r.tunnel = 1;
             match (src, dst) {
-                (IpAddr::V4(s), IpAddr::V4(d)) => {
+                (IpAddr::V4(s), IpAddr::V4(d)) if !self.ipv6 => {
                     r.src[..4].copy_from_slice(&s.octets());
                     r.dst[..4].copy_from_slice(&d.octets());
                 }
-                (IpAddr::V6(s), IpAddr::V6(d)) => {
-                    r.ipv6 = 1;
+                (IpAddr::V6(s), IpAddr::V6(d)) if self.ipv6 => {
                     r.src = s.octets();
                     r.dst = d.octets();
                 }
                 _ => {
-                    return Err(Error::InvalidArgument("tunnel addresses of different families".into()));
+                    return Err(Error::InvalidArgument(
+                        "tunnel addresses of different families, or not of the SA's".into(),
+                    ));
                 }
             }
         }
@@ -358,6 +362,7 @@ impl InlineSessionPool {
             ctx: self.ctx,
             ptr,
             egress: sa.egress,
+            port: self.port,
             _pool: self.pool.clone(),
         })
     }
@@ -369,6 +374,7 @@ pub struct InlineSession {
     ctx: NonNull<c_void>,
     ptr: NonNull<c_void>,
     egress: bool,
+    port: EthPort,
     _pool: Arc<RawPool>,
 }
 
@@ -382,6 +388,16 @@ impl InlineSession {
     /// Whether this is an egress (encrypting) session.
     pub fn is_egress(&self) -> bool {
         self.egress
+    }
+
+    /// The port whose security context holds the session.
+    pub fn port(&self) -> EthPort {
+        self.port
+    }
+
+    /// The session pointer DPDK's SECURITY flow action takes.
+    pub(crate) fn as_ptr(&self) -> *mut c_void {
+        self.ptr.as_ptr()
     }
 
     /// Marks `m` (a complete frame: `l2_len` bytes of Ethernet, an outer IP

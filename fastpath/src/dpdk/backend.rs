@@ -284,7 +284,7 @@ impl DpdkBackend {
             CryptoMode::CpuIpsecMb => Some(IpsecMbCrypto::new()?),
             _ => None,
         };
-        let inline_sas = inline_mode.then(|| Arc::new(InlineSas::new(inline_pools)));
+        let inline_sas = inline_mode.then(|| Arc::new(InlineSas::new(inline_pools, nloops)));
         let rings: Arc<Vec<Ring>> = Arc::new(if nloops > 1 {
             (0..nloops)
                 .map(|i| Ring::new(&eal, &format!("ironsa_st{inst}_{i}"), s.ring, -1))

@@ -15,6 +15,14 @@
 //!
 //! The NIC keeps no replay window here (software does) and the outer header
 //! is built in software, so the session's tunnel addresses only select the SA.
+//!
+//! Each offloaded SA also gets an rte_flow rule matching its outer addresses,
+//! NAT-T port and SPI with a `SECURITY` action naming the session (NICs
+//! decrypt only what such a rule selects); an ingress rule delivers to the
+//! queue of the loop that owns the SPI (`spi % loops`, as software steering
+//! does) when the driver allows. An SA whose rule the driver refuses stays in
+//! software (its session is destroyed), except an egress SA on a driver
+//! without egress rules, which encrypts from the packet metadata alone.
 
 use super::DpdkError;
 use super::counters::LoopCounters;
@@ -29,7 +37,7 @@ use crate::spd::Spd;
 use crate::stats::DropReason;
 use crate::worker::{InboundKind, PacketMeta, Verdict, Worker};
 use dashmap::DashMap;
-use ffi::{InlineIpsecSa, InlineSession, InlineSessionPool, Mbuf, RxSecurity};
+use ffi::{InlineIpsecSa, InlineSession, InlineSessionPool, Mbuf, RxSecurity, SecurityFlow};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +72,7 @@ pub fn inline_sa(p: &SaParams) -> Option<InlineIpsecSa<'_>> {
         salt: [salt[0], salt[1], salt[2], salt[3]],
         egress,
         tunnel: (p.mode == Mode::Tunnel).then_some((src, dst)),
+        ipv6: p.local.is_ipv6(),
         esn: p.esn,
         esn_initial: 0,
         udp,
@@ -73,11 +82,27 @@ pub fn inline_sa(p: &SaParams) -> Option<InlineIpsecSa<'_>> {
     })
 }
 
+/// An offloaded SA direction: its session and the flow rule that selects its packets.
+#[derive(Debug)]
+struct Offloaded {
+    /// Declared first: the rule goes before the session it names.
+    _flow: Option<SecurityFlow>,
+    session: InlineSession,
+}
+
+/// The receive queue an inbound SA's ingress rule delivers to: the loop
+/// software steering would hand its SPI to.
+pub fn rule_queue(spi: u32, loops: usize) -> u16 {
+    u16::try_from(spi as usize % loops.max(1)).unwrap_or(0)
+}
+
 /// Inline sessions of the offloaded SAs, shared by the backend and its loops.
 pub struct InlineSas {
     /// Session pools of the capable ports, by backend port index.
     ports: Vec<Option<InlineSessionPool>>,
-    sas: DashMap<SaId, Arc<InlineSession>>,
+    /// Poll loops (one receive queue each) of the backend.
+    loops: usize,
+    sas: DashMap<SaId, Arc<Offloaded>>,
     offloaded: AtomicU64,
     fallback: AtomicU64,
 }
@@ -93,10 +118,12 @@ impl std::fmt::Debug for InlineSas {
 
 impl InlineSas {
     /// Inline sessions over the given per-port pools (`None`: the port has
-    /// no inline IPsec and its SAs stay in software).
-    pub fn new(ports: Vec<Option<InlineSessionPool>>) -> Self {
+    /// no inline IPsec and its SAs stay in software), for a backend of
+    /// `loops` poll loops.
+    pub fn new(ports: Vec<Option<InlineSessionPool>>, loops: usize) -> Self {
         Self {
             ports,
+            loops: loops.max(1),
             sas: DashMap::new(),
             offloaded: AtomicU64::new(0),
             fallback: AtomicU64::new(0),
@@ -108,26 +135,54 @@ impl InlineSas {
     /// Transport-mode SAs stay in software (the framing here is tunnel mode).
     pub fn register(&self, id: SaId, p: &SaParams, port: usize) -> Result<bool, DpdkError> {
         let pool = self.ports.get(port).and_then(Option::as_ref);
-        let sa = inline_sa(p);
-        let session = match (pool, sa) {
-            (Some(pool), Some(sa)) if p.mode == Mode::Tunnel && pool.supports(&sa) => match pool.create(&sa) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!(spi = p.spi, error = %e, "inline IPsec session not created; SA stays in software");
-                    None
-                }
-            },
+        let offloaded = match (pool, inline_sa(p)) {
+            (Some(pool), Some(sa)) if p.mode == Mode::Tunnel && pool.supports(&sa) => self.offload(pool, &sa),
             _ => None,
         };
-        match session {
-            Some(s) => {
-                self.sas.insert(id, Arc::new(s));
+        match offloaded {
+            Some(o) => {
+                self.sas.insert(id, Arc::new(o));
                 self.offloaded.fetch_add(1, Ordering::Relaxed);
                 Ok(true)
             }
             None => {
                 self.fallback.fetch_add(1, Ordering::Relaxed);
                 Ok(false)
+            }
+        }
+    }
+
+    /// The session and flow rule of `sa`, or `None` (logged) when the port
+    /// refuses either.
+    fn offload(&self, pool: &InlineSessionPool, sa: &InlineIpsecSa<'_>) -> Option<Offloaded> {
+        let session = match pool.create(sa) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(spi = sa.spi, error = %e, "inline IPsec session not created; SA stays in software");
+                return None;
+            }
+        };
+        let queue = rule_queue(sa.spi, self.loops);
+        match session.install_flow(sa, queue) {
+            Ok(flow) => {
+                tracing::debug!(spi = sa.spi, fate = ?flow.fate(), "inline IPsec flow rule installed");
+                Some(Offloaded {
+                    _flow: Some(flow),
+                    session,
+                })
+            }
+            // Drivers that take egress SAs from the packet metadata alone have no egress rules.
+            Err(ffi::Error::Unsupported(why)) if sa.egress => {
+                tracing::debug!(spi = sa.spi, %why, "no egress flow rule on this port; metadata only");
+                Some(Offloaded { _flow: None, session })
+            }
+            Err(e) => {
+                tracing::warn!(
+                    spi = sa.spi,
+                    error = %e,
+                    "inline IPsec flow rule refused; SA stays in software"
+                );
+                None
             }
         }
     }
@@ -157,7 +212,7 @@ impl InlineSas {
         self.sas.is_empty()
     }
 
-    fn get(&self, id: SaId) -> Option<Arc<InlineSession>> {
+    fn get(&self, id: SaId) -> Option<Arc<Offloaded>> {
         self.sas.get(&id).map(|e| e.value().clone())
     }
 }
@@ -222,7 +277,11 @@ impl InlineEngine {
             let ipv6 = matches!(sa.local, IpAddr::V6(_));
             let l3 = if ipv6 { 40 } else { 20 };
             // Never send a framed but unencrypted packet: no metadata, no packet.
-            if session.prepare_tx(&mut m, ETH_HDR_LEN as u16, l3, ipv6).is_err() {
+            if session
+                .session
+                .prepare_tx(&mut m, ETH_HDR_LEN as u16, l3, ipv6)
+                .is_err()
+            {
                 LoopCounters::add(&self.counters.crypto_errors, 1);
                 out.push((m, drop_out(&wc, &sa, DropReason::Malformed)));
                 continue;

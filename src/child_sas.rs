@@ -262,8 +262,11 @@ impl ChildSas {
                 hard_packets: packets.saturating_add(packets / 10),
             };
         }
-        p.local_ts = c.local_ts.iter().filter_map(selector).collect();
-        p.remote_ts = c.remote_ts.iter().filter_map(selector).collect();
+        // Only inbound SAs check traffic selectors (the SPD steers outbound traffic).
+        if direction == Direction::Inbound {
+            p.local_ts = c.local_ts.iter().filter_map(selector).collect();
+            p.remote_ts = c.remote_ts.iter().filter_map(selector).collect();
+        }
         Some(p)
     }
 
@@ -306,7 +309,7 @@ impl ChildSas {
         let (policies, installed) = match replaced {
             Some(p) => (p, Installed::Rekeyed),
             None => {
-                let mut policies = Vec::new();
+                let mut policies = Vec::with_capacity(c.local_ts.len() * c.remote_ts.len());
                 for l in c.local_ts.iter().filter_map(selector) {
                     for r in c.remote_ts.iter().filter_map(selector) {
                         match self.spd.insert(&Policy {
@@ -320,7 +323,9 @@ impl ChildSas {
                         }
                     }
                 }
-                policies.shrink_to_fit();
+                if policies.len() < policies.capacity() {
+                    policies.shrink_to_fit();
+                }
                 (policies, Installed::New)
             }
         };

@@ -464,8 +464,8 @@ impl DaemonConfig {
                         ),
                     });
                 }
-                psk_auth = Some(AuthConfig::Psk(Arc::new(zeroize::Zeroizing::new(
-                    psk_text.as_bytes().to_vec(),
+                psk_auth = Some(AuthConfig::Psk(Arc::new(control::crypto::auth::PresharedKey::new(
+                    psk_text.as_bytes(),
                 ))));
             }
             let local_auth = if local_kind == "pubkey" {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use zeroize::Zeroizing;
+use crate::crypto::auth::PresharedKey;
 
 use crate::pki::{Certificate, Identity, PrivateKey, TrustStore};
 use crate::proposal::{EspProposal, IkeProposal};
@@ -25,7 +25,7 @@ pub struct LocalCert {
 #[derive(Clone)]
 pub enum AuthConfig {
     /// Pre-shared key (the same secret on both sides).
-    Psk(Arc<Zeroizing<Vec<u8>>>),
+    Psk(Arc<PresharedKey>),
     /// Local side: sign with this certificate's key.
     Cert(Arc<LocalCert>),
     /// Remote side: the peer signs with a certificate chaining to one of these CAs.
@@ -37,7 +37,7 @@ impl std::fmt::Debug for AuthConfig {
         match self {
             AuthConfig::Psk(k) => {
                 // A fingerprint, so that a changed key makes a changed config (reload) without showing it.
-                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, k.as_slice());
+                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, k.secret());
                 write!(
                     f,
                     "Psk(sha256:{:02x}{:02x}{:02x}{:02x}..)",
@@ -252,7 +252,7 @@ pub struct ConnectionConfig {
 impl ConnectionConfig {
     /// A connection with defaults for everything but names, identities and auth.
     pub fn new(name: &str, local_id: Identification, remote_id: IdentityMatch, psk: &[u8]) -> Self {
-        let psk = AuthConfig::Psk(Arc::new(Zeroizing::new(psk.to_vec())));
+        let psk = AuthConfig::Psk(Arc::new(PresharedKey::new(psk)));
         Self {
             name: name.to_string(),
             remote_addrs: None,

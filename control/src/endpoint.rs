@@ -91,15 +91,28 @@ impl Hasher for SpiHasher {
 /// A map keyed by our IKE SPI.
 type SpiMap<V> = HashMap<u64, V, BuildHasherDefault<SpiHasher>>;
 
+/// An IKE SA with the deadline the timer heap holds for it (kept next to the
+/// SA, which is in cache when its deadline changes, rather than in a map).
+struct Slot {
+    sa: IkeSa,
+    /// The live entry of the timer heap (older entries for this SA are stale).
+    scheduled: Option<Instant>,
+}
+
+impl Slot {
+    fn new(sa: IkeSa) -> Box<Self> {
+        Box::new(Self { sa, scheduled: None })
+    }
+}
+
 /// A set of IKE SAs behind one group of sockets (one shard of the daemon).
 pub struct Endpoint {
     ctx: Arc<Context>,
     admission: AdmissionConfig,
     /// Boxed: a map slot of a boxed SA is 16 bytes, so the map's spare slots cost little.
-    sas: SpiMap<Box<IkeSa>>,
+    sas: SpiMap<Box<Slot>>,
     init_index: HashMap<(u64, SocketAddr), u64>,
     half_open: SpiMap<(u64, SocketAddr)>,
-    scheduled: SpiMap<Instant>,
     per_source: HashMap<IpAddr, usize>,
     cookies: CookieJar,
     cookie_mode_until: Option<Instant>,
@@ -124,7 +137,6 @@ impl Endpoint {
             sas: SpiMap::default(),
             init_index: HashMap::new(),
             half_open: SpiMap::default(),
-            scheduled: SpiMap::default(),
             per_source: HashMap::new(),
             cookies,
             cookie_mode_until: None,
@@ -141,7 +153,6 @@ impl Endpoint {
     /// does not rehash (and copy) the tables while handshakes wait.
     pub fn reserve(&mut self, sas: usize) {
         self.sas.reserve(sas.saturating_sub(self.sas.len()));
-        self.scheduled.reserve(sas.saturating_sub(self.scheduled.len()));
         self.timers.reserve(sas.saturating_sub(self.timers.len()));
     }
 
@@ -178,12 +189,12 @@ impl Endpoint {
 
     /// The IKE SA whose local SPI is `spi`.
     pub fn sa(&self, spi: u64) -> Option<&IkeSa> {
-        self.sas.get(&spi).map(|b| &**b)
+        self.sas.get(&spi).map(|b| &b.sa)
     }
 
     /// All IKE SAs.
     pub fn sas(&self) -> impl Iterator<Item = &IkeSa> {
-        self.sas.values().map(|b| &**b)
+        self.sas.values().map(|b| &b.sa)
     }
 
     /// A fresh local SPI carrying this endpoint's shard prefix.
@@ -212,23 +223,27 @@ impl Endpoint {
     ) -> Result<u64, Error> {
         let spi = self.new_spi();
         let sa = IkeSa::initiate(now, config, self.ctx.clone(), local, remote, spi)?;
-        self.sas.insert(spi, Box::new(sa));
+        self.sas.insert(spi, Slot::new(sa));
         self.after(spi);
         Ok(spi)
     }
 
     /// Queues a task (rekey, delete, DPD, new child) on an IKE SA.
     pub fn queue(&mut self, now: Instant, spi: u64, task: Task) -> bool {
-        let Some(sa) = self.sas.get_mut(&spi) else { return false };
-        sa.queue(now, task);
+        let Some(slot) = self.sas.get_mut(&spi) else {
+            return false;
+        };
+        slot.sa.queue(now, task);
         self.after(spi);
         true
     }
 
     /// Deletes an IKE SA gracefully (DELETE to the peer).
     pub fn delete(&mut self, now: Instant, spi: u64) -> bool {
-        let Some(sa) = self.sas.get_mut(&spi) else { return false };
-        sa.delete(now);
+        let Some(slot) = self.sas.get_mut(&spi) else {
+            return false;
+        };
+        slot.sa.delete(now);
         self.after(spi);
         true
     }
@@ -255,21 +270,16 @@ impl Endpoint {
                 break;
             }
             self.timers.pop();
-            if self.scheduled.get(&spi) != Some(&t) {
-                continue;
+            let Some(slot) = self.sas.get_mut(&spi) else { continue };
+            if slot.scheduled != Some(t) {
+                continue; // stale: the SA's deadline changed since
             }
-            self.scheduled.remove(&spi);
-            let due = self
-                .sas
-                .get(&spi)
-                .and_then(|sa| sa.poll_timeout())
-                .is_some_and(|d| d <= now);
-            if due {
-                if let Some(sa) = self.sas.get_mut(&spi) {
-                    sa.handle_timeout(now);
-                }
-                self.after(spi);
+            slot.scheduled = None;
+            if slot.sa.poll_timeout().is_some_and(|d| d <= now) {
+                slot.sa.handle_timeout(now);
             }
+            // Collects the output and schedules the SA's next deadline.
+            self.after(spi);
         }
     }
 
@@ -294,8 +304,8 @@ impl Endpoint {
         let h = msg.header;
         if h.exchange == ExchangeType::IKE_SA_INIT && h.spi_r == 0 && !h.is_response() && h.is_initiator() {
             if let Some(&spi) = self.init_index.get(&(h.spi_i, remote)) {
-                if let Some(sa) = self.sas.get_mut(&spi) {
-                    sa.handle_message(now, local, remote, datagram, msg);
+                if let Some(slot) = self.sas.get_mut(&spi) {
+                    slot.sa.handle_message(now, local, remote, datagram, msg);
                 }
                 self.after(spi);
                 return;
@@ -305,8 +315,8 @@ impl Endpoint {
         }
         let our_spi = if h.is_initiator() { h.spi_r } else { h.spi_i };
         match self.sas.get_mut(&our_spi) {
-            Some(sa) => {
-                sa.handle_message(now, local, remote, datagram, msg);
+            Some(slot) => {
+                slot.sa.handle_message(now, local, remote, datagram, msg);
                 self.after(our_spi);
             }
             None => {
@@ -376,7 +386,7 @@ impl Endpoint {
                 self.init_index.insert((h.spi_i, remote), spi);
                 self.half_open.insert(spi, (h.spi_i, remote));
                 *self.per_source.entry(remote.ip()).or_default() += 1;
-                self.sas.insert(spi, Box::new(sa));
+                self.sas.insert(spi, Slot::new(sa));
                 self.after(spi);
             }
             Err(rej) => {
@@ -396,7 +406,8 @@ impl Endpoint {
 
     /// Collects an SA's output and keeps the indexes and timers right.
     fn after(&mut self, spi: u64) {
-        let Some(sa) = self.sas.get_mut(&spi) else { return };
+        let Some(slot) = self.sas.get_mut(&spi) else { return };
+        let sa = &mut slot.sa;
         while let Some(t) = sa.poll_transmit() {
             self.transmits.push_back(t);
         }
@@ -413,6 +424,16 @@ impl Endpoint {
         let half_open = sa.is_half_open();
         let closed = sa.is_closed();
         let deadline = sa.poll_timeout();
+        if !closed {
+            match deadline {
+                Some(d) if slot.scheduled != Some(d) => {
+                    slot.scheduled = Some(d);
+                    self.timers.push(Reverse((d, spi)));
+                }
+                Some(_) => {}
+                None => slot.scheduled = None,
+            }
+        }
         if !half_open {
             if let Some((spi_i, remote)) = self.half_open.remove(&spi) {
                 self.init_index.remove(&(spi_i, remote));
@@ -426,18 +447,6 @@ impl Endpoint {
         }
         if closed {
             self.sas.remove(&spi);
-            self.scheduled.remove(&spi);
-        } else {
-            match deadline {
-                Some(d) if self.scheduled.get(&spi) != Some(&d) => {
-                    self.scheduled.insert(spi, d);
-                    self.timers.push(Reverse((d, spi)));
-                }
-                Some(_) => {}
-                None => {
-                    self.scheduled.remove(&spi);
-                }
-            }
         }
         if let Some(mut new) = successor {
             let new_spi = new.local_spi();
@@ -447,7 +456,7 @@ impl Endpoint {
                     new.close(crate::ike_sa::DownReason::Failed("SPI collision".into()));
                 }
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(Box::new(new));
+                    v.insert(Slot::new(new));
                     self.after(new_spi);
                 }
             }

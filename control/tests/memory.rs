@@ -155,10 +155,12 @@ fn responder_with(n: usize, now: Instant) -> (Endpoint, isize, u64) {
     (responder, before, responder_allocs)
 }
 
-/// Allocations per responder handshake allowed (148 measured, 158 before NAT
+/// Allocations per responder handshake allowed (119 measured; 148 before the
+/// codec's buffers were sized up front, SK payloads were opened from the
+/// decoded message and AUTH stopped copying the signed octets; 158 before NAT
 /// hashes and identity globs stopped allocating: decoding and encoding the two
 /// exchanges, proposals, keys, the SA and CHILD_SA records).
-const MAX_ALLOCS_PER_HANDSHAKE: f64 = 165.0;
+const MAX_ALLOCS_PER_HANDSHAKE: f64 = 135.0;
 
 #[test]
 fn responder_ike_sa_with_child_heap_is_small() {

@@ -8,7 +8,7 @@ use tracing::{info, warn};
 use super::create_child::{self, ChildRequest};
 use super::{AuthContext, DownReason, Event, IkeSa, RequestKind, State, find_notify, notify, schedule};
 use crate::config::{AuthConfig, ConnectionConfig, display_identity};
-use crate::crypto::auth::{psk_auth, signed_octets, verify_psk_auth};
+use crate::crypto::auth::SignedOctets;
 use crate::pki::{Certificate, certreq_hashes, sign_auth, verify_auth, verify_chain};
 use crate::wire::ikev2::{AuthMethod, CertEncoding, ExchangeType, Identification, NotifyType, Payload};
 
@@ -17,28 +17,31 @@ pub(crate) struct PendingChild {
     pub request: Option<ChildRequest>,
 }
 
-/// The ID payload body that AUTH covers: ID type, three reserved bytes, data.
-pub(crate) fn id_body(id: &Identification) -> Vec<u8> {
-    let mut v = Vec::with_capacity(4 + id.data.len());
-    v.extend_from_slice(&[id.id_type.0, 0, 0, 0]);
-    v.extend_from_slice(&id.data);
-    v
+/// The octets an AUTH covers: `real_message`, `nonce`, prf(`sk_p`, body of the ID payload `id`).
+fn octets_for<'a>(
+    real_message: &'a [u8],
+    nonce: &'a [u8],
+    prf: crate::crypto::PrfAlg,
+    sk_p: &[u8],
+    id: &Identification,
+) -> SignedOctets<'a> {
+    SignedOctets::new(real_message, nonce, prf, sk_p, id.id_type.0, &id.data)
 }
 
 /// Our CERT payloads and AUTH payload over `octets`.
-fn our_auth(sa: &IkeSa, cfg: &ConnectionConfig, octets: &[u8]) -> Result<(Vec<Payload>, Payload), String> {
+fn our_auth(sa: &IkeSa, cfg: &ConnectionConfig, octets: &SignedOctets<'_>) -> Result<(Vec<Payload>, Payload), String> {
     let prf = sa.keys.as_ref().ok_or("no keys")?.suite.prf;
     match &cfg.local_auth {
         AuthConfig::Psk(k) => Ok((
             Vec::new(),
             Payload::Auth {
                 method: AuthMethod::SHARED_KEY_MIC,
-                data: psk_auth(prf, k, octets),
+                data: k.auth(prf, octets),
             },
         )),
         AuthConfig::Cert(c) => {
-            let (method, data) =
-                sign_auth(&c.key, octets, &sa.peer_sig_hashes).map_err(|e| format!("cannot sign AUTH: {e}"))?;
+            let (method, data) = sign_auth(&c.key, &octets.to_vec(), &sa.peer_sig_hashes)
+                .map_err(|e| format!("cannot sign AUTH: {e}"))?;
             let certs = c
                 .chain
                 .iter()
@@ -63,7 +66,7 @@ fn verify_peer(
     id: &Identification,
     method: AuthMethod,
     data: &[u8],
-    octets: &[u8],
+    octets: &SignedOctets<'_>,
     certs: &[&Vec<u8>],
 ) -> Result<(), String> {
     let prf = sa.keys.as_ref().ok_or("no keys")?.suite.prf;
@@ -74,7 +77,7 @@ fn verify_peer(
                     "peer used {method} but the connection expects a pre-shared key"
                 ));
             }
-            if verify_psk_auth(prf, k, octets, data) {
+            if k.verify(prf, octets, data) {
                 Ok(())
             } else {
                 Err("AUTH does not verify (wrong pre-shared key?)".into())
@@ -101,7 +104,7 @@ fn verify_peer(
             }
             verify_chain(trust, &ee, &intermediates, (sa.ctx.unix_time)())
                 .map_err(|e| format!("certificate not trusted: {e}"))?;
-            verify_auth(&ee, method, data, octets).map_err(|e| format!("signature does not verify: {e}"))
+            verify_auth(&ee, method, data, &octets.to_vec()).map_err(|e| format!("signature does not verify: {e}"))
         }
         AuthConfig::Cert(_) => Err(format!("connection '{}': remote auth must be psk or pubkey", cfg.name)),
     }
@@ -123,7 +126,7 @@ pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
     let Some(keys) = sa.keys.as_ref() else { return };
     let prf = keys.suite.prf;
     let cfg = sa.config.clone();
-    let octets = signed_octets(&ctx.our_init, &ctx.nr, prf, &keys.sk_pi, &id_body(&cfg.local_id));
+    let octets = octets_for(&ctx.our_init, &ctx.nr, prf, &keys.sk_pi, &cfg.local_id);
     let (certs, auth) = match our_auth(sa, &cfg, &octets) {
         Ok(x) => x,
         Err(e) => {
@@ -196,7 +199,7 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
         return;
     }
     let Some(keys) = sa.keys.as_ref() else { return };
-    let octets = signed_octets(&ctx.peer_init, &ctx.ni, keys.suite.prf, &keys.sk_pr, &id_body(&idr));
+    let octets = octets_for(&ctx.peer_init, &ctx.ni, keys.suite.prf, &keys.sk_pr, &idr);
     if let Err(why) = verify_peer(sa, &cfg, &idr, method, &auth, &octets, &certs_of(&inner)) {
         warn!(connection = %cfg.name, peer = %sa.remote, id = %display_identity(&idr), method = %method, "responder authentication failed: {why}");
         release_pending(sa, &pending);
@@ -282,9 +285,9 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
     let mut auth = None;
     for p in &inner {
         match p {
-            Payload::IdI(id) => idi = Some(id.clone()),
-            Payload::IdR(id) => idr = Some(id.clone()),
-            Payload::Auth { method, data } => auth = Some((*method, data.clone())),
+            Payload::IdI(id) => idi = Some(id),
+            Payload::IdR(id) => idr = Some(id),
+            Payload::Auth { method, data } => auth = Some((*method, data)),
             _ => {}
         }
     }
@@ -298,8 +301,8 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
         sa.close(DownReason::Failed("IKE_AUTH without IDi/AUTH".into()));
         return;
     };
-    let Some(cfg) = select_connection(sa, &idi, idr.as_ref()) else {
-        warn!(peer = %sa.remote, id = %display_identity(&idi), "no connection matches the initiator's identity");
+    let Some(cfg) = select_connection(sa, idi, idr) else {
+        warn!(peer = %sa.remote, id = %display_identity(idi), "no connection matches the initiator's identity");
         sa.send_response(
             ExchangeType::IKE_AUTH,
             mid,
@@ -307,19 +310,19 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
         );
         sa.close(DownReason::Failed(format!(
             "no connection for identity {}",
-            display_identity(&idi)
+            display_identity(idi)
         )));
         return;
     };
     sa.config = cfg.clone();
     let Some(keys) = sa.keys.as_ref() else { return };
     let prf = keys.suite.prf;
-    let octets = signed_octets(&ctx.peer_init, &ctx.nr, prf, &keys.sk_pi, &id_body(&idi));
-    if let Err(why) = verify_peer(sa, &cfg, &idi, method, &auth, &octets, &certs_of(&inner)) {
+    let octets = octets_for(&ctx.peer_init, &ctx.nr, prf, &keys.sk_pi, idi);
+    if let Err(why) = verify_peer(sa, &cfg, idi, method, auth, &octets, &certs_of(&inner)) {
         warn!(
             connection = %cfg.name,
             peer = %sa.remote,
-            id = %display_identity(&idi),
+            id = %display_identity(idi),
             method = %method,
             "initiator authentication failed: {why}"
         );
@@ -331,7 +334,7 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
         sa.close(DownReason::Failed(format!("initiator authentication failed: {why}")));
         return;
     }
-    let our_octets = signed_octets(&ctx.our_init, &ctx.ni, prf, &keys.sk_pr, &id_body(&cfg.local_id));
+    let our_octets = octets_for(&ctx.our_init, &ctx.ni, prf, &keys.sk_pr, &cfg.local_id);
     super::sa_init::note_auth_hints(sa, &inner);
     let (certs, our_auth) = match our_auth(sa, &cfg, &our_octets) {
         Ok(x) => x,
@@ -350,7 +353,7 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
     let mut response = vec![Payload::IdR(cfg.local_id.clone())];
     response.extend(certs);
     response.push(our_auth);
-    establish(sa, now, idi, initial_contact);
+    establish(sa, now, idi.clone(), initial_contact);
     let has_child = inner.iter().any(|p| matches!(p, Payload::Sa(_)));
     if has_child {
         let AuthContext { ni, nr, .. } = &*ctx;

@@ -1,6 +1,7 @@
 //! CHILD_SA negotiation (in IKE_AUTH and CREATE_CHILD_SA), CHILD_SA rekey
 //! with optional PFS, IKE SA rekey, and the rekey-collision rules of §2.8.1.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use tracing::{debug, info, warn};
@@ -8,7 +9,7 @@ use tracing::{debug, info, warn};
 use super::child::{ChildSa, ChildSaInstall, ChildState, DirectionKeys};
 use super::{Event, IkeSa, RequestKind, Role, State, Task, find_notify, notify, schedule};
 use crate::config::IpsecMode;
-use crate::crypto::keys::{derive_child_sa_keys, derive_rekeyed_ike_sa_keys};
+use crate::crypto::keys::{ChildSaKeys, derive_child_sa_keys, derive_rekeyed_ike_sa_keys};
 use crate::crypto::{self, KeGroup, KeyExchange};
 use crate::proposal::{self, EspProposal};
 use crate::ts;
@@ -52,13 +53,18 @@ fn nonce() -> Vec<u8> {
     n
 }
 
-fn esp_without_ke(p: &[EspProposal]) -> Vec<EspProposal> {
-    p.iter()
-        .map(|e| EspProposal {
-            ke: Vec::new(),
-            ..e.clone()
-        })
-        .collect()
+fn esp_without_ke(p: &[EspProposal]) -> Cow<'_, [EspProposal]> {
+    if p.iter().all(|e| e.ke.is_empty()) {
+        return Cow::Borrowed(p);
+    }
+    Cow::Owned(
+        p.iter()
+            .map(|e| EspProposal {
+                ke: Vec::new(),
+                ..e.clone()
+            })
+            .collect(),
+    )
 }
 
 /// Builds the payloads proposing a child from template `template` (IKE_AUTH
@@ -75,7 +81,7 @@ pub(crate) fn build_child_request(
     let ours = if in_auth {
         esp_without_ke(&t.esp_proposals)
     } else {
-        t.esp_proposals.clone()
+        Cow::Borrowed(&t.esp_proposals[..])
     };
     let proposals = ours
         .iter()
@@ -145,11 +151,17 @@ fn install_child(
     rekey_of: Option<u32>,
 ) {
     let Some(keys) = sa.keys.as_ref() else { return };
-    let k = derive_child_sa_keys(keys.suite.prf, &keys.sk_d, shared, ni, nr, sel.encr, sel.integ);
+    // Moved, not copied: every key lives in one zeroizing buffer.
+    let ChildSaKeys {
+        encr_i,
+        integ_i,
+        encr_r,
+        integ_r,
+    } = derive_child_sa_keys(keys.suite.prf, &keys.sk_d, shared, ni, nr, sel.encr, sel.integ);
     let (out_e, out_a, in_e, in_a) = if we_initiated {
-        (k.encr_i.clone(), k.integ_i.clone(), k.encr_r.clone(), k.integ_r.clone())
+        (encr_i, integ_i, encr_r, integ_r)
     } else {
-        (k.encr_r.clone(), k.integ_r.clone(), k.encr_i.clone(), k.integ_i.clone())
+        (encr_r, integ_r, encr_i, integ_i)
     };
     let t = &sa.config.children[template];
     let (rekey_at, expire_at) = schedule(now, &t.lifetime);
@@ -261,7 +273,7 @@ pub(crate) fn finish_child_initiator(
     let ours = if req.ni.is_empty() {
         esp_without_ke(&t.esp_proposals)
     } else {
-        t.esp_proposals.clone()
+        Cow::Borrowed(&t.esp_proposals[..])
     };
     let sel = match proposal::accept_esp_response(&ours, &chosen[0]) {
         Ok(s) => s,
@@ -333,9 +345,9 @@ pub(crate) fn respond_child(
     };
     let in_auth = create_child.is_none();
     let transport = find_notify(inner, NotifyType::USE_TRANSPORT_MODE).is_some();
-    let templates: Vec<usize> = match rekey {
-        Some((t, _)) => vec![t],
-        None => (0..sa.config.children.len()).collect(),
+    let templates = match rekey {
+        Some((t, _)) => t..t + 1,
+        None => 0..sa.config.children.len(),
     };
     let mut ts_ok = None;
     let mut mismatch = None;
@@ -350,7 +362,7 @@ pub(crate) fn respond_child(
         let ours = if in_auth {
             esp_without_ke(&t.esp_proposals)
         } else {
-            t.esp_proposals.clone()
+            Cow::Borrowed(&t.esp_proposals[..])
         };
         match proposal::select_esp(&ours, offered) {
             Ok(sel) => {

@@ -863,7 +863,7 @@ impl IkeSa {
     fn open(&mut self, datagram: &[u8], msg: &ikev2::Message) -> Option<Vec<Payload>> {
         let keys = self.keys.as_ref()?;
         let result = match msg.payloads.last() {
-            Some(Payload::Sk { .. }) => sk::open_message(datagram, &keys.inbound).map(Some),
+            Some(Payload::Sk { .. }) => sk::open_decoded(datagram, msg, &keys.inbound).map(Some),
             Some(Payload::Skf { .. }) => self
                 .reassembler
                 .get_or_insert_with(|| Box::new(FragmentReassembler::new()))

@@ -24,6 +24,9 @@ pub struct Message {
 pub const NONCE_MIN_LEN: usize = 16;
 /// Longest nonce RFC 7296 §3.9 allows.
 pub const NONCE_MAX_LEN: usize = 256;
+/// Initial capacity of an encoding buffer: a whole IKE_SA_INIT or IKE_AUTH
+/// message of a PSK or ECDH handshake fits without regrowing.
+pub const ENCODE_CAPACITY: usize = 512;
 
 /// Substructure marker: last proposal / transform.
 const LAST: u8 = 0;
@@ -114,7 +117,8 @@ pub fn decode_payloads(first: PayloadType, buf: &[u8]) -> Result<Vec<Payload>, W
 }
 
 fn decode_chain(first: PayloadType, mut buf: &[u8], outer: bool) -> Result<Vec<Payload>, WireError> {
-    let mut payloads = Vec::new();
+    // Room for a typical IKE_SA_INIT or IKE_AUTH chain without regrowing.
+    let mut payloads = Vec::with_capacity(if buf.is_empty() { 0 } else { 8 });
     let mut next = first;
     while next != PayloadType::NONE {
         need("generic payload header", buf, GENERIC_PAYLOAD_HEADER_LEN)?;
@@ -760,11 +764,13 @@ pub fn try_encode_payloads(payloads: &[Payload], out: &mut Vec<u8>) -> Result<Pa
 /// Encodes a whole message; `header.next_payload` and `header.length` are
 /// computed, the other header fields are taken as given.
 pub fn encode_message(header: &Header, payloads: &[Payload]) -> Vec<u8> {
-    let mut body = Vec::new();
-    let first = encode_payloads(payloads, &mut body);
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    write_header(header, first, HEADER_LEN + body.len(), &mut out);
-    out.extend_from_slice(&body);
+    // Encoded in place after the header, whose length field is set at the end.
+    let first = payloads.first().map_or(PayloadType::NONE, Payload::payload_type);
+    let mut out = Vec::with_capacity(ENCODE_CAPACITY);
+    write_header(header, first, HEADER_LEN, &mut out);
+    encode_payloads(payloads, &mut out);
+    let len = u32::try_from(out.len()).unwrap_or(u32::MAX);
+    out[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
     out
 }
 

@@ -5,7 +5,8 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
-use super::codec::{decode_message, decode_payloads, try_encode_payloads, write_header};
+use super::Message;
+use super::codec::{ENCODE_CAPACITY, decode_message, decode_payloads, try_encode_payloads, write_header};
 use super::types::*;
 use crate::wire::WireError;
 
@@ -147,7 +148,8 @@ fn open_payload(
 /// Encodes a message whose payloads are all inside one SK payload:
 /// header, SK { inner payloads, padding, pad length }.
 pub fn seal_message(header: &Header, inner: &[Payload], sk: &dyn SkProtect) -> Result<Vec<u8>, WireError> {
-    let mut plain = Zeroizing::new(Vec::new());
+    // Sized up front: a growing buffer would leave copies of the plaintext in freed memory.
+    let mut plain = Zeroizing::new(Vec::with_capacity(ENCODE_CAPACITY));
     let first = try_encode_payloads(inner, &mut plain)?;
     let block = block_len(sk)?;
     let total = HEADER_LEN
@@ -169,7 +171,12 @@ pub fn seal_message(header: &Header, inner: &[Payload], sk: &dyn SkProtect) -> R
 /// The AAD is everything before the SK payload body (IKE header, any
 /// unencrypted payloads, SK generic header), as RFC 5282 §5.1 specifies.
 pub fn open_message(datagram: &[u8], sk: &dyn SkProtect) -> Result<Vec<Payload>, WireError> {
-    let msg = decode_message(datagram)?;
+    open_decoded(datagram, &decode_message(datagram)?, sk)
+}
+
+/// [`open_message`] for a message the caller already decoded from `datagram`
+/// (saves decoding it twice).
+pub fn open_decoded(datagram: &[u8], msg: &Message, sk: &dyn SkProtect) -> Result<Vec<Payload>, WireError> {
     match msg.payloads.last() {
         Some(Payload::Sk { first_inner, body }) => {
             let plain = open_payload(datagram, body, 0, sk)?;
@@ -198,7 +205,8 @@ pub fn seal_fragments(
     sk: &dyn SkProtect,
     max_datagram: usize,
 ) -> Result<Vec<Vec<u8>>, WireError> {
-    let mut plain = Zeroizing::new(Vec::new());
+    // Sized up front: a growing buffer would leave copies of the plaintext in freed memory.
+    let mut plain = Zeroizing::new(Vec::with_capacity(ENCODE_CAPACITY));
     let first = try_encode_payloads(inner, &mut plain)?;
     let block = block_len(sk)?;
     let overhead = HEADER_LEN + GENERIC_PAYLOAD_HEADER_LEN + SKF_FIELDS_LEN + sk.iv_len() + sk.icv_len();

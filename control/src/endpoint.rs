@@ -99,11 +99,16 @@ pub struct Endpoint {
     sas: SpiMap<Box<IkeSa>>,
     init_index: HashMap<(u64, SocketAddr), u64>,
     half_open: SpiMap<(u64, SocketAddr)>,
-    scheduled: SpiMap<Instant>,
+    /// Each SA's current deadline, in [`Endpoint::tick`]s.
+    scheduled: SpiMap<u64>,
     per_source: HashMap<IpAddr, usize>,
     cookies: CookieJar,
     cookie_mode_until: Option<Instant>,
-    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// (deadline tick, SPI), stale entries included (skipped when popped):
+    /// 16 bytes an entry where (`Instant`, SPI) takes 24.
+    timers: BinaryHeap<Reverse<(u64, u64)>>,
+    /// Time zero of the ticks.
+    epoch: Instant,
     transmits: VecDeque<Transmit>,
     events: VecDeque<(u64, Event)>,
     spi_prefix: u64,
@@ -129,6 +134,7 @@ impl Endpoint {
             cookies,
             cookie_mode_until: None,
             timers: BinaryHeap::new(),
+            epoch: now,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             spi_prefix: if shard_bits == 0 { 0 } else { shard << (64 - shard_bits) },
@@ -184,6 +190,11 @@ impl Endpoint {
     /// All IKE SAs.
     pub fn sas(&self) -> impl Iterator<Item = &IkeSa> {
         self.sas.values().map(|b| &**b)
+    }
+
+    /// `t` as nanoseconds since the endpoint was made (timer keys; 584 years fit).
+    fn tick(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// A fresh local SPI carrying this endpoint's shard prefix.
@@ -245,13 +256,16 @@ impl Endpoint {
 
     /// The earliest deadline of any SA (or of cookie mode ending).
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        self.timers
+            .peek()
+            .map(|Reverse((t, _))| self.epoch + Duration::from_nanos(*t))
     }
 
     /// Runs every timer that is due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let now_tick = self.tick(now);
         while let Some(Reverse((t, spi))) = self.timers.peek().copied() {
-            if t > now {
+            if t > now_tick {
                 break;
             }
             self.timers.pop();
@@ -428,7 +442,7 @@ impl Endpoint {
             self.sas.remove(&spi);
             self.scheduled.remove(&spi);
         } else {
-            match deadline {
+            match deadline.map(|d| self.tick(d)) {
                 Some(d) if self.scheduled.get(&spi) != Some(&d) => {
                     self.scheduled.insert(spi, d);
                     self.timers.push(Reverse((d, spi)));

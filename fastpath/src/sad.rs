@@ -39,8 +39,8 @@ impl SaId {
         Self(INBOUND_ID_BIT | ((counter & 0x7fff_ffff) << 32) | u64::from(spi))
     }
 
-    /// The SPI of an inbound id.
-    fn inbound_spi(self) -> Option<u32> {
+    /// The SPI of an inbound id (`None` for an outbound id).
+    pub fn inbound_spi(self) -> Option<u32> {
         (self.0 & INBOUND_ID_BIT != 0).then_some(self.0 as u32)
     }
 }

@@ -243,7 +243,7 @@ impl SaSummary {
                 .children()
                 .iter()
                 .map(|c| ChildSummary {
-                    name: c.name.clone(),
+                    name: sa.child_name(c).to_string(),
                     state: format!("{:?}", c.state).to_uppercase(),
                     mode: format!("{:?}", c.mode).to_uppercase(),
                     spi_in: format!("{:08x}", c.spi_in),

@@ -282,8 +282,9 @@ impl Endpoint {
                 if let Some(sa) = self.sas.get_mut(&spi) {
                     sa.handle_timeout(now);
                 }
-                self.after(spi);
             }
+            // Due or not (the deadline moved later since), re-arm with the SA's next deadline.
+            self.after(spi);
         }
     }
 
@@ -443,11 +444,14 @@ impl Endpoint {
             self.scheduled.remove(&spi);
         } else {
             match deadline.map(|d| self.tick(d)) {
-                Some(d) if self.scheduled.get(&spi) != Some(&d) => {
+                // An entry at or before `d` is in the heap: when it fires it
+                // finds the SA not yet due and re-arms it, so a deadline that
+                // moves later (half-open → established, DPD) adds no entry.
+                Some(d) if self.scheduled.get(&spi).is_some_and(|&s| s <= d) => {}
+                Some(d) => {
                     self.scheduled.insert(spi, d);
                     self.timers.push(Reverse((d, spi)));
                 }
-                Some(_) => {}
                 None => {
                     self.scheduled.remove(&spi);
                 }

@@ -83,7 +83,7 @@ pub(crate) fn build_child_request(
         .map(|(i, p)| p.to_wire((i + 1) as u8, spi_in))
         .collect();
     let (tsi, tsr) = match rekey_of {
-        Some(c) => (c.local_ts.clone(), c.remote_ts.clone()),
+        Some(c) => (c.local_ts.to_vec(), c.remote_ts.to_vec()),
         None => (t.local_ts.clone(), t.remote_ts.clone()),
     };
     let mut payloads = Vec::new();
@@ -153,8 +153,8 @@ fn install_child(
     };
     let t = &sa.config.children[template];
     let (rekey_at, expire_at) = schedule(now, &t.lifetime);
+    let name = t.name.clone();
     let child = ChildSa {
-        name: t.name.clone(),
         template,
         spi_in,
         spi_out,
@@ -163,8 +163,8 @@ fn install_child(
         pfs: sel.ke,
         esn: sel.esn,
         mode,
-        local_ts: local_ts.clone(),
-        remote_ts: remote_ts.clone(),
+        local_ts: local_ts.as_slice().into(),
+        remote_ts: remote_ts.as_slice().into(),
         state: ChildState::Installed,
         installed_at: now,
         rekey_at,
@@ -178,7 +178,7 @@ fn install_child(
     }
     info!(
         connection = %sa.config.name,
-        child = %child.name,
+        child = %name,
         spi_in = format_args!("{spi_in:08x}"),
         spi_out = format_args!("{spi_out:08x}"),
         encr = %sel.encr.name(),
@@ -189,7 +189,7 @@ fn install_child(
     sa.push_event(Event::ChildSaInstalled(Box::new(ChildSaInstall {
         ike_spis: (sa.spi_i, sa.spi_r),
         connection: sa.config.name.clone(),
-        name: child.name.clone(),
+        name,
         spi_in,
         spi_out,
         encr: sel.encr,

@@ -71,7 +71,7 @@ pub(crate) fn remove_child(sa: &mut IkeSa, spi_in: u32) {
         sa.ctx.child_spis.release(c.spi_in);
         info!(
             connection = %sa.config.name,
-            child = %c.name,
+            child = %sa.child_name(&c),
             spi_in = format_args!("{:08x}", c.spi_in),
             spi_out = format_args!("{:08x}", c.spi_out),
             "CHILD_SA deleted"

@@ -28,7 +28,7 @@ use crate::wire::ikev2::{
     Payload, ProtocolId, sk,
 };
 
-pub use child::{ChildSa, ChildSaInstall, ChildState, DirectionKeys};
+pub use child::{ChildSa, ChildSaInstall, ChildState, DirectionKeys, Selectors};
 
 /// Which end of the IKE SA we are: the original initiator or the responder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -557,12 +557,11 @@ impl IkeSa {
         });
         let cached_response = self.cached_response.as_ref().map_or(0, |c| c.heap_bytes());
         let outstanding = self.outstanding.as_ref().map_or(0, |o| datagrams(&o.datagrams));
-        let ts = |v: &[crate::wire::ikev2::TrafficSelector]| std::mem::size_of_val(v);
         let children = self.children.capacity() * std::mem::size_of::<ChildSa>()
             + self
                 .children
                 .iter()
-                .map(|c| c.name.capacity() + ts(&c.local_ts) + ts(&c.remote_ts))
+                .map(|c| c.local_ts.heap_bytes() + c.remote_ts.heap_bytes())
                 .sum::<usize>();
         let auth = match &self.state {
             State::Authenticating(a) => {
@@ -654,6 +653,11 @@ impl IkeSa {
     /// The CHILD_SAs.
     pub fn children(&self) -> &[ChildSa] {
         &self.children
+    }
+
+    /// The name of a child of this SA (its template's name).
+    pub fn child_name(&self, child: &ChildSa) -> &str {
+        self.config.children.get(child.template).map_or("", |t| t.name.as_str())
     }
 
     /// True if IKE and ESP use UDP encapsulation (NAT detected).

@@ -104,16 +104,14 @@ struct Child {
 /// A child's policy ids: one inline (a road-warrior child has one), more on the heap.
 enum PolicyIds {
     One(PolicyId),
-    Many(Vec<PolicyId>),
+    Many(Box<[PolicyId]>),
 }
 
 impl PolicyIds {
-    fn from_vec(mut v: Vec<PolicyId>) -> Self {
-        if v.len() == 1 {
-            Self::One(v[0])
-        } else {
-            v.shrink_to_fit();
-            Self::Many(v)
+    fn from_vec(v: Vec<PolicyId>) -> Self {
+        match v[..] {
+            [one] => Self::One(one),
+            _ => Self::Many(v.into_boxed_slice()),
         }
     }
 
@@ -343,7 +341,7 @@ impl ChildSas {
         };
         let replaced = c.rekey_of.and_then(|old| children.by_spi_in.get_mut(&old)).map(|old| {
             self.spd.replace_sa(old.outbound, outbound);
-            std::mem::replace(&mut old.policies, PolicyIds::Many(Vec::new()))
+            std::mem::replace(&mut old.policies, PolicyIds::Many(Box::default()))
         });
         let (policies, installed) = match replaced {
             Some(p) => (p, Installed::Rekeyed),

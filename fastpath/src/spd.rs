@@ -197,18 +197,20 @@ struct Indexed {
 }
 
 /// The policies indexed under one key; the first inline (nearly always the
-/// only one). Immutable once published: writers replace the whole bucket.
+/// only one), the others behind one thin pointer (a bucket with its `Arc`
+/// header then fits 160 bytes). Immutable once published: writers replace
+/// the whole bucket.
 #[derive(Debug, Clone)]
 struct Bucket {
     key: IndexKey,
     first: Indexed,
-    more: Vec<Indexed>,
+    more: Option<Box<Vec<Indexed>>>,
 }
 
 /// Tag of an index key in the lock-free table (never 0 or `u64::MAX`, which it reserves).
 fn key_tag(k: &IndexKey) -> u64 {
-    let (v6, len, net) = *k;
-    let mut h = (net as u64) ^ ((net >> 64) as u64).rotate_left(29) ^ (u64::from(len) << 56) ^ u64::from(v6);
+    let (v6, len, [lo, hi]) = *k;
+    let mut h = lo ^ hi.rotate_left(29) ^ (u64::from(len) << 56) ^ u64::from(v6);
     h = (h ^ (h >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     (h ^ (h >> 31)).clamp(1, u64::MAX - 1)
@@ -216,26 +218,31 @@ fn key_tag(k: &IndexKey) -> u64 {
 
 impl Bucket {
     fn iter(&self) -> impl Iterator<Item = &Indexed> {
-        std::iter::once(&self.first).chain(self.more.iter())
+        std::iter::once(&self.first).chain(self.more.iter().flat_map(|m| m.iter()))
     }
 
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut Indexed> {
         // (Writers modify a private copy, then publish it.)
-        std::iter::once(&mut self.first).chain(self.more.iter_mut())
+        std::iter::once(&mut self.first).chain(self.more.iter_mut().flat_map(|m| m.iter_mut()))
     }
 
     fn push(&mut self, e: Indexed) {
-        self.more.push(e);
+        self.more.get_or_insert_with(Box::default).push(e);
     }
 
     /// Removes policy `id`; returns false when the bucket is left empty.
     fn remove(&mut self, id: u64) -> bool {
-        self.more.retain(|e| e.id != id);
+        if let Some(m) = self.more.as_mut() {
+            m.retain(|e| e.id != id);
+        }
         if self.first.id == id {
-            match self.more.pop() {
+            match self.more.as_mut().and_then(|m| m.pop()) {
                 Some(e) => self.first = e,
                 None => return false,
             }
+        }
+        if self.more.as_ref().is_some_and(|m| m.is_empty()) {
+            self.more = None;
         }
         true
     }
@@ -250,7 +257,13 @@ pub struct PolicyMatch {
     pub action: PolicyAction,
 }
 
-type IndexKey = (bool, u8, u128);
+/// (IPv6, prefix length, network as two 64-bit words): 24 bytes with 8-byte
+/// alignment, where a `u128` would align (and pad) it and its map entries to 16.
+type IndexKey = (bool, u8, [u64; 2]);
+
+fn index_key(v6: bool, len: u8, net: u128) -> IndexKey {
+    (v6, len, [net as u64, (net >> 64) as u64])
+}
 
 /// A small list kept inline when it has one element (nearly always: a
 /// policy is usually one prefix, an SA usually protects one policy).
@@ -361,7 +374,7 @@ impl Spd {
         let (_, hi) = addr_bits(p.remote.end);
         let keys: Vec<IndexKey> = range_to_prefixes(lo, hi, bits)
             .into_iter()
-            .map(|(net, len)| (v6, len, net))
+            .map(|(net, len)| index_key(v6, len, net))
             .collect();
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         for k in &keys {
@@ -373,7 +386,7 @@ impl Spd {
                 None => Some(Bucket {
                     key: *k,
                     first: entry,
-                    more: Vec::new(),
+                    more: None,
                 }),
             });
             self.bump_len(&mut w, k.0, k.1, true);
@@ -532,7 +545,7 @@ impl Spd {
                 let len = if v6 { (wi as u8 - 1) * 64 + bit } else { bit };
                 let bits = if v6 { 128 } else { 32 };
                 let net = dst & !host_mask(bits, len);
-                let key = (v6, len, net);
+                let key = index_key(v6, len, net);
                 let Some(bucket) = self.index.get(key_tag(&key), |b| b.key == key, guard) else {
                     continue;
                 };

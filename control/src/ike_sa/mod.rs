@@ -340,39 +340,35 @@ pub(crate) struct CachedResponse {
     /// matched by message ID).
     pub request_digest: Option<[u8; 16]>,
     /// The response (its first fragment when fragmented).
-    pub first: Vec<u8>,
+    pub first: Box<[u8]>,
     /// Further fragments, if any.
-    pub more: Vec<Vec<u8>>,
+    pub more: Box<[Box<[u8]>]>,
 }
 
 impl CachedResponse {
     /// Caches `datagrams` (at least one) as the response to `message_id`.
-    pub fn new(message_id: u32, request_digest: Option<[u8; 16]>, mut datagrams: Vec<Vec<u8>>) -> Box<Self> {
-        let first = if datagrams.is_empty() {
-            Vec::new()
-        } else {
-            datagrams.remove(0)
-        };
-        datagrams.shrink_to_fit();
+    pub fn new(message_id: u32, request_digest: Option<[u8; 16]>, datagrams: Vec<Vec<u8>>) -> Box<Self> {
+        let mut all = datagrams.into_iter().map(Vec::into_boxed_slice);
+        let first = all.next().unwrap_or_default();
         Box::new(Self {
             message_id,
             request_digest,
             first,
-            more: datagrams,
+            more: all.collect(),
         })
     }
 
     /// The datagrams, in order.
-    pub fn datagrams(&self) -> impl Iterator<Item = &Vec<u8>> {
-        std::iter::once(&self.first).chain(&self.more)
+    pub fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(&*self.first).chain(self.more.iter().map(|d| &**d))
     }
 
     /// Heap bytes it holds.
     fn heap_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.first.capacity()
-            + self.more.iter().map(Vec::capacity).sum::<usize>()
-            + self.more.capacity() * std::mem::size_of::<Vec<u8>>()
+            + self.first.len()
+            + self.more.iter().map(|d| d.len()).sum::<usize>()
+            + std::mem::size_of_val(&*self.more)
     }
 }
 
@@ -906,7 +902,7 @@ impl IkeSa {
                 let same = first_fragment && (mid == 0 || cached.request_digest == Some(request_digest(datagram)));
                 if same {
                     debug!(message_id = mid, "retransmitted request, resending cached response");
-                    let datagrams: Vec<Vec<u8>> = cached.datagrams().cloned().collect();
+                    let datagrams: Vec<Vec<u8>> = cached.datagrams().map(<[u8]>::to_vec).collect();
                     for d in datagrams {
                         self.push_transmit(d);
                     }

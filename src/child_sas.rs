@@ -340,7 +340,7 @@ impl ChildSas {
             return None;
         };
         let replaced = c.rekey_of.and_then(|old| children.by_spi_in.get_mut(&old)).map(|old| {
-            self.spd.replace_sa(old.outbound, outbound);
+            self.spd.replace_sa_of(old.policies.as_slice(), old.outbound, outbound);
             std::mem::replace(&mut old.policies, PolicyIds::Many(Box::default()))
         });
         let (policies, installed) = match replaced {

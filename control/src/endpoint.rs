@@ -99,8 +99,6 @@ pub struct Endpoint {
     sas: SpiMap<Box<IkeSa>>,
     init_index: HashMap<(u64, SocketAddr), u64>,
     half_open: SpiMap<(u64, SocketAddr)>,
-    /// Each SA's current deadline, in [`Endpoint::tick`]s.
-    scheduled: SpiMap<u64>,
     per_source: HashMap<IpAddr, usize>,
     cookies: CookieJar,
     cookie_mode_until: Option<Instant>,
@@ -129,7 +127,6 @@ impl Endpoint {
             sas: SpiMap::default(),
             init_index: HashMap::new(),
             half_open: SpiMap::default(),
-            scheduled: SpiMap::default(),
             per_source: HashMap::new(),
             cookies,
             cookie_mode_until: None,
@@ -147,7 +144,6 @@ impl Endpoint {
     /// does not rehash (and copy) the tables while handshakes wait.
     pub fn reserve(&mut self, sas: usize) {
         self.sas.reserve(sas.saturating_sub(self.sas.len()));
-        self.scheduled.reserve(sas.saturating_sub(self.scheduled.len()));
         self.timers.reserve(sas.saturating_sub(self.timers.len()));
     }
 
@@ -269,10 +265,13 @@ impl Endpoint {
                 break;
             }
             self.timers.pop();
-            if self.scheduled.get(&spi) != Some(&t) {
+            // Each SA's armed deadline lives in the SA (no map of its own).
+            if self.sas.get(&spi).map(|sa| sa.timer) != Some(t) {
                 continue;
             }
-            self.scheduled.remove(&spi);
+            if let Some(sa) = self.sas.get_mut(&spi) {
+                sa.timer = crate::ike_sa::NO_TIMER;
+            }
             let due = self
                 .sas
                 .get(&spi)
@@ -428,6 +427,7 @@ impl Endpoint {
         let half_open = sa.is_half_open();
         let closed = sa.is_closed();
         let deadline = sa.poll_timeout();
+        let armed = sa.timer;
         if !half_open {
             if let Some((spi_i, remote)) = self.half_open.remove(&spi) {
                 self.init_index.remove(&(spi_i, remote));
@@ -441,19 +441,22 @@ impl Endpoint {
         }
         if closed {
             self.sas.remove(&spi);
-            self.scheduled.remove(&spi);
         } else {
             match deadline.map(|d| self.tick(d)) {
                 // An entry at or before `d` is in the heap: when it fires it
                 // finds the SA not yet due and re-arms it, so a deadline that
                 // moves later (half-open → established, DPD) adds no entry.
-                Some(d) if self.scheduled.get(&spi).is_some_and(|&s| s <= d) => {}
+                Some(d) if armed <= d => {}
                 Some(d) => {
-                    self.scheduled.insert(spi, d);
+                    if let Some(sa) = self.sas.get_mut(&spi) {
+                        sa.timer = d;
+                    }
                     self.timers.push(Reverse((d, spi)));
                 }
                 None => {
-                    self.scheduled.remove(&spi);
+                    if let Some(sa) = self.sas.get_mut(&spi) {
+                        sa.timer = crate::ike_sa::NO_TIMER;
+                    }
                 }
             }
         }

@@ -289,24 +289,6 @@ impl<T: Copy + PartialEq> OneOrMore<T> {
             Self::More(v)
         }
     }
-
-    fn push(&mut self, t: T) {
-        match self {
-            Self::One(first) => *self = Self::More(vec![*first, t]),
-            Self::More(v) => v.push(t),
-        }
-    }
-
-    /// Removes every `t`; returns false when nothing is left.
-    fn remove(&mut self, t: T) -> bool {
-        match self {
-            Self::One(x) => *x != t,
-            Self::More(v) => {
-                v.retain(|x| *x != t);
-                !v.is_empty()
-            }
-        }
-    }
 }
 
 /// What removal and rekey need to know about an installed policy (the
@@ -324,8 +306,6 @@ pub struct Spd {
     index: EpochTable<Bucket>,
     /// Installed policies (current action) and their index keys.
     policies: DashMap<u64, Installed>,
-    /// Policies protecting with each SA (for rekeys).
-    by_sa: DashMap<u64, OneOrMore<u64>>,
     /// Bit `len` set when some prefix of that length is indexed (v4: word 0; v6: words 1..=3).
     len_mask: [AtomicU64; 4],
     writer: Mutex<WriterState>,
@@ -390,14 +370,6 @@ impl Spd {
                 }),
             });
             self.bump_len(&mut w, k.0, k.1, true);
-        }
-        if let PolicyAction::Protect(sa) = p.action {
-            match self.by_sa.entry(sa.0) {
-                dashmap::mapref::entry::Entry::Occupied(mut o) => o.get_mut().push(id),
-                dashmap::mapref::entry::Entry::Vacant(v) => {
-                    v.insert(OneOrMore::One(id));
-                }
-            }
         }
         self.policies.insert(
             id,
@@ -467,24 +439,38 @@ impl Spd {
             self.update_bucket(k, |b| b.and_then(|mut b| b.remove(id.0).then_some(b)));
             self.bump_len(&mut w, k.0, k.1, false);
         }
-        if let PolicyAction::Protect(sa) = installed.action {
-            self.by_sa.remove_if_mut(&sa.0, |_, ids| !ids.remove(id.0));
-        }
         self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
     /// Repoints every policy protecting with `old` to `new` (outbound rekey);
-    /// returns how many policies moved.
+    /// returns how many policies moved. It looks at every policy (there is
+    /// no index by SA, which would cost every tunnel a map entry): callers
+    /// that know their policies use [`Spd::replace_sa_of`].
     pub fn replace_sa(&self, old: SaId, new: SaId) -> usize {
+        let ids: Vec<PolicyId> = self
+            .policies
+            .iter()
+            .filter(|p| p.action == PolicyAction::Protect(old))
+            .map(|p| PolicyId(*p.key()))
+            .collect();
+        self.replace_sa_of(&ids, old, new)
+    }
+
+    /// Repoints those of policies `ids` that protect with `old` to `new`
+    /// (outbound rekey of an SA whose policies the caller tracks); returns
+    /// how many policies moved.
+    pub fn replace_sa_of(&self, ids: &[PolicyId], old: SaId, new: SaId) -> usize {
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((_, ids)) = self.by_sa.remove(&old.0) else {
-            return 0;
-        };
-        for id in ids.as_slice() {
+        let mut n = 0;
+        for PolicyId(id) in ids {
             let Some(mut p) = self.policies.get_mut(id) else {
                 continue;
             };
+            if p.action != PolicyAction::Protect(old) {
+                continue;
+            }
+            n += 1;
             p.action = PolicyAction::Protect(new);
             for k in p.keys.as_slice() {
                 self.update_bucket(k, |b| {
@@ -495,17 +481,6 @@ impl Spd {
                         b
                     })
                 });
-            }
-        }
-        let n = ids.as_slice().len();
-        match self.by_sa.entry(new.0) {
-            dashmap::mapref::entry::Entry::Occupied(mut o) => {
-                for id in ids.as_slice() {
-                    o.get_mut().push(*id);
-                }
-            }
-            dashmap::mapref::entry::Entry::Vacant(v) => {
-                v.insert(ids);
             }
         }
         self.generation.fetch_add(1, Ordering::Release);

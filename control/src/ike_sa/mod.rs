@@ -328,7 +328,13 @@ pub struct IkeSa {
     pub(crate) expire_at: Option<Instant>,
     /// Set once IkeSaDown was reported.
     pub(crate) down_reported: bool,
+    /// The deadline its driver armed a timer for ([`crate::endpoint::Endpoint`]
+    /// ticks; [`NO_TIMER`] when none): kept here rather than in a map by SPI.
+    pub(crate) timer: u64,
 }
+
+/// [`IkeSa::timer`] when no timer is armed.
+pub(crate) const NO_TIMER: u64 = u64::MAX;
 
 /// Our last response and what it answers.
 pub(crate) struct CachedResponse {
@@ -522,6 +528,7 @@ impl IkeSa {
             rekey_at: None,
             expire_at: None,
             down_reported: false,
+            timer: NO_TIMER,
         }
     }
 

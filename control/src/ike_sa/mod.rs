@@ -345,8 +345,9 @@ pub(crate) struct CachedResponse {
     /// merely knows the SPIs can make us reflect it (None for IKE_SA_INIT,
     /// matched by message ID).
     pub request_digest: Option<[u8; 16]>,
-    /// The response (its first fragment when fragmented).
-    pub first: Box<[u8]>,
+    /// The response (its first fragment when fragmented), as sent (a
+    /// `Vec`: shrinking it to a boxed slice would cost a reallocation).
+    pub first: Vec<u8>,
     /// Further fragments, if any.
     pub more: Box<[Box<[u8]>]>,
 }
@@ -354,25 +355,25 @@ pub(crate) struct CachedResponse {
 impl CachedResponse {
     /// Caches `datagrams` (at least one) as the response to `message_id`.
     pub fn new(message_id: u32, request_digest: Option<[u8; 16]>, datagrams: Vec<Vec<u8>>) -> Box<Self> {
-        let mut all = datagrams.into_iter().map(Vec::into_boxed_slice);
+        let mut all = datagrams.into_iter();
         let first = all.next().unwrap_or_default();
         Box::new(Self {
             message_id,
             request_digest,
             first,
-            more: all.collect(),
+            more: all.map(Vec::into_boxed_slice).collect(),
         })
     }
 
     /// The datagrams, in order.
     pub fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
-        std::iter::once(&*self.first).chain(self.more.iter().map(|d| &**d))
+        std::iter::once(self.first.as_slice()).chain(self.more.iter().map(|d| &**d))
     }
 
     /// Heap bytes it holds.
     fn heap_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.first.len()
+            + self.first.capacity()
             + self.more.iter().map(|d| d.len()).sum::<usize>()
             + std::mem::size_of_val(&*self.more)
     }

@@ -204,6 +204,8 @@ struct Indexed {
 struct Bucket {
     key: IndexKey,
     first: Indexed,
+    /// A thin pointer on purpose (a `Vec` or boxed slice would take 24 or 16 bytes).
+    #[allow(clippy::box_collection)]
     more: Option<Box<Vec<Indexed>>>,
 }
 

@@ -194,7 +194,7 @@ fn many_tunnels_with_children_in_the_fastpath_stay_up() {
     // Still up a moment later (no timer storm, no loss).
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(metric(&metrics(mport), "ironsa_ike_sas", ""), n);
-    // 3.7–3.9 KiB measured with 50,000 tunnels (2026-11-25; the heap sits on
+    // 3.7–3.8 KiB measured with 50,000 tunnels (2026-11-25; the heap sits on
     // 2 MiB transparent huge pages, so RSS varies run to run). The bound catches
     // regressions, not noise: 8 KiB per tunnel plus 32 MiB the gateway grows
     // whatever the count (2,000 handshakes in flight, thread heaps, tables).

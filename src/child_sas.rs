@@ -42,9 +42,6 @@ pub type LifetimeSink = Arc<dyn Fn((u64, u64), u32, LifetimeRequest) + Send + Sy
 /// Byte and packet lifetimes of a child template (0 = none), keyed by (connection, child).
 pub type ByteLifetimes = HashMap<(String, String), (u64, u64)>;
 
-/// Fastpath SA id → (IKE SPIs, child inbound SPI), to route lifetime events.
-type Owners = dashmap::DashMap<u64, ((u64, u64), u32)>;
-
 /// Inbound SPIs unique on this gateway.
 #[derive(Default)]
 pub struct UniqueSpis {
@@ -99,7 +96,51 @@ pub enum Installed {
 struct Child {
     inbound: SaId,
     outbound: SaId,
-    policies: Vec<PolicyId>,
+    /// The IKE SA it belongs to (where lifetime events go).
+    ike_spis: (u64, u64),
+    policies: PolicyIds,
+}
+
+/// A child's policy ids: one inline (a road-warrior child has one), more on the heap.
+enum PolicyIds {
+    One(PolicyId),
+    Many(Box<[PolicyId]>),
+}
+
+impl PolicyIds {
+    fn from_vec(v: Vec<PolicyId>) -> Self {
+        match v[..] {
+            [one] => Self::One(one),
+            _ => Self::Many(v.into_boxed_slice()),
+        }
+    }
+
+    fn as_slice(&self) -> &[PolicyId] {
+        match self {
+            Self::One(p) => std::slice::from_ref(p),
+            Self::Many(v) => v,
+        }
+    }
+}
+
+/// The children by inbound SPI, and the inbound SPI of each outbound SA (so
+/// that a lifetime event of either SA finds its child without a map per SA id).
+#[derive(Default)]
+struct Children {
+    by_spi_in: HashMap<u32, Child>,
+    spi_in_of_outbound: HashMap<u64, u32>,
+}
+
+impl Children {
+    /// (IKE SPIs, child inbound SPI) of the child that fastpath SA `id` belongs to.
+    fn owner(&self, id: SaId) -> Option<((u64, u64), u32)> {
+        let spi_in = match id.inbound_spi() {
+            Some(spi) => spi,
+            None => *self.spi_in_of_outbound.get(&id.0)?,
+        };
+        let c = self.by_spi_in.get(&spi_in)?;
+        (c.inbound == id || c.outbound == id).then_some((c.ike_spis, spi_in))
+    }
 }
 
 /// The CHILD_SAs of a data plane, in its SAD and SPD.
@@ -107,10 +148,9 @@ pub struct ChildSas {
     sad: Arc<Sad>,
     spd: Arc<Spd>,
     spis: Arc<UniqueSpis>,
-    children: Mutex<HashMap<u32, Child>>,
+    children: Arc<Mutex<Children>>,
     byte_lifetimes: ByteLifetimes,
     keylog: Option<Mutex<std::fs::File>>,
-    owners: Arc<Owners>,
     lifetime_sink: Arc<OnceLock<LifetimeSink>>,
 }
 
@@ -175,10 +215,10 @@ impl ChildSas {
             }
         };
         let (sad, events) = Sad::new(workers.max(1));
-        let owners: Arc<Owners> = Arc::new(dashmap::DashMap::new());
+        let children: Arc<Mutex<Children>> = Arc::default();
         let lifetime_sink: Arc<OnceLock<LifetimeSink>> = Arc::new(OnceLock::new());
         {
-            let owners = owners.clone();
+            let children = children.clone();
             let sink = lifetime_sink.clone();
             std::thread::Builder::new().name("ironsa-sa-events".into()).spawn(move || {
                 for e in events {
@@ -186,7 +226,8 @@ impl ChildSas {
                         SaEvent::SoftExpired { sa } | SaEvent::SeqExhausted { sa } => (sa, LifetimeRequest::Rekey),
                         SaEvent::HardExpired { sa } => (sa, LifetimeRequest::Delete),
                     };
-                    let Some(owner) = owners.get(&id.0).map(|o| *o) else { continue };
+                    let owner = children.lock().ok().and_then(|c| c.owner(id));
+                    let Some(owner) = owner else { continue };
                     info!(event = ?e, spi_in = format_args!("{:08x}", owner.1), "fastpath lifetime reached: {req:?}");
                     if let Some(s) = sink.get() {
                         s(owner.0, owner.1, req);
@@ -198,10 +239,9 @@ impl ChildSas {
             sad: Arc::new(sad),
             spd: Arc::new(Spd::new()),
             spis: Arc::new(UniqueSpis::default()),
-            children: Mutex::new(HashMap::new()),
+            children,
             byte_lifetimes,
             keylog,
-            owners,
             lifetime_sink,
         })
     }
@@ -302,9 +342,9 @@ impl ChildSas {
             store.remove_sa(outbound);
             return None;
         };
-        let replaced = c.rekey_of.and_then(|old| children.get_mut(&old)).map(|old| {
-            self.spd.replace_sa(old.outbound, outbound);
-            std::mem::take(&mut old.policies)
+        let replaced = c.rekey_of.and_then(|old| children.by_spi_in.get_mut(&old)).map(|old| {
+            self.spd.replace_sa_of(old.policies.as_slice(), old.outbound, outbound);
+            std::mem::replace(&mut old.policies, PolicyIds::Many(Box::default()))
         });
         let (policies, installed) = match replaced {
             Some(p) => (p, Installed::Rekeyed),
@@ -323,22 +363,19 @@ impl ChildSas {
                         }
                     }
                 }
-                if policies.len() < policies.capacity() {
-                    policies.shrink_to_fit();
-                }
-                (policies, Installed::New)
+                (PolicyIds::from_vec(policies), Installed::New)
             }
         };
-        children.insert(
+        children.by_spi_in.insert(
             c.spi_in,
             Child {
                 inbound,
                 outbound,
+                ike_spis: c.ike_spis,
                 policies,
             },
         );
-        self.owners.insert(inbound.0, (c.ike_spis, c.spi_in));
-        self.owners.insert(outbound.0, (c.ike_spis, c.spi_in));
+        children.spi_in_of_outbound.insert(outbound.0, c.spi_in);
         drop(children);
         self.write_keylog(c);
         debug!(
@@ -351,22 +388,24 @@ impl ChildSas {
 
     /// Removes the child with inbound SPI `spi_in`, its SAs (through `store`) and policies.
     pub fn remove(&self, spi_in: u32, store: &dyn SaStore) {
-        let Some(old) = self.children.lock().ok().and_then(|mut c| c.remove(&spi_in)) else {
+        let Some(old) = self.children.lock().ok().and_then(|mut c| {
+            let old = c.by_spi_in.remove(&spi_in)?;
+            c.spi_in_of_outbound.remove(&old.outbound.0);
+            Some(old)
+        }) else {
             return;
         };
-        for p in old.policies {
-            let _ = self.spd.remove(p);
+        for p in old.policies.as_slice() {
+            let _ = self.spd.remove(*p);
         }
         store.remove_sa(old.inbound);
         store.remove_sa(old.outbound);
-        self.owners.remove(&old.inbound.0);
-        self.owners.remove(&old.outbound.0);
     }
 
     /// Counters of the child with inbound SPI `spi_in`.
     pub fn counters(&self, spi_in: u32) -> Option<ChildCounters> {
         let children = self.children.lock().ok()?;
-        let c = children.get(&spi_in)?;
+        let c = children.by_spi_in.get(&spi_in)?;
         let i = self.sad.inbound_by_id(c.inbound)?.counters.snapshot();
         let o = self.sad.outbound(c.outbound)?.counters.snapshot();
         Some(ChildCounters {

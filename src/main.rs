@@ -263,6 +263,7 @@ fn open_dataplane(cfg: &config_file::DaemonConfig) -> Result<Plane, String> {
 
 fn run(config_path: PathBuf) -> ExitCode {
     ffi::alloc::keep_freed_memory();
+    ffi::alloc::big_blocks_from_the_os();
     let cfg = match config_file::DaemonConfig::load(&config_path) {
         Ok(c) => c,
         Err(e) => {

@@ -16,12 +16,67 @@ use crate::dataplane::{ChildCounters, DataPlane};
 /// A 128-bit keyed digest of a peer identity (SipHash with a key chosen at
 /// start, over the identity and over the identity with a tag): the indexes
 /// hold it instead of a copy of the identity. Peers cannot aim at collisions
-/// without the key, and a chance collision needs ≈ 2^64 identities.
-type PeerKey = u128;
+/// without the key, and a chance collision needs ≈ 2^64 identities. Two
+/// words rather than a `u128`, whose 16-byte alignment would pad map entries.
+type PeerKey = [u64; 2];
+
+/// The established IKE SAs of one peer as (shard, local SPI): one inline
+/// (the rule), more on the heap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PeerSas {
+    One(usize, u64),
+    Many(Vec<(usize, u64)>),
+}
+
+impl PeerSas {
+    fn push(&mut self, sa: (usize, u64)) {
+        match self {
+            Self::One(shard, spi) => *self = Self::Many(vec![(*shard, *spi), sa]),
+            Self::Many(v) if v.is_empty() => *self = Self::One(sa.0, sa.1),
+            Self::Many(v) => v.push(sa),
+        }
+    }
+
+    /// Removes every SA and returns them.
+    fn take(&mut self) -> Vec<(usize, u64)> {
+        match std::mem::replace(self, Self::Many(Vec::new())) {
+            Self::One(shard, spi) => vec![(shard, spi)],
+            Self::Many(v) => v,
+        }
+    }
+
+    fn retain(&mut self, keep: impl Fn(&(usize, u64)) -> bool) {
+        match self {
+            Self::One(shard, spi) => {
+                if !keep(&(*shard, *spi)) {
+                    *self = Self::Many(Vec::new());
+                }
+            }
+            Self::Many(v) => {
+                v.retain(keep);
+                if let [one] = v[..] {
+                    *self = Self::One(one.0, one.1);
+                }
+            }
+        }
+    }
+
+    fn replace(&mut self, old: (usize, u64), new: (usize, u64)) {
+        match self {
+            Self::One(shard, spi) if (*shard, *spi) == old => *self = Self::One(new.0, new.1),
+            Self::One(..) => {}
+            Self::Many(v) => v.iter_mut().filter(|x| **x == old).for_each(|x| *x = new),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Self::Many(v) if v.is_empty())
+    }
+}
 
 /// Peer identity → (shard, local SPI) of its established IKE SAs.
 pub struct Registry {
-    by_peer: DashMap<PeerKey, Vec<(usize, u64)>>,
+    by_peer: DashMap<PeerKey, PeerSas>,
     by_spi: DashMap<(usize, u64), PeerKey>,
     key: RandomState,
 }
@@ -47,7 +102,7 @@ impl Registry {
     }
 
     fn key(&self, peer: &Identification) -> PeerKey {
-        (u128::from(self.key.hash_one(peer)) << 64) | u128::from(self.key.hash_one((peer, 1u8)))
+        [self.key.hash_one(peer), self.key.hash_one((peer, 1u8))]
     }
 
     /// Records an established SA; with INITIAL_CONTACT returns the peer's older SAs to delete.
@@ -59,14 +114,8 @@ impl Registry {
         initial_contact: bool,
     ) -> Vec<(usize, u64)> {
         let peer = self.key(peer);
-        let mut entry = self.by_peer.entry(peer).or_default();
-        let stale = if initial_contact {
-            std::mem::take(&mut *entry)
-        } else {
-            Vec::new()
-        };
-        // One SA per peer is the rule: no spare capacity.
-        entry.reserve_exact(1);
+        let mut entry = self.by_peer.entry(peer).or_insert(PeerSas::Many(Vec::new()));
+        let stale = if initial_contact { entry.take() } else { Vec::new() };
         entry.push((shard, spi));
         drop(entry);
         self.by_spi.insert((shard, spi), peer);
@@ -90,11 +139,7 @@ impl Registry {
     pub fn rekeyed(&self, shard: usize, old: u64, new: u64) {
         if let Some((_, peer)) = self.by_spi.remove(&(shard, old)) {
             if let Some(mut v) = self.by_peer.get_mut(&peer) {
-                for x in v.iter_mut() {
-                    if *x == (shard, old) {
-                        *x = (shard, new);
-                    }
-                }
+                v.replace((shard, old), (shard, new));
             }
             self.by_spi.insert((shard, new), peer);
         }
@@ -198,7 +243,7 @@ impl SaSummary {
                 .children()
                 .iter()
                 .map(|c| ChildSummary {
-                    name: c.name.clone(),
+                    name: sa.child_name(c).to_string(),
                     state: format!("{:?}", c.state).to_uppercase(),
                     mode: format!("{:?}", c.mode).to_uppercase(),
                     spi_in: format!("{:08x}", c.spi_in),

@@ -37,7 +37,7 @@ fn parse_mem_available(meminfo: &str) -> Option<usize> {
     kib.checked_mul(1024)
 }
 
-/// Heap a tunnel holds (IKE SA, CHILD_SA pair in the fastpath, indexes: 5.4–5.8 KiB
+/// Heap a tunnel holds (IKE SA, CHILD_SA pair in the fastpath, indexes: 3.7–3.8 KiB
 /// measured by tests/gateway_load.rs) plus room for the handshakes in flight.
 const BYTES_PER_EXPECTED_SA: usize = 8 << 10;
 

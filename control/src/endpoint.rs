@@ -91,32 +91,22 @@ impl Hasher for SpiHasher {
 /// A map keyed by our IKE SPI.
 type SpiMap<V> = HashMap<u64, V, BuildHasherDefault<SpiHasher>>;
 
-/// An IKE SA with the deadline the timer heap holds for it (kept next to the
-/// SA, which is in cache when its deadline changes, rather than in a map).
-struct Slot {
-    sa: IkeSa,
-    /// The live entry of the timer heap (older entries for this SA are stale).
-    scheduled: Option<Instant>,
-}
-
-impl Slot {
-    fn new(sa: IkeSa) -> Box<Self> {
-        Box::new(Self { sa, scheduled: None })
-    }
-}
-
 /// A set of IKE SAs behind one group of sockets (one shard of the daemon).
 pub struct Endpoint {
     ctx: Arc<Context>,
     admission: AdmissionConfig,
     /// Boxed: a map slot of a boxed SA is 16 bytes, so the map's spare slots cost little.
-    sas: SpiMap<Box<Slot>>,
+    sas: SpiMap<Box<IkeSa>>,
     init_index: HashMap<(u64, SocketAddr), u64>,
     half_open: SpiMap<(u64, SocketAddr)>,
     per_source: HashMap<IpAddr, usize>,
     cookies: CookieJar,
     cookie_mode_until: Option<Instant>,
-    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// (deadline tick, SPI), stale entries included (skipped when popped):
+    /// 16 bytes an entry where (`Instant`, SPI) takes 24.
+    timers: BinaryHeap<Reverse<(u64, u64)>>,
+    /// Time zero of the ticks.
+    epoch: Instant,
     transmits: VecDeque<Transmit>,
     events: VecDeque<(u64, Event)>,
     spi_prefix: u64,
@@ -141,6 +131,7 @@ impl Endpoint {
             cookies,
             cookie_mode_until: None,
             timers: BinaryHeap::new(),
+            epoch: now,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             spi_prefix: if shard_bits == 0 { 0 } else { shard << (64 - shard_bits) },
@@ -189,12 +180,17 @@ impl Endpoint {
 
     /// The IKE SA whose local SPI is `spi`.
     pub fn sa(&self, spi: u64) -> Option<&IkeSa> {
-        self.sas.get(&spi).map(|b| &b.sa)
+        self.sas.get(&spi).map(|b| &**b)
     }
 
     /// All IKE SAs.
     pub fn sas(&self) -> impl Iterator<Item = &IkeSa> {
-        self.sas.values().map(|b| &b.sa)
+        self.sas.values().map(|b| &**b)
+    }
+
+    /// `t` as nanoseconds since the endpoint was made (timer keys; 584 years fit).
+    fn tick(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// A fresh local SPI carrying this endpoint's shard prefix.
@@ -223,27 +219,23 @@ impl Endpoint {
     ) -> Result<u64, Error> {
         let spi = self.new_spi();
         let sa = IkeSa::initiate(now, config, self.ctx.clone(), local, remote, spi)?;
-        self.sas.insert(spi, Slot::new(sa));
+        self.sas.insert(spi, Box::new(sa));
         self.after(spi);
         Ok(spi)
     }
 
     /// Queues a task (rekey, delete, DPD, new child) on an IKE SA.
     pub fn queue(&mut self, now: Instant, spi: u64, task: Task) -> bool {
-        let Some(slot) = self.sas.get_mut(&spi) else {
-            return false;
-        };
-        slot.sa.queue(now, task);
+        let Some(sa) = self.sas.get_mut(&spi) else { return false };
+        sa.queue(now, task);
         self.after(spi);
         true
     }
 
     /// Deletes an IKE SA gracefully (DELETE to the peer).
     pub fn delete(&mut self, now: Instant, spi: u64) -> bool {
-        let Some(slot) = self.sas.get_mut(&spi) else {
-            return false;
-        };
-        slot.sa.delete(now);
+        let Some(sa) = self.sas.get_mut(&spi) else { return false };
+        sa.delete(now);
         self.after(spi);
         true
     }
@@ -260,25 +252,37 @@ impl Endpoint {
 
     /// The earliest deadline of any SA (or of cookie mode ending).
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        self.timers
+            .peek()
+            .map(|Reverse((t, _))| self.epoch + Duration::from_nanos(*t))
     }
 
     /// Runs every timer that is due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let now_tick = self.tick(now);
         while let Some(Reverse((t, spi))) = self.timers.peek().copied() {
-            if t > now {
+            if t > now_tick {
                 break;
             }
             self.timers.pop();
-            let Some(slot) = self.sas.get_mut(&spi) else { continue };
-            if slot.scheduled != Some(t) {
-                continue; // stale: the SA's deadline changed since
+            // Each SA's armed deadline lives in the SA (no map of its own).
+            if self.sas.get(&spi).map(|sa| sa.timer) != Some(t) {
+                continue;
             }
-            slot.scheduled = None;
-            if slot.sa.poll_timeout().is_some_and(|d| d <= now) {
-                slot.sa.handle_timeout(now);
+            if let Some(sa) = self.sas.get_mut(&spi) {
+                sa.timer = crate::ike_sa::NO_TIMER;
             }
-            // Collects the output and schedules the SA's next deadline.
+            let due = self
+                .sas
+                .get(&spi)
+                .and_then(|sa| sa.poll_timeout())
+                .is_some_and(|d| d <= now);
+            if due {
+                if let Some(sa) = self.sas.get_mut(&spi) {
+                    sa.handle_timeout(now);
+                }
+            }
+            // Due or not (the deadline moved later since), re-arm with the SA's next deadline.
             self.after(spi);
         }
     }
@@ -304,8 +308,8 @@ impl Endpoint {
         let h = msg.header;
         if h.exchange == ExchangeType::IKE_SA_INIT && h.spi_r == 0 && !h.is_response() && h.is_initiator() {
             if let Some(&spi) = self.init_index.get(&(h.spi_i, remote)) {
-                if let Some(slot) = self.sas.get_mut(&spi) {
-                    slot.sa.handle_message(now, local, remote, datagram, msg);
+                if let Some(sa) = self.sas.get_mut(&spi) {
+                    sa.handle_message(now, local, remote, datagram, msg);
                 }
                 self.after(spi);
                 return;
@@ -315,8 +319,8 @@ impl Endpoint {
         }
         let our_spi = if h.is_initiator() { h.spi_r } else { h.spi_i };
         match self.sas.get_mut(&our_spi) {
-            Some(slot) => {
-                slot.sa.handle_message(now, local, remote, datagram, msg);
+            Some(sa) => {
+                sa.handle_message(now, local, remote, datagram, msg);
                 self.after(our_spi);
             }
             None => {
@@ -386,7 +390,7 @@ impl Endpoint {
                 self.init_index.insert((h.spi_i, remote), spi);
                 self.half_open.insert(spi, (h.spi_i, remote));
                 *self.per_source.entry(remote.ip()).or_default() += 1;
-                self.sas.insert(spi, Slot::new(sa));
+                self.sas.insert(spi, Box::new(sa));
                 self.after(spi);
             }
             Err(rej) => {
@@ -406,8 +410,7 @@ impl Endpoint {
 
     /// Collects an SA's output and keeps the indexes and timers right.
     fn after(&mut self, spi: u64) {
-        let Some(slot) = self.sas.get_mut(&spi) else { return };
-        let sa = &mut slot.sa;
+        let Some(sa) = self.sas.get_mut(&spi) else { return };
         while let Some(t) = sa.poll_transmit() {
             self.transmits.push_back(t);
         }
@@ -424,16 +427,7 @@ impl Endpoint {
         let half_open = sa.is_half_open();
         let closed = sa.is_closed();
         let deadline = sa.poll_timeout();
-        if !closed {
-            match deadline {
-                Some(d) if slot.scheduled != Some(d) => {
-                    slot.scheduled = Some(d);
-                    self.timers.push(Reverse((d, spi)));
-                }
-                Some(_) => {}
-                None => slot.scheduled = None,
-            }
-        }
+        let armed = sa.timer;
         if !half_open {
             if let Some((spi_i, remote)) = self.half_open.remove(&spi) {
                 self.init_index.remove(&(spi_i, remote));
@@ -447,6 +441,24 @@ impl Endpoint {
         }
         if closed {
             self.sas.remove(&spi);
+        } else {
+            match deadline.map(|d| self.tick(d)) {
+                // An entry at or before `d` is in the heap: when it fires it
+                // finds the SA not yet due and re-arms it, so a deadline that
+                // moves later (half-open → established, DPD) adds no entry.
+                Some(d) if armed <= d => {}
+                Some(d) => {
+                    if let Some(sa) = self.sas.get_mut(&spi) {
+                        sa.timer = d;
+                    }
+                    self.timers.push(Reverse((d, spi)));
+                }
+                None => {
+                    if let Some(sa) = self.sas.get_mut(&spi) {
+                        sa.timer = crate::ike_sa::NO_TIMER;
+                    }
+                }
+            }
         }
         if let Some(mut new) = successor {
             let new_spi = new.local_spi();
@@ -456,7 +468,7 @@ impl Endpoint {
                     new.close(crate::ike_sa::DownReason::Failed("SPI collision".into()));
                 }
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(Slot::new(new));
+                    v.insert(Box::new(new));
                     self.after(new_spi);
                 }
             }

@@ -18,6 +18,7 @@
 //! reused by another value between a reader's two loads is never mistaken for
 //! the one it looked for.
 
+use crate::huge::HugeArray;
 pub use crossbeam_epoch::Guard;
 use crossbeam_epoch::{self as epoch, Atomic, Owned};
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
@@ -39,17 +40,16 @@ struct Slot<V> {
 /// A slot array; `mask` = length − 1 (a power of two).
 struct Slots<V> {
     mask: usize,
-    slots: Box<[Slot<V>]>,
+    /// On huge pages of its own when large (lookups land anywhere in it).
+    slots: HugeArray<Slot<V>>,
 }
 
 impl<V> Slots<V> {
     fn new(len: usize) -> Self {
-        let slots = (0..len)
-            .map(|_| Slot {
-                tag: AtomicU64::new(EMPTY),
-                value: AtomicPtr::new(std::ptr::null_mut()),
-            })
-            .collect();
+        let slots = HugeArray::new(len, |_| Slot {
+            tag: AtomicU64::new(EMPTY),
+            value: AtomicPtr::new(std::ptr::null_mut()),
+        });
         Self { mask: len - 1, slots }
     }
 

@@ -55,6 +55,7 @@ pub mod dpdk;
 pub mod epoch_table;
 pub mod esp;
 pub mod fuzzing;
+mod huge;
 pub mod io;
 pub mod ip;
 pub mod prefetch;

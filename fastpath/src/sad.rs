@@ -39,8 +39,8 @@ impl SaId {
         Self(INBOUND_ID_BIT | ((counter & 0x7fff_ffff) << 32) | u64::from(spi))
     }
 
-    /// The SPI of an inbound id.
-    fn inbound_spi(self) -> Option<u32> {
+    /// The SPI of an inbound id (`None` for an outbound id).
+    pub fn inbound_spi(self) -> Option<u32> {
         (self.0 & INBOUND_ID_BIT != 0).then_some(self.0 as u32)
     }
 }
@@ -230,6 +230,38 @@ impl LifetimeState {
     }
 }
 
+/// Selectors of an inbound SA: a single one (the usual case) inline in the
+/// SA entry, which has room for it in its allocator size class (no
+/// allocation, no pointer to follow on the packet path); more on the heap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaSelectors {
+    /// Exactly one selector.
+    One(TrafficSelector),
+    /// Any other number (empty = any).
+    Many(Box<[TrafficSelector]>),
+}
+
+impl std::ops::Deref for SaSelectors {
+    type Target = [TrafficSelector];
+
+    #[inline]
+    fn deref(&self) -> &[TrafficSelector] {
+        match self {
+            Self::One(t) => std::slice::from_ref(t),
+            Self::Many(ts) => ts,
+        }
+    }
+}
+
+impl From<&[TrafficSelector]> for SaSelectors {
+    fn from(ts: &[TrafficSelector]) -> Self {
+        match ts {
+            [one] => Self::One(*one),
+            more => Self::Many(more.into()),
+        }
+    }
+}
+
 /// An installed inbound SA.
 #[derive(Debug)]
 pub struct InboundSa {
@@ -250,9 +282,9 @@ pub struct InboundSa {
     /// NAT-T ports, if any.
     pub udp_encap: Option<UdpEncap>,
     /// Allowed inner destinations (empty = any).
-    pub local_ts: Box<[TrafficSelector]>,
+    pub local_ts: SaSelectors,
     /// Allowed inner sources (empty = any).
-    pub remote_ts: Box<[TrafficSelector]>,
+    pub remote_ts: SaSelectors,
     /// Replay window; locked by the one worker that owns the SA's traffic.
     pub replay: Mutex<ReplayWindow>,
     /// Counters of this SA.
@@ -273,11 +305,16 @@ impl InboundSa {
     pub fn prefetch_side_state(&self) {
         let (addr, len) = self.replay_bits;
         crate::prefetch::prefetch_bytes(addr as *const u8, len.min(REPLAY_PREFETCH_MAX));
-        if !self.local_ts.is_empty() {
-            crate::prefetch::prefetch_line(self.local_ts.as_ptr() as *const u8);
+        // A single selector is inline, in the entry itself.
+        if let SaSelectors::Many(ts) = &self.local_ts {
+            if !ts.is_empty() {
+                crate::prefetch::prefetch_line(ts.as_ptr() as *const u8);
+            }
         }
-        if !self.remote_ts.is_empty() {
-            crate::prefetch::prefetch_line(self.remote_ts.as_ptr() as *const u8);
+        if let SaSelectors::Many(ts) = &self.remote_ts {
+            if !ts.is_empty() {
+                crate::prefetch::prefetch_line(ts.as_ptr() as *const u8);
+            }
         }
     }
 
@@ -492,8 +529,8 @@ impl Sad {
             local: p.local,
             remote: p.remote,
             udp_encap: p.udp_encap,
-            local_ts: p.local_ts.clone().into_boxed_slice(),
-            remote_ts: p.remote_ts.clone().into_boxed_slice(),
+            local_ts: SaSelectors::from(&p.local_ts[..]),
+            remote_ts: SaSelectors::from(&p.remote_ts[..]),
             replay: Mutex::new(window),
             counters: Counters::default(),
             life: LifetimeState::boxed(p.lifetime),

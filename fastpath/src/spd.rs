@@ -197,18 +197,22 @@ struct Indexed {
 }
 
 /// The policies indexed under one key; the first inline (nearly always the
-/// only one). Immutable once published: writers replace the whole bucket.
+/// only one), the others behind one thin pointer (a bucket with its `Arc`
+/// header then fits 160 bytes). Immutable once published: writers replace
+/// the whole bucket.
 #[derive(Debug, Clone)]
 struct Bucket {
     key: IndexKey,
     first: Indexed,
-    more: Vec<Indexed>,
+    /// A thin pointer on purpose (a `Vec` or boxed slice would take 24 or 16 bytes).
+    #[allow(clippy::box_collection)]
+    more: Option<Box<Vec<Indexed>>>,
 }
 
 /// Tag of an index key in the lock-free table (never 0 or `u64::MAX`, which it reserves).
 fn key_tag(k: &IndexKey) -> u64 {
-    let (v6, len, net) = *k;
-    let mut h = (net as u64) ^ ((net >> 64) as u64).rotate_left(29) ^ (u64::from(len) << 56) ^ u64::from(v6);
+    let (v6, len, [lo, hi]) = *k;
+    let mut h = lo ^ hi.rotate_left(29) ^ (u64::from(len) << 56) ^ u64::from(v6);
     h = (h ^ (h >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     (h ^ (h >> 31)).clamp(1, u64::MAX - 1)
@@ -216,26 +220,31 @@ fn key_tag(k: &IndexKey) -> u64 {
 
 impl Bucket {
     fn iter(&self) -> impl Iterator<Item = &Indexed> {
-        std::iter::once(&self.first).chain(self.more.iter())
+        std::iter::once(&self.first).chain(self.more.iter().flat_map(|m| m.iter()))
     }
 
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut Indexed> {
         // (Writers modify a private copy, then publish it.)
-        std::iter::once(&mut self.first).chain(self.more.iter_mut())
+        std::iter::once(&mut self.first).chain(self.more.iter_mut().flat_map(|m| m.iter_mut()))
     }
 
     fn push(&mut self, e: Indexed) {
-        self.more.push(e);
+        self.more.get_or_insert_with(Box::default).push(e);
     }
 
     /// Removes policy `id`; returns false when the bucket is left empty.
     fn remove(&mut self, id: u64) -> bool {
-        self.more.retain(|e| e.id != id);
+        if let Some(m) = self.more.as_mut() {
+            m.retain(|e| e.id != id);
+        }
         if self.first.id == id {
-            match self.more.pop() {
+            match self.more.as_mut().and_then(|m| m.pop()) {
                 Some(e) => self.first = e,
                 None => return false,
             }
+        }
+        if self.more.as_ref().is_some_and(|m| m.is_empty()) {
+            self.more = None;
         }
         true
     }
@@ -250,7 +259,13 @@ pub struct PolicyMatch {
     pub action: PolicyAction,
 }
 
-type IndexKey = (bool, u8, u128);
+/// (IPv6, prefix length, network as two 64-bit words): 24 bytes with 8-byte
+/// alignment, where a `u128` would align (and pad) it and its map entries to 16.
+type IndexKey = (bool, u8, [u64; 2]);
+
+fn index_key(v6: bool, len: u8, net: u128) -> IndexKey {
+    (v6, len, [net as u64, (net >> 64) as u64])
+}
 
 /// A small list kept inline when it has one element (nearly always: a
 /// policy is usually one prefix, an SA usually protects one policy).
@@ -276,24 +291,6 @@ impl<T: Copy + PartialEq> OneOrMore<T> {
             Self::More(v)
         }
     }
-
-    fn push(&mut self, t: T) {
-        match self {
-            Self::One(first) => *self = Self::More(vec![*first, t]),
-            Self::More(v) => v.push(t),
-        }
-    }
-
-    /// Removes every `t`; returns false when nothing is left.
-    fn remove(&mut self, t: T) -> bool {
-        match self {
-            Self::One(x) => *x != t,
-            Self::More(v) => {
-                v.retain(|x| *x != t);
-                !v.is_empty()
-            }
-        }
-    }
 }
 
 /// What removal and rekey need to know about an installed policy (the
@@ -311,8 +308,6 @@ pub struct Spd {
     index: EpochTable<Bucket>,
     /// Installed policies (current action) and their index keys.
     policies: DashMap<u64, Installed>,
-    /// Policies protecting with each SA (for rekeys).
-    by_sa: DashMap<u64, OneOrMore<u64>>,
     /// Bit `len` set when some prefix of that length is indexed (v4: word 0; v6: words 1..=3).
     len_mask: [AtomicU64; 4],
     writer: Mutex<WriterState>,
@@ -361,7 +356,7 @@ impl Spd {
         let (_, hi) = addr_bits(p.remote.end);
         let keys: Vec<IndexKey> = range_to_prefixes(lo, hi, bits)
             .into_iter()
-            .map(|(net, len)| (v6, len, net))
+            .map(|(net, len)| index_key(v6, len, net))
             .collect();
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         for k in &keys {
@@ -373,18 +368,10 @@ impl Spd {
                 None => Some(Bucket {
                     key: *k,
                     first: entry,
-                    more: Vec::new(),
+                    more: None,
                 }),
             });
             self.bump_len(&mut w, k.0, k.1, true);
-        }
-        if let PolicyAction::Protect(sa) = p.action {
-            match self.by_sa.entry(sa.0) {
-                dashmap::mapref::entry::Entry::Occupied(mut o) => o.get_mut().push(id),
-                dashmap::mapref::entry::Entry::Vacant(v) => {
-                    v.insert(OneOrMore::One(id));
-                }
-            }
         }
         self.policies.insert(
             id,
@@ -454,24 +441,38 @@ impl Spd {
             self.update_bucket(k, |b| b.and_then(|mut b| b.remove(id.0).then_some(b)));
             self.bump_len(&mut w, k.0, k.1, false);
         }
-        if let PolicyAction::Protect(sa) = installed.action {
-            self.by_sa.remove_if_mut(&sa.0, |_, ids| !ids.remove(id.0));
-        }
         self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
     /// Repoints every policy protecting with `old` to `new` (outbound rekey);
-    /// returns how many policies moved.
+    /// returns how many policies moved. It looks at every policy (there is
+    /// no index by SA, which would cost every tunnel a map entry): callers
+    /// that know their policies use [`Spd::replace_sa_of`].
     pub fn replace_sa(&self, old: SaId, new: SaId) -> usize {
+        let ids: Vec<PolicyId> = self
+            .policies
+            .iter()
+            .filter(|p| p.action == PolicyAction::Protect(old))
+            .map(|p| PolicyId(*p.key()))
+            .collect();
+        self.replace_sa_of(&ids, old, new)
+    }
+
+    /// Repoints those of policies `ids` that protect with `old` to `new`
+    /// (outbound rekey of an SA whose policies the caller tracks); returns
+    /// how many policies moved.
+    pub fn replace_sa_of(&self, ids: &[PolicyId], old: SaId, new: SaId) -> usize {
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((_, ids)) = self.by_sa.remove(&old.0) else {
-            return 0;
-        };
-        for id in ids.as_slice() {
+        let mut n = 0;
+        for PolicyId(id) in ids {
             let Some(mut p) = self.policies.get_mut(id) else {
                 continue;
             };
+            if p.action != PolicyAction::Protect(old) {
+                continue;
+            }
+            n += 1;
             p.action = PolicyAction::Protect(new);
             for k in p.keys.as_slice() {
                 self.update_bucket(k, |b| {
@@ -482,17 +483,6 @@ impl Spd {
                         b
                     })
                 });
-            }
-        }
-        let n = ids.as_slice().len();
-        match self.by_sa.entry(new.0) {
-            dashmap::mapref::entry::Entry::Occupied(mut o) => {
-                for id in ids.as_slice() {
-                    o.get_mut().push(*id);
-                }
-            }
-            dashmap::mapref::entry::Entry::Vacant(v) => {
-                v.insert(ids);
             }
         }
         self.generation.fetch_add(1, Ordering::Release);
@@ -532,7 +522,7 @@ impl Spd {
                 let len = if v6 { (wi as u8 - 1) * 64 + bit } else { bit };
                 let bits = if v6 { 128 } else { 32 };
                 let net = dst & !host_mask(bits, len);
-                let key = (v6, len, net);
+                let key = index_key(v6, len, net);
                 let Some(bucket) = self.index.get(key_tag(&key), |b| b.key == key, guard) else {
                     continue;
                 };

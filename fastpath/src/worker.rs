@@ -721,7 +721,8 @@ pub const FLOW_CACHE_SWEEP: usize = 512;
 /// lookup has just loaded) and otherwise released by an incremental sweep
 /// ([`FLOW_CACHE_SWEEP`] slots per burst). Collisions only cost a regular lookup.
 struct FlowCache {
-    slots: Box<[Option<CachedFlow>]>,
+    /// On huge pages of its own (3.5 MiB, indexed by flow hash).
+    slots: crate::huge::HugeArray<Option<CachedFlow>>,
     epoch: u64,
     spd_generation: u64,
     sad_generation: u64,
@@ -739,7 +740,7 @@ struct CachedFlow {
 impl FlowCache {
     fn new() -> Self {
         Self {
-            slots: (0..FLOW_CACHE_SLOTS).map(|_| None).collect(),
+            slots: crate::huge::HugeArray::new(FLOW_CACHE_SLOTS, |_| None),
             epoch: 0,
             spd_generation: 0,
             sad_generation: 0,

@@ -41,7 +41,7 @@ enum Mode {
     Aead {
         alg: &'static aead::Algorithm,
         key: Zeroizing<[u8; AEAD_MAX_KEY_LEN]>,
-        key_len: usize,
+        key_len: u8,
         salt: Zeroizing<[u8; AEAD_SALT_LEN]>,
         /// IV of the first message, random.
         iv_start: u64,
@@ -128,7 +128,7 @@ impl SkCipher {
                 Mode::Aead {
                     alg,
                     key: key_bytes,
-                    key_len: key.len(),
+                    key_len: key.len() as u8,
                     salt: salt_bytes,
                     iv_start: super::random::u64()?,
                     sealed: AtomicU64::new(0),
@@ -267,7 +267,7 @@ impl SkProtect for SkCipher {
                 }
                 iv.copy_from_slice(&iv_start.wrapping_add(n).to_be_bytes());
                 let nonce = aead_nonce(salt, iv)?;
-                let tag = aead_key(alg, &key[..*key_len])?
+                let tag = aead_key(alg, &key[..usize::from(*key_len)])?
                     .seal_in_place_separate_tag(nonce, Aad::from(aad), data)
                     .map_err(|_| WireError::Invalid {
                         what: "SK payload",
@@ -316,7 +316,7 @@ impl SkProtect for SkCipher {
                 ..
             } => {
                 let nonce = aead_nonce(salt, iv)?;
-                aead_key(alg, &key[..*key_len])?
+                aead_key(alg, &key[..usize::from(*key_len)])?
                     .open_in_place_separate_tag(nonce, Aad::from(aad), icv, data)
                     .map_err(|_| WireError::IntegrityCheckFailed)?;
                 Ok(())

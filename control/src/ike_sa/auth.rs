@@ -40,7 +40,7 @@ fn our_auth(sa: &IkeSa, cfg: &ConnectionConfig, octets: &SignedOctets<'_>) -> Re
             },
         )),
         AuthConfig::Cert(c) => {
-            let (method, data) = sign_auth(&c.key, &octets.to_vec(), &sa.peer_sig_hashes)
+            let (method, data) = sign_auth(&c.key, &octets.to_vec(), sa.peer_sig_hashes())
                 .map_err(|e| format!("cannot sign AUTH: {e}"))?;
             let certs = c
                 .chain
@@ -126,7 +126,7 @@ pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
     let Some(keys) = sa.keys.as_ref() else { return };
     let prf = keys.suite.prf;
     let cfg = sa.config.clone();
-    let octets = octets_for(&ctx.our_init, &ctx.nr, prf, &keys.sk_pi, &cfg.local_id);
+    let octets = octets_for(&ctx.our_init, &ctx.nr, prf, keys.sk_pi(), &cfg.local_id);
     let (certs, auth) = match our_auth(sa, &cfg, &octets) {
         Ok(x) => x,
         Err(e) => {
@@ -199,7 +199,7 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
         return;
     }
     let Some(keys) = sa.keys.as_ref() else { return };
-    let octets = octets_for(&ctx.peer_init, &ctx.ni, keys.suite.prf, &keys.sk_pr, &idr);
+    let octets = octets_for(&ctx.peer_init, &ctx.ni, keys.suite.prf, keys.sk_pr(), &idr);
     if let Err(why) = verify_peer(sa, &cfg, &idr, method, &auth, &octets, &certs_of(&inner)) {
         warn!(connection = %cfg.name, peer = %sa.remote, id = %display_identity(&idr), method = %method, "responder authentication failed: {why}");
         release_pending(sa, &pending);
@@ -220,10 +220,14 @@ fn release_pending(sa: &IkeSa, pending: &PendingChild) {
 
 fn establish(sa: &mut IkeSa, now: Instant, peer_id: Identification, initial_contact: bool) {
     sa.state = State::Established;
-    // SK_pi/SK_pr are only for the AUTH payloads, which are done (both AUTHs are computed before this).
+    // SK_pi/SK_pr and the peer's signature hints are only for the AUTH
+    // payloads, which are done (both AUTHs are computed before this).
     if let Some(k) = sa.keys.as_mut() {
-        k.sk_pi = zeroize::Zeroizing::new(Vec::new());
-        k.sk_pr = zeroize::Zeroizing::new(Vec::new());
+        k.auth = None;
+    }
+    if let Some(b) = sa.busy.as_mut() {
+        b.peer_sig_hashes = Vec::new();
+        b.peer_certreq = Vec::new();
     }
     sa.last_inbound = now;
     let (rekey, expire) = schedule(now, &sa.config.ike_lifetime);
@@ -239,7 +243,7 @@ fn establish(sa: &mut IkeSa, now: Instant, peer_id: Identification, initial_cont
     );
     sa.peer_id = Some(peer_id.clone());
     if let Some(keys) = &sa.keys {
-        sa.events.push_back(Event::IkeSaUp {
+        sa.push_event(Event::IkeSaUp {
             spis: (sa.spi_i, sa.spi_r),
             peer_id,
             suite: keys.suite,
@@ -317,7 +321,7 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
     sa.config = cfg.clone();
     let Some(keys) = sa.keys.as_ref() else { return };
     let prf = keys.suite.prf;
-    let octets = octets_for(&ctx.peer_init, &ctx.nr, prf, &keys.sk_pi, idi);
+    let octets = octets_for(&ctx.peer_init, &ctx.nr, prf, keys.sk_pi(), idi);
     if let Err(why) = verify_peer(sa, &cfg, idi, method, auth, &octets, &certs_of(&inner)) {
         warn!(
             connection = %cfg.name,
@@ -334,7 +338,7 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
         sa.close(DownReason::Failed(format!("initiator authentication failed: {why}")));
         return;
     }
-    let our_octets = octets_for(&ctx.our_init, &ctx.ni, prf, &keys.sk_pr, &cfg.local_id);
+    let our_octets = octets_for(&ctx.our_init, &ctx.ni, prf, keys.sk_pr(), &cfg.local_id);
     super::sa_init::note_auth_hints(sa, &inner);
     let (certs, our_auth) = match our_auth(sa, &cfg, &our_octets) {
         Ok(x) => x,

@@ -22,10 +22,48 @@ pub enum ChildState {
     Deleting,
 }
 
-/// One CHILD_SA as the IKE SA tracks it.
+/// Traffic selectors of a CHILD_SA: one inline (nearly always), more on the heap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selectors {
+    /// A single selector.
+    One(TrafficSelector),
+    /// Any number of them.
+    Many(Vec<TrafficSelector>),
+}
+
+impl Selectors {
+    /// Heap bytes held (0 for a single selector).
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Self::One(_) => 0,
+            Self::Many(v) => v.capacity() * std::mem::size_of::<TrafficSelector>(),
+        }
+    }
+}
+
+impl std::ops::Deref for Selectors {
+    type Target = [TrafficSelector];
+
+    fn deref(&self) -> &[TrafficSelector] {
+        match self {
+            Self::One(t) => std::slice::from_ref(t),
+            Self::Many(v) => v,
+        }
+    }
+}
+
+impl From<&[TrafficSelector]> for Selectors {
+    fn from(ts: &[TrafficSelector]) -> Self {
+        match ts {
+            [one] => Self::One(one.clone()),
+            more => Self::Many(more.to_vec()),
+        }
+    }
+}
+
+/// One CHILD_SA as the IKE SA tracks it (its name is its template's:
+/// [`crate::ike_sa::IkeSa::child_name`]).
 pub struct ChildSa {
-    /// Name of the child template it came from.
-    pub name: String,
     /// Index of the template in the connection's children.
     pub template: usize,
     /// Our inbound SPI (the peer sends ESP with it).
@@ -43,9 +81,9 @@ pub struct ChildSa {
     /// Tunnel or transport.
     pub mode: IpsecMode,
     /// Our selectors.
-    pub local_ts: Vec<TrafficSelector>,
+    pub local_ts: Selectors,
     /// The peer's selectors.
-    pub remote_ts: Vec<TrafficSelector>,
+    pub remote_ts: Selectors,
     /// State.
     pub state: ChildState,
     /// When it was installed.

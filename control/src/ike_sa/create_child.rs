@@ -89,7 +89,7 @@ pub(crate) fn build_child_request(
         .map(|(i, p)| p.to_wire((i + 1) as u8, spi_in))
         .collect();
     let (tsi, tsr) = match rekey_of {
-        Some(c) => (c.local_ts.clone(), c.remote_ts.clone()),
+        Some(c) => (c.local_ts.to_vec(), c.remote_ts.to_vec()),
         None => (t.local_ts.clone(), t.remote_ts.clone()),
     };
     let mut payloads = Vec::new();
@@ -165,8 +165,8 @@ fn install_child(
     };
     let t = &sa.config.children[template];
     let (rekey_at, expire_at) = schedule(now, &t.lifetime);
+    let name = t.name.clone();
     let child = ChildSa {
-        name: t.name.clone(),
         template,
         spi_in,
         spi_out,
@@ -175,8 +175,8 @@ fn install_child(
         pfs: sel.ke,
         esn: sel.esn,
         mode,
-        local_ts: local_ts.clone(),
-        remote_ts: remote_ts.clone(),
+        local_ts: local_ts.as_slice().into(),
+        remote_ts: remote_ts.as_slice().into(),
         state: ChildState::Installed,
         installed_at: now,
         rekey_at,
@@ -190,7 +190,7 @@ fn install_child(
     }
     info!(
         connection = %sa.config.name,
-        child = %child.name,
+        child = %name,
         spi_in = format_args!("{spi_in:08x}"),
         spi_out = format_args!("{spi_out:08x}"),
         encr = %sel.encr.name(),
@@ -198,10 +198,10 @@ fn install_child(
         remote_ts = %remote_ts.iter().map(ts::display).collect::<Vec<_>>().join(","),
         "CHILD_SA installed"
     );
-    sa.events.push_back(Event::ChildSaInstalled(Box::new(ChildSaInstall {
+    sa.push_event(Event::ChildSaInstalled(Box::new(ChildSaInstall {
         ike_spis: (sa.spi_i, sa.spi_r),
         connection: sa.config.name.clone(),
-        name: child.name.clone(),
+        name,
         spi_in,
         spi_out,
         encr: sel.encr,
@@ -243,7 +243,7 @@ pub(crate) fn finish_child_initiator(
     let fail = |sa: &mut IkeSa, why: String| {
         warn!(connection = %sa.config.name, child = %t.name, "CHILD_SA not established: {why}");
         sa.ctx.child_spis.release(req.spi_in);
-        sa.events.push_back(Event::ChildSaFailed {
+        sa.push_event(Event::ChildSaFailed {
             name: t.name.clone(),
             reason: why,
         });
@@ -630,16 +630,15 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                     sa.ctx.child_spis.release(req.spi_in);
                     let why = error.map_or("response without nonce".to_string(), |e| format!("peer answered {e}"));
                     warn!(connection = %sa.config.name, child = %name, "CREATE_CHILD_SA failed: {why}");
-                    sa.events.push_back(Event::ChildSaFailed { name, reason: why });
+                    sa.push_event(Event::ChildSaFailed { name, reason: why });
                     false
                 }
             };
             if let Some(old) = rekey_of {
-                let collision = sa
-                    .collisions
-                    .iter()
-                    .position(|c| c.old_spi_in == old)
-                    .map(|i| sa.collisions.remove(i));
+                let collision = sa.busy.as_mut().and_then(|b| {
+                    let i = b.collisions.iter().position(|c| c.old_spi_in == old)?;
+                    Some(b.collisions.remove(i))
+                });
                 if ok {
                     let our_new = sa.children.last().map(|c| c.spi_in);
                     if let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == old) {
@@ -657,13 +656,13 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                                     peer_child = format_args!("{:08x}", col.peer_new_spi_in),
                                     "rekey collision: our new CHILD_SA is redundant, deleting it"
                                 );
-                                sa.tasks.push_front(Task::DeleteChild(our_new));
+                                sa.busy().tasks.push_front(Task::DeleteChild(our_new));
                             } else {
                                 debug!("rekey collision: the peer's new CHILD_SA is redundant, deleting the old one");
-                                sa.tasks.push_front(Task::DeleteChild(old));
+                                sa.busy().tasks.push_front(Task::DeleteChild(old));
                             }
                         }
-                        _ => sa.tasks.push_front(Task::DeleteChild(old)),
+                        _ => sa.busy().tasks.push_front(Task::DeleteChild(old)),
                     }
                 } else if let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == old) {
                     if c.state == ChildState::Rekeying {
@@ -715,8 +714,9 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                         &nr,
                         &shared,
                     );
-                    sa.tasks.clear();
-                    sa.tasks.push_front(Task::DeleteIke);
+                    let tasks = &mut sa.busy().tasks;
+                    tasks.clear();
+                    tasks.push_front(Task::DeleteIke);
                 }
                 Err(why) => {
                     // Retry after a random 2..32 s so that two peers whose rekeys
@@ -777,14 +777,14 @@ fn make_successor(
         new_spi_r = format_args!("{spi_r:016x}"),
         "IKE SA rekeyed"
     );
-    sa.events.push_back(Event::IkeSaRekeyed {
+    sa.push_event(Event::IkeSaRekeyed {
         old: (sa.spi_i, sa.spi_r),
         new: (spi_i, spi_r),
         new_local_spi,
     });
     sa.rekey_at = None;
     sa.expire_at = None;
-    sa.successor = Some(Box::new(new));
+    sa.busy().successor = Some(Box::new(new));
 }
 
 /// Processes a CREATE_CHILD_SA request from the peer.
@@ -808,7 +808,7 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
         respond_rekey_ike(sa, now, mid, &inner, &ni);
         return;
     }
-    if sa.successor.is_some() {
+    if sa.has_successor() {
         sa.send_response(
             ExchangeType::CREATE_CHILD_SA,
             mid,
@@ -863,7 +863,7 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
                     if c.state == ChildState::Rekeying {
                         // Simultaneous rekey (§2.8.1): resolved when our response arrives.
                         if let Some(new_spi) = new_spi {
-                            sa.collisions.push(Collision {
+                            sa.busy().collisions.push(Collision {
                                 old_spi_in: old,
                                 peer_new_spi_in: new_spi,
                                 nonces: (ni.clone(), nr.clone()),
@@ -904,7 +904,7 @@ fn respond_rekey_ike(sa: &mut IkeSa, now: Instant, mid: u32, inner: &[Payload], 
         .outstanding
         .as_ref()
         .is_some_and(|o| matches!(o.kind, RequestKind::CreateChild(Pending::Ike { .. })))
-        || sa.successor.is_some()
+        || sa.has_successor()
         || sa.children.iter().any(|c| c.state == ChildState::Rekeying);
     if busy {
         debug!("IKE rekey request while we are rekeying: TEMPORARY_FAILURE");

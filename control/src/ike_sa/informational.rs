@@ -71,12 +71,12 @@ pub(crate) fn remove_child(sa: &mut IkeSa, spi_in: u32) {
         sa.ctx.child_spis.release(c.spi_in);
         info!(
             connection = %sa.config.name,
-            child = %c.name,
+            child = %sa.child_name(&c),
             spi_in = format_args!("{:08x}", c.spi_in),
             spi_out = format_args!("{:08x}", c.spi_out),
             "CHILD_SA deleted"
         );
-        sa.events.push_back(Event::ChildSaDeleted {
+        sa.push_event(Event::ChildSaDeleted {
             spi_in: c.spi_in,
             spi_out: c.spi_out,
         });
@@ -84,7 +84,11 @@ pub(crate) fn remove_child(sa: &mut IkeSa, spi_in: u32) {
 }
 
 fn close_ike(sa: &mut IkeSa) {
-    let reason = if sa.successor.is_some() || sa.events.iter().any(|e| matches!(e, Event::IkeSaRekeyed { .. })) {
+    let rekeyed = sa
+        .busy
+        .as_ref()
+        .is_some_and(|b| b.successor.is_some() || b.events.iter().any(|e| matches!(e, Event::IkeSaRekeyed { .. })));
+    let reason = if rekeyed {
         DownReason::Rekeyed
     } else {
         DownReason::Deleted

@@ -28,7 +28,7 @@ use crate::wire::ikev2::{
     Payload, ProtocolId, sk,
 };
 
-pub use child::{ChildSa, ChildSaInstall, ChildState, DirectionKeys};
+pub use child::{ChildSa, ChildSaInstall, ChildState, DirectionKeys, Selectors};
 
 /// Which end of the IKE SA we are: the original initiator or the responder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,10 +207,28 @@ impl Context {
 pub(crate) struct SaKeys {
     pub suite: IkeSuite,
     pub sk_d: Zeroizing<Vec<u8>>,
-    pub sk_pi: Zeroizing<Vec<u8>>,
-    pub sk_pr: Zeroizing<Vec<u8>>,
+    /// SK_pi and SK_pr until IKE_AUTH is done (boxed: established SAs drop them).
+    pub auth: Option<Box<AuthKeys>>,
     pub outbound: SkCipher,
     pub inbound: SkCipher,
+}
+
+/// SK_pi and SK_pr: they only serve the AUTH payloads of IKE_AUTH.
+pub(crate) struct AuthKeys {
+    pub sk_pi: Zeroizing<Vec<u8>>,
+    pub sk_pr: Zeroizing<Vec<u8>>,
+}
+
+impl SaKeys {
+    /// SK_pi (empty once IKE_AUTH is done).
+    pub fn sk_pi(&self) -> &[u8] {
+        self.auth.as_ref().map_or(&[], |a| &a.sk_pi)
+    }
+
+    /// SK_pr (empty once IKE_AUTH is done).
+    pub fn sk_pr(&self) -> &[u8] {
+        self.auth.as_ref().map_or(&[], |a| &a.sk_pr)
+    }
 }
 
 /// Data kept between IKE_SA_INIT and IKE_AUTH.
@@ -296,32 +314,106 @@ pub struct IkeSa {
     /// Boxed: only present while a request of ours is in flight.
     pub(crate) outstanding: Option<Box<Outstanding>>,
     pub(crate) expected_request_id: u32,
-    pub(crate) cached_response: Option<(u32, Vec<Vec<u8>>)>,
-    /// Digest of the request (its first datagram) the cached response answers:
-    /// only an identical retransmission is answered from the cache, so nobody
-    /// who merely knows the SPIs can make us reflect it.
-    pub(crate) cached_request_digest: Option<[u8; 16]>,
-    pub(crate) current_request_digest: Option<[u8; 16]>,
-    pub(crate) tasks: VecDeque<Task>,
+    /// Our last response, for retransmitted requests (boxed: dropped
+    /// [`RESPONSE_CACHE_TTL`] after the peer's last message).
+    pub(crate) cached_response: Option<Box<CachedResponse>>,
     pub(crate) children: Vec<ChildSa>,
-    pub(crate) transmits: VecDeque<Transmit>,
-    pub(crate) events: VecDeque<Event>,
-    /// Created when the first SKF fragment arrives.
-    pub(crate) reassembler: Option<Box<FragmentReassembler>>,
+    /// What exchanges in progress use; `None` while the SA is idle.
+    pub(crate) busy: Option<Box<Busy>>,
     pub(crate) peer_fragmentation: bool,
-    /// Hash algorithms from the peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427).
-    pub(crate) peer_sig_hashes: Vec<u16>,
-    /// CERTREQ data the peer sent (SHA-1 hashes of trusted CA keys).
-    pub(crate) peer_certreq: Vec<u8>,
     pub(crate) peer_id: Option<Identification>,
     pub(crate) created_at: Instant,
     pub(crate) last_inbound: Instant,
     pub(crate) rekey_at: Option<Instant>,
     pub(crate) expire_at: Option<Instant>,
-    pub(crate) successor: Option<Box<IkeSa>>,
-    pub(crate) collisions: Vec<create_child::Collision>,
-    /// Set on an IKE SA that replaced another by rekey: children to adopt.
+    /// Set once IkeSaDown was reported.
     pub(crate) down_reported: bool,
+    /// The deadline its driver armed a timer for ([`crate::endpoint::Endpoint`]
+    /// ticks; [`NO_TIMER`] when none): kept here rather than in a map by SPI.
+    pub(crate) timer: u64,
+}
+
+/// [`IkeSa::timer`] when no timer is armed.
+pub(crate) const NO_TIMER: u64 = u64::MAX;
+
+/// Our last response and what it answers.
+pub(crate) struct CachedResponse {
+    /// Message ID of the request it answers.
+    pub message_id: u32,
+    /// Digest of the request (its first datagram) it answers: only an
+    /// identical retransmission is answered from the cache, so nobody who
+    /// merely knows the SPIs can make us reflect it (None for IKE_SA_INIT,
+    /// matched by message ID).
+    pub request_digest: Option<[u8; 16]>,
+    /// The response (its first fragment when fragmented), as sent (a
+    /// `Vec`: shrinking it to a boxed slice would cost a reallocation).
+    pub first: Vec<u8>,
+    /// Further fragments, if any.
+    pub more: Box<[Box<[u8]>]>,
+}
+
+impl CachedResponse {
+    /// Caches `datagrams` (at least one) as the response to `message_id`.
+    pub fn new(message_id: u32, request_digest: Option<[u8; 16]>, datagrams: Vec<Vec<u8>>) -> Box<Self> {
+        let mut all = datagrams.into_iter();
+        let first = all.next().unwrap_or_default();
+        Box::new(Self {
+            message_id,
+            request_digest,
+            first,
+            more: all.map(Vec::into_boxed_slice).collect(),
+        })
+    }
+
+    /// The datagrams, in order.
+    pub fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(self.first.as_slice()).chain(self.more.iter().map(|d| &**d))
+    }
+
+    /// Heap bytes it holds.
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.first.capacity()
+            + self.more.iter().map(|d| d.len()).sum::<usize>()
+            + std::mem::size_of_val(&*self.more)
+    }
+}
+
+/// The part of an IKE SA that only exchanges in progress use (queues,
+/// fragments, rekey collisions, the peer's IKE_SA_INIT hints for IKE_AUTH):
+/// boxed and dropped once the SA is idle, so that tens of thousands of
+/// established, idle SAs do not each carry it (≈ 200 bytes).
+#[derive(Default)]
+pub(crate) struct Busy {
+    pub tasks: VecDeque<Task>,
+    pub transmits: VecDeque<Transmit>,
+    pub events: VecDeque<Event>,
+    /// Created when the first SKF fragment arrives.
+    pub reassembler: Option<Box<FragmentReassembler>>,
+    /// Hash algorithms from the peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427), until IKE_AUTH.
+    pub peer_sig_hashes: Vec<u16>,
+    /// CERTREQ data the peer sent (SHA-1 hashes of trusted CA keys), until IKE_AUTH.
+    pub peer_certreq: Vec<u8>,
+    /// Digest of the request being answered (becomes the cached response's).
+    pub current_request_digest: Option<[u8; 16]>,
+    /// The new IKE SA of a rekey, until the driver takes it.
+    pub successor: Option<Box<IkeSa>>,
+    pub collisions: Vec<create_child::Collision>,
+}
+
+impl Busy {
+    /// True when nothing in it is in use.
+    fn is_idle(&self) -> bool {
+        self.tasks.is_empty()
+            && self.transmits.is_empty()
+            && self.events.is_empty()
+            && self.reassembler.is_none()
+            && self.peer_sig_hashes.is_empty()
+            && self.peer_certreq.is_empty()
+            && self.current_request_digest.is_none()
+            && self.successor.is_none()
+            && self.collisions.is_empty()
+    }
 }
 
 /// Bytes one IKE SA holds, by item (its own accounting: `size_of` plus the
@@ -428,25 +520,32 @@ impl IkeSa {
             outstanding: None,
             expected_request_id: 0,
             cached_response: None,
-            cached_request_digest: None,
-            current_request_digest: None,
-            tasks: VecDeque::new(),
             children: Vec::new(),
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
-            reassembler: None,
+            busy: None,
             peer_fragmentation: false,
-            peer_sig_hashes: Vec::new(),
-            peer_certreq: Vec::new(),
             peer_id: None,
             created_at: now,
             last_inbound: now,
             rekey_at: None,
             expire_at: None,
-            successor: None,
-            collisions: Vec::new(),
             down_reported: false,
+            timer: NO_TIMER,
         }
+    }
+
+    /// The in-progress part, created on first use.
+    pub(crate) fn busy(&mut self) -> &mut Busy {
+        self.busy.get_or_insert_with(Box::default)
+    }
+
+    /// The peer's SIGNATURE_HASH_ALGORITHMS (empty when it sent none or IKE_AUTH is over).
+    pub(crate) fn peer_sig_hashes(&self) -> &[u16] {
+        self.busy.as_ref().map_or(&[], |b| &b.peer_sig_hashes)
+    }
+
+    /// True while a rekey's new IKE SA waits to be taken by the driver.
+    pub(crate) fn has_successor(&self) -> bool {
+        self.busy.as_ref().is_some_and(|b| b.successor.is_some())
     }
 
     /// What this SA holds in memory, by item.
@@ -454,19 +553,19 @@ impl IkeSa {
         let datagrams = |d: &[Vec<u8>]| d.iter().map(Vec::capacity).sum::<usize>() + std::mem::size_of_val(d);
         let keys = self.keys.as_ref().map_or(0, |k| {
             k.sk_d.capacity()
-                + k.sk_pi.capacity()
-                + k.sk_pr.capacity()
+                + k.auth.as_ref().map_or(0, |a| {
+                    std::mem::size_of::<AuthKeys>() + a.sk_pi.capacity() + a.sk_pr.capacity()
+                })
                 + k.outbound.heap_bytes()
                 + k.inbound.heap_bytes()
         });
-        let cached_response = self.cached_response.as_ref().map_or(0, |(_, d)| datagrams(d));
+        let cached_response = self.cached_response.as_ref().map_or(0, |c| c.heap_bytes());
         let outstanding = self.outstanding.as_ref().map_or(0, |o| datagrams(&o.datagrams));
-        let ts = |v: &[crate::wire::ikev2::TrafficSelector]| std::mem::size_of_val(v);
         let children = self.children.capacity() * std::mem::size_of::<ChildSa>()
             + self
                 .children
                 .iter()
-                .map(|c| c.name.capacity() + ts(&c.local_ts) + ts(&c.remote_ts))
+                .map(|c| c.local_ts.heap_bytes() + c.remote_ts.heap_bytes())
                 .sum::<usize>();
         let auth = match &self.state {
             State::Authenticating(a) => {
@@ -474,14 +573,18 @@ impl IkeSa {
             }
             _ => 0,
         };
-        let peer = self.peer_id.as_ref().map_or(0, |p| p.data.capacity())
-            + self.peer_certreq.capacity()
-            + self.peer_sig_hashes.capacity() * 2
-            + auth;
-        let queues = self.tasks.capacity() * std::mem::size_of::<Task>()
-            + self.transmits.capacity() * std::mem::size_of::<Transmit>()
-            + self.events.capacity() * std::mem::size_of::<Event>()
-            + self.collisions.capacity() * std::mem::size_of::<create_child::Collision>();
+        let hints = self
+            .busy
+            .as_ref()
+            .map_or(0, |b| b.peer_certreq.capacity() + b.peer_sig_hashes.capacity() * 2);
+        let peer = self.peer_id.as_ref().map_or(0, |p| p.data.capacity()) + hints + auth;
+        let queues = self.busy.as_ref().map_or(0, |b| {
+            std::mem::size_of::<Busy>()
+                + b.tasks.capacity() * std::mem::size_of::<Task>()
+                + b.transmits.capacity() * std::mem::size_of::<Transmit>()
+                + b.events.capacity() * std::mem::size_of::<Event>()
+                + b.collisions.capacity() * std::mem::size_of::<create_child::Collision>()
+        });
         MemoryUsage {
             inline: std::mem::size_of::<Self>(),
             keys,
@@ -556,6 +659,11 @@ impl IkeSa {
         &self.children
     }
 
+    /// The name of a child of this SA (its template's name).
+    pub fn child_name(&self, child: &ChildSa) -> &str {
+        self.config.children.get(child.template).map_or("", |t| t.name.as_str())
+    }
+
     /// True if IKE and ESP use UDP encapsulation (NAT detected).
     pub fn udp_encapsulation(&self) -> bool {
         self.nat_local || self.nat_remote
@@ -563,40 +671,33 @@ impl IkeSa {
 
     /// Next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.busy.as_mut()?.transmits.pop_front()
     }
 
     /// Next event for the driver.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.busy.as_mut()?.events.pop_front()
     }
 
     /// The new IKE SA created by a rekey, to be registered by the driver.
     pub fn take_successor(&mut self) -> Option<IkeSa> {
-        self.successor.take().map(|b| *b)
+        self.busy.as_mut()?.successor.take().map(|b| *b)
     }
 
-    /// Frees the capacity of empty queues: tens of thousands of idle SAs
-    /// would otherwise each keep the buffers of their busiest moment.
+    /// Frees what exchanges in progress used once the SA is idle: tens of
+    /// thousands of idle SAs would otherwise each keep the queues of their
+    /// busiest moment.
     pub fn release_idle_buffers(&mut self) {
-        if self.transmits.is_empty() {
-            self.transmits = VecDeque::new();
-        }
-        if self.events.is_empty() {
-            self.events = VecDeque::new();
-        }
-        if self.tasks.is_empty() {
-            self.tasks = VecDeque::new();
-        }
-        if self.collisions.is_empty() {
-            self.collisions = Vec::new();
+        if self.busy.as_ref().is_some_and(|b| b.is_idle()) {
+            self.busy = None;
         }
     }
 
     /// Queues work (rekey, delete, DPD, new child); it starts when the request window is free.
     pub fn queue(&mut self, now: Instant, task: Task) {
-        if !self.tasks.contains(&task) {
-            self.tasks.push_back(task);
+        let tasks = &mut self.busy().tasks;
+        if !tasks.contains(&task) {
+            tasks.push_back(task);
         }
         self.start_next_task(now);
     }
@@ -681,7 +782,6 @@ impl IkeSa {
         }
         if self.cached_response.is_some() && now >= self.last_inbound + RESPONSE_CACHE_TTL {
             self.cached_response = None;
-            self.cached_request_digest = None;
         }
         if self.expire_at.is_some_and(|e| now >= e) {
             info!(connection = %self.config.name, "IKE SA hard lifetime expired");
@@ -803,14 +903,15 @@ impl IkeSa {
             .payloads
             .iter()
             .all(|p| !matches!(p, Payload::Skf { number, .. } if *number != 1));
-        if let Some((cached_mid, datagrams)) = &self.cached_response {
-            if *cached_mid == mid {
+        if let Some(cached) = &self.cached_response {
+            if cached.message_id == mid {
                 // Retransmitted request: answer from the cache. For fragmented
                 // requests only fragment 1 triggers it (RFC 7383 §2.6.1).
-                let same = first_fragment && (mid == 0 || self.cached_request_digest == Some(request_digest(datagram)));
+                let same = first_fragment && (mid == 0 || cached.request_digest == Some(request_digest(datagram)));
                 if same {
                     debug!(message_id = mid, "retransmitted request, resending cached response");
-                    for d in datagrams.clone() {
+                    let datagrams: Vec<Vec<u8>> = cached.datagrams().map(<[u8]>::to_vec).collect();
+                    for d in datagrams {
                         self.push_transmit(d);
                     }
                 }
@@ -832,7 +933,7 @@ impl IkeSa {
             return;
         }
         if first_fragment {
-            self.current_request_digest = Some(request_digest(datagram));
+            self.busy().current_request_digest = Some(request_digest(datagram));
         }
         let Some(inner) = self.open(datagram, &msg) else { return };
         self.after_authentic_inbound(now, local, remote);
@@ -865,6 +966,8 @@ impl IkeSa {
         let result = match msg.payloads.last() {
             Some(Payload::Sk { .. }) => sk::open_decoded(datagram, msg, &keys.inbound).map(Some),
             Some(Payload::Skf { .. }) => self
+                .busy
+                .get_or_insert_with(Box::default)
                 .reassembler
                 .get_or_insert_with(|| Box::new(FragmentReassembler::new()))
                 .push(datagram, &keys.inbound),
@@ -875,7 +978,9 @@ impl IkeSa {
         };
         match result {
             Ok(Some(inner)) => {
-                self.reassembler = None;
+                if let Some(b) = self.busy.as_mut() {
+                    b.reassembler = None;
+                }
                 Some(inner)
             }
             Ok(None) => None,
@@ -911,7 +1016,9 @@ impl IkeSa {
     /// Starts the next queued task if no request is outstanding.
     pub(crate) fn start_next_task(&mut self, now: Instant) {
         while self.outstanding.is_none() && matches!(self.state, State::Established) {
-            let Some(task) = self.tasks.pop_front() else { return };
+            let Some(task) = self.busy.as_mut().and_then(|b| b.tasks.pop_front()) else {
+                return;
+            };
             match task {
                 Task::CreateChild(idx) => create_child::start_new_child(self, now, idx),
                 Task::RekeyChild(spi) => create_child::start_rekey_child(self, now, spi),
@@ -1006,18 +1113,24 @@ impl IkeSa {
         for d in &datagrams {
             self.push_transmit(d.clone());
         }
-        self.cached_response = Some((mid, datagrams));
-        self.cached_request_digest = self.current_request_digest.take();
+        let digest = self.busy.as_mut().and_then(|b| b.current_request_digest.take());
+        self.cached_response = Some(CachedResponse::new(mid, digest, datagrams));
         self.expected_request_id = mid.wrapping_add(1);
     }
 
     pub(crate) fn push_transmit(&mut self, data: Vec<u8>) {
-        self.transmits.push_back(Transmit {
+        let t = Transmit {
             local: self.local,
             remote: self.remote,
             non_esp_marker: self.nat_t,
             data,
-        });
+        };
+        self.busy().transmits.push_back(t);
+    }
+
+    /// Queues an event for the driver.
+    pub(crate) fn push_event(&mut self, e: Event) {
+        self.busy().events.push_back(e);
     }
 
     /// Moves IKE to the NAT-T ports (RFC 7296 §2.23).
@@ -1032,18 +1145,20 @@ impl IkeSa {
 
     /// Ends the SA at once, without telling the peer: reports deleted children, then the IKE SA itself.
     pub fn close(&mut self, reason: DownReason) {
-        for c in self.children.drain(..) {
+        for c in std::mem::take(&mut self.children) {
             self.ctx.child_spis.release(c.spi_in);
-            self.events.push_back(Event::ChildSaDeleted {
+            self.push_event(Event::ChildSaDeleted {
                 spi_in: c.spi_in,
                 spi_out: c.spi_out,
             });
         }
         self.outstanding = None;
-        self.tasks.clear();
+        if let Some(b) = self.busy.as_mut() {
+            b.tasks.clear();
+        }
         if !self.down_reported {
             self.down_reported = true;
-            self.events.push_back(Event::IkeSaDown {
+            self.push_event(Event::IkeSaDown {
                 spis: (self.spi_i, self.spi_r),
                 reason,
             });
@@ -1054,7 +1169,9 @@ impl IkeSa {
     /// Initiates a graceful delete of the whole IKE SA (DELETE to the peer).
     pub fn delete(&mut self, now: Instant) {
         if matches!(self.state, State::Established) {
-            self.tasks.clear();
+            if let Some(b) = self.busy.as_mut() {
+                b.tasks.clear();
+            }
             self.queue(now, Task::DeleteIke);
         } else {
             self.close(DownReason::Deleted);

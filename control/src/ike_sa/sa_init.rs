@@ -8,7 +8,8 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{
-    AuthContext, Context, DownReason, IkeSa, Outstanding, RequestKind, Role, SaKeys, State, find_notify, notify,
+    AuthContext, AuthKeys, CachedResponse, Context, DownReason, IkeSa, Outstanding, RequestKind, Role, SaKeys, State,
+    find_notify, notify,
 };
 use crate::Error;
 use crate::config::ConnectionConfig;
@@ -298,14 +299,14 @@ pub(crate) fn note_auth_hints(sa: &mut IkeSa, payloads: &[Payload]) {
     for p in payloads {
         match p {
             Payload::Notify(n) if n.ty == NotifyType::SIGNATURE_HASH_ALGORITHMS => {
-                sa.peer_sig_hashes = n
+                sa.busy().peer_sig_hashes = n
                     .data
                     .chunks_exact(2)
                     .map(|c| u16::from_be_bytes([c[0], c[1]]))
                     .collect();
             }
             Payload::CertReq { encoding, data } if *encoding == ikev2::CertEncoding::X509_SIGNATURE => {
-                sa.peer_certreq.extend_from_slice(data);
+                sa.busy().peer_certreq.extend_from_slice(data);
             }
             _ => {}
         }
@@ -331,16 +332,16 @@ pub(crate) fn install_keys(sa: &mut IkeSa, suite: crypto::IkeSuite, keys: crypto
     let outbound = SkCipher::new(suite.encr, suite.integ, out_e, out_a)?;
     let inbound = SkCipher::new(suite.encr, suite.integ, in_e, in_a)?;
     // SK_pi/SK_pr only serve IKE_AUTH: a rekeyed IKE SA (born established) does not keep them.
-    let (sk_pi, sk_pr) = if matches!(sa.state, State::Established) {
-        (zeroize::Zeroizing::new(Vec::new()), zeroize::Zeroizing::new(Vec::new()))
-    } else {
-        (keys.sk_pi.clone(), keys.sk_pr.clone())
-    };
+    let auth = (!matches!(sa.state, State::Established)).then(|| {
+        Box::new(AuthKeys {
+            sk_pi: keys.sk_pi.clone(),
+            sk_pr: keys.sk_pr.clone(),
+        })
+    });
     sa.keys = Some(SaKeys {
         suite,
         sk_d: keys.sk_d.clone(),
-        sk_pi,
-        sk_pr,
+        auth,
         outbound,
         inbound,
     });
@@ -538,7 +539,7 @@ impl IkeSa {
         if find_notify(&msg.payloads, NotifyType::CHILDLESS_IKEV2_SUPPORTED).is_some() {
             payloads.push(notify(NotifyType::CHILDLESS_IKEV2_SUPPORTED, Vec::new()));
         }
-        if !sa.peer_sig_hashes.is_empty() {
+        if !sa.peer_sig_hashes().is_empty() {
             payloads.push(signature_hash_notify());
         }
         if let crate::config::AuthConfig::PubKey(trust) = &sa.config.remote_auth {
@@ -560,7 +561,7 @@ impl IkeSa {
             nr,
         }));
         sa.expected_request_id = 1;
-        sa.cached_response = Some((0, vec![response.clone()]));
+        sa.cached_response = Some(CachedResponse::new(0, None, vec![response.clone()]));
         sa.push_transmit(response);
         debug!(peer = %remote, connection = %sa.config.name, "IKE_SA_INIT answered");
         Ok(sa)

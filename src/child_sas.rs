@@ -154,26 +154,6 @@ pub struct ChildSas {
     lifetime_sink: Arc<OnceLock<LifetimeSink>>,
 }
 
-fn enc_alg(e: EncrAlg) -> Option<EncAlg> {
-    Some(match e {
-        EncrAlg::AesGcm16 { key_bits: 128 } => EncAlg::AesGcm16_128,
-        EncrAlg::AesGcm16 { key_bits: 256 } => EncAlg::AesGcm16_256,
-        EncrAlg::ChaCha20Poly1305 => EncAlg::ChaCha20Poly1305,
-        EncrAlg::AesCbc { key_bits: 128 } => EncAlg::AesCbc128,
-        EncrAlg::AesCbc { key_bits: 256 } => EncAlg::AesCbc256,
-        _ => return None,
-    })
-}
-
-fn integ_alg(i: Option<IkeInteg>) -> IntegAlg {
-    match i {
-        None => IntegAlg::None,
-        Some(IkeInteg::HmacSha256_128) => IntegAlg::HmacSha256_128,
-        Some(IkeInteg::HmacSha384_192) => IntegAlg::HmacSha384_192,
-        Some(IkeInteg::HmacSha512_256) => IntegAlg::HmacSha512_256,
-    }
-}
-
 fn selector(ts: &control::wire::ikev2::TrafficSelector) -> Option<TrafficSelector> {
     TrafficSelector::new(ts.start_addr, ts.end_addr, ts.ip_protocol, ts.start_port, ts.end_port).ok()
 }
@@ -272,8 +252,8 @@ impl ChildSas {
             Direction::Outbound => (c.spi_out, &c.outbound),
         };
         let keys = CipherKeys {
-            enc: enc_alg(c.encr)?,
-            integ: integ_alg(c.integ),
+            enc: EncAlg::from_ikev2(c.encr.transform_id(), c.encr.key_length_attribute())?,
+            integ: IntegAlg::from_ikev2(c.integ.map(|i| i.transform_id()))?,
             enc_key: keys.encr.clone(),
             integ_key: keys.integ.clone(),
         };

@@ -580,10 +580,15 @@ impl DaemonConfig {
                 if b > 0 || p > 0 {
                     byte_lifetimes.insert((name.clone(), cname.clone()), (b, p));
                 }
+                let esp_at = ch.esp_proposals.span().start;
+                let esp_proposals = control::proposal::parse_esp_proposals(ch.esp_proposals.get_ref())
+                    .map_err(|e| err(esp_at, &ckey("esp_proposals"), e.to_string()))?;
+                if let Some(why) = esp_unsupported(&esp_proposals) {
+                    return Err(err(esp_at, &ckey("esp_proposals"), why));
+                }
                 cfg.children.push(ChildConfig {
                     name: cname.clone(),
-                    esp_proposals: control::proposal::parse_esp_proposals(ch.esp_proposals.get_ref())
-                        .map_err(|e| err(ch.esp_proposals.span().start, &ckey("esp_proposals"), e.to_string()))?,
+                    esp_proposals,
                     local_ts: ts(&ch.local_ts, "local_ts")?,
                     remote_ts: ts(&ch.remote_ts, "remote_ts")?,
                     mode,
@@ -741,6 +746,32 @@ impl DaemonConfig {
     }
 }
 
+/// Why an ESP proposal names an algorithm the data plane cannot install
+/// (negotiating it would bring up a CHILD_SA that carries nothing), if one does.
+fn esp_unsupported(proposals: &[control::proposal::EspProposal]) -> Option<String> {
+    use fastpath::esp::aead::{EncAlg, IntegAlg};
+    for p in proposals {
+        if let Some(e) = p
+            .encr
+            .iter()
+            .find(|e| EncAlg::from_ikev2(e.transform_id(), e.key_length_attribute()).is_none())
+        {
+            return Some(format!(
+                "ESP encryption {} is not supported by the data plane (AES-GCM-16 128/256, ChaCha20-Poly1305, AES-CBC 128/256)",
+                e.name()
+            ));
+        }
+        if let Some(i) = p
+            .integ
+            .iter()
+            .find(|i| IntegAlg::from_ikev2(Some(i.transform_id())).is_none())
+        {
+            return Some(format!("ESP integrity {i:?} is not supported by the data plane"));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -819,6 +850,32 @@ esp_proposals = "aes256gcm16"
         assert_eq!(key, "daemon.listen");
         let (line, key, _) = bad(&GOOD.replace("shards = 2", "shards = 2\nexpected_tunnels = 99999999999"));
         assert_eq!((line, key.as_str()), (7, "daemon.expected_tunnels"));
+    }
+
+    #[test]
+    fn esp_algorithms_the_data_plane_lacks_are_refused() {
+        for (esp, named) in [("aes192-sha256", "192"), ("aes128-sha256, aes192gcm16", "192")] {
+            let (line, key, msg) =
+                bad(&GOOD.replace("esp_proposals = \"aes256gcm16\"", &format!("esp_proposals = \"{esp}\"")));
+            assert_eq!(
+                (line, key.as_str()),
+                (26, "connection.rw.child.net.esp_proposals"),
+                "{esp}"
+            );
+            assert!(msg.contains(named) && msg.contains("data plane"), "{msg}");
+        }
+        // Everything the data plane does is accepted.
+        for esp in [
+            "aes128gcm16",
+            "aes256gcm16-esn",
+            "chacha20poly1305",
+            "aes128-sha256",
+            "aes256-sha384",
+            "aes256-sha512-modp2048",
+        ] {
+            let text = GOOD.replace("esp_proposals = \"aes256gcm16\"", &format!("esp_proposals = \"{esp}\""));
+            assert!(DaemonConfig::parse(Path::new("t.toml"), &text).is_ok(), "{esp}");
+        }
     }
 
     #[test]

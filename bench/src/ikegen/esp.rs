@@ -7,7 +7,6 @@
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
-use control::crypto::{EncrAlg, IntegAlg as IkeInteg};
 use control::ike_sa::ChildSaInstall;
 use fastpath::buf::{PacketBuf, PacketBuffer};
 use fastpath::esp::aead::{CipherKeys, EncAlg, IntegAlg};
@@ -55,20 +54,8 @@ pub struct EspLoad {
 }
 
 fn keys(c: &ChildSaInstall) -> Option<CipherKeys> {
-    let enc = match c.encr {
-        EncrAlg::AesGcm16 { key_bits: 128 } => EncAlg::AesGcm16_128,
-        EncrAlg::AesGcm16 { key_bits: 256 } => EncAlg::AesGcm16_256,
-        EncrAlg::ChaCha20Poly1305 => EncAlg::ChaCha20Poly1305,
-        EncrAlg::AesCbc { key_bits: 128 } => EncAlg::AesCbc128,
-        EncrAlg::AesCbc { key_bits: 256 } => EncAlg::AesCbc256,
-        _ => return None,
-    };
-    let integ = match c.integ {
-        None => IntegAlg::None,
-        Some(IkeInteg::HmacSha256_128) => IntegAlg::HmacSha256_128,
-        Some(IkeInteg::HmacSha384_192) => IntegAlg::HmacSha384_192,
-        Some(IkeInteg::HmacSha512_256) => IntegAlg::HmacSha512_256,
-    };
+    let enc = EncAlg::from_ikev2(c.encr.transform_id(), c.encr.key_length_attribute())?;
+    let integ = IntegAlg::from_ikev2(c.integ.map(|i| i.transform_id()))?;
     Some(CipherKeys {
         enc,
         integ,

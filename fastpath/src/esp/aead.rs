@@ -40,6 +40,19 @@ pub enum IntegAlg {
 }
 
 impl EncAlg {
+    /// The algorithm of an IKEv2 ENCR transform (IANA transform ID and Key
+    /// Length attribute in bits, RFC 7296 §3.3.2/§3.3.5), if ESP here has it.
+    pub fn from_ikev2(transform_id: u16, key_bits: Option<u16>) -> Option<Self> {
+        match (transform_id, key_bits) {
+            (20, Some(128)) => Some(EncAlg::AesGcm16_128),
+            (20, Some(256)) => Some(EncAlg::AesGcm16_256),
+            (28, None) => Some(EncAlg::ChaCha20Poly1305),
+            (12, Some(128)) => Some(EncAlg::AesCbc128),
+            (12, Some(256)) => Some(EncAlg::AesCbc256),
+            _ => None,
+        }
+    }
+
     /// Bytes of encryption key material, salt included for AEADs.
     pub fn key_material_len(self) -> usize {
         match self {
@@ -57,6 +70,18 @@ impl EncAlg {
 }
 
 impl IntegAlg {
+    /// The algorithm of an IKEv2 INTEG transform (IANA transform ID; `None`
+    /// for no integrity transform, as with an AEAD), if ESP here has it.
+    pub fn from_ikev2(transform_id: Option<u16>) -> Option<Self> {
+        match transform_id {
+            None => Some(IntegAlg::None),
+            Some(12) => Some(IntegAlg::HmacSha256_128),
+            Some(13) => Some(IntegAlg::HmacSha384_192),
+            Some(14) => Some(IntegAlg::HmacSha512_256),
+            _ => None,
+        }
+    }
+
     /// Key length in bytes.
     pub fn key_len(self) -> usize {
         match self {
@@ -568,6 +593,33 @@ fn hmac_tag(mac: &hmac::Key, covered: &[u8], seq: u64, esn: bool) -> hmac::Tag {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ikev2_transforms_map_to_esp_algorithms() {
+        // IANA: ENCR_AES_CBC 12, ENCR_AES_GCM_16 20, ENCR_CHACHA20_POLY1305 28.
+        assert_eq!(EncAlg::from_ikev2(20, Some(128)), Some(EncAlg::AesGcm16_128));
+        assert_eq!(EncAlg::from_ikev2(20, Some(256)), Some(EncAlg::AesGcm16_256));
+        assert_eq!(EncAlg::from_ikev2(28, None), Some(EncAlg::ChaCha20Poly1305));
+        assert_eq!(EncAlg::from_ikev2(12, Some(128)), Some(EncAlg::AesCbc128));
+        assert_eq!(EncAlg::from_ikev2(12, Some(256)), Some(EncAlg::AesCbc256));
+        // Sizes and transforms ESP here does not do are refused, not guessed.
+        for (id, bits) in [
+            (20, Some(192)),
+            (20, None),
+            (12, Some(192)),
+            (28, Some(256)),
+            (3, None),
+            (18, Some(128)),
+        ] {
+            assert_eq!(EncAlg::from_ikev2(id, bits), None, "{id} {bits:?}");
+        }
+        // AUTH_HMAC_SHA2_256_128 12, _384_192 13, _512_256 14.
+        assert_eq!(IntegAlg::from_ikev2(None), Some(IntegAlg::None));
+        assert_eq!(IntegAlg::from_ikev2(Some(12)), Some(IntegAlg::HmacSha256_128));
+        assert_eq!(IntegAlg::from_ikev2(Some(13)), Some(IntegAlg::HmacSha384_192));
+        assert_eq!(IntegAlg::from_ikev2(Some(14)), Some(IntegAlg::HmacSha512_256));
+        assert_eq!(IntegAlg::from_ikev2(Some(2)), None, "HMAC-SHA1-96 is not offered");
+    }
     use aws_lc_rs::aead;
 
     fn keys(enc: EncAlg, integ: IntegAlg) -> CipherKeys {

@@ -95,13 +95,30 @@ pub fn checksum(data: &[u8]) -> u16 {
 }
 
 /// [`checksum`] of a 20-byte IPv4 header (checksum field zero), as five
-/// 32-bit big-endian words: no per-byte loop on the per-packet path.
-#[inline]
+/// 32-bit big-endian words (the oracle of [`ipv4_header_checksum_of`]).
+#[cfg(test)]
 fn ipv4_header_checksum(h: &[u8]) -> u16 {
     let mut acc = 0u64;
     for w in h[..20].chunks_exact(4) {
         acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
     }
+    !fold(acc)
+}
+
+/// TTL of the headers [`prepend_ip_header`] writes.
+const IPV4_TTL: u8 = 64;
+
+/// Checksum of the IPv4 header [`prepend_ip_header`] writes (version 4, IHL
+/// 5, TOS 0, ID 0, no flags, TTL 64), computed from its variable fields.
+#[inline]
+fn ipv4_header_checksum_of(total: u16, proto: u8, src: u32, dst: u32) -> u16 {
+    let acc = 0x4500u64
+        + u64::from(total)
+        + (u64::from(IPV4_TTL) << 8 | u64::from(proto))
+        + u64::from(src >> 16)
+        + u64::from(src & 0xffff)
+        + u64::from(dst >> 16)
+        + u64::from(dst & 0xffff);
     !fold(acc)
 }
 
@@ -133,18 +150,18 @@ pub fn prepend_ip_header<B: PacketBuffer>(buf: &mut B, src: IpAddr, dst: IpAddr,
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             let total = u16::try_from(payload + 20).map_err(|_| IpError::TooLong)?;
-            let h = buf.prepend(20)?;
-            h[0] = 0x45;
-            h[1] = 0;
-            h[2..4].copy_from_slice(&total.to_be_bytes());
-            h[4..8].fill(0);
-            h[8] = 64;
-            h[9] = proto;
-            h[10..12].fill(0);
-            h[12..16].copy_from_slice(&s.octets());
-            h[16..20].copy_from_slice(&d.octets());
-            let c = ipv4_header_checksum(h);
-            h[10..12].copy_from_slice(&c.to_be_bytes());
+            // The checksum comes from the field values, not from re-reading
+            // the header just written (a load that waits on those stores).
+            let c = ipv4_header_checksum_of(total, proto, s.to_bits(), d.to_bits());
+            let mut hdr = [0u8; 20];
+            hdr[0] = 0x45;
+            hdr[2..4].copy_from_slice(&total.to_be_bytes());
+            hdr[8] = IPV4_TTL;
+            hdr[9] = proto;
+            hdr[10..12].copy_from_slice(&c.to_be_bytes());
+            hdr[12..16].copy_from_slice(&s.octets());
+            hdr[16..20].copy_from_slice(&d.octets());
+            buf.prepend(20)?.copy_from_slice(&hdr);
             Ok(())
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
@@ -251,6 +268,12 @@ mod tests {
             h[10] = 0;
             h[11] = 0;
             assert_eq!(ipv4_header_checksum(&h), checksum(&h));
+            // The header prepend_ip_header writes, with these addresses and length.
+            h[..2].copy_from_slice(&[0x45, 0]);
+            h[4..9].copy_from_slice(&[0, 0, 0, 0, IPV4_TTL]);
+            let word = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+            let total = u16::from_be_bytes([h[2], h[3]]);
+            assert_eq!(ipv4_header_checksum_of(total, h[9], word(12), word(16)), checksum(&h));
         }
         h.fill(0xff);
         h[10..12].fill(0);

@@ -830,7 +830,7 @@ impl PollLoop {
                 let mut results = std::mem::take(&mut self.scratch.results);
                 ie.decap_burst(&mut self.worker, &self.sad, kind, &mut pkts, &meta, &mut results);
                 for (m, v) in results.drain(..) {
-                    self.after_inbound(m, v);
+                    self.after_inbound(m, &v);
                 }
                 self.scratch.results = results;
             }
@@ -840,7 +840,7 @@ impl PollLoop {
                     let mut results = std::mem::take(&mut self.scratch.results);
                     lk.decap_burst(&mut self.worker, &self.sad, kind, &mut pkts, &meta, &mut results);
                     for (m, v) in results.drain(..) {
-                        self.after_inbound(m, v);
+                        self.after_inbound(m, &v);
                     }
                     self.scratch.results = results;
                 }
@@ -849,7 +849,9 @@ impl PollLoop {
                     let n = pkts.len();
                     let mut verdicts = std::mem::take(&mut self.scratch.verdicts);
                     self.worker.inbound_burst(kind, &mut pkts, &meta, &mut verdicts[..n]);
-                    for (m, v) in pkts.drain(..).zip(verdicts.iter().copied()) {
+                    // Verdicts are read where the worker wrote them: a fresh
+                    // copy read back at once stalls on store forwarding.
+                    for (m, v) in pkts.drain(..).zip(verdicts.iter()) {
                         self.after_inbound(m, v);
                     }
                     self.scratch.verdicts = verdicts;
@@ -873,7 +875,7 @@ impl PollLoop {
     /// Sends a decapsulated packet inside (other verdicts were counted and
     /// the packet is freed).
     #[inline]
-    fn after_inbound(&mut self, m: Mbuf, v: Verdict) {
+    fn after_inbound(&mut self, m: Mbuf, v: &Verdict) {
         match v {
             Verdict::ToTunnel => self.send_inside(m),
             Verdict::Ike => {
@@ -893,7 +895,7 @@ impl PollLoop {
                 let mut results = std::mem::take(&mut self.scratch.results);
                 ie.encap_burst(&mut self.worker, &self.sad, &self.spd, &mut pkts, &mut results);
                 for (m, v) in results.drain(..) {
-                    self.after_outbound(m, v);
+                    self.after_outbound(m, &v);
                 }
                 self.scratch.results = results;
             }
@@ -905,7 +907,7 @@ impl PollLoop {
                     let mut results = std::mem::take(&mut self.scratch.results);
                     lk.encap_burst(&mut self.worker, &self.sad, &self.spd, true, &mut pkts, &mut results);
                     for (m, v) in results.drain(..) {
-                        self.after_outbound(m, v);
+                        self.after_outbound(m, &v);
                     }
                     self.scratch.results = results;
                 }
@@ -913,7 +915,7 @@ impl PollLoop {
                     let n = pkts.len();
                     let mut verdicts = std::mem::take(&mut self.scratch.verdicts);
                     self.worker.outbound_burst(&mut pkts, &mut verdicts[..n]);
-                    for (m, v) in pkts.drain(..).zip(verdicts.iter().copied()) {
+                    for (m, v) in pkts.drain(..).zip(verdicts.iter()) {
                         self.after_outbound(m, v);
                     }
                     self.scratch.verdicts = verdicts;
@@ -927,14 +929,14 @@ impl PollLoop {
     /// Sends an encapsulated packet to its peer, a bypassed one on, or hands
     /// a packet of an SA pinned elsewhere to its loop.
     #[inline]
-    fn after_outbound(&mut self, mut m: Mbuf, v: Verdict) {
+    fn after_outbound(&mut self, mut m: Mbuf, v: &Verdict) {
         match v {
             Verdict::ToPeer { src, dst, udp } => {
                 if udp.is_some() {
                     LoopCounters::add(&self.counters.esp_udp_tx, 1);
                 }
-                let p = self.outside_port_for(src);
-                self.send_ip(p, dst, m);
+                let p = self.outside_port_for(*src);
+                self.send_ip(p, *dst, m);
             }
             Verdict::Bypass => {
                 let from = self.port_index(super::mbuf::input_port(&m));
@@ -945,7 +947,7 @@ impl PollLoop {
                 }
             }
             // The Ethernet header is still in front of the data.
-            Verdict::Redirect(w)
+            &Verdict::Redirect(w)
                 if w < self.scratch.steer.len() && PacketBuffer::prepend(&mut m, ETH_HDR_LEN).is_ok() =>
             {
                 self.scratch.steer[w].push(m);

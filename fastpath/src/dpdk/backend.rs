@@ -671,6 +671,16 @@ impl PollLoop {
         self.neighbours.learn(ip, mac);
     }
 
+    /// Learns the IP source of a received IP frame as a neighbour at its
+    /// source MAC (both read from the frame itself).
+    #[inline]
+    fn learn_from_frame(&mut self, m: &Mbuf) {
+        let d = PacketBuffer::data(m);
+        if let Some(ip) = frame::ip_src(d) {
+            self.neighbours.learn(ip, frame::src_mac(d));
+        }
+    }
+
     /// Sorts a burst of received frames into ESP, cleartext, IKE and the rest.
     fn dispatch(&mut self, rx: &mut Vec<Mbuf>, from_ring: bool) {
         let nloops = self.rings.len();
@@ -735,7 +745,7 @@ impl PollLoop {
                             }
                         }
                     }
-                    self.learn(src, src_mac);
+                    self.learn_from_frame(&m);
                     let len = PacketBuffer::len(&m);
                     if PacketBuffer::trim_back(&mut m, len - payload_end).is_err()
                         || PacketBuffer::trim_front(&mut m, payload_off).is_err()
@@ -757,8 +767,8 @@ impl PollLoop {
                         self.scratch.meta_raw.push(meta);
                     }
                 }
-                FrameClass::Ip { ip_end, src } => {
-                    self.learn(src, src_mac);
+                FrameClass::Ip { ip_end } => {
+                    self.learn_from_frame(&m);
                     let len = PacketBuffer::len(&m);
                     if PacketBuffer::trim_back(&mut m, len - ip_end).is_err()
                         || PacketBuffer::trim_front(&mut m, ETH_HDR_LEN).is_err()
@@ -994,10 +1004,13 @@ impl PollLoop {
         }
     }
 
-    /// Adds the Ethernet header towards `next_hop` and queues `m` on port `p`.
+    /// Adds the Ethernet header towards `next_hop` and queues `m` on port `p`
+    /// (`m` is an IP packet of `next_hop`'s family).
     fn send_ip(&mut self, p: usize, next_hop: IpAddr, mut m: Mbuf) {
         let dst = self.neighbours.get(&next_hop).unwrap_or(self.ports[p].gateway);
-        if frame::prepend_ethernet(&mut m, dst, self.ports[p].mac).is_ok() {
+        // The packet's family is the next hop's (outer header, or the inner
+        // packet's destination).
+        if frame::prepend_ethernet(&mut m, dst, self.ports[p].mac, next_hop.is_ipv6()).is_ok() {
             self.ports[p].out.push(m);
         } else {
             LoopCounters::add(&self.counters.tx_dropped, 1);

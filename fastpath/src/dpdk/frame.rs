@@ -57,8 +57,6 @@ pub enum FrameClass {
     Ip {
         /// End of the IP packet (before Ethernet padding).
         ip_end: usize,
-        /// Its source address (for neighbour learning).
-        src: IpAddr,
     },
     /// Anything else (other EtherTypes, VLAN, truncated or fragmented IPsec).
     Other,
@@ -156,24 +154,24 @@ pub fn classify(frame: &[u8], ours: impl Fn(&IpAddr) -> bool) -> FrameClass {
                     dst,
                     src_port: sport,
                 },
-                _ => FrameClass::Ip { ip_end, src },
+                _ => FrameClass::Ip { ip_end },
             }
         }
-        _ => FrameClass::Ip { ip_end, src },
+        _ => FrameClass::Ip { ip_end },
     }
 }
 
-/// Prepends an Ethernet header (`dst`, `src`, EtherType from the IP version
-/// of the packet in `buf`).
-pub fn prepend_ethernet<B: PacketBuffer>(buf: &mut B, dst: [u8; 6], src: [u8; 6]) -> Result<(), BufError> {
-    let ethertype = match buf.data().first().map(|b| b >> 4) {
-        Some(6) => ETHERTYPE_IPV6,
-        _ => ETHERTYPE_IPV4,
-    };
-    let h = buf.prepend(ETH_HDR_LEN)?;
+/// Prepends an Ethernet header (`dst`, `src`, the EtherType of IPv6 or
+/// IPv4). The caller knows the family from the next hop: reading it back
+/// from the packet would wait on the header writes just made.
+#[inline]
+pub fn prepend_ethernet<B: PacketBuffer>(buf: &mut B, dst: [u8; 6], src: [u8; 6], ipv6: bool) -> Result<(), BufError> {
+    let ethertype = if ipv6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 };
+    let mut h = [0u8; ETH_HDR_LEN];
     h[..6].copy_from_slice(&dst);
     h[6..12].copy_from_slice(&src);
     h[12..14].copy_from_slice(&ethertype.to_be_bytes());
+    buf.prepend(ETH_HDR_LEN)?.copy_from_slice(&h);
     Ok(())
 }
 
@@ -190,6 +188,24 @@ pub fn ip_dst(pkt: &[u8]) -> Option<IpAddr> {
         6 if pkt.len() >= 40 => {
             let a: [u8; 16] = pkt[24..40].try_into().ok()?;
             Some(IpAddr::from(a))
+        }
+        _ => None,
+    }
+}
+
+/// Source IP address of an Ethernet frame carrying IPv4 or IPv6 (the
+/// neighbour to learn), read straight from the frame: the per-packet learning
+/// step then needs no copy of a classified address.
+#[inline(always)]
+pub fn ip_src(frame: &[u8]) -> Option<IpAddr> {
+    match u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]) {
+        ETHERTYPE_IPV4 => {
+            let a: [u8; 4] = frame.get(ETH_HDR_LEN + 12..ETH_HDR_LEN + 16)?.try_into().ok()?;
+            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be_bytes(a))))
+        }
+        ETHERTYPE_IPV6 => {
+            let a: [u8; 16] = frame.get(ETH_HDR_LEN + 8..ETH_HDR_LEN + 24)?.try_into().ok()?;
+            Some(IpAddr::V6(Ipv6Addr::from(u128::from_be_bytes(a))))
         }
         _ => None,
     }
@@ -252,6 +268,33 @@ mod tests {
         assert_eq!(ip_dst(&v6), Some("::1".parse().unwrap()));
         assert_eq!(ip_dst(&[0x50; 40]), None);
         assert_eq!(ip_dst(&[]), None);
+    }
+
+    #[test]
+    fn ip_src_and_prepended_ethernet_of_v4_v6_and_junk() {
+        let mut f4 = vec![0u8; ETH_HDR_LEN + 20];
+        f4[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        f4[ETH_HDR_LEN] = 0x45;
+        f4[ETH_HDR_LEN + 12..ETH_HDR_LEN + 16].copy_from_slice(&[192, 0, 2, 7]);
+        assert_eq!(ip_src(&f4), Some("192.0.2.7".parse().unwrap()));
+        assert_eq!(ip_src(&f4[..ETH_HDR_LEN + 15]), None);
+        let mut f6 = vec![0u8; ETH_HDR_LEN + 40];
+        f6[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+        f6[ETH_HDR_LEN + 8] = 0x20;
+        f6[ETH_HDR_LEN + 9] = 0x01;
+        f6[ETH_HDR_LEN + 23] = 9;
+        assert_eq!(ip_src(&f6), Some("2001::9".parse().unwrap()));
+        assert_eq!(ip_src(&f6[..ETH_HDR_LEN + 23]), None);
+        f6[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+        assert_eq!(ip_src(&f6), None);
+        assert_eq!(ip_src(&[0u8; 13]), None);
+
+        let mut b = PacketBuf::from_slice(&[0x60; 40]).unwrap();
+        prepend_ethernet(&mut b, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], true).unwrap();
+        assert_eq!(&b.data()[..14], &[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd]);
+        let mut b = PacketBuf::from_slice(&[0x45; 20]).unwrap();
+        prepend_ethernet(&mut b, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], false).unwrap();
+        assert_eq!(&b.data()[12..15], &[0x08, 0x00, 0x45]);
     }
 
     fn frame(ip: &[u8]) -> Vec<u8> {

@@ -712,11 +712,15 @@ impl PollLoop {
                 FrameClass::Ike {
                     payload_off,
                     payload_end,
-                    remote,
-                    local,
+                    src_port,
+                    dst_port,
                 } => {
-                    self.learn(remote.ip(), src_mac);
-                    self.pass_to_control(local, remote, &PacketBuffer::data(&m)[payload_off..payload_end]);
+                    let d = PacketBuffer::data(&m);
+                    if let Some((src, dst)) = frame::ip_addrs(d) {
+                        self.learn(src, src_mac);
+                        let (local, remote) = (SocketAddr::new(dst, dst_port), SocketAddr::new(src, src_port));
+                        self.pass_to_control(local, remote, &d[payload_off..payload_end]);
+                    }
                 }
                 FrameClass::Keepalive => {
                     LoopCounters::add(&self.counters.keepalives, 1);
@@ -725,8 +729,6 @@ impl PollLoop {
                     payload_off,
                     payload_end,
                     udp,
-                    src,
-                    dst,
                     src_port,
                 } => {
                     if self.steer_by_spi && !from_ring && nloops > 1 {
@@ -745,7 +747,12 @@ impl PollLoop {
                             }
                         }
                     }
-                    self.learn_from_frame(&m);
+                    // Classified as IP, so the addresses are there.
+                    let Some((src, dst)) = frame::ip_addrs(PacketBuffer::data(&m)) else {
+                        LoopCounters::add(&self.counters.rx_unsupported, 1);
+                        continue;
+                    };
+                    self.learn(src, src_mac);
                     let len = PacketBuffer::len(&m);
                     if PacketBuffer::trim_back(&mut m, len - payload_end).is_err()
                         || PacketBuffer::trim_front(&mut m, payload_off).is_err()

@@ -4,7 +4,7 @@
 
 use crate::buf::{BufError, PacketBuffer};
 use crate::worker::{NAT_KEEPALIVE, NAT_T_PORT, NON_ESP_MARKER_LEN};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Ethernet header length (no VLAN tag).
 pub const ETH_HDR_LEN: usize = 14;
@@ -31,10 +31,10 @@ pub enum FrameClass {
         payload_off: usize,
         /// End of the IKE message.
         payload_end: usize,
-        /// Sender (the peer).
-        remote: SocketAddr,
-        /// Receiver (us).
-        local: SocketAddr,
+        /// UDP source port (the peer's); its address is [`ip_addrs`]`.0`.
+        src_port: u16,
+        /// UDP destination port (ours); our address is [`ip_addrs`]`.1`.
+        dst_port: u16,
     },
     /// A NAT keepalive (UDP 4500, one 0xFF byte).
     Keepalive,
@@ -46,11 +46,7 @@ pub enum FrameClass {
         payload_end: usize,
         /// Arrived in UDP (RFC 3948).
         udp: bool,
-        /// Outer source.
-        src: IpAddr,
-        /// Outer destination.
-        dst: IpAddr,
-        /// UDP source port (0 for raw ESP).
+        /// UDP source port (0 for raw ESP). The outer addresses are [`ip_addrs`].
         src_port: u16,
     },
     /// Another IP packet at `ETH_HDR_LEN..ip_end`: to the outbound policy.
@@ -69,7 +65,7 @@ pub fn classify(frame: &[u8], ours: impl Fn(&IpAddr) -> bool) -> FrameClass {
         return FrameClass::Other;
     }
     let l3 = &frame[ETH_HDR_LEN..];
-    let (src, dst, proto, l4_off, ip_end) = match u16::from_be_bytes([frame[12], frame[13]]) {
+    let (dst, proto, l4_off, ip_end) = match u16::from_be_bytes([frame[12], frame[13]]) {
         ETHERTYPE_ARP => return FrameClass::Arp,
         ETHERTYPE_IPV4 => {
             if l3.len() < 20 || l3[0] >> 4 != 4 {
@@ -81,11 +77,10 @@ pub fn classify(frame: &[u8], ours: impl Fn(&IpAddr) -> bool) -> FrameClass {
                 return FrameClass::Other;
             }
             let fragmented = u16::from_be_bytes([l3[6], l3[7]]) & 0x3fff != 0;
-            let src = IpAddr::from(<[u8; 4]>::try_from(&l3[12..16]).unwrap_or_default());
             let dst = IpAddr::from(<[u8; 4]>::try_from(&l3[16..20]).unwrap_or_default());
             // Fragments go to the policy path as they are (not reassembled).
             let proto = if fragmented { 0 } else { l3[9] };
-            (src, dst, proto, ETH_HDR_LEN + ihl, ETH_HDR_LEN + total)
+            (dst, proto, ETH_HDR_LEN + ihl, ETH_HDR_LEN + total)
         }
         ETHERTYPE_IPV6 => {
             if l3.len() < 40 || l3[0] >> 4 != 6 {
@@ -96,11 +91,9 @@ pub fn classify(frame: &[u8], ours: impl Fn(&IpAddr) -> bool) -> FrameClass {
                 return FrameClass::Other;
             }
             let mut a = [0u8; 16];
-            a.copy_from_slice(&l3[8..24]);
-            let src = IpAddr::from(Ipv6Addr::from(a));
             a.copy_from_slice(&l3[24..40]);
             let dst = IpAddr::from(Ipv6Addr::from(a));
-            (src, dst, l3[6], ETH_HDR_LEN + 40, ETH_HDR_LEN + total)
+            (dst, l3[6], ETH_HDR_LEN + 40, ETH_HDR_LEN + total)
         }
         _ => return FrameClass::Other,
     };
@@ -109,8 +102,6 @@ pub fn classify(frame: &[u8], ours: impl Fn(&IpAddr) -> bool) -> FrameClass {
             payload_off: l4_off,
             payload_end: ip_end,
             udp: false,
-            src,
-            dst,
             src_port: 0,
         },
         crate::ip::IPPROTO_UDP if ours(&dst) => {
@@ -126,14 +117,12 @@ pub fn classify(frame: &[u8], ours: impl Fn(&IpAddr) -> bool) -> FrameClass {
             }
             let body = &udp[8..ulen];
             let (off, end) = (l4_off + 8, l4_off + ulen);
-            let remote = SocketAddr::new(src, sport);
-            let local = SocketAddr::new(dst, dport);
             match dport {
                 IKE_PORT => FrameClass::Ike {
                     payload_off: off,
                     payload_end: end,
-                    remote,
-                    local,
+                    src_port: sport,
+                    dst_port: dport,
                 },
                 NAT_T_PORT if body == [NAT_KEEPALIVE] => FrameClass::Keepalive,
                 NAT_T_PORT
@@ -142,16 +131,14 @@ pub fn classify(frame: &[u8], ours: impl Fn(&IpAddr) -> bool) -> FrameClass {
                     FrameClass::Ike {
                         payload_off: off + NON_ESP_MARKER_LEN,
                         payload_end: end,
-                        remote,
-                        local,
+                        src_port: sport,
+                        dst_port: dport,
                     }
                 }
                 NAT_T_PORT => FrameClass::Esp {
                     payload_off: off,
                     payload_end: end,
                     udp: true,
-                    src,
-                    dst,
                     src_port: sport,
                 },
                 _ => FrameClass::Ip { ip_end },
@@ -193,22 +180,36 @@ pub fn ip_dst(pkt: &[u8]) -> Option<IpAddr> {
     }
 }
 
-/// Source IP address of an Ethernet frame carrying IPv4 or IPv6 (the
-/// neighbour to learn), read straight from the frame: the per-packet learning
-/// step then needs no copy of a classified address.
+/// Source and destination IP addresses of an Ethernet frame carrying IPv4
+/// or IPv6, read straight from the frame. [`classify`] does not return them:
+/// building them here, where they are used, keeps the per-packet path free of
+/// copies of just-written addresses (each a store-forwarding stall).
 #[inline(always)]
-pub fn ip_src(frame: &[u8]) -> Option<IpAddr> {
+pub fn ip_addrs(frame: &[u8]) -> Option<(IpAddr, IpAddr)> {
     match u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]) {
         ETHERTYPE_IPV4 => {
-            let a: [u8; 4] = frame.get(ETH_HDR_LEN + 12..ETH_HDR_LEN + 16)?.try_into().ok()?;
-            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be_bytes(a))))
+            let a: [u8; 8] = frame.get(ETH_HDR_LEN + 12..ETH_HDR_LEN + 20)?.try_into().ok()?;
+            let a = u64::from_be_bytes(a);
+            Some((
+                IpAddr::V4(Ipv4Addr::from((a >> 32) as u32)),
+                IpAddr::V4(Ipv4Addr::from(a as u32)),
+            ))
         }
         ETHERTYPE_IPV6 => {
-            let a: [u8; 16] = frame.get(ETH_HDR_LEN + 8..ETH_HDR_LEN + 24)?.try_into().ok()?;
-            Some(IpAddr::V6(Ipv6Addr::from(u128::from_be_bytes(a))))
+            let a: [u8; 32] = frame.get(ETH_HDR_LEN + 8..ETH_HDR_LEN + 40)?.try_into().ok()?;
+            let (s, d) = a.split_at(16);
+            let word = |b: &[u8]| u128::from_be_bytes(b.try_into().unwrap_or_default());
+            Some((IpAddr::V6(Ipv6Addr::from(word(s))), IpAddr::V6(Ipv6Addr::from(word(d)))))
         }
         _ => None,
     }
+}
+
+/// Source IP address of an Ethernet frame carrying IPv4 or IPv6 (the
+/// neighbour to learn): see [`ip_addrs`].
+#[inline(always)]
+pub fn ip_src(frame: &[u8]) -> Option<IpAddr> {
+    ip_addrs(frame).map(|(s, _)| s)
 }
 
 /// Source MAC of a frame (callers checked it is at least an Ethernet header).
@@ -323,8 +324,17 @@ mod tests {
         let f = frame(&udp_v4(500, b"ike!"));
         assert!(matches!(
             classify(&f, ours),
-            FrameClass::Ike { payload_off: 42, payload_end: 46, remote, .. } if remote.port() == 4501
+            FrameClass::Ike {
+                payload_off: 42,
+                payload_end: 46,
+                src_port: 4501,
+                dst_port: 500
+            }
         ));
+        assert_eq!(
+            ip_addrs(&f),
+            Some(("198.51.100.7".parse().unwrap(), "192.0.2.1".parse().unwrap()))
+        );
         let f = frame(&udp_v4(4500, &[0, 0, 0, 0, 1, 2]));
         assert!(matches!(
             classify(&f, ours),

@@ -298,6 +298,87 @@ mod tests {
         assert_eq!(&b.data()[12..15], &[0x08, 0x00, 0x45]);
     }
 
+    /// The invariants the poll loop relies on (also checked by the
+    /// `dpdk_frame` fuzz target): offsets inside the frame, addresses readable.
+    fn check_invariants(f: &[u8], ours: impl Fn(&IpAddr) -> bool) {
+        match classify(f, ours) {
+            FrameClass::Esp {
+                payload_off,
+                payload_end,
+                ..
+            }
+            | FrameClass::Ike {
+                payload_off,
+                payload_end,
+                ..
+            } => {
+                assert!(ETH_HDR_LEN <= payload_off && payload_off <= payload_end && payload_end <= f.len());
+                assert!(ip_addrs(f).is_some());
+            }
+            FrameClass::Ip { ip_end } => {
+                assert!(ETH_HDR_LEN <= ip_end && ip_end <= f.len());
+                assert!(ip_dst(&f[ETH_HDR_LEN..ip_end]).is_some());
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn truncated_corrupted_and_oversized_frames_keep_offsets_inside() {
+        let ours = |a: &IpAddr| *a == "192.0.2.1".parse::<IpAddr>().unwrap();
+        let mut samples = vec![
+            frame(&udp_v4(500, b"ike!")),
+            frame(&udp_v4(4500, &[0, 0, 0, 0, 1, 2])),
+            frame(&udp_v4(4500, &[0xff])),
+            frame(&udp_v4(4500, &[1, 2, 3, 4, 0, 0, 0, 1, 9, 9, 9, 9])),
+        ];
+        let mut esp = PacketBuf::from_slice(&[7u8; 40]).unwrap();
+        crate::ip::prepend_ip_header(
+            &mut esp,
+            "198.51.100.7".parse().unwrap(),
+            "192.0.2.1".parse().unwrap(),
+            50,
+        )
+        .unwrap();
+        samples.push(frame(esp.data()));
+        let mut v6 = PacketBuf::from_slice(&[0u8; 12]).unwrap();
+        crate::ip::prepend_outer(
+            &mut v6,
+            "2001:db8::7".parse().unwrap(),
+            "::1".parse().unwrap(),
+            Some((4500, 4500)),
+        )
+        .unwrap();
+        let mut f6 = vec![0u8; 12];
+        f6.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+        f6.extend_from_slice(v6.data());
+        samples.push(f6);
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for f in &samples {
+            // Every truncation, and the frame with trailing garbage.
+            for n in 0..=f.len() {
+                check_invariants(&f[..n], ours);
+                check_invariants(&f[..n], |_| true);
+            }
+            let mut long = f.clone();
+            long.resize(9000, 0xa5);
+            check_invariants(&long, ours);
+            // Length, header-length and port fields set to hostile values.
+            for _ in 0..2000 {
+                let mut g = f.clone();
+                for _ in 0..3 {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let i = (seed as usize) % g.len();
+                    g[i] = (seed >> 32) as u8;
+                }
+                check_invariants(&g, ours);
+                check_invariants(&g, |_| true);
+            }
+        }
+    }
+
     fn frame(ip: &[u8]) -> Vec<u8> {
         let mut f = vec![0u8; 12];
         f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());

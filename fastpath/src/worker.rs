@@ -278,7 +278,7 @@ impl Worker {
         meta: &[PacketMeta],
         verdicts: &mut [Verdict],
     ) -> usize {
-        if sa.cipher.is_accelerated() {
+        if sa.cipher.batches() {
             return self.inbound_run_batched(kind, sa, pkts, meta, verdicts);
         }
         let (budget_p, budget_b) = sa.hard_budget();
@@ -350,7 +350,7 @@ impl Worker {
         k
     }
 
-    /// [`Worker::inbound_run`] for an SA whose AEAD is accelerated: replay
+    /// [`Worker::inbound_run`] for an SA whose AEAD accelerator batches: replay
     /// checks first, then one batch of decryptions for the run, then window
     /// advance and trailer checks. The hard lifetime is checked against the
     /// packets sent to decryption (an upper bound of those that pass).
@@ -604,7 +604,7 @@ impl Worker {
 
     /// Encapsulates a run of packets of one flow with `sa`.
     fn outbound_run<B: PacketBuffer>(&mut self, sa: &OutboundSa, pkts: &mut [B], verdicts: &mut [Verdict]) {
-        if sa.cipher.is_accelerated() {
+        if sa.cipher.batches() {
             return self.outbound_run_batched(sa, pkts, verdicts);
         }
         let run = RunGrant::new(sa, pkts.len(), &self.sad);
@@ -641,7 +641,7 @@ impl Worker {
 }
 
 impl Worker {
-    /// [`Worker::outbound_run`] for an SA whose AEAD is accelerated: frame
+    /// [`Worker::outbound_run`] for an SA whose AEAD accelerator batches: frame
     /// every packet, seal them in one batch, then add the outer headers.
     fn outbound_run_batched<B: PacketBuffer>(&mut self, sa: &OutboundSa, pkts: &mut [B], verdicts: &mut [Verdict]) {
         let run = RunGrant::new(sa, pkts.len(), &self.sad);

@@ -2,7 +2,7 @@
 //! [`AeadAccelerator`]): same bytes as the one-by-one aws-lc path, and the
 //! same replay, forgery, ESN and lifetime handling, including duplicates and
 //! forgeries inside one batch. The accelerator here is aws-lc itself,
-//! counting batch calls.
+//! counting batch calls; one that does not batch is called packet by packet.
 
 use aws_lc_rs::aead;
 use fastpath::buf::{PacketBuf, PacketBuffer};
@@ -20,10 +20,15 @@ use zeroize::Zeroizing;
 struct AwsLcBatch {
     key: aead::LessSafeKey,
     batches: Arc<AtomicUsize>,
+    /// Whether it asks for batches ([`AeadAccelerator::batches`]).
+    batching: bool,
+    /// Calls of `seal` and `open` (per packet, or from the batch loops).
+    calls: Arc<AtomicUsize>,
 }
 
 impl AeadAccelerator for AwsLcBatch {
     fn seal(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], icv: &mut [u8]) -> Result<(), EspError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let tag = self
             .key
             .seal_in_place_separate_tag(aead::Nonce::assume_unique_for_key(*nonce), aead::Aad::from(aad), data)
@@ -33,6 +38,7 @@ impl AeadAccelerator for AwsLcBatch {
     }
 
     fn open(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], icv: &[u8]) -> Result<(), EspError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let mut joined = [&*data, icv].concat();
         let n = aead::Nonce::assume_unique_for_key(*nonce);
         let pt = self
@@ -41,6 +47,10 @@ impl AeadAccelerator for AwsLcBatch {
             .map_err(|_| EspError::IcvFailure)?;
         data.copy_from_slice(pt);
         Ok(())
+    }
+
+    fn batches(&self) -> bool {
+        self.batching
     }
 
     fn seal_batch(&self, jobs: &mut [AeadJob<'_>]) {
@@ -71,11 +81,13 @@ fn keys() -> CipherKeys {
     }
 }
 
-fn accelerator(batches: &Arc<AtomicUsize>) -> Box<AwsLcBatch> {
+fn accelerator(batches: &Arc<AtomicUsize>, batching: bool, calls: &Arc<AtomicUsize>) -> Box<AwsLcBatch> {
     let k = keys();
     Box::new(AwsLcBatch {
         key: aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_128_GCM, &k.enc_key[..16]).unwrap()),
         batches: batches.clone(),
+        batching,
+        calls: calls.clone(),
     })
 }
 
@@ -91,8 +103,13 @@ fn udp(len: usize, tag: u8) -> Vec<u8> {
 }
 
 /// A worker with one outbound SA (10.1/16 -> 10.2/16) and its inbound
-/// mirror, accelerated or not.
+/// mirror, accelerated (by a batching accelerator) or not.
 fn side(accel: Option<&Arc<AtomicUsize>>, esn: bool) -> (Worker, Arc<Sad>) {
+    side_with(accel.map(|b| (b, true, Arc::new(AtomicUsize::new(0)))), esn)
+}
+
+/// [`side`] with the accelerator's batch counter, batching choice and call counter.
+fn side_with(accel: Option<(&Arc<AtomicUsize>, bool, Arc<AtomicUsize>)>, esn: bool) -> (Worker, Arc<Sad>) {
     let (sad, _ev) = Sad::new(1);
     let (sad, spd) = (Arc::new(sad), Arc::new(Spd::new()));
     let mut out = SaParams::new(
@@ -113,13 +130,18 @@ fn side(accel: Option<&Arc<AtomicUsize>>, esn: bool) -> (Worker, Arc<Sad>) {
     );
     inb.esn = esn;
     let in_id = sad.install_inbound(&inb).unwrap();
-    if let Some(b) = accel {
-        assert!(sad.outbound(id).unwrap().cipher.attach_accelerator(accelerator(b)));
+    if let Some((b, batching, calls)) = accel {
+        assert!(
+            sad.outbound(id)
+                .unwrap()
+                .cipher
+                .attach_accelerator(accelerator(b, batching, &calls))
+        );
         assert!(
             sad.inbound_by_id(in_id)
                 .unwrap()
                 .cipher
-                .attach_accelerator(accelerator(b))
+                .attach_accelerator(accelerator(b, batching, &calls))
         );
     }
     if esn {
@@ -196,5 +218,69 @@ fn batched_path_matches_one_by_one_with_replays_and_forgeries() {
         let (mut fresh, _) = side(Some(&batches), esn);
         fresh.inbound_burst(InboundKind::RawEsp, &mut lone, &meta[..1], &mut v1);
         assert_eq!(v1[0], Verdict::Drop(DropReason::IcvFailure));
+    }
+}
+
+#[test]
+fn accelerator_that_does_not_batch_is_called_per_packet() {
+    for esn in [false, true] {
+        let (batches, calls) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (mut fast, _) = side_with(Some((&batches, false, calls.clone())), esn);
+        let (mut plain, _) = side(None, esn);
+        let inners: Vec<Vec<u8>> = [64usize, 1420, 33, 500].iter().map(|&n| udp(n, n as u8)).collect();
+        let mut a: Vec<PacketBuf> = inners.iter().map(|p| PacketBuf::from_slice(p).unwrap()).collect();
+        let mut b = a.clone();
+        let (mut va, mut vb) = (vec![Verdict::Keepalive; a.len()], vec![Verdict::Keepalive; a.len()]);
+        fast.outbound_burst(&mut a, &mut va);
+        plain.outbound_burst(&mut b, &mut vb);
+        assert_eq!(va, vb);
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.data(), y.data(), "esn {esn}: accelerated ESP differs");
+        }
+        assert_eq!(calls.load(Ordering::Relaxed), inners.len(), "one seal per packet");
+        // A replayed packet and a forgery among good ones.
+        let mut rx = a.clone();
+        rx.push(a[1].clone());
+        let mut forged = a[3].clone();
+        let at = forged.len() - 1;
+        forged.data_mut()[at] ^= 0x80;
+        rx.push(forged);
+        let meta = vec![
+            PacketMeta {
+                src: ipa("192.0.2.1"),
+                dst: Some(ipa("198.51.100.7")),
+                src_port: 0,
+            };
+            rx.len()
+        ];
+        let mut v = vec![Verdict::Keepalive; rx.len()];
+        fast.inbound_burst(InboundKind::RawEsp, &mut rx, &meta, &mut v);
+        for i in 0..inners.len() {
+            assert_eq!(v[i], Verdict::ToTunnel, "esn {esn}: packet {i}");
+            assert_eq!(rx[i].data(), inners[i].as_slice());
+        }
+        assert_eq!(v[inners.len()], Verdict::Drop(DropReason::Replay));
+        // A replay is refused before decryption; the forgery was a duplicate too.
+        assert_eq!(v[inners.len() + 1], Verdict::Drop(DropReason::Replay));
+        assert_eq!(
+            calls.load(Ordering::Relaxed),
+            2 * inners.len(),
+            "one open per fresh packet"
+        );
+        assert_eq!(batches.load(Ordering::Relaxed), 0, "no batch calls");
+        // A forgery of a fresh sequence number is opened, and fails.
+        let mut forged = b[2].clone();
+        let at = forged.len() - 1;
+        forged.data_mut()[at] ^= 0x80;
+        let (mut fresh, _) = side_with(Some((&batches, false, calls.clone())), esn);
+        let mut v1 = [Verdict::Keepalive];
+        fresh.inbound_burst(
+            InboundKind::RawEsp,
+            std::slice::from_mut(&mut forged),
+            &meta[..1],
+            &mut v1,
+        );
+        assert_eq!(v1[0], Verdict::Drop(DropReason::IcvFailure));
+        assert_eq!(calls.load(Ordering::Relaxed), 2 * inners.len() + 1);
     }
 }

@@ -225,6 +225,14 @@ pub trait AeadAccelerator: Send + Sync {
     /// when it does not verify.
     fn open(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], icv: &[u8]) -> Result<(), EspError>;
 
+    /// Whether [`AeadAccelerator::seal_batch`] and [`AeadAccelerator::open_batch`]
+    /// do better than one call per job (e.g. one device call for the batch).
+    /// When `false` (the default) the worker seals and opens packet by
+    /// packet, which needs no per-run job lists.
+    fn batches(&self) -> bool {
+        false
+    }
+
     /// Seals every job (setting its `result`); one call per packet unless
     /// the implementation batches.
     fn seal_batch(&self, jobs: &mut [AeadJob<'_>]) {
@@ -423,6 +431,12 @@ impl EspCipher {
     /// Whether an [`AeadAccelerator`] does this SA's AES-GCM.
     pub fn is_accelerated(&self) -> bool {
         self.accel.get().is_some()
+    }
+
+    /// Whether this SA's [`AeadAccelerator`] takes packets in batches
+    /// ([`AeadAccelerator::batches`]).
+    pub fn batches(&self) -> bool {
+        self.accel.get().is_some_and(|a| a.batches())
     }
 
     /// Encryption transform.

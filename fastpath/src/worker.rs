@@ -231,11 +231,17 @@ impl Worker {
                     i += 1;
                     continue;
                 };
-                // A run ends at the next non-ESP packet (already classified).
+                // The run: the ESP packets that follow with this SA's SPI and
+                // (when known) destination, from the SPIs of pass 1.
                 let end = (i + 1..chunk_end)
-                    .find(|&j| !is_esp[j - chunk_start])
+                    .find(|&j| {
+                        !is_esp[j - chunk_start]
+                            || spis[j - chunk_start] != sa.spi
+                            || meta[j].dst.is_some_and(|d| d != sa.local)
+                    })
                     .unwrap_or(chunk_end);
-                i += self.inbound_run(kind, sa, &mut pkts[i..end], &meta[i..end], &mut verdicts[i..end]);
+                self.inbound_run(kind, sa, &mut pkts[i..end], &meta[i..end], &mut verdicts[i..end]);
+                i = end;
             }
             chunk_start = chunk_end;
         }
@@ -268,8 +274,8 @@ impl Worker {
         }
     }
 
-    /// Decapsulates the run of packets at the start of `pkts` that belong to
-    /// `sa`; returns its length (at least 1).
+    /// Decapsulates a run of packets that all belong to `sa` (same SPI and
+    /// destination: [`Worker::inbound_burst`] cuts the runs).
     fn inbound_run<B: PacketBuffer>(
         &mut self,
         kind: InboundKind,
@@ -277,7 +283,7 @@ impl Worker {
         pkts: &mut [B],
         meta: &[PacketMeta],
         verdicts: &mut [Verdict],
-    ) -> usize {
+    ) {
         if sa.cipher.batches() {
             return self.inbound_run_batched(kind, sa, pkts, meta, verdicts);
         }
@@ -286,20 +292,7 @@ impl Worker {
         let check_policy = sa.mode == Mode::Tunnel && !(sa.local_ts.is_empty() && sa.remote_ts.is_empty());
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
         let mut window = sa.replay.lock().unwrap_or_else(|e| e.into_inner());
-        let mut k = 0;
-        while k < pkts.len() {
-            if k > 0 {
-                // Same SA? (A non-ESP packet ends the run; the caller classifies it.)
-                let d = pkts[k].data();
-                let same = !(kind == InboundKind::Udp
-                    && (d == [NAT_KEEPALIVE] || (d.len() >= NON_ESP_MARKER_LEN && d[..NON_ESP_MARKER_LEN] == [0; 4])))
-                    && parse_header(d).is_ok_and(|(spi, _)| spi == sa.spi)
-                    && meta[k].dst.is_none_or(|d| d == sa.local);
-                if !same {
-                    break;
-                }
-            }
-            let pkt = &mut pkts[k];
+        for (k, pkt) in pkts.iter_mut().enumerate() {
             verdicts[k] = if expired || ok_p >= budget_p || ok_b >= budget_b {
                 self.drop_in(Some(sa), DropReason::Expired)
             } else {
@@ -323,31 +316,12 @@ impl Worker {
                     }
                 }
             };
-            k += 1;
         }
         drop(window);
         if ok_p > 0 {
             sa.account(ok_p, ok_b, self.sad.events());
             self.counters.inbound.add(ok_p, ok_b);
         }
-        k
-    }
-
-    /// Length of the run of `sa`'s packets at the start of `pkts` (at least 1).
-    fn run_len<B: PacketBuffer>(kind: InboundKind, sa: &InboundSa, pkts: &[B], meta: &[PacketMeta]) -> usize {
-        let mut k = 1;
-        while k < pkts.len() {
-            let d = pkts[k].data();
-            let same = !(kind == InboundKind::Udp
-                && (d == [NAT_KEEPALIVE] || (d.len() >= NON_ESP_MARKER_LEN && d[..NON_ESP_MARKER_LEN] == [0; 4])))
-                && parse_header(d).is_ok_and(|(spi, _)| spi == sa.spi)
-                && meta[k].dst.is_none_or(|d| d == sa.local);
-            if !same {
-                break;
-            }
-            k += 1;
-        }
-        k
     }
 
     /// [`Worker::inbound_run`] for an SA whose AEAD accelerator batches: replay
@@ -361,9 +335,8 @@ impl Worker {
         pkts: &mut [B],
         meta: &[PacketMeta],
         verdicts: &mut [Verdict],
-    ) -> usize {
-        let n = Self::run_len(kind, sa, pkts, meta);
-        let (pkts, meta, verdicts) = (&mut pkts[..n], &meta[..n], &mut verdicts[..n]);
+    ) {
+        let n = pkts.len();
         let (budget_p, budget_b) = sa.hard_budget();
         let expired = sa.is_expired();
         let check_policy = sa.mode == Mode::Tunnel && !(sa.local_ts.is_empty() && sa.remote_ts.is_empty());
@@ -416,7 +389,6 @@ impl Worker {
             sa.account(ok_p, ok_b, self.sad.events());
             self.counters.inbound.add(ok_p, ok_b);
         }
-        n
     }
 
     fn drop_in(&self, sa: Option<&InboundSa>, r: DropReason) -> Verdict {

@@ -333,6 +333,8 @@ impl DpdkBackend {
                 worker,
                 sad: sad.clone(),
                 spd: spd.clone(),
+                inside_port: lports.iter().position(|p| p.role != PortRole::Outside).unwrap_or(0),
+                last_outside: None,
                 ports: lports,
                 pool: pool.clone(),
                 rings: rings.clone(),
@@ -568,6 +570,10 @@ pub struct PollLoop {
     sad: Arc<Sad>,
     spd: Arc<Spd>,
     ports: Vec<LoopPort>,
+    /// The port decapsulated packets leave by (the first inside-facing one).
+    inside_port: usize,
+    /// The last source address [`PollLoop::outside_port_for`] was asked about, and its port.
+    last_outside: Option<(IpAddr, usize)>,
     pool: Mempool,
     rings: Arc<Vec<Ring>>,
     steer_by_spi: bool,
@@ -975,12 +981,21 @@ impl PollLoop {
 
     /// The port ESP from `src` leaves by: the one owning `src`, else the first
     /// outside-facing one.
-    fn outside_port_for(&self, src: IpAddr) -> usize {
-        self.ports
+    fn outside_port_for(&mut self, src: IpAddr) -> usize {
+        // The ports never change: the last answer holds for the same source.
+        if let Some((a, p)) = self.last_outside
+            && a == src
+        {
+            return p;
+        }
+        let p = self
+            .ports
             .iter()
             .position(|p| p.addrs.contains(&src))
             .or_else(|| self.ports.iter().position(|p| p.role != PortRole::Inside))
-            .unwrap_or(0)
+            .unwrap_or(0);
+        self.last_outside = Some((src, p));
+        p
     }
 
     /// Where bypassed cleartext received on port `from` goes.
@@ -1004,7 +1019,7 @@ impl PollLoop {
 
     /// Sends a decapsulated inner packet out of the first inside-facing port.
     fn send_inside(&mut self, m: Mbuf) {
-        let p = self.ports.iter().position(|p| p.role != PortRole::Outside).unwrap_or(0);
+        let p = self.inside_port;
         match frame::ip_dst(PacketBuffer::data(&m)) {
             Some(d) => self.send_ip(p, d, m),
             None => LoopCounters::add(&self.counters.rx_unsupported, 1),

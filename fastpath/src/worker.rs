@@ -99,6 +99,35 @@ pub struct Worker {
     plan: Vec<PlannedRun>,
     /// Recent flows and the SA their policy chose.
     flows: FlowCache,
+    /// Packets and bytes of the current inbound burst, added to
+    /// `counters` once per burst (two atomic additions per burst, not per run).
+    burst_in: BurstTally,
+    /// The same for outbound bursts.
+    burst_out: BurstTally,
+}
+
+/// Packets and bytes counted by a worker during one burst.
+#[derive(Debug, Default, Clone, Copy)]
+struct BurstTally {
+    packets: u64,
+    bytes: u64,
+}
+
+impl BurstTally {
+    #[inline]
+    fn add(&mut self, packets: u64, bytes: u64) {
+        self.packets += packets;
+        self.bytes += bytes;
+    }
+
+    /// Adds the tally to `counters` and starts a new one.
+    #[inline]
+    fn flush(&mut self, counters: &Counters) {
+        if self.packets > 0 {
+            counters.add(self.packets, self.bytes);
+        }
+        *self = Self::default();
+    }
 }
 
 impl std::fmt::Debug for Worker {
@@ -121,6 +150,8 @@ impl Worker {
             enforce_pinning: true,
             plan: Vec::with_capacity(PLAN_CHUNK),
             flows: FlowCache::new(),
+            burst_in: BurstTally::default(),
+            burst_out: BurstTally::default(),
         }
     }
 
@@ -239,6 +270,7 @@ impl Worker {
             }
             chunk_start = chunk_end;
         }
+        self.burst_in.flush(&self.counters.inbound);
     }
 
     /// Processes one received packet (see [`Worker::inbound_burst`]).
@@ -328,7 +360,7 @@ impl Worker {
         drop(window);
         if ok_p > 0 {
             sa.account(ok_p, ok_b, self.sad.events());
-            self.counters.inbound.add(ok_p, ok_b);
+            self.burst_in.add(ok_p, ok_b);
         }
         k
     }
@@ -414,7 +446,7 @@ impl Worker {
         drop(window);
         if ok_p > 0 {
             sa.account(ok_p, ok_b, self.sad.events());
-            self.counters.inbound.add(ok_p, ok_b);
+            self.burst_in.add(ok_p, ok_b);
         }
         n
     }
@@ -449,123 +481,201 @@ impl Worker {
         // One pin per burst (before the generations are read): SAD lookups take no lock.
         let guard = &crate::epoch_table::pin();
         self.flows.validate(self.spd.generation(), self.sad.generation());
+        // Out of `self` for the burst: runs borrow their SA from the cache
+        // (no reference counting per run) while `self` encrypts.
+        let mut flows = std::mem::take(&mut self.flows);
         let mut plan = std::mem::take(&mut self.plan);
         let mut chunk_start = 0;
         while chunk_start < n {
             let chunk_end = (chunk_start + PLAN_CHUNK).min(n);
-            // Pass 1a: runs of one flow each; their flow-cache slots start loading.
-            let mut i = chunk_start;
-            let mut next_flow = None;
-            while i < chunk_end {
-                let flow = match next_flow.take() {
-                    Some(f) => Some(f),
-                    None => ip::flow_key(pkts[i].data()),
-                };
-                let Some(flow) = flow else {
-                    verdicts[i] = self.drop_out(None, DropReason::Malformed);
-                    i += 1;
-                    continue;
-                };
-                let mut j = i + 1;
-                while j < chunk_end {
-                    match ip::flow_key(pkts[j].data()) {
-                        Some(f) if f == flow => j += 1,
-                        other => {
-                            next_flow = other;
-                            break;
-                        }
-                    }
-                }
-                let slot = FlowCache::slot(&flow);
-                self.flows.prefetch(slot);
-                plan.push(PlannedRun {
-                    start: i,
-                    end: j,
-                    flow,
-                    slot,
-                    step: Step::Cached,
-                });
-                i = j;
-            }
-            // Pass 1b: a cached flow's SA (entry, key schedule) starts
-            // loading; other flows get their policy, and their SA's SAD entry
-            // and state start loading.
-            for run in plan.iter_mut() {
-                if let Some(sa) = self.flows.get(run.slot, &run.flow) {
-                    prefetch::prefetch_arc(sa);
-                } else {
-                    // The entry being replaced is released in pass 1c.
-                    self.flows.prefetch_victim(run.slot);
-                    run.step = match self.policy_sa(&run.flow) {
-                        Ok(id) => {
-                            self.sad.prefetch_outbound_slot(id, guard);
-                            Step::Lookup(id)
-                        }
-                        Err(v) => Step::Done(Err(v)),
-                    };
-                }
-            }
-            // Pass 1b': looked-up SAs (entry, key schedule) start loading.
-            for run in plan.iter() {
-                if let Step::Lookup(id) = run.step {
-                    self.sad.prefetch_outbound(id);
-                }
-            }
-            // Pass 1c: SA references (their cache lines are arriving).
-            for run in plan.iter_mut() {
-                let decision = match run.step {
-                    Step::Cached => match self.flows.get(run.slot, &run.flow) {
-                        Some(sa) => {
-                            run.step = Step::Done(Ok(sa.clone()));
-                            continue;
-                        }
-                        // An earlier run of this chunk took the slot.
-                        None => self.lookup_outbound(&run.flow),
-                    },
-                    Step::Lookup(id) => self.outbound_sa(id),
-                    Step::Done(_) => continue,
-                };
-                if let Ok(sa) = &decision {
-                    self.flows.put(run.slot, &run.flow, sa);
-                }
-                run.step = Step::Done(decision);
-            }
-            // Pass 2: encryption. Adjacent runs of one SA make one run: one
-            // sequence number reservation, one accounting and one crypto batch.
-            let mut runs = plan.drain(..).peekable();
-            while let Some(run) = runs.next() {
-                let Step::Done(decision) = run.step else {
-                    continue;
-                };
-                let mut end = run.end;
-                if let Ok(sa) = &decision {
-                    while let Some(next) = runs.peek() {
-                        match &next.step {
-                            Step::Done(Ok(n)) if next.start == end && Arc::ptr_eq(n, sa) => {
-                                end = next.end;
-                                runs.next();
-                            }
-                            _ => break,
-                        }
-                    }
-                }
-                let (p, v) = (&mut pkts[run.start..end], &mut verdicts[run.start..end]);
-                match decision {
-                    Ok(sa) => self.outbound_run(&sa, p, v),
-                    Err(verdict) => {
-                        v.fill(verdict);
-                        // Drops were counted once in pass 1; count the rest of the run too.
-                        if let Verdict::Drop(r) = verdict {
-                            for _ in 1..v.len() {
-                                self.counters.outbound.drop_one(r);
-                            }
-                        }
-                    }
-                }
-            }
+            self.plan_runs(&mut flows, pkts, verdicts, chunk_start..chunk_end, &mut plan);
+            self.plan_first_step(&flows, &mut plan);
+            self.resolve_runs(&mut flows, &mut plan, guard);
+            self.encrypt_runs(&flows, &mut plan, pkts, verdicts);
             chunk_start = chunk_end;
         }
+        self.flows = flows;
         self.plan = plan;
+        self.burst_out.flush(&self.counters.outbound);
+    }
+
+    /// `outbound_burst`'s pass 1a over `range`: runs of one flow each into
+    /// `plan`; their flow-cache slots start loading.
+    fn plan_runs<B: PacketBuffer>(
+        &mut self,
+        flows: &mut FlowCache,
+        pkts: &[B],
+        verdicts: &mut [Verdict],
+        range: std::ops::Range<usize>,
+        plan: &mut Vec<PlannedRun>,
+    ) {
+        let (start, end) = (range.start, range.end);
+        // Pass 1a: runs of one flow each; their flow-cache slots start loading.
+        let mut i = start;
+        let mut next_flow = None;
+        while i < end {
+            let flow = match next_flow.take() {
+                Some(f) => Some(f),
+                None => ip::flow_key(pkts[i].data()),
+            };
+            let Some(flow) = flow else {
+                verdicts[i] = self.drop_out(None, DropReason::Malformed);
+                i += 1;
+                continue;
+            };
+            let mut j = i + 1;
+            while j < end {
+                match ip::flow_key(pkts[j].data()) {
+                    Some(f) if f == flow => j += 1,
+                    other => {
+                        next_flow = other;
+                        break;
+                    }
+                }
+            }
+            let slot = FlowCache::slot(&flow);
+            flows.prefetch(slot);
+            plan.push(PlannedRun {
+                start: i,
+                end: j,
+                flow,
+                slot,
+                step: Step::Cached,
+            });
+            i = j;
+        }
+    }
+
+    /// Pass 1b: a cached flow's SA starts loading, the SPD slots of the others.
+    fn plan_first_step(&self, flows: &FlowCache, plan: &mut [PlannedRun]) {
+        // Pass 1b: a cached flow's SA (entry, key schedule) starts
+        // loading; for the others the SPD's index slots start loading.
+        for run in plan.iter_mut() {
+            if let Some(sa) = flows.get(run.slot, &run.flow) {
+                prefetch::prefetch_value(sa);
+            } else {
+                // The entry being replaced is released in pass 1f.
+                flows.prefetch_victim(run.slot);
+                self.spd.prefetch_slots(&run.flow);
+                run.step = Step::Policy;
+            }
+        }
+    }
+
+    /// Passes 1c-1f: the SA of every run of `plan` (lookups of flows not cached).
+    fn resolve_runs(&mut self, flows: &mut FlowCache, plan: &mut [PlannedRun], guard: &crate::epoch_table::Guard) {
+        // Pass 1c: the SPD buckets of the flows not cached start loading
+        // (the lookup chain of a cache miss is five dependent lines:
+        // cache slot, SPD slot, bucket, SAD slot, SA; each pass below
+        // takes one step for all runs, so the misses of a chunk overlap).
+        for run in plan.iter() {
+            if let Step::Policy = run.step {
+                self.spd.prefetch_buckets(&run.flow);
+            }
+        }
+        // Pass 1d: their policies; the SAD slots start loading.
+        for run in plan.iter_mut() {
+            if let Step::Policy = run.step {
+                run.step = match self.policy_sa(&run.flow) {
+                    Ok(id) => {
+                        self.sad.prefetch_outbound_slot(id, guard);
+                        Step::Lookup(id)
+                    }
+                    Err(v) => Step::Verdict(v),
+                };
+            }
+        }
+        // Pass 1e: looked-up SAs (entry, key schedule) start loading.
+        for run in plan.iter() {
+            if let Step::Lookup(id) = run.step {
+                self.sad.prefetch_outbound(id);
+            }
+        }
+        // Pass 1f: every run's SA. A run borrows its SA from its cache
+        // slot; a slot that an earlier run of this chunk holds is not
+        // replaced (that run's SA must stay there until pass 2), so a
+        // run whose flow collides with it holds its own reference.
+        let mut held = [usize::MAX; PLAN_CHUNK];
+        let mut nheld = 0;
+        for run in plan.iter_mut() {
+            let found = match run.step {
+                Step::Cached => {
+                    if flows.get(run.slot, &run.flow).is_some() {
+                        run.step = Step::Hit;
+                        held[nheld] = run.slot;
+                        nheld += 1;
+                        continue;
+                    }
+                    // An earlier run of this chunk took the slot.
+                    self.lookup_outbound(&run.flow)
+                }
+                Step::Lookup(id) => self.outbound_sa(id),
+                _ => continue,
+            };
+            run.step = match found {
+                Err(v) => Step::Verdict(v),
+                Ok(sa) if held[..nheld].contains(&run.slot) => Step::Own(sa),
+                Ok(sa) => {
+                    flows.put(run.slot, &run.flow, sa);
+                    held[nheld] = run.slot;
+                    nheld += 1;
+                    Step::Hit
+                }
+            };
+        }
+    }
+
+    /// Pass 2: encryption of the runs of `plan` (which it empties).
+    fn encrypt_runs<B: PacketBuffer>(
+        &mut self,
+        flows: &FlowCache,
+        plan: &mut Vec<PlannedRun>,
+        pkts: &mut [B],
+        verdicts: &mut [Verdict],
+    ) {
+        // Pass 2: encryption. Adjacent runs of one SA make one run: one
+        // sequence number reservation, one accounting and one crypto batch.
+        let mut runs = plan.drain(..).peekable();
+        while let Some(run) = runs.next() {
+            let sa = match &run.step {
+                Step::Hit => flows.held(run.slot),
+                Step::Own(sa) => Some(&**sa),
+                Step::Verdict(verdict) => {
+                    let v = &mut verdicts[run.start..run.end];
+                    v.fill(*verdict);
+                    // Drops were counted once in pass 1; count the rest of the run too.
+                    if let Verdict::Drop(r) = verdict {
+                        for _ in 1..v.len() {
+                            self.counters.outbound.drop_one(*r);
+                        }
+                    }
+                    continue;
+                }
+                // Every run was resolved in pass 1f.
+                Step::Cached | Step::Policy | Step::Lookup(_) => None,
+            };
+            let Some(sa) = sa else {
+                for v in &mut verdicts[run.start..run.end] {
+                    *v = self.drop_out(None, DropReason::NoSa);
+                }
+                continue;
+            };
+            let mut end = run.end;
+            while let Some(next) = runs.peek() {
+                let next_sa = match &next.step {
+                    Step::Hit => flows.held(next.slot),
+                    Step::Own(n) => Some(&**n),
+                    _ => None,
+                };
+                if next.start == end && next_sa.is_some_and(|n| std::ptr::eq(n, sa)) {
+                    end = next.end;
+                    runs.next();
+                } else {
+                    break;
+                }
+            }
+            self.outbound_run(sa, &mut pkts[run.start..end], &mut verdicts[run.start..end]);
+        }
     }
 
     /// Processes one inner IP packet (see [`Worker::outbound_burst`]).
@@ -635,7 +745,7 @@ impl Worker {
         }
         if ok_p > 0 {
             sa.account(ok_p, ok_b, self.sad.events());
-            self.counters.outbound.add(ok_p, ok_b);
+            self.burst_out.add(ok_p, ok_b);
         }
     }
 }
@@ -690,7 +800,7 @@ impl Worker {
         }
         if ok_p > 0 {
             sa.account(ok_p, ok_b, self.sad.events());
-            self.counters.outbound.add(ok_p, ok_b);
+            self.burst_out.add(ok_p, ok_b);
         }
     }
 }
@@ -735,6 +845,21 @@ struct CachedFlow {
     flow: FlowKey,
     sa: Arc<OutboundSa>,
     epoch: u64,
+}
+
+/// An empty cache without slots: what a worker holds while a burst has
+/// taken its cache out (see [`Worker::outbound_burst`]).
+impl Default for FlowCache {
+    fn default() -> Self {
+        Self {
+            slots: crate::huge::HugeArray::new(0, |_| None),
+            epoch: 0,
+            spd_generation: 0,
+            sad_generation: 0,
+            sweep_at: 0,
+            sweep_left: 0,
+        }
+    }
 }
 
 impl FlowCache {
@@ -806,9 +931,9 @@ impl FlowCache {
     }
 
     #[inline]
-    fn get(&self, slot: usize, flow: &FlowKey) -> Option<&Arc<OutboundSa>> {
+    fn get(&self, slot: usize, flow: &FlowKey) -> Option<&OutboundSa> {
         match &self.slots[slot] {
-            Some(c) if c.epoch == self.epoch && c.flow == *flow => Some(&c.sa),
+            Some(c) if c.epoch == self.epoch && c.flow == *flow => Some(&*c.sa),
             _ => None,
         }
     }
@@ -828,12 +953,19 @@ impl FlowCache {
         }
     }
 
-    fn put(&mut self, slot: usize, flow: &FlowKey, sa: &Arc<OutboundSa>) {
+    fn put(&mut self, slot: usize, flow: &FlowKey, sa: Arc<OutboundSa>) {
         self.slots[slot] = Some(CachedFlow {
             flow: *flow,
-            sa: sa.clone(),
+            sa,
             epoch: self.epoch,
         });
+    }
+
+    /// The SA in slot `slot` (whatever its flow and epoch): the one a run
+    /// of the chunk being encrypted was given in `outbound_burst`'s pass 1f.
+    #[inline]
+    fn held(&self, slot: usize) -> Option<&OutboundSa> {
+        self.slots[slot].as_ref().map(|c| &*c.sa)
     }
 }
 
@@ -963,10 +1095,17 @@ fn run_aead_batch<B: PacketBuffer>(
 enum Step {
     /// Try the flow cache.
     Cached,
-    /// The policy names this SA; take a reference.
+    /// Not cached: ask the SPD.
+    Policy,
+    /// The policy names this SA; look it up.
     Lookup(SaId),
-    /// SA found, or the verdict for the whole run.
-    Done(Result<Arc<OutboundSa>, Verdict>),
+    /// The SA is in the run's flow-cache slot, which stays as it is until
+    /// the chunk is encrypted.
+    Hit,
+    /// The SA, held by the run (its cache slot was held by another run).
+    Own(Arc<OutboundSa>),
+    /// The verdict for the whole run.
+    Verdict(Verdict),
 }
 
 /// Writes a NAT keepalive (RFC 3948 §2.3) into `buf`.
@@ -981,4 +1120,79 @@ pub fn write_nat_keepalive<B: PacketBuffer>(buf: &mut B) -> Result<(), crate::bu
 pub fn add_non_esp_marker<B: PacketBuffer>(buf: &mut B) -> Result<(), crate::buf::BufError> {
     buf.prepend(NON_ESP_MARKER_LEN)?.fill(0);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buf::PacketBuf;
+    use crate::esp::aead::{CipherKeys, EncAlg, IntegAlg};
+    use crate::sad::{Direction, SaParams};
+    use crate::spd::{Policy, TrafficSelector};
+    use std::net::Ipv4Addr;
+    use zeroize::Zeroizing;
+
+    fn udp(dst: Ipv4Addr) -> PacketBuf {
+        let mut b = PacketBuf::new(128, 2048);
+        b.set_data(&[0u8; 24]).unwrap();
+        let d = b.data_mut();
+        d[0..2].copy_from_slice(&1234u16.to_be_bytes());
+        d[2..4].copy_from_slice(&5678u16.to_be_bytes());
+        d[4..6].copy_from_slice(&24u16.to_be_bytes());
+        ip::prepend_ip_header(&mut b, IpAddr::from([10, 1, 0, 1]), IpAddr::V4(dst), 17).unwrap();
+        b
+    }
+
+    /// Two flows of different SAs on one flow-cache slot, interleaved in one
+    /// chunk (and one of them twice, not adjacent): every packet goes out
+    /// under its own policy's SA with consecutive sequence numbers, and the
+    /// cache keeps working afterwards.
+    #[test]
+    fn colliding_flows_in_one_chunk_keep_their_sas() {
+        let (sad, _ev) = Sad::new(1);
+        let spd = Spd::new();
+        let (local, remote) = (IpAddr::from([192, 0, 2, 1]), IpAddr::from([192, 0, 2, 2]));
+        let flow_of = |dst: Ipv4Addr| ip::flow_key(udp(dst).data()).unwrap();
+        // A destination in 10.4/16 whose flow shares the slot of 10.3.0.1's.
+        let a = Ipv4Addr::new(10, 3, 0, 1);
+        let slot = FlowCache::slot(&flow_of(a));
+        let b = (0..=u16::MAX)
+            .map(|i| Ipv4Addr::from(0x0a04_0000 | u32::from(i)))
+            .find(|d| FlowCache::slot(&flow_of(*d)) == slot)
+            .expect("a colliding flow among 65,536");
+        for (spi, net) in [(0x1111_0000u32, [10, 3, 0, 0]), (0x2222_0000, [10, 4, 0, 0])] {
+            let keys = CipherKeys {
+                enc: EncAlg::AesGcm16_128,
+                integ: IntegAlg::None,
+                enc_key: Zeroizing::new(vec![spi as u8 ^ 7; 20]),
+                integ_key: Zeroizing::new(Vec::new()),
+            };
+            let id = sad
+                .install_outbound(&SaParams::new(spi, Direction::Outbound, keys, local, remote))
+                .unwrap();
+            spd.insert(&Policy {
+                local: TrafficSelector::prefix(IpAddr::from([0, 0, 0, 0]), 0).unwrap(),
+                remote: TrafficSelector::prefix(IpAddr::from(net), 16).unwrap(),
+                action: PolicyAction::Protect(id),
+                priority: 1,
+            })
+            .unwrap();
+        }
+        let mut w = Worker::new(0, Arc::new(sad), Arc::new(spd));
+        let order = [a, a, b, a, b, b, a];
+        let mut next_seq = [1u32, 1u32];
+        for round in 0..3 {
+            let mut bufs: Vec<PacketBuf> = order.iter().map(|d| udp(*d)).collect();
+            let mut v = vec![Verdict::Keepalive; bufs.len()];
+            w.outbound_burst(&mut bufs, &mut v);
+            for ((buf, dst), v) in bufs.iter().zip(order).zip(&v) {
+                assert!(matches!(v, Verdict::ToPeer { .. }), "round {round}: {v:?}");
+                let k = usize::from(dst != a);
+                let spi = [0x1111_0000u32, 0x2222_0000][k];
+                assert_eq!(buf.data()[..4], spi.to_be_bytes(), "round {round}");
+                assert_eq!(buf.data()[4..8], next_seq[k].to_be_bytes(), "round {round}");
+                next_seq[k] += 1;
+            }
+        }
+    }
 }

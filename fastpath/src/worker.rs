@@ -633,48 +633,100 @@ impl Worker {
         pkts: &mut [B],
         verdicts: &mut [Verdict],
     ) {
-        // Pass 2: encryption. Adjacent runs of one SA make one run: one
-        // sequence number reservation, one accounting and one crypto batch.
-        let mut runs = plan.drain(..).peekable();
-        while let Some(run) = runs.next() {
-            let sa = match &run.step {
+        /// The SA of a resolved run (see pass 1f).
+        fn sa_of<'a>(flows: &'a FlowCache, run: &'a PlannedRun) -> Option<&'a OutboundSa> {
+            match &run.step {
                 Step::Hit => flows.held(run.slot),
-                Step::Own(sa) => Some(&**sa),
-                Step::Verdict(verdict) => {
-                    let v = &mut verdicts[run.start..run.end];
-                    v.fill(*verdict);
-                    // Drops were counted once in pass 1; count the rest of the run too.
-                    if let Verdict::Drop(r) = verdict {
-                        for _ in 1..v.len() {
-                            self.counters.outbound.drop_one(*r);
+                Step::Own(sa) => Some(sa),
+                // Verdicts; every other step was resolved in pass 1f.
+                _ => None,
+            }
+        }
+        // Pass 2a: adjacent runs of one SA make one run (one sequence number
+        // reservation, one accounting, one crypto batch), and each SA's first
+        // run of the chunk reserves its sequence numbers now: the reservations
+        // are locked additions, which wait for every store before them, and
+        // here no packet data is waiting to be written yet.
+        let mut merged = [(0usize, 0usize, 0usize, None); PLAN_CHUNK];
+        let mut nmerged = 0;
+        let mut i = 0;
+        while i < plan.len() {
+            let run = &plan[i];
+            let Some(sa) = sa_of(flows, run) else {
+                let v = &mut verdicts[run.start..run.end];
+                match run.step {
+                    Step::Verdict(verdict) => {
+                        v.fill(verdict);
+                        // Drops were counted once in pass 1; count the rest of the run too.
+                        if let Verdict::Drop(r) = verdict {
+                            for _ in 1..v.len() {
+                                self.counters.outbound.drop_one(r);
+                            }
                         }
                     }
-                    continue;
+                    _ => {
+                        for v in v {
+                            *v = self.drop_out(None, DropReason::NoSa);
+                        }
+                    }
                 }
-                // Every run was resolved in pass 1f.
-                Step::Cached | Step::Policy | Step::Lookup(_) => None,
-            };
-            let Some(sa) = sa else {
-                for v in &mut verdicts[run.start..run.end] {
-                    *v = self.drop_out(None, DropReason::NoSa);
-                }
+                i += 1;
                 continue;
             };
+            let mut j = i + 1;
             let mut end = run.end;
-            while let Some(next) = runs.peek() {
-                let next_sa = match &next.step {
-                    Step::Hit => flows.held(next.slot),
-                    Step::Own(n) => Some(&**n),
-                    _ => None,
-                };
-                if next.start == end && next_sa.is_some_and(|n| std::ptr::eq(n, sa)) {
-                    end = next.end;
-                    runs.next();
-                } else {
-                    break;
-                }
+            while j < plan.len() && plan[j].start == end && sa_of(flows, &plan[j]).is_some_and(|n| std::ptr::eq(n, sa))
+            {
+                end = plan[j].end;
+                j += 1;
             }
-            self.outbound_run(sa, &mut pkts[run.start..end], &mut verdicts[run.start..end]);
+            // A later run of an SA seen earlier in the chunk takes its grant
+            // after the earlier one is accounted (its lifetime budget depends on it).
+            let seen = merged[..nmerged]
+                .iter()
+                .any(|&(_, _, k, _)| sa_of(flows, &plan[k]).is_some_and(|o| std::ptr::eq(o, sa)));
+            let grant = (!seen).then(|| RunGrant::new(sa, end - run.start, &self.sad));
+            merged[nmerged] = (run.start, end, i, grant);
+            nmerged += 1;
+            i = j;
+        }
+        // Pass 2b: encryption. Accounting (two more locked additions per
+        // run) waits for pass 2c, except where a later run of the same SA
+        // needs it first for its grant.
+        let mut sent = [(0u64, 0u64); PLAN_CHUNK];
+        for m in 0..nmerged {
+            let (start, end, k, grant) = merged[m];
+            let Some(sa) = sa_of(flows, &plan[k]) else {
+                continue;
+            };
+            let grant = match grant {
+                Some(g) => g,
+                None => {
+                    for e in 0..m {
+                        if sa_of(flows, &plan[merged[e].2]).is_some_and(|o| std::ptr::eq(o, sa)) {
+                            self.account_out(sa, std::mem::take(&mut sent[e]));
+                        }
+                    }
+                    RunGrant::new(sa, end - start, &self.sad)
+                }
+            };
+            sent[m] = self.outbound_run(sa, grant, &mut pkts[start..end], &mut verdicts[start..end]);
+        }
+        // Pass 2c: accounting.
+        for m in 0..nmerged {
+            if let Some(sa) = sa_of(flows, &plan[merged[m].2]) {
+                self.account_out(sa, sent[m]);
+            }
+        }
+        plan.clear();
+    }
+
+    /// Counts `(packets, bytes)` sent on `sa` (nothing when 0 packets).
+    #[inline]
+    fn account_out(&mut self, sa: &OutboundSa, (packets, bytes): (u64, u64)) {
+        if packets > 0 {
+            sa.account(packets, bytes, self.sad.events());
+            self.burst_out.add(packets, bytes);
         }
     }
 
@@ -712,12 +764,19 @@ impl Worker {
         }
     }
 
-    /// Encapsulates a run of packets of one flow with `sa`.
-    fn outbound_run<B: PacketBuffer>(&mut self, sa: &OutboundSa, pkts: &mut [B], verdicts: &mut [Verdict]) {
+    /// Encapsulates a run of packets of one SA with `sa`, under `run`
+    /// (taken for exactly these packets); returns the packets and bytes sent,
+    /// which the caller accounts.
+    fn outbound_run<B: PacketBuffer>(
+        &mut self,
+        sa: &OutboundSa,
+        run: RunGrant,
+        pkts: &mut [B],
+        verdicts: &mut [Verdict],
+    ) -> (u64, u64) {
         if sa.cipher.is_accelerated() {
-            return self.outbound_run_batched(sa, pkts, verdicts);
+            return self.outbound_run_batched(sa, run, pkts, verdicts);
         }
-        let run = RunGrant::new(sa, pkts.len(), &self.sad);
         let (to_peer, mut seq) = (run.to_peer, run.first_seq);
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
         for (k, (pkt, v)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
@@ -743,18 +802,20 @@ impl Worker {
             ok_b += inner_len;
             *v = to_peer;
         }
-        if ok_p > 0 {
-            sa.account(ok_p, ok_b, self.sad.events());
-            self.burst_out.add(ok_p, ok_b);
-        }
+        (ok_p, ok_b)
     }
 }
 
 impl Worker {
     /// [`Worker::outbound_run`] for an SA whose AEAD is accelerated: frame
     /// every packet, seal them in one batch, then add the outer headers.
-    fn outbound_run_batched<B: PacketBuffer>(&mut self, sa: &OutboundSa, pkts: &mut [B], verdicts: &mut [Verdict]) {
-        let run = RunGrant::new(sa, pkts.len(), &self.sad);
+    fn outbound_run_batched<B: PacketBuffer>(
+        &mut self,
+        sa: &OutboundSa,
+        run: RunGrant,
+        pkts: &mut [B],
+        verdicts: &mut [Verdict],
+    ) -> (u64, u64) {
         let (to_peer, mut seq) = (run.to_peer, run.first_seq);
         // Pass 1: ESP framing; (index, sequence number, inner length).
         let mut framed: Vec<(usize, u64, u64)> = Vec::with_capacity(pkts.len());
@@ -798,10 +859,7 @@ impl Worker {
             ok_b += inner_len;
             verdicts[k] = to_peer;
         }
-        if ok_p > 0 {
-            sa.account(ok_p, ok_b, self.sad.events());
-            self.burst_out.add(ok_p, ok_b);
-        }
+        (ok_p, ok_b)
     }
 }
 
@@ -979,6 +1037,7 @@ struct PlannedRun {
 }
 
 /// What an outbound run of packets on one SA may use, taken once per run.
+#[derive(Clone, Copy)]
 struct RunGrant {
     /// The verdict of every sent packet (copying it is cheaper than building it per packet).
     to_peer: Verdict,
@@ -1141,6 +1200,68 @@ mod tests {
         d[4..6].copy_from_slice(&24u16.to_be_bytes());
         ip::prepend_ip_header(&mut b, IpAddr::from([10, 1, 0, 1]), IpAddr::V4(dst), 17).unwrap();
         b
+    }
+
+    /// A hard packet lifetime holds exactly when the runs of one SA are
+    /// not adjacent within a chunk (each takes its grant after the earlier
+    /// ones are counted), and no sequence number repeats.
+    #[test]
+    fn hard_lifetime_is_exact_with_interleaved_runs_of_one_sa() {
+        let (sad, _ev) = Sad::new(1);
+        let spd = Spd::new();
+        let (local, remote) = (IpAddr::from([192, 0, 2, 1]), IpAddr::from([192, 0, 2, 2]));
+        let mut ids = Vec::new();
+        for (spi, net, hard) in [(0x3333_0000u32, [10, 3, 0, 0], 5), (0x4444_0000, [10, 4, 0, 0], 0)] {
+            let keys = CipherKeys {
+                enc: EncAlg::AesGcm16_128,
+                integ: IntegAlg::None,
+                enc_key: Zeroizing::new(vec![spi as u8 ^ 5; 20]),
+                integ_key: Zeroizing::new(Vec::new()),
+            };
+            let mut params = SaParams::new(spi, Direction::Outbound, keys, local, remote);
+            params.lifetime.hard_packets = hard;
+            let id = sad.install_outbound(&params).unwrap();
+            spd.insert(&Policy {
+                local: TrafficSelector::prefix(IpAddr::from([0, 0, 0, 0]), 0).unwrap(),
+                remote: TrafficSelector::prefix(IpAddr::from(net), 16).unwrap(),
+                action: PolicyAction::Protect(id),
+                priority: 1,
+            })
+            .unwrap();
+            ids.push(id);
+        }
+        let sad = Arc::new(sad);
+        let mut w = Worker::new(0, sad.clone(), Arc::new(spd));
+        let (a, b, c) = (
+            Ipv4Addr::new(10, 3, 0, 1),
+            Ipv4Addr::new(10, 3, 0, 2),
+            Ipv4Addr::new(10, 4, 0, 1),
+        );
+        // Six packets of the limited SA in four runs, split by the other SA's.
+        let order = [a, a, c, b, b, c, a, c, b];
+        let mut bufs: Vec<PacketBuf> = order.iter().map(|d| udp(*d)).collect();
+        let mut v = vec![Verdict::Keepalive; bufs.len()];
+        w.outbound_burst(&mut bufs, &mut v);
+        let mut seqs = Vec::new();
+        for ((buf, dst), v) in bufs.iter().zip(order).zip(&v) {
+            if dst == c {
+                assert!(matches!(v, Verdict::ToPeer { .. }), "{v:?}");
+            } else if let Verdict::ToPeer { .. } = v {
+                assert_eq!(buf.data()[..4], 0x3333_0000u32.to_be_bytes());
+                seqs.push(u32::from_be_bytes([
+                    buf.data()[4],
+                    buf.data()[5],
+                    buf.data()[6],
+                    buf.data()[7],
+                ]));
+            } else {
+                assert_eq!(*v, Verdict::Drop(DropReason::Expired));
+            }
+        }
+        assert_eq!(seqs, [1, 2, 3, 4, 5], "{v:?}");
+        assert_eq!(v[8], Verdict::Drop(DropReason::Expired));
+        assert_eq!(sad.outbound(ids[0]).unwrap().counters.snapshot().packets, 5);
+        assert_eq!(sad.outbound(ids[1]).unwrap().counters.snapshot().packets, 3);
     }
 
     /// Two flows of different SAs on one flow-cache slot, interleaved in one

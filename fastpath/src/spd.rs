@@ -506,40 +506,6 @@ impl Spd {
         self.policies.is_empty()
     }
 
-    /// The index keys [`Spd::lookup`] probes for `flow`, longest prefix first
-    /// (one per prefix length in use), passed to `each`.
-    #[inline]
-    fn probe_keys(&self, flow: &FlowKey, mut each: impl FnMut(IndexKey)) {
-        let (v6, dst) = addr_bits(flow.dst);
-        let words: &[usize] = if v6 { &[3, 2, 1] } else { &[0] };
-        for &wi in words {
-            let mut mask = self.len_mask[wi].load(Ordering::Acquire);
-            while mask != 0 {
-                let bit = 63 - mask.leading_zeros() as u8;
-                mask &= !(1u64 << bit);
-                let len = if v6 { (wi as u8 - 1) * 64 + bit } else { bit };
-                let bits = if v6 { 128 } else { 32 };
-                each(index_key(v6, len, dst & !host_mask(bits, len)));
-            }
-        }
-    }
-
-    /// Starts loading the index slots [`Spd::lookup`] will probe for `flow`
-    /// (first step of a prefetched lookup; reads no table memory).
-    #[inline]
-    pub fn prefetch_slots(&self, flow: &FlowKey) {
-        let guard = &crate::epoch_table::pin();
-        self.probe_keys(flow, |key| self.index.prefetch_slot(key_tag(&key), guard));
-    }
-
-    /// Starts loading the buckets [`Spd::lookup`] will read for `flow`
-    /// (second step: reads the slots, which [`Spd::prefetch_slots`] loaded).
-    #[inline]
-    pub fn prefetch_buckets(&self, flow: &FlowKey) {
-        let guard = &crate::epoch_table::pin();
-        self.probe_keys(flow, |key| self.index.prefetch_value(key_tag(&key), guard));
-    }
-
     /// The best (lowest priority value, then longest destination prefix)
     /// policy matching `flow`.
     pub fn lookup(&self, flow: &FlowKey) -> Option<PolicyMatch> {

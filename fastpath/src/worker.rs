@@ -99,35 +99,6 @@ pub struct Worker {
     plan: Vec<PlannedRun>,
     /// Recent flows and the SA their policy chose.
     flows: FlowCache,
-    /// Packets and bytes of the current inbound burst, added to
-    /// `counters` once per burst (two atomic additions per burst, not per run).
-    burst_in: BurstTally,
-    /// The same for outbound bursts.
-    burst_out: BurstTally,
-}
-
-/// Packets and bytes counted by a worker during one burst.
-#[derive(Debug, Default, Clone, Copy)]
-struct BurstTally {
-    packets: u64,
-    bytes: u64,
-}
-
-impl BurstTally {
-    #[inline]
-    fn add(&mut self, packets: u64, bytes: u64) {
-        self.packets += packets;
-        self.bytes += bytes;
-    }
-
-    /// Adds the tally to `counters` and starts a new one.
-    #[inline]
-    fn flush(&mut self, counters: &Counters) {
-        if self.packets > 0 {
-            counters.add(self.packets, self.bytes);
-        }
-        *self = Self::default();
-    }
 }
 
 impl std::fmt::Debug for Worker {
@@ -150,8 +121,6 @@ impl Worker {
             enforce_pinning: true,
             plan: Vec::with_capacity(PLAN_CHUNK),
             flows: FlowCache::new(),
-            burst_in: BurstTally::default(),
-            burst_out: BurstTally::default(),
         }
     }
 
@@ -270,7 +239,6 @@ impl Worker {
             }
             chunk_start = chunk_end;
         }
-        self.burst_in.flush(&self.counters.inbound);
     }
 
     /// Processes one received packet (see [`Worker::inbound_burst`]).
@@ -360,7 +328,7 @@ impl Worker {
         drop(window);
         if ok_p > 0 {
             sa.account(ok_p, ok_b, self.sad.events());
-            self.burst_in.add(ok_p, ok_b);
+            self.counters.inbound.add(ok_p, ok_b);
         }
         k
     }
@@ -446,7 +414,7 @@ impl Worker {
         drop(window);
         if ok_p > 0 {
             sa.account(ok_p, ok_b, self.sad.events());
-            self.burst_in.add(ok_p, ok_b);
+            self.counters.inbound.add(ok_p, ok_b);
         }
         n
     }
@@ -481,181 +449,110 @@ impl Worker {
         // One pin per burst (before the generations are read): SAD lookups take no lock.
         let guard = &crate::epoch_table::pin();
         self.flows.validate(self.spd.generation(), self.sad.generation());
-        // Out of `self` for the burst: runs borrow their SA from the cache
-        // (no reference counting per run) while `self` encrypts.
-        let mut flows = std::mem::take(&mut self.flows);
         let mut plan = std::mem::take(&mut self.plan);
         let mut chunk_start = 0;
         while chunk_start < n {
             let chunk_end = (chunk_start + PLAN_CHUNK).min(n);
-            self.plan_runs(&mut flows, pkts, verdicts, chunk_start..chunk_end, &mut plan);
-            self.plan_first_step(&flows, &mut plan);
-            self.resolve_runs(&mut flows, &mut plan, guard);
-            self.encrypt_runs(&flows, &mut plan, pkts, verdicts);
-            chunk_start = chunk_end;
-        }
-        self.flows = flows;
-        self.plan = plan;
-        self.burst_out.flush(&self.counters.outbound);
-    }
-
-    /// `outbound_burst`'s pass 1a over `range`: runs of one flow each into
-    /// `plan`; their flow-cache slots start loading.
-    fn plan_runs<B: PacketBuffer>(
-        &mut self,
-        flows: &mut FlowCache,
-        pkts: &[B],
-        verdicts: &mut [Verdict],
-        range: std::ops::Range<usize>,
-        plan: &mut Vec<PlannedRun>,
-    ) {
-        let (start, end) = (range.start, range.end);
-        // Pass 1a: runs of one flow each; their flow-cache slots start loading.
-        let mut i = start;
-        let mut next_flow = None;
-        while i < end {
-            let flow = match next_flow.take() {
-                Some(f) => Some(f),
-                None => ip::flow_key(pkts[i].data()),
-            };
-            let Some(flow) = flow else {
-                verdicts[i] = self.drop_out(None, DropReason::Malformed);
-                i += 1;
-                continue;
-            };
-            let mut j = i + 1;
-            while j < end {
-                match ip::flow_key(pkts[j].data()) {
-                    Some(f) if f == flow => j += 1,
-                    other => {
-                        next_flow = other;
-                        break;
-                    }
-                }
-            }
-            let slot = FlowCache::slot(&flow);
-            flows.prefetch(slot);
-            plan.push(PlannedRun {
-                start: i,
-                end: j,
-                flow,
-                slot,
-                step: Step::Cached,
-            });
-            i = j;
-        }
-    }
-
-    /// Pass 1b: a cached flow's SA starts loading, the SPD slots of the others.
-    fn plan_first_step(&self, flows: &FlowCache, plan: &mut [PlannedRun]) {
-        // Pass 1b: a cached flow's SA (entry, key schedule) starts
-        // loading; for the others the SPD's index slots start loading.
-        for run in plan.iter_mut() {
-            if let Some(sa) = flows.get(run.slot, &run.flow) {
-                prefetch::prefetch_value(sa);
-            } else {
-                // The entry being replaced is released in pass 1f.
-                flows.prefetch_victim(run.slot);
-                self.spd.prefetch_slots(&run.flow);
-                run.step = Step::Policy;
-            }
-        }
-    }
-
-    /// Passes 1c-1f: the SA of every run of `plan` (lookups of flows not cached).
-    fn resolve_runs(&mut self, flows: &mut FlowCache, plan: &mut [PlannedRun], guard: &crate::epoch_table::Guard) {
-        // Pass 1c: the SPD buckets of the flows not cached start loading
-        // (the lookup chain of a cache miss is five dependent lines:
-        // cache slot, SPD slot, bucket, SAD slot, SA; each pass below
-        // takes one step for all runs, so the misses of a chunk overlap).
-        for run in plan.iter() {
-            if let Step::Policy = run.step {
-                self.spd.prefetch_buckets(&run.flow);
-            }
-        }
-        // Pass 1d: their policies; the SAD slots start loading.
-        for run in plan.iter_mut() {
-            if let Step::Policy = run.step {
-                run.step = match self.policy_sa(&run.flow) {
-                    Ok(id) => {
-                        self.sad.prefetch_outbound_slot(id, guard);
-                        Step::Lookup(id)
-                    }
-                    Err(v) => Step::Verdict(v),
+            // Pass 1a: runs of one flow each; their flow-cache slots start loading.
+            let mut i = chunk_start;
+            let mut next_flow = None;
+            while i < chunk_end {
+                let flow = match next_flow.take() {
+                    Some(f) => Some(f),
+                    None => ip::flow_key(pkts[i].data()),
                 };
-            }
-        }
-        // Pass 1e: looked-up SAs (entry, key schedule) start loading.
-        for run in plan.iter() {
-            if let Step::Lookup(id) = run.step {
-                self.sad.prefetch_outbound(id);
-            }
-        }
-        // Pass 1f: every run's SA. A run borrows its SA from its cache
-        // slot; a slot that an earlier run of this chunk holds is not
-        // replaced (that run's SA must stay there until pass 2), so a
-        // run whose flow collides with it holds its own reference.
-        let mut held = [usize::MAX; PLAN_CHUNK];
-        let mut nheld = 0;
-        for run in plan.iter_mut() {
-            let found = match run.step {
-                Step::Cached => {
-                    if flows.get(run.slot, &run.flow).is_some() {
-                        run.step = Step::Hit;
-                        held[nheld] = run.slot;
-                        nheld += 1;
-                        continue;
+                let Some(flow) = flow else {
+                    verdicts[i] = self.drop_out(None, DropReason::Malformed);
+                    i += 1;
+                    continue;
+                };
+                let mut j = i + 1;
+                while j < chunk_end {
+                    match ip::flow_key(pkts[j].data()) {
+                        Some(f) if f == flow => j += 1,
+                        other => {
+                            next_flow = other;
+                            break;
+                        }
                     }
-                    // An earlier run of this chunk took the slot.
-                    self.lookup_outbound(&run.flow)
                 }
-                Step::Lookup(id) => self.outbound_sa(id),
-                _ => continue,
-            };
-            run.step = match found {
-                Err(v) => Step::Verdict(v),
-                Ok(sa) if held[..nheld].contains(&run.slot) => Step::Own(sa),
-                Ok(sa) => {
-                    flows.put(run.slot, &run.flow, sa);
-                    held[nheld] = run.slot;
-                    nheld += 1;
-                    Step::Hit
-                }
-            };
-        }
-    }
-
-    /// Pass 2: encryption of the runs of `plan` (which it empties).
-    fn encrypt_runs<B: PacketBuffer>(
-        &mut self,
-        flows: &FlowCache,
-        plan: &mut Vec<PlannedRun>,
-        pkts: &mut [B],
-        verdicts: &mut [Verdict],
-    ) {
-        /// The SA of a resolved run (see pass 1f).
-        fn sa_of<'a>(flows: &'a FlowCache, run: &'a PlannedRun) -> Option<&'a OutboundSa> {
-            match &run.step {
-                Step::Hit => flows.held(run.slot),
-                Step::Own(sa) => Some(sa),
-                // Verdicts; every other step was resolved in pass 1f.
-                _ => None,
+                let slot = FlowCache::slot(&flow);
+                self.flows.prefetch(slot);
+                plan.push(PlannedRun {
+                    start: i,
+                    end: j,
+                    flow,
+                    slot,
+                    step: Step::Cached,
+                });
+                i = j;
             }
-        }
-        // Pass 2a: adjacent runs of one SA make one run (one sequence number
-        // reservation, one accounting, one crypto batch), and each SA's first
-        // run of the chunk reserves its sequence numbers now: the reservations
-        // are locked additions, which wait for every store before them, and
-        // here no packet data is waiting to be written yet.
-        let mut merged = [(0usize, 0usize, 0usize, None); PLAN_CHUNK];
-        let mut nmerged = 0;
-        let mut i = 0;
-        while i < plan.len() {
-            let run = &plan[i];
-            let Some(sa) = sa_of(flows, run) else {
-                let v = &mut verdicts[run.start..run.end];
-                match run.step {
-                    Step::Verdict(verdict) => {
+            // Pass 1b: a cached flow's SA (entry, key schedule) starts
+            // loading; other flows get their policy, and their SA's SAD entry
+            // and state start loading.
+            for run in plan.iter_mut() {
+                if let Some(sa) = self.flows.get(run.slot, &run.flow) {
+                    prefetch::prefetch_arc(sa);
+                } else {
+                    // The entry being replaced is released in pass 1c.
+                    self.flows.prefetch_victim(run.slot);
+                    run.step = match self.policy_sa(&run.flow) {
+                        Ok(id) => {
+                            self.sad.prefetch_outbound_slot(id, guard);
+                            Step::Lookup(id)
+                        }
+                        Err(v) => Step::Done(Err(v)),
+                    };
+                }
+            }
+            // Pass 1b': looked-up SAs (entry, key schedule) start loading.
+            for run in plan.iter() {
+                if let Step::Lookup(id) = run.step {
+                    self.sad.prefetch_outbound(id);
+                }
+            }
+            // Pass 1c: SA references (their cache lines are arriving).
+            for run in plan.iter_mut() {
+                let decision = match run.step {
+                    Step::Cached => match self.flows.get(run.slot, &run.flow) {
+                        Some(sa) => {
+                            run.step = Step::Done(Ok(sa.clone()));
+                            continue;
+                        }
+                        // An earlier run of this chunk took the slot.
+                        None => self.lookup_outbound(&run.flow),
+                    },
+                    Step::Lookup(id) => self.outbound_sa(id),
+                    Step::Done(_) => continue,
+                };
+                if let Ok(sa) = &decision {
+                    self.flows.put(run.slot, &run.flow, sa);
+                }
+                run.step = Step::Done(decision);
+            }
+            // Pass 2: encryption. Adjacent runs of one SA make one run: one
+            // sequence number reservation, one accounting and one crypto batch.
+            let mut runs = plan.drain(..).peekable();
+            while let Some(run) = runs.next() {
+                let Step::Done(decision) = run.step else {
+                    continue;
+                };
+                let mut end = run.end;
+                if let Ok(sa) = &decision {
+                    while let Some(next) = runs.peek() {
+                        match &next.step {
+                            Step::Done(Ok(n)) if next.start == end && Arc::ptr_eq(n, sa) => {
+                                end = next.end;
+                                runs.next();
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+                let (p, v) = (&mut pkts[run.start..end], &mut verdicts[run.start..end]);
+                match decision {
+                    Ok(sa) => self.outbound_run(&sa, p, v),
+                    Err(verdict) => {
                         v.fill(verdict);
                         // Drops were counted once in pass 1; count the rest of the run too.
                         if let Verdict::Drop(r) = verdict {
@@ -664,70 +561,11 @@ impl Worker {
                             }
                         }
                     }
-                    _ => {
-                        for v in v {
-                            *v = self.drop_out(None, DropReason::NoSa);
-                        }
-                    }
                 }
-                i += 1;
-                continue;
-            };
-            let mut j = i + 1;
-            let mut end = run.end;
-            while j < plan.len() && plan[j].start == end && sa_of(flows, &plan[j]).is_some_and(|n| std::ptr::eq(n, sa))
-            {
-                end = plan[j].end;
-                j += 1;
             }
-            // A later run of an SA seen earlier in the chunk takes its grant
-            // after the earlier one is accounted (its lifetime budget depends on it).
-            let seen = merged[..nmerged]
-                .iter()
-                .any(|&(_, _, k, _)| sa_of(flows, &plan[k]).is_some_and(|o| std::ptr::eq(o, sa)));
-            let grant = (!seen).then(|| RunGrant::new(sa, end - run.start, &self.sad));
-            merged[nmerged] = (run.start, end, i, grant);
-            nmerged += 1;
-            i = j;
+            chunk_start = chunk_end;
         }
-        // Pass 2b: encryption. Accounting (two more locked additions per
-        // run) waits for pass 2c, except where a later run of the same SA
-        // needs it first for its grant.
-        let mut sent = [(0u64, 0u64); PLAN_CHUNK];
-        for m in 0..nmerged {
-            let (start, end, k, grant) = merged[m];
-            let Some(sa) = sa_of(flows, &plan[k]) else {
-                continue;
-            };
-            let grant = match grant {
-                Some(g) => g,
-                None => {
-                    for e in 0..m {
-                        if sa_of(flows, &plan[merged[e].2]).is_some_and(|o| std::ptr::eq(o, sa)) {
-                            self.account_out(sa, std::mem::take(&mut sent[e]));
-                        }
-                    }
-                    RunGrant::new(sa, end - start, &self.sad)
-                }
-            };
-            sent[m] = self.outbound_run(sa, grant, &mut pkts[start..end], &mut verdicts[start..end]);
-        }
-        // Pass 2c: accounting.
-        for m in 0..nmerged {
-            if let Some(sa) = sa_of(flows, &plan[merged[m].2]) {
-                self.account_out(sa, sent[m]);
-            }
-        }
-        plan.clear();
-    }
-
-    /// Counts `(packets, bytes)` sent on `sa` (nothing when 0 packets).
-    #[inline]
-    fn account_out(&mut self, sa: &OutboundSa, (packets, bytes): (u64, u64)) {
-        if packets > 0 {
-            sa.account(packets, bytes, self.sad.events());
-            self.burst_out.add(packets, bytes);
-        }
+        self.plan = plan;
     }
 
     /// Processes one inner IP packet (see [`Worker::outbound_burst`]).
@@ -764,19 +602,12 @@ impl Worker {
         }
     }
 
-    /// Encapsulates a run of packets of one SA with `sa`, under `run`
-    /// (taken for exactly these packets); returns the packets and bytes sent,
-    /// which the caller accounts.
-    fn outbound_run<B: PacketBuffer>(
-        &mut self,
-        sa: &OutboundSa,
-        run: RunGrant,
-        pkts: &mut [B],
-        verdicts: &mut [Verdict],
-    ) -> (u64, u64) {
+    /// Encapsulates a run of packets of one flow with `sa`.
+    fn outbound_run<B: PacketBuffer>(&mut self, sa: &OutboundSa, pkts: &mut [B], verdicts: &mut [Verdict]) {
         if sa.cipher.is_accelerated() {
-            return self.outbound_run_batched(sa, run, pkts, verdicts);
+            return self.outbound_run_batched(sa, pkts, verdicts);
         }
+        let run = RunGrant::new(sa, pkts.len(), &self.sad);
         let (to_peer, mut seq) = (run.to_peer, run.first_seq);
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
         for (k, (pkt, v)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
@@ -802,20 +633,18 @@ impl Worker {
             ok_b += inner_len;
             *v = to_peer;
         }
-        (ok_p, ok_b)
+        if ok_p > 0 {
+            sa.account(ok_p, ok_b, self.sad.events());
+            self.counters.outbound.add(ok_p, ok_b);
+        }
     }
 }
 
 impl Worker {
     /// [`Worker::outbound_run`] for an SA whose AEAD is accelerated: frame
     /// every packet, seal them in one batch, then add the outer headers.
-    fn outbound_run_batched<B: PacketBuffer>(
-        &mut self,
-        sa: &OutboundSa,
-        run: RunGrant,
-        pkts: &mut [B],
-        verdicts: &mut [Verdict],
-    ) -> (u64, u64) {
+    fn outbound_run_batched<B: PacketBuffer>(&mut self, sa: &OutboundSa, pkts: &mut [B], verdicts: &mut [Verdict]) {
+        let run = RunGrant::new(sa, pkts.len(), &self.sad);
         let (to_peer, mut seq) = (run.to_peer, run.first_seq);
         // Pass 1: ESP framing; (index, sequence number, inner length).
         let mut framed: Vec<(usize, u64, u64)> = Vec::with_capacity(pkts.len());
@@ -859,7 +688,10 @@ impl Worker {
             ok_b += inner_len;
             verdicts[k] = to_peer;
         }
-        (ok_p, ok_b)
+        if ok_p > 0 {
+            sa.account(ok_p, ok_b, self.sad.events());
+            self.counters.outbound.add(ok_p, ok_b);
+        }
     }
 }
 
@@ -903,21 +735,6 @@ struct CachedFlow {
     flow: FlowKey,
     sa: Arc<OutboundSa>,
     epoch: u64,
-}
-
-/// An empty cache without slots: what a worker holds while a burst has
-/// taken its cache out (see [`Worker::outbound_burst`]).
-impl Default for FlowCache {
-    fn default() -> Self {
-        Self {
-            slots: crate::huge::HugeArray::new(0, |_| None),
-            epoch: 0,
-            spd_generation: 0,
-            sad_generation: 0,
-            sweep_at: 0,
-            sweep_left: 0,
-        }
-    }
 }
 
 impl FlowCache {
@@ -989,9 +806,9 @@ impl FlowCache {
     }
 
     #[inline]
-    fn get(&self, slot: usize, flow: &FlowKey) -> Option<&OutboundSa> {
+    fn get(&self, slot: usize, flow: &FlowKey) -> Option<&Arc<OutboundSa>> {
         match &self.slots[slot] {
-            Some(c) if c.epoch == self.epoch && c.flow == *flow => Some(&*c.sa),
+            Some(c) if c.epoch == self.epoch && c.flow == *flow => Some(&c.sa),
             _ => None,
         }
     }
@@ -1011,19 +828,12 @@ impl FlowCache {
         }
     }
 
-    fn put(&mut self, slot: usize, flow: &FlowKey, sa: Arc<OutboundSa>) {
+    fn put(&mut self, slot: usize, flow: &FlowKey, sa: &Arc<OutboundSa>) {
         self.slots[slot] = Some(CachedFlow {
             flow: *flow,
-            sa,
+            sa: sa.clone(),
             epoch: self.epoch,
         });
-    }
-
-    /// The SA in slot `slot` (whatever its flow and epoch): the one a run
-    /// of the chunk being encrypted was given in `outbound_burst`'s pass 1f.
-    #[inline]
-    fn held(&self, slot: usize) -> Option<&OutboundSa> {
-        self.slots[slot].as_ref().map(|c| &*c.sa)
     }
 }
 
@@ -1037,7 +847,6 @@ struct PlannedRun {
 }
 
 /// What an outbound run of packets on one SA may use, taken once per run.
-#[derive(Clone, Copy)]
 struct RunGrant {
     /// The verdict of every sent packet (copying it is cheaper than building it per packet).
     to_peer: Verdict,
@@ -1154,17 +963,10 @@ fn run_aead_batch<B: PacketBuffer>(
 enum Step {
     /// Try the flow cache.
     Cached,
-    /// Not cached: ask the SPD.
-    Policy,
-    /// The policy names this SA; look it up.
+    /// The policy names this SA; take a reference.
     Lookup(SaId),
-    /// The SA is in the run's flow-cache slot, which stays as it is until
-    /// the chunk is encrypted.
-    Hit,
-    /// The SA, held by the run (its cache slot was held by another run).
-    Own(Arc<OutboundSa>),
-    /// The verdict for the whole run.
-    Verdict(Verdict),
+    /// SA found, or the verdict for the whole run.
+    Done(Result<Arc<OutboundSa>, Verdict>),
 }
 
 /// Writes a NAT keepalive (RFC 3948 §2.3) into `buf`.
@@ -1203,8 +1005,8 @@ mod tests {
     }
 
     /// A hard packet lifetime holds exactly when the runs of one SA are
-    /// not adjacent within a chunk (each takes its grant after the earlier
-    /// ones are counted), and no sequence number repeats.
+    /// not adjacent within a chunk (each run's grant must see the packets of
+    /// the earlier ones), and no sequence number repeats.
     #[test]
     fn hard_lifetime_is_exact_with_interleaved_runs_of_one_sa() {
         let (sad, _ev) = Sad::new(1);

@@ -377,11 +377,8 @@ pub struct OutboundSa {
     pub max_esp_len: usize,
     /// The worker that owns this SA's sequence numbers.
     pub worker: usize,
-    /// Next sequence number to use (starts at 1); bit 63 set once `owner` claimed the SA.
+    /// Next sequence number to use (starts at 1).
     next_seq: AtomicU64,
-    /// Token of the thread that claimed the SA's sequence numbers (0: none), see
-    /// [`OutboundSa::reserve_seqs_pinned`].
-    owner: AtomicU64,
     /// Counters of this SA.
     pub counters: Counters,
     /// `None` when no byte or packet lifetime is set (the usual case: 32 B less per SA).
@@ -395,12 +392,9 @@ impl OutboundSa {
         self.reserve_seqs(1, events).map(|(s, _)| s)
     }
 
-    /// Sets the next sequence number (tests and state import; not while
-    /// packets are being sent on the SA). Keeps the owner's claim, if any.
+    /// Sets the next sequence number (tests and state import).
     pub fn set_next_seq(&self, seq: u64) {
-        let _ = self.next_seq.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
-            Some((cur & SEQ_CLAIMED) | (seq & !SEQ_CLAIMED))
-        });
+        self.next_seq.store(seq, Ordering::Relaxed);
     }
 
     /// True once the hard lifetime is reached.
@@ -423,127 +417,30 @@ impl OutboundSa {
             .map_or((u64::MAX, u64::MAX), |l| l.budget(&self.counters))
     }
 
-    /// Last usable sequence number.
+    /// Reserves up to `n` consecutive sequence numbers; returns the first and
+    /// how many were granted (fewer than `n` when the space runs out, which
+    /// also raises [`SaEvent::SeqExhausted`] once).
     #[inline]
-    fn seq_limit(&self) -> u64 {
-        // ESN: bit 63 of the counter word is the owner's claim (2^63 packets
-        // are out of reach anyway); without ESN, 2^32 - 1.
-        if self.esn { SEQ_CLAIMED - 2 } else { u64::from(u32::MAX) }
-    }
-
-    /// The grant of `n` numbers from `start`: (first, count, next value,
-    /// whether it reaches the end of the space), or exhaustion.
-    #[inline]
-    fn grant(&self, start: u64, n: u64) -> Result<(u64, u64, u64, bool), EspError> {
-        let limit = self.seq_limit();
+    pub fn reserve_seqs(&self, n: u64, events: &Sender<SaEvent>) -> Result<(u64, u64), EspError> {
+        // With ESN the last number is kept as a sentinel (2^64 - 1 is never reached anyway).
+        let limit = if self.esn { u64::MAX - 1 } else { u64::from(u32::MAX) };
+        if n == 0 {
+            return Ok((0, 0));
+        }
+        // Single writer per SA (its worker); fetch_add keeps numbers unique even if not.
+        let start = self.next_seq.fetch_add(n, Ordering::Relaxed);
         if start == 0 || start > limit {
             return Err(EspError::SeqExhausted);
         }
         let last = start.saturating_add(n - 1);
         if last >= limit {
-            return Ok((start, limit - start + 1, limit + 1, true));
-        }
-        Ok((start, n, start + n, false))
-    }
-
-    /// Reports a grant that reached the end of the space (once: later
-    /// reservations find the space exhausted).
-    #[inline]
-    fn report_end(&self, reached: bool, events: &Sender<SaEvent>) {
-        if reached {
+            // This reservation reached the end of the space: report it once.
             let _ = events.send(SaEvent::SeqExhausted { sa: self.id });
+            self.next_seq.store(limit + 1, Ordering::Relaxed);
+            return Ok((start, limit - start + 1));
         }
+        Ok((start, n))
     }
-
-    /// Reserves up to `n` consecutive sequence numbers; returns the first and
-    /// how many were granted (fewer than `n` when the space runs out, which
-    /// also raises [`SaEvent::SeqExhausted`] once).
-    ///
-    /// Any thread may call it: numbers are reserved with compare-and-swap,
-    /// so they never repeat. Once a pinned worker's thread has claimed the
-    /// SA ([`OutboundSa::reserve_seqs_pinned`]), only that thread gets
-    /// numbers; others are refused with [`EspError::SeqExhausted`] (no event).
-    #[inline]
-    pub fn reserve_seqs(&self, n: u64, events: &Sender<SaEvent>) -> Result<(u64, u64), EspError> {
-        if n == 0 {
-            return Ok((0, 0));
-        }
-        let mut cur = self.next_seq.load(Ordering::Relaxed);
-        loop {
-            if cur & SEQ_CLAIMED != 0 {
-                if self.owner.load(Ordering::Relaxed) == thread_token() {
-                    return self.reserve_claimed(n, events);
-                }
-                return Err(EspError::SeqExhausted);
-            }
-            let (first, granted, next, end) = self.grant(cur, n)?;
-            match self
-                .next_seq
-                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => {
-                    self.report_end(end, events);
-                    return Ok((first, granted));
-                }
-                Err(now) => cur = now,
-            }
-        }
-    }
-
-    /// [`OutboundSa::reserve_seqs`] for a worker that enforces pinning (it
-    /// only sends on SAs pinned to it): the first call claims the SA for
-    /// the calling thread, after which this thread reserves with a plain
-    /// load and store (no locked instruction; a single writer needs none)
-    /// and every other thread is refused. If another thread claimed the SA
-    /// first, this is [`OutboundSa::reserve_seqs`] (refused).
-    #[inline]
-    pub fn reserve_seqs_pinned(&self, n: u64, events: &Sender<SaEvent>) -> Result<(u64, u64), EspError> {
-        if n == 0 {
-            return Ok((0, 0));
-        }
-        let me = thread_token();
-        if self.owner.load(Ordering::Relaxed) != me {
-            if self
-                .owner
-                .compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-            {
-                return self.reserve_seqs(n, events);
-            }
-            // From here on every other writer's compare-and-swap fails: this
-            // thread is the only writer of `next_seq`.
-            self.next_seq.fetch_or(SEQ_CLAIMED, Ordering::Relaxed);
-        }
-        self.reserve_claimed(n, events)
-    }
-
-    /// Reservation by the claiming thread (the only writer once the claim bit is set).
-    #[inline]
-    fn reserve_claimed(&self, n: u64, events: &Sender<SaEvent>) -> Result<(u64, u64), EspError> {
-        let cur = self.next_seq.load(Ordering::Relaxed);
-        let (first, granted, next, end) = self.grant(cur & !SEQ_CLAIMED, n)?;
-        self.next_seq.store(next | SEQ_CLAIMED, Ordering::Relaxed);
-        self.report_end(end, events);
-        Ok((first, granted))
-    }
-}
-
-/// Bit 63 of [`OutboundSa`]'s sequence counter: the thread in `owner` has
-/// claimed the SA and is the only one that reserves its sequence numbers.
-const SEQ_CLAIMED: u64 = 1 << 63;
-
-/// Source of [`thread_token`]s (0 means "no owner").
-static NEXT_THREAD_TOKEN: AtomicU64 = AtomicU64::new(1);
-
-thread_local! {
-    /// This thread's token, unique in the process.
-    static THREAD_TOKEN: u64 = NEXT_THREAD_TOKEN.fetch_add(1, Ordering::Relaxed);
-}
-
-/// A number unique to the calling thread for the life of the process.
-#[inline]
-fn thread_token() -> u64 {
-    THREAD_TOKEN.with(|t| *t)
 }
 
 /// Hasher for SPIs and SA ids: keys are chosen by us, so a fast multiplicative
@@ -670,7 +567,6 @@ impl Sad {
             max_esp_len,
             worker: (id.0 as usize) % self.workers,
             next_seq: AtomicU64::new(1),
-            owner: AtomicU64::new(0),
             counters: Counters::default(),
             life: LifetimeState::boxed(p.lifetime),
         });
@@ -794,115 +690,5 @@ impl Sad {
     /// True when no SA is installed.
     pub fn is_empty(&self) -> bool {
         self.inbound.len() == 0 && self.outbound.len() == 0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::esp::aead::{EncAlg, IntegAlg};
-    use std::collections::HashSet;
-    use zeroize::Zeroizing;
-
-    fn outbound(esn: bool) -> (Sad, Receiver<SaEvent>, SaId) {
-        let (sad, ev) = Sad::new(1);
-        let keys = CipherKeys {
-            enc: EncAlg::AesGcm16_128,
-            integ: IntegAlg::None,
-            enc_key: Zeroizing::new(vec![1; 20]),
-            integ_key: Zeroizing::new(Vec::new()),
-        };
-        let mut p = SaParams::new(
-            0x1000,
-            Direction::Outbound,
-            keys,
-            IpAddr::from([192, 0, 2, 1]),
-            IpAddr::from([192, 0, 2, 2]),
-        );
-        p.esn = esn;
-        let id = sad.install_outbound(&p).unwrap();
-        (sad, ev, id)
-    }
-
-    /// Threads reserving with compare-and-swap while one thread claims the
-    /// SA part-way through: no number is handed out twice, and after the
-    /// claim only the claiming thread gets numbers.
-    #[test]
-    fn claimed_sequence_numbers_never_repeat() {
-        for _ in 0..20 {
-            let (sad, _ev, id) = outbound(true);
-            let sa = sad.outbound(id).unwrap();
-            let events = sad.events().clone();
-            let start = std::sync::Barrier::new(4);
-            let got: Vec<Vec<u64>> = std::thread::scope(|s| {
-                let shared: Vec<_> = (0..3)
-                    .map(|_| {
-                        let (sa, events, start) = (&sa, events.clone(), &start);
-                        s.spawn(move || {
-                            let mut mine = Vec::new();
-                            start.wait();
-                            while let Ok((first, n)) = sa.reserve_seqs(3, &events) {
-                                mine.extend(first..first + n);
-                            }
-                            mine
-                        })
-                    })
-                    .collect();
-                let owner = s.spawn(|| {
-                    let mut mine = Vec::new();
-                    start.wait();
-                    for k in 0..2000 {
-                        let r = if k < 50 {
-                            sa.reserve_seqs(2, &events)
-                        } else {
-                            sa.reserve_seqs_pinned(2, &events)
-                        };
-                        let (first, n) = r.unwrap();
-                        mine.extend(first..first + n);
-                    }
-                    // The owner thread may also use the shared entry point.
-                    let (first, n) = sa.reserve_seqs(1, &events).unwrap();
-                    mine.extend(first..first + n);
-                    mine
-                });
-                let mut all: Vec<Vec<u64>> = shared.into_iter().map(|h| h.join().unwrap()).collect();
-                all.push(owner.join().unwrap());
-                all
-            });
-            let total: usize = got.iter().map(Vec::len).sum();
-            let unique: HashSet<u64> = got.iter().flatten().copied().collect();
-            assert_eq!(unique.len(), total, "a sequence number was handed out twice");
-            assert_eq!(got[3].len(), 2 * 2000 + 1);
-            // Numbers are consecutive from 1: none skipped.
-            assert_eq!(unique.iter().max().copied(), Some(total as u64));
-            // Other threads are refused from now on; the owner is not.
-            std::thread::scope(|s| {
-                let (sa, events) = (&sa, events.clone());
-                s.spawn(move || assert_eq!(sa.reserve_seqs(1, &events), Err(EspError::SeqExhausted)));
-                s.spawn(move || {
-                    assert_eq!(
-                        sa.reserve_seqs_pinned(1, &sad.events().clone()),
-                        Err(EspError::SeqExhausted)
-                    )
-                });
-            });
-        }
-    }
-
-    /// The end of the sequence space with a claimed SA: the last numbers are
-    /// granted once, the event is raised once, then nothing more.
-    #[test]
-    fn claimed_sa_exhausts_like_a_shared_one() {
-        for esn in [false, true] {
-            let (sad, ev, id) = outbound(esn);
-            let sa = sad.outbound(id).unwrap();
-            let limit = if esn { (1u64 << 63) - 2 } else { u64::from(u32::MAX) };
-            sa.reserve_seqs_pinned(1, sad.events()).unwrap();
-            sa.set_next_seq(limit - 2);
-            assert_eq!(sa.reserve_seqs_pinned(5, sad.events()), Ok((limit - 2, 3)));
-            assert_eq!(sa.reserve_seqs_pinned(1, sad.events()), Err(EspError::SeqExhausted));
-            assert_eq!(sa.next_seq(sad.events()), Err(EspError::SeqExhausted));
-            assert_eq!(ev.try_iter().collect::<Vec<_>>(), [SaEvent::SeqExhausted { sa: id }]);
-        }
     }
 }

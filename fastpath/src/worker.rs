@@ -8,12 +8,7 @@
 //! Sequence numbers: each outbound SA is pinned to one worker
 //! ([`crate::sad::OutboundSa::worker`]); a worker that gets a packet for an SA
 //! pinned elsewhere answers [`Verdict::Redirect`] so the caller hands the packet
-//! to the owner, keeping a single writer per SA. A pinned worker claims each
-//! SA it sends on for its thread ([`crate::sad::OutboundSa::reserve_seqs_pinned`]:
-//! no locked instruction per run afterwards), so it must send from one
-//! thread only; an SA claimed by another thread is refused (its packets are
-//! dropped as [`DropReason::SeqExhausted`]), never given a used number.
-//! Workers [`Worker::without_pinning`] reserve with compare-and-swap.
+//! to the owner, keeping a single writer per SA.
 
 use crate::buf::PacketBuffer;
 use crate::esp::aead::{AeadJob, EspCipher, IvSource};
@@ -135,9 +130,7 @@ impl Worker {
         self
     }
 
-    /// Process outbound packets of any SA here (single-worker setups, and
-    /// threads that share SAs, like the software data plane's transmit
-    /// threads); sequence numbers are then reserved with compare-and-swap.
+    /// Process outbound packets of any SA here (single-worker setups and benches).
     pub fn without_pinning(mut self) -> Self {
         self.enforce_pinning = false;
         self
@@ -614,7 +607,7 @@ impl Worker {
         if sa.cipher.is_accelerated() {
             return self.outbound_run_batched(sa, pkts, verdicts);
         }
-        let run = RunGrant::new(sa, pkts.len(), &self.sad, self.enforce_pinning);
+        let run = RunGrant::new(sa, pkts.len(), &self.sad);
         let (to_peer, mut seq) = (run.to_peer, run.first_seq);
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
         for (k, (pkt, v)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
@@ -651,7 +644,7 @@ impl Worker {
     /// [`Worker::outbound_run`] for an SA whose AEAD is accelerated: frame
     /// every packet, seal them in one batch, then add the outer headers.
     fn outbound_run_batched<B: PacketBuffer>(&mut self, sa: &OutboundSa, pkts: &mut [B], verdicts: &mut [Verdict]) {
-        let run = RunGrant::new(sa, pkts.len(), &self.sad, self.enforce_pinning);
+        let run = RunGrant::new(sa, pkts.len(), &self.sad);
         let (to_peer, mut seq) = (run.to_peer, run.first_seq);
         // Pass 1: ESP framing; (index, sequence number, inner length).
         let mut framed: Vec<(usize, u64, u64)> = Vec::with_capacity(pkts.len());
@@ -867,19 +860,13 @@ struct RunGrant {
 }
 
 impl RunGrant {
-    /// Reserves sequence numbers for `n` packets on `sa` (as its owner when
-    /// the worker is `pinned`: see [`OutboundSa::reserve_seqs_pinned`]).
+    /// Reserves sequence numbers for `n` packets on `sa`.
     #[inline]
-    fn new(sa: &OutboundSa, n: usize, sad: &Sad, pinned: bool) -> Self {
+    fn new(sa: &OutboundSa, n: usize, sad: &Sad) -> Self {
         // Budget and expiry as they stood before this run's reservation.
         let (budget, expired) = (sa.hard_budget(), sa.is_expired());
         // On exhaustion nothing is granted and every packet is refused.
-        let reserved = if pinned {
-            sa.reserve_seqs_pinned(n as u64, sad.events())
-        } else {
-            sa.reserve_seqs(n as u64, sad.events())
-        };
-        let (first_seq, granted) = reserved.unwrap_or_default();
+        let (first_seq, granted) = sa.reserve_seqs(n as u64, sad.events()).unwrap_or_default();
         Self {
             to_peer: Verdict::ToPeer {
                 src: sa.local,

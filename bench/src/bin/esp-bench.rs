@@ -173,9 +173,7 @@ struct Setup {
 fn setup(n: u32) -> Setup {
     let t = Tables::new(n, 1);
     Setup {
-        // Pinned, as the DPDK backend's workers (every SA of a one-worker SAD
-        // is pinned to worker 0): sequence numbers without locked instructions.
-        a: Worker::new(0, t.sad_a, t.spd),
+        a: Worker::new(0, t.sad_a, t.spd).without_pinning(),
         b: Worker::new(0, t.sad_b, Arc::new(Spd::new())).without_pinning(),
         dsts: t.dsts,
     }

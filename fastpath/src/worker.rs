@@ -954,3 +954,140 @@ pub fn add_non_esp_marker<B: PacketBuffer>(buf: &mut B) -> Result<(), crate::buf
     buf.prepend(NON_ESP_MARKER_LEN)?.fill(0);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buf::PacketBuf;
+    use crate::esp::aead::{CipherKeys, EncAlg, IntegAlg};
+    use crate::sad::{Direction, SaParams};
+    use crate::spd::{Policy, TrafficSelector};
+    use std::net::Ipv4Addr;
+    use zeroize::Zeroizing;
+
+    fn udp(dst: Ipv4Addr) -> PacketBuf {
+        let mut b = PacketBuf::new(128, 2048);
+        b.set_data(&[0u8; 24]).unwrap();
+        let d = b.data_mut();
+        d[0..2].copy_from_slice(&1234u16.to_be_bytes());
+        d[2..4].copy_from_slice(&5678u16.to_be_bytes());
+        d[4..6].copy_from_slice(&24u16.to_be_bytes());
+        ip::prepend_ip_header(&mut b, IpAddr::from([10, 1, 0, 1]), IpAddr::V4(dst), 17).unwrap();
+        b
+    }
+
+    /// A hard packet lifetime holds exactly when the runs of one SA are
+    /// not adjacent within a chunk (each run's grant must see the packets of
+    /// the earlier ones), and no sequence number repeats.
+    #[test]
+    fn hard_lifetime_is_exact_with_interleaved_runs_of_one_sa() {
+        let (sad, _ev) = Sad::new(1);
+        let spd = Spd::new();
+        let (local, remote) = (IpAddr::from([192, 0, 2, 1]), IpAddr::from([192, 0, 2, 2]));
+        let mut ids = Vec::new();
+        for (spi, net, hard) in [(0x3333_0000u32, [10, 3, 0, 0], 5), (0x4444_0000, [10, 4, 0, 0], 0)] {
+            let keys = CipherKeys {
+                enc: EncAlg::AesGcm16_128,
+                integ: IntegAlg::None,
+                enc_key: Zeroizing::new(vec![spi as u8 ^ 5; 20]),
+                integ_key: Zeroizing::new(Vec::new()),
+            };
+            let mut params = SaParams::new(spi, Direction::Outbound, keys, local, remote);
+            params.lifetime.hard_packets = hard;
+            let id = sad.install_outbound(&params).unwrap();
+            spd.insert(&Policy {
+                local: TrafficSelector::prefix(IpAddr::from([0, 0, 0, 0]), 0).unwrap(),
+                remote: TrafficSelector::prefix(IpAddr::from(net), 16).unwrap(),
+                action: PolicyAction::Protect(id),
+                priority: 1,
+            })
+            .unwrap();
+            ids.push(id);
+        }
+        let sad = Arc::new(sad);
+        let mut w = Worker::new(0, sad.clone(), Arc::new(spd));
+        let (a, b, c) = (
+            Ipv4Addr::new(10, 3, 0, 1),
+            Ipv4Addr::new(10, 3, 0, 2),
+            Ipv4Addr::new(10, 4, 0, 1),
+        );
+        // Six packets of the limited SA in four runs, split by the other SA's.
+        let order = [a, a, c, b, b, c, a, c, b];
+        let mut bufs: Vec<PacketBuf> = order.iter().map(|d| udp(*d)).collect();
+        let mut v = vec![Verdict::Keepalive; bufs.len()];
+        w.outbound_burst(&mut bufs, &mut v);
+        let mut seqs = Vec::new();
+        for ((buf, dst), v) in bufs.iter().zip(order).zip(&v) {
+            if dst == c {
+                assert!(matches!(v, Verdict::ToPeer { .. }), "{v:?}");
+            } else if let Verdict::ToPeer { .. } = v {
+                assert_eq!(buf.data()[..4], 0x3333_0000u32.to_be_bytes());
+                seqs.push(u32::from_be_bytes([
+                    buf.data()[4],
+                    buf.data()[5],
+                    buf.data()[6],
+                    buf.data()[7],
+                ]));
+            } else {
+                assert_eq!(*v, Verdict::Drop(DropReason::Expired));
+            }
+        }
+        assert_eq!(seqs, [1, 2, 3, 4, 5], "{v:?}");
+        assert_eq!(v[8], Verdict::Drop(DropReason::Expired));
+        assert_eq!(sad.outbound(ids[0]).unwrap().counters.snapshot().packets, 5);
+        assert_eq!(sad.outbound(ids[1]).unwrap().counters.snapshot().packets, 3);
+    }
+
+    /// Two flows of different SAs on one flow-cache slot, interleaved in one
+    /// chunk (and one of them twice, not adjacent): every packet goes out
+    /// under its own policy's SA with consecutive sequence numbers, and the
+    /// cache keeps working afterwards.
+    #[test]
+    fn colliding_flows_in_one_chunk_keep_their_sas() {
+        let (sad, _ev) = Sad::new(1);
+        let spd = Spd::new();
+        let (local, remote) = (IpAddr::from([192, 0, 2, 1]), IpAddr::from([192, 0, 2, 2]));
+        let flow_of = |dst: Ipv4Addr| ip::flow_key(udp(dst).data()).unwrap();
+        // A destination in 10.4/16 whose flow shares the slot of 10.3.0.1's.
+        let a = Ipv4Addr::new(10, 3, 0, 1);
+        let slot = FlowCache::slot(&flow_of(a));
+        let b = (0..=u16::MAX)
+            .map(|i| Ipv4Addr::from(0x0a04_0000 | u32::from(i)))
+            .find(|d| FlowCache::slot(&flow_of(*d)) == slot)
+            .expect("a colliding flow among 65,536");
+        for (spi, net) in [(0x1111_0000u32, [10, 3, 0, 0]), (0x2222_0000, [10, 4, 0, 0])] {
+            let keys = CipherKeys {
+                enc: EncAlg::AesGcm16_128,
+                integ: IntegAlg::None,
+                enc_key: Zeroizing::new(vec![spi as u8 ^ 7; 20]),
+                integ_key: Zeroizing::new(Vec::new()),
+            };
+            let id = sad
+                .install_outbound(&SaParams::new(spi, Direction::Outbound, keys, local, remote))
+                .unwrap();
+            spd.insert(&Policy {
+                local: TrafficSelector::prefix(IpAddr::from([0, 0, 0, 0]), 0).unwrap(),
+                remote: TrafficSelector::prefix(IpAddr::from(net), 16).unwrap(),
+                action: PolicyAction::Protect(id),
+                priority: 1,
+            })
+            .unwrap();
+        }
+        let mut w = Worker::new(0, Arc::new(sad), Arc::new(spd));
+        let order = [a, a, b, a, b, b, a];
+        let mut next_seq = [1u32, 1u32];
+        for round in 0..3 {
+            let mut bufs: Vec<PacketBuf> = order.iter().map(|d| udp(*d)).collect();
+            let mut v = vec![Verdict::Keepalive; bufs.len()];
+            w.outbound_burst(&mut bufs, &mut v);
+            for ((buf, dst), v) in bufs.iter().zip(order).zip(&v) {
+                assert!(matches!(v, Verdict::ToPeer { .. }), "round {round}: {v:?}");
+                let k = usize::from(dst != a);
+                let spi = [0x1111_0000u32, 0x2222_0000][k];
+                assert_eq!(buf.data()[..4], spi.to_be_bytes(), "round {round}");
+                assert_eq!(buf.data()[4..8], next_seq[k].to_be_bytes(), "round {round}");
+                next_seq[k] += 1;
+            }
+        }
+    }
+}

@@ -2,7 +2,8 @@
 //! same run with the bare aws-lc-rs AES-GCM seal/open of the same sizes.
 //!
 //! Usage: `esp-bench [--json] [--secs S] [--reps R] [--no-scale] [--scale-sas N]
-//! [--traffic one-active,active-1000,random,uniform-x4,zipf-x4] [--cores N] [--no-core-scaling]`
+//! [--traffic one-active,active-1000,random,uniform-x4,zipf-x4] [--cores N] [--no-core-scaling]
+//! [--sizes 64,512,1420,imix]`
 //!
 //! Each case runs bursts of 32 packets through a `fastpath::worker::Worker`
 //! (SPD lookup, SAD lookup, sequence number, ESP, counters). Refilling the
@@ -737,7 +738,21 @@ fn main() {
             .collect(),
         None => Traffic::ALL.to_vec(),
     };
-    let sizes = [Size::Fixed(64), Size::Fixed(512), Size::Fixed(1420), Size::Imix];
+    let all_sizes = [Size::Fixed(64), Size::Fixed(512), Size::Fixed(1420), Size::Imix];
+    // `--sizes 64,1420` (or `imix`): a subset of the sizes, for quicker A/B runs.
+    let sizes: Vec<Size> = match args.iter().position(|a| a == "--sizes") {
+        Some(i) => all_sizes
+            .into_iter()
+            .filter(|s| {
+                let name = match s {
+                    Size::Fixed(n) => n.to_string(),
+                    Size::Imix => "imix".to_string(),
+                };
+                args.get(i + 1).is_some_and(|v| v.split(',').any(|n| n == name))
+            })
+            .collect(),
+        None => all_sizes.to_vec(),
+    };
 
     let mut single = setup(1);
     let mut many = None;
@@ -810,7 +825,7 @@ fn main() {
     if json {
         let list = |f: &dyn Fn(&Row, Size) -> String| {
             rows.iter()
-                .zip(sizes)
+                .zip(sizes.iter().copied())
                 .map(|(r, s)| f(r, s))
                 .collect::<Vec<_>>()
                 .join(",")
@@ -822,7 +837,7 @@ fn main() {
         let scale_list = |mi: usize, dec: bool| {
             scale_rows[mi]
                 .iter()
-                .zip(sizes)
+                .zip(sizes.iter().copied())
                 .map(|(r, s)| if dec { r.decap.json(s) } else { r.encap.json(s) })
                 .collect::<Vec<_>>()
                 .join(",")
@@ -853,7 +868,7 @@ fn main() {
         };
         let core_scaling = core_rows
             .iter()
-            .zip(sizes)
+            .zip(sizes.iter().copied())
             .map(|(r, s)| r.json(s))
             .collect::<Vec<_>>()
             .join(",");
@@ -881,7 +896,7 @@ fn main() {
         "enc/s",
         "dec/o"
     );
-    for (r, s) in rows.iter().zip(sizes) {
+    for (r, s) in rows.iter().zip(sizes.iter().copied()) {
         println!(
             "{:>6} | {:>9.3} {:>11.2} | {:>9.3} {:>11.2} | {:>9.3} {:>11.2} | {:>9.3} {:>11.2} | {:>6.3} | {:>6.3}",
             s.label(),
@@ -903,7 +918,7 @@ fn main() {
                 "\nwith {scale_sas} SAs and policies, {}: ratio vs single SA (median, [min-max])",
                 m.describe()
             );
-            for (r, s) in scale_rows[mi].iter().zip(sizes) {
+            for (r, s) in scale_rows[mi].iter().zip(sizes.iter().copied()) {
                 let (elo, ehi) = r.encap.spread();
                 let (dlo, dhi) = r.decap.spread();
                 println!(
@@ -925,7 +940,7 @@ fn main() {
              Mpps over timed work, 1 -> {cores} workers; scaling = wall-clock aggregate over one worker's, median [min-max]; \
              work = same over timed work only (contention between workers)"
         );
-        for (r, s) in core_rows.iter().zip(sizes) {
+        for (r, s) in core_rows.iter().zip(sizes.iter().copied()) {
             let (elo, ehi) = r.encap_wall.spread();
             let (dlo, dhi) = r.decap_wall.spread();
             println!(

@@ -976,6 +976,30 @@ mod tests {
         b
     }
 
+    /// Installs an AES-GCM outbound SA (key bytes from `spi ^ key_byte`,
+    /// hard packet lifetime `hard`, 0 = none) and a policy sending any
+    /// source to `net`/16 through it.
+    fn install_sa_for(sad: &Sad, spd: &Spd, spi: u32, key_byte: u8, net: [u8; 4], hard: u64) -> SaId {
+        let keys = CipherKeys {
+            enc: EncAlg::AesGcm16_128,
+            integ: IntegAlg::None,
+            enc_key: Zeroizing::new(vec![spi as u8 ^ key_byte; 20]),
+            integ_key: Zeroizing::new(Vec::new()),
+        };
+        let (local, remote) = (IpAddr::from([192, 0, 2, 1]), IpAddr::from([192, 0, 2, 2]));
+        let mut params = SaParams::new(spi, Direction::Outbound, keys, local, remote);
+        params.lifetime.hard_packets = hard;
+        let id = sad.install_outbound(&params).unwrap();
+        spd.insert(&Policy {
+            local: TrafficSelector::prefix(IpAddr::from([0, 0, 0, 0]), 0).unwrap(),
+            remote: TrafficSelector::prefix(IpAddr::from(net), 16).unwrap(),
+            action: PolicyAction::Protect(id),
+            priority: 1,
+        })
+        .unwrap();
+        id
+    }
+
     /// A hard packet lifetime holds exactly when the runs of one SA are
     /// not adjacent within a chunk (each run's grant must see the packets of
     /// the earlier ones), and no sequence number repeats.
@@ -983,27 +1007,10 @@ mod tests {
     fn hard_lifetime_is_exact_with_interleaved_runs_of_one_sa() {
         let (sad, _ev) = Sad::new(1);
         let spd = Spd::new();
-        let (local, remote) = (IpAddr::from([192, 0, 2, 1]), IpAddr::from([192, 0, 2, 2]));
-        let mut ids = Vec::new();
-        for (spi, net, hard) in [(0x3333_0000u32, [10, 3, 0, 0], 5), (0x4444_0000, [10, 4, 0, 0], 0)] {
-            let keys = CipherKeys {
-                enc: EncAlg::AesGcm16_128,
-                integ: IntegAlg::None,
-                enc_key: Zeroizing::new(vec![spi as u8 ^ 5; 20]),
-                integ_key: Zeroizing::new(Vec::new()),
-            };
-            let mut params = SaParams::new(spi, Direction::Outbound, keys, local, remote);
-            params.lifetime.hard_packets = hard;
-            let id = sad.install_outbound(&params).unwrap();
-            spd.insert(&Policy {
-                local: TrafficSelector::prefix(IpAddr::from([0, 0, 0, 0]), 0).unwrap(),
-                remote: TrafficSelector::prefix(IpAddr::from(net), 16).unwrap(),
-                action: PolicyAction::Protect(id),
-                priority: 1,
-            })
-            .unwrap();
-            ids.push(id);
-        }
+        let ids: Vec<SaId> = [(0x3333_0000u32, [10, 3, 0, 0], 5), (0x4444_0000, [10, 4, 0, 0], 0)]
+            .into_iter()
+            .map(|(spi, net, hard)| install_sa_for(&sad, &spd, spi, 5, net, hard))
+            .collect();
         let sad = Arc::new(sad);
         let mut w = Worker::new(0, sad.clone(), Arc::new(spd));
         let (a, b, c) = (
@@ -1046,7 +1053,6 @@ mod tests {
     fn colliding_flows_in_one_chunk_keep_their_sas() {
         let (sad, _ev) = Sad::new(1);
         let spd = Spd::new();
-        let (local, remote) = (IpAddr::from([192, 0, 2, 1]), IpAddr::from([192, 0, 2, 2]));
         let flow_of = |dst: Ipv4Addr| ip::flow_key(udp(dst).data()).unwrap();
         // A destination in 10.4/16 whose flow shares the slot of 10.3.0.1's.
         let a = Ipv4Addr::new(10, 3, 0, 1);
@@ -1056,22 +1062,7 @@ mod tests {
             .find(|d| FlowCache::slot(&flow_of(*d)) == slot)
             .expect("a colliding flow among 65,536");
         for (spi, net) in [(0x1111_0000u32, [10, 3, 0, 0]), (0x2222_0000, [10, 4, 0, 0])] {
-            let keys = CipherKeys {
-                enc: EncAlg::AesGcm16_128,
-                integ: IntegAlg::None,
-                enc_key: Zeroizing::new(vec![spi as u8 ^ 7; 20]),
-                integ_key: Zeroizing::new(Vec::new()),
-            };
-            let id = sad
-                .install_outbound(&SaParams::new(spi, Direction::Outbound, keys, local, remote))
-                .unwrap();
-            spd.insert(&Policy {
-                local: TrafficSelector::prefix(IpAddr::from([0, 0, 0, 0]), 0).unwrap(),
-                remote: TrafficSelector::prefix(IpAddr::from(net), 16).unwrap(),
-                action: PolicyAction::Protect(id),
-                priority: 1,
-            })
-            .unwrap();
+            install_sa_for(&sad, &spd, spi, 7, net, 0);
         }
         let mut w = Worker::new(0, Arc::new(sad), Arc::new(spd));
         let order = [a, a, b, a, b, b, a];

@@ -102,6 +102,17 @@ fn udp(len: usize, tag: u8) -> Vec<u8> {
     p
 }
 
+/// Receive metadata of `n` packets as the peer sees them: it receives what
+/// the outbound SA sent.
+fn peer_meta(n: usize) -> Vec<PacketMeta> {
+    let m = PacketMeta {
+        src: ipa("192.0.2.1"),
+        dst: Some(ipa("198.51.100.7")),
+        src_port: 0,
+    };
+    vec![m; n]
+}
+
 /// A worker with one outbound SA (10.1/16 -> 10.2/16) and its inbound
 /// mirror, accelerated (by a batching accelerator) or not.
 fn side(accel: Option<&Arc<AtomicUsize>>, esn: bool) -> (Worker, Arc<Sad>) {
@@ -188,15 +199,7 @@ fn batched_path_matches_one_by_one_with_replays_and_forgeries() {
         let at = forged.len() - 3;
         forged.data_mut()[at] ^= 1;
         rx.push(forged);
-        let meta = vec![
-            // The peer's view: it receives what the outbound SA sent.
-            PacketMeta {
-                src: ipa("192.0.2.1"),
-                dst: Some(ipa("198.51.100.7")),
-                src_port: 0,
-            };
-            rx.len()
-        ];
+        let meta = peer_meta(rx.len());
         let mut v = vec![Verdict::Keepalive; rx.len()];
         fast.inbound_burst(InboundKind::RawEsp, &mut rx, &meta, &mut v);
         assert_eq!(batches.load(Ordering::Relaxed), sealed_batches + 1, "one open batch");
@@ -245,14 +248,7 @@ fn accelerator_that_does_not_batch_is_called_per_packet() {
         let at = forged.len() - 1;
         forged.data_mut()[at] ^= 0x80;
         rx.push(forged);
-        let meta = vec![
-            PacketMeta {
-                src: ipa("192.0.2.1"),
-                dst: Some(ipa("198.51.100.7")),
-                src_port: 0,
-            };
-            rx.len()
-        ];
+        let meta = peer_meta(rx.len());
         let mut v = vec![Verdict::Keepalive; rx.len()];
         fast.inbound_burst(InboundKind::RawEsp, &mut rx, &meta, &mut v);
         for i in 0..inners.len() {

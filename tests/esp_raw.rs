@@ -110,7 +110,7 @@ fn capture_esp(force_udp_encap: bool) -> Vec<Vec<String>> {
             "-f",
             "ip proto 50 or udp port 4500",
             "-a",
-            "duration:6",
+            "duration:8",
             "-w",
         ])
         .arg(&pcap)
@@ -118,8 +118,7 @@ fn capture_esp(force_udp_encap: bool) -> Vec<Vec<String>> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Let the capture start before sending.
-    std::thread::sleep(Duration::from_millis(2000));
+    support::traffic::wait_capturing(&pcap);
     assert_eq!(support::traffic::ping(&ns.a, INNER_A, INNER_B, 4, "0.1"), (4, 4));
     let deadline = Instant::now() + Duration::from_secs(15);
     while cap.try_wait().unwrap().is_none() && Instant::now() < deadline {

@@ -189,12 +189,7 @@ fn tshark_decrypts_ironsa_esp_with_the_key_log() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until tshark has written the capture file header (it is capturing).
-    let start = Instant::now();
-    while std::fs::metadata(&pcap).map(|m| m.len() < 24).unwrap_or(true) && start.elapsed() < Duration::from_secs(15) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    support::traffic::wait_capturing(&pcap);
     support::traffic::ping(&ns.a, INNER_A, INNER_B, 3, "0.2");
     let deadline = Instant::now() + Duration::from_secs(10);
     while cap.try_wait().unwrap().is_none() && Instant::now() < deadline {

@@ -1,7 +1,7 @@
 //! Traffic through a tunnel between the two namespaces of a [`NetnsPair`].
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::NetnsPair;
 use super::netns::{INNER_A, INNER_B};
@@ -81,4 +81,21 @@ pub fn ping_both_ways(ns: &NetnsPair, count: u32, interval: &str) {
         (count, count),
         "ping B -> A"
     );
+}
+
+/// Waits (up to 30 s) until a capture started with `-w pcap` is running: tshark
+/// writes the file's header once it captures. A fixed sleep is not enough on
+/// a loaded machine, where tshark can take seconds to start.
+pub fn wait_capturing(pcap: &std::path::Path) {
+    let start = Instant::now();
+    while std::fs::metadata(pcap).map(|m| m.len() < 24).unwrap_or(true) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "tshark did not start capturing into {} within 30 s",
+            pcap.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The header is written as capturing starts: a moment for the filter.
+    std::thread::sleep(Duration::from_millis(300));
 }

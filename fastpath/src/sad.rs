@@ -99,7 +99,8 @@ pub struct SaParams {
     pub udp_encap: Option<UdpEncap>,
     /// Extended (64-bit) sequence numbers negotiated.
     pub esn: bool,
-    /// Replay window in packets (inbound; default 1024, up to 65536).
+    /// Replay window in packets (inbound; default 1024, up to 65536, rounded
+    /// up to a power of two).
     pub replay_window: u32,
     /// Byte and packet lifetimes (time lifetimes are the control plane's job).
     pub lifetime: Lifetime,

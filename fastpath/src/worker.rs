@@ -291,19 +291,28 @@ impl Worker {
         let expired = sa.is_expired();
         let check_policy = sa.mode == Mode::Tunnel && !(sa.local_ts.is_empty() && sa.remote_ts.is_empty());
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
+        let Some(first) = meta.first() else {
+            return;
+        };
+        let mut params = DecapParams {
+            cipher: &sa.cipher,
+            esn: sa.esn,
+            mode: sa.mode,
+            outer_src: first.src,
+            outer_dst: first.dst.unwrap_or(sa.local),
+            udp_encapsulated: kind == InboundKind::Udp,
+        };
         let mut window = sa.replay.lock().unwrap_or_else(|e| e.into_inner());
         for (k, pkt) in pkts.iter_mut().enumerate() {
             verdicts[k] = if expired || ok_p >= budget_p || ok_b >= budget_b {
                 self.drop_in(Some(sa), DropReason::Expired)
             } else {
-                let params = DecapParams {
-                    cipher: &sa.cipher,
-                    esn: sa.esn,
-                    mode: sa.mode,
-                    outer_src: meta[k].src,
-                    outer_dst: meta[k].dst.unwrap_or(sa.local),
-                    udp_encapsulated: kind == InboundKind::Udp,
-                };
+                // The outer addresses matter in transport mode only (the
+                // inner header is rebuilt from them).
+                if k > 0 && sa.mode == Mode::Transport {
+                    params.outer_src = meta[k].src;
+                    params.outer_dst = meta[k].dst.unwrap_or(sa.local);
+                }
                 match decap(pkt, &params, &mut window) {
                     Err(e) => self.drop_in(Some(sa), e.into()),
                     Ok(_) if check_policy && !ip::flow_key(pkt.data()).is_some_and(|f| sa.allows(&f)) => {

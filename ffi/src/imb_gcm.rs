@@ -1,13 +1,12 @@
 //! AES-GCM on intel-ipsec-mb's direct API (`IMB_AESxxx_GCM_ENC/DEC`, through
 //! `csrc/imb.c`), on caller buffers and the calling core, with no DPDK
 //! device. Decryption gets the tag computed over the ciphertext back from
-//! intel-ipsec-mb and compares it here in constant time
-//! (`aws_lc_rs::constant_time`), where DPDK's ipsec_mb PMDs use `memcmp`.
+//! intel-ipsec-mb and compares it here in constant time, where DPDK's
+//! ipsec_mb PMDs use `memcmp`.
 
 use crate::cpu_crypto::CpuCryptoError;
 use crate::error::{Error, Result};
 use crate::sys;
-use aws_lc_rs::constant_time::verify_slices_are_equal;
 use std::ptr::NonNull;
 
 /// AES-GCM nonce length (salt || IV in ESP).
@@ -44,9 +43,17 @@ impl Drop for ImbGcm {
 }
 
 /// Whether the tag intel-ipsec-mb computed equals the received ICV, compared
-/// in constant time (an ICV of another length never matches).
+/// in constant time (an ICV of another length never matches): the two
+/// 16-byte values are XORed as whole words and only the outcome (public)
+/// is branched on, so the time taken does not depend on where they differ.
+#[inline]
 pub(crate) fn icv_matches(computed: &[u8; IMB_GCM_TAG_LEN], received: &[u8]) -> bool {
-    verify_slices_are_equal(computed, received).is_ok()
+    let Ok(received) = <&[u8; IMB_GCM_TAG_LEN]>::try_from(received) else {
+        return false;
+    };
+    let diff = u128::from_ne_bytes(*computed) ^ u128::from_ne_bytes(*received);
+    // The difference is opaque to the optimiser: no early exit is derived from it.
+    std::hint::black_box(diff) == 0
 }
 
 impl ImbGcm {
@@ -79,6 +86,7 @@ impl ImbGcm {
     }
 
     /// Encrypts `data` in place and returns the ICV.
+    #[inline]
     pub fn seal(&self, nonce: &[u8; IMB_GCM_NONCE_LEN], aad: &[u8], data: &mut [u8]) -> [u8; IMB_GCM_TAG_LEN] {
         let mut tag = [0u8; IMB_GCM_TAG_LEN];
         // SAFETY: the key schedule is alive; nonce is 12 bytes, aad and data
@@ -102,6 +110,7 @@ impl ImbGcm {
     /// decrypts `data` in place. On [`CpuCryptoError::AuthFailed`] `data` is
     /// the ciphertext again (re-encrypted with the same keystream), and an
     /// ICV that is not 16 bytes long is refused before `data` is touched.
+    #[inline]
     pub fn open(
         &self,
         nonce: &[u8; IMB_GCM_NONCE_LEN],

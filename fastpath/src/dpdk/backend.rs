@@ -700,12 +700,11 @@ impl PollLoop {
                 let ours = |a: &IpAddr| self.ours.is_empty() || self.ours.contains(a);
                 frame::classify(d, ours)
             };
-            let pidx = self.port_index(super::mbuf::input_port(&m));
-            let src_mac = frame::src_mac(PacketBuffer::data(&m));
             match class {
                 FrameClass::Arp => {
                     if let Some((spa, sha, tpa)) = frame::arp_request(PacketBuffer::data(&m)) {
                         self.learn(IpAddr::V4(spa), sha);
+                        let pidx = self.port_index(super::mbuf::input_port(&m));
                         let p = &self.ports[pidx];
                         if p.addrs.contains(&IpAddr::V4(tpa))
                             && frame::make_arp_reply(PacketBuffer::data_mut(&mut m), p.mac)
@@ -723,7 +722,7 @@ impl PollLoop {
                 } => {
                     let d = PacketBuffer::data(&m);
                     if let Some((src, dst)) = frame::ip_addrs(d) {
-                        self.learn(src, src_mac);
+                        self.learn(src, frame::src_mac(d));
                         let (local, remote) = (SocketAddr::new(dst, dst_port), SocketAddr::new(src, src_port));
                         self.pass_to_control(local, remote, &d[payload_off..payload_end]);
                     }
@@ -754,11 +753,12 @@ impl PollLoop {
                         }
                     }
                     // Classified as IP, so the addresses are there.
-                    let Some((src, dst)) = frame::ip_addrs(PacketBuffer::data(&m)) else {
+                    let d = PacketBuffer::data(&m);
+                    let Some((src, dst)) = frame::ip_addrs(d) else {
                         LoopCounters::add(&self.counters.rx_unsupported, 1);
                         continue;
                     };
-                    self.learn(src, src_mac);
+                    self.learn(src, frame::src_mac(d));
                     let len = PacketBuffer::len(&m);
                     if PacketBuffer::trim_back(&mut m, len - payload_end).is_err()
                         || PacketBuffer::trim_front(&mut m, payload_off).is_err()
@@ -1018,6 +1018,7 @@ impl PollLoop {
     }
 
     /// Sends a decapsulated inner packet out of the first inside-facing port.
+    #[inline]
     fn send_inside(&mut self, m: Mbuf) {
         let p = self.inside_port;
         match frame::ip_dst(PacketBuffer::data(&m)) {
@@ -1028,6 +1029,7 @@ impl PollLoop {
 
     /// Adds the Ethernet header towards `next_hop` and queues `m` on port `p`
     /// (`m` is an IP packet of `next_hop`'s family).
+    #[inline]
     fn send_ip(&mut self, p: usize, next_hop: IpAddr, mut m: Mbuf) {
         let dst = self.neighbours.get(&next_hop).unwrap_or(self.ports[p].gateway);
         // The packet's family is the next hop's (outer header, or the inner

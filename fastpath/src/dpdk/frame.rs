@@ -60,6 +60,7 @@ pub enum FrameClass {
 
 /// Classifies a received Ethernet frame. `ours` tells whether an address is
 /// one of ours (IKE and UDP-encapsulated ESP are only taken when addressed to us).
+#[inline(always)]
 pub fn classify(frame: &[u8], ours: impl Fn(&IpAddr) -> bool) -> FrameClass {
     if frame.len() < ETH_HDR_LEN {
         return FrameClass::Other;
@@ -104,8 +105,19 @@ pub fn classify(frame: &[u8], ours: impl Fn(&IpAddr) -> bool) -> FrameClass {
             udp: false,
             src_port: 0,
         },
-        crate::ip::IPPROTO_UDP if ours(&dst) => {
+        crate::ip::IPPROTO_UDP => {
             let udp = &frame[l4_off..ip_end];
+            // Only IKE and NAT-T to one of our addresses are ours; other UDP
+            // (the protected networks' traffic) is cleartext for the policy.
+            // The port is checked first: it is cheaper than the address search.
+            if let Some(p) = udp.get(2..4)
+                && !matches!(u16::from_be_bytes([p[0], p[1]]), IKE_PORT | NAT_T_PORT)
+            {
+                return FrameClass::Ip { ip_end };
+            }
+            if !ours(&dst) {
+                return FrameClass::Ip { ip_end };
+            }
             if udp.len() < 8 {
                 return FrameClass::Other;
             }
@@ -213,6 +225,7 @@ pub fn ip_src(frame: &[u8]) -> Option<IpAddr> {
 }
 
 /// Source MAC of a frame (callers checked it is at least an Ethernet header).
+#[inline]
 pub fn src_mac(frame: &[u8]) -> [u8; 6] {
     let mut m = [0u8; 6];
     if frame.len() >= ETH_HDR_LEN {

@@ -22,31 +22,27 @@ pub struct Neighbours {
 /// A front-cache entry in integer form, so a hit costs two compares.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct FrontEntry {
-    /// The address as a [`Key`].
-    key: Key,
-    /// MAC in the low 48 bits, [`KNOWN`] when the table has one; [`EMPTY`]
-    /// for a slot not filled yet.
-    mac: u64,
+    /// The address's bits (an IPv4 address in the low 32).
+    addr: u128,
+    /// MAC in the low 48 bits, [`KNOWN`] when the table has one, [`V6`] for
+    /// an IPv6 address; [`EMPTY`] for a slot not filled yet.
+    tag: u64,
 }
-
-/// An address in integer form: the 128 bits and whether it is IPv6.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Key(u128, bool);
 
 /// Flag of a [`FrontEntry`] whose address has a MAC.
 const KNOWN: u64 = 1 << 48;
 /// Flag of an unused [`FrontEntry`].
 const EMPTY: u64 = 1 << 49;
-const UNUSED: FrontEntry = FrontEntry {
-    key: Key(0, false),
-    mac: EMPTY,
-};
+/// Flag of a [`FrontEntry`] of an IPv6 address.
+const V6: u64 = 1 << 50;
+const UNUSED: FrontEntry = FrontEntry { addr: 0, tag: EMPTY };
 
+/// An address in integer form: its bits and its family flag.
 #[inline]
-fn key(ip: &IpAddr) -> Key {
+fn key(ip: &IpAddr) -> (u128, u64) {
     match ip {
-        IpAddr::V4(a) => Key(u128::from(u32::from(*a)), false),
-        IpAddr::V6(a) => Key(u128::from(*a), true),
+        IpAddr::V4(a) => (u128::from(a.to_bits()), 0),
+        IpAddr::V6(a) => (a.to_bits(), V6),
     }
 }
 
@@ -90,12 +86,9 @@ impl Neighbours {
             return;
         }
         let s = Self::slot(&ip);
-        if self.front[s]
-            == (FrontEntry {
-                key: key(&ip),
-                mac: pack(mac),
-            })
-        {
+        let (addr, family) = key(&ip);
+        let e = self.front[s];
+        if e.addr == addr && e.tag == pack(mac) | family {
             return;
         }
         self.learn_slow(ip, mac, s);
@@ -111,9 +104,10 @@ impl Neighbours {
             }
             self.table.insert(ip, mac);
         }
+        let (addr, family) = key(&ip);
         self.front[s] = FrontEntry {
-            key: key(&ip),
-            mac: pack(mac),
+            addr,
+            tag: pack(mac) | family,
         };
     }
 
@@ -121,16 +115,16 @@ impl Neighbours {
     #[inline]
     pub fn get(&mut self, ip: &IpAddr) -> Option<[u8; 6]> {
         let s = Self::slot(ip);
-        let k = key(ip);
+        let (addr, family) = key(ip);
         let e = self.front[s];
-        if e.key == k && e.mac & EMPTY == 0 {
-            return unpack(e.mac);
+        if e.addr == addr && e.tag & (EMPTY | V6) == family {
+            return unpack(e.tag);
         }
         // Unknown next hops (sent to the gateway) are remembered too.
         let m = self.table.get(ip).copied();
         self.front[s] = FrontEntry {
-            key: k,
-            mac: m.map_or(0, pack),
+            addr,
+            tag: m.map_or(0, pack) | family,
         };
         m
     }

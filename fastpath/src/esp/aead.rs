@@ -474,7 +474,7 @@ impl EspCipher {
         }
     }
 
-    /// Alignment of `payload | padding | pad length | next header`.
+    /// Alignment of `payload | padding | pad length | next header` (a power of two).
     pub fn block_len(&self) -> usize {
         match self.engine {
             Engine::Aead { .. } => 4,
@@ -497,15 +497,23 @@ impl EspCipher {
         match &self.engine {
             Engine::Aead { key, salt } => {
                 let iv = seq.to_be_bytes();
-                esp[ESP_HEADER_LEN..ESP_HEADER_LEN + 8].copy_from_slice(&iv);
-                let (aad, aad_len) = make_aad(esp, seq, esn);
                 let (front, icv) = esp.split_at_mut(body_end);
+                let (hdr, body) = front.split_at_mut(ESP_HEADER_LEN + 8);
+                hdr[ESP_HEADER_LEN..].copy_from_slice(&iv);
                 let nonce = make_nonce(salt, &iv);
+                let esn_aad;
+                let aad: &[u8] = if esn {
+                    esn_aad = make_esn_aad(hdr, seq);
+                    &esn_aad
+                } else {
+                    // SPI | SEQ, as it stands in the packet.
+                    &hdr[..ESP_HEADER_LEN]
+                };
                 if let Some(a) = self.accel.get() {
-                    return a.seal(&nonce, &aad[..aad_len], &mut front[ESP_HEADER_LEN + 8..], icv);
+                    return a.seal(&nonce, aad, body, icv);
                 }
                 let mut tag = [0u8; TAG_LEN];
-                key.seal_in_place(&nonce, &aad[..aad_len], &mut front[ESP_HEADER_LEN + 8..], &mut tag)
+                key.seal_in_place(&nonce, aad, body, &mut tag)
                     .map_err(|_| EspError::Oversize("AEAD input too long"))?;
                 icv.copy_from_slice(&tag);
             }
@@ -539,17 +547,24 @@ impl EspCipher {
         let body_end = esp.len() - icv_len;
         match &self.engine {
             Engine::Aead { key, salt } => {
-                let mut iv = [0u8; 8];
-                iv.copy_from_slice(&esp[ESP_HEADER_LEN..ESP_HEADER_LEN + 8]);
-                let (aad, aad_len) = make_aad(esp, seq, esn);
-                let nonce = make_nonce(salt, &iv);
                 let (front, icv) = esp.split_at_mut(body_end);
+                let (hdr, body) = front.split_at_mut(ESP_HEADER_LEN + 8);
+                let mut iv = [0u8; 8];
+                iv.copy_from_slice(&hdr[ESP_HEADER_LEN..]);
+                let nonce = make_nonce(salt, &iv);
+                let esn_aad;
+                let aad: &[u8] = if esn {
+                    esn_aad = make_esn_aad(hdr, seq);
+                    &esn_aad
+                } else {
+                    &hdr[..ESP_HEADER_LEN]
+                };
                 if let Some(a) = self.accel.get() {
-                    return a.open(&nonce, &aad[..aad_len], &mut front[ESP_HEADER_LEN + 8..], icv);
+                    return a.open(&nonce, aad, body, icv);
                 }
                 let mut tag = [0u8; TAG_LEN];
                 tag.copy_from_slice(icv);
-                key.open_in_place(&nonce, &aad[..aad_len], &mut front[ESP_HEADER_LEN + 8..], &tag)
+                key.open_in_place(&nonce, aad, body, &tag)
                     .map_err(|_| EspError::IcvFailure)?;
             }
             Engine::Cbc(c) => {
@@ -592,6 +607,16 @@ fn make_aad(esp: &[u8], seq: u64, esn: bool) -> ([u8; 12], usize) {
         aad[4..8].copy_from_slice(&esp[4..8]);
         (aad, 8)
     }
+}
+
+/// AAD of RFC 4106 §5 with ESN: SPI | SEQ-high | SEQ-low (`hdr` starts at the SPI).
+#[inline]
+fn make_esn_aad(hdr: &[u8], seq: u64) -> [u8; 12] {
+    let mut aad = [0u8; 12];
+    aad[..4].copy_from_slice(&hdr[..4]);
+    aad[4..8].copy_from_slice(&((seq >> 32) as u32).to_be_bytes());
+    aad[8..].copy_from_slice(&hdr[4..8]);
+    aad
 }
 
 /// HMAC over `SPI | SEQ | IV | ciphertext`, plus the high sequence half with ESN (RFC 4303 §2.2.1).

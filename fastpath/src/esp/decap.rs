@@ -60,7 +60,8 @@ pub fn decap_check<B: PacketBuffer>(buf: &B, p: &DecapParams<'_>, window: &Repla
     if len < overhead + 4 {
         return Err(EspError::Malformed("shorter than ESP overhead and trailer"));
     }
-    if (len - overhead) % p.cipher.block_len() != 0 {
+    // Block lengths are powers of two (4 or 16): a mask, not a division.
+    if (len - overhead) & (p.cipher.block_len() - 1) != 0 {
         return Err(EspError::Malformed("ciphertext not aligned"));
     }
     window.check(seq_lo)
@@ -104,6 +105,7 @@ pub fn decap_finish<B: PacketBuffer>(
 }
 
 /// Checks the inner packet of tunnel mode and trims TFC padding after it.
+#[inline]
 fn check_inner<B: PacketBuffer>(buf: &mut B, next_header: u8) -> Result<(), EspError> {
     let pkt = buf.data();
     let ip_len = match (next_header, pkt.first().map(|b| b >> 4)) {

@@ -74,6 +74,7 @@ impl From<BufError> for EspError {
 }
 
 /// Reads the SPI and the low 32 bits of the sequence number of an ESP packet.
+#[inline]
 pub fn parse_header(esp: &[u8]) -> Result<(u32, u32), EspError> {
     match esp {
         [a, b, c, d, e, f, g, h, ..] => Ok((

@@ -17,21 +17,22 @@ pub const MAX_WINDOW: u32 = 65536;
 pub struct ReplayWindow {
     /// Highest accepted full (64-bit) sequence number; 0 before the first packet.
     top: u64,
-    /// Window size in bits, a multiple of 64.
-    size: u64,
+    /// Window size in bits minus one; the size is a power of two, so a
+    /// sequence number's slot is a mask away (no division per packet).
+    mask: u64,
     esn: bool,
-    /// Bit `seq % size` tells whether `seq` (within the window) was seen.
+    /// Bit `seq & mask` tells whether `seq` (within the window) was seen.
     bits: Box<[u64]>,
 }
 
 impl ReplayWindow {
-    /// A window of `size` packets (rounded up to a multiple of 64, clamped to
+    /// A window of `size` packets (rounded up to a power of two, clamped to
     /// 64..=[`MAX_WINDOW`]), with or without extended sequence numbers.
     pub fn new(size: u32, esn: bool) -> Self {
-        let size = size.clamp(64, MAX_WINDOW).div_ceil(64) * 64;
+        let size = size.clamp(64, MAX_WINDOW).next_power_of_two();
         Self {
             top: 0,
-            size: u64::from(size),
+            mask: u64::from(size) - 1,
             esn,
             bits: vec![0u64; size as usize / 64].into_boxed_slice(),
         }
@@ -45,7 +46,7 @@ impl ReplayWindow {
 
     /// Window size in packets.
     pub fn size(&self) -> u32 {
-        self.size as u32
+        (self.mask + 1) as u32
     }
 
     /// Highest accepted full sequence number.
@@ -55,6 +56,7 @@ impl ReplayWindow {
 
     /// Infers the full sequence number of a received `seq_lo` and checks it
     /// is neither left of the window nor already seen. Does not change state.
+    #[inline]
     pub fn check(&self, seq_lo: u32) -> Result<u64, EspError> {
         let seq = self.infer(seq_lo).ok_or(EspError::Replay)?;
         if seq == 0 {
@@ -63,7 +65,7 @@ impl ReplayWindow {
         if seq > self.top {
             return Ok(seq);
         }
-        if self.top - seq >= self.size {
+        if self.top - seq > self.mask {
             return Err(EspError::Replay);
         }
         if self.is_set(seq) {
@@ -74,19 +76,22 @@ impl ReplayWindow {
 
     /// Records an authenticated packet's full sequence number `seq` (from
     /// [`ReplayWindow::check`]), advancing the window if it is the new top.
+    #[inline]
     pub fn accept(&mut self, seq: u64) -> Result<(), EspError> {
         if seq == 0 {
             return Err(EspError::Replay);
         }
         if seq > self.top {
             let diff = seq - self.top;
-            if diff >= self.size {
+            if diff > self.mask {
                 self.bits.fill(0);
-            } else {
-                // Clear slots of the sequence numbers skipped over.
+            } else if diff > 1 {
+                // Clear slots of the sequence numbers skipped over (the
+                // next in order, the usual case, skips none; its own slot
+                // is set below whatever it held).
                 let mut s = self.top + 1;
                 while s < seq {
-                    let idx = (s % self.size) as usize;
+                    let idx = (s & self.mask) as usize;
                     if idx % 64 == 0 && seq - s >= 64 {
                         self.bits[idx / 64] = 0;
                         s += 64;
@@ -95,10 +100,9 @@ impl ReplayWindow {
                         s += 1;
                     }
                 }
-                self.clear(seq);
             }
             self.top = seq;
-        } else if self.top - seq >= self.size || self.is_set(seq) {
+        } else if self.top - seq > self.mask || self.is_set(seq) {
             return Err(EspError::Replay);
         }
         self.set(seq);
@@ -107,13 +111,14 @@ impl ReplayWindow {
 
     /// Full sequence number of `seq_lo` (Appendix A2.2), `None` if it would
     /// lie before sequence number 0.
+    #[inline]
     fn infer(&self, seq_lo: u32) -> Option<u64> {
         if !self.esn {
             return Some(u64::from(seq_lo));
         }
         let tl = self.top as u32;
         let th = (self.top >> 32) as u32;
-        let w = self.size as u32;
+        let w = self.size();
         let bottom = tl.wrapping_sub(w - 1);
         let sh = if tl >= w - 1 {
             // Window lies within one 2^32 subspace.
@@ -127,18 +132,21 @@ impl ReplayWindow {
         Some((u64::from(sh) << 32) | u64::from(seq_lo))
     }
 
+    #[inline]
     fn is_set(&self, seq: u64) -> bool {
-        let idx = (seq % self.size) as usize;
+        let idx = (seq & self.mask) as usize;
         self.bits[idx / 64] & (1 << (idx % 64)) != 0
     }
 
+    #[inline]
     fn set(&mut self, seq: u64) {
-        let idx = (seq % self.size) as usize;
+        let idx = (seq & self.mask) as usize;
         self.bits[idx / 64] |= 1 << (idx % 64);
     }
 
+    #[inline]
     fn clear(&mut self, seq: u64) {
-        let idx = (seq % self.size) as usize;
+        let idx = (seq & self.mask) as usize;
         self.bits[idx / 64] &= !(1 << (idx % 64));
     }
 }
@@ -157,6 +165,7 @@ mod tests {
     fn sizes_round_and_clamp() {
         assert_eq!(ReplayWindow::new(0, false).size(), 64);
         assert_eq!(ReplayWindow::new(100, false).size(), 128);
+        assert_eq!(ReplayWindow::new(3000, false).size(), 4096);
         assert_eq!(ReplayWindow::new(8192, false).size(), 8192);
         assert_eq!(ReplayWindow::new(u32::MAX, false).size(), MAX_WINDOW);
     }

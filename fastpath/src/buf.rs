@@ -61,10 +61,12 @@ pub trait PacketBuffer {
     fn trim_back(&mut self, n: usize) -> Result<(), BufError>;
 
     /// Packet length in bytes.
+    #[inline]
     fn len(&self) -> usize {
         self.data().len()
     }
     /// True when the packet holds no bytes.
+    #[inline]
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -111,12 +113,14 @@ impl PacketBuf {
     }
 
     /// Empties the packet and restores the configured headroom.
+    #[inline]
     pub fn reset(&mut self) {
         self.head = self.base_headroom;
         self.tail = self.base_headroom;
     }
 
     /// Replaces the packet by a copy of `bytes` placed after the configured headroom.
+    #[inline]
     pub fn set_data(&mut self, bytes: &[u8]) -> Result<(), BufError> {
         self.reset();
         self.append(bytes.len())?.copy_from_slice(bytes);
@@ -125,12 +129,14 @@ impl PacketBuf {
 
     /// Sets the packet length after the caller wrote `len` bytes at the
     /// configured headroom through [`PacketBuf::receive_area`].
+    #[inline]
     pub fn set_received_len(&mut self, len: usize) -> Result<(), BufError> {
         self.reset();
         self.append(len).map(|_| ())
     }
 
     /// The storage from the configured headroom to the end, for receiving into.
+    #[inline]
     pub fn receive_area(&mut self) -> &mut [u8] {
         &mut self.storage[self.base_headroom..]
     }
@@ -147,22 +153,27 @@ impl std::fmt::Debug for PacketBuf {
 }
 
 impl PacketBuffer for PacketBuf {
+    #[inline]
     fn data(&self) -> &[u8] {
         &self.storage[self.head..self.tail]
     }
 
+    #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         &mut self.storage[self.head..self.tail]
     }
 
+    #[inline]
     fn headroom(&self) -> usize {
         self.head
     }
 
+    #[inline]
     fn tailroom(&self) -> usize {
         self.storage.len() - self.tail
     }
 
+    #[inline]
     fn prepend(&mut self, n: usize) -> Result<&mut [u8], BufError> {
         if n > self.head {
             return Err(BufError::NoHeadroom {
@@ -174,6 +185,7 @@ impl PacketBuffer for PacketBuf {
         Ok(&mut self.storage[self.head..self.head + n])
     }
 
+    #[inline]
     fn append(&mut self, n: usize) -> Result<&mut [u8], BufError> {
         let have = self.tailroom();
         if n > have {
@@ -184,6 +196,7 @@ impl PacketBuffer for PacketBuf {
         Ok(&mut self.storage[start..self.tail])
     }
 
+    #[inline]
     fn trim_front(&mut self, n: usize) -> Result<(), BufError> {
         if n > self.len() {
             return Err(BufError::TooShort {
@@ -195,6 +208,7 @@ impl PacketBuffer for PacketBuf {
         Ok(())
     }
 
+    #[inline]
     fn trim_back(&mut self, n: usize) -> Result<(), BufError> {
         if n > self.len() {
             return Err(BufError::TooShort {

@@ -16,11 +16,16 @@
 //! cost of the table sizes alone), a random tunnel per packet among 1,000
 //! active ones, a random tunnel per packet among all (worst case), trains of
 //! back-to-back packets per flow with flows drawn uniformly, and the same with
-//! Zipf(1.0)-distributed flow popularity (realistic for a concentrator). Every
-//! case is repeated (`--reps`, default 5), interleaved with the single-SA and
-//! bare-AEAD cases; ratios are computed within a repetition and the median is
-//! reported, since the machine is shared and noisy; bursts during which the
-//! thread was preempted (over 8 times the median burst time) are left out.
+//! Zipf(1.0)-distributed flow popularity (realistic for a concentrator).
+//!
+//! The machine is shared and its speed drifts by tens of percent over
+//! seconds, so all the cases of one size (bare seal and open, single-SA
+//! encap and decap, every traffic model) run interleaved in turns of 10 ms
+//! until each has `--secs` of timed work: every ratio compares rates taken
+//! under the same conditions. That is repeated (`--reps`, default 5); ratios
+//! are computed within a repetition and the median is reported; bursts during
+//! which the thread was preempted (over 8 times the median burst time) are
+//! left out.
 
 use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use fastpath::buf::{PacketBuf, PacketBuffer};
@@ -29,6 +34,7 @@ use fastpath::ip;
 use fastpath::sad::{Direction, SaId, SaParams, Sad};
 use fastpath::spd::{Policy, PolicyAction, Spd, TrafficSelector};
 use fastpath::worker::{InboundKind, PacketMeta, Verdict, Worker};
+use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
@@ -82,19 +88,6 @@ impl Rate {
     }
 }
 
-/// Runs `burst` until `target` of timed work has accumulated (after a short
-/// warm-up). `burst` adds its timed part to the duration and returns
-/// (packets, bytes) processed.
-///
-/// The machine is shared: a burst during which this thread was preempted takes
-/// a scheduler time slice (milliseconds) instead of microseconds. Bursts
-/// longer than [`OUTLIER_FACTOR`] times the median burst are left out of the
-/// rate (cache interference from other tenants stays in).
-fn run(target: Duration, mut burst: impl FnMut(&mut Duration) -> (u64, u64)) -> Rate {
-    warm_up(target / 10, &mut burst);
-    measure(|timed| timed < target, burst)
-}
-
 /// Runs `burst` until `d` of timed work has accumulated (caches, branch
 /// predictors and the flow cache warm up; nothing is measured).
 fn warm_up(d: Duration, burst: &mut impl FnMut(&mut Duration) -> (u64, u64)) {
@@ -105,7 +98,7 @@ fn warm_up(d: Duration, burst: &mut impl FnMut(&mut Duration) -> (u64, u64)) {
 }
 
 /// Runs `burst` while `go_on(timed work so far)` holds and returns the rate
-/// over the timed work, preempted bursts left out (see [`run`]).
+/// over the timed work, preempted bursts left out (see [`rate_of`]).
 fn measure(mut go_on: impl FnMut(Duration) -> bool, mut burst: impl FnMut(&mut Duration) -> (u64, u64)) -> Rate {
     let mut samples: Vec<(Duration, u64, u64)> = Vec::with_capacity(1 << 16);
     let mut t = Duration::ZERO;
@@ -115,6 +108,16 @@ fn measure(mut go_on: impl FnMut(Duration) -> bool, mut burst: impl FnMut(&mut D
         t += d;
         samples.push((d, pp, bb));
     }
+    rate_of(samples)
+}
+
+/// The rate of timed bursts `(duration, packets, bytes)`.
+///
+/// The machine is shared: a burst during which this thread was preempted takes
+/// a scheduler time slice (milliseconds) instead of microseconds. Bursts
+/// longer than [`OUTLIER_FACTOR`] times the median burst are left out of the
+/// rate (cache interference from other tenants stays in).
+fn rate_of(samples: Vec<(Duration, u64, u64)>) -> Rate {
     if samples.is_empty() {
         return Rate::default();
     }
@@ -132,6 +135,69 @@ fn measure(mut go_on: impl FnMut(Duration) -> bool, mut burst: impl FnMut(&mut D
         pps: p as f64 / secs,
         bps: b as f64 / secs,
     }
+}
+
+/// Timed work each case of an [`interleave`]d group does per turn.
+const SLICE: Duration = Duration::from_millis(10);
+/// Untimed bursts at the start of each turn: the case's working set is back
+/// in the caches before timing resumes.
+const SLICE_WARM_BURSTS: usize = 8;
+
+/// One case of an interleaved group: a burst closure, which adds its timed
+/// part to the duration it is given and returns (packets, bytes) processed,
+/// and the samples of its timed bursts.
+struct Case<'a> {
+    burst: Box<dyn FnMut(&mut Duration) -> (u64, u64) + 'a>,
+    samples: Vec<(Duration, u64, u64)>,
+    timed: Duration,
+}
+
+impl<'a> Case<'a> {
+    fn new(burst: impl FnMut(&mut Duration) -> (u64, u64) + 'a) -> Self {
+        Self {
+            burst: Box::new(burst),
+            samples: Vec::with_capacity(1 << 16),
+            timed: Duration::ZERO,
+        }
+    }
+}
+
+/// Runs every case for `target` of timed work, in turns of [`SLICE`] each
+/// (round robin), and returns their rates in order.
+///
+/// The host's speed drifts by tens of percent over seconds (frequency, other
+/// tenants' use of the shared caches and memory): cases measured in
+/// consecutive windows of their own see different machines, while turns of
+/// milliseconds spread every phase over all the cases of the group, so
+/// ratios between them (worker vs bare AEAD, 100 k SAs vs one) hold still.
+fn interleave(cases: &mut [Case<'_>], target: Duration) -> Vec<Rate> {
+    for c in cases.iter_mut() {
+        warm_up(target / 10, &mut c.burst);
+    }
+    loop {
+        let mut left = false;
+        for c in cases.iter_mut().filter(|c| c.timed < target) {
+            left = true;
+            let mut untimed = Duration::ZERO;
+            for _ in 0..SLICE_WARM_BURSTS {
+                (c.burst)(&mut untimed);
+            }
+            let end = (c.timed + SLICE).min(target);
+            while c.timed < end {
+                let mut d = Duration::ZERO;
+                let (p, b) = (c.burst)(&mut d);
+                c.timed += d;
+                c.samples.push((d, p, b));
+            }
+        }
+        if !left {
+            break;
+        }
+    }
+    cases
+        .iter_mut()
+        .map(|c| rate_of(std::mem::take(&mut c.samples)))
+        .collect()
 }
 
 /// Bursts slower than this many times the median burst count as preempted.
@@ -467,14 +533,22 @@ impl BurstBufs {
     }
 }
 
-fn bench_encap(s: &mut Setup, src: &mut PacketSource, secs: Duration) -> Rate {
+/// Encapsulation bursts of `s`'s sender on packets from `src`.
+fn encap_case<'a>(s: &'a RefCell<Setup>, src: &'a RefCell<PacketSource>) -> Case<'a> {
     let mut io = BurstBufs::new();
-    run(secs, |timed| io.encap(&mut s.a, src, &s.dsts, timed))
+    Case::new(move |timed| {
+        let s = &mut *s.borrow_mut();
+        io.encap(&mut s.a, &mut src.borrow_mut(), &s.dsts, timed)
+    })
 }
 
-fn bench_decap(s: &mut Setup, src: &mut PacketSource, secs: Duration) -> Rate {
+/// Decapsulation bursts of `s`'s receiver on packets from `src`.
+fn decap_case<'a>(s: &'a RefCell<Setup>, src: &'a RefCell<PacketSource>) -> Case<'a> {
     let mut io = BurstBufs::new();
-    run(secs, |timed| io.decap((&mut s.a, &mut s.b), src, &s.dsts, timed))
+    Case::new(move |timed| {
+        let s = &mut *s.borrow_mut();
+        io.decap((&mut s.a, &mut s.b), &mut src.borrow_mut(), &s.dsts, timed)
+    })
 }
 
 /// Core scaling: `k` workers on `k` threads (thread w pinned to CPU w when
@@ -565,8 +639,8 @@ fn pin_to_cpu(cpu: usize) -> bool {
     set.set(target).is_ok() && sched_setaffinity(Pid::from_raw(0), &set).is_ok()
 }
 
-/// Bare aws-lc-rs AES-128-GCM seal (or open) with an 8-byte AAD, in place.
-fn bench_bare(size: Size, open: bool, secs: Duration) -> Rate {
+/// Bare aws-lc-rs AES-128-GCM seal (or open) bursts with an 8-byte AAD, in place.
+fn bare_case(size: Size, open: bool) -> Case<'static> {
     let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &[0x11; 16]).expect("key"));
     let mut bufs: Vec<Vec<u8>> = (0..BURST).map(|i| vec![0x5a; size.of(i) + 16]).collect();
     // For open: seal each buffer once under a fixed nonce, then open it repeatedly
@@ -574,7 +648,7 @@ fn bench_bare(size: Size, open: bool, secs: Duration) -> Rate {
     let nonce = || Nonce::assume_unique_for_key([7u8; 12]);
     let aad = [0u8; 8];
     let mut seq = 0u64;
-    run(secs, |timed| {
+    Case::new(move |timed| {
         let mut bytes = 0u64;
         if open {
             for b in bufs.iter_mut() {
@@ -754,11 +828,11 @@ fn main() {
         None => all_sizes.to_vec(),
     };
 
-    let mut single = setup(1);
+    let single = RefCell::new(setup(1));
     let mut many = None;
     if !no_scale {
         let t = Instant::now();
-        many = Some(setup(scale_sas));
+        many = Some(RefCell::new(setup(scale_sas)));
         if !json {
             eprintln!("installed {scale_sas} SA pairs and policies in {:.2?}", t.elapsed());
         }
@@ -767,8 +841,11 @@ fn main() {
     let mut scale_rows = vec![vec![ScaleRow::default(); sizes.len()]; models.len()];
     let mut core_rows = vec![CoreRow::default(); if cores >= 2 { sizes.len() } else { 0 }];
     // Packet sources live across repetitions so each repetition sees new packets.
-    let mut single_src: Vec<PacketSource> = sizes.iter().map(|s| PacketSource::new(*s, vec![0])).collect();
-    let mut scale_src: Vec<Vec<PacketSource>> = models
+    let single_src: Vec<RefCell<PacketSource>> = sizes
+        .iter()
+        .map(|s| RefCell::new(PacketSource::new(*s, vec![0])))
+        .collect();
+    let scale_src: Vec<Vec<RefCell<PacketSource>>> = models
         .iter()
         .enumerate()
         .map(|(mi, m)| {
@@ -777,7 +854,7 @@ fn main() {
                 .enumerate()
                 .map(|(si, s)| {
                     let seed = 0x9e37_79b9_7f4a_7c15u64 ^ ((mi * 16 + si) as u64).wrapping_mul(0x1000_0001);
-                    PacketSource::new(*s, tunnel_sequence(*m, scale_sas as usize, seed))
+                    RefCell::new(PacketSource::new(*s, tunnel_sequence(*m, scale_sas as usize, seed)))
                 })
                 .collect()
         })
@@ -787,23 +864,33 @@ fn main() {
             eprintln!("repetition {}/{reps}", rep + 1);
         }
         for (si, size) in sizes.iter().enumerate() {
-            // Interleaved so each ratio compares runs a few seconds apart.
-            let seal = bench_bare(*size, false, secs);
-            let open = bench_bare(*size, true, secs);
-            let enc = bench_encap(&mut single, &mut single_src[si], secs);
-            let dec = bench_decap(&mut single, &mut single_src[si], secs);
+            // All cases of a size interleaved in turns of milliseconds, so
+            // each ratio compares rates measured under the same conditions:
+            // bare seal, bare open, encap, decap, then encap and decap of
+            // each traffic model over the many SAs.
+            let mut cases = vec![
+                bare_case(*size, false),
+                bare_case(*size, true),
+                encap_case(&single, &single_src[si]),
+                decap_case(&single, &single_src[si]),
+            ];
+            if let Some(many) = many.as_ref() {
+                for srcs in &scale_src {
+                    cases.push(encap_case(many, &srcs[si]));
+                    cases.push(decap_case(many, &srcs[si]));
+                }
+            }
+            let rates = interleave(&mut cases, secs);
+            drop(cases);
+            let (seal, open, enc, dec) = (rates[0], rates[1], rates[2], rates[3]);
             let row = &mut rows[si];
             row.seal.push(seal, seal);
             row.open.push(open, open);
             row.encap.push(enc, seal);
             row.decap.push(dec, open);
-            if let Some(many) = many.as_mut() {
-                for (mi, srcs) in scale_src.iter_mut().enumerate() {
-                    let e = bench_encap(many, &mut srcs[si], secs);
-                    let d = bench_decap(many, &mut srcs[si], secs);
-                    scale_rows[mi][si].encap.push(e, enc);
-                    scale_rows[mi][si].decap.push(d, dec);
-                }
+            for (mi, pair) in rates[4..].chunks(2).enumerate() {
+                scale_rows[mi][si].encap.push(pair[0], enc);
+                scale_rows[mi][si].decap.push(pair[1], dec);
             }
             if let Some(row) = core_rows.get_mut(si) {
                 for decap in [false, true] {

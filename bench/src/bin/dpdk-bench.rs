@@ -100,8 +100,8 @@ struct Options {
 fn parse_args() -> Result<Options, String> {
     let mut o = Options {
         json: false,
-        secs: 0.5,
-        reps: 5,
+        secs: 0.3,
+        reps: 9,
         inflight: 512,
         burst: 32,
         sizes: SIZES.to_vec(),

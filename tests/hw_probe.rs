@@ -29,7 +29,8 @@ fn hw_probe_reports_devices_and_the_fitting_profile() {
         assert!(text.contains("crypto_aesni_gcm0 driver=crypto_aesni_gcm"), "{text}");
         assert!(text.contains("inline ipsec: none (software fallback)"), "{text}");
         assert!(text.contains("profile mlx5-inline: no"), "{text}");
-        assert!(text.contains("recommended profile: dpdk-aesni"), "{text}");
+        assert!(text.contains("profile dpdk-aesni: fits"), "{text}");
+        assert!(text.contains("recommended profile: dpdk-ipsec-mb"), "{text}");
     } else {
         assert!(text.contains("built without DPDK"), "{text}");
     }

@@ -143,11 +143,14 @@ const SLICE: Duration = Duration::from_millis(10);
 /// in the caches before timing resumes.
 const SLICE_WARM_BURSTS: usize = 8;
 
-/// One case of an interleaved group: a burst closure, which adds its timed
-/// part to the duration it is given and returns (packets, bytes) processed,
-/// and the samples of its timed bursts.
+/// One burst of a case: adds its timed part to the duration it is given and
+/// returns (packets, bytes) processed.
+type Burst<'a> = Box<dyn FnMut(&mut Duration) -> (u64, u64) + 'a>;
+
+/// One case of an interleaved group: its [`Burst`] and the samples of its
+/// timed bursts.
 struct Case<'a> {
-    burst: Box<dyn FnMut(&mut Duration) -> (u64, u64) + 'a>,
+    burst: Burst<'a>,
     samples: Vec<(Duration, u64, u64)>,
     timed: Duration,
 }

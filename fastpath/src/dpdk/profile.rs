@@ -432,6 +432,7 @@ mod tests {
         for want in [
             "software",
             "dpdk-cpu",
+            "dpdk-ipsec-mb",
             "dpdk-aesni",
             "qat-lookaside",
             "mlx5-inline",

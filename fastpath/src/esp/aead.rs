@@ -497,18 +497,11 @@ impl EspCipher {
         match &self.engine {
             Engine::Aead { key, salt } => {
                 let iv = seq.to_be_bytes();
-                let (front, icv) = esp.split_at_mut(body_end);
-                let (hdr, body) = front.split_at_mut(ESP_HEADER_LEN + 8);
+                let (hdr, body, icv) = split_aead(esp, body_end);
                 hdr[ESP_HEADER_LEN..].copy_from_slice(&iv);
                 let nonce = make_nonce(salt, &iv);
-                let esn_aad;
-                let aad: &[u8] = if esn {
-                    esn_aad = make_esn_aad(hdr, seq);
-                    &esn_aad
-                } else {
-                    // SPI | SEQ, as it stands in the packet.
-                    &hdr[..ESP_HEADER_LEN]
-                };
+                let mut esn_buf = [0u8; 12];
+                let aad = aad_of(hdr, seq, esn, &mut esn_buf);
                 if let Some(a) = self.accel.get() {
                     return a.seal(&nonce, aad, body, icv);
                 }
@@ -547,18 +540,12 @@ impl EspCipher {
         let body_end = esp.len() - icv_len;
         match &self.engine {
             Engine::Aead { key, salt } => {
-                let (front, icv) = esp.split_at_mut(body_end);
-                let (hdr, body) = front.split_at_mut(ESP_HEADER_LEN + 8);
+                let (hdr, body, icv) = split_aead(esp, body_end);
                 let mut iv = [0u8; 8];
                 iv.copy_from_slice(&hdr[ESP_HEADER_LEN..]);
                 let nonce = make_nonce(salt, &iv);
-                let esn_aad;
-                let aad: &[u8] = if esn {
-                    esn_aad = make_esn_aad(hdr, seq);
-                    &esn_aad
-                } else {
-                    &hdr[..ESP_HEADER_LEN]
-                };
+                let mut esn_buf = [0u8; 12];
+                let aad = aad_of(hdr, seq, esn, &mut esn_buf);
                 if let Some(a) = self.accel.get() {
                     return a.open(&nonce, aad, body, icv);
                 }
@@ -595,28 +582,36 @@ fn make_nonce(salt: &[u8; 4], iv: &[u8; 8]) -> [u8; NONCE_LEN] {
     n
 }
 
-/// AAD of RFC 4106 §5: SPI | SEQ, or SPI | SEQ-high | SEQ-low with ESN.
+/// [`aad_of`] as an owned array and its length (for batch jobs).
 fn make_aad(esp: &[u8], seq: u64, esn: bool) -> ([u8; 12], usize) {
+    let mut esn_buf = [0u8; 12];
+    let a = aad_of(esp, seq, esn, &mut esn_buf);
     let mut aad = [0u8; 12];
-    aad[..4].copy_from_slice(&esp[..4]);
-    if esn {
-        aad[4..8].copy_from_slice(&((seq >> 32) as u32).to_be_bytes());
-        aad[8..].copy_from_slice(&esp[4..8]);
-        (aad, 12)
-    } else {
-        aad[4..8].copy_from_slice(&esp[4..8]);
-        (aad, 8)
-    }
+    aad[..a.len()].copy_from_slice(a);
+    (aad, a.len())
 }
 
-/// AAD of RFC 4106 §5 with ESN: SPI | SEQ-high | SEQ-low (`hdr` starts at the SPI).
+/// An AEAD ESP packet of `len - 16 == body_end` split into its header
+/// (SPI | SEQ | IV), payload and ICV (the caller checked the length).
 #[inline]
-fn make_esn_aad(hdr: &[u8], seq: u64) -> [u8; 12] {
-    let mut aad = [0u8; 12];
-    aad[..4].copy_from_slice(&hdr[..4]);
-    aad[4..8].copy_from_slice(&((seq >> 32) as u32).to_be_bytes());
-    aad[8..].copy_from_slice(&hdr[4..8]);
-    aad
+fn split_aead(esp: &mut [u8], body_end: usize) -> (&mut [u8], &mut [u8], &mut [u8]) {
+    let (front, icv) = esp.split_at_mut(body_end);
+    let (hdr, body) = front.split_at_mut(ESP_HEADER_LEN + 8);
+    (hdr, body, icv)
+}
+
+/// AAD of RFC 4106 §5 for the ESP header `hdr` (starting at the SPI): SPI |
+/// SEQ as it stands in the packet, or with ESN SPI | SEQ-high | SEQ-low,
+/// built in `esn_buf`.
+#[inline]
+fn aad_of<'a>(hdr: &'a [u8], seq: u64, esn: bool, esn_buf: &'a mut [u8; 12]) -> &'a [u8] {
+    if !esn {
+        return &hdr[..ESP_HEADER_LEN];
+    }
+    esn_buf[..4].copy_from_slice(&hdr[..4]);
+    esn_buf[4..8].copy_from_slice(&((seq >> 32) as u32).to_be_bytes());
+    esn_buf[8..].copy_from_slice(&hdr[4..8]);
+    esn_buf
 }
 
 /// HMAC over `SPI | SEQ | IV | ciphertext`, plus the high sequence half with ESN (RFC 4303 §2.2.1).

@@ -203,6 +203,9 @@ fn interleave(cases: &mut [Case<'_>], target: Duration) -> Vec<Rate> {
         .collect()
 }
 
+/// Alternating windows of one and of N workers per core-scaling repetition.
+const SCALING_TURNS: usize = 6;
+
 /// Bursts slower than this many times the median burst count as preempted.
 const OUTLIER_FACTOR: u32 = 8;
 
@@ -897,8 +900,19 @@ fn main() {
             }
             if let Some(row) = core_rows.get_mut(si) {
                 for decap in [false, true] {
-                    let (one, one_wall) = bench_cores(1, *size, decap, secs);
-                    let (all, all_wall) = bench_cores(cores, *size, decap, secs);
+                    // One worker and N workers alternate in short windows, so
+                    // both see the same host conditions.
+                    let window = secs / SCALING_TURNS as u32;
+                    let mut sums = [Rate::default(); 4];
+                    for _ in 0..SCALING_TURNS {
+                        let (one, one_wall) = bench_cores(1, *size, decap, window);
+                        let (all, all_wall) = bench_cores(cores, *size, decap, window);
+                        for (sum, r) in sums.iter_mut().zip([one, one_wall, all, all_wall]) {
+                            sum.pps += r.pps / SCALING_TURNS as f64;
+                            sum.bps += r.bps / SCALING_TURNS as f64;
+                        }
+                    }
+                    let [one, one_wall, all, all_wall] = sums;
                     let (o, a, w) = if decap {
                         (&mut row.decap_one, &mut row.decap, &mut row.decap_wall)
                     } else {

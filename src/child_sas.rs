@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use control::config::IpsecMode;
 use control::crypto::{EncrAlg, IntegAlg as IkeInteg};
@@ -39,8 +39,7 @@ pub enum LifetimeRequest {
 /// Receives lifetime requests: (IKE SPIs, child inbound SPI, request).
 pub type LifetimeSink = Arc<dyn Fn((u64, u64), u32, LifetimeRequest) + Send + Sync>;
 
-/// Byte and packet lifetimes of a child template (0 = none), keyed by (connection, child).
-pub type ByteLifetimes = HashMap<(String, String), (u64, u64)>;
+pub use ironsa::config_file::{ChildDataSettings, ChildSettings};
 
 /// Inbound SPIs unique on this gateway.
 #[derive(Default)]
@@ -149,7 +148,8 @@ pub struct ChildSas {
     spd: Arc<Spd>,
     spis: Arc<UniqueSpis>,
     children: Arc<Mutex<Children>>,
-    byte_lifetimes: ByteLifetimes,
+    /// Replaced on reload; read once per SA installed.
+    settings: RwLock<ChildSettings>,
     keylog: Option<Mutex<std::fs::File>>,
     lifetime_sink: Arc<OnceLock<LifetimeSink>>,
 }
@@ -184,7 +184,7 @@ fn hex(b: &[u8]) -> String {
 impl ChildSas {
     /// An empty SAD (for `workers` pinned workers) and SPD; a thread routes
     /// the SAD's lifetime events to the sink set by [`ChildSas::set_lifetime_sink`].
-    pub fn new(workers: usize, byte_lifetimes: ByteLifetimes, keylog: Option<&Path>) -> io::Result<Self> {
+    pub fn new(workers: usize, settings: ChildSettings, keylog: Option<&Path>) -> io::Result<Self> {
         let keylog = match keylog {
             None => None,
             Some(p) => {
@@ -220,10 +220,27 @@ impl ChildSas {
             spd: Arc::new(Spd::new()),
             spis: Arc::new(UniqueSpis::default()),
             children,
-            byte_lifetimes,
+            settings: RwLock::new(settings),
             keylog,
             lifetime_sink,
         })
+    }
+
+    /// The data-plane settings of child `child` of connection `connection`.
+    fn settings_of(&self, connection: &str, child: &str) -> ChildDataSettings {
+        let settings = self.settings.read().unwrap_or_else(|e| e.into_inner());
+        // Found without building an owned key: this runs for every CHILD_SA installed.
+        settings
+            .iter()
+            .find(|((conn, ch), _)| conn == connection && ch == child)
+            .map(|(_, s)| *s)
+            .unwrap_or_default()
+    }
+
+    /// Replaces the child templates' data-plane settings (on reload): SAs
+    /// installed from now on, rekeys included, get the new ones.
+    pub fn set_settings(&self, settings: ChildSettings) {
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
     }
 
     /// The SAD.
@@ -269,12 +286,9 @@ impl ChildSas {
             });
         }
         p.esn = c.esn;
-        // Found without building an owned key: this runs for every CHILD_SA installed.
-        let lifetimes = self
-            .byte_lifetimes
-            .iter()
-            .find(|((conn, child), _)| *conn == c.connection && *child == c.name);
-        if let Some((_, &(bytes, packets))) = lifetimes {
+        let settings = self.settings_of(&c.connection, &c.name);
+        let (bytes, packets) = (settings.rekey_bytes, settings.rekey_packets);
+        if bytes > 0 || packets > 0 {
             p.lifetime = fastpath::sad::Lifetime {
                 soft_bytes: bytes,
                 hard_bytes: bytes.saturating_add(bytes / 10),
@@ -282,6 +296,7 @@ impl ChildSas {
                 hard_packets: packets.saturating_add(packets / 10),
             };
         }
+        p.replay_window = settings.replay_window;
         // Only inbound SAs check traffic selectors (the SPD steers outbound traffic).
         if direction == Direction::Inbound {
             p.local_ts = c.local_ts.iter().filter_map(selector).collect();
@@ -425,5 +440,76 @@ impl ChildSas {
             let _ = f.write_all(line(c.local.ip(), c.remote.ip(), c.spi_out, &c.outbound).as_bytes());
             let _ = f.flush();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use control::ike_sa::DirectionKeys;
+    use zeroize::Zeroizing;
+
+    fn child(connection: &str, name: &str, spi_in: u32) -> ChildSaInstall {
+        let keys = || DirectionKeys {
+            encr: Zeroizing::new(vec![7u8; 36]),
+            integ: Zeroizing::new(Vec::new()),
+        };
+        ChildSaInstall {
+            ike_spis: (1, 2),
+            connection: connection.into(),
+            name: name.into(),
+            spi_in,
+            spi_out: spi_in + 1,
+            encr: EncrAlg::AesGcm16 { key_bits: 256 },
+            integ: None,
+            pfs: None,
+            esn: false,
+            mode: IpsecMode::Tunnel,
+            local_ts: Vec::new(),
+            remote_ts: Vec::new(),
+            local: "192.0.2.1:4500".parse().unwrap(),
+            remote: "192.0.2.2:4500".parse().unwrap(),
+            udp_encap: false,
+            inbound: keys(),
+            outbound: keys(),
+            rekey_of: None,
+        }
+    }
+
+    fn window_of(children: &ChildSas, spi_in: u32) -> u32 {
+        let sa = children.sad().inbound(spi_in, None).expect("inbound SA installed");
+        sa.replay.lock().unwrap().size()
+    }
+
+    /// A child template's replay window and lifetimes reach its SAs; new
+    /// settings (reload) apply to the SAs installed after them.
+    #[test]
+    fn child_settings_reach_the_sas_and_follow_reloads() {
+        let key = ("gw".to_string(), "lan".to_string());
+        let settings = |window: u32| {
+            ChildSettings::from([(
+                key.clone(),
+                ChildDataSettings {
+                    rekey_bytes: 0,
+                    rekey_packets: 1000,
+                    replay_window: window,
+                },
+            )])
+        };
+        let children = ChildSas::new(1, settings(8192), None).unwrap();
+        let store: &dyn SaStore = &**children.sad();
+        assert!(children.install(&child("gw", "lan", 0x100), store).is_some());
+        assert_eq!(window_of(&children, 0x100), 8192);
+        let sa = children.sad().inbound(0x100, None).unwrap();
+        assert_eq!(sa.hard_budget().0, 1100, "soft 1000 packets, hard 10 % later");
+        // Another child of the connection: the defaults.
+        assert!(children.install(&child("gw", "other", 0x200), store).is_some());
+        assert_eq!(window_of(&children, 0x200), fastpath::esp::replay::DEFAULT_WINDOW);
+        assert_eq!(children.sad().inbound(0x200, None).unwrap().hard_budget().0, u64::MAX);
+        // Reload: a window of 3000 (rounded up to 4096) for what comes next.
+        children.set_settings(settings(3000));
+        assert!(children.install(&child("gw", "lan", 0x300), store).is_some());
+        assert_eq!(window_of(&children, 0x300), 4096);
+        assert_eq!(window_of(&children, 0x100), 8192, "installed SAs keep theirs");
     }
 }

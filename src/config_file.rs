@@ -136,7 +136,35 @@ struct RawChild {
     rekey: Option<Spanned<toml::Value>>,
     rekey_bytes: Option<u64>,
     rekey_packets: Option<u64>,
+    replay_window: Option<Spanned<i64>>,
 }
+
+/// What the data plane applies to a child template's SAs that IKE does not
+/// negotiate (`[[connection.child]]`: `rekey_bytes`, `rekey_packets`,
+/// `replay_window`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChildDataSettings {
+    /// Soft byte lifetime (0 = none); the hard one is 10 % later.
+    pub rekey_bytes: u64,
+    /// Soft packet lifetime (0 = none); the hard one is 10 % later.
+    pub rekey_packets: u64,
+    /// Anti-replay window of the inbound SA, in packets.
+    pub replay_window: u32,
+}
+
+impl Default for ChildDataSettings {
+    fn default() -> Self {
+        Self {
+            rekey_bytes: 0,
+            rekey_packets: 0,
+            replay_window: fastpath::esp::replay::DEFAULT_WINDOW,
+        }
+    }
+}
+
+/// [`ChildDataSettings`] of the child templates that differ from the
+/// defaults, keyed by (connection, child).
+pub type ChildSettings = std::collections::HashMap<(String, String), ChildDataSettings>;
 
 /// What to do with a connection at start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,8 +233,9 @@ pub struct DaemonConfig {
     pub fastpath_workers: usize,
     /// Route remote selectors into the TUN device.
     pub install_routes: bool,
-    /// Soft byte/packet lifetimes per (connection, child), for the data plane.
-    pub byte_lifetimes: std::collections::HashMap<(String, String), (u64, u64)>,
+    /// Byte/packet lifetimes and replay windows per (connection, child), for
+    /// the data plane (children with the defaults are left out).
+    pub child_settings: ChildSettings,
     /// Connections.
     pub connections: Vec<Connection>,
     /// Risky but valid settings.
@@ -215,6 +244,20 @@ pub struct DaemonConfig {
 
 /// Upper bound of `daemon.expected_tunnels` (≈ 80 GiB of pre-faulted memory).
 pub const MAX_EXPECTED_TUNNELS: usize = 10_000_000;
+
+/// The key assigned on the line holding byte `offset` of `text`
+/// (`key = value`), if that line is an assignment.
+fn key_on_line(text: &str, offset: usize) -> Option<String> {
+    let start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    (!key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"')))
+    .then(|| key.trim_matches('"').to_string())
+}
 
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
@@ -333,10 +376,13 @@ impl DaemonConfig {
         let raw: RawFile = toml::from_str(text).map_err(|e| {
             let offset = e.span().map(|s| s.start).unwrap_or(0);
             let msg = e.message().to_string();
+            // The key: named in the message, or else the one assigned on the
+            // line of the error (a value of the wrong type).
             let key = msg
                 .split('`')
                 .nth(1)
                 .map(str::to_string)
+                .or_else(|| key_on_line(text, offset))
                 .unwrap_or_else(|| "(syntax)".to_string());
             err(offset, &key, msg)
         })?;
@@ -397,7 +443,7 @@ impl DaemonConfig {
             },
         };
         let mut connections = Vec::new();
-        let mut byte_lifetimes = std::collections::HashMap::new();
+        let mut child_settings = ChildSettings::new();
         let mut names = std::collections::HashSet::new();
         for c in &raw.connection {
             let at = c.span().start;
@@ -576,9 +622,29 @@ impl DaemonConfig {
                         parse_duration(r.get_ref()).map_err(|m| err(r.span().start, &ckey("rekey"), m))?,
                     ),
                 };
-                let (b, p) = (ch.rekey_bytes.unwrap_or(0), ch.rekey_packets.unwrap_or(0));
-                if b > 0 || p > 0 {
-                    byte_lifetimes.insert((name.clone(), cname.clone()), (b, p));
+                let mut data = ChildDataSettings {
+                    rekey_bytes: ch.rekey_bytes.unwrap_or(0),
+                    rekey_packets: ch.rekey_packets.unwrap_or(0),
+                    ..Default::default()
+                };
+                if let Some(w) = &ch.replay_window {
+                    let range = 64..=i64::from(fastpath::esp::replay::MAX_WINDOW);
+                    if !range.contains(w.get_ref()) {
+                        return Err(err(
+                            w.span().start,
+                            &ckey("replay_window"),
+                            format!(
+                                "{} packets: the anti-replay window takes 64 to {} packets (it cannot be turned off)",
+                                w.get_ref(),
+                                range.end()
+                            ),
+                        ));
+                    }
+                    // In range, so it fits; the data plane rounds it up to a power of two.
+                    data.replay_window = u32::try_from(*w.get_ref()).unwrap_or(fastpath::esp::replay::DEFAULT_WINDOW);
+                }
+                if data != ChildDataSettings::default() {
+                    child_settings.insert((name.clone(), cname.clone()), data);
                 }
                 let esp_at = ch.esp_proposals.span().start;
                 let esp_proposals = control::proposal::parse_esp_proposals(ch.esp_proposals.get_ref())
@@ -739,7 +805,7 @@ impl DaemonConfig {
             tun_name: raw.fastpath.tun_name.unwrap_or_else(|| "ironsa0".into()),
             fastpath_workers: raw.fastpath.workers.unwrap_or(1).max(1),
             install_routes: raw.fastpath.install_routes.unwrap_or(true),
-            byte_lifetimes,
+            child_settings,
             connections,
             warnings,
         })
@@ -813,6 +879,45 @@ esp_proposals = "aes256gcm16"
             Err(ConfigError::Invalid { line, key, message, .. }) => (line, key, message),
             other => panic!("expected an error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn child_data_plane_settings_and_their_bounds() {
+        // Defaults: nothing recorded for the child.
+        let c = DaemonConfig::parse(Path::new("t.toml"), GOOD).unwrap();
+        assert!(c.child_settings.is_empty());
+        let with = |extra: &str| {
+            GOOD.replace(
+                "esp_proposals = \"aes256gcm16\"\n",
+                &format!("esp_proposals = \"aes256gcm16\"\n{extra}\n"),
+            )
+        };
+        let c = DaemonConfig::parse(Path::new("t.toml"), &with("replay_window = 8192\nrekey_packets = 1000")).unwrap();
+        assert_eq!(
+            c.child_settings.get(&("rw".to_string(), "net".to_string())),
+            Some(&ChildDataSettings {
+                rekey_bytes: 0,
+                rekey_packets: 1000,
+                replay_window: 8192,
+            })
+        );
+        for (value, shown) in [
+            ("0", "0 packets"),
+            ("63", "63 packets"),
+            ("65537", "65537 packets"),
+            ("-5", "-5 packets"),
+        ] {
+            let (line, key, message) = bad(&with(&format!("replay_window = {value}")));
+            assert_eq!(
+                (line, key.as_str()),
+                (27, "connection.rw.child.net.replay_window"),
+                "{value}"
+            );
+            assert!(message.contains(shown) && message.contains("64 to 65536"), "{message}");
+        }
+        // A value of the wrong type: the line and the key it assigns.
+        let (line, key, message) = bad(&with("replay_window = \"big\""));
+        assert_eq!((line, key.as_str()), (27, "replay_window"), "{message}");
     }
 
     #[test]

@@ -274,6 +274,7 @@ impl Daemon {
         }
         let conns: Vec<_> = new.connections.iter().map(|c| c.config.clone()).collect();
         let n = conns.len();
+        self.dataplane.set_child_settings(new.child_settings.clone());
         for s in self.shards.iter() {
             s.send(ShardMsg::Reload(conns.clone()));
         }

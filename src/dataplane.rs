@@ -28,6 +28,9 @@ pub trait DataPlane: Send + Sync {
     fn install(&self, child: &ChildSaInstall);
     /// Removes a CHILD_SA.
     fn remove(&self, spi_in: u32, spi_out: u32);
+    /// New data-plane settings of the child templates (reload): for the SAs
+    /// installed from now on.
+    fn set_child_settings(&self, _settings: crate::child_sas::ChildSettings) {}
     /// An ESP-in-UDP packet that arrived on a control-plane NAT-T socket.
     fn esp_received(&self, local: SocketAddr, remote: SocketAddr, packet: &[u8]);
     /// Every IKE event, for logging or key export.

@@ -38,7 +38,7 @@ use fastpath::stats::{CountersSnapshot, DropReason};
 use serde_json::{Map, Value, json};
 use tracing::{debug, info, warn};
 
-use crate::child_sas::{ByteLifetimes, ChildSas, IkeSink, LifetimeSink, SaStore};
+use crate::child_sas::{ChildSas, ChildSettings, IkeSink, LifetimeSink, SaStore};
 use crate::dataplane::{ChildCounters, DataPlane};
 
 /// Empty polls in a row before an idle loop starts sleeping.
@@ -109,12 +109,12 @@ impl DpdkDataPlane {
     /// crypto device (once per process); threads start with [`DpdkDataPlane::run`].
     pub fn open(
         profile: &HwProfile,
-        byte_lifetimes: ByteLifetimes,
+        child_settings: ChildSettings,
         keylog: Option<&Path>,
     ) -> Result<Self, DpdkPlaneError> {
         let available = cpus::current_thread_cpus().map_err(CpuError::Io)?;
         cpus::check_available(&profile.name, &profile.cpus, &available)?;
-        let children = ChildSas::new(usize::from(profile.queues), byte_lifetimes, keylog)?;
+        let children = ChildSas::new(usize::from(profile.queues), child_settings, keylog)?;
         let name = || profile.name.clone();
         // EAL pins the thread that initialises it to the main lcore, and threads
         // inherit that: a helper thread takes the pin, so the shards and poll
@@ -330,6 +330,10 @@ fn stats_json(c: &DpdkCounters) -> Value {
 }
 
 impl DataPlane for DpdkDataPlane {
+    fn set_child_settings(&self, settings: ChildSettings) {
+        self.children.set_settings(settings);
+    }
+
     fn install(&self, child: &ChildSaInstall) {
         self.children.install(child, &self.backend);
     }

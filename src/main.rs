@@ -239,7 +239,7 @@ fn open_dataplane(cfg: &config_file::DaemonConfig) -> Result<Plane, String> {
                 nat_port: cfg.nat_port,
                 install_routes: cfg.install_routes,
                 keylog: cfg.keylog.clone(),
-                byte_lifetimes: cfg.byte_lifetimes.clone(),
+                child_settings: cfg.child_settings.clone(),
                 workers: cfg.fastpath_workers,
             };
             software::SoftwareDataPlane::open(&sw)
@@ -248,7 +248,7 @@ fn open_dataplane(cfg: &config_file::DaemonConfig) -> Result<Plane, String> {
         }
         #[cfg(feature = "dpdk")]
         config_file::FastpathBackend::Dpdk(profile) => {
-            dpdk_plane::DpdkDataPlane::open(profile, cfg.byte_lifetimes.clone(), cfg.keylog.as_deref())
+            dpdk_plane::DpdkDataPlane::open(profile, cfg.child_settings.clone(), cfg.keylog.as_deref())
                 .map(|dp| Plane::Dpdk(Arc::new(dp)))
                 .map_err(|e| format!("cannot start the DPDK fastpath: {e}"))
         }

@@ -30,7 +30,7 @@ use fastpath::stats::DropReason;
 use fastpath::worker::{InboundKind, PacketMeta, Verdict, Worker, WorkerCounters};
 use tracing::{debug, info, warn};
 
-use crate::child_sas::{ByteLifetimes, ChildSas, IkeSink, Installed, LifetimeSink};
+use crate::child_sas::{ChildSas, ChildSettings, IkeSink, Installed, LifetimeSink};
 use crate::dataplane::{ChildCounters, DataPlane};
 
 const BATCH: usize = 64;
@@ -161,8 +161,8 @@ pub struct SoftwareConfig {
     pub keylog: Option<std::path::PathBuf>,
     /// Transmit threads, each reading its own queue of the TUN device.
     pub workers: usize,
-    /// Soft byte/packet lifetimes per child template; hard = soft + 10%.
-    pub byte_lifetimes: ByteLifetimes,
+    /// Byte/packet lifetimes and replay windows per child template.
+    pub child_settings: ChildSettings,
 }
 
 /// The software data plane.
@@ -218,7 +218,7 @@ impl SoftwareDataPlane {
                 Err(e) => warn!(address = %ip, "no raw ESP socket (plain ESP disabled): {e}"),
             }
         }
-        let children = ChildSas::new(1, cfg.byte_lifetimes.clone(), cfg.keylog.as_deref())?;
+        let children = ChildSas::new(1, cfg.child_settings.clone(), cfg.keylog.as_deref())?;
         info!(tun = %name, queues = queues.len(), offloads = format_args!("{:#x}", queues.first().map(|q| q.offloads()).unwrap_or(0)), "software fastpath ready");
         Ok(Self {
             children,
@@ -555,6 +555,10 @@ impl SoftwareDataPlane {
 }
 
 impl DataPlane for SoftwareDataPlane {
+    fn set_child_settings(&self, settings: ChildSettings) {
+        self.children.set_settings(settings);
+    }
+
     fn install(&self, c: &ChildSaInstall) {
         let installed = self.children.install(c, &**self.children.sad());
         if installed == Some(Installed::New) && self.install_routes {

@@ -335,6 +335,7 @@ impl DpdkBackend {
                 spd: spd.clone(),
                 inside_port: lports.iter().position(|p| p.role != PortRole::Outside).unwrap_or(0),
                 last_outside: None,
+                hops: [HopHeader::NONE; 2],
                 ports: lports,
                 pool: pool.clone(),
                 rings: rings.clone(),
@@ -533,6 +534,40 @@ struct LoopPort {
     out: Vec<Mbuf>,
 }
 
+/// Where a poll loop sends IP packets it processed.
+#[derive(Debug, Clone, Copy)]
+enum Lane {
+    /// ESP to a peer, by the port owning its outer source address.
+    Peer = 0,
+    /// Decapsulated packets, by the inside port.
+    Inside = 1,
+}
+
+/// The "source" of the inside lane's next hops (the port does not depend on it).
+const UNSPECIFIED: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+
+/// The port and Ethernet header towards a next hop, valid while the
+/// neighbour table's version is `version`.
+#[derive(Debug, Clone, Copy)]
+struct HopHeader {
+    src: IpAddr,
+    next_hop: IpAddr,
+    port: usize,
+    version: u64,
+    header: [u8; ETH_HDR_LEN],
+}
+
+impl HopHeader {
+    /// Matches no packet (no neighbour table reaches this version).
+    const NONE: HopHeader = HopHeader {
+        src: UNSPECIFIED,
+        next_hop: UNSPECIFIED,
+        port: 0,
+        version: u64::MAX,
+        header: [0; ETH_HDR_LEN],
+    };
+}
+
 /// Per-burst buffers, allocated once.
 struct Scratch {
     rx: Vec<Mbuf>,
@@ -574,6 +609,8 @@ pub struct PollLoop {
     inside_port: usize,
     /// The last source address [`PollLoop::outside_port_for`] was asked about, and its port.
     last_outside: Option<(IpAddr, usize)>,
+    /// The next hop and Ethernet header each [`Lane`] used last.
+    hops: [HopHeader; 2],
     pool: Mempool,
     rings: Arc<Vec<Ring>>,
     steer_by_spi: bool,
@@ -677,16 +714,6 @@ impl PollLoop {
         self.neighbours.learn(ip, mac);
     }
 
-    /// Learns the IP source of a received IP frame as a neighbour at its
-    /// source MAC (both read from the frame itself).
-    #[inline]
-    fn learn_from_frame(&mut self, m: &Mbuf) {
-        let d = PacketBuffer::data(m);
-        if let Some(ip) = frame::ip_src(d) {
-            self.neighbours.learn(ip, frame::src_mac(d));
-        }
-    }
-
     /// Sorts a burst of received frames into ESP, cleartext, IKE and the rest.
     fn dispatch(&mut self, rx: &mut Vec<Mbuf>, from_ring: bool) {
         let nloops = self.rings.len();
@@ -758,11 +785,8 @@ impl PollLoop {
                         LoopCounters::add(&self.counters.rx_unsupported, 1);
                         continue;
                     };
-                    self.learn(src, frame::src_mac(d));
-                    let len = PacketBuffer::len(&m);
-                    if PacketBuffer::trim_back(&mut m, len - payload_end).is_err()
-                        || PacketBuffer::trim_front(&mut m, payload_off).is_err()
-                    {
+                    self.neighbours.learn_frame(d);
+                    if !super::mbuf::narrow(&mut m, payload_off, payload_end) {
                         LoopCounters::add(&self.counters.rx_unsupported, 1);
                         continue;
                     }
@@ -781,11 +805,8 @@ impl PollLoop {
                     }
                 }
                 FrameClass::Ip { ip_end } => {
-                    self.learn_from_frame(&m);
-                    let len = PacketBuffer::len(&m);
-                    if PacketBuffer::trim_back(&mut m, len - ip_end).is_err()
-                        || PacketBuffer::trim_front(&mut m, ETH_HDR_LEN).is_err()
-                    {
+                    self.neighbours.learn_frame(PacketBuffer::data(&m));
+                    if !super::mbuf::narrow(&mut m, ETH_HDR_LEN, ip_end) {
                         LoopCounters::add(&self.counters.rx_unsupported, 1);
                         continue;
                     }
@@ -951,15 +972,14 @@ impl PollLoop {
 
     /// Sends an encapsulated packet to its peer, a bypassed one on, or hands
     /// a packet of an SA pinned elsewhere to its loop.
-    #[inline]
+    #[inline(always)]
     fn after_outbound(&mut self, mut m: Mbuf, v: &Verdict) {
         match v {
             Verdict::ToPeer { src, dst, udp } => {
                 if udp.is_some() {
                     LoopCounters::add(&self.counters.esp_udp_tx, 1);
                 }
-                let p = self.outside_port_for(*src);
-                self.send_ip(p, *dst, m);
+                self.send_on_lane(Lane::Peer, *src, *dst, m);
             }
             Verdict::Bypass => {
                 let from = self.port_index(super::mbuf::input_port(&m));
@@ -1020,10 +1040,48 @@ impl PollLoop {
     /// Sends a decapsulated inner packet out of the first inside-facing port.
     #[inline]
     fn send_inside(&mut self, m: Mbuf) {
-        let p = self.inside_port;
         match frame::ip_dst(PacketBuffer::data(&m)) {
-            Some(d) => self.send_ip(p, d, m),
+            Some(d) => self.send_on_lane(Lane::Inside, UNSPECIFIED, d, m),
             None => LoopCounters::add(&self.counters.rx_unsupported, 1),
+        }
+    }
+
+    /// Adds the Ethernet header towards `next_hop` and queues `m` on the
+    /// lane's port: ESP to a peer leaves by the port owning its source
+    /// `src`, inner packets by the inside port. The header is built once per
+    /// next hop and reused while the neighbour table is unchanged (a burst's
+    /// packets mostly go to one next hop): a few compares per packet instead
+    /// of a port search, a neighbour lookup and a header build.
+    #[inline(always)]
+    fn send_on_lane(&mut self, lane: Lane, src: IpAddr, next_hop: IpAddr, mut m: Mbuf) {
+        let hop = &self.hops[lane as usize];
+        if hop.version != self.neighbours.version() || hop.next_hop != next_hop || hop.src != src {
+            self.hops[lane as usize] = self.build_hop(lane, src, next_hop);
+        }
+        let hop = &self.hops[lane as usize];
+        match PacketBuffer::prepend(&mut m, ETH_HDR_LEN) {
+            Ok(h) => {
+                h.copy_from_slice(&hop.header);
+                self.ports[hop.port].out.push(m);
+            }
+            Err(_) => LoopCounters::add(&self.counters.tx_dropped, 1),
+        }
+    }
+
+    /// The port and Ethernet header of a lane's next hop (see [`PollLoop::send_on_lane`]).
+    #[cold]
+    fn build_hop(&mut self, lane: Lane, src: IpAddr, next_hop: IpAddr) -> HopHeader {
+        let port = match lane {
+            Lane::Peer => self.outside_port_for(src),
+            Lane::Inside => self.inside_port,
+        };
+        let dst = self.neighbours.get(&next_hop).unwrap_or(self.ports[port].gateway);
+        HopHeader {
+            src,
+            next_hop,
+            port,
+            version: self.neighbours.version(),
+            header: frame::ethernet_header(dst, self.ports[port].mac, next_hop.is_ipv6()),
         }
     }
 

@@ -165,13 +165,20 @@ pub fn classify(frame: &[u8], ours: impl Fn(&IpAddr) -> bool) -> FrameClass {
 /// from the packet would wait on the header writes just made.
 #[inline]
 pub fn prepend_ethernet<B: PacketBuffer>(buf: &mut B, dst: [u8; 6], src: [u8; 6], ipv6: bool) -> Result<(), BufError> {
+    let h = ethernet_header(dst, src, ipv6);
+    buf.prepend(ETH_HDR_LEN)?.copy_from_slice(&h);
+    Ok(())
+}
+
+/// The Ethernet header `dst`, `src`, EtherType of IPv6 or IPv4.
+#[inline]
+pub fn ethernet_header(dst: [u8; 6], src: [u8; 6], ipv6: bool) -> [u8; ETH_HDR_LEN] {
     let ethertype = if ipv6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 };
     let mut h = [0u8; ETH_HDR_LEN];
     h[..6].copy_from_slice(&dst);
     h[6..12].copy_from_slice(&src);
     h[12..14].copy_from_slice(&ethertype.to_be_bytes());
-    buf.prepend(ETH_HDR_LEN)?.copy_from_slice(&h);
-    Ok(())
+    h
 }
 
 /// Destination address of the IP packet `pkt` (the next hop's key), or

@@ -38,6 +38,22 @@ pub(crate) fn input_port(m: &Mbuf) -> u16 {
     hdr(m).port
 }
 
+/// Narrows a single-segment mbuf's data to its bytes `off..end` (headers in
+/// front and Ethernet padding behind dropped) in one update of the header
+/// fields; `false` (nothing changed) unless `off <= end <= len`.
+#[inline(always)]
+pub(crate) fn narrow(m: &mut Mbuf, off: usize, end: usize) -> bool {
+    let h = hdr_mut(m);
+    if off > end || end > usize::from(h.data_len) || h.nb_segs != 1 {
+        return false;
+    }
+    // off <= end <= data_len <= u16::MAX: every field stays in range.
+    h.data_off += off as u16;
+    h.data_len = (end - off) as u16;
+    h.pkt_len = (end - off) as u32;
+    true
+}
+
 /// Start of the data and its length.
 #[inline(always)]
 fn data_ptr(h: &rte_mbuf) -> *mut u8 {

@@ -54,6 +54,20 @@ pub(crate) fn narrow(m: &mut Mbuf, off: usize, end: usize) -> bool {
     true
 }
 
+/// Hints the mbuf's header (its first cache line: buffer address, data
+/// offset and length, segments) into the cache.
+#[inline(always)]
+pub(crate) fn prefetch_header(m: &Mbuf) {
+    crate::prefetch::prefetch_line(m.as_ptr() as *const u8);
+}
+
+/// Hints the first cache line of the mbuf's data (the frame's headers) into
+/// the cache; reads the header, so [`prefetch_header`] it first.
+#[inline(always)]
+pub(crate) fn prefetch_data(m: &Mbuf) {
+    crate::prefetch::prefetch_line(data_ptr(hdr(m)));
+}
+
 /// Start of the data and its length.
 #[inline(always)]
 fn data_ptr(h: &rte_mbuf) -> *mut u8 {

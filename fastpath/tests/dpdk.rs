@@ -461,6 +461,60 @@ fn check_suite(rig: &mut Rig, s: &Suite, sizes: &[usize]) -> Result<usize, Strin
     Ok(usize::from(off_out) + usize::from(off_in))
 }
 
+/// ESP to the peer leaves towards the MAC the peer was last heard from: the
+/// loop reuses the Ethernet header it built for a next hop only until the
+/// neighbour table changes.
+fn next_hop_mac_follows_learning(rig: &mut Rig) -> CaseResult {
+    let esp_dst_macs = |rig: &mut Rig, n: usize| -> Result<Vec<[u8; 6]>, String> {
+        let clear: Vec<Vec<u8>> = (0..n)
+            .map(|i| eth(rig.mac, &udp_packet("10.1.0.5", "10.2.0.1", 3000 + i as u16, 53, 64, 7)))
+            .collect();
+        rig.inject(&clear)?;
+        let mut macs = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while macs.len() < n && Instant::now() < deadline {
+            rig.lp.poll_once();
+            while let Ok((_, f)) = rig.tap.try_recv() {
+                let to_peer = f.len() > ETH_HDR_LEN
+                    && ipv4_src_dst_proto(&f[ETH_HDR_LEN..])
+                        .is_some_and(|(a, b, pr)| a == ipa(LOCAL) && b == ipa(PEER) && pr == 50);
+                if to_peer {
+                    macs.push(<[u8; 6]>::try_from(&f[..6]).map_err(e)?);
+                }
+            }
+        }
+        ensure(macs.len() == n, format!("{} of {n} ESP frames", macs.len()))?;
+        for _ in 0..20 {
+            rig.lp.poll_once();
+        }
+        while rig.tap.try_recv().is_ok() {}
+        Ok(macs)
+    };
+    // The suites' ESP from the peer came from eth()'s source MAC.
+    let old_mac = [0x02, 0, 0, 0, 0, 0x99];
+    ensure(
+        esp_dst_macs(rig, 3)?.iter().all(|m| *m == old_mac),
+        "ESP not sent to the peer's learned MAC",
+    )?;
+    // The peer moves: an IKE message from its address arrives from a new MAC.
+    let new_mac = [0x02, 0, 0, 0, 0, 0x77];
+    let mut ike = PacketBuf::from_slice(&[0x11; 28]).map_err(e)?;
+    ip::prepend_outer(&mut ike, ipa(PEER), ipa(LOCAL), Some((500, 500))).map_err(e)?;
+    let mut frame = eth(rig.mac, ike.data());
+    frame[6..12].copy_from_slice(&new_mac);
+    rig.inject(&[frame])?;
+    for _ in 0..20 {
+        rig.lp.poll_once();
+    }
+    while rig.ike.try_recv().is_ok() {}
+    while rig.tap.try_recv().is_ok() {}
+    let macs = esp_dst_macs(rig, 3)?;
+    ensure(
+        macs.iter().all(|m| *m == new_mac),
+        format!("ESP still sent to {macs:02x?} after the peer moved"),
+    )
+}
+
 fn suites() -> Vec<Suite> {
     vec![
         Suite {
@@ -555,7 +609,7 @@ fn case_cpu_ring(eal: &Eal) -> CaseResult {
             && text.contains("ironsa_dpdk_esp_outbound_packets_total{loop=\"0\"} 32"),
         format!("prometheus text:\n{text}"),
     )?;
-    Ok(())
+    next_hop_mac_follows_learning(&mut rig)
 }
 
 fn case_lookaside(eal: &Eal, port: &str, device: &str) -> CaseResult {

@@ -269,6 +269,66 @@ mod tests {
         assert_eq!(n.get(&v6), Some([2, 0, 0, 0, 0, 6]));
     }
 
+    /// An Ethernet frame from `mac` carrying an IPv4 (or IPv6) header from `src`.
+    fn frame_from(mac: [u8; 6], src: IpAddr) -> Vec<u8> {
+        let mut f = vec![0u8; 14];
+        f[6..12].copy_from_slice(&mac);
+        match src {
+            IpAddr::V4(a) => {
+                f[12..14].copy_from_slice(&[0x08, 0x00]);
+                let mut h = [0u8; 20];
+                h[0] = 0x45;
+                h[12..16].copy_from_slice(&a.octets());
+                f.extend_from_slice(&h);
+            }
+            IpAddr::V6(a) => {
+                f[12..14].copy_from_slice(&[0x86, 0xdd]);
+                let mut h = [0u8; 40];
+                h[0] = 0x60;
+                h[8..24].copy_from_slice(&a.octets());
+                f.extend_from_slice(&h);
+            }
+        }
+        f
+    }
+
+    #[test]
+    fn learns_frames_and_versions_changes_only() {
+        let mut n = Neighbours::new();
+        let a: IpAddr = "192.0.2.7".parse().unwrap();
+        let v0 = n.version();
+        n.learn_frame(&frame_from([2, 0, 0, 0, 0, 1], a));
+        assert_eq!(n.get(&a), Some([2, 0, 0, 0, 0, 1]));
+        let v1 = n.version();
+        assert_ne!(v0, v1, "a new neighbour changes the version");
+        // The same neighbour again, by frame or by address: no change.
+        n.learn_frame(&frame_from([2, 0, 0, 0, 0, 1], a));
+        n.learn(a, [2, 0, 0, 0, 0, 1]);
+        assert_eq!(n.version(), v1);
+        // It moves to another MAC: learned, and the version moves.
+        n.learn_frame(&frame_from([2, 0, 0, 0, 0, 2], a));
+        assert_eq!(n.get(&a), Some([2, 0, 0, 0, 0, 2]));
+        assert_ne!(n.version(), v1);
+        // Back to the first MAC right after (the one-entry memo must not hide it).
+        n.learn(a, [2, 0, 0, 0, 0, 1]);
+        n.learn_frame(&frame_from([2, 0, 0, 0, 0, 2], a));
+        assert_eq!(n.get(&a), Some([2, 0, 0, 0, 0, 2]));
+        // IPv6 sources, multicast sources and runts.
+        let b: IpAddr = "2001:db8::9".parse().unwrap();
+        n.learn_frame(&frame_from([2, 0, 0, 0, 0, 3], b));
+        assert_eq!(n.get(&b), Some([2, 0, 0, 0, 0, 3]));
+        let c: IpAddr = "192.0.2.8".parse().unwrap();
+        n.learn_frame(&frame_from([1, 0, 0x5e, 0, 0, 1], c));
+        assert_eq!(n.get(&c), None);
+        let v = n.version();
+        n.learn_frame(&frame_from([2, 0, 0, 0, 0, 4], c)[..30]);
+        n.learn_frame(&[]);
+        assert_eq!((n.get(&c), n.version()), (None, v));
+        // Looking up unknown addresses changes no answer.
+        assert_eq!(n.get(&"10.9.9.9".parse().unwrap()), None);
+        assert_eq!(n.version(), v);
+    }
+
     #[test]
     fn bounded() {
         let mut n = Neighbours::new();

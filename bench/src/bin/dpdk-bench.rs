@@ -403,6 +403,32 @@ impl Circuit {
     }
 }
 
+/// The host's CPU as /proc/cpuinfo names it (model, family/model numbers)
+/// and the vector extensions intel-ipsec-mb's AES-GCM picks its code by:
+/// ratios move with them, so every report says which CPU it was measured on.
+fn host_cpu() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| "?".into())
+    };
+    let flags = field("flags");
+    let has: Vec<&str> = ["avx2", "avx512f", "vaes", "vpclmulqdq"]
+        .into_iter()
+        .filter(|f| flags.split_whitespace().any(|x| x == *f))
+        .collect();
+    format!(
+        "{} (family {} model {}; {})",
+        field("model name"),
+        field("cpu family"),
+        field("model"),
+        has.join(" ")
+    )
+}
+
 /// CPU time of the calling thread, in seconds.
 fn thread_cpu_secs() -> f64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -581,7 +607,8 @@ fn print_json(o: &Options, rows: &[Row]) {
         ));
     }
     println!(
-        "{{\"bench\":\"dpdk-bench\",\"mode\":\"best cpu crypto per size\",\"port\":\"net_ring\",\"cipher\":\"aes-128-gcm\",\"reference\":\"dpdk-test-crypto-perf crypto_aesni_gcm\",\"reps\":{},\"inflight\":{},\"burst\":{},\"results\":[{}]}}",
+        "{{\"bench\":\"dpdk-bench\",\"host\":\"{}\",\"mode\":\"best cpu crypto per size\",\"port\":\"net_ring\",\"cipher\":\"aes-128-gcm\",\"reference\":\"dpdk-test-crypto-perf crypto_aesni_gcm\",\"reps\":{},\"inflight\":{},\"burst\":{},\"results\":[{}]}}",
+        host_cpu().replace(['"', '\\'], ""),
         o.reps,
         o.inflight,
         o.burst,
@@ -594,6 +621,7 @@ fn print_table(o: &Options, rows: &[Row], circuits: &[Circuit]) {
         "DPDK backend, one core, AES-128-GCM, net_ring loopback: encap+decap round trips, best of {} windows of {} s",
         o.reps, o.secs
     );
+    println!("  host: {}", host_cpu());
     println!("  Mpps = round trips per wall-clock second; cpu = per second of the thread's CPU time");
     println!("  ratio = Mpps / pair (same method on both sides); ratio cpu = cpu / pair (optimistic)");
     println!(

@@ -418,19 +418,32 @@ impl RxQueue {
     /// Receive up to `max` packets (capped at [`MAX_BURST`]), appending them
     /// to `out`; returns how many arrived.
     pub fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
-        let mut raw = [std::ptr::null_mut::<sys::rte_mbuf>(); MAX_BURST];
-        let n = max.min(MAX_BURST) as u16;
-        // SAFETY: raw has room for n pointers; &mut self makes this the only
-        // poller of (port, queue).
-        let got = unsafe { sys::ironsa_eth_rx_burst(self.port, self.queue, raw.as_mut_ptr(), n) };
-        let got = usize::from(got).min(usize::from(n));
-        out.reserve(got);
-        for &m in &raw[..got] {
-            if let Some(m) = std::ptr::NonNull::new(m) {
-                // SAFETY: the driver hands over ownership of each received mbuf.
-                out.push(unsafe { Mbuf::from_raw(m) });
+        let n = max.min(MAX_BURST);
+        out.reserve(n);
+        let len = out.len();
+        // The driver writes the received mbufs straight into `out`'s spare
+        // capacity (an `Mbuf` is a transparent mbuf pointer).
+        let slots = out.spare_capacity_mut().as_mut_ptr().cast::<*mut sys::rte_mbuf>();
+        // SAFETY: `slots` has room for n >= the pointers written; &mut self
+        // makes this the only poller of (port, queue).
+        let got = unsafe { sys::ironsa_eth_rx_burst(self.port, self.queue, slots, n as u16) };
+        let got = usize::from(got).min(n);
+        // SAFETY: the driver initialised `got` slots with mbufs it hands over.
+        let received = unsafe { std::slice::from_raw_parts(slots.cast_const(), got) };
+        if received.iter().any(|m| m.is_null()) {
+            // Not done by any driver; keep the non-null ones without gaps.
+            let kept: Vec<*mut sys::rte_mbuf> = received.iter().copied().filter(|m| !m.is_null()).collect();
+            for m in kept {
+                if let Some(m) = std::ptr::NonNull::new(m) {
+                    // SAFETY: the driver hands over ownership of each received mbuf.
+                    out.push(unsafe { Mbuf::from_raw(m) });
+                }
             }
+            return got;
         }
+        // SAFETY: the `got` slots after `len` hold valid, non-null mbufs now
+        // owned by `out` (Mbuf is repr(transparent) over NonNull<rte_mbuf>).
+        unsafe { out.set_len(len + got) };
         got
     }
 }
@@ -451,17 +464,19 @@ impl TxQueue {
     /// order. Returns how many were sent.
     pub fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> usize {
         let n = pkts.len().min(MAX_BURST);
-        let mut raw = [std::ptr::null_mut::<sys::rte_mbuf>(); MAX_BURST];
-        for (slot, m) in raw.iter_mut().zip(pkts.iter()) {
-            *slot = m.as_ptr();
-        }
-        // SAFETY: raw holds n valid mbufs owned by `pkts`; &mut self makes this
-        // the only user of (port, queue).
-        let sent = unsafe { sys::ironsa_eth_tx_burst(self.port, self.queue, raw.as_mut_ptr(), n as u16) };
+        // SAFETY: the first n elements of `pkts` are valid mbufs, laid out as
+        // mbuf pointers (Mbuf is repr(transparent)); the driver reads that
+        // array only; &mut self makes this the only user of (port, queue).
+        let sent = unsafe { sys::ironsa_eth_tx_burst(self.port, self.queue, pkts.as_mut_ptr().cast(), n as u16) };
         let sent = usize::from(sent).min(n);
-        // The driver now owns the first `sent` mbufs: forget them without freeing.
-        for m in pkts.drain(..sent) {
-            let _ = m.into_raw();
+        // The driver now owns the first `sent` mbufs: take them out of the
+        // Vec without dropping (freeing) them, and move the rest down.
+        let rest = pkts.len() - sent;
+        // SAFETY: elements [sent, len) are moved to [0, rest) (ptr::copy
+        // handles the overlap); the length then covers exactly them.
+        unsafe {
+            std::ptr::copy(pkts.as_ptr().add(sent), pkts.as_mut_ptr(), rest);
+            pkts.set_len(rest);
         }
         sent
     }

@@ -9,6 +9,10 @@ use crate::sys;
 ///
 /// Only single-segment data is exposed by [`Mbuf::data`]; `pkt_len` covers
 /// all segments.
+///
+/// `repr(transparent)`: a slice of `Mbuf`s is an array of `rte_mbuf`
+/// pointers, so bursts go to and from the drivers without copies.
+#[repr(transparent)]
 pub struct Mbuf {
     ptr: NonNull<sys::rte_mbuf>,
 }

@@ -988,7 +988,7 @@ impl PollLoop {
                 if udp.is_some() {
                     LoopCounters::add(&self.counters.esp_udp_tx, 1);
                 }
-                self.send_on_lane(Lane::Peer, *src, *dst, m);
+                self.send_on_lane(Lane::Peer, src, dst, m);
             }
             Verdict::Bypass => {
                 let from = self.port_index(super::mbuf::input_port(&m));
@@ -1050,7 +1050,7 @@ impl PollLoop {
     #[inline]
     fn send_inside(&mut self, m: Mbuf) {
         match frame::ip_dst(PacketBuffer::data(&m)) {
-            Some(d) => self.send_on_lane(Lane::Inside, UNSPECIFIED, d, m),
+            Some(d) => self.send_on_lane(Lane::Inside, &UNSPECIFIED, &d, m),
             None => LoopCounters::add(&self.counters.rx_unsupported, 1),
         }
     }
@@ -1062,10 +1062,10 @@ impl PollLoop {
     /// packets mostly go to one next hop): a few compares per packet instead
     /// of a port search, a neighbour lookup and a header build.
     #[inline(always)]
-    fn send_on_lane(&mut self, lane: Lane, src: IpAddr, next_hop: IpAddr, mut m: Mbuf) {
+    fn send_on_lane(&mut self, lane: Lane, src: &IpAddr, next_hop: &IpAddr, mut m: Mbuf) {
         let hop = &self.hops[lane as usize];
-        if hop.version != self.neighbours.version() || hop.next_hop != next_hop || hop.src != src {
-            self.hops[lane as usize] = self.build_hop(lane, src, next_hop);
+        if hop.version != self.neighbours.version() || hop.next_hop != *next_hop || hop.src != *src {
+            self.hops[lane as usize] = self.build_hop(lane, *src, *next_hop);
         }
         let hop = &self.hops[lane as usize];
         match PacketBuffer::prepend(&mut m, ETH_HDR_LEN) {

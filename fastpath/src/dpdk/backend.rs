@@ -38,7 +38,15 @@ static INSTANCE: AtomicUsize = AtomicUsize::new(0);
 /// Where a copy of each transmitted frame goes: `(port id, frame)`.
 type TapSender = Sender<(u16, Vec<u8>)>;
 /// The registered taps, shared by the backend and its loops.
-type Taps = Arc<Mutex<Vec<TapSender>>>;
+type Taps = Arc<TapRegistry>;
+
+/// The taps and their number: a loop sees that none was added with one load,
+/// without taking the lock on every poll.
+#[derive(Default)]
+struct TapRegistry {
+    list: Mutex<Vec<TapSender>>,
+    count: AtomicUsize,
+}
 /// IKE messages queued between the data plane and the control plane, each way;
 /// beyond that, received IKE is dropped (counted) and sending reports `Busy`.
 pub const IKE_QUEUE: usize = 4096;
@@ -63,14 +71,22 @@ pub struct IkeDatagram {
 #[derive(Debug, Clone)]
 pub struct IkeSender {
     tx: SyncSender<IkeDatagram>,
+    /// Messages sent and not yet taken by the loop (an upper bound: counted
+    /// before sending), so an idle loop checks one counter per poll instead
+    /// of the channel (whose empty check includes a full memory fence).
+    pending: Arc<AtomicUsize>,
 }
 
 impl IkeSender {
     /// Queues `d` for transmission by poll loop 0 (never blocks).
     pub fn send(&self, d: IkeDatagram) -> Result<(), DpdkError> {
-        self.tx.try_send(d).map_err(|e| match e {
-            TrySendError::Full(_) => DpdkError::Busy,
-            TrySendError::Disconnected(_) => DpdkError::Closed,
+        self.pending.fetch_add(1, Ordering::Release);
+        self.tx.try_send(d).map_err(|e| {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            match e {
+                TrySendError::Full(_) => DpdkError::Busy,
+                TrySendError::Disconnected(_) => DpdkError::Closed,
+            }
         })
     }
 }
@@ -295,7 +311,8 @@ impl DpdkBackend {
         let (ike_in_tx, ike_in_rx) = sync_channel(IKE_QUEUE);
         let (ike_out_tx, ike_out_rx) = sync_channel(IKE_QUEUE);
         let mut ike_out_rx = Some(ike_out_rx);
-        let taps = Arc::new(Mutex::new(Vec::new()));
+        let taps: Taps = Arc::default();
+        let ike_pending = Arc::new(AtomicUsize::new(0));
         let ours: Arc<[IpAddr]> = ports.iter().flat_map(|p| p.addrs.clone()).collect();
         let steer_by_spi = nloops > 1 && ports.iter().any(|p| !p.rss);
         let mut loops = Vec::with_capacity(nloops);
@@ -345,6 +362,7 @@ impl DpdkBackend {
                 counters: lc,
                 ike_in: ike_in_tx.clone(),
                 ike_out: if i == 0 { ike_out_rx.take() } else { None },
+                ike_pending: ike_pending.clone(),
                 neighbours: Neighbours::new(),
                 ours: ours.clone(),
                 burst,
@@ -362,7 +380,10 @@ impl DpdkBackend {
             sessions,
             cpu_crypto,
             sad,
-            ike_out: IkeSender { tx: ike_out_tx },
+            ike_out: IkeSender {
+                tx: ike_out_tx,
+                pending: ike_pending,
+            },
             inline,
             inline_sas,
             taps,
@@ -469,7 +490,9 @@ impl DpdkBackend {
     /// returned receiver (debugging and tests; costs a copy per frame).
     pub fn tap(&self) -> Receiver<(u16, Vec<u8>)> {
         let (tx, rx) = channel();
-        self.taps.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+        let mut list = self.taps.list.lock().unwrap_or_else(|e| e.into_inner());
+        list.push(tx);
+        self.taps.count.store(list.len(), Ordering::Release);
         rx
     }
 
@@ -619,6 +642,8 @@ pub struct PollLoop {
     counters: Arc<LoopCounters>,
     ike_in: SyncSender<IkeDatagram>,
     ike_out: Option<Receiver<IkeDatagram>>,
+    /// [`IkeSender`]'s count of messages not yet taken.
+    ike_pending: Arc<AtomicUsize>,
     neighbours: Neighbours,
     ours: Arc<[IpAddr]>,
     burst: usize,
@@ -656,6 +681,10 @@ impl PollLoop {
     /// One round: every rx queue, the steering ring and the IKE queue, then
     /// the transmissions. Returns the number of frames handled.
     pub fn poll_once(&mut self) -> usize {
+        // One epoch pin for the whole round: the workers' own pins (one per
+        // burst and direction) then nest in it for free, instead of each
+        // paying the pin's memory fence.
+        let _pin = crate::epoch_table::pin();
         self.refresh_taps();
         let mut handled = 0;
         for p in 0..self.ports.len() {
@@ -698,8 +727,8 @@ impl PollLoop {
     }
 
     fn refresh_taps(&mut self) {
-        if let Ok(t) = self.taps.try_lock()
-            && t.len() != self.tap_cache.len()
+        if self.taps.count.load(Ordering::Acquire) != self.tap_cache.len()
+            && let Ok(t) = self.taps.list.try_lock()
         {
             self.tap_cache = t.clone();
         }
@@ -1124,9 +1153,15 @@ impl PollLoop {
     /// Builds and queues the IKE messages the control plane sent (loop 0).
     fn send_ike(&mut self) -> usize {
         let mut n = 0;
+        if self.ike_pending.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
         while n < self.burst {
             let d = match self.ike_out.as_ref().map(|r| r.try_recv()) {
-                Some(Ok(d)) => d,
+                Some(Ok(d)) => {
+                    self.ike_pending.fetch_sub(1, Ordering::Relaxed);
+                    d
+                }
                 Some(Err(TryRecvError::Empty)) | None => break,
                 Some(Err(TryRecvError::Disconnected)) => {
                     self.ike_out = None;

@@ -269,13 +269,32 @@ pub struct AeadJob<'a> {
     pub result: Result<(), EspError>,
 }
 
+/// The [`AeadAccelerator`] of an SA: any implementation behind a pointer,
+/// or (DPDK builds) intel-ipsec-mb's AES-GCM, inline in the SA and called
+/// without dynamic dispatch (one call per packet less).
+enum Accel {
+    Dyn(Box<dyn AeadAccelerator>),
+    #[cfg(feature = "dpdk")]
+    Imb(crate::dpdk::cpu_crypto::ImbGcmAead),
+}
+
+impl Accel {
+    fn as_dyn(&self) -> &dyn AeadAccelerator {
+        match self {
+            Accel::Dyn(a) => &**a,
+            #[cfg(feature = "dpdk")]
+            Accel::Imb(a) => a,
+        }
+    }
+}
+
 /// A keyed ESP cipher for one SA.
 pub struct EspCipher {
     engine: Engine,
     enc: EncAlg,
     integ: IntegAlg,
     /// Set once when a faster AES-GCM takes over this SA (see [`EspCipher::attach_accelerator`]).
-    accel: OnceLock<Box<dyn AeadAccelerator>>,
+    accel: OnceLock<Accel>,
 }
 
 impl std::fmt::Debug for EspCipher {
@@ -359,6 +378,17 @@ impl EspCipher {
     /// still use aws-lc: both produce the same bytes). Returns `false` (and
     /// keeps aws-lc) for other algorithms or when one is attached already.
     pub fn attach_accelerator(&self, a: Box<dyn AeadAccelerator>) -> bool {
+        self.attach(Accel::Dyn(a))
+    }
+
+    /// [`EspCipher::attach_accelerator`] for intel-ipsec-mb's AES-GCM, which
+    /// seal and open then call directly.
+    #[cfg(feature = "dpdk")]
+    pub(crate) fn attach_imb(&self, a: crate::dpdk::cpu_crypto::ImbGcmAead) -> bool {
+        self.attach(Accel::Imb(a))
+    }
+
+    fn attach(&self, a: Accel) -> bool {
         matches!(self.enc, EncAlg::AesGcm16_128 | EncAlg::AesGcm16_256) && self.accel.set(a).is_ok()
     }
 
@@ -411,7 +441,7 @@ impl EspCipher {
     /// batch when it batches).
     pub fn seal_batch(&self, jobs: &mut [AeadJob<'_>]) {
         match self.accel.get() {
-            Some(a) => a.seal_batch(jobs),
+            Some(a) => a.as_dyn().seal_batch(jobs),
             None => jobs
                 .iter_mut()
                 .for_each(|j| j.result = Err(EspError::Malformed("no accelerator"))),
@@ -421,7 +451,7 @@ impl EspCipher {
     /// Runs open jobs of this SA through its accelerator.
     pub fn open_batch(&self, jobs: &mut [AeadJob<'_>]) {
         match self.accel.get() {
-            Some(a) => a.open_batch(jobs),
+            Some(a) => a.as_dyn().open_batch(jobs),
             None => jobs
                 .iter_mut()
                 .for_each(|j| j.result = Err(EspError::Malformed("no accelerator"))),
@@ -436,7 +466,7 @@ impl EspCipher {
     /// Whether this SA's [`AeadAccelerator`] takes packets in batches
     /// ([`AeadAccelerator::batches`]).
     pub fn batches(&self) -> bool {
-        self.accel.get().is_some_and(|a| a.batches())
+        self.accel.get().is_some_and(|a| a.as_dyn().batches())
     }
 
     /// Encryption transform.
@@ -502,8 +532,15 @@ impl EspCipher {
                 let nonce = make_nonce(salt, &iv);
                 let mut esn_buf = [0u8; 12];
                 let aad = aad_of(hdr, seq, esn, &mut esn_buf);
-                if let Some(a) = self.accel.get() {
-                    return a.seal(&nonce, aad, body, icv);
+                match self.accel.get() {
+                    #[cfg(feature = "dpdk")]
+                    Some(Accel::Imb(a)) => {
+                        let icv: &mut [u8; TAG_LEN] = icv.try_into().map_err(|_| EspError::Malformed("ICV length"))?;
+                        a.seal_icv(&nonce, aad, body, icv);
+                        return Ok(());
+                    }
+                    Some(a) => return a.as_dyn().seal(&nonce, aad, body, icv),
+                    None => {}
                 }
                 let mut tag = [0u8; TAG_LEN];
                 key.seal_in_place(&nonce, aad, body, &mut tag)
@@ -546,8 +583,14 @@ impl EspCipher {
                 let nonce = make_nonce(salt, &iv);
                 let mut esn_buf = [0u8; 12];
                 let aad = aad_of(hdr, seq, esn, &mut esn_buf);
-                if let Some(a) = self.accel.get() {
-                    return a.open(&nonce, aad, body, icv);
+                match self.accel.get() {
+                    #[cfg(feature = "dpdk")]
+                    Some(Accel::Imb(a)) => {
+                        let icv: &[u8; TAG_LEN] = (&*icv).try_into().map_err(|_| EspError::Malformed("ICV length"))?;
+                        return a.open_icv(&nonce, aad, body, icv);
+                    }
+                    Some(a) => return a.as_dyn().open(&nonce, aad, body, icv),
+                    None => {}
                 }
                 let mut tag = [0u8; TAG_LEN];
                 tag.copy_from_slice(icv);

@@ -517,7 +517,26 @@ impl EspCipher {
     /// `seq` is the full 64-bit sequence number; with `esn` its high half is
     /// authenticated too. AEAD IVs are the 64-bit sequence number (RFC 4106 §3.1);
     /// CBC IVs come from `ivs`.
+    #[inline]
     pub fn seal(&self, esp: &mut [u8], seq: u64, esn: bool, ivs: &mut IvSource) -> Result<(), EspError> {
+        #[cfg(feature = "dpdk")]
+        if let (Some(Accel::Imb(a)), Engine::Aead { salt, .. }) = (self.accel.get(), &self.engine) {
+            let Some((hdr, body, icv)) = split_aead_fixed(esp) else {
+                return Err(EspError::Malformed("ESP buffer shorter than its overhead"));
+            };
+            let iv = seq.to_be_bytes();
+            hdr[ESP_HEADER_LEN..].copy_from_slice(&iv);
+            let nonce = make_nonce(salt, &iv);
+            let mut esn_buf = [0u8; 12];
+            let aad = aad_of(hdr, seq, esn, &mut esn_buf);
+            a.seal_icv(&nonce, aad, body, icv);
+            return Ok(());
+        }
+        self.seal_other(esp, seq, esn, ivs)
+    }
+
+    /// [`EspCipher::seal`] without intel-ipsec-mb: aws-lc, CBC, or another accelerator.
+    fn seal_other(&self, esp: &mut [u8], seq: u64, esn: bool, ivs: &mut IvSource) -> Result<(), EspError> {
         let iv_len = self.iv_len();
         let icv_len = self.icv_len();
         if esp.len() < ESP_HEADER_LEN + iv_len + icv_len {
@@ -532,15 +551,8 @@ impl EspCipher {
                 let nonce = make_nonce(salt, &iv);
                 let mut esn_buf = [0u8; 12];
                 let aad = aad_of(hdr, seq, esn, &mut esn_buf);
-                match self.accel.get() {
-                    #[cfg(feature = "dpdk")]
-                    Some(Accel::Imb(a)) => {
-                        let icv: &mut [u8; TAG_LEN] = icv.try_into().map_err(|_| EspError::Malformed("ICV length"))?;
-                        a.seal_icv(&nonce, aad, body, icv);
-                        return Ok(());
-                    }
-                    Some(a) => return a.as_dyn().seal(&nonce, aad, body, icv),
-                    None => {}
+                if let Some(a) = self.accel.get() {
+                    return a.as_dyn().seal(&nonce, aad, body, icv);
                 }
                 let mut tag = [0u8; TAG_LEN];
                 key.seal_in_place(&nonce, aad, body, &mut tag)
@@ -568,7 +580,23 @@ impl EspCipher {
     ///
     /// `seq` is the full 64-bit sequence number inferred by the replay window.
     /// On success the plaintext is at `esp[8 + iv_len .. len - icv_len]`.
+    #[inline(always)]
     pub fn open(&self, esp: &mut [u8], seq: u64, esn: bool) -> Result<(), EspError> {
+        #[cfg(feature = "dpdk")]
+        if let (Some(Accel::Imb(a)), Engine::Aead { salt, .. }) = (self.accel.get(), &self.engine) {
+            let Some((hdr, body, icv)) = split_aead_fixed(esp) else {
+                return Err(EspError::Malformed("shorter than ESP overhead"));
+            };
+            let nonce = make_nonce(salt, hdr.last_chunk().expect("16-byte header"));
+            let mut esn_buf = [0u8; 12];
+            let aad = aad_of(hdr, seq, esn, &mut esn_buf);
+            return a.open_icv(&nonce, aad, body, icv);
+        }
+        self.open_other(esp, seq, esn)
+    }
+
+    /// [`EspCipher::open`] without intel-ipsec-mb: aws-lc, CBC, or another accelerator.
+    fn open_other(&self, esp: &mut [u8], seq: u64, esn: bool) -> Result<(), EspError> {
         let iv_len = self.iv_len();
         let icv_len = self.icv_len();
         if esp.len() < ESP_HEADER_LEN + iv_len + icv_len {
@@ -583,14 +611,8 @@ impl EspCipher {
                 let nonce = make_nonce(salt, &iv);
                 let mut esn_buf = [0u8; 12];
                 let aad = aad_of(hdr, seq, esn, &mut esn_buf);
-                match self.accel.get() {
-                    #[cfg(feature = "dpdk")]
-                    Some(Accel::Imb(a)) => {
-                        let icv: &[u8; TAG_LEN] = (&*icv).try_into().map_err(|_| EspError::Malformed("ICV length"))?;
-                        return a.open_icv(&nonce, aad, body, icv);
-                    }
-                    Some(a) => return a.as_dyn().open(&nonce, aad, body, icv),
-                    None => {}
+                if let Some(a) = self.accel.get() {
+                    return a.as_dyn().open(&nonce, aad, body, icv);
                 }
                 let mut tag = [0u8; TAG_LEN];
                 tag.copy_from_slice(icv);
@@ -641,6 +663,20 @@ fn split_aead(esp: &mut [u8], body_end: usize) -> (&mut [u8], &mut [u8], &mut [u
     let (front, icv) = esp.split_at_mut(body_end);
     let (hdr, body) = front.split_at_mut(ESP_HEADER_LEN + 8);
     (hdr, body, icv)
+}
+
+/// An AEAD ESP packet split into its header (SPI | SEQ | IV), payload and
+/// 16-byte ICV; `None` when it is shorter than header and ICV.
+#[cfg(feature = "dpdk")]
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+fn split_aead_fixed(esp: &mut [u8]) -> Option<(&mut [u8; ESP_HEADER_LEN + 8], &mut [u8], &mut [u8; TAG_LEN])> {
+    if esp.len() < ESP_HEADER_LEN + 8 + TAG_LEN {
+        return None;
+    }
+    let (front, icv) = esp.split_last_chunk_mut::<TAG_LEN>()?;
+    let (hdr, body) = front.split_first_chunk_mut::<{ ESP_HEADER_LEN + 8 }>()?;
+    Some((hdr, body, icv))
 }
 
 /// AAD of RFC 4106 §5 for the ESP header `hdr` (starting at the SPI): SPI |

@@ -167,20 +167,25 @@ impl Worker {
         let mut chunk_start = 0;
         while chunk_start < n {
             let chunk_end = (chunk_start + PLAN_CHUNK).min(n);
-            // Pass 1: sort out non-ESP packets; the SA (entry and key
-            // schedule) of every new run starts loading, so cold SAs' cache
-            // misses overlap.
+            // Pass 1: sort out non-ESP packets and cut the rest into
+            // segments of consecutive packets with one SPI; the SA (entry
+            // and key schedule) of every segment starts loading, so cold
+            // SAs' cache misses overlap.
             let mut spis = [0u32; PLAN_CHUNK];
-            let mut is_esp = [false; PLAN_CHUNK];
+            let mut segs = [(0usize, 0usize); PLAN_CHUNK];
+            let mut nsegs = 0;
             let mut last_spi = None;
             for i in chunk_start..chunk_end {
                 match self.classify(kind, &mut pkts[i]) {
                     Ok(spi) => {
                         spis[i - chunk_start] = spi;
-                        is_esp[i - chunk_start] = true;
-                        if last_spi != Some(spi) {
+                        if last_spi == Some(spi) {
+                            segs[nsegs - 1].1 = i + 1;
+                        } else {
                             self.sad.prefetch_inbound(spi);
                             last_spi = Some(spi);
+                            segs[nsegs] = (i, i + 1);
+                            nsegs += 1;
                         }
                     }
                     Err(v) => {
@@ -189,59 +194,45 @@ impl Worker {
                     }
                 }
             }
-            // Pass 2: the runs' SAs (arriving now); their replay bitmaps
-            // start loading.
-            let mut runs: [(usize, Option<&InboundSa>); PLAN_CHUNK] = [(usize::MAX, None); PLAN_CHUNK];
-            let mut nruns = 0;
-            let mut last_spi = None;
-            for (i, m) in meta.iter().enumerate().take(chunk_end).skip(chunk_start) {
-                let k = i - chunk_start;
-                if !is_esp[k] {
-                    last_spi = None;
-                    continue;
-                }
-                if last_spi == Some(spis[k]) {
-                    continue;
-                }
-                last_spi = Some(spis[k]);
-                let sa = self.sad.inbound_pinned(spis[k], m.dst, guard);
+            // Pass 2: the segments' SAs (arriving now); their replay
+            // bitmaps start loading.
+            let mut sas: [Option<&InboundSa>; PLAN_CHUNK] = [None; PLAN_CHUNK];
+            for (sa, &(start, _)) in sas.iter_mut().zip(&segs[..nsegs]) {
+                *sa = self
+                    .sad
+                    .inbound_pinned(spis[start - chunk_start], meta[start].dst, guard);
                 if let Some(sa) = sa {
                     sa.prefetch_side_state();
                 }
-                runs[nruns] = (i, sa);
-                nruns += 1;
             }
-            // Pass 3: decryption, one SA per run.
-            let mut planned = runs[..nruns].iter().copied().peekable();
-            let mut i = chunk_start;
-            while i < chunk_end {
-                if !is_esp[i - chunk_start] {
-                    i += 1;
-                    continue;
+            // Pass 3: decryption, one SA per run: a segment, cut where a
+            // packet's destination (when known) is not its SA's.
+            for (&planned, &(start, seg_end)) in sas.iter().zip(&segs[..nsegs]) {
+                let spi = spis[start - chunk_start];
+                let mut i = start;
+                while i < seg_end {
+                    // The SA planned for the segment, or a fresh lookup (a
+                    // run cut short by a destination mismatch).
+                    let sa = if i == start {
+                        planned
+                    } else {
+                        self.sad.inbound_pinned(spi, meta[i].dst, guard)
+                    };
+                    let Some(sa) = sa else {
+                        verdicts[i] = self.drop_in(None, DropReason::NoSa);
+                        i += 1;
+                        continue;
+                    };
+                    let end = if sa.spi != spi {
+                        i + 1
+                    } else {
+                        (i + 1..seg_end)
+                            .find(|&j| meta[j].dst.is_some_and(|d| d != sa.local))
+                            .unwrap_or(seg_end)
+                    };
+                    self.inbound_run(kind, sa, &mut pkts[i..end], &meta[i..end], &mut verdicts[i..end]);
+                    i = end;
                 }
-                // The SA planned for a run starting here, or a fresh lookup
-                // (a run cut short by a destination mismatch).
-                while planned.next_if(|(start, _)| *start < i).is_some() {}
-                let sa = match planned.next_if(|(start, _)| *start == i) {
-                    Some((_, sa)) => sa,
-                    None => self.sad.inbound_pinned(spis[i - chunk_start], meta[i].dst, guard),
-                };
-                let Some(sa) = sa else {
-                    verdicts[i] = self.drop_in(None, DropReason::NoSa);
-                    i += 1;
-                    continue;
-                };
-                // The run: the ESP packets that follow with this SA's SPI and
-                // (when known) destination, from the SPIs of pass 1.
-                let end = (i + 1..chunk_end)
-                    .find(|&j| {
-                        !is_esp[j - chunk_start]
-                            || spis[j - chunk_start] != sa.spi
-                            || meta[j].dst.is_some_and(|d| d != sa.local)
-                    })
-                    .unwrap_or(chunk_end);
-                self.inbound_run(kind, sa, &mut pkts[i..end], &meta[i..end], &mut verdicts[i..end]);
-                i = end;
             }
             chunk_start = chunk_end;
         }

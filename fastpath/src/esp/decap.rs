@@ -91,8 +91,7 @@ pub fn decap_finish<B: PacketBuffer>(
     let Some(payload_len) = ct.len().checked_sub(pad_len + 2) else {
         return Err(EspError::BadPadding);
     };
-    let pad = &ct[payload_len..payload_len + pad_len];
-    if pad.iter().enumerate().any(|(i, b)| usize::from(*b) != i + 1) {
+    if !padding_ok(ct, pad_len) {
         return Err(EspError::BadPadding);
     }
     // What stays of the payload (tunnel mode trims TFC padding after the
@@ -110,6 +109,24 @@ pub fn decap_finish<B: PacketBuffer>(
         rebuild_transport(buf, p, next_header)?;
     }
     Ok(DecapInfo { seq, next_header })
+}
+
+/// Whether the `pad_len` bytes before the last two of `ct` (pad length,
+/// next header) are 1, 2, 3, ... (RFC 4303 §2.4; the caller checked that
+/// they are there). Up to three of them, the usual with a 4-byte block,
+/// are compared as one word.
+#[inline(always)]
+fn padding_ok(ct: &[u8], pad_len: usize) -> bool {
+    /// The low `8 * k` bits of the word, and the padding they must hold.
+    const MASK: [u32; 4] = [0, 0xff, 0xffff, 0xff_ffff];
+    const WANT: [u32; 4] = [0, 0x01, 0x0102, 0x01_0203];
+    let end = ct.len() - 2;
+    if pad_len < 4 && end >= 4 {
+        let w = u32::from_be_bytes([ct[end - 4], ct[end - 3], ct[end - 2], ct[end - 1]]);
+        return w & MASK[pad_len] == WANT[pad_len];
+    }
+    let pad = &ct[end - pad_len..end];
+    pad.iter().enumerate().all(|(i, b)| usize::from(*b) == i + 1)
 }
 
 /// Length of the inner packet of tunnel mode at the start of `pkt` (what

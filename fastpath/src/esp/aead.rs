@@ -293,6 +293,8 @@ pub struct EspCipher {
     engine: Engine,
     enc: EncAlg,
     integ: IntegAlg,
+    /// IV, ICV and block lengths (fixed by the algorithms; read per packet).
+    lens: [u8; 3],
     /// Set once when a faster AES-GCM takes over this SA (see [`EspCipher::attach_accelerator`]).
     accel: OnceLock<Accel>,
 }
@@ -366,10 +368,15 @@ impl EspCipher {
                 icv_len: keys.integ.icv_len(),
             }))
         };
+        let lens = match &engine {
+            Engine::Aead { .. } => [8, TAG_LEN as u8, 4],
+            Engine::Cbc(c) => [16, c.icv_len as u8, 16],
+        };
         Ok(Self {
             engine,
             enc: keys.enc,
             integ: keys.integ,
+            lens,
             accel: OnceLock::new(),
         })
     }
@@ -480,19 +487,15 @@ impl EspCipher {
     }
 
     /// IV length carried in each packet.
+    #[inline]
     pub fn iv_len(&self) -> usize {
-        match self.engine {
-            Engine::Aead { .. } => 8,
-            Engine::Cbc(_) => 16,
-        }
+        usize::from(self.lens[0])
     }
 
     /// ICV length carried in each packet.
+    #[inline]
     pub fn icv_len(&self) -> usize {
-        match self.engine {
-            Engine::Aead { .. } => 16,
-            Engine::Cbc(ref c) => c.icv_len,
-        }
+        usize::from(self.lens[1])
     }
 
     /// Starts loading the key schedule into the cache (AEADs: it is inline
@@ -505,11 +508,9 @@ impl EspCipher {
     }
 
     /// Alignment of `payload | padding | pad length | next header` (a power of two).
+    #[inline]
     pub fn block_len(&self) -> usize {
-        match self.engine {
-            Engine::Aead { .. } => 4,
-            Engine::Cbc(_) => 16,
-        }
+        usize::from(self.lens[2])
     }
 
     /// Encrypts and authenticates `esp` (`SPI | SEQ | IV space | plaintext | ICV space`) in place.

@@ -710,6 +710,9 @@ struct FlowCache {
     /// Next slot the sweep looks at, and slots left to sweep in this epoch.
     sweep_at: usize,
     sweep_left: usize,
+    /// Some slot may hold an entry (set by [`FlowCache::put`]); while
+    /// false every slot is empty and a new epoch needs no sweep.
+    filled: bool,
 }
 
 struct CachedFlow {
@@ -727,6 +730,7 @@ impl FlowCache {
             sad_generation: 0,
             sweep_at: 0,
             sweep_left: 0,
+            filled: false,
         }
     }
 
@@ -738,7 +742,8 @@ impl FlowCache {
             self.epoch += 1;
             self.spd_generation = spd_generation;
             self.sad_generation = sad_generation;
-            self.sweep_left = self.slots.len();
+            // A cache never filled (a worker's first burst) has nothing to release.
+            self.sweep_left = if self.filled { self.slots.len() } else { 0 };
         }
         if self.sweep_left > 0 {
             self.sweep();
@@ -810,6 +815,7 @@ impl FlowCache {
     }
 
     fn put(&mut self, slot: usize, flow: &FlowKey, sa: &Arc<OutboundSa>) {
+        self.filled = true;
         self.slots[slot] = Some(CachedFlow {
             flow: *flow,
             sa: sa.clone(),

@@ -435,25 +435,34 @@ impl Worker {
         while chunk_start < n {
             let chunk_end = (chunk_start + PLAN_CHUNK).min(n);
             // Pass 1a: runs of one flow each; their flow-cache slots start loading.
+            // IPv4 packets compare packed keys (`V4Flow`); every packet is
+            // still parsed and validated, and one that is not a well-formed
+            // IPv4 packet ends an IPv4 run and gets the general parser.
             let mut i = chunk_start;
-            let mut next_flow = None;
             while i < chunk_end {
-                let flow = match next_flow.take() {
-                    Some(f) => Some(f),
-                    None => ip::flow_key(pkts[i].data()),
-                };
-                let Some(flow) = flow else {
-                    verdicts[i] = self.drop_out(None, DropReason::Malformed);
-                    i += 1;
-                    continue;
+                let data = pkts[i].data();
+                let v4 = ip::v4_flow(data);
+                let flow = match v4 {
+                    Some(f) => f.key(),
+                    None => match ip::flow_key(data) {
+                        Some(f) => f,
+                        None => {
+                            verdicts[i] = self.drop_out(None, DropReason::Malformed);
+                            i += 1;
+                            continue;
+                        }
+                    },
                 };
                 let mut j = i + 1;
-                while j < chunk_end {
-                    match ip::flow_key(pkts[j].data()) {
-                        Some(f) if f == flow => j += 1,
-                        other => {
-                            next_flow = other;
-                            break;
+                match v4 {
+                    Some(f) => {
+                        while j < chunk_end && ip::v4_flow(pkts[j].data()) == Some(f) {
+                            j += 1;
+                        }
+                    }
+                    None => {
+                        while j < chunk_end && ip::flow_key(pkts[j].data()) == Some(flow) {
+                            j += 1;
                         }
                     }
                 }

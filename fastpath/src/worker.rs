@@ -13,7 +13,7 @@
 use crate::buf::PacketBuffer;
 use crate::esp::aead::{AeadJob, EspCipher, IvSource};
 use crate::esp::decap::{DecapParams, decap, decap_check, decap_finish};
-use crate::esp::encap::{EncapParams, encap, encap_frame};
+use crate::esp::encap::{EncapParams, Framer};
 use crate::esp::{EspError, Mode, parse_header};
 use crate::ip::{self, FlowKey};
 use crate::prefetch;
@@ -592,6 +592,15 @@ impl Worker {
         }
     }
 
+    /// The outer headers of `sa`'s packets, if this worker adds them.
+    #[inline]
+    fn outer_headers(&self, sa: &OutboundSa) -> Option<ip::OuterHeaders> {
+        self.build_outer.then(|| {
+            let ports = sa.udp_encap.map(|u| (u.local_port, u.remote_port));
+            ip::OuterHeaders::new(sa.local, sa.remote, ports)
+        })
+    }
+
     /// Encapsulates a run of packets of one flow with `sa`.
     fn outbound_run<B: PacketBuffer>(&mut self, sa: &OutboundSa, pkts: &mut [B], verdicts: &mut [Verdict]) {
         if sa.cipher.batches() {
@@ -599,6 +608,9 @@ impl Worker {
         }
         let run = RunGrant::new(sa, pkts.len(), &self.sad);
         let (to_peer, mut seq) = (run.to_peer, run.first_seq);
+        // Per run: the SA's framing and outer headers.
+        let framer = Framer::new(&encap_params(sa, seq));
+        let outer = self.outer_headers(sa);
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
         for (k, (pkt, v)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
             if let Some(r) = run.refusal(k, (ok_p, ok_b)) {
@@ -606,18 +618,21 @@ impl Worker {
                 continue;
             }
             let inner_len = pkt.len() as u64;
-            let params = encap_params(sa, seq);
+            let pkt_seq = seq;
             seq += 1;
-            if let Err(e) = encap(pkt, &params, &mut self.ivs) {
+            // encap(): framing, then the seal.
+            let sealed = framer
+                .frame(pkt, pkt_seq)
+                .and_then(|_| sa.cipher.seal(pkt.data_mut(), pkt_seq, sa.esn, &mut self.ivs));
+            if let Err(e) = sealed {
                 *v = self.drop_out(Some(sa), e.into());
                 continue;
             }
-            if self.build_outer {
-                let ports = sa.udp_encap.map(|u| (u.local_port, u.remote_port));
-                if ip::prepend_outer(pkt, sa.local, sa.remote, ports).is_err() {
-                    *v = self.drop_out(Some(sa), EspError::Oversize("outer headers").into());
-                    continue;
-                }
+            if let Some(outer) = &outer
+                && outer.prepend(pkt).is_err()
+            {
+                *v = self.drop_out(Some(sa), EspError::Oversize("outer headers").into());
+                continue;
             }
             ok_p += 1;
             ok_b += inner_len;
@@ -637,6 +652,8 @@ impl Worker {
         let run = RunGrant::new(sa, pkts.len(), &self.sad);
         let (to_peer, mut seq) = (run.to_peer, run.first_seq);
         // Pass 1: ESP framing; (index, sequence number, inner length).
+        let framer = Framer::new(&encap_params(sa, seq));
+        let outer = self.outer_headers(sa);
         let mut framed: Vec<(usize, u64, u64)> = Vec::with_capacity(pkts.len());
         let (mut planned_p, mut planned_b) = (0u64, 0u64);
         for (k, (pkt, v)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
@@ -645,13 +662,13 @@ impl Worker {
                 continue;
             }
             let inner_len = pkt.len() as u64;
-            let params = encap_params(sa, seq);
+            let pkt_seq = seq;
             seq += 1;
-            match encap_frame(pkt, &params) {
+            match framer.frame(pkt, pkt_seq) {
                 Ok(_) => {
                     planned_p += 1;
                     planned_b += inner_len;
-                    framed.push((k, params.seq, inner_len));
+                    framed.push((k, pkt_seq, inner_len));
                 }
                 Err(e) => *v = self.drop_out(Some(sa), e.into()),
             }
@@ -667,12 +684,11 @@ impl Worker {
                 verdicts[k] = self.drop_out(Some(sa), e.into());
                 continue;
             }
-            if self.build_outer {
-                let ports = sa.udp_encap.map(|u| (u.local_port, u.remote_port));
-                if ip::prepend_outer(pkt, sa.local, sa.remote, ports).is_err() {
-                    verdicts[k] = self.drop_out(Some(sa), EspError::Oversize("outer headers").into());
-                    continue;
-                }
+            if let Some(outer) = &outer
+                && outer.prepend(pkt).is_err()
+            {
+                verdicts[k] = self.drop_out(Some(sa), EspError::Oversize("outer headers").into());
+                continue;
             }
             ok_p += 1;
             ok_b += inner_len;

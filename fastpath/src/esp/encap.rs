@@ -59,46 +59,90 @@ pub fn encap<B: PacketBuffer>(buf: &mut B, p: &EncapParams<'_>, ivs: &mut IvSour
 /// for the IV and ICV around the payload; the SA's cipher then seals the
 /// packet in place ([`super::aead::EspCipher::seal`] or a batch job).
 pub fn encap_frame<B: PacketBuffer>(buf: &mut B, p: &EncapParams<'_>) -> Result<EncapInfo, EspError> {
-    let next_header = match p.mode {
-        Mode::Tunnel => match buf.data().first().map(|b| b >> 4) {
-            Some(4) => NEXT_HEADER_IPV4,
-            Some(6) => NEXT_HEADER_IPV6,
-            _ => return Err(EspError::Malformed("inner packet is not IPv4 or IPv6")),
-        },
-        Mode::Transport => {
-            let (hdr_len, proto) = transport_header(buf.data())?;
-            buf.trim_front(hdr_len)?;
-            proto
+    Framer::new(p).frame(buf, p.seq)
+}
+
+/// [`encap_frame`] for a run of packets of one SA: the cipher's lengths and
+/// the SA's fields are read once ([`Framer::new`]), then [`Framer::frame`]
+/// frames each packet with its sequence number.
+#[derive(Debug, Clone, Copy)]
+pub struct Framer {
+    /// SPI, as sent.
+    spi: [u8; 4],
+    mode: Mode,
+    /// Cipher block length minus one (block lengths are powers of two).
+    block_mask: usize,
+    /// ESP header and IV.
+    head_len: usize,
+    icv_len: usize,
+    max_esp_len: usize,
+}
+
+impl Framer {
+    /// The framing of `p`'s SA (`p.seq` is not used: see [`Framer::frame`]).
+    #[inline]
+    pub fn new(p: &EncapParams<'_>) -> Self {
+        Self {
+            spi: p.spi.to_be_bytes(),
+            mode: p.mode,
+            block_mask: p.cipher.block_len() - 1,
+            head_len: ESP_HEADER_LEN + p.cipher.iv_len(),
+            icv_len: p.cipher.icv_len(),
+            max_esp_len: p.max_esp_len,
         }
-    };
-    let payload_len = buf.len();
-    let esp_len = esp_len_for(p.cipher, payload_len);
-    if esp_len > p.max_esp_len {
-        return Err(EspError::Oversize("exceeds path MTU"));
     }
-    let pad_len = esp_len - ESP_HEADER_LEN - p.cipher.iv_len() - p.cipher.icv_len() - payload_len - 2;
-    let icv_len = p.cipher.icv_len();
-    let trailer = buf.append(pad_len + 2 + icv_len)?;
-    // RFC 4303 §2.4: padding bytes are 1, 2, 3, ... Padding is shorter than
-    // a block (at most 15 bytes) and the trailer holds at least the 2 trailer
-    // bytes and a 16-byte ICV, so one fixed 16-byte store writes it; what
-    // lands in the ICV is overwritten by the seal.
-    match trailer.get_mut(..PAD_PATTERN.len()) {
-        Some(t) => t.copy_from_slice(&PAD_PATTERN),
-        // Not reached with the ciphers here; a loop, so the compiler does not
-        // merge both arms into one variable-length copy.
-        None => {
-            for (b, p) in trailer[..pad_len].iter_mut().zip(PAD_PATTERN) {
-                *b = p;
+
+    /// [`encap_frame`] of `buf` with sequence number `seq`: one `append`
+    /// (padding, trailer, ICV room) and one `prepend` (ESP header, IV room).
+    #[inline(always)]
+    pub fn frame<B: PacketBuffer>(&self, buf: &mut B, seq: u64) -> Result<EncapInfo, EspError> {
+        let next_header = match self.mode {
+            Mode::Tunnel => match buf.data().first().map(|b| b >> 4) {
+                Some(4) => NEXT_HEADER_IPV4,
+                Some(6) => NEXT_HEADER_IPV6,
+                _ => return Err(EspError::Malformed("inner packet is not IPv4 or IPv6")),
+            },
+            Mode::Transport => {
+                let (hdr_len, proto) = transport_header(buf.data())?;
+                buf.trim_front(hdr_len)?;
+                proto
+            }
+        };
+        let payload_len = buf.len();
+        // Payload and the 2 trailer bytes, rounded up to the block.
+        let padded = (payload_len + 2 + self.block_mask) & !self.block_mask;
+        let esp_len = self.head_len + padded + self.icv_len;
+        if esp_len > self.max_esp_len {
+            return Err(EspError::Oversize("exceeds path MTU"));
+        }
+        let pad_len = padded - payload_len - 2;
+        let trailer = buf.append(pad_len + 2 + self.icv_len)?;
+        // RFC 4303 §2.4: padding bytes are 1, 2, 3, ... Padding is shorter than
+        // a block (at most 15 bytes) and the trailer holds at least the 2 trailer
+        // bytes and a 16-byte ICV, so one fixed 16-byte store writes it; what
+        // lands in the ICV is overwritten by the seal.
+        match trailer.first_chunk_mut::<16>() {
+            Some(t) => *t = PAD_PATTERN,
+            // Not reached with the ciphers here; a loop, so the compiler does not
+            // merge both arms into one variable-length copy.
+            None => {
+                for (b, p) in trailer[..pad_len].iter_mut().zip(PAD_PATTERN) {
+                    *b = p;
+                }
             }
         }
+        trailer[pad_len] = pad_len as u8;
+        trailer[pad_len + 1] = next_header;
+        let hdr = buf.prepend(self.head_len)?;
+        let [s0, s1, s2, s3] = self.spi;
+        let [q0, q1, q2, q3] = (seq as u32).to_be_bytes();
+        match hdr.first_chunk_mut::<ESP_HEADER_LEN>() {
+            Some(h) => *h = [s0, s1, s2, s3, q0, q1, q2, q3],
+            // head_len is at least ESP_HEADER_LEN.
+            None => unreachable!("ESP header room"),
+        }
+        Ok(EncapInfo { next_header, esp_len })
     }
-    trailer[pad_len] = pad_len as u8;
-    trailer[pad_len + 1] = next_header;
-    let hdr = buf.prepend(ESP_HEADER_LEN + p.cipher.iv_len())?;
-    hdr[..4].copy_from_slice(&p.spi.to_be_bytes());
-    hdr[4..8].copy_from_slice(&(p.seq as u32).to_be_bytes());
-    Ok(EncapInfo { next_header, esp_len })
 }
 
 /// Header length and upper protocol of a transport-mode packet.

@@ -184,7 +184,7 @@ fn ipv4_header_checksum_of(total: u16, proto: u8, src: u32, dst: u32) -> u16 {
         + u64::from(src & 0xffff)
         + u64::from(dst >> 16)
         + u64::from(dst & 0xffff);
-    !fold(acc)
+    !fold32(acc)
 }
 
 fn sum_words(data: &[u8], mut acc: u64) -> u64 {
@@ -196,6 +196,14 @@ fn sum_words(data: &[u8], mut acc: u64) -> u64 {
         acc += u64::from(*last) << 8;
     }
     acc
+}
+
+/// [`fold`] of a sum below 2^32: two steps, no loop.
+#[inline]
+fn fold32(acc: u64) -> u16 {
+    debug_assert!(acc < 1 << 32);
+    let acc = (acc & 0xffff) + (acc >> 16);
+    ((acc & 0xffff) + (acc >> 16)) as u16
 }
 
 fn fold(mut acc: u64) -> u16 {
@@ -331,15 +339,29 @@ impl OuterHeaders {
     #[inline]
     pub fn prepend<B: PacketBuffer>(&self, buf: &mut B) -> Result<(), IpError> {
         match self.kind {
-            OuterKind::V4Esp { mut hdr, sum } => {
-                let total = u16::try_from(buf.len() + 20).map_err(|_| IpError::TooLong)?;
-                let c = !fold(sum + u64::from(total));
-                hdr[2..4].copy_from_slice(&total.to_be_bytes());
-                hdr[10..12].copy_from_slice(&c.to_be_bytes());
+            OuterKind::V4Esp { .. } => {
+                let hdr = self.ipv4_esp(buf.len()).ok_or(IpError::TooLong)?;
                 buf.prepend(20)?.copy_from_slice(&hdr);
                 Ok(())
             }
             OuterKind::Other { src, dst, udp_ports } => prepend_outer(buf, src, dst, udp_ports),
+        }
+    }
+
+    /// The 20-byte IPv4 header [`OuterHeaders::prepend`] writes in front of an
+    /// ESP packet of `esp_len` bytes, when it is one (IPv4 without UDP) and
+    /// the length fits; `None` otherwise.
+    #[inline]
+    pub fn ipv4_esp(&self, esp_len: usize) -> Option<[u8; 20]> {
+        match self.kind {
+            OuterKind::V4Esp { mut hdr, sum } => {
+                let total = u16::try_from(esp_len + 20).ok()?;
+                let c = !fold32(sum + u64::from(total));
+                hdr[2..4].copy_from_slice(&total.to_be_bytes());
+                hdr[10..12].copy_from_slice(&c.to_be_bytes());
+                Some(hdr)
+            }
+            OuterKind::Other { .. } => None,
         }
     }
 }
@@ -569,6 +591,20 @@ mod tests {
             OuterHeaders::new(s, d, None).prepend(&mut b)
         );
         assert_eq!(a.data(), b.data());
+    }
+
+    #[test]
+    fn fold32_matches_fold() {
+        let mut seed = 1u64;
+        let mut b = [0u8; 4];
+        for _ in 0..100_000 {
+            noise(&mut seed, &mut b);
+            let acc = u64::from(u32::from_le_bytes(b));
+            assert_eq!(fold32(acc), fold(acc));
+        }
+        for acc in [0, 0xffff, 0x10000, 0x1fffe, 0xffff_ffff, 0xffff_0000, 0x0001_ffff] {
+            assert_eq!(fold32(acc), fold(acc));
+        }
     }
 
     #[test]

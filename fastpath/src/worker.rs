@@ -620,15 +620,22 @@ impl Worker {
             let inner_len = pkt.len() as u64;
             let pkt_seq = seq;
             seq += 1;
-            // encap(): framing, then the seal.
-            let sealed = framer
-                .frame(pkt, pkt_seq)
-                .and_then(|_| sa.cipher.seal(pkt.data_mut(), pkt_seq, sa.esn, &mut self.ivs));
-            if let Err(e) = sealed {
+            // encap(): framing (with the outer IPv4 header when it can), then
+            // the seal of the ESP packet behind that header.
+            let front = match framer.frame_outer(pkt, pkt_seq, outer.as_ref()) {
+                Ok((_, front)) => front,
+                Err(e) => {
+                    *v = self.drop_out(Some(sa), e.into());
+                    continue;
+                }
+            };
+            let esp = pkt.data_mut().get_mut(front..).unwrap_or_default();
+            if let Err(e) = sa.cipher.seal(esp, pkt_seq, sa.esn, &mut self.ivs) {
                 *v = self.drop_out(Some(sa), e.into());
                 continue;
             }
-            if let Some(outer) = &outer
+            if front == 0
+                && let Some(outer) = &outer
                 && outer.prepend(pkt).is_err()
             {
                 *v = self.drop_out(Some(sa), EspError::Oversize("outer headers").into());

@@ -63,8 +63,33 @@ impl V4Flow {
 /// for anything else (IPv6, or malformed: then `flow_key` is `None` too).
 ///
 /// One length check, then reads at fixed offsets of the 20-byte header.
-#[inline]
+#[inline(always)]
 pub(crate) fn v4_flow(pkt: &[u8]) -> Option<V4Flow> {
+    // The usual packet: no options, and room for the ports.
+    if let Some(h) = pkt.first_chunk::<24>()
+        && h[0] == 0x45
+    {
+        let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        if total >= 24 && total <= pkt.len() {
+            let first_fragment = u16::from_be_bytes([h[6], h[7]]) & 0x1fff == 0;
+            let proto = h[9];
+            let ports = match proto {
+                IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP if first_fragment => {
+                    u32::from_be_bytes([h[20], h[21], h[22], h[23]])
+                }
+                IPPROTO_ICMP | IPPROTO_ICMPV6 if first_fragment => {
+                    let tc = u32::from(u16::from_be_bytes([h[20], h[21]]));
+                    tc << 16 | tc
+                }
+                _ => 0,
+            };
+            let [.., s0, s1, s2, s3, d0, d1, d2, d3, _, _, _, _] = *h;
+            return Some(V4Flow {
+                addrs: [s0, s1, s2, s3, d0, d1, d2, d3],
+                rest: u64::from(proto) << 32 | u64::from(ports),
+            });
+        }
+    }
     let h: &[u8; 20] = pkt.first_chunk()?;
     if h[0] >> 4 != 4 {
         return None;

@@ -872,6 +872,9 @@ struct RunGrant {
     /// Hard lifetime budget left: packets, bytes.
     budget: (u64, u64),
     expired: bool,
+    /// Packets `k` below this may go whenever the bytes budget allows
+    /// (not expired, `k` under the packets budget and the grant).
+    clear: u64,
     /// The first reserved sequence number.
     first_seq: u64,
     /// How many sequence numbers were reserved (0 on exhaustion).
@@ -886,6 +889,7 @@ impl RunGrant {
         let (budget, expired) = (sa.hard_budget(), sa.is_expired());
         // On exhaustion nothing is granted and every packet is refused.
         let (first_seq, granted) = sa.reserve_seqs(n as u64, sad.events()).unwrap_or_default();
+        let clear = if expired { 0 } else { granted.min(budget.0) };
         Self {
             to_peer: Verdict::ToPeer {
                 src: sa.local,
@@ -894,6 +898,7 @@ impl RunGrant {
             },
             budget,
             expired,
+            clear,
             first_seq,
             granted,
         }
@@ -904,6 +909,17 @@ impl RunGrant {
     /// (packets, bytes) in this run, or no sequence number was granted for it.
     #[inline]
     fn refusal(&self, k: usize, sent: (u64, u64)) -> Option<DropReason> {
+        // At most k packets were sent before packet k, so k < clear covers
+        // the expiry, packets budget and grant checks below.
+        if (k as u64) < self.clear && sent.1 < self.budget.1 {
+            return None;
+        }
+        self.refusal_checked(k, sent)
+    }
+
+    /// [`RunGrant::refusal`], every condition checked.
+    #[inline(never)]
+    fn refusal_checked(&self, k: usize, sent: (u64, u64)) -> Option<DropReason> {
         if self.expired || sent.0 >= self.budget.0 || sent.1 >= self.budget.1 {
             Some(DropReason::Expired)
         } else if k as u64 >= self.granted {

@@ -408,6 +408,14 @@ impl Worker {
         Verdict::Drop(r)
     }
 
+    /// [`Worker::drop_out`] of an SA's packet for an ESP error (out of line:
+    /// the per-packet loops then only test for success).
+    #[cold]
+    #[inline(never)]
+    fn drop_out_err(&self, sa: &OutboundSa, e: EspError) -> Verdict {
+        self.drop_out(Some(sa), e.into())
+    }
+
     fn drop_out(&self, sa: Option<&OutboundSa>, r: DropReason) -> Verdict {
         self.counters.outbound.drop_one(r);
         if let Some(sa) = sa {
@@ -625,13 +633,13 @@ impl Worker {
             let front = match framer.frame_outer(pkt, pkt_seq, outer.as_ref()) {
                 Ok((_, front)) => front,
                 Err(e) => {
-                    *v = self.drop_out(Some(sa), e.into());
+                    *v = self.drop_out_err(sa, e);
                     continue;
                 }
             };
             let esp = pkt.data_mut().get_mut(front..).unwrap_or_default();
             if let Err(e) = sa.cipher.seal(esp, pkt_seq, sa.esn, &mut self.ivs) {
-                *v = self.drop_out(Some(sa), e.into());
+                *v = self.drop_out_err(sa, e);
                 continue;
             }
             if front == 0

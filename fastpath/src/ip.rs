@@ -59,6 +59,53 @@ impl V4Flow {
     }
 }
 
+impl V4Flow {
+    /// A raw header test for further packets of this flow when it is a TCP,
+    /// UDP or SCTP flow (whose ports are the 4 bytes after the header).
+    #[inline]
+    pub(crate) fn quick_match(self) -> Option<V4QuickMatch> {
+        let proto = (self.rest >> 32) as u8;
+        matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP).then(|| V4QuickMatch {
+            addrs: u64::from_ne_bytes(self.addrs),
+            proto,
+            ports: (self.rest as u32).to_be_bytes(),
+        })
+    }
+}
+
+/// See [`V4Flow::quick_match`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct V4QuickMatch {
+    /// Source and destination as stored, read as one native word.
+    addrs: u64,
+    proto: u8,
+    /// Source and destination ports as stored.
+    ports: [u8; 4],
+}
+
+impl V4QuickMatch {
+    /// True when `pkt` is a well-formed IPv4 packet without options, not a
+    /// non-first fragment, of this flow: then its [`v4_flow`] is the flow's.
+    /// False says nothing (the packet may still be of the flow): test it
+    /// with `v4_flow`.
+    #[inline(always)]
+    pub(crate) fn matches(&self, pkt: &[u8]) -> bool {
+        let Some(h) = pkt.first_chunk::<24>() else {
+            return false;
+        };
+        let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        let [.., s0, s1, s2, s3, d0, d1, d2, d3, p0, p1, p2, p3] = *h;
+        h[0] == 0x45
+            && total >= 24
+            && total <= pkt.len()
+            && h[6] & 0x1f == 0
+            && h[7] == 0
+            && h[9] == self.proto
+            && u64::from_ne_bytes([s0, s1, s2, s3, d0, d1, d2, d3]) == self.addrs
+            && [p0, p1, p2, p3] == self.ports
+    }
+}
+
 /// [`flow_key`] of an IPv4 packet that has one, packed ([`V4Flow`]); `None`
 /// for anything else (IPv6, or malformed: then `flow_key` is `None` too).
 ///
@@ -579,6 +626,48 @@ mod tests {
         assert_eq!(a, v4_flow(&p));
         p[23] = 5;
         assert_ne!(a, v4_flow(&p));
+    }
+
+    #[test]
+    fn quick_match_implies_the_same_flow() {
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let protos = [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP, IPPROTO_ICMP, 50];
+        let mut base = [0u8; 64];
+        let (mut quick, mut hits) = (0, 0);
+        for n in 0..100_000u32 {
+            noise(&mut seed, &mut base);
+            base[0] = 0x45;
+            base[2..4].copy_from_slice(&64u16.to_be_bytes());
+            base[6] = 0;
+            base[7] = 0;
+            base[9] = protos[n as usize % protos.len()];
+            let f = v4_flow(&base).unwrap();
+            let Some(q) = f.quick_match() else {
+                assert!(!matches!(base[9], IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP));
+                continue;
+            };
+            quick += 1;
+            // A variant of the packet: some header bytes and the length changed.
+            let mut p = base;
+            let mut r = [0u8; 4];
+            noise(&mut seed, &mut r);
+            match r[0] % 8 {
+                0 => p[usize::from(r[1]) % 24] = r[2],
+                1 => p[6] = r[2] & 0x3f,
+                2 => p[7] = r[2] & 1,
+                3 => p[2..4].copy_from_slice(&u16::from(r[2] % 70).to_be_bytes()),
+                4 => p[usize::from(r[1]) % 8 + 12] ^= 1 << (r[2] % 8),
+                5 => p[usize::from(r[1]) % 4 + 20] ^= 1 << (r[2] % 8),
+                _ => p[24 + usize::from(r[1]) % 40] = r[2],
+            }
+            let len = if r[3] % 4 == 0 { usize::from(r[3]) % 65 } else { 64 };
+            let pkt = &p[..len];
+            if q.matches(pkt) {
+                hits += 1;
+                assert_eq!(v4_flow(pkt), Some(f), "{pkt:02x?}");
+            }
+        }
+        assert!(quick > 50_000 && hits > 10_000, "{quick} {hits}");
     }
 
     #[test]

@@ -464,7 +464,17 @@ impl Worker {
                 let mut j = i + 1;
                 match v4 {
                     Some(f) => {
-                        while j < chunk_end && ip::v4_flow(pkts[j].data()) == Some(f) {
+                        // TCP/UDP/SCTP flows: a raw header test first.
+                        let quick = f.quick_match();
+                        while j < chunk_end {
+                            let data = pkts[j].data();
+                            let same = match &quick {
+                                Some(q) if q.matches(data) => true,
+                                _ => ip::v4_flow(data) == Some(f),
+                            };
+                            if !same {
+                                break;
+                            }
                             j += 1;
                         }
                     }

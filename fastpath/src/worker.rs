@@ -13,7 +13,7 @@
 use crate::buf::PacketBuffer;
 use crate::esp::aead::{AeadJob, EspCipher, IvSource};
 use crate::esp::decap::{DecapParams, decap, decap_check, decap_finish};
-use crate::esp::encap::{EncapParams, encap, encap_frame};
+use crate::esp::encap::{EncapParams, Framer};
 use crate::esp::{EspError, Mode, parse_header};
 use crate::ip::{self, FlowKey};
 use crate::prefetch;
@@ -167,20 +167,25 @@ impl Worker {
         let mut chunk_start = 0;
         while chunk_start < n {
             let chunk_end = (chunk_start + PLAN_CHUNK).min(n);
-            // Pass 1: sort out non-ESP packets; the SA (entry and key
-            // schedule) of every new run starts loading, so cold SAs' cache
-            // misses overlap.
+            // Pass 1: sort out non-ESP packets and cut the rest into
+            // segments of consecutive packets with one SPI; the SA (entry
+            // and key schedule) of every segment starts loading, so cold
+            // SAs' cache misses overlap.
             let mut spis = [0u32; PLAN_CHUNK];
-            let mut is_esp = [false; PLAN_CHUNK];
+            let mut segs = [(0usize, 0usize); PLAN_CHUNK];
+            let mut nsegs = 0;
             let mut last_spi = None;
             for i in chunk_start..chunk_end {
                 match self.classify(kind, &mut pkts[i]) {
                     Ok(spi) => {
                         spis[i - chunk_start] = spi;
-                        is_esp[i - chunk_start] = true;
-                        if last_spi != Some(spi) {
+                        if last_spi == Some(spi) {
+                            segs[nsegs - 1].1 = i + 1;
+                        } else {
                             self.sad.prefetch_inbound(spi);
                             last_spi = Some(spi);
+                            segs[nsegs] = (i, i + 1);
+                            nsegs += 1;
                         }
                     }
                     Err(v) => {
@@ -189,59 +194,45 @@ impl Worker {
                     }
                 }
             }
-            // Pass 2: the runs' SAs (arriving now); their replay bitmaps
-            // start loading.
-            let mut runs: [(usize, Option<&InboundSa>); PLAN_CHUNK] = [(usize::MAX, None); PLAN_CHUNK];
-            let mut nruns = 0;
-            let mut last_spi = None;
-            for (i, m) in meta.iter().enumerate().take(chunk_end).skip(chunk_start) {
-                let k = i - chunk_start;
-                if !is_esp[k] {
-                    last_spi = None;
-                    continue;
-                }
-                if last_spi == Some(spis[k]) {
-                    continue;
-                }
-                last_spi = Some(spis[k]);
-                let sa = self.sad.inbound_pinned(spis[k], m.dst, guard);
+            // Pass 2: the segments' SAs (arriving now); their replay
+            // bitmaps start loading.
+            let mut sas: [Option<&InboundSa>; PLAN_CHUNK] = [None; PLAN_CHUNK];
+            for (sa, &(start, _)) in sas.iter_mut().zip(&segs[..nsegs]) {
+                *sa = self
+                    .sad
+                    .inbound_pinned(spis[start - chunk_start], meta[start].dst, guard);
                 if let Some(sa) = sa {
                     sa.prefetch_side_state();
                 }
-                runs[nruns] = (i, sa);
-                nruns += 1;
             }
-            // Pass 3: decryption, one SA per run.
-            let mut planned = runs[..nruns].iter().copied().peekable();
-            let mut i = chunk_start;
-            while i < chunk_end {
-                if !is_esp[i - chunk_start] {
-                    i += 1;
-                    continue;
+            // Pass 3: decryption, one SA per run: a segment, cut where a
+            // packet's destination (when known) is not its SA's.
+            for (&planned, &(start, seg_end)) in sas.iter().zip(&segs[..nsegs]) {
+                let spi = spis[start - chunk_start];
+                let mut i = start;
+                while i < seg_end {
+                    // The SA planned for the segment, or a fresh lookup (a
+                    // run cut short by a destination mismatch).
+                    let sa = if i == start {
+                        planned
+                    } else {
+                        self.sad.inbound_pinned(spi, meta[i].dst, guard)
+                    };
+                    let Some(sa) = sa else {
+                        verdicts[i] = self.drop_in(None, DropReason::NoSa);
+                        i += 1;
+                        continue;
+                    };
+                    let end = if sa.spi != spi {
+                        i + 1
+                    } else {
+                        (i + 1..seg_end)
+                            .find(|&j| meta[j].dst.is_some_and(|d| d != sa.local))
+                            .unwrap_or(seg_end)
+                    };
+                    self.inbound_run(kind, sa, &mut pkts[i..end], &meta[i..end], &mut verdicts[i..end]);
+                    i = end;
                 }
-                // The SA planned for a run starting here, or a fresh lookup
-                // (a run cut short by a destination mismatch).
-                while planned.next_if(|(start, _)| *start < i).is_some() {}
-                let sa = match planned.next_if(|(start, _)| *start == i) {
-                    Some((_, sa)) => sa,
-                    None => self.sad.inbound_pinned(spis[i - chunk_start], meta[i].dst, guard),
-                };
-                let Some(sa) = sa else {
-                    verdicts[i] = self.drop_in(None, DropReason::NoSa);
-                    i += 1;
-                    continue;
-                };
-                // The run: the ESP packets that follow with this SA's SPI and
-                // (when known) destination, from the SPIs of pass 1.
-                let end = (i + 1..chunk_end)
-                    .find(|&j| {
-                        !is_esp[j - chunk_start]
-                            || spis[j - chunk_start] != sa.spi
-                            || meta[j].dst.is_some_and(|d| d != sa.local)
-                    })
-                    .unwrap_or(chunk_end);
-                self.inbound_run(kind, sa, &mut pkts[i..end], &meta[i..end], &mut verdicts[i..end]);
-                i = end;
             }
             chunk_start = chunk_end;
         }
@@ -408,6 +399,14 @@ impl Worker {
         Verdict::Drop(r)
     }
 
+    /// [`Worker::drop_out`] of an SA's packet for an ESP error (out of line:
+    /// the per-packet loops then only test for success).
+    #[cold]
+    #[inline(never)]
+    fn drop_out_err(&self, sa: &OutboundSa, e: EspError) -> Verdict {
+        self.drop_out(Some(sa), e.into())
+    }
+
     fn drop_out(&self, sa: Option<&OutboundSa>, r: DropReason) -> Verdict {
         self.counters.outbound.drop_one(r);
         if let Some(sa) = sa {
@@ -435,25 +434,44 @@ impl Worker {
         while chunk_start < n {
             let chunk_end = (chunk_start + PLAN_CHUNK).min(n);
             // Pass 1a: runs of one flow each; their flow-cache slots start loading.
+            // IPv4 packets compare packed keys (`V4Flow`); every packet is
+            // still parsed and validated, and one that is not a well-formed
+            // IPv4 packet ends an IPv4 run and gets the general parser.
             let mut i = chunk_start;
-            let mut next_flow = None;
             while i < chunk_end {
-                let flow = match next_flow.take() {
-                    Some(f) => Some(f),
-                    None => ip::flow_key(pkts[i].data()),
-                };
-                let Some(flow) = flow else {
-                    verdicts[i] = self.drop_out(None, DropReason::Malformed);
-                    i += 1;
-                    continue;
+                let data = pkts[i].data();
+                let v4 = ip::v4_flow(data);
+                let flow = match v4 {
+                    Some(f) => f.key(),
+                    None => match ip::flow_key(data) {
+                        Some(f) => f,
+                        None => {
+                            verdicts[i] = self.drop_out(None, DropReason::Malformed);
+                            i += 1;
+                            continue;
+                        }
+                    },
                 };
                 let mut j = i + 1;
-                while j < chunk_end {
-                    match ip::flow_key(pkts[j].data()) {
-                        Some(f) if f == flow => j += 1,
-                        other => {
-                            next_flow = other;
-                            break;
+                match v4 {
+                    Some(f) => {
+                        // TCP/UDP/SCTP flows: a raw header test first.
+                        let quick = f.quick_match();
+                        while j < chunk_end {
+                            let data = pkts[j].data();
+                            let same = match &quick {
+                                Some(q) if q.matches(data) => true,
+                                _ => ip::v4_flow(data) == Some(f),
+                            };
+                            if !same {
+                                break;
+                            }
+                            j += 1;
+                        }
+                    }
+                    None => {
+                        while j < chunk_end && ip::flow_key(pkts[j].data()) == Some(flow) {
+                            j += 1;
                         }
                     }
                 }
@@ -583,6 +601,15 @@ impl Worker {
         }
     }
 
+    /// The outer headers of `sa`'s packets, if this worker adds them.
+    #[inline]
+    fn outer_headers(&self, sa: &OutboundSa) -> Option<ip::OuterHeaders> {
+        self.build_outer.then(|| {
+            let ports = sa.udp_encap.map(|u| (u.local_port, u.remote_port));
+            ip::OuterHeaders::new(sa.local, sa.remote, ports)
+        })
+    }
+
     /// Encapsulates a run of packets of one flow with `sa`.
     fn outbound_run<B: PacketBuffer>(&mut self, sa: &OutboundSa, pkts: &mut [B], verdicts: &mut [Verdict]) {
         if sa.cipher.batches() {
@@ -590,6 +617,9 @@ impl Worker {
         }
         let run = RunGrant::new(sa, pkts.len(), &self.sad);
         let (to_peer, mut seq) = (run.to_peer, run.first_seq);
+        // Per run: the SA's framing and outer headers.
+        let framer = Framer::new(&encap_params(sa, seq));
+        let outer = self.outer_headers(sa);
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
         for (k, (pkt, v)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
             if let Some(r) = run.refusal(k, (ok_p, ok_b)) {
@@ -597,18 +627,28 @@ impl Worker {
                 continue;
             }
             let inner_len = pkt.len() as u64;
-            let params = encap_params(sa, seq);
+            let pkt_seq = seq;
             seq += 1;
-            if let Err(e) = encap(pkt, &params, &mut self.ivs) {
-                *v = self.drop_out(Some(sa), e.into());
-                continue;
-            }
-            if self.build_outer {
-                let ports = sa.udp_encap.map(|u| (u.local_port, u.remote_port));
-                if ip::prepend_outer(pkt, sa.local, sa.remote, ports).is_err() {
-                    *v = self.drop_out(Some(sa), EspError::Oversize("outer headers").into());
+            // encap(): framing (with the outer IPv4 header when it can), then
+            // the seal of the ESP packet behind that header.
+            let front = match framer.frame_outer(pkt, pkt_seq, outer.as_ref()) {
+                Ok((_, front)) => front,
+                Err(e) => {
+                    *v = self.drop_out_err(sa, e);
                     continue;
                 }
+            };
+            let esp = pkt.data_mut().get_mut(front..).unwrap_or_default();
+            if let Err(e) = sa.cipher.seal(esp, pkt_seq, sa.esn, &mut self.ivs) {
+                *v = self.drop_out_err(sa, e);
+                continue;
+            }
+            if front == 0
+                && let Some(outer) = &outer
+                && outer.prepend(pkt).is_err()
+            {
+                *v = self.drop_out(Some(sa), EspError::Oversize("outer headers").into());
+                continue;
             }
             ok_p += 1;
             ok_b += inner_len;
@@ -628,6 +668,8 @@ impl Worker {
         let run = RunGrant::new(sa, pkts.len(), &self.sad);
         let (to_peer, mut seq) = (run.to_peer, run.first_seq);
         // Pass 1: ESP framing; (index, sequence number, inner length).
+        let framer = Framer::new(&encap_params(sa, seq));
+        let outer = self.outer_headers(sa);
         let mut framed: Vec<(usize, u64, u64)> = Vec::with_capacity(pkts.len());
         let (mut planned_p, mut planned_b) = (0u64, 0u64);
         for (k, (pkt, v)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
@@ -636,13 +678,13 @@ impl Worker {
                 continue;
             }
             let inner_len = pkt.len() as u64;
-            let params = encap_params(sa, seq);
+            let pkt_seq = seq;
             seq += 1;
-            match encap_frame(pkt, &params) {
+            match framer.frame(pkt, pkt_seq) {
                 Ok(_) => {
                     planned_p += 1;
                     planned_b += inner_len;
-                    framed.push((k, params.seq, inner_len));
+                    framed.push((k, pkt_seq, inner_len));
                 }
                 Err(e) => *v = self.drop_out(Some(sa), e.into()),
             }
@@ -658,12 +700,11 @@ impl Worker {
                 verdicts[k] = self.drop_out(Some(sa), e.into());
                 continue;
             }
-            if self.build_outer {
-                let ports = sa.udp_encap.map(|u| (u.local_port, u.remote_port));
-                if ip::prepend_outer(pkt, sa.local, sa.remote, ports).is_err() {
-                    verdicts[k] = self.drop_out(Some(sa), EspError::Oversize("outer headers").into());
-                    continue;
-                }
+            if let Some(outer) = &outer
+                && outer.prepend(pkt).is_err()
+            {
+                verdicts[k] = self.drop_out(Some(sa), EspError::Oversize("outer headers").into());
+                continue;
             }
             ok_p += 1;
             ok_b += inner_len;
@@ -710,6 +751,9 @@ struct FlowCache {
     /// Next slot the sweep looks at, and slots left to sweep in this epoch.
     sweep_at: usize,
     sweep_left: usize,
+    /// Some slot may hold an entry (set by [`FlowCache::put`]); while
+    /// false every slot is empty and a new epoch needs no sweep.
+    filled: bool,
 }
 
 struct CachedFlow {
@@ -727,6 +771,7 @@ impl FlowCache {
             sad_generation: 0,
             sweep_at: 0,
             sweep_left: 0,
+            filled: false,
         }
     }
 
@@ -738,7 +783,8 @@ impl FlowCache {
             self.epoch += 1;
             self.spd_generation = spd_generation;
             self.sad_generation = sad_generation;
-            self.sweep_left = self.slots.len();
+            // A cache never filled (a worker's first burst) has nothing to release.
+            self.sweep_left = if self.filled { self.slots.len() } else { 0 };
         }
         if self.sweep_left > 0 {
             self.sweep();
@@ -810,6 +856,7 @@ impl FlowCache {
     }
 
     fn put(&mut self, slot: usize, flow: &FlowKey, sa: &Arc<OutboundSa>) {
+        self.filled = true;
         self.slots[slot] = Some(CachedFlow {
             flow: *flow,
             sa: sa.clone(),
@@ -834,6 +881,9 @@ struct RunGrant {
     /// Hard lifetime budget left: packets, bytes.
     budget: (u64, u64),
     expired: bool,
+    /// Packets `k` below this may go whenever the bytes budget allows
+    /// (not expired, `k` under the packets budget and the grant).
+    clear: u64,
     /// The first reserved sequence number.
     first_seq: u64,
     /// How many sequence numbers were reserved (0 on exhaustion).
@@ -848,6 +898,7 @@ impl RunGrant {
         let (budget, expired) = (sa.hard_budget(), sa.is_expired());
         // On exhaustion nothing is granted and every packet is refused.
         let (first_seq, granted) = sa.reserve_seqs(n as u64, sad.events()).unwrap_or_default();
+        let clear = if expired { 0 } else { granted.min(budget.0) };
         Self {
             to_peer: Verdict::ToPeer {
                 src: sa.local,
@@ -856,6 +907,7 @@ impl RunGrant {
             },
             budget,
             expired,
+            clear,
             first_seq,
             granted,
         }
@@ -866,6 +918,17 @@ impl RunGrant {
     /// (packets, bytes) in this run, or no sequence number was granted for it.
     #[inline]
     fn refusal(&self, k: usize, sent: (u64, u64)) -> Option<DropReason> {
+        // At most k packets were sent before packet k, so k < clear covers
+        // the expiry, packets budget and grant checks below.
+        if (k as u64) < self.clear && sent.1 < self.budget.1 {
+            return None;
+        }
+        self.refusal_checked(k, sent)
+    }
+
+    /// [`RunGrant::refusal`], every condition checked.
+    #[inline(never)]
+    fn refusal_checked(&self, k: usize, sent: (u64, u64)) -> Option<DropReason> {
         if self.expired || sent.0 >= self.budget.0 || sent.1 >= self.budget.1 {
             Some(DropReason::Expired)
         } else if k as u64 >= self.granted {

@@ -708,3 +708,75 @@ fn flow_cache_follows_sa_and_policy_changes() {
         }
     }
 }
+
+/// A burst mixing runs of one SA with keepalives, IKE, runts, unknown SPIs,
+/// other destinations (known, unknown), replays and forgeries, over several
+/// planning chunks: every verdict, output and counter is what the same
+/// packets get one at a time.
+#[test]
+fn mixed_burst_matches_packet_by_packet() {
+    let setup = |p: &mut SaParams| {
+        p.udp_encap = Some(UdpEncap {
+            local_port: 4500,
+            remote_port: 4500,
+        });
+    };
+    let mut src = pair(setup, false);
+    let inner = udp_packet("10.1.0.1".parse().unwrap(), "10.2.0.1".parse().unwrap(), 40);
+    let esp: Vec<Vec<u8>> = (0..60).map(|_| src.send(&inner).unwrap()).collect();
+    let other: IpAddr = "192.0.2.99".parse().unwrap();
+    let (a_addr, b_addr) = (src.a_addr, src.b_addr);
+    let meta = |dst: Option<IpAddr>| PacketMeta {
+        src: a_addr,
+        dst,
+        src_port: 4500,
+    };
+    let mut burst: Vec<(Vec<u8>, PacketMeta)> = Vec::new();
+    for (k, e) in esp.iter().enumerate() {
+        burst.push((e.clone(), meta(Some(b_addr))));
+        match k % 9 {
+            1 => burst.push((vec![0xff], meta(Some(b_addr)))),
+            2 => burst.push((vec![0, 0, 0, 0, 1, 2, 3], meta(Some(b_addr)))),
+            3 => burst.push((vec![1, 2, 3], meta(Some(b_addr)))),
+            4 => {
+                let mut u = e.clone();
+                u[0] ^= 0x40;
+                burst.push((u, meta(Some(b_addr))));
+            }
+            5 => burst.push((esp[(k + 1) % esp.len()].clone(), meta(Some(other)))),
+            6 => burst.push((esp[k / 2].clone(), meta(None))),
+            7 => {
+                let mut f = e.clone();
+                let last = f.len() - 1;
+                f[last] ^= 1;
+                burst.push((f, meta(Some(b_addr))));
+            }
+            _ => {}
+        }
+        if k % 13 == 0 {
+            burst.push((e.clone(), meta(Some(b_addr))));
+        }
+    }
+    assert!(burst.len() > 100);
+    let mut one = pair(setup, false);
+    let mut all = pair(setup, false);
+    let mut bufs: Vec<PacketBuf> = burst.iter().map(|(b, _)| PacketBuf::from_slice(b).unwrap()).collect();
+    let metas: Vec<PacketMeta> = burst.iter().map(|(_, m)| *m).collect();
+    let mut verdicts = vec![Verdict::Keepalive; bufs.len()];
+    all.b.inbound_burst(InboundKind::Udp, &mut bufs, &metas, &mut verdicts);
+    let mut kinds = std::collections::BTreeSet::new();
+    for (k, (bytes, m)) in burst.iter().enumerate() {
+        let mut b = PacketBuf::from_slice(bytes).unwrap();
+        let v = one.b.inbound_packet(InboundKind::Udp, &mut b, m);
+        assert_eq!(verdicts[k], v, "packet {k}");
+        assert_eq!(bufs[k].data(), b.data(), "packet {k}");
+        kinds.insert(format!("{v:?}"));
+    }
+    assert!(kinds.len() >= 6, "{kinds:?}");
+    let (s1, s2) = (
+        one.sad_b.inbound_by_id(one.in_id).unwrap().counters.snapshot(),
+        all.sad_b.inbound_by_id(all.in_id).unwrap().counters.snapshot(),
+    );
+    assert_eq!(format!("{s1:?}"), format!("{s2:?}"));
+    assert_eq!(format!("{:?}", one.b.counters()), format!("{:?}", all.b.counters()));
+}

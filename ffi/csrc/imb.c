@@ -1,5 +1,6 @@
 /* AES-GCM on intel-ipsec-mb's direct API; see imb.h. */
 #include <errno.h>
+#include <stdalign.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,8 +8,6 @@
 #include <intel-ipsec-mb.h>
 
 #include "imb.h"
-
-#define IRONSA_GCM_TAG_LEN 16
 
 struct ironsa_imb_gcm {
     /* First member: the allocation's 64-byte alignment is the key data's. */
@@ -78,24 +77,17 @@ void ironsa_imb_gcm_free(struct ironsa_imb_gcm *gcm)
     free(gcm);
 }
 
-void ironsa_imb_gcm_seal(const struct ironsa_imb_gcm *gcm, const uint8_t *iv, const uint8_t *aad, uint64_t aad_len,
-                         uint8_t *data, uint64_t len, uint8_t *tag)
+void ironsa_imb_gcm_direct(const struct ironsa_imb_gcm *gcm, struct ironsa_imb_gcm_direct *out)
 {
-    struct gcm_context_data ctx;
-
-    if (gcm->key_len == 16)
-        IMB_AES128_GCM_ENC(gcm->mgr, &gcm->keys, &ctx, data, data, len, iv, aad, aad_len, tag, IRONSA_GCM_TAG_LEN);
-    else
-        IMB_AES256_GCM_ENC(gcm->mgr, &gcm->keys, &ctx, data, data, len, iv, aad, aad_len, tag, IRONSA_GCM_TAG_LEN);
-}
-
-void ironsa_imb_gcm_open(const struct ironsa_imb_gcm *gcm, const uint8_t *iv, const uint8_t *aad, uint64_t aad_len,
-                         uint8_t *data, uint64_t len, uint8_t *tag)
-{
-    struct gcm_context_data ctx;
-
-    if (gcm->key_len == 16)
-        IMB_AES128_GCM_DEC(gcm->mgr, &gcm->keys, &ctx, data, data, len, iv, aad, aad_len, tag, IRONSA_GCM_TAG_LEN);
-    else
-        IMB_AES256_GCM_DEC(gcm->mgr, &gcm->keys, &ctx, data, data, len, iv, aad, aad_len, tag, IRONSA_GCM_TAG_LEN);
+    out->key = &gcm->keys;
+    /* aes_gcm_enc_dec_t with its struct pointers as void pointers: same ABI. */
+    if (gcm->key_len == 16) {
+        out->enc = (ironsa_imb_gcm_fn)gcm->mgr->gcm128_enc;
+        out->dec = (ironsa_imb_gcm_fn)gcm->mgr->gcm128_dec;
+    } else {
+        out->enc = (ironsa_imb_gcm_fn)gcm->mgr->gcm256_enc;
+        out->dec = (ironsa_imb_gcm_fn)gcm->mgr->gcm256_dec;
+    }
+    out->ctx_size = sizeof(struct gcm_context_data);
+    out->ctx_align = alignof(struct gcm_context_data);
 }

@@ -1,5 +1,6 @@
-//! AES-GCM on intel-ipsec-mb's direct API (`IMB_AESxxx_GCM_ENC/DEC`, through
-//! `csrc/imb.c`), on caller buffers and the calling core, with no DPDK
+//! AES-GCM on intel-ipsec-mb's direct API (the functions behind
+//! `IMB_AESxxx_GCM_ENC/DEC`, resolved once per key by `csrc/imb.c` and called
+//! from here), on caller buffers and the calling core, with no DPDK
 //! device. Decryption gets the tag computed over the ciphertext back from
 //! intel-ipsec-mb and compares it here in constant time, where DPDK's
 //! ipsec_mb PMDs use `memcmp`.
@@ -17,9 +18,55 @@ pub const IMB_GCM_TAG_LEN: usize = 16;
 /// The key schedule of one AES-128/256-GCM key in intel-ipsec-mb's layout,
 /// held in C memory that is wiped (`imb_clear_mem`) when dropped. Never
 /// printed: `Debug` shows the key size only.
+///
+/// Two words (it lives inline in each SA): the key schedule, which is also
+/// the key data intel-ipsec-mb's functions take (first member of the C
+/// struct, checked at setup), and the functions of its key size.
 pub struct ImbGcm {
     raw: NonNull<sys::ironsa_imb_gcm>,
+    fns: &'static GcmFns,
+}
+
+/// intel-ipsec-mb's functions for one key size, resolved once per process
+/// (the C side's manager is process-wide).
+struct GcmFns {
+    enc: GcmFn,
+    dec: GcmFn,
     key_len: usize,
+}
+
+static GCM128_FNS: std::sync::OnceLock<GcmFns> = std::sync::OnceLock::new();
+static GCM256_FNS: std::sync::OnceLock<GcmFns> = std::sync::OnceLock::new();
+
+/// intel-ipsec-mb's one-shot AES-GCM function (`aes_gcm_enc_dec_t`): key
+/// data, context, out, in, len, iv, aad, aad_len, tag, tag_len.
+type GcmFn = unsafe extern "C" fn(
+    *const std::ffi::c_void,
+    *mut std::ffi::c_void,
+    *mut u8,
+    *const u8,
+    u64,
+    *const u8,
+    *const u8,
+    u64,
+    *mut u8,
+    u64,
+);
+
+/// Room for intel-ipsec-mb's `struct gcm_context_data` (88 bytes, 8-byte
+/// aligned in 1.x; checked against the C side's `sizeof` and `alignof` at
+/// key setup). The GCM functions write it before reading it, so it is left
+/// uninitialised.
+#[repr(C, align(16))]
+struct GcmCtx(std::mem::MaybeUninit<[u8; GCM_CTX_MAX]>);
+
+const GCM_CTX_MAX: usize = 128;
+
+impl GcmCtx {
+    #[inline(always)]
+    fn new() -> Self {
+        GcmCtx(std::mem::MaybeUninit::uninit())
+    }
 }
 
 // SAFETY: the key schedule is written once in `new` and only read afterwards;
@@ -31,7 +78,9 @@ unsafe impl Sync for ImbGcm {}
 
 impl std::fmt::Debug for ImbGcm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ImbGcm").field("key_bits", &(self.key_len * 8)).finish()
+        f.debug_struct("ImbGcm")
+            .field("key_bits", &(self.fns.key_len * 8))
+            .finish()
     }
 }
 
@@ -68,42 +117,83 @@ impl ImbGcm {
         // SAFETY: `key` is valid for key.len() bytes (16 or 32) during the
         // call; the C side copies the expanded key into its own allocation.
         let raw = unsafe { sys::ironsa_imb_gcm_new(key.as_ptr(), key.len() as u32) };
-        match NonNull::new(raw) {
-            Some(raw) => Ok(ImbGcm {
-                raw,
-                key_len: key.len(),
-            }),
-            None => Err(Error::Unsupported(format!(
+        let Some(raw) = NonNull::new(raw) else {
+            return Err(Error::Unsupported(format!(
                 "intel-ipsec-mb AES-GCM key setup failed: {}",
                 std::io::Error::last_os_error()
-            ))),
+            )));
+        };
+        let mut direct = sys::ironsa_imb_gcm_direct::default();
+        // SAFETY: `raw` is a live key schedule and `direct` a writable struct.
+        unsafe { sys::ironsa_imb_gcm_direct(raw.as_ptr(), &mut direct) };
+        let fits = direct.ctx_size as usize <= GCM_CTX_MAX
+            && direct.ctx_align as usize <= std::mem::align_of::<GcmCtx>()
+            && std::ptr::eq(direct.key, raw.as_ptr().cast());
+        match (direct.enc, direct.dec) {
+            (Some(enc), Some(dec)) if fits => {
+                let fns = if key.len() == 16 { &GCM128_FNS } else { &GCM256_FNS };
+                // Same signature as ironsa_imb_gcm_fn: no conversion.
+                let fns = fns.get_or_init(|| GcmFns {
+                    enc,
+                    dec,
+                    key_len: key.len(),
+                });
+                Ok(ImbGcm { raw, fns })
+            }
+            _ => {
+                // SAFETY: `raw` came from ironsa_imb_gcm_new and is not used again.
+                unsafe { sys::ironsa_imb_gcm_free(raw.as_ptr()) };
+                Err(Error::Unsupported(format!(
+                    "intel-ipsec-mb AES-GCM: no direct functions or a context of {} bytes (align {})",
+                    direct.ctx_size, direct.ctx_align
+                )))
+            }
         }
     }
 
     /// Key length in bytes (16 or 32).
     pub fn key_len(&self) -> usize {
-        self.key_len
+        self.fns.key_len
     }
 
     /// Encrypts `data` in place and returns the ICV.
     #[inline]
     pub fn seal(&self, nonce: &[u8; IMB_GCM_NONCE_LEN], aad: &[u8], data: &mut [u8]) -> [u8; IMB_GCM_TAG_LEN] {
         let mut tag = [0u8; IMB_GCM_TAG_LEN];
-        // SAFETY: the key schedule is alive; nonce is 12 bytes, aad and data
-        // are valid for their lengths (data writable, in place is supported),
-        // tag has the 16 bytes the C side writes.
+        self.seal_into(nonce, aad, data, &mut tag);
+        tag
+    }
+
+    /// Encrypts `data` in place and writes the ICV into `icv` (e.g. straight
+    /// into the packet).
+    #[inline]
+    pub fn seal_into(
+        &self,
+        nonce: &[u8; IMB_GCM_NONCE_LEN],
+        aad: &[u8],
+        data: &mut [u8],
+        icv: &mut [u8; IMB_GCM_TAG_LEN],
+    ) {
+        let mut ctx = GcmCtx::new();
+        let data_ptr = data.as_mut_ptr();
+        // SAFETY: the key data (`raw`) is alive while `self` is; the context has the
+        // size and alignment checked in `new` (the call initialises it);
+        // nonce is 12 bytes, aad and data are valid for their lengths (data
+        // writable, in place is supported), icv has the 16 bytes written.
         unsafe {
-            sys::ironsa_imb_gcm_seal(
-                self.raw.as_ptr(),
+            (self.fns.enc)(
+                self.raw.as_ptr().cast(),
+                ctx.0.as_mut_ptr().cast(),
+                data_ptr,
+                data_ptr,
+                data.len() as u64,
                 nonce.as_ptr(),
                 aad.as_ptr(),
                 aad.len() as u64,
-                data.as_mut_ptr(),
-                data.len() as u64,
-                tag.as_mut_ptr(),
+                icv.as_mut_ptr(),
+                IMB_GCM_TAG_LEN as u64,
             )
         };
-        tag
     }
 
     /// Verifies `icv` over `aad` and `data` (constant-time comparison) and
@@ -118,30 +208,61 @@ impl ImbGcm {
         data: &mut [u8],
         icv: &[u8],
     ) -> std::result::Result<(), CpuCryptoError> {
-        if icv.len() != IMB_GCM_TAG_LEN {
+        let Ok(icv) = <&[u8; IMB_GCM_TAG_LEN]>::try_from(icv) else {
             return Err(Error::InvalidArgument(format!("ICV of {} bytes (16)", icv.len())).into());
+        };
+        if self.open_icv(nonce, aad, data, icv) {
+            Ok(())
+        } else {
+            Err(CpuCryptoError::AuthFailed)
         }
-        let mut computed = [0u8; IMB_GCM_TAG_LEN];
-        // SAFETY: as in `seal`; the C side decrypts data in place and writes
-        // the 16-byte tag computed over the ciphertext into `computed`.
-        unsafe {
-            sys::ironsa_imb_gcm_open(
-                self.raw.as_ptr(),
+    }
+
+    /// [`ImbGcm::open`] with a 16-byte ICV: `true` when it verified (constant-time
+    /// comparison) and `data` is decrypted in place; `false` leaves `data` the
+    /// ciphertext it was (re-encrypted with the same keystream).
+    #[inline]
+    #[must_use]
+    pub fn open_icv(
+        &self,
+        nonce: &[u8; IMB_GCM_NONCE_LEN],
+        aad: &[u8],
+        data: &mut [u8],
+        icv: &[u8; IMB_GCM_TAG_LEN],
+    ) -> bool {
+        let mut ctx = GcmCtx::new();
+        let mut computed = std::mem::MaybeUninit::<[u8; IMB_GCM_TAG_LEN]>::uninit();
+        let data_ptr = data.as_mut_ptr();
+        // SAFETY: as in `seal_into`; the call decrypts data in place and
+        // writes the 16-byte tag computed over the ciphertext into `computed`.
+        let computed = unsafe {
+            (self.fns.dec)(
+                self.raw.as_ptr().cast(),
+                ctx.0.as_mut_ptr().cast(),
+                data_ptr,
+                data_ptr,
+                data.len() as u64,
                 nonce.as_ptr(),
                 aad.as_ptr(),
                 aad.len() as u64,
-                data.as_mut_ptr(),
-                data.len() as u64,
-                computed.as_mut_ptr(),
-            )
+                computed.as_mut_ptr().cast(),
+                IMB_GCM_TAG_LEN as u64,
+            );
+            computed.assume_init()
         };
         if icv_matches(&computed, icv) {
-            return Ok(());
+            return true;
         }
-        // CTR mode: encrypting the plaintext again restores the ciphertext,
-        // so a forgery leaves the packet as it came.
+        self.forgery_restore(nonce, aad, data);
+        false
+    }
+
+    /// CTR mode: encrypting the plaintext again restores the ciphertext, so
+    /// a forgery leaves the packet as it came. Off the hot path.
+    #[cold]
+    #[inline(never)]
+    fn forgery_restore(&self, nonce: &[u8; IMB_GCM_NONCE_LEN], aad: &[u8], data: &mut [u8]) {
         self.seal(nonce, aad, data);
-        Err(CpuCryptoError::AuthFailed)
     }
 }
 

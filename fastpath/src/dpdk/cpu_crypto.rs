@@ -18,7 +18,7 @@
 use super::DpdkError;
 use crate::esp::EspError;
 use crate::esp::aead::{AeadAccelerator, CipherKeys, EncAlg, EspCipher};
-use ffi::{CpuCryptoError, ImbGcm};
+use ffi::ImbGcm;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -41,9 +41,35 @@ impl Drop for Attached {
 
 /// An SA direction on intel-ipsec-mb's direct API: the key schedule (wiped
 /// when dropped) and the constant-time ICV check of [`ImbGcm::open`].
-struct ImbGcmAead {
+pub(crate) struct ImbGcmAead {
     gcm: ImbGcm,
     _attached: Attached,
+}
+
+impl ImbGcmAead {
+    /// Encrypts `data` in place and writes the ICV straight into `icv`
+    /// (the packet's). [`EspCipher`] calls this directly, not through the trait.
+    #[inline(always)]
+    pub(crate) fn seal_icv(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], icv: &mut [u8; 16]) {
+        self.gcm.seal_into(nonce, aad, data, icv);
+    }
+
+    /// Verifies `icv` in constant time and decrypts `data` in place;
+    /// [`EspError::IcvFailure`] leaves `data` as it was.
+    #[inline(always)]
+    pub(crate) fn open_icv(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        data: &mut [u8],
+        icv: &[u8; 16],
+    ) -> Result<(), EspError> {
+        if self.gcm.open_icv(nonce, aad, data, icv) {
+            Ok(())
+        } else {
+            Err(EspError::IcvFailure)
+        }
+    }
 }
 
 impl AeadAccelerator for ImbGcmAead {
@@ -51,16 +77,17 @@ impl AeadAccelerator for ImbGcmAead {
     fn seal(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], icv: &mut [u8]) -> Result<(), EspError> {
         let icv: &mut [u8; ffi::IMB_GCM_TAG_LEN] =
             icv.try_into().map_err(|_| EspError::Malformed("ICV is not 16 bytes"))?;
-        *icv = self.gcm.seal(nonce, aad, data);
+        // The tag goes straight into the packet.
+        self.seal_icv(nonce, aad, data, icv);
         Ok(())
     }
 
     #[inline]
     fn open(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], icv: &[u8]) -> Result<(), EspError> {
-        self.gcm.open(nonce, aad, data, icv).map_err(|e| match e {
-            CpuCryptoError::AuthFailed => EspError::IcvFailure,
-            CpuCryptoError::Dpdk(_) => EspError::Malformed("intel-ipsec-mb refused the packet"),
-        })
+        let Ok(icv) = <&[u8; ffi::IMB_GCM_TAG_LEN]>::try_from(icv) else {
+            return Err(EspError::Malformed("intel-ipsec-mb refused the packet"));
+        };
+        self.open_icv(nonce, aad, data, icv)
     }
 }
 
@@ -94,10 +121,10 @@ impl IpsecMbCrypto {
         let Some(key) = aes_gcm_key(keys)? else {
             return Ok(false);
         };
-        Ok(cipher.attach_accelerator(Box::new(ImbGcmAead {
+        Ok(cipher.attach_imb(ImbGcmAead {
             gcm: ImbGcm::new(key)?,
             _attached: Attached::new(&self.attached),
-        })))
+        }))
     }
 
     /// SA directions currently on intel-ipsec-mb (removed SAs are not counted).

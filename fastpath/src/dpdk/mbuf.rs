@@ -122,15 +122,21 @@ impl PacketBuffer for Mbuf {
 
     #[inline]
     fn append(&mut self, n: usize) -> Result<&mut [u8], BufError> {
-        let have = PacketBuffer::tailroom(self);
-        if n > have {
-            return Err(BufError::NoTailroom { need: n, have });
-        }
         if segments(self) != 1 {
+            let have = PacketBuffer::tailroom(self);
+            if n > have {
+                return Err(BufError::NoTailroom { need: n, have });
+            }
             // The last segment grows: leave it to DPDK's checked helper.
             return Mbuf::append(self, n as u16).map_err(|_| BufError::NoTailroom { need: n, have });
         }
+        // One segment: the tailroom from the header fields (as in `tailroom`),
+        // without testing the segment count again.
         let h = hdr_mut(self);
+        let have = usize::from(h.buf_len).saturating_sub(usize::from(h.data_off) + usize::from(h.data_len));
+        if n > have {
+            return Err(BufError::NoTailroom { need: n, have });
+        }
         let old = usize::from(h.data_len);
         h.data_len += n as u16;
         h.pkt_len += n as u32;

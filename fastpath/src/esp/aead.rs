@@ -269,13 +269,34 @@ pub struct AeadJob<'a> {
     pub result: Result<(), EspError>,
 }
 
+/// The [`AeadAccelerator`] of an SA: any implementation behind a pointer,
+/// or (DPDK builds) intel-ipsec-mb's AES-GCM, inline in the SA and called
+/// without dynamic dispatch (one call per packet less).
+enum Accel {
+    Dyn(Box<dyn AeadAccelerator>),
+    #[cfg(feature = "dpdk")]
+    Imb(crate::dpdk::cpu_crypto::ImbGcmAead),
+}
+
+impl Accel {
+    fn as_dyn(&self) -> &dyn AeadAccelerator {
+        match self {
+            Accel::Dyn(a) => &**a,
+            #[cfg(feature = "dpdk")]
+            Accel::Imb(a) => a,
+        }
+    }
+}
+
 /// A keyed ESP cipher for one SA.
 pub struct EspCipher {
     engine: Engine,
     enc: EncAlg,
     integ: IntegAlg,
+    /// IV, ICV and block lengths (fixed by the algorithms; read per packet).
+    lens: [u8; 3],
     /// Set once when a faster AES-GCM takes over this SA (see [`EspCipher::attach_accelerator`]).
-    accel: OnceLock<Box<dyn AeadAccelerator>>,
+    accel: OnceLock<Accel>,
 }
 
 impl std::fmt::Debug for EspCipher {
@@ -347,10 +368,15 @@ impl EspCipher {
                 icv_len: keys.integ.icv_len(),
             }))
         };
+        let lens = match &engine {
+            Engine::Aead { .. } => [8, TAG_LEN as u8, 4],
+            Engine::Cbc(c) => [16, c.icv_len as u8, 16],
+        };
         Ok(Self {
             engine,
             enc: keys.enc,
             integ: keys.integ,
+            lens,
             accel: OnceLock::new(),
         })
     }
@@ -359,6 +385,17 @@ impl EspCipher {
     /// still use aws-lc: both produce the same bytes). Returns `false` (and
     /// keeps aws-lc) for other algorithms or when one is attached already.
     pub fn attach_accelerator(&self, a: Box<dyn AeadAccelerator>) -> bool {
+        self.attach(Accel::Dyn(a))
+    }
+
+    /// [`EspCipher::attach_accelerator`] for intel-ipsec-mb's AES-GCM, which
+    /// seal and open then call directly.
+    #[cfg(feature = "dpdk")]
+    pub(crate) fn attach_imb(&self, a: crate::dpdk::cpu_crypto::ImbGcmAead) -> bool {
+        self.attach(Accel::Imb(a))
+    }
+
+    fn attach(&self, a: Accel) -> bool {
         matches!(self.enc, EncAlg::AesGcm16_128 | EncAlg::AesGcm16_256) && self.accel.set(a).is_ok()
     }
 
@@ -411,7 +448,7 @@ impl EspCipher {
     /// batch when it batches).
     pub fn seal_batch(&self, jobs: &mut [AeadJob<'_>]) {
         match self.accel.get() {
-            Some(a) => a.seal_batch(jobs),
+            Some(a) => a.as_dyn().seal_batch(jobs),
             None => jobs
                 .iter_mut()
                 .for_each(|j| j.result = Err(EspError::Malformed("no accelerator"))),
@@ -421,7 +458,7 @@ impl EspCipher {
     /// Runs open jobs of this SA through its accelerator.
     pub fn open_batch(&self, jobs: &mut [AeadJob<'_>]) {
         match self.accel.get() {
-            Some(a) => a.open_batch(jobs),
+            Some(a) => a.as_dyn().open_batch(jobs),
             None => jobs
                 .iter_mut()
                 .for_each(|j| j.result = Err(EspError::Malformed("no accelerator"))),
@@ -436,7 +473,7 @@ impl EspCipher {
     /// Whether this SA's [`AeadAccelerator`] takes packets in batches
     /// ([`AeadAccelerator::batches`]).
     pub fn batches(&self) -> bool {
-        self.accel.get().is_some_and(|a| a.batches())
+        self.accel.get().is_some_and(|a| a.as_dyn().batches())
     }
 
     /// Encryption transform.
@@ -450,19 +487,15 @@ impl EspCipher {
     }
 
     /// IV length carried in each packet.
+    #[inline]
     pub fn iv_len(&self) -> usize {
-        match self.engine {
-            Engine::Aead { .. } => 8,
-            Engine::Cbc(_) => 16,
-        }
+        usize::from(self.lens[0])
     }
 
     /// ICV length carried in each packet.
+    #[inline]
     pub fn icv_len(&self) -> usize {
-        match self.engine {
-            Engine::Aead { .. } => 16,
-            Engine::Cbc(ref c) => c.icv_len,
-        }
+        usize::from(self.lens[1])
     }
 
     /// Starts loading the key schedule into the cache (AEADs: it is inline
@@ -475,11 +508,9 @@ impl EspCipher {
     }
 
     /// Alignment of `payload | padding | pad length | next header` (a power of two).
+    #[inline]
     pub fn block_len(&self) -> usize {
-        match self.engine {
-            Engine::Aead { .. } => 4,
-            Engine::Cbc(_) => 16,
-        }
+        usize::from(self.lens[2])
     }
 
     /// Encrypts and authenticates `esp` (`SPI | SEQ | IV space | plaintext | ICV space`) in place.
@@ -487,7 +518,26 @@ impl EspCipher {
     /// `seq` is the full 64-bit sequence number; with `esn` its high half is
     /// authenticated too. AEAD IVs are the 64-bit sequence number (RFC 4106 §3.1);
     /// CBC IVs come from `ivs`.
+    #[inline]
     pub fn seal(&self, esp: &mut [u8], seq: u64, esn: bool, ivs: &mut IvSource) -> Result<(), EspError> {
+        #[cfg(feature = "dpdk")]
+        if let (Some(Accel::Imb(a)), Engine::Aead { salt, .. }) = (self.accel.get(), &self.engine) {
+            let Some((hdr, body, icv)) = split_aead_fixed(esp) else {
+                return Err(EspError::Malformed("ESP buffer shorter than its overhead"));
+            };
+            let iv = seq.to_be_bytes();
+            hdr[ESP_HEADER_LEN..].copy_from_slice(&iv);
+            let nonce = make_nonce(salt, &iv);
+            let mut esn_buf = [0u8; 12];
+            let aad = aad_of(hdr, seq, esn, &mut esn_buf);
+            a.seal_icv(&nonce, aad, body, icv);
+            return Ok(());
+        }
+        self.seal_other(esp, seq, esn, ivs)
+    }
+
+    /// [`EspCipher::seal`] without intel-ipsec-mb: aws-lc, CBC, or another accelerator.
+    fn seal_other(&self, esp: &mut [u8], seq: u64, esn: bool, ivs: &mut IvSource) -> Result<(), EspError> {
         let iv_len = self.iv_len();
         let icv_len = self.icv_len();
         if esp.len() < ESP_HEADER_LEN + iv_len + icv_len {
@@ -503,7 +553,7 @@ impl EspCipher {
                 let mut esn_buf = [0u8; 12];
                 let aad = aad_of(hdr, seq, esn, &mut esn_buf);
                 if let Some(a) = self.accel.get() {
-                    return a.seal(&nonce, aad, body, icv);
+                    return a.as_dyn().seal(&nonce, aad, body, icv);
                 }
                 let mut tag = [0u8; TAG_LEN];
                 key.seal_in_place(&nonce, aad, body, &mut tag)
@@ -531,7 +581,23 @@ impl EspCipher {
     ///
     /// `seq` is the full 64-bit sequence number inferred by the replay window.
     /// On success the plaintext is at `esp[8 + iv_len .. len - icv_len]`.
+    #[inline(always)]
     pub fn open(&self, esp: &mut [u8], seq: u64, esn: bool) -> Result<(), EspError> {
+        #[cfg(feature = "dpdk")]
+        if let (Some(Accel::Imb(a)), Engine::Aead { salt, .. }) = (self.accel.get(), &self.engine) {
+            let Some((hdr, body, icv)) = split_aead_fixed(esp) else {
+                return Err(EspError::Malformed("shorter than ESP overhead"));
+            };
+            let nonce = make_nonce(salt, hdr.last_chunk().expect("16-byte header"));
+            let mut esn_buf = [0u8; 12];
+            let aad = aad_of(hdr, seq, esn, &mut esn_buf);
+            return a.open_icv(&nonce, aad, body, icv);
+        }
+        self.open_other(esp, seq, esn)
+    }
+
+    /// [`EspCipher::open`] without intel-ipsec-mb: aws-lc, CBC, or another accelerator.
+    fn open_other(&self, esp: &mut [u8], seq: u64, esn: bool) -> Result<(), EspError> {
         let iv_len = self.iv_len();
         let icv_len = self.icv_len();
         if esp.len() < ESP_HEADER_LEN + iv_len + icv_len {
@@ -547,7 +613,7 @@ impl EspCipher {
                 let mut esn_buf = [0u8; 12];
                 let aad = aad_of(hdr, seq, esn, &mut esn_buf);
                 if let Some(a) = self.accel.get() {
-                    return a.open(&nonce, aad, body, icv);
+                    return a.as_dyn().open(&nonce, aad, body, icv);
                 }
                 let mut tag = [0u8; TAG_LEN];
                 tag.copy_from_slice(icv);
@@ -598,6 +664,20 @@ fn split_aead(esp: &mut [u8], body_end: usize) -> (&mut [u8], &mut [u8], &mut [u
     let (front, icv) = esp.split_at_mut(body_end);
     let (hdr, body) = front.split_at_mut(ESP_HEADER_LEN + 8);
     (hdr, body, icv)
+}
+
+/// An AEAD ESP packet split into its header (SPI | SEQ | IV), payload and
+/// 16-byte ICV; `None` when it is shorter than header and ICV.
+#[cfg(feature = "dpdk")]
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+fn split_aead_fixed(esp: &mut [u8]) -> Option<(&mut [u8; ESP_HEADER_LEN + 8], &mut [u8], &mut [u8; TAG_LEN])> {
+    if esp.len() < ESP_HEADER_LEN + 8 + TAG_LEN {
+        return None;
+    }
+    let (front, icv) = esp.split_last_chunk_mut::<TAG_LEN>()?;
+    let (hdr, body) = front.split_first_chunk_mut::<{ ESP_HEADER_LEN + 8 }>()?;
+    Some((hdr, body, icv))
 }
 
 /// AAD of RFC 4106 §5 for the ESP header `hdr` (starting at the SPI): SPI |

@@ -78,6 +78,19 @@ impl ReplayWindow {
     /// [`ReplayWindow::check`]), advancing the window if it is the new top.
     #[inline]
     pub fn accept(&mut self, seq: u64) -> Result<(), EspError> {
+        // The usual case, the next in order: no slot skipped, the window
+        // moves by one (what `accept_other` does for it, inline).
+        if seq != 0 && seq.wrapping_sub(self.top) == 1 {
+            self.top = seq;
+            self.set(seq);
+            return Ok(());
+        }
+        self.accept_other(seq)
+    }
+
+    /// [`ReplayWindow::accept`] for every other sequence number.
+    #[inline(never)]
+    fn accept_other(&mut self, seq: u64) -> Result<(), EspError> {
         if seq == 0 {
             return Err(EspError::Replay);
         }

@@ -752,8 +752,8 @@ impl PollLoop {
         // before (reading the header, which has arrived by then), so the
         // misses overlap the work on the packets in between. (Prefetching a
         // whole burst at once stalls on the CPU's outstanding-miss limit.)
-        const HEADER_AHEAD: usize = 6;
-        const DATA_AHEAD: usize = 3;
+        const HEADER_AHEAD: usize = 10;
+        const DATA_AHEAD: usize = 5;
         for m in rx.iter().take(HEADER_AHEAD) {
             super::mbuf::prefetch_header(m);
         }

@@ -61,11 +61,14 @@ pub(crate) fn prefetch_header(m: &Mbuf) {
     crate::prefetch::prefetch_line(m.as_ptr() as *const u8);
 }
 
-/// Hints the first cache line of the mbuf's data (the frame's headers) into
-/// the cache; reads the header, so [`prefetch_header`] it first.
+/// Hints the first 64 bytes of the mbuf's data (the frame's headers up to
+/// the ESP IV) into the cache: one line, or two when the frame does not
+/// start on a line. Reads the mbuf header, so [`prefetch_header`] it first.
 #[inline(always)]
 pub(crate) fn prefetch_data(m: &Mbuf) {
-    crate::prefetch::prefetch_line(data_ptr(hdr(m)));
+    let p = data_ptr(hdr(m));
+    crate::prefetch::prefetch_line(p);
+    crate::prefetch::prefetch_line(p.wrapping_add(63));
 }
 
 /// Start of the data and its length.

@@ -278,6 +278,34 @@ impl Worker {
         if sa.cipher.batches() {
             return self.inbound_run_batched(kind, sa, pkts, meta, verdicts);
         }
+        // intel-ipsec-mb's AES-GCM: looked up once per run, its lengths
+        // constants in the per-packet code.
+        #[cfg(feature = "dpdk")]
+        if let Some(g) = sa.cipher.imb_open() {
+            return self.inbound_run_with(kind, sa, pkts, meta, verdicts, |pkt, p, w| {
+                crate::esp::decap::decap_imb(pkt, p, w, g)
+            });
+        }
+        self.inbound_run_with(kind, sa, pkts, meta, verdicts, decap)
+    }
+
+    /// [`Worker::inbound_run`] with `dec` decapsulating each packet.
+    #[inline(always)]
+    fn inbound_run_with<B: PacketBuffer, F>(
+        &mut self,
+        kind: InboundKind,
+        sa: &InboundSa,
+        pkts: &mut [B],
+        meta: &[PacketMeta],
+        verdicts: &mut [Verdict],
+        dec: F,
+    ) where
+        F: Fn(
+            &mut B,
+            &DecapParams<'_>,
+            &mut crate::esp::replay::ReplayWindow,
+        ) -> Result<crate::esp::decap::DecapInfo, EspError>,
+    {
         let (budget_p, budget_b) = sa.hard_budget();
         let expired = sa.is_expired();
         let check_policy = sa.mode == Mode::Tunnel && !(sa.local_ts.is_empty() && sa.remote_ts.is_empty());
@@ -304,7 +332,7 @@ impl Worker {
                     params.outer_src = meta[k].src;
                     params.outer_dst = meta[k].dst.unwrap_or(sa.local);
                 }
-                match decap(pkt, &params, &mut window) {
+                match dec(pkt, &params, &mut window) {
                     Err(e) => self.drop_in(Some(sa), e.into()),
                     Ok(_) if check_policy && !ip::flow_key(pkt.data()).is_some_and(|f| sa.allows(&f)) => {
                         self.drop_in(Some(sa), DropReason::PolicyMismatch)

@@ -165,8 +165,7 @@ fn finish_with<B: PacketBuffer>(
     let Some(keep) = keep else {
         return Err(refuse_payload(buf, hdr_len, payload_len, next_header));
     };
-    buf.trim_back(len - hdr_len - keep)?;
-    buf.trim_front(hdr_len)?;
+    buf.keep_range(hdr_len, keep)?;
     if p.mode == Mode::Transport {
         rebuild_transport(buf, p, next_header)?;
     }

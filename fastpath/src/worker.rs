@@ -226,9 +226,10 @@ impl Worker {
                     let end = if sa.spi != spi {
                         i + 1
                     } else {
-                        (i + 1..seg_end)
-                            .find(|&j| meta[j].dst.is_some_and(|d| d != sa.local))
-                            .unwrap_or(seg_end)
+                        meta[i + 1..seg_end]
+                            .iter()
+                            .position(|m| m.dst.is_some_and(|d| d != sa.local))
+                            .map_or(seg_end, |k| i + 1 + k)
                     };
                     self.inbound_run(kind, sa, &mut pkts[i..end], &meta[i..end], &mut verdicts[i..end]);
                     i = end;

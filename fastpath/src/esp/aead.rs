@@ -662,8 +662,14 @@ impl ImbOpen<'_> {
             return Err(EspError::Malformed("shorter than ESP overhead"));
         };
         let nonce = make_nonce(self.salt, hdr.last_chunk().expect("16-byte header"));
-        let mut esn_buf = [0u8; 12];
-        let aad = aad_of(hdr, seq, esn, &mut esn_buf);
+        // `aad_of`, with the ESN buffer written only when used.
+        let esn_buf;
+        let aad: &[u8] = if esn {
+            esn_buf = esn_aad(hdr, seq);
+            &esn_buf
+        } else {
+            &hdr[..ESP_HEADER_LEN]
+        };
         self.aead.open_icv(&nonce, aad, body, icv)
     }
 }
@@ -721,6 +727,17 @@ fn aad_of<'a>(hdr: &'a [u8], seq: u64, esn: bool, esn_buf: &'a mut [u8; 12]) -> 
     esn_buf[4..8].copy_from_slice(&((seq >> 32) as u32).to_be_bytes());
     esn_buf[8..].copy_from_slice(&hdr[4..8]);
     esn_buf
+}
+
+/// The AAD of [`aad_of`] with ESN: SPI | SEQ-high | SEQ-low.
+#[cfg(feature = "dpdk")]
+#[inline(always)]
+fn esn_aad(hdr: &[u8; ESP_HEADER_LEN + 8], seq: u64) -> [u8; 12] {
+    let mut a = [0u8; 12];
+    a[..4].copy_from_slice(&hdr[..4]);
+    a[4..8].copy_from_slice(&((seq >> 32) as u32).to_be_bytes());
+    a[8..].copy_from_slice(&hdr[4..8]);
+    a
 }
 
 /// HMAC over `SPI | SEQ | IV | ciphertext`, plus the high sequence half with ESN (RFC 4303 §2.2.1).

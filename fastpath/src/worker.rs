@@ -174,25 +174,39 @@ impl Worker {
             let mut spis = [0u32; PLAN_CHUNK];
             let mut segs = [(0usize, 0usize); PLAN_CHUNK];
             let mut nsegs = 0;
-            let mut last_spi = None;
-            for i in chunk_start..chunk_end {
+            // The open segment: its SPI (`NO_SEG`: none open, not a u32)
+            // and packets; it goes into `segs` when it closes.
+            const NO_SEG: u64 = u64::MAX;
+            let mut last_spi = NO_SEG;
+            let mut open = (0usize, 0usize);
+            for (i, spi_slot) in (chunk_start..chunk_end).zip(spis.iter_mut()) {
                 match self.classify(kind, &mut pkts[i]) {
                     Ok(spi) => {
-                        spis[i - chunk_start] = spi;
-                        if last_spi == Some(spi) {
-                            segs[nsegs - 1].1 = i + 1;
-                        } else {
+                        *spi_slot = spi;
+                        if u64::from(spi) != last_spi {
+                            if last_spi != NO_SEG {
+                                segs[nsegs] = open;
+                                nsegs += 1;
+                            }
                             self.sad.prefetch_inbound(spi);
-                            last_spi = Some(spi);
-                            segs[nsegs] = (i, i + 1);
-                            nsegs += 1;
+                            last_spi = u64::from(spi);
+                            open.0 = i;
                         }
+                        open.1 = i + 1;
                     }
                     Err(v) => {
                         verdicts[i] = v;
-                        last_spi = None;
+                        if last_spi != NO_SEG {
+                            segs[nsegs] = open;
+                            nsegs += 1;
+                        }
+                        last_spi = NO_SEG;
                     }
                 }
+            }
+            if last_spi != NO_SEG {
+                segs[nsegs] = open;
+                nsegs += 1;
             }
             // Pass 2: the segments' SAs (arriving now); their replay
             // bitmaps start loading.

@@ -172,14 +172,15 @@ impl Worker {
             // and key schedule) of every segment starts loading, so cold
             // SAs' cache misses overlap.
             let mut spis = [0u32; PLAN_CHUNK];
-            let mut segs = [(0usize, 0usize); PLAN_CHUNK];
+            // Segments as offsets in the chunk (a small array to clear).
+            let mut segs = [(0u8, 0u8); PLAN_CHUNK];
             let mut nsegs = 0;
             // The open segment: its SPI (`NO_SEG`: none open, not a u32)
             // and packets; it goes into `segs` when it closes.
             const NO_SEG: u64 = u64::MAX;
             let mut last_spi = NO_SEG;
-            let mut open = (0usize, 0usize);
-            for (i, spi_slot) in (chunk_start..chunk_end).zip(spis.iter_mut()) {
+            let mut open = (0u8, 0u8);
+            for ((i, spi_slot), off) in (chunk_start..chunk_end).zip(spis.iter_mut()).zip(0u8..) {
                 match self.classify(kind, &mut pkts[i]) {
                     Ok(spi) => {
                         *spi_slot = spi;
@@ -190,9 +191,9 @@ impl Worker {
                             }
                             self.sad.prefetch_inbound(spi);
                             last_spi = u64::from(spi);
-                            open.0 = i;
+                            open.0 = off;
                         }
-                        open.1 = i + 1;
+                        open.1 = off + 1;
                     }
                     Err(v) => {
                         verdicts[i] = v;
@@ -212,9 +213,10 @@ impl Worker {
             // bitmaps start loading.
             let mut sas: [Option<&InboundSa>; PLAN_CHUNK] = [None; PLAN_CHUNK];
             for (sa, &(start, _)) in sas.iter_mut().zip(&segs[..nsegs]) {
+                let start = usize::from(start);
                 *sa = self
                     .sad
-                    .inbound_pinned(spis[start - chunk_start], meta[start].dst, guard);
+                    .inbound_pinned(spis[start], meta[chunk_start + start].dst, guard);
                 if let Some(sa) = sa {
                     sa.prefetch_side_state();
                 }
@@ -222,7 +224,8 @@ impl Worker {
             // Pass 3: decryption, one SA per run: a segment, cut where a
             // packet's destination (when known) is not its SA's.
             for (&planned, &(start, seg_end)) in sas.iter().zip(&segs[..nsegs]) {
-                let spi = spis[start - chunk_start];
+                let spi = spis[usize::from(start)];
+                let (start, seg_end) = (chunk_start + usize::from(start), chunk_start + usize::from(seg_end));
                 let mut i = start;
                 while i < seg_end {
                     // The SA planned for the segment, or a fresh lookup (a

@@ -60,6 +60,18 @@ pub trait PacketBuffer {
     /// Removes `n` bytes from the back.
     fn trim_back(&mut self, n: usize) -> Result<(), BufError>;
 
+    /// Keeps the `keep` bytes that start `front` bytes in and removes the
+    /// rest: `trim_back` of what follows them, then `trim_front(front)`,
+    /// with the same results ([`keep_range_by_trims`]); a buffer may do it
+    /// in one update.
+    #[inline]
+    fn keep_range(&mut self, front: usize, keep: usize) -> Result<(), BufError>
+    where
+        Self: Sized,
+    {
+        keep_range_by_trims(self, front, keep)
+    }
+
     /// Packet length in bytes.
     #[inline]
     fn len(&self) -> usize {
@@ -70,6 +82,20 @@ pub trait PacketBuffer {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// [`PacketBuffer::keep_range`] as two trims (back, then front).
+#[inline]
+pub fn keep_range_by_trims<B: PacketBuffer>(buf: &mut B, front: usize, keep: usize) -> Result<(), BufError> {
+    let have = buf.len();
+    let Some(back) = have.checked_sub(front).and_then(|rest| rest.checked_sub(keep)) else {
+        return Err(BufError::TooShort {
+            need: front.saturating_add(keep),
+            have,
+        });
+    };
+    buf.trim_back(back)?;
+    buf.trim_front(front)
 }
 
 /// A heap-allocated packet buffer with fixed headroom and capacity.
@@ -237,6 +263,28 @@ mod tests {
         b.trim_front(3).unwrap();
         b.trim_back(4).unwrap();
         assert_eq!(b.data(), b"payload");
+    }
+
+    #[test]
+    fn keep_range_is_the_two_trims() {
+        for front in 0..6 {
+            for keep in 0..7 {
+                let mut a = PacketBuf::from_slice(b"abcde").unwrap();
+                let mut b = a.clone();
+                let r = a.keep_range(front, keep);
+                let want = if front + keep <= 5 {
+                    b.trim_back(5 - front - keep).and_then(|()| b.trim_front(front))
+                } else {
+                    Err(BufError::TooShort {
+                        need: front + keep,
+                        have: 5,
+                    })
+                };
+                assert_eq!(r, want, "{front} {keep}");
+                assert_eq!(a.data(), b.data());
+                assert_eq!(a.headroom(), b.headroom());
+            }
+        }
     }
 
     #[test]

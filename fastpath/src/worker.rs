@@ -172,35 +172,51 @@ impl Worker {
             // and key schedule) of every segment starts loading, so cold
             // SAs' cache misses overlap.
             let mut spis = [0u32; PLAN_CHUNK];
-            let mut segs = [(0usize, 0usize); PLAN_CHUNK];
+            // Segments as offsets in the chunk (a small array to clear).
+            let mut segs = [(0u8, 0u8); PLAN_CHUNK];
             let mut nsegs = 0;
-            let mut last_spi = None;
-            for i in chunk_start..chunk_end {
+            // The open segment: its SPI (`NO_SEG`: none open, not a u32)
+            // and packets; it goes into `segs` when it closes.
+            const NO_SEG: u64 = u64::MAX;
+            let mut last_spi = NO_SEG;
+            let mut open = (0u8, 0u8);
+            for ((i, spi_slot), off) in (chunk_start..chunk_end).zip(spis.iter_mut()).zip(0u8..) {
                 match self.classify(kind, &mut pkts[i]) {
                     Ok(spi) => {
-                        spis[i - chunk_start] = spi;
-                        if last_spi == Some(spi) {
-                            segs[nsegs - 1].1 = i + 1;
-                        } else {
+                        *spi_slot = spi;
+                        if u64::from(spi) != last_spi {
+                            if last_spi != NO_SEG {
+                                segs[nsegs] = open;
+                                nsegs += 1;
+                            }
                             self.sad.prefetch_inbound(spi);
-                            last_spi = Some(spi);
-                            segs[nsegs] = (i, i + 1);
-                            nsegs += 1;
+                            last_spi = u64::from(spi);
+                            open.0 = off;
                         }
+                        open.1 = off + 1;
                     }
                     Err(v) => {
                         verdicts[i] = v;
-                        last_spi = None;
+                        if last_spi != NO_SEG {
+                            segs[nsegs] = open;
+                            nsegs += 1;
+                        }
+                        last_spi = NO_SEG;
                     }
                 }
+            }
+            if last_spi != NO_SEG {
+                segs[nsegs] = open;
+                nsegs += 1;
             }
             // Pass 2: the segments' SAs (arriving now); their replay
             // bitmaps start loading.
             let mut sas: [Option<&InboundSa>; PLAN_CHUNK] = [None; PLAN_CHUNK];
             for (sa, &(start, _)) in sas.iter_mut().zip(&segs[..nsegs]) {
+                let start = usize::from(start);
                 *sa = self
                     .sad
-                    .inbound_pinned(spis[start - chunk_start], meta[start].dst, guard);
+                    .inbound_pinned(spis[start], meta[chunk_start + start].dst, guard);
                 if let Some(sa) = sa {
                     sa.prefetch_side_state();
                 }
@@ -208,7 +224,8 @@ impl Worker {
             // Pass 3: decryption, one SA per run: a segment, cut where a
             // packet's destination (when known) is not its SA's.
             for (&planned, &(start, seg_end)) in sas.iter().zip(&segs[..nsegs]) {
-                let spi = spis[start - chunk_start];
+                let spi = spis[usize::from(start)];
+                let (start, seg_end) = (chunk_start + usize::from(start), chunk_start + usize::from(seg_end));
                 let mut i = start;
                 while i < seg_end {
                     // The SA planned for the segment, or a fresh lookup (a
@@ -226,9 +243,10 @@ impl Worker {
                     let end = if sa.spi != spi {
                         i + 1
                     } else {
-                        (i + 1..seg_end)
-                            .find(|&j| meta[j].dst.is_some_and(|d| d != sa.local))
-                            .unwrap_or(seg_end)
+                        meta[i + 1..seg_end]
+                            .iter()
+                            .position(|m| m.dst.is_some_and(|d| d != sa.local))
+                            .map_or(seg_end, |k| i + 1 + k)
                     };
                     self.inbound_run(kind, sa, &mut pkts[i..end], &meta[i..end], &mut verdicts[i..end]);
                     i = end;
@@ -278,6 +296,34 @@ impl Worker {
         if sa.cipher.batches() {
             return self.inbound_run_batched(kind, sa, pkts, meta, verdicts);
         }
+        // intel-ipsec-mb's AES-GCM: looked up once per run, its lengths
+        // constants in the per-packet code.
+        #[cfg(feature = "dpdk")]
+        if let Some(g) = sa.cipher.imb_open() {
+            return self.inbound_run_with(kind, sa, pkts, meta, verdicts, |pkt, p, w| {
+                crate::esp::decap::decap_imb(pkt, p, w, g)
+            });
+        }
+        self.inbound_run_with(kind, sa, pkts, meta, verdicts, decap)
+    }
+
+    /// [`Worker::inbound_run`] with `dec` decapsulating each packet.
+    #[inline(always)]
+    fn inbound_run_with<B: PacketBuffer, F>(
+        &mut self,
+        kind: InboundKind,
+        sa: &InboundSa,
+        pkts: &mut [B],
+        meta: &[PacketMeta],
+        verdicts: &mut [Verdict],
+        dec: F,
+    ) where
+        F: Fn(
+            &mut B,
+            &DecapParams<'_>,
+            &mut crate::esp::replay::ReplayWindow,
+        ) -> Result<crate::esp::decap::DecapInfo, EspError>,
+    {
         let (budget_p, budget_b) = sa.hard_budget();
         let expired = sa.is_expired();
         let check_policy = sa.mode == Mode::Tunnel && !(sa.local_ts.is_empty() && sa.remote_ts.is_empty());
@@ -304,7 +350,7 @@ impl Worker {
                     params.outer_src = meta[k].src;
                     params.outer_dst = meta[k].dst.unwrap_or(sa.local);
                 }
-                match decap(pkt, &params, &mut window) {
+                match dec(pkt, &params, &mut window) {
                     Err(e) => self.drop_in(Some(sa), e.into()),
                     Ok(_) if check_policy && !ip::flow_key(pkt.data()).is_some_and(|f| sa.allows(&f)) => {
                         self.drop_in(Some(sa), DropReason::PolicyMismatch)

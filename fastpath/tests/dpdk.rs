@@ -1061,6 +1061,18 @@ fn case_mbuf(eal: &Eal) -> CaseResult {
         PacketBuffer::data(&m) == b"payload" && m.pkt_len() == 7,
         "state after failed edits",
     )?;
+    // keep_range: one header update, same result as the two trims.
+    ensure(
+        PacketBuffer::keep_range(&mut m, 5, 3).is_err() && PacketBuffer::data(&m) == b"payload",
+        "keep_range past the end",
+    )?;
+    PacketBuffer::keep_range(&mut m, 2, 3).map_err(e)?;
+    ensure(
+        PacketBuffer::data(&m) == b"ylo" && m.pkt_len() == 3 && usize::from(ffi::Mbuf::headroom(&m)) == head + 2,
+        "after keep_range",
+    )?;
+    PacketBuffer::prepend(&mut m, 2).map_err(e)?.copy_from_slice(b"pa");
+    PacketBuffer::append(&mut m, 2).map_err(e)?.copy_from_slice(b"ad");
     // ESP in place on the mbuf equals ESP on a heap buffer.
     let (sad, _ev) = Sad::new(1);
     let id = sad

@@ -181,4 +181,21 @@ impl PacketBuffer for Mbuf {
     fn len(&self) -> usize {
         usize::from(hdr(self).data_len)
     }
+
+    /// One update of the header for a one-segment mbuf.
+    #[inline]
+    fn keep_range(&mut self, front: usize, keep: usize) -> Result<(), BufError> {
+        let have = PacketBuffer::len(self);
+        if segments(self) == 1
+            && let Some(back) = have.checked_sub(front).and_then(|rest| rest.checked_sub(keep))
+        {
+            let h = hdr_mut(self);
+            // front + keep + back == data_len: every field stays in range.
+            h.data_off += front as u16;
+            h.data_len = keep as u16;
+            h.pkt_len -= (front + back) as u32;
+            return Ok(());
+        }
+        crate::buf::keep_range_by_trims(self, front, keep)
+    }
 }

@@ -584,16 +584,22 @@ impl EspCipher {
     #[inline(always)]
     pub fn open(&self, esp: &mut [u8], seq: u64, esn: bool) -> Result<(), EspError> {
         #[cfg(feature = "dpdk")]
-        if let (Some(Accel::Imb(a)), Engine::Aead { salt, .. }) = (self.accel.get(), &self.engine) {
-            let Some((hdr, body, icv)) = split_aead_fixed(esp) else {
-                return Err(EspError::Malformed("shorter than ESP overhead"));
-            };
-            let nonce = make_nonce(salt, hdr.last_chunk().expect("16-byte header"));
-            let mut esn_buf = [0u8; 12];
-            let aad = aad_of(hdr, seq, esn, &mut esn_buf);
-            return a.open_icv(&nonce, aad, body, icv);
+        if let Some(g) = self.imb_open() {
+            return g.open(esp, seq, esn);
         }
         self.open_other(esp, seq, esn)
+    }
+
+    /// The SA's intel-ipsec-mb AES-GCM for decryption, when attached: a
+    /// caller decrypting a run of packets looks it up once and calls
+    /// [`ImbOpen::open`] per packet.
+    #[cfg(feature = "dpdk")]
+    #[inline(always)]
+    pub fn imb_open(&self) -> Option<ImbOpen<'_>> {
+        match (self.accel.get(), &self.engine) {
+            (Some(Accel::Imb(aead)), Engine::Aead { salt, .. }) => Some(ImbOpen { aead, salt }),
+            _ => None,
+        }
     }
 
     /// [`EspCipher::open`] without intel-ipsec-mb: aws-lc, CBC, or another accelerator.
@@ -636,6 +642,35 @@ impl EspCipher {
             }
         }
         Ok(())
+    }
+}
+
+/// An SA's intel-ipsec-mb AES-GCM and salt ([`EspCipher::imb_open`]).
+#[cfg(feature = "dpdk")]
+#[derive(Clone, Copy)]
+pub struct ImbOpen<'a> {
+    aead: &'a crate::dpdk::cpu_crypto::ImbGcmAead,
+    salt: &'a [u8; 4],
+}
+
+#[cfg(feature = "dpdk")]
+impl ImbOpen<'_> {
+    /// [`EspCipher::open`] of the SA this came from.
+    #[inline(always)]
+    pub fn open(self, esp: &mut [u8], seq: u64, esn: bool) -> Result<(), EspError> {
+        let Some((hdr, body, icv)) = split_aead_fixed(esp) else {
+            return Err(EspError::Malformed("shorter than ESP overhead"));
+        };
+        let nonce = make_nonce(self.salt, hdr.last_chunk().expect("16-byte header"));
+        // `aad_of`, with the ESN buffer written only when used.
+        let esn_buf;
+        let aad: &[u8] = if esn {
+            esn_buf = esn_aad(hdr, seq);
+            &esn_buf
+        } else {
+            &hdr[..ESP_HEADER_LEN]
+        };
+        self.aead.open_icv(&nonce, aad, body, icv)
     }
 }
 
@@ -692,6 +727,17 @@ fn aad_of<'a>(hdr: &'a [u8], seq: u64, esn: bool, esn_buf: &'a mut [u8; 12]) -> 
     esn_buf[4..8].copy_from_slice(&((seq >> 32) as u32).to_be_bytes());
     esn_buf[8..].copy_from_slice(&hdr[4..8]);
     esn_buf
+}
+
+/// The AAD of [`aad_of`] with ESN: SPI | SEQ-high | SEQ-low.
+#[cfg(feature = "dpdk")]
+#[inline(always)]
+fn esn_aad(hdr: &[u8; ESP_HEADER_LEN + 8], seq: u64) -> [u8; 12] {
+    let mut a = [0u8; 12];
+    a[..4].copy_from_slice(&hdr[..4]);
+    a[4..8].copy_from_slice(&((seq >> 32) as u32).to_be_bytes());
+    a[8..].copy_from_slice(&hdr[4..8]);
+    a
 }
 
 /// HMAC over `SPI | SEQ | IV | ciphertext`, plus the high sequence half with ESN (RFC 4303 §2.2.1).

@@ -51,17 +51,67 @@ pub fn decap<B: PacketBuffer>(
     decap_finish(buf, p, window, seq)
 }
 
+/// Decapsulates like [`decap`] with intel-ipsec-mb's AES-GCM `g` (the SA's
+/// cipher's, from [`EspCipher::imb_open`]): the same steps, with the
+/// cipher's lengths constants (IV 8, ICV 16, block 4) and no accelerator
+/// lookup per packet.
+#[cfg(feature = "dpdk")]
+#[inline(always)]
+pub fn decap_imb<B: PacketBuffer>(
+    buf: &mut B,
+    p: &DecapParams<'_>,
+    window: &mut ReplayWindow,
+    g: crate::esp::aead::ImbOpen<'_>,
+) -> Result<DecapInfo, EspError> {
+    let seq = check_with(buf, window, Lens::GCM)?;
+    g.open(buf.data_mut(), seq, p.esn)?;
+    finish_with(buf, p, window, seq, Lens::GCM)
+}
+
+/// IV, ICV and block lengths of a packet's cipher.
+#[derive(Clone, Copy)]
+struct Lens {
+    iv: usize,
+    icv: usize,
+    block: usize,
+}
+
+impl Lens {
+    /// AES-GCM's (RFC 4106): constants the fast path folds in.
+    #[cfg(feature = "dpdk")]
+    const GCM: Lens = Lens {
+        iv: 8,
+        icv: 16,
+        block: 4,
+    };
+
+    #[inline(always)]
+    fn of(c: &EspCipher) -> Lens {
+        Lens {
+            iv: c.iv_len(),
+            icv: c.icv_len(),
+            block: c.block_len(),
+        }
+    }
+}
+
 /// The steps of [`decap`] before decryption: header, lengths and replay
 /// check (the window is not advanced). Returns the full sequence number.
 pub fn decap_check<B: PacketBuffer>(buf: &B, p: &DecapParams<'_>, window: &ReplayWindow) -> Result<u64, EspError> {
+    check_with(buf, window, Lens::of(p.cipher))
+}
+
+/// [`decap_check`] with the cipher's lengths given.
+#[inline(always)]
+fn check_with<B: PacketBuffer>(buf: &B, window: &ReplayWindow, lens: Lens) -> Result<u64, EspError> {
     let (_spi, seq_lo) = parse_header(buf.data())?;
-    let overhead = ESP_HEADER_LEN + p.cipher.iv_len() + p.cipher.icv_len();
+    let overhead = ESP_HEADER_LEN + lens.iv + lens.icv;
     let len = buf.len();
     if len < overhead + 4 {
         return Err(EspError::Malformed("shorter than ESP overhead and trailer"));
     }
     // Block lengths are powers of two (4 or 16): a mask, not a division.
-    if (len - overhead) & (p.cipher.block_len() - 1) != 0 {
+    if (len - overhead) & (lens.block - 1) != 0 {
         return Err(EspError::Malformed("ciphertext not aligned"));
     }
     window.check(seq_lo)
@@ -77,13 +127,25 @@ pub fn decap_finish<B: PacketBuffer>(
     window: &mut ReplayWindow,
     seq: u64,
 ) -> Result<DecapInfo, EspError> {
+    finish_with(buf, p, window, seq, Lens::of(p.cipher))
+}
+
+/// [`decap_finish`] with the cipher's lengths given.
+#[inline(always)]
+fn finish_with<B: PacketBuffer>(
+    buf: &mut B,
+    p: &DecapParams<'_>,
+    window: &mut ReplayWindow,
+    seq: u64,
+    lens: Lens,
+) -> Result<DecapInfo, EspError> {
     window.accept(seq)?;
-    let hdr_len = ESP_HEADER_LEN + p.cipher.iv_len();
+    let hdr_len = ESP_HEADER_LEN + lens.iv;
     let data = buf.data();
     let len = data.len();
     // `payload | padding | pad length | next header`, decrypted
     // ([`decap_check`] made sure the packet holds it).
-    let ct = &data[hdr_len..len - p.cipher.icv_len()];
+    let ct = &data[hdr_len..len - lens.icv];
     let [.., pad_len, next_header] = *ct else {
         return Err(EspError::BadPadding);
     };
@@ -103,8 +165,7 @@ pub fn decap_finish<B: PacketBuffer>(
     let Some(keep) = keep else {
         return Err(refuse_payload(buf, hdr_len, payload_len, next_header));
     };
-    buf.trim_back(len - hdr_len - keep)?;
-    buf.trim_front(hdr_len)?;
+    buf.keep_range(hdr_len, keep)?;
     if p.mode == Mode::Transport {
         rebuild_transport(buf, p, next_header)?;
     }

@@ -575,9 +575,18 @@ const UNSPECIFIED: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
 struct HopHeader {
     src: IpAddr,
     next_hop: IpAddr,
+    /// `src` and `next_hop` as one integer when both are IPv4 (see
+    /// [`hop_key_v4`]), 0 otherwise: IPv4 packets match with one compare.
+    key: u128,
     port: usize,
     version: u64,
     header: [u8; ETH_HDR_LEN],
+}
+
+/// The [`HopHeader::key`] of IPv4 `src` and `next_hop` on `lane` (never 0).
+#[inline(always)]
+fn hop_key_v4(lane: Lane, src: u32, next_hop: u32) -> u128 {
+    (1u128 << (96 + lane as u32)) | u128::from(src) << 32 | u128::from(next_hop)
 }
 
 impl HopHeader {
@@ -585,6 +594,7 @@ impl HopHeader {
     const NONE: HopHeader = HopHeader {
         src: UNSPECIFIED,
         next_hop: UNSPECIFIED,
+        key: 0,
         port: 0,
         version: u64::MAX,
         header: [0; ETH_HDR_LEN],
@@ -1030,7 +1040,13 @@ impl PollLoop {
                 if udp.is_some() {
                     LoopCounters::add(&self.counters.esp_udp_tx, 1);
                 }
-                self.send_on_lane(Lane::Peer, src, dst, m);
+                if let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst)
+                    && self.hop_is(Lane::Peer, hop_key_v4(Lane::Peer, s.to_bits(), d.to_bits()))
+                {
+                    self.queue_on_hop(Lane::Peer, m);
+                } else {
+                    self.send_on_lane(Lane::Peer, src, dst, m);
+                }
             }
             Verdict::Bypass => {
                 let from = self.port_index(super::mbuf::input_port(&m));
@@ -1091,7 +1107,19 @@ impl PollLoop {
     /// Sends a decapsulated inner packet out of the first inside-facing port.
     #[inline]
     fn send_inside(&mut self, m: Mbuf) {
-        match frame::ip_dst(PacketBuffer::data(&m)) {
+        let d = PacketBuffer::data(&m);
+        // IPv4 to the last next hop: one compare of the destination's bits,
+        // no address built.
+        if let Some(h) = d.get(..20)
+            && h[0] >> 4 == 4
+            && self.hop_is(
+                Lane::Inside,
+                hop_key_v4(Lane::Inside, 0, u32::from_be_bytes([h[16], h[17], h[18], h[19]])),
+            )
+        {
+            return self.queue_on_hop(Lane::Inside, m);
+        }
+        match frame::ip_dst(d) {
             Some(d) => self.send_on_lane(Lane::Inside, &UNSPECIFIED, &d, m),
             None => LoopCounters::add(&self.counters.rx_unsupported, 1),
         }
@@ -1104,11 +1132,24 @@ impl PollLoop {
     /// packets mostly go to one next hop): a few compares per packet instead
     /// of a port search, a neighbour lookup and a header build.
     #[inline(always)]
-    fn send_on_lane(&mut self, lane: Lane, src: &IpAddr, next_hop: &IpAddr, mut m: Mbuf) {
+    fn send_on_lane(&mut self, lane: Lane, src: &IpAddr, next_hop: &IpAddr, m: Mbuf) {
         let hop = &self.hops[lane as usize];
         if hop.version != self.neighbours.version() || hop.next_hop != *next_hop || hop.src != *src {
             self.hops[lane as usize] = self.build_hop(lane, *src, *next_hop);
         }
+        self.queue_on_hop(lane, m);
+    }
+
+    /// Whether the lane's hop is current and has IPv4 key `key`.
+    #[inline(always)]
+    fn hop_is(&self, lane: Lane, key: u128) -> bool {
+        let hop = &self.hops[lane as usize];
+        hop.key == key && hop.version == self.neighbours.version()
+    }
+
+    /// Adds the lane's current Ethernet header to `m` and queues it on the lane's port.
+    #[inline(always)]
+    fn queue_on_hop(&mut self, lane: Lane, mut m: Mbuf) {
         let hop = &self.hops[lane as usize];
         match PacketBuffer::prepend(&mut m, ETH_HDR_LEN) {
             Ok(h) => {
@@ -1127,9 +1168,15 @@ impl PollLoop {
             Lane::Inside => self.inside_port,
         };
         let dst = self.neighbours.get(&next_hop).unwrap_or(self.ports[port].gateway);
+        let key = match (lane, src, next_hop) {
+            (Lane::Inside, _, IpAddr::V4(d)) => hop_key_v4(lane, 0, d.to_bits()),
+            (Lane::Peer, IpAddr::V4(s), IpAddr::V4(d)) => hop_key_v4(lane, s.to_bits(), d.to_bits()),
+            _ => 0,
+        };
         HopHeader {
             src,
             next_hop,
+            key,
             port,
             version: self.neighbours.version(),
             header: frame::ethernet_header(dst, self.ports[port].mac, next_hop.is_ipv6()),

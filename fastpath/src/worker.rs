@@ -620,6 +620,8 @@ impl Worker {
         // Per run: the SA's framing and outer headers.
         let framer = Framer::new(&encap_params(sa, seq));
         let outer = self.outer_headers(sa);
+        // The seal's implementation, chosen once per run.
+        let (sealer, esn) = (sa.cipher.sealer(), sa.esn);
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
         for (k, (pkt, v)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
             if let Some(r) = run.refusal(k, (ok_p, ok_b)) {
@@ -639,7 +641,7 @@ impl Worker {
                 }
             };
             let esp = pkt.data_mut().get_mut(front..).unwrap_or_default();
-            if let Err(e) = sa.cipher.seal(esp, pkt_seq, sa.esn, &mut self.ivs) {
+            if let Err(e) = sealer.seal(esp, pkt_seq, esn, &mut self.ivs) {
                 *v = self.drop_out_err(sa, e);
                 continue;
             }

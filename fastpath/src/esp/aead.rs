@@ -520,23 +520,25 @@ impl EspCipher {
     /// CBC IVs come from `ivs`.
     #[inline]
     pub fn seal(&self, esp: &mut [u8], seq: u64, esn: bool, ivs: &mut IvSource) -> Result<(), EspError> {
-        #[cfg(feature = "dpdk")]
-        if let (Some(Accel::Imb(a)), Engine::Aead { salt, .. }) = (self.accel.get(), &self.engine) {
-            let Some((hdr, body, icv)) = split_aead_fixed(esp) else {
-                return Err(EspError::Malformed("ESP buffer shorter than its overhead"));
-            };
-            let iv = seq.to_be_bytes();
-            hdr[ESP_HEADER_LEN..].copy_from_slice(&iv);
-            let nonce = make_nonce(salt, &iv);
-            let mut esn_buf = [0u8; 12];
-            let aad = aad_of(hdr, seq, esn, &mut esn_buf);
-            a.seal_icv(&nonce, aad, body, icv);
-            return Ok(());
+        self.sealer().seal(esp, seq, esn, ivs)
+    }
+
+    /// This cipher's [`EspCipher::seal`] with the choice of implementation
+    /// made once (for a run of packets of one SA).
+    #[inline]
+    pub fn sealer(&self) -> RunSealer<'_> {
+        RunSealer {
+            cipher: self,
+            #[cfg(feature = "dpdk")]
+            imb: match (self.accel.get(), &self.engine) {
+                (Some(Accel::Imb(a)), Engine::Aead { salt, .. }) => Some((a, *salt)),
+                _ => None,
+            },
         }
-        self.seal_other(esp, seq, esn, ivs)
     }
 
     /// [`EspCipher::seal`] without intel-ipsec-mb: aws-lc, CBC, or another accelerator.
+    #[inline(never)]
     fn seal_other(&self, esp: &mut [u8], seq: u64, esn: bool, ivs: &mut IvSource) -> Result<(), EspError> {
         let iv_len = self.iv_len();
         let icv_len = self.icv_len();
@@ -640,6 +642,54 @@ impl EspCipher {
 }
 
 /// RFC 4106 nonce: salt || IV.
+/// [`EspCipher::seal`] with the implementation chosen once ([`EspCipher::sealer`]):
+/// the per-packet seal of a run tests one option instead of the cipher's
+/// accelerator and engine.
+#[derive(Clone, Copy)]
+pub struct RunSealer<'a> {
+    cipher: &'a EspCipher,
+    /// intel-ipsec-mb's AES-GCM and the SA's salt, when they seal.
+    #[cfg(feature = "dpdk")]
+    imb: Option<(&'a crate::dpdk::cpu_crypto::ImbGcmAead, [u8; 4])>,
+}
+
+impl RunSealer<'_> {
+    /// [`EspCipher::seal`] of `esp` (the same bytes).
+    #[inline(always)]
+    pub fn seal(&self, esp: &mut [u8], seq: u64, esn: bool, ivs: &mut IvSource) -> Result<(), EspError> {
+        #[cfg(feature = "dpdk")]
+        if let Some((a, salt)) = &self.imb {
+            let Some((hdr, body, icv)) = split_aead_fixed(esp) else {
+                return Err(EspError::Malformed("ESP buffer shorter than its overhead"));
+            };
+            let iv = seq.to_be_bytes();
+            hdr[ESP_HEADER_LEN..].copy_from_slice(&iv);
+            let nonce = make_nonce(salt, &iv);
+            // The ESN AAD is built only when used (no zeroed buffer per packet).
+            let esn_aad: [u8; 12];
+            let aad: &[u8] = if esn {
+                let [s0, s1, s2, s3, l0, l1, l2, l3] = *hdr.first_chunk::<8>().expect("16-byte header");
+                let [h0, h1, h2, h3] = ((seq >> 32) as u32).to_be_bytes();
+                esn_aad = [s0, s1, s2, s3, h0, h1, h2, h3, l0, l1, l2, l3];
+                &esn_aad
+            } else {
+                &hdr[..ESP_HEADER_LEN]
+            };
+            a.seal_icv(&nonce, aad, body, icv);
+            return Ok(());
+        }
+        self.cipher.seal_other(esp, seq, esn, ivs)
+    }
+}
+
+impl std::fmt::Debug for RunSealer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunSealer")
+            .field("cipher", self.cipher)
+            .finish_non_exhaustive()
+    }
+}
+
 #[inline]
 fn make_nonce(salt: &[u8; 4], iv: &[u8; 8]) -> [u8; NONCE_LEN] {
     let mut n = [0u8; NONCE_LEN];

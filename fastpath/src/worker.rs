@@ -611,6 +611,10 @@ impl Worker {
     }
 
     /// Encapsulates a run of packets of one flow with `sa`.
+    ///
+    /// Not inlined: the planning state of [`Worker::outbound_burst`] stays
+    /// out of the per-packet loop's registers.
+    #[inline(never)]
     fn outbound_run<B: PacketBuffer>(&mut self, sa: &OutboundSa, pkts: &mut [B], verdicts: &mut [Verdict]) {
         if sa.cipher.batches() {
             return self.outbound_run_batched(sa, pkts, verdicts);

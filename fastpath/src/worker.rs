@@ -454,21 +454,7 @@ impl Worker {
                 };
                 let mut j = i + 1;
                 match v4 {
-                    Some(f) => {
-                        // TCP/UDP/SCTP flows: a raw header test first.
-                        let quick = f.quick_match();
-                        while j < chunk_end {
-                            let data = pkts[j].data();
-                            let same = match &quick {
-                                Some(q) if q.matches(data) => true,
-                                _ => ip::v4_flow(data) == Some(f),
-                            };
-                            if !same {
-                                break;
-                            }
-                            j += 1;
-                        }
-                    }
+                    Some(f) => j = v4_run_end(pkts, j, chunk_end, f),
                     None => {
                         while j < chunk_end && ip::flow_key(pkts[j].data()) == Some(flow) {
                             j += 1;
@@ -721,6 +707,46 @@ impl Worker {
             self.counters.outbound.add(ok_p, ok_b);
         }
     }
+}
+
+/// The end of the run of IPv4 flow `f` among `pkts[..end]` that goes on at
+/// `j` ([`Worker::outbound_burst`], pass 1a). Not inlined: its loop keeps
+/// its state in registers, away from the planning's.
+#[inline(never)]
+fn v4_run_end<B: PacketBuffer>(pkts: &[B], mut j: usize, end: usize, f: ip::V4Flow) -> usize {
+    // TCP/UDP/SCTP flows: a raw header test first.
+    let Some(q) = f.quick_match() else {
+        while j < end && ip::v4_flow(pkts[j].data()) == Some(f) {
+            j += 1;
+        }
+        return j;
+    };
+    let pkts = &pkts[..end];
+    loop {
+        j = quick_run_end(pkts, j, q);
+        if j < pkts.len() && is_v4_flow(pkts[j].data(), f) {
+            j += 1;
+            continue;
+        }
+        return j;
+    }
+}
+
+/// The first packet from `j` on that `q` does not match (or `pkts.len()`).
+/// Not inlined: a loop without calls keeps its state in registers.
+#[inline(never)]
+fn quick_run_end<B: PacketBuffer>(pkts: &[B], mut j: usize, q: ip::V4QuickMatch) -> usize {
+    while j < pkts.len() && q.matches(pkts[j].data()) {
+        j += 1;
+    }
+    j
+}
+
+/// Whether `data`'s [`ip::v4_flow`] is `f`: out of line, as the raw header
+/// test of [`v4_run_end`] answers for the packets of a run but its last.
+#[inline(never)]
+fn is_v4_flow(data: &[u8], f: ip::V4Flow) -> bool {
+    ip::v4_flow(data) == Some(f)
 }
 
 /// Packets whose lookups [`Worker::outbound_burst`] does before encrypting any of them.

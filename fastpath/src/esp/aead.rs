@@ -538,7 +538,6 @@ impl EspCipher {
     }
 
     /// [`EspCipher::seal`] without intel-ipsec-mb: aws-lc, CBC, or another accelerator.
-    #[inline(never)]
     fn seal_other(&self, esp: &mut [u8], seq: u64, esn: bool, ivs: &mut IvSource) -> Result<(), EspError> {
         let iv_len = self.iv_len();
         let icv_len = self.icv_len();
@@ -641,7 +640,6 @@ impl EspCipher {
     }
 }
 
-/// RFC 4106 nonce: salt || IV.
 /// [`EspCipher::seal`] with the implementation chosen once ([`EspCipher::sealer`]):
 /// the per-packet seal of a run tests one option instead of the cipher's
 /// accelerator and engine.
@@ -690,6 +688,7 @@ impl std::fmt::Debug for RunSealer<'_> {
     }
 }
 
+/// RFC 4106 nonce: salt || IV.
 #[inline]
 fn make_nonce(salt: &[u8; 4], iv: &[u8; 8]) -> [u8; NONCE_LEN] {
     let mut n = [0u8; NONCE_LEN];

@@ -370,7 +370,7 @@ pub struct OuterHeaders {
 #[derive(Debug, Clone, Copy)]
 enum OuterKind {
     /// IPv4, protocol ESP: the header with zero length and checksum, and the
-    /// one's-complement sum of its other fields.
+    /// one's-complement sum of its other fields, folded to 16 bits (nonzero).
     V4Esp { hdr: [u8; 20], sum: u64 },
     /// Anything else: [`prepend_outer`] per packet.
     Other {
@@ -400,6 +400,8 @@ impl OuterHeaders {
                     + u64::from(s & 0xffff)
                     + u64::from(d >> 16)
                     + u64::from(d & 0xffff);
+                // Folded now, so one fold per packet is enough (see ipv4_esp).
+                let sum = u64::from(fold32(sum));
                 OuterKind::V4Esp { hdr, sum }
             }
             _ => OuterKind::Other { src, dst, udp_ports },
@@ -428,7 +430,10 @@ impl OuterHeaders {
         match self.kind {
             OuterKind::V4Esp { mut hdr, sum } => {
                 let total = u16::try_from(esp_len + 20).ok()?;
-                let c = !fold32(sum + u64::from(total));
+                // sum (folded, nonzero) and total are at most 0xffff, so one
+                // end-around carry gives what fold32 does: a sum of at most 0xffff.
+                let x = sum + u64::from(total);
+                let c = !(((x & 0xffff) + (x >> 16)) as u16);
                 hdr[2..4].copy_from_slice(&total.to_be_bytes());
                 hdr[10..12].copy_from_slice(&c.to_be_bytes());
                 Some(hdr)

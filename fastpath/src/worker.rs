@@ -500,21 +500,7 @@ impl Worker {
                 };
                 let mut j = i + 1;
                 match v4 {
-                    Some(f) => {
-                        // TCP/UDP/SCTP flows: a raw header test first.
-                        let quick = f.quick_match();
-                        while j < chunk_end {
-                            let data = pkts[j].data();
-                            let same = match &quick {
-                                Some(q) if q.matches(data) => true,
-                                _ => ip::v4_flow(data) == Some(f),
-                            };
-                            if !same {
-                                break;
-                            }
-                            j += 1;
-                        }
-                    }
+                    Some(f) => j = v4_run_end(pkts, j, chunk_end, f),
                     None => {
                         while j < chunk_end && ip::flow_key(pkts[j].data()) == Some(flow) {
                             j += 1;
@@ -657,6 +643,10 @@ impl Worker {
     }
 
     /// Encapsulates a run of packets of one flow with `sa`.
+    ///
+    /// Not inlined: the planning state of [`Worker::outbound_burst`] stays
+    /// out of the per-packet loop's registers.
+    #[inline(never)]
     fn outbound_run<B: PacketBuffer>(&mut self, sa: &OutboundSa, pkts: &mut [B], verdicts: &mut [Verdict]) {
         if sa.cipher.batches() {
             return self.outbound_run_batched(sa, pkts, verdicts);
@@ -666,6 +656,8 @@ impl Worker {
         // Per run: the SA's framing and outer headers.
         let framer = Framer::new(&encap_params(sa, seq));
         let outer = self.outer_headers(sa);
+        // The seal's implementation, chosen once per run.
+        let (sealer, esn) = (sa.cipher.sealer(), sa.esn);
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
         for (k, (pkt, v)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
             if let Some(r) = run.refusal(k, (ok_p, ok_b)) {
@@ -685,7 +677,7 @@ impl Worker {
                 }
             };
             let esp = pkt.data_mut().get_mut(front..).unwrap_or_default();
-            if let Err(e) = sa.cipher.seal(esp, pkt_seq, sa.esn, &mut self.ivs) {
+            if let Err(e) = sealer.seal(esp, pkt_seq, esn, &mut self.ivs) {
                 *v = self.drop_out_err(sa, e);
                 continue;
             }
@@ -761,6 +753,46 @@ impl Worker {
             self.counters.outbound.add(ok_p, ok_b);
         }
     }
+}
+
+/// The end of the run of IPv4 flow `f` among `pkts[..end]` that goes on at
+/// `j` ([`Worker::outbound_burst`], pass 1a). Not inlined: its loop keeps
+/// its state in registers, away from the planning's.
+#[inline(never)]
+fn v4_run_end<B: PacketBuffer>(pkts: &[B], mut j: usize, end: usize, f: ip::V4Flow) -> usize {
+    // TCP/UDP/SCTP flows: a raw header test first.
+    let Some(q) = f.quick_match() else {
+        while j < end && ip::v4_flow(pkts[j].data()) == Some(f) {
+            j += 1;
+        }
+        return j;
+    };
+    let pkts = &pkts[..end];
+    loop {
+        j = quick_run_end(pkts, j, q);
+        if j < pkts.len() && is_v4_flow(pkts[j].data(), f) {
+            j += 1;
+            continue;
+        }
+        return j;
+    }
+}
+
+/// The first packet from `j` on that `q` does not match (or `pkts.len()`).
+/// Not inlined: a loop without calls keeps its state in registers.
+#[inline(never)]
+fn quick_run_end<B: PacketBuffer>(pkts: &[B], mut j: usize, q: ip::V4QuickMatch) -> usize {
+    while j < pkts.len() && q.matches(pkts[j].data()) {
+        j += 1;
+    }
+    j
+}
+
+/// Whether `data`'s [`ip::v4_flow`] is `f`: out of line, as the raw header
+/// test of [`v4_run_end`] answers for the packets of a run but its last.
+#[inline(never)]
+fn is_v4_flow(data: &[u8], f: ip::V4Flow) -> bool {
+    ip::v4_flow(data) == Some(f)
 }
 
 /// Packets whose lookups [`Worker::outbound_burst`] does before encrypting any of them.

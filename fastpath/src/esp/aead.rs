@@ -520,20 +520,21 @@ impl EspCipher {
     /// CBC IVs come from `ivs`.
     #[inline]
     pub fn seal(&self, esp: &mut [u8], seq: u64, esn: bool, ivs: &mut IvSource) -> Result<(), EspError> {
-        #[cfg(feature = "dpdk")]
-        if let (Some(Accel::Imb(a)), Engine::Aead { salt, .. }) = (self.accel.get(), &self.engine) {
-            let Some((hdr, body, icv)) = split_aead_fixed(esp) else {
-                return Err(EspError::Malformed("ESP buffer shorter than its overhead"));
-            };
-            let iv = seq.to_be_bytes();
-            hdr[ESP_HEADER_LEN..].copy_from_slice(&iv);
-            let nonce = make_nonce(salt, &iv);
-            let mut esn_buf = [0u8; 12];
-            let aad = aad_of(hdr, seq, esn, &mut esn_buf);
-            a.seal_icv(&nonce, aad, body, icv);
-            return Ok(());
+        self.sealer().seal(esp, seq, esn, ivs)
+    }
+
+    /// This cipher's [`EspCipher::seal`] with the choice of implementation
+    /// made once (for a run of packets of one SA).
+    #[inline]
+    pub fn sealer(&self) -> RunSealer<'_> {
+        RunSealer {
+            cipher: self,
+            #[cfg(feature = "dpdk")]
+            imb: match (self.accel.get(), &self.engine) {
+                (Some(Accel::Imb(a)), Engine::Aead { salt, .. }) => Some((a, *salt)),
+                _ => None,
+            },
         }
-        self.seal_other(esp, seq, esn, ivs)
     }
 
     /// [`EspCipher::seal`] without intel-ipsec-mb: aws-lc, CBC, or another accelerator.
@@ -671,6 +672,52 @@ impl ImbOpen<'_> {
             &hdr[..ESP_HEADER_LEN]
         };
         self.aead.open_icv(&nonce, aad, body, icv)
+    }
+}
+
+/// [`EspCipher::seal`] with the implementation chosen once ([`EspCipher::sealer`]):
+/// the per-packet seal of a run tests one option instead of the cipher's
+/// accelerator and engine.
+#[derive(Clone, Copy)]
+pub struct RunSealer<'a> {
+    cipher: &'a EspCipher,
+    /// intel-ipsec-mb's AES-GCM and the SA's salt, when they seal.
+    #[cfg(feature = "dpdk")]
+    imb: Option<(&'a crate::dpdk::cpu_crypto::ImbGcmAead, [u8; 4])>,
+}
+
+impl RunSealer<'_> {
+    /// [`EspCipher::seal`] of `esp` (the same bytes).
+    #[inline(always)]
+    pub fn seal(&self, esp: &mut [u8], seq: u64, esn: bool, ivs: &mut IvSource) -> Result<(), EspError> {
+        #[cfg(feature = "dpdk")]
+        if let Some((a, salt)) = &self.imb {
+            let Some((hdr, body, icv)) = split_aead_fixed(esp) else {
+                return Err(EspError::Malformed("ESP buffer shorter than its overhead"));
+            };
+            let iv = seq.to_be_bytes();
+            hdr[ESP_HEADER_LEN..].copy_from_slice(&iv);
+            let nonce = make_nonce(salt, &iv);
+            // The ESN AAD is built only when used (no zeroed buffer per packet).
+            let esn_buf;
+            let aad: &[u8] = if esn {
+                esn_buf = esn_aad(hdr, seq);
+                &esn_buf
+            } else {
+                &hdr[..ESP_HEADER_LEN]
+            };
+            a.seal_icv(&nonce, aad, body, icv);
+            return Ok(());
+        }
+        self.cipher.seal_other(esp, seq, esn, ivs)
+    }
+}
+
+impl std::fmt::Debug for RunSealer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunSealer")
+            .field("cipher", self.cipher)
+            .finish_non_exhaustive()
     }
 }
 

@@ -153,8 +153,14 @@ impl Framer {
                 }
             }
         }
-        trailer[pad_len] = pad_len as u8;
-        trailer[pad_len + 1] = next_header;
+        // One bounds check for both trailer bytes (the trailer is longer).
+        match trailer.get_mut(pad_len..pad_len + 2) {
+            Some([p, n]) => {
+                *p = pad_len as u8;
+                *n = next_header;
+            }
+            _ => unreachable!("trailer room"),
+        }
         let [s0, s1, s2, s3] = self.spi;
         let [q0, q1, q2, q3] = (seq as u32).to_be_bytes();
         let esp_hdr = [s0, s1, s2, s3, q0, q1, q2, q3];

@@ -353,6 +353,7 @@ impl DpdkBackend {
                 inside_port: lports.iter().position(|p| p.role != PortRole::Outside).unwrap_or(0),
                 last_outside: None,
                 hops: [HopHeader::NONE; 2],
+                udp_tx: 0,
                 ports: lports,
                 pool: pool.clone(),
                 rings: rings.clone(),
@@ -644,6 +645,9 @@ pub struct PollLoop {
     last_outside: Option<(IpAddr, usize)>,
     /// The next hop and Ethernet header each [`Lane`] used last.
     hops: [HopHeader; 2],
+    /// UDP-encapsulated ESP sent since the counter was last updated (it is
+    /// updated once per burst: an atomic addition each).
+    udp_tx: u64,
     pool: Mempool,
     rings: Arc<Vec<Ring>>,
     steer_by_spi: bool,
@@ -770,6 +774,8 @@ impl PollLoop {
         for m in rx.iter().take(DATA_AHEAD) {
             super::mbuf::prefetch_data(m);
         }
+        // Counted once per burst (an atomic addition each).
+        let mut udp_rx = 0;
         let mut burst = rx.drain(..);
         while let Some(mut m) = burst.next() {
             let ahead = burst.as_slice();
@@ -842,7 +848,7 @@ impl PollLoop {
                     }
                     // Classified as IP, so the addresses are there.
                     let d = PacketBuffer::data(&m);
-                    let Some((src, dst)) = frame::ip_addrs(d) else {
+                    let Some(meta) = frame::esp_meta(d, src_port) else {
                         LoopCounters::add(&self.counters.rx_unsupported, 1);
                         continue;
                     };
@@ -851,13 +857,8 @@ impl PollLoop {
                         LoopCounters::add(&self.counters.rx_unsupported, 1);
                         continue;
                     }
-                    let meta = PacketMeta {
-                        src,
-                        dst: Some(dst),
-                        src_port,
-                    };
                     if udp {
-                        LoopCounters::add(&self.counters.esp_udp_rx, 1);
+                        udp_rx += 1;
                         self.scratch.esp_udp.push(m);
                         self.scratch.meta_udp.push(meta);
                     } else {
@@ -878,6 +879,7 @@ impl PollLoop {
                 }
             }
         }
+        LoopCounters::add(&self.counters.esp_udp_rx, udp_rx);
         self.flush_steering();
         self.inbound(InboundKind::Udp);
         self.inbound(InboundKind::RawEsp);
@@ -1027,6 +1029,7 @@ impl PollLoop {
                 }
             }
             self.flush_steering();
+            LoopCounters::add(&self.counters.esp_udp_tx, std::mem::take(&mut self.udp_tx));
         }
         self.scratch.clear = pkts;
     }
@@ -1038,7 +1041,7 @@ impl PollLoop {
         match v {
             Verdict::ToPeer { src, dst, udp } => {
                 if udp.is_some() {
-                    LoopCounters::add(&self.counters.esp_udp_tx, 1);
+                    self.udp_tx += 1;
                 }
                 if let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst)
                     && self.hop_is(Lane::Peer, hop_key_v4(Lane::Peer, s.to_bits(), d.to_bits()))

@@ -300,11 +300,20 @@ impl Worker {
         // constants in the per-packet code.
         #[cfg(feature = "dpdk")]
         if let Some(g) = sa.cipher.imb_open() {
-            return self.inbound_run_with(kind, sa, pkts, meta, verdicts, |pkt, p, w| {
-                crate::esp::decap::decap_imb(pkt, p, w, g)
+            // The run's nonces, built before the first decryption (see
+            // `StagedNonces`). A packet too short for one never reaches
+            // decryption (the length check comes first).
+            let mut staged = crate::esp::aead::StagedNonces::EMPTY;
+            for pkt in pkts.iter() {
+                if !staged.push(g.nonce_of(pkt.data()).unwrap_or_default()) {
+                    break;
+                }
+            }
+            return self.inbound_run_with(kind, sa, pkts, meta, verdicts, |pkt, p, w, k| {
+                crate::esp::decap::decap_imb(pkt, p, w, g, staged.at(k))
             });
         }
-        self.inbound_run_with(kind, sa, pkts, meta, verdicts, decap)
+        self.inbound_run_with(kind, sa, pkts, meta, verdicts, |pkt, p, w, _| decap(pkt, p, w))
     }
 
     /// [`Worker::inbound_run`] with `dec` decapsulating each packet.
@@ -322,6 +331,7 @@ impl Worker {
             &mut B,
             &DecapParams<'_>,
             &mut crate::esp::replay::ReplayWindow,
+            usize,
         ) -> Result<crate::esp::decap::DecapInfo, EspError>,
     {
         let (budget_p, budget_b) = sa.hard_budget();
@@ -350,7 +360,7 @@ impl Worker {
                     params.outer_src = meta[k].src;
                     params.outer_dst = meta[k].dst.unwrap_or(sa.local);
                 }
-                match dec(pkt, &params, &mut window) {
+                match dec(pkt, &params, &mut window, k) {
                     Err(e) => self.drop_in(Some(sa), e.into()),
                     Ok(_) if check_policy && !ip::flow_key(pkt.data()).is_some_and(|f| sa.allows(&f)) => {
                         self.drop_in(Some(sa), DropReason::PolicyMismatch)
@@ -658,6 +668,8 @@ impl Worker {
         let outer = self.outer_headers(sa);
         // The seal's implementation, chosen once per run.
         let (sealer, esn) = (sa.cipher.sealer(), sa.esn);
+        // The run's nonces, built before its first seal (see `StagedNonces`).
+        let staged = sealer.stage_nonces(seq, pkts.len(), sa.spi, esn);
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
         for (k, (pkt, v)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
             if let Some(r) = run.refusal(k, (ok_p, ok_b)) {
@@ -677,7 +689,7 @@ impl Worker {
                 }
             };
             let esp = pkt.data_mut().get_mut(front..).unwrap_or_default();
-            if let Err(e) = sealer.seal(esp, pkt_seq, esn, &mut self.ivs) {
+            if let Err(e) = sealer.seal_staged(esp, pkt_seq, esn, &mut self.ivs, &staged) {
                 *v = self.drop_out_err(sa, e);
                 continue;
             }

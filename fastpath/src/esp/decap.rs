@@ -54,7 +54,8 @@ pub fn decap<B: PacketBuffer>(
 /// Decapsulates like [`decap`] with intel-ipsec-mb's AES-GCM `g` (the SA's
 /// cipher's, from [`EspCipher::imb_open`]): the same steps, with the
 /// cipher's lengths constants (IV 8, ICV 16, block 4) and no accelerator
-/// lookup per packet.
+/// lookup per packet; `nonce`, when given, is the packet's nonce built
+/// beforehand ([`crate::esp::aead::ImbOpen::nonce_of`]).
 #[cfg(feature = "dpdk")]
 #[inline(always)]
 pub fn decap_imb<B: PacketBuffer>(
@@ -62,9 +63,10 @@ pub fn decap_imb<B: PacketBuffer>(
     p: &DecapParams<'_>,
     window: &mut ReplayWindow,
     g: crate::esp::aead::ImbOpen<'_>,
+    nonce: Option<&[u8; 12]>,
 ) -> Result<DecapInfo, EspError> {
     let seq = check_with(buf, window, Lens::GCM)?;
-    g.open(buf.data_mut(), seq, p.esn)?;
+    g.open_staged(buf.data_mut(), seq, p.esn, nonce)?;
     finish_with(buf, p, window, seq, Lens::GCM)
 }
 

@@ -691,14 +691,8 @@ impl ImbOpen<'_> {
                 &built
             }
         };
-        // `aad_of`, with the ESN buffer written only when used.
-        let esn_buf;
-        let aad: &[u8] = if esn {
-            esn_buf = esn_aad(hdr, seq);
-            &esn_buf
-        } else {
-            &hdr[..ESP_HEADER_LEN]
-        };
+        let mut esn_buf = [0u8; 12];
+        let aad = aad_of(hdr, seq, esn, &mut esn_buf);
         self.aead.open_icv(nonce, aad, body, icv)
     }
 }
@@ -780,14 +774,8 @@ impl RunSealer<'_> {
                 return Ok(());
             }
             let nonce = &make_nonce(salt, &iv);
-            // The ESN AAD is built only when used (no zeroed buffer per packet).
-            let esn_buf;
-            let aad: &[u8] = if esn {
-                esn_buf = esn_aad(hdr, seq);
-                &esn_buf
-            } else {
-                &hdr[..ESP_HEADER_LEN]
-            };
+            let mut esn_buf = [0u8; 12];
+            let aad = aad_of(hdr, seq, esn, &mut esn_buf);
             a.seal_icv(nonce, aad, body, icv);
             return Ok(());
         }
@@ -918,7 +906,7 @@ fn split_aead_fixed(esp: &mut [u8]) -> Option<(&mut [u8; ESP_HEADER_LEN + 8], &m
 /// AAD of RFC 4106 §5 for the ESP header `hdr` (starting at the SPI): SPI |
 /// SEQ as it stands in the packet, or with ESN SPI | SEQ-high | SEQ-low,
 /// built in `esn_buf`.
-#[inline]
+#[inline(always)]
 fn aad_of<'a>(hdr: &'a [u8], seq: u64, esn: bool, esn_buf: &'a mut [u8; 12]) -> &'a [u8] {
     if !esn {
         return &hdr[..ESP_HEADER_LEN];
@@ -927,17 +915,6 @@ fn aad_of<'a>(hdr: &'a [u8], seq: u64, esn: bool, esn_buf: &'a mut [u8; 12]) -> 
     esn_buf[4..8].copy_from_slice(&((seq >> 32) as u32).to_be_bytes());
     esn_buf[8..].copy_from_slice(&hdr[4..8]);
     esn_buf
-}
-
-/// The AAD of [`aad_of`] with ESN: SPI | SEQ-high | SEQ-low.
-#[cfg(feature = "dpdk")]
-#[inline(always)]
-fn esn_aad(hdr: &[u8; ESP_HEADER_LEN + 8], seq: u64) -> [u8; 12] {
-    let mut a = [0u8; 12];
-    a[..4].copy_from_slice(&hdr[..4]);
-    a[4..8].copy_from_slice(&((seq >> 32) as u32).to_be_bytes());
-    a[8..].copy_from_slice(&hdr[4..8]);
-    a
 }
 
 /// HMAC over `SPI | SEQ | IV | ciphertext`, plus the high sequence half with ESN (RFC 4303 §2.2.1).

@@ -8,6 +8,7 @@ mod daemon;
 mod dataplane;
 #[cfg(feature = "dpdk")]
 mod dpdk_plane;
+mod generate;
 mod ike_io;
 mod metrics;
 mod registry;
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use control_socket::Request;
 use tracing::{error, info, warn};
 use tracing_subscriber::{EnvFilter, reload};
@@ -103,6 +104,12 @@ enum Command {
         /// else `-l 0 --no-huge -m 256 --no-shconf`).
         #[arg(last = true)]
         eal_args: Vec<String>,
+    },
+    /// Writes man pages or shell completions (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: generate::Artifact,
     },
 }
 
@@ -394,5 +401,6 @@ fn main() -> ExitCode {
         Command::Reload => client(&cli.socket, Request::Reload, false, false),
         Command::LogLevel { filter } => client(&cli.socket, Request::LogLevel { filter }, false, false),
         Command::HwProbe { profiles, eal_args } => hw_probe(&profiles, eal_args),
+        Command::Generate { what } => generate::run(what, Cli::command()),
     }
 }

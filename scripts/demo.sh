@@ -8,18 +8,18 @@
 #      256 source addresses of 127.0.1.0/24;
 #   4. pushes ESP traffic through every tunnel for a few seconds;
 #   5. prints a report and stops everything.
-# Needs root (TUN device, raw ESP socket). TUNNELS=N and ESP_SECS=S override.
+# Needs root (TUN device, raw ESP socket): re-runs itself through sudo when
+# started by another user. TUNNELS=N and ESP_SECS=S override.
 set -euo pipefail
+ROOT_REASON="the gateway opens a TUN device and a raw ESP socket" KEEP_ENV="TUNNELS ESP_SECS"
+source "$(dirname "$0")/lib/root.sh"
+as_root "$0" "$@"
 cd "$(dirname "$0")/.."
 TUNNELS=${TUNNELS:-5000}
 ESP_SECS=${ESP_SECS:-5}
-if [ "$(id -u)" -ne 0 ]; then
-  echo "run as root: the gateway opens a TUN device and a raw ESP socket" >&2
-  exit 1
-fi
 command -v cargo >/dev/null || { echo "cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }
 
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh --no-cargo-deb
 echo "== building (release)"
 cargo build --release --quiet --bin ironsa -p ironsa -p ironsa-bench --bin ikegen
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Installs the system packages ironsa's build, demo and tests need (Debian 12).
+# Installs the system packages ironsa's build, demo and tests need (Debian 12),
+# and cargo-deb for the package test (not with --no-cargo-deb).
 # Idempotent: does nothing when everything is already there.
 set -euo pipefail
+with_cargo_deb=yes
+[ "${1:-}" = --no-cargo-deb ] && with_cargo_deb=no
 
 PACKAGES=(
   # strongSwan: the interop peer of the tests (charon, swanctl, pki, kernel-libipsec)
@@ -13,18 +16,27 @@ PACKAGES=(
   iproute2 iputils-ping iperf3 tshark procps jq bc
   # offloads off on veths whose frames DPDK's net_af_packet reads (tests/dpdk_gateway.rs)
   ethtool
+  # the Debian package's dependencies ($auto) and its test (setpriv)
+  dpkg-dev util-linux
 )
 
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ "${#missing[@]}" -eq 0 ]; then
-  exit 0
+if [ "${#missing[@]}" -gt 0 ]; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "error: installing ${missing[*]} needs root, and sudo is not installed: run as root" >&2; exit 1; }
+    SUDO="sudo"
+  fi
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-echo "installing: ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+if [ "$with_cargo_deb" = yes ] && ! command -v cargo-deb >/dev/null; then
+  echo "installing cargo-deb (builds the Debian package; a few minutes)"
+  cargo install cargo-deb --locked --quiet
+fi

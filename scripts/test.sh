@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # The test suite: unit, property, known-answer and integration tests
 # (strongSwan interop, network namespaces, TUN, DPDK with virtual devices).
-# Integration tests need root (namespaces, TUN devices, charon).
+# Integration tests need root (namespaces, TUN devices, charon): re-runs
+# itself through sudo when started by another user. Last: the Debian package
+# is built, installed and its unit's command started (scripts/test-deb.sh).
 set -euo pipefail
+ROOT_REASON="network namespaces, TUN devices, charon, dpkg"
+source "$(dirname "$0")/lib/root.sh"
+as_root "$0" "$@"
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 export CARGO_TERM_COLOR=never
@@ -14,3 +19,6 @@ cargo test --workspace --no-fail-fast -- --test-threads=2
 cargo test -p ironsa-ffi --features dpdk --no-fail-fast
 cargo test -p ironsa-fastpath --features dpdk --no-fail-fast
 cargo test --features dpdk --lib --bins --test hw_probe --test dpdk_gateway --no-fail-fast
+# The Debian package: built (release), installed, the unit's ExecStart run on
+# loopback, answered on its control socket, reloaded, stopped.
+bash scripts/test-deb.sh

@@ -41,6 +41,9 @@ done
 dpkg-query -W -f='${Conffiles}' ironsa | grep -q " /etc/ironsa/ironsa.toml " ||
   fail "/etc/ironsa/ironsa.toml is not a conffile"
 /usr/sbin/ironsa check --config /etc/ironsa/ironsa.toml >/dev/null || fail "the shipped configuration does not pass ironsa check"
+bash -c 'source /usr/share/bash-completion/completions/ironsa && complete -p ironsa' >/dev/null 2>&1 ||
+  fail "the bash completion does not load"
+zcat /usr/share/man/man8/ironsa-run.8.gz | grep -q '^\\fB\\-c\\fR, \\fB\\-\\-config\\fR' || fail "man ironsa-run does not show --config"
 if command -v systemd-analyze >/dev/null; then
   systemd-analyze verify "$UNIT" >"$WORK/verify.log" 2>&1 || { cat "$WORK/verify.log"; fail "systemd-analyze verify $UNIT"; }
 fi

@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 fail() { echo "deb package: FAIL: $*"; exit 1; }
+trap 'echo "deb package: FAIL: line $LINENO: $BASH_COMMAND"' ERR
 if [ "$(id -u)" -ne 0 ]; then
   echo "deb package: SKIP (needs root to install a package)"
   exit 0
@@ -26,7 +27,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-deb=$(bash scripts/build-deb.sh | tail -1)
+deb=$(bash scripts/build-deb.sh | tail -1) || fail "scripts/build-deb.sh failed"
 [ -f "$deb" ] || fail "scripts/build-deb.sh made no package"
 dpkg -i "$deb" >"$WORK/dpkg.log" 2>&1 || { cat "$WORK/dpkg.log"; fail "dpkg -i $deb"; }
 

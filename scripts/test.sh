@@ -11,14 +11,25 @@ as_root "$0" "$@"
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 export CARGO_TERM_COLOR=never
+# Every step runs even when an earlier one fails; the summary names the failed ones.
+failed=()
+step() {
+  echo "== $*"
+  "$@" || failed+=("$*")
+}
 # Default build: everything but DPDK.
-cargo test --workspace --no-fail-fast -- --test-threads=2
+step cargo test --workspace --no-fail-fast -- --test-threads=2
 # The DPDK bindings and backend with virtual devices (EAL without hugepages),
 # the daemon's hw-probe built with DPDK, and a gateway on DPDK af_packet
 # ports carrying a tunnel to a software-fastpath peer (root, ~10 s).
-cargo test -p ironsa-ffi --features dpdk --no-fail-fast
-cargo test -p ironsa-fastpath --features dpdk --no-fail-fast
-cargo test --features dpdk --lib --bins --test hw_probe --test dpdk_gateway --no-fail-fast
+step cargo test -p ironsa-ffi --features dpdk --no-fail-fast
+step cargo test -p ironsa-fastpath --features dpdk --no-fail-fast
+step cargo test --features dpdk --lib --bins --test hw_probe --test dpdk_gateway --no-fail-fast
 # The Debian package: built (release), installed, the unit's ExecStart run on
 # loopback, answered on its control socket, reloaded, stopped.
-bash scripts/test-deb.sh
+step bash scripts/test-deb.sh
+if [ "${#failed[@]}" -gt 0 ]; then
+  printf 'FAILED: %s\n' "${failed[@]}"
+  exit 1
+fi
+echo "all test steps passed"

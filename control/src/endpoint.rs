@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::Error;
 use crate::config::ConnectionConfig;
@@ -120,7 +120,7 @@ impl Endpoint {
     pub fn new(now: Instant, mut ctx: Context, admission: AdmissionConfig, shard: u64, shard_bits: u32) -> Self {
         ctx.spi_prefix = if shard_bits == 0 { 0 } else { shard << (64 - shard_bits) };
         ctx.spi_prefix_bits = shard_bits;
-        let cookies = CookieJar::new(now, admission.cookie_rotation, admission.cookie_rotation / 2);
+        let cookies = CookieJar::new(admission.cookie_rotation, admission.cookie_rotation / 2);
         Self {
             ctx: Arc::new(ctx),
             admission,
@@ -194,11 +194,11 @@ impl Endpoint {
     }
 
     /// A fresh local SPI carrying this endpoint's shard prefix.
-    pub fn new_spi(&self) -> u64 {
+    pub fn new_spi(&self) -> Result<u64, crate::crypto::CryptoError> {
         loop {
-            let spi = self.ctx.new_ike_spi();
+            let spi = self.ctx.new_ike_spi()?;
             if !self.sas.contains_key(&spi) {
-                return spi;
+                return Ok(spi);
             }
         }
     }
@@ -217,7 +217,7 @@ impl Endpoint {
         local: SocketAddr,
         remote: SocketAddr,
     ) -> Result<u64, Error> {
-        let spi = self.new_spi();
+        let spi = self.new_spi()?;
         let sa = IkeSa::initiate(now, config, self.ctx.clone(), local, remote, spi)?;
         self.sas.insert(spi, Box::new(sa));
         self.after(spi);
@@ -362,15 +362,27 @@ impl Endpoint {
                 Some(Payload::Notify(n)) if n.ty == NotifyType::COOKIE => Some(n.data.clone()),
                 _ => None,
             };
-            match cookie {
-                Some(c) if self.cookies.verify(now, &c, &ni, remote.ip(), h.spi_i) => {
+            let random = &*self.ctx.crypto;
+            let valid = match &cookie {
+                Some(c) => self.cookies.verify(now, random, c, &ni, remote.ip(), h.spi_i),
+                None => Ok(false),
+            };
+            match valid {
+                Ok(true) => {
                     self.stats.cookies_valid += 1;
                 }
-                other => {
-                    if other.is_some() {
+                Ok(false) => {
+                    if cookie.is_some() {
                         self.stats.cookies_invalid += 1;
                     }
-                    let c = self.cookies.make(now, &ni, remote.ip(), h.spi_i);
+                    let c = match self.cookies.make(now, random, &ni, remote.ip(), h.spi_i) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            self.stats.dropped_invalid += 1;
+                            error!(peer = %remote, "cannot make a COOKIE, dropping IKE_SA_INIT: {e}");
+                            return;
+                        }
+                    };
                     let response =
                         sa_init::stateless_response(&h, crate::ike_sa::notify_payload(NotifyType::COOKIE, c));
                     self.stats.cookies_sent += 1;
@@ -382,9 +394,21 @@ impl Endpoint {
                     });
                     return;
                 }
+                Err(e) => {
+                    self.stats.dropped_invalid += 1;
+                    error!(peer = %remote, "cannot check the COOKIE, dropping IKE_SA_INIT: {e}");
+                    return;
+                }
             }
         }
-        let spi = self.new_spi();
+        let spi = match self.new_spi() {
+            Ok(spi) => spi,
+            Err(e) => {
+                self.stats.init_rejected += 1;
+                error!(peer = %remote, "cannot pick an IKE SPI, dropping IKE_SA_INIT: {e}");
+                return;
+            }
+        };
         match IkeSa::respond_init(now, &self.ctx, local, remote, datagram, &msg, spi) {
             Ok(sa) => {
                 self.init_index.insert((h.spi_i, remote), spi);

@@ -4,9 +4,18 @@
 
 use control::crypto::auth::{psk_auth, signed_octets, verify_psk_auth};
 use control::crypto::keys::{derive_child_sa_keys, derive_ike_sa_keys, derive_rekeyed_ike_sa_keys};
-use control::crypto::{CryptoError, EncrAlg, IkeSuite, IntegAlg, KeGroup, KeyExchange, PrfAlg, SkCipher};
+use std::sync::Arc;
+
+use control::crypto::{
+    CryptoError, CryptoProvider, EncrAlg, IkeSuite, IntegAlg, KeGroup, KeyExchange, PrfAlg, SkCipher,
+};
 use control::wire::WireError;
 use control::wire::ikev2::SkProtect;
+use ironsa_crypto::AwsLcProvider;
+
+fn provider() -> Arc<dyn CryptoProvider> {
+    AwsLcProvider::new().shared()
+}
 
 fn h(s: &str) -> Vec<u8> {
     hex::decode(s).unwrap()
@@ -329,12 +338,12 @@ fn invalid<T: std::fmt::Debug>(r: Result<T, CryptoError>) -> bool {
 /// RFC 7748 §6.1 (Alice and Bob) and §5.2 (first scalar multiplication vector).
 #[test]
 fn x25519_rfc7748() {
-    let alice = KeyExchange::from_private_for_test(
+    let alice = AwsLcProvider::key_exchange_from_private(
         KeGroup::Curve25519,
         &h("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"),
     )
     .unwrap();
-    let bob = KeyExchange::from_private_for_test(
+    let bob = AwsLcProvider::key_exchange_from_private(
         KeGroup::Curve25519,
         &h("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb"),
     )
@@ -356,7 +365,7 @@ fn x25519_rfc7748() {
     assert_eq!(&k1[..], &want[..]);
     assert_eq!(&k2[..], &want[..]);
 
-    let scalar = KeyExchange::from_private_for_test(
+    let scalar = AwsLcProvider::key_exchange_from_private(
         KeGroup::Curve25519,
         &h("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4"),
     )
@@ -378,13 +387,27 @@ fn x25519_rejects_small_order_and_bad_lengths() {
         one[0] = 1;
         one
     }] {
-        assert!(invalid(KeyExchange::generate(KeGroup::Curve25519).unwrap().finish(&u)));
-        assert!(invalid(KeyExchange::respond(KeGroup::Curve25519, &u)));
+        assert!(invalid(
+            KeyExchange::generate(&AwsLcProvider::new(), KeGroup::Curve25519)
+                .unwrap()
+                .finish(&u)
+        ));
+        assert!(invalid(KeyExchange::respond(
+            &AwsLcProvider::new(),
+            KeGroup::Curve25519,
+            &u
+        )));
     }
     assert!(invalid(
-        KeyExchange::generate(KeGroup::Curve25519).unwrap().finish(&[9; 31])
+        KeyExchange::generate(&AwsLcProvider::new(), KeGroup::Curve25519)
+            .unwrap()
+            .finish(&[9; 31])
     ));
-    assert!(invalid(KeyExchange::respond(KeGroup::Curve25519, &[9; 33])));
+    assert!(invalid(KeyExchange::respond(
+        &AwsLcProvider::new(),
+        KeGroup::Curve25519,
+        &[9; 33]
+    )));
 }
 
 /// RFC 5903 §8.1 (ECP-256) and §8.2 (ECP-384): x || y public values, x-only shared secret.
@@ -409,8 +432,8 @@ fn ecp_rfc5903() {
         ),
     ];
     for (group, i, gi, r, gr, gir) in cases {
-        let initiator = KeyExchange::from_private_for_test(group, &h(i)).unwrap();
-        let responder = KeyExchange::from_private_for_test(group, &h(r)).unwrap();
+        let initiator = AwsLcProvider::key_exchange_from_private(group, &h(i)).unwrap();
+        let responder = AwsLcProvider::key_exchange_from_private(group, &h(r)).unwrap();
         assert_eq!(initiator.public_value(), &h(gi)[..], "{group:?} g^i");
         assert_eq!(responder.public_value(), &h(gr)[..], "{group:?} g^r");
         assert_eq!(&initiator.finish(&h(gr)).unwrap()[..], &h(gir)[..]);
@@ -421,20 +444,34 @@ fn ecp_rfc5903() {
 #[test]
 fn ecp_rejects_points_off_the_curve_and_bad_lengths() {
     for group in [KeGroup::Ecp256, KeGroup::Ecp384] {
-        let peer = KeyExchange::generate(group).unwrap();
+        let peer = KeyExchange::generate(&AwsLcProvider::new(), group).unwrap();
         let mut off_curve = peer.public_value().to_vec();
         let last = off_curve.len() - 1;
         off_curve[last] ^= 1;
         let len = group.public_len();
         for bad in [off_curve, vec![0u8; len], vec![0xff; len]] {
-            assert!(invalid(KeyExchange::generate(group).unwrap().finish(&bad)), "{group:?}");
-            assert!(invalid(KeyExchange::respond(group, &bad)), "{group:?}");
+            assert!(
+                invalid(
+                    KeyExchange::generate(&AwsLcProvider::new(), group)
+                        .unwrap()
+                        .finish(&bad)
+                ),
+                "{group:?}"
+            );
+            assert!(
+                invalid(KeyExchange::respond(&AwsLcProvider::new(), group, &bad)),
+                "{group:?}"
+            );
         }
         // The SEC1 form with its 0x04 prefix is not IKE's encoding.
         let mut prefixed = vec![0x04];
         prefixed.extend_from_slice(peer.public_value());
-        assert!(invalid(KeyExchange::respond(group, &prefixed)));
-        assert!(invalid(KeyExchange::respond(group, &peer.public_value()[1..])));
+        assert!(invalid(KeyExchange::respond(&AwsLcProvider::new(), group, &prefixed)));
+        assert!(invalid(KeyExchange::respond(
+            &AwsLcProvider::new(),
+            group,
+            &peer.public_value()[1..]
+        )));
     }
 }
 
@@ -447,39 +484,54 @@ fn every_group_agrees_and_has_the_documented_lengths() {
         KeGroup::Modp2048,
         KeGroup::MlKem768,
     ] {
-        let initiator = KeyExchange::generate(group).unwrap();
+        let initiator = KeyExchange::generate(&AwsLcProvider::new(), group).unwrap();
         assert_eq!(initiator.group(), group);
         assert_eq!(initiator.public_value().len(), group.public_len(), "{group:?}");
-        let (response, responder_secret) = KeyExchange::respond(group, initiator.public_value()).unwrap();
+        let (response, responder_secret) =
+            KeyExchange::respond(&AwsLcProvider::new(), group, initiator.public_value()).unwrap();
         assert_eq!(response.len(), KeyExchange::response_len(group), "{group:?}");
         let initiator_secret = initiator.finish(&response).unwrap();
         assert_eq!(&initiator_secret[..], &responder_secret[..], "{group:?}");
         // Fresh keys each time.
-        let other = KeyExchange::generate(group).unwrap();
-        let again = KeyExchange::generate(group).unwrap();
+        let other = KeyExchange::generate(&AwsLcProvider::new(), group).unwrap();
+        let again = KeyExchange::generate(&AwsLcProvider::new(), group).unwrap();
         assert_ne!(other.public_value(), again.public_value());
     }
 }
 
 #[test]
 fn ml_kem_768_rejects_bad_lengths_and_keys() {
-    let initiator = KeyExchange::generate(KeGroup::MlKem768).unwrap();
+    let initiator = KeyExchange::generate(&AwsLcProvider::new(), KeGroup::MlKem768).unwrap();
     let ek = initiator.public_value().to_vec();
     assert_eq!(ek.len(), 1184);
-    assert!(invalid(KeyExchange::respond(KeGroup::MlKem768, &ek[..1183])));
+    assert!(invalid(KeyExchange::respond(
+        &AwsLcProvider::new(),
+        KeGroup::MlKem768,
+        &ek[..1183]
+    )));
     let mut long = ek.clone();
     long.push(0);
-    assert!(invalid(KeyExchange::respond(KeGroup::MlKem768, &long)));
+    assert!(invalid(KeyExchange::respond(
+        &AwsLcProvider::new(),
+        KeGroup::MlKem768,
+        &long
+    )));
     // FIPS 203 modulus check: coefficients 0xfff >= q.
-    assert!(invalid(KeyExchange::respond(KeGroup::MlKem768, &[0xff; 1184])));
+    assert!(invalid(KeyExchange::respond(
+        &AwsLcProvider::new(),
+        KeGroup::MlKem768,
+        &[0xff; 1184]
+    )));
 
-    let (ct, ss) = KeyExchange::respond(KeGroup::MlKem768, &ek).unwrap();
+    let (ct, ss) = KeyExchange::respond(&AwsLcProvider::new(), KeGroup::MlKem768, &ek).unwrap();
     assert_eq!((ct.len(), ss.len()), (1088, 32));
     assert!(invalid(
-        KeyExchange::generate(KeGroup::MlKem768).unwrap().finish(&ct[..1087])
+        KeyExchange::generate(&AwsLcProvider::new(), KeGroup::MlKem768)
+            .unwrap()
+            .finish(&ct[..1087])
     ));
     assert!(invalid(
-        KeyExchange::generate(KeGroup::MlKem768)
+        KeyExchange::generate(&AwsLcProvider::new(), KeGroup::MlKem768)
             .unwrap()
             .finish(&[ct.clone(), vec![0]].concat())
     ));
@@ -521,13 +573,13 @@ fn aes_gcm_mcgrew_viega() {
     for (bits, key, c, t) in cases {
         let encr = EncrAlg::AesGcm16 { key_bits: bits };
         let keymat = h(&format!("{key}cafebabe"));
-        let sealer = SkCipher::with_iv_start_for_test(encr, &keymat, 0xface_dbad_deca_f888).unwrap();
+        let sealer = SkCipher::with_iv_start_for_test(encr, &keymat, 0xface_dbad_deca_f888, &provider()).unwrap();
         let (mut iv, mut data, mut icv) = ([0u8; 8], h(p), [0u8; 16]);
         sealer.seal(&aad, &mut iv, &mut data, &mut icv).unwrap();
         assert_eq!(iv.to_vec(), h("facedbaddecaf888"));
         assert_eq!(data, h(c), "AES-{bits}-GCM ciphertext");
         assert_eq!(icv.to_vec(), h(t), "AES-{bits}-GCM tag");
-        let opener = SkCipher::new(encr, None, &keymat, &[]).unwrap();
+        let opener = SkCipher::new(encr, None, &keymat, &[], &provider()).unwrap();
         opener.open(&aad, &iv, &mut data, &icv).unwrap();
         assert_eq!(data, h(p));
     }
@@ -541,7 +593,9 @@ fn chacha20_poly1305_rfc8439() {
     keymat.extend_from_slice(&h("07000000"));
     let aad = h("50515253c0c1c2c3c4c5c6c7");
     let plain = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
-    let sealer = SkCipher::with_iv_start_for_test(EncrAlg::ChaCha20Poly1305, &keymat, 0x4041_4243_4445_4647).unwrap();
+    let sealer =
+        SkCipher::with_iv_start_for_test(EncrAlg::ChaCha20Poly1305, &keymat, 0x4041_4243_4445_4647, &provider())
+            .unwrap();
     let (mut iv, mut data, mut icv) = ([0u8; 8], plain.to_vec(), [0u8; 16]);
     sealer.seal(&aad, &mut iv, &mut data, &mut icv).unwrap();
     assert_eq!(
@@ -551,7 +605,7 @@ fn chacha20_poly1305_rfc8439() {
         )
     );
     assert_eq!(icv.to_vec(), h("1ae10b594f09e26a7e902ecbd0600691"));
-    let opener = SkCipher::new(EncrAlg::ChaCha20Poly1305, None, &keymat, &[]).unwrap();
+    let opener = SkCipher::new(EncrAlg::ChaCha20Poly1305, None, &keymat, &[], &provider()).unwrap();
     opener.open(&aad, &iv, &mut data, &icv).unwrap();
     assert_eq!(&data[..], &plain[..]);
 }
@@ -582,6 +636,7 @@ fn aes_cbc_rfc3602() {
             Some(IntegAlg::HmacSha256_128),
             &h(key),
             &integ_key,
+            &provider(),
         )
         .unwrap();
         let mut data = h(cipher);
@@ -619,8 +674,8 @@ fn all_ciphers() -> Vec<(&'static str, SkCipher, SkCipher)> {
         let ak: Vec<u8> = (0..integ.map_or(0, IntegAlg::key_len) as u8)
             .map(|b| b ^ 0xa5)
             .collect();
-        let a = SkCipher::new(encr, integ, &ek, &ak).unwrap();
-        let b = SkCipher::new(encr, integ, &ek, &ak).unwrap();
+        let a = SkCipher::new(encr, integ, &ek, &ak, &provider()).unwrap();
+        let b = SkCipher::new(encr, integ, &ek, &ak, &provider()).unwrap();
         out.push((name, a, b));
     }
     out
@@ -697,11 +752,11 @@ fn every_cipher_rejects_a_wrong_key() {
     ] {
         let ek = vec![1u8; encr.keymat_len()];
         let ak = vec![2u8; integ.map_or(0, IntegAlg::key_len)];
-        let sealer = SkCipher::new(encr, integ, &ek, &ak).unwrap();
+        let sealer = SkCipher::new(encr, integ, &ek, &ak, &provider()).unwrap();
         let s = seal(&sealer, aad, &[7u8; 32]);
         let mut wrong_e = ek.clone();
         wrong_e[0] ^= 1;
-        let wrong = SkCipher::new(encr, integ, &wrong_e, &ak).unwrap();
+        let wrong = SkCipher::new(encr, integ, &wrong_e, &ak, &provider()).unwrap();
         let mut d = s.data.clone();
         if encr.is_aead() {
             assert_eq!(
@@ -719,7 +774,7 @@ fn every_cipher_rejects_a_wrong_key() {
             // The salt is part of the key material too.
             let mut wrong_salt = ek.clone();
             *wrong_salt.last_mut().unwrap() ^= 1;
-            let wrong = SkCipher::new(encr, integ, &wrong_salt, &ak).unwrap();
+            let wrong = SkCipher::new(encr, integ, &wrong_salt, &ak, &provider()).unwrap();
             let mut d = s.data.clone();
             assert_eq!(
                 wrong.open(aad, &s.iv, &mut d, &s.icv),
@@ -728,7 +783,7 @@ fn every_cipher_rejects_a_wrong_key() {
         } else {
             let mut wrong_a = ak.clone();
             wrong_a[0] ^= 1;
-            let wrong = SkCipher::new(encr, integ, &ek, &wrong_a).unwrap();
+            let wrong = SkCipher::new(encr, integ, &ek, &wrong_a, &provider()).unwrap();
             let mut d = s.data.clone();
             assert_eq!(
                 wrong.open(aad, &s.iv, &mut d, &s.icv),
@@ -748,7 +803,8 @@ fn ivs_are_never_reused() {
         }
     }
     // AEAD IVs count up from a random start.
-    let sk = SkCipher::with_iv_start_for_test(EncrAlg::AesGcm16 { key_bits: 128 }, &[0; 20], u64::MAX).unwrap();
+    let sk =
+        SkCipher::with_iv_start_for_test(EncrAlg::AesGcm16 { key_bits: 128 }, &[0; 20], u64::MAX, &provider()).unwrap();
     assert_eq!(seal(&sk, b"", b"x").iv, u64::MAX.to_be_bytes());
     assert_eq!(seal(&sk, b"", b"x").iv, 0u64.to_be_bytes());
 }
@@ -756,12 +812,18 @@ fn ivs_are_never_reused() {
 #[test]
 fn sk_cipher_rejects_bad_keys_and_unaligned_cbc_data() {
     let gcm = EncrAlg::AesGcm16 { key_bits: 128 };
-    assert!(SkCipher::new(gcm, None, &[0; 16], &[]).is_err(), "missing salt");
-    assert!(SkCipher::new(gcm, Some(IntegAlg::HmacSha256_128), &[0; 20], &[0; 32]).is_err());
+    assert!(
+        SkCipher::new(gcm, None, &[0; 16], &[], &provider()).is_err(),
+        "missing salt"
+    );
+    assert!(SkCipher::new(gcm, Some(IntegAlg::HmacSha256_128), &[0; 20], &[0; 32], &provider()).is_err());
     let cbc = EncrAlg::AesCbc { key_bits: 128 };
-    assert!(SkCipher::new(cbc, None, &[0; 16], &[]).is_err(), "CBC needs integrity");
-    assert!(SkCipher::new(cbc, Some(IntegAlg::HmacSha256_128), &[0; 16], &[0; 16]).is_err());
-    let sk = SkCipher::new(cbc, Some(IntegAlg::HmacSha256_128), &[0; 16], &[0; 32]).unwrap();
+    assert!(
+        SkCipher::new(cbc, None, &[0; 16], &[], &provider()).is_err(),
+        "CBC needs integrity"
+    );
+    assert!(SkCipher::new(cbc, Some(IntegAlg::HmacSha256_128), &[0; 16], &[0; 16], &provider()).is_err());
+    let sk = SkCipher::new(cbc, Some(IntegAlg::HmacSha256_128), &[0; 16], &[0; 32], &provider()).unwrap();
     let (mut iv, mut data, mut icv) = ([0u8; 16], [0u8; 15], [0u8; 16]);
     assert!(sk.seal(b"", &mut iv, &mut data, &mut icv).is_err());
     assert!(sk.open(b"", &iv, &mut data, &icv).is_err());

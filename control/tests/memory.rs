@@ -21,6 +21,7 @@ use control::endpoint::{AdmissionConfig, Endpoint};
 use control::ike_sa::{ChildSa, Context, Event, IkeSa, RESPONSE_CACHE_TTL, Transmit};
 use control::proposal::{parse_esp_proposals, parse_ike_proposals};
 use control::ts::parse_selector;
+use ironsa_crypto::AwsLcProvider;
 
 /// Counts live heap bytes.
 struct Counting;
@@ -99,7 +100,13 @@ fn responder_with(n: usize, now: Instant) -> (Endpoint, isize, u64) {
         ..AdmissionConfig::default()
     };
     let before = live();
-    let mut responder = Endpoint::new(now, Context::new(vec![gw]), admission, 1, 6);
+    let mut responder = Endpoint::new(
+        now,
+        Context::new(vec![gw], AwsLcProvider::new().shared()),
+        admission,
+        1,
+        6,
+    );
     responder.reserve(n);
     let mut responder_allocs = 0;
     let gw_addr: SocketAddr = "192.0.2.1:500".parse().unwrap();
@@ -107,7 +114,13 @@ fn responder_with(n: usize, now: Instant) -> (Endpoint, isize, u64) {
     let mut up = 0;
     // Batches keep the initiators' transient state small.
     for batch in (0..n).collect::<Vec<_>>().chunks(500) {
-        let mut ini = Endpoint::new(now, Context::new(vec![]), AdmissionConfig::default(), 0, 0);
+        let mut ini = Endpoint::new(
+            now,
+            Context::new(vec![], AwsLcProvider::new().shared()),
+            AdmissionConfig::default(),
+            0,
+            0,
+        );
         for &i in batch {
             let c = Arc::new(conn(
                 "c",
@@ -181,7 +194,14 @@ fn responder_ike_sa_with_child_heap_is_small() {
     );
 
     let b = live();
-    let cipher = SkCipher::new(EncrAlg::AesGcm16 { key_bits: 256 }, None, &[7u8; 36], &[]).unwrap();
+    let cipher = SkCipher::new(
+        EncrAlg::AesGcm16 { key_bits: 256 },
+        None,
+        &[7u8; 36],
+        &[],
+        &AwsLcProvider::new().shared(),
+    )
+    .unwrap();
     let cipher_heap = live() - b;
     drop(cipher);
     let report = responder.sas().next().map(IkeSa::memory).unwrap();

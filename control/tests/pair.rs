@@ -4,13 +4,16 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use control::config::{ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
+use control::crypto::{CryptoError, CryptoProvider};
 use control::endpoint::{AdmissionConfig, Endpoint};
 use control::ike_sa::{ChildSaInstall, Context, DownReason, Event, Task, Transmit};
 use control::proposal::{parse_esp_proposals, parse_ike_proposals};
 use control::ts::parse_selector;
+use ironsa_crypto::{AwsLcProvider, RandomSource, SeededRandom};
 
 const A: &str = "192.0.2.1:500";
 const B: &str = "192.0.2.2:500";
@@ -65,6 +68,36 @@ struct Pair {
     b_seen: Seen,
     net: Net,
     datagrams: u64,
+    /// Every datagram put on the wire, in order: (from A, bytes).
+    wire: Vec<(bool, Vec<u8>)>,
+}
+
+/// The seed of the initiator's random source (the responder's is the next one).
+const SEED: u64 = 0x5eed_0001;
+
+/// A seeded random source that can be made to fail, shared with the test.
+struct Failing {
+    inner: SeededRandom,
+    fail: Arc<AtomicBool>,
+}
+
+impl RandomSource for Failing {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), CryptoError> {
+        if self.fail.load(Ordering::Relaxed) {
+            return Err(CryptoError::Rng);
+        }
+        self.inner.fill(buf)
+    }
+}
+
+/// A seeded provider and the switch that makes its random source fail.
+fn failing_provider(seed: u64) -> (Arc<dyn CryptoProvider>, Arc<AtomicBool>) {
+    let fail = Arc::new(AtomicBool::new(false));
+    let random = Failing {
+        inner: SeededRandom::new(seed),
+        fail: fail.clone(),
+    };
+    (AwsLcProvider::with_random(random).shared(), fail)
 }
 
 fn conn(name: &str, local: &str, remote: &str, ike: &str, esp: &str, psk: &[u8]) -> ConnectionConfig {
@@ -110,11 +143,28 @@ fn default_pair(ike: &str, esp: &str) -> (ConnectionConfig, ConnectionConfig) {
 
 impl Pair {
     fn new(a: ConnectionConfig, b: ConnectionConfig, admission_b: AdmissionConfig) -> (Self, Arc<ConnectionConfig>) {
+        let crypto = |seed| AwsLcProvider::seeded(seed).shared();
+        Self::with_crypto(a, b, admission_b, crypto(SEED), crypto(SEED + 1))
+    }
+
+    fn with_crypto(
+        a: ConnectionConfig,
+        b: ConnectionConfig,
+        admission_b: AdmissionConfig,
+        crypto_a: Arc<dyn CryptoProvider>,
+        crypto_b: Arc<dyn CryptoProvider>,
+    ) -> (Self, Arc<ConnectionConfig>) {
         let now = Instant::now();
         let a = Arc::new(a);
         let b = Arc::new(b);
-        let ea = Endpoint::new(now, Context::new(vec![a.clone()]), AdmissionConfig::default(), 0, 0);
-        let eb = Endpoint::new(now, Context::new(vec![b]), admission_b, 0, 0);
+        let ea = Endpoint::new(
+            now,
+            Context::new(vec![a.clone()], crypto_a),
+            AdmissionConfig::default(),
+            0,
+            0,
+        );
+        let eb = Endpoint::new(now, Context::new(vec![b], crypto_b), admission_b, 0, 0);
         (
             Pair {
                 now,
@@ -124,6 +174,7 @@ impl Pair {
                 b_seen: Seen::default(),
                 net: Net::perfect(),
                 datagrams: 0,
+                wire: Vec::new(),
             },
             a,
         )
@@ -166,6 +217,7 @@ impl Pair {
                 let copies = if self.net.rng.chance(self.net.dup) { 2 } else { 1 };
                 for _ in 0..copies {
                     self.datagrams += 1;
+                    self.wire.push((from_a, t.data.clone()));
                     let (to, local, remote) = if from_a {
                         (&mut self.b, t.remote, t.local)
                     } else {
@@ -708,4 +760,170 @@ fn simultaneous_ike_rekey_resolves() {
     assert_ne!(na.spis(), p.a_seen.up[0], "rekeyed");
     assert_eq!(na.children().len(), 1);
     assert_eq!(nb.children().len(), 1);
+}
+
+/// Establishes a pair with the given seeds, rekeys the child (with PFS) and
+/// the IKE SA, and returns every datagram that crossed the wire.
+fn seeded_scenario(ike: &str, esp: &str, seed_a: u64, seed_b: u64) -> Vec<(bool, Vec<u8>)> {
+    let (a, b) = default_pair(ike, esp);
+    let (mut p, conn) = Pair::with_crypto(
+        a,
+        b,
+        AdmissionConfig::default(),
+        AwsLcProvider::seeded(seed_a).shared(),
+        AwsLcProvider::seeded(seed_b).shared(),
+    );
+    p.a.initiate(p.now, conn, A.parse().unwrap(), B.parse().unwrap())
+        .unwrap();
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.a_seen.up.len(), 1, "{:?}", p.a_seen.down);
+    let child = p.a_seen.installed[0].spi_in;
+    let a_spi = p.a_spi();
+    p.a.queue(p.now, a_spi, Task::RekeyChild(child));
+    p.run(Duration::from_secs(60));
+    p.a.queue(p.now, a_spi, Task::RekeyIke);
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.a_seen.installed.len(), 2, "child rekeyed");
+    assert_eq!(p.a_seen.rekeyed, 1, "IKE SA rekeyed");
+    p.wire
+}
+
+#[test]
+fn same_seeds_give_the_same_datagrams_bit_for_bit() {
+    // Every group family and both SK cipher kinds (CBC draws an IV per message).
+    for (ike, esp) in [
+        ("aes256gcm16-prfsha256-x25519", "aes256gcm16-x25519"),
+        ("aes128-sha256-modp2048", "aes128gcm16-ecp256"),
+        ("aes256gcm16-prfsha384-mlkem768", "aes256gcm16-ecp384"),
+    ] {
+        let first = seeded_scenario(ike, esp, 7, 8);
+        let second = seeded_scenario(ike, esp, 7, 8);
+        assert!(first.len() >= 8, "{ike}: {} datagrams", first.len());
+        assert_eq!(first, second, "{ike}: the same seeds must replay the same datagrams");
+    }
+}
+
+#[test]
+fn different_seeds_give_different_datagrams() {
+    let ike = "aes256gcm16-prfsha256-x25519";
+    let esp = "aes256gcm16-x25519";
+    let base = seeded_scenario(ike, esp, 7, 8);
+    for (seed_a, seed_b) in [(9, 8), (7, 9)] {
+        let other = seeded_scenario(ike, esp, seed_a, seed_b);
+        assert_eq!(base.len(), other.len(), "same exchanges");
+        // Every datagram of the side whose seed changed carries its fresh randomness.
+        let changed_a = seed_a != 7;
+        for (i, ((from_a, x), (_, y))) in base.iter().zip(&other).enumerate() {
+            if *from_a == changed_a {
+                assert_ne!(x, y, "datagram {i} (from {}) repeats", if *from_a { "A" } else { "B" });
+            }
+        }
+    }
+}
+
+/// No datagram either side sent contains a nonce or SPI of the old fallbacks
+/// (bytes 0..31, all zero): checked on the plaintext IKE_SA_INIT messages.
+fn assert_no_fallback_values(wire: &[(bool, Vec<u8>)]) {
+    let counting: Vec<u8> = (0..32).collect();
+    for (_, d) in wire {
+        let Ok(m) = control::wire::ikev2::decode_message(d) else {
+            continue;
+        };
+        assert_ne!(m.header.spi_i, 0);
+        for payload in &m.payloads {
+            if let control::wire::ikev2::Payload::Nonce(n) = payload {
+                assert_ne!(n, &counting, "counting nonce on the wire");
+                assert!(n.iter().any(|&b| b != 0), "zero nonce on the wire");
+            }
+        }
+    }
+}
+
+#[test]
+fn failing_random_source_fails_initiation_with_a_typed_error() {
+    let (a, b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let (crypto_a, fail_a) = failing_provider(SEED);
+    let (mut p, conn) = Pair::with_crypto(
+        a,
+        b,
+        AdmissionConfig::default(),
+        crypto_a,
+        AwsLcProvider::seeded(2).shared(),
+    );
+    fail_a.store(true, Ordering::Relaxed);
+    let r = p.a.initiate(p.now, conn, A.parse().unwrap(), B.parse().unwrap());
+    assert!(matches!(r, Err(control::Error::Crypto(CryptoError::Rng))), "{r:?}");
+    p.run(Duration::from_secs(60));
+    assert!(p.wire.is_empty(), "nothing may be sent");
+    assert!(p.a.is_empty());
+}
+
+#[test]
+fn failing_random_source_of_a_responder_sends_nothing() {
+    let (a, b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let (crypto_b, fail_b) = failing_provider(SEED + 1);
+    let (mut p, conn) = Pair::with_crypto(
+        a,
+        b,
+        AdmissionConfig::default(),
+        AwsLcProvider::seeded(1).shared(),
+        crypto_b,
+    );
+    fail_b.store(true, Ordering::Relaxed);
+    p.a.initiate(p.now, conn, A.parse().unwrap(), B.parse().unwrap())
+        .unwrap();
+    p.run(Duration::from_secs(120));
+    assert!(p.wire.iter().all(|(from_a, _)| *from_a), "the responder answered");
+    assert!(p.b.is_empty(), "no responder state");
+    assert_eq!(p.b.stats().init_rejected, p.b.stats().init_requests);
+    assert_eq!(p.a_seen.down, vec![DownReason::Timeout]);
+    assert_no_fallback_values(&p.wire);
+}
+
+#[test]
+fn failing_random_source_fails_create_child_sa_cleanly() {
+    let (a, b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let (crypto_a, fail_a) = failing_provider(SEED);
+    let (crypto_b, fail_b) = failing_provider(SEED + 1);
+    let (mut p, conn) = Pair::with_crypto(a, b, AdmissionConfig::default(), crypto_a, crypto_b);
+    p.a.initiate(p.now, conn, A.parse().unwrap(), B.parse().unwrap())
+        .unwrap();
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.a_seen.installed.len(), 1);
+    assert_no_fallback_values(&p.wire);
+    let child = p.a_seen.installed[0].spi_in;
+    let a_spi = p.a_spi();
+
+    // Our own source fails: no request leaves, the rekeys fail with the RNG error.
+    fail_a.store(true, Ordering::Relaxed);
+    let sent = p.wire.len();
+    p.a.queue(p.now, a_spi, Task::RekeyChild(child));
+    p.a.queue(p.now, a_spi, Task::CreateChild(0));
+    p.a.queue(p.now, a_spi, Task::RekeyIke);
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.wire.len(), sent, "no CREATE_CHILD_SA may be sent");
+    assert_eq!(
+        p.a_seen.failed,
+        vec![CryptoError::Rng.to_string(), CryptoError::Rng.to_string()]
+    );
+    assert_eq!(p.a_seen.installed.len(), 1);
+    assert_eq!(p.a_seen.rekeyed, 0);
+
+    // The peer's source fails: it answers TEMPORARY_FAILURE, nothing is installed.
+    fail_a.store(false, Ordering::Relaxed);
+    fail_b.store(true, Ordering::Relaxed);
+    p.a.queue(p.now, a_spi, Task::CreateChild(0));
+    p.a.queue(p.now, a_spi, Task::RekeyIke);
+    p.run(Duration::from_secs(60));
+    assert!(p.wire.len() > sent, "requests went out");
+    assert_eq!(p.a_seen.failed.len(), 3, "{:?}", p.a_seen.failed);
+    assert!(
+        p.a_seen.failed[2].contains("TEMPORARY_FAILURE"),
+        "{:?}",
+        p.a_seen.failed
+    );
+    assert_eq!(p.b_seen.installed.len(), 1);
+    assert_eq!((p.a_seen.rekeyed, p.b_seen.rekeyed), (0, 0));
+    assert!(p.a.sas().all(|s| s.is_established()) && p.b.sas().all(|s| s.is_established()));
+    assert_eq!((p.a.len(), p.b.len()), (1, 1));
 }

@@ -6,6 +6,7 @@ use control::pki::{
     supported_hash_algorithms, verify_auth,
 };
 use control::wire::ikev2::types::AuthMethod;
+use ironsa_crypto::AwsLcProvider;
 use proptest::prelude::*;
 
 fn data(name: &str) -> Vec<u8> {
@@ -96,7 +97,7 @@ fn malformed_keys_are_errors() {
 fn digital_signature_round_trips() {
     for (k, c, _) in ENTITIES {
         let (key, cert) = (key(k), cert(c));
-        let (method, auth) = sign_auth(&key, OCTETS, ALL).unwrap();
+        let (method, auth) = sign_auth(&key, &AwsLcProvider::new(), OCTETS, ALL).unwrap();
         assert_eq!(method, AuthMethod::DIGITAL_SIGNATURE, "{k}");
         verify_auth(&cert, method, &auth, OCTETS).unwrap();
         // Different octets, a flipped signature bit, the wrong certificate.
@@ -121,7 +122,7 @@ fn rsa_hash_choice_and_pss() {
         (&[HASH_SHA384][..], "300d06092a864886f70d01010c0500"),
         (&[HASH_SHA512, HASH_IDENTITY][..], "300d06092a864886f70d01010d0500"),
     ] {
-        let (method, auth) = sign_auth(&key, OCTETS, peer).unwrap();
+        let (method, auth) = sign_auth(&key, &AwsLcProvider::new(), OCTETS, peer).unwrap();
         assert_eq!(method, AuthMethod::DIGITAL_SIGNATURE);
         assert_eq!(hex::encode(&auth[1..1 + auth[0] as usize]), alg_id);
         assert_eq!(auth.len(), 1 + alg_id.len() / 2 + 256);
@@ -129,7 +130,7 @@ fn rsa_hash_choice_and_pss() {
     }
     let pss = key.with_rsa_pss(true);
     for peer in [&[HASH_SHA256][..], &[HASH_SHA384][..], &[HASH_SHA512][..]] {
-        let (method, auth) = sign_auth(&pss, OCTETS, peer).unwrap();
+        let (method, auth) = sign_auth(&pss, &AwsLcProvider::new(), OCTETS, peer).unwrap();
         assert_eq!(method, AuthMethod::DIGITAL_SIGNATURE);
         assert_eq!(
             &auth[3..14],
@@ -139,13 +140,15 @@ fn rsa_hash_choice_and_pss() {
         verify_auth(&cert, method, &auth, OCTETS).unwrap();
     }
     // Peer without RFC 7427: RSA_SIG (auth method 1, PKCS#1 v1.5 with SHA-1).
-    let (method, auth) = sign_auth(&pss, OCTETS, &[]).unwrap();
+    let (method, auth) = sign_auth(&pss, &AwsLcProvider::new(), OCTETS, &[]).unwrap();
     assert_eq!(method, AuthMethod::RSA_SIG);
     verify_auth(&cert, method, &auth, OCTETS).unwrap();
     assert!(verify_auth(&cert, method, &auth, b"other octets").is_err());
     // A peer announcing only Identity (Ed25519) gets RSA_SIG from an RSA key too.
     assert_eq!(
-        sign_auth(&pss, OCTETS, &[HASH_IDENTITY]).unwrap().0,
+        sign_auth(&pss, &AwsLcProvider::new(), OCTETS, &[HASH_IDENTITY])
+            .unwrap()
+            .0,
         AuthMethod::RSA_SIG
     );
 }
@@ -157,23 +160,23 @@ fn legacy_ecdsa_methods_without_signature_hash_algorithms() {
         ("ee-p384.key", "ee-p384.pem", AuthMethod::ECDSA_SHA384_P384, 96),
     ] {
         let (key, cert) = (key(k), cert(c));
-        let (m, auth) = sign_auth(&key, OCTETS, &[]).unwrap();
+        let (m, auth) = sign_auth(&key, &AwsLcProvider::new(), OCTETS, &[]).unwrap();
         assert_eq!((m, auth.len()), (method, len), "{k}");
         verify_auth(&cert, m, &auth, OCTETS).unwrap();
         assert!(verify_auth(&cert, m, &auth[1..], OCTETS).is_err());
         assert!(verify_auth(&cert, m, &auth, b"x").is_err());
         // The peer announced only hashes that do not fit the curve: legacy method too.
-        let (m2, _) = sign_auth(&key, OCTETS, &[HASH_SHA512]).unwrap();
+        let (m2, _) = sign_auth(&key, &AwsLcProvider::new(), OCTETS, &[HASH_SHA512]).unwrap();
         assert_eq!(m2, method);
     }
     // Method / key mismatches.
-    let (_, raw) = sign_auth(&key("ee-p256.key"), OCTETS, &[]).unwrap();
+    let (_, raw) = sign_auth(&key("ee-p256.key"), &AwsLcProvider::new(), OCTETS, &[]).unwrap();
     assert!(verify_auth(&cert("ee-p384.pem"), AuthMethod::ECDSA_SHA256_P256, &raw, OCTETS).is_err());
     assert!(verify_auth(&cert("ee-p256.pem"), AuthMethod::ECDSA_SHA384_P384, &raw, OCTETS).is_err());
     assert!(verify_auth(&cert("ee-rsa.pem"), AuthMethod::ECDSA_SHA256_P256, &raw, OCTETS).is_err());
     // Ed25519 has no legacy method.
     assert!(matches!(
-        sign_auth(&key("ee-ed25519.key"), OCTETS, &[HASH_SHA256]),
+        sign_auth(&key("ee-ed25519.key"), &AwsLcProvider::new(), OCTETS, &[HASH_SHA256]),
         Err(PkiError::NoCommonHash(_))
     ));
 }
@@ -181,7 +184,7 @@ fn legacy_ecdsa_methods_without_signature_hash_algorithms() {
 #[test]
 fn rsa_sig_method_1_matches_openssl_byte_for_byte() {
     // PKCS#1 v1.5 is deterministic: our RSA_SIG equals `openssl dgst -sha1 -sign`.
-    let (method, auth) = sign_auth(&key("ee-rsa.key"), &data("message.bin"), &[]).unwrap();
+    let (method, auth) = sign_auth(&key("ee-rsa.key"), &AwsLcProvider::new(), &data("message.bin"), &[]).unwrap();
     assert_eq!(method, AuthMethod::RSA_SIG);
     assert_eq!(auth, data("sig-rsa-pkcs1-sha1.bin"));
 }
@@ -230,7 +233,7 @@ fn verifies_openssl_signatures() {
 #[test]
 fn malformed_auth_data_is_rejected() {
     let c = cert("ee-p256.pem");
-    let (_, good) = sign_auth(&key("ee-p256.key"), OCTETS, ALL).unwrap();
+    let (_, good) = sign_auth(&key("ee-p256.key"), &AwsLcProvider::new(), OCTETS, ALL).unwrap();
     for bad in [
         &[][..],
         &[0u8][..],
@@ -271,7 +274,7 @@ proptest! {
 
     #[test]
     fn mutated_auth_data_never_panics(pos in 0usize..200, xor in 1u8..=255) {
-        let (m, mut auth) = sign_auth(&key("ee-p256.key"), OCTETS, ALL).unwrap();
+        let (m, mut auth) = sign_auth(&key("ee-p256.key"), &AwsLcProvider::new(), OCTETS, ALL).unwrap();
         let i = pos % auth.len();
         auth[i] ^= xor;
         prop_assert!(verify_auth(&cert("ee-p256.pem"), m, &auth, OCTETS).is_err());

@@ -1,8 +1,10 @@
 //! ironsa's own bindings to the system DPDK 22.11.
 //!
 //! Everything DPDK-related is behind the `dpdk` cargo feature; without it this
-//! crate builds with neither DPDK nor clang installed and holds only [`modp`]:
-//! the constant-time MODP Diffie-Hellman on aws-lc (FFI too, so it lives here).
+//! crate builds with neither DPDK nor clang installed and holds only the
+//! aws-lc pieces aws-lc-rs lacks (FFI too, so they live here): [`modp`], the
+//! constant-time MODP Diffie-Hellman; [`mlkem`], ML-KEM-768 from caller-given
+//! seeds; [`rsa_legacy`], RSA PKCS#1 v1.5 signatures over SHA-1.
 //!
 //! # Layers
 //! - [`sys`]: raw bindgen output for an allowlist of EAL, ethdev, mbuf/mempool,
@@ -46,6 +48,7 @@
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
 pub mod alloc;
+pub mod mlkem;
 pub mod modp;
 pub mod rsa_legacy;
 

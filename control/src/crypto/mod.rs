@@ -1,18 +1,21 @@
 //! The negotiated cryptography of IKE: algorithms, PRF and prf+, key
 //! exchanges, key derivation, SK payload protection and AUTH computation.
-//! All on aws-lc-rs; key material is zeroized on drop.
+//! Symmetric primitives on aws-lc-rs; randomness, key-exchange primitives,
+//! legacy RSA signing and time from the injected [`CryptoProvider`]. Key
+//! material is zeroized on drop.
 
 pub mod algorithms;
 pub mod auth;
 pub mod ke;
 pub mod keys;
 pub mod prf;
-pub mod random;
+pub mod provider;
 pub mod sk;
 
 pub use algorithms::{EncrAlg, IntegAlg, KeGroup, PrfAlg};
 pub use ke::{KeyExchange, SharedSecret};
 pub use keys::{ChildSaKeys, IkeSaKeys, IkeSuite};
+pub use provider::{ActiveKeyExchange, CryptoProvider, random_u32, random_u64};
 pub use sk::SkCipher;
 
 /// Why a cryptographic operation failed.

@@ -5,9 +5,10 @@
 //! starts at a random value and is never reused. AES-CBC uses a random 16-byte
 //! IV and HMAC-SHA2 over aad || iv || ciphertext, truncated (RFC 4868).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{CryptoError, EncrAlg, IntegAlg};
+use super::{CryptoError, CryptoProvider, EncrAlg, IntegAlg};
 use crate::wire::WireError;
 use crate::wire::ikev2::SkProtect;
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
@@ -52,12 +53,14 @@ enum Mode {
     Cbc(Box<CbcKeys>),
 }
 
-/// AES-CBC encryption and decryption key schedules plus the HMAC key.
+/// AES-CBC encryption and decryption key schedules plus the HMAC key, and
+/// the provider that draws each message's IV.
 struct CbcKeys {
     encrypt: EncryptingKey,
     decrypt: DecryptingKey,
     mac: hmac::Key,
     icv_len: usize,
+    random: Arc<dyn CryptoProvider>,
 }
 
 impl std::fmt::Debug for SkCipher {
@@ -90,8 +93,15 @@ impl SkCipher {
         }
     }
 
-    /// Builds the cipher from SK_e (with salt for AEADs) and SK_a (empty for AEADs).
-    pub fn new(encr: EncrAlg, integ: Option<IntegAlg>, encr_key: &[u8], integ_key: &[u8]) -> Result<Self, CryptoError> {
+    /// Builds the cipher from SK_e (with salt for AEADs) and SK_a (empty for
+    /// AEADs); `random` draws the first AEAD IV and every CBC IV.
+    pub fn new(
+        encr: EncrAlg,
+        integ: Option<IntegAlg>,
+        encr_key: &[u8],
+        integ_key: &[u8],
+        random: &Arc<dyn CryptoProvider>,
+    ) -> Result<Self, CryptoError> {
         if encr_key.len() != encr.keymat_len() {
             return Err(key_error(&encr.name(), encr_key.len(), encr.keymat_len()));
         }
@@ -130,7 +140,7 @@ impl SkCipher {
                     key: key_bytes,
                     key_len: key.len() as u8,
                     salt: salt_bytes,
-                    iv_start: super::random::u64()?,
+                    iv_start: super::random_u64(&**random)?,
                     sealed: AtomicU64::new(0),
                 }
             }
@@ -160,6 +170,7 @@ impl SkCipher {
                     decrypt,
                     mac: hmac::Key::new(hash, integ_key),
                     icv_len: integ.icv_len(),
+                    random: random.clone(),
                 }))
             }
         };
@@ -169,8 +180,13 @@ impl SkCipher {
     /// Builds an AEAD cipher whose first IV is `iv_start`, for known-answer
     /// tests only (normal ciphers start at a random IV).
     #[doc(hidden)]
-    pub fn with_iv_start_for_test(encr: EncrAlg, encr_key: &[u8], iv_start: u64) -> Result<Self, CryptoError> {
-        let mut sk = Self::new(encr, None, encr_key, &[])?;
+    pub fn with_iv_start_for_test(
+        encr: EncrAlg,
+        encr_key: &[u8],
+        iv_start: u64,
+        random: &Arc<dyn CryptoProvider>,
+    ) -> Result<Self, CryptoError> {
+        let mut sk = Self::new(encr, None, encr_key, &[], random)?;
         if let Mode::Aead { iv_start: start, .. } = &mut sk.mode {
             *start = iv_start;
         }
@@ -278,14 +294,18 @@ impl SkProtect for SkCipher {
             }
             Mode::Cbc(cbc) => {
                 let CbcKeys {
-                    encrypt, mac, icv_len, ..
+                    encrypt,
+                    mac,
+                    icv_len,
+                    random,
+                    ..
                 } = &**cbc;
                 if iv.len() != AES_BLOCK_LEN {
                     return Err(length_error("SK payload IV", iv.len(), AES_BLOCK_LEN));
                 }
                 check_blocks(data)?;
                 let mut fresh = [0u8; AES_BLOCK_LEN];
-                super::random::fill(&mut fresh).map_err(|_| WireError::Invalid {
+                random.fill_random(&mut fresh).map_err(|_| WireError::Invalid {
                     what: "SK payload IV",
                     detail: "RNG failure".into(),
                 })?;

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::create_child::{self, ChildRequest};
 use super::{AuthContext, DownReason, Event, IkeSa, RequestKind, State, find_notify, notify, schedule};
@@ -40,7 +40,7 @@ fn our_auth(sa: &IkeSa, cfg: &ConnectionConfig, octets: &SignedOctets<'_>) -> Re
             },
         )),
         AuthConfig::Cert(c) => {
-            let (method, data) = sign_auth(&c.key, &octets.to_vec(), sa.peer_sig_hashes())
+            let (method, data) = sign_auth(&c.key, &*sa.ctx.crypto, &octets.to_vec(), sa.peer_sig_hashes())
                 .map_err(|e| format!("cannot sign AUTH: {e}"))?;
             let certs = c
                 .chain
@@ -102,7 +102,7 @@ fn verify_peer(
                     ee.subject()
                 ));
             }
-            verify_chain(trust, &ee, &intermediates, (sa.ctx.unix_time)())
+            verify_chain(trust, &ee, &intermediates, sa.ctx.crypto.unix_time())
                 .map_err(|e| format!("certificate not trusted: {e}"))?;
             verify_auth(&ee, method, data, &octets.to_vec()).map_err(|e| format!("signature does not verify: {e}"))
         }
@@ -153,9 +153,17 @@ pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
     let request = if cfg.children.is_empty() {
         None
     } else {
-        let req = create_child::build_child_request(sa, 0, None, None);
-        payloads.extend(req.payloads.iter().cloned());
-        Some(req)
+        match create_child::build_child_request(sa, 0, None, None) {
+            Ok(req) => {
+                payloads.extend(req.payloads.iter().cloned());
+                Some(req)
+            }
+            Err(e) => {
+                error!(connection = %sa.config.name, "cannot propose the first CHILD_SA: {e}");
+                sa.close(DownReason::Failed(format!("cannot propose the first CHILD_SA: {e}")));
+                return;
+            }
+        }
     };
     sa.send_request(
         now,
@@ -230,7 +238,7 @@ fn establish(sa: &mut IkeSa, now: Instant, peer_id: Identification, initial_cont
         b.peer_certreq = Vec::new();
     }
     sa.last_inbound = now;
-    let (rekey, expire) = schedule(now, &sa.config.ike_lifetime);
+    let (rekey, expire) = schedule(now, &sa.config.ike_lifetime, sa.local_spi());
     sa.rekey_at = rekey;
     sa.expire_at = expire;
     info!(

@@ -4,13 +4,14 @@
 use std::borrow::Cow;
 use std::time::Instant;
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::child::{ChildSa, ChildSaInstall, ChildState, DirectionKeys};
-use super::{Event, IkeSa, RequestKind, Role, State, Task, find_notify, notify, schedule};
+use super::sa_init::random_nonce;
+use super::{Event, IkeSa, RequestKind, Role, State, Task, find_notify, notify, rekey_retry_wait, schedule};
 use crate::config::IpsecMode;
 use crate::crypto::keys::{ChildSaKeys, derive_child_sa_keys, derive_rekeyed_ike_sa_keys};
-use crate::crypto::{self, KeGroup, KeyExchange};
+use crate::crypto::{self, CryptoError, KeGroup, KeyExchange};
 use crate::proposal::{self, EspProposal};
 use crate::ts;
 use crate::wire::ikev2::{ExchangeType, Notify, NotifyType, Payload, ProtocolId, TrafficSelector};
@@ -43,16 +44,6 @@ pub(crate) enum Pending {
     Ike { new_spi: u64, ke: KeyExchange, ni: Vec<u8> },
 }
 
-fn nonce() -> Vec<u8> {
-    let mut n = vec![0u8; super::sa_init::NONCE_LEN];
-    if crypto::random::fill(&mut n).is_err() {
-        // The RNG never fails on supported platforms; an all-zero nonce would
-        // be unsafe, so fall back to a hash of the time-independent counter.
-        n.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
-    }
-    n
-}
-
 fn esp_without_ke(p: &[EspProposal]) -> Cow<'_, [EspProposal]> {
     if p.iter().all(|e| e.ke.is_empty()) {
         return Cow::Borrowed(p);
@@ -74,9 +65,9 @@ pub(crate) fn build_child_request(
     template: usize,
     rekey_of: Option<&ChildSa>,
     create_child: Option<(Vec<u8>, Option<KeyExchange>)>,
-) -> ChildRequest {
+) -> Result<ChildRequest, CryptoError> {
     let t = &sa.config.children[template];
-    let spi_in = sa.ctx.child_spis.allocate();
+    let spi_in = sa.ctx.child_spis.allocate(&*sa.ctx.crypto)?;
     let in_auth = create_child.is_none();
     let ours = if in_auth {
         esp_without_ke(&t.esp_proposals)
@@ -120,7 +111,7 @@ pub(crate) fn build_child_request(
     };
     payloads.push(Payload::TsI(tsi.clone()));
     payloads.push(Payload::TsR(tsr.clone()));
-    ChildRequest {
+    Ok(ChildRequest {
         template,
         spi_in,
         payloads,
@@ -129,7 +120,7 @@ pub(crate) fn build_child_request(
         ni,
         tsi,
         tsr,
-    }
+    })
 }
 
 /// Creates the child record and emits ChildSaInstalled.
@@ -164,7 +155,7 @@ fn install_child(
         (encr_r, integ_r, encr_i, integ_i)
     };
     let t = &sa.config.children[template];
-    let (rekey_at, expire_at) = schedule(now, &t.lifetime);
+    let (rekey_at, expire_at) = schedule(now, &t.lifetime, u64::from(spi_in));
     let name = t.name.clone();
     let child = ChildSa {
         template,
@@ -438,15 +429,16 @@ fn finish_child_responder(
             _ => None,
         });
         match kei {
-            Some((group, data)) if group == g.number() => match KeyExchange::respond(g, data) {
+            Some((group, data)) if group == g.number() => match KeyExchange::respond(&*sa.ctx.crypto, g, data) {
                 Ok((ker, s)) => {
                     shared = Some(s);
                     ke_payload = Some(Payload::Ke { group, data: ker });
                 }
-                Err(e) => {
+                Err(e @ CryptoError::InvalidPublicValue(_)) => {
                     warn!(peer = %sa.remote, "bad PFS public value: {e}");
                     return Err(notify(NotifyType::INVALID_SYNTAX, Vec::new()));
                 }
+                Err(e) => return Err(local_failure(sa, &e)),
             },
             _ => {
                 return Err(notify(
@@ -456,7 +448,10 @@ fn finish_child_responder(
             }
         }
     }
-    let spi_in = sa.ctx.child_spis.allocate();
+    let spi_in = match sa.ctx.child_spis.allocate(&*sa.ctx.crypto) {
+        Ok(spi) => spi,
+        Err(e) => return Err(local_failure(sa, &e)),
+    };
     sel.proposal.spi = spi_in.to_be_bytes().to_vec();
     let mut out = vec![Payload::Sa(vec![sel.proposal.clone()])];
     if let Some(slot) = create_child {
@@ -493,19 +488,44 @@ fn pfs_group(sa: &IkeSa, template: usize) -> Option<KeGroup> {
         .and_then(|p| p.ke.first().copied())
 }
 
+/// Our CREATE_CHILD_SA request for a child from `template` (replacing child
+/// `rekey_of`, an index into the children): nonce, SPI and PFS key exchange
+/// all fresh.
+fn child_request(sa: &IkeSa, template: usize, rekey_of: Option<usize>) -> Result<ChildRequest, CryptoError> {
+    let random = &*sa.ctx.crypto;
+    let ke = pfs_group(sa, template)
+        .map(|g| KeyExchange::generate(random, g))
+        .transpose()?;
+    let ni = random_nonce(random)?;
+    build_child_request(sa, template, rekey_of.map(|i| &sa.children[i]), Some((ni, ke)))
+}
+
+/// A CHILD_SA request we could not even build: nothing is sent.
+fn child_start_failed(sa: &mut IkeSa, template: usize, e: &CryptoError) {
+    let name = sa.config.children[template].name.clone();
+    error!(connection = %sa.config.name, child = %name, "cannot start CREATE_CHILD_SA: {e}");
+    sa.push_event(Event::ChildSaFailed {
+        name,
+        reason: e.to_string(),
+    });
+}
+
+/// Our own failure (the random source) while answering a CREATE_CHILD_SA:
+/// the peer may retry later (RFC 7296 §2.25 TEMPORARY_FAILURE).
+fn local_failure(sa: &IkeSa, e: &CryptoError) -> Payload {
+    error!(connection = %sa.config.name, peer = %sa.remote, "cannot answer CREATE_CHILD_SA: {e}");
+    notify(NotifyType::TEMPORARY_FAILURE, Vec::new())
+}
+
 /// Starts a CREATE_CHILD_SA for a new child from template `idx`.
 pub(crate) fn start_new_child(sa: &mut IkeSa, now: Instant, idx: usize) {
     if idx >= sa.config.children.len() {
         return;
     }
-    let ke = match pfs_group(sa, idx).map(KeyExchange::generate).transpose() {
-        Ok(k) => k,
-        Err(e) => {
-            warn!("cannot start PFS key exchange: {e}");
-            return;
-        }
+    let req = match child_request(sa, idx, None) {
+        Ok(req) => req,
+        Err(e) => return child_start_failed(sa, idx, &e),
     };
-    let req = build_child_request(sa, idx, None, Some((nonce(), ke)));
     let payloads = req.payloads.clone();
     sa.send_request(
         now,
@@ -525,14 +545,10 @@ pub(crate) fn start_rekey_child(sa: &mut IkeSa, now: Instant, spi_in: u32) {
         return;
     };
     let template = sa.children[pos].template;
-    let ke = match pfs_group(sa, template).map(KeyExchange::generate).transpose() {
-        Ok(k) => k,
-        Err(e) => {
-            warn!("cannot start PFS key exchange: {e}");
-            return;
-        }
+    let req = match child_request(sa, template, Some(pos)) {
+        Ok(req) => req,
+        Err(e) => return child_start_failed(sa, template, &e),
     };
-    let req = build_child_request(sa, template, Some(&sa.children[pos]), Some((nonce(), ke)));
     sa.children[pos].state = ChildState::Rekeying;
     debug!(spi_in = format_args!("{spi_in:08x}"), "rekeying CHILD_SA");
     let payloads = req.payloads.clone();
@@ -548,15 +564,19 @@ pub(crate) fn start_rekey_child(sa: &mut IkeSa, now: Instant, spi_in: u32) {
 pub(crate) fn start_rekey_ike(sa: &mut IkeSa, now: Instant) {
     let Some(keys) = sa.keys.as_ref() else { return };
     let group = keys.suite.ke;
-    let ke = match KeyExchange::generate(group) {
-        Ok(k) => k,
+    let fresh = KeyExchange::generate(&*sa.ctx.crypto, group).and_then(|ke| {
+        let new_spi = sa.ctx.new_ike_spi()?;
+        Ok((ke, new_spi, random_nonce(&*sa.ctx.crypto)?))
+    });
+    let (ke, new_spi, ni) = match fresh {
+        Ok(f) => f,
         Err(e) => {
-            warn!("cannot start IKE rekey key exchange: {e}");
+            // Nothing is sent: the IKE SA lives on until its hard lifetime
+            // unless a later rekey (or the peer's) succeeds.
+            error!(connection = %sa.config.name, "cannot start the IKE SA rekey: {e}");
             return;
         }
     };
-    let new_spi = sa.ctx.new_ike_spi();
-    let ni = nonce();
     // Offer our proposals, the current suite's group first so the peer need not ask for another.
     let proposals = sa
         .config
@@ -673,8 +693,7 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                             ChildState::Installed
                         };
                         if collision.is_none() {
-                            let wait = 2_000 + crypto::random::u32().unwrap_or(0) % 30_000;
-                            c.rekey_at = Some(now + std::time::Duration::from_millis(u64::from(wait)));
+                            c.rekey_at = Some(now + rekey_retry_wait(&our_ni));
                         }
                     }
                 }
@@ -719,11 +738,9 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                     tasks.push_front(Task::DeleteIke);
                 }
                 Err(why) => {
-                    // Retry after a random 2..32 s so that two peers whose rekeys
-                    // crossed (each answered TEMPORARY_FAILURE) do not collide again.
-                    let wait = 2_000 + crypto::random::u32().unwrap_or(0) % 30_000;
-                    warn!(connection = %sa.config.name, retry_ms = wait, "IKE SA rekey failed: {why}");
-                    sa.rekey_at = Some(now + std::time::Duration::from_millis(u64::from(wait)));
+                    let wait = rekey_retry_wait(&ni);
+                    warn!(connection = %sa.config.name, retry_ms = wait.as_millis() as u64, "IKE SA rekey failed: {why}");
+                    sa.rekey_at = Some(now + wait);
                 }
             }
         }
@@ -765,7 +782,7 @@ fn make_successor(
         warn!("cannot install rekeyed IKE SA keys: {e}");
         return;
     }
-    let (rekey, expire) = schedule(now, &sa.config.ike_lifetime);
+    let (rekey, expire) = schedule(now, &sa.config.ike_lifetime, new.local_spi());
     new.rekey_at = rekey;
     new.expire_at = expire;
     new.children = std::mem::take(&mut sa.children);
@@ -843,7 +860,14 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
             }
         }
     }
-    let nr = nonce();
+    let nr = match random_nonce(&*sa.ctx.crypto) {
+        Ok(n) => n,
+        Err(e) => {
+            let answer = local_failure(sa, &e);
+            sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, vec![answer]);
+            return;
+        }
+    };
     let mut ke_slot = None;
     match respond_child(sa, now, &inner, &ni, &nr, Some(&mut ke_slot), rekey) {
         Ok(child_payloads) => {
@@ -954,9 +978,14 @@ fn respond_rekey_ike(sa: &mut IkeSa, now: Instant, mid: u32, inner: &[Payload], 
         );
         return;
     };
-    let (ker, shared) = match KeyExchange::respond(sel.suite.ke, kei) {
+    let random = &*sa.ctx.crypto;
+    let fresh = KeyExchange::respond(random, sel.suite.ke, kei).and_then(|(ker, shared)| {
+        let our_spi = sa.ctx.new_ike_spi()?;
+        Ok((ker, shared, our_spi, random_nonce(random)?))
+    });
+    let (ker, shared, our_spi, nr) = match fresh {
         Ok(x) => x,
-        Err(e) => {
+        Err(e @ CryptoError::InvalidPublicValue(_)) => {
             warn!("bad KE value in IKE rekey: {e}");
             sa.send_response(
                 ExchangeType::CREATE_CHILD_SA,
@@ -965,9 +994,12 @@ fn respond_rekey_ike(sa: &mut IkeSa, now: Instant, mid: u32, inner: &[Payload], 
             );
             return;
         }
+        Err(e) => {
+            let answer = local_failure(sa, &e);
+            sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, vec![answer]);
+            return;
+        }
     };
-    let our_spi = sa.ctx.new_ike_spi();
-    let nr = nonce();
     let mut echo = sel.proposal.clone();
     echo.spi = our_spi.to_be_bytes().to_vec();
     make_successor(sa, now, Role::Responder, peer_spi, our_spi, sel.suite, ni, &nr, &shared);

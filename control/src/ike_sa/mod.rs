@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 
 use crate::Error;
 use crate::config::{ConnectionConfig, Lifetime};
-use crate::crypto::{IkeSuite, SkCipher};
+use crate::crypto::{CryptoError, CryptoProvider, IkeSuite, SkCipher};
 use crate::wire::ikev2::{
     self, ExchangeType, FLAG_INITIATOR, FLAG_RESPONSE, FragmentReassembler, Header, Identification, Notify, NotifyType,
     Payload, ProtocolId, sk,
@@ -121,8 +121,8 @@ pub enum Event {
 
 /// Hands out inbound CHILD_SA SPIs that are unique on this gateway.
 pub trait SpiAllocator: Send + Sync {
-    /// A fresh SPI, never 0..=255 (reserved, RFC 4303 §2.1).
-    fn allocate(&self) -> u32;
+    /// A fresh SPI drawn from `random`, never 0..=255 (reserved, RFC 4303 §2.1).
+    fn allocate(&self, random: &dyn CryptoProvider) -> Result<u32, CryptoError>;
     /// Returns an SPI that is no longer used.
     fn release(&self, spi: u32);
 }
@@ -132,18 +132,19 @@ pub trait SpiAllocator: Send + Sync {
 pub struct RandomSpis;
 
 impl SpiAllocator for RandomSpis {
-    fn allocate(&self) -> u32 {
+    fn allocate(&self, random: &dyn CryptoProvider) -> Result<u32, CryptoError> {
         loop {
-            let v = crate::crypto::random::u32().unwrap_or(0x1000_0000 ^ 0x5a5a);
+            let v = crate::crypto::random_u32(random)?;
             if v > 255 {
-                return v;
+                return Ok(v);
             }
         }
     }
     fn release(&self, _spi: u32) {}
 }
 
-/// Shared, read-only context of IKE SAs: the connections and allocators.
+/// Shared, read-only context of IKE SAs: the connections, allocators and
+/// the crypto provider.
 #[derive(Clone)]
 pub struct Context {
     /// All configured connections (responders pick among them).
@@ -156,8 +157,8 @@ pub struct Context {
     pub remote_nat_port: u16,
     /// Time after which a half-open responder SA is dropped.
     pub half_open_timeout: Duration,
-    /// Wall-clock time in Unix seconds, for certificate validity (injectable for tests).
-    pub unix_time: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// Randomness, key exchanges, legacy RSA signing and wall-clock time.
+    pub crypto: Arc<dyn CryptoProvider>,
     /// Fixed high bits of every IKE SPI we pick (the shard id of a sharded driver).
     pub spi_prefix: u64,
     /// How many high bits `spi_prefix` occupies.
@@ -166,9 +167,9 @@ pub struct Context {
 
 impl Context {
     /// A fresh random IKE SPI carrying the prefix.
-    pub fn new_ike_spi(&self) -> u64 {
+    pub fn new_ike_spi(&self) -> Result<u64, CryptoError> {
         loop {
-            let r = crate::crypto::random::u64().unwrap_or(1);
+            let r = crate::crypto::random_u64(&*self.crypto)?;
             let mask = if self.spi_prefix_bits == 0 {
                 u64::MAX
             } else {
@@ -176,7 +177,7 @@ impl Context {
             };
             let spi = self.spi_prefix | (r & mask);
             if spi != 0 {
-                return spi;
+                return Ok(spi);
             }
         }
     }
@@ -184,7 +185,7 @@ impl Context {
 
 impl Context {
     /// A context for these connections with default ports and timeouts.
-    pub fn new(connections: Vec<Arc<ConnectionConfig>>) -> Self {
+    pub fn new(connections: Vec<Arc<ConnectionConfig>>, crypto: Arc<dyn CryptoProvider>) -> Self {
         Self {
             connections: Arc::new(connections),
             child_spis: Arc::new(RandomSpis),
@@ -193,12 +194,7 @@ impl Context {
             half_open_timeout: Duration::from_secs(30),
             spi_prefix: 0,
             spi_prefix_bits: 0,
-            unix_time: Arc::new(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0)
-            }),
+            crypto,
         }
     }
 }
@@ -475,19 +471,26 @@ impl std::ops::AddAssign<&MemoryUsage> for MemoryUsage {
 /// tunnels then do not each hold a copy of their IKE_AUTH response.
 pub const RESPONSE_CACHE_TTL: Duration = Duration::from_secs(300);
 
-/// Random jittered deadline for a lifetime starting at `now`.
-pub(crate) fn schedule(now: Instant, lifetime: &Lifetime) -> (Option<Instant>, Option<Instant>) {
+/// Rekey and expiry deadlines of a lifetime starting at `now`. The rekey
+/// comes up to the lifetime's jitter early, by an amount taken from
+/// `spread`: a random value the SA drew anyway (its SPI), so that SAs set up
+/// together do not rekey together, and scheduling draws nothing that could fail.
+pub(crate) fn schedule(now: Instant, lifetime: &Lifetime, spread: u64) -> (Option<Instant>, Option<Instant>) {
     if lifetime.rekey.is_zero() {
         return (None, None);
     }
     let jitter_ms = lifetime.jitter.as_millis() as u64;
-    let cut = if jitter_ms > 0 {
-        crate::crypto::random::u64().map(|r| r % jitter_ms).unwrap_or(0)
-    } else {
-        0
-    };
+    let cut = if jitter_ms > 0 { spread % jitter_ms } else { 0 };
     let rekey = lifetime.rekey.saturating_sub(Duration::from_millis(cut));
     (Some(now + rekey), Some(now + lifetime.rekey + lifetime.over))
+}
+
+/// How long to wait before retrying a rekey that failed: 2..32 s, taken from
+/// the nonce of the failed attempt (fresh and random each time), so two
+/// peers whose rekeys crossed do not cross again.
+pub(crate) fn rekey_retry_wait(our_nonce: &[u8]) -> Duration {
+    let r = our_nonce.iter().take(4).fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
+    Duration::from_millis(2_000 + u64::from(r % 30_000))
 }
 
 impl IkeSa {

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::Error;
 use crate::config::ConnectionConfig;
-use crate::crypto::{self, KeGroup, KeyExchange, SkCipher, keys::derive_ike_sa_keys};
+use crate::crypto::{self, CryptoError, CryptoProvider, KeGroup, KeyExchange, SkCipher, keys::derive_ike_sa_keys};
 use crate::nat::nat_detection_hash;
 use crate::proposal::{self, IkeProposal};
 use crate::wire::ikev2::{self, ExchangeType, FLAG_RESPONSE, Header, Message, NotifyType, Payload};
@@ -33,9 +33,10 @@ pub(crate) struct InitSent {
     request: Vec<u8>,
 }
 
-fn random_nonce() -> Result<Vec<u8>, Error> {
+/// A fresh nonce; a failing random source fails the exchange.
+pub(crate) fn random_nonce(random: &dyn CryptoProvider) -> Result<Vec<u8>, CryptoError> {
     let mut n = vec![0u8; NONCE_LEN];
-    crypto::random::fill(&mut n)?;
+    random.fill_random(&mut n)?;
     Ok(n)
 }
 
@@ -64,8 +65,8 @@ impl IkeSa {
                     config.name
                 ))
             })?;
-        let ke = KeyExchange::generate(group)?;
-        let ni = random_nonce()?;
+        let ke = KeyExchange::generate(&*ctx.crypto, group)?;
+        let ni = random_nonce(&*ctx.crypto)?;
         let state = State::InitSent(Box::new(InitSent {
             ke,
             ni,
@@ -175,7 +176,7 @@ pub(crate) fn handle_response(
         match acceptable {
             Some(g) if st.ke_rounds < MAX_KE_ROUNDS && g != st.ke.group() => {
                 info!(peer = %sa.remote, group = g.name(), "responder asks for another key exchange group, retrying");
-                match KeyExchange::generate(g) {
+                match KeyExchange::generate(&*sa.ctx.crypto, g) {
                     Ok(ke) => st.ke = ke,
                     Err(e) => {
                         sa.close(DownReason::Failed(e.to_string()));
@@ -329,8 +330,8 @@ pub(crate) fn install_keys(sa: &mut IkeSa, suite: crypto::IkeSuite, keys: crypto
         Role::Initiator => (&keys.sk_ei, &keys.sk_ai, &keys.sk_er, &keys.sk_ar),
         Role::Responder => (&keys.sk_er, &keys.sk_ar, &keys.sk_ei, &keys.sk_ai),
     };
-    let outbound = SkCipher::new(suite.encr, suite.integ, out_e, out_a)?;
-    let inbound = SkCipher::new(suite.encr, suite.integ, in_e, in_a)?;
+    let outbound = SkCipher::new(suite.encr, suite.integ, out_e, out_a, &sa.ctx.crypto)?;
+    let inbound = SkCipher::new(suite.encr, suite.integ, in_e, in_a, &sa.ctx.crypto)?;
     // SK_pi/SK_pr only serve IKE_AUTH: a rekeyed IKE SA (born established) does not keep them.
     let auth = (!matches!(sa.state, State::Established)).then(|| {
         Box::new(AuthKeys {
@@ -486,12 +487,19 @@ impl IkeSa {
                 },
             ));
         }
-        let (ker, shared) = KeyExchange::respond(selected.suite.ke, kei).map_err(|e| {
-            warn!(peer = %remote, "bad KE public value: {e}");
-            reject(msg, Error::InvalidSyntax(format!("bad KE value: {e}")))
+        let (ker, shared) = KeyExchange::respond(&*ctx.crypto, selected.suite.ke, kei).map_err(|e| match e {
+            CryptoError::InvalidPublicValue(_) => {
+                warn!(peer = %remote, "bad KE public value: {e}");
+                reject(msg, Error::InvalidSyntax(format!("bad KE value: {e}")))
+            }
+            // Our failure, not the peer's: answer nothing, the initiator retries.
+            e => InitRejected {
+                error: Error::Crypto(e),
+                response: None,
+            },
         })?;
-        let nr = random_nonce().map_err(|e| InitRejected {
-            error: e,
+        let nr = random_nonce(&*ctx.crypto).map_err(|e| InitRejected {
+            error: e.into(),
             response: None,
         })?;
         let keys = derive_ike_sa_keys(&selected.suite, &shared, ni, &nr, h.spi_i, spi_r);

@@ -8,6 +8,7 @@ use super::cert::{Certificate, PublicKey};
 use super::chain::{MAX_PATH_DEPTH, TrustStore};
 use super::key::{KeyType, PrivateKey};
 use super::sigalg::{HashAlg, SignatureAlgorithm};
+use crate::crypto::CryptoProvider;
 use crate::wire::ikev2::types::AuthMethod;
 
 /// RFC 7427 hash algorithm identifier: SHA1.
@@ -29,13 +30,14 @@ pub fn supported_hash_algorithms() -> Vec<u16> {
 /// RFC 7427 AUTH data: 1-byte length, AlgorithmIdentifier DER, signature.
 fn digital_signature(
     key: &PrivateKey,
+    legacy: &dyn CryptoProvider,
     alg: SignatureAlgorithm,
     octets: &[u8],
 ) -> Result<(AuthMethod, Vec<u8>), PkiError> {
     let alg_id = alg.to_der();
     let len = u8::try_from(alg_id.len())
         .map_err(|_| PkiError::UnsupportedAlgorithm("AlgorithmIdentifier longer than 255 bytes".into()))?;
-    let sig = key.sign(alg, octets)?;
+    let sig = key.sign(legacy, alg, octets)?;
     let mut data = Vec::with_capacity(1 + alg_id.len() + sig.len());
     data.push(len);
     data.extend_from_slice(&alg_id);
@@ -51,13 +53,18 @@ fn digital_signature(
 /// configured for it) with SHA-256/384/512 in that preference, ECDSA with the
 /// curve's hash, or Ed25519. Otherwise it falls back to ECDSA_SHA256_P256 /
 /// ECDSA_SHA384_P384 (raw r||s) and, for RSA keys, RSA_SIG (auth method 1:
-/// PKCS#1 v1.5 with SHA-1, made through `ffi::rsa_legacy` since aws-lc-rs
+/// PKCS#1 v1.5 with SHA-1, made by the [`CryptoProvider`] since aws-lc-rs
 /// creates no SHA-1 signatures). Ed25519 needs the peer to announce Identity.
-pub fn sign_auth(key: &PrivateKey, octets: &[u8], peer_hashes: &[u16]) -> Result<(AuthMethod, Vec<u8>), PkiError> {
+pub fn sign_auth(
+    key: &PrivateKey,
+    legacy: &dyn CryptoProvider,
+    octets: &[u8],
+    peer_hashes: &[u16],
+) -> Result<(AuthMethod, Vec<u8>), PkiError> {
     match key.key_type() {
         KeyType::Ed25519 => {
             if peer_hashes.contains(&HASH_IDENTITY) {
-                digital_signature(key, SignatureAlgorithm::Ed25519, octets)
+                digital_signature(key, legacy, SignatureAlgorithm::Ed25519, octets)
             } else {
                 Err(PkiError::NoCommonHash(
                     "Ed25519 (peer did not announce the Identity hash)".into(),
@@ -66,14 +73,14 @@ pub fn sign_auth(key: &PrivateKey, octets: &[u8], peer_hashes: &[u16]) -> Result
         }
         KeyType::EcdsaP256 => {
             if peer_hashes.contains(&HASH_SHA256) {
-                digital_signature(key, SignatureAlgorithm::Ecdsa(HashAlg::Sha256), octets)
+                digital_signature(key, legacy, SignatureAlgorithm::Ecdsa(HashAlg::Sha256), octets)
             } else {
                 Ok((AuthMethod::ECDSA_SHA256_P256, key.sign_ecdsa_fixed(octets)?))
             }
         }
         KeyType::EcdsaP384 => {
             if peer_hashes.contains(&HASH_SHA384) {
-                digital_signature(key, SignatureAlgorithm::Ecdsa(HashAlg::Sha384), octets)
+                digital_signature(key, legacy, SignatureAlgorithm::Ecdsa(HashAlg::Sha384), octets)
             } else {
                 Ok((AuthMethod::ECDSA_SHA384_P384, key.sign_ecdsa_fixed(octets)?))
             }
@@ -87,11 +94,11 @@ pub fn sign_auth(key: &PrivateKey, octets: &[u8], peer_hashes: &[u16]) -> Result
             .into_iter()
             .find(|(id, _)| peer_hashes.contains(id));
             match hash {
-                Some((_, h)) if key.rsa_pss() => digital_signature(key, SignatureAlgorithm::RsaPss(h), octets),
-                Some((_, h)) => digital_signature(key, SignatureAlgorithm::RsaPkcs1(h), octets),
+                Some((_, h)) if key.rsa_pss() => digital_signature(key, legacy, SignatureAlgorithm::RsaPss(h), octets),
+                Some((_, h)) => digital_signature(key, legacy, SignatureAlgorithm::RsaPkcs1(h), octets),
                 None => Ok((
                     AuthMethod::RSA_SIG,
-                    key.sign(SignatureAlgorithm::RsaPkcs1(HashAlg::Sha1), octets)?,
+                    key.sign(legacy, SignatureAlgorithm::RsaPkcs1(HashAlg::Sha1), octets)?,
                 )),
             }
         }

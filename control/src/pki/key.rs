@@ -15,6 +15,7 @@ use super::PkiError;
 use super::cert::{Certificate, PublicKey};
 use super::der;
 use super::sigalg::{self, HashAlg, SignatureAlgorithm};
+use crate::crypto::CryptoProvider;
 
 /// The kind of a private key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -234,8 +235,10 @@ impl PrivateKey {
     }
 
     /// Signs `msg` with `alg` (which must suit the key). ECDSA hashes follow
-    /// the curve: SHA-256 on P-256, SHA-384 on P-384.
-    pub fn sign(&self, alg: SignatureAlgorithm, msg: &[u8]) -> Result<Vec<u8>, PkiError> {
+    /// the curve: SHA-256 on P-256, SHA-384 on P-384. RSA with SHA-1 (IKEv2
+    /// auth method 1), which aws-lc-rs does not create, comes from `legacy`.
+    /// ECDSA nonces and PSS salts come from aws-lc's own generator.
+    pub fn sign(&self, legacy: &dyn CryptoProvider, alg: SignatureAlgorithm, msg: &[u8]) -> Result<Vec<u8>, PkiError> {
         let fail = |e: aws_lc_rs::error::Unspecified| PkiError::Signing(format!("{alg:?}: {e}"));
         match (&self.pairs, alg) {
             (KeyPairs::Rsa(k), SignatureAlgorithm::RsaPkcs1(h) | SignatureAlgorithm::RsaPss(h)) => {
@@ -251,7 +254,8 @@ impl PrivateKey {
                         // IKEv2 auth method 1 (RSA_SIG) for peers without RFC 7427.
                         use aws_lc_rs::encoding::AsDer;
                         let der = k.as_der().map_err(fail)?;
-                        return ffi::rsa_legacy::sign_pkcs1_sha1(der.as_ref(), msg)
+                        return legacy
+                            .sign_rsa_pkcs1_sha1(der.as_ref(), msg)
                             .map_err(|e| PkiError::Signing(format!("{alg:?}: {e}")));
                     }
                     (HashAlg::Sha1, true) => {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use control::config::{ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
 use control::crypto::auth::{psk_auth, signed_octets};
 use control::crypto::keys::derive_ike_sa_keys;
-use control::crypto::{IkeSuite, KeGroup, KeyExchange, SkCipher};
+use control::crypto::{CryptoProvider, IkeSuite, KeGroup, KeyExchange, SkCipher};
 use control::endpoint::{AdmissionConfig, Endpoint};
 use control::ike_sa::{Context, Event, Task, Transmit};
 use control::nat::nat_detection_hash;
@@ -37,6 +37,7 @@ use control::wire::ikev2::{
     AuthMethod, ExchangeType, FLAG_INITIATOR, Header, Identification, Notify, NotifyType, Payload, PayloadType,
     ProtocolId, SkProtect, decode_message, decode_payloads, encode_message, encode_payloads,
 };
+use ironsa_crypto::AwsLcProvider;
 
 /// Flag: structured modes recompute a correct AUTH; raw modes fix the length field.
 pub const F_FIX: u8 = 0x08;
@@ -196,15 +197,15 @@ fn id_body(id: &Identification) -> Vec<u8> {
     v
 }
 
-fn random_bytes(n: usize) -> Vec<u8> {
+fn random_bytes(crypto: &dyn CryptoProvider, n: usize) -> Vec<u8> {
     let mut v = vec![0u8; n];
-    control::crypto::random::fill(&mut v).expect("RNG");
+    crypto.fill_random(&mut v).expect("RNG");
     v
 }
 
-fn nonzero_spi() -> u64 {
+fn nonzero_spi(crypto: &dyn CryptoProvider) -> u64 {
     loop {
-        let v = control::crypto::random::u64().expect("RNG");
+        let v = control::crypto::random_u64(crypto).expect("RNG");
         if v != 0 {
             return v;
         }
@@ -371,6 +372,8 @@ pub struct RunReport {
 /// The harness: a responder, the anchor pair, and virtual time.
 pub struct ResponderHarness {
     now: Instant,
+    /// The crypto of both endpoints and of the scripted initiator.
+    crypto: Arc<dyn CryptoProvider>,
     responder: Endpoint,
     initiator: Endpoint,
     anchor_i: u64,
@@ -392,22 +395,25 @@ impl ResponderHarness {
     /// A responder with the anchor SA established.
     pub fn new() -> Self {
         let now = Instant::now();
+        // Seeded: an input replays the same datagrams every time.
+        let crypto = AwsLcProvider::seeded(0x6b65_7973).shared();
         let responder = Endpoint::new(
             now,
-            Context::new(responder_connections()),
+            Context::new(responder_connections(), crypto.clone()),
             AdmissionConfig::default(),
             0,
             0,
         );
         let initiator = Endpoint::new(
             now,
-            Context::new(vec![anchor_connection()]),
+            Context::new(vec![anchor_connection()], crypto.clone()),
             AdmissionConfig::default(),
             0,
             0,
         );
         let mut h = ResponderHarness {
             now,
+            crypto,
             responder,
             initiator,
             anchor_i: 0,
@@ -499,9 +505,9 @@ impl ResponderHarness {
         let remote = addr(if v6 { GATEWAY_V6 } else { GATEWAY_V4 });
         let proposal =
             parse_ike_proposals(if flags & F_CBC != 0 { IKE_CBC } else { IKE_GCM }).expect("harness IKE proposal");
-        let ke = KeyExchange::generate(KeGroup::Curve25519).expect("x25519 keygen");
-        let ni = random_bytes(32);
-        let spi_i = nonzero_spi();
+        let ke = KeyExchange::generate(&*self.crypto, KeGroup::Curve25519).expect("x25519 keygen");
+        let ni = random_bytes(&*self.crypto, 32);
+        let spi_i = nonzero_spi(&*self.crypto);
         let src_hash = if flags & F_NAT != 0 {
             vec![0x55; 20]
         } else {
@@ -563,7 +569,7 @@ impl ResponderHarness {
         let spi_r = msg.header.spi_r;
         let shared = ke.finish(&ker).ok()?;
         let keys = derive_ike_sa_keys(&suite, &shared, &ni, &nr, spi_i, spi_r);
-        let outbound = SkCipher::new(suite.encr, suite.integ, &keys.sk_ei, &keys.sk_ai).ok()?;
+        let outbound = SkCipher::new(suite.encr, suite.integ, &keys.sk_ei, &keys.sk_ai, &self.crypto).ok()?;
         let (mut local, mut remote) = (local, remote);
         if flags & F_NAT != 0 {
             local.set_port(4500);
@@ -837,7 +843,7 @@ impl ResponderHarness {
     pub fn seed_inputs(&self) -> Vec<Vec<u8>> {
         let mut seeds = Vec::new();
         // Mode 0: a real IKE_SA_INIT request.
-        let ke = KeyExchange::generate(KeGroup::Curve25519).expect("x25519");
+        let ke = KeyExchange::generate(&*self.crypto, KeGroup::Curve25519).expect("x25519");
         let spi_i = 0x1122_3344_5566_7788;
         let proposal = parse_ike_proposals(IKE_GCM).expect("proposal");
         let init = encode_message(
@@ -898,7 +904,7 @@ impl ResponderHarness {
         seeds.push([&[Mode::AuthStructured as u8 | F_FIX | F_ALT_SRC, 0][..], &site_auth].concat());
         // Mode 4: on an established SA, a CREATE_CHILD_SA with PFS and a DELETE of the IKE SA.
         let esp = parse_esp_proposals("aes256gcm16-x25519").expect("proposal");
-        let pfs = KeyExchange::generate(KeGroup::Curve25519).expect("x25519");
+        let pfs = KeyExchange::generate(&*self.crypto, KeGroup::Curve25519).expect("x25519");
         let create_child = encode_chain(&[
             Payload::Sa(vec![esp[0].to_wire(1, 0x2000_0001)]),
             Payload::Nonce(vec![0x17; 32]),

@@ -4,6 +4,7 @@
 
 use control::crypto::{CryptoError, KeGroup, KeyExchange};
 use ffi::modp::{ModpGroup, ModpPrime};
+use ironsa_crypto::AwsLcProvider;
 
 fn h(s: &str) -> Vec<u8> {
     hex::decode(s).unwrap()
@@ -23,7 +24,7 @@ fn modp2048_known_answer() {
         h(M2048_FULLPRIME),
         "aws-lc prime differs from RFC 3526"
     );
-    let ke = KeyExchange::from_private_for_test(KeGroup::Modp2048, &h(M2048_X)).unwrap();
+    let ke = AwsLcProvider::key_exchange_from_private(KeGroup::Modp2048, &h(M2048_X)).unwrap();
     assert_eq!(ke.public_value(), &h(M2048_GX)[..]);
     let shared = ke.finish(&h(M2048_PEER)).unwrap();
     assert_eq!(&shared[..], &h(M2048_SHARED)[..]);
@@ -43,7 +44,7 @@ fn modp3072_known_answer() {
         h(M3072_FULLPRIME),
         "aws-lc prime differs from RFC 3526"
     );
-    let ke = KeyExchange::from_private_for_test(KeGroup::Modp3072, &h(M3072_X)).unwrap();
+    let ke = AwsLcProvider::key_exchange_from_private(KeGroup::Modp3072, &h(M3072_X)).unwrap();
     assert_eq!(ke.public_value(), &h(M3072_GX)[..]);
     let shared = ke.finish(&h(M3072_PEER)).unwrap();
     assert_eq!(&shared[..], &h(M3072_SHARED)[..]);
@@ -64,7 +65,7 @@ fn modp4096_known_answer() {
         h(M4096_FULLPRIME),
         "aws-lc prime differs from RFC 3526"
     );
-    let ke = KeyExchange::from_private_for_test(KeGroup::Modp4096, &h(M4096_X)).unwrap();
+    let ke = AwsLcProvider::key_exchange_from_private(KeGroup::Modp4096, &h(M4096_X)).unwrap();
     assert_eq!(ke.public_value(), &h(M4096_GX)[..]);
     let shared = ke.finish(&h(M4096_PEER)).unwrap();
     assert_eq!(&shared[..], &h(M4096_SHARED)[..]);
@@ -107,30 +108,30 @@ fn modp_rfc6989_rejects_out_of_range_values() {
         let two = add_small(&zero, 2);
         let bad = [zero, one, sub_one(&p), p.clone(), add_small(&p, 1), vec![0xff; len]];
         for value in &bad {
-            let ke = KeyExchange::generate(group).unwrap();
+            let ke = KeyExchange::generate(&AwsLcProvider::new(), group).unwrap();
             assert!(
                 matches!(ke.finish(value), Err(CryptoError::InvalidPublicValue(_))),
                 "{group:?} finish accepted a bad value"
             );
             assert!(
                 matches!(
-                    KeyExchange::respond(group, value),
+                    KeyExchange::respond(&AwsLcProvider::new(), group, value),
                     Err(CryptoError::InvalidPublicValue(_))
                 ),
                 "{group:?} respond accepted a bad value"
             );
         }
         // 2 and p-2 are the smallest and largest acceptable values.
-        let ke = KeyExchange::generate(group).unwrap();
+        let ke = KeyExchange::generate(&AwsLcProvider::new(), group).unwrap();
         assert!(ke.finish(&two).is_ok());
-        assert!(KeyExchange::respond(group, &sub_one(&sub_one(&p))).is_ok());
+        assert!(KeyExchange::respond(&AwsLcProvider::new(), group, &sub_one(&sub_one(&p))).is_ok());
         // Exact length: no short (unpadded) or long values.
-        let ke = KeyExchange::generate(group).unwrap();
+        let ke = KeyExchange::generate(&AwsLcProvider::new(), group).unwrap();
         assert!(matches!(ke.finish(&two[1..]), Err(CryptoError::InvalidPublicValue(_))));
         let mut long = vec![0u8];
         long.extend_from_slice(&two);
         assert!(matches!(
-            KeyExchange::respond(group, &long),
+            KeyExchange::respond(&AwsLcProvider::new(), group, &long),
             Err(CryptoError::InvalidPublicValue(_))
         ));
     }
@@ -139,9 +140,10 @@ fn modp_rfc6989_rejects_out_of_range_values() {
 #[test]
 fn modp_both_sides_agree() {
     for group in [KeGroup::Modp2048, KeGroup::Modp3072, KeGroup::Modp4096] {
-        let initiator = KeyExchange::generate(group).unwrap();
+        let initiator = KeyExchange::generate(&AwsLcProvider::new(), group).unwrap();
         assert_eq!(initiator.public_value().len(), group.public_len());
-        let (response, responder_secret) = KeyExchange::respond(group, initiator.public_value()).unwrap();
+        let (response, responder_secret) =
+            KeyExchange::respond(&AwsLcProvider::new(), group, initiator.public_value()).unwrap();
         assert_eq!(response.len(), group.public_len());
         let initiator_secret = initiator.finish(&response).unwrap();
         assert_eq!(initiator_secret.len(), group.public_len());

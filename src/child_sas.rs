@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use control::config::IpsecMode;
-use control::crypto::{EncrAlg, IntegAlg as IkeInteg};
+use control::crypto::{CryptoError, CryptoProvider, EncrAlg, IntegAlg as IkeInteg};
 use control::ike_sa::{ChildSaInstall, SpiAllocator};
 use dashmap::DashSet;
 use fastpath::esp::Mode;
@@ -48,11 +48,11 @@ pub struct UniqueSpis {
 }
 
 impl SpiAllocator for UniqueSpis {
-    fn allocate(&self) -> u32 {
+    fn allocate(&self, random: &dyn CryptoProvider) -> Result<u32, CryptoError> {
         loop {
-            let v = control::crypto::random::u32().unwrap_or(0);
+            let v = control::crypto::random_u32(random)?;
             if v > 255 && self.used.insert(v) {
-                return v;
+                return Ok(v);
             }
         }
     }

@@ -61,6 +61,7 @@ impl Daemon {
         let registry = Arc::new(Registry::with_capacity(config.expected_tunnels));
         let conns: Vec<_> = config.connections.iter().map(|c| c.config.clone()).collect();
         let remote_nat_port = config.nat_port;
+        let crypto = ironsa_crypto::AwsLcProvider::new().shared();
         let mut threads = Vec::new();
         for (id, (poll, rx)) in prepared.into_iter().enumerate() {
             let shard = Shard::new(
@@ -81,6 +82,7 @@ impl Daemon {
                                 .collect::<std::io::Result<Vec<_>>>()?,
                         ),
                     },
+                    crypto: crypto.clone(),
                 },
                 poll,
                 rx,

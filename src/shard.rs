@@ -209,6 +209,8 @@ pub struct ShardConfig {
     pub expected_sas: usize,
     /// NAT-T sockets owned by the data plane (which reads them); the shard only sends on them.
     pub nat_sockets: Option<Vec<(SocketAddr, std::net::UdpSocket)>>,
+    /// Randomness, key exchanges, legacy signing and time of the IKE SAs.
+    pub crypto: Arc<dyn control::crypto::CryptoProvider>,
 }
 
 /// A shard's event loop state.
@@ -278,7 +280,7 @@ impl Shard {
                 sockets.push(socket);
             }
         }
-        let mut ctx = Context::new(cfg.connections);
+        let mut ctx = Context::new(cfg.connections, cfg.crypto);
         ctx.local_nat_port = cfg.nat_port;
         ctx.remote_nat_port = cfg.remote_nat_port;
         ctx.child_spis = dataplane.spi_allocator();

@@ -60,7 +60,13 @@ fn start_responder(conn: ConnectionConfig, admission: AdmissionConfig) -> TestRe
     let counts = Arc::new(Counts::default());
     let (stop2, counts2) = (stop.clone(), counts.clone());
     let thread = std::thread::spawn(move || {
-        let mut ep = Endpoint::new(Instant::now(), Context::new(vec![Arc::new(conn)]), admission, 0, 0);
+        let mut ep = Endpoint::new(
+            Instant::now(),
+            Context::new(vec![Arc::new(conn)], ironsa_crypto::AwsLcProvider::new().shared()),
+            admission,
+            0,
+            0,
+        );
         let mut buf = vec![0u8; 65536];
         while !stop2.load(Ordering::Relaxed) {
             if let Ok((len, from)) = socket.recv_from(&mut buf) {

@@ -8,6 +8,8 @@
 //! bit for bit, or their own [`RandomSource`] (one that fails, for example).
 //! `control` defines the traits and depends on none of this.
 
+#![forbid(unsafe_code)]
+
 mod ke;
 mod random;
 

@@ -50,7 +50,11 @@ struct Ctx(*mut sys::EVP_PKEY_CTX);
 
 impl Ctx {
     fn new(ctx: *mut sys::EVP_PKEY_CTX) -> Result<Self, MlKemError> {
-        if ctx.is_null() { Err(MlKemError::Setup) } else { Ok(Ctx(ctx)) }
+        if ctx.is_null() {
+            Err(MlKemError::Setup)
+        } else {
+            Ok(Ctx(ctx))
+        }
     }
 }
 
@@ -156,6 +160,9 @@ mod tests {
         ml_kem_768_encapsulate(&ek1, &[1; 32], &mut ct1, &mut ss1).unwrap();
         ml_kem_768_encapsulate(&ek1, &[1; 32], &mut ct2, &mut ss2).unwrap();
         assert_eq!((ct1, ss1), (ct2, ss2));
-        assert_eq!(ml_kem_768_encapsulate(&ek1[1..], &[1; 32], &mut ct1, &mut ss1), Err(MlKemError::BadKey));
+        assert_eq!(
+            ml_kem_768_encapsulate(&ek1[1..], &[1; 32], &mut ct1, &mut ss1),
+            Err(MlKemError::BadKey)
+        );
     }
 }

@@ -44,6 +44,7 @@ use control::endpoint::{AdmissionConfig, Endpoint};
 use control::ike_sa::{Context, Event, Transmit};
 use control::proposal::{parse_esp_proposals, parse_ike_proposals};
 use control::ts::parse_selector;
+use ironsa_crypto::AwsLcProvider;
 use rustix::time::{ClockId, clock_gettime};
 
 /// The IKE proposal benchmarked.
@@ -264,9 +265,21 @@ struct HandshakeBench {
 
 fn new_endpoints(i: &Arc<ConnectionConfig>, r: &Arc<ConnectionConfig>) -> (Endpoint, Endpoint) {
     let now = Instant::now();
-    let initiator = Endpoint::new(now, Context::new(vec![i.clone()]), AdmissionConfig::default(), 0, 0);
+    let initiator = Endpoint::new(
+        now,
+        Context::new(vec![i.clone()], AwsLcProvider::new().shared()),
+        AdmissionConfig::default(),
+        0,
+        0,
+    );
     // Production admission defaults: a batch stays below the cookie threshold.
-    let responder = Endpoint::new(now, Context::new(vec![r.clone()]), AdmissionConfig::default(), 0, 0);
+    let responder = Endpoint::new(
+        now,
+        Context::new(vec![r.clone()], AwsLcProvider::new().shared()),
+        AdmissionConfig::default(),
+        0,
+        0,
+    );
     (initiator, responder)
 }
 

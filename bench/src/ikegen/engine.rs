@@ -15,6 +15,7 @@ use control::ike_sa::{Context, DownReason, Event, Task, Transmit};
 use control::ts::parse_selector;
 use control::wire::ikev2::{FLAG_RESPONSE, HEADER_LEN};
 use hdrhistogram::Histogram;
+use ironsa_crypto::AwsLcProvider;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use thiserror::Error;
@@ -313,7 +314,7 @@ impl Worker {
         };
         let concurrency = cfg.concurrency.div_ceil(cfg.threads).max(1);
         let configs = TunnelConfigs::new(cfg.clone())?;
-        let mut ctx = Context::new(vec![configs.base.clone()]);
+        let mut ctx = Context::new(vec![configs.base.clone()], AwsLcProvider::new().shared());
         ctx.remote_nat_port = cfg.remote_nat_port;
         let endpoint = Endpoint::new(Instant::now(), ctx, AdmissionConfig::default(), 0, 0);
         let flood_packet = if cfg.mode == Mode::Establish {

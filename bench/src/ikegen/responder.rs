@@ -14,6 +14,7 @@ use control::endpoint::{AdmissionConfig, Endpoint, EndpointStats};
 use control::ike_sa::{Context, Event};
 use control::proposal::{EspProposal, IkeProposal};
 use control::ts::parse_selector;
+use ironsa_crypto::AwsLcProvider;
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -160,8 +161,9 @@ impl Responder {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(ResponderCounters::default());
         let mut handles = Vec::new();
+        let crypto = AwsLcProvider::new().shared();
         for (i, socket) in sockets.into_iter().enumerate() {
-            let ctx = Context::new(connections.clone());
+            let ctx = Context::new(connections.clone(), crypto.clone());
             let endpoint = Endpoint::new(Instant::now(), ctx, admission.clone(), 0, 0);
             let stop = stop.clone();
             let counters = counters.clone();

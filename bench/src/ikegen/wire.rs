@@ -4,11 +4,12 @@
 
 use std::net::SocketAddr;
 
-use control::crypto::{KeyExchange, random};
+use control::crypto::KeyExchange;
 use control::ike_sa::notify_payload;
 use control::nat::nat_detection_hash;
 use control::proposal::IkeProposal;
 use control::wire::ikev2::{self, ExchangeType, FLAG_INITIATOR, HEADER_LEN, Header, NotifyType, Payload, PayloadType};
+use ironsa_crypto::{AwsLcProvider, RandomSource, SystemRandom};
 
 use super::options::ConfigError;
 
@@ -72,10 +73,14 @@ impl RandomPool {
     /// Fills `out` with random bytes.
     pub fn fill(&mut self, out: &mut [u8]) -> Result<(), ConfigError> {
         if out.len() > self.buf.len() {
-            return random::fill(out).map_err(|e| ConfigError::Invalid(format!("random: {e}")));
+            return SystemRandom
+                .fill(out)
+                .map_err(|e| ConfigError::Invalid(format!("random: {e}")));
         }
         if self.pos.saturating_add(out.len()) > self.buf.len() {
-            random::fill(&mut self.buf).map_err(|e| ConfigError::Invalid(format!("random: {e}")))?;
+            SystemRandom
+                .fill(&mut self.buf)
+                .map_err(|e| ConfigError::Invalid(format!("random: {e}")))?;
             self.pos = 0;
         }
         out.copy_from_slice(&self.buf[self.pos..self.pos + out.len()]);
@@ -116,7 +121,8 @@ impl FloodPacket {
             .first()
             .and_then(|p| p.ke.first().copied())
             .ok_or_else(|| ConfigError::Invalid("flood: no key exchange group in the IKE proposals".into()))?;
-        let ke = KeyExchange::generate(group).map_err(|e| ConfigError::Invalid(format!("flood: key exchange: {e}")))?;
+        let ke = KeyExchange::generate(&AwsLcProvider::new(), group)
+            .map_err(|e| ConfigError::Invalid(format!("flood: key exchange: {e}")))?;
         let nonce_len = 32;
         let sa = proposals
             .iter()

@@ -667,6 +667,20 @@ mod certs {
         b_auth: AuthConfig,
         b_trust: AuthConfig,
     ) -> Pair {
+        let crypto = |seed| AwsLcProvider::seeded(seed).shared();
+        cert_pair_with(
+            (a_id, a_auth, a_trust, crypto(SEED)),
+            (b_id, b_auth, b_trust, crypto(SEED + 1)),
+        )
+    }
+
+    /// One side: identity, local auth, trust, crypto provider.
+    type Side<'a> = (&'a str, AuthConfig, AuthConfig, Arc<dyn CryptoProvider>);
+
+    fn cert_pair_with(
+        (a_id, a_auth, a_trust, crypto_a): Side<'_>,
+        (b_id, b_auth, b_trust, crypto_b): Side<'_>,
+    ) -> Pair {
         let (mut a, mut b) = default_pair("aes256gcm16-prfsha256-ecp256", "aes256gcm16");
         a.local_id = parse_identity(a_id);
         a.remote_id = IdentityMatch::parse(b_id);
@@ -676,10 +690,39 @@ mod certs {
         b.remote_id = IdentityMatch::parse(a_id);
         b.local_auth = b_auth;
         b.remote_auth = b_trust;
-        let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
+        let (mut p, c) = Pair::with_crypto(a, b, AdmissionConfig::default(), crypto_a, crypto_b);
         p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
         p.run(Duration::from_secs(60));
         p
+    }
+
+    #[test]
+    fn certificate_validity_follows_the_providers_clock() {
+        // The test certificates are valid from 2026-11-25 to 2046-11-20.
+        for (unix_time, valid) in [(1_893_456_000, true), (2_524_608_000, false), (1_700_000_000, false)] {
+            let side = |id: &'static str, cert: &[&str], key: &str, seed: u64| -> Side<'static> {
+                let crypto = AwsLcProvider::seeded(seed).at_unix_time(unix_time).shared();
+                (id, local(cert, key), trust(&["ca-rsa.pem"]), crypto)
+            };
+            let p = cert_pair_with(
+                side("moon.example.com", &["ee-p256.pem", "int.pem"], "ee-p256.key", SEED),
+                side("carol@example.com", &["ee-rsa.pem"], "ee-rsa.key", SEED + 1),
+            );
+            assert_eq!(
+                p.b_seen.up.len(),
+                usize::from(valid),
+                "at {unix_time}: {:?}",
+                p.a_seen.down
+            );
+            if !valid {
+                assert_eq!(
+                    p.a_seen.down,
+                    vec![DownReason::PeerError(
+                        control::wire::ikev2::NotifyType::AUTHENTICATION_FAILED
+                    )]
+                );
+            }
+        }
     }
 
     #[test]

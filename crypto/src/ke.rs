@@ -307,3 +307,39 @@ pub(crate) fn respond(
     let shared = ours.finish(peer_value)?;
     Ok((public, shared))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SeededRandom;
+
+    #[test]
+    fn ml_kem_public_value_is_the_generated_encapsulation_key() {
+        let kx = MlKem::generate(&SeededRandom::new(3)).unwrap();
+        let mut seed = [0u8; mlkem::KEYGEN_SEED_LEN];
+        SeededRandom::new(3).fill(&mut seed).unwrap();
+        let (mut dk, mut ek) = ([0u8; mlkem::DK_LEN], [0u8; mlkem::EK_LEN]);
+        mlkem::ml_kem_768_keypair(&seed, &mut dk, &mut ek).unwrap();
+        assert_eq!(kx.public_value(), &ek[..]);
+        // A ciphertext to it decapsulates to the encapsulated secret.
+        let (ct, ss) = respond(&SeededRandom::new(4), KeGroup::MlKem768, &ek).unwrap();
+        assert_eq!(Box::new(kx).finish(&ct).unwrap(), ss);
+    }
+
+    #[test]
+    fn same_random_stream_same_key_exchange() {
+        for group in [
+            KeGroup::Curve25519,
+            KeGroup::Ecp256,
+            KeGroup::Ecp384,
+            KeGroup::Modp2048,
+            KeGroup::MlKem768,
+        ] {
+            let a = generate(&SeededRandom::new(5), group).unwrap();
+            let b = generate(&SeededRandom::new(5), group).unwrap();
+            let c = generate(&SeededRandom::new(6), group).unwrap();
+            assert_eq!(a.public_value(), b.public_value(), "{group:?}");
+            assert_ne!(a.public_value(), c.public_value(), "{group:?}");
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{
     AuthContext, AuthKeys, CachedResponse, Context, DownReason, IkeSa, Outstanding, RequestKind, Role, SaKeys, State,
@@ -38,6 +38,15 @@ pub(crate) fn random_nonce(random: &dyn CryptoProvider) -> Result<Vec<u8>, Crypt
     let mut n = vec![0u8; NONCE_LEN];
     random.fill_random(&mut n)?;
     Ok(n)
+}
+
+/// We cannot answer (the random source failed): no response, the initiator retries.
+fn local_failure(remote: SocketAddr, e: CryptoError) -> InitRejected {
+    error!(peer = %remote, "cannot answer IKE_SA_INIT: {e}");
+    InitRejected {
+        error: Error::Crypto(e),
+        response: None,
+    }
 }
 
 fn nonce_ok(n: &[u8]) -> bool {
@@ -493,15 +502,9 @@ impl IkeSa {
                 reject(msg, Error::InvalidSyntax(format!("bad KE value: {e}")))
             }
             // Our failure, not the peer's: answer nothing, the initiator retries.
-            e => InitRejected {
-                error: Error::Crypto(e),
-                response: None,
-            },
+            e => local_failure(remote, e),
         })?;
-        let nr = random_nonce(&*ctx.crypto).map_err(|e| InitRejected {
-            error: e.into(),
-            response: None,
-        })?;
+        let nr = random_nonce(&*ctx.crypto).map_err(|e| local_failure(remote, e))?;
         let keys = derive_ike_sa_keys(&selected.suite, &shared, ni, &nr, h.spi_i, spi_r);
         let mut sa = IkeSa::blank(
             Role::Responder,

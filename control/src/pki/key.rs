@@ -237,7 +237,9 @@ impl PrivateKey {
     /// Signs `msg` with `alg` (which must suit the key). ECDSA hashes follow
     /// the curve: SHA-256 on P-256, SHA-384 on P-384. RSA with SHA-1 (IKEv2
     /// auth method 1), which aws-lc-rs does not create, comes from `legacy`.
-    /// ECDSA nonces and PSS salts come from aws-lc's own generator.
+    /// ECDSA nonces and PSS salts come from aws-lc's own generator (aws-lc-rs
+    /// takes a generator argument and ignores it), so those signatures are
+    /// not reproducible under a seeded provider.
     pub fn sign(&self, legacy: &dyn CryptoProvider, alg: SignatureAlgorithm, msg: &[u8]) -> Result<Vec<u8>, PkiError> {
         let fail = |e: aws_lc_rs::error::Unspecified| PkiError::Signing(format!("{alg:?}: {e}"));
         match (&self.pairs, alg) {

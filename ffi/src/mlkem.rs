@@ -23,6 +23,7 @@ pub const ENCAPS_SEED_LEN: usize = 32;
 
 /// Why an ML-KEM operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MlKemError {
     /// aws-lc could not set up the key or context.
     #[error("aws-lc ML-KEM setup failed")]

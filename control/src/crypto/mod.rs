@@ -20,6 +20,7 @@ pub use sk::SkCipher;
 
 /// Why a cryptographic operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CryptoError {
     /// The algorithm or group is not implemented.
     #[error("unsupported algorithm: {0}")]

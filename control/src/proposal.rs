@@ -558,7 +558,8 @@ fn transform_name(ty: TransformType, id: u16, key: Option<u16>) -> String {
             1 => "esn".into(),
             _ => format!("ESN_{id}"),
         },
-        TransformType(n @ 6..=12) => format!("ke{}_{}", n - 5, id),
+        // Additional key exchanges use the KE registry (RFC 9370 §2.2).
+        TransformType(n @ 6..=12) => format!("ke{}_{}", n - 5, transform_name(TransformType::KE, id, None)),
         TransformType(n) => format!("T{n}_{id}"),
     }
 }
@@ -976,28 +977,48 @@ pub fn accept_ike_response(ours: &[IkeProposal], chosen: &Proposal) -> Result<Se
             "responder's proposal does not hold exactly one known ENCR, PRF and KE (and INTEG unless AEAD)".into(),
         );
     }
-    let encr_ok = |p: &IkeProposal| p.encr.contains(&o.encr[0]);
+    let our = match offered_as(ours, chosen.number) {
+        Ok(p) => p,
+        Err(why) => return fail(why),
+    };
     let integ = o.integ.first().copied();
-    for our in ours.iter().filter(|p| encr_ok(p)) {
-        let integ_ok = match (o.encr[0].is_aead(), integ) {
-            (true, None) => true,
-            (false, Some(i)) => our.integ.contains(&i),
-            _ => false,
+    let integ_ok = match (o.encr[0].is_aead(), integ) {
+        (true, None) => true,
+        (false, Some(i)) => our.integ.contains(&i),
+        _ => false,
+    };
+    if our.encr.contains(&o.encr[0]) && integ_ok && our.prf.contains(&o.prf[0]) && our.ke.contains(&o.ke[0]) {
+        let suite = IkeSuite {
+            encr: o.encr[0],
+            integ,
+            prf: o.prf[0],
+            ke: o.ke[0],
         };
-        if integ_ok && our.prf.contains(&o.prf[0]) && our.ke.contains(&o.ke[0]) {
-            let suite = IkeSuite {
-                encr: o.encr[0],
-                integ,
-                prf: o.prf[0],
-                ke: o.ke[0],
-            };
-            return Ok(SelectedIke {
-                suite,
-                proposal: chosen.clone(),
-            });
-        }
+        return Ok(SelectedIke {
+            suite,
+            proposal: chosen.clone(),
+        });
     }
-    fail("responder chose algorithms that none of our proposals contains".into())
+    fail(not_in_proposal(chosen.number, our))
+}
+
+/// Our proposal that carried `number` in our offer (numbered from 1 in our
+/// order): a responder answers with the number of the proposal it chose
+/// (RFC 7296 §3.3.1).
+fn offered_as<P>(ours: &[P], number: u8) -> Result<&P, String> {
+    usize::from(number)
+        .checked_sub(1)
+        .and_then(|i| ours.get(i))
+        .ok_or_else(|| {
+            format!(
+                "responder chose proposal {number}, we offered proposals 1 to {}",
+                ours.len()
+            )
+        })
+}
+
+fn not_in_proposal<P: fmt::Display>(number: u8, ours: &P) -> String {
+    format!("responder chose algorithms that our proposal {number} ({ours}) does not contain")
 }
 
 /// Initiator side: check that the responder's chosen ESP proposal is one we offered.
@@ -1018,26 +1039,28 @@ pub fn accept_esp_response(ours: &[EspProposal], chosen: &Proposal) -> Result<Se
         return fail("responder's proposal does not hold exactly one known ENCR and ESN transform".into());
     }
     let (encr, integ, ke, esn) = (o.encr[0], o.integ.first().copied(), o.ke.first().copied(), o.esn[0]);
-    for our in ours.iter().filter(|p| p.encr.contains(&encr) && p.esn.contains(&esn)) {
-        let integ_ok = match (encr.is_aead(), integ) {
-            (true, None) => true,
-            (false, Some(i)) => our.integ.contains(&i),
-            _ => false,
-        };
-        let ke_ok = match ke {
-            Some(k) => our.ke.contains(&k),
-            None => our.ke.is_empty(),
-        };
-        if integ_ok && ke_ok {
-            return Ok(SelectedEsp {
-                encr,
-                integ,
-                ke,
-                esn,
-                peer_spi,
-                proposal: chosen.clone(),
-            });
-        }
+    let our = match offered_as(ours, chosen.number) {
+        Ok(p) => p,
+        Err(why) => return fail(why),
+    };
+    let integ_ok = match (encr.is_aead(), integ) {
+        (true, None) => true,
+        (false, Some(i)) => our.integ.contains(&i),
+        _ => false,
+    };
+    let ke_ok = match ke {
+        Some(k) => our.ke.contains(&k),
+        None => our.ke.is_empty(),
+    };
+    if our.encr.contains(&encr) && our.esn.contains(&esn) && integ_ok && ke_ok {
+        return Ok(SelectedEsp {
+            encr,
+            integ,
+            ke,
+            esn,
+            peer_spi,
+            proposal: chosen.clone(),
+        });
     }
-    fail("responder chose algorithms that none of our proposals contains".into())
+    fail(not_in_proposal(chosen.number, our))
 }

@@ -970,3 +970,25 @@ fn failing_random_source_fails_create_child_sa_cleanly() {
     assert!(p.a.sas().all(|s| s.is_established()) && p.b.sas().all(|s| s.is_established()));
     assert_eq!((p.a.len(), p.b.len()), (1, 1));
 }
+
+#[test]
+fn responder_choosing_our_second_proposal_is_accepted() {
+    // We prefer AES-128-GCM; the peer accepts only AES-256-GCM, our second
+    // proposal in both the IKE and the ESP SA payload.
+    let (a, _) = default_pair(
+        "aes128gcm16-prfsha256-x25519, aes256gcm16-prfsha256-x25519",
+        "aes128gcm16, aes256gcm16",
+    );
+    let (_, b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
+    p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.a_seen.up.len(), 1, "initiator up: {:?}", p.a_seen.down);
+    assert_eq!(p.a_seen.up, p.b_seen.up);
+    let gcm256 = control::crypto::EncrAlg::AesGcm16 { key_bits: 256 };
+    let sa = p.a.sas().next().expect("initiator SA");
+    assert_eq!(sa.suite().map(|s| s.encr), Some(gcm256));
+    assert_eq!(p.a_seen.installed.len(), 1, "child failed: {:?}", p.a_seen.failed);
+    assert_eq!(p.a_seen.installed[0].encr, gcm256);
+    assert_children_match(&p.a_seen.installed[0], &p.b_seen.installed[0]);
+}

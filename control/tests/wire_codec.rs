@@ -284,8 +284,11 @@ fn sa_substructure_checks() {
     let mut b = one.clone();
     b[8 + 4 + 12] = 3;
     assert!(decode_message(&raw_message(33, &b)).is_err());
-    // Numbering must start at 1 and not skip.
-    assert!(decode_message(&raw_message(33, &sa_body(&[esp_proposal(2)]))).is_err());
+    // Numbering must not skip; an answer keeps the number of the proposal it chose.
+    assert!(decode_message(&raw_message(33, &sa_body(&[esp_proposal(0)]))).is_err());
+    let chosen = decode_message(&raw_message(33, &sa_body(&[esp_proposal(2)]))).expect("second proposal chosen");
+    assert!(matches!(&chosen.payloads[..], [Payload::Sa(p)] if p[0].number == 2));
+    assert!(decode_message(&raw_message(33, &sa_body(&[esp_proposal(2), esp_proposal(3)]))).is_ok());
     assert!(decode_message(&raw_message(33, &sa_body(&[esp_proposal(1), esp_proposal(3)]))).is_err());
     assert!(decode_message(&raw_message(33, &sa_body(&[esp_proposal(1), esp_proposal(1)]))).is_ok());
     // SPI size 8 for ESP is invalid.

@@ -506,3 +506,41 @@ fn initiator_accepts_only_what_it_offered() {
     p.spi = vec![1, 2, 3, 4, 5, 6, 7, 8];
     assert!(accept_esp_response(&esp, &p).is_err());
 }
+
+#[test]
+fn initiator_accepts_a_later_proposal_by_its_number() {
+    let ours = parse_ike_proposals("aes128gcm16-prfsha256-x25519, aes256gcm16-prfsha256-x25519").unwrap();
+    let s = accept_ike_response(&ours, &ike_offer("aes256gcm16-prfsha256-x25519", 2)).unwrap();
+    assert_eq!(s.suite.encr, EncrAlg::AesGcm16 { key_bits: 256 });
+    assert_eq!(s.proposal.number, 2, "the chosen proposal keeps its number");
+    // The number names the proposal: its algorithms must be in that one.
+    let m = accept_ike_response(&ours, &ike_offer("aes256gcm16-prfsha256-x25519", 1)).unwrap_err();
+    assert!(
+        m.reason
+            .contains("our proposal 1 (aes128gcm16-prfsha256-x25519) does not contain"),
+        "{m}"
+    );
+    for n in [0, 3] {
+        let m = accept_ike_response(&ours, &ike_offer("aes128gcm16-prfsha256-x25519", n)).unwrap_err();
+        assert!(m.reason.contains("we offered proposals 1 to 2"), "{m}");
+    }
+
+    let esp = parse_esp_proposals("aes128gcm16, aes256-sha256").unwrap();
+    let s = accept_esp_response(&esp, &esp_offer("aes256-sha256", 2)).unwrap();
+    assert_eq!(s.integ, Some(IntegAlg::HmacSha256_128));
+    assert!(accept_esp_response(&esp, &esp_offer("aes256-sha256", 1)).is_err());
+    assert!(accept_esp_response(&esp, &esp_offer("aes128gcm16", 3)).is_err());
+}
+
+#[test]
+fn additional_key_exchanges_are_named_by_their_group() {
+    let ours = parse_ike_proposals("aes256gcm16-prfsha256-x25519").unwrap();
+    let mut p = ike_offer("aes256gcm16-prfsha256-x25519", 1);
+    p.transforms.push(Transform {
+        ty: TransformType::ADDKE1,
+        id: 36,
+        attributes: vec![],
+    });
+    let m = select_ike(&ours, &[p]).unwrap_err();
+    assert_eq!(m.offered, vec!["aes256gcm16-prfsha256-x25519-ke1_mlkem768".to_string()]);
+}

@@ -289,8 +289,11 @@ fn decode_sa(mut body: &[u8]) -> Result<Vec<Proposal>, WireError> {
                 format!("length {len} with SPI size {spi_size}, {} bytes remain", body.len()),
             ));
         }
+        // An offer numbers its proposals from 1; an answer carries the one
+        // proposal it chose under that proposal's number (RFC 7296 §3.3.1),
+        // so the first number is any non-zero one and later ones follow it.
         let expected = match proposals.last() {
-            None => number == 1,
+            None => number != 0,
             Some(prev) => number == prev.number || Some(number) == prev.number.checked_add(1),
         };
         if !expected {

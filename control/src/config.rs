@@ -68,6 +68,16 @@ pub enum IdentityMatch {
     Pattern(Identity),
 }
 
+impl std::fmt::Display for IdentityMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdentityMatch::Any => f.write_str("%any"),
+            IdentityMatch::Exact(id) => f.write_str(&display_identity(id)),
+            IdentityMatch::Pattern(p) => write!(f, "{p}"),
+        }
+    }
+}
+
 impl IdentityMatch {
     /// Parses `%any`, a concrete identity, or a pattern such as `*@example.com` or `C=CH, O=x, CN=*`.
     pub fn parse(s: &str) -> Self {

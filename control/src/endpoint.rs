@@ -9,13 +9,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, warn};
 
 use crate::Error;
 use crate::config::ConnectionConfig;
 use crate::cookie::CookieJar;
+use crate::drops::{DropCounts, DropLog, DropReason};
 use crate::ike_sa::{Context, Event, IkeSa, Task, Transmit, sa_init};
-use crate::wire::ikev2::{self, ExchangeType, NotifyType, Payload};
+use crate::wire::ikev2::{self, ExchangeType, Header, NotifyType, Payload};
+use crate::wire::ingress::{IkeVersion, peek_header};
 
 /// Anti-DoS and capacity settings of an endpoint.
 #[derive(Clone, Debug)]
@@ -65,6 +67,8 @@ pub struct EndpointStats {
     pub established: u64,
     /// Datagrams that could not be decoded or matched no SA.
     pub dropped_invalid: u64,
+    /// Dropped datagrams and refused requests by reason.
+    pub drops: DropCounts,
 }
 
 /// Hashes our own IKE SPIs with one multiply instead of SipHash: we pick them
@@ -112,6 +116,7 @@ pub struct Endpoint {
     spi_prefix: u64,
     spi_prefix_bits: u32,
     stats: EndpointStats,
+    drop_log: DropLog,
 }
 
 impl Endpoint {
@@ -137,6 +142,7 @@ impl Endpoint {
             spi_prefix: if shard_bits == 0 { 0 } else { shard << (64 - shard_bits) },
             spi_prefix_bits: shard_bits,
             stats: EndpointStats::default(),
+            drop_log: DropLog::default(),
         }
     }
 
@@ -250,15 +256,21 @@ impl Endpoint {
         self.events.pop_front()
     }
 
-    /// The earliest deadline of any SA (or of cookie mode ending).
+    /// The earliest deadline of any SA, or of the next summary of drops.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.timers
+        let sa = self
+            .timers
             .peek()
-            .map(|Reverse((t, _))| self.epoch + Duration::from_nanos(*t))
+            .map(|Reverse((t, _))| self.epoch + Duration::from_nanos(*t));
+        match (sa, self.drop_log.next_flush()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Runs every timer that is due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.drop_log.flush(now);
         let now_tick = self.tick(now);
         while let Some(Reverse((t, spi))) = self.timers.peek().copied() {
             if t > now_tick {
@@ -297,11 +309,69 @@ impl Endpoint {
 
     /// Handles one received datagram (without the non-ESP marker).
     pub fn handle(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, datagram: &[u8]) {
+        match peek_header(datagram) {
+            Some(header) => self.handle_peeked(now, local, remote, header, datagram),
+            None => self.refuse(
+                now,
+                remote,
+                DropReason::Undecodable,
+                &format_args!("{} bytes, shorter than an IKE header", datagram.len()),
+            ),
+        }
+    }
+
+    /// Handles one received IKE message whose header the driver already read
+    /// with [`crate::wire::ingress::classify`] (to route it by SPI).
+    pub fn handle_peeked(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        header: Header,
+        datagram: &[u8],
+    ) {
+        match header.version() {
+            IkeVersion::V2 => {}
+            IkeVersion::V1 => {
+                self.stats.dropped_invalid += 1;
+                self.refuse(now, remote, DropReason::UnsupportedVersion, &"IKEv1 is not supported");
+                return;
+            }
+            IkeVersion::Other(major) => {
+                self.stats.dropped_invalid += 1;
+                let answered = self.answer_invalid_major_version(local, remote, &header, datagram.len());
+                let what = if header.is_response() {
+                    "a response, not answered"
+                } else if answered {
+                    "answered INVALID_MAJOR_VERSION"
+                } else {
+                    "too short to be answered"
+                };
+                self.refuse(
+                    now,
+                    remote,
+                    DropReason::UnsupportedVersion,
+                    &format_args!("{} with IKE major version {major}: {what}", header.exchange),
+                );
+                return;
+            }
+        }
         let msg = match ikev2::decode_message(datagram) {
             Ok(m) => m,
             Err(e) => {
                 self.stats.dropped_invalid += 1;
-                debug!(peer = %remote, "undecodable IKE datagram: {e}");
+                // An answer to one of our requests: its SA tells why it gives up.
+                if header.is_response() {
+                    if let Some(sa) = self.sas.get_mut(&header.recipient_spi()) {
+                        sa.note_dropped_answer(header.message_id, &e);
+                    }
+                }
+                self.refuse(
+                    now,
+                    remote,
+                    DropReason::Undecodable,
+                    &format_args!("{}: {e}", header.exchange),
+                );
                 return;
             }
         };
@@ -317,7 +387,7 @@ impl Endpoint {
             self.handle_new_init(now, local, remote, datagram, msg);
             return;
         }
-        let our_spi = if h.is_initiator() { h.spi_r } else { h.spi_i };
+        let our_spi = h.recipient_spi();
         match self.sas.get_mut(&our_spi) {
             Some(sa) => {
                 sa.handle_message(now, local, remote, datagram, msg);
@@ -325,9 +395,66 @@ impl Endpoint {
             }
             None => {
                 self.stats.dropped_invalid += 1;
-                debug!(peer = %remote, spi = format_args!("{our_spi:016x}"), "message for unknown IKE SA");
+                self.refuse(
+                    now,
+                    remote,
+                    DropReason::UnknownSa,
+                    &format_args!("{} {} for SPI {our_spi:016x}", h.exchange, message_kind(&h)),
+                );
             }
         }
+    }
+
+    /// Counts a dropped datagram or refused request, logging it rate-limited.
+    fn refuse(&mut self, now: Instant, remote: SocketAddr, reason: DropReason, detail: &dyn std::fmt::Display) {
+        self.stats.drops.add(reason);
+        self.drop_log.record(now, remote.ip(), reason, detail);
+    }
+
+    /// Answers a request of a higher major version with INVALID_MAJOR_VERSION
+    /// (RFC 7296 §1.5, §2.5): unprotected, in a response with the request's
+    /// SPIs, message ID and exchange type, and our version (2.0). Responses
+    /// are never answered. Nor are requests shorter than the answer, so that
+    /// the answer amplifies nothing.
+    fn answer_invalid_major_version(
+        &mut self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        request: &Header,
+        request_len: usize,
+    ) -> bool {
+        if request.is_response() {
+            return false;
+        }
+        let header = Header {
+            major_version: 2,
+            minor_version: 0,
+            // Our role is the opposite of the sender's.
+            flags: ikev2::FLAG_RESPONSE
+                | if request.is_initiator() {
+                    0
+                } else {
+                    ikev2::FLAG_INITIATOR
+                },
+            ..*request
+        };
+        let answer = ikev2::encode_message(
+            &header,
+            &[crate::ike_sa::notify_payload(
+                NotifyType::INVALID_MAJOR_VERSION,
+                Vec::new(),
+            )],
+        );
+        if answer.len() > request_len {
+            return false;
+        }
+        self.transmits.push_back(Transmit {
+            local,
+            remote,
+            non_esp_marker: false,
+            data: answer,
+        });
+        true
     }
 
     fn handle_new_init(
@@ -342,11 +469,24 @@ impl Endpoint {
         let h = msg.header;
         if self.half_open.len() >= self.admission.max_half_open {
             self.stats.dropped_capacity += 1;
+            let limit = self.admission.max_half_open;
+            self.refuse(
+                now,
+                remote,
+                DropReason::HalfOpenCap,
+                &format_args!("{limit} half-open IKE SAs"),
+            );
             return;
         }
-        if self.per_source.get(&remote.ip()).copied().unwrap_or(0) >= self.admission.per_source_half_open {
+        let from_source = self.per_source.get(&remote.ip()).copied().unwrap_or(0);
+        if from_source >= self.admission.per_source_half_open {
             self.stats.dropped_per_source += 1;
-            debug!(peer = %remote, "per-source half-open limit reached, dropping IKE_SA_INIT");
+            self.refuse(
+                now,
+                remote,
+                DropReason::PerSourceLimit,
+                &format_args!("{from_source} half-open IKE SAs from this address"),
+            );
             return;
         }
         if self.cookies_required(now) {
@@ -356,6 +496,12 @@ impl Endpoint {
             });
             let Some(ni) = nonce else {
                 self.stats.dropped_invalid += 1;
+                self.refuse(
+                    now,
+                    remote,
+                    DropReason::InitRefused,
+                    &"IKE_SA_INIT request without a nonce",
+                );
                 return;
             };
             let cookie = match msg.payloads.first() {
@@ -419,7 +565,14 @@ impl Endpoint {
             }
             Err(rej) => {
                 self.stats.init_rejected += 1;
-                info!(peer = %remote, "IKE_SA_INIT rejected: {}", rej.error);
+                match &rej.error {
+                    // Part of the negotiation: the initiator retries with that group.
+                    Error::InvalidKePayload { .. } => debug!(peer = %remote, "IKE_SA_INIT: {}", rej.error),
+                    // Our own failure (randomness, keys): logged at error where it happened.
+                    Error::Crypto(_) => {}
+                    Error::NoProposalChosen(why) => self.refuse(now, remote, DropReason::NoProposalChosen, why),
+                    other => self.refuse(now, remote, DropReason::InitRefused, other),
+                }
                 if let Some(r) = rej.response {
                     self.transmits.push_back(Transmit {
                         local,
@@ -498,4 +651,9 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// "request" or "response", for log lines.
+fn message_kind(h: &Header) -> &'static str {
+    if h.is_response() { "response" } else { "request" }
 }

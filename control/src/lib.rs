@@ -7,6 +7,7 @@
 pub mod config;
 pub mod cookie;
 pub mod crypto;
+pub mod drops;
 pub mod endpoint;
 pub mod error;
 pub mod ike_sa;

@@ -398,6 +398,13 @@ impl fmt::Display for EspProposal {
     }
 }
 
+/// Our proposals as a log line shows what we offered:
+/// `[aes128gcm16-prfsha256-x25519, aes256gcm16-prfsha256-x25519]`.
+pub fn offered<P: fmt::Display>(ours: &[P]) -> String {
+    let list: Vec<String> = ours.iter().map(ToString::to_string).collect();
+    format!("[{}]", list.join(", "))
+}
+
 /// The negotiated IKE suite.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SelectedIke {

@@ -188,7 +188,12 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
     });
     let (Some(idr), Some((method, auth))) = (idr, auth) else {
         let why = super::error_notify(&inner).map(|n| n.ty);
-        warn!(connection = %sa.config.name, peer = %sa.remote, notify = ?why, "IKE_AUTH failed: responder sent no IDr/AUTH");
+        match why {
+            Some(n) => warn!(connection = %sa.config.name, peer = %sa.remote, "IKE_AUTH failed: peer answered {n}"),
+            None => {
+                warn!(connection = %sa.config.name, peer = %sa.remote, "IKE_AUTH failed: responder sent no IDr or AUTH")
+            }
+        }
         release_pending(sa, &pending);
         sa.close(why.map_or(
             DownReason::Failed("IKE_AUTH response without AUTH".into()),
@@ -198,7 +203,7 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
     };
     let cfg = sa.config.clone();
     if !cfg.remote_id.matches(&idr) {
-        warn!(connection = %cfg.name, presented = %display_identity(&idr), expected = ?cfg.remote_id, "responder identity not acceptable");
+        warn!(connection = %cfg.name, presented = %display_identity(&idr), expected = %cfg.remote_id, "responder identity not acceptable");
         release_pending(sa, &pending);
         sa.close(DownReason::Failed(format!(
             "responder identity {} not acceptable",

@@ -240,8 +240,13 @@ pub(crate) fn finish_child_initiator(
         });
         false
     };
+    let ours = if req.ni.is_empty() {
+        esp_without_ke(&t.esp_proposals)
+    } else {
+        Cow::Borrowed(&t.esp_proposals[..])
+    };
     if let Some(n) = super::error_notify(inner) {
-        return fail(sa, format!("peer answered {}", n.ty));
+        return fail(sa, peer_refused(n.ty, &ours));
     }
     let chosen = inner.iter().find_map(|p| match p {
         Payload::Sa(props) => Some(props),
@@ -261,11 +266,6 @@ pub(crate) fn finish_child_initiator(
     if chosen.len() != 1 {
         return fail(sa, format!("peer chose {} proposals", chosen.len()));
     }
-    let ours = if req.ni.is_empty() {
-        esp_without_ke(&t.esp_proposals)
-    } else {
-        Cow::Borrowed(&t.esp_proposals[..])
-    };
     let sel = match proposal::accept_esp_response(&ours, &chosen[0]) {
         Ok(s) => s,
         Err(m) => return fail(sa, format!("peer chose a proposal we did not offer: {m}")),
@@ -648,7 +648,8 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                 _ => {
                     let name = sa.config.children[req.template].name.clone();
                     sa.ctx.child_spis.release(req.spi_in);
-                    let why = error.map_or("response without nonce".to_string(), |e| format!("peer answered {e}"));
+                    let ours = &sa.config.children[req.template].esp_proposals;
+                    let why = error.map_or("response without nonce".to_string(), |e| peer_refused(e, ours));
                     warn!(connection = %sa.config.name, child = %name, "CREATE_CHILD_SA failed: {why}");
                     sa.push_event(Event::ChildSaFailed { name, reason: why });
                     false
@@ -706,7 +707,7 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
             });
             let result = (|| {
                 if let Some(n) = super::error_notify(&inner) {
-                    return Err(format!("peer answered {}", n.ty));
+                    return Err(peer_refused(n.ty, &sa.config.ike_proposals));
                 }
                 let chosen = chosen.ok_or("no SA")?;
                 let nr = nr.ok_or("no nonce")?;
@@ -801,6 +802,7 @@ fn make_successor(
     });
     sa.rekey_at = None;
     sa.expire_at = None;
+    sa.replaced = true;
     sa.busy().successor = Some(Box::new(new));
 }
 
@@ -1012,4 +1014,14 @@ fn respond_rekey_ike(sa: &mut IkeSa, now: Instant, mid: u32, inner: &[Payload], 
             Payload::Ke { group, data: ker },
         ],
     );
+}
+
+/// What a peer's error notify in answer to our proposals tells an operator:
+/// with NO_PROPOSAL_CHOSEN, what we offered.
+pub(crate) fn peer_refused<P: std::fmt::Display>(notify: NotifyType, ours: &[P]) -> String {
+    if notify == NotifyType::NO_PROPOSAL_CHOSEN {
+        format!("peer answered {notify}; we offered {}", proposal::offered(ours))
+    } else {
+        format!("peer answered {notify}")
+    }
 }

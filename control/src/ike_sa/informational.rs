@@ -84,11 +84,7 @@ pub(crate) fn remove_child(sa: &mut IkeSa, spi_in: u32) {
 }
 
 fn close_ike(sa: &mut IkeSa) {
-    let rekeyed = sa
-        .busy
-        .as_ref()
-        .is_some_and(|b| b.successor.is_some() || b.events.iter().any(|e| matches!(e, Event::IkeSaRekeyed { .. })));
-    let reason = if rekeyed {
+    let reason = if sa.replaced {
         DownReason::Rekeyed
     } else {
         DownReason::Deleted
@@ -106,7 +102,12 @@ pub(crate) fn handle_response(sa: &mut IkeSa, _now: Instant, _inner: Vec<Payload
             }
         }
         Pending::DeleteIke => {
-            info!(connection = %sa.config.name, peer = %sa.remote, "IKE SA deleted");
+            let what = if sa.replaced {
+                "old IKE SA retired after its rekey"
+            } else {
+                "IKE SA deleted"
+            };
+            info!(connection = %sa.config.name, peer = %sa.remote, spi_i = %spi(sa.spi_i), spi_r = %spi(sa.spi_r), "{what}");
             close_ike(sa);
         }
     }
@@ -142,7 +143,12 @@ pub(crate) fn handle_request(sa: &mut IkeSa, _now: Instant, mid: u32, inner: Vec
         }
     }
     if delete_ike {
-        info!(connection = %sa.config.name, peer = %sa.remote, "peer deleted the IKE SA");
+        let what = if sa.replaced {
+            "peer retired the old IKE SA after its rekey"
+        } else {
+            "peer deleted the IKE SA"
+        };
+        info!(connection = %sa.config.name, peer = %sa.remote, spi_i = %spi(sa.spi_i), spi_r = %spi(sa.spi_r), "{what}");
         sa.send_response(ExchangeType::INFORMATIONAL, mid, Vec::new());
         close_ike(sa);
         return;
@@ -155,4 +161,9 @@ pub(crate) fn handle_request(sa: &mut IkeSa, _now: Instant, mid: u32, inner: Vec
         }));
     }
     sa.send_response(ExchangeType::INFORMATIONAL, mid, response);
+}
+
+/// An IKE SPI as logs and `ironsa sas` show it.
+fn spi(v: u64) -> String {
+    format!("{v:016x}")
 }

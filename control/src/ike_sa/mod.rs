@@ -270,6 +270,9 @@ pub(crate) struct Outstanding {
     pub kind: RequestKind,
     pub tries: u32,
     pub deadline: Instant,
+    /// Why the latest answer to it was dropped: giving up, we say so
+    /// rather than that the peer did not answer.
+    pub dropped_answer: Option<String>,
 }
 
 /// Work queued until the request window is free.
@@ -324,6 +327,8 @@ pub struct IkeSa {
     pub(crate) expire_at: Option<Instant>,
     /// Set once IkeSaDown was reported.
     pub(crate) down_reported: bool,
+    /// Set once a rekey replaced this SA: its DELETE only retires it.
+    pub(crate) replaced: bool,
     /// The deadline its driver armed a timer for ([`crate::endpoint::Endpoint`]
     /// ticks; [`NO_TIMER`] when none): kept here rather than in a map by SPI.
     pub(crate) timer: u64,
@@ -532,6 +537,7 @@ impl IkeSa {
             rekey_at: None,
             expire_at: None,
             down_reported: false,
+            replaced: false,
             timer: NO_TIMER,
         }
     }
@@ -752,14 +758,27 @@ impl IkeSa {
         if let Some(o) = self.outstanding.as_mut() {
             if now >= o.deadline {
                 if o.tries >= self.config.retransmit_tries {
-                    warn!(
-                        connection = %self.config.name,
-                        peer = %self.remote,
-                        message_id = o.message_id,
-                        "peer did not answer after {} retransmissions, giving up on the IKE SA",
-                        o.tries
-                    );
-                    self.close(DownReason::Timeout);
+                    let (tries, message_id) = (o.tries, o.message_id);
+                    match o.dropped_answer.take() {
+                        Some(why) => {
+                            warn!(
+                                connection = %self.config.name,
+                                peer = %self.remote,
+                                message_id,
+                                "giving up on the IKE SA after {tries} retransmissions: the peer answered, but its answer was dropped: {why}"
+                            );
+                            self.close(DownReason::Failed(format!("the peer's answer was dropped: {why}")));
+                        }
+                        None => {
+                            warn!(
+                                connection = %self.config.name,
+                                peer = %self.remote,
+                                message_id,
+                                "peer did not answer after {tries} retransmissions, giving up on the IKE SA"
+                            );
+                            self.close(DownReason::Timeout);
+                        }
+                    }
                     return;
                 }
                 o.tries += 1;
@@ -819,12 +838,25 @@ impl IkeSa {
         self.start_next_task(now);
     }
 
+    /// Notes that an answer to our outstanding request `message_id` was
+    /// dropped (undecodable, or failing its integrity check), so that the
+    /// request, when it is given up, names the cause.
+    pub fn note_dropped_answer(&mut self, message_id: u32, why: &dyn std::fmt::Display) {
+        if let Some(o) = self.outstanding.as_mut().filter(|o| o.message_id == message_id) {
+            debug!(peer = %self.remote, message_id, "dropping the answer to our request: {why}");
+            o.dropped_answer = Some(why.to_string());
+        }
+    }
+
     /// Handles one received datagram (without the non-ESP marker).
     pub fn handle(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, datagram: &[u8]) {
         let msg = match ikev2::decode_message(datagram) {
             Ok(m) => m,
             Err(e) => {
                 debug!(peer = %remote, "dropping undecodable IKE message: {e}");
+                if let Some(h) = crate::wire::ingress::peek_header(datagram).filter(|h| h.is_response()) {
+                    self.note_dropped_answer(h.message_id, &e);
+                }
                 return;
             }
         };
@@ -989,6 +1021,9 @@ impl IkeSa {
             Ok(None) => None,
             Err(e) => {
                 debug!(peer = %self.remote, "dropping message: {e}");
+                if msg.header.is_response() {
+                    self.note_dropped_answer(msg.header.message_id, &e);
+                }
                 None
             }
         }
@@ -1100,6 +1135,7 @@ impl IkeSa {
             kind,
             tries: 0,
             deadline: now + self.config.retransmit_timeout,
+            dropped_answer: None,
         }));
     }
 

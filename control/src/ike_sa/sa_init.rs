@@ -146,6 +146,7 @@ impl IkeSa {
             kind: RequestKind::Init,
             tries: 0,
             deadline: now + self.config.retransmit_timeout,
+            dropped_answer: None,
         }));
     }
 }
@@ -163,9 +164,22 @@ pub(crate) fn handle_response(
     // COOKIE: retry with it (RFC 7296 §2.6).
     if let Some(c) = find_notify(payloads, NotifyType::COOKIE) {
         if let State::InitSent(st) = &mut sa.state {
-            if st.cookie_rounds >= MAX_COOKIE_ROUNDS || c.data.is_empty() || c.data.len() > 64 {
-                warn!(peer = %sa.remote, "responder keeps demanding cookies, giving up");
-                sa.close(DownReason::Failed("too many COOKIE rounds".into()));
+            let why = if c.data.is_empty() || c.data.len() > 64 {
+                Some(format!(
+                    "the responder's COOKIE holds {} bytes, not 1 to 64 (RFC 7296 §2.6)",
+                    c.data.len()
+                ))
+            } else if st.cookie_rounds >= MAX_COOKIE_ROUNDS {
+                Some(format!(
+                    "the responder demanded a COOKIE again after {} requests that carried one",
+                    st.cookie_rounds
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                warn!(connection = %sa.config.name, peer = %sa.remote, "giving up on IKE_SA_INIT: {why}");
+                sa.close(DownReason::Failed(why));
                 return;
             }
             st.cookie_rounds += 1;
@@ -197,14 +211,23 @@ pub(crate) fn handle_response(
                 sa.send_init(now);
             }
             _ => {
-                warn!(peer = %sa.remote, wanted = ?wanted, "INVALID_KE_PAYLOAD asks for a group we do not accept");
+                let wanted = wanted.map_or("no group".to_string(), |g| {
+                    KeGroup::from_number(g).map_or(format!("group {g}"), |k| k.name().to_string())
+                });
+                warn!(
+                    connection = %sa.config.name,
+                    peer = %sa.remote,
+                    "IKE_SA_INIT rejected: INVALID_KE_PAYLOAD asks for {wanted}; we offered {}",
+                    proposal::offered(&sa.config.ike_proposals)
+                );
                 sa.close(DownReason::PeerError(NotifyType::INVALID_KE_PAYLOAD));
             }
         }
         return;
     }
     if let Some(n) = super::error_notify(payloads) {
-        warn!(connection = %sa.config.name, peer = %sa.remote, notify = %n.ty, "IKE_SA_INIT rejected by peer");
+        let why = super::create_child::peer_refused(n.ty, &sa.config.ike_proposals);
+        warn!(connection = %sa.config.name, peer = %sa.remote, "IKE_SA_INIT rejected: {why}");
         sa.close(DownReason::PeerError(n.ty));
         return;
     }
@@ -482,12 +505,12 @@ impl IkeSa {
             }
         }
         let Some((config, selected)) = chosen else {
+            // The endpoint logs the refusal (rate-limited: it costs an attacker nothing).
             let why = first_mismatch.unwrap_or_else(|| format!("no connection accepts peer {}", remote.ip()));
-            warn!(peer = %remote, "IKE_SA_INIT: no proposal chosen: {why}");
             return Err(reject(msg, Error::NoProposalChosen(why)));
         };
         if selected.suite.ke.number() != ke_group {
-            info!(peer = %remote, sent = ke_group, wanted = selected.suite.ke.number(), "asking initiator for another KE group");
+            debug!(peer = %remote, sent = ke_group, wanted = selected.suite.ke.number(), "asking initiator for another KE group");
             return Err(reject(
                 msg,
                 Error::InvalidKePayload {
@@ -497,10 +520,8 @@ impl IkeSa {
             ));
         }
         let (ker, shared) = KeyExchange::respond(&*ctx.crypto, selected.suite.ke, kei).map_err(|e| match e {
-            CryptoError::InvalidPublicValue(_) => {
-                warn!(peer = %remote, "bad KE public value: {e}");
-                reject(msg, Error::InvalidSyntax(format!("bad KE value: {e}")))
-            }
+            // The endpoint logs the refusal (rate-limited).
+            CryptoError::InvalidPublicValue(_) => reject(msg, Error::InvalidSyntax(format!("bad KE value: {e}"))),
             // Our failure, not the peer's: answer nothing, the initiator retries.
             e => local_failure(remote, e),
         })?;

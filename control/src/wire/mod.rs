@@ -4,6 +4,7 @@
 //! [`WireError`] that says what was wrong and where.
 
 pub mod ikev2;
+pub mod ingress;
 
 /// Why a datagram or payload could not be decoded or encoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

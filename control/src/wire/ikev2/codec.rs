@@ -43,10 +43,6 @@ fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
 fn need(what: &'static str, buf: &[u8], n: usize) -> Result<(), WireError> {
     if buf.len() < n {
         Err(WireError::Truncated {
@@ -75,22 +71,15 @@ fn bad_len(what: &'static str, detail: impl Into<String>) -> WireError {
 
 /// Decodes the fixed 28-byte header (no check against the datagram length).
 pub fn decode_header(buf: &[u8]) -> Result<Header, WireError> {
-    need("IKE header", buf, HEADER_LEN)?;
-    let major_version = buf[17] >> 4;
-    if major_version != 2 {
-        return Err(WireError::UnsupportedVersion(major_version));
+    let header = crate::wire::ingress::peek_header(buf).ok_or(WireError::Truncated {
+        what: "IKE header",
+        need: HEADER_LEN,
+        have: buf.len(),
+    })?;
+    if header.major_version != 2 {
+        return Err(WireError::UnsupportedVersion(header.major_version));
     }
-    Ok(Header {
-        spi_i: u64::from_be_bytes([buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], buf[6], buf[7]]),
-        spi_r: u64::from_be_bytes([buf[8], buf[9], buf[10], buf[11], buf[12], buf[13], buf[14], buf[15]]),
-        next_payload: PayloadType(buf[16]),
-        major_version,
-        minor_version: buf[17] & 0x0f,
-        exchange: ExchangeType(buf[18]),
-        flags: buf[19],
-        message_id: be32(buf, 20),
-        length: be32(buf, 24),
-    })
+    Ok(header)
 }
 
 /// Decodes a whole datagram (without the 4-byte non-ESP marker of port 4500).

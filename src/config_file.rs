@@ -103,6 +103,8 @@ struct RawConnection {
     name: Spanned<String>,
     #[serde(default)]
     remote_addrs: Vec<Spanned<String>>,
+    #[serde(default)]
+    local_addrs: Vec<Spanned<String>>,
     remote_port: Option<u16>,
     remote_nat_port: Option<u16>,
     local_id: Spanned<String>,
@@ -472,6 +474,19 @@ impl DaemonConfig {
                     })?);
                 }
             }
+            let local_addrs = c
+                .local_addrs
+                .iter()
+                .map(|a| {
+                    a.get_ref().parse::<IpAddr>().map_err(|_| {
+                        err(
+                            a.span().start,
+                            &key("local_addrs"),
+                            format!("'{}' is not an IP address", a.get_ref()),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let base = path.parent().unwrap_or_else(|| Path::new("."));
             let read = |s: &Spanned<String>, k: &str| -> Result<Vec<u8>, ConfigError> {
                 let p = base.join(s.get_ref());
@@ -572,6 +587,7 @@ impl DaemonConfig {
             } else {
                 Some(remote_addrs)
             };
+            cfg.local_addrs = (!local_addrs.is_empty()).then_some(local_addrs);
             cfg.ike_proposals = control::proposal::parse_ike_proposals(c.ike_proposals.get_ref())
                 .map_err(|e| err(c.ike_proposals.span().start, &key("ike_proposals"), e.to_string()))?;
             if let Some(r) = &c.ike_rekey {
@@ -1078,5 +1094,21 @@ esp_proposals = "aes256gcm16"
         assert_eq!(parse_duration(&toml::Value::Integer(7)), Ok(Duration::from_secs(7)));
         assert!(parse_duration(&toml::Value::String("4y".into())).is_err());
         assert!(parse_duration(&toml::Value::Boolean(true)).is_err());
+    }
+
+    #[test]
+    fn local_addrs_are_parsed_and_checked() {
+        let c = DaemonConfig::parse(Path::new("t.toml"), GOOD).unwrap();
+        assert!(c.connections[0].config.local_addrs.is_none());
+        let with = GOOD.replace(
+            "remote_addrs = [\"%any\"]",
+            "remote_addrs = [\"%any\"]\nlocal_addrs = [\"10.73.2.1\", \"fd00::1\"]",
+        );
+        let c = DaemonConfig::parse(Path::new("t.toml"), &with).unwrap();
+        let want: Vec<IpAddr> = vec!["10.73.2.1".parse().unwrap(), "fd00::1".parse().unwrap()];
+        assert_eq!(c.connections[0].config.local_addrs, Some(want));
+        let (line, key, message) = bad(&with.replace("fd00::1", "gateway"));
+        assert_eq!((line, key.as_str()), (16, "connection.rw.local_addrs"), "{message}");
+        assert!(message.contains("'gateway' is not an IP address"), "{message}");
     }
 }

@@ -4,6 +4,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use control::ike_sa::Task;
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,10 @@ pub enum Request {
     Initiate {
         /// Connection name.
         connection: String,
+        /// Seconds to wait for the outcome (established, or why not); absent
+        /// or 0: answer once the first request is sent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout: Option<f64>,
     },
     /// Delete IKE SAs.
     Terminate {
@@ -94,7 +99,17 @@ pub fn execute(daemon: &Daemon, req: Request) -> Response {
             }
             ok(v)
         }
-        Request::Initiate { connection } => daemon.initiate(&connection).map_or_else(fail, ok),
+        Request::Initiate { connection, timeout } => {
+            let wait = match timeout
+                .filter(|t| *t != 0.0)
+                .map(Duration::try_from_secs_f64)
+                .transpose()
+            {
+                Ok(w) => w,
+                Err(_) => return fail("timeout must be a number of seconds, 0 or more"),
+            };
+            daemon.initiate(&connection, wait).map_or_else(fail, ok)
+        }
         Request::Terminate { connection, spi } => {
             let spi = match spi.as_deref().map(parse_hex).transpose() {
                 Ok(s) => s,
@@ -172,11 +187,18 @@ pub fn spawn(daemon: Arc<Daemon>, path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How long a client waits for an answer beyond what the request itself waits.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Client side: sends one request and returns the answer.
 pub fn call(path: &Path, req: &Request) -> Result<Response, String> {
     let mut s = UnixStream::connect(path)
         .map_err(|e| format!("cannot connect to {}: {e} (is ironsa running?)", path.display()))?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+    let waits = match req {
+        Request::Initiate { timeout: Some(t), .. } => Duration::try_from_secs_f64(*t).unwrap_or_default(),
+        _ => Duration::ZERO,
+    };
+    s.set_read_timeout(Some(ANSWER_TIMEOUT + waits))
         .map_err(|e| e.to_string())?;
     let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
     line.push(b'\n');

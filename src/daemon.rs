@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use control::ike_sa::Task;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config_file::{DaemonConfig, StartAction};
 use crate::dataplane::DataPlane;
@@ -118,7 +118,7 @@ impl Daemon {
             })
             .unwrap_or_default();
         for name in starts {
-            if let Err(e) = daemon.initiate(&name) {
+            if let Err(e) = daemon.initiate(&name, None) {
                 warn!(connection = %name, "start_action: {e}");
             }
         }
@@ -130,22 +130,16 @@ impl Daemon {
     pub fn ike_sink(self: &Arc<Self>) -> crate::child_sas::IkeSink {
         let shards = self.shards.clone();
         Arc::new(move |local, remote, data: Vec<u8>| {
-            let owner = if data.len() >= 28 {
-                let from_initiator = data[19] & 0x08 != 0;
-                let spi = u64::from_be_bytes(
-                    data[if from_initiator { 8..16 } else { 0..8 }]
-                        .try_into()
-                        .unwrap_or_default(),
-                );
-                if spi == 0 {
-                    (remote.port() as usize) % shards.len()
-                } else {
-                    shard::owner_of(spi, shards.len())
-                }
-            } else {
-                0
-            };
-            shards[owner].send(ShardMsg::Received { local, remote, data });
+            let header = control::wire::ingress::peek_header(&data);
+            // A first IKE_SA_INIT goes by source port, so its retransmissions meet its SA.
+            let owner =
+                shard::route(header.as_ref(), shards.len()).unwrap_or(usize::from(remote.port()) % shards.len());
+            shards[owner].send(ShardMsg::Received {
+                local,
+                remote,
+                header,
+                data,
+            });
         })
     }
 
@@ -200,8 +194,10 @@ impl Daemon {
         self.ask(ShardMsg::Stats)
     }
 
-    /// Initiates the named connection to its first remote address.
-    pub fn initiate(&self, name: &str) -> Result<String, String> {
+    /// Initiates the named connection to its first remote address. With
+    /// `wait`, waits that long for the outcome: the IKE SA and its first
+    /// CHILD_SA established, or why the negotiation failed.
+    pub fn initiate(&self, name: &str, wait: Option<Duration>) -> Result<String, String> {
         let (conn, local, remote) = {
             let cfg = self.config.lock().map_err(|_| "config lock poisoned")?;
             let c = cfg
@@ -215,35 +211,39 @@ impl Daemon {
                 .as_ref()
                 .and_then(|a| a.first().copied())
                 .ok_or_else(|| format!("connection '{name}' has no concrete remote address"))?;
-            let mut local_ip: IpAddr = cfg
-                .listen
-                .iter()
-                .find(|l| l.is_ipv4() == remote_ip.is_ipv4())
-                .copied()
-                .ok_or_else(|| "no listen address of the peer's family".to_string())?;
-            if local_ip.is_unspecified() {
-                // Wildcard listen: the address the routing table picks towards the peer.
-                local_ip = crate::ike_io::source_for(SocketAddr::new(remote_ip, c.remote_port))
-                    .map_err(|e| format!("no route to {remote_ip}: {e}"))?;
-            }
-            (
-                c.config.clone(),
-                SocketAddr::new(local_ip, cfg.ike_port),
-                SocketAddr::new(remote_ip, c.remote_port),
-            )
+            let remote = SocketAddr::new(remote_ip, c.remote_port);
+            let local_ip = initiation_source(&cfg.listen, c.config.local_addrs.as_deref(), remote_ip, || {
+                crate::ike_io::source_for(remote)
+            })
+            .map_err(|e| format!("connection '{name}': {e}"))?;
+            (c.config.clone(), SocketAddr::new(local_ip, cfg.ike_port), remote)
         };
         let shard = &self.shards[0];
         let (tx, rx) = mpsc::channel();
+        let (outcome_tx, outcome_rx) = mpsc::channel();
         shard.send(ShardMsg::Initiate {
             config: conn,
             local,
             remote,
             reply: tx,
+            outcome: wait.map(|_| outcome_tx),
         });
         let spi = rx
             .recv_timeout(REPLY_TIMEOUT)
             .map_err(|_| "shard did not answer".to_string())??;
-        Ok(format!("initiating {name} to {remote}, local SPI {spi:016x}"))
+        let Some(wait) = wait else {
+            return Ok(format!(
+                "initiating {name} from {local} to {remote}, local SPI {spi:016x}"
+            ));
+        };
+        match outcome_rx.recv_timeout(wait) {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(why)) => Err(format!("{name} from {local} to {remote} failed: {why}")),
+            Err(_) => Err(format!(
+                "{name} from {local} to {remote}: no outcome within {} s (IKE SA {spi:016x} is still negotiating)",
+                wait.as_secs_f64()
+            )),
+        }
     }
 
     /// Deletes IKE SAs by connection name or by SPI (hex, either side).
@@ -300,5 +300,82 @@ impl Daemon {
         join_threads(&self.threads);
         self.dataplane.shutdown();
         info!("ironsa stopped");
+    }
+}
+
+/// Our address to initiate from towards `remote`: with `local_addrs`, the
+/// first of the peer's family that we listen on; otherwise the source the
+/// routing table picks (`routed`), if we listen on it (or on the wildcard),
+/// else our first listen address of the peer's family.
+fn initiation_source(
+    listen: &[IpAddr],
+    local_addrs: Option<&[IpAddr]>,
+    remote: IpAddr,
+    routed: impl FnOnce() -> std::io::Result<IpAddr>,
+) -> Result<IpAddr, String> {
+    let family: Vec<IpAddr> = listen
+        .iter()
+        .copied()
+        .filter(|l| l.is_ipv4() == remote.is_ipv4())
+        .collect();
+    let wildcard = family.iter().any(IpAddr::is_unspecified);
+    let listened = |a: &IpAddr| wildcard || family.contains(a);
+    if let Some(locals) = local_addrs {
+        return locals
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() == remote.is_ipv4() && listened(a))
+            .ok_or_else(|| format!("no local_addrs entry of the peer's family that is in listen {listen:?}"));
+    }
+    let Some(first) = family.first().copied() else {
+        return Err(format!("no listen address of the family of {remote}"));
+    };
+    match routed() {
+        Ok(src) if listened(&src) => Ok(src),
+        Ok(src) if !wildcard => {
+            debug!(peer = %remote, routed = %src, chosen = %first, "the routed source is not a listen address");
+            Ok(first)
+        }
+        Ok(_) => Ok(first),
+        Err(e) if wildcard => Err(format!("no route to {remote}: {e}")),
+        Err(_) => Ok(first),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn initiation_source_follows_the_route_among_listen_addresses() {
+        let listen = ips(&["10.73.1.1", "10.73.2.1", "fd00::1"]);
+        let peer: IpAddr = "10.73.2.9".parse().unwrap();
+        let routed = |a: &'static str| move || Ok(a.parse().unwrap());
+        assert_eq!(
+            initiation_source(&listen, None, peer, routed("10.73.2.1")),
+            Ok("10.73.2.1".parse().unwrap())
+        );
+        // A routed source we do not listen on: the first listen address of the family.
+        assert_eq!(
+            initiation_source(&listen, None, peer, routed("192.0.2.1")),
+            Ok("10.73.1.1".parse().unwrap())
+        );
+        // Wildcard: the routed source, whatever it is.
+        assert_eq!(
+            initiation_source(&ips(&["0.0.0.0"]), None, peer, routed("192.0.2.1")),
+            Ok("192.0.2.1".parse().unwrap())
+        );
+        // local_addrs wins over the route, if we listen on it.
+        let locals = ips(&["fd00::1", "10.73.1.1"]);
+        assert_eq!(
+            initiation_source(&listen, Some(&locals), peer, routed("10.73.2.1")),
+            Ok("10.73.1.1".parse().unwrap())
+        );
+        assert!(initiation_source(&listen, Some(&ips(&["10.9.9.9"])), peer, routed("10.73.2.1")).is_err());
+        assert!(initiation_source(&ips(&["fd00::1"]), None, peer, routed("10.73.2.1")).is_err());
     }
 }

@@ -65,10 +65,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Initiates a connection.
+    /// Initiates a connection and waits for the outcome: exits 0 once the IKE
+    /// SA and its first CHILD_SA are established, else prints why not and exits 1.
     Initiate {
         /// Connection name.
         connection: String,
+        /// Seconds to wait for the outcome (0: return once the request is sent).
+        #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+        timeout: f64,
     },
     /// Deletes IKE SAs of a connection, or one by SPI.
     Terminate {
@@ -393,7 +397,15 @@ fn main() -> ExitCode {
         },
         Command::Sas { json } => client(&cli.socket, Request::Sas, json, true),
         Command::Stats { json } => client(&cli.socket, Request::Stats, json, false),
-        Command::Initiate { connection } => client(&cli.socket, Request::Initiate { connection }, false, false),
+        Command::Initiate { connection, timeout } => client(
+            &cli.socket,
+            Request::Initiate {
+                connection,
+                timeout: Some(timeout),
+            },
+            false,
+            false,
+        ),
         Command::Terminate { connection, spi } => {
             client(&cli.socket, Request::Terminate { connection, spi }, false, false)
         }

@@ -83,6 +83,15 @@ pub fn render(daemon: &Daemon) -> String {
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP ironsa_ike_dropped_total IKE datagrams dropped and IKE_SA_INIT requests refused, by reason\n# TYPE ironsa_ike_dropped_total counter"
+    );
+    for (i, s) in stats.iter().enumerate() {
+        for (reason, n) in &s.endpoint.drops {
+            let _ = writeln!(out, "ironsa_ike_dropped_total{{shard=\"{i}\",reason=\"{reason}\"}} {n}");
+        }
+    }
     out.push_str(&daemon.dataplane().metrics());
     out
 }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use control::config::ConnectionConfig;
 use control::endpoint::{AdmissionConfig, Endpoint, EndpointStats};
-use control::ike_sa::{Context, Event, Task};
+use control::ike_sa::{Context, DownReason, Event, Task};
+use control::wire::ikev2::{Header, NotifyType};
+use control::wire::ingress::{Ingress, classify};
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
@@ -44,12 +46,14 @@ const BYTES_PER_EXPECTED_SA: usize = 8 << 10;
 /// A request to a shard from another thread.
 pub enum ShardMsg {
     /// An IKE message the data plane received on its own ports (or found on
-    /// the NAT-T port), addressed to the shard owning its SPI.
+    /// the NAT-T port), routed by [`route`] to the shard owning its SPI.
     Received {
         /// Our address it was sent to.
         local: SocketAddr,
         /// The sender.
         remote: SocketAddr,
+        /// Its header as routing read it (`None`: too short to hold one).
+        header: Option<Header>,
         /// The IKE message (marker stripped).
         data: Vec<u8>,
     },
@@ -59,6 +63,8 @@ pub enum ShardMsg {
         local: SocketAddr,
         /// The sender.
         remote: SocketAddr,
+        /// Its header as routing read it.
+        header: Header,
         /// The IKE message (marker stripped).
         data: Vec<u8>,
     },
@@ -72,6 +78,8 @@ pub enum ShardMsg {
         remote: SocketAddr,
         /// Answer: our SPI or why not.
         reply: Sender<Result<u64, String>>,
+        /// Where to say how the negotiation ended, if someone waits for it.
+        outcome: Option<Sender<Result<String, String>>>,
     },
     /// Delete IKE SAs (by local SPI, or all of a connection, or all).
     Terminate {
@@ -157,6 +165,8 @@ pub struct EndpointStatsSer {
     pub established: u64,
     /// Undecodable or unmatched datagrams.
     pub dropped_invalid: u64,
+    /// Dropped datagrams and refused requests by reason.
+    pub drops: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl From<&EndpointStats> for EndpointStatsSer {
@@ -171,6 +181,7 @@ impl From<&EndpointStats> for EndpointStatsSer {
             init_rejected: s.init_rejected,
             established: s.established,
             dropped_invalid: s.dropped_invalid,
+            drops: s.drops.iter().map(|(r, n)| (r.name(), n)).collect(),
         }
     }
 }
@@ -229,6 +240,8 @@ pub struct Shard {
     shutting_down: Option<Instant>,
     /// IKE SAs the shard sized itself for.
     expected_sas: usize,
+    /// Outcomes of our initiations someone waits for, by our SPI.
+    waiters: HashMap<u64, Waiter>,
 }
 
 /// Creates the shard's channel and waker before the loop runs (so all handles exist first).
@@ -243,6 +256,24 @@ pub fn prepare(id: usize) -> io::Result<(Poll, ShardHandle, Receiver<ShardMsg>)>
 /// The shard owning our SPI `spi`.
 pub fn owner_of(spi: u64, shards: usize) -> usize {
     ((spi >> (64 - SHARD_BITS)) as usize) % shards.max(1)
+}
+
+/// The shard owning an IKE message: the one whose id is in the SPI we chose
+/// for it. `None` for a first IKE_SA_INIT request (we have chosen no SPI
+/// yet: any shard may take it) and for datagrams too short for a header.
+pub fn route(header: Option<&Header>, shards: usize) -> Option<usize> {
+    header
+        .map(Header::recipient_spi)
+        .filter(|spi| *spi != 0)
+        .map(|spi| owner_of(spi, shards))
+}
+
+/// Who waits for the outcome of an IKE SA we initiated.
+struct Waiter {
+    outcome: Sender<Result<String, String>>,
+    config: Arc<ConnectionConfig>,
+    /// The first child's name once the IKE SA is up (it rides in IKE_AUTH).
+    child_pending: Option<String>,
 }
 
 impl Shard {
@@ -300,6 +331,7 @@ impl Shard {
             stats: ShardStats::default(),
             shutting_down: None,
             expected_sas,
+            waiters: HashMap::new(),
         })
     }
 
@@ -387,24 +419,12 @@ impl Shard {
                     continue;
                 }
                 self.stats.rx_datagrams += 1;
-                let (local, remote, len) = (r.local, r.remote, r.len);
-                if nat {
-                    if len == 1 && data[0] == 0xff {
-                        continue; // NAT keepalive (RFC 3948 §2.3)
-                    }
-                    if len >= 4 && data[..4] == [0, 0, 0, 0] {
-                        self.dispatch(local, remote, &data[4..]);
-                    } else if len >= 8 {
-                        self.dataplane.esp_received(local, remote, data);
-                    }
-                } else {
-                    // Port 500 carries IKE only; tolerate a non-ESP marker (an IKE SPI is never zero).
-                    let ike = if len >= 4 && data[..4] == [0, 0, 0, 0] {
-                        &data[4..]
-                    } else {
-                        data
-                    };
-                    self.dispatch(local, remote, ike);
+                let (local, remote) = (r.local, r.remote);
+                match classify(data, nat) {
+                    Ingress::Ike { header, offset } => self.dispatch(local, remote, Some(header), &data[offset..]),
+                    Ingress::Esp { .. } => self.dataplane.esp_received(local, remote, data),
+                    Ingress::NatKeepalive => {}
+                    Ingress::Runt => self.dispatch(local, remote, None, data),
                 }
             }
             self.flush();
@@ -415,47 +435,73 @@ impl Shard {
         }
     }
 
-    fn dispatch(&mut self, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
-        if data.len() >= 28 {
-            let spi_i = u64::from_be_bytes(data[0..8].try_into().unwrap_or_default());
-            let spi_r = u64::from_be_bytes(data[8..16].try_into().unwrap_or_default());
-            let from_initiator = data[19] & 0x08 != 0;
-            let ours = if from_initiator { spi_r } else { spi_i };
-            if ours != 0 {
-                let owner = owner_of(ours, self.peers.len());
-                if owner != self.id {
-                    self.stats.forwarded += 1;
-                    self.peers[owner].send(ShardMsg::Datagram {
-                        local,
-                        remote,
-                        data: data.to_vec(),
-                    });
-                    return;
-                }
+    /// Hands an IKE message to its owner: this shard's endpoint, or the
+    /// shard [`route`] names (which takes the header as read here).
+    fn dispatch(&mut self, local: SocketAddr, remote: SocketAddr, header: Option<Header>, data: &[u8]) {
+        if let (Some(h), Some(owner)) = (header, route(header.as_ref(), self.peers.len())) {
+            if owner != self.id {
+                self.stats.forwarded += 1;
+                self.peers[owner].send(ShardMsg::Datagram {
+                    local,
+                    remote,
+                    header: h,
+                    data: data.to_vec(),
+                });
+                return;
             }
         }
-        self.endpoint.handle(Instant::now(), local, remote, data);
+        self.deliver(local, remote, header, data);
+    }
+
+    /// Feeds an IKE message routed to this shard to the endpoint.
+    fn deliver(&mut self, local: SocketAddr, remote: SocketAddr, header: Option<Header>, data: &[u8]) {
+        let now = Instant::now();
+        match header {
+            Some(h) => self.endpoint.handle_peeked(now, local, remote, h, data),
+            None => self.endpoint.handle(now, local, remote, data),
+        }
     }
 
     fn drain_channel(&mut self) {
         while let Ok(msg) = self.rx.try_recv() {
             let now = Instant::now();
             match msg {
-                ShardMsg::Datagram { local, remote, data } => self.endpoint.handle(now, local, remote, &data),
-                ShardMsg::Received { local, remote, data } => {
+                ShardMsg::Datagram {
+                    local,
+                    remote,
+                    header,
+                    data,
+                } => self.deliver(local, remote, Some(header), &data),
+                ShardMsg::Received {
+                    local,
+                    remote,
+                    header,
+                    data,
+                } => {
                     self.stats.rx_datagrams += 1;
-                    self.dispatch(local, remote, &data);
+                    self.deliver(local, remote, header, &data);
                 }
                 ShardMsg::Initiate {
                     config,
                     local,
                     remote,
                     reply,
+                    outcome,
                 } => {
                     let r = self
                         .endpoint
-                        .initiate(now, config, local, remote)
+                        .initiate(now, config.clone(), local, remote)
                         .map_err(|e| e.to_string());
+                    if let (Ok(spi), Some(outcome)) = (&r, outcome) {
+                        self.waiters.insert(
+                            *spi,
+                            Waiter {
+                                outcome,
+                                config,
+                                child_pending: None,
+                            },
+                        );
+                    }
                     let _ = reply.send(r);
                 }
                 ShardMsg::Terminate { spi, connection, reply } => {
@@ -532,8 +578,46 @@ impl Shard {
         self.endpoint.set_connections(conns);
     }
 
+    /// Tells whoever waits for the IKE SA `spi` how its negotiation ended:
+    /// established with its first CHILD_SA, or why not.
+    fn tell_waiter(&mut self, spi: u64, ev: &Event) {
+        let Some(w) = self.waiters.get_mut(&spi) else { return };
+        let ended = match ev {
+            Event::IkeSaUp { connection, .. } => match w.config.children.first() {
+                Some(child) => {
+                    w.child_pending = Some(child.name.clone());
+                    None
+                }
+                None => Some(Ok(format!("{connection}: IKE SA {spi:016x} established"))),
+            },
+            Event::ChildSaInstalled(c) if w.child_pending.as_deref() == Some(c.name.as_str()) => Some(Ok(format!(
+                "{}: IKE SA {spi:016x} and CHILD_SA '{}' established (SPIs in {:08x} out {:08x})",
+                c.connection, c.name, c.spi_in, c.spi_out
+            ))),
+            Event::ChildSaFailed { name, reason } if w.child_pending.as_deref() == Some(name.as_str()) => Some(Err(
+                format!("IKE SA {spi:016x} established, but CHILD_SA '{name}' failed: {reason}"),
+            )),
+            Event::IkeSaDown { reason, .. } => Some(Err(match reason {
+                DownReason::PeerError(NotifyType::NO_PROPOSAL_CHOSEN) => format!(
+                    "{reason}; we offered {}",
+                    control::proposal::offered(&w.config.ike_proposals)
+                ),
+                other => other.to_string(),
+            })),
+            _ => None,
+        };
+        if let Some(result) = ended {
+            if let Some(w) = self.waiters.remove(&spi) {
+                let _ = w.outcome.send(result);
+            }
+        }
+    }
+
     fn flush(&mut self) {
         while let Some((spi, ev)) = self.endpoint.poll_event() {
+            if !self.waiters.is_empty() {
+                self.tell_waiter(spi, &ev);
+            }
             match &ev {
                 Event::ChildSaInstalled(c) => self.dataplane.install(c),
                 Event::ChildSaDeleted { spi_in, spi_out } => self.dataplane.remove(*spi_in, *spi_out),

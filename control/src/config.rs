@@ -223,6 +223,11 @@ pub struct ConnectionConfig {
     pub name: String,
     /// Peer addresses accepted or contacted (`None` = any peer, road warriors).
     pub remote_addrs: Option<Vec<IpAddr>>,
+    /// Our addresses for this connection, as strongSwan's `local_addrs`: an
+    /// initiator sends from the first one of the peer's family, and a
+    /// responder matches the connection only to requests sent to one of
+    /// them (`None` = any of ours; initiators take the routed source).
+    pub local_addrs: Option<Vec<IpAddr>>,
     /// Our identity.
     pub local_id: Identification,
     /// The identity the peer must present.
@@ -260,12 +265,21 @@ pub struct ConnectionConfig {
 }
 
 impl ConnectionConfig {
+    /// True if a message from `remote` to our `local` address may belong to
+    /// this connection (an unspecified `local`, from a socket that does not
+    /// tell the destination, matches any `local_addrs`).
+    pub fn matches_addresses(&self, local: IpAddr, remote: IpAddr) -> bool {
+        self.remote_addrs.as_ref().is_none_or(|a| a.contains(&remote))
+            && (local.is_unspecified() || self.local_addrs.as_ref().is_none_or(|a| a.contains(&local)))
+    }
+
     /// A connection with defaults for everything but names, identities and auth.
     pub fn new(name: &str, local_id: Identification, remote_id: IdentityMatch, psk: &[u8]) -> Self {
         let psk = AuthConfig::Psk(Arc::new(PresharedKey::new(psk)));
         Self {
             name: name.to_string(),
             remote_addrs: None,
+            local_addrs: None,
             local_id,
             remote_id,
             local_auth: psk.clone(),

@@ -62,7 +62,7 @@ impl DropReason {
             DropReason::Undecodable => "dropped undecodable IKE datagram",
             DropReason::UnsupportedVersion => "dropped IKE message of an unsupported version",
             DropReason::UnknownSa => "dropped IKE message for an unknown IKE SA",
-            DropReason::NoProposalChosen => "refused IKE_SA_INIT: no proposal chosen",
+            DropReason::NoProposalChosen => "refused IKE_SA_INIT",
             DropReason::InitRefused => "refused IKE_SA_INIT",
             DropReason::PerSourceLimit => "dropped IKE_SA_INIT: per-source half-open limit reached",
             DropReason::HalfOpenCap => "dropped IKE_SA_INIT: half-open SA cap reached",

@@ -48,8 +48,16 @@ pub struct Ironsa {
 impl Ironsa {
     /// Writes `config` (which must set `control_socket = "SOCKET"`; the
     /// placeholder is replaced) and starts the daemon, optionally inside a
-    /// network namespace. Waits until the control socket answers.
+    /// network namespace. Waits until the control socket answers. Logs at
+    /// `IRONSA_LOG`, else at debug.
     pub fn start(config: &str, netns: Option<&str>) -> Ironsa {
+        let filter = std::env::var("IRONSA_LOG").unwrap_or_else(|_| "debug".into());
+        Self::start_logging(config, netns, Some(&filter))
+    }
+
+    /// Like [`Ironsa::start`], with the log filter `filter`, or with none
+    /// (`IRONSA_LOG` unset: the level the configuration sets, by default info).
+    pub fn start_logging(config: &str, netns: Option<&str>, filter: Option<&str>) -> Ironsa {
         let dir = tempfile::Builder::new()
             .prefix("ironsa-test-")
             .tempdir()
@@ -71,10 +79,10 @@ impl Ironsa {
             None => Command::new(bin),
         };
         cmd.args(["run", "--config"]).arg(&cfg_path);
-        cmd.env(
-            "IRONSA_LOG",
-            std::env::var("IRONSA_LOG").unwrap_or_else(|_| "debug".into()),
-        );
+        match filter {
+            Some(f) => cmd.env("IRONSA_LOG", f),
+            None => cmd.env_remove("IRONSA_LOG"),
+        };
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
@@ -144,6 +152,19 @@ impl Ironsa {
             c["packets_in"].as_u64().unwrap_or(0),
             c["packets_out"].as_u64().unwrap_or(0),
         )
+    }
+
+    /// Path of the control socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Sends a control request and returns the whole answer (`ok`, `data`, `error`).
+    pub fn request(&self, req: Value) -> Value {
+        self.try_call(&req.to_string()).unwrap_or_else(|| {
+            self.dump_log();
+            panic!("no answer from ironsa")
+        })
     }
 
     /// Waits until `pred` holds for the SA list.

@@ -275,7 +275,7 @@ fn select_connection(
     let fits = |c: &ConnectionConfig| {
         c.remote_id.matches(idi)
             && idr.is_none_or(|r| *r == c.local_id)
-            && c.remote_addrs.as_ref().is_none_or(|a| a.contains(&sa.remote.ip()))
+            && c.matches_addresses(sa.local.ip(), sa.remote.ip())
             && sa.keys.as_ref().is_some_and(|k| {
                 let s = k.suite;
                 c.ike_proposals.iter().any(|p| {

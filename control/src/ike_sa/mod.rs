@@ -69,6 +69,19 @@ pub enum DownReason {
     Expired,
 }
 
+impl std::fmt::Display for DownReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DownReason::Deleted => f.write_str("deleted"),
+            DownReason::Rekeyed => f.write_str("replaced by its rekeyed IKE SA"),
+            DownReason::Timeout => f.write_str("the peer did not answer"),
+            DownReason::Failed(why) => f.write_str(why),
+            DownReason::PeerError(n) => write!(f, "peer answered {n}"),
+            DownReason::Expired => f.write_str("hard lifetime expired"),
+        }
+    }
+}
+
 /// What the state machine tells its driver.
 #[derive(Debug)]
 pub enum Event {

@@ -419,10 +419,6 @@ fn reject(msg: &Message, error: Error) -> InitRejected {
     InitRejected { error, response }
 }
 
-fn addr_matches(cfg: &ConnectionConfig, remote: SocketAddr) -> bool {
-    cfg.remote_addrs.as_ref().is_none_or(|a| a.contains(&remote.ip()))
-}
-
 impl IkeSa {
     /// Responder: answers an IKE_SA_INIT request and creates the half-open SA,
     /// or rejects it (with a stateless response where the RFC wants one).
@@ -472,7 +468,11 @@ impl IkeSa {
         // Pick the connection and proposal; prefer the group the initiator already sent.
         let mut first_mismatch = None;
         let mut chosen = None;
-        for cfg in ctx.connections.iter().filter(|c| addr_matches(c, remote)) {
+        for cfg in ctx
+            .connections
+            .iter()
+            .filter(|c| c.matches_addresses(local.ip(), remote.ip()))
+        {
             match proposal::select_ike(&cfg.ike_proposals, offered) {
                 Ok(sel) if sel.suite.ke.number() == ke_group => {
                     chosen = Some((cfg.clone(), sel));
@@ -506,7 +506,8 @@ impl IkeSa {
         }
         let Some((config, selected)) = chosen else {
             // The endpoint logs the refusal (rate-limited: it costs an attacker nothing).
-            let why = first_mismatch.unwrap_or_else(|| format!("no connection accepts peer {}", remote.ip()));
+            let why = first_mismatch
+                .unwrap_or_else(|| format!("no connection accepts peer {} at {}", remote.ip(), local.ip()));
             return Err(reject(msg, Error::NoProposalChosen(why)));
         };
         if selected.suite.ke.number() != ke_group {

@@ -170,3 +170,43 @@ fn child_sa_charon_initiates_cbc_sha256() {
         s.len() == 1 && s[0]["children"].as_array().is_some_and(|c| c.is_empty())
     });
 }
+
+#[test]
+fn charon_chooses_our_second_ike_and_esp_proposals() {
+    let ns = NetnsPair::new().unwrap();
+    // charon accepts only AES-256-GCM; we prefer AES-128-GCM and offer both.
+    let charon = charon(&ns, "aes256gcm16");
+    let config = ironsa_config("aes128gcm16, aes256gcm16").replace(
+        "ike_proposals = \"aes256gcm16-prfsha256-x25519\"",
+        "ike_proposals = \"aes128gcm16-prfsha256-x25519, aes256gcm16-prfsha256-x25519\"",
+    );
+    let ironsa = Ironsa::start(&config, Some(ns.a.name()));
+    ironsa.call(json!({"cmd": "initiate", "connection": "swan"}));
+    // IKE_SA_INIT and IKE_AUTH: charon answers with proposal number 2.
+    let (ours, theirs, ike) = agree(&ironsa, &charon, |_| true);
+    assert_eq!(ike.encr_keysize, Some(256));
+    assert_eq!(ironsa.sas()[0]["algorithms"], "aes256gcm16-prfsha256-x25519");
+    assert_eq!(ours["encr"], "aes256gcm16");
+    assert_eq!(theirs.encr_keysize, Some(256));
+
+    // CREATE_CHILD_SA: our rekey offers both again; charon again picks the second.
+    let our_spi = if ike.initiator {
+        format!("{:016x}", ike.responder_spi)
+    } else {
+        format!("{:016x}", ike.initiator_spi)
+    };
+    ironsa.call(json!({"cmd": "rekey", "spi": our_spi, "child": ours["spi_in"]}));
+    let (ours2, theirs2, _) = agree(&ironsa, &charon, |c| c.spi_in != theirs.spi_in);
+    assert_ne!(ours2["spi_in"], ours["spi_in"]);
+    assert_eq!(ours2["encr"], "aes256gcm16");
+    assert_eq!(theirs2.encr_keysize, Some(256));
+    // And the IKE SA rekey (CREATE_CHILD_SA with IKE proposals).
+    ironsa.call(json!({"cmd": "rekey", "spi": our_spi}));
+    let sas = charon
+        .swanctl()
+        .wait_for_sas(T, |s| {
+            s.len() == 1 && s[0].state == "ESTABLISHED" && s[0].initiator_spi != ike.initiator_spi
+        })
+        .unwrap();
+    assert_eq!(sas[0].encr_keysize, Some(256));
+}

@@ -9,6 +9,7 @@ mod support;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use serde_json::json;
 use support::Ironsa;
 use support::util::free_udp_port_pair;
 
@@ -49,6 +50,11 @@ esp_proposals = "aes256gcm16"
 /// Listens on 127.0.0.3 first, then 127.0.0.1 (the routed source towards 127.0.0.2).
 fn initiator(ports: (u16, u16), gw: (u16, u16)) -> String {
     let conn = |name: &str, id: &str, ike: &str, esp: &str, extra: &str, port: u16| {
+        let psk = if name == "badpsk" {
+            "another-long-random-secret"
+        } else {
+            PSK
+        };
         format!(
             r#"
 [[connection]]
@@ -59,7 +65,7 @@ remote_port = {port}
 remote_nat_port = {gn}
 local_id = "{id}"
 remote_id = "gw@test"
-psk = "{PSK}"
+psk = "{psk}"
 ike_proposals = "{ike}"
 
 [[connection.child]]
@@ -73,7 +79,7 @@ esp_proposals = "{esp}"
     };
     let gcm = "aes256gcm16-prfsha256-x25519";
     format!(
-        "[daemon]\nlisten = [\"127.0.0.3\", \"127.0.0.1\"]\nike_port = {}\nnat_port = {}\nshards = 1\ncontrol_socket = \"SOCKET\"\n{}{}{}{}{}",
+        "[daemon]\nlisten = [\"127.0.0.3\", \"127.0.0.1\"]\nike_port = {}\nnat_port = {}\nshards = 1\ncontrol_socket = \"SOCKET\"\n{}{}{}{}{}{}",
         ports.0,
         ports.1,
         conn("c1", "c1@test", gcm, "aes256gcm16", "", gw.0),
@@ -96,6 +102,7 @@ esp_proposals = "{esp}"
         conn("badesp", "c1@test", gcm, "aes128-sha256", "", gw.0),
         // Nothing listens on the discard port.
         conn("nobody", "c1@test", gcm, "aes256gcm16", "", 9),
+        conn("badpsk", "c1@test", gcm, "aes256gcm16", "", gw.0),
     )
 }
 
@@ -149,6 +156,24 @@ fn initiate_waits_for_the_outcome_and_sends_from_the_right_address() {
         assert_eq!(sa["remote"], format!("{from}:{}", my_ports.0), "{sa:#?}");
     }
 
+    // Our IKE rekey retires the old SA: neither side reads it as a deletion.
+    let old = sas.iter().find(|s| s["connection"] == "c3").unwrap()["spi_i"].clone();
+    me.call(json!({"cmd": "rekey", "spi": old}));
+    me.wait_sas(T, |s| {
+        s.iter().filter(|s| s["state"] == "ESTABLISHED").count() == 2 && !s.iter().any(|s| s["spi_i"] == old)
+    });
+    gw.wait_sas(T, |s| !s.iter().any(|s| s["spi_i"] == old));
+    let mine = me.log();
+    assert!(mine.contains("old IKE SA retired after its rekey"), "initiator log");
+    let old_spi = old.as_str().unwrap();
+    let gws = gw.log();
+    let retired = gws
+        .lines()
+        .find(|l| l.contains("peer retired the old IKE SA after its rekey"))
+        .expect("responder log names the retirement");
+    assert!(retired.contains(old_spi), "{retired}");
+    assert!(!gws.contains("peer deleted the IKE SA"), "not a deletion");
+
     // The peer refuses our IKE proposal: exit 1, naming what we offered.
     let out = initiate(&me, "badike", "10");
     assert!(!out.status.success());
@@ -170,6 +195,24 @@ fn initiate_waits_for_the_outcome_and_sends_from_the_right_address() {
     assert!(
         err.contains("CHILD_SA 'net' failed: peer answered NO_PROPOSAL_CHOSEN; we offered [aes128-sha256]"),
         "{err}"
+    );
+    // A wrong PSK: the notify reads as its name.
+    let out = initiate(&me, "badpsk", "10");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("peer answered AUTHENTICATION_FAILED"),
+        "{}",
+        text(&out.stderr)
+    );
+    let line = me
+        .log()
+        .lines()
+        .find(|l| l.contains("IKE_AUTH failed"))
+        .map(str::to_string)
+        .expect("IKE_AUTH failure logged");
+    assert!(
+        line.contains("peer answered AUTHENTICATION_FAILED") && !line.contains("Some("),
+        "{line}"
     );
     // Nobody answers: the timeout ends the wait.
     let out = initiate(&me, "nobody", "1");

@@ -339,6 +339,12 @@ impl Endpoint {
             }
             IkeVersion::Other(major) => {
                 self.stats.dropped_invalid += 1;
+                if header.is_response() {
+                    if let Some(sa) = self.sas.get_mut(&header.recipient_spi()) {
+                        let why = format_args!("it is of IKE major version {major}");
+                        sa.note_dropped_answer(header.message_id, &why);
+                    }
+                }
                 let answered = self.answer_invalid_major_version(local, remote, &header, datagram.len());
                 let what = if header.is_response() {
                     "a response, not answered"

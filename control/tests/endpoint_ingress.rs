@@ -159,8 +159,8 @@ fn junk_and_refused_requests_are_counted_by_reason() {
     assert_eq!(responder.len(), 0);
 }
 
-#[test]
-fn an_initiator_whose_answers_are_all_dropped_says_so_when_it_gives_up() {
+/// How an initiator ends when every answer of the responder is altered by `alter`.
+fn give_up_with_altered_answers(alter: impl Fn(&mut Vec<u8>)) -> (Option<DownReason>, Endpoint) {
     let mut now = Instant::now();
     let (mut responder, _) = endpoint(now, "aes256gcm16-prfsha256-x25519");
     let (mut initiator, c) = endpoint(now, "aes256gcm16-prfsha256-x25519");
@@ -171,11 +171,7 @@ fn an_initiator_whose_answers_are_all_dropped_says_so_when_it_gives_up() {
             responder.handle(now, t.remote, t.local, &t.data);
         }
         while let Some(mut t) = responder.poll_transmit() {
-            // Break the answer: its payload chain claims a byte more than there is.
-            let last = t.data.len() - 1;
-            t.data.truncate(last);
-            let len = t.data.len() as u32;
-            t.data[24..28].copy_from_slice(&len.to_be_bytes());
+            alter(&mut t.data);
             initiator.handle(now, t.remote, t.local, &t.data);
         }
         while let Some((_, e)) = initiator.poll_event() {
@@ -190,6 +186,17 @@ fn an_initiator_whose_answers_are_all_dropped_says_so_when_it_gives_up() {
         initiator.handle_timeout(now);
         responder.handle_timeout(now);
     }
+    (down, initiator)
+}
+
+#[test]
+fn an_initiator_whose_answers_are_all_dropped_says_so_when_it_gives_up() {
+    // The payload chain claims a byte more than there is.
+    let (down, initiator) = give_up_with_altered_answers(|d| {
+        d.truncate(d.len() - 1);
+        let len = d.len() as u32;
+        d[24..28].copy_from_slice(&len.to_be_bytes());
+    });
     match down {
         Some(DownReason::Failed(why)) => {
             assert!(why.contains("answer was dropped"), "{why}");
@@ -198,4 +205,26 @@ fn an_initiator_whose_answers_are_all_dropped_says_so_when_it_gives_up() {
         other => panic!("expected a failure naming the dropped answers, got {other:?}"),
     }
     assert!(initiator.stats().drops.get(DropReason::Undecodable) >= 1);
+    // Answers of another major version.
+    let (down, _) = give_up_with_altered_answers(|d| d[17] = 0x30);
+    match down {
+        Some(DownReason::Failed(why)) => assert!(why.contains("IKE major version 3"), "{why}"),
+        other => panic!("expected a failure naming the version, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_responder_matches_local_addrs_to_the_address_a_request_came_to() {
+    let now = Instant::now();
+    let mut c = conn("aes256gcm16-prfsha256-x25519");
+    c.local_addrs = Some(vec!["192.0.2.9".parse().unwrap()]);
+    let mut responder = Endpoint::new(now, Context::new(vec![Arc::new(c)]), AdmissionConfig::default(), 0, 0);
+    let (mut initiator, c) = endpoint(now, "aes256gcm16-prfsha256-x25519");
+    initiator.initiate(now, c.clone(), addr(A), addr(B)).unwrap();
+    let request = initiator.poll_transmit().unwrap().data;
+    responder.handle(now, addr(B), addr(A), &request);
+    assert_eq!(responder.len(), 0, "not one of the connection's addresses");
+    assert_eq!(responder.stats().drops.get(DropReason::NoProposalChosen), 1);
+    responder.handle(now, addr("192.0.2.9:500"), addr(A), &request);
+    assert_eq!(responder.len(), 1, "sent to the connection's address");
 }

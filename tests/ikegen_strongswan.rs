@@ -113,3 +113,23 @@ fn ikegen_from_client_port_500_sends_no_marker() {
     let sas = charon.swanctl().list_sas().unwrap();
     assert!(sas.iter().all(|sa| sa.remote_port == 500));
 }
+
+#[test]
+fn ikegen_accepts_charon_choosing_its_second_proposal() {
+    // We prefer AES-128-GCM; charon accepts only AES-256-GCM, our proposal 2.
+    let (charon, port) = start_charon("ikegen-second");
+    let mut s = settings(port, "127.0.6.0/29", 5);
+    s.ike = Some("aes128gcm16-prfsha256-x25519, aes256gcm16-prfsha256-x25519".into());
+    let report = run(&s.resolve().unwrap(), None).unwrap();
+    if report.established != 5 {
+        charon.dump_log();
+    }
+    assert_eq!(report.established, 5, "{}", report.render_text());
+    let sas = charon
+        .swanctl()
+        .wait_for_sas(Duration::from_secs(5), |s| {
+            s.iter().filter(|sa| sa.state == "ESTABLISHED").count() == 5
+        })
+        .unwrap();
+    assert!(sas.iter().all(|sa| sa.encr_keysize == Some(256)), "{sas:#?}");
+}

@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +25,7 @@ const PSK: &str = "Zq8#kP2!vR9@wX4$yT7&uN1*eB5^";
 const SOURCES: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
 const PER_SOURCE: u64 = 1000;
 
-fn gateway(ports: (u16, u16)) -> String {
+fn gateway(ports: (u16, u16), metrics: u16) -> String {
     format!(
         r#"
 [daemon]
@@ -33,6 +34,7 @@ ike_port = {}
 nat_port = {}
 shards = 2
 control_socket = "SOCKET"
+metrics = "127.0.0.1:{metrics}"
 
 [[connection]]
 name = "rw"
@@ -79,7 +81,8 @@ fn drops(gw: &Ironsa, reason: &str) -> (u64, u64) {
 #[test]
 fn a_flood_of_refused_requests_is_counted_and_logged_once_per_source() {
     let ports = free_udp_port_pair().unwrap();
-    let gw = Ironsa::start_logging(&gateway(ports), None, None);
+    let metrics = free_udp_port_pair().unwrap().0;
+    let gw = Ironsa::start_logging(&gateway(ports, metrics), None, None);
     let target: SocketAddr = format!("127.0.0.1:{}", ports.0).parse().unwrap();
     let template = refused_init(target);
     let sockets: Vec<UdpSocket> = SOURCES.iter().map(|ip| UdpSocket::bind((*ip, 0)).unwrap()).collect();
@@ -149,4 +152,18 @@ fn a_flood_of_refused_requests_is_counted_and_logged_once_per_source() {
     assert!(!log.contains("IKE_SA_INIT rejected"), "no second line per request");
     let (unsupported, _) = drops(&gw, "unsupported_version");
     assert_eq!(unsupported, 1);
+
+    // Prometheus has the same counts by reason.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    let metric = |reason: &str| -> u64 {
+        body.lines()
+            .filter(|l| l.starts_with("ironsa_ike_dropped_total{") && l.contains(&format!("reason=\"{reason}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(metric("no_proposal_chosen"), refused, "{body}");
+    assert_eq!(metric("unsupported_version"), 1, "{body}");
 }

@@ -311,12 +311,15 @@ impl Endpoint {
     pub fn handle(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, datagram: &[u8]) {
         match peek_header(datagram) {
             Some(header) => self.handle_peeked(now, local, remote, header, datagram),
-            None => self.refuse(
-                now,
-                remote,
-                DropReason::Undecodable,
-                &format_args!("{} bytes, shorter than an IKE header", datagram.len()),
-            ),
+            None => {
+                self.stats.dropped_invalid += 1;
+                self.refuse(
+                    now,
+                    remote,
+                    DropReason::Undecodable,
+                    &format_args!("{} bytes, shorter than an IKE header", datagram.len()),
+                );
+            }
         }
     }
 
@@ -339,12 +342,7 @@ impl Endpoint {
             }
             IkeVersion::Other(major) => {
                 self.stats.dropped_invalid += 1;
-                if header.is_response() {
-                    if let Some(sa) = self.sas.get_mut(&header.recipient_spi()) {
-                        let why = format_args!("it is of IKE major version {major}");
-                        sa.note_dropped_answer(header.message_id, &why);
-                    }
-                }
+                self.tell_requester(&header, &format_args!("it is of IKE major version {major}"));
                 let answered = self.answer_invalid_major_version(local, remote, &header, datagram.len());
                 let what = if header.is_response() {
                     "a response, not answered"
@@ -366,12 +364,7 @@ impl Endpoint {
             Ok(m) => m,
             Err(e) => {
                 self.stats.dropped_invalid += 1;
-                // An answer to one of our requests: its SA tells why it gives up.
-                if header.is_response() {
-                    if let Some(sa) = self.sas.get_mut(&header.recipient_spi()) {
-                        sa.note_dropped_answer(header.message_id, &e);
-                    }
-                }
+                self.tell_requester(&header, &e);
                 self.refuse(
                     now,
                     remote,
@@ -407,6 +400,16 @@ impl Endpoint {
                     DropReason::UnknownSa,
                     &format_args!("{} {} for SPI {our_spi:016x}", h.exchange, message_kind(&h)),
                 );
+            }
+        }
+    }
+
+    /// If a dropped message answers a request of one of our SAs, tells the
+    /// SA why, so that giving up it names the cause.
+    fn tell_requester(&mut self, header: &Header, why: &dyn std::fmt::Display) {
+        if header.is_response() {
+            if let Some(sa) = self.sas.get_mut(&header.recipient_spi()) {
+                sa.note_dropped_answer(header.message_id, why);
             }
         }
     }

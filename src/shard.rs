@@ -722,6 +722,26 @@ mod tests {
     }
 
     #[test]
+    fn route_follows_the_spi_we_chose() {
+        let ours = 3u64 << (64 - SHARD_BITS) | 0x1234;
+        let datagram = |spi_i: u64, spi_r: u64, flags: u8| {
+            let mut d = vec![0u8; 28];
+            d[..8].copy_from_slice(&spi_i.to_be_bytes());
+            d[8..16].copy_from_slice(&spi_r.to_be_bytes());
+            d[17] = 0x20;
+            d[19] = flags;
+            d
+        };
+        let route_of = |d: &[u8]| route(control::wire::ingress::peek_header(d).as_ref(), 4);
+        // From the initiator: the responder's SPI is ours; to the initiator: the initiator's.
+        assert_eq!(route_of(&datagram(0x77, ours, 0x08)), Some(3));
+        assert_eq!(route_of(&datagram(ours, 0x77, 0x20)), Some(3));
+        // A first IKE_SA_INIT names no SPI of ours; a runt has no header.
+        assert_eq!(route_of(&datagram(0x77, 0, 0x08)), None);
+        assert_eq!(route_of(&[0u8; 20]), None);
+    }
+
+    #[test]
     fn owner_of_reads_the_top_bits() {
         assert_eq!(owner_of(3u64 << (64 - SHARD_BITS), 4), 3);
         assert_eq!(owner_of(5u64 << (64 - SHARD_BITS), 4), 1);

@@ -128,8 +128,9 @@ type Key = (Option<IpAddr>, DropReason);
 struct Window {
     /// Drops since the window's WARN line.
     suppressed: u64,
-    /// What the latest suppressed drop said.
-    latest: Option<String>,
+    /// What the first drop after the WARN line said (formatted once per
+    /// window, not per drop: floods are cheap to send).
+    example: Option<String>,
 }
 
 /// Writes the rate-limited WARN lines about drops.
@@ -168,7 +169,9 @@ impl DropLog {
         match self.windows.get_mut(&key) {
             Some(w) => {
                 w.suppressed += 1;
-                w.latest = Some(detail.to_string());
+                if w.example.is_none() {
+                    w.example = Some(detail.to_string());
+                }
             }
             None => {
                 match key.0 {
@@ -184,7 +187,7 @@ impl DropLog {
                     key,
                     Window {
                         suppressed: 0,
-                        latest: None,
+                        example: None,
                     },
                 );
                 self.ends.push_back((now + self.window, key));
@@ -203,14 +206,14 @@ impl DropLog {
             if w.suppressed == 0 {
                 continue;
             }
-            let (reason, latest) = (key.1, w.latest.unwrap_or_default());
+            let (reason, example) = (key.1, w.example.unwrap_or_default());
             let secs = self.window.as_secs();
             match key.0 {
                 Some(ip) => warn!(
                     peer = %ip,
                     reason = reason.name(),
                     count = w.suppressed,
-                    "{}: {} more in the last {secs} s, the latest: {latest}",
+                    "{}: {} more in the last {secs} s, such as: {example}",
                     reason.describe(),
                     w.suppressed
                 ),
@@ -218,7 +221,7 @@ impl DropLog {
                     peer = "many sources",
                     reason = reason.name(),
                     count = w.suppressed,
-                    "{}: {} more in the last {secs} s, the latest: {latest}",
+                    "{}: {} more in the last {secs} s, such as: {example}",
                     reason.describe(),
                     w.suppressed
                 ),

@@ -60,7 +60,13 @@ fn refused_init(gw: SocketAddr) -> Vec<u8> {
         PSK.as_bytes(),
     );
     c.ike_proposals = parse_ike_proposals("aes128-sha256-prfsha256-x25519").unwrap();
-    let mut ep = Endpoint::new(now, Context::new(vec![]), AdmissionConfig::default(), 0, 0);
+    let mut ep = Endpoint::new(
+        now,
+        Context::new(vec![], ironsa_crypto::AwsLcProvider::new().shared()),
+        AdmissionConfig::default(),
+        0,
+        0,
+    );
     ep.initiate(now, Arc::new(c), "127.0.0.1:500".parse().unwrap(), gw)
         .unwrap();
     let mut d = vec![0u8; 4];

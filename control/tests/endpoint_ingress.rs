@@ -15,6 +15,7 @@ use control::wire::ikev2::{
     self, ExchangeType, FLAG_INITIATOR, FLAG_RESPONSE, HEADER_LEN, Header, NotifyType, Payload, PayloadType,
 };
 use control::wire::ingress::{IkeVersion, Ingress, classify};
+use ironsa_crypto::AwsLcProvider;
 
 const A: &str = "192.0.2.1:500";
 const B: &str = "192.0.2.2:500";
@@ -34,7 +35,13 @@ fn conn(ike: &str) -> ConnectionConfig {
 
 fn endpoint(now: Instant, ike: &str) -> (Endpoint, Arc<ConnectionConfig>) {
     let c = Arc::new(conn(ike));
-    let ep = Endpoint::new(now, Context::new(vec![c.clone()]), AdmissionConfig::default(), 0, 0);
+    let ep = Endpoint::new(
+        now,
+        Context::new(vec![c.clone()], AwsLcProvider::new().shared()),
+        AdmissionConfig::default(),
+        0,
+        0,
+    );
     (ep, c)
 }
 
@@ -218,7 +225,13 @@ fn a_responder_matches_local_addrs_to_the_address_a_request_came_to() {
     let now = Instant::now();
     let mut c = conn("aes256gcm16-prfsha256-x25519");
     c.local_addrs = Some(vec!["192.0.2.9".parse().unwrap()]);
-    let mut responder = Endpoint::new(now, Context::new(vec![Arc::new(c)]), AdmissionConfig::default(), 0, 0);
+    let mut responder = Endpoint::new(
+        now,
+        Context::new(vec![Arc::new(c)], AwsLcProvider::new().shared()),
+        AdmissionConfig::default(),
+        0,
+        0,
+    );
     let (mut initiator, c) = endpoint(now, "aes256gcm16-prfsha256-x25519");
     initiator.initiate(now, c.clone(), addr(A), addr(B)).unwrap();
     let request = initiator.poll_transmit().unwrap().data;

@@ -154,3 +154,18 @@ pub fn tail_file(path: &std::path::Path, lines: usize) -> String {
     let from = all.len().saturating_sub(lines);
     all[from..].join("\n")
 }
+
+/// True when the process runs as root (TUN devices, raw sockets, network
+/// namespaces); otherwise prints a one-line reason that `test` is skipped.
+pub fn root_or_skip(test: &str) -> bool {
+    let euid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2)?.parse::<u32>().ok())
+    });
+    if euid == Some(0) {
+        return true;
+    }
+    eprintln!("skipping {test}: needs root (TUN device, raw ESP socket)");
+    false
+}

@@ -2,7 +2,7 @@
 //! sans-IO [`Endpoint`] owning every IKE SA started from those sockets, and a
 //! mio poll loop that paces new negotiations, moves datagrams and runs timers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +35,7 @@ const BATCH: u64 = 64;
 
 /// Why a run could not start or failed as a whole.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum EngineError {
     /// Bad settings.
     #[error(transparent)]
@@ -45,6 +46,9 @@ pub enum EngineError {
     /// A worker thread panicked.
     #[error("worker thread {0} panicked")]
     WorkerPanicked(usize),
+    /// `--gateway-metrics` was given but could not be read.
+    #[error(transparent)]
+    GatewayMetrics(#[from] super::gateway::GatewayMetricsError),
 }
 
 /// Counters every worker updates while it runs (for the progress display).
@@ -264,6 +268,10 @@ pub(crate) struct Worker {
     tunnels: HashMap<u64, Tunnel>,
     up_spis: Vec<u64>,
     last_request: HashMap<u64, u64>,
+    /// IKE SAs (our SPI) and CHILD_SAs (our inbound SPI) whose rekey we
+    /// started, to tell our rekeys from the responder's.
+    own_ike_rekeys: HashSet<u64>,
+    own_child_rekeys: HashSet<u32>,
     // establish
     quota: u64,
     initiated: u64,
@@ -336,6 +344,8 @@ impl Worker {
             tunnels: HashMap::new(),
             up_spis: Vec::new(),
             last_request: HashMap::new(),
+            own_ike_rekeys: HashSet::new(),
+            own_child_rekeys: HashSet::new(),
             quota,
             initiated: 0,
             in_flight: 0,
@@ -411,6 +421,10 @@ impl Worker {
         let mut hold_start = start;
         let mut rekey_ike = Pacer::new(self.cfg.rekey_ike_rate / self.cfg.threads as f64, start);
         let mut rekey_child = Pacer::new(self.cfg.rekey_child_rate / self.cfg.threads as f64, start);
+        let mut esp_pacer = self
+            .cfg
+            .esp_rate
+            .map(|r| Pacer::new(r / self.cfg.threads as f64, start));
         let mut teardown = TeardownReport::default();
         let mut teardown_start = start;
         let mut teardown_deadline = start;
@@ -471,6 +485,7 @@ impl Worker {
                             hold_end = if stopped { now } else { now + self.cfg.hold };
                             rekey_ike = Pacer::new(rekey_ike.rate, now);
                             rekey_child = Pacer::new(rekey_child.rate, now);
+                            esp_pacer = esp_pacer.map(|p| Pacer::new(p.rate, now));
                             phase = Phase::Hold;
                         } else {
                             phase = Phase::Done;
@@ -481,7 +496,20 @@ impl Worker {
                     if let Some(e) = self.esp.as_mut() {
                         // Time-sliced so IKE (DPD, rekeys) stays responsive.
                         let t0 = Instant::now();
-                        while e.send_burst() > 0 && t0.elapsed() < Duration::from_millis(2) {}
+                        match esp_pacer.as_mut() {
+                            Some(p) => {
+                                let due = p.due(now);
+                                let mut left = due as usize;
+                                while left > 0 {
+                                    match e.send_burst(left) {
+                                        0 => break,
+                                        k => left = left.saturating_sub(k),
+                                    }
+                                }
+                                p.done += due;
+                            }
+                            None => while e.send_burst(usize::MAX) > 0 && t0.elapsed() < Duration::from_millis(2) {},
+                        }
                         e.report.secs += t0.elapsed().as_secs_f64();
                     }
                     if rekey_ike.rate > 0.0 {
@@ -489,6 +517,7 @@ impl Worker {
                         for _ in 0..n {
                             if let Some(spi) = self.pick_up_tunnel() {
                                 self.endpoint.queue(now, spi, Task::RekeyIke);
+                                self.own_ike_rekeys.insert(spi);
                                 hold.rekeys_ike_started += 1;
                             }
                         }
@@ -500,6 +529,7 @@ impl Worker {
                             if let Some(spi) = self.pick_up_tunnel() {
                                 if let Some(child) = self.tunnels.get(&spi).and_then(|t| t.child) {
                                     self.endpoint.queue(now, spi, Task::RekeyChild(child));
+                                    self.own_child_rekeys.insert(child);
                                     hold.rekeys_child_started += 1;
                                 }
                             }
@@ -570,7 +600,7 @@ impl Worker {
                 Phase::Hold => {
                     consider(hold_end);
                     if self.esp.is_some() {
-                        consider(now);
+                        consider(esp_pacer.as_ref().map_or(now, |p| p.next_at()));
                     }
                     if rekey_ike.rate > 0.0 {
                         consider(rekey_ike.next_at());
@@ -845,15 +875,19 @@ impl Worker {
                 b.max_latency_ms = b.max_latency_ms.max(ms);
             }
             Event::ChildSaInstalled(c) => {
-                let Some(t) = self.tunnels.get_mut(&spi) else { return };
-                if c.rekey_of.is_some() {
-                    hold.rekeys_child_done += 1;
-                    t.child = Some(c.spi_in);
-                    return;
-                }
-                t.child = Some(c.spi_in);
+                // First children and rekeys alike: a rekeyed flow moves to the new SA.
                 if let Some(e) = self.esp.as_mut() {
                     e.add_child(&c, None);
+                }
+                let Some(t) = self.tunnels.get_mut(&spi) else { return };
+                t.child = Some(c.spi_in);
+                if let Some(old) = c.rekey_of {
+                    if self.own_child_rekeys.remove(&old) {
+                        hold.rekeys_child_done += 1;
+                    } else {
+                        hold.rekeys_child_by_peer += 1;
+                    }
+                    return;
                 }
                 if !t.child_resolved {
                     t.child_resolved = true;
@@ -872,9 +906,18 @@ impl Worker {
                     *self.res.child_failures.entry(r).or_default() += 1;
                 }
             }
-            Event::ChildSaDeleted { .. } => {}
+            Event::ChildSaDeleted { spi_in, .. } => {
+                self.own_child_rekeys.remove(&spi_in);
+                if let Some(e) = self.esp.as_mut() {
+                    e.remove_child(spi_in);
+                }
+            }
             Event::IkeSaRekeyed { new_local_spi, .. } => {
-                hold.rekeys_ike_done += 1;
+                if self.own_ike_rekeys.remove(&spi) {
+                    hold.rekeys_ike_done += 1;
+                } else {
+                    hold.rekeys_ike_by_peer += 1;
+                }
                 if let Some(t) = self.tunnels.remove(&spi) {
                     let deleting = t.state == TunnelState::Deleting;
                     self.tunnels.insert(new_local_spi, t);
@@ -889,6 +932,7 @@ impl Worker {
             }
             Event::IkeSaDown { spis, reason } => {
                 self.last_request.remove(&spis.0);
+                self.own_ike_rekeys.remove(&spi);
                 let Some(t) = self.tunnels.remove(&spi) else { return };
                 match t.state {
                     TunnelState::Negotiating => {

@@ -2,24 +2,28 @@
 //! establishes gets an outbound SA in a private fastpath SAD/SPD, and during
 //! the hold phase the worker sends inner UDP packets (our selector → the
 //! gateway's selector) encrypted with those SAs, plain ESP over a raw socket
-//! or ESP-in-UDP when NAT-T was negotiated. The gateway's own counters tell
-//! how much it decrypted.
+//! or ESP-in-UDP when NAT-T was negotiated. A rekeyed CHILD_SA's flow moves to
+//! the new outbound SA as soon as the new SA is installed (the gateway deletes
+//! the old one right after), and a deleted CHILD_SA's flow stops. The
+//! gateway's own counters tell how much it decrypted (see [`super::gateway`]).
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
 use control::ike_sa::ChildSaInstall;
 use fastpath::buf::{PacketBuf, PacketBuffer};
 use fastpath::esp::aead::{CipherKeys, EncAlg, IntegAlg};
 use fastpath::io::raw::RawEspIo;
-use fastpath::sad::{Direction, SaParams, Sad, UdpEncap};
-use fastpath::spd::{Policy, PolicyAction, Spd, TrafficSelector};
+use fastpath::sad::{Direction, SaId, SaParams, Sad, UdpEncap};
+use fastpath::spd::{Policy, PolicyAction, PolicyId, Spd, TrafficSelector};
 use fastpath::worker::{Verdict, Worker};
 use std::sync::Arc;
 
 const BURST: usize = 32;
 
-/// Counters of the ESP load, per worker.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq)]
+/// Counters of the ESP load, per worker; with `--gateway-metrics`, also what
+/// the gateway received.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct EspReport {
     /// Tunnels carrying traffic.
     pub tunnels: u64,
@@ -35,6 +39,33 @@ pub struct EspReport {
     pub size: usize,
     /// Inner Mbit/s sent.
     pub mbps: f64,
+    /// Flows moved to a new outbound SA by a CHILD_SA rekey.
+    #[serde(default)]
+    pub rekeys_followed: u64,
+    /// ESP packets the gateway decrypted during the run (its
+    /// `ironsa_esp_packets_total{direction="in"}` grew by this much).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered: Option<u64>,
+    /// Packets sent that the gateway did not decrypt (`packets - delivered`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<u64>,
+    /// Inbound ESP drops the gateway counted during the run, by reason
+    /// (`ironsa_esp_drops_total{direction="in"}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gateway_drops: BTreeMap<String, u64>,
+}
+
+/// One tunnel's traffic: its inner addresses and the CHILD_SA carrying it now.
+#[derive(Clone, Copy, Debug)]
+struct Flow {
+    src: IpAddr,
+    dst: IpAddr,
+    /// Our inbound SPI of the current CHILD_SA (how the IKE core names it).
+    spi_in: u32,
+    /// The current outbound SA.
+    sa: SaId,
+    /// The policy steering the flow into `sa`.
+    policy: PolicyId,
 }
 
 /// One worker's ESP sender.
@@ -44,7 +75,9 @@ pub struct EspLoad {
     worker: Worker,
     raw: Option<RawEspIo>,
     udp: Option<UdpSocket>,
-    flows: Vec<(IpAddr, IpAddr)>,
+    flows: Vec<Flow>,
+    /// Index into `flows` by the current CHILD_SA's inbound SPI.
+    by_child: HashMap<u32, usize>,
     next: usize,
     size: usize,
     bufs: Vec<PacketBuf>,
@@ -87,6 +120,7 @@ impl EspLoad {
             raw: RawEspIo::open(IpAddr::from([0u8, 0, 0, 0]), BURST).ok(),
             udp: None,
             flows: Vec::new(),
+            by_child: HashMap::new(),
             next: 0,
             size: size.clamp(28, 1400),
             bufs: (0..BURST).map(|_| PacketBuf::with_defaults()).collect(),
@@ -98,7 +132,9 @@ impl EspLoad {
         }
     }
 
-    /// Installs the outbound half of a CHILD_SA the generator negotiated.
+    /// Installs the outbound half of a CHILD_SA the generator negotiated. For
+    /// a rekey (`rekey_of` names a child carrying a flow) the flow switches
+    /// to the new SA and the old outbound SA is removed.
     pub fn add_child(&mut self, c: &ChildSaInstall, udp_socket: Option<&UdpSocket>) {
         let (Some(k), Some(l), Some(r)) = (keys(c), c.local_ts.first(), c.remote_ts.first()) else {
             return;
@@ -114,26 +150,69 @@ impl EspLoad {
                 self.udp = udp_socket.and_then(|s| s.try_clone().ok());
             }
         }
-        let Ok(id) = self.sad.install_outbound(&p) else { return };
+        if let Some(i) = c.rekey_of.and_then(|old| self.by_child.remove(&old)) {
+            self.switch(i, c.spi_in, &p);
+            return;
+        }
+        let Ok(sa) = self.sad.install_outbound(&p) else { return };
         let (src, dst) = (host_in(l), host_in(r));
         let (Ok(ls), Ok(rs)) = (
             TrafficSelector::prefix(src, if src.is_ipv4() { 32 } else { 128 }),
             TrafficSelector::prefix(dst, if dst.is_ipv4() { 32 } else { 128 }),
         ) else {
+            let _ = self.sad.remove(sa);
             return;
         };
-        if self
-            .spd
-            .insert(&Policy {
-                local: ls,
-                remote: rs,
-                action: PolicyAction::Protect(id),
-                priority: 100,
-            })
-            .is_ok()
-        {
-            self.flows.push((src, dst));
-            self.report.tunnels += 1;
+        match self.spd.insert(&Policy {
+            local: ls,
+            remote: rs,
+            action: PolicyAction::Protect(sa),
+            priority: 100,
+        }) {
+            Ok(policy) => {
+                self.by_child.insert(c.spi_in, self.flows.len());
+                self.flows.push(Flow {
+                    src,
+                    dst,
+                    spi_in: c.spi_in,
+                    sa,
+                    policy,
+                });
+                self.report.tunnels += 1;
+            }
+            Err(_) => {
+                let _ = self.sad.remove(sa);
+            }
+        }
+    }
+
+    /// Moves flow `i` to a new outbound SA with parameters `p` (a rekey of its child).
+    fn switch(&mut self, i: usize, spi_in: u32, p: &SaParams) {
+        let flow = self.flows[i];
+        match self.sad.install_outbound(p) {
+            Ok(sa) => {
+                self.spd.replace_sa_of(&[flow.policy], flow.sa, sa);
+                let _ = self.sad.remove(flow.sa);
+                self.flows[i].sa = sa;
+                self.flows[i].spi_in = spi_in;
+                self.by_child.insert(spi_in, i);
+                self.report.rekeys_followed += 1;
+            }
+            Err(_) => {
+                // The new SA cannot be used: the flow ends with the old child.
+                self.by_child.insert(flow.spi_in, i);
+            }
+        }
+    }
+
+    /// The CHILD_SA with inbound SPI `spi_in` is gone: its flow stops.
+    pub fn remove_child(&mut self, spi_in: u32) {
+        let Some(i) = self.by_child.remove(&spi_in) else { return };
+        let flow = self.flows.swap_remove(i);
+        let _ = self.spd.remove(flow.policy);
+        let _ = self.sad.remove(flow.sa);
+        if let Some(moved) = self.flows.get(i) {
+            self.by_child.insert(moved.spi_in, i);
         }
     }
 
@@ -158,15 +237,20 @@ impl EspLoad {
         true
     }
 
-    /// Encrypts and sends one burst (round-robin over the tunnels); returns packets sent.
-    pub fn send_burst(&mut self) -> usize {
+    /// Encrypts and sends one burst of at most `max` packets (round-robin
+    /// over the tunnels); returns the packets tried (sent or counted as errors).
+    pub fn send_burst(&mut self, max: usize) -> usize {
         if self.flows.is_empty() {
             return 0;
         }
-        let n = BURST.min(self.flows.len().max(1) * 4);
+        let n = BURST.min(self.flows.len() * 4).min(max);
+        if n == 0 {
+            return 0;
+        }
         for i in 0..n {
-            let (s, d) = self.flows[self.next % self.flows.len()];
+            let f = self.flows[self.next % self.flows.len()];
             self.next = self.next.wrapping_add(1);
+            let (s, d) = (f.src, f.dst);
             if !Self::fill(&mut self.bufs[i], s, d, self.size) {
                 return 0;
             }
@@ -206,6 +290,6 @@ impl EspLoad {
         }
         self.report.packets += sent as u64;
         self.report.bytes += (sent * self.size) as u64;
-        sent
+        n
     }
 }

@@ -20,6 +20,7 @@
 pub mod cpu;
 pub mod engine;
 pub mod esp;
+pub mod gateway;
 pub mod net;
 pub mod options;
 pub mod plot;
@@ -105,6 +106,7 @@ pub fn run_until(
     let live = Arc::new(LiveCounters::default());
     let run_start = Instant::now();
     let plans = plan_sockets(&cfg);
+    let gateway_before = cfg.gateway_metrics.map(gateway::GatewayEsp::scrape).transpose()?;
     let sockets = plans.iter().map(|p| p.legit.len()).sum();
     // Bind everything before starting, so a bad source address fails the run at once.
     let mut workers = Vec::with_capacity(cfg.threads);
@@ -153,7 +155,31 @@ pub fn run_until(
     }
     let wall = run_start.elapsed();
     let main_cpu = cpu::CpuTime::thread().since(&main_cpu);
-    Ok(merge(&cfg, sockets, results, wall, main_cpu))
+    let mut report = merge(&cfg, sockets, results, wall, main_cpu);
+    if let (Some(addr), Some(before)) = (cfg.gateway_metrics, gateway_before) {
+        let received = gateway_settled(addr)?.since(&before);
+        if let Some(e) = report.esp.as_mut() {
+            e.delivered = Some(received.packets_in);
+            e.lost = Some(e.packets.saturating_sub(received.packets_in));
+            e.gateway_drops = received.drops_in;
+        }
+    }
+    Ok(report)
+}
+
+/// The gateway's counters once the last packets sent have been processed:
+/// read until the decrypted count stops growing (at most about 2 s).
+fn gateway_settled(addr: SocketAddr) -> Result<gateway::GatewayEsp, EngineError> {
+    let mut last = gateway::GatewayEsp::scrape(addr)?;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = gateway::GatewayEsp::scrape(addr)?;
+        if now.packets_in == last.packets_in {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Ok(last)
 }
 
 fn add_map(into: &mut std::collections::BTreeMap<String, u64>, from: &std::collections::BTreeMap<String, u64>) {
@@ -228,6 +254,8 @@ fn merge(
             h.rekeys_ike_done += wh.rekeys_ike_done;
             h.rekeys_child_started += wh.rekeys_child_started;
             h.rekeys_child_done += wh.rekeys_child_done;
+            h.rekeys_ike_by_peer += wh.rekeys_ike_by_peer;
+            h.rekeys_child_by_peer += wh.rekeys_child_by_peer;
             add_map(&mut h.lost, &wh.lost);
         }
         if let Some(wt) = &w.teardown {
@@ -243,6 +271,7 @@ fn merge(
             e.packets += we.packets;
             e.bytes += we.bytes;
             e.errors += we.errors;
+            e.rekeys_followed += we.rekeys_followed;
             e.size = we.size;
             e.secs = e.secs.max(we.secs);
         }

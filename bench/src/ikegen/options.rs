@@ -2,7 +2,7 @@
 //! field optional so a file and the command line can be merged) and the
 //! checked, resolved form the engine runs on ([`GenConfig`]).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
 
@@ -153,6 +153,9 @@ pub struct Settings {
     /// While holding, send ESP through every tunnel: inner UDP packets of this many bytes (0 = off).
     #[arg(long)]
     pub esp_size: Option<usize>,
+    /// ESP packets per second over all tunnels (default: as fast as the generator can).
+    #[arg(long)]
+    pub esp_rate: Option<f64>,
     /// Flood: IKE_SA_INIT requests per second.
     #[arg(long)]
     pub flood_rate: Option<f64>,
@@ -202,6 +205,11 @@ pub struct Settings {
     /// Socket send/receive buffer size in bytes.
     #[arg(long)]
     pub socket_buffer: Option<usize>,
+    /// The gateway's Prometheus metrics address (HOST:PORT, ironsa's
+    /// `[daemon] metrics`): read before and after the run, so the report
+    /// gives the ESP packets the gateway decrypted and lost beside those sent.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub gateway_metrics: Option<String>,
 }
 
 macro_rules! overlay {
@@ -248,6 +256,7 @@ impl Settings {
             rekey_child_rate,
             teardown,
             esp_size,
+            esp_rate,
             flood_rate,
             duration,
             ike,
@@ -264,6 +273,7 @@ impl Settings {
             timeout,
             marker,
             socket_buffer,
+            gateway_metrics,
         );
         self
     }
@@ -380,6 +390,7 @@ impl Settings {
             rekey_child_rate: positive("rekey-child-rate", self.rekey_child_rate)?.unwrap_or(0.0),
             teardown: self.teardown.unwrap_or(false),
             esp_size: self.esp_size.unwrap_or(0),
+            esp_rate: positive("esp-rate", self.esp_rate)?.filter(|r| *r > 0.0),
             flood_rate,
             duration: secs("duration", self.duration, 10.0)?,
             ike,
@@ -397,8 +408,17 @@ impl Settings {
             timeout: secs("timeout", self.timeout, 60.0)?,
             marker: self.marker.unwrap_or(MarkerPolicy::Auto),
             socket_buffer: self.socket_buffer.unwrap_or(4 << 20),
+            gateway_metrics: self.gateway_metrics.as_deref().map(resolve_metrics).transpose()?,
         })
     }
+}
+
+/// The socket address of `--gateway-metrics` (a host name is looked up).
+fn resolve_metrics(text: &str) -> Result<SocketAddr, ConfigError> {
+    text.to_socket_addrs()
+        .map_err(|e| invalid(format!("--gateway-metrics '{text}': {e} (expected HOST:PORT)")))?
+        .next()
+        .ok_or_else(|| invalid(format!("--gateway-metrics '{text}': no address")))
 }
 
 fn templates(list: Vec<String>) -> Result<Vec<Template>, ConfigError> {
@@ -451,6 +471,8 @@ pub struct GenConfig {
     pub teardown: bool,
     /// ESP inner packet size while holding (0 = no ESP traffic).
     pub esp_size: usize,
+    /// ESP packets per second over all tunnels (None = as fast as possible).
+    pub esp_rate: Option<f64>,
     /// Flood packets per second.
     pub flood_rate: f64,
     /// Flood / mixed run time.
@@ -483,6 +505,8 @@ pub struct GenConfig {
     pub marker: MarkerPolicy,
     /// Socket buffer size.
     pub socket_buffer: usize,
+    /// The gateway's metrics endpoint, read before and after the run.
+    pub gateway_metrics: Option<SocketAddr>,
 }
 
 impl GenConfig {

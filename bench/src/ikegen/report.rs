@@ -68,6 +68,12 @@ pub struct HoldReport {
     pub rekeys_child_started: u64,
     /// CHILD_SA rekeys completed.
     pub rekeys_child_done: u64,
+    /// IKE SA rekeys the responder started (and completed).
+    #[serde(default)]
+    pub rekeys_ike_by_peer: u64,
+    /// CHILD_SA rekeys the responder started (and completed).
+    #[serde(default)]
+    pub rekeys_child_by_peer: u64,
     /// Established tunnels that went down on their own (DPD timeout, peer delete), by reason.
     pub lost: BTreeMap<String, u64>,
 }
@@ -326,13 +332,15 @@ impl Report {
         if let Some(h) = &self.hold {
             let _ = writeln!(
                 o,
-                "  hold {:.1} s (dpd {:.0} s): IKE rekeys {}/{}  CHILD rekeys {}/{} (done/started)",
+                "  hold {:.1} s (dpd {:.0} s): IKE rekeys {}/{}  CHILD rekeys {}/{} (done/started); by the responder: IKE {}  CHILD {}",
                 h.secs,
                 h.dpd_delay_secs,
                 h.rekeys_ike_done,
                 h.rekeys_ike_started,
                 h.rekeys_child_done,
-                h.rekeys_child_started
+                h.rekeys_child_started,
+                h.rekeys_ike_by_peer,
+                h.rekeys_child_by_peer
             );
             reasons(&mut o, "lost while held", &h.lost);
         }
@@ -347,9 +355,22 @@ impl Report {
         if let Some(e) = &self.esp {
             let _ = writeln!(
                 o,
-                "  ESP: {} packets of {} B through {} tunnels in {:.2} s = {:.0} Mbit/s sent ({} errors)",
-                e.packets, e.size, e.tunnels, e.secs, e.mbps, e.errors
+                "  ESP: {} packets of {} B through {} tunnels in {:.2} s = {:.0} Mbit/s sent ({} errors, {} rekeys followed)",
+                e.packets, e.size, e.tunnels, e.secs, e.mbps, e.errors, e.rekeys_followed
             );
+            if let (Some(delivered), Some(lost)) = (e.delivered, e.lost) {
+                let pct = |n: u64| 100.0 * n as f64 / e.packets.max(1) as f64;
+                let _ = writeln!(
+                    o,
+                    "  ESP at the gateway: sent {}  delivered {} ({:.2}%)  lost {} ({:.2}%)",
+                    e.packets,
+                    delivered,
+                    pct(delivered),
+                    lost,
+                    pct(lost)
+                );
+                reasons(&mut o, "gateway ESP drops (inbound, all traffic)", &e.gateway_drops);
+            }
         }
         if let Some(f) = &self.flood {
             let _ = writeln!(

@@ -7,7 +7,7 @@
 //!   gateway's memory stays flat.
 //!
 //! `IRONSA_SOAK_TUNNELS` and `IRONSA_SOAK_SECS` scale the soak up (default
-//! 300 tunnels held 40 s). Needs root (TUN device, raw ESP socket).
+//! 300 tunnels held 30 s). Needs root (TUN device, raw ESP socket).
 
 mod support;
 
@@ -190,7 +190,7 @@ fn short_soak_loses_no_sa_and_keeps_memory_flat() {
     let secs: f64 = std::env::var("IRONSA_SOAK_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(40.0);
+        .unwrap_or(30.0);
     let ports = free_udp_port_pair().unwrap();
     let mport = free_udp_port_pair().unwrap().0;
     let timers = Timers {

@@ -5,6 +5,7 @@
 //!
 //! Usage: `dpdk-bench [--json] [--secs S] [--reps R] [--burst B] [--inflight N]
 //! [--sizes 64,1420] [--modes cpu,cpu-ipsec-mb,lookaside] [--no-reference]`
+//! (`dpdk-bench --help` describes each).
 //!
 //! The machine may be shared: both sides are measured `R` times (crypto-perf
 //! runs, backend windows of `S` seconds) and the best of each is compared.
@@ -25,6 +26,7 @@
 //! rate at the same size (1.0 = the backend costs no more than the bare
 //! crypto of DPDK's fastest software PMD).
 
+use clap::{Parser, ValueEnum};
 use fastpath::dpdk::backend::{DpdkBackend, PollLoop, Started};
 use fastpath::dpdk::profile::HwProfile;
 use fastpath::esp::aead::{CipherKeys, EncAlg, IntegAlg};
@@ -32,6 +34,7 @@ use fastpath::ip;
 use fastpath::sad::{Direction, SaParams, Sad};
 use fastpath::spd::{Policy, PolicyAction, Spd, TrafficSelector};
 use ffi::{Eal, Mbuf};
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::process::Command;
@@ -42,24 +45,21 @@ use zeroize::Zeroizing;
 const SIZES: [usize; 2] = [64, 1420];
 
 /// Crypto modes of the backend the bench measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum BenchMode {
     /// aws-lc-rs on the poll loop's core (profile `crypto.mode = "cpu"`).
+    #[value(name = "cpu")]
     Cpu,
     /// intel-ipsec-mb's direct AES-GCM API on the poll loop's core, no
     /// crypto device (`"cpu-ipsec-mb"`).
+    #[value(name = "cpu-ipsec-mb")]
     CpuIpsecMb,
     /// `crypto_aesni_gcm` through enqueue/dequeue (`"lookaside"`).
+    #[value(name = "lookaside")]
     Lookaside,
 }
 
 impl BenchMode {
-    const ALL: [BenchMode; 3] = [BenchMode::Cpu, BenchMode::CpuIpsecMb, BenchMode::Lookaside];
-
-    fn parse(s: &str) -> Option<BenchMode> {
-        BenchMode::ALL.into_iter().find(|m| m.name() == s)
-    }
-
     /// The profile's `crypto.mode` value.
     fn name(self) -> &'static str {
         match self {
@@ -83,90 +83,49 @@ impl BenchMode {
     }
 }
 
+/// The DPDK backend's ESP encapsulation + decapsulation rate per core on a
+/// `net_ring` port, compared in the same run with `dpdk-test-crypto-perf`'s
+/// AES-GCM rate on `crypto_aesni_gcm` for the same sizes.
+#[derive(Parser, Debug)]
+#[command(name = "dpdk-bench", version)]
 struct Options {
+    /// Print the results as one JSON object.
+    #[arg(long)]
     json: bool,
+    /// Seconds per backend window.
+    #[arg(long, default_value_t = 0.3, value_parser = ironsa_bench::cli::seconds(3600.0))]
     secs: f64,
-    reps: usize,
-    inflight: usize,
-    burst: usize,
-    /// Packet sizes measured.
+    /// Windows of the backend and runs of crypto-perf (the best of each is compared).
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u16).range(1..=100))]
+    reps: u16,
+    /// Packets per rx/tx burst.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=64))]
+    burst: u16,
+    /// Packets circulating on the ring.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u16).range(1..=2048))]
+    inflight: u16,
+    /// Packet sizes measured: 64, 1420.
+    #[arg(long, value_delimiter = ',', default_value = "64,1420", value_parser = size)]
     sizes: Vec<usize>,
     /// Crypto modes measured.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "cpu,cpu-ipsec-mb,lookaside"
+    )]
     modes: Vec<BenchMode>,
     /// Skip dpdk-test-crypto-perf (profiling the backend alone; no ratios).
+    #[arg(long)]
     no_reference: bool,
 }
 
-fn parse_args() -> Result<Options, String> {
-    let mut o = Options {
-        json: false,
-        secs: 0.3,
-        reps: 9,
-        inflight: 512,
-        burst: 32,
-        sizes: SIZES.to_vec(),
-        modes: BenchMode::ALL.to_vec(),
-        no_reference: false,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--json" => o.json = true,
-            "--secs" => {
-                o.secs = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|s: &f64| *s > 0.0)
-                    .ok_or("--secs needs a positive number")?
-            }
-            "--reps" => {
-                o.reps = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|n: &usize| (1..=100).contains(n))
-                    .ok_or("--reps needs 1..=100")?
-            }
-            "--burst" => {
-                o.burst = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|n: &usize| (1..=64).contains(n))
-                    .ok_or("--burst needs 1..=64")?
-            }
-            "--inflight" => {
-                o.inflight = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|n: &usize| (1..=2048).contains(n))
-                    .ok_or("--inflight needs 1..=2048")?
-            }
-            "--sizes" => {
-                o.sizes = args
-                    .next()
-                    .map(|v| v.split(',').map(|s| s.parse::<usize>()).collect::<Result<Vec<_>, _>>())
-                    .and_then(Result::ok)
-                    .filter(|v| !v.is_empty() && v.iter().all(|s| SIZES.contains(s)))
-                    .ok_or("--sizes needs a list of 64,1420")?
-            }
-            "--modes" => {
-                o.modes = args
-                    .next()
-                    .map(|v| v.split(',').map(BenchMode::parse).collect::<Option<Vec<_>>>())
-                    .and_then(|v| v)
-                    .filter(|v| !v.is_empty())
-                    .ok_or("--modes needs a list of cpu,cpu-ipsec-mb,lookaside")?
-            }
-            "--no-reference" => o.no_reference = true,
-            "-h" | "--help" => {
-                println!(
-                    "usage: dpdk-bench [--json] [--secs S] [--reps R] [--burst B] [--inflight N] [--sizes 64,1420] [--modes cpu,cpu-ipsec-mb,lookaside] [--no-reference]"
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    Ok(o)
+/// One of the packet sizes the circuit supports.
+fn size(v: &str) -> Result<usize, String> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|s| SIZES.contains(s))
+        .ok_or_else(|| format!("'{v}' is not one of 64, 1420"))
 }
 
 /// Mops per buffer size from `dpdk-test-crypto-perf` throughput output.
@@ -282,7 +241,7 @@ impl Circuit {
     /// lookaside mode) and sets `inflight` packets of `size`
     /// bytes circulating.
     fn start(eal: Eal, port: &str, device: &str, mode: BenchMode, size: usize, o: &Options) -> Result<Circuit, String> {
-        let burst = o.burst;
+        let burst = usize::from(o.burst);
         let crypto = match mode {
             BenchMode::Lookaside => format!("mode = \"lookaside\"\ndevice = \"{device}\""),
             m => format!("mode = \"{}\"", m.name()),
@@ -336,7 +295,7 @@ impl Circuit {
         let mut frame = mac.to_vec();
         frame.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x00]);
         frame.extend_from_slice(&inner_packet(size));
-        let mut v: Vec<Mbuf> = Vec::with_capacity(o.inflight);
+        let mut v: Vec<Mbuf> = Vec::with_capacity(usize::from(o.inflight));
         for _ in 0..o.inflight {
             let mut m = backend.pool().alloc().map_err(|e| e.to_string())?;
             m.extend_from_slice(&frame).map_err(|e| e.to_string())?;
@@ -441,13 +400,7 @@ fn thread_cpu_secs() -> f64 {
 }
 
 fn main() {
-    let o = match parse_args() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("dpdk-bench: {e}");
-            std::process::exit(2);
-        }
-    };
+    let o = Options::parse();
     // lcore 1 = the core crypto-perf's worker runs on (`-l 0,1`): both sides
     // are measured on the same core.
     let mut eal_args: Vec<String> = [
@@ -554,12 +507,12 @@ fn best_cpu_row(rows: &[Row], size: usize) -> Option<&Row> {
         .max_by(|a, b| a.wall_mpps.total_cmp(&b.wall_mpps))
 }
 
-/// A JSON number (`null` when not measured).
-fn num(x: f64) -> String {
+/// A JSON number rounded to 4 decimals (`null` when not measured).
+fn num(x: f64) -> Value {
     if x.is_finite() {
-        format!("{x:.4}")
+        json!((x * 1e4).round() / 1e4)
     } else {
-        "null".into()
+        Value::Null
     }
 }
 
@@ -569,18 +522,19 @@ fn print_json(o: &Options, rows: &[Row]) {
         let Some(best) = best_cpu_row(rows, size) else {
             continue;
         };
-        let modes: Vec<String> = rows
+        let modes: serde_json::Map<String, Value> = rows
             .iter()
             .filter(|r| r.size == size)
             .map(|r| {
-                format!(
-                    "\"{}\":{{\"mpps\":{},\"cpu_time_mpps\":{},\"ratio\":{},\"ratio_cpu_time\":{},\"drops\":{}}}",
-                    r.mode.name(),
-                    num(r.wall_mpps),
-                    num(r.cpu_mpps),
-                    num(r.ratio()),
-                    num(r.ratio_cpu_time()),
-                    r.drops
+                (
+                    r.mode.name().to_string(),
+                    json!({
+                        "mpps": num(r.wall_mpps),
+                        "cpu_time_mpps": num(r.cpu_mpps),
+                        "ratio": num(r.ratio()),
+                        "ratio_cpu_time": num(r.ratio_cpu_time()),
+                        "drops": r.drops,
+                    }),
                 )
             })
             .collect();
@@ -589,31 +543,35 @@ fn print_json(o: &Options, rows: &[Row]) {
             .find(|l| l.size == size && l.mode == BenchMode::Lookaside)
             .map(|l| (l.wall_mpps, l.ratio()))
             .unwrap_or((f64::NAN, f64::NAN));
-        items.push(format!(
-            "{{\"size\":{},\"mode\":\"{}\",\"backend_mpps\":{},\"backend_cpu_time_mpps\":{},\"crypto_perf_encrypt_mops\":{},\"crypto_perf_decrypt_mops\":{},\"crypto_perf_pair_mops\":{},\"ratio\":{},\"ratio_cpu_time\":{},\"drops\":{},\"lookaside_aesni_mpps\":{},\"lookaside_aesni_ratio\":{},\"modes\":{{{}}}}}",
-            size,
-            best.mode.name(),
-            num(best.wall_mpps),
-            num(best.cpu_mpps),
-            num(best.enc),
-            num(best.dec),
-            num(best.pair),
-            num(best.ratio()),
-            num(best.ratio_cpu_time()),
-            best.drops,
-            num(la.0),
-            num(la.1),
-            modes.join(",")
-        ));
+        items.push(json!({
+            "size": size,
+            "mode": best.mode.name(),
+            "backend_mpps": num(best.wall_mpps),
+            "backend_cpu_time_mpps": num(best.cpu_mpps),
+            "crypto_perf_encrypt_mops": num(best.enc),
+            "crypto_perf_decrypt_mops": num(best.dec),
+            "crypto_perf_pair_mops": num(best.pair),
+            "ratio": num(best.ratio()),
+            "ratio_cpu_time": num(best.ratio_cpu_time()),
+            "drops": best.drops,
+            "lookaside_aesni_mpps": num(la.0),
+            "lookaside_aesni_ratio": num(la.1),
+            "modes": modes,
+        }));
     }
-    println!(
-        "{{\"bench\":\"dpdk-bench\",\"host\":\"{}\",\"mode\":\"best cpu crypto per size\",\"port\":\"net_ring\",\"cipher\":\"aes-128-gcm\",\"reference\":\"dpdk-test-crypto-perf crypto_aesni_gcm\",\"reps\":{},\"inflight\":{},\"burst\":{},\"results\":[{}]}}",
-        host_cpu().replace(['"', '\\'], ""),
-        o.reps,
-        o.inflight,
-        o.burst,
-        items.join(",")
-    );
+    let report = json!({
+        "bench": "dpdk-bench",
+        "host": host_cpu(),
+        "mode": "best cpu crypto per size",
+        "port": "net_ring",
+        "cipher": "aes-128-gcm",
+        "reference": "dpdk-test-crypto-perf crypto_aesni_gcm",
+        "reps": o.reps,
+        "inflight": o.inflight,
+        "burst": o.burst,
+        "results": items,
+    });
+    println!("{report}");
 }
 
 fn print_table(o: &Options, rows: &[Row], circuits: &[Circuit]) {

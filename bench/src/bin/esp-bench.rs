@@ -3,7 +3,7 @@
 //!
 //! Usage: `esp-bench [--json] [--secs S] [--reps R] [--no-scale] [--scale-sas N]
 //! [--traffic one-active,active-1000,random,uniform-x4,zipf-x4] [--cores N] [--no-core-scaling]
-//! [--sizes 64,512,1420,imix]`
+//! [--sizes 64,512,1420,imix]` (`esp-bench --help` describes each).
 //!
 //! Each case runs bursts of 32 packets through a `fastpath::worker::Worker`
 //! (SPD lookup, SAD lookup, sequence number, ESP, counters). Refilling the
@@ -28,12 +28,14 @@
 //! left out.
 
 use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use clap::{Parser, ValueEnum};
 use fastpath::buf::{PacketBuf, PacketBuffer};
 use fastpath::esp::aead::{CipherKeys, EncAlg, IntegAlg};
 use fastpath::ip;
 use fastpath::sad::{Direction, SaId, SaParams, Sad};
 use fastpath::spd::{Policy, PolicyAction, Spd, TrafficSelector};
 use fastpath::worker::{InboundKind, PacketMeta, Verdict, Worker};
+use serde_json::{Value, json};
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,7 +47,7 @@ const BURST: usize = 32;
 /// Simple IMIX: 7 × 64 B, 4 × 576 B, 1 × 1420 B.
 const IMIX: [usize; 12] = [64, 576, 64, 64, 576, 64, 1420, 64, 576, 64, 576, 64];
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Size {
     Fixed(usize),
     Imix,
@@ -64,13 +66,29 @@ impl Size {
             Size::Imix => "imix".into(),
         }
     }
-    /// JSON fields: numeric `size` (IMIX: its mean packet size) and a `label`.
-    fn json(self) -> String {
+    /// The numeric `size` of the JSON output (IMIX: its mean packet size).
+    fn bytes(self) -> usize {
         match self {
-            Size::Fixed(s) => format!("{s},\"label\":\"{s}\""),
-            Size::Imix => format!("{},\"label\":\"imix\"", IMIX.iter().sum::<usize>() / IMIX.len()),
+            Size::Fixed(s) => s,
+            Size::Imix => IMIX.iter().sum::<usize>() / IMIX.len(),
         }
     }
+
+    /// A size named on the command line: 64, 512, 1420 or imix.
+    fn parse(name: &str) -> Result<Size, String> {
+        SIZES
+            .into_iter()
+            .find(|s| s.label() == name)
+            .ok_or_else(|| format!("'{name}' is not one of 64, 512, 1420, imix"))
+    }
+}
+
+/// The packet sizes measured by default, in report order.
+const SIZES: [Size; 4] = [Size::Fixed(64), Size::Fixed(512), Size::Fixed(1420), Size::Imix];
+
+/// A figure rounded to 4 decimals for the JSON output.
+fn r4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
 }
 
 #[derive(Clone, Copy, Default)]
@@ -305,21 +323,38 @@ impl Tables {
 }
 
 /// Which tunnel each successive packet belongs to.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
 enum Traffic {
     /// One tunnel of the many installed carries all packets: isolates the
     /// cost of the table sizes from the cost of touching many SAs.
+    #[value(name = "one-active", help = "All packets on one of the installed tunnels")]
     OneActive,
     /// A uniformly random tunnel per packet among [`ACTIVE`] tunnels spread
     /// over the installed ones (the rest installed but idle).
+    #[value(
+        name = "active-1000",
+        help = "A uniformly random tunnel per packet among 1000 active ones"
+    )]
     ActiveSubset,
     /// A uniformly random tunnel for every packet: nothing is reused between
     /// packets (worst case for caches).
+    #[value(
+        name = "random",
+        help = "A uniformly random tunnel per packet (worst case for caches)"
+    )]
     Random,
     /// Trains of `TRAIN` back-to-back packets per flow, flows drawn uniformly.
+    #[value(
+        name = "uniform-x4",
+        help = "Trains of 4 back-to-back packets per flow, flows drawn uniformly"
+    )]
     UniformTrains,
     /// Trains of `TRAIN` back-to-back packets per flow, flows drawn from a
     /// Zipf(1.0) popularity law over the tunnels (ranks shuffled over memory).
+    #[value(
+        name = "zipf-x4",
+        help = "Trains of 4 back-to-back packets per flow, Zipf(1.0) flow popularity"
+    )]
     ZipfTrains,
 }
 
@@ -733,14 +768,14 @@ impl Reps {
             r.iter().copied().fold(0.0, f64::max),
         )
     }
-    fn json(&self, size: Size) -> String {
-        format!(
-            "{{\"size\":{},\"mpps\":{:.4},\"gbps\":{:.4},\"ratio\":{:.4}}}",
-            size.json(),
-            self.mpps(),
-            self.gbps(),
-            self.ratio()
-        )
+    fn json(&self, size: Size) -> Value {
+        json!({
+            "size": size.bytes(),
+            "label": size.label(),
+            "mpps": r4(self.mpps()),
+            "gbps": r4(self.gbps()),
+            "ratio": r4(self.ratio()),
+        })
     }
 }
 
@@ -773,66 +808,81 @@ struct CoreRow {
 }
 
 impl CoreRow {
-    fn json(&self, size: Size) -> String {
-        format!(
-            "{{\"size\":{},\"encap_one_mpps\":{:.4},\"encap_mpps\":{:.4},\"encap_scaling\":{:.4},\"encap_scaling_work\":{:.4},\"decap_one_mpps\":{:.4},\"decap_mpps\":{:.4},\"decap_scaling\":{:.4},\"decap_scaling_work\":{:.4}}}",
-            size.json(),
-            self.encap_one.mpps(),
-            self.encap.mpps(),
-            self.encap_wall.ratio(),
-            self.encap.ratio(),
-            self.decap_one.mpps(),
-            self.decap.mpps(),
-            self.decap_wall.ratio(),
-            self.decap.ratio()
-        )
+    fn json(&self, size: Size) -> Value {
+        json!({
+            "size": size.bytes(),
+            "label": size.label(),
+            "encap_one_mpps": r4(self.encap_one.mpps()),
+            "encap_mpps": r4(self.encap.mpps()),
+            "encap_scaling": r4(self.encap_wall.ratio()),
+            "encap_scaling_work": r4(self.encap.ratio()),
+            "decap_one_mpps": r4(self.decap_one.mpps()),
+            "decap_mpps": r4(self.decap.mpps()),
+            "decap_scaling": r4(self.decap_wall.ratio()),
+            "decap_scaling_work": r4(self.decap.ratio()),
+        })
     }
 }
 
+/// ESP encapsulation and decapsulation per core, compared in the same run
+/// with the bare aws-lc-rs AES-GCM seal and open of the same sizes.
+#[derive(Parser, Debug)]
+#[command(name = "esp-bench", version)]
+struct Cli {
+    /// Print the results as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Seconds of timed work per case and repetition.
+    #[arg(long, default_value_t = 0.3, value_parser = ironsa_bench::cli::seconds(3600.0))]
+    secs: f64,
+    /// Repetitions (the median is reported).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    reps: u32,
+    /// Skip the many-SA cases.
+    #[arg(long)]
+    no_scale: bool,
+    /// Tunnels installed for the many-SA cases.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    scale_sas: u32,
+    /// Traffic models of the many-SA cases (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    traffic: Option<Vec<Traffic>>,
+    /// Workers of the core-scaling cases (fewer than 2: none).
+    #[arg(long, default_value_t = 2)]
+    cores: usize,
+    /// Skip the core-scaling cases.
+    #[arg(long)]
+    no_core_scaling: bool,
+    /// Packet sizes: 64, 512, 1420, imix (default: all).
+    #[arg(long, value_delimiter = ',', value_parser = Size::parse)]
+    sizes: Option<Vec<Size>>,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let json = args.iter().any(|a| a == "--json");
-    let no_scale = args.iter().any(|a| a == "--no-scale");
-    let arg_val = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse::<f64>().ok())
-    };
-    let cores = if args.iter().any(|a| a == "--no-core-scaling") {
-        0
-    } else {
-        arg_val("--cores").map_or(2, |c| c as usize)
-    };
+    let cli = Cli::parse();
+    let json = cli.json;
+    let no_scale = cli.no_scale;
+    let cores = if cli.no_core_scaling { 0 } else { cli.cores };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cores > cpus && !json {
         eprintln!("--cores {cores}: only {cpus} CPUs available to this process; threads will share CPUs");
     }
-    let secs = Duration::from_secs_f64(arg_val("--secs").unwrap_or(0.3));
-    let reps = (arg_val("--reps").unwrap_or(5.0) as usize).max(1);
-    let scale_sas = (arg_val("--scale-sas").unwrap_or(100_000.0) as u32).max(1);
-    let models: Vec<Traffic> = match args.iter().position(|a| a == "--traffic") {
-        Some(i) => Traffic::ALL
-            .into_iter()
-            .filter(|t| args.get(i + 1).is_some_and(|v| v.split(',').any(|n| n == t.name())))
-            .collect(),
-        None => Traffic::ALL.to_vec(),
-    };
-    let all_sizes = [Size::Fixed(64), Size::Fixed(512), Size::Fixed(1420), Size::Imix];
-    // `--sizes 64,1420` (or `imix`): a subset of the sizes, for quicker A/B runs.
-    let sizes: Vec<Size> = match args.iter().position(|a| a == "--sizes") {
-        Some(i) => all_sizes
-            .into_iter()
-            .filter(|s| {
-                let name = match s {
-                    Size::Fixed(n) => n.to_string(),
-                    Size::Imix => "imix".to_string(),
-                };
-                args.get(i + 1).is_some_and(|v| v.split(',').any(|n| n == name))
-            })
-            .collect(),
-        None => all_sizes.to_vec(),
-    };
+    let secs = Duration::from_secs_f64(cli.secs);
+    let reps = cli.reps as usize;
+    let scale_sas = cli.scale_sas;
+    // Subsets keep the report's order whatever the order on the command line.
+    let models: Vec<Traffic> = Traffic::ALL
+        .into_iter()
+        .filter(|t| cli.traffic.as_ref().is_none_or(|v| v.contains(t)))
+        .collect();
+    let sizes: Vec<Size> = SIZES
+        .into_iter()
+        .filter(|s| {
+            cli.sizes
+                .as_ref()
+                .is_none_or(|v| v.iter().any(|c| c.label() == s.label()))
+        })
+        .collect();
 
     let single = RefCell::new(setup(1));
     let mut many = None;
@@ -927,64 +977,59 @@ fn main() {
     }
 
     if json {
-        let list = |f: &dyn Fn(&Row, Size) -> String| {
-            rows.iter()
-                .zip(sizes.iter().copied())
-                .map(|(r, s)| f(r, s))
-                .collect::<Vec<_>>()
-                .join(",")
+        let list = |f: &dyn Fn(&Row, Size) -> Value| -> Vec<Value> {
+            rows.iter().zip(sizes.iter().copied()).map(|(r, s)| f(r, s)).collect()
         };
-        let results = list(&|r, s| r.encap.json(s));
-        let decap = list(&|r, s| r.decap.json(s));
-        let seal = list(&|r, s| r.seal.json(s));
-        let open = list(&|r, s| r.open.json(s));
-        let scale_list = |mi: usize, dec: bool| {
+        let scale_list = |mi: usize, dec: bool| -> Vec<Value> {
             scale_rows[mi]
                 .iter()
                 .zip(sizes.iter().copied())
                 .map(|(r, s)| if dec { r.decap.json(s) } else { r.encap.json(s) })
-                .collect::<Vec<_>>()
-                .join(",")
+                .collect()
         };
         // Legacy keys: the worst case (random tunnel per packet).
         let worst = models.iter().position(|m| *m == Traffic::Random);
         let (scale_enc, scale_dec) = match (worst, many.is_some()) {
             (Some(w), true) => (scale_list(w, false), scale_list(w, true)),
-            _ => (String::new(), String::new()),
+            _ => (Vec::new(), Vec::new()),
         };
-        let per_model = if many.is_some() {
+        let per_model: Vec<Value> = if many.is_some() {
             models
                 .iter()
                 .enumerate()
                 .map(|(mi, m)| {
-                    format!(
-                        "{{\"traffic\":\"{}\",\"description\":\"{}\",\"encap\":[{}],\"decap\":[{}]}}",
-                        m.name(),
-                        m.describe(),
-                        scale_list(mi, false),
-                        scale_list(mi, true)
-                    )
+                    json!({
+                        "traffic": m.name(),
+                        "description": m.describe(),
+                        "encap": scale_list(mi, false),
+                        "decap": scale_list(mi, true),
+                    })
                 })
-                .collect::<Vec<_>>()
-                .join(",")
+                .collect()
         } else {
-            String::new()
+            Vec::new()
         };
-        let core_scaling = core_rows
+        let core_scaling: Vec<Value> = core_rows
             .iter()
             .zip(sizes.iter().copied())
             .map(|(r, s)| r.json(s))
-            .collect::<Vec<_>>()
-            .join(",");
-        println!(
-            "{{\"cipher\":\"aes128gcm16\",\"burst\":{BURST},\"reps\":{reps},\"results\":[{results}],\
-             \"core_scaling\":{{\"cores\":{cores},\"results\":[{core_scaling}]}},\
-             \"decap_results\":[{decap}],\"bare_seal\":[{seal}],\"bare_open\":[{open}],\
-             \"scale_sas\":{},\"scale_encap\":[{scale_enc}],\"scale_decap\":[{scale_dec}],\
-             \"scale_traffic\":[{per_model}],\
-             \"notes\":\"medians over reps; results = encap, ratio vs bare aws-lc-rs AES-128-GCM seal in the same repetition; decap ratio vs bare open; scale ratios vs single-SA in the same repetition; scale_encap/scale_decap = random tunnel per packet; core_scaling = aggregate rate of N workers on N threads (one tunnel each, shared SAD/SPD) over one worker's rate in the same repetition\"}}",
-            if no_scale { 0 } else { scale_sas }
-        );
+            .collect();
+        let report = json!({
+            "cipher": "aes128gcm16",
+            "burst": BURST,
+            "reps": reps,
+            "results": list(&|r, s| r.encap.json(s)),
+            "core_scaling": { "cores": cores, "results": core_scaling },
+            "decap_results": list(&|r, s| r.decap.json(s)),
+            "bare_seal": list(&|r, s| r.seal.json(s)),
+            "bare_open": list(&|r, s| r.open.json(s)),
+            "scale_sas": if no_scale { 0 } else { scale_sas },
+            "scale_encap": scale_enc,
+            "scale_decap": scale_dec,
+            "scale_traffic": per_model,
+            "notes": "medians over reps; results = encap, ratio vs bare aws-lc-rs AES-128-GCM seal in the same repetition; decap ratio vs bare open; scale ratios vs single-SA in the same repetition; scale_encap/scale_decap = random tunnel per packet; core_scaling = aggregate rate of N workers on N threads (one tunnel each, shared SAD/SPD) over one worker's rate in the same repetition",
+        });
+        println!("{report}");
         return;
     }
     println!(

@@ -992,3 +992,34 @@ fn responder_choosing_our_second_proposal_is_accepted() {
     assert_eq!(p.a_seen.installed[0].encr, gcm256);
     assert_children_match(&p.a_seen.installed[0], &p.b_seen.installed[0]);
 }
+
+/// A CHILD_SA whose hard lifetime passes while another exchange is still
+/// outstanding (here a DPD the peer never answers) waits for its DELETE; the
+/// endpoint's timer loop must not keep firing that past deadline (it spun
+/// forever, hanging the daemon's shard and every SA on it).
+#[test]
+fn child_expiring_behind_an_outstanding_exchange_does_not_spin_the_timers() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut a, b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+        a.children[0].lifetime = Lifetime::rekey_after(Duration::from_secs(60));
+        a.retransmit_tries = 8;
+        let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
+        p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+        p.run(Duration::from_secs(5));
+        assert_eq!(p.a_seen.installed.len(), 1);
+        // The peer goes silent: the DPD is retransmitted for minutes, past
+        // the child's rekey (60 s) and hard expiry (66 s).
+        p.net.loss = 100;
+        let spi = p.a_spi();
+        p.a.queue(p.now, spi, Task::Dpd);
+        p.run(Duration::from_secs(100));
+        let sa = p.a.sas().next().expect("the SA is still retransmitting its DPD");
+        let next = sa.poll_timeout().expect("a retransmission is due later");
+        let _ = tx.send((p.now, next));
+    });
+    let (now, next) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("handle_timeout returned (it spun on a deadline in the past)");
+    assert!(next > now, "the SA's next deadline is in the future");
+}

@@ -831,6 +831,9 @@ impl IkeSa {
         let mut rekey = Vec::new();
         for c in &mut self.children {
             if c.expire_at.is_some_and(|e| now >= e) {
+                // Its DELETE is queued once; a deadline left in the past would
+                // fire again at once for as long as another exchange is outstanding.
+                c.expire_at = None;
                 expired.push(c.spi_in);
             } else if c.state == ChildState::Installed && c.rekey_at.is_some_and(|r| now >= r) {
                 c.rekey_at = None;

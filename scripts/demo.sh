@@ -52,7 +52,7 @@ echo "== ikegen: $TUNNELS tunnels, then ESP through all of them for ${ESP_SECS}s
 ./target/release/ikegen --remote 127.0.0.1:500 --source 127.0.1.0/24 -n "$TUNNELS" -c 2000 \
   --psk 'demo-only-Zq8#kP2!vR9@wX4$yT7&uN1*' --remote-id gw.demo.test --local-id 'user{n}@demo.test' \
   --local-ts '10.128.{n/256%256}.{n%256}/32' --remote-ts 10.0.0.0/8 \
-  --hold "$ESP_SECS" --esp-size 1400 --json --quiet >"$WORK/ikegen.json"
+  --hold "$ESP_SECS" --esp-size 1400 --gateway-metrics 127.0.0.1:9500 --json --quiet >"$WORK/ikegen.json"
 
 UP=$(./target/release/ironsa --socket /tmp/ironsa-demo.sock sas --json | grep -c '"state": "ESTABLISHED"' || true)
 CHILDREN=$(metric ironsa_child_sas)
@@ -78,6 +78,10 @@ print(f"handshakes/s            {r['handshakes_per_sec']:.0f}  (generator CPU {r
 print(f"latency ms              p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  p99 {lat['p99']:.1f}  p99.9 {lat['p999']:.1f}  max {lat['max']:.1f}")
 print(f"ESP sent by ikegen      {e.get('packets', 0)} packets, {e.get('mbps', 0):.0f} Mbit/s through {e.get('tunnels', 0)} tunnels")
 print(f"ESP decrypted by gateway {esp_in} packets, {esp_bytes * 8 / max(secs, 1) / 1e6:.0f} Mbit/s over {secs} s")
+if "delivered" in e:
+    sent = max(e.get("packets", 0), 1)
+    drops = ", ".join(f"{k} {v}" for k, v in sorted(e.get("gateway_drops", {}).items())) or "none"
+    print(f"ESP of this run         delivered {e['delivered']} ({100 * e['delivered'] / sent:.1f}%), lost {e['lost']} ({100 * e['lost'] / sent:.1f}%); gateway drops: {drops}")
 print(f"gateway memory          {rss1 // 1024} MiB RSS, {per / 1024:.1f} KiB per tunnel incl. fixed buffers (marginal cost: tests/gateway_load.rs)")
 print(f"cookies sent            {cookies}")
 PY

@@ -37,8 +37,22 @@ struct Timers {
     dpd: &'static str,
 }
 
-/// A gateway on loopback with the software fastpath, its metrics on `metrics`.
+/// A gateway on loopback with the software fastpath, its metrics on `metrics`
+/// (returned once they answer: the daemon opens them after its control socket).
 fn gateway(ports: (u16, u16), metrics: u16, tun: &str, t: &Timers) -> Ironsa {
+    let gw = start_gateway(ports, metrics, tun, t);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], metrics))).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway's metrics never answered"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    gw
+}
+
+fn start_gateway(ports: (u16, u16), metrics: u16, tun: &str, t: &Timers) -> Ironsa {
     Ironsa::start(
         &format!(
             r#"
@@ -104,7 +118,8 @@ fn settings(port: u16, metrics: u16, source: &str, tunnels: u64) -> Settings {
 
 fn metrics(port: u16) -> String {
     let mut s = std::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The daemon answers from its shards, which a loaded machine may starve for seconds.
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
@@ -158,8 +173,15 @@ fn esp_load_follows_child_sa_rekeys_of_both_sides() {
     s.rekey_child_rate = Some(10.0);
     s.esp_rate = Some(2000.0);
     let report = run(&s.resolve().unwrap(), None).unwrap();
-    eprintln!("{}", report.render_text());
+    let text = report.render_text();
+    eprintln!("{text}");
     assert_eq!(report.children_installed, 100, "all CHILD_SAs up");
+    // Both forms of the report say what arrived beside what was sent.
+    assert!(text.contains("ESP at the gateway: sent"), "{text}");
+    let v = serde_json::to_value(&report).unwrap();
+    for key in ["packets", "delivered", "lost", "rekeys_followed"] {
+        assert!(v["esp"][key].is_u64(), "--json has esp.{key}: {}", v["esp"]);
+    }
     let hold = report.hold.as_ref().unwrap();
     assert!(hold.rekeys_child_done > 0, "the generator rekeyed CHILD_SAs");
     assert!(hold.rekeys_child_by_peer > 0, "the gateway rekeyed CHILD_SAs");
@@ -247,7 +269,7 @@ fn short_soak_loses_no_sa_and_keeps_memory_flat() {
         "{lost} of {sent} ESP packets lost ({delivered} delivered)"
     );
 
-    assert!(samples.len() as f64 >= secs * 0.75, "sampled while held: {samples:?}");
+    assert!(samples.len() >= 6, "sampled while held: {samples:?}");
     for (t, _, ike, child) in &samples {
         assert!(
             *ike >= n && *child >= n,

@@ -45,6 +45,34 @@ fn binary_runs_self_test_with_toml_json_and_plot() {
 }
 
 #[test]
+fn unreadable_gateway_metrics_fail_the_run_with_a_message() {
+    // A port nobody listens on: the run must not report ESP without the gateway's view.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_ikegen"))
+        .args(["-n", "5", "--self-test-responder", "--quiet", "--gateway-metrics"])
+        .arg(format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("gateway's metrics at http://127.0.0.1:{port}/metrics")),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_ikegen"))
+        .args(["--gateway-metrics", "no-port-here", "--self-test-responder"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--gateway-metrics 'no-port-here'"), "{err}");
+}
+
+#[test]
 fn bad_options_fail_with_a_message() {
     let out = Command::new(env!("CARGO_BIN_EXE_ikegen"))
         .args(["--ike", "aes999-nope", "--self-test-responder"])

@@ -642,13 +642,18 @@ impl Worker {
             }
         }
         let end = Instant::now();
+        let hold_secs = hold.secs;
         if self.cfg.hold > Duration::ZERO || self.cfg.teardown {
             self.res.hold = Some(hold);
         }
         if self.cfg.teardown {
             self.res.teardown = Some(teardown);
         }
-        if let Some(e) = self.esp.take() {
+        if let Some(mut e) = self.esp.take() {
+            if self.cfg.esp_rate.is_some() {
+                // Paced: the rate is over the whole hold, not the time spent sending.
+                e.report.secs = hold_secs;
+            }
             self.res.esp = Some(e.report);
         }
         if let Some(mut fr) = flood_report {

@@ -33,7 +33,7 @@ pub struct EspReport {
     pub bytes: u64,
     /// Packets the fastpath refused (e.g. SA rekeyed away) or the socket refused.
     pub errors: u64,
-    /// Seconds spent sending.
+    /// Seconds spent sending (with `--esp-rate`: the whole hold).
     pub secs: f64,
     /// Inner packet size.
     pub size: usize,
@@ -178,7 +178,11 @@ impl EspLoad {
                     sa,
                     policy,
                 });
-                self.report.tunnels += 1;
+                // A rekey of a child we no longer follow (the loser of a
+                // rekey collision) carries an existing tunnel's traffic.
+                if c.rekey_of.is_none() {
+                    self.report.tunnels += 1;
+                }
             }
             Err(_) => {
                 let _ = self.sad.remove(sa);

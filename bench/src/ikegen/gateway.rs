@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-/// How long one scrape may take.
-const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one scrape may take (ironsa answers from its shards, which a
+/// loaded gateway may keep busy for a while).
+const TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest metrics page read.
 const MAX_PAGE: u64 = 16 << 20;
 
@@ -55,7 +56,12 @@ impl GatewayEsp {
         s.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
         s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").map_err(io)?;
         let mut page = Vec::new();
-        s.take(MAX_PAGE).read_to_end(&mut page).map_err(io)?;
+        if let Err(e) = s.take(MAX_PAGE).read_to_end(&mut page) {
+            // A server that resets the connection after a complete answer still answered.
+            if !(e.kind() == std::io::ErrorKind::ConnectionReset && is_complete(&page)) {
+                return Err(io(e));
+            }
+        }
         let page = String::from_utf8_lossy(&page);
         let unexpected = |reason: &str| GatewayMetricsError::Unexpected {
             addr,
@@ -128,6 +134,19 @@ impl GatewayEsp {
     }
 }
 
+/// True if `page` holds an HTTP head and as many body bytes as its Content-Length.
+fn is_complete(page: &[u8]) -> bool {
+    let Some(end) = page.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&page[..end]);
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .is_some_and(|len| page.len() >= end + 4 + len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +169,14 @@ mod tests {
         assert_eq!(g.drops_in["no_sa"], 5);
         assert_eq!(g.drops_in["replay"], 1);
         assert!(GatewayEsp::parse("ironsa_ike_sas{shard=\"0\"} 4\n").is_none());
+    }
+
+    #[test]
+    fn complete_answers_are_recognised() {
+        assert!(is_complete(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nabc"));
+        assert!(!is_complete(b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nabc"));
+        assert!(!is_complete(b"HTTP/1.0 200 OK\r\n\r\nabc"));
+        assert!(!is_complete(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n"));
     }
 
     #[test]

@@ -880,17 +880,23 @@ impl Worker {
                 b.max_latency_ms = b.max_latency_ms.max(ms);
             }
             Event::ChildSaInstalled(c) => {
-                // First children and rekeys alike: a rekeyed flow moves to the new SA.
+                let by_peer = c.rekey_of.is_some_and(|old| !self.own_child_rekeys.remove(&old));
+                // A flow moves to the new SA of our own rekey at once, to that
+                // of the responder's once it deletes the old child.
                 if let Some(e) = self.esp.as_mut() {
-                    e.add_child(&c, None);
+                    if by_peer {
+                        e.add_peer_rekey(&c, None);
+                    } else {
+                        e.add_child(&c, None);
+                    }
                 }
                 let Some(t) = self.tunnels.get_mut(&spi) else { return };
                 t.child = Some(c.spi_in);
-                if let Some(old) = c.rekey_of {
-                    if self.own_child_rekeys.remove(&old) {
-                        hold.rekeys_child_done += 1;
-                    } else {
+                if c.rekey_of.is_some() {
+                    if by_peer {
                         hold.rekeys_child_by_peer += 1;
+                    } else {
+                        hold.rekeys_child_done += 1;
                     }
                     return;
                 }

@@ -78,6 +78,9 @@ pub struct EspLoad {
     flows: Vec<Flow>,
     /// Index into `flows` by the current CHILD_SA's inbound SPI.
     by_child: HashMap<u32, usize>,
+    /// Rekeys the responder started, by the old child's inbound SPI: the new
+    /// child's inbound SPI and outbound SA, used once the old child is deleted.
+    deferred: HashMap<u32, (u32, SaParams)>,
     next: usize,
     size: usize,
     bufs: Vec<PacketBuf>,
@@ -121,6 +124,7 @@ impl EspLoad {
             udp: None,
             flows: Vec::new(),
             by_child: HashMap::new(),
+            deferred: HashMap::new(),
             next: 0,
             size: size.clamp(28, 1400),
             bufs: (0..BURST).map(|_| PacketBuf::with_defaults()).collect(),
@@ -132,13 +136,9 @@ impl EspLoad {
         }
     }
 
-    /// Installs the outbound half of a CHILD_SA the generator negotiated. For
-    /// a rekey (`rekey_of` names a child carrying a flow) the flow switches
-    /// to the new SA and the old outbound SA is removed.
-    pub fn add_child(&mut self, c: &ChildSaInstall, udp_socket: Option<&UdpSocket>) {
-        let (Some(k), Some(l), Some(r)) = (keys(c), c.local_ts.first(), c.remote_ts.first()) else {
-            return;
-        };
+    /// The outbound SA parameters of `c` (`None` for ciphers the fastpath lacks).
+    fn outbound_params(&mut self, c: &ChildSaInstall, udp_socket: Option<&UdpSocket>) -> Option<SaParams> {
+        let k = keys(c)?;
         let mut p = SaParams::new(c.spi_out, Direction::Outbound, k, c.local.ip(), c.remote.ip());
         p.esn = c.esn;
         if c.udp_encap {
@@ -150,6 +150,34 @@ impl EspLoad {
                 self.udp = udp_socket.and_then(|s| s.try_clone().ok());
             }
         }
+        Some(p)
+    }
+
+    /// A rekey the responder started: we answered it, but the responder
+    /// installs the new inbound SA only when our answer arrives. The flow
+    /// stays on the old SA until the responder deletes the old child
+    /// ([`EspLoad::remove_child`]), as strongSwan does as rekey responder.
+    pub fn add_peer_rekey(&mut self, c: &ChildSaInstall, udp_socket: Option<&UdpSocket>) {
+        let Some(old) = c.rekey_of.filter(|old| self.by_child.contains_key(old)) else {
+            self.add_child(c, udp_socket);
+            return;
+        };
+        if let Some(p) = self.outbound_params(c, udp_socket) {
+            self.deferred.insert(old, (c.spi_in, p));
+        }
+    }
+
+    /// Installs the outbound half of a CHILD_SA the generator negotiated. For
+    /// a rekey (`rekey_of` names a child carrying a flow) the flow switches
+    /// to the new SA at once and the old outbound SA is removed.
+    pub fn add_child(&mut self, c: &ChildSaInstall, udp_socket: Option<&UdpSocket>) {
+        let (Some(p), Some(l), Some(r)) = (
+            self.outbound_params(c, udp_socket),
+            c.local_ts.first(),
+            c.remote_ts.first(),
+        ) else {
+            return;
+        };
         if let Some(i) = c.rekey_of.and_then(|old| self.by_child.remove(&old)) {
             self.switch(i, c.spi_in, &p);
             return;
@@ -209,9 +237,17 @@ impl EspLoad {
         }
     }
 
-    /// The CHILD_SA with inbound SPI `spi_in` is gone: its flow stops.
+    /// The CHILD_SA with inbound SPI `spi_in` is gone: its flow moves to the
+    /// child that replaces it (a rekey the responder started) or stops.
     pub fn remove_child(&mut self, spi_in: u32) {
+        // A replacement that is itself gone (the redundant child of a collision).
+        self.deferred.retain(|_, (new, _)| *new != spi_in);
+        let replacement = self.deferred.remove(&spi_in);
         let Some(i) = self.by_child.remove(&spi_in) else { return };
+        if let Some((new, p)) = replacement {
+            self.switch(i, new, &p);
+            return;
+        }
         let flow = self.flows.swap_remove(i);
         let _ = self.spd.remove(flow.policy);
         let _ = self.sad.remove(flow.sa);

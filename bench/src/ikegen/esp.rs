@@ -333,3 +333,88 @@ impl EspLoad {
         n
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use control::crypto::EncrAlg;
+    use control::ike_sa::DirectionKeys;
+    use control::ts::parse_selector;
+    use zeroize::Zeroizing;
+
+    /// A CHILD_SA of tunnel 10.128.0.1 ↔ 10.0.0.0/8 with inbound SPI `spi_in`
+    /// (outbound `spi_in + 1000`), replacing `rekey_of`.
+    fn child(spi_in: u32, rekey_of: Option<u32>) -> ChildSaInstall {
+        let keys = || DirectionKeys {
+            encr: Zeroizing::new(vec![7u8; 36]),
+            integ: Zeroizing::new(Vec::new()),
+        };
+        ChildSaInstall {
+            ike_spis: (1, 2),
+            connection: "ikegen".into(),
+            name: "ikegen".into(),
+            spi_in,
+            spi_out: spi_in + 1000,
+            encr: EncrAlg::AesGcm16 { key_bits: 256 },
+            integ: None,
+            pfs: None,
+            esn: false,
+            mode: control::config::IpsecMode::Tunnel,
+            local_ts: vec![parse_selector("10.128.0.1/32").unwrap()],
+            remote_ts: vec![parse_selector("10.0.0.0/8").unwrap()],
+            local: "127.0.0.1:500".parse().unwrap(),
+            remote: "127.0.0.2:500".parse().unwrap(),
+            udp_encap: false,
+            inbound: keys(),
+            outbound: keys(),
+            rekey_of,
+        }
+    }
+
+    /// The peer's SPI of the SA the one flow is sent on, and the outbound SAs installed.
+    fn sending_on(load: &EspLoad) -> (u32, usize) {
+        assert_eq!(load.flows.len(), 1, "one flow");
+        let spi = load
+            .sad
+            .outbound(load.flows[0].sa)
+            .expect("the flow's SA is installed")
+            .spi;
+        (spi, load.sad.len().1)
+    }
+
+    #[test]
+    fn our_rekeys_switch_at_once_the_responders_when_it_deletes_the_old_child() {
+        let mut load = EspLoad::new(100);
+        load.add_child(&child(100, None), None);
+        assert_eq!(sending_on(&load), (1100, 1));
+        // Our rekey: the responder installed the new SA before answering.
+        load.add_child(&child(101, Some(100)), None);
+        assert_eq!(sending_on(&load), (1101, 1), "old outbound SA removed");
+        load.remove_child(100);
+        assert_eq!(
+            sending_on(&load),
+            (1101, 1),
+            "deleting the replaced child changes nothing"
+        );
+        // The responder's rekey: the old SA until the responder deletes it.
+        load.add_peer_rekey(&child(102, Some(101)), None);
+        assert_eq!(sending_on(&load), (1101, 1));
+        load.remove_child(101);
+        assert_eq!(sending_on(&load), (1102, 1));
+        // A collision: the responder's new child is the redundant one and goes first.
+        load.add_peer_rekey(&child(103, Some(102)), None);
+        load.add_child(&child(104, Some(102)), None);
+        assert_eq!(sending_on(&load), (1104, 1));
+        load.remove_child(103);
+        load.remove_child(102);
+        assert_eq!(sending_on(&load), (1104, 1));
+        assert!(load.deferred.is_empty());
+        assert_eq!(load.report.tunnels, 1);
+        assert_eq!(load.report.rekeys_followed, 3);
+        // The tunnel goes away: no flow, no SA.
+        load.remove_child(104);
+        assert!(load.flows.is_empty());
+        assert_eq!(load.sad.len().1, 0);
+        assert_eq!(load.send_burst(usize::MAX), 0);
+    }
+}

@@ -370,6 +370,11 @@ impl Report {
                     pct(lost)
                 );
                 reasons(&mut o, "gateway ESP drops (inbound, all traffic)", &e.gateway_drops);
+            } else {
+                let _ = writeln!(
+                    o,
+                    "  ESP at the gateway: not measured (--gateway-metrics HOST:PORT reads what arrived)"
+                );
             }
         }
         if let Some(f) = &self.flood {

@@ -95,6 +95,7 @@ struct RawFastpath {
     tun_name: Option<String>,
     workers: Option<usize>,
     install_routes: Option<bool>,
+    socket_buffer: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -235,6 +236,8 @@ pub struct DaemonConfig {
     pub fastpath_workers: usize,
     /// Route remote selectors into the TUN device.
     pub install_routes: bool,
+    /// Receive and send buffer of each data-plane socket, in bytes.
+    pub socket_buffer: usize,
     /// Byte/packet lifetimes and replay windows per (connection, child), for
     /// the data plane (children with the defaults are left out).
     pub child_settings: ChildSettings,
@@ -287,6 +290,43 @@ pub fn parse_duration(v: &toml::Value) -> Result<Duration, String> {
         }
         other => Err(format!("expected a duration, found {}", other.type_str())),
     }
+}
+
+/// Default of `[fastpath] socket_buffer`: room for bursts of tens of
+/// thousands of packets while a receive thread is busy.
+pub const DEFAULT_SOCKET_BUFFER: usize = 32 << 20;
+/// Bounds of `[fastpath] socket_buffer`.
+const SOCKET_BUFFER_RANGE: std::ops::RangeInclusive<u64> = (64 << 10)..=(1 << 30);
+
+/// Parses `[fastpath] socket_buffer`: bytes as an integer or a string with
+/// a `K`, `M` or `G` suffix (powers of 1024), within [`SOCKET_BUFFER_RANGE`].
+fn parse_socket_buffer(v: &toml::Value) -> Result<usize, String> {
+    let bytes = match v {
+        toml::Value::Integer(i) => u64::try_from(*i).map_err(|_| format!("{i} is negative"))?,
+        toml::Value::String(s) => {
+            let t = s.trim();
+            let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+            let (num, unit) = t.split_at(split);
+            let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size (e.g. 32M)"))?;
+            let mult: u64 = match unit.trim() {
+                "" => 1,
+                "K" | "k" => 1 << 10,
+                "M" | "m" => 1 << 20,
+                "G" | "g" => 1 << 30,
+                u => return Err(format!("unknown size unit '{u}' (use K, M or G)")),
+            };
+            n.saturating_mul(mult)
+        }
+        other => return Err(format!("expected a size in bytes, found {}", other.type_str())),
+    };
+    if !SOCKET_BUFFER_RANGE.contains(&bytes) {
+        return Err(format!(
+            "{bytes} bytes is outside {}..={} (64K..1G)",
+            SOCKET_BUFFER_RANGE.start(),
+            SOCKET_BUFFER_RANGE.end()
+        ));
+    }
+    usize::try_from(bytes).map_err(|_| format!("{bytes} bytes does not fit this machine"))
 }
 
 /// Rough entropy estimate of a PSK in bits (character classes × length).
@@ -804,6 +844,12 @@ impl DaemonConfig {
                 message: format!("writing IKE and ESP keys to {k}: anyone who can read that file can decrypt all traffic; use only for debugging"),
             });
         }
+        let socket_buffer = match &raw.fastpath.socket_buffer {
+            None => DEFAULT_SOCKET_BUFFER,
+            Some(v) => {
+                parse_socket_buffer(v.get_ref()).map_err(|m| err(v.span().start, "fastpath.socket_buffer", m))?
+            }
+        };
         Ok(DaemonConfig {
             file,
             listen,
@@ -821,6 +867,7 @@ impl DaemonConfig {
             tun_name: raw.fastpath.tun_name.unwrap_or_else(|| "ironsa0".into()),
             fastpath_workers: raw.fastpath.workers.unwrap_or(1).max(1),
             install_routes: raw.fastpath.install_routes.unwrap_or(true),
+            socket_buffer,
             child_settings,
             connections,
             warnings,
@@ -1007,6 +1054,22 @@ esp_proposals = "aes256gcm16"
         )
         .unwrap();
         assert_eq!(c.expected_tunnels, 20_000);
+    }
+
+    #[test]
+    fn socket_buffer_is_a_size_with_a_unit() {
+        let with = |v: &str| GOOD.replace("[dos]", &format!("[fastpath]\nsocket_buffer = {v}\n\n[dos]"));
+        let parse = |v: &str| DaemonConfig::parse(Path::new("t.toml"), &with(v)).map(|c| c.socket_buffer);
+        assert_eq!(
+            DaemonConfig::parse(Path::new("t.toml"), GOOD).unwrap().socket_buffer,
+            DEFAULT_SOCKET_BUFFER
+        );
+        assert_eq!(parse("\"64M\"").unwrap(), 64 << 20);
+        assert_eq!(parse("262144").unwrap(), 262144);
+        for wrong in ["\"12 parsecs\"", "\"2G\"", "100", "-1", "true"] {
+            let (_, key, message) = bad(&with(wrong));
+            assert_eq!(key, "fastpath.socket_buffer", "{wrong}: {message}");
+        }
     }
 
     #[test]

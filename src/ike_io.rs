@@ -114,6 +114,9 @@ impl IkeSocket {
             s.set_only_v6(true)?;
         }
         s.set_nonblocking(true)?;
+        // Our own IKE must bypass the routes into the TUN device (crate::routing);
+        // without CAP_NET_ADMIN there is no mark, and then no such routes either.
+        let _ = s.set_mark(crate::routing::OUTER_MARK);
         let _ = s.set_recv_buffer_size(4 << 20);
         let _ = s.set_send_buffer_size(4 << 20);
         if addr.ip().is_unspecified() {
@@ -295,6 +298,8 @@ pub fn source_for(remote: SocketAddr) -> io::Result<IpAddr> {
         (Ipv6Addr::UNSPECIFIED, 0).into()
     };
     let s = std::net::UdpSocket::bind(any)?;
+    // The route our marked IKE sockets take, not one into the TUN device.
+    let _ = socket2::SockRef::from(&s).set_mark(crate::routing::OUTER_MARK);
     s.connect(remote)?;
     Ok(s.local_addr()?.ip())
 }

@@ -12,6 +12,7 @@ mod generate;
 mod ike_io;
 mod metrics;
 mod registry;
+mod routing;
 mod shard;
 mod software;
 
@@ -252,6 +253,7 @@ fn open_dataplane(cfg: &config_file::DaemonConfig) -> Result<Plane, String> {
                 keylog: cfg.keylog.clone(),
                 child_settings: cfg.child_settings.clone(),
                 workers: cfg.fastpath_workers,
+                socket_buffer: cfg.socket_buffer,
             };
             software::SoftwareDataPlane::open(&sw)
                 .map(|dp| Plane::Software(Arc::new(dp)))

@@ -15,23 +15,25 @@
 use std::fmt::Write as _;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use control::ike_sa::{ChildSaInstall, Event, SpiAllocator};
 use fastpath::buf::{PacketBuf, PacketBuffer};
-use fastpath::io::mmsg::{self, MmsgScratch};
+use fastpath::io::mmsg::{self, MmsgScratch, QueueDrops};
 use fastpath::io::raw::RawEspIo;
 use fastpath::io::tun::{Tun, TunOptions};
 use fastpath::io::udp::UdpIo;
 use fastpath::stats::DropReason;
 use fastpath::worker::{InboundKind, PacketMeta, Verdict, Worker, WorkerCounters};
+use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
-use crate::child_sas::{ChildSas, ChildSettings, IkeSink, Installed, LifetimeSink};
+use crate::child_sas::{ChildSas, ChildSettings, IkeSink, LifetimeSink};
 use crate::dataplane::{ChildCounters, DataPlane};
+use crate::routing::{LinkDrops, OUTER_MARK, Route, Rtnl, TunRoutes};
 
 const BATCH: usize = 64;
 /// Packets per transmit batch: room for a 64 KiB super-packet cut at a small MSS.
@@ -40,8 +42,10 @@ const TX_BATCH: usize = 256;
 const TUN_READ_MAX: usize = fastpath::io::gso::VNET_HDR_LEN + 65536;
 /// 64 KiB messages received per `recvmmsg` on a NAT-T socket with UDP GRO.
 const GRO_MESSAGES: usize = 4;
-/// Socket buffer size for the ESP sockets.
-const SOCKET_BUFFER: usize = 8 << 20;
+/// MTU of the TUN device.
+const TUN_MTU: u32 = 1400;
+/// Bytes per packet when the socket buffer size is turned into a TUN queue length.
+const TUN_QUEUE_BYTES_PER_PACKET: usize = 2048;
 
 /// The sockets a transmit thread sends ESP with.
 struct Transmit {
@@ -163,6 +167,18 @@ pub struct SoftwareConfig {
     pub workers: usize,
     /// Byte/packet lifetimes and replay windows per child template.
     pub child_settings: ChildSettings,
+    /// Receive and send buffer of each ESP socket, in bytes; the TUN
+    /// device's queue holds as many bytes of MTU-sized packets.
+    pub socket_buffer: usize,
+}
+
+/// A receive queue of the data plane whose overflows are counted.
+struct QueueCounter {
+    /// `nat_t` or `raw_esp`.
+    queue: &'static str,
+    /// The socket's local address.
+    local: String,
+    drops: QueueDrops,
 }
 
 /// The software data plane.
@@ -175,8 +191,45 @@ pub struct SoftwareDataPlane {
     raw: Mutex<Vec<RawEspIo>>,
     in_counters: Mutex<Vec<Arc<WorkerCounters>>>,
     out_counters: Mutex<Vec<Arc<WorkerCounters>>>,
-    install_routes: bool,
+    /// Routes into the TUN device (with `install_routes`).
+    routes: Option<Arc<TunRoutes>>,
+    /// Overflows of the sockets' receive queues.
+    queue_drops: Vec<QueueCounter>,
+    /// The TUN device's interface index and a netlink handle to read its drop counters.
+    tun_link: Option<(u32, Mutex<Rtnl>)>,
+    socket_buffer: usize,
     stop: Arc<AtomicBool>,
+}
+
+/// Marks a socket so that its packets bypass the routes into the TUN device
+/// ([`crate::routing`]); without the mark, routes that cover a peer's
+/// address would send our own IKE and ESP into the tunnel again.
+fn mark_outer(sock: socket2::SockRef<'_>, what: &str, routes: bool) {
+    if let Err(e) = sock.set_mark(OUTER_MARK) {
+        if routes {
+            warn!("{what}: cannot set the firewall mark that keeps it out of the tunnel routes: {e}");
+        } else {
+            debug!("{what}: no firewall mark: {e}");
+        }
+    }
+}
+
+/// Sizes the buffers of a receiving ESP socket and marks it; returns its
+/// overflow count (`counting`, from its `count_queue_drops`) if the kernel counts them.
+fn prepare_socket(
+    sock: BorrowedFd<'_>,
+    what: &str,
+    bytes: usize,
+    marked: bool,
+    counting: io::Result<QueueDrops>,
+) -> Option<QueueDrops> {
+    if let Err(e) = mmsg::set_buffer_sizes(sock.as_raw_fd(), bytes) {
+        warn!("{what}: cannot set its buffers to {bytes} bytes: {e}");
+    }
+    mark_outer(socket2::SockRef::from(&sock), what, marked);
+    counting
+        .inspect_err(|e| warn!("{what}: receive-queue overflows will not be counted: {e}"))
+        .ok()
 }
 
 impl SoftwareDataPlane {
@@ -185,33 +238,74 @@ impl SoftwareDataPlane {
         let queues = Self::open_queues(&cfg.tun_name, cfg.workers.max(1))
             .map_err(|e| io::Error::new(e.kind(), format!("TUN {}: {e}", cfg.tun_name)))?;
         let name = queues.first().map(|q| q.name().to_string()).unwrap_or_default();
-        let up = std::process::Command::new("ip")
-            .args(["link", "set", &name, "up", "mtu", "1400"])
-            .status()?;
-        if !up.success() {
-            warn!(tun = %name, "could not bring the TUN device up");
-        }
+        let tun_queue = u32::try_from(cfg.socket_buffer / TUN_QUEUE_BYTES_PER_PACKET)
+            .unwrap_or(u32::MAX)
+            .max(500);
+        let tun_link = match Rtnl::link_index(&name).and_then(|index| {
+            let mut rtnl = Rtnl::open()?;
+            rtnl.link_up(index, TUN_MTU, tun_queue)?;
+            Ok((index, Mutex::new(rtnl)))
+        }) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                warn!(tun = %name, "could not bring the TUN device up: {e}");
+                None
+            }
+        };
+        let routes = match (&tun_link, cfg.install_routes) {
+            (Some((index, _)), true) => Some(
+                TunRoutes::start(&name, *index)
+                    .map_err(|e| io::Error::other(format!("routing for TUN {name}: {e}")))?,
+            ),
+            _ => None,
+        };
+        let marked = routes.is_some();
         let mut nat = Vec::new();
         let mut nat_senders = Vec::new();
         let mut raw = Vec::new();
+        let mut queue_drops = Vec::new();
         for ip in &cfg.listen {
             let addr = SocketAddr::new(*ip, cfg.nat_port);
             let mut io = UdpIo::bind(addr, BATCH).map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
-            // Trains of ESP-in-UDP datagrams from one peer arrive as one buffer.
+            // Trains of ESP-in-UDP datagrams from one peer arrive as one buffer;
+            // either way IKE up to 64 KiB arrives whole.
             if let Err(e) = io.enable_gro(GRO_MESSAGES) {
                 warn!("no UDP GRO on {addr}: {e}");
+                io.enable_large_receive(GRO_MESSAGES);
             }
             io.socket().set_read_timeout(Some(Duration::from_millis(100)))?;
-            if let Err(e) = mmsg::set_buffer_sizes(io.socket().as_raw_fd(), SOCKET_BUFFER) {
-                warn!("NAT-T socket buffers: {e}");
+            let what = format!("NAT-T socket {addr}");
+            if let Some(q) = prepare_socket(
+                io.socket().as_fd(),
+                &what,
+                cfg.socket_buffer,
+                marked,
+                io.count_queue_drops(),
+            ) {
+                queue_drops.push(QueueCounter {
+                    queue: "nat_t",
+                    local: addr.to_string(),
+                    drops: q,
+                });
             }
             nat_senders.push((addr, io.socket().try_clone()?));
             nat.push(io);
             match RawEspIo::open(*ip, BATCH) {
                 Ok(r) => {
                     r.socket().set_read_timeout(Some(Duration::from_millis(100)))?;
-                    if let Err(e) = mmsg::set_buffer_sizes(r.socket().as_raw_fd(), SOCKET_BUFFER) {
-                        warn!("raw ESP socket buffers: {e}");
+                    let what = format!("raw ESP socket {ip}");
+                    if let Some(q) = prepare_socket(
+                        r.socket().as_fd(),
+                        &what,
+                        cfg.socket_buffer,
+                        marked,
+                        r.count_queue_drops(),
+                    ) {
+                        queue_drops.push(QueueCounter {
+                            queue: "raw_esp",
+                            local: ip.to_string(),
+                            drops: q,
+                        });
                     }
                     raw.push(r);
                 }
@@ -219,32 +313,36 @@ impl SoftwareDataPlane {
             }
         }
         let children = ChildSas::new(1, cfg.child_settings.clone(), cfg.keylog.as_deref())?;
-        info!(tun = %name, queues = queues.len(), offloads = format_args!("{:#x}", queues.first().map(|q| q.offloads()).unwrap_or(0)), "software fastpath ready");
+        info!(tun = %name, queues = queues.len(), offloads = format_args!("{:#x}", queues.first().map(|q| q.offloads()).unwrap_or(0)), socket_buffer = cfg.socket_buffer, "software fastpath ready");
         Ok(Self {
             children,
-            tun_name: name,
             tun: Mutex::new(queues),
             nat: Mutex::new(nat),
             nat_senders,
             raw: Mutex::new(raw),
             in_counters: Mutex::new(Vec::new()),
             out_counters: Mutex::new(Vec::new()),
-            install_routes: cfg.install_routes,
+            routes,
+            queue_drops,
+            tun_link,
+            socket_buffer: cfg.socket_buffer,
+            tun_name: name,
             stop: Arc::new(AtomicBool::new(false)),
         })
     }
 
     /// A send-only IPv4 raw socket for packets that carry their own IP header.
-    fn open_hdrincl() -> io::Result<socket2::Socket> {
+    fn open_hdrincl(&self) -> io::Result<socket2::Socket> {
         const IPPROTO_RAW: i32 = 255;
         let s = socket2::Socket::new(
             socket2::Domain::IPV4,
             socket2::Type::RAW,
             Some(socket2::Protocol::from(IPPROTO_RAW)),
         )?;
-        if let Err(e) = mmsg::set_buffer_sizes(s.as_raw_fd(), SOCKET_BUFFER) {
+        if let Err(e) = mmsg::set_buffer_sizes(s.as_raw_fd(), self.socket_buffer) {
             debug!("IPPROTO_RAW socket buffers: {e}");
         }
+        mark_outer(socket2::SockRef::from(&s), "IPPROTO_RAW socket", self.routes.is_some());
         Ok(s)
     }
 
@@ -404,6 +502,9 @@ impl SoftwareDataPlane {
                     );
                 }
             }
+            for (from, ike) in io.drain_large_ike() {
+                sink(local, from, ike);
+            }
         }
     }
 
@@ -446,7 +547,7 @@ impl SoftwareDataPlane {
     /// encrypts them in batches and sends them with `sendmmsg`.
     fn tx_loop(self: Arc<Self>, id: usize, mut tun: Tun, raw: Option<RawEspIo>) {
         let mut worker = self.new_worker(id, false);
-        let hdrincl = raw.as_ref().and_then(|_| match Self::open_hdrincl() {
+        let hdrincl = raw.as_ref().and_then(|_| match self.open_hdrincl() {
             Ok(s) => Some((s, MmsgScratch::new(TX_BATCH))),
             Err(e) => {
                 debug!("no IPPROTO_RAW socket (the kernel builds outer headers): {e}");
@@ -536,21 +637,31 @@ impl SoftwareDataPlane {
         }
     }
 
-    fn route(&self, ts: &control::wire::ikev2::TrafficSelector, add: bool) {
-        let prefix = control::ts::display(ts);
-        if prefix.contains("..") || prefix.contains('[') {
-            return; // only plain prefixes can be routes
+    /// Overflow counts of every receive queue: (queue, local address or
+    /// device, packets dropped). The TUN device's queues are its interface
+    /// counters: `tun_read` is its transmit drops (packets routed to us while
+    /// its queue was full), `tun_write` its receive drops (packets we wrote
+    /// that the kernel did not take).
+    fn receive_queue_drops(&self) -> Vec<(&'static str, String, u64)> {
+        let mut v: Vec<_> = self
+            .queue_drops
+            .iter()
+            .map(|q| (q.queue, q.local.clone(), q.drops.get()))
+            .collect();
+        if let Some((index, rtnl)) = &self.tun_link {
+            let drops = rtnl
+                .lock()
+                .map_err(|_| None)
+                .and_then(|mut r| r.link_drops(*index).map_err(Some));
+            match drops {
+                Ok(LinkDrops { rx_dropped, tx_dropped }) => {
+                    v.push(("tun_read", self.tun_name.clone(), tx_dropped));
+                    v.push(("tun_write", self.tun_name.clone(), rx_dropped));
+                }
+                Err(e) => debug!(tun = %self.tun_name, "TUN counters unavailable: {e:?}"),
+            }
         }
-        let verb = if add { "replace" } else { "del" };
-        let ok = std::process::Command::new("ip")
-            .args(["route", verb, &prefix, "dev", &self.tun_name])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if add && !ok {
-            warn!(prefix = %prefix, "could not install route");
-        }
+        v
     }
 }
 
@@ -561,15 +672,17 @@ impl DataPlane for SoftwareDataPlane {
 
     fn install(&self, c: &ChildSaInstall) {
         let installed = self.children.install(c, &**self.children.sad());
-        if installed == Some(Installed::New) && self.install_routes {
-            for r in &c.remote_ts {
-                self.route(r, true);
-            }
+        if let (Some(_), Some(routes)) = (installed, &self.routes) {
+            // A rekey's new child holds the routes too, so they outlive the old one.
+            routes.hold(c.spi_in, Route::for_child(c));
         }
     }
 
     fn remove(&self, spi_in: u32, _spi_out: u32) {
         self.children.remove(spi_in, &**self.children.sad());
+        if let Some(routes) = &self.routes {
+            routes.release(spi_in);
+        }
     }
 
     fn esp_received(&self, _local: SocketAddr, _remote: SocketAddr, _packet: &[u8]) {
@@ -635,7 +748,38 @@ impl DataPlane for SoftwareDataPlane {
                 r.name()
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP ironsa_receive_queue_drops_total packets the kernel dropped because a data-plane receive queue was full\n# TYPE ironsa_receive_queue_drops_total counter"
+        );
+        for (queue, local, n) in self.receive_queue_drops() {
+            let _ = writeln!(
+                out,
+                "ironsa_receive_queue_drops_total{{queue=\"{queue}\",local=\"{local}\"}} {n}"
+            );
+        }
         out
+    }
+
+    fn stats(&self) -> Option<Value> {
+        let queues: Vec<Value> = self
+            .receive_queue_drops()
+            .into_iter()
+            .map(|(queue, local, drops)| json!({ "queue": queue, "local": local, "drops": drops }))
+            .collect();
+        Some(json!({
+            "backend": "software",
+            "tun": self.tun_name,
+            "socket_buffer": self.socket_buffer,
+            "receive_queue_drops": queues,
+        }))
+    }
+
+    fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(r) = &self.routes {
+            r.stop();
+        }
     }
 }
 

@@ -107,19 +107,9 @@ pub fn parse_selector(s: &str) -> Result<TrafficSelector, String> {
 
 /// Renders a selector the way strongSwan lists it: `10.1.0.0/24`, or a range.
 pub fn display(ts: &TrafficSelector) -> String {
-    let (f, a) = addr_key(ts.start_addr);
-    let (_, b) = addr_key(ts.end_addr);
-    let bits = if f == 4 { 32 } else { 128 };
-    let span = b.wrapping_sub(a);
-    let net = if b >= a && (span == u128::MAX || (span.wrapping_add(1)).is_power_of_two()) && (a & span) == 0 {
-        let host_bits = if span == u128::MAX {
-            128
-        } else {
-            (span.wrapping_add(1)).trailing_zeros()
-        };
-        format!("{}/{}", ts.start_addr, bits - host_bits.min(bits))
-    } else {
-        format!("{}..{}", ts.start_addr, ts.end_addr)
+    let net = match prefix(ts) {
+        Some((addr, len)) => format!("{addr}/{len}"),
+        None => format!("{}..{}", ts.start_addr, ts.end_addr),
     };
     if ts.ip_protocol == 0 && ts.start_port == 0 && ts.end_port == 0xffff {
         net
@@ -130,6 +120,26 @@ pub fn display(ts: &TrafficSelector) -> String {
     } else {
         format!("{net}[{}/{}-{}]", ts.ip_protocol, ts.start_port, ts.end_port)
     }
+}
+
+/// The selector's address range as one prefix (network address, length),
+/// when it is one (a route can then cover it); protocols and ports are not looked at.
+pub fn prefix(ts: &TrafficSelector) -> Option<(IpAddr, u8)> {
+    let (f, a) = addr_key(ts.start_addr);
+    let (g, b) = addr_key(ts.end_addr);
+    let bits: u32 = if f == 4 { 32 } else { 128 };
+    let span = b.wrapping_sub(a);
+    if f != g || b < a || !(span == u128::MAX || span.wrapping_add(1).is_power_of_two()) || (a & span) != 0 {
+        return None;
+    }
+    let host_bits = if span == u128::MAX {
+        128
+    } else {
+        span.wrapping_add(1).trailing_zeros()
+    };
+    u8::try_from(bits - host_bits.min(bits))
+        .ok()
+        .map(|len| (ts.start_addr, len))
 }
 
 /// The intersection of two selectors, if not empty.
@@ -216,6 +226,19 @@ mod tests {
         assert!(parse_selector("10.0.0.0/33").is_err());
         assert!(parse_selector("10.0.0.0/8[tcp/9-1]").is_err());
         assert!(parse_selector("nonsense").is_err());
+    }
+
+    #[test]
+    fn prefixes_of_ranges() {
+        let p = |s: &str| prefix(&parse_selector(s).unwrap()).map(|(a, l)| format!("{a}/{l}"));
+        assert_eq!(p("10.1.0.0/24").as_deref(), Some("10.1.0.0/24"));
+        assert_eq!(p("::/0").as_deref(), Some("::/0"));
+        assert_eq!(p("0.0.0.0/0").as_deref(), Some("0.0.0.0/0"));
+        let mut r = parse_selector("10.1.0.0/24").unwrap();
+        r.end_addr = "10.1.0.9".parse().unwrap();
+        assert_eq!(prefix(&r), None);
+        r.end_addr = "::1".parse().unwrap();
+        assert_eq!(prefix(&r), None, "mixed families");
     }
 
     #[test]

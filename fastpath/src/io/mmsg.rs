@@ -10,12 +10,16 @@ use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Preallocated message headers for batches of up to `capacity` packets.
 pub struct MmsgScratch {
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
     addrs: Vec<libc::sockaddr_storage>,
+    cmsgs: Vec<CmsgBuf>,
+    drops: QueueDrops,
 }
 
 // SAFETY: the raw pointers inside the headers are only meaningful during a
@@ -38,6 +42,8 @@ impl MmsgScratch {
             hdrs: vec![hdr; capacity],
             iovs: vec![iov; capacity],
             addrs: vec![addr; capacity],
+            cmsgs: vec![CmsgBuf([0; CMSG_ROOM]); capacity],
+            drops: QueueDrops::default(),
         }
     }
 
@@ -45,6 +51,93 @@ impl MmsgScratch {
     pub fn capacity(&self) -> usize {
         self.hdrs.len()
     }
+
+    /// Where [`recv_batch`] records the socket's receive-queue drops (after [`enable_rxq_ovfl`]).
+    pub fn queue_drops(&self) -> &QueueDrops {
+        &self.drops
+    }
+
+    /// Records receive-queue drops in `drops` instead (several scratches of one socket share one count).
+    pub fn set_queue_drops(&mut self, drops: QueueDrops) {
+        self.drops = drops;
+    }
+}
+
+/// Datagrams the kernel dropped because a socket's receive queue was full:
+/// the socket's count as `SO_RXQ_OVFL` last reported it, shared with
+/// whoever reports it (metrics). The kernel reports the count with the next
+/// datagram received, so drops show once traffic resumes.
+#[derive(Debug, Clone, Default)]
+pub struct QueueDrops(Arc<AtomicU64>);
+
+impl QueueDrops {
+    /// Datagrams dropped so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Notes the socket's cumulative count (it only grows).
+    fn note(&self, count: u32) {
+        self.0.fetch_max(u64::from(count), Ordering::Relaxed);
+    }
+}
+
+/// Asks the kernel to report, with each datagram received, how many it
+/// dropped for want of room in the socket's receive queue (`SO_RXQ_OVFL`);
+/// [`recv_batch`] and [`recv_gro_batch`] record it in their scratch's [`QueueDrops`].
+pub fn enable_rxq_ovfl(fd: RawFd) -> io::Result<()> {
+    set_int_option(fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)
+}
+
+/// `setsockopt` of an `int` option.
+fn set_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: setsockopt reads one c_int from a live local of that size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Walks the control messages the kernel wrote for `h`: the `SO_RXQ_OVFL`
+/// drop count goes to `drops`; returns the `UDP_GRO` segment size, if any.
+fn read_cmsgs(h: &libc::msghdr, drops: &QueueDrops) -> Option<usize> {
+    let mut seg = None;
+    if h.msg_control.is_null() || h.msg_controllen == 0 {
+        return None;
+    }
+    // SAFETY: msg_control points at the caller's control buffer, into which
+    // the kernel wrote msg_controllen bytes of control messages; the CMSG_*
+    // macros walk only within them and the data reads are unaligned-safe.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            let data = libc::CMSG_DATA(c);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::SOL_UDP, UDP_GRO) => {
+                    let v = std::ptr::read_unaligned(data.cast::<libc::c_int>());
+                    if v > 0 {
+                        seg = Some(v as usize);
+                    }
+                }
+                (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => {
+                    drops.note(std::ptr::read_unaligned(data.cast::<u32>()));
+                }
+                _ => {}
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    seg
 }
 
 /// Converts a kernel socket address to a std one.
@@ -159,12 +252,13 @@ pub fn recv_batch(
             &mut scratch.hdrs[i],
             &mut scratch.addrs[i],
             &mut scratch.iovs[i],
-            (std::ptr::null_mut(), 0),
+            (scratch.cmsgs[i].0.as_mut_ptr().cast(), CMSG_ROOM),
         );
     }
     let got = recvmmsg_prepared(fd, &mut scratch.hdrs, n, wait)?;
     for i in 0..got {
         let h = &scratch.hdrs[i];
+        read_cmsgs(&h.msg_hdr, &scratch.drops);
         let len = if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
             0
         } else {
@@ -230,23 +324,8 @@ pub fn set_buffer_sizes(fd: RawFd, bytes: usize) -> io::Result<()> {
         (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
         (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
     ] {
-        for opt in [force, plain] {
-            // SAFETY: setsockopt reads one c_int from a live local of that size.
-            let r = unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&v as *const libc::c_int).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if r == 0 {
-                break;
-            }
-            if opt == plain {
-                return Err(io::Error::last_os_error());
-            }
+        if set_int_option(fd, libc::SOL_SOCKET, force, v).is_err() {
+            set_int_option(fd, libc::SOL_SOCKET, plain, v)?;
         }
     }
     Ok(())
@@ -260,8 +339,9 @@ const UDP_GRO: libc::c_int = 104;
 pub const GSO_MAX_SEGMENTS: usize = 64;
 /// Most payload bytes of one UDP GSO send (IPv4 length limit minus IP and UDP headers).
 pub const GSO_MAX_BYTES: usize = 65535 - 20 - 8;
-/// Room for one control message carrying an `int` or `u16`, 8-byte aligned.
-const CMSG_ROOM: usize = 32;
+/// Room for two control messages carrying an `int` or `u16` each (a
+/// `UDP_GRO` segment size and an `SO_RXQ_OVFL` count), 8-byte aligned.
+const CMSG_ROOM: usize = 64;
 
 /// Aligned room for one control message per batch entry.
 #[derive(Clone, Copy)]
@@ -275,6 +355,7 @@ pub struct GsoScratch {
     iovs: Vec<libc::iovec>,
     addrs: Vec<libc::sockaddr_storage>,
     cmsgs: Vec<CmsgBuf>,
+    drops: QueueDrops,
 }
 
 // SAFETY: as for MmsgScratch: the pointers are rebuilt on every call and inert between calls.
@@ -297,6 +378,7 @@ impl GsoScratch {
             iovs: vec![iov; messages * GSO_MAX_SEGMENTS],
             addrs: vec![addr; messages],
             cmsgs: vec![CmsgBuf([0; CMSG_ROOM]); messages],
+            drops: QueueDrops::default(),
         }
     }
 
@@ -304,28 +386,18 @@ impl GsoScratch {
     pub fn capacity(&self) -> usize {
         self.hdrs.len()
     }
+
+    /// Records receive-queue drops seen by [`recv_gro_batch`] in `drops`.
+    pub fn set_queue_drops(&mut self, drops: QueueDrops) {
+        self.drops = drops;
+    }
 }
 
 /// Turns on `UDP_GRO`: the kernel may hand over several same-size datagrams
 /// of one sender as one buffer, with the segment size in a control message
 /// ([`recv_gro_batch`] reports it).
 pub fn enable_udp_gro(fd: RawFd) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt reads one c_int from a live local.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_UDP,
-            UDP_GRO,
-            (&on as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    set_int_option(fd, libc::SOL_UDP, UDP_GRO, 1)
 }
 
 /// One UDP GSO send: `segments` go to `dst` as separate datagrams; every
@@ -492,21 +564,7 @@ pub fn recv_gro_batch(
         } else {
             (scratch.hdrs[i].msg_len as usize).min(bufs[i].len())
         };
-        let mut seg_size = len;
-        // SAFETY: the kernel wrote msg_controllen bytes of control messages
-        // into cmsgs[i]; the CMSG_* macros walk only within them.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(h);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
-                    let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-                    if v > 0 {
-                        seg_size = v as usize;
-                    }
-                }
-                c = libc::CMSG_NXTHDR(h, c);
-            }
-        }
+        let seg_size = read_cmsgs(h, &scratch.drops).unwrap_or(len);
         out[i] = GroDatagram {
             len,
             seg_size,

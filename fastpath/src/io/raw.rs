@@ -4,7 +4,7 @@
 //! (its addresses fill the packet metadata); IPv6 raw sockets deliver the
 //! payload only. On send the kernel builds the outer IP header.
 
-use super::mmsg::{self, MmsgScratch};
+use super::mmsg::{self, MmsgScratch, QueueDrops};
 use crate::buf::{PacketBuf, PacketBuffer};
 use crate::esp::IPPROTO_ESP;
 use crate::worker::{PacketMeta, Verdict};
@@ -65,6 +65,13 @@ impl RawEspIo {
     /// The underlying socket.
     pub fn socket(&self) -> &Socket {
         &self.sock
+    }
+
+    /// Counts the packets the kernel drops because the socket's receive
+    /// queue is full (`SO_RXQ_OVFL`); the count is updated as packets are received.
+    pub fn count_queue_drops(&self) -> io::Result<QueueDrops> {
+        mmsg::enable_rxq_ovfl(self.sock.as_raw_fd())?;
+        Ok(self.rx.queue_drops().clone())
     }
 
     /// Receives a batch of ESP packets (starting at the SPI) into `bufs`.

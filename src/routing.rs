@@ -248,11 +248,12 @@ impl Rtnl {
     }
 
     /// Adds the rules `not fwmark OUTER_MARK/OUTER_MARK_MASK lookup
-    /// ROUTE_TABLE` (IPv4 and IPv6), replacing ones a previous run left.
+    /// ROUTE_TABLE` (IPv4 and IPv6), replacing ones a previous run left. A
+    /// kernel without IPv6 only gets the IPv4 rule (logged).
     pub fn add_rules(&mut self) -> Result<(), NetlinkError> {
         self.delete_rules();
         for af in [AddressFamily::Inet, AddressFamily::Inet6] {
-            self.request(
+            let added = self.request(
                 RouteNetlinkMessage::NewRule(Self::rule_message(af)),
                 NLM_F_CREATE,
                 || {
@@ -260,7 +261,13 @@ impl Rtnl {
                         "adding rule 'not fwmark {OUTER_MARK:#x}/{OUTER_MARK_MASK:#x} lookup {ROUTE_TABLE}' ({af:?})"
                     )
                 },
-            )?;
+            );
+            match added {
+                Err(e) if af == AddressFamily::Inet6 => warn!("IPv6 tunnel routes will not be used: {e}"),
+                other => {
+                    other?;
+                }
+            }
         }
         Ok(())
     }

@@ -480,11 +480,80 @@ pub enum IpError {
     /// Buffer limits.
     #[error(transparent)]
     Buf(#[from] BufError),
+    /// Not an IPv4 packet with a plain 20-byte header, or an MTU too small to fragment for.
+    #[error("cannot fragment this packet for MTU {mtu}")]
+    NotFragmentable {
+        /// The MTU asked for.
+        mtu: usize,
+    },
+}
+
+/// Cuts an IPv4 packet (with a 20-byte header, as [`prepend_ip_header`]
+/// writes it) into fragments of at most `mtu` bytes with identification
+/// `id` (RFC 791); a packet that fits comes back whole. For messages of our
+/// own too large for the link, such as IKE with a certificate chain.
+pub fn fragment_ipv4(packet: &[u8], mtu: usize, id: u16) -> Result<Vec<Vec<u8>>, IpError> {
+    const HDR: usize = 20;
+    if packet.len() <= mtu {
+        return Ok(vec![packet.to_vec()]);
+    }
+    if packet.len() < HDR || packet[0] != 0x45 || mtu < HDR + 8 {
+        return Err(IpError::NotFragmentable { mtu });
+    }
+    let (hdr, payload) = packet.split_at(HDR);
+    // Every fragment but the last carries a multiple of 8 bytes.
+    let step = (mtu - HDR) & !7;
+    let mut out = Vec::with_capacity(payload.len().div_ceil(step));
+    for (k, chunk) in payload.chunks(step).enumerate() {
+        let offset = u16::try_from(k * step / 8).map_err(|_| IpError::TooLong)?;
+        let more = (k + 1) * step < payload.len();
+        let total = u16::try_from(HDR + chunk.len()).map_err(|_| IpError::TooLong)?;
+        let mut f = Vec::with_capacity(HDR + chunk.len());
+        f.extend_from_slice(hdr);
+        f[2..4].copy_from_slice(&total.to_be_bytes());
+        f[4..6].copy_from_slice(&id.to_be_bytes());
+        f[6..8].copy_from_slice(&(offset | if more { 0x2000 } else { 0 }).to_be_bytes());
+        f[10..12].fill(0);
+        let c = checksum(&f[..HDR]);
+        f[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(chunk);
+        out.push(f);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv4_fragments_reassemble_to_the_packet() {
+        let mut b = crate::buf::PacketBuf::new(64, 70_000);
+        let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        b.set_data(&data).unwrap();
+        prepend_outer(
+            &mut b,
+            "192.0.2.1".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+            Some((4500, 4500)),
+        )
+        .unwrap();
+        let frags = fragment_ipv4(b.data(), 1500, 77).unwrap();
+        assert_eq!(frags.len(), 4);
+        assert!(frags.iter().all(|f| f.len() <= 1500 && checksum(&f[..20]) == 0));
+        let mut r = crate::reassembly::Reassembly::new();
+        let now = std::time::Instant::now();
+        let mut done = None;
+        for f in frags.iter().rev() {
+            done = r.add(f, now).unwrap();
+        }
+        let d = done.expect("reassembled");
+        assert_eq!(d.payload, b.data()[20..]);
+        assert_eq!(
+            fragment_ipv4(&b.data()[..1000], 1500, 1).unwrap(),
+            vec![b.data()[..1000].to_vec()]
+        );
+    }
 
     #[test]
     fn ipv4_header_checksum_matches_rfc1071() {

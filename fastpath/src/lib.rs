@@ -59,6 +59,7 @@ mod huge;
 pub mod io;
 pub mod ip;
 pub mod prefetch;
+pub mod reassembly;
 pub mod sad;
 pub mod spd;
 pub mod stats;

@@ -237,6 +237,20 @@ impl Rig {
         ensure(n == frames.len(), "inject: not all frames queued")
     }
 
+    /// Sends IKE `payload` back to the sender of `to` (through the backend's
+    /// IKE queue), after dropping the frames tapped so far.
+    fn reply(&mut self, to: &IkeDatagram, payload: Vec<u8>) -> CaseResult {
+        while self.tap.try_recv().is_ok() {}
+        self.backend
+            .ike_sender()
+            .send(IkeDatagram {
+                local: to.local,
+                remote: to.remote,
+                payload,
+            })
+            .map_err(e)
+    }
+
     /// Polls until `want` transmitted frames match `pred` (or 3 s pass);
     /// returns them without their Ethernet header, in order.
     fn collect(&mut self, want: usize, pred: impl Fn(&[u8]) -> bool) -> Result<Vec<Vec<u8>>, String> {
@@ -581,15 +595,7 @@ fn case_cpu_ring(eal: &Eal) -> CaseResult {
         d.remote == SocketAddr::new(ipa(PEER), 4501) && d.local == SocketAddr::new(ipa(LOCAL), 4500),
         format!("IKE addresses {d:?}"),
     )?;
-    while rig.tap.try_recv().is_ok() {}
-    rig.backend
-        .ike_sender()
-        .send(IkeDatagram {
-            local: d.local,
-            remote: d.remote,
-            payload: vec![1, 2, 3],
-        })
-        .map_err(e)?;
+    rig.reply(&d, vec![1, 2, 3])?;
     let out = rig.collect(1, |p| {
         ipv4_src_dst_proto(p).is_some_and(|(a, b, pr)| a == ipa(LOCAL) && b == ipa(PEER) && pr == 17)
     })?;
@@ -609,7 +615,50 @@ fn case_cpu_ring(eal: &Eal) -> CaseResult {
             && text.contains("ironsa_dpdk_esp_outbound_packets_total{loop=\"0\"} 32"),
         format!("prometheus text:\n{text}"),
     )?;
+    ike_larger_than_the_link(&mut rig)?;
     next_hop_mac_follows_learning(&mut rig)
+}
+
+/// IKE on 4500 larger than the link (an unfragmented IKE_AUTH with a
+/// certificate chain): the IP fragments it arrives in are reassembled and
+/// the message handed over whole; a reply as large leaves as IP fragments.
+fn ike_larger_than_the_link(rig: &mut Rig) -> CaseResult {
+    let message: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8 | 1).collect();
+    let mut whole = PacketBuf::new(64, 64 + 28 + 4 + message.len());
+    let mut body = vec![0u8; 4];
+    body.extend_from_slice(&message);
+    whole.set_data(&body).map_err(e)?;
+    ip::prepend_outer(&mut whole, ipa(PEER), ipa(LOCAL), Some((4501, 4500))).map_err(e)?;
+    let frags = ip::fragment_ipv4(whole.data(), 1500, 4242).map_err(e)?;
+    ensure(frags.len() == 14, format!("{} fragments", frags.len()))?;
+    // Out of order, as a network may deliver them.
+    let mut frames: Vec<Vec<u8>> = frags.iter().map(|f| eth(rig.mac, f)).collect();
+    frames.swap(0, 5);
+    rig.inject(&frames)?;
+    for _ in 0..40 {
+        rig.lp.poll_once();
+    }
+    let d = rig.ike.try_recv().map_err(|_| "large IKE not handed over")?;
+    ensure(
+        d.payload == message,
+        format!("large IKE: {} bytes handed over", d.payload.len()),
+    )?;
+    ensure(d.local == SocketAddr::new(ipa(LOCAL), 4500), format!("{d:?}"))?;
+    rig.reply(&d, message.clone())?;
+    let out = rig.collect(14, |p| {
+        ipv4_src_dst_proto(p).is_some_and(|(a, b, _)| a == ipa(LOCAL) && b == ipa(PEER))
+    })?;
+    ensure(out.iter().all(|f| f.len() <= 1500), "a fragment above the link MTU")?;
+    let mut r = fastpath::reassembly::Reassembly::new();
+    let mut done = None;
+    for f in &out {
+        done = r.add(f, Instant::now()).map_err(e)?.or(done);
+    }
+    let reply = done.ok_or("reply fragments do not reassemble")?;
+    ensure(
+        reply.payload.get(8..12) == Some(&[0, 0, 0, 0][..]) && reply.payload.get(12..) == Some(&message[..]),
+        "large IKE reply reassembled differently",
+    )
 }
 
 fn case_lookaside(eal: &Eal, port: &str, device: &str) -> CaseResult {

@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
             // The poll loop reads the outer addresses of these frames.
             assert!(frame::ip_addrs(f).is_some());
         }
-        FrameClass::Ip { ip_end } => {
+        FrameClass::Ip { ip_end } | FrameClass::Fragment { ip_end } => {
             assert!(ETH_HDR_LEN <= ip_end && ip_end <= f.len());
             assert!(frame::ip_dst(&f[ETH_HDR_LEN..ip_end]).is_some());
         }

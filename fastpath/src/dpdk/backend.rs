@@ -22,6 +22,7 @@ use super::lookaside::{CryptoSessions, LookasideEngine};
 use super::neighbours::Neighbours;
 use super::profile::{BackendKind, CryptoMode, HwProfile, PortRole, parse_mac};
 use crate::buf::PacketBuffer;
+use crate::reassembly::Reassembly;
 use crate::sad::{Direction, SaId, SaParams, Sad};
 use crate::spd::Spd;
 use crate::worker::{InboundKind, NON_ESP_MARKER_LEN, PacketMeta, Verdict, Worker, WorkerCounters};
@@ -50,6 +51,10 @@ struct TapRegistry {
 /// IKE messages queued between the data plane and the control plane, each way;
 /// beyond that, received IKE is dropped (counted) and sending reports `Busy`.
 pub const IKE_QUEUE: usize = 4096;
+/// MTU of the ports' links: IKE messages of ours above it leave as IP fragments.
+const LINK_MTU: usize = 1500;
+/// IPv4 and UDP header bytes in front of an IKE message.
+const IPV4_UDP_HEADERS: usize = 28;
 /// rte_security sessions per inline-capable port.
 const INLINE_SESSIONS: u32 = 16384;
 /// Empty transmit attempts before the rest of a burst is dropped.
@@ -366,6 +371,8 @@ impl DpdkBackend {
                 ike_pending: ike_pending.clone(),
                 neighbours: Neighbours::new(),
                 ours: ours.clone(),
+                reassembly: Reassembly::new(),
+                ip_id: 1,
                 burst,
                 taps: taps.clone(),
                 tap_cache: Vec::new(),
@@ -660,6 +667,10 @@ pub struct PollLoop {
     ike_pending: Arc<AtomicUsize>,
     neighbours: Neighbours,
     ours: Arc<[IpAddr]>,
+    /// IP fragments addressed to us (IKE larger than the link MTU).
+    reassembly: Reassembly,
+    /// Identification of the next IPv4 packet we fragment.
+    ip_id: u16,
     burst: usize,
     taps: Taps,
     tap_cache: Vec<TapSender>,
@@ -866,6 +877,13 @@ impl PollLoop {
                         self.scratch.meta_raw.push(meta);
                     }
                 }
+                FrameClass::Fragment { ip_end } => {
+                    let d = PacketBuffer::data(&m);
+                    if let Some((src, _)) = frame::ip_addrs(d) {
+                        self.learn(src, frame::src_mac(d));
+                    }
+                    self.reassemble(ip_end, &m);
+                }
                 FrameClass::Ip { ip_end } => {
                     self.neighbours.learn_frame(PacketBuffer::data(&m));
                     if !super::mbuf::narrow(&mut m, ETH_HDR_LEN, ip_end) {
@@ -884,6 +902,36 @@ impl PollLoop {
         self.inbound(InboundKind::Udp);
         self.inbound(InboundKind::RawEsp);
         self.outbound();
+    }
+
+    /// Adds an IP fragment addressed to us (frame `m`, IP packet ending at
+    /// `ip_end`) to its datagram; a complete IKE datagram goes to the
+    /// control plane. Anything else that was fragmented to us is dropped
+    /// (counted as unsupported).
+    fn reassemble(&mut self, ip_end: usize, m: &Mbuf) {
+        let d = PacketBuffer::data(m);
+        let Some(packet) = d.get(ETH_HDR_LEN..ip_end) else {
+            LoopCounters::add(&self.counters.rx_unsupported, 1);
+            return;
+        };
+        let datagram = match self.reassembly.add(packet, std::time::Instant::now()) {
+            Ok(None) => return,
+            Ok(Some(dg)) => dg,
+            Err(_) => {
+                LoopCounters::add(&self.counters.rx_unsupported, 1);
+                return;
+            }
+        };
+        match frame::ike_in_udp(datagram.protocol, &datagram.payload) {
+            Some((src_port, dst_port, ike)) => {
+                let (local, remote) = (
+                    SocketAddr::new(datagram.dst, dst_port),
+                    SocketAddr::new(datagram.src, src_port),
+                );
+                self.pass_to_control(local, remote, ike);
+            }
+            None => LoopCounters::add(&self.counters.rx_unsupported, 1),
+        }
     }
 
     fn pass_to_control(&mut self, local: SocketAddr, remote: SocketAddr, payload: &[u8]) {
@@ -1231,6 +1279,11 @@ impl PollLoop {
             } else {
                 0
             };
+            if d.remote.is_ipv4() && IPV4_UDP_HEADERS + marker + d.payload.len() > LINK_MTU {
+                drop(m);
+                self.send_ike_fragments(&d, marker);
+                continue;
+            }
             let built = PacketBuffer::append(&mut m, marker + d.payload.len())
                 .map(|b| {
                     b[..marker].fill(0);
@@ -1253,6 +1306,50 @@ impl PollLoop {
             self.send_ip(p, d.remote.ip(), m);
         }
         n
+    }
+
+    /// Sends an IPv4 IKE message larger than the link as IP fragments (an
+    /// IKE_AUTH with certificates when the peer cannot take IKE fragments).
+    fn send_ike_fragments(&mut self, d: &IkeDatagram, marker: usize) {
+        let mut whole = crate::buf::PacketBuf::new(IPV4_UDP_HEADERS, IPV4_UDP_HEADERS + marker + d.payload.len());
+        let mut body = vec![0u8; marker];
+        body.extend_from_slice(&d.payload);
+        let frags = whole
+            .set_data(&body)
+            .map_err(crate::ip::IpError::from)
+            .and_then(|()| {
+                crate::ip::prepend_outer(
+                    &mut whole,
+                    d.local.ip(),
+                    d.remote.ip(),
+                    Some((d.local.port(), d.remote.port())),
+                )
+            })
+            .and_then(|()| crate::ip::fragment_ipv4(whole.data(), LINK_MTU, self.ip_id));
+        self.ip_id = self.ip_id.wrapping_add(1);
+        let Ok(frags) = frags else {
+            LoopCounters::add(&self.counters.tx_dropped, 1);
+            return;
+        };
+        let p = self.outside_port_for(d.local.ip());
+        for f in frags {
+            let mut m = match self.pool.alloc() {
+                Ok(m) => m,
+                Err(_) => {
+                    LoopCounters::add(&self.counters.mbuf_alloc_failed, 1);
+                    return;
+                }
+            };
+            match PacketBuffer::append(&mut m, f.len()) {
+                Ok(b) => b.copy_from_slice(&f),
+                Err(_) => {
+                    LoopCounters::add(&self.counters.tx_dropped, 1);
+                    return;
+                }
+            }
+            self.send_ip(p, d.remote.ip(), m);
+        }
+        LoopCounters::add(&self.counters.ike_tx, 1);
     }
 
     /// Transmits what every port has queued; drops what the port will not take.

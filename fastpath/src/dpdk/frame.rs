@@ -49,6 +49,12 @@ pub enum FrameClass {
         /// UDP source port (0 for raw ESP). The outer addresses are [`ip_addrs`].
         src_port: u16,
     },
+    /// An IP fragment addressed to us at `ETH_HDR_LEN..ip_end`: for reassembly
+    /// (IKE larger than the link MTU arrives so).
+    Fragment {
+        /// End of the IP packet (before Ethernet padding).
+        ip_end: usize,
+    },
     /// Another IP packet at `ETH_HDR_LEN..ip_end`: to the outbound policy.
     Ip {
         /// End of the IP packet (before Ethernet padding).
@@ -56,6 +62,39 @@ pub enum FrameClass {
     },
     /// Anything else (other EtherTypes, VLAN, truncated or fragmented IPsec).
     Other,
+}
+
+/// The IKE message in a UDP datagram (header included) of IP protocol
+/// `protocol`: on port 500, or on 4500 behind the non-ESP marker (removed).
+/// Returns (source port, destination port, message).
+pub fn ike_in_udp(protocol: u8, udp: &[u8]) -> Option<(u16, u16, &[u8])> {
+    if protocol != crate::ip::IPPROTO_UDP || udp.len() < 8 {
+        return None;
+    }
+    let sport = u16::from_be_bytes([udp[0], udp[1]]);
+    let dport = u16::from_be_bytes([udp[2], udp[3]]);
+    let ulen = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+    let body = udp.get(8..ulen)?;
+    match dport {
+        IKE_PORT => Some((sport, dport, body)),
+        NAT_T_PORT => body
+            .strip_prefix(&[0u8; NON_ESP_MARKER_LEN])
+            .map(|ike| (sport, dport, ike)),
+        _ => None,
+    }
+}
+
+/// IPv6 next-header value of the fragment header.
+const IPV6_FRAGMENT_HEADER: u8 = 44;
+
+/// A fragment addressed to us is reassembled; another one is cleartext for the policy.
+#[inline]
+fn fragment_class(dst: &IpAddr, ip_end: usize, ours: impl Fn(&IpAddr) -> bool) -> FrameClass {
+    if ours(dst) {
+        FrameClass::Fragment { ip_end }
+    } else {
+        FrameClass::Ip { ip_end }
+    }
 }
 
 /// Classifies a received Ethernet frame. `ours` tells whether an address is
@@ -79,9 +118,12 @@ pub fn classify(frame: &[u8], ours: impl Fn(&IpAddr) -> bool) -> FrameClass {
             }
             let fragmented = u16::from_be_bytes([l3[6], l3[7]]) & 0x3fff != 0;
             let dst = IpAddr::from(<[u8; 4]>::try_from(&l3[16..20]).unwrap_or_default());
-            // Fragments go to the policy path as they are (not reassembled).
-            let proto = if fragmented { 0 } else { l3[9] };
-            (dst, proto, ETH_HDR_LEN + ihl, ETH_HDR_LEN + total)
+            let ip_end = ETH_HDR_LEN + total;
+            if fragmented {
+                // Ours are reassembled; others go to the policy path as they are.
+                return fragment_class(&dst, ip_end, ours);
+            }
+            (dst, l3[9], ETH_HDR_LEN + ihl, ip_end)
         }
         ETHERTYPE_IPV6 => {
             if l3.len() < 40 || l3[0] >> 4 != 6 {
@@ -94,6 +136,9 @@ pub fn classify(frame: &[u8], ours: impl Fn(&IpAddr) -> bool) -> FrameClass {
             let mut a = [0u8; 16];
             a.copy_from_slice(&l3[24..40]);
             let dst = IpAddr::from(Ipv6Addr::from(a));
+            if l3[6] == IPV6_FRAGMENT_HEADER {
+                return fragment_class(&dst, ETH_HDR_LEN + total, ours);
+            }
             (dst, l3[6], ETH_HDR_LEN + 40, ETH_HDR_LEN + total)
         }
         _ => return FrameClass::Other,
@@ -357,7 +402,7 @@ mod tests {
                 assert!(ETH_HDR_LEN <= payload_off && payload_off <= payload_end && payload_end <= f.len());
                 assert!(ip_addrs(f).is_some());
             }
-            FrameClass::Ip { ip_end } => {
+            FrameClass::Ip { ip_end } | FrameClass::Fragment { ip_end } => {
                 assert!(ETH_HDR_LEN <= ip_end && ip_end <= f.len());
                 assert!(ip_dst(&f[ETH_HDR_LEN..ip_end]).is_some());
             }
@@ -491,6 +536,33 @@ mod tests {
                 ..
             }
         ));
+        // Fragments: reassembled when they are ours, else cleartext.
+        let mut frag = udp_v4(4500, &[0u8; 64]);
+        frag[6] = 0x20; // more fragments
+        let fl = frag.len();
+        assert_eq!(
+            classify(&frame(&frag), ours),
+            FrameClass::Fragment {
+                ip_end: ETH_HDR_LEN + fl
+            }
+        );
+        assert_eq!(
+            classify(&frame(&frag), |_| false),
+            FrameClass::Ip {
+                ip_end: ETH_HDR_LEN + fl
+            }
+        );
+        // IKE in a reassembled UDP datagram.
+        let udp = |dport: u16, body: &[u8]| udp_v4(dport, body)[20..].to_vec();
+        assert_eq!(ike_in_udp(17, &udp(500, b"ike!")), Some((4501, 500, &b"ike!"[..])));
+        assert_eq!(
+            ike_in_udp(17, &udp(4500, &[0, 0, 0, 0, 7])),
+            Some((4501, 4500, &[7u8][..]))
+        );
+        assert_eq!(ike_in_udp(17, &udp(4500, &[0, 0, 1, 0, 7])), None, "ESP");
+        assert_eq!(ike_in_udp(17, &udp(53, b"dns")), None);
+        assert_eq!(ike_in_udp(50, &udp(500, b"ike!")), None);
+        assert_eq!(ike_in_udp(17, &udp(500, b"ike!")[..6]), None, "truncated");
         // Truncated and unknown frames.
         assert_eq!(classify(&f[..30], ours), FrameClass::Other);
         assert_eq!(classify(&[0u8; 10], ours), FrameClass::Other);

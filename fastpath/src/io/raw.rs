@@ -124,3 +124,42 @@ impl RawEspIo {
         mmsg::send_batch(self.sock.as_raw_fd(), items, &mut self.tx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buf::PacketBuf;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn receive_queue_overflow_is_counted() {
+        let Ok(mut io) = RawEspIo::open("127.0.0.1".parse().unwrap(), 64) else {
+            eprintln!("skipped receive_queue_overflow_is_counted: raw sockets need CAP_NET_RAW");
+            return;
+        };
+        io.socket().set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        mmsg::set_buffer_sizes(io.socket().as_raw_fd(), 4096).unwrap();
+        let drops = io.count_queue_drops().unwrap();
+        let sender = RawEspIo::open("127.0.0.1".parse().unwrap(), 64).unwrap();
+        let esp = [0x12u8; 1000];
+        let to = SocketAddr::new("127.0.0.1".parse().unwrap(), 0);
+        let meta = PacketMeta {
+            src: [0, 0, 0, 0].into(),
+            dst: None,
+            src_port: 0,
+        };
+        let (mut bufs, mut metas): (Vec<PacketBuf>, _) =
+            ((0..64).map(|_| PacketBuf::with_defaults()).collect(), vec![meta; 64]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while drops.get() == 0 && Instant::now() < deadline {
+            // Far more than a 4 KiB queue holds, then one more once it was read.
+            for _ in 0..200 {
+                let _ = sender.socket().send_to(&esp, &to.into());
+            }
+            while io.recv_burst(&mut bufs, &mut metas, true).unwrap_or(0) > 0 {}
+            let _ = sender.socket().send_to(&esp, &to.into());
+            let _ = io.recv_burst(&mut bufs, &mut metas, true);
+        }
+        assert!(drops.get() > 0, "raw ESP receive-queue overflows counted");
+    }
+}

@@ -488,11 +488,54 @@ pub enum IpError {
     },
 }
 
-/// Cuts an IPv4 packet (with a 20-byte header, as [`prepend_ip_header`]
-/// writes it) into fragments of at most `mtu` bytes with identification
-/// `id` (RFC 791); a packet that fits comes back whole. For messages of our
-/// own too large for the link, such as IKE with a certificate chain.
-pub fn fragment_ipv4(packet: &[u8], mtu: usize, id: u16) -> Result<Vec<Vec<u8>>, IpError> {
+/// Cuts an IP packet as [`prepend_ip_header`] writes it (IPv4 with a
+/// 20-byte header, IPv6 without extension headers) into fragments of at
+/// most `mtu` bytes with identification `id` (RFC 791; RFC 8200 §4.5); a
+/// packet that fits comes back whole. For messages of our own too large for
+/// the link, such as IKE with a certificate chain.
+pub fn fragment(packet: &[u8], mtu: usize, id: u32) -> Result<Vec<Vec<u8>>, IpError> {
+    match packet.first().map(|b| b >> 4) {
+        Some(6) => fragment_ipv6(packet, mtu, id),
+        _ => fragment_ipv4(packet, mtu, id as u16),
+    }
+}
+
+/// [`fragment`] of an IPv6 packet: each fragment repeats the fixed header,
+/// followed by a fragment header.
+fn fragment_ipv6(packet: &[u8], mtu: usize, id: u32) -> Result<Vec<Vec<u8>>, IpError> {
+    const HDR: usize = 40;
+    const FRAG: usize = 8;
+    /// Next-header value of the fragment header.
+    const FRAGMENT_HEADER: u8 = 44;
+    if packet.len() <= mtu {
+        return Ok(vec![packet.to_vec()]);
+    }
+    if packet.len() < HDR || packet[0] >> 4 != 6 || mtu < HDR + FRAG + 8 {
+        return Err(IpError::NotFragmentable { mtu });
+    }
+    let (hdr, payload) = packet.split_at(HDR);
+    let next = hdr[6];
+    let step = (mtu - HDR - FRAG) & !7;
+    let mut out = Vec::with_capacity(payload.len().div_ceil(step));
+    for (k, chunk) in payload.chunks(step).enumerate() {
+        let offset = u16::try_from(k * step).map_err(|_| IpError::TooLong)?;
+        let more = (k + 1) * step < payload.len();
+        let plen = u16::try_from(FRAG + chunk.len()).map_err(|_| IpError::TooLong)?;
+        let mut f = Vec::with_capacity(HDR + FRAG + chunk.len());
+        f.extend_from_slice(hdr);
+        f[4..6].copy_from_slice(&plen.to_be_bytes());
+        f[6] = FRAGMENT_HEADER;
+        f.extend_from_slice(&[next, 0]);
+        f.extend_from_slice(&(offset | u16::from(more)).to_be_bytes());
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(chunk);
+        out.push(f);
+    }
+    Ok(out)
+}
+
+/// [`fragment`] of an IPv4 packet.
+fn fragment_ipv4(packet: &[u8], mtu: usize, id: u16) -> Result<Vec<Vec<u8>>, IpError> {
     const HDR: usize = 20;
     if packet.len() <= mtu {
         return Ok(vec![packet.to_vec()]);
@@ -527,32 +570,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ipv4_fragments_reassemble_to_the_packet() {
-        let mut b = crate::buf::PacketBuf::new(64, 70_000);
-        let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
-        b.set_data(&data).unwrap();
-        prepend_outer(
-            &mut b,
-            "192.0.2.1".parse().unwrap(),
-            "192.0.2.2".parse().unwrap(),
-            Some((4500, 4500)),
-        )
-        .unwrap();
-        let frags = fragment_ipv4(b.data(), 1500, 77).unwrap();
-        assert_eq!(frags.len(), 4);
-        assert!(frags.iter().all(|f| f.len() <= 1500 && checksum(&f[..20]) == 0));
-        let mut r = crate::reassembly::Reassembly::new();
-        let now = std::time::Instant::now();
-        let mut done = None;
-        for f in frags.iter().rev() {
-            done = r.add(f, now).unwrap();
+    fn fragments_reassemble_to_the_packet() {
+        for (src, dst, hdr) in [("192.0.2.1", "192.0.2.2", 20), ("2001:db8::1", "2001:db8::2", 40)] {
+            let mut b = crate::buf::PacketBuf::new(64, 70_000);
+            let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+            b.set_data(&data).unwrap();
+            prepend_outer(&mut b, src.parse().unwrap(), dst.parse().unwrap(), Some((4500, 4500))).unwrap();
+            let frags = fragment(b.data(), 1500, 77).unwrap();
+            assert_eq!(frags.len(), 4, "{src}");
+            assert!(frags.iter().all(|f| f.len() <= 1500));
+            if hdr == 20 {
+                assert!(frags.iter().all(|f| checksum(&f[..20]) == 0));
+            }
+            let mut r = crate::reassembly::Reassembly::new();
+            let now = std::time::Instant::now();
+            let mut done = None;
+            for f in frags.iter().rev() {
+                done = r.add(f, now).unwrap();
+            }
+            let d = done.expect("reassembled");
+            assert_eq!(d.payload, b.data()[hdr..], "{src}");
+            assert_eq!(d.protocol, IPPROTO_UDP);
+            assert_eq!(
+                fragment(&b.data()[..1000], 1500, 1).unwrap(),
+                vec![b.data()[..1000].to_vec()]
+            );
         }
-        let d = done.expect("reassembled");
-        assert_eq!(d.payload, b.data()[20..]);
-        assert_eq!(
-            fragment_ipv4(&b.data()[..1000], 1500, 1).unwrap(),
-            vec![b.data()[..1000].to_vec()]
-        );
     }
 
     #[test]

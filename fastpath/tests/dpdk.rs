@@ -629,7 +629,7 @@ fn ike_larger_than_the_link(rig: &mut Rig) -> CaseResult {
     body.extend_from_slice(&message);
     whole.set_data(&body).map_err(e)?;
     ip::prepend_outer(&mut whole, ipa(PEER), ipa(LOCAL), Some((4501, 4500))).map_err(e)?;
-    let frags = ip::fragment_ipv4(whole.data(), 1500, 4242).map_err(e)?;
+    let frags = ip::fragment(whole.data(), 1500, 4242).map_err(e)?;
     ensure(frags.len() == 14, format!("{} fragments", frags.len()))?;
     // Out of order, as a network may deliver them.
     let mut frames: Vec<Vec<u8>> = frags.iter().map(|f| eth(rig.mac, f)).collect();

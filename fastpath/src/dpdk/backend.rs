@@ -53,8 +53,11 @@ struct TapRegistry {
 pub const IKE_QUEUE: usize = 4096;
 /// MTU of the ports' links: IKE messages of ours above it leave as IP fragments.
 const LINK_MTU: usize = 1500;
-/// IPv4 and UDP header bytes in front of an IKE message.
-const IPV4_UDP_HEADERS: usize = 28;
+/// IP and UDP header bytes in front of an IKE message to `peer`.
+fn ip_udp_headers(peer: IpAddr) -> usize {
+    if peer.is_ipv4() { 20 + 8 } else { 40 + 8 }
+}
+
 /// rte_security sessions per inline-capable port.
 const INLINE_SESSIONS: u32 = 16384;
 /// Empty transmit attempts before the rest of a burst is dropped.
@@ -669,8 +672,8 @@ pub struct PollLoop {
     ours: Arc<[IpAddr]>,
     /// IP fragments addressed to us (IKE larger than the link MTU).
     reassembly: Reassembly,
-    /// Identification of the next IPv4 packet we fragment.
-    ip_id: u16,
+    /// Identification of the next IP packet we fragment.
+    ip_id: u32,
     burst: usize,
     taps: Taps,
     tap_cache: Vec<TapSender>,
@@ -1279,7 +1282,7 @@ impl PollLoop {
             } else {
                 0
             };
-            if d.remote.is_ipv4() && IPV4_UDP_HEADERS + marker + d.payload.len() > LINK_MTU {
+            if ip_udp_headers(d.remote.ip()) + marker + d.payload.len() > LINK_MTU {
                 drop(m);
                 self.send_ike_fragments(&d, marker);
                 continue;
@@ -1308,10 +1311,11 @@ impl PollLoop {
         n
     }
 
-    /// Sends an IPv4 IKE message larger than the link as IP fragments (an
+    /// Sends an IKE message larger than the link as IP fragments (an
     /// IKE_AUTH with certificates when the peer cannot take IKE fragments).
     fn send_ike_fragments(&mut self, d: &IkeDatagram, marker: usize) {
-        let mut whole = crate::buf::PacketBuf::new(IPV4_UDP_HEADERS, IPV4_UDP_HEADERS + marker + d.payload.len());
+        let headers = ip_udp_headers(d.remote.ip());
+        let mut whole = crate::buf::PacketBuf::new(headers, headers + marker + d.payload.len());
         let mut body = vec![0u8; marker];
         body.extend_from_slice(&d.payload);
         let frags = whole
@@ -1325,7 +1329,7 @@ impl PollLoop {
                     Some((d.local.port(), d.remote.port())),
                 )
             })
-            .and_then(|()| crate::ip::fragment_ipv4(whole.data(), LINK_MTU, self.ip_id));
+            .and_then(|()| crate::ip::fragment(whole.data(), LINK_MTU, self.ip_id));
         self.ip_id = self.ip_id.wrapping_add(1);
         let Ok(frags) = frags else {
             LoopCounters::add(&self.counters.tx_dropped, 1);

@@ -552,6 +552,18 @@ mod tests {
                 ip_end: ETH_HDR_LEN + fl
             }
         );
+        // IPv6 fragments (a fragment header right after the fixed one).
+        let mut big = PacketBuf::new(64, 4096);
+        big.set_data(&[0u8; 3000]).unwrap();
+        let (peer6, ours6): (IpAddr, IpAddr) = ("2001:db8::7".parse().unwrap(), "2001:db8::1".parse().unwrap());
+        crate::ip::prepend_outer(&mut big, peer6, ours6, Some((4500, 4500))).unwrap();
+        let frags = crate::ip::fragment(big.data(), 1500, 9).unwrap();
+        let mut f6 = vec![0u8; 12];
+        f6.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+        f6.extend_from_slice(&frags[1]);
+        let end = f6.len();
+        assert_eq!(classify(&f6, |a| *a == ours6), FrameClass::Fragment { ip_end: end });
+        assert_eq!(classify(&f6, |_| false), FrameClass::Ip { ip_end: end });
         // IKE in a reassembled UDP datagram.
         let udp = |dport: u16, body: &[u8]| udp_v4(dport, body)[20..].to_vec();
         assert_eq!(ike_in_udp(17, &udp(500, b"ike!")), Some((4501, 500, &b"ike!"[..])));

@@ -142,6 +142,20 @@ fn transport_mode_with_routes_carries_traffic_between_the_gateways() {
     // DPD-style liveness: the IKE SA still answers (an INFORMATIONAL round trip).
     assert!(one_child(&a.sas()) && one_child(&b.sas()));
 
+    // The route goes with the last CHILD_SA that needs it; the rules stay until shutdown.
+    a.call(json!({"cmd": "terminate", "connection": "peer"}));
+    a.wait_sas(T, |s| s.is_empty());
+    let deadline = Instant::now() + T;
+    let routes = loop {
+        let o = ns.a.exec(&["ip", "route", "show", "table", "4500"]).unwrap();
+        let routes = String::from_utf8_lossy(&o.stdout).into_owned();
+        if routes.trim().is_empty() || Instant::now() > deadline {
+            break routes;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(routes.trim(), "", "route removed with the CHILD_SA");
+    assert_ne!(ironsa_rules(&ns.a), "");
     a.stop();
     assert_eq!(ironsa_rules(&ns.a), "", "rules removed at shutdown");
 }

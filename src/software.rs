@@ -46,6 +46,8 @@ const GRO_MESSAGES: usize = 4;
 const TUN_MTU: u32 = 1400;
 /// Bytes per packet when the socket buffer size is turned into a TUN queue length.
 const TUN_QUEUE_BYTES_PER_PACKET: usize = 2048;
+/// Shortest TUN queue, in packets (the kernel's default for TUN devices).
+const TUN_MIN_QUEUE: u32 = 500;
 
 /// The sockets a transmit thread sends ESP with.
 struct Transmit {
@@ -240,7 +242,7 @@ impl SoftwareDataPlane {
         let name = queues.first().map(|q| q.name().to_string()).unwrap_or_default();
         let tun_queue = u32::try_from(cfg.socket_buffer / TUN_QUEUE_BYTES_PER_PACKET)
             .unwrap_or(u32::MAX)
-            .max(500);
+            .max(TUN_MIN_QUEUE);
         let tun_link = match Rtnl::link_index(&name).and_then(|index| {
             let mut rtnl = Rtnl::open()?;
             rtnl.link_up(index, TUN_MTU, tun_queue)?;

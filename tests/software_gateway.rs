@@ -20,26 +20,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::netns::{OUTER_A, OUTER_B};
-use support::util::free_udp_port_pair;
+use support::util::{free_udp_port_pair, root_or_skip};
 use support::{Ironsa, NetnsPair};
 
 const PSK: &str = "a-long-random-test-secret-for-the-software-gateway";
 const T: Duration = Duration::from_secs(10);
-
-/// True when the test can run; prints why not otherwise.
-fn can_run(what: &str) -> bool {
-    // The effective uid is the second field of the Uid line.
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1))
-            == Some("0")
-    });
-    if !root {
-        eprintln!("skipped {what}: needs root (network namespaces, TUN devices)");
-    }
-    root
-}
 
 fn one_child(s: &[Value]) -> bool {
     s.len() == 1 && s[0]["state"] == "ESTABLISHED" && s[0]["children"].as_array().is_some_and(|c| c.len() == 1)
@@ -78,7 +63,7 @@ fn ironsa_rules(ns: &support::Netns) -> String {
 
 #[test]
 fn transport_mode_with_routes_carries_traffic_between_the_gateways() {
-    if !can_run("transport_mode_with_routes_carries_traffic_between_the_gateways") {
+    if !root_or_skip("transport_mode_with_routes_carries_traffic_between_the_gateways") {
         return;
     }
     let ns = NetnsPair::new().unwrap();
@@ -162,7 +147,7 @@ fn transport_mode_with_routes_carries_traffic_between_the_gateways() {
 
 #[test]
 fn ike_auth_larger_than_a_packet_buffer_is_answered_on_port_4500() {
-    if !can_run("ike_auth_larger_than_a_packet_buffer_is_answered_on_port_4500") {
+    if !root_or_skip("ike_auth_larger_than_a_packet_buffer_is_answered_on_port_4500") {
         return;
     }
     let ns = NetnsPair::new().unwrap();
@@ -206,7 +191,7 @@ fn ike_auth_larger_than_a_packet_buffer_is_answered_on_port_4500() {
 
 #[test]
 fn nat_t_receive_queue_overflows_are_counted() {
-    if !can_run("nat_t_receive_queue_overflows_are_counted") {
+    if !root_or_skip("nat_t_receive_queue_overflows_are_counted") {
         return;
     }
     // On loopback in this namespace (the test floods from its own socket),

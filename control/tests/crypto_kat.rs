@@ -482,7 +482,9 @@ fn every_group_agrees_and_has_the_documented_lengths() {
         KeGroup::Ecp256,
         KeGroup::Ecp384,
         KeGroup::Modp2048,
+        KeGroup::MlKem512,
         KeGroup::MlKem768,
+        KeGroup::MlKem1024,
     ] {
         let initiator = KeyExchange::generate(&AwsLcProvider::new(), group).unwrap();
         assert_eq!(initiator.group(), group);

@@ -1,14 +1,14 @@
 //! Key exchanges on aws-lc: X25519 and ECP-256/384 (aws-lc-rs), MODP
-//! 2048/3072/4096 (`ffi::modp`, constant-time), ML-KEM-768 (`ffi::mlkem`
-//! from seeds, aws-lc-rs decapsulation). Every private value is drawn from
+//! 2048/3072/4096 (`ffi::modp`, constant-time), ML-KEM-512/768/1024
+//! (`ffi::mlkem` from seeds, aws-lc-rs decapsulation). Every private value is drawn from
 //! the provider's random source. `control` checks lengths and the RFC 6989 /
 //! FIPS 203 rules before and after; aws-lc checks points are on the curve
 //! and `ffi::modp` that MODP values lie in 2..p-2.
 
 use aws_lc_rs::agreement::{self, UnparsedPublicKey};
-use aws_lc_rs::kem::{self, Ciphertext, DecapsulationKey, ML_KEM_768};
+use aws_lc_rs::kem::{self, Ciphertext, DecapsulationKey, ML_KEM_512, ML_KEM_768, ML_KEM_1024};
 use control::crypto::{ActiveKeyExchange, CryptoError, KeGroup, SharedSecret};
-use ffi::mlkem;
+use ffi::mlkem::{self, MlKemParams};
 use ffi::modp::{ModpError, ModpGroup, ModpPrime};
 use zeroize::Zeroizing;
 
@@ -205,47 +205,90 @@ impl ActiveKeyExchange for Modp {
     }
 }
 
-/// An ML-KEM-768 decapsulation key and its encapsulation key.
+/// The ML-KEM parameter set of a group, or None for Diffie-Hellman groups.
+fn ml_kem_params(group: KeGroup) -> Option<MlKemParams> {
+    match group {
+        KeGroup::MlKem512 => Some(MlKemParams::MlKem512),
+        KeGroup::MlKem768 => Some(MlKemParams::MlKem768),
+        KeGroup::MlKem1024 => Some(MlKemParams::MlKem1024),
+        _ => None,
+    }
+}
+
+fn ml_kem_algorithm(params: MlKemParams) -> &'static kem::Algorithm<kem::AlgorithmId> {
+    match params {
+        MlKemParams::MlKem512 => &ML_KEM_512,
+        MlKemParams::MlKem768 => &ML_KEM_768,
+        MlKemParams::MlKem1024 => &ML_KEM_1024,
+    }
+}
+
+/// An ML-KEM decapsulation key and its encapsulation key (the initiator's
+/// side of a KEM: it sends `ek` and decapsulates the responder's ciphertext).
 struct MlKem {
+    params: MlKemParams,
     dk: DecapsulationKey<kem::AlgorithmId>,
-    ek: [u8; mlkem::EK_LEN],
+    ek: [u8; mlkem::MAX_EK_LEN],
 }
 
 impl MlKem {
-    fn generate(random: &dyn RandomSource) -> Result<Self, CryptoError> {
+    fn generate(random: &dyn RandomSource, params: MlKemParams) -> Result<Self, CryptoError> {
         let mut seed = Zeroizing::new([0u8; mlkem::KEYGEN_SEED_LEN]);
         random.fill(&mut *seed)?;
-        let mut dk = Zeroizing::new([0u8; mlkem::DK_LEN]);
-        let mut ek = [0u8; mlkem::EK_LEN];
-        mlkem::ml_kem_768_keypair(&seed, &mut dk, &mut ek).map_err(mlkem_error)?;
-        Self::from_dk_bytes(&*dk)
+        let mut dk = Zeroizing::new([0u8; mlkem::MAX_DK_LEN]);
+        let mut ek = [0u8; mlkem::MAX_EK_LEN];
+        let (dk, ek_out) = (&mut dk[..params.dk_len()], &mut ek[..params.ek_len()]);
+        mlkem::keypair(params, &seed, dk, ek_out).map_err(mlkem_error)?;
+        Self::from_dk_bytes(params, dk)
     }
 
     /// From the FIPS 203 decapsulation key dk = dk_PKE || ek || H(ek) || z,
-    /// which carries the encapsulation key at offset 384 * k (k = 3).
-    fn from_dk_bytes(dk_bytes: &[u8]) -> Result<Self, CryptoError> {
-        const EK_OFFSET: usize = 384 * 3;
-        let ek = dk_bytes
-            .get(EK_OFFSET..EK_OFFSET + mlkem::EK_LEN)
-            .and_then(|ek| <[u8; mlkem::EK_LEN]>::try_from(ek).ok())
-            .ok_or_else(|| {
-                CryptoError::KeyRejected(format!("ML-KEM-768 decapsulation key of {} bytes", dk_bytes.len()))
-            })?;
-        let dk = DecapsulationKey::new(&ML_KEM_768, dk_bytes).map_err(|e| CryptoError::KeyRejected(e.to_string()))?;
-        Ok(MlKem { dk, ek })
+    /// which carries the encapsulation key at offset 384 k.
+    fn from_dk_bytes(params: MlKemParams, dk_bytes: &[u8]) -> Result<Self, CryptoError> {
+        let wrong = || {
+            CryptoError::KeyRejected(format!(
+                "{} decapsulation key of {} bytes",
+                params.name(),
+                dk_bytes.len()
+            ))
+        };
+        if dk_bytes.len() != params.dk_len() {
+            return Err(wrong());
+        }
+        let offset = 384 * params.k();
+        let ek_bytes = dk_bytes.get(offset..offset + params.ek_len()).ok_or_else(wrong)?;
+        let mut ek = [0u8; mlkem::MAX_EK_LEN];
+        ek[..ek_bytes.len()].copy_from_slice(ek_bytes);
+        let dk = DecapsulationKey::new(ml_kem_algorithm(params), dk_bytes)
+            .map_err(|e| CryptoError::KeyRejected(e.to_string()))?;
+        Ok(MlKem { params, dk, ek })
+    }
+
+    /// The responder's side: a ciphertext to `ek` and the shared secret.
+    fn encapsulate(
+        random: &dyn RandomSource,
+        params: MlKemParams,
+        ek: &[u8],
+    ) -> Result<(Vec<u8>, SharedSecret), CryptoError> {
+        let mut seed = Zeroizing::new([0u8; mlkem::ENCAPS_SEED_LEN]);
+        random.fill(&mut *seed)?;
+        let mut ct = vec![0u8; params.ct_len()];
+        let mut ss = Zeroizing::new([0u8; mlkem::SS_LEN]);
+        mlkem::encapsulate(params, ek, &seed, &mut ct, &mut ss).map_err(mlkem_error)?;
+        Ok((ct, Zeroizing::new(ss.to_vec())))
     }
 }
 
 impl ActiveKeyExchange for MlKem {
     fn public_value(&self) -> &[u8] {
-        &self.ek
+        &self.ek[..self.params.ek_len()]
     }
 
     fn finish(self: Box<Self>, peer_value: &[u8]) -> Result<SharedSecret, CryptoError> {
         let ss = self
             .dk
             .decapsulate(Ciphertext::from(peer_value))
-            .map_err(|_| CryptoError::InvalidPublicValue("ML-KEM-768 decapsulation failed".into()))?;
+            .map_err(|_| CryptoError::InvalidPublicValue(format!("{} decapsulation failed", self.params.name())))?;
         Ok(Zeroizing::new(ss.as_ref().to_vec()))
     }
 }
@@ -258,9 +301,9 @@ pub(crate) fn generate(random: &dyn RandomSource, group: KeGroup) -> Result<Box<
     if let Some((prime, exponent_len)) = modp_params(group) {
         return Ok(Box::new(Modp::generate(random, prime, exponent_len)?));
     }
-    match group {
-        KeGroup::MlKem768 => Ok(Box::new(MlKem::generate(random)?)),
-        _ => Err(CryptoError::Unsupported(group.name().into())),
+    match ml_kem_params(group) {
+        Some(params) => Ok(Box::new(MlKem::generate(random, params)?)),
+        None => Err(CryptoError::Unsupported(group.name().into())),
     }
 }
 
@@ -274,9 +317,9 @@ pub(crate) fn from_private(group: KeGroup, private: &[u8]) -> Result<Box<dyn Act
     if let Some((prime, _)) = modp_params(group) {
         return Ok(Box::new(Modp::from_exponent(prime, private)?));
     }
-    match group {
-        KeGroup::MlKem768 => Ok(Box::new(MlKem::from_dk_bytes(private)?)),
-        _ => Err(CryptoError::Unsupported(group.name().into())),
+    match ml_kem_params(group) {
+        Some(params) => Ok(Box::new(MlKem::from_dk_bytes(params, private)?)),
+        None => Err(CryptoError::Unsupported(group.name().into())),
     }
 }
 
@@ -286,17 +329,8 @@ pub(crate) fn respond(
     group: KeGroup,
     peer_value: &[u8],
 ) -> Result<(Vec<u8>, SharedSecret), CryptoError> {
-    if group == KeGroup::MlKem768 {
-        let mut seed = Zeroizing::new([0u8; mlkem::ENCAPS_SEED_LEN]);
-        random.fill(&mut *seed)?;
-        let mut ct = vec![0u8; mlkem::CT_LEN];
-        let mut ss = Zeroizing::new([0u8; mlkem::SS_LEN]);
-        let ct_out: &mut [u8; mlkem::CT_LEN] = ct
-            .as_mut_slice()
-            .try_into()
-            .map_err(|_| CryptoError::KeyRejected("ML-KEM ciphertext buffer".into()))?;
-        mlkem::ml_kem_768_encapsulate(peer_value, &seed, ct_out, &mut ss).map_err(mlkem_error)?;
-        return Ok((ct, Zeroizing::new(ss.to_vec())));
+    if let Some(params) = ml_kem_params(group) {
+        return MlKem::encapsulate(random, params, peer_value);
     }
     // Check the peer's value before spending a key generation on it.
     if let Some((prime, _)) = modp_params(group) {
@@ -315,15 +349,19 @@ mod tests {
 
     #[test]
     fn ml_kem_public_value_is_the_generated_encapsulation_key() {
-        let kx = MlKem::generate(&SeededRandom::new(3)).unwrap();
-        let mut seed = [0u8; mlkem::KEYGEN_SEED_LEN];
-        SeededRandom::new(3).fill(&mut seed).unwrap();
-        let (mut dk, mut ek) = ([0u8; mlkem::DK_LEN], [0u8; mlkem::EK_LEN]);
-        mlkem::ml_kem_768_keypair(&seed, &mut dk, &mut ek).unwrap();
-        assert_eq!(kx.public_value(), &ek[..]);
-        // A ciphertext to it decapsulates to the encapsulated secret.
-        let (ct, ss) = respond(&SeededRandom::new(4), KeGroup::MlKem768, &ek).unwrap();
-        assert_eq!(Box::new(kx).finish(&ct).unwrap(), ss);
+        for group in [KeGroup::MlKem512, KeGroup::MlKem768, KeGroup::MlKem1024] {
+            let params = ml_kem_params(group).unwrap();
+            let kx = MlKem::generate(&SeededRandom::new(3), params).unwrap();
+            let mut seed = [0u8; mlkem::KEYGEN_SEED_LEN];
+            SeededRandom::new(3).fill(&mut seed).unwrap();
+            let (mut dk, mut ek) = (vec![0u8; params.dk_len()], vec![0u8; params.ek_len()]);
+            mlkem::keypair(params, &seed, &mut dk, &mut ek).unwrap();
+            assert_eq!(kx.public_value(), &ek[..], "{group:?}");
+            // A ciphertext to it decapsulates to the encapsulated secret.
+            let (ct, ss) = respond(&SeededRandom::new(4), group, &ek).unwrap();
+            assert_eq!(ct.len(), group.response_len());
+            assert_eq!(Box::new(kx).finish(&ct).unwrap(), ss, "{group:?}");
+        }
     }
 
     #[test]
@@ -333,7 +371,9 @@ mod tests {
             KeGroup::Ecp256,
             KeGroup::Ecp384,
             KeGroup::Modp2048,
+            KeGroup::MlKem512,
             KeGroup::MlKem768,
+            KeGroup::MlKem1024,
         ] {
             let a = generate(&SeededRandom::new(5), group).unwrap();
             let b = generate(&SeededRandom::new(5), group).unwrap();

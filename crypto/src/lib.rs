@@ -79,7 +79,7 @@ impl AwsLcProvider {
 
     /// A key exchange from a fixed private value, for known-answer tests:
     /// the private scalar (X25519, ECP, big-endian), the MODP exponent
-    /// (big-endian), or the ML-KEM-768 decapsulation key.
+    /// (big-endian), or the ML-KEM decapsulation key (FIPS 203 encoding).
     pub fn key_exchange_from_private(group: KeGroup, private: &[u8]) -> Result<KeyExchange, CryptoError> {
         Ok(KeyExchange::from_active(group, ke::from_private(group, private)?))
     }

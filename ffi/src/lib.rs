@@ -3,7 +3,7 @@
 //! Everything DPDK-related is behind the `dpdk` cargo feature; without it this
 //! crate builds with neither DPDK nor clang installed and holds only the
 //! aws-lc pieces aws-lc-rs lacks (FFI too, so they live here): [`modp`], the
-//! constant-time MODP Diffie-Hellman; [`mlkem`], ML-KEM-768 from caller-given
+//! constant-time MODP Diffie-Hellman; [`mlkem`], ML-KEM-512/768/1024 from caller-given
 //! seeds; [`rsa_legacy`], RSA PKCS#1 v1.5 signatures over SHA-1.
 //!
 //! # Layers

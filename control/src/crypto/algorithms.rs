@@ -54,8 +54,12 @@ pub enum KeGroup {
     Ecp384,
     /// Curve25519 (31).
     Curve25519,
-    /// ML-KEM-768 (36), RFC 9370 additional key exchange.
+    /// ML-KEM-512 (35), FIPS 203; usually an RFC 9370 additional key exchange.
+    MlKem512,
+    /// ML-KEM-768 (36).
     MlKem768,
+    /// ML-KEM-1024 (37).
+    MlKem1024,
 }
 
 impl EncrAlg {
@@ -227,7 +231,9 @@ impl KeGroup {
             KeGroup::Ecp256 => 19,
             KeGroup::Ecp384 => 20,
             KeGroup::Curve25519 => 31,
+            KeGroup::MlKem512 => 35,
             KeGroup::MlKem768 => 36,
+            KeGroup::MlKem1024 => 37,
         }
     }
 
@@ -240,13 +246,15 @@ impl KeGroup {
             19 => Some(KeGroup::Ecp256),
             20 => Some(KeGroup::Ecp384),
             31 => Some(KeGroup::Curve25519),
+            35 => Some(KeGroup::MlKem512),
             36 => Some(KeGroup::MlKem768),
+            37 => Some(KeGroup::MlKem1024),
             _ => None,
         }
     }
 
-    /// Length of the initiator's public value in bytes (for ML-KEM-768 the
-    /// encapsulation key; the responder's ciphertext is 1088 bytes).
+    /// Length of the initiator's public value in bytes (for ML-KEM the
+    /// encapsulation key, 384 k + 32; see [`KeGroup::response_len`]).
     pub fn public_len(self) -> usize {
         match self {
             KeGroup::Modp2048 => 256,
@@ -255,8 +263,38 @@ impl KeGroup {
             KeGroup::Ecp256 => 64,
             KeGroup::Ecp384 => 96,
             KeGroup::Curve25519 => 32,
+            KeGroup::MlKem512 => 800,
             KeGroup::MlKem768 => 1184,
+            KeGroup::MlKem1024 => 1568,
         }
+    }
+
+    /// Length of the responder's KE data: the public value length, or for
+    /// ML-KEM the ciphertext length (FIPS 203 Table 3).
+    pub fn response_len(self) -> usize {
+        match self {
+            KeGroup::MlKem512 => 768,
+            KeGroup::MlKem768 => 1088,
+            KeGroup::MlKem1024 => 1568,
+            g => g.public_len(),
+        }
+    }
+
+    /// The ML-KEM module rank k, or None for a Diffie-Hellman group. A KEM's
+    /// initiator sends an encapsulation key and its responder a ciphertext,
+    /// so the two KE payloads differ in meaning and length.
+    pub fn ml_kem_rank(self) -> Option<usize> {
+        match self {
+            KeGroup::MlKem512 => Some(2),
+            KeGroup::MlKem768 => Some(3),
+            KeGroup::MlKem1024 => Some(4),
+            _ => None,
+        }
+    }
+
+    /// True for the post-quantum methods (ML-KEM).
+    pub fn is_post_quantum(self) -> bool {
+        self.ml_kem_rank().is_some()
     }
 
     /// strongSwan-style name, e.g. `x25519`, `modp2048`, `ecp256`, `mlkem768`.
@@ -268,7 +306,9 @@ impl KeGroup {
             KeGroup::Ecp256 => "ecp256",
             KeGroup::Ecp384 => "ecp384",
             KeGroup::Curve25519 => "x25519",
+            KeGroup::MlKem512 => "mlkem512",
             KeGroup::MlKem768 => "mlkem768",
+            KeGroup::MlKem1024 => "mlkem1024",
         }
     }
 }
@@ -307,7 +347,7 @@ mod tests {
         for p in [PrfAlg::HmacSha256, PrfAlg::HmacSha384, PrfAlg::HmacSha512] {
             assert_eq!(PrfAlg::from_transform(p.transform_id()), Some(p));
         }
-        for n in [14, 15, 16, 19, 20, 31, 36] {
+        for n in [14, 15, 16, 19, 20, 31, 35, 36, 37] {
             assert_eq!(KeGroup::from_number(n).map(KeGroup::number), Some(n));
         }
         assert_eq!(EncrAlg::AesGcm16 { key_bits: 256 }.keymat_len(), 36);

@@ -1,4 +1,5 @@
-//! Key exchanges: X25519, ECP-256/384, MODP-2048/3072/4096, ML-KEM-768.
+//! Key exchanges: X25519, ECP-256/384, MODP-2048/3072/4096,
+//! ML-KEM-512/768/1024.
 //! The primitives come from the [`CryptoProvider`]; the RFC 6989 / FIPS 203
 //! checks on peer values and on the results are made here, whatever the
 //! provider.
@@ -9,9 +10,6 @@ use zeroize::Zeroizing;
 
 /// A shared secret (g^ir or the KEM shared secret), zeroized on drop.
 pub type SharedSecret = Zeroizing<Vec<u8>>;
-
-/// ML-KEM-768 ciphertext length (the responder's KE data), FIPS 203.
-pub const ML_KEM_768_CIPHERTEXT_LEN: usize = 1088;
 
 /// Our half of a key exchange, started by the initiator.
 pub struct KeyExchange {
@@ -37,11 +35,13 @@ fn check_len(what: &str, got: usize, expected: usize) -> Result<(), CryptoError>
     }
 }
 
-/// FIPS 203 §7.2 modulus check on an ML-KEM-768 encapsulation key: every
-/// 12-bit coefficient of the encoded vector is below q = 3329.
-fn ml_kem_768_modulus_check(ek: &[u8]) -> Result<(), CryptoError> {
-    check_len("ML-KEM-768 encapsulation key", ek.len(), KeGroup::MlKem768.public_len())?;
-    let encoded_t = &ek[..384 * 3];
+/// FIPS 203 §7.2 input checks on an ML-KEM encapsulation key of rank `k`:
+/// the type check (length 384 k + 32) and the modulus check (every 12-bit
+/// coefficient of the encoded vector t is below q = 3329).
+fn ml_kem_encapsulation_key_check(group: KeGroup, k: usize, ek: &[u8]) -> Result<(), CryptoError> {
+    let what = format!("{} encapsulation key", group.name());
+    check_len(&what, ek.len(), group.public_len())?;
+    let encoded_t = ek.get(..384 * k).unwrap_or_default();
     let mut bad = false;
     for c in encoded_t.chunks_exact(3) {
         let a = u16::from(c[0]) | (u16::from(c[1] & 0x0f) << 8);
@@ -49,9 +49,9 @@ fn ml_kem_768_modulus_check(ek: &[u8]) -> Result<(), CryptoError> {
         bad |= a >= 3329 || b >= 3329;
     }
     if bad {
-        return Err(CryptoError::InvalidPublicValue(
-            "ML-KEM-768 encapsulation key fails the modulus check".into(),
-        ));
+        return Err(CryptoError::InvalidPublicValue(format!(
+            "{what} fails the modulus check"
+        )));
     }
     Ok(())
 }
@@ -93,19 +93,18 @@ impl KeyExchange {
     /// Length of the KE data the responder answers with: the public value
     /// length, or the ML-KEM ciphertext length.
     pub fn response_len(group: KeGroup) -> usize {
-        match group {
-            KeGroup::MlKem768 => ML_KEM_768_CIPHERTEXT_LEN,
-            g => g.public_len(),
-        }
+        group.response_len()
     }
 
-    /// Completes the exchange with the responder's KE data (initiator side).
+    /// Completes the exchange with the responder's KE data (initiator side;
+    /// for ML-KEM, FIPS 203 §7.3's ciphertext type check, then decapsulation).
     pub fn finish(self, peer_value: &[u8]) -> Result<SharedSecret, CryptoError> {
-        let what = match self.group {
-            KeGroup::MlKem768 => "ML-KEM-768 ciphertext",
-            g => g.name(),
+        let what = if self.group.ml_kem_rank().is_some() {
+            format!("{} ciphertext", self.group.name())
+        } else {
+            self.group.name().to_string()
         };
-        check_len(what, peer_value.len(), Self::response_len(self.group))?;
+        check_len(&what, peer_value.len(), self.group.response_len())?;
         check_shared(self.group, self.active.finish(peer_value)?)
     }
 
@@ -116,8 +115,8 @@ impl KeyExchange {
         group: KeGroup,
         peer_value: &[u8],
     ) -> Result<(Vec<u8>, SharedSecret), CryptoError> {
-        if group == KeGroup::MlKem768 {
-            ml_kem_768_modulus_check(peer_value)?;
+        if let Some(k) = group.ml_kem_rank() {
+            ml_kem_encapsulation_key_check(group, k, peer_value)?;
         } else {
             check_len(group.name(), peer_value.len(), group.public_len())?;
         }

@@ -630,6 +630,17 @@ impl DaemonConfig {
             cfg.local_addrs = (!local_addrs.is_empty()).then_some(local_addrs);
             cfg.ike_proposals = control::proposal::parse_ike_proposals(c.ike_proposals.get_ref())
                 .map_err(|e| err(c.ike_proposals.span().start, &key("ike_proposals"), e.to_string()))?;
+            for (p, risk) in cfg
+                .ike_proposals
+                .iter()
+                .flat_map(|p| p.downgrade_risks().into_iter().map(move |r| (p, r)))
+            {
+                warnings.push(ConfigWarning {
+                    line: line_of(text, c.ike_proposals.span().start),
+                    key: key("ike_proposals"),
+                    message: format!("proposal '{p}' can be downgraded: {risk}"),
+                });
+            }
             if let Some(r) = &c.ike_rekey {
                 cfg.ike_lifetime = Lifetime::rekey_after(
                     parse_duration(r.get_ref()).map_err(|m| err(r.span().start, &key("ike_rekey"), m))?,

@@ -155,6 +155,33 @@ fn reload_keeps_unchanged_sas_and_shutdown_deletes_at_the_peer() {
 }
 
 #[test]
+fn check_explains_a_proposal_a_peer_could_downgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = |proposals: &str| {
+        let path = dir.path().join("pq.toml");
+        std::fs::write(
+            &path,
+            format!("[daemon]\nlisten = [\"127.0.0.1\"]\n\n[[connection]]\nname = \"x\"\nlocal_id = \"a@test\"\nremote_id = \"b@test\"\npsk = \"Zq8vN3rT6yB1mK4wP7sD0fH2\"\nike_proposals = \"{proposals}\"\n"),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_ironsa"))
+            .args(["check", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = conf("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none");
+    assert!(
+        err.contains("pq.toml:9: connection.x.ike_proposals: proposal 'aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none' can be downgraded: additional key exchange 1 is optional"),
+        "{err}"
+    );
+    let err = conf("aes256gcm16-prfsha384-x25519-mlkem768");
+    assert!(err.contains("a peer may choose x25519 alone"), "{err}");
+    assert_eq!(conf("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke2_mlkem1024"), "");
+}
+
+#[test]
 fn check_reports_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");

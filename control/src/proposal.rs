@@ -10,6 +10,11 @@
 //! Selection walks *our* proposals in our order and, per transform type,
 //! picks *our* most preferred algorithm that the peer offers, so a peer that
 //! lists weak algorithms first cannot steer the choice.
+//!
+//! RFC 9370 additional key exchanges are written as strongSwan 6 does:
+//! `aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke2_mlkem1024`; `keN_none`
+//! makes exchange N optional. A type we list without `none` is required: a
+//! peer that leaves it out, or offers only NONE for it, is not accepted.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -28,7 +33,14 @@ pub struct IkeProposal {
     pub prf: Vec<PrfAlg>,
     /// Key exchange groups.
     pub ke: Vec<KeGroup>,
+    /// RFC 9370 additional key exchanges: index N-1 holds the methods of
+    /// ADDKE N (transform type 5+N) in preference order, `None` for NONE
+    /// (the exchange is optional). An empty list means we do not do it.
+    pub additional_ke: [Vec<Option<KeGroup>>; MAX_ADDITIONAL_KE],
 }
+
+/// Number of additional key exchange transform types (ADDKE1..ADDKE7).
+pub const MAX_ADDITIONAL_KE: usize = 7;
 
 /// One configured ESP proposal. `ke` empty means no PFS. `esn` lists the
 /// acceptable Extended Sequence Number settings in preference order
@@ -93,6 +105,15 @@ pub enum ProposalError {
     /// IKE proposal without a key exchange group.
     #[error("IKE proposal '{0}' needs a key exchange group")]
     MissingKe(String),
+    /// Additional key exchanges in an ESP proposal (IKE_FOLLOWUP_KE is not
+    /// offered for CHILD_SAs).
+    #[error("additional key exchange '{token}' is not supported in ESP proposal '{proposal}'")]
+    AdditionalKeInEsp {
+        /// The token.
+        token: String,
+        /// The proposal.
+        proposal: String,
+    },
 }
 
 /// One parsed token.
@@ -101,7 +122,27 @@ enum Token {
     Integ(IntegAlg),
     Prf(PrfAlg),
     Ke(KeGroup),
+    /// `keN_method` or `keN_none`: ADDKE N (index N-1).
+    AddKe(usize, Option<KeGroup>),
     Esn(bool),
+}
+
+/// `keN_method` / `keN_none` with N in 1..=7.
+fn parse_additional_ke(lower: &str) -> Option<Token> {
+    let rest = lower.strip_prefix("ke")?;
+    let (n, method) = rest.split_once('_')?;
+    let n: usize = n.parse().ok()?;
+    if !(1..=MAX_ADDITIONAL_KE).contains(&n) {
+        return None;
+    }
+    let method = match method {
+        "none" => None,
+        m => match parse_token(m)? {
+            Token::Ke(g) => Some(g),
+            _ => return None,
+        },
+    };
+    Some(Token::AddKe(n - 1, method))
 }
 
 fn parse_token(t: &str) -> Option<Token> {
@@ -131,7 +172,7 @@ fn parse_token(t: &str) -> Option<Token> {
         "mlkem1024" => Token::Ke(KeGroup::MlKem1024),
         "esn" => Token::Esn(true),
         "noesn" => Token::Esn(false),
-        _ => return None,
+        other => return parse_additional_ke(other),
     })
 }
 
@@ -149,6 +190,8 @@ struct Parsed {
     prf: Vec<PrfAlg>,
     ke: Vec<KeGroup>,
     esn: Vec<bool>,
+    additional_ke: [Vec<Option<KeGroup>>; MAX_ADDITIONAL_KE],
+    first_addke_token: Option<String>,
     first_integ_token: Option<String>,
     first_prf_token: Option<String>,
     first_esn_token: Option<String>,
@@ -185,6 +228,10 @@ fn parse_one(p: &str) -> Result<Parsed, ProposalError> {
                 push_unique(&mut out.prf, f);
             }
             Some(Token::Ke(k)) => push_unique(&mut out.ke, k),
+            Some(Token::AddKe(i, k)) => {
+                out.first_addke_token.get_or_insert_with(|| token.to_string());
+                push_unique(&mut out.additional_ke[i], k);
+            }
             Some(Token::Esn(e)) => {
                 out.first_esn_token.get_or_insert_with(|| token.to_string());
                 push_unique(&mut out.esn, e);
@@ -241,6 +288,7 @@ pub fn parse_ike_proposals(s: &str) -> Result<Vec<IkeProposal>, ProposalError> {
                 integ: parsed.integ,
                 prf: parsed.prf,
                 ke: parsed.ke,
+                additional_ke: parsed.additional_ke,
             })
         })
         .collect()
@@ -258,6 +306,12 @@ pub fn parse_esp_proposals(s: &str) -> Result<Vec<EspProposal>, ProposalError> {
                 return Err(ProposalError::NotAllowed {
                     token,
                     kind: "ESP",
+                    proposal: p.to_string(),
+                });
+            }
+            if let Some(token) = parsed.first_addke_token {
+                return Err(ProposalError::AdditionalKeInEsp {
+                    token,
                     proposal: p.to_string(),
                 });
             }
@@ -307,6 +361,85 @@ fn esn_id(esn: bool) -> u16 {
     u16::from(esn)
 }
 
+/// The transform type of ADDKE index `i` (ADDKE1 is type 6).
+fn addke_type(i: usize) -> TransformType {
+    TransformType(6 + u8::try_from(i).unwrap_or(u8::MAX - 6))
+}
+
+fn additional_ke_name(i: usize, k: Option<KeGroup>) -> String {
+    format!("ke{}_{}", i + 1, k.map_or("none", KeGroup::name))
+}
+
+impl IkeProposal {
+    /// True if every key exchange this proposal can end up with includes a
+    /// post-quantum one: a peer cannot negotiate it down to classical only.
+    pub fn requires_post_quantum(&self) -> bool {
+        let primary_pq = self.ke.iter().all(|k| k.is_post_quantum());
+        let required_pq = self
+            .additional_ke
+            .iter()
+            .any(|m| !m.is_empty() && m.iter().all(|k| k.is_some_and(KeGroup::is_post_quantum)));
+        primary_pq || required_pq
+    }
+
+    /// Where a peer could steer this proposal to a weaker result than its
+    /// first choice: one line per way (empty when there is none). This is
+    /// what `ironsa check` prints for each IKE proposal.
+    pub fn downgrade_risks(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let pq_offered = self.ke.iter().any(|k| k.is_post_quantum())
+            || self
+                .additional_ke
+                .iter()
+                .flatten()
+                .flatten()
+                .any(|k| k.is_post_quantum());
+        if !pq_offered {
+            return out;
+        }
+        let classical: Vec<&str> = self
+            .ke
+            .iter()
+            .filter(|k| !k.is_post_quantum())
+            .map(|k| k.name())
+            .collect();
+        if self.ke.iter().any(|k| k.is_post_quantum()) && !classical.is_empty() {
+            out.push(format!(
+                "the key exchange is either of {}: a peer may choose {} alone (write ke1_<method> for both)",
+                self.ke.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "),
+                classical.join(", ")
+            ));
+        }
+        for (i, methods) in self.additional_ke.iter().enumerate() {
+            if methods.contains(&None) && methods.iter().flatten().any(|k| k.is_post_quantum()) {
+                out.push(format!(
+                    "additional key exchange {} is optional ({}): a peer may skip it",
+                    i + 1,
+                    additional_ke_name(i, None)
+                ));
+            } else if methods.iter().flatten().any(|k| !k.is_post_quantum())
+                && methods.iter().flatten().any(|k| k.is_post_quantum())
+            {
+                out.push(format!(
+                    "additional key exchange {} may be classical: a peer may choose {}",
+                    i + 1,
+                    methods
+                        .iter()
+                        .flatten()
+                        .filter(|k| !k.is_post_quantum())
+                        .map(|k| k.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        if !self.requires_post_quantum() && out.is_empty() {
+            out.push("a peer may negotiate without any post-quantum key exchange".into());
+        }
+        out
+    }
+}
+
 impl IkeProposal {
     /// The SA payload proposal (protocol IKE) offering all algorithms.
     pub fn to_wire(&self, number: u8, spi: &[u8]) -> Proposal {
@@ -322,6 +455,13 @@ impl IkeProposal {
                 .map(|i| plain_transform(TransformType::INTEG, i.transform_id())),
         );
         transforms.extend(self.ke.iter().map(|k| plain_transform(TransformType::KE, k.number())));
+        for (i, methods) in self.additional_ke.iter().enumerate() {
+            transforms.extend(
+                methods
+                    .iter()
+                    .map(|k| plain_transform(addke_type(i), k.map_or(0, KeGroup::number))),
+            );
+        }
         Proposal {
             number,
             protocol: ProtocolId::IKE,
@@ -377,6 +517,9 @@ impl fmt::Display for IkeProposal {
         join_names(&mut parts, &self.integ, |i| i.name().to_string());
         join_names(&mut parts, &self.prf, |p| p.name().to_string());
         join_names(&mut parts, &self.ke, |k| k.name().to_string());
+        for (i, methods) in self.additional_ke.iter().enumerate() {
+            join_names(&mut parts, methods, |k| additional_ke_name(i, *k));
+        }
         f.write_str(&parts.join("-"))
     }
 }
@@ -412,6 +555,9 @@ pub fn offered<P: fmt::Display>(ours: &[P]) -> String {
 pub struct SelectedIke {
     /// The algorithms.
     pub suite: IkeSuite,
+    /// The RFC 9370 additional key exchanges to run in IKE_INTERMEDIATE, in
+    /// order: (ADDKE number 1..=7, method). Types negotiated as NONE are left out.
+    pub additional_ke: Vec<(u8, KeGroup)>,
     /// Single-transform-per-type proposal to echo, with the peer's number and SPI.
     pub proposal: Proposal,
 }
@@ -471,6 +617,9 @@ struct Offer {
     esn: Vec<bool>,
     /// KE transform IDs as sent (0 = NONE).
     ke_ids: Vec<u16>,
+    /// ADDKE transform IDs as sent, per type (0 = NONE); unknown IDs kept
+    /// so that an unknown method never reads as "not offered".
+    addke_ids: [Vec<u16>; MAX_ADDITIONAL_KE],
     /// Transform types that make the proposal unacceptable (unknown types,
     /// additional key exchanges without NONE).
     blocking: Vec<String>,
@@ -478,8 +627,6 @@ struct Offer {
 
 fn offer_of(p: &Proposal) -> Offer {
     let mut o = Offer::default();
-    let mut addke: BTreeSet<u8> = BTreeSet::new();
-    let mut addke_none: BTreeSet<u8> = BTreeSet::new();
     for t in &p.transforms {
         if t.ty == TransformType::KE {
             o.ke_ids.push(t.id);
@@ -497,20 +644,27 @@ fn offer_of(p: &Proposal) -> Offer {
                 1 => o.esn.push(true),
                 _ => {}
             },
-            TransformType(ty @ 6..=12) => {
-                addke.insert(ty);
-                if t.id == 0 {
-                    addke_none.insert(ty);
-                }
-            }
+            TransformType(ty @ 6..=12) => o.addke_ids[usize::from(ty - 6)].push(t.id),
             other => o.blocking.push(format!("unknown transform type {}", other.0)),
         }
     }
-    for ty in addke.difference(&addke_none) {
-        o.blocking
-            .push(format!("additional key exchange {} without NONE", ty - 5));
-    }
     o
+}
+
+/// RFC 9370 §2.2.2 for one ADDKE type: our most preferred method the peer
+/// offers. A type the peer leaves out counts as NONE. Returns None when
+/// there is no agreement (we require the exchange and the peer does not
+/// offer one of ours, or the peer requires one we do not do), else the
+/// choice (`Some(None)` = NONE).
+fn choose_additional(ours: &[Option<KeGroup>], peer_ids: &[u16]) -> Option<Option<KeGroup>> {
+    let peer_offers = |k: Option<KeGroup>| match k {
+        None => peer_ids.is_empty() || peer_ids.contains(&0),
+        Some(g) => peer_ids.contains(&g.number()),
+    };
+    if ours.is_empty() {
+        return peer_offers(None).then_some(None);
+    }
+    ours.iter().copied().find(|k| peer_offers(*k))
 }
 
 fn first_common<T: PartialEq + Copy>(ours: &[T], theirs: &[T]) -> Option<T> {
@@ -682,7 +836,10 @@ fn index_of<T: PartialEq>(list: &[T], x: &T) -> usize {
 
 /// Matches one of our IKE proposals against one peer offer; returns the
 /// suite and its rank (our preference index per type, lower is better).
-fn match_ike(ours: &IkeProposal, o: &Offer) -> Option<(IkeSuite, [usize; 4])> {
+/// A matched IKE suite with its additional key exchanges (ADDKE number, method).
+type IkeMatch = (IkeSuite, Vec<(u8, KeGroup)>);
+
+fn match_ike(ours: &IkeProposal, o: &Offer) -> Option<(IkeMatch, [usize; 5])> {
     if !o.blocking.is_empty() {
         return None;
     }
@@ -694,16 +851,26 @@ fn match_ike(ours: &IkeProposal, o: &Offer) -> Option<(IkeSuite, [usize; 4])> {
     };
     let prf = first_common(&ours.prf, &o.prf)?;
     let ke = first_common(&ours.ke, &o.ke)?;
+    let mut additional = Vec::new();
+    let mut addke_rank = 0;
+    for (i, (mine, theirs)) in ours.additional_ke.iter().zip(&o.addke_ids).enumerate() {
+        let choice = choose_additional(mine, theirs)?;
+        addke_rank += index_of(mine, &choice).min(MAX_ADDITIONAL_KE);
+        if let Some(g) = choice {
+            additional.push((u8::try_from(i + 1).unwrap_or(u8::MAX), g));
+        }
+    }
     let rank = [
         index_of(&ours.encr, &encr),
         integ.map_or(0, |i| index_of(&ours.integ, &i)),
         index_of(&ours.prf, &prf),
         index_of(&ours.ke, &ke),
+        addke_rank,
     ];
-    Some((IkeSuite { encr, integ, prf, ke }, rank))
+    Some(((IkeSuite { encr, integ, prf, ke }, additional), rank))
 }
 
-fn ike_wire(suite: &IkeSuite, number: u8, spi: &[u8]) -> Proposal {
+fn ike_wire(suite: &IkeSuite, additional: &[(u8, KeGroup)], number: u8, spi: &[u8]) -> Proposal {
     let mut transforms = vec![
         encr_transform(suite.encr),
         plain_transform(TransformType::PRF, suite.prf.transform_id()),
@@ -712,6 +879,11 @@ fn ike_wire(suite: &IkeSuite, number: u8, spi: &[u8]) -> Proposal {
         transforms.push(plain_transform(TransformType::INTEG, i.transform_id()));
     }
     transforms.push(plain_transform(TransformType::KE, suite.ke.number()));
+    transforms.extend(
+        additional
+            .iter()
+            .map(|(n, g)| plain_transform(TransformType(5 + n), g.number())),
+    );
     Proposal {
         number,
         protocol: ProtocolId::IKE,
@@ -786,8 +958,33 @@ fn ike_gaps(ours: &[IkeProposal], offers: &[&Offer]) -> Vec<Gap> {
             ours: unique_names(ke(), |k| k.name().into()),
         });
     }
+    for (i, label) in ADDKE_LABELS.iter().enumerate() {
+        let agree = ours.iter().any(|p| {
+            offers
+                .iter()
+                .any(|o| choose_additional(&p.additional_ke[i], &o.addke_ids[i]).is_some())
+        });
+        if !agree {
+            let mut names = Vec::new();
+            for p in ours {
+                for k in &p.additional_ke[i] {
+                    push_unique(&mut names, additional_ke_name(i, *k));
+                }
+            }
+            if names.is_empty() {
+                names.push(additional_ke_name(i, None));
+            }
+            gaps.push(Gap {
+                label,
+                ty: addke_type(i),
+                ours: names,
+            });
+        }
+    }
     gaps
 }
+
+const ADDKE_LABELS: [&str; MAX_ADDITIONAL_KE] = ["ADDKE1", "ADDKE2", "ADDKE3", "ADDKE4", "ADDKE5", "ADDKE6", "ADDKE7"];
 
 /// Responder side: picks the IKE suite from the peer's SA payload proposals.
 ///
@@ -801,10 +998,11 @@ pub fn select_ike(ours: &[IkeProposal], offered: &[Proposal]) -> Result<Selected
         .collect();
     let offers: Vec<Offer> = usable.iter().map(|p| offer_of(p)).collect();
     for our in ours {
-        if let Some((suite, p)) = best(&usable, &offers, |o| match_ike(our, o)) {
+        if let Some(((suite, additional_ke), p)) = best(&usable, &offers, |o| match_ike(our, o)) {
             return Ok(SelectedIke {
+                proposal: ike_wire(&suite, &additional_ke, p.number, &p.spi),
                 suite,
-                proposal: ike_wire(&suite, p.number, &p.spi),
+                additional_ke,
             });
         }
     }
@@ -959,6 +1157,7 @@ fn recognized(t: &Transform, esp: bool) -> bool {
         TransformType::INTEG => t.id == 0 || IntegAlg::from_transform(t.id).is_some(),
         TransformType::KE => (esp && t.id == 0) || KeGroup::from_number(t.id).is_some(),
         TransformType::ESN => esp && t.id <= 1,
+        TransformType(6..=12) => !esp && (t.id == 0 || KeGroup::from_number(t.id).is_some()),
         _ => false,
     }
 }
@@ -997,6 +1196,28 @@ pub fn accept_ike_response(ours: &[IkeProposal], chosen: &Proposal) -> Result<Se
         _ => false,
     };
     if our.encr.contains(&o.encr[0]) && integ_ok && our.prf.contains(&o.prf[0]) && our.ke.contains(&o.ke[0]) {
+        let mut additional_ke = Vec::new();
+        for (i, (mine, theirs)) in our.additional_ke.iter().zip(&o.addke_ids).enumerate() {
+            let chosen_method = match theirs.first().copied() {
+                None | Some(0) => None,
+                Some(id) => KeGroup::from_number(id),
+            };
+            let acceptable = mine.contains(&chosen_method) || (mine.is_empty() && chosen_method.is_none());
+            if !acceptable {
+                return fail(if chosen_method.is_none() {
+                    format!(
+                        "responder dropped additional key exchange {} that our proposal {} ({our}) requires",
+                        i + 1,
+                        chosen.number
+                    )
+                } else {
+                    not_in_proposal(chosen.number, our)
+                });
+            }
+            if let Some(g) = chosen_method {
+                additional_ke.push((u8::try_from(i + 1).unwrap_or(u8::MAX), g));
+            }
+        }
         let suite = IkeSuite {
             encr: o.encr[0],
             integ,
@@ -1005,6 +1226,7 @@ pub fn accept_ike_response(ours: &[IkeProposal], chosen: &Proposal) -> Result<Se
         };
         return Ok(SelectedIke {
             suite,
+            additional_ke,
             proposal: chosen.clone(),
         });
     }

@@ -19,13 +19,15 @@ fn parses_ike_proposals() {
                 encr: vec![GCM256],
                 integ: vec![],
                 prf: vec![PrfAlg::HmacSha256],
-                ke: vec![KeGroup::Curve25519]
+                ke: vec![KeGroup::Curve25519],
+                additional_ke: Default::default(),
             },
             IkeProposal {
                 encr: vec![CBC128],
                 integ: vec![IntegAlg::HmacSha256_128],
                 prf: vec![PrfAlg::HmacSha256],
-                ke: vec![KeGroup::Modp2048]
+                ke: vec![KeGroup::Modp2048],
+                additional_ke: Default::default(),
             },
         ]
     );
@@ -543,4 +545,173 @@ fn additional_key_exchanges_are_named_by_their_group() {
     });
     let m = select_ike(&ours, &[p]).unwrap_err();
     assert_eq!(m.offered, vec!["aes256gcm16-prfsha256-x25519-ke1_mlkem768".to_string()]);
+}
+
+// ------------------------------------------------- RFC 9370 additional KEs
+
+const HYBRID: &str = "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke2_mlkem1024";
+
+fn addke(p: &Proposal) -> Vec<(u8, u16)> {
+    p.transforms
+        .iter()
+        .filter(|t| (6..=12).contains(&t.ty.0))
+        .map(|t| (t.ty.0, t.id))
+        .collect()
+}
+
+#[test]
+fn strongswan6_hybrid_syntax_parses_renders_and_encodes() {
+    let p = &parse_ike_proposals(HYBRID).unwrap()[0];
+    assert_eq!(p.ke, vec![KeGroup::Curve25519]);
+    assert_eq!(p.additional_ke[0], vec![Some(KeGroup::MlKem768)]);
+    assert_eq!(p.additional_ke[1], vec![Some(KeGroup::MlKem1024)]);
+    assert!(p.additional_ke[2..].iter().all(Vec::is_empty));
+    assert_eq!(p.to_string(), HYBRID);
+    // ADDKE1 is transform type 6, ADDKE2 type 7; NONE is ID 0.
+    assert_eq!(addke(&p.to_wire(1, &[])), vec![(6, 36), (7, 37)]);
+    let optional = &parse_ike_proposals("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none-ke7_mlkem512").unwrap()[0];
+    assert_eq!(optional.additional_ke[0], vec![Some(KeGroup::MlKem768), None]);
+    assert_eq!(addke(&optional.to_wire(1, &[])), vec![(6, 36), (6, 0), (12, 35)]);
+    assert_eq!(
+        optional.to_string(),
+        "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none-ke7_mlkem512"
+    );
+    for bad in ["ke0_mlkem768", "ke8_mlkem768", "ke1_aes256", "ke1_", "ke1_mlkem999"] {
+        let e = parse_ike_proposals(&format!("aes256gcm16-prfsha384-x25519-{bad}")).unwrap_err();
+        assert!(
+            matches!(e, ProposalError::UnknownToken { ref token, .. } if token == bad),
+            "{bad}: {e}"
+        );
+    }
+    assert!(matches!(
+        parse_esp_proposals("aes256gcm16-x25519-ke1_mlkem768"),
+        Err(ProposalError::AdditionalKeInEsp { .. })
+    ));
+}
+
+#[test]
+fn responder_selects_additional_key_exchanges_in_our_order() {
+    let ours = parse_ike_proposals("aes256gcm16-prfsha384-x25519-ke1_mlkem1024-ke1_mlkem768").unwrap();
+    // The peer prefers ML-KEM-768; we prefer ML-KEM-1024 and get it.
+    let peer = ike_offer("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_mlkem1024", 1);
+    let s = select_ike(&ours, &[peer]).unwrap();
+    assert_eq!(s.additional_ke, vec![(1, KeGroup::MlKem1024)]);
+    assert_eq!(addke(&s.proposal), vec![(6, 37)]);
+    // Three exchanges.
+    let ours = parse_ike_proposals(HYBRID).unwrap();
+    let s = select_ike(&ours, &[ike_offer(HYBRID, 1)]).unwrap();
+    assert_eq!(s.additional_ke, vec![(1, KeGroup::MlKem768), (2, KeGroup::MlKem1024)]);
+    assert_eq!(addke(&s.proposal), vec![(6, 36), (7, 37)]);
+}
+
+#[test]
+fn required_additional_key_exchange_refuses_a_peer_that_drops_it() {
+    let ours = parse_ike_proposals("aes256gcm16-prfsha384-x25519-ke1_mlkem768").unwrap();
+    // A classical-only peer: no ADDKE1 at all.
+    let m = select_ike(&ours, &[ike_offer("aes256gcm16-prfsha384-x25519", 1)]).unwrap_err();
+    assert!(m.reason.contains("ADDKE1"), "{}", m.reason);
+    assert!(m.reason.contains("ke1_mlkem768"), "{}", m.reason);
+    // A peer that offers only NONE for it.
+    let m = select_ike(&ours, &[ike_offer("aes256gcm16-prfsha384-x25519-ke1_none", 1)]).unwrap_err();
+    assert!(m.reason.contains("ADDKE1"), "{}", m.reason);
+    // A peer offering a method we do not list.
+    assert!(select_ike(&ours, &[ike_offer("aes256gcm16-prfsha384-x25519-ke1_mlkem512", 1)]).is_err());
+    // A peer offering it or NONE: we pick ours, never the downgrade.
+    let s = select_ike(
+        &ours,
+        &[ike_offer("aes256gcm16-prfsha384-x25519-ke1_none-ke1_mlkem768", 1)],
+    )
+    .unwrap();
+    assert_eq!(s.additional_ke, vec![(1, KeGroup::MlKem768)]);
+}
+
+#[test]
+fn optional_additional_key_exchange_accepts_a_classical_peer() {
+    let ours = parse_ike_proposals("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none").unwrap();
+    let s = select_ike(&ours, &[ike_offer("aes256gcm16-prfsha384-x25519", 1)]).unwrap();
+    assert!(s.additional_ke.is_empty());
+    assert!(addke(&s.proposal).is_empty());
+    // A PQ peer still gets ML-KEM: NONE is our last choice.
+    let s = select_ike(
+        &ours,
+        &[ike_offer("aes256gcm16-prfsha384-x25519-ke1_none-ke1_mlkem768", 1)],
+    )
+    .unwrap();
+    assert_eq!(s.additional_ke, vec![(1, KeGroup::MlKem768)]);
+    // We do no ADDKE: a peer that requires one is refused, one with NONE is not.
+    let classical = parse_ike_proposals("aes256gcm16-prfsha384-x25519").unwrap();
+    assert!(select_ike(&classical, &[ike_offer("aes256gcm16-prfsha384-x25519-ke1_mlkem768", 1)]).is_err());
+    let s = select_ike(
+        &classical,
+        &[ike_offer("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none", 1)],
+    )
+    .unwrap();
+    assert!(s.additional_ke.is_empty());
+}
+
+#[test]
+fn initiator_checks_the_responders_additional_key_exchanges() {
+    let ours = parse_ike_proposals("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke2_mlkem1024").unwrap();
+    let s = accept_ike_response(&ours, &ike_offer(HYBRID, 1)).unwrap();
+    assert_eq!(s.additional_ke, vec![(1, KeGroup::MlKem768), (2, KeGroup::MlKem1024)]);
+    // Responder dropped ADDKE2, which we require.
+    let m = accept_ike_response(&ours, &ike_offer("aes256gcm16-prfsha384-x25519-ke1_mlkem768", 1)).unwrap_err();
+    assert!(m.reason.contains("dropped additional key exchange 2"), "{}", m.reason);
+    // Responder chose NONE for it.
+    let m = accept_ike_response(
+        &ours,
+        &ike_offer("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke2_none", 1),
+    )
+    .unwrap_err();
+    assert!(m.reason.contains("dropped additional key exchange 2"), "{}", m.reason);
+    // Responder chose a method we did not offer.
+    assert!(
+        accept_ike_response(
+            &ours,
+            &ike_offer("aes256gcm16-prfsha384-x25519-ke1_mlkem512-ke2_mlkem1024", 1)
+        )
+        .is_err()
+    );
+    // Responder chose two for one type.
+    assert!(
+        accept_ike_response(
+            &ours,
+            &ike_offer(
+                "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke2_mlkem1024-ke2_mlkem768",
+                1
+            )
+        )
+        .is_err()
+    );
+    // Optional: NONE or absence accepted.
+    let optional = parse_ike_proposals("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none").unwrap();
+    let s = accept_ike_response(&optional, &ike_offer("aes256gcm16-prfsha384-x25519", 1)).unwrap();
+    assert!(s.additional_ke.is_empty());
+    // We offered no ADDKE: a responder that picks one is wrong.
+    let classical = parse_ike_proposals("aes256gcm16-prfsha384-x25519").unwrap();
+    assert!(accept_ike_response(&classical, &ike_offer("aes256gcm16-prfsha384-x25519-ke1_mlkem768", 1)).is_err());
+}
+
+#[test]
+fn downgrade_risks_are_explained() {
+    let risks = |s: &str| parse_ike_proposals(s).unwrap()[0].downgrade_risks();
+    assert!(risks(HYBRID).is_empty());
+    assert!(risks("aes256gcm16-prfsha384-mlkem768").is_empty());
+    assert!(
+        risks("aes256gcm16-prfsha384-x25519").is_empty(),
+        "not post-quantum at all: nothing to downgrade"
+    );
+    let r = risks("aes256gcm16-prfsha384-x25519-mlkem768");
+    assert!(r.len() == 1 && r[0].contains("x25519 alone"), "{r:?}");
+    let r = risks("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none");
+    assert!(
+        r.len() == 1 && r[0].contains("additional key exchange 1 is optional"),
+        "{r:?}"
+    );
+    let r = risks("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_ecp384");
+    assert!(r.len() == 1 && r[0].contains("may choose ecp384"), "{r:?}");
+    assert!(parse_ike_proposals(HYBRID).unwrap()[0].requires_post_quantum());
+    assert!(
+        !parse_ike_proposals("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none").unwrap()[0].requires_post_quantum()
+    );
 }

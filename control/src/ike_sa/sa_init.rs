@@ -281,6 +281,7 @@ fn process_response(sa: &mut IkeSa, datagram: &[u8], msg: &Message) -> Result<()
     }
     let selected = proposal::accept_ike_response(&sa.config.ike_proposals, &props[0])
         .map_err(|m| Error::NoProposalChosen(m.to_string()))?;
+    refuse_additional_ke(&selected)?;
     let State::InitSent(st) = std::mem::replace(&mut sa.state, State::Closed) else {
         return Err(Error::InvalidSyntax("not waiting for IKE_SA_INIT".into()));
     };
@@ -510,6 +511,7 @@ impl IkeSa {
                 .unwrap_or_else(|| format!("no connection accepts peer {} at {}", remote.ip(), local.ip()));
             return Err(reject(msg, Error::NoProposalChosen(why)));
         };
+        refuse_additional_ke(&selected).map_err(|e| reject(msg, e))?;
         if selected.suite.ke.number() != ke_group {
             debug!(peer = %remote, sent = ke_group, wanted = selected.suite.ke.number(), "asking initiator for another KE group");
             return Err(reject(
@@ -613,4 +615,22 @@ fn source_for_nat_detection(
     } else {
         local
     }
+}
+
+/// RFC 9370 additional key exchanges run in IKE_INTERMEDIATE, which this
+/// IKE core does not implement: a suite that negotiated them is refused
+/// rather than completed with keys the peer would derive differently.
+fn refuse_additional_ke(selected: &proposal::SelectedIke) -> Result<(), Error> {
+    if selected.additional_ke.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = selected
+        .additional_ke
+        .iter()
+        .map(|(n, g)| format!("ke{n}_{}", g.name()))
+        .collect();
+    Err(Error::NoProposalChosen(format!(
+        "negotiated additional key exchanges {} need IKE_INTERMEDIATE (RFC 9242), which ironsa does not run yet",
+        names.join("-")
+    )))
 }

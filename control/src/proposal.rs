@@ -984,7 +984,15 @@ fn ike_gaps(ours: &[IkeProposal], offers: &[&Offer]) -> Vec<Gap> {
     gaps
 }
 
-const ADDKE_LABELS: [&str; MAX_ADDITIONAL_KE] = ["ADDKE1", "ADDKE2", "ADDKE3", "ADDKE4", "ADDKE5", "ADDKE6", "ADDKE7"];
+const ADDKE_LABELS: [&str; MAX_ADDITIONAL_KE] = [
+    "additional key exchange 1 (ADDKE1)",
+    "additional key exchange 2 (ADDKE2)",
+    "additional key exchange 3 (ADDKE3)",
+    "additional key exchange 4 (ADDKE4)",
+    "additional key exchange 5 (ADDKE5)",
+    "additional key exchange 6 (ADDKE6)",
+    "additional key exchange 7 (ADDKE7)",
+];
 
 /// Responder side: picks the IKE suite from the peer's SA payload proposals.
 ///

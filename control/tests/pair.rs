@@ -1023,3 +1023,78 @@ fn child_expiring_behind_an_outstanding_exchange_does_not_spin_the_timers() {
         .expect("handle_timeout returned (it spun on a deadline in the past)");
     assert!(next > now, "the SA's next deadline is in the future");
 }
+
+#[test]
+fn every_ml_kem_parameter_set_keys_the_ike_sa_and_child_pfs() {
+    for group in ["mlkem512", "mlkem768", "mlkem1024"] {
+        let mut p = establish(
+            &format!("aes256gcm16-prfsha384-{group}"),
+            &format!("aes256gcm16-{group}"),
+        );
+        assert_eq!(p.a_seen.up.len(), 1, "{group}: {:?}", p.a_seen.down);
+        assert_eq!(p.a_seen.up[0], p.b_seen.up[0], "{group}");
+        assert_eq!(
+            p.a.sas().next().and_then(|s| s.suite()).map(|s| s.ke.name()),
+            Some(group)
+        );
+        // A CHILD_SA rekey with ML-KEM as its PFS key exchange: the initiator
+        // encapsulation key and the responder ciphertext in CREATE_CHILD_SA.
+        let child = p.a_seen.installed[0].spi_in;
+        let a_spi = p.a_spi();
+        p.a.queue(p.now, a_spi, Task::RekeyChild(child));
+        p.run(Duration::from_secs(60));
+        assert_eq!(p.a_seen.installed.len(), 2, "{group}: child rekeyed");
+        assert_eq!(p.b_seen.installed.len(), 2, "{group}");
+        assert_children_match(&p.a_seen.installed[1], &p.b_seen.installed[1]);
+        // And an IKE SA rekey with it.
+        p.a.queue(p.now, a_spi, Task::RekeyIke);
+        p.run(Duration::from_secs(60));
+        assert_eq!(p.a_seen.rekeyed, 1, "{group}: IKE SA rekeyed");
+    }
+}
+
+#[test]
+fn additional_key_exchange_policy_against_a_classical_peer() {
+    let classical = "aes256gcm16-prfsha384-x25519";
+    // Optional (ke1_none): a classical responder is accepted, in both roles.
+    for (ike_a, ike_b) in [
+        ("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none", classical),
+        (classical, "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none"),
+    ] {
+        let (a, _) = default_pair(ike_a, "aes256gcm16");
+        let (_, b) = default_pair(ike_b, "aes256gcm16");
+        let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
+        p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+        p.run(Duration::from_secs(60));
+        assert_eq!(p.a_seen.up.len(), 1, "{ike_a} -> {ike_b}: {:?}", p.a_seen.down);
+        assert_eq!(p.b_seen.up.len(), 1);
+    }
+    // Required: refused, in both roles.
+    for (ike_a, ike_b) in [
+        ("aes256gcm16-prfsha384-x25519-ke1_mlkem768", classical),
+        (classical, "aes256gcm16-prfsha384-x25519-ke1_mlkem768"),
+    ] {
+        let (a, _) = default_pair(ike_a, "aes256gcm16");
+        let (_, b) = default_pair(ike_b, "aes256gcm16");
+        let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
+        p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+        p.run(Duration::from_secs(60));
+        assert!(p.a_seen.up.is_empty() && p.b_seen.up.is_empty(), "{ike_a} -> {ike_b}");
+        assert_eq!(
+            p.a_seen.down,
+            vec![DownReason::PeerError(
+                control::wire::ikev2::NotifyType::NO_PROPOSAL_CHOSEN
+            )],
+            "{ike_a} -> {ike_b}"
+        );
+    }
+    // Both sides want the hybrid: without IKE_INTERMEDIATE the responder
+    // refuses it rather than completing with keys that leave ML-KEM out.
+    let hybrid = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
+    let (a, b) = default_pair(hybrid, "aes256gcm16");
+    let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
+    p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+    p.run(Duration::from_secs(60));
+    assert!(p.a_seen.up.is_empty() && p.b_seen.up.is_empty());
+    assert_eq!(p.b.stats().init_rejected, 1);
+}

@@ -282,6 +282,7 @@ fn process_response(sa: &mut IkeSa, datagram: &[u8], msg: &Message) -> Result<()
     let selected = proposal::accept_ike_response(&sa.config.ike_proposals, &props[0])
         .map_err(|m| Error::NoProposalChosen(m.to_string()))?;
     refuse_additional_ke(&selected)?;
+    note_without_additional_ke(&sa.config, &selected, sa.remote);
     let State::InitSent(st) = std::mem::replace(&mut sa.state, State::Closed) else {
         return Err(Error::InvalidSyntax("not waiting for IKE_SA_INIT".into()));
     };
@@ -512,6 +513,7 @@ impl IkeSa {
             return Err(reject(msg, Error::NoProposalChosen(why)));
         };
         refuse_additional_ke(&selected).map_err(|e| reject(msg, e))?;
+        note_without_additional_ke(&config, &selected, remote);
         if selected.suite.ke.number() != ke_group {
             debug!(peer = %remote, sent = ke_group, wanted = selected.suite.ke.number(), "asking initiator for another KE group");
             return Err(reject(
@@ -614,6 +616,24 @@ fn source_for_nat_detection(
         std::net::SocketAddr::from(([0, 0, 0, 0], 0))
     } else {
         local
+    }
+}
+
+/// Says so when a connection that lists optional additional key exchanges
+/// (`keN_none`) ends up with none: the peer offered no post-quantum exchange
+/// and the policy allowed that.
+fn note_without_additional_ke(config: &ConnectionConfig, selected: &proposal::SelectedIke, peer: SocketAddr) {
+    let listed = config
+        .ike_proposals
+        .iter()
+        .any(|p| p.additional_ke.iter().any(|m| !m.is_empty()));
+    if listed && selected.additional_ke.is_empty() {
+        info!(
+            connection = %config.name,
+            %peer,
+            ke = selected.suite.ke.name(),
+            "IKE SA without additional key exchanges: the peer offered none and our proposals allow that (keN_none)"
+        );
     }
 }
 

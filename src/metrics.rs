@@ -30,6 +30,18 @@ pub fn render(daemon: &Daemon) -> String {
         s.endpoint.established
     });
     counter(
+        "ike_established_post_quantum_total",
+        "IKE SAs established with a post-quantum (ML-KEM) key exchange",
+        "counter",
+        &|s| s.endpoint.established_post_quantum,
+    );
+    counter(
+        "ike_established_classical_total",
+        "IKE SAs established with classical key exchanges only",
+        "counter",
+        &|s| s.endpoint.established - s.endpoint.established_post_quantum,
+    );
+    counter(
         "ike_init_rejected_total",
         "IKE_SA_INIT requests rejected",
         "counter",

@@ -163,6 +163,8 @@ pub struct EndpointStatsSer {
     pub init_rejected: u64,
     /// IKE SAs established.
     pub established: u64,
+    /// Of those, keyed by a post-quantum (ML-KEM) key exchange.
+    pub established_post_quantum: u64,
     /// Undecodable or unmatched datagrams.
     pub dropped_invalid: u64,
     /// Dropped datagrams and refused requests by reason.
@@ -180,6 +182,7 @@ impl From<&EndpointStats> for EndpointStatsSer {
             dropped_capacity: s.dropped_capacity,
             init_rejected: s.init_rejected,
             established: s.established,
+            established_post_quantum: s.established_post_quantum,
             dropped_invalid: s.dropped_invalid,
             drops: s.drops.iter().map(|(r, n)| (r.name(), n)).collect(),
         }

@@ -65,6 +65,9 @@ pub struct EndpointStats {
     pub init_rejected: u64,
     /// IKE SAs established.
     pub established: u64,
+    /// Of those, IKE SAs whose key exchange is post-quantum (ML-KEM): the
+    /// rest were keyed by a classical exchange alone.
+    pub established_post_quantum: u64,
     /// Datagrams that could not be decoded or matched no SA.
     pub dropped_invalid: u64,
     /// Dropped datagrams and refused requests by reason.
@@ -603,7 +606,12 @@ impl Endpoint {
         let mut successor = None;
         while let Some(e) = sa.poll_event() {
             match &e {
-                Event::IkeSaUp { .. } => self.stats.established += 1,
+                Event::IkeSaUp { suite, .. } => {
+                    self.stats.established += 1;
+                    if suite.ke.is_post_quantum() {
+                        self.stats.established_post_quantum += 1;
+                    }
+                }
                 Event::IkeSaRekeyed { .. } => successor = sa.take_successor(),
                 _ => {}
             }

@@ -1034,6 +1034,14 @@ fn every_ml_kem_parameter_set_keys_the_ike_sa_and_child_pfs() {
         assert_eq!(p.a_seen.up.len(), 1, "{group}: {:?}", p.a_seen.down);
         assert_eq!(p.a_seen.up[0], p.b_seen.up[0], "{group}");
         assert_eq!(
+            (
+                p.a.stats().established_post_quantum,
+                p.b.stats().established_post_quantum
+            ),
+            (1, 1),
+            "{group}: counted as post-quantum"
+        );
+        assert_eq!(
             p.a.sas().next().and_then(|s| s.suite()).map(|s| s.ke.name()),
             Some(group)
         );
@@ -1068,6 +1076,8 @@ fn additional_key_exchange_policy_against_a_classical_peer() {
         p.run(Duration::from_secs(60));
         assert_eq!(p.a_seen.up.len(), 1, "{ike_a} -> {ike_b}: {:?}", p.a_seen.down);
         assert_eq!(p.b_seen.up.len(), 1);
+        assert_eq!(p.b.stats().established, 1);
+        assert_eq!(p.b.stats().established_post_quantum, 0, "x25519 alone is classical");
     }
     // Required: refused, in both roles.
     for (ike_a, ike_b) in [

@@ -40,3 +40,15 @@ if [ "$with_cargo_deb" = yes ] && ! command -v cargo-deb >/dev/null; then
   echo "installing cargo-deb (builds the Debian package; a few minutes)"
   cargo install cargo-deb --locked --quiet
 fi
+
+# strongSwan 6 with ML-KEM (the peer of the post-quantum interop tests), built from
+# the reference-peer sources when they sit beside the project; without them those
+# tests skip and say why.
+PEERS="$(cd "$(dirname "$0")/.." && pwd)/../shared/peers"
+if [ -x "$PEERS/build-strongswan6.sh" ]; then
+  STRONGSWAN6_PREFIX=${IRONSA_STRONGSWAN6:-/opt/strongswan6}
+  AS_ROOT=""
+  [ "$(id -u)" -ne 0 ] && AS_ROOT="sudo"
+  echo "strongSwan 6 into $STRONGSWAN6_PREFIX (a few minutes the first time)"
+  $AS_ROOT "$PEERS/build-strongswan6.sh" "$STRONGSWAN6_PREFIX"
+fi

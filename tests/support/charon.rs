@@ -27,6 +27,25 @@ use super::util::{HarnessError, Result, free_udp_port_pair, io_err, run, tail_fi
 /// Path of the charon daemon in Debian's strongswan-charon package.
 pub const CHARON_BIN: &str = "/usr/lib/ipsec/charon";
 
+/// Where `scripts/install-deps.sh` installs strongSwan 6 (ML-KEM, RFC 9370,
+/// IKE_INTERMEDIATE); `IRONSA_STRONGSWAN6` overrides it.
+pub const STRONGSWAN6_PREFIX: &str = "/opt/strongswan6";
+
+/// The strongSwan 6 installation prefix, or why there is none (the tests
+/// that need it print that one line and skip).
+pub fn strongswan6() -> std::result::Result<PathBuf, String> {
+    let prefix = PathBuf::from(std::env::var("IRONSA_STRONGSWAN6").unwrap_or_else(|_| STRONGSWAN6_PREFIX.into()));
+    let charon = prefix.join("libexec/ipsec/charon");
+    if charon.is_file() && prefix.join("sbin/swanctl").is_file() {
+        Ok(prefix)
+    } else {
+        Err(format!(
+            "skipped: no strongSwan 6 at {} (scripts/install-deps.sh builds it where its source is available)",
+            prefix.display()
+        ))
+    }
+}
+
 /// swanctl credential folders created (empty) in every instance.
 const SWANCTL_DIRS: &[&str] = &[
     "x509", "x509ca", "x509ocsp", "x509aa", "x509ac", "x509crl", "pubkey", "private", "rsa", "ecdsa", "bliss", "pkcs8",
@@ -104,9 +123,20 @@ pub struct CharonBuilder {
     extra_plugins: Vec<String>,
     start_timeout: Duration,
     load: bool,
+    charon_bin: PathBuf,
+    swanctl_bin: String,
 }
 
 impl CharonBuilder {
+    /// Runs the strongSwan 6 installed under `prefix` (see [`strongswan6`])
+    /// with its `ml` plugin (ML-KEM) loaded, instead of Debian's charon.
+    pub fn strongswan6(mut self, prefix: &Path) -> Self {
+        self.charon_bin = prefix.join("libexec/ipsec/charon");
+        self.swanctl_bin = prefix.join("sbin/swanctl").to_string_lossy().into_owned();
+        self.extra_plugins.push("ml".into());
+        self
+    }
+
     /// Sets the IKE `port` and `port_nat_t`. Default: a free pair on the host for
     /// [`KernelBackend::Netlink`], 500/4500 for [`KernelBackend::Libipsec`].
     pub fn ports(mut self, port: u16, port_nat_t: u16) -> Self {
@@ -268,7 +298,7 @@ impl CharonBuilder {
 
         let stdout = std::fs::File::create(root.join("stdout.log")).map_err(io_err("create stdout.log"))?;
         let stderr = stdout.try_clone().map_err(io_err("clone stdout.log"))?;
-        let script = format!("mount -t tmpfs tmpfs /run && exec {CHARON_BIN}");
+        let script = format!("mount -t tmpfs tmpfs /run && exec {}", self.charon_bin.display());
         let mut cmd = match &self.backend {
             KernelBackend::Netlink => {
                 let mut c = Command::new("unshare");
@@ -286,11 +316,11 @@ impl CharonBuilder {
             .stdout(stdout)
             .stderr(stderr);
         let child = cmd.spawn().map_err(|source| HarnessError::Spawn {
-            command: CHARON_BIN.into(),
+            command: self.charon_bin.display().to_string(),
             source,
         })?;
 
-        let swanctl = Swanctl::new(conf_path, swanctl_dir);
+        let swanctl = Swanctl::new(conf_path, swanctl_dir).with_program(&self.swanctl_bin);
         let mut charon = Charon {
             name: self.name.clone(),
             dir: Some(dir),
@@ -336,6 +366,8 @@ impl Charon {
             extra_plugins: Vec::new(),
             start_timeout: Duration::from_secs(10),
             load: true,
+            charon_bin: PathBuf::from(CHARON_BIN),
+            swanctl_bin: "swanctl".into(),
         }
     }
 

@@ -44,7 +44,7 @@ pub mod swanctl;
 pub mod traffic;
 pub mod util;
 
-pub use charon::{Charon, CharonBuilder, KernelBackend};
+pub use charon::{Charon, CharonBuilder, KernelBackend, strongswan6};
 pub use config::{AuthRound, Child, Connection, IkeVersion, Secret, SwanctlConf};
 pub use ironsa::Ironsa;
 pub use netns::{Netns, NetnsPair};

@@ -40,6 +40,8 @@ pub struct Swanctl {
     pub swanctl_dir: PathBuf,
     /// Bound for calls that take no explicit timeout.
     pub default_timeout: Duration,
+    /// The swanctl binary (Debian's on PATH, or strongSwan 6's).
+    pub program: String,
 }
 
 impl Swanctl {
@@ -49,7 +51,14 @@ impl Swanctl {
             strongswan_conf,
             swanctl_dir,
             default_timeout: Duration::from_secs(5),
+            program: "swanctl".into(),
         }
+    }
+
+    /// The same wrapper running `program` instead of the swanctl on PATH.
+    pub fn with_program(mut self, program: &str) -> Self {
+        self.program = program.into();
+        self
     }
 
     /// Runs `swanctl ARGS` bounded by `limit`; returns stdout on success.
@@ -58,7 +67,7 @@ impl Swanctl {
             ("STRONGSWAN_CONF", self.strongswan_conf.as_os_str()),
             ("SWANCTL_DIR", self.swanctl_dir.as_os_str()),
         ];
-        let out = run_bounded("swanctl", args, &envs, limit)?;
+        let out = run_bounded(&self.program, args, &envs, limit)?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 

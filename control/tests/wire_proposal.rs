@@ -715,3 +715,69 @@ fn downgrade_risks_are_explained() {
         !parse_ike_proposals("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none").unwrap()[0].requires_post_quantum()
     );
 }
+
+mod additional_ke_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Our policies: required, optional, three exchanges, none.
+    const OURS: [&str; 4] = [
+        "aes256gcm16-prfsha384-x25519-ke1_mlkem768",
+        "aes256gcm16-prfsha384-x25519-ke1_mlkem1024-ke1_mlkem768-ke1_none",
+        "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke2_mlkem1024",
+        "aes256gcm16-prfsha384-x25519",
+    ];
+
+    fn peer_transform() -> impl Strategy<Value = Transform> {
+        // Types 1..=14 (ADDKE1..7 are 6..=12), IDs around the ones we know.
+        (
+            1u8..=14,
+            prop::sample::select(vec![0u16, 1, 5, 6, 20, 28, 31, 35, 36, 37, 99, 0xffff]),
+        )
+            .prop_map(|(ty, id)| Transform {
+                ty: TransformType(ty),
+                id,
+                attributes: if ty == 1 {
+                    vec![TransformAttribute::KeyLength(256)]
+                } else {
+                    vec![]
+                },
+            })
+    }
+
+    fn peer_proposal() -> impl Strategy<Value = Proposal> {
+        (1u8..=4, prop::collection::vec(peer_transform(), 0..24)).prop_map(|(number, extra)| {
+            // A valid classical base so that selection reaches the ADDKE rules.
+            let mut p = ike_offer("aes256gcm16-prfsha384-x25519", number);
+            p.transforms.extend(extra);
+            p
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever the peer offers, selection never panics and never gives
+        /// less than a required additional key exchange; what it echoes holds
+        /// exactly what it chose, which our initiator side accepts.
+        #[test]
+        fn selection_never_drops_a_required_exchange(which in 0usize..4, offered in prop::collection::vec(peer_proposal(), 1..4)) {
+            let ours = parse_ike_proposals(OURS[which]).unwrap();
+            if let Ok(s) = select_ike(&ours, &offered) {
+                for (i, methods) in ours[0].additional_ke.iter().enumerate() {
+                    let n = u8::try_from(i + 1).unwrap();
+                    let chosen = s.additional_ke.iter().find(|(t, _)| *t == n).map(|(_, g)| Some(*g));
+                    if methods.is_empty() {
+                        prop_assert!(chosen.is_none());
+                    } else if !methods.contains(&None) {
+                        prop_assert!(chosen.is_some_and(|g| methods.contains(&g)), "ADDKE{n} dropped: {:?}", s.additional_ke);
+                    }
+                }
+                let mut echoed = s.proposal.clone();
+                echoed.number = 1;
+                let back = accept_ike_response(&ours, &echoed).unwrap();
+                prop_assert_eq!(back.additional_ke, s.additional_ke);
+            }
+        }
+    }
+}

@@ -8,6 +8,7 @@ pub mod config;
 pub mod cookie;
 pub mod crypto;
 pub mod drops;
+pub mod eap;
 pub mod endpoint;
 pub mod error;
 pub mod ike_sa;

@@ -2,4 +2,5 @@
 //! crates (fuzz targets, benchmarks) use. The daemon itself is `src/main.rs`.
 #![forbid(unsafe_code)]
 
+pub mod aaa;
 pub mod config_file;

@@ -14,6 +14,7 @@ pub mod error;
 pub mod ike_sa;
 pub mod nat;
 pub mod pki;
+pub mod pool;
 pub mod proposal;
 pub mod ts;
 pub mod wire;

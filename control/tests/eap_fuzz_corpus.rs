@@ -19,33 +19,12 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// Truncations, then byte flips at positions a xorshift picks.
-fn mutations(seed: &[u8], per_seed: usize) -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> = (0..seed.len()).map(|n| seed[..n].to_vec()).collect();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed.len() as u64;
-    for _ in 0..per_seed {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let mut m = seed.to_vec();
-        if !m.is_empty() {
-            let at = (x as usize) % m.len();
-            m[at] ^= (x >> 32) as u8 | 1;
-        }
-        if x & 0x100 != 0 {
-            m.extend_from_slice(&x.to_le_bytes());
-        }
-        out.push(m);
-    }
-    out
-}
-
 #[test]
 fn eap_decode_seeds_are_valid_and_mutations_never_panic() {
     for (name, seed) in seeds("eap_decode") {
         eap::decode(&seed).unwrap_or_else(|e| panic!("seed {name} does not decode: {e}"));
         eap::fuzzing::eap_decode(&seed);
-        for m in mutations(&seed, 500) {
+        for m in eap::fuzzing::deterministic_mutations(&seed, 500) {
             eap::fuzzing::eap_decode(&m);
         }
     }
@@ -55,7 +34,7 @@ fn eap_decode_seeds_are_valid_and_mutations_never_panic() {
 fn eap_mschapv2_seeds_and_mutations_never_panic_or_authenticate() {
     for (_, seed) in seeds("eap_mschapv2") {
         eap::fuzzing::mschapv2_sessions(&seed);
-        for m in mutations(&seed, 300) {
+        for m in eap::fuzzing::deterministic_mutations(&seed, 300) {
             eap::fuzzing::mschapv2_sessions(&m);
         }
     }

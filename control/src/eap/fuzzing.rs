@@ -68,3 +68,26 @@ pub fn mschapv2_sessions(data: &[u8]) {
         }
     }
 }
+
+/// Every truncation of `seed`, then `count` copies with one byte flipped at
+/// a position a xorshift picks (some with 8 bytes appended): a fixed corpus
+/// for running fuzz targets in the normal test suite.
+pub fn deterministic_mutations(seed: &[u8], count: usize) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = (0..seed.len()).map(|n| seed[..n].to_vec()).collect();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed.len() as u64;
+    for _ in 0..count {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mut m = seed.to_vec();
+        if !m.is_empty() {
+            let at = (x as usize) % m.len();
+            m[at] ^= (x >> 32) as u8 | 1;
+        }
+        if x & 0x100 != 0 {
+            m.extend_from_slice(&x.to_le_bytes());
+        }
+        out.push(m);
+    }
+    out
+}

@@ -1,0 +1,345 @@
+//! The RADIUS client against a real FreeRADIUS 3.2, started by the test from
+//! a configuration generated into a temporary directory: EAP-MSCHAPv2
+//! relayed end to end with the client-side EAP state machine as the user,
+//! failover from a silent server, and forged replies dropped and counted.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use control::eap::{self, Code as EapCode, Method, Packet, Payload, Peer, PeerConfig, PeerStep, SystemRng};
+use ironsa::aaa::client::{AccessRequest, ClientConfig, RadiusClient, RadiusServer, Reply};
+use ironsa::aaa::radius::{self, Code};
+use zeroize::Zeroizing;
+
+const SECRET: &str = "radius-test-secret";
+
+/// FreeRADIUS in the foreground; killed when dropped.
+struct FreeRadius {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for FreeRadius {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn edit(path: &Path, f: impl FnOnce(String) -> String) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::fs::write(path, f(text)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+fn start_freeradius() -> FreeRadius {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let raddb = dir.path().join("raddb");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg("/etc/freeradius/3.0")
+        .arg(&raddb)
+        .status()
+        .expect("cp");
+    assert!(status.success(), "copying /etc/freeradius/3.0 failed");
+    let base = dir.path().display().to_string();
+    for sub in ["log", "run"] {
+        std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+    }
+    edit(&raddb.join("radiusd.conf"), |t| {
+        t.lines()
+            .map(|l| {
+                let k = l.trim_start();
+                if k.starts_with("raddbdir =") {
+                    format!("raddbdir = {base}/raddb")
+                } else if k.starts_with("logdir =") {
+                    format!("logdir = {base}/log")
+                } else if k.starts_with("run_dir =") {
+                    format!("run_dir = {base}/run")
+                } else if k.starts_with("reject_delay =") {
+                    // Rejects answered at once, within the client's timeout.
+                    "reject_delay = 0".to_string()
+                } else if k.starts_with("user =") || k.starts_with("group =") {
+                    String::new()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    std::fs::write(
+        raddb.join("clients.conf"),
+        format!("client local {{\n ipaddr = 127.0.0.1\n secret = {SECRET}\n}}\n"),
+    )
+    .expect("clients.conf");
+    // EAP without TLS methods, so no certificates are needed.
+    let eap = raddb.join("mods-enabled/eap");
+    let _ = std::fs::remove_file(&eap);
+    std::fs::write(
+        &eap,
+        "eap {\n default_eap_type = mschapv2\n timer_expire = 60\n ignore_unknown_eap_types = no\n max_sessions = 1024\n md5 {\n }\n mschapv2 {\n }\n}\n",
+    )
+    .expect("eap module");
+    for site in ["default", "inner-tunnel"] {
+        let _ = std::fs::remove_file(raddb.join("sites-enabled").join(site));
+    }
+    let port = free_port();
+    std::fs::write(
+        raddb.join("sites-enabled/test"),
+        format!(
+            "server test {{\n listen {{\n  type = auth\n  ipaddr = 127.0.0.1\n  port = {port}\n }}\n authorize {{\n  files\n  eap {{\n   ok = return\n  }}\n }}\n authenticate {{\n  Auth-Type MS-CHAP {{\n   mschap\n  }}\n  eap\n }}\n post-auth {{\n }}\n}}\n"
+        ),
+    )
+    .expect("site");
+    edit(&raddb.join("mods-config/files/authorize"), |t| {
+        format!(
+            "alice Cleartext-Password := \"alice-secret-1\"\n\tFramed-IP-Address = 10.9.0.7\nbob Cleartext-Password := \"bob-secret\"\n{t}"
+        )
+    });
+    let check = Command::new("freeradius")
+        .arg("-C")
+        .arg("-d")
+        .arg(&raddb)
+        .output()
+        .expect("freeradius -C");
+    assert!(
+        check.status.success(),
+        "freeradius -C failed:\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let mut child = Command::new("freeradius")
+        .args(["-f", "-l", "stdout", "-d"])
+        .arg(&raddb)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("freeradius starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("Ready to process requests") {
+                let _ = tx.send(());
+            }
+            eprintln!("freeradius: {line}");
+        }
+    });
+    let server = FreeRadius { child, port, _dir: dir };
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("FreeRADIUS ready within 20 s");
+    server
+}
+
+fn server(port: u16) -> RadiusServer {
+    RadiusServer {
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        secret: Zeroizing::new(SECRET.as_bytes().to_vec()),
+    }
+}
+
+fn client(ports: &[u16]) -> RadiusClient {
+    RadiusClient::start(ClientConfig {
+        servers: ports.iter().map(|&p| server(p)).collect(),
+        timeout: Duration::from_millis(300),
+        tries_per_server: 2,
+        max_outstanding: 16,
+        bind: "127.0.0.1:0".parse().expect("address"),
+    })
+    .expect("client starts")
+}
+
+/// Relays one EAP conversation through `client`; returns the final reply
+/// and the peer's outcome.
+fn relay(client: &RadiusClient, user: &str, password: &str) -> (Reply, PeerStep) {
+    let mut rng = SystemRng;
+    let mut peer = Peer::new(PeerConfig {
+        identity: user.as_bytes().to_vec(),
+        password: Zeroizing::new(password.into()),
+        methods: vec![Method::MsChapV2],
+    });
+    let identity_request = Packet {
+        code: EapCode::Request,
+        identifier: 0,
+        payload: Some(Payload::Identity(b"")),
+    };
+    let PeerStep::Send(mut eap_out) = peer
+        .handle(&identity_request.to_bytes().expect("encodes"), &mut rng)
+        .expect("identity")
+    else {
+        panic!("peer did not answer the Identity request")
+    };
+    let mut state = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let reply = client
+            .access(AccessRequest {
+                user_name: user.as_bytes().to_vec(),
+                eap_message: Some(eap_out.clone()),
+                state: state.take(),
+                attributes: vec![(radius::Attr::NAS_IDENTIFIER, b"ironsa-test".to_vec())],
+            })
+            .expect("a verified reply");
+        let eap_in = reply.eap_message.clone().expect("EAP-Message in the reply");
+        match peer.handle(&eap_in, &mut rng).expect("peer accepts the server's EAP") {
+            PeerStep::Send(next) => {
+                assert_eq!(reply.code, Code::AccessChallenge);
+                eap_out = next;
+                state = reply.state.clone();
+            }
+            outcome => return (reply, outcome),
+        }
+    }
+    panic!("EAP conversation did not finish in 20 s");
+}
+
+/// A RADIUS "server" that answers every request with a forged Response
+/// Authenticator and with an unknown identifier.
+fn forger() -> (u16, std::thread::JoinHandle<()>) {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = sock.local_addr().expect("addr").port();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let t = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let mut reply = buf[..20.min(n)].to_vec();
+            reply[0] = 2;
+            reply[2..4].copy_from_slice(&20u16.to_be_bytes());
+            reply[4..20].fill(0x5a);
+            let _ = sock.send_to(&reply, from);
+            reply[1] = reply[1].wrapping_add(7);
+            let _ = sock.send_to(&reply, from);
+        }
+    });
+    (port, t)
+}
+
+#[test]
+fn eap_mschapv2_relayed_through_freeradius_with_failover_and_forgeries() {
+    if Command::new("freeradius").arg("-v").output().is_err() {
+        eprintln!("skipped: freeradius is not installed (scripts/install-deps.sh installs it)");
+        return;
+    }
+    let fr = start_freeradius();
+
+    // The first server is silent (bound, never answers): failover.
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let silent_port = silent.local_addr().expect("addr").port();
+    let c = client(&[silent_port, fr.port]);
+    let (accept, outcome) = relay(&c, "alice", "alice-secret-1");
+    assert_eq!(accept.code, Code::AccessAccept);
+    assert_eq!(accept.server.port(), fr.port);
+    let PeerStep::Success { msk: Some(peer_msk) } = outcome else {
+        panic!("peer outcome {outcome:?}")
+    };
+    let radius_msk = accept.msk().expect("MS-MPPE keys in the Access-Accept");
+    assert_eq!(
+        radius_msk[..],
+        peer_msk[..],
+        "MSK from MS-MPPE keys differs from the peer's"
+    );
+    assert_eq!(accept.framed_ip_address, Some("10.9.0.7".parse().expect("address")));
+    let s = c.stats();
+    assert!(s.failovers.load(Ordering::Relaxed) >= 1, "no failover counted");
+    assert!(
+        s.retransmitted.load(Ordering::Relaxed) >= 1,
+        "no retransmission to the silent server"
+    );
+
+    // Wrong password: MSCHAPv2 failure, then Access-Reject with EAP-Failure.
+    let (reject, outcome) = relay(&c, "bob", "not-bobs");
+    assert_eq!(reject.code, Code::AccessReject);
+    assert!(matches!(outcome, PeerStep::Failure { .. }), "{outcome:?}");
+    assert!(
+        eap::decode(&reject.eap_message.expect("EAP-Failure"))
+            .map(|p| p.code == EapCode::Failure)
+            .unwrap_or(false)
+    );
+
+    // A forging server first: its replies are dropped and counted, and the
+    // real server still answers.
+    let (forger_port, forger_thread) = forger();
+    let c2 = client(&[forger_port, fr.port]);
+    let (accept, outcome) = relay(&c2, "alice", "alice-secret-1");
+    assert_eq!(accept.code, Code::AccessAccept);
+    assert!(matches!(outcome, PeerStep::Success { msk: Some(_) }));
+    let s = c2.stats();
+    assert!(
+        s.dropped_bad_authenticator.load(Ordering::Relaxed) >= 2,
+        "forged authenticators not counted: {s:?}"
+    );
+    assert!(
+        s.dropped_unknown_identifier.load(Ordering::Relaxed) >= 2,
+        "unknown identifiers not counted: {s:?}"
+    );
+    drop(c2);
+    let _ = forger_thread.join();
+    drop(silent);
+}
+
+#[test]
+fn outage_cannot_grow_the_outstanding_table() {
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let c = RadiusClient::start(ClientConfig {
+        servers: vec![server(port)],
+        timeout: Duration::from_millis(200),
+        tries_per_server: 1,
+        max_outstanding: 4,
+        bind: "127.0.0.1:0".parse().expect("address"),
+    })
+    .expect("client");
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..4 {
+        let tx = tx.clone();
+        c.submit(
+            AccessRequest {
+                user_name: b"alice".to_vec(),
+                ..Default::default()
+            },
+            Box::new(move |r| drop(tx.send(r))),
+        )
+        .expect("within the limit");
+    }
+    let refused = c.submit(
+        AccessRequest {
+            user_name: b"alice".to_vec(),
+            ..Default::default()
+        },
+        Box::new(|_| {}),
+    );
+    assert!(matches!(
+        refused,
+        Err(ironsa::aaa::client::ClientError::Overloaded { limit: 4 })
+    ));
+    for _ in 0..4 {
+        let r = rx.recv_timeout(Duration::from_secs(5)).expect("each request completes");
+        assert!(matches!(
+            r,
+            Err(ironsa::aaa::client::ClientError::AllServersDown { .. })
+        ));
+    }
+    // Capacity is back once they timed out.
+    c.submit(
+        AccessRequest {
+            user_name: b"alice".to_vec(),
+            ..Default::default()
+        },
+        Box::new(|_| {}),
+    )
+    .expect("capacity back");
+    assert_eq!(c.stats().overloaded.load(Ordering::Relaxed), 1);
+    assert_eq!(c.stats().timed_out.load(Ordering::Relaxed), 4);
+}

@@ -450,6 +450,90 @@ impl Pool {
     }
 }
 
+/// The configured pools, by name: what the IKE layer asks for an address.
+#[derive(Debug, Default)]
+pub struct Pools {
+    pools: Vec<Pool>,
+}
+
+impl Pools {
+    /// The pools; names must be unique and ranges must not overlap across
+    /// pools (an address must have one owner).
+    pub fn new(pools: Vec<Pool>) -> Result<Self, PoolError> {
+        for (i, a) in pools.iter().enumerate() {
+            for b in &pools[..i] {
+                if a.name == b.name {
+                    return Err(PoolError::BadRange {
+                        pool: a.name.clone(),
+                        reason: "pool name defined twice".into(),
+                    });
+                }
+                let overlap = a.v4 == b.v4
+                    && a.spans.iter().any(|x| {
+                        b.spans.iter().any(|y| {
+                            x.first <= y.first + u128::from(y.len - 1) && y.first <= x.first + u128::from(x.len - 1)
+                        })
+                    });
+                if overlap {
+                    return Err(PoolError::BadRange {
+                        pool: a.name.clone(),
+                        reason: format!("overlaps pool '{}'", b.name),
+                    });
+                }
+            }
+        }
+        Ok(Pools { pools })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Pool> {
+        self.pools.iter()
+    }
+
+    /// An address of one family for `identity` from the first of `names`
+    /// (in order) that has one. `requested` is an address the AAA server
+    /// assigned (Framed-IP-Address): it wins, reserved in the pool that
+    /// contains it, or returned untracked when no pool does.
+    pub fn assign(
+        &mut self,
+        names: &[&str],
+        identity: &str,
+        v4: bool,
+        requested: Option<IpAddr>,
+    ) -> Result<Option<Lease>, PoolError> {
+        if let Some(addr) = requested.filter(|a| a.is_ipv4() == v4) {
+            return match self.pools.iter_mut().find(|p| p.index_of(addr).is_some()) {
+                Some(p) => p.reserve(identity, addr).map(Some),
+                None => Ok(Some(Lease { addr, reused: false })),
+            };
+        }
+        let mut last_err = None;
+        for name in names {
+            let Some(p) = self.pools.iter_mut().find(|p| p.name == *name && p.v4 == v4) else {
+                continue;
+            };
+            match p.allocate(identity) {
+                Ok(l) => return Ok(Some(l)),
+                Err(e @ PoolError::Exhausted { .. }) => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        last_err.map_or(Ok(None), Err)
+    }
+
+    /// Ends one lease of `addr` in the pool that contains it; an address
+    /// from no pool (assigned by RADIUS) needs nothing.
+    pub fn release(&mut self, addr: IpAddr) -> Result<(), PoolError> {
+        match self.pools.iter_mut().find(|p| p.index_of(addr).is_some()) {
+            Some(p) => p.release(addr),
+            None => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,6 +675,62 @@ mod tests {
             }
         );
         assert_eq!(p.by_identity.len(), 1);
+    }
+
+    #[test]
+    fn pools_by_name_family_and_radius_address() {
+        let mk = |name: &str, r: &str| Pool::new(name, &[AddrRange::parse(r).expect("range")]).expect("pool");
+        let mut pools = Pools::new(vec![
+            mk("small", "10.5.0.1-10.5.0.1"),
+            mk("big", "10.6.0.0/24"),
+            mk("v6", "fd00::/120"),
+        ])
+        .expect("pools");
+        let a = pools
+            .assign(&["small", "big"], "alice", true, None)
+            .expect("a")
+            .expect("lease");
+        assert_eq!(a.addr, v4("10.5.0.1"));
+        // small is full: the next pool in the list.
+        let b = pools
+            .assign(&["small", "big"], "bob", true, None)
+            .expect("b")
+            .expect("lease");
+        assert_eq!(pools.get("big").and_then(|p| p.holder(b.addr)), Some("bob"));
+        let c = pools
+            .assign(&["small", "v6"], "carol", false, None)
+            .expect("c")
+            .expect("lease");
+        assert!(c.addr.is_ipv6());
+        assert_eq!(
+            pools.assign(&["small"], "dave", true, None),
+            Err(PoolError::Exhausted {
+                pool: "small".into(),
+                size: 1
+            })
+        );
+        assert_eq!(pools.assign(&["v6"], "dave", true, None), Ok(None));
+        // RADIUS wins: inside a pool it is reserved there, outside it is passed on.
+        let r = pools
+            .assign(&["small"], "erin", true, Some(v4("10.6.0.77")))
+            .expect("r")
+            .expect("lease");
+        assert_eq!(pools.get("big").and_then(|p| p.holder(r.addr)), Some("erin"));
+        let ext = pools
+            .assign(&["small"], "fay", true, Some(v4("192.0.2.9")))
+            .expect("x")
+            .expect("lease");
+        assert_eq!(ext.addr, v4("192.0.2.9"));
+        pools.release(ext.addr).expect("untracked");
+        pools.release(a.addr).expect("release");
+        assert!(matches!(
+            Pools::new(vec![mk("a", "10.0.0.0/24"), mk("b", "10.0.0.128/25")]),
+            Err(PoolError::BadRange { .. })
+        ));
+        assert!(matches!(
+            Pools::new(vec![mk("a", "10.0.0.0/24"), mk("a", "10.1.0.0/24")]),
+            Err(PoolError::BadRange { .. })
+        ));
     }
 
     #[test]

@@ -264,6 +264,13 @@ fn hostile_packets_are_dropped_and_leave_the_session_intact() {
 }
 
 #[test]
+fn an_oversized_ike_identity_is_refused() {
+    let huge = vec![b'a'; 64 * 1024];
+    let e = Authenticator::start(AuthenticatorConfig::default(), Some(&huge), &Users, &mut SystemRng).unwrap_err();
+    assert_eq!(e, AuthenticatorError::IdentityTooLong(64 * 1024));
+}
+
+#[test]
 fn rng_failure_is_an_error() {
     let mut broken = |_: &mut [u8]| -> Result<(), RngFailure> { Err(RngFailure) };
     let e = Authenticator::start(AuthenticatorConfig::default(), None, &Users, &mut broken).unwrap_err();

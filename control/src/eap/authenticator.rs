@@ -86,6 +86,8 @@ pub enum AuthenticatorError {
     WrongMsChapId { expected: u8, got: u8 },
     #[error("EAP Identity is empty")]
     EmptyIdentity,
+    #[error("identity of {0} bytes is longer than {max}", max = codec::MAX_IDENTITY_LEN)]
+    IdentityTooLong(usize),
     #[error("the EAP session is already finished")]
     Finished,
     #[error(transparent)]
@@ -234,6 +236,9 @@ impl Authenticator {
     ) -> Result<Vec<u8>, AuthenticatorError> {
         if id.is_empty() {
             return Err(AuthenticatorError::EmptyIdentity);
+        }
+        if id.len() > codec::MAX_IDENTITY_LEN {
+            return Err(AuthenticatorError::IdentityTooLong(id.len()));
         }
         self.identity = id.to_vec();
         // An unknown user still gets a challenge, so that probing does not

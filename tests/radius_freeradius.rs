@@ -1,7 +1,8 @@
 //! The RADIUS client against a real FreeRADIUS 3.2, started by the test from
 //! a configuration generated into a temporary directory: EAP-MSCHAPv2
 //! relayed end to end with the client-side EAP state machine as the user,
-//! failover from a silent server, and forged replies dropped and counted.
+//! failover from a silent server, forged replies dropped and counted, and
+//! accounting Start/Stop in FreeRADIUS's detail file.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
@@ -11,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use control::eap::{self, Code as EapCode, Method, Packet, Payload, Peer, PeerConfig, PeerStep, SystemRng};
-use ironsa::aaa::client::{AccessRequest, ClientConfig, RadiusClient, RadiusServer, Reply};
+use ironsa::aaa::client::{ClientConfig, Purpose, RadiusClient, RadiusServer, Reply, Request};
 use ironsa::aaa::radius::{self, Code};
 use zeroize::Zeroizing;
 
@@ -21,7 +22,9 @@ const SECRET: &str = "radius-test-secret";
 struct FreeRadius {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    acct_port: u16,
+    dir: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
 }
 
 impl Drop for FreeRadius {
@@ -96,10 +99,11 @@ fn start_freeradius() -> FreeRadius {
         let _ = std::fs::remove_file(raddb.join("sites-enabled").join(site));
     }
     let port = free_port();
+    let acct_port = free_port();
     std::fs::write(
         raddb.join("sites-enabled/test"),
         format!(
-            "server test {{\n listen {{\n  type = auth\n  ipaddr = 127.0.0.1\n  port = {port}\n }}\n authorize {{\n  files\n  eap {{\n   ok = return\n  }}\n }}\n authenticate {{\n  Auth-Type MS-CHAP {{\n   mschap\n  }}\n  eap\n }}\n post-auth {{\n }}\n}}\n"
+            "server test {{\n listen {{\n  type = auth\n  ipaddr = 127.0.0.1\n  port = {port}\n }}\n listen {{\n  type = acct\n  ipaddr = 127.0.0.1\n  port = {acct_port}\n }}\n accounting {{\n  detail\n }}\n authorize {{\n  files\n  eap {{\n   ok = return\n  }}\n }}\n authenticate {{\n  Auth-Type MS-CHAP {{\n   mschap\n  }}\n  eap\n }}\n post-auth {{\n }}\n}}\n"
         ),
     )
     .expect("site");
@@ -137,7 +141,13 @@ fn start_freeradius() -> FreeRadius {
             eprintln!("freeradius: {line}");
         }
     });
-    let server = FreeRadius { child, port, _dir: dir };
+    let server = FreeRadius {
+        child,
+        port,
+        acct_port,
+        dir: dir.path().to_path_buf(),
+        _tmp: dir,
+    };
     rx.recv_timeout(Duration::from_secs(20))
         .expect("FreeRADIUS ready within 20 s");
     server
@@ -151,12 +161,17 @@ fn server(port: u16) -> RadiusServer {
 }
 
 fn client(ports: &[u16]) -> RadiusClient {
+    client_for(ports, Purpose::Authentication)
+}
+
+fn client_for(ports: &[u16], purpose: Purpose) -> RadiusClient {
     RadiusClient::start(ClientConfig {
         servers: ports.iter().map(|&p| server(p)).collect(),
         timeout: Duration::from_millis(300),
         tries_per_server: 2,
         max_outstanding: 16,
         bind: "127.0.0.1:0".parse().expect("address"),
+        purpose,
     })
     .expect("client starts")
 }
@@ -185,7 +200,7 @@ fn relay(client: &RadiusClient, user: &str, password: &str) -> (Reply, PeerStep)
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         let reply = client
-            .access(AccessRequest {
+            .access(Request {
                 user_name: user.as_bytes().to_vec(),
                 eap_message: Some(eap_out.clone()),
                 state: state.take(),
@@ -286,6 +301,37 @@ fn eap_mschapv2_relayed_through_freeradius_with_failover_and_forgeries() {
     );
     drop(c2);
     let _ = forger_thread.join();
+
+    // Accounting Start and Stop with counters land in the detail file.
+    let acct = client_for(&[silent_port, fr.acct_port], Purpose::Accounting);
+    for (status, octets) in [(radius::AcctStatus::START, 0u32), (radius::AcctStatus::STOP, 123_456)] {
+        let reply = acct
+            .access(Request {
+                user_name: b"alice".to_vec(),
+                attributes: vec![
+                    (radius::Attr::ACCT_STATUS_TYPE, status.to_be_bytes().to_vec()),
+                    (radius::Attr::ACCT_SESSION_ID, b"ike-sa-0001".to_vec()),
+                    (radius::Attr::ACCT_INPUT_OCTETS, octets.to_be_bytes().to_vec()),
+                    (radius::Attr::ACCT_OUTPUT_OCTETS, (octets / 2).to_be_bytes().to_vec()),
+                ],
+                ..Default::default()
+            })
+            .expect("Accounting-Response");
+        assert_eq!(reply.code, Code::AccountingResponse);
+    }
+    let detail_dir = fr.dir.join("log/radacct/127.0.0.1");
+    let detail: String = std::fs::read_dir(&detail_dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", detail_dir.display()))
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .collect();
+    assert!(
+        detail.contains("Acct-Status-Type = Start") && detail.contains("Acct-Status-Type = Stop"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("Acct-Input-Octets = 123456") && detail.contains("Acct-Session-Id = \"ike-sa-0001\""),
+        "{detail}"
+    );
     drop(silent);
 }
 
@@ -299,13 +345,14 @@ fn outage_cannot_grow_the_outstanding_table() {
         tries_per_server: 1,
         max_outstanding: 4,
         bind: "127.0.0.1:0".parse().expect("address"),
+        purpose: Purpose::Authentication,
     })
     .expect("client");
     let (tx, rx) = std::sync::mpsc::channel();
     for _ in 0..4 {
         let tx = tx.clone();
         c.submit(
-            AccessRequest {
+            Request {
                 user_name: b"alice".to_vec(),
                 ..Default::default()
             },
@@ -314,7 +361,7 @@ fn outage_cannot_grow_the_outstanding_table() {
         .expect("within the limit");
     }
     let refused = c.submit(
-        AccessRequest {
+        Request {
             user_name: b"alice".to_vec(),
             ..Default::default()
         },
@@ -333,7 +380,7 @@ fn outage_cannot_grow_the_outstanding_table() {
     }
     // Capacity is back once they timed out.
     c.submit(
-        AccessRequest {
+        Request {
             user_name: b"alice".to_vec(),
             ..Default::default()
         },

@@ -1,6 +1,6 @@
 //! A blocking RADIUS authentication client on its own thread.
 //!
-//! Callers (the shards, later) [`RadiusClient::submit`] an Access-Request
+//! Callers (the shards, later) [`RadiusClient::submit`] a request
 //! with a completion callback and never wait on the network. The client
 //! thread owns one UDP socket, retransmits the same datagram after
 //! `timeout` up to `tries_per_server` times, then fails over to the next
@@ -51,12 +51,24 @@ pub struct ClientConfig {
     pub max_outstanding: usize,
     /// The local address to send from.
     pub bind: SocketAddr,
+    /// Access-Requests (authentication port) or Accounting-Requests
+    /// (accounting port); one client serves one kind of server.
+    pub purpose: Purpose,
 }
 
-/// An Access-Request to relay: its attributes (without EAP-Message, State
-/// and Message-Authenticator, which the client adds).
+/// What a client's servers are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Purpose {
+    #[default]
+    Authentication,
+    Accounting,
+}
+
+/// A request: its attributes (without EAP-Message, State and
+/// Message-Authenticator, which the client adds to Access-Requests).
 #[derive(Debug, Clone, Default)]
-pub struct AccessRequest {
+pub struct Request {
     pub user_name: Vec<u8>,
     pub eap_message: Option<Vec<u8>>,
     /// The State of the previous Access-Challenge (RFC 2865 §5.24).
@@ -124,12 +136,12 @@ pub struct ClientStats {
 type Done = Box<dyn FnOnce(Result<Reply, ClientError>) + Send>;
 
 struct Job {
-    request: AccessRequest,
+    request: Request,
     done: Done,
 }
 
 struct Pending {
-    request: AccessRequest,
+    request: Request,
     done: Done,
     /// Index into the servers, and how many servers were tried.
     server: usize,
@@ -199,7 +211,7 @@ impl RadiusClient {
 
     /// Queues `request`; `done` runs on the client thread with the verified
     /// reply or the reason there is none.
-    pub fn submit(&self, request: AccessRequest, done: Done) -> Result<(), ClientError> {
+    pub fn submit(&self, request: Request, done: Done) -> Result<(), ClientError> {
         let prev = self.outstanding.fetch_add(1, Ordering::AcqRel);
         if prev >= self.max_outstanding {
             self.outstanding.fetch_sub(1, Ordering::AcqRel);
@@ -221,7 +233,7 @@ impl RadiusClient {
 
     /// Sends `request` and waits for the outcome (for tests and tools, not
     /// for shards).
-    pub fn access(&self, request: AccessRequest) -> Result<Reply, ClientError> {
+    pub fn access(&self, request: Request) -> Result<Reply, ClientError> {
         let (tx, rx) = mpsc::channel();
         self.submit(
             request,
@@ -322,9 +334,15 @@ impl Worker {
         None
     }
 
-    fn encode(&self, id: u8, request: &AccessRequest, server: usize) -> Result<([u8; 16], Vec<u8>), ClientError> {
-        let authenticator = random_authenticator()?;
-        let mut b = RequestBuilder::new(Code::AccessRequest, id, &authenticator);
+    fn encode(&self, id: u8, request: &Request, server: usize) -> Result<([u8; 16], Vec<u8>), ClientError> {
+        let accounting = self.config.purpose == Purpose::Accounting;
+        let code = if accounting {
+            Code::AccountingRequest
+        } else {
+            Code::AccessRequest
+        };
+        let authenticator = if accounting { [0; 16] } else { random_authenticator()? };
+        let mut b = RequestBuilder::new(code, id, &authenticator);
         b.attr(Attr::USER_NAME, &request.user_name)?;
         for (t, v) in &request.attributes {
             b.attr(*t, v)?;
@@ -335,7 +353,14 @@ impl Worker {
         if let Some(eap) = &request.eap_message {
             b.eap_message(eap)?;
         }
-        Ok((authenticator, b.finish(&self.config.servers[server].secret)?))
+        let secret = &self.config.servers[server].secret;
+        if accounting {
+            let datagram = b.finish_accounting(secret)?;
+            let mut authenticator = [0u8; 16];
+            authenticator.copy_from_slice(&datagram[4..20]);
+            return Ok((authenticator, datagram));
+        }
+        Ok((authenticator, b.finish(secret)?))
     }
 
     fn start_job(&mut self, job: Job) {

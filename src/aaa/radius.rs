@@ -25,6 +25,8 @@ pub enum Code {
     AccessAccept,
     AccessReject,
     AccessChallenge,
+    AccountingRequest,
+    AccountingResponse,
     Other(u8),
 }
 
@@ -35,6 +37,8 @@ impl Code {
             Code::AccessAccept => 2,
             Code::AccessReject => 3,
             Code::AccessChallenge => 11,
+            Code::AccountingRequest => 4,
+            Code::AccountingResponse => 5,
             Code::Other(c) => c,
         }
     }
@@ -45,6 +49,8 @@ impl Code {
             2 => Code::AccessAccept,
             3 => Code::AccessReject,
             11 => Code::AccessChallenge,
+            4 => Code::AccountingRequest,
+            5 => Code::AccountingResponse,
             c => Code::Other(c),
         }
     }
@@ -67,6 +73,17 @@ impl Attr {
     pub const CALLED_STATION_ID: u8 = 30;
     pub const CALLING_STATION_ID: u8 = 31;
     pub const NAS_IDENTIFIER: u8 = 32;
+    pub const ACCT_STATUS_TYPE: u8 = 40;
+    pub const ACCT_INPUT_OCTETS: u8 = 42;
+    pub const ACCT_OUTPUT_OCTETS: u8 = 43;
+    pub const ACCT_SESSION_ID: u8 = 44;
+    pub const ACCT_SESSION_TIME: u8 = 46;
+    pub const ACCT_INPUT_PACKETS: u8 = 47;
+    pub const ACCT_OUTPUT_PACKETS: u8 = 48;
+    pub const ACCT_TERMINATE_CAUSE: u8 = 49;
+    pub const ACCT_INPUT_GIGAWORDS: u8 = 52;
+    pub const ACCT_OUTPUT_GIGAWORDS: u8 = 53;
+    pub const EVENT_TIMESTAMP: u8 = 55;
     pub const NAS_PORT_TYPE: u8 = 61;
     pub const EAP_MESSAGE: u8 = 79;
     pub const MESSAGE_AUTHENTICATOR: u8 = 80;
@@ -266,6 +283,36 @@ impl RequestBuilder {
         self.buf[at..at + 16].copy_from_slice(&mac);
         Ok(self.buf)
     }
+}
+
+impl RequestBuilder {
+    /// Finishes an Accounting-Request: its Request Authenticator is MD5 over
+    /// the packet with a zero authenticator and the secret (RFC 2866 §3).
+    pub fn finish_accounting(mut self, secret: &[u8]) -> Result<Vec<u8>, RadiusError> {
+        let len = self.buf.len();
+        if len > MAX_PACKET_LEN {
+            return Err(RadiusError::TooLong(len));
+        }
+        self.buf[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        self.buf[4..20].fill(0);
+        let mut h = Md5::new();
+        h.update(&self.buf);
+        h.update(secret);
+        let auth: [u8; 16] = h.finalize().into();
+        self.buf[4..20].copy_from_slice(&auth);
+        Ok(self.buf)
+    }
+}
+
+/// Acct-Status-Type values (RFC 2866 §5.1).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct AcctStatus;
+
+impl AcctStatus {
+    pub const START: u32 = 1;
+    pub const STOP: u32 = 2;
+    pub const INTERIM_UPDATE: u32 = 3;
 }
 
 /// Checks a reply against the request it answers: the Response
@@ -497,6 +544,22 @@ mod tests {
         let p = decode(&accept).expect("decodes");
         assert_eq!(p.vendor_attr(VENDOR_MICROSOFT, MS_MPPE_RECV_KEY), Some(&enc[..]));
         assert_eq!(p.vendor_attr(VENDOR_MICROSOFT, MS_MPPE_SEND_KEY), None);
+    }
+
+    #[test]
+    fn accounting_request_authenticator() {
+        let mut b = RequestBuilder::new(Code::AccountingRequest, 4, &[0xaa; 16]);
+        b.attr(Attr::ACCT_STATUS_TYPE, &AcctStatus::START.to_be_bytes())
+            .expect("attr");
+        let pkt = b.finish_accounting(SECRET).expect("finish");
+        let mut zeroed = pkt.clone();
+        zeroed[4..20].fill(0);
+        let mut h = Md5::new();
+        h.update(&zeroed);
+        h.update(SECRET);
+        let expected: [u8; 16] = h.finalize().into();
+        assert_eq!(&pkt[4..20], &expected);
+        assert_eq!(decode(&pkt).expect("decodes").code, Code::AccountingRequest);
     }
 
     #[test]

@@ -11,9 +11,9 @@
 //! counted in [`ClientStats`].
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -155,7 +155,7 @@ struct Pending {
 /// The running client; dropping it stops the thread and fails what is in
 /// flight with [`ClientError::Stopped`].
 pub struct RadiusClient {
-    jobs: Mutex<Sender<Job>>,
+    jobs: Sender<Job>,
     outstanding: Arc<AtomicUsize>,
     max_outstanding: usize,
     stats: Arc<ClientStats>,
@@ -200,7 +200,7 @@ impl RadiusClient {
             .spawn(move || worker.run())
             .map_err(|e| ClientError::Io(format!("spawn: {e}")))?;
         Ok(RadiusClient {
-            jobs: Mutex::new(tx),
+            jobs: tx,
             outstanding,
             max_outstanding,
             stats,
@@ -220,12 +220,7 @@ impl RadiusClient {
                 limit: self.max_outstanding,
             });
         }
-        let sent = self
-            .jobs
-            .lock()
-            .map_err(|_| ClientError::Stopped)?
-            .send(Job { request, done });
-        sent.map_err(|_| {
+        self.jobs.send(Job { request, done }).map_err(|_| {
             self.outstanding.fetch_sub(1, Ordering::AcqRel);
             ClientError::Stopped
         })

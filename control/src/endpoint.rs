@@ -606,9 +606,9 @@ impl Endpoint {
         let mut successor = None;
         while let Some(e) = sa.poll_event() {
             match &e {
-                Event::IkeSaUp { suite, .. } => {
+                Event::IkeSaUp { .. } => {
                     self.stats.established += 1;
-                    if suite.ke.is_post_quantum() {
+                    if sa.is_post_quantum() {
                         self.stats.established_post_quantum += 1;
                     }
                 }

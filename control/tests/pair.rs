@@ -1098,13 +1098,116 @@ fn additional_key_exchange_policy_against_a_classical_peer() {
             "{ike_a} -> {ike_b}"
         );
     }
-    // Both sides want the hybrid: without IKE_INTERMEDIATE the responder
-    // refuses it rather than completing with keys that leave ML-KEM out.
-    let hybrid = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
-    let (a, b) = default_pair(hybrid, "aes256gcm16");
+}
+
+/// Establishes `ike` on both sides over a network with loss, duplication and
+/// reordering; returns how many seeds got through.
+fn hybrid_establishes_over_lossy_network(ike: &str, fragment_size: Option<usize>) -> usize {
+    let mut up = 0;
+    for seed in 1..=8u64 {
+        let (mut a, mut b) = default_pair(ike, "aes256gcm16");
+        if let Some(size) = fragment_size {
+            a.fragment_size = size;
+            b.fragment_size = size;
+        }
+        let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
+        p.net = Net {
+            loss: 20,
+            dup: 15,
+            reorder: 20,
+            rng: XorShift(seed.wrapping_mul(0x2545_f491_4f6c_dd1d)),
+        };
+        p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+        p.run(Duration::from_secs(110));
+        if p.a_seen.up.len() == 1 {
+            up += 1;
+            assert_eq!(p.b_seen.up.len(), 1, "{ike} seed {seed}: {:?}", p.b_seen.down);
+            assert_eq!(p.a_seen.installed.len(), 1, "{ike} seed {seed}");
+            assert_eq!(p.b_seen.installed.len(), 1, "{ike} seed {seed}");
+            assert_children_match(&p.a_seen.installed[0], &p.b_seen.installed[0]);
+            assert_eq!(p.b.stats().established_post_quantum, 1, "{ike} seed {seed}");
+        } else {
+            // Only acceptable when every retransmission was lost.
+            assert_eq!(p.a_seen.down, vec![DownReason::Timeout], "{ike} seed {seed}");
+        }
+    }
+    up
+}
+
+#[test]
+fn hybrid_x25519_mlkem768_establishes_through_ike_intermediate() {
+    let ike = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
+    let p = establish(ike, "aes256gcm16");
+    assert_eq!(p.a_seen.up.len(), 1, "{:?}", p.a_seen.down);
+    assert_eq!(p.b_seen.up.len(), 1, "{:?}", p.b_seen.down);
+    assert_children_match(&p.a_seen.installed[0], &p.b_seen.installed[0]);
+    // IKE_SA_INIT, one IKE_INTERMEDIATE and IKE_AUTH: three exchanges on the wire.
+    assert_eq!(p.datagrams, 6);
+    let intermediate: Vec<&Vec<u8>> = p
+        .wire
+        .iter()
+        .filter(|(_, d)| d[18] == control::wire::ikev2::ExchangeType::IKE_INTERMEDIATE.0)
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(intermediate.len(), 2);
+    // Message IDs: IKE_INTERMEDIATE is 1, IKE_AUTH follows as 2.
+    assert!(intermediate.iter().all(|d| d[20..24] == [0, 0, 0, 1]));
+    assert!(hybrid_establishes_over_lossy_network(ike, None) >= 4);
+}
+
+#[test]
+fn hybrid_ecp384_mlkem1024_establishes_with_fragmented_intermediate() {
+    let ike = "aes256gcm16-prfsha384-ecp384-ke1_mlkem1024";
+    let p = establish(ike, "aes256gcm16");
+    assert_eq!(p.a_seen.up.len(), 1, "{:?}", p.a_seen.down);
+    assert_children_match(&p.a_seen.installed[0], &p.b_seen.installed[0]);
+    // A 1,568-byte encapsulation key does not fit 576-byte datagrams: SKF fragments.
+    let (mut a, mut b) = default_pair(ike, "aes256gcm16");
+    a.fragment_size = 576;
+    b.fragment_size = 576;
     let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
     p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
     p.run(Duration::from_secs(60));
-    assert!(p.a_seen.up.is_empty() && p.b_seen.up.is_empty());
-    assert_eq!(p.b.stats().init_rejected, 1);
+    assert_eq!(p.a_seen.up.len(), 1, "{:?}", p.a_seen.down);
+    assert_children_match(&p.a_seen.installed[0], &p.b_seen.installed[0]);
+    let intermediate = p
+        .wire
+        .iter()
+        .filter(|(_, d)| d[18] == control::wire::ikev2::ExchangeType::IKE_INTERMEDIATE.0)
+        .count();
+    assert!(
+        intermediate > 4,
+        "IKE_INTERMEDIATE went as fragments ({intermediate} datagrams)"
+    );
+    assert!(p.wire.iter().all(|(_, d)| d.len() <= 576 - 28));
+    assert!(hybrid_establishes_over_lossy_network(ike, Some(576)) >= 4);
+}
+
+#[test]
+fn three_key_exchanges_establish() {
+    let ike = "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke2_mlkem1024";
+    let p = establish(ike, "aes256gcm16");
+    assert_eq!(p.a_seen.up.len(), 1, "{:?}", p.a_seen.down);
+    assert_children_match(&p.a_seen.installed[0], &p.b_seen.installed[0]);
+    // Two IKE_INTERMEDIATE exchanges (message IDs 1 and 2), IKE_AUTH is 3.
+    let ids: Vec<[u8; 4]> = p
+        .wire
+        .iter()
+        .filter(|(_, d)| d[18] == control::wire::ikev2::ExchangeType::IKE_AUTH.0)
+        .map(|(_, d)| [d[20], d[21], d[22], d[23]])
+        .collect();
+    assert_eq!(ids, vec![[0, 0, 0, 3]; 2]);
+    assert!(hybrid_establishes_over_lossy_network(ike, Some(1280)) >= 4);
+}
+
+#[test]
+fn hybrid_with_optional_ke_completes_between_ironsa_peers() {
+    // ke1_none on one side, required on the other: the exchange runs.
+    let (a, _) = default_pair("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none", "aes256gcm16");
+    let (_, b) = default_pair("aes256gcm16-prfsha384-x25519-ke1_mlkem768", "aes256gcm16");
+    let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
+    p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.a_seen.up.len(), 1, "{:?}", p.a_seen.down);
+    assert_eq!(p.b.stats().established_post_quantum, 1);
 }

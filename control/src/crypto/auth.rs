@@ -27,6 +27,7 @@ pub struct SignedOctets<'a> {
     real_message: &'a [u8],
     peer_nonce: &'a [u8],
     maced_id: Zeroizing<Vec<u8>>,
+    int_auth: Vec<u8>,
 }
 
 impl<'a> SignedOctets<'a> {
@@ -44,12 +45,20 @@ impl<'a> SignedOctets<'a> {
             real_message,
             peer_nonce,
             maced_id,
+            int_auth: Vec::new(),
         }
     }
 
-    /// The three parts, in order.
-    pub fn parts(&self) -> [&[u8]; 3] {
-        [self.real_message, self.peer_nonce, &self.maced_id]
+    /// Appends IntAuth (RFC 9242 §3.3.2), which binds the IKE_INTERMEDIATE
+    /// exchanges; empty when there were none.
+    pub fn with_int_auth(mut self, int_auth: Vec<u8>) -> Self {
+        self.int_auth = int_auth;
+        self
+    }
+
+    /// The parts, in order.
+    pub fn parts(&self) -> [&[u8]; 4] {
+        [self.real_message, self.peer_nonce, &self.maced_id, &self.int_auth]
     }
 
     /// The octets in one buffer (what a signature covers).

@@ -126,7 +126,8 @@ pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
     let Some(keys) = sa.keys.as_ref() else { return };
     let prf = keys.suite.prf;
     let cfg = sa.config.clone();
-    let octets = octets_for(&ctx.our_init, &ctx.nr, prf, keys.sk_pi(), &cfg.local_id);
+    let octets = octets_for(&ctx.our_init, &ctx.nr, prf, keys.sk_pi(), &cfg.local_id)
+        .with_int_auth(ctx.int_auth.octets(sa.next_request_id));
     let (certs, auth) = match our_auth(sa, &cfg, &octets) {
         Ok(x) => x,
         Err(e) => {
@@ -212,7 +213,9 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
         return;
     }
     let Some(keys) = sa.keys.as_ref() else { return };
-    let octets = octets_for(&ctx.peer_init, &ctx.ni, keys.suite.prf, keys.sk_pr(), &idr);
+    // IKE_AUTH was our latest request.
+    let octets = octets_for(&ctx.peer_init, &ctx.ni, keys.suite.prf, keys.sk_pr(), &idr)
+        .with_int_auth(ctx.int_auth.octets(sa.next_request_id.wrapping_sub(1)));
     if let Err(why) = verify_peer(sa, &cfg, &idr, method, &auth, &octets, &certs_of(&inner)) {
         warn!(connection = %cfg.name, peer = %sa.remote, id = %display_identity(&idr), method = %method, "responder authentication failed: {why}");
         release_pending(sa, &pending);
@@ -334,7 +337,7 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
     sa.config = cfg.clone();
     let Some(keys) = sa.keys.as_ref() else { return };
     let prf = keys.suite.prf;
-    let octets = octets_for(&ctx.peer_init, &ctx.nr, prf, keys.sk_pi(), idi);
+    let octets = octets_for(&ctx.peer_init, &ctx.nr, prf, keys.sk_pi(), idi).with_int_auth(ctx.int_auth.octets(mid));
     if let Err(why) = verify_peer(sa, &cfg, idi, method, auth, &octets, &certs_of(&inner)) {
         warn!(
             connection = %cfg.name,
@@ -351,7 +354,8 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
         sa.close(DownReason::Failed(format!("initiator authentication failed: {why}")));
         return;
     }
-    let our_octets = octets_for(&ctx.our_init, &ctx.ni, prf, keys.sk_pr(), &cfg.local_id);
+    let our_octets =
+        octets_for(&ctx.our_init, &ctx.ni, prf, keys.sk_pr(), &cfg.local_id).with_int_auth(ctx.int_auth.octets(mid));
     super::sa_init::note_auth_hints(sa, &inner);
     let (certs, our_auth) = match our_auth(sa, &cfg, &our_octets) {
         Ok(x) => x,

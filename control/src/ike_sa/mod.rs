@@ -10,6 +10,7 @@ pub mod auth;
 pub mod child;
 pub mod create_child;
 pub mod informational;
+pub mod intermediate;
 pub mod sa_init;
 
 use std::collections::VecDeque;
@@ -250,6 +251,10 @@ pub(crate) struct AuthContext {
     pub ni: Vec<u8>,
     /// Responder nonce.
     pub nr: Vec<u8>,
+    /// RFC 9370 additional key exchanges still to run in IKE_INTERMEDIATE, in order.
+    pub additional_ke: Vec<(u8, crate::crypto::KeGroup)>,
+    /// What the IKE_INTERMEDIATE messages so far contribute to the AUTH payloads.
+    pub int_auth: intermediate::IntAuth,
 }
 
 /// Where the IKE SA is in its life.
@@ -268,6 +273,8 @@ pub(crate) enum State {
 pub(crate) enum RequestKind {
     /// IKE_SA_INIT (initiator).
     Init,
+    /// IKE_INTERMEDIATE (initiator) with an additional key exchange.
+    Intermediate(intermediate::Pending),
     /// IKE_AUTH (initiator) with the first child's proposal.
     Auth(auth::PendingChild),
     /// CREATE_CHILD_SA.
@@ -345,6 +352,8 @@ pub struct IkeSa {
     /// The deadline its driver armed a timer for ([`crate::endpoint::Endpoint`]
     /// ticks; [`NO_TIMER`] when none): kept here rather than in a map by SPI.
     pub(crate) timer: u64,
+    /// The RFC 9370 additional key exchanges this SA's keys include, in order.
+    pub(crate) additional_ke: Box<[(u8, crate::crypto::KeGroup)]>,
 }
 
 /// [`IkeSa::timer`] when no timer is armed.
@@ -552,6 +561,7 @@ impl IkeSa {
             down_reported: false,
             replaced: false,
             timer: NO_TIMER,
+            additional_ke: Box::default(),
         }
     }
 
@@ -659,6 +669,18 @@ impl IkeSa {
     /// The negotiated suite, once keys exist.
     pub fn suite(&self) -> Option<IkeSuite> {
         self.keys.as_ref().map(|k| k.suite)
+    }
+
+    /// The RFC 9370 additional key exchanges (ADDKE number, method) that went
+    /// into this SA's keys, after the one of IKE_SA_INIT.
+    pub fn additional_key_exchanges(&self) -> &[(u8, crate::crypto::KeGroup)] {
+        &self.additional_ke
+    }
+
+    /// True when a key exchange of this SA resists quantum computers.
+    pub fn is_post_quantum(&self) -> bool {
+        self.suite().is_some_and(|s| s.ke.is_post_quantum())
+            || self.additional_ke.iter().any(|(_, g)| g.is_post_quantum())
     }
 
     /// True once IKE_AUTH completed.
@@ -934,6 +956,7 @@ impl IkeSa {
         let Some(out) = self.outstanding.take() else { return };
         match out.kind {
             RequestKind::Init => {}
+            RequestKind::Intermediate(pending) => intermediate::handle_response(self, now, &msg.header, inner, pending),
             RequestKind::Auth(pending) => auth::handle_response(self, now, inner, pending),
             RequestKind::CreateChild(pending) => create_child::handle_response(self, now, inner, pending),
             RequestKind::Informational(pending) => informational::handle_response(self, now, inner, pending),
@@ -998,8 +1021,25 @@ impl IkeSa {
             return;
         }
         match (msg.header.exchange, &self.state) {
+            (ExchangeType::IKE_AUTH, State::Authenticating(ctx))
+                if self.role == Role::Responder && !ctx.additional_ke.is_empty() =>
+            {
+                warn!(peer = %self.remote, "IKE_AUTH before the additional key exchanges: refused");
+                self.send_response(
+                    ExchangeType::IKE_AUTH,
+                    mid,
+                    vec![notify(NotifyType::INVALID_SYNTAX, vec![])],
+                );
+                self.close(DownReason::Failed(
+                    "IKE_AUTH before the additional key exchanges".into(),
+                ));
+                return;
+            }
             (ExchangeType::IKE_AUTH, State::Authenticating(_)) if self.role == Role::Responder => {
                 auth::handle_request(self, now, mid, inner)
+            }
+            (ExchangeType::IKE_INTERMEDIATE, State::Authenticating(_)) if self.role == Role::Responder => {
+                intermediate::handle_request(self, &msg.header, mid, inner)
             }
             (ExchangeType::CREATE_CHILD_SA, State::Established) => create_child::handle_request(self, now, mid, inner),
             (ExchangeType::INFORMATIONAL, State::Established) => informational::handle_request(self, now, mid, inner),

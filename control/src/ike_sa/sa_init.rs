@@ -121,6 +121,9 @@ impl IkeSa {
             payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, Vec::new()));
         }
         payloads.push(signature_hash_notify());
+        if offers_additional_ke(&self.config) {
+            payloads.push(notify(NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED, Vec::new()));
+        }
         if self.config.children.is_empty() {
             // RFC 6023: we intend to create the IKE SA without a CHILD_SA.
             payloads.push(notify(NotifyType::CHILDLESS_IKEV2_SUPPORTED, Vec::new()));
@@ -242,7 +245,7 @@ pub(crate) fn handle_response(
                 );
                 sa.float_to_nat_t();
             }
-            super::auth::start(sa, now);
+            super::intermediate::next(sa, now);
         }
         Err(e) => {
             warn!(connection = %sa.config.name, peer = %sa.remote, "IKE_SA_INIT response unacceptable: {e}");
@@ -281,7 +284,7 @@ fn process_response(sa: &mut IkeSa, datagram: &[u8], msg: &Message) -> Result<()
     }
     let selected = proposal::accept_ike_response(&sa.config.ike_proposals, &props[0])
         .map_err(|m| Error::NoProposalChosen(m.to_string()))?;
-    refuse_additional_ke(&selected)?;
+    require_intermediate(&selected, &msg.payloads)?;
     note_without_additional_ke(&sa.config, &selected, sa.remote);
     let State::InitSent(st) = std::mem::replace(&mut sa.state, State::Closed) else {
         return Err(Error::InvalidSyntax("not waiting for IKE_SA_INIT".into()));
@@ -316,6 +319,8 @@ fn process_response(sa: &mut IkeSa, datagram: &[u8], msg: &Message) -> Result<()
         peer_init: datagram.to_vec(),
         ni,
         nr: nr.clone(),
+        additional_ke: selected.additional_ke,
+        int_auth: Default::default(),
     }));
     Ok(())
 }
@@ -512,7 +517,7 @@ impl IkeSa {
                 .unwrap_or_else(|| format!("no connection accepts peer {} at {}", remote.ip(), local.ip()));
             return Err(reject(msg, Error::NoProposalChosen(why)));
         };
-        refuse_additional_ke(&selected).map_err(|e| reject(msg, e))?;
+        require_intermediate(&selected, &msg.payloads).map_err(|e| reject(msg, e))?;
         note_without_additional_ke(&config, &selected, remote);
         if selected.suite.ke.number() != ke_group {
             debug!(peer = %remote, sent = ke_group, wanted = selected.suite.ke.number(), "asking initiator for another KE group");
@@ -573,6 +578,9 @@ impl IkeSa {
             payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, Vec::new()));
         }
         note_auth_hints(&mut sa, &msg.payloads);
+        if find_notify(&msg.payloads, NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED).is_some() {
+            payloads.push(notify(NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED, Vec::new()));
+        }
         if find_notify(&msg.payloads, NotifyType::CHILDLESS_IKEV2_SUPPORTED).is_some() {
             payloads.push(notify(NotifyType::CHILDLESS_IKEV2_SUPPORTED, Vec::new()));
         }
@@ -596,6 +604,8 @@ impl IkeSa {
             peer_init: datagram.to_vec(),
             ni: ni.clone(),
             nr,
+            additional_ke: selected.additional_ke,
+            int_auth: Default::default(),
         }));
         sa.expected_request_id = 1;
         sa.cached_response = Some(CachedResponse::new(0, None, vec![response.clone()]));
@@ -637,11 +647,21 @@ fn note_without_additional_ke(config: &ConnectionConfig, selected: &proposal::Se
     }
 }
 
-/// RFC 9370 additional key exchanges run in IKE_INTERMEDIATE, which this
-/// IKE core does not implement: a suite that negotiated them is refused
-/// rather than completed with keys the peer would derive differently.
-fn refuse_additional_ke(selected: &proposal::SelectedIke) -> Result<(), Error> {
-    if selected.additional_ke.is_empty() {
+/// True when a proposal of `config` lists an additional key exchange: we
+/// then announce IKE_INTERMEDIATE (RFC 9242 §3.1).
+fn offers_additional_ke(config: &ConnectionConfig) -> bool {
+    config
+        .ike_proposals
+        .iter()
+        .any(|p| p.additional_ke.iter().any(|m| m.iter().any(|g| g.is_some())))
+}
+
+/// RFC 9370 additional key exchanges run in IKE_INTERMEDIATE: a suite that
+/// negotiated them needs the peer's INTERMEDIATE_EXCHANGE_SUPPORTED.
+fn require_intermediate(selected: &proposal::SelectedIke, peer_payloads: &[Payload]) -> Result<(), Error> {
+    if selected.additional_ke.is_empty()
+        || find_notify(peer_payloads, NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED).is_some()
+    {
         return Ok(());
     }
     let names: Vec<String> = selected
@@ -650,7 +670,7 @@ fn refuse_additional_ke(selected: &proposal::SelectedIke) -> Result<(), Error> {
         .map(|(n, g)| format!("ke{n}_{}", g.name()))
         .collect();
     Err(Error::NoProposalChosen(format!(
-        "negotiated additional key exchanges {} need IKE_INTERMEDIATE (RFC 9242), which ironsa does not run yet",
+        "negotiated additional key exchanges {} but the peer did not send INTERMEDIATE_EXCHANGE_SUPPORTED (RFC 9242)",
         names.join("-")
     )))
 }

@@ -236,7 +236,18 @@ impl SaSummary {
             peer_id: sa.peer_id().map(display_identity),
             algorithms: sa.suite().map(|s| {
                 let integ = s.integ.map(|i| format!("-{}", i.name())).unwrap_or_default();
-                format!("{}{}-{}-{}", s.encr.name(), integ, s.prf.name(), s.ke.name())
+                let additional: String = sa
+                    .additional_key_exchanges()
+                    .iter()
+                    .map(|(n, g)| format!("-ke{n}_{}", g.name()))
+                    .collect();
+                format!(
+                    "{}{}-{}-{}{additional}",
+                    s.encr.name(),
+                    integ,
+                    s.prf.name(),
+                    s.ke.name()
+                )
             }),
             nat_t: sa.udp_encapsulation(),
             children: sa

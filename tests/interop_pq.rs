@@ -40,16 +40,26 @@ struct Pair {
 
 /// strongSwan 6 offering only `CLASSICAL`, ironsa with `ours`.
 fn start(prefix: &std::path::Path, name: &str, ours: &str) -> Pair {
+    start_with(prefix, name, ours, CLASSICAL, None)
+}
+
+/// strongSwan 6 offering `theirs`, ironsa with `ours`; `fragment_size`
+/// limits IKE datagrams on both sides.
+fn start_with(prefix: &std::path::Path, name: &str, ours: &str, theirs: &str, fragment_size: Option<usize>) -> Pair {
     let (cp, cn) = free_udp_port_pair().unwrap();
     let (ip, inat) = free_udp_port_pair().unwrap();
-    let charon = Charon::builder(name)
+    let mut builder = Charon::builder(name);
+    if let Some(size) = fragment_size {
+        builder = builder.setting("fragment_size", &size.to_string());
+    }
+    let charon = builder
         .strongswan6(prefix)
         .ports(cp, cn)
         .connection(
             Connection::new("ironsa", "127.0.0.1", "127.0.0.1")
                 .local_port(cp)
                 .remote_port(ip)
-                .proposals(&[CLASSICAL])
+                .proposals(&[theirs])
                 .local(AuthRound::psk("b@test"))
                 .remote(AuthRound::psk("a@test")),
         )
@@ -74,7 +84,9 @@ local_id = "a@test"
 remote_id = "b@test"
 auth = "psk"
 psk = "{PSK}"
-"#
+{fragment}
+"#,
+        fragment = fragment_size.map_or(String::new(), |s| format!("fragment_size = {s}"))
     );
     let ironsa = Ironsa::start_logging(&config, None, Some("info"));
     Pair { ironsa, charon }
@@ -149,4 +161,62 @@ fn classical_responder_accepted_when_policy_allows_it() {
     established(&p.ironsa, &p.charon, "aes256gcm16-prfsha384-x25519");
     let log = wait_log(&p.ironsa, FALLBACK_LOG);
     assert!(log.contains(FALLBACK_LOG), "{log}");
+}
+
+/// strongSwan 6 and ironsa both configured with `proposal`: the handshake
+/// runs the additional key exchanges in IKE_INTERMEDIATE and comes up on
+/// both sides with the same algorithms.
+fn hybrid(name: &str, proposal: &str, ironsa_initiates: bool, fragment_size: Option<usize>, dh: &str) {
+    let Some(prefix) = strongswan6() else { return };
+    let p = start_with(&prefix, name, proposal, proposal, fragment_size);
+    if ironsa_initiates {
+        p.ironsa.call(json!({"cmd": "initiate", "connection": "swan"}));
+    } else {
+        p.charon.swanctl().initiate(Target::Ike("ironsa"), T).unwrap();
+    }
+    let ours = p
+        .ironsa
+        .wait_sas(T, |s| s.iter().any(|sa| sa["state"] == "ESTABLISHED"));
+    assert_eq!(
+        ours.first().map(|sa| sa["algorithms"].clone()),
+        Some(json!(proposal.to_string())),
+        "{ours:#?}\n{}",
+        p.charon.log_tail(60)
+    );
+    let theirs = p
+        .charon
+        .swanctl()
+        .wait_for_sas(T, |s| s.iter().any(|sa| sa.state == "ESTABLISHED"))
+        .unwrap();
+    assert_eq!(theirs[0].dh_group.as_deref(), Some(dh));
+    p.charon.wait_for_log("IKE_INTERMEDIATE", T).unwrap();
+    if fragment_size.is_some() {
+        // Both directions of the ML-KEM-1024 exchange went as fragments.
+        p.charon.wait_for_log("received fragment #", T).unwrap();
+        p.charon.wait_for_log("splitting IKE message", T).unwrap();
+    }
+}
+
+#[test]
+fn hybrid_x25519_mlkem768_ironsa_initiator() {
+    hybrid("pq-768-i", PQ_REQUIRED, true, None, "CURVE_25519");
+}
+
+#[test]
+fn hybrid_x25519_mlkem768_ironsa_responder() {
+    hybrid("pq-768-r", PQ_REQUIRED, false, None, "CURVE_25519");
+}
+
+#[test]
+fn hybrid_ecp384_mlkem1024_both_roles() {
+    let proposal = "aes256gcm16-prfsha384-ecp384-ke1_mlkem1024";
+    hybrid("pq-1024-i", proposal, true, None, "ECP_384");
+    hybrid("pq-1024-r", proposal, false, None, "ECP_384");
+}
+
+#[test]
+fn three_key_exchanges_fragmented_both_roles() {
+    let proposal = "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke2_mlkem1024";
+    hybrid("pq-3ke-i", proposal, true, Some(1000), "CURVE_25519");
+    hybrid("pq-3ke-r", proposal, false, Some(1000), "CURVE_25519");
 }

@@ -154,8 +154,14 @@ fn rekey(sa: &mut IkeSa, number: u8, group: KeGroup, shared: &[u8]) -> Result<()
     let new = derive_rekeyed_ike_sa_keys(
         &suite, suite.prf, &keys.sk_d, shared, &ctx.ni, &ctx.nr, sa.spi_i, sa.spi_r,
     );
+    let mut done = keys.additional_ke;
+    if let Some(slot) = done.get_mut(usize::from(number).wrapping_sub(1)) {
+        *slot = Some(group);
+    }
     install_keys(sa, suite, new)?;
-    sa.additional_ke = sa.additional_ke.iter().copied().chain([(number, group)]).collect();
+    if let Some(k) = sa.keys.as_mut() {
+        k.additional_ke = done;
+    }
     Ok(())
 }
 
@@ -184,6 +190,15 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, header: &Header, inn
     }
 }
 
+/// Answers IKE_INTERMEDIATE request `mid` with INVALID_SYNTAX.
+fn refuse(sa: &mut IkeSa, mid: u32) {
+    sa.send_response(
+        ExchangeType::IKE_INTERMEDIATE,
+        mid,
+        vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())],
+    );
+}
+
 /// Responder: an IKE_INTERMEDIATE request with the initiator's key share.
 pub(crate) fn handle_request(sa: &mut IkeSa, header: &Header, mid: u32, inner: Vec<Payload>) {
     debug_assert_eq!(sa.role, Role::Responder);
@@ -192,22 +207,14 @@ pub(crate) fn handle_request(sa: &mut IkeSa, header: &Header, mid: u32, inner: V
     };
     let Some((number, group)) = ctx.additional_ke.first().copied() else {
         warn!(peer = %sa.remote, "IKE_INTERMEDIATE request after all additional key exchanges: refused");
-        sa.send_response(
-            ExchangeType::IKE_INTERMEDIATE,
-            mid,
-            vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())],
-        );
+        refuse(sa, mid);
         return;
     };
     let kei = match key_share(&inner, number, group) {
         Ok(k) => k,
         Err(why) => {
             warn!(connection = %sa.config.name, peer = %sa.remote, "{why}");
-            sa.send_response(
-                ExchangeType::IKE_INTERMEDIATE,
-                mid,
-                vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())],
-            );
+            refuse(sa, mid);
             sa.close(DownReason::Failed(why));
             return;
         }
@@ -217,11 +224,7 @@ pub(crate) fn handle_request(sa: &mut IkeSa, header: &Header, mid: u32, inner: V
         Err(e) => {
             warn!(connection = %sa.config.name, peer = %sa.remote, "additional key exchange ke{number}_{}: {e}", group.name());
             if matches!(e, CryptoError::InvalidPublicValue(_)) {
-                sa.send_response(
-                    ExchangeType::IKE_INTERMEDIATE,
-                    mid,
-                    vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())],
-                );
+                refuse(sa, mid);
             }
             sa.close(DownReason::Failed(e.to_string()));
             return;

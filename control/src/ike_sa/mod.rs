@@ -216,11 +216,14 @@ impl Context {
 /// Negotiated keys of an established (or authenticating) IKE SA.
 pub(crate) struct SaKeys {
     pub suite: IkeSuite,
-    pub sk_d: Zeroizing<Vec<u8>>,
+    pub sk_d: Zeroizing<Box<[u8]>>,
     /// SK_pi and SK_pr until IKE_AUTH is done (boxed: established SAs drop them).
     pub auth: Option<Box<AuthKeys>>,
     pub outbound: SkCipher,
     pub inbound: SkCipher,
+    /// The RFC 9370 additional key exchanges these keys include: index N-1
+    /// for ADDKE N (a byte each: the IKE SA keeps its allocator size class).
+    pub additional_ke: [Option<crate::crypto::KeGroup>; crate::proposal::MAX_ADDITIONAL_KE],
 }
 
 /// SK_pi and SK_pr: they only serve the AUTH payloads of IKE_AUTH.
@@ -352,8 +355,6 @@ pub struct IkeSa {
     /// The deadline its driver armed a timer for ([`crate::endpoint::Endpoint`]
     /// ticks; [`NO_TIMER`] when none): kept here rather than in a map by SPI.
     pub(crate) timer: u64,
-    /// The RFC 9370 additional key exchanges this SA's keys include, in order.
-    pub(crate) additional_ke: Box<[(u8, crate::crypto::KeGroup)]>,
 }
 
 /// [`IkeSa::timer`] when no timer is armed.
@@ -561,7 +562,6 @@ impl IkeSa {
             down_reported: false,
             replaced: false,
             timer: NO_TIMER,
-            additional_ke: Box::default(),
         }
     }
 
@@ -584,7 +584,7 @@ impl IkeSa {
     pub fn memory(&self) -> MemoryUsage {
         let datagrams = |d: &[Vec<u8>]| d.iter().map(Vec::capacity).sum::<usize>() + std::mem::size_of_val(d);
         let keys = self.keys.as_ref().map_or(0, |k| {
-            k.sk_d.capacity()
+            k.sk_d.len()
                 + k.auth.as_ref().map_or(0, |a| {
                     std::mem::size_of::<AuthKeys>() + a.sk_pi.capacity() + a.sk_pr.capacity()
                 })
@@ -673,14 +673,21 @@ impl IkeSa {
 
     /// The RFC 9370 additional key exchanges (ADDKE number, method) that went
     /// into this SA's keys, after the one of IKE_SA_INIT.
-    pub fn additional_key_exchanges(&self) -> &[(u8, crate::crypto::KeGroup)] {
-        &self.additional_ke
+    pub fn additional_key_exchanges(&self) -> Vec<(u8, crate::crypto::KeGroup)> {
+        let Some(keys) = &self.keys else { return Vec::new() };
+        (1u8..)
+            .zip(keys.additional_ke)
+            .filter_map(|(n, g)| Some((n, g?)))
+            .collect()
     }
 
     /// True when a key exchange of this SA resists quantum computers.
     pub fn is_post_quantum(&self) -> bool {
         self.suite().is_some_and(|s| s.ke.is_post_quantum())
-            || self.additional_ke.iter().any(|(_, g)| g.is_post_quantum())
+            || self
+                .keys
+                .as_ref()
+                .is_some_and(|k| k.additional_ke.iter().flatten().any(|g| g.is_post_quantum()))
     }
 
     /// True once IKE_AUTH completed.

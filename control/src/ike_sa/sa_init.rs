@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{debug, error, info, warn};
+use zeroize::Zeroizing;
 
 use super::{
     AuthContext, AuthKeys, CachedResponse, Context, DownReason, IkeSa, Outstanding, RequestKind, Role, SaKeys, State,
@@ -380,10 +381,11 @@ pub(crate) fn install_keys(sa: &mut IkeSa, suite: crypto::IkeSuite, keys: crypto
     });
     sa.keys = Some(SaKeys {
         suite,
-        sk_d: keys.sk_d.clone(),
+        sk_d: Zeroizing::new(keys.sk_d.as_slice().into()),
         auth,
         outbound,
         inbound,
+        additional_ke: Default::default(),
     });
     Ok(())
 }

@@ -252,3 +252,45 @@ pub(crate) fn handle_request(sa: &mut IkeSa, header: &Header, mid: u32, inner: V
         Err(e) => sa.close(DownReason::Failed(e.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authenticated_part_has_lengths_without_iv_padding_and_icv() {
+        let header = Header {
+            spi_i: 0x0102_0304_0506_0708,
+            spi_r: 0x1112_1314_1516_1718,
+            next_payload: PayloadType::NONE,
+            major_version: 2,
+            minor_version: 0,
+            exchange: ExchangeType::IKE_INTERMEDIATE,
+            flags: ikev2::FLAG_INITIATOR,
+            message_id: 1,
+            length: 0,
+        };
+        let inner = vec![Payload::Ke {
+            group: KeGroup::MlKem768.number(),
+            data: vec![0xab; 1184],
+        }];
+        let part = authenticated_part(&header, &inner).unwrap();
+        // IKE header (28) | SK header (4) | KE payload (4 + 4 + 1184).
+        assert_eq!(part.len(), 28 + 4 + 8 + 1184);
+        assert_eq!(part[16], PayloadType::SK.0, "IKE header names the Encrypted payload");
+        assert_eq!(
+            u32::from_be_bytes([part[24], part[25], part[26], part[27]]) as usize,
+            part.len()
+        );
+        assert_eq!(part[28], PayloadType::KE.0, "SK header names the first inner payload");
+        assert_eq!(part[29], 0, "critical bit and reserved bits zero");
+        assert_eq!(u16::from_be_bytes([part[30], part[31]]) as usize, 4 + 8 + 1184);
+        assert_eq!(
+            part[32],
+            PayloadType::NONE.0,
+            "the KE payload is the last inner payload"
+        );
+        assert_eq!(u16::from_be_bytes([part[34], part[35]]) as usize, 8 + 1184);
+        assert_eq!(u16::from_be_bytes([part[36], part[37]]), 36, "KE payload's method");
+    }
+}

@@ -1,10 +1,11 @@
-//! Wire codecs: IKEv2 (RFC 7296) today, ISAKMP (IKEv1) later.
+//! Wire codecs: IKEv2 (RFC 7296) and ISAKMP (RFC 2408, for IKEv1).
 //!
 //! Decoding never panics: every length is checked and every failure is a
 //! [`WireError`] that says what was wrong and where.
 
 pub mod ikev2;
 pub mod ingress;
+pub mod isakmp;
 
 /// Why a datagram or payload could not be decoded or encoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -31,6 +31,8 @@ macro_rules! registry {
     };
 }
 
+pub(crate) use registry;
+
 registry!(
     /// Exchange types (RFC 7296 §3.1).
     ExchangeType(u8) {

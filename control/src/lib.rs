@@ -12,6 +12,7 @@ pub mod eap;
 pub mod endpoint;
 pub mod error;
 pub mod ike_sa;
+pub mod ikev1;
 pub mod nat;
 pub mod pki;
 pub mod pool;

@@ -156,6 +156,28 @@ fn decode_chain(first: PayloadType, mut buf: &[u8], padded: bool) -> Result<Vec<
     Ok(payloads)
 }
 
+/// Where each payload of an already decoded chain lies in `buf`, header
+/// included: the bytes that IKEv1 hashes (SAi_b, the Quick Mode HASH input).
+pub fn payload_spans(first: PayloadType, buf: &[u8]) -> Result<Vec<std::ops::Range<usize>>, IsakmpError> {
+    let mut spans = Vec::new();
+    let (mut at, mut next) = (0usize, first);
+    while next != PayloadType::NONE {
+        let rest = &buf[at.min(buf.len())..];
+        need("generic payload header", rest, GENERIC_HEADER_LEN)?;
+        let len = usize::from(be16(rest, 2));
+        if len < GENERIC_HEADER_LEN || len > rest.len() {
+            return Err(bad_len(
+                "generic payload header",
+                format!("payload {next} has length {len}"),
+            ));
+        }
+        spans.push(at..at + len);
+        next = PayloadType(rest[0]);
+        at += len;
+    }
+    Ok(spans)
+}
+
 fn decode_payload(ty: PayloadType, body: &[u8]) -> Result<Payload<'_>, IsakmpError> {
     Ok(match ty {
         PayloadType::SA => Payload::Sa(decode_sa(body)?),

@@ -18,6 +18,7 @@ use super::IsakmpError;
 use super::codec::{MAX_MESSAGE_LEN, decode_payloads, encode_payloads, split_message, write_header};
 use super::types::{FLAG_ENCRYPTION, HEADER_LEN, Header, Payload};
 use crate::crypto::CryptoError;
+pub use crate::pki::HashAlg;
 
 /// AES block size, the CBC IV length.
 pub const BLOCK_LEN: usize = 16;
@@ -25,23 +26,11 @@ pub const BLOCK_LEN: usize = 16;
 /// Phase 2 IVs kept at once: the exchanges in progress on one ISAKMP SA.
 const MAX_PHASE2_IVS: usize = 16;
 
-/// The hash algorithms of IKEv1 (RFC 2409 Appendix A, attribute class 2):
-/// the PRF is HMAC with it, the IV derivation uses it plain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum HashAlg {
-    /// SHA (2): legacy peers.
-    Sha1,
-    /// SHA2-256 (4).
-    Sha256,
-    /// SHA2-384 (5).
-    Sha384,
-    /// SHA2-512 (6).
-    Sha512,
-}
-
+/// IKEv1's use of the hash algorithms (RFC 2409 Appendix A, attribute
+/// class 2): the PRF is HMAC with the hash, the IV derivation uses it plain.
 impl HashAlg {
-    /// The attribute value.
-    pub fn number(self) -> u16 {
+    /// The IKEv1 attribute value.
+    pub fn ikev1_number(self) -> u16 {
         match self {
             HashAlg::Sha1 => 2,
             HashAlg::Sha256 => 4,
@@ -50,8 +39,8 @@ impl HashAlg {
         }
     }
 
-    /// Parses an attribute value.
-    pub fn from_number(n: u16) -> Option<Self> {
+    /// Parses an IKEv1 attribute value.
+    pub fn from_ikev1_number(n: u16) -> Option<Self> {
         match n {
             2 => Some(HashAlg::Sha1),
             4 => Some(HashAlg::Sha256),
@@ -68,16 +57,6 @@ impl HashAlg {
             HashAlg::Sha256 => "sha256",
             HashAlg::Sha384 => "sha384",
             HashAlg::Sha512 => "sha512",
-        }
-    }
-
-    /// Output length in bytes.
-    pub fn output_len(self) -> usize {
-        match self {
-            HashAlg::Sha1 => 20,
-            HashAlg::Sha256 => 32,
-            HashAlg::Sha384 => 48,
-            HashAlg::Sha512 => 64,
         }
     }
 
@@ -245,16 +224,12 @@ impl IsakmpCipher {
         write_header(&h, out)
     }
 
-    /// Decrypts an encrypted message into `plain` (a caller's buffer) and
-    /// decodes its chain; advances `ivs` only when the chain decodes. A
-    /// wrong key or IV shows as a malformed chain, or later as a HASH
-    /// payload that does not verify.
-    pub fn open<'p>(
-        &self,
-        ivs: &mut IvChain,
-        datagram: &[u8],
-        plain: &'p mut Vec<u8>,
-    ) -> Result<(Header, Vec<Payload<'p>>), IsakmpError> {
+    /// Decrypts an encrypted message into `plain` (a caller's buffer, which
+    /// then holds the payload chain and its padding, to decode with
+    /// [`decode_payloads`] from the returned header's next payload);
+    /// advances `ivs` only when the chain decodes. A wrong key or IV shows
+    /// as a malformed chain, or later as a HASH payload that does not verify.
+    pub fn open(&self, ivs: &mut IvChain, datagram: &[u8], plain: &mut Vec<u8>) -> Result<Header, IsakmpError> {
         let (header, body) = split_message(datagram)?;
         if !header.is_encrypted() {
             return Err(IsakmpError::NotEncrypted);
@@ -272,8 +247,8 @@ impl IsakmpCipher {
         self.decrypt
             .decrypt(plain, DecryptionContext::Iv128(FixedLength::from(iv)))
             .map_err(|_| cipher_error("ISAKMP decryption"))?;
-        let payloads = decode_payloads(header.next_payload, plain, true)?;
+        decode_payloads(header.next_payload, plain, true)?;
         ivs.update(header.message_id, last);
-        Ok((header, payloads))
+        Ok(header)
     }
 }

@@ -32,6 +32,8 @@ pub fn decode_round_trip(data: &[u8]) {
     if let Ok(cipher) = IsakmpCipher::aes_cbc(&[0x5a; 32]) {
         let mut ivs = IvChain::new(HashAlg::Sha256, b"initiator", b"responder");
         let mut plain = Vec::new();
-        let _ = cipher.open(&mut ivs, data, &mut plain);
+        if let Ok(h) = cipher.open(&mut ivs, data, &mut plain) {
+            decode_payloads(h.next_payload, &plain, true).expect("open checks that the chain decodes");
+        }
     }
 }

@@ -1,0 +1,515 @@
+//! IKEv1 in memory: an initiator and a responder `Ikev1Sa` joined by a
+//! virtual network with loss and duplication, on virtual time. Main Mode
+//! with PSK, Quick Mode with and without PFS in both directions, DELETE,
+//! DPD, retransmission and the failures an operator must see.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use control::config::{ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
+use control::crypto::CryptoError;
+use control::ike_sa::{ChildSaInstall, Context, DownReason, Event};
+use control::ikev1::{Ikev1Error, Ikev1Sa, MainModeState, QuickModeState, starts_main_mode};
+use control::proposal::{parse_esp_proposals, parse_ike_proposals};
+use control::ts::parse_selector;
+use ironsa_crypto::{AwsLcProvider, RandomSource};
+
+const A: &str = "192.0.2.1:500";
+const B: &str = "192.0.2.2:500";
+
+fn conn(
+    name: &str,
+    local: &str,
+    remote: &str,
+    ike: &str,
+    esp: &str,
+    psk: &[u8],
+    (lts, rts): (&str, &str),
+) -> ConnectionConfig {
+    let mut c = ConnectionConfig::new(
+        name,
+        parse_identity(local),
+        IdentityMatch::Exact(parse_identity(remote)),
+        psk,
+    );
+    c.ike_proposals = parse_ike_proposals(ike).unwrap();
+    c.retransmit_timeout = Duration::from_secs(1);
+    c.retransmit_tries = 6;
+    c.children.push(ChildConfig {
+        name: format!("{name}-child"),
+        esp_proposals: parse_esp_proposals(esp).unwrap(),
+        local_ts: vec![parse_selector(lts).unwrap()],
+        remote_ts: vec![parse_selector(rts).unwrap()],
+        mode: IpsecMode::Tunnel,
+        lifetime: Lifetime::rekey_after(Duration::from_secs(3600)),
+    });
+    c
+}
+
+fn pair_configs(ike: &str, esp: &str) -> (ConnectionConfig, ConnectionConfig) {
+    (
+        conn(
+            "a",
+            "a@test",
+            "b@test",
+            ike,
+            esp,
+            b"a-long-random-test-secret",
+            ("10.1.0.0/24", "10.2.0.0/24"),
+        ),
+        conn(
+            "b",
+            "b@test",
+            "a@test",
+            ike,
+            esp,
+            b"a-long-random-test-secret",
+            ("10.2.0.0/24", "10.1.0.0/24"),
+        ),
+    )
+}
+
+/// Deterministic pseudo-random numbers for the lossy network.
+struct XorShift(u64);
+impl XorShift {
+    fn chance(&mut self, percent: u64) -> bool {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % 100 < percent
+    }
+}
+
+#[derive(Default)]
+struct Seen {
+    up: usize,
+    down: Vec<DownReason>,
+    installed: Vec<ChildSaInstall>,
+    deleted: Vec<(u32, u32)>,
+    failed: Vec<String>,
+}
+
+impl Seen {
+    fn take(&mut self, sa: &mut Ikev1Sa) {
+        while let Some(e) = sa.poll_event() {
+            match e {
+                Event::IkeSaUp { .. } => self.up += 1,
+                Event::IkeSaDown { reason, .. } => self.down.push(reason),
+                Event::ChildSaInstalled(c) => self.installed.push(*c),
+                Event::ChildSaDeleted { spi_in, spi_out } => self.deleted.push((spi_in, spi_out)),
+                Event::ChildSaFailed { reason, .. } => self.failed.push(reason),
+                other => panic!("unexpected event {other:?}"),
+            }
+        }
+    }
+}
+
+struct Pair {
+    now: Instant,
+    ctx_b: Context,
+    a: Ikev1Sa,
+    b: Option<Ikev1Sa>,
+    a_seen: Seen,
+    b_seen: Seen,
+    loss: u64,
+    dup: u64,
+    rng: XorShift,
+    datagrams: usize,
+    b_errors: Vec<Ikev1Error>,
+}
+
+impl Pair {
+    fn start(a_conn: ConnectionConfig, b_conn: ConnectionConfig, seed: u64) -> Pair {
+        let now = Instant::now();
+        let ctx_a = Context::new(vec![Arc::new(a_conn.clone())], AwsLcProvider::seeded(seed).shared());
+        let ctx_b = Context::new(vec![Arc::new(b_conn)], AwsLcProvider::seeded(seed + 1).shared());
+        let a = Ikev1Sa::initiate(&ctx_a, Arc::new(a_conn), addr(A), addr(B), now).unwrap();
+        Pair {
+            now,
+            ctx_b,
+            a,
+            b: None,
+            a_seen: Seen::default(),
+            b_seen: Seen::default(),
+            loss: 0,
+            dup: 0,
+            rng: XorShift(seed | 1),
+            datagrams: 0,
+            b_errors: Vec::new(),
+        }
+    }
+
+    /// Delivers datagrams and fires timers until both sides are quiet or
+    /// `limit` of virtual time has passed.
+    fn run(&mut self, limit: Duration) {
+        let end = self.now + limit;
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            assert!(
+                rounds < 10_000,
+                "the two ends never come to rest: {} datagrams",
+                self.datagrams
+            );
+            let mut moved = false;
+            while let Some(t) = self.a.poll_transmit() {
+                moved = true;
+                self.datagrams += 1;
+                for _ in 0..self.copies() {
+                    self.deliver_to_b(&t.data);
+                }
+            }
+            while let Some(t) = self.b.as_mut().and_then(Ikev1Sa::poll_transmit) {
+                moved = true;
+                self.datagrams += 1;
+                for _ in 0..self.copies() {
+                    let _ = self.a.handle(self.now, &t.data);
+                }
+            }
+            self.a_seen.take(&mut self.a);
+            if let Some(b) = &mut self.b {
+                self.b_seen.take(b);
+            }
+            if moved {
+                continue;
+            }
+            let next = [self.a.poll_timeout(), self.b.as_ref().and_then(Ikev1Sa::poll_timeout)]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    self.a.handle_timeout(self.now);
+                    if let Some(b) = &mut self.b {
+                        b.handle_timeout(self.now);
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+
+    fn copies(&mut self) -> usize {
+        assert!(self.datagrams < 5_000, "the two ends never come to rest");
+        if self.rng.chance(self.loss) {
+            0
+        } else if self.rng.chance(self.dup) {
+            2
+        } else {
+            1
+        }
+    }
+
+    fn deliver_to_b(&mut self, data: &[u8]) {
+        match &mut self.b {
+            Some(b) => {
+                if let Err(e) = b.handle(self.now, data) {
+                    self.b_errors.push(e);
+                }
+            }
+            None if starts_main_mode(data) => match Ikev1Sa::respond(&self.ctx_b, addr(B), addr(A), data, self.now) {
+                Ok(b) => self.b = Some(b),
+                Err(e) => self.b_errors.push(e),
+            },
+            None => {}
+        }
+    }
+
+    fn b(&mut self) -> &mut Ikev1Sa {
+        self.b.as_mut().expect("responder exists")
+    }
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn assert_children_match(a: &ChildSaInstall, b: &ChildSaInstall) {
+    assert_eq!((a.spi_in, a.spi_out), (b.spi_out, b.spi_in));
+    assert_eq!(a.inbound.encr, b.outbound.encr);
+    assert_eq!(a.inbound.integ, b.outbound.integ);
+    assert_eq!(a.outbound.encr, b.inbound.encr);
+    assert_ne!(a.inbound.encr, a.outbound.encr, "each direction has its own keys");
+    assert_eq!((a.encr, a.integ, a.pfs, a.mode), (b.encr, b.integ, b.pfs, b.mode));
+    assert_eq!(a.local_ts, b.remote_ts);
+    assert_eq!(a.remote_ts, b.local_ts);
+}
+
+fn established(ike: &str, esp: &str, seed: u64) -> Pair {
+    let (a, b) = pair_configs(ike, esp);
+    let mut p = Pair::start(a, b, seed);
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.a.state(), MainModeState::Done, "initiator: {:?}", p.b_errors);
+    assert_eq!(p.b().state(), MainModeState::Done, "responder: {:?}", p.b_errors);
+    assert_eq!((p.a_seen.up, p.b_seen.up), (1, 1));
+    assert_eq!(p.a_seen.installed.len(), 1, "initiator child: {:?}", p.a_seen.failed);
+    assert_eq!(
+        p.b_seen.installed.len(),
+        1,
+        "responder child: {:?} {:?}",
+        p.b_seen.failed,
+        p.b_errors
+    );
+    assert_children_match(&p.a_seen.installed[0], &p.b_seen.installed[0]);
+    p
+}
+
+#[test]
+fn main_mode_psk_and_quick_mode_without_pfs_install_matching_esp_sas() {
+    let mut p = established("aes256-sha256-modp2048", "aes256-sha256", 11);
+    assert_eq!(p.datagrams, 9, "6 Main Mode + 3 Quick Mode messages");
+    let c = &p.a_seen.installed[0];
+    assert_eq!(c.pfs, None);
+    assert_eq!(c.inbound.encr.len(), 32);
+    assert_eq!(c.inbound.integ.len(), 32);
+    assert_eq!(c.local_ts, vec![parse_selector("10.1.0.0/24").unwrap()]);
+    assert_eq!(p.a.cookies(), p.b().cookies());
+    let qm = p.a.quick_modes();
+    assert_eq!(qm.len(), 1);
+    assert_eq!(qm[0].1, QuickModeState::Done);
+    assert_eq!(qm[0].1.to_string(), "QM_DONE");
+    assert_eq!(p.a.state().to_string(), "MM_DONE");
+}
+
+#[test]
+fn quick_mode_with_pfs_and_aead() {
+    let p = established("aes128-sha384-ecp256", "aes256gcm16-modp2048", 21);
+    let c = &p.a_seen.installed[0];
+    assert_eq!(c.pfs, Some(control::crypto::KeGroup::Modp2048));
+    assert_eq!(c.integ, None);
+    assert_eq!(c.inbound.encr.len(), 36, "AES-256 key and 4-byte salt");
+}
+
+#[test]
+fn responder_can_start_a_quick_mode_too() {
+    let mut p = established("aes256-sha256-modp2048", "aes128-sha256-modp2048", 31);
+    let now = p.now;
+    p.b().start_quick_mode(now, 0).unwrap();
+    p.run(Duration::from_secs(30));
+    assert_eq!(p.a_seen.installed.len(), 2);
+    assert_eq!(p.b_seen.installed.len(), 2);
+    assert_children_match(&p.a_seen.installed[1], &p.b_seen.installed[1]);
+    assert_ne!(p.a_seen.installed[0].spi_in, p.a_seen.installed[1].spi_in);
+}
+
+#[test]
+fn lossy_duplicating_network_still_establishes() {
+    for seed in [41u64, 42, 43, 44, 45, 46] {
+        let (a, b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256-modp2048");
+        let mut p = Pair::start(a, b, seed);
+        p.loss = 25;
+        p.dup = 25;
+        p.run(Duration::from_secs(300));
+        assert_eq!(p.a.state(), MainModeState::Done, "seed {seed}: {:?}", p.b_errors);
+        assert_eq!(p.b().state(), MainModeState::Done, "seed {seed}");
+        assert_eq!(p.a_seen.installed.len(), 1, "seed {seed}: {:?}", p.a_seen.failed);
+        assert_eq!(p.b_seen.installed.len(), 1, "seed {seed}: {:?}", p.b_seen.failed);
+        assert_children_match(&p.a_seen.installed[0], &p.b_seen.installed[0]);
+        assert!(p.a_seen.down.is_empty() && p.b_seen.down.is_empty(), "seed {seed}");
+        // Every exchange ends quiet: no timer left, no ping-pong of repeats.
+        assert_eq!(p.a.poll_timeout(), None, "seed {seed}");
+        assert_eq!(p.b().poll_timeout(), None, "seed {seed}");
+    }
+}
+
+#[test]
+fn duplicated_messages_are_answered_but_never_ping_pong() {
+    let (a, b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    let mut p = Pair::start(a, b, 47);
+    p.dup = 60;
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.a_seen.installed.len(), 1);
+    assert_eq!(p.b_seen.installed.len(), 1);
+    assert!(p.datagrams < 60, "{} datagrams for 9 messages", p.datagrams);
+    let quiet = p.datagrams;
+    p.run(Duration::from_secs(600));
+    assert_eq!(p.datagrams, quiet, "nothing moves once both ends are done");
+}
+
+#[test]
+fn lost_last_messages_are_recovered_by_retransmission() {
+    // Drop exactly Main Mode message 6 once, and Quick Mode message 3 once.
+    let (a, b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    let mut p = Pair::start(a, b, 51);
+    let mut sent_by_b = 0;
+    let mut sent_by_a = 0;
+    for _ in 0..200 {
+        while let Some(t) = p.a.poll_transmit() {
+            sent_by_a += 1;
+            if sent_by_a != 5 {
+                p.deliver_to_b(&t.data);
+            }
+        }
+        if let Some(b) = &mut p.b {
+            while let Some(t) = b.poll_transmit() {
+                sent_by_b += 1;
+                if sent_by_b != 3 {
+                    let _ = p.a.handle(p.now, &t.data);
+                }
+            }
+        }
+        p.a_seen.take(&mut p.a);
+        if let Some(b) = &mut p.b {
+            p.b_seen.take(b);
+        }
+        let next = [p.a.poll_timeout(), p.b.as_ref().and_then(Ikev1Sa::poll_timeout)]
+            .into_iter()
+            .flatten()
+            .min();
+        let Some(t) = next else { break };
+        p.now = p.now.max(t);
+        p.a.handle_timeout(p.now);
+        let now = p.now;
+        p.b().handle_timeout(now);
+    }
+    assert_eq!(p.a_seen.installed.len(), 1);
+    assert_eq!(p.b_seen.installed.len(), 1);
+    assert_children_match(&p.a_seen.installed[0], &p.b_seen.installed[0]);
+}
+
+#[test]
+fn wrong_psk_fails_authentication() {
+    let (a, mut b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    b.local_auth = ConnectionConfig::new(
+        "x",
+        parse_identity("b@test"),
+        IdentityMatch::Any,
+        b"another-secret-entirely",
+    )
+    .local_auth;
+    let mut p = Pair::start(a, b, 61);
+    p.run(Duration::from_secs(120));
+    assert_eq!(p.b_seen.up, 0);
+    assert_eq!(p.a_seen.up, 0);
+    assert!(
+        matches!(&p.b_seen.down[..], [DownReason::Failed(why)] if why.contains("pre-shared keys differ")),
+        "{:?} {:?}",
+        p.b_seen.down,
+        p.b_errors
+    );
+    assert_eq!(p.a_seen.down, vec![DownReason::Timeout]);
+    assert!(p.a_seen.installed.is_empty() && p.b_seen.installed.is_empty());
+}
+
+#[test]
+fn wrong_identity_is_refused() {
+    let (a, mut b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    b.remote_id = IdentityMatch::Exact(parse_identity("someone-else@test"));
+    let mut p = Pair::start(a, b, 62);
+    p.run(Duration::from_secs(120));
+    assert!(
+        matches!(&p.b_seen.down[..], [DownReason::Failed(why)] if why.contains("identity")),
+        "{:?}",
+        p.b_seen.down
+    );
+}
+
+#[test]
+fn no_common_proposal_is_explained() {
+    let (a, _) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    let (_, b) = pair_configs("aes128-sha512-ecp384", "aes256-sha256");
+    let mut p = Pair::start(a, b, 71);
+    p.run(Duration::from_secs(5));
+    assert!(p.b.is_none());
+    assert!(
+        matches!(&p.b_errors[0], Ikev1Error::NoProposalChosen(why) if why.contains("aes256")),
+        "{:?}",
+        p.b_errors
+    );
+    // The initiator gives up after its retransmissions.
+    p.run(Duration::from_secs(600));
+    assert_eq!(p.a_seen.down, vec![DownReason::Timeout]);
+}
+
+#[test]
+fn quick_mode_selectors_outside_the_responders_are_refused() {
+    let (a, mut b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    b.children[0].remote_ts = vec![parse_selector("10.9.0.0/24").unwrap()];
+    let mut p = Pair::start(a, b, 81);
+    p.run(Duration::from_secs(60));
+    assert_eq!((p.a_seen.up, p.b_seen.up), (1, 1));
+    assert!(p.b_seen.installed.is_empty());
+    assert!(
+        p.b_seen.failed.is_empty() && p.b_errors.iter().any(|e| matches!(e, Ikev1Error::TsUnacceptable(_))),
+        "{:?}",
+        p.b_errors
+    );
+    // The initiator's Quick Mode times out; the ISAKMP SA stays.
+    p.run(Duration::from_secs(600));
+    assert_eq!(p.a_seen.failed.len(), 1, "{:?}", p.a_seen.failed);
+    assert!(p.a_seen.down.is_empty());
+    assert_eq!(p.a.state(), MainModeState::Done);
+}
+
+#[test]
+fn dpd_and_delete() {
+    let mut p = established("aes256-sha256-modp2048", "aes256-sha256", 91);
+    let before = p.datagrams;
+    p.a.send_dpd().unwrap();
+    p.run(Duration::from_secs(5));
+    assert_eq!(p.datagrams, before + 2, "R-U-THERE and its ACK");
+    assert!(p.b_errors.is_empty(), "{:?}", p.b_errors);
+    p.a.delete().unwrap();
+    p.run(Duration::from_secs(5));
+    let a_child = &p.a_seen.installed[0];
+    assert_eq!(p.a_seen.deleted, vec![(a_child.spi_in, a_child.spi_out)]);
+    assert_eq!(p.b_seen.deleted, vec![(a_child.spi_out, a_child.spi_in)]);
+    assert_eq!(p.a_seen.down, vec![DownReason::Deleted]);
+    assert_eq!(p.b_seen.down, vec![DownReason::Deleted]);
+    assert!(p.b().is_down());
+}
+
+#[test]
+fn garbage_and_out_of_state_messages_do_not_disturb_the_sa() {
+    let mut p = established("aes256-sha256-modp2048", "aes256-sha256", 101);
+    let (ci, cr) = p.a.cookies();
+    let now = p.now;
+    // Truncated, not ISAKMP, wrong cookies, an exchange in the wrong state.
+    assert!(matches!(p.b().handle(now, &[1, 2, 3]), Err(Ikev1Error::Wire(_))));
+    let mut hdr = vec![0u8; 28];
+    hdr[..8].copy_from_slice(&ci.to_be_bytes());
+    hdr[8..16].copy_from_slice(&cr.to_be_bytes());
+    hdr[17] = 0x10;
+    hdr[18] = 4; // Aggressive Mode on an established SA
+    hdr[27] = 28;
+    assert!(matches!(
+        p.b().handle(now, &hdr),
+        Err(Ikev1Error::UnexpectedMessage { .. })
+    ));
+    hdr[18] = 200;
+    assert!(matches!(p.b().handle(now, &hdr), Err(Ikev1Error::Wire(_))));
+    hdr[18] = 32; // Quick Mode, encrypted flag, a body that is not ciphertext
+    hdr[19] = 1;
+    hdr[20..24].copy_from_slice(&7u32.to_be_bytes());
+    hdr.extend_from_slice(&[0x55; 32]);
+    hdr[27] = 60;
+    assert!(p.b().handle(now, &hdr).is_err());
+    let mut other = hdr.clone();
+    other[0] ^= 1;
+    assert!(p.b().handle(now, &other).is_err());
+    // Still answering DPD, and Quick Mode still works.
+    p.a.send_dpd().unwrap();
+    p.a.start_quick_mode(now, 0).unwrap();
+    p.run(Duration::from_secs(10));
+    assert_eq!(p.b_seen.installed.len(), 2);
+    assert_children_match(&p.a_seen.installed[1], &p.b_seen.installed[1]);
+}
+
+/// A random source that always fails.
+struct BrokenRandom;
+
+impl RandomSource for BrokenRandom {
+    fn fill(&self, _: &mut [u8]) -> Result<(), CryptoError> {
+        Err(CryptoError::Rng)
+    }
+}
+
+#[test]
+fn random_source_failure_is_an_error_not_a_fallback() {
+    let (a, _) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    let ctx = Context::new(vec![], AwsLcProvider::with_random(BrokenRandom).shared());
+    let err = Ikev1Sa::initiate(&ctx, Arc::new(a), addr(A), addr(B), Instant::now()).unwrap_err();
+    assert_eq!(err, Ikev1Error::Crypto(CryptoError::Rng));
+}

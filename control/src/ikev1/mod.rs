@@ -1022,6 +1022,19 @@ impl Ikev1Sa {
                 Informational::RuThereAck(seq) => {
                     debug!(connection = %self.conn.name, "IKEv1 DPD answered (sequence {})", u32::from_be_bytes(seq));
                 }
+                Informational::QuickModeRefused(spi, ty) => {
+                    let pending =
+                        |q: &QuickMode| q.state != QuickModeState::Done && (q.spi_in == spi || q.spi_out == spi);
+                    match self.quick.iter().position(pending) {
+                        Some(i) => {
+                            let q = self.quick.remove(i);
+                            self.quick_failed(&q, format!("peer refused it with {ty}"));
+                        }
+                        None => {
+                            warn!(connection = %self.conn.name, peer = %self.remote, "IKEv1 peer reports {ty} for ESP SPI {spi:08x}")
+                        }
+                    }
+                }
                 Informational::PeerError(ty) => {
                     warn!(connection = %self.conn.name, peer = %self.remote, "IKEv1 peer reports {ty}");
                 }
@@ -1082,7 +1095,13 @@ impl Ikev1Sa {
                         Informational::RuThereAck(seq)
                     });
                 }
-                Payload::Notify(n) if n.ty.0 < 16384 => actions.push(Informational::PeerError(n.ty)),
+                Payload::Notify(n) if n.ty.0 < 16384 => {
+                    let spi = <[u8; 4]>::try_from(n.spi).ok().map(u32::from_be_bytes);
+                    match spi.filter(|_| n.protocol == ProtocolId::ESP.0) {
+                        Some(spi) => actions.push(Informational::QuickModeRefused(spi, n.ty)),
+                        None => actions.push(Informational::PeerError(n.ty)),
+                    }
+                }
                 _ => {}
             }
         }
@@ -1097,6 +1116,8 @@ enum Informational {
     RuThere([u8; 4]),
     RuThereAck([u8; 4]),
     PeerError(NotifyType),
+    /// An error notify about the ESP SPI of a Quick Mode.
+    QuickModeRefused(u32, NotifyType),
 }
 
 /// Whether a datagram (without marker) is an IKEv1 message that starts a

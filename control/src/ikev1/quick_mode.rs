@@ -25,7 +25,9 @@ use crate::config::ChildConfig;
 use crate::crypto::{KeGroup, KeyExchange, SharedSecret};
 use crate::ike_sa::{ChildSaInstall, DirectionKeys, Event, Role};
 use crate::wire::ikev2::TrafficSelector;
-use crate::wire::isakmp::{self, ExchangeType, Header, Identification, Payload, ProtocolId, SIT_IDENTITY_ONLY};
+use crate::wire::isakmp::{
+    self, ExchangeType, Header, Identification, NotifyType, Payload, ProtocolId, SIT_IDENTITY_ONLY,
+};
 
 /// Quick Mode states, named as operators read them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,7 +204,7 @@ impl Ikev1Sa {
         result
     }
 
-    fn quick_failed(&mut self, q: &QuickMode, reason: String) {
+    pub(super) fn quick_failed(&mut self, q: &QuickMode, reason: String) {
         if let Some(ivs) = &mut self.ivs {
             ivs.forget(q.message_id);
         }
@@ -279,7 +281,39 @@ impl Ikev1Sa {
         }
     }
 
+    /// Answers a Quick Mode message 1; a refusal is told to the peer in an
+    /// informational notify on its ESP SPI, so its Quick Mode fails at once.
     fn quick_respond(
+        &mut self,
+        now: Instant,
+        message_id: u32,
+        datagram: &[u8],
+        payloads: &[Payload<'_>],
+    ) -> Result<(), Ikev1Error> {
+        let result = self.quick_respond_inner(now, message_id, datagram, payloads);
+        let ty = match &result {
+            Err(Ikev1Error::NoProposalChosen(_)) => NotifyType::NO_PROPOSAL_CHOSEN,
+            Err(Ikev1Error::TsUnacceptable(_)) => NotifyType::INVALID_ID_INFORMATION,
+            _ => return result,
+        };
+        let peer_spi = find!(payloads, Sa)
+            .and_then(|sa| sa.proposals.iter().find(|p| p.protocol == ProtocolId::ESP))
+            .map(|p| p.spi)
+            .unwrap_or_default();
+        let notify = Payload::Notify(isakmp::Notification {
+            doi: isakmp::DOI_IPSEC,
+            protocol: ProtocolId::ESP.0,
+            ty,
+            spi: peer_spi,
+            data: &[],
+        });
+        if let Err(e) = self.send_informational(&[notify]) {
+            warn!(connection = %self.conn.name, "IKEv1 could not tell the peer {ty}: {e}");
+        }
+        result
+    }
+
+    fn quick_respond_inner(
         &mut self,
         now: Instant,
         message_id: u32,

@@ -1,0 +1,219 @@
+//! IKEv1 against Debian's charon (strongSwan 5.9.8, `version = 1`): Main
+//! Mode with PSK aes256-sha256-modp2048 in both roles, driven through the
+//! sans-IO `control::ikev1::Ikev1Sa` over a loopback UDP socket.
+//!
+//! charon runs with kernel-netlink and this kernel has no ESP, so charon
+//! cannot install the ESP SAs. As Quick Mode responder it still answers and
+//! takes our HASH(3) (we install); as Quick Mode initiator it fails before
+//! its message 3 and deletes the SAs, which we take from its INFORMATIONAL
+//! messages.
+
+mod support;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use control::config::{ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
+use control::ike_sa::{Context, DownReason, Event};
+use control::ikev1::{Ikev1Sa, MainModeState, starts_main_mode};
+use control::proposal::{parse_esp_proposals, parse_ike_proposals};
+use control::ts::parse_selector;
+use ironsa_crypto::AwsLcProvider;
+use support::charon::CHARON_BIN;
+use support::util::free_udp_port_pair;
+use support::{AuthRound, Charon, Child, Connection, IkeVersion, Secret, Target};
+
+const PSK: &str = "a-long-random-test-secret-for-ironsa";
+const MARKER: [u8; 4] = [0; 4];
+
+/// True (after a one-line reason) when this machine cannot run the test.
+fn skip() -> bool {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !Path::new(CHARON_BIN).exists() || !root {
+        eprintln!("skipped: needs root and {CHARON_BIN}");
+        return true;
+    }
+    false
+}
+
+fn our_conn(charon: SocketAddr) -> ConnectionConfig {
+    let mut c = ConnectionConfig::new(
+        "swan",
+        parse_identity("ironsa@test"),
+        IdentityMatch::Exact(parse_identity("swan@test")),
+        PSK.as_bytes(),
+    );
+    c.remote_addrs = Some(vec![charon.ip()]);
+    c.ike_proposals = parse_ike_proposals("aes256-sha256-modp2048").unwrap();
+    c.retransmit_timeout = Duration::from_secs(1);
+    c.retransmit_tries = 3;
+    c.children.push(ChildConfig {
+        name: "net".into(),
+        esp_proposals: parse_esp_proposals("aes256-sha256").unwrap(),
+        local_ts: vec![parse_selector("10.1.0.0/24").unwrap()],
+        remote_ts: vec![parse_selector("10.2.0.0/24").unwrap()],
+        mode: IpsecMode::Tunnel,
+        lifetime: Lifetime::rekey_after(Duration::from_secs(3600)),
+    });
+    c
+}
+
+fn charon(port: u16, nat: u16, our_port: u16) -> Charon {
+    Charon::builder("ikev1")
+        .ports(port, nat)
+        .connection(
+            Connection::new("v1", "127.0.0.1", "127.0.0.1")
+                .version(IkeVersion::V1)
+                .remote_port(our_port)
+                .proposals(&["aes256-sha256-modp2048"])
+                .local(AuthRound::psk("swan@test"))
+                .remote(AuthRound::psk("ironsa@test"))
+                .child(Child::new("net", "10.2.0.0/24", "10.1.0.0/24").esp_proposals(&["aes256-sha256"])),
+        )
+        .secret(Secret::psk("s", &["swan@test", "ironsa@test"], PSK))
+        .start()
+        .unwrap()
+}
+
+/// Moves datagrams between `sa` (created by `first` when it is None) and
+/// the socket until `done` or the deadline; returns the events seen.
+fn drive(
+    sock: &UdpSocket,
+    peer: SocketAddr,
+    sa: &mut Option<Ikev1Sa>,
+    ctx: &Context,
+    limit: Duration,
+    done: impl Fn(&Ikev1Sa, &[Event]) -> bool,
+) -> Vec<Event> {
+    let local = sock.local_addr().unwrap();
+    let end = Instant::now() + limit;
+    let mut events = Vec::new();
+    let mut buf = [0u8; 65536];
+    sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    while Instant::now() < end {
+        if let Some(s) = sa.as_mut() {
+            while let Some(t) = s.poll_transmit() {
+                let mut out = MARKER.to_vec();
+                out.extend_from_slice(&t.data);
+                sock.send_to(&out, peer).unwrap();
+            }
+            while let Some(e) = s.poll_event() {
+                events.push(e);
+            }
+            if done(s, &events) {
+                return events;
+            }
+            if s.poll_timeout().is_some_and(|t| t <= Instant::now()) {
+                s.handle_timeout(Instant::now());
+            }
+        }
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            if from != peer || n < 4 || buf[..4] != MARKER {
+                continue;
+            }
+            let msg = &buf[4..n];
+            match sa.as_mut() {
+                Some(s) => {
+                    if let Err(e) = s.handle(Instant::now(), msg) {
+                        panic!("refused a message from charon: {e}");
+                    }
+                }
+                None if starts_main_mode(msg) => {
+                    *sa = Some(Ikev1Sa::respond(ctx, local, peer, msg, Instant::now()).unwrap());
+                }
+                None => {}
+            }
+        }
+    }
+    events
+}
+
+fn installed(events: &[Event]) -> bool {
+    events.iter().any(|e| matches!(e, Event::ChildSaInstalled(_)))
+}
+
+fn up(events: &[Event]) -> bool {
+    events.iter().any(|e| matches!(e, Event::IkeSaUp { .. }))
+}
+
+#[test]
+fn main_mode_psk_with_charon_as_responder() {
+    if skip() {
+        return;
+    }
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let our = sock.local_addr().unwrap();
+    let (port, nat) = free_udp_port_pair().unwrap();
+    let swan = charon(port, nat, our.port());
+    let peer: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let conn = Arc::new(our_conn(peer));
+    let ctx = Context::new(vec![conn.clone()], AwsLcProvider::new().shared());
+    let mut sa = Some(Ikev1Sa::initiate(&ctx, conn, our, peer, Instant::now()).unwrap());
+    let events = drive(&sock, peer, &mut sa, &ctx, Duration::from_secs(15), |_, ev| {
+        installed(ev)
+    });
+    let sa = sa.unwrap();
+    if sa.state() != MainModeState::Done {
+        swan.dump_log();
+    }
+    assert_eq!(sa.state(), MainModeState::Done, "{events:?}");
+    assert!(up(&events));
+    swan.wait_for_log("IKE_SA v1[1] established", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
+    // charon verified our HASH(1) and answered; we verified its HASH(2),
+    // derived KEYMAT and installed; charon verified our HASH(3).
+    assert!(installed(&events), "{events:?}\n{}", swan.log_tail(40));
+    swan.wait_for_log("generating QUICK_MODE response", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
+    swan.wait_for_log("[ HASH ]", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
+}
+
+#[test]
+fn main_mode_psk_with_charon_as_initiator() {
+    if skip() {
+        return;
+    }
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let our = sock.local_addr().unwrap();
+    let (port, nat) = free_udp_port_pair().unwrap();
+    let swan = charon(port, nat, our.port());
+    let peer: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let ctx = Context::new(vec![Arc::new(our_conn(peer))], AwsLcProvider::new().shared());
+    let swanctl = swan.swanctl().clone();
+    let initiator = std::thread::spawn(move || swanctl.initiate(Target::Child("net"), Duration::from_secs(10)));
+    let mut sa = None;
+    let events = drive(&sock, peer, &mut sa, &ctx, Duration::from_secs(15), |_, ev| {
+        ev.iter()
+            .any(|e| matches!(e, Event::IkeSaDown { .. } | Event::ChildSaFailed { .. }))
+    });
+    let _ = initiator.join();
+    let Some(sa) = sa else {
+        swan.dump_log();
+        panic!("charon never sent Main Mode message 1");
+    };
+    assert_eq!(sa.state(), MainModeState::Done, "{events:?}\n{}", swan.log_tail(40));
+    assert!(up(&events));
+    swan.wait_for_log("IKE_SA v1[1] established", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
+    // charon's Quick Mode: it accepted our answer (HASH(2), SA, nonce, IDs),
+    // failed to install ESP in this kernel and told us so in an
+    // INFORMATIONAL message whose HASH we verified (N(NO_PROPOSAL_CHOSEN),
+    // or DELETEs, depending on its timing).
+    swan.wait_for_log("parsed QUICK_MODE response", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
+    assert!(swan.log_contains("unable to add SAD entry"), "{}", swan.log_tail(40));
+    assert!(
+        events.iter().any(|e| match e {
+            Event::IkeSaDown { reason, .. } => *reason == DownReason::Deleted,
+            Event::ChildSaFailed { reason, .. } => reason.contains("NO_PROPOSAL_CHOSEN"),
+            _ => false,
+        }),
+        "{events:?}"
+    );
+}

@@ -394,6 +394,25 @@ fn wrong_psk_fails_authentication() {
 }
 
 #[test]
+fn half_open_responder_is_dropped_when_the_initiator_vanishes() {
+    let (a, b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    let mut p = Pair::start(a, b, 63);
+    // Only Main Mode message 1 reaches the responder.
+    let first = p.a.poll_transmit().unwrap();
+    p.deliver_to_b(&first.data);
+    assert_eq!(p.b().state(), MainModeState::SaRcvd);
+    let deadline = p.b().poll_timeout().expect("a half-open responder has a deadline");
+    p.now = deadline;
+    let now = p.now;
+    p.b().handle_timeout(now);
+    let b = p.b.as_mut().unwrap();
+    p.b_seen.take(b);
+    assert_eq!(p.b_seen.down, vec![DownReason::Timeout]);
+    assert!(p.b().is_down());
+    assert_eq!(p.b().poll_timeout(), None);
+}
+
+#[test]
 fn wrong_identity_is_refused() {
     let (a, mut b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
     b.remote_id = IdentityMatch::Exact(parse_identity("someone-else@test"));

@@ -206,6 +206,9 @@ pub struct Ikev1Sa {
     events: VecDeque<Event>,
     plain: Vec<u8>,
     down: bool,
+    /// Responder: when an unauthenticated SA is dropped (the context's
+    /// half-open timeout), so a vanished initiator leaves nothing behind.
+    half_open_until: Option<Instant>,
 }
 
 impl fmt::Debug for Ikev1Sa {
@@ -283,6 +286,7 @@ impl Ikev1Sa {
             events: VecDeque::new(),
             plain: Vec::new(),
             down: false,
+            half_open_until: None,
         }
     }
 
@@ -382,6 +386,7 @@ impl Ikev1Sa {
         });
         sa.send_clear(now, &[reply, Payload::VendorId(&DPD_VENDOR_ID)], false)?;
         sa.set_state(MainModeState::SaRcvd);
+        sa.half_open_until = Some(now + ctx.half_open_timeout);
         Ok(sa)
     }
 
@@ -430,7 +435,8 @@ impl Ikev1Sa {
         if self.down {
             return None;
         }
-        std::iter::once(self.phase1.deadline)
+        [self.phase1.deadline, self.half_open_until]
+            .into_iter()
             .chain(self.quick.iter().map(|q| q.flight.deadline))
             .flatten()
             .min()
@@ -835,6 +841,7 @@ impl Ikev1Sa {
 
     fn established(&mut self, peer: ikev2::Identification, initial_contact: bool) {
         self.set_state(MainModeState::Done);
+        self.half_open_until = None;
         // The nonces and KE values are no longer needed (the IVs carry on).
         self.handshake = None;
         let suite = self.suite.unwrap_or(Phase1Suite {
@@ -874,6 +881,18 @@ impl Ikev1Sa {
     /// Retransmits what is due and gives up on exchanges out of tries.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.down {
+            return;
+        }
+        if self.half_open_until.is_some_and(|t| t <= now) {
+            info!(
+                connection = %self.conn.name,
+                peer = %self.remote,
+                "IKEv1 half-open SA {:016x}/{:016x} dropped in {}: the initiator did not complete Main Mode",
+                self.cookie_i,
+                self.cookie_r,
+                self.state
+            );
+            self.go_down(DownReason::Timeout);
             return;
         }
         match self.phase1.expire(now, &self.conn) {

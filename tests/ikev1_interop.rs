@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use control::config::{ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
 use control::ike_sa::{Context, DownReason, Event};
-use control::ikev1::{Ikev1Sa, MainModeState, starts_main_mode};
+use control::ikev1::{Ikev1Policy, Ikev1Sa, MainModeState, starts_phase1};
 use control::proposal::{parse_esp_proposals, parse_ike_proposals};
 use control::ts::parse_selector;
 use ironsa_crypto::AwsLcProvider;
@@ -123,8 +123,11 @@ fn drive(
                         panic!("refused a message from charon: {e}");
                     }
                 }
-                None if starts_main_mode(msg) => {
-                    *sa = Some(Ikev1Sa::respond(ctx, local, peer, msg, Instant::now()).unwrap());
+                None if starts_phase1(msg) => {
+                    *sa = Some(
+                        Ikev1Sa::respond(ctx, &Ikev1Policy::main_mode_only(), local, peer, msg, Instant::now())
+                            .unwrap(),
+                    );
                 }
                 None => {}
             }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use control::config::{ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
 use control::crypto::CryptoError;
 use control::ike_sa::{ChildSaInstall, Context, DownReason, Event};
-use control::ikev1::{Ikev1Error, Ikev1Sa, MainModeState, QuickModeState, starts_main_mode};
+use control::ikev1::{Ikev1Error, Ikev1Policy, Ikev1Sa, MainModeState, QuickModeState, starts_phase1};
 use control::proposal::{parse_esp_proposals, parse_ike_proposals};
 use control::ts::parse_selector;
 use ironsa_crypto::{AwsLcProvider, RandomSource};
@@ -108,6 +108,7 @@ impl Seen {
 struct Pair {
     now: Instant,
     ctx_b: Context,
+    policy: Ikev1Policy,
     a: Ikev1Sa,
     b: Option<Ikev1Sa>,
     a_seen: Seen,
@@ -121,13 +122,28 @@ struct Pair {
 
 impl Pair {
     fn start(a_conn: ConnectionConfig, b_conn: ConnectionConfig, seed: u64) -> Pair {
+        Pair::start_mode(a_conn, b_conn, seed, false, Ikev1Policy::main_mode_only())
+    }
+
+    fn start_mode(
+        a_conn: ConnectionConfig,
+        b_conn: ConnectionConfig,
+        seed: u64,
+        aggressive: bool,
+        policy: Ikev1Policy,
+    ) -> Pair {
         let now = Instant::now();
         let ctx_a = Context::new(vec![Arc::new(a_conn.clone())], AwsLcProvider::seeded(seed).shared());
         let ctx_b = Context::new(vec![Arc::new(b_conn)], AwsLcProvider::seeded(seed + 1).shared());
-        let a = Ikev1Sa::initiate(&ctx_a, Arc::new(a_conn), addr(A), addr(B), now).unwrap();
+        let a = if aggressive {
+            Ikev1Sa::initiate_aggressive(&ctx_a, Arc::new(a_conn), addr(A), addr(B), now).unwrap()
+        } else {
+            Ikev1Sa::initiate(&ctx_a, Arc::new(a_conn), addr(A), addr(B), now).unwrap()
+        };
         Pair {
             now,
             ctx_b,
+            policy,
             a,
             b: None,
             a_seen: Seen::default(),
@@ -209,10 +225,12 @@ impl Pair {
                     self.b_errors.push(e);
                 }
             }
-            None if starts_main_mode(data) => match Ikev1Sa::respond(&self.ctx_b, addr(B), addr(A), data, self.now) {
-                Ok(b) => self.b = Some(b),
-                Err(e) => self.b_errors.push(e),
-            },
+            None if starts_phase1(data) => {
+                match Ikev1Sa::respond(&self.ctx_b, &self.policy, addr(B), addr(A), data, self.now) {
+                    Ok(b) => self.b = Some(b),
+                    Err(e) => self.b_errors.push(e),
+                }
+            }
             None => {}
         }
     }
@@ -535,4 +553,50 @@ fn random_source_failure_is_an_error_not_a_fallback() {
     let ctx = Context::new(vec![], AwsLcProvider::with_random(BrokenRandom).shared());
     let err = Ikev1Sa::initiate(&ctx, Arc::new(a), addr(A), addr(B), Instant::now()).unwrap_err();
     assert_eq!(err, Ikev1Error::Crypto(CryptoError::Rng));
+}
+
+#[test]
+fn aggressive_mode_psk_when_enabled_then_quick_mode() {
+    for seed in [111u64, 112] {
+        let (a, b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256-modp2048");
+        let mut p = Pair::start_mode(a, b, seed, true, Ikev1Policy::aggressive_psk());
+        p.dup = 30;
+        p.run(Duration::from_secs(60));
+        assert_eq!(p.a.state_name(), "AM_DONE", "{:?}", p.b_errors);
+        assert_eq!(p.b().state_name(), "AM_DONE");
+        assert!(p.a.is_aggressive());
+        assert_eq!((p.a_seen.up, p.b_seen.up), (1, 1));
+        assert_eq!(p.a_seen.installed.len(), 1, "{:?}", p.a_seen.failed);
+        assert_eq!(p.b_seen.installed.len(), 1, "{:?}", p.b_seen.failed);
+        assert_children_match(&p.a_seen.installed[0], &p.b_seen.installed[0]);
+    }
+}
+
+#[test]
+fn aggressive_mode_is_refused_by_default_and_with_a_wrong_psk() {
+    let (a, b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    let mut p = Pair::start_mode(a, b, 121, true, Ikev1Policy::main_mode_only());
+    p.run(Duration::from_secs(5));
+    assert!(p.b.is_none());
+    assert!(
+        matches!(&p.b_errors[0], Ikev1Error::NoConnection(why) if why.contains("Aggressive Mode is disabled")),
+        "{:?}",
+        p.b_errors
+    );
+    let (a, mut b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    b.local_auth = ConnectionConfig::new(
+        "x",
+        parse_identity("b@test"),
+        IdentityMatch::Any,
+        b"another-secret-entirely",
+    )
+    .local_auth;
+    let mut p = Pair::start_mode(a, b, 122, true, Ikev1Policy::aggressive_psk());
+    p.run(Duration::from_secs(60));
+    assert!(
+        matches!(&p.a_seen.down[..], [DownReason::Failed(why)] if why.contains("HASH_R does not verify")),
+        "{:?}",
+        p.a_seen.down
+    );
+    assert_eq!(p.b_seen.up, 0);
 }

@@ -13,6 +13,7 @@
 //! received and sent, answers a repeated datagram with its last one, and
 //! the side waiting for an answer retransmits on a timer.
 
+mod aggressive;
 pub mod keys;
 pub mod proposal;
 mod quick_mode;
@@ -35,6 +36,7 @@ use crate::wire::isakmp::{
     self, ExchangeType, HEADER_LEN, Header, IdType, Identification, IsakmpCipher, IsakmpError, IvChain, NotifyType,
     Payload, PayloadType, ProtocolId, SIT_IDENTITY_ONLY, SecurityAssociation, VERSION,
 };
+pub use aggressive::Ikev1Policy;
 use keys::Phase1Keys;
 use proposal::Phase1Suite;
 use quick_mode::QuickMode;
@@ -179,6 +181,10 @@ struct Handshake {
     ke_r: Vec<u8>,
     nonce_i: Vec<u8>,
     nonce_r: Vec<u8>,
+    /// Aggressive Mode responder: the initiator's ID body and identity,
+    /// authenticated by message 3.
+    peer_id_body: Vec<u8>,
+    peer_id: Option<ikev2::Identification>,
 }
 
 /// One ISAKMP SA and its Quick Modes.
@@ -209,6 +215,8 @@ pub struct Ikev1Sa {
     /// Responder: when an unauthenticated SA is dropped (the context's
     /// half-open timeout), so a vanished initiator leaves nothing behind.
     half_open_until: Option<Instant>,
+    /// Phase 1 is Aggressive Mode (states read AM_*).
+    aggressive: bool,
 }
 
 impl fmt::Debug for Ikev1Sa {
@@ -287,6 +295,7 @@ impl Ikev1Sa {
             plain: Vec::new(),
             down: false,
             half_open_until: None,
+            aggressive: false,
         }
     }
 
@@ -331,9 +340,29 @@ impl Ikev1Sa {
         Ok(sa)
     }
 
-    /// Answers the first Main Mode message of a new peer: picks the
-    /// connection by address and proposal and sends our choice.
+    /// Answers the first Phase 1 message of a new peer: Main Mode, or
+    /// Aggressive Mode when `policy` allows it.
     pub fn respond(
+        ctx: &Context,
+        policy: &Ikev1Policy,
+        local: SocketAddr,
+        remote: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Result<Self, Ikev1Error> {
+        let (h, _) = isakmp::split_message(datagram)?;
+        if h.exchange == ExchangeType::AGGRESSIVE && h.cookie_r == 0 && h.message_id == 0 {
+            if !policy.allows_aggressive() {
+                return Err(Ikev1Error::NoConnection(
+                    "Aggressive Mode is disabled (its HASH exposes the pre-shared key to offline cracking)".into(),
+                ));
+            }
+            return Self::respond_aggressive(ctx, local, remote, datagram, now);
+        }
+        Self::respond_main(ctx, local, remote, datagram, now)
+    }
+
+    fn respond_main(
         ctx: &Context,
         local: SocketAddr,
         remote: SocketAddr,
@@ -395,6 +424,28 @@ impl Ikev1Sa {
         self.state
     }
 
+    /// The Phase 1 state as operators read it: MM_* for Main Mode, AM_IDLE,
+    /// AM_INIT_SENT, AM_RESP_SENT (responder), AM_RESP_RCVD, AM_DONE for
+    /// Aggressive Mode.
+    pub fn state_name(&self) -> String {
+        if !self.aggressive {
+            return self.state.to_string();
+        }
+        match (self.role, self.state) {
+            (_, MainModeState::Idle) => "AM_IDLE",
+            (Role::Initiator, MainModeState::SaSent) => "AM_INIT_SENT",
+            (_, MainModeState::Done) => "AM_DONE",
+            (Role::Initiator, _) => "AM_RESP_RCVD",
+            (Role::Responder, _) => "AM_RESP_SENT",
+        }
+        .to_string()
+    }
+
+    /// True when Phase 1 is Aggressive Mode.
+    pub fn is_aggressive(&self) -> bool {
+        self.aggressive
+    }
+
     /// Initiator and responder cookies.
     pub fn cookies(&self) -> (u64, u64) {
         (self.cookie_i, self.cookie_r)
@@ -447,13 +498,14 @@ impl Ikev1Sa {
     }
 
     fn set_state(&mut self, state: MainModeState) {
+        let from = self.state_name();
+        self.state = state;
         debug!(
             connection = %self.conn.name,
             cookies = %format_args!("{:016x}/{:016x}", self.cookie_i, self.cookie_r),
-            "IKEv1 Main Mode {} -> {state}",
-            self.state
+            "IKEv1 Phase 1 {from} -> {}",
+            self.state_name()
         );
-        self.state = state;
     }
 
     fn header(&self, exchange: ExchangeType, message_id: u32) -> Header {
@@ -542,7 +594,12 @@ impl Ikev1Sa {
             return Err(invalid("the ISAKMP SA is down"));
         }
         let (h, _) = isakmp::split_message(datagram)?;
-        if h.exchange == ExchangeType::IDENTITY_PROTECTION && self.phase1.is_repeat(datagram) {
+        let phase1_exchange = if self.aggressive {
+            ExchangeType::AGGRESSIVE
+        } else {
+            ExchangeType::IDENTITY_PROTECTION
+        };
+        if h.exchange == phase1_exchange && self.phase1.is_repeat(datagram) {
             debug!(connection = %self.conn.name, "IKEv1 repeated Main Mode message in {}", self.state);
             if let Some(again) = self.phase1.answer_to_repeat() {
                 self.push_transmit(again);
@@ -554,7 +611,23 @@ impl Ikev1Sa {
             return Err(invalid(format!("{h} carries cookies of another SA")));
         }
         match h.exchange {
-            ExchangeType::IDENTITY_PROTECTION if h.message_id == 0 => {
+            ExchangeType::AGGRESSIVE if self.aggressive && h.message_id == 0 && self.state != MainModeState::Done => {
+                let r = match (self.role, self.state) {
+                    (Role::Initiator, MainModeState::SaSent) => self.aggressive_initiator_got_reply(now, &h, datagram),
+                    (Role::Responder, MainModeState::SaRcvd) => self.aggressive_responder_got_hash(datagram),
+                    _ => Err(Ikev1Error::UnexpectedMessage {
+                        exchange: h.exchange,
+                        state: self.state_name(),
+                    }),
+                };
+                if let Err(e) = &r
+                    && matches!(e, Ikev1Error::AuthenticationFailed(_) | Ikev1Error::NoProposalChosen(_))
+                {
+                    self.fail(e.to_string());
+                }
+                r
+            }
+            ExchangeType::IDENTITY_PROTECTION if !self.aggressive && h.message_id == 0 => {
                 let encrypted_stage = matches!(
                     (self.role, self.state),
                     (Role::Responder, MainModeState::KeSent) | (Role::Initiator, MainModeState::AuthSent)
@@ -826,6 +899,12 @@ impl Ikev1Sa {
         let (peer, contact) = self.open_auth(datagram, false)?;
         self.phase1.received(datagram);
         self.established(peer, contact);
+        self.start_first_child(now);
+        Ok(())
+    }
+
+    /// Initiator, once Phase 1 is up: the Quick Mode of the first child.
+    fn start_first_child(&mut self, now: Instant) {
         if !self.conn.children.is_empty()
             && let Err(e) = self.start_quick_mode(now, 0)
         {
@@ -836,7 +915,6 @@ impl Ikev1Sa {
                 reason: e.to_string(),
             });
         }
-        Ok(())
     }
 
     fn established(&mut self, peer: ikev2::Identification, initial_contact: bool) {
@@ -1140,10 +1218,11 @@ enum Informational {
 }
 
 /// Whether a datagram (without marker) is an IKEv1 message that starts a
-/// new Main Mode: the only one a responder creates an SA for.
-pub fn starts_main_mode(datagram: &[u8]) -> bool {
+/// new Phase 1 (Main or Aggressive Mode): the only one a responder creates
+/// an SA for.
+pub fn starts_phase1(datagram: &[u8]) -> bool {
     datagram.len() >= HEADER_LEN
         && datagram[17] >> 4 == 1
-        && datagram[18] == ExchangeType::IDENTITY_PROTECTION.0
+        && (datagram[18] == ExchangeType::IDENTITY_PROTECTION.0 || datagram[18] == ExchangeType::AGGRESSIVE.0)
         && datagram[8..16] == [0; 8]
 }

@@ -64,11 +64,20 @@ fn our_conn(charon: SocketAddr) -> ConnectionConfig {
 }
 
 fn charon(port: u16, nat: u16, our_port: u16) -> Charon {
+    charon_with(port, nat, our_port, false)
+}
+
+fn charon_with(port: u16, nat: u16, our_port: u16, aggressive: bool) -> Charon {
     Charon::builder("ikev1")
         .ports(port, nat)
+        .setting(
+            "i_dont_care_about_security_and_use_aggressive_mode_psk",
+            if aggressive { "yes" } else { "no" },
+        )
         .connection(
             Connection::new("v1", "127.0.0.1", "127.0.0.1")
                 .version(IkeVersion::V1)
+                .aggressive(aggressive)
                 .remote_port(our_port)
                 .proposals(&["aes256-sha256-modp2048"])
                 .local(AuthRound::psk("swan@test"))
@@ -219,4 +228,25 @@ fn main_mode_psk_with_charon_as_initiator() {
         }),
         "{events:?}"
     );
+}
+
+#[test]
+fn aggressive_mode_psk_with_charon_as_responder() {
+    if skip() {
+        return;
+    }
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let our = sock.local_addr().unwrap();
+    let (port, nat) = free_udp_port_pair().unwrap();
+    let swan = charon_with(port, nat, our.port(), true);
+    let peer: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let conn = Arc::new(our_conn(peer));
+    let ctx = Context::new(vec![conn.clone()], AwsLcProvider::new().shared());
+    let mut sa = Some(Ikev1Sa::initiate_aggressive(&ctx, conn, our, peer, Instant::now()).unwrap());
+    let events = drive(&sock, peer, &mut sa, &ctx, Duration::from_secs(15), |_, ev| installed(ev));
+    let sa = sa.unwrap();
+    assert_eq!(sa.state_name(), "AM_DONE", "{events:?}\n{}", swan.log_tail(40));
+    swan.wait_for_log("IKE_SA v1[1] established", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
+    assert!(installed(&events), "{events:?}\n{}", swan.log_tail(40));
 }

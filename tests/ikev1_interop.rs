@@ -243,7 +243,9 @@ fn aggressive_mode_psk_with_charon_as_responder() {
     let conn = Arc::new(our_conn(peer));
     let ctx = Context::new(vec![conn.clone()], AwsLcProvider::new().shared());
     let mut sa = Some(Ikev1Sa::initiate_aggressive(&ctx, conn, our, peer, Instant::now()).unwrap());
-    let events = drive(&sock, peer, &mut sa, &ctx, Duration::from_secs(15), |_, ev| installed(ev));
+    let events = drive(&sock, peer, &mut sa, &ctx, Duration::from_secs(15), |_, ev| {
+        installed(ev)
+    });
     let sa = sa.unwrap();
     assert_eq!(sa.state_name(), "AM_DONE", "{events:?}\n{}", swan.log_tail(40));
     swan.wait_for_log("IKE_SA v1[1] established", Duration::from_secs(5))

@@ -600,3 +600,78 @@ fn aggressive_mode_is_refused_by_default_and_with_a_wrong_psk() {
     );
     assert_eq!(p.b_seen.up, 0);
 }
+
+#[test]
+fn endpoints_demultiplex_by_cookie_and_forget_deleted_sas() {
+    use control::ikev1::Ikev1Endpoint;
+    let (a_conn, b_conn) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    let a_conn = Arc::new(a_conn);
+    let ctx_a = Context::new(vec![a_conn.clone()], AwsLcProvider::seeded(131).shared());
+    let ctx_b = Context::new(vec![Arc::new(b_conn)], AwsLcProvider::seeded(132).shared());
+    let mut a = Ikev1Endpoint::new(ctx_a, Ikev1Policy::main_mode_only());
+    let mut b = Ikev1Endpoint::new(ctx_b, Ikev1Policy::main_mode_only());
+    let now = Instant::now();
+    let (pa, pb) = (addr(A), addr(B));
+    // Two SAs at once; every datagram to B is delivered twice.
+    a.initiate(now, a_conn.clone(), pa, pb, false).unwrap();
+    a.initiate(now, a_conn.clone(), pa, pb, false).unwrap();
+    let mut installed = (0, 0);
+    let pump = |a: &mut Ikev1Endpoint, b: &mut Ikev1Endpoint, installed: &mut (usize, usize)| {
+        for _ in 0..100 {
+            let mut moved = false;
+            while let Some(t) = a.poll_transmit() {
+                moved = true;
+                let _ = b.handle(now, pb, pa, &t.data);
+                let _ = b.handle(now, pb, pa, &t.data);
+            }
+            while let Some(t) = b.poll_transmit() {
+                moved = true;
+                let _ = a.handle(now, pa, pb, &t.data);
+            }
+            while let Some(e) = a.poll_event() {
+                installed.0 += usize::from(matches!(e, Event::ChildSaInstalled(_)));
+            }
+            while let Some(e) = b.poll_event() {
+                installed.1 += usize::from(matches!(e, Event::ChildSaInstalled(_)));
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("endpoints never came to rest");
+    };
+    pump(&mut a, &mut b, &mut installed);
+    assert_eq!(installed, (2, 2));
+    assert_eq!(
+        b.sas().count(),
+        2,
+        "one responder SA per initiator, duplicates answered"
+    );
+    assert!(a.sas().chain(b.sas()).all(|sa| sa.state() == MainModeState::Done));
+    assert_eq!(a.poll_timeout(), None);
+    let first = a.sas().next().unwrap().cookies().0;
+    assert!(a.delete(first).unwrap());
+    pump(&mut a, &mut b, &mut installed);
+    assert_eq!(
+        (a.sas().count(), b.sas().count()),
+        (1, 1),
+        "deleted SAs are forgotten on both sides"
+    );
+    // Unknown cookies and the half-open cap are refused with reasons.
+    let mut c = Ikev1Endpoint::new(
+        Context::new(vec![], AwsLcProvider::seeded(133).shared()),
+        Ikev1Policy::main_mode_only(),
+    );
+    c.set_max_half_open(0);
+    a.initiate(now, a_conn, pa, pb, false).unwrap();
+    let mm1 = a.poll_transmit().unwrap();
+    assert!(
+        matches!(c.handle(now, pb, pa, &mm1.data), Err(Ikev1Error::NoConnection(why)) if why.contains("unauthenticated"))
+    );
+    let mut stray = mm1.data.clone();
+    stray[8] = 1;
+    assert!(matches!(
+        b.handle(now, pb, pa, &stray),
+        Err(Ikev1Error::InvalidMessage(_))
+    ));
+}

@@ -14,6 +14,7 @@
 //! the side waiting for an answer retransmits on a timer.
 
 mod aggressive;
+pub mod endpoint;
 pub mod keys;
 pub mod proposal;
 mod quick_mode;
@@ -37,6 +38,7 @@ use crate::wire::isakmp::{
     Payload, PayloadType, ProtocolId, SIT_IDENTITY_ONLY, SecurityAssociation, VERSION,
 };
 pub use aggressive::Ikev1Policy;
+pub use endpoint::Ikev1Endpoint;
 use keys::Phase1Keys;
 use proposal::Phase1Suite;
 use quick_mode::QuickMode;

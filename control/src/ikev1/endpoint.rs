@@ -1,0 +1,197 @@
+//! All IKEv1 SAs of one driver (a daemon shard), sans-IO: demultiplexing
+//! by cookies, creation of responder SAs from first Phase 1 messages with a
+//! cap on unauthenticated ones, timers, and the merged queues of datagrams
+//! and events. The IKEv2 [`crate::endpoint::Endpoint`] is its sibling; a
+//! driver tells them apart with [`crate::wire::ingress::classify`].
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Ikev1Error, Ikev1Policy, Ikev1Sa, MainModeState, starts_phase1};
+use crate::config::ConnectionConfig;
+use crate::ike_sa::{Context, Event, Role, Transmit};
+use crate::wire::isakmp;
+
+/// Unauthenticated responder SAs kept at once, unless configured otherwise.
+pub const DEFAULT_MAX_HALF_OPEN: usize = 1024;
+
+/// The IKEv1 SAs of one driver.
+pub struct Ikev1Endpoint {
+    ctx: Context,
+    policy: Ikev1Policy,
+    max_half_open: usize,
+    /// By (initiator cookie, responder cookie); an SA we initiate is keyed
+    /// with a zero responder cookie until the responder's first answer.
+    sas: HashMap<(u64, u64), Ikev1Sa>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl Ikev1Endpoint {
+    /// An endpoint answering with `ctx`'s connections under `policy`.
+    pub fn new(ctx: Context, policy: Ikev1Policy) -> Self {
+        Ikev1Endpoint {
+            ctx,
+            policy,
+            max_half_open: DEFAULT_MAX_HALF_OPEN,
+            sas: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Caps the unauthenticated responder SAs (new Phase 1 requests beyond
+    /// it are refused until some complete or time out).
+    pub fn set_max_half_open(&mut self, max: usize) {
+        self.max_half_open = max;
+    }
+
+    /// Starts Main Mode (or Aggressive Mode) to `remote`; returns the
+    /// initiator cookie.
+    pub fn initiate(
+        &mut self,
+        now: Instant,
+        conn: Arc<ConnectionConfig>,
+        local: SocketAddr,
+        remote: SocketAddr,
+        aggressive: bool,
+    ) -> Result<u64, Ikev1Error> {
+        let sa = if aggressive {
+            Ikev1Sa::initiate_aggressive(&self.ctx, conn, local, remote, now)?
+        } else {
+            Ikev1Sa::initiate(&self.ctx, conn, local, remote, now)?
+        };
+        let cookies = sa.cookies();
+        self.sas.insert(cookies, sa);
+        self.pump(cookies);
+        Ok(cookies.0)
+    }
+
+    fn half_open(&self) -> usize {
+        self.sas
+            .values()
+            .filter(|sa| sa.role() == Role::Responder && sa.state() != MainModeState::Done)
+            .count()
+    }
+
+    /// Processes a datagram (without non-ESP marker) received on `local`
+    /// from `remote`.
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), Ikev1Error> {
+        let (h, _) = isakmp::split_message(datagram)?;
+        let key = (h.cookie_i, h.cookie_r);
+        if self.sas.contains_key(&key) {
+            let r = self.sas.get_mut(&key).map_or(Ok(()), |sa| sa.handle(now, datagram));
+            self.pump(key);
+            return r;
+        }
+        // The responder's first answer to an SA we initiated.
+        let ours = (h.cookie_i, 0);
+        if h.cookie_r != 0
+            && self
+                .sas
+                .get(&ours)
+                .is_some_and(|sa| sa.role() == Role::Initiator && sa.state() == MainModeState::SaSent)
+        {
+            let r = self.sas.get_mut(&ours).map_or(Ok(()), |sa| sa.handle(now, datagram));
+            if let Some(sa) = self.sas.remove(&ours) {
+                let cookies = sa.cookies();
+                self.sas.insert(cookies, sa);
+                self.pump(cookies);
+            }
+            return r;
+        }
+        // A repeated first message of a responder SA we created: its answer again.
+        if h.cookie_r == 0
+            && let Some((&k, _)) = self
+                .sas
+                .iter()
+                .find(|(k, sa)| k.0 == h.cookie_i && sa.role() == Role::Responder)
+        {
+            let r = self.sas.get_mut(&k).map_or(Ok(()), |sa| sa.handle(now, datagram));
+            self.pump(k);
+            return r;
+        }
+        if h.cookie_r != 0 || !starts_phase1(datagram) {
+            return Err(Ikev1Error::InvalidMessage(format!("{h}: no such ISAKMP SA")));
+        }
+        if self.half_open() >= self.max_half_open {
+            return Err(Ikev1Error::NoConnection(format!(
+                "{} unauthenticated IKEv1 SAs already: new Phase 1 requests are refused",
+                self.max_half_open
+            )));
+        }
+        let sa = Ikev1Sa::respond(&self.ctx, &self.policy, local, remote, datagram, now)?;
+        let cookies = sa.cookies();
+        self.sas.insert(cookies, sa);
+        self.pump(cookies);
+        Ok(())
+    }
+
+    /// Moves an SA's datagrams and events to the endpoint; forgets it once down.
+    fn pump(&mut self, key: (u64, u64)) {
+        let Some(sa) = self.sas.get_mut(&key) else { return };
+        while let Some(t) = sa.poll_transmit() {
+            self.transmits.push_back(t);
+        }
+        while let Some(e) = sa.poll_event() {
+            self.events.push_back(e);
+        }
+        if sa.is_down() {
+            self.sas.remove(&key);
+        }
+    }
+
+    /// Fires the timers that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<(u64, u64)> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| sa.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in due {
+            if let Some(sa) = self.sas.get_mut(&k) {
+                sa.handle_timeout(now);
+            }
+            self.pump(k);
+        }
+    }
+
+    /// The earliest deadline of all SAs.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sas.values().filter_map(Ikev1Sa::poll_timeout).min()
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event of any SA.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The SAs, for listings.
+    pub fn sas(&self) -> impl Iterator<Item = &Ikev1Sa> {
+        self.sas.values()
+    }
+
+    /// Deletes the SA with initiator cookie `cookie_i` (telling the peer).
+    pub fn delete(&mut self, cookie_i: u64) -> Result<bool, Ikev1Error> {
+        let Some(&k) = self.sas.keys().find(|k| k.0 == cookie_i) else {
+            return Ok(false);
+        };
+        let r = self.sas.get_mut(&k).map_or(Ok(()), Ikev1Sa::delete);
+        self.pump(k);
+        r.map(|()| true)
+    }
+}

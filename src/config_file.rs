@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use control::config::{
-    AuthConfig, ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, LocalCert, parse_identity,
+    AuthConfig, ChildConfig, ConnectionConfig, IdentityMatch, IkeVersions, IpsecMode, Lifetime, LocalCert,
+    parse_identity,
 };
 use control::endpoint::AdmissionConfig;
 use control::pki::{Certificate, PrivateKey, TrustStore};
@@ -123,6 +124,7 @@ struct RawConnection {
     fragmentation: Option<bool>,
     fragment_size: Option<usize>,
     force_udp_encap: Option<bool>,
+    version: Option<Spanned<toml::Value>>,
     start_action: Option<Spanned<String>>,
     #[serde(default)]
     child: Vec<Spanned<RawChild>>,
@@ -657,6 +659,20 @@ impl DaemonConfig {
             if let Some(f) = c.force_udp_encap {
                 cfg.force_udp_encap = f;
             }
+            if let Some(v) = &c.version {
+                cfg.ike_versions = match v.get_ref() {
+                    toml::Value::Integer(1) => IkeVersions::V1,
+                    toml::Value::Integer(2) => IkeVersions::V2,
+                    toml::Value::String(s) if s == "any" => IkeVersions::Any,
+                    other => {
+                        return Err(err(
+                            v.span().start,
+                            &key("version"),
+                            format!("{other} is not 1, 2 or \"any\""),
+                        ));
+                    }
+                };
+            }
             if let Some(s) = c.fragment_size {
                 if !(576..=65535).contains(&s) {
                     return Err(err(at, &key("fragment_size"), format!("{s} is outside 576..65535")));
@@ -1009,6 +1025,23 @@ esp_proposals = "aes256gcm16"
         assert_eq!(conn.dpd_delay, Some(Duration::from_secs(30)));
         assert_eq!(conn.children[0].name, "net");
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn version_key_selects_ike_versions() {
+        let with = |v: &str| GOOD.replace("dpd_delay = \"30s\"", &format!("dpd_delay = \"30s\"\nversion = {v}"));
+        let versions = |text: &str| {
+            DaemonConfig::parse(Path::new("t.toml"), text).unwrap().connections[0]
+                .config
+                .ike_versions
+        };
+        assert_eq!(versions(GOOD), IkeVersions::V2);
+        assert_eq!(versions(&with("1")), IkeVersions::V1);
+        assert_eq!(versions(&with("2")), IkeVersions::V2);
+        assert_eq!(versions(&with("\"any\"")), IkeVersions::Any);
+        let (line, key, msg) = bad(&with("3"));
+        assert_eq!((line, key.as_str()), (21, "connection.rw.version"));
+        assert!(msg.contains("not 1, 2 or \"any\""), "{msg}");
     }
 
     #[test]

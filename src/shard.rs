@@ -11,10 +11,12 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use control::config::ConnectionConfig;
+use control::config::IkeVersions;
 use control::endpoint::{AdmissionConfig, Endpoint, EndpointStats};
 use control::ike_sa::{Context, DownReason, Event, Task};
+use control::ikev1::{Ikev1Endpoint, Ikev1Policy};
 use control::wire::ikev2::{Header, NotifyType};
-use control::wire::ingress::{Ingress, classify};
+use control::wire::ingress::{IkeVersion, Ingress, classify};
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
@@ -235,6 +237,8 @@ pub struct Shard {
     rx: Receiver<ShardMsg>,
     peers: Arc<Vec<ShardHandle>>,
     endpoint: Endpoint,
+    /// The IKEv1 SAs (connections with `version = 1` or `"any"`).
+    ikev1: Ikev1Endpoint,
     dataplane: Arc<dyn DataPlane>,
     /// IKE goes in and out through the data plane's ports, not sockets.
     ike_via_dataplane: bool,
@@ -269,6 +273,15 @@ pub fn route(header: Option<&Header>, shards: usize) -> Option<usize> {
         .map(Header::recipient_spi)
         .filter(|spi| *spi != 0)
         .map(|spi| owner_of(spi, shards))
+}
+
+/// The connections the IKEv2 endpoint answers and initiates: all but
+/// `version = 1` ones.
+fn ikev2_connections(all: &[Arc<ConnectionConfig>]) -> Vec<Arc<ConnectionConfig>> {
+    all.iter()
+        .filter(|c| c.ike_versions != IkeVersions::V1)
+        .cloned()
+        .collect()
 }
 
 /// Who waits for the outcome of an IKE SA we initiated.
@@ -314,10 +327,15 @@ impl Shard {
                 sockets.push(socket);
             }
         }
-        let mut ctx = Context::new(cfg.connections, cfg.crypto);
+        let mut ctx = Context::new(ikev2_connections(&cfg.connections), cfg.crypto);
         ctx.local_nat_port = cfg.nat_port;
         ctx.remote_nat_port = cfg.remote_nat_port;
         ctx.child_spis = dataplane.spi_allocator();
+        let mut ikev1_ctx = ctx.clone();
+        ikev1_ctx.connections = Arc::new(cfg.connections);
+        ikev1_ctx.spi_prefix = (cfg.id as u64) << (64 - SHARD_BITS);
+        ikev1_ctx.spi_prefix_bits = SHARD_BITS;
+        let ikev1 = Ikev1Endpoint::new(ikev1_ctx, Ikev1Policy::main_mode_only());
         let mut endpoint = Endpoint::new(Instant::now(), ctx, cfg.admission, cfg.id as u64, SHARD_BITS);
         endpoint.reserve(cfg.expected_sas);
         let expected_sas = cfg.expected_sas;
@@ -328,6 +346,7 @@ impl Shard {
             rx,
             peers,
             endpoint,
+            ikev1,
             dataplane,
             ike_via_dataplane,
             registry,
@@ -345,7 +364,11 @@ impl Shard {
         let mut batch = RecvBatch::default();
         loop {
             let now = Instant::now();
-            let mut timeout = self.endpoint.poll_timeout().map(|t| t.saturating_duration_since(now));
+            let next = [self.endpoint.poll_timeout(), self.ikev1.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            let mut timeout = next.map(|t| t.saturating_duration_since(now));
             if self.shutting_down.is_some() {
                 timeout = Some(timeout.map_or(Duration::from_millis(50), |t| t.min(Duration::from_millis(50))));
             }
@@ -364,6 +387,7 @@ impl Shard {
             self.drain_channel();
             let now = Instant::now();
             self.endpoint.handle_timeout(now);
+            self.ikev1.handle_timeout(now);
             self.flush();
             if let Some(since) = self.shutting_down {
                 if self.endpoint.is_empty() || now.duration_since(since) > Duration::from_secs(3) {
@@ -460,6 +484,11 @@ impl Shard {
     fn deliver(&mut self, local: SocketAddr, remote: SocketAddr, header: Option<Header>, data: &[u8]) {
         let now = Instant::now();
         match header {
+            Some(h) if h.version() == IkeVersion::V1 && self.ikev1.serves() => {
+                if let Err(e) = self.ikev1.handle(now, local, remote, data) {
+                    debug!(shard = self.id, remote = %remote, "IKEv1 datagram dropped: {e}");
+                }
+            }
             Some(h) => self.endpoint.handle_peeked(now, local, remote, h, data),
             None => self.endpoint.handle(now, local, remote, data),
         }
@@ -578,7 +607,8 @@ impl Shard {
             deleted = stale.len(),
             "configuration reloaded"
         );
-        self.endpoint.set_connections(conns);
+        self.ikev1.set_connections(conns.clone());
+        self.endpoint.set_connections(ikev2_connections(&conns));
     }
 
     /// Tells whoever waits for the IKE SA `spi` how its negotiation ended:
@@ -662,8 +692,21 @@ impl Shard {
             }
             self.dataplane.ike_event(&ev);
         }
+        while let Some(ev) = self.ikev1.poll_event() {
+            match &ev {
+                Event::ChildSaInstalled(c) => self.dataplane.install(c),
+                Event::ChildSaDeleted { spi_in, spi_out } => self.dataplane.remove(*spi_in, *spi_out),
+                Event::IkeSaDown {
+                    reason: control::ike_sa::DownReason::Failed(_) | control::ike_sa::DownReason::Timeout,
+                    ..
+                } => *self.stats.failures.entry("ikev1".into()).or_default() += 1,
+                _ => {}
+            }
+            self.dataplane.ike_event(&ev);
+        }
         let mut out: Vec<(usize, control::ike_sa::Transmit)> = Vec::new();
-        while let Some(t) = self.endpoint.poll_transmit() {
+        let ikev1_out: Vec<_> = std::iter::from_fn(|| self.ikev1.poll_transmit()).collect();
+        for t in std::iter::from_fn(|| self.endpoint.poll_transmit()).chain(ikev1_out) {
             if self.ike_via_dataplane {
                 let remote = t.remote;
                 match self.dataplane.send_ike(t) {

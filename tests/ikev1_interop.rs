@@ -50,6 +50,7 @@ fn our_conn(charon: SocketAddr) -> ConnectionConfig {
     );
     c.remote_addrs = Some(vec![charon.ip()]);
     c.ike_proposals = parse_ike_proposals("aes256-sha256-modp2048").unwrap();
+    c.ike_versions = control::config::IkeVersions::V1;
     c.retransmit_timeout = Duration::from_secs(1);
     c.retransmit_tries = 3;
     c.children.push(ChildConfig {
@@ -251,4 +252,56 @@ fn aggressive_mode_psk_with_charon_as_responder() {
     swan.wait_for_log("IKE_SA v1[1] established", Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
     assert!(installed(&events), "{events:?}\n{}", swan.log_tail(40));
+}
+
+/// The daemon answers Main Mode for a `version = 1` connection on its
+/// shards' sockets (charon initiates).
+#[test]
+fn daemon_answers_main_mode_for_a_version_1_connection() {
+    if skip() {
+        return;
+    }
+    let (port, nat) = free_udp_port_pair().unwrap();
+    let (ours, our_nat) = free_udp_port_pair().unwrap();
+    let swan = Charon::builder("ikev1-daemon")
+        .ports(port, nat)
+        .connection(
+            Connection::new("v1", "127.0.0.1", "127.0.0.1")
+                .version(IkeVersion::V1)
+                .remote_port(ours)
+                .proposals(&["aes256-sha256-modp2048"])
+                .local(AuthRound::psk("swan@test"))
+                .remote(AuthRound::psk("ironsa@test")),
+        )
+        .secret(Secret::psk("s", &["swan@test", "ironsa@test"], PSK))
+        .start()
+        .unwrap();
+    let config = format!(
+        r#"
+[daemon]
+listen = ["127.0.0.1"]
+ike_port = {ours}
+nat_port = {our_nat}
+shards = 2
+control_socket = "SOCKET"
+
+[[connection]]
+name = "swan"
+version = 1
+remote_addrs = ["127.0.0.1"]
+remote_port = {port}
+remote_nat_port = {nat}
+ike_proposals = "aes256-sha256-modp2048"
+local_id = "ironsa@test"
+remote_id = "swan@test"
+auth = "psk"
+psk = "{PSK}"
+"#
+    );
+    let _ironsa = support::Ironsa::start(&config, None);
+    swan.swanctl()
+        .initiate(Target::Ike("v1"), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
+    swan.wait_for_log("IKE_SA v1[1] established", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
 }

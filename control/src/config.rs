@@ -216,6 +216,25 @@ pub struct ChildConfig {
     pub lifetime: Lifetime,
 }
 
+/// The IKE versions a connection speaks (`version = 1`, `2` or `"any"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IkeVersions {
+    /// IKEv1 only (legacy peers).
+    V1,
+    /// IKEv2 only (the default).
+    #[default]
+    V2,
+    /// Either: a responder answers both on one listener; an initiator uses IKEv2.
+    Any,
+}
+
+impl IkeVersions {
+    /// True when IKEv1 peers may use the connection.
+    pub fn allows_v1(self) -> bool {
+        matches!(self, IkeVersions::V1 | IkeVersions::Any)
+    }
+}
+
 /// One connection: what we negotiate with a peer (or a class of peers).
 #[derive(Clone, Debug)]
 pub struct ConnectionConfig {
@@ -262,6 +281,8 @@ pub struct ConnectionConfig {
     pub retransmit_tries: u32,
     /// Retransmission: backoff base (timeout = base^n * initial).
     pub retransmit_base: f64,
+    /// IKE versions this connection speaks.
+    pub ike_versions: IkeVersions,
 }
 
 impl ConnectionConfig {
@@ -296,6 +317,7 @@ impl ConnectionConfig {
             retransmit_timeout: Duration::from_secs(4),
             retransmit_tries: 5,
             retransmit_base: 1.8,
+            ike_versions: IkeVersions::V2,
         }
     }
 }

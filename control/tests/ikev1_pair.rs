@@ -34,6 +34,7 @@ fn conn(
         psk,
     );
     c.ike_proposals = parse_ike_proposals(ike).unwrap();
+    c.ike_versions = control::config::IkeVersions::V1;
     c.retransmit_timeout = Duration::from_secs(1);
     c.retransmit_tries = 6;
     c.children.push(ChildConfig {
@@ -674,4 +675,18 @@ fn endpoints_demultiplex_by_cookie_and_forget_deleted_sas() {
         b.handle(now, pb, pa, &stray),
         Err(Ikev1Error::InvalidMessage(_))
     ));
+}
+
+#[test]
+fn an_ikev2_only_connection_is_not_offered_to_ikev1_peers() {
+    let (a, mut b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    b.ike_versions = control::config::IkeVersions::V2;
+    let mut p = Pair::start(a, b, 141);
+    p.run(Duration::from_secs(3));
+    assert!(p.b.is_none());
+    assert!(
+        matches!(&p.b_errors[0], Ikev1Error::NoConnection(_)),
+        "{:?}",
+        p.b_errors
+    );
 }

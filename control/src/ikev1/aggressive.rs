@@ -175,7 +175,8 @@ impl Ikev1Sa {
         let mut refusals = Vec::new();
         let mut chosen = None;
         for conn in ctx.connections.iter() {
-            if !conn.matches_addresses(local.ip(), remote.ip())
+            if !conn.ike_versions.allows_v1()
+                || !conn.matches_addresses(local.ip(), remote.ip())
                 || psk_of(conn).is_none()
                 || !conn.remote_id.matches(&peer)
             {

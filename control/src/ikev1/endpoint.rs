@@ -42,6 +42,18 @@ impl Ikev1Endpoint {
         }
     }
 
+    /// Replaces the connections new SAs are made from (existing SAs keep theirs).
+    pub fn set_connections(&mut self, connections: Vec<Arc<ConnectionConfig>>) {
+        self.ctx.connections = Arc::new(connections);
+    }
+
+    /// True when some connection speaks IKEv1 or an IKEv1 SA exists: else a
+    /// driver leaves IKEv1 datagrams to the IKEv2 endpoint, which counts
+    /// and logs them as an unsupported version.
+    pub fn serves(&self) -> bool {
+        !self.sas.is_empty() || self.ctx.connections.iter().any(|c| c.ike_versions.allows_v1())
+    }
+
     /// Caps the unauthenticated responder SAs (new Phase 1 requests beyond
     /// it are refused until some complete or time out).
     pub fn set_max_half_open(&mut self, max: usize) {

@@ -383,7 +383,10 @@ impl Ikev1Sa {
         let mut refusals = Vec::new();
         let mut chosen = None;
         for conn in ctx.connections.iter() {
-            if !conn.matches_addresses(local.ip(), remote.ip()) || psk_of(conn).is_none() {
+            if !conn.ike_versions.allows_v1()
+                || !conn.matches_addresses(local.ip(), remote.ip())
+                || psk_of(conn).is_none()
+            {
                 continue;
             }
             match proposal::select_phase1(&conn.ike_proposals, offer) {

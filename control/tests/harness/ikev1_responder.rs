@@ -30,6 +30,7 @@ fn conn(name: &str, local: &str, remote: &str, lts: &str, rts: &str) -> Connecti
         b"a-long-random-test-secret",
     );
     c.ike_proposals = parse_ike_proposals("aes128-sha256-ecp256").unwrap();
+    c.ike_versions = control::config::IkeVersions::V1;
     c.children.push(ChildConfig {
         name: "c".into(),
         esp_proposals: parse_esp_proposals("aes128-sha256").unwrap(),

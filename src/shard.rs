@@ -520,10 +520,15 @@ impl Shard {
                     reply,
                     outcome,
                 } => {
-                    let r = self
-                        .endpoint
-                        .initiate(now, config.clone(), local, remote)
-                        .map_err(|e| e.to_string());
+                    let r = if config.ike_versions == IkeVersions::V1 {
+                        self.ikev1
+                            .initiate(now, config.clone(), local, remote, false)
+                            .map_err(|e| e.to_string())
+                    } else {
+                        self.endpoint
+                            .initiate(now, config.clone(), local, remote)
+                            .map_err(|e| e.to_string())
+                    };
                     if let (Ok(spi), Some(outcome)) = (&r, outcome) {
                         self.waiters.insert(
                             *spi,
@@ -693,6 +698,22 @@ impl Shard {
             self.dataplane.ike_event(&ev);
         }
         while let Some(ev) = self.ikev1.poll_event() {
+            if !self.waiters.is_empty() {
+                // Our initiator cookie is the key of an IKEv1 initiation's waiter.
+                let key = match &ev {
+                    Event::IkeSaUp { spis, .. } | Event::IkeSaDown { spis, .. } => Some(spis.0),
+                    Event::ChildSaInstalled(c) => Some(c.ike_spis.0),
+                    Event::ChildSaFailed { name, .. } => self
+                        .waiters
+                        .iter()
+                        .find(|(_, w)| w.child_pending.as_deref() == Some(name.as_str()))
+                        .map(|(k, _)| *k),
+                    _ => None,
+                };
+                if let Some(key) = key {
+                    self.tell_waiter(key, &ev);
+                }
+            }
             match &ev {
                 Event::ChildSaInstalled(c) => self.dataplane.install(c),
                 Event::ChildSaDeleted { spi_in, spi_out } => self.dataplane.remove(*spi_in, *spi_out),

@@ -255,9 +255,9 @@ fn aggressive_mode_psk_with_charon_as_responder() {
 }
 
 /// The daemon answers Main Mode for a `version = 1` connection on its
-/// shards' sockets (charon initiates).
+/// shards' sockets (charon initiates), and initiates it.
 #[test]
-fn daemon_answers_main_mode_for_a_version_1_connection() {
+fn daemon_speaks_main_mode_for_a_version_1_connection() {
     if skip() {
         return;
     }
@@ -298,10 +298,15 @@ auth = "psk"
 psk = "{PSK}"
 "#
     );
-    let _ironsa = support::Ironsa::start(&config, None);
+    let ironsa = support::Ironsa::start(&config, None);
     swan.swanctl()
         .initiate(Target::Ike("v1"), Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
     swan.wait_for_log("IKE_SA v1[1] established", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
+    // And the daemon initiates Main Mode for it.
+    let reply = ironsa.call(serde_json::json!({"cmd": "initiate", "connection": "swan"}));
+    assert!(reply.to_string().contains("initiating swan"), "{reply}");
+    swan.wait_for_log("IKE_SA v1[2] established", Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
 }

@@ -673,6 +673,21 @@ impl DaemonConfig {
                     }
                 };
             }
+            if let Some(v) = c.version.as_ref().filter(|_| cfg.ike_versions.allows_v1()) {
+                let replacement = if cfg.ike_versions == IkeVersions::V1 {
+                    "once the peer speaks IKEv2, set version = 2 (or \"any\" while it migrates)"
+                } else {
+                    "set version = 2 once every peer of it speaks IKEv2"
+                };
+                warnings.push(ConfigWarning {
+                    line: line_of(text, v.span().start),
+                    key: key("version"),
+                    message: format!(
+                        "connection speaks IKEv1, which has no integrity check of its own on encrypted messages and \
+                         exposes weak PSKs; the same proposals, identities and PSK work with IKEv2: {replacement}"
+                    ),
+                });
+            }
             if let Some(s) = c.fragment_size {
                 if !(576..=65535).contains(&s) {
                     return Err(err(at, &key("fragment_size"), format!("{s} is outside 576..65535")));
@@ -1039,6 +1054,19 @@ esp_proposals = "aes256gcm16"
         assert_eq!(versions(&with("1")), IkeVersions::V1);
         assert_eq!(versions(&with("2")), IkeVersions::V2);
         assert_eq!(versions(&with("\"any\"")), IkeVersions::Any);
+        let warned = DaemonConfig::parse(Path::new("t.toml"), &with("1")).unwrap().warnings;
+        assert!(
+            warned
+                .iter()
+                .any(|w| w.key == "connection.rw.version" && w.line == 21 && w.message.contains("version = 2")),
+            "{warned:?}"
+        );
+        assert!(
+            DaemonConfig::parse(Path::new("t.toml"), &with("2"))
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
         let (line, key, msg) = bad(&with("3"));
         assert_eq!((line, key.as_str()), (21, "connection.rw.version"));
         assert!(msg.contains("not 1, 2 or \"any\""), "{msg}");

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use control::config::display_identity;
 use control::ike_sa::IkeSa;
+use control::ikev1::{Ikev1Sa, MainModeState};
 use control::ts;
 use control::wire::ikev2::Identification;
 use dashmap::DashMap;
@@ -209,8 +210,18 @@ pub struct SaSummary {
     pub algorithms: Option<String>,
     /// UDP encapsulation in use.
     pub nat_t: bool,
-    /// CHILD_SAs.
+    /// CHILD_SAs (IKEv1: the ESP SAs of Quick Mode).
     pub children: Vec<ChildSummary>,
+    /// IKE major version (1 or 2).
+    #[serde(default = "ikev2_version")]
+    pub version: u8,
+    /// IKEv1: the Phase 1 state (MM_* or AM_*).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase1_state: Option<String>,
+}
+
+fn ikev2_version() -> u8 {
+    2
 }
 
 impl SaSummary {
@@ -270,6 +281,57 @@ impl SaSummary {
                     counters: dp.child_counters(c.spi_in),
                 })
                 .collect(),
+            version: 2,
+            phase1_state: None,
+        }
+    }
+
+    /// Snapshot of an IKEv1 SA: its Quick Modes are its children (state QM_*).
+    pub fn of_ikev1(sa: &Ikev1Sa, shard: usize, now: Instant, dp: &dyn DataPlane) -> Self {
+        let (spi_i, spi_r) = sa.cookies();
+        let state = match (sa.is_down(), sa.state()) {
+            (true, _) => "DELETING",
+            (false, MainModeState::Done) => "ESTABLISHED",
+            (false, _) => "CONNECTING",
+        };
+        SaSummary {
+            shard,
+            connection: sa.connection().name.clone(),
+            state: state.into(),
+            role: format!("{:?}", sa.role()).to_lowercase(),
+            spi_i: format!("{spi_i:016x}"),
+            spi_r: format!("{spi_r:016x}"),
+            local: sa.local_addr().to_string(),
+            remote: sa.remote_addr().to_string(),
+            peer_id: sa.peer_id().map(display_identity),
+            algorithms: sa
+                .suite()
+                .map(|s| format!("{}-{}-{}", s.encr.name(), s.hash.name(), s.group.name())),
+            nat_t: false,
+            children: sa
+                .esp_sas()
+                .into_iter()
+                .map(|q| ChildSummary {
+                    name: q.name,
+                    state: q.state.to_string(),
+                    mode: q
+                        .suite
+                        .map_or_else(String::new, |s| format!("{:?}", s.mode).to_uppercase()),
+                    spi_in: format!("{:08x}", q.spi_in),
+                    spi_out: format!("{:08x}", q.spi_out),
+                    encr: q.suite.map_or_else(String::new, |s| s.encr.name()),
+                    integ: q.suite.and_then(|s| s.integ).map(|i| i.name().to_string()),
+                    pfs: q.suite.and_then(|s| s.pfs).map(|g| g.name().to_string()),
+                    esn: false,
+                    local_ts: vec![ts::display(&q.local_ts)],
+                    remote_ts: vec![ts::display(&q.remote_ts)],
+                    installed_secs: q.installed_at.map_or(0, |t| now.saturating_duration_since(t).as_secs()),
+                    rekey_in_secs: None,
+                    counters: dp.child_counters(q.spi_in),
+                })
+                .collect(),
+            version: 1,
+            phase1_state: Some(sa.state_name()),
         }
     }
 }

@@ -562,6 +562,11 @@ impl Shard {
                         .endpoint
                         .sas()
                         .map(|sa| SaSummary::of(sa, self.id, now, &*self.dataplane))
+                        .chain(
+                            self.ikev1
+                                .sas()
+                                .map(|sa| SaSummary::of_ikev1(sa, self.id, now, &*self.dataplane)),
+                        )
                         .collect();
                     let _ = reply.send(list);
                 }

@@ -304,6 +304,16 @@ psk = "{PSK}"
         .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
     swan.wait_for_log("IKE_SA v1[1] established", Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
+    // `ironsa sas` lists it with its IKEv1 state.
+    let sas = ironsa.wait_sas(Duration::from_secs(5), |s| {
+        s.iter().any(|sa| sa["state"] == "ESTABLISHED")
+    });
+    let sa = sas.iter().find(|sa| sa["state"] == "ESTABLISHED").unwrap();
+    assert_eq!(sa["version"], 1, "{sa}");
+    assert_eq!(sa["phase1_state"], "MM_DONE", "{sa}");
+    assert_eq!(sa["role"], "responder", "{sa}");
+    assert_eq!(sa["algorithms"], "aes256-sha256-modp2048", "{sa}");
+    assert_eq!(sa["peer_id"], "swan@test", "{sa}");
     // And the daemon initiates Main Mode for it.
     let reply = ironsa.call(serde_json::json!({"cmd": "initiate", "connection": "swan"}));
     assert!(reply.to_string().contains("initiating swan"), "{reply}");

@@ -42,7 +42,7 @@ pub use endpoint::Ikev1Endpoint;
 use keys::Phase1Keys;
 use proposal::Phase1Suite;
 use quick_mode::QuickMode;
-pub use quick_mode::QuickModeState;
+pub use quick_mode::{EspSaInfo, QuickModeState};
 
 /// Vendor ID announcing DPD support (RFC 3706 §4).
 pub const DPD_VENDOR_ID: [u8; 16] = [
@@ -444,6 +444,26 @@ impl Ikev1Sa {
             (Role::Responder, _) => "AM_RESP_SENT",
         }
         .to_string()
+    }
+
+    /// Our address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The peer's address.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// The peer's authenticated identity.
+    pub fn peer_id(&self) -> Option<&ikev2::Identification> {
+        self.peer_id.as_ref()
+    }
+
+    /// The negotiated Phase 1 suite.
+    pub fn suite(&self) -> Option<Phase1Suite> {
+        self.suite
     }
 
     /// True when Phase 1 is Aggressive Mode.

@@ -73,6 +73,28 @@ pub(super) struct QuickMode {
     local_ts: TrafficSelector,
     remote_ts: TrafficSelector,
     pub(super) flight: Flight,
+    installed_at: Option<Instant>,
+}
+
+/// One Quick Mode and its ESP SA pair, for listings.
+#[derive(Clone, Debug)]
+pub struct EspSaInfo {
+    /// The child template's name.
+    pub name: String,
+    /// Quick Mode state.
+    pub state: QuickModeState,
+    /// Our inbound SPI.
+    pub spi_in: u32,
+    /// Our outbound SPI (0 until known).
+    pub spi_out: u32,
+    /// The negotiated suite, once chosen.
+    pub suite: Option<Phase2Suite>,
+    /// Our selector.
+    pub local_ts: TrafficSelector,
+    /// The peer's selector.
+    pub remote_ts: TrafficSelector,
+    /// When the ESP SAs were installed.
+    pub installed_at: Option<Instant>,
 }
 
 fn id_payload_data(ts: &TrafficSelector) -> Result<(isakmp::IdType, u8, u16, Vec<u8>), Ikev1Error> {
@@ -155,8 +177,30 @@ impl Ikev1Sa {
             local_ts: local_ts.clone(),
             remote_ts: remote_ts.clone(),
             flight,
+            installed_at: None,
         });
         Ok(message_id)
+    }
+
+    /// The Quick Modes and their ESP SAs, for listings.
+    pub fn esp_sas(&self) -> Vec<EspSaInfo> {
+        self.quick
+            .iter()
+            .map(|q| EspSaInfo {
+                name: self
+                    .conn
+                    .children
+                    .get(q.template)
+                    .map_or_else(String::new, |c| c.name.clone()),
+                state: q.state,
+                spi_in: q.spi_in,
+                spi_out: q.spi_out,
+                suite: q.suite,
+                local_ts: q.local_ts.clone(),
+                remote_ts: q.remote_ts.clone(),
+                installed_at: q.installed_at,
+            })
+            .collect()
     }
 
     /// Encodes `tail`, prepends HASH = prf(SKEYID_a, prefix | tail) and seals.
@@ -274,7 +318,7 @@ impl Ikev1Sa {
             (Some((Role::Initiator, _)), Some(i)) => self.quick_initiator_got_reply(now, i, datagram, &payloads[1..]),
             (_, Some(i)) => {
                 self.quick[i].flight.received(datagram);
-                self.quick_install(i);
+                self.quick_install(now, i);
                 Ok(())
             }
             _ => Ok(()),
@@ -446,6 +490,7 @@ impl Ikev1Sa {
             local_ts,
             remote_ts,
             flight,
+            installed_at: None,
         });
         Ok(())
     }
@@ -488,12 +533,12 @@ impl Ikev1Sa {
         q.flight.received(datagram);
         q.flight.sent(&out, now, &self.conn, false);
         self.push_transmit(out);
-        self.quick_install(i);
+        self.quick_install(now, i);
         Ok(())
     }
 
     /// Derives KEYMAT for both directions and emits ChildSaInstalled.
-    fn quick_install(&mut self, i: usize) {
+    fn quick_install(&mut self, now: Instant, i: usize) {
         let Some(keys) = &self.keys else { return };
         let q = &mut self.quick[i];
         let Some(suite) = q.suite else { return };
@@ -510,6 +555,7 @@ impl Ikev1Sa {
         let inbound = direction(q.spi_in);
         let outbound = direction(q.spi_out);
         q.state = QuickModeState::Done;
+        q.installed_at = Some(now);
         q.pfs_shared = None;
         q.flight.deadline = None;
         let message_id = q.message_id;

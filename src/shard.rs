@@ -552,7 +552,25 @@ impl Shard {
                     for s in &targets {
                         self.endpoint.delete(now, *s);
                     }
-                    let _ = reply.send(targets.len());
+                    // IKEv1 SAs by our cookie (the responder cookie when we responded).
+                    let ours = |sa: &control::ikev1::Ikev1Sa| match sa.role() {
+                        control::ike_sa::Role::Initiator => sa.cookies().0,
+                        control::ike_sa::Role::Responder => sa.cookies().1,
+                    };
+                    let v1: Vec<u64> = self
+                        .ikev1
+                        .sas()
+                        .filter(|sa| spi.is_none_or(|s| ours(sa) == s))
+                        .filter(|sa| connection.as_ref().is_none_or(|c| &sa.connection().name == c))
+                        .map(|sa| sa.cookies().0)
+                        .collect();
+                    for cookie_i in &v1 {
+                        if let Err(e) = self.ikev1.delete(*cookie_i) {
+                            warn!(shard = self.id, "IKEv1 SA {cookie_i:016x} not deleted cleanly: {e}");
+                        }
+                    }
+                    self.flush();
+                    let _ = reply.send(targets.len() + v1.len());
                 }
                 ShardMsg::Task { spi, task, reply } => {
                     let _ = reply.send(self.endpoint.queue(now, spi, task));

@@ -319,4 +319,10 @@ psk = "{PSK}"
     assert!(reply.to_string().contains("initiating swan"), "{reply}");
     swan.wait_for_log("IKE_SA v1[2] established", Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
+    // terminate deletes our SAs (charon already replaced its first one on
+    // our INITIAL_CONTACT) with an INFORMATIONAL DELETE charon verifies.
+    ironsa.call(serde_json::json!({"cmd": "terminate", "connection": "swan"}));
+    ironsa.wait_sas(Duration::from_secs(5), |s| s.is_empty());
+    swan.wait_for_log("received DELETE for IKE_SA v1[2]", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
 }

@@ -25,6 +25,11 @@ pub struct Ikev1Endpoint {
     /// By (initiator cookie, responder cookie); an SA we initiate is keyed
     /// with a zero responder cookie until the responder's first answer.
     sas: HashMap<(u64, u64), Ikev1Sa>,
+    /// Responder SAs by the peer's initiator cookie, for its repeated
+    /// first messages (which carry no responder cookie).
+    responders: HashMap<u64, (u64, u64)>,
+    /// Responder SAs not authenticated yet.
+    half_open: std::collections::HashSet<(u64, u64)>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
@@ -37,6 +42,8 @@ impl Ikev1Endpoint {
             policy,
             max_half_open: DEFAULT_MAX_HALF_OPEN,
             sas: HashMap::new(),
+            responders: HashMap::new(),
+            half_open: std::collections::HashSet::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -81,13 +88,6 @@ impl Ikev1Endpoint {
         Ok(cookies.0)
     }
 
-    fn half_open(&self) -> usize {
-        self.sas
-            .values()
-            .filter(|sa| sa.role() == Role::Responder && sa.state() != MainModeState::Done)
-            .count()
-    }
-
     /// Processes a datagram (without non-ESP marker) received on `local`
     /// from `remote`.
     pub fn handle(
@@ -122,10 +122,7 @@ impl Ikev1Endpoint {
         }
         // A repeated first message of a responder SA we created: its answer again.
         if h.cookie_r == 0
-            && let Some((&k, _)) = self
-                .sas
-                .iter()
-                .find(|(k, sa)| k.0 == h.cookie_i && sa.role() == Role::Responder)
+            && let Some(&k) = self.responders.get(&h.cookie_i)
         {
             let r = self.sas.get_mut(&k).map_or(Ok(()), |sa| sa.handle(now, datagram));
             self.pump(k);
@@ -134,7 +131,7 @@ impl Ikev1Endpoint {
         if h.cookie_r != 0 || !starts_phase1(datagram) {
             return Err(Ikev1Error::InvalidMessage(format!("{h}: no such ISAKMP SA")));
         }
-        if self.half_open() >= self.max_half_open {
+        if self.half_open.len() >= self.max_half_open {
             return Err(Ikev1Error::NoConnection(format!(
                 "{} unauthenticated IKEv1 SAs already: new Phase 1 requests are refused",
                 self.max_half_open
@@ -143,6 +140,8 @@ impl Ikev1Endpoint {
         let sa = Ikev1Sa::respond(&self.ctx, &self.policy, local, remote, datagram, now)?;
         let cookies = sa.cookies();
         self.sas.insert(cookies, sa);
+        self.responders.insert(cookies.0, cookies);
+        self.half_open.insert(cookies);
         self.pump(cookies);
         Ok(())
     }
@@ -156,8 +155,14 @@ impl Ikev1Endpoint {
         while let Some(e) = sa.poll_event() {
             self.events.push_back(e);
         }
+        if sa.state() == MainModeState::Done || sa.is_down() {
+            self.half_open.remove(&key);
+        }
         if sa.is_down() {
             self.sas.remove(&key);
+            if self.responders.get(&key.0) == Some(&key) {
+                self.responders.remove(&key.0);
+            }
         }
     }
 

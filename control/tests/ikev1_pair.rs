@@ -690,3 +690,44 @@ fn an_ikev2_only_connection_is_not_offered_to_ikev1_peers() {
         p.b_errors
     );
 }
+
+#[test]
+fn endpoint_timers_retransmit_give_up_and_drop_half_open_sas() {
+    use control::ikev1::Ikev1Endpoint;
+    let (a_conn, b_conn) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    let a_conn = Arc::new(a_conn);
+    let mut a = Ikev1Endpoint::new(
+        Context::new(vec![a_conn.clone()], AwsLcProvider::seeded(151).shared()),
+        Ikev1Policy::main_mode_only(),
+    );
+    let mut b = Ikev1Endpoint::new(
+        Context::new(vec![Arc::new(b_conn)], AwsLcProvider::seeded(152).shared()),
+        Ikev1Policy::main_mode_only(),
+    );
+    let start = Instant::now();
+    a.initiate(start, a_conn.clone(), addr(A), addr(B), false).unwrap();
+    let mm1 = a.poll_transmit().unwrap();
+    // Nobody answers: 6 retransmissions, then the SA is gone.
+    let mut sent = 0;
+    while let Some(t) = a.poll_timeout() {
+        a.handle_timeout(t);
+        sent += std::iter::from_fn(|| a.poll_transmit()).count();
+    }
+    assert_eq!(sent, 6);
+    assert!(std::iter::from_fn(|| a.poll_event()).any(|e| matches!(
+        e,
+        Event::IkeSaDown {
+            reason: DownReason::Timeout,
+            ..
+        }
+    )));
+    assert_eq!(a.sas().count(), 0);
+    // A responder left after message 1 is dropped at its half-open deadline.
+    b.handle(start, addr(B), addr(A), &mm1.data).unwrap();
+    assert_eq!(b.sas().count(), 1);
+    let deadline = b.poll_timeout().expect("half-open deadline");
+    assert!(deadline > start);
+    b.handle_timeout(deadline);
+    assert_eq!(b.sas().count(), 0);
+    assert_eq!(b.poll_timeout(), None);
+}

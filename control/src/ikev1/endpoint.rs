@@ -4,7 +4,8 @@
 //! and events. The IKEv2 [`crate::endpoint::Endpoint`] is its sibling; a
 //! driver tells them apart with [`crate::wire::ingress::classify`].
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,6 +31,9 @@ pub struct Ikev1Endpoint {
     responders: HashMap<u64, (u64, u64)>,
     /// Responder SAs not authenticated yet.
     half_open: std::collections::HashSet<(u64, u64)>,
+    /// Deadlines by SA, earliest first; entries an SA has since moved are
+    /// skipped when they come up.
+    timers: BinaryHeap<Reverse<(Instant, (u64, u64))>>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
@@ -44,6 +48,7 @@ impl Ikev1Endpoint {
             sas: HashMap::new(),
             responders: HashMap::new(),
             half_open: std::collections::HashSet::new(),
+            timers: BinaryHeap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -155,6 +160,9 @@ impl Ikev1Endpoint {
         while let Some(e) = sa.poll_event() {
             self.events.push_back(e);
         }
+        if let Some(t) = sa.poll_timeout() {
+            self.timers.push(Reverse((t, key)));
+        }
         if sa.state() == MainModeState::Done || sa.is_down() {
             self.half_open.remove(&key);
         }
@@ -164,27 +172,42 @@ impl Ikev1Endpoint {
                 self.responders.remove(&key.0);
             }
         }
+        self.drop_stale_timers();
+    }
+
+    /// Pops heap entries whose SA is gone or has another deadline now, so
+    /// that the top is a real deadline (every deadline change goes through
+    /// `pump`, which pushes the new one).
+    fn drop_stale_timers(&mut self) {
+        while let Some(&Reverse((t, key))) = self.timers.peek() {
+            if self.sas.get(&key).and_then(Ikev1Sa::poll_timeout) == Some(t) {
+                return;
+            }
+            self.timers.pop();
+        }
     }
 
     /// Fires the timers that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<(u64, u64)> = self
-            .sas
-            .iter()
-            .filter(|(_, sa)| sa.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(k, _)| *k)
-            .collect();
-        for k in due {
-            if let Some(sa) = self.sas.get_mut(&k) {
-                sa.handle_timeout(now);
+        while let Some(&Reverse((t, key))) = self.timers.peek() {
+            if t > now {
+                break;
             }
-            self.pump(k);
+            self.timers.pop();
+            let Some(sa) = self.sas.get_mut(&key) else { continue };
+            // A stale entry: the SA's deadline moved (a later entry holds it).
+            if sa.poll_timeout().is_none_or(|d| d > now) {
+                continue;
+            }
+            sa.handle_timeout(now);
+            self.pump(key);
         }
+        self.drop_stale_timers();
     }
 
     /// The earliest deadline of all SAs.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sas.values().filter_map(Ikev1Sa::poll_timeout).min()
+        self.timers.peek().map(|Reverse((t, _))| *t)
     }
 
     /// The next datagram to send.

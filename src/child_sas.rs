@@ -63,7 +63,7 @@ impl SpiAllocator for UniqueSpis {
 
 /// Puts SAs into a data plane's SAD: the SAD itself for the software data
 /// plane, the SAD plus the crypto device for DPDK lookaside.
-pub trait SaStore {
+pub trait SaStore: Send + Sync {
     /// Installs one direction of a CHILD_SA.
     fn install_sa(&self, p: &SaParams) -> Result<SaId, String>;
     /// Removes an SA installed by [`SaStore::install_sa`].
@@ -88,7 +88,7 @@ impl SaStore for Sad {
 pub enum Installed {
     /// A new child: its policies were added (the software data plane adds routes).
     New,
-    /// A rekey: the old child's policies now point to the new outbound SA.
+    /// A rekey: the policies of the child it replaces now point to the new outbound SA.
     Rekeyed,
 }
 
@@ -97,7 +97,8 @@ struct Child {
     outbound: SaId,
     /// The IKE SA it belongs to (where lifetime events go).
     ike_spis: (u64, u64),
-    policies: PolicyIds,
+    /// The lineage whose policies it shares.
+    lineage: u64,
 }
 
 /// A child's policy ids: one inline (a road-warrior child has one), more on the heap.
@@ -122,12 +123,35 @@ impl PolicyIds {
     }
 }
 
-/// The children by inbound SPI, and the inbound SPI of each outbound SA (so
-/// that a lifetime event of either SA finds its child without a map per SA id).
+/// A child and the children that replaced it by rekeys, one after another.
+/// They share one set of policies, which protect with the outbound SA of the
+/// newest member and go when the last member goes. In a rekey collision
+/// (RFC 7296 §2.8.1) two new children replace the same one; whichever of them
+/// is deleted as redundant, the policies stay with the survivor.
+struct Lineage {
+    policies: PolicyIds,
+    /// Inbound SPIs of the members, oldest first (one, or two during a rekey).
+    members: Vec<u32>,
+    /// The member deleted last, if any: a rekey of it that completes after
+    /// its deletion (a collision's late response) still joins the lineage.
+    retired: Option<u32>,
+    /// Policy misses inside the selectors before the lineage began (not its own).
+    misses_before: u64,
+    local_ts: Box<[TrafficSelector]>,
+    remote_ts: Box<[TrafficSelector]>,
+}
+
+/// The children by inbound SPI, the inbound SPI of each outbound SA (so that
+/// a lifetime event of either SA finds its child without a map per SA id),
+/// and the lineages that own the policies.
 #[derive(Default)]
 struct Children {
     by_spi_in: HashMap<u32, Child>,
     spi_in_of_outbound: HashMap<u64, u32>,
+    lineages: HashMap<u64, Lineage>,
+    /// Lineage of each [`Lineage::retired`] SPI.
+    retired: HashMap<u32, u64>,
+    next_lineage: u64,
 }
 
 impl Children {
@@ -140,12 +164,28 @@ impl Children {
         let c = self.by_spi_in.get(&spi_in)?;
         (c.inbound == id || c.outbound == id).then_some((c.ike_spis, spi_in))
     }
+
+    /// The lineage a rekey of the child with inbound SPI `old` joins.
+    fn lineage_of(&self, old: u32) -> Option<u64> {
+        self.by_spi_in
+            .get(&old)
+            .map(|c| c.lineage)
+            .or_else(|| self.retired.get(&old).copied())
+            .filter(|l| self.lineages.contains_key(l))
+    }
+
+    /// The outbound SA of the newest member of lineage `l`.
+    fn newest_outbound(&self, l: &Lineage) -> Option<SaId> {
+        l.members.last().and_then(|m| self.by_spi_in.get(m)).map(|c| c.outbound)
+    }
 }
 
 /// The CHILD_SAs of a data plane, in its SAD and SPD.
 pub struct ChildSas {
     sad: Arc<Sad>,
     spd: Arc<Spd>,
+    /// Where SAs go: the SAD itself, or a data plane that also programs hardware.
+    store: Arc<dyn SaStore>,
     spis: Arc<UniqueSpis>,
     children: Arc<Mutex<Children>>,
     /// Replaced on reload; read once per SA installed.
@@ -215,8 +255,10 @@ impl ChildSas {
                 }
             })?;
         }
+        let sad = Arc::new(sad);
         Ok(Self {
-            sad: Arc::new(sad),
+            store: sad.clone(),
+            sad,
             spd: Arc::new(Spd::new()),
             spis: Arc::new(UniqueSpis::default()),
             children,
@@ -224,6 +266,14 @@ impl ChildSas {
             keylog,
             lifetime_sink,
         })
+    }
+
+    /// Installs SAs through `store` from now on (a data plane that programs
+    /// hardware next to the SAD); the SAD itself otherwise.
+    #[cfg(feature = "dpdk")]
+    pub fn with_store(mut self, store: Arc<dyn SaStore>) -> Self {
+        self.store = store;
+        self
     }
 
     /// The data-plane settings of child `child` of connection `connection`.
@@ -305,11 +355,12 @@ impl ChildSas {
         Some(p)
     }
 
-    /// Installs both directions of `c` through `store` and its policies (on a
-    /// rekey, the old child's policies switch to the new outbound SA at once;
-    /// the old inbound SA keeps decrypting until the old child is removed).
-    /// `None` when the fastpath cannot take the child (logged).
-    pub fn install(&self, c: &ChildSaInstall, store: &dyn SaStore) -> Option<Installed> {
+    /// Installs both directions of `c` and its policies (on a rekey, the
+    /// policies of the child it replaces switch to the new outbound SA at
+    /// once; the old inbound SA keeps decrypting until the old child is
+    /// removed). `None` when the fastpath cannot take the child (logged).
+    pub fn install(&self, c: &ChildSaInstall) -> Option<Installed> {
+        let store = &*self.store;
         let (Some(inp), Some(outp)) = (self.params(c, Direction::Inbound), self.params(c, Direction::Outbound)) else {
             warn!(child = %c.name, encr = %c.encr.name(), "the fastpath does not support this cipher");
             return None;
@@ -337,19 +388,27 @@ impl ChildSas {
             store.remove_sa(outbound);
             return None;
         };
-        let replaced = c.rekey_of.and_then(|old| children.by_spi_in.get_mut(&old)).map(|old| {
-            self.spd.replace_sa_of(old.policies.as_slice(), old.outbound, outbound);
-            std::mem::replace(&mut old.policies, PolicyIds::Many(Box::default()))
-        });
-        let (policies, installed) = match replaced {
-            Some(p) => (p, Installed::Rekeyed),
+        let joined = c.rekey_of.and_then(|old| children.lineage_of(old));
+        let (lineage, installed) = match joined {
+            Some(id) => {
+                let current = children.lineages.get(&id).and_then(|l| children.newest_outbound(l));
+                if let Some(l) = children.lineages.get_mut(&id) {
+                    if let Some(current) = current {
+                        self.spd.replace_sa_of(l.policies.as_slice(), current, outbound);
+                    }
+                    l.members.push(c.spi_in);
+                }
+                (id, Installed::Rekeyed)
+            }
             None => {
-                let mut policies = Vec::with_capacity(c.local_ts.len() * c.remote_ts.len());
-                for l in c.local_ts.iter().filter_map(selector) {
-                    for r in c.remote_ts.iter().filter_map(selector) {
+                let local_ts: Box<[TrafficSelector]> = c.local_ts.iter().filter_map(selector).collect();
+                let remote_ts: Box<[TrafficSelector]> = c.remote_ts.iter().filter_map(selector).collect();
+                let mut policies = Vec::with_capacity(local_ts.len() * remote_ts.len());
+                for l in &local_ts {
+                    for r in &remote_ts {
                         match self.spd.insert(&Policy {
-                            local: l,
-                            remote: r,
+                            local: *l,
+                            remote: *r,
                             action: PolicyAction::Protect(outbound),
                             priority: 100,
                         }) {
@@ -358,16 +417,30 @@ impl ChildSas {
                         }
                     }
                 }
-                (PolicyIds::from_vec(policies), Installed::New)
+                let id = children.next_lineage;
+                children.next_lineage += 1;
+                children.lineages.insert(
+                    id,
+                    Lineage {
+                        policies: PolicyIds::from_vec(policies),
+                        members: vec![c.spi_in],
+                        retired: None,
+                        misses_before: self.spd.misses_within(&local_ts, &remote_ts),
+                        local_ts,
+                        remote_ts,
+                    },
+                );
+                (id, Installed::New)
             }
         };
+        children.retired.remove(&c.spi_in);
         children.by_spi_in.insert(
             c.spi_in,
             Child {
                 inbound,
                 outbound,
                 ike_spis: c.ike_spis,
-                policies,
+                lineage,
             },
         );
         children.spi_in_of_outbound.insert(outbound.0, c.spi_in);
@@ -381,34 +454,66 @@ impl ChildSas {
         Some(installed)
     }
 
-    /// Removes the child with inbound SPI `spi_in`, its SAs (through `store`) and policies.
-    pub fn remove(&self, spi_in: u32, store: &dyn SaStore) {
-        let Some(old) = self.children.lock().ok().and_then(|mut c| {
-            let old = c.by_spi_in.remove(&spi_in)?;
-            c.spi_in_of_outbound.remove(&old.outbound.0);
-            Some(old)
-        }) else {
+    /// Removes the child with inbound SPI `spi_in` and its SAs; its policies
+    /// switch to the newest remaining child of its lineage, or go with the
+    /// last one.
+    pub fn remove(&self, spi_in: u32) {
+        let Ok(mut children) = self.children.lock() else {
             return;
         };
-        for p in old.policies.as_slice() {
+        let Some(old) = children.by_spi_in.remove(&spi_in) else {
+            return;
+        };
+        children.spi_in_of_outbound.remove(&old.outbound.0);
+        let mut gone = None;
+        if let Some(mut l) = children.lineages.remove(&old.lineage) {
+            let was_newest = l.members.last() == Some(&spi_in);
+            l.members.retain(|m| *m != spi_in);
+            if l.members.is_empty() {
+                if let Some(r) = l.retired {
+                    children.retired.remove(&r);
+                }
+                gone = Some(l.policies);
+            } else {
+                if was_newest {
+                    if let Some(next) = children.newest_outbound(&l) {
+                        self.spd.replace_sa_of(l.policies.as_slice(), old.outbound, next);
+                    }
+                }
+                if let Some(r) = l.retired.replace(spi_in) {
+                    children.retired.remove(&r);
+                }
+                children.retired.insert(spi_in, old.lineage);
+                children.lineages.insert(old.lineage, l);
+            }
+        }
+        drop(children);
+        for p in gone.iter().flat_map(|p| p.as_slice()) {
             let _ = self.spd.remove(*p);
         }
-        store.remove_sa(old.inbound);
-        store.remove_sa(old.outbound);
+        self.store.remove_sa(old.inbound);
+        self.store.remove_sa(old.outbound);
     }
 
-    /// Counters of the child with inbound SPI `spi_in`.
+    /// Counters of the child with inbound SPI `spi_in`; its drops include
+    /// the outbound packets inside its selectors that found no policy.
     pub fn counters(&self, spi_in: u32) -> Option<ChildCounters> {
         let children = self.children.lock().ok()?;
         let c = children.by_spi_in.get(&spi_in)?;
         let i = self.sad.inbound_by_id(c.inbound)?.counters.snapshot();
         let o = self.sad.outbound(c.outbound)?.counters.snapshot();
+        let no_policy = children.lineages.get(&c.lineage).map_or(0, |l| {
+            self.spd
+                .misses_within(&l.local_ts, &l.remote_ts)
+                .saturating_sub(l.misses_before)
+        });
         Some(ChildCounters {
             packets_in: i.packets,
             bytes_in: i.bytes,
             packets_out: o.packets,
             bytes_out: o.bytes,
-            drops: i.drops.iter().sum::<u64>() + o.drops.iter().sum::<u64>(),
+            drops: i.drops.iter().sum::<u64>() + o.drops.iter().sum::<u64>() + no_policy,
+            no_policy,
         })
     }
 
@@ -497,19 +602,348 @@ mod tests {
             )])
         };
         let children = ChildSas::new(1, settings(8192), None).unwrap();
-        let store: &dyn SaStore = &**children.sad();
-        assert!(children.install(&child("gw", "lan", 0x100), store).is_some());
+        assert!(children.install(&child("gw", "lan", 0x100)).is_some());
         assert_eq!(window_of(&children, 0x100), 8192);
         let sa = children.sad().inbound(0x100, None).unwrap();
         assert_eq!(sa.hard_budget().0, 1100, "soft 1000 packets, hard 10 % later");
         // Another child of the connection: the defaults.
-        assert!(children.install(&child("gw", "other", 0x200), store).is_some());
+        assert!(children.install(&child("gw", "other", 0x200)).is_some());
         assert_eq!(window_of(&children, 0x200), fastpath::esp::replay::DEFAULT_WINDOW);
         assert_eq!(children.sad().inbound(0x200, None).unwrap().hard_budget().0, u64::MAX);
         // Reload: a window of 3000 (rounded up to 4096) for what comes next.
         children.set_settings(settings(3000));
-        assert!(children.install(&child("gw", "lan", 0x300), store).is_some());
+        assert!(children.install(&child("gw", "lan", 0x300)).is_some());
         assert_eq!(window_of(&children, 0x300), 4096);
         assert_eq!(window_of(&children, 0x100), 8192, "installed SAs keep theirs");
+    }
+
+    /// The child's policies stop matching (as when a rekey collision lost
+    /// them): its outbound packets show up in its own drop counter.
+    #[test]
+    fn child_counters_include_policy_misses() {
+        let children = ChildSas::new(1, ChildSettings::default(), None).unwrap();
+        let sel = |s: &str| control::ts::parse_selector(s).unwrap();
+        let mut c = child("gw", "lan", 0x100);
+        c.local_ts = vec![sel("10.1.0.0/24")];
+        c.remote_ts = vec![sel("10.2.0.0/24")];
+        assert_eq!(children.install(&c), Some(Installed::New));
+        let mut worker = fastpath::worker::Worker::new(0, children.sad().clone(), children.spd().clone());
+        let mut send = |dst: &str| {
+            let mut pkt = collision::inner_packet("10.1.0.1", dst);
+            worker.outbound_packet(&mut pkt)
+        };
+        assert!(matches!(send("10.2.0.1"), fastpath::worker::Verdict::ToPeer { .. }));
+        let policies: Vec<PolicyId> = {
+            let all = children.children.lock().unwrap();
+            all.lineages
+                .values()
+                .flat_map(|l| l.policies.as_slice().to_vec())
+                .collect()
+        };
+        for p in policies {
+            children.spd().remove(p).unwrap();
+        }
+        for _ in 0..3 {
+            assert_eq!(
+                send("10.2.0.1"),
+                fastpath::worker::Verdict::Drop(fastpath::stats::DropReason::NoPolicy)
+            );
+        }
+        // Outside its selectors: not its loss.
+        send("10.3.0.1");
+        let k = children.counters(0x100).unwrap();
+        assert_eq!((k.packets_out, k.no_policy, k.drops), (1, 3, 3));
+    }
+}
+
+/// Rekey collisions (RFC 7296 §2.8.1) between two gateways, each with its
+/// own control plane and fastpath: traffic must flow both ways afterwards,
+/// whoever won, with and without PFS, and through the next rekey.
+#[cfg(test)]
+mod collision {
+    use std::collections::VecDeque;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use control::config::{ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
+    use control::endpoint::{AdmissionConfig, Endpoint};
+    use control::ike_sa::{Context, Event, Task, Transmit};
+    use control::proposal::{parse_esp_proposals, parse_ike_proposals};
+    use fastpath::buf::{PacketBuf, PacketBuffer};
+    use fastpath::worker::{InboundKind, PacketMeta, Verdict, Worker};
+
+    use super::{ChildSas, ChildSettings};
+
+    /// A UDP packet from `src` to `dst` (inner addresses).
+    pub(super) fn inner_packet(src: &str, dst: &str) -> PacketBuf {
+        let (src, dst) = (src.parse().unwrap(), dst.parse().unwrap());
+        let mut b = PacketBuf::new(128, 2048);
+        b.set_data(&[0u8; 8]).unwrap();
+        b.append(32).unwrap().fill(0x5a);
+        let len = b.len() as u16;
+        let d = b.data_mut();
+        d[0..2].copy_from_slice(&1234u16.to_be_bytes());
+        d[2..4].copy_from_slice(&5678u16.to_be_bytes());
+        d[4..6].copy_from_slice(&len.to_be_bytes());
+        let c = fastpath::ip::l4_checksum(src, dst, 17, d);
+        d[6..8].copy_from_slice(&c.to_be_bytes());
+        fastpath::ip::prepend_ip_header(&mut b, src, dst, 17).unwrap();
+        b
+    }
+
+    /// One gateway: its IKE endpoint, its CHILD_SAs and a fastpath worker.
+    struct Gateway {
+        ep: Endpoint,
+        children: ChildSas,
+        worker: Worker,
+        addr: SocketAddr,
+        lan: &'static str,
+        /// (inbound SPI, rekey of) of every child installed, in order.
+        installed: Vec<(u32, Option<u32>)>,
+        removed: Vec<u32>,
+    }
+
+    impl Gateway {
+        fn new(now: Instant, name: &str, addr: &str, lan: &'static str, peer_lan: &str, esp: &str) -> Self {
+            let children = ChildSas::new(1, ChildSettings::default(), None).unwrap();
+            let mut c = ConnectionConfig::new(
+                name,
+                parse_identity(&format!("{name}@test")),
+                IdentityMatch::Any,
+                b"a-long-random-test-secret",
+            );
+            c.ike_proposals = parse_ike_proposals("aes256gcm16-prfsha256-x25519").unwrap();
+            c.retransmit_timeout = Duration::from_secs(1);
+            c.children.push(ChildConfig {
+                name: "net".into(),
+                esp_proposals: parse_esp_proposals(esp).unwrap(),
+                local_ts: vec![control::ts::parse_selector(&format!("{lan}/24")).unwrap()],
+                remote_ts: vec![control::ts::parse_selector(&format!("{peer_lan}/24")).unwrap()],
+                mode: IpsecMode::Tunnel,
+                lifetime: Lifetime::rekey_after(Duration::from_secs(3600)),
+            });
+            let mut ctx = Context::new(vec![Arc::new(c)], ironsa_crypto::AwsLcProvider::new().shared());
+            ctx.child_spis = children.spi_allocator();
+            let worker = Worker::new(0, children.sad().clone(), children.spd().clone()).without_pinning();
+            Self {
+                ep: Endpoint::new(now, ctx, AdmissionConfig::default(), 0, 0),
+                children,
+                worker,
+                addr: addr.parse().unwrap(),
+                lan,
+                installed: Vec::new(),
+                removed: Vec::new(),
+            }
+        }
+
+        /// Feeds the endpoint's CHILD_SA events to the fastpath, as a shard does.
+        fn events(&mut self) {
+            while let Some((_, e)) = self.ep.poll_event() {
+                match e {
+                    Event::ChildSaInstalled(c) => {
+                        assert!(self.children.install(&c).is_some());
+                        self.installed.push((c.spi_in, c.rekey_of));
+                    }
+                    Event::ChildSaDeleted { spi_in, .. } => {
+                        self.children.remove(spi_in);
+                        self.removed.push(spi_in);
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        fn local_spi(&self) -> u64 {
+            self.ep.sas().next().expect("an IKE SA").local_spi()
+        }
+
+        fn child_spis(&self) -> Vec<u32> {
+            self.ep
+                .sas()
+                .flat_map(|sa| sa.children().iter().map(|c| c.spi_in))
+                .collect()
+        }
+    }
+
+    /// How the network orders datagrams in flight.
+    #[derive(Clone, Copy, Debug)]
+    enum Order {
+        /// First sent, first delivered.
+        Fifo,
+        /// Last sent, first delivered (responses overtake requests).
+        Lifo,
+    }
+
+    struct Net {
+        now: Instant,
+        a: Gateway,
+        b: Gateway,
+    }
+
+    impl Net {
+        fn up(esp: &str) -> Self {
+            let now = Instant::now();
+            let mut net = Net {
+                now,
+                a: Gateway::new(now, "a", "192.0.2.1:500", "10.1.0.1", "10.2.0.0", esp),
+                b: Gateway::new(now, "b", "192.0.2.2:500", "10.2.0.1", "10.1.0.0", esp),
+            };
+            let conn = net.a.ep.context().connections[0].clone();
+            let (la, lb) = (net.a.addr, net.b.addr);
+            net.a.ep.initiate(now, conn, la, lb).unwrap();
+            net.run(Order::Fifo);
+            assert_eq!((net.a.child_spis().len(), net.b.child_spis().len()), (1, 1));
+            net
+        }
+
+        /// Delivers datagrams (and fires timers) until both sides are idle.
+        fn run(&mut self, order: Order) {
+            let mut flight: VecDeque<(bool, Transmit)> = VecDeque::new();
+            let end = self.now + Duration::from_secs(60);
+            loop {
+                for (from_a, g) in [(true, &mut self.a), (false, &mut self.b)] {
+                    g.events();
+                    while let Some(t) = g.ep.poll_transmit() {
+                        flight.push_back((from_a, t));
+                    }
+                }
+                let next = match order {
+                    Order::Fifo => flight.pop_front(),
+                    Order::Lifo => flight.pop_back(),
+                };
+                if let Some((from_a, t)) = next {
+                    let to = if from_a { &mut self.b } else { &mut self.a };
+                    to.ep.handle(self.now, t.remote, t.local, &t.data);
+                    continue;
+                }
+                match [self.a.ep.poll_timeout(), self.b.ep.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                {
+                    Some(t) if t <= end && t < self.now + Duration::from_secs(120) => {
+                        self.now = self.now.max(t);
+                        self.a.ep.handle_timeout(self.now);
+                        self.b.ep.handle_timeout(self.now);
+                    }
+                    _ => return,
+                }
+            }
+        }
+
+        /// Both sides rekey their (only) child at the same moment.
+        fn collide(&mut self, order: Order) {
+            let (a_old, b_old) = (self.a.child_spis()[0], self.b.child_spis()[0]);
+            let (a_spi, b_spi) = (self.a.local_spi(), self.b.local_spi());
+            let now = self.now;
+            assert!(self.a.ep.queue(now, a_spi, Task::RekeyChild(a_old)));
+            assert!(self.b.ep.queue(now, b_spi, Task::RekeyChild(b_old)));
+            self.run(order);
+        }
+
+        /// Packets from each side's LAN reach the other's, and the child
+        /// both sides keep is the one that carried them.
+        fn assert_traffic_both_ways(&mut self, what: &str) {
+            let (ca, cb) = (self.a.child_spis(), self.b.child_spis());
+            assert_eq!((ca.len(), cb.len()), (1, 1), "{what}: one child each: {ca:x?} {cb:x?}");
+            for a_sends in [true, false] {
+                let (from, to) = if a_sends {
+                    (&mut self.a, &mut self.b)
+                } else {
+                    (&mut self.b, &mut self.a)
+                };
+                let before = from.children.counters(from.child_spis()[0]).unwrap();
+                let sent = inner_packet(from.lan, to.lan);
+                let mut pkt = sent.clone();
+                let v = from.worker.outbound_packet(&mut pkt);
+                assert!(
+                    matches!(v, Verdict::ToPeer { .. }),
+                    "{what}: {} -> {}: {v:?}",
+                    from.lan,
+                    to.lan
+                );
+                let meta = PacketMeta {
+                    src: from.addr.ip(),
+                    dst: Some(to.addr.ip()),
+                    src_port: 0,
+                };
+                let v = to.worker.inbound_packet(InboundKind::RawEsp, &mut pkt, &meta);
+                assert_eq!(v, Verdict::ToTunnel, "{what}: {} <- {}", to.lan, from.lan);
+                assert_eq!(pkt.data(), sent.data(), "{what}: decrypted as sent");
+                let after = from.children.counters(from.child_spis()[0]).unwrap();
+                assert_eq!(
+                    after.packets_out,
+                    before.packets_out + 1,
+                    "{what}: counted on the child"
+                );
+                assert_eq!(after.drops, 0, "{what}: {after:?}");
+            }
+        }
+
+        /// True when A's own new child survived the collision (A won).
+        fn a_won(&self) -> bool {
+            let survivor = self.a.child_spis()[0];
+            // A's responder child (the peer's) is installed first in FIFO order.
+            let rekeys: Vec<u32> = self
+                .a
+                .installed
+                .iter()
+                .filter(|(_, r)| r.is_some())
+                .map(|(s, _)| *s)
+                .collect();
+            assert_eq!(rekeys.len(), 2, "both rekeys completed on A: {:x?}", self.a.installed);
+            survivor == rekeys[1]
+        }
+    }
+
+    fn collisions_keep_traffic_flowing(esp: &str) {
+        let (mut won, mut lost) = (0, 0);
+        for round in 0..64 {
+            let mut net = Net::up(esp);
+            net.assert_traffic_both_ways("before");
+            net.collide(Order::Fifo);
+            let a_won = net.a_won();
+            net.assert_traffic_both_ways(&format!("round {round}, A won: {a_won}"));
+            // Later rekeys start from the survivor's policies.
+            let (a_spi, child) = (net.a.local_spi(), net.a.child_spis()[0]);
+            let now = net.now;
+            net.a.ep.queue(now, a_spi, Task::RekeyChild(child));
+            net.run(Order::Fifo);
+            net.assert_traffic_both_ways("rekey after the collision");
+            if a_won {
+                won += 1;
+            } else {
+                lost += 1;
+            }
+            if won > 0 && lost > 0 {
+                return;
+            }
+        }
+        panic!("64 collisions, all with the same winner ({won} won, {lost} lost)");
+    }
+
+    #[test]
+    fn child_rekey_collision_won_and_lost_keeps_traffic() {
+        collisions_keep_traffic_flowing("aes256gcm16");
+    }
+
+    #[test]
+    fn child_rekey_collision_won_and_lost_with_pfs_keeps_traffic() {
+        collisions_keep_traffic_flowing("aes256gcm16-x25519");
+    }
+
+    /// Responses overtake requests: a rekey completes before the peer's
+    /// crossing request (or its DELETE) arrives.
+    #[test]
+    fn child_rekey_collision_with_reordered_messages_keeps_traffic() {
+        for esp in ["aes256gcm16", "aes128-sha256-x25519"] {
+            for _ in 0..8 {
+                let mut net = Net::up(esp);
+                net.collide(Order::Lifo);
+                net.assert_traffic_both_ways(&format!("{esp}, reordered"));
+                assert!(net.a.children.spd().len() == 1 && net.b.children.spd().len() == 1);
+            }
+        }
     }
 }

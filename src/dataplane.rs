@@ -18,8 +18,12 @@ pub struct ChildCounters {
     pub packets_out: u64,
     /// Bytes sent.
     pub bytes_out: u64,
-    /// Packets dropped on this SA (replay, ICV failure...).
+    /// Packets dropped on this SA (replay, ICV failure...), outbound
+    /// packets inside its selectors that found no policy included.
     pub drops: u64,
+    /// Outbound packets inside its selectors that found no policy.
+    #[serde(default)]
+    pub no_policy: u64,
 }
 
 /// What the daemon needs from a data plane.

@@ -97,7 +97,7 @@ struct Pending {
 /// The DPDK data plane.
 pub struct DpdkDataPlane {
     children: ChildSas,
-    backend: DpdkBackend,
+    backend: Arc<DpdkBackend>,
     ike_out: IkeSender,
     pending: Mutex<Option<Pending>>,
     stop: Arc<AtomicBool>,
@@ -137,7 +137,8 @@ impl DpdkDataPlane {
                 .join()
                 .map_err(|_| DpdkPlaneError::Io(io::Error::other("EAL initialisation panicked")))?
         })?;
-        let backend = started.backend;
+        let backend = Arc::new(started.backend);
+        let children = children.with_store(backend.clone());
         if !profile.cpus.control.is_empty() {
             // Threads started from here on (shards, control socket, metrics,
             // the IKE forwarder) inherit this; the poll loops pin themselves.
@@ -335,11 +336,11 @@ impl DataPlane for DpdkDataPlane {
     }
 
     fn install(&self, child: &ChildSaInstall) {
-        self.children.install(child, &self.backend);
+        self.children.install(child);
     }
 
     fn remove(&self, spi_in: u32, _spi_out: u32) {
-        self.children.remove(spi_in, &self.backend);
+        self.children.remove(spi_in);
     }
 
     fn esp_received(&self, _local: std::net::SocketAddr, _remote: std::net::SocketAddr, _packet: &[u8]) {

@@ -673,7 +673,7 @@ impl DataPlane for SoftwareDataPlane {
     }
 
     fn install(&self, c: &ChildSaInstall) {
-        let installed = self.children.install(c, &**self.children.sad());
+        let installed = self.children.install(c);
         if let (Some(_), Some(routes)) = (installed, &self.routes) {
             // A rekey's new child holds the routes too, so they outlive the old one.
             routes.hold(c.spi_in, Route::for_child(c));
@@ -681,7 +681,7 @@ impl DataPlane for SoftwareDataPlane {
     }
 
     fn remove(&self, spi_in: u32, _spi_out: u32) {
-        self.children.remove(spi_in, &**self.children.sad());
+        self.children.remove(spi_in);
         if let Some(routes) = &self.routes {
             routes.release(spi_in);
         }

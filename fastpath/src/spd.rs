@@ -113,6 +113,15 @@ impl TrafficSelector {
             && port <= self.end_port
     }
 
+    /// True when `addr` and `proto` fall inside the selector, whatever the port.
+    #[inline]
+    pub fn covers(&self, addr: IpAddr, proto: u8) -> bool {
+        let (f, a) = addr_bits(addr);
+        let (fs, s) = addr_bits(self.start);
+        let (_, e) = addr_bits(self.end);
+        f == fs && a >= s && a <= e && (self.proto == 0 || self.proto == proto)
+    }
+
     fn is_v6(&self) -> bool {
         self.start.is_ipv6()
     }
@@ -301,6 +310,13 @@ struct Installed {
     keys: OneOrMore<IndexKey>,
 }
 
+/// Flows kept in [`Spd`]'s table of policy misses: beyond it, misses of new
+/// flows are counted only in the workers' totals.
+pub const MISS_FLOWS: usize = 4096;
+
+/// (source, destination, protocol) of outbound packets that matched no policy.
+type MissKey = (IpAddr, IpAddr, u8);
+
 /// The policy database.
 #[derive(Debug, Default)]
 pub struct Spd {
@@ -314,6 +330,10 @@ pub struct Spd {
     next_id: AtomicU64,
     /// Bumped after every change, so workers can drop cached lookups.
     generation: AtomicU64,
+    /// Outbound packets that matched no policy, by flow without ports (at most
+    /// [`MISS_FLOWS`]): a tunnel that lost its policies shows them on its
+    /// CHILD_SA ([`Spd::misses_within`]), not only in a global counter.
+    misses: DashMap<MissKey, AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -506,6 +526,37 @@ impl Spd {
         self.policies.is_empty()
     }
 
+    /// Counts `packets` outbound packets of `flow` that matched no policy
+    /// (the drop path: never called for protected traffic).
+    pub fn note_misses(&self, flow: &FlowKey, packets: u64) {
+        let key = (flow.src, flow.dst, flow.proto);
+        if let Some(c) = self.misses.get(&key) {
+            c.fetch_add(packets, Ordering::Relaxed);
+        } else if self.misses.len() < MISS_FLOWS {
+            self.misses
+                .entry(key)
+                .or_default()
+                .fetch_add(packets, Ordering::Relaxed);
+        }
+    }
+
+    /// Outbound packets that matched no policy from inside one of `local` to
+    /// inside one of `remote` (ports are not kept: a selector narrowed to
+    /// ports counts the misses of its whole address range).
+    pub fn misses_within(&self, local: &[TrafficSelector], remote: &[TrafficSelector]) -> u64 {
+        if self.misses.is_empty() {
+            return 0;
+        }
+        self.misses
+            .iter()
+            .filter(|e| {
+                let (src, dst, proto) = *e.key();
+                local.iter().any(|l| l.covers(src, proto)) && remote.iter().any(|r| r.covers(dst, proto))
+            })
+            .map(|e| e.value().load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// The best (lowest priority value, then longest destination prefix)
     /// policy matching `flow`.
     pub fn lookup(&self, flow: &FlowKey) -> Option<PolicyMatch> {
@@ -632,6 +683,37 @@ mod tests {
         spd.remove(narrow).unwrap();
         assert_eq!(m(flow("1.1.1.1", "10.1.2.3", 17, 1, 2)).unwrap().id, wide);
         assert!(spd.remove(narrow).is_err());
+    }
+
+    #[test]
+    fn misses_are_counted_by_flow_and_found_by_selectors() {
+        let spd = Spd::new();
+        let (lan, remote) = (pfx("10.1.0.0", 24), pfx("10.2.0.0", 24));
+        assert_eq!(spd.misses_within(&[lan], &[remote]), 0);
+        spd.note_misses(&flow("10.1.0.1", "10.2.0.1", 1, 0, 0), 3);
+        spd.note_misses(&flow("10.1.0.1", "10.2.0.1", 1, 0, 0), 2);
+        spd.note_misses(&flow("10.1.0.7", "10.2.0.9", 6, 40000, 443), 1);
+        spd.note_misses(&flow("10.1.0.1", "10.3.0.1", 17, 1, 2), 10);
+        assert_eq!(spd.misses_within(&[lan], &[remote]), 6);
+        assert_eq!(spd.misses_within(&[lan], &[pfx("10.3.0.0", 24)]), 10);
+        assert_eq!(spd.misses_within(&[pfx("10.9.0.0", 16)], &[remote]), 0);
+        let udp_only = TrafficSelector::new(
+            "10.2.0.0".parse().unwrap(),
+            "10.2.0.255".parse().unwrap(),
+            17,
+            0,
+            u16::MAX,
+        )
+        .unwrap();
+        assert_eq!(spd.misses_within(&[lan], &[udp_only]), 0, "the protocol is kept");
+        // The table is bounded; flows already in it keep counting.
+        for i in 0..MISS_FLOWS as u32 {
+            let dst = std::net::Ipv4Addr::from(0x0b00_0000 + i).to_string();
+            spd.note_misses(&flow("10.1.0.1", &dst, 17, 1, 2), 1);
+        }
+        assert_eq!(spd.misses.len(), MISS_FLOWS);
+        spd.note_misses(&flow("10.1.0.1", "10.2.0.1", 1, 0, 0), 1);
+        assert_eq!(spd.misses_within(&[lan], &[remote]), 7);
     }
 
     #[test]

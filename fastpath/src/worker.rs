@@ -600,6 +600,9 @@ impl Worker {
                             for _ in 1..v.len() {
                                 self.counters.outbound.drop_one(r);
                             }
+                            if r == DropReason::NoPolicy {
+                                self.spd.note_misses(&run.flow, v.len() as u64);
+                            }
                         }
                     }
                 }

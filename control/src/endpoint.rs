@@ -233,6 +233,30 @@ impl Endpoint {
         Ok(spi)
     }
 
+    /// Starts an IKE SA with `config` towards `remote` that brings up only
+    /// child template `template` (in IKE_AUTH); returns its local SPI.
+    pub fn initiate_child(
+        &mut self,
+        now: Instant,
+        config: Arc<ConnectionConfig>,
+        local: SocketAddr,
+        remote: SocketAddr,
+        template: usize,
+    ) -> Result<u64, Error> {
+        if template >= config.children.len() {
+            return Err(Error::Config(format!(
+                "connection '{}' has no child template {template}",
+                config.name
+            )));
+        }
+        let spi = self.new_spi()?;
+        let mut sa = IkeSa::initiate(now, config, self.ctx.clone(), local, remote, spi)?;
+        sa.queue(now, Task::CreateChild(template));
+        self.sas.insert(spi, Box::new(sa));
+        self.after(spi);
+        Ok(spi)
+    }
+
     /// Queues a task (rekey, delete, DPD, new child) on an IKE SA.
     pub fn queue(&mut self, now: Instant, spi: u64, task: Task) -> bool {
         let Some(sa) = self.sas.get_mut(&spi) else { return false };

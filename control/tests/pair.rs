@@ -489,6 +489,70 @@ fn simultaneous_child_rekey_leaves_one_child() {
     assert_eq!(ca[0].spi_out, cb[0].spi_in);
 }
 
+/// Both sides with a second child template (10.1.1.0/24 === 10.2.1.0/24).
+fn pair_with_two_children() -> (Pair, Arc<ConnectionConfig>) {
+    let (mut a, mut b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    for (c, local, remote) in [
+        (&mut a, "10.1.1.0/24", "10.2.1.0/24"),
+        (&mut b, "10.2.1.0/24", "10.1.1.0/24"),
+    ] {
+        let mut second = c.children[0].clone();
+        second.name = "second".into();
+        second.local_ts = vec![parse_selector(local).unwrap()];
+        second.remote_ts = vec![parse_selector(remote).unwrap()];
+        c.children.push(second);
+    }
+    Pair::new(a, b, AdmissionConfig::default())
+}
+
+#[test]
+fn every_child_template_comes_up_as_initiator() {
+    let (mut p, conn) = pair_with_two_children();
+    p.a.initiate(p.now, conn, A.parse().unwrap(), B.parse().unwrap())
+        .unwrap();
+    p.run(Duration::from_secs(60));
+    assert_eq!(
+        p.a_seen.installed.len(),
+        2,
+        "IKE_AUTH's child, then one by CREATE_CHILD_SA"
+    );
+    assert_eq!(p.b_seen.installed.len(), 2);
+    for (a, b) in p.a_seen.installed.iter().zip(&p.b_seen.installed) {
+        assert_children_match(a, b);
+    }
+    let names: Vec<&str> = p.a_seen.installed.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["a-child", "second"]);
+    assert_eq!(
+        p.a_seen.installed[1].local_ts,
+        vec![parse_selector("10.1.1.0/24").unwrap()]
+    );
+    assert!(p.a_seen.failed.is_empty() && p.b_seen.failed.is_empty());
+    assert_eq!(p.a.sas().next().unwrap().children().len(), 2);
+}
+
+#[test]
+fn one_child_template_can_be_initiated_alone_or_added() {
+    let (mut p, conn) = pair_with_two_children();
+    let spi =
+        p.a.initiate_child(p.now, conn.clone(), A.parse().unwrap(), B.parse().unwrap(), 1)
+            .unwrap();
+    p.run(Duration::from_secs(60));
+    let names: Vec<&str> = p.a_seen.installed.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["second"], "only the child asked for, in IKE_AUTH");
+    assert_eq!(p.b_seen.installed.len(), 1);
+    // The other one on the same IKE SA.
+    assert!(p.a.queue(p.now, spi, Task::CreateChild(0)));
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.a_seen.installed.len(), 2);
+    assert_eq!(p.a_seen.installed[1].name, "a-child");
+    assert_children_match(&p.a_seen.installed[1], &p.b_seen.installed[1]);
+    assert!(
+        p.a.initiate_child(p.now, conn, A.parse().unwrap(), B.parse().unwrap(), 2)
+            .is_err(),
+        "no third template"
+    );
+}
+
 #[test]
 fn ike_rekey_moves_children_to_the_new_sa() {
     let mut p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");

@@ -6,7 +6,7 @@ use std::time::Instant;
 use tracing::{error, info, warn};
 
 use super::create_child::{self, ChildRequest};
-use super::{AuthContext, DownReason, Event, IkeSa, RequestKind, State, find_notify, notify, schedule};
+use super::{AuthContext, DownReason, Event, IkeSa, RequestKind, State, Task, find_notify, notify, schedule};
 use crate::config::{AuthConfig, ConnectionConfig, display_identity};
 use crate::crypto::auth::SignedOctets;
 use crate::pki::{Certificate, certreq_hashes, sign_auth, verify_auth, verify_chain};
@@ -151,19 +151,16 @@ pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
         payloads.push(Payload::IdR(idr.clone()));
     }
     payloads.push(auth);
-    let request = if cfg.children.is_empty() {
-        None
-    } else {
-        match create_child::build_child_request(sa, 0, None, None) {
-            Ok(req) => {
-                payloads.extend(req.payloads.iter().cloned());
-                Some(req)
-            }
-            Err(e) => {
-                error!(connection = %sa.config.name, "cannot propose the first CHILD_SA: {e}");
-                sa.close(DownReason::Failed(format!("cannot propose the first CHILD_SA: {e}")));
-                return;
-            }
+    let request = match first_child(sa).map(|template| create_child::build_child_request(sa, template, None, None)) {
+        None => None,
+        Some(Ok(req)) => {
+            payloads.extend(req.payloads.iter().cloned());
+            Some(req)
+        }
+        Some(Err(e)) => {
+            error!(connection = %sa.config.name, "cannot propose the first CHILD_SA: {e}");
+            sa.close(DownReason::Failed(format!("cannot propose the first CHILD_SA: {e}")));
+            return;
         }
     };
     sa.send_request(
@@ -172,6 +169,23 @@ pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
         payloads,
         RequestKind::Auth(PendingChild { request }),
     );
+}
+
+/// Initiator: the child template that rides in IKE_AUTH. Children queued
+/// before (an operator asked for these) go first; otherwise the first
+/// template does, and the connection's other templates are queued to follow
+/// with CREATE_CHILD_SA once the IKE SA is up.
+fn first_child(sa: &mut IkeSa) -> Option<usize> {
+    let n = sa.config.children.len();
+    let tasks = &mut sa.busy().tasks;
+    if let Some(pos) = tasks.iter().position(|t| matches!(t, Task::CreateChild(_))) {
+        return match tasks.remove(pos) {
+            Some(Task::CreateChild(t)) if t < n => Some(t),
+            _ => None,
+        };
+    }
+    tasks.extend((1..n).map(Task::CreateChild));
+    (n > 0).then_some(0)
 }
 
 /// Initiator: processes the IKE_AUTH response.

@@ -571,6 +571,12 @@ fn ike_rekey_moves_children_to_the_new_sa() {
     assert_eq!(na.children().len(), 1);
     assert_eq!(nb.children().len(), 1);
     assert!(p.a_seen.deleted.is_empty(), "children survive an IKE rekey");
+    assert_eq!(
+        p.a_seen.down,
+        vec![DownReason::Rekeyed],
+        "the old SA went as rekeyed, not deleted"
+    );
+    assert_eq!(p.b_seen.down, vec![DownReason::Rekeyed]);
     // The new SA works: a DPD exchange and a child rekey over it.
     let child = na.children()[0].spi_in;
     let new_spi = na.local_spi();
@@ -589,6 +595,22 @@ fn responder_can_rekey_the_ike_sa_too() {
     assert_eq!(p.a.len(), 1);
     assert_eq!(p.b.len(), 1);
     assert_eq!(p.a.sas().next().unwrap().spis(), p.b.sas().next().unwrap().spis());
+}
+
+#[test]
+fn a_deleted_ike_sa_is_deleting_until_the_peer_answers() {
+    let mut p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let spi = p.a_spi();
+    assert!(!p.a.sa(spi).unwrap().is_deleting());
+    p.net.loss = 100;
+    assert!(p.a.delete(p.now, spi));
+    p.run(Duration::from_secs(5));
+    let sa = p.a.sa(spi).expect("kept while the DELETE is retransmitted");
+    assert!(sa.is_deleting() && !sa.is_rekeyed());
+    p.net.loss = 0;
+    p.run(Duration::from_secs(60));
+    assert!(p.a.sa(spi).is_none());
+    assert_eq!(p.a_seen.down, vec![DownReason::Deleted]);
 }
 
 #[test]

@@ -700,6 +700,21 @@ impl IkeSa {
         matches!(self.state, State::Closed)
     }
 
+    /// True once a DELETE of the whole IKE SA is queued or sent and the peer
+    /// has not answered it yet.
+    pub fn is_deleting(&self) -> bool {
+        let sent = self
+            .outstanding
+            .as_ref()
+            .is_some_and(|o| matches!(o.kind, RequestKind::Informational(informational::Pending::DeleteIke)));
+        sent || self.busy.as_ref().is_some_and(|b| b.tasks.contains(&Task::DeleteIke))
+    }
+
+    /// True once a rekey replaced this IKE SA (its DELETE may still be under way).
+    pub fn is_rekeyed(&self) -> bool {
+        self.replaced
+    }
+
     /// True while the IKE_SA_INIT/IKE_AUTH handshake is still running.
     pub fn is_half_open(&self) -> bool {
         matches!(self.state, State::InitSent(_) | State::Authenticating(_))

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use control::ike_sa::Task;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
@@ -28,19 +27,28 @@ pub enum Request {
         /// or 0: answer once the first request is sent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout: Option<f64>,
+        /// Only this child of it (on its IKE SA if one is up).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        child: Option<String>,
     },
-    /// Delete IKE SAs.
+    /// Delete IKE SAs, or CHILD_SAs with `child`.
     Terminate {
         /// Connection name.
         connection: Option<String>,
-        /// Local IKE SPI (hex).
+        /// Either IKE SPI (hex).
         spi: Option<String>,
+        /// CHILD_SA to delete, by SPI (hex, inbound or outbound) or name; the IKE SA stays.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        child: Option<String>,
     },
-    /// Rekey an IKE SA (or one of its children by inbound SPI).
+    /// Rekey an IKE SA or a CHILD_SA.
     Rekey {
-        /// Local IKE SPI (hex).
-        spi: String,
-        /// Child inbound SPI (hex); the IKE SA when absent.
+        /// A connection name, or either SPI (hex) of an IKE SA or of a CHILD_SA.
+        #[serde(alias = "spi")]
+        target: String,
+        /// CHILD_SA of the IKE SA(s) named by `target`, by SPI (hex) or name;
+        /// the IKE SA itself when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         child: Option<String>,
     },
     /// Re-read the configuration.
@@ -99,7 +107,11 @@ pub fn execute(daemon: &Daemon, req: Request) -> Response {
             }
             ok(v)
         }
-        Request::Initiate { connection, timeout } => {
+        Request::Initiate {
+            connection,
+            timeout,
+            child,
+        } => {
             let wait = match timeout
                 .filter(|t| *t != 0.0)
                 .map(Duration::try_from_secs_f64)
@@ -108,9 +120,18 @@ pub fn execute(daemon: &Daemon, req: Request) -> Response {
                 Ok(w) => w,
                 Err(_) => return fail("timeout must be a number of seconds, 0 or more"),
             };
-            daemon.initiate(&connection, wait).map_or_else(fail, ok)
+            daemon
+                .initiate(&connection, child.as_deref(), wait)
+                .map_or_else(fail, ok)
         }
-        Request::Terminate { connection, spi } => {
+        Request::Terminate {
+            connection,
+            spi,
+            child: Some(child),
+        } => daemon
+            .terminate_child(connection.as_deref().or(spi.as_deref()), child)
+            .map_or_else(fail, ok),
+        Request::Terminate { connection, spi, .. } => {
             let spi = match spi.as_deref().map(parse_hex).transpose() {
                 Ok(s) => s,
                 Err(e) => return fail(e),
@@ -120,24 +141,7 @@ pub fn execute(daemon: &Daemon, req: Request) -> Response {
             }
             ok(serde_json::json!({ "deleted": daemon.terminate(connection, spi) }))
         }
-        Request::Rekey { spi, child } => {
-            let spi = match parse_hex(&spi) {
-                Ok(s) => s,
-                Err(e) => return fail(e),
-            };
-            let task = match child {
-                None => Task::RekeyIke,
-                Some(c) => match u32::from_str_radix(c.trim_start_matches("0x"), 16) {
-                    Ok(c) => Task::RekeyChild(c),
-                    Err(_) => return fail(format!("'{c}' is not a hex SPI")),
-                },
-            };
-            if daemon.task(spi, task) {
-                ok("rekey started")
-            } else {
-                fail("no such IKE SA")
-            }
-        }
+        Request::Rekey { target, child } => daemon.rekey(&target, child).map_or_else(fail, ok),
         Request::Reload => daemon.reload().map_or_else(fail, ok),
         Request::LogLevel { filter } => daemon.set_log_level(&filter).map_or_else(fail, ok),
     }

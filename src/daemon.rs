@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 use crate::config_file::{DaemonConfig, StartAction};
 use crate::dataplane::DataPlane;
 use crate::registry::{Registry, SaSummary};
-use crate::shard::{self, Shard, ShardConfig, ShardHandle, ShardMsg, ShardStats};
+use crate::shard::{self, IkeRef, Op, Selection, Shard, ShardConfig, ShardHandle, ShardMsg, ShardStats};
 
 /// Waits for every thread in `threads` to end (and empties the list).
 pub fn join_threads(threads: &Mutex<Vec<JoinHandle<()>>>) {
@@ -118,7 +118,7 @@ impl Daemon {
             })
             .unwrap_or_default();
         for name in starts {
-            if let Err(e) = daemon.initiate(&name, None) {
+            if let Err(e) = daemon.initiate(&name, None, None) {
                 warn!(connection = %name, "start_action: {e}");
             }
         }
@@ -194,17 +194,29 @@ impl Daemon {
         self.ask(ShardMsg::Stats)
     }
 
-    /// Initiates the named connection to its first remote address. With
-    /// `wait`, waits that long for the outcome: the IKE SA and its first
-    /// CHILD_SA established, or why the negotiation failed.
-    pub fn initiate(&self, name: &str, wait: Option<Duration>) -> Result<String, String> {
-        let (conn, local, remote) = {
+    /// Initiates the named connection to its first remote address; with
+    /// `child`, only that child template: on the connection's established
+    /// IKE SA when there is one, else with a new IKE SA. With `wait`, waits
+    /// that long for the outcome: the IKE SA and its first CHILD_SA
+    /// established, or why the negotiation failed.
+    pub fn initiate(&self, name: &str, child: Option<&str>, wait: Option<Duration>) -> Result<String, String> {
+        let (conn, local, remote, template) = {
             let cfg = self.config.lock().map_err(|_| "config lock poisoned")?;
             let c = cfg
                 .connections
                 .iter()
                 .find(|c| c.config.name == name)
                 .ok_or_else(|| format!("no connection '{name}'"))?;
+            let template = match child {
+                None => None,
+                Some(child) => Some(
+                    c.config
+                        .children
+                        .iter()
+                        .position(|t| t.name == child)
+                        .ok_or_else(|| format!("connection '{name}' has no child '{child}'"))?,
+                ),
+            };
             let remote_ip = c
                 .config
                 .remote_addrs
@@ -216,8 +228,23 @@ impl Daemon {
                 crate::ike_io::source_for(remote)
             })
             .map_err(|e| format!("connection '{name}': {e}"))?;
-            (c.config.clone(), SocketAddr::new(local_ip, cfg.ike_port), remote)
+            (
+                c.config.clone(),
+                SocketAddr::new(local_ip, cfg.ike_port),
+                remote,
+                template,
+            )
         };
+        if let Some(t) = template {
+            let selection = Selection {
+                ike: IkeRef::Connection(name.to_string()),
+                child: None,
+            };
+            let started = self.command(&selection, Op::CreateChild(t));
+            if !started.is_empty() {
+                return Ok(started.join("\n"));
+            }
+        }
         let shard = &self.shards[0];
         let (tx, rx) = mpsc::channel();
         let (outcome_tx, outcome_rx) = mpsc::channel();
@@ -225,6 +252,7 @@ impl Daemon {
             config: conn,
             local,
             remote,
+            template,
             reply: tx,
             outcome: wait.map(|_| outcome_tx),
         });
@@ -258,6 +286,64 @@ impl Daemon {
         }
         drop(tx_all);
         rx_all.iter().take(self.shards.len()).sum()
+    }
+
+    /// Applies `op` to the SAs `selection` names on every shard; one line per task started.
+    pub fn command(&self, selection: &Selection, op: Op) -> Vec<String> {
+        self.ask(|reply| ShardMsg::Command {
+            selection: selection.clone(),
+            op,
+            reply,
+        })
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// What an operator's `target` names: a connection, else an SPI in hex
+    /// (either SPI of an IKE SA or of a CHILD_SA).
+    pub fn target(&self, target: &str) -> Result<IkeRef, String> {
+        let is_connection = self
+            .config
+            .lock()
+            .map_err(|_| "config lock poisoned")?
+            .connections
+            .iter()
+            .any(|c| c.config.name == target);
+        if is_connection {
+            return Ok(IkeRef::Connection(target.to_string()));
+        }
+        u64::from_str_radix(target.trim_start_matches("0x"), 16)
+            .map(IkeRef::Spi)
+            .map_err(|_| format!("'{target}' is neither a connection nor a hex SPI"))
+    }
+
+    /// Rekeys the IKE SA(s) `target` names, or their CHILD_SAs named `child`
+    /// (a name or an SPI); a CHILD_SA's own SPI as `target` rekeys that child.
+    pub fn rekey(&self, target: &str, child: Option<String>) -> Result<String, String> {
+        let selection = Selection {
+            ike: self.target(target)?,
+            child,
+        };
+        let started = self.command(&selection, Op::Rekey);
+        if started.is_empty() {
+            return Err(format!("no established SA matches {}", describe(&selection)));
+        }
+        Ok(started.join("\n"))
+    }
+
+    /// Deletes the CHILD_SAs named `child` (a name or an SPI, inbound or
+    /// outbound) of the IKE SAs `target` names (all when `None`).
+    pub fn terminate_child(&self, target: Option<&str>, child: String) -> Result<String, String> {
+        let selection = Selection {
+            ike: target.map_or(Ok(IkeRef::Any), |t| self.target(t))?,
+            child: Some(child),
+        };
+        let started = self.command(&selection, Op::DeleteChild);
+        if started.is_empty() {
+            return Err(format!("no installed CHILD_SA matches {}", describe(&selection)));
+        }
+        Ok(started.join("\n"))
     }
 
     /// Queues a rekey/DPD on the SA with local SPI `spi`.
@@ -300,6 +386,19 @@ impl Daemon {
         join_threads(&self.threads);
         self.dataplane.shutdown();
         info!("ironsa stopped");
+    }
+}
+
+/// How an operator named what a command found nothing for.
+fn describe(selection: &Selection) -> String {
+    let ike = match &selection.ike {
+        IkeRef::Connection(name) => format!("connection '{name}'"),
+        IkeRef::Spi(spi) => format!("SPI {spi:x}"),
+        IkeRef::Any => "any IKE SA".to_string(),
+    };
+    match &selection.child {
+        Some(child) => format!("child '{child}' of {ike}"),
+        None => ike,
     }
 }
 

@@ -66,29 +66,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Initiates a connection and waits for the outcome: exits 0 once the IKE
-    /// SA and its first CHILD_SA are established, else prints why not and exits 1.
+    /// Initiates a connection (all its children, or one with --child) and
+    /// waits for the outcome: exits 0 once the IKE SA and the CHILD_SA that
+    /// rides in IKE_AUTH are established, else prints why not and exits 1.
     Initiate {
         /// Connection name.
         connection: String,
+        /// Only this child (name): on the connection's IKE SA if one is up.
+        #[arg(long)]
+        child: Option<String>,
         /// Seconds to wait for the outcome (0: return once the request is sent).
         #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
         timeout: f64,
     },
-    /// Deletes IKE SAs of a connection, or one by SPI.
+    /// Deletes IKE SAs of a connection, or one by SPI; with --child, CHILD_SAs only.
     Terminate {
         /// Connection name.
         #[arg(long)]
         connection: Option<String>,
-        /// Local IKE SPI (hex).
+        /// Either IKE SPI (hex), ours or the peer's.
         #[arg(long)]
         spi: Option<String>,
+        /// A CHILD_SA to delete (SPI in hex, inbound or outbound, or child name); the IKE SA stays.
+        #[arg(long)]
+        child: Option<String>,
     },
-    /// Rekeys an IKE SA, or one of its CHILD_SAs.
+    /// Rekeys an IKE SA, or a CHILD_SA.
     Rekey {
-        /// Local IKE SPI (hex).
-        spi: String,
-        /// Inbound SPI of the CHILD_SA (hex).
+        /// A connection name, or either SPI (hex) of an IKE SA or of a CHILD_SA.
+        target: String,
+        /// A CHILD_SA of that IKE SA (SPI in hex or child name) instead of the IKE SA.
         #[arg(long)]
         child: Option<String>,
     },
@@ -195,8 +202,13 @@ fn print_sas(data: &serde_json::Value) {
             );
             println!("    {} === {}", c.local_ts.join(","), c.remote_ts.join(","));
             if let Some(k) = &c.counters {
+                let no_policy = if k.no_policy > 0 {
+                    format!(" ({} without a policy)", k.no_policy)
+                } else {
+                    String::new()
+                };
                 println!(
-                    "    in {} pkts {} bytes, out {} pkts {} bytes, drops {}",
+                    "    in {} pkts {} bytes, out {} pkts {} bytes, drops {}{no_policy}",
                     k.packets_in, k.bytes_in, k.packets_out, k.bytes_out, k.drops
                 );
             }
@@ -399,19 +411,24 @@ fn main() -> ExitCode {
         },
         Command::Sas { json } => client(&cli.socket, Request::Sas, json, true),
         Command::Stats { json } => client(&cli.socket, Request::Stats, json, false),
-        Command::Initiate { connection, timeout } => client(
+        Command::Initiate {
+            connection,
+            child,
+            timeout,
+        } => client(
             &cli.socket,
             Request::Initiate {
                 connection,
+                child,
                 timeout: Some(timeout),
             },
             false,
             false,
         ),
-        Command::Terminate { connection, spi } => {
-            client(&cli.socket, Request::Terminate { connection, spi }, false, false)
+        Command::Terminate { connection, spi, child } => {
+            client(&cli.socket, Request::Terminate { connection, spi, child }, false, false)
         }
-        Command::Rekey { spi, child } => client(&cli.socket, Request::Rekey { spi, child }, false, false),
+        Command::Rekey { target, child } => client(&cli.socket, Request::Rekey { target, child }, false, false),
         Command::Reload => client(&cli.socket, Request::Reload, false, false),
         Command::LogLevel { filter } => client(&cli.socket, Request::LogLevel { filter }, false, false),
         Command::HwProbe { profiles, eal_args } => hw_probe(&profiles, eal_args),

@@ -227,7 +227,11 @@ fn ikev2_version() -> u8 {
 impl SaSummary {
     /// Snapshot of an SA.
     pub fn of(sa: &IkeSa, shard: usize, now: Instant, dp: &dyn DataPlane) -> Self {
-        let state = if sa.is_established() {
+        let state = if sa.is_rekeyed() {
+            "REKEYED"
+        } else if sa.is_deleting() {
+            "DELETING"
+        } else if sa.is_established() {
             "ESTABLISHED"
         } else if sa.is_half_open() {
             "CONNECTING"

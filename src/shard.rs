@@ -78,19 +78,30 @@ pub enum ShardMsg {
         local: SocketAddr,
         /// The peer.
         remote: SocketAddr,
+        /// Bring up only this child template (all of them when `None`).
+        template: Option<usize>,
         /// Answer: our SPI or why not.
         reply: Sender<Result<u64, String>>,
         /// Where to say how the negotiation ended, if someone waits for it.
         outcome: Option<Sender<Result<String, String>>>,
     },
-    /// Delete IKE SAs (by local SPI, or all of a connection, or all).
+    /// Delete IKE SAs (by SPI, ours or the peer's, or all of a connection, or all).
     Terminate {
-        /// Our SPI.
+        /// Either SPI of the IKE SA.
         spi: Option<u64>,
         /// Connection name.
         connection: Option<String>,
         /// Answer: how many were deleted.
         reply: Sender<usize>,
+    },
+    /// Rekey, delete or add to the SAs an operator names.
+    Command {
+        /// Which SAs.
+        selection: Selection,
+        /// What to do.
+        op: Op,
+        /// Answer: what was started, one line each.
+        reply: Sender<Vec<String>>,
     },
     /// Queue a task on an SA (rekey, DPD).
     Task {
@@ -109,6 +120,97 @@ pub enum ShardMsg {
     Reload(Vec<Arc<ConnectionConfig>>),
     /// Delete every SA, then stop.
     Shutdown,
+}
+
+/// The IKE SAs an operator's command names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IkeRef {
+    /// Every IKE SA of this connection.
+    Connection(String),
+    /// The IKE SA with this SPI (ours or the peer's), or the one holding
+    /// the CHILD_SA with this SPI (inbound or outbound).
+    Spi(u64),
+    /// Every IKE SA.
+    Any,
+}
+
+/// The SAs an operator's command names: IKE SAs and, within them, CHILD_SAs
+/// by name or SPI (inbound or outbound, hex).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selection {
+    /// Which IKE SAs.
+    pub ike: IkeRef,
+    /// Which of their children, when the command is about children.
+    pub child: Option<String>,
+}
+
+/// What an operator's command does to the SAs it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Rekey the CHILD_SAs named, else the IKE SAs.
+    Rekey,
+    /// Delete the CHILD_SAs named (the IKE SA stays).
+    DeleteChild,
+    /// Negotiate a new CHILD_SA from this template of the connection.
+    CreateChild(usize),
+}
+
+/// True when `spec` names `child`: its template's name, or one of its SPIs in hex.
+fn names_child(spec: &str, name: &str, child: &control::ike_sa::ChildSa) -> bool {
+    spec == name
+        || u32::from_str_radix(spec.trim_start_matches("0x"), 16).is_ok_and(|s| s == child.spi_in || s == child.spi_out)
+}
+
+/// The tasks `op` on `selection` means for `sa`, each with a line for the operator.
+fn tasks_for(sa: &control::ike_sa::IkeSa, selection: &Selection, op: Op) -> Vec<(Task, String)> {
+    if !sa.is_established() || sa.is_deleting() || sa.is_rekeyed() {
+        return Vec::new();
+    }
+    let (spi_i, spi_r) = sa.spis();
+    let conn = &sa.config().name;
+    // A CHILD_SA named by the SPI that selected its IKE SA.
+    let mut child = selection.child.clone();
+    match &selection.ike {
+        IkeRef::Connection(name) if name != conn => return Vec::new(),
+        IkeRef::Spi(spi) if *spi != spi_i && *spi != spi_r => {
+            let by_child = sa
+                .children()
+                .iter()
+                .any(|c| *spi == u64::from(c.spi_in) || *spi == u64::from(c.spi_out));
+            if !by_child || child.is_some() {
+                return Vec::new();
+            }
+            child = Some(format!("{spi:08x}"));
+        }
+        _ => {}
+    }
+    let ike = format!("IKE SA {conn} {spi_i:016x}_i {spi_r:016x}_r");
+    let children = |verb: &str, task: fn(u32) -> Task| -> Vec<(Task, String)> {
+        let spec = child.as_deref().unwrap_or_default();
+        sa.children()
+            .iter()
+            .filter(|c| c.state == control::ike_sa::ChildState::Installed && names_child(spec, sa.child_name(c), c))
+            .map(|c| {
+                let line = format!(
+                    "{verb} CHILD_SA {} (in {:08x}, out {:08x}) of {ike}",
+                    sa.child_name(c),
+                    c.spi_in,
+                    c.spi_out
+                );
+                (task(c.spi_in), line)
+            })
+            .collect()
+    };
+    match (op, &child) {
+        (Op::Rekey, None) => vec![(Task::RekeyIke, format!("rekeying {ike}"))],
+        (Op::Rekey, Some(_)) => children("rekeying", Task::RekeyChild),
+        (Op::DeleteChild, Some(_)) => children("deleting", Task::DeleteChild),
+        (Op::DeleteChild, None) => Vec::new(),
+        (Op::CreateChild(t), _) => {
+            let name = sa.config().children.get(t).map_or("", |c| c.name.as_str());
+            vec![(Task::CreateChild(t), format!("creating CHILD_SA {name} on {ike}"))]
+        }
+    }
 }
 
 /// Counters of one shard.
@@ -288,7 +390,9 @@ fn ikev2_connections(all: &[Arc<ConnectionConfig>]) -> Vec<Arc<ConnectionConfig>
 struct Waiter {
     outcome: Sender<Result<String, String>>,
     config: Arc<ConnectionConfig>,
-    /// The first child's name once the IKE SA is up (it rides in IKE_AUTH).
+    /// The child template asked for, if only one (else the first).
+    template: Option<usize>,
+    /// The name of the child that rides in IKE_AUTH, once the IKE SA is up.
     child_pending: Option<String>,
 }
 
@@ -517,6 +621,7 @@ impl Shard {
                     config,
                     local,
                     remote,
+                    template,
                     reply,
                     outcome,
                 } => {
@@ -525,9 +630,11 @@ impl Shard {
                             .initiate(now, config.clone(), local, remote, false)
                             .map_err(|e| e.to_string())
                     } else {
-                        self.endpoint
-                            .initiate(now, config.clone(), local, remote)
-                            .map_err(|e| e.to_string())
+                        match template {
+                            None => self.endpoint.initiate(now, config.clone(), local, remote),
+                            Some(t) => self.endpoint.initiate_child(now, config.clone(), local, remote, t),
+                        }
+                        .map_err(|e| e.to_string())
                     };
                     if let (Ok(spi), Some(outcome)) = (&r, outcome) {
                         self.waiters.insert(
@@ -535,6 +642,7 @@ impl Shard {
                             Waiter {
                                 outcome,
                                 config,
+                                template,
                                 child_pending: None,
                             },
                         );
@@ -545,7 +653,7 @@ impl Shard {
                     let targets: Vec<u64> = self
                         .endpoint
                         .sas()
-                        .filter(|sa| spi.is_none_or(|s| sa.local_spi() == s))
+                        .filter(|sa| spi.is_none_or(|s| sa.spis().0 == s || sa.spis().1 == s))
                         .filter(|sa| connection.as_ref().is_none_or(|c| &sa.config().name == c))
                         .map(|sa| sa.local_spi())
                         .collect();
@@ -571,6 +679,24 @@ impl Shard {
                     }
                     self.flush();
                     let _ = reply.send(targets.len() + v1.len());
+                }
+                ShardMsg::Command { selection, op, reply } => {
+                    let planned: Vec<(u64, Task, String)> = self
+                        .endpoint
+                        .sas()
+                        .flat_map(|sa| {
+                            let spi = sa.local_spi();
+                            tasks_for(sa, &selection, op).into_iter().map(move |(t, l)| (spi, t, l))
+                        })
+                        .collect();
+                    let mut done = Vec::with_capacity(planned.len());
+                    for (spi, task, line) in planned {
+                        if self.endpoint.queue(now, spi, task) {
+                            info!(shard = self.id, "operator: {line}");
+                            done.push(line);
+                        }
+                    }
+                    let _ = reply.send(done);
                 }
                 ShardMsg::Task { spi, task, reply } => {
                     let _ = reply.send(self.endpoint.queue(now, spi, task));
@@ -644,7 +770,7 @@ impl Shard {
     fn tell_waiter(&mut self, spi: u64, ev: &Event) {
         let Some(w) = self.waiters.get_mut(&spi) else { return };
         let ended = match ev {
-            Event::IkeSaUp { connection, .. } => match w.config.children.first() {
+            Event::IkeSaUp { connection, .. } => match w.config.children.get(w.template.unwrap_or(0)) {
                 Some(child) => {
                     w.child_pending = Some(child.name.clone());
                     None

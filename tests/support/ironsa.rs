@@ -124,6 +124,14 @@ impl Ironsa {
         serde_json::from_str(&line).ok()
     }
 
+    /// Sends a control request and returns the whole answer, refusals included.
+    pub fn answer(&self, req: &Value) -> Value {
+        self.try_call(&req.to_string()).unwrap_or_else(|| {
+            self.dump_log();
+            panic!("no answer from ironsa")
+        })
+    }
+
     /// Sends a control request; panics if the daemon reports an error.
     pub fn call(&self, req: Value) -> Value {
         let v = self.try_call(&req.to_string()).unwrap_or_else(|| {

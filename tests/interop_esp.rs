@@ -56,7 +56,14 @@ esp_proposals = "{esp}"
 }
 
 fn charon(ns: &NetnsPair, esp: &str) -> Charon {
-    Charon::builder("esp")
+    charon_with(ns, esp, &[])
+}
+
+/// charon with extra `charon.*` settings of strongswan.conf.
+fn charon_with(ns: &NetnsPair, esp: &str, settings: &[(&str, &str)]) -> Charon {
+    settings
+        .iter()
+        .fold(Charon::builder("esp"), |b, (k, v)| b.setting(k, v))
         .kernel(KernelBackend::Libipsec {
             netns: ns.b.name().into(),
         })
@@ -261,4 +268,79 @@ fn packet_lifetime_in_the_fastpath_triggers_a_rekey_without_loss() {
         "the fastpath asked for the rekey"
     );
     let _ = after;
+}
+
+/// Both sides rekey the CHILD_SA at once (RFC 7296 §2.8.1) until ironsa has
+/// won and lost such a collision; after each, pings cross both ways and the
+/// surviving child shows no drops. charon delays what it sends in
+/// CREATE_CHILD_SA exchanges, so its rekey request and ours cross.
+fn rekey_collisions_keep_traffic(esp: &str) {
+    let ns = NetnsPair::new().unwrap();
+    let charon = charon_with(&ns, esp, &[("send_delay", "700"), ("send_delay_type", "36")]);
+    let ironsa = Ironsa::start(&ironsa_config(esp), Some(ns.a.name()));
+    let sa = up(&ns, &charon, &ironsa);
+    support::traffic::ping_both_ways(&ns, 2, "0.2");
+    let local_spi = if sa["role"] == "initiator" {
+        sa["spi_i"].clone()
+    } else {
+        sa["spi_r"].clone()
+    };
+    let (mut won, mut lost) = (0, 0);
+    for round in 0..12 {
+        let count = |what: &str| ironsa.log().matches(what).count();
+        let (won_before, lost_before) = (count("rekey collision won"), count("rekey collision lost"));
+        let old = ironsa.sas()[0]["children"][0]["spi_in"].clone();
+        let theirs = std::thread::scope(|s| {
+            let rekey = s.spawn(|| charon.swanctl().rekey(Target::Child("net")));
+            // charon's request waits in its sender; ours reaches it meanwhile.
+            std::thread::sleep(Duration::from_millis(200));
+            ironsa.call(json!({"cmd": "rekey", "target": local_spi, "child": old}));
+            rekey.join().unwrap()
+        });
+        theirs.unwrap();
+        let settled = |s: &[Value]| {
+            s.len() == 1
+                && s[0]["children"]
+                    .as_array()
+                    .is_some_and(|c| c.len() == 1 && c[0]["state"] == "INSTALLED" && c[0]["spi_in"] != old)
+        };
+        let ours = ironsa.wait_sas(Duration::from_secs(20), settled);
+        let child = ours[0]["children"][0].clone();
+        charon
+            .swanctl()
+            .wait_for_sas(T, |s| {
+                s.len() == 1
+                    && s[0].installed_children().len() == 1
+                    && format!("{:08x}", s[0].installed_children()[0].spi_out) == child["spi_in"].as_str().unwrap()
+            })
+            .unwrap();
+        let (w, l) = (
+            count("rekey collision won") - won_before,
+            count("rekey collision lost") - lost_before,
+        );
+        assert_eq!(w + l, 1, "round {round}: one collision, resolved once");
+        won += w;
+        lost += l;
+        support::traffic::ping_both_ways(&ns, 3, "0.1");
+        let k = &ironsa.sas()[0]["children"][0]["counters"];
+        assert!(
+            k["packets_out"].as_u64().unwrap() >= 3,
+            "round {round}: sent on the survivor: {k}"
+        );
+        assert_eq!(k["drops"], 0, "round {round}: {k}");
+        if won > 0 && lost > 0 {
+            return;
+        }
+    }
+    panic!("12 rekey collisions with charon, all with one winner ({won} won, {lost} lost)");
+}
+
+#[test]
+fn rekey_collisions_won_and_lost_keep_traffic() {
+    rekey_collisions_keep_traffic("aes256gcm16");
+}
+
+#[test]
+fn rekey_collisions_won_and_lost_with_pfs_keep_traffic() {
+    rekey_collisions_keep_traffic("aes256gcm16-x25519");
 }

@@ -673,13 +673,22 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                             let ours_min = std::cmp::min(our_ni.clone(), nr);
                             let peers_min = std::cmp::min(col.nonces.0.clone(), col.nonces.1.clone());
                             if ours_min < peers_min {
-                                debug!(
-                                    peer_child = format_args!("{:08x}", col.peer_new_spi_in),
-                                    "rekey collision: our new CHILD_SA is redundant, deleting it"
+                                info!(
+                                    connection = %sa.config.name,
+                                    old_spi_in = format_args!("{old:08x}"),
+                                    ours = format_args!("{our_new:08x}"),
+                                    peers = format_args!("{:08x}", col.peer_new_spi_in),
+                                    "CHILD_SA rekey collision lost: deleting our redundant new CHILD_SA, the peer's replaces the old one"
                                 );
                                 sa.busy().tasks.push_front(Task::DeleteChild(our_new));
                             } else {
-                                debug!("rekey collision: the peer's new CHILD_SA is redundant, deleting the old one");
+                                info!(
+                                    connection = %sa.config.name,
+                                    old_spi_in = format_args!("{old:08x}"),
+                                    ours = format_args!("{our_new:08x}"),
+                                    peers = format_args!("{:08x}", col.peer_new_spi_in),
+                                    "CHILD_SA rekey collision won: our new CHILD_SA replaces the old one, which we delete; the peer deletes its redundant one"
+                                );
                                 sa.busy().tasks.push_front(Task::DeleteChild(old));
                             }
                         }

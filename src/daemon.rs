@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use control::ike_sa::Task;
 use tracing::{debug, info, warn};
 
 use crate::config_file::{DaemonConfig, StartAction};
@@ -143,18 +142,31 @@ impl Daemon {
         })
     }
 
-    /// Where the data plane's lifetime requests go: a rekey or delete of the child on its IKE SA.
+    /// Where the data plane's lifetime requests go: a rekey or delete of the
+    /// child, on the IKE SA that holds it now.
     pub fn lifetime_sink(self: &Arc<Self>) -> crate::child_sas::LifetimeSink {
         let me = Arc::downgrade(self);
         Arc::new(move |(spi_i, spi_r), spi_in, req| {
             let Some(d) = me.upgrade() else { return };
-            let task = match req {
-                crate::child_sas::LifetimeRequest::Rekey => Task::RekeyChild(spi_in),
-                crate::child_sas::LifetimeRequest::Delete => Task::DeleteChild(spi_in),
+            let op = match req {
+                crate::child_sas::LifetimeRequest::Rekey => Op::Rekey,
+                crate::child_sas::LifetimeRequest::Delete => Op::DeleteChild,
             };
-            // Our SPI is one of the two; the shard that holds it accepts the task.
-            if !d.task(spi_i, task.clone()) {
-                d.task(spi_r, task);
+            let selection = Selection {
+                ike: IkeRef::Spi(u64::from(spi_in)),
+                child: None,
+            };
+            // The shard of the IKE SA it was installed on (our SPI is one of the
+            // two); after an IKE rekey the child lives on another SA, maybe on
+            // another shard: then every shard looks.
+            let n = d.shards.len();
+            let first = [shard::owner_of(spi_i, n), shard::owner_of(spi_r, n)];
+            let found = first.iter().any(|s| !d.command_on(*s, &selection, op).is_empty());
+            if !found && d.command(&selection, op).is_empty() {
+                warn!(
+                    spi_in = format_args!("{spi_in:08x}"),
+                    "fastpath lifetime reached, but no IKE SA holds the CHILD_SA any more"
+                );
             }
         })
     }
@@ -242,7 +254,7 @@ impl Daemon {
             };
             let started = self.command(&selection, Op::CreateChild(t));
             if !started.is_empty() {
-                return Ok(started.join("\n"));
+                return Ok(operator_did(started));
             }
         }
         let shard = &self.shards[0];
@@ -300,6 +312,22 @@ impl Daemon {
         .collect()
     }
 
+    /// [`Daemon::command`] on one shard only.
+    fn command_on(&self, shard: usize, selection: &Selection, op: Op) -> Vec<String> {
+        let (tx, rx) = mpsc::channel();
+        let sent = self.shards.get(shard).is_some_and(|s| {
+            s.send(ShardMsg::Command {
+                selection: selection.clone(),
+                op,
+                reply: tx,
+            })
+        });
+        if !sent {
+            return Vec::new();
+        }
+        rx.recv_timeout(REPLY_TIMEOUT).unwrap_or_default()
+    }
+
     /// What an operator's `target` names: a connection, else an SPI in hex
     /// (either SPI of an IKE SA or of a CHILD_SA).
     pub fn target(&self, target: &str) -> Result<IkeRef, String> {
@@ -329,7 +357,7 @@ impl Daemon {
         if started.is_empty() {
             return Err(format!("no established SA matches {}", describe(&selection)));
         }
-        Ok(started.join("\n"))
+        Ok(operator_did(started))
     }
 
     /// Deletes the CHILD_SAs named `child` (a name or an SPI, inbound or
@@ -343,15 +371,7 @@ impl Daemon {
         if started.is_empty() {
             return Err(format!("no installed CHILD_SA matches {}", describe(&selection)));
         }
-        Ok(started.join("\n"))
-    }
-
-    /// Queues a rekey/DPD on the SA with local SPI `spi`.
-    pub fn task(&self, spi: u64, task: Task) -> bool {
-        let owner = shard::owner_of(spi, self.shards.len());
-        let (tx, rx) = mpsc::channel();
-        self.shards[owner].send(ShardMsg::Task { spi, task, reply: tx });
-        rx.recv_timeout(REPLY_TIMEOUT).unwrap_or(false)
+        Ok(operator_did(started))
     }
 
     /// Re-reads the configuration file and applies its connections.
@@ -400,6 +420,14 @@ fn describe(selection: &Selection) -> String {
         Some(child) => format!("child '{child}' of {ike}"),
         None => ike,
     }
+}
+
+/// Logs what an operator's command started and returns it as the answer.
+fn operator_did(started: Vec<String>) -> String {
+    for line in &started {
+        info!("operator request: {line}");
+    }
+    started.join("\n")
 }
 
 /// Our address to initiate from towards `remote`: with `local_addrs`, the

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use control::config::ConnectionConfig;
 use control::config::IkeVersions;
 use control::endpoint::{AdmissionConfig, Endpoint, EndpointStats};
-use control::ike_sa::{Context, DownReason, Event, Task};
+use control::ike_sa::{ChildState, Context, DownReason, Event, Task};
 use control::ikev1::{Ikev1Endpoint, Ikev1Policy};
 use control::wire::ikev2::{Header, NotifyType};
 use control::wire::ingress::{IkeVersion, Ingress, classify};
@@ -103,15 +103,6 @@ pub enum ShardMsg {
         /// Answer: what was started, one line each.
         reply: Sender<Vec<String>>,
     },
-    /// Queue a task on an SA (rekey, DPD).
-    Task {
-        /// Our SPI.
-        spi: u64,
-        /// The task.
-        task: Task,
-        /// Answer: found or not.
-        reply: Sender<bool>,
-    },
     /// List the SAs.
     List(Sender<Vec<SaSummary>>),
     /// Counters.
@@ -187,9 +178,14 @@ fn tasks_for(sa: &control::ike_sa::IkeSa, selection: &Selection, op: Op) -> Vec<
     let ike = format!("IKE SA {conn} {spi_i:016x}_i {spi_r:016x}_r");
     let children = |verb: &str, task: fn(u32) -> Task| -> Vec<(Task, String)> {
         let spec = child.as_deref().unwrap_or_default();
+        // A rekey needs an installed child; a deletion takes any not already being deleted.
+        let eligible = |c: &control::ike_sa::ChildSa| match op {
+            Op::Rekey => c.state == ChildState::Installed,
+            _ => c.state != ChildState::Deleting,
+        };
         sa.children()
             .iter()
-            .filter(|c| c.state == control::ike_sa::ChildState::Installed && names_child(spec, sa.child_name(c), c))
+            .filter(|c| eligible(c) && names_child(spec, sa.child_name(c), c))
             .map(|c| {
                 let line = format!(
                     "{verb} CHILD_SA {} (in {:08x}, out {:08x}) of {ike}",
@@ -692,14 +688,10 @@ impl Shard {
                     let mut done = Vec::with_capacity(planned.len());
                     for (spi, task, line) in planned {
                         if self.endpoint.queue(now, spi, task) {
-                            info!(shard = self.id, "operator: {line}");
                             done.push(line);
                         }
                     }
                     let _ = reply.send(done);
-                }
-                ShardMsg::Task { spi, task, reply } => {
-                    let _ = reply.send(self.endpoint.queue(now, spi, task));
                 }
                 ShardMsg::List(reply) => {
                     let list = self

@@ -5,7 +5,8 @@
 //! NAT-T port are exercised. Checks the first CHILD_SA in both roles,
 //! CHILD_SA rekey with PFS started by either side, and that both sides
 //! agree on SPIs, algorithms and selectors through `swanctl --list-sas` and
-//! `ironsa sas`.
+//! `ironsa sas`, and a second child template that ironsa creates with
+//! CREATE_CHILD_SA, deletes alone and initiates alone.
 //!
 //! Needs root, iproute2 and the strongSwan packages (scripts/install-deps.sh).
 
@@ -48,22 +49,33 @@ esp_proposals = "{esp}"
 }
 
 fn charon(ns: &NetnsPair, esp: &str) -> Charon {
+    charon_with(ns, esp, None)
+}
+
+/// Second child on both sides: 10.1.1.0/24 === 10.2.1.0/24.
+const MORE_A: &str = "10.1.1.0/24";
+const MORE_B: &str = "10.2.1.0/24";
+
+/// charon with an optional second child template named `more`.
+fn charon_with(ns: &NetnsPair, esp: &str, more: Option<&str>) -> Charon {
+    let mut conn = Connection::new("ironsa", OUTER_B, OUTER_A)
+        .proposals(&["aes256gcm16-prfsha256-x25519"])
+        .local(AuthRound::psk("b@test"))
+        .remote(AuthRound::psk("a@test"))
+        .child(
+            Child::new("net", SUBNET_B, SUBNET_A)
+                .mode("tunnel")
+                .esp_proposals(&[esp]),
+        );
+    if let Some(name) = more {
+        conn = conn.child(Child::new(name, MORE_B, MORE_A).mode("tunnel").esp_proposals(&[esp]));
+    }
     Charon::builder("libipsec")
         .kernel(KernelBackend::Libipsec {
             netns: ns.b.name().into(),
         })
         .log_level("chd", 2)
-        .connection(
-            Connection::new("ironsa", OUTER_B, OUTER_A)
-                .proposals(&["aes256gcm16-prfsha256-x25519"])
-                .local(AuthRound::psk("b@test"))
-                .remote(AuthRound::psk("a@test"))
-                .child(
-                    Child::new("net", SUBNET_B, SUBNET_A)
-                        .mode("tunnel")
-                        .esp_proposals(&[esp]),
-                ),
-        )
+        .connection(conn)
         .secret(Secret::psk("ab", &["a@test", "b@test"], PSK))
         .start()
         .unwrap()
@@ -209,4 +221,72 @@ fn charon_chooses_our_second_ike_and_esp_proposals() {
         })
         .unwrap();
     assert_eq!(sas[0].encr_keysize, Some(256));
+}
+
+/// The children charon has installed, by name, sorted.
+fn charon_children(charon: &Charon) -> Vec<String> {
+    let sas = charon.swanctl().list_sas().unwrap();
+    let mut names: Vec<String> = sas
+        .iter()
+        .flat_map(|s| s.installed_children().into_iter().map(|c| c.name.clone()))
+        .collect();
+    names.sort();
+    names
+}
+
+fn wait_charon_children(charon: &Charon, want: &[&str]) {
+    charon
+        .swanctl()
+        .wait_for_sas(T, |s| {
+            let mut names: Vec<&str> = s
+                .iter()
+                .flat_map(|s| s.installed_children().into_iter().map(|c| c.name.as_str()))
+                .collect();
+            names.sort();
+            s.len() == 1 && names == want
+        })
+        .unwrap_or_else(|e| panic!("charon children {:?}, want {want:?}: {e}", charon_children(charon)));
+}
+
+/// ironsa brings up its second child template with CREATE_CHILD_SA after
+/// IKE_AUTH, deletes it alone by SPI and brings it back alone.
+#[test]
+fn second_child_created_deleted_and_initiated_alone() {
+    let ns = NetnsPair::new().unwrap();
+    // kernel-libipsec routes a child's traffic only with a local address inside it.
+    ns.b.exec(&["ip", "addr", "add", "10.2.1.1/32", "dev", "lo"]).unwrap();
+    let charon = charon_with(&ns, "aes256gcm16", Some("more"));
+    let config = format!(
+        "{}\n[[connection.child]]\nname = \"more\"\nlocal_ts = [\"{MORE_A}\"]\nremote_ts = [\"{MORE_B}\"]\nesp_proposals = \"aes256gcm16\"\n",
+        ironsa_config("aes256gcm16")
+    );
+    let ironsa = Ironsa::start(&config, Some(ns.a.name()));
+    ironsa.call(json!({"cmd": "initiate", "connection": "swan"}));
+    wait_charon_children(&charon, &["more", "net"]);
+    let sas = ironsa.wait_sas(T, |s| {
+        s.len() == 1 && s[0]["children"].as_array().is_some_and(|c| c.len() == 2)
+    });
+    let more = sas[0]["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "more")
+        .unwrap()
+        .clone();
+    assert_eq!(more["local_ts"], json!([MORE_A]));
+
+    // Deleted by the SPI charon sends with (our inbound): charon keeps the IKE SA and `net`.
+    ironsa.call(json!({"cmd": "terminate", "child": more["spi_in"]}));
+    wait_charon_children(&charon, &["net"]);
+    ironsa.wait_sas(T, |s| {
+        s.len() == 1 && s[0]["children"].as_array().is_some_and(|c| c.len() == 1)
+    });
+
+    // Brought back alone on the same IKE SA.
+    ironsa.call(json!({"cmd": "initiate", "connection": "swan", "child": "more"}));
+    wait_charon_children(&charon, &["more", "net"]);
+    let after = ironsa.wait_sas(T, |s| {
+        s.len() == 1 && s[0]["children"].as_array().is_some_and(|c| c.len() == 2)
+    });
+    assert_eq!(after[0]["spi_i"], sas[0]["spi_i"], "the same IKE SA");
 }

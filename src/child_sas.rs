@@ -99,6 +99,8 @@ struct Child {
     ike_spis: (u64, u64),
     /// The lineage whose policies it shares.
     lineage: u64,
+    /// The member of the lineage installed before it, if still there.
+    prev: Option<u32>,
 }
 
 /// A child's policy ids: one inline (a road-warrior child has one), more on the heap.
@@ -123,22 +125,18 @@ impl PolicyIds {
     }
 }
 
-/// A child and the children that replaced it by rekeys, one after another.
-/// They share one set of policies, which protect with the outbound SA of the
-/// newest member and go when the last member goes. In a rekey collision
-/// (RFC 7296 §2.8.1) two new children replace the same one; whichever of them
-/// is deleted as redundant, the policies stay with the survivor.
+/// A child and the children that replaced it by rekeys, one after another
+/// (linked newest to oldest through [`Child::prev`]). They share one set of
+/// policies, which protect with the outbound SA of the newest member and go
+/// when the last member goes. In a rekey collision (RFC 7296 §2.8.1) two new
+/// children replace the same one; whichever of them is deleted as
+/// redundant, the policies stay with the survivor.
 struct Lineage {
     policies: PolicyIds,
-    /// Inbound SPIs of the members, oldest first (one, or two during a rekey).
-    members: Vec<u32>,
-    /// The member deleted last, if any: a rekey of it that completes after
-    /// its deletion (a collision's late response) still joins the lineage.
-    retired: Option<u32>,
+    /// Inbound SPI of the newest member.
+    newest: u32,
     /// Policy misses inside the selectors before the lineage began (not its own).
     misses_before: u64,
-    local_ts: Box<[TrafficSelector]>,
-    remote_ts: Box<[TrafficSelector]>,
 }
 
 /// The children by inbound SPI, the inbound SPI of each outbound SA (so that
@@ -149,8 +147,6 @@ struct Children {
     by_spi_in: HashMap<u32, Child>,
     spi_in_of_outbound: HashMap<u64, u32>,
     lineages: HashMap<u64, Lineage>,
-    /// Lineage of each [`Lineage::retired`] SPI.
-    retired: HashMap<u32, u64>,
     next_lineage: u64,
 }
 
@@ -165,18 +161,32 @@ impl Children {
         (c.inbound == id || c.outbound == id).then_some((c.ike_spis, spi_in))
     }
 
-    /// The lineage a rekey of the child with inbound SPI `old` joins.
-    fn lineage_of(&self, old: u32) -> Option<u64> {
-        self.by_spi_in
-            .get(&old)
-            .map(|c| c.lineage)
-            .or_else(|| self.retired.get(&old).copied())
-            .filter(|l| self.lineages.contains_key(l))
-    }
-
-    /// The outbound SA of the newest member of lineage `l`.
-    fn newest_outbound(&self, l: &Lineage) -> Option<SaId> {
-        l.members.last().and_then(|m| self.by_spi_in.get(m)).map(|c| c.outbound)
+    /// Takes child `gone` (just removed from `by_spi_in`) out of its lineage:
+    /// the policies move to the newest remaining member, or are returned
+    /// for removal when it was the last one.
+    fn unlink(&mut self, spi_in: u32, gone: &Child, spd: &Spd) -> Option<PolicyIds> {
+        let lineage = self.lineages.get_mut(&gone.lineage)?;
+        if lineage.newest == spi_in {
+            let next = gone.prev.and_then(|p| self.by_spi_in.get(&p).map(|c| (p, c.outbound)));
+            let Some((next, outbound)) = next else {
+                return self.lineages.remove(&gone.lineage).map(|l| l.policies);
+            };
+            spd.replace_sa_of(lineage.policies.as_slice(), gone.outbound, outbound);
+            lineage.newest = next;
+            return None;
+        }
+        let mut cur = lineage.newest;
+        while let Some(c) = self.by_spi_in.get_mut(&cur) {
+            match c.prev {
+                Some(p) if p == spi_in => {
+                    c.prev = gone.prev;
+                    break;
+                }
+                Some(p) => cur = p,
+                None => break,
+            }
+        }
+        None
     }
 }
 
@@ -388,21 +398,26 @@ impl ChildSas {
             store.remove_sa(outbound);
             return None;
         };
-        let joined = c.rekey_of.and_then(|old| children.lineage_of(old));
-        let (lineage, installed) = match joined {
-            Some(id) => {
-                let current = children.lineages.get(&id).and_then(|l| children.newest_outbound(l));
+        // A rekey joins the lineage of the child it replaces. When that child
+        // is gone already (a collision's late response), the new child starts
+        // a lineage of its own: for a moment two sets of policies cover the
+        // selectors, until the redundant child goes with its set.
+        let joined = c.rekey_of.and_then(|old| {
+            let lineage = children.by_spi_in.get(&old)?.lineage;
+            let newest = children.lineages.get(&lineage)?.newest;
+            Some((lineage, newest, children.by_spi_in.get(&newest)?.outbound))
+        });
+        let (lineage, prev, installed) = match joined {
+            Some((id, newest, current)) => {
                 if let Some(l) = children.lineages.get_mut(&id) {
-                    if let Some(current) = current {
-                        self.spd.replace_sa_of(l.policies.as_slice(), current, outbound);
-                    }
-                    l.members.push(c.spi_in);
+                    self.spd.replace_sa_of(l.policies.as_slice(), current, outbound);
+                    l.newest = c.spi_in;
                 }
-                (id, Installed::Rekeyed)
+                (id, Some(newest), Installed::Rekeyed)
             }
             None => {
-                let local_ts: Box<[TrafficSelector]> = c.local_ts.iter().filter_map(selector).collect();
-                let remote_ts: Box<[TrafficSelector]> = c.remote_ts.iter().filter_map(selector).collect();
+                let local_ts: Vec<TrafficSelector> = c.local_ts.iter().filter_map(selector).collect();
+                let remote_ts: Vec<TrafficSelector> = c.remote_ts.iter().filter_map(selector).collect();
                 let mut policies = Vec::with_capacity(local_ts.len() * remote_ts.len());
                 for l in &local_ts {
                     for r in &remote_ts {
@@ -423,17 +438,13 @@ impl ChildSas {
                     id,
                     Lineage {
                         policies: PolicyIds::from_vec(policies),
-                        members: vec![c.spi_in],
-                        retired: None,
+                        newest: c.spi_in,
                         misses_before: self.spd.misses_within(&local_ts, &remote_ts),
-                        local_ts,
-                        remote_ts,
                     },
                 );
-                (id, Installed::New)
+                (id, None, Installed::New)
             }
         };
-        children.retired.remove(&c.spi_in);
         children.by_spi_in.insert(
             c.spi_in,
             Child {
@@ -441,6 +452,7 @@ impl ChildSas {
                 outbound,
                 ike_spis: c.ike_spis,
                 lineage,
+                prev,
             },
         );
         children.spi_in_of_outbound.insert(outbound.0, c.spi_in);
@@ -465,28 +477,7 @@ impl ChildSas {
             return;
         };
         children.spi_in_of_outbound.remove(&old.outbound.0);
-        let mut gone = None;
-        if let Some(mut l) = children.lineages.remove(&old.lineage) {
-            let was_newest = l.members.last() == Some(&spi_in);
-            l.members.retain(|m| *m != spi_in);
-            if l.members.is_empty() {
-                if let Some(r) = l.retired {
-                    children.retired.remove(&r);
-                }
-                gone = Some(l.policies);
-            } else {
-                if was_newest {
-                    if let Some(next) = children.newest_outbound(&l) {
-                        self.spd.replace_sa_of(l.policies.as_slice(), old.outbound, next);
-                    }
-                }
-                if let Some(r) = l.retired.replace(spi_in) {
-                    children.retired.remove(&r);
-                }
-                children.retired.insert(spi_in, old.lineage);
-                children.lineages.insert(old.lineage, l);
-            }
-        }
+        let gone = children.unlink(spi_in, &old, &self.spd);
         drop(children);
         for p in gone.iter().flat_map(|p| p.as_slice()) {
             let _ = self.spd.remove(*p);
@@ -495,17 +486,17 @@ impl ChildSas {
         self.store.remove_sa(old.outbound);
     }
 
-    /// Counters of the child with inbound SPI `spi_in`; its drops include
-    /// the outbound packets inside its selectors that found no policy.
-    pub fn counters(&self, spi_in: u32) -> Option<ChildCounters> {
+    /// Counters of CHILD_SA `child`; its drops include the outbound packets
+    /// inside its selectors that found no policy.
+    pub fn counters(&self, child: &control::ike_sa::ChildSa) -> Option<ChildCounters> {
         let children = self.children.lock().ok()?;
-        let c = children.by_spi_in.get(&spi_in)?;
+        let c = children.by_spi_in.get(&child.spi_in)?;
         let i = self.sad.inbound_by_id(c.inbound)?.counters.snapshot();
         let o = self.sad.outbound(c.outbound)?.counters.snapshot();
         let no_policy = children.lineages.get(&c.lineage).map_or(0, |l| {
-            self.spd
-                .misses_within(&l.local_ts, &l.remote_ts)
-                .saturating_sub(l.misses_before)
+            let local: Vec<TrafficSelector> = child.local_ts.iter().filter_map(selector).collect();
+            let remote: Vec<TrafficSelector> = child.remote_ts.iter().filter_map(selector).collect();
+            self.spd.misses_within(&local, &remote).saturating_sub(l.misses_before)
         });
         Some(ChildCounters {
             packets_in: i.packets,
@@ -617,6 +608,56 @@ mod tests {
         assert_eq!(window_of(&children, 0x100), 8192, "installed SAs keep theirs");
     }
 
+    /// The outbound SA the SPD protects 10.1.0.1 -> 10.2.0.1 with, by its SPI.
+    fn protecting_spi(children: &ChildSas) -> Option<u32> {
+        let flow = fastpath::ip::FlowKey {
+            src: "10.1.0.1".parse().unwrap(),
+            dst: "10.2.0.1".parse().unwrap(),
+            proto: 17,
+            src_port: 1,
+            dst_port: 2,
+        };
+        match children.spd().lookup(&flow)?.action {
+            PolicyAction::Protect(id) => children.sad().outbound(id).map(|sa| sa.spi),
+            _ => None,
+        }
+    }
+
+    /// Rekeys, collisions and deletions in every order leave one set of
+    /// policies, on the newest child still there, until the last one goes.
+    #[test]
+    fn policies_follow_the_newest_child_of_a_lineage() {
+        let children = ChildSas::new(1, ChildSettings::default(), None).unwrap();
+        let sel = |s: &str| control::ts::parse_selector(s).unwrap();
+        let install = |spi_in: u32, rekey_of: Option<u32>| {
+            let mut c = child("gw", "lan", spi_in);
+            c.local_ts = vec![sel("10.1.0.0/24")];
+            c.remote_ts = vec![sel("10.2.0.0/24")];
+            c.rekey_of = rekey_of;
+            children.install(&c)
+        };
+        // Outbound SPI = inbound + 1 (see `child`).
+        assert_eq!(install(0x100, None), Some(Installed::New));
+        assert_eq!(install(0x200, Some(0x100)), Some(Installed::Rekeyed));
+        assert_eq!(install(0x300, Some(0x100)), Some(Installed::Rekeyed), "collision");
+        assert_eq!((children.spd().len(), protecting_spi(&children)), (1, Some(0x301)));
+        children.remove(0x300); // the newest, redundant
+        assert_eq!((children.spd().len(), protecting_spi(&children)), (1, Some(0x201)));
+        children.remove(0x100); // the old one
+        assert_eq!(protecting_spi(&children), Some(0x201));
+        assert_eq!(install(0x400, Some(0x200)), Some(Installed::Rekeyed));
+        children.remove(0x200);
+        assert_eq!((children.spd().len(), protecting_spi(&children)), (1, Some(0x401)));
+        // A rekey of a child already gone starts its own policies; either goes alone.
+        assert_eq!(install(0x500, Some(0x200)), Some(Installed::New));
+        assert_eq!(children.spd().len(), 2);
+        children.remove(0x500);
+        assert_eq!((children.spd().len(), protecting_spi(&children)), (1, Some(0x401)));
+        children.remove(0x401 - 1);
+        assert_eq!((children.spd().len(), protecting_spi(&children)), (0, None));
+        assert_eq!(children.sad().len(), (0, 0));
+    }
+
     /// The child's policies stop matching (as when a rekey collision lost
     /// them): its outbound packets show up in its own drop counter.
     #[test]
@@ -651,7 +692,23 @@ mod tests {
         }
         // Outside its selectors: not its loss.
         send("10.3.0.1");
-        let k = children.counters(0x100).unwrap();
+        let installed = control::ike_sa::ChildSa {
+            template: 0,
+            spi_in: c.spi_in,
+            spi_out: c.spi_out,
+            encr: c.encr,
+            integ: c.integ,
+            pfs: None,
+            esn: false,
+            mode: c.mode,
+            local_ts: c.local_ts.as_slice().into(),
+            remote_ts: c.remote_ts.as_slice().into(),
+            state: control::ike_sa::ChildState::Installed,
+            installed_at: std::time::Instant::now(),
+            rekey_at: None,
+            expire_at: None,
+        };
+        let k = children.counters(&installed).unwrap();
         assert_eq!((k.packets_out, k.no_policy, k.drops), (1, 3, 3));
     }
 }
@@ -758,6 +815,14 @@ mod collision {
             self.ep.sas().next().expect("an IKE SA").local_spi()
         }
 
+        /// Counters of the (only) child.
+        fn counters(&self) -> crate::dataplane::ChildCounters {
+            let sa = self.ep.sas().next().expect("an IKE SA");
+            self.children
+                .counters(&sa.children()[0])
+                .expect("the child is in the fastpath")
+        }
+
         fn child_spis(&self) -> Vec<u32> {
             self.ep
                 .sas()
@@ -853,7 +918,7 @@ mod collision {
                 } else {
                     (&mut self.b, &mut self.a)
                 };
-                let before = from.children.counters(from.child_spis()[0]).unwrap();
+                let before = from.counters();
                 let sent = inner_packet(from.lan, to.lan);
                 let mut pkt = sent.clone();
                 let v = from.worker.outbound_packet(&mut pkt);
@@ -871,7 +936,7 @@ mod collision {
                 let v = to.worker.inbound_packet(InboundKind::RawEsp, &mut pkt, &meta);
                 assert_eq!(v, Verdict::ToTunnel, "{what}: {} <- {}", to.lan, from.lan);
                 assert_eq!(pkt.data(), sent.data(), "{what}: decrypted as sent");
-                let after = from.children.counters(from.child_spis()[0]).unwrap();
+                let after = from.counters();
                 assert_eq!(
                     after.packets_out,
                     before.packets_out + 1,

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use control::ike_sa::{ChildSaInstall, Event, RandomSpis, SpiAllocator, Transmit};
+use control::ike_sa::{ChildSa, ChildSaInstall, Event, RandomSpis, SpiAllocator, Transmit};
 use serde::{Deserialize, Serialize};
 
 /// Per-CHILD_SA counters shown by `ironsa sas`.
@@ -39,8 +39,8 @@ pub trait DataPlane: Send + Sync {
     fn esp_received(&self, local: SocketAddr, remote: SocketAddr, packet: &[u8]);
     /// Every IKE event, for logging or key export.
     fn ike_event(&self, _event: &Event) {}
-    /// Counters of a CHILD_SA by inbound SPI.
-    fn child_counters(&self, _spi_in: u32) -> Option<ChildCounters> {
+    /// Counters of a CHILD_SA.
+    fn child_counters(&self, _child: &ChildSa) -> Option<ChildCounters> {
         None
     }
     /// The allocator of inbound SPIs (unique across the gateway).

@@ -347,8 +347,8 @@ impl DataPlane for DpdkDataPlane {
         // ESP arrives on the DPDK ports; the control plane has no sockets.
     }
 
-    fn child_counters(&self, spi_in: u32) -> Option<ChildCounters> {
-        self.children.counters(spi_in)
+    fn child_counters(&self, child: &control::ike_sa::ChildSa) -> Option<ChildCounters> {
+        self.children.counters(child)
     }
 
     fn spi_allocator(&self) -> Arc<dyn SpiAllocator> {

@@ -282,7 +282,7 @@ impl SaSummary {
                     remote_ts: c.remote_ts.iter().map(ts::display).collect(),
                     installed_secs: now.saturating_duration_since(c.installed_at).as_secs(),
                     rekey_in_secs: c.rekey_at.map(|r| r.saturating_duration_since(now).as_secs()),
-                    counters: dp.child_counters(c.spi_in),
+                    counters: dp.child_counters(c),
                 })
                 .collect(),
             version: 2,

@@ -693,8 +693,8 @@ impl DataPlane for SoftwareDataPlane {
 
     fn ike_event(&self, _event: &Event) {}
 
-    fn child_counters(&self, spi_in: u32) -> Option<ChildCounters> {
-        self.children.counters(spi_in)
+    fn child_counters(&self, child: &control::ike_sa::ChildSa) -> Option<ChildCounters> {
+        self.children.counters(child)
     }
 
     fn spi_allocator(&self) -> Arc<dyn SpiAllocator> {

@@ -311,7 +311,7 @@ fn rekey_collisions_keep_traffic(esp: &str) {
         sa["spi_r"].clone()
     };
     let (mut won, mut lost) = (0, 0);
-    for round in 0..12 {
+    for round in 0..16 {
         let count = |what: &str| ironsa.log().matches(what).count();
         let (won_before, lost_before) = (count("rekey collision won"), count("rekey collision lost"));
         let old = ironsa.sas()[0]["children"][0]["spi_in"].clone();
@@ -343,7 +343,9 @@ fn rekey_collisions_keep_traffic(esp: &str) {
             count("rekey collision won") - won_before,
             count("rekey collision lost") - lost_before,
         );
-        assert_eq!(w + l, 1, "round {round}: one collision, resolved once");
+        // charon may refuse our request (TEMPORARY_FAILURE) rather than resolve
+        // the collision: then no winner, but the traffic checks still apply.
+        assert!(w + l <= 1, "round {round}: one collision, resolved once");
         won += w;
         lost += l;
         support::traffic::ping_both_ways(&ns, 3, "0.1");
@@ -357,7 +359,7 @@ fn rekey_collisions_keep_traffic(esp: &str) {
             return;
         }
     }
-    panic!("12 rekey collisions with charon, all with one winner ({won} won, {lost} lost)");
+    panic!("16 rekey collisions with charon without both outcomes ({won} won, {lost} lost)");
 }
 
 #[test]

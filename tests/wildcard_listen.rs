@@ -55,13 +55,14 @@ esp_proposals = "aes256gcm16"
     )
 }
 
-fn connect(remote: SocketAddr, source: &str, tunnels: u64) {
+/// `tunnels` IKE SAs from `source` to `remote`, as users `<user><n>@wild.test`.
+fn connect(remote: SocketAddr, source: &str, tunnels: u64, user: &str) {
     let s = Settings {
         remote: Some(remote),
         source: Some(vec![source.into()]),
         tunnels: Some(tunnels),
         concurrency: Some(8),
-        local_id: Some("user{n}@wild.test".into()),
+        local_id: Some(format!("{user}{{n}}@wild.test")),
         remote_id: Some("gw@wild.test".into()),
         psk: Some(PSK.into()),
         retransmit_timeout: Some(1.0),
@@ -82,8 +83,9 @@ fn wildcard_listen_answers_from_the_address_each_request_came_to() {
         (format!("127.0.0.2:{}", ports.0).parse().unwrap(), "127.0.9.0/29"),
         (format!("[::1]:{}", ports.0).parse().unwrap(), "::1"),
     ];
-    for (remote, source) in &targets {
-        connect(*remote, source, 6);
+    // Other users per address: INITIAL_CONTACT would replace the SAs of the same user.
+    for (i, (remote, source)) in targets.iter().enumerate() {
+        connect(*remote, source, 6, &format!("site{i}-user"));
     }
     let sas = gw.call(json!({"cmd": "sas"})).as_array().cloned().unwrap_or_default();
     assert_eq!(sas.len(), 18, "{sas:#?}");

@@ -163,9 +163,9 @@ impl Daemon {
             let first = [shard::owner_of(spi_i, n), shard::owner_of(spi_r, n)];
             let found = first.iter().any(|s| !d.command_on(*s, &selection, op).is_empty());
             if !found && d.command(&selection, op).is_empty() {
-                warn!(
+                debug!(
                     spi_in = format_args!("{spi_in:08x}"),
-                    "fastpath lifetime reached, but no IKE SA holds the CHILD_SA any more"
+                    "fastpath lifetime reached: the CHILD_SA is already being rekeyed or deleted, or gone"
                 );
             }
         })

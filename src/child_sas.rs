@@ -1,7 +1,8 @@
 //! Negotiated CHILD_SAs in a fastpath SAD and SPD, shared by the software
 //! and DPDK data planes: SA parameters from the control plane's
-//! [`ChildSaInstall`], policies (switched to the new SA on rekey), per-child
-//! counters, byte/packet lifetime events routed back to the control plane,
+//! [`ChildSaInstall`], policies (one set per child and the children that
+//! replace it by rekeys, on the newest one's SA), per-child counters (policy
+//! misses included), byte/packet lifetime events routed back to the control plane,
 //! unique inbound SPIs and the optional Wireshark key log.
 
 use std::collections::HashMap;

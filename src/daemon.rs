@@ -160,8 +160,9 @@ impl Daemon {
             // two); after an IKE rekey the child lives on another SA, maybe on
             // another shard: then every shard looks.
             let n = d.shards.len();
-            let first = [shard::owner_of(spi_i, n), shard::owner_of(spi_r, n)];
-            let found = first.iter().any(|s| !d.command_on(*s, &selection, op).is_empty());
+            let (a, b) = (shard::owner_of(spi_i, n), shard::owner_of(spi_r, n));
+            let found =
+                !d.command_on(a, &selection, op).is_empty() || (b != a && !d.command_on(b, &selection, op).is_empty());
             if !found && d.command(&selection, op).is_empty() {
                 debug!(
                     spi_in = format_args!("{spi_in:08x}"),

@@ -245,10 +245,11 @@ fn tshark_decrypts_ironsa_esp_with_the_key_log() {
     }
 }
 
-/// After an IKE rekey the child belongs to the new IKE SA: its packet
-/// lifetime still reaches the control plane and rekeys it.
-#[test]
-fn packet_lifetime_rekeys_the_child_after_an_ike_rekey() {
+/// 100 echo requests and 100 replies cross the child's SAs: its soft packet
+/// lifetime (60) makes the fastpath ask for a rekey, which loses nothing.
+/// With `ike_rekey_first`, the IKE SA is rekeyed before: the request must
+/// reach the child on the new IKE SA.
+fn packet_lifetime_rekeys_the_child(ike_rekey_first: bool) {
     let ns = NetnsPair::new().unwrap();
     let charon = charon(&ns, "aes256gcm16");
     let ironsa = Ironsa::start(
@@ -257,33 +258,15 @@ fn packet_lifetime_rekeys_the_child_after_an_ike_rekey() {
     );
     let sa = up(&ns, &charon, &ironsa);
     let first = sa["children"][0]["spi_in"].clone();
-    ironsa.call(json!({"cmd": "rekey", "target": "swan"}));
-    ironsa.wait_sas(T, |s| {
-        s.len() == 1 && s[0]["spi_i"] != sa["spi_i"] && s[0]["state"] == "ESTABLISHED"
-    });
-    let (sent, got) = support::traffic::ping(&ns.a, INNER_A, INNER_B, 100, "0.01");
-    assert_eq!((sent, got), (100, 100));
-    ironsa.wait_sas(T, |s| {
-        s[0]["children"]
-            .as_array()
-            .is_some_and(|c| c.len() == 1 && c[0]["spi_in"] != first)
-    });
-}
-
-#[test]
-fn packet_lifetime_in_the_fastpath_triggers_a_rekey_without_loss() {
-    let ns = NetnsPair::new().unwrap();
-    let charon = charon(&ns, "aes256gcm16");
-    let ironsa = Ironsa::start(
-        &ironsa_config_with("aes256gcm16", "rekey_packets = 60"),
-        Some(ns.a.name()),
-    );
-    let sa = up(&ns, &charon, &ironsa);
-    let first = sa["children"][0]["spi_in"].clone();
-    // 100 echo requests and 100 replies cross our SAs: the soft packet lifetime (60) is hit.
+    if ike_rekey_first {
+        ironsa.call(json!({"cmd": "rekey", "target": "swan"}));
+        ironsa.wait_sas(T, |s| {
+            s.len() == 1 && s[0]["spi_i"] != sa["spi_i"] && s[0]["state"] == "ESTABLISHED"
+        });
+    }
     let (sent, got) = support::traffic::ping(&ns.a, INNER_A, INNER_B, 100, "0.01");
     assert_eq!((sent, got), (100, 100), "no loss across the lifetime-triggered rekey");
-    let after = ironsa.wait_sas(T, |s| {
+    ironsa.wait_sas(T, |s| {
         s[0]["children"]
             .as_array()
             .is_some_and(|c| c.len() == 1 && c[0]["spi_in"] != first)
@@ -292,7 +275,16 @@ fn packet_lifetime_in_the_fastpath_triggers_a_rekey_without_loss() {
         ironsa.log().contains("fastpath lifetime reached"),
         "the fastpath asked for the rekey"
     );
-    let _ = after;
+}
+
+#[test]
+fn packet_lifetime_in_the_fastpath_triggers_a_rekey_without_loss() {
+    packet_lifetime_rekeys_the_child(false);
+}
+
+#[test]
+fn packet_lifetime_rekeys_the_child_after_an_ike_rekey() {
+    packet_lifetime_rekeys_the_child(true);
 }
 
 /// Both sides rekey the CHILD_SA at once (RFC 7296 §2.8.1) until ironsa has

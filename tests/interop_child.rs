@@ -252,6 +252,9 @@ fn wait_charon_children(charon: &Charon, want: &[&str]) {
 /// IKE_AUTH, deletes it alone by SPI and brings it back alone.
 #[test]
 fn second_child_created_deleted_and_initiated_alone() {
+    if !support::util::root_or_skip("second_child_created_deleted_and_initiated_alone") {
+        return;
+    }
     let ns = NetnsPair::new().unwrap();
     // kernel-libipsec routes a child's traffic only with a local address inside it.
     ns.b.exec(&["ip", "addr", "add", "10.2.1.1/32", "dev", "lo"]).unwrap();

@@ -250,6 +250,9 @@ fn tshark_decrypts_ironsa_esp_with_the_key_log() {
 /// With `ike_rekey_first`, the IKE SA is rekeyed before: the request must
 /// reach the child on the new IKE SA.
 fn packet_lifetime_rekeys_the_child(ike_rekey_first: bool) {
+    if !support::util::root_or_skip("packet_lifetime_rekeys_the_child") {
+        return;
+    }
     let ns = NetnsPair::new().unwrap();
     let charon = charon(&ns, "aes256gcm16");
     let ironsa = Ironsa::start(
@@ -292,6 +295,9 @@ fn packet_lifetime_rekeys_the_child_after_an_ike_rekey() {
 /// surviving child shows no drops. charon delays what it sends in
 /// CREATE_CHILD_SA exchanges, so its rekey request and ours cross.
 fn rekey_collisions_keep_traffic(esp: &str) {
+    if !support::util::root_or_skip("rekey_collisions_keep_traffic") {
+        return;
+    }
     let ns = NetnsPair::new().unwrap();
     let charon = charon_with(&ns, esp, &[("send_delay", "700"), ("send_delay_type", "36")]);
     let ironsa = Ironsa::start(&ironsa_config(esp), Some(ns.a.name()));

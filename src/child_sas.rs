@@ -490,13 +490,24 @@ impl ChildSas {
     /// Counters of CHILD_SA `child`; its drops include the outbound packets
     /// inside its selectors that found no policy.
     pub fn counters(&self, child: &control::ike_sa::ChildSa) -> Option<ChildCounters> {
+        self.counters_of(child.spi_in, &child.local_ts, &child.remote_ts)
+    }
+
+    /// Counters of the ESP SA pair with inbound SPI `spi_in` and these selectors
+    /// (an IKEv1 Quick Mode SA has no IKEv2 `ChildSa` record).
+    pub fn counters_of(
+        &self,
+        spi_in: u32,
+        local_ts: &[control::wire::ikev2::TrafficSelector],
+        remote_ts: &[control::wire::ikev2::TrafficSelector],
+    ) -> Option<ChildCounters> {
         let children = self.children.lock().ok()?;
-        let c = children.by_spi_in.get(&child.spi_in)?;
+        let c = children.by_spi_in.get(&spi_in)?;
         let i = self.sad.inbound_by_id(c.inbound)?.counters.snapshot();
         let o = self.sad.outbound(c.outbound)?.counters.snapshot();
         let no_policy = children.lineages.get(&c.lineage).map_or(0, |l| {
-            let local: Vec<TrafficSelector> = child.local_ts.iter().filter_map(selector).collect();
-            let remote: Vec<TrafficSelector> = child.remote_ts.iter().filter_map(selector).collect();
+            let local: Vec<TrafficSelector> = local_ts.iter().filter_map(selector).collect();
+            let remote: Vec<TrafficSelector> = remote_ts.iter().filter_map(selector).collect();
             self.spd.misses_within(&local, &remote).saturating_sub(l.misses_before)
         });
         Some(ChildCounters {

@@ -43,6 +43,15 @@ pub trait DataPlane: Send + Sync {
     fn child_counters(&self, _child: &ChildSa) -> Option<ChildCounters> {
         None
     }
+    /// Counters of an ESP SA pair by inbound SPI and selectors (IKEv1 Quick Mode SAs).
+    fn esp_sa_counters(
+        &self,
+        _spi_in: u32,
+        _local_ts: &[control::wire::ikev2::TrafficSelector],
+        _remote_ts: &[control::wire::ikev2::TrafficSelector],
+    ) -> Option<ChildCounters> {
+        None
+    }
     /// The allocator of inbound SPIs (unique across the gateway).
     fn spi_allocator(&self) -> Arc<dyn SpiAllocator> {
         Arc::new(RandomSpis)

@@ -331,7 +331,11 @@ impl SaSummary {
                     remote_ts: vec![ts::display(&q.remote_ts)],
                     installed_secs: q.installed_at.map_or(0, |t| now.saturating_duration_since(t).as_secs()),
                     rekey_in_secs: None,
-                    counters: dp.child_counters(q.spi_in),
+                    counters: dp.esp_sa_counters(
+                        q.spi_in,
+                        std::slice::from_ref(&q.local_ts),
+                        std::slice::from_ref(&q.remote_ts),
+                    ),
                 })
                 .collect(),
             version: 1,

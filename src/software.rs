@@ -697,6 +697,15 @@ impl DataPlane for SoftwareDataPlane {
         self.children.counters(child)
     }
 
+    fn esp_sa_counters(
+        &self,
+        spi_in: u32,
+        local_ts: &[control::wire::ikev2::TrafficSelector],
+        remote_ts: &[control::wire::ikev2::TrafficSelector],
+    ) -> Option<ChildCounters> {
+        self.children.counters_of(spi_in, local_ts, remote_ts)
+    }
+
     fn spi_allocator(&self) -> Arc<dyn SpiAllocator> {
         self.children.spi_allocator()
     }

@@ -17,6 +17,7 @@ use toml::Spanned;
 
 /// A configuration error, located in the file.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
     #[error("{file}: cannot read: {source}")]
@@ -70,11 +71,12 @@ struct RawDaemon {
     listen: Option<Vec<Spanned<String>>>,
     ike_port: Option<u16>,
     nat_port: Option<u16>,
-    shards: Option<usize>,
+    shards: Option<Spanned<usize>>,
     control_socket: Option<String>,
+    control_socket_group: Option<Spanned<String>>,
     metrics: Option<Spanned<String>>,
-    log_level: Option<String>,
-    keylog: Option<String>,
+    log_level: Option<Spanned<String>>,
+    keylog: Option<Spanned<String>>,
     expected_tunnels: Option<Spanned<usize>>,
 }
 
@@ -94,7 +96,7 @@ struct RawFastpath {
     backend: Option<Spanned<String>>,
     hw_profile: Option<Spanned<String>>,
     tun_name: Option<String>,
-    workers: Option<usize>,
+    workers: Option<Spanned<usize>>,
     install_routes: Option<bool>,
     socket_buffer: Option<Spanned<toml::Value>>,
 }
@@ -134,8 +136,8 @@ struct RawConnection {
 #[serde(deny_unknown_fields)]
 struct RawChild {
     name: Spanned<String>,
-    local_ts: Vec<Spanned<String>>,
-    remote_ts: Vec<Spanned<String>>,
+    local_ts: Spanned<Vec<Spanned<String>>>,
+    remote_ts: Spanned<Vec<Spanned<String>>>,
     esp_proposals: Spanned<String>,
     mode: Option<Spanned<String>>,
     rekey: Option<Spanned<toml::Value>>,
@@ -191,6 +193,29 @@ pub struct Connection {
     pub start_action: StartAction,
 }
 
+/// A group allowed on the control socket, resolved when the file is read so
+/// that a misspelt name is a configuration error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlGroup {
+    /// The name as configured.
+    pub name: String,
+    /// Its numeric id.
+    pub gid: u32,
+}
+
+impl ControlGroup {
+    fn lookup(name: &str) -> Result<Self, String> {
+        match nix::unistd::Group::from_name(name) {
+            Ok(Some(g)) => Ok(Self {
+                name: name.to_string(),
+                gid: g.gid.as_raw(),
+            }),
+            Ok(None) => Err(format!("no group '{name}' on this system")),
+            Err(e) => Err(format!("cannot look up group '{name}': {e}")),
+        }
+    }
+}
+
 /// Fastpath backend selection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FastpathBackend {
@@ -218,6 +243,9 @@ pub struct DaemonConfig {
     pub shards: usize,
     /// Control socket path.
     pub control_socket: PathBuf,
+    /// The group whose members may use the control socket's verbs that
+    /// change state (root only when None).
+    pub control_group: Option<ControlGroup>,
     /// Prometheus endpoint.
     pub metrics: Option<std::net::SocketAddr>,
     /// Initial log level / filter.
@@ -398,6 +426,109 @@ fn dpdk_listen(
     Ok(parsed)
 }
 
+/// Upper bound of `daemon.shards`: the shard index lives in the top bits of
+/// every local IKE SPI.
+pub const MAX_SHARDS: usize = 64;
+
+/// What a parse step needs to report: the file, its text (for line numbers)
+/// and the warnings gathered so far.
+struct Ctx<'a> {
+    file: &'a Path,
+    text: &'a str,
+    warnings: Vec<ConfigWarning>,
+}
+
+impl Ctx<'_> {
+    fn err(&self, offset: usize, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_path_buf(),
+            line: line_of(self.text, offset),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn warn(&mut self, offset: usize, key: &str, message: impl Into<String>) {
+        self.warnings.push(ConfigWarning {
+            line: line_of(self.text, offset),
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&self, v: &Spanned<toml::Value>, key: &str) -> Result<Duration, ConfigError> {
+        parse_duration(v.get_ref()).map_err(|m| self.err(v.span().start, key, m))
+    }
+
+    /// A file named relative to the configuration file's folder.
+    fn relative(&self, name: &str) -> PathBuf {
+        self.file.parent().unwrap_or_else(|| Path::new(".")).join(name)
+    }
+
+    fn read(&self, s: &Spanned<String>, key: &str) -> Result<Vec<u8>, ConfigError> {
+        let p = self.relative(s.get_ref());
+        std::fs::read(&p).map_err(|e| self.err(s.span().start, key, format!("cannot read {}: {e}", p.display())))
+    }
+
+    /// The TOML document, with syntax and type errors located.
+    fn toml(&self) -> Result<RawFile, ConfigError> {
+        let table: toml::Table = self.text.parse().map_err(|e| self.toml_err(e))?;
+        if table.is_empty() {
+            return Err(self.err(
+                0,
+                "(file)",
+                "the file is empty: it needs at least one [[connection]] (see docs/configuration.md)",
+            ));
+        }
+        toml::from_str(self.text).map_err(|e| self.toml_err(e))
+    }
+
+    fn toml_err(&self, e: toml::de::Error) -> ConfigError {
+        let offset = e.span().map(|s| s.start).unwrap_or(0);
+        let msg = e.message().to_string();
+        // Serde names the key in unknown/missing field errors; otherwise (a
+        // value of the wrong type or out of range) it is the key assigned on
+        // the line of the error.
+        let named = (msg.starts_with("unknown field") || msg.starts_with("missing field"))
+            .then(|| msg.split('`').nth(1).map(str::to_string))
+            .flatten();
+        let key = match named.or_else(|| key_on_line(self.text, offset)) {
+            Some(k) => match table_at(self.text, offset) {
+                Some(t) => format!("{t}.{k}"),
+                None => k,
+            },
+            None => "(syntax)".to_string(),
+        };
+        self.err(offset, &key, msg)
+    }
+}
+
+/// The settings of `[daemon]`.
+struct DaemonSection {
+    listen: Vec<IpAddr>,
+    ike_port: u16,
+    nat_port: u16,
+    shards: usize,
+    control_socket: PathBuf,
+    control_group: Option<ControlGroup>,
+    metrics: Option<std::net::SocketAddr>,
+    log_level: String,
+    keylog: Option<PathBuf>,
+    expected_tunnels: usize,
+}
+
+/// The settings of `[fastpath]`.
+struct FastpathSection {
+    backend: FastpathBackend,
+    hw_profile: Option<PathBuf>,
+    /// `daemon.listen`, resolved against a DPDK profile's ports.
+    listen: Vec<IpAddr>,
+    tun_name: String,
+    workers: usize,
+    install_routes: bool,
+    socket_buffer: usize,
+}
+
 impl DaemonConfig {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -408,513 +539,682 @@ impl DaemonConfig {
         Self::parse(path, &text)
     }
 
-    /// Parses configuration text; `path` is used in error messages.
+    /// Parses configuration text; `path` is used in error messages and to
+    /// find the files the configuration names.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let file = path.to_path_buf();
-        let err = |offset: usize, key: &str, message: String| ConfigError::Invalid {
-            file: file.clone(),
-            line: line_of(text, offset),
-            key: key.to_string(),
-            message,
+        let mut ctx = Ctx {
+            file: path,
+            text,
+            warnings: Vec::new(),
         };
-        let raw: RawFile = toml::from_str(text).map_err(|e| {
-            let offset = e.span().map(|s| s.start).unwrap_or(0);
-            let msg = e.message().to_string();
-            // The key: named in the message, or else the one assigned on the
-            // line of the error (a value of the wrong type).
-            let key = msg
-                .split('`')
-                .nth(1)
-                .map(str::to_string)
-                .or_else(|| key_on_line(text, offset))
-                .unwrap_or_else(|| "(syntax)".to_string());
-            err(offset, &key, msg)
-        })?;
-        let mut warnings = Vec::new();
-        let listen: Vec<IpAddr> = match &raw.daemon.listen {
-            None => vec!["0.0.0.0".parse().expect("literal"), "::".parse().expect("literal")],
-            Some(list) => list
-                .iter()
-                .map(|s| {
-                    s.get_ref().parse::<IpAddr>().map_err(|_| {
-                        err(
-                            s.span().start,
-                            "daemon.listen",
-                            format!("'{}' is not an IP address", s.get_ref()),
-                        )
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-        };
-        let metrics = match &raw.daemon.metrics {
-            None => None,
-            Some(m) => Some(m.get_ref().parse().map_err(|_| {
-                err(
-                    m.span().start,
-                    "daemon.metrics",
-                    format!("'{}' is not ADDRESS:PORT", m.get_ref()),
-                )
-            })?),
-        };
-        let dur = |v: &Option<Spanned<toml::Value>>, key: &str, default: Duration| -> Result<Duration, ConfigError> {
-            match v {
-                None => Ok(default),
-                Some(s) => parse_duration(s.get_ref()).map_err(|m| err(s.span().start, key, m)),
-            }
-        };
-        let d = AdmissionConfig::default();
-        let admission = AdmissionConfig {
-            cookie_threshold: raw.dos.cookie_threshold.unwrap_or(d.cookie_threshold),
-            cookie_calm_down: dur(&raw.dos.cookie_calm_down, "dos.cookie_calm_down", d.cookie_calm_down)?,
-            per_source_half_open: raw.dos.per_source_half_open.unwrap_or(d.per_source_half_open),
-            max_half_open: raw.dos.max_half_open.unwrap_or(d.max_half_open),
-            cookie_rotation: dur(&raw.dos.cookie_rotation, "dos.cookie_rotation", d.cookie_rotation)?,
-        };
-        let fastpath = match &raw.fastpath.backend {
-            None => FastpathBackend::None,
-            Some(b) => match b.get_ref().as_str() {
-                "none" => FastpathBackend::None,
-                "software" => FastpathBackend::Software,
-                // Resolved with the hardware profile below.
-                "dpdk" => FastpathBackend::None,
-                other => {
-                    return Err(err(
-                        b.span().start,
-                        "fastpath.backend",
-                        format!("unknown backend '{other}' (none, software, dpdk)"),
-                    ));
-                }
-            },
-        };
+        let raw = ctx.toml()?;
+        let daemon = daemon_section(&mut ctx, &raw.daemon)?;
+        let admission = dos_section(&ctx, &raw.dos)?;
         let mut connections = Vec::new();
         let mut child_settings = ChildSettings::new();
         let mut names = std::collections::HashSet::new();
         for c in &raw.connection {
-            let at = c.span().start;
-            let c = c.get_ref();
-            let name = c.name.get_ref().clone();
-            let key = |k: &str| format!("connection.{name}.{k}");
+            let name = c.get_ref().name.get_ref();
             if !names.insert(name.clone()) {
-                return Err(err(
-                    c.name.span().start,
+                return Err(ctx.err(
+                    c.get_ref().name.span().start,
                     "connection.name",
                     format!("duplicate connection name '{name}'"),
                 ));
             }
-            let mut remote_addrs = Vec::new();
-            let mut any = false;
-            for a in &c.remote_addrs {
-                if a.get_ref() == "%any" {
-                    any = true;
-                } else {
-                    remote_addrs.push(a.get_ref().parse::<IpAddr>().map_err(|_| {
-                        err(
-                            a.span().start,
-                            &key("remote_addrs"),
-                            format!("'{}' is not an IP address or %any", a.get_ref()),
-                        )
-                    })?);
-                }
-            }
-            let local_addrs = c
-                .local_addrs
-                .iter()
-                .map(|a| {
-                    a.get_ref().parse::<IpAddr>().map_err(|_| {
-                        err(
-                            a.span().start,
-                            &key("local_addrs"),
-                            format!("'{}' is not an IP address", a.get_ref()),
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let base = path.parent().unwrap_or_else(|| Path::new("."));
-            let read = |s: &Spanned<String>, k: &str| -> Result<Vec<u8>, ConfigError> {
-                let p = base.join(s.get_ref());
-                std::fs::read(&p).map_err(|e| err(s.span().start, &key(k), format!("cannot read {}: {e}", p.display())))
-            };
-            let auth_of = |a: &Option<Spanned<String>>, k: &str, default: &str| -> Result<String, ConfigError> {
-                let v = a
-                    .as_ref()
-                    .map(|a| a.get_ref().clone())
-                    .unwrap_or_else(|| default.to_string());
-                match v.as_str() {
-                    "psk" | "pubkey" => Ok(v),
-                    other => Err(err(
-                        a.as_ref().map(|a| a.span().start).unwrap_or(at),
-                        &key(k),
-                        format!("unknown auth '{other}' (psk, pubkey)"),
-                    )),
-                }
-            };
-            let local_kind = auth_of(&c.auth, "auth", "psk")?;
-            let remote_kind = auth_of(&c.remote_auth, "remote_auth", &local_kind)?;
-            let mut psk_auth = None;
-            if local_kind == "psk" || remote_kind == "psk" {
-                let psk = c
-                    .psk
-                    .as_ref()
-                    .ok_or_else(|| err(at, &key("psk"), "auth = psk needs a psk".into()))?;
-                let psk_text = psk.get_ref();
-                if psk_text.len() < 20 || psk_entropy_bits(psk_text) < 100.0 {
-                    warnings.push(ConfigWarning {
-                        line: line_of(text, psk.span().start),
-                        key: key("psk"),
-                        message: format!(
-                            "pre-shared key is weak (~{:.0} bits): anyone who captures one IKE_AUTH exchange can guess it offline; use at least 20 random characters",
-                            psk_entropy_bits(psk_text)
-                        ),
-                    });
-                }
-                psk_auth = Some(AuthConfig::Psk(Arc::new(control::crypto::auth::PresharedKey::new(
-                    psk_text.as_bytes(),
-                ))));
-            }
-            let local_auth = if local_kind == "pubkey" {
-                let cert = c.cert.as_ref().ok_or_else(|| {
-                    err(
-                        at,
-                        &key("cert"),
-                        "auth = pubkey needs cert (PEM/DER file, chain allowed)".into(),
-                    )
-                })?;
-                let keyf = c
-                    .key
-                    .as_ref()
-                    .ok_or_else(|| err(at, &key("key"), "auth = pubkey needs key (private key file)".into()))?;
-                let chain = Certificate::load(&read(cert, "cert")?)
-                    .map_err(|e| err(cert.span().start, &key("cert"), e.to_string()))?;
-                let pk = PrivateKey::load(&read(keyf, "key")?)
-                    .map_err(|e| err(keyf.span().start, &key("key"), e.to_string()))?;
-                if chain.is_empty() || !pk.matches_certificate(&chain[0]) {
-                    return Err(err(
-                        keyf.span().start,
-                        &key("key"),
-                        "private key does not match the first certificate".into(),
-                    ));
-                }
-                AuthConfig::Cert(Arc::new(LocalCert { key: pk, chain }))
-            } else {
-                psk_auth
-                    .clone()
-                    .ok_or_else(|| err(at, &key("psk"), "missing psk".into()))?
-            };
-            let remote_auth = if remote_kind == "pubkey" {
-                if c.cacerts.is_empty() {
-                    return Err(err(
-                        at,
-                        &key("cacerts"),
-                        "remote_auth = pubkey needs cacerts (trusted CA files)".into(),
-                    ));
-                }
-                let mut store = TrustStore::new();
-                for ca in &c.cacerts {
-                    store
-                        .add_pem_or_der(&read(ca, "cacerts")?)
-                        .map_err(|e| err(ca.span().start, &key("cacerts"), e.to_string()))?;
-                }
-                AuthConfig::PubKey(Arc::new(store))
-            } else {
-                psk_auth
-                    .clone()
-                    .ok_or_else(|| err(at, &key("psk"), "missing psk".into()))?
-            };
-            let remote_id = IdentityMatch::parse(c.remote_id.get_ref());
-            let mut cfg = ConnectionConfig::new(&name, parse_identity(c.local_id.get_ref()), remote_id, b"");
-            cfg.local_auth = local_auth;
-            cfg.remote_auth = remote_auth;
-            cfg.remote_addrs = if any || remote_addrs.is_empty() {
-                None
-            } else {
-                Some(remote_addrs)
-            };
-            cfg.local_addrs = (!local_addrs.is_empty()).then_some(local_addrs);
-            cfg.ike_proposals = control::proposal::parse_ike_proposals(c.ike_proposals.get_ref())
-                .map_err(|e| err(c.ike_proposals.span().start, &key("ike_proposals"), e.to_string()))?;
-            for (p, risk) in cfg
-                .ike_proposals
-                .iter()
-                .flat_map(|p| p.downgrade_risks().into_iter().map(move |r| (p, r)))
-            {
-                warnings.push(ConfigWarning {
-                    line: line_of(text, c.ike_proposals.span().start),
-                    key: key("ike_proposals"),
-                    message: format!("proposal '{p}' can be downgraded: {risk}"),
-                });
-            }
-            if let Some(r) = &c.ike_rekey {
-                cfg.ike_lifetime = Lifetime::rekey_after(
-                    parse_duration(r.get_ref()).map_err(|m| err(r.span().start, &key("ike_rekey"), m))?,
-                );
-            }
-            if let Some(d) = &c.dpd_delay {
-                let v = parse_duration(d.get_ref()).map_err(|m| err(d.span().start, &key("dpd_delay"), m))?;
-                cfg.dpd_delay = (!v.is_zero()).then_some(v);
-            }
-            cfg.remote_nat_port = c.remote_nat_port;
-            if let Some(f) = c.fragmentation {
-                cfg.fragmentation = f;
-            }
-            if let Some(f) = c.force_udp_encap {
-                cfg.force_udp_encap = f;
-            }
-            if let Some(v) = &c.version {
-                cfg.ike_versions = match v.get_ref() {
-                    toml::Value::Integer(1) => IkeVersions::V1,
-                    toml::Value::Integer(2) => IkeVersions::V2,
-                    toml::Value::String(s) if s == "any" => IkeVersions::Any,
-                    other => {
-                        return Err(err(
-                            v.span().start,
-                            &key("version"),
-                            format!("{other} is not 1, 2 or \"any\""),
-                        ));
-                    }
-                };
-            }
-            if let Some(v) = c.version.as_ref().filter(|_| cfg.ike_versions.allows_v1()) {
-                let replacement = if cfg.ike_versions == IkeVersions::V1 {
-                    "once the peer speaks IKEv2, set version = 2 (or \"any\" while it migrates)"
-                } else {
-                    "set version = 2 once every peer of it speaks IKEv2"
-                };
-                warnings.push(ConfigWarning {
-                    line: line_of(text, v.span().start),
-                    key: key("version"),
-                    message: format!(
-                        "connection speaks IKEv1, which has no integrity check of its own on encrypted messages and \
-                         exposes weak PSKs; the same proposals, identities and PSK work with IKEv2: {replacement}"
-                    ),
-                });
-            }
-            if let Some(s) = c.fragment_size {
-                if !(576..=65535).contains(&s) {
-                    return Err(err(at, &key("fragment_size"), format!("{s} is outside 576..65535")));
-                }
-                cfg.fragment_size = s;
-            }
-            for ch in &c.child {
-                let ch = ch.get_ref();
-                let cname = ch.name.get_ref().clone();
-                let ckey = |k: &str| format!("connection.{name}.child.{cname}.{k}");
-                let ts = |list: &Vec<Spanned<String>>, k: &str| -> Result<Vec<_>, ConfigError> {
-                    list.iter()
-                        .map(|s| control::ts::parse_selector(s.get_ref()).map_err(|m| err(s.span().start, &ckey(k), m)))
-                        .collect()
-                };
-                let mode = match ch.mode.as_ref().map(|m| (m.span().start, m.get_ref().as_str())) {
-                    None | Some((_, "tunnel")) => IpsecMode::Tunnel,
-                    Some((_, "transport")) => IpsecMode::Transport,
-                    Some((o, other)) => {
-                        return Err(err(
-                            o,
-                            &ckey("mode"),
-                            format!("unknown mode '{other}' (tunnel, transport)"),
-                        ));
-                    }
-                };
-                let lifetime = match &ch.rekey {
-                    None => Lifetime::rekey_after(Duration::from_secs(3600)),
-                    Some(r) => Lifetime::rekey_after(
-                        parse_duration(r.get_ref()).map_err(|m| err(r.span().start, &ckey("rekey"), m))?,
-                    ),
-                };
-                let mut data = ChildDataSettings {
-                    rekey_bytes: ch.rekey_bytes.unwrap_or(0),
-                    rekey_packets: ch.rekey_packets.unwrap_or(0),
-                    ..Default::default()
-                };
-                if let Some(w) = &ch.replay_window {
-                    let range = 64..=i64::from(fastpath::esp::replay::MAX_WINDOW);
-                    if !range.contains(w.get_ref()) {
-                        return Err(err(
-                            w.span().start,
-                            &ckey("replay_window"),
-                            format!(
-                                "{} packets: the anti-replay window takes 64 to {} packets (it cannot be turned off)",
-                                w.get_ref(),
-                                range.end()
-                            ),
-                        ));
-                    }
-                    // In range, so it fits; the data plane rounds it up to a power of two.
-                    data.replay_window = u32::try_from(*w.get_ref()).unwrap_or(fastpath::esp::replay::DEFAULT_WINDOW);
-                }
-                if data != ChildDataSettings::default() {
-                    child_settings.insert((name.clone(), cname.clone()), data);
-                }
-                let esp_at = ch.esp_proposals.span().start;
-                let esp_proposals = control::proposal::parse_esp_proposals(ch.esp_proposals.get_ref())
-                    .map_err(|e| err(esp_at, &ckey("esp_proposals"), e.to_string()))?;
-                if let Some(why) = esp_unsupported(&esp_proposals) {
-                    return Err(err(esp_at, &ckey("esp_proposals"), why));
-                }
-                cfg.children.push(ChildConfig {
-                    name: cname.clone(),
-                    esp_proposals,
-                    local_ts: ts(&ch.local_ts, "local_ts")?,
-                    remote_ts: ts(&ch.remote_ts, "remote_ts")?,
-                    mode,
-                    lifetime,
-                });
-            }
-            let start_action = match c.start_action.as_ref().map(|s| (s.span().start, s.get_ref().as_str())) {
-                None | Some((_, "none")) => StartAction::None,
-                Some((_, "start")) => StartAction::Start,
-                Some((o, other)) => {
-                    return Err(err(
-                        o,
-                        &key("start_action"),
-                        format!("unknown start_action '{other}' (none, start)"),
-                    ));
-                }
-            };
-            if start_action == StartAction::Start && cfg.remote_addrs.is_none() {
-                return Err(err(
-                    at,
-                    &key("start_action"),
-                    "start needs a concrete remote_addrs entry".into(),
-                ));
-            }
-            connections.push(Connection {
-                config: Arc::new(cfg),
-                remote_port: c.remote_port.unwrap_or(500),
-                start_action,
-            });
+            let (conn, settings) = connection_section(&mut ctx, c)?;
+            child_settings.extend(settings);
+            connections.push(conn);
         }
-        // A hardware profile is validated here; one with a DPDK backend selects
-        // the DPDK data plane (which carries IKE too) in builds with `--features dpdk`.
-        let backend_key = raw
-            .fastpath
-            .backend
-            .as_ref()
-            .map(|b| (b.span().start, b.get_ref().as_str()));
-        let mut fastpath = fastpath;
-        let mut listen = listen;
-        let hw_profile = match &raw.fastpath.hw_profile {
-            None => {
-                if let Some((at, "dpdk")) = backend_key {
-                    return Err(err(
-                        at,
-                        "fastpath.backend",
-                        "the dpdk backend needs [fastpath] hw_profile (a profile with backend = \"dpdk\")".into(),
-                    ));
-                }
-                None
-            }
-            Some(p) => {
-                let at = p.span().start;
-                let full = path.parent().unwrap_or_else(|| Path::new(".")).join(p.get_ref());
-                let profile = fastpath::dpdk::profile::HwProfile::load(&full)
-                    .map_err(|e| err(at, "fastpath.hw_profile", e.to_string()))?;
-                let dpdk = profile.backend == fastpath::dpdk::profile::BackendKind::Dpdk;
-                match (dpdk, backend_key) {
-                    (false, Some((b, "dpdk"))) => {
-                        return Err(err(
-                            b,
-                            "fastpath.backend",
-                            format!(
-                                "backend = \"dpdk\" but profile '{}' is a software profile",
-                                profile.name
-                            ),
-                        ));
-                    }
-                    (true, Some((b, other))) if other != "dpdk" => {
-                        return Err(err(
-                            b,
-                            "fastpath.backend",
-                            format!(
-                                "backend = \"{other}\" but hw_profile '{}' selects the DPDK backend (remove backend or set it to \"dpdk\")",
-                                profile.name
-                            ),
-                        ));
-                    }
-                    _ => {}
-                }
-                if dpdk {
-                    if !cfg!(feature = "dpdk") {
-                        return Err(err(
-                            at,
-                            "fastpath.hw_profile",
-                            format!(
-                                "profile '{}' selects the DPDK backend, but this ironsa was built without DPDK (rebuild with `cargo build --release --features dpdk`, or use hw-profiles/software.toml)",
-                                profile.name
-                            ),
-                        ));
-                    }
-                    listen = dpdk_listen(&profile, raw.daemon.listen.as_deref(), listen)
-                        .map_err(|(line_at, m)| err(line_at.unwrap_or(at), "daemon.listen", m))?;
-                    for (port, default, key) in [
-                        (raw.daemon.ike_port, 500, "daemon.ike_port"),
-                        (raw.daemon.nat_port, 4500, "daemon.nat_port"),
-                    ] {
-                        if port.is_some_and(|p| p != default) {
-                            return Err(err(
-                                at,
-                                key,
-                                format!(
-                                    "the DPDK backend carries IKE on the standard ports only: {key} must be {default}"
-                                ),
-                            ));
-                        }
-                    }
-                    fastpath = FastpathBackend::Dpdk(Box::new(profile));
-                }
-                Some(full)
-            }
-        };
-        let shards = match raw.daemon.shards {
-            None | Some(0) => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            Some(n) => n.min(64),
-        };
-        let expected_tunnels = match &raw.daemon.expected_tunnels {
-            None => 0,
-            Some(n) if *n.get_ref() > MAX_EXPECTED_TUNNELS => {
-                return Err(err(
-                    n.span().start,
-                    "daemon.expected_tunnels",
-                    format!("at most {MAX_EXPECTED_TUNNELS}, found {}", n.get_ref()),
-                ));
-            }
-            Some(n) => *n.get_ref(),
-        };
+        if connections.is_empty() {
+            ctx.warn(
+                0,
+                "connection",
+                "no [[connection]]: the daemon will neither answer nor initiate any IKE SA",
+            );
+        }
+        let fastpath = fastpath_section(&ctx, &raw.fastpath, &raw.daemon, daemon.listen)?;
         if let Some(k) = &raw.daemon.keylog {
-            warnings.push(ConfigWarning {
-                line: 1,
-                key: "daemon.keylog".into(),
-                message: format!("writing IKE and ESP keys to {k}: anyone who can read that file can decrypt all traffic; use only for debugging"),
-            });
+            ctx.warn(
+                k.span().start,
+                "daemon.keylog",
+                format!(
+                    "writing IKE and ESP keys to {}: anyone who can read that file can decrypt all traffic; use only for debugging",
+                    k.get_ref()
+                ),
+            );
         }
-        let socket_buffer = match &raw.fastpath.socket_buffer {
-            None => DEFAULT_SOCKET_BUFFER,
-            Some(v) => {
-                parse_socket_buffer(v.get_ref()).map_err(|m| err(v.span().start, "fastpath.socket_buffer", m))?
-            }
-        };
         Ok(DaemonConfig {
-            file,
-            listen,
-            ike_port: raw.daemon.ike_port.unwrap_or(500),
-            nat_port: raw.daemon.nat_port.unwrap_or(4500),
-            shards,
-            control_socket: PathBuf::from(raw.daemon.control_socket.unwrap_or_else(|| "/run/ironsa.sock".into())),
-            metrics,
-            log_level: raw.daemon.log_level.unwrap_or_else(|| "info".into()),
-            keylog: raw.daemon.keylog.map(PathBuf::from),
-            expected_tunnels,
+            file: path.to_path_buf(),
+            listen: fastpath.listen,
+            ike_port: daemon.ike_port,
+            nat_port: daemon.nat_port,
+            shards: daemon.shards,
+            control_socket: daemon.control_socket,
+            control_group: daemon.control_group,
+            metrics: daemon.metrics,
+            log_level: daemon.log_level,
+            keylog: daemon.keylog,
+            expected_tunnels: daemon.expected_tunnels,
             admission,
-            fastpath,
-            hw_profile,
-            tun_name: raw.fastpath.tun_name.unwrap_or_else(|| "ironsa0".into()),
-            fastpath_workers: raw.fastpath.workers.unwrap_or(1).max(1),
-            install_routes: raw.fastpath.install_routes.unwrap_or(true),
-            socket_buffer,
+            fastpath: fastpath.backend,
+            hw_profile: fastpath.hw_profile,
+            tun_name: fastpath.tun_name,
+            fastpath_workers: fastpath.workers,
+            install_routes: fastpath.install_routes,
+            socket_buffer: fastpath.socket_buffer,
             child_settings,
             connections,
-            warnings,
+            warnings: ctx.warnings,
         })
     }
+}
+
+/// The table header (`daemon`, `connection.child`) in force at byte `offset`.
+fn table_at(text: &str, offset: usize) -> Option<String> {
+    let end = text[offset.min(text.len())..]
+        .find('\n')
+        .map_or(text.len(), |i| offset + i);
+    text[..end].lines().rev().find_map(|line| {
+        let line = line.trim();
+        let inner = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]"));
+        let inner = inner.or_else(|| line.strip_prefix('[').and_then(|l| l.strip_suffix(']')))?;
+        let inner = inner.trim();
+        (!inner.is_empty()
+            && inner
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+        .then(|| inner.to_string())
+    })
+}
+
+/// Checks a log filter as `daemon.log_level` and `ironsa log-level` take it:
+/// tracing's syntax, where a bare word is a target, not a level, so that a
+/// misspelt level (`verbose`) would silently select a module that logs nothing.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !directive.contains('=') && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive)) {
+            return Err(format!(
+                "'{directive}' is not a log level ({}); to filter by module write MODULE=LEVEL",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(filter)
+        .map(drop)
+        .map_err(|e| format!("'{filter}' is not a log filter: {e}"))
+}
+
+fn daemon_section(ctx: &mut Ctx<'_>, raw: &RawDaemon) -> Result<DaemonSection, ConfigError> {
+    let listen: Vec<IpAddr> = match &raw.listen {
+        None => vec![
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        ],
+        Some(list) => list
+            .iter()
+            .map(|s| {
+                s.get_ref().parse::<IpAddr>().map_err(|_| {
+                    ctx.err(
+                        s.span().start,
+                        "daemon.listen",
+                        format!("'{}' is not an IP address", s.get_ref()),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let metrics = match &raw.metrics {
+        None => None,
+        Some(m) => Some(m.get_ref().parse().map_err(|_| {
+            ctx.err(
+                m.span().start,
+                "daemon.metrics",
+                format!("'{}' is not ADDRESS:PORT", m.get_ref()),
+            )
+        })?),
+    };
+    let shards = match &raw.shards {
+        None => 0,
+        Some(n) if *n.get_ref() > MAX_SHARDS => {
+            return Err(ctx.err(
+                n.span().start,
+                "daemon.shards",
+                format!(
+                    "{} shards: at most {MAX_SHARDS} (0 or no value: one per CPU)",
+                    n.get_ref()
+                ),
+            ));
+        }
+        Some(n) => *n.get_ref(),
+    };
+    let shards = if shards == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(MAX_SHARDS)
+    } else {
+        shards
+    };
+    let expected_tunnels = match &raw.expected_tunnels {
+        None => 0,
+        Some(n) if *n.get_ref() > MAX_EXPECTED_TUNNELS => {
+            return Err(ctx.err(
+                n.span().start,
+                "daemon.expected_tunnels",
+                format!("at most {MAX_EXPECTED_TUNNELS}, found {}", n.get_ref()),
+            ));
+        }
+        Some(n) => *n.get_ref(),
+    };
+    let log_level = match &raw.log_level {
+        None => "info".to_string(),
+        Some(l) => {
+            check_log_filter(l.get_ref()).map_err(|m| ctx.err(l.span().start, "daemon.log_level", m))?;
+            l.get_ref().clone()
+        }
+    };
+    let control_group = match &raw.control_socket_group {
+        None => None,
+        Some(g) => Some(
+            ControlGroup::lookup(g.get_ref()).map_err(|m| ctx.err(g.span().start, "daemon.control_socket_group", m))?,
+        ),
+    };
+    Ok(DaemonSection {
+        listen,
+        ike_port: raw.ike_port.unwrap_or(500),
+        nat_port: raw.nat_port.unwrap_or(4500),
+        shards,
+        control_socket: PathBuf::from(raw.control_socket.as_deref().unwrap_or("/run/ironsa.sock")),
+        control_group,
+        metrics,
+        log_level,
+        keylog: raw.keylog.as_ref().map(|k| PathBuf::from(k.get_ref())),
+        expected_tunnels,
+    })
+}
+
+fn dos_section(ctx: &Ctx<'_>, raw: &RawDos) -> Result<AdmissionConfig, ConfigError> {
+    let d = AdmissionConfig::default();
+    let dur = |v: &Option<Spanned<toml::Value>>, key: &str, default: Duration| match v {
+        None => Ok(default),
+        Some(s) => ctx.duration(s, key),
+    };
+    Ok(AdmissionConfig {
+        cookie_threshold: raw.cookie_threshold.unwrap_or(d.cookie_threshold),
+        cookie_calm_down: dur(&raw.cookie_calm_down, "dos.cookie_calm_down", d.cookie_calm_down)?,
+        per_source_half_open: raw.per_source_half_open.unwrap_or(d.per_source_half_open),
+        max_half_open: raw.max_half_open.unwrap_or(d.max_half_open),
+        cookie_rotation: dur(&raw.cookie_rotation, "dos.cookie_rotation", d.cookie_rotation)?,
+    })
+}
+
+/// `[fastpath]`: the backend, chosen by `backend` or by a hardware profile;
+/// one with a DPDK backend selects the DPDK data plane (which carries IKE
+/// too) in builds with `--features dpdk`.
+fn fastpath_section(
+    ctx: &Ctx<'_>,
+    raw: &RawFastpath,
+    daemon: &RawDaemon,
+    listen: Vec<IpAddr>,
+) -> Result<FastpathSection, ConfigError> {
+    let backend_key = raw.backend.as_ref().map(|b| (b.span().start, b.get_ref().as_str()));
+    let mut backend = match backend_key {
+        None | Some((_, "none")) => FastpathBackend::None,
+        Some((_, "software")) => FastpathBackend::Software,
+        // Resolved with the hardware profile below.
+        Some((_, "dpdk")) => FastpathBackend::None,
+        Some((at, other)) => {
+            return Err(ctx.err(
+                at,
+                "fastpath.backend",
+                format!("unknown backend '{other}' (none, software, dpdk)"),
+            ));
+        }
+    };
+    let mut listen = listen;
+    let hw_profile = match &raw.hw_profile {
+        None => {
+            if let Some((at, "dpdk")) = backend_key {
+                return Err(ctx.err(
+                    at,
+                    "fastpath.backend",
+                    "the dpdk backend needs [fastpath] hw_profile (a profile with backend = \"dpdk\")",
+                ));
+            }
+            None
+        }
+        Some(p) => {
+            let at = p.span().start;
+            let full = ctx.relative(p.get_ref());
+            let profile = fastpath::dpdk::profile::HwProfile::load(&full)
+                .map_err(|e| ctx.err(at, "fastpath.hw_profile", e.to_string()))?;
+            let dpdk = profile.backend == fastpath::dpdk::profile::BackendKind::Dpdk;
+            match (dpdk, backend_key) {
+                (false, Some((b, "dpdk"))) => {
+                    return Err(ctx.err(
+                        b,
+                        "fastpath.backend",
+                        format!(
+                            "backend = \"dpdk\" but profile '{}' is a software profile",
+                            profile.name
+                        ),
+                    ));
+                }
+                (true, Some((b, other))) if other != "dpdk" => {
+                    return Err(ctx.err(
+                        b,
+                        "fastpath.backend",
+                        format!(
+                            "backend = \"{other}\" but hw_profile '{}' selects the DPDK backend (remove backend or set it to \"dpdk\")",
+                            profile.name
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+            if dpdk {
+                if !cfg!(feature = "dpdk") {
+                    return Err(ctx.err(
+                        at,
+                        "fastpath.hw_profile",
+                        format!(
+                            "profile '{}' selects the DPDK backend, but this ironsa was built without DPDK (rebuild with `cargo build --release --features dpdk`, or use hw-profiles/software.toml)",
+                            profile.name
+                        ),
+                    ));
+                }
+                listen = dpdk_listen(&profile, daemon.listen.as_deref(), listen)
+                    .map_err(|(line_at, m)| ctx.err(line_at.unwrap_or(at), "daemon.listen", m))?;
+                for (port, default, key) in [
+                    (daemon.ike_port, 500, "daemon.ike_port"),
+                    (daemon.nat_port, 4500, "daemon.nat_port"),
+                ] {
+                    if port.is_some_and(|p| p != default) {
+                        return Err(ctx.err(
+                            at,
+                            key,
+                            format!("the DPDK backend carries IKE on the standard ports only: {key} must be {default}"),
+                        ));
+                    }
+                }
+                backend = FastpathBackend::Dpdk(Box::new(profile));
+            }
+            Some(full)
+        }
+    };
+    let workers = match &raw.workers {
+        None => 1,
+        Some(w) if *w.get_ref() == 0 => {
+            return Err(ctx.err(
+                w.span().start,
+                "fastpath.workers",
+                "0 workers: the data plane needs at least 1",
+            ));
+        }
+        Some(w) => *w.get_ref(),
+    };
+    let socket_buffer = match &raw.socket_buffer {
+        None => DEFAULT_SOCKET_BUFFER,
+        Some(v) => {
+            parse_socket_buffer(v.get_ref()).map_err(|m| ctx.err(v.span().start, "fastpath.socket_buffer", m))?
+        }
+    };
+    Ok(FastpathSection {
+        socket_buffer,
+        backend,
+        hw_profile,
+        listen,
+        tun_name: raw.tun_name.clone().unwrap_or_else(|| "ironsa0".into()),
+        workers,
+        install_routes: raw.install_routes.unwrap_or(true),
+    })
+}
+
+/// One `[[connection]]` with the data-plane settings of its children.
+fn connection_section(
+    ctx: &mut Ctx<'_>,
+    raw: &Spanned<RawConnection>,
+) -> Result<(Connection, ChildSettings), ConfigError> {
+    let at = raw.span().start;
+    let c = raw.get_ref();
+    let name = c.name.get_ref().clone();
+    let key = |k: &str| format!("connection.{name}.{k}");
+    let mut remote_addrs = Vec::new();
+    let mut any = false;
+    for a in &c.remote_addrs {
+        if a.get_ref() == "%any" {
+            any = true;
+        } else {
+            remote_addrs.push(a.get_ref().parse::<IpAddr>().map_err(|_| {
+                ctx.err(
+                    a.span().start,
+                    &key("remote_addrs"),
+                    format!("'{}' is not an IP address or %any", a.get_ref()),
+                )
+            })?);
+        }
+    }
+    let local_addrs = c
+        .local_addrs
+        .iter()
+        .map(|a| {
+            a.get_ref().parse::<IpAddr>().map_err(|_| {
+                ctx.err(
+                    a.span().start,
+                    &key("local_addrs"),
+                    format!("'{}' is not an IP address", a.get_ref()),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (local_auth, remote_auth) = connection_auth(ctx, at, &name, c)?;
+    let mut cfg = ConnectionConfig::new(
+        &name,
+        parse_identity(c.local_id.get_ref()),
+        IdentityMatch::parse(c.remote_id.get_ref()),
+        b"",
+    );
+    cfg.local_auth = local_auth;
+    cfg.remote_auth = remote_auth;
+    cfg.remote_addrs = if any || remote_addrs.is_empty() {
+        None
+    } else {
+        Some(remote_addrs)
+    };
+    cfg.local_addrs = (!local_addrs.is_empty()).then_some(local_addrs);
+    let ike_at = c.ike_proposals.span().start;
+    cfg.ike_proposals = control::proposal::parse_ike_proposals(c.ike_proposals.get_ref())
+        .map_err(|e| ctx.err(ike_at, &key("ike_proposals"), e.to_string()))?;
+    for (p, risk) in cfg
+        .ike_proposals
+        .iter()
+        .flat_map(|p| p.downgrade_risks().into_iter().map(move |r| (p, r)))
+    {
+        ctx.warn(
+            ike_at,
+            &key("ike_proposals"),
+            format!("proposal '{p}' can be downgraded: {risk}"),
+        );
+    }
+    for t in control::proposal::ike_aead_integrity_tokens(c.ike_proposals.get_ref()) {
+        let message = if t.selects_prf {
+            format!(
+                "proposal {}: '{}' after AEAD cipher {} only selects the PRF (an AEAD cipher authenticates by itself): write prf{} to say so",
+                t.proposal,
+                t.token,
+                t.cipher.name(),
+                t.token
+            )
+        } else {
+            format!(
+                "proposal {}: '{}' is ignored: AEAD cipher {} authenticates by itself and the PRF is given",
+                t.proposal,
+                t.token,
+                t.cipher.name()
+            )
+        };
+        ctx.warn(ike_at, &key("ike_proposals"), message);
+    }
+    if let Some(r) = &c.ike_rekey {
+        cfg.ike_lifetime = Lifetime::rekey_after(ctx.duration(r, &key("ike_rekey"))?);
+    }
+    if let Some(d) = &c.dpd_delay {
+        let v = ctx.duration(d, &key("dpd_delay"))?;
+        cfg.dpd_delay = (!v.is_zero()).then_some(v);
+    }
+    cfg.remote_nat_port = c.remote_nat_port;
+    if let Some(f) = c.fragmentation {
+        cfg.fragmentation = f;
+    }
+    if let Some(f) = c.force_udp_encap {
+        cfg.force_udp_encap = f;
+    }
+    if let Some(v) = &c.version {
+        cfg.ike_versions = match v.get_ref() {
+            toml::Value::Integer(1) => IkeVersions::V1,
+            toml::Value::Integer(2) => IkeVersions::V2,
+            toml::Value::String(s) if s == "any" => IkeVersions::Any,
+            other => {
+                return Err(ctx.err(
+                    v.span().start,
+                    &key("version"),
+                    format!("{other} is not 1, 2 or \"any\""),
+                ));
+            }
+        };
+    }
+    if let Some(v) = c.version.as_ref().filter(|_| cfg.ike_versions.allows_v1()) {
+        let replacement = if cfg.ike_versions == IkeVersions::V1 {
+            "once the peer speaks IKEv2, set version = 2 (or \"any\" while it migrates)"
+        } else {
+            "set version = 2 once every peer of it speaks IKEv2"
+        };
+        ctx.warn(
+            v.span().start,
+            &key("version"),
+            format!(
+                "connection speaks IKEv1, which has no integrity check of its own on encrypted messages and \
+                 exposes weak PSKs; the same proposals, identities and PSK work with IKEv2: {replacement}"
+            ),
+        );
+    }
+    if let Some(s) = c.fragment_size {
+        if !(576..=65535).contains(&s) {
+            return Err(ctx.err(at, &key("fragment_size"), format!("{s} is outside 576..65535")));
+        }
+        cfg.fragment_size = s;
+    }
+    let mut settings = ChildSettings::new();
+    for ch in &c.child {
+        let (child, data) = child_section(ctx, &name, ch.get_ref())?;
+        if data != ChildDataSettings::default() {
+            settings.insert((name.clone(), child.name.clone()), data);
+        }
+        cfg.children.push(child);
+    }
+    let start_action = match c.start_action.as_ref().map(|s| (s.span().start, s.get_ref().as_str())) {
+        None | Some((_, "none")) => StartAction::None,
+        Some((_, "start")) => StartAction::Start,
+        Some((o, other)) => {
+            return Err(ctx.err(
+                o,
+                &key("start_action"),
+                format!("unknown start_action '{other}' (none, start)"),
+            ));
+        }
+    };
+    if start_action == StartAction::Start && cfg.remote_addrs.is_none() {
+        return Err(ctx.err(at, &key("start_action"), "start needs a concrete remote_addrs entry"));
+    }
+    Ok((
+        Connection {
+            config: Arc::new(cfg),
+            remote_port: c.remote_port.unwrap_or(500),
+            start_action,
+        },
+        settings,
+    ))
+}
+
+/// `auth`, `remote_auth` and the material they need: (ours, the peer's).
+fn connection_auth(
+    ctx: &mut Ctx<'_>,
+    at: usize,
+    name: &str,
+    c: &RawConnection,
+) -> Result<(AuthConfig, AuthConfig), ConfigError> {
+    let key = |k: &str| format!("connection.{name}.{k}");
+    let auth_of = |a: &Option<Spanned<String>>, k: &str, default: &str| -> Result<String, ConfigError> {
+        let v = a.as_ref().map_or(default, |a| a.get_ref().as_str());
+        match v {
+            "psk" | "pubkey" => Ok(v.to_string()),
+            other => Err(ctx.err(
+                a.as_ref().map_or(at, |a| a.span().start),
+                &key(k),
+                format!("unknown auth '{other}' (psk, pubkey)"),
+            )),
+        }
+    };
+    let local_kind = auth_of(&c.auth, "auth", "psk")?;
+    let remote_kind = auth_of(&c.remote_auth, "remote_auth", &local_kind)?;
+    let mut psk_auth = None;
+    if local_kind == "psk" || remote_kind == "psk" {
+        let psk = c
+            .psk
+            .as_ref()
+            .ok_or_else(|| ctx.err(at, &key("psk"), "auth = psk needs a psk"))?;
+        let psk_text = psk.get_ref();
+        if psk_text.len() < 20 || psk_entropy_bits(psk_text) < 100.0 {
+            ctx.warn(
+                psk.span().start,
+                &key("psk"),
+                format!(
+                    "pre-shared key is weak (~{:.0} bits): anyone who captures one IKE_AUTH exchange can guess it offline; use at least 20 random characters",
+                    psk_entropy_bits(psk_text)
+                ),
+            );
+        }
+        psk_auth = Some(AuthConfig::Psk(Arc::new(control::crypto::auth::PresharedKey::new(
+            psk_text.as_bytes(),
+        ))));
+    }
+    let psk = || psk_auth.clone().ok_or_else(|| ctx.err(at, &key("psk"), "missing psk"));
+    let local_auth = if local_kind == "pubkey" {
+        let cert = c.cert.as_ref().ok_or_else(|| {
+            ctx.err(
+                at,
+                &key("cert"),
+                "auth = pubkey needs cert (PEM/DER file, chain allowed)",
+            )
+        })?;
+        let keyf = c
+            .key
+            .as_ref()
+            .ok_or_else(|| ctx.err(at, &key("key"), "auth = pubkey needs key (private key file)"))?;
+        let chain = Certificate::load(&ctx.read(cert, &key("cert"))?)
+            .map_err(|e| ctx.err(cert.span().start, &key("cert"), e.to_string()))?;
+        let pk = PrivateKey::load(&ctx.read(keyf, &key("key"))?)
+            .map_err(|e| ctx.err(keyf.span().start, &key("key"), e.to_string()))?;
+        if chain.is_empty() || !pk.matches_certificate(&chain[0]) {
+            return Err(ctx.err(
+                keyf.span().start,
+                &key("key"),
+                "private key does not match the first certificate",
+            ));
+        }
+        AuthConfig::Cert(Arc::new(LocalCert { key: pk, chain }))
+    } else {
+        psk()?
+    };
+    let remote_auth = if remote_kind == "pubkey" {
+        if c.cacerts.is_empty() {
+            return Err(ctx.err(
+                at,
+                &key("cacerts"),
+                "remote_auth = pubkey needs cacerts (trusted CA files)",
+            ));
+        }
+        let mut store = TrustStore::new();
+        for ca in &c.cacerts {
+            store
+                .add_pem_or_der(&ctx.read(ca, &key("cacerts"))?)
+                .map_err(|e| ctx.err(ca.span().start, &key("cacerts"), e.to_string()))?;
+        }
+        AuthConfig::PubKey(Arc::new(store))
+    } else {
+        psk()?
+    };
+    Ok((local_auth, remote_auth))
+}
+
+/// One `[[connection.child]]`: the template IKE negotiates and what the data
+/// plane applies to its SAs.
+fn child_section(ctx: &Ctx<'_>, conn: &str, ch: &RawChild) -> Result<(ChildConfig, ChildDataSettings), ConfigError> {
+    let cname = ch.name.get_ref().clone();
+    let ckey = |k: &str| format!("connection.{conn}.child.{cname}.{k}");
+    let ts = |list: &Spanned<Vec<Spanned<String>>>, k: &str| -> Result<Vec<_>, ConfigError> {
+        if list.get_ref().is_empty() {
+            return Err(ctx.err(
+                list.span().start,
+                &ckey(k),
+                "no selector: a CHILD_SA needs at least one (0.0.0.0/0 for all IPv4 traffic)",
+            ));
+        }
+        list.get_ref()
+            .iter()
+            .map(|s| parse_network(s.get_ref()).map_err(|m| ctx.err(s.span().start, &ckey(k), m)))
+            .collect()
+    };
+    let mode = match ch.mode.as_ref().map(|m| (m.span().start, m.get_ref().as_str())) {
+        None | Some((_, "tunnel")) => IpsecMode::Tunnel,
+        Some((_, "transport")) => IpsecMode::Transport,
+        Some((o, other)) => {
+            return Err(ctx.err(o, &ckey("mode"), format!("unknown mode '{other}' (tunnel, transport)")));
+        }
+    };
+    let lifetime = match &ch.rekey {
+        None => Lifetime::rekey_after(Duration::from_secs(3600)),
+        Some(r) => Lifetime::rekey_after(ctx.duration(r, &ckey("rekey"))?),
+    };
+    let mut data = ChildDataSettings {
+        rekey_bytes: ch.rekey_bytes.unwrap_or(0),
+        rekey_packets: ch.rekey_packets.unwrap_or(0),
+        ..Default::default()
+    };
+    if let Some(w) = &ch.replay_window {
+        let range = 64..=i64::from(fastpath::esp::replay::MAX_WINDOW);
+        if !range.contains(w.get_ref()) {
+            return Err(ctx.err(
+                w.span().start,
+                &ckey("replay_window"),
+                format!(
+                    "{} packets: the anti-replay window takes 64 to {} packets (it cannot be turned off)",
+                    w.get_ref(),
+                    range.end()
+                ),
+            ));
+        }
+        // In range, so it fits; the data plane rounds it up to a power of two.
+        data.replay_window = u32::try_from(*w.get_ref()).unwrap_or(fastpath::esp::replay::DEFAULT_WINDOW);
+    }
+    let esp_at = ch.esp_proposals.span().start;
+    let esp_proposals = control::proposal::parse_esp_proposals(ch.esp_proposals.get_ref())
+        .map_err(|e| ctx.err(esp_at, &ckey("esp_proposals"), e.to_string()))?;
+    if let Some(why) = esp_unsupported(&esp_proposals) {
+        return Err(ctx.err(esp_at, &ckey("esp_proposals"), why));
+    }
+    Ok((
+        ChildConfig {
+            name: cname.clone(),
+            esp_proposals,
+            local_ts: ts(&ch.local_ts, "local_ts")?,
+            remote_ts: ts(&ch.remote_ts, "remote_ts")?,
+            mode,
+            lifetime,
+        },
+        data,
+    ))
+}
+
+/// A traffic selector whose network has no host bits set: `10.1.0.1/16`
+/// is most likely a typo for a host or for `10.1.0.0/16`, so it is refused
+/// rather than silently widened.
+fn parse_network(s: &str) -> Result<control::wire::ikev2::TrafficSelector, String> {
+    let ts = control::ts::parse_selector(s)?;
+    let net = s.split('[').next().unwrap_or(s).trim();
+    if let Some((addr, prefix)) = net.split_once('/') {
+        if addr.trim().parse::<IpAddr>().is_ok_and(|a| a != ts.start_addr) {
+            return Err(format!(
+                "'{s}' has host bits set: write {}/{} for the network, or the address alone for one host",
+                ts.start_addr,
+                prefix.trim()
+            ));
+        }
+    }
+    Ok(ts)
 }
 
 /// Why an ESP proposal names an algorithm the data plane cannot install
@@ -1022,7 +1322,11 @@ esp_proposals = "aes256gcm16"
         }
         // A value of the wrong type: the line and the key it assigns.
         let (line, key, message) = bad(&with("replay_window = \"big\""));
-        assert_eq!((line, key.as_str()), (27, "replay_window"), "{message}");
+        assert_eq!(
+            (line, key.as_str()),
+            (27, "connection.child.replay_window"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -1083,7 +1387,7 @@ esp_proposals = "aes256gcm16"
         let (line, key, _) = bad(&GOOD.replace("dpd_delay = \"30s\"", "dpd_delay = \"30 parsecs\""));
         assert_eq!((line, key.as_str()), (20, "connection.rw.dpd_delay"));
         let (line, key, _) = bad(&GOOD.replace("shards = 2", "shardz = 2"));
-        assert_eq!((line, key.as_str()), (6, "shardz"));
+        assert_eq!((line, key.as_str()), (6, "daemon.shardz"));
         let (line, _, _) = bad(&GOOD.replace("ike_port = 5600", "ike_port = \"x\""));
         assert_eq!(line, 4);
         let (_, key, _) = bad(&GOOD.replace("[\"127.0.0.1\"]", "[\"127.0.0.300\"]"));
@@ -1115,6 +1419,120 @@ esp_proposals = "aes256gcm16"
         ] {
             let text = GOOD.replace("esp_proposals = \"aes256gcm16\"", &format!("esp_proposals = \"{esp}\""));
             assert!(DaemonConfig::parse(Path::new("t.toml"), &text).is_ok(), "{esp}");
+        }
+    }
+
+    #[test]
+    fn settings_that_would_silently_misbehave_are_refused() {
+        // A bare word is a tracing target, so "verbose" would log nothing at all.
+        let (line, key, msg) = bad(&GOOD.replace("shards = 2", "shards = 2\nlog_level = \"verbose\""));
+        assert_eq!((line, key.as_str()), (7, "daemon.log_level"), "{msg}");
+        assert!(msg.contains("'verbose' is not a log level"), "{msg}");
+        for filter in ["debug", "WARN", "info,control=trace", "ironsa=debug,warn"] {
+            let text = GOOD.replace("shards = 2", &format!("shards = 2\nlog_level = \"{filter}\""));
+            assert_eq!(
+                DaemonConfig::parse(Path::new("t.toml"), &text).unwrap().log_level,
+                filter
+            );
+        }
+        assert!(check_log_filter("control=loud").is_err());
+
+        for empty in ["", "\n# nothing but a comment\n\n"] {
+            let (line, key, msg) = bad(empty);
+            assert_eq!((line, key.as_str()), (1, "(file)"), "{msg}");
+            assert!(msg.contains("empty"), "{msg}");
+        }
+        let only_daemon = GOOD.split("[[connection]]").next().unwrap();
+        let c = DaemonConfig::parse(Path::new("t.toml"), only_daemon).unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert_eq!(c.warnings[0].key, "connection");
+
+        for k in ["local_ts", "remote_ts"] {
+            let text = GOOD
+                .replace("local_ts = [\"10.1.0.0/16\"]", "local_ts = LOCAL")
+                .replace("remote_ts = [\"0.0.0.0/0\"]", "remote_ts = REMOTE");
+            let text = if k == "local_ts" {
+                text.replace("LOCAL", "[]").replace("REMOTE", "[\"0.0.0.0/0\"]")
+            } else {
+                text.replace("LOCAL", "[\"10.1.0.0/16\"]").replace("REMOTE", "[]")
+            };
+            let (line, key, msg) = bad(&text);
+            let want = format!("connection.rw.child.net.{k}");
+            assert_eq!(
+                (line, key.as_str()),
+                (if k == "local_ts" { 24 } else { 25 }, want.as_str())
+            );
+            assert!(msg.contains("at least one"), "{msg}");
+        }
+
+        let (line, key, msg) = bad(&GOOD.replace("shards = 2", "shards = 100000"));
+        assert_eq!((line, key.as_str()), (6, "daemon.shards"));
+        assert!(msg.contains("100000") && msg.contains("64"), "{msg}");
+        let auto = DaemonConfig::parse(Path::new("t.toml"), &GOOD.replace("shards = 2", "shards = 0")).unwrap();
+        assert!((1..=MAX_SHARDS).contains(&auto.shards));
+        let (line, key, msg) = bad(&GOOD.replace("[dos]", "[fastpath]\nworkers = 0\n\n[dos]"));
+        assert_eq!((line, key.as_str()), (10, "fastpath.workers"), "{msg}");
+
+        let (line, key, msg) = bad(&GOOD.replace("ike_port = 5600", "ike_port = 70000"));
+        assert_eq!((line, key.as_str()), (4, "daemon.ike_port"), "{msg}");
+        assert!(msg.contains("70000"), "{msg}");
+    }
+
+    #[test]
+    fn integrity_after_an_aead_cipher_is_flagged() {
+        // IKE: strongSwan syntax, where the token picks the PRF; say so.
+        let c = DaemonConfig::parse(
+            Path::new("t.toml"),
+            &GOOD.replace(
+                "\"aes256gcm16-prfsha256-x25519\"",
+                "\"aes128-sha256-x25519, aes256gcm16-sha384-x25519, chacha20poly1305-sha256-prfsha512-x25519\"",
+            ),
+        )
+        .unwrap();
+        let w: Vec<_> = c
+            .warnings
+            .iter()
+            .filter(|w| w.key == "connection.rw.ike_proposals")
+            .collect();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(w[0].line, 19);
+        assert!(
+            w[0].message.contains("proposal 2") && w[0].message.contains("prfsha384"),
+            "{w:?}"
+        );
+        assert!(
+            w[1].message.contains("proposal 3") && w[1].message.contains("ignored"),
+            "{w:?}"
+        );
+        // ESP: an integrity algorithm with AEAD has no meaning and is refused.
+        let (line, key, msg) = bad(&GOOD.replace(
+            "esp_proposals = \"aes256gcm16\"",
+            "esp_proposals = \"aes256gcm16-sha256\"",
+        ));
+        assert_eq!(
+            (line, key.as_str()),
+            (26, "connection.rw.child.net.esp_proposals"),
+            "{msg}"
+        );
+        assert!(msg.contains("sha256"), "{msg}");
+    }
+
+    #[test]
+    fn selectors_with_host_bits_are_refused() {
+        let (line, key, msg) = bad(&GOOD.replace("\"10.1.0.0/16\"", "\"10.1.0.1/16\""));
+        assert_eq!((line, key.as_str()), (24, "connection.rw.child.net.local_ts"));
+        assert!(msg.contains("host bits") && msg.contains("10.1.0.0/16"), "{msg}");
+        let (_, _, msg) = bad(&GOOD.replace("\"10.1.0.0/16\"", "\"fd00::1/64[tcp/443]\""));
+        assert!(msg.contains("fd00::/64"), "{msg}");
+        for ok in [
+            "10.1.0.1",
+            "10.1.0.1/32",
+            "10.1.0.0/16[udp/53]",
+            "fd00::/64",
+            "0.0.0.0/0",
+        ] {
+            let text = GOOD.replace("\"10.1.0.0/16\"", &format!("\"{ok}\""));
+            assert!(DaemonConfig::parse(Path::new("t.toml"), &text).is_ok(), "{ok}");
         }
     }
 

@@ -307,6 +307,7 @@ fn run(config_path: PathBuf) -> ExitCode {
         warn!(file = %config_path.display(), line = w.line, key = %w.key, "{}", w.message);
     }
     let log_reload: daemon::LogReload = Box::new(move |f: &str| {
+        config_file::check_log_filter(f)?;
         let new = EnvFilter::try_new(f).map_err(|e| e.to_string())?;
         handle.reload(new).map_err(|e| e.to_string())
     });

@@ -294,6 +294,45 @@ pub fn parse_ike_proposals(s: &str) -> Result<Vec<IkeProposal>, ProposalError> {
         .collect()
 }
 
+/// An integrity token in an AEAD IKE proposal: 1-based proposal number, the
+/// token, and whether it chose the PRF (no PRF token) or was dropped. Both
+/// are legal strongSwan syntax that an operator may read as "integrity".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AeadIntegToken {
+    /// 1-based number of the proposal in the string.
+    pub proposal: usize,
+    /// The token as written.
+    pub token: String,
+    /// The AEAD cipher it follows.
+    pub cipher: EncrAlg,
+    /// True when it selected the PRF, false when it is ignored.
+    pub selects_prf: bool,
+}
+
+/// The integrity tokens of the AEAD proposals in an IKE proposal string (see
+/// [`parse_ike_proposals`] for what becomes of them); proposals that do not
+/// parse are skipped.
+pub fn ike_aead_integrity_tokens(s: &str) -> Vec<AeadIntegToken> {
+    let Ok(parts) = split_proposals(s) else {
+        return Vec::new();
+    };
+    parts
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let parsed = parse_one(p).ok()?;
+            let cipher = *parsed.encr.first()?;
+            (cipher.is_aead()).then_some(())?;
+            Some(AeadIntegToken {
+                proposal: i + 1,
+                token: parsed.first_integ_token?,
+                cipher,
+                selects_prf: parsed.prf.is_empty(),
+            })
+        })
+        .collect()
+}
+
 /// Parses a comma-separated list of ESP proposals. Key exchange groups
 /// request PFS; `esn` / `noesn` select Extended Sequence Numbers (default
 /// `noesn`).

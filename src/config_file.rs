@@ -1536,6 +1536,72 @@ esp_proposals = "aes256gcm16"
         }
     }
 
+    /// The keys the parser accepts in a table, read from its own error for
+    /// an unknown key there (serde lists the expected fields).
+    fn accepted_keys(table_header: &str) -> Vec<String> {
+        let text = format!("{table_header}\nzz_not_a_key = 1\n");
+        let (_, key, message) = bad(&text);
+        assert!(key.ends_with("zz_not_a_key"), "{key}: {message}");
+        let expected = message.split_once("expected").map_or("", |(_, e)| e);
+        expected.split('`').skip(1).step_by(2).map(str::to_string).collect()
+    }
+
+    /// The keys docs/configuration.md lists per table: rows "| `key` |" under
+    /// headings naming the table ("## `[daemon]`", "## Top level").
+    fn documented_keys() -> std::collections::BTreeMap<String, Vec<String>> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut tables = std::collections::BTreeMap::<String, Vec<String>>::new();
+        let mut current = None;
+        for line in text.lines() {
+            if let Some(h) = line.strip_prefix("## ") {
+                current = Some(if h == "Top level" {
+                    String::new()
+                } else {
+                    h.trim_matches(|c| matches!(c, '`' | '[' | ']')).to_string()
+                });
+            } else if let (Some(t), Some(row)) = (&current, line.strip_prefix("| `")) {
+                let key = row.split('`').next().unwrap().to_string();
+                tables.entry(t.clone()).or_default().push(key);
+            }
+        }
+        tables
+    }
+
+    #[test]
+    fn configuration_reference_matches_the_parser() {
+        let documented = documented_keys();
+        let tables = [
+            ("", ""),
+            ("daemon", "[daemon]"),
+            ("dos", "[dos]"),
+            ("fastpath", "[fastpath]"),
+            ("connection", "[[connection]]"),
+            ("connection.child", "[[connection]]\nname = \"c\"\n[[connection.child]]"),
+        ];
+        assert_eq!(
+            documented.keys().collect::<Vec<_>>(),
+            {
+                let mut names: Vec<_> = tables.iter().map(|(t, _)| t.to_string()).collect();
+                names.sort();
+                names
+            }
+            .iter()
+            .collect::<Vec<_>>(),
+            "docs/configuration.md documents exactly these tables"
+        );
+        for (table, header) in tables {
+            let mut accepted = accepted_keys(header);
+            accepted.sort();
+            let mut listed = documented[table].clone();
+            listed.sort();
+            assert_eq!(
+                listed, accepted,
+                "docs/configuration.md, table '{table}': documented keys (left) differ from the keys the parser accepts (right)"
+            );
+        }
+    }
+
     #[test]
     fn expected_tunnels_is_read() {
         let c = DaemonConfig::parse(

@@ -1,6 +1,7 @@
 //! The local control socket: one JSON request per line, one JSON answer per line.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
+use crate::config_file::ControlGroup;
 use crate::daemon::Daemon;
 
 /// A request on the control socket.
@@ -71,6 +73,52 @@ pub struct Response {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl Request {
+    /// True for the verbs that only read (listings, counters); every other
+    /// verb, including any added later, changes state and needs a privileged
+    /// client.
+    fn read_only(&self) -> bool {
+        matches!(self, Request::Sas | Request::Stats)
+    }
+}
+
+/// Who may change state through the socket: root, the user the daemon runs
+/// as, and members of the configured group. The socket's mode already keeps
+/// others out; this holds even if the mode is widened by hand.
+#[derive(Clone, Debug)]
+struct Access {
+    daemon_uid: u32,
+    group: Option<ControlGroup>,
+}
+
+/// The uid and gid of the process at the other end of `stream` (SO_PEERCRED).
+fn peer_credentials(stream: &UnixStream) -> std::io::Result<(u32, u32)> {
+    let c = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)?;
+    Ok((c.uid(), c.gid()))
+}
+
+impl Access {
+    fn may_change_state(&self, uid: u32, gid: u32) -> bool {
+        if uid == 0 || uid == self.daemon_uid {
+            return true;
+        }
+        let Some(group) = &self.group else { return false };
+        if gid == group.gid {
+            return true;
+        }
+        // A supplementary member: the group's member list names the user.
+        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten();
+        let members = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(group.gid))
+            .ok()
+            .flatten()
+            .map(|g| g.mem)
+            .unwrap_or_default();
+        user.is_some_and(|u| members.contains(&u.name))
+    }
 }
 
 fn ok(v: impl Serialize) -> Response {
@@ -147,7 +195,9 @@ pub fn execute(daemon: &Daemon, req: Request) -> Response {
     }
 }
 
-fn serve(daemon: &Daemon, stream: UnixStream) -> std::io::Result<()> {
+fn serve(daemon: &Daemon, access: &Access, stream: UnixStream) -> std::io::Result<()> {
+    let (uid, gid) = peer_credentials(&stream)?;
+    let privileged = access.may_change_state(uid, gid);
     let mut writer = stream.try_clone()?;
     for line in BufReader::new(stream).lines() {
         let line = line?;
@@ -155,6 +205,16 @@ fn serve(daemon: &Daemon, stream: UnixStream) -> std::io::Result<()> {
             continue;
         }
         let resp = match serde_json::from_str::<Request>(&line) {
+            Ok(r) if !privileged && !r.read_only() => {
+                warn!(uid, gid, request = ?r, "control socket: refused a request that changes state from an unprivileged client");
+                fail(match &access.group {
+                    Some(g) => format!(
+                        "permission denied: only root and members of group '{}' may do this",
+                        g.name
+                    ),
+                    None => "permission denied: only root may do this".to_string(),
+                })
+            }
             Ok(r) => execute(daemon, r),
             Err(e) => fail(format!("bad request: {e}")),
         };
@@ -165,12 +225,25 @@ fn serve(daemon: &Daemon, stream: UnixStream) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Listens on `path` (replacing a stale socket) and serves requests on a thread per client.
-pub fn spawn(daemon: Arc<Daemon>, path: &Path) -> std::io::Result<()> {
+/// Listens on `path` (replacing a stale socket) and serves requests on a
+/// thread per client. The socket is mode 0600, or 0660 owned by `group`.
+pub fn spawn(daemon: Arc<Daemon>, path: &Path, group: Option<&ControlGroup>) -> std::io::Result<()> {
     if path.exists() {
         std::fs::remove_file(path)?;
     }
     let listener = UnixListener::bind(path)?;
+    let mode = match group {
+        None => 0o600,
+        Some(g) => {
+            nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(g.gid)))?;
+            0o660
+        }
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    let access = Access {
+        daemon_uid: nix::unistd::geteuid().as_raw(),
+        group: group.cloned(),
+    };
     std::thread::Builder::new()
         .name("ironsa-control".into())
         .spawn(move || {
@@ -178,8 +251,9 @@ pub fn spawn(daemon: Arc<Daemon>, path: &Path) -> std::io::Result<()> {
                 match stream {
                     Ok(s) => {
                         let d = daemon.clone();
+                        let access = access.clone();
                         let _ = std::thread::Builder::new().name("ironsa-client".into()).spawn(move || {
-                            if let Err(e) = serve(&d, s) {
+                            if let Err(e) = serve(&d, &access, s) {
                                 debug!("control client: {e}");
                             }
                         });

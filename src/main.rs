@@ -312,6 +312,7 @@ fn run(config_path: PathBuf) -> ExitCode {
         handle.reload(new).map_err(|e| e.to_string())
     });
     let socket = cfg.control_socket.clone();
+    let control_group = cfg.control_group.clone();
     let metrics = cfg.metrics;
     let plane = match open_dataplane(&cfg) {
         Ok(p) => p,
@@ -350,7 +351,7 @@ fn run(config_path: PathBuf) -> ExitCode {
         d.shutdown();
         return ExitCode::FAILURE;
     }
-    if let Err(e) = control_socket::spawn(d.clone(), &socket) {
+    if let Err(e) = control_socket::spawn(d.clone(), &socket, control_group.as_ref()) {
         error!("control socket {}: {e}", socket.display());
         d.shutdown();
         return ExitCode::FAILURE;

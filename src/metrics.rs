@@ -2,11 +2,11 @@
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::warn;
+use tracing::debug;
 
 use crate::daemon::Daemon;
 
@@ -108,29 +108,60 @@ pub fn render(daemon: &Daemon) -> String {
     out
 }
 
-/// Serves `/metrics` on `addr`.
+/// Longest request head read; a scrape's is a few hundred bytes.
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
+/// How long a client may take to send its request, and to close after the answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Reads the request head (up to the blank line), so that nothing the client
+/// sent is left unread when the connection closes: closing a socket with
+/// unread input makes the kernel reset the connection instead of closing it.
+fn read_head(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 2048];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_HEAD {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(head)
+}
+
+/// Answers one client and closes the connection cleanly: the answer, our
+/// FIN, then the client's remaining input read until it closes too.
+fn answer(daemon: &Daemon, mut s: TcpStream) -> std::io::Result<()> {
+    s.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    s.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    let head = read_head(&mut s)?;
+    let (status, body) = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
+        ("200 OK", render(daemon))
+    } else {
+        ("404 Not Found", "see /metrics\n".to_string())
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(resp.as_bytes())?;
+    s.shutdown(Shutdown::Write)?;
+    let mut rest = [0u8; 2048];
+    while s.read(&mut rest)? > 0 {}
+    Ok(())
+}
+
+/// Serves `/metrics` on `addr`, one client at a time.
 pub fn spawn(daemon: Arc<Daemon>, addr: SocketAddr) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr)?;
     std::thread::Builder::new()
         .name("ironsa-metrics".into())
         .spawn(move || {
             for stream in listener.incoming() {
-                let Ok(mut s) = stream else { continue };
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut req = [0u8; 1024];
-                let n = s.read(&mut req).unwrap_or(0);
-                let head = String::from_utf8_lossy(&req[..n]);
-                let (status, body) = if head.starts_with("GET /metrics") {
-                    ("200 OK", render(&daemon))
-                } else {
-                    ("404 Not Found", "see /metrics\n".to_string())
-                };
-                let resp = format!(
-                    "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                if let Err(e) = s.write_all(resp.as_bytes()) {
-                    warn!("metrics client: {e}");
+                let Ok(s) = stream else { continue };
+                if let Err(e) = answer(&daemon, s) {
+                    debug!("metrics client: {e}");
                 }
             }
         })?;

@@ -317,3 +317,50 @@ fn check_refuses_an_empty_file_and_a_misspelt_log_level() {
         "{err}"
     );
 }
+
+#[test]
+fn metrics_answers_and_closes_cleanly() {
+    let port = free_udp_port_pair().unwrap();
+    let metrics_port = free_udp_port_pair().unwrap().0;
+    let _gw = Ironsa::start(&responder(port, metrics_port), None);
+    // Headers as long as a browser's or Prometheus' with its Accept list:
+    // read only in part, the rest of the request made the close a reset.
+    let long = "a".repeat(3000);
+    for request in [
+        format!("GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: text/plain;{long}\r\nUser-Agent: Prometheus/2\r\n\r\n"),
+        format!("GET /other HTTP/1.1\r\nHost: x\r\nX-Pad: {long}\r\n\r\n"),
+        "GET /metrics HTTP/1.0\r\n\r\n".to_string(),
+    ] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer)
+            .unwrap_or_else(|e| panic!("reading the answer to EOF: {e} (after {} bytes)", answer.len()));
+        let answer = String::from_utf8(answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(body.len(), length, "{head}");
+        assert!(head.contains("Connection: close"), "{head}");
+        if request.starts_with("GET /metrics") {
+            assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+            assert!(body.contains("ironsa_ike_sas{shard=\"0\"} 0"), "{body}");
+        } else {
+            assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+        }
+    }
+    // And curl, as an operator checks it, is content.
+    if let Ok(out) = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "10"])
+        .arg(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .output()
+    {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}

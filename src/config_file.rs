@@ -1217,6 +1217,90 @@ fn parse_network(s: &str) -> Result<control::wire::ikev2::TrafficSelector, Strin
     Ok(ts)
 }
 
+/// What a reload does to the SAs of a connection whose settings changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadEffect {
+    /// Nothing that matters to its SAs changed.
+    Unchanged,
+    /// Only settings the SAs can follow as they are (timers, DPD, lifetimes
+    /// of future rekeys, fragmentation, ports): they take the new settings.
+    InPlace,
+    /// What the SAs were authenticated or negotiated with changed (the key
+    /// named): they must be deleted and negotiated anew.
+    NewSa(&'static str),
+}
+
+/// True if two authentication settings use the same material: the PSK
+/// bytes (compared in constant time), the certificate chain's DER (the
+/// private key was checked to match its first certificate), the trusted
+/// CAs' DER. Names and subjects are not enough: a re-issued certificate or
+/// a swapped CA may keep them.
+fn same_auth(a: &AuthConfig, b: &AuthConfig) -> bool {
+    fn ders(certs: &[Certificate]) -> Vec<&[u8]> {
+        let mut v: Vec<&[u8]> = certs.iter().map(Certificate::der).collect();
+        v.sort_unstable();
+        v
+    }
+    match (a, b) {
+        (AuthConfig::Psk(x), AuthConfig::Psk(y)) => {
+            aws_lc_rs::constant_time::verify_slices_are_equal(x.secret(), y.secret()).is_ok()
+        }
+        (AuthConfig::Cert(x), AuthConfig::Cert(y)) => {
+            x.chain.len() == y.chain.len() && x.chain.iter().zip(&y.chain).all(|(p, q)| p.der() == q.der())
+        }
+        (AuthConfig::PubKey(x), AuthConfig::PubKey(y)) => ders(x.certificates()) == ders(y.certificates()),
+        _ => false,
+    }
+}
+
+/// What a reload that turns connection `old` into `new` (same name) does to
+/// the SAs made with `old`.
+pub fn reload_effect(old: &ConnectionConfig, new: &ConnectionConfig) -> ReloadEffect {
+    let same_child = |a: &ChildConfig, b: &ChildConfig| {
+        a.name == b.name
+            && a.esp_proposals == b.esp_proposals
+            && a.local_ts == b.local_ts
+            && a.remote_ts == b.remote_ts
+            && a.mode == b.mode
+    };
+    let renegotiate = [
+        ("remote_addrs", old.remote_addrs == new.remote_addrs),
+        ("local_id", old.local_id == new.local_id),
+        ("remote_id", old.remote_id == new.remote_id),
+        ("auth", same_auth(&old.local_auth, &new.local_auth)),
+        ("remote_auth", same_auth(&old.remote_auth, &new.remote_auth)),
+        ("ike_proposals", old.ike_proposals == new.ike_proposals),
+        ("force_udp_encap", old.force_udp_encap == new.force_udp_encap),
+        (
+            "child",
+            old.children.len() == new.children.len()
+                && old.children.iter().zip(&new.children).all(|(a, b)| same_child(a, b)),
+        ),
+    ];
+    if let Some((key, _)) = renegotiate.iter().find(|(_, same)| !same) {
+        return ReloadEffect::NewSa(key);
+    }
+    let all_same = old.ike_lifetime == new.ike_lifetime
+        && old.dpd_delay == new.dpd_delay
+        && old.fragmentation == new.fragmentation
+        && old.fragment_size == new.fragment_size
+        && old.initial_contact == new.initial_contact
+        && old.remote_nat_port == new.remote_nat_port
+        && old.retransmit_timeout == new.retransmit_timeout
+        && old.retransmit_tries == new.retransmit_tries
+        && old.retransmit_base == new.retransmit_base
+        && old
+            .children
+            .iter()
+            .zip(&new.children)
+            .all(|(a, b)| a.lifetime == b.lifetime);
+    if all_same {
+        ReloadEffect::Unchanged
+    } else {
+        ReloadEffect::InPlace
+    }
+}
+
 /// Why an ESP proposal names an algorithm the data plane cannot install
 /// (negotiating it would bring up a CHILD_SA that carries nothing), if one does.
 fn esp_unsupported(proposals: &[control::proposal::EspProposal]) -> Option<String> {
@@ -1599,6 +1683,95 @@ esp_proposals = "aes256gcm16"
                 listed, accepted,
                 "docs/configuration.md, table '{table}': documented keys (left) differ from the keys the parser accepts (right)"
             );
+        }
+    }
+
+    /// The connection of `text`.
+    fn connection_of(text: &str) -> Arc<ConnectionConfig> {
+        DaemonConfig::parse(Path::new("t.toml"), text).unwrap().connections[0]
+            .config
+            .clone()
+    }
+
+    #[test]
+    fn reload_keeps_sas_for_timers_and_renegotiates_for_what_they_were_made_with() {
+        let old = connection_of(GOOD);
+        let effect = |from: &str, to: &str| reload_effect(&old, &connection_of(&GOOD.replacen(from, to, 1)));
+        assert_eq!(reload_effect(&old, &connection_of(GOOD)), ReloadEffect::Unchanged);
+        for (from, to) in [
+            ("dpd_delay = \"30s\"", "dpd_delay = \"10s\""),
+            ("dpd_delay = \"30s\"", "dpd_delay = \"30s\"\nike_rekey = \"1h\""),
+            ("dpd_delay = \"30s\"", "dpd_delay = \"30s\"\nfragment_size = 1400"),
+            ("dpd_delay = \"30s\"", "dpd_delay = \"30s\"\nremote_nat_port = 4501"),
+            (
+                "esp_proposals = \"aes256gcm16\"",
+                "esp_proposals = \"aes256gcm16\"\nrekey = \"20m\"",
+            ),
+        ] {
+            assert_eq!(effect(from, to), ReloadEffect::InPlace, "{to}");
+        }
+        // A changed PSK of the same length and classes: its bytes differ.
+        assert_eq!(
+            effect("Zq8#kP2!vR9@wX4$yT7&uN1*", "Zq8#kP2!vR9@wX4$yT7&uN1+"),
+            ReloadEffect::NewSa("auth")
+        );
+        for (from, to, key) in [
+            (
+                "aes256gcm16-prfsha256-x25519",
+                "aes128gcm16-prfsha256-x25519",
+                "ike_proposals",
+            ),
+            ("\"10.1.0.0/16\"", "\"10.2.0.0/16\"", "child"),
+            (
+                "esp_proposals = \"aes256gcm16\"",
+                "esp_proposals = \"aes128gcm16\"",
+                "child",
+            ),
+            ("name = \"net\"", "name = \"lan\"", "child"),
+            (
+                "local_id = \"gw@example.org\"",
+                "local_id = \"gw2@example.org\"",
+                "local_id",
+            ),
+            ("remote_id = \"%any\"", "remote_id = \"*@example.org\"", "remote_id"),
+            (
+                "remote_addrs = [\"%any\"]",
+                "remote_addrs = [\"192.0.2.9\"]",
+                "remote_addrs",
+            ),
+        ] {
+            assert_eq!(effect(from, to), ReloadEffect::NewSa(key), "{to}");
+        }
+    }
+
+    #[test]
+    fn reload_compares_certificates_and_cas_by_content() {
+        let pki = Path::new(env!("CARGO_MANIFEST_DIR")).join("control/tests/data/pki");
+        let conf = |cert: &str, ca: &str| {
+            let text = GOOD.replace(
+                "psk = \"Zq8#kP2!vR9@wX4$yT7&uN1*\"",
+                &format!(
+                    "auth = \"pubkey\"\ncert = \"{}\"\nkey = \"{}\"\ncacerts = [\"{}\"]",
+                    pki.join(cert).display(),
+                    pki.join("ee-p256.key").display(),
+                    pki.join(ca).display()
+                ),
+            );
+            connection_of(&text)
+        };
+        let old = conf("ee-p256.pem", "ca-rsa.pem");
+        assert_eq!(
+            reload_effect(&old, &conf("ee-p256.pem", "ca-rsa.pem")),
+            ReloadEffect::Unchanged
+        );
+        // Re-issued with the same subject and key, and another CA under the
+        // same subject: the configurations print alike, the material differs.
+        for (new, key) in [
+            (conf("ee-p256-reissued.pem", "ca-rsa.pem"), "auth"),
+            (conf("ee-p256.pem", "impostor-ca.pem"), "remote_auth"),
+        ] {
+            assert_eq!(format!("{old:?}"), format!("{new:?}"));
+            assert_eq!(reload_effect(&old, &new), ReloadEffect::NewSa(key));
         }
     }
 

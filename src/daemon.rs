@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-use crate::config_file::{DaemonConfig, StartAction};
+use crate::config_file::{DaemonConfig, ReloadEffect, StartAction, reload_effect};
 use crate::dataplane::DataPlane;
 use crate::registry::{Registry, SaSummary};
 use crate::shard::{self, IkeRef, Op, Selection, Shard, ShardConfig, ShardHandle, ShardMsg, ShardStats};
@@ -375,22 +375,61 @@ impl Daemon {
         Ok(operator_did(started))
     }
 
-    /// Re-reads the configuration file and applies its connections.
+    /// Re-reads the configuration file and applies its connections: what
+    /// each change does to existing SAs is decided by [`reload_effect`];
+    /// settings read only at start are reported as waiting for a restart.
     pub fn reload(&self) -> Result<String, String> {
         let new = DaemonConfig::load(&self.config_path).map_err(|e| e.to_string())?;
         for w in &new.warnings {
             warn!(line = w.line, key = %w.key, "{}", w.message);
         }
         let conns: Vec<_> = new.connections.iter().map(|c| c.config.clone()).collect();
+        let mut cfg = self.config.lock().map_err(|_| "config lock poisoned")?;
+        let mut changes = Vec::new();
+        for c in &new.connections {
+            let name = &c.config.name;
+            match cfg.connections.iter().find(|o| &o.config.name == name) {
+                None => changes.push(format!("{name}: added")),
+                Some(old) => match reload_effect(&old.config, &c.config) {
+                    ReloadEffect::Unchanged => {}
+                    ReloadEffect::InPlace => {
+                        info!(connection = %name, "connection changed in settings its SAs follow in place: they are kept");
+                        changes.push(format!("{name}: updated in place"));
+                    }
+                    ReloadEffect::NewSa(key) => {
+                        warn!(connection = %name, key, "{key} changed: the connection's SAs are deleted and must be negotiated anew");
+                        changes.push(format!("{name}: {key} changed, SAs deleted"));
+                    }
+                },
+            }
+        }
+        for old in cfg
+            .connections
+            .iter()
+            .filter(|o| conns.iter().all(|n| n.name != o.config.name))
+        {
+            info!(connection = %old.config.name, "connection removed: its SAs are deleted");
+            changes.push(format!("{}: removed, SAs deleted", old.config.name));
+        }
+        for key in restart_only_changes(&cfg, &new) {
+            warn!(key, "{key} changed: it takes effect when ironsa restarts");
+            changes.push(format!("{key}: takes effect at restart"));
+        }
         let n = conns.len();
         self.dataplane.set_child_settings(new.child_settings.clone());
         for s in self.shards.iter() {
             s.send(ShardMsg::Reload(conns.clone()));
         }
-        if let Ok(mut c) = self.config.lock() {
-            c.connections = new.connections;
-        }
-        Ok(format!("reloaded {n} connections from {}", self.config_path.display()))
+        cfg.connections = new.connections;
+        let what = if changes.is_empty() {
+            "no change".to_string()
+        } else {
+            changes.join("; ")
+        };
+        Ok(format!(
+            "reloaded {n} connections from {}: {what}",
+            self.config_path.display()
+        ))
     }
 
     /// Changes the log filter.
@@ -468,6 +507,35 @@ fn initiation_source(
         Err(e) if wildcard => Err(format!("no route to {remote}: {e}")),
         Err(_) => Ok(first),
     }
+}
+
+/// The settings read only at start that differ between `old` and `new`.
+fn restart_only_changes(old: &DaemonConfig, new: &DaemonConfig) -> Vec<&'static str> {
+    [
+        ("daemon.listen", old.listen == new.listen),
+        ("daemon.ike_port", old.ike_port == new.ike_port),
+        ("daemon.nat_port", old.nat_port == new.nat_port),
+        ("daemon.shards", old.shards == new.shards),
+        ("daemon.control_socket", old.control_socket == new.control_socket),
+        ("daemon.control_socket_group", old.control_group == new.control_group),
+        ("daemon.metrics", old.metrics == new.metrics),
+        ("daemon.log_level", old.log_level == new.log_level),
+        ("daemon.keylog", old.keylog == new.keylog),
+        ("daemon.expected_tunnels", old.expected_tunnels == new.expected_tunnels),
+        ("dos", old.admission == new.admission),
+        (
+            "fastpath.backend",
+            std::mem::discriminant(&old.fastpath) == std::mem::discriminant(&new.fastpath),
+        ),
+        ("fastpath.hw_profile", old.hw_profile == new.hw_profile),
+        ("fastpath.tun_name", old.tun_name == new.tun_name),
+        ("fastpath.workers", old.fastpath_workers == new.fastpath_workers),
+        ("fastpath.install_routes", old.install_routes == new.install_routes),
+    ]
+    .into_iter()
+    .filter(|(_, same)| !same)
+    .map(|(key, _)| key)
+    .collect()
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use control::wire::ingress::{IkeVersion, Ingress, classify};
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
+use crate::config_file::{ReloadEffect, reload_effect};
 use crate::dataplane::DataPlane;
 use crate::ike_io::{IkeSocket, Outgoing, RecvBatch};
 use crate::registry::{Registry, SaSummary};
@@ -730,27 +731,34 @@ impl Shard {
         }
     }
 
-    /// Applies a new connection list: SAs of removed or changed connections are
-    /// deleted, SAs of unchanged connections are untouched.
+    /// Applies a new connection list: SAs of removed connections, and of
+    /// connections changed in what they were negotiated with, are deleted;
+    /// SAs of connections changed only in timers follow the new settings.
     fn reload(&mut self, now: Instant, conns: Vec<Arc<ConnectionConfig>>) {
-        let stale: Vec<u64> = self
-            .endpoint
-            .sas()
-            .filter(|sa| {
-                let old = sa.config();
-                !conns
-                    .iter()
-                    .any(|n| n.name == old.name && format!("{n:?}") == format!("{old:?}"))
-            })
-            .map(|sa| sa.local_spi())
-            .collect();
+        let mut stale = Vec::new();
+        let mut updated = Vec::new();
+        for sa in self.endpoint.sas() {
+            let old = sa.config();
+            match conns.iter().find(|n| n.name == old.name) {
+                None => stale.push(sa.local_spi()),
+                Some(new) => match reload_effect(old, new) {
+                    ReloadEffect::Unchanged => {}
+                    ReloadEffect::InPlace => updated.push((sa.local_spi(), new.clone())),
+                    ReloadEffect::NewSa(_) => stale.push(sa.local_spi()),
+                },
+            }
+        }
         for s in &stale {
             self.endpoint.delete(now, *s);
+        }
+        for (s, config) in &updated {
+            self.endpoint.update_config(*s, config.clone());
         }
         info!(
             shard = self.id,
             connections = conns.len(),
             deleted = stale.len(),
+            updated = updated.len(),
             "configuration reloaded"
         );
         self.ikev1.set_connections(conns.clone());

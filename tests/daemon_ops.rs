@@ -364,3 +364,45 @@ fn metrics_answers_and_closes_cleanly() {
         assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// IKE datagrams a daemon has sent, over all shards.
+fn sent(d: &Ironsa) -> u64 {
+    d.call(json!({"cmd": "stats"}))["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["tx_datagrams"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn reload_applies_dpd_and_lifetimes_in_place() {
+    let (gw_ports, my_ports) = (free_udp_port_pair().unwrap(), free_udp_port_pair().unwrap());
+    let _gw = Ironsa::start(&responder(gw_ports, free_udp_port_pair().unwrap().0), None);
+    let me = Ironsa::start(&initiator(my_ports, gw_ports, "aes256gcm16-prfsha256-x25519", ""), None);
+    me.call(json!({"cmd": "initiate", "connection": "c1"}));
+    let sas = me.wait_sas(T, |s| established(s, "c1").is_some());
+    let c1 = established(&sas, "c1").unwrap();
+
+    let quiet = sent(&me);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(sent(&me), quiet, "no DPD configured: nothing is sent");
+
+    // DPD and the child's lifetime change: the SA is kept and follows them.
+    let cfg = me.dir().join("ironsa.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text
+        .replacen("name = \"c1\"\n", "name = \"c1\"\ndpd_delay = \"1s\"\n", 1)
+        .replacen(
+            "esp_proposals = \"aes256gcm16\"\n",
+            "esp_proposals = \"aes256gcm16\"\nrekey = \"30m\"\n",
+            1,
+        );
+    std::fs::write(&cfg, text).unwrap();
+    let answer = me.call(json!({"cmd": "reload"}));
+    assert!(answer.as_str().unwrap().contains("c1: updated in place"), "{answer}");
+    let before = sent(&me);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(sent(&me) >= before + 2, "DPD every second on the kept SA");
+    assert_eq!(established(&me.sas(), "c1"), Some(c1), "the SA is kept");
+}

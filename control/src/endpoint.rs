@@ -20,7 +20,7 @@ use crate::wire::ikev2::{self, ExchangeType, Header, NotifyType, Payload};
 use crate::wire::ingress::{IkeVersion, peek_header};
 
 /// Anti-DoS and capacity settings of an endpoint.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdmissionConfig {
     /// Half-open SAs above which COOKIEs are demanded (0 = always).
     pub cookie_threshold: usize,
@@ -261,6 +261,15 @@ impl Endpoint {
     pub fn queue(&mut self, now: Instant, spi: u64, task: Task) -> bool {
         let Some(sa) = self.sas.get_mut(&spi) else { return false };
         sa.queue(now, task);
+        self.after(spi);
+        true
+    }
+
+    /// Gives an IKE SA a newer version of its connection (see
+    /// [`IkeSa::update_config`]) and re-arms its timers accordingly.
+    pub fn update_config(&mut self, spi: u64, config: Arc<ConnectionConfig>) -> bool {
+        let Some(sa) = self.sas.get_mut(&spi) else { return false };
+        sa.update_config(config);
         self.after(spi);
         true
     }

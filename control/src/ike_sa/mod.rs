@@ -661,6 +661,14 @@ impl IkeSa {
         &self.config
     }
 
+    /// Moves the SA to a newer version of its connection whose changes apply
+    /// to a running SA (DPD, timers, lifetimes of future rekeys). The caller
+    /// decides that: identities, authentication, proposals and selectors must
+    /// be those the SA was made with.
+    pub fn update_config(&mut self, config: Arc<ConnectionConfig>) {
+        self.config = config;
+    }
+
     /// The authenticated peer identity, once established.
     pub fn peer_id(&self) -> Option<&Identification> {
         self.peer_id.as_ref()

@@ -33,6 +33,11 @@ gen ecdsa 256 > ee-p256.key
 pub ee-p256.key | $PKI --issue --cacert int.pem --cakey int.key --lifetime $L \
     --dn "C=CH, O=ironsa, CN=moon.example.com" --san moon.example.com --san moon@example.com \
     --san 192.0.2.1 --san 2001:db8::1 --flag serverAuth --outform pem > ee-p256.pem 2>/dev/null
+# The same subject and key re-issued (another serial): a configuration
+# reload must see it as a changed certificate.
+pub ee-p256.key | $PKI --issue --cacert int.pem --cakey int.key --lifetime $L \
+    --dn "C=CH, O=ironsa, CN=moon.example.com" --san moon.example.com --san moon@example.com \
+    --san 192.0.2.1 --san 2001:db8::1 --flag serverAuth --outform pem > ee-p256-reissued.pem 2>/dev/null
 # ECDSA P-384 under the ECDSA root
 gen ecdsa 384 > ee-p384.key
 pub ee-p384.key | $PKI --issue --cacert ca-ecdsa.pem --cakey ca-ecdsa.key --lifetime $L \

@@ -240,9 +240,7 @@ impl ChildSas {
             None => None,
             Some(p) => {
                 warn!(file = %p.display(), "WRITING ESP KEYS TO A FILE: anyone who can read it can decrypt the tunnels; for debugging only");
-                Some(Mutex::new(
-                    std::fs::OpenOptions::new().create(true).append(true).open(p)?,
-                ))
+                Some(Mutex::new(crate::keylog::open_private(p)?))
             }
         };
         let (sad, events) = Sad::new(workers.max(1));

@@ -61,6 +61,10 @@ impl Daemon {
         let conns: Vec<_> = config.connections.iter().map(|c| c.config.clone()).collect();
         let remote_nat_port = config.nat_port;
         let crypto = ironsa_crypto::AwsLcProvider::new().shared();
+        let ike_key_log: Option<Arc<dyn control::ike_sa::IkeKeyLog>> = match &config.keylog {
+            None => None,
+            Some(p) => Some(Arc::new(crate::keylog::IkeKeyLogFile::open(p)?)),
+        };
         let mut threads = Vec::new();
         for (id, (poll, rx)) in prepared.into_iter().enumerate() {
             let shard = Shard::new(
@@ -73,6 +77,7 @@ impl Daemon {
                     admission: config.admission.clone(),
                     remote_nat_port,
                     expected_sas: config.expected_tunnels.div_ceil(n),
+                    ike_key_log: ike_key_log.clone(),
                     nat_sockets: match &nat_sockets {
                         None => None,
                         Some(v) => Some(

@@ -10,6 +10,7 @@ mod dataplane;
 mod dpdk_plane;
 mod generate;
 mod ike_io;
+mod keylog;
 mod metrics;
 mod registry;
 mod routing;

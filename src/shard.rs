@@ -326,6 +326,8 @@ pub struct ShardConfig {
     pub nat_sockets: Option<Vec<(SocketAddr, std::net::UdpSocket)>>,
     /// Randomness, key exchanges, legacy signing and time of the IKE SAs.
     pub crypto: Arc<dyn control::crypto::CryptoProvider>,
+    /// Where the keys of new IKE SAs are written (`daemon.keylog`).
+    pub ike_key_log: Option<Arc<dyn control::ike_sa::IkeKeyLog>>,
 }
 
 /// A shard's event loop state.
@@ -432,6 +434,7 @@ impl Shard {
         ctx.local_nat_port = cfg.nat_port;
         ctx.remote_nat_port = cfg.remote_nat_port;
         ctx.child_spis = dataplane.spi_allocator();
+        ctx.key_log = cfg.ike_key_log;
         let mut ikev1_ctx = ctx.clone();
         ikev1_ctx.connections = Arc::new(cfg.connections);
         ikev1_ctx.spi_prefix = (cfg.id as u64) << (64 - SHARD_BITS);

@@ -406,3 +406,66 @@ fn reload_applies_dpd_and_lifetimes_in_place() {
     assert!(sent(&me) >= before + 2, "DPD every second on the kept SA");
     assert_eq!(established(&me.sas(), "c1"), Some(c1), "the SA is kept");
 }
+
+#[test]
+fn tshark_decrypts_ike_auth_with_the_key_log() {
+    use std::os::unix::fs::PermissionsExt;
+    let (gw_ports, my_ports) = (free_udp_port_pair().unwrap(), free_udp_port_pair().unwrap());
+    let gw = Ironsa::start(
+        &responder(gw_ports, free_udp_port_pair().unwrap().0).replace(
+            "control_socket = \"SOCKET\"",
+            "control_socket = \"SOCKET\"\nkeylog = \"DIR/keys\"",
+        ),
+        None,
+    );
+    let keys = gw.dir().join("keys.ikev2");
+    assert_eq!(std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777, 0o600);
+    if !nix::unistd::geteuid().is_root() || Command::new("tshark").arg("-v").output().is_err() {
+        eprintln!("skipped the decryption half: needs root and tshark to capture on loopback");
+        return;
+    }
+    let pcap = gw.dir().join("ike.pcap");
+    let mut cap = Command::new("tshark")
+        .args(["-q", "-i", "lo", "-f", &format!("udp port {}", gw_ports.0), "-w"])
+        .arg(&pcap)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    support::traffic::wait_capturing(&pcap);
+    let me = Ironsa::start(&initiator(my_ports, gw_ports, "aes256gcm16-prfsha256-x25519", ""), None);
+    me.call(json!({"cmd": "initiate", "connection": "c1"}));
+    me.wait_sas(T, |s| established(s, "c1").is_some());
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = cap.kill();
+    let _ = cap.wait();
+
+    let table = std::fs::read_to_string(&keys).unwrap();
+    assert_eq!(table.lines().count(), 1, "one IKE SA: {table}");
+    // ironsa marks IKE on ports other than 500 with the non-ESP marker, as on 4500.
+    let decode = |uat: Option<&str>| {
+        let mut c = Command::new("tshark");
+        c.arg("-r").arg(&pcap);
+        c.args(["-d", &format!("udp.port=={},udpencap", gw_ports.0)]);
+        if let Some(line) = uat {
+            c.args(["-o", &format!("uat:ikev2_decryption_table:{line}")]);
+        }
+        c.args([
+            "-Y",
+            "isakmp.exchangetype == 35",
+            "-T",
+            "fields",
+            "-e",
+            "isakmp.id.data.user_fqdn",
+        ]);
+        let out = c.output().unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let plain = decode(None);
+    assert!(!plain.contains("c1@test"), "without keys nothing decrypts: {plain}");
+    let decrypted = decode(Some(table.trim_end()));
+    assert!(
+        decrypted.contains("c1@test") && decrypted.contains("gw@test"),
+        "IKE_AUTH request and response decrypted, IDi c1@test read: {decrypted}"
+    );
+}

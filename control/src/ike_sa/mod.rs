@@ -157,6 +157,15 @@ impl SpiAllocator for RandomSpis {
     fn release(&self, _spi: u32) {}
 }
 
+/// Receives the keys of every IKE SA as they are derived (after IKE_SA_INIT,
+/// and for each rekeyed IKE SA), so that a driver can write a key log for
+/// Wireshark when an operator asks for one; the core itself never writes
+/// keys anywhere. Called on the thread that drives the SA: keep it short.
+pub trait IkeKeyLog: Send + Sync {
+    /// Keys of the IKE SA with SPIs `spis` (initiator's, responder's).
+    fn ike_sa_keys(&self, spis: (u64, u64), suite: &crate::crypto::IkeSuite, keys: &crate::crypto::IkeSaKeys);
+}
+
 /// Shared, read-only context of IKE SAs: the connections, allocators and
 /// the crypto provider.
 #[derive(Clone)]
@@ -177,6 +186,8 @@ pub struct Context {
     pub spi_prefix: u64,
     /// How many high bits `spi_prefix` occupies.
     pub spi_prefix_bits: u32,
+    /// Where the keys of new IKE SAs are reported (a debugging key log); none by default.
+    pub key_log: Option<Arc<dyn IkeKeyLog>>,
 }
 
 impl Context {
@@ -209,6 +220,7 @@ impl Context {
             spi_prefix: 0,
             spi_prefix_bits: 0,
             crypto,
+            key_log: None,
         }
     }
 }

@@ -366,6 +366,9 @@ fn nat_hashes(payloads: &[Payload], ty: NotifyType) -> Vec<&Vec<u8>> {
 
 /// Builds the SK ciphers from fresh IKE SA keys for our role.
 pub(crate) fn install_keys(sa: &mut IkeSa, suite: crypto::IkeSuite, keys: crypto::IkeSaKeys) -> Result<(), Error> {
+    if let Some(log) = &sa.ctx.key_log {
+        log.ike_sa_keys((sa.spi_i, sa.spi_r), &suite, &keys);
+    }
     let (out_e, out_a, in_e, in_a) = match sa.role {
         Role::Initiator => (&keys.sk_ei, &keys.sk_ai, &keys.sk_er, &keys.sk_ar),
         Role::Responder => (&keys.sk_er, &keys.sk_ar, &keys.sk_ei, &keys.sk_ai),

@@ -270,8 +270,13 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Client side: sends one request and returns the answer.
 pub fn call(path: &Path, req: &Request) -> Result<Response, String> {
-    let mut s = UnixStream::connect(path)
-        .map_err(|e| format!("cannot connect to {}: {e} (is ironsa running?)", path.display()))?;
+    let mut s = UnixStream::connect(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => format!(
+            "cannot connect to {}: {e} (the socket is for root and the members of daemon.control_socket_group)",
+            path.display()
+        ),
+        _ => format!("cannot connect to {}: {e} (is ironsa running?)", path.display()),
+    })?;
     let waits = match req {
         Request::Initiate { timeout: Some(t), .. } => Duration::try_from_secs_f64(*t).unwrap_or_default(),
         _ => Duration::ZERO,

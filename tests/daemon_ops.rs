@@ -265,9 +265,16 @@ fn control_socket_is_private_and_checks_peer_credentials() {
         eprintln!("skipped the peer-credential half: needs root to act as another user");
         return;
     }
+    std::fs::set_permissions(gw.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = as_nobody(&socket, "sas");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Permission denied") && err.contains("control_socket_group"),
+        "{err}"
+    );
     // Widened by hand, the socket lets anyone connect: reading is allowed,
     // changing state is not.
-    std::fs::set_permissions(gw.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
     let out = as_nobody(&socket, "sas");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -612,10 +612,11 @@ impl DaemonConfig {
 
 /// The table header (`daemon`, `connection.child`) in force at byte `offset`.
 fn table_at(text: &str, offset: usize) -> Option<String> {
-    let end = text[offset.min(text.len())..]
-        .find('\n')
+    let end = text
+        .get(offset..)
+        .and_then(|rest| rest.find('\n'))
         .map_or(text.len(), |i| offset + i);
-    text[..end].lines().rev().find_map(|line| {
+    text.get(..end)?.lines().rev().find_map(|line| {
         let line = line.trim();
         let inner = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]"));
         let inner = inner.or_else(|| line.strip_prefix('[').and_then(|l| l.strip_suffix(']')))?;

@@ -231,7 +231,11 @@ pub fn spawn(daemon: Arc<Daemon>, path: &Path, group: Option<&ControlGroup>) -> 
     if path.exists() {
         std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)?;
+    // Created owner-only, so that it is never open to others before its mode is set.
+    let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    nix::sys::stat::umask(umask);
+    let listener = bound?;
     let mode = match group {
         None => 0o600,
         Some(g) => {

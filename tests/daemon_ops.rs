@@ -476,3 +476,20 @@ fn tshark_decrypts_ike_auth_with_the_key_log() {
         "IKE_AUTH request and response decrypted, IDi c1@test read: {decrypted}"
     );
 }
+
+#[test]
+fn log_level_at_run_time_refuses_words_that_are_not_levels() {
+    let gw = Ironsa::start(&minimal(""), None);
+    let socket = gw.dir().join("ironsa.sock");
+    let cli = |filter: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ironsa"))
+            .args(["--socket", socket.to_str().unwrap(), "log-level", filter])
+            .output()
+            .unwrap()
+    };
+    let out = cli("verbose");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'verbose' is not a log level"), "{err}");
+    assert!(cli("info,control=debug").status.success());
+}

@@ -362,13 +362,16 @@ fn metrics_answers_and_closes_cleanly() {
         }
     }
     // And curl, as an operator checks it, is content.
-    if let Ok(out) = Command::new("curl")
+    match Command::new("curl")
         .args(["-sS", "--fail", "--max-time", "10"])
         .arg(format!("http://127.0.0.1:{metrics_port}/metrics"))
         .output()
     {
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+        Ok(out) => {
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        Err(e) => eprintln!("skipped the curl half: cannot run curl ({e})"),
     }
 }
 

@@ -1687,6 +1687,67 @@ esp_proposals = "aes256gcm16"
         }
     }
 
+    #[test]
+    fn documented_defaults_are_the_parsers() {
+        // Every table present, no optional key set.
+        const BARE: &str = r#"
+[daemon]
+[dos]
+[fastpath]
+[[connection]]
+name = "rw"
+local_id = "gw@example.org"
+remote_id = "%any"
+psk = "Zq8#kP2!vR9@wX4$yT7&uN1*"
+ike_proposals = "aes256gcm16-prfsha256-x25519"
+[[connection.child]]
+name = "net"
+local_ts = ["10.1.0.0/16"]
+remote_ts = ["0.0.0.0/0"]
+esp_proposals = "aes256gcm16"
+"#;
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let bare = format!("{:?}", DaemonConfig::parse(Path::new("t.toml"), BARE).unwrap());
+        let mut table = String::new();
+        let mut checked = 0;
+        for line in text.lines() {
+            if let Some(h) = line.strip_prefix("## ") {
+                table = h.trim_matches(|c| matches!(c, '`' | '[' | ']')).to_string();
+                continue;
+            }
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            // | `key` | type | default | reload | meaning |: only literal defaults.
+            let (Some(key), Some(default)) = (cells.get(1), cells.get(3)) else {
+                continue;
+            };
+            let (Some(key), Some(value)) = (key.strip_prefix('`'), default.strip_prefix('`')) else {
+                continue;
+            };
+            let (key, value) = (key.trim_end_matches('`'), value.split('`').next().unwrap());
+            let value = if value.parse::<toml::Value>().is_ok() || value.starts_with('[') {
+                value.to_string()
+            } else {
+                format!("\"{value}\"")
+            };
+            let anchor = match table.as_str() {
+                "connection" => "name = \"rw\"\n".to_string(),
+                "connection.child" => "name = \"net\"\n".to_string(),
+                t => format!("[{t}]\n"),
+            };
+            let with = BARE.replacen(&anchor, &format!("{anchor}{key} = {value}\n"), 1);
+            let parsed = DaemonConfig::parse(Path::new("t.toml"), &with)
+                .unwrap_or_else(|e| panic!("{table}.{key} = {value} (its documented default): {e}"));
+            assert_eq!(
+                format!("{parsed:?}"),
+                bare,
+                "{table}.{key} = {value}, its documented default, changes the configuration"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 25, "{checked} defaults checked");
+    }
+
     /// The connection of `text`.
     fn connection_of(text: &str) -> Arc<ConnectionConfig> {
         DaemonConfig::parse(Path::new("t.toml"), text).unwrap().connections[0]

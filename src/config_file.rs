@@ -1748,6 +1748,21 @@ esp_proposals = "aes256gcm16"
         assert!(checked >= 25, "{checked} defaults checked");
     }
 
+    #[test]
+    fn damaged_files_are_errors_never_panics() {
+        // Every prefix, and every character replaced by a multi-byte one or a
+        // quote: error locations must never slice inside a character.
+        for (i, _) in GOOD.char_indices() {
+            let _ = DaemonConfig::parse(Path::new("t.toml"), &GOOD[..i]);
+            for with in ["é", "\"", "[", "="] {
+                let mut damaged = GOOD.to_string();
+                let len = damaged[i..].chars().next().map_or(0, char::len_utf8);
+                damaged.replace_range(i..i + len, with);
+                let _ = DaemonConfig::parse(Path::new("t.toml"), &damaged);
+            }
+        }
+    }
+
     /// The connection of `text`.
     fn connection_of(text: &str) -> Arc<ConnectionConfig> {
         DaemonConfig::parse(Path::new("t.toml"), text).unwrap().connections[0]

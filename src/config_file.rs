@@ -1266,6 +1266,7 @@ pub fn reload_effect(old: &ConnectionConfig, new: &ConnectionConfig) -> ReloadEf
     };
     let renegotiate = [
         ("remote_addrs", old.remote_addrs == new.remote_addrs),
+        ("local_addrs", old.local_addrs == new.local_addrs),
         ("local_id", old.local_id == new.local_id),
         ("remote_id", old.remote_id == new.remote_id),
         ("auth", same_auth(&old.local_auth, &new.local_auth)),
@@ -1815,6 +1816,11 @@ esp_proposals = "aes256gcm16"
                 "remote_addrs = [\"%any\"]",
                 "remote_addrs = [\"192.0.2.9\"]",
                 "remote_addrs",
+            ),
+            (
+                "remote_addrs = [\"%any\"]",
+                "remote_addrs = [\"%any\"]\nlocal_addrs = [\"192.0.2.1\"]",
+                "local_addrs",
             ),
         ] {
             assert_eq!(effect(from, to), ReloadEffect::NewSa(key), "{to}");

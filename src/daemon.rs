@@ -536,6 +536,7 @@ fn restart_only_changes(old: &DaemonConfig, new: &DaemonConfig) -> Vec<&'static 
         ("fastpath.tun_name", old.tun_name == new.tun_name),
         ("fastpath.workers", old.fastpath_workers == new.fastpath_workers),
         ("fastpath.install_routes", old.install_routes == new.install_routes),
+        ("fastpath.socket_buffer", old.socket_buffer == new.socket_buffer),
     ]
     .into_iter()
     .filter(|(_, same)| !same)

@@ -1267,6 +1267,7 @@ pub fn reload_effect(old: &ConnectionConfig, new: &ConnectionConfig) -> ReloadEf
     let renegotiate = [
         ("remote_addrs", old.remote_addrs == new.remote_addrs),
         ("local_addrs", old.local_addrs == new.local_addrs),
+        ("version", old.ike_versions == new.ike_versions),
         ("local_id", old.local_id == new.local_id),
         ("remote_id", old.remote_id == new.remote_id),
         ("auth", same_auth(&old.local_auth, &new.local_auth)),

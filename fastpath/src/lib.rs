@@ -50,17 +50,40 @@
 //! # let _ = SaEvent::SoftExpired { sa: out };
 //! ```
 
+//!
+//! # Unsafe code
+//! Denied crate-wide. The modules allowed it are named here, each for one
+//! reason, and every `unsafe` block in them states its invariant in a
+//! `// SAFETY:` comment:
+//! - [`sys`]: raw calls into C (the aws-lc-sys AEAD context, the TUN ioctls);
+//! - [`io::mmsg`]: the batched socket calls (`recvmmsg`/`sendmmsg`);
+//! - [`epoch_table`]: the lock-free SAD/SPD tables with epoch reclamation;
+//! - `huge`: arrays allocated on their own huge pages;
+//! - [`stats`]: the lazily allocated drop counters;
+//! - [`prefetch`]: cache prefetch intrinsics.
+//!
+//! DPDK's mbufs are reached only through `ffi`'s safe wrappers.
+
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod buf;
 pub mod dpdk;
+#[allow(unsafe_code)]
 pub mod epoch_table;
 pub mod esp;
 pub mod fuzzing;
+#[allow(unsafe_code)]
 mod huge;
 pub mod io;
 pub mod ip;
+#[allow(unsafe_code)]
 pub mod prefetch;
 pub mod reassembly;
 pub mod sad;
 pub mod spd;
+#[allow(unsafe_code)]
 pub mod stats;
+#[allow(unsafe_code)]
+mod sys;
 pub mod worker;

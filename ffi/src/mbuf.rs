@@ -201,6 +201,142 @@ impl Mbuf {
     }
 }
 
+/// The first segment's header fields, read and updated in place as DPDK's
+/// own `static inline` helpers do, for code that edits a packet many times
+/// (ESP) and cannot afford a call per access. Every update keeps the data
+/// inside the buffer (`data_off + data_len <= buf_len`); chained mbufs need
+/// the checked calls above, which know about the other segments.
+impl Mbuf {
+    /// The header, read-only.
+    #[inline(always)]
+    pub fn header(&self) -> &sys::rte_mbuf {
+        // SAFETY: an Mbuf owns a valid, allocated rte_mbuf for its lifetime;
+        // the shared reference lives no longer than `&self`.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    /// The header, mutable (private: callers must keep the data in the buffer).
+    #[inline(always)]
+    fn header_mut(&mut self) -> &mut sys::rte_mbuf {
+        // SAFETY: as in `header`; `&mut self` is exclusive ownership of the mbuf.
+        unsafe { self.ptr.as_mut() }
+    }
+
+    /// Address of the first segment's data (for cache hints: reading
+    /// through it needs [`Mbuf::first_data`]).
+    #[inline(always)]
+    pub fn first_data_ptr(&self) -> *const u8 {
+        data_start(self.header())
+    }
+
+    /// The first segment's data (as [`Mbuf::data`], from the header fields).
+    #[inline(always)]
+    pub fn first_data(&self) -> &[u8] {
+        let h = self.header();
+        // SAFETY: [data_off, data_off + data_len) is initialised packet data
+        // inside the buffer, which lives as long as self; &self forbids writes.
+        unsafe { std::slice::from_raw_parts(data_start(h), usize::from(h.data_len)) }
+    }
+
+    /// The first segment's data, mutable.
+    #[inline(always)]
+    pub fn first_data_mut(&mut self) -> &mut [u8] {
+        let h = self.header_mut();
+        // SAFETY: as in `first_data`; &mut self gives exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(data_start(h), usize::from(h.data_len)) }
+    }
+
+    /// Narrows a one-segment mbuf's data to its bytes `off..end` in one
+    /// update of the header; `false` (nothing changed) unless the mbuf has
+    /// one segment and `off <= end <= data_len`.
+    #[inline(always)]
+    pub fn narrow_single(&mut self, off: usize, end: usize) -> bool {
+        let h = self.header_mut();
+        if off > end || end > usize::from(h.data_len) || h.nb_segs != 1 {
+            return false;
+        }
+        // off <= end <= data_len <= u16::MAX: every field stays in range.
+        h.data_off += off as u16;
+        h.data_len = (end - off) as u16;
+        h.pkt_len = (end - off) as u32;
+        true
+    }
+
+    /// Grows the data by `n` bytes at the front (into the headroom) and
+    /// returns them (contents unspecified); `Err(headroom)` when it is
+    /// smaller than `n`.
+    #[inline(always)]
+    pub fn grow_front(&mut self, n: usize) -> std::result::Result<&mut [u8], usize> {
+        let h = self.header_mut();
+        let have = usize::from(h.data_off);
+        if n > have {
+            return Err(have);
+        }
+        // n <= data_off <= u16::MAX, and data_len + n <= buf_len <= u16::MAX.
+        h.data_off -= n as u16;
+        h.data_len += n as u16;
+        h.pkt_len += n as u32;
+        // SAFETY: the n bytes now at the front are inside the buffer and ours.
+        Ok(unsafe { std::slice::from_raw_parts_mut(data_start(h), n) })
+    }
+
+    /// Grows the first segment's data by `n` bytes at its end (into its
+    /// tailroom) and returns them; `Err(tailroom)` when it is smaller than
+    /// `n`. Meant for one-segment mbufs: in a chain the bytes would land
+    /// before the next segment's (use [`Mbuf::append`]).
+    #[inline(always)]
+    pub fn grow_back_first(&mut self, n: usize) -> std::result::Result<&mut [u8], usize> {
+        let h = self.header_mut();
+        let have = usize::from(h.buf_len).saturating_sub(usize::from(h.data_off) + usize::from(h.data_len));
+        if n > have {
+            return Err(have);
+        }
+        let old = usize::from(h.data_len);
+        // data_off + data_len + n <= buf_len <= u16::MAX.
+        h.data_len += n as u16;
+        h.pkt_len += n as u32;
+        // SAFETY: [old, old + n) after the data start lies within buf_len
+        // (checked against the tailroom) and is exclusively ours.
+        Ok(unsafe { std::slice::from_raw_parts_mut(data_start(h).add(old), n) })
+    }
+
+    /// Drops `n` bytes from the front of the first segment's data; `false`
+    /// (nothing changed) when it is shorter.
+    #[inline(always)]
+    pub fn shrink_front(&mut self, n: usize) -> bool {
+        let h = self.header_mut();
+        if n > usize::from(h.data_len) {
+            return false;
+        }
+        // n <= data_len, so every field stays in range.
+        h.data_off += n as u16;
+        h.data_len -= n as u16;
+        h.pkt_len -= n as u32;
+        true
+    }
+
+    /// Drops `n` bytes from the end of the first segment's data; `false`
+    /// (nothing changed) when it is shorter. Meant for one-segment mbufs
+    /// (use [`Mbuf::trim`] on a chain).
+    #[inline(always)]
+    pub fn shrink_back_first(&mut self, n: usize) -> bool {
+        let h = self.header_mut();
+        if n > usize::from(h.data_len) {
+            return false;
+        }
+        h.data_len -= n as u16;
+        h.pkt_len -= n as u32;
+        true
+    }
+}
+
+/// Start of an mbuf's data: `buf_addr + data_off` (DPDK's `rte_pktmbuf_mtod`).
+#[inline(always)]
+fn data_start(h: &sys::rte_mbuf) -> *mut u8 {
+    // data_off <= buf_len: the result stays inside the buffer.
+    h.buf_addr.cast::<u8>().wrapping_add(usize::from(h.data_off))
+}
+
 impl Drop for Mbuf {
     fn drop(&mut self) {
         // SAFETY: we own the mbuf (and its chained segments); it is not used after.

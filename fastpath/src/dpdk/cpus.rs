@@ -3,6 +3,9 @@
 
 use std::io;
 
+use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+use nix::unistd::Pid;
+
 use crate::dpdk::profile::{CpuSpec, MAX_CPU, format_cpu_list};
 
 /// Why the profile's CPUs cannot be used on this machine.
@@ -30,15 +33,11 @@ pub enum CpuError {
 
 /// The CPUs the calling thread may run on, ascending.
 pub fn current_thread_cpus() -> io::Result<Vec<usize>> {
-    // SAFETY: cpu_set_t is plain data; zeroed is an empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: pid 0 = the calling thread; `set` is a valid cpu_set_t of the size passed.
-    let ret = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if ret != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `set` is initialised; every index is below CPU_SETSIZE.
-    Ok((0..MAX_CPU).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect())
+    // Pid 0: the calling thread.
+    let set = sched_getaffinity(Pid::from_raw(0)).map_err(io::Error::from)?;
+    Ok((0..MAX_CPU.min(CpuSet::count()))
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect())
 }
 
 /// Restricts the calling thread to `cpus` (threads it starts afterwards inherit this).
@@ -46,24 +45,16 @@ pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
     if cpus.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty CPU set"));
     }
-    // SAFETY: cpu_set_t is plain data; zeroed is an empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let mut set = CpuSet::new();
     for &c in cpus {
-        if c >= MAX_CPU {
+        if c >= MAX_CPU || set.set(c).is_err() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("CPU {c} out of range"),
             ));
         }
-        // SAFETY: c < MAX_CPU = CPU_SETSIZE, inside `set`.
-        unsafe { libc::CPU_SET(c, &mut set) };
     }
-    // SAFETY: pid 0 = the calling thread; `set` is a valid cpu_set_t of the size passed.
-    let ret = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if ret != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    sched_setaffinity(Pid::from_raw(0), &set).map_err(io::Error::from)
 }
 
 /// Checks that every CPU of `spec` is in `available` (the CPUs this process

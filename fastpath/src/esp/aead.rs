@@ -4,8 +4,8 @@
 //! A cipher works on a whole ESP packet laid out as
 //! `SPI | SEQ | IV | ciphertext | ICV`, in place.
 
-use super::aead_ctx::{InlineAead, InlineAeadCtx, NONCE_LEN, TAG_LEN};
 use super::{ESP_HEADER_LEN, EspError};
+use crate::sys::aead_ctx::{InlineAead, InlineAeadCtx, NONCE_LEN, TAG_LEN};
 use aws_lc_rs::{cipher, constant_time, hmac, iv::FixedLength};
 use std::sync::OnceLock;
 use thiserror::Error;

@@ -1,7 +1,6 @@
 //! ESP (RFC 4303): ciphers, encapsulation, decapsulation and the replay window.
 
 pub mod aead;
-pub mod aead_ctx;
 pub mod decap;
 pub mod encap;
 #[cfg(feature = "rustcrypto")]

@@ -1,9 +1,10 @@
 //! Linux TUN devices (`IFF_TUN | IFF_NO_PI`, optionally `IFF_MULTI_QUEUE`
 //! and `IFF_VNET_HDR` with segmentation offloads).
 //!
-//! The only unsafe code is the `TUNSETIFF` ioctl that attaches the opened
-//! `/dev/net/tun` file to a named interface, the `TUNSETOFFLOAD` ioctl and
-//! `fcntl`; packets then move with plain `read`/`write`/`writev` on the file.
+//! The `TUNSETIFF` ioctl that attaches the opened `/dev/net/tun` file to a
+//! named interface and the `TUNSETOFFLOAD` ioctl are wrapped in
+//! [`crate::sys::tun`]; packets then move with plain `read`/`write`/`writev`
+//! on the file.
 //!
 //! With offloads ([`TunOptions::offload`]) every packet is preceded by a
 //! virtio-net header: reads return TCP/UDP super-packets of up to 64 KiB
@@ -13,18 +14,11 @@
 
 use super::gso::{self, TcpCoalescer, VNET_HDR_LEN, VirtioNetHdr};
 use crate::buf::PacketBuf;
+use crate::sys::{self, tun::IfReqFlags};
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-
-/// `struct ifreq` as `TUNSETIFF` reads it: name, flags, padding to 40 bytes.
-#[repr(C)]
-struct IfReqFlags {
-    name: [u8; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    _pad: [u8; 22],
-}
 
 /// Offloads requested with [`TunOptions::offload`]: checksum, TSO for IPv4
 /// and IPv6, and UDP segmentation (USO) where the kernel has it.
@@ -79,31 +73,19 @@ impl Tun {
             .write(true)
             .custom_flags(libc::O_CLOEXEC)
             .open("/dev/net/tun")?;
-        let mut req = IfReqFlags {
-            name: [0; libc::IFNAMSIZ],
-            flags: (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short,
-            _pad: [0; 22],
-        };
+        let mut req = IfReqFlags::new(name, (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short)?;
         if opts.multi_queue {
             req.flags |= libc::IFF_MULTI_QUEUE as libc::c_short;
         }
         if opts.offload {
             req.flags |= libc::IFF_VNET_HDR as libc::c_short;
         }
-        req.name[..name.len()].copy_from_slice(name.as_bytes());
-        // SAFETY: TUNSETIFF reads and writes a struct ifreq, which IfReqFlags
-        // lays out (name, then the flags member of the union, padded to size).
-        let r = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        sys::tun::set_iff(&file, &mut req)?;
         let len = req.name.iter().position(|b| *b == 0).unwrap_or(libc::IFNAMSIZ);
         let mut offloads = 0;
         if opts.offload {
             for want in OFFLOADS {
-                // SAFETY: TUNSETOFFLOAD takes the offload bits by value; no memory is passed.
-                let r = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETOFFLOAD, libc::c_ulong::from(want)) };
-                if r == 0 {
+                if sys::tun::set_offload(&file, want).is_ok() {
                     offloads = want;
                     break;
                 }
@@ -151,21 +133,9 @@ impl Tun {
 
     /// Switches the queue between blocking and non-blocking reads.
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        let fd = self.file.as_raw_fd();
-        // SAFETY: fcntl on an fd we own, with integer arguments only.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if flags < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let flags = if on {
-            flags | libc::O_NONBLOCK
-        } else {
-            flags & !libc::O_NONBLOCK
-        };
-        // SAFETY: as above.
-        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let mut flags = OFlag::from_bits_retain(fcntl(&self.file, FcntlArg::F_GETFL)?);
+        flags.set(OFlag::O_NONBLOCK, on);
+        fcntl(&self.file, FcntlArg::F_SETFL(flags))?;
         Ok(())
     }
 

@@ -13,7 +13,7 @@
 //! it (aws-lc copies them with `aead_ctx_copy_state_trivial`, a plain
 //! `memcpy`); AES-GCM-SIV, whose state depends on its address, is not offered.
 
-use aws_lc_sys as sys;
+use aws_lc_sys as aws_lc;
 use zeroize::Zeroize;
 
 /// AEADs that can be held in an [`InlineAeadCtx`].
@@ -41,7 +41,7 @@ pub struct AeadCtxError;
 /// 100,000s of SAs, memory matters more than one extra line to prefetch).
 #[repr(C)]
 pub struct InlineAeadCtx {
-    ctx: sys::EVP_AEAD_CTX,
+    ctx: aws_lc::EVP_AEAD_CTX,
 }
 
 // SAFETY: after initialisation the context is only read (seal/open take
@@ -63,18 +63,17 @@ impl InlineAeadCtx {
         }
         // SAFETY: all-zero bytes are the state EVP_AEAD_CTX_zero produces
         // (null `aead`, zeroed union), valid input for EVP_AEAD_CTX_init.
-        let mut me = Self {
-            ctx: unsafe { std::mem::zeroed() },
-        };
+        let ctx = unsafe { std::mem::zeroed() };
+        let mut me = Self { ctx };
         // SAFETY: the EVP_aead_* functions return pointers to static tables;
         // `me.ctx` is a zeroed context and `key` is valid for `key.len()` bytes.
         let ok = unsafe {
             let aead = match alg {
-                InlineAead::Aes128Gcm => sys::EVP_aead_aes_128_gcm(),
-                InlineAead::Aes256Gcm => sys::EVP_aead_aes_256_gcm(),
-                InlineAead::ChaCha20Poly1305 => sys::EVP_aead_chacha20_poly1305(),
+                InlineAead::Aes128Gcm => aws_lc::EVP_aead_aes_128_gcm(),
+                InlineAead::Aes256Gcm => aws_lc::EVP_aead_aes_256_gcm(),
+                InlineAead::ChaCha20Poly1305 => aws_lc::EVP_aead_chacha20_poly1305(),
             };
-            sys::EVP_AEAD_CTX_init(
+            aws_lc::EVP_AEAD_CTX_init(
                 &mut me.ctx,
                 aead,
                 key.as_ptr(),
@@ -104,7 +103,7 @@ impl InlineAeadCtx {
         // equal `in` exactly (in-place); every pointer is valid for its length
         // and `tag` has room for TAG_LEN bytes.
         let ok = unsafe {
-            sys::EVP_AEAD_CTX_seal_scatter(
+            aws_lc::EVP_AEAD_CTX_seal_scatter(
                 &self.ctx,
                 data,
                 tag.as_mut_ptr(),
@@ -139,7 +138,7 @@ impl InlineAeadCtx {
         let (data, len) = (in_out.as_mut_ptr(), in_out.len());
         // SAFETY: as in `seal_in_place`; open_gather also permits out == in.
         let ok = unsafe {
-            sys::EVP_AEAD_CTX_open_gather(
+            aws_lc::EVP_AEAD_CTX_open_gather(
                 &self.ctx,
                 data,
                 nonce.as_ptr(),
@@ -165,7 +164,7 @@ impl InlineAeadCtx {
 impl Drop for InlineAeadCtx {
     fn drop(&mut self) {
         // SAFETY: the context is zeroed or keyed; cleanup handles both.
-        unsafe { sys::EVP_AEAD_CTX_cleanup(&mut self.ctx) };
+        unsafe { aws_lc::EVP_AEAD_CTX_cleanup(&mut self.ctx) };
         // SAFETY: the union's bytes are plain data; nothing reads them after this.
         let state = unsafe { &mut self.ctx.state.opaque };
         state.zeroize();

@@ -11,7 +11,7 @@
 //! to the owner, keeping a single writer per SA.
 
 use crate::buf::PacketBuffer;
-use crate::esp::aead::{AeadJob, EspCipher, IvSource};
+use crate::esp::aead::{AeadJob, DirectGcm, EspCipher, IvSource, NoDirectGcm};
 use crate::esp::decap::{DecapParams, decap, decap_check, decap_finish};
 use crate::esp::encap::{EncapParams, Framer};
 use crate::esp::{EspError, Mode, parse_header};
@@ -20,6 +20,7 @@ use crate::prefetch;
 use crate::sad::{InboundSa, OutboundSa, SaId, Sad, UdpEncap};
 use crate::spd::{PolicyAction, Spd};
 use crate::stats::{Counters, DropReason};
+use std::marker::PhantomData;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -86,8 +87,9 @@ pub struct WorkerCounters {
     pub outbound: Counters,
 }
 
-/// One data-plane worker.
-pub struct Worker {
+/// One data-plane worker. `G` is the [`DirectGcm`] its data plane attaches
+/// to SAs (called directly, per packet); [`NoDirectGcm`] when there is none.
+pub struct Worker<G = NoDirectGcm> {
     id: usize,
     sad: Arc<Sad>,
     spd: Arc<Spd>,
@@ -99,9 +101,10 @@ pub struct Worker {
     plan: Vec<PlannedRun>,
     /// Recent flows and the SA their policy chose.
     flows: FlowCache,
+    direct: PhantomData<fn() -> G>,
 }
 
-impl std::fmt::Debug for Worker {
+impl<G> std::fmt::Debug for Worker<G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker").field("id", &self.id).finish_non_exhaustive()
     }
@@ -111,6 +114,13 @@ impl Worker {
     /// Worker `id` over the shared SAD and SPD. By default it produces bare
     /// ESP packets (sockets add outer headers) and enforces SA pinning.
     pub fn new(id: usize, sad: Arc<Sad>, spd: Arc<Spd>) -> Self {
+        Self::for_direct_gcm(id, sad, spd)
+    }
+}
+
+impl<G: DirectGcm> Worker<G> {
+    /// [`Worker::new`] for a data plane that attaches `G`s to SAs.
+    pub fn for_direct_gcm(id: usize, sad: Arc<Sad>, spd: Arc<Spd>) -> Self {
         Self {
             id,
             sad,
@@ -121,6 +131,7 @@ impl Worker {
             enforce_pinning: true,
             plan: Vec::with_capacity(PLAN_CHUNK),
             flows: FlowCache::new(),
+            direct: PhantomData,
         }
     }
 
@@ -296,10 +307,9 @@ impl Worker {
         if sa.cipher.batches() {
             return self.inbound_run_batched(kind, sa, pkts, meta, verdicts);
         }
-        // intel-ipsec-mb's AES-GCM: looked up once per run, its lengths
-        // constants in the per-packet code.
-        #[cfg(feature = "dpdk")]
-        if let Some(g) = sa.cipher.imb_open() {
+        // The data plane's direct AES-GCM: looked up once per run, its
+        // lengths constants in the per-packet code.
+        if let Some(g) = sa.cipher.direct_open::<G>() {
             // The run's nonces, built before the first decryption (see
             // `StagedNonces`). A packet too short for one never reaches
             // decryption (the length check comes first).
@@ -310,7 +320,7 @@ impl Worker {
                 }
             }
             return self.inbound_run_with(kind, sa, pkts, meta, verdicts, |pkt, p, w, k| {
-                crate::esp::decap::decap_imb(pkt, p, w, g, staged.at(k))
+                crate::esp::decap::decap_direct(pkt, p, w, g, staged.at(k))
             });
         }
         self.inbound_run_with(kind, sa, pkts, meta, verdicts, |pkt, p, w, _| decap(pkt, p, w))
@@ -670,7 +680,7 @@ impl Worker {
         let framer = Framer::new(&encap_params(sa, seq));
         let outer = self.outer_headers(sa);
         // The seal's implementation, chosen once per run.
-        let (sealer, esn) = (sa.cipher.sealer(), sa.esn);
+        let (sealer, esn) = (sa.cipher.sealer::<G>(), sa.esn);
         // The run's nonces, built before its first seal (see `StagedNonces`).
         let staged = sealer.stage_nonces(seq, pkts.len(), sa.spi, esn);
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
@@ -714,7 +724,7 @@ impl Worker {
     }
 }
 
-impl Worker {
+impl<G: DirectGcm> Worker<G> {
     /// [`Worker::outbound_run`] for an SA whose AEAD accelerator batches: frame
     /// every packet, seal them in one batch, then add the outer headers.
     fn outbound_run_batched<B: PacketBuffer>(&mut self, sa: &OutboundSa, pkts: &mut [B], verdicts: &mut [Verdict]) {

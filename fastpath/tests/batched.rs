@@ -2,12 +2,13 @@
 //! [`AeadAccelerator`]): same bytes as the one-by-one aws-lc path, and the
 //! same replay, forgery, ESN and lifetime handling, including duplicates and
 //! forgeries inside one batch. The accelerator here is aws-lc itself,
-//! counting batch calls; one that does not batch is called packet by packet.
+//! counting batch calls; one that does not batch is called packet by packet,
+//! and a [`DirectGcm`] is called directly by a worker made for its type.
 
 use aws_lc_rs::aead;
 use fastpath::buf::{PacketBuf, PacketBuffer};
 use fastpath::esp::EspError;
-use fastpath::esp::aead::{AeadAccelerator, AeadJob, CipherKeys, EncAlg, IntegAlg};
+use fastpath::esp::aead::{AeadAccelerator, AeadJob, CipherKeys, DirectGcm, EncAlg, IntegAlg, NoDirectGcm};
 use fastpath::sad::{Direction, SaParams, Sad};
 use fastpath::spd::{Policy, PolicyAction, Spd, TrafficSelector};
 use fastpath::stats::DropReason;
@@ -24,6 +25,31 @@ struct AwsLcBatch {
     batching: bool,
     /// Calls of `seal` and `open` (per packet, or from the batch loops).
     calls: Arc<AtomicUsize>,
+    /// Calls of `seal_icv` and `open_icv` ([`DirectGcm`]).
+    direct: Arc<AtomicUsize>,
+}
+
+impl DirectGcm for AwsLcBatch {
+    fn seal_icv(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], icv: &mut [u8; 16]) {
+        self.direct.fetch_add(1, Ordering::Relaxed);
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(aead::Nonce::assume_unique_for_key(*nonce), aead::Aad::from(aad), data)
+            .expect("AES-GCM seal of a packet-sized input");
+        icv.copy_from_slice(tag.as_ref());
+    }
+
+    fn open_icv(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], icv: &[u8; 16]) -> Result<(), EspError> {
+        self.direct.fetch_add(1, Ordering::Relaxed);
+        let mut joined = [&*data, icv].concat();
+        let n = aead::Nonce::assume_unique_for_key(*nonce);
+        let pt = self
+            .key
+            .open_in_place(n, aead::Aad::from(aad), &mut joined)
+            .map_err(|_| EspError::IcvFailure)?;
+        data.copy_from_slice(pt);
+        Ok(())
+    }
 }
 
 impl AeadAccelerator for AwsLcBatch {
@@ -81,13 +107,22 @@ fn keys() -> CipherKeys {
     }
 }
 
-fn accelerator(batches: &Arc<AtomicUsize>, batching: bool, calls: &Arc<AtomicUsize>) -> Box<AwsLcBatch> {
+/// Counters of an [`AwsLcBatch`]: batch calls, `seal`/`open` calls, direct calls.
+#[derive(Default, Clone)]
+struct Calls {
+    batches: Arc<AtomicUsize>,
+    dynamic: Arc<AtomicUsize>,
+    direct: Arc<AtomicUsize>,
+}
+
+fn counted_accelerator(calls: &Calls, batching: bool) -> Box<AwsLcBatch> {
     let k = keys();
     Box::new(AwsLcBatch {
         key: aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_128_GCM, &k.enc_key[..16]).unwrap()),
-        batches: batches.clone(),
+        batches: calls.batches.clone(),
         batching,
-        calls: calls.clone(),
+        calls: calls.dynamic.clone(),
+        direct: calls.direct.clone(),
     })
 }
 
@@ -121,6 +156,21 @@ fn side(accel: Option<&Arc<AtomicUsize>>, esn: bool) -> (Worker, Arc<Sad>) {
 
 /// [`side`] with the accelerator's batch counter, batching choice and call counter.
 fn side_with(accel: Option<(&Arc<AtomicUsize>, bool, Arc<AtomicUsize>)>, esn: bool) -> (Worker, Arc<Sad>) {
+    let accel = accel.map(|(b, batching, calls)| {
+        (
+            Calls {
+                batches: b.clone(),
+                dynamic: calls,
+                direct: Arc::new(AtomicUsize::new(0)),
+            },
+            batching,
+        )
+    });
+    side_for(accel.as_ref().map(|(c, batching)| (c, *batching)), esn)
+}
+
+/// [`side_with`] for a worker made for the [`DirectGcm`] `G`.
+fn side_for<G: DirectGcm>(accel: Option<(&Calls, bool)>, esn: bool) -> (Worker<G>, Arc<Sad>) {
     let (sad, _ev) = Sad::new(1);
     let (sad, spd) = (Arc::new(sad), Arc::new(Spd::new()));
     let mut out = SaParams::new(
@@ -141,18 +191,18 @@ fn side_with(accel: Option<(&Arc<AtomicUsize>, bool, Arc<AtomicUsize>)>, esn: bo
     );
     inb.esn = esn;
     let in_id = sad.install_inbound(&inb).unwrap();
-    if let Some((b, batching, calls)) = accel {
+    if let Some((calls, batching)) = accel {
         assert!(
             sad.outbound(id)
                 .unwrap()
                 .cipher
-                .attach_accelerator(accelerator(b, batching, &calls))
+                .attach_accelerator(counted_accelerator(calls, batching))
         );
         assert!(
             sad.inbound_by_id(in_id)
                 .unwrap()
                 .cipher
-                .attach_accelerator(accelerator(b, batching, &calls))
+                .attach_accelerator(counted_accelerator(calls, batching))
         );
     }
     if esn {
@@ -167,7 +217,7 @@ fn side_with(accel: Option<(&Arc<AtomicUsize>, bool, Arc<AtomicUsize>)>, esn: bo
         priority: 1,
     })
     .unwrap();
-    (Worker::new(0, sad.clone(), spd).without_pinning(), sad)
+    (Worker::for_direct_gcm(0, sad.clone(), spd).without_pinning(), sad)
 }
 
 #[test]
@@ -279,4 +329,74 @@ fn accelerator_that_does_not_batch_is_called_per_packet() {
         assert_eq!(v1[0], Verdict::Drop(DropReason::IcvFailure));
         assert_eq!(calls.load(Ordering::Relaxed), 2 * inners.len() + 1);
     }
+}
+
+/// A worker made for the accelerator's type calls its [`DirectGcm`] methods
+/// (not `seal`/`open`, not batches) and produces the same bytes; a worker
+/// made for no direct type reaches the same accelerator through `seal`/`open`.
+#[test]
+fn direct_gcm_is_called_directly_by_a_worker_made_for_it() {
+    for esn in [false, true] {
+        let inners: Vec<Vec<u8>> = [64usize, 1420, 33, 500, 77].iter().map(|&n| udp(n, n as u8)).collect();
+        let (mut plain, _) = side(None, esn);
+        let mut reference: Vec<PacketBuf> = inners.iter().map(|p| PacketBuf::from_slice(p).unwrap()).collect();
+        let mut vr = vec![Verdict::Keepalive; inners.len()];
+        plain.outbound_burst(&mut reference, &mut vr);
+        let n = inners.len();
+        let direct = round_trip::<AwsLcBatch>(&inners, &reference, &vr, esn);
+        assert_eq!((direct.0, direct.1), (2 * n + 1, 0), "esn {esn}: all direct");
+        let dynamic = round_trip::<NoDirectGcm>(&inners, &reference, &vr, esn);
+        assert_eq!(
+            (dynamic.0, dynamic.1),
+            (0, 2 * n + 1),
+            "esn {esn}: all through the trait"
+        );
+    }
+}
+
+/// Seals `inners` with a worker made for `G` whose SAs have an
+/// [`AwsLcBatch`] (not batching), checks the bytes against `reference`,
+/// opens them back and opens one forgery; returns the accelerator's
+/// (direct, `seal`/`open`) call counts. Batches are never called.
+fn round_trip<G: DirectGcm>(
+    inners: &[Vec<u8>],
+    reference: &[PacketBuf],
+    verdicts: &[Verdict],
+    esn: bool,
+) -> (usize, usize) {
+    let n = inners.len();
+    let calls = Calls::default();
+    let (mut w, _) = side_for::<G>(Some((&calls, false)), esn);
+    let mut pkts: Vec<PacketBuf> = inners.iter().map(|p| PacketBuf::from_slice(p).unwrap()).collect();
+    let mut v = vec![Verdict::Keepalive; n];
+    w.outbound_burst(&mut pkts, &mut v);
+    assert_eq!(v, verdicts);
+    for (x, y) in pkts.iter().zip(reference) {
+        assert_eq!(x.data(), y.data(), "esn {esn}: ESP differs");
+    }
+    let mut forged = pkts[2].clone();
+    let at = forged.len() - 1;
+    forged.data_mut()[at] ^= 0x80;
+    // Back through the same worker (its inbound SA mirrors the outbound one).
+    let meta = peer_meta(n);
+    w.inbound_burst(InboundKind::RawEsp, &mut pkts, &meta, &mut v);
+    for i in 0..n {
+        assert_eq!(v[i], Verdict::ToTunnel, "esn {esn}: packet {i}");
+        assert_eq!(pkts[i].data(), inners[i].as_slice());
+    }
+    // A forgery of a fresh sequence number is opened, and fails.
+    let (mut fresh, _) = side_for::<G>(Some((&calls, false)), esn);
+    let mut v1 = [Verdict::Keepalive];
+    fresh.inbound_burst(
+        InboundKind::RawEsp,
+        std::slice::from_mut(&mut forged),
+        &meta[..1],
+        &mut v1,
+    );
+    assert_eq!(v1[0], Verdict::Drop(DropReason::IcvFailure));
+    assert_eq!(calls.batches.load(Ordering::Relaxed), 0, "no batch calls");
+    (
+        calls.direct.load(Ordering::Relaxed),
+        calls.dynamic.load(Ordering::Relaxed),
+    )
 }

@@ -14,6 +14,7 @@
 //! ([`Verdict::Redirect`]).
 
 use super::DpdkError;
+use super::PollWorker;
 use super::counters::{DpdkCounters, LoopCounters, LoopReport, PortCounters};
 use super::cpu_crypto::IpsecMbCrypto;
 use super::frame::{self, BROADCAST_MAC, ETH_HDR_LEN, FrameClass};
@@ -25,7 +26,7 @@ use crate::buf::PacketBuffer;
 use crate::reassembly::Reassembly;
 use crate::sad::{Direction, SaId, SaParams, Sad};
 use crate::spd::Spd;
-use crate::worker::{InboundKind, NON_ESP_MARKER_LEN, PacketMeta, Verdict, Worker, WorkerCounters};
+use crate::worker::{InboundKind, NON_ESP_MARKER_LEN, PacketMeta, Verdict, WorkerCounters};
 use ffi::{
     CryptoDev, CryptoOpPool, Eal, EthPort, Mbuf, Mempool, PortConfig, Ring, RxQueue, SessionPool, TxQueue, offload,
 };
@@ -327,7 +328,7 @@ impl DpdkBackend {
         let mut counters = Vec::with_capacity(nloops);
         for i in 0..nloops {
             let lc = Arc::new(LoopCounters::default());
-            let worker = Worker::new(i, sad.clone(), spd.clone()).with_outer_headers(true);
+            let worker = PollWorker::for_direct_gcm(i, sad.clone(), spd.clone()).with_outer_headers(true);
             counters.push((lc.clone(), worker.counters()));
             let lookaside = match (&sessions, qps.get_mut(i).and_then(Option::take)) {
                 (Some(sess), Some(qp)) => Some(LookasideEngine::new(
@@ -645,7 +646,7 @@ impl Scratch {
 /// One poll loop: queue `id` of every port, worker `id`, steering ring `id`.
 pub struct PollLoop {
     id: usize,
-    worker: Worker,
+    worker: PollWorker,
     sad: Arc<Sad>,
     spd: Arc<Spd>,
     ports: Vec<LoopPort>,

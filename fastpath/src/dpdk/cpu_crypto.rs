@@ -4,9 +4,10 @@
 //! `IMB_AESxxx_GCM_ENC/DEC` call each on the mbuf data.
 //!
 //! Only the AEAD moves: ESP framing, replay window, lifetimes and counters
-//! stay in the shared ESP code, which calls the SA's [`AeadAccelerator`]
-//! instead of aws-lc (same nonce, AAD and ICV, so the same bytes). SAs of
-//! other algorithms stay on aws-lc.
+//! stay in the shared ESP code, which calls the SA's [`DirectGcm`] instead
+//! of aws-lc (same nonce, AAD and ICV, so the same bytes): the poll loops'
+//! workers are `Worker<ImbGcmAead>`, so the call is static. SAs of other
+//! algorithms stay on aws-lc.
 //!
 //! Opening gets the tag intel-ipsec-mb computed back and compares it with
 //! the received ICV in constant time ([`ImbGcm::open`]); a forgery leaves
@@ -17,7 +18,7 @@
 
 use super::DpdkError;
 use crate::esp::EspError;
-use crate::esp::aead::{AeadAccelerator, CipherKeys, EncAlg, EspCipher};
+use crate::esp::aead::{AeadAccelerator, CipherKeys, DirectGcm, EncAlg, EspCipher};
 use ffi::ImbGcm;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,24 +47,15 @@ pub(crate) struct ImbGcmAead {
     _attached: Attached,
 }
 
-impl ImbGcmAead {
-    /// Encrypts `data` in place and writes the ICV straight into `icv`
-    /// (the packet's). [`EspCipher`] calls this directly, not through the trait.
+impl DirectGcm for ImbGcmAead {
+    /// The ICV goes straight into the packet.
     #[inline(always)]
-    pub(crate) fn seal_icv(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], icv: &mut [u8; 16]) {
+    fn seal_icv(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], icv: &mut [u8; 16]) {
         self.gcm.seal_into(nonce, aad, data, icv);
     }
 
-    /// Verifies `icv` in constant time and decrypts `data` in place;
-    /// [`EspError::IcvFailure`] leaves `data` as it was.
     #[inline(always)]
-    pub(crate) fn open_icv(
-        &self,
-        nonce: &[u8; 12],
-        aad: &[u8],
-        data: &mut [u8],
-        icv: &[u8; 16],
-    ) -> Result<(), EspError> {
+    fn open_icv(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], icv: &[u8; 16]) -> Result<(), EspError> {
         if self.gcm.open_icv(nonce, aad, data, icv) {
             Ok(())
         } else {
@@ -121,10 +113,10 @@ impl IpsecMbCrypto {
         let Some(key) = aes_gcm_key(keys)? else {
             return Ok(false);
         };
-        Ok(cipher.attach_imb(ImbGcmAead {
+        Ok(cipher.attach_accelerator(Box::new(ImbGcmAead {
             gcm: ImbGcm::new(key)?,
             _attached: Attached::new(&self.attached),
-        }))
+        })))
     }
 
     /// SA directions currently on intel-ipsec-mb (removed SAs are not counted).

@@ -29,7 +29,7 @@ use super::counters::LoopCounters;
 use super::frame::ETH_HDR_LEN;
 use super::lookaside::{drop_in, drop_out, finish_decap, frame_esp, next_packet_seq, policy_sa};
 use crate::buf::PacketBuffer;
-use crate::esp::aead::EncAlg;
+use crate::esp::aead::{DirectGcm, EncAlg};
 use crate::esp::{ESP_HEADER_LEN, Mode};
 use crate::ip;
 use crate::sad::{Direction, SaId, SaParams, Sad};
@@ -233,9 +233,9 @@ impl InlineEngine {
     /// Encapsulates a burst of inner packets (`pkts`, drained) into `out`:
     /// packets of offloaded SAs are framed for the NIC, the rest go through
     /// `worker` (counted as inline fallbacks when ESP).
-    pub fn encap_burst(
+    pub fn encap_burst<G: DirectGcm>(
         &mut self,
-        worker: &mut Worker,
+        worker: &mut Worker<G>,
         sad: &Sad,
         spd: &Spd,
         pkts: &mut Vec<Mbuf>,
@@ -303,9 +303,9 @@ impl InlineEngine {
     /// drained, `meta[i]` describes `pkts[i]`) into `out`. Packets the NIC
     /// processed for an offloaded SA are checked and stripped here; the
     /// rest go through `worker`.
-    pub fn decap_burst(
+    pub fn decap_burst<G: DirectGcm>(
         &mut self,
-        worker: &mut Worker,
+        worker: &mut Worker<G>,
         sad: &Sad,
         kind: InboundKind,
         pkts: &mut Vec<Mbuf>,

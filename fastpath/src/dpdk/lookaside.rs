@@ -7,12 +7,12 @@
 //! trailer; the device gets nonce = salt || IV and AAD = SPI || SEQ (or
 //! SPI || SEQ-high || SEQ-low with ESN). Tunnel-mode AES-GCM SAs whose key
 //! size the device takes are offloaded; every other SA runs on the CPU
-//! through the [`Worker`] (counted as fallbacks).
+//! through the [`crate::worker::Worker`] (counted as fallbacks).
 
 use super::DpdkError;
 use super::counters::LoopCounters;
 use crate::buf::PacketBuffer;
-use crate::esp::aead::CipherKeys;
+use crate::esp::aead::{CipherKeys, DirectGcm};
 use crate::esp::encap::esp_len_for;
 use crate::esp::{ESP_HEADER_LEN, Mode, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE};
 use crate::ip;
@@ -297,9 +297,9 @@ impl LookasideEngine {
     /// to `out` as `(mbuf, verdict)`; ESP packets carry their outer IP (and
     /// UDP) header. Packets of SAs the device does not take go through `worker`.
     #[allow(clippy::too_many_arguments)]
-    pub fn encap_burst(
+    pub fn encap_burst<G: DirectGcm>(
         &mut self,
-        worker: &mut Worker,
+        worker: &mut Worker<G>,
         sad: &Sad,
         spd: &Spd,
         pinning: bool,
@@ -360,9 +360,9 @@ impl LookasideEngine {
     /// Decapsulates a burst of ESP packets (starting at the SPI; `pkts`
     /// drained, `meta[i]` describes `pkts[i]`). Results go to `out`; inner
     /// packets get [`Verdict::ToTunnel`]. Other packets go through `worker`.
-    pub fn decap_burst(
+    pub fn decap_burst<G: DirectGcm>(
         &mut self,
-        worker: &mut Worker,
+        worker: &mut Worker<G>,
         sad: &Sad,
         kind: InboundKind,
         pkts: &mut Vec<Mbuf>,

@@ -36,6 +36,11 @@ mod neighbours;
 pub mod probe;
 pub mod profile;
 
+/// The poll loops' worker: intel-ipsec-mb's AES-GCM ([`cpu_crypto`]) sealed
+/// and opened with static calls.
+#[cfg(feature = "dpdk")]
+pub(crate) type PollWorker = crate::worker::Worker<cpu_crypto::ImbGcmAead>;
+
 /// Errors of the DPDK backend.
 #[cfg(feature = "dpdk")]
 #[derive(Debug, thiserror::Error)]

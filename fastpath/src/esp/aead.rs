@@ -7,6 +7,7 @@
 use super::{ESP_HEADER_LEN, EspError};
 use crate::sys::aead_ctx::{InlineAead, InlineAeadCtx, NONCE_LEN, TAG_LEN};
 use aws_lc_rs::{cipher, constant_time, hmac, iv::FixedLength};
+use std::any::Any;
 use std::sync::OnceLock;
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -215,10 +216,12 @@ struct CbcEngine {
     icv_len: usize,
 }
 
-/// Another implementation of an SA's AES-GCM (RFC 4106 framing stays here):
-/// e.g. DPDK's synchronous CPU crypto on intel-ipsec-mb. It must produce the
-/// same bytes as aws-lc (nonce = salt || IV, the given AAD, 16-byte ICV).
-pub trait AeadAccelerator: Send + Sync {
+/// Another implementation of an SA's AES-GCM (RFC 4106 framing stays here),
+/// attached to the SA's cipher with [`EspCipher::attach_accelerator`]: e.g.
+/// intel-ipsec-mb on the poll loop's core, or a crypto device. It must
+/// produce the same bytes as aws-lc (nonce = salt || IV, the given AAD,
+/// 16-byte ICV).
+pub trait AeadAccelerator: AsAny + Send + Sync {
     /// Encrypts `data` in place and writes the ICV into `icv`.
     fn seal(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], icv: &mut [u8]) -> Result<(), EspError>;
     /// Verifies `icv` and decrypts `data` in place; [`EspError::IcvFailure`]
@@ -269,22 +272,67 @@ pub struct AeadJob<'a> {
     pub result: Result<(), EspError>,
 }
 
-/// The [`AeadAccelerator`] of an SA: any implementation behind a pointer,
-/// or (DPDK builds) intel-ipsec-mb's AES-GCM, inline in the SA and called
-/// without dynamic dispatch (one call per packet less).
-enum Accel {
-    Dyn(Box<dyn AeadAccelerator>),
-    #[cfg(feature = "dpdk")]
-    Imb(crate::dpdk::cpu_crypto::ImbGcmAead),
+/// A value as [`Any`], so that [`EspCipher::direct_gcm`] can recover an
+/// accelerator's concrete type. Implemented for every type.
+pub trait AsAny {
+    /// `self` as [`Any`].
+    fn as_any(&self) -> &dyn Any;
 }
 
-impl Accel {
-    fn as_dyn(&self) -> &dyn AeadAccelerator {
-        match self {
-            Accel::Dyn(a) => &**a,
-            #[cfg(feature = "dpdk")]
-            Accel::Imb(a) => a,
-        }
+impl<T: Any> AsAny for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// An [`AeadAccelerator`] for AES-GCM with the 16-byte ICV written and
+/// checked in place, which the packet path calls directly, without dynamic
+/// dispatch: a worker created for it ([`crate::worker::Worker::for_direct_gcm`])
+/// finds it once per run of packets of an SA ([`EspCipher::direct_gcm`]) and
+/// then seals and opens each packet with a static call. This is the hook a
+/// data plane's own AES-GCM attaches to (the DPDK backend's intel-ipsec-mb).
+pub trait DirectGcm: AeadAccelerator + Sized + 'static {
+    /// `false` only for [`NoDirectGcm`]: the direct path is compiled out.
+    const PRESENT: bool = true;
+
+    /// Encrypts `data` in place and writes the ICV into `icv`.
+    fn seal_icv(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], data: &mut [u8], icv: &mut [u8; TAG_LEN]);
+
+    /// Verifies `icv` in constant time and decrypts `data` in place;
+    /// [`EspError::IcvFailure`] leaves `data` as it was.
+    fn open_icv(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        data: &mut [u8],
+        icv: &[u8; TAG_LEN],
+    ) -> Result<(), EspError>;
+}
+
+/// No [`DirectGcm`]: the type of workers whose data plane attaches none
+/// (it has no values, so its direct path is never taken).
+#[derive(Debug, Clone, Copy)]
+pub enum NoDirectGcm {}
+
+impl AeadAccelerator for NoDirectGcm {
+    fn seal(&self, _: &[u8; 12], _: &[u8], _: &mut [u8], _: &mut [u8]) -> Result<(), EspError> {
+        match *self {}
+    }
+
+    fn open(&self, _: &[u8; 12], _: &[u8], _: &mut [u8], _: &[u8]) -> Result<(), EspError> {
+        match *self {}
+    }
+}
+
+impl DirectGcm for NoDirectGcm {
+    const PRESENT: bool = false;
+
+    fn seal_icv(&self, _: &[u8; NONCE_LEN], _: &[u8], _: &mut [u8], _: &mut [u8; TAG_LEN]) {
+        match *self {}
+    }
+
+    fn open_icv(&self, _: &[u8; NONCE_LEN], _: &[u8], _: &mut [u8], _: &[u8; TAG_LEN]) -> Result<(), EspError> {
+        match *self {}
     }
 }
 
@@ -296,7 +344,7 @@ pub struct EspCipher {
     /// IV, ICV and block lengths (fixed by the algorithms; read per packet).
     lens: [u8; 3],
     /// Set once when a faster AES-GCM takes over this SA (see [`EspCipher::attach_accelerator`]).
-    accel: OnceLock<Accel>,
+    accel: OnceLock<Box<dyn AeadAccelerator>>,
 }
 
 impl std::fmt::Debug for EspCipher {
@@ -385,18 +433,20 @@ impl EspCipher {
     /// still use aws-lc: both produce the same bytes). Returns `false` (and
     /// keeps aws-lc) for other algorithms or when one is attached already.
     pub fn attach_accelerator(&self, a: Box<dyn AeadAccelerator>) -> bool {
-        self.attach(Accel::Dyn(a))
-    }
-
-    /// [`EspCipher::attach_accelerator`] for intel-ipsec-mb's AES-GCM, which
-    /// seal and open then call directly.
-    #[cfg(feature = "dpdk")]
-    pub(crate) fn attach_imb(&self, a: crate::dpdk::cpu_crypto::ImbGcmAead) -> bool {
-        self.attach(Accel::Imb(a))
-    }
-
-    fn attach(&self, a: Accel) -> bool {
         matches!(self.enc, EncAlg::AesGcm16_128 | EncAlg::AesGcm16_256) && self.accel.set(a).is_ok()
+    }
+
+    /// The SA's accelerator if it is a `G`, with the SA's salt: looked up
+    /// once per run of packets, then called directly per packet.
+    #[inline(always)]
+    pub fn direct_gcm<G: DirectGcm>(&self) -> Option<(&G, &[u8; 4])> {
+        if !G::PRESENT {
+            return None;
+        }
+        match (self.accel.get(), &self.engine) {
+            (Some(a), Engine::Aead { salt, .. }) => Some(((**a).as_any().downcast_ref::<G>()?, salt)),
+            _ => None,
+        }
     }
 
     /// The seal job of an ESP packet framed for this SA (writes the IV, as
@@ -448,7 +498,7 @@ impl EspCipher {
     /// batch when it batches).
     pub fn seal_batch(&self, jobs: &mut [AeadJob<'_>]) {
         match self.accel.get() {
-            Some(a) => a.as_dyn().seal_batch(jobs),
+            Some(a) => a.seal_batch(jobs),
             None => jobs
                 .iter_mut()
                 .for_each(|j| j.result = Err(EspError::Malformed("no accelerator"))),
@@ -458,7 +508,7 @@ impl EspCipher {
     /// Runs open jobs of this SA through its accelerator.
     pub fn open_batch(&self, jobs: &mut [AeadJob<'_>]) {
         match self.accel.get() {
-            Some(a) => a.as_dyn().open_batch(jobs),
+            Some(a) => a.open_batch(jobs),
             None => jobs
                 .iter_mut()
                 .for_each(|j| j.result = Err(EspError::Malformed("no accelerator"))),
@@ -473,7 +523,7 @@ impl EspCipher {
     /// Whether this SA's [`AeadAccelerator`] takes packets in batches
     /// ([`AeadAccelerator::batches`]).
     pub fn batches(&self) -> bool {
-        self.accel.get().is_some_and(|a| a.as_dyn().batches())
+        self.accel.get().is_some_and(|a| a.batches())
     }
 
     /// Encryption transform.
@@ -520,24 +570,21 @@ impl EspCipher {
     /// CBC IVs come from `ivs`.
     #[inline]
     pub fn seal(&self, esp: &mut [u8], seq: u64, esn: bool, ivs: &mut IvSource) -> Result<(), EspError> {
-        self.sealer().seal(esp, seq, esn, ivs)
+        self.seal_other(esp, seq, esn, ivs)
     }
 
     /// This cipher's [`EspCipher::seal`] with the choice of implementation
-    /// made once (for a run of packets of one SA).
+    /// made once (for a run of packets of one SA): its accelerator called
+    /// directly when it is a `G`.
     #[inline]
-    pub fn sealer(&self) -> RunSealer<'_> {
+    pub fn sealer<G: DirectGcm>(&self) -> RunSealer<'_, G> {
         RunSealer {
             cipher: self,
-            #[cfg(feature = "dpdk")]
-            imb: match (self.accel.get(), &self.engine) {
-                (Some(Accel::Imb(a)), Engine::Aead { salt, .. }) => Some((a, *salt)),
-                _ => None,
-            },
+            direct: self.direct_gcm::<G>().map(|(g, salt)| (g, *salt)),
         }
     }
 
-    /// [`EspCipher::seal`] without intel-ipsec-mb: aws-lc, CBC, or another accelerator.
+    /// [`EspCipher::seal`] without a [`DirectGcm`]: aws-lc, CBC, or an accelerator.
     fn seal_other(&self, esp: &mut [u8], seq: u64, esn: bool, ivs: &mut IvSource) -> Result<(), EspError> {
         let iv_len = self.iv_len();
         let icv_len = self.icv_len();
@@ -554,7 +601,7 @@ impl EspCipher {
                 let mut esn_buf = [0u8; 12];
                 let aad = aad_of(hdr, seq, esn, &mut esn_buf);
                 if let Some(a) = self.accel.get() {
-                    return a.as_dyn().seal(&nonce, aad, body, icv);
+                    return a.seal(&nonce, aad, body, icv);
                 }
                 let mut tag = [0u8; TAG_LEN];
                 key.seal_in_place(&nonce, aad, body, &mut tag)
@@ -584,26 +631,18 @@ impl EspCipher {
     /// On success the plaintext is at `esp[8 + iv_len .. len - icv_len]`.
     #[inline(always)]
     pub fn open(&self, esp: &mut [u8], seq: u64, esn: bool) -> Result<(), EspError> {
-        #[cfg(feature = "dpdk")]
-        if let Some(g) = self.imb_open() {
-            return g.open(esp, seq, esn);
-        }
         self.open_other(esp, seq, esn)
     }
 
-    /// The SA's intel-ipsec-mb AES-GCM for decryption, when attached: a
-    /// caller decrypting a run of packets looks it up once and calls
-    /// [`ImbOpen::open`] per packet.
-    #[cfg(feature = "dpdk")]
+    /// The SA's [`DirectGcm`] for decryption when it is a `G`: a caller
+    /// decrypting a run of packets looks it up once and calls
+    /// [`DirectOpen::open`] per packet.
     #[inline(always)]
-    pub fn imb_open(&self) -> Option<ImbOpen<'_>> {
-        match (self.accel.get(), &self.engine) {
-            (Some(Accel::Imb(aead)), Engine::Aead { salt, .. }) => Some(ImbOpen { aead, salt }),
-            _ => None,
-        }
+    pub fn direct_open<G: DirectGcm>(&self) -> Option<DirectOpen<'_, G>> {
+        self.direct_gcm::<G>().map(|(aead, salt)| DirectOpen { aead, salt })
     }
 
-    /// [`EspCipher::open`] without intel-ipsec-mb: aws-lc, CBC, or another accelerator.
+    /// [`EspCipher::open`] without a [`DirectGcm`]: aws-lc, CBC, or an accelerator.
     fn open_other(&self, esp: &mut [u8], seq: u64, esn: bool) -> Result<(), EspError> {
         let iv_len = self.iv_len();
         let icv_len = self.icv_len();
@@ -620,7 +659,7 @@ impl EspCipher {
                 let mut esn_buf = [0u8; 12];
                 let aad = aad_of(hdr, seq, esn, &mut esn_buf);
                 if let Some(a) = self.accel.get() {
-                    return a.as_dyn().open(&nonce, aad, body, icv);
+                    return a.open(&nonce, aad, body, icv);
                 }
                 let mut tag = [0u8; TAG_LEN];
                 tag.copy_from_slice(icv);
@@ -646,16 +685,21 @@ impl EspCipher {
     }
 }
 
-/// An SA's intel-ipsec-mb AES-GCM and salt ([`EspCipher::imb_open`]).
-#[cfg(feature = "dpdk")]
-#[derive(Clone, Copy)]
-pub struct ImbOpen<'a> {
-    aead: &'a crate::dpdk::cpu_crypto::ImbGcmAead,
+/// An SA's [`DirectGcm`] and salt ([`EspCipher::direct_open`]).
+pub struct DirectOpen<'a, G> {
+    aead: &'a G,
     salt: &'a [u8; 4],
 }
 
-#[cfg(feature = "dpdk")]
-impl ImbOpen<'_> {
+impl<G> Clone for DirectOpen<'_, G> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<G> Copy for DirectOpen<'_, G> {}
+
+impl<G: DirectGcm> DirectOpen<'_, G> {
     /// [`EspCipher::open`] of the SA this came from.
     #[inline(always)]
     pub fn open(self, esp: &mut [u8], seq: u64, esn: bool) -> Result<(), EspError> {
@@ -663,15 +707,15 @@ impl ImbOpen<'_> {
     }
 
     /// The nonce of a received ESP packet of this SA (salt ‖ the packet's
-    /// IV), for [`ImbOpen::open_staged`]; `None` when `esp` is too short.
+    /// IV), for [`DirectOpen::open_staged`]; `None` when `esp` is too short.
     #[inline(always)]
     pub fn nonce_of(self, esp: &[u8]) -> Option<[u8; NONCE_LEN]> {
         let iv = esp.get(ESP_HEADER_LEN..ESP_HEADER_LEN + 8)?;
         Some(make_nonce(self.salt, iv.try_into().ok()?))
     }
 
-    /// [`ImbOpen::open`] with the packet's nonce built beforehand by
-    /// [`ImbOpen::nonce_of`] (see [`StagedNonces`]; `None`: built here).
+    /// [`DirectOpen::open`] with the packet's nonce built beforehand by
+    /// [`DirectOpen::nonce_of`] (see [`StagedNonces`]; `None`: built here).
     #[inline(always)]
     pub fn open_staged(
         self,
@@ -700,15 +744,21 @@ impl ImbOpen<'_> {
 /// [`EspCipher::seal`] with the implementation chosen once ([`EspCipher::sealer`]):
 /// the per-packet seal of a run tests one option instead of the cipher's
 /// accelerator and engine.
-#[derive(Clone, Copy)]
-pub struct RunSealer<'a> {
+pub struct RunSealer<'a, G> {
     cipher: &'a EspCipher,
-    /// intel-ipsec-mb's AES-GCM and the SA's salt, when they seal.
-    #[cfg(feature = "dpdk")]
-    imb: Option<(&'a crate::dpdk::cpu_crypto::ImbGcmAead, [u8; 4])>,
+    /// The SA's [`DirectGcm`] and salt, when they seal.
+    direct: Option<(&'a G, [u8; 4])>,
 }
 
-impl RunSealer<'_> {
+impl<G> Clone for RunSealer<'_, G> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<G> Copy for RunSealer<'_, G> {}
+
+impl<G: DirectGcm> RunSealer<'_, G> {
     /// [`EspCipher::seal`] of `esp` (the same bytes).
     #[inline(always)]
     pub fn seal(&self, esp: &mut [u8], seq: u64, esn: bool, ivs: &mut IvSource) -> Result<(), EspError> {
@@ -717,12 +767,11 @@ impl RunSealer<'_> {
 
     /// The nonces and AADs of sequence numbers `first_seq..first_seq + n`
     /// (at most [`RUN_NONCES`] of them) of the SA with SPI `spi` for
-    /// [`RunSealer::seal_staged`]: none unless intel-ipsec-mb seals (aws-lc
+    /// [`RunSealer::seal_staged`]: none unless a [`DirectGcm`] seals (aws-lc
     /// takes its nonce by value).
     #[inline]
     pub fn stage_nonces(&self, first_seq: u64, n: usize, spi: u32, esn: bool) -> StagedNonces {
-        #[cfg(feature = "dpdk")]
-        if let Some((_, salt)) = &self.imb {
+        if let Some((_, salt)) = &self.direct {
             let mut staged = StagedNonces::EMPTY;
             staged.first = first_seq;
             staged.len = n.min(RUN_NONCES);
@@ -746,7 +795,6 @@ impl RunSealer<'_> {
             staged.aad_len = if esn { 12 } else { ESP_HEADER_LEN };
             return staged;
         }
-        let _ = (first_seq, n, spi, esn);
         StagedNonces::EMPTY
     }
 
@@ -761,8 +809,7 @@ impl RunSealer<'_> {
         ivs: &mut IvSource,
         staged: &StagedNonces,
     ) -> Result<(), EspError> {
-        #[cfg(feature = "dpdk")]
-        if let Some((a, salt)) = &self.imb {
+        if let Some((a, salt)) = &self.direct {
             let Some((hdr, body, icv)) = split_aead_fixed(esp) else {
                 return Err(EspError::Malformed("ESP buffer shorter than its overhead"));
             };
@@ -779,13 +826,12 @@ impl RunSealer<'_> {
             a.seal_icv(nonce, aad, body, icv);
             return Ok(());
         }
-        // Only intel-ipsec-mb's seal reads staged nonces.
-        let _ = staged;
+        // Only a direct seal reads staged nonces.
         self.cipher.seal_other(esp, seq, esn, ivs)
     }
 }
 
-impl std::fmt::Debug for RunSealer<'_> {
+impl<G> std::fmt::Debug for RunSealer<'_, G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunSealer")
             .field("cipher", self.cipher)
@@ -806,8 +852,6 @@ pub const RUN_NONCES: usize = 32;
 /// 27 and an open 35 instead of 26. Values written a few packets earlier
 /// have long reached it.
 #[derive(Clone)]
-// Without the `dpdk` feature nothing stages nonces (aws-lc takes them by value).
-#[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
 pub struct StagedNonces {
     nonces: [[u8; NONCE_LEN]; RUN_NONCES],
     /// Sealing: the AAD of each nonce's packet (SPI ‖ SEQ, or with ESN SPI ‖
@@ -831,7 +875,6 @@ impl StagedNonces {
 
     /// The staged nonce and AAD of sequence number `seq` (sealing).
     #[inline(always)]
-    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
     fn get(&self, seq: u64) -> Option<(&[u8; NONCE_LEN], &[u8; 12])> {
         let k = seq.wrapping_sub(self.first);
         if k < self.len as u64 {
@@ -891,7 +934,6 @@ fn split_aead(esp: &mut [u8], body_end: usize) -> (&mut [u8], &mut [u8], &mut [u
 
 /// An AEAD ESP packet split into its header (SPI | SEQ | IV), payload and
 /// 16-byte ICV; `None` when it is shorter than header and ICV.
-#[cfg(feature = "dpdk")]
 #[inline(always)]
 #[allow(clippy::type_complexity)]
 fn split_aead_fixed(esp: &mut [u8]) -> Option<(&mut [u8; ESP_HEADER_LEN + 8], &mut [u8], &mut [u8; TAG_LEN])> {

@@ -5,7 +5,7 @@
 //! leaves the SA's window untouched, except that a verified packet with a bad
 //! trailer still consumes its sequence number (it was authentic).
 
-use super::aead::EspCipher;
+use super::aead::{DirectGcm, DirectOpen, EspCipher};
 use super::replay::ReplayWindow;
 use super::{ESP_HEADER_LEN, EspError, Mode, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE, parse_header};
 use crate::buf::PacketBuffer;
@@ -51,18 +51,17 @@ pub fn decap<B: PacketBuffer>(
     decap_finish(buf, p, window, seq)
 }
 
-/// Decapsulates like [`decap`] with intel-ipsec-mb's AES-GCM `g` (the SA's
-/// cipher's, from [`EspCipher::imb_open`]): the same steps, with the
-/// cipher's lengths constants (IV 8, ICV 16, block 4) and no accelerator
+/// Decapsulates like [`decap`] with the SA's [`DirectGcm`] `g` (from
+/// [`crate::esp::aead::EspCipher::direct_open`]): the same steps, with the
+/// AES-GCM lengths constants (IV 8, ICV 16, block 4) and no accelerator
 /// lookup per packet; `nonce`, when given, is the packet's nonce built
-/// beforehand ([`crate::esp::aead::ImbOpen::nonce_of`]).
-#[cfg(feature = "dpdk")]
+/// beforehand ([`DirectOpen::nonce_of`]).
 #[inline(always)]
-pub fn decap_imb<B: PacketBuffer>(
+pub fn decap_direct<B: PacketBuffer, G: DirectGcm>(
     buf: &mut B,
     p: &DecapParams<'_>,
     window: &mut ReplayWindow,
-    g: crate::esp::aead::ImbOpen<'_>,
+    g: DirectOpen<'_, G>,
     nonce: Option<&[u8; 12]>,
 ) -> Result<DecapInfo, EspError> {
     let seq = check_with(buf, window, Lens::GCM)?;
@@ -80,7 +79,6 @@ struct Lens {
 
 impl Lens {
     /// AES-GCM's (RFC 4106): constants the fast path folds in.
-    #[cfg(feature = "dpdk")]
     const GCM: Lens = Lens {
         iv: 8,
         icv: 16,

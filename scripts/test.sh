@@ -11,6 +11,8 @@ as_root "$0" "$@"
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 export CARGO_TERM_COLOR=never
+# Tests that need root or a tool skip without it; here nothing may be skipped.
+export IRONSA_TESTS_REQUIRE_ALL=1
 # Every step runs even when an earlier one fails; the summary names the failed ones.
 failed=()
 step() {

@@ -23,6 +23,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::Need;
 use support::netns::{INNER_A, OUTER_A, OUTER_B, SUBNET_A, SUBNET_B};
 use support::util::next_seq;
 use support::{Ironsa, NetnsPair};
@@ -246,6 +247,14 @@ fn check_affinity(gw: &Ironsa, queues: u16, plan: &(Vec<usize>, Vec<usize>), dp:
 }
 
 fn gateway_with_a_software_peer(queues: u16, udp_encap: bool) {
+    if support::skip_unless(&[
+        Need::Root,
+        Need::Tool("ping"),
+        Need::Tool("iperf3"),
+        Need::Tool("ethtool"),
+    ]) {
+        return;
+    }
     let ns = NetnsPair::new().unwrap();
     let inside_port = gateway_side(&ns);
     let profile_dir = tempfile::tempdir().unwrap();

@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::Need;
 use support::netns::{INNER_A, INNER_B, OUTER_A, OUTER_B, SUBNET_A, SUBNET_B};
 use support::{Ironsa, NetnsPair};
 
@@ -70,11 +71,17 @@ fn start_pair(ns: &NetnsPair, force_udp_encap: bool) -> (Ironsa, Ironsa) {
 
 #[test]
 fn plain_esp_between_two_ironsa_carries_ping_and_tcp_both_ways() {
+    if support::skip_unless(&[Need::Root, Need::Tool("ping"), Need::Tool("iperf3")]) {
+        return;
+    }
     carries_ping_and_tcp_both_ways(false);
 }
 
 #[test]
 fn forced_udp_encap_between_two_ironsa_carries_ping_and_tcp_both_ways() {
+    if support::skip_unless(&[Need::Root, Need::Tool("ping"), Need::Tool("iperf3")]) {
+        return;
+    }
     carries_ping_and_tcp_both_ways(true);
 }
 
@@ -151,6 +158,9 @@ fn capture_esp(force_udp_encap: bool) -> Vec<Vec<String>> {
 
 #[test]
 fn capture_shows_protocol_50_and_no_udp_encapsulation() {
+    if support::skip_unless(&[Need::Root, Need::Tool("ping"), Need::Tool("tshark")]) {
+        return;
+    }
     let rows = capture_esp(false);
     let text = format!("{rows:?}");
     let from = |ip: &str| {
@@ -176,6 +186,9 @@ fn capture_shows_protocol_50_and_no_udp_encapsulation() {
 
 #[test]
 fn capture_shows_udp_4500_when_encapsulation_is_forced() {
+    if support::skip_unless(&[Need::Root, Need::Tool("ping"), Need::Tool("tshark")]) {
+        return;
+    }
     let rows = capture_esp(true);
     let from = |ip: &str| {
         rows.iter()

@@ -21,6 +21,7 @@ use ironsa_bench::ikegen::options::{Mode, Settings};
 use ironsa_bench::ikegen::run;
 use serde_json::json;
 use support::Ironsa;
+use support::Need;
 use support::util::free_udp_port_pair;
 
 const PSK: &str = "load-test-Zq8#kP2!vR9@wX4$yT7&uN1*";
@@ -154,6 +155,9 @@ fn exclusive() -> std::sync::MutexGuard<'static, ()> {
 
 #[test]
 fn many_tunnels_with_children_in_the_fastpath_stay_up() {
+    if support::skip_unless(&[Need::Root]) {
+        return;
+    }
     let _machine = exclusive();
     let n: u64 = std::env::var("IRONSA_LOAD_TUNNELS")
         .ok()
@@ -227,6 +231,9 @@ fn many_tunnels_with_children_in_the_fastpath_stay_up() {
 
 #[test]
 fn flood_does_not_keep_legitimate_clients_out() {
+    if support::skip_unless(&[Need::Root]) {
+        return;
+    }
     let _machine = exclusive();
     let ports = free_udp_port_pair().unwrap();
     let mport = free_udp_port_pair().unwrap().0;
@@ -270,6 +277,9 @@ fn flood_does_not_keep_legitimate_clients_out() {
 
 #[test]
 fn reload_under_load_loses_no_established_sa() {
+    if support::skip_unless(&[Need::Root]) {
+        return;
+    }
     let _machine = exclusive();
     let ports = free_udp_port_pair().unwrap();
     let mport = free_udp_port_pair().unwrap().0;

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use ironsa_bench::ikegen::options::Settings;
 use ironsa_bench::ikegen::run;
+use support::Need;
 use support::util::free_udp_port_pair;
 use support::{AuthRound, Charon, Connection, Secret};
 
@@ -98,6 +99,9 @@ fn establish_and_compare(charon: &Charon, port: u16, s: Settings, n: u64, source
 
 #[test]
 fn ikegen_establishes_50_childless_ike_sas_with_charon() {
+    if support::skip_unless(&[Need::Root, Need::Charon]) {
+        return;
+    }
     // Ephemeral client ports: every datagram carries the non-ESP marker.
     let (charon, port) = start_charon("ikegen");
     establish_and_compare(&charon, port, settings(port, "127.0.1.0/26", 50), 50, "127.0.1.");
@@ -105,6 +109,9 @@ fn ikegen_establishes_50_childless_ike_sas_with_charon() {
 
 #[test]
 fn ikegen_from_client_port_500_sends_no_marker() {
+    if support::skip_unless(&[Need::Root, Need::Charon]) {
+        return;
+    }
     // Client port 500 on many addresses: charon wants no marker.
     let (charon, port) = start_charon("ikegen-500");
     let mut s = settings(port, "127.0.5.0/28", 30);

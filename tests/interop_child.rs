@@ -15,6 +15,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::Need;
 use support::netns::{OUTER_A, OUTER_B, SUBNET_A, SUBNET_B};
 use support::{
     AuthRound, Charon, Child, ChildSaInfo, Connection, IkeSaInfo, Ironsa, KernelBackend, NetnsPair, Secret, Target,
@@ -132,6 +133,9 @@ fn agree(ironsa: &Ironsa, charon: &Charon, pred: impl Fn(&ChildSaInfo) -> bool) 
 
 #[test]
 fn child_sa_with_pfs_rekey_ironsa_initiates() {
+    if support::skip_unless(&[Need::Root, Need::Charon]) {
+        return;
+    }
     let ns = NetnsPair::new().unwrap();
     let charon = charon(&ns, "aes256gcm16-x25519");
     let ironsa = Ironsa::start(&ironsa_config("aes256gcm16-x25519"), Some(ns.a.name()));
@@ -167,6 +171,9 @@ fn child_sa_with_pfs_rekey_ironsa_initiates() {
 
 #[test]
 fn child_sa_charon_initiates_cbc_sha256() {
+    if support::skip_unless(&[Need::Root, Need::Charon]) {
+        return;
+    }
     let ns = NetnsPair::new().unwrap();
     let charon = charon(&ns, "aes128-sha256");
     let ironsa = Ironsa::start(&ironsa_config("aes128-sha256"), Some(ns.a.name()));

@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::Need;
 use support::netns::{INNER_A, INNER_B, OUTER_A, OUTER_B, SUBNET_A, SUBNET_B};
 use support::{AuthRound, Charon, Child, Connection, Ironsa, KernelBackend, NetnsPair, Secret, Target};
 
@@ -153,16 +154,25 @@ fn exercise(esp: &str) {
 
 #[test]
 fn aes256gcm_ping_bulk_and_rekey() {
+    if support::skip_unless(&[Need::Root, Need::Charon, Need::Tool("ping"), Need::Tool("iperf3")]) {
+        return;
+    }
     exercise("aes256gcm16");
 }
 
 #[test]
 fn aes128_cbc_hmac_sha256_ping_bulk_and_rekey() {
+    if support::skip_unless(&[Need::Root, Need::Charon, Need::Tool("ping"), Need::Tool("iperf3")]) {
+        return;
+    }
     exercise("aes128-sha256");
 }
 
 #[test]
 fn tshark_decrypts_ironsa_esp_with_the_key_log() {
+    if support::skip_unless(&[Need::Root, Need::Charon, Need::Tool("ping"), Need::Tool("tshark")]) {
+        return;
+    }
     let ns = NetnsPair::new().unwrap();
     let charon = charon(&ns, "aes256gcm16");
     let ironsa = Ironsa::start(&ironsa_config("aes256gcm16"), Some(ns.a.name()));
@@ -250,7 +260,7 @@ fn tshark_decrypts_ironsa_esp_with_the_key_log() {
 /// With `ike_rekey_first`, the IKE SA is rekeyed before: the request must
 /// reach the child on the new IKE SA.
 fn packet_lifetime_rekeys_the_child(ike_rekey_first: bool) {
-    if !support::util::root_or_skip("packet_lifetime_rekeys_the_child") {
+    if support::skip_unless(&[Need::Root, Need::Charon, Need::Tool("ping")]) {
         return;
     }
     let ns = NetnsPair::new().unwrap();

@@ -14,6 +14,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::Need;
 use support::util::free_udp_port_pair;
 use support::{AuthRound, CertFiles, Charon, Child, Connection, IkeSaInfo, Ironsa, KeyType, Pki, San, Secret, Target};
 
@@ -109,6 +110,9 @@ fn one_charon_sa(c: &Charon) -> IkeSaInfo {
 
 #[test]
 fn ironsa_initiates_psk_x25519_aes256gcm() {
+    if support::skip_unless(&[Need::Root, Need::Charon]) {
+        return;
+    }
     let p = ports();
     let ike = "aes256gcm16-prfsha256-x25519";
     let charon = Charon::builder("psk-x25519")
@@ -143,6 +147,9 @@ fn ironsa_initiates_psk_x25519_aes256gcm() {
 
 #[test]
 fn charon_initiates_psk_modp2048_aes128_sha256_and_deletes() {
+    if support::skip_unless(&[Need::Root, Need::Charon]) {
+        return;
+    }
     let p = ports();
     let ike = "aes128-sha256-modp2048";
     let charon = Charon::builder("psk-modp")
@@ -186,6 +193,9 @@ fn charon_initiates_psk_modp2048_aes128_sha256_and_deletes() {
 
 #[test]
 fn ike_rekey_both_directions_and_dpd() {
+    if support::skip_unless(&[Need::Root, Need::Charon]) {
+        return;
+    }
     let p = ports();
     let ike = "aes256gcm16-prfsha384-ecp256";
     let charon = Charon::builder("rekey")
@@ -278,6 +288,9 @@ fn cert_config(me: &CertFiles, ca: &CertFiles, my_id: &str, peer_id: &str, chain
 
 #[test]
 fn ecdsa_certificates_charon_initiates() {
+    if support::skip_unless(&[Need::Root, Need::Charon, Need::Tool("pki")]) {
+        return;
+    }
     let p = ports();
     let pki = Pki::new().unwrap();
     let root = pki.root_ca("root", KeyType::EcdsaP256).unwrap();
@@ -334,6 +347,9 @@ fn ecdsa_certificates_charon_initiates() {
 
 #[test]
 fn rsa_certificates_ironsa_initiates() {
+    if support::skip_unless(&[Need::Root, Need::Charon, Need::Tool("pki")]) {
+        return;
+    }
     let p = ports();
     let pki = Pki::new().unwrap();
     let root = pki.root_ca("root", KeyType::Rsa(2048)).unwrap();
@@ -384,6 +400,9 @@ fn rsa_certificates_ironsa_initiates() {
 
 #[test]
 fn big_certificate_chains_are_fragmented_both_ways() {
+    if support::skip_unless(&[Need::Root, Need::Charon, Need::Tool("pki")]) {
+        return;
+    }
     let p = ports();
     let pki = Pki::new().unwrap();
     let (root, chain, theirs) = pki.big_chain("big", 1, &[San::Dns("sun.ironsa.test".into())]).unwrap();
@@ -435,6 +454,9 @@ fn big_certificate_chains_are_fragmented_both_ways() {
 
 #[test]
 fn rsa_auth_method_1_with_a_peer_without_rfc7427() {
+    if support::skip_unless(&[Need::Root, Need::Charon, Need::Tool("pki")]) {
+        return;
+    }
     // charon with signature_authentication = no sends no SIGNATURE_HASH_ALGORITHMS
     // and signs with RSA_SIG (auth method 1); so must we.
     let p = ports();

@@ -11,6 +11,7 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+use support::Need;
 use support::netns::{INNER_A, INNER_B, OUTER_A, OUTER_B, SUBNET_A, SUBNET_B};
 use support::util::free_udp_port_pair;
 use support::{
@@ -60,6 +61,9 @@ fn assert_mirror(init: &IkeSaInfo, resp: &IkeSaInfo) {
 
 #[test]
 fn ikev2_psk_x25519_aes256gcm_between_two_charons_on_loopback() {
+    if support::skip_unless(&[Need::Root, Need::Charon]) {
+        return;
+    }
     let started = Instant::now();
     let (port_a, nat_a) = free_udp_port_pair().unwrap();
     let (port_b, nat_b) = free_udp_port_pair().unwrap();
@@ -117,6 +121,9 @@ fn ikev2_psk_x25519_aes256gcm_between_two_charons_on_loopback() {
 
 #[test]
 fn ikev2_ecdsa_certificates_from_pki_helper() {
+    if support::skip_unless(&[Need::Root, Need::Charon, Need::Tool("pki")]) {
+        return;
+    }
     let started = Instant::now();
     let pki = Pki::new().unwrap();
     let root = pki.root_ca("root", KeyType::EcdsaP256).unwrap();
@@ -212,6 +219,9 @@ fn ikev2_ecdsa_certificates_from_pki_helper() {
 
 #[test]
 fn libipsec_child_sa_between_two_namespaces_carries_ping() {
+    if support::skip_unless(&[Need::Root, Need::Charon, Need::Tool("ping")]) {
+        return;
+    }
     let started = Instant::now();
     // Declared first so it is dropped last, after both charons stopped.
     let ns = NetnsPair::new().unwrap();
@@ -451,6 +461,9 @@ fn loopback_pair(
 
 #[test]
 fn ikev1_aggressive_psk_needs_the_responder_setting() {
+    if support::skip_unless(&[Need::Root, Need::Charon]) {
+        return;
+    }
     let started = Instant::now();
     let conn = |lp, rp, is_a: bool| {
         let (me, peer) = if is_a {
@@ -521,6 +534,9 @@ fn ikev1_aggressive_psk_needs_the_responder_setting() {
 
 #[test]
 fn ed25519_and_rsa_certificates_through_an_intermediate_chain() {
+    if support::skip_unless(&[Need::Root, Need::Charon, Need::Tool("pki")]) {
+        return;
+    }
     let started = Instant::now();
     let pki = Pki::new().unwrap();
     let root = pki.root_ca("root", KeyType::Rsa(3072)).unwrap();
@@ -600,6 +616,9 @@ fn ed25519_and_rsa_certificates_through_an_intermediate_chain() {
 
 #[test]
 fn big_rsa_chain_forces_ike_fragmentation() {
+    if support::skip_unless(&[Need::Root, Need::Charon, Need::Tool("pki")]) {
+        return;
+    }
     let started = Instant::now();
     let pki = Pki::new().unwrap();
     let (root, chain, ee) = pki.big_chain("big", 1, &[San::Dns("a.ironsa.test".into())]).unwrap();
@@ -663,6 +682,9 @@ fn big_rsa_chain_forces_ike_fragmentation() {
 
 #[test]
 fn drop_during_panic_stops_charon_deletes_namespaces_and_keeps_the_log() {
+    if support::skip_unless(&[Need::Root, Need::Charon]) {
+        return;
+    }
     let seen = std::sync::Mutex::new(None);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let ns = NetnsPair::new().unwrap();
@@ -788,6 +810,9 @@ fn strongswan_conf_rendering_applies_settings_and_log_levels() {
 /// and silently dropped; from port 500 it must come without the marker.
 #[test]
 fn charon_uses_non_esp_marker_on_every_port_but_500() {
+    if support::skip_unless(&[Need::Root, Need::Charon]) {
+        return;
+    }
     use std::net::UdpSocket;
     let started = Instant::now();
     // A fake peer socket receives a real IKE_SA_INIT from charon A.

@@ -14,6 +14,7 @@ use ironsa_bench::ikegen::options::Settings;
 use ironsa_bench::ikegen::run;
 use serde_json::json;
 use support::Ironsa;
+use support::Need;
 use support::util::free_udp_port_pair;
 
 const PSK: &str = "wildcard-Zq8#kP2!vR9@wX4$yT7&uN1*";
@@ -76,6 +77,9 @@ fn connect(remote: SocketAddr, source: &str, tunnels: u64, user: &str) {
 
 #[test]
 fn wildcard_listen_answers_from_the_address_each_request_came_to() {
+    if support::skip_unless(&[Need::Root]) {
+        return;
+    }
     let ports = free_udp_port_pair().unwrap();
     let gw = gateway(ports, "ironsa-wild0");
     let targets: Vec<(SocketAddr, &str)> = vec![
@@ -104,6 +108,9 @@ fn wildcard_listen_answers_from_the_address_each_request_came_to() {
 
 #[test]
 fn wildcard_listen_initiates_from_the_routed_address() {
+    if support::skip_unless(&[Need::Root]) {
+        return;
+    }
     let gw_ports = free_udp_port_pair().unwrap();
     let my_ports = free_udp_port_pair().unwrap();
     let gw = gateway(gw_ports, "ironsa-wild1");

@@ -7,7 +7,8 @@
 //! - [`swanctl`]: drive a running charon and parse `--list-sas` into structs,
 //! - [`netns`]: throw-away network namespaces joined by a veth pair,
 //! - [`pki`]: certificate hierarchies made with strongSwan's `pki` tool,
-//! - [`util`]: errors, command execution with timeouts, unique names and ports.
+//! - [`util`]: errors, command execution with timeouts, unique names and ports,
+//! - [`require`]: what a test needs (root, charon, tools); skipping without it.
 //!
 //! ```ignore
 //! let (port, nat) = support::util::free_udp_port_pair()?;
@@ -39,6 +40,7 @@ pub mod config;
 pub mod ironsa;
 pub mod netns;
 pub mod pki;
+pub mod require;
 pub mod sas;
 pub mod swanctl;
 pub mod traffic;
@@ -49,6 +51,7 @@ pub use config::{AuthRound, Child, Connection, IkeVersion, Secret, SwanctlConf};
 pub use ironsa::Ironsa;
 pub use netns::{Netns, NetnsPair};
 pub use pki::{CertFiles, KeyType, Pki, San};
+pub use require::{Need, skip_unless};
 pub use sas::{ChildSaInfo, IkeSaInfo, parse_list_sas};
 pub use swanctl::{Swanctl, Target};
 pub use util::{HarnessError, Result};

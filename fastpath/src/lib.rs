@@ -49,13 +49,12 @@
 //! assert!(matches!(events.try_recv(), Err(_)));
 //! # let _ = SaEvent::SoftExpired { sa: out };
 //! ```
-
 //!
 //! # Unsafe code
 //! Denied crate-wide. The modules allowed it are named here, each for one
 //! reason, and every `unsafe` block in them states its invariant in a
 //! `// SAFETY:` comment:
-//! - [`sys`]: raw calls into C (the aws-lc-sys AEAD context, the TUN ioctls);
+//! - `sys`: raw calls into C (the aws-lc-sys AEAD context, the TUN ioctls);
 //! - [`io::mmsg`]: the batched socket calls (`recvmmsg`/`sendmmsg`);
 //! - [`epoch_table`]: the lock-free SAD/SPD tables with epoch reclamation;
 //! - `huge`: arrays allocated on their own huge pages;
@@ -69,21 +68,26 @@
 
 pub mod buf;
 pub mod dpdk;
+// Lock-free reads and epoch-deferred frees of the SAD/SPD slots.
 #[allow(unsafe_code)]
 pub mod epoch_table;
 pub mod esp;
 pub mod fuzzing;
+// Aligned allocation, `madvise` and raw element access of huge-page arrays.
 #[allow(unsafe_code)]
 mod huge;
 pub mod io;
 pub mod ip;
+// The prefetch intrinsic (a hint that never faults).
 #[allow(unsafe_code)]
 pub mod prefetch;
 pub mod reassembly;
 pub mod sad;
 pub mod spd;
+// Drop counters behind an atomic pointer, allocated on first use.
 #[allow(unsafe_code)]
 pub mod stats;
+// Raw calls into aws-lc-sys and the TUN ioctls, behind safe wrappers.
 #[allow(unsafe_code)]
 mod sys;
 pub mod worker;

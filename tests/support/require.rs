@@ -50,7 +50,7 @@ pub fn skip_unless(needs: &[Need]) -> bool {
 }
 
 /// Why `need` is not met here, or `None` when it is.
-fn missing(need: Need) -> Option<String> {
+pub fn missing(need: Need) -> Option<String> {
     match need {
         Need::Root => {
             let euid = nix::unistd::geteuid();

@@ -192,6 +192,9 @@ fn child_sa_charon_initiates_cbc_sha256() {
 
 #[test]
 fn charon_chooses_our_second_ike_and_esp_proposals() {
+    if support::skip_unless(&[Need::Root, Need::Charon]) {
+        return;
+    }
     let ns = NetnsPair::new().unwrap();
     // charon accepts only AES-256-GCM; we prefer AES-128-GCM and offer both.
     let charon = charon(&ns, "aes256gcm16");

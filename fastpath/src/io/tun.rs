@@ -3,7 +3,7 @@
 //!
 //! The `TUNSETIFF` ioctl that attaches the opened `/dev/net/tun` file to a
 //! named interface and the `TUNSETOFFLOAD` ioctl are wrapped in
-//! [`crate::sys::tun`]; packets then move with plain `read`/`write`/`writev`
+//! `crate::sys::tun`; packets then move with plain `read`/`write`/`writev`
 //! on the file.
 //!
 //! With offloads ([`TunOptions::offload`]) every packet is preceded by a

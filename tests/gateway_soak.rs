@@ -19,7 +19,8 @@ use ironsa_bench::ikegen::options::Settings;
 use ironsa_bench::ikegen::report::Report;
 use ironsa_bench::ikegen::{Progress, run};
 use support::Ironsa;
-use support::util::{free_udp_port_pair, root_or_skip};
+use support::Need;
+use support::util::free_udp_port_pair;
 
 const PSK: &str = "soak-test-Zq8#kP2!vR9@wX4$yT7&uN1*";
 
@@ -155,7 +156,7 @@ fn esp_outcome(report: &Report) -> (u64, u64, u64, u64) {
 
 #[test]
 fn esp_load_follows_child_sa_rekeys_of_both_sides() {
-    if !root_or_skip("esp_load_follows_child_sa_rekeys_of_both_sides") {
+    if support::skip_unless(&[Need::Root]) {
         return;
     }
     let _machine = exclusive();
@@ -201,7 +202,7 @@ fn esp_load_follows_child_sa_rekeys_of_both_sides() {
 
 #[test]
 fn short_soak_loses_no_sa_and_keeps_memory_flat() {
-    if !root_or_skip("short_soak_loses_no_sa_and_keeps_memory_flat") {
+    if support::skip_unless(&[Need::Root]) {
         return;
     }
     let _machine = exclusive();

@@ -19,8 +19,9 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::Need;
 use support::netns::{OUTER_A, OUTER_B};
-use support::util::{free_udp_port_pair, root_or_skip};
+use support::util::free_udp_port_pair;
 use support::{Ironsa, NetnsPair};
 
 const PSK: &str = "a-long-random-test-secret-for-the-software-gateway";
@@ -63,7 +64,7 @@ fn ironsa_rules(ns: &support::Netns) -> String {
 
 #[test]
 fn transport_mode_with_routes_carries_traffic_between_the_gateways() {
-    if !root_or_skip("transport_mode_with_routes_carries_traffic_between_the_gateways") {
+    if support::skip_unless(&[Need::Root, Need::Tool("ping")]) {
         return;
     }
     let ns = NetnsPair::new().unwrap();
@@ -147,7 +148,7 @@ fn transport_mode_with_routes_carries_traffic_between_the_gateways() {
 
 #[test]
 fn ike_auth_larger_than_a_packet_buffer_is_answered_on_port_4500() {
-    if !root_or_skip("ike_auth_larger_than_a_packet_buffer_is_answered_on_port_4500") {
+    if support::skip_unless(&[Need::Root]) {
         return;
     }
     let ns = NetnsPair::new().unwrap();
@@ -191,7 +192,7 @@ fn ike_auth_larger_than_a_packet_buffer_is_answered_on_port_4500() {
 
 #[test]
 fn nat_t_receive_queue_overflows_are_counted() {
-    if !root_or_skip("nat_t_receive_queue_overflows_are_counted") {
+    if support::skip_unless(&[Need::Root]) {
         return;
     }
     // On loopback in this namespace (the test floods from its own socket),

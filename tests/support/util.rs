@@ -155,17 +155,8 @@ pub fn tail_file(path: &std::path::Path, lines: usize) -> String {
     all[from..].join("\n")
 }
 
-/// True when the process runs as root (TUN devices, raw sockets, network
-/// namespaces); otherwise prints a one-line reason that `test` is skipped.
-pub fn root_or_skip(test: &str) -> bool {
-    let euid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(2)?.parse::<u32>().ok())
-    });
-    if euid == Some(0) {
-        return true;
-    }
-    eprintln!("skipping {test}: needs root (TUN device, raw ESP socket)");
-    false
+/// True when the process runs as root; otherwise `test` is skipped with a
+/// one-line reason ([`super::require::skip_unless`], which also checks tools).
+pub fn root_or_skip(_test: &str) -> bool {
+    !super::require::skip_unless(&[super::require::Need::Root])
 }

@@ -6,6 +6,7 @@
 //! Needs root and Debian's strongswan-charon, strongswan-swanctl, strongswan-pki,
 //! libstrongswan-standard-plugins, libcharon-extra-plugins, iproute2, iputils-ping.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -337,7 +338,7 @@ fn libipsec_child_sa_between_two_namespaces_carries_ping() {
 
 #[test]
 fn parser_reads_libipsec_initiator_fixture() {
-    let sas = parse_list_sas(include_str!("support/fixtures/list_sas_libipsec_initiator.txt")).unwrap();
+    let sas = parse_list_sas(include_str!("../support/fixtures/list_sas_libipsec_initiator.txt")).unwrap();
     assert_eq!(sas.len(), 1);
     let sa = &sas[0];
     assert_eq!(sa.name, "c");
@@ -380,7 +381,10 @@ fn parser_reads_libipsec_initiator_fixture() {
 
 #[test]
 fn parser_reads_rekeyed_responder_fixture() {
-    let sas = parse_list_sas(include_str!("support/fixtures/list_sas_libipsec_responder_rekeyed.txt")).unwrap();
+    let sas = parse_list_sas(include_str!(
+        "../support/fixtures/list_sas_libipsec_responder_rekeyed.txt"
+    ))
+    .unwrap();
     assert_eq!(sas.len(), 1);
     let sa = &sas[0];
     assert!(!sa.initiator);
@@ -403,7 +407,7 @@ fn parser_reads_rekeyed_responder_fixture() {
 
 #[test]
 fn parser_reads_certificate_fixture_with_dn_identities() {
-    let sas = parse_list_sas(include_str!("support/fixtures/list_sas_ecdsa_ike_only.txt")).unwrap();
+    let sas = parse_list_sas(include_str!("../support/fixtures/list_sas_ecdsa_ike_only.txt")).unwrap();
     assert_eq!(sas.len(), 1);
     let sa = &sas[0];
     assert_eq!(sa.name, "cert");
@@ -417,7 +421,7 @@ fn parser_reads_certificate_fixture_with_dn_identities() {
 fn parser_handles_empty_and_rejects_malformed_output() {
     assert!(parse_list_sas("list-sas reply {\n}\n").unwrap().is_empty());
     assert!(parse_list_sas("").unwrap().is_empty());
-    let good = include_str!("support/fixtures/list_sas_libipsec_initiator.txt");
+    let good = include_str!("../support/fixtures/list_sas_libipsec_initiator.txt");
     // Truncated output: unterminated sections.
     assert!(parse_list_sas(&good[..good.len() / 2]).is_err());
     // Unbalanced closing brace.

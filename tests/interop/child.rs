@@ -10,6 +10,7 @@
 //!
 //! Needs root, iproute2 and the strongSwan packages (scripts/install-deps.sh).
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::time::Duration;

@@ -7,6 +7,7 @@
 //!
 //! Needs root and Debian's strongswan-charon, strongswan-swanctl.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::collections::HashSet;

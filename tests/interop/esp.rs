@@ -8,6 +8,7 @@
 //!
 //! Needs root, iproute2, iputils-ping, iperf3, tshark and the strongSwan packages.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::process::{Command, Stdio};

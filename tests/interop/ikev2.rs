@@ -9,6 +9,7 @@
 //!
 //! Needs root and the strongSwan packages (scripts/install-deps.sh).
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::time::Duration;

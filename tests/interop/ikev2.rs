@@ -5,7 +5,7 @@
 //! `swanctl --list-sas` and `ironsa sas` that both sides agree on SPIs and
 //! algorithms. charon uses kernel-netlink here, which on this kernel cannot
 //! install CHILD_SAs, so these exchanges are IKE-only (RFC 6023 childless or
-//! a refused child); CHILD_SAs are proven in `interop_child.rs`.
+//! a refused child); CHILD_SAs are proven in `child.rs` (`interop_child`).
 //!
 //! Needs root and the strongSwan packages (scripts/install-deps.sh).
 

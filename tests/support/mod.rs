@@ -1,7 +1,9 @@
 //! Test harness that runs real strongSwan (`charon` 5.9.x) peers for ironsa's
 //! integration tests.
 //!
-//! Use it from any root integration test with `mod support;`. The pieces:
+//! Use it from an integration test in `tests/` with `mod support;`, from one
+//! in `tests/interop/` with `#[path = "../support/mod.rs"] mod support;`
+//! (see `tests/README.md`). The pieces:
 //! - [`charon`]: start/stop a charon with its own strongswan.conf and swanctl dir,
 //! - [`config`]: render swanctl.conf connections and secrets,
 //! - [`swanctl`]: drive a running charon and parse `--list-sas` into structs,

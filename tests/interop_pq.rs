@@ -4,8 +4,8 @@
 //! (`x25519-ke1_mlkem768`) and accepted, with a log line that says so, when
 //! it allows classical peers (`x25519-ke1_mlkem768-ke1_none`). Both roles.
 //!
-//! Needs root and strongSwan 6; without strongSwan 6 each test prints one
-//! line and skips.
+//! Needs root and strongSwan 6; without them each test prints one line and
+//! skips.
 
 mod support;
 
@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use support::Need;
 use support::util::free_udp_port_pair;
 use support::{AuthRound, Charon, Connection, Ironsa, Secret, Target};
 
@@ -23,14 +24,9 @@ const PQ_REQUIRED: &str = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
 const PQ_OPTIONAL: &str = "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none";
 const FALLBACK_LOG: &str = "IKE SA without additional key exchanges: the peer offered none";
 
-fn strongswan6() -> Option<PathBuf> {
-    match support::strongswan6() {
-        Ok(prefix) => Some(prefix),
-        Err(why) => {
-            eprintln!("{why}");
-            None
-        }
-    }
+/// The strongSwan 6 prefix (checked by `skip_unless` first).
+fn strongswan6() -> PathBuf {
+    support::strongswan6().expect("skip_unless(Need::StrongSwan6) checked it")
 }
 
 struct Pair {
@@ -115,7 +111,10 @@ fn established(ironsa: &Ironsa, charon: &Charon, algorithms: &str) {
 
 #[test]
 fn classical_initiator_refused_when_policy_requires_ml_kem() {
-    let Some(prefix) = strongswan6() else { return };
+    if support::skip_unless(&[Need::Root, Need::StrongSwan6]) {
+        return;
+    }
+    let prefix = strongswan6();
     let p = start(&prefix, "pq-required-r", PQ_REQUIRED);
     assert!(p.charon.swanctl().initiate(Target::Ike("ironsa"), T).is_err());
     let log = wait_log(&p.ironsa, "ADDKE1");
@@ -129,7 +128,10 @@ fn classical_initiator_refused_when_policy_requires_ml_kem() {
 
 #[test]
 fn classical_initiator_accepted_when_policy_allows_it() {
-    let Some(prefix) = strongswan6() else { return };
+    if support::skip_unless(&[Need::Root, Need::StrongSwan6]) {
+        return;
+    }
+    let prefix = strongswan6();
     let p = start(&prefix, "pq-optional-r", PQ_OPTIONAL);
     p.charon.swanctl().initiate(Target::Ike("ironsa"), T).unwrap();
     established(&p.ironsa, &p.charon, "aes256gcm16-prfsha384-x25519");
@@ -139,7 +141,10 @@ fn classical_initiator_accepted_when_policy_allows_it() {
 
 #[test]
 fn classical_responder_refused_when_policy_requires_ml_kem() {
-    let Some(prefix) = strongswan6() else { return };
+    if support::skip_unless(&[Need::Root, Need::StrongSwan6]) {
+        return;
+    }
+    let prefix = strongswan6();
     let p = start(&prefix, "pq-required-i", PQ_REQUIRED);
     p.ironsa.call(json!({"cmd": "initiate", "connection": "swan"}));
     // strongSwan 6 with a classical proposal cannot accept our required ADDKE1.
@@ -155,7 +160,10 @@ fn classical_responder_refused_when_policy_requires_ml_kem() {
 
 #[test]
 fn classical_responder_accepted_when_policy_allows_it() {
-    let Some(prefix) = strongswan6() else { return };
+    if support::skip_unless(&[Need::Root, Need::StrongSwan6]) {
+        return;
+    }
+    let prefix = strongswan6();
     let p = start(&prefix, "pq-optional-i", PQ_OPTIONAL);
     p.ironsa.call(json!({"cmd": "initiate", "connection": "swan"}));
     established(&p.ironsa, &p.charon, "aes256gcm16-prfsha384-x25519");

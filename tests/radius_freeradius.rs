@@ -4,6 +4,8 @@
 //! failover from a silent server, forged replies dropped and counted, and
 //! accounting Start/Stop in FreeRADIUS's detail file.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use control::eap::{self, Code as EapCode, Method, Packet, Payload, Peer, PeerConfig, PeerStep, SystemRng};
 use ironsa::aaa::client::{ClientConfig, Purpose, RadiusClient, RadiusServer, Reply, Request};
 use ironsa::aaa::radius::{self, Code};
+use support::Need;
 use zeroize::Zeroizing;
 
 const SECRET: &str = "radius-test-secret";
@@ -243,8 +246,7 @@ fn forger() -> (u16, std::thread::JoinHandle<()>) {
 
 #[test]
 fn eap_mschapv2_relayed_through_freeradius_with_failover_and_forgeries() {
-    if Command::new("freeradius").arg("-v").output().is_err() {
-        eprintln!("skipped: freeradius is not installed (scripts/install-deps.sh installs it)");
+    if support::skip_unless(&[Need::Tool("freeradius")]) {
         return;
     }
     let fr = start_freeradius();

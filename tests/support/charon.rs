@@ -31,8 +31,8 @@ pub const CHARON_BIN: &str = "/usr/lib/ipsec/charon";
 /// IKE_INTERMEDIATE); `IRONSA_STRONGSWAN6` overrides it.
 pub const STRONGSWAN6_PREFIX: &str = "/opt/strongswan6";
 
-/// The strongSwan 6 installation prefix, or why there is none (the tests
-/// that need it print that one line and skip).
+/// The strongSwan 6 installation prefix, or why there is none (tests that
+/// need it skip with [`super::require::Need::StrongSwan6`]).
 pub fn strongswan6() -> std::result::Result<PathBuf, String> {
     let prefix = PathBuf::from(std::env::var("IRONSA_STRONGSWAN6").unwrap_or_else(|_| STRONGSWAN6_PREFIX.into()));
     let charon = prefix.join("libexec/ipsec/charon");
@@ -40,7 +40,7 @@ pub fn strongswan6() -> std::result::Result<PathBuf, String> {
         Ok(prefix)
     } else {
         Err(format!(
-            "skipped: no strongSwan 6 at {} (scripts/install-deps.sh builds it where its source is available)",
+            "strongSwan 6 (none at {}; scripts/install-deps.sh builds it where its source is available)",
             prefix.display()
         ))
     }

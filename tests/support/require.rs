@@ -25,6 +25,8 @@ pub enum Need {
     Root,
     /// strongSwan's `charon` daemon and `swanctl`.
     Charon,
+    /// strongSwan 6 (ML-KEM, RFC 9370) under [`super::charon::strongswan6`]'s prefix.
+    StrongSwan6,
     /// A program on `PATH` (`iperf3`, `tshark`, `ping`, `pki`, ...).
     Tool(&'static str),
 }
@@ -65,17 +67,16 @@ pub fn missing(need: Need) -> Option<String> {
                 missing(Need::Tool("swanctl"))
             }
         }
+        Need::StrongSwan6 => super::charon::strongswan6().err(),
         Need::Tool(name) => (!on_path(name)).then(|| format!("{name} (not on PATH; scripts/install-deps.sh)")),
     }
 }
 
-/// Whether an executable `name` is in a directory of `PATH` (or the sbin
-/// directories, which a normal user's `PATH` may lack).
+/// Whether an executable `name` is in a directory of `PATH` (where the
+/// test will look for it).
 fn on_path(name: &str) -> bool {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(Into::into))
-        .any(|dir| is_executable(&dir.join(name)))
+    std::env::split_paths(&path).any(|dir| is_executable(&dir.join(name)))
 }
 
 fn is_executable(p: &Path) -> bool {

@@ -4,6 +4,7 @@
 //! failover from a silent server, forged replies dropped and counted, and
 //! accounting Start/Stop in FreeRADIUS's detail file.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader};

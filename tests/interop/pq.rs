@@ -7,6 +7,7 @@
 //! Needs root and strongSwan 6; without them each test prints one line and
 //! skips.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::path::PathBuf;

@@ -21,7 +21,7 @@ PACKAGES=(
   # the Debian package's dependencies ($auto) and its test (setpriv)
   dpkg-dev util-linux
   # the RADIUS server the AAA tests start from a generated configuration
-  # (tests/radius_freeradius.rs), and radclient
+  # (tests/interop/radius_freeradius.rs), and radclient
   freeradius freeradius-utils
 )
 

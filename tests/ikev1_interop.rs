@@ -11,7 +11,6 @@
 mod support;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use control::ikev1::{Ikev1Policy, Ikev1Sa, MainModeState, starts_phase1};
 use control::proposal::{parse_esp_proposals, parse_ike_proposals};
 use control::ts::parse_selector;
 use ironsa_crypto::AwsLcProvider;
-use support::charon::CHARON_BIN;
+use support::Need;
 use support::util::free_udp_port_pair;
 use support::{AuthRound, Charon, Child, Connection, IkeVersion, Secret, Target};
 
@@ -29,16 +28,9 @@ const PSK: &str = "a-long-random-test-secret-for-ironsa";
 const MARKER: [u8; 4] = [0; 4];
 
 /// True (after a one-line reason) when this machine cannot run the test.
+/// Whether the test is skipped (needs root and charon; see `support::require`).
 fn skip() -> bool {
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !Path::new(CHARON_BIN).exists() || !root {
-        eprintln!("skipped: needs root and {CHARON_BIN}");
-        return true;
-    }
-    false
+    support::skip_unless(&[Need::Root, Need::Charon])
 }
 
 fn our_conn(charon: SocketAddr) -> ConnectionConfig {

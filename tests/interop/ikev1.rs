@@ -8,6 +8,7 @@
 //! its message 3 and deletes the SAs, which we take from its INFORMATIONAL
 //! messages.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::net::{SocketAddr, UdpSocket};

@@ -1066,7 +1066,7 @@ type EspMatch = (EncrAlg, Option<IntegAlg>, Option<KeGroup>, bool);
 
 /// Matches one of our ESP proposals against one peer offer, with its rank.
 fn match_esp(ours: &EspProposal, o: &Offer) -> Option<(EspMatch, [usize; 4])> {
-    if !o.blocking.is_empty() {
+    if !o.blocking.is_empty() || required_addke_type(o).is_some() {
         return None;
     }
     let encr = first_common(&ours.encr, &o.encr)?;
@@ -1117,6 +1117,17 @@ fn esp_spi(spi: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(b))
 }
 
+/// The first additional key exchange type the peer requires (no NONE among
+/// its methods). CHILD_SAs run no IKE_FOLLOWUP_KE, so such an ESP proposal
+/// cannot be chosen: choosing it without the exchange would drop it silently.
+fn required_addke_type(o: &Offer) -> Option<TransformType> {
+    let i = o
+        .addke_ids
+        .iter()
+        .position(|ids| !ids.is_empty() && !ids.contains(&0))?;
+    Some(addke_type(i))
+}
+
 fn esp_gaps(ours: &[EspProposal], offers: &[&Offer]) -> Vec<Gap> {
     let ke = || ours.iter().flat_map(|p| p.ke.iter().copied());
     let esn = || ours.iter().flat_map(|p| p.esn.iter().copied());
@@ -1145,6 +1156,18 @@ fn esp_gaps(ours: &[EspProposal], offers: &[&Offer]) -> Vec<Gap> {
             label: "ESN",
             ty: TransformType::ESN,
             ours: names,
+        });
+    }
+    if let Some(ty) = offers
+        .iter()
+        .map(|o| required_addke_type(o))
+        .collect::<Option<Vec<_>>>()
+        .and_then(|t| t.first().copied())
+    {
+        gaps.push(Gap {
+            label: "additional key exchange (CHILD_SAs run none)",
+            ty,
+            ours: vec!["none".into()],
         });
     }
     gaps

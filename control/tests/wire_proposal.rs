@@ -781,3 +781,32 @@ mod additional_ke_properties {
         }
     }
 }
+
+#[test]
+fn esp_offer_requiring_an_additional_key_exchange_is_not_selected() {
+    // CHILD_SAs run no IKE_FOLLOWUP_KE: a proposal whose ADDKE1 leaves no
+    // NONE must not be chosen with the additional exchange silently dropped.
+    let ours = parse_esp_proposals("aes256gcm16-x25519").unwrap();
+    let with_addke = |ids: &[u16]| {
+        let mut p = esp_offer("aes256gcm16-x25519", 1);
+        p.transforms.extend(ids.iter().map(|&id| Transform {
+            ty: TransformType(6),
+            id,
+            attributes: Vec::new(),
+        }));
+        p
+    };
+    let m = select_esp(&ours, &[with_addke(&[36])]).unwrap_err();
+    assert!(
+        m.reason
+            .contains("no common additional key exchange (CHILD_SAs run none): peer ke1_mlkem768, we none"),
+        "{}",
+        m.reason
+    );
+    let s = select_esp(&ours, &[with_addke(&[36]), esp_offer("aes256gcm16-x25519", 2)]).unwrap();
+    assert_eq!(s.proposal.number, 2);
+    // NONE offered: the classical choice is the peer's own.
+    let s = select_esp(&ours, &[with_addke(&[36, 0])]).unwrap();
+    assert!(addke(&s.proposal).is_empty());
+    assert_eq!(s.ke, Some(KeGroup::Curve25519));
+}

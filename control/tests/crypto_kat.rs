@@ -3,7 +3,9 @@
 //! (`hmac`, `cryptography`) and committed here.
 
 use control::crypto::auth::{psk_auth, signed_octets, verify_psk_auth};
-use control::crypto::keys::{derive_child_sa_keys, derive_ike_sa_keys, derive_rekeyed_ike_sa_keys};
+use control::crypto::keys::{
+    derive_child_sa_keys, derive_ike_sa_keys, derive_rekeyed_ike_sa_keys, derive_rekeyed_ike_sa_keys_multi,
+};
 use std::sync::Arc;
 
 use control::crypto::{
@@ -266,6 +268,51 @@ fn rekeyed_ike_sa_keys() {
     assert_eq!(&keys.sk_ei[..], parts[3]);
     assert_eq!(&keys.sk_er[..], parts[4]);
     assert_eq!(&keys.sk_pr[..], parts[6]);
+}
+
+#[test]
+fn rekeyed_ike_sa_keys_with_an_additional_key_exchange() {
+    // RFC 9370 §2.2.4: SKEYSEED = prf(SK_d, SK(0) | Ni | Nr | SK(1)); the
+    // expected values come from an independent HMAC-SHA-256 computation.
+    let suite = IkeSuite {
+        encr: EncrAlg::AesGcm16 { key_bits: 256 },
+        integ: None,
+        prf: PrfAlg::HmacSha256,
+        ke: KeGroup::Curve25519,
+    };
+    let sk1 = [0x55; 32];
+    let keys = derive_rekeyed_ike_sa_keys_multi(
+        &suite,
+        PrfAlg::HmacSha256,
+        &[0x33; 32],
+        &[&SHARED, &sk1],
+        &NI,
+        &NR,
+        SPI_I,
+        SPI_R,
+    );
+    assert_eq!(
+        &keys.sk_d[..],
+        h("b50dbec73fc1deebed9ea7a2d729063b8b59ff5d3fc6cc85020264641e8258d5")
+    );
+    assert_eq!(
+        &keys.sk_ei[..],
+        h("13340801a8b5c0b12b79072512fa6d87302e07dc29ed9d4e85714b6e455652e52c2af6ff")
+    );
+    let single = derive_rekeyed_ike_sa_keys_multi(
+        &suite,
+        PrfAlg::HmacSha256,
+        &[0x33; 32],
+        &[&SHARED],
+        &NI,
+        &NR,
+        SPI_I,
+        SPI_R,
+    );
+    let classical =
+        derive_rekeyed_ike_sa_keys(&suite, PrfAlg::HmacSha256, &[0x33; 32], &SHARED, &NI, &NR, SPI_I, SPI_R);
+    assert_eq!(single.sk_d, classical.sk_d);
+    assert_ne!(keys.sk_d, classical.sk_d);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use control::config::{ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
-use control::crypto::{CryptoError, CryptoProvider};
+use control::crypto::{CryptoError, CryptoProvider, KeGroup};
 use control::endpoint::{AdmissionConfig, Endpoint};
 use control::ike_sa::{ChildSaInstall, Context, DownReason, Event, Task, Transmit};
 use control::proposal::{parse_esp_proposals, parse_ike_proposals};
@@ -578,9 +578,15 @@ fn ike_rekey_moves_children_to_the_new_sa() {
     );
     assert_eq!(p.b_seen.down, vec![DownReason::Rekeyed]);
     // The new SA works: a DPD exchange and a child rekey over it.
-    let child = na.children()[0].spi_in;
-    let new_spi = na.local_spi();
-    p.a.queue(p.now, new_spi, Task::RekeyChild(child));
+    rekey_a_child_over_the_new_sa(&mut p);
+}
+
+/// Rekeys A's first child over A's (only) IKE SA: works only if both sides
+/// derived the same IKE SA keys.
+fn rekey_a_child_over_the_new_sa(p: &mut Pair) {
+    let na = p.a.sas().next().expect("IKE SA");
+    let (child, spi) = (na.children()[0].spi_in, na.local_spi());
+    p.a.queue(p.now, spi, Task::RekeyChild(child));
     p.run(Duration::from_secs(60));
     assert_eq!(p.a_seen.installed.len(), 2);
     assert_eq!(p.b_seen.installed.len(), 2);
@@ -855,7 +861,16 @@ mod certs {
 
 #[test]
 fn simultaneous_ike_rekey_resolves() {
-    let mut p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    simultaneous_ike_rekey("aes256gcm16-prfsha256-x25519");
+    // With IKE_FOLLOWUP_KE exchanges in flight too.
+    let p = simultaneous_ike_rekey("aes256gcm16-prfsha384-x25519-ke1_mlkem768");
+    let (na, nb) = (p.a.sas().next().unwrap(), p.b.sas().next().unwrap());
+    assert_eq!(na.additional_key_exchanges(), vec![(1, KeGroup::MlKem768)]);
+    assert_eq!(nb.additional_key_exchanges(), vec![(1, KeGroup::MlKem768)]);
+}
+
+fn simultaneous_ike_rekey(ike: &str) -> Pair {
+    let mut p = establish(ike, "aes256gcm16");
     let a_spi = p.a_spi();
     let b_spi = p.b.sas().next().unwrap().local_spi();
     p.a.queue(p.now, a_spi, Task::RekeyIke);
@@ -869,6 +884,7 @@ fn simultaneous_ike_rekey_resolves() {
     assert_ne!(na.spis(), p.a_seen.up[0], "rekeyed");
     assert_eq!(na.children().len(), 1);
     assert_eq!(nb.children().len(), 1);
+    p
 }
 
 /// Establishes a pair with the given seeds, rekeys the child (with PFS) and
@@ -1271,14 +1287,123 @@ fn three_key_exchanges_establish() {
     assert!(establishes_over_lossy_network(ike, Some(1280), 8) >= 4);
 }
 
-#[test]
-fn hybrid_with_optional_ke_completes_between_ironsa_peers() {
-    // ke1_none on one side, required on the other: the exchange runs.
-    let (a, _) = default_pair("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none", "aes256gcm16");
-    let (_, b) = default_pair("aes256gcm16-prfsha384-x25519-ke1_mlkem768", "aes256gcm16");
+/// A (initiator) with IKE proposal `ike_a`, B with `ike_b`, run until the
+/// handshake is over.
+fn establish_between(ike_a: &str, ike_b: &str) -> Pair {
+    let (a, _) = default_pair(ike_a, "aes256gcm16");
+    let (_, b) = default_pair(ike_b, "aes256gcm16");
     let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
     p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
     p.run(Duration::from_secs(60));
+    p
+}
+
+#[test]
+fn hybrid_with_optional_ke_completes_between_ironsa_peers() {
+    // ke1_none on one side, required on the other: the exchange runs.
+    let p = establish_between(
+        "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none",
+        "aes256gcm16-prfsha384-x25519-ke1_mlkem768",
+    );
     assert_eq!(p.a_seen.up.len(), 1, "{:?}", p.a_seen.down);
     assert_eq!(p.b.stats().established_post_quantum, 1);
+}
+
+/// Messages (requests and responses, fragments counted once) of `exchange`
+/// seen on the wire so far.
+fn messages_of(p: &Pair, exchange: control::wire::ikev2::ExchangeType) -> usize {
+    let mut seen: Vec<(u8, &[u8])> = p
+        .wire
+        .iter()
+        .filter(|(_, d)| d[18] == exchange.0)
+        .map(|(_, d)| (d[19] & 0x20, &d[20..24]))
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    seen.len()
+}
+
+/// Rekeys the IKE SA from A (or B) and checks that the new IKE SA ran
+/// `additional` through IKE_FOLLOWUP_KE, agrees on both sides and works.
+fn assert_hybrid_ike_rekey(mut p: Pair, from_b: bool, additional: &[(u8, KeGroup)]) {
+    use control::wire::ikev2::ExchangeType;
+    assert_eq!(p.a_seen.up.len(), 1, "{:?}", p.a_seen.down);
+    let old = p.a_seen.up[0];
+    if from_b {
+        let b_spi = p.b.sas().next().unwrap().local_spi();
+        p.b.queue(p.now, b_spi, Task::RekeyIke);
+    } else {
+        let a_spi = p.a_spi();
+        p.a.queue(p.now, a_spi, Task::RekeyIke);
+    }
+    p.run(Duration::from_secs(60));
+    assert_eq!((p.a_seen.rekeyed, p.b_seen.rekeyed), (1, 1));
+    assert_eq!(
+        messages_of(&p, ExchangeType::IKE_FOLLOWUP_KE),
+        2 * additional.len(),
+        "one IKE_FOLLOWUP_KE request and response per additional key exchange"
+    );
+    assert_eq!((p.a.len(), p.b.len()), (1, 1), "old IKE SA gone after its DELETE");
+    let (na, nb) = (p.a.sas().next().unwrap(), p.b.sas().next().unwrap());
+    assert_ne!(na.spis(), old);
+    assert_eq!(na.spis(), nb.spis());
+    assert_eq!(na.additional_key_exchanges(), additional);
+    assert_eq!(nb.additional_key_exchanges(), additional);
+    assert!(na.is_post_quantum() && nb.is_post_quantum());
+    // Both sides derived the same keys: a child rekey over the new SA works.
+    rekey_a_child_over_the_new_sa(&mut p);
+}
+
+#[test]
+fn hybrid_ike_sa_rekey_runs_ike_followup_ke() {
+    let ike = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
+    assert_hybrid_ike_rekey(establish(ike, "aes256gcm16"), false, &[(1, KeGroup::MlKem768)]);
+    assert_hybrid_ike_rekey(establish(ike, "aes256gcm16"), true, &[(1, KeGroup::MlKem768)]);
+}
+
+#[test]
+fn ike_sa_rekey_with_two_additional_key_exchanges() {
+    let ike = "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke2_mlkem1024";
+    let both = [(1, KeGroup::MlKem768), (2, KeGroup::MlKem1024)];
+    assert_hybrid_ike_rekey(establish(ike, "aes256gcm16"), false, &both);
+    assert_hybrid_ike_rekey(establish(ike, "aes256gcm16"), true, &both);
+}
+
+#[test]
+fn optional_addke_on_one_side_still_rekeys_hybrid() {
+    let p = establish_between(
+        "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none",
+        "aes256gcm16-prfsha384-x25519-ke1_mlkem768",
+    );
+    assert_hybrid_ike_rekey(p, false, &[(1, KeGroup::MlKem768)]);
+}
+
+#[test]
+fn hybrid_ike_rekey_over_a_lossy_network_never_yields_a_classical_sa() {
+    let mut rekeyed = 0;
+    for seed in 1..=8u64 {
+        let mut p = establish("aes256gcm16-prfsha384-x25519-ke1_mlkem768", "aes256gcm16");
+        p.net = Net {
+            loss: 25,
+            dup: 20,
+            reorder: 20,
+            rng: XorShift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        };
+        let a_spi = p.a_spi();
+        p.a.queue(p.now, a_spi, Task::RekeyIke);
+        p.run(Duration::from_secs(200));
+        for sa in p.a.sas().chain(p.b.sas()) {
+            assert_eq!(
+                sa.additional_key_exchanges(),
+                vec![(1, KeGroup::MlKem768)],
+                "seed {seed}"
+            );
+        }
+        if p.a_seen.rekeyed == 1 && p.b_seen.rekeyed == 1 {
+            rekeyed += 1;
+            let (na, nb) = (p.a.sas().next().unwrap(), p.b.sas().next().unwrap());
+            assert_eq!(na.spis(), nb.spis(), "seed {seed}");
+        }
+    }
+    assert!(rekeyed >= 4, "{rekeyed} of 8 rekeys got through");
 }

@@ -3,6 +3,8 @@
 //! key exchange is refused when our proposal requires one
 //! (`x25519-ke1_mlkem768`) and accepted, with a log line that says so, when
 //! it allows classical peers (`x25519-ke1_mlkem768-ke1_none`). Both roles.
+//! Hybrid handshakes in IKE_INTERMEDIATE, and IKE SA rekeys of a hybrid
+//! IKE SA with IKE_FOLLOWUP_KE in both directions.
 //!
 //! Needs root and strongSwan 6; without them each test prints one line and
 //! skips.
@@ -231,4 +233,67 @@ fn three_key_exchanges_fragmented_both_roles() {
     let proposal = "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke2_mlkem1024";
     hybrid("pq-3ke-i", proposal, true, Some(1000), "CURVE_25519");
     hybrid("pq-3ke-r", proposal, false, Some(1000), "CURVE_25519");
+}
+
+/// Waits until both sides have exactly one established IKE SA whose
+/// initiator SPI is not `old`, with `proposal` on our side; returns ours.
+fn rekeyed(p: &Pair, old: &serde_json::Value, proposal: &str) -> serde_json::Value {
+    let ours = p.ironsa.wait_sas(T, |s| {
+        s.len() == 1 && s[0]["state"] == "ESTABLISHED" && s[0]["spi_i"] != *old
+    });
+    assert!(
+        ours.len() == 1 && ours[0]["spi_i"] != *old,
+        "{ours:#?}\n{}",
+        p.charon.log_tail(60)
+    );
+    assert_eq!(ours[0]["algorithms"], proposal, "{ours:#?}");
+    let want = ours[0]["spi_i"].as_str().unwrap_or_default().to_string();
+    let theirs = p
+        .charon
+        .swanctl()
+        .wait_for_sas(T, |s| {
+            s.len() == 1 && s[0].state == "ESTABLISHED" && format!("{:016x}", s[0].initiator_spi) == want
+        })
+        .unwrap();
+    assert_eq!(theirs[0].dh_group.as_deref(), Some("CURVE_25519"));
+    ours.into_iter().next().unwrap_or_default()
+}
+
+#[test]
+fn hybrid_ike_sa_rekeys_with_ike_followup_ke_in_both_directions() {
+    rekeys_in_both_directions("pq-rekey", PQ_REQUIRED);
+    rekeys_in_both_directions(
+        "pq-rekey-3ke",
+        "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke2_mlkem1024",
+    );
+}
+
+/// strongSwan 6 and ironsa both with `proposal`: charon rekeys the IKE SA,
+/// then ironsa does; each rekey runs the additional key exchanges.
+fn rekeys_in_both_directions(name: &str, proposal: &str) {
+    if support::skip_unless(&[Need::Root, Need::StrongSwan6]) {
+        return;
+    }
+    let prefix = strongswan6();
+    let p = start_with(&prefix, name, proposal, proposal, None);
+    p.ironsa.call(json!({"cmd": "initiate", "connection": "swan"}));
+    let ours = p
+        .ironsa
+        .wait_sas(T, |s| s.iter().any(|sa| sa["state"] == "ESTABLISHED"));
+    let first = ours[0]["spi_i"].clone();
+    p.charon
+        .swanctl()
+        .wait_for_sas(T, |s| s.iter().any(|sa| sa.state == "ESTABLISHED"))
+        .unwrap();
+
+    // charon rekeys: we answer its IKE_FOLLOWUP_KE.
+    p.charon.swanctl().rekey(Target::Ike("ironsa")).unwrap();
+    let second = rekeyed(&p, &first, proposal);
+    p.charon.wait_for_log("IKE_FOLLOWUP_KE", T).unwrap();
+
+    // We rekey (charon initiated the current SA: our SPI is the responder's).
+    p.ironsa.call(json!({"cmd": "rekey", "spi": second["spi_r"]}));
+    rekeyed(&p, &second["spi_i"], proposal);
+    let log = p.ironsa.log();
+    assert!(!log.contains("IKE SA rekey failed"), "{log}");
 }

@@ -113,7 +113,29 @@ pub fn derive_rekeyed_ike_sa_keys(
     spi_i: u64,
     spi_r: u64,
 ) -> IkeSaKeys {
-    let skeyseed = old_prf.prf(old_sk_d, &[shared, ni, nr]);
+    derive_rekeyed_ike_sa_keys_multi(suite, old_prf, old_sk_d, &[shared], ni, nr, spi_i, spi_r)
+}
+
+/// IKE SA rekey with RFC 9370 additional key exchanges (§2.2.4): SKEYSEED =
+/// prf(SK_d(old), SK(0) | Ni | Nr | SK(1) | ... | SK(n)), where SK(0) is the
+/// CREATE_CHILD_SA exchange's shared secret and SK(1..n) those of the
+/// IKE_FOLLOWUP_KE exchanges; `shared` holds them in that order.
+#[allow(clippy::too_many_arguments)]
+pub fn derive_rekeyed_ike_sa_keys_multi(
+    suite: &IkeSuite,
+    old_prf: PrfAlg,
+    old_sk_d: &[u8],
+    shared: &[&[u8]],
+    ni: &[u8],
+    nr: &[u8],
+    spi_i: u64,
+    spi_r: u64,
+) -> IkeSaKeys {
+    let (first, rest) = shared.split_first().map_or((&[][..], &[][..]), |(f, r)| (*f, r));
+    let mut data: Vec<&[u8]> = Vec::with_capacity(shared.len() + 2);
+    data.extend([first, ni, nr]);
+    data.extend_from_slice(rest);
+    let skeyseed = old_prf.prf(old_sk_d, &data);
     ike_sa_keys_from_skeyseed(suite, &skeyseed, ni, nr, spi_i, spi_r)
 }
 

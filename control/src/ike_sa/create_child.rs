@@ -7,11 +7,12 @@ use std::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::child::{ChildSa, ChildSaInstall, ChildState, DirectionKeys};
+use super::followup_ke::RekeyFollowup;
 use super::sa_init::random_nonce;
 use super::{Event, IkeSa, RequestKind, Role, State, Task, find_notify, notify, rekey_retry_wait, schedule};
 use crate::config::IpsecMode;
-use crate::crypto::keys::{ChildSaKeys, derive_child_sa_keys, derive_rekeyed_ike_sa_keys};
-use crate::crypto::{self, CryptoError, KeGroup, KeyExchange};
+use crate::crypto::keys::{ChildSaKeys, derive_child_sa_keys, derive_rekeyed_ike_sa_keys_multi};
+use crate::crypto::{CryptoError, KeGroup, KeyExchange};
 use crate::proposal::{self, EspProposal};
 use crate::ts;
 use crate::wire::ikev2::{ExchangeType, Notify, NotifyType, Payload, ProtocolId, TrafficSelector};
@@ -732,17 +733,11 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
             })();
             match result {
                 Ok((sel, peer_spi, nr, shared)) => {
-                    make_successor(
-                        sa,
-                        now,
-                        Role::Initiator,
-                        new_spi,
-                        peer_spi,
-                        sel.suite,
-                        &ni,
-                        &nr,
-                        &shared,
-                    );
+                    let rekey = RekeyFollowup::new(new_spi, peer_spi, sel, ni, nr, shared);
+                    if !rekey.remaining.is_empty() {
+                        return super::followup_ke::start(sa, now, rekey, &inner);
+                    }
+                    make_successor(sa, now, Role::Initiator, &rekey);
                     let tasks = &mut sa.busy().tasks;
                     tasks.clear();
                     tasks.push_front(Task::DeleteIke);
@@ -757,21 +752,21 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
     }
 }
 
-/// Builds the IKE SA that replaces `sa` after a rekey and moves the children to it.
-#[allow(clippy::too_many_arguments)]
-fn make_successor(
-    sa: &mut IkeSa,
-    now: Instant,
-    role: Role,
-    spi_i: u64,
-    spi_r: u64,
-    suite: crypto::IkeSuite,
-    ni: &[u8],
-    nr: &[u8],
-    shared: &[u8],
-) {
+/// Builds the IKE SA that replaces `sa` after a rekey whose key exchanges
+/// are all done and moves the children to it.
+pub(crate) fn make_successor(sa: &mut IkeSa, now: Instant, role: Role, rekey: &RekeyFollowup) {
+    let RekeyFollowup {
+        spi_i,
+        spi_r,
+        suite,
+        ref ni,
+        ref nr,
+        ..
+    } = *rekey;
+    super::followup_ke::warn_if_downgraded(sa, &rekey.done);
     let Some(old) = sa.keys.as_ref() else { return };
-    let keys = derive_rekeyed_ike_sa_keys(&suite, old.suite.prf, &old.sk_d, shared, ni, nr, spi_i, spi_r);
+    let shared: Vec<&[u8]> = rekey.secrets.iter().map(|s| s.as_slice()).collect();
+    let keys = derive_rekeyed_ike_sa_keys_multi(&suite, old.suite.prf, &old.sk_d, &shared, ni, nr, spi_i, spi_r);
     let mut new = IkeSa::blank(
         role,
         now,
@@ -791,6 +786,13 @@ fn make_successor(
     if let Err(e) = super::sa_init::install_keys(&mut new, suite, keys) {
         warn!("cannot install rekeyed IKE SA keys: {e}");
         return;
+    }
+    if let Some(k) = new.keys.as_mut() {
+        for &(n, g) in &rekey.done {
+            if let Some(slot) = k.additional_ke.get_mut(usize::from(n).wrapping_sub(1)) {
+                *slot = Some(g);
+            }
+        }
     }
     let (rekey, expire) = schedule(now, &sa.config.ike_lifetime, new.local_spi());
     new.rekey_at = rekey;
@@ -935,11 +937,12 @@ fn respond_rekey_ike(sa: &mut IkeSa, now: Instant, mid: u32, inner: &[Payload], 
         Payload::Ke { group, data } => Some((*group, data)),
         _ => None,
     });
-    let busy = sa
-        .outstanding
-        .as_ref()
-        .is_some_and(|o| matches!(o.kind, RequestKind::CreateChild(Pending::Ike { .. })))
-        || sa.has_successor()
+    let busy = sa.outstanding.as_ref().is_some_and(|o| {
+        matches!(
+            o.kind,
+            RequestKind::CreateChild(Pending::Ike { .. }) | RequestKind::FollowupKe(_)
+        )
+    }) || sa.has_successor()
         || sa.children.iter().any(|c| c.state == ChildState::Rekeying);
     if busy {
         debug!("IKE rekey request while we are rekeying: TEMPORARY_FAILURE");
@@ -1013,16 +1016,17 @@ fn respond_rekey_ike(sa: &mut IkeSa, now: Instant, mid: u32, inner: &[Payload], 
     };
     let mut echo = sel.proposal.clone();
     echo.spi = our_spi.to_be_bytes().to_vec();
-    make_successor(sa, now, Role::Responder, peer_spi, our_spi, sel.suite, ni, &nr, &shared);
-    sa.send_response(
-        ExchangeType::CREATE_CHILD_SA,
-        mid,
-        vec![
-            Payload::Sa(vec![echo]),
-            Payload::Nonce(nr),
-            Payload::Ke { group, data: ker },
-        ],
-    );
+    let payloads = vec![
+        Payload::Sa(vec![echo]),
+        Payload::Nonce(nr.clone()),
+        Payload::Ke { group, data: ker },
+    ];
+    let rekey = RekeyFollowup::new(peer_spi, our_spi, sel, ni.to_vec(), nr, shared);
+    if !rekey.remaining.is_empty() {
+        return super::followup_ke::respond_rekey(sa, mid, rekey, payloads);
+    }
+    make_successor(sa, now, Role::Responder, &rekey);
+    sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, payloads);
 }
 
 /// What a peer's error notify in answer to our proposals tells an operator:

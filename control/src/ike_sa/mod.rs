@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod child;
 pub mod create_child;
+mod followup_ke;
 pub mod informational;
 pub mod intermediate;
 pub mod sa_init;
@@ -296,6 +297,8 @@ pub(crate) enum RequestKind {
     CreateChild(create_child::Pending),
     /// INFORMATIONAL.
     Informational(informational::Pending),
+    /// IKE_FOLLOWUP_KE of an IKE SA rekey (RFC 9370).
+    FollowupKe(followup_ke::Pending),
 }
 
 /// An outstanding request and its retransmission state.
@@ -435,6 +438,8 @@ pub(crate) struct Busy {
     /// The new IKE SA of a rekey, until the driver takes it.
     pub successor: Option<Box<IkeSa>>,
     pub collisions: Vec<create_child::Collision>,
+    /// Responder: an IKE SA rekey waiting for its IKE_FOLLOWUP_KE exchanges.
+    pub rekey_followup: Option<Box<followup_ke::RekeyFollowup>>,
 }
 
 impl Busy {
@@ -449,6 +454,7 @@ impl Busy {
             && self.current_request_digest.is_none()
             && self.successor.is_none()
             && self.collisions.is_empty()
+            && self.rekey_followup.is_none()
     }
 }
 
@@ -1002,6 +1008,7 @@ impl IkeSa {
             RequestKind::Auth(pending) => auth::handle_response(self, now, inner, pending),
             RequestKind::CreateChild(pending) => create_child::handle_response(self, now, inner, pending),
             RequestKind::Informational(pending) => informational::handle_response(self, now, inner, pending),
+            RequestKind::FollowupKe(pending) => followup_ke::handle_response(self, now, inner, pending),
         }
         self.start_next_task(now);
     }
@@ -1085,6 +1092,7 @@ impl IkeSa {
             }
             (ExchangeType::CREATE_CHILD_SA, State::Established) => create_child::handle_request(self, now, mid, inner),
             (ExchangeType::INFORMATIONAL, State::Established) => informational::handle_request(self, now, mid, inner),
+            (ExchangeType::IKE_FOLLOWUP_KE, State::Established) => followup_ke::handle_request(self, now, mid, inner),
             (ex, _) => {
                 debug!(exchange = %ex, "request not valid in this state");
                 self.send_response(ex, mid, vec![notify(NotifyType::INVALID_SYNTAX, vec![])]);

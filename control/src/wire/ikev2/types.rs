@@ -46,6 +46,8 @@ registry!(
         INFORMATIONAL = 37,
         /// IKE_INTERMEDIATE (RFC 9242)
         IKE_INTERMEDIATE = 43,
+        /// IKE_FOLLOWUP_KE (RFC 9370)
+        IKE_FOLLOWUP_KE = 44,
     }
 );
 
@@ -162,6 +164,8 @@ registry!(
         TEMPORARY_FAILURE = 43,
         /// CHILD_SA_NOT_FOUND
         CHILD_SA_NOT_FOUND = 44,
+        /// STATE_NOT_FOUND (RFC 9370): no IKE_FOLLOWUP_KE state for the link
+        STATE_NOT_FOUND = 47,
         /// INITIAL_CONTACT
         INITIAL_CONTACT = 16384,
         /// SET_WINDOW_SIZE
@@ -200,6 +204,8 @@ registry!(
         SIGNATURE_HASH_ALGORITHMS = 16431,
         /// INTERMEDIATE_EXCHANGE_SUPPORTED (RFC 9242)
         INTERMEDIATE_EXCHANGE_SUPPORTED = 16438,
+        /// ADDITIONAL_KEY_EXCHANGE (RFC 9370): links IKE_FOLLOWUP_KE exchanges
+        ADDITIONAL_KEY_EXCHANGE = 16441,
     }
 );
 

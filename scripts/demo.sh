@@ -60,11 +60,12 @@ RSS1=$(awk '/VmRSS/ {print $2}' /proc/$GW_PID/status)
 ESP_IN=$(metric ironsa_esp_packets_total 'direction="in"')
 ESP_BYTES=$(metric ironsa_esp_bytes_total 'direction="in"')
 COOKIES=$(metric ironsa_cookies_sent_total)
+QUEUE_DROPS=$(metric ironsa_receive_queue_drops_total)
 
-python3 - "$WORK/ikegen.json" "$UP" "$CHILDREN" "$RSS0" "$RSS1" "$ESP_IN" "$ESP_BYTES" "$ESP_SECS" "$COOKIES" <<'PY'
+python3 - "$WORK/ikegen.json" "$UP" "$CHILDREN" "$RSS0" "$RSS1" "$ESP_IN" "$ESP_BYTES" "$ESP_SECS" "$COOKIES" "$QUEUE_DROPS" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-up, children, rss0, rss1, esp_in, esp_bytes, secs, cookies = (int(x) for x in sys.argv[2:10])
+up, children, rss0, rss1, esp_in, esp_bytes, secs, cookies, queue_drops = (int(x) for x in sys.argv[2:11])
 lat = r["latency_ike_ms"]
 e = r.get("esp") or {}
 per = (rss1 - rss0) * 1024 / max(up, 1)
@@ -84,6 +85,7 @@ if "delivered" in e:
     print(f"ESP of this run         delivered {e['delivered']} ({100 * e['delivered'] / sent:.1f}%), lost {e['lost']} ({100 * e['lost'] / sent:.1f}%); gateway drops: {drops}")
 print(f"gateway memory          {rss1 // 1024} MiB RSS, {per / 1024:.1f} KiB per tunnel incl. fixed buffers (marginal cost: tests/gateway_load.rs)")
 print(f"cookies sent            {cookies}")
+print(f"socket queue overflows  {queue_drops} packets dropped by the kernel before the gateway read them")
 PY
 echo
 echo "logs and raw reports: $WORK"

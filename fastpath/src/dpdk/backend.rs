@@ -373,7 +373,7 @@ impl DpdkBackend {
                 ike_in: ike_in_tx.clone(),
                 ike_out: if i == 0 { ike_out_rx.take() } else { None },
                 ike_pending: ike_pending.clone(),
-                neighbours: Neighbours::new(),
+                neighbours: Neighbours::new().map_err(|_| DpdkError::Random)?,
                 ours: ours.clone(),
                 reassembly: Reassembly::new(),
                 ip_id: 1,

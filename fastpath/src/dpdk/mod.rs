@@ -63,4 +63,7 @@ pub enum DpdkError {
     /// The queue towards the data plane is full; try again later.
     #[error("the data plane's queue is full")]
     Busy,
+    /// The system random generator failed (never replaced by a fixed value).
+    #[error("the random generator failed")]
+    Random,
 }

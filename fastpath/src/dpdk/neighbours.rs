@@ -69,14 +69,15 @@ fn unpack(m: u64) -> Option<[u8; 6]> {
 }
 
 impl Neighbours {
-    /// An empty cache, hashed with a per-loop random seed.
-    pub fn new() -> Self {
-        Self {
-            table: HashMap::with_hasher(NeighbourHashing::random()),
+    /// An empty cache, hashed with a per-loop random seed. Fails when the
+    /// random generator does: a guessable seed would let the wire collide keys.
+    pub fn new() -> Result<Self, aws_lc_rs::error::Unspecified> {
+        Ok(Self {
+            table: HashMap::with_hasher(NeighbourHashing::random()?),
             front: [UNUSED; FRONT_SLOTS],
             version: 0,
             last_v4: (0, 0, u64::MAX),
-        }
+        })
     }
 
     /// The current version (see the field): unchanged means every answer
@@ -185,12 +186,6 @@ impl Neighbours {
     }
 }
 
-impl Default for Neighbours {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Keyed hashing for the neighbour table: fast (one multiply per word) and
 /// seeded per loop from aws-lc randomness, since its keys come from the wire.
 #[derive(Clone, Copy)]
@@ -199,13 +194,12 @@ struct NeighbourHashing {
 }
 
 impl NeighbourHashing {
-    fn random() -> Self {
+    fn random() -> Result<Self, aws_lc_rs::error::Unspecified> {
         let mut b = [0u8; 8];
-        // A zero seed (if the generator failed) still hashes correctly.
-        let _ = aws_lc_rs::rand::fill(&mut b);
-        Self {
+        aws_lc_rs::rand::fill(&mut b)?;
+        Ok(Self {
             seed: u64::from_ne_bytes(b) | 1,
-        }
+        })
     }
 }
 
@@ -242,7 +236,7 @@ mod tests {
 
     #[test]
     fn learns_updates_and_ignores_multicast() {
-        let mut n = Neighbours::new();
+        let mut n = Neighbours::new().expect("random seed");
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.1.1".parse().unwrap(); // same front slot as `a`
         n.learn(a, [2, 0, 0, 0, 0, 1]);
@@ -294,7 +288,7 @@ mod tests {
 
     #[test]
     fn learns_frames_and_versions_changes_only() {
-        let mut n = Neighbours::new();
+        let mut n = Neighbours::new().expect("random seed");
         let a: IpAddr = "192.0.2.7".parse().unwrap();
         let v0 = n.version();
         n.learn_frame(&frame_from([2, 0, 0, 0, 0, 1], a));
@@ -331,7 +325,7 @@ mod tests {
 
     #[test]
     fn bounded() {
-        let mut n = Neighbours::new();
+        let mut n = Neighbours::new().expect("random seed");
         for i in 0..(MAX_NEIGHBOURS as u32 + 10) {
             n.learn(IpAddr::from(i.to_be_bytes()), [2, 0, 0, 0, 0, 1]);
         }

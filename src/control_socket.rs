@@ -146,8 +146,11 @@ pub fn execute(daemon: &Daemon, req: Request) -> Response {
     match req {
         Request::Sas => ok(daemon.list_sas()),
         Request::Stats => {
+            let stats = daemon.stats();
+            let not_answering: Vec<usize> = (0..stats.len()).filter(|&i| stats[i].is_none()).collect();
             let mut v = serde_json::json!({
-                "shards": daemon.stats(),
+                "shards": stats.into_iter().flatten().collect::<Vec<_>>(),
+                "shards_not_answering": not_answering,
                 "peers": daemon.peers(),
             });
             if let (Some(dp), Some(m)) = (daemon.dataplane().stats(), v.as_object_mut()) {

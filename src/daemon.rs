@@ -187,17 +187,36 @@ impl Daemon {
         self.registry.peers()
     }
 
-    fn ask<T>(&self, make: impl Fn(mpsc::Sender<T>) -> ShardMsg) -> Vec<T> {
-        let mut rxs = Vec::new();
-        for s in self.shards.iter() {
-            let (tx, rx) = mpsc::channel();
-            if s.send(make(tx)) {
-                rxs.push(rx);
-            }
-        }
+    /// Asks every shard; entry `i` is shard `i`'s answer, or `None` (with a
+    /// warning) when it did not answer in time, so that a stuck shard shows
+    /// as missing instead of shifting the others' numbers.
+    fn ask_each<T>(&self, make: impl Fn(mpsc::Sender<T>) -> ShardMsg) -> Vec<Option<T>> {
+        let rxs: Vec<_> = self
+            .shards
+            .iter()
+            .map(|s| {
+                let (tx, rx) = mpsc::channel();
+                s.send(make(tx)).then_some(rx)
+            })
+            .collect();
         rxs.into_iter()
-            .filter_map(|rx| rx.recv_timeout(REPLY_TIMEOUT).ok())
+            .enumerate()
+            .map(|(i, rx)| {
+                let answer = rx.and_then(|rx| rx.recv_timeout(REPLY_TIMEOUT).ok());
+                if answer.is_none() {
+                    warn!(
+                        shard = i,
+                        timeout_secs = REPLY_TIMEOUT.as_secs(),
+                        "shard did not answer a control request; its figures are missing from this answer"
+                    );
+                }
+                answer
+            })
             .collect()
+    }
+
+    fn ask<T>(&self, make: impl Fn(mpsc::Sender<T>) -> ShardMsg) -> Vec<T> {
+        self.ask_each(make).into_iter().flatten().collect()
     }
 
     /// All IKE SAs of all shards.
@@ -207,9 +226,10 @@ impl Daemon {
         v
     }
 
-    /// Counters of every shard.
-    pub fn stats(&self) -> Vec<ShardStats> {
-        self.ask(ShardMsg::Stats)
+    /// Counters of every shard, indexed by shard; `None` for a shard that
+    /// did not answer.
+    pub fn stats(&self) -> Vec<Option<ShardStats>> {
+        self.ask_each(ShardMsg::Stats)
     }
 
     /// Initiates the named connection to its first remote address; with

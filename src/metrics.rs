@@ -12,11 +12,17 @@ use crate::daemon::Daemon;
 
 /// Renders all metrics.
 pub fn render(daemon: &Daemon) -> String {
-    let stats = daemon.stats();
+    let mut out = render_shards(&daemon.stats());
+    out.push_str(&daemon.dataplane().metrics());
+    out
+}
+
+/// Renders the shards' metrics; entry `i` of `stats` is shard `i`.
+fn render_shards(stats: &[Option<crate::shard::ShardStats>]) -> String {
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, kind: &str, f: &dyn Fn(&crate::shard::ShardStats) -> u64| {
         let _ = writeln!(out, "# HELP ironsa_{name} {help}\n# TYPE ironsa_{name} {kind}");
-        for (i, s) in stats.iter().enumerate() {
+        for (i, s) in answered(stats) {
             let _ = writeln!(out, "ironsa_{name}{{shard=\"{i}\"}} {}", f(s));
         }
     };
@@ -87,7 +93,7 @@ pub fn render(daemon: &Daemon) -> String {
         out,
         "# HELP ironsa_handshakes_failed_total IKE SAs that failed, by reason\n# TYPE ironsa_handshakes_failed_total counter"
     );
-    for (i, s) in stats.iter().enumerate() {
+    for (i, s) in answered(stats) {
         for (reason, n) in &s.failures {
             let _ = writeln!(
                 out,
@@ -99,13 +105,24 @@ pub fn render(daemon: &Daemon) -> String {
         out,
         "# HELP ironsa_ike_dropped_total IKE datagrams dropped and IKE_SA_INIT requests refused, by reason\n# TYPE ironsa_ike_dropped_total counter"
     );
-    for (i, s) in stats.iter().enumerate() {
+    for (i, s) in answered(stats) {
         for (reason, n) in &s.endpoint.drops {
             let _ = writeln!(out, "ironsa_ike_dropped_total{{shard=\"{i}\",reason=\"{reason}\"}} {n}");
         }
     }
-    out.push_str(&daemon.dataplane().metrics());
+    let _ = writeln!(
+        out,
+        "# HELP ironsa_shard_answering 1 if the shard answered this scrape in time, 0 if its figures are missing\n# TYPE ironsa_shard_answering gauge"
+    );
+    for (i, s) in stats.iter().enumerate() {
+        let _ = writeln!(out, "ironsa_shard_answering{{shard=\"{i}\"}} {}", u8::from(s.is_some()));
+    }
     out
+}
+
+/// The shards that answered, with their numbers.
+fn answered(stats: &[Option<crate::shard::ShardStats>]) -> impl Iterator<Item = (usize, &crate::shard::ShardStats)> {
+    stats.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
 }
 
 /// Longest request head read; a scrape's is a few hundred bytes.
@@ -166,4 +183,25 @@ pub fn spawn(daemon: Arc<Daemon>, addr: SocketAddr) -> std::io::Result<()> {
             }
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::ShardStats;
+
+    #[test]
+    fn a_shard_that_did_not_answer_is_shown_missing_and_the_others_keep_their_numbers() {
+        let shard = |ike_sas| ShardStats {
+            ike_sas,
+            ..ShardStats::default()
+        };
+        let text = render_shards(&[Some(shard(10)), None, Some(shard(30))]);
+        assert!(text.contains("ironsa_ike_sas{shard=\"0\"} 10"), "{text}");
+        assert!(text.contains("ironsa_ike_sas{shard=\"2\"} 30"), "{text}");
+        assert!(!text.contains("ironsa_ike_sas{shard=\"1\"}"), "{text}");
+        assert!(text.contains("ironsa_shard_answering{shard=\"0\"} 1"), "{text}");
+        assert!(text.contains("ironsa_shard_answering{shard=\"1\"} 0"), "{text}");
+        assert!(text.contains("ironsa_shard_answering{shard=\"2\"} 1"), "{text}");
+    }
 }

@@ -283,6 +283,27 @@ impl Daemon {
                 return Ok(operator_did(started));
             }
         }
+        if template.is_none() {
+            // Initiating is idempotent, as an operator expects: a second IKE SA
+            // for the same connection would duplicate its tunnels and policies.
+            if let Some(up) = self
+                .list_sas()
+                .into_iter()
+                .find(|s| s.connection == name && (s.state == "ESTABLISHED" || s.state == "CONNECTING"))
+            {
+                return Ok(format!(
+                    "{name} is already {} with {} (IKE SA {}/{}): nothing initiated",
+                    if up.state == "ESTABLISHED" {
+                        "up"
+                    } else {
+                        "being negotiated"
+                    },
+                    up.remote,
+                    up.spi_i,
+                    up.spi_r
+                ));
+            }
+        }
         let shard = &self.shards[0];
         let (tx, rx) = mpsc::channel();
         let (outcome_tx, outcome_rx) = mpsc::channel();

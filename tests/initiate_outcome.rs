@@ -149,6 +149,13 @@ fn initiate_waits_for_the_outcome_and_sends_from_the_right_address() {
             .unwrap_or_default()
     };
     assert_eq!(local_of("c1"), format!("127.0.0.1:{}", my_ports.0));
+    // Initiating a connection that is up starts no second IKE SA.
+    let out = initiate(&me, "c1", "10");
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("c1 is already up"), "{}", text(&out.stdout));
+    std::thread::sleep(Duration::from_millis(300));
+    let now = me.sas();
+    assert_eq!(now.iter().filter(|s| s["connection"] == "c1").count(), 1, "{now:#?}");
     assert_eq!(local_of("c3"), format!("127.0.0.3:{}", my_ports.0));
     let theirs = gw.wait_sas(T, |s| s.iter().filter(|s| s["state"] == "ESTABLISHED").count() == 2);
     for (conn, from) in [("from1", "127.0.0.1"), ("from3", "127.0.0.3")] {

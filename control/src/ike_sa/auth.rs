@@ -177,7 +177,7 @@ pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
 /// with CREATE_CHILD_SA once the IKE SA is up.
 fn first_child(sa: &mut IkeSa) -> Option<usize> {
     let n = sa.config.children.len();
-    let tasks = &mut sa.busy().tasks;
+    let tasks = &mut sa.outbox().tasks;
     if let Some(pos) = tasks.iter().position(|t| matches!(t, Task::CreateChild(_))) {
         return match tasks.remove(pos) {
             Some(Task::CreateChild(t)) if t < n => Some(t),
@@ -255,7 +255,7 @@ fn establish(sa: &mut IkeSa, now: Instant, peer_id: Identification, initial_cont
     if let Some(k) = sa.keys.as_mut() {
         k.auth = None;
     }
-    if let Some(b) = sa.busy.as_mut() {
+    if let Some(b) = sa.scratch.as_mut() {
         b.peer_sig_hashes = Vec::new();
         b.peer_certreq = Vec::new();
     }

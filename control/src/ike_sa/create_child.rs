@@ -657,7 +657,7 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                 }
             };
             if let Some(old) = rekey_of {
-                let collision = sa.busy.as_mut().and_then(|b| {
+                let collision = sa.scratch.as_mut().and_then(|b| {
                     let i = b.collisions.iter().position(|c| c.old_spi_in == old)?;
                     Some(b.collisions.remove(i))
                 });
@@ -681,7 +681,7 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                                     peers = format_args!("{:08x}", col.peer_new_spi_in),
                                     "CHILD_SA rekey collision lost: deleting our redundant new CHILD_SA, the peer's replaces the old one"
                                 );
-                                sa.busy().tasks.push_front(Task::DeleteChild(our_new));
+                                sa.outbox().tasks.push_front(Task::DeleteChild(our_new));
                             } else {
                                 info!(
                                     connection = %sa.config.name,
@@ -690,10 +690,10 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                                     peers = format_args!("{:08x}", col.peer_new_spi_in),
                                     "CHILD_SA rekey collision won: our new CHILD_SA replaces the old one, which we delete; the peer deletes its redundant one"
                                 );
-                                sa.busy().tasks.push_front(Task::DeleteChild(old));
+                                sa.outbox().tasks.push_front(Task::DeleteChild(old));
                             }
                         }
-                        _ => sa.busy().tasks.push_front(Task::DeleteChild(old)),
+                        _ => sa.outbox().tasks.push_front(Task::DeleteChild(old)),
                     }
                 } else if let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == old) {
                     if c.state == ChildState::Rekeying {
@@ -738,7 +738,7 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                         return super::followup_ke::start(sa, now, rekey, &inner);
                     }
                     make_successor(sa, now, Role::Initiator, &rekey);
-                    let tasks = &mut sa.busy().tasks;
+                    let tasks = &mut sa.outbox().tasks;
                     tasks.clear();
                     tasks.push_front(Task::DeleteIke);
                 }
@@ -814,7 +814,7 @@ pub(crate) fn make_successor(sa: &mut IkeSa, now: Instant, role: Role, rekey: &R
     sa.rekey_at = None;
     sa.expire_at = None;
     sa.replaced = true;
-    sa.busy().successor = Some(Box::new(new));
+    sa.scratch().successor = Some(Box::new(new));
 }
 
 /// Processes a CREATE_CHILD_SA request from the peer.
@@ -900,7 +900,7 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
                     if c.state == ChildState::Rekeying {
                         // Simultaneous rekey (§2.8.1): resolved when our response arrives.
                         if let Some(new_spi) = new_spi {
-                            sa.busy().collisions.push(Collision {
+                            sa.scratch().collisions.push(Collision {
                                 old_spi_in: old,
                                 peer_new_spi_in: new_spi,
                                 nonces: (ni.clone(), nr.clone()),
@@ -937,7 +937,7 @@ fn respond_rekey_ike(sa: &mut IkeSa, now: Instant, mid: u32, inner: &[Payload], 
         Payload::Ke { group, data } => Some((*group, data)),
         _ => None,
     });
-    let busy = sa.outstanding.as_ref().is_some_and(|o| {
+    let busy = sa.outstanding().is_some_and(|o| {
         matches!(
             o.kind,
             RequestKind::CreateChild(Pending::Ike { .. }) | RequestKind::FollowupKe(_)

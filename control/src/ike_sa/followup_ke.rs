@@ -132,7 +132,7 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
     debug!(addke = step.0, method = step.1.name(), "IKE_FOLLOWUP_KE done");
     if rekey.remaining.is_empty() {
         super::create_child::make_successor(sa, now, Role::Initiator, &rekey);
-        let tasks = &mut sa.busy().tasks;
+        let tasks = &mut sa.outbox().tasks;
         tasks.clear();
         tasks.push_front(Task::DeleteIke);
         return;
@@ -152,7 +152,7 @@ pub(crate) fn respond_rekey(sa: &mut IkeSa, mid: u32, mut rekey: Box<RekeyFollow
         Err(e) => return answer_local_failure(sa, mid, ExchangeType::CREATE_CHILD_SA, &e),
     }
     payloads.push(link_notify(&rekey.link));
-    sa.busy().rekey_followup = Some(rekey);
+    sa.scratch().rekey_followup = Some(rekey);
     sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, payloads);
 }
 
@@ -164,7 +164,7 @@ fn answer_local_failure(sa: &mut IkeSa, mid: u32, exchange: ExchangeType, e: &Cr
 /// Responder: an IKE_FOLLOWUP_KE request.
 pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<Payload>) {
     let link = find_notify(&inner, NotifyType::ADDITIONAL_KEY_EXCHANGE).map(|n| n.data.clone());
-    let state = sa.busy.as_mut().and_then(|b| b.rekey_followup.take());
+    let state = sa.scratch.as_mut().and_then(|b| b.rekey_followup.take());
     let Some(mut rekey) = state.filter(|r| link.as_deref() == Some(r.link.as_slice())) else {
         warn!(connection = %sa.config.name, peer = %sa.remote, "IKE_FOLLOWUP_KE for no rekey of ours: STATE_NOT_FOUND");
         sa.send_response(
@@ -224,7 +224,7 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
             Err(e) => return answer_local_failure(sa, mid, ExchangeType::IKE_FOLLOWUP_KE, &e),
         }
         out.push(link_notify(&rekey.link));
-        sa.busy().rekey_followup = Some(rekey);
+        sa.scratch().rekey_followup = Some(rekey);
     }
     sa.send_response(ExchangeType::IKE_FOLLOWUP_KE, mid, out);
 }

@@ -348,15 +348,15 @@ pub struct IkeSa {
     pub(crate) state: State,
     pub(crate) keys: Option<SaKeys>,
     pub(crate) next_request_id: u32,
-    /// Boxed: only present while a request of ours is in flight.
-    pub(crate) outstanding: Option<Box<Outstanding>>,
+    /// What goes out next; `None` while nothing is queued or in flight.
+    pub(crate) outbox: Option<Box<Outbox>>,
     pub(crate) expected_request_id: u32,
     /// Our last response, for retransmitted requests (boxed: dropped
     /// [`RESPONSE_CACHE_TTL`] after the peer's last message).
     pub(crate) cached_response: Option<Box<CachedResponse>>,
     pub(crate) children: Vec<ChildSa>,
-    /// What exchanges in progress use; `None` while the SA is idle.
-    pub(crate) busy: Option<Box<Busy>>,
+    /// What exchanges in progress keep between messages; `None` while the SA is idle.
+    pub(crate) scratch: Option<Box<HandshakeScratch>>,
     pub(crate) peer_fragmentation: bool,
     pub(crate) peer_id: Option<Identification>,
     pub(crate) created_at: Instant,
@@ -418,15 +418,31 @@ impl CachedResponse {
     }
 }
 
-/// The part of an IKE SA that only exchanges in progress use (queues,
-/// fragments, rekey collisions, the peer's IKE_SA_INIT hints for IKE_AUTH):
-/// boxed and dropped once the SA is idle, so that tens of thousands of
-/// established, idle SAs do not each carry it (≈ 200 bytes).
+/// What the SA sends or reports next: our request in flight (kept for
+/// retransmission), work queued until the request window is free, and the
+/// datagrams and events the driver polls. Boxed and dropped once empty, so
+/// that tens of thousands of established, idle SAs do not each carry it.
 #[derive(Default)]
-pub(crate) struct Busy {
+pub(crate) struct Outbox {
+    /// Our request in flight, with its retransmission state.
+    pub outstanding: Option<Box<Outstanding>>,
     pub tasks: VecDeque<Task>,
     pub transmits: VecDeque<Transmit>,
     pub events: VecDeque<Event>,
+}
+
+impl Outbox {
+    /// True when nothing is queued or in flight.
+    fn is_idle(&self) -> bool {
+        self.outstanding.is_none() && self.tasks.is_empty() && self.transmits.is_empty() && self.events.is_empty()
+    }
+}
+
+/// What exchanges in progress keep between messages (fragments, the peer's
+/// IKE_SA_INIT hints for IKE_AUTH, rekey collisions and successors): boxed
+/// and dropped once the SA is idle, for the same reason as [`Outbox`].
+#[derive(Default)]
+pub(crate) struct HandshakeScratch {
     /// Created when the first SKF fragment arrives.
     pub reassembler: Option<Box<FragmentReassembler>>,
     /// Hash algorithms from the peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427), until IKE_AUTH.
@@ -442,13 +458,10 @@ pub(crate) struct Busy {
     pub rekey_followup: Option<Box<followup_ke::RekeyFollowup>>,
 }
 
-impl Busy {
+impl HandshakeScratch {
     /// True when nothing in it is in use.
     fn is_idle(&self) -> bool {
-        self.tasks.is_empty()
-            && self.transmits.is_empty()
-            && self.events.is_empty()
-            && self.reassembler.is_none()
+        self.reassembler.is_none()
             && self.peer_sig_hashes.is_empty()
             && self.peer_certreq.is_empty()
             && self.current_request_digest.is_none()
@@ -566,11 +579,11 @@ impl IkeSa {
             state,
             keys: None,
             next_request_id: 0,
-            outstanding: None,
+            outbox: None,
             expected_request_id: 0,
             cached_response: None,
             children: Vec::new(),
-            busy: None,
+            scratch: None,
             peer_fragmentation: false,
             peer_id: None,
             created_at: now,
@@ -583,19 +596,34 @@ impl IkeSa {
         }
     }
 
-    /// The in-progress part, created on first use.
-    pub(crate) fn busy(&mut self) -> &mut Busy {
-        self.busy.get_or_insert_with(Box::default)
+    /// The outbox, created on first use.
+    pub(crate) fn outbox(&mut self) -> &mut Outbox {
+        self.outbox.get_or_insert_with(Box::default)
+    }
+
+    /// The handshake scratch, created on first use.
+    pub(crate) fn scratch(&mut self) -> &mut HandshakeScratch {
+        self.scratch.get_or_insert_with(Box::default)
+    }
+
+    /// Our request in flight, if any.
+    pub(crate) fn outstanding(&self) -> Option<&Outstanding> {
+        self.outbox.as_ref()?.outstanding.as_deref()
+    }
+
+    /// Ends our request in flight: it was answered or is abandoned.
+    pub(crate) fn take_outstanding(&mut self) -> Option<Box<Outstanding>> {
+        self.outbox.as_mut()?.outstanding.take()
     }
 
     /// The peer's SIGNATURE_HASH_ALGORITHMS (empty when it sent none or IKE_AUTH is over).
     pub(crate) fn peer_sig_hashes(&self) -> &[u16] {
-        self.busy.as_ref().map_or(&[], |b| &b.peer_sig_hashes)
+        self.scratch.as_ref().map_or(&[], |b| &b.peer_sig_hashes)
     }
 
     /// True while a rekey's new IKE SA waits to be taken by the driver.
     pub(crate) fn has_successor(&self) -> bool {
-        self.busy.as_ref().is_some_and(|b| b.successor.is_some())
+        self.scratch.as_ref().is_some_and(|b| b.successor.is_some())
     }
 
     /// What this SA holds in memory, by item.
@@ -610,7 +638,7 @@ impl IkeSa {
                 + k.inbound.heap_bytes()
         });
         let cached_response = self.cached_response.as_ref().map_or(0, |c| c.heap_bytes());
-        let outstanding = self.outstanding.as_ref().map_or(0, |o| datagrams(&o.datagrams));
+        let outstanding = self.outstanding().map_or(0, |o| datagrams(&o.datagrams));
         let children = self.children.capacity() * std::mem::size_of::<ChildSa>()
             + self
                 .children
@@ -624,15 +652,17 @@ impl IkeSa {
             _ => 0,
         };
         let hints = self
-            .busy
+            .scratch
             .as_ref()
             .map_or(0, |b| b.peer_certreq.capacity() + b.peer_sig_hashes.capacity() * 2);
         let peer = self.peer_id.as_ref().map_or(0, |p| p.data.capacity()) + hints + auth;
-        let queues = self.busy.as_ref().map_or(0, |b| {
-            std::mem::size_of::<Busy>()
+        let queues = self.outbox.as_ref().map_or(0, |b| {
+            std::mem::size_of::<Outbox>()
                 + b.tasks.capacity() * std::mem::size_of::<Task>()
                 + b.transmits.capacity() * std::mem::size_of::<Transmit>()
                 + b.events.capacity() * std::mem::size_of::<Event>()
+        }) + self.scratch.as_ref().map_or(0, |b| {
+            std::mem::size_of::<HandshakeScratch>()
                 + b.collisions.capacity() * std::mem::size_of::<create_child::Collision>()
         });
         MemoryUsage {
@@ -730,10 +760,9 @@ impl IkeSa {
     /// has not answered it yet.
     pub fn is_deleting(&self) -> bool {
         let sent = self
-            .outstanding
-            .as_ref()
+            .outstanding()
             .is_some_and(|o| matches!(o.kind, RequestKind::Informational(informational::Pending::DeleteIke)));
-        sent || self.busy.as_ref().is_some_and(|b| b.tasks.contains(&Task::DeleteIke))
+        sent || self.outbox.as_ref().is_some_and(|b| b.tasks.contains(&Task::DeleteIke))
     }
 
     /// True once a rekey replaced this IKE SA (its DELETE may still be under way).
@@ -763,31 +792,34 @@ impl IkeSa {
 
     /// Next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.busy.as_mut()?.transmits.pop_front()
+        self.outbox.as_mut()?.transmits.pop_front()
     }
 
     /// Next event for the driver.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.busy.as_mut()?.events.pop_front()
+        self.outbox.as_mut()?.events.pop_front()
     }
 
     /// The new IKE SA created by a rekey, to be registered by the driver.
     pub fn take_successor(&mut self) -> Option<IkeSa> {
-        self.busy.as_mut()?.successor.take().map(|b| *b)
+        self.scratch.as_mut()?.successor.take().map(|b| *b)
     }
 
     /// Frees what exchanges in progress used once the SA is idle: tens of
     /// thousands of idle SAs would otherwise each keep the queues of their
     /// busiest moment.
     pub fn release_idle_buffers(&mut self) {
-        if self.busy.as_ref().is_some_and(|b| b.is_idle()) {
-            self.busy = None;
+        if self.outbox.as_ref().is_some_and(|b| b.is_idle()) {
+            self.outbox = None;
+        }
+        if self.scratch.as_ref().is_some_and(|b| b.is_idle()) {
+            self.scratch = None;
         }
     }
 
     /// Queues work (rekey, delete, DPD, new child); it starts when the request window is free.
     pub fn queue(&mut self, now: Instant, task: Task) {
-        let tasks = &mut self.busy().tasks;
+        let tasks = &mut self.outbox().tasks;
         if !tasks.contains(&task) {
             tasks.push_back(task);
         }
@@ -805,7 +837,7 @@ impl IkeSa {
         if matches!(self.state, State::Closed) {
             return None;
         }
-        consider(self.outstanding.as_ref().map(|o| o.deadline));
+        consider(self.outstanding().map(|o| o.deadline));
         match self.state {
             State::Established => {
                 consider(self.rekey_at);
@@ -814,7 +846,7 @@ impl IkeSa {
                     consider(Some(self.last_inbound + RESPONSE_CACHE_TTL));
                 }
                 if let Some(d) = self.config.dpd_delay {
-                    if self.outstanding.is_none() {
+                    if self.outstanding().is_none() {
                         consider(Some(self.last_inbound + d));
                     }
                 }
@@ -838,7 +870,7 @@ impl IkeSa {
         if matches!(self.state, State::Closed) {
             return;
         }
-        if let Some(o) = self.outstanding.as_mut() {
+        if let Some(o) = self.outbox.as_mut().and_then(|b| b.outstanding.as_mut()) {
             if now >= o.deadline {
                 if o.tries >= self.config.retransmit_tries {
                     let (tries, message_id) = (o.tries, o.message_id);
@@ -917,7 +949,7 @@ impl IkeSa {
             self.queue(now, Task::RekeyChild(spi));
         }
         if let Some(d) = self.config.dpd_delay {
-            if self.outstanding.is_none() && now >= self.last_inbound + d {
+            if self.outstanding().is_none() && now >= self.last_inbound + d {
                 self.queue(now, Task::Dpd);
             }
         }
@@ -928,7 +960,12 @@ impl IkeSa {
     /// dropped (undecodable, or failing its integrity check), so that the
     /// request, when it is given up, names the cause.
     pub fn note_dropped_answer(&mut self, message_id: u32, why: &dyn std::fmt::Display) {
-        if let Some(o) = self.outstanding.as_mut().filter(|o| o.message_id == message_id) {
+        if let Some(o) = self
+            .outbox
+            .as_mut()
+            .and_then(|b| b.outstanding.as_mut())
+            .filter(|o| o.message_id == message_id)
+        {
             debug!(peer = %self.remote, message_id, "dropping the answer to our request: {why}");
             o.dropped_answer = Some(why.to_string());
         }
@@ -981,7 +1018,7 @@ impl IkeSa {
         datagram: &[u8],
         msg: ikev2::Message,
     ) {
-        let Some(out) = self.outstanding.as_ref() else {
+        let Some(out) = self.outstanding() else {
             debug!("dropping response with no outstanding request");
             return;
         };
@@ -1001,7 +1038,7 @@ impl IkeSa {
         }
         let Some(inner) = self.open(datagram, &msg) else { return };
         self.after_authentic_inbound(now, local, remote);
-        let Some(out) = self.outstanding.take() else { return };
+        let Some(out) = self.take_outstanding() else { return };
         match out.kind {
             RequestKind::Init => {}
             RequestKind::Intermediate(pending) => intermediate::handle_response(self, now, &msg.header, inner, pending),
@@ -1056,7 +1093,7 @@ impl IkeSa {
             return;
         }
         if first_fragment {
-            self.busy().current_request_digest = Some(request_digest(datagram));
+            self.scratch().current_request_digest = Some(request_digest(datagram));
         }
         let Some(inner) = self.open(datagram, &msg) else { return };
         self.after_authentic_inbound(now, local, remote);
@@ -1107,7 +1144,7 @@ impl IkeSa {
         let result = match msg.payloads.last() {
             Some(Payload::Sk { .. }) => sk::open_decoded(datagram, msg, &keys.inbound).map(Some),
             Some(Payload::Skf { .. }) => self
-                .busy
+                .scratch
                 .get_or_insert_with(Box::default)
                 .reassembler
                 .get_or_insert_with(|| Box::new(FragmentReassembler::new()))
@@ -1119,7 +1156,7 @@ impl IkeSa {
         };
         match result {
             Ok(Some(inner)) => {
-                if let Some(b) = self.busy.as_mut() {
+                if let Some(b) = self.scratch.as_mut() {
                     b.reassembler = None;
                 }
                 Some(inner)
@@ -1159,8 +1196,8 @@ impl IkeSa {
 
     /// Starts the next queued task if no request is outstanding.
     pub(crate) fn start_next_task(&mut self, now: Instant) {
-        while self.outstanding.is_none() && matches!(self.state, State::Established) {
-            let Some(task) = self.busy.as_mut().and_then(|b| b.tasks.pop_front()) else {
+        while self.outstanding().is_none() && matches!(self.state, State::Established) {
+            let Some(task) = self.outbox.as_mut().and_then(|b| b.tasks.pop_front()) else {
                 return;
             };
             match task {
@@ -1235,7 +1272,7 @@ impl IkeSa {
         for d in &datagrams {
             self.push_transmit(d.clone());
         }
-        self.outstanding = Some(Box::new(Outstanding {
+        self.outbox().outstanding = Some(Box::new(Outstanding {
             message_id: mid,
             datagrams,
             kind,
@@ -1258,7 +1295,7 @@ impl IkeSa {
         for d in &datagrams {
             self.push_transmit(d.clone());
         }
-        let digest = self.busy.as_mut().and_then(|b| b.current_request_digest.take());
+        let digest = self.scratch.as_mut().and_then(|b| b.current_request_digest.take());
         self.cached_response = Some(CachedResponse::new(mid, digest, datagrams));
         self.expected_request_id = mid.wrapping_add(1);
     }
@@ -1270,12 +1307,12 @@ impl IkeSa {
             non_esp_marker: self.nat_t,
             data,
         };
-        self.busy().transmits.push_back(t);
+        self.outbox().transmits.push_back(t);
     }
 
     /// Queues an event for the driver.
     pub(crate) fn push_event(&mut self, e: Event) {
-        self.busy().events.push_back(e);
+        self.outbox().events.push_back(e);
     }
 
     /// Moves IKE to the NAT-T ports (RFC 7296 §2.23).
@@ -1297,8 +1334,8 @@ impl IkeSa {
                 spi_out: c.spi_out,
             });
         }
-        self.outstanding = None;
-        if let Some(b) = self.busy.as_mut() {
+        if let Some(b) = self.outbox.as_mut() {
+            b.outstanding = None;
             b.tasks.clear();
         }
         if !self.down_reported {
@@ -1314,7 +1351,7 @@ impl IkeSa {
     /// Initiates a graceful delete of the whole IKE SA (DELETE to the peer).
     pub fn delete(&mut self, now: Instant) {
         if matches!(self.state, State::Established) {
-            if let Some(b) = self.busy.as_mut() {
+            if let Some(b) = self.outbox.as_mut() {
                 b.tasks.clear();
             }
             self.queue(now, Task::DeleteIke);

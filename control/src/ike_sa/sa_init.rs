@@ -144,7 +144,7 @@ impl IkeSa {
         st.request = request.clone();
         self.next_request_id = 1;
         self.push_transmit(request.clone());
-        self.outstanding = Some(Box::new(Outstanding {
+        self.outbox().outstanding = Some(Box::new(Outstanding {
             message_id: 0,
             datagrams: vec![request],
             kind: RequestKind::Init,
@@ -190,7 +190,7 @@ pub(crate) fn handle_response(
             st.cookie = Some(c.data.clone());
             debug!(peer = %sa.remote, "responder demands a cookie, retrying IKE_SA_INIT with it");
         }
-        sa.outstanding = None;
+        sa.take_outstanding();
         sa.send_init(now);
         return;
     }
@@ -211,7 +211,7 @@ pub(crate) fn handle_response(
                     }
                 }
                 st.ke_rounds += 1;
-                sa.outstanding = None;
+                sa.take_outstanding();
                 sa.send_init(now);
             }
             _ => {
@@ -237,7 +237,7 @@ pub(crate) fn handle_response(
     }
     match process_response(sa, datagram, &msg) {
         Ok(()) => {
-            sa.outstanding = None;
+            sa.take_outstanding();
             if sa.nat_local || sa.nat_remote {
                 debug!(
                     local_nat = sa.nat_local,
@@ -340,14 +340,14 @@ pub(crate) fn note_auth_hints(sa: &mut IkeSa, payloads: &[Payload]) {
     for p in payloads {
         match p {
             Payload::Notify(n) if n.ty == NotifyType::SIGNATURE_HASH_ALGORITHMS => {
-                sa.busy().peer_sig_hashes = n
+                sa.scratch().peer_sig_hashes = n
                     .data
                     .chunks_exact(2)
                     .map(|c| u16::from_be_bytes([c[0], c[1]]))
                     .collect();
             }
             Payload::CertReq { encoding, data } if *encoding == ikev2::CertEncoding::X509_SIGNATURE => {
-                sa.busy().peer_certreq.extend_from_slice(data);
+                sa.scratch().peer_certreq.extend_from_slice(data);
             }
             _ => {}
         }

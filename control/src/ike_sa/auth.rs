@@ -370,7 +370,7 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
     }
     let our_octets =
         octets_for(&ctx.our_init, &ctx.ni, prf, keys.sk_pr(), &cfg.local_id).with_int_auth(ctx.int_auth.octets(mid));
-    super::sa_init::note_auth_hints(sa, &inner);
+    super::handshake::note_auth_hints(sa, &inner);
     let (certs, our_auth) = match our_auth(sa, &cfg, &our_octets) {
         Ok(x) => x,
         Err(e) => {

@@ -8,7 +8,7 @@ use tracing::{debug, error, info, warn};
 
 use super::child::{ChildSa, ChildSaInstall, ChildState, DirectionKeys};
 use super::followup_ke::RekeyFollowup;
-use super::sa_init::random_nonce;
+use super::handshake::random_nonce;
 use super::{Event, IkeSa, RequestKind, Role, State, Task, find_notify, notify, rekey_retry_wait, schedule};
 use crate::config::IpsecMode;
 use crate::crypto::keys::{ChildSaKeys, derive_child_sa_keys, derive_rekeyed_ike_sa_keys_multi};
@@ -783,7 +783,7 @@ pub(crate) fn make_successor(sa: &mut IkeSa, now: Instant, role: Role, rekey: &R
     new.nat_remote = sa.nat_remote;
     new.peer_fragmentation = sa.peer_fragmentation;
     new.peer_id = sa.peer_id.clone();
-    if let Err(e) = super::sa_init::install_keys(&mut new, suite, keys) {
+    if let Err(e) = super::handshake::install_keys(&mut new, suite, keys) {
         warn!("cannot install rekeyed IKE SA keys: {e}");
         return;
     }

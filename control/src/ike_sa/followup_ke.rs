@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tracing::{debug, error, warn};
 
-use super::sa_init::random_nonce;
+use super::handshake::random_nonce;
 use super::{IkeSa, RequestKind, Role, Task, find_notify, notify, rekey_retry_wait};
 use crate::crypto::{CryptoError, IkeSuite, KeGroup, KeyExchange, SharedSecret};
 use crate::proposal::SelectedIke;

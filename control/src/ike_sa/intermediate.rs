@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
-use super::sa_init::install_keys;
+use super::handshake::install_keys;
 use super::{DownReason, IkeSa, RequestKind, Role, State, notify};
 use crate::Error;
 use crate::crypto::keys::derive_rekeyed_ike_sa_keys;

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod child;
 pub mod create_child;
 mod followup_ke;
+mod handshake;
 pub mod informational;
 pub mod intermediate;
 pub mod sa_init;

@@ -6,21 +6,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{debug, error, info, warn};
-use zeroize::Zeroizing;
 
+use super::handshake::{install_keys, note_auth_hints, random_nonce};
 use super::{
-    AuthContext, AuthKeys, CachedResponse, Context, DownReason, IkeSa, Outstanding, RequestKind, Role, SaKeys, State,
-    find_notify, notify,
+    AuthContext, CachedResponse, Context, DownReason, IkeSa, Outstanding, RequestKind, Role, State, find_notify, notify,
 };
 use crate::Error;
 use crate::config::ConnectionConfig;
-use crate::crypto::{self, CryptoError, CryptoProvider, KeGroup, KeyExchange, SkCipher, keys::derive_ike_sa_keys};
+use crate::crypto::{CryptoError, KeGroup, KeyExchange, keys::derive_ike_sa_keys};
 use crate::nat::nat_detection_hash;
 use crate::proposal::{self, IkeProposal};
 use crate::wire::ikev2::{self, ExchangeType, FLAG_RESPONSE, Header, Message, NotifyType, Payload};
 
-/// Nonce length we send (RFC 7296 §2.10: at least half the PRF key size, at least 16).
-pub const NONCE_LEN: usize = 32;
+pub use super::handshake::NONCE_LEN;
 const MAX_COOKIE_ROUNDS: u8 = 3;
 const MAX_KE_ROUNDS: u8 = 2;
 
@@ -32,13 +30,6 @@ pub(crate) struct InitSent {
     cookie_rounds: u8,
     ke_rounds: u8,
     request: Vec<u8>,
-}
-
-/// A fresh nonce; a failing random source fails the exchange.
-pub(crate) fn random_nonce(random: &dyn CryptoProvider) -> Result<Vec<u8>, CryptoError> {
-    let mut n = vec![0u8; NONCE_LEN];
-    random.fill_random(&mut n)?;
-    Ok(n)
 }
 
 /// We cannot answer (the random source failed): no response, the initiator retries.
@@ -335,25 +326,6 @@ fn signature_hash_notify() -> Payload {
     notify(NotifyType::SIGNATURE_HASH_ALGORITHMS, data)
 }
 
-/// Records the peer's SIGNATURE_HASH_ALGORITHMS and CERTREQ.
-pub(crate) fn note_auth_hints(sa: &mut IkeSa, payloads: &[Payload]) {
-    for p in payloads {
-        match p {
-            Payload::Notify(n) if n.ty == NotifyType::SIGNATURE_HASH_ALGORITHMS => {
-                sa.scratch().peer_sig_hashes = n
-                    .data
-                    .chunks_exact(2)
-                    .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                    .collect();
-            }
-            Payload::CertReq { encoding, data } if *encoding == ikev2::CertEncoding::X509_SIGNATURE => {
-                sa.scratch().peer_certreq.extend_from_slice(data);
-            }
-            _ => {}
-        }
-    }
-}
-
 fn nat_hashes(payloads: &[Payload], ty: NotifyType) -> Vec<&Vec<u8>> {
     payloads
         .iter()
@@ -362,35 +334,6 @@ fn nat_hashes(payloads: &[Payload], ty: NotifyType) -> Vec<&Vec<u8>> {
             _ => None,
         })
         .collect()
-}
-
-/// Builds the SK ciphers from fresh IKE SA keys for our role.
-pub(crate) fn install_keys(sa: &mut IkeSa, suite: crypto::IkeSuite, keys: crypto::IkeSaKeys) -> Result<(), Error> {
-    if let Some(log) = &sa.ctx.key_log {
-        log.ike_sa_keys((sa.spi_i, sa.spi_r), &suite, &keys);
-    }
-    let (out_e, out_a, in_e, in_a) = match sa.role {
-        Role::Initiator => (&keys.sk_ei, &keys.sk_ai, &keys.sk_er, &keys.sk_ar),
-        Role::Responder => (&keys.sk_er, &keys.sk_ar, &keys.sk_ei, &keys.sk_ai),
-    };
-    let outbound = SkCipher::new(suite.encr, suite.integ, out_e, out_a, &sa.ctx.crypto)?;
-    let inbound = SkCipher::new(suite.encr, suite.integ, in_e, in_a, &sa.ctx.crypto)?;
-    // SK_pi/SK_pr only serve IKE_AUTH: a rekeyed IKE SA (born established) does not keep them.
-    let auth = (!matches!(sa.state, State::Established)).then(|| {
-        Box::new(AuthKeys {
-            sk_pi: keys.sk_pi.clone(),
-            sk_pr: keys.sk_pr.clone(),
-        })
-    });
-    sa.keys = Some(SaKeys {
-        suite,
-        sk_d: Zeroizing::new(keys.sk_d.as_slice().into()),
-        auth,
-        outbound,
-        inbound,
-        additional_ke: Default::default(),
-    });
-    Ok(())
 }
 
 /// A stateless answer to an IKE_SA_INIT request (error notify or COOKIE demand).

@@ -22,7 +22,7 @@ use fastpath::sad::{Direction, SaEvent, SaId, SaParams, Sad, UdpEncap};
 use fastpath::spd::{Policy, PolicyAction, PolicyId, Spd, TrafficSelector};
 use tracing::{debug, info, warn};
 
-use crate::dataplane::ChildCounters;
+use crate::dataplane::{ChildCounters, DataPlaneError};
 
 /// Where IKE messages a data plane receives go (local, remote, message without marker).
 pub type IkeSink = Arc<dyn Fn(SocketAddr, SocketAddr, Vec<u8>) + Send + Sync>;
@@ -66,18 +66,17 @@ impl SpiAllocator for UniqueSpis {
 /// plane, the SAD plus the crypto device for DPDK lookaside.
 pub trait SaStore: Send + Sync {
     /// Installs one direction of a CHILD_SA.
-    fn install_sa(&self, p: &SaParams) -> Result<SaId, String>;
+    fn install_sa(&self, p: &SaParams) -> Result<SaId, DataPlaneError>;
     /// Removes an SA installed by [`SaStore::install_sa`].
     fn remove_sa(&self, id: SaId);
 }
 
 impl SaStore for Sad {
-    fn install_sa(&self, p: &SaParams) -> Result<SaId, String> {
-        match p.direction {
+    fn install_sa(&self, p: &SaParams) -> Result<SaId, DataPlaneError> {
+        Ok(match p.direction {
             Direction::Inbound => self.install_inbound(p),
             Direction::Outbound => self.install_outbound(p),
-        }
-        .map_err(|e| e.to_string())
+        }?)
     }
     fn remove_sa(&self, id: SaId) {
         let _ = self.remove(id);

@@ -7,6 +7,36 @@ use std::sync::Arc;
 use control::ike_sa::{ChildSa, ChildSaInstall, Event, RandomSpis, SpiAllocator, Transmit};
 use serde::{Deserialize, Serialize};
 
+/// Why a data plane did not start, or refused an SA or an IKE datagram.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataPlaneError {
+    /// The software data plane's sockets or TUN device could not be set up.
+    #[error("cannot start the software fastpath: {0}")]
+    SoftwareStart(#[source] std::io::Error),
+    /// The DPDK data plane did not start.
+    #[cfg(feature = "dpdk")]
+    #[error("cannot start the DPDK fastpath: {0}")]
+    DpdkStart(#[source] crate::dpdk_plane::DpdkPlaneError),
+    /// The configuration selects DPDK, but this build has no DPDK.
+    #[cfg(not(feature = "dpdk"))]
+    #[error("profile '{profile}' selects the DPDK backend, but this ironsa was built without DPDK")]
+    NoDpdk {
+        /// The hardware profile that selects DPDK.
+        profile: String,
+    },
+    /// The SAD refused the SA (keys, algorithm, SPI already in use).
+    #[error(transparent)]
+    Sad(#[from] fastpath::sad::SadError),
+    /// The DPDK backend refused the SA or the datagram (its queue is full or closed).
+    #[cfg(feature = "dpdk")]
+    #[error(transparent)]
+    Dpdk(#[from] fastpath::dpdk::DpdkError),
+    /// IKE was handed to a data plane that has no ports of its own.
+    #[error("this data plane does not carry IKE")]
+    CarriesNoIke,
+}
+
 /// Per-CHILD_SA counters shown by `ironsa sas`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChildCounters {
@@ -72,8 +102,8 @@ pub trait DataPlane: Send + Sync {
         false
     }
     /// Sends an IKE message out of the data plane's ports (when [`DataPlane::carries_ike`]).
-    fn send_ike(&self, _t: Transmit) -> Result<(), String> {
-        Err("this data plane does not carry IKE".into())
+    fn send_ike(&self, _t: Transmit) -> Result<(), DataPlaneError> {
+        Err(DataPlaneError::CarriesNoIke)
     }
     /// Stops the data plane's threads; called after the shards have sent their DELETEs.
     fn shutdown(&self) {}

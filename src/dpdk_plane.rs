@@ -39,7 +39,7 @@ use serde_json::{Map, Value, json};
 use tracing::{debug, info, warn};
 
 use crate::child_sas::{ChildSas, ChildSettings, IkeSink, LifetimeSink, SaStore};
-use crate::dataplane::{ChildCounters, DataPlane};
+use crate::dataplane::{ChildCounters, DataPlane, DataPlaneError};
 
 /// Empty polls in a row before an idle loop starts sleeping.
 const IDLE_POLLS: u32 = 1024;
@@ -50,6 +50,7 @@ const IKE_WAIT: Duration = Duration::from_millis(100);
 
 /// Why the DPDK data plane did not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DpdkPlaneError {
     /// EAL initialisation failed (arguments, devices, permissions).
     #[error("EAL initialisation (profile {profile}): {source}")]
@@ -76,8 +77,8 @@ pub enum DpdkPlaneError {
 }
 
 impl SaStore for DpdkBackend {
-    fn install_sa(&self, p: &SaParams) -> Result<SaId, String> {
-        let (id, offloaded) = DpdkBackend::install_sa(self, p).map_err(|e| e.to_string())?;
+    fn install_sa(&self, p: &SaParams) -> Result<SaId, DataPlaneError> {
+        let (id, offloaded) = DpdkBackend::install_sa(self, p)?;
         debug!(spi = format_args!("{:08x}", p.spi), offloaded, "SA in the DPDK backend");
         Ok(id)
     }
@@ -403,14 +404,12 @@ impl DataPlane for DpdkDataPlane {
         true
     }
 
-    fn send_ike(&self, t: Transmit) -> Result<(), String> {
-        self.ike_out
-            .send(IkeDatagram {
-                local: t.local,
-                remote: t.remote,
-                payload: t.data,
-            })
-            .map_err(|e| e.to_string())
+    fn send_ike(&self, t: Transmit) -> Result<(), DataPlaneError> {
+        Ok(self.ike_out.send(IkeDatagram {
+            local: t.local,
+            remote: t.remote,
+            payload: t.data,
+        })?)
     }
 
     fn shutdown(&self) {

@@ -255,7 +255,7 @@ enum Plane {
     None,
 }
 
-fn open_dataplane(cfg: &config_file::DaemonConfig) -> Result<Plane, String> {
+fn open_dataplane(cfg: &config_file::DaemonConfig) -> Result<Plane, dataplane::DataPlaneError> {
     match &cfg.fastpath {
         config_file::FastpathBackend::Software => {
             let sw = software::SoftwareConfig {
@@ -270,19 +270,18 @@ fn open_dataplane(cfg: &config_file::DaemonConfig) -> Result<Plane, String> {
             };
             software::SoftwareDataPlane::open(&sw)
                 .map(|dp| Plane::Software(Arc::new(dp)))
-                .map_err(|e| format!("cannot start the software fastpath: {e}"))
+                .map_err(dataplane::DataPlaneError::SoftwareStart)
         }
         #[cfg(feature = "dpdk")]
         config_file::FastpathBackend::Dpdk(profile) => {
             dpdk_plane::DpdkDataPlane::open(profile, cfg.child_settings.clone(), cfg.keylog.as_deref())
                 .map(|dp| Plane::Dpdk(Arc::new(dp)))
-                .map_err(|e| format!("cannot start the DPDK fastpath: {e}"))
+                .map_err(dataplane::DataPlaneError::DpdkStart)
         }
         #[cfg(not(feature = "dpdk"))]
-        config_file::FastpathBackend::Dpdk(profile) => Err(format!(
-            "profile '{}' selects the DPDK backend, but this ironsa was built without DPDK",
-            profile.name
-        )),
+        config_file::FastpathBackend::Dpdk(profile) => Err(dataplane::DataPlaneError::NoDpdk {
+            profile: profile.name.clone(),
+        }),
         config_file::FastpathBackend::None => Ok(Plane::None),
     }
 }

@@ -4,6 +4,7 @@ use crate::wire::ikev2::NotifyType;
 
 /// Every way an IKE negotiation or message can fail.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The datagram could not be decoded.
     #[error("malformed message: {0}")]

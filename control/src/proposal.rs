@@ -60,6 +60,7 @@ pub struct EspProposal {
 /// Why a proposal string could not be parsed. Every variant names the
 /// offending proposal (and token where there is one).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProposalError {
     /// The string, or one comma-separated proposal, or one token is empty.
     #[error("empty proposal or algorithm in '{0}'")]

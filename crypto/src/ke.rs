@@ -50,7 +50,7 @@ fn modp_group(prime: ModpPrime) -> Result<&'static ModpGroup, CryptoError> {
 fn modp_error(e: ModpError) -> CryptoError {
     match e {
         ModpError::OutOfRange | ModpError::Length { .. } => CryptoError::InvalidPublicValue(e.to_string()),
-        ModpError::Alloc | ModpError::Library(_) => CryptoError::KeyRejected(e.to_string()),
+        _ => CryptoError::KeyRejected(e.to_string()),
     }
 }
 

@@ -14,6 +14,7 @@ pub const DEFAULT_CAPACITY: usize = 2048;
 
 /// A buffer operation would leave its storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum BufError {
     /// Not enough headroom for a prepend.
     #[error("not enough headroom: need {need}, have {have}")]

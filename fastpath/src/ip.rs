@@ -470,6 +470,7 @@ pub fn l4_checksum(src: IpAddr, dst: IpAddr, proto: u8, l4: &[u8]) -> u16 {
 
 /// Header construction errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum IpError {
     /// Source and destination are of different families.
     #[error("source and destination address families differ")]

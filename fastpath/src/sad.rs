@@ -156,6 +156,7 @@ pub enum SaEvent {
 
 /// SAD errors.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum SadError {
     /// Keys or algorithms are invalid.
     #[error(transparent)]

@@ -38,6 +38,7 @@ pub struct TrafficSelector {
 
 /// Invalid selectors or policies.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum SpdError {
     /// Start and end of different families, or local and remote of different families.
     #[error("address families differ")]

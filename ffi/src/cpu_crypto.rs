@@ -12,6 +12,7 @@ const EBADMSG: i32 = 74;
 
 /// Why a CPU crypto operation produced nothing.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CpuCryptoError {
     /// The ICV did not verify (decryption); the data is unspecified.
     #[error("ICV verification failed")]

@@ -5,6 +5,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// What went wrong in a DPDK call or in the arguments given to a wrapper.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// `Eal::init` was already called in this process (EAL runs once per process).
     #[error("DPDK EAL was already initialised in this process")]

@@ -12,6 +12,7 @@ use aws_lc_sys as sys;
 
 /// Why a MODP operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ModpError {
     /// aws-lc could not allocate a bignum or context.
     #[error("aws-lc allocation failed")]

@@ -7,6 +7,7 @@ use aws_lc_sys as sys;
 
 /// Why a signature could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RsaSignError {
     /// The key is not a PKCS#8 RSA private key.
     #[error("not a PKCS#8 RSA private key")]

@@ -10,6 +10,7 @@ use std::time::Duration;
 /// Any failure of the harness: a command that failed, timed out, or printed
 /// something the harness could not understand.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum HarnessError {
     /// A command could not be spawned.
     Spawn { command: String, source: std::io::Error },

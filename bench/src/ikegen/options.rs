@@ -65,6 +65,7 @@ impl MarkerPolicy {
 
 /// A setting that is wrong, with the reason.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The TOML file could not be read.
     #[error("cannot read config file {path}: {source}")]

@@ -8,6 +8,7 @@ use thiserror::Error;
 
 /// A template that could not be parsed.
 #[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TemplateError {
     /// A `{` without its `}`.
     #[error("template '{0}': unclosed '{{'")]

@@ -32,6 +32,7 @@ pub use sigalg::{HashAlg, SignatureAlgorithm};
 
 /// Why a PKI operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PkiError {
     /// DER structure could not be decoded.
     #[error("malformed {what}: {detail}")]

@@ -9,6 +9,7 @@ pub mod isakmp;
 
 /// Why a datagram or payload could not be decoded or encoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum WireError {
     /// Fewer bytes than a structure needs.
     #[error("truncated {what}: need {need} bytes, have {have}")]

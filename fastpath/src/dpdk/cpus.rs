@@ -10,6 +10,7 @@ use crate::dpdk::profile::{CpuSpec, MAX_CPU, format_cpu_list};
 
 /// Why the profile's CPUs cannot be used on this machine.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CpuError {
     /// The profile names a CPU this process may not run on (absent, offline
     /// or outside its cpuset).

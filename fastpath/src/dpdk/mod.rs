@@ -44,6 +44,7 @@ pub(crate) type PollWorker = crate::worker::Worker<cpu_crypto::ImbGcmAead>;
 /// Errors of the DPDK backend.
 #[cfg(feature = "dpdk")]
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DpdkError {
     /// A DPDK call failed.
     #[error(transparent)]

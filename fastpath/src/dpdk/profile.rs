@@ -232,6 +232,7 @@ fn one() -> u16 {
 
 /// A profile could not be read or is inconsistent.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ProfileError {
     /// Reading the file failed.
     #[error("reading {path}: {source}")]

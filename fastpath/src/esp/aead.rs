@@ -128,6 +128,7 @@ impl std::fmt::Debug for CipherKeys {
 
 /// Invalid algorithm/key combination in [`CipherKeys`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// Encryption key material of the wrong length.
     #[error("{alg:?} needs {need} bytes of key material, got {got}")]

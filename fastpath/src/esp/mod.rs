@@ -32,6 +32,7 @@ pub enum Mode {
 
 /// Why an ESP operation did not produce a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum EspError {
     /// The packet is too short or its fields are inconsistent.
     #[error("malformed packet: {0}")]

@@ -38,6 +38,7 @@ const TCP_CWR: u8 = 0x80;
 
 /// Why a super-packet could not be segmented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum GsoError {
     /// Shorter than its virtio-net header or its IP/L4 headers.
     #[error("packet truncated")]

@@ -234,6 +234,13 @@ fn prepare_socket(
         .ok()
 }
 
+/// Where a receive thread reads ESP: a NAT-T socket, which also carries
+/// IKE for `sink`, or the raw ESP socket.
+enum EspSource {
+    NatT { io: UdpIo, sink: IkeSink },
+    Raw(RawEspIo),
+}
+
 impl SoftwareDataPlane {
     /// Opens the TUN device and binds the sockets (threads start with [`SoftwareDataPlane::run`]).
     pub fn open(cfg: &SoftwareConfig) -> io::Result<Self> {
@@ -413,14 +420,14 @@ impl SoftwareDataPlane {
             let out = writer.try_clone()?;
             std::thread::Builder::new()
                 .name(format!("ironsa-esp-udp-{i}"))
-                .spawn(move || me.udp_rx_loop(io, out, sink))?;
+                .spawn(move || me.rx_loop(EspSource::NatT { io, sink }, out))?;
         }
         for (i, io) in raws.into_iter().enumerate() {
             let me = self.clone();
             let out = writer.try_clone()?;
             std::thread::Builder::new()
                 .name(format!("ironsa-esp-raw-{i}"))
-                .spawn(move || me.raw_rx_loop(io, out))?;
+                .spawn(move || me.rx_loop(EspSource::Raw(io), out))?;
         }
         for (i, tun) in queues.into_iter().enumerate() {
             let me = self.clone();
@@ -463,21 +470,38 @@ impl SoftwareDataPlane {
         }
     }
 
-    fn udp_rx_loop(self: Arc<Self>, mut io: UdpIo, mut tun: Tun, sink: IkeSink) {
+    /// Decrypts what `source` receives into the TUN device; IKE from a
+    /// NAT-T socket goes to its sink.
+    fn rx_loop(self: Arc<Self>, mut source: EspSource, mut tun: Tun) {
         let mut worker = self.new_worker(0, true);
-        let local = io.local_addr();
+        let (kind, what, meta_init) = match &source {
+            EspSource::NatT { io, .. } => {
+                let local = io.local_addr().ip();
+                let meta = PacketMeta {
+                    src: local,
+                    dst: Some(local),
+                    src_port: 0,
+                };
+                (InboundKind::Udp, "NAT-T", meta)
+            }
+            EspSource::Raw(_) => {
+                let meta = PacketMeta {
+                    src: IpAddr::from([0u8, 0, 0, 0]),
+                    dst: None,
+                    src_port: 0,
+                };
+                (InboundKind::RawEsp, "raw ESP", meta)
+            }
+        };
         let mut bufs: Vec<PacketBuf> = (0..BATCH).map(|_| PacketBuf::with_defaults()).collect();
-        let mut meta = vec![
-            PacketMeta {
-                src: local.ip(),
-                dst: Some(local.ip()),
-                src_port: 0
-            };
-            BATCH
-        ];
+        let mut meta = vec![meta_init; BATCH];
         let mut verdicts = vec![Verdict::Keepalive; BATCH];
         while !self.stop.load(Ordering::Relaxed) {
-            let n = match io.recv_burst(&mut bufs, &mut meta, true) {
+            let received = match &mut source {
+                EspSource::NatT { io, .. } => io.recv_burst(&mut bufs, &mut meta, true),
+                EspSource::Raw(io) => io.recv_burst(&mut bufs, &mut meta, true),
+            };
+            let n = match received {
                 Ok(n) => n,
                 Err(e)
                     if matches!(
@@ -488,60 +512,28 @@ impl SoftwareDataPlane {
                     continue;
                 }
                 Err(e) => {
-                    warn!("NAT-T receive failed: {e}");
+                    warn!("{what} receive failed: {e}");
                     std::thread::sleep(Duration::from_millis(10));
                     continue;
                 }
             };
-            worker.inbound_burst(InboundKind::Udp, &mut bufs[..n], &meta[..n], &mut verdicts[..n]);
+            worker.inbound_burst(kind, &mut bufs[..n], &meta[..n], &mut verdicts[..n]);
             Self::to_tunnel(&mut tun, &bufs[..n], &verdicts[..n]);
-            for i in 0..n {
-                if verdicts[i] == Verdict::Ike {
-                    sink(
-                        local,
-                        SocketAddr::new(meta[i].src, meta[i].src_port),
-                        bufs[i].data().to_vec(),
-                    );
+            if let EspSource::NatT { io, sink } = &mut source {
+                let local = io.local_addr();
+                for i in 0..n {
+                    if verdicts[i] == Verdict::Ike {
+                        sink(
+                            local,
+                            SocketAddr::new(meta[i].src, meta[i].src_port),
+                            bufs[i].data().to_vec(),
+                        );
+                    }
+                }
+                for (from, ike) in io.drain_large_ike() {
+                    sink(local, from, ike);
                 }
             }
-            for (from, ike) in io.drain_large_ike() {
-                sink(local, from, ike);
-            }
-        }
-    }
-
-    fn raw_rx_loop(self: Arc<Self>, mut io: RawEspIo, mut tun: Tun) {
-        let mut worker = self.new_worker(0, true);
-        let any = IpAddr::from([0u8, 0, 0, 0]);
-        let mut bufs: Vec<PacketBuf> = (0..BATCH).map(|_| PacketBuf::with_defaults()).collect();
-        let mut meta = vec![
-            PacketMeta {
-                src: any,
-                dst: None,
-                src_port: 0
-            };
-            BATCH
-        ];
-        let mut verdicts = vec![Verdict::Keepalive; BATCH];
-        while !self.stop.load(Ordering::Relaxed) {
-            let n = match io.recv_burst(&mut bufs, &mut meta, true) {
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue;
-                }
-                Err(e) => {
-                    warn!("raw ESP receive failed: {e}");
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-            };
-            worker.inbound_burst(InboundKind::RawEsp, &mut bufs[..n], &meta[..n], &mut verdicts[..n]);
-            Self::to_tunnel(&mut tun, &bufs[..n], &verdicts[..n]);
         }
     }
 

@@ -232,6 +232,33 @@ impl LifetimeState {
     }
 }
 
+/// The lifetime accounting of one SA, either direction: `None` when no byte
+/// or packet lifetime is set (the usual case: 32 B less per SA).
+#[derive(Debug)]
+struct SaLifetime(Option<Box<LifetimeState>>);
+
+impl SaLifetime {
+    fn new(limits: Lifetime) -> Self {
+        Self(LifetimeState::boxed(limits))
+    }
+
+    fn is_hard_expired(&self) -> bool {
+        self.0.as_ref().is_some_and(|l| l.is_hard_expired())
+    }
+
+    /// Counts packets on `counters` and raises the lifetime events of SA `id`.
+    fn account(&self, id: SaId, counters: &Counters, packets: u64, bytes: u64, events: &Sender<SaEvent>) {
+        let (p, b) = counters.add(packets, bytes);
+        if let Some(l) = &self.0 {
+            l.after_count(id, p, b, events);
+        }
+    }
+
+    fn hard_budget(&self, counters: &Counters) -> (u64, u64) {
+        self.0.as_ref().map_or((u64::MAX, u64::MAX), |l| l.budget(counters))
+    }
+}
+
 /// Selectors of an inbound SA: a single one (the usual case) inline in the
 /// SA entry, which has room for it in its allocator size class (no
 /// allocation, no pointer to follow on the packet path); more on the heap.
@@ -291,8 +318,7 @@ pub struct InboundSa {
     pub replay: Mutex<ReplayWindow>,
     /// Counters of this SA.
     pub counters: Counters,
-    /// `None` when no byte or packet lifetime is set (the usual case: 32 B less per SA).
-    life: Option<Box<LifetimeState>>,
+    life: SaLifetime,
     /// Where the replay bitmap lives (a prefetch hint, never dereferenced).
     replay_bits: (usize, usize),
 }
@@ -337,22 +363,17 @@ impl InboundSa {
 
     /// True once the hard lifetime is reached.
     pub fn is_expired(&self) -> bool {
-        self.life.as_ref().is_some_and(|l| l.is_hard_expired())
+        self.life.is_hard_expired()
     }
 
     /// Counts accepted packets and raises lifetime events.
     pub fn account(&self, packets: u64, bytes: u64, events: &Sender<SaEvent>) {
-        let (p, b) = self.counters.add(packets, bytes);
-        if let Some(l) = &self.life {
-            l.after_count(self.id, p, b, events);
-        }
+        self.life.account(self.id, &self.counters, packets, bytes, events);
     }
 
     /// Packets and bytes that may still pass before the hard lifetime.
     pub fn hard_budget(&self) -> (u64, u64) {
-        self.life
-            .as_ref()
-            .map_or((u64::MAX, u64::MAX), |l| l.budget(&self.counters))
+        self.life.hard_budget(&self.counters)
     }
 }
 
@@ -383,8 +404,7 @@ pub struct OutboundSa {
     next_seq: AtomicU64,
     /// Counters of this SA.
     pub counters: Counters,
-    /// `None` when no byte or packet lifetime is set (the usual case: 32 B less per SA).
-    life: Option<Box<LifetimeState>>,
+    life: SaLifetime,
 }
 
 impl OutboundSa {
@@ -401,22 +421,17 @@ impl OutboundSa {
 
     /// True once the hard lifetime is reached.
     pub fn is_expired(&self) -> bool {
-        self.life.as_ref().is_some_and(|l| l.is_hard_expired())
+        self.life.is_hard_expired()
     }
 
     /// Counts sent packets and raises lifetime events.
     pub fn account(&self, packets: u64, bytes: u64, events: &Sender<SaEvent>) {
-        let (p, b) = self.counters.add(packets, bytes);
-        if let Some(l) = &self.life {
-            l.after_count(self.id, p, b, events);
-        }
+        self.life.account(self.id, &self.counters, packets, bytes, events);
     }
 
     /// Packets and bytes that may still pass before the hard lifetime.
     pub fn hard_budget(&self) -> (u64, u64) {
-        self.life
-            .as_ref()
-            .map_or((u64::MAX, u64::MAX), |l| l.budget(&self.counters))
+        self.life.hard_budget(&self.counters)
     }
 
     /// Reserves up to `n` consecutive sequence numbers; returns the first and
@@ -535,7 +550,7 @@ impl Sad {
             remote_ts: SaSelectors::from(&p.remote_ts[..]),
             replay: Mutex::new(window),
             counters: Counters::default(),
-            life: LifetimeState::boxed(p.lifetime),
+            life: SaLifetime::new(p.lifetime),
             replay_bits: (bits as usize, bits_len),
         });
         let spi = p.spi;
@@ -570,7 +585,7 @@ impl Sad {
             worker: (id.0 as usize) % self.workers,
             next_seq: AtomicU64::new(1),
             counters: Counters::default(),
-            life: LifetimeState::boxed(p.lifetime),
+            life: SaLifetime::new(p.lifetime),
         });
         // Ids are unique: the insert cannot find one in place.
         if self.outbound.insert(id.0, sa, |s| s.id == id).is_err() {

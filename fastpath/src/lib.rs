@@ -54,8 +54,8 @@
 //! Denied crate-wide. The modules allowed it are named here, each for one
 //! reason, and every `unsafe` block in them states its invariant in a
 //! `// SAFETY:` comment:
-//! - `sys`: raw calls into C (the aws-lc-sys AEAD context, the TUN ioctls);
-//! - [`io::mmsg`]: the batched socket calls (`recvmmsg`/`sendmmsg`);
+//! - `sys`: raw calls into C (the aws-lc-sys AEAD context, the batched
+//!   socket calls `recvmmsg`/`sendmmsg`, the TUN ioctls);
 //! - [`epoch_table`]: the lock-free SAD/SPD tables with epoch reclamation;
 //! - `huge`: arrays allocated on their own huge pages;
 //! - [`stats`]: the lazily allocated drop counters;
@@ -87,7 +87,7 @@ pub mod spd;
 // Drop counters behind an atomic pointer, allocated on first use.
 #[allow(unsafe_code)]
 pub mod stats;
-// Raw calls into aws-lc-sys and the TUN ioctls, behind safe wrappers.
+// Raw calls into aws-lc-sys, the socket calls and the TUN ioctls, behind safe wrappers.
 #[allow(unsafe_code)]
 mod sys;
 pub mod worker;

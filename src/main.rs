@@ -26,7 +26,8 @@ use control_socket::Request;
 use tracing::{error, info, warn};
 use tracing_subscriber::{EnvFilter, reload};
 
-/// mimalloc: glibc malloc cost 7-13% of a responder handshake (ike-bench profile).
+/// mimalloc: glibc malloc took a large share of a responder handshake
+/// (docs/benchmarks/design-measurements.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,4 +1,4 @@
-//! A gateway on DPDK ports (issues #5/#6): the `ironsa` daemon built with
+//! A gateway on DPDK ports: the `ironsa` daemon built with
 //! `--features dpdk` runs hw-profiles/af-packet.toml in namespace A, its
 //! outside `net_af_packet` port on the veth towards namespace B and its
 //! inside port on a second veth whose other end is a host of the protected

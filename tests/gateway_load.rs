@@ -198,8 +198,8 @@ fn many_tunnels_with_children_in_the_fastpath_stay_up() {
     // Still up a moment later (no timer storm, no loss).
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(metric(&metrics(mport), "ironsa_ike_sas", ""), n);
-    // 3.7–3.8 KiB measured with 50,000 tunnels (2026-11-25; the heap sits on
-    // 2 MiB transparent huge pages, so RSS varies run to run). The bound catches
+    // The heap sits on 2 MiB transparent huge pages, so RSS varies run to run
+    // (recorded values: docs/benchmarks/gateway-memory.md). The bound catches
     // regressions, not noise: 8 KiB per tunnel plus 32 MiB the gateway grows
     // whatever the count (2,000 handshakes in flight, thread heaps, tables).
     let bound = 8192.0 + 32.0 * 1024.0 * 1024.0 / n as f64;

@@ -9,8 +9,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 ///
 /// A concentrator allocates and frees per-handshake and per-SA memory all the
 /// time; with mimalloc's default 10 ms purge delay the kernel keeps zeroing
-/// pages that come straight back (18 % of the responder's CPU in a profile of
-/// a 20,000-tunnel run; 15–25 % more handshakes per CPU-second without it).
+/// pages that come straight back, a large share of the responder's CPU.
 /// The process' RSS then stays at its peak, which for a gateway is the size
 /// it needs anyway.
 pub fn keep_freed_memory() {
@@ -32,7 +31,7 @@ const BIG_BLOCK_KIB: std::os::raw::c_long = 1024;
 /// With [`keep_freed_memory`] the heap never returns memory, and the blocks
 /// above 1 MiB are the big hash tables (SAD and SPD slot arrays, indexes of
 /// the CHILD_SAs): each time one doubles, its old copy stayed resident in the
-/// heap, unused (measured: ≈ 0.5 KiB per tunnel of RSS with 50,000 tunnels).
+/// heap, unused.
 /// Such blocks are few and allocated rarely, so mapping them costs nothing
 /// measurable. The packet path's big arrays ask for huge pages themselves
 /// (fastpath's `HugeArray`).
@@ -53,8 +52,8 @@ const PREFAULT_BLOCK: usize = 768 << 10;
 /// returns the bytes touched.
 ///
 /// Memory fresh from the kernel is zeroed on first touch: a gateway bringing
-/// up tens of thousands of SAs spent 10–16 % of its handshake CPU in the
-/// kernel's page clearing (perf of the daemon under ikegen). This allocates
+/// up tens of thousands of SAs spends a good share of its handshake CPU in
+/// the kernel's page clearing. This allocates
 /// and writes that much memory once, at start, and frees it: with
 /// [`keep_freed_memory`] mimalloc keeps the pages and reuses them for the
 /// thread's later allocations, so the cost is paid at start-up, once. The

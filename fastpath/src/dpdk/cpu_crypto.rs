@@ -12,9 +12,9 @@
 //! Opening gets the tag intel-ipsec-mb computed back and compares it with
 //! the received ICV in constant time ([`ImbGcm::open`]); a forgery leaves
 //! the packet and the SA (replay window, counters) as they were. (DPDK's
-//! ipsec_mb PMDs compare ICVs with `memcmp`; an earlier version sealed
-//! through `rte_cryptodev_sym_cpu_crypto_process` on a `crypto_aesni_gcm`
-//! vdev, 7–12 % slower than this direct call.)
+//! ipsec_mb PMDs compare ICVs with `memcmp`, and sealing through
+//! `rte_cryptodev_sym_cpu_crypto_process` on a `crypto_aesni_gcm` vdev
+//! costs more than this direct call.)
 
 use super::DpdkError;
 use crate::esp::EspError;

@@ -75,9 +75,9 @@ pub fn profile_fits(profile: &HwProfile, devices: &ProbeReport) -> Result<(), St
 
 /// How a fitting profile ranks: hardware first (inline, then a hardware
 /// lookaside device), then the CPU crypto modes in the order `dpdk-bench`
-/// measures them (intel-ipsec-mb's direct API ≈ 2× aws-lc at 64 B, aws-lc
-/// ahead of the software crypto devices `crypto_aesni_gcm`/`crypto_openssl`,
-/// whose enqueue/dequeue costs more than the CPU call it wraps).
+/// measures them (intel-ipsec-mb's direct API ahead of aws-lc, aws-lc ahead
+/// of the software crypto devices `crypto_aesni_gcm`/`crypto_openssl`, whose
+/// enqueue/dequeue costs more than the CPU call it wraps).
 fn specificity(p: &HwProfile) -> u32 {
     match (p.backend, p.crypto.mode) {
         (BackendKind::Software, _) => 0,

@@ -849,9 +849,8 @@ pub const RUN_NONCES: usize = 32;
 /// call with smaller stores (a 4-byte salt and an 8-byte IV; the SPI and the
 /// sequence number of the ESP header) cannot be forwarded to such a load
 /// from the store buffer, so the call waits until the stores reach the
-/// cache: measured on an AVX-512 host, a 68-byte seal took 48 ns instead of
-/// 27 and an open 35 instead of 26. Values written a few packets earlier
-/// have long reached it.
+/// cache, which costs small packets much of their AEAD time. Values written
+/// a few packets earlier have long reached it.
 #[derive(Clone)]
 pub struct StagedNonces {
     nonces: [[u8; NONCE_LEN]; RUN_NONCES],

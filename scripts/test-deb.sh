@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds the Debian package, installs it, and runs the installed unit's
 # ExecStart command line the way systemd would (its capability bounding set
-# and no_new_privs, through setpriv) with a configuration on loopback; checks
-# that the daemon answers on its control socket, survives ExecReload's SIGHUP
-# and stops on SIGTERM. Removes the package again unless it was installed
+# and no_new_privs, through setpriv, and its RuntimeDirectory) with a
+# configuration on loopback; checks that the daemon answers on the default
+# control socket, survives ExecReload's SIGHUP and stops on SIGTERM, that
+# hw-probe finds the installed hardware profiles and that the installed DPDK
+# example names one. Removes the package again unless it was installed
 # before. Needs root (dpkg). Last line: "deb package: PASS" or "... FAIL: why".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,13 +18,18 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 UNIT=/usr/lib/systemd/system/ironsa.service
+RUNTIME=/run/ironsa
+SOCKET=$RUNTIME/ironsa.sock
+PROFILES=/usr/share/ironsa/hw-profiles
 WORK=$(mktemp -d /tmp/ironsa-deb.XXXXXX)
 PID=""
+made_runtime=no
 installed_before=no
 dpkg-query -W -f='${Status}' ironsa 2>/dev/null | grep -q "install ok installed" && installed_before=yes
 cleanup() {
   if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then kill -KILL "$PID" 2>/dev/null || true; fi
   if [ "$installed_before" = no ]; then dpkg --purge ironsa >/dev/null 2>&1 || true; fi
+  if [ "$made_runtime" = yes ]; then rm -rf "$RUNTIME"; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -35,7 +42,8 @@ dpkg -i "$deb" >"$WORK/dpkg.log" 2>&1 || { cat "$WORK/dpkg.log"; fail "dpkg -i $
 for f in /usr/sbin/ironsa "$UNIT" /etc/ironsa/ironsa.toml /usr/share/man/man8/ironsa.8.gz \
   /usr/share/man/man8/ironsa-run.8.gz /usr/share/bash-completion/completions/ironsa \
   /usr/share/zsh/vendor-completions/_ironsa /usr/share/fish/vendor_completions.d/ironsa.fish \
-  /usr/share/doc/ironsa/examples/site-to-site.toml /usr/share/doc/ironsa/operations.md; do
+  /usr/share/doc/ironsa/examples/site-to-site.toml /usr/share/doc/ironsa/operations.md \
+  "$PROFILES/software.toml" "$PROFILES/af-packet.toml"; do
   [ -e "$f" ] || fail "$f not installed"
 done
 [ "$(stat -c %a /etc/ironsa/ironsa.toml)" = 600 ] || fail "/etc/ironsa/ironsa.toml is not mode 0600"
@@ -45,6 +53,16 @@ dpkg-query -W -f='${Conffiles}' ironsa | grep -q " /etc/ironsa/ironsa.toml " ||
 bash -c 'source /usr/share/bash-completion/completions/ironsa && complete -p ironsa' >/dev/null 2>&1 ||
   fail "the bash completion does not load"
 zcat /usr/share/man/man8/ironsa-run.8.gz | grep -q '^\\fB\\-c\\fR, \\fB\\-\\-config\\fR' || fail "man ironsa-run does not show --config"
+# hw-probe's default folder is the installed one, wherever it is run from.
+probe=$(cd / && /usr/sbin/ironsa hw-probe 2>&1) || fail "ironsa hw-probe run from /: $probe"
+[[ "$probe" == *"profile software in $PROFILES"* ]] || fail "ironsa hw-probe did not read $PROFILES: $probe"
+# The installed DPDK example names an installed profile (this build has no
+# DPDK, so check stops at the profile's backend, after reading it).
+example=/usr/share/doc/ironsa/examples/dpdk-gateway.toml
+profile=$(sed -n 's/^hw_profile = "\(.*\)"$/\1/p' "$example")
+[ -f "$profile" ] || fail "$example names hw_profile '$profile', which is not installed"
+checked=$(/usr/sbin/ironsa check --config "$example" 2>&1 || true)
+[[ "$checked" == *"selects the DPDK backend"* ]] || fail "ironsa check $example did not read its profile: $checked"
 if command -v systemd-analyze >/dev/null; then
   systemd-analyze verify "$UNIT" >"$WORK/verify.log" 2>&1 || { cat "$WORK/verify.log"; fail "systemd-analyze verify $UNIT"; }
 fi
@@ -53,6 +71,8 @@ fi
 exec_start=$(sed -n 's/^ExecStart=//p' "$UNIT")
 caps=$(sed -n 's/^CapabilityBoundingSet=//p' "$UNIT")
 grep -q '^NoNewPrivileges=yes' "$UNIT" || fail "the unit does not set NoNewPrivileges=yes"
+grep -qx "RuntimeDirectory=${RUNTIME#/run/}" "$UNIT" || fail "the unit does not create $RUNTIME (RuntimeDirectory=)"
+grep -q "^control_socket = \"$SOCKET\"" /etc/ironsa/ironsa.toml || fail "/etc/ironsa/ironsa.toml does not use $SOCKET"
 [[ "$exec_start" == *"--config /etc/ironsa/ironsa.toml"* ]] || fail "unexpected ExecStart: $exec_start"
 bounding=-all
 for c in $caps; do
@@ -66,7 +86,6 @@ listen = ["127.0.0.1"]
 ike_port = $port
 nat_port = $((port + 1))
 shards = 1
-control_socket = "$WORK/ironsa.sock"
 
 [fastpath]
 backend = "software"
@@ -74,11 +93,15 @@ tun_name = "ironsa-deb$((RANDOM % 1000))"
 install_routes = false
 TOML
 read -r -a argv <<<"${exec_start//\/etc\/ironsa\/ironsa.toml/$WORK/ironsa.toml}"
+# As systemd does for RuntimeDirectory=; the configuration leaves the
+# control socket at its default, which the CLI uses too.
+if [ -e "$SOCKET" ]; then fail "$SOCKET exists: another ironsa runs here"; fi
+if [ ! -d "$RUNTIME" ]; then mkdir -m 0755 "$RUNTIME"; made_runtime=yes; fi
 setpriv --no-new-privs --bounding-set "$bounding" -- "${argv[@]}" >"$WORK/daemon.log" 2>&1 &
 PID=$!
 up=no
 for _ in $(seq 100); do
-  if /usr/sbin/ironsa --socket "$WORK/ironsa.sock" stats >/dev/null 2>&1; then up=yes; break; fi
+  if /usr/sbin/ironsa stats >/dev/null 2>&1; then up=yes; break; fi
   kill -0 "$PID" 2>/dev/null || break
   sleep 0.1
 done
@@ -92,7 +115,7 @@ reload=$(sed -n 's/^ExecReload=//p' "$UNIT")
 kill -HUP "$PID"
 for _ in $(seq 50); do grep -q "configuration reloaded" "$WORK/daemon.log" && break; sleep 0.1; done
 grep -q "configuration reloaded" "$WORK/daemon.log" || { cat "$WORK/daemon.log"; fail "SIGHUP (ExecReload) did not reload the configuration"; }
-/usr/sbin/ironsa --socket "$WORK/ironsa.sock" stats >/dev/null 2>&1 || { cat "$WORK/daemon.log"; fail "no answer after SIGHUP (ExecReload)"; }
+/usr/sbin/ironsa stats >/dev/null 2>&1 || { cat "$WORK/daemon.log"; fail "no answer after SIGHUP (ExecReload)"; }
 kill -TERM "$PID"
 for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$PID" 2>/dev/null && { cat "$WORK/daemon.log"; fail "the daemon did not stop within 10 s of SIGTERM"; }
@@ -100,4 +123,4 @@ status=0
 wait "$PID" || status=$?
 PID=""
 [ "$status" -eq 0 ] || { cat "$WORK/daemon.log"; fail "the daemon exited with status $status"; }
-echo "deb package: PASS ($(basename "$deb"): installed, ran the unit's ExecStart with capabilities $caps, reloaded, stopped)"
+echo "deb package: PASS ($(basename "$deb"): installed, ran the unit's ExecStart with capabilities $caps on $SOCKET, reloaded, stopped; hw-probe and the DPDK example found $PROFILES)"

@@ -430,6 +430,14 @@ fn dpdk_listen(
 /// every local IKE SPI.
 pub const MAX_SHARDS: usize = 64;
 
+/// Where the daemon listens for `ironsa` commands when `[daemon]
+/// control_socket` is not set: in the runtime folder the systemd unit has
+/// created (`RuntimeDirectory=ironsa`), which goes away with the service.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ironsa/ironsa.sock";
+
+/// Where the Debian package installs the hardware profiles.
+pub const INSTALLED_HW_PROFILES: &str = "/usr/share/ironsa/hw-profiles";
+
 /// What a parse step needs to report: the file, its text (for line numbers)
 /// and the warnings gathered so far.
 struct Ctx<'a> {
@@ -728,7 +736,7 @@ fn daemon_section(ctx: &mut Ctx<'_>, raw: &RawDaemon) -> Result<DaemonSection, C
         ike_port: raw.ike_port.unwrap_or(500),
         nat_port: raw.nat_port.unwrap_or(4500),
         shards,
-        control_socket: PathBuf::from(raw.control_socket.as_deref().unwrap_or("/run/ironsa.sock")),
+        control_socket: PathBuf::from(raw.control_socket.as_deref().unwrap_or(DEFAULT_CONTROL_SOCKET)),
         control_group,
         metrics,
         log_level,
@@ -1944,8 +1952,17 @@ esp_proposals = "aes256gcm16"
 
     #[test]
     fn dpdk_gateway_example_parses() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/dpdk-gateway.toml");
-        match DaemonConfig::load(&path) {
+        // The example names the installed profile, so that the copy under
+        // /usr/share/doc works; here it is read from the source tree.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(root.join("examples/dpdk-gateway.toml")).unwrap();
+        let installed = format!("hw_profile = \"{INSTALLED_HW_PROFILES}/af-packet.toml\"");
+        assert!(
+            text.contains(&installed),
+            "examples/dpdk-gateway.toml must name {installed}"
+        );
+        let here = text.replace(INSTALLED_HW_PROFILES, root.join("hw-profiles").to_str().unwrap());
+        match DaemonConfig::parse(&root.join("examples/dpdk-gateway.toml"), &here) {
             Ok(c) if cfg!(feature = "dpdk") => {
                 match c.fastpath {
                     FastpathBackend::Dpdk(p) => assert_eq!(p.name, "af-packet"),

@@ -1,7 +1,7 @@
 //! The local control socket: one JSON request per line, one JSON answer per line.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
@@ -231,6 +231,11 @@ fn serve(daemon: &Daemon, access: &Access, stream: UnixStream) -> std::io::Resul
 /// Listens on `path` (replacing a stale socket) and serves requests on a
 /// thread per client. The socket is mode 0600, or 0660 owned by `group`.
 pub fn spawn(daemon: Arc<Daemon>, path: &Path, group: Option<&ControlGroup>) -> std::io::Result<()> {
+    // Run outside systemd, the runtime folder may not exist yet; 0755 lets a
+    // control_socket_group reach the socket.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)?;
+    }
     if path.exists() {
         std::fs::remove_file(path)?;
     }

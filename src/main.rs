@@ -36,7 +36,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(version, about)]
 struct Cli {
     /// Control socket of the running daemon.
-    #[arg(long, global = true, default_value = "/run/ironsa.sock")]
+    #[arg(long, global = true, default_value = config_file::DEFAULT_CONTROL_SOCKET)]
     socket: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -111,9 +111,10 @@ enum Command {
     /// Shows what DPDK sees on this machine (ports, drivers, offloads, security
     /// and crypto devices) and which hardware profile fits.
     HwProbe {
-        /// Folder of hardware profiles.
-        #[arg(long, default_value = "hw-profiles")]
-        profiles: PathBuf,
+        /// Folder of hardware profiles [default: /usr/share/ironsa/hw-profiles
+        /// when installed, else ./hw-profiles of a source checkout].
+        #[arg(long)]
+        profiles: Option<PathBuf>,
         /// EAL arguments (default: those of the first profile that names a backend of dpdk,
         /// else `-l 0 --no-huge -m 256 --no-shconf`).
         #[arg(last = true)]
@@ -127,15 +128,34 @@ enum Command {
     },
 }
 
+/// The folder `hw-probe` reads: the one given, else the installed
+/// profiles, else those of a source checkout run from its root.
+fn hw_profile_dir(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| {
+        let installed = PathBuf::from(config_file::INSTALLED_HW_PROFILES);
+        if installed.is_dir() {
+            installed
+        } else {
+            PathBuf::from("hw-profiles")
+        }
+    })
+}
+
+/// The profiles of `dir`, or `None` once the error is printed.
+fn load_hw_profiles(dir: &std::path::Path) -> Option<Vec<fastpath::dpdk::profile::HwProfile>> {
+    match fastpath::dpdk::profile::HwProfile::load_dir(dir) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!("error: hardware profiles: {e} (choose the folder with --profiles)");
+            None
+        }
+    }
+}
+
 #[cfg(feature = "dpdk")]
 fn hw_probe(profiles: &std::path::Path, eal_args: Vec<String>) -> ExitCode {
-    use fastpath::dpdk::profile::HwProfile;
-    let list = match HwProfile::load_dir(profiles) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(list) = load_hw_profiles(profiles) else {
+        return ExitCode::FAILURE;
     };
     let args = if eal_args.is_empty() {
         vec![
@@ -162,9 +182,20 @@ fn hw_probe(profiles: &std::path::Path, eal_args: Vec<String>) -> ExitCode {
 }
 
 #[cfg(not(feature = "dpdk"))]
-fn hw_probe(_profiles: &std::path::Path, _eal_args: Vec<String>) -> ExitCode {
+fn hw_probe(profiles: &std::path::Path, _eal_args: Vec<String>) -> ExitCode {
+    use fastpath::dpdk::profile::BackendKind;
+    let Some(list) = load_hw_profiles(profiles) else {
+        return ExitCode::FAILURE;
+    };
+    let software: Vec<&str> = list
+        .iter()
+        .filter(|p| p.backend == BackendKind::Software)
+        .map(|p| p.name.as_str())
+        .collect();
     println!(
-        "this ironsa was built without DPDK (cargo build --features dpdk); the software fastpath (hw-profiles/software.toml) applies"
+        "this ironsa was built without DPDK (cargo build --features dpdk); the software fastpath applies: profile {} in {}",
+        software.join(", "),
+        profiles.display()
     );
     ExitCode::SUCCESS
 }
@@ -434,7 +465,7 @@ fn main() -> ExitCode {
         Command::Rekey { target, child } => client(&cli.socket, Request::Rekey { target, child }, false, false),
         Command::Reload => client(&cli.socket, Request::Reload, false, false),
         Command::LogLevel { filter } => client(&cli.socket, Request::LogLevel { filter }, false, false),
-        Command::HwProbe { profiles, eal_args } => hw_probe(&profiles, eal_args),
+        Command::HwProbe { profiles, eal_args } => hw_probe(&hw_profile_dir(profiles), eal_args),
         Command::Generate { what } => generate::run(what, Cli::command()),
     }
 }

@@ -23,6 +23,9 @@ PACKAGES=(
   # the RADIUS server the AAA tests start from a generated configuration
   # (tests/interop/radius_freeradius.rs), and radclient
   freeradius freeradius-utils
+  # the distributed store of the cluster tests (tests/cluster.rs), and protoc, which
+  # the etcd-client crate's build script compiles its gRPC definitions with
+  etcd-server etcd-client protobuf-compiler
 )
 
 missing=()

@@ -42,16 +42,32 @@ pub type LifetimeSink = Arc<dyn Fn((u64, u64), u32, LifetimeRequest) + Send + Sy
 
 pub use ironsa::config_file::{ChildDataSettings, ChildSettings};
 
-/// Inbound SPIs unique on this gateway.
+/// Inbound SPIs unique on this gateway; a clustered node's carry its node
+/// id in their top bits, so any node can tell the owner of an ESP packet.
 #[derive(Default)]
 pub struct UniqueSpis {
     used: DashSet<u32>,
+    /// The node id in the top [`ironsa::cluster::NODE_BITS`], plus one (0: not clustered).
+    node: std::sync::atomic::AtomicU32,
+}
+
+impl UniqueSpis {
+    /// Puts `node` in the top bits of every SPI allocated from now on.
+    pub fn set_node(&self, node: ironsa::cluster::NodeId) {
+        self.node
+            .store(u32::from(node) + 1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl SpiAllocator for UniqueSpis {
     fn allocate(&self, random: &dyn CryptoProvider) -> Result<u32, CryptoError> {
+        use ironsa::cluster::NODE_BITS;
+        let node = self.node.load(std::sync::atomic::Ordering::Relaxed);
         loop {
-            let v = control::crypto::random_u32(random)?;
+            let mut v = control::crypto::random_u32(random)?;
+            if node != 0 {
+                v = (v >> NODE_BITS) | ((node - 1) << (32 - NODE_BITS));
+            }
             if v > 255 && self.used.insert(v) {
                 return Ok(v);
             }
@@ -316,6 +332,11 @@ impl ChildSas {
         let _ = self.lifetime_sink.set(sink);
     }
 
+    /// Puts this clustered node's id in the inbound SPIs allocated from now on.
+    pub fn set_spi_node(&self, node: ironsa::cluster::NodeId) {
+        self.spis.set_node(node);
+    }
+
     /// The allocator of inbound SPIs.
     pub fn spi_allocator(&self) -> Arc<dyn SpiAllocator> {
         self.spis.clone()
@@ -551,6 +572,19 @@ impl ChildSas {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clustered_node_marks_its_inbound_spis() {
+        let spis = UniqueSpis::default();
+        let rng = ironsa_crypto::AwsLcProvider::seeded(3);
+        let plain: Vec<u32> = (0..64).map(|_| spis.allocate(&rng).unwrap()).collect();
+        assert!(plain.iter().any(|s| ironsa::cluster::node_of_esp_spi(*s) != 9));
+        spis.set_node(9);
+        for _ in 0..256 {
+            let s = spis.allocate(&rng).unwrap();
+            assert_eq!(ironsa::cluster::node_of_esp_spi(s), 9, "{s:08x}");
+        }
+    }
     use control::ike_sa::DirectionKeys;
     use zeroize::Zeroizing;
 

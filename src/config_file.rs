@@ -61,8 +61,22 @@ struct RawFile {
     dos: RawDos,
     #[serde(default)]
     fastpath: RawFastpath,
+    cluster: Option<Spanned<RawCluster>>,
     #[serde(default)]
     connection: Vec<Spanned<RawConnection>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    node: Spanned<i64>,
+    store: Spanned<Vec<Spanned<String>>>,
+    name: Option<Spanned<String>>,
+    link: Spanned<String>,
+    link_key: Spanned<String>,
+    cluster_key: Spanned<String>,
+    lease: Option<Spanned<toml::Value>>,
+    checkpoint_interval: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -271,6 +285,8 @@ pub struct DaemonConfig {
     /// Byte/packet lifetimes and replay windows per (connection, child), for
     /// the data plane (children with the defaults are left out).
     pub child_settings: ChildSettings,
+    /// Clustering (`[cluster]`); `None`: this node runs alone, with no store.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Connections.
     pub connections: Vec<Connection>,
     /// Risky but valid settings.
@@ -582,6 +598,7 @@ impl DaemonConfig {
             );
         }
         let fastpath = fastpath_section(&ctx, &raw.fastpath, &raw.daemon, daemon.listen)?;
+        let cluster = raw.cluster.as_ref().map(|c| cluster_section(&ctx, c)).transpose()?;
         if let Some(k) = &raw.daemon.keylog {
             ctx.warn(
                 k.span().start,
@@ -612,10 +629,167 @@ impl DaemonConfig {
             install_routes: fastpath.install_routes,
             socket_buffer: fastpath.socket_buffer,
             child_settings,
+            cluster,
             connections,
             warnings: ctx.warnings,
         })
     }
+}
+
+/// Bounds of `cluster.lease`: shorter leases expire on a busy store's
+/// hiccup, longer ones leave a dead node's tunnels down for longer.
+const LEASE_RANGE: std::ops::RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(60);
+
+/// A 32-byte key in a file of its own (64 hex digits), readable by its owner only.
+fn key_file(
+    ctx: &Ctx<'_>,
+    s: &Spanned<String>,
+    key: &str,
+) -> Result<(PathBuf, zeroize::Zeroizing<Vec<u8>>), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = ctx.relative(s.get_ref());
+    let at = s.span().start;
+    let meta =
+        std::fs::metadata(&path).map_err(|e| ctx.err(at, key, format!("cannot read {}: {e}", path.display())))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ctx.err(
+            at,
+            key,
+            format!(
+                "{} is readable by others (mode {mode:o}): a key file must be 0600",
+                path.display()
+            ),
+        ));
+    }
+    let text = zeroize::Zeroizing::new(ctx.read(s, key)?);
+    let digits: zeroize::Zeroizing<Vec<u8>> =
+        zeroize::Zeroizing::new(text.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect());
+    let nibble = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    if digits.len() != 64 || digits.iter().any(|b| nibble(*b).is_none()) {
+        return Err(ctx.err(
+            at,
+            key,
+            format!(
+                "{} must hold 32 bytes as 64 hex digits (e.g. `openssl rand -hex 32`)",
+                path.display()
+            ),
+        ));
+    }
+    let bytes = digits
+        .chunks(2)
+        .map(|p| (nibble(p[0]).unwrap_or(0) << 4) | nibble(p[1]).unwrap_or(0))
+        .collect();
+    Ok((path, zeroize::Zeroizing::new(bytes)))
+}
+
+/// `[cluster]`: node id, store endpoints, link and keys.
+fn cluster_section(ctx: &Ctx<'_>, raw: &Spanned<RawCluster>) -> Result<crate::cluster::ClusterConfig, ConfigError> {
+    use crate::cluster::MAX_NODES;
+    let c = raw.get_ref();
+    let node = u8::try_from(*c.node.get_ref())
+        .ok()
+        .filter(|n| *n < MAX_NODES)
+        .ok_or_else(|| {
+            ctx.err(
+                c.node.span().start,
+                "cluster.node",
+                format!("a node id is 0..={}", MAX_NODES - 1),
+            )
+        })?;
+    if c.store.get_ref().is_empty() {
+        return Err(ctx.err(
+            c.store.span().start,
+            "cluster.store",
+            "name at least one store endpoint (host:port); leave [cluster] out to run alone",
+        ));
+    }
+    let mut store = Vec::new();
+    for e in c.store.get_ref() {
+        let text = e.get_ref().trim();
+        let bare = text.strip_prefix("http://").unwrap_or(text);
+        let valid = bare
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !valid || text.starts_with("https://") {
+            return Err(ctx.err(
+                e.span().start,
+                "cluster.store",
+                format!("'{text}' is not a store endpoint (host:port or http://host:port)"),
+            ));
+        }
+        store.push(text.to_string());
+    }
+    let name = match &c.name {
+        None => "ironsa".to_string(),
+        Some(n) => {
+            let v = n.get_ref();
+            if v.is_empty()
+                || !v
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+            {
+                return Err(ctx.err(n.span().start, "cluster.name", "letters, digits, '-', '_' and '.' only"));
+            }
+            v.clone()
+        }
+    };
+    let link = c.link.get_ref().parse::<std::net::SocketAddr>().map_err(|_| {
+        ctx.err(
+            c.link.span().start,
+            "cluster.link",
+            format!("'{}' is not an address:port", c.link.get_ref()),
+        )
+    })?;
+    if link.ip().is_unspecified() || link.port() == 0 {
+        return Err(ctx.err(
+            c.link.span().start,
+            "cluster.link",
+            "the other nodes send to this address: give a concrete address and port",
+        ));
+    }
+    let (link_file, link_key) = key_file(ctx, &c.link_key, "cluster.link_key")?;
+    let (cluster_file, cluster_key) = key_file(ctx, &c.cluster_key, "cluster.cluster_key")?;
+    if link_key == cluster_key {
+        return Err(ctx.err(
+            c.cluster_key.span().start,
+            "cluster.cluster_key",
+            "use a key of its own, not the link key",
+        ));
+    }
+    let duration = |v: &Option<Spanned<toml::Value>>, key: &str, default: Duration| match v {
+        None => Ok(default),
+        Some(v) => ctx.duration(v, key),
+    };
+    let lease = duration(&c.lease, "cluster.lease", Duration::from_secs(2))?;
+    if !LEASE_RANGE.contains(&lease) {
+        let at = c.lease.as_ref().map_or(0, |v| v.span().start);
+        return Err(ctx.err(at, "cluster.lease", "a lease lasts 1s..=60s"));
+    }
+    let checkpoint_interval = duration(
+        &c.checkpoint_interval,
+        "cluster.checkpoint_interval",
+        Duration::from_secs(1),
+    )?;
+    if checkpoint_interval.is_zero() || checkpoint_interval >= lease * 4 {
+        let at = c.checkpoint_interval.as_ref().map_or(0, |v| v.span().start);
+        return Err(ctx.err(
+            at,
+            "cluster.checkpoint_interval",
+            format!("between 1s and four leases ({}s)", (lease * 4).as_secs()),
+        ));
+    }
+    Ok(crate::cluster::ClusterConfig {
+        node,
+        store,
+        name,
+        link,
+        link_key,
+        cluster_key,
+        lease,
+        checkpoint_interval,
+        key_files: (link_file, cluster_file),
+    })
 }
 
 /// The table header (`daemon`, `connection.child`) in force at byte `offset`.
@@ -2003,5 +2177,77 @@ esp_proposals = "aes256gcm16"
         let (line, key, message) = bad(&with.replace("fd00::1", "gateway"));
         assert_eq!((line, key.as_str()), (16, "connection.rw.local_addrs"), "{message}");
         assert!(message.contains("'gateway' is not an IP address"), "{message}");
+    }
+
+    /// Writes a key file with `mode` in `dir`.
+    fn key(dir: &Path, name: &str, byte: u8, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join(name);
+        std::fs::write(&p, format!("{}\n", format!("{byte:02x}").repeat(32))).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn cluster_section_turns_clustering_on_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("gw.toml");
+        key(dir.path(), "link.key", 0x11, 0o600);
+        key(dir.path(), "cluster.key", 0x22, 0o600);
+        key(dir.path(), "open.key", 0x33, 0o644);
+        let section = "[cluster]\nnode = 7\nstore = [\"127.0.0.1:23791\", \"http://127.0.0.1:23792\"]\n\
+                       link = \"127.0.0.1:4510\"\nlink_key = \"link.key\"\ncluster_key = \"cluster.key\"\nlease = \"3s\"\n\n";
+        let with = |s: &str| GOOD.replace("[dos]", &format!("{s}[dos]"));
+        assert!(DaemonConfig::parse(&cfg, GOOD).unwrap().cluster.is_none());
+        let c = DaemonConfig::parse(&cfg, &with(section)).unwrap().cluster.unwrap();
+        assert_eq!((c.node, c.store.len(), c.name.as_str()), (7, 2, "ironsa"));
+        assert_eq!(
+            (c.lease, c.checkpoint_interval),
+            (Duration::from_secs(3), Duration::from_secs(1))
+        );
+        assert_eq!((c.link_key[0], c.cluster_key[31]), (0x11, 0x22));
+        assert!(!format!("{c:?}").contains("17"), "keys stay out of Debug");
+        let cases = [
+            ("node = 7", "node = 64", 10, "cluster.node", "0..=63"),
+            (
+                "\"127.0.0.1:23791\", ",
+                "\"127.0.0.1\", ",
+                11,
+                "cluster.store",
+                "not a store endpoint",
+            ),
+            (
+                "\"127.0.0.1:4510\"",
+                "\"0.0.0.0:4510\"",
+                12,
+                "cluster.link",
+                "concrete address",
+            ),
+            ("\"link.key\"", "\"open.key\"", 13, "cluster.link_key", "must be 0600"),
+            (
+                "\"cluster.key\"",
+                "\"missing.key\"",
+                14,
+                "cluster.cluster_key",
+                "cannot read",
+            ),
+            (
+                "\"cluster.key\"",
+                "\"link.key\"",
+                14,
+                "cluster.cluster_key",
+                "key of its own",
+            ),
+            ("\"3s\"", "\"90s\"", 15, "cluster.lease", "1s..=60s"),
+        ];
+        for (from, to, line, key, message) in cases {
+            let (l, k, m) = bad_at(&cfg, &with(&section.replace(from, to)));
+            assert_eq!((l, k.as_str()), (line, key), "{to}: {m}");
+            assert!(m.contains(message), "{m}");
+        }
+        key(dir.path(), "short.key", 0, 0o600);
+        std::fs::write(dir.path().join("short.key"), "abcd").unwrap();
+        let (_, k, m) = bad_at(&cfg, &with(&section.replace("\"link.key\"", "\"short.key\"")));
+        assert_eq!(k, "cluster.link_key");
+        assert!(m.contains("64 hex digits"), "{m}");
     }
 }

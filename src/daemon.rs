@@ -61,6 +61,9 @@ impl Daemon {
         let conns: Vec<_> = config.connections.iter().map(|c| c.config.clone()).collect();
         let remote_nat_port = config.nat_port;
         let crypto = ironsa_crypto::AwsLcProvider::new().shared();
+        if let Some(c) = &config.cluster {
+            dataplane.set_spi_node(c.node);
+        }
         let ike_key_log: Option<Arc<dyn control::ike_sa::IkeKeyLog>> = match &config.keylog {
             None => None,
             Some(p) => Some(Arc::new(crate::keylog::IkeKeyLogFile::open(p)?)),
@@ -87,6 +90,7 @@ impl Daemon {
                         ),
                     },
                     crypto: crypto.clone(),
+                    node: config.cluster.as_ref().map(|c| c.node),
                 },
                 poll,
                 rx,

@@ -86,6 +86,9 @@ pub trait DataPlane: Send + Sync {
     fn spi_allocator(&self) -> Arc<dyn SpiAllocator> {
         Arc::new(RandomSpis)
     }
+    /// Makes the inbound SPIs allocated from now on carry this clustered
+    /// node's id (a data plane without ESP has none to mark).
+    fn set_spi_node(&self, _node: ironsa::cluster::NodeId) {}
     /// Prometheus lines for the data plane.
     fn metrics(&self) -> String {
         String::new()

@@ -365,6 +365,10 @@ impl DataPlane for DpdkDataPlane {
         self.children.spi_allocator()
     }
 
+    fn set_spi_node(&self, node: ironsa::cluster::NodeId) {
+        self.children.set_spi_node(node);
+    }
+
     fn metrics(&self) -> String {
         let mut out = self.children.sa_gauge();
         out.push_str(&format!(

@@ -3,4 +3,5 @@
 #![forbid(unsafe_code)]
 
 pub mod aaa;
+pub mod cluster;
 pub mod config_file;

@@ -26,8 +26,7 @@ use crate::ike_io::{IkeSocket, Outgoing, RecvBatch};
 use crate::registry::{Registry, SaSummary};
 
 const WAKER: Token = Token(usize::MAX);
-/// Bits of the IKE SPI that carry the shard id.
-pub const SHARD_BITS: u32 = 6;
+pub use ironsa::cluster::SHARD_BITS;
 
 /// `MemAvailable` of /proc/meminfo, in bytes.
 fn available_memory() -> Option<usize> {
@@ -328,6 +327,8 @@ pub struct ShardConfig {
     pub crypto: Arc<dyn control::crypto::CryptoProvider>,
     /// Where the keys of new IKE SAs are written (`daemon.keylog`).
     pub ike_key_log: Option<Arc<dyn control::ike_sa::IkeKeyLog>>,
+    /// This node's id when clustered: our IKE SPIs carry it below the shard id.
+    pub node: Option<ironsa::cluster::NodeId>,
 }
 
 /// A shard's event loop state.
@@ -437,10 +438,11 @@ impl Shard {
         ctx.key_log = cfg.ike_key_log;
         let mut ikev1_ctx = ctx.clone();
         ikev1_ctx.connections = Arc::new(cfg.connections);
-        ikev1_ctx.spi_prefix = (cfg.id as u64) << (64 - SHARD_BITS);
-        ikev1_ctx.spi_prefix_bits = SHARD_BITS;
+        let (prefix, prefix_bits) = ironsa::cluster::ike_spi_prefix(cfg.id, cfg.node);
+        ikev1_ctx.spi_prefix = prefix << (64 - prefix_bits);
+        ikev1_ctx.spi_prefix_bits = prefix_bits;
         let ikev1 = Ikev1Endpoint::new(ikev1_ctx, Ikev1Policy::main_mode_only());
-        let mut endpoint = Endpoint::new(Instant::now(), ctx, cfg.admission, cfg.id as u64, SHARD_BITS);
+        let mut endpoint = Endpoint::new(Instant::now(), ctx, cfg.admission, prefix, prefix_bits);
         endpoint.reserve(cfg.expected_sas);
         let expected_sas = cfg.expected_sas;
         Ok(Self {

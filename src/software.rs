@@ -702,6 +702,10 @@ impl DataPlane for SoftwareDataPlane {
         self.children.spi_allocator()
     }
 
+    fn set_spi_node(&self, node: ironsa::cluster::NodeId) {
+        self.children.set_spi_node(node);
+    }
+
     fn metrics(&self) -> String {
         let mut out = self.children.sa_gauge();
         let mut inbound = Vec::new();

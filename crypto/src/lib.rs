@@ -12,6 +12,7 @@
 
 mod ke;
 mod random;
+pub mod sealed;
 
 use std::sync::Arc;
 

@@ -39,6 +39,7 @@
 
 pub mod charon;
 pub mod config;
+pub mod etcd;
 pub mod ironsa;
 pub mod netns;
 pub mod pki;

@@ -1,0 +1,191 @@
+//! Clustering against a real three-member etcd cluster started by the tests
+//! (loopback, its own ports and data directories): node liveness by leases,
+//! adoption of a dead node's SPI range by exactly one survivor, sealed SA
+//! records, and what member and quorum loss do to a node.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use ironsa::cluster::store::{SaRecords, StoreEvent, StoreHandle};
+use ironsa::cluster::{ClusterConfig, NodeId, SHARD_BITS};
+use support::etcd::Etcd;
+use support::{Need, skip_unless};
+use zeroize::Zeroizing;
+
+fn needs() -> bool {
+    skip_unless(&[Need::Tool("etcd"), Need::Tool("etcdctl")])
+}
+
+fn config(node: NodeId, etcd: &Etcd, name: &str, cluster_key: u8) -> ClusterConfig {
+    ClusterConfig {
+        node,
+        store: etcd.endpoints(),
+        name: name.to_string(),
+        link: format!("127.0.0.1:{}", 45_000 + u16::from(node)).parse().unwrap(),
+        link_key: Zeroizing::new(vec![0x11; 32]),
+        cluster_key: Zeroizing::new(vec![cluster_key; 32]),
+        lease: Duration::from_secs(2),
+        checkpoint_interval: Duration::from_millis(200),
+        key_files: Default::default(),
+    }
+}
+
+struct Node {
+    store: StoreHandle,
+    events: Receiver<StoreEvent>,
+}
+
+fn node(id: NodeId, etcd: &Etcd, name: &str) -> Node {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("ironsa=debug")
+        .try_init();
+    let (tx, events) = channel();
+    let tx = std::sync::Mutex::new(tx);
+    let store = StoreHandle::start(
+        &config(id, etcd, name, 0x22),
+        ironsa_crypto::AwsLcProvider::new().shared(),
+        Arc::new(AtomicUsize::new(0)),
+        Box::new(move |e| {
+            let _ = tx.lock().unwrap().send(e);
+        }),
+    )
+    .expect("store thread starts");
+    Node { store, events }
+}
+
+/// An IKE SPI of shard 0 carrying node id `range`.
+fn spi(range: NodeId, n: u64) -> u64 {
+    (u64::from(range) << (64 - SHARD_BITS - ironsa::cluster::NODE_BITS)) | n
+}
+
+fn next_event(n: &Node, within: Duration) -> Option<StoreEvent> {
+    n.events.recv_timeout(within).ok()
+}
+
+fn wait(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn adopted(e: Option<StoreEvent>) -> (NodeId, Option<NodeId>, SaRecords) {
+    match e {
+        Some(StoreEvent::Adopted { range, from, records }) => (range, from, records),
+        other => panic!("expected an adoption, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_dead_nodes_range_goes_to_exactly_one_survivor_and_comes_back() {
+    if needs() {
+        return;
+    }
+    let etcd = Etcd::start(3);
+    let name = "adopt";
+    let nodes: Vec<Node> = (1..=3).map(|id| node(id, &etcd, name)).collect();
+    for (n, id) in nodes.iter().zip(1..) {
+        assert_eq!(adopted(next_event(n, Duration::from_secs(10))), (id, None, vec![]));
+    }
+    // Node 1 checkpoints five SAs and forgets one.
+    for i in 0..5 {
+        nodes[0].store.checkpoint(spi(1, i), format!("state-{i}").into_bytes());
+    }
+    nodes[0].store.forget(spi(1, 4));
+    wait("records written", Duration::from_secs(5), || {
+        let s = nodes[0].store.status();
+        s.pending == 0 && s.records_written >= 5
+    });
+    let keys = etcd.keys(&format!("/{name}/sa/01/"));
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    let sealed = etcd.value(&keys[0]);
+    assert!(!sealed.windows(5).any(|w| w == b"state"), "records are sealed at rest");
+    assert_eq!(nodes[1].store.status().nodes.len(), 3, "{:?}", nodes[1].store.status());
+
+    // Node 1 leaves: exactly one survivor adopts range 1, with its records.
+    let mut nodes = nodes.into_iter();
+    let first = nodes.next().unwrap();
+    first.store.shutdown();
+    let survivors: Vec<Node> = nodes.collect();
+    let started = Instant::now();
+    let mut winner = None;
+    while winner.is_none() && started.elapsed() < Duration::from_secs(8) {
+        for (i, n) in survivors.iter().enumerate() {
+            if let Ok(e) = n.events.try_recv() {
+                let (range, from, mut records) = adopted(Some(e));
+                assert_eq!((range, from), (1, Some(1)));
+                records.sort();
+                let want: Vec<(u64, Vec<u8>)> =
+                    (0..4).map(|i| (spi(1, i), format!("state-{i}").into_bytes())).collect();
+                assert_eq!(records, want);
+                winner = Some(i);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let winner = winner.expect("a survivor adopted range 1 within 8 s");
+    let loser = 1 - winner;
+    assert!(
+        next_event(&survivors[loser], Duration::from_secs(2)).is_none(),
+        "only one node adopts"
+    );
+    let adopter_id = winner as NodeId + 2;
+    wait("the other survivor sees the new owner", Duration::from_secs(3), || {
+        survivors[loser].store.view().forward_to(1).map(|(n, _)| n) == Some(adopter_id)
+    });
+
+    // Node 1 comes back: it takes its range (and the SAs) back, and the adopter lets go.
+    let back = node(1, &etcd, name);
+    let (range, from, records) = adopted(next_event(&back, Duration::from_secs(10)));
+    assert_eq!((range, from, records.len()), (1, Some(adopter_id), 4));
+    match next_event(&survivors[winner], Duration::from_secs(5)) {
+        Some(StoreEvent::Lost { range: 1, to: 1 }) => {}
+        other => panic!("the adopter must give range 1 up, got {other:?}"),
+    }
+    back.store.shutdown();
+    for n in &survivors {
+        n.store.shutdown();
+    }
+}
+
+#[test]
+fn member_loss_changes_nothing_and_quorum_loss_holds_updates_until_it_returns() {
+    if needs() {
+        return;
+    }
+    let mut etcd = Etcd::start(3);
+    let n = node(5, &etcd, "quorum");
+    adopted(next_event(&n, Duration::from_secs(10)));
+    etcd.kill(0);
+    n.store.checkpoint(spi(5, 1), b"one".to_vec());
+    wait("written with a member down", Duration::from_secs(8), || {
+        let s = n.store.status();
+        assert!(s.connected, "one member lost must not cut the node off: {s:?}");
+        s.records_written >= 1 && s.pending == 0
+    });
+    // Quorum lost: the node says so (new tunnels are refused) and keeps the update.
+    etcd.kill(1);
+    wait("the store is seen unreachable", Duration::from_secs(8), || {
+        !n.store.view().connected()
+    });
+    n.store.checkpoint(spi(5, 2), b"two".to_vec());
+    wait("the update waits", Duration::from_secs(3), || {
+        n.store.status().pending == 1
+    });
+    assert!(next_event(&n, Duration::from_millis(100)).is_none());
+    etcd.restart(0);
+    etcd.restart(1);
+    etcd.wait_healthy(Duration::from_secs(20));
+    wait("reconnected and written", Duration::from_secs(20), || {
+        let s = n.store.status();
+        s.connected && s.pending == 0 && s.records_written >= 2
+    });
+    assert_eq!(etcd.keys("/quorum/sa/05/").len(), 2);
+    n.store.shutdown();
+}

@@ -15,6 +15,7 @@ use crate::Error;
 use crate::config::ConnectionConfig;
 use crate::cookie::CookieJar;
 use crate::drops::{DropCounts, DropLog, DropReason};
+use crate::ike_sa::resume::{ResumableIkeSa, ResumeError};
 use crate::ike_sa::{Context, Event, IkeSa, Task, Transmit, sa_init};
 use crate::wire::ikev2::{self, ExchangeType, Header, NotifyType, Payload};
 use crate::wire::ingress::{IkeVersion, peek_header};
@@ -255,6 +256,38 @@ impl Endpoint {
         self.sas.insert(spi, Box::new(sa));
         self.after(spi);
         Ok(spi)
+    }
+
+    /// Takes over an IKE SA another node established, from its resumable
+    /// state ([`IkeSa::resume`] with this endpoint's connection of that
+    /// name); returns its local SPI. Its events (IKE SA up, children
+    /// installed) are reported like those of a negotiation.
+    pub fn adopt(&mut self, now: Instant, state: &ResumableIkeSa) -> Result<u64, ResumeError> {
+        let config = self
+            .ctx
+            .connections
+            .iter()
+            .find(|c| c.name == state.connection)
+            .cloned()
+            .ok_or_else(|| ResumeError::NoConnection(state.connection.clone()))?;
+        let sa = IkeSa::resume(now, state, config, self.ctx.clone())?;
+        let spi = sa.local_spi();
+        if self.sas.contains_key(&spi) {
+            return Err(ResumeError::Invalid("local SPI already in use"));
+        }
+        self.sas.insert(spi, Box::new(sa));
+        self.after(spi);
+        Ok(spi)
+    }
+
+    /// Removes an IKE SA without a word to its peer (another node serves
+    /// it now); the driver removes its children from the data plane.
+    pub fn release(&mut self, spi: u64) -> Option<Box<IkeSa>> {
+        let sa = self.sas.remove(&spi)?;
+        if let Some((spi_i, remote)) = self.half_open.remove(&spi) {
+            self.init_index.remove(&(spi_i, remote));
+        }
+        Some(sa)
     }
 
     /// Queues a task (rekey, delete, DPD, new child) on an IKE SA.

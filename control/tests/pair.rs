@@ -1407,3 +1407,78 @@ fn hybrid_ike_rekey_over_a_lossy_network_never_yields_a_classical_sa() {
     }
     assert!(rekeyed >= 4, "{rekeyed} of 8 rekeys got through");
 }
+
+/// The exchange type byte of an IKE datagram (header offset 18).
+fn exchange_type(datagram: &[u8]) -> u8 {
+    datagram[18]
+}
+
+#[test]
+fn a_resumed_ike_sa_continues_on_another_endpoint_without_a_new_ike_sa_init() {
+    use control::ike_sa::resume::{ResumableIkeSa, ResumeError};
+    let mut p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let spi = p.a_spi();
+    p.a.queue(p.now, spi, Task::Dpd);
+    p.run(Duration::from_secs(60));
+    let child = p.a_seen.installed.pop().expect("A installed the child");
+    // What A's driver checkpoints: the IKE SA's state plus the child's keys.
+    let mut state = p.a.sa(spi).unwrap().resumable(p.now).expect("established and idle");
+    assert_eq!(state.children.len(), 1);
+    state.children[0].inbound = child.inbound.clone();
+    state.children[0].outbound = child.outbound.clone();
+    state.children[0].esp_seq_out = 1234;
+    let bytes = state.encode();
+    assert!(matches!(
+        ResumableIkeSa::decode(&bytes[..bytes.len() - 1]),
+        Err(ResumeError::Truncated)
+    ));
+    let state = ResumableIkeSa::decode(&bytes).unwrap();
+    assert_eq!(state.children[0].esp_seq_out, 1234);
+
+    // A dies; A2, another process with the same configuration, adopts the SA.
+    let config = p.a.context().connections[0].clone();
+    p.a = Endpoint::new(
+        p.now,
+        Context::new(vec![config], AwsLcProvider::seeded(SEED + 7).shared()),
+        AdmissionConfig::default(),
+        0,
+        0,
+    );
+    assert_eq!(p.a.adopt(p.now, &state).unwrap(), spi);
+    assert!(p.a.adopt(p.now, &state).is_err(), "an SPI is adopted once");
+    let mut a_seen = Seen::default();
+    Pair::collect(&mut p.a, &mut a_seen);
+    assert_eq!(a_seen.up.len(), 1);
+    assert_eq!(a_seen.installed.len(), 1);
+    let resumed = &a_seen.installed[0];
+    assert_eq!((resumed.spi_in, resumed.spi_out), (child.spi_in, child.spi_out));
+    assert_eq!(
+        (&resumed.local_ts, &resumed.remote_ts),
+        (&child.local_ts, &child.remote_ts)
+    );
+    assert_eq!(*a_seen.installed[0].inbound.encr, *child.inbound.encr);
+
+    // The peer's requests are answered, ours are accepted, and a CHILD_SA
+    // rekey (keys from SK_d) works: the peer never sees a new IKE_SA_INIT.
+    let wire_before = p.wire.len();
+    let b_spi = p.b.sas().next().unwrap().local_spi();
+    p.b.queue(p.now, b_spi, Task::Dpd);
+    p.run(Duration::from_secs(60));
+    p.a.queue(p.now, spi, Task::Dpd);
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.wire.len(), wire_before + 4, "two DPD exchanges");
+    p.a.queue(p.now, spi, Task::RekeyChild(child.spi_in));
+    p.run(Duration::from_secs(60));
+    assert!(p.b_seen.down.is_empty(), "{:?}", p.b_seen.down);
+    assert!(p.a_seen.down.is_empty(), "{:?}", p.a_seen.down);
+    assert_eq!(p.b.sas().count(), 1);
+    assert!(p.b.sas().next().unwrap().is_established());
+    assert!(
+        p.a_seen.installed.iter().any(|c| c.rekey_of == Some(child.spi_in)),
+        "child rekeyed"
+    );
+    assert!(
+        p.wire[wire_before..].iter().all(|(_, d)| exchange_type(d) != 34),
+        "no IKE_SA_INIT after the takeover"
+    );
+}

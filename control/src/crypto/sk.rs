@@ -177,6 +177,21 @@ impl SkCipher {
         Ok(SkCipher { mode })
     }
 
+    /// SK_e with its salt, as [`SkCipher::new`] takes it, for an AEAD
+    /// cipher (`None` for AES-CBC, whose keys live only in aws-lc's key
+    /// schedules): what another node needs to continue the IKE SA.
+    pub fn aead_keymat(&self) -> Option<Zeroizing<Vec<u8>>> {
+        match &self.mode {
+            Mode::Aead { key, key_len, salt, .. } => {
+                let mut out = Zeroizing::new(Vec::with_capacity(usize::from(*key_len) + AEAD_SALT_LEN));
+                out.extend_from_slice(&key[..usize::from(*key_len)]);
+                out.extend_from_slice(&salt[..]);
+                Some(out)
+            }
+            Mode::Cbc(_) => None,
+        }
+    }
+
     /// Builds an AEAD cipher whose first IV is `iv_start`, for known-answer
     /// tests only (normal ciphers start at a random IV).
     #[doc(hidden)]

@@ -95,6 +95,7 @@ pub struct ChildSa {
 }
 
 /// Keys of one direction of a CHILD_SA.
+#[derive(Clone)]
 pub struct DirectionKeys {
     /// Encryption key, with the 4-byte salt at the end for AEADs.
     pub encr: Zeroizing<Vec<u8>>,

@@ -13,6 +13,7 @@ mod followup_ke;
 mod handshake;
 pub mod informational;
 pub mod intermediate;
+pub mod resume;
 pub mod sa_init;
 
 use std::collections::VecDeque;

@@ -332,6 +332,26 @@ impl ChildSas {
         let _ = self.lifetime_sink.set(sink);
     }
 
+    /// The next outbound ESP sequence number of the child with inbound SPI `spi_in`.
+    pub fn outbound_seq(&self, spi_in: u32) -> Option<u64> {
+        let id = self.children.lock().ok()?.by_spi_in.get(&spi_in)?.outbound;
+        Some(self.sad.outbound(id)?.peek_next_seq())
+    }
+
+    /// Continues the child's outbound ESP sequence numbers at `seq` (a
+    /// child taken over from another node starts past that node's last one).
+    pub fn set_outbound_seq(&self, spi_in: u32, seq: u64) -> bool {
+        let Some(id) = self
+            .children
+            .lock()
+            .ok()
+            .and_then(|c| c.by_spi_in.get(&spi_in).map(|c| c.outbound))
+        else {
+            return false;
+        };
+        self.sad.outbound(id).map(|sa| sa.set_next_seq(seq)).is_some()
+    }
+
     /// Puts this clustered node's id in the inbound SPIs allocated from now on.
     pub fn set_spi_node(&self, node: ironsa::cluster::NodeId) {
         self.spis.set_node(node);

@@ -21,6 +21,8 @@ pub enum Request {
     Sas,
     /// Counters.
     Stats,
+    /// Cluster nodes, their SPI ranges, load, and the lag to the store.
+    Cluster,
     /// Initiate a connection.
     Initiate {
         /// Connection name.
@@ -80,7 +82,7 @@ impl Request {
     /// verb, including any added later, changes state and needs a privileged
     /// client.
     fn read_only(&self) -> bool {
-        matches!(self, Request::Sas | Request::Stats)
+        matches!(self, Request::Sas | Request::Stats | Request::Cluster)
     }
 }
 
@@ -145,6 +147,10 @@ fn parse_hex(s: &str) -> Result<u64, String> {
 pub fn execute(daemon: &Daemon, req: Request) -> Response {
     match req {
         Request::Sas => ok(daemon.list_sas()),
+        Request::Cluster => match daemon.cluster_status() {
+            Some(status) => ok(status),
+            None => fail("this node is not clustered (its configuration has no [cluster] section)"),
+        },
         Request::Stats => {
             let stats = daemon.stats();
             let not_answering: Vec<usize> = (0..stats.len()).filter(|&i| stats[i].is_none()).collect();

@@ -13,6 +13,10 @@ use tracing::{debug, info, warn};
 use crate::config_file::{DaemonConfig, ReloadEffect, StartAction, reload_effect};
 use crate::dataplane::DataPlane;
 use crate::registry::{Registry, SaSummary};
+use control::ike_sa::resume::ResumableIkeSa;
+use ironsa::cluster::store::{ClusterStatus, StoreEvent, StoreHandle};
+
+use crate::cluster_shard::ShardCluster;
 use crate::shard::{self, IkeRef, Op, Selection, Shard, ShardConfig, ShardHandle, ShardMsg, ShardStats};
 
 /// Waits for every thread in `threads` to end (and empties the list).
@@ -35,6 +39,8 @@ pub struct Daemon {
     dataplane: Arc<dyn DataPlane>,
     registry: Arc<Registry>,
     log_reload: LogReload,
+    /// The cluster store client, when clustered.
+    store: Option<Arc<StoreHandle>>,
 }
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,6 +70,14 @@ impl Daemon {
         if let Some(c) = &config.cluster {
             dataplane.set_spi_node(c.node);
         }
+        let load = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let store = match &config.cluster {
+            None => None,
+            Some(c) => Some(Arc::new(
+                StoreHandle::start(c, crypto.clone(), load.clone(), store_events(handles.clone()))
+                    .map_err(|e| std::io::Error::other(e.to_string()))?,
+            )),
+        };
         let ike_key_log: Option<Arc<dyn control::ike_sa::IkeKeyLog>> = match &config.keylog {
             None => None,
             Some(p) => Some(Arc::new(crate::keylog::IkeKeyLogFile::open(p)?)),
@@ -91,6 +105,10 @@ impl Daemon {
                     },
                     crypto: crypto.clone(),
                     node: config.cluster.as_ref().map(|c| c.node),
+                    cluster: match (&store, &config.cluster) {
+                        (Some(s), Some(c)) => Some(ShardCluster::new(s.clone(), load.clone(), c.checkpoint_interval)),
+                        _ => None,
+                    },
                 },
                 poll,
                 rx,
@@ -113,6 +131,7 @@ impl Daemon {
             dataplane,
             registry,
             log_reload,
+            store,
         });
         let starts: Vec<String> = daemon
             .config
@@ -228,6 +247,11 @@ impl Daemon {
         let mut v: Vec<SaSummary> = self.ask(ShardMsg::List).into_iter().flatten().collect();
         v.sort_by(|a, b| (a.connection.as_str(), a.spi_i.as_str()).cmp(&(b.connection.as_str(), b.spi_i.as_str())));
         v
+    }
+
+    /// The cluster as this node sees it (`None`: not clustered).
+    pub fn cluster_status(&self) -> Option<ClusterStatus> {
+        self.store.as_ref().map(|s| s.status())
     }
 
     /// Counters of every shard, indexed by shard; `None` for a shard that
@@ -494,9 +518,40 @@ impl Daemon {
             s.send(ShardMsg::Shutdown);
         }
         join_threads(&self.threads);
+        if let Some(store) = &self.store {
+            store.shutdown();
+        }
         self.dataplane.shutdown();
         info!("ironsa stopped");
     }
+}
+
+/// Routes what the store thread reports to the shards: the SAs of an
+/// adopted range to the shard their SPI names, a lost range to all.
+fn store_events(shards: Arc<Vec<ShardHandle>>) -> ironsa::cluster::store::EventSink {
+    Box::new(move |event| match event {
+        StoreEvent::Adopted { range, records, .. } => {
+            let n = shards.len();
+            let mut per_shard: Vec<Vec<ResumableIkeSa>> = (0..n).map(|_| Vec::new()).collect();
+            for (spi, bytes) in records {
+                match ResumableIkeSa::decode(&bytes) {
+                    Ok(state) => per_shard[shard::owner_of(spi, n)].push(state),
+                    Err(e) => tracing::error!(range, spi = format_args!("{spi:016x}"), "stored IKE SA skipped: {e}"),
+                }
+            }
+            for (shard, states) in per_shard.into_iter().enumerate() {
+                if !states.is_empty() {
+                    shards[shard].send(ShardMsg::Adopt(states));
+                }
+            }
+        }
+        StoreEvent::Lost { range, .. } => {
+            for s in shards.iter() {
+                s.send(ShardMsg::Release(range));
+            }
+        }
+        _ => {}
+    })
 }
 
 /// How an operator named what a command found nothing for.

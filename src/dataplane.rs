@@ -89,6 +89,16 @@ pub trait DataPlane: Send + Sync {
     /// Makes the inbound SPIs allocated from now on carry this clustered
     /// node's id (a data plane without ESP has none to mark).
     fn set_spi_node(&self, _node: ironsa::cluster::NodeId) {}
+    /// The next outbound ESP sequence number of the child with inbound SPI
+    /// `spi_in` (`None`: no such child, or a data plane without ESP).
+    fn esp_seq_out(&self, _spi_in: u32) -> Option<u64> {
+        None
+    }
+    /// Continues the child's outbound sequence numbers at `seq`; false if
+    /// there is no such child.
+    fn set_esp_seq_out(&self, _spi_in: u32, _seq: u64) -> bool {
+        false
+    }
     /// Prometheus lines for the data plane.
     fn metrics(&self) -> String {
         String::new()

@@ -369,6 +369,14 @@ impl DataPlane for DpdkDataPlane {
         self.children.set_spi_node(node);
     }
 
+    fn esp_seq_out(&self, spi_in: u32) -> Option<u64> {
+        self.children.outbound_seq(spi_in)
+    }
+
+    fn set_esp_seq_out(&self, spi_in: u32, seq: u64) -> bool {
+        self.children.set_outbound_seq(spi_in, seq)
+    }
+
     fn metrics(&self) -> String {
         let mut out = self.children.sa_gauge();
         out.push_str(&format!(

@@ -3,6 +3,7 @@
 
 pub use ironsa::config_file;
 mod child_sas;
+mod cluster_shard;
 mod control_socket;
 mod daemon;
 mod dataplane;
@@ -64,6 +65,13 @@ enum Command {
     },
     /// Shows counters.
     Stats {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows the cluster: its nodes, the SPI ranges each serves, their load,
+    /// and this node's lag to the store.
+    Cluster {
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -198,6 +206,41 @@ fn hw_probe(profiles: &std::path::Path, _eal_args: Vec<String>) -> ExitCode {
         profiles.display()
     );
     ExitCode::SUCCESS
+}
+
+/// `ironsa cluster` as a table.
+fn print_cluster(data: &serde_json::Value) {
+    let me = data["node"].as_u64();
+    let lag = match data["store_lag_ms"].as_u64() {
+        Some(ms) => format!("{ms} ms"),
+        None => "never answered".into(),
+    };
+    let state = if data["connected"].as_bool() == Some(true) {
+        "reachable"
+    } else {
+        "UNREACHABLE (new tunnels refused)"
+    };
+    println!("store: {state}, lag {lag}, {} updates pending", data["pending"]);
+    println!("{:>4}  {:<22} {:>8}  ranges", "node", "link", "load");
+    for n in data["nodes"].as_array().into_iter().flatten() {
+        let id = n["id"].as_u64();
+        let (link, load) = match n["info"].as_object() {
+            Some(i) => (i["link"].as_str().unwrap_or("?").to_string(), i["load"].to_string()),
+            None => ("(dead)".to_string(), "-".to_string()),
+        };
+        let ranges: Vec<String> = n["ranges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| r.to_string())
+            .collect();
+        let this = if id == me { "  (this node)" } else { "" };
+        println!(
+            "{:>4}  {link:<22} {load:>8}  {}{this}",
+            id.map_or("?".into(), |i| i.to_string()),
+            ranges.join(",")
+        );
+    }
 }
 
 fn print_sas(data: &serde_json::Value) {
@@ -445,6 +488,21 @@ fn main() -> ExitCode {
         },
         Command::Sas { json } => client(&cli.socket, Request::Sas, json, true),
         Command::Stats { json } => client(&cli.socket, Request::Stats, json, false),
+        Command::Cluster { json: true } => client(&cli.socket, Request::Cluster, true, false),
+        Command::Cluster { json: false } => match control_socket::call(&cli.socket, &Request::Cluster) {
+            Ok(r) if r.ok => {
+                print_cluster(&r.data.unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Ok(r) => {
+                eprintln!("error: {}", r.error.unwrap_or_default());
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Initiate {
             connection,
             child,

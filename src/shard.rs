@@ -109,6 +109,10 @@ pub enum ShardMsg {
     Stats(Sender<ShardStats>),
     /// New connection list (reload).
     Reload(Vec<Arc<ConnectionConfig>>),
+    /// Continue these IKE SAs of a range this node adopted (cluster).
+    Adopt(Vec<control::ike_sa::resume::ResumableIkeSa>),
+    /// Let go of the IKE SAs of this range: another node serves it (cluster).
+    Release(ironsa::cluster::NodeId),
     /// Delete every SA, then stop.
     Shutdown,
 }
@@ -227,6 +231,8 @@ pub struct ShardStats {
     pub tx_datagrams: u64,
     /// Datagrams handed to another shard.
     pub forwarded: u64,
+    /// IKE_SA_INIT requests dropped while the cluster store was unreachable.
+    pub refused_store_down: u64,
     /// Handshake failures by reason.
     pub failures: HashMap<String, u64>,
     /// Bytes the IKE SAs hold by item (their own accounting, summed).
@@ -329,6 +335,8 @@ pub struct ShardConfig {
     pub ike_key_log: Option<Arc<dyn control::ike_sa::IkeKeyLog>>,
     /// This node's id when clustered: our IKE SPIs carry it below the shard id.
     pub node: Option<ironsa::cluster::NodeId>,
+    /// The shard's part in the cluster, when clustered.
+    pub cluster: Option<crate::cluster_shard::ShardCluster>,
 }
 
 /// A shard's event loop state.
@@ -346,6 +354,7 @@ pub struct Shard {
     ike_via_dataplane: bool,
     registry: Arc<Registry>,
     stats: ShardStats,
+    cluster: Option<crate::cluster_shard::ShardCluster>,
     shutting_down: Option<Instant>,
     /// IKE SAs the shard sized itself for.
     expected_sas: usize,
@@ -457,6 +466,7 @@ impl Shard {
             ike_via_dataplane,
             registry,
             stats: ShardStats::default(),
+            cluster: cfg.cluster,
             shutting_down: None,
             expected_sas,
             waiters: HashMap::new(),
@@ -470,7 +480,8 @@ impl Shard {
         let mut batch = RecvBatch::default();
         loop {
             let now = Instant::now();
-            let next = [self.endpoint.poll_timeout(), self.ikev1.poll_timeout()]
+            let checkpoint = self.cluster.as_ref().map(|c| c.deadline());
+            let next = [self.endpoint.poll_timeout(), self.ikev1.poll_timeout(), checkpoint]
                 .into_iter()
                 .flatten()
                 .min();
@@ -495,6 +506,9 @@ impl Shard {
             self.endpoint.handle_timeout(now);
             self.ikev1.handle_timeout(now);
             self.flush();
+            if let Some(c) = &mut self.cluster {
+                c.checkpoint(now, &self.endpoint, &*self.dataplane);
+            }
             if let Some(since) = self.shutting_down {
                 if self.endpoint.is_empty() || now.duration_since(since) > Duration::from_secs(3) {
                     info!(shard = self.id, remaining = self.endpoint.len(), "shard stopped");
@@ -595,9 +609,31 @@ impl Shard {
                     debug!(shard = self.id, remote = %remote, "IKEv1 datagram dropped: {e}");
                 }
             }
+            Some(h) if self.store_refuses(&h, remote) => {}
             Some(h) => self.endpoint.handle_peeked(now, local, remote, h, data),
             None => self.endpoint.handle(now, local, remote, data),
         }
+    }
+
+    /// True (and the request is dropped) for a new IKE SA while the
+    /// cluster store is unreachable: its state could not be shared, so no
+    /// other node could continue it.
+    fn store_refuses(&mut self, h: &Header, remote: SocketAddr) -> bool {
+        let Some(c) = &self.cluster else { return false };
+        let new_sa = h.exchange == control::wire::ikev2::ExchangeType::IKE_SA_INIT && h.spi_r == 0 && !h.is_response();
+        if !new_sa || c.store().view().connected() {
+            return false;
+        }
+        self.stats.refused_store_down += 1;
+        if self.stats.refused_store_down.is_power_of_two() {
+            warn!(
+                shard = self.id,
+                peer = %remote,
+                refused = self.stats.refused_store_down,
+                "cluster store unreachable: new IKE SA refused (established tunnels keep working)"
+            );
+        }
+        true
     }
 
     fn drain_channel(&mut self) {
@@ -722,6 +758,17 @@ impl Shard {
                     let _ = reply.send(s);
                 }
                 ShardMsg::Reload(conns) => self.reload(now, conns),
+                ShardMsg::Adopt(states) => {
+                    if let Some(c) = &mut self.cluster {
+                        c.adopt(now, &mut self.endpoint, states);
+                    }
+                    self.flush();
+                }
+                ShardMsg::Release(range) => {
+                    if let Some(c) = &mut self.cluster {
+                        c.release(range, self.id, &mut self.endpoint, &*self.dataplane, &self.registry);
+                    }
+                }
                 ShardMsg::Shutdown => {
                     if self.shutting_down.is_none() {
                         self.shutting_down = Some(now);
@@ -810,6 +857,9 @@ impl Shard {
             if !self.waiters.is_empty() {
                 self.tell_waiter(spi, &ev);
             }
+            if let Some(c) = &mut self.cluster {
+                c.on_event(&ev);
+            }
             match &ev {
                 Event::ChildSaInstalled(c) => self.dataplane.install(c),
                 Event::ChildSaDeleted { spi_in, spi_out } => self.dataplane.remove(*spi_in, *spi_out),
@@ -878,6 +928,9 @@ impl Shard {
                 _ => {}
             }
             self.dataplane.ike_event(&ev);
+        }
+        if let Some(c) = &mut self.cluster {
+            c.after_install(&*self.dataplane);
         }
         let mut out: Vec<(usize, control::ike_sa::Transmit)> = Vec::new();
         let ikev1_out: Vec<_> = std::iter::from_fn(|| self.ikev1.poll_transmit()).collect();

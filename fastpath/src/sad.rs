@@ -414,6 +414,12 @@ impl OutboundSa {
         self.reserve_seqs(1, events).map(|(s, _)| s)
     }
 
+    /// The next sequence number this SA will use (a checkpoint another
+    /// node can continue past).
+    pub fn peek_next_seq(&self) -> u64 {
+        self.next_seq.load(Ordering::Relaxed)
+    }
+
     /// Sets the next sequence number (tests and state import).
     pub fn set_next_seq(&self, seq: u64) {
         self.next_seq.store(seq, Ordering::Relaxed);

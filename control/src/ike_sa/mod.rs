@@ -688,6 +688,11 @@ impl IkeSa {
         (self.spi_i, self.spi_r)
     }
 
+    /// (message ID of our next request, message ID of the peer's next request).
+    pub fn message_ids(&self) -> (u32, u32) {
+        (self.next_request_id, self.expected_request_id)
+    }
+
     /// Our SPI: the one the peer puts in our half of the header.
     pub fn local_spi(&self) -> u64 {
         match self.role {

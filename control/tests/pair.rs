@@ -1423,6 +1423,12 @@ fn a_resumed_ike_sa_continues_on_another_endpoint_without_a_new_ike_sa_init() {
     let child = p.a_seen.installed.pop().expect("A installed the child");
     // What A's driver checkpoints: the IKE SA's state plus the child's keys.
     let mut state = p.a.sa(spi).unwrap().resumable(p.now).expect("established and idle");
+    // A answers two more DPDs of B's after the checkpoint, then dies.
+    let b_spi = p.b.sas().next().unwrap().local_spi();
+    for _ in 0..2 {
+        p.b.queue(p.now, b_spi, Task::Dpd);
+        p.run(Duration::from_secs(60));
+    }
     assert_eq!(state.children.len(), 1);
     state.children[0].inbound = child.inbound.clone();
     state.children[0].outbound = child.outbound.clone();
@@ -1461,7 +1467,6 @@ fn a_resumed_ike_sa_continues_on_another_endpoint_without_a_new_ike_sa_init() {
     // The peer's requests are answered, ours are accepted, and a CHILD_SA
     // rekey (keys from SK_d) works: the peer never sees a new IKE_SA_INIT.
     let wire_before = p.wire.len();
-    let b_spi = p.b.sas().next().unwrap().local_spi();
     p.b.queue(p.now, b_spi, Task::Dpd);
     p.run(Duration::from_secs(60));
     p.a.queue(p.now, spi, Task::Dpd);

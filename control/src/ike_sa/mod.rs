@@ -369,10 +369,18 @@ pub struct IkeSa {
     pub(crate) down_reported: bool,
     /// Set once a rekey replaced this SA: its DELETE only retires it.
     pub(crate) replaced: bool,
+    /// Resumed from another node's checkpoint, which may predate the
+    /// peer's last requests: the first authentic request ahead of the
+    /// window sets it.
+    pub(crate) resync_request_id: bool,
     /// The deadline its driver armed a timer for ([`crate::endpoint::Endpoint`]
     /// ticks; [`NO_TIMER`] when none): kept here rather than in a map by SPI.
     pub(crate) timer: u64,
 }
+
+/// How far ahead of a resumed SA's stored window the peer's first request
+/// may be (requests the dead node answered after its last checkpoint).
+const RESYNC_WINDOW: u32 = 1 << 16;
 
 /// [`IkeSa::timer`] when no timer is armed.
 pub(crate) const NO_TIMER: u64 = u64::MAX;
@@ -594,6 +602,7 @@ impl IkeSa {
             expire_at: None,
             down_reported: false,
             replaced: false,
+            resync_request_id: false,
             timer: NO_TIMER,
         }
     }
@@ -1085,7 +1094,8 @@ impl IkeSa {
                 return;
             }
         }
-        if mid != self.expected_request_id {
+        let resyncing = self.resync_request_id && mid.wrapping_sub(self.expected_request_id) < RESYNC_WINDOW;
+        if mid != self.expected_request_id && !resyncing {
             debug!(
                 got = mid,
                 want = self.expected_request_id,
@@ -1103,6 +1113,17 @@ impl IkeSa {
             self.scratch().current_request_digest = Some(request_digest(datagram));
         }
         let Some(inner) = self.open(datagram, &msg) else { return };
+        if self.resync_request_id {
+            if mid != self.expected_request_id {
+                info!(
+                    from = self.expected_request_id,
+                    to = mid,
+                    "resumed IKE SA: the peer's message IDs moved on since the checkpoint; following it"
+                );
+            }
+            self.resync_request_id = false;
+            self.expected_request_id = mid;
+        }
         self.after_authentic_inbound(now, local, remote);
         if let Some(Payload::Unknown { ty, .. }) = inner
             .iter()

@@ -228,6 +228,7 @@ impl IkeSa {
         sa.peer_id = Some(r.peer_id.clone());
         sa.next_request_id = r.next_request_id;
         sa.expected_request_id = r.expected_request_id;
+        sa.resync_request_id = true;
         let outbound = SkCipher::new(r.suite.encr, r.suite.integ, &r.sk_e_out, &[], &sa.ctx.crypto)?;
         let inbound = SkCipher::new(r.suite.encr, r.suite.integ, &r.sk_e_in, &[], &sa.ctx.crypto)?;
         sa.keys = Some(SaKeys {

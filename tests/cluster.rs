@@ -189,3 +189,169 @@ fn member_loss_changes_nothing_and_quorum_loss_holds_updates_until_it_returns() 
     assert_eq!(etcd.keys("/quorum/sa/05/").len(), 2);
     n.store.shutdown();
 }
+
+/// Writes a 0600 key file of 32 bytes `byte` as hex.
+fn key_file(dir: &std::path::Path, name: &str, byte: u8) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, format!("{byte:02x}").repeat(32)).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+const PSK: &str = "Zq8#kP2!vR9@wX4$yT7&uN1*cluster";
+
+/// A gateway node: IKE only, on the shared `port` (SO_REUSEPORT spreads
+/// clients over the nodes as ECMP would), clustered as node `node`.
+fn gateway_config(node: NodeId, port: u16, etcd: &Etcd, keys: &std::path::Path, link: u16) -> String {
+    let store: Vec<String> = etcd.endpoints().iter().map(|e| format!("\"{e}\"")).collect();
+    format!(
+        r#"
+[daemon]
+listen = ["127.0.0.1"]
+ike_port = {port}
+nat_port = {nat}
+shards = 1
+control_socket = "SOCKET"
+
+[cluster]
+node = {node}
+store = [{store}]
+name = "failover"
+link = "127.0.0.1:{link}"
+link_key = "{link_key}"
+cluster_key = "{cluster_key}"
+lease = "2s"
+checkpoint_interval = "1s"
+
+[[connection]]
+name = "rw"
+remote_addrs = ["%any"]
+local_id = "gw@cluster.test"
+remote_id = "client@cluster.test"
+psk = "{PSK}"
+ike_proposals = "aes256gcm16-prfsha256-x25519"
+
+[[connection.child]]
+name = "net"
+local_ts = ["10.1.0.0/16"]
+remote_ts = ["10.9.0.0/24"]
+esp_proposals = "aes256gcm16"
+"#,
+        nat = port + 1,
+        store = store.join(", "),
+        link_key = keys.join("link.key").display(),
+        cluster_key = keys.join("cluster.key").display(),
+    )
+}
+
+fn client_config(port: u16, gateway_port: u16) -> String {
+    format!(
+        r#"
+[daemon]
+listen = ["127.0.0.1"]
+ike_port = {port}
+nat_port = {nat}
+shards = 1
+control_socket = "SOCKET"
+
+[[connection]]
+name = "gw"
+remote_addrs = ["127.0.0.1"]
+remote_port = {gateway_port}
+remote_nat_port = {gateway_nat}
+local_id = "client@cluster.test"
+remote_id = "gw@cluster.test"
+psk = "{PSK}"
+ike_proposals = "aes256gcm16-prfsha256-x25519"
+dpd_delay = "1s"
+
+[[connection.child]]
+name = "net"
+local_ts = ["10.9.0.0/24"]
+remote_ts = ["10.1.0.0/16"]
+esp_proposals = "aes256gcm16"
+"#,
+        nat = port + 1,
+        gateway_nat = gateway_port + 1,
+    )
+}
+
+/// Counter `key` of an ironsa's shards, summed.
+fn shard_counter(node: &support::Ironsa, key: &str) -> u64 {
+    node.call(serde_json::json!({"cmd": "stats"}))["shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s[key].as_u64().unwrap_or(0))
+        .sum()
+}
+
+#[test]
+fn a_killed_nodes_ike_sa_continues_on_the_survivor_without_a_new_ike_sa_init() {
+    if needs() {
+        return;
+    }
+    let etcd = Etcd::start(3);
+    let keys = tempfile::tempdir().unwrap();
+    key_file(keys.path(), "link.key", 0x31);
+    key_file(keys.path(), "cluster.key", 0x32);
+    let (port, _) = support::util::free_udp_port_pair().unwrap();
+    let (client_port, _) = support::util::free_udp_port_pair().unwrap();
+    let (link1, _) = support::util::free_udp_port_pair().unwrap();
+    let mut gateways: Vec<Option<support::Ironsa>> = [(1, link1), (2, link1 + 1)]
+        .into_iter()
+        .map(|(n, link)| {
+            Some(support::Ironsa::start(
+                &gateway_config(n, port, &etcd, keys.path(), link),
+                None,
+            ))
+        })
+        .collect();
+    let client = support::Ironsa::start(&client_config(client_port, port), None);
+    client.call(serde_json::json!({"cmd": "initiate", "connection": "gw", "timeout": 10}));
+    let spi_i = client.sas()[0]["spi_i"].clone();
+    let owner = (0..2)
+        .find(|i| gateways[*i].as_ref().unwrap().sas().iter().any(|s| s["spi_i"] == spi_i))
+        .expect("one gateway holds the client's IKE SA");
+    let survivor = 1 - owner;
+    // The owner checkpoints the SA; both see each other in the store.
+    let owner_node = gateways[owner].as_ref().unwrap();
+    wait("the SA is in the store", Duration::from_secs(10), || {
+        let c = owner_node.call(serde_json::json!({"cmd": "cluster"}));
+        c["records_written"].as_u64().unwrap_or(0) >= 1 && c["nodes"].as_array().map_or(0, |n| n.len()) == 2
+    });
+    std::thread::sleep(Duration::from_secs(2));
+
+    let killed_at = Instant::now();
+    gateways[owner].as_mut().unwrap().kill9();
+    let survivor_node = gateways[survivor].as_ref().unwrap();
+    survivor_node.wait_sas(Duration::from_secs(10), |sas| sas.iter().any(|s| s["spi_i"] == spi_i));
+    let took = killed_at.elapsed();
+    // The client's DPDs are answered by the survivor, on the same IKE SA.
+    let answered = shard_counter(survivor_node, "tx_datagrams");
+    wait(
+        "the survivor answers the client's DPDs",
+        Duration::from_secs(10),
+        || shard_counter(survivor_node, "tx_datagrams") >= answered + 2,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let sas = client.sas();
+    assert_eq!(sas.len(), 1, "{sas:#?}");
+    assert_eq!(sas[0]["spi_i"], spi_i, "the client kept its IKE SA");
+    let log = client.log();
+    assert_eq!(
+        log.matches("initiating IKE SA").count(),
+        1,
+        "no new IKE_SA_INIT:\n{log}"
+    );
+    let status = survivor_node.call(serde_json::json!({"cmd": "cluster"}));
+    let owner_id = owner as u64 + 1;
+    let adopted = status["nodes"].as_array().unwrap().iter().any(|n| {
+        n["id"].as_u64() == Some(survivor as u64 + 1) && n["ranges"].as_array().unwrap().contains(&owner_id.into())
+    });
+    assert!(adopted, "the survivor serves the dead node's range: {status:#}");
+    assert!(survivor_node.log().contains("IKE SA resumed from another node's state"));
+    assert!(took < Duration::from_secs(6), "takeover took {took:?}");
+    eprintln!("takeover in {took:?}");
+}

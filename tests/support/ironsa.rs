@@ -208,6 +208,14 @@ impl Ironsa {
         );
     }
 
+    /// Kills the daemon with SIGKILL (no DELETE, no cleanup) and waits.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Stops the daemon gracefully (DELETE to peers) and waits.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

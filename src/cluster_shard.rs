@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 use control::endpoint::Endpoint;
 use control::ike_sa::resume::ResumableIkeSa;
 use control::ike_sa::{ChildState, DirectionKeys, Event};
+use control::wire::ikev2::Header;
+use ironsa::cluster::link::{FrameKind, LinkSender};
 use ironsa::cluster::store::StoreHandle;
 use ironsa::cluster::{NodeId, node_of_ike_spi};
+use std::net::SocketAddr;
 use tracing::{info, warn};
 
 use crate::dataplane::DataPlane;
@@ -31,6 +34,8 @@ pub const SEQ_MARGIN: u64 = 1 << 22;
 /// The cluster state of one shard.
 pub struct ShardCluster {
     store: Arc<StoreHandle>,
+    /// Where datagrams of SAs another node serves go.
+    link: Option<Arc<LinkSender>>,
     /// IKE SAs of the whole node (each shard adds its own).
     load: Arc<AtomicUsize>,
     counted: usize,
@@ -47,9 +52,15 @@ pub struct ShardCluster {
 
 impl ShardCluster {
     /// A shard's cluster state; it checkpoints every `interval`.
-    pub fn new(store: Arc<StoreHandle>, load: Arc<AtomicUsize>, interval: Duration) -> Self {
+    pub fn new(
+        store: Arc<StoreHandle>,
+        link: Option<Arc<LinkSender>>,
+        load: Arc<AtomicUsize>,
+        interval: Duration,
+    ) -> Self {
         Self {
             store,
+            link,
             load,
             counted: 0,
             child_keys: HashMap::new(),
@@ -63,6 +74,23 @@ impl ShardCluster {
     /// The store connection (for admission of new IKE SAs).
     pub fn store(&self) -> &StoreHandle {
         &self.store
+    }
+
+    /// Sends an IKE message to the node serving the range in its SPI, if
+    /// that is another node; false when this node serves it.
+    pub fn forward_ike(&self, header: &Header, local: SocketAddr, remote: SocketAddr, data: &[u8]) -> bool {
+        let spi = header.recipient_spi();
+        if spi == 0 {
+            return false;
+        }
+        let Some(link) = &self.link else { return false };
+        match self.store.view().forward_to(node_of_ike_spi(spi)) {
+            Some((_, to)) => {
+                link.forward(to, FrameKind::Ike, local, remote, data);
+                true
+            }
+            None => false,
+        }
     }
 
     /// When the next checkpoint is due.

@@ -41,6 +41,8 @@ pub struct Daemon {
     log_reload: LogReload,
     /// The cluster store client, when clustered.
     store: Option<Arc<StoreHandle>>,
+    /// The inter-node link, when clustered.
+    link: Mutex<Option<ironsa::cluster::link::Link>>,
 }
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -78,6 +80,24 @@ impl Daemon {
                     .map_err(|e| std::io::Error::other(e.to_string()))?,
             )),
         };
+        let link = match &config.cluster {
+            None => None,
+            Some(c) => {
+                let shards = handles.clone();
+                let deliver = Box::new(move |f: ironsa::cluster::link::Forwarded| match f.kind {
+                    ironsa::cluster::link::FrameKind::Ike => to_owning_shard(&shards, f.local, f.remote, f.data),
+                    other => {
+                        debug!(from = f.from, kind = ?other, "forwarded datagram of a kind this data plane does not take; dropped")
+                    }
+                });
+                Some(ironsa::cluster::link::Link::start(
+                    c.node,
+                    c.link,
+                    &c.link_key,
+                    deliver,
+                )?)
+            }
+        };
         let ike_key_log: Option<Arc<dyn control::ike_sa::IkeKeyLog>> = match &config.keylog {
             None => None,
             Some(p) => Some(Arc::new(crate::keylog::IkeKeyLogFile::open(p)?)),
@@ -106,7 +126,12 @@ impl Daemon {
                     crypto: crypto.clone(),
                     node: config.cluster.as_ref().map(|c| c.node),
                     cluster: match (&store, &config.cluster) {
-                        (Some(s), Some(c)) => Some(ShardCluster::new(s.clone(), load.clone(), c.checkpoint_interval)),
+                        (Some(s), Some(c)) => Some(ShardCluster::new(
+                            s.clone(),
+                            link.as_ref().map(|l| l.sender()),
+                            load.clone(),
+                            c.checkpoint_interval,
+                        )),
                         _ => None,
                     },
                 },
@@ -132,6 +157,7 @@ impl Daemon {
             registry,
             log_reload,
             store,
+            link: Mutex::new(link),
         });
         let starts: Vec<String> = daemon
             .config
@@ -156,18 +182,7 @@ impl Daemon {
     /// or on its own DPDK ports): to the shard owning the SPI.
     pub fn ike_sink(self: &Arc<Self>) -> crate::child_sas::IkeSink {
         let shards = self.shards.clone();
-        Arc::new(move |local, remote, data: Vec<u8>| {
-            let header = control::wire::ingress::peek_header(&data);
-            // A first IKE_SA_INIT goes by source port, so its retransmissions meet its SA.
-            let owner =
-                shard::route(header.as_ref(), shards.len()).unwrap_or(usize::from(remote.port()) % shards.len());
-            shards[owner].send(ShardMsg::Received {
-                local,
-                remote,
-                header,
-                data,
-            });
-        })
+        Arc::new(move |local, remote, data: Vec<u8>| to_owning_shard(&shards, local, remote, data))
     }
 
     /// Where the data plane's lifetime requests go: a rekey or delete of the
@@ -521,9 +536,26 @@ impl Daemon {
         if let Some(store) = &self.store {
             store.shutdown();
         }
+        if let Some(mut link) = self.link.lock().ok().and_then(|mut l| l.take()) {
+            link.stop();
+        }
         self.dataplane.shutdown();
         info!("ironsa stopped");
     }
+}
+
+/// Hands an IKE message received outside the shards' sockets (by the data
+/// plane, or from another node over the cluster link) to the shard owning it.
+fn to_owning_shard(shards: &[ShardHandle], local: SocketAddr, remote: SocketAddr, data: Vec<u8>) {
+    let header = control::wire::ingress::peek_header(&data);
+    // A first IKE_SA_INIT goes by source port, so its retransmissions meet its SA.
+    let owner = shard::route(header.as_ref(), shards.len()).unwrap_or(usize::from(remote.port()) % shards.len());
+    shards[owner].send(ShardMsg::Received {
+        local,
+        remote,
+        header,
+        data,
+    });
 }
 
 /// Routes what the store thread reports to the shards: the SAs of an

@@ -231,6 +231,8 @@ pub struct ShardStats {
     pub tx_datagrams: u64,
     /// Datagrams handed to another shard.
     pub forwarded: u64,
+    /// Datagrams sent to the cluster node serving their SPI.
+    pub forwarded_to_nodes: u64,
     /// IKE_SA_INIT requests dropped while the cluster store was unreachable.
     pub refused_store_down: u64,
     /// Handshake failures by reason.
@@ -585,6 +587,12 @@ impl Shard {
     /// Hands an IKE message to its owner: this shard's endpoint, or the
     /// shard [`route`] names (which takes the header as read here).
     fn dispatch(&mut self, local: SocketAddr, remote: SocketAddr, header: Option<Header>, data: &[u8]) {
+        if let (Some(c), Some(h)) = (&self.cluster, &header) {
+            if c.forward_ike(h, local, remote, data) {
+                self.stats.forwarded_to_nodes += 1;
+                return;
+            }
+        }
         if let (Some(h), Some(owner)) = (header, route(header.as_ref(), self.peers.len())) {
             if owner != self.id {
                 self.stats.forwarded += 1;

@@ -208,7 +208,7 @@ fn gateway_config(node: NodeId, port: u16, etcd: &Etcd, keys: &std::path::Path, 
     format!(
         r#"
 [daemon]
-listen = ["127.0.0.1"]
+listen = ["127.0.0.1", "127.0.1.{node}"]
 ike_port = {port}
 nat_port = {nat}
 shards = 1
@@ -322,6 +322,28 @@ fn a_killed_nodes_ike_sa_continues_on_the_survivor_without_a_new_ike_sa_init() {
         c["records_written"].as_u64().unwrap_or(0) >= 1 && c["nodes"].as_array().map_or(0, |n| n.len()) == 2
     });
     std::thread::sleep(Duration::from_secs(2));
+
+    // An IKE datagram of the SA that reaches the other node (its own
+    // address here; ECMP in a deployment) goes to the owner over the link.
+    let spi_r = u64::from_str_radix(client.sas()[0]["spi_r"].as_str().unwrap(), 16).unwrap();
+    let spi_i_num = u64::from_str_radix(spi_i.as_str().unwrap(), 16).unwrap();
+    // The non-ESP marker first: ironsa marks IKE on every port but 500.
+    let mut datagram = vec![0u8; 4];
+    datagram.extend_from_slice(&spi_i_num.to_be_bytes());
+    datagram.extend_from_slice(&spi_r.to_be_bytes());
+    datagram.extend_from_slice(&[46, 0x20, 37, 0x08, 0, 0, 0, 99, 0, 0, 0, 60]);
+    datagram.resize(64, 0xab);
+    let owner_rx = shard_counter(owner_node, "rx_datagrams");
+    let other = gateways[survivor].as_ref().unwrap();
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe
+        .send_to(&datagram, (format!("127.0.1.{}", survivor + 1).as_str(), port))
+        .unwrap();
+    wait(
+        "the other node forwards the datagram to the owner",
+        Duration::from_secs(5),
+        || shard_counter(other, "forwarded_to_nodes") == 1 && shard_counter(owner_node, "rx_datagrams") > owner_rx,
+    );
 
     let killed_at = Instant::now();
     gateways[owner].as_mut().unwrap().kill9();

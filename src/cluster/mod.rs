@@ -7,6 +7,7 @@
 //! the top [`NODE_BITS`]. Whoever receives a datagram can thus tell which
 //! node owns it without asking the store. With no `[cluster]` section the
 //! node bits are not reserved and nothing here runs.
+pub mod link;
 pub mod store;
 
 use std::net::SocketAddr;

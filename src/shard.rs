@@ -233,7 +233,7 @@ pub struct ShardStats {
     pub forwarded: u64,
     /// Datagrams sent to the cluster node serving their SPI.
     pub forwarded_to_nodes: u64,
-    /// IKE_SA_INIT requests dropped while the cluster store was unreachable.
+    /// IKE_SA_INIT requests refused (TEMPORARY_FAILURE) while the cluster store was unreachable.
     pub refused_store_down: u64,
     /// Handshake failures by reason.
     pub failures: HashMap<String, u64>,
@@ -617,15 +617,15 @@ impl Shard {
                     debug!(shard = self.id, remote = %remote, "IKEv1 datagram dropped: {e}");
                 }
             }
-            Some(h) if self.store_refuses(&h, remote) => {}
+            Some(h) if self.store_refuses(&h, remote) => self.endpoint.refuse_temporarily(local, remote, &h),
             Some(h) => self.endpoint.handle_peeked(now, local, remote, h, data),
             None => self.endpoint.handle(now, local, remote, data),
         }
     }
 
-    /// True (and the request is dropped) for a new IKE SA while the
-    /// cluster store is unreachable: its state could not be shared, so no
-    /// other node could continue it.
+    /// True (the request is then answered with TEMPORARY_FAILURE) for a new
+    /// IKE SA while the cluster store is unreachable: its state could not be
+    /// shared, so no other node could continue it.
     fn store_refuses(&mut self, h: &Header, remote: SocketAddr) -> bool {
         let Some(c) = &self.cluster else { return false };
         let new_sa = h.exchange == control::wire::ikev2::ExchangeType::IKE_SA_INIT && h.spi_r == 0 && !h.is_response();
@@ -638,7 +638,7 @@ impl Shard {
                 shard = self.id,
                 peer = %remote,
                 refused = self.stats.refused_store_down,
-                "cluster store unreachable: new IKE SA refused (established tunnels keep working)"
+                "cluster store unreachable: new IKE SA refused with TEMPORARY_FAILURE (established tunnels keep working)"
             );
         }
         true

@@ -377,3 +377,56 @@ fn a_killed_nodes_ike_sa_continues_on_the_survivor_without_a_new_ike_sa_init() {
     assert!(took < Duration::from_secs(6), "takeover took {took:?}");
     eprintln!("takeover in {took:?}");
 }
+
+#[test]
+fn without_store_quorum_established_tunnels_work_and_new_ones_get_temporary_failure() {
+    if needs() {
+        return;
+    }
+    let mut etcd = Etcd::start(3);
+    let keys = tempfile::tempdir().unwrap();
+    key_file(keys.path(), "link.key", 0x41);
+    key_file(keys.path(), "cluster.key", 0x42);
+    let (port, _) = support::util::free_udp_port_pair().unwrap();
+    let (link, _) = support::util::free_udp_port_pair().unwrap();
+    let gateway = support::Ironsa::start(&gateway_config(1, port, &etcd, keys.path(), link), None);
+    wait("the gateway joined", Duration::from_secs(10), || {
+        gateway.call(serde_json::json!({"cmd": "cluster"}))["connected"] == true
+    });
+    let (a_port, _) = support::util::free_udp_port_pair().unwrap();
+    let a = support::Ironsa::start(&client_config(a_port, port), None);
+    a.call(serde_json::json!({"cmd": "initiate", "connection": "gw", "timeout": 10}));
+    let spi_i = a.sas()[0]["spi_i"].clone();
+
+    etcd.kill(0);
+    etcd.kill(1);
+    wait(
+        "the gateway sees the store unreachable",
+        Duration::from_secs(15),
+        || gateway.call(serde_json::json!({"cmd": "cluster"}))["connected"] == false,
+    );
+    // The established tunnel keeps answering DPD.
+    let tx = shard_counter(&gateway, "tx_datagrams");
+    wait("DPD answered without the store", Duration::from_secs(10), || {
+        shard_counter(&gateway, "tx_datagrams") >= tx + 2
+    });
+    assert_eq!(a.sas()[0]["spi_i"], spi_i);
+    // A new one is refused.
+    let (b_port, _) = support::util::free_udp_port_pair().unwrap();
+    let b = support::Ironsa::start(&client_config(b_port, port), None);
+    let refused = b.answer(&serde_json::json!({"cmd": "initiate", "connection": "gw", "timeout": 10}));
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert!(refused.to_string().contains("TEMPORARY_FAILURE"), "{refused}");
+    assert!(shard_counter(&gateway, "refused_store_down") >= 1);
+
+    // Quorum back: new tunnels are taken again.
+    etcd.restart(0);
+    etcd.restart(1);
+    etcd.wait_healthy(Duration::from_secs(20));
+    wait("the gateway reconnects", Duration::from_secs(15), || {
+        gateway.call(serde_json::json!({"cmd": "cluster"}))["connected"] == true
+    });
+    b.call(serde_json::json!({"cmd": "initiate", "connection": "gw", "timeout": 10}));
+    let b_spi = b.sas()[0]["spi_i"].clone();
+    assert!(gateway.sas().iter().any(|s| s["spi_i"] == b_spi));
+}

@@ -280,6 +280,20 @@ impl Endpoint {
         Ok(spi)
     }
 
+    /// Answers an IKE_SA_INIT request with a lone TEMPORARY_FAILURE notify,
+    /// statelessly: its driver cannot take new IKE SAs for now (a cluster
+    /// node cut off from its store), and the initiator should retry later
+    /// or elsewhere.
+    pub fn refuse_temporarily(&mut self, local: SocketAddr, remote: SocketAddr, request: &Header) {
+        let payload = crate::ike_sa::notify_payload(NotifyType::TEMPORARY_FAILURE, Vec::new());
+        self.transmits.push_back(Transmit {
+            local,
+            remote,
+            non_esp_marker: false,
+            data: sa_init::stateless_response(request, payload),
+        });
+    }
+
     /// Removes an IKE SA without a word to its peer (another node serves
     /// it now); the driver removes its children from the data plane.
     pub fn release(&mut self, spi: u64) -> Option<Box<IkeSa>> {

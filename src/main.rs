@@ -294,17 +294,27 @@ fn print_sas(data: &serde_json::Value) {
 }
 
 fn client(socket: &std::path::Path, req: Request, json: bool, sas: bool) -> ExitCode {
+    if sas {
+        return client_as(socket, req, json, print_sas);
+    }
+    client_as(socket, req, json, |data| {
+        if let Some(s) = data.as_str() {
+            println!("{s}");
+        } else {
+            println!("{}", serde_json::to_string_pretty(data).unwrap_or_default());
+        }
+    })
+}
+
+/// Sends `req`; prints the answer as JSON, or with `print`.
+fn client_as(socket: &std::path::Path, req: Request, json: bool, print: impl Fn(&serde_json::Value)) -> ExitCode {
     match control_socket::call(socket, &req) {
         Ok(r) if r.ok => {
             let data = r.data.unwrap_or(serde_json::Value::Null);
             if json {
                 println!("{}", serde_json::to_string_pretty(&data).unwrap_or_default());
-            } else if sas {
-                print_sas(&data);
-            } else if let Some(s) = data.as_str() {
-                println!("{s}");
             } else {
-                println!("{}", serde_json::to_string_pretty(&data).unwrap_or_default());
+                print(&data);
             }
             ExitCode::SUCCESS
         }
@@ -488,21 +498,7 @@ fn main() -> ExitCode {
         },
         Command::Sas { json } => client(&cli.socket, Request::Sas, json, true),
         Command::Stats { json } => client(&cli.socket, Request::Stats, json, false),
-        Command::Cluster { json: true } => client(&cli.socket, Request::Cluster, true, false),
-        Command::Cluster { json: false } => match control_socket::call(&cli.socket, &Request::Cluster) {
-            Ok(r) if r.ok => {
-                print_cluster(&r.data.unwrap_or_default());
-                ExitCode::SUCCESS
-            }
-            Ok(r) => {
-                eprintln!("error: {}", r.error.unwrap_or_default());
-                ExitCode::FAILURE
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Cluster { json } => client_as(&cli.socket, Request::Cluster, json, print_cluster),
         Command::Initiate {
             connection,
             child,

@@ -128,21 +128,20 @@ impl Etcd {
         }
     }
 
-    /// `etcdctl get --prefix --keys-only PREFIX`: the keys under a prefix.
-    pub fn keys(&self, prefix: &str) -> Vec<String> {
+    /// `etcdctl ARGS` against every member; its standard output.
+    fn etcdctl(&self, args: &[&str]) -> Vec<u8> {
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
-            .args([
-                "--endpoints",
-                &self.endpoints().join(","),
-                "get",
-                "--prefix",
-                "--keys-only",
-                prefix,
-            ])
+            .args(["--endpoints", &self.endpoints().join(",")])
+            .args(args)
             .output()
             .expect("etcdctl runs");
-        String::from_utf8_lossy(&out.stdout)
+        out.stdout
+    }
+
+    /// `etcdctl get --prefix --keys-only PREFIX`: the keys under a prefix.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        String::from_utf8_lossy(&self.etcdctl(&["get", "--prefix", "--keys-only", prefix]))
             .lines()
             .filter(|l| !l.is_empty())
             .map(str::to_string)
@@ -151,18 +150,7 @@ impl Etcd {
 
     /// `etcdctl get --print-value-only KEY`.
     pub fn value(&self, key: &str) -> Vec<u8> {
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args([
-                "--endpoints",
-                &self.endpoints().join(","),
-                "get",
-                "--print-value-only",
-                key,
-            ])
-            .output()
-            .expect("etcdctl runs");
-        out.stdout
+        self.etcdctl(&["get", "--print-value-only", key])
     }
 
     /// The members' logs, for failure messages.

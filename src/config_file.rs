@@ -1845,6 +1845,7 @@ esp_proposals = "aes256gcm16"
             ("daemon", "[daemon]"),
             ("dos", "[dos]"),
             ("fastpath", "[fastpath]"),
+            ("cluster", "[cluster]"),
             ("connection", "[[connection]]"),
             ("connection.child", "[[connection]]\nname = \"c\"\n[[connection.child]]"),
         ];

@@ -404,12 +404,26 @@ impl Worker {
 
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         let mut backoff = Duration::from_millis(200);
+        let mut down_since: Option<Instant> = None;
         loop {
             let session = match self.open().await {
-                Ok(s) => s,
+                Ok(s) => {
+                    down_since = None;
+                    s
+                }
                 Err(e) => {
-                    self.view.set_connected(false);
-                    warn!(store = ?self.cfg.store, error = %e, retry_in = ?backoff, "cluster store unreachable: established tunnels keep working, new ones are refused until it answers");
+                    // A leader election after a member loss stalls the store
+                    // for a second or two: only longer is "unreachable".
+                    let since = *down_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.cfg.lease * 2 && self.view.connected() {
+                        self.view.set_connected(false);
+                        tracing::error!(
+                            store = ?self.cfg.store,
+                            for_ = ?since.elapsed(),
+                            "cluster store unreachable: established tunnels keep working, new IKE SAs are refused with TEMPORARY_FAILURE until it answers"
+                        );
+                    }
+                    warn!(store = ?self.cfg.store, error = %e, retry_in = ?backoff, "cluster store does not answer; retrying");
                     let until = tokio::time::Instant::now() + backoff;
                     backoff = (backoff * 2).min(self.cfg.lease);
                     loop {
@@ -427,6 +441,7 @@ impl Worker {
                 Err(e) => {
                     // Still "connected" while another member takes over: one
                     // member lost must not refuse new tunnels.
+                    down_since = Some(Instant::now());
                     self.cursor += 1;
                     warn!(error = %e, "cluster store connection lost; trying the other members");
                 }

@@ -594,6 +594,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_adopted_childs_outbound_sequence_numbers_continue_where_told() {
+        let children = ChildSas::new(1, ChildSettings::default(), None).unwrap();
+        let c = child("gw", "lan", 0x100);
+        assert_eq!(children.install(&c), Some(Installed::New));
+        assert_eq!(children.outbound_seq(0x100), Some(1));
+        assert!(children.set_outbound_seq(0x100, 5_000_000));
+        assert_eq!(children.outbound_seq(0x100), Some(5_000_000));
+        assert!(!children.set_outbound_seq(0x999, 1), "no such child");
+        assert_eq!(children.outbound_seq(0x999), None);
+    }
+
+    #[test]
     fn a_clustered_node_marks_its_inbound_spis() {
         let spis = UniqueSpis::default();
         let rng = ironsa_crypto::AwsLcProvider::seeded(3);

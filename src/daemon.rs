@@ -669,6 +669,14 @@ fn restart_only_changes(old: &DaemonConfig, new: &DaemonConfig) -> Vec<&'static 
         ("fastpath.workers", old.fastpath_workers == new.fastpath_workers),
         ("fastpath.install_routes", old.install_routes == new.install_routes),
         ("fastpath.socket_buffer", old.socket_buffer == new.socket_buffer),
+        (
+            "cluster",
+            match (&old.cluster, &new.cluster) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.same_as(b),
+                _ => false,
+            },
+        ),
     ]
     .into_iter()
     .filter(|(_, same)| !same)

@@ -72,6 +72,22 @@ pub struct ClusterConfig {
     pub key_files: (PathBuf, PathBuf),
 }
 
+impl ClusterConfig {
+    /// True if `other` sets the same (keys compared in constant time): a
+    /// reload cannot change a running node's cluster settings.
+    pub fn same_as(&self, other: &ClusterConfig) -> bool {
+        let keys_same = |a: &[u8], b: &[u8]| aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok();
+        self.node == other.node
+            && self.store == other.store
+            && self.name == other.name
+            && self.link == other.link
+            && self.lease == other.lease
+            && self.checkpoint_interval == other.checkpoint_interval
+            && keys_same(&self.link_key, &other.link_key)
+            && keys_same(&self.cluster_key, &other.cluster_key)
+    }
+}
+
 impl std::fmt::Debug for ClusterConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterConfig")
@@ -100,5 +116,27 @@ mod tests {
         assert_eq!(ike_spi_prefix(5, None), (5, SHARD_BITS));
         assert_eq!(node_of_esp_spi((42 << 26) | 0x1234), 42);
         assert_eq!(node_of_esp_spi(u32::MAX), MAX_NODES - 1);
+    }
+
+    #[test]
+    fn cluster_settings_compare_keys_too() {
+        let c = ClusterConfig {
+            node: 1,
+            store: vec!["127.0.0.1:2379".into()],
+            name: "ironsa".into(),
+            link: "127.0.0.1:4510".parse().unwrap(),
+            link_key: Zeroizing::new(vec![1; 32]),
+            cluster_key: Zeroizing::new(vec![2; 32]),
+            lease: Duration::from_secs(2),
+            checkpoint_interval: Duration::from_secs(1),
+            key_files: Default::default(),
+        };
+        assert!(c.same_as(&c.clone()));
+        let mut other = c.clone();
+        other.cluster_key = Zeroizing::new(vec![3; 32]);
+        assert!(!c.same_as(&other));
+        let mut other = c.clone();
+        other.node = 2;
+        assert!(!c.same_as(&other));
     }
 }

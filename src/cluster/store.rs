@@ -407,10 +407,7 @@ impl Worker {
         let mut down_since: Option<Instant> = None;
         loop {
             let session = match self.open().await {
-                Ok(s) => {
-                    down_since = None;
-                    s
-                }
+                Ok(s) => s,
                 Err(e) => {
                     // A leader election after a member loss stalls the store
                     // for a second or two: only longer is "unreachable".

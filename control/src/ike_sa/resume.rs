@@ -144,7 +144,7 @@ impl IkeSa {
     /// of ours in flight) and uses an AEAD suite. Children keys and ESP
     /// sequence numbers are left for the driver to fill.
     pub fn resumable(&self, now: Instant) -> Option<ResumableIkeSa> {
-        if !matches!(self.state, State::Established) || self.outstanding.is_some() || self.replaced {
+        if !matches!(self.state, State::Established) || self.outstanding().is_some() || self.replaced {
             return None;
         }
         let keys = self.keys.as_ref()?;

@@ -373,6 +373,18 @@ fn a_killed_nodes_ike_sa_continues_on_the_survivor_without_a_new_ike_sa_init() {
         n["id"].as_u64() == Some(survivor as u64 + 1) && n["ranges"].as_array().unwrap().contains(&owner_id.into())
     });
     assert!(adopted, "the survivor serves the dead node's range: {status:#}");
+    let table = std::process::Command::new(env!("CARGO_BIN_EXE_ironsa"))
+        .arg("--socket")
+        .arg(survivor_node.socket())
+        .arg("cluster")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    let line = table.lines().find(|l| l.contains("(this node)")).unwrap_or_default();
+    assert!(
+        line.contains("1,2"),
+        "ironsa cluster shows both ranges on the survivor:\n{table}"
+    );
     assert!(survivor_node.log().contains("IKE SA resumed from another node's state"));
     assert!(took < Duration::from_secs(6), "takeover took {took:?}");
     eprintln!("takeover in {took:?}");

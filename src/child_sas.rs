@@ -52,6 +52,12 @@ pub struct UniqueSpis {
 }
 
 impl UniqueSpis {
+    /// Marks `spi` used (an adopted child's, allocated by another node),
+    /// so it is never handed out again; false if it was in use already.
+    pub fn claim(&self, spi: u32) -> bool {
+        self.used.insert(spi)
+    }
+
     /// Puts `node` in the top bits of every SPI allocated from now on.
     pub fn set_node(&self, node: ironsa::cluster::NodeId) {
         self.node
@@ -352,6 +358,11 @@ impl ChildSas {
         self.sad.outbound(id).map(|sa| sa.set_next_seq(seq)).is_some()
     }
 
+    /// Marks an adopted child's inbound SPI used on this node.
+    pub fn claim_spi(&self, spi: u32) -> bool {
+        self.spis.claim(spi)
+    }
+
     /// Puts this clustered node's id in the inbound SPIs allocated from now on.
     pub fn set_spi_node(&self, node: ironsa::cluster::NodeId) {
         self.spis.set_node(node);
@@ -602,6 +613,8 @@ mod tests {
         assert!(children.set_outbound_seq(0x100, 5_000_000));
         assert_eq!(children.outbound_seq(0x100), Some(5_000_000));
         assert!(!children.set_outbound_seq(0x999, 1), "no such child");
+        assert!(children.claim_spi(0x4000_0001));
+        assert!(!children.claim_spi(0x4000_0001), "an SPI is claimed once");
         assert_eq!(children.outbound_seq(0x999), None);
     }
 

@@ -186,9 +186,23 @@ impl ShardCluster {
 
     /// Continues IKE SAs of a range this node adopted; their children get
     /// outbound sequence numbers [`SEQ_MARGIN`] past the checkpoint.
-    pub fn adopt(&mut self, now: Instant, endpoint: &mut Endpoint, states: Vec<ResumableIkeSa>) {
+    pub fn adopt(
+        &mut self,
+        now: Instant,
+        endpoint: &mut Endpoint,
+        dataplane: &dyn DataPlane,
+        states: Vec<ResumableIkeSa>,
+    ) {
         let (mut ok, mut failed) = (0usize, 0usize);
         for state in states {
+            for c in &state.children {
+                if !dataplane.claim_spi(c.spi_in) {
+                    warn!(
+                        spi_in = format_args!("{:08x}", c.spi_in),
+                        "adopted CHILD_SA's inbound SPI is in use here already"
+                    );
+                }
+            }
             match endpoint.adopt(now, &state) {
                 Ok(spi) => {
                     ok += 1;
@@ -231,6 +245,7 @@ impl ShardCluster {
             let Some(sa) = endpoint.release(*spi) else { continue };
             for c in sa.children() {
                 dataplane.remove(c.spi_in, c.spi_out);
+                endpoint.context().child_spis.release(c.spi_in);
                 self.child_keys.remove(&c.spi_in);
             }
             registry.gone(shard, *spi);

@@ -94,6 +94,11 @@ pub trait DataPlane: Send + Sync {
     fn esp_seq_out(&self, _spi_in: u32) -> Option<u64> {
         None
     }
+    /// Marks an adopted child's inbound SPI (allocated by another node) used
+    /// here, so this node never allocates it again; false if it is in use.
+    fn claim_spi(&self, _spi_in: u32) -> bool {
+        true
+    }
     /// Continues the child's outbound sequence numbers at `seq`; false if
     /// there is no such child.
     fn set_esp_seq_out(&self, _spi_in: u32, _seq: u64) -> bool {

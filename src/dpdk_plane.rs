@@ -377,6 +377,10 @@ impl DataPlane for DpdkDataPlane {
         self.children.set_outbound_seq(spi_in, seq)
     }
 
+    fn claim_spi(&self, spi_in: u32) -> bool {
+        self.children.claim_spi(spi_in)
+    }
+
     fn metrics(&self) -> String {
         let mut out = self.children.sa_gauge();
         out.push_str(&format!(

@@ -768,7 +768,7 @@ impl Shard {
                 ShardMsg::Reload(conns) => self.reload(now, conns),
                 ShardMsg::Adopt(states) => {
                     if let Some(c) = &mut self.cluster {
-                        c.adopt(now, &mut self.endpoint, states);
+                        c.adopt(now, &mut self.endpoint, &*self.dataplane, states);
                     }
                     self.flush();
                 }

@@ -89,6 +89,18 @@ fn render_shards(stats: &[Option<crate::shard::ShardStats>]) -> String {
     counter("ike_tx_datagrams_total", "IKE datagrams sent", "counter", &|s| {
         s.tx_datagrams
     });
+    counter(
+        "cluster_forwarded_total",
+        "IKE datagrams sent to the cluster node serving their SPI",
+        "counter",
+        &|s| s.forwarded_to_nodes,
+    );
+    counter(
+        "cluster_refused_store_down_total",
+        "IKE_SA_INIT requests answered TEMPORARY_FAILURE while the cluster store was unreachable",
+        "counter",
+        &|s| s.refused_store_down,
+    );
     let _ = writeln!(
         out,
         "# HELP ironsa_handshakes_failed_total IKE SAs that failed, by reason\n# TYPE ironsa_handshakes_failed_total counter"
@@ -198,6 +210,10 @@ mod tests {
         };
         let text = render_shards(&[Some(shard(10)), None, Some(shard(30))]);
         assert!(text.contains("ironsa_ike_sas{shard=\"0\"} 10"), "{text}");
+        assert!(
+            text.contains("ironsa_cluster_refused_store_down_total{shard=\"2\"} 0"),
+            "{text}"
+        );
         assert!(text.contains("ironsa_ike_sas{shard=\"2\"} 30"), "{text}");
         assert!(!text.contains("ironsa_ike_sas{shard=\"1\"}"), "{text}");
         assert!(text.contains("ironsa_shard_answering{shard=\"0\"} 1"), "{text}");

@@ -241,6 +241,12 @@ impl Pair {
     }
 }
 
+/// True when the next deadline is no retransmission but a lifetime (the
+/// test lifetimes are an hour and more).
+fn no_retransmission_pending(next: Option<Instant>, now: Instant) -> bool {
+    next.is_none_or(|t| t > now + Duration::from_secs(600))
+}
+
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
@@ -327,9 +333,10 @@ fn lossy_duplicating_network_still_establishes() {
         assert_eq!(p.b_seen.installed.len(), 1, "seed {seed}: {:?}", p.b_seen.failed);
         assert_children_match(&p.a_seen.installed[0], &p.b_seen.installed[0]);
         assert!(p.a_seen.down.is_empty() && p.b_seen.down.is_empty(), "seed {seed}");
-        // Every exchange ends quiet: no timer left, no ping-pong of repeats.
-        assert_eq!(p.a.poll_timeout(), None, "seed {seed}");
-        assert_eq!(p.b().poll_timeout(), None, "seed {seed}");
+        // Every exchange ends quiet: only lifetimes left, no ping-pong of repeats.
+        let now = p.now;
+        assert!(no_retransmission_pending(p.a.poll_timeout(), now), "seed {seed}");
+        assert!(no_retransmission_pending(p.b().poll_timeout(), now), "seed {seed}");
     }
 }
 
@@ -377,7 +384,9 @@ fn lost_last_messages_are_recovered_by_retransmission() {
             .into_iter()
             .flatten()
             .min();
-        let Some(t) = next else { break };
+        let Some(t) = next.filter(|t| !no_retransmission_pending(Some(*t), p.now)) else {
+            break;
+        };
         p.now = p.now.max(t);
         p.a.handle_timeout(p.now);
         let now = p.now;
@@ -481,7 +490,10 @@ fn quick_mode_selectors_outside_the_responders_are_refused() {
         p.a_seen.failed
     );
     assert!(p.a_seen.down.is_empty() && p.b_seen.down.is_empty());
-    assert_eq!(p.a.poll_timeout(), None, "no retransmission left");
+    assert!(
+        no_retransmission_pending(p.a.poll_timeout(), p.now),
+        "no retransmission left"
+    );
     assert_eq!(p.a.state(), MainModeState::Done);
 }
 
@@ -649,7 +661,7 @@ fn endpoints_demultiplex_by_cookie_and_forget_deleted_sas() {
         "one responder SA per initiator, duplicates answered"
     );
     assert!(a.sas().chain(b.sas()).all(|sa| sa.state() == MainModeState::Done));
-    assert_eq!(a.poll_timeout(), None);
+    assert!(no_retransmission_pending(a.poll_timeout(), now));
     let first = a.sas().next().unwrap().cookies().0;
     assert!(a.delete(first).unwrap());
     pump(&mut a, &mut b, &mut installed);
@@ -730,4 +742,254 @@ fn endpoint_timers_retransmit_give_up_and_drop_half_open_sas() {
     b.handle_timeout(deadline);
     assert_eq!(b.sas().count(), 0);
     assert_eq!(b.poll_timeout(), None);
+}
+
+fn with_child_lifetime(mut c: ConnectionConfig, seconds: u64) -> ConnectionConfig {
+    c.children[0].lifetime = Lifetime::rekey_after(Duration::from_secs(seconds));
+    c
+}
+
+/// The ESP SA pairs of `sa` that are established, as (in, out) SPIs.
+fn established_pairs(sa: &Ikev1Sa) -> Vec<(u32, u32)> {
+    sa.esp_sas()
+        .iter()
+        .filter(|e| e.state == QuickModeState::Done)
+        .map(|e| (e.spi_in, e.spi_out))
+        .collect()
+}
+
+#[test]
+fn quick_mode_rekeys_before_the_hard_lifetime_whichever_side_is_shorter() {
+    // First the Quick Mode responder's lifetime is the short one, then the
+    // initiator's: each side's timer starts a rekey in its turn.
+    for (seed, a_life, b_life) in [(161, 3600, 60), (171, 60, 3600)] {
+        let (a, b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+        let (a, b) = (with_child_lifetime(a, a_life), with_child_lifetime(b, b_life));
+        let mut p = Pair::start(a, b, seed);
+        p.run(Duration::from_secs(5));
+        assert_eq!(p.a_seen.installed.len(), 1, "{:?}", p.a_seen.failed);
+        let start = p.now;
+        // Past the soft lifetime (at most 60 s) and short of the hard one (66 s).
+        p.run(Duration::from_secs(62));
+        assert!(p.now < start + Duration::from_secs(66));
+        assert_eq!(
+            p.a_seen.installed.len(),
+            2,
+            "seed {seed}: {:?} {:?}",
+            p.a_seen.failed,
+            p.b_errors
+        );
+        assert_eq!(p.b_seen.installed.len(), 2, "seed {seed}: {:?}", p.b_seen.failed);
+        let (a_new, b_new) = (&p.a_seen.installed[1], &p.b_seen.installed[1]);
+        assert_children_match(a_new, b_new);
+        assert_eq!(
+            a_new.rekey_of,
+            Some(p.a_seen.installed[0].spi_in),
+            "the data plane moves the policies"
+        );
+        assert_eq!(b_new.rekey_of, Some(p.b_seen.installed[0].spi_in));
+        // The side that rekeyed deleted the old pair, and told the other.
+        let old_a = (p.a_seen.installed[0].spi_in, p.a_seen.installed[0].spi_out);
+        let old_b = (p.b_seen.installed[0].spi_in, p.b_seen.installed[0].spi_out);
+        assert_eq!(p.a_seen.deleted, vec![old_a], "seed {seed}");
+        assert_eq!(p.b_seen.deleted, vec![old_b], "seed {seed}");
+        assert_eq!(established_pairs(&p.a), vec![(a_new.spi_in, a_new.spi_out)]);
+        assert_eq!(
+            established_pairs(p.b.as_ref().unwrap()),
+            vec![(b_new.spi_in, b_new.spi_out)]
+        );
+        // It goes on: five minutes later still one pair each, matching, and
+        // never a hard expiry (every deleted pair was replaced first).
+        p.run(Duration::from_secs(300));
+        assert!(p.a_seen.installed.len() >= 6, "{}", p.a_seen.installed.len());
+        assert!(p.a_seen.failed.is_empty() && p.b_seen.failed.is_empty());
+        let (pa, pb) = (established_pairs(&p.a), established_pairs(p.b.as_ref().unwrap()));
+        assert_eq!(pa.len(), 1, "{pa:?}");
+        assert_eq!(pb, vec![(pa[0].1, pa[0].0)]);
+        assert_eq!(p.a.state(), MainModeState::Done);
+        assert!(p.a_seen.down.is_empty() && p.b_seen.down.is_empty());
+    }
+}
+
+#[test]
+fn an_esp_sa_that_cannot_be_rekeyed_is_deleted_at_its_hard_lifetime() {
+    let (a, b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    let mut p = Pair::start(with_child_lifetime(a, 60), with_child_lifetime(b, 3600), 181);
+    p.run(Duration::from_secs(5));
+    assert_eq!(p.a_seen.installed.len(), 1);
+    let start = p.now;
+    // The peer goes silent: the rekey is started and retransmitted.
+    p.loss = 100;
+    p.run(Duration::from_secs(65));
+    assert!(p.now < start + Duration::from_secs(66));
+    assert!(p.a_seen.deleted.is_empty(), "not before the hard lifetime");
+    assert!(
+        p.a.quick_modes().iter().any(|(_, s)| *s == QuickModeState::InitSent),
+        "a rekey is under way: {:?}",
+        p.a.quick_modes()
+    );
+    p.run(Duration::from_secs(5));
+    let first = &p.a_seen.installed[0];
+    assert_eq!(p.a_seen.deleted, vec![(first.spi_in, first.spi_out)]);
+    assert!(established_pairs(&p.a).is_empty());
+}
+
+#[test]
+fn quick_mode_with_the_commit_bit_installs_at_once_as_strongswan_does() {
+    let (a, b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    let mut p = Pair::start(a, b, 191);
+    // Main Mode first, without the child's Quick Mode going through.
+    p.loss = 0;
+    for _ in 0..3 {
+        while let Some(t) = p.a.poll_transmit() {
+            p.deliver_to_b(&t.data);
+        }
+        while let Some(t) = p.b.as_mut().and_then(Ikev1Sa::poll_transmit) {
+            p.a.handle(p.now, &t.data).unwrap();
+        }
+    }
+    assert_eq!(p.a.state(), MainModeState::Done);
+    // Quick Mode message 1 is in a's queue; b's message 2 gets the commit
+    // bit (outside the HASH, as an intermediate box could set it).
+    while let Some(t) = p.a.poll_transmit() {
+        p.deliver_to_b(&t.data);
+    }
+    let mut qm2 = p.b().poll_transmit().expect("Quick Mode message 2").data;
+    qm2[19] |= control::wire::isakmp::FLAG_COMMIT;
+    p.a.handle(p.now, &qm2).unwrap();
+    p.a_seen.take(&mut p.a);
+    assert_eq!(p.a_seen.installed.len(), 1, "installed without waiting for CONNECTED");
+    p.run(Duration::from_secs(5));
+    assert_eq!(p.b_seen.installed.len(), 1);
+    assert_children_match(&p.a_seen.installed[0], &p.b_seen.installed[0]);
+}
+
+/// Two endpoints on virtual time; returns the events each saw.
+struct EndpointPair {
+    now: Instant,
+    a: control::ikev1::Ikev1Endpoint,
+    b: control::ikev1::Ikev1Endpoint,
+    a_events: Vec<Event>,
+    b_events: Vec<Event>,
+}
+
+impl EndpointPair {
+    fn new(a_conn: Arc<ConnectionConfig>, b_conn: ConnectionConfig, seed: u64) -> Self {
+        use control::ikev1::Ikev1Endpoint;
+        let ctx_a = Context::new(vec![a_conn], AwsLcProvider::seeded(seed).shared());
+        let ctx_b = Context::new(vec![Arc::new(b_conn)], AwsLcProvider::seeded(seed + 1).shared());
+        EndpointPair {
+            now: Instant::now(),
+            a: Ikev1Endpoint::new(ctx_a, Ikev1Policy::main_mode_only()),
+            b: Ikev1Endpoint::new(ctx_b, Ikev1Policy::main_mode_only()),
+            a_events: Vec::new(),
+            b_events: Vec::new(),
+        }
+    }
+
+    fn run(&mut self, limit: Duration) {
+        let end = self.now + limit;
+        let (pa, pb) = (addr(A), addr(B));
+        for _ in 0..100_000 {
+            let mut moved = false;
+            while let Some(t) = self.a.poll_transmit() {
+                moved = true;
+                let _ = self.b.handle(self.now, pb, pa, &t.data);
+            }
+            while let Some(t) = self.b.poll_transmit() {
+                moved = true;
+                let _ = self.a.handle(self.now, pa, pb, &t.data);
+            }
+            self.a_events.extend(std::iter::from_fn(|| self.a.poll_event()));
+            self.b_events.extend(std::iter::from_fn(|| self.b.poll_event()));
+            if moved {
+                continue;
+            }
+            match [self.a.poll_timeout(), self.b.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+            {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    self.a.handle_timeout(self.now);
+                    self.b.handle_timeout(self.now);
+                }
+                _ => return,
+            }
+        }
+        panic!("endpoints never came to rest");
+    }
+}
+
+fn count(events: &[Event], f: impl Fn(&Event) -> bool) -> usize {
+    events.iter().filter(|e| f(e)).count()
+}
+
+#[test]
+fn phase1_is_reauthenticated_before_expiry_and_the_esp_sas_carry_over() {
+    let (mut a, mut b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    a.ike_lifetime = Lifetime::rekey_after(Duration::from_secs(100));
+    b.ike_lifetime = Lifetime::rekey_after(Duration::from_secs(3600));
+    let (a, b) = (with_child_lifetime(a, 150), with_child_lifetime(b, 3600));
+    let a = Arc::new(a);
+    let mut p = EndpointPair::new(a.clone(), b, 201);
+    p.a.initiate(p.now, a, addr(A), addr(B), false).unwrap();
+    p.run(Duration::from_secs(5));
+    let first = p.a.sas().next().unwrap().cookies();
+    let child_a = established_pairs(p.a.sas().next().unwrap());
+    assert_eq!(child_a.len(), 1);
+    // Past the ISAKMP SA's soft lifetime (at most 100 s), short of its hard one.
+    p.run(Duration::from_secs(105));
+    let up = |e: &Event| matches!(e, Event::IkeSaUp { .. });
+    let installed = |e: &Event| matches!(e, Event::ChildSaInstalled(_));
+    let deleted = |e: &Event| matches!(e, Event::ChildSaDeleted { .. });
+    assert_eq!((count(&p.a_events, up), count(&p.b_events, up)), (2, 2));
+    assert_eq!(p.a.sas().count(), 1, "the old ISAKMP SA is deleted");
+    assert_eq!(p.b.sas().count(), 1, "and the peer forgot it on our DELETE");
+    let sa_a = p.a.sas().next().unwrap();
+    let sa_b = p.b.sas().next().unwrap();
+    assert_ne!(sa_a.cookies(), first);
+    assert!(sa_a.is_reauth());
+    assert_eq!(sa_a.cookies(), sa_b.cookies());
+    // The ESP SAs were not renegotiated nor deleted: the new SA carries them.
+    assert_eq!(count(&p.a_events, installed), 1);
+    assert_eq!((count(&p.a_events, deleted), count(&p.b_events, deleted)), (0, 0));
+    assert_eq!(established_pairs(sa_a), child_a);
+    assert_eq!(established_pairs(sa_b), vec![(child_a[0].1, child_a[0].0)]);
+    // And they are rekeyed under the new ISAKMP SA at their own lifetime.
+    p.run(Duration::from_secs(50));
+    assert_eq!(count(&p.a_events, installed), 2);
+    let (sa_a, sa_b) = (p.a.sas().next().unwrap(), p.b.sas().next().unwrap());
+    let now_a = established_pairs(sa_a);
+    assert_eq!(now_a.len(), 1);
+    assert_ne!(now_a, child_a);
+    assert_eq!(established_pairs(sa_b), vec![(now_a[0].1, now_a[0].0)]);
+}
+
+#[test]
+fn an_isakmp_sa_that_cannot_be_reauthenticated_is_deleted_at_its_hard_lifetime() {
+    let (mut a, b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    a.ike_lifetime = Lifetime::rekey_after(Duration::from_secs(100));
+    let a = Arc::new(a);
+    let mut p = EndpointPair::new(a.clone(), b, 211);
+    p.a.initiate(p.now, a, addr(A), addr(B), false).unwrap();
+    p.run(Duration::from_secs(5));
+    let start = p.now;
+    let first = p.a.sas().next().unwrap().cookies();
+    // b forgets everything (say, a restart): the reauthentication is refused
+    // nowhere but simply never completes.
+    p.b = control::ikev1::Ikev1Endpoint::new(
+        Context::new(vec![], AwsLcProvider::seeded(212).shared()),
+        Ikev1Policy::main_mode_only(),
+    );
+    p.run(Duration::from_secs(120));
+    assert!(p.now >= start + Duration::from_secs(100));
+    let states: Vec<_> = p.a.sas().map(|sa| (sa.cookies(), sa.state())).collect();
+    assert!(
+        p.a.sas()
+            .all(|sa| sa.cookies() != first && sa.state() != MainModeState::Done),
+        "the ISAKMP SA is gone at its hard lifetime, its replacement never came up: {states:?}"
+    );
+    assert_eq!(count(&p.a_events, |e| matches!(e, Event::ChildSaDeleted { .. })), 1);
 }

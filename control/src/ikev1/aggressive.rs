@@ -311,13 +311,13 @@ impl Ikev1Sa {
         )?;
         self.phase1.sent(&out, now, &self.conn, false);
         self.push_transmit(out);
-        self.established(peer, false);
+        self.established(now, peer, false);
         self.start_first_child(now);
         Ok(())
     }
 
     /// Responder: Aggressive Mode message 3 (HASH_I, in the clear or encrypted).
-    pub(super) fn aggressive_responder_got_hash(&mut self, datagram: &[u8]) -> Result<(), Ikev1Error> {
+    pub(super) fn aggressive_responder_got_hash(&mut self, now: Instant, datagram: &[u8]) -> Result<(), Ikev1Error> {
         let (header, _) = isakmp::split_message(datagram)?;
         let mut plain = std::mem::take(&mut self.plain);
         let result = (|| {
@@ -352,7 +352,7 @@ impl Ikev1Sa {
             .as_mut()
             .and_then(|h| h.peer_id.take())
             .ok_or_else(|| invalid("no peer identity"))?;
-        self.established(peer, false);
+        self.established(now, peer, false);
         Ok(())
     }
 }

@@ -157,9 +157,21 @@ impl Ikev1Endpoint {
         while let Some(t) = sa.poll_transmit() {
             self.transmits.push_back(t);
         }
+        let mut came_up = None;
         while let Some(e) = sa.poll_event() {
+            if let Event::IkeSaUp { initial_contact, .. } = &e {
+                came_up = Some(*initial_contact);
+            }
             self.events.push_back(e);
         }
+        let reauth = sa.take_reauth_due();
+        if let Some(initial_contact) = came_up {
+            self.adopt_children(key, initial_contact);
+        }
+        if let Some(now) = reauth {
+            self.start_reauth(key, now);
+        }
+        let Some(sa) = self.sas.get_mut(&key) else { return };
         if let Some(t) = sa.poll_timeout() {
             self.timers.push(Reverse((t, key)));
         }
@@ -173,6 +185,49 @@ impl Ikev1Endpoint {
             }
         }
         self.drop_stale_timers();
+    }
+
+    /// An ISAKMP SA just came up: the older established SAs of the same
+    /// peer hand it their ESP SAs when it replaces them, which is when we
+    /// started it as a reauthentication, or when the peer started it
+    /// without INITIAL_CONTACT (strongSwan's IKEv1 reauthentication).
+    fn adopt_children(&mut self, key: (u64, u64), initial_contact: bool) {
+        let Some(mut new) = self.sas.remove(&key) else { return };
+        let adopts = match new.role() {
+            Role::Initiator => new.is_reauth(),
+            Role::Responder => !initial_contact,
+        };
+        let mut touched = Vec::new();
+        if adopts {
+            for (k, old) in self.sas.iter_mut() {
+                if new.replaces(old) {
+                    new.adopt_from(old);
+                    touched.push(*k);
+                }
+            }
+        }
+        self.sas.insert(key, new);
+        for k in touched {
+            self.pump(k);
+        }
+    }
+
+    /// Starts the Phase 1 that replaces the SA `key` at its soft lifetime.
+    fn start_reauth(&mut self, key: (u64, u64), now: Instant) {
+        let Some(old) = self.sas.get(&key) else { return };
+        match Ikev1Sa::initiate_reauth(&self.ctx, old, now) {
+            Ok(sa) => {
+                let cookies = sa.cookies();
+                self.sas.insert(cookies, sa);
+                self.pump(cookies);
+            }
+            Err(e) => tracing::warn!(
+                connection = %old.connection().name,
+                "IKEv1 reauthentication of {:016x}/{:016x} not started: {e}",
+                key.0,
+                key.1
+            ),
+        }
     }
 
     /// Pops heap entries whose SA is gone or has another deadline now, so

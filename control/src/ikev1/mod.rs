@@ -219,6 +219,20 @@ pub struct Ikev1Sa {
     half_open_until: Option<Instant>,
     /// Phase 1 is Aggressive Mode (states read AM_*).
     aggressive: bool,
+    /// When a new Phase 1 replaces this one (IKEv1 has no ISAKMP SA rekey:
+    /// a fresh Main Mode takes over the ESP SAs).
+    reauth_at: Option<Instant>,
+    /// When this ISAKMP SA is deleted (its hard lifetime).
+    expire_at: Option<Instant>,
+    /// Set at `reauth_at` for the driver, which starts the new Phase 1.
+    reauth_due: Option<Instant>,
+    /// This Phase 1 replaces an older one: no INITIAL_CONTACT (it would
+    /// make the peer drop the ESP SAs being carried over) and no first
+    /// Quick Mode (the older SA's ESP SAs are adopted instead).
+    is_reauth: bool,
+    /// A newer ISAKMP SA with the same peer took over the ESP SAs: this
+    /// one is not reauthenticated again and waits for its DELETE or expiry.
+    superseded: bool,
 }
 
 impl fmt::Debug for Ikev1Sa {
@@ -298,7 +312,101 @@ impl Ikev1Sa {
             down: false,
             half_open_until: None,
             aggressive: false,
+            reauth_at: None,
+            expire_at: None,
+            reauth_due: None,
+            is_reauth: false,
+            superseded: false,
         }
+    }
+
+    /// Starts the Phase 1 that replaces `old` before its lifetime ends:
+    /// the same connection, addresses and mode, without INITIAL_CONTACT.
+    /// Once it is up, the driver moves `old`'s ESP SAs to it
+    /// ([`Ikev1Sa::adopt_from`]).
+    pub fn initiate_reauth(ctx: &Context, old: &Ikev1Sa, now: Instant) -> Result<Self, Ikev1Error> {
+        let (conn, local, remote) = (old.conn.clone(), old.local, old.remote);
+        // Both send INITIAL_CONTACT (Main Mode) and the first Quick Mode
+        // only after the peer's answer, when `is_reauth` is set.
+        let mut sa = if old.aggressive {
+            Self::initiate_aggressive(ctx, conn, local, remote, now)?
+        } else {
+            Self::initiate(ctx, conn, local, remote, now)?
+        };
+        sa.is_reauth = true;
+        Ok(sa)
+    }
+
+    /// When this SA's reauthentication became due, once; the driver then
+    /// starts it with [`Ikev1Sa::initiate_reauth`].
+    pub fn take_reauth_due(&mut self) -> Option<Instant> {
+        self.reauth_due.take()
+    }
+
+    /// True when this SA was started to replace an older one.
+    pub fn is_reauth(&self) -> bool {
+        self.is_reauth
+    }
+
+    /// Whether `other`, an established ISAKMP SA, is an older SA of the same
+    /// peer this (just established) one replaces: same connection, same
+    /// authenticated identity, same peer address.
+    pub fn replaces(&self, other: &Ikev1Sa) -> bool {
+        !other.down
+            && other.state == MainModeState::Done
+            && self.cookies() != other.cookies()
+            && self.conn.name == other.conn.name
+            && self.peer_id.is_some()
+            && self.peer_id == other.peer_id
+            && self.remote.ip() == other.remote.ip()
+    }
+
+    /// Moves the established ESP SAs of `old` (an older ISAKMP SA of the
+    /// same peer) to this one, as strongSwan does on an IKEv1
+    /// reauthentication. When we started this SA, `old` is deleted (its
+    /// ESP SAs stay); else the peer deletes it, and until then it neither
+    /// reauthenticates nor carries ESP SAs.
+    pub fn adopt_from(&mut self, old: &mut Ikev1Sa) {
+        let children = old.take_established_children();
+        if !children.is_empty() {
+            info!(
+                connection = %self.conn.name,
+                "IKEv1 ISAKMP SA {:016x}/{:016x} takes over {} ESP SA pair(s) from {:016x}/{:016x}",
+                self.cookie_i,
+                self.cookie_r,
+                children.len(),
+                old.cookie_i,
+                old.cookie_r
+            );
+        }
+        self.quick.extend(children);
+        old.superseded = true;
+        old.reauth_at = None;
+        if self.role == Role::Initiator {
+            old.delete_isakmp_only();
+        }
+    }
+
+    /// The established ESP SA pairs, taken out of this SA.
+    fn take_established_children(&mut self) -> Vec<QuickMode> {
+        let (done, pending) = std::mem::take(&mut self.quick)
+            .into_iter()
+            .partition(|q| q.state == QuickModeState::Done);
+        self.quick = pending;
+        done
+    }
+
+    /// Tells the peer that this ISAKMP SA is gone (not its ESP SAs, which
+    /// another ISAKMP SA carries now) and goes down.
+    fn delete_isakmp_only(&mut self) {
+        if self.down {
+            return;
+        }
+        if let Err(e) = self.send_isakmp_delete() {
+            warn!(connection = %self.conn.name, "IKEv1 DELETE of ISAKMP SA {:016x}/{:016x} not sent: {e}", self.cookie_i, self.cookie_r);
+        }
+        info!(connection = %self.conn.name, "IKEv1 ISAKMP SA {:016x}/{:016x} retired after its reauthentication", self.cookie_i, self.cookie_r);
+        self.go_down(DownReason::Deleted);
     }
 
     /// Starts Main Mode towards `remote` for `conn` (PSK only): sends the SA
@@ -511,11 +619,16 @@ impl Ikev1Sa {
         if self.down {
             return None;
         }
-        [self.phase1.deadline, self.half_open_until]
-            .into_iter()
-            .chain(self.quick.iter().map(|q| q.flight.deadline))
-            .flatten()
-            .min()
+        [
+            self.phase1.deadline,
+            self.half_open_until,
+            self.reauth_at,
+            self.expire_at,
+        ]
+        .into_iter()
+        .chain(self.quick.iter().map(QuickMode::next_deadline))
+        .flatten()
+        .min()
     }
 
     fn handshake_mut(&mut self) -> &mut Handshake {
@@ -639,7 +752,7 @@ impl Ikev1Sa {
             ExchangeType::AGGRESSIVE if self.aggressive && h.message_id == 0 && self.state != MainModeState::Done => {
                 let r = match (self.role, self.state) {
                     (Role::Initiator, MainModeState::SaSent) => self.aggressive_initiator_got_reply(now, &h, datagram),
-                    (Role::Responder, MainModeState::SaRcvd) => self.aggressive_responder_got_hash(datagram),
+                    (Role::Responder, MainModeState::SaRcvd) => self.aggressive_responder_got_hash(now, datagram),
                     _ => Err(Ikev1Error::UnexpectedMessage {
                         exchange: h.exchange,
                         state: self.state_name(),
@@ -818,7 +931,7 @@ impl Ikev1Sa {
         let spi = self.cookie_spi();
         let mut payloads = vec![id_payload, Payload::Hash(&hash)];
         let contact;
-        if self.conn.initial_contact {
+        if self.conn.initial_contact && !self.is_reauth {
             contact = isakmp::Notification {
                 doi: isakmp::DOI_IPSEC,
                 protocol: ProtocolId::ISAKMP.0,
@@ -916,21 +1029,23 @@ impl Ikev1Sa {
         )?;
         self.phase1.sent(&out, now, &self.conn, false);
         self.push_transmit(out);
-        self.established(peer, contact);
+        self.established(now, peer, contact);
         Ok(())
     }
 
     fn initiator_got_auth(&mut self, now: Instant, datagram: &[u8]) -> Result<(), Ikev1Error> {
         let (peer, contact) = self.open_auth(datagram, false)?;
         self.phase1.received(datagram);
-        self.established(peer, contact);
+        self.established(now, peer, contact);
         self.start_first_child(now);
         Ok(())
     }
 
-    /// Initiator, once Phase 1 is up: the Quick Mode of the first child.
+    /// Initiator, once Phase 1 is up: the Quick Mode of the first child
+    /// (a reauthentication adopts the older SA's ESP SAs instead).
     fn start_first_child(&mut self, now: Instant) {
-        if !self.conn.children.is_empty()
+        if !self.is_reauth
+            && !self.conn.children.is_empty()
             && let Err(e) = self.start_quick_mode(now, 0)
         {
             let name = self.conn.children[0].name.clone();
@@ -942,7 +1057,7 @@ impl Ikev1Sa {
         }
     }
 
-    fn established(&mut self, peer: ikev2::Identification, initial_contact: bool) {
+    fn established(&mut self, now: Instant, peer: ikev2::Identification, initial_contact: bool) {
         self.set_state(MainModeState::Done);
         self.half_open_until = None;
         // The nonces and KE values are no longer needed (the IVs carry on).
@@ -967,6 +1082,12 @@ impl Ikev1Sa {
             suite.group.name()
         );
         self.peer_id = Some(peer.clone());
+        let lifetime = proposal::effective_lifetime(&self.conn.ike_lifetime, suite.lifetime);
+        (self.reauth_at, self.expire_at) = crate::ike_sa::schedule(now, &lifetime, self.cookie_i ^ self.cookie_r);
+        // Only a side that can reach the peer starts a new Phase 1.
+        if self.role == Role::Responder && self.conn.remote_addrs.is_none() {
+            self.reauth_at = None;
+        }
         self.events.push_back(Event::IkeSaUp {
             spis: (self.cookie_i, self.cookie_r),
             peer_id: peer,
@@ -997,6 +1118,33 @@ impl Ikev1Sa {
             );
             self.go_down(DownReason::Timeout);
             return;
+        }
+        if self.expire_at.is_some_and(|t| t <= now) {
+            info!(
+                connection = %self.conn.name,
+                peer = %self.remote,
+                "IKEv1 ISAKMP SA {:016x}/{:016x} reached its hard lifetime: deleted",
+                self.cookie_i,
+                self.cookie_r
+            );
+            if let Err(e) = self.delete() {
+                warn!(connection = %self.conn.name, "IKEv1 DELETE at the hard lifetime not sent: {e}");
+                self.go_down(DownReason::Timeout);
+            }
+            return;
+        }
+        if self.reauth_at.is_some_and(|t| t <= now) {
+            self.reauth_at = None;
+            if !self.superseded {
+                info!(
+                    connection = %self.conn.name,
+                    peer = %self.remote,
+                    "IKEv1 ISAKMP SA {:016x}/{:016x} reached its soft lifetime: reauthenticating",
+                    self.cookie_i,
+                    self.cookie_r
+                );
+                self.reauth_due = Some(now);
+            }
         }
         match self.phase1.expire(now, &self.conn) {
             Some(true) => {
@@ -1069,17 +1217,22 @@ impl Ikev1Sa {
                 };
                 self.send_informational(&[Payload::Delete(d)])?;
             }
-            let spi = self.cookie_spi();
-            let d = isakmp::Delete {
-                doi: isakmp::DOI_IPSEC,
-                protocol: ProtocolId::ISAKMP,
-                spis: vec![&spi],
-            };
-            self.send_informational(&[Payload::Delete(d)])?;
+            self.send_isakmp_delete()?;
         }
         info!(connection = %self.conn.name, "IKEv1 SA {:016x}/{:016x} deleted by us", self.cookie_i, self.cookie_r);
         self.go_down(DownReason::Deleted);
         Ok(())
+    }
+
+    /// Tells the peer that this ISAKMP SA is deleted.
+    fn send_isakmp_delete(&mut self) -> Result<(), Ikev1Error> {
+        let spi = self.cookie_spi();
+        let d = isakmp::Delete {
+            doi: isakmp::DOI_IPSEC,
+            protocol: ProtocolId::ISAKMP,
+            spis: vec![&spi],
+        };
+        self.send_informational(&[Payload::Delete(d)])
     }
 
     /// Sends an R-U-THERE (RFC 3706); the answer is logged at debug level.
@@ -1099,7 +1252,7 @@ impl Ikev1Sa {
         })])
     }
 
-    fn informational(&mut self, _now: Instant, h: &Header, datagram: &[u8]) -> Result<(), Ikev1Error> {
+    fn informational(&mut self, now: Instant, h: &Header, datagram: &[u8]) -> Result<(), Ikev1Error> {
         if self.seen_informational.contains(&h.message_id) {
             return Ok(());
         }
@@ -1150,7 +1303,7 @@ impl Ikev1Sa {
                     match self.quick.iter().position(pending) {
                         Some(i) => {
                             let q = self.quick.remove(i);
-                            self.quick_failed(&q, format!("peer refused it with {ty}"));
+                            self.quick_failed(now, &q, format!("peer refused it with {ty}"));
                         }
                         None => {
                             warn!(connection = %self.conn.name, peer = %self.remote, "IKEv1 peer reports {ty} for ESP SPI {spi:08x}")

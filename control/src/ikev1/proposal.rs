@@ -8,7 +8,9 @@
 //! so IKEv1 gets the same downgrade-safe rule: our preference order wins,
 //! never the order of the peer's offer.
 
-use crate::config::IpsecMode;
+use std::time::Duration;
+
+use crate::config::{IpsecMode, Lifetime};
 use crate::crypto::{EncrAlg, IntegAlg, KeGroup, PrfAlg};
 use crate::proposal::{EspProposal, IkeProposal, Mismatch, accept_ike_response, select_esp, select_ike};
 use crate::wire::ikev2::{self, TransformAttribute, TransformType};
@@ -411,6 +413,43 @@ fn phase2_as_ikev2(
     ))
 }
 
+/// The lifetime in seconds of a RESPONDER-LIFETIME notify (RFC 2407
+/// §4.6.3.1): its data is IPsec DOI SA attributes, life type then
+/// duration. A kilobyte lifetime is not one we schedule by, so it is skipped.
+pub fn responder_lifetime_seconds(data: &[u8]) -> Option<u32> {
+    let attributes = crate::wire::isakmp::decode_attributes(data).ok()?;
+    let mut life_type = LIFE_SECONDS;
+    let mut seconds = None;
+    for a in &attributes {
+        match a.ty {
+            p2::LIFE_TYPE => life_type = a.as_u32().and_then(|v| u16::try_from(v).ok()).unwrap_or(0),
+            p2::LIFE_DURATION if life_type == LIFE_SECONDS => seconds = a.as_u32(),
+            _ => {}
+        }
+    }
+    seconds
+}
+
+/// The schedule of an SA whose negotiated lifetime (seconds, from the
+/// peer's transform or its RESPONDER-LIFETIME) may be shorter than ours:
+/// the shorter one wins, so neither side uses an SA past its peer's
+/// expiry; rekeying then starts a tenth of it early.
+pub fn effective_lifetime(ours: &Lifetime, negotiated: Option<u32>) -> Lifetime {
+    let hard = ours.rekey + ours.over;
+    match negotiated.map(|s| Duration::from_secs(u64::from(s))) {
+        Some(theirs) if !theirs.is_zero() && theirs < hard => {
+            let over = (theirs / 10).min(ours.over);
+            let rekey = theirs - over;
+            Lifetime {
+                rekey,
+                jitter: ours.jitter.min(rekey / 10),
+                over,
+            }
+        }
+        _ => *ours,
+    }
+}
+
 /// The choice of an ESP transform in a Quick Mode SA payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Phase2Choice {
@@ -487,6 +526,40 @@ pub fn accept_phase2(
 mod tests {
     use super::*;
     use crate::proposal::{parse_esp_proposals, parse_ike_proposals};
+
+    #[test]
+    fn responder_lifetime_is_read_in_seconds_only() {
+        let mut data = Vec::new();
+        crate::wire::isakmp::encode_attributes(
+            &[
+                Attribute::basic(p2::LIFE_TYPE, LIFE_SECONDS),
+                Attribute::basic(p2::LIFE_DURATION, 1200),
+                Attribute::basic(p2::LIFE_TYPE, 2),
+                Attribute::basic(p2::LIFE_DURATION, 50_000),
+            ],
+            &mut data,
+        )
+        .unwrap();
+        assert_eq!(responder_lifetime_seconds(&data), Some(1200));
+        assert_eq!(responder_lifetime_seconds(&data[..3]), None, "truncated");
+        assert_eq!(responder_lifetime_seconds(&[]), None);
+    }
+
+    #[test]
+    fn the_shorter_lifetime_wins() {
+        let ours = Lifetime::rekey_after(Duration::from_secs(3600));
+        assert_eq!(effective_lifetime(&ours, None), ours);
+        assert_eq!(
+            effective_lifetime(&ours, Some(28_800)),
+            ours,
+            "a longer one changes nothing"
+        );
+        assert_eq!(effective_lifetime(&ours, Some(0)), ours);
+        let short = effective_lifetime(&ours, Some(600));
+        assert_eq!(short.rekey + short.over, Duration::from_secs(600));
+        assert_eq!(short.rekey, Duration::from_secs(540));
+        assert!(short.jitter <= short.rekey / 10);
+    }
 
     #[test]
     fn our_preference_wins_over_the_peer_order() {

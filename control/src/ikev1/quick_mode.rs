@@ -74,6 +74,16 @@ pub(super) struct QuickMode {
     remote_ts: TrafficSelector,
     pub(super) flight: Flight,
     installed_at: Option<Instant>,
+    /// When this ESP SA pair is rekeyed (a new Quick Mode for the same
+    /// selectors), unless a newer one replaced it first.
+    rekey_at: Option<Instant>,
+    /// When this ESP SA pair is deleted (its hard lifetime).
+    expire_at: Option<Instant>,
+    /// The inbound SPI of the ESP SA pair this Quick Mode replaces.
+    rekey_of: Option<u32>,
+    /// A newer ESP SA pair took over these selectors: this one is not
+    /// rekeyed again and waits for its DELETE or its hard lifetime.
+    replaced: bool,
 }
 
 /// One Quick Mode and its ESP SA pair, for listings.
@@ -97,6 +107,20 @@ pub struct EspSaInfo {
     pub installed_at: Option<Instant>,
 }
 
+impl QuickMode {
+    /// The earliest of its retransmission, rekey and expiry deadlines.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.flight.deadline,
+            self.rekey_at.filter(|_| !self.replaced),
+            self.expire_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
 fn id_payload_data(ts: &TrafficSelector) -> Result<(isakmp::IdType, u8, u16, Vec<u8>), Ikev1Error> {
     id_of_selector(ts).map_err(Ikev1Error::TsUnacceptable)
 }
@@ -104,6 +128,17 @@ fn id_payload_data(ts: &TrafficSelector) -> Result<(isakmp::IdType, u8, u16, Vec
 impl Ikev1Sa {
     /// Starts a Quick Mode for the connection's child `template`.
     pub fn start_quick_mode(&mut self, now: Instant, template: usize) -> Result<u32, Ikev1Error> {
+        self.start_quick_mode_for(now, template, None)
+    }
+
+    /// Starts a Quick Mode for child `template`; for a rekey, with the
+    /// selectors and inbound SPI of the ESP SA pair it replaces.
+    fn start_quick_mode_for(
+        &mut self,
+        now: Instant,
+        template: usize,
+        rekey: Option<(u32, TrafficSelector, TrafficSelector)>,
+    ) -> Result<u32, Ikev1Error> {
         if self.state != super::MainModeState::Done {
             return Err(invalid("Quick Mode before the ISAKMP SA is established"));
         }
@@ -113,11 +148,17 @@ impl Ikev1Sa {
             .get(template)
             .cloned()
             .ok_or_else(|| invalid(format!("connection {} has no child {template}", self.conn.name)))?;
-        let (Some(local_ts), Some(remote_ts)) = (child.local_ts.first(), child.remote_ts.first()) else {
-            return Err(Ikev1Error::TsUnacceptable(format!(
-                "child {} has no selectors",
-                child.name
-            )));
+        let (rekey_of, local_ts, remote_ts) = match rekey {
+            Some((spi, l, r)) => (Some(spi), l, r),
+            None => match (child.local_ts.first(), child.remote_ts.first()) {
+                (Some(l), Some(r)) => (None, l.clone(), r.clone()),
+                _ => {
+                    return Err(Ikev1Error::TsUnacceptable(format!(
+                        "child {} has no selectors",
+                        child.name
+                    )));
+                }
+            },
         };
         let message_id = self.new_message_id()?;
         let spi_in = self.ctx.child_spis.allocate(&*self.ctx.crypto)?;
@@ -134,7 +175,7 @@ impl Ikev1Sa {
         let nonce_i = random_bytes(&self.ctx, NONCE_LEN)?;
         let ke = pfs.map(|g| KeyExchange::generate(&*self.ctx.crypto, g)).transpose()?;
         let spi_bytes = spi_in.to_be_bytes();
-        let (ci, cr) = (id_payload_data(local_ts)?, id_payload_data(remote_ts)?);
+        let (ci, cr) = (id_payload_data(&local_ts)?, id_payload_data(&remote_ts)?);
         let mut tail = vec![
             Payload::Sa(isakmp::SecurityAssociation {
                 situation: SIT_IDENTITY_ONLY,
@@ -156,9 +197,12 @@ impl Ikev1Sa {
         let mut flight = Flight::default();
         flight.sent(&out, now, &self.conn, true);
         self.push_transmit(out);
+        let rekeying = rekey_of
+            .map(|s| format!(" (rekeying ESP SA {s:08x})"))
+            .unwrap_or_default();
         info!(
             connection = %self.conn.name,
-            "IKEv1 Quick Mode {message_id:08x} for child {}: QM_IDLE -> QM_INIT_SENT",
+            "IKEv1 Quick Mode {message_id:08x} for child {}{rekeying}: QM_IDLE -> QM_INIT_SENT",
             child.name
         );
         self.quick.push(QuickMode {
@@ -174,10 +218,14 @@ impl Ikev1Sa {
             pfs,
             pfs_shared: None,
             suite: None,
-            local_ts: local_ts.clone(),
-            remote_ts: remote_ts.clone(),
+            local_ts,
+            remote_ts,
             flight,
             installed_at: None,
+            rekey_at: None,
+            expire_at: None,
+            rekey_of,
+            replaced: false,
         });
         Ok(message_id)
     }
@@ -243,12 +291,12 @@ impl Ikev1Sa {
             )
         {
             let q = self.quick.remove(i);
-            self.quick_failed(&q, e.to_string());
+            self.quick_failed(now, &q, e.to_string());
         }
         result
     }
 
-    pub(super) fn quick_failed(&mut self, q: &QuickMode, reason: String) {
+    pub(super) fn quick_failed(&mut self, now: Instant, q: &QuickMode, reason: String) {
         if let Some(ivs) = &mut self.ivs {
             ivs.forget(q.message_id);
         }
@@ -259,6 +307,14 @@ impl Ikev1Sa {
             .get(q.template)
             .map_or_else(String::new, |c| c.name.clone());
         warn!(connection = %self.conn.name, "IKEv1 Quick Mode {:08x} for child {name} failed: {reason}", q.message_id);
+        if let Some(old) = q.rekey_of
+            && q.role == Role::Initiator
+            && let Some(o) = self.quick.iter_mut().find(|o| o.spi_in == old && !o.replaced)
+        {
+            let wait = crate::ike_sa::rekey_retry_wait(&q.nonce_i);
+            info!(connection = %self.conn.name, "IKEv1 rekey of ESP SA {old:08x} retried in {wait:?}");
+            o.rekey_at = Some(now + wait);
+        }
         self.events.push_back(Event::ChildSaFailed { name, reason });
     }
 
@@ -469,9 +525,25 @@ impl Ikev1Sa {
         flight.received(datagram);
         flight.sent(&out, now, &self.conn, true);
         self.push_transmit(out);
+        // As strongSwan does, a Quick Mode for the selectors of an ESP SA
+        // pair we hold is the peer rekeying it.
+        let rekey_of = self
+            .quick
+            .iter()
+            .find(|q| {
+                q.state == QuickModeState::Done
+                    && !q.replaced
+                    && q.template == template
+                    && q.local_ts == local_ts
+                    && q.remote_ts == remote_ts
+            })
+            .map(|q| q.spi_in);
+        let rekeying = rekey_of
+            .map(|s| format!(" (rekeying ESP SA {s:08x})"))
+            .unwrap_or_default();
         info!(
             connection = %self.conn.name,
-            "IKEv1 Quick Mode {message_id:08x} for child {}: QM_IDLE -> QM_RESP_SENT",
+            "IKEv1 Quick Mode {message_id:08x} for child {}{rekeying}: QM_IDLE -> QM_RESP_SENT",
             child.name
         );
         self.quick.push(QuickMode {
@@ -491,6 +563,10 @@ impl Ikev1Sa {
             remote_ts,
             flight,
             installed_at: None,
+            rekey_at: None,
+            expire_at: None,
+            rekey_of,
+            replaced: false,
         });
         Ok(())
     }
@@ -507,8 +583,26 @@ impl Ikev1Sa {
         let template = self.quick[i].template;
         let pfs = self.quick[i].pfs;
         let esp = &self.conn.children[template].esp_proposals;
-        let choice = proposal::accept_phase2(esp, &sa.proposals, pfs)
+        let mut choice = proposal::accept_phase2(esp, &sa.proposals, pfs)
             .map_err(|m| Ikev1Error::NoProposalChosen(m.to_string()))?;
+        // RFC 2407 §4.6.3.1: a responder that keeps the SA for less time
+        // says so; the shorter lifetime is ours too.
+        let our_spi = self.quick[i].spi_in.to_be_bytes();
+        for n in payloads.iter().filter_map(|p| match p {
+            Payload::Notify(n) if n.ty == NotifyType::RESPONDER_LIFETIME => Some(n),
+            _ => None,
+        }) {
+            let about_ours = n.spi.is_empty() || n.spi == our_spi || n.spi == sa.proposals[choice.proposal].spi;
+            match proposal::responder_lifetime_seconds(n.data).filter(|_| about_ours) {
+                Some(s) => {
+                    info!(connection = %self.conn.name, "IKEv1 Quick Mode {:08x}: peer's RESPONDER-LIFETIME is {s} s", self.quick[i].message_id);
+                    choice.suite.lifetime = Some(choice.suite.lifetime.map_or(s, |l| l.min(s)));
+                }
+                None => {
+                    debug!(connection = %self.conn.name, "IKEv1 RESPONDER-LIFETIME notify without a lifetime in seconds ignored")
+                }
+            }
+        }
         let pfs_shared = match (pfs, find!(payloads, Ke)) {
             (Some(_), Some(peer)) => {
                 let ke = self.quick[i]
@@ -556,6 +650,11 @@ impl Ikev1Sa {
         let outbound = direction(q.spi_out);
         q.state = QuickModeState::Done;
         q.installed_at = Some(now);
+        let configured = self.conn.children.get(q.template).map(|c| c.lifetime);
+        if let Some(configured) = configured {
+            let lifetime = proposal::effective_lifetime(&configured, suite.lifetime);
+            (q.rekey_at, q.expire_at) = crate::ike_sa::schedule(now, &lifetime, u64::from(q.spi_in));
+        }
         q.pfs_shared = None;
         q.flight.deadline = None;
         let message_id = q.message_id;
@@ -591,15 +690,121 @@ impl Ikev1Sa {
             udp_encap: false,
             inbound,
             outbound,
-            rekey_of: None,
+            rekey_of: q.rekey_of,
         };
+        let (rekey_of, role) = (q.rekey_of, q.role);
         if let Some(ivs) = &mut self.ivs {
             ivs.forget(message_id);
         }
         self.events.push_back(Event::ChildSaInstalled(Box::new(install)));
+        if let Some(old) = rekey_of {
+            self.retire_rekeyed(old, role);
+            self.resolve_rekey_collision(old);
+        }
+    }
+
+    /// Both sides rekeyed the same ESP SA pair at once: of the two new
+    /// pairs, the one whose Quick Mode had the lower initiator nonce is
+    /// redundant (both sides know both nonces, so they agree). Its
+    /// initiator deletes it; the other side stops rekeying it.
+    fn resolve_rekey_collision(&mut self, old: u32) {
+        let twins: Vec<usize> = (0..self.quick.len())
+            .filter(|&i| {
+                let q = &self.quick[i];
+                q.rekey_of == Some(old) && q.state == QuickModeState::Done && !q.replaced
+            })
+            .collect();
+        if twins.len() < 2 {
+            return;
+        }
+        let Some(&loser) = twins
+            .iter()
+            .min_by(|&&x, &&y| self.quick[x].nonce_i.cmp(&self.quick[y].nonce_i))
+        else {
+            return;
+        };
+        if self.quick[loser].role == Role::Initiator {
+            let q = self.quick.remove(loser);
+            info!(connection = %self.conn.name, "IKEv1 ESP SA {:08x}/{:08x} is redundant after a rekey collision: deleted", q.spi_in, q.spi_out);
+            self.delete_esp(&q);
+        } else {
+            let q = &mut self.quick[loser];
+            q.replaced = true;
+            q.rekey_at = None;
+        }
+    }
+
+    /// The ESP SA pair with inbound SPI `old` was replaced by a rekey. The
+    /// side that started the rekey deletes it (telling the peer, who by now
+    /// sends on the new pair); the other side keeps it until that DELETE or
+    /// its hard lifetime, and no longer rekeys it.
+    fn retire_rekeyed(&mut self, old: u32, rekey_role: Role) {
+        let Some(i) = self
+            .quick
+            .iter()
+            .position(|q| q.spi_in == old && q.state == QuickModeState::Done)
+        else {
+            return;
+        };
+        if rekey_role == Role::Responder {
+            let q = &mut self.quick[i];
+            q.replaced = true;
+            q.rekey_at = None;
+            return;
+        }
+        let q = self.quick.remove(i);
+        info!(connection = %self.conn.name, "IKEv1 ESP SA {:08x}/{:08x} retired after its rekey", q.spi_in, q.spi_out);
+        self.delete_esp(&q);
+    }
+
+    /// Tells the peer that an ESP SA pair is gone and emits its deletion.
+    fn delete_esp(&mut self, q: &QuickMode) {
+        let spi = q.spi_in.to_be_bytes();
+        let d = isakmp::Delete {
+            doi: isakmp::DOI_IPSEC,
+            protocol: ProtocolId::ESP,
+            spis: vec![&spi],
+        };
+        if let Err(e) = self.send_informational(&[Payload::Delete(d)]) {
+            warn!(connection = %self.conn.name, "IKEv1 DELETE of ESP SA {:08x} not sent: {e}", q.spi_in);
+        }
+        self.events.push_back(Event::ChildSaDeleted {
+            spi_in: q.spi_in,
+            spi_out: q.spi_out,
+        });
+    }
+
+    /// Rekeys and deletes the ESP SA pairs whose lifetimes are up.
+    fn quick_mode_lifetimes(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.quick.len() {
+            let q = &self.quick[i];
+            if q.state != QuickModeState::Done {
+                i += 1;
+                continue;
+            }
+            if q.expire_at.is_some_and(|t| t <= now) {
+                let q = self.quick.remove(i);
+                info!(connection = %self.conn.name, "IKEv1 ESP SA {:08x}/{:08x} reached its hard lifetime: deleted", q.spi_in, q.spi_out);
+                self.delete_esp(&q);
+                continue;
+            }
+            if q.rekey_at.is_some_and(|t| t <= now) && !q.replaced {
+                let (template, spi_in) = (q.template, q.spi_in);
+                let selectors = (q.local_ts.clone(), q.remote_ts.clone());
+                self.quick[i].rekey_at = None;
+                if let Err(e) = self.start_quick_mode_for(now, template, Some((spi_in, selectors.0, selectors.1))) {
+                    let wait = crate::ike_sa::rekey_retry_wait(&spi_in.to_be_bytes());
+                    warn!(connection = %self.conn.name, "IKEv1 rekey of ESP SA {spi_in:08x} not started ({e}): retrying in {wait:?}");
+                    self.quick[i].rekey_at = Some(now + wait);
+                }
+            }
+            i += 1;
+        }
     }
 
     pub(super) fn quick_mode_timeouts(&mut self, now: Instant) {
+        self.quick_mode_lifetimes(now);
         let mut i = 0;
         while i < self.quick.len() {
             match self.quick[i].flight.expire(now, &self.conn) {
@@ -609,7 +814,7 @@ impl Ikev1Sa {
                 }
                 Some(false) => {
                     let q = self.quick.remove(i);
-                    self.quick_failed(&q, format!("peer did not answer in {}", q.state));
+                    self.quick_failed(now, &q, format!("peer did not answer in {}", q.state));
                     continue;
                 }
                 None => {}

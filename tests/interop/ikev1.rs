@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use control::config::{ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
 use control::ike_sa::{Context, DownReason, Event};
-use control::ikev1::{Ikev1Policy, Ikev1Sa, MainModeState, starts_phase1};
+use control::ikev1::{Ikev1Endpoint, Ikev1Policy, Ikev1Sa, MainModeState, starts_phase1};
 use control::proposal::{parse_esp_proposals, parse_ike_proposals};
 use control::ts::parse_selector;
 use ironsa_crypto::AwsLcProvider;
@@ -62,22 +62,30 @@ fn charon(port: u16, nat: u16, our_port: u16) -> Charon {
 }
 
 fn charon_with(port: u16, nat: u16, our_port: u16, aggressive: bool) -> Charon {
+    charon_reauthenticating(port, nat, our_port, aggressive, None)
+}
+
+/// charon as above; `reauth` sets its IKE `rekey_time` (for IKEv1 a
+/// reauthentication: a new Main Mode that takes over the ESP SAs).
+fn charon_reauthenticating(port: u16, nat: u16, our_port: u16, aggressive: bool, reauth: Option<&str>) -> Charon {
+    let mut conn = Connection::new("v1", "127.0.0.1", "127.0.0.1")
+        .version(IkeVersion::V1)
+        .aggressive(aggressive)
+        .remote_port(our_port)
+        .proposals(&["aes256-sha256-modp2048"])
+        .local(AuthRound::psk("swan@test"))
+        .remote(AuthRound::psk("ironsa@test"))
+        .child(Child::new("net", "10.2.0.0/24", "10.1.0.0/24").esp_proposals(&["aes256-sha256"]));
+    if let Some(t) = reauth {
+        conn = conn.rekey_time(t);
+    }
     Charon::builder("ikev1")
         .ports(port, nat)
         .setting(
             "i_dont_care_about_security_and_use_aggressive_mode_psk",
             if aggressive { "yes" } else { "no" },
         )
-        .connection(
-            Connection::new("v1", "127.0.0.1", "127.0.0.1")
-                .version(IkeVersion::V1)
-                .aggressive(aggressive)
-                .remote_port(our_port)
-                .proposals(&["aes256-sha256-modp2048"])
-                .local(AuthRound::psk("swan@test"))
-                .remote(AuthRound::psk("ironsa@test"))
-                .child(Child::new("net", "10.2.0.0/24", "10.1.0.0/24").esp_proposals(&["aes256-sha256"])),
-        )
+        .connection(conn)
         .secret(Secret::psk("s", &["swan@test", "ironsa@test"], PSK))
         .start()
         .unwrap()
@@ -318,4 +326,139 @@ psk = "{PSK}"
     ironsa.wait_sas(Duration::from_secs(5), |s| s.is_empty());
     swan.wait_for_log("received DELETE for IKE_SA v1[2]", Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
+}
+
+/// Moves datagrams between an endpoint and the socket until `done` or the
+/// deadline; returns the events seen.
+fn drive_endpoint(
+    sock: &UdpSocket,
+    peer: SocketAddr,
+    ep: &mut Ikev1Endpoint,
+    limit: Duration,
+    done: impl Fn(&Ikev1Endpoint, &[Event]) -> bool,
+) -> Vec<Event> {
+    let local = sock.local_addr().unwrap();
+    let end = Instant::now() + limit;
+    let mut events = Vec::new();
+    let mut buf = [0u8; 65536];
+    sock.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    while Instant::now() < end {
+        while let Some(t) = ep.poll_transmit() {
+            let mut out = MARKER.to_vec();
+            out.extend_from_slice(&t.data);
+            sock.send_to(&out, peer).unwrap();
+        }
+        events.extend(std::iter::from_fn(|| ep.poll_event()));
+        if done(ep, &events) {
+            return events;
+        }
+        if ep.poll_timeout().is_some_and(|t| t <= Instant::now()) {
+            ep.handle_timeout(Instant::now());
+        }
+        if let Ok((n, from)) = sock.recv_from(&mut buf)
+            && from == peer
+            && n >= 4
+            && buf[..4] == MARKER
+        {
+            // charon's DELETE of an SA we already retired is refused here; that is fine.
+            let _ = ep.handle(Instant::now(), local, peer, &buf[4..n]);
+        }
+    }
+    events
+}
+
+fn ike_ups(events: &[Event]) -> Vec<(u64, u64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::IkeSaUp { spis, .. } => Some(*spis),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn phase1_reauthentication_with_charon_as_responder() {
+    if skip() {
+        return;
+    }
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let our = sock.local_addr().unwrap();
+    let (port, nat) = free_udp_port_pair().unwrap();
+    let swan = charon(port, nat, our.port());
+    let peer: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut conn = our_conn(peer);
+    // IKE only (charon's kernel here cannot hold the ESP SAs); soft lifetime 4 s.
+    conn.children.clear();
+    conn.ike_lifetime = Lifetime {
+        rekey: Duration::from_secs(4),
+        jitter: Duration::ZERO,
+        over: Duration::from_secs(60),
+    };
+    let conn = Arc::new(conn);
+    let ctx = Context::new(vec![conn.clone()], AwsLcProvider::new().shared());
+    let mut ep = Ikev1Endpoint::new(ctx, Ikev1Policy::main_mode_only());
+    ep.initiate(Instant::now(), conn, our, peer, false).unwrap();
+    let events = drive_endpoint(&sock, peer, &mut ep, Duration::from_secs(15), |ep, ev| {
+        ike_ups(ev).len() == 2 && ep.sas().count() == 1
+    });
+    let ups = ike_ups(&events);
+    assert_eq!(ups.len(), 2, "{events:?}\n{}", swan.log_tail(40));
+    let sa = ep.sas().next().unwrap();
+    assert!(sa.is_reauth() && sa.cookies() == ups[1], "{sa:?}");
+    assert_eq!(sa.state(), MainModeState::Done);
+    // charon established the second ISAKMP SA (no INITIAL_CONTACT, so it
+    // kept the first until our DELETE, which it verified).
+    swan.wait_for_log("IKE_SA v1[2] established", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
+    swan.wait_for_log("received DELETE for IKE_SA v1[1]", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
+    assert!(
+        events.iter().all(|e| !matches!(
+            e,
+            Event::IkeSaDown {
+                reason: DownReason::Failed(_) | DownReason::Timeout,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn phase1_reauthentication_by_charon_replaces_our_responder_sa() {
+    if skip() {
+        return;
+    }
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let our = sock.local_addr().unwrap();
+    let (port, nat) = free_udp_port_pair().unwrap();
+    let swan = charon_reauthenticating(port, nat, our.port(), false, Some("5s"));
+    let peer: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let ctx = Context::new(vec![Arc::new(our_conn(peer))], AwsLcProvider::new().shared());
+    let mut ep = Ikev1Endpoint::new(ctx, Ikev1Policy::main_mode_only());
+    let swanctl = swan.swanctl().clone();
+    let initiator = std::thread::spawn(move || swanctl.initiate(Target::Ike("v1"), Duration::from_secs(10)));
+    let first_gone = |ev: &[Event]| {
+        let ups = ike_ups(ev);
+        ups.len() >= 2
+            && ev
+                .iter()
+                .any(|e| matches!(e, Event::IkeSaDown { spis, reason: DownReason::Deleted } if *spis == ups[0]))
+    };
+    let events = drive_endpoint(&sock, peer, &mut ep, Duration::from_secs(20), |_, ev| first_gone(ev));
+    initiator
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
+    assert!(first_gone(&events), "{events:?}\n{}", swan.log_tail(60));
+    let ups = ike_ups(&events);
+    swan.wait_for_log("IKE_SA v1[2] established", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
+    let sa = ep
+        .sas()
+        .find(|sa| sa.state() == MainModeState::Done)
+        .expect("the new ISAKMP SA");
+    assert_eq!(sa.cookies(), ups[1]);
+    assert_eq!(ep.sas().count(), 1, "only the new ISAKMP SA is left");
 }

@@ -140,6 +140,7 @@ struct RawConnection {
     fragmentation: Option<bool>,
     fragment_size: Option<usize>,
     force_udp_encap: Option<bool>,
+    aggressive: Option<Spanned<bool>>,
     version: Option<Spanned<toml::Value>>,
     start_action: Option<Spanned<String>>,
     #[serde(default)]
@@ -1169,18 +1170,45 @@ fn connection_section(
             }
         };
     }
+    if let Some(a) = &c.aggressive {
+        cfg.aggressive = *a.get_ref();
+        if cfg.aggressive && !cfg.ike_versions.allows_v1() {
+            return Err(ctx.err(
+                a.span().start,
+                &key("aggressive"),
+                "Aggressive Mode is IKEv1: set version = 1 or \"any\"",
+            ));
+        }
+        if cfg.aggressive && !matches!(cfg.local_auth, AuthConfig::Psk(_)) {
+            return Err(ctx.err(
+                a.span().start,
+                &key("aggressive"),
+                "Aggressive Mode is only supported with auth = \"psk\"",
+            ));
+        }
+        if cfg.aggressive {
+            ctx.warn(
+                a.span().start,
+                &key("aggressive"),
+                "Aggressive Mode with a pre-shared key sends the responder's HASH unencrypted: anyone who sees \
+                 one handshake can crack the PSK offline; use Main Mode (remove this key) or IKEv2",
+            );
+        }
+    }
     if let Some(v) = c.version.as_ref().filter(|_| cfg.ike_versions.allows_v1()) {
-        let replacement = if cfg.ike_versions == IkeVersions::V1 {
-            "once the peer speaks IKEv2, set version = 2 (or \"any\" while it migrates)"
+        let when = if cfg.ike_versions == IkeVersions::V1 {
+            "once the peer speaks IKEv2 (\"any\" while it migrates)"
         } else {
-            "set version = 2 once every peer of it speaks IKEv2"
+            "once every peer of it speaks IKEv2"
         };
         ctx.warn(
             v.span().start,
             &key("version"),
             format!(
                 "connection speaks IKEv1, which has no integrity check of its own on encrypted messages and \
-                 exposes weak PSKs; the same proposals, identities and PSK work with IKEv2: {replacement}"
+                 exposes weak PSKs; its IKEv2 replacement, {when}, keeps the identities, authentication and \
+                 children: {}",
+                ikev2_replacement(&cfg)
             ),
         );
     }
@@ -1220,6 +1248,20 @@ fn connection_section(
         },
         settings,
     ))
+}
+
+/// The keys that move an IKEv1 connection to IKEv2: `version = 2` and its
+/// proposals with an AEAD, X25519 proposal first (IKEv2 offers both to
+/// peers that can, and the IKEv1 ones stay acceptable meanwhile).
+fn ikev2_replacement(cfg: &ConnectionConfig) -> String {
+    const MODERN: &str = "aes256gcm16-prfsha256-x25519";
+    let current: Vec<String> = cfg.ike_proposals.iter().map(ToString::to_string).collect();
+    let proposals = std::iter::once(MODERN.to_string())
+        .chain(current.into_iter().filter(|p| p != MODERN))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let aggressive = if cfg.aggressive { " and no aggressive" } else { "" };
+    format!("version = 2, ike_proposals = \"{proposals}\"{aggressive}")
 }
 
 /// `auth`, `remote_auth` and the material they need: (ours, the peer's).
@@ -1456,6 +1498,7 @@ pub fn reload_effect(old: &ConnectionConfig, new: &ConnectionConfig) -> ReloadEf
         ("remote_auth", same_auth(&old.remote_auth, &new.remote_auth)),
         ("ike_proposals", old.ike_proposals == new.ike_proposals),
         ("force_udp_encap", old.force_udp_encap == new.force_udp_encap),
+        ("aggressive", old.aggressive == new.aggressive),
         (
             "child",
             old.children.len() == new.children.len()
@@ -1643,6 +1686,53 @@ esp_proposals = "aes256gcm16"
         let (line, key, msg) = bad(&with("3"));
         assert_eq!((line, key.as_str()), (21, "connection.rw.version"));
         assert!(msg.contains("not 1, 2 or \"any\""), "{msg}");
+    }
+
+    #[test]
+    fn ikev1_connections_are_flagged_with_their_ikev2_replacement() {
+        let v1 = GOOD
+            .replace("dpd_delay = \"30s\"", "dpd_delay = \"30s\"\nversion = 1")
+            .replace("aes256gcm16-prfsha256-x25519", "aes256-sha256-modp2048");
+        let warned = DaemonConfig::parse(Path::new("t.toml"), &v1).unwrap().warnings;
+        let w = warned
+            .iter()
+            .find(|w| w.key == "connection.rw.version")
+            .expect("flagged");
+        assert!(
+            w.message.contains(
+                "version = 2, ike_proposals = \"aes256gcm16-prfsha256-x25519, aes256-sha256-prfsha256-modp2048\""
+            ),
+            "{}",
+            w.message
+        );
+    }
+
+    #[test]
+    fn aggressive_mode_is_enabled_per_connection_with_a_warning() {
+        let with = |extra: &str| GOOD.replace("dpd_delay = \"30s\"", &format!("dpd_delay = \"30s\"\n{extra}"));
+        let parsed = |text: &str| DaemonConfig::parse(Path::new("t.toml"), text).unwrap();
+        assert!(
+            !parsed(&with("version = 1")).connections[0].config.aggressive,
+            "off by default"
+        );
+        let on = parsed(&with("version = 1\naggressive = true"));
+        assert!(on.connections[0].config.aggressive);
+        let w = on
+            .warnings
+            .iter()
+            .find(|w| w.key == "connection.rw.aggressive")
+            .expect("warned");
+        assert_eq!(w.line, 22);
+        assert!(w.message.contains("crack the PSK offline"), "{}", w.message);
+        let replacement = on.warnings.iter().find(|w| w.key == "connection.rw.version").unwrap();
+        assert!(
+            replacement.message.ends_with("and no aggressive"),
+            "{}",
+            replacement.message
+        );
+        let (line, key, msg) = bad(&with("aggressive = true"));
+        assert_eq!((line, key.as_str()), (21, "connection.rw.aggressive"));
+        assert!(msg.contains("IKEv1"), "{msg}");
     }
 
     #[test]

@@ -673,7 +673,7 @@ impl Shard {
                 } => {
                     let r = if config.ike_versions == IkeVersions::V1 {
                         self.ikev1
-                            .initiate(now, config.clone(), local, remote, false)
+                            .initiate(now, config.clone(), local, remote, config.aggressive)
                             .map_err(|e| e.to_string())
                     } else {
                         match template {

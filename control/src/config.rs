@@ -275,6 +275,10 @@ pub struct ConnectionConfig {
     /// strongSwan's `encap = yes`: our NAT_DETECTION_SOURCE_IP hash is made
     /// not to match, so both sides see a NAT and move IKE and ESP to UDP 4500.
     pub force_udp_encap: bool,
+    /// IKEv1: initiate Aggressive Mode and answer it for this connection
+    /// (off by default: with a PSK its unencrypted HASH lets an observer
+    /// crack the key offline).
+    pub aggressive: bool,
     /// Retransmission: initial timeout.
     pub retransmit_timeout: Duration,
     /// Retransmission: number of retransmits before giving up.
@@ -314,6 +318,7 @@ impl ConnectionConfig {
             initial_contact: true,
             remote_nat_port: None,
             force_udp_encap: false,
+            aggressive: false,
             retransmit_timeout: Duration::from_secs(4),
             retransmit_tries: 5,
             retransmit_base: 1.8,

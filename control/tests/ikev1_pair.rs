@@ -586,6 +586,37 @@ fn aggressive_mode_psk_when_enabled_then_quick_mode() {
 }
 
 #[test]
+fn aggressive_mode_is_answered_for_the_connections_that_enable_it() {
+    // The endpoint policy stays Main Mode only; the connection says aggressive.
+    let (a, mut b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    b.aggressive = true;
+    let mut p = Pair::start_mode(a.clone(), b, 221, true, Ikev1Policy::main_mode_only());
+    p.run(Duration::from_secs(30));
+    assert_eq!(p.b().state_name(), "AM_DONE", "{:?}", p.b_errors);
+    assert_eq!(p.a_seen.installed.len(), 1, "{:?}", p.a_seen.failed);
+    // Another connection of the responder, not enabled, is not chosen.
+    let (_, mut other) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    other.name = "main-only".into();
+    let (_, mut enabled) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    enabled.aggressive = true;
+    enabled.remote_id = IdentityMatch::Exact(parse_identity("someone-else@test"));
+    let ctx_b = Context::new(
+        vec![Arc::new(other), Arc::new(enabled)],
+        AwsLcProvider::seeded(223).shared(),
+    );
+    let ctx_a = Context::new(vec![Arc::new(a.clone())], AwsLcProvider::seeded(222).shared());
+    let now = Instant::now();
+    let mut init = Ikev1Sa::initiate_aggressive(&ctx_a, Arc::new(a), addr(A), addr(B), now).unwrap();
+    let am1 = init.poll_transmit().unwrap();
+    let refused = Ikev1Sa::respond(&ctx_b, &Ikev1Policy::main_mode_only(), addr(B), addr(A), &am1.data, now);
+    assert!(
+        matches!(&refused, Err(Ikev1Error::NoConnection(_))),
+        "{:?}",
+        refused.map(|sa| sa.state_name())
+    );
+}
+
+#[test]
 fn aggressive_mode_is_refused_by_default_and_with_a_wrong_psk() {
     let (a, b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
     let mut p = Pair::start_mode(a, b, 121, true, Ikev1Policy::main_mode_only());

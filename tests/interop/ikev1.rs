@@ -255,20 +255,21 @@ fn aggressive_mode_psk_with_charon_as_responder() {
     assert!(installed(&events), "{events:?}\n{}", swan.log_tail(40));
 }
 
-/// The daemon answers Main Mode for a `version = 1` connection on its
-/// shards' sockets (charon initiates), and initiates it.
-#[test]
-fn daemon_speaks_main_mode_for_a_version_1_connection() {
-    if skip() {
-        return;
-    }
+/// charon and the daemon, each with one `version = 1` PSK connection to
+/// the other, in Aggressive Mode when `aggressive`.
+fn daemon_and_charon(aggressive: bool) -> (Charon, support::Ironsa) {
     let (port, nat) = free_udp_port_pair().unwrap();
     let (ours, our_nat) = free_udp_port_pair().unwrap();
-    let swan = Charon::builder("ikev1-daemon")
+    let swan = Charon::builder(if aggressive { "ikev1-daemon-am" } else { "ikev1-daemon" })
         .ports(port, nat)
+        .setting(
+            "i_dont_care_about_security_and_use_aggressive_mode_psk",
+            if aggressive { "yes" } else { "no" },
+        )
         .connection(
             Connection::new("v1", "127.0.0.1", "127.0.0.1")
                 .version(IkeVersion::V1)
+                .aggressive(aggressive)
                 .remote_port(ours)
                 .proposals(&["aes256-sha256-modp2048"])
                 .local(AuthRound::psk("swan@test"))
@@ -289,6 +290,7 @@ control_socket = "SOCKET"
 [[connection]]
 name = "swan"
 version = 1
+aggressive = {aggressive}
 remote_addrs = ["127.0.0.1"]
 remote_port = {port}
 remote_nat_port = {nat}
@@ -299,7 +301,17 @@ auth = "psk"
 psk = "{PSK}"
 "#
     );
-    let ironsa = support::Ironsa::start(&config, None);
+    (swan, support::Ironsa::start(&config, None))
+}
+
+/// The daemon answers Main Mode for a `version = 1` connection on its
+/// shards' sockets (charon initiates), and initiates it.
+#[test]
+fn daemon_speaks_main_mode_for_a_version_1_connection() {
+    if skip() {
+        return;
+    }
+    let (swan, ironsa) = daemon_and_charon(false);
     swan.swanctl()
         .initiate(Target::Ike("v1"), Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
@@ -461,4 +473,38 @@ fn phase1_reauthentication_by_charon_replaces_our_responder_sa() {
         .expect("the new ISAKMP SA");
     assert_eq!(sa.cookies(), ups[1]);
     assert_eq!(ep.sas().count(), 1, "only the new ISAKMP SA is left");
+}
+
+/// `aggressive = true` on a daemon connection: the daemon initiates
+/// Aggressive Mode and answers charon's.
+#[test]
+fn daemon_speaks_aggressive_mode_when_the_connection_enables_it() {
+    if skip() {
+        return;
+    }
+    let (swan, ironsa) = daemon_and_charon(true);
+    // charon initiates Aggressive Mode: the daemon answers it.
+    swan.swanctl()
+        .initiate(Target::Ike("v1"), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
+    swan.wait_for_log("IKE_SA v1[1] established", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
+    ironsa.wait_sas(Duration::from_secs(5), |s| {
+        s.iter()
+            .any(|sa| sa["phase1_state"] == "AM_DONE" && sa["role"] == "responder")
+    });
+    // The daemon initiates Aggressive Mode for it.
+    let reply = ironsa.call(serde_json::json!({"cmd": "initiate", "connection": "swan"}));
+    assert!(reply.to_string().contains("initiating swan"), "{reply}");
+    swan.wait_for_log("IKE_SA v1[2] established", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
+    assert!(
+        swan.log_contains("parsed AGGRESSIVE request 0 [ SA KE No ID V ]"),
+        "{}",
+        swan.log_tail(40)
+    );
+    ironsa.wait_sas(Duration::from_secs(5), |s| {
+        s.iter()
+            .any(|sa| sa["phase1_state"] == "AM_DONE" && sa["role"] == "initiator")
+    });
 }

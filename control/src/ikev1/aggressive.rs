@@ -52,7 +52,8 @@ impl Ikev1Policy {
         Ikev1Policy { aggressive: true }
     }
 
-    /// True when Aggressive Mode is answered.
+    /// True when Aggressive Mode is answered for every IKEv1 connection
+    /// (else only for those that say `aggressive = true`).
     pub fn allows_aggressive(&self) -> bool {
         self.aggressive
     }
@@ -157,6 +158,7 @@ impl Ikev1Sa {
     /// Answers Aggressive Mode message 1 (the policy allowing it).
     pub(super) fn respond_aggressive(
         ctx: &Context,
+        policy: &Ikev1Policy,
         local: SocketAddr,
         remote: SocketAddr,
         datagram: &[u8],
@@ -176,6 +178,7 @@ impl Ikev1Sa {
         let mut chosen = None;
         for conn in ctx.connections.iter() {
             if !conn.ike_versions.allows_v1()
+                || !(conn.aggressive || policy.allows_aggressive())
                 || !conn.matches_addresses(local.ip(), remote.ip())
                 || psk_of(conn).is_none()
                 || !conn.remote_id.matches(&peer)

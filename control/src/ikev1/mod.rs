@@ -462,12 +462,16 @@ impl Ikev1Sa {
     ) -> Result<Self, Ikev1Error> {
         let (h, _) = isakmp::split_message(datagram)?;
         if h.exchange == ExchangeType::AGGRESSIVE && h.cookie_r == 0 && h.message_id == 0 {
-            if !policy.allows_aggressive() {
+            let some_connection_allows = ctx
+                .connections
+                .iter()
+                .any(|c| c.aggressive && c.ike_versions.allows_v1());
+            if !policy.allows_aggressive() && !some_connection_allows {
                 return Err(Ikev1Error::NoConnection(
                     "Aggressive Mode is disabled (its HASH exposes the pre-shared key to offline cracking)".into(),
                 ));
             }
-            return Self::respond_aggressive(ctx, local, remote, datagram, now);
+            return Self::respond_aggressive(ctx, policy, local, remote, datagram, now);
         }
         Self::respond_main(ctx, local, remote, datagram, now)
     }

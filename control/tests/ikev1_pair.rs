@@ -1024,3 +1024,96 @@ fn an_isakmp_sa_that_cannot_be_reauthenticated_is_deleted_at_its_hard_lifetime()
     );
     assert_eq!(count(&p.a_events, |e| matches!(e, Event::ChildSaDeleted { .. })), 1);
 }
+
+/// Main Mode and Quick Mode through a NAT that maps A's ports 500 and
+/// 4500 to 203.0.113.9:31000 and :31001, on two endpoints.
+fn through_nat(force_udp_encap: bool, nat: bool, seed: u64) -> (EndpointPair, Vec<bool>) {
+    let (mut a, b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    a.force_udp_encap = force_udp_encap;
+    let a = Arc::new(a);
+    let mut p = EndpointPair::new(a.clone(), b, seed);
+    p.a.initiate(p.now, a, addr(A), addr(B), false).unwrap();
+    let public = |port: u16| -> SocketAddr {
+        if !nat {
+            return SocketAddr::new(addr(A).ip(), port);
+        }
+        SocketAddr::new("203.0.113.9".parse().unwrap(), if port == 500 { 31000 } else { 31001 })
+    };
+    let private = |s: SocketAddr| -> SocketAddr {
+        if !nat {
+            return s;
+        }
+        SocketAddr::new(addr(A).ip(), if s.port() == 31000 { 500 } else { 4500 })
+    };
+    let mut markers = Vec::new();
+    for _ in 0..50 {
+        let mut moved = false;
+        while let Some(t) = p.a.poll_transmit() {
+            moved = true;
+            markers.push(t.non_esp_marker);
+            assert_eq!(
+                t.non_esp_marker,
+                t.local.port() == 4500,
+                "the marker goes with port 4500"
+            );
+            p.b.handle(p.now, t.remote, public(t.local.port()), &t.data).unwrap();
+        }
+        while let Some(t) = p.b.poll_transmit() {
+            moved = true;
+            assert_eq!(t.non_esp_marker, t.local.port() == 4500);
+            p.a.handle(p.now, private(t.remote), t.local, &t.data).unwrap();
+        }
+        p.a_events.extend(std::iter::from_fn(|| p.a.poll_event()));
+        p.b_events.extend(std::iter::from_fn(|| p.b.poll_event()));
+        if !moved {
+            break;
+        }
+    }
+    (p, markers)
+}
+
+fn installs(events: &[Event]) -> Vec<&ChildSaInstall> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChildSaInstalled(c) => Some(&**c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn nat_traversal_floats_to_4500_and_encapsulates_esp() {
+    let (p, markers) = through_nat(false, true, 231);
+    let (sa_a, sa_b) = (p.a.sas().next().unwrap(), p.b.sas().next().unwrap());
+    assert_eq!((sa_a.state(), sa_b.state()), (MainModeState::Done, MainModeState::Done));
+    assert!(sa_a.behind_nat() && sa_b.behind_nat());
+    // Messages 1-4 on port 500, the rest on 4500 with the marker.
+    assert_eq!(&markers[..3], &[false, false, true]);
+    assert_eq!(sa_a.local_addr(), "192.0.2.1:4500".parse().unwrap());
+    assert_eq!(sa_a.remote_addr(), "192.0.2.2:4500".parse().unwrap());
+    assert_eq!(sa_b.remote_addr(), "203.0.113.9:31001".parse().unwrap());
+    assert_eq!(sa_b.local_addr().port(), 4500);
+    let (ia, ib) = (installs(&p.a_events), installs(&p.b_events));
+    assert_eq!((ia.len(), ib.len()), (1, 1));
+    assert_children_match(ia[0], ib[0]);
+    assert!(ia[0].udp_encap && ib[0].udp_encap, "ESP in UDP (RFC 3948)");
+    assert_eq!((ia[0].local, ia[0].remote), (sa_a.local_addr(), sa_a.remote_addr()));
+    assert_eq!(ib[0].remote, "203.0.113.9:31001".parse().unwrap());
+}
+
+#[test]
+fn without_a_nat_nothing_moves_unless_encapsulation_is_forced() {
+    let (p, markers) = through_nat(false, false, 241);
+    let sa_a = p.a.sas().next().unwrap();
+    assert_eq!(sa_a.state(), MainModeState::Done);
+    assert!(!sa_a.behind_nat() && !p.b.sas().next().unwrap().behind_nat());
+    assert!(markers.iter().all(|m| !m));
+    assert!(!installs(&p.a_events)[0].udp_encap);
+    // force_udp_encap makes our NAT-D lie, so both ends encapsulate.
+    let (p, _) = through_nat(true, false, 251);
+    let (sa_a, sa_b) = (p.a.sas().next().unwrap(), p.b.sas().next().unwrap());
+    assert!(sa_a.behind_nat() && sa_b.behind_nat());
+    assert_eq!(sa_a.local_addr().port(), 4500);
+    assert!(installs(&p.a_events)[0].udp_encap && installs(&p.b_events)[0].udp_encap);
+}

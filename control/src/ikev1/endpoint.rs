@@ -105,7 +105,17 @@ impl Ikev1Endpoint {
         let (h, _) = isakmp::split_message(datagram)?;
         let key = (h.cookie_i, h.cookie_r);
         if self.sas.contains_key(&key) {
-            let r = self.sas.get_mut(&key).map_or(Ok(()), |sa| sa.handle(now, datagram));
+            let r = self.sas.get_mut(&key).map_or(Ok(()), |sa| {
+                // Answers go where an authenticated message came from.
+                let moved = h.is_encrypted().then(|| sa.peer_sent_from(local, remote)).flatten();
+                let r = sa.handle(now, datagram);
+                match (moved, &r) {
+                    (Some(before), Ok(())) => sa.confirm_peer_move(&before),
+                    (Some(before), Err(_)) => sa.undo_peer_move(before),
+                    (None, _) => {}
+                }
+                r
+            });
             self.pump(key);
             return r;
         }

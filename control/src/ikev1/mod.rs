@@ -16,6 +16,7 @@
 mod aggressive;
 pub mod endpoint;
 pub mod keys;
+mod nat;
 pub mod proposal;
 mod quick_mode;
 pub mod ts;
@@ -40,6 +41,7 @@ use crate::wire::isakmp::{
 pub use aggressive::Ikev1Policy;
 pub use endpoint::Ikev1Endpoint;
 use keys::Phase1Keys;
+pub use nat::{PeerAddresses, RFC3947_VENDOR_ID};
 use proposal::Phase1Suite;
 use quick_mode::QuickMode;
 pub use quick_mode::{EspSaInfo, QuickModeState};
@@ -233,6 +235,14 @@ pub struct Ikev1Sa {
     /// A newer ISAKMP SA with the same peer took over the ESP SAs: this
     /// one is not reauthenticated again and waits for its DELETE or expiry.
     superseded: bool,
+    /// Both ends announced RFC 3947 NAT traversal.
+    nat_t: bool,
+    /// A NAT changes our address (the peer's NAT-D of us does not match).
+    nat_here: bool,
+    /// A NAT changes the peer's address.
+    nat_there: bool,
+    /// IKE moved to the NAT-T ports: datagrams carry the non-ESP marker.
+    floated: bool,
 }
 
 impl fmt::Debug for Ikev1Sa {
@@ -317,6 +327,10 @@ impl Ikev1Sa {
             reauth_due: None,
             is_reauth: false,
             superseded: false,
+            nat_t: false,
+            nat_here: false,
+            nat_there: false,
+            floated: false,
         }
     }
 
@@ -445,7 +459,15 @@ impl Ikev1Sa {
             }],
         });
         sa.handshake_mut().sa_i_body = payload_body(&sa_payload)?;
-        sa.send_clear(now, &[sa_payload, Payload::VendorId(&DPD_VENDOR_ID)], true)?;
+        sa.send_clear(
+            now,
+            &[
+                sa_payload,
+                Payload::VendorId(&DPD_VENDOR_ID),
+                Payload::VendorId(&nat::RFC3947_VENDOR_ID),
+            ],
+            true,
+        )?;
         sa.set_state(MainModeState::SaSent);
         Ok(sa)
     }
@@ -530,7 +552,12 @@ impl Ikev1Sa {
                 ..offer.clone()
             }],
         });
-        sa.send_clear(now, &[reply, Payload::VendorId(&DPD_VENDOR_ID)], false)?;
+        sa.nat_t = nat::announces_nat_t(&msg.payloads);
+        let mut payloads = vec![reply, Payload::VendorId(&DPD_VENDOR_ID)];
+        if sa.nat_t {
+            payloads.push(Payload::VendorId(&nat::RFC3947_VENDOR_ID));
+        }
+        sa.send_clear(now, &payloads, false)?;
         sa.set_state(MainModeState::SaRcvd);
         sa.half_open_until = Some(now + ctx.half_open_timeout);
         Ok(sa)
@@ -667,7 +694,7 @@ impl Ikev1Sa {
         self.transmits.push_back(Transmit {
             local: self.local,
             remote: self.remote,
-            non_esp_marker: false,
+            non_esp_marker: self.floated,
             data,
         });
     }
@@ -836,6 +863,7 @@ impl Ikev1Sa {
         let nonce = random_bytes(&self.ctx, NONCE_LEN)?;
         self.cookie_r = h.cookie_r;
         self.suite = Some(suite);
+        self.nat_t = nat::announces_nat_t(&msg.payloads);
         self.phase1.received(datagram);
         self.set_state(MainModeState::SaRcvd);
         let hs = self.handshake_mut();
@@ -843,7 +871,10 @@ impl Ikev1Sa {
         hs.nonce_i = nonce;
         let (ke_i, nonce_i) = (hs.ke_i.clone(), hs.nonce_i.clone());
         hs.ke = Some(ke);
-        self.send_clear(now, &[Payload::Ke(&ke_i), Payload::Nonce(&nonce_i)], true)?;
+        let nat_d = self.our_nat_d()?;
+        let mut payloads = vec![Payload::Ke(&ke_i), Payload::Nonce(&nonce_i)];
+        payloads.extend(nat_d.iter().flatten().map(|d| Payload::NatD(d)));
+        self.send_clear(now, &payloads, true)?;
         self.set_state(MainModeState::KeSent);
         Ok(())
     }
@@ -900,7 +931,11 @@ impl Ikev1Sa {
         hs.nonce_i = nonce_i;
         hs.nonce_r = nonce_r.clone();
         self.derive_keys(&shared)?;
-        self.send_clear(now, &[Payload::Ke(&ke_r), Payload::Nonce(&nonce_r)], false)?;
+        self.check_nat_d(datagram)?;
+        let nat_d = self.our_nat_d()?;
+        let mut payloads = vec![Payload::Ke(&ke_r), Payload::Nonce(&nonce_r)];
+        payloads.extend(nat_d.iter().flatten().map(|d| Payload::NatD(d)));
+        self.send_clear(now, &payloads, false)?;
         self.set_state(MainModeState::KeSent);
         Ok(())
     }
@@ -928,6 +963,8 @@ impl Ikev1Sa {
         hs.ke_r = ke_r;
         hs.nonce_r = nonce_r;
         self.derive_keys(&shared)?;
+        self.check_nat_d(datagram)?;
+        self.float_to_nat_port();
         let conn = self.conn.clone();
         let id_payload = Payload::Id(Self::our_id(&conn));
         let id_body = payload_body(&id_payload)?;

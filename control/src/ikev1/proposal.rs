@@ -297,11 +297,13 @@ pub fn pfs_group(ours: &[EspProposal]) -> Option<KeGroup> {
 }
 
 /// Our Quick Mode offer: one ESP proposal whose transforms are our
-/// algorithm combinations in preference order.
+/// algorithm combinations in preference order; `udp` asks for the
+/// UDP-encapsulated modes (RFC 3947 §5) when a NAT was detected.
 pub fn phase2_transforms(
     ours: &[EspProposal],
     pfs: Option<KeGroup>,
     mode: IpsecMode,
+    udp: bool,
     lifetime_s: u64,
 ) -> Vec<Transform<'static>> {
     let mut out = Vec::new();
@@ -327,10 +329,11 @@ pub fn phase2_transforms(
                     Attribute::basic(p2::LIFE_DURATION, clamp16(lifetime_s)),
                     Attribute::basic(
                         p2::ENCAPSULATION,
-                        if mode == IpsecMode::Tunnel {
-                            p2::TUNNEL
-                        } else {
-                            p2::TRANSPORT
+                        match (mode, udp) {
+                            (IpsecMode::Tunnel, false) => p2::TUNNEL,
+                            (IpsecMode::Transport, false) => p2::TRANSPORT,
+                            (IpsecMode::Tunnel, true) => p2::UDP_TUNNEL,
+                            (IpsecMode::Transport, true) => p2::UDP_TRANSPORT,
                         },
                     ),
                     Attribute::basic(p2::KEY_LENGTH, e.key_len() as u16 * 8),
@@ -621,7 +624,7 @@ mod tests {
             number: 1,
             protocol: ProtocolId::ESP,
             spi: &spi,
-            transforms: phase2_transforms(&peer, pfs, IpsecMode::Tunnel, 3600),
+            transforms: phase2_transforms(&peer, pfs, IpsecMode::Tunnel, false, 3600),
         }];
         let c = select_phase2(&ours, &offer, pfs).unwrap();
         assert_eq!((c.transform, c.peer_spi), (1, 0x1122_3344));
@@ -638,7 +641,7 @@ mod tests {
             number: 1,
             protocol: ProtocolId::ESP,
             spi: &spi,
-            transforms: phase2_transforms(&ours, None, IpsecMode::Transport, 3600),
+            transforms: phase2_transforms(&ours, None, IpsecMode::Transport, false, 3600),
         }];
         let c = accept_phase2(&ours, &offer, None).unwrap();
         assert_eq!(

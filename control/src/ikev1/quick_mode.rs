@@ -164,7 +164,8 @@ impl Ikev1Sa {
         let spi_in = self.ctx.child_spis.allocate(&*self.ctx.crypto)?;
         let pfs = proposal::pfs_group(&child.esp_proposals);
         let lifetime = (child.lifetime.rekey + child.lifetime.over).as_secs();
-        let transforms = proposal::phase2_transforms(&child.esp_proposals, pfs, child.mode, lifetime);
+        let transforms =
+            proposal::phase2_transforms(&child.esp_proposals, pfs, child.mode, self.behind_nat(), lifetime);
         if transforms.is_empty() {
             self.ctx.child_spis.release(spi_in);
             return Err(Ikev1Error::NoProposalChosen(format!(
@@ -633,6 +634,7 @@ impl Ikev1Sa {
 
     /// Derives KEYMAT for both directions and emits ChildSaInstalled.
     fn quick_install(&mut self, now: Instant, i: usize) {
+        let udp_encap = self.behind_nat();
         let Some(keys) = &self.keys else { return };
         let q = &mut self.quick[i];
         let Some(suite) = q.suite else { return };
@@ -687,7 +689,7 @@ impl Ikev1Sa {
             remote_ts: vec![q.remote_ts.clone()],
             local: self.local,
             remote: self.remote,
-            udp_encap: false,
+            udp_encap,
             inbound,
             outbound,
             rekey_of: q.rekey_of,

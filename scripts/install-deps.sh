@@ -14,6 +14,8 @@ PACKAGES=(
   libdpdk-dev dpdk-dev pkg-config clang libclang-dev libipsec-mb-dev
   # network tools used by tests and benchmarks
   iproute2 iputils-ping iperf3 tshark procps jq bc
+  # the NAT router namespace of the IKEv1 NAT-T test (tests/interop/ikev1.rs)
+  nftables
   # an HTTP client for the metrics endpoint test (tests/daemon_ops.rs)
   curl
   # offloads off on veths whose frames DPDK's net_af_packet reads (tests/dpdk_gateway.rs)

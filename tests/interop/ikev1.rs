@@ -508,3 +508,89 @@ fn daemon_speaks_aggressive_mode_when_the_connection_enables_it() {
             .any(|sa| sa["phase1_state"] == "AM_DONE" && sa["role"] == "initiator")
     });
 }
+
+/// NAT traversal with ESP: the daemon behind a masquerading nftables
+/// router initiates IKEv1 to charon, whose user-space ESP
+/// (kernel-libipsec) carries the traffic; both ends see the NAT in Main
+/// Mode, move to UDP 4500 and encapsulate ESP (RFC 3948). Pings go both
+/// ways through the tunnel and the NAT.
+#[test]
+fn nat_traversal_through_an_nftables_nat_carries_esp_with_charon() {
+    use support::netns::{INNER_A, INNER_B, OUTER_A, OUTER_B, PRIVATE_A, SUBNET_A, SUBNET_B};
+    use support::{KernelBackend, NattedPair};
+    if support::skip_unless(&[Need::Root, Need::Charon, Need::Tool("ping"), Need::Tool("nft")]) {
+        return;
+    }
+    let ns = NattedPair::new().unwrap();
+    let swan = Charon::builder("ikev1-natt")
+        .ports(500, 4500)
+        .kernel(KernelBackend::Libipsec {
+            netns: ns.b.name().into(),
+        })
+        .connection(
+            // The router's outer address is all charon sees of the daemon.
+            Connection::new("v1", OUTER_B, OUTER_A)
+                .version(IkeVersion::V1)
+                .proposals(&["aes256-sha256-modp2048"])
+                .local(AuthRound::psk("swan@test"))
+                .remote(AuthRound::psk("ironsa@test"))
+                .child(
+                    Child::new("net", SUBNET_B, SUBNET_A)
+                        .mode("tunnel")
+                        .esp_proposals(&["aes256gcm16"]),
+                ),
+        )
+        .secret(Secret::psk("s", &["swan@test", "ironsa@test"], PSK))
+        .start()
+        .unwrap();
+    let config = format!(
+        r#"
+[daemon]
+listen = ["{PRIVATE_A}"]
+shards = 1
+control_socket = "SOCKET"
+
+[fastpath]
+backend = "software"
+tun_name = "ironsa0"
+
+[[connection]]
+name = "swan"
+version = 1
+remote_addrs = ["{OUTER_B}"]
+ike_proposals = "aes256-sha256-modp2048"
+local_id = "ironsa@test"
+remote_id = "swan@test"
+auth = "psk"
+psk = "{PSK}"
+
+[[connection.child]]
+name = "net"
+local_ts = ["{SUBNET_A}"]
+remote_ts = ["{SUBNET_B}"]
+esp_proposals = "aes256gcm16"
+"#
+    );
+    let ironsa = support::Ironsa::start(&config, Some(ns.a.name()));
+    ironsa.call(serde_json::json!({"cmd": "initiate", "connection": "swan"}));
+    swan.swanctl()
+        .wait_for_sas(Duration::from_secs(10), |s| {
+            s.len() == 1 && s[0].installed_children().len() == 1
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(60)));
+    // charon saw the NAT in front of us and answered on 4500.
+    assert!(swan.log_contains("remote host is behind NAT"), "{}", swan.log_tail(60));
+    assert!(swan.log_contains(&format!("{OUTER_A}[4500]")), "{}", swan.log_tail(60));
+    let sas = ironsa.wait_sas(Duration::from_secs(10), |s| {
+        s.iter()
+            .any(|sa| sa["children"].as_array().is_some_and(|c| !c.is_empty()))
+    });
+    assert_eq!(sas[0]["phase1_state"], "MM_DONE", "{sas:?}");
+    let (sent, got) = support::traffic::ping(&ns.a, INNER_A, INNER_B, 5, "0.1");
+    assert_eq!((sent, got), (5, 5), "ping A -> B through the NAT and the tunnel");
+    let (sent, got) = support::traffic::ping(&ns.b, INNER_B, INNER_A, 5, "0.1");
+    assert_eq!((sent, got), (5, 5), "ping B -> A");
+    let list = ironsa.sas();
+    let c = &list[0]["children"][0]["counters"];
+    assert!(c["packets_in"].as_u64().unwrap_or(0) >= 10, "{c}");
+}

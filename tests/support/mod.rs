@@ -52,7 +52,7 @@ pub mod util;
 pub use charon::{Charon, CharonBuilder, KernelBackend, strongswan6};
 pub use config::{AuthRound, Child, Connection, IkeVersion, Secret, SwanctlConf};
 pub use ironsa::Ironsa;
-pub use netns::{Netns, NetnsPair};
+pub use netns::{NattedPair, Netns, NetnsPair};
 pub use pki::{CertFiles, KeyType, Pki, San};
 pub use require::{Need, skip_unless};
 pub use sas::{ChildSaInfo, IkeSaInfo, parse_list_sas};

@@ -123,7 +123,88 @@ impl NetnsPair {
     }
 }
 
-/// Deletes namespaces named `ironsa-<pid>-<seq>-<a|b>` whose process is gone.
+/// Address of side A behind the NAT of [`NattedPair`].
+pub const PRIVATE_A: &str = "192.168.77.2";
+/// The NAT router's address on A's side (A's default gateway).
+pub const PRIVATE_ROUTER: &str = "192.168.77.1";
+
+/// Side A behind a masquerading NAT router `r` (nftables, in its own
+/// namespace), side B outside: A has [`PRIVATE_A`]/24 and [`INNER_A`] on
+/// `lo`; the router is [`OUTER_A`] towards B, so B sees A's traffic from
+/// [`OUTER_A`] with ports the NAT chooses; B has [`OUTER_B`] and [`INNER_B`].
+#[derive(Debug)]
+pub struct NattedPair {
+    /// Side A (behind the NAT).
+    pub a: Netns,
+    /// The NAT router.
+    pub r: Netns,
+    /// Side B.
+    pub b: Netns,
+}
+
+impl NattedPair {
+    /// Creates the three namespaces and the NAT.
+    pub fn new() -> Result<Self> {
+        remove_stale_namespaces();
+        let pid = std::process::id();
+        let seq = next_seq();
+        let a = Netns::create(&format!("ironsa-{pid}-{seq}-a"))?;
+        let r = Netns::create(&format!("ironsa-{pid}-{seq}-r"))?;
+        let b = Netns::create(&format!("ironsa-{pid}-{seq}-b"))?;
+        let (va, vra) = (format!("na{pid}x{seq}"), format!("nr{pid}x{seq}"));
+        let (vb, vrb) = (format!("nb{pid}x{seq}"), format!("no{pid}x{seq}"));
+        if vra.len() > 15 {
+            return Err(HarnessError::Usage(format!("veth name too long: {vra}")));
+        }
+        a.exec(&[
+            "ip",
+            "link",
+            "add",
+            &va,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &vra,
+            "netns",
+            r.name(),
+        ])?;
+        b.exec(&[
+            "ip",
+            "link",
+            "add",
+            &vb,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &vrb,
+            "netns",
+            r.name(),
+        ])?;
+        a.exec(&["ip", "addr", "add", &format!("{PRIVATE_A}/24"), "dev", &va])?;
+        a.exec(&["ip", "link", "set", &va, "up"])?;
+        a.exec(&["ip", "route", "add", "default", "via", PRIVATE_ROUTER])?;
+        a.exec(&["ip", "addr", "add", &format!("{INNER_A}/32"), "dev", "lo"])?;
+        r.exec(&["ip", "addr", "add", &format!("{PRIVATE_ROUTER}/24"), "dev", &vra])?;
+        r.exec(&["ip", "addr", "add", &format!("{OUTER_A}/24"), "dev", &vrb])?;
+        r.exec(&["ip", "link", "set", &vra, "up"])?;
+        r.exec(&["ip", "link", "set", &vrb, "up"])?;
+        r.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        r.exec(&["nft", "add", "table", "ip", "nat"])?;
+        r.exec(&[
+            "nft",
+            "add chain ip nat post { type nat hook postrouting priority 100; }",
+        ])?;
+        r.exec(&["nft", "add", "rule", "ip", "nat", "post", "oifname", &vrb, "masquerade"])?;
+        b.exec(&["ip", "addr", "add", &format!("{OUTER_B}/24"), "dev", &vb])?;
+        b.exec(&["ip", "link", "set", &vb, "up"])?;
+        b.exec(&["ip", "addr", "add", &format!("{INNER_B}/32"), "dev", "lo"])?;
+        Ok(Self { a, r, b })
+    }
+}
+
+/// Deletes namespaces named `ironsa-<pid>-<seq>-<a|b|r>` whose process is gone.
 fn remove_stale_namespaces() {
     let Ok(out) = run("ip", &["netns", "list"]) else {
         return;
@@ -131,7 +212,7 @@ fn remove_stale_namespaces() {
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or_default();
         let parts: Vec<&str> = name.split('-').collect();
-        if parts.len() != 4 || parts[0] != "ironsa" || !matches!(parts[3], "a" | "b") {
+        if parts.len() != 4 || parts[0] != "ironsa" || !matches!(parts[3], "a" | "b" | "r") {
             continue;
         }
         let (Ok(pid), Ok(_)) = (parts[1].parse::<u32>(), parts[2].parse::<u32>()) else {

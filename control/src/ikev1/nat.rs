@@ -90,7 +90,7 @@ impl Ikev1Sa {
         // A forced encapsulation counts as a NAT in front of us: the peer
         // sees one through our NAT-D, and we float as if there were one.
         self.nat_here = first != &ours.as_slice() || self.conn.force_udp_encap;
-        self.nat_there = !rest.iter().any(|h| *h == theirs.as_slice());
+        self.nat_there = !rest.contains(&theirs.as_slice());
         if self.behind_nat() {
             info!(
                 connection = %self.conn.name,

@@ -48,6 +48,9 @@ use control::ts::parse_selector;
 use ironsa_crypto::AwsLcProvider;
 use rustix::time::{ClockId, clock_gettime};
 
+#[path = "../ike_bench_ikev1.rs"]
+mod ikev1;
+
 /// The IKE proposal benchmarked.
 const IKE_PROPOSAL: &str = "aes256gcm16-prfsha256-x25519";
 /// The ESP proposal of the CHILD_SA.
@@ -136,6 +139,9 @@ struct Options {
     /// half-open SAs): the benchmark measures full handshakes, not COOKIE round trips.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=900))]
     batch: u16,
+    /// Benchmark IKEv1 instead: Main Mode (PSK, x25519) and one Quick Mode per handshake.
+    #[arg(long)]
+    ikev1: bool,
 }
 
 /// This thread's CPU time.
@@ -191,7 +197,15 @@ fn child(local: &str, remote: &str) -> Result<ChildConfig, String> {
 
 /// (initiator connection, responder connection).
 fn connections() -> Result<(Arc<ConnectionConfig>, Arc<ConnectionConfig>), String> {
-    let ike = parse_ike_proposals(IKE_PROPOSAL).map_err(|e| e.to_string())?;
+    connections_for(IKE_PROPOSAL, control::config::IkeVersions::V2)
+}
+
+/// (initiator connection, responder connection) with `proposal`, speaking `versions`.
+fn connections_for(
+    proposal: &str,
+    versions: control::config::IkeVersions,
+) -> Result<(Arc<ConnectionConfig>, Arc<ConnectionConfig>), String> {
+    let ike = parse_ike_proposals(proposal).map_err(|e| e.to_string())?;
     let mut i = ConnectionConfig::new(
         "bench-initiator",
         parse_identity("client@bench.example"),
@@ -199,6 +213,7 @@ fn connections() -> Result<(Arc<ConnectionConfig>, Arc<ConnectionConfig>), Strin
         PSK,
     );
     i.ike_proposals = ike.clone();
+    i.ike_versions = versions;
     i.children.push(child("10.1.0.0/24", "10.2.0.0/16")?);
     // A road-warrior responder: any identity that proves the PSK.
     let mut r = ConnectionConfig::new(
@@ -208,6 +223,7 @@ fn connections() -> Result<(Arc<ConnectionConfig>, Arc<ConnectionConfig>), Strin
         PSK,
     );
     r.ike_proposals = ike;
+    r.ike_versions = versions;
     r.children.push(child("10.2.0.0/16", "0.0.0.0/0")?);
     Ok((Arc::new(i), Arc::new(r)))
 }
@@ -260,6 +276,20 @@ fn new_endpoints(i: &Arc<ConnectionConfig>, r: &Arc<ConnectionConfig>) -> (Endpo
 /// limits see a realistic spread of peers.
 fn peer_addr(n: u32) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a40_0000 | (n & 0x003f_ffff))), 500)
+}
+
+/// Counts a responder event as a driver would consume it.
+fn tally(e: Event, up: &mut usize, installed: &mut usize) {
+    match e {
+        Event::IkeSaUp { .. } => *up += 1,
+        Event::ChildSaInstalled(c) => {
+            *installed += 1;
+            black_box(&c);
+        }
+        other => {
+            black_box(&other);
+        }
+    }
 }
 
 /// Time of the responder, split by exchange.
@@ -317,16 +347,7 @@ impl HandshakeBench {
                 out.push(x);
             }
             while let Some((_, e)) = self.responder.poll_event() {
-                match e {
-                    Event::IkeSaUp { .. } => up += 1,
-                    Event::ChildSaInstalled(c) => {
-                        installed += 1;
-                        black_box(&c);
-                    }
-                    other => {
-                        black_box(&other);
-                    }
-                }
+                tally(e, &mut up, &mut installed);
             }
         }
         sw.stop(spent);
@@ -873,6 +894,18 @@ fn main() -> ExitCode {
             .with_max_level(tracing::Level::INFO)
             .with_writer(std::io::sink)
             .init();
+    }
+    if o.ikev1 {
+        return match ikev1::run(o.seconds, usize::from(o.batch)) {
+            Ok(r) => {
+                ikev1::report(&r, o.json);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ike-bench --ikev1: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     match run(&o) {
         Ok(r) => {

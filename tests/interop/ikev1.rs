@@ -509,19 +509,12 @@ fn daemon_speaks_aggressive_mode_when_the_connection_enables_it() {
     });
 }
 
-/// NAT traversal with ESP: the daemon behind a masquerading nftables
-/// router initiates IKEv1 to charon, whose user-space ESP
-/// (kernel-libipsec) carries the traffic; both ends see the NAT in Main
-/// Mode, move to UDP 4500 and encapsulate ESP (RFC 3948). Pings go both
-/// ways through the tunnel and the NAT.
-#[test]
-fn nat_traversal_through_an_nftables_nat_carries_esp_with_charon() {
-    use support::netns::{INNER_A, INNER_B, OUTER_A, OUTER_B, PRIVATE_A, SUBNET_A, SUBNET_B};
-    use support::{KernelBackend, NattedPair};
-    if support::skip_unless(&[Need::Root, Need::Charon, Need::Tool("ping"), Need::Tool("nft")]) {
-        return;
-    }
-    let ns = NattedPair::new().unwrap();
+/// The daemon in `ns.a` behind the NAT with one IKEv1 connection to
+/// charon (kernel-libipsec) in `ns.b`; `extra_conn`/`extra_child` are
+/// added to the daemon's connection and child.
+fn natted_ikev1(ns: &support::NattedPair, extra_conn: &str, extra_child: &str) -> (Charon, support::Ironsa) {
+    use support::KernelBackend;
+    use support::netns::{OUTER_A, OUTER_B, PRIVATE_A, SUBNET_A, SUBNET_B};
     let swan = Charon::builder("ikev1-natt")
         .ports(500, 4500)
         .kernel(KernelBackend::Libipsec {
@@ -563,12 +556,14 @@ local_id = "ironsa@test"
 remote_id = "swan@test"
 auth = "psk"
 psk = "{PSK}"
+{extra_conn}
 
 [[connection.child]]
 name = "net"
 local_ts = ["{SUBNET_A}"]
 remote_ts = ["{SUBNET_B}"]
 esp_proposals = "aes256gcm16"
+{extra_child}
 "#
     );
     let ironsa = support::Ironsa::start(&config, Some(ns.a.name()));
@@ -578,6 +573,37 @@ esp_proposals = "aes256gcm16"
             s.len() == 1 && s[0].installed_children().len() == 1
         })
         .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(60)));
+    (swan, ironsa)
+}
+
+fn nat_test_needs() -> bool {
+    support::skip_unless(&[Need::Root, Need::Charon, Need::Tool("ping"), Need::Tool("nft")])
+}
+
+/// Our established ESP SA pairs' inbound SPIs.
+fn our_child_spis(ironsa: &support::Ironsa) -> Vec<String> {
+    ironsa
+        .sas()
+        .iter()
+        .flat_map(|sa| sa["children"].as_array().cloned().unwrap_or_default())
+        .filter(|c| c["state"] == "QM_DONE")
+        .filter_map(|c| c["spi_in"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// NAT traversal with ESP: the daemon behind a masquerading nftables
+/// router initiates IKEv1 to charon, whose user-space ESP
+/// (kernel-libipsec) carries the traffic; both ends see the NAT in Main
+/// Mode, move to UDP 4500 and encapsulate ESP (RFC 3948). Pings go both
+/// ways through the tunnel and the NAT.
+#[test]
+fn nat_traversal_through_an_nftables_nat_carries_esp_with_charon() {
+    use support::netns::{INNER_A, INNER_B, OUTER_A};
+    if nat_test_needs() {
+        return;
+    }
+    let ns = support::NattedPair::new().unwrap();
+    let (swan, ironsa) = natted_ikev1(&ns, "", "");
     // charon saw the NAT in front of us and answered on 4500.
     assert!(swan.log_contains("remote host is behind NAT"), "{}", swan.log_tail(60));
     assert!(swan.log_contains(&format!("{OUTER_A}[4500]")), "{}", swan.log_tail(60));
@@ -593,4 +619,66 @@ esp_proposals = "aes256gcm16"
     let list = ironsa.sas();
     let c = &list[0]["children"][0]["counters"];
     assert!(c["packets_in"].as_u64().unwrap_or(0) >= 10, "{c}");
+}
+
+/// Rekeys against charon with real ESP, through the NAT: charon rekeys
+/// the Quick Mode SA, then our lifetime rekeys it, then our Phase 1
+/// lifetime reauthenticates (charon adopts the ESP SAs); traffic passes
+/// after each.
+#[test]
+fn quick_mode_rekeys_and_reauthentication_keep_traffic_with_charon() {
+    use support::netns::{INNER_A, INNER_B};
+    if nat_test_needs() {
+        return;
+    }
+    let ns = support::NattedPair::new().unwrap();
+    let (swan, ironsa) = natted_ikev1(&ns, "ike_rekey = \"20s\"", "rekey = \"8s\"");
+    let ping = |what: &str| {
+        let (sent, got) = support::traffic::ping(&ns.a, INNER_A, INNER_B, 3, "0.1");
+        assert_eq!((sent, got), (3, 3), "ping {what}\n{}", swan.log_tail(60));
+    };
+    ping("after setup");
+    let first = our_child_spis(&ironsa);
+    assert_eq!(first.len(), 1, "{first:?}");
+    // charon's rekey: we answer it and keep the old pair until charon drops it.
+    swan.swanctl()
+        .rekey(Target::Child("net"))
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
+    ironsa.wait_sas(Duration::from_secs(5), |s| {
+        s.iter()
+            .flat_map(|sa| sa["children"].as_array().cloned().unwrap_or_default())
+            .count()
+            == 2
+    });
+    let seen = our_child_spis(&ironsa);
+    ping("after charon's Quick Mode rekey");
+    // Our lifetime (8 s) rekeys charon's pair and deletes the one it replaces.
+    let started = Instant::now();
+    let ours = loop {
+        let spis = our_child_spis(&ironsa);
+        if spis.iter().any(|s| !seen.contains(s)) {
+            break spis;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no rekey of ours: {spis:?}\n{}",
+            swan.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    swan.wait_for_log("received DELETE for ESP CHILD_SA", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(60)));
+    assert!(!ours.contains(&first[0]), "{ours:?}");
+    ping("after our Quick Mode rekey");
+    // Phase 1 reauthentication at 18-20 s: a second ISAKMP SA, the ESP SAs carried over.
+    swan.wait_for_log("IKE_SA v1[2] established", Duration::from_secs(25))
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(60)));
+    swan.wait_for_log("received DELETE for IKE_SA v1[1]", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(60)));
+    let sas = ironsa.wait_sas(Duration::from_secs(5), |s| s.len() == 1);
+    assert!(
+        sas[0]["children"].as_array().is_some_and(|c| !c.is_empty()),
+        "the ESP SAs moved to the new ISAKMP SA: {sas:?}"
+    );
+    ping("after the Phase 1 reauthentication");
 }

@@ -1028,11 +1028,16 @@ fn an_isakmp_sa_that_cannot_be_reauthenticated_is_deleted_at_its_hard_lifetime()
 /// Main Mode and Quick Mode through a NAT that maps A's ports 500 and
 /// 4500 to 203.0.113.9:31000 and :31001, on two endpoints.
 fn through_nat(force_udp_encap: bool, nat: bool, seed: u64) -> (EndpointPair, Vec<bool>) {
-    let (mut a, b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+    through_nat_in(false, force_udp_encap, nat, seed)
+}
+
+fn through_nat_in(aggressive: bool, force_udp_encap: bool, nat: bool, seed: u64) -> (EndpointPair, Vec<bool>) {
+    let (mut a, mut b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
     a.force_udp_encap = force_udp_encap;
+    b.aggressive = aggressive;
     let a = Arc::new(a);
     let mut p = EndpointPair::new(a.clone(), b, seed);
-    p.a.initiate(p.now, a, addr(A), addr(B), false).unwrap();
+    p.a.initiate(p.now, a, addr(A), addr(B), aggressive).unwrap();
     let public = |port: u16| -> SocketAddr {
         if !nat {
             return SocketAddr::new(addr(A).ip(), port);
@@ -1116,4 +1121,22 @@ fn without_a_nat_nothing_moves_unless_encapsulation_is_forced() {
     assert!(sa_a.behind_nat() && sa_b.behind_nat());
     assert_eq!(sa_a.local_addr().port(), 4500);
     assert!(installs(&p.a_events)[0].udp_encap && installs(&p.b_events)[0].udp_encap);
+}
+
+#[test]
+fn aggressive_mode_nat_traversal_floats_message_3() {
+    let (p, markers) = through_nat_in(true, false, true, 261);
+    let (sa_a, sa_b) = (p.a.sas().next().unwrap(), p.b.sas().next().unwrap());
+    assert_eq!(
+        (sa_a.state_name(), sa_b.state_name()),
+        ("AM_DONE".into(), "AM_DONE".into())
+    );
+    assert!(sa_a.behind_nat() && sa_b.behind_nat());
+    // Message 1 on 500, message 3 and Quick Mode on 4500 with the marker.
+    assert_eq!(&markers[..2], &[false, true]);
+    assert_eq!(sa_b.remote_addr(), "203.0.113.9:31001".parse().unwrap());
+    let (ia, ib) = (installs(&p.a_events), installs(&p.b_events));
+    assert_eq!((ia.len(), ib.len()), (1, 1));
+    assert_children_match(ia[0], ib[0]);
+    assert!(ia[0].udp_encap && ib[0].udp_encap);
 }

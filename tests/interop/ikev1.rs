@@ -513,10 +513,24 @@ fn daemon_speaks_aggressive_mode_when_the_connection_enables_it() {
 /// charon (kernel-libipsec) in `ns.b`; `extra_conn`/`extra_child` are
 /// added to the daemon's connection and child.
 fn natted_ikev1(ns: &support::NattedPair, extra_conn: &str, extra_child: &str) -> (Charon, support::Ironsa) {
+    natted_ikev1_mode(ns, extra_conn, extra_child, false)
+}
+
+/// [`natted_ikev1`], in Aggressive Mode when `aggressive`.
+fn natted_ikev1_mode(
+    ns: &support::NattedPair,
+    extra_conn: &str,
+    extra_child: &str,
+    aggressive: bool,
+) -> (Charon, support::Ironsa) {
     use support::KernelBackend;
     use support::netns::{OUTER_A, OUTER_B, PRIVATE_A, SUBNET_A, SUBNET_B};
     let swan = Charon::builder("ikev1-natt")
         .ports(500, 4500)
+        .setting(
+            "i_dont_care_about_security_and_use_aggressive_mode_psk",
+            if aggressive { "yes" } else { "no" },
+        )
         .kernel(KernelBackend::Libipsec {
             netns: ns.b.name().into(),
         })
@@ -524,6 +538,7 @@ fn natted_ikev1(ns: &support::NattedPair, extra_conn: &str, extra_child: &str) -
             // The router's outer address is all charon sees of the daemon.
             Connection::new("v1", OUTER_B, OUTER_A)
                 .version(IkeVersion::V1)
+                .aggressive(aggressive)
                 .proposals(&["aes256-sha256-modp2048"])
                 .local(AuthRound::psk("swan@test"))
                 .remote(AuthRound::psk("ironsa@test"))
@@ -556,6 +571,7 @@ local_id = "ironsa@test"
 remote_id = "swan@test"
 auth = "psk"
 psk = "{PSK}"
+aggressive = {aggressive}
 {extra_conn}
 
 [[connection.child]]
@@ -681,4 +697,24 @@ fn quick_mode_rekeys_and_reauthentication_keep_traffic_with_charon() {
         "the ESP SAs moved to the new ISAKMP SA: {sas:?}"
     );
     ping("after the Phase 1 reauthentication");
+}
+
+/// Aggressive Mode through the NAT: message 3 already moves to 4500.
+#[test]
+fn aggressive_mode_nat_traversal_carries_esp_with_charon() {
+    use support::netns::{INNER_A, INNER_B, OUTER_A};
+    if nat_test_needs() {
+        return;
+    }
+    let ns = support::NattedPair::new().unwrap();
+    let (swan, ironsa) = natted_ikev1_mode(&ns, "", "", true);
+    assert!(swan.log_contains("remote host is behind NAT"), "{}", swan.log_tail(60));
+    assert!(swan.log_contains(&format!("{OUTER_A}[4500]")), "{}", swan.log_tail(60));
+    let sas = ironsa.wait_sas(Duration::from_secs(10), |s| {
+        s.iter()
+            .any(|sa| sa["children"].as_array().is_some_and(|c| !c.is_empty()))
+    });
+    assert_eq!(sas[0]["phase1_state"], "AM_DONE", "{sas:?}");
+    let (sent, got) = support::traffic::ping(&ns.a, INNER_A, INNER_B, 5, "0.1");
+    assert_eq!((sent, got), (5, 5), "ping A -> B through the NAT and the tunnel");
 }

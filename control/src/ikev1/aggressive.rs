@@ -146,6 +146,7 @@ impl Ikev1Sa {
             Payload::Nonce(&nonce),
             id,
             Payload::VendorId(&DPD_VENDOR_ID),
+            Payload::VendorId(&super::nat::RFC3947_VENDOR_ID),
         ];
         let mut out = Vec::new();
         isakmp::encode_message(&sa.header(ExchangeType::AGGRESSIVE, 0), &payloads, &mut out)?;
@@ -230,7 +231,9 @@ impl Ikev1Sa {
                 ..offer.clone()
             }],
         });
-        let payloads = [
+        sa.nat_t = super::nat::announces_nat_t(&msg.payloads);
+        let nat_d = sa.our_nat_d()?;
+        let mut payloads = vec![
             reply,
             Payload::Ke(&ke_r),
             Payload::Nonce(&nonce_r),
@@ -238,6 +241,10 @@ impl Ikev1Sa {
             Payload::Hash(&hash_r),
             Payload::VendorId(&DPD_VENDOR_ID),
         ];
+        if sa.nat_t {
+            payloads.push(Payload::VendorId(&super::nat::RFC3947_VENDOR_ID));
+        }
+        payloads.extend(nat_d.iter().flatten().map(|d| Payload::NatD(d)));
         let mut out = Vec::new();
         isakmp::encode_message(&sa.header(ExchangeType::AGGRESSIVE, 0), &payloads, &mut out)?;
         sa.phase1.sent(&out, now, &sa.conn, false);
@@ -285,6 +292,7 @@ impl Ikev1Sa {
         let shared = ke.finish(ke_r)?;
         self.cookie_r = h.cookie_r;
         self.suite = Some(suite);
+        self.nat_t = super::nat::announces_nat_t(&msg.payloads);
         let hs = self.handshake_mut();
         hs.ke_r = ke_r.to_vec();
         hs.nonce_r = nonce_r.to_vec();
@@ -306,12 +314,15 @@ impl Ikev1Sa {
         self.set_state(MainModeState::KeRcvd);
         let conn = self.conn.clone();
         let hash_i = self.phase1_hash(true, &payload_body(&Payload::Id(our_id(&conn)))?)?;
+        // RFC 3947 §4: with a NAT, message 3 already goes between the NAT-T
+        // ports, and its NAT-D payloads describe them.
+        self.check_nat_d_payloads(&msg.payloads)?;
+        self.float_to_nat_port();
+        let nat_d = self.our_nat_d()?;
+        let mut payloads = vec![Payload::Hash(&hash_i)];
+        payloads.extend(nat_d.iter().flatten().map(|d| Payload::NatD(d)));
         let mut out = Vec::new();
-        isakmp::encode_message(
-            &self.header(ExchangeType::AGGRESSIVE, 0),
-            &[Payload::Hash(&hash_i)],
-            &mut out,
-        )?;
+        isakmp::encode_message(&self.header(ExchangeType::AGGRESSIVE, 0), &payloads, &mut out)?;
         self.phase1.sent(&out, now, &self.conn, false);
         self.push_transmit(out);
         self.established(now, peer, false);
@@ -345,7 +356,7 @@ impl Ikev1Sa {
                     "HASH_I does not verify: the pre-shared keys differ".into(),
                 ));
             }
-            Ok(())
+            self.check_nat_d_payloads(&payloads)
         })();
         self.plain = plain;
         result?;

@@ -106,8 +106,10 @@ impl Ikev1Endpoint {
         let key = (h.cookie_i, h.cookie_r);
         if self.sas.contains_key(&key) {
             let r = self.sas.get_mut(&key).map_or(Ok(()), |sa| {
-                // Answers go where an authenticated message came from.
-                let moved = h.is_encrypted().then(|| sa.peer_sent_from(local, remote)).flatten();
+                // Answers go where an authenticated message came from (an
+                // encrypted one, or Aggressive Mode's HASH_I in the clear).
+                let authenticated = h.is_encrypted() || h.exchange == isakmp::ExchangeType::AGGRESSIVE;
+                let moved = authenticated.then(|| sa.peer_sent_from(local, remote)).flatten();
                 let r = sa.handle(now, datagram);
                 match (moved, &r) {
                     (Some(before), Ok(())) => sa.confirm_peer_move(&before),

@@ -69,9 +69,15 @@ impl Ikev1Sa {
         if !self.nat_t {
             return Ok(());
         }
-        let msg = isakmp::decode_message(datagram)?;
-        let hashes: Vec<&[u8]> = msg
-            .payloads
+        self.check_nat_d_payloads(&isakmp::decode_message(datagram)?.payloads)
+    }
+
+    /// [`Ikev1Sa::check_nat_d`] on decoded (possibly decrypted) payloads.
+    pub(super) fn check_nat_d_payloads(&mut self, payloads: &[Payload<'_>]) -> Result<(), Ikev1Error> {
+        if !self.nat_t {
+            return Ok(());
+        }
+        let hashes: Vec<&[u8]> = payloads
             .iter()
             .filter_map(|p| match p {
                 Payload::NatD(d) => Some(*d),

@@ -499,7 +499,7 @@ fn daemon_speaks_aggressive_mode_when_the_connection_enables_it() {
     swan.wait_for_log("IKE_SA v1[2] established", Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
     assert!(
-        swan.log_contains("parsed AGGRESSIVE request 0 [ SA KE No ID V ]"),
+        swan.log_contains("parsed AGGRESSIVE request 0 [ SA KE No ID V V ]"),
         "{}",
         swan.log_tail(40)
     );

@@ -327,16 +327,22 @@ fn daemon_speaks_main_mode_for_a_version_1_connection() {
     assert_eq!(sa["role"], "responder", "{sa}");
     assert_eq!(sa["algorithms"], "aes256-sha256-modp2048", "{sa}");
     assert_eq!(sa["peer_id"], "swan@test", "{sa}");
+    // terminate deletes it with an INFORMATIONAL DELETE charon verifies
+    // (initiate refuses a connection that is up).
+    terminate_and_check(&swan, &ironsa, 1);
     // And the daemon initiates Main Mode for it.
     let reply = ironsa.call(serde_json::json!({"cmd": "initiate", "connection": "swan"}));
     assert!(reply.to_string().contains("initiating swan"), "{reply}");
     swan.wait_for_log("IKE_SA v1[2] established", Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
-    // terminate deletes our SAs (charon already replaced its first one on
-    // our INITIAL_CONTACT) with an INFORMATIONAL DELETE charon verifies.
+    terminate_and_check(&swan, &ironsa, 2);
+}
+
+/// `terminate` of the connection; charon logs the DELETE of its IKE_SA v1[`n`].
+fn terminate_and_check(swan: &Charon, ironsa: &support::Ironsa, n: u32) {
     ironsa.call(serde_json::json!({"cmd": "terminate", "connection": "swan"}));
     ironsa.wait_sas(Duration::from_secs(5), |s| s.is_empty());
-    swan.wait_for_log("received DELETE for IKE_SA v1[2]", Duration::from_secs(5))
+    swan.wait_for_log(&format!("received DELETE for IKE_SA v1[{n}]"), Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
 }
 
@@ -493,6 +499,7 @@ fn daemon_speaks_aggressive_mode_when_the_connection_enables_it() {
         s.iter()
             .any(|sa| sa["phase1_state"] == "AM_DONE" && sa["role"] == "responder")
     });
+    terminate_and_check(&swan, &ironsa, 1);
     // The daemon initiates Aggressive Mode for it.
     let reply = ironsa.call(serde_json::json!({"cmd": "initiate", "connection": "swan"}));
     assert!(reply.to_string().contains("initiating swan"), "{reply}");

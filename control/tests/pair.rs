@@ -1487,3 +1487,65 @@ fn a_resumed_ike_sa_continues_on_another_endpoint_without_a_new_ike_sa_init() {
         "no IKE_SA_INIT after the takeover"
     );
 }
+
+/// Hands every datagram `from` has queued to `to` at once, as a network
+/// would deliver them while `to` has not yet answered anything of its own.
+fn deliver_queued(now: Instant, from: &mut Endpoint, to: &mut Endpoint) {
+    while let Some(t) = from.poll_transmit() {
+        to.handle(now, t.remote, t.local, &t.data);
+    }
+}
+
+/// A deletes the IKE SA while B's rekey `task` is in flight: the two
+/// requests cross. With the DELETE reaching B first or B's request reaching
+/// A first, both sides end with no SA (RFC 7296 §2.25.2: a rekey of an IKE
+/// SA being closed is refused with TEMPORARY_FAILURE), so A's DELETE is
+/// answered and neither side keeps an SA the other does not know.
+fn delete_crossing_a_peer_rekey(task: fn(&Pair) -> Task, delete_reaches_b_first: bool) {
+    let mut p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let (a_spi, b_spi) = (p.a_spi(), p.b.sas().next().unwrap().local_spi());
+    let task = task(&p);
+    assert!(p.b.queue(p.now, b_spi, task.clone()));
+    assert!(p.a.delete(p.now, a_spi));
+    let now = p.now;
+    if delete_reaches_b_first {
+        deliver_queued(now, &mut p.a, &mut p.b);
+        deliver_queued(now, &mut p.b, &mut p.a);
+    } else {
+        // Hold A's DELETE back while B's request reaches A.
+        let held: Vec<Transmit> = std::iter::from_fn(|| p.a.poll_transmit()).collect();
+        deliver_queued(now, &mut p.b, &mut p.a);
+        for t in held {
+            p.b.handle(now, t.remote, t.local, &t.data);
+        }
+    }
+    p.run(Duration::from_secs(60));
+    let case = format!("{task:?}, DELETE reaches B first: {delete_reaches_b_first}");
+    assert_eq!(p.a.len(), 0, "A keeps an IKE SA ({case})");
+    assert_eq!(p.b.len(), 0, "B keeps an IKE SA ({case})");
+    assert_eq!(p.a_seen.down, vec![DownReason::Deleted], "{case}");
+    assert_eq!(p.b_seen.down, vec![DownReason::Deleted], "{case}");
+    assert_eq!(p.a_seen.rekeyed, 0, "A rekeyed an IKE SA it was deleting ({case})");
+    assert_eq!(
+        p.a_seen.installed.len() - p.a_seen.deleted.len(),
+        0,
+        "A keeps a child ({case})"
+    );
+}
+
+#[test]
+fn ike_delete_crossing_a_peer_ike_rekey_ends_both_sides() {
+    for delete_reaches_b_first in [false, true] {
+        delete_crossing_a_peer_rekey(|_| Task::RekeyIke, delete_reaches_b_first);
+    }
+}
+
+#[test]
+fn ike_delete_crossing_a_peer_child_rekey_ends_both_sides() {
+    for delete_reaches_b_first in [true, false] {
+        delete_crossing_a_peer_rekey(
+            |p| Task::RekeyChild(p.b.sas().next().unwrap().children()[0].spi_in),
+            delete_reaches_b_first,
+        );
+    }
+}

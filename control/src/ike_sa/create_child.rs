@@ -944,8 +944,16 @@ fn respond_rekey_ike(sa: &mut IkeSa, now: Instant, mid: u32, inner: &[Payload], 
         )
     }) || sa.has_successor()
         || sa.children.iter().any(|c| c.state == ChildState::Rekeying);
-    if busy {
-        debug!("IKE rekey request while we are rekeying: TEMPORARY_FAILURE");
+    // RFC 7296 §2.25.2: while we delete the IKE SA, a new one would outlive
+    // our DELETE, and the peer, which answers that DELETE by closing this
+    // SA, would never learn of it.
+    let refused = if sa.is_deleting() {
+        Some("deleting the IKE SA")
+    } else {
+        busy.then_some("rekeying")
+    };
+    if let Some(why) = refused {
+        debug!("IKE rekey request while we are {why}: TEMPORARY_FAILURE");
         sa.send_response(
             ExchangeType::CREATE_CHILD_SA,
             mid,

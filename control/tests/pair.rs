@@ -1549,3 +1549,37 @@ fn ike_delete_crossing_a_peer_child_rekey_ends_both_sides() {
         );
     }
 }
+
+/// B's IKE rekey crosses A's just before B's hard lifetime ends (the
+/// soak's timers: rekey 15 s, 1.5 s to the hard lifetime). Both refuse with
+/// TEMPORARY_FAILURE; B must retry before its IKE SA expires, which would
+/// end it without the peer knowing.
+#[test]
+fn ike_rekey_collision_near_the_hard_lifetime_is_retried_in_time() {
+    let (a, mut b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    b.ike_lifetime = Lifetime {
+        rekey: Duration::from_secs(15),
+        jitter: Duration::ZERO,
+        over: Duration::from_millis(1500),
+    };
+    let (mut p, conn) = Pair::new(a, b, AdmissionConfig::default());
+    let start = p.now;
+    p.a.initiate(p.now, conn, A.parse().unwrap(), B.parse().unwrap())
+        .unwrap();
+    p.run(Duration::from_secs(10));
+    assert!(p.now <= start + Duration::from_secs(1), "established at once");
+    let a_spi = p.a_spi();
+    // Past B's rekey time, before its hard lifetime, wherever in that second B's SA came up.
+    p.now = start + Duration::from_secs(16);
+    p.a.queue(p.now, a_spi, Task::RekeyIke);
+    p.b.handle_timeout(p.now);
+    p.run(Duration::from_secs(60));
+    assert!(
+        !p.b_seen.down.contains(&DownReason::Expired),
+        "B's IKE SA expired: {:?}",
+        p.b_seen.down
+    );
+    assert_eq!(p.a.len(), 1);
+    assert_eq!(p.b.len(), 1);
+    assert_eq!(p.a.sas().next().unwrap().spis(), p.b.sas().next().unwrap().spis());
+}

@@ -9,7 +9,7 @@ use tracing::{debug, error, info, warn};
 use super::child::{ChildSa, ChildSaInstall, ChildState, DirectionKeys};
 use super::followup_ke::RekeyFollowup;
 use super::handshake::random_nonce;
-use super::{Event, IkeSa, RequestKind, Role, State, Task, find_notify, notify, rekey_retry_wait, schedule};
+use super::{Event, IkeSa, RequestKind, Role, State, Task, find_notify, notify, rekey_retry_at, schedule};
 use crate::config::IpsecMode;
 use crate::crypto::keys::{ChildSaKeys, derive_child_sa_keys, derive_rekeyed_ike_sa_keys_multi};
 use crate::crypto::{CryptoError, KeGroup, KeyExchange};
@@ -704,7 +704,7 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                             ChildState::Installed
                         };
                         if collision.is_none() {
-                            c.rekey_at = Some(now + rekey_retry_wait(&our_ni));
+                            c.rekey_at = Some(rekey_retry_at(now, &our_ni, c.expire_at));
                         }
                     }
                 }
@@ -742,11 +742,7 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                     tasks.clear();
                     tasks.push_front(Task::DeleteIke);
                 }
-                Err(why) => {
-                    let wait = rekey_retry_wait(&ni);
-                    warn!(connection = %sa.config.name, retry_ms = wait.as_millis() as u64, "IKE SA rekey failed: {why}");
-                    sa.rekey_at = Some(now + wait);
-                }
+                Err(why) => sa.ike_rekey_failed(now, &ni, &why),
             }
         }
     }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use tracing::{debug, error, warn};
 
 use super::handshake::random_nonce;
-use super::{IkeSa, RequestKind, Role, Task, find_notify, notify, rekey_retry_wait};
+use super::{IkeSa, RequestKind, Role, Task, find_notify, notify};
 use crate::crypto::{CryptoError, IkeSuite, KeGroup, KeyExchange, SharedSecret};
 use crate::proposal::SelectedIke;
 use crate::wire::ikev2::{ExchangeType, NotifyType, Payload};
@@ -102,9 +102,7 @@ fn send_next(sa: &mut IkeSa, now: Instant, rekey: Box<RekeyFollowup>) {
 }
 
 fn rekey_failed(sa: &mut IkeSa, now: Instant, rekey: &RekeyFollowup, why: &str) {
-    let wait = rekey_retry_wait(&rekey.ni);
-    warn!(connection = %sa.config.name, retry_ms = wait.as_millis() as u64, "IKE SA rekey failed: {why}");
-    sa.rekey_at = Some(now + wait);
+    sa.ike_rekey_failed(now, &rekey.ni, why);
 }
 
 /// Initiator: the response to our IKE_FOLLOWUP_KE.

@@ -562,6 +562,26 @@ pub(crate) fn rekey_retry_wait(our_nonce: &[u8]) -> Duration {
     Duration::from_millis(2_000 + u64::from(r % 30_000))
 }
 
+/// When to retry a rekey that failed at `now`: after [`rekey_retry_wait`],
+/// unless that comes too close to `expire_at`, the hard lifetime of what is
+/// rekeyed; then at a point of the first half of the time left, also taken
+/// from the nonce. A retry after the hard lifetime would be too late: the
+/// SA would end instead of being replaced.
+pub(crate) fn rekey_retry_at(now: Instant, our_nonce: &[u8], expire_at: Option<Instant>) -> Instant {
+    let wait = rekey_retry_wait(our_nonce);
+    match expire_at.and_then(|e| e.checked_duration_since(now)) {
+        Some(left) if wait >= left / 2 => {
+            let r = our_nonce
+                .iter()
+                .skip(4)
+                .take(4)
+                .fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
+            now + left.mul_f64(f64::from(r % 1000) / 2000.0)
+        }
+        _ => now + wait,
+    }
+}
+
 impl IkeSa {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn blank(
@@ -605,6 +625,14 @@ impl IkeSa {
             resync_request_id: false,
             timer: NO_TIMER,
         }
+    }
+
+    /// Logs why our IKE SA rekey failed and schedules its retry ([`rekey_retry_at`]).
+    pub(crate) fn ike_rekey_failed(&mut self, now: Instant, our_nonce: &[u8], why: &str) {
+        let retry = rekey_retry_at(now, our_nonce, self.expire_at);
+        let retry_ms = retry.saturating_duration_since(now).as_millis() as u64;
+        warn!(connection = %self.config.name, retry_ms, "IKE SA rekey failed: {why}");
+        self.rekey_at = Some(retry);
     }
 
     /// The outbox, created on first use.

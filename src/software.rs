@@ -235,10 +235,10 @@ fn prepare_socket(
 }
 
 /// Where a receive thread reads ESP: a NAT-T socket, which also carries
-/// IKE for `sink`, or the raw ESP socket.
+/// IKE for `sink`, or the raw ESP socket (boxed: both are large).
 enum EspSource {
-    NatT { io: UdpIo, sink: IkeSink },
-    Raw(RawEspIo),
+    NatT { io: Box<UdpIo>, sink: IkeSink },
+    Raw(Box<RawEspIo>),
 }
 
 impl SoftwareDataPlane {
@@ -420,14 +420,14 @@ impl SoftwareDataPlane {
             let out = writer.try_clone()?;
             std::thread::Builder::new()
                 .name(format!("ironsa-esp-udp-{i}"))
-                .spawn(move || me.rx_loop(EspSource::NatT { io, sink }, out))?;
+                .spawn(move || me.rx_loop(EspSource::NatT { io: Box::new(io), sink }, out))?;
         }
         for (i, io) in raws.into_iter().enumerate() {
             let me = self.clone();
             let out = writer.try_clone()?;
             std::thread::Builder::new()
                 .name(format!("ironsa-esp-raw-{i}"))
-                .spawn(move || me.rx_loop(EspSource::Raw(io), out))?;
+                .spawn(move || me.rx_loop(EspSource::Raw(Box::new(io)), out))?;
         }
         for (i, tun) in queues.into_iter().enumerate() {
             let me = self.clone();

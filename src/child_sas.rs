@@ -657,6 +657,7 @@ mod tests {
             inbound: keys(),
             outbound: keys(),
             rekey_of: None,
+            local_vips: Vec::new(),
         }
     }
 

@@ -64,6 +64,21 @@ struct RawFile {
     cluster: Option<Spanned<RawCluster>>,
     #[serde(default)]
     connection: Vec<Spanned<RawConnection>>,
+    #[serde(default)]
+    pool: Vec<Spanned<RawPool>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    name: Spanned<String>,
+    addrs: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    dns: Vec<Spanned<String>>,
+    #[serde(default)]
+    nbns: Vec<Spanned<String>>,
+    #[serde(default)]
+    subnets: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -144,6 +159,10 @@ struct RawConnection {
     version: Option<Spanned<toml::Value>>,
     start_action: Option<Spanned<String>>,
     #[serde(default)]
+    pools: Vec<Spanned<String>>,
+    #[serde(default)]
+    vips: Vec<Spanned<String>>,
+    #[serde(default)]
     child: Vec<Spanned<RawChild>>,
 }
 
@@ -151,14 +170,82 @@ struct RawConnection {
 #[serde(deny_unknown_fields)]
 struct RawChild {
     name: Spanned<String>,
-    local_ts: Spanned<Vec<Spanned<String>>>,
-    remote_ts: Spanned<Vec<Spanned<String>>>,
+    local_ts: Spanned<RawSelectors>,
+    remote_ts: Spanned<RawSelectors>,
     esp_proposals: Spanned<String>,
     mode: Option<Spanned<String>>,
     rekey: Option<Spanned<toml::Value>>,
     rekey_bytes: Option<u64>,
     rekey_packets: Option<u64>,
     replay_window: Option<Spanned<i64>>,
+}
+
+/// `local_ts` / `remote_ts`: a list of selectors, or `"dynamic"` (alone or
+/// as the only entry of the list).
+#[derive(Debug)]
+enum RawSelectors {
+    Dynamic,
+    List(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for RawSelectors {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Selectors;
+        impl<'de> serde::de::Visitor<'de> for Selectors {
+            type Value = RawSelectors;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of traffic selectors or \"dynamic\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<RawSelectors, E> {
+                if s == DYNAMIC {
+                    Ok(RawSelectors::Dynamic)
+                } else {
+                    Err(E::custom(format!("'{s}': write a list of selectors, or \"dynamic\"")))
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawSelectors, A::Error> {
+                let mut list: Vec<Spanned<String>> = Vec::new();
+                while let Some(s) = seq.next_element()? {
+                    list.push(s);
+                }
+                Ok(match &list[..] {
+                    [only] if only.get_ref() == DYNAMIC => RawSelectors::Dynamic,
+                    _ => RawSelectors::List(list),
+                })
+            }
+        }
+        d.deserialize_any(Selectors)
+    }
+}
+
+/// The selector that stands for the peer's virtual IPs, else its address.
+const DYNAMIC: &str = "dynamic";
+
+/// One `[[pool]]`: virtual IPs for road warriors and what comes with them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolSection {
+    /// The name connections refer to in `pools`.
+    pub name: String,
+    /// Its ranges.
+    pub ranges: Vec<control::pool::AddrRange>,
+    /// DNS servers sent with its addresses.
+    pub dns: Vec<IpAddr>,
+    /// NBNS (WINS) servers sent with its addresses.
+    pub nbns: Vec<std::net::Ipv4Addr>,
+    /// Networks behind the gateway announced with its addresses.
+    pub subnets: Vec<(IpAddr, u8)>,
+}
+
+impl PoolSection {
+    /// An empty pool of these ranges.
+    pub fn pool(&self) -> Result<control::pool::Pool, control::pool::PoolError> {
+        control::pool::Pool::new(&self.name, &self.ranges)
+    }
+}
+
+/// The daemon's pools, built from the sections (names and ranges checked).
+pub fn build_pools(sections: &[PoolSection]) -> Result<control::pool::Pools, control::pool::PoolError> {
+    control::pool::Pools::new(sections.iter().map(PoolSection::pool).collect::<Result<_, _>>()?)
 }
 
 /// What the data plane applies to a child template's SAs that IKE does not
@@ -290,6 +377,8 @@ pub struct DaemonConfig {
     pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Connections.
     pub connections: Vec<Connection>,
+    /// Address pools (`[[pool]]`).
+    pub pools: Vec<PoolSection>,
     /// Risky but valid settings.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -575,6 +664,7 @@ impl DaemonConfig {
         let raw = ctx.toml()?;
         let daemon = daemon_section(&mut ctx, &raw.daemon)?;
         let admission = dos_section(&ctx, &raw.dos)?;
+        let pools = pool_sections(&ctx, &raw.pool)?;
         let mut connections = Vec::new();
         let mut child_settings = ChildSettings::new();
         let mut names = std::collections::HashSet::new();
@@ -587,7 +677,7 @@ impl DaemonConfig {
                     format!("duplicate connection name '{name}'"),
                 ));
             }
-            let (conn, settings) = connection_section(&mut ctx, c)?;
+            let (conn, settings) = connection_section(&mut ctx, c, &pools)?;
             child_settings.extend(settings);
             connections.push(conn);
         }
@@ -632,6 +722,7 @@ impl DaemonConfig {
             child_settings,
             cluster,
             connections,
+            pools,
             warnings: ctx.warnings,
         })
     }
@@ -1061,6 +1152,7 @@ fn fastpath_section(
 fn connection_section(
     ctx: &mut Ctx<'_>,
     raw: &Spanned<RawConnection>,
+    pools: &[PoolSection],
 ) -> Result<(Connection, ChildSettings), ConfigError> {
     let at = raw.span().start;
     let c = raw.get_ref();
@@ -1218,6 +1310,7 @@ fn connection_section(
         }
         cfg.fragment_size = s;
     }
+    cfg.virtual_ips = virtual_ips(ctx, &name, c, pools)?;
     let mut settings = ChildSettings::new();
     for ch in &c.child {
         let (child, data) = child_section(ctx, &name, ch.get_ref())?;
@@ -1262,6 +1355,138 @@ fn ikev2_replacement(cfg: &ConnectionConfig) -> String {
         .join(", ");
     let aggressive = if cfg.aggressive { " and no aggressive" } else { "" };
     format!("version = 2, ike_proposals = \"{proposals}\"{aggressive}")
+}
+
+/// The `[[pool]]` sections, checked: names unique, ranges valid and
+/// disjoint across pools, servers and subnets parsed.
+fn pool_sections(ctx: &Ctx<'_>, raw: &[Spanned<RawPool>]) -> Result<Vec<PoolSection>, ConfigError> {
+    let mut out: Vec<PoolSection> = Vec::new();
+    for p in raw {
+        let p = p.get_ref();
+        let name = p.name.get_ref().clone();
+        let key = |k: &str| format!("pool.{name}.{k}");
+        if name.is_empty() {
+            return Err(ctx.err(p.name.span().start, "pool.name", "a pool needs a name"));
+        }
+        if out.iter().any(|o| o.name == name) {
+            return Err(ctx.err(
+                p.name.span().start,
+                "pool.name",
+                format!("duplicate pool name '{name}'"),
+            ));
+        }
+        if p.addrs.get_ref().is_empty() {
+            return Err(ctx.err(
+                p.addrs.span().start,
+                &key("addrs"),
+                "no addresses: give a prefix or a range",
+            ));
+        }
+        let ranges = p
+            .addrs
+            .get_ref()
+            .iter()
+            .map(|a| {
+                control::pool::AddrRange::parse(a.get_ref()).map_err(|m| ctx.err(a.span().start, &key("addrs"), m))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let addr = |a: &Spanned<String>, k: &str| {
+            a.get_ref().trim().parse::<IpAddr>().map_err(|_| {
+                ctx.err(
+                    a.span().start,
+                    &key(k),
+                    format!("'{}' is not an IP address", a.get_ref()),
+                )
+            })
+        };
+        let dns = p.dns.iter().map(|a| addr(a, "dns")).collect::<Result<Vec<_>, _>>()?;
+        let nbns = p
+            .nbns
+            .iter()
+            .map(|a| match addr(a, "nbns")? {
+                IpAddr::V4(v4) => Ok(v4),
+                IpAddr::V6(_) => Err(ctx.err(a.span().start, &key("nbns"), "NBNS servers are IPv4 only")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let subnets = p
+            .subnets
+            .iter()
+            .map(|s| {
+                let ts = parse_network(s.get_ref()).map_err(|m| ctx.err(s.span().start, &key("subnets"), m))?;
+                control::ts::prefix(&ts).ok_or_else(|| {
+                    ctx.err(
+                        s.span().start,
+                        &key("subnets"),
+                        format!("'{}' is not a prefix", s.get_ref()),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let section = PoolSection {
+            name,
+            ranges,
+            dns,
+            nbns,
+            subnets,
+        };
+        out.push(section);
+        if let Err(e) = build_pools(&out) {
+            return Err(ctx.err(
+                p.addrs.span().start,
+                &format!("pool.{}.addrs", p.name.get_ref()),
+                e.to_string(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// `pools` and `vips` of a connection: the pools must exist, and the DNS,
+/// NBNS and subnets of all of them go with the addresses.
+fn virtual_ips(
+    ctx: &Ctx<'_>,
+    name: &str,
+    c: &RawConnection,
+    pools: &[PoolSection],
+) -> Result<control::config::VirtualIpConfig, ConfigError> {
+    let key = |k: &str| format!("connection.{name}.{k}");
+    let mut v = control::config::VirtualIpConfig::default();
+    for p in &c.pools {
+        let Some(pool) = pools.iter().find(|s| &s.name == p.get_ref()) else {
+            let known = pools.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(ctx.err(
+                p.span().start,
+                &key("pools"),
+                format!("no [[pool]] named '{}' (defined: {known})", p.get_ref()),
+            ));
+        };
+        v.pools.push(pool.name.clone());
+        for d in &pool.dns {
+            if !v.dns.contains(d) {
+                v.dns.push(*d);
+            }
+        }
+        for n in &pool.nbns {
+            if !v.nbns.contains(n) {
+                v.nbns.push(*n);
+            }
+        }
+        for s in &pool.subnets {
+            if !v.subnets.contains(s) {
+                v.subnets.push(*s);
+            }
+        }
+    }
+    for a in &c.vips {
+        v.request.push(a.get_ref().trim().parse::<IpAddr>().map_err(|_| {
+            ctx.err(
+                a.span().start,
+                &key("vips"),
+                format!("'{}' is not an IP address (0.0.0.0 or :: asks for any)", a.get_ref()),
+            )
+        })?);
+    }
+    Ok(v)
 }
 
 /// `auth`, `remote_auth` and the material they need: (ours, the peer's).
@@ -1360,16 +1585,20 @@ fn connection_auth(
 fn child_section(ctx: &Ctx<'_>, conn: &str, ch: &RawChild) -> Result<(ChildConfig, ChildDataSettings), ConfigError> {
     let cname = ch.name.get_ref().clone();
     let ckey = |k: &str| format!("connection.{conn}.child.{cname}.{k}");
-    let ts = |list: &Spanned<Vec<Spanned<String>>>, k: &str| -> Result<Vec<_>, ConfigError> {
-        if list.get_ref().is_empty() {
+    // An empty list is how the model says `dynamic`.
+    let ts = |sel: &Spanned<RawSelectors>, k: &str| -> Result<Vec<_>, ConfigError> {
+        let list = match sel.get_ref() {
+            RawSelectors::Dynamic => return Ok(Vec::new()),
+            RawSelectors::List(l) => l,
+        };
+        if list.is_empty() {
             return Err(ctx.err(
-                list.span().start,
+                sel.span().start,
                 &ckey(k),
-                "no selector: a CHILD_SA needs at least one (0.0.0.0/0 for all IPv4 traffic)",
+                "no selector: a CHILD_SA needs at least one (0.0.0.0/0 for all IPv4 traffic, or \"dynamic\")",
             ));
         }
-        list.get_ref()
-            .iter()
+        list.iter()
             .map(|s| parse_network(s.get_ref()).map_err(|m| ctx.err(s.span().start, &ckey(k), m)))
             .collect()
     };
@@ -1499,6 +1728,7 @@ pub fn reload_effect(old: &ConnectionConfig, new: &ConnectionConfig) -> ReloadEf
         ("ike_proposals", old.ike_proposals == new.ike_proposals),
         ("force_udp_encap", old.force_udp_encap == new.force_udp_encap),
         ("aggressive", old.aggressive == new.aggressive),
+        ("vips", old.virtual_ips.request == new.virtual_ips.request),
         (
             "child",
             old.children.len() == new.children.len()
@@ -1517,6 +1747,7 @@ pub fn reload_effect(old: &ConnectionConfig, new: &ConnectionConfig) -> ReloadEf
         && old.retransmit_timeout == new.retransmit_timeout
         && old.retransmit_tries == new.retransmit_tries
         && old.retransmit_base == new.retransmit_base
+        && old.virtual_ips == new.virtual_ips
         && old
             .children
             .iter()
@@ -1938,6 +2169,7 @@ esp_proposals = "aes256gcm16"
             ("cluster", "[cluster]"),
             ("connection", "[[connection]]"),
             ("connection.child", "[[connection]]\nname = \"c\"\n[[connection.child]]"),
+            ("pool", "[[pool]]"),
         ];
         assert_eq!(
             documented.keys().collect::<Vec<_>>(),
@@ -2043,6 +2275,121 @@ esp_proposals = "aes256gcm16"
         DaemonConfig::parse(Path::new("t.toml"), text).unwrap().connections[0]
             .config
             .clone()
+    }
+
+    const ROAD_WARRIORS: &str = r#"[[pool]]
+name = "rw"
+addrs = ["10.3.0.0/24", "10.4.0.10-10.4.0.20"]
+dns = ["10.1.0.53", "2001:db8::53"]
+nbns = ["10.1.0.54"]
+subnets = ["10.1.0.0/16"]
+
+[[pool]]
+name = "rw6"
+addrs = ["fd00:3::/112"]
+
+[[connection]]
+name = "rw"
+local_id = "gw@example.org"
+remote_id = "*@example.org"
+psk = "Zq8#kP2!vR9@wX4$yT7&uN1*"
+ike_proposals = "aes256gcm16-prfsha256-x25519"
+pools = ["rw", "rw6"]
+
+[[connection.child]]
+name = "net"
+local_ts = ["10.1.0.0/16"]
+remote_ts = "dynamic"
+esp_proposals = "aes256gcm16"
+
+[[connection]]
+name = "home"
+remote_addrs = ["192.0.2.1"]
+local_id = "me@example.org"
+remote_id = "gw@example.org"
+psk = "Zq8#kP2!vR9@wX4$yT7&uN1*"
+ike_proposals = "aes256gcm16-prfsha256-x25519"
+vips = ["0.0.0.0", "::"]
+
+[[connection.child]]
+name = "net"
+local_ts = ["dynamic"]
+remote_ts = ["10.1.0.0/16"]
+esp_proposals = "aes256gcm16"
+"#;
+
+    #[test]
+    fn pools_and_virtual_ips() {
+        let c = DaemonConfig::parse(Path::new("t.toml"), ROAD_WARRIORS).unwrap();
+        assert_eq!(c.pools.len(), 2);
+        let pools = build_pools(&c.pools).unwrap();
+        assert_eq!(pools.get("rw").unwrap().stats().size, 254 + 11);
+        let rw = &c.connections[0].config;
+        assert_eq!(rw.virtual_ips.pools, ["rw", "rw6"]);
+        assert_eq!(rw.virtual_ips.dns.len(), 2);
+        assert_eq!(rw.virtual_ips.subnets, [("10.1.0.0".parse().unwrap(), 16)]);
+        assert!(rw.children[0].remote_ts.is_empty(), "dynamic");
+        let home = &c.connections[1].config;
+        assert_eq!(home.virtual_ips.request.len(), 2);
+        assert!(home.children[0].local_ts.is_empty(), "dynamic");
+
+        let cases = [
+            (
+                "pools = [\"rw\", \"rw6\"]",
+                "pools = [\"rw\", \"nope\"]",
+                18,
+                "connection.rw.pools",
+                "no [[pool]] named 'nope'",
+            ),
+            (
+                "addrs = [\"fd00:3::/112\"]",
+                "addrs = [\"10.3.0.7/32\"]",
+                10,
+                "pool.rw6.addrs",
+                "overlaps",
+            ),
+            (
+                "addrs = [\"fd00:3::/112\"]",
+                "addrs = [\"10.9.0.9-10.9.0.1\"]",
+                10,
+                "pool.rw6.addrs",
+                "ends before",
+            ),
+            (
+                "addrs = [\"fd00:3::/112\"]",
+                "addrs = []",
+                10,
+                "pool.rw6.addrs",
+                "no addresses",
+            ),
+            (
+                "nbns = [\"10.1.0.54\"]",
+                "nbns = [\"fd00::54\"]",
+                5,
+                "pool.rw.nbns",
+                "IPv4 only",
+            ),
+            ("name = \"rw6\"", "name = \"rw\"", 9, "pool.name", "duplicate pool name"),
+            (
+                "vips = [\"0.0.0.0\", \"::\"]",
+                "vips = [\"any\"]",
+                33,
+                "connection.home.vips",
+                "not an IP address",
+            ),
+            (
+                "remote_ts = \"dynamic\"",
+                "remote_ts = \"static\"",
+                23,
+                "connection.child.remote_ts",
+                "dynamic",
+            ),
+        ];
+        for (from, to, line, key, msg) in cases {
+            let (l, k, m) = bad(&ROAD_WARRIORS.replacen(from, to, 1));
+            assert_eq!((l, k.as_str()), (line, key), "{to}: {m}");
+            assert!(m.contains(msg), "{to}: {m}");
+        }
     }
 
     #[test]

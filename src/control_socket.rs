@@ -23,6 +23,8 @@ pub enum Request {
     Stats,
     /// Cluster nodes, their SPI ranges, load, and the lag to the store.
     Cluster,
+    /// Address pools: size, use and leases.
+    Pools,
     /// Initiate a connection.
     Initiate {
         /// Connection name.
@@ -82,7 +84,7 @@ impl Request {
     /// verb, including any added later, changes state and needs a privileged
     /// client.
     fn read_only(&self) -> bool {
-        matches!(self, Request::Sas | Request::Stats | Request::Cluster)
+        matches!(self, Request::Sas | Request::Stats | Request::Cluster | Request::Pools)
     }
 }
 
@@ -151,6 +153,7 @@ pub fn execute(daemon: &Daemon, req: Request) -> Response {
             Some(status) => ok(status),
             None => fail("this node is not clustered (its configuration has no [cluster] section)"),
         },
+        Request::Pools => ok(daemon.pools()),
         Request::Stats => {
             let stats = daemon.stats();
             let not_answering: Vec<usize> = (0..stats.len()).filter(|&i| stats[i].is_none()).collect();

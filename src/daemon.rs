@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
+use control::pool::SharedPools;
+
 use crate::config_file::{DaemonConfig, ReloadEffect, StartAction, reload_effect};
 use crate::dataplane::DataPlane;
 use crate::registry::{Registry, SaSummary};
@@ -43,6 +45,7 @@ pub struct Daemon {
     store: Option<Arc<StoreHandle>>,
     /// The inter-node link, when clustered.
     link: Mutex<Option<ironsa::cluster::link::Link>>,
+    pools: Arc<SharedPools>,
 }
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -102,6 +105,10 @@ impl Daemon {
             None => None,
             Some(p) => Some(Arc::new(crate::keylog::IkeKeyLogFile::open(p)?)),
         };
+        let pools = Arc::new(SharedPools::new(
+            crate::config_file::build_pools(&config.pools)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?,
+        ));
         let mut threads = Vec::new();
         for (id, (poll, rx)) in prepared.into_iter().enumerate() {
             let shard = Shard::new(
@@ -134,6 +141,7 @@ impl Daemon {
                         )),
                         _ => None,
                     },
+                    pools: pools.clone(),
                 },
                 poll,
                 rx,
@@ -158,6 +166,7 @@ impl Daemon {
             log_reload,
             store,
             link: Mutex::new(link),
+            pools,
         });
         let starts: Vec<String> = daemon
             .config
@@ -267,6 +276,24 @@ impl Daemon {
     /// The cluster as this node sees it (`None`: not clustered).
     pub fn cluster_status(&self) -> Option<ClusterStatus> {
         self.store.as_ref().map(|s| s.status())
+    }
+
+    /// The address pools with their leases, for `ironsa pools` and metrics.
+    pub fn pools(&self) -> Vec<crate::registry::PoolSummary> {
+        self.pools
+            .with(|p| p.iter().map(crate::registry::PoolSummary::of).collect())
+    }
+
+    /// Size and use of each pool (name, size, used), without the leases.
+    pub fn pool_occupancy(&self) -> Vec<(String, u64, u64)> {
+        self.pools.with(|p| {
+            p.iter()
+                .map(|pool| {
+                    let s = pool.stats();
+                    (pool.name().to_string(), s.size, s.leased)
+                })
+                .collect()
+        })
     }
 
     /// Counters of every shard, indexed by shard; `None` for a shard that
@@ -677,6 +704,7 @@ fn restart_only_changes(old: &DaemonConfig, new: &DaemonConfig) -> Vec<&'static 
                 _ => false,
             },
         ),
+        ("pool", old.pools == new.pools),
     ]
     .into_iter()
     .filter(|(_, same)| !same)

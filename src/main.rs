@@ -63,6 +63,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Lists the virtual-IP pools: size, addresses used, leases by identity.
+    Pools {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Shows counters.
     Stats {
         /// JSON output.
@@ -264,6 +270,16 @@ fn print_sas(data: &serde_json::Value) {
         if let Some(a) = &sa.algorithms {
             println!("  {a}{}", if sa.nat_t { " (NAT-T)" } else { "" });
         }
+        if !sa.remote_vips.is_empty() {
+            println!("  peer virtual IP {}", sa.remote_vips.join(","));
+        }
+        if !sa.local_vips.is_empty() {
+            println!(
+                "  local virtual IP {} DNS {}",
+                sa.local_vips.join(","),
+                sa.dns.join(",")
+            );
+        }
         for c in &sa.children {
             println!(
                 "  {}: {} {} ESP SPIs in {} out {} {}{}{}",
@@ -291,6 +307,20 @@ fn print_sas(data: &serde_json::Value) {
         }
     }
     println!("{} IKE SAs", list.len());
+}
+
+fn print_pools(data: &serde_json::Value) {
+    let Ok(list) = serde_json::from_value::<Vec<registry::PoolSummary>>(data.clone()) else {
+        println!("{data}");
+        return;
+    };
+    for p in &list {
+        println!("{} ({}): {} of {} addresses leased", p.name, p.family, p.used, p.size);
+        for l in &p.leases {
+            println!("  {} {}", l.address, l.identity);
+        }
+    }
+    println!("{} pools", list.len());
 }
 
 fn client(socket: &std::path::Path, req: Request, json: bool, sas: bool) -> ExitCode {
@@ -352,6 +382,12 @@ fn open_dataplane(cfg: &config_file::DaemonConfig) -> Result<Plane, dataplane::D
                 child_settings: cfg.child_settings.clone(),
                 workers: cfg.fastpath_workers,
                 socket_buffer: cfg.socket_buffer,
+                standing_routes: cfg
+                    .pools
+                    .iter()
+                    .flat_map(|p| &p.ranges)
+                    .flat_map(|r| routing::Route::for_range(r.first, r.last))
+                    .collect(),
             };
             software::SoftwareDataPlane::open(&sw)
                 .map(|dp| Plane::Software(Arc::new(dp)))
@@ -499,6 +535,7 @@ fn main() -> ExitCode {
         Command::Sas { json } => client(&cli.socket, Request::Sas, json, true),
         Command::Stats { json } => client(&cli.socket, Request::Stats, json, false),
         Command::Cluster { json } => client_as(&cli.socket, Request::Cluster, json, print_cluster),
+        Command::Pools { json } => client_as(&cli.socket, Request::Pools, json, print_pools),
         Command::Initiate {
             connection,
             child,

@@ -13,7 +13,31 @@ use crate::daemon::Daemon;
 /// Renders all metrics.
 pub fn render(daemon: &Daemon) -> String {
     let mut out = render_shards(&daemon.stats());
+    out.push_str(&render_pools(&daemon.pool_occupancy()));
     out.push_str(&daemon.dataplane().metrics());
+    out
+}
+
+/// Size and use of each virtual-IP pool: (name, size, used).
+fn render_pools(pools: &[(String, u64, u64)]) -> String {
+    let mut out = String::new();
+    if pools.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ironsa_pool_size addresses in a virtual-IP pool\n# TYPE ironsa_pool_size gauge"
+    );
+    for (name, size, _) in pools {
+        let _ = writeln!(out, "ironsa_pool_size{{pool=\"{name}\"}} {size}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ironsa_pool_used addresses of a virtual-IP pool leased to peers\n# TYPE ironsa_pool_used gauge"
+    );
+    for (name, _, used) in pools {
+        let _ = writeln!(out, "ironsa_pool_used{{pool=\"{name}\"}} {used}");
+    }
     out
 }
 

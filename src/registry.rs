@@ -218,6 +218,61 @@ pub struct SaSummary {
     /// IKEv1: the Phase 1 state (MM_* or AM_*).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase1_state: Option<String>,
+    /// Virtual IPs we leased to the peer from our pools.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_vips: Vec<String>,
+    /// Virtual IPs the peer assigned us.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local_vips: Vec<String>,
+    /// DNS servers the peer sent us with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+}
+
+/// One address pool as listed by `ironsa pools`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PoolSummary {
+    /// Pool name.
+    pub name: String,
+    /// `ipv4` or `ipv6`.
+    pub family: String,
+    /// Addresses in the pool.
+    pub size: u64,
+    /// Addresses leased.
+    pub used: u64,
+    /// Current leases.
+    pub leases: Vec<LeaseSummary>,
+}
+
+/// One lease of a pool.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LeaseSummary {
+    /// The virtual IP.
+    pub address: String,
+    /// The identity holding it.
+    pub identity: String,
+}
+
+impl PoolSummary {
+    /// Snapshot of a pool.
+    pub fn of(pool: &control::pool::Pool) -> Self {
+        let stats = pool.stats();
+        let mut leases: Vec<LeaseSummary> = pool
+            .leases()
+            .map(|(a, id)| LeaseSummary {
+                address: a.to_string(),
+                identity: id.to_string(),
+            })
+            .collect();
+        leases.sort_by(|a, b| a.identity.cmp(&b.identity));
+        PoolSummary {
+            name: pool.name().to_string(),
+            family: if pool.is_ipv4() { "ipv4" } else { "ipv6" }.into(),
+            size: stats.size,
+            used: stats.leased,
+            leases,
+        }
+    }
 }
 
 fn ikev2_version() -> u8 {
@@ -287,6 +342,18 @@ impl SaSummary {
                 .collect(),
             version: 2,
             phase1_state: None,
+            remote_vips: sa
+                .virtual_ips()
+                .map(|v| v.remote.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
+            local_vips: sa
+                .virtual_ips()
+                .map(|v| v.local.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
+            dns: sa
+                .virtual_ips()
+                .map(|v| v.dns.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
         }
     }
 
@@ -340,6 +407,9 @@ impl SaSummary {
                 .collect(),
             version: 1,
             phase1_state: Some(sa.state_name()),
+            remote_vips: Vec::new(),
+            local_vips: Vec::new(),
+            dns: Vec::new(),
         }
     }
 }

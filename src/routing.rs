@@ -221,6 +221,34 @@ impl Rtnl {
         .map(drop)
     }
 
+    /// Adds (`add`) or deletes host address `addr` on interface `oif`.
+    pub fn address(&mut self, addr: &IpAddr, oif: u32, add: bool) -> Result<(), NetlinkError> {
+        use netlink_packet_route::address::{AddressAttribute, AddressHeader, AddressMessage, AddressScope};
+        let mut m = AddressMessage::default();
+        m.header = AddressHeader {
+            family: if addr.is_ipv4() {
+                AddressFamily::Inet
+            } else {
+                AddressFamily::Inet6
+            },
+            prefix_len: if addr.is_ipv4() { 32 } else { 128 },
+            scope: AddressScope::Universe,
+            index: oif,
+            ..AddressHeader::default()
+        };
+        m.attributes = vec![AddressAttribute::Local(*addr), AddressAttribute::Address(*addr)];
+        if add {
+            self.request(RouteNetlinkMessage::NewAddress(m), NLM_F_CREATE | NLM_F_REPLACE, || {
+                format!("adding address {addr}")
+            })
+        } else {
+            self.request(RouteNetlinkMessage::DelAddress(m), 0, || {
+                format!("deleting address {addr}")
+            })
+        }
+        .map(drop)
+    }
+
     /// Deletes `route` through interface `oif` from [`ROUTE_TABLE`].
     pub fn delete_route(&mut self, route: &Route, oif: u32) -> Result<(), NetlinkError> {
         let m = Self::route_message(route, oif);
@@ -314,13 +342,60 @@ impl std::fmt::Display for Route {
 }
 
 impl Route {
+    /// True if every address `other` routes, this route routes too (and
+    /// `other` asks for no preferred source of its own).
+    pub fn covers(&self, other: &Route) -> bool {
+        fn bits(a: IpAddr) -> (u128, u8) {
+            match a {
+                IpAddr::V4(v) => (u128::from(u32::from(v)), 32),
+                IpAddr::V6(v) => (u128::from(v), 128),
+            }
+        }
+        let ((net, width), (addr, other_width)) = (bits(self.dst), bits(other.dst));
+        if width != other_width || other.prefix_len < self.prefix_len || other.src.is_some() {
+            return false;
+        }
+        let host_bits = u32::from(width - self.prefix_len.min(width)) + (128 - u32::from(width));
+        let mask = u128::MAX.checked_shl(host_bits).unwrap_or(0);
+        let shift = 128 - u32::from(width);
+        (net << shift) & mask == (addr << shift) & mask
+    }
+
+    /// The prefixes that route exactly the addresses `first..=last` (a pool's range).
+    pub fn for_range(first: IpAddr, last: IpAddr) -> Vec<Route> {
+        let (lo, hi, bits) = match (first, last) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(u32::from(a)), u128::from(u32::from(b)), 32),
+            (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+            _ => return Vec::new(),
+        };
+        fastpath::spd::range_to_prefixes(lo, hi, bits)
+            .into_iter()
+            .map(|(net, prefix_len)| Route {
+                dst: if bits == 32 {
+                    IpAddr::V4(std::net::Ipv4Addr::from(net as u32))
+                } else {
+                    IpAddr::V6(std::net::Ipv6Addr::from(net))
+                },
+                prefix_len,
+                src: None,
+            })
+            .collect()
+    }
+
     /// The routes a CHILD_SA needs: one per remote selector that is a plain
     /// prefix for all protocols and ports (others would capture unrelated
     /// traffic to those addresses). In transport mode the kernel must send
-    /// from our outer address, which the selectors name.
+    /// from our outer address, which the selectors name; through a tunnel
+    /// from the virtual IP the peer assigned us, if any.
     pub fn for_child(c: &ChildSaInstall) -> Vec<Route> {
         let transport = c.mode == control::config::IpsecMode::Transport;
-        Self::for_selectors(&c.remote_ts, transport.then(|| c.local.ip()))
+        let mut routes = Self::for_selectors(&c.remote_ts, transport.then(|| c.local.ip()));
+        if !transport {
+            for r in &mut routes {
+                r.src = c.local_vips.iter().copied().find(|v| v.is_ipv4() == r.dst.is_ipv4());
+            }
+        }
+        routes
     }
 
     /// [`Route::for_child`] of selectors `remote_ts`, with `src` as the
@@ -342,14 +417,70 @@ impl Route {
 enum Request {
     Add(Route),
     Delete(Route),
+    AddAddress(IpAddr),
+    DeleteAddress(IpAddr),
 }
 
-/// Who holds which route: a route stays while a CHILD_SA needs it (a rekey's
-/// new child takes it over before the old one goes).
+/// Items (routes, addresses) held by children: an item stays while a
+/// CHILD_SA needs it (a rekey's new child takes it over before the old one
+/// goes).
+struct Held<T> {
+    by_child: HashMap<u32, Vec<T>>,
+    count: HashMap<T, usize>,
+}
+
+impl<T> Default for Held<T> {
+    fn default() -> Self {
+        Self {
+            by_child: HashMap::new(),
+            count: HashMap::new(),
+        }
+    }
+}
+
+impl<T: Copy + Eq + std::hash::Hash> Held<T> {
+    /// Child `spi_in` holds `items`; returns those nobody held before.
+    fn hold(&mut self, spi_in: u32, items: Vec<T>) -> Vec<T> {
+        if items.is_empty() {
+            return Vec::new();
+        }
+        let mut first = Vec::new();
+        for i in &items {
+            let n = self.count.entry(*i).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                first.push(*i);
+            }
+        }
+        self.by_child.entry(spi_in).or_default().extend(items);
+        first
+    }
+
+    /// Child `spi_in` is gone; returns the items nobody holds any more.
+    fn release(&mut self, spi_in: u32) -> Vec<T> {
+        let mut last = Vec::new();
+        for i in self.by_child.remove(&spi_in).unwrap_or_default() {
+            if let Some(n) = self.count.get_mut(&i) {
+                *n -= 1;
+                if *n == 0 {
+                    self.count.remove(&i);
+                    last.push(i);
+                }
+            }
+        }
+        last
+    }
+}
+
 #[derive(Default)]
 struct Holders {
-    by_child: HashMap<u32, Vec<Route>>,
-    count: HashMap<Route, usize>,
+    routes: Held<Route>,
+    /// Virtual IPs on the TUN device.
+    addresses: Held<IpAddr>,
+    /// Routes held for as long as ironsa runs (the virtual-IP pools):
+    /// children's routes inside them are not added, so a hundred thousand
+    /// road warriors are one route, and the fastpath's SPD picks the tunnel.
+    standing: Vec<Route>,
 }
 
 /// The routes of the CHILD_SAs into the TUN device, added and deleted by a
@@ -393,45 +524,56 @@ impl TunRoutes {
         }
     }
 
-    /// Child `spi_in` needs `routes` (added when nobody held them yet).
-    pub fn hold(&self, spi_in: u32, routes: Vec<Route>) {
-        if routes.is_empty() {
-            return;
+    /// Adds `routes` for as long as ironsa runs (one per pool prefix).
+    pub fn hold_standing(&self, routes: Vec<Route>) {
+        for r in &routes {
+            info!(route = %r, table = ROUTE_TABLE, "virtual-IP pool routed into the tunnel device");
+            self.send(Request::Add(*r));
         }
-        let mut add = Vec::new();
         if let Ok(mut h) = self.holders.lock() {
-            for r in &routes {
-                let n = h.count.entry(*r).or_insert(0);
-                *n += 1;
-                if *n == 1 {
-                    add.push(*r);
-                }
-            }
-            h.by_child.entry(spi_in).or_default().extend(routes);
+            h.standing.extend(routes);
         }
+    }
+
+    /// Child `spi_in` needs `routes` (added when nobody held them yet);
+    /// those a standing route covers are not needed.
+    pub fn hold(&self, spi_in: u32, mut routes: Vec<Route>) {
+        let add = match self.holders.lock() {
+            Ok(mut h) => {
+                routes.retain(|r| !h.standing.iter().any(|s| s.covers(r)));
+                h.routes.hold(spi_in, routes)
+            }
+            Err(_) => return,
+        };
         for r in add {
             self.send(Request::Add(r));
         }
     }
 
-    /// Child `spi_in` is gone: its routes nobody else holds are deleted.
-    pub fn release(&self, spi_in: u32) {
-        let mut delete = Vec::new();
-        if let Ok(mut h) = self.holders.lock()
-            && let Some(routes) = h.by_child.remove(&spi_in)
-        {
-            for r in routes {
-                if let Some(n) = h.count.get_mut(&r) {
-                    *n -= 1;
-                    if *n == 0 {
-                        h.count.remove(&r);
-                        delete.push(r);
-                    }
-                }
-            }
+    /// Child `spi_in` sends from `addrs`, virtual IPs the peer assigned us:
+    /// they go on the TUN device (as host addresses) while a child holds them.
+    pub fn hold_addresses(&self, spi_in: u32, addrs: &[IpAddr]) {
+        let add = match self.holders.lock() {
+            Ok(mut h) => h.addresses.hold(spi_in, addrs.to_vec()),
+            Err(_) => return,
+        };
+        for a in add {
+            self.send(Request::AddAddress(a));
         }
-        for r in delete {
+    }
+
+    /// Child `spi_in` is gone: its routes and addresses nobody else holds are deleted.
+    pub fn release(&self, spi_in: u32) {
+        let (routes, addresses) = match self.holders.lock() {
+            Ok(mut h) => (h.routes.release(spi_in), h.addresses.release(spi_in)),
+            Err(_) => return,
+        };
+        // Routes first: some may prefer an address about to go.
+        for r in routes {
             self.send(Request::Delete(r));
+        }
+        for a in addresses {
+            self.send(Request::DeleteAddress(a));
         }
     }
 
@@ -467,6 +609,14 @@ fn route_loop(mut rtnl: Rtnl, rx: Receiver<Request>, tun: &str, oif: u32) {
                 Ok(()) => debug!(%route, tun, "route deleted"),
                 Err(e) => debug!(%route, tun, "route not deleted: {e}"),
             },
+            Request::AddAddress(addr) => match rtnl.address(&addr, oif, true) {
+                Ok(()) => info!(%addr, tun, "virtual IP installed on the tunnel device"),
+                Err(e) => warn!(%addr, tun, "virtual IP not installed, local programs cannot send from it: {e}"),
+            },
+            Request::DeleteAddress(addr) => match rtnl.address(&addr, oif, false) {
+                Ok(()) => info!(%addr, tun, "virtual IP removed from the tunnel device"),
+                Err(e) => debug!(%addr, tun, "virtual IP not removed: {e}"),
+            },
         }
     }
     rtnl.delete_rules();
@@ -476,6 +626,38 @@ fn route_loop(mut rtnl: Rtnl, rx: Receiver<Request>, tun: &str, oif: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_ranges_become_prefixes_that_cover_their_clients() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap_or_else(|e| panic!("{e}"));
+        let pool = Route::for_range(ip("10.9.0.10"), ip("10.9.0.20"));
+        assert_eq!(
+            pool.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            ["10.9.0.10/31", "10.9.0.12/30", "10.9.0.16/30", "10.9.0.20/32"]
+        );
+        let host = |a: &str| Route {
+            dst: ip(a),
+            prefix_len: if ip(a).is_ipv4() { 32 } else { 128 },
+            src: None,
+        };
+        let covered = |a: &str| pool.iter().any(|p| p.covers(&host(a)));
+        assert!(["10.9.0.10", "10.9.0.15", "10.9.0.20"].iter().all(|a| covered(a)));
+        assert!(
+            !["10.9.0.9", "10.9.0.21", "10.8.0.12", "::a09:c"]
+                .iter()
+                .any(|a| covered(a))
+        );
+        let v6 = Route::for_range(ip("2001:db8::"), ip("2001:db8::ffff:ffff:ffff:ffff"));
+        assert_eq!(v6.iter().map(|r| r.to_string()).collect::<Vec<_>>(), ["2001:db8::/64"]);
+        assert!(v6[0].covers(&host("2001:db8::1:2")));
+        assert!(!v6[0].covers(&host("2001:db9::1")));
+        let everything = Route {
+            dst: ip("0.0.0.0"),
+            prefix_len: 0,
+            src: None,
+        };
+        assert!(everything.covers(&pool[0]) && !pool[0].covers(&everything));
+    }
 
     #[test]
     fn routes_cover_plain_prefixes_and_transport_mode_sends_from_our_address() {

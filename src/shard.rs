@@ -339,6 +339,8 @@ pub struct ShardConfig {
     pub node: Option<ironsa::cluster::NodeId>,
     /// The shard's part in the cluster, when clustered.
     pub cluster: Option<crate::cluster_shard::ShardCluster>,
+    /// The gateway's address pools, shared by all shards.
+    pub pools: Arc<control::pool::SharedPools>,
 }
 
 /// A shard's event loop state.
@@ -447,6 +449,7 @@ impl Shard {
         ctx.remote_nat_port = cfg.remote_nat_port;
         ctx.child_spis = dataplane.spi_allocator();
         ctx.key_log = cfg.ike_key_log;
+        ctx.addresses = cfg.pools;
         let mut ikev1_ctx = ctx.clone();
         ikev1_ctx.connections = Arc::new(cfg.connections);
         let (prefix, prefix_bits) = ironsa::cluster::ike_spi_prefix(cfg.id, cfg.node);

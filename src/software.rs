@@ -172,6 +172,9 @@ pub struct SoftwareConfig {
     /// Receive and send buffer of each ESP socket, in bytes; the TUN
     /// device's queue holds as many bytes of MTU-sized packets.
     pub socket_buffer: usize,
+    /// Routes into the TUN device for as long as ironsa runs: the
+    /// virtual-IP pools, so that their clients need no route each.
+    pub standing_routes: Vec<Route>,
 }
 
 /// A receive queue of the data plane whose overflows are counted.
@@ -268,6 +271,9 @@ impl SoftwareDataPlane {
             ),
             _ => None,
         };
+        if let Some(r) = &routes {
+            r.hold_standing(cfg.standing_routes.clone());
+        }
         let marked = routes.is_some();
         let mut nat = Vec::new();
         let mut nat_senders = Vec::new();
@@ -668,6 +674,7 @@ impl DataPlane for SoftwareDataPlane {
         let installed = self.children.install(c);
         if let (Some(_), Some(routes)) = (installed, &self.routes) {
             // A rekey's new child holds the routes too, so they outlive the old one.
+            routes.hold_addresses(c.spi_in, &c.local_vips);
             routes.hold(c.spi_in, Route::for_child(c));
         }
     }

@@ -207,6 +207,9 @@ pub struct ChildConfig {
     /// Acceptable ESP proposals in preference order.
     pub esp_proposals: Vec<EspProposal>,
     /// Our side's traffic selectors.
+    ///
+    /// Empty means `dynamic`: our virtual IPs when we have any, else our
+    /// address (the same for `remote_ts` and the peer).
     pub local_ts: Vec<TrafficSelector>,
     /// The peer's side's traffic selectors.
     pub remote_ts: Vec<TrafficSelector>,
@@ -287,6 +290,28 @@ pub struct ConnectionConfig {
     pub retransmit_base: f64,
     /// IKE versions this connection speaks.
     pub ike_versions: IkeVersions,
+    /// Virtual IPs and the attributes that come with them (RFC 7296 §3.15).
+    pub virtual_ips: VirtualIpConfig,
+}
+
+/// The configuration payload side of a connection: as responder, the pools
+/// a peer's virtual IP comes from and what is sent with it; as initiator,
+/// the virtual IPs to request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VirtualIpConfig {
+    /// Responder: pool names, tried in order for each address family the
+    /// peer asks for. Not empty makes a CFG_REQUEST mandatory.
+    pub pools: Vec<String>,
+    /// Responder: INTERNAL_IP4_DNS / INTERNAL_IP6_DNS servers.
+    pub dns: Vec<IpAddr>,
+    /// Responder: INTERNAL_IP4_NBNS servers.
+    pub nbns: Vec<std::net::Ipv4Addr>,
+    /// Responder: INTERNAL_IP4_SUBNET / INTERNAL_IP6_SUBNET networks
+    /// reachable through the tunnel, as (network, prefix length).
+    pub subnets: Vec<(IpAddr, u8)>,
+    /// Initiator: addresses to request; an unspecified one (`0.0.0.0`,
+    /// `::`) asks for any address of its family.
+    pub request: Vec<IpAddr>,
 }
 
 impl ConnectionConfig {
@@ -323,6 +348,7 @@ impl ConnectionConfig {
             retransmit_tries: 5,
             retransmit_base: 1.8,
             ike_versions: IkeVersions::V2,
+            virtual_ips: VirtualIpConfig::default(),
         }
     }
 }

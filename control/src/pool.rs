@@ -534,6 +534,65 @@ impl Pools {
     }
 }
 
+/// Where the IKE layer gets virtual IPs from, shared by every shard's IKE
+/// SAs (the pools are one per gateway, the SAs are spread over shards).
+pub trait AddressAllocator: Send + Sync + std::fmt::Debug {
+    /// An address of one family for `identity` from the first of `pools`
+    /// that has one; `requested` (an AAA server's Framed-IP-Address) wins.
+    fn assign(
+        &self,
+        pools: &[String],
+        identity: &str,
+        v4: bool,
+        requested: Option<IpAddr>,
+    ) -> Result<Option<Lease>, PoolError>;
+    /// Ends one lease of `addr`.
+    fn release(&self, addr: IpAddr) -> Result<(), PoolError>;
+}
+
+/// [`Pools`] behind a mutex: allocate and release are O(1) and short, so
+/// one lock serves all shards.
+#[derive(Debug, Default)]
+pub struct SharedPools {
+    pools: std::sync::Mutex<Pools>,
+}
+
+impl SharedPools {
+    pub fn new(pools: Pools) -> Self {
+        SharedPools {
+            pools: std::sync::Mutex::new(pools),
+        }
+    }
+
+    /// Runs `f` on the pools (for listings and metrics).
+    pub fn with<R>(&self, f: impl FnOnce(&Pools) -> R) -> R {
+        f(&self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pools> {
+        // A panic while holding the lock leaves the pools consistent: every
+        // mutation completes before it can fail.
+        self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl AddressAllocator for SharedPools {
+    fn assign(
+        &self,
+        pools: &[String],
+        identity: &str,
+        v4: bool,
+        requested: Option<IpAddr>,
+    ) -> Result<Option<Lease>, PoolError> {
+        let names: Vec<&str> = pools.iter().map(String::as_str).collect();
+        self.lock().assign(&names, identity, v4, requested)
+    }
+
+    fn release(&self, addr: IpAddr) -> Result<(), PoolError> {
+        self.lock().release(addr)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

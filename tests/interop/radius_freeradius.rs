@@ -2,7 +2,8 @@
 //! a configuration generated into a temporary directory: EAP-MSCHAPv2
 //! relayed end to end with the client-side EAP state machine as the user,
 //! failover from a silent server, forged replies dropped and counted, and
-//! accounting Start/Stop in FreeRADIUS's detail file.
+//! accounting Start/Stop in FreeRADIUS's detail file; ironsa's EAP-TLS peer
+//! against FreeRADIUS's EAP-TLS (TLS 1.2 and 1.3) with the same MSK.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -50,7 +51,15 @@ fn edit(path: &Path, f: impl FnOnce(String) -> String) {
     std::fs::write(path, f(text)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
+/// The EAP module of the MSCHAPv2 tests: no TLS methods, so no certificates.
+const EAP_MSCHAPV2: &str = "eap {\n default_eap_type = mschapv2\n timer_expire = 60\n ignore_unknown_eap_types = no\n max_sessions = 1024\n md5 {\n }\n mschapv2 {\n }\n}\n";
+
 fn start_freeradius() -> FreeRadius {
+    start_freeradius_with(EAP_MSCHAPV2)
+}
+
+/// FreeRADIUS with `eap_module` as its `mods-enabled/eap`.
+fn start_freeradius_with(eap_module: &str) -> FreeRadius {
     let dir = tempfile::tempdir().expect("temporary directory");
     let raddb = dir.path().join("raddb");
     let status = Command::new("cp")
@@ -91,14 +100,9 @@ fn start_freeradius() -> FreeRadius {
         format!("client local {{\n ipaddr = 127.0.0.1\n secret = {SECRET}\n}}\n"),
     )
     .expect("clients.conf");
-    // EAP without TLS methods, so no certificates are needed.
     let eap = raddb.join("mods-enabled/eap");
     let _ = std::fs::remove_file(&eap);
-    std::fs::write(
-        &eap,
-        "eap {\n default_eap_type = mschapv2\n timer_expire = 60\n ignore_unknown_eap_types = no\n max_sessions = 1024\n md5 {\n }\n mschapv2 {\n }\n}\n",
-    )
-    .expect("eap module");
+    std::fs::write(&eap, eap_module).expect("eap module");
     for site in ["default", "inner-tunnel"] {
         let _ = std::fs::remove_file(raddb.join("sites-enabled").join(site));
     }
@@ -392,4 +396,97 @@ fn outage_cannot_grow_the_outstanding_table() {
     .expect("capacity back");
     assert_eq!(c.stats().overloaded.load(Ordering::Relaxed), 1);
     assert_eq!(c.stats().timed_out.load(Ordering::Relaxed), 4);
+}
+
+/// FreeRADIUS's EAP-TLS with certificates made here, TLS `version` only.
+fn eap_tls_module(server: &support::pki::CertFiles, ca: &support::pki::CertFiles, version: &str) -> String {
+    format!(
+        "eap {{\n default_eap_type = tls\n timer_expire = 60\n ignore_unknown_eap_types = no\n max_sessions = 1024\n \
+         tls-config tls-common {{\n  private_key_file = \"{}\"\n  certificate_file = \"{}\"\n  ca_file = \"{}\"\n  \
+         cipher_list = \"DEFAULT\"\n  tls_min_version = \"{version}\"\n  tls_max_version = \"{version}\"\n  fragment_size = 1024\n }}\n \
+         tls {{\n  tls = tls-common\n }}\n}}\n",
+        server.key_pem.display(),
+        server.cert_pem.display(),
+        ca.cert_pem.display(),
+    )
+}
+
+/// ironsa's EAP-TLS peer through the RADIUS client to FreeRADIUS's EAP-TLS:
+/// the MSK the peer derives equals the one FreeRADIUS sends in its
+/// MS-MPPE keys, for TLS 1.2 and 1.3.
+#[test]
+fn eap_tls_peer_against_freeradius() {
+    use control::eap::tls::{EapTlsPeer, PeerStep as TlsStep, TlsCredentials, TlsVersion, peer_config};
+    use support::pki::{KeyType, Pki, San};
+    if support::skip_unless(&[Need::Tool("freeradius"), Need::Tool("pki")]) {
+        return;
+    }
+    let pki = Pki::new().expect("pki workspace");
+    let ca = pki.root_ca("eap-ca", KeyType::EcdsaP256).expect("CA");
+    let server = pki
+        .end_entity(
+            &ca,
+            "radius",
+            KeyType::EcdsaP256,
+            &[San::Dns("radius.example.org".into())],
+        )
+        .expect("server certificate");
+    let carol = pki
+        .end_entity(
+            &ca,
+            "carol",
+            KeyType::EcdsaP256,
+            &[San::Email("carol@example.org".into())],
+        )
+        .expect("client certificate");
+    let read = |p: &std::path::Path| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let ours = TlsCredentials {
+        chain: vec![read(&carol.cert_der)],
+        key: Zeroizing::new(read(&carol.key_der)),
+    };
+    for (version, name) in [(TlsVersion::V1_2, "1.2"), (TlsVersion::V1_3, "1.3")] {
+        let fr = start_freeradius_with(&eap_tls_module(&server, &ca, name));
+        let c = client(&[fr.port]);
+        let config = peer_config(&ours, &[read(&ca.cert_der)], &[version]).expect("peer config");
+        let server_name = rustls_server_name("radius.example.org");
+        let mut peer = EapTlsPeer::new(config, server_name, 1000).expect("peer");
+        let mut eap_out = Packet {
+            code: EapCode::Response,
+            identifier: 0,
+            payload: Some(Payload::Identity(b"carol")),
+        }
+        .to_bytes()
+        .expect("identity");
+        let mut state = None;
+        let mut rounds = 0;
+        let (reply, msk) = loop {
+            rounds += 1;
+            assert!(rounds < 50, "TLS {name}: no end after 50 round trips");
+            let reply = c
+                .access(Request {
+                    user_name: b"carol".to_vec(),
+                    eap_message: Some(eap_out.clone()),
+                    state: state.take(),
+                    attributes: vec![(radius::Attr::NAS_IDENTIFIER, b"ironsa-test".to_vec())],
+                })
+                .expect("a verified reply");
+            let eap_in = reply.eap_message.clone().expect("EAP-Message in the reply");
+            match peer.handle(&eap_in).unwrap_or_else(|e| panic!("TLS {name}: {e}")) {
+                TlsStep::Response(next) => {
+                    assert_eq!(reply.code, Code::AccessChallenge, "TLS {name}");
+                    eap_out = next;
+                    state = reply.state.clone();
+                }
+                TlsStep::Success(msk) => break (reply, msk),
+            }
+        };
+        assert_eq!(reply.code, Code::AccessAccept, "TLS {name}");
+        let radius_msk = reply.msk().expect("MS-MPPE keys in the Access-Accept");
+        assert_eq!(radius_msk[..], msk[..], "TLS {name}: MSK differs from FreeRADIUS's");
+        assert!(rounds > 3, "TLS {name}: fragments were relayed ({rounds} round trips)");
+    }
+}
+
+fn rustls_server_name(name: &str) -> control::eap::tls::ServerName<'static> {
+    control::eap::tls::ServerName::try_from(name.to_string()).expect("server name")
 }

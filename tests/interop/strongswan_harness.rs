@@ -802,6 +802,7 @@ fn strongswan_conf_rendering_applies_settings_and_log_levels() {
                 ),
         ],
         secrets: vec![Secret::psk("s", &["a@x", "b@x"], "p\"w")],
+        pools: Vec::new(),
     };
     let text = conf.render();
     let lines: Vec<&str> = text.lines().map(str::trim).collect();

@@ -171,6 +171,13 @@ impl CharonBuilder {
         self
     }
 
+    /// A virtual-IP pool (`pools { NAME { addrs = .., dns = .. } }`).
+    pub fn pool(mut self, name: &str, settings: &[(&str, &str)]) -> Self {
+        let settings = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.conf.pools.push((name.to_string(), settings));
+        self
+    }
+
     /// Adds a secret to swanctl.conf.
     pub fn secret(mut self, secret: Secret) -> Self {
         self.conf.secrets.push(secret);

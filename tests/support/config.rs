@@ -414,6 +414,8 @@ pub struct SwanctlConf {
     pub connections: Vec<Connection>,
     /// Secrets.
     pub secrets: Vec<Secret>,
+    /// Virtual-IP pools: name and `key = value` settings (`addrs`, `dns`).
+    pub pools: Vec<(String, Vec<(String, String)>)>,
 }
 
 impl SwanctlConf {
@@ -428,6 +430,17 @@ impl SwanctlConf {
             s.render(&mut out);
         }
         out.push_str("}\n");
+        if !self.pools.is_empty() {
+            out.push_str("pools {\n");
+            for (name, settings) in &self.pools {
+                let _ = writeln!(out, "  {name} {{");
+                for (k, v) in settings {
+                    kv(&mut out, 4, k, v);
+                }
+                out.push_str("  }\n");
+            }
+            out.push_str("}\n");
+        }
         out
     }
 }

@@ -189,6 +189,8 @@ pub struct IkeSaInfo {
     pub dh_group: Option<String>,
     /// CHILD_SAs.
     pub children: Vec<ChildSaInfo>,
+    /// Virtual IPs the peer assigned us.
+    pub local_vips: Vec<String>,
 }
 
 impl IkeSaInfo {
@@ -340,6 +342,7 @@ fn parse_ike(name: &str, entries: &[(String, ViciNode)]) -> Result<IkeSaInfo> {
         prf_alg: f.owned("prf-alg"),
         dh_group: f.owned("dh-group"),
         children,
+        local_vips: f.list("local-vips"),
     })
 }
 

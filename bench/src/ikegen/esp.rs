@@ -368,6 +368,7 @@ mod tests {
             inbound: keys(),
             outbound: keys(),
             rekey_of,
+            local_vips: Vec::new(),
         }
     }
 

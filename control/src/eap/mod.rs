@@ -11,6 +11,9 @@
 //! - [`Authenticator`]: the gateway role (Identity, then MSCHAPv2 or MD5,
 //!   against a [`UserStore`]).
 //! - [`Peer`]: the client role.
+//! - [`tls`]: EAP-TLS (RFC 5216, RFC 9190) over rustls, both roles as
+//!   method state machines that run after EAP-Identity, with their TLS
+//!   configurations built from DER certificates and keys.
 
 mod authenticator;
 mod codec;
@@ -18,6 +21,7 @@ pub mod fuzzing;
 pub mod md5;
 pub mod mschapv2;
 mod peer;
+pub mod tls;
 
 pub use authenticator::{
     AuthFailure, Authenticator, AuthenticatorConfig, AuthenticatorError, AuthenticatorStep, Credential, UserStore,

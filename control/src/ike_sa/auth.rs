@@ -151,6 +151,7 @@ pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
         payloads.push(Payload::IdR(idr.clone()));
     }
     payloads.push(auth);
+    payloads.extend(super::config_payload::request(sa));
     let request = match first_child(sa).map(|template| create_child::build_child_request(sa, template, None, None)) {
         None => None,
         Some(Ok(req)) => {
@@ -237,6 +238,13 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
         return;
     }
     establish(sa, now, idr, false);
+    super::config_payload::handle_reply(sa, &inner);
+    if let Err(why) = super::config_payload::check_reply(sa, &inner) {
+        warn!(connection = %cfg.name, peer = %sa.remote, "{why}: deleting the IKE SA");
+        release_pending(sa, &pending);
+        sa.delete(now);
+        return;
+    }
     if let Some(req) = pending.request {
         create_child::finish_child_initiator(sa, now, &inner, req, &ctx.ni, &ctx.nr, None);
     }
@@ -249,7 +257,7 @@ fn release_pending(sa: &IkeSa, pending: &PendingChild) {
 }
 
 fn establish(sa: &mut IkeSa, now: Instant, peer_id: Identification, initial_contact: bool) {
-    sa.state = State::Established;
+    sa.state = State::Established(None);
     // SK_pi/SK_pr and the peer's signature hints are only for the AUTH
     // payloads, which are done (both AUTHs are computed before this).
     if let Some(k) = sa.keys.as_mut() {
@@ -389,8 +397,14 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
     response.extend(certs);
     response.push(our_auth);
     establish(sa, now, idi.clone(), initial_contact);
+    let cp_reply = answer_config_request(sa, &inner, idi);
+    let refused = cp_reply.is_err();
+    match cp_reply {
+        Ok(reply) => response.extend(reply),
+        Err(notify) => response.push(notify),
+    }
     let has_child = inner.iter().any(|p| matches!(p, Payload::Sa(_)));
-    if has_child {
+    if has_child && !refused {
         let AuthContext { ni, nr, .. } = &*ctx;
         match create_child::respond_child(sa, now, &inner, ni, nr, None, None) {
             Ok(payloads) => response.extend(payloads),
@@ -398,4 +412,13 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
         }
     }
     sa.send_response(ExchangeType::IKE_AUTH, mid, response);
+}
+
+/// Responder: the CFG_REPLY for the initiator's configuration request
+/// (`None` when there is nothing to answer), or the error notify that
+/// refuses it: the IKE SA is authenticated all the same, but no CHILD_SA is
+/// created (RFC 7296 §3.10.1), since the peer has no address to use it with.
+fn answer_config_request(sa: &mut IkeSa, inner: &[Payload], idi: &Identification) -> Result<Option<Payload>, Payload> {
+    let aaa_address = sa.scratch.as_mut().and_then(|s| s.aaa_address.take());
+    super::config_payload::respond(sa, inner, idi, aaa_address)
 }

@@ -153,4 +153,7 @@ pub struct ChildSaInstall {
     pub outbound: DirectionKeys,
     /// If this child replaces another one (rekey), that one's inbound SPI.
     pub rekey_of: Option<u32>,
+    /// The virtual IPs the peer assigned us that our selectors name: the
+    /// data plane installs them as the inner source of the tunnel.
+    pub local_vips: Vec<std::net::IpAddr>,
 }

@@ -82,7 +82,10 @@ pub(crate) fn build_child_request(
         .collect();
     let (tsi, tsr) = match rekey_of {
         Some(c) => (c.local_ts.to_vec(), c.remote_ts.to_vec()),
-        None => (t.local_ts.clone(), t.remote_ts.clone()),
+        None => (
+            super::config_payload::local_ts(sa, &t.local_ts).into_owned(),
+            super::config_payload::remote_ts(sa, &t.remote_ts).into_owned(),
+        ),
     };
     let mut payloads = Vec::new();
     if let Some(old) = rekey_of {
@@ -190,6 +193,7 @@ fn install_child(
         remote_ts = %remote_ts.iter().map(ts::display).collect::<Vec<_>>().join(","),
         "CHILD_SA installed"
     );
+    let local_vips = super::config_payload::vips_within(sa, &local_ts);
     sa.push_event(Event::ChildSaInstalled(Box::new(ChildSaInstall {
         ike_spis: (sa.spi_i, sa.spi_r),
         connection: sa.config.name.clone(),
@@ -215,6 +219,7 @@ fn install_child(
             integ: out_a,
         },
         rekey_of,
+        local_vips,
     })));
     // Most IKE SAs hold one child: no spare capacity.
     sa.children.reserve_exact(1);
@@ -345,8 +350,8 @@ pub(crate) fn respond_child(
     let mut mismatch = None;
     for idx in templates {
         let t = &sa.config.children[idx];
-        let n_tsi = ts::narrow(tsi, &t.remote_ts);
-        let n_tsr = ts::narrow(tsr, &t.local_ts);
+        let n_tsi = ts::narrow(tsi, &super::config_payload::remote_ts(sa, &t.remote_ts));
+        let n_tsr = ts::narrow(tsr, &super::config_payload::local_ts(sa, &t.local_ts));
         if n_tsi.is_empty() || n_tsr.is_empty() {
             continue;
         }
@@ -772,7 +777,11 @@ pub(crate) fn make_successor(sa: &mut IkeSa, now: Instant, role: Role, rekey: &R
         sa.remote,
         spi_i,
         spi_r,
-        State::Established,
+        // The leases go with the SA that carries on, so only its end releases them.
+        State::Established(match &mut sa.state {
+            State::Established(v) => v.take(),
+            _ => None,
+        }),
     );
     new.nat_t = sa.nat_t;
     new.nat_local = sa.nat_local;

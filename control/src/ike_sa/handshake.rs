@@ -31,7 +31,7 @@ pub(crate) fn install_keys(sa: &mut IkeSa, suite: crypto::IkeSuite, keys: crypto
     let outbound = SkCipher::new(suite.encr, suite.integ, out_e, out_a, &sa.ctx.crypto)?;
     let inbound = SkCipher::new(suite.encr, suite.integ, in_e, in_a, &sa.ctx.crypto)?;
     // SK_pi/SK_pr only serve IKE_AUTH: a rekeyed IKE SA (born established) does not keep them.
-    let auth = (!matches!(sa.state, State::Established)).then(|| {
+    let auth = (!matches!(sa.state, State::Established(_))).then(|| {
         Box::new(AuthKeys {
             sk_pi: keys.sk_pi.clone(),
             sk_pr: keys.sk_pr.clone(),

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod child;
+pub mod config_payload;
 pub mod create_child;
 mod followup_ke;
 mod handshake;
@@ -17,7 +18,7 @@ pub mod resume;
 pub mod sa_init;
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -191,6 +192,8 @@ pub struct Context {
     pub spi_prefix_bits: u32,
     /// Where the keys of new IKE SAs are reported (a debugging key log); none by default.
     pub key_log: Option<Arc<dyn IkeKeyLog>>,
+    /// Virtual IPs for peers that ask for one (the gateway's address pools).
+    pub addresses: Arc<dyn crate::pool::AddressAllocator>,
 }
 
 impl Context {
@@ -224,6 +227,7 @@ impl Context {
             spi_prefix_bits: 0,
             crypto,
             key_log: None,
+            addresses: Arc::new(crate::pool::SharedPools::default()),
         }
     }
 }
@@ -281,8 +285,10 @@ pub(crate) enum State {
     InitSent(Box<sa_init::InitSent>),
     /// Initiator: IKE_AUTH sent; responder: waiting for IKE_AUTH.
     Authenticating(Box<AuthContext>),
-    /// Authenticated.
-    Established,
+    /// Authenticated, with the virtual IPs of the configuration payload
+    /// (boxed and kept here, where the enum's tag leaves room for them:
+    /// most SAs have none, and the `IkeSa` keeps its allocator size class).
+    Established(Option<Box<config_payload::VirtualIps>>),
     /// Gone; the driver may drop the object.
     Closed,
 }
@@ -466,6 +472,8 @@ pub(crate) struct HandshakeScratch {
     pub collisions: Vec<create_child::Collision>,
     /// Responder: an IKE SA rekey waiting for its IKE_FOLLOWUP_KE exchanges.
     pub rekey_followup: Option<Box<followup_ke::RekeyFollowup>>,
+    /// Responder: the peer's address from the AAA server, until IKE_AUTH.
+    pub aaa_address: Option<std::net::IpAddr>,
 }
 
 impl HandshakeScratch {
@@ -478,6 +486,7 @@ impl HandshakeScratch {
             && self.successor.is_none()
             && self.collisions.is_empty()
             && self.rekey_followup.is_none()
+            && self.aaa_address.is_none()
     }
 }
 
@@ -766,6 +775,30 @@ impl IkeSa {
         self.peer_id.as_ref()
     }
 
+    /// The virtual IPs and DNS servers of the configuration payload, if any.
+    pub fn virtual_ips(&self) -> Option<&config_payload::VirtualIps> {
+        match &self.state {
+            State::Established(v) => v.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The virtual IPs of an established SA (`None` before).
+    pub(crate) fn virtual_ips_mut(&mut self) -> Option<&mut config_payload::VirtualIps> {
+        match &mut self.state {
+            State::Established(v) => Some(v.get_or_insert_with(Box::default)),
+            _ => None,
+        }
+    }
+
+    /// Sets the address an AAA server assigned the peer (RADIUS
+    /// Framed-IP-Address): the configuration payload hands it out instead
+    /// of a pool address. Call before the IKE_AUTH that finishes
+    /// authentication is answered.
+    pub fn set_aaa_address(&mut self, addr: IpAddr) {
+        self.scratch().aaa_address = Some(addr);
+    }
+
     /// The negotiated suite, once keys exist.
     pub fn suite(&self) -> Option<IkeSuite> {
         self.keys.as_ref().map(|k| k.suite)
@@ -792,7 +825,7 @@ impl IkeSa {
 
     /// True once IKE_AUTH completed.
     pub fn is_established(&self) -> bool {
-        matches!(self.state, State::Established)
+        matches!(self.state, State::Established(_))
     }
 
     /// True when the SA is finished and can be dropped.
@@ -883,7 +916,7 @@ impl IkeSa {
         }
         consider(self.outstanding().map(|o| o.deadline));
         match self.state {
-            State::Established => {
+            State::Established(_) => {
                 consider(self.rekey_at);
                 consider(self.expire_at);
                 if self.cached_response.is_some() {
@@ -958,7 +991,7 @@ impl IkeSa {
                 }
                 return;
             }
-            State::Established => {}
+            State::Established(_) => {}
             _ => return,
         }
         if self.cached_response.is_some() && now >= self.last_inbound + RESPONSE_CACHE_TTL {
@@ -1134,7 +1167,7 @@ impl IkeSa {
         if msg.header.exchange == ExchangeType::IKE_SA_INIT {
             return;
         }
-        if !matches!(self.state, State::Established | State::Authenticating(_)) {
+        if !matches!(self.state, State::Established(_) | State::Authenticating(_)) {
             return;
         }
         if first_fragment {
@@ -1183,9 +1216,15 @@ impl IkeSa {
             (ExchangeType::IKE_INTERMEDIATE, State::Authenticating(_)) if self.role == Role::Responder => {
                 intermediate::handle_request(self, &msg.header, mid, inner)
             }
-            (ExchangeType::CREATE_CHILD_SA, State::Established) => create_child::handle_request(self, now, mid, inner),
-            (ExchangeType::INFORMATIONAL, State::Established) => informational::handle_request(self, now, mid, inner),
-            (ExchangeType::IKE_FOLLOWUP_KE, State::Established) => followup_ke::handle_request(self, now, mid, inner),
+            (ExchangeType::CREATE_CHILD_SA, State::Established(_)) => {
+                create_child::handle_request(self, now, mid, inner)
+            }
+            (ExchangeType::INFORMATIONAL, State::Established(_)) => {
+                informational::handle_request(self, now, mid, inner)
+            }
+            (ExchangeType::IKE_FOLLOWUP_KE, State::Established(_)) => {
+                followup_ke::handle_request(self, now, mid, inner)
+            }
             (ex, _) => {
                 debug!(exchange = %ex, "request not valid in this state");
                 self.send_response(ex, mid, vec![notify(NotifyType::INVALID_SYNTAX, vec![])]);
@@ -1252,7 +1291,7 @@ impl IkeSa {
 
     /// Starts the next queued task if no request is outstanding.
     pub(crate) fn start_next_task(&mut self, now: Instant) {
-        while self.outstanding().is_none() && matches!(self.state, State::Established) {
+        while self.outstanding().is_none() && matches!(self.state, State::Established(_)) {
             let Some(task) = self.outbox.as_mut().and_then(|b| b.tasks.pop_front()) else {
                 return;
             };
@@ -1383,6 +1422,7 @@ impl IkeSa {
 
     /// Ends the SA at once, without telling the peer: reports deleted children, then the IKE SA itself.
     pub fn close(&mut self, reason: DownReason) {
+        config_payload::release(self);
         for c in std::mem::take(&mut self.children) {
             self.ctx.child_spis.release(c.spi_in);
             self.push_event(Event::ChildSaDeleted {
@@ -1406,7 +1446,7 @@ impl IkeSa {
 
     /// Initiates a graceful delete of the whole IKE SA (DELETE to the peer).
     pub fn delete(&mut self, now: Instant) {
-        if matches!(self.state, State::Established) {
+        if matches!(self.state, State::Established(_)) {
             if let Some(b) = self.outbox.as_mut() {
                 b.tasks.clear();
             }

@@ -144,7 +144,7 @@ impl IkeSa {
     /// of ours in flight) and uses an AEAD suite. Children keys and ESP
     /// sequence numbers are left for the driver to fill.
     pub fn resumable(&self, now: Instant) -> Option<ResumableIkeSa> {
-        if !matches!(self.state, State::Established) || self.outstanding().is_some() || self.replaced {
+        if !matches!(self.state, State::Established(_)) || self.outstanding().is_some() || self.replaced {
             return None;
         }
         let keys = self.keys.as_ref()?;
@@ -221,7 +221,7 @@ impl IkeSa {
             r.remote,
             r.spis.0,
             r.spis.1,
-            State::Established,
+            State::Established(None),
         );
         (sa.nat_t, sa.nat_local, sa.nat_remote) = r.nat;
         sa.peer_fragmentation = r.peer_fragmentation;
@@ -297,6 +297,7 @@ impl IkeSa {
                     integ: c.outbound.integ.clone(),
                 },
                 rekey_of: None,
+                local_vips: Vec::new(),
             })));
         }
         info!(

@@ -693,6 +693,7 @@ impl Ikev1Sa {
             inbound,
             outbound,
             rekey_of: q.rekey_of,
+            local_vips: Vec::new(),
         };
         let (rekey_of, role) = (q.rekey_of, q.role);
         if let Some(ivs) = &mut self.ivs {

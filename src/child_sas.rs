@@ -647,6 +647,7 @@ mod tests {
             encr: EncrAlg::AesGcm16 { key_bits: 256 },
             integ: None,
             pfs: None,
+            additional_ke: Vec::new(),
             esn: false,
             mode: IpsecMode::Tunnel,
             local_ts: Vec::new(),

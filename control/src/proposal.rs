@@ -53,6 +53,9 @@ pub struct EspProposal {
     pub integ: Vec<IntegAlg>,
     /// Key exchange groups for PFS; empty = no PFS.
     pub ke: Vec<KeGroup>,
+    /// RFC 9370 additional key exchanges of a CREATE_CHILD_SA, run in
+    /// IKE_FOLLOWUP_KE exchanges, as in [`IkeProposal::additional_ke`].
+    pub additional_ke: [Vec<Option<KeGroup>>; MAX_ADDITIONAL_KE],
     /// Acceptable ESN settings, preferred first.
     pub esn: Vec<bool>,
 }
@@ -106,10 +109,10 @@ pub enum ProposalError {
     /// IKE proposal without a key exchange group.
     #[error("IKE proposal '{0}' needs a key exchange group")]
     MissingKe(String),
-    /// Additional key exchanges in an ESP proposal (IKE_FOLLOWUP_KE is not
-    /// offered for CHILD_SAs).
-    #[error("additional key exchange '{token}' is not supported in ESP proposal '{proposal}'")]
-    AdditionalKeInEsp {
+    /// Additional key exchanges in an ESP proposal without a PFS group: RFC
+    /// 9370 runs them after the CREATE_CHILD_SA's own key exchange.
+    #[error("additional key exchange '{token}' needs a PFS key exchange group in ESP proposal '{proposal}'")]
+    AdditionalKeWithoutPfs {
         /// The token.
         token: String,
         /// The proposal.
@@ -349,8 +352,8 @@ pub fn parse_esp_proposals(s: &str) -> Result<Vec<EspProposal>, ProposalError> {
                     proposal: p.to_string(),
                 });
             }
-            if let Some(token) = parsed.first_addke_token {
-                return Err(ProposalError::AdditionalKeInEsp {
+            if let Some(token) = parsed.first_addke_token.filter(|_| parsed.ke.is_empty()) {
+                return Err(ProposalError::AdditionalKeWithoutPfs {
                     token,
                     proposal: p.to_string(),
                 });
@@ -371,6 +374,7 @@ pub fn parse_esp_proposals(s: &str) -> Result<Vec<EspProposal>, ProposalError> {
                 encr: parsed.encr,
                 integ: parsed.integ,
                 ke: parsed.ke,
+                additional_ke: parsed.additional_ke,
                 esn,
             })
         })
@@ -404,6 +408,17 @@ fn esn_id(esn: bool) -> u16 {
 /// The transform type of ADDKE index `i` (ADDKE1 is type 6).
 fn addke_type(i: usize) -> TransformType {
     TransformType(6 + u8::try_from(i).unwrap_or(u8::MAX - 6))
+}
+
+/// The ADDKE transforms of `additional` (index N-1 = ADDKE N, NONE as ID 0).
+fn additional_transforms(
+    additional: &[Vec<Option<KeGroup>>; MAX_ADDITIONAL_KE],
+) -> impl Iterator<Item = Transform> + '_ {
+    additional.iter().enumerate().flat_map(|(i, methods)| {
+        methods
+            .iter()
+            .map(move |k| plain_transform(addke_type(i), k.map_or(0, KeGroup::number)))
+    })
 }
 
 fn additional_ke_name(i: usize, k: Option<KeGroup>) -> String {
@@ -495,13 +510,7 @@ impl IkeProposal {
                 .map(|i| plain_transform(TransformType::INTEG, i.transform_id())),
         );
         transforms.extend(self.ke.iter().map(|k| plain_transform(TransformType::KE, k.number())));
-        for (i, methods) in self.additional_ke.iter().enumerate() {
-            transforms.extend(
-                methods
-                    .iter()
-                    .map(|k| plain_transform(addke_type(i), k.map_or(0, KeGroup::number))),
-            );
-        }
+        transforms.extend(additional_transforms(&self.additional_ke));
         Proposal {
             number,
             protocol: ProtocolId::IKE,
@@ -522,6 +531,7 @@ impl EspProposal {
                 .map(|i| plain_transform(TransformType::INTEG, i.transform_id())),
         );
         transforms.extend(self.ke.iter().map(|k| plain_transform(TransformType::KE, k.number())));
+        transforms.extend(additional_transforms(&self.additional_ke));
         let esn = if self.esn.is_empty() {
             vec![false]
         } else {
@@ -536,11 +546,13 @@ impl EspProposal {
         }
     }
 
-    /// The same proposal without PFS groups (CHILD_SAs created with IKE_AUTH
-    /// have no KE payload, RFC 7296 §1.2).
+    /// The same proposal without PFS groups and additional key exchanges
+    /// (CHILD_SAs created with IKE_AUTH have no KE payload, RFC 7296 §1.2,
+    /// RFC 9370 §2.2.3).
     pub fn without_pfs(&self) -> EspProposal {
         EspProposal {
             ke: Vec::new(),
+            additional_ke: Default::default(),
             ..self.clone()
         }
     }
@@ -557,10 +569,14 @@ impl fmt::Display for IkeProposal {
         join_names(&mut parts, &self.integ, |i| i.name().to_string());
         join_names(&mut parts, &self.prf, |p| p.name().to_string());
         join_names(&mut parts, &self.ke, |k| k.name().to_string());
-        for (i, methods) in self.additional_ke.iter().enumerate() {
-            join_names(&mut parts, methods, |k| additional_ke_name(i, *k));
-        }
+        join_additional(&mut parts, &self.additional_ke);
         f.write_str(&parts.join("-"))
+    }
+}
+
+fn join_additional(parts: &mut Vec<String>, additional: &[Vec<Option<KeGroup>>; MAX_ADDITIONAL_KE]) {
+    for (i, methods) in additional.iter().enumerate() {
+        join_names(parts, methods, |k| additional_ke_name(i, *k));
     }
 }
 
@@ -570,6 +586,7 @@ impl fmt::Display for EspProposal {
         join_names(&mut parts, &self.encr, |e| e.name());
         join_names(&mut parts, &self.integ, |i| i.name().to_string());
         join_names(&mut parts, &self.ke, |k| k.name().to_string());
+        join_additional(&mut parts, &self.additional_ke);
         if self.esn != [false] {
             join_names(
                 &mut parts,
@@ -611,6 +628,9 @@ pub struct SelectedEsp {
     pub integ: Option<IntegAlg>,
     /// PFS group, if any.
     pub ke: Option<KeGroup>,
+    /// The RFC 9370 additional key exchanges to run in IKE_FOLLOWUP_KE, in
+    /// order: (ADDKE number 1..=7, method). Types negotiated as NONE are left out.
+    pub additional_ke: Vec<(u8, KeGroup)>,
     /// Extended Sequence Numbers.
     pub esn: bool,
     /// The peer's SPI from its proposal.
@@ -874,6 +894,24 @@ fn index_of<T: PartialEq>(list: &[T], x: &T) -> usize {
     list.iter().position(|a| a == x).unwrap_or(usize::MAX)
 }
 
+/// Chooses every ADDKE type (RFC 9370 §2.2.2) of one of our proposals
+/// against one peer offer: the exchanges to run and the choice's rank.
+fn match_additional(
+    ours: &[Vec<Option<KeGroup>>; MAX_ADDITIONAL_KE],
+    o: &Offer,
+) -> Option<(Vec<(u8, KeGroup)>, usize)> {
+    let mut additional = Vec::new();
+    let mut rank = 0;
+    for (i, (mine, theirs)) in ours.iter().zip(&o.addke_ids).enumerate() {
+        let choice = choose_additional(mine, theirs)?;
+        rank += index_of(mine, &choice).min(MAX_ADDITIONAL_KE);
+        if let Some(g) = choice {
+            additional.push((u8::try_from(i + 1).unwrap_or(u8::MAX), g));
+        }
+    }
+    Some((additional, rank))
+}
+
 /// Matches one of our IKE proposals against one peer offer; returns the
 /// suite and its rank (our preference index per type, lower is better).
 /// A matched IKE suite with its additional key exchanges (ADDKE number, method).
@@ -891,15 +929,7 @@ fn match_ike(ours: &IkeProposal, o: &Offer) -> Option<(IkeMatch, [usize; 5])> {
     };
     let prf = first_common(&ours.prf, &o.prf)?;
     let ke = first_common(&ours.ke, &o.ke)?;
-    let mut additional = Vec::new();
-    let mut addke_rank = 0;
-    for (i, (mine, theirs)) in ours.additional_ke.iter().zip(&o.addke_ids).enumerate() {
-        let choice = choose_additional(mine, theirs)?;
-        addke_rank += index_of(mine, &choice).min(MAX_ADDITIONAL_KE);
-        if let Some(g) = choice {
-            additional.push((u8::try_from(i + 1).unwrap_or(u8::MAX), g));
-        }
-    }
+    let (additional, addke_rank) = match_additional(&ours.additional_ke, o)?;
     let rank = [
         index_of(&ours.encr, &encr),
         integ.map_or(0, |i| index_of(&ours.integ, &i)),
@@ -998,16 +1028,26 @@ fn ike_gaps(ours: &[IkeProposal], offers: &[&Offer]) -> Vec<Gap> {
             ours: unique_names(ke(), |k| k.name().into()),
         });
     }
+    additional_gaps(ours.iter().map(|p| &p.additional_ke), offers, &mut gaps);
+    gaps
+}
+
+/// The ADDKE types on which none of our proposals agrees with any offer.
+fn additional_gaps<'a>(
+    ours: impl Iterator<Item = &'a [Vec<Option<KeGroup>>; MAX_ADDITIONAL_KE]> + Clone,
+    offers: &[&Offer],
+    gaps: &mut Vec<Gap>,
+) {
     for (i, label) in ADDKE_LABELS.iter().enumerate() {
-        let agree = ours.iter().any(|p| {
+        let agree = ours.clone().any(|p| {
             offers
                 .iter()
-                .any(|o| choose_additional(&p.additional_ke[i], &o.addke_ids[i]).is_some())
+                .any(|o| choose_additional(&p[i], &o.addke_ids[i]).is_some())
         });
         if !agree {
             let mut names = Vec::new();
-            for p in ours {
-                for k in &p.additional_ke[i] {
+            for p in ours.clone() {
+                for k in &p[i] {
                     push_unique(&mut names, additional_ke_name(i, *k));
                 }
             }
@@ -1021,7 +1061,6 @@ fn ike_gaps(ours: &[IkeProposal], offers: &[&Offer]) -> Vec<Gap> {
             });
         }
     }
-    gaps
 }
 
 const ADDKE_LABELS: [&str; MAX_ADDITIONAL_KE] = [
@@ -1063,11 +1102,17 @@ pub fn select_ike(ours: &[IkeProposal], offered: &[Proposal]) -> Result<Selected
 }
 
 /// The algorithms of a matched ESP proposal.
-type EspMatch = (EncrAlg, Option<IntegAlg>, Option<KeGroup>, bool);
+struct EspMatch {
+    encr: EncrAlg,
+    integ: Option<IntegAlg>,
+    ke: Option<KeGroup>,
+    additional: Vec<(u8, KeGroup)>,
+    esn: bool,
+}
 
 /// Matches one of our ESP proposals against one peer offer, with its rank.
-fn match_esp(ours: &EspProposal, o: &Offer) -> Option<(EspMatch, [usize; 4])> {
-    if !o.blocking.is_empty() || required_addke_type(o).is_some() {
+fn match_esp(ours: &EspProposal, o: &Offer) -> Option<(EspMatch, [usize; 5])> {
+    if !o.blocking.is_empty() {
         return None;
     }
     let encr = first_common(&ours.encr, &o.encr)?;
@@ -1086,25 +1131,44 @@ fn match_esp(ours: &EspProposal, o: &Offer) -> Option<(EspMatch, [usize; 4])> {
         Some(first_common(&ours.ke, &o.ke)?)
     };
     let esn = first_common(&ours.esn, &o.esn)?;
+    // Without PFS there is no key exchange to add to (the parser refuses
+    // ADDKEs without a PFS group): only NONE is acceptable then.
+    let none = Default::default();
+    let mine = if ke.is_some() { &ours.additional_ke } else { &none };
+    let (additional, addke_rank) = match_additional(mine, o)?;
     let rank = [
         index_of(&ours.encr, &encr),
         integ.map_or(0, |i| index_of(&ours.integ, &i)),
         ke.map_or(0, |k| index_of(&ours.ke, &k)),
+        addke_rank,
         index_of(&ours.esn, &esn),
     ];
-    Some(((encr, integ, ke, esn), rank))
+    Some((
+        EspMatch {
+            encr,
+            integ,
+            ke,
+            additional,
+            esn,
+        },
+        rank,
+    ))
 }
 
-fn esp_wire(m: EspMatch, number: u8, spi: &[u8]) -> Proposal {
-    let (encr, integ, ke, esn) = m;
-    let mut transforms = vec![encr_transform(encr)];
-    if let Some(i) = integ {
+fn esp_wire(m: &EspMatch, number: u8, spi: &[u8]) -> Proposal {
+    let mut transforms = vec![encr_transform(m.encr)];
+    if let Some(i) = m.integ {
         transforms.push(plain_transform(TransformType::INTEG, i.transform_id()));
     }
-    if let Some(k) = ke {
+    if let Some(k) = m.ke {
         transforms.push(plain_transform(TransformType::KE, k.number()));
     }
-    transforms.push(plain_transform(TransformType::ESN, esn_id(esn)));
+    transforms.extend(
+        m.additional
+            .iter()
+            .map(|(n, g)| plain_transform(TransformType(5 + n), g.number())),
+    );
+    transforms.push(plain_transform(TransformType::ESN, esn_id(m.esn)));
     Proposal {
         number,
         protocol: ProtocolId::ESP,
@@ -1116,17 +1180,6 @@ fn esp_wire(m: EspMatch, number: u8, spi: &[u8]) -> Proposal {
 fn esp_spi(spi: &[u8]) -> Option<u32> {
     let b: [u8; 4] = spi.try_into().ok()?;
     Some(u32::from_be_bytes(b))
-}
-
-/// The first additional key exchange type the peer requires (no NONE among
-/// its methods). CHILD_SAs run no IKE_FOLLOWUP_KE, so such an ESP proposal
-/// cannot be chosen: choosing it without the exchange would drop it silently.
-fn required_addke_type(o: &Offer) -> Option<TransformType> {
-    let i = o
-        .addke_ids
-        .iter()
-        .position(|ids| !ids.is_empty() && !ids.contains(&0))?;
-    Some(addke_type(i))
 }
 
 fn esp_gaps(ours: &[EspProposal], offers: &[&Offer]) -> Vec<Gap> {
@@ -1159,18 +1212,7 @@ fn esp_gaps(ours: &[EspProposal], offers: &[&Offer]) -> Vec<Gap> {
             ours: names,
         });
     }
-    if let Some(ty) = offers
-        .iter()
-        .map(|o| required_addke_type(o))
-        .collect::<Option<Vec<_>>>()
-        .and_then(|t| t.first().copied())
-    {
-        gaps.push(Gap {
-            label: "additional key exchange (CHILD_SAs run none)",
-            ty,
-            ours: vec!["none".into()],
-        });
-    }
+    additional_gaps(ours.iter().map(|p| &p.additional_ke), offers, &mut gaps);
     gaps
 }
 
@@ -1184,15 +1226,16 @@ pub fn select_esp(ours: &[EspProposal], offered: &[Proposal]) -> Result<Selected
     let offers: Vec<Offer> = usable.iter().map(|p| offer_of(p)).collect();
     for our in ours {
         if let Some((m, p)) = best(&usable, &offers, |o| match_esp(our, o)) {
-            let (encr, integ, ke, esn) = m;
             let peer_spi = esp_spi(&p.spi).unwrap_or_default();
+            let proposal = esp_wire(&m, p.number, &p.spi);
             return Ok(SelectedEsp {
-                encr,
-                integ,
-                ke,
-                esn,
+                encr: m.encr,
+                integ: m.integ,
+                ke: m.ke,
+                additional_ke: m.additional,
+                esn: m.esn,
                 peer_spi,
-                proposal: esp_wire(m, p.number, &p.spi),
+                proposal,
             });
         }
     }
@@ -1228,7 +1271,7 @@ fn recognized(t: &Transform, esp: bool) -> bool {
         TransformType::INTEG => t.id == 0 || IntegAlg::from_transform(t.id).is_some(),
         TransformType::KE => (esp && t.id == 0) || KeGroup::from_number(t.id).is_some(),
         TransformType::ESN => esp && t.id <= 1,
-        TransformType(6..=12) => !esp && (t.id == 0 || KeGroup::from_number(t.id).is_some()),
+        TransformType(6..=12) => t.id == 0 || KeGroup::from_number(t.id).is_some(),
         _ => false,
     }
 }
@@ -1267,28 +1310,10 @@ pub fn accept_ike_response(ours: &[IkeProposal], chosen: &Proposal) -> Result<Se
         _ => false,
     };
     if our.encr.contains(&o.encr[0]) && integ_ok && our.prf.contains(&o.prf[0]) && our.ke.contains(&o.ke[0]) {
-        let mut additional_ke = Vec::new();
-        for (i, (mine, theirs)) in our.additional_ke.iter().zip(&o.addke_ids).enumerate() {
-            let chosen_method = match theirs.first().copied() {
-                None | Some(0) => None,
-                Some(id) => KeGroup::from_number(id),
-            };
-            let acceptable = mine.contains(&chosen_method) || (mine.is_empty() && chosen_method.is_none());
-            if !acceptable {
-                return fail(if chosen_method.is_none() {
-                    format!(
-                        "responder dropped additional key exchange {} that our proposal {} ({our}) requires",
-                        i + 1,
-                        chosen.number
-                    )
-                } else {
-                    not_in_proposal(chosen.number, our)
-                });
-            }
-            if let Some(g) = chosen_method {
-                additional_ke.push((u8::try_from(i + 1).unwrap_or(u8::MAX), g));
-            }
-        }
+        let additional_ke = match accept_additional(&our.additional_ke, &o, chosen.number, our) {
+            Ok(a) => a,
+            Err(why) => return fail(why),
+        };
         let suite = IkeSuite {
             encr: o.encr[0],
             integ,
@@ -1302,6 +1327,39 @@ pub fn accept_ike_response(ours: &[IkeProposal], chosen: &Proposal) -> Result<Se
         });
     }
     fail(not_in_proposal(chosen.number, our))
+}
+
+/// Initiator side: the ADDKE methods the responder chose in its proposal
+/// `number`, each one our proposal `our` lists; a required exchange it
+/// dropped is named.
+fn accept_additional<P: fmt::Display>(
+    mine: &[Vec<Option<KeGroup>>; MAX_ADDITIONAL_KE],
+    o: &Offer,
+    number: u8,
+    our: &P,
+) -> Result<Vec<(u8, KeGroup)>, String> {
+    let mut additional_ke = Vec::new();
+    for (i, (mine, theirs)) in mine.iter().zip(&o.addke_ids).enumerate() {
+        let chosen_method = match theirs.first().copied() {
+            None | Some(0) => None,
+            Some(id) => KeGroup::from_number(id),
+        };
+        let acceptable = mine.contains(&chosen_method) || (mine.is_empty() && chosen_method.is_none());
+        if !acceptable {
+            return Err(if chosen_method.is_none() {
+                format!(
+                    "responder dropped additional key exchange {} that our proposal {number} ({our}) requires",
+                    i + 1,
+                )
+            } else {
+                not_in_proposal(number, our)
+            });
+        }
+        if let Some(g) = chosen_method {
+            additional_ke.push((u8::try_from(i + 1).unwrap_or(u8::MAX), g));
+        }
+    }
+    Ok(additional_ke)
 }
 
 /// Our proposal that carried `number` in our offer (numbered from 1 in our
@@ -1355,10 +1413,18 @@ pub fn accept_esp_response(ours: &[EspProposal], chosen: &Proposal) -> Result<Se
         None => our.ke.is_empty(),
     };
     if our.encr.contains(&encr) && our.esn.contains(&esn) && integ_ok && ke_ok {
+        let additional_ke = match accept_additional(&our.additional_ke, &o, chosen.number, our) {
+            Ok(a) => a,
+            Err(why) => return fail(why),
+        };
+        if ke.is_none() && !additional_ke.is_empty() {
+            return fail("responder chose additional key exchanges without a PFS key exchange".into());
+        }
         return Ok(SelectedEsp {
             encr,
             integ,
             ke,
+            additional_ke,
             esn,
             peer_spi,
             proposal: chosen.clone(),

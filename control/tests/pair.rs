@@ -491,7 +491,12 @@ fn simultaneous_child_rekey_leaves_one_child() {
 
 /// Both sides with a second child template (10.1.1.0/24 === 10.2.1.0/24).
 fn pair_with_two_children() -> (Pair, Arc<ConnectionConfig>) {
-    let (mut a, mut b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    pair_with_two_children_of("aes256gcm16-prfsha256-x25519", "aes256gcm16")
+}
+
+/// The same with IKE proposal `ike` and ESP proposal `esp` on both sides.
+fn pair_with_two_children_of(ike: &str, esp: &str) -> (Pair, Arc<ConnectionConfig>) {
+    let (mut a, mut b) = default_pair(ike, esp);
     for (c, local, remote) in [
         (&mut a, "10.1.1.0/24", "10.2.1.0/24"),
         (&mut b, "10.2.1.0/24", "10.1.1.0/24"),
@@ -1582,4 +1587,260 @@ fn ike_rekey_collision_near_the_hard_lifetime_is_retried_in_time() {
     assert_eq!(p.a.len(), 1);
     assert_eq!(p.b.len(), 1);
     assert_eq!(p.a.sas().next().unwrap().spis(), p.b.sas().next().unwrap().spis());
+}
+
+const HYBRID_IKE: &str = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
+
+/// Rekeys the first child from A (or B) and checks that the new child ran
+/// `additional` through IKE_FOLLOWUP_KE, has the same keys on both sides
+/// and replaced the old one.
+fn assert_hybrid_child_rekey(p: &mut Pair, from_b: bool, additional: &[(u8, KeGroup)]) {
+    use control::wire::ikev2::ExchangeType;
+    let before = messages_of(p, ExchangeType::IKE_FOLLOWUP_KE);
+    let (a_n, b_n) = (p.a_seen.installed.len(), p.b_seen.installed.len());
+    if from_b {
+        let b_spi = p.b.sas().next().unwrap().local_spi();
+        let old = p.b.sas().next().unwrap().children()[0].spi_in;
+        p.b.queue(p.now, b_spi, Task::RekeyChild(old));
+    } else {
+        let a_spi = p.a_spi();
+        let old = p.a.sas().next().unwrap().children()[0].spi_in;
+        p.a.queue(p.now, a_spi, Task::RekeyChild(old));
+    }
+    p.run(Duration::from_secs(60));
+    assert!(
+        p.a_seen.failed.is_empty() && p.b_seen.failed.is_empty(),
+        "{:?} {:?}",
+        p.a_seen.failed,
+        p.b_seen.failed
+    );
+    assert_eq!((p.a_seen.installed.len(), p.b_seen.installed.len()), (a_n + 1, b_n + 1));
+    assert_eq!(
+        messages_of(p, ExchangeType::IKE_FOLLOWUP_KE) - before,
+        2 * additional.len(),
+        "one IKE_FOLLOWUP_KE request and response per additional key exchange"
+    );
+    let (na, nb) = (p.a_seen.installed.last().unwrap(), p.b_seen.installed.last().unwrap());
+    assert_children_match(na, nb);
+    assert_eq!(na.pfs, Some(KeGroup::Curve25519));
+    assert_eq!(na.additional_ke, additional);
+    assert_eq!(nb.additional_ke, additional);
+    assert!(na.rekey_of.is_some() && nb.rekey_of.is_some());
+    let (ca, cb) = (
+        p.a.sas().next().unwrap().children(),
+        p.b.sas().next().unwrap().children(),
+    );
+    assert_eq!((ca.len(), cb.len()), (1, 1), "the old child is deleted");
+    assert_eq!((ca[0].spi_in, ca[0].spi_out), (na.spi_in, na.spi_out));
+}
+
+#[test]
+fn child_sa_rekey_runs_additional_key_exchanges_in_both_roles() {
+    let mut p = establish(HYBRID_IKE, "aes256gcm16-x25519-ke1_mlkem768");
+    assert_eq!(
+        p.a_seen.installed[0].additional_ke,
+        [],
+        "IKE_AUTH children have no key exchange"
+    );
+    assert_hybrid_child_rekey(&mut p, false, &[(1, KeGroup::MlKem768)]);
+    assert_hybrid_child_rekey(&mut p, true, &[(1, KeGroup::MlKem768)]);
+    // The new child's keys differ from those of a rekey without ML-KEM.
+    assert_ne!(
+        *p.a_seen.installed[1].outbound.encr,
+        *p.a_seen.installed[2].outbound.encr
+    );
+}
+
+#[test]
+fn child_sa_rekey_with_two_additional_key_exchanges() {
+    let mut p = establish(HYBRID_IKE, "aes256gcm16-x25519-ke1_mlkem768-ke2_mlkem1024");
+    let both = [(1, KeGroup::MlKem768), (2, KeGroup::MlKem1024)];
+    assert_hybrid_child_rekey(&mut p, false, &both);
+    assert_hybrid_child_rekey(&mut p, true, &both);
+}
+
+#[test]
+fn new_child_sa_with_additional_key_exchange_in_create_child_sa() {
+    let (mut p, conn) = pair_with_two_children_of(HYBRID_IKE, "aes256gcm16-ecp384-ke1_mlkem1024");
+    let spi =
+        p.a.initiate_child(p.now, conn, A.parse().unwrap(), B.parse().unwrap(), 0)
+            .unwrap();
+    p.run(Duration::from_secs(60));
+    assert!(p.a.queue(p.now, spi, Task::CreateChild(1)));
+    p.run(Duration::from_secs(60));
+    assert!(p.a_seen.failed.is_empty(), "{:?}", p.a_seen.failed);
+    assert_eq!((p.a_seen.installed.len(), p.b_seen.installed.len()), (2, 2));
+    let (na, nb) = (&p.a_seen.installed[1], &p.b_seen.installed[1]);
+    assert_eq!(na.name, "second");
+    assert_children_match(na, nb);
+    assert_eq!((na.pfs, na.rekey_of), (Some(KeGroup::Ecp384), None));
+    assert_eq!(nb.additional_ke, [(1, KeGroup::MlKem1024)]);
+}
+
+#[test]
+fn simultaneous_hybrid_child_rekey_leaves_one_child_with_the_same_keys() {
+    for (seed, reorder) in [(0u64, 0u64), (1, 30), (2, 30), (3, 30)] {
+        let mut p = establish(HYBRID_IKE, "aes256gcm16-x25519-ke1_mlkem768");
+        p.net = Net {
+            loss: 0,
+            dup: 0,
+            reorder,
+            rng: XorShift(0x9e37_79b9_7f4a_7c15 ^ seed),
+        };
+        let a_old = p.a_seen.installed[0].spi_in;
+        let b_old = p.b_seen.installed[0].spi_in;
+        let a_spi = p.a_spi();
+        let b_spi = p.b.sas().next().unwrap().local_spi();
+        p.a.queue(p.now, a_spi, Task::RekeyChild(a_old));
+        p.b.queue(p.now, b_spi, Task::RekeyChild(b_old));
+        p.run(Duration::from_secs(60));
+        let ca = p.a.sas().next().unwrap().children();
+        let cb = p.b.sas().next().unwrap().children();
+        assert_eq!((ca.len(), cb.len()), (1, 1), "seed {seed}: one child on each side");
+        assert_eq!(
+            (ca[0].spi_in, ca[0].spi_out),
+            (cb[0].spi_out, cb[0].spi_in),
+            "seed {seed}"
+        );
+        assert_ne!(ca[0].spi_in, a_old, "seed {seed}: the child was replaced");
+        let ia = p.a_seen.installed.iter().find(|c| c.spi_in == ca[0].spi_in).unwrap();
+        let ib = p.b_seen.installed.iter().find(|c| c.spi_in == cb[0].spi_in).unwrap();
+        assert_children_match(ia, ib);
+        assert_eq!(ia.additional_ke, [(1, KeGroup::MlKem768)], "seed {seed}");
+        // Nothing of the abandoned exchange is left behind.
+        for sa in p.a.sas().chain(p.b.sas()) {
+            assert_eq!(sa.memory().queues, 0, "seed {seed}");
+        }
+    }
+}
+
+#[test]
+fn optional_child_addke_against_a_classical_peer_and_required_refused() {
+    // keN_none: a classical peer's rekey is accepted, no IKE_FOLLOWUP_KE.
+    let (a, _) = default_pair(HYBRID_IKE, "aes256gcm16-x25519-ke1_mlkem768-ke1_none");
+    let (_, b) = default_pair(HYBRID_IKE, "aes256gcm16-x25519");
+    let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
+    p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+    p.run(Duration::from_secs(60));
+    assert_hybrid_child_rekey(&mut p, false, &[]);
+    assert_hybrid_child_rekey(&mut p, true, &[]);
+    // Required: the classical peer's rekey is refused, ours is not answered
+    // with a classical child.
+    let (a, _) = default_pair(HYBRID_IKE, "aes256gcm16-x25519-ke1_mlkem768");
+    let (_, b) = default_pair(HYBRID_IKE, "aes256gcm16-x25519");
+    let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
+    p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+    p.run(Duration::from_secs(60));
+    let a_spi = p.a_spi();
+    let old = p.a_seen.installed[0].spi_in;
+    p.a.queue(p.now, a_spi, Task::RekeyChild(old));
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.a_seen.installed.len(), 1);
+    assert!(
+        p.a_seen.failed[0].contains("NO_PROPOSAL_CHOSEN"),
+        "{:?}",
+        p.a_seen.failed
+    );
+    let b_spi = p.b.sas().next().unwrap().local_spi();
+    let old = p.b_seen.installed[0].spi_in;
+    p.b.queue(p.now, b_spi, Task::RekeyChild(old));
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.b_seen.installed.len(), 1);
+    assert!(
+        p.b_seen.failed[0].contains("NO_PROPOSAL_CHOSEN"),
+        "{:?}",
+        p.b_seen.failed
+    );
+}
+
+#[test]
+fn hybrid_child_rekey_over_a_lossy_network_never_yields_a_classical_child() {
+    let mut rekeyed = 0;
+    for seed in 1..=8u64 {
+        let mut p = establish(HYBRID_IKE, "aes256gcm16-x25519-ke1_mlkem768");
+        p.net = Net {
+            loss: 25,
+            dup: 20,
+            reorder: 20,
+            rng: XorShift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        };
+        let a_spi = p.a_spi();
+        let old = p.a_seen.installed[0].spi_in;
+        p.a.queue(p.now, a_spi, Task::RekeyChild(old));
+        p.run(Duration::from_secs(200));
+        for c in p.a_seen.installed.iter().chain(&p.b_seen.installed).skip(1) {
+            if c.rekey_of.is_some() {
+                assert_eq!(c.additional_ke, [(1, KeGroup::MlKem768)], "seed {seed}");
+            }
+        }
+        if p.a_seen.installed.len() == 2 && p.b_seen.installed.len() == 2 {
+            rekeyed += 1;
+            assert_children_match(&p.a_seen.installed[1], &p.b_seen.installed[1]);
+        }
+    }
+    assert!(rekeyed >= 4, "{rekeyed} of 8 rekeys got through");
+}
+
+/// Runs a hybrid rekey from A (the IKE SA's, or the first child's) with
+/// every IKE_FOLLOWUP_KE request of A lost, and returns the pair and B's
+/// SA memory in queues while it waits.
+fn followup_never_arrives(rekey_child: bool) -> (Pair, usize) {
+    use control::wire::ikev2::ExchangeType;
+    let mut p = establish(HYBRID_IKE, "aes256gcm16-x25519-ke1_mlkem768");
+    let a_spi = p.a_spi();
+    let task = if rekey_child {
+        Task::RekeyChild(p.a_seen.installed[0].spi_in)
+    } else {
+        Task::RekeyIke
+    };
+    p.a.queue(p.now, a_spi, task);
+    // Deliver until A sends its first IKE_FOLLOWUP_KE, which is lost.
+    let mut in_flight: VecDeque<(bool, Transmit)> = VecDeque::new();
+    loop {
+        while let Some(t) = p.a.poll_transmit() {
+            in_flight.push_back((true, t));
+        }
+        while let Some(t) = p.b.poll_transmit() {
+            in_flight.push_back((false, t));
+        }
+        let Some((from_a, t)) = in_flight.pop_front() else {
+            break;
+        };
+        if from_a && t.data[18] == ExchangeType::IKE_FOLLOWUP_KE.0 {
+            break;
+        }
+        let (to, local, remote) = if from_a {
+            (&mut p.b, t.remote, t.local)
+        } else {
+            (&mut p.a, t.remote, t.local)
+        };
+        to.handle(p.now, local, remote, &t.data);
+    }
+    let waiting = p.b.sas().next().unwrap().memory().queues;
+    (p, waiting)
+}
+
+#[test]
+fn responder_gives_up_on_an_unfinished_ike_followup_ke() {
+    for rekey_child in [false, true] {
+        let (mut p, waiting) = followup_never_arrives(rekey_child);
+        assert!(waiting > 0, "B keeps the exchange while it waits");
+        let b = p.b.sas().next().unwrap().local_spi();
+        // Half-open timeout (30 s) passes with A silent: B lets go of it
+        // and keeps the IKE SA and its child.
+        p.now += Duration::from_secs(31);
+        p.b.handle_timeout(p.now);
+        let sa = p.b.sas().find(|s| s.local_spi() == b).expect("IKE SA kept");
+        assert_eq!(
+            sa.memory().queues,
+            0,
+            "child {rekey_child}: the unfinished exchange is dropped"
+        );
+        assert_eq!(sa.children().len(), 1);
+        // A's late IKE_FOLLOWUP_KE finds no state; its retried rekey then
+        // completes on both sides alike.
+        p.run(Duration::from_secs(60));
+        assert_eq!(p.a_seen.rekeyed, p.b_seen.rekeyed);
+        assert_eq!(p.a_seen.installed.len(), p.b_seen.installed.len());
+    }
 }

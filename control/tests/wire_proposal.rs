@@ -60,6 +60,7 @@ fn parses_esp_proposals() {
             encr: vec![GCM256],
             integ: vec![],
             ke: vec![],
+            additional_ke: Default::default(),
             esn: vec![false]
         }
     );
@@ -69,6 +70,7 @@ fn parses_esp_proposals() {
             encr: vec![CBC128],
             integ: vec![IntegAlg::HmacSha256_128],
             ke: vec![],
+            additional_ke: Default::default(),
             esn: vec![false]
         }
     );
@@ -78,6 +80,7 @@ fn parses_esp_proposals() {
             encr: vec![GCM256],
             integ: vec![],
             ke: vec![KeGroup::Curve25519],
+            additional_ke: Default::default(),
             esn: vec![true]
         }
     );
@@ -583,9 +586,15 @@ fn strongswan6_hybrid_syntax_parses_renders_and_encodes() {
             "{bad}: {e}"
         );
     }
+    // ESP: additional key exchanges follow a PFS one (IKE_FOLLOWUP_KE).
+    let esp = &parse_esp_proposals("aes256gcm16-x25519-ke1_mlkem768-ke1_none").unwrap()[0];
+    assert_eq!(esp.additional_ke[0], vec![Some(KeGroup::MlKem768), None]);
+    assert_eq!(addke(&esp.to_wire(1, 1)), vec![(6, 36), (6, 0)]);
+    assert_eq!(esp.to_string(), "aes256gcm16-x25519-ke1_mlkem768-ke1_none");
+    assert!(esp.without_pfs().additional_ke.iter().all(Vec::is_empty));
     assert!(matches!(
-        parse_esp_proposals("aes256gcm16-x25519-ke1_mlkem768"),
-        Err(ProposalError::AdditionalKeInEsp { .. })
+        parse_esp_proposals("aes256gcm16-ke1_mlkem768"),
+        Err(ProposalError::AdditionalKeWithoutPfs { .. })
     ));
 }
 
@@ -784,7 +793,7 @@ mod additional_ke_properties {
 
 #[test]
 fn esp_offer_requiring_an_additional_key_exchange_is_not_selected() {
-    // CHILD_SAs run no IKE_FOLLOWUP_KE: a proposal whose ADDKE1 leaves no
+    // A proposal of ours without ADDKE1: a peer's whose ADDKE1 leaves no
     // NONE must not be chosen with the additional exchange silently dropped.
     let ours = parse_esp_proposals("aes256gcm16-x25519").unwrap();
     let with_addke = |ids: &[u16]| {
@@ -799,7 +808,7 @@ fn esp_offer_requiring_an_additional_key_exchange_is_not_selected() {
     let m = select_esp(&ours, &[with_addke(&[36])]).unwrap_err();
     assert!(
         m.reason
-            .contains("no common additional key exchange (CHILD_SAs run none): peer ke1_mlkem768, we none"),
+            .contains("no common additional key exchange 1 (ADDKE1): peer ke1_mlkem768, we ke1_none"),
         "{}",
         m.reason
     );

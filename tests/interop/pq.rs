@@ -4,7 +4,10 @@
 //! (`x25519-ke1_mlkem768`) and accepted, with a log line that says so, when
 //! it allows classical peers (`x25519-ke1_mlkem768-ke1_none`). Both roles.
 //! Hybrid handshakes in IKE_INTERMEDIATE, and IKE SA rekeys of a hybrid
-//! IKE SA with IKE_FOLLOWUP_KE in both directions.
+//! IKE SA with IKE_FOLLOWUP_KE in both directions. ESP through a hybrid
+//! tunnel (charon with kernel-libipsec in a network namespace), with the
+//! CHILD_SA rekeyed with PFS and an additional ML-KEM key exchange by
+//! either side.
 //!
 //! Needs root and strongSwan 6; without them each test prints one line and
 //! skips.
@@ -17,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::Need;
+use support::netns::{INNER_A, INNER_B, OUTER_A, OUTER_B, SUBNET_A, SUBNET_B};
 use support::util::free_udp_port_pair;
-use support::{AuthRound, Charon, Connection, Ironsa, Secret, Target};
+use support::{AuthRound, Charon, Child, Connection, Ironsa, KernelBackend, NetnsPair, Secret, Target};
 
 const PSK: &str = "a-long-random-test-secret-for-ironsa";
 const T: Duration = Duration::from_secs(10);
@@ -296,4 +300,127 @@ fn rekeys_in_both_directions(name: &str, proposal: &str) {
     rekeyed(&p, &second["spi_i"], proposal);
     let log = p.ironsa.log();
     assert!(!log.contains("IKE SA rekey failed"), "{log}");
+}
+
+/// The hybrid ESP proposal of the CHILD_SA tests: PFS with X25519 plus
+/// ML-KEM-768 in IKE_FOLLOWUP_KE.
+const PQ_ESP: &str = "aes256gcm16-x25519-ke1_mlkem768";
+
+/// Waits until both sides have one installed child other than the one
+/// whose inbound SPI (ours) is `old`; returns our new inbound SPI.
+fn child_replaced(ironsa: &Ironsa, charon: &Charon, old: &serde_json::Value) -> serde_json::Value {
+    let ours = ironsa.wait_sas(T, |s| {
+        s.len() == 1
+            && s[0]["children"]
+                .as_array()
+                .is_some_and(|c| c.len() == 1 && c[0]["state"] == "INSTALLED" && c[0]["spi_in"] != *old)
+    });
+    let new = ours[0]["children"][0]["spi_in"].clone();
+    assert_ne!(new, *old, "{ours:#?}\n{}", charon.log_tail(80));
+    assert_eq!(ours[0]["children"][0]["pfs"], "x25519");
+    let spi_out = u32::from_str_radix(new.as_str().unwrap_or_default(), 16).unwrap_or_default();
+    let theirs = charon
+        .swanctl()
+        .wait_for_sas(T, |s| {
+            s.len() == 1 && s[0].installed_children().len() == 1 && s[0].installed_children()[0].spi_out == spi_out
+        })
+        .unwrap();
+    assert_eq!(
+        theirs[0].installed_children()[0].dh_group.as_deref(),
+        Some("CURVE_25519")
+    );
+    new
+}
+
+#[test]
+fn esp_through_a_hybrid_tunnel_and_hybrid_child_rekeys_in_both_directions() {
+    if support::skip_unless(&[Need::Root, Need::StrongSwan6, Need::Tool("ping")]) {
+        return;
+    }
+    let prefix = strongswan6();
+    let ns = NetnsPair::new().unwrap();
+    let charon = Charon::builder("pq-esp")
+        .strongswan6(&prefix)
+        .kernel(KernelBackend::Libipsec {
+            netns: ns.b.name().into(),
+        })
+        .log_level("chd", 2)
+        .connection(
+            Connection::new("ironsa", OUTER_B, OUTER_A)
+                .proposals(&[PQ_REQUIRED])
+                .local(AuthRound::psk("b@test"))
+                .remote(AuthRound::psk("a@test"))
+                .child(
+                    Child::new("net", SUBNET_B, SUBNET_A)
+                        .mode("tunnel")
+                        .esp_proposals(&[PQ_ESP]),
+                ),
+        )
+        .secret(Secret::psk("ab", &["a@test", "b@test"], PSK))
+        .start()
+        .unwrap();
+    let config = format!(
+        r#"
+[daemon]
+listen = ["{OUTER_A}"]
+shards = 1
+control_socket = "SOCKET"
+
+[fastpath]
+backend = "software"
+tun_name = "ironsa0"
+
+[[connection]]
+name = "swan"
+remote_addrs = ["{OUTER_B}"]
+local_id = "a@test"
+remote_id = "b@test"
+psk = "{PSK}"
+ike_proposals = "{PQ_REQUIRED}"
+
+[[connection.child]]
+name = "net"
+local_ts = ["{SUBNET_A}"]
+remote_ts = ["{SUBNET_B}"]
+esp_proposals = "{PQ_ESP}"
+"#
+    );
+    let ironsa = Ironsa::start_logging(&config, Some(ns.a.name()), Some("info"));
+    ironsa.call(json!({"cmd": "initiate", "connection": "swan"}));
+    charon
+        .swanctl()
+        .wait_for_sas(T, |s| s.len() == 1 && s[0].installed_children().len() == 1)
+        .unwrap();
+    let sas = ironsa.wait_sas(T, |s| {
+        s.len() == 1 && s[0]["children"].as_array().is_some_and(|c| c.len() == 1)
+    });
+    assert_eq!(sas[0]["algorithms"], PQ_REQUIRED, "{sas:#?}");
+    let (sent, got) = support::traffic::ping(&ns.a, INNER_A, INNER_B, 5, "0.1");
+    assert_eq!((sent, got), (5, 5), "ping through the hybrid tunnel");
+
+    // charon rekeys the child: we answer its IKE_FOLLOWUP_KE.
+    let first = sas[0]["children"][0]["spi_in"].clone();
+    charon.swanctl().rekey(Target::Child("net")).unwrap();
+    let second = child_replaced(&ironsa, &charon, &first);
+    charon.wait_for_log("IKE_FOLLOWUP_KE", T).unwrap();
+    let (sent, got) = support::traffic::ping(&ns.a, INNER_A, INNER_B, 5, "0.1");
+    assert_eq!((sent, got), (5, 5), "ping after charon's hybrid child rekey");
+
+    // We rekey it.
+    let local_spi = if sas[0]["role"] == "initiator" {
+        sas[0]["spi_i"].clone()
+    } else {
+        sas[0]["spi_r"].clone()
+    };
+    ironsa.call(json!({"cmd": "rekey", "spi": local_spi, "child": second}));
+    child_replaced(&ironsa, &charon, &second);
+    let (sent, got) = support::traffic::ping(&ns.a, INNER_A, INNER_B, 5, "0.1");
+    assert_eq!((sent, got), (5, 5), "ping after our hybrid child rekey");
+    let log = ironsa.log();
+    assert_eq!(
+        log.matches("key_exchanges=x25519,ke1_mlkem768").count(),
+        2,
+        "both rekeyed children ran ML-KEM-768: {log}"
+    );
+    assert!(!log.contains("CHILD_SA not established"), "{log}");
 }

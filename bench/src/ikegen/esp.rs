@@ -358,6 +358,7 @@ mod tests {
             encr: EncrAlg::AesGcm16 { key_bits: 256 },
             integ: None,
             pfs: None,
+            additional_ke: Vec::new(),
             esn: false,
             mode: control::config::IpsecMode::Tunnel,
             local_ts: vec![parse_selector("10.128.0.1/32").unwrap()],

@@ -149,9 +149,28 @@ pub fn derive_child_sa_keys(
     encr: EncrAlg,
     integ: Option<IntegAlg>,
 ) -> ChildSaKeys {
+    derive_child_sa_keys_multi(prf, sk_d, shared.as_slice(), ni, nr, encr, integ)
+}
+
+/// KEYMAT = prf+(SK_d, [SK(0) |] Ni | Nr [| SK(1) | ... | SK(n)]) with the
+/// secrets of every key exchange (RFC 9370 §2.2.4), split as in
+/// [`derive_child_sa_keys`].
+pub fn derive_child_sa_keys_multi(
+    prf: PrfAlg,
+    sk_d: &[u8],
+    shared: &[&[u8]],
+    ni: &[u8],
+    nr: &[u8],
+    encr: EncrAlg,
+    integ: Option<IntegAlg>,
+) -> ChildSaKeys {
     let e = encr.keymat_len();
     let a = integ.map_or(0, IntegAlg::key_len);
-    let keymat = prf.prf_plus(sk_d, &[shared.unwrap_or(&[]), ni, nr], 2 * (e + a));
+    let (first, rest) = shared.split_first().map_or((&[][..], &[][..]), |(f, r)| (*f, r));
+    let mut seed: Vec<&[u8]> = Vec::with_capacity(shared.len() + 2);
+    seed.extend([first, ni, nr]);
+    seed.extend_from_slice(rest);
+    let keymat = prf.prf_plus(sk_d, &seed, 2 * (e + a));
     let mut rest: &[u8] = &keymat;
     let mut take = |n: usize| {
         let (head, tail) = rest.split_at(n);

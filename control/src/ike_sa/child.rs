@@ -133,6 +133,9 @@ pub struct ChildSaInstall {
     pub integ: Option<IntegAlg>,
     /// PFS group, if any.
     pub pfs: Option<KeGroup>,
+    /// RFC 9370 additional key exchanges run after the PFS one (ADDKE
+    /// number, method), in order.
+    pub additional_ke: Vec<(u8, KeGroup)>,
     /// Extended sequence numbers.
     pub esn: bool,
     /// Tunnel or transport.

@@ -7,12 +7,12 @@ use std::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::child::{ChildSa, ChildSaInstall, ChildState, DirectionKeys};
-use super::followup_ke::RekeyFollowup;
+use super::followup_ke::Followup;
 use super::handshake::random_nonce;
 use super::{Event, IkeSa, RequestKind, Role, State, Task, find_notify, notify, rekey_retry_at, schedule};
 use crate::config::IpsecMode;
-use crate::crypto::keys::{ChildSaKeys, derive_child_sa_keys, derive_rekeyed_ike_sa_keys_multi};
-use crate::crypto::{CryptoError, KeGroup, KeyExchange};
+use crate::crypto::keys::{ChildSaKeys, derive_child_sa_keys_multi, derive_rekeyed_ike_sa_keys_multi};
+use crate::crypto::{CryptoError, IkeSuite, KeGroup, KeyExchange};
 use crate::proposal::{self, EspProposal};
 use crate::ts;
 use crate::wire::ikev2::{ExchangeType, Notify, NotifyType, Payload, ProtocolId, TrafficSelector};
@@ -49,14 +49,24 @@ fn esp_without_ke(p: &[EspProposal]) -> Cow<'_, [EspProposal]> {
     if p.iter().all(|e| e.ke.is_empty()) {
         return Cow::Borrowed(p);
     }
-    Cow::Owned(
-        p.iter()
-            .map(|e| EspProposal {
-                ke: Vec::new(),
-                ..e.clone()
-            })
-            .collect(),
-    )
+    Cow::Owned(p.iter().map(EspProposal::without_pfs).collect())
+}
+
+/// A negotiated CHILD_SA, installed once its key exchanges are done.
+pub(crate) struct ChildPlan {
+    /// Template index in the connection.
+    pub template: usize,
+    /// Our inbound SPI.
+    pub spi_in: u32,
+    /// The suite; its `peer_spi` is our outbound SPI.
+    pub sel: proposal::SelectedEsp,
+    pub mode: IpsecMode,
+    pub local_ts: Vec<TrafficSelector>,
+    pub remote_ts: Vec<TrafficSelector>,
+    /// True if we initiated the exchange that made it.
+    pub we_initiated: bool,
+    /// Inbound SPI of the child it replaces, if a rekey.
+    pub rekey_of: Option<u32>,
 }
 
 /// Builds the payloads proposing a child from template `template` (IKE_AUTH
@@ -127,24 +137,20 @@ pub(crate) fn build_child_request(
     })
 }
 
-/// Creates the child record and emits ChildSaInstalled.
-#[allow(clippy::too_many_arguments)]
-fn install_child(
-    sa: &mut IkeSa,
-    now: Instant,
-    template: usize,
-    spi_in: u32,
-    spi_out: u32,
-    sel: &proposal::SelectedEsp,
-    mode: IpsecMode,
-    local_ts: Vec<TrafficSelector>,
-    remote_ts: Vec<TrafficSelector>,
-    ni: &[u8],
-    nr: &[u8],
-    shared: Option<&[u8]>,
-    we_initiated: bool,
-    rekey_of: Option<u32>,
-) {
+/// Creates the child record and emits ChildSaInstalled; `shared` holds the
+/// secrets of its key exchanges in order (none without PFS).
+pub(crate) fn install_child(sa: &mut IkeSa, now: Instant, plan: ChildPlan, ni: &[u8], nr: &[u8], shared: &[&[u8]]) {
+    let ChildPlan {
+        template,
+        spi_in,
+        sel,
+        mode,
+        local_ts,
+        remote_ts,
+        we_initiated,
+        rekey_of,
+    } = plan;
+    let spi_out = sel.peer_spi;
     let Some(keys) = sa.keys.as_ref() else { return };
     // Moved, not copied: every key lives in one zeroizing buffer.
     let ChildSaKeys {
@@ -152,7 +158,7 @@ fn install_child(
         integ_i,
         encr_r,
         integ_r,
-    } = derive_child_sa_keys(keys.suite.prf, &keys.sk_d, shared, ni, nr, sel.encr, sel.integ);
+    } = derive_child_sa_keys_multi(keys.suite.prf, &keys.sk_d, shared, ni, nr, sel.encr, sel.integ);
     let (out_e, out_a, in_e, in_a) = if we_initiated {
         (encr_i, integ_i, encr_r, integ_r)
     } else {
@@ -189,6 +195,7 @@ fn install_child(
         spi_in = format_args!("{spi_in:08x}"),
         spi_out = format_args!("{spi_out:08x}"),
         encr = %sel.encr.name(),
+        key_exchanges = %child_key_exchanges(&sel),
         local_ts = %local_ts.iter().map(ts::display).collect::<Vec<_>>().join(","),
         remote_ts = %remote_ts.iter().map(ts::display).collect::<Vec<_>>().join(","),
         "CHILD_SA installed"
@@ -203,6 +210,7 @@ fn install_child(
         encr: sel.encr,
         integ: sel.integ,
         pfs: sel.ke,
+        additional_ke: sel.additional_ke.clone(),
         esn: sel.esn,
         mode,
         local_ts,
@@ -226,6 +234,15 @@ fn install_child(
     sa.children.push(child);
 }
 
+/// The key exchanges that keyed a child, for log lines: `x25519,ke1_mlkem768`
+/// (`none` without PFS).
+fn child_key_exchanges(sel: &proposal::SelectedEsp) -> String {
+    let Some(ke) = sel.ke else { return "none".into() };
+    let mut names = vec![ke.name().to_string()];
+    names.extend(sel.additional_ke.iter().map(|(n, g)| format!("ke{n}_{}", g.name())));
+    names.join(",")
+}
+
 /// Exchange initiator: processes the child part of an IKE_AUTH or CREATE_CHILD_SA response.
 pub(crate) fn finish_child_initiator(
     sa: &mut IkeSa,
@@ -236,6 +253,19 @@ pub(crate) fn finish_child_initiator(
     nr: &[u8],
     shared: Option<&[u8]>,
 ) -> bool {
+    match negotiated_child(sa, inner, req, shared.is_some()) {
+        Some(plan) => {
+            install_child(sa, now, plan, ni, nr, shared.as_slice());
+            true
+        }
+        None => false,
+    }
+}
+
+/// Exchange initiator: checks the child part of a response against our
+/// request (`pfs`: the PFS key exchange completed); a failure is logged
+/// and reported.
+fn negotiated_child(sa: &mut IkeSa, inner: &[Payload], req: ChildRequest, pfs: bool) -> Option<ChildPlan> {
     let t = sa.config.children[req.template].clone();
     let fail = |sa: &mut IkeSa, why: String| {
         warn!(connection = %sa.config.name, child = %t.name, "CHILD_SA not established: {why}");
@@ -244,7 +274,7 @@ pub(crate) fn finish_child_initiator(
             name: t.name.clone(),
             reason: why,
         });
-        false
+        None
     };
     let ours = if req.ni.is_empty() {
         esp_without_ke(&t.esp_proposals)
@@ -276,7 +306,7 @@ pub(crate) fn finish_child_initiator(
         Ok(s) => s,
         Err(m) => return fail(sa, format!("peer chose a proposal we did not offer: {m}")),
     };
-    if sel.ke.is_some() != shared.is_some() {
+    if sel.ke.is_some() != pfs {
         return fail(sa, "PFS key exchange missing or unexpected".into());
     }
     if !ts::all_within(&tsi, &req.tsi) || !ts::all_within(&tsr, &req.tsr) {
@@ -294,23 +324,25 @@ pub(crate) fn finish_child_initiator(
     if mode != t.mode {
         return fail(sa, "peer refused transport mode".into());
     }
-    install_child(
-        sa,
-        now,
-        req.template,
-        req.spi_in,
-        sel.peer_spi,
-        &sel,
+    Some(ChildPlan {
+        template: req.template,
+        spi_in: req.spi_in,
+        sel,
         mode,
-        tsi,
-        tsr,
-        ni,
-        nr,
-        shared,
-        true,
-        req.rekey_of,
-    );
-    true
+        local_ts: tsi,
+        remote_ts: tsr,
+        we_initiated: true,
+        rekey_of: req.rekey_of,
+    })
+}
+
+/// What a responder's CREATE_CHILD_SA answer adds beyond the child's payloads.
+#[derive(Default)]
+pub(crate) struct CreateChildAnswer {
+    /// Our KE payload (PFS).
+    pub ke: Option<Payload>,
+    /// The child, when additional key exchanges must run before it exists.
+    pub followup: Option<Box<Followup>>,
 }
 
 /// Exchange responder: negotiates a child from the request payloads.
@@ -321,7 +353,7 @@ pub(crate) fn respond_child(
     inner: &[Payload],
     ni: &[u8],
     nr: &[u8],
-    create_child: Option<&mut Option<Payload>>,
+    create_child: Option<&mut CreateChildAnswer>,
     rekey: Option<(usize, u32)>,
 ) -> Result<Vec<Payload>, Payload> {
     let offered = inner.iter().find_map(|p| match p {
@@ -424,7 +456,7 @@ fn finish_child_responder(
     inner: &[Payload],
     ni: &[u8],
     nr: &[u8],
-    create_child: Option<&mut Option<Payload>>,
+    create_child: Option<&mut CreateChildAnswer>,
     rekey: Option<(usize, u32)>,
 ) -> Result<Vec<Payload>, Payload> {
     let mut shared = None;
@@ -460,30 +492,34 @@ fn finish_child_responder(
     };
     sel.proposal.spi = spi_in.to_be_bytes().to_vec();
     let mut out = vec![Payload::Sa(vec![sel.proposal.clone()])];
-    if let Some(slot) = create_child {
-        *slot = ke_payload;
-    }
     out.push(Payload::TsI(remote_ts.clone()));
     out.push(Payload::TsR(local_ts.clone()));
     if mode == IpsecMode::Transport {
         out.push(notify(NotifyType::USE_TRANSPORT_MODE, Vec::new()));
     }
-    install_child(
-        sa,
-        now,
+    let plan = ChildPlan {
         template,
         spi_in,
-        sel.peer_spi,
-        &sel,
+        sel,
         mode,
         local_ts,
         remote_ts,
-        ni,
-        nr,
-        shared.as_deref().map(|v| v.as_slice()),
-        false,
-        rekey.map(|(_, old)| old),
-    );
+        we_initiated: false,
+        rekey_of: rekey.map(|(_, old)| old),
+    };
+    let answer = match create_child {
+        Some(slot) => {
+            slot.ke = ke_payload;
+            Some(slot)
+        }
+        None => None,
+    };
+    match (answer, shared) {
+        (Some(slot), Some(shared)) if !plan.sel.additional_ke.is_empty() => {
+            slot.followup = Some(Followup::child(plan, ni.to_vec(), nr.to_vec(), shared));
+        }
+        (_, shared) => install_child(sa, now, plan, ni, nr, shared.as_deref().map(Vec::as_slice).as_slice()),
+    }
     Ok(out)
 }
 
@@ -642,15 +678,20 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                 _ => None,
             };
             let ok = match &nr {
-                Some(nr) if error.is_none() => finish_child_initiator(
-                    sa,
-                    now,
-                    &inner,
-                    req,
-                    &our_ni,
-                    nr,
-                    shared.as_deref().map(|v| v.as_slice()),
-                ),
+                Some(nr) if error.is_none() => match negotiated_child(sa, &inner, req, shared.is_some()) {
+                    Some(plan) => match shared {
+                        Some(shared) if !plan.sel.additional_ke.is_empty() => {
+                            let followup = Followup::child(plan, our_ni, nr.clone(), shared);
+                            return start_child_followup(sa, now, followup, &inner);
+                        }
+                        shared => {
+                            let shared = shared.as_deref().map(Vec::as_slice);
+                            install_child(sa, now, plan, &our_ni, nr, shared.as_slice());
+                            true
+                        }
+                    },
+                    None => false,
+                },
                 _ => {
                     let name = sa.config.children[req.template].name.clone();
                     sa.ctx.child_spis.release(req.spi_in);
@@ -696,6 +737,7 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
                                     "CHILD_SA rekey collision won: our new CHILD_SA replaces the old one, which we delete; the peer deletes its redundant one"
                                 );
                                 sa.outbox().tasks.push_front(Task::DeleteChild(old));
+                                super::followup_ke::drop_peer_child_rekey(sa, old);
                             }
                         }
                         _ => sa.outbox().tasks.push_front(Task::DeleteChild(old)),
@@ -738,14 +780,11 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
             })();
             match result {
                 Ok((sel, peer_spi, nr, shared)) => {
-                    let rekey = RekeyFollowup::new(new_spi, peer_spi, sel, ni, nr, shared);
+                    let rekey = Followup::ike(new_spi, peer_spi, sel, ni, nr, shared);
                     if !rekey.remaining.is_empty() {
                         return super::followup_ke::start(sa, now, rekey, &inner);
                     }
-                    make_successor(sa, now, Role::Initiator, &rekey);
-                    let tasks = &mut sa.outbox().tasks;
-                    tasks.clear();
-                    tasks.push_front(Task::DeleteIke);
+                    super::followup_ke::complete(sa, now, Role::Initiator, *rekey);
                 }
                 Err(why) => sa.ike_rekey_failed(now, &ni, &why),
             }
@@ -753,21 +792,75 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
     }
 }
 
+/// Initiator: our CHILD_SA exchange chose additional key exchanges. A rekey
+/// that crossed the peer's is settled now, on the CREATE_CHILD_SA nonces
+/// (RFC 9370 §2.2.4, RFC 7296 §2.8.1): the loser abandons its unfinished
+/// rekey, the winner runs its IKE_FOLLOWUP_KE exchanges.
+fn start_child_followup(sa: &mut IkeSa, now: Instant, followup: Box<Followup>, inner: &[Payload]) {
+    let Some(old) = followup.rekeys_child() else {
+        return super::followup_ke::start(sa, now, followup, inner);
+    };
+    let collision = sa.scratch.as_mut().and_then(|b| {
+        let i = b.collisions.iter().position(|c| c.old_spi_in == old)?;
+        Some(b.collisions.remove(i))
+    });
+    if let Some(col) = collision {
+        let ours_min = std::cmp::min(&followup.ni, &followup.nr);
+        let peers_min = std::cmp::min(&col.nonces.0, &col.nonces.1);
+        if ours_min < peers_min {
+            info!(
+                connection = %sa.config.name,
+                old_spi_in = format_args!("{old:08x}"),
+                peers = format_args!("{:08x}", col.peer_new_spi_in),
+                "CHILD_SA rekey collision lost: abandoning our unfinished multi-KE rekey, the peer's new CHILD_SA replaces the old one"
+            );
+            if let super::followup_ke::Target::Child(plan) = &followup.target {
+                sa.ctx.child_spis.release(plan.spi_in);
+            }
+            if let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == old) {
+                c.state = ChildState::Rekeyed;
+            }
+            return;
+        }
+        info!(
+            connection = %sa.config.name,
+            old_spi_in = format_args!("{old:08x}"),
+            peers = format_args!("{:08x}", col.peer_new_spi_in),
+            "CHILD_SA rekey collision won: continuing with the additional key exchanges; the peer abandons or deletes its new CHILD_SA"
+        );
+        super::followup_ke::drop_peer_child_rekey(sa, old);
+    }
+    super::followup_ke::start(sa, now, followup, inner);
+}
+
+/// The IKE SA a rekey makes, once all its key exchanges are done.
+pub(crate) struct Successor<'a> {
+    pub spi_i: u64,
+    pub spi_r: u64,
+    pub suite: IkeSuite,
+    pub ni: &'a [u8],
+    pub nr: &'a [u8],
+    /// SK(0), SK(1), ... in exchange order.
+    pub secrets: &'a [&'a [u8]],
+    /// The additional key exchanges run (ADDKE number, method).
+    pub done: &'a [(u8, KeGroup)],
+}
+
 /// Builds the IKE SA that replaces `sa` after a rekey whose key exchanges
 /// are all done and moves the children to it.
-pub(crate) fn make_successor(sa: &mut IkeSa, now: Instant, role: Role, rekey: &RekeyFollowup) {
-    let RekeyFollowup {
+pub(crate) fn make_successor(sa: &mut IkeSa, now: Instant, role: Role, rekey: &Successor<'_>) {
+    let Successor {
         spi_i,
         spi_r,
         suite,
-        ref ni,
-        ref nr,
-        ..
+        ni,
+        nr,
+        secrets,
+        done,
     } = *rekey;
-    super::followup_ke::warn_if_downgraded(sa, &rekey.done);
+    super::followup_ke::warn_if_downgraded(sa, done);
     let Some(old) = sa.keys.as_ref() else { return };
-    let shared: Vec<&[u8]> = rekey.secrets.iter().map(|s| s.as_slice()).collect();
-    let keys = derive_rekeyed_ike_sa_keys_multi(&suite, old.suite.prf, &old.sk_d, &shared, ni, nr, spi_i, spi_r);
+    let keys = derive_rekeyed_ike_sa_keys_multi(&suite, old.suite.prf, &old.sk_d, secrets, ni, nr, spi_i, spi_r);
     let mut new = IkeSa::blank(
         role,
         now,
@@ -793,7 +886,7 @@ pub(crate) fn make_successor(sa: &mut IkeSa, now: Instant, role: Role, rekey: &R
         return;
     }
     if let Some(k) = new.keys.as_mut() {
-        for &(n, g) in &rekey.done {
+        for &(n, g) in done {
             if let Some(slot) = k.additional_ke.get_mut(usize::from(n).wrapping_sub(1)) {
                 *slot = Some(g);
             }
@@ -857,6 +950,23 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
         match spi.and_then(|s| sa.children.iter().position(|c| c.spi_out == s)) {
             Some(pos) => {
                 let c = &sa.children[pos];
+                let our_followup_running = sa.outstanding().is_some_and(
+                    |o| matches!(&o.kind, RequestKind::FollowupKe(p) if p.rekeys_child() == Some(c.spi_in)),
+                );
+                if our_followup_running {
+                    // RFC 9370 §2.2.4: once our IKE_FOLLOWUP_KE is out, the
+                    // collision is no longer settled on the nonces.
+                    debug!(
+                        spi_in = format_args!("{:08x}", c.spi_in),
+                        "peer rekeys a CHILD_SA whose multi-KE rekey we are running: TEMPORARY_FAILURE"
+                    );
+                    sa.send_response(
+                        ExchangeType::CREATE_CHILD_SA,
+                        mid,
+                        vec![notify(NotifyType::TEMPORARY_FAILURE, Vec::new())],
+                    );
+                    return;
+                }
                 if c.state == ChildState::Deleting {
                     sa.send_response(
                         ExchangeType::CREATE_CHILD_SA,
@@ -886,8 +996,8 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
             return;
         }
     };
-    let mut ke_slot = None;
-    match respond_child(sa, now, &inner, &ni, &nr, Some(&mut ke_slot), rekey) {
+    let mut answer = CreateChildAnswer::default();
+    match respond_child(sa, now, &inner, &ni, &nr, Some(&mut answer), rekey) {
         Ok(child_payloads) => {
             let mut out = Vec::with_capacity(child_payloads.len() + 2);
             let mut child_payloads = child_payloads.into_iter();
@@ -895,12 +1005,18 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
                 out.push(first);
             }
             out.push(Payload::Nonce(nr.clone()));
-            if let Some(ke) = ke_slot {
+            if let Some(ke) = answer.ke {
                 out.push(ke);
             }
             out.extend(child_payloads);
             if let Some((_, old)) = rekey {
-                let new_spi = sa.children.last().map(|c| c.spi_in);
+                let new_spi = match &answer.followup {
+                    Some(f) => match &f.target {
+                        super::followup_ke::Target::Child(plan) => Some(plan.spi_in),
+                        super::followup_ke::Target::Ike { .. } => None,
+                    },
+                    None => sa.children.last().map(|c| c.spi_in),
+                };
                 if let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == old) {
                     if c.state == ChildState::Rekeying {
                         // Simultaneous rekey (§2.8.1): resolved when our response arrives.
@@ -911,12 +1027,15 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
                                 nonces: (ni.clone(), nr.clone()),
                             });
                         }
-                    } else {
+                    } else if answer.followup.is_none() {
                         c.state = ChildState::Rekeyed;
                     }
                 }
             }
-            sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, out);
+            match answer.followup {
+                Some(followup) => super::followup_ke::respond_rekey(sa, now, mid, followup, out),
+                None => sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, out),
+            }
         }
         Err(n) => sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, vec![n]),
     }
@@ -1034,11 +1153,11 @@ fn respond_rekey_ike(sa: &mut IkeSa, now: Instant, mid: u32, inner: &[Payload], 
         Payload::Nonce(nr.clone()),
         Payload::Ke { group, data: ker },
     ];
-    let rekey = RekeyFollowup::new(peer_spi, our_spi, sel, ni.to_vec(), nr, shared);
+    let rekey = Followup::ike(peer_spi, our_spi, sel, ni.to_vec(), nr, shared);
     if !rekey.remaining.is_empty() {
-        return super::followup_ke::respond_rekey(sa, mid, rekey, payloads);
+        return super::followup_ke::respond_rekey(sa, now, mid, rekey, payloads);
     }
-    make_successor(sa, now, Role::Responder, &rekey);
+    super::followup_ke::complete(sa, now, Role::Responder, *rekey);
     sa.send_response(ExchangeType::CREATE_CHILD_SA, mid, payloads);
 }
 

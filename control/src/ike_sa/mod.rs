@@ -470,8 +470,9 @@ pub(crate) struct HandshakeScratch {
     /// The new IKE SA of a rekey, until the driver takes it.
     pub successor: Option<Box<IkeSa>>,
     pub collisions: Vec<create_child::Collision>,
-    /// Responder: an IKE SA rekey waiting for its IKE_FOLLOWUP_KE exchanges.
-    pub rekey_followup: Option<Box<followup_ke::RekeyFollowup>>,
+    /// Responder: an IKE SA rekey or a CHILD_SA waiting for its
+    /// IKE_FOLLOWUP_KE exchanges.
+    pub followup: Option<Box<followup_ke::Followup>>,
     /// Responder: the peer's address from the AAA server, until IKE_AUTH.
     pub aaa_address: Option<std::net::IpAddr>,
 }
@@ -485,7 +486,7 @@ impl HandshakeScratch {
             && self.current_request_digest.is_none()
             && self.successor.is_none()
             && self.collisions.is_empty()
-            && self.rekey_followup.is_none()
+            && self.followup.is_none()
             && self.aaa_address.is_none()
     }
 }
@@ -712,6 +713,7 @@ impl IkeSa {
         }) + self.scratch.as_ref().map_or(0, |b| {
             std::mem::size_of::<HandshakeScratch>()
                 + b.collisions.capacity() * std::mem::size_of::<create_child::Collision>()
+                + b.followup.as_ref().map_or(0, |f| f.heap_bytes())
         });
         MemoryUsage {
             inline: std::mem::size_of::<Self>(),
@@ -919,6 +921,7 @@ impl IkeSa {
             State::Established(_) => {
                 consider(self.rekey_at);
                 consider(self.expire_at);
+                consider(followup_ke::expiry(self));
                 if self.cached_response.is_some() {
                     consider(Some(self.last_inbound + RESPONSE_CACHE_TTL));
                 }
@@ -997,6 +1000,7 @@ impl IkeSa {
         if self.cached_response.is_some() && now >= self.last_inbound + RESPONSE_CACHE_TTL {
             self.cached_response = None;
         }
+        followup_ke::expire(self, now);
         if self.expire_at.is_some_and(|e| now >= e) {
             info!(connection = %self.config.name, "IKE SA hard lifetime expired");
             self.close(DownReason::Expired);

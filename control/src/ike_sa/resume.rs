@@ -281,6 +281,8 @@ impl IkeSa {
                 encr: c.encr,
                 integ: c.integ,
                 pfs: c.pfs,
+                // Not checkpointed: it only names the exchanges for the log.
+                additional_ke: Vec::new(),
                 esn: c.esn,
                 mode: c.mode,
                 local_ts: c.local_ts.clone(),

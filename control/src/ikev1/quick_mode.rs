@@ -683,6 +683,7 @@ impl Ikev1Sa {
             encr: suite.encr,
             integ: suite.integ,
             pfs: suite.pfs,
+            additional_ke: Vec::new(),
             esn: false,
             mode: suite.mode,
             local_ts: vec![q.local_ts.clone()],

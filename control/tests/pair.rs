@@ -1707,6 +1707,14 @@ fn simultaneous_hybrid_child_rekey_leaves_one_child_with_the_same_keys() {
         let ib = p.b_seen.installed.iter().find(|c| c.spi_in == cb[0].spi_in).unwrap();
         assert_children_match(ia, ib);
         assert_eq!(ia.additional_ke, [(1, KeGroup::MlKem768)], "seed {seed}");
+        // Settled at once: only the winner ran its IKE_FOLLOWUP_KE, nobody
+        // failed and retried.
+        assert!(p.a_seen.failed.is_empty() && p.b_seen.failed.is_empty(), "seed {seed}");
+        assert_eq!(
+            messages_of(&p, control::wire::ikev2::ExchangeType::IKE_FOLLOWUP_KE),
+            2,
+            "seed {seed}"
+        );
         // Nothing of the abandoned exchange is left behind.
         for sa in p.a.sas().chain(p.b.sas()) {
             assert_eq!(sa.memory().queues, 0, "seed {seed}");

@@ -138,3 +138,33 @@ fn the_harness_notices_a_disturbed_anchor() {
     h.delete_anchor_for_test();
     h.run(&[0, 0]);
 }
+
+#[test]
+fn ike_intermediate_without_additional_key_exchange_is_answered_empty() {
+    use control::wire::ikev2::{Notify, NotifyType, Payload, ProtocolId};
+    let mut h = ResponderHarness::new();
+    // RFC 9242: an initiator that announced support may run IKE_INTERMEDIATE
+    // with no key exchange negotiated; the responder answers it empty.
+    let empty = h
+        .intermediate_answer(&[])
+        .expect("an answer to an empty IKE_INTERMEDIATE");
+    assert!(empty.is_empty(), "{empty:?}");
+    let status = Payload::Notify(Notify {
+        protocol: ProtocolId::NONE,
+        spi: Vec::new(),
+        ty: NotifyType(40_001),
+        data: vec![1, 2, 3],
+    });
+    let answer = h.intermediate_answer(&[status]).expect("an answer");
+    assert!(answer.is_empty(), "{answer:?}");
+    // A key share nobody negotiated is refused.
+    let ke = Payload::Ke {
+        group: 31,
+        data: vec![9; 32],
+    };
+    let refused = h.intermediate_answer(&[ke]).expect("an answer");
+    assert!(
+        matches!(refused.as_slice(), [Payload::Notify(n)] if n.ty == NotifyType::INVALID_SYNTAX),
+        "{refused:?}"
+    );
+}

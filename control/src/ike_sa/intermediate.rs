@@ -199,6 +199,45 @@ fn refuse(sa: &mut IkeSa, mid: u32) {
     );
 }
 
+/// True if the initiator's IKE_SA_INIT announced IKE_INTERMEDIATE support.
+fn peer_announced_intermediate(sa: &IkeSa) -> bool {
+    let State::Authenticating(ctx) = &sa.state else {
+        return false;
+    };
+    ikev2::decode_message(&ctx.peer_init)
+        .is_ok_and(|m| super::find_notify(&m.payloads, NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED).is_some())
+}
+
+/// Responder: an IKE_INTERMEDIATE request when no additional key exchange
+/// is left (or none was negotiated). RFC 9242 lets an initiator that
+/// announced support send such exchanges for other purposes: it gets an
+/// empty answer, and both messages count in IntAuth like any other. A key
+/// share here is a protocol error that ends the handshake: an IKE_AUTH
+/// after a refused IKE_INTERMEDIATE would be bound to none of it.
+fn answer_without_key_exchange(sa: &mut IkeSa, header: &Header, mid: u32, inner: &[Payload]) {
+    let why = if !peer_announced_intermediate(sa) {
+        Some("IKE_INTERMEDIATE from a peer that did not announce INTERMEDIATE_EXCHANGE_SUPPORTED")
+    } else if inner.iter().any(|p| matches!(p, Payload::Ke { .. })) {
+        Some("IKE_INTERMEDIATE with a KE payload but no additional key exchange left to run")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        warn!(connection = %sa.config.name, peer = %sa.remote, "{why}: refused");
+        refuse(sa, mid);
+        sa.close(DownReason::Failed(why.into()));
+        return;
+    }
+    let response_header = sa.header(ExchangeType::IKE_INTERMEDIATE, mid, true);
+    let result = absorb(sa, header, inner).and_then(|()| absorb(sa, &response_header, &[]));
+    if let Err(e) = result {
+        sa.close(DownReason::Failed(e.to_string()));
+        return;
+    }
+    debug!(peer = %sa.remote, payloads = inner.len(), "IKE_INTERMEDIATE without a key exchange: answered empty");
+    sa.send_response(ExchangeType::IKE_INTERMEDIATE, mid, Vec::new());
+}
+
 /// Responder: an IKE_INTERMEDIATE request with the initiator's key share.
 pub(crate) fn handle_request(sa: &mut IkeSa, header: &Header, mid: u32, inner: Vec<Payload>) {
     debug_assert_eq!(sa.role, Role::Responder);
@@ -206,9 +245,7 @@ pub(crate) fn handle_request(sa: &mut IkeSa, header: &Header, mid: u32, inner: V
         return;
     };
     let Some((number, group)) = ctx.additional_ke.first().copied() else {
-        warn!(peer = %sa.remote, "IKE_INTERMEDIATE request after all additional key exchanges: refused");
-        refuse(sa, mid);
-        return;
+        return answer_without_key_exchange(sa, header, mid, &inner);
     };
     let kei = match key_share(&inner, number, group) {
         Ok(k) => k,

@@ -58,7 +58,10 @@ pub enum Mode {
     Raw = 0,
     /// 1: the body with the anchor SA's SPIs patched in, from the anchor's address.
     RawAnchor = 1,
-    /// 2: after a real IKE_SA_INIT, the body sealed as IKE_AUTH inner bytes (first type = param).
+    /// 2: after a real IKE_SA_INIT, the body sealed as IKE_AUTH inner bytes
+    /// (first type = param); with [`F_FIX`], sealed as an IKE_INTERMEDIATE
+    /// request instead, followed by a valid IKE_AUTH chain (whose AUTH then
+    /// lacks the IntAuth binding).
     AuthRaw = 2,
     /// 3: like 2, but the body is decoded as a payload chain and, with
     /// [`F_FIX`], its AUTH is replaced by the correct one.
@@ -105,7 +108,7 @@ pub const GATEWAY_ID: &str = "gw.fuzz.example";
 
 const IKE_GCM: &str = "aes256gcm16-prfsha256-x25519";
 const IKE_CBC: &str = "aes128-sha256-x25519";
-const ESP: &str = "aes256gcm16, aes128-sha256, aes256gcm16-x25519";
+const ESP: &str = "aes256gcm16, aes128-sha256, aes256gcm16-x25519, aes256gcm16-x25519-ke1_mlkem768";
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("harness address")
@@ -240,6 +243,7 @@ struct ScriptedPeer {
     spi_r: u64,
     suite: IkeSuite,
     outbound: SkCipher,
+    inbound: SkCipher,
     sk_pi: Vec<u8>,
     init_request: Vec<u8>,
     nr: Vec<u8>,
@@ -538,6 +542,12 @@ impl ResponderHarness {
                 ty: NotifyType::IKEV2_FRAGMENTATION_SUPPORTED,
                 data: Vec::new(),
             }),
+            Payload::Notify(Notify {
+                protocol: ProtocolId::NONE,
+                spi: Vec::new(),
+                ty: NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED,
+                data: Vec::new(),
+            }),
         ];
         let header = Header {
             spi_i,
@@ -570,6 +580,7 @@ impl ResponderHarness {
         let shared = ke.finish(&ker).ok()?;
         let keys = derive_ike_sa_keys(&suite, &shared, &ni, &nr, spi_i, spi_r);
         let outbound = SkCipher::new(suite.encr, suite.integ, &keys.sk_ei, &keys.sk_ai, &self.crypto).ok()?;
+        let inbound = SkCipher::new(suite.encr, suite.integ, &keys.sk_er, &keys.sk_ar, &self.crypto).ok()?;
         let (mut local, mut remote) = (local, remote);
         if flags & F_NAT != 0 {
             local.set_port(4500);
@@ -583,6 +594,7 @@ impl ResponderHarness {
             spi_r,
             suite,
             outbound,
+            inbound,
             sk_pi: keys.sk_pi.to_vec(),
             init_request: request,
             nr,
@@ -669,6 +681,18 @@ impl ResponderHarness {
                     addr(ANCHOR)
                 };
                 self.deliver(from, addr(GATEWAY_V4), &d);
+            }
+            Mode::AuthRaw if flags & F_FIX != 0 => {
+                if let Some(peer) = self.scripted_init(flags) {
+                    let d = peer.seal(ExchangeType::IKE_INTERMEDIATE, 1, PayloadType(param), body);
+                    self.deliver(peer.local, peer.remote, &d);
+                    let identity = if flags & F_ALT_SRC != 0 { SITE_ID } else { PEER_ID };
+                    let mut chain = ike_auth_chain(identity);
+                    peer.fix_auth(&mut chain);
+                    let body = encode_chain(&chain);
+                    let d = peer.seal(ExchangeType::IKE_AUTH, 2, PayloadType(body[0]), &body[1..]);
+                    self.deliver(peer.local, peer.remote, &d);
+                }
             }
             Mode::AuthRaw => {
                 if let Some(peer) = self.scripted_init(flags) {
@@ -831,6 +855,22 @@ impl ResponderHarness {
         self.check_events();
     }
 
+    /// After a real IKE_SA_INIT that announced IKE_INTERMEDIATE support,
+    /// sends `inner` as the first IKE_INTERMEDIATE request and returns the
+    /// responder's decrypted answer (None if there is none).
+    pub fn intermediate_answer(&mut self, inner: &[Payload]) -> Option<Vec<Payload>> {
+        let peer = self.scripted_init(0)?;
+        let mut plain = Vec::new();
+        let first = encode_payloads(inner, &mut plain);
+        let d = peer.seal(ExchangeType::IKE_INTERMEDIATE, 1, first, &plain);
+        self.to_peer.clear();
+        self.deliver(peer.local, peer.remote, &d);
+        let answer = self.to_peer.iter().find(|t| t.remote == peer.local)?.data.clone();
+        let payloads = control::wire::ikev2::open_message(&answer, &peer.inbound).ok();
+        self.cleanup();
+        payloads
+    }
+
     /// Deletes the anchor SA through its real initiator: the next [`ResponderHarness::run`]
     /// must panic (proves the checks can fail).
     pub fn delete_anchor_for_test(&mut self) {
@@ -951,6 +991,57 @@ impl ResponderHarness {
         seeds.push(frags);
         // Mode 7: a valid IKE_AUTH, replayed and moved.
         seeds.push([&[Mode::AuthReplay as u8 | F_FIX, 1][..], &auth].concat());
+        // Mode 2 with F_FIX: IKE_INTERMEDIATE before IKE_AUTH, empty, with a
+        // notify, and with a KE payload nobody negotiated (RFC 9242, 9370).
+        seeds.push(vec![Mode::AuthRaw as u8 | F_FIX, 0]);
+        let intermediate_notify = encode_chain(&[Payload::Notify(Notify {
+            protocol: ProtocolId::NONE,
+            spi: Vec::new(),
+            ty: NotifyType::ADDITIONAL_KEY_EXCHANGE,
+            data: vec![0x33; 16],
+        })]);
+        seeds.push([&[Mode::AuthRaw as u8 | F_FIX][..], &intermediate_notify].concat());
+        let mlkem = KeyExchange::generate(&*self.crypto, KeGroup::MlKem768).expect("ML-KEM-768");
+        let mlkem_share = Payload::Ke {
+            group: KeGroup::MlKem768.number(),
+            data: mlkem.public_value().to_vec(),
+        };
+        let intermediate_ke = encode_chain(std::slice::from_ref(&mlkem_share));
+        seeds.push([&[Mode::AuthRaw as u8 | F_FIX][..], &intermediate_ke].concat());
+        // Mode 5: a CREATE_CHILD_SA with ADDKE1 (ML-KEM-768), then
+        // IKE_FOLLOWUP_KE with a wrong link, then one with no link at all.
+        let pq_esp = parse_esp_proposals("aes256gcm16-x25519-ke1_mlkem768").expect("proposal");
+        let pq_child = encode_chain(&[
+            Payload::Sa(vec![pq_esp[0].to_wire(1, 0x2000_0002)]),
+            Payload::Nonce(vec![0x19; 32]),
+            Payload::Ke {
+                group: 31,
+                data: pfs.public_value().to_vec(),
+            },
+            Payload::TsI(vec![parse_selector("10.9.2.0/24").expect("selector")]),
+            Payload::TsR(vec![parse_selector("10.2.3.0/24").expect("selector")]),
+        ]);
+        seeds.push([&[Mode::EstablishedRaw as u8, 0][..], &pq_child].concat());
+        let followup = encode_chain(&[
+            Payload::Notify(Notify {
+                protocol: ProtocolId::NONE,
+                spi: Vec::new(),
+                ty: NotifyType::ADDITIONAL_KEY_EXCHANGE,
+                data: vec![0x44; 32],
+            }),
+            mlkem_share.clone(),
+        ]);
+        let mut seq = vec![Mode::EstablishedSequence as u8, 0];
+        for (sel, chunk) in [(0u8, &pq_child), (44, &followup), (44, &intermediate_ke)] {
+            // Chunks longer than 255 bytes are cut: the fuzzer mutates these.
+            seq.push(sel);
+            seq.push(chunk[0]);
+            seq.push((chunk.len() - 1).min(255) as u8);
+            seq.extend_from_slice(&chunk[1..chunk.len().min(256)]);
+        }
+        seeds.push(seq);
+        let d = [&[Mode::EstablishedRaw as u8, 44][..], &followup].concat();
+        seeds.push(d);
         seeds
     }
 }

@@ -4,8 +4,11 @@
 //! demands; `swanctl --list-sas` must show exactly the IKE SAs the generator
 //! reports. Both non-ESP marker cases are covered: charon expects the marker
 //! on IKE from any client port other than 500 and none from port 500.
+//! Against strongSwan 6, hybrid IKE SAs (X25519 + ML-KEM-768 in
+//! IKE_INTERMEDIATE), so that a post-quantum gateway can be load-tested.
 //!
-//! Needs root and Debian's strongswan-charon, strongswan-swanctl.
+//! Needs root and Debian's strongswan-charon, strongswan-swanctl (and
+//! strongSwan 6 for the hybrid test).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -23,8 +26,17 @@ use support::{AuthRound, Charon, Connection, Secret};
 const PSK: &str = "a-long-random-test-secret-for-ikegen";
 
 fn start_charon(name: &str) -> (Charon, u16) {
+    start_charon_with(name, "aes256gcm16-prfsha256-x25519", None)
+}
+
+/// charon accepting `proposal`; strongSwan 6 when `strongswan6` names its prefix.
+fn start_charon_with(name: &str, proposal: &str, strongswan6: Option<&std::path::Path>) -> (Charon, u16) {
     let (port, nat) = free_udp_port_pair().unwrap();
-    let charon = Charon::builder(name)
+    let mut builder = Charon::builder(name);
+    if let Some(prefix) = strongswan6 {
+        builder = builder.strongswan6(prefix);
+    }
+    let charon = builder
         .ports(port, nat)
         // Room for all SAs in one burst; charon still demands cookies above its
         // cookie_threshold, which the generator must answer.
@@ -32,7 +44,7 @@ fn start_charon(name: &str) -> (Charon, u16) {
         .setting("cookie_threshold", "10")
         .connection(
             Connection::new("gen", "127.0.0.1", "%any")
-                .proposals(&["aes256gcm16-prfsha256-x25519"])
+                .proposals(&[proposal])
                 .local(AuthRound::psk("charon@ikegen.test"))
                 .remote(AuthRound::psk("ikegen@ikegen.test")),
         )
@@ -143,4 +155,32 @@ fn ikegen_accepts_charon_choosing_its_second_proposal() {
         })
         .unwrap();
     assert!(sas.iter().all(|sa| sa.encr_keysize == Some(256)), "{sas:#?}");
+}
+
+#[test]
+fn ikegen_establishes_hybrid_ike_sas_with_strongswan6() {
+    if support::skip_unless(&[Need::Root, Need::StrongSwan6]) {
+        return;
+    }
+    let prefix = support::strongswan6().expect("skip_unless checked it");
+    let proposal = "aes256gcm16-prfsha256-x25519-ke1_mlkem768";
+    let (charon, port) = start_charon_with("ikegen-pq", proposal, Some(&prefix));
+    let mut s = settings(port, "127.0.7.0/28", 20);
+    s.ike = Some(proposal.into());
+    let report = run(&s.resolve().unwrap(), None).unwrap();
+    if report.established != 20 {
+        charon.dump_log();
+    }
+    assert_eq!(report.established, 20, "{}", report.render_text());
+    let sas = charon
+        .swanctl()
+        .wait_for_sas(Duration::from_secs(5), |s| {
+            s.iter().filter(|sa| sa.state == "ESTABLISHED").count() == 20
+        })
+        .unwrap();
+    assert!(
+        sas.iter().all(|sa| sa.dh_group.as_deref() == Some("CURVE_25519")),
+        "{sas:#?}"
+    );
+    charon.wait_for_log("IKE_INTERMEDIATE", Duration::from_secs(5)).unwrap();
 }

@@ -145,6 +145,9 @@ struct RawConnection {
     auth: Option<Spanned<String>>,
     remote_auth: Option<Spanned<String>>,
     psk: Option<Spanned<String>>,
+    ppk_id: Option<Spanned<String>>,
+    ppk_file: Option<Spanned<String>>,
+    ppk_required: Option<Spanned<bool>>,
     cert: Option<Spanned<String>>,
     key: Option<Spanned<String>>,
     #[serde(default)]
@@ -1195,6 +1198,7 @@ fn connection_section(
     );
     cfg.local_auth = local_auth;
     cfg.remote_auth = remote_auth;
+    cfg.ppk = connection_ppk(ctx, &name, c)?;
     cfg.remote_addrs = if any || remote_addrs.is_empty() {
         None
     } else {
@@ -1489,6 +1493,99 @@ fn virtual_ips(
     Ok(v)
 }
 
+/// `ppk_id`, `ppk_file` and `ppk_required`: the connection's postquantum
+/// preshared key (RFC 8784), read from its own file so that the key stays
+/// out of the configuration.
+fn connection_ppk(
+    ctx: &mut Ctx<'_>,
+    name: &str,
+    c: &RawConnection,
+) -> Result<Option<control::config::PpkConfig>, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let key = |k: &str| format!("connection.{name}.{k}");
+    let (id, file) = match (&c.ppk_id, &c.ppk_file) {
+        (Some(id), Some(file)) => (id, file),
+        (None, None) => {
+            return match &c.ppk_required {
+                Some(r) if *r.get_ref() => Err(ctx.err(
+                    r.span().start,
+                    &key("ppk_required"),
+                    "ppk_required needs ppk_id and ppk_file",
+                )),
+                _ => Ok(None),
+            };
+        }
+        (Some(id), None) => {
+            return Err(ctx.err(
+                id.span().start,
+                &key("ppk_file"),
+                "ppk_id needs ppk_file (the file that holds the key)",
+            ));
+        }
+        (None, Some(file)) => {
+            return Err(ctx.err(
+                file.span().start,
+                &key("ppk_id"),
+                "ppk_file needs ppk_id (the name both peers give the key)",
+            ));
+        }
+    };
+    if id.get_ref().is_empty() {
+        return Err(ctx.err(id.span().start, &key("ppk_id"), "ppk_id is empty"));
+    }
+    let path = ctx.relative(file.get_ref());
+    let mode = std::fs::metadata(&path)
+        .map_err(|e| {
+            ctx.err(
+                file.span().start,
+                &key("ppk_file"),
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(ctx.err(
+            file.span().start,
+            &key("ppk_file"),
+            format!(
+                "{} is open to other users (mode {:o}): a PPK file must be 0600",
+                path.display(),
+                mode & 0o777
+            ),
+        ));
+    }
+    let mut secret = zeroize::Zeroizing::new(ctx.read(file, &key("ppk_file"))?);
+    for end in [b'\n', b'\r'] {
+        if secret.last() == Some(&end) {
+            secret.pop();
+        }
+    }
+    if secret.is_empty() {
+        return Err(ctx.err(
+            file.span().start,
+            &key("ppk_file"),
+            format!("{} is empty", path.display()),
+        ));
+    }
+    if secret.len() < 32 {
+        ctx.warn(
+            file.span().start,
+            &key("ppk_file"),
+            format!(
+                "the PPK in {} has {} bytes: RFC 8784 asks for at least 256 bits of entropy",
+                path.display(),
+                secret.len()
+            ),
+        );
+    }
+    Ok(Some(control::config::PpkConfig {
+        id: id.get_ref().as_bytes().to_vec(),
+        key: Arc::new(secret),
+        required: c.ppk_required.as_ref().is_some_and(|r| *r.get_ref()),
+    }))
+}
+
 /// `auth`, `remote_auth` and the material they need: (ours, the peer's).
 fn connection_auth(
     ctx: &mut Ctx<'_>,
@@ -1707,6 +1804,19 @@ fn same_auth(a: &AuthConfig, b: &AuthConfig) -> bool {
     }
 }
 
+/// True if two PPK settings are the same (the keys compared in constant time).
+fn same_ppk(a: Option<&control::config::PpkConfig>, b: Option<&control::config::PpkConfig>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => {
+            x.id == y.id
+                && x.required == y.required
+                && aws_lc_rs::constant_time::verify_slices_are_equal(&x.key, &y.key).is_ok()
+        }
+        _ => false,
+    }
+}
+
 /// What a reload that turns connection `old` into `new` (same name) does to
 /// the SAs made with `old`.
 pub fn reload_effect(old: &ConnectionConfig, new: &ConnectionConfig) -> ReloadEffect {
@@ -1729,6 +1839,7 @@ pub fn reload_effect(old: &ConnectionConfig, new: &ConnectionConfig) -> ReloadEf
         ("force_udp_encap", old.force_udp_encap == new.force_udp_encap),
         ("aggressive", old.aggressive == new.aggressive),
         ("vips", old.virtual_ips.request == new.virtual_ips.request),
+        ("ppk_id", same_ppk(old.ppk.as_ref(), new.ppk.as_ref())),
         (
             "child",
             old.children.len() == new.children.len()
@@ -2503,6 +2614,46 @@ esp_proposals = "aes256gcm16"
             let (_, key, message) = bad(&with(wrong));
             assert_eq!(key, "fastpath.socket_buffer", "{wrong}: {message}");
         }
+    }
+
+    #[test]
+    fn ppk_is_read_from_a_private_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("gw.toml");
+        let key = dir.path().join("ppk1.key");
+        std::fs::write(&key, "a postquantum preshared key of 32+ bytes\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let with = |extra: &str| GOOD.replace("dpd_delay = \"30s\"", &format!("dpd_delay = \"30s\"\n{extra}"));
+        let c = DaemonConfig::parse(
+            &cfg,
+            &with("ppk_id = \"ppk1\"\nppk_file = \"ppk1.key\"\nppk_required = true"),
+        )
+        .unwrap();
+        let ppk = c.connections[0].config.ppk.clone().expect("PPK configured");
+        assert_eq!(ppk.id, b"ppk1");
+        assert_eq!(
+            &ppk.key[..],
+            b"a postquantum preshared key of 32+ bytes",
+            "trailing newline dropped"
+        );
+        assert!(ppk.required);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        // Mode 0644 is refused, naming the key and line.
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (line, k, message) = bad_at(&cfg, &with("ppk_id = \"ppk1\"\nppk_file = \"ppk1.key\""));
+        assert_eq!((line, k.as_str()), (22, "connection.rw.ppk_file"), "{message}");
+        assert!(message.contains("0600"), "{message}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // Half a PPK setting is an error; a short key a warning.
+        let (_, k, _) = bad_at(&cfg, &with("ppk_id = \"ppk1\""));
+        assert_eq!(k, "connection.rw.ppk_file");
+        let (_, k, _) = bad_at(&cfg, &with("ppk_required = true"));
+        assert_eq!(k, "connection.rw.ppk_required");
+        std::fs::write(&key, "short").unwrap();
+        let c = DaemonConfig::parse(&cfg, &with("ppk_id = \"ppk1\"\nppk_file = \"ppk1.key\"")).unwrap();
+        assert_eq!(c.warnings[0].key, "connection.rw.ppk_file");
+        assert!(!c.connections[0].config.ppk.as_ref().unwrap().required);
     }
 
     #[test]

@@ -238,6 +238,29 @@ impl IkeVersions {
     }
 }
 
+/// A postquantum preshared key (RFC 8784) of a connection: mixed into SK_d,
+/// SK_pi and SK_pr after IKE_SA_INIT, so that recorded traffic stays safe
+/// even from an attacker who later breaks every key exchange.
+#[derive(Clone)]
+pub struct PpkConfig {
+    /// PPK_ID, as both peers name the key.
+    pub id: Vec<u8>,
+    /// The key.
+    pub key: Arc<zeroize::Zeroizing<Vec<u8>>>,
+    /// Refuse peers that do not use it; otherwise a peer without it is
+    /// authenticated without it (NO_PPK_AUTH).
+    pub required: bool,
+}
+
+impl std::fmt::Debug for PpkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PpkConfig")
+            .field("id", &String::from_utf8_lossy(&self.id))
+            .field("required", &self.required)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One connection: what we negotiate with a peer (or a class of peers).
 #[derive(Clone, Debug)]
 pub struct ConnectionConfig {
@@ -290,6 +313,8 @@ pub struct ConnectionConfig {
     pub retransmit_base: f64,
     /// IKE versions this connection speaks.
     pub ike_versions: IkeVersions,
+    /// Postquantum preshared key (RFC 8784), if the connection uses one.
+    pub ppk: Option<PpkConfig>,
     /// Virtual IPs and the attributes that come with them (RFC 7296 §3.15).
     pub virtual_ips: VirtualIpConfig,
 }
@@ -348,6 +373,7 @@ impl ConnectionConfig {
             retransmit_tries: 5,
             retransmit_base: 1.8,
             ike_versions: IkeVersions::V2,
+            ppk: None,
             virtual_ips: VirtualIpConfig::default(),
         }
     }

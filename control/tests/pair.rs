@@ -1852,3 +1852,95 @@ fn responder_gives_up_on_an_unfinished_ike_followup_ke() {
         assert_eq!(p.a_seen.installed.len(), p.b_seen.installed.len());
     }
 }
+
+fn with_ppk(mut c: ConnectionConfig, id: &str, key: &[u8], required: bool) -> ConnectionConfig {
+    c.ppk = Some(control::config::PpkConfig {
+        id: id.as_bytes().to_vec(),
+        key: Arc::new(zeroize::Zeroizing::new(key.to_vec())),
+        required,
+    });
+    c
+}
+
+const PPK: &[u8] = b"a postquantum preshared key of 32+ bytes";
+
+/// A and B with the default connections changed by `a` and `b`, run until
+/// the handshake is over.
+fn establish_with(
+    a: impl FnOnce(ConnectionConfig) -> ConnectionConfig,
+    b: impl FnOnce(ConnectionConfig) -> ConnectionConfig,
+) -> Pair {
+    let (ca, cb) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16-x25519");
+    let (mut p, c) = Pair::new(a(ca), b(cb), AdmissionConfig::default());
+    p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+    p.run(Duration::from_secs(60));
+    p
+}
+
+/// The first child's keys agree on both sides and a PFS rekey over SK_d works.
+fn assert_keys_agree(p: &mut Pair) -> Vec<u8> {
+    assert_eq!(p.a_seen.up.len(), 1, "{:?} / {:?}", p.a_seen.down, p.b_seen.down);
+    assert_children_match(&p.a_seen.installed[0], &p.b_seen.installed[0]);
+    let key = p.a_seen.installed[0].outbound.encr.to_vec();
+    let spi = p.a_spi();
+    p.a.queue(p.now, spi, Task::RekeyChild(p.a_seen.installed[0].spi_in));
+    p.run(Duration::from_secs(60));
+    assert_children_match(&p.a_seen.installed[1], &p.b_seen.installed[1]);
+    key
+}
+
+#[test]
+fn ppk_is_mixed_into_the_keys_when_both_have_it() {
+    let plain = assert_keys_agree(&mut establish_with(|a| a, |b| b));
+    for (ra, rb) in [(true, true), (false, false), (true, false)] {
+        let mut p = establish_with(|a| with_ppk(a, "ppk1", PPK, ra), |b| with_ppk(b, "ppk1", PPK, rb));
+        let mixed = assert_keys_agree(&mut p);
+        assert_ne!(mixed, plain, "required {ra}/{rb}: SK_d depends on the PPK");
+    }
+}
+
+#[test]
+fn optional_ppk_falls_back_to_no_ppk_auth() {
+    let plain = assert_keys_agree(&mut establish_with(|a| a, |b| b));
+    // The responder has no PPK (or another one): NO_PPK_AUTH authenticates
+    // the initiator and the keys are those without a PPK.
+    let mut p = establish_with(|a| with_ppk(a, "ppk1", PPK, false), |b| b);
+    assert_eq!(assert_keys_agree(&mut p), plain);
+    let mut p = establish_with(
+        |a| with_ppk(a, "ppk1", PPK, false),
+        |b| with_ppk(b, "other", PPK, false),
+    );
+    assert_eq!(assert_keys_agree(&mut p), plain);
+    // The responder's PPK is optional and the initiator has none.
+    let mut p = establish_with(|a| a, |b| with_ppk(b, "ppk1", PPK, false));
+    assert_eq!(assert_keys_agree(&mut p), plain);
+}
+
+#[test]
+fn required_ppk_refuses_a_peer_without_it() {
+    // Initiator requires it, responder has none.
+    let p = establish_with(|a| with_ppk(a, "ppk1", PPK, true), |b| b);
+    assert!(p.a_seen.up.is_empty() && p.b_seen.up.is_empty());
+    // Responder requires it, initiator has none, another, or it optional.
+    for a in [None, Some(("other", false)), Some(("other", true))] {
+        let p = establish_with(
+            |c| match a {
+                Some((id, req)) => with_ppk(c, id, PPK, req),
+                None => c,
+            },
+            |b| with_ppk(b, "ppk1", PPK, true),
+        );
+        assert!(p.a_seen.up.is_empty() && p.b_seen.up.is_empty(), "{a:?}");
+        assert!(
+            matches!(p.a_seen.down.first(), Some(DownReason::PeerError(_))),
+            "{a:?}: {:?}",
+            p.a_seen.down
+        );
+    }
+    // The same PPK_ID with different keys: authentication fails.
+    let p = establish_with(
+        |a| with_ppk(a, "ppk1", PPK, true),
+        |b| with_ppk(b, "ppk1", b"another postquantum preshared key", true),
+    );
+    assert!(p.a_seen.up.is_empty() && p.b_seen.up.is_empty());
+}

@@ -424,3 +424,154 @@ esp_proposals = "{PQ_ESP}"
     );
     assert!(!log.contains("CHILD_SA not established"), "{log}");
 }
+
+/// The PPK both sides know as `ppk1` (strongSwan reads it from swanctl.conf,
+/// ironsa from a 0600 file).
+const PPK_SECRET: &str = "a-postquantum-preshared-key-of-32-bytes-or-more";
+
+/// strongSwan 6 and ironsa with a hybrid proposal and PPKs: charon's
+/// `ppk_id`/`ppk_required` (and the key `ppk1` unless `charon_lacks_key`)
+/// and ironsa's `(PPK_ID, required)`.
+fn start_ppk(
+    name: &str,
+    charon_ppk: (&str, bool),
+    ironsa_ppk: (&str, bool),
+    keys: &std::path::Path,
+    charon_lacks_key: bool,
+) -> Pair {
+    let prefix = strongswan6();
+    let (cp, cn) = free_udp_port_pair().unwrap();
+    let (ip, inat) = free_udp_port_pair().unwrap();
+    let ppk_secret = Secret::Ike {
+        name: "ppk-ppk1".into(),
+        ids: vec!["ppk1".into()],
+        secret: PPK_SECRET.into(),
+    };
+    let builder = Charon::builder(name);
+    let builder = if charon_lacks_key {
+        builder
+    } else {
+        builder.secret(ppk_secret)
+    };
+    let charon = builder
+        .strongswan6(&prefix)
+        .ports(cp, cn)
+        .connection(
+            Connection::new("ironsa", "127.0.0.1", "127.0.0.1")
+                .local_port(cp)
+                .remote_port(ip)
+                .proposals(&[PQ_REQUIRED])
+                .set("ppk_id", charon_ppk.0)
+                .set("ppk_required", if charon_ppk.1 { "yes" } else { "no" })
+                .local(AuthRound::psk("b@test"))
+                .remote(AuthRound::psk("a@test")),
+        )
+        .secret(Secret::psk("ab", &["a@test", "b@test"], PSK))
+        .start()
+        .unwrap();
+    let file = keys.join(format!("{name}.ppk"));
+    std::fs::write(&file, PPK_SECRET).unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = format!(
+        r#"
+[daemon]
+listen = ["127.0.0.1"]
+ike_port = {ip}
+nat_port = {inat}
+control_socket = "SOCKET"
+
+[[connection]]
+name = "swan"
+remote_addrs = ["127.0.0.1"]
+remote_port = {cp}
+remote_nat_port = {cn}
+ike_proposals = "{PQ_REQUIRED}"
+local_id = "a@test"
+remote_id = "b@test"
+auth = "psk"
+psk = "{PSK}"
+ppk_id = "{}"
+ppk_file = "{}"
+ppk_required = {}
+"#,
+        ironsa_ppk.0,
+        file.display(),
+        ironsa_ppk.1
+    );
+    let ironsa = Ironsa::start_logging(&config, None, Some("info"));
+    Pair { ironsa, charon }
+}
+
+/// Brings the IKE SA up from ironsa (or charon) and waits until both see it.
+fn ppk_up(p: &Pair, ironsa_initiates: bool) {
+    if ironsa_initiates {
+        p.ironsa.call(json!({"cmd": "initiate", "connection": "swan"}));
+    } else {
+        p.charon.swanctl().initiate(Target::Ike("ironsa"), T).unwrap();
+    }
+    let ours = p
+        .ironsa
+        .wait_sas(T, |s| s.iter().any(|sa| sa["state"] == "ESTABLISHED"));
+    assert!(!ours.is_empty(), "{}\n{}", p.ironsa.log(), p.charon.log_tail(60));
+    p.charon
+        .swanctl()
+        .wait_for_sas(T, |s| s.iter().any(|sa| sa.state == "ESTABLISHED"))
+        .unwrap();
+}
+
+#[test]
+fn mandatory_ppk_in_both_roles() {
+    if support::skip_unless(&[Need::Root, Need::StrongSwan6]) {
+        return;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    for ironsa_initiates in [true, false] {
+        let name = if ironsa_initiates { "ppk-req-i" } else { "ppk-req-r" };
+        let p = start_ppk(name, ("ppk1", true), ("ppk1", true), keys.path(), false);
+        ppk_up(&p, ironsa_initiates);
+        let log = wait_log(&p.ironsa, "IKE SA keyed with the PPK");
+        assert!(log.contains("IKE SA keyed with the PPK"), "{log}");
+        // A rekey derives from SK_d, which holds the PPK: both still agree.
+        let sa = p.ironsa.sas()[0].clone();
+        let local_spi = if sa["role"] == "initiator" {
+            sa["spi_i"].clone()
+        } else {
+            sa["spi_r"].clone()
+        };
+        p.ironsa.call(json!({"cmd": "rekey", "spi": local_spi}));
+        rekeyed(&p, &sa["spi_i"], PQ_REQUIRED);
+    }
+}
+
+#[test]
+fn optional_ppk_falls_back_to_no_ppk_auth_in_both_roles() {
+    if support::skip_unless(&[Need::Root, Need::StrongSwan6]) {
+        return;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    // ironsa initiates with an optional PPK; charon lacks the key and so
+    // announces no USE_PPK: the IKE SA comes up without a PPK. charon
+    // initiates with an optional PPK whose PPK_ID ironsa does not have:
+    // ironsa checks NO_PPK_AUTH and keys the IKE SA without it.
+    for ironsa_initiates in [true, false] {
+        let (name, ours) = if ironsa_initiates {
+            ("ppk-opt-i", "ppk1")
+        } else {
+            ("ppk-opt-r", "other")
+        };
+        let p = start_ppk(name, ("ppk1", false), (ours, false), keys.path(), ironsa_initiates);
+        ppk_up(&p, ironsa_initiates);
+        let log = p.ironsa.log();
+        assert!(!log.contains("IKE SA keyed with the PPK"), "{log}");
+        if !ironsa_initiates {
+            let log = wait_log(&p.ironsa, "authenticating it with NO_PPK_AUTH");
+            assert!(log.contains("authenticating it with NO_PPK_AUTH"), "{log}");
+        }
+    }
+    // Our PPK is required and the peer cannot use it: refused.
+    let p = start_ppk("ppk-opt-refused", ("ppk1", false), ("ppk1", true), keys.path(), true);
+    p.ironsa.call(json!({"cmd": "initiate", "connection": "swan"}));
+    let needle = "is required but the peer did not send USE_PPK";
+    let log = wait_log(&p.ironsa, needle);
+    assert!(log.contains(needle), "{log}");
+}

@@ -6,15 +6,21 @@ use std::time::Instant;
 use tracing::{error, info, warn};
 
 use super::create_child::{self, ChildRequest};
+use super::ppk;
 use super::{AuthContext, DownReason, Event, IkeSa, RequestKind, State, Task, find_notify, notify, schedule};
 use crate::config::{AuthConfig, ConnectionConfig, display_identity};
 use crate::crypto::auth::SignedOctets;
 use crate::pki::{Certificate, certreq_hashes, sign_auth, verify_auth, verify_chain};
 use crate::wire::ikev2::{AuthMethod, CertEncoding, ExchangeType, Identification, NotifyType, Payload};
 
-/// The first child proposed in our IKE_AUTH request.
+/// The first child proposed in our IKE_AUTH request, and what our request
+/// did with a PPK.
 pub(crate) struct PendingChild {
     pub request: Option<ChildRequest>,
+    /// We sent PPK_IDENTITY.
+    pub ppk_sent: bool,
+    /// The keys without the PPK, kept when the PPK is optional.
+    pub plain: Option<Box<ppk::PlainKeys>>,
 }
 
 /// The octets an AUTH covers: `real_message`, `nonce`, prf(`sk_p`, body of the ID payload `id`).
@@ -123,12 +129,33 @@ fn certs_of(payloads: &[Payload]) -> Vec<&Vec<u8>> {
 /// Initiator: sends IKE_AUTH right after IKE_SA_INIT completed.
 pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
     let State::Authenticating(ctx) = &sa.state else { return };
-    let Some(keys) = sa.keys.as_ref() else { return };
-    let prf = keys.suite.prf;
     let cfg = sa.config.clone();
-    let octets = octets_for(&ctx.our_init, &ctx.nr, prf, keys.sk_pi(), &cfg.local_id)
-        .with_int_auth(ctx.int_auth.octets(sa.next_request_id));
-    let (certs, auth) = match our_auth(sa, &cfg, &octets) {
+    let ppk = match ppk::initiator_choice(&cfg, ctx.peer_use_ppk) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(connection = %cfg.name, peer = %sa.remote, "{e}");
+            sa.close(DownReason::Failed(e));
+            return;
+        }
+    };
+    let mut no_ppk_auth = None;
+    let mut plain = None;
+    if let Some(p) = ppk {
+        if !p.required {
+            // NO_PPK_AUTH: our AUTH as it is without the PPK.
+            match initiator_auth(sa, &cfg) {
+                Ok((_, Payload::Auth { data, .. })) => no_ppk_auth = Some(data),
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(connection = %cfg.name, "{e}");
+                    sa.close(DownReason::Failed(e));
+                    return;
+                }
+            }
+        }
+        plain = ppk::mix(sa, p).filter(|_| !p.required);
+    }
+    let (certs, auth) = match initiator_auth(sa, &cfg) {
         Ok(x) => x,
         Err(e) => {
             warn!(connection = %cfg.name, "{e}");
@@ -152,6 +179,12 @@ pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
     }
     payloads.push(auth);
     payloads.extend(super::config_payload::request(sa));
+    if let Some(p) = ppk {
+        payloads.push(ppk::identity_notify(p));
+    }
+    if let Some(data) = no_ppk_auth {
+        payloads.push(notify(NotifyType::NO_PPK_AUTH, data));
+    }
     let request = match first_child(sa).map(|template| create_child::build_child_request(sa, template, None, None)) {
         None => None,
         Some(Ok(req)) => {
@@ -168,8 +201,23 @@ pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
         now,
         ExchangeType::IKE_AUTH,
         payloads,
-        RequestKind::Auth(PendingChild { request }),
+        RequestKind::Auth(PendingChild {
+            request,
+            ppk_sent: ppk.is_some(),
+            plain,
+        }),
     );
+}
+
+/// Initiator: our CERT payloads and AUTH payload with the current SK_pi.
+fn initiator_auth(sa: &IkeSa, cfg: &ConnectionConfig) -> Result<(Vec<Payload>, Payload), String> {
+    let State::Authenticating(ctx) = &sa.state else {
+        return Err("not authenticating".into());
+    };
+    let keys = sa.keys.as_ref().ok_or("no keys")?;
+    let octets = octets_for(&ctx.our_init, &ctx.nr, keys.suite.prf, keys.sk_pi(), &cfg.local_id)
+        .with_int_auth(ctx.int_auth.octets(sa.next_request_id));
+    our_auth(sa, cfg, &octets)
 }
 
 /// Initiator: the child template that rides in IKE_AUTH. Children queued
@@ -190,10 +238,30 @@ fn first_child(sa: &mut IkeSa) -> Option<usize> {
 }
 
 /// Initiator: processes the IKE_AUTH response.
-pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>, pending: PendingChild) {
+pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>, mut pending: PendingChild) {
     let State::Authenticating(ctx) = std::mem::replace(&mut sa.state, State::Closed) else {
         return;
     };
+    let peer_used_ppk = find_notify(&inner, NotifyType::PPK_IDENTITY).is_some();
+    if let (true, true, Some(p)) = (pending.ppk_sent, peer_used_ppk, &sa.config.ppk) {
+        info!(connection = %sa.config.name, peer = %sa.remote, ppk_id = %String::from_utf8_lossy(&p.id), "IKE SA keyed with the PPK");
+    }
+    if pending.ppk_sent && !peer_used_ppk {
+        match pending.plain.take() {
+            Some(plain) => {
+                info!(connection = %sa.config.name, peer = %sa.remote, "the peer does not have our optional PPK: IKE SA keyed without it");
+                ppk::restore(sa, *plain);
+            }
+            None if super::error_notify(&inner).is_none() => {
+                let why = "the peer did not use the required PPK";
+                warn!(connection = %sa.config.name, peer = %sa.remote, "IKE_AUTH failed: {why}");
+                release_pending(sa, &pending);
+                sa.close(DownReason::Failed(why.into()));
+                return;
+            }
+            None => {}
+        }
+    }
     let idr = inner.iter().find_map(|p| match p {
         Payload::IdR(id) => Some(id.clone()),
         _ => None,
@@ -357,6 +425,27 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
         return;
     };
     sa.config = cfg.clone();
+    let (auth, used_ppk) = match ppk::responder_choice(&cfg, ctx.peer_use_ppk, &inner) {
+        Ok(ppk::ResponderChoice::None) => (auth.as_slice(), None),
+        Ok(ppk::ResponderChoice::Use(p)) => {
+            ppk::mix(sa, p);
+            (auth.as_slice(), Some(p))
+        }
+        Ok(ppk::ResponderChoice::NoPpkAuth(data)) => {
+            info!(connection = %cfg.name, peer = %sa.remote, "the initiator's optional PPK is not ours: authenticating it with NO_PPK_AUTH, keys without a PPK");
+            (data, None)
+        }
+        Err(why) => {
+            warn!(connection = %cfg.name, peer = %sa.remote, id = %display_identity(idi), "initiator refused: {why}");
+            sa.send_response(
+                ExchangeType::IKE_AUTH,
+                mid,
+                vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())],
+            );
+            sa.close(DownReason::Failed(why));
+            return;
+        }
+    };
     let Some(keys) = sa.keys.as_ref() else { return };
     let prf = keys.suite.prf;
     let octets = octets_for(&ctx.peer_init, &ctx.nr, prf, keys.sk_pi(), idi).with_int_auth(ctx.int_auth.octets(mid));
@@ -396,6 +485,10 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
     let mut response = vec![Payload::IdR(cfg.local_id.clone())];
     response.extend(certs);
     response.push(our_auth);
+    if let Some(p) = used_ppk {
+        info!(connection = %cfg.name, peer = %sa.remote, ppk_id = %String::from_utf8_lossy(&p.id), "IKE SA keyed with the PPK");
+        response.push(ppk::identity_notify(p));
+    }
     establish(sa, now, idi.clone(), initial_contact);
     let cp_reply = answer_config_request(sa, &inner, idi);
     let refused = cp_reply.is_err();

@@ -14,6 +14,7 @@ mod followup_ke;
 mod handshake;
 pub mod informational;
 pub mod intermediate;
+mod ppk;
 pub mod resume;
 pub mod sa_init;
 
@@ -277,6 +278,8 @@ pub(crate) struct AuthContext {
     pub additional_ke: Vec<(u8, crate::crypto::KeGroup)>,
     /// What the IKE_INTERMEDIATE messages so far contribute to the AUTH payloads.
     pub int_auth: intermediate::IntAuth,
+    /// Both sides sent USE_PPK in IKE_SA_INIT (RFC 8784).
+    pub peer_use_ppk: bool,
 }
 
 /// Where the IKE SA is in its life.

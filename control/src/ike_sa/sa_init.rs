@@ -116,6 +116,9 @@ impl IkeSa {
         if offers_additional_ke(&self.config) {
             payloads.push(notify(NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED, Vec::new()));
         }
+        if self.config.ppk.is_some() {
+            payloads.push(notify(NotifyType::USE_PPK, Vec::new()));
+        }
         if self.config.children.is_empty() {
             // RFC 6023: we intend to create the IKE SA without a CHILD_SA.
             payloads.push(notify(NotifyType::CHILDLESS_IKEV2_SUPPORTED, Vec::new()));
@@ -313,6 +316,7 @@ fn process_response(sa: &mut IkeSa, datagram: &[u8], msg: &Message) -> Result<()
         nr: nr.clone(),
         additional_ke: selected.additional_ke,
         int_auth: Default::default(),
+        peer_use_ppk: find_notify(&msg.payloads, NotifyType::USE_PPK).is_some(),
     }));
     Ok(())
 }
@@ -532,6 +536,13 @@ impl IkeSa {
         if find_notify(&msg.payloads, NotifyType::CHILDLESS_IKEV2_SUPPORTED).is_some() {
             payloads.push(notify(NotifyType::CHILDLESS_IKEV2_SUPPORTED, Vec::new()));
         }
+        // The connection is known only from IKE_AUTH's IDi: offer PPK if any
+        // connection has one.
+        let peer_use_ppk = find_notify(&msg.payloads, NotifyType::USE_PPK).is_some()
+            && ctx.connections.iter().any(|c| c.ppk.is_some());
+        if peer_use_ppk {
+            payloads.push(notify(NotifyType::USE_PPK, Vec::new()));
+        }
         if !sa.peer_sig_hashes().is_empty() {
             payloads.push(signature_hash_notify());
         }
@@ -554,6 +565,7 @@ impl IkeSa {
             nr,
             additional_ke: selected.additional_ke,
             int_auth: Default::default(),
+            peer_use_ppk,
         }));
         sa.expected_request_id = 1;
         sa.cached_response = Some(CachedResponse::new(0, None, vec![response.clone()]));

@@ -202,6 +202,12 @@ registry!(
         IKEV2_FRAGMENTATION_SUPPORTED = 16430,
         /// SIGNATURE_HASH_ALGORITHMS (RFC 7427)
         SIGNATURE_HASH_ALGORITHMS = 16431,
+        /// USE_PPK (RFC 8784): postquantum preshared keys supported
+        USE_PPK = 16435,
+        /// PPK_IDENTITY (RFC 8784): the PPK_ID of the key used
+        PPK_IDENTITY = 16436,
+        /// NO_PPK_AUTH (RFC 8784): the AUTH value computed without the PPK
+        NO_PPK_AUTH = 16437,
         /// INTERMEDIATE_EXCHANGE_SUPPORTED (RFC 9242)
         INTERMEDIATE_EXCHANGE_SUPPORTED = 16438,
         /// ADDITIONAL_KEY_EXCHANGE (RFC 9370): links IKE_FOLLOWUP_KE exchanges

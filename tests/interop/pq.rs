@@ -69,7 +69,17 @@ fn start_with(prefix: &std::path::Path, name: &str, ours: &str, theirs: &str, fr
         .secret(Secret::psk("ab", &["a@test", "b@test"], PSK))
         .start()
         .unwrap();
-    let config = format!(
+    let fragment = fragment_size.map_or(String::new(), |s| format!("fragment_size = {s}"));
+    let config = ironsa_config((ip, inat), (cp, cn), ours, &fragment);
+    let ironsa = Ironsa::start_logging(&config, None, Some("info"));
+    Pair { ironsa, charon }
+}
+
+/// ironsa on loopback ports `ours` (IKE, NAT-T) with one PSK connection to
+/// charon on `theirs`, IKE proposal `ike`, and `extra` connection keys.
+fn ironsa_config(ours: (u16, u16), theirs: (u16, u16), ike: &str, extra: &str) -> String {
+    let ((ip, inat), (cp, cn)) = (ours, theirs);
+    format!(
         r#"
 [daemon]
 listen = ["127.0.0.1"]
@@ -82,17 +92,14 @@ name = "swan"
 remote_addrs = ["127.0.0.1"]
 remote_port = {cp}
 remote_nat_port = {cn}
-ike_proposals = "{ours}"
+ike_proposals = "{ike}"
 local_id = "a@test"
 remote_id = "b@test"
 auth = "psk"
 psk = "{PSK}"
-{fragment}
-"#,
-        fragment = fragment_size.map_or(String::new(), |s| format!("fragment_size = {s}"))
-    );
-    let ironsa = Ironsa::start_logging(&config, None, Some("info"));
-    Pair { ironsa, charon }
+{extra}
+"#
+    )
 }
 
 fn wait_log(ironsa: &Ironsa, needle: &str) -> String {
@@ -472,32 +479,13 @@ fn start_ppk(
     let file = keys.join(format!("{name}.ppk"));
     std::fs::write(&file, PPK_SECRET).unwrap();
     std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let config = format!(
-        r#"
-[daemon]
-listen = ["127.0.0.1"]
-ike_port = {ip}
-nat_port = {inat}
-control_socket = "SOCKET"
-
-[[connection]]
-name = "swan"
-remote_addrs = ["127.0.0.1"]
-remote_port = {cp}
-remote_nat_port = {cn}
-ike_proposals = "{PQ_REQUIRED}"
-local_id = "a@test"
-remote_id = "b@test"
-auth = "psk"
-psk = "{PSK}"
-ppk_id = "{}"
-ppk_file = "{}"
-ppk_required = {}
-"#,
+    let ppk = format!(
+        "ppk_id = \"{}\"\nppk_file = \"{}\"\nppk_required = {}",
         ironsa_ppk.0,
         file.display(),
         ironsa_ppk.1
     );
+    let config = ironsa_config((ip, inat), (cp, cn), PQ_REQUIRED, &ppk);
     let ironsa = Ironsa::start_logging(&config, None, Some("info"));
     Pair { ironsa, charon }
 }

@@ -2794,7 +2794,11 @@ esp_proposals = "aes256gcm16"
             (Duration::from_secs(3), Duration::from_secs(1))
         );
         assert_eq!((c.link_key[0], c.cluster_key[31]), (0x11, 0x22));
-        assert!(!format!("{c:?}").contains("17"), "keys stay out of Debug");
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("17, 17") && !debug.contains("34, 34"),
+            "keys stay out of Debug: {debug}"
+        );
         let cases = [
             ("node = 7", "node = 64", 10, "cluster.node", "0..=63"),
             (

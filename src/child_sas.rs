@@ -18,7 +18,7 @@ use control::ike_sa::{ChildSaInstall, SpiAllocator};
 use dashmap::DashSet;
 use fastpath::esp::Mode;
 use fastpath::esp::aead::{CipherKeys, EncAlg, IntegAlg};
-use fastpath::sad::{Direction, SaEvent, SaId, SaParams, Sad, UdpEncap};
+use fastpath::sad::{Direction, OuterPath, SaEvent, SaId, SaParams, Sad, UdpEncap};
 use fastpath::spd::{Policy, PolicyAction, PolicyId, Spd, TrafficSelector};
 use tracing::{debug, info, warn};
 
@@ -28,13 +28,17 @@ use crate::dataplane::{ChildCounters, DataPlaneError};
 pub type IkeSink = Arc<dyn Fn(SocketAddr, SocketAddr, Vec<u8>) + Send + Sync>;
 
 /// What the data plane asks of the control plane when a CHILD_SA reaches a
-/// byte/packet lifetime or runs out of sequence numbers.
+/// byte/packet lifetime, runs out of sequence numbers, or hears its peer
+/// from a new address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LifetimeRequest {
     /// Soft lifetime or sequence space exhausted: rekey the child.
     Rekey,
     /// Hard lifetime: the SA no longer passes traffic; delete the child.
     Delete,
+    /// Authenticated ESP of the child arrived from this other peer address
+    /// (NAT rebinding): the IKE SA decides whether to follow it.
+    PeerMoved(SocketAddr),
 }
 
 /// Receives lifetime requests: (IKE SPIs, child inbound SPI, request).
@@ -91,6 +95,8 @@ pub trait SaStore: Send + Sync {
     fn install_sa(&self, p: &SaParams) -> Result<SaId, DataPlaneError>;
     /// Removes an SA installed by [`SaStore::install_sa`].
     fn remove_sa(&self, id: SaId);
+    /// Moves an SA to new outer addresses, ports and encapsulation in place.
+    fn move_sa(&self, id: SaId, path: &OuterPath) -> Result<(), String>;
 }
 
 impl SaStore for Sad {
@@ -102,6 +108,9 @@ impl SaStore for Sad {
     }
     fn remove_sa(&self, id: SaId) {
         let _ = self.remove(id);
+    }
+    fn move_sa(&self, id: SaId, path: &OuterPath) -> Result<(), String> {
+        self.move_path(id, path).map_err(|e| e.to_string())
     }
 }
 
@@ -275,10 +284,18 @@ impl ChildSas {
                     let (id, req) = match e {
                         SaEvent::SoftExpired { sa } | SaEvent::SeqExhausted { sa } => (sa, LifetimeRequest::Rekey),
                         SaEvent::HardExpired { sa } => (sa, LifetimeRequest::Delete),
+                        SaEvent::PeerMoved { sa, source } => (sa, LifetimeRequest::PeerMoved(source)),
                     };
                     let owner = children.lock().ok().and_then(|c| c.owner(id));
                     let Some(owner) = owner else { continue };
-                    info!(event = ?e, spi_in = format_args!("{:08x}", owner.1), "fastpath lifetime reached: {req:?}");
+                    match req {
+                        LifetimeRequest::PeerMoved(source) => info!(
+                            spi_in = format_args!("{:08x}", owner.1),
+                            %source,
+                            "authenticated ESP from a new peer address"
+                        ),
+                        _ => info!(event = ?e, spi_in = format_args!("{:08x}", owner.1), "fastpath lifetime reached: {req:?}"),
+                    }
                     if let Some(s) = sink.get() {
                         s(owner.0, owner.1, req);
                     }
@@ -534,6 +551,47 @@ impl ChildSas {
         }
         self.store.remove_sa(old.inbound);
         self.store.remove_sa(old.outbound);
+    }
+
+    /// Moves the children with these inbound SPIs (both their SAs) to new
+    /// outer addresses in place; see [`Sad::move_path`].
+    pub fn move_children(&self, spis_in: &[u32], local: SocketAddr, remote: SocketAddr, udp_encap: bool) {
+        let ids: Vec<(u32, SaId, SaId)> = {
+            let Ok(children) = self.children.lock() else { return };
+            spis_in
+                .iter()
+                .filter_map(|spi| children.by_spi_in.get(spi).map(|c| (*spi, c.inbound, c.outbound)))
+                .collect()
+        };
+        let ports = |ours: SocketAddr, theirs: SocketAddr| {
+            udp_encap.then_some(UdpEncap {
+                local_port: ours.port(),
+                remote_port: theirs.port(),
+            })
+        };
+        let outbound = OuterPath {
+            local: local.ip(),
+            remote: remote.ip(),
+            udp_encap: ports(local, remote),
+        };
+        for (spi_in, inbound, out) in ids {
+            // Both directions carry the same path: inbound checks our address
+            // and notes the peer's, outbound sends between them.
+            let moved = self
+                .store
+                .move_sa(out, &outbound)
+                .and_then(|()| self.store.move_sa(inbound, &outbound));
+            match moved {
+                Ok(()) => info!(
+                    spi_in = format_args!("{spi_in:08x}"),
+                    %local,
+                    %remote,
+                    udp_encap,
+                    "CHILD_SA moved to new outer addresses"
+                ),
+                Err(e) => warn!(spi_in = format_args!("{spi_in:08x}"), %remote, "CHILD_SA not moved: {e}"),
+            }
+        }
     }
 
     /// Counters of CHILD_SA `child`; its drops include the outbound packets

@@ -155,6 +155,7 @@ struct RawConnection {
     ike_proposals: Spanned<String>,
     ike_rekey: Option<Spanned<toml::Value>>,
     dpd_delay: Option<Spanned<toml::Value>>,
+    nat_keepalive: Option<Spanned<toml::Value>>,
     fragmentation: Option<bool>,
     fragment_size: Option<usize>,
     force_udp_encap: Option<bool>,
@@ -1245,6 +1246,10 @@ fn connection_section(
         let v = ctx.duration(d, &key("dpd_delay"))?;
         cfg.dpd_delay = (!v.is_zero()).then_some(v);
     }
+    if let Some(d) = &c.nat_keepalive {
+        let v = ctx.duration(d, &key("nat_keepalive"))?;
+        cfg.nat_keepalive = (!v.is_zero()).then_some(v);
+    }
     cfg.remote_nat_port = c.remote_nat_port;
     if let Some(f) = c.fragmentation {
         cfg.fragmentation = f;
@@ -1851,6 +1856,7 @@ pub fn reload_effect(old: &ConnectionConfig, new: &ConnectionConfig) -> ReloadEf
     }
     let all_same = old.ike_lifetime == new.ike_lifetime
         && old.dpd_delay == new.dpd_delay
+        && old.nat_keepalive == new.nat_keepalive
         && old.fragmentation == new.fragmentation
         && old.fragment_size == new.fragment_size
         && old.initial_contact == new.initial_contact
@@ -1998,6 +2004,23 @@ esp_proposals = "aes256gcm16"
         assert_eq!(conn.dpd_delay, Some(Duration::from_secs(30)));
         assert_eq!(conn.children[0].name, "net");
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn nat_keepalive_defaults_to_20s_and_0_disables() {
+        let conn =
+            |text: &str| DaemonConfig::parse(Path::new("t.toml"), text).map(|c| c.connections[0].config.nat_keepalive);
+        assert_eq!(conn(GOOD).unwrap(), Some(Duration::from_secs(20)));
+        let with = |v: &str| {
+            GOOD.replace(
+                "dpd_delay = \"30s\"",
+                &format!("dpd_delay = \"30s\"\nnat_keepalive = {v}"),
+            )
+        };
+        assert_eq!(conn(&with("\"5s\"")).unwrap(), Some(Duration::from_secs(5)));
+        assert_eq!(conn(&with("0")).unwrap(), None);
+        let e = conn(&with("\"soon\"")).unwrap_err().to_string();
+        assert!(e.contains("t.toml") && e.contains("nat_keepalive"), "{e}");
     }
 
     #[test]

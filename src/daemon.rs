@@ -203,6 +203,15 @@ impl Daemon {
             let op = match req {
                 crate::child_sas::LifetimeRequest::Rekey => Op::Rekey,
                 crate::child_sas::LifetimeRequest::Delete => Op::DeleteChild,
+                crate::child_sas::LifetimeRequest::PeerMoved(source) => {
+                    // The child's IKE SA is on the shard of one of the SPIs it
+                    // was installed on, or (after an IKE rekey) elsewhere: each
+                    // shard looks among its own SAs.
+                    for s in d.shards.iter() {
+                        s.send(ShardMsg::PeerMoved { spi_in, source });
+                    }
+                    return;
+                }
             };
             let selection = Selection {
                 ike: IkeRef::Spi(u64::from(spi_in)),

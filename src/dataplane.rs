@@ -62,6 +62,10 @@ pub trait DataPlane: Send + Sync {
     fn install(&self, child: &ChildSaInstall);
     /// Removes a CHILD_SA.
     fn remove(&self, spi_in: u32, spi_out: u32);
+    /// Moves installed CHILD_SAs (by inbound SPI) to new outer addresses,
+    /// ports and encapsulation in place: same SAs, sequence numbers and
+    /// replay windows, so no rekey and no reordering.
+    fn move_children(&self, spis_in: &[u32], local: SocketAddr, remote: SocketAddr, udp_encap: bool);
     /// New data-plane settings of the child templates (reload): for the SAs
     /// installed from now on.
     fn set_child_settings(&self, _settings: crate::child_sas::ChildSettings) {}
@@ -140,6 +144,7 @@ impl DataPlane for NoDataPlane {
     fn remove(&self, spi_in: u32, _spi_out: u32) {
         self.installed.remove(&spi_in);
     }
+    fn move_children(&self, _spis_in: &[u32], _local: SocketAddr, _remote: SocketAddr, _udp_encap: bool) {}
     fn esp_received(&self, _local: SocketAddr, _remote: SocketAddr, _packet: &[u8]) {}
     fn metrics(&self) -> String {
         format!(

@@ -87,6 +87,9 @@ impl SaStore for DpdkBackend {
             debug!("SA removal: {e}");
         }
     }
+    fn move_sa(&self, id: SaId, path: &fastpath::sad::OuterPath) -> Result<(), String> {
+        DpdkBackend::move_sa(self, id, path).map_err(|e| e.to_string())
+    }
 }
 
 /// The poll loops and IKE receiver until [`DpdkDataPlane::run`] takes them.
@@ -342,6 +345,16 @@ impl DataPlane for DpdkDataPlane {
 
     fn remove(&self, spi_in: u32, _spi_out: u32) {
         self.children.remove(spi_in);
+    }
+
+    fn move_children(
+        &self,
+        spis_in: &[u32],
+        local: std::net::SocketAddr,
+        remote: std::net::SocketAddr,
+        udp_encap: bool,
+    ) {
+        self.children.move_children(spis_in, local, remote, udp_encap);
     }
 
     fn esp_received(&self, _local: std::net::SocketAddr, _remote: std::net::SocketAddr, _packet: &[u8]) {

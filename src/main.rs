@@ -268,7 +268,14 @@ fn print_sas(data: &serde_json::Value) {
             sa.shard
         );
         if let Some(a) = &sa.algorithms {
-            println!("  {a}{}", if sa.nat_t { " (NAT-T)" } else { "" });
+            let nat = match (sa.nat_local, sa.nat_remote) {
+                (true, true) => " (NAT-T; NAT in front of both sides)",
+                (true, false) => " (NAT-T; NAT in front of us)",
+                (false, true) => " (NAT-T; NAT in front of the peer)",
+                (false, false) if sa.nat_t => " (NAT-T)",
+                (false, false) => "",
+            };
+            println!("  {a}{nat}");
         }
         if !sa.remote_vips.is_empty() {
             println!("  peer virtual IP {}", sa.remote_vips.join(","));

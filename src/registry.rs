@@ -210,6 +210,12 @@ pub struct SaSummary {
     pub algorithms: Option<String>,
     /// UDP encapsulation in use.
     pub nat_t: bool,
+    /// A NAT was detected in front of us (we send NAT keepalives).
+    #[serde(default)]
+    pub nat_local: bool,
+    /// A NAT was detected in front of the peer (we follow its rebindings).
+    #[serde(default)]
+    pub nat_remote: bool,
     /// CHILD_SAs (IKEv1: the ESP SAs of Quick Mode).
     pub children: Vec<ChildSummary>,
     /// IKE major version (1 or 2).
@@ -320,6 +326,8 @@ impl SaSummary {
                 )
             }),
             nat_t: sa.udp_encapsulation(),
+            nat_local: sa.nat_detected().0,
+            nat_remote: sa.nat_detected().1,
             children: sa
                 .children()
                 .iter()
@@ -379,6 +387,8 @@ impl SaSummary {
                 .suite()
                 .map(|s| format!("{}-{}-{}", s.encr.name(), s.hash.name(), s.group.name())),
             nat_t: false,
+            nat_local: false,
+            nat_remote: false,
             children: sa
                 .esp_sas()
                 .into_iter()

@@ -47,6 +47,14 @@ const BYTES_PER_EXPECTED_SA: usize = 8 << 10;
 
 /// A request to a shard from another thread.
 pub enum ShardMsg {
+    /// Authenticated ESP of the CHILD_SA with inbound SPI `spi_in` came from
+    /// `source`, not from its peer's address: its IKE SA may follow the NAT rebinding.
+    PeerMoved {
+        /// The child's inbound SPI.
+        spi_in: u32,
+        /// The packet's outer source.
+        source: SocketAddr,
+    },
     /// An IKE message the data plane received on its own ports (or found on
     /// the NAT-T port), routed by [`route`] to the shard owning its SPI.
     Received {
@@ -780,6 +788,17 @@ impl Shard {
                         c.release(range, self.id, &mut self.endpoint, &*self.dataplane, &self.registry);
                     }
                 }
+                ShardMsg::PeerMoved { spi_in, source } => {
+                    let owner = self
+                        .endpoint
+                        .sas()
+                        .find(|sa| sa.children().iter().any(|c| c.spi_in == spi_in))
+                        .map(|sa| sa.local_spi());
+                    if let Some(spi) = owner {
+                        self.endpoint.follow_peer(spi, source);
+                        self.flush();
+                    }
+                }
                 ShardMsg::Shutdown => {
                     if self.shutting_down.is_none() {
                         self.shutting_down = Some(now);
@@ -874,6 +893,12 @@ impl Shard {
             match &ev {
                 Event::ChildSaInstalled(c) => self.dataplane.install(c),
                 Event::ChildSaDeleted { spi_in, spi_out } => self.dataplane.remove(*spi_in, *spi_out),
+                Event::ChildSasMoved {
+                    spis_in,
+                    local,
+                    remote,
+                    udp_encap,
+                } => self.dataplane.move_children(spis_in, *local, *remote, *udp_encap),
                 Event::IkeSaUp {
                     peer_id,
                     initial_contact,
@@ -976,7 +1001,7 @@ impl Shard {
                 .map(|(_, t)| Outgoing {
                     local: t.local,
                     remote: t.remote,
-                    marker: sock.nat && t.remote.port() != 500,
+                    marker: sock.nat && t.remote.port() != 500 && !t.is_nat_keepalive(),
                     data: &t.data,
                 })
                 .collect();

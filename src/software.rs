@@ -686,6 +686,10 @@ impl DataPlane for SoftwareDataPlane {
         }
     }
 
+    fn move_children(&self, spis_in: &[u32], local: SocketAddr, remote: SocketAddr, udp_encap: bool) {
+        self.children.move_children(spis_in, local, remote, udp_encap);
+    }
+
     fn esp_received(&self, _local: SocketAddr, _remote: SocketAddr, _packet: &[u8]) {
         // The fastpath owns the NAT-T sockets; the control plane never reads ESP.
     }

@@ -305,6 +305,9 @@ pub struct ConnectionConfig {
     /// (off by default: with a PSK its unencrypted HASH lets an observer
     /// crack the key offline).
     pub aggressive: bool,
+    /// Interval of NAT keepalives (RFC 3948 §2.3) while a NAT is in front of
+    /// us, so the NAT keeps our mapping through idle periods; `None`: none.
+    pub nat_keepalive: Option<Duration>,
     /// Retransmission: initial timeout.
     pub retransmit_timeout: Duration,
     /// Retransmission: number of retransmits before giving up.
@@ -339,6 +342,10 @@ pub struct VirtualIpConfig {
     pub request: Vec<IpAddr>,
 }
 
+/// Default interval of NAT keepalives: well under the shortest common NAT
+/// UDP timeout (30 s).
+pub const DEFAULT_NAT_KEEPALIVE: Duration = Duration::from_secs(20);
+
 impl ConnectionConfig {
     /// True if a message from `remote` to our `local` address may belong to
     /// this connection (an unspecified `local`, from a socket that does not
@@ -369,6 +376,7 @@ impl ConnectionConfig {
             remote_nat_port: None,
             force_udp_encap: false,
             aggressive: false,
+            nat_keepalive: Some(DEFAULT_NAT_KEEPALIVE),
             retransmit_timeout: Duration::from_secs(4),
             retransmit_tries: 5,
             retransmit_base: 1.8,

@@ -321,6 +321,15 @@ impl Endpoint {
         true
     }
 
+    /// Hands IKE SA `spi` an authenticated ESP packet's new peer address
+    /// (see [`IkeSa::follow_peer`]); returns whether the SA moved.
+    pub fn follow_peer(&mut self, spi: u64, source: SocketAddr) -> bool {
+        let Some(sa) = self.sas.get_mut(&spi) else { return false };
+        let moved = sa.follow_peer(source);
+        self.after(spi);
+        moved
+    }
+
     /// Deletes an IKE SA gracefully (DELETE to the peer).
     pub fn delete(&mut self, now: Instant, spi: u64) -> bool {
         let Some(sa) = self.sas.get_mut(&spi) else { return false };

@@ -58,6 +58,8 @@ struct Seen {
     deleted: Vec<(u32, u32)>,
     failed: Vec<String>,
     rekeyed: usize,
+    /// ChildSasMoved events: (inbound SPIs, local, remote, UDP encapsulation).
+    moved: Vec<(Vec<u32>, SocketAddr, SocketAddr, bool)>,
 }
 
 struct Pair {
@@ -189,6 +191,12 @@ impl Pair {
                 Event::ChildSaDeleted { spi_in, spi_out } => seen.deleted.push((spi_in, spi_out)),
                 Event::ChildSaFailed { reason, .. } => seen.failed.push(reason),
                 Event::IkeSaRekeyed { .. } => seen.rekeyed += 1,
+                Event::ChildSasMoved {
+                    spis_in,
+                    local,
+                    remote,
+                    udp_encap,
+                } => seen.moved.push((spis_in, local, remote, udp_encap)),
             }
         }
     }
@@ -218,6 +226,10 @@ impl Pair {
                 for _ in 0..copies {
                     self.datagrams += 1;
                     self.wire.push((from_a, t.data.clone()));
+                    // A driver reads NAT keepalives off the NAT-T socket; they never reach IKE.
+                    if t.is_nat_keepalive() {
+                        continue;
+                    }
                     let (to, local, remote) = if from_a {
                         (&mut self.b, t.remote, t.local)
                     } else {
@@ -1943,4 +1955,85 @@ fn required_ppk_refuses_a_peer_without_it() {
         |b| with_ppk(b, "ppk1", b"another postquantum preshared key", true),
     );
     assert!(p.a_seen.up.is_empty() && p.b_seen.up.is_empty());
+}
+
+/// An established pair where `a` forces UDP encapsulation: both sides then
+/// see a NAT, `a` in front of itself (as behind a real NAT).
+fn establish_behind_nat(keepalive_a: Option<Duration>) -> Pair {
+    let (mut a, b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    a.force_udp_encap = true;
+    a.nat_keepalive = keepalive_a;
+    let (mut p, conn) = Pair::new(a, b, AdmissionConfig::default());
+    p.a.initiate(p.now, conn, A.parse().unwrap(), B.parse().unwrap())
+        .unwrap();
+    p.run(Duration::from_secs(1));
+    assert_eq!((p.a_seen.up.len(), p.b_seen.up.len()), (1, 1));
+    p
+}
+
+fn keepalives(p: &Pair) -> (usize, usize) {
+    let count = |from_a: bool| p.wire.iter().filter(|(a, d)| *a == from_a && d[..] == [0xff]).count();
+    (count(true), count(false))
+}
+
+#[test]
+fn nat_keepalives_are_sent_only_from_behind_a_nat() {
+    let mut p = establish_behind_nat(Some(Duration::from_secs(20)));
+    let sent = p.wire.len();
+    p.run(Duration::from_secs(65));
+    // Three keepalives from the side behind the NAT (at 20, 40 and 60 s), none from the other.
+    assert_eq!(keepalives(&p), (3, 0));
+    assert_eq!(p.wire.len(), sent + 3, "nothing but keepalives while idle");
+    // Not without a NAT, and not when switched off.
+    let mut p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    p.run(Duration::from_secs(65));
+    assert_eq!(keepalives(&p), (0, 0));
+    let mut p = establish_behind_nat(None);
+    p.run(Duration::from_secs(65));
+    assert_eq!(keepalives(&p), (0, 0));
+}
+
+#[test]
+fn esp_rebinding_moves_ike_and_children_only_with_a_nat() {
+    let mut p = establish_behind_nat(None);
+    let b_spi = p.b.sas().next().unwrap().local_spi();
+    let spi_in = p.b_seen.installed[0].spi_in;
+    let rebound: SocketAddr = "192.0.2.1:40000".parse().unwrap();
+    assert!(p.b.follow_peer(b_spi, rebound));
+    p.run(Duration::from_secs(1));
+    assert_eq!(p.b.sas().next().unwrap().remote_addr(), rebound);
+    assert_eq!(p.b_seen.moved.len(), 1);
+    let (spis, local, remote, udp) = p.b_seen.moved[0].clone();
+    assert_eq!((spis, remote, udp), (vec![spi_in], rebound, true));
+    assert_eq!(local.port(), 4500);
+    // The same source again, or an SA without NAT: nothing moves.
+    assert!(!p.b.follow_peer(b_spi, rebound));
+    let mut plain = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let spi = plain.b.sas().next().unwrap().local_spi();
+    assert!(!plain.b.follow_peer(spi, rebound));
+    plain.run(Duration::from_secs(1));
+    assert!(plain.b_seen.moved.is_empty());
+    assert_eq!(
+        plain.b.sas().next().unwrap().remote_addr(),
+        A.parse::<SocketAddr>().unwrap()
+    );
+}
+
+#[test]
+fn ike_rebinding_moves_the_children_too() {
+    let mut p = establish_behind_nat(None);
+    let spi_in = p.b_seen.installed[0].spi_in;
+    let a_spi = p.a_spi();
+    p.a.queue(p.now, a_spi, Task::Dpd);
+    // The NAT gives A a new external port: the DPD request arrives from it.
+    let t = p.a.poll_transmit().expect("DPD request");
+    let rebound: SocketAddr = "192.0.2.1:41000".parse().unwrap();
+    p.b.handle(p.now, t.remote, rebound, &t.data);
+    Pair::collect(&mut p.b, &mut p.b_seen);
+    assert_eq!(p.b.sas().next().unwrap().remote_addr(), rebound);
+    assert_eq!(p.b_seen.moved.len(), 1);
+    assert_eq!(p.b_seen.moved[0].0, vec![spi_in]);
+    assert_eq!(p.b_seen.moved[0].2, rebound);
+    let answer = p.b.poll_transmit().expect("DPD answer");
+    assert_eq!(answer.remote, rebound);
 }

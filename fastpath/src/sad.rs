@@ -17,8 +17,8 @@ use crate::esp::{EspError, Mode};
 use crate::spd::TrafficSelector;
 use crate::stats::Counters;
 use std::hash::Hasher;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use thiserror::Error;
@@ -61,6 +61,113 @@ pub struct UdpEncap {
     pub local_port: u16,
     /// The peer's UDP port (as seen after NAT).
     pub remote_port: u16,
+}
+
+/// Where an SA's packets travel: the outer addresses and, with NAT-T, the
+/// UDP ports. A peer's move (MOBIKE, NAT rebinding) changes it in place, so
+/// sequence numbers, replay window and counters carry on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OuterPath {
+    /// Our outer address.
+    pub local: IpAddr,
+    /// The peer's outer address.
+    pub remote: IpAddr,
+    /// `Some` when ESP travels in UDP (NAT-T).
+    pub udp_encap: Option<UdpEncap>,
+}
+
+/// Flag bits of [`PathCell`]'s last word.
+const PATH_V6: u64 = 1 << 32;
+const PATH_UDP: u64 = 1 << 33;
+
+/// An [`OuterPath`] that workers read without locks while the control plane
+/// moves it: a sequence lock over atomic words (odd sequence: a write is
+/// under way; a reader that saw the sequence change reads again).
+#[derive(Debug)]
+struct PathCell {
+    seq: AtomicU64,
+    /// Local address, remote address (16 bytes each, IPv4 mapped), then
+    /// ports and flags.
+    words: [AtomicU64; 5],
+}
+
+impl PathCell {
+    fn new(path: &OuterPath) -> Self {
+        let cell = Self {
+            seq: AtomicU64::new(0),
+            words: Default::default(),
+        };
+        for (w, v) in cell.words.iter().zip(Self::encode(path)) {
+            w.store(v, Ordering::Relaxed);
+        }
+        cell
+    }
+
+    fn addr_words(a: IpAddr) -> (u64, u64) {
+        let v = match a {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        let b = u128::from(v);
+        ((b >> 64) as u64, b as u64)
+    }
+
+    fn encode(p: &OuterPath) -> [u64; 5] {
+        let (l0, l1) = Self::addr_words(p.local);
+        let (r0, r1) = Self::addr_words(p.remote);
+        let mut meta = if p.local.is_ipv6() { PATH_V6 } else { 0 };
+        if let Some(u) = p.udp_encap {
+            meta |= PATH_UDP | u64::from(u.local_port) << 16 | u64::from(u.remote_port);
+        }
+        [l0, l1, r0, r1, meta]
+    }
+
+    fn decode(w: [u64; 5]) -> OuterPath {
+        let v6 = w[4] & PATH_V6 != 0;
+        let addr = |hi: u64, lo: u64| {
+            let a = Ipv6Addr::from(u128::from(hi) << 64 | u128::from(lo));
+            match (v6, a.to_ipv4_mapped()) {
+                (false, Some(v4)) => IpAddr::V4(v4),
+                (false, None) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                (true, _) => IpAddr::V6(a),
+            }
+        };
+        OuterPath {
+            local: addr(w[0], w[1]),
+            remote: addr(w[2], w[3]),
+            udp_encap: (w[4] & PATH_UDP != 0).then(|| UdpEncap {
+                local_port: (w[4] >> 16) as u16,
+                remote_port: w[4] as u16,
+            }),
+        }
+    }
+
+    #[inline]
+    fn load(&self) -> OuterPath {
+        loop {
+            let before = self.seq.load(Ordering::Acquire);
+            if before & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let w = std::array::from_fn(|i| self.words[i].load(Ordering::Relaxed));
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == before {
+                return Self::decode(w);
+            }
+        }
+    }
+
+    /// Writers are serialised by the caller (the SAD's writer).
+    fn store(&self, path: &OuterPath) {
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (w, v) in self.words.iter().zip(Self::encode(path)) {
+            w.store(v, Ordering::Relaxed);
+        }
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
 }
 
 /// Soft and hard lifetimes in bytes and packets; 0 means unlimited.
@@ -113,6 +220,15 @@ pub struct SaParams {
 }
 
 impl SaParams {
+    /// The outer path these parameters describe.
+    pub fn path(&self) -> OuterPath {
+        OuterPath {
+            local: self.local,
+            remote: self.remote,
+            udp_encap: self.udp_encap,
+        }
+    }
+
     /// Parameters with defaults: tunnel mode, no NAT-T, no ESN, window
     /// [`DEFAULT_WINDOW`], no lifetimes, path MTU 1500, no selector checks.
     pub fn new(spi: u32, direction: Direction, keys: CipherKeys, local: IpAddr, remote: IpAddr) -> Self {
@@ -151,6 +267,15 @@ pub enum SaEvent {
     SeqExhausted {
         /// The SA.
         sa: SaId,
+    },
+    /// An authenticated UDP-encapsulated packet of this inbound SA came from
+    /// another address or port than the SA's peer: the peer's NAT mapping
+    /// changed (the control plane decides whether to follow).
+    PeerMoved {
+        /// The inbound SA.
+        sa: SaId,
+        /// The packet's outer source.
+        source: std::net::SocketAddr,
     },
 }
 
@@ -304,12 +429,12 @@ pub struct InboundSa {
     pub mode: Mode,
     /// ESN negotiated.
     pub esn: bool,
-    /// Our outer address.
-    pub local: IpAddr,
-    /// Peer outer address.
-    pub remote: IpAddr,
-    /// NAT-T ports, if any.
-    pub udp_encap: Option<UdpEncap>,
+    /// Outer addresses and NAT-T ports; moved in place by [`Sad::move_path`].
+    path: PathCell,
+    /// The last peer address reported by [`InboundSa::note_source`], so a
+    /// rebinding is reported once, not per packet.
+    /// A hash of it (0: none), to keep the entry small.
+    reported_source: AtomicU64,
     /// Allowed inner destinations (empty = any).
     pub local_ts: SaSelectors,
     /// Allowed inner sources (empty = any).
@@ -327,6 +452,34 @@ pub struct InboundSa {
 const REPLAY_PREFETCH_MAX: usize = 1024;
 
 impl InboundSa {
+    /// Current outer addresses and NAT-T ports.
+    #[inline]
+    pub fn path(&self) -> OuterPath {
+        self.path.load()
+    }
+
+    /// Our current outer address (packets for another are not this SA's).
+    #[inline]
+    pub fn local(&self) -> IpAddr {
+        self.path.load().local
+    }
+
+    /// Called with the outer source of an authenticated, UDP-encapsulated
+    /// packet: when it differs from the SA's peer address and was not
+    /// reported already, returns it so the control plane can follow the
+    /// peer's NAT rebinding (RFC 7296 §2.23).
+    pub fn note_source(&self, source: std::net::SocketAddr) -> Option<std::net::SocketAddr> {
+        let path = self.path.load();
+        let current = std::net::SocketAddr::new(path.remote, path.udp_encap?.remote_port);
+        if source == current {
+            return None;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&source, &mut h);
+        let tag = h.finish().max(1);
+        (self.reported_source.swap(tag, Ordering::Relaxed) != tag).then_some(source)
+    }
+
     /// Starts loading the state this SA keeps outside its entry (replay
     /// bitmap, traffic selectors); call once the entry itself is cached.
     #[inline]
@@ -390,14 +543,12 @@ pub struct OutboundSa {
     pub mode: Mode,
     /// ESN negotiated.
     pub esn: bool,
-    /// Our outer address.
-    pub local: IpAddr,
-    /// Peer outer address.
-    pub remote: IpAddr,
-    /// NAT-T ports, if any.
-    pub udp_encap: Option<UdpEncap>,
-    /// Largest ESP packet that fits the path MTU.
-    pub max_esp_len: usize,
+    /// Outer addresses and NAT-T ports; moved in place by [`Sad::move_path`].
+    path: PathCell,
+    /// Path MTU towards the peer (the ESP size limit follows the outer headers).
+    path_mtu: u16,
+    /// Largest ESP packet that fits the path MTU (changes with the outer headers).
+    max_esp_len: AtomicUsize,
     /// The worker that owns this SA's sequence numbers.
     pub worker: usize,
     /// Next sequence number to use (starts at 1).
@@ -408,6 +559,18 @@ pub struct OutboundSa {
 }
 
 impl OutboundSa {
+    /// Current outer addresses and NAT-T ports.
+    #[inline]
+    pub fn path(&self) -> OuterPath {
+        self.path.load()
+    }
+
+    /// Largest ESP packet that fits the path MTU with the current outer headers.
+    #[inline]
+    pub fn max_esp_len(&self) -> usize {
+        self.max_esp_len.load(Ordering::Relaxed)
+    }
+
     /// Allocates the next sequence number, or reports exhaustion.
     #[inline]
     pub fn next_seq(&self, events: &Sender<SaEvent>) -> Result<u64, EspError> {
@@ -501,6 +664,8 @@ pub struct Sad {
     generation: AtomicU64,
     workers: usize,
     events: Sender<SaEvent>,
+    /// Serialises [`Sad::move_path`] (the path cells take one writer at a time).
+    movers: Mutex<()>,
 }
 
 impl Sad {
@@ -515,6 +680,7 @@ impl Sad {
             generation: AtomicU64::new(0),
             workers: workers.max(1),
             events: tx,
+            movers: Mutex::new(()),
         };
         (sad, rx)
     }
@@ -534,6 +700,43 @@ impl Sad {
         Ok(EspCipher::new(&p.keys)?)
     }
 
+    /// Largest ESP packet of `cipher` that fits `path_mtu` behind `path`'s outer headers.
+    fn max_esp_len(cipher: &EspCipher, path_mtu: u16, path: &OuterPath) -> Result<usize, SadError> {
+        let outer = if path.local.is_ipv4() { 20 } else { 40 } + if path.udp_encap.is_some() { 8 } else { 0 };
+        let max_esp_len = usize::from(path_mtu).saturating_sub(outer);
+        if max_esp_len < esp_len_for(cipher, 20) {
+            return Err(SadError::PathMtu(path_mtu));
+        }
+        Ok(max_esp_len)
+    }
+
+    /// Moves SA `id` (either direction) to new outer addresses, ports and
+    /// encapsulation in place: no new SA, so sequence numbers, the replay
+    /// window, counters and lifetimes carry on, and packets already in a
+    /// worker's hands leave in order. Workers see the new path from their
+    /// next lookup.
+    pub fn move_path(&self, id: SaId, path: &OuterPath) -> Result<(), SadError> {
+        if path.local.is_ipv4() != path.remote.is_ipv4() {
+            return Err(SadError::FamilyMismatch);
+        }
+        let _writer = self.movers.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = &crate::epoch_table::pin();
+        if let Some(sa) = self.outbound.get(id.0, |s| s.id == id, guard) {
+            let max = Self::max_esp_len(&sa.cipher, sa.path_mtu, path)?;
+            sa.path.store(path);
+            sa.max_esp_len.store(max, Ordering::Relaxed);
+            return Ok(());
+        }
+        let spi = id.inbound_spi().ok_or(SadError::NotFound(id))?;
+        let sa = self
+            .inbound
+            .get(u64::from(spi), |s| s.id == id, guard)
+            .ok_or(SadError::NotFound(id))?;
+        sa.path.store(path);
+        sa.reported_source.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Installs an inbound SA; its SPI must be free.
     pub fn install_inbound(&self, p: &SaParams) -> Result<SaId, SadError> {
         if p.direction != Direction::Inbound {
@@ -549,9 +752,8 @@ impl Sad {
             cipher,
             mode: p.mode,
             esn: p.esn,
-            local: p.local,
-            remote: p.remote,
-            udp_encap: p.udp_encap,
+            path: PathCell::new(&p.path()),
+            reported_source: AtomicU64::new(0),
             local_ts: SaSelectors::from(&p.local_ts[..]),
             remote_ts: SaSelectors::from(&p.remote_ts[..]),
             replay: Mutex::new(window),
@@ -572,11 +774,7 @@ impl Sad {
             return Err(SadError::WrongDirection);
         }
         let cipher = Self::check_common(p)?;
-        let outer = if p.local.is_ipv4() { 20 } else { 40 } + if p.udp_encap.is_some() { 8 } else { 0 };
-        let max_esp_len = usize::from(p.path_mtu).saturating_sub(outer);
-        if max_esp_len < esp_len_for(&cipher, 20) {
-            return Err(SadError::PathMtu(p.path_mtu));
-        }
+        let max_esp_len = Self::max_esp_len(&cipher, p.path_mtu, &p.path())?;
         let id = SaId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let sa = Arc::new(OutboundSa {
             id,
@@ -584,10 +782,9 @@ impl Sad {
             cipher,
             mode: p.mode,
             esn: p.esn,
-            local: p.local,
-            remote: p.remote,
-            udp_encap: p.udp_encap,
-            max_esp_len,
+            path: PathCell::new(&p.path()),
+            path_mtu: p.path_mtu,
+            max_esp_len: AtomicUsize::new(max_esp_len),
             worker: (id.0 as usize) % self.workers,
             next_seq: AtomicU64::new(1),
             counters: Counters::default(),
@@ -618,7 +815,7 @@ impl Sad {
         let guard = &crate::epoch_table::pin();
         let sa = self.inbound.get_arc(u64::from(spi), |s| s.spi == spi, guard)?;
         match dst {
-            Some(d) if d != sa.local => None,
+            Some(d) if d != sa.local() => None,
             _ => Some(sa),
         }
     }
@@ -629,7 +826,7 @@ impl Sad {
     pub fn inbound_pinned<'g>(&self, spi: u32, dst: Option<IpAddr>, guard: &'g Guard) -> Option<&'g InboundSa> {
         let sa = self.inbound.get(u64::from(spi), |s| s.spi == spi, guard)?;
         match dst {
-            Some(d) if d != sa.local => None,
+            Some(d) if d != sa.local() => None,
             _ => Some(sa),
         }
     }

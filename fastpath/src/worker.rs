@@ -17,7 +17,7 @@ use crate::esp::encap::{EncapParams, Framer};
 use crate::esp::{EspError, Mode, parse_header};
 use crate::ip::{self, FlowKey};
 use crate::prefetch;
-use crate::sad::{InboundSa, OutboundSa, SaId, Sad, UdpEncap};
+use crate::sad::{InboundSa, OutboundSa, SaEvent, SaId, Sad, UdpEncap};
 use crate::spd::{PolicyAction, Spd};
 use crate::stats::{Counters, DropReason};
 use std::marker::PhantomData;
@@ -254,9 +254,10 @@ impl<G: DirectGcm> Worker<G> {
                     let end = if sa.spi != spi {
                         i + 1
                     } else {
+                        let local = sa.local();
                         meta[i + 1..seg_end]
                             .iter()
-                            .position(|m| m.dst.is_some_and(|d| d != sa.local))
+                            .position(|m| m.dst.is_some_and(|d| d != local))
                             .map_or(seg_end, |k| i + 1 + k)
                     };
                     self.inbound_run(kind, sa, &mut pkts[i..end], &meta[i..end], &mut verdicts[i..end]);
@@ -348,6 +349,7 @@ impl<G: DirectGcm> Worker<G> {
         let expired = sa.is_expired();
         let check_policy = sa.mode == Mode::Tunnel && !(sa.local_ts.is_empty() && sa.remote_ts.is_empty());
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
+        let mut last_ok = 0;
         let Some(first) = meta.first() else {
             return;
         };
@@ -356,7 +358,7 @@ impl<G: DirectGcm> Worker<G> {
             esn: sa.esn,
             mode: sa.mode,
             outer_src: first.src,
-            outer_dst: first.dst.unwrap_or(sa.local),
+            outer_dst: first.dst.unwrap_or_else(|| sa.local()),
             udp_encapsulated: kind == InboundKind::Udp,
         };
         let mut window = sa.replay.lock().unwrap_or_else(|e| e.into_inner());
@@ -368,7 +370,7 @@ impl<G: DirectGcm> Worker<G> {
                 // inner header is rebuilt from them).
                 if k > 0 && sa.mode == Mode::Transport {
                     params.outer_src = meta[k].src;
-                    params.outer_dst = meta[k].dst.unwrap_or(sa.local);
+                    params.outer_dst = meta[k].dst.unwrap_or_else(|| sa.local());
                 }
                 match dec(pkt, &params, &mut window, k) {
                     Err(e) => self.drop_in(Some(sa), e.into()),
@@ -378,6 +380,7 @@ impl<G: DirectGcm> Worker<G> {
                     Ok(_) => {
                         ok_p += 1;
                         ok_b += pkt.len() as u64;
+                        last_ok = k;
                         Verdict::ToTunnel
                     }
                 }
@@ -387,6 +390,9 @@ impl<G: DirectGcm> Worker<G> {
         if ok_p > 0 {
             sa.account(ok_p, ok_b, self.sad.events());
             self.counters.inbound.add(ok_p, ok_b);
+            if kind == InboundKind::Udp {
+                self.note_source(sa, &meta[last_ok]);
+            }
         }
     }
 
@@ -411,7 +417,7 @@ impl<G: DirectGcm> Worker<G> {
             esn: sa.esn,
             mode: sa.mode,
             outer_src: m.src,
-            outer_dst: m.dst.unwrap_or(sa.local),
+            outer_dst: m.dst.unwrap_or_else(|| sa.local()),
             udp_encapsulated: kind == InboundKind::Udp,
         };
         let mut window = sa.replay.lock().unwrap_or_else(|e| e.into_inner());
@@ -436,6 +442,7 @@ impl<G: DirectGcm> Worker<G> {
         let opened = run_aead_batch(&sa.cipher, sa.esn, AeadWork::Open, pkts, &pending);
         // Pass 3: window, trailer, inner packet, policy.
         let (mut ok_p, mut ok_b) = (0u64, 0u64);
+        let mut last_ok = 0;
         for (&(k, seq), r) in pending.iter().zip(opened) {
             let pkt = &mut pkts[k];
             verdicts[k] = match r.and_then(|()| decap_finish(pkt, &params(&meta[k]), &mut window, seq)) {
@@ -446,6 +453,7 @@ impl<G: DirectGcm> Worker<G> {
                 Ok(_) => {
                     ok_p += 1;
                     ok_b += pkt.len() as u64;
+                    last_ok = k;
                     Verdict::ToTunnel
                 }
             };
@@ -454,6 +462,19 @@ impl<G: DirectGcm> Worker<G> {
         if ok_p > 0 {
             sa.account(ok_p, ok_b, self.sad.events());
             self.counters.inbound.add(ok_p, ok_b);
+            if kind == InboundKind::Udp {
+                self.note_source(sa, &meta[last_ok]);
+            }
+        }
+    }
+
+    /// Reports the outer source of a run's last authenticated packet when
+    /// the peer's NAT mapping moved (once per new source; see
+    /// [`InboundSa::note_source`]).
+    #[inline]
+    fn note_source(&self, sa: &InboundSa, m: &PacketMeta) {
+        if let Some(source) = sa.note_source(std::net::SocketAddr::new(m.src, m.src_port)) {
+            let _ = self.sad.events().send(SaEvent::PeerMoved { sa: sa.id, source });
         }
     }
 
@@ -660,8 +681,9 @@ impl<G: DirectGcm> Worker<G> {
     #[inline]
     fn outer_headers(&self, sa: &OutboundSa) -> Option<ip::OuterHeaders> {
         self.build_outer.then(|| {
-            let ports = sa.udp_encap.map(|u| (u.local_port, u.remote_port));
-            ip::OuterHeaders::new(sa.local, sa.remote, ports)
+            let path = sa.path();
+            let ports = path.udp_encap.map(|u| (u.local_port, u.remote_port));
+            ip::OuterHeaders::new(path.local, path.remote, ports)
         })
     }
 
@@ -1002,11 +1024,12 @@ impl RunGrant {
         // On exhaustion nothing is granted and every packet is refused.
         let (first_seq, granted) = sa.reserve_seqs(n as u64, sad.events()).unwrap_or_default();
         let clear = if expired { 0 } else { granted.min(budget.0) };
+        let path = sa.path();
         Self {
             to_peer: Verdict::ToPeer {
-                src: sa.local,
-                dst: sa.remote,
-                udp: sa.udp_encap,
+                src: path.local,
+                dst: path.remote,
+                udp: path.udp_encap,
             },
             budget,
             expired,
@@ -1051,7 +1074,7 @@ fn encap_params(sa: &OutboundSa, seq: u64) -> EncapParams<'_> {
         seq,
         esn: sa.esn,
         mode: sa.mode,
-        max_esp_len: sa.max_esp_len,
+        max_esp_len: sa.max_esp_len(),
     }
 }
 

@@ -6,7 +6,7 @@ use fastpath::buf::{PacketBuf, PacketBuffer};
 use fastpath::esp::Mode;
 use fastpath::esp::aead::{CipherKeys, EncAlg, IntegAlg};
 use fastpath::ip;
-use fastpath::sad::{Direction, Lifetime, SaEvent, SaId, SaParams, Sad, UdpEncap};
+use fastpath::sad::{Direction, Lifetime, OuterPath, SaEvent, SaId, SaParams, Sad, SadError, UdpEncap};
 use fastpath::spd::{Policy, PolicyAction, Spd, TrafficSelector};
 use fastpath::stats::DropReason;
 use fastpath::worker::{InboundKind, PacketMeta, Verdict, Worker};
@@ -779,4 +779,160 @@ fn mixed_burst_matches_packet_by_packet() {
     );
     assert_eq!(format!("{s1:?}"), format!("{s2:?}"));
     assert_eq!(format!("{:?}", one.b.counters()), format!("{:?}", all.b.counters()));
+}
+
+/// Sends `inner` from A; returns the ESP bytes and where the verdict sends them.
+fn send_to(p: &mut Pair, inner: &[u8]) -> (Vec<u8>, IpAddr, IpAddr, Option<UdpEncap>) {
+    let mut buf = PacketBuf::from_slice(inner).unwrap();
+    match p.a.outbound_packet(&mut buf) {
+        Verdict::ToPeer { src, dst, udp } => (buf.data().to_vec(), src, dst, udp),
+        v => panic!("not sent: {v:?}"),
+    }
+}
+
+/// Receives ESP-in-UDP at B from `src`:`port` sent to `dst`.
+fn recv_from(p: &mut Pair, esp: &[u8], src: IpAddr, port: u16, dst: IpAddr) -> Verdict {
+    let mut buf = PacketBuf::from_slice(esp).unwrap();
+    let meta = PacketMeta {
+        src,
+        dst: Some(dst),
+        src_port: port,
+    };
+    p.b.inbound_packet(InboundKind::Udp, &mut buf, &meta)
+}
+
+#[test]
+fn move_path_in_place_keeps_sequence_window_and_counters() {
+    let natt = UdpEncap {
+        local_port: 4500,
+        remote_port: 4500,
+    };
+    let mut p = pair(|p| p.udp_encap = Some(natt), false);
+    let inner = udp_packet("10.1.0.1".parse().unwrap(), "10.2.0.1".parse().unwrap(), 64);
+    let (a, b) = (p.a_addr, p.b_addr);
+    let before: Vec<Vec<u8>> = (0..5).map(|_| send_to(&mut p, &inner).0).collect();
+    // Both ends move: A to a new address and port behind a NAT, B to a new address.
+    let (a2, b2): (IpAddr, IpAddr) = ("198.51.100.7".parse().unwrap(), "203.0.113.9".parse().unwrap());
+    let moved = UdpEncap {
+        local_port: 4500,
+        remote_port: 4500,
+    };
+    p.sad_a
+        .move_path(
+            p.out_id,
+            &OuterPath {
+                local: a2,
+                remote: b2,
+                udp_encap: Some(moved),
+            },
+        )
+        .unwrap();
+    p.sad_b
+        .move_path(
+            p.in_id,
+            &OuterPath {
+                local: b2,
+                remote: a2,
+                udp_encap: Some(UdpEncap {
+                    local_port: 4500,
+                    remote_port: 61000,
+                }),
+            },
+        )
+        .unwrap();
+    let (esp, src, dst, udp) = send_to(&mut p, &inner);
+    assert_eq!((src, dst, udp), (a2, b2, Some(moved)));
+    // The same SA: the sequence number goes on (6, not 1) and the SPI is the same.
+    assert_eq!(&esp[..4], &0xc0de_0001u32.to_be_bytes());
+    assert_eq!(u32::from_be_bytes([esp[4], esp[5], esp[6], esp[7]]), 6);
+    // B takes packets at its new address only; the replay window carried on.
+    assert_eq!(recv_from(&mut p, &esp, a2, 61000, b2), Verdict::ToTunnel);
+    assert_eq!(
+        recv_from(&mut p, &before[4], a2, 61000, b),
+        Verdict::Drop(DropReason::NoSa)
+    );
+    assert_eq!(recv_from(&mut p, &before[4], a2, 61000, b2), Verdict::ToTunnel);
+    assert_eq!(
+        recv_from(&mut p, &before[4], a2, 61000, b2),
+        Verdict::Drop(DropReason::Replay)
+    );
+    let s = p.sad_b.inbound_by_id(p.in_id).unwrap();
+    assert_eq!(s.path().local, b2);
+    assert_eq!(s.counters.snapshot().packets, 2);
+    assert_eq!(p.sad_a.outbound(p.out_id).unwrap().counters.snapshot().packets, 6);
+    // Moving keeps the SAD's contents and raises no lifetime event.
+    assert_eq!((p.sad_a.len(), p.sad_b.len()), ((0, 1), (1, 0)));
+    assert!(p.ev_a.try_recv().is_err() && p.ev_b.try_recv().is_err());
+    let _ = a;
+}
+
+#[test]
+fn move_path_to_another_family_and_refusals() {
+    let mut p = pair(|_| {}, false);
+    let inner = udp_packet("10.1.0.1".parse().unwrap(), "10.2.0.1".parse().unwrap(), 64);
+    let out = p.sad_a.outbound(p.out_id).unwrap();
+    let v4_max = out.max_esp_len();
+    let (l6, r6): (IpAddr, IpAddr) = ("2001:db8::a".parse().unwrap(), "2001:db8::b".parse().unwrap());
+    let v6 = OuterPath {
+        local: l6,
+        remote: r6,
+        udp_encap: None,
+    };
+    p.sad_a.move_path(p.out_id, &v6).unwrap();
+    assert_eq!(out.max_esp_len(), v4_max - 20, "IPv6 outer header is 20 bytes longer");
+    let (_, src, dst, udp) = send_to(&mut p, &inner);
+    assert_eq!((src, dst, udp), (l6, r6, None));
+    let mixed = OuterPath {
+        local: l6,
+        remote: p.b_addr,
+        udp_encap: None,
+    };
+    assert_eq!(p.sad_a.move_path(p.out_id, &mixed), Err(SadError::FamilyMismatch));
+    assert_eq!(
+        p.sad_a.move_path(SaId(0xdead), &v6),
+        Err(SadError::NotFound(SaId(0xdead)))
+    );
+}
+
+#[test]
+fn esp_rebinding_is_reported_once_and_only_for_authentic_packets() {
+    let mut p = pair(
+        |p| {
+            p.udp_encap = Some(UdpEncap {
+                local_port: 4500,
+                remote_port: 4500,
+            })
+        },
+        false,
+    );
+    let inner = udp_packet("10.1.0.1".parse().unwrap(), "10.2.0.1".parse().unwrap(), 64);
+    let (a, b) = (p.a_addr, p.b_addr);
+    let e1 = send_to(&mut p, &inner).0;
+    assert_eq!(recv_from(&mut p, &e1, a, 4500, b), Verdict::ToTunnel);
+    assert!(p.ev_b.try_recv().is_err(), "no report from the known source");
+    // A forged packet from a new source: refused, nothing reported.
+    let mut forged = send_to(&mut p, &inner).0;
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert_eq!(
+        recv_from(&mut p, &forged, a, 40000, b),
+        Verdict::Drop(DropReason::IcvFailure)
+    );
+    assert!(
+        p.ev_b.try_recv().is_err(),
+        "an unauthenticated source is never reported"
+    );
+    // Authentic packets from a new NAT port: reported once.
+    for _ in 0..3 {
+        let e = send_to(&mut p, &inner).0;
+        assert_eq!(recv_from(&mut p, &e, a, 40000, b), Verdict::ToTunnel);
+    }
+    assert_eq!(
+        p.ev_b.try_recv().unwrap(),
+        SaEvent::PeerMoved {
+            sa: p.in_id,
+            source: std::net::SocketAddr::new(a, 40000)
+        }
+    );
+    assert!(p.ev_b.try_recv().is_err(), "reported once");
 }

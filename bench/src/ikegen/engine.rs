@@ -917,6 +917,16 @@ impl Worker {
                     *self.res.child_failures.entry(r).or_default() += 1;
                 }
             }
+            Event::ChildSasMoved {
+                spis_in,
+                remote,
+                udp_encap,
+                ..
+            } => {
+                if let Some(e) = self.esp.as_mut() {
+                    e.move_children(&spis_in, remote, udp_encap);
+                }
+            }
             Event::ChildSaDeleted { spi_in, .. } => {
                 self.own_child_rekeys.remove(&spi_in);
                 if let Some(e) = self.esp.as_mut() {

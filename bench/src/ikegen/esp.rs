@@ -218,6 +218,31 @@ impl EspLoad {
         }
     }
 
+    /// Moves the outbound SAs of these children to the IKE SA's new peer
+    /// address in place (the gateway's address changed behind a NAT).
+    pub fn move_children(&mut self, spis_in: &[u32], remote: std::net::SocketAddr, udp_encap: bool) {
+        for spi in spis_in {
+            let Some(&i) = self.by_child.get(spi) else { continue };
+            let sa = self.flows[i].sa;
+            let Some(old) = self.sad.outbound(sa).map(|o| o.path()) else {
+                continue;
+            };
+            let path = fastpath::sad::OuterPath {
+                local: old.local,
+                remote: remote.ip(),
+                udp_encap: if udp_encap {
+                    old.udp_encap.map(|u| UdpEncap {
+                        local_port: u.local_port,
+                        remote_port: remote.port(),
+                    })
+                } else {
+                    None
+                },
+            };
+            let _ = self.sad.move_path(sa, &path);
+        }
+    }
+
     /// Moves flow `i` to a new outbound SA with parameters `p` (a rekey of its child).
     fn switch(&mut self, i: usize, spi_in: u32, p: &SaParams) {
         let flow = self.flows[i];

@@ -876,9 +876,7 @@ pub(crate) fn make_successor(sa: &mut IkeSa, now: Instant, role: Role, rekey: &S
             _ => None,
         }),
     );
-    new.nat_t = sa.nat_t;
-    new.nat_local = sa.nat_local;
-    new.nat_remote = sa.nat_remote;
+    new.nat = sa.nat;
     new.peer_fragmentation = sa.peer_fragmentation;
     new.peer_id = sa.peer_id.clone();
     if let Err(e) = super::handshake::install_keys(&mut new, suite, keys) {

@@ -23,7 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 use zeroize::Zeroizing;
 
 use crate::Error;
@@ -54,8 +54,16 @@ pub struct Transmit {
     pub remote: SocketAddr,
     /// True when sent on a NAT-T socket: the driver prepends the 4-byte non-ESP marker.
     pub non_esp_marker: bool,
-    /// The IKE message.
+    /// The IKE message, or the single byte of a NAT keepalive.
     pub data: Vec<u8>,
+}
+
+impl Transmit {
+    /// True for a NAT keepalive (RFC 3948 §2.3): one 0xFF byte, sent on the
+    /// NAT-T port without the non-ESP marker (no IKE message is that short).
+    pub fn is_nat_keepalive(&self) -> bool {
+        self.data == [crate::wire::ingress::NAT_KEEPALIVE]
+    }
 }
 
 /// Why an IKE SA went down.
@@ -128,6 +136,19 @@ pub enum Event {
         spi_in: u32,
         /// Our outbound SPI.
         spi_out: u32,
+    },
+    /// The peer's address or port changed (NAT rebinding seen on
+    /// authenticated IKE or ESP): move these CHILD_SAs' ESP to the new outer
+    /// addresses in place.
+    ChildSasMoved {
+        /// Inbound SPIs of the CHILD_SAs to move.
+        spis_in: Vec<u32>,
+        /// Our outer address (with UDP encapsulation, our NAT-T socket).
+        local: SocketAddr,
+        /// The peer's outer address.
+        remote: SocketAddr,
+        /// True when ESP is UDP-encapsulated between them.
+        udp_encap: bool,
     },
     /// A CHILD_SA could not be negotiated (the IKE SA stays up).
     ChildSaFailed {
@@ -341,6 +362,56 @@ pub enum Task {
     Dpd,
 }
 
+/// Whether IKE moved to the NAT-T ports and where NATs were detected,
+/// in one byte (the IKE SA keeps its allocator size class).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Nat(u8);
+
+impl Nat {
+    const NAT_T: u8 = 1;
+    const LOCAL: u8 = 2;
+    const REMOTE: u8 = 4;
+
+    fn get(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+
+    fn set(&mut self, bit: u8, on: bool) {
+        if on {
+            self.0 |= bit;
+        } else {
+            self.0 &= !bit;
+        }
+    }
+
+    /// IKE moved to the NAT-T ports.
+    pub(crate) fn t(self) -> bool {
+        self.get(Self::NAT_T)
+    }
+
+    /// A NAT is in front of us.
+    pub(crate) fn local(self) -> bool {
+        self.get(Self::LOCAL)
+    }
+
+    /// A NAT is in front of the peer.
+    pub(crate) fn remote(self) -> bool {
+        self.get(Self::REMOTE)
+    }
+
+    pub(crate) fn set_t(&mut self, on: bool) {
+        self.set(Self::NAT_T, on);
+    }
+
+    pub(crate) fn set_local(&mut self, on: bool) {
+        self.set(Self::LOCAL, on);
+    }
+
+    pub(crate) fn set_remote(&mut self, on: bool) {
+        self.set(Self::REMOTE, on);
+    }
+}
+
 /// One IKE SA.
 pub struct IkeSa {
     pub(crate) role: Role,
@@ -348,11 +419,8 @@ pub struct IkeSa {
     pub(crate) spi_r: u64,
     pub(crate) local: SocketAddr,
     pub(crate) remote: SocketAddr,
-    /// True once IKE moved to the NAT-T ports.
-    pub(crate) nat_t: bool,
-    /// NAT detected in front of us / in front of the peer.
-    pub(crate) nat_local: bool,
-    pub(crate) nat_remote: bool,
+    /// NAT-T ports in use and where NATs were detected.
+    pub(crate) nat: Nat,
     pub(crate) config: Arc<ConnectionConfig>,
     /// Shared with the endpoint's other SAs (a pointer, not a copy per SA).
     pub(crate) ctx: Arc<Context>,
@@ -372,6 +440,10 @@ pub struct IkeSa {
     pub(crate) peer_id: Option<Identification>,
     pub(crate) created_at: Instant,
     pub(crate) last_inbound: Instant,
+    /// NAT keepalive periods over since `last_inbound`: the next keepalive
+    /// is due at the end of the following one (a count, not an `Instant`,
+    /// keeps the SA in its allocator size class).
+    pub(crate) keepalive_periods: u16,
     pub(crate) rekey_at: Option<Instant>,
     pub(crate) expire_at: Option<Instant>,
     /// Set once IkeSaDown was reported.
@@ -614,9 +686,7 @@ impl IkeSa {
             spi_r,
             local,
             remote,
-            nat_t: false,
-            nat_local: false,
-            nat_remote: false,
+            nat: Nat::default(),
             config,
             ctx,
             state,
@@ -631,6 +701,7 @@ impl IkeSa {
             peer_id: None,
             created_at: now,
             last_inbound: now,
+            keepalive_periods: 0,
             rekey_at: None,
             expire_at: None,
             down_reported: false,
@@ -869,7 +940,7 @@ impl IkeSa {
 
     /// True if IKE and ESP use UDP encapsulation (NAT detected).
     pub fn udp_encapsulation(&self) -> bool {
-        self.nat_local || self.nat_remote
+        self.nat.local() || self.nat.remote()
     }
 
     /// Next datagram to send.
@@ -932,6 +1003,9 @@ impl IkeSa {
                     if self.outstanding().is_none() {
                         consider(Some(self.last_inbound + d));
                     }
+                }
+                if let Some(d) = self.keepalive_interval() {
+                    consider(self.keepalive_due(d));
                 }
                 for c in &self.children {
                     if c.state == ChildState::Installed {
@@ -1037,7 +1111,32 @@ impl IkeSa {
                 self.queue(now, Task::Dpd);
             }
         }
+        if let Some(d) = self.keepalive_interval() {
+            if self.keepalive_due(d).is_some_and(|due| now >= due) {
+                let elapsed = now.saturating_duration_since(self.last_inbound).as_nanos() / d.as_nanos().max(1);
+                self.keepalive_periods = u16::try_from(elapsed).unwrap_or(u16::MAX);
+                if self.keepalive_periods == u16::MAX {
+                    warn!(peer = %self.remote, "no IKE message from the peer for {} keepalive intervals: NAT keepalives stop", u16::MAX);
+                }
+                trace!(peer = %self.remote, "NAT keepalive");
+                self.push_transmit(vec![crate::wire::ingress::NAT_KEEPALIVE]);
+            }
+        }
         self.start_next_task(now);
+    }
+
+    /// When the next NAT keepalive is due with interval `d` (none once the
+    /// count is exhausted).
+    fn keepalive_due(&self, d: Duration) -> Option<Instant> {
+        d.checked_mul(u32::from(self.keepalive_periods.checked_add(1)?))
+            .and_then(|t| self.last_inbound.checked_add(t))
+    }
+
+    /// The NAT keepalive interval while we are behind a NAT on the NAT-T
+    /// port of an established SA (RFC 3948 §2.3); `None` otherwise.
+    fn keepalive_interval(&self) -> Option<Duration> {
+        let behind_nat = matches!(self.state, State::Established) && self.nat.local() && self.nat.t();
+        behind_nat.then_some(self.config.nat_keepalive).flatten()
     }
 
     /// Notes that an answer to our outstanding request `message_id` was
@@ -1277,6 +1376,7 @@ impl IkeSa {
     /// Bookkeeping after a message passed its integrity check.
     fn after_authentic_inbound(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr) {
         self.last_inbound = now;
+        self.keepalive_periods = 0;
         // A driver reading a wildcard socket without packet info knows only the
         // port: keep the address the SA already has.
         let local = if local.ip().is_unspecified() {
@@ -1284,16 +1384,61 @@ impl IkeSa {
         } else {
             local
         };
-        if !self.nat_t && local.port() == self.ctx.local_nat_port && local.port() != self.local.port() {
+        if !self.nat.t() && local.port() == self.ctx.local_nat_port && local.port() != self.local.port() {
             // The initiator moved to the NAT-T port (RFC 7296 §2.23): answer there.
-            self.nat_t = true;
+            self.nat.set_t(true);
             self.local = local;
             self.remote = remote;
-        } else if remote != self.remote && (self.nat_local || self.nat_remote) {
-            info!(old = %self.remote, new = %remote, "peer address changed behind NAT, following it");
+        } else if remote != self.remote && (self.nat.local() || self.nat.remote()) {
+            info!(old = %self.remote, new = %remote, "peer address changed behind NAT, following it (IKE)");
             self.remote = remote;
             self.local = local;
+            self.move_children();
         }
+    }
+
+    /// An authenticated ESP packet of one of our CHILD_SAs came from
+    /// `source`, not from the peer's address: with a NAT between us, the
+    /// peer's mapping changed (RFC 7296 §2.23), so IKE and ESP follow it.
+    /// Without a NAT an address change is MOBIKE's business, not this.
+    /// Returns whether the SA moved.
+    pub fn follow_peer(&mut self, source: SocketAddr) -> bool {
+        if !matches!(self.state, State::Established) || source == self.remote {
+            return false;
+        }
+        if !(self.nat.local() || self.nat.remote()) {
+            debug!(peer = %self.remote, %source, "ESP from another address without a NAT: not followed");
+            return false;
+        }
+        info!(old = %self.remote, new = %source, "peer address changed behind NAT, following it (ESP)");
+        self.remote = source;
+        self.move_children();
+        true
+    }
+
+    /// Tells the driver to move the installed CHILD_SAs to the SA's current addresses.
+    fn move_children(&mut self) {
+        let spis_in: Vec<u32> = self.children.iter().map(|c| c.spi_in).collect();
+        if spis_in.is_empty() {
+            return;
+        }
+        let udp_encap = self.udp_encapsulation();
+        let (mut local, mut remote) = (self.local, self.remote);
+        if !udp_encap {
+            local.set_port(0);
+            remote.set_port(0);
+        }
+        self.push_event(Event::ChildSasMoved {
+            spis_in,
+            local,
+            remote,
+            udp_encap,
+        });
+    }
+
+    /// Whether a NAT was detected in front of us and in front of the peer.
+    pub fn nat_detected(&self) -> (bool, bool) {
+        (self.nat.local(), self.nat.remote())
     }
 
     /// Starts the next queued task if no request is outstanding.
@@ -1406,7 +1551,7 @@ impl IkeSa {
         let t = Transmit {
             local: self.local,
             remote: self.remote,
-            non_esp_marker: self.nat_t,
+            non_esp_marker: self.nat.t(),
             data,
         };
         self.outbox().transmits.push_back(t);
@@ -1419,8 +1564,8 @@ impl IkeSa {
 
     /// Moves IKE to the NAT-T ports (RFC 7296 §2.23).
     pub(crate) fn float_to_nat_t(&mut self) {
-        if !self.nat_t {
-            self.nat_t = true;
+        if !self.nat.t() {
+            self.nat.set_t(true);
             self.local.set_port(self.ctx.local_nat_port);
             self.remote
                 .set_port(self.config.remote_nat_port.unwrap_or(self.ctx.remote_nat_port));

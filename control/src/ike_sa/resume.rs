@@ -174,7 +174,7 @@ impl IkeSa {
             spis: (self.spi_i, self.spi_r),
             local: self.local,
             remote: self.remote,
-            nat: (self.nat_t, self.nat_local, self.nat_remote),
+            nat: (self.nat.t(), self.nat.local(), self.nat.remote()),
             peer_fragmentation: self.peer_fragmentation,
             connection: self.config.name.clone(),
             suite: keys.suite,
@@ -223,7 +223,10 @@ impl IkeSa {
             r.spis.1,
             State::Established(None),
         );
-        (sa.nat_t, sa.nat_local, sa.nat_remote) = r.nat;
+        let (nat_t, nat_local, nat_remote) = r.nat;
+        sa.nat.set_t(nat_t);
+        sa.nat.set_local(nat_local);
+        sa.nat.set_remote(nat_remote);
         sa.peer_fragmentation = r.peer_fragmentation;
         sa.peer_id = Some(r.peer_id.clone());
         sa.next_request_id = r.next_request_id;

@@ -232,10 +232,10 @@ pub(crate) fn handle_response(
     match process_response(sa, datagram, &msg) {
         Ok(()) => {
             sa.take_outstanding();
-            if sa.nat_local || sa.nat_remote {
+            if sa.nat.local() || sa.nat.remote() {
                 debug!(
-                    local_nat = sa.nat_local,
-                    remote_nat = sa.nat_remote,
+                    local_nat = sa.nat.local(),
+                    remote_nat = sa.nat.remote(),
                     "NAT detected, moving to NAT-T port"
                 );
                 sa.float_to_nat_t();
@@ -301,11 +301,11 @@ fn process_response(sa: &mut IkeSa, datagram: &[u8], msg: &Message) -> Result<()
     if !src_ok.is_empty() && !dst_ok.is_empty() {
         let expect_src = nat_detection_hash(sa.spi_i, sa.spi_r, sa.remote);
         let expect_dst = nat_detection_hash(sa.spi_i, sa.spi_r, sa.local);
-        sa.nat_remote = !src_ok.iter().any(|h| **h == expect_src);
-        sa.nat_local = !dst_ok.iter().any(|h| **h == expect_dst);
+        sa.nat.set_remote(!src_ok.iter().any(|h| **h == expect_src));
+        sa.nat.set_local(!dst_ok.iter().any(|h| **h == expect_dst));
     }
     // Forced encapsulation: we act as if we were behind a NAT.
-    sa.nat_local |= sa.config.force_udp_encap;
+    sa.nat.set_local(sa.nat.local() || sa.config.force_udp_encap);
     sa.peer_fragmentation = find_notify(&msg.payloads, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
     note_auth_hints(sa, &msg.payloads);
     install_keys(sa, selected.suite, keys)?;
@@ -505,10 +505,10 @@ impl IkeSa {
         if !src.is_empty() && !dst.is_empty() {
             let expect_src = nat_detection_hash(h.spi_i, 0, remote);
             let expect_dst = nat_detection_hash(h.spi_i, 0, local);
-            sa.nat_remote = !src.iter().any(|x| **x == expect_src);
-            sa.nat_local = !dst.iter().any(|x| **x == expect_dst);
+            sa.nat.set_remote(!src.iter().any(|x| **x == expect_src));
+            sa.nat.set_local(!dst.iter().any(|x| **x == expect_dst));
         }
-        sa.nat_local |= sa.config.force_udp_encap;
+        sa.nat.set_local(sa.nat.local() || sa.config.force_udp_encap);
         sa.peer_fragmentation = find_notify(&msg.payloads, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         let mut payloads = vec![
             Payload::Sa(vec![selected.proposal.clone()]),

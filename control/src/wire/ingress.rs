@@ -7,6 +7,8 @@ use super::ikev2::{ExchangeType, HEADER_LEN, Header, PayloadType};
 
 /// Length of the non-ESP marker that precedes IKE on the NAT-T port (RFC 3948 §2.2).
 pub const NON_ESP_MARKER_LEN: usize = 4;
+/// The single byte of a NAT keepalive (RFC 3948 §2.3).
+pub const NAT_KEEPALIVE: u8 = 0xff;
 
 /// Shortest ESP packet: SPI and sequence number (RFC 4303 §2).
 const ESP_HEADER_LEN: usize = 8;
@@ -97,7 +99,7 @@ pub fn peek_header(message: &[u8]) -> Option<Header> {
 /// 500 everything is IKE, a marker tolerated (an initiator's SPI is never
 /// zero, so four zero bytes cannot start an IKE header there).
 pub fn classify(datagram: &[u8], nat_t: bool) -> Ingress {
-    if nat_t && datagram == [0xff] {
+    if nat_t && datagram == [NAT_KEEPALIVE] {
         return Ingress::NatKeepalive;
     }
     let marked = datagram.len() >= NON_ESP_MARKER_LEN && datagram[..NON_ESP_MARKER_LEN] == [0; NON_ESP_MARKER_LEN];

@@ -481,6 +481,18 @@ impl DpdkBackend {
         }
     }
 
+    /// Moves an SA to new outer addresses in place (see [`Sad::move_path`]).
+    /// Lookaside and CPU crypto sessions do not depend on the addresses; an
+    /// inline session carries them in the NIC, so a moved SA leaves inline
+    /// offload and runs in software from then on.
+    pub fn move_sa(&self, id: SaId, path: &crate::sad::OuterPath) -> Result<(), DpdkError> {
+        self.sad.move_path(id, path)?;
+        if let Some(i) = &self.inline_sas {
+            i.unregister(id);
+        }
+        Ok(())
+    }
+
     /// Removes an SA from the SAD and the crypto device.
     pub fn remove_sa(&self, id: SaId) -> Result<(), DpdkError> {
         if let Some(s) = &self.sessions {
@@ -1278,7 +1290,9 @@ impl PollLoop {
                     continue;
                 }
             };
-            let marker = if d.local.port() == crate::worker::NAT_T_PORT {
+            // A NAT keepalive (one 0xFF byte) goes without the non-ESP marker.
+            let keepalive = d.payload == [crate::worker::NAT_KEEPALIVE];
+            let marker = if d.local.port() == crate::worker::NAT_T_PORT && !keepalive {
                 NON_ESP_MARKER_LEN
             } else {
                 0

@@ -269,12 +269,13 @@ impl InlineEngine {
                 out.push((m, drop_out(&wc, &sa, r)));
                 continue;
             }
-            let ports = sa.udp_encap.map(|u| (u.local_port, u.remote_port));
-            if ip::prepend_outer(&mut m, sa.local, sa.remote, ports).is_err() {
+            let path = sa.path();
+            let ports = path.udp_encap.map(|u| (u.local_port, u.remote_port));
+            if ip::prepend_outer(&mut m, path.local, path.remote, ports).is_err() {
                 out.push((m, drop_out(&wc, &sa, DropReason::Oversize)));
                 continue;
             }
-            let ipv6 = matches!(sa.local, IpAddr::V6(_));
+            let ipv6 = matches!(path.local, IpAddr::V6(_));
             let l3 = if ipv6 { 40 } else { 20 };
             // Never send a framed but unencrypted packet: no metadata, no packet.
             if session
@@ -291,9 +292,9 @@ impl InlineEngine {
             out.push((
                 m,
                 Verdict::ToPeer {
-                    src: sa.local,
-                    dst: sa.remote,
-                    udp: sa.udp_encap,
+                    src: path.local,
+                    dst: path.remote,
+                    udp: path.udp_encap,
                 },
             ));
         }

@@ -439,16 +439,17 @@ impl LookasideEngine {
             let v = match self.pending.swap_remove(i) {
                 Pending::Encap { sa, inner_len, .. } => match status {
                     OpStatus::Success => {
-                        let ports = sa.udp_encap.map(|u| (u.local_port, u.remote_port));
-                        if ip::prepend_outer(&mut m, sa.local, sa.remote, ports).is_err() {
+                        let path = sa.path();
+                        let ports = path.udp_encap.map(|u| (u.local_port, u.remote_port));
+                        if ip::prepend_outer(&mut m, path.local, path.remote, ports).is_err() {
                             drop_out(wc, &sa, DropReason::Oversize)
                         } else {
                             sa.account(1, inner_len, sad.events());
                             wc.outbound.add(1, inner_len);
                             Verdict::ToPeer {
-                                src: sa.local,
-                                dst: sa.remote,
-                                udp: sa.udp_encap,
+                                src: path.local,
+                                dst: path.remote,
+                                udp: path.udp_encap,
                             }
                         }
                     }
@@ -524,7 +525,7 @@ pub(super) fn frame_esp(m: &mut Mbuf, sa: &OutboundSa, seq: u64) -> Result<(), D
     };
     let payload_len = PacketBuffer::len(m);
     let esp_len = esp_len_for(&sa.cipher, payload_len);
-    if esp_len > sa.max_esp_len {
+    if esp_len > sa.max_esp_len() {
         return Err(DropReason::Oversize);
     }
     let pad_len = esp_len - ESP_HEADER_LEN - IV_LEN - ICV_LEN - payload_len - 2;

@@ -14,8 +14,9 @@ PACKAGES=(
   libdpdk-dev dpdk-dev pkg-config clang libclang-dev libipsec-mb-dev
   # network tools used by tests and benchmarks
   iproute2 iputils-ping iperf3 tshark procps jq bc
-  # the NAT router namespace of the IKEv1 NAT-T test (tests/interop/ikev1.rs)
-  nftables
+  # the NAT router namespace of the NAT-T tests (tests/interop/ikev1.rs,
+  # tests/nat_traversal.rs) and its connection tracking
+  nftables conntrack
   # an HTTP client for the metrics endpoint test (tests/daemon_ops.rs)
   curl
   # offloads off on veths whose frames DPDK's net_af_packet reads (tests/dpdk_gateway.rs)

@@ -202,6 +202,42 @@ impl NattedPair {
         b.exec(&["ip", "addr", "add", &format!("{INNER_B}/32"), "dev", "lo"])?;
         Ok(Self { a, r, b })
     }
+
+    /// Makes the router forget idle UDP mappings after `secs` and pick a
+    /// random external port for each new mapping (so a flushed mapping
+    /// comes back on another port).
+    pub fn short_random_udp_mappings(&self, secs: u32) -> Result<()> {
+        for key in ["nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream"] {
+            self.r
+                .exec(&["sysctl", "-q", "-w", &format!("net.netfilter.{key}={secs}")])?;
+        }
+        self.r.exec(&["nft", "flush", "chain", "ip", "nat", "post"])?;
+        self.r.exec(&[
+            "nft",
+            "add",
+            "rule",
+            "ip",
+            "nat",
+            "post",
+            "ip",
+            "saddr",
+            PRIVATE_A,
+            "masquerade",
+            "random",
+        ])?;
+        Ok(())
+    }
+
+    /// The UDP mappings the router's conntrack holds (`conntrack -L` lines).
+    pub fn udp_mappings(&self) -> Result<Vec<String>> {
+        let o = self.r.exec(&["conntrack", "-L", "-p", "udp"])?;
+        Ok(String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect())
+    }
+
+    /// Forgets every mapping: A's next packet gets a new external port.
+    pub fn flush_mappings(&self) -> Result<()> {
+        self.r.exec(&["conntrack", "-F"]).map(|_| ())
+    }
 }
 
 /// Deletes namespaces named `ironsa-<pid>-<seq>-<a|b|r>` whose process is gone.

@@ -25,22 +25,13 @@ const PSK: &str = "a-long-random-test-secret-for-raw-esp";
 const T: Duration = Duration::from_secs(10);
 
 fn config(me: &str, peer: &str, mine: &str, theirs: &str, lid: &str, rid: &str, force_udp_encap: bool) -> String {
-    format!(
-        r#"
-[daemon]
-listen = ["{me}"]
-shards = 1
-control_socket = "SOCKET"
-
-[fastpath]
-backend = "software"
-tun_name = "ironsa0"
-workers = 2
-{}"#,
-        support::ironsa::peer_connection(peer, mine, theirs, lid, rid, PSK).replace(
+    support::ironsa::software_daemon(
+        me,
+        2,
+        &support::ironsa::peer_connection(peer, mine, theirs, lid, rid, PSK).replace(
             "ike_proposals =",
-            &format!("force_udp_encap = {force_udp_encap}\nike_proposals =")
-        )
+            &format!("force_udp_encap = {force_udp_encap}\nike_proposals ="),
+        ),
     )
 }
 

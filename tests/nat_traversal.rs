@@ -29,20 +29,11 @@ const UDP_TIMEOUT_SECS: u32 = 3;
 
 /// A software-plane daemon at `me`; `connection_extra` goes into its connection.
 fn config(me: &str, peer: &str, mine: &str, theirs: &str, ids: (&str, &str), connection_extra: &str) -> String {
-    format!(
-        r#"
-[daemon]
-listen = ["{me}"]
-shards = 1
-control_socket = "SOCKET"
-
-[fastpath]
-backend = "software"
-tun_name = "ironsa0"
-workers = 1
-{}"#,
-        support::ironsa::peer_connection(peer, mine, theirs, ids.0, ids.1, PSK)
-            .replace("ike_proposals =", &format!("{connection_extra}\nike_proposals ="))
+    support::ironsa::software_daemon(
+        me,
+        1,
+        &support::ironsa::peer_connection(peer, mine, theirs, ids.0, ids.1, PSK)
+            .replace("ike_proposals =", &format!("{connection_extra}\nike_proposals =")),
     )
 }
 

@@ -37,6 +37,24 @@ esp_proposals = "aes256gcm16"
     )
 }
 
+/// A one-shard daemon listening on `me` with the software data plane
+/// (TUN `ironsa0`, `workers` workers) and the connections in `connections`.
+pub fn software_daemon(me: &str, workers: usize, connections: &str) -> String {
+    format!(
+        r#"
+[daemon]
+listen = ["{me}"]
+shards = 1
+control_socket = "SOCKET"
+
+[fastpath]
+backend = "software"
+tun_name = "ironsa0"
+workers = {workers}
+{connections}"#
+    )
+}
+
 /// A running `ironsa run` process; stopped (SIGTERM, then SIGKILL) on Drop.
 pub struct Ironsa {
     child: Option<Child>,

@@ -160,6 +160,7 @@ struct RawConnection {
     fragment_size: Option<usize>,
     force_udp_encap: Option<bool>,
     aggressive: Option<Spanned<bool>>,
+    mobike: Option<bool>,
     version: Option<Spanned<toml::Value>>,
     start_action: Option<Spanned<String>>,
     #[serde(default)]
@@ -1257,6 +1258,9 @@ fn connection_section(
     if let Some(f) = c.force_udp_encap {
         cfg.force_udp_encap = f;
     }
+    if let Some(m) = c.mobike {
+        cfg.mobike = m;
+    }
     if let Some(v) = &c.version {
         cfg.ike_versions = match v.get_ref() {
             toml::Value::Integer(1) => IkeVersions::V1,
@@ -1857,6 +1861,7 @@ pub fn reload_effect(old: &ConnectionConfig, new: &ConnectionConfig) -> ReloadEf
     let all_same = old.ike_lifetime == new.ike_lifetime
         && old.dpd_delay == new.dpd_delay
         && old.nat_keepalive == new.nat_keepalive
+        && old.mobike == new.mobike
         && old.fragmentation == new.fragmentation
         && old.fragment_size == new.fragment_size
         && old.initial_contact == new.initial_contact

@@ -933,7 +933,7 @@ impl Shard {
                     }
                 }
                 Event::IkeSaRekeyed { new_local_spi, .. } => self.registry.rekeyed(self.id, spi, *new_local_spi),
-                Event::ChildSaFailed { .. } => {}
+                Event::ChildSaFailed { .. } | Event::Refused { .. } => {}
             }
             self.dataplane.ike_event(&ev);
         }

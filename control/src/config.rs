@@ -308,6 +308,9 @@ pub struct ConnectionConfig {
     /// Interval of NAT keepalives (RFC 3948 §2.3) while a NAT is in front of
     /// us, so the NAT keeps our mapping through idle periods; `None`: none.
     pub nat_keepalive: Option<Duration>,
+    /// Offer and accept MOBIKE (RFC 4555): the peer may move the IKE SA and
+    /// its CHILD_SAs to new addresses without a new handshake.
+    pub mobike: bool,
     /// Retransmission: initial timeout.
     pub retransmit_timeout: Duration,
     /// Retransmission: number of retransmits before giving up.
@@ -377,6 +380,7 @@ impl ConnectionConfig {
             force_udp_encap: false,
             aggressive: false,
             nat_keepalive: Some(DEFAULT_NAT_KEEPALIVE),
+            mobike: true,
             retransmit_timeout: Duration::from_secs(4),
             retransmit_tries: 5,
             retransmit_base: 1.8,

@@ -29,11 +29,17 @@ pub enum DropReason {
     PerSourceLimit,
     /// An IKE_SA_INIT request while the endpoint holds its maximum of half-open SAs.
     HalfOpenCap,
+    /// A message to an established IKE SA that failed its integrity check.
+    Unauthenticated,
+    /// A MOBIKE (RFC 4555) address update refused: MOBIKE not negotiated,
+    /// a NAT where the peer allowed none, too many addresses, or a failed
+    /// return routability check (COOKIE2).
+    MobikeRefused,
 }
 
 impl DropReason {
     /// Every reason, in the order of [`DropCounts`].
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Undecodable,
         DropReason::UnsupportedVersion,
         DropReason::UnknownSa,
@@ -41,6 +47,8 @@ impl DropReason {
         DropReason::InitRefused,
         DropReason::PerSourceLimit,
         DropReason::HalfOpenCap,
+        DropReason::Unauthenticated,
+        DropReason::MobikeRefused,
     ];
 
     /// Name for metrics labels and JSON keys.
@@ -53,6 +61,8 @@ impl DropReason {
             DropReason::InitRefused => "init_refused",
             DropReason::PerSourceLimit => "per_source_limit",
             DropReason::HalfOpenCap => "half_open_cap",
+            DropReason::Unauthenticated => "unauthenticated",
+            DropReason::MobikeRefused => "mobike_refused",
         }
     }
 
@@ -66,6 +76,8 @@ impl DropReason {
             DropReason::InitRefused => "refused IKE_SA_INIT",
             DropReason::PerSourceLimit => "dropped IKE_SA_INIT: per-source half-open limit reached",
             DropReason::HalfOpenCap => "dropped IKE_SA_INIT: half-open SA cap reached",
+            DropReason::Unauthenticated => "dropped IKE message that failed its integrity check",
+            DropReason::MobikeRefused => "refused MOBIKE address update",
         }
     }
 

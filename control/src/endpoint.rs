@@ -115,6 +115,8 @@ pub struct Endpoint {
     timers: BinaryHeap<Reverse<(u64, u64)>>,
     /// Time zero of the ticks.
     epoch: Instant,
+    /// The latest time the driver passed in: when refusals an SA reports are logged.
+    clock: Instant,
     transmits: VecDeque<Transmit>,
     events: VecDeque<(u64, Event)>,
     spi_prefix: u64,
@@ -141,6 +143,7 @@ impl Endpoint {
             cookie_mode_until: None,
             timers: BinaryHeap::new(),
             epoch: now,
+            clock: now,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             spi_prefix: if shard_bits == 0 { 0 } else { shard << (64 - shard_bits) },
@@ -306,6 +309,7 @@ impl Endpoint {
 
     /// Queues a task (rekey, delete, DPD, new child) on an IKE SA.
     pub fn queue(&mut self, now: Instant, spi: u64, task: Task) -> bool {
+        self.clock = now;
         let Some(sa) = self.sas.get_mut(&spi) else { return false };
         sa.queue(now, task);
         self.after(spi);
@@ -330,8 +334,19 @@ impl Endpoint {
         moved
     }
 
+    /// MOBIKE client role: IKE SA `spi` now uses our address `local` (see
+    /// [`IkeSa::update_local_address`]); false without MOBIKE.
+    pub fn update_local_address(&mut self, now: Instant, local: SocketAddr, spi: u64) -> bool {
+        self.clock = now;
+        let Some(sa) = self.sas.get_mut(&spi) else { return false };
+        let moved = sa.update_local_address(now, local);
+        self.after(spi);
+        moved
+    }
+
     /// Deletes an IKE SA gracefully (DELETE to the peer).
     pub fn delete(&mut self, now: Instant, spi: u64) -> bool {
+        self.clock = now;
         let Some(sa) = self.sas.get_mut(&spi) else { return false };
         sa.delete(now);
         self.after(spi);
@@ -362,6 +377,7 @@ impl Endpoint {
 
     /// Runs every timer that is due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = now;
         self.drop_log.flush(now);
         let now_tick = self.tick(now);
         while let Some(Reverse((t, spi))) = self.timers.peek().copied() {
@@ -425,6 +441,7 @@ impl Endpoint {
         header: Header,
         datagram: &[u8],
     ) {
+        self.clock = now;
         match header.version() {
             IkeVersion::V2 => {}
             IkeVersion::V1 => {
@@ -693,7 +710,12 @@ impl Endpoint {
             self.transmits.push_back(t);
         }
         let mut successor = None;
+        let mut refused = Vec::new();
         while let Some(e) = sa.poll_event() {
+            if let Event::Refused { source, reason, detail } = e {
+                refused.push((source, reason, detail));
+                continue;
+            }
             match &e {
                 Event::IkeSaUp { .. } => {
                     self.stats.established += 1;
@@ -707,6 +729,11 @@ impl Endpoint {
             self.events.push_back((spi, e));
         }
         sa.release_idle_buffers();
+        for (source, reason, detail) in refused {
+            self.stats.drops.add(reason);
+            self.drop_log.record(self.clock, source.ip(), reason, &detail);
+        }
+        let Some(sa) = self.sas.get_mut(&spi) else { return };
         let half_open = sa.is_half_open();
         let closed = sa.is_closed();
         let deadline = sa.poll_timeout();

@@ -197,6 +197,7 @@ impl Pair {
                     remote,
                     udp_encap,
                 } => seen.moved.push((spis_in, local, remote, udp_encap)),
+                Event::Refused { .. } => {}
             }
         }
     }
@@ -2036,4 +2037,68 @@ fn ike_rebinding_moves_the_children_too() {
     assert_eq!(p.b_seen.moved[0].2, rebound);
     let answer = p.b.poll_transmit().expect("DPD answer");
     assert_eq!(answer.remote, rebound);
+}
+
+#[test]
+fn mobike_is_negotiated_unless_a_side_turns_it_off() {
+    let p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    assert!(p.a.sas().next().unwrap().mobike() && p.b.sas().next().unwrap().mobike());
+    let (a, mut b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    b.mobike = false;
+    let (mut p, conn) = Pair::new(a, b, AdmissionConfig::default());
+    p.a.initiate(p.now, conn, A.parse().unwrap(), B.parse().unwrap())
+        .unwrap();
+    p.run(Duration::from_secs(5));
+    let spi = p.a_spi();
+    assert!(!p.a.sas().next().unwrap().mobike() && !p.b.sas().next().unwrap().mobike());
+    // Without MOBIKE a client's new address is not announced.
+    assert!(!p.a.update_local_address(p.now, "192.0.2.9:500".parse().unwrap(), spi));
+}
+
+#[test]
+fn mobike_update_moves_ike_at_once_and_children_after_return_routability() {
+    let mut p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let spi = p.a_spi();
+    let spi_in_b = p.b_seen.installed[0].spi_in;
+    let before = p.datagrams;
+    let moved: SocketAddr = "192.0.2.9:500".parse().unwrap();
+    assert!(p.a.update_local_address(p.now, moved, spi));
+    p.run(Duration::from_secs(5));
+    // UPDATE_SA_ADDRESSES and its answer, then the COOKIE2 check and its answer.
+    assert_eq!(p.datagrams, before + 4);
+    assert_eq!(p.b.sas().next().unwrap().remote_addr(), moved);
+    assert_eq!(p.a.sas().next().unwrap().local_addr(), moved);
+    assert!(p.a.sas().next().unwrap().is_established() && p.b.sas().next().unwrap().is_established());
+    // Each side moves its ESP once: the client on the answer, the gateway after the check.
+    assert_eq!(p.a_seen.moved.len(), 1);
+    assert_eq!(p.a_seen.moved[0].1.ip(), moved.ip());
+    assert_eq!(p.b_seen.moved.len(), 1);
+    assert_eq!(p.b_seen.moved[0].0, vec![spi_in_b]);
+    assert_eq!(p.b_seen.moved[0].2.ip(), moved.ip());
+    // No new handshake, no rekey.
+    assert_eq!(
+        (p.a_seen.up.len(), p.b_seen.up.len(), p.a_seen.installed.len()),
+        (1, 1, 1)
+    );
+    assert_eq!(p.b.stats().drops.total(), 0);
+}
+
+#[test]
+fn forged_update_sa_addresses_is_dropped_and_counted() {
+    let mut p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let spi = p.a_spi();
+    assert!(p.a.update_local_address(p.now, "192.0.2.9:500".parse().unwrap(), spi));
+    let mut t = p.a.poll_transmit().expect("UPDATE_SA_ADDRESSES");
+    let last = t.data.len() - 1;
+    t.data[last] ^= 0x55;
+    let attacker: SocketAddr = "198.51.100.66:500".parse().unwrap();
+    p.b.handle(p.now, t.remote, attacker, &t.data);
+    Pair::collect(&mut p.b, &mut p.b_seen);
+    assert_eq!(
+        p.b.sas().next().unwrap().remote_addr(),
+        A.parse::<SocketAddr>().unwrap()
+    );
+    assert!(p.b_seen.moved.is_empty());
+    assert_eq!(p.b.stats().drops.get(control::drops::DropReason::Unauthenticated), 1);
+    assert!(p.b.poll_transmit().is_none(), "nothing answers a forged request");
 }

@@ -917,6 +917,8 @@ impl Worker {
                     *self.res.child_failures.entry(r).or_default() += 1;
                 }
             }
+            // The endpoint counts refusals; they never reach its driver.
+            Event::Refused { .. } => {}
             Event::ChildSasMoved {
                 spis_in,
                 remote,

@@ -174,6 +174,9 @@ pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
     if cfg.initial_contact {
         payloads.push(notify(NotifyType::INITIAL_CONTACT, Vec::new()));
     }
+    if cfg.mobike {
+        payloads.push(notify(NotifyType::MOBIKE_SUPPORTED, Vec::new()));
+    }
     if let crate::config::IdentityMatch::Exact(idr) = &cfg.remote_id {
         payloads.push(Payload::IdR(idr.clone()));
     }
@@ -305,6 +308,8 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
         sa.close(DownReason::Failed(format!("responder authentication failed: {why}")));
         return;
     }
+    sa.nat
+        .set_mobike(cfg.mobike && find_notify(&inner, NotifyType::MOBIKE_SUPPORTED).is_some());
     establish(sa, now, idr, false);
     super::config_payload::handle_reply(sa, &inner);
     if let Err(why) = super::config_payload::check_reply(sa, &inner) {
@@ -488,6 +493,10 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
     if let Some(p) = used_ppk {
         info!(connection = %cfg.name, peer = %sa.remote, ppk_id = %String::from_utf8_lossy(&p.id), "IKE SA keyed with the PPK");
         response.push(ppk::identity_notify(p));
+    }
+    if cfg.mobike && find_notify(&inner, NotifyType::MOBIKE_SUPPORTED).is_some() {
+        sa.nat.set_mobike(true);
+        response.push(notify(NotifyType::MOBIKE_SUPPORTED, Vec::new()));
     }
     establish(sa, now, idi.clone(), initial_contact);
     let cp_reply = answer_config_request(sa, &inner, idi);

@@ -17,6 +17,15 @@ pub(crate) enum Pending {
     DeleteChildren(Vec<u32>),
     /// DELETE of the IKE SA.
     DeleteIke,
+    /// MOBIKE: our UPDATE_SA_ADDRESSES.
+    UpdateSaAddresses,
+    /// MOBIKE: our return routability check of the peer at `remote`.
+    ReturnRoutability {
+        /// The COOKIE2 the answer must echo.
+        cookie: Box<[u8]>,
+        /// The address checked.
+        remote: std::net::SocketAddr,
+    },
 }
 
 /// Sends an empty INFORMATIONAL request (dead-peer detection).
@@ -93,8 +102,12 @@ fn close_ike(sa: &mut IkeSa) {
 }
 
 /// Processes the response to our INFORMATIONAL request.
-pub(crate) fn handle_response(sa: &mut IkeSa, _now: Instant, _inner: Vec<Payload>, pending: Pending) {
+pub(crate) fn handle_response(sa: &mut IkeSa, _now: Instant, inner: Vec<Payload>, pending: Pending) {
     match pending {
+        Pending::UpdateSaAddresses => super::mobike::handle_update_response(sa, &inner),
+        Pending::ReturnRoutability { cookie, remote } => {
+            super::mobike::handle_return_routability(sa, &inner, &cookie, remote)
+        }
         Pending::Dpd => debug!(peer = %sa.remote, "peer is alive"),
         Pending::DeleteChildren(spis) => {
             for spi in spis {
@@ -114,8 +127,15 @@ pub(crate) fn handle_response(sa: &mut IkeSa, _now: Instant, _inner: Vec<Payload
 }
 
 /// Processes an INFORMATIONAL request from the peer.
-pub(crate) fn handle_request(sa: &mut IkeSa, _now: Instant, mid: u32, inner: Vec<Payload>) {
-    let mut response = Vec::new();
+pub(crate) fn handle_request(
+    sa: &mut IkeSa,
+    _now: Instant,
+    mid: u32,
+    inner: Vec<Payload>,
+    local: std::net::SocketAddr,
+    remote: std::net::SocketAddr,
+) {
+    let mut response = super::mobike::handle_request(sa, local, remote, &inner);
     let mut delete_ike = false;
     let mut ours = Vec::new();
     for p in &inner {
@@ -136,6 +156,7 @@ pub(crate) fn handle_request(sa: &mut IkeSa, _now: Instant, mid: u32, inner: Vec
                     }
                 }
             }
+            Payload::Notify(n) if super::mobike::NOTIFIES.contains(&n.ty) => {}
             Payload::Notify(n) => {
                 info!(peer = %sa.remote, notify = %n.ty, "peer notification");
             }

@@ -15,6 +15,7 @@ mod handshake;
 pub mod informational;
 pub mod intermediate;
 mod ppk;
+mod mobike;
 pub mod resume;
 pub mod sa_init;
 
@@ -149,6 +150,16 @@ pub enum Event {
         remote: SocketAddr,
         /// True when ESP is UDP-encapsulated between them.
         udp_encap: bool,
+    },
+    /// A message or request was refused: the endpoint counts it by reason
+    /// and logs it rate-limited.
+    Refused {
+        /// Where it came from.
+        source: SocketAddr,
+        /// Why.
+        reason: crate::drops::DropReason,
+        /// What it was, for the log.
+        detail: String,
     },
     /// A CHILD_SA could not be negotiated (the IKE SA stays up).
     ChildSaFailed {
@@ -360,10 +371,16 @@ pub enum Task {
     DeleteIke,
     /// Liveness check.
     Dpd,
+    /// MOBIKE: tell the peer our address changed (UPDATE_SA_ADDRESSES).
+    UpdateSaAddresses,
+    /// MOBIKE: check that the peer answers at its new address (COOKIE2)
+    /// before its CHILD_SAs move there.
+    ReturnRoutability,
 }
 
-/// Whether IKE moved to the NAT-T ports and where NATs were detected,
-/// in one byte (the IKE SA keeps its allocator size class).
+/// Whether IKE moved to the NAT-T ports, where NATs were detected and
+/// whether MOBIKE was negotiated, in one byte (the IKE SA keeps its
+/// allocator size class).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Nat(u8);
 
@@ -371,6 +388,7 @@ impl Nat {
     const NAT_T: u8 = 1;
     const LOCAL: u8 = 2;
     const REMOTE: u8 = 4;
+    const MOBIKE: u8 = 8;
 
     fn get(self, bit: u8) -> bool {
         self.0 & bit != 0
@@ -397,6 +415,15 @@ impl Nat {
     /// A NAT is in front of the peer.
     pub(crate) fn remote(self) -> bool {
         self.get(Self::REMOTE)
+    }
+
+    /// Both sides sent MOBIKE_SUPPORTED (RFC 4555).
+    pub(crate) fn mobike(self) -> bool {
+        self.get(Self::MOBIKE)
+    }
+
+    pub(crate) fn set_mobike(&mut self, on: bool) {
+        self.set(Self::MOBIKE, on);
     }
 
     pub(crate) fn set_t(&mut self, on: bool) {
@@ -1219,7 +1246,9 @@ impl IkeSa {
             }
             return;
         }
-        let Some(inner) = self.open(datagram, &msg) else { return };
+        let Some(inner) = self.open(remote, datagram, &msg) else {
+            return;
+        };
         self.after_authentic_inbound(now, local, remote);
         let Some(out) = self.take_outstanding() else { return };
         match out.kind {
@@ -1279,7 +1308,9 @@ impl IkeSa {
         if first_fragment {
             self.scratch().current_request_digest = Some(request_digest(datagram));
         }
-        let Some(inner) = self.open(datagram, &msg) else { return };
+        let Some(inner) = self.open(remote, datagram, &msg) else {
+            return;
+        };
         if self.resync_request_id {
             if mid != self.expected_request_id {
                 info!(
@@ -1326,7 +1357,7 @@ impl IkeSa {
                 create_child::handle_request(self, now, mid, inner)
             }
             (ExchangeType::INFORMATIONAL, State::Established(_)) => {
-                informational::handle_request(self, now, mid, inner)
+                informational::handle_request(self, now, mid, inner, local, remote)
             }
             (ExchangeType::IKE_FOLLOWUP_KE, State::Established(_)) => {
                 followup_ke::handle_request(self, now, mid, inner)
@@ -1340,7 +1371,7 @@ impl IkeSa {
     }
 
     /// Decrypts the SK payload, or adds an SKF fragment; None until a whole message is there.
-    fn open(&mut self, datagram: &[u8], msg: &ikev2::Message) -> Option<Vec<Payload>> {
+    fn open(&mut self, source: SocketAddr, datagram: &[u8], msg: &ikev2::Message) -> Option<Vec<Payload>> {
         let keys = self.keys.as_ref()?;
         let result = match msg.payloads.last() {
             Some(Payload::Sk { .. }) => sk::open_decoded(datagram, msg, &keys.inbound).map(Some),
@@ -1368,6 +1399,11 @@ impl IkeSa {
                 if msg.header.is_response() {
                     self.note_dropped_answer(msg.header.message_id, &e);
                 }
+                self.push_event(Event::Refused {
+                    source,
+                    reason: crate::drops::DropReason::Unauthenticated,
+                    detail: format!("{} {}: {e}", msg.header.exchange, msg.header.message_id),
+                });
                 None
             }
         }
@@ -1389,7 +1425,7 @@ impl IkeSa {
             self.nat.set_t(true);
             self.local = local;
             self.remote = remote;
-        } else if remote != self.remote && (self.nat.local() || self.nat.remote()) {
+        } else if remote != self.remote && (self.nat.local() || self.nat.remote()) && self.may_follow(remote) {
             info!(old = %self.remote, new = %remote, "peer address changed behind NAT, following it (IKE)");
             self.remote = remote;
             self.local = local;
@@ -1406,8 +1442,8 @@ impl IkeSa {
         if !matches!(self.state, State::Established) || source == self.remote {
             return false;
         }
-        if !(self.nat.local() || self.nat.remote()) {
-            debug!(peer = %self.remote, %source, "ESP from another address without a NAT: not followed");
+        if !(self.nat.local() || self.nat.remote()) || !self.may_follow(source) {
+            debug!(peer = %self.remote, %source, "ESP from another address: not followed (no NAT, or a new IP address under MOBIKE)");
             return false;
         }
         info!(old = %self.remote, new = %source, "peer address changed behind NAT, following it (ESP)");
@@ -1416,8 +1452,37 @@ impl IkeSa {
         true
     }
 
+    /// Whether a NAT rebinding to `remote` is followed without being told:
+    /// always without MOBIKE; with it, a new port only, since a new IP
+    /// address comes with UPDATE_SA_ADDRESSES and a return routability
+    /// check (RFC 4555 §3.5).
+    fn may_follow(&self, remote: SocketAddr) -> bool {
+        !self.nat.mobike() || remote.ip() == self.remote.ip()
+    }
+
+    /// MOBIKE client role: our address is now `local` (an interface or
+    /// route change the driver saw). With MOBIKE negotiated the SA moves
+    /// there and tells the peer (UPDATE_SA_ADDRESSES); false otherwise.
+    pub fn update_local_address(&mut self, now: Instant, local: SocketAddr) -> bool {
+        if !matches!(self.state, State::Established) || !self.nat.mobike() {
+            return false;
+        }
+        if local == self.local {
+            return true;
+        }
+        info!(old = %self.local, new = %local, peer = %self.remote, "our address changed: updating the peer (MOBIKE)");
+        self.local = local;
+        self.queue(now, Task::UpdateSaAddresses);
+        true
+    }
+
+    /// Whether MOBIKE was negotiated on this SA.
+    pub fn mobike(&self) -> bool {
+        self.nat.mobike()
+    }
+
     /// Tells the driver to move the installed CHILD_SAs to the SA's current addresses.
-    fn move_children(&mut self) {
+    pub(crate) fn move_children(&mut self) {
         let spis_in: Vec<u32> = self.children.iter().map(|c| c.spi_in).collect();
         if spis_in.is_empty() {
             return;
@@ -1454,6 +1519,8 @@ impl IkeSa {
                 Task::DeleteChild(spi) => informational::start_delete_child(self, now, spi),
                 Task::DeleteIke => informational::start_delete_ike(self, now),
                 Task::Dpd => informational::start_dpd(self, now),
+                Task::UpdateSaAddresses => mobike::start_update(self, now),
+                Task::ReturnRoutability => mobike::start_return_routability(self, now),
             }
         }
     }

@@ -22,7 +22,7 @@ use crate::proposal::MAX_ADDITIONAL_KE;
 use crate::wire::ikev2::{IdType, Identification, TrafficSelector};
 
 /// Version of the encoding written by [`ResumableIkeSa::encode`].
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// Why a resumable state could not be decoded or resumed.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +100,8 @@ pub struct ResumableIkeSa {
     pub nat: (bool, bool, bool),
     /// The peer does RFC 7383 fragmentation.
     pub peer_fragmentation: bool,
+    /// MOBIKE (RFC 4555) was negotiated.
+    pub mobike: bool,
     /// The connection's name.
     pub connection: String,
     /// Negotiated algorithms.
@@ -176,6 +178,7 @@ impl IkeSa {
             remote: self.remote,
             nat: (self.nat.t(), self.nat.local(), self.nat.remote()),
             peer_fragmentation: self.peer_fragmentation,
+            mobike: self.nat.mobike(),
             connection: self.config.name.clone(),
             suite: keys.suite,
             additional_ke: keys.additional_ke,
@@ -227,6 +230,7 @@ impl IkeSa {
         sa.nat.set_t(nat_t);
         sa.nat.set_local(nat_local);
         sa.nat.set_remote(nat_remote);
+        sa.nat.set_mobike(r.mobike);
         sa.peer_fragmentation = r.peer_fragmentation;
         sa.peer_id = Some(r.peer_id.clone());
         sa.next_request_id = r.next_request_id;
@@ -482,7 +486,7 @@ impl ResumableIkeSa {
         w.u64(self.spis.1);
         w.addr(self.local);
         w.addr(self.remote);
-        for f in [self.nat.0, self.nat.1, self.nat.2, self.peer_fragmentation] {
+        for f in [self.nat.0, self.nat.1, self.nat.2, self.peer_fragmentation, self.mobike] {
             w.u8(u8::from(f));
         }
         w.bytes(self.connection.as_bytes());
@@ -538,6 +542,7 @@ impl ResumableIkeSa {
         let remote = r.addr()?;
         let nat = (r.flag()?, r.flag()?, r.flag()?);
         let peer_fragmentation = r.flag()?;
+        let mobike = r.flag()?;
         let connection = String::from_utf8(r.bytes()?.to_vec()).map_err(|_| ResumeError::Invalid("connection name"))?;
         let encr = r.encr()?;
         let integ = r.integ()?;
@@ -597,6 +602,7 @@ impl ResumableIkeSa {
             remote,
             nat,
             peer_fragmentation,
+            mobike,
             connection,
             suite: IkeSuite { encr, integ, prf, ke },
             additional_ke,

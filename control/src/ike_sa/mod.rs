@@ -1283,9 +1283,11 @@ impl IkeSa {
                 if same {
                     debug!(message_id = mid, "retransmitted request, resending cached response");
                     let datagrams: Vec<Vec<u8>> = cached.datagrams().map(<[u8]>::to_vec).collect();
+                    let first = self.queued_transmits();
                     for d in datagrams {
                         self.push_transmit(d);
                     }
+                    self.answer_at(first, local, remote);
                 }
                 return;
             }
@@ -1332,6 +1334,44 @@ impl IkeSa {
             self.send_response(msg.header.exchange, mid, vec![n]);
             return;
         }
+        let first = self.queued_transmits();
+        self.dispatch_request(now, local, remote, &msg, mid, inner);
+        self.answer_at(first, local, remote);
+        self.start_next_task(now);
+    }
+
+    /// Datagrams queued for the driver so far.
+    fn queued_transmits(&self) -> usize {
+        self.outbox.as_ref().map_or(0, |b| b.transmits.len())
+    }
+
+    /// Sends the datagrams queued from index `first` on (the answer to a
+    /// request) to where the request came from, as RFC 7296 §2.11 wants:
+    /// a MOBIKE peer probes a new path before it moves the SA there.
+    fn answer_at(&mut self, first: usize, local: SocketAddr, remote: SocketAddr) {
+        let local = if local.ip().is_unspecified() {
+            SocketAddr::new(self.local.ip(), local.port())
+        } else {
+            local
+        };
+        if let Some(b) = self.outbox.as_mut() {
+            for t in b.transmits.iter_mut().skip(first) {
+                t.local = local;
+                t.remote = remote;
+            }
+        }
+    }
+
+    /// Hands an authenticated request to its exchange.
+    fn dispatch_request(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        msg: &ikev2::Message,
+        mid: u32,
+        inner: Vec<Payload>,
+    ) {
         match (msg.header.exchange, &self.state) {
             (ExchangeType::IKE_AUTH, State::Authenticating(ctx))
                 if self.role == Role::Responder && !ctx.additional_ke.is_empty() =>
@@ -1345,7 +1385,6 @@ impl IkeSa {
                 self.close(DownReason::Failed(
                     "IKE_AUTH before the additional key exchanges".into(),
                 ));
-                return;
             }
             (ExchangeType::IKE_AUTH, State::Authenticating(_)) if self.role == Role::Responder => {
                 auth::handle_request(self, now, mid, inner)
@@ -1367,7 +1406,6 @@ impl IkeSa {
                 self.send_response(ex, mid, vec![notify(NotifyType::INVALID_SYNTAX, vec![])]);
             }
         }
-        self.start_next_task(now);
     }
 
     /// Decrypts the SK payload, or adds an SKF fragment; None until a whole message is there.

@@ -275,7 +275,8 @@ fn print_sas(data: &serde_json::Value) {
                 (false, false) if sa.nat_t => " (NAT-T)",
                 (false, false) => "",
             };
-            println!("  {a}{nat}");
+            let mobike = if sa.mobike { " MOBIKE" } else { "" };
+            println!("  {a}{nat}{mobike}");
         }
         if !sa.remote_vips.is_empty() {
             println!("  peer virtual IP {}", sa.remote_vips.join(","));

@@ -216,6 +216,9 @@ pub struct SaSummary {
     /// A NAT was detected in front of the peer (we follow its rebindings).
     #[serde(default)]
     pub nat_remote: bool,
+    /// MOBIKE (RFC 4555) negotiated: the peer may move the SA to new addresses.
+    #[serde(default)]
+    pub mobike: bool,
     /// CHILD_SAs (IKEv1: the ESP SAs of Quick Mode).
     pub children: Vec<ChildSummary>,
     /// IKE major version (1 or 2).
@@ -328,6 +331,7 @@ impl SaSummary {
             nat_t: sa.udp_encapsulation(),
             nat_local: sa.nat_detected().0,
             nat_remote: sa.nat_detected().1,
+            mobike: sa.mobike(),
             children: sa
                 .children()
                 .iter()
@@ -389,6 +393,7 @@ impl SaSummary {
             nat_t: false,
             nat_local: false,
             nat_remote: false,
+            mobike: false,
             children: sa
                 .esp_sas()
                 .into_iter()

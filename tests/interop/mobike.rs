@@ -74,6 +74,7 @@ fn charon_client_changes_address_and_keeps_its_sas() {
         .unwrap();
     charon.swanctl().initiate(Target::Child("net"), T).unwrap();
     let before = ironsa.wait_sas(T, one_child);
+    assert_eq!(before[0]["mobike"], json!(true), "MOBIKE negotiated: {before:#?}");
     assert_eq!(
         before[0]["remote"].as_str().unwrap_or_default().split(':').next(),
         Some(OUTER_B)

@@ -895,6 +895,16 @@ impl Sad {
         Ok(())
     }
 
+    /// Reports `source`, the outer source of an authenticated
+    /// UDP-encapsulated packet of `sa`, when the SA's peer is elsewhere and
+    /// this source was not reported yet ([`SaEvent::PeerMoved`]).
+    #[inline]
+    pub fn note_source(&self, sa: &InboundSa, source: std::net::SocketAddr) {
+        if let Some(source) = sa.note_source(source) {
+            let _ = self.events.send(SaEvent::PeerMoved { sa: sa.id, source });
+        }
+    }
+
     /// Changes every time an SA is removed: a worker that caches SA
     /// references drops them when it sees a new value.
     #[inline]

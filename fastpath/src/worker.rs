@@ -17,7 +17,7 @@ use crate::esp::encap::{EncapParams, Framer};
 use crate::esp::{EspError, Mode, parse_header};
 use crate::ip::{self, FlowKey};
 use crate::prefetch;
-use crate::sad::{InboundSa, OutboundSa, SaEvent, SaId, Sad, UdpEncap};
+use crate::sad::{InboundSa, OutboundSa, SaId, Sad, UdpEncap};
 use crate::spd::{PolicyAction, Spd};
 use crate::stats::{Counters, DropReason};
 use std::marker::PhantomData;
@@ -473,9 +473,7 @@ impl<G: DirectGcm> Worker<G> {
     /// [`InboundSa::note_source`]).
     #[inline]
     fn note_source(&self, sa: &InboundSa, m: &PacketMeta) {
-        if let Some(source) = sa.note_source(std::net::SocketAddr::new(m.src, m.src_port)) {
-            let _ = self.sad.events().send(SaEvent::PeerMoved { sa: sa.id, source });
-        }
+        self.sad.note_source(sa, std::net::SocketAddr::new(m.src, m.src_port));
     }
 
     fn drop_in(&self, sa: Option<&InboundSa>, r: DropReason) -> Verdict {

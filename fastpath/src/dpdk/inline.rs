@@ -362,6 +362,9 @@ impl InlineEngine {
                     let n = PacketBuffer::len(&m) as u64;
                     sa.account(1, n, sad.events());
                     wc.inbound.add(1, n);
+                    if kind == InboundKind::Udp {
+                        sad.note_source(&sa, std::net::SocketAddr::new(meta.src, meta.src_port));
+                    }
                     Verdict::ToTunnel
                 }
                 Err(r) => drop_in(&wc, &sa, r),

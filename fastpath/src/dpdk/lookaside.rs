@@ -155,6 +155,9 @@ enum Pending {
         mbuf: usize,
         sa: Arc<InboundSa>,
         seq: u64,
+        /// The outer source of a UDP-encapsulated packet (NAT rebinding is
+        /// noted once it authenticates).
+        source: Option<std::net::SocketAddr>,
     },
 }
 
@@ -411,7 +414,12 @@ impl LookasideEngine {
             };
             let ptr = m.as_ptr() as usize;
             match self.queue_op(&off, m, u64::from_be_bytes(iv), spi, seq) {
-                Ok(true) => self.pending.push(Pending::Decap { mbuf: ptr, sa, seq }),
+                Ok(true) => self.pending.push(Pending::Decap {
+                    mbuf: ptr,
+                    sa,
+                    seq,
+                    source: (kind == InboundKind::Udp).then(|| std::net::SocketAddr::new(meta.src, meta.src_port)),
+                }),
                 Ok(false) => {}
                 Err((m, r)) => out.push((m, drop_in(&wc, &sa, r))),
             }
@@ -458,12 +466,15 @@ impl LookasideEngine {
                         drop_out(wc, &sa, DropReason::Malformed)
                     }
                 },
-                Pending::Decap { sa, seq, .. } => match status {
+                Pending::Decap { sa, seq, source, .. } => match status {
                     OpStatus::Success => match finish_decap(&mut m, &sa, seq) {
                         Ok(()) => {
                             let n = PacketBuffer::len(&m) as u64;
                             sa.account(1, n, sad.events());
                             wc.inbound.add(1, n);
+                            if let Some(source) = source {
+                                sad.note_source(&sa, source);
+                            }
                             Verdict::ToTunnel
                         }
                         Err(r) => drop_in(wc, &sa, r),

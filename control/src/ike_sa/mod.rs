@@ -1162,7 +1162,7 @@ impl IkeSa {
     /// The NAT keepalive interval while we are behind a NAT on the NAT-T
     /// port of an established SA (RFC 3948 §2.3); `None` otherwise.
     fn keepalive_interval(&self) -> Option<Duration> {
-        let behind_nat = matches!(self.state, State::Established) && self.nat.local() && self.nat.t();
+        let behind_nat = matches!(self.state, State::Established(_)) && self.nat.local() && self.nat.t();
         behind_nat.then_some(self.config.nat_keepalive).flatten()
     }
 
@@ -1477,7 +1477,7 @@ impl IkeSa {
     /// Without a NAT an address change is MOBIKE's business, not this.
     /// Returns whether the SA moved.
     pub fn follow_peer(&mut self, source: SocketAddr) -> bool {
-        if !matches!(self.state, State::Established) || source == self.remote {
+        if !matches!(self.state, State::Established(_)) || source == self.remote {
             return false;
         }
         if !(self.nat.local() || self.nat.remote()) || !self.may_follow(source) {
@@ -1502,7 +1502,7 @@ impl IkeSa {
     /// route change the driver saw). With MOBIKE negotiated the SA moves
     /// there and tells the peer (UPDATE_SA_ADDRESSES); false otherwise.
     pub fn update_local_address(&mut self, now: Instant, local: SocketAddr) -> bool {
-        if !matches!(self.state, State::Established) || !self.nat.mobike() {
+        if !matches!(self.state, State::Established(_)) || !self.nat.mobike() {
             return false;
         }
         if local == self.local {

@@ -10,6 +10,8 @@ PACKAGES=(
   # strongSwan: the interop peer of the tests (charon, swanctl, pki, kernel-libipsec)
   strongswan-charon strongswan-swanctl strongswan-pki
   libcharon-extra-plugins libstrongswan-extra-plugins libstrongswan-standard-plugins
+  # eap-mschapv2 for the road-warrior client of tests/interop/eap.rs
+  libcharon-extauth-plugins
   # DPDK 22.11 and what our bindings are generated with
   libdpdk-dev dpdk-dev pkg-config clang libclang-dev libipsec-mb-dev
   # network tools used by tests and benchmarks

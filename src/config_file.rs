@@ -66,6 +66,15 @@ struct RawFile {
     connection: Vec<Spanned<RawConnection>>,
     #[serde(default)]
     pool: Vec<Spanned<RawPool>>,
+    #[serde(default)]
+    eap: RawEap,
+    radius: Option<Spanned<RawRadius>>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEap {
+    users_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -79,6 +88,24 @@ struct RawPool {
     nbns: Vec<Spanned<String>>,
     #[serde(default)]
     subnets: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawRadius {
+    #[serde(default)]
+    server: Vec<Spanned<RawRadiusServer>>,
+    timeout: Option<Spanned<toml::Value>>,
+    tries: Option<Spanned<u32>>,
+    max_outstanding: Option<Spanned<usize>>,
+    nas_identifier: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawRadiusServer {
+    address: Spanned<String>,
+    secret_file: Spanned<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -144,6 +171,9 @@ struct RawConnection {
     remote_id: Spanned<String>,
     auth: Option<Spanned<String>>,
     remote_auth: Option<Spanned<String>>,
+    remote_auth2: Option<Spanned<String>>,
+    eap_id: Option<Spanned<String>>,
+    eap_only: Option<bool>,
     psk: Option<Spanned<String>>,
     ppk_id: Option<Spanned<String>>,
     ppk_file: Option<Spanned<String>>,
@@ -384,8 +414,21 @@ pub struct DaemonConfig {
     pub connections: Vec<Connection>,
     /// Address pools (`[[pool]]`).
     pub pools: Vec<PoolSection>,
+    /// The local EAP users (`[eap] users_file`).
+    pub eap_users: Option<Arc<crate::aaa::users::LocalUsers>>,
+    /// The RADIUS client for `remote_auth = "eap-radius"` (`[radius]`).
+    pub radius: Option<RadiusSettings>,
     /// Risky but valid settings.
     pub warnings: Vec<ConfigWarning>,
+}
+
+/// The `[radius]` table: the client's servers, retransmission and failover.
+#[derive(Clone, Debug)]
+pub struct RadiusSettings {
+    /// Servers, secrets, timeout, tries per server, requests in flight.
+    pub client: crate::aaa::client::ClientConfig,
+    /// The NAS-Identifier sent in every Access-Request.
+    pub nas_identifier: String,
 }
 
 /// Upper bound of `daemon.expected_tunnels` (≈ 80 GiB of pre-faulted memory).
@@ -670,6 +713,12 @@ impl DaemonConfig {
         let daemon = daemon_section(&mut ctx, &raw.daemon)?;
         let admission = dos_section(&ctx, &raw.dos)?;
         let pools = pool_sections(&ctx, &raw.pool)?;
+        let eap_users = eap_section(&ctx, &raw.eap)?;
+        let radius = raw.radius.as_ref().map(|r| radius_section(&ctx, r)).transpose()?;
+        let aaa = AaaAvailable {
+            users: eap_users.is_some(),
+            radius: radius.is_some(),
+        };
         let mut connections = Vec::new();
         let mut child_settings = ChildSettings::new();
         let mut names = std::collections::HashSet::new();
@@ -682,7 +731,7 @@ impl DaemonConfig {
                     format!("duplicate connection name '{name}'"),
                 ));
             }
-            let (conn, settings) = connection_section(&mut ctx, c, &pools)?;
+            let (conn, settings) = connection_section(&mut ctx, c, &pools, aaa)?;
             child_settings.extend(settings);
             connections.push(conn);
         }
@@ -728,6 +777,8 @@ impl DaemonConfig {
             cluster,
             connections,
             pools,
+            eap_users,
+            radius,
             warnings: ctx.warnings,
         })
     }
@@ -1158,6 +1209,7 @@ fn connection_section(
     ctx: &mut Ctx<'_>,
     raw: &Spanned<RawConnection>,
     pools: &[PoolSection],
+    aaa: AaaAvailable,
 ) -> Result<(Connection, ChildSettings), ConfigError> {
     let at = raw.span().start;
     let c = raw.get_ref();
@@ -1191,7 +1243,7 @@ fn connection_section(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let (local_auth, remote_auth) = connection_auth(ctx, at, &name, c)?;
+    let (local_auth, remote_auth, remote_auth2) = connection_auth(ctx, at, &name, c, aaa)?;
     let mut cfg = ConnectionConfig::new(
         &name,
         parse_identity(c.local_id.get_ref()),
@@ -1201,6 +1253,7 @@ fn connection_section(
     cfg.local_auth = local_auth;
     cfg.remote_auth = remote_auth;
     cfg.ppk = connection_ppk(ctx, &name, c)?;
+    cfg.remote_auth2 = remote_auth2;
     cfg.remote_addrs = if any || remote_addrs.is_empty() {
         None
     } else {
@@ -1595,27 +1648,60 @@ fn connection_ppk(
     }))
 }
 
-/// `auth`, `remote_auth` and the material they need: (ours, the peer's).
+/// `auth`, `remote_auth`, `remote_auth2` and the material they need: (ours,
+/// the peer's, the peer's second round).
 fn connection_auth(
     ctx: &mut Ctx<'_>,
     at: usize,
     name: &str,
     c: &RawConnection,
-) -> Result<(AuthConfig, AuthConfig), ConfigError> {
+    aaa: AaaAvailable,
+) -> Result<(AuthConfig, AuthConfig, Option<Arc<control::config::EapAuth>>), ConfigError> {
     let key = |k: &str| format!("connection.{name}.{k}");
-    let auth_of = |a: &Option<Spanned<String>>, k: &str, default: &str| -> Result<String, ConfigError> {
+    let auth_of = |a: &Option<Spanned<String>>, k: &str, default: &str, eap: bool| -> Result<String, ConfigError> {
         let v = a.as_ref().map_or(default, |a| a.get_ref().as_str());
         match v {
             "psk" | "pubkey" => Ok(v.to_string()),
+            "eap-mschapv2" | "eap-md5" | "eap-radius" if eap => Ok(v.to_string()),
             other => Err(ctx.err(
                 a.as_ref().map_or(at, |a| a.span().start),
                 &key(k),
-                format!("unknown auth '{other}' (psk, pubkey)"),
+                if eap {
+                    format!("unknown auth '{other}' (psk, pubkey, eap-mschapv2, eap-md5, eap-radius)")
+                } else {
+                    format!("unknown auth '{other}' (psk, pubkey; EAP is for remote_auth)")
+                },
             )),
         }
     };
-    let local_kind = auth_of(&c.auth, "auth", "psk")?;
-    let remote_kind = auth_of(&c.remote_auth, "remote_auth", &local_kind)?;
+    let local_kind = auth_of(&c.auth, "auth", "psk", false)?;
+    let remote_kind = auth_of(&c.remote_auth, "remote_auth", &local_kind, true)?;
+    let second = c.remote_auth2.as_ref().map(|k| k.get_ref().as_str());
+    let second_at = c.remote_auth2.as_ref().map_or(at, |k| k.span().start);
+    let (eap_kind, eap_key) = match (remote_kind.starts_with("eap-"), second) {
+        (true, Some(_)) => {
+            return Err(ctx.err(
+                second_at,
+                &key("remote_auth2"),
+                "a second round needs a first one by psk or pubkey (remote_auth)",
+            ));
+        }
+        (true, None) => (remote_kind.as_str(), "remote_auth"),
+        (false, Some(k)) if k.starts_with("eap-") => (k, "remote_auth2"),
+        (false, Some(k)) => {
+            return Err(ctx.err(
+                second_at,
+                &key("remote_auth2"),
+                format!("'{k}': the second round is EAP (eap-mschapv2, eap-md5, eap-radius)"),
+            ));
+        }
+        (false, None) => ("", "remote_auth"),
+    };
+    let eap = remote_eap(ctx, at, name, c, eap_kind, eap_key, aaa)?;
+    let (eap_auth, remote_auth2) = match eap_key {
+        "remote_auth2" => (None, eap.map(Arc::new)),
+        _ => (eap, None),
+    };
     let mut psk_auth = None;
     if local_kind == "psk" || remote_kind == "psk" {
         let psk = c
@@ -1680,10 +1766,210 @@ fn connection_auth(
                 .map_err(|e| ctx.err(ca.span().start, &key("cacerts"), e.to_string()))?;
         }
         AuthConfig::PubKey(Arc::new(store))
+    } else if let Some(eap) = eap_auth {
+        AuthConfig::Eap(Arc::new(eap))
     } else {
         psk()?
     };
-    Ok((local_auth, remote_auth))
+    Ok((local_auth, remote_auth, remote_auth2))
+}
+
+/// Which AAA back ends the file configures.
+#[derive(Clone, Copy, Debug)]
+struct AaaAvailable {
+    users: bool,
+    radius: bool,
+}
+
+/// `remote_auth = "eap-…"` (or `remote_auth2`, named by `kind_key`) with
+/// `eap_id` and `eap_only`; None for other kinds.
+fn remote_eap(
+    ctx: &Ctx<'_>,
+    at: usize,
+    name: &str,
+    c: &RawConnection,
+    kind: &str,
+    kind_key: &str,
+    aaa: AaaAvailable,
+) -> Result<Option<control::config::EapAuth>, ConfigError> {
+    use control::config::{EapAuth, EapBackend, EapIdentity};
+    use control::eap::Method;
+    let key = |k: &str| format!("connection.{name}.{k}");
+    let kind_at = if kind_key == "remote_auth2" {
+        &c.remote_auth2
+    } else {
+        &c.remote_auth
+    };
+    let remote_at = kind_at.as_ref().map_or(at, |a| a.span().start);
+    let backend = match kind {
+        "eap-mschapv2" => EapBackend::Local(vec![Method::MsChapV2]),
+        "eap-md5" => EapBackend::Local(vec![Method::Md5]),
+        "eap-radius" => EapBackend::Relay,
+        _ => {
+            if let Some(id) = &c.eap_id {
+                return Err(ctx.err(id.span().start, &key("eap_id"), "eap_id needs remote_auth = eap-…"));
+            }
+            if c.eap_only == Some(true) {
+                return Err(ctx.err(at, &key("eap_only"), "eap_only needs remote_auth = eap-…"));
+            }
+            return Ok(None);
+        }
+    };
+    match &backend {
+        EapBackend::Relay if !aaa.radius => {
+            return Err(ctx.err(
+                remote_at,
+                &key(kind_key),
+                format!("{kind_key} = eap-radius needs a [radius] table with at least one [[radius.server]]"),
+            ));
+        }
+        EapBackend::Local(_) if !aaa.users => {
+            return Err(ctx.err(
+                remote_at,
+                &key(kind_key),
+                format!("{kind_key} = {kind} needs the local users: [eap] users_file"),
+            ));
+        }
+        _ => {}
+    }
+    let eap_id = match &c.eap_id {
+        None => EapIdentity::Ike,
+        Some(v) if v.get_ref() == "%any" => EapIdentity::Ask,
+        Some(v) => {
+            return Err(ctx.err(
+                v.span().start,
+                &key("eap_id"),
+                format!(
+                    "'{}': only %any (ask the client with EAP-Identity) is supported; leave eap_id out to use the IKE identity",
+                    v.get_ref()
+                ),
+            ));
+        }
+    };
+    if c.eap_only == Some(true) && kind == "eap-md5" {
+        return Err(ctx.err(
+            at,
+            &key("eap_only"),
+            "EAP-only authentication needs a method that authenticates the gateway (an MSK); eap-md5 has none",
+        ));
+    }
+    Ok(Some(EapAuth {
+        backend,
+        eap_id,
+        eap_only: c.eap_only.unwrap_or(false),
+    }))
+}
+
+/// The `[eap]` table: the local users file, refused when others may read it.
+fn eap_section(ctx: &Ctx<'_>, raw: &RawEap) -> Result<Option<Arc<crate::aaa::users::LocalUsers>>, ConfigError> {
+    let Some(f) = &raw.users_file else { return Ok(None) };
+    let path = ctx.relative(f.get_ref());
+    let users = crate::aaa::users::LocalUsers::load(&path)
+        .map_err(|e| ctx.err(f.span().start, "eap.users_file", e.to_string()))?;
+    Ok(Some(Arc::new(users)))
+}
+
+/// Default RADIUS wait before a retransmission.
+const RADIUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The `[radius]` table with its `[[radius.server]]`s; each secret comes
+/// from a file that only the daemon may read.
+fn radius_section(ctx: &Ctx<'_>, raw: &Spanned<RawRadius>) -> Result<RadiusSettings, ConfigError> {
+    let r = raw.get_ref();
+    if r.server.is_empty() {
+        return Err(ctx.err(
+            raw.span().start,
+            "radius.server",
+            "[radius] needs at least one [[radius.server]] with address and secret_file",
+        ));
+    }
+    let mut servers = Vec::new();
+    for s in &r.server {
+        let s = s.get_ref();
+        let a = &s.address;
+        let addr = a
+            .get_ref()
+            .parse::<std::net::SocketAddr>()
+            .or_else(|_| {
+                a.get_ref()
+                    .parse::<IpAddr>()
+                    .map(|ip| std::net::SocketAddr::new(ip, 1812))
+            })
+            .map_err(|_| {
+                ctx.err(
+                    a.span().start,
+                    "radius.server.address",
+                    format!("'{}' is not ADDRESS or ADDRESS:PORT", a.get_ref()),
+                )
+            })?;
+        let f = &s.secret_file;
+        let path = ctx.relative(f.get_ref());
+        crate::aaa::users::check_private(&path)
+            .map_err(|e| ctx.err(f.span().start, "radius.server.secret_file", e.to_string()))?;
+        let text = zeroize::Zeroizing::new(ctx.read(f, "radius.server.secret_file")?);
+        let secret: Vec<u8> = text.trim_ascii().to_vec();
+        if secret.is_empty() {
+            return Err(ctx.err(
+                f.span().start,
+                "radius.server.secret_file",
+                format!("{} is empty", path.display()),
+            ));
+        }
+        servers.push(crate::aaa::client::RadiusServer {
+            addr,
+            secret: zeroize::Zeroizing::new(secret),
+        });
+    }
+    let timeout = match &r.timeout {
+        None => RADIUS_TIMEOUT,
+        Some(v) => ctx.duration(v, "radius.timeout")?,
+    };
+    if timeout.is_zero() {
+        let at = r.timeout.as_ref().map_or(raw.span().start, |v| v.span().start);
+        return Err(ctx.err(at, "radius.timeout", "must be more than 0"));
+    }
+    let tries = match &r.tries {
+        None => 3,
+        Some(t) if (1..=10).contains(t.get_ref()) => *t.get_ref(),
+        Some(t) => return Err(ctx.err(t.span().start, "radius.tries", "must be 1 to 10")),
+    };
+    let max_outstanding = match &r.max_outstanding {
+        None => 256,
+        Some(m) if (1..=256).contains(m.get_ref()) => *m.get_ref(),
+        Some(m) => {
+            return Err(ctx.err(
+                m.span().start,
+                "radius.max_outstanding",
+                "must be 1 to 256 (one RADIUS identifier each)",
+            ));
+        }
+    };
+    let bind = if servers[0].addr.is_ipv4() {
+        std::net::SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    };
+    if servers.iter().any(|s| s.addr.is_ipv4() != bind.is_ipv4()) {
+        return Err(ctx.err(
+            raw.span().start,
+            "radius.server.address",
+            "all RADIUS servers must be of one address family",
+        ));
+    }
+    Ok(RadiusSettings {
+        client: crate::aaa::client::ClientConfig {
+            servers,
+            timeout,
+            tries_per_server: tries,
+            max_outstanding,
+            bind,
+            purpose: crate::aaa::client::Purpose::Authentication,
+        },
+        nas_identifier: r
+            .nas_identifier
+            .as_ref()
+            .map_or_else(|| "ironsa".to_string(), |n| n.get_ref().clone()),
+    })
 }
 
 /// One `[[connection.child]]`: the template IKE negotiates and what the data
@@ -1809,6 +2095,7 @@ fn same_auth(a: &AuthConfig, b: &AuthConfig) -> bool {
             x.chain.len() == y.chain.len() && x.chain.iter().zip(&y.chain).all(|(p, q)| p.der() == q.der())
         }
         (AuthConfig::PubKey(x), AuthConfig::PubKey(y)) => ders(x.certificates()) == ders(y.certificates()),
+        (AuthConfig::Eap(x), AuthConfig::Eap(y)) => x == y,
         _ => false,
     }
 }
@@ -1844,6 +2131,7 @@ pub fn reload_effect(old: &ConnectionConfig, new: &ConnectionConfig) -> ReloadEf
         ("remote_id", old.remote_id == new.remote_id),
         ("auth", same_auth(&old.local_auth, &new.local_auth)),
         ("remote_auth", same_auth(&old.remote_auth, &new.remote_auth)),
+        ("remote_auth2", old.remote_auth2 == new.remote_auth2),
         ("ike_proposals", old.ike_proposals == new.ike_proposals),
         ("force_udp_encap", old.force_udp_encap == new.force_udp_encap),
         ("aggressive", old.aggressive == new.aggressive),
@@ -2309,6 +2597,9 @@ esp_proposals = "aes256gcm16"
             ("connection", "[[connection]]"),
             ("connection.child", "[[connection]]\nname = \"c\"\n[[connection.child]]"),
             ("pool", "[[pool]]"),
+            ("eap", "[eap]"),
+            ("radius", "[radius]"),
+            ("radius.server", "[[radius.server]]"),
         ];
         assert_eq!(
             documented.keys().collect::<Vec<_>>(),
@@ -2870,5 +3161,135 @@ esp_proposals = "aes256gcm16"
         let (_, k, m) = bad_at(&cfg, &with(&section.replace("\"link.key\"", "\"short.key\"")));
         assert_eq!(k, "cluster.link_key");
         assert!(m.contains("64 hex digits"), "{m}");
+    }
+
+    /// GOOD with `remote_auth` (and more connection keys) and top-level tables.
+    fn eap_conf(conn_keys: &str, tables: &str) -> String {
+        GOOD.replace("dpd_delay = \"30s\"\n", &format!("dpd_delay = \"30s\"\n{conn_keys}\n"))
+            .replace("[dos]\n", &format!("{tables}\n[dos]\n"))
+    }
+
+    #[test]
+    fn eap_remote_auth_with_local_users_and_radius() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users.toml");
+        std::fs::write(&users, "[[user]]\nname = \"alice\"\npassword = \"alice-secret-1\"\n").unwrap();
+        std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let secret = dir.path().join("radius.secret");
+        std::fs::write(&secret, "radius-test-secret\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = dir.path().join("t.toml");
+        let eap_table = "[eap]\nusers_file = \"users.toml\"\n";
+        let radius_table = "[radius]\ntimeout = \"1s\"\ntries = 2\n[[radius.server]]\naddress = \"127.0.0.1\"\nsecret_file = \"radius.secret\"\n[[radius.server]]\naddress = \"127.0.0.2:1645\"\nsecret_file = \"radius.secret\"\n";
+
+        let text = eap_conf(
+            "remote_auth = \"eap-mschapv2\"\neap_id = \"%any\"\neap_only = true",
+            eap_table,
+        );
+        let c = DaemonConfig::parse(&path, &text).unwrap();
+        match &c.connections[0].config.remote_auth {
+            AuthConfig::Eap(e) => {
+                assert_eq!(e.name(), "eap-mschapv2");
+                assert_eq!(e.eap_id, control::config::EapIdentity::Ask);
+                assert!(e.eap_only);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.eap_users.as_ref().map(|u| u.len()), Some(1));
+        let text = eap_conf("remote_auth2 = \"eap-mschapv2\"\neap_id = \"%any\"", eap_table);
+        let c = DaemonConfig::parse(&path, &text).unwrap();
+        let conn = &c.connections[0].config;
+        assert!(matches!(conn.remote_auth, AuthConfig::Psk(_)), "the first round");
+        assert_eq!(conn.remote_auth2.as_ref().map(|e| e.name()), Some("eap-mschapv2"));
+
+        let text = eap_conf("remote_auth = \"eap-radius\"", radius_table);
+        let c = DaemonConfig::parse(&path, &text).unwrap();
+        let r = c.radius.as_ref().unwrap();
+        assert_eq!(r.client.servers.len(), 2);
+        assert_eq!(r.client.servers[0].addr, "127.0.0.1:1812".parse().unwrap());
+        assert_eq!(&r.client.servers[1].secret[..], b"radius-test-secret");
+        assert_eq!(
+            (r.client.timeout, r.client.tries_per_server),
+            (Duration::from_secs(1), 2)
+        );
+
+        // Missing back ends, unknown values, misplaced keys.
+        for (conn_keys, tables, key, needle) in [
+            (
+                "remote_auth = \"eap-radius\"",
+                "",
+                "connection.rw.remote_auth",
+                "[radius]",
+            ),
+            (
+                "remote_auth = \"eap-mschapv2\"",
+                "",
+                "connection.rw.remote_auth",
+                "users_file",
+            ),
+            (
+                "remote_auth = \"eap-tls\"",
+                eap_table,
+                "connection.rw.remote_auth",
+                "unknown auth",
+            ),
+            (
+                "auth = \"eap-mschapv2\"",
+                eap_table,
+                "connection.rw.auth",
+                "EAP is for remote_auth",
+            ),
+            ("eap_id = \"%any\"", "", "connection.rw.eap_id", "needs remote_auth"),
+            (
+                "remote_auth = \"eap-mschapv2\"\neap_id = \"bob\"",
+                eap_table,
+                "connection.rw.eap_id",
+                "only %any",
+            ),
+            (
+                "remote_auth = \"eap-md5\"\neap_only = true",
+                eap_table,
+                "connection.rw.eap_only",
+                "MSK",
+            ),
+            (
+                "remote_auth = \"eap-radius\"",
+                "[radius]\n",
+                "radius.server",
+                "at least one",
+            ),
+            (
+                "remote_auth = \"eap-md5\"\nremote_auth2 = \"eap-md5\"",
+                eap_table,
+                "connection.rw.remote_auth2",
+                "first one",
+            ),
+            (
+                "remote_auth2 = \"pubkey\"",
+                eap_table,
+                "connection.rw.remote_auth2",
+                "second round is EAP",
+            ),
+            (
+                "remote_auth2 = \"eap-radius\"",
+                "",
+                "connection.rw.remote_auth2",
+                "[radius]",
+            ),
+        ] {
+            let (_, k, message) = bad_at(&path, &eap_conf(conn_keys, tables));
+            assert_eq!(k, key, "{conn_keys} {tables}: {message}");
+            assert!(message.contains(needle), "{message}");
+        }
+
+        // Secrets others may read are refused, naming the key and the file.
+        std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (line, k, message) = bad_at(&path, &eap_conf("remote_auth = \"eap-mschapv2\"", eap_table));
+        assert_eq!((k.as_str(), line), ("eap.users_file", 10), "{message}");
+        assert!(message.contains("users.toml") && message.contains("0644"), "{message}");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let (_, k, message) = bad_at(&path, &eap_conf("remote_auth = \"eap-radius\"", radius_table));
+        assert_eq!(k, "radius.server.secret_file", "{message}");
     }
 }

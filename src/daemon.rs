@@ -109,6 +109,18 @@ impl Daemon {
             crate::config_file::build_pools(&config.pools)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?,
         ));
+        // One RADIUS client thread for all shards (never a shard's loop).
+        let radius = match &config.radius {
+            None => None,
+            Some(r) => {
+                let client = ironsa::aaa::client::RadiusClient::start(r.client.clone())
+                    .map_err(|e| std::io::Error::other(format!("RADIUS client: {e}")))?;
+                Some(Arc::new(ironsa::aaa::relay::EapRadius::new(
+                    client,
+                    r.nas_identifier.clone(),
+                )))
+            }
+        };
         let mut threads = Vec::new();
         for (id, (poll, rx)) in prepared.into_iter().enumerate() {
             let shard = Shard::new(
@@ -142,6 +154,11 @@ impl Daemon {
                         _ => None,
                     },
                     pools: pools.clone(),
+                    eap_users: config
+                        .eap_users
+                        .clone()
+                        .map(|u| u as Arc<dyn control::eap::UserStore + Send + Sync>),
+                    radius: radius.clone(),
                 },
                 poll,
                 rx,

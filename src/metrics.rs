@@ -153,6 +153,31 @@ fn render_shards(stats: &[Option<crate::shard::ShardStats>]) -> String {
     for (i, s) in stats.iter().enumerate() {
         let _ = writeln!(out, "ironsa_shard_answering{{shard=\"{i}\"}} {}", u8::from(s.is_some()));
     }
+    for (name, help, pick) in [
+        (
+            "ironsa_eap_successes_total",
+            "Peers that passed EAP, by method",
+            (|s: &crate::shard::ShardStats| &s.eap.successes)
+                as fn(&crate::shard::ShardStats) -> &std::collections::BTreeMap<&'static str, u64>,
+        ),
+        ("ironsa_eap_failures_total", "Peers refused by EAP, by method", |s| {
+            &s.eap.failures
+        }),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (i, s) in answered(stats) {
+            for (method, n) in pick(s) {
+                let _ = writeln!(out, "{name}{{shard=\"{i}\",method=\"{method}\"}} {n}");
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ironsa_eap_dropped_total EAP packets dropped: malformed, out of state, or while RADIUS works\n# TYPE ironsa_eap_dropped_total counter"
+    );
+    for (i, s) in answered(stats) {
+        let _ = writeln!(out, "ironsa_eap_dropped_total{{shard=\"{i}\"}} {}", s.eap.dropped);
+    }
     out
 }
 
@@ -243,5 +268,26 @@ mod tests {
         assert!(text.contains("ironsa_shard_answering{shard=\"0\"} 1"), "{text}");
         assert!(text.contains("ironsa_shard_answering{shard=\"1\"} 0"), "{text}");
         assert!(text.contains("ironsa_shard_answering{shard=\"2\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn eap_outcomes_are_counted_per_method() {
+        let eap = control::ike_sa::eap::EapStats::default();
+        eap.successes[0].fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        eap.failures[2].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        eap.dropped.fetch_add(5, std::sync::atomic::Ordering::Relaxed);
+        let shard = ShardStats {
+            eap: (&eap).into(),
+            ..ShardStats::default()
+        };
+        let text = render_shards(&[Some(shard)]);
+        for line in [
+            "ironsa_eap_successes_total{shard=\"0\",method=\"eap-mschapv2\"} 2",
+            "ironsa_eap_failures_total{shard=\"0\",method=\"eap-radius\"} 1",
+            "ironsa_eap_failures_total{shard=\"0\",method=\"eap-md5\"} 0",
+            "ironsa_eap_dropped_total{shard=\"0\"} 5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in:\n{text}");
+        }
     }
 }

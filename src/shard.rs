@@ -121,6 +121,13 @@ pub enum ShardMsg {
     Adopt(Vec<control::ike_sa::resume::ResumableIkeSa>),
     /// Let go of the IKE SAs of this range: another node serves it (cluster).
     Release(ironsa::cluster::NodeId),
+    /// The RADIUS server's answer to an EAP packet an IKE SA relayed.
+    EapReply {
+        /// Our SPI of the IKE SA.
+        spi: u64,
+        /// The answer.
+        reply: control::ike_sa::eap::EapBackendReply,
+    },
     /// Delete every SA, then stop.
     Shutdown,
 }
@@ -247,6 +254,37 @@ pub struct ShardStats {
     pub failures: HashMap<String, u64>,
     /// Bytes the IKE SAs hold by item (their own accounting, summed).
     pub memory: SaMemory,
+    /// EAP outcomes by method and EAP packets dropped.
+    pub eap: EapStatsSer,
+}
+
+/// Serializable copy of [`control::ike_sa::eap::EapStats`].
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct EapStatsSer {
+    /// Peers that passed EAP, by method.
+    pub successes: std::collections::BTreeMap<&'static str, u64>,
+    /// Peers refused by EAP, by method.
+    pub failures: std::collections::BTreeMap<&'static str, u64>,
+    /// EAP packets dropped (malformed, out of state, while RADIUS works).
+    pub dropped: u64,
+}
+
+impl From<&control::ike_sa::eap::EapStats> for EapStatsSer {
+    fn from(s: &control::ike_sa::eap::EapStats) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let by_method = |c: &[std::sync::atomic::AtomicU64; 3]| {
+            control::ike_sa::eap::METHOD_NAMES
+                .iter()
+                .zip(c)
+                .map(|(m, n)| (*m, n.load(Relaxed)))
+                .collect()
+        };
+        Self {
+            successes: by_method(&s.successes),
+            failures: by_method(&s.failures),
+            dropped: s.dropped.load(Relaxed),
+        }
+    }
 }
 
 /// Bytes held by a shard's IKE SAs, by item (serialized as a map of
@@ -349,6 +387,10 @@ pub struct ShardConfig {
     pub cluster: Option<crate::cluster_shard::ShardCluster>,
     /// The gateway's address pools, shared by all shards.
     pub pools: Arc<control::pool::SharedPools>,
+    /// The local EAP users (`[eap] users_file`).
+    pub eap_users: Option<Arc<dyn control::eap::UserStore + Send + Sync>>,
+    /// The RADIUS back end of `remote_auth = "eap-radius"`.
+    pub radius: Option<Arc<ironsa::aaa::relay::EapRadius>>,
 }
 
 /// A shard's event loop state.
@@ -372,6 +414,11 @@ pub struct Shard {
     expected_sas: usize,
     /// Outcomes of our initiations someone waits for, by our SPI.
     waiters: HashMap<u64, Waiter>,
+    /// The RADIUS back end of `remote_auth = "eap-radius"`.
+    radius: Option<Arc<ironsa::aaa::relay::EapRadius>>,
+    /// What EAP and RADIUS said about the sessions of IKE SAs (Class,
+    /// Session-Timeout), by our SPI, for accounting.
+    aaa_sessions: HashMap<u64, Box<control::ike_sa::eap::EapAuthenticated>>,
 }
 
 /// Creates the shard's channel and waker before the loop runs (so all handles exist first).
@@ -458,6 +505,7 @@ impl Shard {
         ctx.child_spis = dataplane.spi_allocator();
         ctx.key_log = cfg.ike_key_log;
         ctx.addresses = cfg.pools;
+        ctx.eap_users = cfg.eap_users;
         let mut ikev1_ctx = ctx.clone();
         ikev1_ctx.connections = Arc::new(cfg.connections);
         let (prefix, prefix_bits) = ironsa::cluster::ike_spi_prefix(cfg.id, cfg.node);
@@ -483,6 +531,8 @@ impl Shard {
             shutting_down: None,
             expected_sas,
             waiters: HashMap::new(),
+            radius: cfg.radius,
+            aaa_sessions: HashMap::new(),
         })
     }
 
@@ -773,6 +823,7 @@ impl Shard {
                     s.ike_sas = self.endpoint.len();
                     s.half_open = self.endpoint.half_open();
                     s.child_sas = self.endpoint.sas().map(|sa| sa.children().len()).sum();
+                    s.eap = EapStatsSer::from(&*self.endpoint.context().eap_stats);
                     self.endpoint.sas().for_each(|sa| s.memory.0 += &sa.memory());
                     let _ = reply.send(s);
                 }
@@ -797,6 +848,14 @@ impl Shard {
                     if let Some(spi) = owner {
                         self.endpoint.follow_peer(spi, source);
                         self.flush();
+                    }
+                }
+                ShardMsg::EapReply { spi, reply } => {
+                    if !self.endpoint.eap_backend_reply(now, spi, reply) {
+                        debug!(
+                            spi = format_args!("{spi:016x}"),
+                            "RADIUS answer for an IKE SA that no longer waits for it"
+                        );
                     }
                 }
                 ShardMsg::Shutdown => {
@@ -882,6 +941,28 @@ impl Shard {
         }
     }
 
+    /// Sends an IKE SA's EAP packet to RADIUS; the answer comes back
+    /// through the shard's channel ([`ShardMsg::EapReply`]).
+    fn relay_eap(&mut self, spi: u64, relay: &control::ike_sa::eap::EapRelay) {
+        use control::ike_sa::eap::EapBackendReply;
+        let refused = match &self.radius {
+            None => Some("no [radius] servers are configured".to_string()),
+            Some(radius) => {
+                let me = self.peers[self.id].clone();
+                radius
+                    .relay(relay, move |reply| {
+                        me.send(ShardMsg::EapReply { spi, reply });
+                    })
+                    .err()
+                    .map(|e| e.to_string())
+            }
+        };
+        if let Some(reason) = refused {
+            let reply = EapBackendReply::Reject { eap: None, reason };
+            self.endpoint.eap_backend_reply(Instant::now(), spi, reply);
+        }
+    }
+
     fn flush(&mut self) {
         while let Some((spi, ev)) = self.endpoint.poll_event() {
             if !self.waiters.is_empty() {
@@ -934,6 +1015,13 @@ impl Shard {
                 }
                 Event::IkeSaRekeyed { new_local_spi, .. } => self.registry.rekeyed(self.id, spi, *new_local_spi),
                 Event::ChildSaFailed { .. } | Event::Refused { .. } => {}
+                Event::EapRelay(relay) => self.relay_eap(spi, relay),
+                Event::EapAuthenticated(a) => {
+                    self.aaa_sessions.insert(spi, a.clone());
+                }
+            }
+            if let Event::IkeSaDown { .. } = &ev {
+                self.aaa_sessions.remove(&spi);
             }
             self.dataplane.ike_event(&ev);
         }

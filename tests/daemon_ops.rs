@@ -227,6 +227,38 @@ fn check_reports_file_line_and_key() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.toml: cannot read"));
 }
 
+#[test]
+fn check_refuses_an_eap_users_file_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    std::fs::write(&users, "[[user]]\nname = \"alice\"\npassword = \"alice-secret-1\"\n").unwrap();
+    let conf = dir.path().join("eap.toml");
+    std::fs::write(
+        &conf,
+        "[daemon]\nlisten = [\"127.0.0.1\"]\n\n[eap]\nusers_file = \"users.toml\"\n\n[[connection]]\nname = \"rw\"\nlocal_id = \"gw@test\"\nremote_id = \"%any\"\npsk = \"Zq8vN3rT6yB1mK4wP7sD0fH2\"\nremote_auth = \"eap-mschapv2\"\neap_id = \"%any\"\nike_proposals = \"aes256gcm16-prfsha256-x25519\"\n",
+    )
+    .unwrap();
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_ironsa"))
+            .args(["check", "--config", conf.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    for mode in [0o644, 0o640, 0o606] {
+        std::fs::set_permissions(&users, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = check();
+        assert!(!out.status.success(), "mode {mode:o} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("eap.toml:5: eap.users_file:"), "{err}");
+        assert!(err.contains("readable by its group or others"), "{err}");
+        assert!(!err.contains("alice-secret-1"), "{err}");
+    }
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = check();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// A daemon with one responder connection and `extra` in `[daemon]`.
 fn minimal(extra: &str) -> String {
     let port = free_udp_port_pair().unwrap();

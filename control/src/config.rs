@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::crypto::auth::PresharedKey;
+use crate::eap::Method;
 
 use crate::pki::{Certificate, Identity, PrivateKey, TrustStore};
 use crate::proposal::{EspProposal, IkeProposal};
@@ -30,6 +31,55 @@ pub enum AuthConfig {
     Cert(Arc<LocalCert>),
     /// Remote side: the peer signs with a certificate chaining to one of these CAs.
     PubKey(Arc<TrustStore>),
+    /// Remote side: the peer authenticates with EAP inside IKE_AUTH (RFC 7296 §2.16).
+    Eap(Arc<EapAuth>),
+}
+
+/// Where a connection's EAP server side runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EapBackend {
+    /// In the IKE SA, against the context's local user store, offering
+    /// these methods in order of preference.
+    Local(Vec<Method>),
+    /// Relayed to the driver ([`crate::ike_sa::Event::EapRelay`]), which
+    /// answers later (a RADIUS server): the IKE SA never waits on it.
+    Relay,
+}
+
+/// Which identity EAP authenticates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EapIdentity {
+    /// The IKE identity (IDi) is the EAP identity: no EAP-Identity round.
+    Ike,
+    /// Ask the client with EAP-Identity (`eap_id = "%any"`).
+    Ask,
+}
+
+/// How a peer authenticates with EAP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EapAuth {
+    /// Where the EAP server runs.
+    pub backend: EapBackend,
+    /// Which identity EAP authenticates.
+    pub eap_id: EapIdentity,
+    /// Whether a client that offers EAP_ONLY_AUTHENTICATION (RFC 5998) may
+    /// skip our certificate or PSK AUTH: only methods that produce an MSK
+    /// then authenticate the gateway.
+    pub eap_only: bool,
+}
+
+impl EapAuth {
+    /// The method name for logs and metrics (`eap-mschapv2`, `eap-md5`, `eap-radius`).
+    pub fn name(&self) -> &'static str {
+        match &self.backend {
+            EapBackend::Relay => "eap-radius",
+            EapBackend::Local(m) => match m.first() {
+                Some(Method::Md5) => "eap-md5",
+                _ => "eap-mschapv2",
+            },
+        }
+    }
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -53,6 +103,7 @@ impl std::fmt::Debug for AuthConfig {
                 c.chain.first().map(|c| c.subject().to_string()).unwrap_or_default()
             ),
             AuthConfig::PubKey(t) => write!(f, "PubKey({} CAs)", t.certificates().len()),
+            AuthConfig::Eap(e) => write!(f, "Eap({e:?})"),
         }
     }
 }
@@ -281,6 +332,9 @@ pub struct ConnectionConfig {
     pub local_auth: AuthConfig,
     /// How the peer must authenticate.
     pub remote_auth: AuthConfig,
+    /// A second authentication round of the peer after `remote_auth`
+    /// (RFC 4739): EAP after a certificate or PSK.
+    pub remote_auth2: Option<Arc<EapAuth>>,
     /// Acceptable IKE proposals in preference order.
     pub ike_proposals: Vec<IkeProposal>,
     /// CHILD_SA templates; the first is negotiated with IKE_AUTH.
@@ -369,6 +423,7 @@ impl ConnectionConfig {
             remote_id,
             local_auth: psk.clone(),
             remote_auth: psk,
+            remote_auth2: None,
             ike_proposals: Vec::new(),
             children: Vec::new(),
             ike_lifetime: Lifetime::rekey_after(Duration::from_secs(4 * 3600)),

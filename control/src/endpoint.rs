@@ -344,6 +344,16 @@ impl Endpoint {
         moved
     }
 
+    /// Hands an EAP back end's answer to the IKE SA that relayed the packet
+    /// (see [`IkeSa::eap_backend_reply`]); false when the SA is gone or no
+    /// longer waits.
+    pub fn eap_backend_reply(&mut self, now: Instant, spi: u64, reply: crate::ike_sa::eap::EapBackendReply) -> bool {
+        let Some(sa) = self.sas.get_mut(&spi) else { return false };
+        let taken = sa.eap_backend_reply(now, reply);
+        self.after(spi);
+        taken
+    }
+
     /// Deletes an IKE SA gracefully (DELETE to the peer).
     pub fn delete(&mut self, now: Instant, spi: u64) -> bool {
         self.clock = now;

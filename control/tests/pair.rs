@@ -198,6 +198,8 @@ impl Pair {
                     udp_encap,
                 } => seen.moved.push((spis_in, local, remote, udp_encap)),
                 Event::Refused { .. } => {}
+                // The pairs authenticate with PSKs.
+                Event::EapRelay(_) | Event::EapAuthenticated(_) => {}
             }
         }
     }

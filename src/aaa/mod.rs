@@ -9,3 +9,5 @@
 
 pub mod client;
 pub mod radius;
+pub mod relay;
+pub mod users;

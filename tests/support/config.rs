@@ -191,6 +191,8 @@ pub struct Connection {
     pub encap: Option<bool>,
     /// Local authentication round.
     pub local: AuthRound,
+    /// A second local round (`local-2`, RFC 4739), if any.
+    pub local2: Option<AuthRound>,
     /// Remote authentication round.
     pub remote: AuthRound,
     /// CHILD_SA configurations.
@@ -219,6 +221,7 @@ impl Connection {
             dpd_delay: None,
             encap: None,
             local: AuthRound::default(),
+            local2: None,
             remote: AuthRound::default(),
             children: Vec::new(),
             extra: Vec::new(),
@@ -297,6 +300,12 @@ impl Connection {
         self
     }
 
+    /// Adds a second local authentication round (`local-2`, RFC 4739).
+    pub fn local2(mut self, round: AuthRound) -> Self {
+        self.local2 = Some(round);
+        self
+    }
+
     /// Sets the remote authentication round.
     pub fn remote(mut self, round: AuthRound) -> Self {
         self.remote = round;
@@ -346,6 +355,9 @@ impl Connection {
             kv(out, i, k, v);
         }
         render_round(out, i, "local", &self.local);
+        if let Some(r) = &self.local2 {
+            render_round(out, i, "local-2", r);
+        }
         render_round(out, i, "remote", &self.remote);
         if !self.children.is_empty() {
             let _ = writeln!(out, "{}children {{", " ".repeat(i));
@@ -367,6 +379,8 @@ pub enum Secret {
         ids: Vec<String>,
         secret: String,
     },
+    /// `eap<suffix> { id = ..., secret = "..." }`: an EAP user's password.
+    Eap { name: String, id: String, secret: String },
     /// `private<suffix> { file = ..., secret = ... }`: an (encrypted) private key.
     Private {
         name: String,
@@ -385,8 +399,23 @@ impl Secret {
         }
     }
 
+    /// An EAP password of `id`; `name` gets prefixed with `eap-`.
+    pub fn eap(name: &str, id: &str, secret: &str) -> Self {
+        Self::Eap {
+            name: format!("eap-{name}"),
+            id: id.into(),
+            secret: secret.into(),
+        }
+    }
+
     fn render(&self, out: &mut String) {
         match self {
+            Self::Eap { name, id, secret } => {
+                let _ = writeln!(out, "  {name} {{");
+                kv(out, 4, "id", id);
+                kv(out, 4, "secret", &quote(secret));
+                let _ = writeln!(out, "  }}");
+            }
             Self::Ike { name, ids, secret } => {
                 let _ = writeln!(out, "  {name} {{");
                 for (n, id) in ids.iter().enumerate() {

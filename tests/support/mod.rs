@@ -40,6 +40,7 @@
 pub mod charon;
 pub mod config;
 pub mod etcd;
+pub mod freeradius;
 pub mod ironsa;
 pub mod netns;
 pub mod pki;

@@ -29,6 +29,8 @@ pub enum Need {
     StrongSwan6,
     /// A program on `PATH` (`iperf3`, `tshark`, `ping`, `pki`, ...).
     Tool(&'static str),
+    /// A plugin of the Debian charon (`eap-mschapv2`, in its own package).
+    CharonPlugin(&'static str),
 }
 
 /// Set to `1` to fail instead of skipping (see the module doc).
@@ -69,8 +71,20 @@ pub fn missing(need: Need) -> Option<String> {
         }
         Need::StrongSwan6 => super::charon::strongswan6().err(),
         Need::Tool(name) => (!on_path(name)).then(|| format!("{name} (not on PATH; scripts/install-deps.sh)")),
+        Need::CharonPlugin(name) => {
+            let file = Path::new(CHARON_PLUGIN_DIR).join(format!("libstrongswan-{name}.so"));
+            (!file.is_file()).then(|| {
+                format!(
+                    "charon's {name} plugin ({} not found; scripts/install-deps.sh)",
+                    file.display()
+                )
+            })
+        }
     }
 }
+
+/// Where the Debian charon loads its plugins from.
+const CHARON_PLUGIN_DIR: &str = "/usr/lib/ipsec/plugins";
 
 /// Whether an executable `name` is in a directory of `PATH` (where the
 /// test will look for it).

@@ -970,6 +970,8 @@ impl Worker {
                     TunnelState::Up => *hold.lost.entry(reason_name(&reason)).or_default() += 1,
                 }
             }
+            // ikegen initiates; only a responder authenticates peers with EAP.
+            Event::EapRelay(_) | Event::EapAuthenticated(_) => {}
         }
     }
 }

@@ -222,6 +222,15 @@ impl Authenticator {
         &self.identity
     }
 
+    /// Why the session is failing, once the MSCHAPv2 Failure Request went
+    /// out (a client may abort then instead of acknowledging it).
+    pub fn pending_failure(&self) -> Option<&AuthFailure> {
+        match &self.state {
+            State::MsChapFailureAck { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
     /// The EAP-Failure to send when the IKE layer gives up on the peer.
     pub fn abort(&mut self) -> Vec<u8> {
         self.state = State::Done;

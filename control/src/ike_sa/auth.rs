@@ -24,7 +24,7 @@ pub(crate) struct PendingChild {
 }
 
 /// The octets an AUTH covers: `real_message`, `nonce`, prf(`sk_p`, body of the ID payload `id`).
-fn octets_for<'a>(
+pub(crate) fn octets_for<'a>(
     real_message: &'a [u8],
     nonce: &'a [u8],
     prf: crate::crypto::PrfAlg,
@@ -35,7 +35,11 @@ fn octets_for<'a>(
 }
 
 /// Our CERT payloads and AUTH payload over `octets`.
-fn our_auth(sa: &IkeSa, cfg: &ConnectionConfig, octets: &SignedOctets<'_>) -> Result<(Vec<Payload>, Payload), String> {
+pub(crate) fn our_auth(
+    sa: &IkeSa,
+    cfg: &ConnectionConfig,
+    octets: &SignedOctets<'_>,
+) -> Result<(Vec<Payload>, Payload), String> {
     let prf = sa.keys.as_ref().ok_or("no keys")?.suite.prf;
     match &cfg.local_auth {
         AuthConfig::Psk(k) => Ok((
@@ -62,6 +66,43 @@ fn our_auth(sa: &IkeSa, cfg: &ConnectionConfig, octets: &SignedOctets<'_>) -> Re
             "connection '{}': local auth cannot be 'pubkey' without a certificate",
             cfg.name
         )),
+        AuthConfig::Eap(_) => Err(format!(
+            "connection '{}': this side cannot authenticate with EAP (the client role is not supported)",
+            cfg.name
+        )),
+    }
+}
+
+/// Answers the IKE_AUTH request `mid` with AUTHENTICATION_FAILED (after
+/// an EAP Failure when there is one to send) and closes the SA.
+pub(crate) fn refuse(sa: &mut IkeSa, mid: u32, eap: Option<Vec<u8>>, why: String) {
+    let mut response = Vec::new();
+    if let Some(e) = eap {
+        response.push(Payload::Eap(e));
+    }
+    response.push(notify(NotifyType::AUTHENTICATION_FAILED, Vec::new()));
+    sa.send_response(ExchangeType::IKE_AUTH, mid, response);
+    sa.close(DownReason::Failed(why));
+}
+
+/// Checks a shared-key AUTH computed with `key` (an EAP MSK, or SK_pi when
+/// the EAP method has none).
+pub(crate) fn verify_shared_key(
+    prf: crate::crypto::PrfAlg,
+    key: &[u8],
+    method: AuthMethod,
+    data: &[u8],
+    octets: &SignedOctets<'_>,
+) -> Result<(), String> {
+    if method != AuthMethod::SHARED_KEY_MIC {
+        return Err(format!(
+            "peer used {method} after EAP, where a shared-key AUTH is expected"
+        ));
+    }
+    if crate::crypto::auth::PresharedKey::new(key).verify(prf, octets, data) {
+        Ok(())
+    } else {
+        Err("AUTH over the EAP key does not verify".into())
     }
 }
 
@@ -113,6 +154,7 @@ fn verify_peer(
             verify_auth(&ee, method, data, &octets.to_vec()).map_err(|e| format!("signature does not verify: {e}"))
         }
         AuthConfig::Cert(_) => Err(format!("connection '{}': remote auth must be psk or pubkey", cfg.name)),
+        AuthConfig::Eap(_) => Err("peer sent AUTH where the connection expects EAP".into()),
     }
 }
 
@@ -329,7 +371,7 @@ fn release_pending(sa: &IkeSa, pending: &PendingChild) {
     }
 }
 
-fn establish(sa: &mut IkeSa, now: Instant, peer_id: Identification, initial_contact: bool) {
+pub(crate) fn establish(sa: &mut IkeSa, now: Instant, peer_id: Identification, initial_contact: bool) {
     sa.state = State::Established(None);
     // SK_pi/SK_pr and the peer's signature hints are only for the AUTH
     // payloads, which are done (both AUTHs are computed before this).
@@ -365,13 +407,17 @@ fn establish(sa: &mut IkeSa, now: Instant, peer_id: Identification, initial_cont
 }
 
 /// Picks the connection for the initiator's identities, preferring the one chosen at IKE_SA_INIT.
+/// `eap`: the initiator sent no AUTH, so only connections that authenticate
+/// peers with EAP fit (and with AUTH only those that do not).
 fn select_connection(
     sa: &IkeSa,
     idi: &Identification,
     idr: Option<&Identification>,
+    eap: bool,
 ) -> Option<std::sync::Arc<ConnectionConfig>> {
     let fits = |c: &ConnectionConfig| {
-        c.remote_id.matches(idi)
+        matches!(c.remote_auth, AuthConfig::Eap(_)) == eap
+            && c.remote_id.matches(idi)
             && idr.is_none_or(|r| *r == c.local_id)
             && c.matches_addresses(sa.local.ip(), sa.remote.ip())
             && sa.keys.as_ref().is_some_and(|k| {
@@ -392,9 +438,15 @@ fn select_connection(
 
 /// Responder: processes the IKE_AUTH request and answers it.
 pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<Payload>) {
-    let State::Authenticating(ctx) = std::mem::replace(&mut sa.state, State::Closed) else {
+    if matches!(&sa.state, State::Authenticating(c) if c.eap.is_some()) {
+        return super::eap::handle_request(sa, now, mid, inner);
+    }
+    let State::Authenticating(mut ctx) = std::mem::replace(&mut sa.state, State::Closed) else {
         return;
     };
+    if let Some(first) = ctx.first_round.take() {
+        return second_round(sa, ctx, first, mid, inner);
+    }
     let mut idi = None;
     let mut idr = None;
     let mut auth = None;
@@ -406,27 +458,34 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
             _ => {}
         }
     }
-    let (Some(idi), Some((method, auth))) = (idi, auth) else {
-        warn!(peer = %sa.remote, "IKE_AUTH request without IDi or AUTH (EAP is not supported)");
-        sa.send_response(
-            ExchangeType::IKE_AUTH,
-            mid,
-            vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())],
-        );
-        sa.close(DownReason::Failed("IKE_AUTH without IDi/AUTH".into()));
+    let Some(idi) = idi else {
+        warn!(peer = %sa.remote, "IKE_AUTH request without IDi");
+        refuse(sa, mid, None, "IKE_AUTH without IDi".into());
         return;
     };
-    let Some(cfg) = select_connection(sa, idi, idr) else {
+    let Some((method, auth)) = auth else {
+        // No AUTH: the initiator wants to authenticate with EAP.
+        let Some(cfg) = select_connection(sa, idi, idr, true) else {
+            warn!(peer = %sa.remote, id = %display_identity(idi), "IKE_AUTH without AUTH (EAP) but no EAP connection matches the initiator's identity");
+            refuse(
+                sa,
+                mid,
+                None,
+                format!("no EAP connection for identity {}", display_identity(idi)),
+            );
+            return;
+        };
+        let idi = idi.clone();
+        return super::eap::start(sa, ctx, cfg, mid, idi, inner, None);
+    };
+    let Some(cfg) = select_connection(sa, idi, idr, false) else {
         warn!(peer = %sa.remote, id = %display_identity(idi), "no connection matches the initiator's identity");
-        sa.send_response(
-            ExchangeType::IKE_AUTH,
+        refuse(
+            sa,
             mid,
-            vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())],
+            None,
+            format!("no connection for identity {}", display_identity(idi)),
         );
-        sa.close(DownReason::Failed(format!(
-            "no connection for identity {}",
-            display_identity(idi)
-        )));
         return;
     };
     sa.config = cfg.clone();
@@ -462,12 +521,7 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
             method = %method,
             "initiator authentication failed: {why}"
         );
-        sa.send_response(
-            ExchangeType::IKE_AUTH,
-            mid,
-            vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())],
-        );
-        sa.close(DownReason::Failed(format!("initiator authentication failed: {why}")));
+        refuse(sa, mid, None, format!("initiator authentication failed: {why}"));
         return;
     }
     let our_octets =
@@ -477,12 +531,7 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
         Ok(x) => x,
         Err(e) => {
             warn!(connection = %cfg.name, "{e}");
-            sa.send_response(
-                ExchangeType::IKE_AUTH,
-                mid,
-                vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())],
-            );
-            sa.close(DownReason::Failed(e));
+            refuse(sa, mid, None, e);
             return;
         }
     };
@@ -494,26 +543,96 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
         info!(connection = %cfg.name, peer = %sa.remote, ppk_id = %String::from_utf8_lossy(&p.id), "IKE SA keyed with the PPK");
         response.push(ppk::identity_notify(p));
     }
-    if cfg.mobike && find_notify(&inner, NotifyType::MOBIKE_SUPPORTED).is_some() {
+    if cfg.remote_auth2.is_some() {
+        // RFC 4739: EAP follows in further IKE_AUTH exchanges.
+        if find_notify(&inner, NotifyType::ANOTHER_AUTH_FOLLOWS).is_none() {
+            warn!(
+                connection = %cfg.name,
+                peer = %sa.remote,
+                id = %display_identity(idi),
+                "initiator authentication failed: the connection requires a second (EAP) round, but the initiator announced none"
+            );
+            refuse(sa, mid, None, "no second authentication round".into());
+            return;
+        }
+        let idi = idi.clone();
+        let mut ctx = ctx;
+        ctx.first_round = Some(Box::new(super::eap::FirstRound {
+            mid,
+            idi,
+            request: inner,
+        }));
+        sa.state = State::Authenticating(ctx);
+        sa.send_response(ExchangeType::IKE_AUTH, mid, response);
+        return;
+    }
+    response.extend(establish_responder(sa, now, &ctx, idi.clone(), initial_contact, &inner));
+    sa.send_response(ExchangeType::IKE_AUTH, mid, response);
+}
+
+/// Responder: the IKE_AUTH request of the second round (RFC 4739), which
+/// must start EAP (IDi without AUTH).
+fn second_round(
+    sa: &mut IkeSa,
+    ctx: Box<AuthContext>,
+    first: Box<super::eap::FirstRound>,
+    mid: u32,
+    inner: Vec<Payload>,
+) {
+    let idi = inner.iter().find_map(|p| match p {
+        Payload::IdI(id) => Some(id.clone()),
+        _ => None,
+    });
+    let has_auth = inner.iter().any(|p| matches!(p, Payload::Auth { .. }));
+    match idi {
+        Some(idi) if !has_auth => {
+            let cfg = sa.config.clone();
+            super::eap::start(sa, ctx, cfg, mid, idi, inner, Some(first));
+        }
+        _ => {
+            warn!(
+                connection = %sa.config.name,
+                peer = %sa.remote,
+                id = %display_identity(&first.idi),
+                "initiator authentication failed: the second round must be EAP (IDi without AUTH)"
+            );
+            refuse(sa, mid, None, "second authentication round is not EAP".into());
+        }
+    }
+}
+
+/// Responder: the initiator is authenticated; establishes the IKE SA and
+/// answers the child proposal of the (first) IKE_AUTH request `request`.
+/// Returns the child payloads of the response.
+pub(crate) fn establish_responder(
+    sa: &mut IkeSa,
+    now: Instant,
+    ctx: &AuthContext,
+    idi: Identification,
+    initial_contact: bool,
+    request: &[Payload],
+) -> Vec<Payload> {
+    let mut response = Vec::new();
+    if sa.config.mobike && find_notify(request, NotifyType::MOBIKE_SUPPORTED).is_some() {
         sa.nat.set_mobike(true);
         response.push(notify(NotifyType::MOBIKE_SUPPORTED, Vec::new()));
     }
     establish(sa, now, idi.clone(), initial_contact);
-    let cp_reply = answer_config_request(sa, &inner, idi);
+    let cp_reply = answer_config_request(sa, request, &idi);
     let refused = cp_reply.is_err();
     match cp_reply {
         Ok(reply) => response.extend(reply),
         Err(notify) => response.push(notify),
     }
-    let has_child = inner.iter().any(|p| matches!(p, Payload::Sa(_)));
+    let has_child = request.iter().any(|p| matches!(p, Payload::Sa(_)));
     if has_child && !refused {
-        let AuthContext { ni, nr, .. } = &*ctx;
-        match create_child::respond_child(sa, now, &inner, ni, nr, None, None) {
+        let AuthContext { ni, nr, .. } = ctx;
+        match create_child::respond_child(sa, now, request, ni, nr, None, None) {
             Ok(payloads) => response.extend(payloads),
             Err(n) => response.push(n),
         }
     }
-    sa.send_response(ExchangeType::IKE_AUTH, mid, response);
+    response
 }
 
 /// Responder: the CFG_REPLY for the initiator's configuration request

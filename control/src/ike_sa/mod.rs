@@ -10,12 +10,13 @@ pub mod auth;
 pub mod child;
 pub mod config_payload;
 pub mod create_child;
+pub mod eap;
 mod followup_ke;
 mod handshake;
 pub mod informational;
 pub mod intermediate;
-mod ppk;
 mod mobike;
+mod ppk;
 pub mod resume;
 pub mod sa_init;
 
@@ -161,6 +162,12 @@ pub enum Event {
         /// What it was, for the log.
         detail: String,
     },
+    /// A peer's EAP packet for the driver's back end (RADIUS): answer with
+    /// [`IkeSa::eap_backend_reply`]; the IKE SA waits without blocking.
+    EapRelay(Box<eap::EapRelay>),
+    /// A peer passed EAP (before its final AUTH is checked): what the back
+    /// end said about the session, for accounting.
+    EapAuthenticated(Box<eap::EapAuthenticated>),
     /// A CHILD_SA could not be negotiated (the IKE SA stays up).
     ChildSaFailed {
         /// Child template name.
@@ -227,6 +234,11 @@ pub struct Context {
     pub key_log: Option<Arc<dyn IkeKeyLog>>,
     /// Virtual IPs for peers that ask for one (the gateway's address pools).
     pub addresses: Arc<dyn crate::pool::AddressAllocator>,
+    /// The local EAP users (`remote_auth = "eap-mschapv2"` or `"eap-md5"`);
+    /// none: such connections refuse every client.
+    pub eap_users: Option<Arc<dyn crate::eap::UserStore + Send + Sync>>,
+    /// EAP outcomes and dropped EAP packets, shared with the driver's metrics.
+    pub eap_stats: Arc<eap::EapStats>,
 }
 
 impl Context {
@@ -261,6 +273,8 @@ impl Context {
             crypto,
             key_log: None,
             addresses: Arc::new(crate::pool::SharedPools::default()),
+            eap_users: None,
+            eap_stats: Arc::default(),
         }
     }
 }
@@ -312,6 +326,10 @@ pub(crate) struct AuthContext {
     pub int_auth: intermediate::IntAuth,
     /// Both sides sent USE_PPK in IKE_SA_INIT (RFC 8784).
     pub peer_use_ppk: bool,
+    /// Responder: the EAP conversation of IKE_AUTH, once it started.
+    pub eap: Option<Box<eap::EapSession>>,
+    /// Responder: the first of two authentication rounds passed (RFC 4739).
+    pub first_round: Option<Box<eap::FirstRound>>,
 }
 
 /// Where the IKE SA is in its life.
@@ -1388,6 +1406,11 @@ impl IkeSa {
             }
             (ExchangeType::IKE_AUTH, State::Authenticating(_)) if self.role == Role::Responder => {
                 auth::handle_request(self, now, mid, inner)
+            }
+            (ExchangeType::INFORMATIONAL, State::Authenticating(c))
+                if self.role == Role::Responder && c.eap.is_some() =>
+            {
+                eap::handle_informational(self, mid, inner)
             }
             (ExchangeType::IKE_INTERMEDIATE, State::Authenticating(_)) if self.role == Role::Responder => {
                 intermediate::handle_request(self, &msg.header, mid, inner)

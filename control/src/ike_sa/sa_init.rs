@@ -317,6 +317,8 @@ fn process_response(sa: &mut IkeSa, datagram: &[u8], msg: &Message) -> Result<()
         additional_ke: selected.additional_ke,
         int_auth: Default::default(),
         peer_use_ppk: find_notify(&msg.payloads, NotifyType::USE_PPK).is_some(),
+        eap: None,
+        first_round: None,
     }));
     Ok(())
 }
@@ -543,6 +545,11 @@ impl IkeSa {
         if peer_use_ppk {
             payloads.push(notify(NotifyType::USE_PPK, Vec::new()));
         }
+        // RFC 4739 (the responder announces it here, the initiator in its
+        // first IKE_AUTH), offered only where a connection asks for two rounds.
+        if sa.ctx.connections.iter().any(|c| c.remote_auth2.is_some()) {
+            payloads.push(notify(NotifyType::MULTIPLE_AUTH_SUPPORTED, Vec::new()));
+        }
         if !sa.peer_sig_hashes().is_empty() {
             payloads.push(signature_hash_notify());
         }
@@ -566,6 +573,8 @@ impl IkeSa {
             additional_ke: selected.additional_ke,
             int_auth: Default::default(),
             peer_use_ppk,
+            eap: None,
+            first_round: None,
         }));
         sa.expected_request_id = 1;
         sa.cached_response = Some(CachedResponse::new(0, None, vec![response.clone()]));

@@ -234,6 +234,137 @@ fn header_bytes(
     out
 }
 
+/// A scripted initiator's IKE_SA_INIT (x25519, NAT detection,
+/// fragmentation): the request to deliver, then [`InitiatorInit::finish`]
+/// with the responder's answer for the keys. Shared with the tests that
+/// drive a responder by hand (control/tests/eap_ike.rs).
+pub struct InitiatorInit {
+    /// The IKE_SA_INIT request.
+    pub request: Vec<u8>,
+    proposal: Vec<control::proposal::IkeProposal>,
+    ke: KeyExchange,
+    ni: Vec<u8>,
+    spi_i: u64,
+}
+
+/// What IKE_SA_INIT gave the initiator.
+pub struct InitiatorKeys {
+    pub spi_i: u64,
+    pub spi_r: u64,
+    pub suite: IkeSuite,
+    pub keys: control::crypto::keys::IkeSaKeys,
+    /// SK_ei/SK_ai and SK_er/SK_ar as ciphers.
+    pub outbound: SkCipher,
+    pub inbound: SkCipher,
+    pub request: Vec<u8>,
+    pub response: Vec<u8>,
+    pub ni: Vec<u8>,
+    pub nr: Vec<u8>,
+}
+
+impl InitiatorInit {
+    /// The request from `local` to `remote` offering `ike`; `src_hash`
+    /// replaces the NAT_DETECTION_SOURCE_IP hash (to fake a NAT).
+    pub fn new(
+        crypto: &Arc<dyn CryptoProvider>,
+        local: SocketAddr,
+        remote: SocketAddr,
+        ike: &str,
+        src_hash: Option<Vec<u8>>,
+    ) -> Self {
+        let proposal = parse_ike_proposals(ike).expect("harness IKE proposal");
+        let ke = KeyExchange::generate(&**crypto, KeGroup::Curve25519).expect("x25519 keygen");
+        let ni = random_bytes(&**crypto, 32);
+        let spi_i = nonzero_spi(&**crypto);
+        let src_hash = src_hash.unwrap_or_else(|| nat_detection_hash(spi_i, 0, local).to_vec());
+        let payloads = vec![
+            Payload::Sa(vec![proposal[0].to_wire(1, &[])]),
+            Payload::Ke {
+                group: KeGroup::Curve25519.number(),
+                data: ke.public_value().to_vec(),
+            },
+            Payload::Nonce(ni.clone()),
+            Payload::Notify(Notify {
+                protocol: ProtocolId::NONE,
+                spi: Vec::new(),
+                ty: NotifyType::NAT_DETECTION_SOURCE_IP,
+                data: src_hash,
+            }),
+            Payload::Notify(Notify {
+                protocol: ProtocolId::NONE,
+                spi: Vec::new(),
+                ty: NotifyType::NAT_DETECTION_DESTINATION_IP,
+                data: nat_detection_hash(spi_i, 0, remote).to_vec(),
+            }),
+            Payload::Notify(Notify {
+                protocol: ProtocolId::NONE,
+                spi: Vec::new(),
+                ty: NotifyType::IKEV2_FRAGMENTATION_SUPPORTED,
+                data: Vec::new(),
+            }),
+            Payload::Notify(Notify {
+                protocol: ProtocolId::NONE,
+                spi: Vec::new(),
+                ty: NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED,
+                data: Vec::new(),
+            }),
+        ];
+        let header = Header {
+            spi_i,
+            spi_r: 0,
+            next_payload: PayloadType::NONE,
+            major_version: 2,
+            minor_version: 0,
+            exchange: ExchangeType::IKE_SA_INIT,
+            flags: FLAG_INITIATOR,
+            message_id: 0,
+            length: 0,
+        };
+        let request = encode_message(&header, &payloads);
+        InitiatorInit {
+            request,
+            proposal,
+            ke,
+            ni,
+            spi_i,
+        }
+    }
+
+    /// The keys, from the responder's IKE_SA_INIT response (None when it
+    /// is not an acceptable one).
+    pub fn finish(self, crypto: &Arc<dyn CryptoProvider>, response: &[u8]) -> Option<InitiatorKeys> {
+        let msg = decode_message(response).ok()?;
+        let (mut ker, mut nr, mut chosen) = (None, None, None);
+        for p in &msg.payloads {
+            match p {
+                Payload::Ke { data, .. } => ker = Some(data.clone()),
+                Payload::Nonce(n) => nr = Some(n.clone()),
+                Payload::Sa(props) => chosen = props.first().cloned(),
+                _ => {}
+            }
+        }
+        let (ker, nr, chosen) = (ker?, nr?, chosen?);
+        let suite = accept_ike_response(&self.proposal, &chosen).ok()?.suite;
+        let spi_r = msg.header.spi_r;
+        let shared = self.ke.finish(&ker).ok()?;
+        let keys = derive_ike_sa_keys(&suite, &shared, &self.ni, &nr, self.spi_i, spi_r);
+        let outbound = SkCipher::new(suite.encr, suite.integ, &keys.sk_ei, &keys.sk_ai, crypto).ok()?;
+        let inbound = SkCipher::new(suite.encr, suite.integ, &keys.sk_er, &keys.sk_ar, crypto).ok()?;
+        Some(InitiatorKeys {
+            spi_i: self.spi_i,
+            spi_r,
+            suite,
+            keys,
+            outbound,
+            inbound,
+            request: self.request,
+            response: response.to_vec(),
+            ni: self.ni,
+            nr,
+        })
+    }
+}
+
 /// A scripted initiator that completed IKE_SA_INIT with the responder and
 /// holds the real keys, so it can seal anything.
 struct ScriptedPeer {
@@ -507,80 +638,16 @@ impl ResponderHarness {
             (true, true) => SITE_V6,
         });
         let remote = addr(if v6 { GATEWAY_V6 } else { GATEWAY_V4 });
-        let proposal =
-            parse_ike_proposals(if flags & F_CBC != 0 { IKE_CBC } else { IKE_GCM }).expect("harness IKE proposal");
-        let ke = KeyExchange::generate(&*self.crypto, KeGroup::Curve25519).expect("x25519 keygen");
-        let ni = random_bytes(&*self.crypto, 32);
-        let spi_i = nonzero_spi(&*self.crypto);
-        let src_hash = if flags & F_NAT != 0 {
-            vec![0x55; 20]
-        } else {
-            nat_detection_hash(spi_i, 0, local).to_vec()
-        };
-        let payloads = vec![
-            Payload::Sa(vec![proposal[0].to_wire(1, &[])]),
-            Payload::Ke {
-                group: KeGroup::Curve25519.number(),
-                data: ke.public_value().to_vec(),
-            },
-            Payload::Nonce(ni.clone()),
-            Payload::Notify(Notify {
-                protocol: ProtocolId::NONE,
-                spi: Vec::new(),
-                ty: NotifyType::NAT_DETECTION_SOURCE_IP,
-                data: src_hash,
-            }),
-            Payload::Notify(Notify {
-                protocol: ProtocolId::NONE,
-                spi: Vec::new(),
-                ty: NotifyType::NAT_DETECTION_DESTINATION_IP,
-                data: nat_detection_hash(spi_i, 0, remote).to_vec(),
-            }),
-            Payload::Notify(Notify {
-                protocol: ProtocolId::NONE,
-                spi: Vec::new(),
-                ty: NotifyType::IKEV2_FRAGMENTATION_SUPPORTED,
-                data: Vec::new(),
-            }),
-            Payload::Notify(Notify {
-                protocol: ProtocolId::NONE,
-                spi: Vec::new(),
-                ty: NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED,
-                data: Vec::new(),
-            }),
-        ];
-        let header = Header {
-            spi_i,
-            spi_r: 0,
-            next_payload: PayloadType::NONE,
-            major_version: 2,
-            minor_version: 0,
-            exchange: ExchangeType::IKE_SA_INIT,
-            flags: FLAG_INITIATOR,
-            message_id: 0,
-            length: 0,
-        };
-        let request = encode_message(&header, &payloads);
+        let ike = if flags & F_CBC != 0 { IKE_CBC } else { IKE_GCM };
+        let src_hash = (flags & F_NAT != 0).then(|| vec![0x55; 20]);
+        let init = InitiatorInit::new(&self.crypto, local, remote, ike, src_hash);
         self.to_peer.clear();
-        self.deliver(local, remote, &request);
+        self.deliver(local, remote, &init.request);
         let response = self.to_peer.iter().find(|t| t.remote == local)?.data.clone();
-        let msg = decode_message(&response).ok()?;
-        let (mut ker, mut nr, mut chosen) = (None, None, None);
-        for p in &msg.payloads {
-            match p {
-                Payload::Ke { data, .. } => ker = Some(data.clone()),
-                Payload::Nonce(n) => nr = Some(n.clone()),
-                Payload::Sa(props) => chosen = props.first().cloned(),
-                _ => {}
-            }
-        }
-        let (ker, nr, chosen) = (ker?, nr?, chosen?);
-        let suite = accept_ike_response(&proposal, &chosen).ok()?.suite;
-        let spi_r = msg.header.spi_r;
-        let shared = ke.finish(&ker).ok()?;
-        let keys = derive_ike_sa_keys(&suite, &shared, &ni, &nr, spi_i, spi_r);
-        let outbound = SkCipher::new(suite.encr, suite.integ, &keys.sk_ei, &keys.sk_ai, &self.crypto).ok()?;
-        let inbound = SkCipher::new(suite.encr, suite.integ, &keys.sk_er, &keys.sk_ar, &self.crypto).ok()?;
+        let done = init.finish(&self.crypto, &response)?;
+        let (spi_i, spi_r, suite, nr, request) = (done.spi_i, done.spi_r, done.suite, done.nr, done.request);
+        let (outbound, inbound) = (done.outbound, done.inbound);
+        let keys = done.keys;
         let (mut local, mut remote) = (local, remote);
         if flags & F_NAT != 0 {
             local.set_port(4500);

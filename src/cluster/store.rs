@@ -510,7 +510,7 @@ impl Worker {
         info!(node = self.cfg.node, lease = format_args!("{lease:x}"), store = %self.cfg.store[at], "joined the cluster");
         let me = self.cfg.node;
         if !self.mine.contains(&me) {
-            self.claim(&mut s, me).await?;
+            self.claim(&mut s, me, None).await?;
         }
         self.poll(&mut s).await?;
         Ok(s)
@@ -532,9 +532,13 @@ impl Worker {
     }
 
     /// Takes range `range` if nobody owns it, if it is this node's own
-    /// range, or if its owner is `dead`; then loads its SAs. Returns whether
-    /// this node serves it now.
-    async fn claim(&mut self, s: &mut Session, range: NodeId) -> Result<bool, StoreError> {
+    /// range, or if it is still owned by `orphaned_by` (a node seen dead);
+    /// then loads its SAs. Returns whether this node serves it now.
+    ///
+    /// The owner is read and replaced in one revision-guarded transaction,
+    /// so a survivor that lost the race to another survivor sees the new
+    /// owner and leaves the range alone instead of taking it from a live node.
+    async fn claim(&mut self, s: &mut Session, range: NodeId, orphaned_by: Option<NodeId>) -> Result<bool, StoreError> {
         let key = self.owner_key(range);
         let me = self.cfg.node.to_string();
         let current = self.timed(s.client.get(key.clone(), None)).await?;
@@ -544,6 +548,12 @@ impl Worker {
                 .and_then(|v| v.parse::<NodeId>().ok());
             (owner, kv.mod_revision())
         });
+        if let (Some(dead), Some((owner, _))) = (orphaned_by, previous) {
+            if owner != Some(dead) {
+                debug!(range, dead, owner = ?owner, "another node adopted the range first");
+                return Ok(false);
+            }
+        }
         let guard = match previous {
             None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
             Some((_, rev)) => Compare::mod_revision(key.clone(), CompareOp::Equal, rev),
@@ -666,18 +676,18 @@ impl Worker {
             }
         }
         // A range whose owner is gone goes to one survivor (the transaction decides which).
-        let orphans: Vec<NodeId> = owner_of
+        let orphans: Vec<(NodeId, NodeId)> = owner_of
             .iter()
             .filter(|(_, o)| !alive.contains_key(o))
-            .map(|(r, _)| *r)
+            .map(|(r, o)| (*r, *o))
             .collect();
-        for range in orphans {
-            if self.claim(s, range).await? {
+        for (range, dead) in orphans {
+            if self.claim(s, range, Some(dead)).await? {
                 owner_of.insert(range, me);
             }
         }
         // This node's own range, if another node adopted it while this one was away.
-        if !self.mine.contains(&me) && self.claim(s, me).await? {
+        if !self.mine.contains(&me) && self.claim(s, me, None).await? {
             owner_of.insert(me, me);
         }
         if self.published_load != Some(self.load.load(Ordering::Relaxed)) {

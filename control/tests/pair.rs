@@ -639,6 +639,33 @@ fn a_deleted_ike_sa_is_deleting_until_the_peer_answers() {
     assert_eq!(p.a_seen.down, vec![DownReason::Deleted]);
 }
 
+/// An IKE SA that reaches its hard lifetime (its rekey never happened)
+/// tells the peer with a DELETE, so the peer does not keep a dead SA and
+/// its CHILD_SAs until DPD finds out.
+#[test]
+fn hard_lifetime_expiry_sends_a_delete_to_the_peer() {
+    let (a, mut b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    b.ike_lifetime = Lifetime {
+        rekey: Duration::from_secs(600),
+        jitter: Duration::ZERO,
+        over: Duration::from_secs(60),
+    };
+    let (mut p, conn) = Pair::new(a, b, AdmissionConfig::default());
+    let start = p.now;
+    p.a.initiate(p.now, conn, A.parse().unwrap(), B.parse().unwrap())
+        .unwrap();
+    p.run(Duration::from_secs(5));
+    assert_eq!((p.a_seen.up.len(), p.b_seen.up.len()), (1, 1));
+    // Past B's hard lifetime in one step: the rekey never got its chance.
+    p.now = start + Duration::from_secs(700);
+    p.b.handle_timeout(p.now);
+    p.run(Duration::from_secs(30));
+    assert_eq!(p.b_seen.down, vec![DownReason::Expired]);
+    assert_eq!(p.b.len(), 0);
+    assert_eq!(p.a.len(), 0, "A learnt of the expiry from B's DELETE");
+    assert_eq!(p.a_seen.down, vec![DownReason::Deleted]);
+}
+
 #[test]
 fn delete_and_dpd() {
     let mut p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");

@@ -1125,6 +1125,13 @@ impl IkeSa {
         followup_ke::expire(self, now);
         if self.expire_at.is_some_and(|e| now >= e) {
             info!(connection = %self.config.name, "IKE SA hard lifetime expired");
+            // One DELETE, not retransmitted: the keys end here, but the peer
+            // should not keep the SA and its CHILD_SAs until DPD notices. With
+            // a request still unanswered the window is full and it would be
+            // ignored, so nothing is sent then.
+            if self.outstanding().is_none() {
+                informational::start_delete_ike(self, now);
+            }
             self.close(DownReason::Expired);
             return;
         }

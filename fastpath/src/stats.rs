@@ -35,11 +35,13 @@ pub enum DropReason {
     SeqExhausted,
     /// Dummy (next header 59) packet.
     Dummy,
+    /// Our own random generator or cipher failed.
+    CryptoFailure,
 }
 
 impl DropReason {
     /// Number of drop reasons.
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
     /// Every reason, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::NoSa,
@@ -54,6 +56,7 @@ impl DropReason {
         DropReason::Expired,
         DropReason::SeqExhausted,
         DropReason::Dummy,
+        DropReason::CryptoFailure,
     ];
 
     /// Stable snake_case name for metrics.
@@ -71,6 +74,7 @@ impl DropReason {
             DropReason::Expired => "expired",
             DropReason::SeqExhausted => "seq_exhausted",
             DropReason::Dummy => "dummy",
+            DropReason::CryptoFailure => "crypto_failure",
         }
     }
 }
@@ -87,6 +91,7 @@ impl From<EspError> for DropReason {
             EspError::Expired => DropReason::Expired,
             EspError::Dummy => DropReason::Dummy,
             EspError::PolicyMismatch => DropReason::PolicyMismatch,
+            EspError::CryptoFailure(_) => DropReason::CryptoFailure,
         }
     }
 }
@@ -228,5 +233,18 @@ mod tests {
         let s = c.snapshot();
         assert_eq!(s.dropped(DropReason::Replay), 1);
         assert_eq!((s.packets, s.bytes, s.total_drops()), (1, 100, 1));
+    }
+
+    #[test]
+    fn a_local_crypto_failure_is_not_counted_as_a_malformed_packet() {
+        let r = DropReason::from(EspError::CryptoFailure("random generator failed"));
+        assert_eq!((r, r.name()), (DropReason::CryptoFailure, "crypto_failure"));
+        let c = Counters::default();
+        c.drop_one(r);
+        let s = c.snapshot();
+        assert_eq!(
+            (s.dropped(DropReason::CryptoFailure), s.dropped(DropReason::Malformed)),
+            (1, 0)
+        );
     }
 }

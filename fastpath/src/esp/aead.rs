@@ -183,7 +183,8 @@ impl IvSource {
     /// The next 16 unpredictable bytes.
     pub fn next_iv(&mut self) -> Result<[u8; 16], EspError> {
         if self.pos + 16 > IV_POOL_LEN {
-            aws_lc_rs::rand::fill(&mut self.pool[..]).map_err(|_| EspError::Malformed("random generator failed"))?;
+            aws_lc_rs::rand::fill(&mut self.pool[..])
+                .map_err(|_| EspError::CryptoFailure("random generator failed"))?;
             self.pos = 0;
         }
         let mut iv = [0u8; 16];
@@ -618,7 +619,7 @@ impl EspCipher {
                     return Err(EspError::Malformed("CBC plaintext not block aligned"));
                 }
                 enc.less_safe_encrypt(ct, cipher::EncryptionContext::Iv128(FixedLength::from(iv)))
-                    .map_err(|_| EspError::Malformed("CBC encryption failed"))?;
+                    .map_err(|_| EspError::CryptoFailure("CBC encryption failed"))?;
                 let tag = hmac_tag(mac, &esp[..body_end], seq, esn);
                 esp[body_end..].copy_from_slice(&tag.as_ref()[..icv_len]);
             }
@@ -1108,7 +1109,7 @@ mod tests {
             let tag = self
                 .key
                 .seal_in_place_separate_tag(n, aead::Aad::from(aad), data)
-                .map_err(|_| EspError::Malformed("seal"))?;
+                .map_err(|_| EspError::CryptoFailure("AEAD seal failed"))?;
             icv.copy_from_slice(tag.as_ref());
             Ok(())
         }

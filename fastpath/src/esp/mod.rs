@@ -61,6 +61,10 @@ pub enum EspError {
     /// The decrypted inner packet does not match the SA's selectors.
     #[error("inner packet does not match the SA's traffic selectors")]
     PolicyMismatch,
+    /// Our own cryptography failed (random generator, cipher): not the
+    /// packet's fault, and counted apart so an operator sees it.
+    #[error("local cryptographic failure: {0}")]
+    CryptoFailure(&'static str),
 }
 
 impl From<BufError> for EspError {

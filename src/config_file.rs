@@ -99,6 +99,12 @@ struct RawRadius {
     tries: Option<Spanned<u32>>,
     max_outstanding: Option<Spanned<usize>>,
     nas_identifier: Option<Spanned<String>>,
+    #[serde(default)]
+    accounting_server: Vec<Spanned<RawRadiusServer>>,
+    interim_interval: Option<Spanned<toml::Value>>,
+    dae_listen: Option<Spanned<String>>,
+    #[serde(default)]
+    dae_client: Vec<Spanned<RawRadiusServer>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -429,6 +435,13 @@ pub struct RadiusSettings {
     pub client: crate::aaa::client::ClientConfig,
     /// The NAS-Identifier sent in every Access-Request.
     pub nas_identifier: String,
+    /// The accounting servers (`[[radius.accounting_server]]`), with the
+    /// same timeout, tries and bound as `client`; `None`: no accounting.
+    pub accounting: Option<crate::aaa::client::ClientConfig>,
+    /// Interim-Updates of sessions whose Access-Accept names no interval.
+    pub interim_interval: Option<Duration>,
+    /// The dynamic-authorization listener (`dae_listen`, `[[radius.dae_client]]`).
+    pub dae: Option<crate::aaa::dae::DaeConfig>,
 }
 
 /// Upper bound of `daemon.expected_tunnels` (≈ 80 GiB of pre-faulted memory).
@@ -1883,43 +1896,7 @@ fn radius_section(ctx: &Ctx<'_>, raw: &Spanned<RawRadius>) -> Result<RadiusSetti
             "[radius] needs at least one [[radius.server]] with address and secret_file",
         ));
     }
-    let mut servers = Vec::new();
-    for s in &r.server {
-        let s = s.get_ref();
-        let a = &s.address;
-        let addr = a
-            .get_ref()
-            .parse::<std::net::SocketAddr>()
-            .or_else(|_| {
-                a.get_ref()
-                    .parse::<IpAddr>()
-                    .map(|ip| std::net::SocketAddr::new(ip, 1812))
-            })
-            .map_err(|_| {
-                ctx.err(
-                    a.span().start,
-                    "radius.server.address",
-                    format!("'{}' is not ADDRESS or ADDRESS:PORT", a.get_ref()),
-                )
-            })?;
-        let f = &s.secret_file;
-        let path = ctx.relative(f.get_ref());
-        crate::aaa::users::check_private(&path)
-            .map_err(|e| ctx.err(f.span().start, "radius.server.secret_file", e.to_string()))?;
-        let text = zeroize::Zeroizing::new(ctx.read(f, "radius.server.secret_file")?);
-        let secret: Vec<u8> = text.trim_ascii().to_vec();
-        if secret.is_empty() {
-            return Err(ctx.err(
-                f.span().start,
-                "radius.server.secret_file",
-                format!("{} is empty", path.display()),
-            ));
-        }
-        servers.push(crate::aaa::client::RadiusServer {
-            addr,
-            secret: zeroize::Zeroizing::new(secret),
-        });
-    }
+    let servers = radius_servers(ctx, &r.server, "radius.server", 1812)?;
     let timeout = match &r.timeout {
         None => RADIUS_TIMEOUT,
         Some(v) => ctx.duration(v, "radius.timeout")?,
@@ -1956,6 +1933,95 @@ fn radius_section(ctx: &Ctx<'_>, raw: &Spanned<RawRadius>) -> Result<RadiusSetti
             "all RADIUS servers must be of one address family",
         ));
     }
+    let accounting = if r.accounting_server.is_empty() {
+        None
+    } else {
+        let servers = radius_servers(ctx, &r.accounting_server, "radius.accounting_server", 1813)?;
+        let bind = if servers[0].addr.is_ipv4() {
+            std::net::SocketAddr::from(([0, 0, 0, 0], 0))
+        } else {
+            std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+        };
+        if servers.iter().any(|s| s.addr.is_ipv4() != bind.is_ipv4()) {
+            return Err(ctx.err(
+                r.accounting_server[0].span().start,
+                "radius.accounting_server.address",
+                "all RADIUS accounting servers must be of one address family",
+            ));
+        }
+        Some(crate::aaa::client::ClientConfig {
+            servers,
+            timeout,
+            tries_per_server: tries,
+            max_outstanding,
+            bind,
+            purpose: crate::aaa::client::Purpose::Accounting,
+        })
+    };
+    let interim_interval = match &r.interim_interval {
+        None => None,
+        Some(v) => {
+            let d = ctx.duration(v, "radius.interim_interval")?;
+            if !d.is_zero() && d < Duration::from_secs(60) {
+                return Err(ctx.err(
+                    v.span().start,
+                    "radius.interim_interval",
+                    "must be 0 (off) or at least 60s (RFC 2869 §5.16)",
+                ));
+            }
+            (!d.is_zero()).then_some(d)
+        }
+    };
+    if interim_interval.is_some() && accounting.is_none() {
+        let at = r.interim_interval.as_ref().map_or(raw.span().start, |v| v.span().start);
+        return Err(ctx.err(
+            at,
+            "radius.interim_interval",
+            "needs at least one [[radius.accounting_server]]",
+        ));
+    }
+    let nas_identifier = r
+        .nas_identifier
+        .as_ref()
+        .map_or_else(|| "ironsa".to_string(), |n| n.get_ref().clone());
+    let dae = match &r.dae_listen {
+        None if !r.dae_client.is_empty() => {
+            return Err(ctx.err(
+                r.dae_client[0].span().start,
+                "radius.dae_client",
+                "[[radius.dae_client]] needs dae_listen in [radius]",
+            ));
+        }
+        None => None,
+        Some(l) => {
+            let listen = l.get_ref().parse::<std::net::SocketAddr>().map_err(|_| {
+                ctx.err(
+                    l.span().start,
+                    "radius.dae_listen",
+                    format!("'{}' is not ADDRESS:PORT (3799 is the usual port)", l.get_ref()),
+                )
+            })?;
+            if r.dae_client.is_empty() {
+                return Err(ctx.err(
+                    l.span().start,
+                    "radius.dae_listen",
+                    "needs at least one [[radius.dae_client]] (address and secret_file): the clients allowed to disconnect users",
+                ));
+            }
+            let clients = radius_servers(ctx, &r.dae_client, "radius.dae_client", 0)?
+                .into_iter()
+                .map(|c| crate::aaa::dae::DaeClient {
+                    address: c.addr.ip(),
+                    secret: c.secret,
+                })
+                .collect();
+            Some(crate::aaa::dae::DaeConfig {
+                listen,
+                clients,
+                nas_identifier: nas_identifier.clone(),
+            })
+        }
+    };
     Ok(RadiusSettings {
         client: crate::aaa::client::ClientConfig {
             servers,
@@ -1965,11 +2031,57 @@ fn radius_section(ctx: &Ctx<'_>, raw: &Spanned<RawRadius>) -> Result<RadiusSetti
             bind,
             purpose: crate::aaa::client::Purpose::Authentication,
         },
-        nas_identifier: r
-            .nas_identifier
-            .as_ref()
-            .map_or_else(|| "ironsa".to_string(), |n| n.get_ref().clone()),
+        nas_identifier,
+        accounting,
+        interim_interval,
+        dae,
     })
+}
+
+/// RADIUS peers of one kind (`table` is `radius.server`,
+/// `radius.accounting_server` or `radius.dae_client`): an address (with
+/// `default_port` when none is given) and a secret from a file that only
+/// the daemon may read.
+fn radius_servers(
+    ctx: &Ctx<'_>,
+    raw: &[Spanned<RawRadiusServer>],
+    table: &str,
+    default_port: u16,
+) -> Result<Vec<crate::aaa::client::RadiusServer>, ConfigError> {
+    let mut servers = Vec::new();
+    for s in raw {
+        let s = s.get_ref();
+        let a = &s.address;
+        let addr = a
+            .get_ref()
+            .parse::<std::net::SocketAddr>()
+            .or_else(|_| {
+                a.get_ref()
+                    .parse::<IpAddr>()
+                    .map(|ip| std::net::SocketAddr::new(ip, default_port))
+            })
+            .map_err(|_| {
+                ctx.err(
+                    a.span().start,
+                    &format!("{table}.address"),
+                    format!("'{}' is not ADDRESS or ADDRESS:PORT", a.get_ref()),
+                )
+            })?;
+        let f = &s.secret_file;
+        let key = format!("{table}.secret_file");
+        let path = ctx.relative(f.get_ref());
+        crate::aaa::users::check_private(&path).map_err(|e| ctx.err(f.span().start, &key, e.to_string()))?;
+        let text = zeroize::Zeroizing::new(ctx.read(f, &key)?);
+        let secret: Vec<u8> = text.trim_ascii().to_vec();
+        if secret.is_empty() {
+            return Err(ctx.err(f.span().start, &key, format!("{} is empty", path.display())));
+        }
+        servers.push(crate::aaa::client::RadiusServer {
+            addr,
+            secret: zeroize::Zeroizing::new(secret),
+        });
+    }
+    Ok(servers)
 }
 
 /// One `[[connection.child]]`: the template IKE negotiates and what the data
@@ -2600,6 +2712,8 @@ esp_proposals = "aes256gcm16"
             ("eap", "[eap]"),
             ("radius", "[radius]"),
             ("radius.server", "[[radius.server]]"),
+            ("radius.accounting_server", "[[radius.accounting_server]]"),
+            ("radius.dae_client", "[[radius.dae_client]]"),
         ];
         assert_eq!(
             documented.keys().collect::<Vec<_>>(),

@@ -165,6 +165,9 @@ pub fn execute(daemon: &Daemon, req: Request) -> Response {
             if let (Some(dp), Some(m)) = (daemon.dataplane().stats(), v.as_object_mut()) {
                 m.insert("dataplane".into(), dp);
             }
+            if let (Some(r), Some(m)) = (daemon.radius_stats(), v.as_object_mut()) {
+                m.insert("radius".into(), r);
+            }
             ok(v)
         }
         Request::Initiate {

@@ -46,6 +46,39 @@ pub struct Daemon {
     /// The inter-node link, when clustered.
     link: Mutex<Option<ironsa::cluster::link::Link>>,
     pools: Arc<SharedPools>,
+    aaa: Aaa,
+}
+
+/// The RADIUS parts that run beside the shards, for their counters.
+struct Aaa {
+    radius: Option<Arc<ironsa::aaa::relay::EapRadius>>,
+    accounting: Option<Arc<ironsa::aaa::accounting::Accounting>>,
+    dae: Option<ironsa::aaa::dae::DaeServer>,
+}
+
+/// How dynamic authorization ends sessions: each shard ends its own IKE
+/// SAs; the listener's thread waits for them (never a shard).
+fn disconnect(shards: Arc<Vec<ShardHandle>>) -> ironsa::aaa::dae::Disconnect {
+    Box::new(move |refs| {
+        let mut by_shard: std::collections::BTreeMap<usize, Vec<u64>> = Default::default();
+        for r in refs {
+            by_shard.entry(r.shard).or_default().push(r.spi);
+        }
+        let waits: Vec<_> = by_shard
+            .into_iter()
+            .filter_map(|(shard, spis)| {
+                let (tx, rx) = mpsc::channel();
+                shards
+                    .get(shard)?
+                    .send(ShardMsg::Disconnect { spis, reply: tx })
+                    .then_some(rx)
+            })
+            .collect();
+        waits
+            .into_iter()
+            .filter_map(|rx| rx.recv_timeout(REPLY_TIMEOUT).ok())
+            .sum()
+    })
 }
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -121,6 +154,27 @@ impl Daemon {
                 )))
             }
         };
+        // Accounting on a client thread of its own, beside authentication's.
+        let accounting = match config.radius.as_ref().and_then(|r| Some((r, r.accounting.as_ref()?))) {
+            None => None,
+            Some((r, acct)) => {
+                let client = ironsa::aaa::client::RadiusClient::start(acct.clone())
+                    .map_err(|e| std::io::Error::other(format!("RADIUS accounting client: {e}")))?;
+                Some(Arc::new(ironsa::aaa::accounting::Accounting::new(
+                    client,
+                    r.nas_identifier.clone(),
+                    r.interim_interval,
+                )))
+            }
+        };
+        let sessions = Arc::new(ironsa::aaa::dae::SessionIndex::default());
+        let dae = match config.radius.as_ref().and_then(|r| r.dae.clone()) {
+            None => None,
+            Some(dae) => Some(
+                ironsa::aaa::dae::DaeServer::start(dae, sessions.clone(), disconnect(handles.clone()))
+                    .map_err(|e| std::io::Error::other(e.to_string()))?,
+            ),
+        };
         let mut threads = Vec::new();
         for (id, (poll, rx)) in prepared.into_iter().enumerate() {
             let shard = Shard::new(
@@ -159,6 +213,8 @@ impl Daemon {
                         .clone()
                         .map(|u| u as Arc<dyn control::eap::UserStore + Send + Sync>),
                     radius: radius.clone(),
+                    accounting: accounting.clone(),
+                    sessions: sessions.clone(),
                 },
                 poll,
                 rx,
@@ -184,6 +240,11 @@ impl Daemon {
             store,
             link: Mutex::new(link),
             pools,
+            aaa: Aaa {
+                radius,
+                accounting,
+                dae,
+            },
         });
         let starts: Vec<String> = daemon
             .config
@@ -326,6 +387,48 @@ impl Daemon {
     /// did not answer.
     pub fn stats(&self) -> Vec<Option<ShardStats>> {
         self.ask_each(ShardMsg::Stats)
+    }
+
+    /// Counters of the RADIUS clients and the dynamic-authorization
+    /// listener (`None` without a `[radius]` table).
+    pub fn radius_stats(&self) -> Option<serde_json::Value> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let a = &self.aaa;
+        let radius = a.radius.as_ref()?;
+        let client = |s: &ironsa::aaa::client::ClientStats| {
+            serde_json::json!({
+                "sent": s.sent.load(Relaxed),
+                "retransmitted": s.retransmitted.load(Relaxed),
+                "failovers": s.failovers.load(Relaxed),
+                "answered": s.answered.load(Relaxed),
+                "timed_out": s.timed_out.load(Relaxed),
+                "overloaded": s.overloaded.load(Relaxed),
+                "dropped_malformed": s.dropped_malformed.load(Relaxed),
+                "dropped_unknown_identifier": s.dropped_unknown_identifier.load(Relaxed),
+                "dropped_bad_authenticator": s.dropped_bad_authenticator.load(Relaxed),
+            })
+        };
+        let mut v = serde_json::json!({ "authentication": client(radius.client().stats()) });
+        if let Some(acct) = &a.accounting {
+            let mut c = client(acct.client().stats());
+            c["lost"] = (acct.stats().refused.load(Relaxed) + acct.stats().unanswered.load(Relaxed)).into();
+            v["accounting"] = c;
+        }
+        if let Some(dae) = &a.dae {
+            let s = dae.stats();
+            v["dae"] = serde_json::json!({
+                "disconnect_acks": s.disconnect_acks.load(Relaxed),
+                "disconnect_naks": s.disconnect_naks.load(Relaxed),
+                "coa_naks": s.coa_naks.load(Relaxed),
+                "retransmissions": s.retransmissions.load(Relaxed),
+                "dropped_unknown_client": s.dropped_unknown_client.load(Relaxed),
+                "dropped_malformed": s.dropped_malformed.load(Relaxed),
+                "dropped_bad_authenticator": s.dropped_bad_authenticator.load(Relaxed),
+                "dropped_stale_timestamp": s.dropped_stale_timestamp.load(Relaxed),
+                "dropped_unsupported_code": s.dropped_unsupported_code.load(Relaxed),
+            });
+        }
+        Some(v)
     }
 
     /// Initiates the named connection to its first remote address; with

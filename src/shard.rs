@@ -8,7 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use control::config::ConnectionConfig;
 use control::config::IkeVersions;
@@ -24,6 +24,9 @@ use crate::config_file::{ReloadEffect, reload_effect};
 use crate::dataplane::DataPlane;
 use crate::ike_io::{IkeSocket, Outgoing, RecvBatch};
 use crate::registry::{Registry, SaSummary};
+use ironsa::aaa::accounting::{Accounting, Sessions, TerminateCause, Usage};
+use ironsa::aaa::dae::{SessionIndex, SessionRef};
+use ironsa::aaa::radius::AcctStatus;
 
 const WAKER: Token = Token(usize::MAX);
 pub use ironsa::cluster::SHARD_BITS;
@@ -127,6 +130,14 @@ pub enum ShardMsg {
         spi: u64,
         /// The answer.
         reply: control::ike_sa::eap::EapBackendReply,
+    },
+    /// End these IKE SAs (our SPIs) of RADIUS sessions a Disconnect-Request
+    /// named (RFC 5176).
+    Disconnect {
+        /// Our SPIs.
+        spis: Vec<u64>,
+        /// Answer: how many were ended.
+        reply: Sender<usize>,
     },
     /// Delete every SA, then stop.
     Shutdown,
@@ -391,6 +402,10 @@ pub struct ShardConfig {
     pub eap_users: Option<Arc<dyn control::eap::UserStore + Send + Sync>>,
     /// The RADIUS back end of `remote_auth = "eap-radius"`.
     pub radius: Option<Arc<ironsa::aaa::relay::EapRadius>>,
+    /// RADIUS accounting of EAP-RADIUS sessions (`[[radius.accounting_server]]`).
+    pub accounting: Option<Arc<Accounting>>,
+    /// The EAP-RADIUS sessions of all shards, for dynamic authorization.
+    pub sessions: Arc<SessionIndex>,
 }
 
 /// A shard's event loop state.
@@ -416,9 +431,13 @@ pub struct Shard {
     waiters: HashMap<u64, Waiter>,
     /// The RADIUS back end of `remote_auth = "eap-radius"`.
     radius: Option<Arc<ironsa::aaa::relay::EapRadius>>,
-    /// What EAP and RADIUS said about the sessions of IKE SAs (Class,
-    /// Session-Timeout), by our SPI, for accounting.
-    aaa_sessions: HashMap<u64, Box<control::ike_sa::eap::EapAuthenticated>>,
+    /// The EAP-RADIUS sessions of this shard's IKE SAs (Class, interim
+    /// schedule, usage of CHILD_SAs gone), for accounting.
+    aaa_sessions: Sessions,
+    /// RADIUS accounting, when configured.
+    accounting: Option<Arc<Accounting>>,
+    /// The EAP-RADIUS sessions of all shards, for dynamic authorization.
+    session_index: Arc<SessionIndex>,
 }
 
 /// Creates the shard's channel and waker before the loop runs (so all handles exist first).
@@ -532,7 +551,9 @@ impl Shard {
             expected_sas,
             waiters: HashMap::new(),
             radius: cfg.radius,
-            aaa_sessions: HashMap::new(),
+            aaa_sessions: Sessions::default(),
+            accounting: cfg.accounting,
+            session_index: cfg.sessions,
         })
     }
 
@@ -544,10 +565,16 @@ impl Shard {
         loop {
             let now = Instant::now();
             let checkpoint = self.cluster.as_ref().map(|c| c.deadline());
-            let next = [self.endpoint.poll_timeout(), self.ikev1.poll_timeout(), checkpoint]
-                .into_iter()
-                .flatten()
-                .min();
+            let interim = self.aaa_sessions.next_interim();
+            let next = [
+                self.endpoint.poll_timeout(),
+                self.ikev1.poll_timeout(),
+                checkpoint,
+                interim,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let mut timeout = next.map(|t| t.saturating_duration_since(now));
             if self.shutting_down.is_some() {
                 timeout = Some(timeout.map_or(Duration::from_millis(50), |t| t.min(Duration::from_millis(50))));
@@ -569,6 +596,7 @@ impl Shard {
             self.endpoint.handle_timeout(now);
             self.ikev1.handle_timeout(now);
             self.flush();
+            self.interim_updates(now);
             if let Some(c) = &mut self.cluster {
                 c.checkpoint(now, &self.endpoint, &*self.dataplane);
             }
@@ -765,6 +793,7 @@ impl Shard {
                         .map(|sa| sa.local_spi())
                         .collect();
                     for s in &targets {
+                        self.end_session_as(*s, TerminateCause::AdminReset);
                         self.endpoint.delete(now, *s);
                     }
                     // IKEv1 SAs by our cookie (the responder cookie when we responded).
@@ -858,11 +887,24 @@ impl Shard {
                         );
                     }
                 }
+                ShardMsg::Disconnect { spis, reply } => {
+                    let mut ended = 0;
+                    for spi in spis {
+                        if self.endpoint.sa(spi).is_some() {
+                            self.end_session_as(spi, TerminateCause::AdminReset);
+                            self.endpoint.delete(now, spi);
+                            ended += 1;
+                        }
+                    }
+                    self.flush();
+                    let _ = reply.send(ended);
+                }
                 ShardMsg::Shutdown => {
                     if self.shutting_down.is_none() {
                         self.shutting_down = Some(now);
                         let all: Vec<u64> = self.endpoint.sas().map(|sa| sa.local_spi()).collect();
                         for s in all {
+                            self.end_session_as(s, TerminateCause::NasReboot);
                             self.endpoint.delete(now, s);
                         }
                     }
@@ -963,6 +1005,122 @@ impl Shard {
         }
     }
 
+    /// Usage of the CHILD_SA with inbound SPI `spi_in` in the fastpath.
+    fn child_usage(&self, spi_in: u32) -> Usage {
+        self.dataplane
+            .esp_sa_counters(spi_in, &[], &[])
+            .map(|c| Usage {
+                octets_in: c.bytes_in,
+                packets_in: c.packets_in,
+                octets_out: c.bytes_out,
+                packets_out: c.packets_out,
+            })
+            .unwrap_or_default()
+    }
+
+    /// Usage of the session of IKE SA `spi`: its CHILD_SAs gone and alive.
+    fn session_usage(&self, spi: u64) -> Usage {
+        let mut u = self.aaa_sessions.get(spi).map(|t| t.closed).unwrap_or_default();
+        if let Some(sa) = self.endpoint.sa(spi) {
+            for c in sa.children() {
+                u += self.child_usage(c.spi_in);
+            }
+        }
+        u
+    }
+
+    /// The gateway ends the IKE SA `spi`: its Stop will say why.
+    fn end_session_as(&mut self, spi: u64, cause: TerminateCause) {
+        if let Some(t) = self.aaa_sessions.get_mut(spi) {
+            t.cause.get_or_insert(cause);
+        }
+    }
+
+    /// The IKE SA `spi` is established: an EAP-RADIUS user's session starts
+    /// (accounting Start, and dynamic authorization can find it).
+    fn session_started(&mut self, spi: u64) {
+        let Some(t) = self.aaa_sessions.get(spi) else { return };
+        let from_server = t.auth.interim_interval;
+        let Some(sa) = self.endpoint.sa(spi) else { return };
+        let framed_ip = sa
+            .virtual_ips()
+            .and_then(|v| v.remote.iter().find(|a| a.is_ipv4()).copied());
+        let calling = sa.remote_addr().ip().to_string();
+        let interim = self.accounting.as_ref().and_then(|a| a.interim_for(from_server));
+        let Some(session) = self
+            .aaa_sessions
+            .established(spi, framed_ip, calling, interim, Instant::now())
+            .cloned()
+        else {
+            return;
+        };
+        self.session_index.insert(
+            &session.id,
+            SessionRef {
+                shard: self.id,
+                spi,
+                user_name: session.user_name.clone(),
+                framed_ip: session.framed_ip,
+            },
+        );
+        if let Some(acct) = &self.accounting {
+            let req = acct.request(
+                &session,
+                AcctStatus::START,
+                None,
+                None,
+                Instant::now(),
+                SystemTime::now(),
+            );
+            acct.send(req, "Start", &session.id);
+        }
+    }
+
+    /// The IKE SA `spi` is gone: the session's Stop with its usage.
+    fn session_ended(&mut self, spi: u64, reason: &DownReason) {
+        if matches!(reason, DownReason::Rekeyed) {
+            return;
+        }
+        let usage = self.session_usage(spi);
+        let Some(t) = self.aaa_sessions.ended(spi) else { return };
+        let Some(session) = &t.session else { return };
+        self.session_index.remove(&session.id);
+        if let Some(acct) = &self.accounting {
+            let cause = t.cause.unwrap_or_else(|| TerminateCause::of(reason));
+            let req = acct.request(
+                session,
+                AcctStatus::STOP,
+                Some(usage),
+                Some(cause),
+                Instant::now(),
+                SystemTime::now(),
+            );
+            acct.send(req, "Stop", &session.id);
+        }
+    }
+
+    /// Sends the Interim-Updates due by `now`.
+    fn interim_updates(&mut self, now: Instant) {
+        if self.aaa_sessions.next_interim().is_none_or(|t| t > now) {
+            return;
+        }
+        let Some(acct) = self.accounting.clone() else { return };
+        for spi in self.aaa_sessions.due(now) {
+            let usage = self.session_usage(spi);
+            if let Some(session) = self.aaa_sessions.get(spi).and_then(|t| t.session.as_ref()) {
+                let req = acct.request(
+                    session,
+                    AcctStatus::INTERIM_UPDATE,
+                    Some(usage),
+                    None,
+                    now,
+                    SystemTime::now(),
+                );
+                acct.send(req, "Interim-Update", &session.id);
+            }
+        }
+    }
+
     fn flush(&mut self) {
         while let Some((spi, ev)) = self.endpoint.poll_event() {
             if !self.waiters.is_empty() {
@@ -973,7 +1131,13 @@ impl Shard {
             }
             match &ev {
                 Event::ChildSaInstalled(c) => self.dataplane.install(c),
-                Event::ChildSaDeleted { spi_in, spi_out } => self.dataplane.remove(*spi_in, *spi_out),
+                Event::ChildSaDeleted { spi_in, spi_out } => {
+                    if self.aaa_sessions.get(spi).is_some() {
+                        let usage = self.child_usage(*spi_in);
+                        self.aaa_sessions.child_gone(spi, usage);
+                    }
+                    self.dataplane.remove(*spi_in, *spi_out)
+                }
                 Event::ChildSasMoved {
                     spis_in,
                     local,
@@ -985,6 +1149,7 @@ impl Shard {
                     initial_contact,
                     ..
                 } => {
+                    self.session_started(spi);
                     let stale = self.registry.established(peer_id, self.id, spi, *initial_contact);
                     for (shard, old) in stale {
                         if shard == self.id {
@@ -1000,6 +1165,7 @@ impl Shard {
                     }
                 }
                 Event::IkeSaDown { reason, .. } => {
+                    self.session_ended(spi, reason);
                     self.registry.gone(self.id, spi);
                     if let control::ike_sa::DownReason::Failed(_)
                     | control::ike_sa::DownReason::PeerError(_)
@@ -1013,15 +1179,21 @@ impl Shard {
                         *self.stats.failures.entry(key).or_default() += 1;
                     }
                 }
-                Event::IkeSaRekeyed { new_local_spi, .. } => self.registry.rekeyed(self.id, spi, *new_local_spi),
+                Event::IkeSaRekeyed { new_local_spi, .. } => {
+                    self.aaa_sessions.rekeyed(spi, *new_local_spi, Instant::now());
+                    if let Some(id) = self.aaa_sessions.get(*new_local_spi).and_then(|t| t.session.as_ref()) {
+                        self.session_index.moved(&id.id, self.id, *new_local_spi);
+                    }
+                    self.registry.rekeyed(self.id, spi, *new_local_spi)
+                }
                 Event::ChildSaFailed { .. } | Event::Refused { .. } => {}
                 Event::EapRelay(relay) => self.relay_eap(spi, relay),
                 Event::EapAuthenticated(a) => {
-                    self.aaa_sessions.insert(spi, a.clone());
+                    // Accounting and dynamic authorization are RADIUS's.
+                    if a.method == "eap-radius" {
+                        self.aaa_sessions.authenticated(spi, a.clone());
+                    }
                 }
-            }
-            if let Event::IkeSaDown { .. } = &ev {
-                self.aaa_sessions.remove(&spi);
             }
             self.dataplane.ike_event(&ev);
         }

@@ -538,6 +538,8 @@ impl Backend {
                 session_timeout: Some(Duration::from_secs(600)),
                 class: vec![b"class-1".to_vec()],
                 framed_ip: None,
+                framed_pool: None,
+                interim_interval: None,
             },
             AuthenticatorStep::Failure { packet, reason, .. } => EapBackendReply::Reject {
                 eap: Some(packet),
@@ -833,6 +835,8 @@ fn virtual_ip_of_an_eap_client_comes_with_the_last_response() {
                     session_timeout: None,
                     class: Vec::new(),
                     framed_ip: Some("10.9.0.7".parse().unwrap()),
+                    framed_pool: None,
+                    interim_interval: None,
                 };
                 assert!(gw.endpoint.eap_backend_reply(gw.now, c.k.spi_r, accept));
                 let out = gw.collect();

@@ -89,6 +89,8 @@ pub struct Reply {
     pub framed_ip_address: Option<Ipv4Addr>,
     pub framed_pool: Option<Vec<u8>>,
     pub session_timeout: Option<u32>,
+    /// Acct-Interim-Interval in seconds (RFC 2869 §5.16).
+    pub acct_interim_interval: Option<u32>,
     pub class: Vec<Vec<u8>>,
 }
 
@@ -517,6 +519,10 @@ impl Worker {
             framed_pool: packet.attr(Attr::FRAMED_POOL).map(<[u8]>::to_vec),
             session_timeout: packet
                 .attr(Attr::SESSION_TIMEOUT)
+                .and_then(|v| <[u8; 4]>::try_from(v).ok())
+                .map(u32::from_be_bytes),
+            acct_interim_interval: packet
+                .attr(Attr::ACCT_INTERIM_INTERVAL)
                 .and_then(|v| <[u8; 4]>::try_from(v).ok())
                 .map(u32::from_be_bytes),
             class: packet.attrs(Attr::CLASS).map(<[u8]>::to_vec).collect(),

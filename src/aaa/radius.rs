@@ -27,6 +27,12 @@ pub enum Code {
     AccessChallenge,
     AccountingRequest,
     AccountingResponse,
+    DisconnectRequest,
+    DisconnectAck,
+    DisconnectNak,
+    CoaRequest,
+    CoaAck,
+    CoaNak,
     Other(u8),
 }
 
@@ -39,6 +45,12 @@ impl Code {
             Code::AccessChallenge => 11,
             Code::AccountingRequest => 4,
             Code::AccountingResponse => 5,
+            Code::DisconnectRequest => 40,
+            Code::DisconnectAck => 41,
+            Code::DisconnectNak => 42,
+            Code::CoaRequest => 43,
+            Code::CoaAck => 44,
+            Code::CoaNak => 45,
             Code::Other(c) => c,
         }
     }
@@ -51,6 +63,12 @@ impl Code {
             11 => Code::AccessChallenge,
             4 => Code::AccountingRequest,
             5 => Code::AccountingResponse,
+            40 => Code::DisconnectRequest,
+            41 => Code::DisconnectAck,
+            42 => Code::DisconnectNak,
+            43 => Code::CoaRequest,
+            44 => Code::CoaAck,
+            45 => Code::CoaNak,
             c => Code::Other(c),
         }
     }
@@ -64,6 +82,7 @@ pub struct Attr;
 impl Attr {
     pub const USER_NAME: u8 = 1;
     pub const NAS_IP_ADDRESS: u8 = 4;
+    pub const NAS_PORT: u8 = 5;
     pub const SERVICE_TYPE: u8 = 6;
     pub const FRAMED_IP_ADDRESS: u8 = 8;
     pub const STATE: u8 = 24;
@@ -74,6 +93,7 @@ impl Attr {
     pub const CALLING_STATION_ID: u8 = 31;
     pub const NAS_IDENTIFIER: u8 = 32;
     pub const ACCT_STATUS_TYPE: u8 = 40;
+    pub const ACCT_DELAY_TIME: u8 = 41;
     pub const ACCT_INPUT_OCTETS: u8 = 42;
     pub const ACCT_OUTPUT_OCTETS: u8 = 43;
     pub const ACCT_SESSION_ID: u8 = 44;
@@ -87,7 +107,9 @@ impl Attr {
     pub const NAS_PORT_TYPE: u8 = 61;
     pub const EAP_MESSAGE: u8 = 79;
     pub const MESSAGE_AUTHENTICATOR: u8 = 80;
+    pub const ACCT_INTERIM_INTERVAL: u8 = 85;
     pub const FRAMED_POOL: u8 = 88;
+    pub const ERROR_CAUSE: u8 = 101;
 }
 
 /// Microsoft's vendor id and its MPPE key attributes (RFC 2548).
@@ -109,6 +131,8 @@ pub enum RadiusError {
     TooLong(usize),
     #[error("RADIUS Response Authenticator does not verify")]
     BadResponseAuthenticator,
+    #[error("RADIUS Request Authenticator does not verify (wrong shared secret?)")]
+    BadRequestAuthenticator,
     #[error("RADIUS Message-Authenticator does not verify")]
     BadMessageAuthenticator,
     #[error("RADIUS Message-Authenticator missing from a packet with EAP-Message")]
@@ -302,6 +326,61 @@ impl RequestBuilder {
         self.buf[4..20].copy_from_slice(&auth);
         Ok(self.buf)
     }
+}
+
+/// Checks a request whose Request Authenticator is MD5 over the packet
+/// with a zero authenticator and the secret: Accounting-Request (RFC 2866
+/// §3), Disconnect-Request and CoA-Request (RFC 5176 §2.3); and its
+/// Message-Authenticator when present, computed over the packet with a
+/// zero authenticator (RFC 5176 §3.5, RFC 3579 §3.2).
+pub fn verify_request(packet: &[u8], secret: &[u8]) -> Result<(), RadiusError> {
+    let p = decode(packet)?;
+    let mut zeroed = packet.to_vec();
+    zeroed[4..20].fill(0);
+    let mut h = Md5::new();
+    h.update(&zeroed);
+    h.update(secret);
+    let expected: [u8; 16] = h.finalize().into();
+    if !ct_eq(&expected, &packet[4..20]) {
+        return Err(RadiusError::BadRequestAuthenticator);
+    }
+    let mut off = HEADER_LEN;
+    for (t, v) in &p.attributes {
+        if *t == Attr::MESSAGE_AUTHENTICATOR {
+            if v.len() != 16 {
+                return Err(RadiusError::MessageAuthenticatorLength(v.len()));
+            }
+            let at = off + 2;
+            zeroed[at..at + 16].fill(0);
+            if !ct_eq(&hmac_md5(secret, &[&zeroed]), v) {
+                return Err(RadiusError::BadMessageAuthenticator);
+            }
+        }
+        off += v.len() + 2;
+    }
+    Ok(())
+}
+
+/// A reply to `request`: `code`, the request's identifier, `attributes`,
+/// a Message-Authenticator and the Response Authenticator (RFC 2865 §3)
+/// over the request's authenticator and the secret.
+pub fn sign_reply(
+    code: Code,
+    request: &Packet<'_>,
+    attributes: &[(u8, Vec<u8>)],
+    secret: &[u8],
+) -> Result<Vec<u8>, RadiusError> {
+    let mut b = RequestBuilder::new(code, request.identifier, &request.authenticator);
+    for (t, v) in attributes {
+        b.attr(*t, v)?;
+    }
+    let mut pkt = b.finish(secret)?;
+    let mut h = Md5::new();
+    h.update(&pkt);
+    h.update(secret);
+    let resp: [u8; 16] = h.finalize().into();
+    pkt[4..20].copy_from_slice(&resp);
+    Ok(pkt)
 }
 
 /// Acct-Status-Type values (RFC 2866 §5.1).

@@ -102,6 +102,20 @@ pub fn backend_reply(outcome: Result<Reply, ClientError>) -> EapBackendReply {
             session_timeout: reply.session_timeout.map(|s| Duration::from_secs(u64::from(s))),
             class: reply.class,
             framed_ip: reply.framed_ip_address.map(std::net::IpAddr::V4),
+            framed_pool: reply.framed_pool.and_then(|p| match String::from_utf8(p) {
+                Ok(name) => Some(name),
+                Err(_) => {
+                    tracing::warn!(
+                        server = %reply.server,
+                        "RADIUS Framed-Pool is not UTF-8 and names no pool; ignored"
+                    );
+                    None
+                }
+            }),
+            interim_interval: reply
+                .acct_interim_interval
+                .filter(|s| *s > 0)
+                .map(|s| Duration::from_secs(u64::from(s))),
         },
         Code::AccessReject => EapBackendReply::Reject {
             eap: reply.eap_message,
@@ -129,6 +143,7 @@ mod tests {
             framed_ip_address: None,
             framed_pool: None,
             session_timeout: None,
+            acct_interim_interval: None,
             class: Vec::new(),
         }
     }
@@ -150,13 +165,19 @@ mod tests {
         accept.mppe_send_key = Some(zeroize::Zeroizing::new(vec![2; 32]));
         accept.session_timeout = Some(600);
         accept.class = vec![b"gold".to_vec()];
+        accept.framed_pool = Some(b"gold-pool".to_vec());
+        accept.acct_interim_interval = Some(300);
         match backend_reply(Ok(accept)) {
             EapBackendReply::Accept {
                 msk,
                 session_timeout,
                 class,
+                framed_pool,
+                interim_interval,
                 ..
             } => {
+                assert_eq!(framed_pool.as_deref(), Some("gold-pool"));
+                assert_eq!(interim_interval, Some(Duration::from_secs(300)));
                 let msk = msk.expect("MSK from the MPPE keys");
                 assert_eq!((&msk[..32], &msk[32..]), (&[1u8; 32][..], &[2u8; 32][..]));
                 assert_eq!(session_timeout, Some(Duration::from_secs(600)));

@@ -640,6 +640,13 @@ pub(crate) fn establish_responder(
 /// refuses it: the IKE SA is authenticated all the same, but no CHILD_SA is
 /// created (RFC 7296 §3.10.1), since the peer has no address to use it with.
 fn answer_config_request(sa: &mut IkeSa, inner: &[Payload], idi: &Identification) -> Result<Option<Payload>, Payload> {
-    let aaa_address = sa.scratch.as_mut().and_then(|s| s.aaa_address.take());
-    super::config_payload::respond(sa, inner, idi, aaa_address)
+    let aaa = sa
+        .scratch
+        .as_mut()
+        .map(|s| super::config_payload::AaaAssignment {
+            address: s.aaa_address.take(),
+            pool: s.aaa_pool.take(),
+        })
+        .unwrap_or_default();
+    super::config_payload::respond(sa, inner, idi, aaa)
 }

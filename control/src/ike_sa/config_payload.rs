@@ -40,6 +40,16 @@ pub struct VirtualIps {
     pub dns: Vec<IpAddr>,
 }
 
+/// What an AAA server assigned a peer (responder, EAP relayed to RADIUS).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AaaAssignment {
+    /// RADIUS Framed-IP-Address: this address, before any pool.
+    pub address: Option<IpAddr>,
+    /// RADIUS Framed-Pool: lease from this gateway pool instead of the
+    /// connection's pools.
+    pub pool: Option<String>,
+}
+
 fn ip4(v: &[u8]) -> Option<Ipv4Addr> {
     <[u8; 4]>::try_from(v).ok().map(Ipv4Addr::from)
 }
@@ -99,8 +109,9 @@ fn asked_families(attributes: &[ConfigAttribute]) -> (bool, bool) {
 /// established: its leases live in its state), with a CFG_REPLY
 /// carrying addresses leased from the connection's pools (one per family
 /// asked for, however many attributes ask) and the connection's DNS, NBNS
-/// and subnets. `aaa_address` is an address an AAA server assigned
-/// (RADIUS Framed-IP-Address): it wins over the pools.
+/// and subnets. `aaa` is what an AAA server assigned: an address (RADIUS
+/// Framed-IP-Address) wins over the pools, a pool name (Framed-Pool)
+/// replaces the connection's pools.
 ///
 /// `Ok(None)`: nothing to answer (no pools and no request); `Err`: the
 /// error notify that refuses the request. Leases are recorded in the SA at
@@ -110,9 +121,9 @@ pub(crate) fn respond(
     sa: &mut IkeSa,
     inner: &[Payload],
     peer: &Identification,
-    aaa_address: Option<IpAddr>,
+    aaa: AaaAssignment,
 ) -> Result<Option<Payload>, Payload> {
-    let answer = lease_and_reply(sa, inner, peer, aaa_address);
+    let answer = lease_and_reply(sa, inner, peer, aaa);
     if answer.is_err() {
         // No CHILD_SA will use an address leased before the refusal.
         release(sa);
@@ -124,19 +135,23 @@ fn lease_and_reply(
     sa: &mut IkeSa,
     inner: &[Payload],
     peer: &Identification,
-    aaa_address: Option<IpAddr>,
+    aaa: AaaAssignment,
 ) -> Result<Option<Payload>, Payload> {
     let cfg = sa.config.clone();
+    let aaa_address = aaa.address;
     let request = inner.iter().find_map(|p| match p {
         Payload::Cp { cfg_type, attributes } if *cfg_type == CfgType::REQUEST => Some(attributes),
         _ => None,
     });
     let vip = &cfg.virtual_ips;
+    // A pool the AAA server named replaces the connection's.
+    let aaa_pools: Vec<String> = aaa.pool.iter().cloned().collect();
+    let pools: &[String] = if aaa.pool.is_some() { &aaa_pools } else { &vip.pools };
     let Some(attributes) = request else {
         if let Some(Payload::Cp { cfg_type, .. }) = inner.iter().find(|p| matches!(p, Payload::Cp { .. })) {
             debug!(connection = %cfg.name, peer = %sa.remote, "ignoring a configuration payload of type {cfg_type}");
         }
-        if vip.pools.is_empty() {
+        if pools.is_empty() {
             return Ok(None);
         }
         warn!(
@@ -151,7 +166,7 @@ fn lease_and_reply(
         warn!(connection = %cfg.name, peer = %sa.remote, "malformed CFG_REQUEST: {why}: refused with INVALID_SYNTAX");
         notify(NotifyType::INVALID_SYNTAX, Vec::new())
     })?;
-    if vip.pools.is_empty() && aaa_address.is_none() {
+    if pools.is_empty() && aaa_address.is_none() {
         if want_v4 || want_v6 {
             info!(connection = %cfg.name, peer = %sa.remote, "peer asked for a virtual IP but the connection has no pools");
         }
@@ -163,7 +178,7 @@ fn lease_and_reply(
         if !wanted {
             continue;
         }
-        match sa.ctx.addresses.assign(&vip.pools, &identity, v4, aaa_address) {
+        match sa.ctx.addresses.assign(pools, &identity, v4, aaa_address) {
             Ok(Some(lease)) => {
                 info!(
                     connection = %cfg.name,
@@ -202,6 +217,10 @@ fn lease_and_reply(
         }
     }
     if (want_v4 || want_v6) && sa.virtual_ips().is_none_or(|v| v.remote.is_empty()) {
+        if let Some(pool) = &aaa.pool {
+            warn!(connection = %cfg.name, peer = %sa.remote, id = %identity, pool = %pool, "the AAA server's Framed-Pool '{pool}' names no pool of the gateway with an address of the family the peer asked for: refused with INTERNAL_ADDRESS_FAILURE");
+            return Err(notify(NotifyType::INTERNAL_ADDRESS_FAILURE, Vec::new()));
+        }
         warn!(connection = %cfg.name, peer = %sa.remote, id = %identity, "no pool of the connection has an address of the family the peer asked for: refused with INTERNAL_ADDRESS_FAILURE");
         return Err(notify(NotifyType::INTERNAL_ADDRESS_FAILURE, Vec::new()));
     }
@@ -512,7 +531,8 @@ mod tests {
             attribute(attr::INTERNAL_IP4_ADDRESS, Vec::new()),
             attribute(attr::INTERNAL_IP4_DNS, Vec::new()),
         ]);
-        let Ok(Some(Payload::Cp { cfg_type, attributes })) = respond(&mut sa, &ask, &peer(), None) else {
+        let Ok(Some(Payload::Cp { cfg_type, attributes })) = respond(&mut sa, &ask, &peer(), AaaAssignment::default())
+        else {
             panic!("no reply");
         };
         assert_eq!(cfg_type, CfgType::REPLY);
@@ -547,7 +567,7 @@ mod tests {
                 attribute(ty, vec![0; len]),
             ]);
             assert_eq!(
-                refusal(respond(&mut sa, &ask, &peer(), None)),
+                refusal(respond(&mut sa, &ask, &peer(), AaaAssignment::default())),
                 NotifyType::INVALID_SYNTAX,
                 "type {ty} of {len} bytes"
             );
@@ -561,7 +581,9 @@ mod tests {
         let mut many = vec![attribute(attr::INTERNAL_IP4_ADDRESS, Vec::new()); 10_000];
         many.extend(vec![attribute(attr::INTERNAL_IP4_DNS, Vec::new()); 10_000]);
         many.extend(vec![attribute(0x7fff, vec![0xab; 64]); 100]);
-        let Ok(Some(Payload::Cp { attributes, .. })) = respond(&mut sa, &request(many), &peer(), None) else {
+        let Ok(Some(Payload::Cp { attributes, .. })) =
+            respond(&mut sa, &request(many), &peer(), AaaAssignment::default())
+        else {
             panic!("no reply");
         };
         assert_eq!(attributes.len(), 4, "address, DNS, NBNS, subnet once each");
@@ -577,16 +599,17 @@ mod tests {
             attributes: vec![attribute(attr::INTERNAL_IP4_ADDRESS, vec![10, 9, 0, 15])],
         }];
         assert_eq!(
-            refusal(respond(&mut sa, &set, &peer(), None)),
+            refusal(respond(&mut sa, &set, &peer(), AaaAssignment::default())),
             NotifyType::FAILED_CP_REQUIRED
         );
         assert_eq!(
-            refusal(respond(&mut sa, &[], &peer(), None)),
+            refusal(respond(&mut sa, &[], &peer(), AaaAssignment::default())),
             NotifyType::FAILED_CP_REQUIRED
         );
         // A request for DNS only needs no address.
         let dns_only = request(vec![attribute(attr::INTERNAL_IP6_DNS, Vec::new())]);
-        let Ok(Some(Payload::Cp { attributes, .. })) = respond(&mut sa, &dns_only, &peer(), None) else {
+        let Ok(Some(Payload::Cp { attributes, .. })) = respond(&mut sa, &dns_only, &peer(), AaaAssignment::default())
+        else {
             panic!("no reply");
         };
         let types: Vec<u16> = attributes.iter().map(|a| a.ty).collect();
@@ -606,7 +629,7 @@ mod tests {
             attribute(attr::INTERNAL_IP6_ADDRESS, Vec::new()),
         ]);
         assert_eq!(
-            refusal(respond(&mut sa, &ask, &peer(), None)),
+            refusal(respond(&mut sa, &ask, &peer(), AaaAssignment::default())),
             NotifyType::INTERNAL_ADDRESS_FAILURE,
             "IPv6 pool exhausted"
         );
@@ -618,7 +641,15 @@ mod tests {
     fn an_aaa_address_wins_over_the_pool() {
         let (mut sa, pools) = gateway_sa("10.9.0.10-10.9.0.20");
         let ask = request(vec![attribute(attr::INTERNAL_IP4_ADDRESS, Vec::new())]);
-        let Ok(Some(Payload::Cp { attributes, .. })) = respond(&mut sa, &ask, &peer(), Some(ip("10.9.0.17"))) else {
+        let Ok(Some(Payload::Cp { attributes, .. })) = respond(
+            &mut sa,
+            &ask,
+            &peer(),
+            AaaAssignment {
+                address: Some(ip("10.9.0.17")),
+                pool: None,
+            },
+        ) else {
             panic!("no reply");
         };
         assert_eq!(attributes[0].value, [10, 9, 0, 17]);
@@ -626,6 +657,35 @@ mod tests {
             pools.with(|p| p.get("rw").and_then(|r| r.holder(ip("10.9.0.17")).map(str::to_string))),
             Some("alice@test".into())
         );
+    }
+
+    #[test]
+    fn an_aaa_pool_replaces_the_connections_pools() {
+        let range = |r: &str| [AddrRange::parse(r).expect("range")];
+        let gold = Pool::new("gold", &range("10.7.0.1-10.7.0.1")).expect("pool");
+        let rw = Pool::new("rw", &range("10.9.0.10-10.9.0.20")).expect("pool");
+        let (mut sa, pools) = gateway_sa_with(vec![rw, gold]);
+        let mut c = (*sa.config).clone();
+        c.virtual_ips.pools = vec!["rw".into()];
+        sa.config = Arc::new(c);
+        let ask = request(vec![attribute(attr::INTERNAL_IP4_ADDRESS, Vec::new())]);
+        let framed = |pool: &str| AaaAssignment {
+            address: None,
+            pool: Some(pool.into()),
+        };
+        let Ok(Some(Payload::Cp { attributes, .. })) = respond(&mut sa, &ask, &peer(), framed("gold")) else {
+            panic!("no reply");
+        };
+        assert_eq!(attributes[0].value, [10, 7, 0, 1], "leased from the Framed-Pool");
+        assert_eq!(pools.with(|p| p.get("gold").map(|g| g.stats().leased)), Some(1));
+        assert_eq!(pools.with(|p| p.get("rw").map(|g| g.stats().leased)), Some(0));
+        // A pool the gateway does not have refuses the client, without a lease.
+        let (mut sa, pools) = gateway_sa("10.9.0.10-10.9.0.20");
+        assert_eq!(
+            refusal(respond(&mut sa, &ask, &peer(), framed("platinum"))),
+            NotifyType::INTERNAL_ADDRESS_FAILURE
+        );
+        assert_eq!(leased(&pools), 0);
     }
 
     #[test]

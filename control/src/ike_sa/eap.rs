@@ -84,6 +84,8 @@ pub struct EapAuthenticated {
     pub class: Vec<Vec<u8>>,
     /// RADIUS Session-Timeout: the IKE SA ends then.
     pub session_timeout: Option<Duration>,
+    /// RADIUS Acct-Interim-Interval: how often accounting reports usage.
+    pub interim_interval: Option<Duration>,
 }
 
 /// The back end's answer to an [`EapRelay`].
@@ -108,6 +110,11 @@ pub enum EapBackendReply {
         class: Vec<Vec<u8>>,
         /// RADIUS Framed-IP-Address: the peer's virtual IP, before the pools.
         framed_ip: Option<std::net::IpAddr>,
+        /// RADIUS Framed-Pool: the pool to lease the peer's virtual IP
+        /// from instead of the connection's.
+        framed_pool: Option<String>,
+        /// RADIUS Acct-Interim-Interval.
+        interim_interval: Option<Duration>,
     },
     /// The peer is refused (or the back end could not be reached).
     Reject {
@@ -436,6 +443,7 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
                         msk,
                         session_timeout: None,
                         class: Vec::new(),
+                        interim_interval: None,
                     };
                     passed(sa, mid, ctx, session, Vec::new(), packet, outcome);
                 }
@@ -565,6 +573,7 @@ struct Outcome {
     msk: Option<Msk>,
     session_timeout: Option<Duration>,
     class: Vec<Vec<u8>>,
+    interim_interval: Option<Duration>,
 }
 
 /// EAP succeeded: sends the EAP Success (after `prefix`: IDr and our AUTH
@@ -583,6 +592,7 @@ fn passed(
         msk,
         session_timeout,
         class,
+        interim_interval,
     } = outcome;
     let method = session.method;
     if session.eap_only && msk.is_none() {
@@ -605,6 +615,7 @@ fn passed(
         method,
         class,
         session_timeout,
+        interim_interval,
     })));
     session.passed = Some(Passed { msk, session_timeout });
     ctx.eap = Some(session);
@@ -734,9 +745,14 @@ impl IkeSa {
                 session_timeout,
                 class,
                 framed_ip,
+                framed_pool,
+                interim_interval,
             } => {
                 if let Some(addr) = framed_ip {
                     self.set_aaa_address(addr);
+                }
+                if let Some(pool) = framed_pool {
+                    self.set_aaa_pool(pool);
                 }
                 let packet = eap
                     .filter(|e| e.first() == Some(&(Code::Success as u8)))
@@ -746,6 +762,7 @@ impl IkeSa {
                     msk,
                     session_timeout,
                     class,
+                    interim_interval,
                 };
                 passed(self, mid, ctx, session, response, packet, outcome);
             }

@@ -595,6 +595,9 @@ pub(crate) struct HandshakeScratch {
     pub followup: Option<Box<followup_ke::Followup>>,
     /// Responder: the peer's address from the AAA server, until IKE_AUTH.
     pub aaa_address: Option<std::net::IpAddr>,
+    /// Responder: the pool the AAA server named (RADIUS Framed-Pool),
+    /// until IKE_AUTH.
+    pub aaa_pool: Option<String>,
 }
 
 impl HandshakeScratch {
@@ -608,6 +611,7 @@ impl HandshakeScratch {
             && self.collisions.is_empty()
             && self.followup.is_none()
             && self.aaa_address.is_none()
+            && self.aaa_pool.is_none()
     }
 }
 
@@ -918,6 +922,13 @@ impl IkeSa {
     /// authentication is answered.
     pub fn set_aaa_address(&mut self, addr: IpAddr) {
         self.scratch().aaa_address = Some(addr);
+    }
+
+    /// The pool an AAA server named for this peer (RADIUS Framed-Pool):
+    /// its virtual IP is leased from that pool instead of the connection's.
+    /// Call before the IKE_AUTH that finishes authentication is answered.
+    pub fn set_aaa_pool(&mut self, pool: String) {
+        self.scratch().aaa_pool = Some(pool);
     }
 
     /// The negotiated suite, once keys exist.

@@ -4,7 +4,11 @@
 //! against its local users file, or relays EAP to a FreeRADIUS started by
 //! the test. A wrong password is refused with AUTHENTICATION_FAILED and one
 //! log line naming user, method and reason. charon uses kernel-netlink, so
-//! the exchanges are IKE-only (RFC 6023 childless).
+//! the exchanges are IKE-only (RFC 6023 childless), except in the
+//! accounting test, where charon (kernel-libipsec) and the gateway run in
+//! network namespaces and traffic goes through the tunnel: FreeRADIUS's
+//! detail file shows the session's Start and Stop with its bytes, and
+//! `radclient` disconnects the user through RFC 5176.
 //!
 //! Needs root, strongSwan with the eap-mschapv2 plugin and FreeRADIUS
 //! (scripts/install-deps.sh).
@@ -17,9 +21,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::Need;
-use support::freeradius::{SECRET, start_freeradius};
+use support::freeradius::{ALICE_CLASS, SECRET, start_freeradius, start_freeradius_in};
+use support::netns::{INNER_A, OUTER_A, OUTER_B, SUBNET_A};
 use support::util::free_udp_port_pair;
-use support::{AuthRound, CertFiles, Charon, Connection, Ironsa, KeyType, Pki, San, Secret, Target};
+use support::{
+    AuthRound, CertFiles, Charon, Child, Connection, Ironsa, KernelBackend, KeyType, NetnsPair, Pki, San, Secret,
+    Target,
+};
 
 const T: Duration = Duration::from_secs(15);
 const IKE: &str = "aes256gcm16-prfsha256-x25519";
@@ -312,4 +320,231 @@ fn charon_certificate_then_eap_mschapv2_in_two_rounds() {
         .start()
         .unwrap();
     established(&ironsa, &charon, "alice", "sun@ironsa.test");
+}
+
+/// The dynamic-authorization port of the gateway (in its own namespace).
+const DAE_PORT: u16 = 3799;
+const DAE_SECRET: &str = "dae-test-secret";
+
+/// The gateway in namespace A: EAP relayed to FreeRADIUS on A's loopback,
+/// accounting to it, Disconnect-Requests from it; virtual IPs from a pool
+/// that holds the address FreeRADIUS assigns alice.
+fn accounting_gateway(g: &Gateway, fr: &support::freeradius::FreeRadius) -> String {
+    let secret = g.secrets.path().join("radius.secret");
+    private_file(&secret, &format!("{SECRET}\n"));
+    let dae_secret = g.secrets.path().join("dae.secret");
+    private_file(&dae_secret, &format!("{DAE_SECRET}\n"));
+    format!(
+        r#"
+[daemon]
+listen = ["{OUTER_A}"]
+shards = 2
+control_socket = "SOCKET"
+
+[fastpath]
+backend = "software"
+tun_name = "ironsa0"
+
+[radius]
+timeout = 1
+tries = 2
+nas_identifier = "moon"
+dae_listen = "127.0.0.1:{DAE_PORT}"
+[[radius.server]]
+address = "127.0.0.1:{port}"
+secret_file = "{s}"
+[[radius.accounting_server]]
+address = "127.0.0.1:{acct_port}"
+secret_file = "{s}"
+[[radius.dae_client]]
+address = "127.0.0.1"
+secret_file = "{d}"
+
+[[pool]]
+name = "rw"
+addrs = ["10.9.0.1-10.9.0.20"]
+
+[[connection]]
+name = "rw"
+local_id = "{GATEWAY_ID}"
+remote_id = "%any"
+auth = "pubkey"
+cert = "{cert}"
+key = "{key}"
+remote_auth = "eap-radius"
+eap_id = "%any"
+ike_proposals = "{IKE}"
+pools = ["rw"]
+
+[[connection.child]]
+name = "net"
+local_ts = ["{SUBNET_A}"]
+remote_ts = "dynamic"
+esp_proposals = "aes256gcm16"
+"#,
+        port = fr.port,
+        acct_port = fr.acct_port,
+        s = secret.display(),
+        d = dae_secret.display(),
+        cert = g.moon.cert_pem.display(),
+        key = g.moon.key_pem.display(),
+    )
+}
+
+/// `radclient` in `ns` sends a Disconnect-Request with `attrs` signed with
+/// `secret`; returns its output, or why it got no answer.
+fn radclient_disconnect(ns: &support::Netns, attrs: &str, secret: &str) -> Result<String, String> {
+    let script = format!("echo '{attrs}' | radclient -x -t 2 -r 1 127.0.0.1:{DAE_PORT} disconnect '{secret}'");
+    ns.exec_bounded(&["sh", "-c", &script], Duration::from_secs(20))
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// Polls FreeRADIUS's detail file of NAS 127.0.0.1 until `done` holds.
+fn wait_detail(fr: &support::freeradius::FreeRadius, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let detail = fr.detail("127.0.0.1");
+        if done(&detail) {
+            return detail;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {what} in the detail file after {T:?}:\n{detail}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn dae_stat(ironsa: &Ironsa, name: &str) -> u64 {
+    ironsa.call(serde_json::json!({"cmd": "stats"}))["radius"]["dae"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no radius.dae.{name} in the stats"))
+}
+
+#[test]
+fn eap_radius_session_accounted_and_disconnected_by_radius() {
+    if support::skip_unless(&[
+        Need::Root,
+        Need::Charon,
+        Need::CharonPlugin("eap-mschapv2"),
+        Need::Tool("pki"),
+        Need::Tool("freeradius"),
+        Need::Tool("radclient"),
+        Need::Tool("ping"),
+    ]) {
+        return;
+    }
+    let ns = NetnsPair::new().unwrap();
+    let fr = start_freeradius_in(ns.a.name());
+    let g = gateway_pki();
+    let ironsa = Ironsa::start(&accounting_gateway(&g, &fr), Some(ns.a.name()));
+    let charon = Charon::builder("alice")
+        .setting("install_virtual_ip", "yes")
+        .kernel(KernelBackend::Libipsec {
+            netns: ns.b.name().into(),
+        })
+        .plugin("eap-mschapv2")
+        .plugin("eap-identity")
+        .ca(&g.root)
+        .connection(
+            Connection::new("gw", OUTER_B, OUTER_A)
+                .proposals(&[IKE])
+                .mobike(false)
+                .set("vips", "0.0.0.0")
+                .local(
+                    AuthRound {
+                        auth: "eap-mschapv2".into(),
+                        id: Some("alice@road.test".into()),
+                        ..AuthRound::default()
+                    }
+                    .set("eap_id", "alice"),
+                )
+                .remote(AuthRound::pubkey(GATEWAY_ID).cacert("root.crt"))
+                .child(Child::new("net", "dynamic", SUBNET_A).esp_proposals(&["aes256gcm16"])),
+        )
+        .secret(Secret::eap("alice", "alice", "alice-secret-1"))
+        .start()
+        .unwrap();
+    charon.swanctl().initiate(Target::Child("net"), T).unwrap_or_else(|e| {
+        charon.dump_log();
+        ironsa.dump_log();
+        panic!("charon could not bring up the tunnel: {e}");
+    });
+    let sas = ironsa.wait_sas(T, |s| s.len() == 1);
+    assert_eq!(
+        sas[0]["remote_vips"],
+        serde_json::json!(["10.9.0.7"]),
+        "RADIUS Framed-IP-Address"
+    );
+    let start = wait_detail(&fr, "Start", |d| d.contains("Acct-Status-Type = Start"));
+    assert!(start.contains("User-Name = \"alice\""), "{start}");
+
+    // Traffic through the tunnel, then a forged Disconnect-Request
+    // (wrong secret): dropped, counted, the session stays.
+    let (sent, got) = support::traffic::ping(&ns.b, "10.9.0.7", INNER_A, 5, "0.1");
+    assert_eq!((sent, got), (5, 5), "ping from the virtual IP through the tunnel");
+    let forged = radclient_disconnect(&ns.a, "User-Name = alice", "not-the-dae-secret");
+    assert!(forged.is_err(), "a forged Disconnect-Request was answered: {forged:?}");
+    assert!(dae_stat(&ironsa, "dropped_bad_authenticator") >= 1);
+    assert_eq!(ironsa.sas().len(), 1, "the forged request ended nothing");
+    // No session of bob: NAK.
+    // (radclient reports a NAK as a failure or not, by version: the
+    // gateway's counter says what it answered.)
+    let nak = radclient_disconnect(&ns.a, "User-Name = bob", DAE_SECRET);
+    assert_eq!(dae_stat(&ironsa, "disconnect_naks"), 1, "{nak:?}");
+    assert!(format!("{nak:?}").contains("Session-Context-Not-Found"), "{nak:?}");
+    assert_eq!(ironsa.sas().len(), 1);
+
+    // The real thing: by user name and virtual IP, with a fresh
+    // Event-Timestamp and a Message-Authenticator.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ack = radclient_disconnect(
+        &ns.a,
+        &format!(
+            "User-Name = alice, Framed-IP-Address = 10.9.0.7, Event-Timestamp = {now}, Message-Authenticator = 0x00"
+        ),
+        DAE_SECRET,
+    )
+    .unwrap_or_else(|e| panic!("no Disconnect-ACK: {e}\n{}", ironsa.log()));
+    assert!(ack.contains("Disconnect-ACK"), "{ack}");
+    charon
+        .wait_for_log("received DELETE for IKE_SA", T)
+        .unwrap_or_else(|e| panic!("{e}:\n{}", charon.log_tail(40)));
+    charon
+        .swanctl()
+        .wait_for_sas(T, |s| s.is_empty())
+        .unwrap_or_else(|e| panic!("charon still lists SAs: {e}"));
+    ironsa.wait_sas(T, |s| s.is_empty());
+    assert_eq!(dae_stat(&ironsa, "disconnect_acks"), 1);
+
+    let detail = wait_detail(&fr, "Stop", |d| d.contains("Acct-Status-Type = Stop"));
+    let stop = &detail[detail.find("Acct-Status-Type = Stop").unwrap_or(0)..];
+    let value = |name: &str| -> u64 {
+        stop.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{name} = ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in the Stop:\n{stop}"))
+    };
+    // Five echo requests in, five replies out, 84 bytes of IP each.
+    assert!(value("Acct-Input-Packets") >= 5, "{stop}");
+    assert!(value("Acct-Output-Packets") >= 5, "{stop}");
+    assert!(value("Acct-Input-Octets") >= 5 * 84, "{stop}");
+    assert!(value("Acct-Output-Octets") >= 5 * 84, "{stop}");
+    assert!(stop.contains("Acct-Terminate-Cause = Admin-Reset"), "{stop}");
+    assert!(stop.contains("Framed-IP-Address = 10.9.0.7"), "{stop}");
+    let class_hex: String = ALICE_CLASS.bytes().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        stop.contains(&format!("Class = 0x{class_hex}")),
+        "the Access-Accept's Class echoed:\n{stop}"
+    );
+    let session = |text: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("Acct-Session-Id = "))
+            .map(str::to_string)
+    };
+    assert_eq!(session(&start), session(stop), "Start and Stop of one session");
 }

@@ -184,11 +184,7 @@ fn eap_mschapv2_relayed_through_freeradius_with_failover_and_forgeries() {
             .expect("Accounting-Response");
         assert_eq!(reply.code, Code::AccountingResponse);
     }
-    let detail_dir = fr.dir.join("log/radacct/127.0.0.1");
-    let detail: String = std::fs::read_dir(&detail_dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", detail_dir.display()))
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-        .collect();
+    let detail = fr.detail("127.0.0.1");
     assert!(
         detail.contains("Acct-Status-Type = Start") && detail.contains("Acct-Status-Type = Stop"),
         "{detail}"

@@ -1,9 +1,9 @@
 //! FreeRADIUS 3.2 for tests, started in the foreground from a configuration
 //! generated into a temporary directory (the packaged one, copied and
 //! edited): EAP with MD5 and MSCHAPv2 (no TLS, so no certificates), users
-//! `alice` (`alice-secret-1`, Framed-IP-Address 10.9.0.7) and `bob`
-//! (`bob-secret`), NAS client 127.0.0.1 with [`SECRET`], accounting to the
-//! detail file under [`FreeRadius::dir`].
+//! `alice` (`alice-secret-1`, Framed-IP-Address 10.9.0.7, Class
+//! [`ALICE_CLASS`]) and `bob` (`bob-secret`), NAS client 127.0.0.1 with
+//! [`SECRET`], accounting to the detail file under [`FreeRadius::dir`].
 
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
@@ -13,6 +13,8 @@ use std::time::Duration;
 
 /// The shared secret of the NAS client 127.0.0.1.
 pub const SECRET: &str = "radius-test-secret";
+/// The Class attribute of alice's Access-Accept.
+pub const ALICE_CLASS: &str = "ironsa-class-alice";
 
 /// FreeRADIUS in the foreground; killed when dropped.
 pub struct FreeRadius {
@@ -57,6 +59,30 @@ pub fn start_freeradius() -> FreeRadius {
 
 /// [`start_freeradius`] with `eap_module` as its `mods-enabled/eap`.
 pub fn start_freeradius_with(eap_module: &str) -> FreeRadius {
+    start(eap_module, None)
+}
+
+/// [`start_freeradius`] inside the network namespace `netns` (on its
+/// loopback).
+pub fn start_freeradius_in(netns: &str) -> FreeRadius {
+    start(EAP_MSCHAPV2, Some(netns))
+}
+
+impl FreeRadius {
+    /// Everything in the accounting detail files of NAS `nas`.
+    pub fn detail(&self, nas: &str) -> String {
+        let dir = self.dir.join("log/radacct").join(nas);
+        std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn start(eap_module: &str, netns: Option<&str>) -> FreeRadius {
     let dir = tempfile::tempdir().expect("temporary directory");
     let raddb = dir.path().join("raddb");
     let status = Command::new("cp")
@@ -114,7 +140,7 @@ pub fn start_freeradius_with(eap_module: &str) -> FreeRadius {
     .expect("site");
     edit(&raddb.join("mods-config/files/authorize"), |t| {
         format!(
-            "alice Cleartext-Password := \"alice-secret-1\"\n\tFramed-IP-Address = 10.9.0.7\nbob Cleartext-Password := \"bob-secret\"\n{t}"
+            "alice Cleartext-Password := \"alice-secret-1\"\n\tFramed-IP-Address = 10.9.0.7,\n\tClass = \"{ALICE_CLASS}\"\nbob Cleartext-Password := \"bob-secret\"\n{t}"
         )
     });
     let check = Command::new("freeradius")
@@ -129,7 +155,15 @@ pub fn start_freeradius_with(eap_module: &str) -> FreeRadius {
         String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
     );
-    let mut child = Command::new("freeradius")
+    let mut command = match netns {
+        None => Command::new("freeradius"),
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "freeradius"]);
+            c
+        }
+    };
+    let mut child = command
         .args(["-f", "-l", "stdout", "-d"])
         .arg(&raddb)
         .stdout(Stdio::piped())

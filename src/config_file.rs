@@ -3406,4 +3406,78 @@ esp_proposals = "aes256gcm16"
         let (_, k, message) = bad_at(&path, &eap_conf("remote_auth = \"eap-radius\"", radius_table));
         assert_eq!(k, "radius.server.secret_file", "{message}");
     }
+
+    #[test]
+    fn radius_accounting_and_dynamic_authorization() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["radius.secret", "dae.secret"] {
+            let secret = dir.path().join(name);
+            std::fs::write(&secret, format!("{name}-value\n")).unwrap();
+            std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let path = dir.path().join("t.toml");
+        let server = "[[radius.server]]\naddress = \"127.0.0.1\"\nsecret_file = \"radius.secret\"\n";
+        let acct = "[[radius.accounting_server]]\naddress = \"127.0.0.1\"\nsecret_file = \"radius.secret\"\n[[radius.accounting_server]]\naddress = \"127.0.0.2:1646\"\nsecret_file = \"radius.secret\"\n";
+        let dae = "[[radius.dae_client]]\naddress = \"127.0.0.1\"\nsecret_file = \"dae.secret\"\n";
+        let conf = |radius_keys: &str, tables: &str| {
+            eap_conf(
+                "remote_auth = \"eap-radius\"",
+                &format!("[radius]\n{radius_keys}\n{server}{tables}"),
+            )
+        };
+        let text = conf(
+            "interim_interval = \"10m\"\ndae_listen = \"127.0.0.1:3799\"\nnas_identifier = \"moon\"",
+            &format!("{acct}{dae}"),
+        );
+        let c = DaemonConfig::parse(&path, &text).unwrap();
+        let r = c.radius.as_ref().unwrap();
+        let a = r.accounting.as_ref().expect("accounting servers");
+        assert_eq!(
+            a.servers[0].addr,
+            "127.0.0.1:1813".parse().unwrap(),
+            "port 1813 by default"
+        );
+        assert_eq!(a.servers[1].addr, "127.0.0.2:1646".parse().unwrap());
+        assert_eq!(a.purpose, crate::aaa::client::Purpose::Accounting);
+        assert_eq!(r.interim_interval, Some(Duration::from_secs(600)));
+        let d = r.dae.as_ref().expect("dynamic authorization");
+        assert_eq!(d.listen, "127.0.0.1:3799".parse().unwrap());
+        assert_eq!(d.clients[0].address, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(&d.clients[0].secret[..], b"dae.secret-value");
+        assert_eq!(d.nas_identifier, "moon");
+        // Off unless asked for.
+        let c = DaemonConfig::parse(&path, &conf("interim_interval = 0", acct)).unwrap();
+        let r = c.radius.as_ref().unwrap();
+        assert_eq!((r.interim_interval, r.dae.is_none()), (None, true));
+
+        for (keys, tables, key, needle) in [
+            ("interim_interval = \"10s\"", acct, "radius.interim_interval", "60s"),
+            (
+                "interim_interval = \"10m\"",
+                "",
+                "radius.interim_interval",
+                "accounting_server",
+            ),
+            ("dae_listen = \"127.0.0.1:3799\"", "", "radius.dae_listen", "dae_client"),
+            ("dae_listen = \"localhost\"", dae, "radius.dae_listen", "ADDRESS:PORT"),
+            ("", dae, "radius.dae_client", "dae_listen"),
+            (
+                "",
+                "[[radius.accounting_server]]\naddress = \"nowhere\"\nsecret_file = \"radius.secret\"\n",
+                "radius.accounting_server.address",
+                "ADDRESS",
+            ),
+            (
+                "dae_listen = \"127.0.0.1:3799\"",
+                "[[radius.dae_client]]\naddress = \"127.0.0.1\"\nsecret_file = \"missing.secret\"\n",
+                "radius.dae_client.secret_file",
+                "missing.secret",
+            ),
+        ] {
+            let (_, k, message) = bad_at(&path, &conf(keys, tables));
+            assert_eq!(k, key, "{keys} {tables}: {message}");
+            assert!(message.contains(needle), "{message}");
+        }
+    }
 }

@@ -864,6 +864,18 @@ impl Shard {
                     self.flush();
                 }
                 ShardMsg::Release(range) => {
+                    // Another node continues these IKE SAs, without their
+                    // RADIUS sessions: this node's accounting of them ends.
+                    let leaving: Vec<u64> = self
+                        .aaa_sessions
+                        .iter()
+                        .map(|(spi, _)| spi)
+                        .filter(|spi| ironsa::cluster::node_of_ike_spi(*spi) == range)
+                        .collect();
+                    for spi in leaving {
+                        self.end_session_as(spi, TerminateCause::NasRequest);
+                        self.session_ended(spi, &DownReason::Deleted);
+                    }
                     if let Some(c) = &mut self.cluster {
                         c.release(range, self.id, &mut self.endpoint, &*self.dataplane, &self.registry);
                     }

@@ -197,12 +197,8 @@ impl DaeServer {
         let stats = Arc::new(DaeStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut worker = Worker {
-            config,
             socket,
-            index,
-            disconnect,
-            stats: stats.clone(),
-            answered: VecDeque::new(),
+            responder: Responder::new(config, index, disconnect, stats.clone()),
         };
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -211,7 +207,13 @@ impl DaeServer {
                 let mut buf = vec![0u8; radius::MAX_PACKET_LEN + 1];
                 while !flag.load(Ordering::Acquire) {
                     match worker.socket.recv_from(&mut buf) {
-                        Ok((n, from)) => worker.on_datagram(&buf[..n], from, SystemTime::now()),
+                        Ok((n, from)) => {
+                            if let Some(reply) = worker.responder.answer(&buf[..n], from, SystemTime::now()) {
+                                if let Err(e) = worker.socket.send_to(&reply, from) {
+                                    tracing::warn!(to = %from, "dynamic-authorization answer not sent: {e}");
+                                }
+                            }
+                        }
                         Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                         }
                         Err(e) => tracing::warn!("dynamic authorization: receive failed: {e}"),
@@ -255,8 +257,13 @@ struct Answered {
 }
 
 struct Worker {
-    config: DaeConfig,
     socket: UdpSocket,
+    responder: Responder,
+}
+
+/// What the listener answers, without its socket.
+pub struct Responder {
+    config: DaeConfig,
     index: Arc<SessionIndex>,
     disconnect: Disconnect,
     stats: Arc<DaeStats>,
@@ -306,12 +313,25 @@ fn outcome(
     (Code::DisconnectAck, None)
 }
 
-impl Worker {
-    fn on_datagram(&mut self, data: &[u8], from: SocketAddr, now: SystemTime) {
+impl Responder {
+    pub fn new(config: DaeConfig, index: Arc<SessionIndex>, disconnect: Disconnect, stats: Arc<DaeStats>) -> Self {
+        Responder {
+            config,
+            index,
+            disconnect,
+            stats,
+            answered: VecDeque::new(),
+        }
+    }
+
+    /// The answer to the datagram `data` from `from` received at `now`
+    /// (`None`: dropped and counted); a Disconnect-Request's sessions are
+    /// ended before it returns.
+    pub fn answer(&mut self, data: &[u8], from: SocketAddr, now: SystemTime) -> Option<Vec<u8>> {
         let Some(client) = self.config.clients.iter().find(|c| c.address == from.ip()) else {
             self.stats.dropped_unknown_client.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(from = %from, "dynamic-authorization request from an address not in [[radius.dae_client]]; dropped");
-            return;
+            return None;
         };
         let secret = client.secret.clone();
         let packet = match radius::decode(data) {
@@ -319,18 +339,18 @@ impl Worker {
             Err(e) => {
                 self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(from = %from, "dynamic-authorization request dropped: {e}");
-                return;
+                return None;
             }
         };
         if !matches!(packet.code, Code::DisconnectRequest | Code::CoaRequest) {
             self.stats.dropped_unsupported_code.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(from = %from, code = packet.code.to_u8(), "RADIUS packet of a code the dynamic-authorization port does not take; dropped");
-            return;
+            return None;
         }
         if let Err(e) = radius::verify_request(data, &secret) {
             self.stats.dropped_bad_authenticator.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(from = %from, "dynamic-authorization request dropped: {e}");
-            return;
+            return None;
         }
         if let Some(ts) = packet.attr(Attr::EVENT_TIMESTAMP) {
             let fresh = <[u8; 4]>::try_from(ts)
@@ -340,7 +360,7 @@ impl Worker {
             if !fresh {
                 self.stats.dropped_stale_timestamp.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(from = %from, "dynamic-authorization request with an Event-Timestamp outside ±{} s (a replay?); dropped", TIMESTAMP_WINDOW.as_secs());
-                return;
+                return None;
             }
         }
         // A retransmission gets the same answer and acts no twice.
@@ -350,8 +370,7 @@ impl Worker {
             .find(|a| a.from == from && a.identifier == packet.identifier && a.authenticator == packet.authenticator)
         {
             self.stats.retransmissions.fetch_add(1, Ordering::Relaxed);
-            let _ = self.socket.send_to(&a.reply, from);
-            return;
+            return Some(a.reply.clone());
         }
         let (code, cause) = outcome(&packet, &self.config.nas_identifier, &self.index, &self.disconnect);
         let counter = match code {
@@ -368,12 +387,9 @@ impl Worker {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(from = %from, "dynamic-authorization answer could not be encoded: {e}");
-                return;
+                return None;
             }
         };
-        if let Err(e) = self.socket.send_to(&reply, from) {
-            tracing::warn!(to = %from, "dynamic-authorization answer not sent: {e}");
-        }
         if self.answered.len() >= REPLAY_CACHE {
             self.answered.pop_front();
         }
@@ -381,8 +397,53 @@ impl Worker {
             from,
             identifier: packet.identifier,
             authenticator: packet.authenticator,
-            reply,
+            reply: reply.clone(),
         });
+        Some(reply)
+    }
+}
+
+/// The fuzz target's entry point: arbitrary bytes as a dynamic-authorization
+/// request from an allowed client (secret "secret") to a gateway with one
+/// session (alice, 10.9.0.7, Acct-Session-Id
+/// `00000000000011220000000000003344`); never a panic, and any answer is
+/// a well-formed reply signed with the secret.
+pub fn fuzz_request(data: &[u8]) {
+    let index = Arc::new(SessionIndex::default());
+    index.insert(
+        "00000000000011220000000000003344",
+        SessionRef {
+            shard: 0,
+            spi: 1,
+            user_name: b"alice".to_vec(),
+            framed_ip: Some(Ipv4Addr::new(10, 9, 0, 7)),
+        },
+    );
+    let from = SocketAddr::from(([127, 0, 0, 1], 1700));
+    let mut r = Responder::new(
+        DaeConfig {
+            listen: from,
+            clients: vec![DaeClient {
+                address: from.ip(),
+                secret: Zeroizing::new(b"secret".to_vec()),
+            }],
+            nas_identifier: "moon".into(),
+        },
+        index,
+        Box::new(|refs| refs.len()),
+        Arc::default(),
+    );
+    let now = std::time::UNIX_EPOCH + Duration::from_secs(1_796_689_852);
+    if let Some(reply) = r.answer(data, from, now) {
+        let request: [u8; 16] = data[4..20]
+            .try_into()
+            .expect("a request that was answered has a header");
+        assert!(
+            radius::verify_response(&reply, &request, b"secret").is_ok(),
+            "an answer that does not verify"
+        );
+        // A retransmission gets the same answer.
+        assert_eq!(r.answer(data, from, now), Some(reply));
     }
 }
 

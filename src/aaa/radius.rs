@@ -504,8 +504,8 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The fuzz targets' entry point: decode arbitrary bytes, read every
-/// attribute accessor, and run the verifier and MPPE decryption over them;
-/// never a panic.
+/// attribute accessor, and run the reply and request verifiers and MPPE
+/// decryption over them; never a panic.
 pub fn fuzz_decode(data: &[u8]) {
     if let Ok(p) = decode(data) {
         let _ = p.eap_message();
@@ -514,6 +514,7 @@ pub fn fuzz_decode(data: &[u8]) {
             let _ = decrypt_mppe_key(v, b"secret", &[0; 16]);
         }
         let _ = verify_response(data, &[0; 16], b"secret");
+        let _ = verify_request(data, b"secret");
     }
 }
 

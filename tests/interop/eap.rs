@@ -7,7 +7,8 @@
 //! the exchanges are IKE-only (RFC 6023 childless), except in the
 //! accounting test, where charon (kernel-libipsec) and the gateway run in
 //! network namespaces and traffic goes through the tunnel: FreeRADIUS's
-//! detail file shows the session's Start and Stop with its bytes, and
+//! detail file shows the session's Start, Interim-Updates and Stop with
+//! its bytes, and
 //! `radclient` disconnects the user through RFC 5176.
 //!
 //! Needs root, strongSwan with the eap-mschapv2 plugin and FreeRADIUS
@@ -484,6 +485,17 @@ fn eap_radius_session_accounted_and_disconnected_by_radius() {
     // (wrong secret): dropped, counted, the session stays.
     let (sent, got) = support::traffic::ping(&ns.b, "10.9.0.7", INNER_A, 5, "0.1");
     assert_eq!((sent, got), (5, 5), "ping from the virtual IP through the tunnel");
+    // Alice's Access-Accept asks for Interim-Updates every second: one
+    // reports the traffic so far.
+    let interim = wait_detail(&fr, "Interim-Update with the pings", |d| {
+        d.split("Acct-Status-Type = Interim-Update").skip(1).any(|rec| {
+            rec.lines()
+                .find_map(|l| l.trim().strip_prefix("Acct-Input-Packets = "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .is_some_and(|n| n >= 5)
+        })
+    });
+    assert!(interim.contains("Acct-Session-Time = "), "{interim}");
     let forged = radclient_disconnect(&ns.a, "User-Name = alice", "not-the-dae-secret");
     assert!(forged.is_err(), "a forged Disconnect-Request was answered: {forged:?}");
     assert!(dae_stat(&ironsa, "dropped_bad_authenticator") >= 1);

@@ -2,7 +2,7 @@
 //! generated into a temporary directory (the packaged one, copied and
 //! edited): EAP with MD5 and MSCHAPv2 (no TLS, so no certificates), users
 //! `alice` (`alice-secret-1`, Framed-IP-Address 10.9.0.7, Class
-//! [`ALICE_CLASS`]) and `bob` (`bob-secret`), NAS client 127.0.0.1 with
+//! [`ALICE_CLASS`], Acct-Interim-Interval 1 s) and `bob` (`bob-secret`), NAS client 127.0.0.1 with
 //! [`SECRET`], accounting to the detail file under [`FreeRadius::dir`].
 
 use std::io::{BufRead, BufReader};
@@ -140,7 +140,7 @@ fn start(eap_module: &str, netns: Option<&str>) -> FreeRadius {
     .expect("site");
     edit(&raddb.join("mods-config/files/authorize"), |t| {
         format!(
-            "alice Cleartext-Password := \"alice-secret-1\"\n\tFramed-IP-Address = 10.9.0.7,\n\tClass = \"{ALICE_CLASS}\"\nbob Cleartext-Password := \"bob-secret\"\n{t}"
+            "alice Cleartext-Password := \"alice-secret-1\"\n\tFramed-IP-Address = 10.9.0.7,\n\tClass = \"{ALICE_CLASS}\",\n\tAcct-Interim-Interval = 1\nbob Cleartext-Password := \"bob-secret\"\n{t}"
         )
     });
     let check = Command::new("freeradius")

@@ -82,6 +82,8 @@ fn disconnect(shards: Arc<Vec<ShardHandle>>) -> ironsa::aaa::dae::Disconnect {
 }
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a shutdown waits for the accounting Stops of its sessions.
+const ACCOUNTING_DRAIN: Duration = Duration::from_secs(5);
 
 impl Daemon {
     /// Starts the shards.
@@ -689,6 +691,15 @@ impl Daemon {
             s.send(ShardMsg::Shutdown);
         }
         join_threads(&self.threads);
+        if let Some(acct) = &self.aaa.accounting {
+            let left = acct.drain(ACCOUNTING_DRAIN);
+            if left > 0 {
+                warn!(
+                    requests = left,
+                    "RADIUS accounting requests still unanswered at shutdown; given up"
+                );
+            }
+        }
         if let Some(store) = &self.store {
             store.shutdown();
         }

@@ -602,6 +602,12 @@ impl Shard {
             }
             if let Some(since) = self.shutting_down {
                 if self.endpoint.is_empty() || now.duration_since(since) > Duration::from_secs(3) {
+                    // Sessions whose DELETE was not answered end here.
+                    let left: Vec<u64> = self.aaa_sessions.iter().map(|(spi, _)| spi).collect();
+                    for spi in left {
+                        self.end_session_as(spi, TerminateCause::NasReboot);
+                        self.session_ended(spi, &DownReason::Deleted);
+                    }
                     info!(shard = self.id, remaining = self.endpoint.len(), "shard stopped");
                     return;
                 }

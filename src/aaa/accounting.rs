@@ -156,6 +156,19 @@ impl Accounting {
         &self.stats
     }
 
+    /// Waits up to `limit` for the requests in flight (the Stops of a
+    /// shutdown) to be answered or given up; returns how many are left.
+    pub fn drain(&self, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = self.client.in_flight();
+            if left == 0 || Instant::now() >= deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The interval of Interim-Updates of a session: the Access-Accept's
     /// Acct-Interim-Interval, else the configured one, else none.
     pub fn interim_for(&self, from_server: Option<Duration>) -> Option<Duration> {

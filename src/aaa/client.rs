@@ -244,6 +244,11 @@ impl RadiusClient {
     pub fn stats(&self) -> &ClientStats {
         &self.stats
     }
+
+    /// Requests queued or waiting for an answer.
+    pub fn in_flight(&self) -> usize {
+        self.outstanding.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for RadiusClient {

@@ -439,7 +439,7 @@ fn eap_radius_session_accounted_and_disconnected_by_radius() {
     let ns = NetnsPair::new().unwrap();
     let fr = start_freeradius_in(ns.a.name());
     let g = gateway_pki();
-    let ironsa = Ironsa::start(&accounting_gateway(&g, &fr), Some(ns.a.name()));
+    let mut ironsa = Ironsa::start(&accounting_gateway(&g, &fr), Some(ns.a.name()));
     let charon = Charon::builder("alice")
         .setting("install_virtual_ip", "yes")
         .kernel(KernelBackend::Libipsec {
@@ -559,4 +559,19 @@ fn eap_radius_session_accounted_and_disconnected_by_radius() {
             .map(str::to_string)
     };
     assert_eq!(session(&start), session(stop), "Start and Stop of one session");
+
+    // Alice again; the gateway shuts down: her Stop says why.
+    charon.swanctl().initiate(Target::Child("net"), T).unwrap_or_else(|e| {
+        charon.dump_log();
+        panic!("charon could not reconnect: {e}");
+    });
+    ironsa.wait_sas(T, |s| s.len() == 1);
+    wait_detail(&fr, "second Start", |d| {
+        d.matches("Acct-Status-Type = Start").count() == 2
+    });
+    ironsa.stop();
+    let detail = wait_detail(&fr, "Stop at shutdown", |d| {
+        d.matches("Acct-Status-Type = Stop").count() == 2
+    });
+    assert!(detail.contains("Acct-Terminate-Cause = NAS-Reboot"), "{detail}");
 }

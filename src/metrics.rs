@@ -14,7 +14,29 @@ use crate::daemon::Daemon;
 pub fn render(daemon: &Daemon) -> String {
     let mut out = render_shards(&daemon.stats());
     out.push_str(&render_pools(&daemon.pool_occupancy()));
+    if let Some(r) = daemon.radius_stats() {
+        out.push_str(&render_radius(&r));
+    }
     out.push_str(&daemon.dataplane().metrics());
+    out
+}
+
+/// The RADIUS counters of `ironsa stats` (`radius`: authentication,
+/// accounting, dae), one series per part and event.
+fn render_radius(radius: &serde_json::Value) -> String {
+    let mut out = String::from(
+        "# HELP ironsa_radius_events_total RADIUS requests, answers and drops by part (authentication, accounting, dae) and event\n# TYPE ironsa_radius_events_total counter\n",
+    );
+    for (part, counters) in radius.as_object().into_iter().flatten() {
+        for (event, n) in counters.as_object().into_iter().flatten() {
+            if let Some(n) = n.as_u64() {
+                let _ = writeln!(
+                    out,
+                    "ironsa_radius_events_total{{part=\"{part}\",event=\"{event}\"}} {n}"
+                );
+            }
+        }
+    }
     out
 }
 
@@ -268,6 +290,21 @@ mod tests {
         assert!(text.contains("ironsa_shard_answering{shard=\"0\"} 1"), "{text}");
         assert!(text.contains("ironsa_shard_answering{shard=\"1\"} 0"), "{text}");
         assert!(text.contains("ironsa_shard_answering{shard=\"2\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn radius_counters_are_one_series_per_part_and_event() {
+        let text = render_radius(&serde_json::json!({
+            "authentication": {"sent": 3, "failovers": 1},
+            "dae": {"dropped_bad_authenticator": 2},
+        }));
+        for line in [
+            "ironsa_radius_events_total{part=\"authentication\",event=\"sent\"} 3",
+            "ironsa_radius_events_total{part=\"authentication\",event=\"failovers\"} 1",
+            "ironsa_radius_events_total{part=\"dae\",event=\"dropped_bad_authenticator\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in:\n{text}");
+        }
     }
 
     #[test]

@@ -56,10 +56,10 @@ struct Aaa {
     dae: Option<ironsa::aaa::dae::DaeServer>,
 }
 
-/// How dynamic authorization ends sessions: each shard ends its own IKE
-/// SAs; the listener's thread waits for them (never a shard).
-fn disconnect(shards: Arc<Vec<ShardHandle>>) -> ironsa::aaa::dae::Disconnect {
-    Box::new(move |refs| {
+/// How dynamic authorization reaches sessions: each shard acts on its own
+/// IKE SAs; the listener's thread waits for them (never a shard).
+fn dae_apply(shards: Arc<Vec<ShardHandle>>) -> ironsa::aaa::dae::Apply {
+    Box::new(move |refs, action| {
         let mut by_shard: std::collections::BTreeMap<usize, Vec<u64>> = Default::default();
         for r in refs {
             by_shard.entry(r.shard).or_default().push(r.spi);
@@ -70,7 +70,11 @@ fn disconnect(shards: Arc<Vec<ShardHandle>>) -> ironsa::aaa::dae::Disconnect {
                 let (tx, rx) = mpsc::channel();
                 shards
                     .get(shard)?
-                    .send(ShardMsg::Disconnect { spis, reply: tx })
+                    .send(ShardMsg::Dae {
+                        spis,
+                        action,
+                        reply: tx,
+                    })
                     .then_some(rx)
             })
             .collect();
@@ -173,7 +177,7 @@ impl Daemon {
         let dae = match config.radius.as_ref().and_then(|r| r.dae.clone()) {
             None => None,
             Some(dae) => Some(
-                ironsa::aaa::dae::DaeServer::start(dae, sessions.clone(), disconnect(handles.clone()))
+                ironsa::aaa::dae::DaeServer::start(dae, sessions.clone(), dae_apply(handles.clone()))
                     .map_err(|e| std::io::Error::other(e.to_string()))?,
             ),
         };
@@ -421,6 +425,7 @@ impl Daemon {
             v["dae"] = serde_json::json!({
                 "disconnect_acks": s.disconnect_acks.load(Relaxed),
                 "disconnect_naks": s.disconnect_naks.load(Relaxed),
+                "coa_acks": s.coa_acks.load(Relaxed),
                 "coa_naks": s.coa_naks.load(Relaxed),
                 "retransmissions": s.retransmissions.load(Relaxed),
                 "dropped_unknown_client": s.dropped_unknown_client.load(Relaxed),

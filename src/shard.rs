@@ -131,12 +131,14 @@ pub enum ShardMsg {
         /// The answer.
         reply: control::ike_sa::eap::EapBackendReply,
     },
-    /// End these IKE SAs (our SPIs) of RADIUS sessions a Disconnect-Request
-    /// named (RFC 5176).
-    Disconnect {
+    /// A dynamic-authorization request (RFC 5176) for these IKE SAs of
+    /// RADIUS sessions: end them, or shorten their lives.
+    Dae {
         /// Our SPIs.
         spis: Vec<u64>,
-        /// Answer: how many were ended.
+        /// What to do.
+        action: ironsa::aaa::dae::Action,
+        /// Answer: to how many it was done.
         reply: Sender<usize>,
     },
     /// Delete every SA, then stop.
@@ -905,17 +907,26 @@ impl Shard {
                         );
                     }
                 }
-                ShardMsg::Disconnect { spis, reply } => {
-                    let mut ended = 0;
+                ShardMsg::Dae { spis, action, reply } => {
+                    use ironsa::aaa::dae::Action;
+                    let mut done = 0;
                     for spi in spis {
-                        if self.endpoint.sa(spi).is_some() {
-                            self.end_session_as(spi, TerminateCause::AdminReset);
-                            self.endpoint.delete(now, spi);
-                            ended += 1;
+                        if self.endpoint.sa(spi).is_none() {
+                            continue;
                         }
+                        match action {
+                            Action::Disconnect => {
+                                self.end_session_as(spi, TerminateCause::AdminReset);
+                                self.endpoint.delete(now, spi);
+                            }
+                            Action::SessionTimeout(d) => {
+                                self.endpoint.limit_session(now, spi, d);
+                            }
+                        }
+                        done += 1;
                     }
                     self.flush();
-                    let _ = reply.send(ended);
+                    let _ = reply.send(done);
                 }
                 ShardMsg::Shutdown => {
                     if self.shutting_down.is_none() {

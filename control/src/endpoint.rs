@@ -325,6 +325,16 @@ impl Endpoint {
         true
     }
 
+    /// Ends IKE SA `spi` `remaining` after `now` at the latest (see
+    /// [`IkeSa::limit_session`]); false if there is no such SA.
+    pub fn limit_session(&mut self, now: Instant, spi: u64, remaining: Duration) -> bool {
+        self.clock = now;
+        let Some(sa) = self.sas.get_mut(&spi) else { return false };
+        sa.limit_session(now, remaining);
+        self.after(spi);
+        true
+    }
+
     /// Hands IKE SA `spi` an authenticated ESP packet's new peer address
     /// (see [`IkeSa::follow_peer`]); returns whether the SA moved.
     pub fn follow_peer(&mut self, spi: u64, source: SocketAddr) -> bool {

@@ -667,6 +667,20 @@ fn hard_lifetime_expiry_sends_a_delete_to_the_peer() {
 }
 
 #[test]
+fn a_session_limit_ends_the_sa_with_a_delete_to_the_peer() {
+    let mut p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let spi = p.a_spi();
+    assert!(p.a.limit_session(p.now, spi, Duration::from_secs(30)));
+    p.run(Duration::from_secs(20));
+    assert_eq!(p.a.len(), 1, "not before its time");
+    p.run(Duration::from_secs(30));
+    assert_eq!(p.a_seen.down, vec![DownReason::Expired]);
+    assert_eq!(p.b.len(), 0, "the peer was told with a DELETE");
+    assert_eq!(p.b_seen.down, vec![DownReason::Deleted]);
+    assert_eq!(p.b_seen.deleted.len(), 1, "the peer's child went with it");
+}
+
+#[test]
 fn delete_and_dpd() {
     let mut p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
     let spi = p.a_spi();

@@ -10,8 +10,10 @@
 //! Framed-IP-Address (all given must match); the sessions are ended by
 //! the shards that hold them (a DELETE to the client) and the request is
 //! answered Disconnect-ACK, or NAK with Error-Cause 503 when none matched.
-//! CoA-Requests are answered CoA-NAK with Error-Cause 405: this gateway
-//! changes no session's authorization in place.
+//! A CoA-Request with a Session-Timeout shortens the named sessions (CoA-ACK);
+//! the only authorization this gateway changes in place is when a session
+//! ends, so a CoA-Request without Session-Timeout is answered CoA-NAK with
+//! Error-Cause 405, one asking for other changes with 401.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -37,11 +39,11 @@ const REPLAY_CACHE: usize = 256;
 pub struct ErrorCause;
 
 impl ErrorCause {
+    pub const UNSUPPORTED_ATTRIBUTE: u32 = 401;
     pub const MISSING_ATTRIBUTE: u32 = 402;
     pub const NAS_IDENTIFICATION_MISMATCH: u32 = 403;
     pub const UNSUPPORTED_SERVICE: u32 = 405;
     pub const SESSION_CONTEXT_NOT_FOUND: u32 = 503;
-    pub const RESOURCES_UNAVAILABLE: u32 = 506;
 }
 
 /// A RADIUS client allowed to send dynamic-authorization requests.
@@ -144,14 +146,46 @@ impl SessionMatch {
     }
 }
 
-/// Ends the sessions given; returns how many ended.
-pub type Disconnect = Box<dyn Fn(&[SessionRef]) -> usize + Send>;
+/// What a dynamic-authorization request does to the sessions it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Disconnect-Request: end them (a DELETE to each client).
+    Disconnect,
+    /// CoA-Request with Session-Timeout: end them this long from now at
+    /// the latest.
+    SessionTimeout(Duration),
+}
+
+/// Applies an action to the sessions given; returns to how many.
+pub type Apply = Box<dyn Fn(&[SessionRef], Action) -> usize + Send>;
+
+/// The attributes a CoA-Request may carry here: session identification,
+/// housekeeping and Session-Timeout.
+const COA_ATTRIBUTES: [u8; 16] = [
+    Attr::USER_NAME,
+    Attr::NAS_IP_ADDRESS,
+    Attr::NAS_PORT,
+    Attr::FRAMED_IP_ADDRESS,
+    Attr::STATE,
+    Attr::SESSION_TIMEOUT,
+    Attr::CALLED_STATION_ID,
+    Attr::CALLING_STATION_ID,
+    Attr::NAS_IDENTIFIER,
+    Attr::PROXY_STATE,
+    Attr::ACCT_SESSION_ID,
+    Attr::ACCT_MULTI_SESSION_ID,
+    Attr::EVENT_TIMESTAMP,
+    Attr::NAS_PORT_TYPE,
+    Attr::MESSAGE_AUTHENTICATOR,
+    Attr::NAS_IPV6_ADDRESS,
+];
 
 /// Counters of the listener.
 #[derive(Debug, Default)]
 pub struct DaeStats {
     pub disconnect_acks: AtomicU64,
     pub disconnect_naks: AtomicU64,
+    pub coa_acks: AtomicU64,
     pub coa_naks: AtomicU64,
     pub retransmissions: AtomicU64,
     pub dropped_unknown_client: AtomicU64,
@@ -185,7 +219,7 @@ pub struct DaeServer {
 
 impl DaeServer {
     /// Binds the socket and starts the thread.
-    pub fn start(config: DaeConfig, index: Arc<SessionIndex>, disconnect: Disconnect) -> Result<Self, DaeError> {
+    pub fn start(config: DaeConfig, index: Arc<SessionIndex>, apply: Apply) -> Result<Self, DaeError> {
         let socket = UdpSocket::bind(config.listen).map_err(|source| DaeError::Bind {
             addr: config.listen,
             source,
@@ -198,7 +232,7 @@ impl DaeServer {
         let stop = Arc::new(AtomicBool::new(false));
         let mut worker = Worker {
             socket,
-            responder: Responder::new(config, index, disconnect, stats.clone()),
+            responder: Responder::new(config, index, apply, stats.clone()),
         };
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -265,7 +299,7 @@ struct Worker {
 pub struct Responder {
     config: DaeConfig,
     index: Arc<SessionIndex>,
-    disconnect: Disconnect,
+    apply: Apply,
     stats: Arc<DaeStats>,
     /// The last answers, for retransmitted requests.
     answered: VecDeque<Answered>,
@@ -276,17 +310,40 @@ fn outcome(
     packet: &radius::Packet<'_>,
     nas_identifier: &str,
     index: &SessionIndex,
-    disconnect: &Disconnect,
+    apply: &Apply,
 ) -> (Code, Option<u32>) {
-    if packet.code == Code::CoaRequest {
-        return (Code::CoaNak, Some(ErrorCause::UNSUPPORTED_SERVICE));
-    }
+    let coa = packet.code == Code::CoaRequest;
+    let (what, ack, nak) = if coa {
+        ("CoA-Request", Code::CoaAck, Code::CoaNak)
+    } else {
+        ("Disconnect-Request", Code::DisconnectAck, Code::DisconnectNak)
+    };
     if packet
         .attr(Attr::NAS_IDENTIFIER)
         .is_some_and(|n| n != nas_identifier.as_bytes())
     {
-        return (Code::DisconnectNak, Some(ErrorCause::NAS_IDENTIFICATION_MISMATCH));
+        return (nak, Some(ErrorCause::NAS_IDENTIFICATION_MISMATCH));
     }
+    let action = if coa {
+        // The only authorization this gateway changes in place is when a
+        // session ends; any other change is refused whole.
+        if let Some((t, _)) = packet.attributes.iter().find(|(t, _)| !COA_ATTRIBUTES.contains(t)) {
+            tracing::info!(
+                attribute = t,
+                "CoA-Request asks for a change this gateway cannot make: NAK"
+            );
+            return (nak, Some(ErrorCause::UNSUPPORTED_ATTRIBUTE));
+        }
+        match packet
+            .attr(Attr::SESSION_TIMEOUT)
+            .and_then(|v| <[u8; 4]>::try_from(v).ok())
+        {
+            Some(v) => Action::SessionTimeout(Duration::from_secs(u64::from(u32::from_be_bytes(v)))),
+            None => return (nak, Some(ErrorCause::UNSUPPORTED_SERVICE)),
+        }
+    } else {
+        Action::Disconnect
+    };
     let m = SessionMatch {
         user_name: packet.attr(Attr::USER_NAME).map(<[u8]>::to_vec),
         session_id: packet
@@ -298,27 +355,27 @@ fn outcome(
             .map(Ipv4Addr::from),
     };
     if m.is_empty() {
-        return (Code::DisconnectNak, Some(ErrorCause::MISSING_ATTRIBUTE));
+        return (nak, Some(ErrorCause::MISSING_ATTRIBUTE));
     }
     let found = index.find(&m);
     if found.is_empty() {
-        tracing::info!(request = ?m, "Disconnect-Request matches no session: NAK");
-        return (Code::DisconnectNak, Some(ErrorCause::SESSION_CONTEXT_NOT_FOUND));
+        tracing::info!(request = ?m, "{what} matches no session: NAK");
+        return (nak, Some(ErrorCause::SESSION_CONTEXT_NOT_FOUND));
     }
-    let ended = disconnect(&found);
-    tracing::info!(request = ?m, matched = found.len(), ended, "Disconnect-Request: sessions ended");
-    if ended == 0 {
-        return (Code::DisconnectNak, Some(ErrorCause::SESSION_CONTEXT_NOT_FOUND));
+    let applied = apply(&found, action);
+    tracing::info!(request = ?m, ?action, matched = found.len(), applied, "{what} applied");
+    if applied == 0 {
+        return (nak, Some(ErrorCause::SESSION_CONTEXT_NOT_FOUND));
     }
-    (Code::DisconnectAck, None)
+    (ack, None)
 }
 
 impl Responder {
-    pub fn new(config: DaeConfig, index: Arc<SessionIndex>, disconnect: Disconnect, stats: Arc<DaeStats>) -> Self {
+    pub fn new(config: DaeConfig, index: Arc<SessionIndex>, apply: Apply, stats: Arc<DaeStats>) -> Self {
         Responder {
             config,
             index,
-            disconnect,
+            apply,
             stats,
             answered: VecDeque::new(),
         }
@@ -372,16 +429,19 @@ impl Responder {
             self.stats.retransmissions.fetch_add(1, Ordering::Relaxed);
             return Some(a.reply.clone());
         }
-        let (code, cause) = outcome(&packet, &self.config.nas_identifier, &self.index, &self.disconnect);
+        let (code, cause) = outcome(&packet, &self.config.nas_identifier, &self.index, &self.apply);
         let counter = match code {
             Code::DisconnectAck => &self.stats.disconnect_acks,
             Code::DisconnectNak => &self.stats.disconnect_naks,
+            Code::CoaAck => &self.stats.coa_acks,
             _ => &self.stats.coa_naks,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let attrs: Vec<(u8, Vec<u8>)> = cause
-            .map(|c| (Attr::ERROR_CAUSE, c.to_be_bytes().to_vec()))
-            .into_iter()
+        // Proxy-State comes back in order (RFC 5176 §3.3, RFC 2865 §5.33).
+        let attrs: Vec<(u8, Vec<u8>)> = packet
+            .attrs(Attr::PROXY_STATE)
+            .map(|v| (Attr::PROXY_STATE, v.to_vec()))
+            .chain(cause.map(|c| (Attr::ERROR_CAUSE, c.to_be_bytes().to_vec())))
             .collect();
         let reply = match radius::sign_reply(code, &packet, &attrs, &secret) {
             Ok(r) => r,
@@ -430,7 +490,7 @@ pub fn fuzz_request(data: &[u8]) {
             nas_identifier: "moon".into(),
         },
         index,
-        Box::new(|refs| refs.len()),
+        Box::new(|refs, _| refs.len()),
         Arc::default(),
     );
     let now = std::time::UNIX_EPOCH + Duration::from_secs(1_796_689_852);
@@ -483,6 +543,7 @@ mod tests {
         server: DaeServer,
         index: Arc<SessionIndex>,
         ended: Arc<AtomicUsize>,
+        limited: Arc<Mutex<Vec<(u64, Duration)>>>,
         sock: UdpSocket,
     }
 
@@ -499,6 +560,8 @@ mod tests {
         );
         let ended = Arc::new(AtomicUsize::new(0));
         let e = ended.clone();
+        let limited = Arc::new(Mutex::new(Vec::new()));
+        let l = limited.clone();
         let server = DaeServer::start(
             DaeConfig {
                 listen: "127.0.0.1:0".parse().expect("addr"),
@@ -509,8 +572,13 @@ mod tests {
                 nas_identifier: "gw".into(),
             },
             index.clone(),
-            Box::new(move |refs| {
-                e.fetch_add(refs.len(), Ordering::SeqCst);
+            Box::new(move |refs, action| {
+                match action {
+                    Action::Disconnect => {
+                        e.fetch_add(refs.len(), Ordering::SeqCst);
+                    }
+                    Action::SessionTimeout(d) => l.lock().expect("lock").push((refs[0].spi, d)),
+                }
                 refs.len()
             }),
         )
@@ -521,6 +589,7 @@ mod tests {
             server,
             index,
             ended,
+            limited,
             sock,
         }
     }
@@ -596,7 +665,7 @@ mod tests {
             false,
         );
         assert_eq!(h.ask(&pkt), (Code::DisconnectNak, Some(403)));
-        // CoA is not supported.
+        // CoA: a Session-Timeout is honoured, other changes are refused.
         let pkt = request(
             Code::CoaRequest,
             5,
@@ -604,8 +673,44 @@ mod tests {
             SECRET,
             true,
         );
+        assert_eq!(h.ask(&pkt), (Code::CoaAck, None));
+        assert_eq!(*h.limited.lock().expect("lock"), [(11, Duration::from_secs(60))]);
+        let pkt = request(Code::CoaRequest, 7, &[user(b"alice")], SECRET, true);
         assert_eq!(h.ask(&pkt), (Code::CoaNak, Some(405)));
+        let filter_id = (11u8, b"gold-acl".to_vec());
+        let pkt = request(
+            Code::CoaRequest,
+            8,
+            &[user(b"alice"), (Attr::SESSION_TIMEOUT, vec![0, 0, 0, 60]), filter_id],
+            SECRET,
+            false,
+        );
+        assert_eq!(h.ask(&pkt), (Code::CoaNak, Some(401)));
+        let pkt = request(
+            Code::CoaRequest,
+            9,
+            &[user(b"bob"), (Attr::SESSION_TIMEOUT, vec![0, 0, 0, 60])],
+            SECRET,
+            false,
+        );
+        assert_eq!(h.ask(&pkt), (Code::CoaNak, Some(503)));
+        assert_eq!(h.limited.lock().expect("lock").len(), 1);
         assert_eq!(h.ended.load(Ordering::SeqCst), 0);
+        // Proxy-State is echoed.
+        let pkt = request(
+            Code::DisconnectRequest,
+            10,
+            &[user(b"bob"), (Attr::PROXY_STATE, b"p1".to_vec())],
+            SECRET,
+            false,
+        );
+        h.sock.send_to(&pkt, h.server.local_addr()).expect("send");
+        let mut buf = [0u8; 4096];
+        let n = h.sock.recv(&mut buf).expect("an answer");
+        assert_eq!(
+            radius::decode(&buf[..n]).expect("decodes").attr(Attr::PROXY_STATE),
+            Some(&b"p1"[..])
+        );
         // By Acct-Session-Id, with a fresh timestamp and a Message-Authenticator: ACK.
         let pkt = request(
             Code::DisconnectRequest,

@@ -92,6 +92,7 @@ impl Attr {
     pub const CALLED_STATION_ID: u8 = 30;
     pub const CALLING_STATION_ID: u8 = 31;
     pub const NAS_IDENTIFIER: u8 = 32;
+    pub const PROXY_STATE: u8 = 33;
     pub const ACCT_STATUS_TYPE: u8 = 40;
     pub const ACCT_DELAY_TIME: u8 = 41;
     pub const ACCT_INPUT_OCTETS: u8 = 42;
@@ -101,6 +102,7 @@ impl Attr {
     pub const ACCT_INPUT_PACKETS: u8 = 47;
     pub const ACCT_OUTPUT_PACKETS: u8 = 48;
     pub const ACCT_TERMINATE_CAUSE: u8 = 49;
+    pub const ACCT_MULTI_SESSION_ID: u8 = 50;
     pub const ACCT_INPUT_GIGAWORDS: u8 = 52;
     pub const ACCT_OUTPUT_GIGAWORDS: u8 = 53;
     pub const EVENT_TIMESTAMP: u8 = 55;
@@ -109,6 +111,7 @@ impl Attr {
     pub const MESSAGE_AUTHENTICATOR: u8 = 80;
     pub const ACCT_INTERIM_INTERVAL: u8 = 85;
     pub const FRAMED_POOL: u8 = 88;
+    pub const NAS_IPV6_ADDRESS: u8 = 95;
     pub const ERROR_CAUSE: u8 = 101;
 }
 

@@ -395,7 +395,12 @@ esp_proposals = "aes256gcm16"
 /// `radclient` in `ns` sends a Disconnect-Request with `attrs` signed with
 /// `secret`; returns its output, or why it got no answer.
 fn radclient_disconnect(ns: &support::Netns, attrs: &str, secret: &str) -> Result<String, String> {
-    let script = format!("echo '{attrs}' | radclient -x -t 2 -r 1 127.0.0.1:{DAE_PORT} disconnect '{secret}'");
+    radclient(ns, "disconnect", attrs, secret)
+}
+
+/// `radclient` in `ns` sends a `kind` (disconnect, coa) request.
+fn radclient(ns: &support::Netns, kind: &str, attrs: &str, secret: &str) -> Result<String, String> {
+    let script = format!("echo '{attrs}' | radclient -x -t 2 -r 1 127.0.0.1:{DAE_PORT} {kind} '{secret}'");
     ns.exec_bounded(&["sh", "-c", &script], Duration::from_secs(20))
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .map_err(|e| e.to_string())
@@ -560,18 +565,33 @@ fn eap_radius_session_accounted_and_disconnected_by_radius() {
     };
     assert_eq!(session(&start), session(stop), "Start and Stop of one session");
 
-    // Alice again; the gateway shuts down: her Stop says why.
-    charon.swanctl().initiate(Target::Child("net"), T).unwrap_or_else(|e| {
-        charon.dump_log();
-        panic!("charon could not reconnect: {e}");
+    // Alice again; a CoA-Request gives her one more second.
+    let reconnect = |ironsa: &Ironsa, n: usize| {
+        charon.swanctl().initiate(Target::Child("net"), T).unwrap_or_else(|e| {
+            charon.dump_log();
+            panic!("charon could not reconnect: {e}");
+        });
+        ironsa.wait_sas(T, |s| s.len() == 1);
+        wait_detail(&fr, "another Start", |d| {
+            d.matches("Acct-Status-Type = Start").count() == n
+        });
+    };
+    reconnect(&ironsa, 2);
+    let coa = radclient(&ns.a, "coa", "User-Name = alice, Session-Timeout = 1", DAE_SECRET)
+        .unwrap_or_else(|e| panic!("no CoA-ACK: {e}"));
+    assert!(coa.contains("CoA-ACK"), "{coa}");
+    let detail = wait_detail(&fr, "Stop at the CoA's Session-Timeout", |d| {
+        d.matches("Acct-Status-Type = Stop").count() == 2
     });
-    ironsa.wait_sas(T, |s| s.len() == 1);
-    wait_detail(&fr, "second Start", |d| {
-        d.matches("Acct-Status-Type = Start").count() == 2
-    });
+    assert!(detail.contains("Acct-Terminate-Cause = Session-Timeout"), "{detail}");
+    ironsa.wait_sas(T, |s| s.is_empty());
+    assert_eq!(dae_stat(&ironsa, "coa_acks"), 1);
+
+    // Alice once more; the gateway shuts down: her Stop says why.
+    reconnect(&ironsa, 3);
     ironsa.stop();
     let detail = wait_detail(&fr, "Stop at shutdown", |d| {
-        d.matches("Acct-Status-Type = Stop").count() == 2
+        d.matches("Acct-Status-Type = Stop").count() == 3
     });
     assert!(detail.contains("Acct-Terminate-Cause = NAS-Reboot"), "{detail}");
 }

@@ -676,9 +676,7 @@ fn finish(
         &session.first_request,
     ));
     if let Some(t) = passed.session_timeout {
-        // RADIUS Session-Timeout: the session ends then, rekeyed or not.
-        sa.rekey_at = None;
-        sa.expire_at = Some(sa.expire_at.map_or(now + t, |e| e.min(now + t)));
+        sa.limit_session(now, t);
     }
     sa.send_response(ExchangeType::IKE_AUTH, mid, response);
 }

@@ -924,6 +924,15 @@ impl IkeSa {
         self.scratch().aaa_address = Some(addr);
     }
 
+    /// Ends the SA `remaining` after `now` at the latest, without rekeying
+    /// it before (RADIUS Session-Timeout, from the Access-Accept or a
+    /// CoA-Request): a limit only shortens the SA's life.
+    pub fn limit_session(&mut self, now: Instant, remaining: Duration) {
+        let end = now + remaining;
+        self.rekey_at = None;
+        self.expire_at = Some(self.expire_at.map_or(end, |e| e.min(end)));
+    }
+
     /// The pool an AAA server named for this peer (RADIUS Framed-Pool):
     /// its virtual IP is leased from that pool instead of the connection's.
     /// Call before the IKE_AUTH that finishes authentication is answered.

@@ -501,6 +501,11 @@ fn eap_radius_session_accounted_and_disconnected_by_radius() {
         })
     });
     assert!(interim.contains("Acct-Session-Time = "), "{interim}");
+    // charon rekeys the IKE SA: the session, its CHILD_SA and its counters
+    // go on under the new SA.
+    let first_spi = sas[0]["spi_i"].clone();
+    charon.swanctl().rekey(Target::Ike("gw")).unwrap();
+    ironsa.wait_sas(T, |s| s.len() == 1 && s[0]["spi_i"] != first_spi);
     let forged = radclient_disconnect(&ns.a, "User-Name = alice", "not-the-dae-secret");
     assert!(forged.is_err(), "a forged Disconnect-Request was answered: {forged:?}");
     assert!(dae_stat(&ironsa, "dropped_bad_authenticator") >= 1);

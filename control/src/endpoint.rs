@@ -354,6 +354,23 @@ impl Endpoint {
         moved
     }
 
+    /// MOBIKE client role: the host's addresses changed; IKE SA `spi`
+    /// now uses `local` and may announce `additional` (see
+    /// [`IkeSa::local_addresses_changed`]).
+    pub fn local_addresses_changed(
+        &mut self,
+        now: Instant,
+        spi: u64,
+        local: SocketAddr,
+        additional: &[std::net::IpAddr],
+    ) -> bool {
+        self.clock = now;
+        let Some(sa) = self.sas.get_mut(&spi) else { return false };
+        let taken = sa.local_addresses_changed(now, local, additional);
+        self.after(spi);
+        taken
+    }
+
     /// Hands an EAP back end's answer to the IKE SA that relayed the packet
     /// (see [`IkeSa::eap_backend_reply`]); false when the SA is gone or no
     /// longer waits.

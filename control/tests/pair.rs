@@ -2145,3 +2145,30 @@ fn forged_update_sa_addresses_is_dropped_and_counted() {
     assert_eq!(p.b.stats().drops.get(control::drops::DropReason::Unauthenticated), 1);
     assert!(p.b.poll_transmit().is_none(), "nothing answers a forged request");
 }
+
+#[test]
+fn mobike_client_moves_with_cookie2_and_announces_its_addresses() {
+    let mut p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let spi = p.a_spi();
+    let moved: SocketAddr = "192.0.2.9:500".parse().unwrap();
+    let others: Vec<std::net::IpAddr> = vec![moved.ip(), "192.0.2.10".parse().unwrap(), "2001:db8::9".parse().unwrap()];
+    // The responder decides nothing about addresses.
+    let b_spi = p.b.sas().next().unwrap().local_spi();
+    assert!(!p.b.local_addresses_changed(p.now, b_spi, B.parse().unwrap(), &others));
+    let before = p.datagrams;
+    assert!(p.a.local_addresses_changed(p.now, spi, moved, &others));
+    p.run(Duration::from_secs(5));
+    // UPDATE_SA_ADDRESSES (COOKIE2 echoed) and the gateway's own COOKIE2 check.
+    assert_eq!(p.datagrams, before + 4);
+    assert_eq!(p.b.sas().next().unwrap().remote_addr(), moved);
+    assert_eq!(p.a_seen.moved.len(), 1, "the client moves once its COOKIE2 came back");
+    assert_eq!(p.b_seen.moved.len(), 1);
+    // Same address, another set: only the list is announced, nothing moves.
+    let before = p.datagrams;
+    assert!(p.a.local_addresses_changed(p.now, spi, moved, &[moved.ip()]));
+    p.run(Duration::from_secs(5));
+    assert_eq!(p.datagrams, before + 2);
+    assert_eq!((p.a_seen.moved.len(), p.b_seen.moved.len()), (1, 1));
+    assert_eq!(p.a.stats().drops.total() + p.b.stats().drops.total(), 0);
+    assert_eq!((p.a_seen.up.len(), p.a_seen.installed.len()), (1, 1), "no new SAs");
+}

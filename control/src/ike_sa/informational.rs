@@ -17,8 +17,14 @@ pub(crate) enum Pending {
     DeleteChildren(Vec<u32>),
     /// DELETE of the IKE SA.
     DeleteIke,
-    /// MOBIKE: our UPDATE_SA_ADDRESSES.
-    UpdateSaAddresses,
+    /// MOBIKE: our UPDATE_SA_ADDRESSES, with the COOKIE2 the answer must
+    /// echo (the peer's return routability, RFC 4555 §3.5).
+    UpdateSaAddresses {
+        /// The COOKIE2 sent.
+        cookie: Box<[u8]>,
+    },
+    /// MOBIKE: our list of additional addresses (RFC 4555 §3.6).
+    AnnounceAddresses,
     /// MOBIKE: our return routability check of the peer at `remote`.
     ReturnRoutability {
         /// The COOKIE2 the answer must echo.
@@ -104,7 +110,8 @@ fn close_ike(sa: &mut IkeSa) {
 /// Processes the response to our INFORMATIONAL request.
 pub(crate) fn handle_response(sa: &mut IkeSa, _now: Instant, inner: Vec<Payload>, pending: Pending) {
     match pending {
-        Pending::UpdateSaAddresses => super::mobike::handle_update_response(sa, &inner),
+        Pending::UpdateSaAddresses { cookie } => super::mobike::handle_update_response(sa, &inner, &cookie),
+        Pending::AnnounceAddresses => debug!(peer = %sa.remote, "peer took our address list (MOBIKE)"),
         Pending::ReturnRoutability { cookie, remote } => {
             super::mobike::handle_return_routability(sa, &inner, &cookie, remote)
         }

@@ -4,7 +4,7 @@
 //! detection, answers there, and checks with a COOKIE2 round trip that the
 //! peer really is at a new IP address before its CHILD_SAs move.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
@@ -167,26 +167,87 @@ pub(crate) fn handle_request(
     response
 }
 
-/// Initiator: sends UPDATE_SA_ADDRESSES from our new address.
+/// A fresh COOKIE2, or `None` (logged) when the random source fails.
+fn new_cookie2(sa: &IkeSa, what: &str) -> Option<Vec<u8>> {
+    let mut cookie = vec![0u8; COOKIE2_LEN];
+    match sa.ctx.crypto.fill_random(&mut cookie) {
+        Ok(()) => Some(cookie),
+        Err(e) => {
+            warn!(peer = %sa.remote, "no COOKIE2 for {what}: {e}");
+            None
+        }
+    }
+}
+
+/// Our other addresses as ADDITIONAL_IP4/6_ADDRESS notifies, or
+/// NO_ADDITIONAL_ADDRESSES when there are none (RFC 4555 §3.6).
+fn address_list(sa: &mut IkeSa) -> Vec<Payload> {
+    let others = sa
+        .outbox
+        .as_mut()
+        .and_then(|b| b.additional_addresses.take())
+        .unwrap_or_default();
+    if others.is_empty() {
+        return vec![notify(NotifyType::NO_ADDITIONAL_ADDRESSES, Vec::new())];
+    }
+    others
+        .iter()
+        .map(|a| match a {
+            IpAddr::V4(v4) => notify(NotifyType::ADDITIONAL_IP4_ADDRESS, v4.octets().to_vec()),
+            IpAddr::V6(v6) => notify(NotifyType::ADDITIONAL_IP6_ADDRESS, v6.octets().to_vec()),
+        })
+        .collect()
+}
+
+/// Initiator: sends UPDATE_SA_ADDRESSES from our new address, with NAT
+/// detection for the new path, a COOKIE2 the peer must echo and our
+/// address list.
 pub(crate) fn start_update(sa: &mut IkeSa, now: Instant) {
+    let Some(cookie) = new_cookie2(sa, "UPDATE_SA_ADDRESSES (the address update waits for the next change)") else {
+        return;
+    };
     let mut payloads = vec![notify(NotifyType::UPDATE_SA_ADDRESSES, Vec::new())];
     payloads.extend(nat_detection(sa, sa.local, sa.remote));
-    payloads.push(notify(NotifyType::NO_ADDITIONAL_ADDRESSES, Vec::new()));
+    payloads.push(notify(NotifyType::COOKIE2, cookie.clone()));
+    payloads.extend(address_list(sa));
     sa.send_request(
         now,
         ExchangeType::INFORMATIONAL,
         payloads,
-        RequestKind::Informational(Pending::UpdateSaAddresses),
+        RequestKind::Informational(Pending::UpdateSaAddresses {
+            cookie: cookie.into_boxed_slice(),
+        }),
     );
 }
 
-/// Initiator: the answer to our UPDATE_SA_ADDRESSES; NAT detection is
-/// redone from it and our CHILD_SAs move to the new addresses.
-pub(crate) fn handle_update_response(sa: &mut IkeSa, inner: &[Payload]) {
+/// Initiator: tells the peer our other addresses changed (RFC 4555 §3.6).
+pub(crate) fn start_announce(sa: &mut IkeSa, now: Instant) {
+    let payloads = address_list(sa);
+    sa.send_request(
+        now,
+        ExchangeType::INFORMATIONAL,
+        payloads,
+        RequestKind::Informational(Pending::AnnounceAddresses),
+    );
+}
+
+/// Initiator: the answer to our UPDATE_SA_ADDRESSES; once it echoes our
+/// COOKIE2, NAT detection is redone from it and our CHILD_SAs move to the
+/// new addresses.
+pub(crate) fn handle_update_response(sa: &mut IkeSa, inner: &[Payload], cookie: &[u8]) {
     if find_notify(inner, NotifyType::UNEXPECTED_NAT_DETECTED).is_some()
         || find_notify(inner, NotifyType::UNACCEPTABLE_ADDRESSES).is_some()
     {
         warn!(peer = %sa.remote, "peer refused our address update");
+        return;
+    }
+    if !cookie_echoed(cookie, inner) {
+        let peer = sa.remote;
+        refuse(
+            sa,
+            peer,
+            "answer to our UPDATE_SA_ADDRESSES does not echo our COOKIE2: CHILD_SAs stay".into(),
+        );
         return;
     }
     if let Some((nat_local, nat_remote)) = detect_nat(sa, inner, sa.local, sa.remote) {
@@ -199,11 +260,9 @@ pub(crate) fn handle_update_response(sa: &mut IkeSa, inner: &[Payload]) {
 
 /// Responder: an INFORMATIONAL request with a fresh COOKIE2 to the peer's new address.
 pub(crate) fn start_return_routability(sa: &mut IkeSa, now: Instant) {
-    let mut cookie = vec![0u8; COOKIE2_LEN];
-    if let Err(e) = sa.ctx.crypto.fill_random(&mut cookie) {
-        warn!(peer = %sa.remote, "no COOKIE2 for the return routability check: {e}; CHILD_SAs stay");
+    let Some(cookie) = new_cookie2(sa, "the return routability check (CHILD_SAs stay)") else {
         return;
-    }
+    };
     sa.send_request(
         now,
         ExchangeType::INFORMATIONAL,

@@ -391,6 +391,9 @@ pub enum Task {
     Dpd,
     /// MOBIKE: tell the peer our address changed (UPDATE_SA_ADDRESSES).
     UpdateSaAddresses,
+    /// MOBIKE: tell the peer our other addresses changed
+    /// (ADDITIONAL_*_ADDRESS or NO_ADDITIONAL_ADDRESSES).
+    AnnounceAddresses,
     /// MOBIKE: check that the peer answers at its new address (COOKIE2)
     /// before its CHILD_SAs move there.
     ReturnRoutability,
@@ -565,6 +568,9 @@ pub(crate) struct Outbox {
     pub tasks: VecDeque<Task>,
     pub transmits: VecDeque<Transmit>,
     pub events: VecDeque<Event>,
+    /// MOBIKE: our addresses other than the SA's, for the next
+    /// UPDATE_SA_ADDRESSES or address announcement (taken when it is sent).
+    pub additional_addresses: Option<Box<[IpAddr]>>,
 }
 
 impl Outbox {
@@ -1564,6 +1570,31 @@ impl IkeSa {
         true
     }
 
+    /// MOBIKE client role: the host's addresses changed. `local` is the
+    /// address the SA should now use and `additional` the others the peer
+    /// may reach us at (RFC 4555 §3.6). A new `local` moves the SA
+    /// (UPDATE_SA_ADDRESSES, which carries the list); the same one only
+    /// announces the list. False without MOBIKE, or when we are not the
+    /// initiator, which alone decides on addresses (§3.1).
+    pub fn local_addresses_changed(&mut self, now: Instant, local: SocketAddr, additional: &[IpAddr]) -> bool {
+        if !matches!(self.state, State::Established(_)) || !self.nat.mobike() || self.role != Role::Initiator {
+            return false;
+        }
+        let others: Box<[IpAddr]> = additional
+            .iter()
+            .copied()
+            .filter(|a| *a != local.ip())
+            .take(mobike::MAX_ADDITIONAL_ADDRESSES)
+            .collect();
+        self.outbox().additional_addresses = Some(others);
+        if local == self.local {
+            self.queue(now, Task::AnnounceAddresses);
+        } else {
+            self.update_local_address(now, local);
+        }
+        true
+    }
+
     /// Whether MOBIKE was negotiated on this SA.
     pub fn mobike(&self) -> bool {
         self.nat.mobike()
@@ -1608,6 +1639,7 @@ impl IkeSa {
                 Task::DeleteIke => informational::start_delete_ike(self, now),
                 Task::Dpd => informational::start_dpd(self, now),
                 Task::UpdateSaAddresses => mobike::start_update(self, now),
+                Task::AnnounceAddresses => mobike::start_announce(self, now),
                 Task::ReturnRoutability => mobike::start_return_routability(self, now),
             }
         }

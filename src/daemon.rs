@@ -47,6 +47,9 @@ pub struct Daemon {
     link: Mutex<Option<ironsa::cluster::link::Link>>,
     pools: Arc<SharedPools>,
     aaa: Aaa,
+    /// The thread that tells the shards when the host's addresses change
+    /// (MOBIKE clients), when IKE goes through wildcard sockets.
+    address_watch: Mutex<Option<crate::address_watch::AddressWatch>>,
 }
 
 /// The RADIUS parts that run beside the shards, for their counters.
@@ -234,6 +237,17 @@ impl Daemon {
                     .spawn(move || shard.run())?,
             );
         }
+        // MOBIKE clients follow the host's addresses only through wildcard
+        // sockets (and not when the data plane carries IKE on its own ports).
+        let address_watch = if config.listen.iter().any(IpAddr::is_unspecified) && !dataplane.carries_ike() {
+            crate::address_watch::AddressWatch::start(handles.clone())
+                .inspect_err(|e| {
+                    warn!("cannot watch the host's addresses: {e}; MOBIKE clients will not follow address changes")
+                })
+                .ok()
+        } else {
+            None
+        };
         info!(shards = n, listen = ?config.listen, ike_port = config.ike_port, nat_port = config.nat_port, "ironsa started");
         let daemon = Arc::new(Daemon {
             shards: handles,
@@ -251,6 +265,7 @@ impl Daemon {
                 accounting,
                 dae,
             },
+            address_watch: Mutex::new(address_watch),
         });
         let starts: Vec<String> = daemon
             .config
@@ -692,6 +707,9 @@ impl Daemon {
 
     /// Sends DELETE for every SA and waits for the shards to stop.
     pub fn shutdown(&self) {
+        if let Some(mut w) = self.address_watch.lock().ok().and_then(|mut w| w.take()) {
+            w.stop();
+        }
         for s in self.shards.iter() {
             s.send(ShardMsg::Shutdown);
         }

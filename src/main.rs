@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub use ironsa::config_file;
+mod address_watch;
 mod child_sas;
 mod cluster_shard;
 mod control_socket;

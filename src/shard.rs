@@ -141,6 +141,14 @@ pub enum ShardMsg {
         /// Answer: to how many it was done.
         reply: Sender<usize>,
     },
+    /// The host's addresses after a change (or its routes changed): MOBIKE
+    /// client SAs move to the source that now reaches their peer.
+    LocalAddresses {
+        /// The addresses a peer could reach us at.
+        addresses: Arc<[std::net::IpAddr]>,
+        /// Whether the set differs from the last one (announced to peers).
+        set_changed: bool,
+    },
     /// Delete every SA, then stop.
     Shutdown,
 }
@@ -928,6 +936,9 @@ impl Shard {
                     self.flush();
                     let _ = reply.send(done);
                 }
+                ShardMsg::LocalAddresses { addresses, set_changed } => {
+                    self.local_addresses_changed(now, &addresses, set_changed)
+                }
                 ShardMsg::Shutdown => {
                     if self.shutting_down.is_none() {
                         self.shutting_down = Some(now);
@@ -940,6 +951,48 @@ impl Shard {
                 }
             }
             self.flush();
+        }
+    }
+
+    /// MOBIKE client role: each IKE SA we initiated with MOBIKE moves to the
+    /// source the routing table now picks towards its peer, if we have a
+    /// socket for it; with the same source, a changed address set is only
+    /// announced. The route lookups are connects of unbound UDP sockets
+    /// (no I/O), one per peer address.
+    fn local_addresses_changed(&mut self, now: Instant, addresses: &[std::net::IpAddr], set_changed: bool) {
+        let mut routed: HashMap<std::net::IpAddr, Option<std::net::IpAddr>> = HashMap::new();
+        let mut moves = Vec::new();
+        for sa in self.endpoint.sas() {
+            if !sa.mobike() || !sa.is_established() || sa.role() != control::ike_sa::Role::Initiator {
+                continue;
+            }
+            let (local, remote) = (sa.local_addr(), sa.remote_addr());
+            let source = *routed.entry(remote.ip()).or_insert_with(|| match crate::ike_io::source_for(remote) {
+                Ok(ip) => Some(ip),
+                Err(e) => {
+                    warn!(peer = %remote, "no route to a MOBIKE peer after an address change: {e}; its IKE SA stays until one appears");
+                    None
+                }
+            });
+            let Some(source) = source else { continue };
+            if source == local.ip() && !set_changed {
+                continue;
+            }
+            if !self.sockets.iter().any(|s| {
+                s.local.port() == local.port()
+                    && (s.local.ip() == source || (s.is_wildcard() && s.local.is_ipv4() == source.is_ipv4()))
+            }) {
+                warn!(
+                    peer = %remote,
+                    new = %source,
+                    "the route to a MOBIKE peer now leaves from an address we do not listen on: listen on the wildcard address to follow it"
+                );
+                continue;
+            }
+            moves.push((sa.local_spi(), SocketAddr::new(source, local.port())));
+        }
+        for (spi, local) in moves {
+            self.endpoint.local_addresses_changed(now, spi, local, addresses);
         }
     }
 

@@ -2151,7 +2151,11 @@ fn mobike_client_moves_with_cookie2_and_announces_its_addresses() {
     let mut p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
     let spi = p.a_spi();
     let moved: SocketAddr = "192.0.2.9:500".parse().unwrap();
-    let others: Vec<std::net::IpAddr> = vec![moved.ip(), "192.0.2.10".parse().unwrap(), "2001:db8::9".parse().unwrap()];
+    let others: Vec<std::net::IpAddr> = vec![
+        moved.ip(),
+        "192.0.2.10".parse().unwrap(),
+        "2001:db8::9".parse().unwrap(),
+    ];
     // The responder decides nothing about addresses.
     let b_spi = p.b.sas().next().unwrap().local_spi();
     assert!(!p.b.local_addresses_changed(p.now, b_spi, B.parse().unwrap(), &others));
@@ -2171,4 +2175,30 @@ fn mobike_client_moves_with_cookie2_and_announces_its_addresses() {
     assert_eq!((p.a_seen.moved.len(), p.b_seen.moved.len()), (1, 1));
     assert_eq!(p.a.stats().drops.total() + p.b.stats().drops.total(), 0);
     assert_eq!((p.a_seen.up.len(), p.a_seen.installed.len()), (1, 1), "no new SAs");
+}
+
+#[test]
+fn mobike_request_in_flight_is_resent_from_the_new_address_at_once() {
+    let mut p = establish("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let spi = p.a_spi();
+    let old: SocketAddr = A.parse().unwrap();
+    let moved: SocketAddr = "192.0.2.9:500".parse().unwrap();
+    // A new address appears: the list goes out from the old one...
+    assert!(p.a.local_addresses_changed(p.now, spi, old, &[old.ip(), moved.ip()]));
+    let announce = p.a.poll_transmit().expect("address list");
+    assert_eq!(announce.local, old);
+    p.b.handle(p.now, announce.local, announce.remote, &announce.data);
+    // ...and its answer is lost with the old address, which goes away.
+    assert!(p.b.poll_transmit().is_some());
+    assert!(p.a.local_addresses_changed(p.now, spi, moved, &[moved.ip()]));
+    let again = p.a.poll_transmit().expect("the request in flight, sent again at once");
+    assert_eq!((again.local, &again.data), (moved, &announce.data));
+    p.b.handle(p.now, again.local, again.remote, &again.data);
+    p.run(Duration::from_millis(100));
+    assert_eq!(
+        p.b.sas().next().unwrap().remote_addr(),
+        moved,
+        "the update followed without a timeout"
+    );
+    assert_eq!((p.a_seen.moved.len(), p.b_seen.moved.len()), (1, 1));
 }

@@ -1566,6 +1566,17 @@ impl IkeSa {
         }
         info!(old = %self.local, new = %local, peer = %self.remote, "our address changed: updating the peer (MOBIKE)");
         self.local = local;
+        // A request in flight was sent from the old address, where its
+        // answer may no longer arrive: send it again from the new one now
+        // rather than after a retransmission timeout (RFC 4555 §3.5), so
+        // the update queued behind it is not held up.
+        let resend = self.outbox.as_mut().and_then(|b| b.outstanding.as_mut()).map(|o| {
+            o.deadline = now + self.config.retransmit_timeout;
+            o.datagrams.clone()
+        });
+        for d in resend.into_iter().flatten() {
+            self.push_transmit(d);
+        }
         self.queue(now, Task::UpdateSaAddresses);
         true
     }

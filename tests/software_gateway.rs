@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::Need;
 use support::netns::{OUTER_A, OUTER_B};
-use support::util::free_udp_port_pair;
+use support::util::{free_udp_port_pair, http_get};
 use support::{Ironsa, NetnsPair};
 
 const PSK: &str = "a-long-random-test-secret-for-the-software-gateway";
@@ -257,17 +257,4 @@ fn nat_t_receive_queue_overflows_are_counted() {
     assert!(counted >= n, "{line} (stats said {n})");
     // The TUN device's queues are reported too.
     assert!(metrics.contains("queue=\"tun_read\",local=\"ironsa-qd0\""), "{metrics}");
-}
-
-/// The body of an HTTP GET of `path` on 127.0.0.1:`port`.
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
-    c.set_read_timeout(Some(T)).unwrap();
-    // One write: the endpoint reads the request line from its first segment.
-    c.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut out = Vec::new();
-    let _ = c.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -161,3 +161,17 @@ pub fn tail_file(path: &std::path::Path, lines: usize) -> String {
 pub fn root_or_skip(_test: &str) -> bool {
     !super::require::skip_unless(&[super::require::Need::Root])
 }
+
+/// The body of an HTTP GET of `path` on 127.0.0.1:`port` (the daemon's
+/// metrics endpoint), with the response head.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // One write: the endpoint reads the request line from its first segment.
+    c.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -54,13 +54,16 @@ ike_proposals = "aes256gcm16-prfsha256-x25519"
     )
 }
 
+/// The suite and the keys of both directions (SK_ei, SK_er) of an IKE SA.
+type SkKeys = (IkeSuite, Vec<u8>, Vec<u8>);
+
 /// The client's IKE keys, as its key log hands them over.
 #[derive(Default)]
-struct Keys(Mutex<Option<(IkeSuite, Vec<u8>, Vec<u8>)>>);
+struct Keys(Mutex<Option<SkKeys>>);
 
 impl IkeKeyLog for Keys {
     fn ike_sa_keys(&self, _spis: (u64, u64), suite: &IkeSuite, keys: &IkeSaKeys) {
-        *self.0.lock().unwrap() = Some((suite.clone(), keys.sk_ei.to_vec(), keys.sk_er.to_vec()));
+        *self.0.lock().unwrap() = Some((*suite, keys.sk_ei.to_vec(), keys.sk_er.to_vec()));
     }
 }
 
@@ -78,9 +81,7 @@ impl Client {
         let first = UdpSocket::bind((CLIENT, 0)).unwrap();
         let port = first.local_addr().unwrap().port();
         let mut sockets = HashMap::new();
-        for ip in [MOVED] {
-            sockets.insert(ip.parse().unwrap(), UdpSocket::bind((ip, port)).unwrap());
-        }
+        sockets.insert(MOVED.parse().unwrap(), UdpSocket::bind((MOVED, port)).unwrap());
         sockets.insert(CLIENT.parse().unwrap(), first);
         for s in sockets.values() {
             s.set_nonblocking(true).unwrap();

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::Need;
-use support::netns::{INNER_A, OUTER_A, OUTER_B, SUBNET_A, SUBNET_B};
+use support::netns::{INNER_A, INNER_B, OUTER_A, OUTER_B, SUBNET_A, SUBNET_B};
 use support::util::next_seq;
 use support::{Ironsa, NetnsPair};
 
@@ -401,6 +401,137 @@ fn gateway_with_a_software_peer(queues: u16, udp_encap: bool) {
     // Each loop thread registered with EAL (an lcore id: mbuf caches).
     assert_eq!(log.matches("poll loop running").count(), usize::from(queues), "{log}");
     assert!(!log.contains("without an lcore id"), "{log}");
+}
+
+/// The peer's second address, when it moves (MOBIKE).
+const MOVED_B: &str = "10.99.0.3";
+
+/// Pings `to` from `from` inside `ns`, `count` times every 50 ms; returns
+/// the sequence numbers of the replies in the order they came.
+fn reply_order(ns: &support::Netns, from: &str, to: &str, count: u32) -> Vec<u32> {
+    let out = ns
+        .exec_bounded(
+            &[
+                "ping",
+                "-n",
+                "-c",
+                &count.to_string(),
+                "-i",
+                "0.05",
+                "-W",
+                "2",
+                "-I",
+                from,
+                to,
+            ],
+            Duration::from_secs(60),
+        )
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_else(|e| format!("{e}"));
+    out.lines()
+        .filter_map(|l| l.split("icmp_seq=").nth(1)?.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// The DPDK gateway moves a CHILD_SA in place: the peer (ironsa, software
+/// data plane, MOBIKE client) changes its address while it pings through
+/// the tunnel; the gateway's return routability check passes, its DPDK
+/// SAs move to the new outer addresses (move_children), and ESP reaches
+/// the peer at its new address only, in order, on the same SPIs.
+#[test]
+fn dpdk_gateway_moves_the_esp_of_a_mobike_client() {
+    if support::skip_unless(&[Need::Root, Need::Tool("ping"), Need::Tool("ethtool")]) {
+        return;
+    }
+    let ns = NetnsPair::new().unwrap();
+    let inside_port = gateway_side(&ns);
+    ns.b.exec(&[
+        "sysctl",
+        "-qw",
+        &format!("net.ipv4.conf.{}.promote_secondaries=1", ns.veth_b),
+    ])
+    .unwrap();
+    let profile_dir = tempfile::tempdir().unwrap();
+    let profile_path = profile_dir.path().join("af-packet.toml");
+    std::fs::write(&profile_path, profile(&ns.veth_a, &inside_port, 1, None)).unwrap();
+    // The peer initiates (MOBIKE's initiator is the one that moves) from the wildcard address.
+    let peer = Ironsa::start(
+        &format!(
+            "[daemon]\nlisten = [\"0.0.0.0\"]\nshards = 1\ncontrol_socket = \"SOCKET\"\n\n[fastpath]\nbackend = \"software\"\ntun_name = \"ironsa0\"\n{}",
+            connection(OUTER_A, SUBNET_B, SUBNET_A, "b@test", "a@test")
+        ),
+        Some(ns.b.name()),
+    );
+    let gw = Ironsa::start(
+        &format!(
+            "[daemon]\nshards = 1\ncontrol_socket = \"SOCKET\"\n\n[fastpath]\nhw_profile = \"{}\"\n{}",
+            profile_path.display(),
+            connection(OUTER_B, SUBNET_A, SUBNET_B, "a@test", "b@test")
+                .replace(&format!("remote_addrs = [\"{OUTER_B}\"]\n"), "")
+        ),
+        Some(ns.a.name()),
+    );
+    assert!(gw.log().contains("DPDK fastpath ready"), "{}", gw.log());
+    peer.call(json!({"cmd": "initiate", "connection": "peer", "timeout": 10}));
+    let one_child = |s: &[Value]| {
+        s.len() == 1 && s[0]["state"] == "ESTABLISHED" && s[0]["children"].as_array().is_some_and(|c| c.len() == 1)
+    };
+    let before = gw.wait_sas(T, one_child);
+    let peer_before = peer.wait_sas(T, one_child);
+    assert_eq!(before[0]["mobike"], json!(true), "{before:#?}");
+
+    const PINGS: u32 = 120;
+    let order = std::thread::scope(|scope| {
+        let pinger = scope.spawn(|| reply_order(&ns.b, INNER_B, INNER_A, PINGS));
+        std::thread::sleep(Duration::from_millis(1500));
+        ns.b.exec(&["ip", "addr", "add", &format!("{MOVED_B}/24"), "dev", &ns.veth_b])
+            .unwrap();
+        ns.b.exec(&["ip", "addr", "del", &format!("{OUTER_B}/24"), "dev", &ns.veth_b])
+            .unwrap();
+        pinger.join().unwrap()
+    });
+    let after = gw.wait_sas(T, |s| {
+        one_child(s)
+            && s[0]["remote"]
+                .as_str()
+                .is_some_and(|r| r.starts_with(&format!("{MOVED_B}:")))
+    });
+    let peer_after = peer.wait_sas(T, one_child);
+    // Same IKE SA and the same CHILD_SA on both sides: moved, not rekeyed.
+    for (b, a) in [(&before[0], &after[0]), (&peer_before[0], &peer_after[0])] {
+        for key in ["spi_i", "spi_r"] {
+            assert_eq!(a[key], b[key], "same IKE SA");
+        }
+        for key in ["spi_in", "spi_out"] {
+            assert_eq!(a["children"][0][key], b["children"][0][key], "same CHILD_SA");
+        }
+    }
+    let log = gw.log();
+    assert!(log.contains("return routability verified"), "{log}");
+    assert!(log.contains("CHILD_SA moved to new outer addresses"), "{log}");
+    // In order: no reply overtook an earlier one across the move.
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "replies out of order: {order:?}");
+    let lost = PINGS as usize - order.len();
+    eprintln!("DPDK gateway, MOBIKE move of the peer: {lost} of {PINGS} pings lost");
+    assert!(
+        lost * 50 < 1000,
+        "{lost} of {PINGS} pings lost across the move: {order:?}"
+    );
+    // After the move ESP reaches the peer at its new address only (the old
+    // one is gone): the tunnel still carries traffic both ways.
+    let (in_before, out_before) = peer.child_packets();
+    let (sent, got) = support::traffic::ping(&ns.b, INNER_B, INNER_A, 5, "0.1");
+    assert_eq!((sent, got), (5, 5), "ping through the moved tunnel");
+    let (in_after, out_after) = peer.child_packets();
+    assert!(
+        in_after >= in_before + 5 && out_after >= out_before + 5,
+        "the moved CHILD_SA carries the traffic: in {in_before}->{in_after}, out {out_before}->{out_after}"
+    );
+    let dp = cli_stats(&gw)["dataplane"].clone();
+    let esp_out: u64 = dp["loops"]
+        .as_array()
+        .map_or(0, |l| l.iter().map(|x| u(&x["esp_out"]["packets"])).sum());
+    assert!(esp_out >= PINGS as u64 / 2, "ESP out of the DPDK port: {dp:#}");
 }
 
 /// A profile naming a CPU this machine does not have stops the daemon at

@@ -64,15 +64,27 @@ fn charon_in_b(ns: &NetnsPair, name: &str, conn: Connection) -> Charon {
         .unwrap()
 }
 
-/// Keeps a new address on `veth` when the old one of its subnet is removed.
-fn promote_secondaries(ns: &Netns, veth: &str) {
-    ns.exec(&[
-        "sysctl",
-        "-q",
-        "-w",
-        &format!("net.ipv4.conf.{veth}.promote_secondaries=1"),
-    ])
-    .unwrap();
+/// Prepares the namespaces for an address move on `veth` in `mover`: the
+/// new address stays when the old one of its subnet is removed, and no
+/// IPv6 link-local address appears on the way (charon answers each new
+/// address of its own with an address-list INFORMATIONAL; one sent to the
+/// old address just as it goes is retransmitted only after 2 s, and holds
+/// up charon's CHILD_SA rekey after the move for as long).
+fn prepare_move(ns: &NetnsPair, mover: &Netns, veth: &str) {
+    for n in [&ns.a, &ns.b] {
+        for scope in ["all", "default"] {
+            n.exec(&["sysctl", "-q", "-w", &format!("net.ipv6.conf.{scope}.disable_ipv6=1")])
+                .unwrap();
+        }
+    }
+    mover
+        .exec(&[
+            "sysctl",
+            "-q",
+            "-w",
+            &format!("net.ipv4.conf.{veth}.promote_secondaries=1"),
+        ])
+        .unwrap();
 }
 
 /// Pings `to` from `from` inside `ns` for 6 s; after 1.5 s the address of
@@ -128,7 +140,7 @@ fn charon_client_changes_address_and_keeps_its_sas() {
         return;
     }
     let ns = NetnsPair::new().unwrap();
-    promote_secondaries(&ns.b, &ns.veth_b);
+    prepare_move(&ns, &ns.b, &ns.veth_b);
     let ironsa = Ironsa::start(&gateway(), Some(ns.a.name()));
     let charon = charon_in_b(&ns, "mobike", Connection::new("gw", "%any", OUTER_A));
     charon.swanctl().initiate(Target::Child("net"), T).unwrap();
@@ -186,7 +198,7 @@ fn ironsa_client_changes_address_and_keeps_its_sas() {
         return;
     }
     let ns = NetnsPair::new().unwrap();
-    promote_secondaries(&ns.a, &ns.veth_a);
+    prepare_move(&ns, &ns.a, &ns.veth_a);
     let charon = charon_in_b(&ns, "mobike-gw", Connection::new("roadwarrior", OUTER_B, "%any"));
     let ironsa = Ironsa::start(&client(), Some(ns.a.name()));
     ironsa.call(json!({"cmd": "initiate", "connection": "peer", "timeout": 10}));

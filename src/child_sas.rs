@@ -375,6 +375,34 @@ impl ChildSas {
         self.sad.outbound(id).map(|sa| sa.set_next_seq(seq)).is_some()
     }
 
+    /// The highest inbound ESP sequence number the child with inbound SPI
+    /// `spi_in` accepted so far.
+    pub fn inbound_seq(&self, spi_in: u32) -> Option<u64> {
+        let id = self.children.lock().ok()?.by_spi_in.get(&spi_in)?.inbound;
+        let sa = self.sad.inbound_by_id(id)?;
+        let top = sa.replay.lock().unwrap_or_else(|e| e.into_inner()).top();
+        Some(top)
+    }
+
+    /// Restarts the child's replay window at `top` (a child taken over from
+    /// another node: what that node accepted up to its last checkpoint is
+    /// refused as replays here).
+    pub fn resume_inbound_seq(&self, spi_in: u32, top: u64) -> bool {
+        let Some(id) = self
+            .children
+            .lock()
+            .ok()
+            .and_then(|c| c.by_spi_in.get(&spi_in).map(|c| c.inbound))
+        else {
+            return false;
+        };
+        let Some(sa) = self.sad.inbound_by_id(id) else {
+            return false;
+        };
+        sa.replay.lock().unwrap_or_else(|e| e.into_inner()).resume_at(top);
+        true
+    }
+
     /// Marks an adopted child's inbound SPI used on this node.
     pub fn claim_spi(&self, spi: u32) -> bool {
         self.spis.claim(spi)

@@ -46,8 +46,9 @@ pub struct ShardCluster {
     written: HashMap<u64, u64>,
     next_checkpoint: Instant,
     interval: Duration,
-    /// Outbound sequence numbers to set once adopted children are installed.
-    pending_seqs: Vec<(u32, u64)>,
+    /// Sequence numbers to set once adopted children are installed: by
+    /// inbound SPI, the next outbound one and the replay window's top.
+    pending_seqs: Vec<(u32, u64, u64)>,
 }
 
 impl ShardCluster {
@@ -112,14 +113,16 @@ impl ShardCluster {
         }
     }
 
-    /// Sets the outbound sequence numbers of the children adopted since the
-    /// last call, once the data plane has installed them.
+    /// Sets the outbound sequence numbers and replay windows of the
+    /// children adopted since the last call, once the data plane has
+    /// installed them: packets the peer sent before the last checkpoint are
+    /// refused as replays, later ones are taken.
     pub fn after_install(&mut self, dataplane: &dyn DataPlane) {
-        for (spi_in, seq) in self.pending_seqs.drain(..) {
-            if !dataplane.set_esp_seq_out(spi_in, seq) {
+        for (spi_in, seq_out, seq_in) in self.pending_seqs.drain(..) {
+            if !dataplane.set_esp_seq_out(spi_in, seq_out) || !dataplane.set_esp_seq_in(spi_in, seq_in) {
                 warn!(
                     spi_in = format_args!("{spi_in:08x}"),
-                    "adopted CHILD_SA is not in the data plane: its sequence numbers were not advanced"
+                    "adopted CHILD_SA is not in the data plane: its sequence numbers and replay window were not carried on"
                 );
             }
         }
@@ -143,6 +146,7 @@ impl ShardCluster {
             for c in sa.children().iter().filter(|c| c.state == ChildState::Installed) {
                 c.spi_in.hash(&mut digest);
                 (dataplane.esp_seq_out(c.spi_in).unwrap_or(0) / SEQ_STEP).hash(&mut digest);
+                (dataplane.esp_seq_in(c.spi_in).unwrap_or(0) / SEQ_STEP).hash(&mut digest);
             }
             let digest = digest.finish();
             if self.written.get(&spi) == Some(&digest) {
@@ -156,6 +160,7 @@ impl ShardCluster {
                     c.inbound = inbound.clone();
                     c.outbound = outbound.clone();
                     c.esp_seq_out = dataplane.esp_seq_out(c.spi_in).unwrap_or(0);
+                    c.esp_seq_in = dataplane.esp_seq_in(c.spi_in).unwrap_or(0);
                     true
                 }
                 None => false,
@@ -185,7 +190,8 @@ impl ShardCluster {
     }
 
     /// Continues IKE SAs of a range this node adopted; their children get
-    /// outbound sequence numbers [`SEQ_MARGIN`] past the checkpoint.
+    /// outbound sequence numbers [`SEQ_MARGIN`] past the checkpoint and
+    /// replay windows that start at the checkpoint.
     pub fn adopt(
         &mut self,
         now: Instant,
@@ -208,7 +214,7 @@ impl ShardCluster {
                     ok += 1;
                     for c in &state.children {
                         self.pending_seqs
-                            .push((c.spi_in, c.esp_seq_out.saturating_add(SEQ_MARGIN)));
+                            .push((c.spi_in, c.esp_seq_out.saturating_add(SEQ_MARGIN), c.esp_seq_in));
                     }
                     // The new owner writes it again, under its ownership.
                     self.written.remove(&spi);

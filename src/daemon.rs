@@ -128,19 +128,32 @@ impl Daemon {
         let link = match &config.cluster {
             None => None,
             Some(c) => {
+                use ironsa::cluster::link::{Forwarded, FrameKind};
                 let shards = handles.clone();
-                let deliver = Box::new(move |f: ironsa::cluster::link::Forwarded| match f.kind {
-                    ironsa::cluster::link::FrameKind::Ike => to_owning_shard(&shards, f.local, f.remote, f.data),
+                let plane = dataplane.clone();
+                let deliver = Box::new(move |f: Forwarded| match f.kind {
+                    FrameKind::Ike => to_owning_shard(&shards, f.local, f.remote, f.data),
+                    FrameKind::Esp => plane.esp_forwarded(f.local, f.remote, false, &f.data),
+                    FrameKind::EspInUdp => plane.esp_forwarded(f.local, f.remote, true, &f.data),
                     other => {
-                        debug!(from = f.from, kind = ?other, "forwarded datagram of a kind this data plane does not take; dropped")
+                        debug!(from = f.from, kind = ?other, "forwarded datagram of a kind this node does not take; dropped")
                     }
                 });
-                Some(ironsa::cluster::link::Link::start(
-                    c.node,
-                    c.link,
-                    &c.link_key,
-                    deliver,
-                )?)
+                let link = ironsa::cluster::link::Link::start(c.node, c.link, &c.link_key, deliver)?;
+                if let Some(store) = &store {
+                    let (view, sender) = (store.view().clone(), link.sender());
+                    dataplane.set_esp_forward(crate::dataplane::EspForward {
+                        ranges: view.foreign_ranges().clone(),
+                        send: Arc::new(move |spi, local, remote, udp, packet: &[u8]| {
+                            let Some((_, to)) = view.forward_to(ironsa::cluster::node_of_esp_spi(spi)) else {
+                                return;
+                            };
+                            let kind = if udp { FrameKind::EspInUdp } else { FrameKind::Esp };
+                            sender.forward(to, kind, local, remote, packet);
+                        }),
+                    });
+                }
+                Some(link)
             }
         };
         let ike_key_log: Option<Arc<dyn control::ike_sa::IkeKeyLog>> = match &config.keylog {

@@ -56,6 +56,17 @@ pub struct ChildCounters {
     pub no_policy: u64,
 }
 
+/// Where ESP of other cluster nodes goes: the ranges they serve (the data
+/// plane's workers test each unknown SPI against them), and the sender.
+#[derive(Clone)]
+pub struct EspForward {
+    /// SPI ranges another node serves.
+    pub ranges: Arc<fastpath::worker::ForeignRanges>,
+    /// Forwards one packet: its SPI, where it arrived (local, remote), and
+    /// whether it came in UDP.
+    pub send: Arc<dyn Fn(u32, SocketAddr, SocketAddr, bool, &[u8]) + Send + Sync>,
+}
+
 /// What the daemon needs from a data plane.
 pub trait DataPlane: Send + Sync {
     /// Installs a negotiated CHILD_SA (both directions) and its policies.
@@ -98,6 +109,22 @@ pub trait DataPlane: Send + Sync {
     fn esp_seq_out(&self, _spi_in: u32) -> Option<u64> {
         None
     }
+    /// The highest inbound ESP sequence number the child with inbound SPI
+    /// `spi_in` accepted (`None`: no such child, or no ESP here).
+    fn esp_seq_in(&self, _spi_in: u32) -> Option<u64> {
+        None
+    }
+    /// Restarts an adopted child's replay window at `top`: packets up to it
+    /// count as seen; false if there is no such child.
+    fn set_esp_seq_in(&self, _spi_in: u32, _top: u64) -> bool {
+        false
+    }
+    /// Sends ESP without an SA here whose SPI names a range another cluster
+    /// node serves to that node (set before the data plane runs).
+    fn set_esp_forward(&self, _forward: EspForward) {}
+    /// An ESP packet another node forwarded over the cluster link, as it
+    /// arrived there (`udp`: ESP-in-UDP); decrypted like one received here.
+    fn esp_forwarded(&self, _local: SocketAddr, _remote: SocketAddr, _udp: bool, _packet: &[u8]) {}
     /// Marks an adopted child's inbound SPI (allocated by another node) used
     /// here, so this node never allocates it again; false if it is in use.
     fn claim_spi(&self, _spi_in: u32) -> bool {

@@ -390,6 +390,14 @@ impl DataPlane for DpdkDataPlane {
         self.children.set_outbound_seq(spi_in, seq)
     }
 
+    fn esp_seq_in(&self, spi_in: u32) -> Option<u64> {
+        self.children.inbound_seq(spi_in)
+    }
+
+    fn set_esp_seq_in(&self, spi_in: u32, top: u64) -> bool {
+        self.children.resume_inbound_seq(spi_in, top)
+    }
+
     fn claim_spi(&self, spi_in: u32) -> bool {
         self.children.claim_spi(spi_in)
     }

@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
 use crate::child_sas::{ChildSas, ChildSettings, IkeSink, LifetimeSink};
-use crate::dataplane::{ChildCounters, DataPlane};
+use crate::dataplane::{ChildCounters, DataPlane, EspForward};
 use crate::routing::{LinkDrops, OUTER_MARK, Route, Rtnl, TunRoutes};
 
 const BATCH: usize = 64;
@@ -203,6 +203,10 @@ pub struct SoftwareDataPlane {
     /// The TUN device's interface index and a netlink handle to read its drop counters.
     tun_link: Option<(u32, Mutex<Rtnl>)>,
     socket_buffer: usize,
+    /// Where ESP of SAs other cluster nodes serve goes (clustered only).
+    esp_forward: std::sync::OnceLock<EspForward>,
+    /// Decrypts ESP other nodes forwarded to this one (set by `run`).
+    forwarded_rx: Mutex<Option<(Worker, Tun, PacketBuf)>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -341,6 +345,8 @@ impl SoftwareDataPlane {
             queue_drops,
             tun_link,
             socket_buffer: cfg.socket_buffer,
+            esp_forward: std::sync::OnceLock::new(),
+            forwarded_rx: Mutex::new(None),
             tun_name: name,
             stop: Arc::new(AtomicBool::new(false)),
         })
@@ -404,6 +410,15 @@ impl SoftwareDataPlane {
             return Err(io::Error::other("already running"));
         };
         let writer = first.try_clone()?;
+        // Forwarded ESP is decrypted by a worker of its own that never
+        // forwards again: a packet goes at most one hop between nodes.
+        if let Ok(mut f) = self.forwarded_rx.lock() {
+            *f = Some((
+                self.new_worker(0, true),
+                writer.try_clone()?,
+                PacketBuf::with_defaults(),
+            ));
+        }
         let raws: Vec<RawEspIo> = self
             .raw
             .lock()
@@ -479,7 +494,11 @@ impl SoftwareDataPlane {
     /// Decrypts what `source` receives into the TUN device; IKE from a
     /// NAT-T socket goes to its sink.
     fn rx_loop(self: Arc<Self>, mut source: EspSource, mut tun: Tun) {
+        let forward = self.esp_forward.get().cloned();
         let mut worker = self.new_worker(0, true);
+        if let Some(f) = &forward {
+            worker = worker.with_foreign_ranges(f.ranges.clone());
+        }
         let (kind, what, meta_init) = match &source {
             EspSource::NatT { io, .. } => {
                 let local = io.local_addr().ip();
@@ -525,6 +544,27 @@ impl SoftwareDataPlane {
             };
             worker.inbound_burst(kind, &mut bufs[..n], &meta[..n], &mut verdicts[..n]);
             Self::to_tunnel(&mut tun, &bufs[..n], &verdicts[..n]);
+            if let Some(f) = &forward {
+                let local_port = match &source {
+                    EspSource::NatT { io, .. } => io.local_addr().port(),
+                    EspSource::Raw(_) => 0,
+                };
+                for i in (0..n).filter(|i| verdicts[*i] == Verdict::Foreign) {
+                    let m = &meta[i];
+                    let data = bufs[i].data();
+                    let Some(spi) = data.get(..4).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]])) else {
+                        continue;
+                    };
+                    let local = SocketAddr::new(m.dst.unwrap_or(meta_init.src), local_port);
+                    (f.send)(
+                        spi,
+                        local,
+                        SocketAddr::new(m.src, m.src_port),
+                        kind == InboundKind::Udp,
+                        data,
+                    );
+                }
+            }
             if let EspSource::NatT { io, sink } = &mut source {
                 let local = io.local_addr();
                 for i in 0..n {
@@ -694,6 +734,32 @@ impl DataPlane for SoftwareDataPlane {
         // The fastpath owns the NAT-T sockets; the control plane never reads ESP.
     }
 
+    fn set_esp_forward(&self, forward: EspForward) {
+        if self.esp_forward.set(forward).is_err() {
+            warn!("ESP forwarding between cluster nodes was set up twice; the first setting stays");
+        }
+    }
+
+    fn esp_forwarded(&self, local: SocketAddr, remote: SocketAddr, udp: bool, packet: &[u8]) {
+        let Ok(mut rx) = self.forwarded_rx.lock() else { return };
+        let Some((worker, tun, buf)) = rx.as_mut() else {
+            debug!("ESP forwarded by another node before the data plane runs; dropped");
+            return;
+        };
+        if buf.set_data(packet).is_err() {
+            debug!(len = packet.len(), "forwarded ESP larger than a packet buffer; dropped");
+            return;
+        }
+        let meta = PacketMeta {
+            src: remote.ip(),
+            dst: Some(local.ip()),
+            src_port: remote.port(),
+        };
+        let kind = if udp { InboundKind::Udp } else { InboundKind::RawEsp };
+        let verdict = worker.inbound_packet(kind, buf, &meta);
+        Self::to_tunnel(tun, std::slice::from_ref(buf), &[verdict]);
+    }
+
     fn ike_event(&self, _event: &Event) {}
 
     fn child_counters(&self, child: &control::ike_sa::ChildSa) -> Option<ChildCounters> {
@@ -723,6 +789,14 @@ impl DataPlane for SoftwareDataPlane {
 
     fn set_esp_seq_out(&self, spi_in: u32, seq: u64) -> bool {
         self.children.set_outbound_seq(spi_in, seq)
+    }
+
+    fn esp_seq_in(&self, spi_in: u32) -> Option<u64> {
+        self.children.inbound_seq(spi_in)
+    }
+
+    fn set_esp_seq_in(&self, spi_in: u32, top: u64) -> bool {
+        self.children.resume_inbound_seq(spi_in, top)
     }
 
     fn claim_spi(&self, spi_in: u32) -> bool {

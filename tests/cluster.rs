@@ -442,3 +442,191 @@ fn without_store_quorum_established_tunnels_work_and_new_ones_get_temporary_fail
     let b_spi = b.sas()[0]["spi_i"].clone();
     assert!(gateway.sas().iter().any(|s| s["spi_i"] == b_spi));
 }
+
+/// A gateway of a [`support::netns::GatewayFarm`]: the shared VIP, the
+/// software data plane, clustered as node `node` (its link on its own
+/// address), with a tunnel child between 10.1.0.0/16 and the client's
+/// 10.9.0.0/24.
+fn farm_gateway_config(node: NodeId, etcd: &Etcd, keys: &std::path::Path) -> String {
+    use support::netns::{FARM_VIP, GatewayFarm};
+    let store: Vec<String> = etcd.endpoints().iter().map(|e| format!("\"{e}\"")).collect();
+    format!(
+        r#"
+[daemon]
+listen = ["{FARM_VIP}"]
+shards = 1
+control_socket = "SOCKET"
+
+[fastpath]
+backend = "software"
+tun_name = "ironsa0"
+
+[cluster]
+node = {node}
+store = [{store}]
+name = "esp"
+link = "{link}:4510"
+link_key = "{link_key}"
+cluster_key = "{cluster_key}"
+lease = "2s"
+checkpoint_interval = "1s"
+
+[[connection]]
+name = "rw"
+remote_addrs = ["%any"]
+local_id = "gw@cluster.test"
+remote_id = "client@cluster.test"
+psk = "{PSK}"
+ike_proposals = "aes256gcm16-prfsha256-x25519"
+
+[[connection.child]]
+name = "net"
+local_ts = ["10.1.0.0/16"]
+remote_ts = ["10.9.0.0/24"]
+esp_proposals = "aes256gcm16"
+"#,
+        store = store.join(", "),
+        link = GatewayFarm::gateway_addr(usize::from(node) - 1),
+        link_key = keys.join("link.key").display(),
+        cluster_key = keys.join("cluster.key").display(),
+    )
+}
+
+/// The farm's client: ESP in UDP (as behind a carrier's NAT) to the VIP.
+fn farm_client_config() -> String {
+    use support::netns::{FARM_CLIENT, FARM_VIP};
+    format!(
+        r#"
+[daemon]
+listen = ["{FARM_CLIENT}"]
+shards = 1
+control_socket = "SOCKET"
+
+[fastpath]
+backend = "software"
+tun_name = "ironsa0"
+
+[[connection]]
+name = "gw"
+remote_addrs = ["{FARM_VIP}"]
+local_id = "client@cluster.test"
+remote_id = "gw@cluster.test"
+psk = "{PSK}"
+ike_proposals = "aes256gcm16-prfsha256-x25519"
+force_udp_encap = true
+
+[[connection.child]]
+name = "net"
+local_ts = ["10.9.0.0/24"]
+remote_ts = ["10.1.0.0/16"]
+esp_proposals = "aes256gcm16"
+"#
+    )
+}
+
+/// (packets in, packets out, drops) of the first CHILD_SA of `node`.
+fn child_counters(node: &support::Ironsa) -> (u64, u64, u64) {
+    let c = &node.sas().first().cloned().unwrap_or_default()["children"][0]["counters"];
+    let n = |k: &str| c[k].as_u64().unwrap_or(0);
+    (n("packets_in"), n("packets_out"), n("drops"))
+}
+
+#[test]
+fn esp_reaching_another_node_is_forwarded_and_flows_on_the_survivor_after_a_kill() {
+    use support::netns::{FARM_ROUTER, GatewayFarm};
+    if skip_unless(&[
+        Need::Root,
+        Need::Tool("ping"),
+        Need::Tool("etcd"),
+        Need::Tool("etcdctl"),
+    ]) {
+        return;
+    }
+    let farm = GatewayFarm::new(2).unwrap();
+    farm.client
+        .exec(&["ip", "addr", "add", "10.9.0.1/32", "dev", "lo"])
+        .unwrap();
+    for g in &farm.gateways {
+        g.exec(&["ip", "addr", "add", "10.1.0.1/32", "dev", "lo"]).unwrap();
+    }
+    let etcd = Etcd::start_at(3, FARM_ROUTER, Some(farm.router.name()));
+    let keys = tempfile::tempdir().unwrap();
+    key_file(keys.path(), "link.key", 0x51);
+    key_file(keys.path(), "cluster.key", 0x52);
+    let mut gateways: Vec<support::Ironsa> = farm
+        .gateways
+        .iter()
+        .zip(1..)
+        .map(|(ns, node)| support::Ironsa::start(&farm_gateway_config(node, &etcd, keys.path()), Some(ns.name())))
+        .collect();
+    for g in &gateways {
+        wait("both nodes are in the store", Duration::from_secs(15), || {
+            g.call(serde_json::json!({"cmd": "cluster"}))["nodes"]
+                .as_array()
+                .is_some_and(|n| n.len() == 2)
+        });
+    }
+    let client = support::Ironsa::start(&farm_client_config(), Some(farm.client.name()));
+    // The router sends the VIP to node 1: it negotiates the SA and owns it.
+    client.call(serde_json::json!({"cmd": "initiate", "connection": "gw", "timeout": 10}));
+    let spi_i = client.sas()[0]["spi_i"].clone();
+    gateways[0].wait_sas(Duration::from_secs(10), |s| s.iter().any(|s| s["spi_i"] == spi_i));
+    let ping = |count: u32| support::traffic::ping(&farm.client, "10.9.0.1", "10.1.0.1", count, "0.2");
+    assert_eq!(ping(5), (5, 5), "ping through node 1");
+
+    // ECMP moves the flow to node 2, which has no SA: it forwards the ESP
+    // (and IKE) to node 1 over the link; node 1 answers from the VIP.
+    farm.steer(1).unwrap();
+    let (in_before, ..) = child_counters(&gateways[0]);
+    assert_eq!(ping(5), (5, 5), "ping with the ESP reaching node 2");
+    let (in_after, ..) = child_counters(&gateways[0]);
+    assert!(
+        in_after >= in_before + 5,
+        "node 1 decrypted the forwarded ESP: {in_before} -> {in_after}"
+    );
+    assert!(gateways[1].sas().is_empty(), "node 2 holds no SA of its own");
+    // Node 1's checkpoint carries the children's sequence numbers.
+    wait("node 1 checkpointed the SA", Duration::from_secs(10), || {
+        let c = gateways[0].call(serde_json::json!({"cmd": "cluster"}));
+        c["records_written"].as_u64().unwrap_or(0) >= 1 && c["pending"].as_u64() == Some(0)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, client_out_before, _) = child_counters(&client);
+
+    // Node 1 dies: node 2 adopts its range and carries the ESP itself.
+    let killed_at = Instant::now();
+    gateways[0].kill9();
+    gateways[1].wait_sas(Duration::from_secs(15), |s| s.iter().any(|s| s["spi_i"] == spi_i));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while ping(1) != (1, 1) {
+        assert!(
+            Instant::now() < deadline,
+            "no ping through node 2 within 15 s of the kill:\n{}",
+            gateways[1].log()
+        );
+    }
+    let took = killed_at.elapsed();
+    assert_eq!(ping(10), (10, 10), "ping through node 2 after the takeover");
+    let sas = client.sas();
+    assert_eq!(sas.len(), 1, "{sas:#?}");
+    assert_eq!(sas[0]["spi_i"], spi_i, "the client kept its IKE SA");
+    assert_eq!(
+        client.log().matches("initiating IKE SA").count(),
+        1,
+        "no new IKE_SA_INIT:\n{}",
+        client.log()
+    );
+    let (client_in, client_out, client_drops) = child_counters(&client);
+    assert!(client_out > client_out_before, "the client kept its CHILD_SA");
+    assert_eq!(
+        client_drops, 0,
+        "the client dropped none of node 2's ESP (replay or otherwise); {client_in} in"
+    );
+    let (g2_in, g2_out, g2_drops) = child_counters(&gateways[1]);
+    assert!(
+        g2_in >= 10 && g2_out >= 10,
+        "node 2 carried the ESP: {g2_in} in, {g2_out} out"
+    );
+    assert_eq!(g2_drops, 0, "node 2's restarted replay window took the client's ESP");
+    eprintln!("ESP through the survivor {took:?} after the kill");
+}

@@ -1494,13 +1494,17 @@ fn a_resumed_ike_sa_continues_on_another_endpoint_without_a_new_ike_sa_init() {
     state.children[0].inbound = child.inbound.clone();
     state.children[0].outbound = child.outbound.clone();
     state.children[0].esp_seq_out = 1234;
+    state.children[0].esp_seq_in = 5678;
     let bytes = state.encode();
     assert!(matches!(
         ResumableIkeSa::decode(&bytes[..bytes.len() - 1]),
         Err(ResumeError::Truncated)
     ));
     let state = ResumableIkeSa::decode(&bytes).unwrap();
-    assert_eq!(state.children[0].esp_seq_out, 1234);
+    assert_eq!(
+        (state.children[0].esp_seq_out, state.children[0].esp_seq_in),
+        (1234, 5678)
+    );
 
     // A dies; A2, another process with the same configuration, adopts the SA.
     let config = p.a.context().connections[0].clone();

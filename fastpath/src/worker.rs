@@ -74,8 +74,49 @@ pub enum Verdict {
     Keepalive,
     /// Outbound: the SA is pinned to this other worker; hand the packet over unchanged.
     Redirect(usize),
+    /// Inbound: no SA here, and the SPI names a range another node serves
+    /// ([`ForeignRanges`]); the buffer is unchanged, for the caller to forward.
+    Foreign,
     /// Dropped (already counted).
     Drop(DropReason),
+}
+
+/// The SPI ranges another process serves (the nodes of a cluster): an
+/// inbound SPI's top bits name its range. An ESP packet without an SA here
+/// whose range is in the set is [`Verdict::Foreign`] instead of a drop.
+/// Updated while workers run (a relaxed atomic: the set changes when a node
+/// joins or dies, and a packet judged on the old set is one forwarded or
+/// dropped packet).
+#[derive(Debug)]
+pub struct ForeignRanges {
+    shift: u32,
+    set: std::sync::atomic::AtomicU64,
+}
+
+impl ForeignRanges {
+    /// No range foreign yet; a range is the top `bits` (1..=6) of an SPI.
+    pub fn new(bits: u32) -> Self {
+        Self {
+            shift: 32 - bits.clamp(1, 6),
+            set: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Replaces the set: bit `r` of `ranges` set means range `r` is foreign.
+    pub fn set(&self, ranges: u64) {
+        self.set.store(ranges, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The current set, as [`ForeignRanges::set`] takes it.
+    pub fn get(&self) -> u64 {
+        self.set.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// True if `spi`'s range is served elsewhere.
+    #[inline]
+    pub fn contains(&self, spi: u32) -> bool {
+        self.get() & (1u64 << (spi >> self.shift)) != 0
+    }
 }
 
 /// Per-worker counters.
@@ -101,6 +142,8 @@ pub struct Worker<G = NoDirectGcm> {
     plan: Vec<PlannedRun>,
     /// Recent flows and the SA their policy chose.
     flows: FlowCache,
+    /// SPI ranges served elsewhere (cluster), if any.
+    foreign: Option<Arc<ForeignRanges>>,
     direct: PhantomData<fn() -> G>,
 }
 
@@ -131,8 +174,16 @@ impl<G: DirectGcm> Worker<G> {
             enforce_pinning: true,
             plan: Vec::with_capacity(PLAN_CHUNK),
             flows: FlowCache::new(),
+            foreign: None,
             direct: PhantomData,
         }
+    }
+
+    /// Answers [`Verdict::Foreign`] for ESP without an SA here whose SPI
+    /// range `foreign` holds, so that the caller forwards it to its node.
+    pub fn with_foreign_ranges(mut self, foreign: Arc<ForeignRanges>) -> Self {
+        self.foreign = Some(foreign);
+        self
     }
 
     /// Also prepend outer IP (and UDP) headers to outbound packets (raw ports, DPDK).
@@ -247,7 +298,10 @@ impl<G: DirectGcm> Worker<G> {
                         self.sad.inbound_pinned(spi, meta[i].dst, guard)
                     };
                     let Some(sa) = sa else {
-                        verdicts[i] = self.drop_in(None, DropReason::NoSa);
+                        verdicts[i] = match &self.foreign {
+                            Some(f) if f.contains(spi) => Verdict::Foreign,
+                            _ => self.drop_in(None, DropReason::NoSa),
+                        };
                         i += 1;
                         continue;
                     };

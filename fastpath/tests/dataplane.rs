@@ -936,3 +936,48 @@ fn esp_rebinding_is_reported_once_and_only_for_authentic_packets() {
     );
     assert!(p.ev_b.try_recv().is_err(), "reported once");
 }
+
+/// ESP without an SA here whose SPI range another node serves is handed
+/// back unchanged as [`Verdict::Foreign`], not dropped; an SA here wins over
+/// the range, and other unknown SPIs are still dropped as `NoSa`.
+#[test]
+fn unknown_spis_of_foreign_ranges_are_handed_back_for_forwarding() {
+    use fastpath::worker::ForeignRanges;
+    let mut p = pair(|_| {}, false);
+    let inner = udp_packet("10.1.0.1".parse().unwrap(), "10.2.0.1".parse().unwrap(), 40);
+    let esp = p.send(&inner).unwrap();
+    // 0xc0de_0001 is in range 48 (top six bits); these are ranges 32 and 33.
+    let mut foreign_spi = esp.clone();
+    foreign_spi[0] ^= 0x40;
+    let mut unknown_spi = esp.clone();
+    unknown_spi[0] ^= 0x44;
+    let ranges = Arc::new(ForeignRanges::new(6));
+    ranges.set((1 << 32) | (1 << 48));
+    let mut b = Worker::new(9, p.sad_b.clone(), Arc::new(Spd::new())).with_foreign_ranges(ranges.clone());
+    let meta = PacketMeta {
+        src: p.a_addr,
+        dst: Some(p.b_addr),
+        src_port: 0,
+    };
+    let mut buf = PacketBuf::from_slice(&foreign_spi).unwrap();
+    assert_eq!(b.inbound_packet(InboundKind::RawEsp, &mut buf, &meta), Verdict::Foreign);
+    assert_eq!(buf.data(), &foreign_spi[..], "handed back unchanged");
+    let mut buf = PacketBuf::from_slice(&unknown_spi).unwrap();
+    assert_eq!(
+        b.inbound_packet(InboundKind::RawEsp, &mut buf, &meta),
+        Verdict::Drop(DropReason::NoSa)
+    );
+    let mut buf = PacketBuf::from_slice(&esp).unwrap();
+    assert_eq!(
+        b.inbound_packet(InboundKind::RawEsp, &mut buf, &meta),
+        Verdict::ToTunnel
+    );
+    assert_eq!(b.counters().inbound.snapshot().dropped(DropReason::NoSa), 1);
+    // The set changes while the worker runs.
+    ranges.set(0);
+    let mut buf = PacketBuf::from_slice(&foreign_spi).unwrap();
+    assert_eq!(
+        b.inbound_packet(InboundKind::RawEsp, &mut buf, &meta),
+        Verdict::Drop(DropReason::NoSa)
+    );
+}

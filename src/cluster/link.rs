@@ -33,8 +33,10 @@ const MAX_DATAGRAM: usize = 65_535;
 pub enum FrameKind {
     /// An IKE message (non-ESP marker removed).
     Ike,
-    /// An ESP packet as it arrived (UDP payload or IP payload).
+    /// A plain ESP packet (IP protocol 50 payload) as it arrived.
     Esp,
+    /// An ESP-in-UDP packet (RFC 3948; the UDP payload) as it arrived.
+    EspInUdp,
 }
 
 /// A frame that did not verify.
@@ -133,6 +135,7 @@ impl LinkKey {
         out.push(match kind {
             FrameKind::Ike => 1,
             FrameKind::Esp => 2,
+            FrameKind::EspInUdp => 3,
         });
         put_addr(&mut out, local);
         put_addr(&mut out, remote);
@@ -155,6 +158,7 @@ impl LinkKey {
         let kind = match body[5] {
             1 => FrameKind::Ike,
             2 => FrameKind::Esp,
+            3 => FrameKind::EspInUdp,
             _ => return Err(LinkError::Malformed),
         };
         let mut rest = &body[6..];

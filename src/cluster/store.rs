@@ -140,6 +140,8 @@ pub struct ClusterView {
     me: NodeId,
     connected: AtomicBool,
     table: RwLock<Table>,
+    /// The ranges another live node serves, for the data plane's workers.
+    foreign: Arc<fastpath::worker::ForeignRanges>,
 }
 
 #[derive(Clone, Default)]
@@ -160,7 +162,14 @@ impl ClusterView {
             me,
             connected: AtomicBool::new(false),
             table: RwLock::new(table),
+            foreign: Arc::new(fastpath::worker::ForeignRanges::new(super::NODE_BITS)),
         }
+    }
+
+    /// The SPI ranges another live node serves (kept up to date after
+    /// each poll of the store): ESP of these ranges goes to that node.
+    pub fn foreign_ranges(&self) -> &Arc<fastpath::worker::ForeignRanges> {
+        &self.foreign
     }
 
     /// This node's id.
@@ -197,6 +206,11 @@ impl ClusterView {
     }
 
     fn set(&self, owners: BTreeMap<NodeId, NodeId>, nodes: BTreeMap<NodeId, NodeInfo>) {
+        let foreign = owners
+            .iter()
+            .filter(|(_, o)| **o != self.me && nodes.contains_key(o))
+            .fold(0u64, |set, (range, _)| set | (1u64 << range));
+        self.foreign.set(foreign);
         let mut t = self.table.write().unwrap_or_else(|e| e.into_inner());
         *t = Table {
             owners,

@@ -1,5 +1,6 @@
-//! A real etcd cluster on loopback for the cluster tests: one process per
-//! member, each with its own data directory and ports; killed when dropped.
+//! A real etcd cluster for the cluster tests: one process per member, each
+//! with its own data directory and ports, on loopback or on an address of a
+//! network namespace the test made; killed when dropped.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -27,11 +28,22 @@ pub struct Etcd {
     dir: tempfile::TempDir,
     members: Vec<Member>,
     token: String,
+    /// The members' address.
+    host: String,
+    /// The network namespace they run in (`None`: this one).
+    netns: Option<String>,
 }
 
 impl Etcd {
     /// Starts `n` members and waits until the cluster answers (20 s at most).
     pub fn start(n: usize) -> Etcd {
+        Self::start_at(n, "127.0.0.1", None)
+    }
+
+    /// Starts `n` members on address `host` (with loopback ports free in
+    /// this namespace: a fresh namespace has them all), inside network
+    /// namespace `netns` if given.
+    pub fn start_at(n: usize, host: &str, netns: Option<&str>) -> Etcd {
         let dir = tempfile::tempdir().expect("temporary directory");
         let ports = free_tcp_ports(2 * n);
         let members: Vec<Member> = (0..n)
@@ -43,7 +55,13 @@ impl Etcd {
             })
             .collect();
         let token = format!("ironsa-test-{}", super::util::unique_id());
-        let mut etcd = Etcd { dir, members, token };
+        let mut etcd = Etcd {
+            dir,
+            members,
+            token,
+            host: host.to_string(),
+            netns: netns.map(str::to_string),
+        };
         for i in 0..n {
             etcd.spawn(i);
         }
@@ -55,19 +73,21 @@ impl Etcd {
         let initial: Vec<String> = self
             .members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .map(|m| format!("{}=http://{}:{}", m.name, self.host, m.peer))
             .collect();
         let m = &self.members[i];
+        let h = &self.host;
         let data: PathBuf = self.dir.path().join(&m.name);
         let log = std::fs::File::create(self.dir.path().join(format!("{}.log", m.name))).expect("etcd log file");
-        let child = Command::new("etcd")
+        let child = self
+            .command("etcd")
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&data)
-            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", m.peer)])
-            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{}", m.peer)])
-            .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", m.client)])
-            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{}", m.client)])
+            .args(["--listen-peer-urls", &format!("http://{h}:{}", m.peer)])
+            .args(["--initial-advertise-peer-urls", &format!("http://{h}:{}", m.peer)])
+            .args(["--listen-client-urls", &format!("http://{h}:{}", m.client)])
+            .args(["--advertise-client-urls", &format!("http://{h}:{}", m.client)])
             .args(["--initial-cluster", &initial.join(",")])
             .args(["--initial-cluster-state", "new", "--initial-cluster-token", &self.token])
             .stdout(Stdio::null())
@@ -77,9 +97,24 @@ impl Etcd {
         self.members[i].child = Some(child);
     }
 
-    /// The client endpoints (`127.0.0.1:port`) of every member.
+    /// `program`, in the members' namespace.
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, program]);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// The client endpoints (`host:port`) of every member.
     pub fn endpoints(&self) -> Vec<String> {
-        self.members.iter().map(|m| format!("127.0.0.1:{}", m.client)).collect()
+        self.members
+            .iter()
+            .map(|m| format!("{}:{}", self.host, m.client))
+            .collect()
     }
 
     /// Kills member `i` (SIGKILL).
@@ -102,11 +137,12 @@ impl Etcd {
             .members
             .iter()
             .filter(|m| m.child.is_some())
-            .map(|m| format!("127.0.0.1:{}", m.client))
+            .map(|m| format!("{}:{}", self.host, m.client))
             .collect();
         let deadline = Instant::now() + limit;
         loop {
-            let out = Command::new("etcdctl")
+            let out = self
+                .command("etcdctl")
                 .env("ETCDCTL_API", "3")
                 .args([
                     "--dial-timeout",
@@ -130,7 +166,8 @@ impl Etcd {
 
     /// `etcdctl ARGS` against every member; its standard output.
     fn etcdctl(&self, args: &[&str]) -> Vec<u8> {
-        let out = Command::new("etcdctl")
+        let out = self
+            .command("etcdctl")
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.endpoints().join(",")])
             .args(args)

@@ -259,3 +259,118 @@ fn remove_stale_namespaces() {
         }
     }
 }
+
+/// Joins namespaces `a` and `b` with a veth pair: `a_addr` (with its prefix
+/// length, e.g. `10.0.0.1/24`) on A's end, `b_addr` on B's; both up.
+pub fn join(a: &Netns, b: &Netns, a_addr: &str, b_addr: &str) -> Result<()> {
+    let seq = next_seq();
+    let (end_a, end_b) = (
+        format!("vj{}x{seq}a", std::process::id()),
+        format!("vj{}x{seq}b", std::process::id()),
+    );
+    if end_a.len() > 15 {
+        return Err(HarnessError::Usage(format!("veth name too long: {end_a}")));
+    }
+    a.exec(&[
+        "ip",
+        "link",
+        "add",
+        &end_a,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &end_b,
+        "netns",
+        b.name(),
+    ])?;
+    a.exec(&["ip", "addr", "add", a_addr, "dev", &end_a])?;
+    a.exec(&["ip", "link", "set", &end_a, "up"])?;
+    b.exec(&["ip", "addr", "add", b_addr, "dev", &end_b])?;
+    b.exec(&["ip", "link", "set", &end_b, "up"])?;
+    Ok(())
+}
+
+/// The client's address in a [`GatewayFarm`].
+pub const FARM_CLIENT: &str = "10.97.0.2";
+/// The address every gateway of a [`GatewayFarm`] shares (anycast).
+pub const FARM_VIP: &str = "10.96.0.10";
+/// The router's own address in a [`GatewayFarm`] (for services the
+/// gateways share, such as a store).
+pub const FARM_ROUTER: &str = "10.95.0.1";
+
+/// A client, a router and `n` gateways that share one address,
+/// [`FARM_VIP`], as ECMP or anycast gateways do: the router sends what is
+/// for the VIP to the gateway [`GatewayFarm::steer`] names. The client is
+/// [`FARM_CLIENT`]; gateway `i` (from 0) is also `10.98.<i+1>.2`, which the
+/// others reach through the router; [`FARM_ROUTER`] is on the router.
+#[derive(Debug)]
+pub struct GatewayFarm {
+    /// The client.
+    pub client: Netns,
+    /// The router.
+    pub router: Netns,
+    /// The gateways.
+    pub gateways: Vec<Netns>,
+}
+
+impl GatewayFarm {
+    /// Creates the namespaces and links; the VIP goes to gateway 0.
+    pub fn new(n: usize) -> Result<Self> {
+        remove_stale_namespaces();
+        let pid = std::process::id();
+        let client = Netns::create(&format!("ironsa-{pid}-{}-a", next_seq()))?;
+        let router = Netns::create(&format!("ironsa-{pid}-{}-r", next_seq()))?;
+        let gateways = (0..n)
+            .map(|_| Netns::create(&format!("ironsa-{pid}-{}-b", next_seq())))
+            .collect::<Result<Vec<_>>>()?;
+        router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        // Replies of every gateway come from the VIP, whichever way the
+        // router sends the VIP: no reverse-path filter.
+        router.exec(&[
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+        ])?;
+        router.exec(&["ip", "addr", "add", &format!("{FARM_ROUTER}/32"), "dev", "lo"])?;
+        join(&router, &client, "10.97.0.1/24", &format!("{FARM_CLIENT}/24"))?;
+        client.exec(&["ip", "route", "add", "default", "via", "10.97.0.1"])?;
+        for (i, g) in gateways.iter().enumerate() {
+            let net = i + 1;
+            join(&router, g, &format!("10.98.{net}.1/24"), &format!("10.98.{net}.2/24"))?;
+            g.exec(&["ip", "route", "add", "default", "via", &format!("10.98.{net}.1")])?;
+            g.exec(&["ip", "addr", "add", &format!("{FARM_VIP}/32"), "dev", "lo"])?;
+        }
+        router.exec(&[
+            "sh",
+            "-c",
+            "for f in /proc/sys/net/ipv4/conf/*/rp_filter; do echo 0 > $f; done",
+        ])?;
+        let farm = Self {
+            client,
+            router,
+            gateways,
+        };
+        farm.steer(0)?;
+        Ok(farm)
+    }
+
+    /// Gateway `i`'s own address.
+    pub fn gateway_addr(i: usize) -> String {
+        format!("10.98.{}.2", i + 1)
+    }
+
+    /// Sends everything for the VIP to gateway `i` from now on.
+    pub fn steer(&self, i: usize) -> Result<()> {
+        self.router.exec(&[
+            "ip",
+            "route",
+            "replace",
+            &format!("{FARM_VIP}/32"),
+            "via",
+            &Self::gateway_addr(i),
+        ])?;
+        Ok(())
+    }
+}

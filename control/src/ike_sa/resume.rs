@@ -4,7 +4,8 @@
 //!
 //! The IKE SA does not keep its CHILD_SAs' keys or ESP sequence numbers
 //! (the data plane holds them): its driver fills [`ResumableChild::inbound`],
-//! [`ResumableChild::outbound`] and [`ResumableChild::esp_seq_out`] before
+//! [`ResumableChild::outbound`], [`ResumableChild::esp_seq_out`] and
+//! [`ResumableChild::esp_seq_in`] before
 //! encoding. Only AEAD IKE suites can be resumed: an AES-CBC SA's keys live
 //! only inside aws-lc's key schedules.
 
@@ -22,7 +23,7 @@ use crate::proposal::MAX_ADDITIONAL_KE;
 use crate::wire::ikev2::{IdType, Identification, TrafficSelector};
 
 /// Version of the encoding written by [`ResumableIkeSa::encode`].
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 
 /// Why a resumable state could not be decoded or resumed.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +85,10 @@ pub struct ResumableChild {
     /// The next outbound ESP sequence number when the state was taken
     /// (filled by the driver; the adopter starts past it by a margin).
     pub esp_seq_out: u64,
+    /// The highest inbound ESP sequence number accepted when the state was
+    /// taken (filled by the driver; the adopter's replay window starts
+    /// there, so older packets are refused as replays).
+    pub esp_seq_in: u64,
 }
 
 /// An established IKE SA and its CHILD_SAs, as another node continues them.
@@ -169,6 +174,7 @@ impl IkeSa {
                 inbound: empty_keys(),
                 outbound: empty_keys(),
                 esp_seq_out: 0,
+                esp_seq_in: 0,
             })
             .collect();
         Some(ResumableIkeSa {
@@ -525,6 +531,7 @@ impl ResumableIkeSa {
             w.bytes(&c.outbound.encr);
             w.bytes(&c.outbound.integ);
             w.u64(c.esp_seq_out);
+            w.u64(c.esp_seq_in);
         }
         Zeroizing::new(w.0)
     }
@@ -590,6 +597,7 @@ impl ResumableIkeSa {
                     integ: r.secret()?,
                 },
                 esp_seq_out: r.u64()?,
+                esp_seq_in: r.u64()?,
             });
         }
         if !r.buf.is_empty() {

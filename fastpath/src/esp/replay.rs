@@ -54,6 +54,16 @@ impl ReplayWindow {
         self.top
     }
 
+    /// Continues a window whose earlier state is lost (an SA taken over
+    /// from another process): every sequence number up to `top` counts as
+    /// seen, so packets from before that point are refused as replays and
+    /// the peer's next ones (above `top`) are taken. With extended sequence
+    /// numbers `top` also places the window in the right 2^32 subspace.
+    pub fn resume_at(&mut self, top: u64) {
+        self.top = top;
+        self.bits.fill(u64::MAX);
+    }
+
     /// Infers the full sequence number of a received `seq_lo` and checks it
     /// is neither left of the window nor already seen. Does not change state.
     #[inline]
@@ -181,6 +191,24 @@ mod tests {
         assert_eq!(ReplayWindow::new(3000, false).size(), 4096);
         assert_eq!(ReplayWindow::new(8192, false).size(), 8192);
         assert_eq!(ReplayWindow::new(u32::MAX, false).size(), MAX_WINDOW);
+    }
+
+    #[test]
+    fn a_resumed_window_refuses_what_came_before_and_takes_what_follows() {
+        let mut w = ReplayWindow::new(1024, false);
+        w.resume_at(5000);
+        assert_eq!(recv(&mut w, 5000), Err(EspError::Replay));
+        assert_eq!(recv(&mut w, 4990), Err(EspError::Replay));
+        assert_eq!(recv(&mut w, 1), Err(EspError::Replay));
+        assert_eq!(recv(&mut w, 5003), Ok(5003));
+        // Skipped over, not seen: still taken once.
+        assert_eq!(recv(&mut w, 5001), Ok(5001));
+        assert_eq!(recv(&mut w, 5001), Err(EspError::Replay));
+        // With ESN the top places a low 32-bit number in its subspace.
+        let mut e = ReplayWindow::new(1024, true);
+        e.resume_at((3u64 << 32) | 10);
+        assert_eq!(recv(&mut e, 11), Ok((3u64 << 32) | 11));
+        assert_eq!(recv(&mut e, 9), Err(EspError::Replay));
     }
 
     #[test]

@@ -132,7 +132,7 @@ impl Daemon {
                 let shards = handles.clone();
                 let plane = dataplane.clone();
                 let deliver = Box::new(move |f: Forwarded| match f.kind {
-                    FrameKind::Ike => to_owning_shard(&shards, f.local, f.remote, f.data),
+                    FrameKind::Ike => to_owning_shard(&shards, f.local, f.remote, f.data, true),
                     FrameKind::Esp => plane.esp_forwarded(f.local, f.remote, false, &f.data),
                     FrameKind::EspInUdp => plane.esp_forwarded(f.local, f.remote, true, &f.data),
                     other => {
@@ -303,7 +303,7 @@ impl Daemon {
     /// or on its own DPDK ports): to the shard owning the SPI.
     pub fn ike_sink(self: &Arc<Self>) -> crate::child_sas::IkeSink {
         let shards = self.shards.clone();
-        Arc::new(move |local, remote, data: Vec<u8>| to_owning_shard(&shards, local, remote, data))
+        Arc::new(move |local, remote, data: Vec<u8>| to_owning_shard(&shards, local, remote, data, false))
     }
 
     /// Where the data plane's lifetime requests go: a rekey or delete of the
@@ -749,7 +749,8 @@ impl Daemon {
 
 /// Hands an IKE message received outside the shards' sockets (by the data
 /// plane, or from another node over the cluster link) to the shard owning it.
-fn to_owning_shard(shards: &[ShardHandle], local: SocketAddr, remote: SocketAddr, data: Vec<u8>) {
+/// `from_node`: another cluster node forwarded it (it is not forwarded again).
+fn to_owning_shard(shards: &[ShardHandle], local: SocketAddr, remote: SocketAddr, data: Vec<u8>, from_node: bool) {
     let header = control::wire::ingress::peek_header(&data);
     // A first IKE_SA_INIT goes by source port, so its retransmissions meet its SA.
     let owner = shard::route(header.as_ref(), shards.len()).unwrap_or(usize::from(remote.port()) % shards.len());
@@ -758,6 +759,7 @@ fn to_owning_shard(shards: &[ShardHandle], local: SocketAddr, remote: SocketAddr
         remote,
         header,
         data,
+        from_node,
     });
 }
 

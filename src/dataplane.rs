@@ -56,15 +56,18 @@ pub struct ChildCounters {
     pub no_policy: u64,
 }
 
+/// Forwards one ESP packet to another node: its SPI, where it arrived
+/// (local, remote), whether it came in UDP, and the packet.
+pub type EspSend = Arc<dyn Fn(u32, SocketAddr, SocketAddr, bool, &[u8]) + Send + Sync>;
+
 /// Where ESP of other cluster nodes goes: the ranges they serve (the data
 /// plane's workers test each unknown SPI against them), and the sender.
 #[derive(Clone)]
 pub struct EspForward {
     /// SPI ranges another node serves.
     pub ranges: Arc<fastpath::worker::ForeignRanges>,
-    /// Forwards one packet: its SPI, where it arrived (local, remote), and
-    /// whether it came in UDP.
-    pub send: Arc<dyn Fn(u32, SocketAddr, SocketAddr, bool, &[u8]) + Send + Sync>,
+    /// The sender.
+    pub send: EspSend,
 }
 
 /// What the daemon needs from a data plane.

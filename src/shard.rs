@@ -69,6 +69,9 @@ pub enum ShardMsg {
         header: Option<Header>,
         /// The IKE message (marker stripped).
         data: Vec<u8>,
+        /// Another cluster node forwarded it: it goes no further, even if
+        /// the ranges moved meanwhile (a datagram crosses one link at most).
+        from_node: bool,
     },
     /// A datagram that arrived at another shard but belongs to this one.
     Datagram {
@@ -764,8 +767,17 @@ impl Shard {
                     remote,
                     header,
                     data,
+                    from_node,
                 } => {
                     self.stats.rx_datagrams += 1;
+                    // What the data plane found on the NAT-T port may belong
+                    // to another node, as what the shard's sockets read.
+                    if let (false, Some(c), Some(h)) = (from_node, &self.cluster, &header) {
+                        if c.forward_ike(h, local, remote, &data) {
+                            self.stats.forwarded_to_nodes += 1;
+                            continue;
+                        }
+                    }
                     self.deliver(local, remote, header, &data);
                 }
                 ShardMsg::Initiate {

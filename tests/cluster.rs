@@ -492,7 +492,9 @@ esp_proposals = "aes256gcm16"
     )
 }
 
-/// The farm's client: ESP in UDP (as behind a carrier's NAT) to the VIP.
+/// The farm's client: ESP in UDP (as behind a carrier's NAT) to the VIP;
+/// its dead-peer detection changes the IKE SA every idle second, which
+/// makes the owner checkpoint it (with its children's sequence numbers).
 fn farm_client_config() -> String {
     use support::netns::{FARM_CLIENT, FARM_VIP};
     format!(
@@ -514,6 +516,7 @@ remote_id = "gw@cluster.test"
 psk = "{PSK}"
 ike_proposals = "aes256gcm16-prfsha256-x25519"
 force_udp_encap = true
+dpd_delay = "1s"
 
 [[connection.child]]
 name = "net"
@@ -578,6 +581,37 @@ fn esp_reaching_another_node_is_forwarded_and_flows_on_the_survivor_after_a_kill
     // (and IKE) to node 1 over the link; node 1 answers from the VIP.
     farm.steer(1).unwrap();
     let (in_before, ..) = child_counters(&gateways[0]);
+    // One of the client's ESP packets, captured on the router, to replay later.
+    let mut capture = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            farm.router.name(),
+            "tshark",
+            "-i",
+            "any",
+            "-c",
+            "1",
+            "-a",
+            "duration:30",
+        ])
+        .args([
+            "-f",
+            "udp dst port 4500 and dst host 10.96.0.10 and udp[8:4] != 0 and greater 100",
+        ])
+        .args(["-T", "fields", "-e", "udp.payload"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tshark starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while capture.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "tshark captured no ESP of the client");
+        ping(1);
+    }
+    let captured = std::io::read_to_string(capture.stdout.take().unwrap()).unwrap();
+    let captured = hex::decode(captured.trim().replace(':', "")).expect("tshark prints the UDP payload in hex");
+    assert!(captured.len() > 16, "an ESP packet: {captured:?}");
     assert_eq!(ping(5), (5, 5), "ping with the ESP reaching node 2");
     let (in_after, ..) = child_counters(&gateways[0]);
     assert!(
@@ -585,12 +619,25 @@ fn esp_reaching_another_node_is_forwarded_and_flows_on_the_survivor_after_a_kill
         "node 1 decrypted the forwarded ESP: {in_before} -> {in_after}"
     );
     assert!(gateways[1].sas().is_empty(), "node 2 holds no SA of its own");
-    // Node 1's checkpoint carries the children's sequence numbers.
-    wait("node 1 checkpointed the SA", Duration::from_secs(10), || {
-        let c = gateways[0].call(serde_json::json!({"cmd": "cluster"}));
-        c["records_written"].as_u64().unwrap_or(0) >= 1 && c["pending"].as_u64() == Some(0)
-    });
-    std::thread::sleep(Duration::from_secs(1));
+    // Node 1 checkpoints the SA again (the client's DPD changes it), with
+    // the children's sequence numbers: the captured packet's among those seen.
+    let written = |g: &support::Ironsa| {
+        g.call(serde_json::json!({"cmd": "cluster"}))["records_written"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = written(&gateways[0]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while written(&gateways[0]) < before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "node 1 did not checkpoint the SA twice more within 15 s ({before} -> {}):\n{}\n--- client\n{}",
+            written(&gateways[0]),
+            gateways[0].log(),
+            client.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (_, client_out_before, _) = child_counters(&client);
 
     // Node 1 dies: node 2 adopts its range and carries the ESP itself.
@@ -628,5 +675,17 @@ fn esp_reaching_another_node_is_forwarded_and_flows_on_the_survivor_after_a_kill
         "node 2 carried the ESP: {g2_in} in, {g2_out} out"
     );
     assert_eq!(g2_drops, 0, "node 2's restarted replay window took the client's ESP");
+
+    // The captured packet, replayed to node 2, is refused: its replay
+    // window starts where node 1's checkpoint left it, not at zero.
+    let escaped: String = captured.iter().map(|b| format!("\\x{b:02x}")).collect();
+    farm.router
+        .exec(&["bash", "-c", &format!("printf '{escaped}' > /dev/udp/10.96.0.10/4500")])
+        .unwrap();
+    wait("node 2 refuses the replayed packet", Duration::from_secs(5), || {
+        child_counters(&gateways[1]).2 == 1
+    });
+    let (in_replayed, ..) = child_counters(&gateways[1]);
+    assert_eq!(in_replayed, g2_in, "the replayed packet was not taken");
     eprintln!("ESP through the survivor {took:?} after the kill");
 }

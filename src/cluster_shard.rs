@@ -46,6 +46,9 @@ pub struct ShardCluster {
     written: HashMap<u64, u64>,
     next_checkpoint: Instant,
     interval: Duration,
+    /// Redirect new clients when this node serves this many IKE SAs more
+    /// than the least loaded node (`None`: never).
+    redirect_margin: Option<usize>,
     /// Sequence numbers to set once adopted children are installed: by
     /// inbound SPI, the next outbound one and the replay window's top.
     pending_seqs: Vec<(u32, u64, u64)>,
@@ -58,6 +61,7 @@ impl ShardCluster {
         link: Option<Arc<LinkSender>>,
         load: Arc<AtomicUsize>,
         interval: Duration,
+        redirect_margin: Option<usize>,
     ) -> Self {
         Self {
             store,
@@ -68,8 +72,17 @@ impl ShardCluster {
             written: HashMap::new(),
             next_checkpoint: Instant::now() + interval,
             interval,
+            redirect_margin,
             pending_seqs: Vec::new(),
         }
+    }
+
+    /// Where the endpoint sends new clients that support redirects: the
+    /// least loaded node, while this one is above it by the margin.
+    pub fn redirect_policy(&self) -> Option<control::endpoint::RedirectPolicy> {
+        let margin = self.redirect_margin?;
+        let view = self.store.view().clone();
+        Some(Arc::new(move || view.redirect_target(margin)))
     }
 
     /// The store connection (for admission of new IKE SAs).

@@ -125,6 +125,8 @@ struct RawCluster {
     cluster_key: Spanned<String>,
     lease: Option<Spanned<toml::Value>>,
     checkpoint_interval: Option<Spanned<toml::Value>>,
+    address: Option<Spanned<String>>,
+    redirect_margin: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -940,6 +942,32 @@ fn cluster_section(ctx: &Ctx<'_>, raw: &Spanned<RawCluster>) -> Result<crate::cl
             format!("between 1s and four leases ({}s)", (lease * 4).as_secs()),
         ));
     }
+    let address = match &c.address {
+        None => None,
+        Some(a) => Some(a.get_ref().parse::<IpAddr>().map_err(|_| {
+            ctx.err(
+                a.span().start,
+                "cluster.address",
+                "an IP address: where clients reach this node",
+            )
+        })?),
+    };
+    let redirect_margin = match &c.redirect_margin {
+        None => None,
+        Some(m) => {
+            let at = m.span().start;
+            let margin = usize::try_from(*m.get_ref())
+                .map_err(|_| ctx.err(at, "cluster.redirect_margin", "a number of IKE SAs, 0 or more"))?;
+            if address.is_none() {
+                return Err(ctx.err(
+                    at,
+                    "cluster.redirect_margin",
+                    "set cluster.address too: the other nodes redirect clients to it",
+                ));
+            }
+            Some(margin)
+        }
+    };
     Ok(crate::cluster::ClusterConfig {
         node,
         store,
@@ -950,6 +978,8 @@ fn cluster_section(ctx: &Ctx<'_>, raw: &Spanned<RawCluster>) -> Result<crate::cl
         lease,
         checkpoint_interval,
         key_files: (link_file, cluster_file),
+        address,
+        redirect_margin,
     })
 }
 
@@ -3227,6 +3257,16 @@ esp_proposals = "aes256gcm16"
             (Duration::from_secs(3), Duration::from_secs(1))
         );
         assert_eq!((c.link_key[0], c.cluster_key[31]), (0x11, 0x22));
+        assert_eq!((c.address, c.redirect_margin), (None, None));
+        let redirecting = section.replace(
+            "lease = \"3s\"",
+            "lease = \"3s\"\naddress = \"192.0.2.1\"\nredirect_margin = 20",
+        );
+        let r = DaemonConfig::parse(&cfg, &with(&redirecting)).unwrap().cluster.unwrap();
+        assert_eq!(
+            (r.address, r.redirect_margin),
+            (Some("192.0.2.1".parse().unwrap()), Some(20))
+        );
         let debug = format!("{c:?}");
         assert!(
             !debug.contains("17, 17") && !debug.contains("34, 34"),
@@ -3264,6 +3304,27 @@ esp_proposals = "aes256gcm16"
                 "key of its own",
             ),
             ("\"3s\"", "\"90s\"", 15, "cluster.lease", "1s..=60s"),
+            (
+                "lease = \"3s\"",
+                "lease = \"3s\"\naddress = \"gw1\"",
+                16,
+                "cluster.address",
+                "an IP address",
+            ),
+            (
+                "lease = \"3s\"",
+                "lease = \"3s\"\nredirect_margin = 5",
+                16,
+                "cluster.redirect_margin",
+                "set cluster.address too",
+            ),
+            (
+                "lease = \"3s\"",
+                "lease = \"3s\"\naddress = \"192.0.2.1\"\nredirect_margin = -1",
+                17,
+                "cluster.redirect_margin",
+                "0 or more",
+            ),
         ];
         for (from, to, line, key, message) in cases {
             let (l, k, m) = bad_at(&cfg, &with(&section.replace(from, to)));

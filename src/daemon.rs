@@ -226,6 +226,7 @@ impl Daemon {
                             link.as_ref().map(|l| l.sender()),
                             load.clone(),
                             c.checkpoint_interval,
+                            c.redirect_margin,
                         )),
                         _ => None,
                     },

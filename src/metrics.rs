@@ -126,6 +126,12 @@ fn render_shards(stats: &[Option<crate::shard::ShardStats>]) -> String {
         "counter",
         &|s| s.endpoint.dropped_invalid,
     );
+    counter(
+        "redirected_total",
+        "new IKE SAs redirected to a less loaded cluster node (RFC 5685)",
+        "counter",
+        &|s| s.endpoint.redirected,
+    );
     counter("ike_sas", "IKE SAs", "gauge", &|s| s.ike_sas as u64);
     counter("half_open_sas", "half-open IKE SAs", "gauge", &|s| s.half_open as u64);
     counter("child_sas", "CHILD_SAs", "gauge", &|s| s.child_sas as u64);

@@ -345,6 +345,8 @@ pub struct EndpointStatsSer {
     pub established_post_quantum: u64,
     /// Undecodable or unmatched datagrams.
     pub dropped_invalid: u64,
+    /// New IKE SAs redirected to a less loaded cluster node (RFC 5685).
+    pub redirected: u64,
     /// Dropped datagrams and refused requests by reason.
     pub drops: std::collections::BTreeMap<&'static str, u64>,
 }
@@ -362,6 +364,7 @@ impl From<&EndpointStats> for EndpointStatsSer {
             established: s.established,
             established_post_quantum: s.established_post_quantum,
             dropped_invalid: s.dropped_invalid,
+            redirected: s.redirected,
             drops: s.drops.iter().map(|(r, n)| (r.name(), n)).collect(),
         }
     }
@@ -546,6 +549,7 @@ impl Shard {
         let ikev1 = Ikev1Endpoint::new(ikev1_ctx, Ikev1Policy::main_mode_only());
         let mut endpoint = Endpoint::new(Instant::now(), ctx, cfg.admission, prefix, prefix_bits);
         endpoint.reserve(cfg.expected_sas);
+        endpoint.set_redirect_policy(cfg.cluster.as_ref().and_then(|c| c.redirect_policy()));
         let expected_sas = cfg.expected_sas;
         Ok(Self {
             id: cfg.id,

@@ -31,6 +31,8 @@ fn config(node: NodeId, etcd: &Etcd, name: &str, cluster_key: u8) -> ClusterConf
         lease: Duration::from_secs(2),
         checkpoint_interval: Duration::from_millis(200),
         key_files: Default::default(),
+        address: None,
+        redirect_margin: None,
     }
 }
 
@@ -448,12 +450,18 @@ fn without_store_quorum_established_tunnels_work_and_new_ones_get_temporary_fail
 /// address), with a tunnel child between 10.1.0.0/16 and the client's
 /// 10.9.0.0/24.
 fn farm_gateway_config(node: NodeId, etcd: &Etcd, keys: &std::path::Path) -> String {
+    farm_gateway_config_with(node, etcd, keys, "")
+}
+
+/// [`farm_gateway_config`] with `cluster_extra` in `[cluster]`; the node
+/// also listens on its own address.
+fn farm_gateway_config_with(node: NodeId, etcd: &Etcd, keys: &std::path::Path, cluster_extra: &str) -> String {
     use support::netns::{FARM_VIP, GatewayFarm};
     let store: Vec<String> = etcd.endpoints().iter().map(|e| format!("\"{e}\"")).collect();
     format!(
         r#"
 [daemon]
-listen = ["{FARM_VIP}"]
+listen = ["{FARM_VIP}", "{link}"]
 shards = 1
 control_socket = "SOCKET"
 
@@ -470,6 +478,7 @@ link_key = "{link_key}"
 cluster_key = "{cluster_key}"
 lease = "2s"
 checkpoint_interval = "1s"
+{cluster_extra}
 
 [[connection]]
 name = "rw"
@@ -688,4 +697,110 @@ fn esp_reaching_another_node_is_forwarded_and_flows_on_the_survivor_after_a_kill
     let (in_replayed, ..) = child_counters(&gateways[1]);
     assert_eq!(in_replayed, g2_in, "the replayed packet was not taken");
     eprintln!("ESP through the survivor {took:?} after the kill");
+}
+
+#[test]
+fn a_loaded_node_redirects_a_new_strongswan_client_to_the_least_loaded_one() {
+    use support::netns::{FARM_CLIENT, FARM_ROUTER, FARM_VIP, GatewayFarm};
+    use support::{AuthRound, Charon, Child, Connection, KernelBackend, Secret};
+    if skip_unless(&[Need::Root, Need::Charon, Need::Tool("etcd"), Need::Tool("etcdctl")]) {
+        return;
+    }
+    let farm = GatewayFarm::new(2).unwrap();
+    // charon routes its tunnel from an address inside its selectors.
+    farm.client
+        .exec(&["ip", "addr", "add", "10.9.0.1/32", "dev", "lo"])
+        .unwrap();
+    let etcd = Etcd::start_at(3, FARM_ROUTER, Some(farm.router.name()));
+    let keys = tempfile::tempdir().unwrap();
+    key_file(keys.path(), "link.key", 0x61);
+    key_file(keys.path(), "cluster.key", 0x62);
+    let gateways: Vec<support::Ironsa> = farm
+        .gateways
+        .iter()
+        .zip(1..)
+        .map(|(ns, node)| {
+            let extra = format!(
+                "address = \"{}\"\nredirect_margin = 0",
+                GatewayFarm::gateway_addr(usize::from(node) - 1)
+            );
+            support::Ironsa::start(
+                &farm_gateway_config_with(node, &etcd, keys.path(), &extra),
+                Some(ns.name()),
+            )
+        })
+        .collect();
+    let loads = |g: &support::Ironsa| -> Vec<(u64, u64)> {
+        g.call(serde_json::json!({"cmd": "cluster"}))["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| {
+                (
+                    n["id"].as_u64().unwrap_or(0),
+                    n["info"]["load"].as_u64().unwrap_or(u64::MAX),
+                )
+            })
+            .collect()
+    };
+    for g in &gateways {
+        wait("both nodes are in the store", Duration::from_secs(15), || {
+            loads(g).len() == 2
+        });
+    }
+    // An ironsa client loads node 1 with one IKE SA.
+    let ironsa_client = support::Ironsa::start(&farm_client_config(), Some(farm.client.name()));
+    let up = ironsa_client.answer(&serde_json::json!({"cmd": "initiate", "connection": "gw", "timeout": 10}));
+    assert_eq!(up["ok"], true, "{up}\n--- client\n{}", ironsa_client.log());
+    assert_eq!(gateways[0].sas().len(), 1, "node 1 took the first client");
+    wait("node 1 sees itself loaded", Duration::from_secs(15), || {
+        loads(&gateways[0]) == vec![(1, 1), (2, 0)]
+    });
+
+    // charon (which follows redirects) asks node 1 and is sent to node 2.
+    let (ike, nat) = support::util::free_udp_port_pair().unwrap();
+    let charon = Charon::builder("redirect")
+        .ports(ike, nat)
+        .kernel(KernelBackend::Libipsec {
+            netns: farm.client.name().into(),
+        })
+        .connection(
+            Connection::new("gw", FARM_CLIENT, FARM_VIP)
+                .proposals(&["aes256gcm16-prfsha256-x25519"])
+                .local(AuthRound::psk("client@cluster.test"))
+                .remote(AuthRound::psk("gw@cluster.test"))
+                .child(Child::new("net", "10.9.0.0/24", "10.1.7.0/24").esp_proposals(&["aes256gcm16"])),
+        )
+        .secret(Secret::psk("gw", &["client@cluster.test", "gw@cluster.test"], PSK))
+        .start()
+        .unwrap();
+    charon
+        .swanctl()
+        .initiate(support::Target::Child("net"), Duration::from_secs(20))
+        .unwrap();
+    let sas = charon
+        .swanctl()
+        .wait_for_sas(Duration::from_secs(20), |s| s.len() == 1 && s[0].state == "ESTABLISHED")
+        .unwrap();
+    let node2: std::net::IpAddr = GatewayFarm::gateway_addr(1).parse().unwrap();
+    assert_eq!(
+        sas[0].remote_host,
+        node2,
+        "charon's IKE SA is with node 2:\n{}",
+        charon.log_tail(40)
+    );
+    assert!(
+        charon.log_contains("redirect"),
+        "charon logged the redirect:\n{}",
+        charon.log_tail(40)
+    );
+    gateways[1].wait_sas(Duration::from_secs(10), |s| s.len() == 1);
+    assert_eq!(gateways[0].sas().len(), 1, "node 1 kept only the first client");
+    let redirected: u64 = gateways[0].call(serde_json::json!({"cmd": "stats"}))["shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["redirected"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(redirected, 1, "node 1 redirected charon once");
 }

@@ -71,6 +71,8 @@ pub struct EndpointStats {
     pub established_post_quantum: u64,
     /// Datagrams that could not be decoded or matched no SA.
     pub dropped_invalid: u64,
+    /// IKE_SA_INIT requests answered with a REDIRECT to another gateway (RFC 5685).
+    pub redirected: u64,
     /// Dropped datagrams and refused requests by reason.
     pub drops: DropCounts,
 }
@@ -123,7 +125,14 @@ pub struct Endpoint {
     spi_prefix_bits: u32,
     stats: EndpointStats,
     drop_log: DropLog,
+    /// Where to send new initiators that support redirects instead (`None`
+    /// from the policy: take them here).
+    redirect: Option<RedirectPolicy>,
 }
+
+/// Asked for each new IKE_SA_INIT request whose initiator supports RFC 5685
+/// redirects: the gateway it should go to instead, or `None` to take it here.
+pub type RedirectPolicy = Arc<dyn Fn() -> Option<IpAddr> + Send + Sync>;
 
 impl Endpoint {
     /// A new endpoint. Our SPIs carry `shard` in their top `shard_bits` bits so a
@@ -149,6 +158,7 @@ impl Endpoint {
             spi_prefix: if shard_bits == 0 { 0 } else { shard << (64 - shard_bits) },
             spi_prefix_bits: shard_bits,
             stats: EndpointStats::default(),
+            redirect: None,
             drop_log: DropLog::default(),
         }
     }
@@ -281,6 +291,12 @@ impl Endpoint {
         self.sas.insert(spi, Box::new(sa));
         self.after(spi);
         Ok(spi)
+    }
+
+    /// Redirects new initiators that support it (RFC 5685) where `policy`
+    /// says, at IKE_SA_INIT: a load balancer's choice made by the driver.
+    pub fn set_redirect_policy(&mut self, policy: Option<RedirectPolicy>) {
+        self.redirect = policy;
     }
 
     /// Answers an IKE_SA_INIT request with a lone TEMPORARY_FAILURE notify,
@@ -612,6 +628,34 @@ impl Endpoint {
         true
     }
 
+    /// Answers a new initiator that supports redirects with a REDIRECT to
+    /// the gateway the policy names (statelessly, bound to its nonce);
+    /// true if it did. An initiator redirected here already is taken, so
+    /// that two gateways never send one back and forth.
+    fn redirect_init(&mut self, local: SocketAddr, remote: SocketAddr, msg: &ikev2::Message) -> bool {
+        let Some(policy) = &self.redirect else { return false };
+        let has = |ty| crate::ike_sa::find_notify(&msg.payloads, ty).is_some();
+        if !has(NotifyType::REDIRECT_SUPPORTED) || has(NotifyType::REDIRECTED_FROM) {
+            return false;
+        }
+        let Some(nonce) = msg.payloads.iter().find_map(|p| match p {
+            Payload::Nonce(n) => Some(n),
+            _ => None,
+        }) else {
+            return false;
+        };
+        let Some(gateway) = policy() else { return false };
+        self.stats.redirected += 1;
+        debug!(peer = %remote, to = %gateway, "new IKE SA redirected to another gateway (RFC 5685)");
+        self.transmits.push_back(Transmit {
+            local,
+            remote,
+            non_esp_marker: false,
+            data: sa_init::stateless_response(&msg.header, sa_init::redirect_notify(gateway, nonce)),
+        });
+        true
+    }
+
     fn handle_new_init(
         &mut self,
         now: Instant,
@@ -701,6 +745,9 @@ impl Endpoint {
                     return;
                 }
             }
+        }
+        if self.redirect_init(local, remote, &msg) {
+            return;
         }
         let spi = match self.new_spi() {
             Ok(spi) => spi,

@@ -2206,3 +2206,49 @@ fn mobike_request_in_flight_is_resent_from_the_new_address_at_once() {
     );
     assert_eq!((p.a_seen.moved.len(), p.b_seen.moved.len()), (1, 1));
 }
+
+/// RFC 5685: the responder redirects a new initiator at IKE_SA_INIT; the
+/// initiator goes to the named gateway with REDIRECTED_FROM, which is never
+/// redirected again, and the IKE SA comes up there.
+#[test]
+fn an_initiator_follows_a_redirect_at_ike_sa_init() {
+    use control::wire::ikev2::{Message, NotifyType, Payload, decode_message};
+    let (a, b) = default_pair("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let (mut p, c) = Pair::new(a, b, AdmissionConfig::default());
+    // The pair delivers A's datagrams to B whatever their address: B plays
+    // the gateway it redirects to as well.
+    let elsewhere: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+    p.b.set_redirect_policy(Some(Arc::new(move || Some(elsewhere))));
+    p.a.initiate(p.now, c, A.parse().unwrap(), B.parse().unwrap()).unwrap();
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.a_seen.up.len(), 1, "established after the redirect");
+    assert_eq!(p.b.stats().redirected, 1);
+    let sa = p.a.sas().next().unwrap();
+    assert_eq!(sa.remote_addr(), SocketAddr::new(elsewhere, 500));
+    let notifies = |m: &Message| -> Vec<(NotifyType, Vec<u8>)> {
+        m.payloads
+            .iter()
+            .filter_map(|p| match p {
+                Payload::Notify(n) => Some((n.ty, n.data.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let inits: Vec<Vec<(NotifyType, Vec<u8>)>> = p
+        .wire
+        .iter()
+        .filter(|(from_a, _)| *from_a)
+        .filter_map(|(_, d)| decode_message(d).ok())
+        .filter(|m| m.header.message_id == 0)
+        .map(|m| notifies(&m))
+        .collect();
+    assert_eq!(inits.len(), 2, "one IKE_SA_INIT to each gateway");
+    assert!(inits[0].iter().any(|(t, _)| *t == NotifyType::REDIRECT_SUPPORTED));
+    let from = inits[1].iter().find(|(t, _)| *t == NotifyType::REDIRECTED_FROM);
+    assert_eq!(
+        from.map(|(_, d)| d.clone()),
+        Some(vec![1, 4, 192, 0, 2, 2]),
+        "REDIRECTED_FROM names the first gateway"
+    );
+    assert!(!inits[1].iter().any(|(t, _)| *t == NotifyType::REDIRECT_SUPPORTED));
+}

@@ -70,6 +70,12 @@ pub struct ClusterConfig {
     pub checkpoint_interval: Duration,
     /// Where the keys came from (for messages).
     pub key_files: (PathBuf, PathBuf),
+    /// The address clients reach this node at (published, for redirects).
+    pub address: Option<std::net::IpAddr>,
+    /// Redirect new clients that support it (RFC 5685) to the least loaded
+    /// node when this node serves more than this many IKE SAs above it
+    /// (`None`: never).
+    pub redirect_margin: Option<usize>,
 }
 
 impl ClusterConfig {
@@ -83,6 +89,8 @@ impl ClusterConfig {
             && self.link == other.link
             && self.lease == other.lease
             && self.checkpoint_interval == other.checkpoint_interval
+            && self.address == other.address
+            && self.redirect_margin == other.redirect_margin
             && keys_same(&self.link_key, &other.link_key)
             && keys_same(&self.cluster_key, &other.cluster_key)
     }
@@ -97,6 +105,8 @@ impl std::fmt::Debug for ClusterConfig {
             .field("link", &self.link)
             .field("lease", &self.lease)
             .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("address", &self.address)
+            .field("redirect_margin", &self.redirect_margin)
             .field("key_files", &self.key_files)
             .finish_non_exhaustive()
     }
@@ -130,6 +140,8 @@ mod tests {
             lease: Duration::from_secs(2),
             checkpoint_interval: Duration::from_secs(1),
             key_files: Default::default(),
+            address: None,
+            redirect_margin: None,
         };
         assert!(c.same_as(&c.clone()));
         let mut other = c.clone();

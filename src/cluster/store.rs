@@ -99,6 +99,9 @@ pub struct NodeInfo {
     pub link: SocketAddr,
     /// IKE SAs it serves.
     pub load: usize,
+    /// The address clients reach it at (where redirects send them).
+    #[serde(default)]
+    pub address: Option<std::net::IpAddr>,
 }
 
 /// One node as `ironsa cluster` shows it.
@@ -191,6 +194,21 @@ impl ClusterView {
             return None;
         }
         t.nodes.get(&owner).map(|i| (owner, i.link))
+    }
+
+    /// Where to redirect a new client: the address of the least loaded
+    /// live node, if this node serves more than `margin` IKE SAs above it
+    /// (loads as the nodes last published them).
+    pub fn redirect_target(&self, margin: usize) -> Option<std::net::IpAddr> {
+        let t = self.table.read().unwrap_or_else(|e| e.into_inner());
+        let mine = t.nodes.get(&self.me)?.load;
+        let (load, address) = t
+            .nodes
+            .iter()
+            .filter(|(id, _)| **id != self.me)
+            .filter_map(|(_, i)| Some((i.load, i.address?)))
+            .min_by_key(|(load, _)| *load)?;
+        (mine > load.saturating_add(margin)).then_some(address)
     }
 
     /// True if this node serves `range`.
@@ -536,6 +554,7 @@ impl Worker {
         let info = NodeInfo {
             link: self.cfg.link,
             load,
+            address: self.cfg.address,
         };
         let value = serde_json::to_vec(&info).unwrap_or_default();
         let key = self.node_key(self.cfg.node);
@@ -821,5 +840,40 @@ impl Worker {
                 _ = renew.tick() => self.keep_alive(&mut s).await?,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(port: u16, load: usize, address: Option<&str>) -> NodeInfo {
+        NodeInfo {
+            link: SocketAddr::from(([127, 0, 0, 1], port)),
+            load,
+            address: address.map(|a| a.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn redirects_go_to_the_least_loaded_node_beyond_the_margin_and_foreign_ranges_follow_owners() {
+        let view = ClusterView::new(1);
+        let nodes = BTreeMap::from([
+            (1, info(1, 10, Some("192.0.2.1"))),
+            (2, info(2, 4, Some("192.0.2.2"))),
+            (3, info(3, 2, None)),
+            (4, info(4, 7, Some("192.0.2.4"))),
+        ]);
+        // Range 5's owner is dead: not foreign (nobody to forward to).
+        let owners = BTreeMap::from([(1, 1), (2, 2), (3, 1), (4, 4), (5, 5)]);
+        view.set(owners, nodes);
+        // Node 3 publishes no address: node 2 is the least loaded one to send to.
+        assert_eq!(view.redirect_target(5), Some("192.0.2.2".parse().unwrap()));
+        assert_eq!(view.redirect_target(6), None);
+        let foreign = view.foreign_ranges();
+        assert_eq!(foreign.get(), (1 << 2) | (1 << 4));
+        assert!(foreign.contains(4 << 26 | 0x1234));
+        assert!(!foreign.contains(3 << 26));
+        assert_eq!(ClusterView::new(9).redirect_target(0), None, "no loads known yet");
     }
 }

@@ -29,8 +29,15 @@ pub(crate) struct InitSent {
     cookie: Option<Vec<u8>>,
     cookie_rounds: u8,
     ke_rounds: u8,
+    /// The gateway that redirected us here (RFC 5685), and how many did.
+    redirected_from: Option<std::net::IpAddr>,
+    redirects: u8,
     request: Vec<u8>,
 }
+
+/// Redirects (RFC 5685) an initiator follows for one IKE SA before it gives
+/// up: gateways that send each other's clients back and forth end there.
+const MAX_REDIRECTS: u8 = 3;
 
 /// We cannot answer (the random source failed): no response, the initiator retries.
 fn local_failure(remote: SocketAddr, e: CryptoError) -> InitRejected {
@@ -74,6 +81,8 @@ impl IkeSa {
             cookie: None,
             cookie_rounds: 0,
             ke_rounds: 0,
+            redirected_from: None,
+            redirects: 0,
             request: Vec::new(),
         }));
         let mut sa = IkeSa::blank(Role::Initiator, now, config, ctx, local, remote, spi_i, 0, state);
@@ -118,6 +127,18 @@ impl IkeSa {
         }
         if self.config.ppk.is_some() {
             payloads.push(notify(NotifyType::USE_PPK, Vec::new()));
+        }
+        // RFC 5685: a redirected initiator names the gateway that sent it
+        // (which also says it supports redirects).
+        match st.redirected_from {
+            Some(from) => {
+                let mut data = redirect_notify(from, &[]);
+                if let Payload::Notify(n) = &mut data {
+                    n.ty = NotifyType::REDIRECTED_FROM;
+                }
+                payloads.push(data);
+            }
+            None => payloads.push(notify(NotifyType::REDIRECT_SUPPORTED, Vec::new())),
         }
         if self.config.children.is_empty() {
             // RFC 6023: we intend to create the IKE SA without a CHILD_SA.
@@ -183,6 +204,37 @@ pub(crate) fn handle_response(
             st.cookie_rounds += 1;
             st.cookie = Some(c.data.clone());
             debug!(peer = %sa.remote, "responder demands a cookie, retrying IKE_SA_INIT with it");
+        }
+        sa.take_outstanding();
+        sa.send_init(now);
+        return;
+    }
+    if let Some(n) = find_notify(payloads, NotifyType::REDIRECT) {
+        let State::InitSent(st) = &mut sa.state else { return };
+        let why = match parse_redirect(&n.data) {
+            None => Some("a REDIRECT without a gateway address".to_string()),
+            Some((_, nonce)) if aws_lc_rs::constant_time::verify_slices_are_equal(nonce, &st.ni).is_err() => {
+                // Not an answer to our request (RFC 5685 §3): ignored.
+                debug!(peer = %sa.remote, "REDIRECT with another nonce than ours ignored");
+                return;
+            }
+            Some(_) if st.redirects >= MAX_REDIRECTS => Some(format!("redirected {} times", st.redirects)),
+            Some((gw, _)) if gw == sa.remote.ip() => Some("a REDIRECT to the same gateway".to_string()),
+            Some(_) => None,
+        };
+        if let Some(why) = why {
+            warn!(connection = %sa.config.name, peer = %sa.remote, "giving up on IKE_SA_INIT: {why}");
+            sa.close(DownReason::Failed(why));
+            return;
+        }
+        if let Some((gw, _)) = parse_redirect(&n.data) {
+            let from = sa.remote;
+            st.redirects += 1;
+            st.redirected_from = Some(from.ip());
+            st.cookie = None;
+            st.cookie_rounds = 0;
+            sa.remote = SocketAddr::new(gw, from.port());
+            info!(connection = %sa.config.name, from = %from, to = %sa.remote, "IKE_SA_INIT redirected to another gateway (RFC 5685)");
         }
         sa.take_outstanding();
         sa.send_init(now);
@@ -356,6 +408,44 @@ pub fn stateless_response(request: &Header, payload: Payload) -> Vec<u8> {
         length: 0,
     };
     ikev2::encode_message(&header, &[payload])
+}
+
+/// RFC 5685 gateway identity types.
+const GW_IPV4: u8 = 1;
+const GW_IPV6: u8 = 2;
+
+/// A REDIRECT notify (RFC 5685 §10) sending the initiator to `gateway`;
+/// `nonce` is the initiator's Ni when it answers an IKE_SA_INIT request
+/// (which binds the answer to that request), empty otherwise.
+pub fn redirect_notify(gateway: std::net::IpAddr, nonce: &[u8]) -> Payload {
+    let mut data = Vec::with_capacity(18 + nonce.len());
+    match gateway {
+        std::net::IpAddr::V4(a) => {
+            data.extend_from_slice(&[GW_IPV4, 4]);
+            data.extend_from_slice(&a.octets());
+        }
+        std::net::IpAddr::V6(a) => {
+            data.extend_from_slice(&[GW_IPV6, 16]);
+            data.extend_from_slice(&a.octets());
+        }
+    }
+    data.extend_from_slice(nonce);
+    notify(NotifyType::REDIRECT, data)
+}
+
+/// The gateway address and nonce data of a REDIRECT notify's data (`None`:
+/// malformed, or an identity that is not an address, such as an FQDN).
+pub fn parse_redirect(data: &[u8]) -> Option<(std::net::IpAddr, &[u8])> {
+    let (&ty, rest) = data.split_first()?;
+    let (&len, rest) = rest.split_first()?;
+    let len = usize::from(len);
+    let (id, nonce) = (rest.get(..len)?, &rest[len..]);
+    let ip = match (ty, len) {
+        (GW_IPV4, 4) => std::net::IpAddr::from(<[u8; 4]>::try_from(id).ok()?),
+        (GW_IPV6, 16) => std::net::IpAddr::from(<[u8; 16]>::try_from(id).ok()?),
+        _ => return None,
+    };
+    Some((ip, nonce))
 }
 
 /// Why a responder did not create an IKE SA for an IKE_SA_INIT request.

@@ -212,6 +212,12 @@ registry!(
         MULTIPLE_AUTH_SUPPORTED = 16404,
         /// ANOTHER_AUTH_FOLLOWS (RFC 4739)
         ANOTHER_AUTH_FOLLOWS = 16405,
+        /// REDIRECT_SUPPORTED (RFC 5685)
+        REDIRECT_SUPPORTED = 16406,
+        /// REDIRECT (RFC 5685): the gateway to go to instead
+        REDIRECT = 16407,
+        /// REDIRECTED_FROM (RFC 5685): the gateway that redirected us
+        REDIRECTED_FROM = 16408,
         /// EAP_ONLY_AUTHENTICATION (RFC 5998)
         EAP_ONLY_AUTHENTICATION = 16417,
         /// CHILDLESS_IKEV2_SUPPORTED (RFC 6023)

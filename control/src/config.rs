@@ -33,6 +33,9 @@ pub enum AuthConfig {
     PubKey(Arc<TrustStore>),
     /// Remote side: the peer authenticates with EAP inside IKE_AUTH (RFC 7296 §2.16).
     Eap(Arc<EapAuth>),
+    /// Local side, as initiator: we authenticate with EAP (the gateway
+    /// proves itself with its certificate or PSK, then with the MSK).
+    EapClient(Arc<crate::eap::PeerConfig>),
 }
 
 /// Where a connection's EAP server side runs.
@@ -104,6 +107,7 @@ impl std::fmt::Debug for AuthConfig {
             ),
             AuthConfig::PubKey(t) => write!(f, "PubKey({} CAs)", t.certificates().len()),
             AuthConfig::Eap(e) => write!(f, "Eap({e:?})"),
+            AuthConfig::EapClient(p) => write!(f, "EapClient({p:?})"),
         }
     }
 }

@@ -6,7 +6,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use control::config::{ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
+use control::config::{
+    AuthConfig, ChildConfig, ConnectionConfig, EapAuth, EapBackend, EapIdentity, IdentityMatch, IpsecMode, Lifetime,
+    parse_identity,
+};
+use control::eap::{Credential, Method, PeerConfig, UserStore};
 use control::endpoint::{AdmissionConfig, Endpoint};
 use control::ike_sa::{ChildSaInstall, Context, DownReason, Event};
 use control::pool::{AddrRange, Pool, Pools, SharedPools};
@@ -14,6 +18,7 @@ use control::proposal::{parse_esp_proposals, parse_ike_proposals};
 use control::ts::{parse_selector, subnet};
 use control::wire::ikev2::{NotifyType, TrafficSelector};
 use ironsa_crypto::AwsLcProvider;
+use zeroize::Zeroizing;
 
 const GATEWAY: &str = "192.0.2.1:500";
 const PSK: &[u8] = b"a-long-random-test-secret";
@@ -46,6 +51,35 @@ fn conn(
 
 /// The gateway: pool `rw` of `range`, DNS and a subnet, `remote_ts = dynamic`.
 fn gateway(range: &str) -> (Endpoint, Arc<SharedPools>) {
+    gateway_with(range, |_| {})
+}
+
+/// Users `user0`, `user1`, ... with the password [`EAP_PASSWORD`].
+struct NumberedUsers;
+
+const EAP_PASSWORD: &str = "numbered-users-password";
+
+impl UserStore for NumberedUsers {
+    fn credential(&self, identity: &[u8]) -> Option<Credential> {
+        let n = identity.strip_prefix(b"user")?;
+        (!n.is_empty() && n.iter().all(u8::is_ascii_digit))
+            .then(|| Credential::Password(Zeroizing::new(EAP_PASSWORD.into())))
+    }
+}
+
+/// [`gateway`] whose road warriors log in with EAP-MSCHAPv2 (asked for
+/// their EAP identity) against [`NumberedUsers`].
+fn eap_gateway(range: &str) -> (Endpoint, Arc<SharedPools>) {
+    gateway_with(range, |c| {
+        c.remote_auth = AuthConfig::Eap(Arc::new(EapAuth {
+            backend: EapBackend::Local(vec![Method::MsChapV2]),
+            eap_id: EapIdentity::Ask,
+            eap_only: false,
+        }))
+    })
+}
+
+fn gateway_with(range: &str, edit: impl FnOnce(&mut ConnectionConfig)) -> (Endpoint, Arc<SharedPools>) {
     let mut c = conn(
         "rw",
         "gw@test",
@@ -56,10 +90,12 @@ fn gateway(range: &str) -> (Endpoint, Arc<SharedPools>) {
     c.virtual_ips.pools = vec!["rw".into()];
     c.virtual_ips.dns = vec![ip("10.1.0.53"), ip("2001:db8::53")];
     c.virtual_ips.subnets = vec![(ip("10.1.0.0"), 16)];
+    edit(&mut c);
     let pool = Pool::new("rw", &[AddrRange::parse(range).expect("range")]).expect("pool");
     let pools = Arc::new(SharedPools::new(Pools::new(vec![pool]).expect("pools")));
     let mut ctx = Context::new(vec![Arc::new(c)], AwsLcProvider::seeded(7).shared());
     ctx.addresses = pools.clone();
+    ctx.eap_users = Some(Arc::new(NumberedUsers));
     (
         Endpoint::new(Instant::now(), ctx, AdmissionConfig::default(), 0, 0),
         pools,
@@ -68,6 +104,15 @@ fn gateway(range: &str) -> (Endpoint, Arc<SharedPools>) {
 
 /// A road warrior `user@test` asking for an IPv4 address (`vips` = `request`).
 fn client(user: &str, request: &[&str], seed: u64) -> (Endpoint, Arc<ConnectionConfig>) {
+    client_with(user, request, seed, |_| {})
+}
+
+fn client_with(
+    user: &str,
+    request: &[&str],
+    seed: u64,
+    edit: impl FnOnce(&mut ConnectionConfig),
+) -> (Endpoint, Arc<ConnectionConfig>) {
     let mut c = conn(
         "home",
         user,
@@ -76,6 +121,7 @@ fn client(user: &str, request: &[&str], seed: u64) -> (Endpoint, Arc<ConnectionC
         vec![parse_selector("10.1.0.0/16").expect("ts")],
     );
     c.virtual_ips.request = request.iter().map(|s| ip(s)).collect();
+    edit(&mut c);
     let c = Arc::new(c);
     let ctx = Context::new(vec![c.clone()], AwsLcProvider::seeded(seed).shared());
     (Endpoint::new(Instant::now(), ctx, AdmissionConfig::default(), 0, 0), c)
@@ -132,7 +178,26 @@ fn run(now: &mut Instant, c: &mut Endpoint, gw: &mut Endpoint) -> (Seen, Seen) {
 }
 
 fn connect(now: &mut Instant, gw: &mut Endpoint, user: &str, request: &[&str], port: u16) -> (Endpoint, Seen, Seen) {
-    let (mut c, cfg) = client(user, request, u64::from(port));
+    connect_with(now, gw, client(user, request, u64::from(port)), port)
+}
+
+/// An EAP-MSCHAPv2 road warrior: IKE identity `ike_id`, EAP identity `user`.
+fn eap_client(ike_id: &str, user: &str, password: &str, seed: u64) -> (Endpoint, Arc<ConnectionConfig>) {
+    client_with(ike_id, &["0.0.0.0"], seed, |c| {
+        c.local_auth = AuthConfig::EapClient(Arc::new(PeerConfig {
+            identity: user.as_bytes().to_vec(),
+            password: Zeroizing::new(password.into()),
+            methods: vec![Method::MsChapV2],
+        }))
+    })
+}
+
+fn connect_with(
+    now: &mut Instant,
+    gw: &mut Endpoint,
+    (mut c, cfg): (Endpoint, Arc<ConnectionConfig>),
+    port: u16,
+) -> (Endpoint, Seen, Seen) {
     let from: SocketAddr = format!("198.51.100.7:{port}").parse().expect("addr");
     c.initiate(*now, cfg, from, GATEWAY.parse().expect("addr"))
         .expect("initiate");
@@ -237,4 +302,87 @@ fn ipv6_request_from_an_ipv4_only_gateway_is_refused() {
     assert!(cs.installed.is_empty() && gs.installed.is_empty());
     assert_eq!(c.sas().count(), 0, "no address, no IKE SA");
     assert_eq!(gw.sas().count(), 0);
+}
+
+/// The initiator as an EAP client (what ikegen's EAP road warriors run):
+/// the gateway's PSK AUTH, EAP-Identity and EAP-MSCHAPv2 against its local
+/// users, both AUTHs over the MSK, then a pool address and the child.
+#[test]
+fn eap_mschapv2_client_authenticates_and_gets_a_pool_address() {
+    let mut now = Instant::now();
+    let (mut gw, pools) = eap_gateway("10.9.0.10-10.9.0.20");
+    let (c, cs, gs) = connect_with(
+        &mut now,
+        &mut gw,
+        eap_client("road7@test", "user7", EAP_PASSWORD, 11),
+        4000,
+    );
+    assert_eq!((cs.up, gs.up), (1, 1), "both up: {:?} {:?}", cs.down, gs.down);
+    let vips = c
+        .sas()
+        .next()
+        .and_then(|s| s.virtual_ips())
+        .expect("client virtual IPs");
+    assert_eq!(vips.local, vec![ip("10.9.0.10")]);
+    assert_eq!(
+        (cs.installed.len(), gs.installed.len()),
+        (1, 1),
+        "the first CHILD_SA on both sides"
+    );
+    assert_eq!(cs.installed[0].local_ts, vec![host("10.9.0.10")]);
+    assert_eq!(
+        gw.context().eap_stats.successes[0].load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    pools.with(|p| assert_eq!(p.get("rw").expect("pool").stats().leased, 1));
+}
+
+#[test]
+fn eap_client_with_a_wrong_password_is_refused_and_gets_no_address() {
+    let mut now = Instant::now();
+    let (mut gw, pools) = eap_gateway("10.9.0.10-10.9.0.20");
+    let (_, cs, gs) = connect_with(
+        &mut now,
+        &mut gw,
+        eap_client("road8@test", "user8", "not-the-password", 12),
+        4000,
+    );
+    assert_eq!((cs.up, gs.up), (0, 0));
+    assert!(
+        matches!(cs.down.as_slice(), [DownReason::PeerError(n)] if *n == NotifyType::AUTHENTICATION_FAILED),
+        "the client sees AUTHENTICATION_FAILED: {:?}",
+        cs.down
+    );
+    assert_eq!(
+        gw.context().eap_stats.failures[0].load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    pools.with(|p| assert_eq!(p.get("rw").expect("pool").stats().leased, 0));
+}
+
+/// A gateway whose final AUTH is not over the MSK (it does not know the
+/// password's keys) is refused by the client.
+#[test]
+fn eap_client_refuses_a_gateway_with_the_wrong_psk() {
+    let mut now = Instant::now();
+    let (mut gw, _) = eap_gateway("10.9.0.10-10.9.0.20");
+    let (_, cs, _) = connect_with(
+        &mut now,
+        &mut gw,
+        {
+            let (ep, c) = eap_client("road9@test", "user9", EAP_PASSWORD, 13);
+            let mut c = (*c).clone();
+            c.remote_auth = AuthConfig::Psk(Arc::new(control::crypto::auth::PresharedKey::new(
+                b"a-different-gateway-secret",
+            )));
+            (ep, Arc::new(c))
+        },
+        4000,
+    );
+    assert_eq!(cs.up, 0);
+    assert!(
+        matches!(cs.down.as_slice(), [DownReason::Failed(why)] if why.contains("responder authentication failed")),
+        "{:?}",
+        cs.down
+    );
 }

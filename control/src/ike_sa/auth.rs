@@ -66,8 +66,9 @@ pub(crate) fn our_auth(
             "connection '{}': local auth cannot be 'pubkey' without a certificate",
             cfg.name
         )),
-        AuthConfig::Eap(_) => Err(format!(
-            "connection '{}': this side cannot authenticate with EAP (the client role is not supported)",
+        AuthConfig::Eap(_) => Err(format!("connection '{}': local auth cannot be an EAP server", cfg.name)),
+        AuthConfig::EapClient(_) => Err(format!(
+            "connection '{}': an EAP client has no AUTH of its own before EAP (only an initiator can be one)",
             cfg.name
         )),
     }
@@ -107,7 +108,7 @@ pub(crate) fn verify_shared_key(
 }
 
 /// Checks the peer's AUTH payload (and certificate chain) against what `cfg` requires.
-fn verify_peer(
+pub(crate) fn verify_peer(
     sa: &IkeSa,
     cfg: &ConnectionConfig,
     id: &Identification,
@@ -155,10 +156,14 @@ fn verify_peer(
         }
         AuthConfig::Cert(_) => Err(format!("connection '{}': remote auth must be psk or pubkey", cfg.name)),
         AuthConfig::Eap(_) => Err("peer sent AUTH where the connection expects EAP".into()),
+        AuthConfig::EapClient(_) => Err(format!(
+            "connection '{}': remote auth cannot be an EAP client",
+            cfg.name
+        )),
     }
 }
 
-fn certs_of(payloads: &[Payload]) -> Vec<&Vec<u8>> {
+pub(crate) fn certs_of(payloads: &[Payload]) -> Vec<&Vec<u8>> {
     payloads
         .iter()
         .filter_map(|p| match p {
@@ -180,6 +185,19 @@ pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
             return;
         }
     };
+    let eap_client = match &cfg.local_auth {
+        AuthConfig::EapClient(p) => Some(p.clone()),
+        _ => None,
+    };
+    if eap_client.is_some() && ppk.is_some() {
+        let e = format!(
+            "connection '{}': a PPK cannot be used with EAP client authentication",
+            cfg.name
+        );
+        warn!(connection = %cfg.name, peer = %sa.remote, "{e}");
+        sa.close(DownReason::Failed(e));
+        return;
+    }
     let mut no_ppk_auth = None;
     let mut plain = None;
     if let Some(p) = ppk {
@@ -197,13 +215,17 @@ pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
         }
         plain = ppk::mix(sa, p).filter(|_| !p.required);
     }
-    let (certs, auth) = match initiator_auth(sa, &cfg) {
-        Ok(x) => x,
-        Err(e) => {
-            warn!(connection = %cfg.name, "{e}");
-            sa.close(DownReason::Failed(e));
-            return;
-        }
+    // An EAP client's AUTH comes after EAP, over the MSK.
+    let (certs, auth) = match eap_client {
+        Some(_) => (Vec::new(), None),
+        None => match initiator_auth(sa, &cfg) {
+            Ok((certs, auth)) => (certs, Some(auth)),
+            Err(e) => {
+                warn!(connection = %cfg.name, "{e}");
+                sa.close(DownReason::Failed(e));
+                return;
+            }
+        },
     };
     let mut payloads = vec![Payload::IdI(cfg.local_id.clone())];
     payloads.extend(certs);
@@ -222,7 +244,7 @@ pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
     if let crate::config::IdentityMatch::Exact(idr) = &cfg.remote_id {
         payloads.push(Payload::IdR(idr.clone()));
     }
-    payloads.push(auth);
+    payloads.extend(auth);
     payloads.extend(super::config_payload::request(sa));
     if let Some(p) = ppk {
         payloads.push(ppk::identity_notify(p));
@@ -242,16 +264,20 @@ pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
             return;
         }
     };
-    sa.send_request(
-        now,
-        ExchangeType::IKE_AUTH,
-        payloads,
-        RequestKind::Auth(PendingChild {
-            request,
-            ppk_sent: ppk.is_some(),
-            plain,
-        }),
-    );
+    let pending = PendingChild {
+        request,
+        ppk_sent: ppk.is_some(),
+        plain,
+    };
+    let kind = match eap_client {
+        Some(peer) => RequestKind::EapClient(Box::new(super::eap_client::Pending::new(
+            pending,
+            peer,
+            sa.next_request_id,
+        ))),
+        None => RequestKind::Auth(pending),
+    };
+    sa.send_request(now, ExchangeType::IKE_AUTH, payloads, kind);
 }
 
 /// Initiator: our CERT payloads and AUTH payload with the current SK_pi.
@@ -350,22 +376,37 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
         sa.close(DownReason::Failed(format!("responder authentication failed: {why}")));
         return;
     }
+    complete_initiator(sa, now, &ctx, &inner, pending, idr);
+}
+
+/// Initiator: the responder is authenticated by the last IKE_AUTH response
+/// `inner`: establishes the IKE SA, takes the virtual IPs and finishes the
+/// first CHILD_SA.
+pub(crate) fn complete_initiator(
+    sa: &mut IkeSa,
+    now: Instant,
+    ctx: &AuthContext,
+    inner: &[Payload],
+    pending: PendingChild,
+    idr: Identification,
+) {
+    let cfg = sa.config.clone();
     sa.nat
-        .set_mobike(cfg.mobike && find_notify(&inner, NotifyType::MOBIKE_SUPPORTED).is_some());
+        .set_mobike(cfg.mobike && find_notify(inner, NotifyType::MOBIKE_SUPPORTED).is_some());
     establish(sa, now, idr, false);
-    super::config_payload::handle_reply(sa, &inner);
-    if let Err(why) = super::config_payload::check_reply(sa, &inner) {
+    super::config_payload::handle_reply(sa, inner);
+    if let Err(why) = super::config_payload::check_reply(sa, inner) {
         warn!(connection = %cfg.name, peer = %sa.remote, "{why}: deleting the IKE SA");
         release_pending(sa, &pending);
         sa.delete(now);
         return;
     }
     if let Some(req) = pending.request {
-        create_child::finish_child_initiator(sa, now, &inner, req, &ctx.ni, &ctx.nr, None);
+        create_child::finish_child_initiator(sa, now, inner, req, &ctx.ni, &ctx.nr, None);
     }
 }
 
-fn release_pending(sa: &IkeSa, pending: &PendingChild) {
+pub(crate) fn release_pending(sa: &IkeSa, pending: &PendingChild) {
     if let Some(r) = &pending.request {
         sa.ctx.child_spis.release(r.spi_in);
     }

@@ -177,7 +177,7 @@ pub(crate) struct EapSession {
     passed: Option<Passed>,
 }
 
-fn rng(sa: &IkeSa) -> impl FnMut(&mut [u8]) -> Result<(), RngFailure> + '_ {
+pub(crate) fn rng(sa: &IkeSa) -> impl FnMut(&mut [u8]) -> Result<(), RngFailure> + '_ {
     move |buf: &mut [u8]| sa.ctx.crypto.fill_random(buf).map_err(|_| RngFailure)
 }
 

@@ -11,6 +11,7 @@ pub mod child;
 pub mod config_payload;
 pub mod create_child;
 pub mod eap;
+mod eap_client;
 mod followup_ke;
 mod handshake;
 pub mod informational;
@@ -354,6 +355,9 @@ pub(crate) enum RequestKind {
     Intermediate(intermediate::Pending),
     /// IKE_AUTH (initiator) with the first child's proposal.
     Auth(auth::PendingChild),
+    /// IKE_AUTH (initiator) of an EAP client: the first request, an EAP
+    /// Response, or the final AUTH.
+    EapClient(Box<eap_client::Pending>),
     /// CREATE_CHILD_SA.
     CreateChild(create_child::Pending),
     /// INFORMATIONAL.
@@ -1306,6 +1310,7 @@ impl IkeSa {
             RequestKind::Init => {}
             RequestKind::Intermediate(pending) => intermediate::handle_response(self, now, &msg.header, inner, pending),
             RequestKind::Auth(pending) => auth::handle_response(self, now, inner, pending),
+            RequestKind::EapClient(pending) => eap_client::handle_response(self, now, inner, pending),
             RequestKind::CreateChild(pending) => create_child::handle_response(self, now, inner, pending),
             RequestKind::Informational(pending) => informational::handle_response(self, now, inner, pending),
             RequestKind::FollowupKe(pending) => followup_ke::handle_response(self, now, inner, pending),

@@ -344,3 +344,63 @@ fn flood_and_mixed_modes() {
     assert_eq!(counts.established.load(Ordering::Relaxed), 100);
     assert!(stats.init_requests >= 100 + f.accepted);
 }
+
+/// EAP-MSCHAPv2 road warriors asking for virtual IPs, against the
+/// generator's own responder (local users, a pool): every tunnel passes
+/// EAP in four round trips (Identity, Challenge, Success, EAP-Success) and
+/// gets its own address; the JSON report carries both sections.
+#[test]
+fn eap_mschapv2_clients_get_distinct_virtual_ips() {
+    use ironsa_bench::ikegen::responder::Responder;
+    let eap = |password: &str| Settings {
+        eap_user: Some("user{n}".into()),
+        eap_password: Some(password.into()),
+        vip: Some(true),
+        local_ts: None,
+        ..settings("127.0.0.1:9".parse().unwrap(), 60)
+    };
+    let mut cfg = eap("eap-users-password-1").resolve().unwrap();
+    let responder = Responder::for_generator(&cfg, "127.0.0.1:0".parse().unwrap(), 1).unwrap();
+    cfg.remote = responder.addr();
+    let report = run(&cfg, None).unwrap();
+    let text = report.render_text();
+    assert_eq!(report.established, 60, "{text}");
+    assert_eq!(report.children_installed, 60, "{text}");
+    assert!(report.is_consistent(), "{text}");
+    let e = report.eap.as_ref().expect("EAP section");
+    assert_eq!(e.round_trips, 4 * 60, "{text}");
+    assert_eq!(e.latency_ms.count, 240);
+    assert!(
+        e.latency_ms.p50 > 0.0 && e.latency_ms.max <= report.latency_ike_ms.max,
+        "{text}"
+    );
+    let a = report.addresses.as_ref().expect("address section");
+    assert_eq!(
+        (a.requested, a.assigned, a.unique, a.refused),
+        (60, 60, 60, 0),
+        "{text}"
+    );
+    assert!(
+        text.contains("EAP round trips") && text.contains("virtual IPs: requested 60"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["eap"]["round_trips"], 240);
+    assert_eq!(json["addresses"]["unique"], 60);
+
+    // The same users with a wrong password: refused by the responder.
+    let mut wrong = eap("not-the-users-password").resolve().unwrap();
+    wrong.remote = responder.addr();
+    wrong.tunnels = 5;
+    let report = run(&wrong, None).unwrap();
+    let stats = responder.stop().unwrap();
+    assert_eq!(report.established, 0, "{}", report.render_text());
+    assert_eq!(
+        report.failures.get("AUTHENTICATION_FAILED"),
+        Some(&5),
+        "{}",
+        report.render_text()
+    );
+    assert_eq!(report.addresses.as_ref().map(|a| a.assigned), Some(0));
+    assert_eq!(stats.stats.established, 60);
+}

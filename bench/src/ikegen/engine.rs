@@ -4,16 +4,17 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use control::config::{ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
+use control::config::{AuthConfig, ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
+use control::eap::{Method, PeerConfig};
 use control::endpoint::{AdmissionConfig, Endpoint};
 use control::ike_sa::{Context, DownReason, Event, Task, Transmit};
 use control::ts::parse_selector;
-use control::wire::ikev2::{FLAG_RESPONSE, HEADER_LEN};
+use control::wire::ikev2::{ExchangeType, FLAG_RESPONSE, HEADER_LEN};
 use hdrhistogram::Histogram;
 use ironsa_crypto::AwsLcProvider;
 use mio::net::UdpSocket;
@@ -100,6 +101,13 @@ pub(crate) struct WorkerResult {
     pub esp: Option<super::esp::EspReport>,
     pub timeline: Vec<TimelineBucket>,
     pub cpu: CpuTime,
+    /// Latency of each EAP round trip (IKE_AUTH exchanges before the final AUTH).
+    pub eap_latency: Histogram<u64>,
+    /// Tunnels up with a virtual IP, and up without one although one was asked for.
+    pub vip_assigned: u64,
+    pub vip_refused_up: u64,
+    /// The virtual IPs assigned (to count the distinct ones over all workers).
+    pub vips: HashSet<IpAddr>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +124,19 @@ struct Tunnel {
     child: Option<u32>,
     /// The first CHILD_SA was installed or failed.
     child_resolved: bool,
+    /// EAP clients: the latest IKE_AUTH exchange.
+    auth: Option<AuthExchange>,
+}
+
+/// One IKE_AUTH exchange of an EAP client: when a later IKE_AUTH request
+/// follows it, it was an EAP round trip (the final AUTH exchange is the
+/// only one that none follows).
+#[derive(Clone, Copy)]
+struct AuthExchange {
+    message_id: u32,
+    sent: Instant,
+    /// Microseconds until the first datagram of the answer.
+    rtt_us: Option<u64>,
 }
 
 struct Sock {
@@ -167,6 +188,32 @@ pub fn reason_name(r: &DownReason) -> String {
     }
 }
 
+/// (initiator SPI, exchange type, flags, message ID) of an IKE datagram.
+fn ike_header(data: &[u8]) -> Option<(u64, u8, u8, u32)> {
+    if data.len() < HEADER_LEN {
+        return None;
+    }
+    let spi_i = u64::from_be_bytes(data[..8].try_into().ok()?);
+    let mid = u32::from_be_bytes(data[20..24].try_into().ok()?);
+    Some((spi_i, data[18], data[19], mid))
+}
+
+/// The first datagram answering an EAP client's latest IKE_AUTH request.
+fn note_auth_answer(tunnels: &mut HashMap<u64, Tunnel>, now: Instant, data: &[u8]) {
+    let Some((spi_i, exchange, flags, mid)) = ike_header(data) else {
+        return;
+    };
+    if exchange != ExchangeType::IKE_AUTH.0 || flags & FLAG_RESPONSE == 0 {
+        return;
+    }
+    let Some(a) = tunnels.get_mut(&spi_i).and_then(|t| t.auth.as_mut()) else {
+        return;
+    };
+    if a.message_id == mid && a.rtt_us.is_none() {
+        a.rtt_us = Some(now.saturating_duration_since(a.sent).as_micros() as u64);
+    }
+}
+
 fn fnv1a(data: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in data {
@@ -186,6 +233,7 @@ pub(crate) struct TunnelConfigs {
 impl TunnelConfigs {
     pub(crate) fn new(cfg: Arc<GenConfig>) -> Result<Self, ConfigError> {
         let per_tunnel = cfg.local_id.is_per_tunnel()
+            || cfg.eap.as_ref().is_some_and(|e| e.user.is_per_tunnel())
             || cfg.remote_id.as_ref().is_some_and(|t| t.is_per_tunnel())
             || cfg.local_ts.iter().chain(&cfg.remote_ts).any(|t| t.is_per_tunnel());
         let base = Arc::new(Self::build(&cfg, 0).map_err(ConfigError::Invalid)?);
@@ -205,6 +253,20 @@ impl TunnelConfigs {
         c.remote_nat_port = Some(cfg.remote_nat_port);
         c.retransmit_timeout = cfg.retransmit_timeout;
         c.retransmit_tries = cfg.retransmit_tries;
+        if let Some(eap) = &cfg.eap {
+            c.local_auth = AuthConfig::EapClient(Arc::new(PeerConfig {
+                identity: eap.user.render(n).into_bytes(),
+                password: eap.password.clone(),
+                methods: vec![Method::MsChapV2],
+            }));
+        }
+        if cfg.vip {
+            let any = match cfg.remote.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            };
+            c.virtual_ips.request = vec![any];
+        }
         // The generator decides when to rekey; no automatic rekeys during a run.
         c.ike_lifetime = Lifetime {
             rekey: Duration::ZERO,
@@ -371,6 +433,10 @@ impl Worker {
                 esp: None,
                 timeline: Vec::new(),
                 cpu: CpuTime::default(),
+                eap_latency: histogram(),
+                vip_assigned: 0,
+                vip_refused_up: 0,
+                vips: HashSet::new(),
             },
             flood_rng: RandomPool::new(),
             flood_packet,
@@ -699,6 +765,7 @@ impl Worker {
                         state: TunnelState::Negotiating,
                         child: None,
                         child_resolved: false,
+                        auth: None,
                     },
                 );
             }
@@ -755,6 +822,9 @@ impl Worker {
                     let d = strip_marker(&self.buf[..len]);
                     if classify_init_response(d) == Some(InitResponse::Cookie) {
                         self.res.cookies += 1;
+                    }
+                    if self.cfg.eap.is_some() {
+                        note_auth_answer(&mut self.tunnels, now, d);
                     }
                     self.endpoint.handle(now, local, from, d);
                 }
@@ -816,7 +886,6 @@ impl Worker {
                 }
             },
         };
-        let sock = &self.legit[idx];
         // Retransmission: the same request bytes as the last request of this SA.
         if t.data.len() >= HEADER_LEN && t.data[19] & FLAG_RESPONSE == 0 {
             let spi_i = u64::from_be_bytes(t.data[..8].try_into().unwrap_or([0; 8]));
@@ -825,6 +894,10 @@ impl Worker {
                 self.res.retransmissions += 1;
             }
         }
+        if self.cfg.eap.is_some() {
+            self.note_auth_request(&t.data);
+        }
+        let sock = &self.legit[idx];
         let result = if self.cfg.marker.applies(sock.local.port(), t.remote.port()) {
             self.out.clear();
             self.out.extend_from_slice(&NON_ESP_MARKER);
@@ -836,6 +909,29 @@ impl Worker {
         if result.is_err() {
             self.res.send_errors += 1;
         }
+    }
+
+    /// An IKE_AUTH request of a negotiating EAP client: a new one means the
+    /// previous IKE_AUTH exchange was an EAP round trip.
+    fn note_auth_request(&mut self, data: &[u8]) {
+        let Some((spi_i, exchange, flags, mid)) = ike_header(data) else {
+            return;
+        };
+        if exchange != ExchangeType::IKE_AUTH.0 || flags & FLAG_RESPONSE != 0 {
+            return;
+        }
+        let Some(t) = self.tunnels.get_mut(&spi_i) else { return };
+        if t.state != TunnelState::Negotiating || t.auth.is_some_and(|a| a.message_id == mid) {
+            return;
+        }
+        if let Some(us) = t.auth.and_then(|a| a.rtt_us) {
+            let _ = self.res.eap_latency.record(us.max(1));
+        }
+        t.auth = Some(AuthExchange {
+            message_id: mid,
+            sent: Instant::now(),
+            rtt_us: None,
+        });
     }
 
     /// Sends queued datagrams and handles the endpoint's events.
@@ -864,6 +960,21 @@ impl Worker {
                     return;
                 }
                 t.state = TunnelState::Up;
+                if self.cfg.vip {
+                    let vips = self
+                        .endpoint
+                        .sa(spi)
+                        .and_then(|sa| sa.virtual_ips())
+                        .map(|v| v.local.clone());
+                    match vips {
+                        Some(v) if !v.is_empty() => {
+                            self.res.vip_assigned += 1;
+                            self.res.vips.extend(v);
+                        }
+                        _ => self.res.vip_refused_up += 1,
+                    }
+                }
+                let Some(t) = self.tunnels.get_mut(&spi) else { return };
                 let lat = now.saturating_duration_since(t.started);
                 self.in_flight = self.in_flight.saturating_sub(1);
                 self.up_spis.push(spi);

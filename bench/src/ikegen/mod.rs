@@ -207,6 +207,12 @@ fn merge(
     };
     let mut ike = results.first().map(|w| w.ike_latency.clone());
     let mut child = results.first().map(|w| w.child_latency.clone());
+    let mut eap = results.first().map(|w| w.eap_latency.clone());
+    if let Some(h) = eap.as_mut() {
+        h.reset();
+    }
+    let mut vips = std::collections::HashSet::new();
+    let (mut vip_assigned, mut vip_refused) = (0, 0);
     if let Some(h) = ike.as_mut() {
         h.reset();
     }
@@ -237,6 +243,12 @@ fn merge(
         if let Some(h) = child.as_mut() {
             let _ = h.add(&w.child_latency);
         }
+        if let Some(h) = eap.as_mut() {
+            let _ = h.add(&w.eap_latency);
+        }
+        vip_assigned += w.vip_assigned;
+        vip_refused += w.vip_refused_up;
+        vips.extend(w.vips.iter().copied());
         first = match (first, w.first_initiate) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -320,6 +332,27 @@ fn merge(
     }
     r.latency_ike_ms = ike.as_ref().map(Percentiles::from_micros).unwrap_or_default();
     r.latency_child_ms = child.as_ref().map(Percentiles::from_micros).unwrap_or_default();
+    if cfg.eap.is_some() {
+        let latency_ms = eap.as_ref().map(Percentiles::from_micros).unwrap_or_default();
+        r.eap = Some(report::EapReport {
+            method: "eap-mschapv2".into(),
+            round_trips: latency_ms.count,
+            round_trips_per_tunnel: latency_ms.count as f64 / r.established.max(1) as f64,
+            latency_ms,
+        });
+    }
+    if cfg.vip {
+        let refused_by_notify: u64 = ["INTERNAL_ADDRESS_FAILURE", "FAILED_CP_REQUIRED"]
+            .iter()
+            .filter_map(|k| r.failures.get(*k))
+            .sum();
+        r.addresses = Some(report::AddressReport {
+            requested: r.attempted,
+            assigned: vip_assigned,
+            unique: vips.len() as u64,
+            refused: vip_refused + refused_by_notify,
+        });
+    }
     if let Some(f) = flood.as_mut() {
         f.rate = if f.secs > 0.0 { f.sent as f64 / f.secs } else { 0.0 };
     }

@@ -182,9 +182,20 @@ pub struct Settings {
     /// responder deletes older IKE SAs of an identity that sends it).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub initial_contact: Option<bool>,
-    /// Pre-shared key.
+    /// Pre-shared key (with EAP: the one the responder proves itself with).
     #[arg(long)]
     pub psk: Option<String>,
+    /// Log in with EAP-MSCHAPv2 as this user; a `{ n }` placeholder is the
+    /// tunnel index (`user{ n }`). Needs `eap-password`.
+    #[arg(long)]
+    pub eap_user: Option<String>,
+    /// The EAP users' password.
+    #[arg(long)]
+    pub eap_password: Option<String>,
+    /// Ask the responder for a virtual IP (CFG_REQUEST for an address of the
+    /// remote's family); our traffic selector then defaults to that address.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub vip: Option<bool>,
     /// Our traffic selectors, comma-separated; `{ n }` placeholders allowed (`10.128.{ n/256 }.{ n%256 }/32`).
     #[arg(long, value_delimiter = ',')]
     pub local_ts: Option<Vec<String>>,
@@ -267,6 +278,9 @@ impl Settings {
             remote_id,
             initial_contact,
             psk,
+            eap_user,
+            eap_password,
+            vip,
             local_ts,
             remote_ts,
             retransmit_timeout,
@@ -357,10 +371,13 @@ impl Settings {
         } else {
             Some(parse_esp_proposals(&esp_text).map_err(|e| invalid(format!("--esp: {e}")))?)
         };
-        let local_ts = templates(
-            self.local_ts
-                .unwrap_or_else(|| vec!["10.128.{n/256%256}.{n%256}/32".into()]),
-        )?;
+        let vip = self.vip.unwrap_or(false);
+        let local_ts = match self.local_ts {
+            Some(list) => templates(list)?,
+            // `dynamic`: the virtual IP the responder assigns.
+            None if vip => Vec::new(),
+            None => templates(vec!["10.128.{n/256%256}.{n%256}/32".into()])?,
+        };
         let remote_ts = templates(self.remote_ts.unwrap_or_else(|| vec!["0.0.0.0/0".into()]))?;
         // Check that selectors parse for the first tunnel (catches typos before the run).
         for t in local_ts.iter().chain(&remote_ts) {
@@ -371,6 +388,28 @@ impl Settings {
         if psk.is_empty() {
             return Err(invalid("psk must not be empty"));
         }
+        let eap = match (self.eap_user, self.eap_password) {
+            (None, None) => None,
+            (Some(_), None) => return Err(invalid("--eap-user needs --eap-password")),
+            (None, Some(_)) => return Err(invalid("--eap-password needs --eap-user")),
+            (Some(user), Some(password)) => {
+                let user = Template::parse(&user)?;
+                if user.render(0).is_empty() || user.render(0).len() > control::eap::MAX_IDENTITY_LEN {
+                    return Err(invalid(format!(
+                        "--eap-user '{}' must give 1..={} bytes",
+                        user.source(),
+                        control::eap::MAX_IDENTITY_LEN
+                    )));
+                }
+                if password.is_empty() {
+                    return Err(invalid("--eap-password must not be empty"));
+                }
+                Some(EapClient {
+                    user,
+                    password: Zeroizing::new(password),
+                })
+            }
+        };
         let retransmit_tries = self.retransmit_tries.unwrap_or(4);
         let local_id = Template::parse(&self.local_id.unwrap_or_else(|| "ikegen{n}@test".to_string()))?;
         Ok(GenConfig {
@@ -401,6 +440,8 @@ impl Settings {
             local_id,
             remote_id: self.remote_id.as_deref().map(Template::parse).transpose()?,
             psk: Zeroizing::new(psk.into_bytes()),
+            eap,
+            vip,
             local_ts,
             remote_ts,
             retransmit_timeout: secs("retransmit-timeout", self.retransmit_timeout, 2.0)?
@@ -492,6 +533,10 @@ pub struct GenConfig {
     pub initial_contact: bool,
     /// Pre-shared key.
     pub psk: Zeroizing<Vec<u8>>,
+    /// EAP road warriors: we authenticate with EAP-MSCHAPv2, not the PSK.
+    pub eap: Option<EapClient>,
+    /// Ask for a virtual IP.
+    pub vip: bool,
     /// Our traffic selector templates.
     pub local_ts: Vec<Template>,
     /// The responder's traffic selector templates.
@@ -508,6 +553,23 @@ pub struct GenConfig {
     pub socket_buffer: usize,
     /// The gateway's metrics endpoint, read before and after the run.
     pub gateway_metrics: Option<SocketAddr>,
+}
+
+/// How the generator's clients log in with EAP.
+#[derive(Clone)]
+pub struct EapClient {
+    /// The user name template.
+    pub user: Template,
+    /// The password of every user.
+    pub password: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for EapClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EapClient")
+            .field("user", &self.user.source())
+            .finish_non_exhaustive()
+    }
 }
 
 impl GenConfig {
@@ -663,6 +725,33 @@ mod tests {
             source: Some(vec!["::1".into()]),
             ..Default::default()
         }));
+    }
+
+    #[test]
+    fn eap_needs_user_and_password_and_vip_makes_local_ts_dynamic() {
+        let eap = |user: Option<&str>, password: Option<&str>| Settings {
+            eap_user: user.map(Into::into),
+            eap_password: password.map(Into::into),
+            ..Default::default()
+        };
+        assert!(eap(Some("user{n}"), None).resolve().is_err());
+        assert!(eap(None, Some("pw")).resolve().is_err());
+        assert!(eap(Some(""), Some("pw")).resolve().is_err());
+        assert!(eap(Some("user{n}"), Some("")).resolve().is_err());
+        let cfg = eap(Some("user{n}"), Some("pw")).resolve().unwrap();
+        assert_eq!(cfg.eap.as_ref().map(|e| e.user.render(4)), Some("user4".into()));
+        assert!(
+            !format!("{:?}", cfg.eap).contains("pw"),
+            "the password is not in Debug output"
+        );
+        assert_eq!(cfg.local_ts.len(), 1, "a fixed selector without --vip");
+        let vip = Settings {
+            vip: Some(true),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(vip.vip && vip.local_ts.is_empty(), "dynamic: the assigned address");
     }
 
     #[test]

@@ -165,6 +165,35 @@ pub struct ResponderReport {
     pub cpu: CpuReport,
 }
 
+/// The EAP conversations of EAP road warriors (`--eap-user`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EapReport {
+    /// The method the clients ran.
+    pub method: String,
+    /// EAP round trips of all tunnels: the IKE_AUTH exchanges that carried
+    /// EAP (every one but the final AUTH exchange).
+    pub round_trips: u64,
+    /// Mean EAP round trips per established tunnel.
+    pub round_trips_per_tunnel: f64,
+    /// One EAP round trip: our IKE_AUTH request → the responder's answer.
+    pub latency_ms: Percentiles,
+}
+
+/// Virtual IPs asked for with `--vip`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AddressReport {
+    /// Tunnels that asked for an address.
+    pub requested: u64,
+    /// Tunnels up with an address.
+    pub assigned: u64,
+    /// Distinct addresses among them (less than `assigned`: the responder
+    /// handed one address to several clients).
+    pub unique: u64,
+    /// Tunnels refused an address: up without one, or refused with
+    /// INTERNAL_ADDRESS_FAILURE / FAILED_CP_REQUIRED.
+    pub refused: u64,
+}
+
 /// One time bucket of the run (for plots).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TimelineBucket {
@@ -239,6 +268,12 @@ pub struct Report {
     /// ESP traffic sent through the tunnels while holding.
     #[serde(default)]
     pub esp: Option<super::esp::EspReport>,
+    /// EAP round trips of EAP road warriors.
+    #[serde(default)]
+    pub eap: Option<EapReport>,
+    /// Virtual IP assignment, when asked for.
+    #[serde(default)]
+    pub addresses: Option<AddressReport>,
     /// Seconds the whole run took.
     pub wall_secs: f64,
     /// CPU use of the generator's threads.
@@ -289,6 +324,11 @@ impl Report {
             && self.failures.values().sum::<u64>() == self.failed
             && self.latency_ike_ms.is_monotonic()
             && self.latency_child_ms.is_monotonic()
+            && self.eap.as_ref().is_none_or(|e| e.latency_ms.is_monotonic())
+            && self
+                .addresses
+                .as_ref()
+                .is_none_or(|a| a.unique <= a.assigned && a.assigned + a.refused <= a.requested)
     }
 
     /// The human-readable report.
@@ -328,6 +368,21 @@ impl Report {
             );
             pct_line(&mut o, "latency → IKE SA up", &self.latency_ike_ms);
             pct_line(&mut o, "latency → CHILD_SA", &self.latency_child_ms);
+            if let Some(e) = &self.eap {
+                let _ = writeln!(
+                    o,
+                    "  {}: {} EAP round trips ({:.1} per tunnel)",
+                    e.method, e.round_trips, e.round_trips_per_tunnel
+                );
+                pct_line(&mut o, "EAP round trip", &e.latency_ms);
+            }
+            if let Some(a) = &self.addresses {
+                let _ = writeln!(
+                    o,
+                    "  virtual IPs: requested {}  assigned {}  unique {}  refused {}",
+                    a.requested, a.assigned, a.unique, a.refused
+                );
+            }
         }
         if let Some(h) = &self.hold {
             let _ = writeln!(

@@ -9,9 +9,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use control::config::{ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
+use control::config::{
+    AuthConfig, ChildConfig, ConnectionConfig, EapAuth, EapBackend, EapIdentity, IdentityMatch, IpsecMode, Lifetime,
+    parse_identity,
+};
+use control::eap::{Credential, Method};
 use control::endpoint::{AdmissionConfig, Endpoint, EndpointStats};
 use control::ike_sa::{Context, Event};
+use control::pool::{AddrRange, Pool, Pools, SharedPools};
 use control::proposal::{EspProposal, IkeProposal};
 use control::ts::parse_selector;
 use ironsa_crypto::AwsLcProvider;
@@ -64,7 +69,38 @@ pub fn connection_for(cfg: &GenConfig) -> ConnectionConfig {
         Some(t) if !t.is_per_tunnel() => t.render(0),
         _ => DEFAULT_RESPONDER_ID.to_string(),
     };
-    responder_connection(&local_id, cfg.ike.clone(), cfg.esp.clone(), &cfg.psk)
+    let mut c = responder_connection(&local_id, cfg.ike.clone(), cfg.esp.clone(), &cfg.psk);
+    if cfg.eap.is_some() {
+        c.remote_auth = AuthConfig::Eap(Arc::new(EapAuth {
+            backend: EapBackend::Local(vec![Method::MsChapV2]),
+            eap_id: EapIdentity::Ask,
+            eap_only: false,
+        }));
+    }
+    if cfg.vip {
+        c.virtual_ips.pools = vec![SELF_TEST_POOL.into()];
+    }
+    c
+}
+
+/// The self-test responder's pool: room for a million clients.
+const SELF_TEST_POOL: &str = "ikegen";
+
+fn self_test_pools(ipv4: bool) -> io::Result<Pools> {
+    let range = if ipv4 { "100.64.0.0/12" } else { "fd00:1ce::/108" };
+    let parsed = AddrRange::parse(range).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    Pool::new(SELF_TEST_POOL, &[parsed])
+        .and_then(|p| Pools::new(vec![p]))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
+}
+
+/// The self-test responder's EAP users: any name, the generator's password.
+struct AnyUser(zeroize::Zeroizing<String>);
+
+impl control::eap::UserStore for AnyUser {
+    fn credential(&self, _identity: &[u8]) -> Option<Credential> {
+        Some(Credential::Password(self.0.clone()))
+    }
 }
 
 /// A responder connection with identity `local_id` accepting any initiator
@@ -145,6 +181,19 @@ impl Responder {
         threads: usize,
         marker: MarkerPolicy,
     ) -> io::Result<Self> {
+        Self::start_with(bind, connections, admission, threads, marker, |_| {})
+    }
+
+    /// [`Responder::start`] with `setup` applied to each thread's context
+    /// (EAP users, address pools).
+    pub fn start_with(
+        bind: SocketAddr,
+        connections: Vec<Arc<ConnectionConfig>>,
+        admission: AdmissionConfig,
+        threads: usize,
+        marker: MarkerPolicy,
+        setup: impl Fn(&mut Context),
+    ) -> io::Result<Self> {
         if bind.ip().is_unspecified() {
             // NAT detection hashes need the real local address.
             return Err(io::Error::new(
@@ -163,7 +212,8 @@ impl Responder {
         let mut handles = Vec::new();
         let crypto = AwsLcProvider::new().shared();
         for (i, socket) in sockets.into_iter().enumerate() {
-            let ctx = Context::new(connections.clone(), crypto.clone());
+            let mut ctx = Context::new(connections.clone(), crypto.clone());
+            setup(&mut ctx);
             let endpoint = Endpoint::new(Instant::now(), ctx, admission.clone(), 0, 0);
             let stop = stop.clone();
             let counters = counters.clone();
@@ -182,12 +232,26 @@ impl Responder {
 
     /// A responder for what `cfg` initiates, on `bind`.
     pub fn for_generator(cfg: &GenConfig, bind: SocketAddr, threads: usize) -> io::Result<Self> {
-        Self::start(
+        let users = cfg
+            .eap
+            .as_ref()
+            .map(|e| Arc::new(AnyUser(e.password.clone())) as Arc<dyn control::eap::UserStore + Send + Sync>);
+        let pools = match cfg.vip {
+            true => Some(Arc::new(SharedPools::new(self_test_pools(cfg.remote.is_ipv4())?))),
+            false => None,
+        };
+        Self::start_with(
             bind,
             vec![Arc::new(connection_for(cfg))],
             load_test_admission(),
             threads,
             cfg.marker,
+            |ctx| {
+                ctx.eap_users = users.clone();
+                if let Some(p) = &pools {
+                    ctx.addresses = p.clone();
+                }
+            },
         )
     }
 

@@ -188,6 +188,36 @@ fn ike_bench_json_is_valid() {
     assert!(v["crypto_breakdown_us"]["x25519_keygen_agree"].is_f64());
 }
 
+/// The EAP-MSCHAPv2 suite: five IKE_AUTH exchanges per handshake, and a
+/// ceiling that includes the gateway's MSCHAPv2 work and the AUTH over the MSK.
+#[test]
+fn ike_bench_eap_mschapv2_suite_json() {
+    let v = json_of(
+        env!("CARGO_BIN_EXE_ike-bench"),
+        &["--json", "--suite", "eap-mschapv2", "--seconds", "0.1", "--batch", "64"],
+        Duration::from_secs(240),
+    );
+    assert!(v["suite"].as_str().is_some_and(|s| s.contains("eap-mschapv2")), "{v}");
+    assert_eq!(v["ike_auth_exchanges"], 5, "{v}");
+    assert_eq!(v["target_ratio"], 0.5);
+    for key in ["handshakes_per_sec", "ceiling_per_sec", "ratio"] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {v}");
+    }
+    for key in ["eap_mschapv2_server", "auth_over_msk"] {
+        assert!(
+            v["crypto_breakdown_us"][key].as_f64().is_some_and(|x| x > 0.0),
+            "{key} is in the ceiling: {v}"
+        );
+    }
+    let plain = json_of(
+        env!("CARGO_BIN_EXE_ike-bench"),
+        &["--json", "--seconds", "0.1", "--batch", "64"],
+        Duration::from_secs(120),
+    );
+    assert_eq!(plain["ike_auth_exchanges"], 1);
+    assert_eq!(plain["crypto_breakdown_us"]["eap_mschapv2_server"], 0.0);
+}
+
 /// Needs root (DPDK's EAL) and a build with `--features dpdk`.
 #[cfg(feature = "dpdk")]
 #[test]

@@ -184,3 +184,71 @@ fn ikegen_establishes_hybrid_ike_sas_with_strongswan6() {
     );
     charon.wait_for_log("IKE_INTERMEDIATE", Duration::from_secs(5)).unwrap();
 }
+
+/// EAP-MSCHAPv2 road warriors with virtual IPs against a charon gateway
+/// (eap-mschapv2 with its EAP-Identity round, a swanctl pool): every user
+/// passes EAP in four round trips and gets its own address, as charon's
+/// listing confirms.
+#[test]
+fn ikegen_eap_mschapv2_clients_get_virtual_ips_from_charon() {
+    if support::skip_unless(&[Need::Root, Need::Charon]) {
+        return;
+    }
+    const USERS: u64 = 20;
+    const PASSWORD: &str = "ikegen-eap-users-password";
+    let (port, nat) = free_udp_port_pair().unwrap();
+    let mut builder = Charon::builder("ikegen-eap")
+        .ports(port, nat)
+        .plugin("eap-mschapv2")
+        .plugin("eap-identity")
+        .setting("block_threshold", "100")
+        .setting("cookie_threshold", "100")
+        .pool("rw", &[("addrs", "10.66.0.0/24")])
+        .connection(
+            Connection::new("rw", "127.0.0.1", "%any")
+                .proposals(&["aes256gcm16-prfsha256-x25519"])
+                .mobike(false)
+                .set("pools", "rw")
+                .local(AuthRound::psk("charon@ikegen.test"))
+                .remote(
+                    AuthRound {
+                        auth: "eap-mschapv2".into(),
+                        id: Some("%any".into()),
+                        ..AuthRound::default()
+                    }
+                    .set("eap_id", "%any"),
+                ),
+        )
+        .secret(Secret::psk("gen", &["charon@ikegen.test"], PSK));
+    for n in 0..USERS {
+        let user = format!("user{n}");
+        builder = builder.secret(Secret::eap(&user, &user, PASSWORD));
+    }
+    let charon = builder.start().unwrap();
+    let mut s = settings(port, "127.0.6.0/28", USERS);
+    s.local_id = Some("road{n}@ikegen.test".into());
+    s.eap_user = Some("user{n}".into());
+    s.eap_password = Some(PASSWORD.into());
+    s.vip = Some(true);
+    let report = run(&s.resolve().unwrap(), None).unwrap();
+    let text = report.render_text();
+    if report.established != USERS {
+        charon.dump_log();
+    }
+    assert_eq!(report.established, USERS, "{text}");
+    assert!(report.is_consistent(), "{text}");
+    assert_eq!(report.eap.as_ref().map(|e| e.round_trips), Some(4 * USERS), "{text}");
+    let a = report.addresses.as_ref().expect("address section");
+    assert_eq!((a.assigned, a.unique, a.refused), (USERS, USERS, 0), "{text}");
+    let sas = charon
+        .swanctl()
+        .wait_for_sas(Duration::from_secs(10), |s| {
+            s.iter().filter(|sa| sa.state == "ESTABLISHED").count() as u64 == USERS
+        })
+        .unwrap_or_else(|e| {
+            charon.dump_log();
+            panic!("{e}")
+        });
+    let ids: HashSet<_> = sas.iter().map(|sa| sa.remote_id.clone()).collect();
+    assert_eq!(ids.len() as u64, USERS, "one IKE SA per road warrior: {ids:?}");
+}

@@ -37,13 +37,14 @@ use control::ike_sa::{Context, Event, Transmit};
 use control::ikev1::{Ikev1Endpoint, Ikev1Policy};
 use ironsa_crypto::AwsLcProvider;
 
-use super::{LIVE_SAS, PSK, Spent, Stopwatch, TARGET_RATIO, connections_for, micros, peer_addr, tally};
+use super::{PSK, Spent, Stopwatch, TARGET_RATIO, connections_for, micros, peer_addr, tally};
 
 /// The Phase 1 proposal benchmarked.
 const IKE_PROPOSAL: &str = "aes256-sha256-x25519";
 
 /// Results of one run.
 pub struct Ikev1Results {
+    live_sas: usize,
     handshakes: usize,
     rounds: usize,
     batch: usize,
@@ -64,11 +65,13 @@ struct Bench {
     /// Initiator cookies of the established SAs, oldest batch first.
     live: VecDeque<Vec<u64>>,
     live_count: usize,
+    /// The steady population of established ISAKMP SAs.
+    live_sas: usize,
     bytes_in: usize,
 }
 
 impl Bench {
-    fn new() -> Result<Self, String> {
+    fn new(live_sas: usize) -> Result<Self, String> {
         let (i, r) = connections_for(IKE_PROPOSAL, control::config::IkeVersions::V1)?;
         Ok(Bench {
             initiator: Ikev1Endpoint::new(
@@ -84,6 +87,7 @@ impl Bench {
             next_peer: 1,
             live: VecDeque::new(),
             live_count: 0,
+            live_sas,
             bytes_in: 0,
         })
     }
@@ -145,7 +149,7 @@ impl Bench {
     }
 
     fn round(&mut self, batch: usize, spent: &mut Spent) -> Result<(), String> {
-        if self.live_count + batch > LIVE_SAS {
+        if self.live_count + batch > self.live_sas {
             self.delete_oldest_batch()?;
         }
         let now = Instant::now();
@@ -358,17 +362,19 @@ fn crypto_round(inputs: &Inputs, batch: usize, spent: &mut CryptoSpent) -> Resul
     Ok(())
 }
 
-/// Runs the IKEv1 benchmark for `seconds` with batches of `batch`.
-pub fn run(seconds: f64, batch: usize) -> Result<Ikev1Results, String> {
+/// Runs the IKEv1 benchmark for `seconds` with batches of `batch`,
+/// `live_sas` established ISAKMP SAs kept.
+pub fn run(seconds: f64, batch: usize, live_sas: usize) -> Result<Ikev1Results, String> {
     let started = Instant::now();
-    let mut b = Bench::new()?;
+    let mut b = Bench::new(live_sas)?;
     let mut discard = Spent::default();
-    while b.live_count + batch <= LIVE_SAS {
+    while b.live_count + batch <= b.live_sas {
         b.round(batch, &mut discard)?;
     }
     let inputs = Inputs::new(batch)?;
     crypto_round(&inputs, batch, &mut CryptoSpent::default())?;
     let mut r = Ikev1Results {
+        live_sas,
         handshakes: 0,
         rounds: 0,
         batch,
@@ -391,11 +397,15 @@ pub fn run(seconds: f64, batch: usize) -> Result<Ikev1Results, String> {
     Ok(r)
 }
 
-const METHOD: &str = "initiator and responder Ikev1Endpoints in memory on one thread, in batches, with a steady \
-population of 8192 ISAKMP SAs (oldest batch deleted, untimed); only the responder's handle() calls and the draining \
+fn method(live_sas: usize) -> String {
+    format!(
+        "initiator and responder Ikev1Endpoints in memory on one thread, in batches, with a steady \
+population of {live_sas} ISAKMP SAs (oldest batch deleted, untimed); only the responder's handle() calls and the draining \
 of its transmits/events are timed; time = thread CPU time; crypto ceiling = the same handshake's X25519 keygen+agree, \
 SKEYID and SKEYID_d/a/e, HASH_I verify + HASH_R compute, the three Quick Mode HASHes and KEYMAT for both directions \
-(HMAC-SHA-256, RFC 2409) done directly with aws-lc-rs, interleaved batch by batch with the handshakes";
+(HMAC-SHA-256, RFC 2409) done directly with aws-lc-rs, interleaved batch by batch with the handshakes"
+    )
+}
 
 /// Prints the results as text or one JSON object.
 pub fn report(r: &Ikev1Results, json: bool) {
@@ -429,13 +439,14 @@ pub fn report(r: &Ikev1Results, json: bool) {
             "ratio_including_other_crypto": (crypto_us + other_us) / responder_us,
             "responder_bytes_in_per_handshake": r.bytes_in,
             "elapsed_s": r.elapsed.as_secs_f64(),
-            "method": METHOD,
+            "live_sas": r.live_sas,
+            "method": method(r.live_sas),
         });
         println!("{v}");
         return;
     }
     println!("ike-bench --ikev1: IKEv1 responder, Main Mode {IKE_PROPOSAL} + PSK and one Quick Mode (aes256gcm16)");
-    println!("method: {METHOD}.");
+    println!("method: {}.", method(r.live_sas));
     println!();
     println!(
         "handshakes                {:>10}  ({} batches of {})",

@@ -93,6 +93,22 @@ fn unknown_and_bad_arguments_are_refused() {
         (env!("CARGO_BIN_EXE_esp-bench"), &["--reps"], "--reps"),
         (env!("CARGO_BIN_EXE_ike-bench"), &["--batch", "901"], "--batch"),
         (env!("CARGO_BIN_EXE_ike-bench"), &["--seconds", "0"], "--seconds"),
+        (
+            env!("CARGO_BIN_EXE_ike-bench"),
+            &["--suite", "x448-mlkem768"],
+            "--suite",
+        ),
+        (
+            env!("CARGO_BIN_EXE_ike-bench"),
+            &["--suite", "mlkem768-only", "--ikev1"],
+            "--suite",
+        ),
+        (
+            env!("CARGO_BIN_EXE_ike-bench"),
+            &["--suite", "eap-mschapv2", "--ikev1"],
+            "--suite",
+        ),
+        (env!("CARGO_BIN_EXE_ike-bench"), &["--live-sas", "200001"], "--live-sas"),
     ];
     for (bin, args, named) in bad {
         let (out, took) = run(bin, args, Duration::from_secs(10));
@@ -173,10 +189,13 @@ fn esp_bench_json_is_valid_with_every_section() {
 fn ike_bench_json_is_valid() {
     let v = json_of(
         env!("CARGO_BIN_EXE_ike-bench"),
-        &["--json", "--seconds", "0.1", "--batch", "64"],
+        &["--json", "--seconds", "0.1", "--batch", "64", "--live-sas", "1024"],
         Duration::from_secs(120),
     );
     assert_eq!(v["batch"], 64);
+    assert_eq!(v["live_sas"], 1024);
+    assert_eq!(v["suite"], "x25519");
+    assert_eq!(v["ike_proposal"], "aes256gcm16-prfsha256-x25519");
     for key in [
         "handshakes_per_sec",
         "ceiling_per_sec",
@@ -186,6 +205,82 @@ fn ike_bench_json_is_valid() {
         assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {v}");
     }
     assert!(v["crypto_breakdown_us"]["x25519_keygen_agree"].is_f64());
+    assert!(v["crypto_breakdown_us"]["mlkem768_encapsulate"].is_null(), "{v}");
+    assert_eq!(v["responder_intermediate_us"], 0.0, "no IKE_INTERMEDIATE: {v}");
+}
+
+/// The post-quantum suites run their real exchanges (ML-KEM-768 in
+/// IKE_INTERMEDIATE after X25519, or alone in IKE_SA_INIT) and price the
+/// ceiling with exactly the suite's key exchanges.
+#[test]
+fn ike_bench_pq_suites_json_is_valid() {
+    let suites: [(&str, &str, &[&str], &[&str]); 2] = [
+        (
+            "x25519-mlkem768",
+            "aes256gcm16-prfsha256-x25519-ke1_mlkem768",
+            &["x25519_keygen_agree", "mlkem768_encapsulate", "int_auth"],
+            &[],
+        ),
+        (
+            "mlkem768-only",
+            "aes256gcm16-prfsha256-mlkem768",
+            &["mlkem768_encapsulate"],
+            &["x25519_keygen_agree", "int_auth"],
+        ),
+    ];
+    for (suite, proposal, present, absent) in suites {
+        let v = json_of(
+            env!("CARGO_BIN_EXE_ike-bench"),
+            &[
+                "--json",
+                "--suite",
+                suite,
+                "--seconds",
+                "0.05",
+                "--batch",
+                "16",
+                "--live-sas",
+                "48",
+            ],
+            Duration::from_secs(120),
+        );
+        assert_eq!(v["suite"], suite, "{v}");
+        assert_eq!(v["ike_proposal"], proposal, "{v}");
+        assert_eq!(v["live_sas"], 48, "{v}");
+        for key in [
+            "handshakes_per_sec",
+            "ceiling_per_sec",
+            "ratio",
+            "crypto_us_per_handshake",
+        ] {
+            assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{suite} {key}: {v}");
+        }
+        let breakdown = &v["crypto_breakdown_us"];
+        for key in present
+            .iter()
+            .chain(["skeyseed_prf_plus", "auth_verify", "auth_compute", "child_keymat"].iter())
+        {
+            assert!(
+                breakdown[key].as_f64().is_some_and(|x| x > 0.0),
+                "{suite} prices {key}: {v}"
+            );
+        }
+        for key in absent {
+            assert!(breakdown[key].is_null(), "{suite} has no {key}: {v}");
+        }
+        let sizes = &v["message_sizes"];
+        let init_request = sizes["ike_sa_init"][0].as_u64().unwrap_or(0);
+        let intermediate_request = sizes["ike_intermediate"][0].as_u64().unwrap_or(0);
+        // An ML-KEM-768 encapsulation key is 1,184 bytes: it travels in
+        // IKE_INTERMEDIATE for the hybrid, in IKE_SA_INIT when alone.
+        if suite == "x25519-mlkem768" {
+            assert!(init_request < 1184 && intermediate_request > 1184, "{suite}: {sizes}");
+            assert!(v["responder_intermediate_us"].as_f64().is_some_and(|x| x > 0.0), "{v}");
+        } else {
+            assert!(init_request > 1184 && intermediate_request == 0, "{suite}: {sizes}");
+            assert_eq!(v["responder_intermediate_us"], 0.0, "{v}");
+        }
+    }
 }
 
 /// The EAP-MSCHAPv2 suite: five IKE_AUTH exchanges per handshake, and a
@@ -194,10 +289,22 @@ fn ike_bench_json_is_valid() {
 fn ike_bench_eap_mschapv2_suite_json() {
     let v = json_of(
         env!("CARGO_BIN_EXE_ike-bench"),
-        &["--json", "--suite", "eap-mschapv2", "--seconds", "0.1", "--batch", "64"],
+        &[
+            "--json",
+            "--suite",
+            "eap-mschapv2",
+            "--seconds",
+            "0.1",
+            "--batch",
+            "64",
+            "--live-sas",
+            "256",
+        ],
         Duration::from_secs(240),
     );
-    assert!(v["suite"].as_str().is_some_and(|s| s.contains("eap-mschapv2")), "{v}");
+    assert_eq!(v["suite"], "eap-mschapv2", "{v}");
+    assert_eq!(v["auth"], "eap-mschapv2", "{v}");
+    assert_eq!(v["ike_proposal"], "aes256gcm16-prfsha256-x25519", "{v}");
     assert_eq!(v["ike_auth_exchanges"], 5, "{v}");
     assert_eq!(v["target_ratio"], 0.5);
     for key in ["handshakes_per_sec", "ceiling_per_sec", "ratio"] {
@@ -211,11 +318,12 @@ fn ike_bench_eap_mschapv2_suite_json() {
     }
     let plain = json_of(
         env!("CARGO_BIN_EXE_ike-bench"),
-        &["--json", "--seconds", "0.1", "--batch", "64"],
+        &["--json", "--seconds", "0.1", "--batch", "64", "--live-sas", "256"],
         Duration::from_secs(120),
     );
     assert_eq!(plain["ike_auth_exchanges"], 1);
-    assert_eq!(plain["crypto_breakdown_us"]["eap_mschapv2_server"], 0.0);
+    assert!(plain["crypto_breakdown_us"]["eap_mschapv2_server"].is_null(), "{plain}");
+    assert_eq!(plain["auth"], "psk", "{plain}");
 }
 
 /// Needs root (DPDK's EAL) and a build with `--features dpdk`.

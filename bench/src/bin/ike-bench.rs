@@ -1,16 +1,25 @@
 //! `ike-bench`: full IKEv2 responder handshakes per second per core, compared
 //! with the crypto ceiling measured in the same run.
 //!
-//! Suite: x25519 + PSK, IKE aes256gcm16/prfsha256, one CHILD_SA (aes256gcm16).
+//! Suites (`--suite`), each with one CHILD_SA (aes256gcm16) and IKE
+//! aes256gcm16/prfsha256: `x25519` (the default: X25519 in IKE_SA_INIT, both
+//! sides by PSK), `x25519-mlkem768` (X25519 in IKE_SA_INIT, then ML-KEM-768
+//! as ADDKE1 in an IKE_INTERMEDIATE exchange, RFC 9242 / RFC 9370; PSK),
+//! `mlkem768-only` (ML-KEM-768 as the one key exchange of IKE_SA_INIT; PSK)
+//! and `eap-mschapv2` (X25519; the initiator logs in with EAP-MSCHAPv2
+//! against the responder's local users, EAP-Identity round first, as
+//! strongSwan and Windows clients do, in five IKE_AUTH exchanges; the
+//! responder proves itself with the PSK). `--ikev1` takes only the default.
 //!
 //! Method. A real initiator [`Endpoint`] and a real responder [`Endpoint`]
 //! run in memory on one thread, in batches: the initiator produces a batch of
 //! IKE_SA_INIT requests (untimed), the responder handles them all (timed), the
-//! initiator turns the responses into IKE_AUTH requests (untimed), the
-//! responder handles those (timed) and the initiator checks the responses
-//! (untimed; every handshake must complete on both sides or the run fails).
+//! initiator turns the responses into its next requests (IKE_INTERMEDIATE,
+//! then IKE_AUTH; untimed), the responder handles those (timed) and the
+//! initiator checks the last responses (untimed; every handshake must
+//! complete on both sides or the run fails).
 //! The responder holds a steady population of established SAs (about
-//! [`LIVE_SAS`]): after warm-up, each batch replaces the oldest one, deleted
+//! [`LIVE_SAS`], or `--live-sas`): after warm-up, each batch replaces the oldest one, deleted
 //! with INFORMATIONAL exchanges outside the timed regions, so its tables are
 //! large but not growing, as in a long-running gateway.
 //! Only the responder's `handle` calls and the draining of its transmits and
@@ -21,18 +30,17 @@
 //!
 //! The crypto ceiling is the same responder's bare cryptography done directly
 //! with aws-lc-rs, timed the same way and interleaved batch by batch with the
-//! handshakes so that machine noise hits both alike: X25519 keygen + agree,
-//! SKEYSEED, prf+ for the seven IKE keys, the initiator's AUTH (verify) and
-//! ours (compute), each as RFC 7296 §2.15 defines it, and the child KEYMAT.
-//! SK-payload AES-GCM and the RNG are measured and shown separately.
-//!
-//! `--suite eap-mschapv2`: the initiator logs in with EAP-MSCHAPv2 against
-//! the responder's local users (EAP-Identity round first, as strongSwan
-//! and Windows clients do), in five IKE_AUTH exchanges; the responder proves
-//! itself with the PSK. Its ceiling adds the gateway's MSCHAPv2 work (NT
-//! hash, NT-Response check, authenticator response, MSK: MD4, SHA-1, DES)
-//! and the AUTH payloads over the MSK, done with the same
-//! `control::eap::mschapv2` functions the authenticator calls.
+//! handshakes so that machine noise hits both alike: the suite's key
+//! exchanges (X25519 keygen + agree, ML-KEM-768 encapsulation to the
+//! initiator's key), SKEYSEED and prf+ for the seven IKE keys after each key
+//! exchange (RFC 7296 §2.14, RFC 9370 §2.2.2), the IntAuth PRFs over the
+//! IKE_INTERMEDIATE messages (RFC 9242 §3.3.2), the initiator's AUTH (verify)
+//! and ours (compute), each as RFC 7296 §2.15 defines it, and the child
+//! KEYMAT. With `eap-mschapv2` it adds the gateway's MSCHAPv2 work (NT hash,
+//! NT-Response check, authenticator response, MSK: MD4, SHA-1, DES) and the
+//! AUTH payloads over the MSK, done with the same `control::eap::mschapv2`
+//! functions the authenticator calls. SK-payload AES-GCM and the RNG are
+//! measured and shown separately.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
@@ -46,6 +54,7 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey, X25519};
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::hmac::{self, HMAC_SHA256};
+use aws_lc_rs::kem::{DecapsulationKey, EncapsulationKey, ML_KEM_768};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use clap::Parser;
 use control::config::{ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
@@ -60,36 +69,97 @@ use rustix::time::{ClockId, clock_gettime};
 #[path = "../ike_bench_ikev1.rs"]
 mod ikev1;
 
-/// The IKE proposal benchmarked.
-const IKE_PROPOSAL: &str = "aes256gcm16-prfsha256-x25519";
+/// The key exchanges and authentication of the handshakes benchmarked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Suite {
+    /// X25519 in IKE_SA_INIT, both sides by PSK.
+    #[value(name = "x25519", alias = "x25519-psk")]
+    X25519,
+    /// X25519 in IKE_SA_INIT, then ML-KEM-768 (ADDKE1) in IKE_INTERMEDIATE.
+    #[value(name = "x25519-mlkem768")]
+    X25519Mlkem768,
+    /// ML-KEM-768 as the only key exchange, in IKE_SA_INIT.
+    #[value(name = "mlkem768-only")]
+    Mlkem768Only,
+    /// X25519; the initiator by EAP-MSCHAPv2 (local users), the responder by PSK.
+    #[value(name = "eap-mschapv2")]
+    EapMschapv2,
+}
+
+impl Suite {
+    fn name(self) -> &'static str {
+        match self {
+            Suite::X25519 => "x25519",
+            Suite::X25519Mlkem768 => "x25519-mlkem768",
+            Suite::Mlkem768Only => "mlkem768-only",
+            Suite::EapMschapv2 => "eap-mschapv2",
+        }
+    }
+
+    /// The IKE proposal of both sides, in strongSwan 6 syntax.
+    fn ike_proposal(self) -> &'static str {
+        match self {
+            Suite::X25519 | Suite::EapMschapv2 => "aes256gcm16-prfsha256-x25519",
+            Suite::X25519Mlkem768 => "aes256gcm16-prfsha256-x25519-ke1_mlkem768",
+            Suite::Mlkem768Only => "aes256gcm16-prfsha256-mlkem768",
+        }
+    }
+
+    /// X25519 is one of the key exchanges.
+    fn x25519(self) -> bool {
+        matches!(self, Suite::X25519 | Suite::X25519Mlkem768 | Suite::EapMschapv2)
+    }
+
+    /// ML-KEM-768 is one of the key exchanges.
+    fn mlkem768(self) -> bool {
+        matches!(self, Suite::X25519Mlkem768 | Suite::Mlkem768Only)
+    }
+
+    /// ML-KEM-768 comes as an additional key exchange, in IKE_INTERMEDIATE.
+    fn intermediate(self) -> bool {
+        self == Suite::X25519Mlkem768
+    }
+
+    /// The initiator logs in with EAP-MSCHAPv2.
+    fn eap(self) -> bool {
+        self == Suite::EapMschapv2
+    }
+
+    /// How the initiator authenticates (the responder always by PSK).
+    fn initiator_auth(self) -> &'static str {
+        if self.eap() { "eap-mschapv2" } else { "psk" }
+    }
+
+    fn target_ratio(self) -> f64 {
+        if self.eap() { TARGET_RATIO_EAP } else { TARGET_RATIO }
+    }
+}
+
 /// The ESP proposal of the CHILD_SA.
 const ESP_PROPOSAL: &str = "aes256gcm16";
 /// The pre-shared key of both sides.
 const PSK: &[u8] = b"ike-bench pre-shared key, 32+ bytes long";
-/// Established SAs kept alive: a steady-state population, so the responder's
-/// tables are large but no longer growing (the oldest batch is deleted, untimed).
-const LIVE_SAS: usize = 8192;
+/// Established SAs kept alive by default: a steady-state population, so the
+/// responder's tables are large but no longer growing (the oldest batch is
+/// deleted, untimed).
+const LIVE_SAS: u32 = 8192;
 /// The ratio the project aims for.
 const TARGET_RATIO: f64 = 0.7;
 /// The ratio the project aims for with EAP-MSCHAPv2: five IKE_AUTH
 /// exchanges carry one handshake's crypto.
 const TARGET_RATIO_EAP: f64 = 0.5;
 
-impl Suite {
-    fn target_ratio(self) -> f64 {
-        match self {
-            Suite::Psk => TARGET_RATIO,
-            Suite::EapMschapv2 => TARGET_RATIO_EAP,
-        }
-    }
+/// The EAP suite's user and password.
+const EAP_USER: &str = "bench-user";
+const EAP_PASSWORD: &str = "ike-bench EAP user's password";
 
-    fn describe(self) -> String {
-        match self {
-            Suite::Psk => format!("{IKE_PROPOSAL} psk, child {ESP_PROPOSAL}"),
-            Suite::EapMschapv2 => format!(
-                "{IKE_PROPOSAL}, initiator by eap-mschapv2 (local users, EAP-Identity round), responder by psk, child {ESP_PROPOSAL}"
-            ),
-        }
+/// The responder's one user.
+struct BenchUser;
+
+impl control::eap::UserStore for BenchUser {
+    fn credential(&self, identity: &[u8]) -> Option<control::eap::Credential> {
+        (identity == EAP_USER.as_bytes())
+            .then(|| control::eap::Credential::Password(zeroize::Zeroizing::new(EAP_PASSWORD.into())))
     }
 }
 
@@ -169,37 +239,15 @@ struct Options {
     /// half-open SAs): the benchmark measures full handshakes, not COOKIE round trips.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=900))]
     batch: u16,
+    /// Established SAs the responder keeps (the oldest batch is deleted, untimed, to stay at this population).
+    #[arg(long, default_value_t = LIVE_SAS, value_parser = clap::value_parser!(u32).range(0..=200_000))]
+    live_sas: u32,
+    /// Key exchanges and authentication of the IKEv2 handshakes.
+    #[arg(long, value_enum, default_value_t = Suite::X25519, conflicts_with = "ikev1")]
+    suite: Suite,
     /// Benchmark IKEv1 instead: Main Mode (PSK, x25519) and one Quick Mode per handshake.
     #[arg(long)]
     ikev1: bool,
-    /// How the initiator authenticates.
-    #[arg(long, value_enum, default_value_t = Suite::Psk)]
-    suite: Suite,
-}
-
-/// What is benchmarked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Suite {
-    /// Both sides by PSK.
-    #[value(name = "x25519-psk")]
-    Psk,
-    /// The initiator by EAP-MSCHAPv2 (local users), the responder by PSK.
-    #[value(name = "eap-mschapv2")]
-    EapMschapv2,
-}
-
-/// The EAP suite's user and password.
-const EAP_USER: &str = "bench-user";
-const EAP_PASSWORD: &str = "ike-bench EAP user's password";
-
-/// The responder's one user.
-struct BenchUser;
-
-impl control::eap::UserStore for BenchUser {
-    fn credential(&self, identity: &[u8]) -> Option<control::eap::Credential> {
-        (identity == EAP_USER.as_bytes())
-            .then(|| control::eap::Credential::Password(zeroize::Zeroizing::new(EAP_PASSWORD.into())))
-    }
 }
 
 /// This thread's CPU time.
@@ -253,11 +301,6 @@ fn child(local: &str, remote: &str) -> Result<ChildConfig, String> {
     })
 }
 
-/// (initiator connection, responder connection).
-fn connections() -> Result<(Arc<ConnectionConfig>, Arc<ConnectionConfig>), String> {
-    connections_for(IKE_PROPOSAL, control::config::IkeVersions::V2)
-}
-
 /// (initiator connection, responder connection) with `proposal`, speaking `versions`.
 fn connections_for(
     proposal: &str,
@@ -291,12 +334,18 @@ fn connections_for(
 struct Sizes {
     init_request: usize,
     init_response: usize,
+    /// Zero when the suite has no IKE_INTERMEDIATE exchange.
+    intermediate_request: usize,
+    intermediate_response: usize,
     auth_request: usize,
     auth_response: usize,
 }
 
 /// Both endpoints and the bookkeeping of the handshake runs.
 struct HandshakeBench {
+    suite: Suite,
+    /// The steady population of established SAs.
+    live_sas: usize,
     initiator_conn: Arc<ConnectionConfig>,
     initiator: Endpoint,
     responder: Endpoint,
@@ -352,40 +401,50 @@ fn tally(e: Event, up: &mut usize, installed: &mut usize) {
 #[derive(Clone, Copy, Default)]
 struct ResponderSpent {
     init: Spent,
+    intermediate: Spent,
     auth: Spent,
+}
+
+impl ResponderSpent {
+    fn total(&self) -> Spent {
+        Spent {
+            wall: self.init.wall + self.intermediate.wall + self.auth.wall,
+            cpu: self.init.cpu + self.intermediate.cpu + self.auth.cpu,
+        }
+    }
 }
 
 /// (initiator connection, responder connection) of `suite`.
 fn suite_connections(suite: Suite) -> Result<(Arc<ConnectionConfig>, Arc<ConnectionConfig>), String> {
-    let (i, r) = connections()?;
-    match suite {
-        Suite::Psk => Ok((i, r)),
-        Suite::EapMschapv2 => {
-            let mut i = (*i).clone();
-            i.local_auth = control::config::AuthConfig::EapClient(Arc::new(control::eap::PeerConfig {
-                identity: EAP_USER.as_bytes().to_vec(),
-                password: zeroize::Zeroizing::new(EAP_PASSWORD.into()),
-                methods: vec![control::eap::Method::MsChapV2],
-            }));
-            let mut r = (*r).clone();
-            r.remote_auth = control::config::AuthConfig::Eap(Arc::new(control::config::EapAuth {
-                backend: control::config::EapBackend::Local(vec![control::eap::Method::MsChapV2]),
-                eap_id: control::config::EapIdentity::Ask,
-                eap_only: false,
-            }));
-            Ok((Arc::new(i), Arc::new(r)))
-        }
+    let (i, r) = connections_for(suite.ike_proposal(), control::config::IkeVersions::V2)?;
+    if !suite.eap() {
+        return Ok((i, r));
     }
+    let mut i = (*i).clone();
+    i.local_auth = control::config::AuthConfig::EapClient(Arc::new(control::eap::PeerConfig {
+        identity: EAP_USER.as_bytes().to_vec(),
+        password: zeroize::Zeroizing::new(EAP_PASSWORD.into()),
+        methods: vec![control::eap::Method::MsChapV2],
+    }));
+    let mut r = (*r).clone();
+    r.remote_auth = control::config::AuthConfig::Eap(Arc::new(control::config::EapAuth {
+        backend: control::config::EapBackend::Local(vec![control::eap::Method::MsChapV2]),
+        eap_id: control::config::EapIdentity::Ask,
+        eap_only: false,
+    }));
+    Ok((Arc::new(i), Arc::new(r)))
 }
 
 /// Most IKE_AUTH exchanges of one handshake (EAP-MSCHAPv2 takes five).
 const MAX_AUTH_EXCHANGES: usize = 8;
 
 impl HandshakeBench {
-    fn new(suite: Suite) -> Result<Self, String> {
+    fn new(suite: Suite, live_sas: usize) -> Result<Self, String> {
         let (initiator_conn, responder_conn) = suite_connections(suite)?;
         let (initiator, responder) = new_endpoints(&initiator_conn, &responder_conn);
         Ok(HandshakeBench {
+            suite,
+            live_sas,
             initiator_conn,
             initiator,
             responder,
@@ -473,7 +532,7 @@ impl HandshakeBench {
 
     /// One batch of complete handshakes; adds the responder's time to `spent`.
     fn round(&mut self, batch: usize, spent: &mut ResponderSpent) -> Result<(), String> {
-        if self.live_count + batch > LIVE_SAS {
+        if self.live_count + batch > self.live_sas {
             self.delete_oldest_batch()?;
         }
         let now = Instant::now();
@@ -484,49 +543,64 @@ impl HandshakeBench {
                 .initiate(now, self.initiator_conn.clone(), local, self.responder_addr)
                 .map_err(|e| format!("initiate: {e}"))?;
         }
-        let (init_requests, _) = self.initiator_step(now, &[]);
-        let (init_responses, _, _) = self.responder_step(now, &init_requests, &mut spent.init);
-        let (auth_requests, _) = self.initiator_step(now, &init_responses);
+        // IKE_SA_INIT, IKE_INTERMEDIATE when the suite has one, then IKE_AUTH
+        // exchanges until the initiator has nothing more to ask.
+        let before_auth = if self.suite.intermediate() { 2 } else { 1 };
+        let (mut requests, _) = self.initiator_step(now, &[]);
+        let mut sizes = Vec::with_capacity(before_auth + 1);
+        let mut seen = Vec::with_capacity(before_auth + 1);
         let (mut up, mut installed, mut initiator_up) = (0, 0, Vec::new());
-        let (mut requests, mut exchanges) = (auth_requests.clone(), 0);
-        let mut auth_responses = Vec::new();
-        // IKE_AUTH exchanges until the initiator has nothing more to ask.
-        while !requests.is_empty() && exchanges < MAX_AUTH_EXCHANGES {
-            let (responses, u, i) = self.responder_step(now, &requests, &mut spent.auth);
-            up += u;
-            installed += i;
-            exchanges += 1;
-            let (next, u) = self.initiator_step(now, &responses);
-            initiator_up.extend(u);
-            auth_responses = responses;
+        let mut exchange = 0;
+        while !requests.is_empty() && exchange < before_auth + MAX_AUTH_EXCHANGES {
+            let timed = match exchange {
+                0 => &mut spent.init,
+                e if e < before_auth => &mut spent.intermediate,
+                _ => &mut spent.auth,
+            };
+            let (responses, responder_up, responder_installed) = self.responder_step(now, &requests, timed);
+            sizes.push((
+                requests.first().map_or(0, |t| t.data.len()),
+                responses.first().map_or(0, |t| t.data.len()),
+            ));
+            seen.push((requests.len(), responses.len()));
+            up += responder_up;
+            installed += responder_installed;
+            let (next, initiator_done) = self.initiator_step(now, &responses);
             requests = next;
+            initiator_up.extend(initiator_done);
+            exchange += 1;
         }
-        self.auth_exchanges = exchanges;
+        let auth_exchanges = exchange.saturating_sub(before_auth);
         let initiator_up_count = initiator_up.len();
         self.live_count += initiator_up_count;
         self.live.push_back(initiator_up);
-        let stats = self.responder.stats();
-        if init_requests.len() != batch
-            || init_responses.len() != batch
-            || auth_requests.len() != batch
+        if auth_exchanges == 0
+            || !requests.is_empty()
+            || seen.iter().any(|&(req, resp)| req != batch || resp != batch)
             || up != batch
             || installed != batch
             || initiator_up_count != batch
         {
+            let stats = self.responder.stats();
             return Err(format!(
-                "handshakes did not all complete: {batch} started, {} IKE_SA_INIT requests, {} responses, \
-                 {} IKE_AUTH requests, responder up {up}, children {installed}, initiator up {initiator_up_count}; \
-                 responder stats {stats:?}",
-                init_requests.len(),
-                init_responses.len(),
-                auth_requests.len()
+                "handshakes did not all complete: {batch} started, (requests, responses) per exchange {seen:?}, \
+                 {} requests still pending after {auth_exchanges} IKE_AUTH exchanges, responder up {up}, \
+                 children {installed}, initiator up {initiator_up_count}; responder stats {stats:?}",
+                requests.len()
             ));
         }
+        self.auth_exchanges = auth_exchanges;
+        // The first IKE_AUTH request and the last response: the ones that
+        // carry the AUTH payloads the ceiling MACs and seals.
+        let init = sizes[0];
+        let intermediate = if before_auth == 2 { sizes[1] } else { (0, 0) };
         self.sizes = Sizes {
-            init_request: init_requests[0].data.len(),
-            init_response: init_responses[0].data.len(),
-            auth_request: auth_requests[0].data.len(),
-            auth_response: auth_responses[0].data.len(),
+            init_request: init.0,
+            init_response: init.1,
+            intermediate_request: intermediate.0,
+            intermediate_response: intermediate.1,
+            auth_request: sizes[before_auth].0,
+            auth_response: sizes[sizes.len() - 1].1,
         };
         Ok(())
     }
@@ -536,7 +610,9 @@ impl HandshakeBench {
 #[derive(Clone, Copy, Default)]
 struct CryptoSpent {
     x25519: Spent,
+    mlkem768: Spent,
     ike_keys: Spent,
+    int_auth: Spent,
     auth_verify: Spent,
     auth_compute: Spent,
     child_keymat: Spent,
@@ -548,41 +624,51 @@ struct CryptoSpent {
     rng: Spent,
 }
 
+fn sum(parts: &[Spent]) -> Spent {
+    parts.iter().fold(Spent::default(), |a, p| Spent {
+        wall: a.wall + p.wall,
+        cpu: a.cpu + p.cpu,
+    })
+}
+
 impl CryptoSpent {
     /// The ceiling's parts: everything but the SK AEAD and the RNG.
     fn ceiling(&self) -> Spent {
-        let parts = [
+        sum(&[
             self.x25519,
+            self.mlkem768,
             self.ike_keys,
+            self.int_auth,
             self.auth_verify,
             self.auth_compute,
             self.child_keymat,
             self.mschapv2,
             self.auth_msk,
-        ];
-        parts.iter().fold(Spent::default(), |a, p| Spent {
-            wall: a.wall + p.wall,
-            cpu: a.cpu + p.cpu,
-        })
+        ])
     }
 
     fn other(&self) -> Spent {
-        Spent {
-            wall: self.sk_aead.wall + self.rng.wall,
-            cpu: self.sk_aead.cpu + self.rng.cpu,
-        }
+        sum(&[self.sk_aead, self.rng])
     }
 }
 
 /// Inputs of the crypto-only runs: what a responder receives, with the real sizes.
 struct CryptoInputs {
+    suite: Suite,
+    /// The initiators' X25519 public values (none without X25519).
     peer_publics: Vec<Vec<u8>>,
+    /// The initiators' ML-KEM-768 encapsulation keys (none without ML-KEM).
+    peer_encapsulation_keys: Vec<Vec<u8>>,
     ni: [u8; 32],
     nr: [u8; 32],
     spi_i: u64,
     spi_r: u64,
     init_request: Vec<u8>,
     init_response: Vec<u8>,
+    /// IntAuth_A | IntAuth_P of the IKE_INTERMEDIATE request and response
+    /// (empty without IKE_INTERMEDIATE).
+    intermediate_request: Vec<u8>,
+    intermediate_response: Vec<u8>,
     id_i: Vec<u8>,
     id_r: Vec<u8>,
     received_auth: [u8; 32],
@@ -604,14 +690,34 @@ fn id_body(id: &str) -> Vec<u8> {
     v
 }
 
+/// The SK payload's ciphertext: message minus header (28), SK header (4),
+/// IV (8) and ICV (16).
+fn sk_body(len: usize) -> usize {
+    len.saturating_sub(28 + 4 + 8 + 16)
+}
+
+/// What IntAuth covers of an IKE_INTERMEDIATE message: all of it but the IV and ICV.
+fn int_auth_part(len: usize) -> usize {
+    len.saturating_sub(8 + 16)
+}
+
 impl CryptoInputs {
-    fn new(batch: usize, sizes: Sizes) -> Result<Self, String> {
+    fn new(suite: Suite, batch: usize, sizes: Sizes) -> Result<Self, String> {
         let rng = SystemRandom::new();
         let mut peer_publics = Vec::with_capacity(batch);
+        let mut peer_encapsulation_keys = Vec::with_capacity(batch);
         for _ in 0..batch {
-            let k = PrivateKey::generate(&X25519).map_err(|e| format!("x25519: {e}"))?;
-            let p = k.compute_public_key().map_err(|e| format!("x25519: {e}"))?;
-            peer_publics.push(p.as_ref().to_vec());
+            if suite.x25519() {
+                let k = PrivateKey::generate(&X25519).map_err(|e| format!("x25519: {e}"))?;
+                let p = k.compute_public_key().map_err(|e| format!("x25519: {e}"))?;
+                peer_publics.push(p.as_ref().to_vec());
+            }
+            if suite.mlkem768() {
+                let dk = DecapsulationKey::generate(&ML_KEM_768).map_err(|e| format!("ML-KEM-768: {e}"))?;
+                let ek = dk.encapsulation_key().map_err(|e| format!("ML-KEM-768: {e}"))?;
+                let bytes = ek.key_bytes().map_err(|e| format!("ML-KEM-768: {e}"))?;
+                peer_encapsulation_keys.push(bytes.as_ref().to_vec());
+            }
         }
         let mut ni = [0u8; 32];
         let mut nr = [0u8; 32];
@@ -619,17 +725,18 @@ impl CryptoInputs {
         for b in [&mut ni[..], &mut nr[..], &mut received_auth[..]] {
             rng.fill(b).map_err(|_| "RNG failure".to_string())?;
         }
-        // The SK payload's ciphertext: message minus header (28), SK header (4),
-        // IV (8) and ICV (16).
-        let sk_body = |len: usize| len.saturating_sub(28 + 4 + 8 + 16);
         Ok(CryptoInputs {
+            suite,
             peer_publics,
+            peer_encapsulation_keys,
             ni,
             nr,
             spi_i: 0x0123_4567_89ab_cdef,
             spi_r: 0xfedc_ba98_7654_3210,
             init_request: random_bytes(&rng, sizes.init_request)?,
             init_response: random_bytes(&rng, sizes.init_response)?,
+            intermediate_request: random_bytes(&rng, int_auth_part(sizes.intermediate_request))?,
+            intermediate_response: random_bytes(&rng, int_auth_part(sizes.intermediate_response))?,
             id_i: id_body("client@bench.example"),
             id_r: id_body("gw.bench.example"),
             received_auth,
@@ -671,28 +778,77 @@ fn prf_plus(key: &[u8], seed: &[&[u8]], len: usize) -> Vec<u8> {
     out
 }
 
-/// The shared-key AUTH of RFC 7296 §2.15 over `message | nonce | prf(SK_p, ID')`.
-fn psk_auth(sk_p: &[u8], id_body: &[u8], message: &[u8], nonce: &[u8]) -> hmac::Tag {
-    shared_key_auth(PSK, sk_p, id_body, message, nonce)
+/// The shared-key AUTH of RFC 7296 §2.15 over `message | nonce | prf(SK_p, ID')`,
+/// followed by IntAuth when there were IKE_INTERMEDIATE exchanges (RFC 9242 §3.3.2).
+fn psk_auth(sk_p: &[u8], id_body: &[u8], message: &[u8], nonce: &[u8], int_auth: &[u8]) -> hmac::Tag {
+    shared_key_auth(PSK, sk_p, id_body, message, nonce, int_auth)
 }
 
 /// [`psk_auth`] with `key` as the shared secret (an EAP MSK).
-fn shared_key_auth(key: &[u8], sk_p: &[u8], id_body: &[u8], message: &[u8], nonce: &[u8]) -> hmac::Tag {
+fn shared_key_auth(
+    key: &[u8],
+    sk_p: &[u8],
+    id_body: &[u8],
+    message: &[u8],
+    nonce: &[u8],
+    int_auth: &[u8],
+) -> hmac::Tag {
     let maced_id = prf(sk_p, &[id_body]);
     let padded = prf(key, &[b"Key Pad for IKEv2"]);
-    prf(padded.as_ref(), &[message, nonce, maced_id.as_ref()])
+    prf(padded.as_ref(), &[message, nonce, maced_id.as_ref(), int_auth])
 }
 
 /// IKE SA keymat for aes256gcm16 + prfsha256: SK_d, SK_ei, SK_er, SK_pi, SK_pr.
 const IKE_KEYMAT_LEN: usize = 3 * 32 + 2 * 36;
 /// CHILD_SA keymat for aes256gcm16: two 36-byte keys.
 const CHILD_KEYMAT_LEN: usize = 2 * 36;
+/// Where each key lies in the IKE keymat.
+const SK_D: std::ops::Range<usize> = 0..32;
+const SK_EI: std::ops::Range<usize> = 32..64;
+const SK_ER: std::ops::Range<usize> = 68..100;
+const SK_PI: std::ops::Range<usize> = 104..136;
+const SK_PR: std::ops::Range<usize> = 136..168;
+/// Message ID of IKE_AUTH after one IKE_INTERMEDIATE exchange.
+const IKE_AUTH_MID_AFTER_INTERMEDIATE: u32 = 2;
 
-/// Runs the bare crypto of `n` responder handshakes of `suite`, stage by stage.
-fn crypto_round(inp: &CryptoInputs, n: usize, suite: Suite, spent: &mut CryptoSpent) -> Result<(), String> {
+/// Opens a request sealed with `inbound` and seals a response with
+/// `outbound`, each with its own key schedule, as the responder does per
+/// SK-protected exchange.
+fn sk_exchange(inbound: &[u8], outbound: &[u8], request: &mut [u8], response: &[u8]) -> Result<(), String> {
     let fail = |what: &str| format!("crypto ceiling: {what} failed");
+    let aad = [0u8; 32];
+    let inbound = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, inbound).map_err(|_| fail("aes key"))?);
+    let outbound = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, outbound).map_err(|_| fail("aes key"))?);
+    let plain = inbound
+        .open_in_place(Nonce::assume_unique_for_key([1; 12]), Aad::from(aad), request)
+        .map_err(|_| fail("aes open"))?;
+    black_box(plain);
+    let mut response = response.to_vec();
+    let tag = outbound
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key([2; 12]), Aad::from(aad), &mut response)
+        .map_err(|_| fail("aes seal"))?;
+    black_box((response.as_slice(), tag.as_ref()));
+    Ok(())
+}
+
+/// `plain` sealed with `key` as the initiator would (untimed input of [`sk_exchange`]).
+fn sealed(key: &[u8], plain: &[u8]) -> Result<Vec<u8>, String> {
+    let fail = |what: &str| format!("crypto ceiling: {what} failed");
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| fail("aes key"))?);
+    let mut out = plain.to_vec();
+    let tag = key
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key([1; 12]), Aad::from([0u8; 32]), &mut out)
+        .map_err(|_| fail("aes seal"))?;
+    out.extend_from_slice(tag.as_ref());
+    Ok(out)
+}
+
+/// Runs the bare crypto of `n` responder handshakes, stage by stage.
+fn crypto_round(inp: &CryptoInputs, n: usize, spent: &mut CryptoSpent) -> Result<(), String> {
+    let fail = |what: &str| format!("crypto ceiling: {what} failed");
+    let suite = inp.suite;
     let sw = Stopwatch::start();
-    let mut shared = Vec::with_capacity(n);
+    let mut dh_shared = Vec::with_capacity(n);
     for peer in inp.peer_publics.iter().take(n) {
         let key = PrivateKey::generate(&X25519).map_err(|_| fail("x25519 keygen"))?;
         let public = key.compute_public_key().map_err(|_| fail("x25519 public key"))?;
@@ -703,30 +859,73 @@ fn crypto_round(inp: &CryptoInputs, n: usize, suite: Suite, spent: &mut CryptoSp
             Ok(out)
         })
         .map_err(|_| fail("x25519 agree"))?;
-        shared.push(s);
+        dh_shared.push(s);
     }
     sw.stop(&mut spent.x25519);
 
     let sw = Stopwatch::start();
-    let mut keymats = Vec::with_capacity(n);
+    let mut kem_shared = Vec::with_capacity(n);
+    for ek in inp.peer_encapsulation_keys.iter().take(n) {
+        let ek = EncapsulationKey::new(&ML_KEM_768, ek).map_err(|_| fail("ML-KEM-768 encapsulation key"))?;
+        let (ciphertext, s) = ek.encapsulate().map_err(|_| fail("ML-KEM-768 encapsulation"))?;
+        black_box(ciphertext.as_ref());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(s.as_ref());
+        kem_shared.push(out);
+    }
+    sw.stop(&mut spent.mlkem768);
+
+    // The key exchange of IKE_SA_INIT, then the additional one if any.
+    let (first, additional): (&[[u8; 32]], &[[u8; 32]]) = match suite {
+        Suite::X25519 | Suite::EapMschapv2 => (&dh_shared, &[]),
+        Suite::X25519Mlkem768 => (&dh_shared, &kem_shared),
+        Suite::Mlkem768Only => (&kem_shared, &[]),
+    };
+    let sw = Stopwatch::start();
     let nonces: Vec<u8> = inp.ni.iter().chain(inp.nr.iter()).copied().collect();
-    for s in &shared {
+    let spis = (inp.spi_i.to_be_bytes(), inp.spi_r.to_be_bytes());
+    let ike_keys_seed: [&[u8]; 4] = [&inp.ni, &inp.nr, &spis.0, &spis.1];
+    let mut keymats = Vec::with_capacity(n);
+    let mut intermediate_keymats = Vec::with_capacity(n);
+    for (i, s) in first.iter().enumerate() {
         let skeyseed = prf(&nonces, &[s]);
-        let keymat = prf_plus(
-            skeyseed.as_ref(),
-            &[&inp.ni, &inp.nr, &inp.spi_i.to_be_bytes(), &inp.spi_r.to_be_bytes()],
-            IKE_KEYMAT_LEN,
-        );
-        keymats.push(keymat);
+        let keymat = prf_plus(skeyseed.as_ref(), &ike_keys_seed, IKE_KEYMAT_LEN);
+        match additional.get(i) {
+            Some(s) => {
+                // RFC 9370 §2.2.2: SKEYSEED(1) = prf(SK_d(0), SK(1) | Ni | Nr).
+                let skeyseed = prf(&keymat[SK_D], &[s, &inp.ni, &inp.nr]);
+                keymats.push(prf_plus(skeyseed.as_ref(), &ike_keys_seed, IKE_KEYMAT_LEN));
+                intermediate_keymats.push(keymat);
+            }
+            None => keymats.push(keymat),
+        }
     }
     sw.stop(&mut spent.ike_keys);
-    // keymat layout: SK_d 0..32, SK_ei 32..68, SK_er 68..104, SK_pi 104..136, SK_pr 136..168.
+
+    // IntAuth_i and IntAuth_r of the IKE_INTERMEDIATE exchange, under the
+    // keys that protected it.
+    let sw = Stopwatch::start();
+    let mut int_auths = Vec::with_capacity(intermediate_keymats.len());
+    for k in &intermediate_keymats {
+        let int_auth_i = prf(&k[SK_PI], &[&inp.intermediate_request]);
+        let int_auth_r = prf(&k[SK_PR], &[&inp.intermediate_response]);
+        int_auths.push(
+            [
+                int_auth_i.as_ref(),
+                int_auth_r.as_ref(),
+                &IKE_AUTH_MID_AFTER_INTERMEDIATE.to_be_bytes(),
+            ]
+            .concat(),
+        );
+    }
+    sw.stop(&mut spent.int_auth);
+    let int_auth = |i: usize| int_auths.get(i).map_or(&[][..], Vec::as_slice);
 
     // With EAP the initiator's AUTH is over the MSK, which MSCHAPv2 yields first.
     let mut msks = Vec::new();
-    if suite == Suite::EapMschapv2 {
+    if suite.eap() {
         let sw = Stopwatch::start();
-        for _ in 0..n {
+        for _ in 0..keymats.len() {
             msks.push(mschapv2_server(&inp.eap)?);
         }
         sw.stop(&mut spent.mschapv2);
@@ -734,65 +933,56 @@ fn crypto_round(inp: &CryptoInputs, n: usize, suite: Suite, spent: &mut CryptoSp
     let sw = Stopwatch::start();
     for (i, k) in keymats.iter().enumerate() {
         let expected = match msks.get(i) {
-            Some(msk) => shared_key_auth(&msk[..], &k[104..136], &inp.id_i, &inp.init_request, &inp.nr),
-            None => psk_auth(&k[104..136], &inp.id_i, &inp.init_request, &inp.nr),
+            Some(msk) => shared_key_auth(&msk[..], &k[SK_PI], &inp.id_i, &inp.init_request, &inp.nr, int_auth(i)),
+            None => psk_auth(&k[SK_PI], &inp.id_i, &inp.init_request, &inp.nr, int_auth(i)),
         };
         black_box(verify_slices_are_equal(expected.as_ref(), &inp.received_auth).is_ok());
     }
     sw.stop(&mut spent.auth_verify);
     if !msks.is_empty() {
         let sw = Stopwatch::start();
-        for (k, msk) in keymats.iter().zip(&msks) {
+        for (i, (k, msk)) in keymats.iter().zip(&msks).enumerate() {
             black_box(shared_key_auth(
                 &msk[..],
-                &k[136..168],
+                &k[SK_PR],
                 &inp.id_r,
                 &inp.init_response,
                 &inp.ni,
+                int_auth(i),
             ));
         }
         sw.stop(&mut spent.auth_msk);
     }
 
     let sw = Stopwatch::start();
-    for k in &keymats {
-        black_box(psk_auth(&k[136..168], &inp.id_r, &inp.init_response, &inp.ni));
+    for (i, k) in keymats.iter().enumerate() {
+        black_box(psk_auth(&k[SK_PR], &inp.id_r, &inp.init_response, &inp.ni, int_auth(i)));
     }
     sw.stop(&mut spent.auth_compute);
 
     let sw = Stopwatch::start();
     for k in &keymats {
-        black_box(prf_plus(&k[..32], &[&inp.ni, &inp.nr], CHILD_KEYMAT_LEN));
+        black_box(prf_plus(&k[SK_D], &[&inp.ni, &inp.nr], CHILD_KEYMAT_LEN));
     }
     sw.stop(&mut spent.child_keymat);
 
-    // Not in the ceiling: the two SK ciphers (key schedules), opening the
-    // IKE_AUTH request and sealing the response. The requests are sealed
-    // beforehand, untimed, with each handshake's SK_ei.
-    let aad = [0u8; 32];
+    // Not in the ceiling: the SK ciphers of each protected exchange (two key
+    // schedules, opening the request and sealing the response). The requests
+    // are sealed beforehand, untimed, with each handshake's SK_ei.
     let mut requests = Vec::with_capacity(n);
-    for k in &keymats {
-        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &k[32..64]).map_err(|_| fail("aes key"))?);
-        let mut request = inp.auth_request.clone();
-        let tag = key
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key([1; 12]), Aad::from(aad), &mut request)
-            .map_err(|_| fail("aes seal"))?;
-        request.extend_from_slice(tag.as_ref());
-        requests.push(request);
+    for (i, k) in keymats.iter().enumerate() {
+        let intermediate = match intermediate_keymats.get(i) {
+            Some(k0) => Some(sealed(&k0[SK_EI], &inp.intermediate_request)?),
+            None => None,
+        };
+        requests.push((intermediate, sealed(&k[SK_EI], &inp.auth_request)?));
     }
     let sw = Stopwatch::start();
-    for (k, request) in keymats.iter().zip(requests.iter_mut()) {
-        let inbound = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &k[32..64]).map_err(|_| fail("aes key"))?);
-        let outbound = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &k[68..100]).map_err(|_| fail("aes key"))?);
-        let plain = inbound
-            .open_in_place(Nonce::assume_unique_for_key([1; 12]), Aad::from(aad), request)
-            .map_err(|_| fail("aes open"))?;
-        black_box(plain);
-        let mut response = inp.auth_response.clone();
-        let tag = outbound
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key([2; 12]), Aad::from(aad), &mut response)
-            .map_err(|_| fail("aes seal"))?;
-        black_box((response.as_slice(), tag.as_ref()));
+    for (i, (k, (intermediate, auth))) in keymats.iter().zip(requests.iter_mut()).enumerate() {
+        if let (Some(k0), Some(request)) = (intermediate_keymats.get(i), intermediate.as_mut()) {
+            sk_exchange(&k0[SK_EI], &k0[SK_ER], request, &inp.intermediate_response)?;
+        }
+        sk_exchange(&k[SK_EI], &k[SK_ER], auth, &inp.auth_response)?;
     }
     sw.stop(&mut spent.sk_aead);
 
@@ -856,6 +1046,10 @@ fn mschapv2_server(m: &MsChapInputs) -> Result<control::eap::Msk, String> {
 
 /// Everything measured in one run.
 struct Results {
+    suite: Suite,
+    /// IKE_AUTH exchanges per handshake.
+    auth_exchanges: usize,
+    live_sas: usize,
     handshakes: usize,
     rounds: usize,
     batch: usize,
@@ -867,23 +1061,24 @@ struct Results {
     /// Responder heap allocations per handshake (allocations, reallocations, bytes).
     allocations: (f64, f64, f64),
     log: bool,
-    suite: Suite,
-    auth_exchanges: usize,
 }
 
 fn run(o: &Options) -> Result<Results, String> {
     let batch = usize::from(o.batch);
     let started = Instant::now();
-    let mut hb = HandshakeBench::new(o.suite)?;
+    let mut hb = HandshakeBench::new(o.suite, o.live_sas as usize)?;
     // Warm-up (untimed): fills the steady-state population of established SAs.
     let mut discard = ResponderSpent::default();
-    while hb.live_count + batch <= LIVE_SAS {
+    while hb.live_count + batch <= hb.live_sas {
         hb.round(batch, &mut discard)?;
     }
-    let inputs = CryptoInputs::new(batch, hb.sizes)?;
-    crypto_round(&inputs, batch, o.suite, &mut CryptoSpent::default())?;
+    let inputs = CryptoInputs::new(o.suite, batch, hb.sizes)?;
+    crypto_round(&inputs, batch, &mut CryptoSpent::default())?;
 
     let mut r = Results {
+        suite: o.suite,
+        auth_exchanges: hb.auth_exchanges,
+        live_sas: hb.live_sas,
         handshakes: 0,
         rounds: 0,
         batch,
@@ -894,14 +1089,12 @@ fn run(o: &Options) -> Result<Results, String> {
         elapsed: Duration::ZERO,
         allocations: (0.0, 0.0, 0.0),
         log: o.log,
-        suite: o.suite,
-        auth_exchanges: 0,
     };
     let budget = Duration::from_secs_f64(o.seconds);
     while r.rounds < 3 || started.elapsed() < budget {
         hb.round(batch, &mut r.responder)?;
         r.handshakes += batch;
-        crypto_round(&inputs, batch, o.suite, &mut r.crypto)?;
+        crypto_round(&inputs, batch, &mut r.crypto)?;
         r.crypto_handshakes += batch;
         r.rounds += 1;
     }
@@ -910,7 +1103,6 @@ fn run(o: &Options) -> Result<Results, String> {
     hb.round(batch, &mut ResponderSpent::default())?;
     let per = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 / batch as f64;
     r.allocations = (per(&ALLOCATIONS), per(&REALLOCATIONS), per(&ALLOCATED_BYTES));
-    r.auth_exchanges = hb.auth_exchanges;
     r.elapsed = started.elapsed();
     Ok(r)
 }
@@ -920,6 +1112,7 @@ struct Figures {
     responder_us: f64,
     responder_wall_us: f64,
     init_us: f64,
+    intermediate_us: f64,
     auth_us: f64,
     crypto_us: f64,
     crypto_wall_us: f64,
@@ -934,10 +1127,8 @@ struct Figures {
 fn figures(r: &Results) -> Figures {
     let n = r.handshakes;
     let c = r.crypto_handshakes;
-    let responder_cpu = r.responder.init.cpu + r.responder.auth.cpu;
-    let responder_wall = r.responder.init.wall + r.responder.auth.wall;
-    let responder_us = micros(responder_cpu, n);
-    let responder_wall_us = micros(responder_wall, n);
+    let responder_us = micros(r.responder.total().cpu, n);
+    let responder_wall_us = micros(r.responder.total().wall, n);
     let crypto_us = micros(r.crypto.ceiling().cpu, c);
     let crypto_wall_us = micros(r.crypto.ceiling().wall, c);
     let other_us = micros(r.crypto.other().cpu, c);
@@ -947,6 +1138,7 @@ fn figures(r: &Results) -> Figures {
         responder_us,
         responder_wall_us,
         init_us: micros(r.responder.init.cpu, n),
+        intermediate_us: micros(r.responder.intermediate.cpu, n),
         auth_us: micros(r.responder.auth.cpu, n),
         crypto_us,
         crypto_wall_us,
@@ -959,43 +1151,83 @@ fn figures(r: &Results) -> Figures {
     }
 }
 
-const METHOD: &str = "responder and initiator Endpoints in memory on one thread, in batches, with a steady \
-population of 8192 established SAs (oldest batch deleted, untimed); only the responder's handle() calls and the draining of its transmits/events are timed (the initiator's work happens between the timed \
-regions); time = thread CPU time (CLOCK_THREAD_CPUTIME_ID); crypto ceiling = the same handshake's X25519 keygen+agree, \
-SKEYSEED, prf+ (IKE keys), AUTH verify + AUTH compute (PSK, RFC 7296 2.15) and child KEYMAT done directly with \
-aws-lc-rs, interleaved batch by batch with the handshakes";
+fn method(live_sas: usize) -> String {
+    format!(
+        "responder and initiator Endpoints in memory on one thread, in batches, with a steady \
+population of {live_sas} established SAs (oldest batch deleted, untimed); only the responder's handle() calls and the draining of its transmits/events are timed (the initiator's work happens between the timed \
+regions); time = thread CPU time (CLOCK_THREAD_CPUTIME_ID); crypto ceiling = the same handshake's key exchanges \
+(X25519 keygen+agree, ML-KEM-768 encapsulation), SKEYSEED and prf+ (IKE keys) after each key exchange, the IntAuth \
+PRFs of IKE_INTERMEDIATE (RFC 9242), AUTH verify + AUTH compute (PSK, RFC 7296 2.15), with eap-mschapv2 the \
+gateway's MSCHAPv2 work (control::eap::mschapv2) and the AUTH payloads over the MSK, and child KEYMAT done directly \
+with aws-lc-rs, interleaved batch by batch with the handshakes"
+    )
+}
+
+/// The ceiling's parts present in the suite: (JSON key, label, time).
+fn ceiling_parts(r: &Results) -> Vec<(&'static str, &'static str, Spent)> {
+    let c = &r.crypto;
+    let mut parts = Vec::new();
+    if r.suite.x25519() {
+        parts.push(("x25519_keygen_agree", "x25519 keygen+agree", c.x25519));
+    }
+    if r.suite.mlkem768() {
+        parts.push(("mlkem768_encapsulate", "ML-KEM-768 encapsulation", c.mlkem768));
+    }
+    parts.push(("skeyseed_prf_plus", "SKEYSEED+prf+", c.ike_keys));
+    if r.suite.intermediate() {
+        parts.push(("int_auth", "IntAuth", c.int_auth));
+    }
+    parts.extend([
+        ("auth_verify", "AUTH verify", c.auth_verify),
+        ("auth_compute", "AUTH compute", c.auth_compute),
+        ("child_keymat", "child KEYMAT", c.child_keymat),
+    ]);
+    if r.suite.eap() {
+        parts.extend([
+            ("eap_mschapv2_server", "MSCHAPv2 server", c.mschapv2),
+            ("auth_over_msk", "AUTH over the MSK", c.auth_msk),
+        ]);
+    }
+    parts
+}
 
 fn print_text(r: &Results, f: &Figures) {
     let per = |s: Spent| micros(s.cpu, r.crypto_handshakes);
-    println!("ike-bench: IKEv2 responder, {}, single thread", r.suite.describe());
-    println!("method: {METHOD}.");
+    println!(
+        "ike-bench: IKEv2 responder, suite {} ({}, {}), one CHILD_SA ({ESP_PROPOSAL}), single thread",
+        r.suite.name(),
+        r.suite.ike_proposal(),
+        if r.suite.eap() {
+            "initiator by EAP-MSCHAPv2 (local users, EAP-Identity round), responder by PSK"
+        } else {
+            "PSK"
+        }
+    );
+    println!("method: {}.", method(r.live_sas));
     println!();
     println!(
         "handshakes                {:>10}  ({} batches of {})",
         r.handshakes, r.rounds, r.batch
     );
+    let intermediate = if r.suite.intermediate() {
+        format!(", IKE_INTERMEDIATE {:.2} us", f.intermediate_us)
+    } else {
+        String::new()
+    };
     println!(
-        "responder CPU/handshake  {:>10.2} us  (IKE_SA_INIT {:.2} us, IKE_AUTH {:.2} us in {} exchanges)",
+        "responder CPU/handshake  {:>10.2} us  (IKE_SA_INIT {:.2} us{intermediate}, IKE_AUTH {:.2} us in {} exchanges)",
         f.responder_us, f.init_us, f.auth_us, r.auth_exchanges
     );
     println!("handshakes/s per core    {:>10.0}", f.handshakes_per_sec);
+    let breakdown: Vec<String> = ceiling_parts(r)
+        .into_iter()
+        .map(|(_, label, s)| format!("{label} {:.2}", per(s)))
+        .collect();
     println!(
-        "crypto/handshake         {:>10.2} us  (x25519 keygen+agree {:.2}, SKEYSEED+prf+ {:.2}, AUTH verify {:.2}, \
-         AUTH compute {:.2}, child KEYMAT {:.2})",
+        "crypto/handshake         {:>10.2} us  ({})",
         f.crypto_us,
-        per(r.crypto.x25519),
-        per(r.crypto.ike_keys),
-        per(r.crypto.auth_verify),
-        per(r.crypto.auth_compute),
-        per(r.crypto.child_keymat)
+        breakdown.join(", ")
     );
-    if r.suite == Suite::EapMschapv2 {
-        println!(
-            "                             EAP: MSCHAPv2 server {:.2} us, AUTH over the MSK {:.2} us (in the ceiling)",
-            per(r.crypto.mschapv2),
-            per(r.crypto.auth_msk)
-        );
-    }
     println!("crypto ceiling per core  {:>10.0} /s", f.ceiling_per_sec);
     let target = r.suite.target_ratio();
     let verdict = if f.ratio >= target { "meets" } else { "BELOW" };
@@ -1005,7 +1237,7 @@ fn print_text(r: &Results, f: &Figures) {
     );
     println!();
     println!(
-        "not in the ceiling: {:.2} us = SK AES-256-GCM (2 key schedules, open + seal of IKE_AUTH) {:.2} us \
+        "not in the ceiling: {:.2} us = SK AES-256-GCM (2 key schedules, open + seal, per protected exchange) {:.2} us \
          + RNG {:.2} us; ratio counting them too: {:.3}",
         f.other_us,
         per(r.crypto.sk_aead),
@@ -1030,20 +1262,38 @@ fn print_text(r: &Results, f: &Figures) {
             "no tracing subscriber (try --log)"
         }
     );
+    let s = &r.sizes;
+    let intermediate = if r.suite.intermediate() {
+        format!(
+            ", IKE_INTERMEDIATE {}/{} B",
+            s.intermediate_request, s.intermediate_response
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "message sizes: IKE_SA_INIT {}/{} B, IKE_AUTH {}/{} B (request/response); run took {:.1} s",
-        r.sizes.init_request,
-        r.sizes.init_response,
-        r.sizes.auth_request,
-        r.sizes.auth_response,
+        "message sizes: IKE_SA_INIT {}/{} B{intermediate}, IKE_AUTH {}/{} B (request/response); run took {:.1} s",
+        s.init_request,
+        s.init_response,
+        s.auth_request,
+        s.auth_response,
         r.elapsed.as_secs_f64()
     );
 }
 
 fn print_json(r: &Results, f: &Figures) {
     let per = |s: Spent| micros(s.cpu, r.crypto_handshakes);
+    let breakdown: serde_json::Map<String, serde_json::Value> = ceiling_parts(r)
+        .into_iter()
+        .map(|(key, _, s)| (key.to_string(), serde_json::json!(per(s))))
+        .collect();
+    let s = &r.sizes;
     let v = serde_json::json!({
-        "suite": r.suite.describe(),
+        "suite": r.suite.name(),
+        "ike_proposal": r.suite.ike_proposal(),
+        "esp_proposal": ESP_PROPOSAL,
+        "auth": r.suite.initiator_auth(),
+        "responder_auth": "psk",
         "handshakes_per_sec": f.handshakes_per_sec,
         "ceiling_per_sec": f.ceiling_per_sec,
         "ratio": f.ratio,
@@ -1053,29 +1303,28 @@ fn print_json(r: &Results, f: &Figures) {
         "batch": r.batch,
         "responder_us_per_handshake": f.responder_us,
         "responder_init_us": f.init_us,
+        "responder_intermediate_us": f.intermediate_us,
         "responder_auth_us": f.auth_us,
         "crypto_us_per_handshake": f.crypto_us,
-        "crypto_breakdown_us": {
-            "x25519_keygen_agree": per(r.crypto.x25519),
-            "skeyseed_prf_plus": per(r.crypto.ike_keys),
-            "auth_verify": per(r.crypto.auth_verify),
-            "auth_compute": per(r.crypto.auth_compute),
-            "child_keymat": per(r.crypto.child_keymat),
-            "eap_mschapv2_server": per(r.crypto.mschapv2),
-            "auth_over_msk": per(r.crypto.auth_msk),
-        },
+        "crypto_breakdown_us": breakdown,
         "other_crypto_us": { "sk_aes_gcm": per(r.crypto.sk_aead), "rng": per(r.crypto.rng) },
         "ratio_including_other_crypto": f.ratio_all_crypto,
         "wall_responder_us_per_handshake": f.responder_wall_us,
         "wall_crypto_us_per_handshake": f.crypto_wall_us,
         "wall_ratio": f.wall_ratio,
+        "message_sizes": {
+            "ike_sa_init": [s.init_request, s.init_response],
+            "ike_intermediate": [s.intermediate_request, s.intermediate_response],
+            "ike_auth": [s.auth_request, s.auth_response],
+        },
         "elapsed_s": r.elapsed.as_secs_f64(),
         "responder_allocations_per_handshake": r.allocations.0,
         "responder_reallocations_per_handshake": r.allocations.1,
         "responder_allocated_bytes_per_handshake": r.allocations.2,
         "allocator": ALLOCATOR_NAME,
         "logging": if r.log { "info-to-sink" } else { "none" },
-        "method": METHOD,
+        "live_sas": r.live_sas,
+        "method": method(r.live_sas),
     });
     println!("{v}");
 }
@@ -1089,7 +1338,7 @@ fn main() -> ExitCode {
             .init();
     }
     if o.ikev1 {
-        return match ikev1::run(o.seconds, usize::from(o.batch)) {
+        return match ikev1::run(o.seconds, usize::from(o.batch), o.live_sas as usize) {
             Ok(r) => {
                 ikev1::report(&r, o.json);
                 ExitCode::SUCCESS
@@ -1111,7 +1360,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("ike-bench: {e}");
+            eprintln!("ike-bench --suite {}: {e}", o.suite.name());
             ExitCode::FAILURE
         }
     }

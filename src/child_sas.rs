@@ -875,6 +875,7 @@ mod tests {
             encr: c.encr,
             integ: c.integ,
             pfs: None,
+            additional_ke: Default::default(),
             esn: false,
             mode: c.mode,
             local_ts: c.local_ts.as_slice().into(),

@@ -299,7 +299,7 @@ fn print_sas(data: &serde_json::Value) {
                 c.spi_out,
                 c.encr,
                 c.integ.as_ref().map(|i| format!("/{i}")).unwrap_or_default(),
-                c.pfs.as_ref().map(|g| format!("/{g}")).unwrap_or_default()
+                child_key_exchanges(c)
             );
             println!("    {} === {}", c.local_ts.join(","), c.remote_ts.join(","));
             if let Some(k) = &c.counters {
@@ -316,6 +316,15 @@ fn print_sas(data: &serde_json::Value) {
         }
     }
     println!("{} IKE SAs", list.len());
+}
+
+/// A child's key exchanges for `ironsa sas`, as a proposal writes them:
+/// `/x25519-ke1_mlkem768`; nothing for a child keyed from SK_d alone.
+fn child_key_exchanges(c: &registry::ChildSummary) -> String {
+    if c.key_exchanges.is_empty() {
+        return String::new();
+    }
+    format!("/{}", c.key_exchanges.join("-"))
 }
 
 fn print_pools(data: &serde_json::Value) {

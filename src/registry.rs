@@ -171,6 +171,10 @@ pub struct ChildSummary {
     pub integ: Option<String>,
     /// PFS group.
     pub pfs: Option<String>,
+    /// Every key exchange that keyed it: the PFS group, then the RFC 9370
+    /// additional ones as `keN_method`; empty when keyed from SK_d alone.
+    #[serde(default)]
+    pub key_exchanges: Vec<String>,
     /// ESN in use.
     pub esn: bool,
     /// Our selectors.
@@ -208,6 +212,13 @@ pub struct SaSummary {
     pub peer_id: Option<String>,
     /// IKE algorithms.
     pub algorithms: Option<String>,
+    /// Every key exchange that went into the IKE SA's keys: the one of
+    /// IKE_SA_INIT, then the RFC 9370 additional ones as `keN_method`.
+    #[serde(default)]
+    pub key_exchanges: Vec<String>,
+    /// One of those key exchanges resists quantum computers (ML-KEM).
+    #[serde(default)]
+    pub post_quantum: bool,
     /// UDP encapsulation in use.
     pub nat_t: bool,
     /// A NAT was detected in front of us (we send NAT keepalives).
@@ -303,6 +314,7 @@ impl SaSummary {
             "DELETING"
         };
         let (spi_i, spi_r) = sa.spis();
+        let key_exchanges = sa.key_exchanges();
         SaSummary {
             shard,
             connection: sa.config().name.clone(),
@@ -315,19 +327,16 @@ impl SaSummary {
             peer_id: sa.peer_id().map(display_identity),
             algorithms: sa.suite().map(|s| {
                 let integ = s.integ.map(|i| format!("-{}", i.name())).unwrap_or_default();
-                let additional: String = sa
-                    .additional_key_exchanges()
-                    .iter()
-                    .map(|(n, g)| format!("-ke{n}_{}", g.name()))
-                    .collect();
                 format!(
-                    "{}{}-{}-{}{additional}",
+                    "{}{}-{}-{}",
                     s.encr.name(),
                     integ,
                     s.prf.name(),
-                    s.ke.name()
+                    key_exchanges.join("-")
                 )
             }),
+            post_quantum: sa.is_post_quantum(),
+            key_exchanges,
             nat_t: sa.udp_encapsulation(),
             nat_local: sa.nat_detected().0,
             nat_remote: sa.nat_detected().1,
@@ -344,6 +353,7 @@ impl SaSummary {
                     encr: c.encr.name(),
                     integ: c.integ.map(|i| i.name().to_string()),
                     pfs: c.pfs.map(|g| g.name().to_string()),
+                    key_exchanges: c.key_exchanges(),
                     esn: c.esn,
                     local_ts: c.local_ts.iter().map(ts::display).collect(),
                     remote_ts: c.remote_ts.iter().map(ts::display).collect(),
@@ -390,6 +400,8 @@ impl SaSummary {
             algorithms: sa
                 .suite()
                 .map(|s| format!("{}-{}-{}", s.encr.name(), s.hash.name(), s.group.name())),
+            key_exchanges: sa.suite().map(|s| s.group.name().to_string()).into_iter().collect(),
+            post_quantum: false,
             nat_t: false,
             nat_local: false,
             nat_remote: false,
@@ -408,6 +420,12 @@ impl SaSummary {
                     encr: q.suite.map_or_else(String::new, |s| s.encr.name()),
                     integ: q.suite.and_then(|s| s.integ).map(|i| i.name().to_string()),
                     pfs: q.suite.and_then(|s| s.pfs).map(|g| g.name().to_string()),
+                    key_exchanges: q
+                        .suite
+                        .and_then(|s| s.pfs)
+                        .map(|g| g.name().to_string())
+                        .into_iter()
+                        .collect(),
                     esn: false,
                     local_ts: vec![ts::display(&q.local_ts)],
                     remote_ts: vec![ts::display(&q.remote_ts)],

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::Ironsa;
+use support::ironsa::{metric, metrics};
 use support::util::free_udp_port_pair;
 
 const T: Duration = Duration::from_secs(10);
@@ -137,21 +138,110 @@ fn reload_keeps_unchanged_sas_and_shutdown_deletes_at_the_peer() {
     assert_eq!(established(&sas, "c1"), Some(c1));
 
     // Metrics count what happened on the gateway.
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    let established_total: u64 = body
-        .lines()
-        .filter(|l| l.starts_with("ironsa_ike_established_total{"))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum();
-    assert_eq!(established_total, 3, "{body}");
+    let body = metrics(metrics_port);
+    assert_eq!(metric(&body, "ironsa_ike_established_total"), 3, "{body}");
     assert!(body.contains("ironsa_half_open_sas{shard=\"0\"}"));
 
     // Graceful shutdown deletes the SAs at the gateway.
     me.stop();
     gw.wait_sas(T, |s| s.is_empty());
+}
+
+/// The hybrid IKE proposal of the post-quantum test.
+const HYBRID_IKE: &str = "aes256gcm16-prfsha256-x25519-ke1_mlkem768";
+
+/// Every key exchange of an SA shows in `ironsa sas` (JSON and text),
+/// children rekeyed with IKE_FOLLOWUP_KE included, and the gateway's
+/// metrics count post-quantum and classical IKE SAs apart.
+#[test]
+fn sas_and_metrics_show_every_key_exchange() {
+    let (gw_ports, my_ports) = (free_udp_port_pair().unwrap(), free_udp_port_pair().unwrap());
+    let metrics_port = free_udp_port_pair().unwrap().0;
+    let gw_config = responder(gw_ports, metrics_port)
+        .replace(
+            "ike_proposals = \"aes256gcm16-prfsha256-x25519, aes128-sha256-modp2048\"",
+            &format!("ike_proposals = \"{HYBRID_IKE}, aes256gcm16-prfsha256-x25519\""),
+        )
+        .replace(
+            "esp_proposals = \"aes256gcm16, aes128-sha256\"",
+            "esp_proposals = \"aes256gcm16-x25519-ke1_mlkem768, aes256gcm16\"",
+        );
+    assert!(gw_config.contains("ke1_mlkem768, aes256gcm16\""), "{gw_config}");
+    let gw = Ironsa::start(&gw_config, None);
+    // c1 classical; c2 hybrid, its child rekeyed with X25519 + ML-KEM-768.
+    let my_config = initiator(my_ports, gw_ports, HYBRID_IKE, "").replace(
+        "local_ts = [\"10.99.2.0/24\"]\nremote_ts = [\"10.0.0.0/8\"]\nesp_proposals = \"aes256gcm16\"",
+        "local_ts = [\"10.99.2.0/24\"]\nremote_ts = [\"10.0.0.0/8\"]\nesp_proposals = \"aes256gcm16-x25519-ke1_mlkem768\"",
+    );
+    assert!(my_config.contains("aes256gcm16-x25519-ke1_mlkem768"), "{my_config}");
+    let me = Ironsa::start(&my_config, None);
+    me.call(json!({"cmd": "initiate", "connection": "c1"}));
+    me.call(json!({"cmd": "initiate", "connection": "c2"}));
+    let sas = me.wait_sas(T, |s| established(s, "c1").is_some() && established(s, "c2").is_some());
+    let of = |sas: &[serde_json::Value], conn: &str| sas.iter().find(|s| s["connection"] == conn).unwrap().clone();
+    let (c1, c2) = (of(&sas, "c1"), of(&sas, "c2"));
+    assert_eq!(c1["key_exchanges"], json!(["x25519"]), "{c1:#}");
+    assert_eq!(c1["post_quantum"], false, "{c1:#}");
+    assert_eq!(c2["key_exchanges"], json!(["x25519", "ke1_mlkem768"]), "{c2:#}");
+    assert_eq!(c2["post_quantum"], true, "{c2:#}");
+    assert_eq!(c2["algorithms"], HYBRID_IKE, "{c2:#}");
+    assert_eq!(
+        c2["children"][0]["key_exchanges"],
+        json!([]),
+        "an IKE_AUTH child is keyed from SK_d alone: {c2:#}"
+    );
+
+    // Rekey c2's child: PFS with X25519, then ML-KEM-768 in IKE_FOLLOWUP_KE.
+    let old = c2["children"][0]["spi_in"].clone();
+    let local_spi = if c2["role"] == "initiator" {
+        &c2["spi_i"]
+    } else {
+        &c2["spi_r"]
+    };
+    me.call(json!({"cmd": "rekey", "spi": local_spi, "child": old}));
+    let rekeyed = |s: &[serde_json::Value]| {
+        s.iter().any(|sa| {
+            sa["connection"] == "c2"
+                && sa["children"]
+                    .as_array()
+                    .is_some_and(|c| c.len() == 1 && c[0]["state"] == "INSTALLED" && c[0]["spi_in"] != old)
+        })
+    };
+    let sas = me.wait_sas(T, rekeyed);
+    let child = of(&sas, "c2")["children"][0].clone();
+    assert_eq!(child["key_exchanges"], json!(["x25519", "ke1_mlkem768"]), "{child:#}");
+    assert_eq!(child["pfs"], "x25519", "{child:#}");
+    let gw_sas = gw.wait_sas(T, |s| {
+        s.iter().any(|sa| {
+            sa["children"]
+                .as_array()
+                .is_some_and(|c| c.len() == 1 && c[0]["spi_out"] == child["spi_in"])
+        })
+    });
+    let gw_child = gw_sas
+        .iter()
+        .flat_map(|sa| sa["children"].as_array().unwrap())
+        .find(|c| c["spi_out"] == child["spi_in"])
+        .unwrap();
+    assert_eq!(
+        gw_child["key_exchanges"],
+        json!(["x25519", "ke1_mlkem768"]),
+        "{gw_child:#}"
+    );
+
+    // The text listing names them as a proposal would.
+    let out = Command::new(env!("CARGO_BIN_EXE_ironsa"))
+        .args(["--socket", me.socket().to_str().unwrap(), "sas"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("  {HYBRID_IKE}")), "{text}");
+    assert!(text.contains(" aes256gcm16/x25519-ke1_mlkem768\n"), "{text}");
+
+    let body = metrics(metrics_port);
+    assert_eq!(metric(&body, "ironsa_ike_established_post_quantum_total"), 1, "{body}");
+    assert_eq!(metric(&body, "ironsa_ike_established_classical_total"), 1, "{body}");
 }
 
 #[test]

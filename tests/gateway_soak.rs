@@ -11,7 +11,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use ironsa_bench::ikegen::report::Report;
 use ironsa_bench::ikegen::{Progress, run};
 use support::Ironsa;
 use support::Need;
+use support::ironsa::{metric, metrics};
 use support::util::free_udp_port_pair;
 
 const PSK: &str = "soak-test-Zq8#kP2!vR9@wX4$yT7&uN1*";
@@ -115,23 +115,6 @@ fn settings(port: u16, metrics: u16, source: &str, tunnels: u64) -> Settings {
         gateway_metrics: Some(format!("127.0.0.1:{metrics}")),
         ..Settings::default()
     }
-}
-
-fn metrics(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
-    // The daemon answers from its shards, which a loaded machine may starve for seconds.
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
-}
-
-fn metric(body: &str, name: &str) -> u64 {
-    body.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 fn rss_kib(pid: u32) -> u64 {

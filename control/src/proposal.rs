@@ -42,6 +42,39 @@ pub struct IkeProposal {
 /// Number of additional key exchange transform types (ADDKE1..ADDKE7).
 pub const MAX_ADDITIONAL_KE: usize = 7;
 
+/// The additional key exchanges that went into a set of keys, as SA records
+/// keep them: index N-1 holds ADDKE N's method (a byte each, where a list
+/// would cost a pointer and a heap block per SA).
+pub type AdditionalKeSlots = [Option<KeGroup>; MAX_ADDITIONAL_KE];
+
+/// `(ADDKE number, method)` pairs as [`AdditionalKeSlots`]; numbers outside
+/// 1..=7 are left out.
+pub fn additional_ke_slots(list: &[(u8, KeGroup)]) -> AdditionalKeSlots {
+    let mut slots = [None; MAX_ADDITIONAL_KE];
+    for &(n, g) in list {
+        if let Some(slot) = slots.get_mut(usize::from(n).wrapping_sub(1)) {
+            *slot = Some(g);
+        }
+    }
+    slots
+}
+
+/// The `(ADDKE number, method)` pairs of `slots`, in order.
+pub fn additional_ke_list(slots: &AdditionalKeSlots) -> Vec<(u8, KeGroup)> {
+    (1u8..).zip(slots).filter_map(|(n, g)| Some((n, (*g)?))).collect()
+}
+
+/// The names of a set of key exchanges as strongSwan 6 proposals write
+/// them: the first method, then `keN_method` for each additional one
+/// (`["x25519", "ke1_mlkem768"]`).
+pub fn key_exchange_names(first: Option<KeGroup>, additional: &[(u8, KeGroup)]) -> Vec<String> {
+    first
+        .map(|g| g.name().to_string())
+        .into_iter()
+        .chain(additional.iter().map(|(n, g)| format!("ke{n}_{}", g.name())))
+        .collect()
+}
+
 /// One configured ESP proposal. `ke` empty means no PFS. `esn` lists the
 /// acceptable Extended Sequence Number settings in preference order
 /// (`[false]` unless the string says `esn` and/or `noesn`).

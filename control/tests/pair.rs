@@ -1300,6 +1300,17 @@ fn hybrid_x25519_mlkem768_establishes_through_ike_intermediate() {
     assert_eq!(intermediate.len(), 2);
     // Message IDs: IKE_INTERMEDIATE is 1, IKE_AUTH follows as 2.
     assert!(intermediate.iter().all(|d| d[20..24] == [0, 0, 0, 1]));
+    for sa in [p.a.sas().next().unwrap(), p.b.sas().next().unwrap()] {
+        assert_eq!(sa.key_exchanges(), ["x25519", "ke1_mlkem768"]);
+        assert!(sa.is_post_quantum());
+    }
+    assert_eq!(
+        (
+            p.a.stats().established_post_quantum,
+            p.b.stats().established_post_quantum
+        ),
+        (1, 1)
+    );
     assert!(establishes_over_lossy_network(ike, None, 8) >= 4);
 }
 
@@ -1692,6 +1703,40 @@ fn assert_hybrid_child_rekey(p: &mut Pair, from_b: bool, additional: &[(u8, KeGr
     );
     assert_eq!((ca.len(), cb.len()), (1, 1), "the old child is deleted");
     assert_eq!((ca[0].spi_in, ca[0].spi_out), (na.spi_in, na.spi_out));
+    let names = control::proposal::key_exchange_names(Some(KeGroup::Curve25519), additional);
+    assert_eq!(ca[0].key_exchanges(), names, "A's record of the child");
+    assert_eq!(cb[0].key_exchanges(), names, "B's record of the child");
+}
+
+/// A hybrid IKE SA whose child was rekeyed with ML-KEM keeps every key
+/// exchange, its own and its child's, when another endpoint adopts it.
+#[test]
+fn a_resumed_hybrid_sa_keeps_its_and_its_childs_key_exchanges() {
+    use control::ike_sa::resume::ResumableIkeSa;
+    let mut p = establish(HYBRID_IKE, "aes256gcm16-x25519-ke1_mlkem768");
+    assert_hybrid_child_rekey(&mut p, false, &[(1, KeGroup::MlKem768)]);
+    let spi = p.a_spi();
+    let child = p.a_seen.installed.last().unwrap();
+    let mut state = p.a.sa(spi).unwrap().resumable(p.now).expect("established and idle");
+    state.children[0].inbound = child.inbound.clone();
+    state.children[0].outbound = child.outbound.clone();
+    let state = ResumableIkeSa::decode(&state.encode()).unwrap();
+    let config = p.a.context().connections[0].clone();
+    let mut adopter = Endpoint::new(
+        p.now,
+        Context::new(vec![config], AwsLcProvider::seeded(SEED + 9).shared()),
+        AdmissionConfig::default(),
+        0,
+        0,
+    );
+    assert_eq!(adopter.adopt(p.now, &state).unwrap(), spi);
+    let mut seen = Seen::default();
+    Pair::collect(&mut adopter, &mut seen);
+    assert_eq!(seen.installed.len(), 1);
+    assert_eq!(seen.installed[0].additional_ke, [(1, KeGroup::MlKem768)]);
+    let sa = adopter.sa(spi).unwrap();
+    assert_eq!(sa.key_exchanges(), ["x25519", "ke1_mlkem768"]);
+    assert_eq!(sa.children()[0].key_exchanges(), ["x25519", "ke1_mlkem768"]);
 }
 
 #[test]

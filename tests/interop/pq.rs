@@ -325,6 +325,11 @@ fn child_replaced(ironsa: &Ironsa, charon: &Charon, old: &serde_json::Value) -> 
     let new = ours[0]["children"][0]["spi_in"].clone();
     assert_ne!(new, *old, "{ours:#?}\n{}", charon.log_tail(80));
     assert_eq!(ours[0]["children"][0]["pfs"], "x25519");
+    assert_eq!(
+        ours[0]["children"][0]["key_exchanges"],
+        json!(["x25519", "ke1_mlkem768"]),
+        "{ours:#?}"
+    );
     let spi_out = u32::from_str_radix(new.as_str().unwrap_or_default(), 16).unwrap_or_default();
     let theirs = charon
         .swanctl()

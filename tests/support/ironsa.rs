@@ -261,3 +261,23 @@ impl Drop for Ironsa {
         self.stop();
     }
 }
+
+/// The Prometheus page a daemon serves on `127.0.0.1:port`.
+pub fn metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(std::net::SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+    // The daemon answers from its shards, which a loaded machine may starve for seconds.
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+/// The sum of metric `name` over its label sets (the shards) in a metrics page.
+pub fn metric(body: &str, name: &str) -> u64 {
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}

@@ -7,6 +7,7 @@ use zeroize::Zeroizing;
 
 use crate::config::IpsecMode;
 use crate::crypto::{EncrAlg, IntegAlg, KeGroup};
+use crate::proposal::{AdditionalKeSlots, additional_ke_list, key_exchange_names};
 use crate::wire::ikev2::TrafficSelector;
 
 /// Lifecycle of a CHILD_SA.
@@ -76,6 +77,8 @@ pub struct ChildSa {
     pub integ: Option<IntegAlg>,
     /// PFS group used when it was created or rekeyed.
     pub pfs: Option<KeGroup>,
+    /// RFC 9370 additional key exchanges run after the PFS one (IKE_FOLLOWUP_KE).
+    pub additional_ke: AdditionalKeSlots,
     /// Extended sequence numbers.
     pub esn: bool,
     /// Tunnel or transport.
@@ -92,6 +95,14 @@ pub struct ChildSa {
     pub rekey_at: Option<Instant>,
     /// When it expires (hard lifetime), if ever.
     pub expire_at: Option<Instant>,
+}
+
+impl ChildSa {
+    /// The key exchanges that keyed it, as proposals name them
+    /// (`["x25519", "ke1_mlkem768"]`); none when it was keyed from SK_d alone.
+    pub fn key_exchanges(&self) -> Vec<String> {
+        key_exchange_names(self.pfs, &additional_ke_list(&self.additional_ke))
+    }
 }
 
 /// Keys of one direction of a CHILD_SA.

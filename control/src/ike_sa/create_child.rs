@@ -174,6 +174,7 @@ pub(crate) fn install_child(sa: &mut IkeSa, now: Instant, plan: ChildPlan, ni: &
         encr: sel.encr,
         integ: sel.integ,
         pfs: sel.ke,
+        additional_ke: proposal::additional_ke_slots(&sel.additional_ke),
         esn: sel.esn,
         mode,
         local_ts: local_ts.as_slice().into(),
@@ -237,10 +238,10 @@ pub(crate) fn install_child(sa: &mut IkeSa, now: Instant, plan: ChildPlan, ni: &
 /// The key exchanges that keyed a child, for log lines: `x25519,ke1_mlkem768`
 /// (`none` without PFS).
 fn child_key_exchanges(sel: &proposal::SelectedEsp) -> String {
-    let Some(ke) = sel.ke else { return "none".into() };
-    let mut names = vec![ke.name().to_string()];
-    names.extend(sel.additional_ke.iter().map(|(n, g)| format!("ke{n}_{}", g.name())));
-    names.join(",")
+    if sel.ke.is_none() {
+        return "none".into();
+    }
+    proposal::key_exchange_names(sel.ke, &sel.additional_ke).join(",")
 }
 
 /// Exchange initiator: processes the child part of an IKE_AUTH or CREATE_CHILD_SA response.
@@ -884,11 +885,7 @@ pub(crate) fn make_successor(sa: &mut IkeSa, now: Instant, role: Role, rekey: &S
         return;
     }
     if let Some(k) = new.keys.as_mut() {
-        for &(n, g) in done {
-            if let Some(slot) = k.additional_ke.get_mut(usize::from(n).wrapping_sub(1)) {
-                *slot = Some(g);
-            }
-        }
+        k.additional_ke = proposal::additional_ke_slots(done);
     }
     let (rekey, expire) = schedule(now, &sa.config.ike_lifetime, new.local_spi());
     new.rekey_at = rekey;

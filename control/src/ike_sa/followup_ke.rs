@@ -445,7 +445,7 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
 pub(crate) fn warn_if_downgraded(sa: &IkeSa, new: &[(u8, KeGroup)]) {
     let ran = sa.additional_key_exchanges();
     if !ran.is_empty() && new.is_empty() {
-        let names: Vec<String> = ran.iter().map(|(n, g)| format!("ke{n}_{}", g.name())).collect();
+        let names = crate::proposal::key_exchange_names(None, &ran);
         warn!(
             connection = %sa.config.name,
             peer = %sa.remote,

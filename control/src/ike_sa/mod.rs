@@ -290,7 +290,7 @@ pub(crate) struct SaKeys {
     pub inbound: SkCipher,
     /// The RFC 9370 additional key exchanges these keys include: index N-1
     /// for ADDKE N (a byte each: the IKE SA keeps its allocator size class).
-    pub additional_ke: [Option<crate::crypto::KeGroup>; crate::proposal::MAX_ADDITIONAL_KE],
+    pub additional_ke: crate::proposal::AdditionalKeSlots,
 }
 
 /// SK_pi and SK_pr: they only serve the AUTH payloads of IKE_AUTH.
@@ -958,11 +958,16 @@ impl IkeSa {
     /// The RFC 9370 additional key exchanges (ADDKE number, method) that went
     /// into this SA's keys, after the one of IKE_SA_INIT.
     pub fn additional_key_exchanges(&self) -> Vec<(u8, crate::crypto::KeGroup)> {
-        let Some(keys) = &self.keys else { return Vec::new() };
-        (1u8..)
-            .zip(keys.additional_ke)
-            .filter_map(|(n, g)| Some((n, g?)))
-            .collect()
+        self.keys
+            .as_ref()
+            .map(|k| crate::proposal::additional_ke_list(&k.additional_ke))
+            .unwrap_or_default()
+    }
+
+    /// Every key exchange that went into this SA's keys, as proposals name
+    /// them (`["x25519", "ke1_mlkem768"]`); empty before IKE_SA_INIT completes.
+    pub fn key_exchanges(&self) -> Vec<String> {
+        crate::proposal::key_exchange_names(self.suite().map(|s| s.ke), &self.additional_key_exchanges())
     }
 
     /// True when a key exchange of this SA resists quantum computers.

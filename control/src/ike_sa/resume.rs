@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 use super::{ChildSa, ChildSaInstall, ChildState, Context, DirectionKeys, Event, IkeSa, Role, SaKeys, State};
 use crate::config::{ConnectionConfig, IpsecMode};
 use crate::crypto::{EncrAlg, IkeSuite, IntegAlg, KeGroup, PrfAlg, SkCipher};
-use crate::proposal::MAX_ADDITIONAL_KE;
+use crate::proposal::{AdditionalKeSlots, MAX_ADDITIONAL_KE, additional_ke_list};
 use crate::wire::ikev2::{IdType, Identification, TrafficSelector};
 
 /// Version of the encoding written by [`ResumableIkeSa::encode`].
@@ -68,6 +68,8 @@ pub struct ResumableChild {
     pub integ: Option<IntegAlg>,
     /// PFS group.
     pub pfs: Option<KeGroup>,
+    /// RFC 9370 additional key exchanges run after the PFS one.
+    pub additional_ke: AdditionalKeSlots,
     /// Extended sequence numbers.
     pub esn: bool,
     /// Tunnel or transport.
@@ -112,7 +114,7 @@ pub struct ResumableIkeSa {
     /// Negotiated algorithms.
     pub suite: IkeSuite,
     /// RFC 9370 additional key exchanges included in the keys.
-    pub additional_ke: [Option<KeGroup>; MAX_ADDITIONAL_KE],
+    pub additional_ke: AdditionalKeSlots,
     /// SK_d.
     pub sk_d: Zeroizing<Vec<u8>>,
     /// SK_e (with salt) of messages we send.
@@ -166,6 +168,7 @@ impl IkeSa {
                 encr: c.encr,
                 integ: c.integ,
                 pfs: c.pfs,
+                additional_ke: c.additional_ke,
                 esn: c.esn,
                 mode: c.mode,
                 local_ts: c.local_ts.to_vec(),
@@ -275,6 +278,7 @@ impl IkeSa {
                 encr: c.encr,
                 integ: c.integ,
                 pfs: c.pfs,
+                additional_ke: c.additional_ke,
                 esn: c.esn,
                 mode: c.mode,
                 local_ts: c.local_ts.as_slice().into(),
@@ -294,8 +298,7 @@ impl IkeSa {
                 encr: c.encr,
                 integ: c.integ,
                 pfs: c.pfs,
-                // Not checkpointed: it only names the exchanges for the log.
-                additional_ke: Vec::new(),
+                additional_ke: additional_ke_list(&c.additional_ke),
                 esn: c.esn,
                 mode: c.mode,
                 local_ts: c.local_ts.clone(),
@@ -344,6 +347,11 @@ impl Writer {
     }
     fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn additional_ke(&mut self, slots: &AdditionalKeSlots) {
+        for g in slots {
+            self.u16(g.map_or(0, KeGroup::number));
+        }
     }
     fn bytes(&mut self, b: &[u8]) {
         self.u16(u16::try_from(b.len()).unwrap_or(u16::MAX));
@@ -479,6 +487,14 @@ impl<'a> Reader<'a> {
                 .ok_or(ResumeError::Invalid("key exchange group")),
         }
     }
+
+    fn additional_ke(&mut self) -> Result<AdditionalKeSlots, ResumeError> {
+        let mut slots = [None; MAX_ADDITIONAL_KE];
+        for slot in &mut slots {
+            *slot = self.group()?;
+        }
+        Ok(slots)
+    }
 }
 
 impl ResumableIkeSa {
@@ -500,9 +516,7 @@ impl ResumableIkeSa {
         w.u16(self.suite.integ.map_or(0, IntegAlg::transform_id));
         w.u16(self.suite.prf.transform_id());
         w.u16(self.suite.ke.number());
-        for g in self.additional_ke {
-            w.u16(g.map_or(0, KeGroup::number));
-        }
+        w.additional_ke(&self.additional_ke);
         w.bytes(&self.sk_d);
         w.bytes(&self.sk_e_out);
         w.bytes(&self.sk_e_in);
@@ -520,6 +534,7 @@ impl ResumableIkeSa {
             w.encr(c.encr);
             w.u16(c.integ.map_or(0, IntegAlg::transform_id));
             w.u16(c.pfs.map_or(0, KeGroup::number));
+            w.additional_ke(&c.additional_ke);
             w.u8(u8::from(c.esn));
             w.u8(u8::from(c.mode == IpsecMode::Transport));
             w.selectors(&c.local_ts);
@@ -555,10 +570,7 @@ impl ResumableIkeSa {
         let integ = r.integ()?;
         let prf = PrfAlg::from_transform(r.u16()?).ok_or(ResumeError::Invalid("PRF"))?;
         let ke = r.group()?.ok_or(ResumeError::Invalid("key exchange group"))?;
-        let mut additional_ke = [None; MAX_ADDITIONAL_KE];
-        for slot in &mut additional_ke {
-            *slot = r.group()?;
-        }
+        let additional_ke = r.additional_ke()?;
         let sk_d = r.secret()?;
         let sk_e_out = r.secret()?;
         let sk_e_in = r.secret()?;
@@ -579,6 +591,7 @@ impl ResumableIkeSa {
                 encr: r.encr()?,
                 integ: r.integ()?,
                 pfs: r.group()?,
+                additional_ke: r.additional_ke()?,
                 esn: r.flag()?,
                 mode: if r.flag()? {
                     IpsecMode::Transport

@@ -723,11 +723,7 @@ fn require_intermediate(selected: &proposal::SelectedIke, peer_payloads: &[Paylo
     {
         return Ok(());
     }
-    let names: Vec<String> = selected
-        .additional_ke
-        .iter()
-        .map(|(n, g)| format!("ke{n}_{}", g.name()))
-        .collect();
+    let names = proposal::key_exchange_names(None, &selected.additional_ke);
     Err(Error::NoProposalChosen(format!(
         "negotiated additional key exchanges {} but the peer did not send INTERMEDIATE_EXCHANGE_SUPPORTED (RFC 9242)",
         names.join("-")

@@ -1247,9 +1247,20 @@ fn additional_key_exchange_policy_against_a_classical_peer() {
 /// reordering, once per seed; returns how many seeds got through (the others
 /// must have timed out, every retransmission lost).
 fn establishes_over_lossy_network(ike: &str, fragment_size: Option<usize>, seeds: u64) -> u64 {
+    establishes_over_lossy_network_with(ike, fragment_size, seeds, &|c| c)
+}
+
+/// [`establishes_over_lossy_network`] with both connections changed by `tweak`.
+fn establishes_over_lossy_network_with(
+    ike: &str,
+    fragment_size: Option<usize>,
+    seeds: u64,
+    tweak: &dyn Fn(ConnectionConfig) -> ConnectionConfig,
+) -> u64 {
     let mut up = 0;
     for seed in 1..=seeds {
-        let (mut a, mut b) = default_pair(ike, "aes256gcm16");
+        let (a, b) = default_pair(ike, "aes256gcm16");
+        let (mut a, mut b) = (tweak(a), tweak(b));
         if let Some(size) = fragment_size {
             a.fragment_size = size;
             b.fragment_size = size;
@@ -2019,6 +2030,13 @@ fn optional_ppk_falls_back_to_no_ppk_auth() {
     // The responder's PPK is optional and the initiator has none.
     let mut p = establish_with(|a| a, |b| with_ppk(b, "ppk1", PPK, false));
     assert_eq!(assert_keys_agree(&mut p), plain);
+}
+
+#[test]
+fn required_ppk_with_a_hybrid_sa_establishes_over_a_lossy_network() {
+    let ike = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
+    let up = establishes_over_lossy_network_with(ike, Some(1280), 8, &|c| with_ppk(c, "ppk1", PPK, true));
+    assert!(up >= 4, "{up} of 8 seeds established");
 }
 
 #[test]

@@ -652,3 +652,31 @@ proptest! {
         let _ = decode_payloads(PayloadType(ty), &data);
     }
 }
+
+/// Messages with bulk values (an ML-KEM-1024 key share, a certificate, EAP)
+/// encode into one buffer sized up front: no regrowth, which would copy the
+/// message and, for SK plaintext, leave a copy of it in freed memory.
+#[test]
+fn large_messages_encode_without_regrowing() {
+    let payloads = vec![
+        Payload::Ke {
+            group: 37,
+            data: vec![0x5a; 1568],
+        },
+        Payload::Nonce(vec![1; 32]),
+        Payload::Cert {
+            encoding: CertEncoding::X509_SIGNATURE,
+            data: vec![0x30; 1800],
+        },
+        Payload::Eap(vec![2; 600]),
+    ];
+    let capacity = encode_capacity(&payloads);
+    let message = encode_message(&header(), &payloads);
+    assert!(message.len() <= capacity, "{} > {capacity}", message.len());
+    assert_eq!(message.capacity(), capacity, "the buffer never grew");
+    let mut plain = Vec::with_capacity(capacity);
+    try_encode_payloads(&payloads, &mut plain).unwrap();
+    assert_eq!(plain.capacity(), capacity, "the SK plaintext buffer never grows");
+    // Small messages keep the default capacity.
+    assert_eq!(encode_capacity(&[Payload::Nonce(vec![1; 32])]), ENCODE_CAPACITY);
+}

@@ -28,6 +28,23 @@ pub const NONCE_MAX_LEN: usize = 256;
 /// message of a PSK or ECDH handshake fits without regrowing.
 pub const ENCODE_CAPACITY: usize = 512;
 
+/// Capacity of a buffer that `payloads` encode into without regrowing:
+/// [`ENCODE_CAPACITY`] for the small fields plus the bulk values (key
+/// shares, certificates, EAP, encrypted bodies), which exceed it with
+/// ML-KEM keys or certificate chains. A regrown buffer costs a copy and,
+/// for SK plaintext, leaves a copy of it in freed memory.
+pub fn encode_capacity(payloads: &[Payload]) -> usize {
+    let bulk: usize = payloads
+        .iter()
+        .map(|p| match p {
+            Payload::Ke { data, .. } | Payload::Cert { data, .. } | Payload::Eap(data) => data.len(),
+            Payload::Sk { body, .. } | Payload::Skf { body, .. } => body.len(),
+            _ => 0,
+        })
+        .sum();
+    ENCODE_CAPACITY + bulk
+}
+
 /// Substructure marker: last proposal / transform.
 const LAST: u8 = 0;
 /// Substructure marker: more proposals follow.
@@ -758,7 +775,7 @@ pub fn try_encode_payloads(payloads: &[Payload], out: &mut Vec<u8>) -> Result<Pa
 pub fn encode_message(header: &Header, payloads: &[Payload]) -> Vec<u8> {
     // Encoded in place after the header, whose length field is set at the end.
     let first = payloads.first().map_or(PayloadType::NONE, Payload::payload_type);
-    let mut out = Vec::with_capacity(ENCODE_CAPACITY);
+    let mut out = Vec::with_capacity(encode_capacity(payloads));
     write_header(header, first, HEADER_LEN, &mut out);
     encode_payloads(payloads, &mut out);
     let len = u32::try_from(out.len()).unwrap_or(u32::MAX);

@@ -10,8 +10,8 @@ pub mod sk;
 pub mod types;
 
 pub use codec::{
-    Message, decode_header, decode_message, decode_payloads, encode_message, encode_payloads, try_encode_message,
-    try_encode_payloads,
+    ENCODE_CAPACITY, Message, decode_header, decode_message, decode_payloads, encode_capacity, encode_message,
+    encode_payloads, try_encode_message, try_encode_payloads,
 };
 pub use sk::{FragmentReassembler, SkProtect, open_message, seal_fragments, seal_message};
 pub use types::*;

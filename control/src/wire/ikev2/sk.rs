@@ -6,7 +6,7 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 use super::Message;
-use super::codec::{ENCODE_CAPACITY, decode_message, decode_payloads, try_encode_payloads, write_header};
+use super::codec::{decode_message, decode_payloads, encode_capacity, try_encode_payloads, write_header};
 use super::types::*;
 use crate::wire::WireError;
 
@@ -149,7 +149,7 @@ fn open_payload(
 /// header, SK { inner payloads, padding, pad length }.
 pub fn seal_message(header: &Header, inner: &[Payload], sk: &dyn SkProtect) -> Result<Vec<u8>, WireError> {
     // Sized up front: a growing buffer would leave copies of the plaintext in freed memory.
-    let mut plain = Zeroizing::new(Vec::with_capacity(ENCODE_CAPACITY));
+    let mut plain = Zeroizing::new(Vec::with_capacity(encode_capacity(inner)));
     let first = try_encode_payloads(inner, &mut plain)?;
     let block = block_len(sk)?;
     let total = HEADER_LEN
@@ -206,7 +206,7 @@ pub fn seal_fragments(
     max_datagram: usize,
 ) -> Result<Vec<Vec<u8>>, WireError> {
     // Sized up front: a growing buffer would leave copies of the plaintext in freed memory.
-    let mut plain = Zeroizing::new(Vec::with_capacity(ENCODE_CAPACITY));
+    let mut plain = Zeroizing::new(Vec::with_capacity(encode_capacity(inner)));
     let first = try_encode_payloads(inner, &mut plain)?;
     let block = block_len(sk)?;
     let overhead = HEADER_LEN + GENERIC_PAYLOAD_HEADER_LEN + SKF_FIELDS_LEN + sk.iv_len() + sk.icv_len();

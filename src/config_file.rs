@@ -731,7 +731,7 @@ impl DaemonConfig {
         let eap_users = eap_section(&ctx, &raw.eap)?;
         let radius = raw.radius.as_ref().map(|r| radius_section(&ctx, r)).transpose()?;
         let aaa = AaaAvailable {
-            users: eap_users.is_some(),
+            users: eap_users.as_deref(),
             radius: radius.is_some(),
         };
         let mut connections = Vec::new();
@@ -1252,7 +1252,7 @@ fn connection_section(
     ctx: &mut Ctx<'_>,
     raw: &Spanned<RawConnection>,
     pools: &[PoolSection],
-    aaa: AaaAvailable,
+    aaa: AaaAvailable<'_>,
 ) -> Result<(Connection, ChildSettings), ConfigError> {
     let at = raw.span().start;
     let c = raw.get_ref();
@@ -1698,27 +1698,42 @@ fn connection_auth(
     at: usize,
     name: &str,
     c: &RawConnection,
-    aaa: AaaAvailable,
+    aaa: AaaAvailable<'_>,
 ) -> Result<(AuthConfig, AuthConfig, Option<Arc<control::config::EapAuth>>), ConfigError> {
     let key = |k: &str| format!("connection.{name}.{k}");
-    let auth_of = |a: &Option<Spanned<String>>, k: &str, default: &str, eap: bool| -> Result<String, ConfigError> {
+    let auth_of = |a: &Option<Spanned<String>>, k: &str, default: &str, remote: bool| -> Result<String, ConfigError> {
         let v = a.as_ref().map_or(default, |a| a.get_ref().as_str());
         match v {
-            "psk" | "pubkey" => Ok(v.to_string()),
-            "eap-mschapv2" | "eap-md5" | "eap-radius" if eap => Ok(v.to_string()),
+            "psk" | "pubkey" | "eap-mschapv2" | "eap-md5" | "eap-tls" => Ok(v.to_string()),
+            "eap-radius" if remote => Ok(v.to_string()),
             other => Err(ctx.err(
                 a.as_ref().map_or(at, |a| a.span().start),
                 &key(k),
-                if eap {
-                    format!("unknown auth '{other}' (psk, pubkey, eap-mschapv2, eap-md5, eap-radius)")
+                if remote {
+                    format!("unknown auth '{other}' (psk, pubkey, eap-mschapv2, eap-md5, eap-radius, eap-tls)")
                 } else {
-                    format!("unknown auth '{other}' (psk, pubkey; EAP is for remote_auth)")
+                    format!("unknown auth '{other}' (psk, pubkey, eap-mschapv2, eap-md5, eap-tls)")
                 },
             )),
         }
     };
     let local_kind = auth_of(&c.auth, "auth", "psk", false)?;
+    let local_eap = local_kind.starts_with("eap-");
+    if local_eap && c.remote_auth.is_none() {
+        return Err(ctx.err(
+            c.auth.as_ref().map_or(at, |a| a.span().start),
+            &key("remote_auth"),
+            format!("auth = {local_kind} needs remote_auth (psk or pubkey: how the gateway proves itself)"),
+        ));
+    }
     let remote_kind = auth_of(&c.remote_auth, "remote_auth", &local_kind, true)?;
+    if local_eap && remote_kind.starts_with("eap-") {
+        return Err(ctx.err(
+            c.remote_auth.as_ref().map_or(at, |a| a.span().start),
+            &key("remote_auth"),
+            format!("with auth = {local_kind} the gateway proves itself by psk or pubkey"),
+        ));
+    }
     let second = c.remote_auth2.as_ref().map(|k| k.get_ref().as_str());
     let second_at = c.remote_auth2.as_ref().map_or(at, |k| k.span().start);
     let (eap_kind, eap_key) = match (remote_kind.starts_with("eap-"), second) {
@@ -1735,7 +1750,7 @@ fn connection_auth(
             return Err(ctx.err(
                 second_at,
                 &key("remote_auth2"),
-                format!("'{k}': the second round is EAP (eap-mschapv2, eap-md5, eap-radius)"),
+                format!("'{k}': the second round is EAP (eap-mschapv2, eap-md5, eap-radius, eap-tls)"),
             ));
         }
         (false, None) => ("", "remote_auth"),
@@ -1767,7 +1782,9 @@ fn connection_auth(
         ))));
     }
     let psk = || psk_auth.clone().ok_or_else(|| ctx.err(at, &key("psk"), "missing psk"));
-    let local_auth = if local_kind == "pubkey" {
+    let local_auth = if local_eap {
+        eap_client_auth(ctx, at, name, c, &local_kind, aaa)?
+    } else if local_kind == "pubkey" {
         let cert = c.cert.as_ref().ok_or_else(|| {
             ctx.err(
                 at,
@@ -1819,8 +1836,8 @@ fn connection_auth(
 
 /// Which AAA back ends the file configures.
 #[derive(Clone, Copy, Debug)]
-struct AaaAvailable {
-    users: bool,
+struct AaaAvailable<'a> {
+    users: Option<&'a crate::aaa::users::LocalUsers>,
     radius: bool,
 }
 
@@ -1833,7 +1850,7 @@ fn remote_eap(
     c: &RawConnection,
     kind: &str,
     kind_key: &str,
-    aaa: AaaAvailable,
+    aaa: AaaAvailable<'_>,
 ) -> Result<Option<control::config::EapAuth>, ConfigError> {
     use control::config::{EapAuth, EapBackend, EapIdentity};
     use control::eap::Method;
@@ -1848,9 +1865,16 @@ fn remote_eap(
         "eap-mschapv2" => EapBackend::Local(vec![Method::MsChapV2]),
         "eap-md5" => EapBackend::Local(vec![Method::Md5]),
         "eap-radius" => EapBackend::Relay,
+        "eap-tls" => EapBackend::Tls(eap_tls_setup(ctx, at, name, c, kind_key)?),
         _ => {
-            if let Some(id) = &c.eap_id {
-                return Err(ctx.err(id.span().start, &key("eap_id"), "eap_id needs remote_auth = eap-…"));
+            // With an EAP `auth`, eap_id is our own identity.
+            let local_eap = c.auth.as_ref().is_some_and(|a| a.get_ref().starts_with("eap-"));
+            if let Some(id) = c.eap_id.as_ref().filter(|_| !local_eap) {
+                return Err(ctx.err(
+                    id.span().start,
+                    &key("eap_id"),
+                    "eap_id needs auth = eap-… (our EAP identity) or remote_auth = eap-…",
+                ));
             }
             if c.eap_only == Some(true) {
                 return Err(ctx.err(at, &key("eap_only"), "eap_only needs remote_auth = eap-…"));
@@ -1866,7 +1890,7 @@ fn remote_eap(
                 format!("{kind_key} = eap-radius needs a [radius] table with at least one [[radius.server]]"),
             ));
         }
-        EapBackend::Local(_) if !aaa.users => {
+        EapBackend::Local(_) if aaa.users.is_none() => {
             return Err(ctx.err(
                 remote_at,
                 &key(kind_key),
@@ -1901,6 +1925,152 @@ fn remote_eap(
         eap_id,
         eap_only: c.eap_only.unwrap_or(false),
     }))
+}
+
+/// `auth = "eap-mschapv2"` or `"eap-md5"`: we are the EAP client of the
+/// gateway, as `eap_id` (default: the text of `local_id`), with the password
+/// of that user in the `[eap] users_file` secrets.
+fn eap_client_auth(
+    ctx: &Ctx<'_>,
+    at: usize,
+    name: &str,
+    c: &RawConnection,
+    kind: &str,
+    aaa: AaaAvailable<'_>,
+) -> Result<AuthConfig, ConfigError> {
+    use control::config::EapClientAuth;
+    use control::eap::{Credential, Method, UserStore};
+    let key = |k: &str| format!("connection.{name}.{k}");
+    let auth_at = c.auth.as_ref().map_or(at, |a| a.span().start);
+    if let Some(p) = &c.ppk_id {
+        return Err(ctx.err(
+            p.span().start,
+            &key("ppk_id"),
+            format!("a PPK with auth = {kind} is not supported"),
+        ));
+    }
+    let (identity, id_at) = match &c.eap_id {
+        Some(id) => (id.get_ref().as_str(), id.span().start),
+        None => (c.local_id.get_ref().as_str(), c.local_id.span().start),
+    };
+    let identity = identity.trim();
+    if identity.is_empty() || identity == "%any" || identity.len() > control::eap::MAX_IDENTITY_LEN {
+        return Err(ctx.err(
+            id_at,
+            &key("eap_id"),
+            format!(
+                "'{identity}' cannot be our EAP identity (1 to {} bytes)",
+                control::eap::MAX_IDENTITY_LEN
+            ),
+        ));
+    }
+    if kind == "eap-tls" {
+        use control::eap::tls::{TlsClientSetup, TlsVersion};
+        let (ours, cas, key_at) = eap_tls_material(ctx, at, name, c, "auth")?;
+        // The gateway's TLS certificate must carry its DNS name, as its IKE identity does.
+        let server = c.remote_id.get_ref().trim();
+        let server = server.strip_prefix('@').unwrap_or(server);
+        if control::eap::tls::ServerName::try_from(server.to_string()).is_err() || server.contains('@') {
+            return Err(ctx.err(
+                c.remote_id.span().start,
+                &key("remote_id"),
+                format!("auth = eap-tls needs the gateway's DNS name here (its TLS certificate's), not '{server}'"),
+            ));
+        }
+        let setup = TlsClientSetup::new(&ours, &cas, server, &[TlsVersion::V1_3, TlsVersion::V1_2])
+            .map_err(|e| ctx.err(key_at, &key("key"), e.to_string()))?;
+        return Ok(AuthConfig::EapClient(Arc::new(EapClientAuth {
+            identity: identity.as_bytes().to_vec(),
+            password: zeroize::Zeroizing::new(String::new()),
+            methods: Vec::new(),
+            tls: Some(Arc::new(setup)),
+        })));
+    }
+    let Some(users) = aaa.users else {
+        return Err(ctx.err(
+            auth_at,
+            &key("auth"),
+            format!("auth = {kind} needs our password: [eap] users_file with a [[user]] named '{identity}'"),
+        ));
+    };
+    let password = match users.credential(identity.as_bytes()) {
+        Some(Credential::Password(p)) => p,
+        Some(_) => {
+            return Err(ctx.err(
+                auth_at,
+                "eap.users_file",
+                format!("user '{identity}' needs a password (not nt_hash) for auth = {kind}"),
+            ));
+        }
+        None => {
+            return Err(ctx.err(
+                auth_at,
+                "eap.users_file",
+                format!("no [[user]] named '{identity}' for auth = {kind}"),
+            ));
+        }
+    };
+    let methods = match kind {
+        "eap-md5" => vec![Method::Md5],
+        _ => vec![Method::MsChapV2],
+    };
+    Ok(AuthConfig::EapClient(Arc::new(EapClientAuth {
+        identity: identity.as_bytes().to_vec(),
+        password,
+        methods,
+        tls: None,
+    })))
+}
+
+/// The gateway's EAP-TLS side: the server certificate and key are the
+/// connection's `cert` and `key`, the CAs that sign client certificates its
+/// `cacerts`; TLS 1.2 and 1.3 are offered.
+fn eap_tls_setup(
+    ctx: &Ctx<'_>,
+    at: usize,
+    name: &str,
+    c: &RawConnection,
+    kind_key: &str,
+) -> Result<Arc<control::eap::tls::TlsServerSetup>, ConfigError> {
+    use control::eap::tls::{TlsServerSetup, TlsVersion};
+    let (ours, cas, key_at) = eap_tls_material(ctx, at, name, c, kind_key)?;
+    let setup = TlsServerSetup::new(&ours, &cas, &[TlsVersion::V1_3, TlsVersion::V1_2])
+        .map_err(|e| ctx.err(key_at, &format!("connection.{name}.key"), e.to_string()))?;
+    Ok(Arc::new(setup))
+}
+
+/// EAP-TLS material of a connection: our chain and key (`cert`, `key`),
+/// the DER of the CAs in `cacerts`, and where `key` is (for errors).
+fn eap_tls_material(
+    ctx: &Ctx<'_>,
+    at: usize,
+    name: &str,
+    c: &RawConnection,
+    kind_key: &str,
+) -> Result<(control::eap::tls::TlsCredentials, Vec<Vec<u8>>, usize), ConfigError> {
+    use control::eap::tls::TlsCredentials;
+    let key = |k: &str| format!("connection.{name}.{k}");
+    let need = |k: &str, what: &str| ctx.err(at, &key(k), format!("{kind_key} = eap-tls needs {k} ({what})"));
+    let cert = c
+        .cert
+        .as_ref()
+        .ok_or_else(|| need("cert", "our TLS certificate, PEM/DER, chain allowed"))?;
+    let keyf = c.key.as_ref().ok_or_else(|| need("key", "the private key of cert"))?;
+    if c.cacerts.is_empty() {
+        return Err(need("cacerts", "the CAs that sign the peer's TLS certificate"));
+    }
+    let chain = Certificate::load(&ctx.read(cert, &key("cert"))?)
+        .map_err(|e| ctx.err(cert.span().start, &key("cert"), e.to_string()))?;
+    let key_file = zeroize::Zeroizing::new(ctx.read(keyf, &key("key"))?);
+    let ours = TlsCredentials::from_files(&chain, &key_file)
+        .map_err(|e| ctx.err(keyf.span().start, &key("key"), e.to_string()))?;
+    let mut cas = Vec::new();
+    for ca in &c.cacerts {
+        let certs = Certificate::load(&ctx.read(ca, &key("cacerts"))?)
+            .map_err(|e| ctx.err(ca.span().start, &key("cacerts"), e.to_string()))?;
+        cas.extend(certs.iter().map(|c| c.der().to_vec()));
+    }
+    Ok((ours, cas, keyf.span().start))
 }
 
 /// The `[eap]` table: the local users file, refused when others may read it.
@@ -2238,6 +2408,7 @@ fn same_auth(a: &AuthConfig, b: &AuthConfig) -> bool {
         }
         (AuthConfig::PubKey(x), AuthConfig::PubKey(y)) => ders(x.certificates()) == ders(y.certificates()),
         (AuthConfig::Eap(x), AuthConfig::Eap(y)) => x == y,
+        (AuthConfig::EapClient(x), AuthConfig::EapClient(y)) => x == y,
         _ => false,
     }
 }
@@ -3023,6 +3194,54 @@ esp_proposals = "aes256gcm16"
     }
 
     #[test]
+    fn eap_tls_takes_the_connection_cert_key_and_cacerts() {
+        let pki = Path::new(env!("CARGO_MANIFEST_DIR")).join("control/tests/data/pki");
+        let conf = |ca: &str| {
+            let text = GOOD.replace(
+                "dpd_delay = \"30s\"\n",
+                &format!(
+                    "dpd_delay = \"30s\"\nremote_auth = \"eap-tls\"\ncert = \"{}\"\nkey = \"{}\"\ncacerts = [\"{}\"]\n",
+                    pki.join("ee-p256.pem").display(),
+                    pki.join("ee-p256.key").display(),
+                    pki.join(ca).display()
+                ),
+            );
+            connection_of(&text)
+        };
+        let old = conf("ca-rsa.pem");
+        match &old.remote_auth {
+            AuthConfig::Eap(e) => assert_eq!(e.name(), "eap-tls"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(reload_effect(&old, &conf("ca-rsa.pem")), ReloadEffect::Unchanged);
+        assert_eq!(
+            reload_effect(&old, &conf("impostor-ca.pem")),
+            ReloadEffect::NewSa("remote_auth")
+        );
+        // As client: our certificate for TLS, the gateway's DNS name from remote_id.
+        let client = |remote_id: &str| {
+            GOOD.replace(
+                "dpd_delay = \"30s\"\n",
+                &format!(
+                    "dpd_delay = \"30s\"\nauth = \"eap-tls\"\nremote_auth = \"pubkey\"\ncert = \"{}\"\nkey = \"{}\"\ncacerts = [\"{}\"]\n",
+                    pki.join("ee-p256.pem").display(),
+                    pki.join("ee-p256.key").display(),
+                    pki.join("ca-ecdsa.pem").display()
+                ),
+            )
+            .replace("remote_id = \"%any\"", &format!("remote_id = \"{remote_id}\""))
+        };
+        match &connection_of(&client("gw.example.org")).local_auth {
+            AuthConfig::EapClient(e) => assert_eq!(e.name(), "eap-tls"),
+            other => panic!("{other:?}"),
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (_, k, message) = bad_at(&dir.path().join("t.toml"), &client("%any"));
+        assert_eq!(k, "connection.rw.remote_id", "{message}");
+        assert!(message.contains("DNS name"), "{message}");
+    }
+
+    #[test]
     fn reload_compares_certificates_and_cas_by_content() {
         let pki = Path::new(env!("CARGO_MANIFEST_DIR")).join("control/tests/data/pki");
         let conf = |cert: &str, ca: &str| {
@@ -3378,6 +3597,21 @@ esp_proposals = "aes256gcm16"
         assert!(matches!(conn.remote_auth, AuthConfig::Psk(_)), "the first round");
         assert_eq!(conn.remote_auth2.as_ref().map(|e| e.name()), Some("eap-mschapv2"));
 
+        // As the client of a gateway: our EAP identity and password.
+        let text = eap_conf(
+            "auth = \"eap-mschapv2\"\nremote_auth = \"psk\"\neap_id = \"alice\"",
+            eap_table,
+        );
+        let c = DaemonConfig::parse(&path, &text).unwrap();
+        match &c.connections[0].config.local_auth {
+            AuthConfig::EapClient(e) => {
+                assert_eq!(e.identity, b"alice");
+                assert_eq!(e.password.as_str(), "alice-secret-1");
+                assert_eq!(e.name(), "eap-mschapv2");
+            }
+            other => panic!("{other:?}"),
+        }
+
         let text = eap_conf("remote_auth = \"eap-radius\"", radius_table);
         let c = DaemonConfig::parse(&path, &text).unwrap();
         let r = c.radius.as_ref().unwrap();
@@ -3405,6 +3639,12 @@ esp_proposals = "aes256gcm16"
             ),
             (
                 "remote_auth = \"eap-tls\"",
+                "",
+                "connection.rw.cert",
+                "eap-tls needs cert",
+            ),
+            (
+                "remote_auth = \"eap-ttls\"",
                 eap_table,
                 "connection.rw.remote_auth",
                 "unknown auth",
@@ -3412,10 +3652,34 @@ esp_proposals = "aes256gcm16"
             (
                 "auth = \"eap-mschapv2\"",
                 eap_table,
-                "connection.rw.auth",
-                "EAP is for remote_auth",
+                "connection.rw.remote_auth",
+                "needs remote_auth",
             ),
-            ("eap_id = \"%any\"", "", "connection.rw.eap_id", "needs remote_auth"),
+            (
+                "auth = \"eap-radius\"\nremote_auth = \"psk\"",
+                eap_table,
+                "connection.rw.auth",
+                "unknown auth",
+            ),
+            (
+                "auth = \"eap-mschapv2\"\nremote_auth = \"psk\"\neap_id = \"bob\"",
+                eap_table,
+                "eap.users_file",
+                "no [[user]] named 'bob'",
+            ),
+            (
+                "auth = \"eap-mschapv2\"\nremote_auth = \"psk\"\neap_id = \"alice\"",
+                "",
+                "connection.rw.auth",
+                "users_file",
+            ),
+            (
+                "auth = \"eap-mschapv2\"\nremote_auth = \"eap-mschapv2\"",
+                eap_table,
+                "connection.rw.remote_auth",
+                "psk or pubkey",
+            ),
+            ("eap_id = \"%any\"", "", "connection.rw.eap_id", "or remote_auth = eap-"),
             (
                 "remote_auth = \"eap-mschapv2\"\neap_id = \"bob\"",
                 eap_table,

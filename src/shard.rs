@@ -296,7 +296,7 @@ pub struct EapStatsSer {
 impl From<&control::ike_sa::eap::EapStats> for EapStatsSer {
     fn from(s: &control::ike_sa::eap::EapStats) -> Self {
         use std::sync::atomic::Ordering::Relaxed;
-        let by_method = |c: &[std::sync::atomic::AtomicU64; 3]| {
+        let by_method = |c: &[std::sync::atomic::AtomicU64]| {
             control::ike_sa::eap::METHOD_NAMES
                 .iter()
                 .zip(c)

@@ -33,9 +33,54 @@ pub enum AuthConfig {
     PubKey(Arc<TrustStore>),
     /// Remote side: the peer authenticates with EAP inside IKE_AUTH (RFC 7296 §2.16).
     Eap(Arc<EapAuth>),
-    /// Local side, as initiator: we authenticate with EAP (the gateway
-    /// proves itself with its certificate or PSK, then with the MSK).
-    EapClient(Arc<crate::eap::PeerConfig>),
+    /// Local side: we authenticate with EAP as the client of the peer's
+    /// EAP server (RFC 7296 §2.16); the peer proves itself first.
+    EapClient(Arc<EapClientAuth>),
+}
+
+/// How we authenticate to a gateway with EAP.
+pub struct EapClientAuth {
+    /// Our EAP identity (`eap_id`), sent in EAP-Identity and as the
+    /// MSCHAPv2 Name.
+    pub identity: Vec<u8>,
+    /// Our password.
+    pub password: zeroize::Zeroizing<String>,
+    /// Methods we agree to, in order of preference (a Nak names them).
+    pub methods: Vec<Method>,
+    /// EAP-TLS with our certificate instead of a password method.
+    pub tls: Option<Arc<crate::eap::tls::TlsClientSetup>>,
+}
+
+impl EapClientAuth {
+    /// The method name for logs (`eap-mschapv2`, `eap-md5`, `eap-tls`).
+    pub fn name(&self) -> &'static str {
+        if self.tls.is_some() {
+            return "eap-tls";
+        }
+        match self.methods.first() {
+            Some(Method::Md5) => "eap-md5",
+            _ => "eap-mschapv2",
+        }
+    }
+}
+
+impl PartialEq for EapClientAuth {
+    fn eq(&self, other: &Self) -> bool {
+        self.identity == other.identity
+            && self.methods == other.methods
+            && self.tls == other.tls
+            && crate::eap::ct_eq(self.password.as_bytes(), other.password.as_bytes())
+    }
+}
+
+impl std::fmt::Debug for EapClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EapClientAuth")
+            .field("identity", &String::from_utf8_lossy(&self.identity))
+            .field("methods", &self.methods)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where a connection's EAP server side runs.
@@ -48,6 +93,9 @@ pub enum EapBackend {
     /// Relayed to the driver ([`crate::ike_sa::Event::EapRelay`]), which
     /// answers later (a RADIUS server): the IKE SA never waits on it.
     Relay,
+    /// EAP-TLS in the IKE SA (RFC 5216, RFC 9190): the peer proves a
+    /// certificate that chains to the setup's CAs.
+    Tls(Arc<crate::eap::tls::TlsServerSetup>),
 }
 
 /// Which identity EAP authenticates.
@@ -73,10 +121,12 @@ pub struct EapAuth {
 }
 
 impl EapAuth {
-    /// The method name for logs and metrics (`eap-mschapv2`, `eap-md5`, `eap-radius`).
+    /// The method name for logs and metrics (`eap-mschapv2`, `eap-md5`,
+    /// `eap-radius`, `eap-tls`).
     pub fn name(&self) -> &'static str {
         match &self.backend {
             EapBackend::Relay => "eap-radius",
+            EapBackend::Tls(_) => "eap-tls",
             EapBackend::Local(m) => match m.first() {
                 Some(Method::Md5) => "eap-md5",
                 _ => "eap-mschapv2",
@@ -107,7 +157,7 @@ impl std::fmt::Debug for AuthConfig {
             ),
             AuthConfig::PubKey(t) => write!(f, "PubKey({} CAs)", t.certificates().len()),
             AuthConfig::Eap(e) => write!(f, "Eap({e:?})"),
-            AuthConfig::EapClient(p) => write!(f, "EapClient({p:?})"),
+            AuthConfig::EapClient(e) => write!(f, "EapClient({e:?})"),
         }
     }
 }

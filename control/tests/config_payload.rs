@@ -10,7 +10,7 @@ use control::config::{
     AuthConfig, ChildConfig, ConnectionConfig, EapAuth, EapBackend, EapIdentity, IdentityMatch, IpsecMode, Lifetime,
     parse_identity,
 };
-use control::eap::{Credential, Method, PeerConfig, UserStore};
+use control::eap::{Credential, Method, UserStore};
 use control::endpoint::{AdmissionConfig, Endpoint};
 use control::ike_sa::{ChildSaInstall, Context, DownReason, Event};
 use control::pool::{AddrRange, Pool, Pools, SharedPools};
@@ -184,10 +184,11 @@ fn connect(now: &mut Instant, gw: &mut Endpoint, user: &str, request: &[&str], p
 /// An EAP-MSCHAPv2 road warrior: IKE identity `ike_id`, EAP identity `user`.
 fn eap_client(ike_id: &str, user: &str, password: &str, seed: u64) -> (Endpoint, Arc<ConnectionConfig>) {
     client_with(ike_id, &["0.0.0.0"], seed, |c| {
-        c.local_auth = AuthConfig::EapClient(Arc::new(PeerConfig {
+        c.local_auth = AuthConfig::EapClient(Arc::new(control::config::EapClientAuth {
             identity: user.as_bytes().to_vec(),
             password: Zeroizing::new(password.into()),
             methods: vec![Method::MsChapV2],
+            tls: None,
         }))
     })
 }

@@ -1,4 +1,4 @@
-//! The `eap_decode` and `eap_mschapv2` fuzz targets in the normal test suite:
+//! The `eap_decode`, `eap_mschapv2` and `eap_tls` fuzz targets in the normal test suite:
 //! their seeds (fuzz/seeds/) must be valid packets, and every truncation and
 //! a deterministic set of mutations of them must be handled without a panic.
 
@@ -36,6 +36,16 @@ fn eap_mschapv2_seeds_and_mutations_never_panic_or_authenticate() {
         eap::fuzzing::mschapv2_sessions(&seed);
         for m in eap::fuzzing::deterministic_mutations(&seed, 300) {
             eap::fuzzing::mschapv2_sessions(&m);
+        }
+    }
+}
+
+#[test]
+fn eap_tls_seeds_and_mutations_never_panic_or_complete() {
+    for (_, seed) in seeds("eap_tls") {
+        eap::fuzzing::eap_tls_frames(&seed);
+        for m in eap::fuzzing::deterministic_mutations(&seed, 100) {
+            eap::fuzzing::eap_tls_frames(&m);
         }
     }
 }

@@ -854,3 +854,144 @@ fn virtual_ip_of_an_eap_client_comes_with_the_last_response() {
         assert!(gw.up() && gw.child_installed());
     }
 }
+
+#[path = "harness/tls_pki.rs"]
+mod tls_pki;
+
+/// A gateway that runs EAP-TLS with `tls_pki`'s server certificate and CA.
+fn eap_tls_gateway(pki: &tls_pki::Pki) -> Gateway {
+    use control::eap::tls::{TlsServerSetup, TlsVersion};
+    let setup = TlsServerSetup::new(
+        &tls_pki::credentials(&pki.server),
+        &[pki.ca.to_vec()],
+        &[TlsVersion::V1_3, TlsVersion::V1_2],
+    )
+    .unwrap();
+    Gateway::new(connection(EapBackend::Tls(Arc::new(setup)), EapIdentity::Ask, false))
+}
+
+/// Runs EAP-TLS with `client`'s certificate after the EAP-Identity Request
+/// `first`; before each TLS Response, `stray` frames go to the gateway,
+/// which must drop them unanswered. The gateway's last EAP packet and
+/// response, and the peer's MSK if it saw EAP-Success.
+fn run_eap_tls(
+    gw: &mut Gateway,
+    c: &mut Client,
+    client: &(
+        rustls::pki_types::CertificateDer<'static>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ),
+    ca: &[u8],
+    first: Vec<u8>,
+    stray: impl Fn(u8) -> Vec<Vec<u8>>,
+) -> (Vec<u8>, Vec<Payload>, Option<Zeroizing<[u8; 64]>>) {
+    use control::eap::tls::{EapTlsPeer, PeerStep as TlsStep, ServerName, TlsVersion, peer_config};
+    let config = peer_config(&tls_pki::credentials(client), &[ca.to_vec()], &[TlsVersion::V1_3]).unwrap();
+    let name = ServerName::try_from("radius.example.org").unwrap();
+    let mut tls = EapTlsPeer::new(config, name, 1000).unwrap();
+    let mut identity = vec![2, first[1], 0, 10, 1];
+    identity.extend_from_slice(b"carol");
+    let mut reply = c.send(gw, &[Payload::Eap(identity)]).expect("TLS Start");
+    for _ in 0..32 {
+        let request = eap_of(&reply).expect("EAP in every response");
+        if request[0] != eap::Code::Request as u8 {
+            let msk = match tls.handle(&request) {
+                Ok(TlsStep::Success(msk)) => Some(msk),
+                _ => None,
+            };
+            return (request, reply, msk);
+        }
+        let TlsStep::Response(response) = tls.handle(&request).expect("peer takes the Request") else {
+            panic!("success before EAP-Success");
+        };
+        for bad in stray(request[1]) {
+            let datagram = c.seal(c.next_mid, &[Payload::Eap(bad)]);
+            assert!(
+                gw.deliver(c.local, c.remote, &datagram).is_empty(),
+                "a stray frame was answered"
+            );
+        }
+        reply = c.send(gw, &[Payload::Eap(response)]).expect("gateway answers");
+    }
+    panic!("EAP-TLS did not finish");
+}
+
+#[test]
+fn eap_tls_establishes_and_stray_frames_are_dropped_and_counted() {
+    let pki = tls_pki::pki();
+    let mut gw = eap_tls_gateway(&pki);
+    let mut c = Client::connect(&mut gw, parse_identity("carol.example.org"));
+    let first = c.send(&mut gw, &c.first_request(false)).unwrap();
+    let identity_request = eap_of(&first).expect("EAP-Identity Request");
+    // Per round: an answer to another Request, a frame without flags, one
+    // byte of a message announced as nine.
+    let stray = |id: u8| {
+        vec![
+            vec![2, id.wrapping_add(3), 0, 6, 13, 0],
+            vec![2, id, 0, 5, 13],
+            vec![2, id, 0, 11, 13, 0x80, 0, 0, 0, 9, 0x16],
+        ]
+    };
+    let (success, _, msk) = run_eap_tls(&mut gw, &mut c, &pki.client, &pki.ca, identity_request, stray);
+    assert_eq!(success[0], eap::Code::Success as u8);
+    let msk = msk.expect("the peer accepted EAP-Success");
+    let dropped = gw.stats().dropped.load(Ordering::Relaxed);
+    assert!(dropped >= 6 && dropped % 3 == 0, "every stray frame counted: {dropped}");
+    let last = c.send(&mut gw, &[c.auth_with(&msk[..])]).unwrap();
+    assert!(
+        c.gateway_auth_ok(&msk[..], &auth_of(&last).unwrap()),
+        "gateway AUTH over the TLS MSK"
+    );
+    assert!(gw.up() && gw.child_installed(), "{:?}", gw.events);
+    assert_eq!(gw.stats().successes[3].load(Ordering::Relaxed), 1, "counted as eap-tls");
+}
+
+#[test]
+fn eap_tls_with_a_certificate_of_another_ca_is_refused() {
+    let pki = tls_pki::pki();
+    let mut gw = eap_tls_gateway(&pki);
+    let mut c = Client::connect(&mut gw, parse_identity("mallory.example.org"));
+    let first = c.send(&mut gw, &c.first_request(false)).unwrap();
+    let identity_request = eap_of(&first).unwrap();
+    let (failure, last, msk) = run_eap_tls(&mut gw, &mut c, &pki.stranger, &pki.ca, identity_request, |_| {
+        Vec::new()
+    });
+    assert_eq!(failure[0], eap::Code::Failure as u8);
+    assert!(msk.is_none());
+    assert!(has_notify(&last, NotifyType::AUTHENTICATION_FAILED));
+    assert!(gw.down() && !gw.up());
+    assert_eq!(gw.stats().failures[3].load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn eap_tls_certificate_must_name_the_ike_identity() {
+    let pki = tls_pki::pki();
+    let mut gw = eap_tls_gateway(&pki);
+    // carol's certificate, but the IKE identity of someone else.
+    let mut c = Client::connect(&mut gw, parse_identity("dave.example.org"));
+    let first = c.send(&mut gw, &c.first_request(false)).unwrap();
+    let identity_request = eap_of(&first).unwrap();
+    let (failure, last, _) = run_eap_tls(&mut gw, &mut c, &pki.client, &pki.ca, identity_request, |_| Vec::new());
+    assert_eq!(failure[0], eap::Code::Failure as u8);
+    assert!(has_notify(&last, NotifyType::AUTHENTICATION_FAILED));
+    assert!(gw.down() && !gw.up());
+}
+
+#[test]
+fn eap_tls_message_beyond_the_bound_is_refused() {
+    let pki = tls_pki::pki();
+    let mut gw = eap_tls_gateway(&pki);
+    let mut c = Client::connect(&mut gw, parse_identity("carol.example.org"));
+    let first = c.send(&mut gw, &c.first_request(false)).unwrap();
+    let id = eap_of(&first).unwrap()[1];
+    let mut identity = vec![2, id, 0, 10, 1];
+    identity.extend_from_slice(b"carol");
+    let start = eap_of(&c.send(&mut gw, &[Payload::Eap(identity)]).unwrap()).unwrap();
+    // L|M announcing 1 MiB: the gateway will not buffer it, and refuses.
+    let flood = vec![2, start[1], 0, 11, 13, 0xc0, 0, 0x10, 0, 0, 0x16];
+    let last = c.send(&mut gw, &[Payload::Eap(flood)]).expect("refusal");
+    assert_eq!(eap_of(&last).unwrap()[0], eap::Code::Failure as u8);
+    assert!(has_notify(&last, NotifyType::AUTHENTICATION_FAILED));
+    assert!(gw.down());
+    assert_eq!(gw.stats().failures[3].load(Ordering::Relaxed), 1);
+}

@@ -4,62 +4,14 @@
 use std::sync::Arc;
 
 use control::eap::tls::{
-    EapTlsError, EapTlsPeer, EapTlsServer, PeerStep, ServerStep, TlsCredentials, TlsVersion, peer_config, server_config,
+    EapTlsError, EapTlsPeer, EapTlsServer, PeerStep, ServerStep, TlsVersion, peer_config, server_config,
 };
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ServerConfig};
-use zeroize::Zeroizing;
 
-struct Pki {
-    ca: CertificateDer<'static>,
-    server: (CertificateDer<'static>, PrivateKeyDer<'static>),
-    client: (CertificateDer<'static>, PrivateKeyDer<'static>),
-    stranger: (CertificateDer<'static>, PrivateKeyDer<'static>),
-}
-
-fn ca(name: &str) -> (CertificateDer<'static>, Issuer<'static, KeyPair>) {
-    let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-    p.distinguished_name.push(DnType::CommonName, name);
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let key = KeyPair::generate().expect("key");
-    let cert = p.self_signed(&key).expect("CA");
-    (cert.der().clone(), Issuer::new(p, key))
-}
-
-fn leaf(
-    issuer: &Issuer<'_, KeyPair>,
-    name: &str,
-    usage: ExtendedKeyUsagePurpose,
-) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
-    let mut p = CertificateParams::new(vec![name.to_string()]).expect("params");
-    p.distinguished_name.push(DnType::CommonName, name);
-    p.extended_key_usages = vec![usage];
-    let key = KeyPair::generate().expect("key");
-    let cert = p.signed_by(&key, issuer).expect("leaf");
-    (
-        cert.der().clone(),
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-    )
-}
-
-fn pki() -> Pki {
-    let (ca_der, issuer) = ca("EAP test CA");
-    let (_, other) = ca("another CA");
-    Pki {
-        ca: ca_der,
-        server: leaf(&issuer, "radius.example.org", ExtendedKeyUsagePurpose::ServerAuth),
-        client: leaf(&issuer, "carol.example.org", ExtendedKeyUsagePurpose::ClientAuth),
-        stranger: leaf(&other, "mallory.example.org", ExtendedKeyUsagePurpose::ClientAuth),
-    }
-}
-
-fn credentials(c: &(CertificateDer<'static>, PrivateKeyDer<'static>)) -> TlsCredentials {
-    TlsCredentials {
-        chain: vec![c.0.to_vec()],
-        key: Zeroizing::new(c.1.secret_der().to_vec()),
-    }
-}
+#[path = "harness/tls_pki.rs"]
+mod tls_pki;
+use tls_pki::{Pki, credentials, pki};
 
 fn configs(
     pki: &Pki,
@@ -179,4 +131,93 @@ fn malformed_and_oversized_frames_are_errors() {
     ));
     let garbage_tls = [2, 7, 0, 10, 13, 0, 0x16, 0x03, 0x03, 0xff];
     assert!(server.handle(&garbage_tls).is_err());
+}
+
+/// An EAP-TLS Response numbered `id` with `body` (Flags, [length], data).
+fn response(id: u8, body: &[u8]) -> Vec<u8> {
+    let mut p = vec![2, id, 0, 0, 13];
+    p.extend_from_slice(body);
+    let len = (p.len() as u16).to_be_bytes();
+    p[2..4].copy_from_slice(&len);
+    p
+}
+
+#[test]
+fn a_fragment_flood_ends_at_the_message_bound() {
+    let pki = pki();
+    let (s, _) = configs(&pki, &pki.client, TlsVersion::V1_2);
+    let mut server = EapTlsServer::new(s, 1000).expect("server");
+    let _ = server.start(7).expect("start");
+    let mut id = 7u8;
+    let mut chunk = vec![0x40];
+    chunk.extend_from_slice(&[0x16; 1000]);
+    let mut acked = 0;
+    let err = loop {
+        match server.handle(&response(id, &chunk)) {
+            Ok(ServerStep::Request(ack)) => {
+                assert_eq!(&ack[4..], &[13, 0], "each fragment is acknowledged with an empty frame");
+                id = ack[1];
+                acked += 1;
+                assert!(
+                    acked <= control::eap::tls::MAX_TLS_MESSAGE / 1000,
+                    "no bound after {acked} fragments"
+                );
+            }
+            other => break other,
+        }
+    };
+    assert!(matches!(err, Err(EapTlsError::TooLarge(_))), "{err:?}");
+    assert_eq!(acked, control::eap::tls::MAX_TLS_MESSAGE / 1000);
+    assert!(server.buffered() <= control::eap::tls::MAX_TLS_MESSAGE);
+}
+
+#[test]
+fn fragments_must_match_the_announced_length() {
+    let pki = pki();
+    let (s, _) = configs(&pki, &pki.client, TlsVersion::V1_3);
+    let mut server = EapTlsServer::new(s, 1000).expect("server");
+    let _ = server.start(1).expect("start");
+    // L|M announcing 100 bytes, with 60.
+    let mut first = vec![0xc0, 0, 0, 0, 100];
+    first.extend_from_slice(&[0x16; 60]);
+    let Ok(ServerStep::Request(ack)) = server.handle(&response(1, &first)) else {
+        panic!("first fragment acknowledged");
+    };
+    let id = ack[1];
+    // More than announced, a last fragment short of it, another length: dropped.
+    let mut over = vec![0x40];
+    over.extend_from_slice(&[0x16; 41]);
+    let mut short = vec![0x00];
+    short.extend_from_slice(&[0x16; 39]);
+    let mut relabelled = vec![0xc0, 0, 0, 0, 120];
+    relabelled.extend_from_slice(&[0x16; 10]);
+    for bad in [over, short, relabelled] {
+        let r = server.handle(&response(id, &bad));
+        assert!(matches!(r, Err(EapTlsError::Malformed(_))), "{r:?}");
+        assert_eq!(server.buffered(), 60, "a rejected fragment changes nothing");
+    }
+}
+
+#[test]
+fn truncated_and_out_of_order_input_to_the_peer_is_an_error() {
+    let pki = pki();
+    let (_, c) = configs(&pki, &pki.client, TlsVersion::V1_3);
+    let name = ServerName::try_from("radius.example.org").expect("name");
+    let mut peer = EapTlsPeer::new(c, name, 1000).expect("peer");
+    // EAP-Success before any TLS.
+    assert!(matches!(peer.handle(&[3, 1, 0, 4]), Err(EapTlsError::Incomplete(_))));
+    // Shorter than its EAP Length.
+    assert!(matches!(
+        peer.handle(&[1, 1, 0, 9, 13, 0x20]),
+        Err(EapTlsError::Malformed(_))
+    ));
+    let start = [1, 1, 0, 6, 13, 0x20];
+    assert!(matches!(peer.handle(&start), Ok(PeerStep::Response(_))));
+    assert!(
+        matches!(peer.handle(&start), Err(EapTlsError::Unexpected(_))),
+        "a second Start"
+    );
+    // A TLS record that is not a ServerHello.
+    let alert = [1, 2, 0, 13, 13, 0, 0x15, 3, 3, 0, 2, 2, 40];
+    assert!(peer.handle(&alert).is_err());
 }

@@ -23,11 +23,11 @@ use std::time::Duration;
 
 use support::Need;
 use support::freeradius::{ALICE_CLASS, SECRET, start_freeradius, start_freeradius_in};
-use support::netns::{INNER_A, OUTER_A, OUTER_B, SUBNET_A};
+use support::netns::{INNER_A, INNER_B, OUTER_A, OUTER_B, SUBNET_A, SUBNET_B};
 use support::util::free_udp_port_pair;
 use support::{
-    AuthRound, CertFiles, Charon, Child, Connection, Ironsa, KernelBackend, KeyType, NetnsPair, Pki, San, Secret,
-    Target,
+    AuthRound, CertFiles, Charon, CharonBuilder, Child, Connection, Ironsa, KernelBackend, KeyType, NetnsPair, Pki,
+    San, Secret, Target,
 };
 
 const T: Duration = Duration::from_secs(15);
@@ -101,33 +101,47 @@ fn local_users(g: &Gateway) -> String {
     format!("[eap]\nusers_file = \"{}\"\n", users.display())
 }
 
+/// charon on loopback as a road warrior of ironsa (IKE ports `ironsa`)
+/// that authenticates with `local` and the gateway by certificate;
+/// `setup` adds plugins, credentials and secrets.
+fn loopback_road_warrior(
+    g: &Gateway,
+    name: &str,
+    ironsa: (u16, u16),
+    local: AuthRound,
+    setup: impl FnOnce(CharonBuilder) -> CharonBuilder,
+) -> Charon {
+    let (port, nat) = free_udp_port_pair().unwrap();
+    setup(
+        Charon::builder(name)
+            .ports(port, nat)
+            .plugin("eap-identity")
+            .ca(&g.root),
+    )
+    .connection(
+        Connection::new("gw", "127.0.0.1", "127.0.0.1")
+            .local_port(port)
+            .remote_port(ironsa.0)
+            .proposals(&[IKE])
+            .mobike(false)
+            .local(local)
+            .remote(AuthRound::pubkey(GATEWAY_ID).cacert("root.crt")),
+    )
+    .start()
+    .unwrap()
+}
+
 /// charon as a road warrior: EAP-MSCHAPv2 as `user`, the gateway by certificate.
 fn road_warrior(g: &Gateway, name: &str, ironsa: (u16, u16), user: &str, password: &str) -> Charon {
-    let (port, nat) = free_udp_port_pair().unwrap();
-    Charon::builder(name)
-        .ports(port, nat)
-        .plugin("eap-mschapv2")
-        .plugin("eap-identity")
-        .ca(&g.root)
-        .connection(
-            Connection::new("gw", "127.0.0.1", "127.0.0.1")
-                .local_port(port)
-                .remote_port(ironsa.0)
-                .proposals(&[IKE])
-                .mobike(false)
-                .local(
-                    AuthRound {
-                        auth: "eap-mschapv2".into(),
-                        id: Some(format!("{user}@road.test")),
-                        ..AuthRound::default()
-                    }
-                    .set("eap_id", user),
-                )
-                .remote(AuthRound::pubkey(GATEWAY_ID).cacert("root.crt")),
-        )
-        .secret(Secret::eap(user, user, password))
-        .start()
-        .unwrap()
+    let local = AuthRound {
+        auth: "eap-mschapv2".into(),
+        id: Some(format!("{user}@road.test")),
+        ..AuthRound::default()
+    }
+    .set("eap_id", user);
+    loopback_road_warrior(g, name, ironsa, local, |b| {
+        b.plugin("eap-mschapv2").secret(Secret::eap(user, user, password))
+    })
 }
 
 /// charon and ironsa agree on one established IKE SA with peer `peer_id`;
@@ -321,6 +335,373 @@ fn charon_certificate_then_eap_mschapv2_in_two_rounds() {
         .start()
         .unwrap();
     established(&ironsa, &charon, "alice", "sun@ironsa.test");
+}
+
+/// The gateway for EAP-TLS road warriors in namespace A: its certificate
+/// and key serve IKE and TLS, `cacerts` signs the clients' certificates,
+/// addresses come from a pool.
+fn eap_tls_gateway_config(g: &Gateway) -> String {
+    format!(
+        r#"
+[daemon]
+listen = ["{OUTER_A}"]
+shards = 2
+control_socket = "SOCKET"
+
+[fastpath]
+backend = "software"
+tun_name = "ironsa0"
+
+[[pool]]
+name = "rw"
+addrs = ["10.9.0.0/28"]
+dns = ["10.1.0.53"]
+
+[[connection]]
+name = "rw"
+local_id = "{GATEWAY_ID}"
+remote_id = "%any"
+auth = "pubkey"
+cert = "{cert}"
+key = "{key}"
+remote_auth = "eap-tls"
+cacerts = ["{ca}"]
+eap_id = "%any"
+ike_proposals = "{IKE}"
+pools = ["rw"]
+
+[[connection.child]]
+name = "net"
+local_ts = ["{SUBNET_A}"]
+remote_ts = "dynamic"
+esp_proposals = "aes256gcm16"
+"#,
+        cert = g.moon.cert_pem.display(),
+        key = g.moon.key_pem.display(),
+        ca = g.root.cert_pem.display(),
+    )
+}
+
+/// charon in namespace B as an EAP-TLS road warrior with `client`'s
+/// certificate, asking for a virtual IP; `tls_max` caps its TLS version,
+/// `strongswan6` runs strongSwan 6 instead of Debian's charon.
+fn eap_tls_road_warrior(
+    ns: &NetnsPair,
+    g: &Gateway,
+    client: &CertFiles,
+    tls_max: &str,
+    strongswan6: Option<&Path>,
+) -> Charon {
+    let builder = Charon::builder(&format!("tls-{}", client.name));
+    let builder = match strongswan6 {
+        Some(prefix) => builder.strongswan6(prefix),
+        None => builder,
+    };
+    let id = format!("{}@road.test", client.name);
+    builder
+        .setting("install_virtual_ip", "yes")
+        .setting("tls.version_max", tls_max)
+        .kernel(KernelBackend::Libipsec {
+            netns: ns.b.name().into(),
+        })
+        .plugin("eap-tls")
+        .plugin("eap-identity")
+        .identity(client)
+        .ca(&g.root)
+        .connection(
+            Connection::new("gw", OUTER_B, OUTER_A)
+                .proposals(&[IKE])
+                .set("vips", "0.0.0.0")
+                .local(
+                    AuthRound {
+                        auth: "eap-tls".into(),
+                        id: Some(id),
+                        ..AuthRound::default()
+                    }
+                    .cert(&format!("{}.crt", client.name)),
+                )
+                .remote(AuthRound::pubkey(GATEWAY_ID).cacert("root.crt"))
+                .child(Child::new("net", "dynamic", SUBNET_A).esp_proposals(&["aes256gcm16"])),
+        )
+        .start()
+        .unwrap()
+}
+
+/// An EAP-TLS road warrior `user` with TLS up to `tls_max` gets a pool
+/// address and pings a host behind the gateway from it.
+fn eap_tls_road_warrior_pings_through(user: &str, tls_max: &str, strongswan6: Option<&Path>) {
+    let g = gateway_pki();
+    let ns = NetnsPair::new().unwrap();
+    let ironsa = Ironsa::start(&eap_tls_gateway_config(&g), Some(ns.a.name()));
+    let id = format!("{user}@road.test");
+    let cert = g
+        .pki
+        .end_entity(&g.root, user, KeyType::EcdsaP256, &[San::Email(id.clone())])
+        .unwrap();
+    let charon = eap_tls_road_warrior(&ns, &g, &cert, tls_max, strongswan6);
+    charon.swanctl().initiate(Target::Child("net"), T).unwrap_or_else(|e| {
+        charon.dump_log();
+        ironsa.dump_log();
+        panic!("TLS {tls_max}: charon could not bring up the tunnel: {e}");
+    });
+    let sas = ironsa.wait_sas(T, |s| {
+        s.iter()
+            .any(|sa| sa["peer_id"] == id.as_str() && sa["children"].as_array().is_some_and(|c| c.len() == 1))
+    });
+    let sa = &sas[0];
+    let vip = sa["remote_vips"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no virtual IP: {sa}"))
+        .to_string();
+    assert!(vip.starts_with("10.9.0."), "{sa}");
+    assert!(
+        charon.log_contains(&format!("negotiated TLS {tls_max}")),
+        "charon ran TLS {tls_max}:\n{}",
+        charon.log_tail(40)
+    );
+    assert!(
+        ironsa
+            .log()
+            .lines()
+            .any(|l| l.contains("EAP authentication succeeded") && l.contains("eap-tls") && l.contains(&id)),
+        "{}",
+        ironsa.log()
+    );
+    let (sent, got) = support::traffic::ping(&ns.b, &vip, INNER_A, 3, "0.1");
+    assert_eq!((sent, got), (3, 3), "TLS {tls_max}: ping from {vip} through the tunnel");
+    assert_eq!(metric(&ironsa, "successes", "eap-tls"), 1);
+}
+
+#[test]
+fn charon_eap_tls_road_warrior_gets_a_virtual_ip_and_pings_through() {
+    if support::skip_unless(&[
+        Need::Root,
+        Need::Charon,
+        Need::CharonPlugin("eap-tls"),
+        Need::Tool("pki"),
+        Need::Tool("ping"),
+    ]) {
+        return;
+    }
+    // Debian's strongSwan 5.9.8 predates RFC 9190: it runs EAP-TLS over TLS 1.2 only.
+    eap_tls_road_warrior_pings_through("alice", "1.2", None);
+}
+
+#[test]
+fn strongswan6_eap_tls_over_tls13_gets_a_virtual_ip_and_pings_through() {
+    if support::skip_unless(&[
+        Need::Root,
+        Need::Charon,
+        Need::StrongSwan6,
+        Need::Tool("pki"),
+        Need::Tool("ping"),
+    ]) {
+        return;
+    }
+    let prefix = support::strongswan6().unwrap();
+    eap_tls_road_warrior_pings_through("carol", "1.3", Some(&prefix));
+}
+
+#[test]
+fn charon_eap_tls_client_certificate_from_another_ca_is_refused() {
+    if support::skip_unless(&[
+        Need::Root,
+        Need::Charon,
+        Need::CharonPlugin("eap-tls"),
+        Need::Tool("pki"),
+    ]) {
+        return;
+    }
+    let g = gateway_pki();
+    let other = g.pki.root_ca("other", KeyType::EcdsaP256).unwrap();
+    let mallory = g
+        .pki
+        .end_entity(
+            &other,
+            "mallory",
+            KeyType::EcdsaP256,
+            &[San::Email("mallory@road.test".into())],
+        )
+        .unwrap();
+    let ports = free_udp_port_pair().unwrap();
+    let config = ironsa_config(&g, ports, "eap-tls", "").replace(
+        "eap_id = \"%any\"",
+        &format!("eap_id = \"%any\"\ncacerts = [\"{}\"]", g.root.cert_pem.display()),
+    );
+    let ironsa = Ironsa::start(&config, None);
+    let local = AuthRound {
+        auth: "eap-tls".into(),
+        id: Some("mallory@road.test".into()),
+        ..AuthRound::default()
+    }
+    .cert("mallory.crt");
+    let charon = loopback_road_warrior(&g, "mallory", ports, local, |b| {
+        b.plugin("eap-tls").identity(&mallory).ca(&other)
+    });
+    refused(&ironsa, &charon, "mallory@road.test", "eap-tls", "certificate");
+    assert_eq!(metric(&ironsa, "failures", "eap-tls"), 1);
+}
+
+#[test]
+fn ironsa_client_of_charon_gateway_with_eap_mschapv2_and_vip() {
+    if support::skip_unless(&[
+        Need::Root,
+        Need::Charon,
+        Need::CharonPlugin("eap-mschapv2"),
+        Need::Tool("pki"),
+        Need::Tool("ping"),
+    ]) {
+        return;
+    }
+    ironsa_client_of_charon_gateway("eap-mschapv2", "EAP_MSCHAPV2");
+}
+
+#[test]
+fn ironsa_client_of_charon_gateway_with_eap_md5_and_vip() {
+    if support::skip_unless(&[
+        Need::Root,
+        Need::Charon,
+        Need::CharonPlugin("eap-md5"),
+        Need::Tool("pki"),
+        Need::Tool("ping"),
+    ]) {
+        return;
+    }
+    ironsa_client_of_charon_gateway("eap-md5", "EAP_MD5");
+}
+
+#[test]
+fn ironsa_client_of_charon_gateway_with_eap_tls_and_vip() {
+    if support::skip_unless(&[
+        Need::Root,
+        Need::Charon,
+        Need::CharonPlugin("eap-tls"),
+        Need::Tool("pki"),
+        Need::Tool("ping"),
+    ]) {
+        return;
+    }
+    ironsa_client_of_charon_gateway("eap-tls", "EAP_TLS");
+}
+
+/// ironsa in namespace A authenticates to a charon gateway in B with EAP
+/// `method` (charon's name for it: `charon_method`), gets a virtual IP and
+/// DNS server from charon's pool and pings through the tunnel from it.
+/// With a password method ironsa is `alice` with her password from its
+/// users file; with EAP-TLS it is alice@road.test by certificate.
+fn ironsa_client_of_charon_gateway(method: &str, charon_method: &str) {
+    let g = gateway_pki();
+    let ns = NetnsPair::new().unwrap();
+    // charon in B: the gateway by certificate, users by EAP-MSCHAPv2, a pool.
+    let charon = Charon::builder("eap-gw")
+        .kernel(KernelBackend::Libipsec {
+            netns: ns.b.name().into(),
+        })
+        .plugin(method)
+        .plugin("eap-identity")
+        .identity(&g.moon)
+        .ca(&g.root)
+        .pool("rw", &[("addrs", "10.8.0.0/28"), ("dns", "10.2.0.53")])
+        .connection(
+            Connection::new("rw", OUTER_B, "%any")
+                .proposals(&[IKE])
+                .set("pools", "rw")
+                .local(AuthRound::pubkey(GATEWAY_ID).cert("moon.crt"))
+                .remote(
+                    AuthRound {
+                        auth: method.into(),
+                        ..AuthRound::default()
+                    }
+                    .set("eap_id", "%any"),
+                )
+                .child(Child::new("net", SUBNET_B, "dynamic").esp_proposals(&["aes256gcm16"])),
+        )
+        .secret(Secret::eap("alice", "alice", "alice-secret-1"))
+        .start()
+        .unwrap();
+    // ironsa in A: the client, with alice's password in its secrets file.
+    let config = format!(
+        r#"
+[daemon]
+listen = ["{OUTER_A}"]
+shards = 1
+control_socket = "SOCKET"
+
+[fastpath]
+backend = "software"
+tun_name = "ironsa0"
+
+{users}
+[[connection]]
+name = "home"
+remote_addrs = ["{OUTER_B}"]
+local_id = "alice@road.test"
+remote_id = "{GATEWAY_ID}"
+auth = "{method}"
+{credentials}
+remote_auth = "pubkey"
+cacerts = ["{ca}"]
+ike_proposals = "{IKE}"
+vips = ["0.0.0.0"]
+
+[[connection.child]]
+name = "net"
+local_ts = "dynamic"
+remote_ts = ["{SUBNET_B}"]
+esp_proposals = "aes256gcm16"
+"#,
+        users = local_users(&g),
+        credentials = if method == "eap-tls" {
+            let alice = g
+                .pki
+                .end_entity(
+                    &g.root,
+                    "alice",
+                    KeyType::EcdsaP256,
+                    &[San::Email("alice@road.test".into())],
+                )
+                .unwrap();
+            format!(
+                "cert = \"{}\"\nkey = \"{}\"",
+                alice.cert_pem.display(),
+                alice.key_pem.display()
+            )
+        } else {
+            "eap_id = \"alice\"".to_string()
+        },
+        ca = g.root.cert_pem.display(),
+    );
+    let ironsa = Ironsa::start(&config, Some(ns.a.name()));
+    let answer = ironsa.request(serde_json::json!({"cmd": "initiate", "connection": "home", "timeout": 10}));
+    assert_eq!(
+        answer["ok"],
+        true,
+        "{answer}\n{}\n{}",
+        ironsa.log(),
+        charon.log_tail(40)
+    );
+    let sas = ironsa.wait_sas(T, |s| {
+        s.len() == 1 && s[0]["children"].as_array().is_some_and(|c| c.len() == 1)
+    });
+    assert_eq!(sas[0]["local_vips"], serde_json::json!(["10.8.0.1"]), "{}", sas[0]);
+    assert_eq!(sas[0]["dns"], serde_json::json!(["10.2.0.53"]));
+    assert_eq!(sas[0]["children"][0]["local_ts"], serde_json::json!(["10.8.0.1/32"]));
+    assert!(
+        charon.log_contains(&format!("EAP method {charon_method} succeeded")),
+        "charon authenticated alice by {method}:\n{}",
+        charon.log_tail(40)
+    );
+    assert!(
+        ironsa
+            .log()
+            .lines()
+            .any(|l| l.contains("EAP authentication as client succeeded") && l.contains("alice") && l.contains(method)),
+        "{}",
+        ironsa.log()
+    );
+    // A host in A sends from the virtual IP ironsa installed.
+    let (sent, got) = support::traffic::ping(&ns.a, "10.8.0.1", INNER_B, 5, "0.1");
+    assert_eq!((sent, got), (5, 5), "ping from the virtual IP through the tunnel");
 }
 
 /// The dynamic-authorization port of the gateway (in its own namespace).

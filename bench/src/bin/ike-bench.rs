@@ -421,10 +421,11 @@ fn suite_connections(suite: Suite) -> Result<(Arc<ConnectionConfig>, Arc<Connect
         return Ok((i, r));
     }
     let mut i = (*i).clone();
-    i.local_auth = control::config::AuthConfig::EapClient(Arc::new(control::eap::PeerConfig {
+    i.local_auth = control::config::AuthConfig::EapClient(Arc::new(control::config::EapClientAuth {
         identity: EAP_USER.as_bytes().to_vec(),
         password: zeroize::Zeroizing::new(EAP_PASSWORD.into()),
         methods: vec![control::eap::Method::MsChapV2],
+        tls: None,
     }));
     let mut r = (*r).clone();
     r.remote_auth = control::config::AuthConfig::Eap(Arc::new(control::config::EapAuth {

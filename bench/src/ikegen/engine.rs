@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use control::config::{AuthConfig, ChildConfig, ConnectionConfig, IdentityMatch, IpsecMode, Lifetime, parse_identity};
-use control::eap::{Method, PeerConfig};
+use control::eap::Method;
 use control::endpoint::{AdmissionConfig, Endpoint};
 use control::ike_sa::{Context, DownReason, Event, Task, Transmit};
 use control::ts::parse_selector;
@@ -254,10 +254,11 @@ impl TunnelConfigs {
         c.retransmit_timeout = cfg.retransmit_timeout;
         c.retransmit_tries = cfg.retransmit_tries;
         if let Some(eap) = &cfg.eap {
-            c.local_auth = AuthConfig::EapClient(Arc::new(PeerConfig {
+            c.local_auth = AuthConfig::EapClient(Arc::new(control::config::EapClientAuth {
                 identity: eap.user.render(n).into_bytes(),
                 password: eap.password.clone(),
                 methods: vec![Method::MsChapV2],
+                tls: None,
             }));
         }
         if cfg.vip {

@@ -69,6 +69,80 @@ pub fn mschapv2_sessions(data: &[u8]) {
     }
 }
 
+/// TLS configurations of both roles from the test PKI, built once.
+fn tls_configs() -> &'static (
+    std::sync::Arc<rustls::ServerConfig>,
+    std::sync::Arc<rustls::ClientConfig>,
+) {
+    use super::tls::{TlsCredentials, TlsVersion, peer_config, server_config};
+    static CONFIGS: std::sync::OnceLock<(
+        std::sync::Arc<rustls::ServerConfig>,
+        std::sync::Arc<rustls::ClientConfig>,
+    )> = std::sync::OnceLock::new();
+    CONFIGS.get_or_init(|| {
+        let chain =
+            crate::pki::Certificate::load(include_bytes!("../../tests/data/pki/ee-p256.pem")).expect("test cert");
+        let ca = crate::pki::Certificate::load(include_bytes!("../../tests/data/pki/ca-ecdsa.pem")).expect("test CA");
+        let ours = TlsCredentials::from_files(&chain, include_bytes!("../../tests/data/pki/ee-p256.key")).expect("key");
+        let cas = [ca[0].der().to_vec()];
+        let versions = [TlsVersion::V1_3, TlsVersion::V1_2];
+        (
+            server_config(&ours, &cas, &versions).expect("server config"),
+            peer_config(&ours, &cas, &versions).expect("peer config"),
+        )
+    })
+}
+
+/// Feeds arbitrary EAP-TLS frames (split at 0xff; each the Flags byte, an
+/// optional TLS Message Length and data) to an authenticator, as Responses
+/// to its outstanding Request, and to a peer, as Requests: fragment
+/// reassembly and rustls see them. No panic, reassembly stays within its
+/// bound, and neither side completes.
+pub fn eap_tls_frames(data: &[u8]) {
+    use super::tls::{EAP_TLS, EapTlsPeer, EapTlsServer, PeerStep, ServerName, ServerStep};
+    let (server_config, client_config) = tls_configs();
+    let (Ok(mut server), Ok(mut peer)) = (
+        EapTlsServer::new(server_config.clone(), 256),
+        EapTlsPeer::new(
+            client_config.clone(),
+            ServerName::try_from("ironsa.test").expect("name"),
+            256,
+        ),
+    ) else {
+        return;
+    };
+    if server.start(1).is_err() {
+        return;
+    }
+    for frame in data.split(|&b| b == 0xff).take(32) {
+        for code in [Code::Response, Code::Request] {
+            let id = match code {
+                Code::Response => server.identifier(),
+                _ => frame.first().copied().unwrap_or(0),
+            };
+            let mut pkt = vec![code as u8, id, 0, 0, EAP_TLS];
+            pkt.extend_from_slice(frame);
+            let Ok(len) = u16::try_from(pkt.len()) else { continue };
+            pkt[2..4].copy_from_slice(&len.to_be_bytes());
+            if code == Code::Response {
+                let step = server.handle(&pkt);
+                assert!(
+                    !matches!(step, Ok(ServerStep::Success { .. })),
+                    "authenticator completed TLS with arbitrary frames"
+                );
+            } else {
+                let step = peer.handle(&pkt);
+                assert!(
+                    !matches!(step, Ok(PeerStep::Success(_))),
+                    "peer completed TLS with arbitrary frames"
+                );
+            }
+        }
+    }
+    assert!(server.buffered() <= super::tls::MAX_TLS_MESSAGE);
+    assert!(peer.buffered() <= super::tls::MAX_TLS_MESSAGE);
+}
+
 /// Every truncation of `seed`, then `count` copies with one byte flipped at
 /// a position a xorshift picks (some with 8 bytes appended): a fixed corpus
 /// for running fuzz targets in the normal test suite.

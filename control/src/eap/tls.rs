@@ -67,6 +67,29 @@ pub struct TlsCredentials {
     pub key: Zeroizing<Vec<u8>>,
 }
 
+impl TlsCredentials {
+    /// Our chain as loaded for IKE and the contents of our key file (PEM
+    /// with one private-key block, or DER), as a connection's `cert` and
+    /// `key` give them.
+    pub fn from_files(chain: &[crate::pki::Certificate], key_file: &[u8]) -> Result<Self, EapTlsError> {
+        use crate::pki::der;
+        let key = if der::looks_like_pem(key_file) {
+            der::parse_pem(key_file)
+                .map_err(|e| EapTlsError::Credentials(format!("private key: {e}")))?
+                .into_iter()
+                .find(|b| matches!(b.label.as_str(), "PRIVATE KEY" | "EC PRIVATE KEY" | "RSA PRIVATE KEY"))
+                .map(|b| b.der)
+                .ok_or_else(|| EapTlsError::Credentials("private key: no private key block".into()))?
+        } else {
+            Zeroizing::new(key_file.to_vec())
+        };
+        Ok(TlsCredentials {
+            chain: chain.iter().map(|c| c.der().to_vec()).collect(),
+            key,
+        })
+    }
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
@@ -144,9 +167,129 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// A gateway's EAP-TLS setup, built once when the configuration is loaded:
+/// the rustls configuration and a digest of the certificates it was built
+/// from, by which a reload tells whether it changed.
+pub struct TlsServerSetup {
+    config: Arc<ServerConfig>,
+    fingerprint: [u8; 32],
+    max_fragment: usize,
+}
+
+impl TlsServerSetup {
+    /// The setup with our chain and key, the CAs client certificates must
+    /// chain to, and the TLS versions allowed.
+    pub fn new(ours: &TlsCredentials, cas: &[Vec<u8>], allowed: &[TlsVersion]) -> Result<Self, EapTlsError> {
+        if cas.is_empty() {
+            return Err(EapTlsError::Credentials(
+                "no CA to verify client certificates with".into(),
+            ));
+        }
+        let config = server_config(ours, cas, allowed)?;
+        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for der in ours.chain.iter().chain(cas) {
+            digest.update(&(der.len() as u64).to_be_bytes());
+            digest.update(der);
+        }
+        for v in allowed {
+            digest.update(&[*v as u8]);
+        }
+        let mut fingerprint = [0u8; 32];
+        fingerprint.copy_from_slice(digest.finish().as_ref());
+        Ok(TlsServerSetup {
+            config,
+            fingerprint,
+            max_fragment: DEFAULT_MAX_FRAGMENT,
+        })
+    }
+
+    /// A new authenticator session.
+    pub fn session(&self) -> Result<EapTlsServer, EapTlsError> {
+        EapTlsServer::new(self.config.clone(), self.max_fragment)
+    }
+}
+
+impl PartialEq for TlsServerSetup {
+    fn eq(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint
+    }
+}
+
+impl Eq for TlsServerSetup {}
+
+impl std::fmt::Debug for TlsServerSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TlsServerSetup(sha256:{:02x}{:02x}{:02x}{:02x}..)",
+            self.fingerprint[0], self.fingerprint[1], self.fingerprint[2], self.fingerprint[3]
+        )
+    }
+}
+
+/// A client's EAP-TLS setup, built once when the configuration is loaded:
+/// our certificate, the CAs and name the gateway's TLS certificate must
+/// chain to and carry, and a digest of them for reloads.
+pub struct TlsClientSetup {
+    config: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+    fingerprint: [u8; 32],
+}
+
+impl TlsClientSetup {
+    /// The setup with our chain and key, the CAs and the DNS name of the
+    /// gateway's certificate, and the TLS versions allowed.
+    pub fn new(
+        ours: &TlsCredentials,
+        cas: &[Vec<u8>],
+        server_name: &str,
+        allowed: &[TlsVersion],
+    ) -> Result<Self, EapTlsError> {
+        let name = ServerName::try_from(server_name.to_string())
+            .map_err(|e| EapTlsError::Credentials(format!("server name '{server_name}': {e}")))?;
+        let config = peer_config(ours, cas, allowed)?;
+        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for der in ours.chain.iter().chain(cas) {
+            digest.update(&(der.len() as u64).to_be_bytes());
+            digest.update(der);
+        }
+        digest.update(server_name.as_bytes());
+        let mut fingerprint = [0u8; 32];
+        fingerprint.copy_from_slice(digest.finish().as_ref());
+        Ok(TlsClientSetup {
+            config,
+            server_name: name,
+            fingerprint,
+        })
+    }
+
+    /// A new peer session.
+    pub fn session(&self) -> Result<EapTlsPeer, EapTlsError> {
+        EapTlsPeer::new(self.config.clone(), self.server_name.clone(), DEFAULT_MAX_FRAGMENT)
+    }
+}
+
+impl PartialEq for TlsClientSetup {
+    fn eq(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint
+    }
+}
+
+impl std::fmt::Debug for TlsClientSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TlsClientSetup({:?}, sha256:{:02x}{:02x}{:02x}{:02x}..)",
+            self.server_name, self.fingerprint[0], self.fingerprint[1], self.fingerprint[2], self.fingerprint[3]
+        )
+    }
+}
+
 /// One EAP-TLS frame, decoded.
 struct Frame<'a> {
     flags: u8,
+    /// The TLS Message Length, when the L flag is set.
+    total: Option<usize>,
     data: &'a [u8],
 }
 
@@ -155,7 +298,11 @@ fn parse_frame(data: &[u8]) -> Result<Frame<'_>, EapTlsError> {
         return Err(EapTlsError::Malformed("EAP-TLS without flags".into()));
     };
     if flags & FLAG_LENGTH == 0 {
-        return Ok(Frame { flags, data: rest });
+        return Ok(Frame {
+            flags,
+            total: None,
+            data: rest,
+        });
     }
     if rest.len() < 4 {
         return Err(EapTlsError::Malformed("EAP-TLS length flag without length".into()));
@@ -166,6 +313,7 @@ fn parse_frame(data: &[u8]) -> Result<Frame<'_>, EapTlsError> {
     }
     Ok(Frame {
         flags,
+        total: Some(total),
         data: &rest[4..],
     })
 }
@@ -175,6 +323,8 @@ fn parse_frame(data: &[u8]) -> Result<Frame<'_>, EapTlsError> {
 #[derive(Default)]
 struct Framing {
     incoming: Vec<u8>,
+    /// The length the peer announced for the message being reassembled.
+    announced: Option<usize>,
     outgoing: Vec<u8>,
     sent: usize,
     max_fragment: usize,
@@ -188,13 +338,33 @@ impl Framing {
         }
     }
 
-    /// Takes a frame's data; `true` when the message is complete.
+    /// Takes a frame's data; `true` when the message is complete. A frame
+    /// that does not fit (beyond the bound, beyond or short of the
+    /// announced length, another length than announced) changes nothing.
     fn absorb(&mut self, frame: &Frame<'_>) -> Result<bool, EapTlsError> {
-        if self.incoming.len() + frame.data.len() > MAX_TLS_MESSAGE {
-            return Err(EapTlsError::TooLarge(self.incoming.len() + frame.data.len()));
+        let len = self.incoming.len() + frame.data.len();
+        if len > MAX_TLS_MESSAGE {
+            return Err(EapTlsError::TooLarge(len));
+        }
+        let announced = match (self.announced, frame.total) {
+            (Some(a), Some(t)) if a != t => {
+                return Err(EapTlsError::Malformed(format!(
+                    "TLS Message Length {t} after {a} for the same message"
+                )));
+            }
+            (a, t) => a.or(t),
+        };
+        let last = frame.flags & FLAG_MORE == 0;
+        if let Some(a) = announced
+            && (len > a || (last && len != a))
+        {
+            return Err(EapTlsError::Malformed(format!(
+                "{len} bytes of a TLS message announced as {a}"
+            )));
         }
         self.incoming.extend_from_slice(frame.data);
-        Ok(frame.flags & FLAG_MORE == 0)
+        self.announced = if last { None } else { announced };
+        Ok(last)
     }
 
     fn pending(&self) -> bool {
@@ -302,6 +472,16 @@ impl EapTlsServer {
             started: false,
             committed: false,
         })
+    }
+
+    /// Bytes of a TLS message reassembled so far (bounded by [`MAX_TLS_MESSAGE`]).
+    pub fn buffered(&self) -> usize {
+        self.framing.incoming.len()
+    }
+
+    /// The identifier of the Request the peer must answer next.
+    pub(crate) fn identifier(&self) -> u8 {
+        self.identifier
     }
 
     /// The EAP-TLS Start request (after EAP-Identity, with the next identifier).
@@ -417,6 +597,11 @@ impl EapTlsPeer {
             framing: Framing::new(max_fragment),
             committed: false,
         })
+    }
+
+    /// Bytes of a TLS message reassembled so far (bounded by [`MAX_TLS_MESSAGE`]).
+    pub fn buffered(&self) -> usize {
+        self.framing.incoming.len()
     }
 
     fn response(&self, identifier: u8, body: &[u8]) -> Result<PeerStep, EapTlsError> {

@@ -66,9 +66,12 @@ pub(crate) fn our_auth(
             "connection '{}': local auth cannot be 'pubkey' without a certificate",
             cfg.name
         )),
-        AuthConfig::Eap(_) => Err(format!("connection '{}': local auth cannot be an EAP server", cfg.name)),
+        AuthConfig::Eap(_) => Err(format!(
+            "connection '{}': local auth cannot be a gateway's EAP method",
+            cfg.name
+        )),
         AuthConfig::EapClient(_) => Err(format!(
-            "connection '{}': an EAP client has no AUTH of its own before EAP (only an initiator can be one)",
+            "connection '{}': with EAP our AUTH is computed over the EAP key, after EAP",
             cfg.name
         )),
     }
@@ -154,12 +157,10 @@ pub(crate) fn verify_peer(
                 .map_err(|e| format!("certificate not trusted: {e}"))?;
             verify_auth(&ee, method, data, &octets.to_vec()).map_err(|e| format!("signature does not verify: {e}"))
         }
-        AuthConfig::Cert(_) => Err(format!("connection '{}': remote auth must be psk or pubkey", cfg.name)),
+        AuthConfig::Cert(_) | AuthConfig::EapClient(_) => {
+            Err(format!("connection '{}': remote auth must be psk or pubkey", cfg.name))
+        }
         AuthConfig::Eap(_) => Err("peer sent AUTH where the connection expects EAP".into()),
-        AuthConfig::EapClient(_) => Err(format!(
-            "connection '{}': remote auth cannot be an EAP client",
-            cfg.name
-        )),
     }
 }
 
@@ -177,6 +178,10 @@ pub(crate) fn certs_of(payloads: &[Payload]) -> Vec<&Vec<u8>> {
 pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
     let State::Authenticating(ctx) = &sa.state else { return };
     let cfg = sa.config.clone();
+    let eap_client = match &cfg.local_auth {
+        AuthConfig::EapClient(e) => Some(e.clone()),
+        _ => None,
+    };
     let ppk = match ppk::initiator_choice(&cfg, ctx.peer_use_ppk) {
         Ok(p) => p,
         Err(e) => {
@@ -185,17 +190,10 @@ pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
             return;
         }
     };
-    let eap_client = match &cfg.local_auth {
-        AuthConfig::EapClient(p) => Some(p.clone()),
-        _ => None,
-    };
     if eap_client.is_some() && ppk.is_some() {
-        let e = format!(
-            "connection '{}': a PPK cannot be used with EAP client authentication",
-            cfg.name
-        );
-        warn!(connection = %cfg.name, peer = %sa.remote, "{e}");
-        sa.close(DownReason::Failed(e));
+        let why = "a PPK with EAP authentication is not supported".to_string();
+        warn!(connection = %cfg.name, peer = %sa.remote, "{why}");
+        sa.close(DownReason::Failed(why));
         return;
     }
     let mut no_ppk_auth = None;
@@ -215,8 +213,22 @@ pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
         }
         plain = ppk::mix(sa, p).filter(|_| !p.required);
     }
-    // An EAP client's AUTH comes after EAP, over the MSK.
-    let (certs, auth) = match eap_client {
+    // The request that carries IDi starts EAP (its message ID is the IntAuth's).
+    let eap_session = match eap_client
+        .as_ref()
+        .map(|e| super::eap_client::EapClientSession::new(e, sa.next_request_id))
+    {
+        None => None,
+        Some(Ok(session)) => Some(session),
+        Some(Err(err)) => {
+            let why = format!("cannot start EAP: {err}");
+            warn!(connection = %cfg.name, peer = %sa.remote, "{why}");
+            sa.close(DownReason::Failed(why));
+            return;
+        }
+    };
+    // With EAP there is no AUTH of ours until EAP produced its key.
+    let (certs, auth) = match &eap_client {
         Some(_) => (Vec::new(), None),
         None => match initiator_auth(sa, &cfg) {
             Ok((certs, auth)) => (certs, Some(auth)),
@@ -264,20 +276,19 @@ pub(crate) fn start(sa: &mut IkeSa, now: Instant) {
             return;
         }
     };
-    let pending = PendingChild {
-        request,
-        ppk_sent: ppk.is_some(),
-        plain,
-    };
-    let kind = match eap_client {
-        Some(peer) => RequestKind::EapClient(Box::new(super::eap_client::Pending::new(
-            pending,
-            peer,
-            sa.next_request_id,
-        ))),
-        None => RequestKind::Auth(pending),
-    };
-    sa.send_request(now, ExchangeType::IKE_AUTH, payloads, kind);
+    sa.send_request(
+        now,
+        ExchangeType::IKE_AUTH,
+        payloads,
+        RequestKind::Auth(PendingChild {
+            request,
+            ppk_sent: ppk.is_some(),
+            plain,
+        }),
+    );
+    if let (Some(session), State::Authenticating(ctx)) = (eap_session, &mut sa.state) {
+        ctx.eap_client = Some(session);
+    }
 }
 
 /// Initiator: our CERT payloads and AUTH payload with the current SK_pi.
@@ -313,6 +324,9 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
     let State::Authenticating(ctx) = std::mem::replace(&mut sa.state, State::Closed) else {
         return;
     };
+    if ctx.eap_client.is_some() {
+        return super::eap_client::handle_response(sa, now, ctx, inner, pending);
+    }
     let peer_used_ppk = find_notify(&inner, NotifyType::PPK_IDENTITY).is_some();
     if let (true, true, Some(p)) = (pending.ppk_sent, peer_used_ppk, &sa.config.ppk) {
         info!(connection = %sa.config.name, peer = %sa.remote, ppk_id = %String::from_utf8_lossy(&p.id), "IKE SA keyed with the PPK");
@@ -333,15 +347,7 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
             None => {}
         }
     }
-    let idr = inner.iter().find_map(|p| match p {
-        Payload::IdR(id) => Some(id.clone()),
-        _ => None,
-    });
-    let auth = inner.iter().find_map(|p| match p {
-        Payload::Auth { method, data } => Some((*method, data.clone())),
-        _ => None,
-    });
-    let (Some(idr), Some((method, auth))) = (idr, auth) else {
+    let (Some(idr), Some((method, auth))) = responder_proof(&inner) else {
         let why = super::error_notify(&inner).map(|n| n.ty);
         match why {
             Some(n) => warn!(connection = %sa.config.name, peer = %sa.remote, "IKE_AUTH failed: peer answered {n}"),
@@ -376,19 +382,19 @@ pub(crate) fn handle_response(sa: &mut IkeSa, now: Instant, inner: Vec<Payload>,
         sa.close(DownReason::Failed(format!("responder authentication failed: {why}")));
         return;
     }
-    complete_initiator(sa, now, &ctx, &inner, pending, idr);
+    complete_initiator(sa, now, &ctx, idr, &inner, pending);
 }
 
-/// Initiator: the responder is authenticated by the last IKE_AUTH response
-/// `inner`: establishes the IKE SA, takes the virtual IPs and finishes the
-/// first CHILD_SA.
+/// Initiator: the responder is authenticated by the last IKE_AUTH
+/// response `inner`; establishes the IKE SA, takes the configuration reply
+/// and the first CHILD_SA.
 pub(crate) fn complete_initiator(
     sa: &mut IkeSa,
     now: Instant,
     ctx: &AuthContext,
+    idr: Identification,
     inner: &[Payload],
     pending: PendingChild,
-    idr: Identification,
 ) {
     let cfg = sa.config.clone();
     sa.nat
@@ -404,6 +410,19 @@ pub(crate) fn complete_initiator(
     if let Some(req) = pending.request {
         create_child::finish_child_initiator(sa, now, inner, req, &ctx.ni, &ctx.nr, None);
     }
+}
+
+/// The responder's IDr and AUTH (method, data) in an IKE_AUTH response.
+pub(crate) fn responder_proof(inner: &[Payload]) -> (Option<Identification>, Option<(AuthMethod, Vec<u8>)>) {
+    let idr = inner.iter().find_map(|p| match p {
+        Payload::IdR(id) => Some(id.clone()),
+        _ => None,
+    });
+    let auth = inner.iter().find_map(|p| match p {
+        Payload::Auth { method, data } => Some((*method, data.clone())),
+        _ => None,
+    });
+    (idr, auth)
 }
 
 pub(crate) fn release_pending(sa: &IkeSa, pending: &PendingChild) {

@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use super::auth::{establish_responder, octets_for, our_auth, refuse, verify_shared_key};
 use super::{AuthContext, DownReason, Event, IkeSa, State, find_notify};
 use crate::config::{AuthConfig, ConnectionConfig, EapAuth, EapBackend, EapIdentity, display_identity};
+use crate::eap::tls::{EapTlsError, EapTlsServer, ServerStep};
 use crate::eap::{
     Authenticator, AuthenticatorConfig, AuthenticatorStep, Code, MAX_IDENTITY_LEN, Msk, Payload as EapPayload,
     RngFailure,
@@ -31,23 +32,23 @@ use crate::eap::{
 use crate::wire::ikev2::{ExchangeType, Identification, NotifyType, Payload};
 
 /// EAP methods as metrics count them.
-pub const METHOD_NAMES: [&str; 3] = ["eap-mschapv2", "eap-md5", "eap-radius"];
+pub const METHOD_NAMES: [&str; 4] = ["eap-mschapv2", "eap-md5", "eap-radius", "eap-tls"];
 
 /// EAP outcomes by method (indexes of [`METHOD_NAMES`]) and EAP packets
 /// dropped; shared by the SAs of a context and read by the driver's metrics.
 #[derive(Debug, Default)]
 pub struct EapStats {
     /// Peers that passed EAP, by method.
-    pub successes: [AtomicU64; 3],
+    pub successes: [AtomicU64; METHOD_NAMES.len()],
     /// Peers refused by EAP, by method.
-    pub failures: [AtomicU64; 3],
+    pub failures: [AtomicU64; METHOD_NAMES.len()],
     /// EAP packets dropped: malformed, unexpected in the conversation's
     /// state, or arriving while the back end has not answered.
     pub dropped: AtomicU64,
 }
 
 impl EapStats {
-    fn count(counters: &[AtomicU64; 3], method: &str) {
+    fn count(counters: &[AtomicU64], method: &str) {
         if let Some(i) = METHOD_NAMES.iter().position(|m| *m == method) {
             counters[i].fetch_add(1, Ordering::Relaxed);
         }
@@ -148,6 +149,14 @@ enum Server {
         /// a client that aborts then was refused by the back end.
         refused: bool,
     },
+    /// EAP-TLS here: `identity` is empty until the EAP-Identity Response
+    /// to the Request numbered `identifier` arrived; then the TLS
+    /// conversation runs.
+    Tls {
+        tls: Box<EapTlsServer>,
+        identifier: u8,
+        identity: Vec<u8>,
+    },
 }
 
 /// EAP succeeded; the final AUTH exchange is next.
@@ -177,7 +186,7 @@ pub(crate) struct EapSession {
     passed: Option<Passed>,
 }
 
-pub(crate) fn rng(sa: &IkeSa) -> impl FnMut(&mut [u8]) -> Result<(), RngFailure> + '_ {
+pub(super) fn rng(sa: &IkeSa) -> impl FnMut(&mut [u8]) -> Result<(), RngFailure> + '_ {
     move |buf: &mut [u8]| sa.ctx.crypto.fill_random(buf).map_err(|_| RngFailure)
 }
 
@@ -190,7 +199,7 @@ fn eap_auth(cfg: &ConnectionConfig) -> Option<&Arc<EapAuth>> {
 
 /// A peer-chosen identity as a log field: control characters escaped, so
 /// that a user name cannot forge log lines.
-fn printable(identity: &[u8]) -> String {
+pub(super) fn printable(identity: &[u8]) -> String {
     String::from_utf8_lossy(identity).escape_debug().to_string()
 }
 
@@ -296,6 +305,34 @@ pub(crate) fn start(
                 }
             }
         }
+        EapBackend::Tls(setup) => {
+            let mut tls = match setup.session() {
+                Ok(t) => Box::new(t),
+                Err(e) => {
+                    log_failure(sa, method, ike_identity.unwrap_or_default(), &e);
+                    return refuse(sa, mid, None, format!("EAP-TLS: {e}"));
+                }
+            };
+            let first = match ike_identity {
+                // The IKE identity stands in for EAP-Identity: TLS starts at once.
+                Some(_) => tls.start(first_id[0]),
+                None => Ok(identity_request(first_id[0])),
+            };
+            match first {
+                Ok(request) => (
+                    Server::Tls {
+                        tls,
+                        identifier: first_id[0],
+                        identity: ike_identity.map(<[u8]>::to_vec).unwrap_or_default(),
+                    },
+                    Some(request),
+                ),
+                Err(e) => {
+                    log_failure(sa, method, ike_identity.unwrap_or_default(), &e);
+                    return refuse(sa, mid, None, format!("EAP-TLS: {e}"));
+                }
+            }
+        }
         EapBackend::Relay => match ike_identity {
             // Ask for the identity here; the back end sees its Response.
             None => (
@@ -305,13 +342,7 @@ pub(crate) fn start(
                     state: Vec::new(),
                     refused: false,
                 },
-                Some(vec![
-                    Code::Request as u8,
-                    first_id[0],
-                    0,
-                    5,
-                    crate::eap::EapType::IDENTITY,
-                ]),
+                Some(identity_request(first_id[0])),
             ),
             // The IKE identity stands in for an EAP-Identity Response.
             Some(id) => (
@@ -380,6 +411,24 @@ pub(crate) fn start(
             sa.state = State::Authenticating(ctx);
             sa.push_event(Event::EapRelay(Box::new(relay)));
         }
+    }
+}
+
+/// An EAP-Identity Request numbered `identifier`.
+fn identity_request(identifier: u8) -> Vec<u8> {
+    vec![Code::Request as u8, identifier, 0, 5, crate::eap::EapType::IDENTITY]
+}
+
+/// The Identity of an EAP-Identity Response, when `eap` is one with an
+/// identity of acceptable length.
+fn identity_of(eap: &[u8]) -> Result<Vec<u8>, String> {
+    match crate::eap::decode(eap) {
+        Ok(crate::eap::Packet {
+            payload: Some(EapPayload::Identity(id)),
+            ..
+        }) if !id.is_empty() && id.len() <= MAX_IDENTITY_LEN => Ok(id.to_vec()),
+        Ok(_) => Err("expected an EAP-Identity Response with an identity".into()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -457,6 +506,96 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
                 }
             }
         }
+        Server::Tls {
+            tls,
+            identifier,
+            identity,
+        } => {
+            if identity.is_empty() {
+                // The Response to our EAP-Identity Request starts TLS.
+                let id = check_response(eap, *identifier).and_then(|()| identity_of(eap));
+                let request = match id {
+                    Ok(id) => {
+                        *identity = id;
+                        tls.start(identifier.wrapping_add(1))
+                    }
+                    Err(why) => {
+                        dropped(sa, &why);
+                        ctx.eap = Some(session);
+                        sa.state = State::Authenticating(ctx);
+                        return;
+                    }
+                };
+                return match request {
+                    Ok(request) => {
+                        ctx.eap = Some(session);
+                        sa.state = State::Authenticating(ctx);
+                        sa.send_response(ExchangeType::IKE_AUTH, mid, vec![Payload::Eap(request)]);
+                    }
+                    Err(e) => {
+                        let identity = identity.clone();
+                        log_failure(sa, method, &identity, &e);
+                        refuse(sa, mid, Some(failure_packet(eap)), format!("EAP-TLS: {e}"));
+                    }
+                };
+            }
+            if eap.len() > 4 && eap[0] == Code::Response as u8 && eap[4] == crate::eap::EapType::NAK {
+                let identity = identity.clone();
+                let why = "the client refused EAP-TLS (Nak)";
+                log_failure(sa, method, &identity, &why);
+                return refuse(
+                    sa,
+                    mid,
+                    Some(failure_packet(eap)),
+                    format!("EAP authentication failed: {why}"),
+                );
+            }
+            match tls.handle(eap) {
+                Ok(ServerStep::Request(request)) => {
+                    ctx.eap = Some(session);
+                    sa.state = State::Authenticating(ctx);
+                    sa.send_response(ExchangeType::IKE_AUTH, mid, vec![Payload::Eap(request)]);
+                }
+                Ok(ServerStep::Success {
+                    packet,
+                    msk,
+                    peer_certificates,
+                }) => {
+                    let identity = identity.clone();
+                    if let Err(why) = certificate_names(&peer_certificates, &session.idi) {
+                        log_failure(sa, method, &identity, &why);
+                        let failure = vec![Code::Failure as u8, packet.get(1).copied().unwrap_or(0), 0, 4];
+                        return refuse(sa, mid, Some(failure), format!("EAP authentication failed: {why}"));
+                    }
+                    let outcome = Outcome {
+                        identity,
+                        msk: Some(msk),
+                        session_timeout: None,
+                        interim_interval: None,
+                        class: Vec::new(),
+                    };
+                    passed(sa, mid, ctx, session, Vec::new(), packet, outcome);
+                }
+                // Not part of this conversation: dropped, the session goes on.
+                Err(e @ (EapTlsError::Malformed(_) | EapTlsError::Unexpected(_))) => {
+                    dropped(sa, &e);
+                    ctx.eap = Some(session);
+                    sa.state = State::Authenticating(ctx);
+                }
+                // The handshake failed (an untrusted certificate, a TLS
+                // alert, a message over the size bound): refused.
+                Err(e) => {
+                    let identity = identity.clone();
+                    log_failure(sa, method, &identity, &e);
+                    refuse(
+                        sa,
+                        mid,
+                        Some(failure_packet(eap)),
+                        format!("EAP authentication failed: {e}"),
+                    );
+                }
+            }
+        }
         Server::Relay {
             identifier,
             identity,
@@ -471,19 +610,10 @@ pub(crate) fn handle_request(sa: &mut IkeSa, now: Instant, mid: u32, inner: Vec<
             }
             if identity.is_empty() {
                 // The Response to our EAP-Identity Request.
-                match crate::eap::decode(eap) {
-                    Ok(crate::eap::Packet {
-                        payload: Some(EapPayload::Identity(id)),
-                        ..
-                    }) if !id.is_empty() => *identity = id.to_vec(),
-                    Ok(_) => {
-                        dropped(sa, &"expected an EAP-Identity Response with an identity");
-                        ctx.eap = Some(session);
-                        sa.state = State::Authenticating(ctx);
-                        return;
-                    }
-                    Err(e) => {
-                        dropped(sa, &e);
+                match identity_of(eap) {
+                    Ok(id) => *identity = id,
+                    Err(why) => {
+                        dropped(sa, &why);
                         ctx.eap = Some(session);
                         sa.state = State::Authenticating(ctx);
                         return;
@@ -528,6 +658,7 @@ pub(crate) fn handle_informational(sa: &mut IkeSa, mid: u32, inner: Vec<Payload>
                 None => "the client gave up".to_string(),
             },
         ),
+        Server::Tls { identity, .. } => (identity.clone(), "the client gave up".to_string()),
         Server::Relay { identity, refused, .. } => (
             identity.clone(),
             if *refused {
@@ -544,6 +675,27 @@ pub(crate) fn handle_informational(sa: &mut IkeSa, mid: u32, inner: Vec<Payload>
     };
     log_failure(sa, method, &identity, &reason);
     sa.close(DownReason::Failed(format!("EAP authentication failed: {reason}")));
+}
+
+/// An EAP-Failure answering the Response `eap`.
+fn failure_packet(eap: &[u8]) -> Vec<u8> {
+    vec![Code::Failure as u8, eap.get(1).copied().unwrap_or(0), 0, 4]
+}
+
+/// EAP-TLS verified the chain; the end-entity certificate must also name
+/// the IKE identity the SA will be known by, as a certificate AUTH would.
+fn certificate_names(chain: &[Vec<u8>], idi: &Identification) -> Result<(), String> {
+    let ee = chain.first().ok_or("the client sent no certificate")?;
+    let ee = crate::pki::Certificate::from_der(ee).map_err(|e| format!("client certificate: {e}"))?;
+    if ee.matches_identity(idi) {
+        Ok(())
+    } else {
+        Err(format!(
+            "identity {} is not in the client certificate of '{}'",
+            display_identity(idi),
+            ee.subject()
+        ))
+    }
 }
 
 /// A relayed packet must be a whole EAP Response to the outstanding Request.

@@ -331,6 +331,8 @@ pub(crate) struct AuthContext {
     pub eap: Option<Box<eap::EapSession>>,
     /// Responder: the first of two authentication rounds passed (RFC 4739).
     pub first_round: Option<Box<eap::FirstRound>>,
+    /// Initiator: our EAP conversation as the client, once IKE_AUTH went out without AUTH.
+    pub eap_client: Option<Box<eap_client::EapClientSession>>,
 }
 
 /// Where the IKE SA is in its life.
@@ -355,9 +357,6 @@ pub(crate) enum RequestKind {
     Intermediate(intermediate::Pending),
     /// IKE_AUTH (initiator) with the first child's proposal.
     Auth(auth::PendingChild),
-    /// IKE_AUTH (initiator) of an EAP client: the first request, an EAP
-    /// Response, or the final AUTH.
-    EapClient(Box<eap_client::Pending>),
     /// CREATE_CHILD_SA.
     CreateChild(create_child::Pending),
     /// INFORMATIONAL.
@@ -1315,7 +1314,6 @@ impl IkeSa {
             RequestKind::Init => {}
             RequestKind::Intermediate(pending) => intermediate::handle_response(self, now, &msg.header, inner, pending),
             RequestKind::Auth(pending) => auth::handle_response(self, now, inner, pending),
-            RequestKind::EapClient(pending) => eap_client::handle_response(self, now, inner, pending),
             RequestKind::CreateChild(pending) => create_child::handle_response(self, now, inner, pending),
             RequestKind::Informational(pending) => informational::handle_response(self, now, inner, pending),
             RequestKind::FollowupKe(pending) => followup_ke::handle_response(self, now, inner, pending),

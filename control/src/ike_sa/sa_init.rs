@@ -371,6 +371,7 @@ fn process_response(sa: &mut IkeSa, datagram: &[u8], msg: &Message) -> Result<()
         peer_use_ppk: find_notify(&msg.payloads, NotifyType::USE_PPK).is_some(),
         eap: None,
         first_round: None,
+        eap_client: None,
     }));
     Ok(())
 }
@@ -665,6 +666,7 @@ impl IkeSa {
             peer_use_ppk,
             eap: None,
             first_round: None,
+            eap_client: None,
         }));
         sa.expected_request_id = 1;
         sa.cached_response = Some(CachedResponse::new(0, None, vec![response.clone()]));

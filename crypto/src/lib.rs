@@ -103,6 +103,15 @@ impl CryptoProvider for AwsLcProvider {
         ffi::rsa_legacy::sign_pkcs1_sha1(key_der, msg).map_err(|e| CryptoError::Signature(e.to_string()))
     }
 
+    fn sign_rsa_pkcs1_raw(&self, key_der: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        ffi::rsa_legacy::sign_pkcs1_raw(key_der, data).map_err(|e| CryptoError::Signature(e.to_string()))
+    }
+
+    fn verify_rsa_pkcs1_raw(&self, public_key: &[u8], data: &[u8], signature: &[u8]) -> Result<bool, CryptoError> {
+        ffi::rsa_legacy::verify_pkcs1_raw(public_key, data, signature)
+            .map_err(|e| CryptoError::Signature(e.to_string()))
+    }
+
     fn unix_time(&self) -> u64 {
         match self.clock {
             Clock::Fixed(secs) => secs,
@@ -110,5 +119,45 @@ impl CryptoProvider for AwsLcProvider {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::{KeyPair, RSA_PKCS1_SHA256, RsaKeyPair};
+
+    /// PKCS#1 v1.5 is deterministic: signing DigestInfo(SHA-256(m)) raw must
+    /// give aws-lc-rs's RSA_PKCS1_SHA256 signature of m, and it verifies.
+    #[test]
+    fn raw_pkcs1_signature_matches_the_hashed_one_and_verifies() {
+        let key = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let der = key.as_der().unwrap();
+        let msg = b"HASH_I of an IKEv1 Main Mode";
+        let mut expected = vec![0u8; key.public_modulus_len()];
+        key.sign(
+            &RSA_PKCS1_SHA256,
+            &aws_lc_rs::rand::SystemRandom::new(),
+            msg,
+            &mut expected,
+        )
+        .unwrap();
+        const SHA256_DIGEST_INFO: [u8; 19] = [
+            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04,
+            0x20,
+        ];
+        let mut info = SHA256_DIGEST_INFO.to_vec();
+        info.extend_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, msg).as_ref());
+        let p = AwsLcProvider::new();
+        let sig = p.sign_rsa_pkcs1_raw(der.as_ref(), &info).unwrap();
+        assert_eq!(sig, expected);
+        let public = key.public_key().as_ref().to_vec();
+        assert!(p.verify_rsa_pkcs1_raw(&public, &info, &sig).unwrap());
+        let mut other = info.clone();
+        other[30] ^= 1;
+        assert!(!p.verify_rsa_pkcs1_raw(&public, &other, &sig).unwrap());
+        assert!(!p.verify_rsa_pkcs1_raw(&public, &info, &sig[1..]).unwrap());
+        assert!(p.sign_rsa_pkcs1_raw(der.as_ref(), &[0u8; 250]).is_err());
     }
 }

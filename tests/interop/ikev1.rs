@@ -278,30 +278,43 @@ fn daemon_and_charon(aggressive: bool) -> (Charon, support::Ironsa) {
         .secret(Secret::psk("s", &["swan@test", "ironsa@test"], PSK))
         .start()
         .unwrap();
-    let config = format!(
-        r#"
-[daemon]
-listen = ["127.0.0.1"]
-ike_port = {ours}
-nat_port = {our_nat}
-shards = 2
-control_socket = "SOCKET"
-
-[[connection]]
-name = "swan"
-version = 1
-aggressive = {aggressive}
-remote_addrs = ["127.0.0.1"]
-remote_port = {port}
-remote_nat_port = {nat}
+    let config = daemon_config(
+        (ours, our_nat),
+        (port, nat),
+        &format!(
+            r#"aggressive = {aggressive}
 ike_proposals = "aes256-sha256-modp2048"
 local_id = "ironsa@test"
 remote_id = "swan@test"
 auth = "psk"
 psk = "{PSK}"
 "#
+        ),
     );
     (swan, support::Ironsa::start(&config, None))
+}
+
+/// A daemon configuration on the ports `ours` with one `version = 1`
+/// connection "swan" to charon on `theirs`, completed by `connection`.
+fn daemon_config(ours: (u16, u16), theirs: (u16, u16), connection: &str) -> String {
+    format!(
+        r#"
+[daemon]
+listen = ["127.0.0.1"]
+ike_port = {}
+nat_port = {}
+shards = 2
+control_socket = "SOCKET"
+
+[[connection]]
+name = "swan"
+version = 1
+remote_addrs = ["127.0.0.1"]
+remote_port = {}
+remote_nat_port = {}
+{connection}"#,
+        ours.0, ours.1, theirs.0, theirs.1
+    )
 }
 
 /// The daemon answers Main Mode for a `version = 1` connection on its
@@ -318,10 +331,7 @@ fn daemon_speaks_main_mode_for_a_version_1_connection() {
     swan.wait_for_log("IKE_SA v1[1] established", Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
     // `ironsa sas` lists it with its IKEv1 state.
-    let sas = ironsa.wait_sas(Duration::from_secs(5), |s| {
-        s.iter().any(|sa| sa["state"] == "ESTABLISHED")
-    });
-    let sa = sas.iter().find(|sa| sa["state"] == "ESTABLISHED").unwrap();
+    let sa = established_sa(&ironsa);
     assert_eq!(sa["version"], 1, "{sa}");
     assert_eq!(sa["phase1_state"], "MM_DONE", "{sa}");
     assert_eq!(sa["role"], "responder", "{sa}");
@@ -336,6 +346,15 @@ fn daemon_speaks_main_mode_for_a_version_1_connection() {
     swan.wait_for_log("IKE_SA v1[2] established", Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
     terminate_and_check(&swan, &ironsa, 2);
+}
+
+/// The daemon's first established SA, once there is one.
+fn established_sa(ironsa: &support::Ironsa) -> serde_json::Value {
+    let sas = ironsa.wait_sas(Duration::from_secs(5), |s| {
+        s.iter().any(|sa| sa["state"] == "ESTABLISHED")
+    });
+    let sa = sas.iter().find(|sa| sa["state"] == "ESTABLISHED");
+    sa.cloned().unwrap_or_else(|| panic!("no established SA: {sas:?}"))
 }
 
 /// `terminate` of the connection; charon logs the DELETE of its IKE_SA v1[`n`].
@@ -739,4 +758,116 @@ fn aggressive_mode_nat_traversal_carries_esp_with_charon() {
     assert_eq!(sas[0]["phase1_state"], "AM_DONE", "{sas:?}");
     let (sent, got) = support::traffic::ping(&ns.a, INNER_A, INNER_B, 5, "0.1");
     assert_eq!((sent, got), (5, 5), "ping A -> B through the NAT and the tunnel");
+}
+
+/// charon and the daemon authenticating Main Mode with certificates of
+/// `key_type` from one `pki` root: charon as `sun.ironsa.test` (FQDN),
+/// the daemon as the DN of its certificate.
+fn certificate_peers(
+    name: &str,
+    key_type: support::KeyType,
+    ike: &str,
+) -> (Charon, support::Ironsa, support::Pki, String) {
+    use support::{Pki, San};
+    let (port, nat) = free_udp_port_pair().unwrap();
+    let (ours, our_nat) = free_udp_port_pair().unwrap();
+    let pki = Pki::new().unwrap();
+    let root = pki.root_ca("root", key_type).unwrap();
+    let moon = pki
+        .end_entity(&root, "moon", key_type, &[San::Dns("moon.ironsa.test".into())])
+        .unwrap();
+    let sun = pki
+        .end_entity(&root, "sun", key_type, &[San::Dns("sun.ironsa.test".into())])
+        .unwrap();
+    let swan = Charon::builder(name)
+        .ports(port, nat)
+        .identity(&sun)
+        .ca(&root)
+        .connection(
+            Connection::new("v1", "127.0.0.1", "127.0.0.1")
+                .version(IkeVersion::V1)
+                .remote_port(ours)
+                .proposals(&[ike])
+                .local(AuthRound::pubkey("sun.ironsa.test").cert("sun.crt"))
+                .remote(AuthRound::pubkey(&moon.dn).cacert("root.crt")),
+        )
+        .start()
+        .unwrap();
+    let config = daemon_config(
+        (ours, our_nat),
+        (port, nat),
+        &format!(
+            r#"ike_proposals = "{ike}"
+local_id = "{dn}"
+remote_id = "sun.ironsa.test"
+auth = "pubkey"
+cert = "{cert}"
+key = "{key}"
+cacerts = ["{ca}"]
+"#,
+            dn = moon.dn,
+            cert = moon.cert_pem.display(),
+            key = moon.key_pem.display(),
+            ca = root.cert_pem.display(),
+        ),
+    );
+    let ironsa = support::Ironsa::start(&config, None);
+    (swan, ironsa, pki, moon.dn)
+}
+
+/// Main Mode with certificates in both roles against charon: charon
+/// initiates, then the daemon does; each checks the other's SIG (RSA
+/// PKCS#1 without DigestInfo, or ECDSA r||s over the hash) and chain.
+fn main_mode_with_certificates(name: &str, key_type: support::KeyType, ike: &str, algorithms: &str, scheme: &str) {
+    if support::skip_unless(&[Need::Root, Need::Charon, Need::Tool("pki")]) {
+        return;
+    }
+    let (swan, ironsa, _pki, our_dn) = certificate_peers(name, key_type, ike);
+    swan.swanctl()
+        .initiate(Target::Ike("v1"), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", swan.log_tail(40), ironsa.log()));
+    swan.wait_for_log("IKE_SA v1[1] established", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\n{}", swan.log_tail(40)));
+    assert!(
+        swan.log_contains(&format!("authentication of '{our_dn}' with {scheme} successful")),
+        "{}",
+        swan.log_tail(40)
+    );
+    let sa = established_sa(&ironsa);
+    assert_eq!(sa["version"], 1, "{sa}");
+    assert_eq!(sa["phase1_state"], "MM_DONE", "{sa}");
+    assert_eq!(sa["role"], "responder", "{sa}");
+    assert_eq!(sa["algorithms"], algorithms, "{sa}");
+    assert_eq!(sa["peer_id"], "sun.ironsa.test", "{sa}");
+    terminate_and_check(&swan, &ironsa, 1);
+    let reply = ironsa.call(serde_json::json!({"cmd": "initiate", "connection": "swan"}));
+    assert!(reply.to_string().contains("initiating swan"), "{reply}");
+    swan.wait_for_log("IKE_SA v1[2] established", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", swan.log_tail(40), ironsa.log()));
+    let sa = established_sa(&ironsa);
+    assert_eq!(sa["role"], "initiator", "{sa}");
+    assert_eq!(sa["peer_id"], "sun.ironsa.test", "{sa}");
+    terminate_and_check(&swan, &ironsa, 2);
+}
+
+#[test]
+fn main_mode_rsa_certificates_in_both_roles_with_charon() {
+    main_mode_with_certificates(
+        "ikev1-rsa",
+        support::KeyType::Rsa(2048),
+        "aes256-sha256-modp2048",
+        "aes256-sha256-modp2048",
+        "RSA_EMSA_PKCS1_NULL",
+    );
+}
+
+#[test]
+fn main_mode_ecdsa_certificates_in_both_roles_with_charon() {
+    main_mode_with_certificates(
+        "ikev1-ecdsa",
+        support::KeyType::EcdsaP256,
+        "aes256-sha256-ecp256",
+        "aes256-sha256-ecp256",
+        "ECDSA_WITH_NULL",
+    );
 }

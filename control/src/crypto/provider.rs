@@ -31,6 +31,16 @@ pub trait CryptoProvider: Send + Sync {
     /// RFC 7427.
     fn sign_rsa_pkcs1_sha1(&self, key_der: &[u8], msg: &[u8]) -> Result<Vec<u8>, CryptoError>;
 
+    /// RSASSA-PKCS1-v1_5 over `data` as it is, without hash or DigestInfo,
+    /// with the PKCS#8 (or PKCS#1) DER key `key_der`: the RSA signature of
+    /// IKEv1 Main Mode (RFC 2409 §5.1 signs HASH_I/HASH_R themselves).
+    fn sign_rsa_pkcs1_raw(&self, key_der: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoError>;
+
+    /// Checks a signature made as by [`CryptoProvider::sign_rsa_pkcs1_raw`]
+    /// with the PKCS#1 `RSAPublicKey` DER `public_key`: `Ok(true)` when it
+    /// verifies, `Ok(false)` when not, an error for an unusable key.
+    fn verify_rsa_pkcs1_raw(&self, public_key: &[u8], data: &[u8], signature: &[u8]) -> Result<bool, CryptoError>;
+
     /// Wall-clock time in seconds since the Unix epoch (certificate validity).
     fn unix_time(&self) -> u64;
 }
@@ -96,6 +106,12 @@ pub(crate) mod test_support {
         }
         fn sign_rsa_pkcs1_sha1(&self, _: &[u8], _: &[u8]) -> Result<Vec<u8>, CryptoError> {
             Err(CryptoError::Unsupported("RSA PKCS#1 SHA-1".into()))
+        }
+        fn sign_rsa_pkcs1_raw(&self, _: &[u8], _: &[u8]) -> Result<Vec<u8>, CryptoError> {
+            Err(CryptoError::Unsupported("RSA PKCS#1 without DigestInfo".into()))
+        }
+        fn verify_rsa_pkcs1_raw(&self, _: &[u8], _: &[u8], _: &[u8]) -> Result<bool, CryptoError> {
+            Err(CryptoError::Unsupported("RSA PKCS#1 without DigestInfo".into()))
         }
         fn unix_time(&self) -> u64 {
             0

@@ -10,7 +10,7 @@ use super::ppk;
 use super::{AuthContext, DownReason, Event, IkeSa, RequestKind, State, Task, find_notify, notify, schedule};
 use crate::config::{AuthConfig, ConnectionConfig, display_identity};
 use crate::crypto::auth::SignedOctets;
-use crate::pki::{Certificate, certreq_hashes, sign_auth, verify_auth, verify_chain};
+use crate::pki::{certreq_hashes, sign_auth, trusted_peer_certificate, verify_auth};
 use crate::wire::ikev2::{AuthMethod, CertEncoding, ExchangeType, Identification, NotifyType, Payload};
 
 /// The first child proposed in our IKE_AUTH request, and what our request
@@ -138,23 +138,8 @@ pub(crate) fn verify_peer(
             if method == AuthMethod::SHARED_KEY_MIC {
                 return Err("peer used a pre-shared key but the connection expects a certificate".into());
             }
-            let Some(ee) = certs.first() else {
-                return Err("peer sent no certificate".into());
-            };
-            let ee = Certificate::from_der(ee).map_err(|e| format!("peer certificate: {e}"))?;
-            let intermediates: Vec<Certificate> = certs[1..]
-                .iter()
-                .filter_map(|c| Certificate::from_der(c).ok())
-                .collect();
-            if !ee.matches_identity(id) {
-                return Err(format!(
-                    "identity {} is not in the certificate of '{}'",
-                    display_identity(id),
-                    ee.subject()
-                ));
-            }
-            verify_chain(trust, &ee, &intermediates, sa.ctx.crypto.unix_time())
-                .map_err(|e| format!("certificate not trusted: {e}"))?;
+            let certs: Vec<&[u8]> = certs.iter().map(|c| c.as_slice()).collect();
+            let ee = trusted_peer_certificate(trust, id, &certs, sa.ctx.crypto.unix_time())?;
             verify_auth(&ee, method, data, &octets.to_vec()).map_err(|e| format!("signature does not verify: {e}"))
         }
         AuthConfig::Cert(_) | AuthConfig::EapClient(_) => {

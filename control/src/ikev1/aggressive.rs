@@ -18,6 +18,7 @@ use std::time::Instant;
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use tracing::warn;
 
+use super::auth::method;
 use super::{
     DPD_VENDOR_ID, Ikev1Error, Ikev1Sa, MainModeState, NONCE_LEN, find, invalid, payload_body, proposal, psk_of,
     random_bytes,
@@ -107,7 +108,7 @@ impl Ikev1Sa {
                 sa.conn.name
             )));
         };
-        let transforms: Vec<_> = proposal::phase1_transforms(&sa.conn.ike_proposals, lifetime)
+        let transforms: Vec<_> = proposal::phase1_transforms(&sa.conn.ike_proposals, lifetime, method::PSK)
             .into_iter()
             .filter(|t| {
                 t.attributes
@@ -186,7 +187,7 @@ impl Ikev1Sa {
             {
                 continue;
             }
-            match proposal::select_phase1(&conn.ike_proposals, offer) {
+            match proposal::select_phase1(&conn.ike_proposals, offer, method::PSK) {
                 Ok((at, suite)) if suite.group.public_len() == ke_i.len() => {
                     chosen = Some((conn.clone(), at, suite));
                     break;
@@ -275,7 +276,7 @@ impl Ikev1Sa {
                 "responder returned several proposals".into(),
             ));
         };
-        let suite = proposal::accept_phase1(&self.conn.ike_proposals, chosen)
+        let suite = proposal::accept_phase1(&self.conn.ike_proposals, chosen, method::PSK)
             .map_err(|m| Ikev1Error::NoProposalChosen(m.to_string()))?;
         let ke = self
             .handshake

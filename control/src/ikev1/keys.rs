@@ -30,20 +30,48 @@ impl std::fmt::Debug for Phase1Keys {
 
 impl Phase1Keys {
     /// Derives the keys for pre-shared-key authentication:
-    /// SKEYID = prf(PSK, Ni_b | Nr_b), then SKEYID_d, _a, _e from g^xy and
-    /// the cookies, and the encryption key of `key_len` bytes from SKEYID_e
-    /// (expanded as K1 = prf(SKEYID_e, 0), Kn = prf(SKEYID_e, Kn-1) when
-    /// SKEYID_e is too short).
+    /// SKEYID = prf(PSK, Ni_b | Nr_b), then as [`Phase1Keys::from_skeyid`].
     pub fn derive_psk(
         hash: HashAlg,
         psk: &[u8],
         nonce_i: &[u8],
         nonce_r: &[u8],
         shared: &[u8],
-        (cookie_i, cookie_r): (u64, u64),
+        cookies: (u64, u64),
         key_len: usize,
     ) -> Self {
         let skeyid = hash.prf(psk, &[nonce_i, nonce_r]);
+        Self::from_skeyid(hash, skeyid, shared, cookies, key_len)
+    }
+
+    /// Derives the keys for signature authentication (RFC 2409 §5):
+    /// SKEYID = prf(Ni_b | Nr_b, g^xy), then as [`Phase1Keys::from_skeyid`].
+    pub fn derive_signature(
+        hash: HashAlg,
+        nonce_i: &[u8],
+        nonce_r: &[u8],
+        shared: &[u8],
+        cookies: (u64, u64),
+        key_len: usize,
+    ) -> Self {
+        let mut nonces = Zeroizing::new(Vec::with_capacity(nonce_i.len() + nonce_r.len()));
+        nonces.extend_from_slice(nonce_i);
+        nonces.extend_from_slice(nonce_r);
+        let skeyid = hash.prf(&nonces, &[shared]);
+        Self::from_skeyid(hash, skeyid, shared, cookies, key_len)
+    }
+
+    /// SKEYID_d, _a, _e from SKEYID, g^xy and the cookies, and the
+    /// encryption key of `key_len` bytes from SKEYID_e (expanded as
+    /// K1 = prf(SKEYID_e, 0), Kn = prf(SKEYID_e, Kn-1) when SKEYID_e is too
+    /// short).
+    fn from_skeyid(
+        hash: HashAlg,
+        skeyid: Zeroizing<Vec<u8>>,
+        shared: &[u8],
+        (cookie_i, cookie_r): (u64, u64),
+        key_len: usize,
+    ) -> Self {
         let (ci, cr) = (cookie_i.to_be_bytes(), cookie_r.to_be_bytes());
         let skeyid_d = hash.prf(&skeyid, &[shared, &ci, &cr, &[0]]);
         let skeyid_a = hash.prf(&skeyid, &[&skeyid_d, shared, &ci, &cr, &[1]]);
@@ -159,5 +187,11 @@ mod tests {
             k.keymat(Some(b"pfs"), 3, 0x1234, b"ni", b"nr", 32),
             k.keymat(None, 3, 0x1234, b"ni", b"nr", 32)
         );
+        // Signatures: SKEYID = prf(Ni_b | Nr_b, g^xy), the rest alike.
+        let sig = Phase1Keys::derive_signature(HashAlg::Sha256, b"ni", b"nr", b"gxy", (1, 2), 32);
+        let skeyid = HashAlg::Sha256.prf(b"ninr", &[b"gxy"]);
+        assert_eq!(sig.skeyid, skeyid);
+        let d = HashAlg::Sha256.prf(&skeyid, &[b"gxy", &1u64.to_be_bytes(), &2u64.to_be_bytes(), &[0]]);
+        assert_eq!(sig.skeyid_d, d);
     }
 }

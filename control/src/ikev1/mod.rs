@@ -14,6 +14,7 @@
 //! the side waiting for an answer retransmits on a timer.
 
 mod aggressive;
+pub mod auth;
 pub mod endpoint;
 pub mod keys;
 mod nat;
@@ -39,6 +40,7 @@ use crate::wire::isakmp::{
     Payload, PayloadType, ProtocolId, SIT_IDENTITY_ONLY, SecurityAssociation, VERSION,
 };
 pub use aggressive::Ikev1Policy;
+pub use auth::Phase1Auth;
 pub use endpoint::Ikev1Endpoint;
 use keys::Phase1Keys;
 pub use nat::{PeerAddresses, RFC3947_VENDOR_ID};
@@ -196,6 +198,8 @@ pub struct Ikev1Sa {
     ctx: Context,
     conn: Arc<ConnectionConfig>,
     role: Role,
+    /// How both ends authenticate (the connection's method).
+    auth: Phase1Auth,
     state: MainModeState,
     local: SocketAddr,
     remote: SocketAddr,
@@ -297,10 +301,13 @@ pub(crate) use find;
 
 impl Ikev1Sa {
     fn new(ctx: &Context, conn: Arc<ConnectionConfig>, role: Role, local: SocketAddr, remote: SocketAddr) -> Self {
+        // Connections are checked with `Phase1Auth::of` before an SA is made.
+        let auth = Phase1Auth::of(&conn).unwrap_or(Phase1Auth::Psk);
         Ikev1Sa {
             ctx: ctx.clone(),
             conn,
             role,
+            auth,
             state: MainModeState::Idle,
             local,
             remote,
@@ -423,9 +430,9 @@ impl Ikev1Sa {
         self.go_down(DownReason::Deleted);
     }
 
-    /// Starts Main Mode towards `remote` for `conn` (PSK only): sends the SA
-    /// proposal. A Quick Mode for the connection's first child follows
-    /// when Main Mode completes.
+    /// Starts Main Mode towards `remote` for `conn` (pre-shared keys or
+    /// certificates): sends the SA proposal. A Quick Mode for the
+    /// connection's first child follows when Main Mode completes.
     pub fn initiate(
         ctx: &Context,
         conn: Arc<ConnectionConfig>,
@@ -433,16 +440,11 @@ impl Ikev1Sa {
         remote: SocketAddr,
         now: Instant,
     ) -> Result<Self, Ikev1Error> {
-        if psk_of(&conn).is_none() {
-            return Err(Ikev1Error::NoConnection(format!(
-                "connection {} does not authenticate with a pre-shared key",
-                conn.name
-            )));
-        }
+        let auth = Phase1Auth::of(&conn).map_err(Ikev1Error::NoConnection)?;
         let mut sa = Ikev1Sa::new(ctx, conn, Role::Initiator, local, remote);
         sa.cookie_i = ctx.new_ike_spi()?;
         let lifetime = (sa.conn.ike_lifetime.rekey + sa.conn.ike_lifetime.over).as_secs();
-        let transforms = proposal::phase1_transforms(&sa.conn.ike_proposals, lifetime);
+        let transforms = proposal::phase1_transforms(&sa.conn.ike_proposals, lifetime, auth.number());
         if transforms.is_empty() {
             return Err(Ikev1Error::NoProposalChosen(format!(
                 "connection {} has no IKE proposal usable with IKEv1 (AES-CBC, SHA-2, a DH group)",
@@ -517,13 +519,13 @@ impl Ikev1Sa {
         let mut refusals = Vec::new();
         let mut chosen = None;
         for conn in ctx.connections.iter() {
-            if !conn.ike_versions.allows_v1()
-                || !conn.matches_addresses(local.ip(), remote.ip())
-                || psk_of(conn).is_none()
-            {
+            if !conn.ike_versions.allows_v1() || !conn.matches_addresses(local.ip(), remote.ip()) {
                 continue;
             }
-            match proposal::select_phase1(&conn.ike_proposals, offer) {
+            let Ok(auth) = Phase1Auth::of(conn) else {
+                continue;
+            };
+            match proposal::select_phase1(&conn.ike_proposals, offer, auth.number()) {
                 Ok((at, suite)) => {
                     chosen = Some((conn.clone(), at, suite));
                     break;
@@ -533,7 +535,7 @@ impl Ikev1Sa {
         }
         let Some((conn, at, suite)) = chosen else {
             return Err(if refusals.is_empty() {
-                Ikev1Error::NoConnection(format!("no PSK connection matches {local} <- {remote}"))
+                Ikev1Error::NoConnection(format!("no IKEv1 connection matches {local} <- {remote}"))
             } else {
                 Ikev1Error::NoProposalChosen(refusals.join("; "))
             });
@@ -805,7 +807,12 @@ impl Ikev1Sa {
                     // Without integrity protection a wrong key shows as garbage.
                     Err(Ikev1Error::Wire(e)) if encrypted_stage && h.is_encrypted() => {
                         Err(Ikev1Error::AuthenticationFailed(format!(
-                            "Main Mode identity message does not decrypt ({e}): the pre-shared keys differ"
+                            "Main Mode identity message does not decrypt ({e}): {}",
+                            if self.auth.is_signature() {
+                                "the peer derived other keys"
+                            } else {
+                                "the pre-shared keys differ"
+                            }
                         )))
                     }
                     r => r,
@@ -857,7 +864,7 @@ impl Ikev1Sa {
                 "responder returned several proposals".into(),
             ));
         };
-        let suite = proposal::accept_phase1(&self.conn.ike_proposals, chosen)
+        let suite = proposal::accept_phase1(&self.conn.ike_proposals, chosen, self.auth.number())
             .map_err(|m| Ikev1Error::NoProposalChosen(m.to_string()))?;
         let ke = KeyExchange::generate(&*self.ctx.crypto, suite.group)?;
         let nonce = random_bytes(&self.ctx, NONCE_LEN)?;
@@ -872,8 +879,13 @@ impl Ikev1Sa {
         let (ke_i, nonce_i) = (hs.ke_i.clone(), hs.nonce_i.clone());
         hs.ke = Some(ke);
         let nat_d = self.our_nat_d()?;
+        let authorities = self.certreq_authorities();
         let mut payloads = vec![Payload::Ke(&ke_i), Payload::Nonce(&nonce_i)];
         payloads.extend(nat_d.iter().flatten().map(|d| Payload::NatD(d)));
+        payloads.extend(authorities.iter().map(|a| Payload::CertReq {
+            cert_type: auth::CERT_X509_SIGNATURE,
+            authority: a,
+        }));
         self.send_clear(now, &payloads, true)?;
         self.set_state(MainModeState::KeSent);
         Ok(())
@@ -899,17 +911,30 @@ impl Ikev1Sa {
     /// Derives the ISAKMP SA keys once both KE values and nonces are known.
     fn derive_keys(&mut self, shared: &[u8]) -> Result<(), Ikev1Error> {
         let suite = self.suite.ok_or_else(|| invalid("no suite"))?;
-        let psk = psk_of(&self.conn).ok_or_else(|| invalid("no pre-shared key"))?;
         let hs = self.handshake.as_deref().ok_or_else(|| invalid("no handshake"))?;
-        let keys = Phase1Keys::derive_psk(
-            suite.hash,
-            psk,
-            &hs.nonce_i,
-            &hs.nonce_r,
-            shared,
-            (self.cookie_i, self.cookie_r),
-            suite.encr.key_len(),
-        );
+        let cookies = (self.cookie_i, self.cookie_r);
+        let keys = match self.auth {
+            Phase1Auth::Psk => {
+                let psk = psk_of(&self.conn).ok_or_else(|| invalid("no pre-shared key"))?;
+                Phase1Keys::derive_psk(
+                    suite.hash,
+                    psk,
+                    &hs.nonce_i,
+                    &hs.nonce_r,
+                    shared,
+                    cookies,
+                    suite.encr.key_len(),
+                )
+            }
+            Phase1Auth::Signature(_) => Phase1Keys::derive_signature(
+                suite.hash,
+                &hs.nonce_i,
+                &hs.nonce_r,
+                shared,
+                cookies,
+                suite.encr.key_len(),
+            ),
+        };
         self.cipher = Some(IsakmpCipher::aes_cbc(&keys.encryption_key)?);
         self.ivs = Some(IvChain::new(suite.hash, &hs.ke_i, &hs.ke_r));
         self.keys = Some(keys);
@@ -933,8 +958,13 @@ impl Ikev1Sa {
         self.derive_keys(&shared)?;
         self.check_nat_d(datagram)?;
         let nat_d = self.our_nat_d()?;
+        let authorities = self.certreq_authorities();
         let mut payloads = vec![Payload::Ke(&ke_r), Payload::Nonce(&nonce_r)];
         payloads.extend(nat_d.iter().flatten().map(|d| Payload::NatD(d)));
+        payloads.extend(authorities.iter().map(|a| Payload::CertReq {
+            cert_type: auth::CERT_X509_SIGNATURE,
+            authority: a,
+        }));
         self.send_clear(now, &payloads, false)?;
         self.set_state(MainModeState::KeSent);
         Ok(())
@@ -968,9 +998,10 @@ impl Ikev1Sa {
         let conn = self.conn.clone();
         let id_payload = Payload::Id(Self::our_id(&conn));
         let id_body = payload_body(&id_payload)?;
-        let hash = self.phase1_hash(true, &id_body)?;
+        let proof = self.our_proof(true, &id_body)?;
         let spi = self.cookie_spi();
-        let mut payloads = vec![id_payload, Payload::Hash(&hash)];
+        let mut payloads = vec![id_payload];
+        proof.push_payloads(&mut payloads);
         let contact;
         if self.conn.initial_contact && !self.is_reauth {
             contact = isakmp::Notification {
@@ -994,6 +1025,36 @@ impl Ikev1Sa {
         spi[..8].copy_from_slice(&self.cookie_i.to_be_bytes());
         spi[8..].copy_from_slice(&self.cookie_r.to_be_bytes());
         spi
+    }
+
+    /// The CERTREQ authorities of messages 3 and 4: our trusted CAs when
+    /// we authenticate with certificates, none with a pre-shared key.
+    fn certreq_authorities(&self) -> Vec<Vec<u8>> {
+        match auth::credentials(&self.conn) {
+            Some((_, trust)) if self.auth.is_signature() => auth::certreq_authorities(trust),
+            _ => Vec::new(),
+        }
+    }
+
+    /// What proves our identity in message 5 (`initiator`) or 6: HASH_I/R
+    /// with a pre-shared key, else our certificates and the signature of
+    /// the hash.
+    fn our_proof(&self, initiator: bool, id_body: &[u8]) -> Result<Proof, Ikev1Error> {
+        let hash = self.phase1_hash(initiator, id_body)?;
+        match (self.auth, auth::credentials(&self.conn)) {
+            (Phase1Auth::Psk, _) => Ok(Proof::Hash(hash)),
+            (Phase1Auth::Signature(_), Some((ours, _))) => {
+                let sig = ours
+                    .key
+                    .sign_prehashed(&*self.ctx.crypto, &hash)
+                    .map_err(|e| Ikev1Error::AuthenticationFailed(format!("cannot sign HASH: {e}")))?;
+                Ok(Proof::Signature {
+                    certs: ours.chain.iter().map(|c| c.der().to_vec()).collect(),
+                    sig,
+                })
+            }
+            (Phase1Auth::Signature(_), None) => Err(invalid("no certificate to sign with")),
+        }
     }
 
     fn phase1_hash(&self, initiator: bool, id_body: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, Ikev1Error> {
@@ -1026,18 +1087,35 @@ impl Ikev1Sa {
             let h_in = cipher.open(&mut trial, datagram, &mut plain)?;
             let payloads = isakmp::decode_payloads(h_in.next_payload, &plain, true)?;
             let id = find!(payloads, Id).ok_or_else(|| invalid("Main Mode ID payload missing"))?;
-            let hash = find!(payloads, Hash).ok_or_else(|| invalid("Main Mode HASH payload missing"))?;
             let id_body = payload_body(&Payload::Id(*id))?;
             let expected = self.phase1_hash(from_initiator, &id_body)?;
-            if verify_slices_are_equal(&expected, hash).is_err() {
-                return Err(Ikev1Error::AuthenticationFailed(
-                    "HASH does not verify: the pre-shared keys differ".into(),
-                ));
-            }
             let peer = ikev2::Identification {
                 id_type: ikev2::IdType(id.id_type.0),
                 data: id.data.to_vec(),
             };
+            match self.auth {
+                Phase1Auth::Psk => {
+                    let hash = find!(payloads, Hash).ok_or_else(|| invalid("Main Mode HASH payload missing"))?;
+                    if verify_slices_are_equal(&expected, hash).is_err() {
+                        return Err(Ikev1Error::AuthenticationFailed(
+                            "HASH does not verify: the pre-shared keys differ".into(),
+                        ));
+                    }
+                }
+                Phase1Auth::Signature(kind) => {
+                    let sig = find!(payloads, Sig).ok_or_else(|| invalid("Main Mode SIG payload missing"))?;
+                    let certs: Vec<&[u8]> = payloads
+                        .iter()
+                        .filter_map(|p| match p {
+                            Payload::Cert { encoding, data } if *encoding == auth::CERT_X509_SIGNATURE => Some(*data),
+                            _ => None,
+                        })
+                        .collect();
+                    let (_, trust) = auth::credentials(&self.conn).ok_or_else(|| invalid("no trusted CAs"))?;
+                    auth::verify_peer_signature(&*self.ctx.crypto, trust, kind, &peer, &certs, &expected, sig)
+                        .map_err(Ikev1Error::AuthenticationFailed)?;
+                }
+            }
             if !self.conn.remote_id.matches(&peer) {
                 return Err(Ikev1Error::AuthenticationFailed(format!(
                     "peer identity {:?} is not the one connection {} expects",
@@ -1062,12 +1140,10 @@ impl Ikev1Sa {
         let conn = self.conn.clone();
         let id_payload = Payload::Id(Self::our_id(&conn));
         let id_body = payload_body(&id_payload)?;
-        let hash = self.phase1_hash(false, &id_body)?;
-        let out = self.seal(
-            ExchangeType::IDENTITY_PROTECTION,
-            0,
-            &[id_payload, Payload::Hash(&hash)],
-        )?;
+        let proof = self.our_proof(false, &id_body)?;
+        let mut payloads = vec![id_payload];
+        proof.push_payloads(&mut payloads);
+        let out = self.seal(ExchangeType::IDENTITY_PROTECTION, 0, &payloads)?;
         self.phase1.sent(&out, now, &self.conn, false);
         self.push_transmit(out);
         self.established(now, peer, contact);
@@ -1422,6 +1498,29 @@ impl Ikev1Sa {
             }
         }
         Ok(actions)
+    }
+}
+
+/// Our part of Main Mode message 5 or 6 after the ID payload.
+enum Proof {
+    /// HASH_I or HASH_R (pre-shared key).
+    Hash(zeroize::Zeroizing<Vec<u8>>),
+    /// Our certificate chain (end entity first) and SIG_I or SIG_R.
+    Signature { certs: Vec<Vec<u8>>, sig: Vec<u8> },
+}
+
+impl Proof {
+    fn push_payloads<'a>(&'a self, out: &mut Vec<Payload<'a>>) {
+        match self {
+            Proof::Hash(h) => out.push(Payload::Hash(h)),
+            Proof::Signature { certs, sig } => {
+                out.extend(certs.iter().map(|c| Payload::Cert {
+                    encoding: auth::CERT_X509_SIGNATURE,
+                    data: c,
+                }));
+                out.push(Payload::Sig(sig));
+            }
+        }
     }
 }
 

@@ -27,8 +27,6 @@ mod p1 {
     pub const KEY_LENGTH: u16 = 14;
     /// Encryption algorithm AES-CBC (RFC 3602 §5.1 registry value).
     pub const AES_CBC: u16 = 7;
-    /// Authentication method: pre-shared key.
-    pub const AUTH_PSK: u16 = 1;
 }
 
 /// IPsec DOI SA attributes (RFC 2407 §4.5).
@@ -130,9 +128,10 @@ fn clamp16(seconds: u64) -> u16 {
 }
 
 /// Our Phase 1 offer: one transform per combination of our algorithms, in
-/// our preference order, with PSK authentication and the lifetime in
-/// seconds (capped at 65,535 so it fits a basic attribute: shorter is safe).
-pub fn phase1_transforms(ours: &[IkeProposal], lifetime_s: u64) -> Vec<Transform<'static>> {
+/// our preference order, with authentication method `auth` (an attribute
+/// value of [`super::auth::method`]) and the lifetime in seconds (capped
+/// at 65,535 so it fits a basic attribute: shorter is safe).
+pub fn phase1_transforms(ours: &[IkeProposal], lifetime_s: u64, auth: u16) -> Vec<Transform<'static>> {
     let mut out = Vec::new();
     for p in ours {
         for e in p.encr.iter().filter(|e| matches!(e, EncrAlg::AesCbc { .. })) {
@@ -148,7 +147,7 @@ pub fn phase1_transforms(ours: &[IkeProposal], lifetime_s: u64) -> Vec<Transform
                             Attribute::basic(p1::ENCRYPTION, p1::AES_CBC),
                             Attribute::basic(p1::KEY_LENGTH, e.key_len() as u16 * 8),
                             Attribute::basic(p1::HASH, hash_of(*prf).ikev1_number()),
-                            Attribute::basic(p1::AUTH_METHOD, p1::AUTH_PSK),
+                            Attribute::basic(p1::AUTH_METHOD, auth),
                             Attribute::basic(p1::GROUP, g.number()),
                             Attribute::basic(p1::LIFE_TYPE, LIFE_SECONDS),
                             Attribute::basic(p1::LIFE_DURATION, clamp16(lifetime_s)),
@@ -161,12 +160,13 @@ pub fn phase1_transforms(ours: &[IkeProposal], lifetime_s: u64) -> Vec<Transform
     out
 }
 
-/// A Phase 1 transform as a single-suite IKEv2 proposal, or why not.
-fn phase1_as_ikev2(number: u8, t: &Transform<'_>) -> Result<(ikev2::Proposal, Option<u32>), String> {
+/// A Phase 1 transform with authentication method `auth` as a
+/// single-suite IKEv2 proposal, or why not.
+fn phase1_as_ikev2(number: u8, t: &Transform<'_>, auth: u16) -> Result<(ikev2::Proposal, Option<u32>), String> {
     if t.id != KEY_IKE {
         return Err(format!("transform ID {} is not KEY_IKE", t.id));
     }
-    let (mut encr, mut key_len, mut hash, mut group, mut auth, mut life, mut life_type) =
+    let (mut encr, mut key_len, mut hash, mut group, mut method, mut life, mut life_type) =
         (None, None, None, None, None, None, LIFE_SECONDS);
     for a in &t.attributes {
         let v = a.as_u32();
@@ -175,14 +175,15 @@ fn phase1_as_ikev2(number: u8, t: &Transform<'_>) -> Result<(ikev2::Proposal, Op
             p1::KEY_LENGTH => key_len = v,
             p1::HASH => hash = v,
             p1::GROUP => group = v,
-            p1::AUTH_METHOD => auth = v,
+            p1::AUTH_METHOD => method = v,
             p1::LIFE_TYPE => life_type = v.and_then(|v| u16::try_from(v).ok()).unwrap_or(0),
             p1::LIFE_DURATION => life = v,
             other => return Err(format!("unsupported attribute class {other}")),
         }
     }
-    if auth != Some(u32::from(p1::AUTH_PSK)) {
-        return Err(format!("authentication method {auth:?} (only pre-shared keys)"));
+    if method != Some(u32::from(auth)) {
+        let what = method.map_or_else(|| "none".to_string(), |m| m.to_string());
+        return Err(format!("authentication method {what} (this connection uses {auth})"));
     }
     if encr != Some(u32::from(p1::AES_CBC)) {
         return Err(format!("encryption algorithm {encr:?} (only AES-CBC)"));
@@ -236,14 +237,19 @@ fn suite_of(sel: &crate::crypto::IkeSuite, lifetime: Option<u32>) -> Phase1Suite
 }
 
 /// Responder: the index of the transform to accept in the peer's Phase 1
-/// proposal, by our preference order, and its suite.
-pub fn select_phase1(ours: &[IkeProposal], offered: &Proposal<'_>) -> Result<(usize, Phase1Suite), Mismatch> {
+/// proposal, by our preference order, among those with authentication
+/// method `auth`, and its suite.
+pub fn select_phase1(
+    ours: &[IkeProposal],
+    offered: &Proposal<'_>,
+    auth: u16,
+) -> Result<(usize, Phase1Suite), Mismatch> {
     let mut converted = Vec::new();
     let mut lifetimes = Vec::new();
     let mut skipped = Vec::new();
     if offered.protocol == ProtocolId::ISAKMP {
         for (i, t) in offered.transforms.iter().enumerate().take(usize::from(u8::MAX)) {
-            match phase1_as_ikev2((i + 1) as u8, t) {
+            match phase1_as_ikev2((i + 1) as u8, t, auth) {
                 Ok((p, life)) => {
                     converted.push(p);
                     lifetimes.push((i, life));
@@ -273,8 +279,9 @@ fn refusal<P: std::fmt::Display>(ours: &[P], reason: String) -> Mismatch {
     }
 }
 
-/// Initiator: the responder's single transform must be one we offered.
-pub fn accept_phase1(ours: &[IkeProposal], chosen: &Proposal<'_>) -> Result<Phase1Suite, Mismatch> {
+/// Initiator: the responder's single transform must be one we offered
+/// (with our authentication method `auth`).
+pub fn accept_phase1(ours: &[IkeProposal], chosen: &Proposal<'_>, auth: u16) -> Result<Phase1Suite, Mismatch> {
     let bad = |reason: String| refusal(ours, reason);
     let [t] = chosen.transforms.as_slice() else {
         return Err(bad(format!(
@@ -285,7 +292,7 @@ pub fn accept_phase1(ours: &[IkeProposal], chosen: &Proposal<'_>) -> Result<Phas
     if chosen.protocol != ProtocolId::ISAKMP {
         return Err(bad(format!("responder chose protocol {}", chosen.protocol)));
     }
-    let (p, life) = phase1_as_ikev2(1, t).map_err(bad)?;
+    let (p, life) = phase1_as_ikev2(1, t, auth).map_err(bad)?;
     let sel = accept_ike_response(ours, &p)?;
     Ok(suite_of(&sel.suite, life))
 }
@@ -528,6 +535,7 @@ pub fn accept_phase2(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ikev1::auth::method::{self, PSK};
     use crate::proposal::{parse_esp_proposals, parse_ike_proposals};
 
     #[test]
@@ -572,9 +580,9 @@ mod tests {
             number: 1,
             protocol: ProtocolId::ISAKMP,
             spi: &[],
-            transforms: phase1_transforms(&peer, 10800),
+            transforms: phase1_transforms(&peer, 10800, PSK),
         };
-        let (at, suite) = select_phase1(&ours, &offered).unwrap();
+        let (at, suite) = select_phase1(&ours, &offered, PSK).unwrap();
         assert_eq!(at, 1, "the peer's second transform is our first choice");
         assert_eq!(suite.encr, EncrAlg::AesCbc { key_bits: 256 });
         assert_eq!(
@@ -585,32 +593,27 @@ mod tests {
             transforms: vec![offered.transforms[at].clone()],
             ..offered.clone()
         };
-        assert_eq!(accept_phase1(&ours, &echoed).unwrap(), suite);
+        assert_eq!(accept_phase1(&ours, &echoed, PSK).unwrap(), suite);
         // A weaker transform we do not accept is refused, with the reason.
         let weak = parse_ike_proposals("aes128-sha512-modp3072").unwrap();
         let err = accept_phase1(
             &ours,
             &Proposal {
-                transforms: phase1_transforms(&weak, 60),
+                transforms: phase1_transforms(&weak, 60, PSK),
                 ..offered.clone()
             },
+            PSK,
         )
         .unwrap_err();
         assert!(err.to_string().contains("no acceptable proposal"), "{err}");
-        // A transform authenticating with signatures is skipped with its reason.
-        let mut rsa = phase1_transforms(&ours, 60);
-        for t in &mut rsa {
-            t.attributes[3] = Attribute::basic(p1::AUTH_METHOD, 3);
-        }
-        let err = select_phase1(
-            &ours,
-            &Proposal {
-                transforms: rsa,
-                ..offered
-            },
-        )
-        .unwrap_err();
-        assert!(err.reason.contains("only pre-shared keys"), "{}", err.reason);
+        // A transform with another authentication method is skipped with its reason.
+        let rsa = Proposal {
+            transforms: phase1_transforms(&ours, 60, method::RSA_SIG),
+            ..offered
+        };
+        let err = select_phase1(&ours, &rsa, PSK).unwrap_err();
+        assert!(err.reason.contains("authentication method 3"), "{}", err.reason);
+        assert_eq!(select_phase1(&ours, &rsa, method::RSA_SIG).unwrap().0, 0);
     }
 
     #[test]

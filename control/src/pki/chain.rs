@@ -64,6 +64,35 @@ impl TrustStore {
     }
 }
 
+/// The end-entity certificate a peer authenticates with, checked: the
+/// first of `certs` (DER, the rest intermediates) must hold the identity
+/// `id` and chain to a CA of `store` at `now_unix`. The error says which
+/// check failed, for the log.
+pub fn trusted_peer_certificate(
+    store: &TrustStore,
+    id: &crate::wire::ikev2::Identification,
+    certs: &[&[u8]],
+    now_unix: u64,
+) -> Result<Certificate, String> {
+    let Some(ee) = certs.first() else {
+        return Err("peer sent no certificate".into());
+    };
+    let ee = Certificate::from_der(ee).map_err(|e| format!("peer certificate: {e}"))?;
+    let intermediates: Vec<Certificate> = certs[1..]
+        .iter()
+        .filter_map(|c| Certificate::from_der(c).ok())
+        .collect();
+    if !ee.matches_identity(id) {
+        return Err(format!(
+            "identity {} is not in the certificate of '{}'",
+            crate::config::display_identity(id),
+            ee.subject()
+        ));
+    }
+    verify_chain(store, &ee, &intermediates, now_unix).map_err(|e| format!("certificate not trusted: {e}"))?;
+    Ok(ee)
+}
+
 /// Checks that `ca` may have issued `issued`, which sits `below` CA
 /// certificates under it (0 when `issued` is the end entity).
 fn check_issuer(ca: &Certificate, issued: &Certificate, below: usize, now_unix: u64) -> Result<(), PkiError> {

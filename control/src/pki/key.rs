@@ -283,6 +283,36 @@ impl PrivateKey {
         }
     }
 
+    /// Signs `hash`, already the digest to sign, as IKEv1 Main Mode does
+    /// with HASH_I/HASH_R (RFC 2409 §5.1): RSA with PKCS#1 v1.5 padding and
+    /// no DigestInfo (made by `provider`, which aws-lc-rs does not offer),
+    /// ECDSA as raw r||s over the hash (RFC 4754), whose length must be the
+    /// curve's hash length (32 bytes on P-256, 48 on P-384).
+    pub fn sign_prehashed(&self, provider: &dyn CryptoProvider, hash: &[u8]) -> Result<Vec<u8>, PkiError> {
+        match &self.pairs {
+            KeyPairs::Rsa(k) => {
+                use aws_lc_rs::encoding::AsDer;
+                let der = k
+                    .as_der()
+                    .map_err(|e| PkiError::Signing(format!("RSA key encoding: {e}")))?;
+                provider
+                    .sign_rsa_pkcs1_raw(der.as_ref(), hash)
+                    .map_err(|e| PkiError::Signing(format!("RSA PKCS#1 without DigestInfo: {e}")))
+            }
+            KeyPairs::Ecdsa { p384, fixed, .. } => {
+                let digest = sigalg::import_curve_digest(*p384, hash)?;
+                Ok(fixed
+                    .sign_digest(&digest)
+                    .map_err(|e| PkiError::Signing(format!("ECDSA over a hash: {e}")))?
+                    .as_ref()
+                    .to_vec())
+            }
+            KeyPairs::Ed25519(_) => Err(PkiError::UnsupportedAlgorithm(
+                "Ed25519 cannot sign an IKEv1 hash".into(),
+            )),
+        }
+    }
+
     /// Signs `msg` with ECDSA producing raw r||s (RFC 4754); ECDSA keys only.
     pub(crate) fn sign_ecdsa_fixed(&self, msg: &[u8]) -> Result<Vec<u8>, PkiError> {
         match &self.pairs {

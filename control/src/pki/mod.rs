@@ -24,11 +24,11 @@ pub use auth::{
     supported_hash_algorithms, verify_auth,
 };
 pub use cert::{Certificate, PublicKey, SubjectAltName};
-pub use chain::{MAX_PATH_DEPTH, TrustStore, verify_chain};
+pub use chain::{MAX_PATH_DEPTH, TrustStore, trusted_peer_certificate, verify_chain};
 pub use dn::DistinguishedName;
 pub use identity::Identity;
 pub use key::{KeyType, PrivateKey};
-pub use sigalg::{HashAlg, SignatureAlgorithm};
+pub use sigalg::{HashAlg, SignatureAlgorithm, verify_prehashed};
 
 /// Why a PKI operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -73,6 +73,60 @@ impl HashAlg {
     }
 }
 
+/// `hash` as the digest an ECDSA key on P-256 (`p384` false) or P-384
+/// signs with: its length must be that curve's hash length.
+pub(crate) fn import_curve_digest(p384: bool, hash: &[u8]) -> Result<aws_lc_rs::digest::Digest, PkiError> {
+    let (alg, curve) = if p384 {
+        (&aws_lc_rs::digest::SHA384, "P-384")
+    } else {
+        (&aws_lc_rs::digest::SHA256, "P-256")
+    };
+    aws_lc_rs::digest::Digest::import_less_safe(hash, alg).map_err(|_| {
+        unsupported(format!(
+            "ECDSA {curve} over a {}-byte hash (the negotiated hash must be SHA-{})",
+            hash.len(),
+            if p384 { 384 } else { 256 }
+        ))
+    })
+}
+
+/// Checks a signature of `hash` itself (no hashing, no DigestInfo), as
+/// IKEv1 Main Mode signs HASH_I/HASH_R (RFC 2409 §5.1): RSA PKCS#1 v1.5
+/// checked by `provider`, ECDSA raw r||s (RFC 4754) over a hash of the
+/// curve's length.
+pub fn verify_prehashed(
+    key: &PublicKey,
+    provider: &dyn crate::crypto::CryptoProvider,
+    hash: &[u8],
+    signature: &[u8],
+) -> Result<(), PkiError> {
+    let bad = || PkiError::BadSignature(format!("{} signature over the hash does not verify", key.kind()));
+    match key {
+        PublicKey::Rsa { pkcs1, .. } => {
+            match provider
+                .verify_rsa_pkcs1_raw(pkcs1, hash, signature)
+                .map_err(|e| PkiError::BadSignature(format!("RSA public key: {e}")))?
+            {
+                true => Ok(()),
+                false => Err(bad()),
+            }
+        }
+        PublicKey::EcP256(point) | PublicKey::EcP384(point) => {
+            let p384 = matches!(key, PublicKey::EcP384(_));
+            let alg = if p384 {
+                &signature::ECDSA_P384_SHA384_FIXED
+            } else {
+                &signature::ECDSA_P256_SHA256_FIXED
+            };
+            let digest = import_curve_digest(p384, hash)?;
+            UnparsedPublicKey::new(alg, point)
+                .verify_digest(&digest, signature)
+                .map_err(|_| bad())
+        }
+        PublicKey::Ed25519(_) => Err(unsupported("Ed25519 signatures of an IKEv1 hash")),
+    }
+}
+
 /// A signature algorithm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SignatureAlgorithm {

@@ -1297,6 +1297,7 @@ fn connection_section(
     cfg.remote_auth = remote_auth;
     cfg.ppk = connection_ppk(ctx, &name, c)?;
     cfg.remote_auth2 = remote_auth2;
+    cfg.xauth = c.remote_auth2.as_ref().is_some_and(|k| k.get_ref() == "xauth");
     cfg.remote_addrs = if any || remote_addrs.is_empty() {
         None
     } else {
@@ -1394,6 +1395,22 @@ fn connection_section(
                 "Aggressive Mode with a pre-shared key sends the responder's HASH unencrypted: anyone who sees \
                  one handshake can crack the PSK offline; use Main Mode (remove this key) or IKEv2",
             );
+        }
+    }
+    if let Some(k) = c.remote_auth2.as_ref().filter(|_| cfg.xauth) {
+        if cfg.ike_versions != IkeVersions::V1 {
+            return Err(ctx.err(
+                k.span().start,
+                &key("remote_auth2"),
+                "xauth is IKEv1's second round: set version = 1 (IKEv2 peers use EAP)",
+            ));
+        }
+        if aaa.users.is_none() {
+            return Err(ctx.err(
+                k.span().start,
+                &key("remote_auth2"),
+                "xauth checks usernames and passwords against the local users: set [eap] users_file",
+            ));
         }
     }
     if let Some(v) = c.version.as_ref().filter(|_| cfg.ike_versions.allows_v1()) {
@@ -1746,11 +1763,13 @@ fn connection_auth(
         }
         (true, None) => (remote_kind.as_str(), "remote_auth"),
         (false, Some(k)) if k.starts_with("eap-") => (k, "remote_auth2"),
+        // IKEv1's second round, checked with the version.
+        (false, Some("xauth")) => ("", "remote_auth"),
         (false, Some(k)) => {
             return Err(ctx.err(
                 second_at,
                 &key("remote_auth2"),
-                format!("'{k}': the second round is EAP (eap-mschapv2, eap-md5, eap-radius, eap-tls)"),
+                format!("'{k}': the second round is EAP (eap-mschapv2, eap-md5, eap-radius, eap-tls) or, with IKEv1, xauth"),
             ));
         }
         (false, None) => ("", "remote_auth"),
@@ -3561,6 +3580,44 @@ esp_proposals = "aes256gcm16"
     fn eap_conf(conn_keys: &str, tables: &str) -> String {
         GOOD.replace("dpd_delay = \"30s\"\n", &format!("dpd_delay = \"30s\"\n{conn_keys}\n"))
             .replace("[dos]\n", &format!("{tables}\n[dos]\n"))
+    }
+
+    #[test]
+    fn xauth_is_an_ikev1_second_round_against_the_local_users() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users.toml");
+        std::fs::write(&users, "[[user]]\nname = \"alice\"\npassword = \"alice-secret-1\"\n").unwrap();
+        std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = dir.path().join("t.toml");
+        let eap_table = "[eap]\nusers_file = \"users.toml\"\n";
+        let v1 = |keys: &str| format!("version = 1\n{keys}");
+        let ikev1 = |text: String| text.replace("aes256gcm16-prfsha256-x25519", "aes256-sha256-modp2048");
+        let c = DaemonConfig::parse(&path, &ikev1(eap_conf(&v1("remote_auth2 = \"xauth\""), eap_table))).unwrap();
+        let conn = &c.connections[0].config;
+        assert!(conn.xauth);
+        assert!(conn.remote_auth2.is_none(), "no EAP round");
+        assert!(matches!(conn.remote_auth, AuthConfig::Psk(_)));
+        assert!(
+            !DaemonConfig::parse(&path, &ikev1(eap_conf(&v1(""), eap_table)))
+                .unwrap()
+                .connections[0]
+                .config
+                .xauth
+        );
+        for (keys, tables, needle) in [
+            (v1("remote_auth2 = \"xauth\""), "", "users_file"),
+            ("remote_auth2 = \"xauth\"".to_string(), eap_table, "version = 1"),
+            (v1("remote_auth2 = \"xauth2\""), eap_table, "with IKEv1, xauth"),
+        ] {
+            match DaemonConfig::parse(&path, &ikev1(eap_conf(&keys, tables))) {
+                Err(ConfigError::Invalid { key, message, .. }) => {
+                    assert_eq!(key, "connection.rw.remote_auth2", "{message}");
+                    assert!(message.contains(needle), "{message}");
+                }
+                other => panic!("{keys}: expected an error, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -279,6 +279,12 @@ fn print_sas(data: &serde_json::Value) {
             let mobike = if sa.mobike { " MOBIKE" } else { "" };
             println!("  {a}{nat}{mobike}");
         }
+        if let Some(x) = &sa.xauth_state {
+            match &sa.xauth_user {
+                Some(user) => println!("  {x} user {user}"),
+                None => println!("  {x}"),
+            }
+        }
         if !sa.remote_vips.is_empty() {
             println!("  peer virtual IP {}", sa.remote_vips.join(","));
         }

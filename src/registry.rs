@@ -238,6 +238,12 @@ pub struct SaSummary {
     /// IKEv1: the Phase 1 state (MM_* or AM_*).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase1_state: Option<String>,
+    /// IKEv1 gateway of a connection with XAUTH: its state (XAUTH_*).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xauth_state: Option<String>,
+    /// IKEv1: the user name XAUTH authenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xauth_user: Option<String>,
     /// Virtual IPs we leased to the peer from our pools.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remote_vips: Vec<String>,
@@ -364,6 +370,8 @@ impl SaSummary {
                 .collect(),
             version: 2,
             phase1_state: None,
+            xauth_state: None,
+            xauth_user: None,
             remote_vips: sa
                 .virtual_ips()
                 .map(|v| v.remote.iter().map(ToString::to_string).collect())
@@ -440,7 +448,9 @@ impl SaSummary {
                 .collect(),
             version: 1,
             phase1_state: Some(sa.state_name()),
-            remote_vips: Vec::new(),
+            xauth_state: sa.xauth_state().map(|x| x.to_string()),
+            xauth_user: sa.xauth_user().map(str::to_string),
+            remote_vips: sa.remote_virtual_ips().iter().map(ToString::to_string).collect(),
             local_vips: Vec::new(),
             dns: Vec::new(),
         }

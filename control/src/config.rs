@@ -427,6 +427,10 @@ pub struct ConnectionConfig {
     pub retransmit_base: f64,
     /// IKE versions this connection speaks.
     pub ike_versions: IkeVersions,
+    /// IKEv1: after Main Mode the peer must pass XAUTH (username and
+    /// password checked against the context's local users) before Mode
+    /// Config and Quick Mode; we are the XAUTH server.
+    pub xauth: bool,
     /// Postquantum preshared key (RFC 8784), if the connection uses one.
     pub ppk: Option<PpkConfig>,
     /// Virtual IPs and the attributes that come with them (RFC 7296 §3.15).
@@ -494,6 +498,7 @@ impl ConnectionConfig {
             retransmit_tries: 5,
             retransmit_base: 1.8,
             ike_versions: IkeVersions::V2,
+            xauth: false,
             ppk: None,
             virtual_ips: VirtualIpConfig::default(),
         }

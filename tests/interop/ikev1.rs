@@ -871,3 +871,144 @@ fn main_mode_ecdsa_certificates_in_both_roles_with_charon() {
         "ECDSA_WITH_NULL",
     );
 }
+
+/// The "Cisco IPsec" profile against charon road warriors (kernel-libipsec
+/// in a namespace): Main Mode PSK + XAUTH against the daemon's local
+/// users, then Mode Config hands out an address and the DNS server of
+/// the daemon's `[[pool]]`, and the client pings from its virtual IP
+/// through the tunnel. A wrong password and an unknown user are refused,
+/// each with a log line naming the user.
+#[test]
+fn xauth_and_mode_config_give_charon_a_virtual_ip_it_pings_from() {
+    use std::os::unix::fs::PermissionsExt;
+    use support::netns::{INNER_A, OUTER_A, OUTER_B, SUBNET_A};
+    use support::{KernelBackend, NetnsPair};
+    if support::skip_unless(&[Need::Root, Need::Charon, Need::Tool("ping")]) {
+        return;
+    }
+    const POOL: &str = "10.9.0.10-10.9.0.11";
+    const DNS: &str = "10.1.0.53";
+    let ns = NetnsPair::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    std::fs::write(
+        &users,
+        "[[user]]\nname = \"alice\"\npassword = \"alice-secret-1\"\n[[user]]\nname = \"bob\"\npassword = \"bob-real-password\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = format!(
+        r#"
+[daemon]
+listen = ["{OUTER_A}"]
+shards = 2
+control_socket = "SOCKET"
+
+[fastpath]
+backend = "software"
+tun_name = "ironsa0"
+
+[eap]
+users_file = "{users}"
+
+[[pool]]
+name = "rw"
+addrs = ["{POOL}"]
+dns = ["{DNS}"]
+
+[[connection]]
+name = "rw"
+version = 1
+local_id = "gw@test"
+remote_id = "*@test"
+psk = "{PSK}"
+remote_auth2 = "xauth"
+ike_proposals = "aes256-sha256-modp2048"
+pools = ["rw"]
+
+[[connection.child]]
+name = "net"
+local_ts = ["{SUBNET_A}"]
+remote_ts = "dynamic"
+esp_proposals = "aes256-sha256"
+"#,
+        users = users.display()
+    );
+    let ironsa = support::Ironsa::start(&config, Some(ns.a.name()));
+    let client = |name: &str, user: &str| {
+        Connection::new(name, OUTER_B, OUTER_A)
+            .version(IkeVersion::V1)
+            .proposals(&["aes256-sha256-modp2048"])
+            .set("vips", "0.0.0.0")
+            .local(AuthRound::psk(&format!("{name}@test")))
+            .local2(AuthRound::default().set("auth", "xauth").set("xauth_id", user))
+            .remote(AuthRound::psk("gw@test"))
+            .child(Child::new(name, "dynamic", SUBNET_A).esp_proposals(&["aes256-sha256"]))
+    };
+    let charon = Charon::builder("xauth")
+        .plugin("xauth-generic")
+        .setting("install_virtual_ip", "yes")
+        .kernel(KernelBackend::Libipsec {
+            netns: ns.b.name().into(),
+        })
+        .connection(client("alice", "alice"))
+        .connection(client("bob", "bob"))
+        .connection(client("mallory", "mallory"))
+        .secret(Secret::psk(
+            "rw",
+            &["alice@test", "bob@test", "mallory@test", "gw@test"],
+            PSK,
+        ))
+        .secret(Secret::xauth("alice", "alice", "alice-secret-1"))
+        .secret(Secret::xauth("bob", "bob", "not-bobs-password"))
+        .secret(Secret::xauth("mallory", "mallory", "whatever-password"))
+        .start()
+        .unwrap();
+
+    charon
+        .swanctl()
+        .initiate(Target::Child("alice"), Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", charon.log_tail(60), ironsa.log()));
+    let sas = charon.swanctl().list_sas().unwrap();
+    let vip = sas
+        .iter()
+        .find(|s| s.name == "alice" && s.state == "ESTABLISHED")
+        .and_then(|s| s.local_vips.first().cloned())
+        .unwrap_or_else(|| panic!("no virtual IP: {sas:?}\n{}", charon.log_tail(40)));
+    assert_eq!(vip, "10.9.0.10");
+    assert!(
+        charon.log_contains("XAuth authentication of 'alice' (myself) successful"),
+        "{}",
+        charon.log_tail(40)
+    );
+    assert!(charon.log_contains("INTERNAL_IP4_DNS"), "{}", charon.log_tail(40));
+    let sa = established_sa(&ironsa);
+    assert_eq!(sa["version"], 1, "{sa}");
+    assert_eq!(sa["phase1_state"], "MM_DONE", "{sa}");
+    assert_eq!(sa["xauth_state"], "XAUTH_DONE", "{sa}");
+    assert_eq!(sa["xauth_user"], "alice", "{sa}");
+    assert_eq!(sa["remote_vips"], serde_json::json!([vip]), "{sa}");
+    assert_eq!(sa["children"][0]["state"], "QM_DONE", "{sa}");
+    assert_eq!(
+        sa["children"][0]["remote_ts"],
+        serde_json::json!([format!("{vip}/32")]),
+        "{sa}"
+    );
+    let (sent, got) = support::traffic::ping(&ns.b, &vip, INNER_A, 5, "0.1");
+    assert_eq!((sent, got), (5, 5), "ping from the virtual IP through the tunnel");
+
+    // A wrong password and an unknown user: refused, with the reason in the log.
+    for (name, why) in [("bob", "wrong password"), ("mallory", "unknown user")] {
+        let refused = charon.swanctl().initiate(Target::Child(name), Duration::from_secs(15));
+        assert!(refused.is_err(), "{name} refused: {refused:?}");
+        let line = format!("IKEv1 XAUTH refused user '{name}': {why}");
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while !ironsa.log().contains(&line) && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = ironsa.log();
+        assert!(log.contains(&line), "{line}:\n{log}");
+    }
+    let sas = ironsa.wait_sas(Duration::from_secs(10), |s| s.len() == 1);
+    assert_eq!(sas[0]["xauth_user"], "alice", "{sas:?}");
+}

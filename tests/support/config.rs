@@ -379,7 +379,8 @@ pub enum Secret {
         ids: Vec<String>,
         secret: String,
     },
-    /// `eap<suffix> { id = ..., secret = "..." }`: an EAP user's password.
+    /// `eap<suffix> { id = ..., secret = "..." }`: an EAP user's password
+    /// (or `xauth<suffix>`, an XAUTH user's).
     Eap { name: String, id: String, secret: String },
     /// `private<suffix> { file = ..., secret = ... }`: an (encrypted) private key.
     Private {
@@ -403,6 +404,15 @@ impl Secret {
     pub fn eap(name: &str, id: &str, secret: &str) -> Self {
         Self::Eap {
             name: format!("eap-{name}"),
+            id: id.into(),
+            secret: secret.into(),
+        }
+    }
+
+    /// An XAUTH password of `id` (IKEv1); `name` gets prefixed with `xauth-`.
+    pub fn xauth(name: &str, id: &str, secret: &str) -> Self {
+        Self::Eap {
+            name: format!("xauth-{name}"),
             id: id.into(),
             secret: secret.into(),
         }

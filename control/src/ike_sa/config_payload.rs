@@ -60,7 +60,7 @@ fn ip6(v: &[u8]) -> Option<Ipv6Addr> {
 
 /// The address families a CFG_REQUEST asks addresses for, checking that
 /// each address attribute has one of the lengths RFC 7296 §3.15.1 allows.
-fn requested_families(attributes: &[ConfigAttribute]) -> Result<(bool, bool), String> {
+pub(crate) fn requested_families(attributes: &[ConfigAttribute]) -> Result<(bool, bool), String> {
     let (mut v4, mut v6) = (false, false);
     for a in attributes {
         match a.ty {
@@ -224,35 +224,45 @@ fn lease_and_reply(
         warn!(connection = %cfg.name, peer = %sa.remote, id = %identity, "no pool of the connection has an address of the family the peer asked for: refused with INTERNAL_ADDRESS_FAILURE");
         return Err(notify(NotifyType::INTERNAL_ADDRESS_FAILURE, Vec::new()));
     }
-    // Servers and subnets of the families the peer asked anything about:
-    // an IPv4-only client has no use for IPv6 resolvers.
-    let (asks_v4, asks_v6) = asked_families(attributes);
-    let wanted = |a: &IpAddr| if a.is_ipv4() { asks_v4 } else { asks_v6 };
-    for d in vip.dns.iter().filter(|d| wanted(d)) {
-        reply.push(match d {
-            IpAddr::V4(a) => attribute(attr::INTERNAL_IP4_DNS, a.octets().to_vec()),
-            IpAddr::V6(a) => attribute(attr::INTERNAL_IP6_DNS, a.octets().to_vec()),
-        });
-    }
-    if asks_v4 {
-        for n in &vip.nbns {
-            reply.push(attribute(attr::INTERNAL_IP4_NBNS, n.octets().to_vec()));
-        }
-    }
-    for &(net, len) in vip.subnets.iter().filter(|(net, _)| wanted(net)) {
-        reply.push(subnet_attribute(net, len));
-    }
+    reply.extend(server_attributes(vip, attributes));
     Ok(Some(Payload::Cp {
         cfg_type: CfgType::REPLY,
         attributes: reply,
     }))
 }
 
+/// The connection's DNS and NBNS servers and subnets of the families the
+/// peer's request `attributes` asked anything about: an IPv4-only client
+/// has no use for IPv6 resolvers.
+pub(crate) fn server_attributes(
+    vip: &crate::config::VirtualIpConfig,
+    attributes: &[ConfigAttribute],
+) -> Vec<ConfigAttribute> {
+    let (asks_v4, asks_v6) = asked_families(attributes);
+    let wanted = |a: &IpAddr| if a.is_ipv4() { asks_v4 } else { asks_v6 };
+    let mut out = Vec::new();
+    for d in vip.dns.iter().filter(|d| wanted(d)) {
+        out.push(match d {
+            IpAddr::V4(a) => attribute(attr::INTERNAL_IP4_DNS, a.octets().to_vec()),
+            IpAddr::V6(a) => attribute(attr::INTERNAL_IP6_DNS, a.octets().to_vec()),
+        });
+    }
+    if asks_v4 {
+        for n in &vip.nbns {
+            out.push(attribute(attr::INTERNAL_IP4_NBNS, n.octets().to_vec()));
+        }
+    }
+    for &(net, len) in vip.subnets.iter().filter(|(net, _)| wanted(net)) {
+        out.push(subnet_attribute(net, len));
+    }
+    out
+}
+
 fn attribute(ty: u16, value: Vec<u8>) -> ConfigAttribute {
     ConfigAttribute { ty, value }
 }
 
-fn address_attribute(addr: IpAddr) -> ConfigAttribute {
+pub(crate) fn address_attribute(addr: IpAddr) -> ConfigAttribute {
     match addr {
         IpAddr::V4(a) => attribute(attr::INTERNAL_IP4_ADDRESS, a.octets().to_vec()),
         IpAddr::V6(a) => {

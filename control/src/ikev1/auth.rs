@@ -24,6 +24,10 @@ pub mod method {
     pub const ECDSA_256: u16 = 9;
     /// ECDSA with SHA-384 on P-384 (RFC 4754).
     pub const ECDSA_384: u16 = 10;
+    /// Pre-shared key, then XAUTH of the initiator (draft-beaulieu-ike-xauth).
+    pub const XAUTH_INIT_PSK: u16 = 65001;
+    /// RSA signatures, then XAUTH of the initiator.
+    pub const XAUTH_INIT_RSA: u16 = 65005;
 }
 
 /// Certificate encoding of CERT and CERTREQ payloads: X.509 signature.
@@ -77,6 +81,20 @@ impl Phase1Auth {
             Phase1Auth::Signature(SignatureKind::Rsa) => method::RSA_SIG,
             Phase1Auth::Signature(SignatureKind::EcdsaP256) => method::ECDSA_256,
             Phase1Auth::Signature(SignatureKind::EcdsaP384) => method::ECDSA_384,
+        }
+    }
+
+    /// The attribute value `conn` proposes and accepts: this method, or
+    /// its XAUTH variant when the connection makes the initiator pass XAUTH.
+    pub fn number_for(self, conn: &ConnectionConfig) -> Result<u16, String> {
+        match (self, conn.xauth) {
+            (_, false) => Ok(self.number()),
+            (Phase1Auth::Psk, true) => Ok(method::XAUTH_INIT_PSK),
+            (Phase1Auth::Signature(SignatureKind::Rsa), true) => Ok(method::XAUTH_INIT_RSA),
+            (Phase1Auth::Signature(_), true) => Err(format!(
+                "connection {}: IKEv1 has no XAUTH method with ECDSA (use a pre-shared key or RSA)",
+                conn.name
+            )),
         }
     }
 

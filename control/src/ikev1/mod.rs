@@ -21,6 +21,7 @@ mod nat;
 pub mod proposal;
 mod quick_mode;
 pub mod ts;
+mod xauth;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -47,6 +48,7 @@ pub use nat::{PeerAddresses, RFC3947_VENDOR_ID};
 use proposal::Phase1Suite;
 use quick_mode::QuickMode;
 pub use quick_mode::{EspSaInfo, QuickModeState};
+pub use xauth::XauthState;
 
 /// Vendor ID announcing DPD support (RFC 3706 §4).
 pub const DPD_VENDOR_ID: [u8; 16] = [
@@ -247,6 +249,11 @@ pub struct Ikev1Sa {
     nat_there: bool,
     /// IKE moved to the NAT-T ports: datagrams carry the non-ESP marker.
     floated: bool,
+    /// Gateway of a connection with XAUTH: the exchange with the client
+    /// and its Mode Config answers.
+    xauth: Option<Box<xauth::XauthServer>>,
+    /// Virtual IPs leased to the peer by Mode Config, released with the SA.
+    virtual_ips: Vec<std::net::IpAddr>,
 }
 
 impl fmt::Debug for Ikev1Sa {
@@ -338,6 +345,8 @@ impl Ikev1Sa {
             nat_here: false,
             nat_there: false,
             floated: false,
+            xauth: None,
+            virtual_ips: Vec::new(),
         }
     }
 
@@ -440,6 +449,12 @@ impl Ikev1Sa {
         remote: SocketAddr,
         now: Instant,
     ) -> Result<Self, Ikev1Error> {
+        if conn.xauth {
+            return Err(Ikev1Error::NoConnection(format!(
+                "connection {} makes the peer pass XAUTH: it answers road warriors and does not initiate",
+                conn.name
+            )));
+        }
         let auth = Phase1Auth::of(&conn).map_err(Ikev1Error::NoConnection)?;
         let mut sa = Ikev1Sa::new(ctx, conn, Role::Initiator, local, remote);
         sa.cookie_i = ctx.new_ike_spi()?;
@@ -522,10 +537,10 @@ impl Ikev1Sa {
             if !conn.ike_versions.allows_v1() || !conn.matches_addresses(local.ip(), remote.ip()) {
                 continue;
             }
-            let Ok(auth) = Phase1Auth::of(conn) else {
+            let Ok(method) = Phase1Auth::of(conn).and_then(|a| a.number_for(conn)) else {
                 continue;
             };
-            match proposal::select_phase1(&conn.ike_proposals, offer, auth.number()) {
+            match proposal::select_phase1(&conn.ike_proposals, offer, method) {
                 Ok((at, suite)) => {
                     chosen = Some((conn.clone(), at, suite));
                     break;
@@ -657,6 +672,7 @@ impl Ikev1Sa {
             self.half_open_until,
             self.reauth_at,
             self.expire_at,
+            self.xauth.as_ref().and_then(|x| x.flight.deadline),
         ]
         .into_iter()
         .chain(self.quick.iter().map(QuickMode::next_deadline))
@@ -741,6 +757,7 @@ impl Ikev1Sa {
     }
 
     fn go_down(&mut self, reason: DownReason) {
+        self.release_virtual_ips();
         for q in &self.quick {
             if q.state == QuickModeState::Done {
                 self.events.push_back(Event::ChildSaDeleted {
@@ -826,7 +843,16 @@ impl Ikev1Sa {
                 r
             }
             ExchangeType::QUICK if self.state == MainModeState::Done && h.message_id != 0 => {
+                if let Some(x) = self.xauth.as_ref().filter(|x| x.state != XauthState::Done) {
+                    return Err(Ikev1Error::UnexpectedMessage {
+                        exchange: h.exchange,
+                        state: x.state.to_string(),
+                    });
+                }
                 self.quick_mode(now, &h, datagram)
+            }
+            ExchangeType::TRANSACTION if self.state == MainModeState::Done && h.message_id != 0 => {
+                self.transaction(now, &h, datagram)
             }
             ExchangeType::INFORMATIONAL if self.keys.is_some() && h.message_id != 0 => {
                 self.informational(now, &h, datagram)
@@ -1147,6 +1173,9 @@ impl Ikev1Sa {
         self.phase1.sent(&out, now, &self.conn, false);
         self.push_transmit(out);
         self.established(now, peer, contact);
+        if self.conn.xauth {
+            self.start_xauth(now);
+        }
         Ok(())
     }
 
@@ -1282,6 +1311,10 @@ impl Ikev1Sa {
             }
             None => {}
         }
+        self.xauth_timeouts(now);
+        if self.down {
+            return;
+        }
         self.quick_mode_timeouts(now);
     }
 
@@ -1296,16 +1329,27 @@ impl Ikev1Sa {
         }
     }
 
-    /// Builds `HDR*, HASH(1), payloads` of an informational exchange.
-    fn send_informational(&mut self, payloads: &[Payload<'_>]) -> Result<(), Ikev1Error> {
-        let mid = self.new_message_id()?;
+    /// Encrypts `HDR*, HASH, payloads` of an informational or transaction
+    /// exchange: HASH = prf(SKEYID_a, M-ID | payloads).
+    fn seal_hashed(
+        &mut self,
+        exchange: ExchangeType,
+        mid: u32,
+        payloads: &[Payload<'_>],
+    ) -> Result<Vec<u8>, Ikev1Error> {
         let mut tail = Vec::new();
         isakmp::encode_payloads(payloads, &mut tail)?;
         let keys = self.keys.as_ref().ok_or_else(|| invalid("no keys"))?;
         let hash = keys.auth_hash(&[&mid.to_be_bytes(), &tail]);
         let mut all = vec![Payload::Hash(&hash)];
         all.extend_from_slice(payloads);
-        let out = self.seal(ExchangeType::INFORMATIONAL, mid, &all)?;
+        self.seal(exchange, mid, &all)
+    }
+
+    /// Builds `HDR*, HASH(1), payloads` of an informational exchange.
+    fn send_informational(&mut self, payloads: &[Payload<'_>]) -> Result<(), Ikev1Error> {
+        let mid = self.new_message_id()?;
+        let out = self.seal_hashed(ExchangeType::INFORMATIONAL, mid, payloads)?;
         if let Some(ivs) = &mut self.ivs {
             ivs.forget(mid);
         }
@@ -1446,22 +1490,10 @@ impl Ikev1Sa {
         };
         let h_in = cipher.open(ivs, datagram, plain)?;
         ivs.forget(h.message_id);
-        let plain: &[u8] = plain;
-        let payloads = isakmp::decode_payloads(h_in.next_payload, plain, true)?;
-        let spans = isakmp::payload_spans(h_in.next_payload, plain)?;
-        let (Some(Payload::Hash(hash)), Some(first), Some(last)) = (payloads.first(), spans.first(), spans.last())
-        else {
-            return Err(invalid("informational message without leading HASH"));
-        };
-        let expected = keys.auth_hash(&[&h.message_id.to_be_bytes(), &plain[first.end..last.end]]);
-        if verify_slices_are_equal(&expected, hash).is_err() {
-            return Err(Ikev1Error::AuthenticationFailed(
-                "informational HASH does not verify".into(),
-            ));
-        }
+        let payloads = hashed_payloads(keys, h.message_id, h_in.next_payload, plain, "informational")?;
         let cookies = self.cookie_spi();
         let mut actions = Vec::new();
-        for p in &payloads[1..] {
+        for p in &payloads {
             match p {
                 Payload::Delete(d) if d.protocol == ProtocolId::ISAKMP && d.spis.iter().any(|s| *s == cookies) => {
                     actions.push(Informational::DeleteIsakmp);
@@ -1522,6 +1554,28 @@ impl Proof {
             }
         }
     }
+}
+
+/// The payloads after the leading HASH of a decrypted informational or
+/// transaction message, once HASH = prf(SKEYID_a, M-ID | the rest) verifies.
+fn hashed_payloads<'a>(
+    keys: &Phase1Keys,
+    mid: u32,
+    next: PayloadType,
+    plain: &'a [u8],
+    what: &str,
+) -> Result<Vec<Payload<'a>>, Ikev1Error> {
+    let mut payloads = isakmp::decode_payloads(next, plain, true)?;
+    let spans = isakmp::payload_spans(next, plain)?;
+    let (Some(Payload::Hash(hash)), Some(first), Some(last)) = (payloads.first(), spans.first(), spans.last()) else {
+        return Err(invalid(format!("{what} message without leading HASH")));
+    };
+    let expected = keys.auth_hash(&[&mid.to_be_bytes(), &plain[first.end..last.end]]);
+    if verify_slices_are_equal(&expected, hash).is_err() {
+        return Err(Ikev1Error::AuthenticationFailed(format!("{what} HASH does not verify")));
+    }
+    payloads.remove(0);
+    Ok(payloads)
 }
 
 /// What an informational message asks of us.

@@ -442,11 +442,29 @@ impl Ikev1Sa {
             _ => return Err(invalid("Quick Mode message 1 with one client ID")),
         };
         let contained = |ours: &[TrafficSelector], t: &TrafficSelector| ours.iter().any(|o| crate::ts::contains(o, t));
+        // `dynamic` (empty) is our address, and the peer's virtual IPs
+        // from Mode Config, else its address.
+        let ours_dynamic = [host(self.local.ip())];
+        let theirs_dynamic: Vec<TrafficSelector> = if self.virtual_ips.is_empty() {
+            vec![host(self.remote.ip())]
+        } else {
+            self.virtual_ips.iter().map(|a| host(*a)).collect()
+        };
+        let or_dynamic = |configured: &'_ [TrafficSelector], dynamic: &'_ [TrafficSelector]| {
+            if configured.is_empty() {
+                dynamic.to_vec()
+            } else {
+                configured.to_vec()
+            }
+        };
         let template = self
             .conn
             .children
             .iter()
-            .position(|c| contained(&c.local_ts, &local_ts) && contained(&c.remote_ts, &remote_ts))
+            .position(|c| {
+                contained(&or_dynamic(&c.local_ts, &ours_dynamic), &local_ts)
+                    && contained(&or_dynamic(&c.remote_ts, &theirs_dynamic), &remote_ts)
+            })
             .ok_or_else(|| {
                 Ikev1Error::TsUnacceptable(format!(
                     "no child of {} covers {} === {}",

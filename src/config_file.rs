@@ -198,6 +198,7 @@ struct RawConnection {
     fragment_size: Option<usize>,
     force_udp_encap: Option<bool>,
     aggressive: Option<Spanned<bool>>,
+    mode_config: Option<Spanned<String>>,
     mobike: Option<bool>,
     version: Option<Spanned<toml::Value>>,
     start_action: Option<Spanned<String>>,
@@ -1437,6 +1438,26 @@ fn connection_section(
         cfg.fragment_size = s;
     }
     cfg.virtual_ips = virtual_ips(ctx, &name, c, pools)?;
+    if let Some(m) = &c.mode_config {
+        cfg.mode_config_push = match m.get_ref().as_str() {
+            "pull" => false,
+            "push" => true,
+            other => {
+                return Err(ctx.err(
+                    m.span().start,
+                    &key("mode_config"),
+                    format!("'{other}' is not \"pull\" or \"push\""),
+                ));
+            }
+        };
+        if cfg.ike_versions != IkeVersions::V1 || cfg.virtual_ips.pools.is_empty() {
+            return Err(ctx.err(
+                m.span().start,
+                &key("mode_config"),
+                "mode_config is how an IKEv1 gateway hands out pool addresses: set version = 1 and pools",
+            ));
+        }
+    }
     let mut settings = ChildSettings::new();
     for ch in &c.child {
         let (child, data) = child_section(ctx, &name, ch.get_ref())?;
@@ -3605,6 +3626,30 @@ esp_proposals = "aes256gcm16"
                 .config
                 .xauth
         );
+        // Mode Config push needs IKEv1 and pools.
+        let pool = "[[pool]]\nname = \"rw\"\naddrs = [\"10.9.0.0/24\"]\n";
+        let push = |keys: &str| ikev1(eap_conf(keys, &format!("{eap_table}{pool}")));
+        let c = DaemonConfig::parse(&path, &push(&v1("pools = [\"rw\"]\nmode_config = \"push\""))).unwrap();
+        assert!(c.connections[0].config.mode_config_push);
+        for (keys, needle) in [
+            (v1("mode_config = \"push\""), "set version = 1 and pools"),
+            (
+                "pools = [\"rw\"]\nmode_config = \"push\"".to_string(),
+                "set version = 1 and pools",
+            ),
+            (
+                v1("pools = [\"rw\"]\nmode_config = \"shove\""),
+                "not \"pull\" or \"push\"",
+            ),
+        ] {
+            match DaemonConfig::parse(&path, &push(&keys)) {
+                Err(ConfigError::Invalid { key, message, .. }) => {
+                    assert_eq!(key, "connection.rw.mode_config", "{message}");
+                    assert!(message.contains(needle), "{message}");
+                }
+                other => panic!("{keys}: expected an error, got {other:?}"),
+            }
+        }
         for (keys, tables, needle) in [
             (v1("remote_auth2 = \"xauth\""), "", "users_file"),
             ("remote_auth2 = \"xauth\"".to_string(), eap_table, "version = 1"),

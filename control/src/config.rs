@@ -431,6 +431,9 @@ pub struct ConnectionConfig {
     /// password checked against the context's local users) before Mode
     /// Config and Quick Mode; we are the XAUTH server.
     pub xauth: bool,
+    /// IKEv1 gateway: send the virtual IP and DNS in a Mode Config SET
+    /// (after XAUTH) instead of waiting for the client's request.
+    pub mode_config_push: bool,
     /// Postquantum preshared key (RFC 8784), if the connection uses one.
     pub ppk: Option<PpkConfig>,
     /// Virtual IPs and the attributes that come with them (RFC 7296 §3.15).
@@ -499,6 +502,7 @@ impl ConnectionConfig {
             retransmit_base: 1.8,
             ike_versions: IkeVersions::V2,
             xauth: false,
+            mode_config_push: false,
             ppk: None,
             virtual_ips: VirtualIpConfig::default(),
         }

@@ -893,7 +893,8 @@ fn xauth_and_mode_config_give_charon_a_virtual_ip_it_pings_from() {
     let users = dir.path().join("users.toml");
     std::fs::write(
         &users,
-        "[[user]]\nname = \"alice\"\npassword = \"alice-secret-1\"\n[[user]]\nname = \"bob\"\npassword = \"bob-real-password\"\n",
+        "[[user]]\nname = \"alice\"\npassword = \"alice-secret-1\"\n[[user]]\nname = \"bob\"\npassword = \"bob-real-password\"\n\
+         [[user]]\nname = \"carol\"\npassword = \"carol-secret-3\"\n",
     )
     .unwrap();
     std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -931,6 +932,23 @@ name = "net"
 local_ts = ["{SUBNET_A}"]
 remote_ts = "dynamic"
 esp_proposals = "aes256-sha256"
+
+[[connection]]
+name = "rw-push"
+version = 1
+local_id = "gw@test"
+remote_id = "*@test"
+psk = "{PSK}"
+remote_auth2 = "xauth"
+mode_config = "push"
+ike_proposals = "aes128-sha256-modp2048"
+pools = ["rw"]
+
+[[connection.child]]
+name = "net"
+local_ts = ["{SUBNET_A}"]
+remote_ts = "dynamic"
+esp_proposals = "aes256-sha256"
 "#,
         users = users.display()
     );
@@ -938,7 +956,11 @@ esp_proposals = "aes256-sha256"
     let client = |name: &str, user: &str| {
         Connection::new(name, OUTER_B, OUTER_A)
             .version(IkeVersion::V1)
-            .proposals(&["aes256-sha256-modp2048"])
+            .proposals(&[if name == "carol" {
+                "aes128-sha256-modp2048"
+            } else {
+                "aes256-sha256-modp2048"
+            }])
             .set("vips", "0.0.0.0")
             .local(AuthRound::psk(&format!("{name}@test")))
             .local2(AuthRound::default().set("auth", "xauth").set("xauth_id", user))
@@ -954,11 +976,13 @@ esp_proposals = "aes256-sha256"
         .connection(client("alice", "alice"))
         .connection(client("bob", "bob"))
         .connection(client("mallory", "mallory"))
+        .connection(client("carol", "carol").set("pull", "no"))
         .secret(Secret::psk(
             "rw",
-            &["alice@test", "bob@test", "mallory@test", "gw@test"],
+            &["alice@test", "bob@test", "mallory@test", "carol@test", "gw@test"],
             PSK,
         ))
+        .secret(Secret::xauth("carol", "carol", "carol-secret-3"))
         .secret(Secret::xauth("alice", "alice", "alice-secret-1"))
         .secret(Secret::xauth("bob", "bob", "not-bobs-password"))
         .secret(Secret::xauth("mallory", "mallory", "whatever-password"))
@@ -1011,4 +1035,23 @@ esp_proposals = "aes256-sha256"
     }
     let sas = ironsa.wait_sas(Duration::from_secs(10), |s| s.len() == 1);
     assert_eq!(sas[0]["xauth_user"], "alice", "{sas:?}");
+
+    // A gateway connection that pushes Mode Config (charon with pull = no).
+    charon
+        .swanctl()
+        .initiate(Target::Child("carol"), Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", charon.log_tail(60), ironsa.log()));
+    let sas = charon.swanctl().list_sas().unwrap();
+    let carol = sas
+        .iter()
+        .find(|s| s.name == "carol" && s.state == "ESTABLISHED")
+        .and_then(|s| s.local_vips.first().cloned());
+    assert_eq!(carol.as_deref(), Some("10.9.0.11"), "{sas:?}\n{}", charon.log_tail(40));
+    assert!(
+        charon.log_contains("CPS(ADDR"),
+        "a SET carried the address:\n{}",
+        charon.log_tail(40)
+    );
+    let (sent, got) = support::traffic::ping(&ns.b, "10.9.0.11", INNER_A, 3, "0.1");
+    assert_eq!((sent, got), (3, 3), "ping from the pushed virtual IP");
 }

@@ -673,6 +673,10 @@ impl Ikev1Sa {
             self.reauth_at,
             self.expire_at,
             self.xauth.as_ref().and_then(|x| x.flight.deadline),
+            self.xauth
+                .as_ref()
+                .and_then(|x| x.config.as_ref())
+                .and_then(|(_, f)| f.deadline),
         ]
         .into_iter()
         .chain(self.quick.iter().map(QuickMode::next_deadline))
@@ -1175,6 +1179,8 @@ impl Ikev1Sa {
         self.established(now, peer, contact);
         if self.conn.xauth {
             self.start_xauth(now);
+        } else if self.conn.mode_config_push {
+            self.start_mode_config_push(now);
         }
         Ok(())
     }

@@ -73,8 +73,24 @@ pub(super) struct XauthServer {
     user: Option<String>,
     /// Why the credentials were refused (sent STATUS=FAIL).
     refused: Option<String>,
-    /// The last Mode Config exchange answered: its message ID and datagrams.
-    config: Option<(u32, Flight)>,
+    /// The last Mode Config exchange: its message ID and datagrams (a
+    /// pushed SET waits for its ACK on the flight's timer).
+    pub(super) config: Option<(u32, Flight)>,
+}
+
+impl XauthServer {
+    /// A server where XAUTH has nothing (more) to do: Mode Config only.
+    fn mode_config_only() -> Self {
+        XauthServer {
+            state: XauthState::Done,
+            message_id: 0,
+            identifier: 0,
+            flight: Flight::default(),
+            user: None,
+            refused: None,
+            config: None,
+        }
+    }
 }
 
 fn variable<'a>(attributes: &[Attribute<'a>], ty: u16) -> Option<&'a [u8]> {
@@ -95,7 +111,7 @@ fn a_ends_exchange(payloads: &[Payload<'_>]) -> bool {
 impl Ikev1Sa {
     /// The XAUTH state of a gateway SA whose connection requires it.
     pub fn xauth_state(&self) -> Option<XauthState> {
-        self.xauth.as_ref().map(|x| x.state)
+        self.xauth.as_ref().filter(|_| self.conn.xauth).map(|x| x.state)
     }
 
     /// The user name XAUTH authenticated.
@@ -153,8 +169,11 @@ impl Ikev1Sa {
     /// A transaction exchange message: the client's XAUTH answers, or its
     /// Mode Config request.
     pub(super) fn transaction(&mut self, now: Instant, h: &Header, datagram: &[u8]) -> Result<(), Ikev1Error> {
+        if self.xauth.is_none() && !self.conn.xauth && !self.conn.virtual_ips.pools.is_empty() {
+            self.xauth = Some(Box::new(XauthServer::mode_config_only()));
+        }
         let Some(x) = self.xauth.as_ref() else {
-            return Err(invalid("transaction exchange on a connection without XAUTH"));
+            return Err(invalid("transaction exchange on a connection without XAUTH or pools"));
         };
         if x.flight.is_repeat(datagram) {
             if let Some(again) = x.flight.answer_to_repeat() {
@@ -196,16 +215,24 @@ impl Ikev1Sa {
         let Some(Payload::Attributes(a)) = payloads.iter().find(|p| matches!(p, Payload::Attributes(_))) else {
             return Err(invalid("transaction message without attribute payload"));
         };
-        let (state, our_mid) = match self.xauth.as_ref() {
-            Some(x) => (x.state, x.message_id),
+        let (state, our_mid, pushed) = match self.xauth.as_ref() {
+            Some(x) => (x.state, x.message_id, x.config.as_ref().map(|(mid, _)| *mid)),
             None => return Err(invalid("no XAUTH exchange")),
         };
         match (a.ty, state) {
+            (ConfigType::ACK, XauthState::Done) if pushed == Some(h.message_id) => {
+                if let Some((_, f)) = self.xauth.as_mut().and_then(|x| x.config.as_mut()) {
+                    f.received(datagram);
+                    f.deadline = None;
+                }
+                debug!(connection = %self.conn.name, "IKEv1 Mode Config SET acknowledged");
+                Ok(())
+            }
             (ConfigType::REPLY, XauthState::RequestSent) if h.message_id == our_mid => {
                 self.xauth_reply(now, datagram, &a.attributes)
             }
             (ConfigType::ACK, XauthState::StatusSent) if h.message_id == our_mid => {
-                self.xauth_acknowledged(datagram);
+                self.xauth_acknowledged(now, datagram);
                 Ok(())
             }
             (ConfigType::REQUEST, XauthState::Done) if h.message_id != our_mid => {
@@ -281,7 +308,7 @@ impl Ikev1Sa {
     }
 
     /// The client acknowledged the outcome: Done, or the SA ends.
-    fn xauth_acknowledged(&mut self, datagram: &[u8]) {
+    fn xauth_acknowledged(&mut self, now: Instant, datagram: &[u8]) {
         let Some(x) = self.xauth.as_mut() else { return };
         x.flight.received(datagram);
         x.flight.deadline = None;
@@ -289,6 +316,9 @@ impl Ikev1Sa {
             None => {
                 x.state = XauthState::Done;
                 debug!(connection = %self.conn.name, "IKEv1 XAUTH done");
+                if self.conn.mode_config_push {
+                    self.start_mode_config_push(now);
+                }
             }
             Some(why) => {
                 let user = x.user.clone().unwrap_or_default();
@@ -301,8 +331,7 @@ impl Ikev1Sa {
     }
 
     /// Answers a Mode Config request (the client pulls its configuration)
-    /// with a virtual IP per family asked for from the connection's pools,
-    /// leased to the XAUTH user, and the connection's DNS servers.
+    /// with the attributes of [`Ikev1Sa::mode_config_attributes`].
     fn mode_config_reply(
         &mut self,
         now: Instant,
@@ -321,7 +350,72 @@ impl Ikev1Sa {
                 AttributeValue::Basic(_) => None,
             })
             .collect();
-        let (want_v4, want_v6) = requested_families(&asked).map_err(invalid)?;
+        let reply = self.mode_config_attributes(&asked)?;
+        let answer = Payload::Attributes(ConfigAttributes {
+            ty: ConfigType::REPLY,
+            identifier: request.identifier,
+            attributes: reply.iter().map(|a| Attribute::variable(a.ty, &a.value)).collect(),
+        });
+        let out = self.seal_hashed(ExchangeType::TRANSACTION, mid, &[answer])?;
+        if let Some(ivs) = &mut self.ivs {
+            ivs.forget(mid);
+        }
+        let mut flight = Flight::default();
+        flight.received(datagram);
+        flight.sent(&out, now, &self.conn, false);
+        if let Some(x) = self.xauth.as_mut() {
+            x.config = Some((mid, flight));
+        }
+        self.push_transmit(out);
+        Ok(())
+    }
+
+    /// Gateway with `mode_config_push`, once the client is authenticated
+    /// (after XAUTH, or Main Mode without it): sends its virtual IPs and
+    /// DNS servers in a SET, retransmitted until the client's ACK.
+    pub(super) fn start_mode_config_push(&mut self, now: Instant) {
+        if let Err(e) = self.push_mode_config(now) {
+            self.fail(format!("Mode Config SET not sent: {e}"));
+        }
+    }
+
+    fn push_mode_config(&mut self, now: Instant) -> Result<(), Ikev1Error> {
+        if self.xauth.is_none() {
+            self.xauth = Some(Box::new(XauthServer::mode_config_only()));
+        }
+        use crate::ike_sa::config_payload::attr;
+        let asked: Vec<ConfigAttribute> = [
+            attr::INTERNAL_IP4_ADDRESS,
+            attr::INTERNAL_IP6_ADDRESS,
+            attr::INTERNAL_IP4_DNS,
+            attr::INTERNAL_IP6_DNS,
+        ]
+        .into_iter()
+        .map(|ty| ConfigAttribute { ty, value: Vec::new() })
+        .collect();
+        let set = self.mode_config_attributes(&asked)?;
+        let mid = self.new_message_id()?;
+        let identifier = random_u32(&*self.ctx.crypto)? as u16;
+        let payload = Payload::Attributes(ConfigAttributes {
+            ty: ConfigType::SET,
+            identifier,
+            attributes: set.iter().map(|a| Attribute::variable(a.ty, &a.value)).collect(),
+        });
+        let out = self.seal_hashed(ExchangeType::TRANSACTION, mid, &[payload])?;
+        let mut flight = Flight::default();
+        flight.sent(&out, now, &self.conn, true);
+        if let Some(x) = self.xauth.as_mut() {
+            x.config = Some((mid, flight));
+        }
+        self.push_transmit(out);
+        Ok(())
+    }
+
+    /// A virtual IP per family in `asked` from the connection's pools
+    /// (leased to the XAUTH user, else the peer's identity, once per SA)
+    /// and the connection's DNS and NBNS servers and subnets.
+    fn mode_config_attributes(&mut self, asked: &[ConfigAttribute]) -> Result<Vec<ConfigAttribute>, Ikev1Error> {
+        let (want_v4, want_v6) = requested_families(asked).map_err(invalid)?;
         let identity = match self.xauth_user() {
             Some(u) => u.to_string(),
             None => self.peer_id.as_ref().map(display_identity).unwrap_or_default(),
@@ -350,31 +444,15 @@ impl Ikev1Sa {
                     }
                     Ok(None) => continue,
                     Err(e) => {
-                        warn!(connection = %self.conn.name, peer = %self.remote, id = %identity, "no virtual IP for the IKEv1 Mode Config request: {e}");
+                        warn!(connection = %self.conn.name, peer = %self.remote, id = %identity, "no virtual IP for IKEv1 Mode Config: {e}");
                         continue;
                     }
                 },
             };
             reply.push(address_attribute(addr));
         }
-        reply.extend(server_attributes(&vip, &asked));
-        let answer = Payload::Attributes(ConfigAttributes {
-            ty: ConfigType::REPLY,
-            identifier: request.identifier,
-            attributes: reply.iter().map(|a| Attribute::variable(a.ty, &a.value)).collect(),
-        });
-        let out = self.seal_hashed(ExchangeType::TRANSACTION, mid, &[answer])?;
-        if let Some(ivs) = &mut self.ivs {
-            ivs.forget(mid);
-        }
-        let mut flight = Flight::default();
-        flight.received(datagram);
-        flight.sent(&out, now, &self.conn, false);
-        if let Some(x) = self.xauth.as_mut() {
-            x.config = Some((mid, flight));
-        }
-        self.push_transmit(out);
-        Ok(())
+        reply.extend(server_attributes(&vip, asked));
+        Ok(reply)
     }
 
     /// Retransmits our XAUTH request or status, or gives up on a client
@@ -382,6 +460,21 @@ impl Ikev1Sa {
     pub(super) fn xauth_timeouts(&mut self, now: Instant) {
         let conn = self.conn.clone();
         let Some(x) = self.xauth.as_mut() else { return };
+        if let Some((_, f)) = x.config.as_mut() {
+            match f.expire(now, &conn) {
+                Some(true) => {
+                    let again = f.last_out.clone();
+                    self.push_transmit(again);
+                    return;
+                }
+                Some(false) => {
+                    warn!(connection = %conn.name, peer = %self.remote, "IKEv1 client did not acknowledge its Mode Config SET");
+                    self.go_down(DownReason::Timeout);
+                    return;
+                }
+                None => {}
+            }
+        }
         match x.flight.expire(now, &conn) {
             Some(true) => {
                 let again = x.flight.last_out.clone();

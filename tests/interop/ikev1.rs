@@ -989,16 +989,19 @@ esp_proposals = "aes256-sha256"
         .start()
         .unwrap();
 
-    charon
-        .swanctl()
-        .initiate(Target::Child("alice"), Duration::from_secs(15))
-        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", charon.log_tail(60), ironsa.log()));
-    let sas = charon.swanctl().list_sas().unwrap();
-    let vip = sas
-        .iter()
-        .find(|s| s.name == "alice" && s.state == "ESTABLISHED")
-        .and_then(|s| s.local_vips.first().cloned())
-        .unwrap_or_else(|| panic!("no virtual IP: {sas:?}\n{}", charon.log_tail(40)));
+    // Connects charon's `name` and returns the virtual IP it got.
+    let connect = |name: &str| {
+        charon
+            .swanctl()
+            .initiate(Target::Child(name), Duration::from_secs(15))
+            .unwrap_or_else(|e| panic!("{e}\n{}\n{}", charon.log_tail(60), ironsa.log()));
+        let sas = charon.swanctl().list_sas().unwrap();
+        sas.iter()
+            .find(|s| s.name == name && s.state == "ESTABLISHED")
+            .and_then(|s| s.local_vips.first().cloned())
+            .unwrap_or_else(|| panic!("{name}: no virtual IP: {sas:?}\n{}", charon.log_tail(40)))
+    };
+    let vip = connect("alice");
     assert_eq!(vip, "10.9.0.10");
     assert!(
         charon.log_contains("XAuth authentication of 'alice' (myself) successful"),
@@ -1037,16 +1040,7 @@ esp_proposals = "aes256-sha256"
     assert_eq!(sas[0]["xauth_user"], "alice", "{sas:?}");
 
     // A gateway connection that pushes Mode Config (charon with pull = no).
-    charon
-        .swanctl()
-        .initiate(Target::Child("carol"), Duration::from_secs(15))
-        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", charon.log_tail(60), ironsa.log()));
-    let sas = charon.swanctl().list_sas().unwrap();
-    let carol = sas
-        .iter()
-        .find(|s| s.name == "carol" && s.state == "ESTABLISHED")
-        .and_then(|s| s.local_vips.first().cloned());
-    assert_eq!(carol.as_deref(), Some("10.9.0.11"), "{sas:?}\n{}", charon.log_tail(40));
+    assert_eq!(connect("carol"), "10.9.0.11");
     assert!(
         charon.log_contains("CPS(ADDR"),
         "a SET carried the address:\n{}",

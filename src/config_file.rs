@@ -1450,11 +1450,11 @@ fn connection_section(
                 ));
             }
         };
-        if cfg.ike_versions != IkeVersions::V1 || cfg.virtual_ips.pools.is_empty() {
+        if cfg.mode_config_push && (cfg.ike_versions != IkeVersions::V1 || cfg.virtual_ips.pools.is_empty()) {
             return Err(ctx.err(
                 m.span().start,
                 &key("mode_config"),
-                "mode_config is how an IKEv1 gateway hands out pool addresses: set version = 1 and pools",
+                "mode_config = \"push\" is how an IKEv1 gateway hands out pool addresses: set version = 1 and pools",
             ));
         }
     }
@@ -1501,7 +1501,13 @@ fn ikev2_replacement(cfg: &ConnectionConfig) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     let aggressive = if cfg.aggressive { " and no aggressive" } else { "" };
-    format!("version = 2, ike_proposals = \"{proposals}\"{aggressive}")
+    // XAUTH's users serve EAP-MSCHAPv2 in IKEv2; pools answer its CFG_REQUEST.
+    let xauth = if cfg.xauth {
+        ", remote_auth2 = \"eap-mschapv2\" (the same users)"
+    } else {
+        ""
+    };
+    format!("version = 2, ike_proposals = \"{proposals}\"{xauth}{aggressive}")
 }
 
 /// The `[[pool]]` sections, checked: names unique, ranges valid and
@@ -3617,6 +3623,14 @@ esp_proposals = "aes256gcm16"
         let c = DaemonConfig::parse(&path, &ikev1(eap_conf(&v1("remote_auth2 = \"xauth\""), eap_table))).unwrap();
         let conn = &c.connections[0].config;
         assert!(conn.xauth);
+        let replacement = c.warnings.iter().find(|w| w.key == "connection.rw.version").unwrap();
+        assert!(
+            replacement
+                .message
+                .contains("remote_auth2 = \"eap-mschapv2\" (the same users)"),
+            "{}",
+            replacement.message
+        );
         assert!(conn.remote_auth2.is_none(), "no EAP round");
         assert!(matches!(conn.remote_auth, AuthConfig::Psk(_)));
         assert!(

@@ -390,9 +390,10 @@ impl SaSummary {
     /// Snapshot of an IKEv1 SA: its Quick Modes are its children (state QM_*).
     pub fn of_ikev1(sa: &Ikev1Sa, shard: usize, now: Instant, dp: &dyn DataPlane) -> Self {
         let (spi_i, spi_r) = sa.cookies();
+        let xauth_pending = sa.xauth_state().is_some_and(|x| x != control::ikev1::XauthState::Done);
         let state = match (sa.is_down(), sa.state()) {
             (true, _) => "DELETING",
-            (false, MainModeState::Done) => "ESTABLISHED",
+            (false, MainModeState::Done) if !xauth_pending => "ESTABLISHED",
             (false, _) => "CONNECTING",
         };
         SaSummary {

@@ -254,6 +254,8 @@ pub struct Ikev1Sa {
     xauth: Option<Box<xauth::XauthServer>>,
     /// Virtual IPs leased to the peer by Mode Config, released with the SA.
     virtual_ips: Vec<std::net::IpAddr>,
+    /// The `IkeSaUp` of a gateway SA with XAUTH, held until XAUTH succeeds.
+    up_after_xauth: Option<Event>,
 }
 
 impl fmt::Debug for Ikev1Sa {
@@ -347,6 +349,7 @@ impl Ikev1Sa {
             floated: false,
             xauth: None,
             virtual_ips: Vec::new(),
+            up_after_xauth: None,
         }
     }
 
@@ -388,6 +391,7 @@ impl Ikev1Sa {
             && self.conn.name == other.conn.name
             && self.peer_id.is_some()
             && self.peer_id == other.peer_id
+            && self.xauth_user() == other.xauth_user()
             && self.remote.ip() == other.remote.ip()
     }
 
@@ -1240,7 +1244,7 @@ impl Ikev1Sa {
         if self.role == Role::Responder && self.conn.remote_addrs.is_none() {
             self.reauth_at = None;
         }
-        self.events.push_back(Event::IkeSaUp {
+        let up = Event::IkeSaUp {
             spis: (self.cookie_i, self.cookie_r),
             peer_id: peer,
             suite: IkeSuite {
@@ -1251,7 +1255,14 @@ impl Ikev1Sa {
             },
             connection: self.conn.name.clone(),
             initial_contact,
-        });
+        };
+        // A group PSK proves little: the peer is up (its INITIAL_CONTACT
+        // and reauthentication honoured) once it passed XAUTH.
+        if self.conn.xauth && self.role == Role::Responder {
+            self.up_after_xauth = Some(up);
+        } else {
+            self.events.push_back(up);
+        }
     }
 
     /// Retransmits what is due and gives up on exchanges out of tries.

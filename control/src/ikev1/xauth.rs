@@ -316,6 +316,9 @@ impl Ikev1Sa {
             None => {
                 x.state = XauthState::Done;
                 debug!(connection = %self.conn.name, "IKEv1 XAUTH done");
+                if let Some(up) = self.up_after_xauth.take() {
+                    self.events.push_back(up);
+                }
                 if self.conn.mode_config_push {
                     self.start_mode_config_push(now);
                 }

@@ -21,6 +21,22 @@ pub struct LocalCert {
     pub chain: Vec<Certificate>,
 }
 
+/// What an IKEv1 client answers a gateway's XAUTH request with.
+pub struct XauthCredentials {
+    /// The user name.
+    pub user: String,
+    /// The password, zeroized on drop.
+    pub password: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for XauthCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XauthCredentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
 /// How this side proves its identity (`local_auth`), and how it checks the
 /// peer's (`remote_auth`).
 #[derive(Clone)]
@@ -431,6 +447,9 @@ pub struct ConnectionConfig {
     /// password checked against the context's local users) before Mode
     /// Config and Quick Mode; we are the XAUTH server.
     pub xauth: bool,
+    /// IKEv1 client: the username and password we give a gateway's XAUTH
+    /// (our proposals then name the XAUTH methods).
+    pub xauth_client: Option<Arc<XauthCredentials>>,
     /// IKEv1 gateway: send the virtual IP and DNS in a Mode Config SET
     /// (after XAUTH) instead of waiting for the client's request.
     pub mode_config_push: bool,
@@ -502,6 +521,7 @@ impl ConnectionConfig {
             retransmit_base: 1.8,
             ike_versions: IkeVersions::V2,
             xauth: false,
+            xauth_client: None,
             mode_config_push: false,
             ppk: None,
             virtual_ips: VirtualIpConfig::default(),

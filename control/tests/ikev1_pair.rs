@@ -1313,3 +1313,67 @@ mod certificates {
         );
     }
 }
+
+/// XAUTH (draft-beaulieu-ike-xauth) after Main Mode PSK, the gateway
+/// checking the local users, on a lossy and duplicating network.
+mod xauth {
+    use super::*;
+    use control::config::XauthCredentials;
+    use control::eap::{Credential, UserStore};
+    use control::ikev1::XauthState;
+
+    struct Users;
+    impl UserStore for Users {
+        fn credential(&self, identity: &[u8]) -> Option<Credential> {
+            (identity == b"alice").then(|| Credential::Password(zeroize::Zeroizing::new("alice-secret-1".into())))
+        }
+    }
+
+    fn run(user: &str, password: &str, seed: u64, loss: u64) -> Pair {
+        let (mut a, mut b) = pair_configs("aes256-sha256-modp2048", "aes256-sha256");
+        a.xauth_client = Some(Arc::new(XauthCredentials {
+            user: user.into(),
+            password: zeroize::Zeroizing::new(password.into()),
+        }));
+        b.xauth = true;
+        let mut p = Pair::start(a, b, seed);
+        p.ctx_b.eap_users = Some(Arc::new(Users));
+        (p.loss, p.dup) = (loss, loss);
+        p.run(Duration::from_secs(120));
+        p
+    }
+
+    #[test]
+    fn a_known_user_passes_then_quick_mode_runs() {
+        for (seed, loss) in [(301, 0), (302, 15), (303, 15)] {
+            let mut p = run("alice", "alice-secret-1", seed, loss);
+            assert_eq!(p.b().xauth_state(), Some(XauthState::Done), "seed {seed}: {:?}", p.b_seen.down);
+            assert_eq!(p.b().xauth_user(), Some("alice"));
+            assert_eq!((p.a_seen.up, p.b_seen.up), (1, 1), "seed {seed}");
+            assert_eq!(p.a_seen.installed.len(), 1, "seed {seed}: {:?}", p.a_seen.failed);
+            assert_children_match(&p.a_seen.installed[0], &p.b_seen.installed[0]);
+        }
+    }
+
+    #[test]
+    fn a_wrong_password_or_unknown_user_ends_the_sa_before_it_is_up() {
+        for (user, password, why) in [
+            ("alice", "not-her-password", "XAUTH of user 'alice' failed: wrong password"),
+            ("mallory", "alice-secret-1", "XAUTH of user 'mallory' failed: unknown user"),
+        ] {
+            let p = run(user, password, 311, 0);
+            assert_eq!(p.b_seen.up, 0, "never up without XAUTH");
+            assert!(
+                matches!(&p.b_seen.down[..], [DownReason::Failed(w)] if w == why),
+                "{:?}",
+                p.b_seen.down
+            );
+            assert!(
+                matches!(&p.a_seen.down[..], [DownReason::Failed(w)] if w.contains("refused XAUTH")),
+                "{:?}",
+                p.a_seen.down
+            );
+            assert!(p.a_seen.installed.is_empty() && p.b_seen.installed.is_empty());
+        }
+    }
+}

@@ -87,7 +87,7 @@ impl Phase1Auth {
     /// The attribute value `conn` proposes and accepts: this method, or
     /// its XAUTH variant when the connection makes the initiator pass XAUTH.
     pub fn number_for(self, conn: &ConnectionConfig) -> Result<u16, String> {
-        match (self, conn.xauth) {
+        match (self, conn.xauth || conn.xauth_client.is_some()) {
             (_, false) => Ok(self.number()),
             (Phase1Auth::Psk, true) => Ok(method::XAUTH_INIT_PSK),
             (Phase1Auth::Signature(SignatureKind::Rsa), true) => Ok(method::XAUTH_INIT_RSA),

@@ -453,7 +453,7 @@ impl Ikev1Sa {
         remote: SocketAddr,
         now: Instant,
     ) -> Result<Self, Ikev1Error> {
-        if conn.xauth {
+        if conn.xauth && conn.xauth_client.is_none() {
             return Err(Ikev1Error::NoConnection(format!(
                 "connection {} makes the peer pass XAUTH: it answers road warriors and does not initiate",
                 conn.name
@@ -463,7 +463,8 @@ impl Ikev1Sa {
         let mut sa = Ikev1Sa::new(ctx, conn, Role::Initiator, local, remote);
         sa.cookie_i = ctx.new_ike_spi()?;
         let lifetime = (sa.conn.ike_lifetime.rekey + sa.conn.ike_lifetime.over).as_secs();
-        let transforms = proposal::phase1_transforms(&sa.conn.ike_proposals, lifetime, auth.number());
+        let method = auth.number_for(&sa.conn).map_err(Ikev1Error::NoConnection)?;
+        let transforms = proposal::phase1_transforms(&sa.conn.ike_proposals, lifetime, method);
         if transforms.is_empty() {
             return Err(Ikev1Error::NoProposalChosen(format!(
                 "connection {} has no IKE proposal usable with IKEv1 (AES-CBC, SHA-2, a DH group)",
@@ -898,7 +899,8 @@ impl Ikev1Sa {
                 "responder returned several proposals".into(),
             ));
         };
-        let suite = proposal::accept_phase1(&self.conn.ike_proposals, chosen, self.auth.number())
+        let method = self.auth.number_for(&self.conn).map_err(Ikev1Error::NoConnection)?;
+        let suite = proposal::accept_phase1(&self.conn.ike_proposals, chosen, method)
             .map_err(|m| Ikev1Error::NoProposalChosen(m.to_string()))?;
         let ke = KeyExchange::generate(&*self.ctx.crypto, suite.group)?;
         let nonce = random_bytes(&self.ctx, NONCE_LEN)?;
@@ -1193,13 +1195,16 @@ impl Ikev1Sa {
         let (peer, contact) = self.open_auth(datagram, false)?;
         self.phase1.received(datagram);
         self.established(now, peer, contact);
-        self.start_first_child(now);
+        // An XAUTH client's first Quick Mode waits for the gateway's verdict.
+        if self.conn.xauth_client.is_none() {
+            self.start_first_child(now);
+        }
         Ok(())
     }
 
     /// Initiator, once Phase 1 is up: the Quick Mode of the first child
     /// (a reauthentication adopts the older SA's ESP SAs instead).
-    fn start_first_child(&mut self, now: Instant) {
+    pub(super) fn start_first_child(&mut self, now: Instant) {
         if !self.is_reauth
             && !self.conn.children.is_empty()
             && let Err(e) = self.start_quick_mode(now, 0)

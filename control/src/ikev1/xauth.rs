@@ -169,6 +169,12 @@ impl Ikev1Sa {
     /// A transaction exchange message: the client's XAUTH answers, or its
     /// Mode Config request.
     pub(super) fn transaction(&mut self, now: Instant, h: &Header, datagram: &[u8]) -> Result<(), Ikev1Error> {
+        if self.role == crate::ike_sa::Role::Initiator && self.conn.xauth_client.is_some() {
+            let mut plain = std::mem::take(&mut self.plain);
+            let result = self.xauth_client_open(now, h, datagram, &mut plain);
+            self.plain = plain;
+            return result;
+        }
         if self.xauth.is_none() && !self.conn.xauth && !self.conn.virtual_ips.pools.is_empty() {
             self.xauth = Some(Box::new(XauthServer::mode_config_only()));
         }
@@ -287,6 +293,91 @@ impl Ikev1Sa {
             ),
         }
         self.push_transmit(out);
+        Ok(())
+    }
+
+    /// Client: answers the gateway's XAUTH request with our credentials and
+    /// acknowledges its verdict; on success the first Quick Mode starts.
+    /// Repeats of the gateway's messages are answered again.
+    fn xauth_client_open(
+        &mut self,
+        now: Instant,
+        h: &Header,
+        datagram: &[u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<(), Ikev1Error> {
+        if let Some((mid, f)) = self.xauth.as_ref().and_then(|x| x.config.as_ref())
+            && *mid == h.message_id
+            && f.is_repeat(datagram)
+        {
+            if let Some(again) = f.answer_to_repeat() {
+                self.push_transmit(again);
+            }
+            return Ok(());
+        }
+        let (Some(cipher), Some(ivs), Some(keys)) = (&self.cipher, &mut self.ivs, &self.keys) else {
+            return Err(invalid("no keys"));
+        };
+        let mut trial = ivs.clone();
+        let h_in = cipher.open(&mut trial, datagram, plain)?;
+        let payloads = hashed_payloads(keys, h.message_id, h_in.next_payload, plain, "transaction")?;
+        *ivs = trial;
+        let Some(Payload::Attributes(a)) = payloads.iter().find(|p| matches!(p, Payload::Attributes(_))) else {
+            return Err(invalid("transaction message without attribute payload"));
+        };
+        let Some(creds) = self.conn.xauth_client.clone() else {
+            return Err(invalid("no XAUTH credentials"));
+        };
+        let status = a.attributes.iter().find(|x| x.ty == attr::STATUS).map(|x| x.value);
+        let (answer, verdict) = match (a.ty, status) {
+            (ConfigType::REQUEST, _) => (
+                ConfigAttributes {
+                    ty: ConfigType::REPLY,
+                    identifier: a.identifier,
+                    attributes: vec![
+                        Attribute::variable(attr::USER_NAME, creds.user.as_bytes()),
+                        Attribute::variable(attr::USER_PASSWORD, creds.password.as_bytes()),
+                    ],
+                },
+                None,
+            ),
+            (ConfigType::SET, Some(AttributeValue::Basic(s))) => (
+                ConfigAttributes {
+                    ty: ConfigType::ACK,
+                    identifier: a.identifier,
+                    attributes: vec![Attribute::basic(attr::STATUS, s)],
+                },
+                Some(s == STATUS_OK),
+            ),
+            (ty, _) => {
+                return Err(Ikev1Error::UnexpectedMessage {
+                    exchange: ExchangeType::TRANSACTION,
+                    state: format!("XAUTH client (attribute payload {ty:?})"),
+                });
+            }
+        };
+        let out = self.seal_hashed(ExchangeType::TRANSACTION, h.message_id, &[Payload::Attributes(answer)])?;
+        if let Some(ivs) = &mut self.ivs {
+            ivs.forget(h.message_id);
+        }
+        let mut flight = Flight::default();
+        flight.received(datagram);
+        flight.sent(&out, now, &self.conn, false);
+        self.xauth
+            .get_or_insert_with(|| Box::new(XauthServer::mode_config_only()))
+            .config = Some((h.message_id, flight));
+        self.push_transmit(out);
+        match verdict {
+            Some(true) => {
+                info!(connection = %self.conn.name, user = %creds.user, "IKEv1 XAUTH: the gateway accepted user {}", creds.user);
+                self.start_first_child(now);
+            }
+            Some(false) => {
+                warn!(connection = %self.conn.name, user = %creds.user, "IKEv1 XAUTH: the gateway refused user {}", creds.user);
+                self.go_down(DownReason::Failed(format!("the gateway refused XAUTH user '{}'", creds.user)));
+            }
+            None => {}
+        }
         Ok(())
     }
 

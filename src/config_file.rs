@@ -199,6 +199,8 @@ struct RawConnection {
     force_udp_encap: Option<bool>,
     aggressive: Option<Spanned<bool>>,
     mode_config: Option<Spanned<String>>,
+    xauth_user: Option<Spanned<String>>,
+    xauth_password: Option<Spanned<String>>,
     mobike: Option<bool>,
     version: Option<Spanned<toml::Value>>,
     start_action: Option<Spanned<String>>,
@@ -1438,6 +1440,29 @@ fn connection_section(
         cfg.fragment_size = s;
     }
     cfg.virtual_ips = virtual_ips(ctx, &name, c, pools)?;
+    match (&c.xauth_user, &c.xauth_password) {
+        (None, None) => {}
+        (Some(user), Some(password)) => {
+            if cfg.ike_versions != IkeVersions::V1 {
+                return Err(ctx.err(user.span().start, &key("xauth_user"), "XAUTH is IKEv1: set version = 1"));
+            }
+            cfg.xauth_client = Some(Arc::new(control::config::XauthCredentials {
+                user: user.get_ref().clone(),
+                password: zeroize::Zeroizing::new(password.get_ref().clone()),
+            }));
+        }
+        (Some(k), None) | (None, Some(k)) => {
+            return Err(ctx.err(
+                k.span().start,
+                &key(if c.xauth_user.is_some() {
+                    "xauth_password"
+                } else {
+                    "xauth_user"
+                }),
+                "an XAUTH client needs both xauth_user and xauth_password",
+            ));
+        }
+    }
     if let Some(m) = &c.mode_config {
         cfg.mode_config_push = match m.get_ref().as_str() {
             "pull" => false,
@@ -3640,6 +3665,39 @@ esp_proposals = "aes256gcm16"
                 .config
                 .xauth
         );
+        // The client side: both keys, IKEv1 only.
+        let c = DaemonConfig::parse(
+            &path,
+            &ikev1(eap_conf(&v1("xauth_user = \"alice\"\nxauth_password = \"pw\""), "")),
+        )
+        .unwrap();
+        let creds = c.connections[0]
+            .config
+            .xauth_client
+            .as_ref()
+            .expect("client credentials");
+        assert_eq!((creds.user.as_str(), creds.password.as_str()), ("alice", "pw"));
+        assert!(
+            !format!("{creds:?}").contains("pw"),
+            "the password is not in Debug output"
+        );
+        for (keys, key, needle) in [
+            (v1("xauth_user = \"alice\""), "connection.rw.xauth_password", "both"),
+            (v1("xauth_password = \"pw\""), "connection.rw.xauth_user", "both"),
+            (
+                "xauth_user = \"alice\"\nxauth_password = \"pw\"".to_string(),
+                "connection.rw.xauth_user",
+                "version = 1",
+            ),
+        ] {
+            match DaemonConfig::parse(&path, &ikev1(eap_conf(&keys, ""))) {
+                Err(ConfigError::Invalid { key: k, message, .. }) => {
+                    assert_eq!(k, key, "{message}");
+                    assert!(message.contains(needle), "{message}");
+                }
+                other => panic!("{keys}: expected an error, got {other:?}"),
+            }
+        }
         // Mode Config push needs IKEv1 and pools.
         let pool = "[[pool]]\nname = \"rw\"\naddrs = [\"10.9.0.0/24\"]\n";
         let push = |keys: &str| ikev1(eap_conf(keys, &format!("{eap_table}{pool}")));

@@ -1347,7 +1347,12 @@ mod xauth {
     fn a_known_user_passes_then_quick_mode_runs() {
         for (seed, loss) in [(301, 0), (302, 15), (303, 15)] {
             let mut p = run("alice", "alice-secret-1", seed, loss);
-            assert_eq!(p.b().xauth_state(), Some(XauthState::Done), "seed {seed}: {:?}", p.b_seen.down);
+            assert_eq!(
+                p.b().xauth_state(),
+                Some(XauthState::Done),
+                "seed {seed}: {:?}",
+                p.b_seen.down
+            );
             assert_eq!(p.b().xauth_user(), Some("alice"));
             assert_eq!((p.a_seen.up, p.b_seen.up), (1, 1), "seed {seed}");
             assert_eq!(p.a_seen.installed.len(), 1, "seed {seed}: {:?}", p.a_seen.failed);
@@ -1358,8 +1363,16 @@ mod xauth {
     #[test]
     fn a_wrong_password_or_unknown_user_ends_the_sa_before_it_is_up() {
         for (user, password, why) in [
-            ("alice", "not-her-password", "XAUTH of user 'alice' failed: wrong password"),
-            ("mallory", "alice-secret-1", "XAUTH of user 'mallory' failed: unknown user"),
+            (
+                "alice",
+                "not-her-password",
+                "XAUTH of user 'alice' failed: wrong password",
+            ),
+            (
+                "mallory",
+                "alice-secret-1",
+                "XAUTH of user 'mallory' failed: unknown user",
+            ),
         ] {
             let p = run(user, password, 311, 0);
             assert_eq!(p.b_seen.up, 0, "never up without XAUTH");

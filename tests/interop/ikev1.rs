@@ -1049,3 +1049,74 @@ esp_proposals = "aes256-sha256"
     let (sent, got) = support::traffic::ping(&ns.b, "10.9.0.11", INNER_A, 3, "0.1");
     assert_eq!((sent, got), (3, 3), "ping from the pushed virtual IP");
 }
+
+/// The daemon as an XAUTH client of a charon gateway (`remote-2 { auth =
+/// xauth }`): Main Mode PSK, XAUTH with `xauth_user`/`xauth_password`,
+/// then Quick Mode; a wrong password is refused by charon and the daemon
+/// logs why.
+#[test]
+fn daemon_passes_xauth_of_a_charon_gateway() {
+    if skip() {
+        return;
+    }
+    let (port, nat) = free_udp_port_pair().unwrap();
+    let (ours, our_nat) = free_udp_port_pair().unwrap();
+    let swan = Charon::builder("ikev1-xauth-gw")
+        .ports(port, nat)
+        .plugin("xauth-generic")
+        .connection(
+            Connection::new("gw", "127.0.0.1", "127.0.0.1")
+                .version(IkeVersion::V1)
+                .remote_port(ours)
+                .proposals(&["aes256-sha256-modp2048"])
+                .local(AuthRound::psk("swan@test"))
+                .remote(AuthRound::psk("ironsa@test"))
+                .remote2(AuthRound::default().set("auth", "xauth"))
+                .child(Child::new("net", "10.2.0.0/24", "10.1.0.0/24").esp_proposals(&["aes256-sha256"])),
+        )
+        .secret(Secret::psk("s", &["swan@test", "ironsa@test"], PSK))
+        .secret(Secret::xauth("alice", "alice", "alice-secret-1"))
+        .start()
+        .unwrap();
+    let daemon = |password: &str| {
+        daemon_config(
+            (ours, our_nat),
+            (port, nat),
+            &format!(
+                r#"ike_proposals = "aes256-sha256-modp2048"
+local_id = "ironsa@test"
+remote_id = "swan@test"
+auth = "psk"
+psk = "{PSK}"
+xauth_user = "alice"
+xauth_password = "{password}"
+
+[[connection.child]]
+name = "net"
+local_ts = ["10.1.0.0/24"]
+remote_ts = ["10.2.0.0/24"]
+esp_proposals = "aes256-sha256"
+"#
+            ),
+        )
+    };
+    let ironsa = support::Ironsa::start(&daemon("alice-secret-1"), None);
+    let reply = ironsa.call(serde_json::json!({"cmd": "initiate", "connection": "swan"}));
+    assert!(reply.to_string().contains("initiating swan"), "{reply}");
+    swan.wait_for_log("XAuth authentication of 'alice' successful", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", swan.log_tail(40), ironsa.log()));
+    // Quick Mode after XAUTH: charon answered it (it cannot install ESP in
+    // this kernel, which is why the child does not stay).
+    swan.wait_for_log("generating QUICK_MODE response", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", swan.log_tail(40), ironsa.log()));
+    drop(ironsa);
+
+    let ironsa = support::Ironsa::start(&daemon("not-alices-password"), None);
+    ironsa.call(serde_json::json!({"cmd": "initiate", "connection": "swan"}));
+    let line = "IKEv1 XAUTH: the gateway refused user alice";
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while !ironsa.log().contains(line) && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ironsa.log().contains(line), "{}\n{}", ironsa.log(), swan.log_tail(40));
+}

@@ -195,6 +195,8 @@ pub struct Connection {
     pub local2: Option<AuthRound>,
     /// Remote authentication round.
     pub remote: AuthRound,
+    /// A second remote round (`remote-2`: EAP, or IKEv1 XAUTH), if any.
+    pub remote2: Option<AuthRound>,
     /// CHILD_SA configurations.
     pub children: Vec<Child>,
     /// Further connection-level `key = value` settings.
@@ -222,6 +224,7 @@ impl Connection {
             encap: None,
             local: AuthRound::default(),
             local2: None,
+            remote2: None,
             remote: AuthRound::default(),
             children: Vec::new(),
             extra: Vec::new(),
@@ -306,6 +309,12 @@ impl Connection {
         self
     }
 
+    /// Adds a second remote authentication round (`remote-2`).
+    pub fn remote2(mut self, round: AuthRound) -> Self {
+        self.remote2 = Some(round);
+        self
+    }
+
     /// Sets the remote authentication round.
     pub fn remote(mut self, round: AuthRound) -> Self {
         self.remote = round;
@@ -359,6 +368,9 @@ impl Connection {
             render_round(out, i, "local-2", r);
         }
         render_round(out, i, "remote", &self.remote);
+        if let Some(r) = &self.remote2 {
+            render_round(out, i, "remote-2", r);
+        }
         if !self.children.is_empty() {
             let _ = writeln!(out, "{}children {{", " ".repeat(i));
             for c in &self.children {

@@ -374,7 +374,10 @@ impl Ikev1Sa {
             }
             Some(false) => {
                 warn!(connection = %self.conn.name, user = %creds.user, "IKEv1 XAUTH: the gateway refused user {}", creds.user);
-                self.go_down(DownReason::Failed(format!("the gateway refused XAUTH user '{}'", creds.user)));
+                self.go_down(DownReason::Failed(format!(
+                    "the gateway refused XAUTH user '{}'",
+                    creds.user
+                )));
             }
             None => {}
         }

@@ -2515,7 +2515,26 @@ pub fn reload_effect(old: &ConnectionConfig, new: &ConnectionConfig) -> ReloadEf
         ("remote_id", old.remote_id == new.remote_id),
         ("auth", same_auth(&old.local_auth, &new.local_auth)),
         ("remote_auth", same_auth(&old.remote_auth, &new.remote_auth)),
-        ("remote_auth2", old.remote_auth2 == new.remote_auth2),
+        (
+            "remote_auth2",
+            old.remote_auth2 == new.remote_auth2 && old.xauth == new.xauth,
+        ),
+        (
+            "xauth_user",
+            match (&old.xauth_client, &new.xauth_client) {
+                (None, None) => true,
+                (Some(a), Some(b)) => {
+                    a.user == b.user
+                        && aws_lc_rs::constant_time::verify_slices_are_equal(
+                            a.password.as_bytes(),
+                            b.password.as_bytes(),
+                        )
+                        .is_ok()
+                }
+                _ => false,
+            },
+        ),
+        ("mode_config", old.mode_config_push == new.mode_config_push),
         ("ike_proposals", old.ike_proposals == new.ike_proposals),
         ("force_udp_encap", old.force_udp_encap == new.force_udp_encap),
         ("aggressive", old.aggressive == new.aggressive),
@@ -3206,6 +3225,28 @@ esp_proposals = "aes256gcm16"
             assert_eq!((l, k.as_str()), (line, key), "{to}: {m}");
             assert!(m.contains(msg), "{to}: {m}");
         }
+    }
+
+    #[test]
+    fn reload_renegotiates_for_changed_xauth_credentials() {
+        let client = |password: &str| {
+            connection_of(
+                &GOOD
+                    .replace(
+                        "dpd_delay = \"30s\"",
+                        &format!(
+                            "dpd_delay = \"30s\"\nversion = 1\nxauth_user = \"alice\"\nxauth_password = \"{password}\""
+                        ),
+                    )
+                    .replace("aes256gcm16-prfsha256-x25519", "aes256-sha256-modp2048"),
+            )
+        };
+        let old = client("first-password");
+        assert_eq!(reload_effect(&old, &client("first-password")), ReloadEffect::Unchanged);
+        assert_eq!(
+            reload_effect(&old, &client("other-password")),
+            ReloadEffect::NewSa("xauth_user")
+        );
     }
 
     #[test]

@@ -1821,7 +1821,9 @@ fn connection_auth(
             return Err(ctx.err(
                 second_at,
                 &key("remote_auth2"),
-                format!("'{k}': the second round is EAP (eap-mschapv2, eap-md5, eap-radius, eap-tls) or, with IKEv1, xauth"),
+                format!(
+                    "'{k}': the second round is EAP (eap-mschapv2, eap-md5, eap-radius, eap-tls) or, with IKEv1, xauth"
+                ),
             ));
         }
         (false, None) => ("", "remote_auth"),

@@ -679,6 +679,7 @@ fn quick_mode_rekeys_and_reauthentication_keep_traffic_with_charon() {
         let (sent, got) = support::traffic::ping(&ns.a, INNER_A, INNER_B, 3, "0.1");
         assert_eq!((sent, got), (3, 3), "ping {what}\n{}", swan.log_tail(60));
     };
+    support::traffic::wait_for_path(&ns.a, INNER_A, INNER_B, Duration::from_secs(10));
     ping("after setup");
     let first = our_child_spis(&ironsa);
     assert_eq!(first.len(), 1, "{first:?}");

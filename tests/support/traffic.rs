@@ -68,6 +68,24 @@ pub fn ping(ns: &super::Netns, from: &str, to: &str, count: u32, interval: &str)
     (nums[0], nums[1])
 }
 
+/// Waits (up to `within`) until one echo from `from` to `to` comes back:
+/// the peer may report a CHILD_SA installed a moment before its user-space
+/// ESP (kernel-libipsec) carries traffic. Panics with the last result.
+pub fn wait_for_path(ns: &super::Netns, from: &str, to: &str, within: Duration) {
+    let start = Instant::now();
+    loop {
+        let (sent, got) = ping(ns, from, to, 1, "0.2");
+        if got == 1 {
+            return;
+        }
+        assert!(
+            start.elapsed() < within,
+            "no echo from {to} to {from} within {within:?} ({got}/{sent} on the last try)"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Pings B's inner address from A's and A's from B's, `count` times each
 /// every `interval` seconds; panics unless every echo came back.
 pub fn ping_both_ways(ns: &NetnsPair, count: u32, interval: &str) {

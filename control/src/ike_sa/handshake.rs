@@ -31,15 +31,11 @@ pub(crate) fn install_keys(sa: &mut IkeSa, suite: crypto::IkeSuite, keys: crypto
     let outbound = SkCipher::new(suite.encr, suite.integ, out_e, out_a, &sa.ctx.crypto)?;
     let inbound = SkCipher::new(suite.encr, suite.integ, in_e, in_a, &sa.ctx.crypto)?;
     // SK_pi/SK_pr only serve IKE_AUTH: a rekeyed IKE SA (born established) does not keep them.
-    let auth = (!matches!(sa.state, State::Established(_))).then(|| {
-        Box::new(AuthKeys {
-            sk_pi: keys.sk_pi.clone(),
-            sk_pr: keys.sk_pr.clone(),
-        })
-    });
+    let crypto::IkeSaKeys { sk_pi, sk_pr, sk_d, .. } = keys;
+    let auth = (!matches!(sa.state, State::Established(_))).then(|| Box::new(AuthKeys { sk_pi, sk_pr }));
     sa.keys = Some(SaKeys {
         suite,
-        sk_d: Zeroizing::new(keys.sk_d.as_slice().into()),
+        sk_d: Zeroizing::new(sk_d.as_slice().into()),
         auth,
         outbound,
         inbound,

@@ -268,13 +268,18 @@ fn exhausted_pool_refuses_with_internal_address_failure() {
     let (_alice, cs, _) = connect(&mut now, &mut gw, "alice@test", &["0.0.0.0"], 4000);
     assert_eq!(cs.up, 1);
     let (bob, cs, gs) = connect(&mut now, &mut gw, "bob@test", &["0.0.0.0"], 4001);
-    // Authenticated, but no CHILD_SA: bob, without an address, deletes the IKE SA.
-    assert_eq!((cs.up, gs.up), (1, 1));
+    // Authenticated, but no address: bob's IKE SA never comes up on his
+    // side, fails with the gateway's notify, and the gateway's is deleted.
+    assert_eq!((cs.up, gs.up), (0, 1));
     assert!(
         cs.installed.is_empty() && gs.installed.is_empty(),
         "no CHILD_SA for bob"
     );
-    assert_eq!((cs.down.len(), gs.down.len()), (1, 1), "bob's IKE SA deleted");
+    assert_eq!(
+        cs.down,
+        vec![DownReason::PeerError(NotifyType::INTERNAL_ADDRESS_FAILURE)]
+    );
+    assert_eq!(gs.down.len(), 1, "bob's IKE SA deleted at the gateway too");
     assert_eq!(bob.sas().count(), 0);
     assert_eq!(gw.sas().count(), 1, "alice stays");
     pools.with(|p| assert_eq!(p.get("rw").expect("pool").stats().leased, 1));

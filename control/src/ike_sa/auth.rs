@@ -384,13 +384,24 @@ pub(crate) fn complete_initiator(
     let cfg = sa.config.clone();
     sa.nat
         .set_mobike(cfg.mobike && find_notify(inner, NotifyType::MOBIKE_SUPPORTED).is_some());
-    establish(sa, now, idr, false);
-    super::config_payload::handle_reply(sa, inner);
-    if let Err(why) = super::config_payload::check_reply(sa, inner) {
+    let reply = super::config_payload::parse_reply(sa, inner);
+    if let Err(why) = super::config_payload::check_reply(sa, reply.as_ref(), inner) {
+        // Without the address our policy needs the SA never comes up here;
+        // the gateway has it, so it gets one DELETE, and the failure names
+        // the gateway's notify.
         warn!(connection = %cfg.name, peer = %sa.remote, "{why}: deleting the IKE SA");
         release_pending(sa, &pending);
-        sa.delete(now);
+        let reason = match super::error_notify(inner) {
+            Some(n) => DownReason::PeerError(n.ty),
+            None => DownReason::Failed(why),
+        };
+        super::informational::start_delete_ike(sa, now);
+        sa.close(reason);
         return;
+    }
+    establish(sa, now, idr, false);
+    if let Some(got) = reply {
+        super::config_payload::install_reply(sa, got);
     }
     if let Some(req) = pending.request {
         create_child::finish_child_initiator(sa, now, inner, req, &ctx.ni, &ctx.nr, None);

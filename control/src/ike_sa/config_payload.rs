@@ -351,12 +351,12 @@ pub(crate) fn request(sa: &IkeSa) -> Option<Payload> {
 /// (into an established SA).
 /// Attributes of a wrong length are skipped with a warning; a reply without
 /// an address when we asked for one is the caller's failure to report.
-pub(crate) fn handle_reply(sa: &mut IkeSa, inner: &[Payload]) {
+pub(crate) fn parse_reply(sa: &IkeSa, inner: &[Payload]) -> Option<VirtualIps> {
     let Some(attributes) = inner.iter().find_map(|p| match p {
         Payload::Cp { cfg_type, attributes } if *cfg_type == CfgType::REPLY => Some(attributes),
         _ => None,
     }) else {
-        return;
+        return None;
     };
     let name = sa.config.name.clone();
     let mut got = VirtualIps::default();
@@ -386,16 +386,30 @@ pub(crate) fn handle_reply(sa: &mut IkeSa, inner: &[Payload]) {
             "virtual IP received"
         );
     }
+    Some(got)
+}
+
+/// Initiator: keeps the virtual IPs and DNS servers of a parsed CFG_REPLY
+/// on the established SA.
+pub(crate) fn install_reply(sa: &mut IkeSa, got: VirtualIps) {
     if let Some(v) = sa.virtual_ips_mut() {
         v.local = got.local;
         v.dns = got.dns;
     }
 }
 
+/// Initiator: [`parse_reply`] and [`install_reply`] in one.
+#[cfg(test)]
+pub(crate) fn handle_reply(sa: &mut IkeSa, inner: &[Payload]) {
+    if let Some(got) = parse_reply(sa, inner) {
+        install_reply(sa, got);
+    }
+}
+
 /// Initiator: an IKE SA that asked for virtual IPs is of no use without
 /// one (its selectors name them); why, if it got none.
-pub(crate) fn check_reply(sa: &IkeSa, inner: &[Payload]) -> Result<(), String> {
-    if sa.config.virtual_ips.request.is_empty() || sa.virtual_ips().is_some_and(|v| !v.local.is_empty()) {
+pub(crate) fn check_reply(sa: &IkeSa, got: Option<&VirtualIps>, inner: &[Payload]) -> Result<(), String> {
+    if sa.config.virtual_ips.request.is_empty() || got.is_some_and(|v| !v.local.is_empty()) {
         return Ok(());
     }
     Err(match super::error_notify(inner) {
@@ -721,7 +735,7 @@ mod tests {
         assert_eq!(v.local, [ip("10.8.0.1")], "as many addresses as asked for");
         assert_eq!(v.dns.len(), MAX_DNS_SERVERS);
         assert_eq!(v.dns[0], ip("10.2.0.0"));
-        assert!(check_reply(&sa, &reply).is_ok());
+        assert!(check_reply(&sa, sa.virtual_ips(), &reply).is_ok());
         assert_eq!(
             local_ts(&sa, &[]).into_owned(),
             [ts::subnet(ip("10.8.0.1"), 32)],

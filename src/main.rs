@@ -496,15 +496,17 @@ fn run(config_path: PathBuf) -> ExitCode {
         d.shutdown();
         return ExitCode::FAILURE;
     }
-    if let Err(e) = control_socket::spawn(d.clone(), &socket, control_group.as_ref()) {
-        error!("control socket {}: {e}", socket.display());
-        d.shutdown();
-        return ExitCode::FAILURE;
-    }
+    // The control socket comes last: its appearance tells service managers
+    // and scripts that everything else, metrics included, already answers.
     if let Some(addr) = metrics {
         if let Err(e) = metrics::spawn(d.clone(), addr) {
             warn!("metrics endpoint {addr}: {e}");
         }
+    }
+    if let Err(e) = control_socket::spawn(d.clone(), &socket, control_group.as_ref()) {
+        error!("control socket {}: {e}", socket.display());
+        d.shutdown();
+        return ExitCode::FAILURE;
     }
     let mut signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
